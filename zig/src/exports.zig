@@ -1,0 +1,337 @@
+//! Every `export fn` of libspindle. Each converts its C arguments to checked Zig values,
+//! calls into the library, and maps Zig errors to status codes. Nothing else lives here.
+//! ffi/symbols.ts lists these functions in the same order with the same C prototypes.
+const std = @import("std");
+const build_options = @import("build_options");
+const status = @import("status.zig");
+const settings = @import("settings.zig");
+const topology = @import("topology.zig");
+const tensor = @import("tensor.zig");
+const ops = @import("ops.zig");
+const inter_op = @import("pool/inter_op.zig");
+const intra_op = @import("pool/intra_op.zig");
+const openblas = @import("kernels/openblas.zig");
+const info = @import("info.zig");
+
+const Error = status.Error;
+const Handle = tensor.Handle;
+
+/// Bumped whenever an exported signature or status/op code changes meaning.
+pub const abi_version: u32 = 1;
+
+comptime {
+    // Handles cross the boundary as u64 (BigInt in TypeScript): keep them one word.
+    std.debug.assert(@sizeOf(Handle) == 8);
+    std.debug.assert(@sizeOf(status.Status) == 4);
+}
+
+/// u32 spindle_abi_version(void)
+export fn spindle_abi_version() u32 {
+    return abi_version;
+}
+
+/// size_t spindle_last_error(uint8_t *buffer, size_t capacity)
+export fn spindle_last_error(buffer: ?[*]u8, capacity: usize) usize {
+    const destination = buffer orelse return 0;
+    return status.lastMessage(destination[0..capacity]);
+}
+
+/// size_t spindle_info_json(uint8_t *buffer, size_t capacity): writes the parallel_info
+/// facts as JSON and returns the full length (call again with a larger buffer if needed).
+export fn spindle_info_json(buffer: ?[*]u8, capacity: usize) usize {
+    const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
+    return info.writeJson(destination);
+}
+
+/// int32_t spindle_get_num_threads(void)
+export fn spindle_get_num_threads() i32 {
+    return @intCast(settings.getNumThreads());
+}
+
+/// int32_t spindle_set_num_threads(int64_t count)
+export fn spindle_set_num_threads(count: i64) i32 {
+    status.clearMessage();
+    return status.toStatus(settings.setNumThreads(count));
+}
+
+/// int32_t spindle_get_num_interop_threads(void)
+export fn spindle_get_num_interop_threads() i32 {
+    return @intCast(settings.getNumInteropThreads());
+}
+
+/// int32_t spindle_set_num_interop_threads(int64_t count)
+export fn spindle_set_num_interop_threads(count: i64) i32 {
+    status.clearMessage();
+    return status.toStatus(settings.setNumInteropThreads(count));
+}
+
+fn readShape(ndim: u32, shape: ?[*]const i64, buffer: *[tensor.max_dims]usize) Error![]const usize {
+    if (ndim > tensor.max_dims) {
+        return status.fail(error.InvalidArgument, "tensors have at most {d} dimensions, got {d}", .{ tensor.max_dims, ndim });
+    }
+    if (ndim == 0) return buffer[0..0];
+    const raw = (shape orelse return status.fail(error.InvalidArgument, "shape pointer is null", .{}))[0..ndim];
+    for (raw, 0..) |d, axis| {
+        if (d < 0) return status.fail(error.InvalidArgument, "dimension {d} is negative ({d})", .{ axis, d });
+        buffer[axis] = @intCast(d);
+    }
+    return buffer[0..ndim];
+}
+
+fn publish(t: *tensor.Tensor, out: ?*Handle) Error!void {
+    const destination = out orelse {
+        t.release();
+        return status.fail(error.InvalidArgument, "output handle pointer is null", .{});
+    };
+    errdefer t.release();
+    destination.* = try tensor.table.register(t);
+}
+
+/// int32_t spindle_tensor_create(uint32_t dtype, uint32_t ndim, const int64_t *shape,
+///     const uint8_t *data, size_t data_bytes, uint64_t *out): copies `data` (or zeroes
+///     when data is null) into a new contiguous tensor.
+export fn spindle_tensor_create(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]const u8, data_bytes: usize, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(tensorCreate(dtype_code, ndim, shape, data, data_bytes, out));
+}
+
+fn tensorCreate(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]const u8, data_bytes: usize, out: ?*Handle) Error!void {
+    const dtype = try tensor.DType.fromInt(dtype_code);
+    var shape_buffer: [tensor.max_dims]usize = undefined;
+    const dims = try readShape(ndim, shape, &shape_buffer);
+    const count = try tensor.checkedNumel(dims, dtype);
+    const t = try tensor.createUninit(dtype, dims);
+    errdefer t.release();
+    if (data) |bytes| {
+        if (data_bytes != count * dtype.size()) {
+            return status.fail(error.ShapeMismatch, "tensor: {d} bytes of data for shape {any} of {s} (needs {d})", .{
+                data_bytes, dims, dtype.name(), count * dtype.size(),
+            });
+        }
+        @memcpy(t.byteSlice(), bytes[0..data_bytes]);
+    } else {
+        @memset(t.byteSlice(), 0);
+    }
+    try publish(t, out);
+}
+
+/// int32_t spindle_tensor_full(uint32_t dtype, uint32_t ndim, const int64_t *shape,
+///     double value, uint64_t *out)
+export fn spindle_tensor_full(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(tensorFull(dtype_code, ndim, shape, value, out));
+}
+
+fn tensorFull(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out: ?*Handle) Error!void {
+    const dtype = try tensor.DType.fromInt(dtype_code);
+    var shape_buffer: [tensor.max_dims]usize = undefined;
+    const dims = try readShape(ndim, shape, &shape_buffer);
+    const t = try tensor.createUninit(dtype, dims);
+    errdefer t.release();
+    switch (dtype) {
+        .float32 => @memset(t.f32Slice(), @floatCast(value)),
+        .int64, .int32 => {
+            if (std.math.isNan(value) or @trunc(value) != value or @abs(value) > 9.007199254740992e15) {
+                return status.fail(error.InvalidArgument, "full: {d} is not an integer fill value for {s}", .{ value, dtype.name() });
+            }
+            const integer: i64 = @intFromFloat(value);
+            if (dtype == .int64) @memset(t.i64Slice(), integer) else {
+                const narrow = std.math.cast(i32, integer) orelse
+                    return status.fail(error.InvalidArgument, "full: {d} does not fit in int32", .{integer});
+                @memset(t.i32Slice(), narrow);
+            }
+        },
+    }
+    try publish(t, out);
+}
+
+/// int32_t spindle_tensor_random(uint32_t ndim, const int64_t *shape, uint64_t seed,
+///     uint32_t normal, uint64_t *out): float32 uniform [0, 1) or standard normal values,
+///     the same for the same seed on every machine.
+export fn spindle_tensor_random(ndim: u32, shape: ?[*]const i64, seed: u64, normal: u32, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(tensorRandom(ndim, shape, seed, normal != 0, out));
+}
+
+fn tensorRandom(ndim: u32, shape: ?[*]const i64, seed: u64, normal: bool, out: ?*Handle) Error!void {
+    var shape_buffer: [tensor.max_dims]usize = undefined;
+    const dims = try readShape(ndim, shape, &shape_buffer);
+    const t = try tensor.createUninit(.float32, dims);
+    errdefer t.release();
+    var prng = std.Random.DefaultPrng.init(seed);
+    const random = prng.random();
+    if (normal) {
+        for (t.f32Slice()) |*x| x.* = random.floatNorm(f32);
+    } else {
+        for (t.f32Slice()) |*x| x.* = random.float(f32);
+    }
+    try publish(t, out);
+}
+
+/// int32_t spindle_tensor_info(uint64_t handle, int64_t *out): out[0] = dtype,
+///     out[1] = ndim, out[2..10] = shape.
+export fn spindle_tensor_info(handle: Handle, out: ?*[2 + tensor.max_dims]i64) i32 {
+    status.clearMessage();
+    return status.toStatus(tensorInfo(handle, out));
+}
+
+fn tensorInfo(handle: Handle, out: ?*[2 + tensor.max_dims]i64) Error!void {
+    const destination = out orelse return status.fail(error.InvalidArgument, "info pointer is null", .{});
+    const t = try tensor.table.acquire(handle);
+    defer t.release();
+    destination.* = @splat(0);
+    destination[0] = @intFromEnum(t.dtype);
+    destination[1] = t.ndim;
+    for (t.dims(), 0..) |d, axis| destination[2 + axis] = @intCast(d);
+}
+
+/// int32_t spindle_tensor_read(uint64_t handle, uint8_t *destination, size_t bytes):
+///     copies the values in row-major order; `bytes` must equal numel · element size.
+export fn spindle_tensor_read(handle: Handle, destination: ?[*]u8, bytes: usize) i32 {
+    status.clearMessage();
+    return status.toStatus(tensorRead(handle, destination, bytes));
+}
+
+fn tensorRead(handle: Handle, destination: ?[*]u8, bytes: usize) Error!void {
+    const t = try tensor.table.acquire(handle);
+    defer t.release();
+    const needed = t.numel() * t.dtype.size();
+    if (bytes != needed) {
+        return status.fail(error.ShapeMismatch, "read: destination has {d} bytes, the tensor has {d}", .{ bytes, needed });
+    }
+    if (needed == 0) return;
+    const pointer = destination orelse return status.fail(error.InvalidArgument, "read: destination is null", .{});
+    tensor.copyToContiguous(t, pointer[0..bytes]);
+}
+
+/// int32_t spindle_tensor_dispose(uint64_t handle)
+export fn spindle_tensor_dispose(handle: Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(tensor.table.dispose(handle));
+}
+
+/// size_t spindle_tensor_live_count(void): live tensor handles (leak checks in tests).
+export fn spindle_tensor_live_count() usize {
+    return tensor.table.liveCount();
+}
+
+/// Acquires the tensors behind `handles` into `buffer`; on error releases what it took.
+fn acquireInputs(handles: ?[*]const Handle, count: usize, buffer: *[ops.max_inputs]*tensor.Tensor) Error![]*tensor.Tensor {
+    if (count > ops.max_inputs) {
+        return status.fail(error.InvalidArgument, "at most {d} inputs, got {d}", .{ ops.max_inputs, count });
+    }
+    if (count == 0) return buffer[0..0];
+    const raw = (handles orelse return status.fail(error.InvalidArgument, "input handles pointer is null", .{}))[0..count];
+    for (raw, 0..) |handle, i| {
+        buffer[i] = tensor.table.acquire(handle) catch |err| {
+            for (buffer[0..i]) |t| t.release();
+            return err;
+        };
+    }
+    return buffer[0..count];
+}
+
+fn readParams(params: ?[*]const f64, count: usize) Error![]const f64 {
+    if (count > ops.max_params) {
+        return status.fail(error.InvalidArgument, "at most {d} parameters, got {d}", .{ ops.max_params, count });
+    }
+    if (count == 0) return &.{};
+    const pointer = params orelse return status.fail(error.InvalidArgument, "parameter pointer is null", .{});
+    return pointer[0..count];
+}
+
+/// int32_t spindle_op_run(uint32_t op, const uint64_t *inputs, size_t input_count,
+///     const double *params, size_t param_count, uint64_t *out)
+export fn spindle_op_run(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(opRun(op_code, inputs, input_count, params, param_count, out));
+}
+
+fn opRun(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) Error!void {
+    const op = try ops.OpCode.fromInt(op_code);
+    const parameters = try readParams(params, param_count);
+    var buffer: [ops.max_inputs]*tensor.Tensor = undefined;
+    const tensors = try acquireInputs(inputs, input_count, &buffer);
+    defer for (tensors) |t| t.release();
+    try publish(try ops.run(op, tensors, parameters), out);
+}
+
+/// int32_t spindle_fork_op(uint32_t op, const uint64_t *inputs, size_t input_count,
+///     const double *params, size_t param_count, uint64_t *out_future)
+export fn spindle_fork_op(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(forkOp(op_code, inputs, input_count, params, param_count, out));
+}
+
+fn forkOp(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) Error!void {
+    const op = try ops.OpCode.fromInt(op_code);
+    const parameters = try readParams(params, param_count);
+    const destination = out orelse return status.fail(error.InvalidArgument, "output future pointer is null", .{});
+    var buffer: [ops.max_inputs]*tensor.Tensor = undefined;
+    const tensors = try acquireInputs(inputs, input_count, &buffer);
+    defer for (tensors) |t| t.release();
+    const future = try inter_op.forkOp(op, tensors, parameters);
+    errdefer future.release();
+    destination.* = try inter_op.futures.register(future);
+}
+
+/// int32_t spindle_future_wait(uint64_t future, uint64_t *out): blocks until done, then
+///     publishes the value as a new tensor handle or returns the task's error.
+export fn spindle_future_wait(handle: Handle, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(futureWait(handle, out));
+}
+
+fn futureWait(handle: Handle, out: ?*Handle) Error!void {
+    const future = try inter_op.futures.acquire(handle);
+    defer future.release();
+    try publish(try future.wait(), out);
+}
+
+/// int32_t spindle_future_done(uint64_t future): 1 when complete, 0 when pending, or a
+///     negative status when the handle is invalid.
+export fn spindle_future_done(handle: Handle) i32 {
+    status.clearMessage();
+    const future = inter_op.futures.acquire(handle) catch |err| return -@intFromEnum(status.fromError(err));
+    defer future.release();
+    return @intFromBool(future.isDone());
+}
+
+/// int32_t spindle_future_dispose(uint64_t future)
+export fn spindle_future_dispose(handle: Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(inter_op.futures.dispose(handle));
+}
+
+test {
+    // Reference every file so `zig build test` runs the tests at the bottom of each.
+    std.testing.refAllDecls(@This());
+    _ = status;
+    _ = settings;
+    _ = topology;
+    _ = tensor;
+    _ = @import("handles.zig");
+    _ = ops;
+    _ = inter_op;
+    _ = intra_op;
+    _ = @import("kernels/gemm.zig");
+    _ = openblas;
+    _ = info;
+}
+
+test "exported tensor round trip and bad arguments" {
+    const shape = [_]i64{ 2, 2 };
+    const values = [_]f32{ 1, 2, 3, 4 };
+    var handle: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_create(0, 2, &shape, std.mem.sliceAsBytes(&values).ptr, 16, &handle));
+    var out: [4]f32 = undefined;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_read(handle, std.mem.sliceAsBytes(&out).ptr, 16));
+    try std.testing.expectEqualSlices(f32, &values, &out);
+    try std.testing.expectEqual(@intFromEnum(status.Status.shape_mismatch), spindle_tensor_read(handle, std.mem.sliceAsBytes(&out).ptr, 12));
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(handle));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_handle), spindle_tensor_dispose(handle));
+    const negative = [_]i64{ 2, -1 };
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_create(0, 2, &negative, null, 0, &handle));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_create(9, 2, &shape, null, 0, &handle));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_op_run(999, null, 0, null, 0, &handle));
+}
