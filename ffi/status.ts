@@ -1,0 +1,84 @@
+/**
+ * Native status codes (zig/src/status.zig, same order) and their conversion into
+ * {@link SpindleError}s carrying the native message.
+ *
+ * @module
+ */
+
+/** Status names, indexed by the native status code. Append only, like the Zig enum. */
+export const STATUS_NAMES: readonly StatusName[] = [
+  "ok",
+  "invalid_argument",
+  "shape_mismatch",
+  "dtype_mismatch",
+  "index_out_of_range",
+  "invalid_handle",
+  "out_of_memory",
+  "too_large",
+  "thread_settings",
+  "malformed_model",
+  "unsupported",
+  "task_failed",
+  "internal",
+];
+
+/** A native status name such as `"shape_mismatch"`. */
+export type StatusName =
+  | "ok"
+  | "invalid_argument"
+  | "shape_mismatch"
+  | "dtype_mismatch"
+  | "index_out_of_range"
+  | "invalid_handle"
+  | "out_of_memory"
+  | "too_large"
+  | "thread_settings"
+  | "malformed_model"
+  | "unsupported"
+  | "task_failed"
+  | "internal";
+
+/**
+ * An error the native library reported: a shape mismatch, an index out of range, a
+ * malformed model file, a misuse of the thread settings, …
+ *
+ * @example
+ * ```ts
+ * import { SpindleError, mm, zeros } from "@spindle/spindle";
+ * try {
+ *   mm(zeros([2, 3]), zeros([2, 3]));
+ * } catch (error) {
+ *   if (error instanceof SpindleError) console.log(error.code); // "shape_mismatch"
+ * }
+ * ```
+ */
+export class SpindleError extends Error {
+  /** The native status name, e.g. `"shape_mismatch"`. */
+  readonly code: StatusName;
+  /** The native status number. */
+  readonly status: number;
+
+  /**
+   * Creates an error for a native status.
+   *
+   * @param status The native status number.
+   * @param message What went wrong, naming the operation and the offending value.
+   */
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "SpindleError";
+    this.status = status;
+    this.code = STATUS_NAMES[status] ?? "internal";
+  }
+}
+
+const decoder = new TextDecoder();
+const messageBuffer = new Uint8Array(512);
+
+/** Reads the calling thread's last native error message. */
+export function lastErrorMessage(
+  lastError: (buffer: Uint8Array, capacity: bigint) => bigint,
+): string {
+  const length = Number(lastError(messageBuffer, BigInt(messageBuffer.length)));
+  return decoder.decode(messageBuffer.subarray(0, Math.min(length, messageBuffer.length)));
+}

@@ -1,0 +1,82 @@
+/**
+ * THE symbol table of libspindle: one entry per Zig `export fn` in zig/src/exports.zig, in
+ * the same order, with its C prototype in a comment. Nothing else in Spindle names a native
+ * symbol.
+ *
+ * Handles (tensors, futures) are `u64` — BigInt in JavaScript. Out-parameters are passed
+ * as typed-array `buffer`s.
+ *
+ * @module
+ */
+
+export const symbols = {
+  // uint32_t spindle_abi_version(void)
+  spindle_abi_version: { parameters: [], result: "u32" },
+  // size_t spindle_last_error(uint8_t *buffer, size_t capacity)
+  spindle_last_error: { parameters: ["buffer", "usize"], result: "usize" },
+  // size_t spindle_info_json(uint8_t *buffer, size_t capacity)
+  spindle_info_json: { parameters: ["buffer", "usize"], result: "usize" },
+  // int32_t spindle_get_num_threads(void)
+  spindle_get_num_threads: { parameters: [], result: "i32" },
+  // int32_t spindle_set_num_threads(int64_t count)
+  spindle_set_num_threads: { parameters: ["i64"], result: "i32" },
+  // int32_t spindle_get_num_interop_threads(void)
+  spindle_get_num_interop_threads: { parameters: [], result: "i32" },
+  // int32_t spindle_set_num_interop_threads(int64_t count)
+  spindle_set_num_interop_threads: { parameters: ["i64"], result: "i32" },
+  // int32_t spindle_tensor_create(uint32_t dtype, uint32_t ndim, const int64_t *shape,
+  //     const uint8_t *data, size_t data_bytes, uint64_t *out)
+  spindle_tensor_create: {
+    parameters: ["u32", "u32", "buffer", "buffer", "usize", "buffer"],
+    result: "i32",
+  },
+  // int32_t spindle_tensor_full(uint32_t dtype, uint32_t ndim, const int64_t *shape,
+  //     double value, uint64_t *out)
+  spindle_tensor_full: {
+    parameters: ["u32", "u32", "buffer", "f64", "buffer"],
+    result: "i32",
+  },
+  // int32_t spindle_tensor_random(uint32_t ndim, const int64_t *shape, uint64_t seed,
+  //     uint32_t normal, uint64_t *out)
+  spindle_tensor_random: {
+    parameters: ["u32", "buffer", "u64", "u32", "buffer"],
+    result: "i32",
+  },
+  // int32_t spindle_tensor_info(uint64_t handle, int64_t *out /* [10] */)
+  spindle_tensor_info: { parameters: ["u64", "buffer"], result: "i32" },
+  // int32_t spindle_tensor_read(uint64_t handle, uint8_t *destination, size_t bytes)
+  spindle_tensor_read: { parameters: ["u64", "buffer", "usize"], result: "i32" },
+  // int32_t spindle_tensor_dispose(uint64_t handle)
+  spindle_tensor_dispose: { parameters: ["u64"], result: "i32" },
+  // size_t spindle_tensor_live_count(void)
+  spindle_tensor_live_count: { parameters: [], result: "usize" },
+  // int32_t spindle_op_run(uint32_t op, const uint64_t *inputs, size_t input_count,
+  //     const double *params, size_t param_count, uint64_t *out)
+  spindle_op_run: {
+    parameters: ["u32", "buffer", "usize", "buffer", "usize", "buffer"],
+    result: "i32",
+  },
+  // int32_t spindle_fork_op(uint32_t op, const uint64_t *inputs, size_t input_count,
+  //     const double *params, size_t param_count, uint64_t *out_future)
+  spindle_fork_op: {
+    parameters: ["u32", "buffer", "usize", "buffer", "usize", "buffer"],
+    result: "i32",
+  },
+  // int32_t spindle_future_wait(uint64_t future, uint64_t *out)
+  spindle_future_wait: { parameters: ["u64", "buffer"], result: "i32" },
+  // int32_t spindle_future_wait(uint64_t future, uint64_t *out), on Deno's blocking pool
+  // (interim: the inter-op issue replaces it with a native completion queue).
+  spindle_future_wait_async: {
+    name: "spindle_future_wait",
+    parameters: ["u64", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // int32_t spindle_future_done(uint64_t future)
+  spindle_future_done: { parameters: ["u64"], result: "i32" },
+  // int32_t spindle_future_dispose(uint64_t future)
+  spindle_future_dispose: { parameters: ["u64"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The type of the loaded library's `symbols` object. */
+export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

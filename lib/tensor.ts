@@ -1,0 +1,391 @@
+/**
+ * Tensors: n-dimensional arrays whose data lives in native memory owned by libspindle.
+ *
+ * @module
+ */
+import { check, native } from "../ffi/load.ts";
+import { SpindleError } from "../ffi/status.ts";
+
+/** Element types of a {@link Tensor}. */
+export type DType = "float32" | "int64" | "int32";
+
+const DTYPE_CODES: Record<DType, number> = { float32: 0, int64: 1, int32: 2 };
+const DTYPES: readonly DType[] = ["float32", "int64", "int32"];
+const BYTES_PER_ELEMENT: Record<DType, number> = { float32: 4, int64: 8, int32: 4 };
+/** The native side allows at most this many dimensions. */
+export const MAX_DIMS = 8;
+
+/** Safety net only: tensors are meant to be disposed deterministically. */
+const finalizer = new FinalizationRegistry<bigint>((handle) => {
+  native().spindle_tensor_dispose(handle);
+});
+
+const infoBuffer = new BigInt64Array(2 + MAX_DIMS);
+const handleBuffer = new BigUint64Array(1);
+
+/**
+ * An n-dimensional array of `float32`, `int64` or `int32` values in native memory.
+ *
+ * Dispose tensors when done (`using t = …` or `t.dispose()`); a finalizer frees forgotten
+ * ones eventually, but native memory is only returned deterministically by dispose.
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "@spindle/spindle";
+ * using t = tensor([1, 2, 3, 4], [2, 2]);
+ * console.log(t.shape, t.dtype, t.numel); // [2, 2] "float32" 4
+ * console.log(t.toArray()); // Float32Array [1, 2, 3, 4]
+ * ```
+ */
+export class Tensor {
+  /** The size of each dimension. */
+  readonly shape: readonly number[];
+  /** The element type. */
+  readonly dtype: DType;
+  /** The number of elements (product of the shape). */
+  readonly numel: number;
+  #handle: bigint | null;
+
+  /**
+   * Wraps a native handle. Use {@link tensor}, {@link zeros}, … or an op to create tensors.
+   *
+   * @param handle The native handle; this tensor takes ownership of it.
+   */
+  constructor(handle: bigint) {
+    check(native().spindle_tensor_info(handle, infoBuffer));
+    const dtype = DTYPES[Number(infoBuffer[0])];
+    const ndim = Number(infoBuffer[1]);
+    const shape: number[] = [];
+    for (let axis = 0; axis < ndim; axis++) shape.push(Number(infoBuffer[2 + axis]));
+    this.shape = Object.freeze(shape);
+    this.dtype = dtype;
+    this.numel = shape.reduce((a, b) => a * b, 1);
+    this.#handle = handle;
+    finalizer.register(this, handle, this);
+  }
+
+  /**
+   * The native handle; throws once the tensor is disposed.
+   *
+   * @returns The native handle.
+   */
+  get handle(): bigint {
+    if (this.#handle === null) {
+      throw new SpindleError(5, "tensor used after dispose()");
+    }
+    return this.#handle;
+  }
+
+  /** Whether {@link Tensor.dispose} was called. */
+  get disposed(): boolean {
+    return this.#handle === null;
+  }
+
+  /**
+   * Copies the values out, row-major.
+   *
+   * @returns A new typed array matching the dtype.
+   */
+  toArray(): Float32Array | BigInt64Array | Int32Array {
+    const handle = this.handle;
+    const out = this.dtype === "float32"
+      ? new Float32Array(this.numel)
+      : this.dtype === "int64"
+      ? new BigInt64Array(this.numel)
+      : new Int32Array(this.numel);
+    check(native().spindle_tensor_read(handle, new Uint8Array(out.buffer), BigInt(out.byteLength)));
+    return out;
+  }
+
+  /** Frees the native memory. Idempotent. */
+  dispose(): void {
+    if (this.#handle === null) return;
+    const handle = this.#handle;
+    this.#handle = null;
+    finalizer.unregister(this);
+    check(native().spindle_tensor_dispose(handle));
+  }
+
+  /** Same as {@link Tensor.dispose}, for `using`. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /**
+   * Describes the tensor without its values.
+   *
+   * @returns A short description such as `Tensor(float32, [2, 3])`.
+   */
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(", ")}])`;
+  }
+}
+
+/** Options for tensor factories. */
+export interface TensorOptions {
+  /** Element type; `float32` unless the data is an Int32Array or BigInt64Array. */
+  dtype?: DType;
+}
+
+/** Checks a shape and returns it as the BigInt64Array the native side reads. */
+export function shapeBuffer(shape: readonly number[], what = "shape"): BigInt64Array {
+  if (!Array.isArray(shape)) throw new TypeError(`${what} must be an array of integers, got ${String(shape)}`);
+  if (shape.length > MAX_DIMS) {
+    throw new RangeError(`${what} has ${shape.length} dimensions; at most ${MAX_DIMS} are supported`);
+  }
+  const buffer = new BigInt64Array(Math.max(shape.length, 1));
+  shape.forEach((d, axis) => {
+    if (!Number.isSafeInteger(d) || d < 0) {
+      throw new RangeError(`${what}[${axis}] must be a non-negative integer, got ${d}`);
+    }
+    buffer[axis] = BigInt(d);
+  });
+  return buffer;
+}
+
+function numelOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Takes the handle written by a native factory into a new Tensor. */
+function adopt(status: number): Tensor {
+  check(status);
+  return new Tensor(handleBuffer[0]);
+}
+
+function toTypedData(
+  data: ArrayLike<number> | Float32Array | Int32Array | BigInt64Array,
+  dtype: DType,
+): Float32Array | Int32Array | BigInt64Array {
+  if (dtype === "float32") {
+    if (data instanceof BigInt64Array) throw new TypeError("tensor: BigInt64Array data needs dtype int64");
+    return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
+  }
+  if (dtype === "int32") {
+    if (data instanceof Int32Array) return data;
+    if (data instanceof BigInt64Array) throw new TypeError("tensor: BigInt64Array data needs dtype int64");
+    const out = new Int32Array(data.length);
+    for (let i = 0; i < data.length; i++) {
+      const value = data[i];
+      if (!Number.isInteger(value) || value < -2147483648 || value > 2147483647) {
+        throw new RangeError(`tensor: element ${i} (${value}) is not an int32`);
+      }
+      out[i] = value;
+    }
+    return out;
+  }
+  if (data instanceof BigInt64Array) return data;
+  const out = new BigInt64Array(data.length);
+  for (let i = 0; i < data.length; i++) {
+    const value = (data as ArrayLike<number>)[i];
+    if (!Number.isSafeInteger(value)) throw new RangeError(`tensor: element ${i} (${value}) is not a safe integer`);
+    out[i] = BigInt(value);
+  }
+  return out;
+}
+
+/**
+ * Creates a tensor from values (copied into native memory).
+ *
+ * @param data The values, row-major.
+ * @param shape The shape; defaults to `[data.length]`.
+ * @param options `dtype`; inferred from Int32Array / BigInt64Array data, else float32.
+ * @returns A new tensor.
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "@spindle/spindle";
+ * using ids = tensor([3, 1, 4], [3], { dtype: "int64" });
+ * console.log(ids.toArray()); // BigInt64Array [3n, 1n, 4n]
+ * ```
+ */
+export function tensor(
+  data: ArrayLike<number> | Float32Array | Int32Array | BigInt64Array,
+  shape?: number[],
+  options: TensorOptions = {},
+): Tensor {
+  if (data === null || typeof data !== "object" || typeof data.length !== "number") {
+    throw new TypeError(`tensor: data must be an array or typed array, got ${String(data)}`);
+  }
+  const dims = shape ?? [data.length];
+  const dtype = options.dtype ??
+    (data instanceof Int32Array ? "int32" : data instanceof BigInt64Array ? "int64" : "float32");
+  if (!(dtype in DTYPE_CODES)) throw new TypeError(`tensor: unknown dtype '${dtype}'`);
+  const dimsBuffer = shapeBuffer(dims);
+  const count = numelOf(dims);
+  if (count !== data.length) {
+    throw new RangeError(`tensor: ${data.length} values do not fill shape [${dims.join(", ")}] (${count} elements)`);
+  }
+  const typed = toTypedData(data, dtype);
+  const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
+  return adopt(
+    native().spindle_tensor_create(
+      DTYPE_CODES[dtype],
+      dims.length,
+      dimsBuffer,
+      bytes.byteLength > 0 ? bytes : null,
+      BigInt(bytes.byteLength),
+      handleBuffer,
+    ),
+  );
+}
+
+/**
+ * A tensor filled with `value`.
+ *
+ * @param shape The shape.
+ * @param value The fill value.
+ * @param options `dtype` (default float32).
+ * @returns A new tensor.
+ *
+ * @example
+ * ```ts
+ * import { full } from "@spindle/spindle";
+ * using t = full([2], 7);
+ * console.log(t.toArray()); // Float32Array [7, 7]
+ * ```
+ */
+export function full(shape: number[], value: number, options: TensorOptions = {}): Tensor {
+  const dtype = options.dtype ?? "float32";
+  if (!(dtype in DTYPE_CODES)) throw new TypeError(`full: unknown dtype '${dtype}'`);
+  if (typeof value !== "number") throw new TypeError(`full: value must be a number, got ${typeof value}`);
+  const dims = shapeBuffer(shape);
+  return adopt(native().spindle_tensor_full(DTYPE_CODES[dtype], shape.length, dims, value, handleBuffer));
+}
+
+/**
+ * A tensor of zeros.
+ *
+ * @param shape The shape.
+ * @param options `dtype` (default float32).
+ * @returns A new tensor.
+ *
+ * @example
+ * ```ts
+ * import { zeros } from "@spindle/spindle";
+ * using z = zeros([2, 3]);
+ * console.log(z.numel); // 6
+ * ```
+ */
+export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
+  return full(shape, 0, options);
+}
+
+/**
+ * A tensor of ones.
+ *
+ * @param shape The shape.
+ * @param options `dtype` (default float32).
+ * @returns A new tensor.
+ *
+ * @example
+ * ```ts
+ * import { ones } from "@spindle/spindle";
+ * using o = ones([3]);
+ * console.log(o.toArray()); // Float32Array [1, 1, 1]
+ * ```
+ */
+export function ones(shape: number[], options: TensorOptions = {}): Tensor {
+  return full(shape, 1, options);
+}
+
+/**
+ * Evenly spaced values: `arange(n)` is 0…n-1, `arange(start, end, step)` like NumPy.
+ *
+ * @param startOrEnd The end (one argument) or the start.
+ * @param end The end, exclusive.
+ * @param step The step (non-zero).
+ * @returns A new 1-D float32 tensor.
+ *
+ * @example
+ * ```ts
+ * import { arange } from "@spindle/spindle";
+ * using r = arange(1, 7, 2);
+ * console.log(r.toArray()); // Float32Array [1, 3, 5]
+ * ```
+ */
+export function arange(startOrEnd: number, end?: number, step = 1): Tensor {
+  const start = end === undefined ? 0 : startOrEnd;
+  const stop = end === undefined ? startOrEnd : end;
+  for (const [name, value] of [["start", start], ["end", stop], ["step", step]] as const) {
+    if (!Number.isFinite(value)) throw new RangeError(`arange: ${name} must be finite, got ${value}`);
+  }
+  if (step === 0) throw new RangeError("arange: step must not be 0");
+  const count = Math.max(0, Math.ceil((stop - start) / step));
+  if (count > 2 ** 31) throw new RangeError(`arange: ${count} elements is too many`);
+  const values = new Float32Array(count);
+  for (let i = 0; i < count; i++) values[i] = start + i * step;
+  return tensor(values, [count]);
+}
+
+/** Options for random tensors. */
+export interface RandomOptions {
+  /** Seed; the same seed gives the same values on every machine. Random when omitted. */
+  seed?: number | bigint;
+}
+
+function randomTensor(shape: number[], options: RandomOptions, normal: boolean, name: string): Tensor {
+  let seed: bigint;
+  if (options.seed === undefined) {
+    seed = crypto.getRandomValues(new BigUint64Array(1))[0];
+  } else if (typeof options.seed === "bigint") {
+    seed = BigInt.asUintN(64, options.seed);
+  } else if (Number.isSafeInteger(options.seed)) {
+    seed = BigInt.asUintN(64, BigInt(options.seed));
+  } else {
+    throw new TypeError(`${name}: seed must be an integer, got ${options.seed}`);
+  }
+  const dims = shapeBuffer(shape);
+  return adopt(native().spindle_tensor_random(shape.length, dims, seed, normal ? 1 : 0, handleBuffer));
+}
+
+/**
+ * Uniform random float32 values in [0, 1).
+ *
+ * @param shape The shape.
+ * @param options `seed` for reproducible values.
+ * @returns A new tensor.
+ *
+ * @example
+ * ```ts
+ * import { rand } from "@spindle/spindle";
+ * using a = rand([2, 2], { seed: 1 });
+ * using b = rand([2, 2], { seed: 1 });
+ * console.log(a.toArray()[0] === b.toArray()[0]); // true
+ * ```
+ */
+export function rand(shape: number[], options: RandomOptions = {}): Tensor {
+  return randomTensor(shape, options, false, "rand");
+}
+
+/**
+ * Standard normal random float32 values.
+ *
+ * @param shape The shape.
+ * @param options `seed` for reproducible values.
+ * @returns A new tensor.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "@spindle/spindle";
+ * using w = randn([4, 4], { seed: 42 });
+ * console.log(w.shape); // [4, 4]
+ * ```
+ */
+export function randn(shape: number[], options: RandomOptions = {}): Tensor {
+  return randomTensor(shape, options, true, "randn");
+}
+
+/** Element size in bytes of a dtype. */
+export function bytesPerElement(dtype: DType): number {
+  return BYTES_PER_ELEMENT[dtype];
+}
+
+/**
+ * Live native tensors in this process (tests use it to check for leaks).
+ *
+ * @returns The count of live tensor handles.
+ */
+export function liveTensorCount(): number {
+  return Number(native().spindle_tensor_live_count());
+}

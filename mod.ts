@@ -1,0 +1,40 @@
+/**
+ * Spindle: a CPU inference runtime for Deno, with PyTorch's threading model — inference
+ * threads, an inter-op pool for `fork`/`wait`, and intra-op parallelism inside kernels — on
+ * a native library written in Zig.
+ *
+ * @example
+ * ```ts
+ * import { add, fork, mm, rand, wait } from "@spindle/spindle";
+ * using x = rand([4, 4], { seed: 0 });
+ * const future = fork(mm, x, x);
+ * using y = mm(x, x);
+ * using z = wait(future);
+ * using out = add(y, z);
+ * console.log(out.shape); // [4, 4]
+ * ```
+ *
+ * @module
+ */
+
+export { SpindleError, type StatusName } from "./ffi/status.ts";
+export {
+  arange,
+  type DType,
+  full,
+  liveTensorCount,
+  ones,
+  rand,
+  randn,
+  type RandomOptions,
+  Tensor,
+  tensor,
+  type TensorOptions,
+  zeros,
+} from "./lib/tensor.ts";
+export { add } from "./lib/ops/elementwise.ts";
+export { mm } from "./lib/ops/linalg.ts";
+export { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "./lib/threads.ts";
+export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/parallel_info.ts";
+export { fork, Future, wait } from "./lib/future.ts";
+export { EXAMPLE_DEFAULTS, type ExampleConfig, ExampleModel } from "./lib/models/example.ts";

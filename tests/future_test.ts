@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { add, fork, Future, liveTensorCount, mm, rand, SpindleError, tensor, wait, zeros } from "../mod.ts";
+
+Deno.test("fork of a native op returns a future whose value equals the direct call", async () => {
+  using a = rand([33, 17], { seed: 1 });
+  using b = rand([17, 9], { seed: 2 });
+  const future = fork(mm, a, b);
+  assert.ok(future instanceof Future);
+  using direct = mm(a, b);
+  using joined = wait(future);
+  assert.deepEqual(joined.toArray(), direct.toArray());
+  assert.ok(future.done());
+  // Waiting again gives the same value.
+  assert.equal(future.wait(), joined);
+  const awaited = await future;
+  assert.equal(awaited, joined);
+});
+
+Deno.test("await keeps the event loop free and resolves", async () => {
+  using a = rand([64, 64], { seed: 3 });
+  const futures = Array.from({ length: 8 }, () => fork(mm, a, a));
+  const values = await Promise.all(futures);
+  for (const value of values) {
+    assert.deepEqual(value.shape, [64, 64]);
+    value.dispose();
+  }
+});
+
+Deno.test("errors of forked ops are raised by wait and by await", async () => {
+  using a = zeros([2, 3]);
+  const future = fork(mm, a, a);
+  assert.throws(
+    () => future.wait(),
+    (e) => e instanceof SpindleError && e.code === "shape_mismatch" && /mm:/.test(e.message),
+  );
+  const second = fork(mm, a, a);
+  await assert.rejects(async () => await second, (e) => e instanceof SpindleError && e.code === "shape_mismatch");
+});
+
+Deno.test("inputs stay alive while the task runs even if disposed meanwhile", () => {
+  const before = liveTensorCount();
+  const a = rand([256, 256], { seed: 4 });
+  const expected = mm(a, a);
+  const future = fork(mm, a, a);
+  a.dispose();
+  using got = future.wait();
+  assert.deepEqual(got.toArray(), expected.toArray());
+  expected.dispose();
+  got.dispose();
+  assert.equal(liveTensorCount(), before);
+});
+
+Deno.test("forking a plain function runs it inline and returns a completed future", async () => {
+  let ran = false;
+  const future = fork((x: number) => {
+    ran = true;
+    return x * 2;
+  }, 21);
+  assert.ok(ran);
+  assert.ok(future.done());
+  assert.equal(future.wait(), 42);
+  assert.equal(await future, 42);
+  const failing = fork(() => {
+    throw new RangeError("boom");
+  });
+  assert.throws(() => failing.wait(), RangeError);
+});
+
+Deno.test("fork validates its arguments", () => {
+  using a = tensor([1]);
+  assert.throws(() => fork(mm, a, 5 as unknown as typeof a), TypeError);
+  assert.throws(() => fork(42 as unknown as () => void), TypeError);
+  assert.throws(() => wait({} as Future<number>), TypeError);
+  using b = add(a, a);
+  assert.equal(b.numel, 1);
+});

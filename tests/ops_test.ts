@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { add, getNumThreads, liveTensorCount, mm, rand, setNumThreads, SpindleError, tensor, zeros } from "../mod.ts";
+
+function referenceMm(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float64Array {
+  const out = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = 0;
+      for (let p = 0; p < k; p++) sum += a[i * k + p] * b[p * n + j];
+      out[i * n + j] = sum;
+    }
+  }
+  return out;
+}
+
+Deno.test("mm matches the reference on awkward shapes at 1 and 2 threads", () => {
+  const before = getNumThreads();
+  const sizes = [1, 2, 7, 16, 17, 61, 130];
+  let seed = 0;
+  try {
+    for (const threads of [1, 2]) {
+      setNumThreads(threads);
+      for (const m of sizes) {
+        for (const [k, n] of [[1, 1], [3, 17], [64, 33], [129, 70]]) {
+          using a = rand([m, k], { seed: seed++ });
+          using b = rand([k, n], { seed: seed++ });
+          using c = mm(a, b);
+          assert.deepEqual(c.shape, [m, n]);
+          const expected = referenceMm(a.toArray() as Float32Array, b.toArray() as Float32Array, m, k, n);
+          const got = c.toArray() as Float32Array;
+          for (let i = 0; i < expected.length; i++) {
+            assert.ok(
+              Math.abs(got[i] - expected[i]) <= 1e-4 * (k + 1),
+              `${m}x${k}x${n} [${i}] ${got[i]} vs ${expected[i]}`,
+            );
+          }
+        }
+      }
+    }
+  } finally {
+    setNumThreads(before);
+  }
+});
+
+Deno.test("mm with an empty dimension", () => {
+  using a = zeros([0, 3]);
+  using b = zeros([3, 4]);
+  using c = mm(a, b);
+  assert.deepEqual(c.shape, [0, 4]);
+  using d = zeros([2, 0]);
+  using e = zeros([0, 3]);
+  using f = mm(d, e);
+  assert.deepEqual(Array.from(f.toArray() as Float32Array), [0, 0, 0, 0, 0, 0]);
+});
+
+Deno.test("mm and add refuse bad shapes, dtypes and arguments with typed errors", () => {
+  const before = liveTensorCount();
+  using a = zeros([2, 3]);
+  using ids = zeros([3, 2], { dtype: "int64" });
+  using v = zeros([3]);
+  assert.throws(
+    () => mm(a, a),
+    (e) => e instanceof SpindleError && e.code === "shape_mismatch" && /\[2, 3\]/.test(e.message),
+  );
+  assert.throws(() => mm(a, ids), (e) => e instanceof SpindleError && e.code === "dtype_mismatch");
+  assert.throws(() => mm(a, v), (e) => e instanceof SpindleError && e.code === "shape_mismatch");
+  assert.throws(() => add(a, v), (e) => e instanceof SpindleError && e.code === "shape_mismatch");
+  assert.throws(() => mm(a, 3 as unknown as typeof a), TypeError);
+  assert.equal(liveTensorCount(), before + 3);
+});
+
+Deno.test("add sums elementwise", () => {
+  using a = tensor([1, 2, 3]);
+  using b = tensor([0.5, -2, 10]);
+  using c = add(a, b);
+  assert.deepEqual(Array.from(c.toArray() as Float32Array), [1.5, 0, 13]);
+});
+
+Deno.test("NaN propagates through mm", () => {
+  using a = tensor([NaN, 1, 2, 3], [2, 2]);
+  using b = tensor([1, 0, 0, 1], [2, 2]);
+  using c = mm(a, b);
+  const values = c.toArray() as Float32Array;
+  assert.ok(Number.isNaN(values[0]));
+  assert.equal(values[3], 3);
+});

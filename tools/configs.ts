@@ -1,0 +1,92 @@
+/**
+ * The build configurations Spindle is tested in, and where each one's library lands.
+ *
+ * @module
+ */
+
+/** One `zig build` configuration. */
+export interface BuildConfig {
+  threading: "omp" | "tbb";
+  blas: "openblas" | "native";
+}
+
+/** Repository root, resolved from this file. */
+export const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
+/** The zig project directory. */
+export const ZIG_DIR = `${ROOT}/zig`;
+
+/** Whether the system OpenBLAS is installed (what build.zig checks too). */
+export function openblasAvailable(): boolean {
+  const dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
+  return dirs.some((dir) => {
+    try {
+      Deno.statSync(`${dir}/libopenblas.so`);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Every configuration this machine can build: both threading backends × both BLAS modes. */
+export function allConfigs(): BuildConfig[] {
+  const blasModes: BuildConfig["blas"][] = openblasAvailable() ? ["openblas", "native"] : ["native"];
+  return blasModes.flatMap((blas) => (["omp", "tbb"] as const).map((threading) => ({ threading, blas })));
+}
+
+/** A configuration's name, e.g. `omp-openblas`. */
+export function configName(config: BuildConfig): string {
+  return `${config.threading}-${config.blas}`;
+}
+
+/** The install prefix of a configuration's library (relative to zig/). */
+export function configPrefix(config: BuildConfig): string {
+  return `zig-out/${configName(config)}`;
+}
+
+/** The library path of a configuration. */
+export function configLibrary(config: BuildConfig): string {
+  return `${ZIG_DIR}/${configPrefix(config)}/lib/libspindle.so`;
+}
+
+/** Runs a command, inheriting stdio; returns its exit code. */
+export async function run(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<number> {
+  const child = new Deno.Command(command, {
+    args,
+    cwd: options.cwd ?? ROOT,
+    env: options.env,
+    stdout: "inherit",
+    stderr: "inherit",
+  });
+  return (await child.output()).code;
+}
+
+/** Runs a command, teeing its combined output to the terminal; returns code and text. */
+export async function runCaptured(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<{ code: number; output: string }> {
+  const child = new Deno.Command(command, {
+    args,
+    cwd: options.cwd ?? ROOT,
+    env: options.env,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const decoder = new TextDecoder();
+  let output = "";
+  const pump = async (stream: ReadableStream<Uint8Array>, sink: { writeSync(p: Uint8Array): number }) => {
+    for await (const chunk of stream) {
+      sink.writeSync(chunk);
+      output += decoder.decode(chunk, { stream: true });
+    }
+  };
+  await Promise.all([pump(child.stdout, Deno.stdout), pump(child.stderr, Deno.stderr)]);
+  const { code } = await child.status;
+  return { code, output };
+}

@@ -1,0 +1,118 @@
+/**
+ * `deno task test`: every test of the project, ending with one line `N passed, N failed`.
+ *
+ * 1. Zig unit tests in every configuration (omp/tbb × openblas/native);
+ * 2. the same under ThreadSanitizer, for both threading backends;
+ * 3. Deno tests (with the JSDoc examples) against the default build, and the Deno tests
+ *    again against each other configuration's library.
+ *
+ * @module
+ */
+import {
+  allConfigs,
+  type BuildConfig,
+  configLibrary,
+  configName,
+  configPrefix,
+  ROOT,
+  run,
+  runCaptured,
+  ZIG_DIR,
+} from "./configs.ts";
+
+interface Tally {
+  passed: number;
+  failed: number;
+}
+
+const total: Tally = { passed: 0, failed: 0 };
+const failures: string[] = [];
+
+function record(step: string, tally: Tally | null, code: number): void {
+  if (tally === null) {
+    // No summary at all (a compile error, a crash): count the step as one failure.
+    total.failed += 1;
+    failures.push(`${step} (no test summary, exit code ${code})`);
+    return;
+  }
+  total.passed += tally.passed;
+  total.failed += tally.failed;
+  if (tally.failed > 0 || code !== 0) failures.push(`${step} (${tally.failed} failed, exit code ${code})`);
+  if (tally.failed === 0 && code !== 0) total.failed += 1;
+}
+
+/** Parses zig's `Build Summary: …; 22/22 tests passed; 1 skipped; 2 failed`. */
+export function parseZigSummary(output: string): Tally | null {
+  const match = output.match(/(\d+)\/(\d+) tests passed/);
+  if (match === null) {
+    const none = output.match(/Build Summary: \d+\/\d+ steps succeeded\s*$/m);
+    return none === null ? null : { passed: 0, failed: 0 };
+  }
+  const skipped = Number(output.match(/(\d+) skipped/)?.[1] ?? 0);
+  const passed = Number(match[1]);
+  return { passed, failed: Number(match[2]) - passed - skipped };
+}
+
+const ANSI_ESCAPE = new RegExp(String.fromCharCode(27) + "\\[[0-9;]*m", "g");
+
+/** Parses deno's `ok | 12 passed (3 steps) | 0 failed`. */
+export function parseDenoSummary(output: string): Tally | null {
+  // deno colours the summary unless NO_COLOR is set; strip ANSI escapes in any case.
+  const plain = output.replace(ANSI_ESCAPE, "");
+  const match = plain.match(/(?:ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/);
+  return match === null ? null : { passed: Number(match[1]), failed: Number(match[2]) };
+}
+
+function banner(text: string): void {
+  console.error(`\n=== ${text}`);
+}
+
+async function zigTests(config: BuildConfig, tsan: boolean): Promise<void> {
+  const step = `zig test ${configName(config)}${tsan ? " tsan" : ""}`;
+  banner(step);
+  const args = ["build", "test", "--summary", "all", `-Dthreading=${config.threading}`, `-Dblas=${config.blas}`];
+  if (tsan) args.push("-Dtsan=true", "-Dtest-optimize=Debug");
+  const { code, output } = await runCaptured("zig", args, { cwd: ZIG_DIR });
+  record(step, parseZigSummary(output), code);
+}
+
+async function buildLibrary(config: BuildConfig): Promise<boolean> {
+  const args = ["build", "--summary", "none", "-p", configPrefix(config)];
+  args.push(`-Dthreading=${config.threading}`, `-Dblas=${config.blas}`);
+  return await run("zig", args, { cwd: ZIG_DIR }) === 0;
+}
+
+async function denoTests(config: BuildConfig | null): Promise<void> {
+  const step = `deno test ${config === null ? "default build (+ doc examples)" : configName(config)}`;
+  banner(step);
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  if (config !== null) {
+    if (!await buildLibrary(config)) {
+      record(step, null, 1);
+      return;
+    }
+    env.SPINDLE_LIB = configLibrary(config);
+  } else if (await run("zig", ["build", "--summary", "none"], { cwd: ZIG_DIR }) !== 0) {
+    record(step, null, 1);
+    return;
+  }
+  const args = ["test", "-A", "--no-check=remote"];
+  if (config === null) args.push("--doc", "mod.ts", "lib/", "ffi/", "tests/");
+  else args.push("tests/");
+  const { code, output } = await runCaptured("deno", args, { cwd: ROOT, env });
+  record(step, parseDenoSummary(output), code);
+}
+
+if (import.meta.main) {
+  const quick = Deno.args.includes("--quick");
+  const configs = allConfigs();
+  for (const config of quick ? configs.slice(0, 1) : configs) await zigTests(config, false);
+  if (!quick) {
+    for (const config of configs.filter((c) => c.blas === configs[0].blas)) await zigTests(config, true);
+  }
+  await denoTests(null);
+  if (!quick) { for (const config of configs) await denoTests(config); }
+  if (failures.length > 0) console.error(`\nfailed steps:\n  ${failures.join("\n  ")}`);
+  console.log(`${total.passed} passed, ${total.failed} failed`);
+  Deno.exit(total.failed === 0 ? 0 : 1);
+}
