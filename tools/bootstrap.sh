@@ -35,7 +35,7 @@ install_zig() {
   [ -n "$python" ] || die "Python 3 with pip is needed to install Zig $ZIG_VERSION (PyPI package 'ziglang'): install python3-pip"
   say "installing Zig $ZIG_VERSION from PyPI into .toolchain/zig/"
   rm -rf "$toolchain/zig"
-  "$python" -m pip install --quiet --disable-pip-version-check --no-deps --target "$toolchain/zig" \
+  PIP_ROOT_USER_ACTION=ignore "$python" -m pip install --quiet --disable-pip-version-check --no-deps --target "$toolchain/zig" \
     "ziglang==$ZIG_VERSION" >&2 || die "'pip install ziglang==$ZIG_VERSION' failed; check access to PyPI"
   [ "$("$zig_bin" version 2>/dev/null)" = "$ZIG_VERSION" ] || die "Zig was installed but '$zig_bin version' is not $ZIG_VERSION"
 }
