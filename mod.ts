@@ -32,7 +32,42 @@ export {
   type TensorOptions,
   zeros,
 } from "./lib/tensor.ts";
-export { add } from "./lib/ops/elementwise.ts";
+export {
+  abs,
+  add,
+  clamp,
+  div,
+  exp,
+  gelu,
+  type GeluOptions,
+  log,
+  maximum,
+  minimum,
+  mul,
+  neg,
+  type Operand,
+  pow,
+  relu,
+  sigmoid,
+  sqrt,
+  sub,
+  tanh,
+} from "./lib/ops/elementwise.ts";
+export { argmax, type Dims, logSoftmax, max, mean, min, softmax, sum } from "./lib/ops/reduction.ts";
+export { batchNorm, layerNorm } from "./lib/ops/normalization.ts";
+export { embedding, embeddingBag, type EmbeddingBagOptions } from "./lib/ops/embedding.ts";
+export {
+  concat,
+  contiguous,
+  flatten,
+  gather,
+  permute,
+  reshape,
+  slice,
+  squeeze,
+  transpose,
+  unsqueeze,
+} from "./lib/ops/shape.ts";
 export { mm } from "./lib/ops/linalg.ts";
 export { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "./lib/threads.ts";
 export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/parallel_info.ts";

@@ -11,6 +11,43 @@ import { Tensor } from "../tensor.ts";
 export const OP = {
   mm: 0,
   add: 1,
+  sub: 2,
+  mul: 3,
+  div: 4,
+  pow: 5,
+  maximum: 6,
+  minimum: 7,
+  relu: 8,
+  gelu: 9,
+  sigmoid: 10,
+  tanh: 11,
+  exp: 12,
+  log: 13,
+  sqrt: 14,
+  neg: 15,
+  abs: 16,
+  clamp: 17,
+  sum: 18,
+  mean: 19,
+  max: 20,
+  min: 21,
+  argmax: 22,
+  softmax: 23,
+  log_softmax: 24,
+  layer_norm: 25,
+  batch_norm: 26,
+  embedding: 27,
+  embedding_bag: 28,
+  reshape: 29,
+  flatten: 30,
+  squeeze: 31,
+  unsqueeze: 32,
+  transpose: 33,
+  permute: 34,
+  slice: 35,
+  concat: 36,
+  gather: 37,
+  contiguous: 38,
 } as const;
 
 /** A native op code. */
@@ -72,6 +109,55 @@ export function runOp(code: OpCode, name: string, inputs: readonly Tensor[], par
     ),
   );
   return new Tensor(outBuffer[0]);
+}
+
+/** Inputs and parameters of one native op call. */
+export interface OpCall {
+  inputs: Tensor[];
+  params: number[];
+}
+
+/**
+ * Defines an eager op: `prepare` validates the JavaScript arguments and turns them into
+ * tensors and numeric parameters; the result runs natively, and `fork` can run it on the
+ * inter-op pool.
+ */
+export function defineOp<A extends unknown[]>(
+  code: OpCode,
+  name: string,
+  prepare: (...args: A) => OpCall,
+): (...args: A) => Tensor {
+  const op = (...args: A): Tensor => {
+    const call = prepare(...args);
+    return runOp(code, name, call.inputs, call.params);
+  };
+  return nativeOp(op as unknown as (...args: never[]) => Tensor, {
+    code,
+    name,
+    prepare: (args) => prepare(...(args as A)),
+  }) as unknown as (...args: A) => Tensor;
+}
+
+/** Checks that `value` is a Tensor; names the op and argument otherwise. */
+export function requireTensor(name: string, what: string, value: unknown): Tensor {
+  if (!(value instanceof Tensor)) throw new TypeError(`${name}: ${what} must be a Tensor, got ${describe(value)}`);
+  return value;
+}
+
+/** Checks that `value` is an integer (a dim, a size). */
+export function requireInteger(name: string, what: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new TypeError(`${name}: ${what} must be an integer, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** Checks that `value` is a finite-or-infinite number (not NaN unless allowed). */
+export function requireNumber(name: string, what: string, value: unknown): number {
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(`${name}: ${what} must be a number, got ${describe(value)}`);
+  }
+  return value;
 }
 
 /** Attaches native-op metadata to an op function. */

@@ -1,36 +1,256 @@
 /**
- * Elementwise ops. Pairs with zig/src/kernels/elementwise.zig.
+ * Elementwise ops: binary operators with NumPy broadcasting and scalar operands, and unary
+ * functions. Pairs with zig/src/kernels/elementwise.zig.
  *
  * @module
  */
 import { Tensor } from "../tensor.ts";
-import { describe, nativeOp, OP, runOp } from "./dispatch.ts";
+import { defineOp, describe, OP, type OpCall, type OpCode, requireNumber, requireTensor } from "./dispatch.ts";
 
-function pair(name: string, args: readonly unknown[]): Tensor[] {
-  if (args.length !== 2) throw new TypeError(`${name}: expected 2 tensors, got ${args.length} arguments`);
-  return args.map((arg, i) => {
-    if (!(arg instanceof Tensor)) throw new TypeError(`${name}: argument ${i} must be a Tensor, got ${describe(arg)}`);
-    return arg;
-  });
+/** A tensor or a plain number (broadcast as a scalar). */
+export type Operand = Tensor | number;
+
+function binaryCall(name: string, a: Operand, b: Operand): OpCall {
+  if (a instanceof Tensor && b instanceof Tensor) return { inputs: [a, b], params: [] };
+  if (a instanceof Tensor) return { inputs: [a], params: [requireNumber(name, "other", b), 0] };
+  if (b instanceof Tensor) return { inputs: [b], params: [requireNumber(name, "input", a), 1] };
+  throw new TypeError(`${name}: at least one operand must be a Tensor, got ${describe(a)} and ${describe(b)}`);
+}
+
+function binary(code: OpCode, name: string): (a: Operand, b: Operand) => Tensor {
+  return defineOp(code, name, (a: Operand, b: Operand) => binaryCall(name, a, b));
+}
+
+function unary(code: OpCode, name: string): (x: Tensor) => Tensor {
+  return defineOp(code, name, (x: Tensor) => ({ inputs: [requireTensor(name, "input", x)], params: [] }));
 }
 
 /**
- * Elementwise sum of two float32 tensors of the same shape.
- *
- * @param a First operand.
- * @param b Second operand.
- * @returns A new tensor `a + b`.
+ * `a + b`, elementwise, with broadcasting; either operand may be a number.
  *
  * @example
  * ```ts
  * import { add, tensor } from "@spindle/spindle";
- * using a = tensor([1, 2]);
+ * using a = tensor([1, 2, 3, 4], [2, 2]);
  * using b = tensor([10, 20]);
- * using c = add(a, b);
- * console.log(c.toArray()); // Float32Array [11, 22]
+ * using c = add(a, b); // b broadcast over rows
+ * console.log(c.toArray()); // Float32Array [11, 22, 13, 24]
  * ```
  */
-export const add: (a: Tensor, b: Tensor) => Tensor = nativeOp(
-  (a: Tensor, b: Tensor): Tensor => runOp(OP.add, "add", pair("add", [a, b])),
-  { code: OP.add, name: "add", prepare: (args) => ({ inputs: pair("add", args), params: [] }) },
+export const add: (a: Operand, b: Operand) => Tensor = binary(OP.add, "add");
+
+/**
+ * `a - b`, elementwise, with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { sub, tensor } from "@spindle/spindle";
+ * using c = sub(1, tensor([1, 2]));
+ * console.log(c.toArray()); // Float32Array [0, -1]
+ * ```
+ */
+export const sub: (a: Operand, b: Operand) => Tensor = binary(OP.sub, "sub");
+
+/**
+ * `a * b`, elementwise, with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { mul, tensor } from "@spindle/spindle";
+ * using c = mul(tensor([1, 2]), 3);
+ * console.log(c.toArray()); // Float32Array [3, 6]
+ * ```
+ */
+export const mul: (a: Operand, b: Operand) => Tensor = binary(OP.mul, "mul");
+
+/**
+ * `a / b`, elementwise, with broadcasting (IEEE: x / 0 = ±inf).
+ *
+ * @example
+ * ```ts
+ * import { div, tensor } from "@spindle/spindle";
+ * using c = div(tensor([1, 2]), 2);
+ * console.log(c.toArray()); // Float32Array [0.5, 1]
+ * ```
+ */
+export const div: (a: Operand, b: Operand) => Tensor = binary(OP.div, "div");
+
+/**
+ * `a ** b`, elementwise, with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { pow, tensor } from "@spindle/spindle";
+ * using c = pow(tensor([2, 3]), 2);
+ * console.log(c.toArray()); // Float32Array [4, 9]
+ * ```
+ */
+export const pow: (a: Operand, b: Operand) => Tensor = binary(OP.pow, "pow");
+
+/**
+ * Elementwise maximum (NaN propagates), with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { maximum, tensor } from "@spindle/spindle";
+ * using c = maximum(tensor([1, 5]), tensor([3, 2]));
+ * console.log(c.toArray()); // Float32Array [3, 5]
+ * ```
+ */
+export const maximum: (a: Operand, b: Operand) => Tensor = binary(OP.maximum, "maximum");
+
+/**
+ * Elementwise minimum (NaN propagates), with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { minimum, tensor } from "@spindle/spindle";
+ * using c = minimum(tensor([1, 5]), 2);
+ * console.log(c.toArray()); // Float32Array [1, 2]
+ * ```
+ */
+export const minimum: (a: Operand, b: Operand) => Tensor = binary(OP.minimum, "minimum");
+
+/**
+ * max(x, 0), elementwise.
+ *
+ * @example
+ * ```ts
+ * import { relu, tensor } from "@spindle/spindle";
+ * using y = relu(tensor([-1, 2]));
+ * console.log(y.toArray()); // Float32Array [0, 2]
+ * ```
+ */
+export const relu: (x: Tensor) => Tensor = unary(OP.relu, "relu");
+
+/** Options of {@link gelu}. */
+export interface GeluOptions {
+  /** `"none"` (exact, with erf; the default) or `"tanh"` (the tanh approximation). */
+  approximate?: "none" | "tanh";
+}
+
+/**
+ * GELU: x·Φ(x), exact (erf) or with the tanh approximation.
+ *
+ * @example
+ * ```ts
+ * import { gelu, tensor } from "@spindle/spindle";
+ * using y = gelu(tensor([0, 1]), { approximate: "tanh" });
+ * console.log(y.toArray()[0]); // 0
+ * ```
+ */
+export const gelu: (x: Tensor, options?: GeluOptions) => Tensor = defineOp(
+  OP.gelu,
+  "gelu",
+  (x: Tensor, options: GeluOptions = {}) => {
+    const approximate = options.approximate ?? "none";
+    if (approximate !== "none" && approximate !== "tanh") {
+      throw new TypeError(`gelu: approximate must be "none" or "tanh", got ${describe(approximate)}`);
+    }
+    return { inputs: [requireTensor("gelu", "input", x)], params: [approximate === "tanh" ? 1 : 0] };
+  },
+);
+
+/**
+ * 1 / (1 + e^-x), elementwise.
+ *
+ * @example
+ * ```ts
+ * import { sigmoid, tensor } from "@spindle/spindle";
+ * using y = sigmoid(tensor([0]));
+ * console.log(y.toArray()); // Float32Array [0.5]
+ * ```
+ */
+export const sigmoid: (x: Tensor) => Tensor = unary(OP.sigmoid, "sigmoid");
+
+/**
+ * Hyperbolic tangent, elementwise.
+ *
+ * @example
+ * ```ts
+ * import { tanh, tensor } from "@spindle/spindle";
+ * using y = tanh(tensor([0]));
+ * console.log(y.toArray()); // Float32Array [0]
+ * ```
+ */
+export const tanh: (x: Tensor) => Tensor = unary(OP.tanh, "tanh");
+
+/**
+ * e^x, elementwise.
+ *
+ * @example
+ * ```ts
+ * import { exp, tensor } from "@spindle/spindle";
+ * using y = exp(tensor([0]));
+ * console.log(y.toArray()); // Float32Array [1]
+ * ```
+ */
+export const exp: (x: Tensor) => Tensor = unary(OP.exp, "exp");
+
+/**
+ * Natural logarithm, elementwise (log 0 = -inf, log of a negative = NaN).
+ *
+ * @example
+ * ```ts
+ * import { log, tensor } from "@spindle/spindle";
+ * using y = log(tensor([1]));
+ * console.log(y.toArray()); // Float32Array [0]
+ * ```
+ */
+export const log: (x: Tensor) => Tensor = unary(OP.log, "log");
+
+/**
+ * Square root, elementwise.
+ *
+ * @example
+ * ```ts
+ * import { sqrt, tensor } from "@spindle/spindle";
+ * using y = sqrt(tensor([4, 9]));
+ * console.log(y.toArray()); // Float32Array [2, 3]
+ * ```
+ */
+export const sqrt: (x: Tensor) => Tensor = unary(OP.sqrt, "sqrt");
+
+/**
+ * -x, elementwise.
+ *
+ * @example
+ * ```ts
+ * import { neg, tensor } from "@spindle/spindle";
+ * using y = neg(tensor([1]));
+ * console.log(y.toArray()); // Float32Array [-1]
+ * ```
+ */
+export const neg: (x: Tensor) => Tensor = unary(OP.neg, "neg");
+
+/**
+ * |x|, elementwise.
+ *
+ * @example
+ * ```ts
+ * import { abs, tensor } from "@spindle/spindle";
+ * using y = abs(tensor([-2]));
+ * console.log(y.toArray()); // Float32Array [2]
+ * ```
+ */
+export const abs: (x: Tensor) => Tensor = unary(OP.abs, "abs");
+
+/**
+ * Clamps into [min, max]; either bound may be omitted (`undefined`).
+ *
+ * @example
+ * ```ts
+ * import { clamp, tensor } from "@spindle/spindle";
+ * using y = clamp(tensor([-5, 0.5, 5]), 0, 1);
+ * console.log(y.toArray()); // Float32Array [0, 0.5, 1]
+ * ```
+ */
+export const clamp: (x: Tensor, min?: number, max?: number) => Tensor = defineOp(
+  OP.clamp,
+  "clamp",
+  (x: Tensor, min?: number, max?: number) => {
+    const low = min === undefined ? NaN : requireNumber("clamp", "min", min);
+    const high = max === undefined ? NaN : requireNumber("clamp", "max", max);
+    return { inputs: [requireTensor("clamp", "input", x)], params: [low, high] };
+  },
 );

@@ -3,16 +3,8 @@
  *
  * @module
  */
-import { Tensor } from "../tensor.ts";
-import { describe, nativeOp, OP, runOp } from "./dispatch.ts";
-
-function tensors(name: string, args: readonly unknown[], count: number): Tensor[] {
-  if (args.length !== count) throw new TypeError(`${name}: expected ${count} tensors, got ${args.length} arguments`);
-  return args.map((arg, i) => {
-    if (!(arg instanceof Tensor)) throw new TypeError(`${name}: argument ${i} must be a Tensor, got ${describe(arg)}`);
-    return arg;
-  });
-}
+import type { Tensor } from "../tensor.ts";
+import { defineOp, OP, requireTensor } from "./dispatch.ts";
 
 /**
  * Matrix product of `a` [m, k] and `b` [k, n], float32. Runs on the intra-op pool.
@@ -30,7 +22,7 @@ function tensors(name: string, args: readonly unknown[], count: number): Tensor[
  * console.log(c.toArray()); // Float32Array [19, 22, 43, 50]
  * ```
  */
-export const mm: (a: Tensor, b: Tensor) => Tensor = nativeOp(
-  (a: Tensor, b: Tensor): Tensor => runOp(OP.mm, "mm", tensors("mm", [a, b], 2)),
-  { code: OP.mm, name: "mm", prepare: (args) => ({ inputs: tensors("mm", args, 2), params: [] }) },
-);
+export const mm: (a: Tensor, b: Tensor) => Tensor = defineOp(OP.mm, "mm", (a: Tensor, b: Tensor) => ({
+  inputs: [requireTensor("mm", "input", a), requireTensor("mm", "mat2", b)],
+  params: [],
+}));

@@ -104,9 +104,7 @@ fn tensorCreate(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]cons
     errdefer t.release();
     if (data) |bytes| {
         if (data_bytes != count * dtype.size()) {
-            return status.fail(error.ShapeMismatch, "tensor: {d} bytes of data for shape {any} of {s} (needs {d})", .{
-                data_bytes, dims, dtype.name(), count * dtype.size(),
-            });
+            return status.fail(error.ShapeMismatch, "tensor: {d} bytes of data for shape {f} of {s} (needs {d})", .{ data_bytes, status.shape(dims), dtype.name(), count * dtype.size() });
         }
         @memcpy(t.byteSlice(), bytes[0..data_bytes]);
     } else {

@@ -1,29 +1,81 @@
-//! Op dispatch: one switch from op code to kernel. Eager TypeScript ops, forked tasks and
-//! (later) the interpreter all run ops through `run`. This layer knows both the kernels and
-//! the intra-op pool: it validates shapes, allocates outputs, and splits work into ranges.
+//! Op dispatch: one switch from op code to op. Eager TypeScript ops, forked tasks and the
+//! interpreter all run ops through `run`. Each op group lives in ops/*.zig (shape checks,
+//! output allocation, the split over the intra-op pool) and calls kernels/*.zig.
+//!
+//! Parameters arrive as f64 values (the FFI passes one array); the comment on each op code
+//! gives its inputs and parameters.
 const std = @import("std");
 const status = @import("status.zig");
 const tensor = @import("tensor.zig");
-const intra_op = @import("pool/intra_op.zig");
-const settings = @import("settings.zig");
-const gemm = @import("kernels/gemm.zig");
+const Params = @import("ops/params.zig").Params;
+const elementwise = @import("ops/elementwise.zig");
+const reduction = @import("ops/reduction.zig");
+const normalization = @import("ops/normalization.zig");
+const embedding = @import("ops/embedding.zig");
+const shape = @import("ops/shape.zig");
+const linalg = @import("ops/linalg.zig");
+const elementwise_kernels = @import("kernels/elementwise.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
 
-/// Op codes are part of the ABI (ffi/symbols.ts mirrors them in lib/ops/codes.ts): append only.
+/// Op codes are part of the ABI (lib/ops/dispatch.ts mirrors them): append only.
 pub const OpCode = enum(u32) {
-    mm = 0,
-    add = 1,
+    mm = 0, // (a [m,k], b [k,n])
+    add = 1, // (a, b) broadcasting, or (a) with [scalar, scalar_first]
+    sub = 2,
+    mul = 3,
+    div = 4,
+    pow = 5,
+    maximum = 6,
+    minimum = 7,
+    relu = 8, // (x)
+    gelu = 9, // (x) [approximate: 0 erf, 1 tanh]
+    sigmoid = 10,
+    tanh = 11,
+    exp = 12,
+    log = 13,
+    sqrt = 14,
+    neg = 15,
+    abs = 16,
+    clamp = 17, // (x) [min, max], NaN = unbounded
+    sum = 18, // (x) [keepdim, dims...] (no dims = all)
+    mean = 19,
+    max = 20,
+    min = 21,
+    argmax = 22, // (x) [keepdim, dim?]
+    softmax = 23, // (x) [dim]
+    log_softmax = 24,
+    layer_norm = 25, // (x, weight?, bias?) [normalized_ndim, eps, has_weight, has_bias]
+    batch_norm = 26, // (x, mean, variance, weight?, bias?) [eps, has_weight, has_bias]
+    embedding = 27, // (weight, indices)
+    embedding_bag = 28, // (weight, indices, offsets?, per_sample_weights?) [mode, has_offsets, has_weights, include_last_offset]
+    reshape = 29, // (x) [shape... with one -1 allowed]
+    flatten = 30, // (x) [start, end]
+    squeeze = 31, // (x) [dim?]
+    unsqueeze = 32, // (x) [dim]
+    transpose = 33, // (x) [dim0, dim1]
+    permute = 34, // (x) [dims...]
+    slice = 35, // (x) [dim, start, end, step]
+    concat = 36, // (x0, x1, ...) [dim]
+    gather = 37, // (x, index) [dim]
+    contiguous = 38, // (x)
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
             status.fail(error.InvalidArgument, "unknown op code {d}", .{raw});
     }
 
-    pub fn arity(op: OpCode) usize {
+    /// Inclusive bounds on the number of tensor inputs.
+    pub fn arity(op: OpCode) struct { min: usize, max: usize } {
         return switch (op) {
-            .mm, .add => 2,
+            .mm, .embedding, .gather => .{ .min = 2, .max = 2 },
+            .add, .sub, .mul, .div, .pow, .maximum, .minimum => .{ .min = 1, .max = 2 },
+            .layer_norm => .{ .min = 1, .max = 3 },
+            .batch_norm => .{ .min = 3, .max = 5 },
+            .embedding_bag => .{ .min = 2, .max = 4 },
+            .concat => .{ .min = 1, .max = max_inputs },
+            else => .{ .min = 1, .max = 1 },
         };
     }
 };
@@ -32,153 +84,229 @@ pub const max_inputs = 16;
 pub const max_params = 16;
 
 /// Runs `op` on `inputs` and returns a new tensor owned by the caller (one reference).
-pub fn run(op: OpCode, inputs: []const *Tensor, params: []const f64) Error!*Tensor {
-    if (inputs.len != op.arity()) {
-        return status.fail(error.InvalidArgument, "{s}: expected {d} inputs, got {d}", .{ @tagName(op), op.arity(), inputs.len });
+pub fn run(op: OpCode, inputs: []const *Tensor, values: []const f64) Error!*Tensor {
+    const bounds = op.arity();
+    if (inputs.len < bounds.min or inputs.len > bounds.max) {
+        return status.fail(error.InvalidArgument, "{s}: expected {d} to {d} inputs, got {d}", .{ @tagName(op), bounds.min, bounds.max, inputs.len });
     }
-    if (params.len > max_params) return status.fail(error.InvalidArgument, "{s}: too many parameters", .{@tagName(op)});
+    if (values.len > max_params) return status.fail(error.InvalidArgument, "{s}: too many parameters ({d})", .{ @tagName(op), values.len });
+    const params: Params = .{ .op = @tagName(op), .values = values };
     return switch (op) {
-        .mm => mm(inputs[0], inputs[1]),
-        .add => add(inputs[0], inputs[1]),
+        .mm => linalg.mm(inputs[0], inputs[1]),
+        .add, .sub, .mul, .div, .pow, .maximum, .minimum => binary(op, inputs, params),
+        .relu, .gelu, .sigmoid, .tanh, .exp, .log, .sqrt, .neg, .abs, .clamp => unary(op, inputs[0], params),
+        .sum, .mean, .max, .min => reduce(op, inputs[0], params),
+        .argmax => argmax(inputs[0], params),
+        .softmax, .log_softmax => blk: {
+            try params.expectCount(1, 1);
+            break :blk reduction.softmax(inputs[0], try params.int(0, "dim"), op == .log_softmax);
+        },
+        .layer_norm => layerNorm(inputs, params),
+        .batch_norm => batchNorm(inputs, params),
+        .embedding => embedding.embedding(inputs[0], inputs[1]),
+        .embedding_bag => embeddingBag(inputs, params),
+        .reshape => blk: {
+            var dims: [tensor.max_dims]i64 = undefined;
+            if (params.count() > tensor.max_dims) return status.fail(error.InvalidArgument, "reshape: at most {d} dims", .{tensor.max_dims});
+            for (0..params.count()) |i| dims[i] = try params.int(i, "shape");
+            break :blk shape.reshape(inputs[0], dims[0..params.count()]);
+        },
+        .flatten => blk: {
+            try params.expectCount(2, 2);
+            break :blk shape.flatten(inputs[0], try params.int(0, "start"), try params.int(1, "end"));
+        },
+        .squeeze => blk: {
+            try params.expectCount(0, 1);
+            break :blk shape.squeeze(inputs[0], if (params.count() == 1) try params.int(0, "dim") else null);
+        },
+        .unsqueeze => blk: {
+            try params.expectCount(1, 1);
+            break :blk shape.unsqueeze(inputs[0], try params.int(0, "dim"));
+        },
+        .transpose => blk: {
+            try params.expectCount(2, 2);
+            break :blk shape.transpose(inputs[0], try params.int(0, "dim0"), try params.int(1, "dim1"));
+        },
+        .permute => blk: {
+            var dims: [tensor.max_dims]i64 = undefined;
+            if (params.count() > tensor.max_dims) return status.fail(error.InvalidArgument, "permute: at most {d} dims", .{tensor.max_dims});
+            for (0..params.count()) |i| dims[i] = try params.int(i, "dims");
+            break :blk shape.permute(inputs[0], dims[0..params.count()]);
+        },
+        .slice => blk: {
+            try params.expectCount(4, 4);
+            break :blk shape.slice(inputs[0], try params.int(0, "dim"), try params.int(1, "start"), try params.int(2, "end"), try params.int(3, "step"));
+        },
+        .concat => blk: {
+            try params.expectCount(1, 1);
+            break :blk shape.concat(inputs, try params.int(0, "dim"));
+        },
+        .gather => blk: {
+            try params.expectCount(1, 1);
+            break :blk shape.gather(inputs[0], try params.int(0, "dim"), inputs[1]);
+        },
+        .contiguous => blk: {
+            try params.expectCount(0, 0);
+            const out = try tensor.createUninit(inputs[0].dtype, inputs[0].dims());
+            errdefer out.release();
+            try shape.materializeInto(inputs[0], out);
+            break :blk out;
+        },
     };
 }
 
-fn requireFloat(comptime op: []const u8, comptime which: []const u8, t: *const Tensor) Error!void {
-    if (t.dtype != .float32) {
-        return status.fail(error.DTypeMismatch, op ++ ": " ++ which ++ " must be float32, got {s}", .{t.dtype.name()});
-    }
-}
-
-/// Matrix product of a [m, k] and b [k, n].
-pub fn mm(a_input: *Tensor, b_input: *Tensor) Error!*Tensor {
-    try requireFloat("mm", "input", a_input);
-    try requireFloat("mm", "mat2", b_input);
-    if (a_input.ndim != 2 or b_input.ndim != 2) {
-        return status.fail(error.ShapeMismatch, "mm: expected 2-D tensors, got {d}-D and {d}-D", .{ a_input.ndim, b_input.ndim });
-    }
-    if (a_input.shape[1] != b_input.shape[0]) {
-        return status.fail(error.ShapeMismatch, "mm: shapes [{d}, {d}] and [{d}, {d}] cannot be multiplied", .{
-            a_input.shape[0], a_input.shape[1], b_input.shape[0], b_input.shape[1],
-        });
-    }
-    const a = try tensor.contiguous(a_input);
-    defer a.release();
-    const b = try tensor.contiguous(b_input);
-    defer b.release();
-    const m = a.shape[0];
-    const k = a.shape[1];
-    const n = b.shape[1];
-    const out = try tensor.createUninit(.float32, &.{ m, n });
-    errdefer out.release();
-    try matmulInto(false, false, m, n, k, a.f32Slice(), k, b.f32Slice(), n, out.f32Slice(), n);
-    return out;
-}
-
-/// Parallel GEMM over the intra-op pool: C = A·B (beta = 0).
-pub fn matmulInto(
-    trans_a: bool,
-    trans_b: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: []const f32,
-    lda: usize,
-    b: []const f32,
-    ldb: usize,
-    c: []f32,
-    ldc: usize,
-) Error!void {
-    const args: gemm.Args = .{
-        .trans_a = trans_a,
-        .trans_b = trans_b,
-        .m = m,
-        .n = n,
-        .k = k,
-        .alpha = 1,
-        .a = a,
-        .lda = lda,
-        .b = b,
-        .ldb = ldb,
-        .beta = 0,
-        .c = c,
-        .ldc = ldc,
+fn binary(op: OpCode, inputs: []const *Tensor, params: Params) Error!*Tensor {
+    const kind: elementwise_kernels.Binary = switch (op) {
+        .add => .add,
+        .sub => .sub,
+        .mul => .mul,
+        .div => .div,
+        .pow => .pow,
+        .maximum => .maximum,
+        .minimum => .minimum,
+        else => unreachable,
     };
-    try args.validate();
-    if (m == 0 or n == 0) return;
-    const threads: usize = if (intra_op.inParallelRegion()) 1 else settings.getNumThreads();
-    // Below ~64 KFLOP per thread the fork-join costs more than it saves.
-    const flops = 2 * m * n * @max(k, 1);
-    const workers = if (flops < 65536 * 2) 1 else threads;
-    const Context = struct {
-        args: *const gemm.Args,
-        tiling: gemm.Tiling,
-        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            gemm.runTiles(context.args, context.tiling, begin, end);
-        }
-    };
-    const context: Context = .{ .args = &args, .tiling = gemm.plan(m, n, workers) };
-    try intra_op.parallelForTyped(0, context.tiling.count(), 1, &context, Context.body);
-}
-
-/// Elementwise sum of two float32 tensors of the same shape (broadcasting arrives with the
-/// elementwise kernels).
-pub fn add(a_input: *Tensor, b_input: *Tensor) Error!*Tensor {
-    try requireFloat("add", "input", a_input);
-    try requireFloat("add", "other", b_input);
-    if (!std.mem.eql(usize, a_input.dims(), b_input.dims())) {
-        return status.fail(error.ShapeMismatch, "add: shapes {any} and {any} differ", .{ a_input.dims(), b_input.dims() });
+    if (inputs.len == 2) {
+        try params.expectCount(0, 0);
+        return elementwise.binary(kind, inputs[0], inputs[1]);
     }
-    const a = try tensor.contiguous(a_input);
-    defer a.release();
-    const b = try tensor.contiguous(b_input);
-    defer b.release();
-    const out = try tensor.createUninit(.float32, a.dims());
-    errdefer out.release();
-    const Context = struct {
-        a: []const f32,
-        b: []const f32,
-        out: []f32,
-        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            for (context.out[begin..end], context.a[begin..end], context.b[begin..end]) |*o, x, y| o.* = x + y;
-        }
-    };
-    const context: Context = .{ .a = a.f32Slice(), .b = b.f32Slice(), .out = out.f32Slice() };
-    try intra_op.parallelForTyped(0, context.out.len, 32768, &context, Context.body);
-    return out;
+    try params.expectCount(2, 2);
+    const scalar = try params.float(0, "scalar");
+    return elementwise.binaryScalar(kind, inputs[0], @floatCast(scalar), try params.flag(1, "scalar_first"));
 }
 
-test "mm checks shapes and dtypes" {
+fn unary(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
+    var unary_params: elementwise_kernels.UnaryParams = .{};
+    const kind: elementwise_kernels.Unary = switch (op) {
+        .relu => .relu,
+        .gelu => blk: {
+            try params.expectCount(0, 1);
+            const tanh_form = params.count() == 1 and try params.flag(0, "approximate");
+            break :blk if (tanh_form) .gelu_tanh else .gelu_erf;
+        },
+        .sigmoid => .sigmoid,
+        .tanh => .tanh,
+        .exp => .exp,
+        .log => .log,
+        .sqrt => .sqrt,
+        .neg => .neg,
+        .abs => .abs,
+        .clamp => blk: {
+            try params.expectCount(2, 2);
+            const low = try params.float(0, "min");
+            const high = try params.float(1, "max");
+            if (!std.math.isNan(low)) unary_params.min = @floatCast(low);
+            if (!std.math.isNan(high)) unary_params.max = @floatCast(high);
+            break :blk .clamp;
+        },
+        else => unreachable,
+    };
+    if (op != .gelu and op != .clamp) try params.expectCount(0, 0);
+    return elementwise.unary(kind, unary_params, input);
+}
+
+fn reduce(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
+    try params.expectCount(1, 1 + tensor.max_dims);
+    const keepdim = try params.flag(0, "keepdim");
+    var dims: [tensor.max_dims]i64 = undefined;
+    const count = params.count() - 1;
+    for (0..count) |i| dims[i] = try params.int(1 + i, "dims");
+    const kind: reduction.Kind = switch (op) {
+        .sum => .sum,
+        .mean => .mean,
+        .max => .max,
+        .min => .min,
+        else => unreachable,
+    };
+    return reduction.reduce(kind, input, dims[0..count], keepdim);
+}
+
+fn argmax(input: *Tensor, params: Params) Error!*Tensor {
+    try params.expectCount(1, 2);
+    const keepdim = try params.flag(0, "keepdim");
+    if (params.count() == 2) {
+        const dim = [_]i64{try params.int(1, "dim")};
+        return reduction.reduce(.argmax, input, &dim, keepdim);
+    }
+    return reduction.reduce(.argmax, input, &.{}, keepdim);
+}
+
+fn layerNorm(inputs: []const *Tensor, params: Params) Error!*Tensor {
+    try params.expectCount(4, 4);
+    const normalized = try params.int(0, "normalized_ndim");
+    if (normalized <= 0 or normalized > tensor.max_dims) {
+        return status.fail(error.InvalidArgument, "layer_norm: normalized shape must have 1 to {d} dims, got {d}", .{ tensor.max_dims, normalized });
+    }
+    const has_weight = try params.flag(2, "has_weight");
+    const has_bias = try params.flag(3, "has_bias");
+    if (inputs.len != 1 + @as(usize, @intFromBool(has_weight)) + @intFromBool(has_bias)) {
+        return status.fail(error.InvalidArgument, "layer_norm: {d} inputs do not match has_weight={} has_bias={}", .{ inputs.len, has_weight, has_bias });
+    }
+    const weight: ?*Tensor = if (has_weight) inputs[1] else null;
+    const bias: ?*Tensor = if (has_bias) inputs[inputs.len - 1] else null;
+    return normalization.layerNorm(inputs[0], @intCast(normalized), weight, bias, try params.float(1, "eps"));
+}
+
+fn batchNorm(inputs: []const *Tensor, params: Params) Error!*Tensor {
+    try params.expectCount(3, 3);
+    const has_weight = try params.flag(1, "has_weight");
+    const has_bias = try params.flag(2, "has_bias");
+    if (inputs.len != 3 + @as(usize, @intFromBool(has_weight)) + @intFromBool(has_bias)) {
+        return status.fail(error.InvalidArgument, "batch_norm: {d} inputs do not match has_weight={} has_bias={}", .{ inputs.len, has_weight, has_bias });
+    }
+    const weight: ?*Tensor = if (has_weight) inputs[3] else null;
+    const bias: ?*Tensor = if (has_bias) inputs[inputs.len - 1] else null;
+    return normalization.batchNorm(inputs[0], inputs[1], inputs[2], weight, bias, try params.float(0, "eps"));
+}
+
+fn embeddingBag(inputs: []const *Tensor, params: Params) Error!*Tensor {
+    try params.expectCount(4, 4);
+    const mode_raw = try params.int(0, "mode");
+    const mode: embedding.Mode = switch (mode_raw) {
+        0 => .sum,
+        1 => .mean,
+        2 => .max,
+        else => return status.fail(error.InvalidArgument, "embedding_bag: mode must be 0 (sum), 1 (mean) or 2 (max), got {d}", .{mode_raw}),
+    };
+    const has_offsets = try params.flag(1, "has_offsets");
+    const has_weights = try params.flag(2, "has_weights");
+    if (inputs.len != 2 + @as(usize, @intFromBool(has_offsets)) + @intFromBool(has_weights)) {
+        return status.fail(error.InvalidArgument, "embedding_bag: {d} inputs do not match has_offsets={} has_weights={}", .{ inputs.len, has_offsets, has_weights });
+    }
+    const offsets: ?*Tensor = if (has_offsets) inputs[2] else null;
+    const weights: ?*Tensor = if (has_weights) inputs[inputs.len - 1] else null;
+    return embedding.embeddingBag(inputs[0], inputs[1], offsets, weights, .{
+        .mode = mode,
+        .include_last_offset = try params.flag(3, "include_last_offset"),
+    });
+}
+
+test {
+    _ = elementwise;
+    _ = reduction;
+    _ = normalization;
+    _ = embedding;
+    _ = shape;
+    _ = linalg;
+    _ = @import("ops/params.zig");
+    _ = @import("kernels/math.zig");
+    _ = @import("kernels/elementwise.zig");
+    _ = @import("kernels/reduction.zig");
+    _ = @import("kernels/normalization.zig");
+    _ = @import("kernels/embedding.zig");
+    _ = @import("kernels/copy.zig");
+}
+
+test "run checks arity and parameters" {
     const a = try tensor.createZeroed(.float32, &.{ 2, 3 });
     defer a.release();
-    const b = try tensor.createZeroed(.float32, &.{ 2, 3 });
-    defer b.release();
-    try std.testing.expectError(error.ShapeMismatch, mm(a, b));
-    const indices = try tensor.createZeroed(.int64, &.{ 3, 2 });
-    defer indices.release();
-    try std.testing.expectError(error.DTypeMismatch, mm(a, indices));
-}
-
-test "mm of a transposed view matches the reference, 1 and 2 threads" {
-    settings.resetForTesting();
-    defer settings.resetForTesting();
-    var prng = std.Random.DefaultPrng.init(7);
-    const a = try tensor.createUninit(.float32, &.{ 37, 129 });
-    defer a.release();
-    for (a.f32Slice()) |*x| x.* = prng.random().float(f32);
-    const b_storage = try tensor.createUninit(.float32, &.{ 53, 129 });
-    defer b_storage.release();
-    for (b_storage.f32Slice()) |*x| x.* = prng.random().float(f32);
-    const b = try tensor.createView(b_storage, &.{ 129, 53 }, &.{ 1, 129 }, 0);
-    defer b.release();
-    for ([_]i64{ 1, 2 }) |threads| {
-        try settings.setNumThreads(threads);
-        const out = try mm(a, b);
-        defer out.release();
-        const values = out.f32Slice();
-        for (0..37) |i| for (0..53) |j| {
-            var sum: f64 = 0;
-            for (0..129) |p| sum += @as(f64, a.f32Slice()[i * 129 + p]) * b_storage.f32Slice()[j * 129 + p];
-            try std.testing.expectApproxEqAbs(@as(f32, @floatCast(sum)), values[i * 53 + j], 1e-3);
-        };
-    }
+    try std.testing.expectError(error.InvalidArgument, run(.mm, &.{a}, &.{}));
+    try std.testing.expectError(error.InvalidArgument, run(.relu, &.{a}, &.{1}));
+    try std.testing.expectError(error.InvalidArgument, run(.softmax, &.{a}, &.{0.5}));
+    try std.testing.expectError(error.InvalidArgument, run(.add, &.{a}, &.{ 1, 2 }));
+    const doubled = try run(.mul, &.{a}, &.{ 2, 0 });
+    defer doubled.release();
+    const summed = try run(.sum, &.{a}, &.{ 0, 1 });
+    defer summed.release();
+    try std.testing.expectEqualSlices(usize, &.{2}, summed.dims());
 }

@@ -56,6 +56,26 @@ pub fn fromError(err: Error) Status {
 
 pub const message_capacity = 512;
 
+/// Formats a shape (a slice of usize or i64) as `[2, 3]` in error messages (`{f}`).
+pub fn shape(dims: anytype) ShapeFormat(@TypeOf(dims)) {
+    return .{ .dims = dims };
+}
+
+fn ShapeFormat(comptime Dims: type) type {
+    return struct {
+        dims: Dims,
+
+        pub fn format(self: @This(), writer: *std.Io.Writer) std.Io.Writer.Error!void {
+            try writer.writeByte('[');
+            for (self.dims, 0..) |d, i| {
+                if (i > 0) try writer.writeAll(", ");
+                try writer.print("{d}", .{d});
+            }
+            try writer.writeByte(']');
+        }
+    };
+}
+
 /// The message of the last error raised on this thread. FFI calls are synchronous on the
 /// calling thread, so the caller reads it right after the failing call.
 threadlocal var message_buffer: [message_capacity]u8 = undefined;
@@ -119,6 +139,13 @@ test "fail truncates long messages instead of failing" {
     const count = lastMessage(&buffer);
     try std.testing.expectEqual(@as(usize, message_capacity), count);
     try std.testing.expectEqualStrings("...", buffer[count - 3 .. count]);
+}
+
+test "shapes format like Python lists" {
+    const dims = [_]usize{ 2, 3 };
+    record("got {f} and {f}", .{ shape(&dims), shape(@as([]const i64, &.{-1})) });
+    var buffer: [64]u8 = undefined;
+    try std.testing.expectEqualStrings("got [2, 3] and [-1]", buffer[0..lastMessage(&buffer)]);
 }
 
 test "every status code is distinct" {

@@ -164,12 +164,12 @@ pub fn checkedNumel(shape: []const usize, dtype: DType) Error!usize {
     var count: usize = 1;
     for (shape) |d| {
         count = std.math.mul(usize, count, d) catch
-            return status.fail(error.TooLarge, "shape {any} overflows the element count", .{shape});
+            return status.fail(error.TooLarge, "shape {f} overflows the element count", .{status.shape(shape)});
     }
     const bytes = std.math.mul(usize, count, dtype.size()) catch
-        return status.fail(error.TooLarge, "shape {any} overflows the byte count", .{shape});
+        return status.fail(error.TooLarge, "shape {f} overflows the byte count", .{status.shape(shape)});
     if (bytes > max_bytes) {
-        return status.fail(error.TooLarge, "shape {any} needs {d} bytes, over the {d}-byte limit", .{ shape, bytes, max_bytes });
+        return status.fail(error.TooLarge, "shape {f} needs {d} bytes, over the {d}-byte limit", .{ status.shape(shape), bytes, max_bytes });
     }
     return count;
 }

@@ -1,0 +1,91 @@
+/**
+ * Normalisation layers: layer norm and batch norm (inference form). Pairs with
+ * zig/src/kernels/normalization.zig.
+ *
+ * @module
+ */
+import type { Tensor } from "../tensor.ts";
+import { defineOp, describe, OP, requireNumber, requireTensor } from "./dispatch.ts";
+
+function optionalTensor(name: string, what: string, value: unknown): Tensor | null {
+  if (value === undefined || value === null) return null;
+  return requireTensor(name, what, value);
+}
+
+/**
+ * Layer norm over the trailing `normalizedShape` dims: (x - mean) / sqrt(var + eps) ·
+ * weight + bias.
+ *
+ * @example
+ * ```ts
+ * import { layerNorm, tensor } from "@spindle/spindle";
+ * using y = layerNorm(tensor([1, 3], [1, 2]), [2]);
+ * console.log(Array.from(y.toArray() as Float32Array, Math.round)); // [-1, 1]
+ * ```
+ */
+export const layerNorm: (
+  x: Tensor,
+  normalizedShape: readonly number[],
+  weight?: Tensor | null,
+  bias?: Tensor | null,
+  eps?: number,
+) => Tensor = defineOp(
+  OP.layer_norm,
+  "layerNorm",
+  (x: Tensor, normalizedShape: readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5) => {
+    const input = requireTensor("layerNorm", "input", x);
+    if (!Array.isArray(normalizedShape) || normalizedShape.length === 0) {
+      throw new TypeError(`layerNorm: normalizedShape must be a non-empty array, got ${describe(normalizedShape)}`);
+    }
+    const trailing = input.shape.slice(input.shape.length - normalizedShape.length);
+    if (normalizedShape.length > input.shape.length || trailing.some((d, i) => d !== normalizedShape[i])) {
+      throw new RangeError(
+        `layerNorm: normalizedShape [${normalizedShape.join(", ")}] does not match the end of input shape [${
+          input.shape.join(", ")
+        }]`,
+      );
+    }
+    const w = optionalTensor("layerNorm", "weight", weight);
+    const b = optionalTensor("layerNorm", "bias", bias);
+    const inputs = [input, ...(w ? [w] : []), ...(b ? [b] : [])];
+    return { inputs, params: [normalizedShape.length, requireNumber("layerNorm", "eps", eps), w ? 1 : 0, b ? 1 : 0] };
+  },
+);
+
+/**
+ * Batch norm with running statistics (inference): x is [N, C, ...]; mean, variance, weight
+ * and bias are [C].
+ *
+ * @example
+ * ```ts
+ * import { batchNorm, tensor } from "@spindle/spindle";
+ * using x = tensor([2, 4], [1, 2]);
+ * using mean = tensor([1, 1]);
+ * using variance = tensor([1, 4]);
+ * using y = batchNorm(x, mean, variance, null, null, 0);
+ * console.log(y.toArray()); // Float32Array [1, 1.5]
+ * ```
+ */
+export const batchNorm: (
+  x: Tensor,
+  runningMean: Tensor,
+  runningVar: Tensor,
+  weight?: Tensor | null,
+  bias?: Tensor | null,
+  eps?: number,
+) => Tensor = defineOp(
+  OP.batch_norm,
+  "batchNorm",
+  (x: Tensor, runningMean: Tensor, runningVar: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5) => {
+    const w = optionalTensor("batchNorm", "weight", weight);
+    const b = optionalTensor("batchNorm", "bias", bias);
+    const inputs = [
+      requireTensor("batchNorm", "input", x),
+      requireTensor("batchNorm", "runningMean", runningMean),
+      requireTensor("batchNorm", "runningVar", runningVar),
+      ...(w ? [w] : []),
+      ...(b ? [b] : []),
+    ];
+    return { inputs, params: [requireNumber("batchNorm", "eps", eps), w ? 1 : 0, b ? 1 : 0] };
+  },
+);

@@ -1,0 +1,123 @@
+/**
+ * Reductions (sum, mean, max, min, argmax over any dims, keepdim) and softmax / log-softmax.
+ * Pairs with zig/src/kernels/reduction.zig.
+ *
+ * @module
+ */
+import type { Tensor } from "../tensor.ts";
+import { defineOp, OP, type OpCode, requireInteger, requireTensor } from "./dispatch.ts";
+
+/** A dim, a list of dims, or undefined for all dims. */
+export type Dims = number | readonly number[] | undefined;
+
+function reduction(code: OpCode, name: string): (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor {
+  return defineOp(code, name, (x: Tensor, dim?: Dims, keepdim = false) => {
+    const dims = dim === undefined ? [] : typeof dim === "number" ? [dim] : [...dim];
+    dims.forEach((d, i) => requireInteger(name, `dim[${i}]`, d));
+    if (typeof keepdim !== "boolean") throw new TypeError(`${name}: keepdim must be a boolean`);
+    if (dims.length > 8) throw new RangeError(`${name}: at most 8 dims, got ${dims.length}`);
+    return { inputs: [requireTensor(name, "input", x)], params: [keepdim ? 1 : 0, ...dims] };
+  });
+}
+
+/**
+ * Sum over `dim` (a dim, several, or all when omitted).
+ *
+ * @example
+ * ```ts
+ * import { sum, tensor } from "@spindle/spindle";
+ * using x = tensor([1, 2, 3, 4], [2, 2]);
+ * using rows = sum(x, 1);
+ * console.log(rows.toArray()); // Float32Array [3, 7]
+ * ```
+ */
+export const sum: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.sum, "sum");
+
+/**
+ * Mean over `dim` (all when omitted); NaN over zero elements.
+ *
+ * @example
+ * ```ts
+ * import { mean, tensor } from "@spindle/spindle";
+ * using m = mean(tensor([1, 2, 3, 4]));
+ * console.log(m.toArray()); // Float32Array [2.5]
+ * ```
+ */
+export const mean: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.mean, "mean");
+
+/**
+ * Maximum values over `dim` (all when omitted); NaN wins.
+ *
+ * @example
+ * ```ts
+ * import { max, tensor } from "@spindle/spindle";
+ * using m = max(tensor([1, 5, 2, 7], [2, 2]), 0);
+ * console.log(m.toArray()); // Float32Array [2, 7]
+ * ```
+ */
+export const max: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.max, "max");
+
+/**
+ * Minimum values over `dim` (all when omitted); NaN wins.
+ *
+ * @example
+ * ```ts
+ * import { min, tensor } from "@spindle/spindle";
+ * using m = min(tensor([3, 1, 2]));
+ * console.log(m.toArray()); // Float32Array [1]
+ * ```
+ */
+export const min: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.min, "min");
+
+/**
+ * Index of the first maximum along `dim`, or in the flattened tensor when omitted (int64).
+ *
+ * @example
+ * ```ts
+ * import { argmax, tensor } from "@spindle/spindle";
+ * using i = argmax(tensor([1, 9, 3, 7, 2, 8], [2, 3]), 1);
+ * console.log(i.toArray()); // BigInt64Array [1n, 2n]
+ * ```
+ */
+export const argmax: (x: Tensor, dim?: number, keepdim?: boolean) => Tensor = defineOp(
+  OP.argmax,
+  "argmax",
+  (x: Tensor, dim?: number, keepdim = false) => ({
+    inputs: [requireTensor("argmax", "input", x)],
+    params: dim === undefined ? [keepdim ? 1 : 0] : [keepdim ? 1 : 0, requireInteger("argmax", "dim", dim)],
+  }),
+);
+
+/**
+ * Softmax along `dim` (default the last).
+ *
+ * @example
+ * ```ts
+ * import { softmax, tensor } from "@spindle/spindle";
+ * using p = softmax(tensor([0, 0]));
+ * console.log(p.toArray()); // Float32Array [0.5, 0.5]
+ * ```
+ */
+export const softmax: (x: Tensor, dim?: number) => Tensor = defineOp(OP.softmax, "softmax", (x: Tensor, dim = -1) => ({
+  inputs: [requireTensor("softmax", "input", x)],
+  params: [requireInteger("softmax", "dim", dim)],
+}));
+
+/**
+ * log(softmax(x)) along `dim` (default the last), computed stably.
+ *
+ * @example
+ * ```ts
+ * import { logSoftmax, tensor } from "@spindle/spindle";
+ * using p = logSoftmax(tensor([0, 0]));
+ * console.log(Math.abs(Number(p.toArray()[0]) - Math.log(0.5)) < 1e-6); // true
+ * ```
+ */
+export const logSoftmax: (x: Tensor, dim?: number) => Tensor = defineOp(
+  OP.log_softmax,
+  "logSoftmax",
+  (x: Tensor, dim = -1) => ({
+    inputs: [requireTensor("logSoftmax", "input", x)],
+    params: [requireInteger("logSoftmax", "dim", dim)],
+  }),
+);

@@ -1,0 +1,233 @@
+//! Elementwise kernels on contiguous float32 runs: unary functions and binary operators with
+//! a stride of 0 or 1 per operand (stride 0 is how broadcasting reaches the inner loop).
+//! Callers pass the sub-slices of their range; threading lives in ops/elementwise.zig.
+const std = @import("std");
+const math = @import("math.zig");
+
+const lanes = math.lanes;
+const V = math.V;
+
+pub const Unary = enum(u8) { relu, gelu_erf, gelu_tanh, sigmoid, tanh, exp, log, sqrt, neg, abs, clamp };
+
+/// Bounds of clamp; ±inf for "no bound".
+pub const UnaryParams = struct {
+    min: f32 = -std.math.inf(f32),
+    max: f32 = std.math.inf(f32),
+};
+
+fn splat(value: f32) V {
+    return @splat(value);
+}
+
+/// NaN-propagating max/min (PyTorch semantics; Zig's @max returns the non-NaN operand).
+fn maxPropagate(a: V, b: V) V {
+    return @select(f32, a != a, a, @select(f32, b != b, b, @max(a, b)));
+}
+
+fn minPropagate(a: V, b: V) V {
+    return @select(f32, a != a, a, @select(f32, b != b, b, @min(a, b)));
+}
+
+inline fn unaryVector(comptime op: Unary, params: UnaryParams, x: V) V {
+    return switch (op) {
+        .relu => @select(f32, x > splat(0), x, @select(f32, x != x, x, splat(0))),
+        .gelu_erf => x * math.normalCdf(x),
+        .gelu_tanh => blk: {
+            // (1 + tanh(u)) / 2 = sigmoid(2u): the same value without cancellation for x ≪ 0.
+            const inner = splat(0.7978845608028654) * @mulAdd(V, splat(0.044715) * x * x, x, x);
+            break :blk x * math.sigmoid(inner + inner);
+        },
+        .sigmoid => math.sigmoid(x),
+        .tanh => math.tanh(x),
+        .exp => math.exp(x),
+        .log => @log(x),
+        .sqrt => @sqrt(x),
+        .neg => -x,
+        .abs => @abs(x),
+        .clamp => minPropagate(maxPropagate(x, splat(params.min)), splat(params.max)),
+    };
+}
+
+fn unaryTyped(comptime op: Unary, params: UnaryParams, input: []const f32, output: []f32) void {
+    std.debug.assert(input.len == output.len);
+    var i: usize = 0;
+    while (i + lanes <= input.len) : (i += lanes) {
+        output[i..][0..lanes].* = unaryVector(op, params, input[i..][0..lanes].*);
+    }
+    if (i < input.len) {
+        // The tail goes through the same vector code on a padded copy, so that every element
+        // gets bit-identical results whatever its position.
+        var padded: [lanes]f32 = @splat(0);
+        const rest = input.len - i;
+        @memcpy(padded[0..rest], input[i..]);
+        const result: [lanes]f32 = unaryVector(op, params, padded);
+        @memcpy(output[i..], result[0..rest]);
+    }
+}
+
+/// output[i] = op(input[i]). `input` and `output` may be the same slice.
+pub fn unary(op: Unary, params: UnaryParams, input: []const f32, output: []f32) void {
+    switch (op) {
+        inline else => |comptime_op| unaryTyped(comptime_op, params, input, output),
+    }
+}
+
+/// Whether `op` is expensive enough per element to be worth threads on smaller inputs.
+pub fn unaryIsTranscendental(op: Unary) bool {
+    return switch (op) {
+        .relu, .neg, .abs, .clamp => false,
+        .gelu_erf, .gelu_tanh, .sigmoid, .tanh, .exp, .log, .sqrt => true,
+    };
+}
+
+pub fn unaryReference(op: Unary, params: UnaryParams, x: f64) f64 {
+    return switch (op) {
+        .relu => if (std.math.isNan(x)) x else @max(x, 0),
+        .gelu_erf => 0.5 * x * (1 + math.erfReference(x / std.math.sqrt2)),
+        .gelu_tanh => x / (1 + @exp(-2 * 0.7978845608028654 * (x + 0.044715 * x * x * x))),
+        .sigmoid => 1 / (1 + @exp(-x)),
+        .tanh => std.math.tanh(x),
+        .exp => @exp(x),
+        .log => @log(x),
+        .sqrt => @sqrt(x),
+        .neg => -x,
+        .abs => @abs(x),
+        .clamp => if (std.math.isNan(x)) x else @min(@max(x, params.min), params.max),
+    };
+}
+
+pub const Binary = enum(u8) { add, sub, mul, div, pow, maximum, minimum };
+
+inline fn binaryVector(comptime op: Binary, a: V, b: V) V {
+    return switch (op) {
+        .add => a + b,
+        .sub => a - b,
+        .mul => a * b,
+        .div => a / b,
+        .maximum => maxPropagate(a, b),
+        .minimum => minPropagate(a, b),
+        .pow => blk: {
+            // No vector pow in hardware; libm per lane keeps every IEEE corner case right.
+            var result: [lanes]f32 = undefined;
+            const a_array: [lanes]f32 = a;
+            const b_array: [lanes]f32 = b;
+            for (&result, a_array, b_array) |*r, x, y| r.* = std.math.pow(f32, x, y);
+            break :blk result;
+        },
+    };
+}
+
+/// Loads lanes from `values` at `index` with stride 0 (broadcast one value) or 1.
+inline fn load(values: []const f32, comptime stride: u1, index: usize) V {
+    return if (stride == 0) splat(values[0]) else values[index..][0..lanes].*;
+}
+
+fn binaryTyped(comptime op: Binary, comptime a_stride: u1, comptime b_stride: u1, a: []const f32, b: []const f32, output: []f32) void {
+    var i: usize = 0;
+    while (i + lanes <= output.len) : (i += lanes) {
+        output[i..][0..lanes].* = binaryVector(op, load(a, a_stride, i), load(b, b_stride, i));
+    }
+    if (i == output.len) return;
+    var a_tail: [lanes]f32 = @splat(1);
+    var b_tail: [lanes]f32 = @splat(1);
+    const rest = output.len - i;
+    if (a_stride == 0) a_tail = @splat(a[0]) else @memcpy(a_tail[0..rest], a[i..][0..rest]);
+    if (b_stride == 0) b_tail = @splat(b[0]) else @memcpy(b_tail[0..rest], b[i..][0..rest]);
+    const result: [lanes]f32 = binaryVector(op, a_tail, b_tail);
+    @memcpy(output[i..], result[0..rest]);
+}
+
+/// output[i] = op(a[i·a_stride], b[i·b_stride]) with strides 0 or 1. The caller guarantees
+/// a.len ≥ output.len when a_stride = 1 (and ≥ 1 when 0), the same for b.
+pub fn binary(op: Binary, a: []const f32, a_stride: u1, b: []const f32, b_stride: u1, output: []f32) void {
+    std.debug.assert(if (a_stride == 1) a.len >= output.len else a.len >= 1);
+    std.debug.assert(if (b_stride == 1) b.len >= output.len else b.len >= 1);
+    switch (op) {
+        inline else => |comptime_op| switch (@as(u2, a_stride) * 2 + b_stride) {
+            0 => binaryTyped(comptime_op, 0, 0, a, b, output),
+            1 => binaryTyped(comptime_op, 0, 1, a, b, output),
+            2 => binaryTyped(comptime_op, 1, 0, a, b, output),
+            3 => binaryTyped(comptime_op, 1, 1, a, b, output),
+        },
+    }
+}
+
+pub fn binaryReference(op: Binary, a: f64, b: f64) f64 {
+    return switch (op) {
+        .add => a + b,
+        .sub => a - b,
+        .mul => a * b,
+        .div => a / b,
+        .pow => std.math.pow(f64, a, b),
+        .maximum => if (std.math.isNan(a) or std.math.isNan(b)) std.math.nan(f64) else @max(a, b),
+        .minimum => if (std.math.isNan(a) or std.math.isNan(b)) std.math.nan(f64) else @min(a, b),
+    };
+}
+
+/// Tolerance of a float32 kernel against its f64 reference.
+pub fn close(expected: f64, got: f32, relative: f64, absolute: f64) bool {
+    if (std.math.isNan(expected)) return std.math.isNan(got);
+    if (std.math.isInf(expected)) return @as(f64, got) == expected;
+    return @abs(@as(f64, got) - expected) <= @max(absolute, relative * @abs(expected));
+}
+
+test "unary kernels match their references on awkward lengths, with NaN and infinities" {
+    var prng = std.Random.DefaultPrng.init(1);
+    const random = prng.random();
+    const lengths = [_]usize{ 0, 1, 2, 15, 16, 17, 31, 33, 97 };
+    for (std.enums.values(Unary)) |op| for (lengths) |n| {
+        var input: [97]f32 = undefined;
+        for (input[0..n]) |*x| x.* = (random.float(f32) - 0.5) * 12;
+        if (n > 3) {
+            input[0] = std.math.nan(f32);
+            input[1] = std.math.inf(f32);
+            input[2] = -std.math.inf(f32);
+        }
+        if (op == .log or op == .sqrt) for (input[@min(3, n)..n]) |*x| {
+            x.* = @abs(x.*);
+        };
+        var output: [97]f32 = undefined;
+        const params: UnaryParams = .{ .min = -1.5, .max = 2 };
+        unary(op, params, input[0..n], output[0..n]);
+        for (input[0..n], output[0..n]) |x, y| {
+            const expected = unaryReference(op, params, x);
+            if (!close(expected, y, 2e-6, 4e-7)) {
+                std.debug.print("{s}({d}) = {d}, expected {d}\n", .{ @tagName(op), x, y, expected });
+                return error.TestUnexpectedResult;
+            }
+        }
+    };
+}
+
+test "binary kernels match their references for every stride combination" {
+    var prng = std.Random.DefaultPrng.init(2);
+    const random = prng.random();
+    for (std.enums.values(Binary)) |op| for ([_]usize{ 0, 1, 7, 16, 19, 40 }) |n| {
+        for ([_]u1{ 0, 1 }) |a_stride| for ([_]u1{ 0, 1 }) |b_stride| {
+            var a: [40]f32 = undefined;
+            var b: [40]f32 = undefined;
+            for (&a, &b) |*x, *y| {
+                x.* = random.float(f32) * 4 - 1;
+                y.* = random.float(f32) * 4 - 1;
+            }
+            a[0] = if (n % 2 == 0) std.math.nan(f32) else a[0];
+            var output: [40]f32 = undefined;
+            binary(op, &a, a_stride, &b, b_stride, output[0..n]);
+            for (output[0..n], 0..) |got, i| {
+                const x = a[if (a_stride == 1) i else 0];
+                const y = b[if (b_stride == 1) i else 0];
+                const expected = binaryReference(op, x, y);
+                if (!close(expected, got, 1e-6, 1e-7)) {
+                    std.debug.print("{s}({d}, {d}) = {d}, expected {d}\n", .{ @tagName(op), x, y, got, expected });
+                    return error.TestUnexpectedResult;
+                }
+            }
+        };
+    };
+}
+
+test "unary kernels work in place" {
+    var values = [_]f32{ -1, 0, 1, 2 };
+    unary(.relu, .{}, &values, &values);
+    try std.testing.expectEqualSlices(f32, &.{ 0, 0, 1, 2 }, &values);
+}
