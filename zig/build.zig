@@ -6,6 +6,7 @@
 //!   -Dblas=openblas|native          GEMM backend (system OpenBLAS | Spindle's own)
 //!   -Dtsan=true                     build everything with ThreadSanitizer (BLAS: native)
 //!   zig build test -Dtsan=true -Dtest-optimize=Debug    race-check the unit tests
+//!   zig build bench-interop         inter-op pool benchmark (ReleaseFast)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -89,6 +90,32 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addRunArtifact(unit_tests);
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
+
+    // Native benchmarks import the library's Zig API (src/root.zig) as "spindle"; they are
+    // always ReleaseFast, whatever -Doptimize says.
+    const spindle_module = b.createModule(.{
+        .root_source_file = b.path("src/root.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+        .sanitize_thread = tsan,
+        .omit_frame_pointer = false,
+    });
+    spindle_module.addOptions("build_options", options);
+    if (blas == .openblas) spindle_module.linkSystemLibrary("openblas", .{});
+    const interop_bench = b.addExecutable(.{
+        .name = "interop_bench",
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("../bench/native/interop_bench.zig"),
+            .target = target,
+            .optimize = .ReleaseFast,
+            .link_libc = true,
+            .imports = &.{.{ .name = "spindle", .module = spindle_module }},
+        }),
+    });
+    const run_interop_bench = b.addRunArtifact(interop_bench);
+    const interop_bench_step = b.step("bench-interop", "Benchmark the inter-op pool (bench/native/interop_bench.zig)");
+    interop_bench_step.dependOn(&run_interop_bench.step);
 }
 
 fn createRootModule(
