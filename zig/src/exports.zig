@@ -275,8 +275,10 @@ fn forkOp(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[
     destination.* = try inter_op.futures.register(future);
 }
 
-/// int32_t spindle_future_wait(uint64_t future, uint64_t *out): blocks until done, then
-///     publishes the value as a new tensor handle or returns the task's error.
+/// int32_t spindle_future_wait(uint64_t future, uint64_t *out): blocks until done (running
+///     the task on the calling thread when no worker has started it yet), then publishes
+///     the value as a new tensor handle or returns the task's error (and marks it observed).
+///     Returns at once after the future's completion token was taken.
 export fn spindle_future_wait(handle: Handle, out: ?*Handle) i32 {
     status.clearMessage();
     return status.toStatus(futureWait(handle, out));

@@ -15,8 +15,14 @@
 //!      subtree, so they can never wait on a frame below them on this stack.
 //!   3. Otherwise it spins, then sleeps on the future: the awaited task is running on
 //!      another thread, and that thread can always finish it by rules 1 and 2.
-//! Helping with *unrelated* queued tasks is deliberately not done: an unrelated task that
-//! waits on a future whose task is suspended lower on the same stack could never finish.
+//! Why this holds: futures reach a task only as fork arguments or from its own forks (as in
+//! TorchScript), so a task waits only on futures created before it or inside its subtree;
+//! nothing run on top of a frame by rules 1 and 2 can wait on that frame or one below it.
+//! Helping with *unrelated* tasks is deliberately not done: X waits on F, helps with U
+//! (forked later, with X's future as argument), U waits on X, which sits below U on the
+//! same stack and can never resume. Limits: a future smuggled through shared state into
+//! the subtree it depends on breaks the argument, and past max_frames a waiter sleeps
+//! instead of running tasks inline.
 //!
 //! What allocates: the pool (once), and future nodes in slabs of `slab_nodes` whenever the
 //! number of live futures exceeds its previous peak. Slabs are recycled, never freed, so a
@@ -155,6 +161,7 @@ pub const Pool = struct {
     /// guarantees no thread forks into this pool any more. Futures outlive their pool.
     pub fn deinit(pool: *Pool) void {
         pool.stopAndJoin(pool.workers);
+        // Monotonic: the joins ordered every worker's updates before this load.
         assert(pool.pending.load(.monotonic) == 0);
         assert(pool.injector.head == null);
         allocator.free(pool.workers);
@@ -231,29 +238,45 @@ pub const Pool = struct {
 
     /// Spins, then sleeps until work may be queued. False when the pool is shutting down
     /// and nothing is left to run.
+    ///
+    /// Every operation on searching, sleepers and pending here is SeqCst: together with the
+    /// SeqCst operations in schedule() and notify() they form a Dekker handshake (this
+    /// side writes its counter then reads `pending`; a forker writes `pending` then reads
+    /// the counters), which needs a single total order: at least one side sees the other.
     fn idle(pool: *Pool) bool {
-        // SeqCst for all of searching/sleepers/pending: see schedule() and notify().
+        // Pairs with notify()'s load of `searching`: while we count, forkers skip the wake.
         _ = pool.searching.fetchAdd(1, .seq_cst);
         var spins: u32 = 0;
         while (spins < spin_limit_idle) : (spins += 1) {
+            // Pairs with schedule()'s increment: a task queued from now on is seen here.
             if (pool.pending.load(.seq_cst) > 0) {
+                // Pairs with notify(): after this, forkers wake sleepers again.
                 const last_searcher = pool.searching.fetchSub(1, .seq_cst) == 1;
                 // More work than this worker will take: wake the next one, so a burst of
-                // forks ramps up the pool one worker at a time.
+                // forks ramps up the pool one worker at a time. (Same handshake as notify.)
                 if (last_searcher and pool.pending.load(.seq_cst) > 1 and pool.sleepers.load(.seq_cst) > 0) pool.wake(1);
                 return true;
             }
+            // Monotonic: only ends spinning early; the SeqCst load below decides.
             if (pool.shutting_down.load(.monotonic)) break;
             std.atomic.spinLoopHint();
         }
+        // Pairs with notify()'s load: a forker that sees zero searchers will wake sleepers,
+        // and we re-check `pending` below after announcing ourselves as a sleeper.
         _ = pool.searching.fetchSub(1, .seq_cst);
         // Acquire pairs with the SeqCst bump in wake(): reading the new epoch means the
-        // shutdown flag and the counters written before it are visible.
+        // shutdown flag and the counters written before it are visible. Read before the
+        // checks below, so a wake after them changes the value Futex.wait compares.
         const epoch = pool.wake_epoch.load(.acquire);
+        // Pairs with notify()'s load of `sleepers` (the Dekker handshake).
         _ = pool.sleepers.fetchAdd(1, .seq_cst);
+        // Pairs with the SeqCst store in stopAndJoin().
         const shutting_down = pool.shutting_down.load(.seq_cst);
+        // Pairs with schedule()'s increment (the Dekker handshake).
         if (!shutting_down and pool.pending.load(.seq_cst) == 0) Futex.wait(&pool.wake_epoch, epoch);
+        // Pairs with notify()'s load: fewer sleepers, fewer needless wake calls.
         _ = pool.sleepers.fetchSub(1, .seq_cst);
+        // Both pair as above: exit only once shut down with nothing left queued.
         return !(pool.shutting_down.load(.seq_cst) and pool.pending.load(.seq_cst) == 0);
     }
 
@@ -531,6 +554,8 @@ pub const Future = struct {
     }
 
     fn destroy(future: *Future) void {
+        // Monotonic: the Acquire in release() already ordered complete()'s swap (done
+        // before the runner dropped its reference) before this load.
         const phase = future.state.load(.monotonic) & phase_mask;
         // The queued task holds a reference until it has completed the future.
         assert(phase != phase_pending);
@@ -562,6 +587,7 @@ pub const Future = struct {
     }
 
     fn result(future: *Future) Error!*Tensor {
+        // Acquire pairs with the Release in complete(): value and message are visible.
         switch (future.state.load(.acquire) & phase_mask) {
             phase_succeeded => {
                 const value = future.value.?;
@@ -623,6 +649,7 @@ pub const Future = struct {
                 current |= waiters_bit;
             }
             Futex.wait(&future.state, current);
+            // Acquire pairs with the Release in complete().
             current = future.state.load(.acquire);
         }
     }
@@ -711,6 +738,8 @@ pub const Future = struct {
         }
         future.watch_token = token;
         future.retain(); // The watch's reference, handed to the completion queue.
+        // Monotonic: only chooses between the CAS and pushing now; a completed future is
+        // pushed as is, and whoever takes its token waits on it with Acquire loads.
         var current = future.state.load(.monotonic);
         while (current & phase_mask == phase_pending) {
             // Release on success publishes watch_token to complete()'s Acquire swap.
@@ -935,6 +964,7 @@ pub const Unobserved = struct {
     }
 
     pub fn totalReported(list: *const Unobserved) u64 {
+        // Monotonic: a statistic; callers order it with the frees they wait for.
         return list.total.load(.monotonic);
     }
 };
@@ -1047,6 +1077,7 @@ test "forked mm completes and wait returns its value" {
     try testing.expectEqualSlices(usize, &.{ 3, 5 }, value.dims());
     try testing.expect(future.isDone());
     // The task released its references to the inputs before completing.
+    // Monotonic: complete()'s Release and wait()'s Acquire ordered the task's release.
     try testing.expectEqual(@as(u32, 1), a.refs.load(.monotonic));
 }
 
@@ -1170,6 +1201,8 @@ test "several threads wait on one future and all get its value or its error" {
     }
     try expectLiveFutures(baseline);
     try testing.expectEqual(reported, unobserved.totalReported());
+    // Monotonic: every holder's release happened before the futures were freed, which
+    // expectLiveFutures observed through the slab's mutex.
     try testing.expectEqual(@as(u32, 1), shared.refs.load(.monotonic));
 }
 
@@ -1181,7 +1214,7 @@ const Nest = struct {
     on_worker: *Atomic(u32),
 
     pub fn run(nest: *Nest) Error!*Tensor {
-        // Monotonic: a counter read after the joins.
+        // Monotonic: a counter, read after the root's wait (which orders it).
         if (current_worker != null) _ = nest.on_worker.fetchAdd(1, .monotonic);
         if (nest.depth == 0) {
             nest.value.retain();
@@ -1207,6 +1240,7 @@ test "nested fork and wait eight levels deep completes on one inter-op thread" {
     waitUntilStarted(root); // The worker, not this thread, runs the root.
     const value = try root.wait();
     value.release();
+    // Monotonic: each increment happened before its task completed, and wait() returned.
     try testing.expectEqual(@as(u32, 9), on_worker.load(.monotonic));
 }
 
@@ -1247,6 +1281,8 @@ test "a fan-out of 1000 forks from a task completes on one inter-op thread" {
     for (futures_out) |f| (try f.wait()).release();
     for (futures_out) |f| f.release();
     try expectLiveFutures(baseline);
+    // Monotonic: every holder's release happened before the futures were freed, which
+    // expectLiveFutures observed through the slab's mutex.
     try testing.expectEqual(@as(u32, 1), shared.refs.load(.monotonic));
 }
 
@@ -1329,6 +1365,36 @@ test "thread-local state travels with the task and is restored afterwards" {
     waitUntilStarted(second);
     (try second.wait()).release();
     try testing.expectEqual(ThreadLocalState{}, seen);
+}
+
+fn processCpuMicroseconds() i64 {
+    const usage = std.posix.getrusage(std.posix.rusage.SELF);
+    const user = usage.utime.sec * std.time.us_per_s + usage.utime.usec;
+    return user + usage.stime.sec * std.time.us_per_s + usage.stime.usec;
+}
+
+test "idle workers sleep on the futex and use no CPU" {
+    const shared = try tensor.createZeroed(.float32, &.{1});
+    defer shared.release();
+    const pool = try Pool.init(2);
+    defer pool.deinit();
+    const future = try pool.fork("leaf", Leaf, .{ .value = shared });
+    (try future.wait()).release();
+    future.release();
+    // Both workers finish spinning and sleep (bounded: a spinning worker fails the test).
+    var attempts: u32 = 0;
+    // SeqCst: the counter idle() maintains; any order would do for polling.
+    while (pool.sleepers.load(.seq_cst) != 2 and attempts < 5000) : (attempts += 1) std.Thread.sleep(std.time.ns_per_ms);
+    try testing.expectEqual(@as(u32, 2), pool.sleepers.load(.seq_cst));
+    // The least CPU used in a few 100 ms windows: other threads of the test process (the
+    // runner's) may be busy in one of them; two spinning workers would fill all of them.
+    var least_used: i64 = std.math.maxInt(i64);
+    for (0..4) |_| {
+        const before = processCpuMicroseconds();
+        std.Thread.sleep(100 * std.time.ns_per_ms);
+        least_used = @min(least_used, processCpuMicroseconds() - before);
+    }
+    try testing.expect(least_used < 10 * std.time.us_per_ms);
 }
 
 test "fork refuses nesting deeper than max_fork_depth" {
@@ -1443,6 +1509,8 @@ fn stressOnce(thread_count: u32, seed: u64) !void {
     }
     try testing.expectEqual(@min(reported, Unobserved.capacity), drained_lines);
     try testing.expectEqual(baseline_tensors, tensor.table.liveCount());
+    // Monotonic: every holder's release happened before the futures were freed, which
+    // expectLiveFutures observed through the slab's mutex.
     try testing.expectEqual(@as(u32, 1), shared.refs.load(.monotonic));
 }
 
@@ -1527,5 +1595,7 @@ test "the completion queue takes 1000 futures in flight from a blocked waiter" {
     collector.join();
     for (seen) |times| try testing.expectEqual(@as(u8, 1), times);
     try expectLiveFutures(baseline);
+    // Monotonic: every holder's release happened before the futures were freed, which
+    // expectLiveFutures observed through the slab's mutex.
     try testing.expectEqual(@as(u32, 1), shared.refs.load(.monotonic));
 }
