@@ -116,6 +116,8 @@ pub fn build(b: *std.Build) void {
     const run_interop_bench = b.addRunArtifact(interop_bench);
     const interop_bench_step = b.step("bench-interop", "Benchmark the inter-op pool (bench/native/interop_bench.zig)");
     interop_bench_step.dependOn(&run_interop_bench.step);
+    // Also installed (zig-out/bin/interop_bench) to rerun it, or run it on another machine.
+    interop_bench_step.dependOn(&b.addInstallArtifact(interop_bench, .{}).step);
 }
 
 fn createRootModule(

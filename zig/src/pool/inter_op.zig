@@ -1434,7 +1434,7 @@ const Stress = struct {
 
         pub fn run(node: *Node) Error!*Tensor {
             const stress = node.stress;
-            // Monotonic throughout: counters, read after every task has finished.
+            // Monotonic for all counters: read after every task has finished (see stressOnce).
             _ = stress.ran.fetchAdd(1, .monotonic);
             var prng = std.Random.DefaultPrng.init(node.seed);
             const random = prng.random();
@@ -1458,6 +1458,7 @@ const Stress = struct {
 
     fn forkNode(stress: *Stress, seed: u64, depth: u32) Error!*Future {
         const future = try stress.pool.fork("stress", Node, .{ .stress = stress, .seed = seed, .depth = depth });
+        // Monotonic: a counter, read once every future is freed (ordered by the slab mutex).
         _ = stress.forked.fetchAdd(1, .monotonic);
         return future;
     }
@@ -1472,6 +1473,7 @@ const Stress = struct {
         for (0..waits) |_| {
             if (future.wait()) |value| value.release() else |_| failed = true;
         }
+        // Monotonic: a counter, read once every future is freed (ordered by the slab mutex).
         if (failed) _ = stress.observed.fetchAdd(1, .monotonic);
     }
 };
