@@ -4,7 +4,9 @@
 //!   zig build test                  unit tests (ReleaseSafe: bounds checks stay on)
 //!   -Dthreading=omp|tbb             intra-op backend (fork-join team per caller | shared pool)
 //!   -Dblas=openblas|native          GEMM backend (system OpenBLAS | Spindle's own)
-//!   -Dtsan=true                     build everything with ThreadSanitizer
+//!   -Dtsan=true                     build everything with ThreadSanitizer (BLAS: native)
+//!   zig build test -Dtsan=true -Dtest-optimize=Debug    race-check the unit tests
+//!   zig build bench-interop         inter-op pool benchmark (ReleaseFast)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -42,11 +44,18 @@ pub fn build(b: *std.Build) void {
         "Optimization mode of the unit tests (default ReleaseSafe)",
     ) orelse .ReleaseSafe;
     const threading = b.option(Threading, "threading", "Intra-op backend: omp or tbb (default omp)") orelse .omp;
-    const blas_default: Blas = if (openblasAvailable()) .openblas else .native;
+    const tsan = b.option(bool, "tsan", "Build with ThreadSanitizer (implies -Dblas=native)") orelse false;
+    // OpenBLAS pulls in libgfortran/libquadmath, whose constructors call calloc before the
+    // statically linked TSan runtime is initialised: the binary crashes at load.
+    const blas_default: Blas = if (openblasAvailable() and !tsan) .openblas else .native;
     const blas = b.option(Blas, "blas", "GEMM backend: openblas or native (default openblas when installed)") orelse blas_default;
-    const tsan = b.option(bool, "tsan", "Build with ThreadSanitizer") orelse false;
     const test_filters = b.option([]const []const u8, "test-filter", "Run only the unit tests whose names contain this") orelse &.{};
 
+    if (blas == .openblas and tsan) {
+        std.debug.print("error: -Dtsan=true cannot be combined with -Dblas=openblas (TSan crashes while " ++
+            "libgfortran loads); leave -Dblas out or use -Dblas=native\n", .{});
+        std.process.exit(1);
+    }
     if (blas == .openblas and !openblasAvailable()) {
         std.debug.print(
             "error: -Dblas=openblas but libopenblas.so was not found; install libopenblas-dev " ++
@@ -67,14 +76,48 @@ pub fn build(b: *std.Build) void {
         .name = "spindle",
         .linkage = .dynamic,
         .root_module = library_module,
+        .use_llvm = if (tsan) true else null,
     });
     b.installArtifact(library);
 
     const test_module = createRootModule(b, target, test_optimize, blas, tsan, options);
-    const unit_tests = b.addTest(.{ .root_module = test_module, .filters = test_filters });
+    // Zig's own x86_64 backend (used for Debug) ignores -fsanitize-thread: force LLVM.
+    const unit_tests = b.addTest(.{
+        .root_module = test_module,
+        .filters = test_filters,
+        .use_llvm = if (tsan) true else null,
+    });
     const run_tests = b.addRunArtifact(unit_tests);
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
+
+    // Native benchmarks import the library's Zig API (src/root.zig) as "spindle"; they are
+    // always ReleaseFast, whatever -Doptimize says.
+    const spindle_module = b.createModule(.{
+        .root_source_file = b.path("src/root.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+        .sanitize_thread = tsan,
+        .omit_frame_pointer = false,
+    });
+    spindle_module.addOptions("build_options", options);
+    if (blas == .openblas) spindle_module.linkSystemLibrary("openblas", .{});
+    const interop_bench = b.addExecutable(.{
+        .name = "interop_bench",
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("../bench/native/interop_bench.zig"),
+            .target = target,
+            .optimize = .ReleaseFast,
+            .link_libc = true,
+            .imports = &.{.{ .name = "spindle", .module = spindle_module }},
+        }),
+    });
+    const run_interop_bench = b.addRunArtifact(interop_bench);
+    const interop_bench_step = b.step("bench-interop", "Benchmark the inter-op pool (bench/native/interop_bench.zig)");
+    interop_bench_step.dependOn(&run_interop_bench.step);
+    // Also installed (zig-out/bin/interop_bench) to rerun it, or run it on another machine.
+    interop_bench_step.dependOn(&b.addInstallArtifact(interop_bench, .{}).step);
 }
 
 fn createRootModule(

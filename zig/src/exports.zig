@@ -273,8 +273,10 @@ fn forkOp(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[
     destination.* = try inter_op.futures.register(future);
 }
 
-/// int32_t spindle_future_wait(uint64_t future, uint64_t *out): blocks until done, then
-///     publishes the value as a new tensor handle or returns the task's error.
+/// int32_t spindle_future_wait(uint64_t future, uint64_t *out): blocks until done (running
+///     the task on the calling thread when no worker has started it yet), then publishes
+///     the value as a new tensor handle or returns the task's error (and marks it observed).
+///     Returns at once after the future's completion token was taken.
 export fn spindle_future_wait(handle: Handle, out: ?*Handle) i32 {
     status.clearMessage();
     return status.toStatus(futureWait(handle, out));
@@ -299,6 +301,63 @@ export fn spindle_future_done(handle: Handle) i32 {
 export fn spindle_future_dispose(handle: Handle) i32 {
     status.clearMessage();
     return status.toStatus(inter_op.futures.dispose(handle));
+}
+
+/// size_t spindle_future_live_count(void): futures alive in the process, pending or held
+///     (leak checks in tests).
+export fn spindle_future_live_count() usize {
+    return inter_op.liveFutures();
+}
+
+/// int32_t spindle_future_watch(uint64_t future, uint64_t token): registers `token` for the
+///     completion queue. It is queued once, when the future completes (at once when it
+///     already has). At most one token per future; the future stays alive until its token
+///     is taken, even after spindle_future_dispose.
+export fn spindle_future_watch(handle: Handle, token: u64) i32 {
+    status.clearMessage();
+    return status.toStatus(futureWatch(handle, token));
+}
+
+fn futureWatch(handle: Handle, token: u64) Error!void {
+    const future = try inter_op.futures.acquire(handle);
+    defer future.release();
+    try future.watch(token);
+}
+
+/// Largest completion wait: a bound, so that a forgotten waiter returns within a minute.
+const completions_timeout_ms_max: u32 = 60_000;
+
+/// size_t spindle_completions_wait(uint64_t *tokens, size_t capacity, uint32_t timeout_ms):
+///     blocks until at least one token is queued, `timeout_ms` passes (at most 60000), or
+///     spindle_completions_interrupt is called; then moves up to `capacity` tokens, in
+///     completion order, into `tokens` and returns their count (0 on timeout). Thread-safe:
+///     each token goes to exactly one caller. Meant for a Deno `nonblocking` call.
+export fn spindle_completions_wait(tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
+    const destination = tokens orelse return 0;
+    const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
+    return inter_op.completion_queue.wait(destination[0..capacity], timeout_ns);
+}
+
+/// size_t spindle_completions_poll(uint64_t *tokens, size_t capacity): like
+///     spindle_completions_wait without blocking.
+export fn spindle_completions_poll(tokens: ?[*]u64, capacity: usize) usize {
+    const destination = tokens orelse return 0;
+    return inter_op.completion_queue.poll(destination[0..capacity]);
+}
+
+/// void spindle_completions_interrupt(void): makes the pending (or next)
+///     spindle_completions_wait return at once, e.g. to shut down.
+export fn spindle_completions_interrupt() void {
+    inter_op.completion_queue.interrupt();
+}
+
+/// size_t spindle_unobserved_errors(uint8_t *buffer, size_t capacity): moves the messages of
+///     failed futures dropped without being waited on into `buffer`, one per line, and
+///     returns the bytes written (0: none left). The first call switches the reports from
+///     stderr to this list (up to 64 queued; beyond that they go to stderr).
+export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
+    const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
+    return inter_op.unobserved.drain(destination);
 }
 
 test {
@@ -332,4 +391,38 @@ test "exported tensor round trip and bad arguments" {
     try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_create(0, 2, &negative, null, 0, &handle));
     try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_create(9, 2, &shape, null, 0, &handle));
     try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_op_run(999, null, 0, null, 0, &handle));
+}
+
+test "exported fork, watch, completion queue and wait" {
+    var tokens: [4]u64 = undefined;
+    while (spindle_completions_poll(&tokens, tokens.len) > 0) {}
+    const baseline_futures = spindle_future_live_count();
+    const baseline_tensors = spindle_tensor_live_count();
+    const shape = [_]i64{ 2, 2 };
+    var a: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_full(0, 2, &shape, 1.5, &a));
+    const inputs = [_]Handle{ a, a };
+    var future: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_fork_op(@intFromEnum(ops.OpCode.add), &inputs, 2, null, 0, &future));
+    try std.testing.expectEqual(@as(i32, 0), spindle_future_watch(future, 42));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_future_watch(future, 43));
+    // The input handle can go at once: the task holds its own references.
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(a));
+    try std.testing.expectEqual(@as(usize, 1), spindle_completions_wait(&tokens, tokens.len, 10_000));
+    try std.testing.expectEqual(@as(u64, 42), tokens[0]);
+    try std.testing.expectEqual(@as(i32, 1), spindle_future_done(future));
+    var sum: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_future_wait(future, &sum));
+    var values: [4]f32 = undefined;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_read(sum, std.mem.sliceAsBytes(&values).ptr, 16));
+    try std.testing.expectEqualSlices(f32, &.{ 3, 3, 3, 3 }, &values);
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(sum));
+    try std.testing.expectEqual(@as(i32, 0), spindle_future_dispose(future));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_handle), spindle_future_watch(future, 1));
+    try std.testing.expectEqual(baseline_tensors, spindle_tensor_live_count());
+    // The worker drops the queue's reference just after completing: allow it a moment.
+    var attempts: u32 = 0;
+    while (spindle_future_live_count() != baseline_futures and attempts < 1000) : (attempts += 1) std.Thread.sleep(std.time.ns_per_ms);
+    try std.testing.expectEqual(baseline_futures, spindle_future_live_count());
+    try std.testing.expectEqual(@as(usize, 0), spindle_completions_wait(&tokens, tokens.len, 1));
 }
