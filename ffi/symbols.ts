@@ -64,18 +64,28 @@ export const symbols = {
   },
   // int32_t spindle_future_wait(uint64_t future, uint64_t *out)
   spindle_future_wait: { parameters: ["u64", "buffer"], result: "i32" },
-  // int32_t spindle_future_wait(uint64_t future, uint64_t *out), on Deno's blocking pool
-  // (interim: the inter-op issue replaces it with a native completion queue).
-  spindle_future_wait_async: {
-    name: "spindle_future_wait",
-    parameters: ["u64", "buffer"],
-    result: "i32",
-    nonblocking: true,
-  },
   // int32_t spindle_future_done(uint64_t future)
   spindle_future_done: { parameters: ["u64"], result: "i32" },
   // int32_t spindle_future_dispose(uint64_t future)
   spindle_future_dispose: { parameters: ["u64"], result: "i32" },
+  // size_t spindle_future_live_count(void)
+  spindle_future_live_count: { parameters: [], result: "usize" },
+  // int32_t spindle_future_watch(uint64_t future, uint64_t token)
+  spindle_future_watch: { parameters: ["u64", "u64"], result: "i32" },
+  // size_t spindle_completions_wait(uint64_t *tokens, size_t capacity, uint32_t timeout_ms),
+  // on Deno's blocking pool: one waiter drains the native completion queue for every
+  // pending future, so awaiting takes one thread however many futures are in flight.
+  spindle_completions_wait: {
+    parameters: ["buffer", "usize", "u32"],
+    result: "usize",
+    nonblocking: true,
+  },
+  // size_t spindle_completions_poll(uint64_t *tokens, size_t capacity)
+  spindle_completions_poll: { parameters: ["buffer", "usize"], result: "usize" },
+  // void spindle_completions_interrupt(void)
+  spindle_completions_interrupt: { parameters: [], result: "void" },
+  // size_t spindle_unobserved_errors(uint8_t *buffer, size_t capacity)
+  spindle_unobserved_errors: { parameters: ["buffer", "usize"], result: "usize" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The type of the loaded library's `symbols` object. */

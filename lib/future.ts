@@ -8,8 +8,17 @@ import { check, native } from "../ffi/load.ts";
 import { lastErrorMessage, SpindleError } from "../ffi/status.ts";
 import { Tensor } from "./tensor.ts";
 import { nativeOpInfo, packArguments } from "./ops/dispatch.ts";
+import { watch } from "./completions.ts";
 
 const outBuffer = new BigUint64Array(1);
+
+/**
+ * Disposes native futures that JavaScript dropped without waiting. A failed one is then
+ * reported by the native side (unobserved error), never silently lost.
+ */
+const finalizer = new FinalizationRegistry<bigint>((handle) => {
+  native().spindle_future_dispose(handle);
+});
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
@@ -36,6 +45,7 @@ export class Future<T> implements PromiseLike<T> {
   private constructor(handle: bigint | null, outcome: Outcome<T> | null) {
     this.#handle = handle;
     this.#outcome = outcome;
+    if (handle !== null) finalizer.register(this, handle, this);
   }
 
   /** @internal Wraps a native future handle. */
@@ -91,15 +101,16 @@ export class Future<T> implements PromiseLike<T> {
       return this.#pending;
     }
     const handle = this.#handle!;
-    const out = new BigUint64Array(1);
-    this.#pending = native().spindle_future_wait_async(handle, out).then((status) => {
-      if (this.#outcome === null) {
-        // The native error message is thread-local to the pool thread that waited: wait again
-        // on this thread (the future is complete, so it returns at once) to read it.
-        if (status !== 0) this.#settle(native().spindle_future_wait(handle, outBuffer));
-        else this.#settleValue(out[0]);
-      }
-      return this.#result();
+    this.#pending = new Promise<T>((resolve, reject) => {
+      watch(handle, () => {
+        // Complete: the wait returns at once, on this thread, with the value or the error.
+        if (this.#outcome === null) this.#settle(native().spindle_future_wait(handle, outBuffer));
+        try {
+          resolve(this.#result());
+        } catch (error) {
+          reject(error);
+        }
+      });
     });
     return this.#pending;
   }
@@ -126,6 +137,7 @@ export class Future<T> implements PromiseLike<T> {
 
   #release(): void {
     if (this.#handle === null) return;
+    finalizer.unregister(this);
     check(native().spindle_future_dispose(this.#handle));
     this.#handle = null;
   }
@@ -180,6 +192,15 @@ export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A):
   );
   check(status);
   return Future.fromHandle(outBuffer[0]) as unknown as Future<T>;
+}
+
+/**
+ * Native futures alive in the process, pending or held (tests use it to check for leaks).
+ *
+ * @returns The count of live native futures.
+ */
+export function liveFutureCount(): number {
+  return Number(native().spindle_future_live_count());
 }
 
 /**

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { add, fork, Future, liveTensorCount, mm, rand, SpindleError, tensor, wait, zeros } from "../mod.ts";
+import { pendingAwaits } from "../lib/completions.ts";
+import { liveFutureCount } from "../lib/future.ts";
+import { MOD_URL, runSnippet } from "./helpers.ts";
 
 Deno.test("fork of a native op returns a future whose value equals the direct call", async () => {
   using a = rand([33, 17], { seed: 1 });
@@ -73,4 +76,44 @@ Deno.test("fork validates its arguments", () => {
   assert.throws(() => wait({} as Future<number>), TypeError);
   using b = add(a, a);
   assert.equal(b.numel, 1);
+});
+
+Deno.test("a thousand futures in flight are awaited through one completion queue", async () => {
+  const before = liveTensorCount();
+  using a = rand([8, 8], { seed: 5 });
+  const futures = Array.from({ length: 1000 }, () => fork(mm, a, a));
+  const results = await Promise.all(futures);
+  using expected = mm(a, a);
+  const first = expected.toArray();
+  for (const result of results) {
+    assert.deepEqual(result.toArray(), first);
+    result.dispose();
+  }
+  assert.equal(pendingAwaits(), 0);
+  assert.equal(liveTensorCount(), before + 2);
+});
+
+Deno.test("futures are released after wait and await", async () => {
+  const baseline = liveFutureCount();
+  using a = rand([4, 4], { seed: 6 });
+  for (let i = 0; i < 50; i++) wait(fork(mm, a, a)).dispose();
+  const awaited = await Promise.all(Array.from({ length: 50 }, () => fork(mm, a, a)));
+  awaited.forEach((t) => t.dispose());
+  assert.equal(liveFutureCount(), baseline);
+});
+
+Deno.test("a failed future dropped without a wait is reported, not lost", async () => {
+  const result = await runSnippet(
+    `import { fork, mm, zeros } from "${MOD_URL}";
+     const a = zeros([2, 3]);
+     (() => { fork(mm, a, a); })();
+     await new Promise((resolve) => setTimeout(resolve, 50));
+     for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((resolve) => setTimeout(resolve, 20)); }
+     console.log("done");`,
+    {},
+    undefined,
+    ["--v8-flags=--expose-gc"],
+  );
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, /mm: shapes \[2, 3\] and \[2, 3\] cannot be multiplied/);
 });

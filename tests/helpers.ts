@@ -45,6 +45,11 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
 }
 
 /** Runs a TypeScript snippet (which can import from `MOD_URL`) in a fresh process. */
-export function runSnippet(code: string, env: Record<string, string> = {}, cwd = ROOT): Promise<ProcessResult> {
-  return execute(["eval", "--ext=ts", code], env, cwd);
+export function runSnippet(
+  code: string,
+  env: Record<string, string> = {},
+  cwd = ROOT,
+  flags: string[] = [],
+): Promise<ProcessResult> {
+  return execute(["eval", ...flags, "--ext=ts", code], env, cwd);
 }
