@@ -12,6 +12,9 @@
 export const symbols = {
   // uint32_t spindle_abi_version(void)
   spindle_abi_version: { parameters: [], result: "u32" },
+  // uint32_t spindle_abi_version(void), on Deno's blocking pool: benchmarks use it to
+  // measure the raw cost of one nonblocking FFI call.
+  spindle_abi_version_async: { name: "spindle_abi_version", parameters: [], result: "u32", nonblocking: true },
   // size_t spindle_last_error(uint8_t *buffer, size_t capacity)
   spindle_last_error: { parameters: ["buffer", "usize"], result: "usize" },
   // size_t spindle_info_json(uint8_t *buffer, size_t capacity)

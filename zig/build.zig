@@ -118,6 +118,33 @@ pub fn build(b: *std.Build) void {
     interop_bench_step.dependOn(&run_interop_bench.step);
     // Also installed (zig-out/bin/interop_bench) to rerun it, or run it on another machine.
     interop_bench_step.dependOn(&b.addInstallArtifact(interop_bench, .{}).step);
+
+    addBench(b, target, spindle_module, "kernels_bench", "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
+}
+
+/// A ReleaseFast benchmark executable from bench/native/NAME.zig that imports the library's
+/// Zig API as "spindle", run by `zig build STEP` and installed into zig-out/bin.
+fn addBench(
+    b: *std.Build,
+    target: std.Build.ResolvedTarget,
+    spindle_module: *std.Build.Module,
+    comptime name: []const u8,
+    step_name: []const u8,
+    description: []const u8,
+) void {
+    const exe = b.addExecutable(.{
+        .name = name,
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("../bench/native/" ++ name ++ ".zig"),
+            .target = target,
+            .optimize = .ReleaseFast,
+            .link_libc = true,
+            .imports = &.{.{ .name = "spindle", .module = spindle_module }},
+        }),
+    });
+    const step = b.step(step_name, description);
+    step.dependOn(&b.addRunArtifact(exe).step);
+    step.dependOn(&b.addInstallArtifact(exe, .{}).step);
 }
 
 fn createRootModule(

@@ -368,6 +368,7 @@ test {
     _ = topology;
     _ = tensor;
     _ = @import("handles.zig");
+    _ = @import("storage_cache.zig");
     _ = ops;
     _ = inter_op;
     _ = intra_op;

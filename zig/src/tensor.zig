@@ -6,6 +6,7 @@
 const std = @import("std");
 const status = @import("status.zig");
 const handles = @import("handles.zig");
+const storage_cache = @import("storage_cache.zig");
 
 const Error = status.Error;
 const allocator = std.heap.c_allocator;
@@ -43,7 +44,10 @@ pub const max_bytes: usize = 64 << 30;
 pub const alignment = 64;
 
 pub const Storage = struct {
+    /// The tensor's bytes: the first `byte_count` bytes of `block`.
     bytes: []align(alignment) u8,
+    /// The whole allocation, which may be larger (a size class of storage_cache).
+    block: storage_cache.Block,
     /// Incremented by every tensor viewing this storage. Release decrement synchronises
     /// with the Acquire load of the thread that frees, so all writes happen before free.
     refs: std.atomic.Value(u32),
@@ -52,9 +56,9 @@ pub const Storage = struct {
         const storage = allocator.create(Storage) catch return error.OutOfMemory;
         errdefer allocator.destroy(storage);
         // Allocate at least one byte so that empty tensors still own a valid pointer.
-        const bytes = allocator.alignedAlloc(u8, .fromByteUnits(alignment), @max(byte_count, 1)) catch
+        const block = storage_cache.allocate(@max(byte_count, 1)) catch
             return status.fail(error.OutOfMemory, "out of memory allocating {d} bytes", .{byte_count});
-        storage.* = .{ .bytes = bytes, .refs = .init(1) };
+        storage.* = .{ .bytes = block[0..@max(byte_count, 1)], .block = block, .refs = .init(1) };
         return storage;
     }
 
@@ -71,7 +75,7 @@ pub const Storage = struct {
         std.debug.assert(previous > 0);
         if (previous == 1) {
             _ = storage.refs.load(.acquire);
-            allocator.free(storage.bytes);
+            storage_cache.free(storage.block);
             allocator.destroy(storage);
         }
     }
