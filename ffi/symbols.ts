@@ -89,6 +89,26 @@ export const symbols = {
   spindle_completions_interrupt: { parameters: [], result: "void" },
   // size_t spindle_unobserved_errors(uint8_t *buffer, size_t capacity)
   spindle_unobserved_errors: { parameters: ["buffer", "usize"], result: "usize" },
+  // int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t *out)
+  spindle_program_load: { parameters: ["buffer", "usize", "buffer"], result: "i32" },
+  // int32_t spindle_program_info(uint64_t program, uint32_t graph, uint32_t *out /* [4] */)
+  spindle_program_info: { parameters: ["u64", "u32", "buffer"], result: "i32" },
+  // int32_t spindle_program_run(uint64_t program, uint32_t graph, const uint64_t *inputs,
+  //     size_t input_count, uint64_t *outputs, size_t output_count, uint8_t *message,
+  //     size_t message_capacity)
+  spindle_program_run: {
+    parameters: ["u64", "u32", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
+    result: "i32",
+  },
+  // The same, on Deno's blocking pool: each pending call is one inference thread.
+  spindle_program_run_async: {
+    name: "spindle_program_run",
+    parameters: ["u64", "u32", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // int32_t spindle_program_dispose(uint64_t program)
+  spindle_program_dispose: { parameters: ["u64"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The type of the loaded library's `symbols` object. */

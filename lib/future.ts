@@ -9,6 +9,8 @@ import { lastErrorMessage, SpindleError } from "../ffi/status.ts";
 import { Tensor } from "./tensor.ts";
 import { nativeOpInfo, packArguments } from "./ops/dispatch.ts";
 import { watch } from "./completions.ts";
+import { activeTrace, type Trace, TracingError } from "./script/trace.ts";
+import { scriptState, traceGraph } from "./script/script.ts";
 
 const outBuffer = new BigUint64Array(1);
 
@@ -83,7 +85,10 @@ export class Future<T> implements PromiseLike<T> {
    */
   wait(): T {
     if (this.#outcome === null) this.#settle(native().spindle_future_wait(this.#handle!, outBuffer));
-    return this.#result();
+    const value = this.#result();
+    // While tracing, a wait on a future forked in the traced function is a wait node.
+    if (value instanceof Tensor) activeTrace()?.recordWait(this, value);
+    return value;
   }
 
   /** Awaits the task without blocking the event loop. */
@@ -172,7 +177,15 @@ export class Future<T> implements PromiseLike<T> {
  */
 export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A): Future<T> {
   if (typeof fn !== "function") throw new TypeError(`fork: expected a function, got ${typeof fn}`);
+  const trace = activeTrace();
+  if (trace !== null) return traceFork(trace, fn, args);
   const info = nativeOpInfo(fn);
+  const state = scriptState(fn);
+  if (state !== undefined) {
+    // A scripted function forked from eager code: run its graph on the inter-op pool is the
+    // interpreter's job; eagerly, run it on an inference thread and complete a future.
+    return Future.completed<T>({ ok: true, value: fn(...args) });
+  }
   if (info === undefined) {
     try {
       return Future.completed<T>({ ok: true, value: fn(...args) });
@@ -192,6 +205,24 @@ export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A):
   );
   check(status);
   return Future.fromHandle(outBuffer[0]) as unknown as Future<T>;
+}
+
+/** While tracing: the callee becomes a graph of its own and a fork node refers to it. */
+function traceFork<A extends unknown[], T>(trace: Trace, fn: (...args: A) => T, args: A): Future<T> {
+  const tensors = args.map((arg, i) => {
+    if (!(arg instanceof Tensor)) throw new TracingError(`fork: argument ${i} of a traced fork must be a Tensor`);
+    return arg;
+  });
+  const state = scriptState(fn) ?? {
+    fn: fn as unknown as (...args: Tensor[]) => Tensor,
+    name: nativeOpInfo(fn)?.name ?? (fn.name || "forked"),
+    programs: new Map(),
+  };
+  const { index, outputs } = traceGraph(trace, state, tensors);
+  if (outputs.length !== 1) throw new TracingError(`fork: ${state.name} must return exactly one tensor to be forked`);
+  const future = Future.completed<T>({ ok: true, value: outputs[0] as T });
+  trace.recordFork(index, tensors, future);
+  return future;
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { check, native } from "../ffi/load.ts";
 import { SpindleError } from "../ffi/status.ts";
+import { checkValueRead } from "./script/trace.ts";
 
 /** Element types of a {@link Tensor}. */
 export type DType = "float32" | "int64" | "int32";
@@ -87,6 +88,7 @@ export class Tensor {
    * @returns A new typed array matching the dtype.
    */
   toArray(): Float32Array | BigInt64Array | Int32Array {
+    checkValueRead("toArray()");
     const handle = this.handle;
     const out = this.dtype === "float32"
       ? new Float32Array(this.numel)

@@ -6,6 +6,7 @@
  */
 import { check, native } from "../../ffi/load.ts";
 import { Tensor } from "../tensor.ts";
+import { activeTrace } from "../script/trace.ts";
 
 /** Native op codes (zig/src/ops.zig `OpCode`): append only. */
 export const OP = {
@@ -49,6 +50,9 @@ export const OP = {
   gather: 37,
   contiguous: 38,
 } as const;
+
+/** Native op names by code: the names model files use (zig/src/ops.zig tags). */
+export const OP_NAMES: readonly string[] = Object.entries(OP).sort((a, b) => a[1] - b[1]).map(([name]) => name);
 
 /** A native op code. */
 export type OpCode = typeof OP[keyof typeof OP];
@@ -127,9 +131,12 @@ export function defineOp<A extends unknown[]>(
   name: string,
   prepare: (...args: A) => OpCall,
 ): (...args: A) => Tensor {
+  const opName = OP_NAMES[code];
   const op = (...args: A): Tensor => {
     const call = prepare(...args);
-    return runOp(code, name, call.inputs, call.params);
+    const result = runOp(code, name, call.inputs, call.params);
+    activeTrace()?.recordOp(opName, call.inputs, call.params, result);
+    return result;
   };
   return nativeOp(op as unknown as (...args: never[]) => Tensor, {
     code,

@@ -12,6 +12,8 @@ const inter_op = @import("pool/inter_op.zig");
 const intra_op = @import("pool/intra_op.zig");
 const openblas = @import("kernels/openblas.zig");
 const info = @import("info.zig");
+const program = @import("interpreter/program.zig");
+const execute = @import("interpreter/execute.zig");
 
 const Error = status.Error;
 const Handle = tensor.Handle;
@@ -360,6 +362,92 @@ export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
     return inter_op.unobserved.drain(destination);
 }
 
+/// int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t *out): parses
+///     and validates a model image (see interpreter/format.zig), copying its tensors.
+export fn spindle_program_load(bytes: ?[*]const u8, length: usize, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(programLoad(bytes, length, out));
+}
+
+fn programLoad(bytes: ?[*]const u8, length: usize, out: ?*Handle) Error!void {
+    const destination = out orelse return status.fail(error.InvalidArgument, "output handle pointer is null", .{});
+    const image: []const u8 = if (length == 0) &.{} else (bytes orelse return status.fail(error.InvalidArgument, "model bytes pointer is null", .{}))[0..length];
+    const loaded = try program.load(image);
+    errdefer loaded.release();
+    destination.* = try program.table.register(loaded);
+}
+
+/// int32_t spindle_program_info(uint64_t program, uint32_t graph, uint32_t *out /* [4] */):
+///     out = { graph count, inputs, outputs, nodes } of `graph`.
+export fn spindle_program_info(handle: Handle, graph: u32, out: ?*[4]u32) i32 {
+    status.clearMessage();
+    return status.toStatus(programInfo(handle, graph, out));
+}
+
+fn programInfo(handle: Handle, graph: u32, out: ?*[4]u32) Error!void {
+    const destination = out orelse return status.fail(error.InvalidArgument, "info pointer is null", .{});
+    const loaded = try program.table.acquire(handle);
+    defer loaded.release();
+    if (graph >= loaded.graphs.len) return status.fail(error.IndexOutOfRange, "program has {d} graphs, asked for graph {d}", .{ loaded.graphs.len, graph });
+    const g = loaded.graphs[graph];
+    destination.* = .{ @intCast(loaded.graphs.len), @intCast(g.inputs.len), @intCast(g.outputs.len), @intCast(g.nodes.len) };
+}
+
+/// int32_t spindle_program_run(uint64_t program, uint32_t graph, const uint64_t *inputs,
+///     size_t input_count, uint64_t *outputs, size_t output_count, uint8_t *message,
+///     size_t message_capacity): runs a graph on the calling thread — an inference thread
+///     when called nonblocking from Deno — and publishes one tensor handle per output. On
+///     error the message is also copied into `message`, since a nonblocking call runs on a
+///     pool thread whose thread-local message the caller cannot read.
+export fn spindle_program_run(
+    handle: Handle,
+    graph: u32,
+    inputs: ?[*]const Handle,
+    input_count: usize,
+    outputs: ?[*]Handle,
+    output_count: usize,
+    message: ?[*]u8,
+    message_capacity: usize,
+) i32 {
+    status.clearMessage();
+    const code = status.toStatus(programRun(handle, graph, inputs, input_count, outputs, output_count));
+    if (code != 0) {
+        if (message) |buffer| {
+            const length = status.lastMessage(buffer[0..message_capacity]);
+            if (length < message_capacity) buffer[length] = 0;
+        }
+    }
+    return code;
+}
+
+const max_program_outputs = 64;
+
+fn programRun(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, outputs: ?[*]Handle, output_count: usize) Error!void {
+    const loaded = try program.table.acquire(handle);
+    defer loaded.release();
+    if (graph >= loaded.graphs.len) return status.fail(error.IndexOutOfRange, "program has {d} graphs, asked for graph {d}", .{ loaded.graphs.len, graph });
+    if (output_count > max_program_outputs) return status.fail(error.InvalidArgument, "at most {d} outputs", .{max_program_outputs});
+    var buffer: [ops.max_inputs]*tensor.Tensor = undefined;
+    const tensors = try acquireInputs(inputs, input_count, &buffer);
+    defer for (tensors) |t| t.release();
+    const destination = (outputs orelse return status.fail(error.InvalidArgument, "outputs pointer is null", .{}))[0..output_count];
+    var results: [max_program_outputs]*tensor.Tensor = undefined;
+    try execute.run(loaded, graph, tensors, results[0..output_count]);
+    var published: usize = 0;
+    errdefer for (destination[0..published]) |h| tensor.table.dispose(h) catch {};
+    errdefer for (results[published..output_count]) |t| t.release();
+    for (results[0..output_count], destination) |t, *slot| {
+        slot.* = try tensor.table.register(t);
+        published += 1;
+    }
+}
+
+/// int32_t spindle_program_dispose(uint64_t program)
+export fn spindle_program_dispose(handle: Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(program.table.dispose(handle));
+}
+
 test {
     // Reference every file so `zig build test` runs the tests at the bottom of each.
     std.testing.refAllDecls(@This());
@@ -375,6 +463,9 @@ test {
     _ = @import("kernels/gemm.zig");
     _ = openblas;
     _ = info;
+    _ = @import("interpreter/format.zig");
+    _ = @import("interpreter/program.zig");
+    _ = @import("interpreter/execute.zig");
 }
 
 test "exported tensor round trip and bad arguments" {

@@ -1,0 +1,125 @@
+/**
+ * A native program: a validated model image loaded into libspindle, run synchronously on
+ * the calling thread or asynchronously on one of Deno's blocking-pool threads (an
+ * inference thread).
+ *
+ * @module
+ */
+import { check, native } from "../../ffi/load.ts";
+import { SpindleError } from "../../ffi/status.ts";
+import { Tensor } from "../tensor.ts";
+import { decodeDescription, type Description } from "./format.ts";
+
+const finalizer = new FinalizationRegistry<bigint>((handle) => {
+  native().spindle_program_dispose(handle);
+});
+
+const MESSAGE_CAPACITY = 512;
+const decoder = new TextDecoder();
+
+/** A loaded program (graphs + weights) owned by the native library. */
+export class Program {
+  /** The model image it was loaded from (what `save` writes). */
+  readonly image: Uint8Array;
+  /** The graph description. */
+  readonly description: Description;
+  #handle: bigint | null;
+
+  private constructor(handle: bigint, image: Uint8Array) {
+    this.#handle = handle;
+    this.image = image;
+    this.description = decodeDescription(image);
+    finalizer.register(this, handle, this);
+  }
+
+  /**
+   * Validates and loads a model image natively.
+   *
+   * @param image The file bytes.
+   * @returns The program.
+   * @throws {SpindleError} code `malformed_model` naming the defect.
+   */
+  static load(image: Uint8Array): Program {
+    const out = new BigUint64Array(1);
+    check(native().spindle_program_load(image, BigInt(image.byteLength), out));
+    return new Program(out[0], image);
+  }
+
+  #live(): bigint {
+    if (this.#handle === null) throw new SpindleError(5, "program used after dispose()");
+    return this.#handle;
+  }
+
+  /** Number of outputs of graph 0. */
+  get outputCount(): number {
+    return this.description.graphs[0].outputs.length;
+  }
+
+  #prepare(inputs: readonly Tensor[]) {
+    inputs.forEach((t, i) => {
+      if (!(t instanceof Tensor)) throw new TypeError(`forward: input ${i} must be a Tensor`);
+    });
+    const handles = BigUint64Array.from(inputs, (t) => t.handle);
+    return { handles, outputs: new BigUint64Array(this.outputCount), message: new Uint8Array(MESSAGE_CAPACITY) };
+  }
+
+  #collect(status: number, outputs: BigUint64Array, message: Uint8Array): Tensor[] {
+    if (status !== 0) {
+      const end = message.indexOf(0);
+      throw new SpindleError(status, decoder.decode(message.subarray(0, end < 0 ? message.length : end)));
+    }
+    return Array.from(outputs, (handle) => new Tensor(handle));
+  }
+
+  /**
+   * Runs graph 0 on the calling thread.
+   *
+   * @param inputs The graph's inputs.
+   * @returns One tensor per graph output.
+   */
+  runSync(inputs: readonly Tensor[]): Tensor[] {
+    const { handles, outputs, message } = this.#prepare(inputs);
+    const status = native().spindle_program_run(
+      this.#live(),
+      0,
+      handles,
+      BigInt(handles.length),
+      outputs,
+      BigInt(outputs.length),
+      message,
+      BigInt(MESSAGE_CAPACITY),
+    );
+    return this.#collect(status, outputs, message);
+  }
+
+  /**
+   * Runs graph 0 off the JavaScript thread (one of Deno's blocking-pool threads); the inputs
+   * stay referenced natively for the duration of the call.
+   *
+   * @param inputs The graph's inputs.
+   * @returns One tensor per graph output.
+   */
+  async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
+    const { handles, outputs, message } = this.#prepare(inputs);
+    const status = await native().spindle_program_run_async(
+      this.#live(),
+      0,
+      handles,
+      BigInt(handles.length),
+      outputs,
+      BigInt(outputs.length),
+      message,
+      BigInt(MESSAGE_CAPACITY),
+    );
+    return this.#collect(status, outputs, message);
+  }
+
+  /** Frees the native program (running calls keep their own reference). Idempotent. */
+  dispose(): void {
+    if (this.#handle === null) return;
+    const handle = this.#handle;
+    this.#handle = null;
+    finalizer.unregister(this);
+    check(native().spindle_program_dispose(handle));
+  }
+}

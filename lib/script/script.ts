@@ -1,0 +1,134 @@
+/**
+ * `script(fn)`: turns a TypeScript function of tensors into a native graph by tracing it,
+ * then runs it through the interpreter.
+ *
+ * @module
+ */
+import { Tensor } from "../tensor.ts";
+import { encodeImage } from "./format.ts";
+import { Program } from "./program.ts";
+import { activeTrace, Trace, TracingError, withTrace } from "./trace.ts";
+
+/** What a scripted function may return. */
+export type ScriptResult = Tensor | Tensor[];
+
+const SCRIPT: unique symbol = Symbol("spindle.script");
+
+interface ScriptState {
+  fn: (...args: Tensor[]) => ScriptResult;
+  name: string;
+  programs: Map<string, Program>;
+}
+
+/**
+ * A traced function: call it with tensors to run its graph natively. It is traced on the
+ * first call for each combination of input shapes and dtypes.
+ */
+export type ScriptFunction<A extends Tensor[] = Tensor[], R extends ScriptResult = ScriptResult> =
+  & ((...args: A) => R)
+  & { readonly [SCRIPT]: ScriptState };
+
+function normalize(name: string, result: unknown): Tensor[] {
+  const outputs = Array.isArray(result) ? result : [result];
+  outputs.forEach((t, i) => {
+    if (!(t instanceof Tensor)) throw new TracingError(`script ${name}: output ${i} is not a Tensor`);
+  });
+  if (outputs.length === 0) throw new TracingError(`script ${name}: returns no tensor`);
+  return outputs as Tensor[];
+}
+
+function signature(args: readonly Tensor[]): string {
+  return args.map((t) => `${t.dtype}[${t.shape.join(",")}]`).join(";");
+}
+
+/** Traces `state.fn` as graph `name` of `trace` on `args`; returns the graph index and outputs. */
+export function traceGraph(
+  trace: Trace,
+  state: ScriptState,
+  args: readonly Tensor[],
+): { index: number; outputs: Tensor[] } {
+  const index = trace.beginGraph(state.name, args);
+  const outputs = normalize(state.name, state.fn(...args));
+  trace.endGraph(index, outputs);
+  return { index, outputs };
+}
+
+/** Traces `state` on `args` into a whole program. */
+function buildProgram(state: ScriptState, args: readonly Tensor[]): Program {
+  const trace = new Trace();
+  try {
+    withTrace(trace, () => traceGraph(trace, state, args));
+    return Program.load(encodeImage(trace.finish()));
+  } finally {
+    // Everything the eager run of the trace made is garbage now.
+    for (const t of trace.created) t.dispose();
+  }
+}
+
+/** The scripted state behind a function, if it is one. */
+export function scriptState(fn: unknown): ScriptState | undefined {
+  return typeof fn === "function" ? (fn as { [SCRIPT]?: ScriptState })[SCRIPT] : undefined;
+}
+
+/** The program of a scripted function for inputs like `args` (traced on first use). */
+export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program {
+  const state = fn[SCRIPT];
+  const key = signature(args);
+  let program = state.programs.get(key);
+  if (program === undefined) {
+    program = buildProgram(state, args);
+    state.programs.set(key, program);
+  }
+  return program;
+}
+
+/**
+ * Traces `fn` into a graph that runs natively, op by op, on the calling thread — with
+ * `fork`/`wait` of other scripted functions running on the inter-op pool.
+ *
+ * Tracing runs `fn` once on the actual inputs and records every op; tensors it uses that
+ * are not inputs become constants (weights). Data-dependent control flow (reading values
+ * with `toArray()` while tracing) is refused with a {@link TracingError}.
+ *
+ * @param fn A function of tensors returning a tensor or an array of tensors.
+ * @param name The graph's name in model files and error messages.
+ * @returns The scripted function.
+ *
+ * @example
+ * ```ts
+ * import { add, fork, mm, randn, script, wait } from "@spindle/spindle";
+ * using wY = randn([16, 16], { seed: 1 });
+ * using wZ = randn([16, 16], { seed: 2 });
+ * const computeZ = script((x) => mm(x, wZ));
+ * const forward = script((x) => {
+ *   const future = fork(computeZ, x); // a fork node: runs on the inter-op pool
+ *   const y = mm(x, wY);
+ *   return add(y, wait(future));
+ * });
+ * using x = randn([4, 16], { seed: 3 });
+ * using out = forward(x) as import("@spindle/spindle").Tensor;
+ * console.log(out.shape); // [4, 16]
+ * ```
+ */
+export function script<A extends Tensor[], R extends ScriptResult>(
+  fn: (...args: A) => R,
+  name?: string,
+): ScriptFunction<A, R> {
+  if (typeof fn !== "function") throw new TypeError(`script: expected a function, got ${typeof fn}`);
+  const state: ScriptState = {
+    fn: fn as unknown as ScriptState["fn"],
+    name: name ?? (fn.name || "forward"),
+    programs: new Map(),
+  };
+  const scripted = (...args: A): R => {
+    args.forEach((t, i) => {
+      if (!(t instanceof Tensor)) throw new TypeError(`${state.name}: argument ${i} must be a Tensor`);
+    });
+    // Called directly inside another trace: inline it into that graph.
+    if (activeTrace() !== null) return fn(...args);
+    const outputs = programFor(scripted as unknown as ScriptFunction, args).runSync(args);
+    return (outputs.length === 1 ? outputs[0] : outputs) as R;
+  };
+  Object.defineProperty(scripted, SCRIPT, { value: state, enumerable: false });
+  return scripted as ScriptFunction<A, R>;
+}

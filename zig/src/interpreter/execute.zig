@@ -1,0 +1,286 @@
+//! Runs a Program: the nodes of a graph one by one on the calling (inference) thread, forks
+//! as tasks on the inter-op pool, waits as joins (which help rather than block, see
+//! pool/inter_op.zig). Values are released right after their last use, so buffers return to
+//! the storage cache and the next op reuses them.
+const std = @import("std");
+const status = @import("../status.zig");
+const tensor = @import("../tensor.zig");
+const ops = @import("../ops.zig");
+const inter_op = @import("../pool/inter_op.zig");
+const program_module = @import("program.zig");
+
+const Error = status.Error;
+const Tensor = tensor.Tensor;
+const Program = program_module.Program;
+const Graph = program_module.Graph;
+
+const Slot = union(enum) {
+    empty,
+    tensor: *Tensor,
+    future: *inter_op.Future,
+
+    fn release(slot: *Slot) void {
+        switch (slot.*) {
+            .empty => {},
+            .tensor => |t| t.release(),
+            .future => |f| f.release(),
+        }
+        slot.* = .empty;
+    }
+};
+
+/// Values held on the stack up to this count; larger graphs allocate their frame once per run.
+const stack_slots = 256;
+
+/// Runs graph `graph_index` on `inputs` (borrowed) and writes one new reference per graph
+/// output into `outputs`.
+pub fn run(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor) Error!void {
+    std.debug.assert(graph_index < program.graphs.len);
+    const graph = &program.graphs[graph_index];
+    try checkInputs(graph, graph_index, inputs);
+    if (outputs.len != graph.outputs.len) {
+        return status.fail(error.InvalidArgument, "run: graph {d} has {d} outputs, {d} requested", .{ graph_index, graph.outputs.len, outputs.len });
+    }
+    var stack_frame: [stack_slots]Slot = undefined;
+    const heap_frame = if (graph.value_count > stack_slots)
+        std.heap.c_allocator.alloc(Slot, graph.value_count) catch return error.OutOfMemory
+    else
+        null;
+    defer if (heap_frame) |frame| std.heap.c_allocator.free(frame);
+    const frame = heap_frame orelse stack_frame[0..graph.value_count];
+    @memset(frame, .empty);
+    defer for (frame) |*slot| slot.release();
+    for (inputs, 0..) |input, i| {
+        input.retain();
+        frame[i] = .{ .tensor = input };
+    }
+    for (graph.nodes, 0..) |*node, index| {
+        try runNode(program, graph, graph_index, node, index, frame);
+    }
+    for (graph.outputs, outputs) |value, *out| {
+        const t = frame[value].tensor;
+        t.retain();
+        out.* = t;
+    }
+}
+
+fn checkInputs(graph: *const Graph, graph_index: usize, inputs: []const *Tensor) Error!void {
+    if (inputs.len != graph.inputs.len) {
+        return status.fail(error.InvalidArgument, "run: graph {d} takes {d} inputs, got {d}", .{ graph_index, graph.inputs.len, inputs.len });
+    }
+    for (graph.inputs, inputs, 0..) |spec, input, i| {
+        const matches = spec.dtype == input.dtype and spec.shape.len == input.ndim and for (spec.shape, input.dims()) |want, got| {
+            if (want != null and want.? != got) break false;
+        } else true;
+        if (!matches) {
+            return status.fail(error.ShapeMismatch, "run: input {d} is {s} {f}, the graph expects {s} of {d} dims", .{
+                i, input.dtype.name(), status.shape(input.dims()), spec.dtype.name(), spec.shape.len,
+            });
+        }
+    }
+}
+
+fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *const program_module.Node, index: usize, frame: []Slot) Error!void {
+    switch (node.kind) {
+        .constant => {
+            const constant = program.constants[node.target];
+            constant.retain();
+            frame[node.output] = .{ .tensor = constant };
+        },
+        .op => {
+            var inputs: [ops.max_inputs]*Tensor = undefined;
+            for (node.inputs, 0..) |v, i| inputs[i] = frame[v].tensor;
+            const result = ops.run(node.op, inputs[0..node.inputs.len], node.params) catch |err|
+                return annotate(err, graph_index, index, @tagName(node.op));
+            frame[node.output] = .{ .tensor = result };
+        },
+        .fork => {
+            var task: GraphTask = .{ .program = program, .graph = node.target, .input_count = @intCast(node.inputs.len) };
+            for (node.inputs, 0..) |v, i| task.inputs[i] = frame[v].tensor;
+            frame[node.output] = .{ .future = try task.fork() };
+        },
+        .wait => {
+            const future = frame[node.inputs[0]].future;
+            const result = future.wait() catch |err| return annotate(err, graph_index, index, "wait");
+            frame[node.output] = .{ .tensor = result };
+        },
+    }
+    // Free what this node was the last to read (a value read twice by it is freed once).
+    for (node.inputs) |v| {
+        if (graph.last_use[v] == index) frame[v].release();
+    }
+    if (graph.last_use[node.output] == program_module.never_read) frame[node.output].release();
+}
+
+/// Prefixes the op's own message with where in the program it failed.
+fn annotate(err: Error, graph_index: usize, node_index: usize, name: []const u8) Error {
+    var original: [status.message_capacity]u8 = undefined;
+    const length = status.lastMessage(&original);
+    return status.fail(err, "graph {d} node {d} ({s}): {s}", .{ graph_index, node_index, name, original[0..length] });
+}
+
+/// A forked sub-graph: holds references to the program and its inputs until it has run.
+const GraphTask = struct {
+    program: *Program,
+    graph: u32,
+    input_count: u8,
+    inputs: [ops.max_inputs]*Tensor = undefined,
+
+    fn fork(task: GraphTask) Error!*inter_op.Future {
+        task.program.retain();
+        for (task.inputs[0..task.input_count]) |input| input.retain();
+        return inter_op.fork("graph", GraphTask, task) catch |err| {
+            var copy = task;
+            copy.deinit();
+            return err;
+        };
+    }
+
+    pub fn run(task: *GraphTask) Error!*Tensor {
+        var output: [1]*Tensor = undefined;
+        try run_graph(task.program, task.graph, task.inputs[0..task.input_count], &output);
+        return output[0];
+    }
+
+    pub fn deinit(task: *GraphTask) void {
+        for (task.inputs[0..task.input_count]) |input| input.release();
+        task.program.release();
+    }
+};
+
+const run_graph = run;
+
+// ---------------------------------------------------------------------------------------
+// Tests: the spec's example end to end, errors with context, and a fuzz of mutated files.
+
+const format = @import("format.zig");
+const settings = @import("../settings.zig");
+
+const example_json =
+    \\{"format":"spindle-graph","version":1,
+    \\ "tensors":[{"name":"wy","dtype":"float32","shape":[3,2],"offset":0,"bytes":24},
+    \\            {"name":"wz","dtype":"float32","shape":[3,2],"offset":64,"bytes":24}],
+    \\ "graphs":[
+    \\  {"name":"forward","inputs":[{"dtype":"float32","shape":[-1,3]}],"values":7,
+    \\   "nodes":[{"op":"constant","outputs":[1],"tensor":0},
+    \\            {"op":"fork","graph":1,"inputs":[0],"outputs":[2]},
+    \\            {"op":"mm","inputs":[0,1],"outputs":[3]},
+    \\            {"op":"wait","inputs":[2],"outputs":[4]},
+    \\            {"op":"add","inputs":[3,4],"outputs":[5]},
+    \\            {"op":"clamp","inputs":[5],"outputs":[6],"params":[null,100]}],
+    \\   "outputs":[6]},
+    \\  {"name":"compute_z","inputs":[{"dtype":"float32","shape":[-1,3]}],"values":3,
+    \\   "nodes":[{"op":"constant","outputs":[1],"tensor":1},
+    \\            {"op":"mm","inputs":[0,1],"outputs":[2]}],
+    \\   "outputs":[2]}]}
+;
+
+fn exampleImage(allocator: std.mem.Allocator, json: []const u8) ![]u8 {
+    var data: [128]u8 = @splat(0);
+    const wy = [_]f32{ 1, 0, 0, 1, 1, 1 };
+    const wz = [_]f32{ 2, 0, 0, 2, 0, 0 };
+    @memcpy(data[0..24], std.mem.sliceAsBytes(&wy));
+    @memcpy(data[64..88], std.mem.sliceAsBytes(&wz));
+    return format.writeImage(allocator, json, &data);
+}
+
+test "the spec's fork/wait example runs from a model image" {
+    const image = try exampleImage(std.testing.allocator, example_json);
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    const x = try tensor.createUninit(.float32, &.{ 2, 3 });
+    defer x.release();
+    @memcpy(x.f32Slice(), &[_]f32{ 1, 2, 3, 4, 5, 6 });
+    for ([_]u32{ 1, 2 }) |_| {
+        var outputs: [1]*Tensor = undefined;
+        try run(program, 0, &.{x}, &outputs);
+        defer outputs[0].release();
+        // mm(x, wy) = [[4, 5], [10, 11]]; mm(x, wz) = [[2, 4], [8, 10]].
+        try std.testing.expectEqualSlices(f32, &.{ 6, 9, 18, 21 }, outputs[0].f32Slice());
+    }
+    const wrong = try tensor.createZeroed(.float32, &.{ 2, 4 });
+    defer wrong.release();
+    var outputs: [1]*Tensor = undefined;
+    try std.testing.expectError(error.ShapeMismatch, run(program, 0, &.{wrong}, &outputs));
+}
+
+test "an op failing inside a forked graph names the graph, node and op" {
+    // compute_z multiplies by a [3, 2] weight: a [2, 2] input fails inside the fork.
+    const json = try std.mem.replaceOwned(u8, std.testing.allocator, example_json, "\"shape\":[-1,3]}],\"values\":3", "\"shape\":[-1,-1]}],\"values\":3");
+    defer std.testing.allocator.free(json);
+    const relaxed = try std.mem.replaceOwned(u8, std.testing.allocator, json, "\"shape\":[-1,3]}],\"values\":7", "\"shape\":[-1,-1]}],\"values\":7");
+    defer std.testing.allocator.free(relaxed);
+    const image = try exampleImage(std.testing.allocator, relaxed);
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    const x = try tensor.createZeroed(.float32, &.{ 2, 2 });
+    defer x.release();
+    var outputs: [1]*Tensor = undefined;
+    try std.testing.expectError(error.ShapeMismatch, run(program, 0, &.{x}, &outputs));
+    var buffer: [status.message_capacity]u8 = undefined;
+    const message = buffer[0..status.lastMessage(&buffer)];
+    try std.testing.expect(std.mem.indexOf(u8, message, "node 1 (mm)") != null or std.mem.indexOf(u8, message, "node 2 (mm)") != null);
+}
+
+test "malformed descriptions are refused with MalformedModel" {
+    const cases = [_][2][]const u8{
+        .{ "\"op\":\"mm\",\"inputs\":[0,1]", "\"op\":\"frobnicate\",\"inputs\":[0,1]" }, // unknown op
+        .{ "\"inputs\":[3,4],\"outputs\":[5]", "\"inputs\":[3,9],\"outputs\":[5]" }, // undefined value
+        .{ "\"graph\":1,", "\"graph\":0," }, // a graph forking itself
+        .{ "\"graph\":1,", "\"graph\":7," }, // missing graph
+        .{ "\"offset\":64", "\"offset\":16" }, // overlapping, unaligned tensors
+        .{ "\"bytes\":24}]", "\"bytes\":28}]" }, // bytes do not match the shape
+        .{ "\"shape\":[3,2],\"offset\":0", "\"shape\":[3000000000000,2],\"offset\":0" }, // absurd dims
+        .{ "\"inputs\":[2],\"outputs\":[4]", "\"inputs\":[3],\"outputs\":[4]" }, // wait on a tensor
+        .{ "\"outputs\":[6]}", "\"outputs\":[2]}" }, // a future as graph output
+        .{ "\"version\":1", "\"version\":2" },
+        .{ "\"tensor\":0}", "\"tensor\":5}" },
+        .{ "\"outputs\":[3]}", "\"outputs\":[1]}" }, // value defined twice
+    };
+    for (cases) |case| {
+        const json = try std.mem.replaceOwned(u8, std.testing.allocator, example_json, case[0], case[1]);
+        defer std.testing.allocator.free(json);
+        try std.testing.expect(!std.mem.eql(u8, json, example_json));
+        const image = try exampleImage(std.testing.allocator, json);
+        defer std.testing.allocator.free(image);
+        try std.testing.expectError(error.MalformedModel, program_module.load(image));
+    }
+}
+
+test "fuzz: thousands of mutated images load or fail cleanly, never crash" {
+    const image = try exampleImage(std.testing.allocator, example_json);
+    defer std.testing.allocator.free(image);
+    var prng = std.Random.DefaultPrng.init(0x5eed);
+    const random = prng.random();
+    const mutated = try std.testing.allocator.alloc(u8, image.len);
+    defer std.testing.allocator.free(mutated);
+    var loaded: usize = 0;
+    for (0..3000) |_| {
+        @memcpy(mutated, image);
+        const edits = random.intRangeAtMost(usize, 1, 4);
+        for (0..edits) |_| {
+            const position = random.uintLessThan(usize, mutated.len);
+            switch (random.uintLessThan(u8, 4)) {
+                0 => mutated[position] = random.int(u8),
+                1 => mutated[position] ^= @as(u8, 1) << random.int(u3),
+                2 => mutated[position] = "0123456789[]{},:\"-"[random.uintLessThan(usize, 18)],
+                else => mutated[position] = 0,
+            }
+        }
+        const length = if (random.boolean()) mutated.len else random.uintLessThan(usize, mutated.len);
+        const program = program_module.load(mutated[0..length]) catch continue;
+        defer program.release();
+        loaded += 1;
+        // What loads must also run (or fail cleanly) on a valid input.
+        const x = try tensor.createZeroed(.float32, &.{ 2, 3 });
+        defer x.release();
+        var outputs: [8]*Tensor = undefined;
+        const count = program.graphs[0].outputs.len;
+        if (count > outputs.len or program.graphs[0].inputs.len != 1) continue;
+        run(program, 0, &.{x}, outputs[0..count]) catch continue;
+        for (outputs[0..count]) |o| o.release();
+    }
+    try std.testing.expect(loaded > 0); // some mutations (e.g. inside tensor data) stay valid
+}

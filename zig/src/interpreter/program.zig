@@ -1,0 +1,302 @@
+//! A loaded, validated program: graphs of nodes over numbered values, constant tensors, and
+//! the plan computed once at load (value kinds, last uses for freeing buffers early). A
+//! Program is immutable after load and shared by every thread that runs it.
+const std = @import("std");
+const status = @import("../status.zig");
+const tensor = @import("../tensor.zig");
+const ops = @import("../ops.zig");
+const format = @import("format.zig");
+
+const Error = status.Error;
+const Tensor = tensor.Tensor;
+
+pub const NodeKind = enum(u8) { op, constant, fork, wait };
+pub const ValueKind = enum(u8) { tensor, future };
+
+pub const Node = struct {
+    kind: NodeKind,
+    op: ops.OpCode,
+    inputs: []const u32,
+    output: u32,
+    params: []const f64,
+    /// fork: the graph to run; constant: the tensor index.
+    target: u32,
+};
+
+pub const InputSpec = struct {
+    dtype: tensor.DType,
+    /// Dimensions; null = any size.
+    shape: []const ?usize,
+};
+
+/// Marks a value that no node reads (released right after it is made).
+pub const never_read = std.math.maxInt(u32);
+/// Marks a graph output (never released by the interpreter).
+pub const kept = std.math.maxInt(u32) - 1;
+
+pub const Graph = struct {
+    name: []const u8,
+    inputs: []const InputSpec,
+    value_count: u32,
+    nodes: []const Node,
+    outputs: []const u32,
+    value_kinds: []const ValueKind,
+    /// For each value, the index of the last node that reads it (or never_read / kept).
+    last_use: []const u32,
+};
+
+pub const Program = struct {
+    arena: std.heap.ArenaAllocator,
+    graphs: []const Graph,
+    constants: []const *Tensor,
+    /// Holders: the handle table and every running call. Release/Acquire as in tensor.zig.
+    refs: std.atomic.Value(u32),
+
+    pub fn retain(program: *Program) void {
+        const previous = program.refs.fetchAdd(1, .monotonic);
+        std.debug.assert(previous > 0);
+    }
+
+    pub fn release(program: *Program) void {
+        const previous = program.refs.fetchSub(1, .release);
+        std.debug.assert(previous > 0);
+        if (previous == 1) {
+            _ = program.refs.load(.acquire);
+            for (program.constants) |constant| constant.release();
+            var arena = program.arena;
+            arena.deinit();
+        }
+    }
+};
+
+/// Programs TypeScript holds, by handle.
+pub var table: @import("../handles.zig").Table(Program, "program") = .{};
+
+/// Parses and validates a model image, copying its tensors into native storage. Every
+/// defect is a MalformedModel error naming what is wrong; nothing is trusted.
+pub fn load(bytes: []const u8) Error!*Program {
+    const header = try format.parseHeader(bytes);
+    var arena = std.heap.ArenaAllocator.init(std.heap.c_allocator);
+    errdefer arena.deinit();
+    const allocator = arena.allocator();
+    const json = bytes[header.description_offset..][0..header.description_length];
+    const description = try format.parseDescription(allocator, json);
+    const data = bytes[header.data_offset..][0..header.data_length];
+    const constants = try loadTensors(allocator, description.tensors, data);
+    errdefer for (constants) |constant| constant.release();
+    const graphs = allocator.alloc(Graph, description.graphs.len) catch return error.OutOfMemory;
+    for (description.graphs, 0..) |graph_description, index| {
+        graphs[index] = try buildGraph(allocator, graph_description, index, description.graphs, constants.len);
+    }
+    try checkForkCycles(graphs);
+    const program = allocator.create(Program) catch return error.OutOfMemory;
+    program.* = .{ .arena = undefined, .graphs = graphs, .constants = constants, .refs = .init(1) };
+    // The arena must move into the program last: it owns the program's own memory.
+    program.arena = arena;
+    return program;
+}
+
+fn parseDType(name: []const u8, comptime what: []const u8, index: usize) Error!tensor.DType {
+    return std.meta.stringToEnum(tensor.DType, name) orelse
+        status.fail(error.MalformedModel, "model: " ++ what ++ " {d} has unknown dtype '{s}'", .{ index, name });
+}
+
+fn loadTensors(allocator: std.mem.Allocator, descriptions: []const format.TensorDescription, data: []const u8) Error![]*Tensor {
+    // Overlap check: sort (offset, end) pairs; any tensor starting before the previous end
+    // overlaps it.
+    const Range = struct { begin: u64, end: u64, index: usize };
+    const ranges = allocator.alloc(Range, descriptions.len) catch return error.OutOfMemory;
+    const constants = allocator.alloc(*Tensor, descriptions.len) catch return error.OutOfMemory;
+    var created: usize = 0;
+    errdefer for (constants[0..created]) |constant| constant.release();
+    for (descriptions, 0..) |d, i| {
+        const dtype = try parseDType(d.dtype, "tensor", i);
+        if (d.shape.len > tensor.max_dims) {
+            return status.fail(error.MalformedModel, "model: tensor {d} has {d} dims (at most {d})", .{ i, d.shape.len, tensor.max_dims });
+        }
+        var shape: [tensor.max_dims]usize = undefined;
+        for (d.shape, 0..) |dim, axis| {
+            if (dim < 0) return status.fail(error.MalformedModel, "model: tensor {d} has negative dimension {d}", .{ i, dim });
+            shape[axis] = @intCast(dim);
+        }
+        const count = tensor.checkedNumel(shape[0..d.shape.len], dtype) catch
+            return status.fail(error.MalformedModel, "model: tensor {d} has an absurd shape {f}", .{ i, status.shape(d.shape) });
+        if (d.bytes != count * dtype.size()) {
+            return status.fail(error.MalformedModel, "model: tensor {d} declares {d} bytes, its shape {f} of {s} needs {d}", .{
+                i, d.bytes, status.shape(d.shape), dtype.name(), count * dtype.size(),
+            });
+        }
+        if (d.offset % format.data_alignment != 0) {
+            return status.fail(error.MalformedModel, "model: tensor {d} starts at {d}, not a multiple of {d}", .{ i, d.offset, format.data_alignment });
+        }
+        if (d.offset > data.len or d.bytes > data.len - d.offset) {
+            return status.fail(error.MalformedModel, "model: tensor {d} [{d}, +{d}) lies outside the {d}-byte data region", .{ i, d.offset, d.bytes, data.len });
+        }
+        ranges[i] = .{ .begin = d.offset, .end = d.offset + d.bytes, .index = i };
+        const t = try tensor.createUninit(dtype, shape[0..d.shape.len]);
+        @memcpy(t.byteSlice(), data[d.offset..][0..d.bytes]);
+        constants[i] = t;
+        created += 1;
+    }
+    std.mem.sort(Range, ranges, {}, struct {
+        fn less(_: void, a: Range, b: Range) bool {
+            return a.begin < b.begin;
+        }
+    }.less);
+    for (ranges[1..], 1..) |range, i| {
+        const previous = ranges[i - 1];
+        if (range.begin < previous.end and range.end > range.begin) {
+            return status.fail(error.MalformedModel, "model: tensors {d} and {d} overlap", .{ previous.index, range.index });
+        }
+    }
+    return constants;
+}
+
+fn buildInputs(allocator: std.mem.Allocator, descriptions: []const format.InputDescription, graph_index: usize) Error![]InputSpec {
+    const specs = allocator.alloc(InputSpec, descriptions.len) catch return error.OutOfMemory;
+    for (descriptions, specs, 0..) |d, *spec, i| {
+        _ = i;
+        const dtype = try parseDType(d.dtype, "graph input of graph", graph_index);
+        if (d.shape.len > tensor.max_dims) {
+            return status.fail(error.MalformedModel, "model: graph {d} has an input with {d} dims", .{ graph_index, d.shape.len });
+        }
+        const shape = allocator.alloc(?usize, d.shape.len) catch return error.OutOfMemory;
+        for (d.shape, shape) |dim, *slot| {
+            if (dim < -1 or dim > 1 << 40) return status.fail(error.MalformedModel, "model: graph {d} has an input dimension {d}", .{ graph_index, dim });
+            slot.* = if (dim == -1) null else @intCast(dim);
+        }
+        spec.* = .{ .dtype = dtype, .shape = shape };
+    }
+    return specs;
+}
+
+fn nodeKind(name: []const u8) ?struct { kind: NodeKind, op: ops.OpCode } {
+    if (std.mem.eql(u8, name, "constant")) return .{ .kind = .constant, .op = .contiguous };
+    if (std.mem.eql(u8, name, "fork")) return .{ .kind = .fork, .op = .contiguous };
+    if (std.mem.eql(u8, name, "wait")) return .{ .kind = .wait, .op = .contiguous };
+    const op = std.meta.stringToEnum(ops.OpCode, name) orelse return null;
+    return .{ .kind = .op, .op = op };
+}
+
+fn buildGraph(
+    allocator: std.mem.Allocator,
+    d: format.GraphDescription,
+    graph_index: usize,
+    all: []const format.GraphDescription,
+    tensor_count: usize,
+) Error!Graph {
+    if (d.values > format.max_values_per_graph or d.nodes.len > format.max_nodes_per_graph) {
+        return status.fail(error.MalformedModel, "model: graph {d} has {d} values and {d} nodes, over the limits", .{ graph_index, d.values, d.nodes.len });
+    }
+    if (d.inputs.len > d.values) return status.fail(error.MalformedModel, "model: graph {d} has more inputs than values", .{graph_index});
+    const inputs = try buildInputs(allocator, d.inputs, graph_index);
+    const kinds = allocator.alloc(ValueKind, d.values) catch return error.OutOfMemory;
+    const defined = allocator.alloc(bool, d.values) catch return error.OutOfMemory;
+    const last_use = allocator.alloc(u32, d.values) catch return error.OutOfMemory;
+    @memset(defined, false);
+    @memset(last_use, never_read);
+    @memset(kinds, .tensor);
+    for (0..d.inputs.len) |v| defined[v] = true;
+    const nodes = allocator.alloc(Node, d.nodes.len) catch return error.OutOfMemory;
+    for (d.nodes, nodes, 0..) |nd, *node, n| {
+        const where = .{ graph_index, n, nd.op };
+        const kind = nodeKind(nd.op) orelse return status.fail(error.MalformedModel, "model: graph {d} node {d}: unknown op '{s}'", where);
+        if (nd.outputs.len != 1) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) must have exactly one output", where);
+        const output = nd.outputs[0];
+        for (nd.inputs) |v| {
+            if (v >= d.values or !defined[v]) {
+                return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) reads value {d} before it is defined", .{ graph_index, n, nd.op, v });
+            }
+            last_use[v] = @intCast(n);
+        }
+        if (output >= d.values or defined[output]) {
+            return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) defines value {d} twice or out of range", .{ graph_index, n, nd.op, output });
+        }
+        if (nd.params.len > ops.max_params) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) has too many parameters", where);
+        const params = allocator.alloc(f64, nd.params.len) catch return error.OutOfMemory;
+        for (nd.params, params) |p, *slot| slot.* = p orelse std.math.nan(f64);
+        var target: u32 = 0;
+        switch (kind.kind) {
+            .op => {
+                const bounds = kind.op.arity();
+                if (nd.inputs.len < bounds.min or nd.inputs.len > bounds.max) {
+                    return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) has {d} inputs, expected {d} to {d}", .{ graph_index, n, nd.op, nd.inputs.len, bounds.min, bounds.max });
+                }
+                for (nd.inputs) |v| if (kinds[v] != .tensor) {
+                    return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) reads future {d} without waiting on it", .{ graph_index, n, nd.op, v });
+                };
+            },
+            .constant => {
+                target = nd.tensor orelse return status.fail(error.MalformedModel, "model: graph {d} node {d}: constant without a tensor", .{ graph_index, n });
+                if (target >= tensor_count or nd.inputs.len != 0) return status.fail(error.MalformedModel, "model: graph {d} node {d}: constant names tensor {d} of {d}", .{ graph_index, n, target, tensor_count });
+            },
+            .fork => {
+                target = nd.graph orelse return status.fail(error.MalformedModel, "model: graph {d} node {d}: fork without a graph", .{ graph_index, n });
+                if (target >= all.len) return status.fail(error.MalformedModel, "model: graph {d} node {d}: fork of graph {d}, the file has {d}", .{ graph_index, n, target, all.len });
+                const callee = all[target];
+                if (callee.inputs.len != nd.inputs.len or callee.outputs.len != 1 or nd.inputs.len > ops.max_inputs) {
+                    return status.fail(error.MalformedModel, "model: graph {d} node {d}: fork passes {d} inputs to graph {d}, which takes {d} and must return one tensor", .{ graph_index, n, nd.inputs.len, target, callee.inputs.len });
+                }
+                for (nd.inputs) |v| if (kinds[v] != .tensor) return status.fail(error.MalformedModel, "model: graph {d} node {d}: fork of a future", .{ graph_index, n });
+                kinds[output] = .future;
+            },
+            .wait => {
+                if (nd.inputs.len != 1 or kinds[nd.inputs[0]] != .future) {
+                    return status.fail(error.MalformedModel, "model: graph {d} node {d}: wait needs exactly one future input", .{ graph_index, n });
+                }
+            },
+        }
+        defined[output] = true;
+        node.* = .{ .kind = kind.kind, .op = kind.op, .inputs = nd.inputs, .output = output, .params = params, .target = target };
+    }
+    if (d.outputs.len == 0) return status.fail(error.MalformedModel, "model: graph {d} has no outputs", .{graph_index});
+    for (d.outputs) |v| {
+        if (v >= d.values or !defined[v] or kinds[v] != .tensor) {
+            return status.fail(error.MalformedModel, "model: graph {d} output {d} is not a defined tensor value", .{ graph_index, v });
+        }
+        last_use[v] = kept;
+    }
+    return .{
+        .name = d.name,
+        .inputs = inputs,
+        .value_count = d.values,
+        .nodes = nodes,
+        .outputs = d.outputs,
+        .value_kinds = kinds,
+        .last_use = last_use,
+    };
+}
+
+/// Forks form a call graph between graphs; a cycle would recurse forever.
+fn checkForkCycles(graphs: []const Graph) Error!void {
+    const Color = enum { white, grey, black };
+    var colors: [format.max_graphs]Color = @splat(.white);
+    var stack: [format.max_graphs]struct { graph: usize, node: usize } = undefined;
+    for (0..graphs.len) |root| {
+        if (colors[root] != .white) continue;
+        var depth: usize = 1;
+        stack[0] = .{ .graph = root, .node = 0 };
+        colors[root] = .grey;
+        while (depth > 0) {
+            const top = &stack[depth - 1];
+            const graph = graphs[top.graph];
+            if (top.node == graph.nodes.len) {
+                colors[top.graph] = .black;
+                depth -= 1;
+                continue;
+            }
+            const node = graph.nodes[top.node];
+            top.node += 1;
+            if (node.kind != .fork) continue;
+            switch (colors[node.target]) {
+                .grey => return status.fail(error.MalformedModel, "model: graph {d} forks itself (directly or through other graphs)", .{node.target}),
+                .black => {},
+                .white => {
+                    colors[node.target] = .grey;
+                    stack[depth] = .{ .graph = node.target, .node = 0 };
+                    depth += 1;
+                },
+            }
+        }
+    }
+}
