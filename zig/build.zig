@@ -5,6 +5,8 @@
 //!   -Dthreading=omp|tbb             intra-op backend (fork-join team per caller | shared pool)
 //!   -Dblas=openblas|native          GEMM backend (system OpenBLAS | Spindle's own)
 //!   -Dtsan=true                     build everything with ThreadSanitizer
+//!   zig build bench-pool            the intra-op pool benchmark, zig-out/bin/spindle-pool-bench
+//!                                   (bench/native/run_pool_bench.sh runs it with the C baselines)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -36,15 +38,18 @@ pub fn build(b: *std.Build) void {
         "optimize",
         "Optimization mode of the library (default ReleaseFast)",
     ) orelse .ReleaseFast;
-    const test_optimize = b.option(
-        std.builtin.OptimizeMode,
-        "test-optimize",
-        "Optimization mode of the unit tests (default ReleaseSafe)",
-    ) orelse .ReleaseSafe;
     const threading = b.option(Threading, "threading", "Intra-op backend: omp or tbb (default omp)") orelse .omp;
     const blas_default: Blas = if (openblasAvailable()) .openblas else .native;
     const blas = b.option(Blas, "blas", "GEMM backend: openblas or native (default openblas when installed)") orelse blas_default;
     const tsan = b.option(bool, "tsan", "Build with ThreadSanitizer") orelse false;
+    // A ReleaseSafe test binary with ThreadSanitizer and OpenBLAS crashes before main (in
+    // libquadmath's constructor, inside TSan's calloc); a Debug one runs. Hence Debug tests
+    // under -Dtsan=true unless asked otherwise.
+    const test_optimize = b.option(
+        std.builtin.OptimizeMode,
+        "test-optimize",
+        "Optimization mode of the unit tests (default ReleaseSafe; Debug with -Dtsan=true)",
+    ) orelse if (tsan) std.builtin.OptimizeMode.Debug else .ReleaseSafe;
     const test_filters = b.option([]const []const u8, "test-filter", "Run only the unit tests whose names contain this") orelse &.{};
 
     if (blas == .openblas and !openblasAvailable()) {
@@ -75,6 +80,34 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addRunArtifact(unit_tests);
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
+
+    addPoolBench(b, target, optimize, options);
+}
+
+/// `zig build bench-pool`: bench/native/pool_bench.zig against the pools (no FFI exports).
+fn addPoolBench(
+    b: *std.Build,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.OptimizeMode,
+    options: *std.Build.Step.Options,
+) void {
+    const pools_module = b.createModule(.{
+        .root_source_file = b.path("src/bench_api.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+    });
+    pools_module.addOptions("build_options", options);
+    const bench_module = b.createModule(.{
+        .root_source_file = b.path("../bench/native/pool_bench.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+    });
+    bench_module.addImport("spindle_pools", pools_module);
+    const bench = b.addExecutable(.{ .name = "spindle-pool-bench", .root_module = bench_module });
+    const bench_step = b.step("bench-pool", "Build the intra-op pool benchmark into zig-out/bin");
+    bench_step.dependOn(&b.addInstallArtifact(bench, .{}).step);
 }
 
 fn createRootModule(

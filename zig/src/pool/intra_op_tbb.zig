@@ -42,9 +42,15 @@ const deque_capacity = 16;
 comptime {
     assert(deque_capacity > std.math.log2_int_ceil(u32, settings.max_threads));
 }
-/// Attempts (a scan of the deques and a pause) before a worker sleeps, or a caller stops
-/// helping and sleeps: tens of microseconds.
+/// Attempts (a scan of the deques and a pause) before a caller stops helping and sleeps:
+/// tens of microseconds.
 const spin_limit = 1 << 11;
+/// A searching worker's attempts before it sleeps, and the most pause instructions between
+/// two: the pause doubles after each empty scan, so an idle worker neither hammers the
+/// deques' cache lines nor races callers for the chunks of tiny regions, and still sleeps
+/// within about a millisecond.
+const search_attempts = 1 << 9;
+const search_pause_max = 1 << 6;
 
 /// Worker i's deque and thread; allocated when worker i is first spawned, kept for later
 /// workers at the same index, freed at deinit. Write-once: thieves read entries below
@@ -364,12 +370,14 @@ fn workerMain(pool: *Pool, index: u32) void {
 /// A searching worker looks for an entry; null when it must exit (shutdown or retired).
 fn search(pool: *Pool, own: *Deque, index: u32, random: *u32) ?Entry {
     while (true) {
-        for (0..spin_limit) |_| {
+        var pause: u32 = 1;
+        for (0..search_attempts) |_| {
             if (pool.steal(own, random)) |entry| {
                 pool.stopSearching();
                 return entry;
             }
-            std.atomic.spinLoopHint();
+            for (0..pause) |_| std.atomic.spinLoopHint();
+            pause = @min(pause * 2, search_pause_max);
         }
         if (!pool.sleep(index)) return null;
     }
