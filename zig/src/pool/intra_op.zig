@@ -293,9 +293,9 @@ pub const testing = struct {
         }
     };
 
-    /// Runs a region of `n` indices (offset by 7, so chunks never start at 0) and checks
-    /// that every index ran exactly once and that the chunk count follows the spec.
-    pub fn expectEachIndexOnce(executor: anytype, n: usize, grain: usize) !void {
+    /// Runs a region of `n` indices (offset by 7, so chunks never start at 0), checks that
+    /// every index ran exactly once and returns the number of body calls (chunks).
+    pub fn expectEachIndexCovered(executor: anytype, n: usize, grain: usize) !u32 {
         assert(n <= index_count_max);
         const hits = try std.testing.allocator.alloc(std.atomic.Value(u32), n);
         defer std.testing.allocator.free(hits);
@@ -304,7 +304,13 @@ pub const testing = struct {
         var coverage: Coverage = .{ .hits = hits, .begin = begin };
         try parallelForTypedOn(executor, begin, begin + n, grain, &coverage, Coverage.body);
         for (hits) |*hit| try expectEqual(@as(u32, 1), hit.load(.monotonic));
-        const calls = coverage.calls.load(.monotonic);
+        return coverage.calls.load(.monotonic);
+    }
+
+    /// expectEachIndexCovered, and the chunk count follows the spec for the current thread
+    /// count (which must not change meanwhile).
+    pub fn expectEachIndexOnce(executor: anytype, n: usize, grain: usize) !void {
+        const calls = try expectEachIndexCovered(executor, n, grain);
         const threads = settings.getNumThreads();
         if (n == 0) {
             try expectEqual(@as(u32, 0), calls);

@@ -31,8 +31,29 @@ const Team = @This();
 const workers_max = settings.max_threads - 1;
 
 /// Spin iterations (each a pause instruction and a load) before a waiting thread sleeps:
-/// tens to hundreds of microseconds, long enough to catch back-to-back regions.
-const spin_limit = 1 << 14;
+/// tens to hundreds of microseconds, long enough to catch back-to-back regions. When the
+/// teams together have more threads than the machine has CPUs, spinning only steals time
+/// from the threads being waited for, so waits spin briefly (as libgomp throttles).
+const spin_limit = 1 << 12;
+const spin_limit_oversubscribed = 1 << 6;
+
+/// Worker threads of every team, and the CPUs they share (for spinLimit()).
+var worker_threads_total: std.atomic.Value(u32) = .init(0);
+var cpu_count_once = std.once(countCpus);
+var cpu_count: u32 = 1;
+
+fn countCpus() void {
+    const count = std.Thread.getCpuCount() catch 1;
+    cpu_count = @intCast(@max(1, @min(count, std.math.maxInt(u32))));
+}
+
+fn spinLimit() u32 {
+    cpu_count_once.call();
+    // Monotonic: a heuristic; a stale count only picks the other spin length once.
+    const workers = worker_threads_total.load(.monotonic);
+    // Each worker's owner is a thread too; at least one owner runs.
+    return if (workers + 1 > cpu_count) spin_limit_oversubscribed else spin_limit;
+}
 
 allocator: std.mem.Allocator,
 /// The thread that owns the team; only it runs regions on it.
@@ -85,7 +106,7 @@ const Worker = struct {
     /// Returns the new doorbell value once the owner rang (the value differs from `rung`).
     fn awaitRing(worker: *Worker, rung: u32) u32 {
         assert(rung & worker_sleeping == 0);
-        for (0..spin_limit) |_| {
+        for (0..spinLimit()) |_| {
             // Acquire: pairs with the Release swap in ring(): the owner's writes of
             // `current` and `pending` happen before this worker reads them.
             const value = worker.doorbell.load(.acquire);
@@ -135,6 +156,8 @@ pub fn deinit(team: *Team) void {
     for (team.workers[0..team.worker_count]) |worker| {
         worker.thread.join();
         team.allocator.destroy(worker);
+        // Monotonic: a statistic for spinLimit().
+        _ = worker_threads_total.fetchSub(1, .monotonic);
     }
     team.worker_count = 0;
 }
@@ -179,6 +202,8 @@ fn spawnWorker(team: *Team) !void {
     worker.thread = try std.Thread.spawn(.{}, Worker.main, .{ worker, rung });
     team.workers[team.worker_count] = worker;
     team.worker_count += 1;
+    // Monotonic: a statistic for spinLimit().
+    _ = worker_threads_total.fetchAdd(1, .monotonic);
 }
 
 /// Called by a worker after its chunk. After the decrement the worker no longer touches the
@@ -193,7 +218,7 @@ fn finishChunk(team: *Team) void {
 
 /// Waits until every rung worker finished its chunk.
 fn join(team: *Team) void {
-    for (0..spin_limit) |_| {
+    for (0..spinLimit()) |_| {
         // Acquire: pairs with the Release fetchSub in finishChunk(): the workers' chunks
         // happen before the owner reads the results.
         if (team.pending.load(.acquire) == 0) return;
@@ -386,4 +411,31 @@ test "omp teams serve 8 concurrent callers and are freed when the callers exit" 
     try std.testing.expectEqual(@as(u32, 0), failures.load(.monotonic));
     // The key destructor ran on each caller before join() returned.
     try std.testing.expectEqual(teams_before, liveTeamCount());
+}
+
+const ChurnCaller = struct {
+    /// Regions while another thread changes the thread count: the chunk count of each is
+    /// unknown, only coverage and the bound on chunks are checked.
+    fn main(failures: *std.atomic.Value(u32)) void {
+        for (0..Caller.regions) |_| {
+            const calls = testing.expectEachIndexCovered(per_thread_team, 1000, 1) catch 0;
+            // Monotonic: read after the join.
+            if (calls == 0 or calls > 4) _ = failures.fetchAdd(1, .monotonic);
+        }
+    }
+};
+
+test "omp teams keep every index covered while setNumThreads changes under running callers" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    try settings.setNumThreads(4);
+    var failures: std.atomic.Value(u32) = .init(0);
+    var threads: [4]std.Thread = undefined;
+    for (&threads) |*thread| thread.* = try std.Thread.spawn(.{}, ChurnCaller.main, .{&failures});
+    for (0..200) |step| {
+        try settings.setNumThreads(@intCast(1 + step % 4));
+        std.Thread.sleep(100 * std.time.ns_per_us);
+    }
+    for (threads) |thread| thread.join();
+    try std.testing.expectEqual(@as(u32, 0), failures.load(.monotonic));
 }

@@ -620,13 +620,16 @@ test "tbb pool follows setNumThreads between regions: 1, 2, 3, 1, then retires w
     defer settings.resetForTesting();
     const pool = try createTestPool();
     defer destroyTestPool(pool);
-    const expected_workers = [_]u32{ 0, 1, 2, 2 };
-    for ([_]u32{ 1, 2, 3, 1 }, expected_workers) |threads, workers| {
+    const expected_workers = [_]u32{ 0, 1, 2 };
+    for ([_]u32{ 1, 2, 3 }, expected_workers) |threads, workers| {
         const distinct = try testing.distinctThreadsOfRegion(pool, threads);
         try std.testing.expect(distinct >= 1 and distinct <= threads);
         try std.testing.expectEqual(workers, pool.workerCount());
     }
-    // The next region with 2 threads lets the excess worker exit.
+    // Back to 1: serial. Workers that go idle after the change retire, the others sleep.
+    try std.testing.expectEqual(@as(usize, 1), try testing.distinctThreadsOfRegion(pool, 1));
+    try std.testing.expect(pool.workerCount() <= 2);
+    // The next region with 2 threads wakes them: the excess worker exits.
     _ = try testing.distinctThreadsOfRegion(pool, 2);
     try expectWorkerCountEventually(pool, 1);
     try std.testing.expectEqual(@as(u32, 2), pool.worker_count_max);
@@ -691,4 +694,35 @@ test "tbb pool runs a region on the caller when every caller deque is lent" {
     try testing.expectEachIndexOnce(pool, 1000, 1);
     try testing.expectLowestChunkErrorKept(pool);
     pool.caller_slots_busy.store(0, .monotonic);
+}
+
+const ChurnCaller = struct {
+    /// Regions while another thread changes the thread count: the chunk count of each is
+    /// unknown, only coverage and the bound on chunks are checked.
+    fn main(pool: *Pool, failures: *std.atomic.Value(u32)) void {
+        for (0..Caller.regions) |_| {
+            const calls = testing.expectEachIndexCovered(pool, 1000, 1) catch 0;
+            // Monotonic: read after the join.
+            if (calls == 0 or calls > 4) _ = failures.fetchAdd(1, .monotonic);
+        }
+    }
+};
+
+test "tbb pool keeps every index covered while setNumThreads changes under running callers" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const pool = try createTestPool();
+    defer destroyTestPool(pool);
+    try settings.setNumThreads(4);
+    var failures: std.atomic.Value(u32) = .init(0);
+    var threads: [4]std.Thread = undefined;
+    for (&threads) |*thread| thread.* = try std.Thread.spawn(.{}, ChurnCaller.main, .{ pool, &failures });
+    // Spawns and retirements race with the callers' regions.
+    for (0..200) |step| {
+        try settings.setNumThreads(@intCast(1 + step % 4));
+        std.Thread.sleep(100 * std.time.ns_per_us);
+    }
+    for (threads) |thread| thread.join();
+    try std.testing.expectEqual(@as(u32, 0), failures.load(.monotonic));
+    try std.testing.expect(pool.worker_count_max <= 3);
 }
