@@ -4,7 +4,8 @@
 //!   zig build test                  unit tests (ReleaseSafe: bounds checks stay on)
 //!   -Dthreading=omp|tbb             intra-op backend (fork-join team per caller | shared pool)
 //!   -Dblas=openblas|native          GEMM backend (system OpenBLAS | Spindle's own)
-//!   -Dtsan=true                     build everything with ThreadSanitizer
+//!   -Dtsan=true                     build everything with ThreadSanitizer; tests default to
+//!                                   Debug then (zig build test -Dtsan=true -Dthreading=tbb)
 //!   zig build bench-pool            the intra-op pool benchmark, zig-out/bin/spindle-pool-bench
 //!                                   (bench/native/run_pool_bench.sh runs it with the C baselines)
 const std = @import("std");

@@ -272,7 +272,8 @@ pub const FirstError = struct {
 };
 
 /// Checks the backends' tests share: each backend file runs them on its own instance, so
-/// both backends are tested in every build.
+/// both backends are tested in every build. Their counters use Monotonic atomics: they are
+/// read only after the region's join, which orders every update before the read.
 pub const testing = struct {
     const expect = std.testing.expect;
     const expectEqual = std.testing.expectEqual;
@@ -442,6 +443,8 @@ test "Split respects grain and thread count" {
     try std.testing.expectEqual(@as(usize, 3), c.count); // sizes 2, 2, 1
     try std.testing.expectEqual(@as(usize, 2), c.size);
 }
+
+// The tests' counters use Monotonic atomics: they are read after the region's join.
 
 test "parallelFor covers every index exactly once and reports the first error" {
     settings.resetForTesting();

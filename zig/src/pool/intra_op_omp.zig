@@ -289,7 +289,9 @@ fn destroyCallingThreadTeam(pointer: *anyopaque) callconv(.c) void {
     _ = live_teams.fetchSub(1, .monotonic);
 }
 
-// Tests. Each runs on its own Team (or, for many callers, on the per-thread teams).
+// Tests. Each runs on its own Team (or, for many callers, on the per-thread teams). Test
+// counters use Monotonic atomics: they are read only after the join of the region or of the
+// threads, which orders every update before the read.
 
 const testing = intra_op.testing;
 

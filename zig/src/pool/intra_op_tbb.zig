@@ -242,6 +242,7 @@ pub fn run(pool: *Pool, region: *const Region) Error!void {
 
 /// Stops and joins every worker. No region may be in flight.
 pub fn deinit(pool: *Pool) void {
+    // Monotonic: the caller guarantees no region is in flight; this only checks it.
     assert(pool.caller_slots_busy.load(.monotonic) == 0);
     // Monotonic: published by the Release bump in wake(), which every sleeper acquires.
     pool.shutting_down.store(true, .monotonic);
@@ -263,6 +264,7 @@ pub fn deinit(pool: *Pool) void {
         pool.allocator.destroy(slot);
         entry.* = null;
     }
+    // Monotonic: every worker has been joined; nobody else reads it any more.
     pool.worker_count.store(0, .monotonic);
 }
 
@@ -274,9 +276,10 @@ pub fn workerCount(pool: *const Pool) u32 {
 
 /// True when every worker sleeps on the futex (tests and benchmarks).
 pub fn allWorkersAsleep(pool: *const Pool) bool {
-    // Monotonic: statistics; the two loads need not agree at one instant for a test.
+    // Monotonic (both loads): statistics; they need not agree at one instant for a test.
     const state = pool.idle.load(.monotonic);
-    return Idle.sleepers(state) == pool.worker_count.load(.monotonic) and Idle.tokens(state) == 0;
+    const workers = pool.worker_count.load(.monotonic);
+    return Idle.sleepers(state) == workers and Idle.tokens(state) == 0;
 }
 
 /// Runs the range of `entry`: splits off upper halves onto `deque` (the thread's own) while
@@ -331,6 +334,7 @@ fn spawnWorkers(pool: *Pool, wanted: u32) void {
     pool.spawn_mutex.lock();
     defer pool.spawn_mutex.unlock();
     // Spawn failures leave fewer workers: callers then run more chunks themselves.
+    // Monotonic (both loads): worker_count changes only under spawn_mutex, held here.
     while (pool.worker_count.load(.monotonic) < wanted) pool.spawnWorker() catch return;
     pool.worker_count_max = @max(pool.worker_count_max, pool.worker_count.load(.monotonic));
 }
@@ -346,6 +350,7 @@ fn spawnWorker(pool: *Pool) !void {
         pool.worker_slots[index] = created;
         break :blk created;
     };
+    // Monotonic: the deque has had no owner since its worker retired; this only checks it.
     assert(slot.deque.length.load(.monotonic) == 0);
     assert(slot.thread == null);
     slot.thread = try std.Thread.spawn(.{}, workerMain, .{ pool, index });
@@ -515,6 +520,7 @@ fn retire(pool: *Pool, index: u32) bool {
     // Monotonic: worker_count changes only under spawn_mutex.
     if (index + 1 != pool.worker_count.load(.monotonic)) return false;
     const slot = pool.worker_slots[index].?;
+    // Monotonic: only this worker pushes on its deque, and it is empty; this only checks it.
     assert(slot.deque.length.load(.monotonic) == 0);
     // Monotonic: a decrease publishes nothing; the slot stays valid for late thieves.
     pool.worker_count.store(index, .monotonic);
@@ -548,7 +554,8 @@ fn releaseCallerSlot(pool: *Pool, slot: u6) void {
     _ = pool.caller_slots_busy.fetchAnd(~(@as(u64, 1) << slot), .monotonic);
 }
 
-// Tests. Each runs on its own Pool.
+// Tests. Each runs on its own Pool. Test counters use Monotonic atomics: they are read only
+// after the join of the region or of the threads, which orders every update before the read.
 
 const testing = intra_op.testing;
 
@@ -690,9 +697,11 @@ test "tbb pool runs a region on the caller when every caller deque is lent" {
     const pool = try createTestPool();
     defer destroyTestPool(pool);
     try settings.setNumThreads(4);
+    // Monotonic: no region is in flight on this pool; the next ones see it in program order.
     pool.caller_slots_busy.store(std.math.maxInt(u64), .monotonic);
     try testing.expectEachIndexOnce(pool, 1000, 1);
     try testing.expectLowestChunkErrorKept(pool);
+    // Monotonic: as above.
     pool.caller_slots_busy.store(0, .monotonic);
 }
 
