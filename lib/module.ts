@@ -6,7 +6,7 @@
  * @module
  */
 import { SpindleError } from "../ffi/status.ts";
-import { Tensor } from "./tensor.ts";
+import type { Tensor } from "./tensor.ts";
 import { Program } from "./script/program.ts";
 import { programFor, type ScriptFunction, scriptState } from "./script/script.ts";
 import type { InputDescription } from "./script/format.ts";

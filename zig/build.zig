@@ -5,8 +5,11 @@
 //!   -Dthreading=omp|tbb             intra-op backend (fork-join team per caller | shared pool)
 //!   -Dblas=openblas|native          GEMM backend (system OpenBLAS | Spindle's own)
 //!   -Dtsan=true                     build everything with ThreadSanitizer (BLAS: native)
-//!   zig build test -Dtsan=true -Dtest-optimize=Debug    race-check the unit tests
+//!   zig build test -Dtsan=true      race-check the unit tests (Debug unless -Dtest-optimize)
 //!   zig build bench-interop         inter-op pool benchmark (ReleaseFast)
+//!   zig build bench-pool            the intra-op pool benchmark, zig-out/bin/spindle-pool-bench
+//!                                   (bench/native/run_pool_bench.sh runs it with the C baselines)
+//!   zig build bench-kernels         memory-bound kernel benchmark (ReleaseFast)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -38,17 +41,18 @@ pub fn build(b: *std.Build) void {
         "optimize",
         "Optimization mode of the library (default ReleaseFast)",
     ) orelse .ReleaseFast;
-    const test_optimize = b.option(
-        std.builtin.OptimizeMode,
-        "test-optimize",
-        "Optimization mode of the unit tests (default ReleaseSafe)",
-    ) orelse .ReleaseSafe;
     const threading = b.option(Threading, "threading", "Intra-op backend: omp or tbb (default omp)") orelse .omp;
     const tsan = b.option(bool, "tsan", "Build with ThreadSanitizer (implies -Dblas=native)") orelse false;
     // OpenBLAS pulls in libgfortran/libquadmath, whose constructors call calloc before the
     // statically linked TSan runtime is initialised: the binary crashes at load.
     const blas_default: Blas = if (openblasAvailable() and !tsan) .openblas else .native;
     const blas = b.option(Blas, "blas", "GEMM backend: openblas or native (default openblas when installed)") orelse blas_default;
+    // Tests default to Debug under ThreadSanitizer: TSan reports are clearest there.
+    const test_optimize = b.option(
+        std.builtin.OptimizeMode,
+        "test-optimize",
+        "Optimization mode of the unit tests (default ReleaseSafe; Debug with -Dtsan=true)",
+    ) orelse if (tsan) std.builtin.OptimizeMode.Debug else .ReleaseSafe;
     const test_filters = b.option([]const []const u8, "test-filter", "Run only the unit tests whose names contain this") orelse &.{};
 
     if (blas == .openblas and tsan) {
@@ -119,6 +123,7 @@ pub fn build(b: *std.Build) void {
     // Also installed (zig-out/bin/interop_bench) to rerun it, or run it on another machine.
     interop_bench_step.dependOn(&b.addInstallArtifact(interop_bench, .{}).step);
 
+    addPoolBench(b, target, optimize, options);
     addBench(b, target, spindle_module, "kernels_bench", "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
 }
 
@@ -145,6 +150,32 @@ fn addBench(
     const step = b.step(step_name, description);
     step.dependOn(&b.addRunArtifact(exe).step);
     step.dependOn(&b.addInstallArtifact(exe, .{}).step);
+}
+
+/// `zig build bench-pool`: bench/native/pool_bench.zig against the pools (no FFI exports).
+fn addPoolBench(
+    b: *std.Build,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.OptimizeMode,
+    options: *std.Build.Step.Options,
+) void {
+    const pools_module = b.createModule(.{
+        .root_source_file = b.path("src/bench_api.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+    });
+    pools_module.addOptions("build_options", options);
+    const bench_module = b.createModule(.{
+        .root_source_file = b.path("../bench/native/pool_bench.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+    });
+    bench_module.addImport("spindle_pools", pools_module);
+    const bench = b.addExecutable(.{ .name = "spindle-pool-bench", .root_module = bench_module });
+    const bench_step = b.step("bench-pool", "Build the intra-op pool benchmark into zig-out/bin");
+    bench_step.dependOn(&b.addInstallArtifact(bench, .{}).step);
 }
 
 fn createRootModule(

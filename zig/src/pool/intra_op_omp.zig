@@ -1,0 +1,443 @@
+//! -Dthreading=omp: a fork-join team per calling thread, as OpenMP does (threading spec §4).
+//!
+//! Each thread that starts a parallel region (an inference thread, an inter-op worker) gets
+//! its own Team on first use: worker threads that run chunk 1, 2, … of the regions that
+//! thread starts, while the calling thread runs chunk 0 and then waits at the join. Chunks
+//! are static and contiguous (worker i always runs chunk i). The team grows when a region
+//! has more chunks than it has workers (setNumThreads went up); it never shrinks: workers a
+//! smaller region does not need are not woken and stay asleep.
+//!
+//! Nothing is allocated per region or per chunk: the region's state lives in the caller's
+//! stack frame, workers are allocated when spawned. Waiting is bounded spinning, then a
+//! futex: an idle process uses no CPU.
+//!
+//! Lifetime: a team belongs to its calling thread and is freed, its workers joined, when
+//! that thread exits (a pthread key destructor). Teams are therefore bounded by the number
+//! of live calling threads, and each by max_threads - 1 workers. The main thread's team
+//! lives until the process exits.
+const std = @import("std");
+const settings = @import("../settings.zig");
+const status = @import("../status.zig");
+const intra_op = @import("intra_op.zig");
+
+const assert = std.debug.assert;
+const Futex = std.Thread.Futex;
+const Error = status.Error;
+const Region = intra_op.Region;
+const FirstError = intra_op.FirstError;
+
+const Team = @This();
+
+const workers_max = settings.max_threads - 1;
+
+/// Spin iterations (each a pause instruction and a load) before a waiting thread sleeps:
+/// tens to hundreds of microseconds, long enough to catch back-to-back regions. When the
+/// teams together have more threads than the machine has CPUs, spinning only steals time
+/// from the threads being waited for, so waits spin briefly (as libgomp throttles).
+const spin_limit = 1 << 12;
+const spin_limit_oversubscribed = 1 << 6;
+
+/// Worker threads of every team, and the CPUs they share (for spinLimit()).
+var worker_threads_total: std.atomic.Value(u32) = .init(0);
+var cpu_count_once = std.once(countCpus);
+var cpu_count: u32 = 1;
+
+fn countCpus() void {
+    const count = std.Thread.getCpuCount() catch 1;
+    cpu_count = @intCast(@max(1, @min(count, std.math.maxInt(u32))));
+}
+
+fn spinLimit() u32 {
+    cpu_count_once.call();
+    // Monotonic: a heuristic; a stale count only picks the other spin length once.
+    const workers = worker_threads_total.load(.monotonic);
+    // Each worker's owner is a thread too; at least one owner runs.
+    return if (workers + 1 > cpu_count) spin_limit_oversubscribed else spin_limit;
+}
+
+allocator: std.mem.Allocator,
+/// The thread that owns the team; only it runs regions on it.
+owner: std.Thread.Id,
+/// workers[i] runs chunk i + 1. Only the owner reads or writes the array.
+workers: [workers_max]*Worker = undefined,
+worker_count: u32 = 0,
+/// Counts regions; only the owner writes it. A worker's doorbell holds it shifted by one.
+generation: u32 = 0,
+/// The region being run, or null to tell rung workers to exit. Written by the owner before
+/// ringing, read by rung workers: the doorbell's Release/Acquire orders the two.
+current: ?*RegionState = null,
+/// Workers still running a chunk of this region, shifted by one; bit 0 set when the owner
+/// sleeps in join().
+pending: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(0),
+
+const pending_one: u32 = 2;
+const owner_sleeping: u32 = 1;
+const worker_sleeping: u32 = 1;
+
+/// One region in flight, in the owner's stack frame.
+const RegionState = struct {
+    region: *const Region,
+    first_error: FirstError = .{},
+
+    fn runChunk(state: *RegionState, index: usize) void {
+        state.region.runChunk(index) catch |err| state.first_error.record(index, err);
+    }
+};
+
+const Worker = struct {
+    /// The last generation rung, shifted left by one; bit 0 set while the worker sleeps.
+    /// Its own cache line: the owner writes it, the worker spins on it.
+    doorbell: std.atomic.Value(u32) align(std.atomic.cache_line),
+    team: *Team,
+    /// The chunk this worker runs (1-based: the owner runs chunk 0).
+    chunk: u32,
+    thread: std.Thread = undefined,
+
+    fn main(worker: *Worker, rung_first: u32) void {
+        var rung = rung_first;
+        while (true) {
+            rung = worker.awaitRing(rung);
+            const state = worker.team.current orelse return;
+            state.runChunk(worker.chunk);
+            worker.team.finishChunk();
+        }
+    }
+
+    /// Returns the new doorbell value once the owner rang (the value differs from `rung`).
+    fn awaitRing(worker: *Worker, rung: u32) u32 {
+        assert(rung & worker_sleeping == 0);
+        for (0..spinLimit()) |_| {
+            // Acquire: pairs with the Release swap in ring(): the owner's writes of
+            // `current` and `pending` happen before this worker reads them.
+            const value = worker.doorbell.load(.acquire);
+            if (value != rung) return value;
+            std.atomic.spinLoopHint();
+        }
+        return worker.sleep(rung);
+    }
+
+    fn sleep(worker: *Worker, rung: u32) u32 {
+        // Acquire on failure: the failure means the owner rang (Release swap in ring()), and
+        // this worker is about to read what the owner published. On success the bit only
+        // tells ring() to call Futex.wake; Acquire there is only because the success order
+        // may not be weaker than the failure order.
+        if (worker.doorbell.cmpxchgStrong(rung, rung | worker_sleeping, .acquire, .acquire)) |value| {
+            return value;
+        }
+        while (true) {
+            Futex.wait(&worker.doorbell, rung | worker_sleeping);
+            // Acquire: pairs with the Release swap in ring(), as in awaitRing().
+            const value = worker.doorbell.load(.acquire);
+            if (value != rung | worker_sleeping) return value;
+        }
+    }
+
+    /// Called by the owner: hands the worker the region published in `team.current`.
+    fn ring(worker: *Worker, value: u32) void {
+        assert(value & worker_sleeping == 0);
+        // Release: publishes `current` and `pending` to the Acquire loads in awaitRing() and
+        // sleep(). The swap also clears the sleeping bit and tells whether to wake.
+        const previous = worker.doorbell.swap(value, .release);
+        assert(previous != value);
+        if (previous & worker_sleeping != 0) Futex.wake(&worker.doorbell, 1);
+    }
+};
+
+pub fn init(allocator: std.mem.Allocator) Team {
+    return .{ .allocator = allocator, .owner = std.Thread.getCurrentId() };
+}
+
+/// Stops and joins the workers. Called by the owner, with no region in flight.
+pub fn deinit(team: *Team) void {
+    assert(team.owner == std.Thread.getCurrentId());
+    team.current = null;
+    team.generation +%= 1;
+    for (team.workers[0..team.worker_count]) |worker| worker.ring(team.generation << 1);
+    for (team.workers[0..team.worker_count]) |worker| {
+        worker.thread.join();
+        team.allocator.destroy(worker);
+        // Monotonic: a statistic for spinLimit().
+        _ = worker_threads_total.fetchSub(1, .monotonic);
+    }
+    team.worker_count = 0;
+}
+
+/// Runs every chunk of `region`: chunk i on worker i - 1, chunk 0 on the calling thread,
+/// then joins. Returns the error of the lowest failing chunk.
+pub fn run(team: *Team, region: *const Region) Error!void {
+    const count: u32 = @intCast(region.split.count);
+    assert(count >= 2);
+    assert(count <= settings.max_threads);
+    if (std.debug.runtime_safety) assert(team.owner == std.Thread.getCurrentId());
+    const helpers = team.grow(count - 1);
+    var current: RegionState = .{ .region = region };
+    team.current = &current;
+    team.generation +%= 1;
+    // Monotonic: published to the workers by the Release swap in ring(); no worker of an
+    // earlier region touches `pending` any more (the previous join saw it reach zero).
+    team.pending.store(helpers * pending_one, .monotonic);
+    for (team.workers[0..helpers]) |worker| worker.ring(team.generation << 1);
+    current.runChunk(0);
+    // Chunks of workers that could not be spawned run here.
+    for (helpers + 1..count) |index| current.runChunk(index);
+    team.join();
+    return current.first_error.result();
+}
+
+/// Spawns workers until there are `wanted`; returns how many are available (fewer when the
+/// system refuses threads: their chunks then run on the owner).
+fn grow(team: *Team, wanted: u32) u32 {
+    assert(wanted <= workers_max);
+    while (team.worker_count < wanted) team.spawnWorker() catch break;
+    return @min(team.worker_count, wanted);
+}
+
+fn spawnWorker(team: *Team) !void {
+    assert(team.worker_count < workers_max);
+    const worker = try team.allocator.create(Worker);
+    errdefer team.allocator.destroy(worker);
+    const rung = team.generation << 1;
+    worker.* = .{ .doorbell = .init(rung), .team = team, .chunk = team.worker_count + 1 };
+    // The spawn orders the writes above before the worker's first read.
+    worker.thread = try std.Thread.spawn(.{}, Worker.main, .{ worker, rung });
+    team.workers[team.worker_count] = worker;
+    team.worker_count += 1;
+    // Monotonic: a statistic for spinLimit().
+    _ = worker_threads_total.fetchAdd(1, .monotonic);
+}
+
+/// Called by a worker after its chunk. After the decrement the worker no longer touches the
+/// owner's RegionState: the owner may have returned.
+fn finishChunk(team: *Team) void {
+    // Release: publishes the chunk's writes (and its error) to the owner's Acquire loads in
+    // join().
+    const previous = team.pending.fetchSub(pending_one, .release);
+    assert(previous >= pending_one);
+    if (previous == pending_one | owner_sleeping) Futex.wake(&team.pending, 1);
+}
+
+/// Waits until every rung worker finished its chunk.
+fn join(team: *Team) void {
+    for (0..spinLimit()) |_| {
+        // Acquire: pairs with the Release fetchSub in finishChunk(): the workers' chunks
+        // happen before the owner reads the results.
+        if (team.pending.load(.acquire) == 0) return;
+        std.atomic.spinLoopHint();
+    }
+    // Acquire: as above, for a decrement that lands between the last load and this.
+    var value = team.pending.fetchOr(owner_sleeping, .acquire) | owner_sleeping;
+    while (value != owner_sleeping) {
+        Futex.wait(&team.pending, value);
+        // Acquire: pairs with the Release fetchSub in finishChunk().
+        value = team.pending.load(.acquire);
+    }
+}
+
+/// The executor for the process: the calling thread's own team, created on first use.
+pub const per_thread_team: PerThreadTeam = .{};
+
+const PerThreadTeam = struct {
+    pub fn run(_: PerThreadTeam, region: *const Region) Error!void {
+        const team = callingThreadTeam() orelse return region.runAllOnCaller();
+        return team.run(region);
+    }
+};
+
+/// The calling thread's team: a thread-local for speed, and a pthread key whose destructor
+/// frees the team when the thread exits.
+threadlocal var calling_thread_team: ?*Team = null;
+var team_key: std.c.pthread_key_t = undefined;
+var team_key_once = std.once(createTeamKey);
+var team_key_ok = false;
+/// Teams alive in the process (for tests and benchmarks).
+var live_teams: std.atomic.Value(u32) = .init(0);
+
+pub fn liveTeamCount() u32 {
+    // Monotonic: a statistic, nothing is read through it.
+    return live_teams.load(.monotonic);
+}
+
+fn createTeamKey() void {
+    team_key_ok = std.c.pthread_key_create(&team_key, destroyCallingThreadTeam) == .SUCCESS;
+}
+
+/// Null when no team can be made (no key, no memory): regions then run on the caller.
+fn callingThreadTeam() ?*Team {
+    if (calling_thread_team) |team| return team;
+    team_key_once.call();
+    if (!team_key_ok) return null;
+    const allocator = std.heap.c_allocator;
+    const team = allocator.create(Team) catch return null;
+    team.* = .init(allocator);
+    if (std.c.pthread_setspecific(team_key, team) != 0) {
+        allocator.destroy(team);
+        return null;
+    }
+    calling_thread_team = team;
+    // Monotonic: a statistic.
+    _ = live_teams.fetchAdd(1, .monotonic);
+    return team;
+}
+
+/// Runs on the exiting owner thread (pthread key destructor).
+fn destroyCallingThreadTeam(pointer: *anyopaque) callconv(.c) void {
+    const team: *Team = @ptrCast(@alignCast(pointer));
+    team.deinit();
+    team.allocator.destroy(team);
+    calling_thread_team = null;
+    // Monotonic: a statistic.
+    _ = live_teams.fetchSub(1, .monotonic);
+}
+
+// Tests. Each runs on its own Team (or, for many callers, on the per-thread teams). Test
+// counters use Monotonic atomics: they are read only after the join of the region or of the
+// threads, which orders every update before the read.
+
+const testing = intra_op.testing;
+
+fn createTestTeam() !*Team {
+    const team = try std.testing.allocator.create(Team);
+    team.* = .init(std.testing.allocator);
+    return team;
+}
+
+fn destroyTestTeam(team: *Team) void {
+    team.deinit();
+    std.testing.allocator.destroy(team);
+}
+
+test "omp team covers every index exactly once for n in 0, 1, 2, 3, 97, 1000 and 100003" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const team = try createTestTeam();
+    defer destroyTestTeam(team);
+    for ([_]u32{ 2, 3, 4 }) |threads| {
+        try settings.setNumThreads(threads);
+        try testing.expectEachIndexOnceForAllSizes(team);
+    }
+}
+
+test "omp team follows the grain rules: serial when n <= grain or threads == 1" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const team = try createTestTeam();
+    defer destroyTestTeam(team);
+    try settings.setNumThreads(1);
+    try testing.expectEachIndexOnce(team, 1000, 1);
+    try std.testing.expectEqual(@as(u32, 0), team.worker_count);
+    try settings.setNumThreads(4);
+    try testing.expectEachIndexOnce(team, 100, 100);
+    try std.testing.expectEqual(@as(u32, 0), team.worker_count);
+    try testing.expectEachIndexOnce(team, 100, 50); // two chunks: one worker
+    try std.testing.expectEqual(@as(u32, 1), team.worker_count);
+}
+
+test "omp team runs nested regions serially" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const team = try createTestTeam();
+    defer destroyTestTeam(team);
+    try settings.setNumThreads(3);
+    try testing.expectNestedRegionsSerial(team);
+}
+
+test "omp team runs every chunk and keeps the error of the lowest failing chunk" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const team = try createTestTeam();
+    defer destroyTestTeam(team);
+    try settings.setNumThreads(4);
+    try testing.expectLowestChunkErrorKept(team);
+}
+
+test "omp team follows setNumThreads between regions: 1, 2, 3, 1" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const team = try createTestTeam();
+    defer destroyTestTeam(team);
+    const expected_workers = [_]u32{ 0, 1, 2, 2 };
+    for ([_]u32{ 1, 2, 3, 1 }, expected_workers) |threads, workers| {
+        // Static chunks: each chunk runs on its own thread.
+        try std.testing.expectEqual(@as(usize, threads), try testing.distinctThreadsOfRegion(team, threads));
+        try std.testing.expectEqual(workers, team.worker_count);
+    }
+}
+
+fn expectTeamAsleep(team: *Team) !void {
+    const deadline_ns = 2 * std.time.ns_per_s;
+    var timer = try std.time.Timer.start();
+    for (team.workers[0..team.worker_count]) |worker| {
+        // Monotonic: only the sleeping bit is inspected.
+        while (worker.doorbell.load(.monotonic) & worker_sleeping == 0) {
+            if (timer.read() > deadline_ns) return error.TestUnexpectedResult;
+            std.Thread.sleep(std.time.ns_per_ms);
+        }
+    }
+}
+
+test "omp team workers sleep on the futex once regions stop" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const team = try createTestTeam();
+    defer destroyTestTeam(team);
+    try settings.setNumThreads(3);
+    for (0..100) |_| try testing.expectEachIndexOnce(team, 97, 1);
+    try std.testing.expectEqual(@as(u32, 2), team.worker_count);
+    try expectTeamAsleep(team);
+    // And they wake up again.
+    try testing.expectEachIndexOnce(team, 97, 1);
+    try expectTeamAsleep(team);
+}
+
+const Caller = struct {
+    const regions = 200;
+
+    fn main(failures: *std.atomic.Value(u32)) void {
+        for (0..regions) |_| {
+            testing.expectEachIndexOnce(per_thread_team, 1000, 1) catch {
+                _ = failures.fetchAdd(1, .monotonic);
+            };
+        }
+    }
+};
+
+test "omp teams serve 8 concurrent callers and are freed when the callers exit" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    try settings.setNumThreads(2);
+    const teams_before = liveTeamCount();
+    var failures: std.atomic.Value(u32) = .init(0);
+    var threads: [8]std.Thread = undefined;
+    for (&threads) |*thread| thread.* = try std.Thread.spawn(.{}, Caller.main, .{&failures});
+    for (threads) |thread| thread.join();
+    try std.testing.expectEqual(@as(u32, 0), failures.load(.monotonic));
+    // The key destructor ran on each caller before join() returned.
+    try std.testing.expectEqual(teams_before, liveTeamCount());
+}
+
+const ChurnCaller = struct {
+    /// Regions while another thread changes the thread count: the chunk count of each is
+    /// unknown, only coverage and the bound on chunks are checked.
+    fn main(failures: *std.atomic.Value(u32)) void {
+        for (0..Caller.regions) |_| {
+            const calls = testing.expectEachIndexCovered(per_thread_team, 1000, 1) catch 0;
+            // Monotonic: read after the join.
+            if (calls == 0 or calls > 4) _ = failures.fetchAdd(1, .monotonic);
+        }
+    }
+};
+
+test "omp teams keep every index covered while setNumThreads changes under running callers" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    try settings.setNumThreads(4);
+    var failures: std.atomic.Value(u32) = .init(0);
+    var threads: [4]std.Thread = undefined;
+    for (&threads) |*thread| thread.* = try std.Thread.spawn(.{}, ChurnCaller.main, .{&failures});
+    for (0..200) |step| {
+        try settings.setNumThreads(@intCast(1 + step % 4));
+        std.Thread.sleep(100 * std.time.ns_per_us);
+    }
+    for (threads) |thread| thread.join();
+    try std.testing.expectEqual(@as(u32, 0), failures.load(.monotonic));
+}
