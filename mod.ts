@@ -74,6 +74,6 @@ export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/paralle
 export { fork, Future, wait } from "./lib/future.ts";
 export { script, type ScriptFunction, type ScriptResult } from "./lib/script/script.ts";
 export { TracingError } from "./lib/script/trace.ts";
+export type { InputDescription } from "./lib/script/format.ts";
 export { load, Module, save } from "./lib/module.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";
-export { EXAMPLE_DEFAULTS, type ExampleConfig, ExampleModel } from "./lib/models/example.ts";

@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
-import { runCli } from "./helpers.ts";
+import { MOD_URL, runCli, runSnippet } from "./helpers.ts";
 
 Deno.test("infer with no arguments runs the embedded example and reports", async () => {
   const result = await runCli(["infer", "--requests", "5", "--warmup", "1"]);
   assert.equal(result.code, 0, result.stderr);
-  assert.match(result.stdout, /^model: builtin:example \(batch 64, hidden 1024\)$/m);
+  assert.match(result.stdout, /^model: builtin:example \(example: .*x 64x1024, W 1024x1024\)$/m);
   assert.match(result.stdout, /^checksum: -?\d\.\d{6}e[+-]\d+$/m);
-  assert.match(result.stdout, /^threads: intra-op \d+, inter-op \d+ \(backend (omp|tbb), blas (openblas|native)\)$/m);
+  assert.match(
+    result.stdout,
+    /^threads: intra-op \d+, inter-op \d+, inference 1 \(backend (omp|tbb), blas (openblas|native)\)$/m,
+  );
   assert.match(result.stdout, /^latency over 5 requests: p50 [\d.]+ ms, p90 [\d.]+ ms, p99 [\d.]+ ms$/m);
 });
 
@@ -20,8 +23,8 @@ Deno.test("infer --json reports the thread settings it used, and the checksum do
     "1",
     "--interop-threads",
     "1",
-    "--hidden",
-    "256",
+    "--batch",
+    "8",
   ]);
   assert.equal(one.code, 0, one.stderr);
   const a = JSON.parse(one.stdout);
@@ -29,7 +32,7 @@ Deno.test("infer --json reports the thread settings it used, and the checksum do
   assert.equal(a.interop_threads, 1);
   assert.ok(a.latency_ms.p50 > 0 && a.latency_ms.p50 <= a.latency_ms.p99);
   const two = JSON.parse(
-    (await runCli(["infer", "--json", "--requests", "3", "--threads", "2", "--hidden", "256"])).stdout,
+    (await runCli(["infer", "--json", "--requests", "3", "--threads", "2", "--batch", "8"])).stdout,
   );
   assert.equal(two.threads, 2);
   assert.ok(
@@ -60,4 +63,49 @@ Deno.test("every subcommand has --help", async () => {
     assert.match(result.stdout, new RegExp(`Usage: deno run -A main.ts ${command}`));
   }
   assert.equal((await runCli(["help"])).code, 0);
+});
+
+Deno.test("infer runs every built-in with concurrent inference threads", async () => {
+  for (const model of ["builtin:mlp", "builtin:dlrm", "builtin:transformer"]) {
+    const result = await runCli([
+      "infer",
+      "--model",
+      model,
+      "--json",
+      "--requests",
+      "8",
+      "--concurrency",
+      "3",
+      "--batch",
+      "2",
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const report = JSON.parse(result.stdout);
+    assert.equal(report.concurrency, 3);
+    assert.ok(Number.isFinite(report.checksum), model);
+    assert.ok(report.throughput_per_s > 0);
+  }
+  const unknown = await runCli(["infer", "--model", "builtin:nope"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /unknown model 'builtin:nope'/);
+  const tooMany = await runCli(["infer", "--concurrency", "33"]);
+  assert.equal(tooMany.code, 2);
+});
+
+Deno.test("infer loads a model file, and refuses a malformed one with a typed error", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".spindle" });
+  const save = await runSnippet(
+    `import { builtin, save } from "${MOD_URL}";
+     const model = builtin("mlp", { batch: 3 });
+     await save(model, "${path}");`,
+  );
+  assert.equal(save.code, 0, save.stderr);
+  const ran = await runCli(["infer", "--model", path, "--json", "--requests", "2"]);
+  assert.equal(ran.code, 0, ran.stderr);
+  const builtinRun = await runCli(["infer", "--model", "builtin:mlp", "--batch", "3", "--json", "--requests", "2"]);
+  assert.equal(JSON.parse(ran.stdout).checksum.toFixed(3), JSON.parse(builtinRun.stdout).checksum.toFixed(3));
+  await Deno.writeFile(path, new Uint8Array(100));
+  const broken = await runCli(["infer", "--model", path]);
+  assert.equal(broken.code, 1);
+  assert.match(broken.stderr, /malformed_model/);
 });

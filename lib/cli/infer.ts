@@ -1,37 +1,43 @@
 /**
- * `infer`: runs a model and reports a checksum, thread settings and latency.
+ * `infer`: builds or loads a model, runs R requests with C concurrent inference threads, and
+ * reports an output checksum, latency percentiles, throughput and the thread settings.
  *
  * @module
  */
-import { EXAMPLE_DEFAULTS, ExampleModel } from "../models/example.ts";
 import { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "../threads.ts";
 import { parallelInfoJson } from "../parallel_info.ts";
+import { BUILTIN_NAMES, type BuiltinModel, builtinModel } from "../models/builtin.ts";
+import { load, type Module } from "../module.ts";
+import { randn, type Tensor } from "../tensor.ts";
 import { parse, positiveInteger, UsageError } from "./usage.ts";
 
 /** Usage text of `infer`. */
 export const INFER_USAGE = `Usage: deno run -A main.ts infer [options]
 
-Runs a model and prints an output checksum, the thread settings and latency.
-With no options it runs the embedded default model, builtin:example:
+Builds or loads a model, runs R requests with C concurrent inference threads, and prints
+an output checksum, p50/p90/p99 latency, throughput and the thread settings. With no
+options it runs the embedded default model builtin:example, the threading spec's
   forward(x) = mm(x, Wy) + wait(fork(mm, x, Wz))   (x: 64x1024, W: 1024x1024)
 
 Options:
-  --model NAME            builtin:example (default)
+  --model NAME|FILE       builtin:${BUILTIN_NAMES.join(", builtin:")} (default builtin:example),
+                          or a Spindle model file (inputs: fixed-seed randn, -1 dims = batch)
   --threads N             intra-op threads (default: MKL/OMP_NUM_THREADS or physical cores)
   --interop-threads N     inter-op threads (default: physical cores)
-  --batch B               rows of the input (default ${EXAMPLE_DEFAULTS.batch})
-  --hidden H              width of the layers (default ${EXAMPLE_DEFAULTS.hidden})
-  --requests R            timed forward passes (default 100)
-  --warmup W              untimed passes first (default 5)
+  --batch B               rows per request (default: the model's)
+  --requests R            timed requests (default 100)
+  --concurrency C         concurrent inference threads (default 1, at most 32)
+  --warmup W              untimed requests first (default 5)
   --json                  print one JSON object instead of text
   -h, --help              show this help`;
 
 /** What `infer` measured. */
 export interface InferReport {
   model: string;
-  batch: number;
-  hidden: number;
+  summary: string;
+  batch: number | null;
   requests: number;
+  concurrency: number;
   checksum: number;
   threads: number;
   interop_threads: number;
@@ -39,6 +45,7 @@ export interface InferReport {
   blas: string;
   latency_ms: { p50: number; p90: number; p99: number; mean: number };
   throughput_per_s: number;
+  elapsed_ms: number;
 }
 
 /** The value at quantile `q` of sorted samples (nearest rank). */
@@ -48,15 +55,122 @@ export function quantile(sorted: readonly number[], q: number): number {
   return sorted[rank];
 }
 
+/** Options `infer` runs with, already validated. */
+export interface InferOptions {
+  model: string;
+  batch?: number;
+  requests: number;
+  concurrency: number;
+  warmup: number;
+  progress: boolean;
+}
+
+interface Runnable {
+  module: Module;
+  inputs(): Tensor[];
+  summary: string;
+  dispose(): void;
+}
+
+async function open(model: string, batch: number | undefined): Promise<Runnable> {
+  if (model.startsWith("builtin:")) {
+    const name = model.slice("builtin:".length);
+    if (!BUILTIN_NAMES.includes(name)) {
+      throw new UsageError(`unknown model '${model}' (built-ins: builtin:${BUILTIN_NAMES.join(", builtin:")})`);
+    }
+    const built: BuiltinModel = builtinModel(name, { batch });
+    return built;
+  }
+  const module = await load(model);
+  const inputs = () =>
+    module.inputs.map((spec, i) => {
+      if (spec.dtype !== "float32") {
+        throw new UsageError(`${model}: input ${i} is ${spec.dtype}; infer feeds float32 only`);
+      }
+      return randn(spec.shape.map((d) => (d === -1 ? batch ?? 1 : d)), { seed: 1000 + i });
+    });
+  return { module, inputs, summary: `${module.name}: ${module.inputs.length} inputs`, dispose: () => module.dispose() };
+}
+
+function checksumOf(outputs: Tensor | Tensor[]): number {
+  let total = 0;
+  for (const output of Array.isArray(outputs) ? outputs : [outputs]) {
+    for (const value of output.toArray() as Float32Array) total += value;
+  }
+  return total;
+}
+
+function dispose(outputs: Tensor | Tensor[]): void {
+  for (const output of Array.isArray(outputs) ? outputs : [outputs]) output.dispose();
+}
+
+/** Runs `infer` and returns its report. */
+export async function runInfer(options: InferOptions): Promise<InferReport> {
+  const runnable = await open(options.model, options.batch);
+  const inputs = runnable.inputs();
+  try {
+    const first = await runnable.module.forward(...inputs);
+    const checksum = checksumOf(first);
+    dispose(first);
+    for (let i = 0; i < options.warmup; i++) dispose(await runnable.module.forward(...inputs));
+    const samples: number[] = [];
+    let next = 0;
+    const started = performance.now();
+    let lastProgress = started;
+    const encoder = new TextEncoder();
+    const worker = async () => {
+      while (next < options.requests) {
+        next++;
+        const begin = performance.now();
+        dispose(await runnable.module.forward(...inputs));
+        const end = performance.now();
+        samples.push(end - begin);
+        if (options.progress && end - lastProgress > 1000) {
+          lastProgress = end;
+          Deno.stderr.writeSync(encoder.encode(`\rinfer: ${samples.length}/${options.requests} requests`));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: options.concurrency }, worker));
+    const elapsed = performance.now() - started;
+    if (options.progress && lastProgress !== started) Deno.stderr.writeSync(encoder.encode("\n"));
+    const sorted = [...samples].sort((a, b) => a - b);
+    const info = parallelInfoJson();
+    return {
+      model: options.model,
+      summary: runnable.summary,
+      batch: options.batch ?? null,
+      requests: options.requests,
+      concurrency: options.concurrency,
+      checksum,
+      threads: getNumThreads(),
+      interop_threads: getNumInteropThreads(),
+      intra_op_backend: info.intra_op_backend,
+      blas: info.blas,
+      latency_ms: {
+        p50: quantile(sorted, 0.5),
+        p90: quantile(sorted, 0.9),
+        p99: quantile(sorted, 0.99),
+        mean: samples.reduce((a, b) => a + b, 0) / samples.length,
+      },
+      throughput_per_s: (options.requests / elapsed) * 1000,
+      elapsed_ms: elapsed,
+    };
+  } finally {
+    inputs.forEach((t) => t.dispose());
+    runnable.dispose();
+  }
+}
+
 /** Runs `infer` with its arguments; returns the exit code. */
-export function inferCommand(args: string[]): number {
+export async function inferCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     model: { type: "string" },
     threads: { type: "string" },
     "interop-threads": { type: "string" },
     batch: { type: "string" },
-    hidden: { type: "string" },
     requests: { type: "string" },
+    concurrency: { type: "string" },
     warmup: { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -65,88 +179,32 @@ export function inferCommand(args: string[]): number {
     console.log(INFER_USAGE);
     return 0;
   }
-  const model = values.model ?? "builtin:example";
-  if (model !== "builtin:example") {
-    throw new UsageError(`unknown model '${model}' (available: builtin:example)`);
-  }
   if (values.threads !== undefined) setNumThreads(positiveInteger("threads", values.threads, 1));
   if (values["interop-threads"] !== undefined) {
     setNumInteropThreads(positiveInteger("interop-threads", values["interop-threads"], 1));
   }
-  const batch = positiveInteger("batch", values.batch, EXAMPLE_DEFAULTS.batch);
-  const hidden = positiveInteger("hidden", values.hidden, EXAMPLE_DEFAULTS.hidden);
-  const requests = positiveInteger("requests", values.requests, 100);
-  const warmup = values.warmup === "0" ? 0 : positiveInteger("warmup", values.warmup, 5);
-
-  const report = run(model, batch, hidden, requests, warmup, !values.json);
+  const concurrency = positiveInteger("concurrency", values.concurrency, 1);
+  if (concurrency > 32) throw new UsageError(`--concurrency is at most 32 (Deno's blocking pool), got ${concurrency}`);
+  const report = await runInfer({
+    model: values.model ?? "builtin:example",
+    batch: values.batch === undefined ? undefined : positiveInteger("batch", values.batch, 1),
+    requests: positiveInteger("requests", values.requests, 100),
+    concurrency,
+    warmup: values.warmup === "0" ? 0 : positiveInteger("warmup", values.warmup, 5),
+    progress: !values.json,
+  });
   if (values.json) console.log(JSON.stringify(report));
   else printReport(report);
   return 0;
-}
-
-function run(
-  model: string,
-  batch: number,
-  hidden: number,
-  requests: number,
-  warmup: number,
-  progress: boolean,
-): InferReport {
-  using example = new ExampleModel({ batch, hidden, seed: 0 });
-  using x = example.input();
-  let checksum = 0;
-  for (let i = 0; i < warmup; i++) example.forward(x).dispose();
-  const samples: number[] = [];
-  const started = performance.now();
-  let lastProgress = started;
-  for (let i = 0; i < requests; i++) {
-    const begin = performance.now();
-    using y = example.forward(x);
-    const end = performance.now();
-    samples.push(end - begin);
-    if (i === requests - 1) checksum = sum(y.toArray() as Float32Array);
-    if (progress && end - lastProgress > 1000) {
-      lastProgress = end;
-      Deno.stderr.writeSync(new TextEncoder().encode(`\rinfer: ${i + 1}/${requests} requests`));
-    }
-  }
-  const elapsed = performance.now() - started;
-  if (progress && lastProgress !== started) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-  const sorted = [...samples].sort((a, b) => a - b);
-  const info = parallelInfoJson();
-  return {
-    model,
-    batch,
-    hidden,
-    requests,
-    checksum,
-    threads: getNumThreads(),
-    interop_threads: getNumInteropThreads(),
-    intra_op_backend: info.intra_op_backend,
-    blas: info.blas,
-    latency_ms: {
-      p50: quantile(sorted, 0.5),
-      p90: quantile(sorted, 0.9),
-      p99: quantile(sorted, 0.99),
-      mean: samples.reduce((a, b) => a + b, 0) / samples.length,
-    },
-    throughput_per_s: (requests / elapsed) * 1000,
-  };
-}
-
-function sum(values: Float32Array): number {
-  let total = 0;
-  for (const value of values) total += value;
-  return total;
 }
 
 function printReport(report: InferReport): void {
   const ms = (value: number) => `${value.toFixed(3)} ms`;
   console.log(
     [
-      `model: ${report.model} (batch ${report.batch}, hidden ${report.hidden})`,
+      `model: ${report.model} (${report.summary})`,
       `checksum: ${report.checksum.toExponential(6)}`,
-      `threads: intra-op ${report.threads}, inter-op ${report.interop_threads} ` +
+      `threads: intra-op ${report.threads}, inter-op ${report.interop_threads}, inference ${report.concurrency} ` +
       `(backend ${report.intra_op_backend}, blas ${report.blas})`,
       `latency over ${report.requests} requests: p50 ${ms(report.latency_ms.p50)}, ` +
       `p90 ${ms(report.latency_ms.p90)}, p99 ${ms(report.latency_ms.p99)}`,

@@ -18,13 +18,13 @@ Commands:
 
 Run 'deno run -A main.ts <command> --help' for a command's options.`;
 
-const COMMANDS: Record<string, (args: string[]) => number> = {
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = {
   infer: inferCommand,
   parallel_info: parallelInfoCommand,
 };
 
 /** Runs the CLI with `args`; returns the process exit code. */
-export function main(args: string[]): number {
+export async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   if (command === undefined || command === "help" || command === "--help" || command === "-h") {
     (command === undefined ? console.error : console.log)(USAGE);
@@ -33,7 +33,7 @@ export function main(args: string[]): number {
   const handler = COMMANDS[command];
   try {
     if (handler === undefined) throw new UsageError(`unknown command '${command}'`);
-    return handler(rest);
+    return await handler(rest);
   } catch (error) {
     if (error instanceof UsageError) {
       console.error(`error: ${error.message}\n\n${handler === undefined ? USAGE : "Run with --help for usage."}`);

@@ -20,8 +20,11 @@ export interface NodeDescription {
 
 /** A graph input: dtype and shape (-1 = any size). */
 export interface InputDescription {
+  /** The input's name, if the model gives one. */
   name?: string;
+  /** Element type. */
   dtype: DType;
+  /** Dimensions; -1 marks a dimension of any size. */
   shape: number[];
 }
 

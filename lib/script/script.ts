@@ -12,9 +12,8 @@ import { activeTrace, Trace, TracingError, withTrace } from "./trace.ts";
 /** What a scripted function may return. */
 export type ScriptResult = Tensor | Tensor[];
 
-const SCRIPT: unique symbol = Symbol("spindle.script");
-
-interface ScriptState {
+/** What `script` keeps about a scripted function (looked up by the function itself). */
+export interface ScriptState {
   fn: (...args: Tensor[]) => ScriptResult;
   name: string;
   programs: Map<string, Program>;
@@ -26,7 +25,9 @@ interface ScriptState {
  */
 export type ScriptFunction<A extends Tensor[] = Tensor[], R extends ScriptResult = ScriptResult> =
   & ((...args: A) => R)
-  & { readonly [SCRIPT]: ScriptState };
+  & { readonly scriptName: string };
+
+const states = new WeakMap<object, ScriptState>();
 
 function normalize(name: string, result: unknown): Tensor[] {
   const outputs = Array.isArray(result) ? result : [result];
@@ -67,12 +68,13 @@ function buildProgram(state: ScriptState, args: readonly Tensor[]): Program {
 
 /** The scripted state behind a function, if it is one. */
 export function scriptState(fn: unknown): ScriptState | undefined {
-  return typeof fn === "function" ? (fn as { [SCRIPT]?: ScriptState })[SCRIPT] : undefined;
+  return typeof fn === "function" ? states.get(fn) : undefined;
 }
 
 /** The program of a scripted function for inputs like `args` (traced on first use). */
 export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program {
-  const state = fn[SCRIPT];
+  const state = states.get(fn);
+  if (state === undefined) throw new TypeError("expected a function made by script()");
   const key = signature(args);
   let program = state.programs.get(key);
   if (program === undefined) {
@@ -129,6 +131,7 @@ export function script<A extends Tensor[], R extends ScriptResult>(
     const outputs = programFor(scripted as unknown as ScriptFunction, args).runSync(args);
     return (outputs.length === 1 ? outputs[0] : outputs) as R;
   };
-  Object.defineProperty(scripted, SCRIPT, { value: state, enumerable: false });
+  Object.defineProperty(scripted, "scriptName", { value: state.name, enumerable: true });
+  states.set(scripted, state);
   return scripted as ScriptFunction<A, R>;
 }

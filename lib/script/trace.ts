@@ -13,7 +13,11 @@ import type { GraphDescription, InputDescription, NodeDescription, ProgramSource
 
 /** Thrown when a function cannot be traced (e.g. it reads tensor values to branch on them). */
 export class TracingError extends Error {
-  /** @param message What the traced function did that a graph cannot express. */
+  /**
+   * Creates the error.
+   *
+   * @param message What the traced function did that a graph cannot express.
+   */
   constructor(message: string) {
     super(message);
     this.name = "TracingError";

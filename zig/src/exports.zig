@@ -29,6 +29,9 @@ comptime {
 
 /// u32 spindle_abi_version(void)
 export fn spindle_abi_version() u32 {
+    // The loader calls this first: pin the library so Deno's dlclose at exit cannot unmap
+    // code that worker threads still run.
+    @import("pin.zig").pin();
     return abi_version;
 }
 

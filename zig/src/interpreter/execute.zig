@@ -224,6 +224,25 @@ test "an op failing inside a forked graph names the graph, node and op" {
     try std.testing.expect(std.mem.indexOf(u8, message, "node 1 (mm)") != null or std.mem.indexOf(u8, message, "node 2 (mm)") != null);
 }
 
+test "a program without tensors loads and runs" {
+    const json =
+        \\{"format":"spindle-graph","version":1,"tensors":[],
+        \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[2]}],"values":2,
+        \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
+    ;
+    const image = try format.writeImage(std.testing.allocator, json, &.{});
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    const x = try tensor.createUninit(.float32, &.{2});
+    defer x.release();
+    @memcpy(x.f32Slice(), &[_]f32{ -1, 2 });
+    var outputs: [1]*Tensor = undefined;
+    try run(program, 0, &.{x}, &outputs);
+    defer outputs[0].release();
+    try std.testing.expectEqualSlices(f32, &.{ 0, 2 }, outputs[0].f32Slice());
+}
+
 test "malformed descriptions are refused with MalformedModel" {
     const cases = [_][2][]const u8{
         .{ "\"op\":\"mm\",\"inputs\":[0,1]", "\"op\":\"frobnicate\",\"inputs\":[0,1]" }, // unknown op

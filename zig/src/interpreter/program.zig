@@ -143,6 +143,7 @@ fn loadTensors(allocator: std.mem.Allocator, descriptions: []const format.Tensor
             return a.begin < b.begin;
         }
     }.less);
+    if (ranges.len < 2) return constants;
     for (ranges[1..], 1..) |range, i| {
         const previous = ranges[i - 1];
         if (range.begin < previous.end and range.end > range.begin) {

@@ -1,0 +1,227 @@
+import assert from "node:assert/strict";
+import {
+  add,
+  builtinModel,
+  concat,
+  fork,
+  gelu,
+  layerNorm,
+  liveTensorCount,
+  load,
+  mm,
+  Module,
+  randn,
+  relu,
+  save,
+  script,
+  softmax,
+  SpindleError,
+  sum,
+  type Tensor,
+  TracingError,
+  transpose,
+  wait,
+} from "../mod.ts";
+import { Program } from "../lib/script/program.ts";
+import { encodeImage } from "../lib/script/format.ts";
+import { assertClose, atThreadCounts, generator, values } from "./reference.ts";
+
+function only(result: Tensor | Tensor[]): Tensor {
+  assert.ok(!Array.isArray(result));
+  return result as Tensor;
+}
+
+Deno.test("the spec's fork/wait example, scripted, equals eager execution at 1 and 2 threads", () => {
+  using wY = randn([33, 17], { seed: 1 });
+  using wZ = randn([33, 17], { seed: 2 });
+  const computeZ = script((x: Tensor) => mm(x, wZ), "compute_z");
+  const forward = script((x: Tensor) => {
+    const future = fork(computeZ, x);
+    const y = mm(x, wY);
+    return add(y, wait(future));
+  });
+  using x = randn([5, 33], { seed: 3 });
+  atThreadCounts(() => {
+    using scripted = only(forward(x));
+    using y = mm(x, wY);
+    using z = mm(x, wZ);
+    using eager = add(y, z);
+    assertClose(values(scripted), values(eager), { relative: 1e-5, absolute: 1e-5 });
+  });
+});
+
+Deno.test("scripts trace nested forks, native-op forks, views and multiple outputs", () => {
+  using w = randn([8, 8], { seed: 4 });
+  const inner = script((x: Tensor) => relu(mm(x, w)), "inner");
+  const middle = script((x: Tensor) => {
+    const f = fork(inner, x);
+    const g = fork(mm, x, w); // a forked native op becomes a one-node graph
+    return add(wait(f), wait(g));
+  }, "middle");
+  const outer = script((x: Tensor) => {
+    const f = fork(middle, x);
+    const t = transpose(x, 0, 1);
+    return [softmax(wait(f), -1), sum(t, 0)];
+  }, "outer");
+  using x = randn([4, 8], { seed: 5 });
+  const [p, s] = outer(x) as Tensor[];
+  using expectedInner = relu(mm(x, w));
+  using expectedOp = mm(x, w);
+  using expectedMiddle = add(expectedInner, expectedOp);
+  using expectedP = softmax(expectedMiddle, -1);
+  using t = transpose(x, 0, 1);
+  using expectedS = sum(t, 0);
+  assertClose(values(p), values(expectedP), { relative: 1e-5, absolute: 1e-6 });
+  assertClose(values(s), values(expectedS), { relative: 1e-5, absolute: 1e-6 });
+  p.dispose();
+  s.dispose();
+});
+
+Deno.test("data-dependent control flow is refused while tracing", () => {
+  const branchy = script((x: Tensor) => {
+    const total = (sum(x).toArray() as Float32Array)[0];
+    return total > 0 ? relu(x) : gelu(x);
+  });
+  using x = randn([3], { seed: 6 });
+  assert.throws(() => branchy(x), (e) => e instanceof TracingError && /depend on data/.test(e.message));
+  assert.throws(() => script(42 as unknown as () => Tensor), TypeError);
+});
+
+Deno.test("tracing does not leak: intermediate tensors are freed", () => {
+  using w = randn([16, 16], { seed: 7 });
+  using x = randn([2, 16], { seed: 8 });
+  const f = script((input: Tensor) => layerNorm(relu(mm(input, w)), [16]));
+  only(f(x)).dispose(); // first call traces
+  const before = liveTensorCount();
+  for (let i = 0; i < 10; i++) only(f(x)).dispose();
+  assert.equal(liveTensorCount(), before);
+});
+
+Deno.test("save and load round-trip a module and its outputs", async () => {
+  using w = randn([12, 6], { seed: 9 });
+  using x = randn([3, 12], { seed: 10 });
+  using module = Module.fromScript(script((input: Tensor) => gelu(mm(input, w))), [x], "gelu_layer");
+  const path = await Deno.makeTempFile({ suffix: ".spindle" });
+  await save(module, path);
+  using loaded = await load(path);
+  assert.deepEqual(loaded.inputs, module.inputs);
+  using a = only(await module.forward(x));
+  using b = only(loaded.forwardSync(x));
+  assert.deepEqual(values(a), values(b));
+  using wrongShape = randn([3, 11], { seed: 1 });
+  await assert.rejects(
+    () => loaded.forward(wrongShape),
+    (e) => e instanceof SpindleError && e.code === "shape_mismatch",
+  );
+  await Deno.remove(path);
+});
+
+Deno.test("concurrent forward calls give the same outputs as single calls", async () => {
+  for (const name of ["example", "mlp", "dlrm", "transformer"]) {
+    const model = builtinModel(name, { batch: 2 });
+    const inputs = model.inputs();
+    const single = model.module.forwardSync(...inputs) as Tensor;
+    const expected = values(single);
+    single.dispose();
+    const results = await Promise.all(Array.from({ length: 6 }, () => model.module.forward(...inputs)));
+    for (const result of results) {
+      assert.deepEqual(values(result as Tensor), expected, name);
+      (result as Tensor).dispose();
+    }
+    inputs.forEach((t) => t.dispose());
+    model.dispose();
+  }
+});
+
+Deno.test("built-ins scripted through the interpreter equal their eager execution", () => {
+  // The eager run of a traced function is what the trace recorded: run fn eagerly by calling
+  // the scripted graph's ops directly and compare with the interpreter's output.
+  using w1 = randn([32, 64], { seed: 11 });
+  using w2 = randn([64, 16], { seed: 12 });
+  const tower = script((x: Tensor) => relu(mm(x, w1)), "tower");
+  const fn = (x: Tensor) => {
+    const futures = [fork(tower, x), fork(tower, x)];
+    return mm(concat(futures.map((f) => wait(f)), 0), w2);
+  };
+  using x = randn([4, 32], { seed: 13 });
+  using scripted = only(script(fn)(x));
+  const eager = fn(x); // outside a trace, fork of a scripted function runs it
+  assertClose(values(scripted), values(eager), { relative: 1e-5, absolute: 1e-5 });
+  eager.dispose();
+});
+
+Deno.test("malformed model files are refused with malformed_model, never a crash", async () => {
+  const path = await Deno.makeTempFile();
+  for (const bytes of [new Uint8Array(0), new Uint8Array(10), new TextEncoder().encode("SPINDLE\0garbage garbage")]) {
+    await Deno.writeFile(path, bytes);
+    await assert.rejects(() => load(path), (e) => e instanceof SpindleError && e.code === "malformed_model");
+  }
+  await Deno.remove(path);
+  const base = {
+    graphs: [{
+      inputs: [{ dtype: "float32" as const, shape: [2] }],
+      values: 2,
+      nodes: [{ op: "relu", inputs: [0], outputs: [1] }],
+      outputs: [1],
+    }],
+    tensors: [],
+  };
+  assert.ok(Program.load(encodeImage(base)));
+  const cycle = {
+    graphs: [
+      {
+        inputs: [{ dtype: "float32" as const, shape: [2] }],
+        values: 2,
+        nodes: [{ op: "fork", graph: 1, inputs: [0], outputs: [1] }],
+        outputs: [0],
+      },
+      {
+        inputs: [{ dtype: "float32" as const, shape: [2] }],
+        values: 2,
+        nodes: [{ op: "fork", graph: 0, inputs: [0], outputs: [1] }],
+        outputs: [0],
+      },
+    ],
+    tensors: [],
+  };
+  assert.throws(
+    () => Program.load(encodeImage(cycle)),
+    (e) => e instanceof SpindleError && /forks itself/.test(e.message),
+  );
+  const unknownOp = structuredClone(base);
+  unknownOp.graphs[0].nodes[0].op = "teleport";
+  assert.throws(
+    () => Program.load(encodeImage(unknownOp)),
+    (e) => e instanceof SpindleError && /unknown op 'teleport'/.test(e.message),
+  );
+});
+
+Deno.test("fuzz: 2000 mutated model images load or fail with a SpindleError", () => {
+  using w = randn([6, 4], { seed: 14 });
+  using x = randn([2, 6], { seed: 15 });
+  const child = script((input: Tensor) => mm(input, w), "child");
+  using module = Module.fromScript(script((input: Tensor) => relu(wait(fork(child, input)))), [x]);
+  const image = module.image;
+  const random = generator(2024);
+  let loaded = 0;
+  for (let i = 0; i < 2000; i++) {
+    const mutated = image.slice(0, random() < 0.2 ? Math.floor(random() * image.length) : image.length);
+    const edits = 1 + Math.floor(random() * 4);
+    for (let e = 0; e < edits && mutated.length > 0; e++) {
+      mutated[Math.floor(random() * mutated.length)] = Math.floor(random() * 256);
+    }
+    try {
+      const program = Program.load(mutated);
+      loaded++;
+      try {
+        program.runSync([x]).forEach((t) => t.dispose());
+      } catch (error) {
+        assert.ok(error instanceof SpindleError, String(error));
+      }
+      program.dispose();
+    } catch (error) {
+      assert.ok(error instanceof SpindleError || error instanceof SyntaxError, String(error));
+    }
+  }
+  assert.ok(loaded > 0);
+});
