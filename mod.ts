@@ -68,7 +68,7 @@ export {
   transpose,
   unsqueeze,
 } from "./lib/ops/shape.ts";
-export { mm } from "./lib/ops/linalg.ts";
+export { addmm, bmm, linear, matmul, mm } from "./lib/ops/linalg.ts";
 export { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "./lib/threads.ts";
 export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/parallel_info.ts";
 export { fork, Future, wait } from "./lib/future.ts";

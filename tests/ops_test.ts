@@ -1,5 +1,25 @@
 import assert from "node:assert/strict";
-import { add, getNumThreads, liveTensorCount, mm, rand, setNumThreads, SpindleError, tensor, zeros } from "../mod.ts";
+import {
+  add,
+  addmm,
+  bmm,
+  contiguous,
+  getNumThreads,
+  linear,
+  liveTensorCount,
+  matmul,
+  mm,
+  mul,
+  rand,
+  reshape,
+  setNumThreads,
+  slice,
+  SpindleError,
+  tensor,
+  transpose,
+  zeros,
+} from "../mod.ts";
+import { assertClose, atThreadCounts, values } from "./reference.ts";
 
 function referenceMm(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float64Array {
   const out = new Float64Array(m * n);
@@ -84,4 +104,42 @@ Deno.test("NaN propagates through mm", () => {
   const values = c.toArray() as Float32Array;
   assert.ok(Number.isNaN(values[0]));
   assert.equal(values[3], 3);
+});
+
+Deno.test("matmul, bmm, linear and addmm match compositions of mm at 1 and 2 threads", () => {
+  atThreadCounts(() => {
+    using a = rand([3, 5, 7], { seed: 1 });
+    using b = rand([7, 4], { seed: 2 });
+    using batched = matmul(a, b);
+    assert.deepEqual(batched.shape, [3, 5, 4]);
+    for (let i = 0; i < 3; i++) {
+      using ai = slice(a, 0, i, i + 1);
+      using a2 = reshape(ai, [5, 7]);
+      using expected = mm(a2, b);
+      using got = slice(batched, 0, i, i + 1);
+      assertClose(values(got), values(expected), { relative: 1e-5, absolute: 1e-6 });
+    }
+    using b3 = rand([3, 7, 2], { seed: 3 });
+    using viaBmm = bmm(a, b3);
+    assert.deepEqual(viaBmm.shape, [3, 5, 2]);
+    using x = rand([6, 7], { seed: 4 });
+    using w = rand([9, 7], { seed: 5 });
+    using bias = rand([9], { seed: 6 });
+    using y = linear(x, w, bias);
+    using wt = transpose(w, 0, 1);
+    using wtc = contiguous(wt);
+    using product = mm(x, wtc);
+    using expected = add(product, bias);
+    assertClose(values(y), values(expected), { relative: 1e-5, absolute: 1e-6 });
+    using z = addmm(bias, x, wtc, { beta: 0.5, alpha: 2 });
+    using twice = mul(product, 2);
+    using half = mul(bias, 0.5);
+    using expectedZ = add(half, twice);
+    assertClose(values(z), values(expectedZ), { relative: 1e-5, absolute: 1e-6 });
+    using v = rand([7], { seed: 7 });
+    using mv = matmul(x, v);
+    assert.deepEqual(mv.shape, [6]);
+    assert.throws(() => matmul(x, x), (e) => e instanceof SpindleError && e.code === "shape_mismatch");
+    assert.throws(() => bmm(x, x), RangeError);
+  });
 });

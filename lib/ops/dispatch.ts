@@ -49,10 +49,13 @@ export const OP = {
   concat: 36,
   gather: 37,
   contiguous: 38,
+  matmul: 44,
 } as const;
 
 /** Native op names by code: the names model files use (zig/src/ops.zig tags). */
-export const OP_NAMES: readonly string[] = Object.entries(OP).sort((a, b) => a[1] - b[1]).map(([name]) => name);
+export const OP_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(OP).map(([name, code]) => [code, name]),
+);
 
 /** A native op code. */
 export type OpCode = typeof OP[keyof typeof OP];

@@ -5,6 +5,8 @@
  */
 import type { Tensor } from "../tensor.ts";
 import { defineOp, OP, requireTensor } from "./dispatch.ts";
+import { add, mul } from "./elementwise.ts";
+import { transpose } from "./shape.ts";
 
 /**
  * Matrix product of `a` [m, k] and `b` [k, n], float32. Runs on the intra-op pool.
@@ -26,3 +28,87 @@ export const mm: (a: Tensor, b: Tensor) => Tensor = defineOp(OP.mm, "mm", (a: Te
   inputs: [requireTensor("mm", "input", a), requireTensor("mm", "mat2", b)],
   params: [],
 }));
+
+/**
+ * Matrix product with NumPy semantics: batch dims broadcast, a 1-D left operand is a row and
+ * a 1-D right operand a column (the added dim is removed). Transposed views are read in
+ * place, without a copy.
+ *
+ * @example
+ * ```ts
+ * import { matmul, randn } from "@spindle/spindle";
+ * using a = randn([2, 3, 4], { seed: 0 });
+ * using b = randn([4, 5], { seed: 1 });
+ * using c = matmul(a, b);
+ * console.log(c.shape); // [2, 3, 5]
+ * ```
+ */
+export const matmul: (a: Tensor, b: Tensor) => Tensor = defineOp(OP.matmul, "matmul", (a: Tensor, b: Tensor) => ({
+  inputs: [requireTensor("matmul", "input", a), requireTensor("matmul", "other", b)],
+  params: [],
+}));
+
+/**
+ * Batched matrix product: `a` [b, m, k] times `b` [b, k, n].
+ *
+ * @example
+ * ```ts
+ * import { bmm, randn } from "@spindle/spindle";
+ * using a = randn([2, 3, 4], { seed: 0 });
+ * using b = randn([2, 4, 5], { seed: 1 });
+ * using c = bmm(a, b);
+ * console.log(c.shape); // [2, 3, 5]
+ * ```
+ */
+export function bmm(a: Tensor, b: Tensor): Tensor {
+  requireTensor("bmm", "input", a);
+  requireTensor("bmm", "mat2", b);
+  if (a.shape.length !== 3 || b.shape.length !== 3 || a.shape[0] !== b.shape[0]) {
+    throw new RangeError(`bmm: expected [b, m, k] and [b, k, n], got [${a.shape}] and [${b.shape}]`);
+  }
+  return matmul(a, b);
+}
+
+/**
+ * A linear layer: `x · weightᵀ + bias`, with `weight` [out, in] as in PyTorch (read
+ * transposed in place, no copy).
+ *
+ * @example
+ * ```ts
+ * import { linear, randn } from "@spindle/spindle";
+ * using x = randn([8, 16], { seed: 0 });
+ * using w = randn([4, 16], { seed: 1 });
+ * using b = randn([4], { seed: 2 });
+ * using y = linear(x, w, b);
+ * console.log(y.shape); // [8, 4]
+ * ```
+ */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  requireTensor("linear", "weight", weight);
+  if (weight.shape.length !== 2) throw new RangeError(`linear: weight must be [out, in], got [${weight.shape}]`);
+  using weightT = transpose(weight, 0, 1);
+  if (bias === undefined || bias === null) return matmul(x, weightT);
+  using product = matmul(x, weightT);
+  return add(product, requireTensor("linear", "bias", bias));
+}
+
+/**
+ * `beta · input + alpha · (a · b)` (PyTorch addmm); `input` broadcasts.
+ *
+ * @example
+ * ```ts
+ * import { addmm, ones, randn } from "@spindle/spindle";
+ * using bias = ones([5]);
+ * using a = randn([3, 4], { seed: 0 });
+ * using b = randn([4, 5], { seed: 1 });
+ * using y = addmm(bias, a, b);
+ * console.log(y.shape); // [3, 5]
+ * ```
+ */
+export function addmm(input: Tensor, a: Tensor, b: Tensor, options: { beta?: number; alpha?: number } = {}): Tensor {
+  const { beta = 1, alpha = 1 } = options;
+  using product = mm(a, b);
+  using scaledProduct = alpha === 1 ? null : mul(product, alpha);
+  using scaledInput = beta === 1 ? null : mul(input, beta);
+  return add(scaledInput ?? input, scaledProduct ?? product);
+}

@@ -60,6 +60,7 @@ pub const OpCode = enum(u32) {
     concat = 36, // (x0, x1, ...) [dim]
     gather = 37, // (x, index) [dim]
     contiguous = 38, // (x)
+    matmul = 44, // (a, b) NumPy matmul: batch broadcast, 1-D promotion, transposed views in place
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -69,7 +70,7 @@ pub const OpCode = enum(u32) {
     /// Inclusive bounds on the number of tensor inputs.
     pub fn arity(op: OpCode) struct { min: usize, max: usize } {
         return switch (op) {
-            .mm, .embedding, .gather => .{ .min = 2, .max = 2 },
+            .mm, .matmul, .embedding, .gather => .{ .min = 2, .max = 2 },
             .add, .sub, .mul, .div, .pow, .maximum, .minimum => .{ .min = 1, .max = 2 },
             .layer_norm => .{ .min = 1, .max = 3 },
             .batch_norm => .{ .min = 3, .max = 5 },
@@ -93,6 +94,10 @@ pub fn run(op: OpCode, inputs: []const *Tensor, values: []const f64) Error!*Tens
     const params: Params = .{ .op = @tagName(op), .values = values };
     return switch (op) {
         .mm => linalg.mm(inputs[0], inputs[1]),
+        .matmul => blk: {
+            try params.expectCount(0, 0);
+            break :blk linalg.matmul(inputs[0], inputs[1]);
+        },
         .add, .sub, .mul, .div, .pow, .maximum, .minimum => binary(op, inputs, params),
         .relu, .gelu, .sigmoid, .tanh, .exp, .log, .sqrt, .neg, .abs, .clamp => unary(op, inputs[0], params),
         .sum, .mean, .max, .min => reduce(op, inputs[0], params),

@@ -88,6 +88,124 @@ pub fn matmulInto(
     try intra_op.parallelForTyped(0, context.tiling.count(), 1, &context, Context.body);
 }
 
+/// A matrix operand of a GEMM: how to read a [rows, cols] view without copying it.
+const MatrixView = struct {
+    transposed: bool,
+    leading: usize,
+
+    /// Row-major with unit column stride, or column-major (a transposed view) with unit row
+    /// stride; null when neither (the caller copies).
+    fn of(rows: usize, cols: usize, row_stride: usize, col_stride: usize) ?MatrixView {
+        if (col_stride == 1 or cols == 1) return .{ .transposed = false, .leading = @max(row_stride, cols, 1) };
+        if (row_stride == 1 or rows == 1) return .{ .transposed = true, .leading = @max(col_stride, rows, 1) };
+        return null;
+    }
+};
+
+const max_dims = tensor.max_dims;
+
+/// NumPy/PyTorch matmul: 1-D operands are promoted to a row (left) or a column (right) and
+/// the added dim is removed; leading (batch) dims broadcast. Transposed views are read in
+/// place (GEMM transpose flags); other strided inputs are copied once.
+pub fn matmul(a_input: *Tensor, b_input: *Tensor) Error!*Tensor {
+    try requireFloat("matmul", "input", a_input);
+    try requireFloat("matmul", "other", b_input);
+    if (a_input.ndim == 0 or b_input.ndim == 0) {
+        return status.fail(error.ShapeMismatch, "matmul: both operands need at least one dimension, got {f} and {f}", .{ status.shape(a_input.dims()), status.shape(b_input.dims()) });
+    }
+    // Promote vectors to matrices through views.
+    const a = if (a_input.ndim == 1) try shape_ops.unsqueeze(a_input, 0) else blk: {
+        a_input.retain();
+        break :blk a_input;
+    };
+    defer a.release();
+    const b = if (b_input.ndim == 1) try shape_ops.unsqueeze(b_input, 1) else blk: {
+        b_input.retain();
+        break :blk b_input;
+    };
+    defer b.release();
+    const m = a.shape[a.ndim - 2];
+    const k = a.shape[a.ndim - 1];
+    const n = b.shape[b.ndim - 1];
+    if (b.shape[b.ndim - 2] != k) {
+        return status.fail(error.ShapeMismatch, "matmul: shapes {f} and {f} cannot be multiplied ({d} != {d})", .{ status.shape(a_input.dims()), status.shape(b_input.dims()), k, b.shape[b.ndim - 2] });
+    }
+    var batch_buffer: [max_dims]usize = undefined;
+    const batch = try @import("elementwise.zig").broadcastShape("matmul", a.dims()[0 .. a.ndim - 2], b.dims()[0 .. b.ndim - 2], &batch_buffer);
+    var out_shape: [max_dims]usize = undefined;
+    var out_ndim: usize = 0;
+    for (batch) |d| {
+        out_shape[out_ndim] = d;
+        out_ndim += 1;
+    }
+    if (a_input.ndim > 1) {
+        out_shape[out_ndim] = m;
+        out_ndim += 1;
+    }
+    if (b_input.ndim > 1) {
+        out_shape[out_ndim] = n;
+        out_ndim += 1;
+    }
+    if (out_ndim > max_dims) return status.fail(error.InvalidArgument, "matmul: result would have {d} dims", .{out_ndim});
+    const out = try tensor.createUninit(.float32, out_shape[0..out_ndim]);
+    errdefer out.release();
+    try batchedGemm(a, b, batch, m, n, k, out.f32Slice());
+    return out;
+}
+
+fn batchedGemm(a_view: *Tensor, b_view: *Tensor, batch: []const usize, m: usize, n: usize, k: usize, c: []f32) Error!void {
+    // Operands whose matrices are neither row- nor column-major are copied once.
+    const a_plain = MatrixView.of(m, k, a_view.strides[a_view.ndim - 2], a_view.strides[a_view.ndim - 1]);
+    const b_plain = MatrixView.of(k, n, b_view.strides[b_view.ndim - 2], b_view.strides[b_view.ndim - 1]);
+    const a = if (a_plain == null) try shape_ops.contiguous(a_view) else blk: {
+        a_view.retain();
+        break :blk a_view;
+    };
+    defer a.release();
+    const b = if (b_plain == null) try shape_ops.contiguous(b_view) else blk: {
+        b_view.retain();
+        break :blk b_view;
+    };
+    defer b.release();
+    const a_matrix = a_plain orelse MatrixView.of(m, k, a.strides[a.ndim - 2], a.strides[a.ndim - 1]).?;
+    const b_matrix = b_plain orelse MatrixView.of(k, n, b.strides[b.ndim - 2], b.strides[b.ndim - 1]).?;
+    var batch_count: usize = 1;
+    for (batch) |d| batch_count *= d;
+    if (m == 0 or n == 0) return;
+    const a_data = floatStorage(a);
+    const b_data = floatStorage(b);
+    var index: [max_dims]usize = @splat(0);
+    for (0..batch_count) |item| {
+        const a_offset = a.offset + batchOffset(a, batch, &index);
+        const b_offset = b.offset + batchOffset(b, batch, &index);
+        const c_matrix = c[item * m * n ..][0 .. m * n];
+        try matmulInto(a_matrix.transposed, b_matrix.transposed, m, n, k, a_data[a_offset..], a_matrix.leading, b_data[b_offset..], b_matrix.leading, c_matrix, n);
+        var axis = batch.len;
+        while (axis > 0) {
+            axis -= 1;
+            index[axis] += 1;
+            if (index[axis] < batch[axis]) break;
+            index[axis] = 0;
+        }
+    }
+}
+
+/// Element offset of batch index `index` in `t`, whose leading dims broadcast to `batch`.
+fn batchOffset(t: *const Tensor, batch: []const usize, index: *const [max_dims]usize) usize {
+    const t_batch = t.ndim - 2;
+    var offset: usize = 0;
+    for (0..t_batch) |axis| {
+        const out_axis = axis + (batch.len - t_batch);
+        if (t.shape[axis] != 1) offset += index[out_axis] * t.strides[axis];
+    }
+    return offset;
+}
+
+fn floatStorage(t: *const Tensor) []const f32 {
+    const base: [*]const f32 = @ptrCast(@alignCast(t.storage.bytes.ptr));
+    return base[0 .. t.storage.bytes.len / 4];
+}
+
 test "mm checks shapes and dtypes" {
     const a = try tensor.createZeroed(.float32, &.{ 2, 3 });
     defer a.release();
@@ -122,4 +240,112 @@ test "mm of a transposed view matches the reference, 1 and 2 threads" {
             try std.testing.expectApproxEqAbs(@as(f32, @floatCast(sum)), values[i * 53 + j], 1e-3);
         };
     }
+}
+
+/// Checks out = matmul(a, b) element by element with explicit broadcasting index math.
+fn expectMatmulReference(a: *const Tensor, b: *const Tensor, out: *const Tensor) !void {
+    var a_shape: [max_dims]usize = undefined;
+    var b_shape: [max_dims]usize = undefined;
+    const a_dims: []usize = if (a.ndim == 1) blk: {
+        a_shape[0] = 1;
+        a_shape[1] = a.shape[0];
+        break :blk a_shape[0..2];
+    } else blk: {
+        @memcpy(a_shape[0..a.ndim], a.dims());
+        break :blk a_shape[0..a.ndim];
+    };
+    const b_dims: []usize = if (b.ndim == 1) blk: {
+        b_shape[0] = b.shape[0];
+        b_shape[1] = 1;
+        break :blk b_shape[0..2];
+    } else blk: {
+        @memcpy(b_shape[0..b.ndim], b.dims());
+        break :blk b_shape[0..b.ndim];
+    };
+    const m = a_dims[a_dims.len - 2];
+    const k = a_dims[a_dims.len - 1];
+    const n = b_dims[b_dims.len - 1];
+    const batch_rank = @max(a_dims.len, b_dims.len) - 2;
+    var batch: [max_dims]usize = undefined;
+    for (0..batch_rank) |i| {
+        const ai = @as(isize, @intCast(i)) - @as(isize, @intCast(batch_rank - (a_dims.len - 2)));
+        const bi = @as(isize, @intCast(i)) - @as(isize, @intCast(batch_rank - (b_dims.len - 2)));
+        const ad = if (ai >= 0) a_dims[@intCast(ai)] else 1;
+        const bd = if (bi >= 0) b_dims[@intCast(bi)] else 1;
+        batch[i] = @max(ad, bd);
+    }
+    var batch_count: usize = 1;
+    for (batch[0..batch_rank]) |d| batch_count *= d;
+    try std.testing.expectEqual(batch_count * m * n, out.numel());
+    for (0..batch_count) |item| {
+        // Offsets of this batch item in a and b (contiguous inputs, broadcast dims of size 1).
+        var remaining = item;
+        var a_offset: usize = 0;
+        var b_offset: usize = 0;
+        var a_stride: usize = m * k;
+        var b_stride: usize = k * n;
+        var axis = batch_rank;
+        while (axis > 0) {
+            axis -= 1;
+            const coordinate = remaining % batch[axis];
+            remaining /= batch[axis];
+            const ai = @as(isize, @intCast(axis)) - @as(isize, @intCast(batch_rank - (a_dims.len - 2)));
+            const bi = @as(isize, @intCast(axis)) - @as(isize, @intCast(batch_rank - (b_dims.len - 2)));
+            if (ai >= 0) {
+                const d = a_dims[@intCast(ai)];
+                if (d != 1) a_offset += coordinate * a_stride;
+                a_stride *= d;
+            }
+            if (bi >= 0) {
+                const d = b_dims[@intCast(bi)];
+                if (d != 1) b_offset += coordinate * b_stride;
+                b_stride *= d;
+            }
+        }
+        for (0..m) |i| for (0..n) |j| {
+            var sum: f64 = 0;
+            for (0..k) |p| sum += @as(f64, a.f32Slice()[a_offset + i * k + p]) * b.f32Slice()[b_offset + p * n + j];
+            try std.testing.expectApproxEqAbs(@as(f32, @floatCast(sum)), out.f32Slice()[item * m * n + i * n + j], 1e-4);
+        };
+    }
+}
+
+test "matmul broadcasts batches, promotes vectors and reads transposed views in place" {
+    var prng = std.Random.DefaultPrng.init(31);
+    const random = prng.random();
+    const cases = [_][2][]const usize{
+        .{ &.{ 3, 4 }, &.{ 4, 5 } },         .{ &.{ 2, 3, 4 }, &.{ 4, 5 } },   .{ &.{ 2, 1, 3, 4 }, &.{ 5, 4, 2 } },
+        .{ &.{4}, &.{ 4, 5 } },               .{ &.{ 3, 4 }, &.{4} },           .{ &.{4}, &.{4} },
+        .{ &.{ 1, 7, 1 }, &.{ 3, 1, 6 } },
+    };
+    for (cases) |case| {
+        const a = try tensor.createUninit(.float32, case[0]);
+        defer a.release();
+        const b = try tensor.createUninit(.float32, case[1]);
+        defer b.release();
+        for (a.f32Slice()) |*x| x.* = random.float(f32) - 0.5;
+        for (b.f32Slice()) |*x| x.* = random.float(f32) - 0.5;
+        const out = try matmul(a, b);
+        defer out.release();
+        try expectMatmulReference(a, b, out);
+    }
+    // Transposed view: matmul(x, transpose(w)) equals matmul(x, contiguous(transpose(w))).
+    const x = try tensor.createUninit(.float32, &.{ 5, 7 });
+    defer x.release();
+    const w = try tensor.createUninit(.float32, &.{ 6, 7 });
+    defer w.release();
+    for (x.f32Slice()) |*v| v.* = random.float(f32);
+    for (w.f32Slice()) |*v| v.* = random.float(f32);
+    const w_t = try shape_ops.transpose(w, 0, 1);
+    defer w_t.release();
+    const direct = try matmul(x, w_t);
+    defer direct.release();
+    const copied_t = try shape_ops.contiguous(w_t);
+    defer copied_t.release();
+    const reference = try mm(x, copied_t);
+    defer reference.release();
+    for (direct.f32Slice(), reference.f32Slice()) |got, want| try std.testing.expectApproxEqAbs(want, got, 1e-5);
+    const bad = try tensor.createZeroed(.float32, &.{ 3, 3 });
+    defer bad.release();
+    try std.testing.expectError(error.ShapeMismatch, matmul(x, bad));
 }
