@@ -42,6 +42,19 @@ pub const Window = struct {
         return validSpan(window.grid[axis], window.image[axis], window.stride[axis], window.padding[axis], tap * window.dilation[axis]);
     }
 
+    /// The kernel taps along `axis` that read inside the image at grid position `position`.
+    pub fn tapSpan(window: Window, axis: u1, position: usize) Span {
+        const base = position * window.stride[axis];
+        const dilation = window.dilation[axis];
+        const padding = window.padding[axis];
+        // Tap k reads base + k·dilation − padding: inside iff padding ≤ base + k·d < limit.
+        const limit = window.image[axis] + padding;
+        if (base >= limit) return .{ .begin = 0, .end = 0 };
+        const begin = if (padding > base) std.math.divCeil(usize, padding - base, dilation) catch unreachable else 0;
+        const end = @min(window.kernel[axis], (limit - base - 1) / dilation + 1);
+        return .{ .begin = @min(begin, end), .end = end };
+    }
+
     /// The image index read at grid position `position` by tap `tap`; `position` must lie in
     /// `span(axis, tap)`.
     pub fn imageIndex(window: Window, axis: u1, position: usize, tap: usize) usize {
@@ -109,11 +122,12 @@ fn unfoldRow(window: Window, source: []const f32, ky: usize, kx: usize, column_b
             if (inside.end > inside.begin) {
                 const first = window.imageIndex(1, gx + inside.begin, kx);
                 const target = segment[inside.begin..inside.end];
-                const stride = window.stride[1];
-                if (stride == 1) {
-                    @memcpy(target, source_row[first..][0..target.len]);
-                } else for (target, 0..) |*x, i| {
-                    x.* = source_row[first + i * stride];
+                switch (window.stride[1]) {
+                    1 => @memcpy(target, source_row[first..][0..target.len]),
+                    2 => gatherStrided(2, target, source_row, first),
+                    else => |stride| for (target, 0..) |*x, i| {
+                        x.* = source_row[first + i * stride];
+                    },
                 }
             }
         } else @memset(segment, 0);
@@ -121,6 +135,28 @@ fn unfoldRow(window: Window, source: []const f32, ky: usize, kx: usize, column_b
         gy += 1;
         gx = 0;
     }
+}
+
+/// target[i] = source[first + i·stride] for a compile-time stride: vector loads of the
+/// spanned elements, every stride-th one kept.
+fn gatherStrided(comptime stride: usize, target: []f32, source: []const f32, first: usize) void {
+    std.debug.assert(target.len > 0);
+    std.debug.assert(first + (target.len - 1) * stride < source.len);
+    const loaded_lanes = (lanes - 1) * stride + 1;
+    const keep = comptime stridedMask(stride);
+    var i: usize = 0;
+    while (i + lanes <= target.len) : (i += lanes) {
+        const loaded: @Vector(loaded_lanes, f32) = source[first + i * stride ..][0..loaded_lanes].*;
+        target[i..][0..lanes].* = @shuffle(f32, loaded, undefined, keep);
+    }
+    while (i < target.len) : (i += 1) target[i] = source[first + i * stride];
+}
+
+/// Shuffle mask picking lanes 0, stride, 2·stride, … of a loaded vector.
+fn stridedMask(comptime stride: usize) [lanes]i32 {
+    var mask: [lanes]i32 = undefined;
+    for (&mask, 0..) |*m, i| m.* = @intCast(i * stride);
+    return mask;
 }
 
 /// The part of a segment (grid positions [start, start + length)) inside `valid`, as
@@ -201,56 +237,101 @@ pub fn biasRelu(row: []f32, bias: f32, relu: bool) void {
     }
 }
 
-/// One output row `oy` of a depthwise convolution (one input plane per output plane):
-/// output[ox] = bias + Σ weights[ky·kw + kx] · plane[oy·s − p + ky·d, ox·s − p + kx·d],
-/// then relu. The row stays in L1 while each tap adds a shifted input row into it, with
-/// vector loads for strides 1 and 2.
-pub fn depthwiseRow(window: Window, plane: []const f32, weights: []const f32, bias: f32, relu: bool, oy: usize, output: []f32) void {
+/// Output rows [row_begin, row_end) of one depthwise plane (one input plane per output
+/// plane): output[oy, ox] = bias + Σ weights[ky·kw + kx] · plane[oy·s − p + ky·d,
+/// ox·s − p + kx·d], then relu. `output` is the whole output plane. Where every tap of a
+/// row lies inside the image, 16 outputs at a time sum all taps in one vector register (the
+/// last block overlaps the one before instead of leaving a scalar tail); the padded borders
+/// go point by point.
+pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, bias: f32, relu: bool, row_begin: usize, row_end: usize, output: []f32) void {
     std.debug.assert(plane.len == window.imagePlane());
     std.debug.assert(weights.len == window.taps());
-    std.debug.assert(output.len == window.grid[1]);
-    std.debug.assert(oy < window.grid[0]);
-    @memset(output, bias);
+    std.debug.assert(output.len == window.gridPlane());
+    std.debug.assert(row_begin <= row_end and row_end <= window.grid[0]);
+    // Interior: from the first position where tap 0 is inside to the last where the last tap is.
+    const first_tap = window.span(1, 0);
+    const last_tap = window.span(1, window.kernel[1] - 1);
+    const inner: Span = .{ .begin = first_tap.begin, .end = @max(first_tap.begin, last_tap.end) };
+    const width = window.grid[1];
+    for (row_begin..row_end) |oy| {
+        const row = output[oy * width ..][0..width];
+        const rows = window.tapSpan(0, oy);
+        for (0..inner.begin) |ox| row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+        for (inner.end..width) |ox| row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+        if (inner.end - inner.begin < lanes) {
+            for (inner.begin..inner.end) |ox| row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+        } else switch (window.stride[1]) {
+            1 => depthwiseInterior(1, window, plane, weights, bias, oy, rows, inner, row),
+            2 => depthwiseInterior(2, window, plane, weights, bias, oy, rows, inner, row),
+            else => for (inner.begin..inner.end) |ox| {
+                row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+            },
+        }
+        if (relu) biasRelu(row, 0, true);
+    }
+}
+
+/// Vector blocks of 16 outputs at `inner.begin`, +16, … and a last one ending at
+/// `inner.end`, computed up to four at a time so that four independent FMA chains hide
+/// the FMA latency.
+fn depthwiseInterior(comptime stride: usize, window: Window, plane: []const f32, weights: []const f32, bias: f32, oy: usize, rows: Span, inner: Span, row: []f32) void {
+    std.debug.assert(inner.end - inner.begin >= lanes);
+    const blocks = std.math.divCeil(usize, inner.end - inner.begin, lanes) catch unreachable;
+    var block: usize = 0;
+    while (block < blocks) {
+        const count = @min(blocks - block, 4);
+        var starts: [4]usize = undefined;
+        for (0..count) |i| starts[i] = @min(inner.begin + (block + i) * lanes, inner.end - lanes);
+        switch (count) {
+            inline 1...4 => |c| depthwiseVectors(stride, c, window, plane, weights, bias, oy, rows, starts[0..c].*, row),
+            else => unreachable,
+        }
+        block += count;
+    }
+}
+
+/// One output of a depthwise row, taps checked against the image borders.
+fn depthwisePoint(window: Window, plane: []const f32, weights: []const f32, bias: f32, oy: usize, rows: Span, ox: usize) f32 {
+    const cols = window.tapSpan(1, ox);
     const width = window.image[1];
-    for (0..window.kernel[0]) |ky| {
-        if (!window.span(0, ky).contains(oy)) continue;
-        const source_row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
+    var sum = bias;
+    for (rows.begin..rows.end) |ky| {
+        const row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
+        for (cols.begin..cols.end) |kx| sum = @mulAdd(f32, weights[ky * window.kernel[1] + kx], row[window.imageIndex(1, ox, kx)], sum);
+    }
+    return sum;
+}
+
+/// `count` blocks of 16 outputs (at `starts`) of a depthwise row whose every tap is inside
+/// the image along the width, for a compile-time stride: each tap is one (strided) vector
+/// load per block.
+fn depthwiseVectors(
+    comptime stride: usize,
+    comptime count: usize,
+    window: Window,
+    plane: []const f32,
+    weights: []const f32,
+    bias: f32,
+    oy: usize,
+    rows: Span,
+    starts: [count]usize,
+    row: []f32,
+) void {
+    const loaded_lanes = (lanes - 1) * stride + 1;
+    const keep = comptime stridedMask(stride);
+    const width = window.image[1];
+    var sums: [count]V = @splat(@splat(bias));
+    for (rows.begin..rows.end) |ky| {
+        const source = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
         for (0..window.kernel[1]) |kx| {
-            const cols = window.span(1, kx);
-            if (cols.end <= cols.begin) continue;
-            const first = window.imageIndex(1, cols.begin, kx);
-            const weight = weights[ky * window.kernel[1] + kx];
-            const target = output[cols.begin..cols.end];
-            switch (window.stride[1]) {
-                1 => axpyStrided(1, target, weight, source_row, first),
-                2 => axpyStrided(2, target, weight, source_row, first),
-                else => for (target, 0..) |*y, i| {
-                    y.* = @mulAdd(f32, weight, source_row[first + i * window.stride[1]], y.*);
-                },
+            const weight: V = @splat(weights[ky * window.kernel[1] + kx]);
+            inline for (&sums, starts) |*sum, start| {
+                const loaded: @Vector(loaded_lanes, f32) = source[window.imageIndex(1, start, kx)..][0..loaded_lanes].*;
+                sum.* = @mulAdd(V, weight, @shuffle(f32, loaded, undefined, keep), sum.*);
             }
         }
     }
-    if (relu) biasRelu(output, 0, true);
-}
-
-/// target[i] += weight · source[first + i·stride] for a compile-time stride; the vector
-/// loop loads `stride` contiguous vectors and keeps every stride-th lane.
-fn axpyStrided(comptime stride: usize, target: []f32, weight: f32, source: []const f32, first: usize) void {
-    std.debug.assert(first + (target.len - 1) * stride < source.len);
-    const weight_vector: V = @splat(weight);
-    const wide = lanes * stride;
-    const keep = comptime blk: {
-        var mask: [lanes]i32 = undefined;
-        for (&mask, 0..) |*m, i| m.* = @intCast(i * stride);
-        break :blk mask;
-    };
-    var i: usize = 0;
-    while (i + lanes <= target.len and first + i * stride + wide <= source.len) : (i += lanes) {
-        const loaded: @Vector(wide, f32) = source[first + i * stride ..][0..wide].*;
-        const picked: V = @shuffle(f32, loaded, undefined, keep);
-        target[i..][0..lanes].* = @mulAdd(V, weight_vector, picked, target[i..][0..lanes].*);
-    }
-    while (i < target.len) : (i += 1) target[i] = @mulAdd(f32, weight, source[first + i * stride], target[i]);
+    inline for (sums, starts) |sum, start| row[start..][0..lanes].* = sum;
 }
 
 /// The shape of a (possibly transposed, possibly grouped) convolution over a batch.
@@ -364,6 +445,8 @@ const test_cases = [_]TestCase{
     .{ .image = .{ 9, 10 }, .kernel = .{ 3, 2 }, .padding = .{ 2, 1 }, .dilation = .{ 2, 3 } },
     .{ .image = .{ 11, 37 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 } },
     .{ .image = .{ 5, 40 }, .kernel = .{ 1, 3 }, .stride = .{ 1, 2 }, .padding = .{ 0, 1 } },
+    .{ .image = .{ 4, 53 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 2 } },
+    .{ .image = .{ 3, 70 }, .kernel = .{ 2, 5 }, .stride = .{ 1, 3 }, .padding = .{ 1, 2 } },
 };
 
 test "validSpan keeps exactly the in-image positions" {
@@ -372,6 +455,17 @@ test "validSpan keeps exactly the in-image positions" {
         for (0..grid) |g| {
             const index = @as(i64, @intCast(g * stride + offset)) - @as(i64, @intCast(padding));
             try testing.expectEqual(index >= 0 and index < image, s.contains(g));
+        }
+    };
+}
+
+test "tapSpan keeps exactly the taps inside the image" {
+    for (1..5) |image| for (1..4) |kernel| for (1..3) |stride| for (0..3) |padding| for (1..3) |dilation| for (0..6) |position| {
+        const window: Window = .{ .image = .{ image, 1 }, .grid = .{ 6, 1 }, .kernel = .{ kernel, 1 }, .stride = .{ stride, 1 }, .padding = .{ padding, 0 }, .dilation = .{ dilation, 1 } };
+        const s = window.tapSpan(0, position);
+        for (0..kernel) |k| {
+            const index = @as(i64, @intCast(position * stride + k * dilation)) - @as(i64, @intCast(padding));
+            try testing.expectEqual(index >= 0 and index < image, s.contains(k));
         }
     };
 }
@@ -460,17 +554,18 @@ test "depthwise rows match the direct convolution, with bias and relu" {
         defer allocator.free(weights);
         const expected = try allocator.alloc(f32, window.gridPlane());
         defer allocator.free(expected);
-        const row = try allocator.alloc(f32, window.grid[1]);
-        defer allocator.free(row);
+        const got = try allocator.alloc(f32, window.gridPlane());
+        defer allocator.free(got);
         fillRandom(prng.random(), plane);
         fillRandom(prng.random(), weights);
         const bias = [_]f32{0.25};
         const geometry: Geometry = .{ .batch = 1, .in_channels = 1, .out_channels = 1, .groups = 1, .window = window };
         reference(geometry, plane, weights, &bias, relu, expected);
-        for (0..window.grid[0]) |oy| {
-            depthwiseRow(window, plane, weights, bias[0], relu, oy, row);
-            for (row, expected[oy * window.grid[1] ..][0..window.grid[1]]) |got, want| try testing.expectApproxEqAbs(want, got, 1e-5);
-        }
+        // Rows in two calls, split mid-plane.
+        const half = window.grid[0] / 2;
+        depthwiseRows(window, plane, weights, bias[0], relu, 0, half, got);
+        depthwiseRows(window, plane, weights, bias[0], relu, half, window.grid[0], got);
+        for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
     };
 }
 

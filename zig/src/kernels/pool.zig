@@ -15,13 +15,13 @@ pub fn maxPoolRow(window: Window, plane: []const f32, oy: usize, output: []f32) 
     std.debug.assert(output.len == window.grid[1]);
     std.debug.assert(oy < window.grid[0]);
     const width = window.image[1];
+    const rows = window.tapSpan(0, oy);
     for (output, 0..) |*out, ox| {
+        const cols = window.tapSpan(1, ox);
         var best = -std.math.inf(f32);
-        for (0..window.kernel[0]) |ky| {
-            if (!window.span(0, ky).contains(oy)) continue;
+        for (rows.begin..rows.end) |ky| {
             const row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
-            for (0..window.kernel[1]) |kx| {
-                if (!window.span(1, kx).contains(ox)) continue;
+            for (cols.begin..cols.end) |kx| {
                 const x = row[window.imageIndex(1, ox, kx)];
                 if (x > best or std.math.isNan(x)) best = x;
             }

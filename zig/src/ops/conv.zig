@@ -298,21 +298,24 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const Context = struct {
         geometry: Geometry,
         data: Data,
+        /// Rows [begin, end) of the stacked output planes, one plane's share at a time.
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
             const g = context.geometry;
             const w = g.window;
-            const out_group = g.outPerGroup();
-            for (begin..end) |row| {
+            var row = begin;
+            while (row < end) {
                 const plane = row / w.grid[0];
                 const oy = row % w.grid[0];
+                const rows = @min(end - row, w.grid[0] - oy);
                 const b = plane / g.out_channels;
                 const channel = plane % g.out_channels;
-                const input_channel = channel / out_group;
+                const input_channel = channel / g.outPerGroup();
                 const source = context.data.input[(b * g.in_channels + input_channel) * w.imagePlane() ..][0..w.imagePlane()];
                 const weights = context.data.weight[channel * w.taps() ..][0..w.taps()];
                 const bias = if (context.data.bias) |values| values[channel] else 0;
-                const output = context.data.output[row * w.grid[1] ..][0..w.grid[1]];
-                kernels.depthwiseRow(w, source, weights, bias, context.data.relu, oy, output);
+                const output = context.data.output[plane * w.gridPlane() ..][0..w.gridPlane()];
+                kernels.depthwiseRows(w, source, weights, bias, context.data.relu, oy, oy + rows, output);
+                row += rows;
             }
         }
     };
