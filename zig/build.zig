@@ -7,6 +7,7 @@
 //!   -Dtsan=true                     build everything with ThreadSanitizer (BLAS: native)
 //!   zig build test -Dtsan=true -Dtest-optimize=Debug    race-check the unit tests
 //!   zig build bench-interop         inter-op pool benchmark (ReleaseFast)
+//!   zig build bench-conv            conv2d vs GEMM on ResNet layer shapes (ReleaseFast)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -120,6 +121,7 @@ pub fn build(b: *std.Build) void {
     interop_bench_step.dependOn(&b.addInstallArtifact(interop_bench, .{}).step);
 
     addBench(b, target, spindle_module, "kernels_bench", "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
+    addBench(b, target, spindle_module, "conv_bench", "bench-conv", "Benchmark conv2d against GEMM on ResNet layers (bench/native/conv_bench.zig)");
 }
 
 /// A ReleaseFast benchmark executable from bench/native/NAME.zig that imports the library's
