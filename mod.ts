@@ -69,6 +69,20 @@ export {
   unsqueeze,
 } from "./lib/ops/shape.ts";
 export { addmm, bmm, linear, matmul, mm } from "./lib/ops/linalg.ts";
+export {
+  conv2d,
+  type Conv2dOptions,
+  convTranspose2d,
+  type ConvTranspose2dOptions,
+  type Size2d,
+} from "./lib/ops/conv.ts";
+export {
+  adaptiveAvgPool2d,
+  avgPool2d,
+  type AvgPool2dOptions,
+  maxPool2d,
+  type MaxPool2dOptions,
+} from "./lib/ops/pool.ts";
 export { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "./lib/threads.ts";
 export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/parallel_info.ts";
 export { fork, Future, wait } from "./lib/future.ts";

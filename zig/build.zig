@@ -10,6 +10,7 @@
 //!   zig build bench-pool            the intra-op pool benchmark, zig-out/bin/spindle-pool-bench
 //!                                   (bench/native/run_pool_bench.sh runs it with the C baselines)
 //!   zig build bench-kernels         memory-bound kernel benchmark (ReleaseFast)
+//!   zig build bench-conv            conv2d vs GEMM on ResNet layer shapes (ReleaseFast)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -125,6 +126,7 @@ pub fn build(b: *std.Build) void {
 
     addPoolBench(b, target, optimize, options);
     addBench(b, target, spindle_module, "kernels_bench", "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
+    addBench(b, target, spindle_module, "conv_bench", "bench-conv", "Benchmark conv2d against GEMM on ResNet layers (bench/native/conv_bench.zig)");
 }
 
 /// A ReleaseFast benchmark executable from bench/native/NAME.zig that imports the library's

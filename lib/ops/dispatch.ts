@@ -49,6 +49,11 @@ export const OP = {
   concat: 36,
   gather: 37,
   contiguous: 38,
+  conv2d: 39,
+  conv_transpose2d: 40,
+  max_pool2d: 41,
+  avg_pool2d: 42,
+  adaptive_avg_pool2d: 43,
   matmul: 44,
 } as const;
 

@@ -14,6 +14,8 @@ const normalization = @import("ops/normalization.zig");
 const embedding = @import("ops/embedding.zig");
 const shape = @import("ops/shape.zig");
 const linalg = @import("ops/linalg.zig");
+const conv = @import("ops/conv.zig");
+const pool = @import("ops/pool.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 
 const Error = status.Error;
@@ -60,6 +62,11 @@ pub const OpCode = enum(u32) {
     concat = 36, // (x0, x1, ...) [dim]
     gather = 37, // (x, index) [dim]
     contiguous = 38, // (x)
+    conv2d = 39, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, groups, has_bias, relu]
+    conv_transpose2d = 40, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, output_padding_h, output_padding_w, dilation_h, dilation_w, groups, has_bias, relu]
+    max_pool2d = 41, // (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, ceil_mode]
+    avg_pool2d = 42, // (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, ceil_mode, count_include_pad, divisor (0 = window size)]
+    adaptive_avg_pool2d = 43, // (x) [output_h, output_w]
     matmul = 44, // (a, b) NumPy matmul: batch broadcast, 1-D promotion, transposed views in place
 
     pub fn fromInt(raw: u32) Error!OpCode {
@@ -75,6 +82,7 @@ pub const OpCode = enum(u32) {
             .layer_norm => .{ .min = 1, .max = 3 },
             .batch_norm => .{ .min = 3, .max = 5 },
             .embedding_bag => .{ .min = 2, .max = 4 },
+            .conv2d, .conv_transpose2d => .{ .min = 2, .max = 3 },
             .concat => .{ .min = 1, .max = max_inputs },
             else => .{ .min = 1, .max = 1 },
         };
@@ -157,7 +165,64 @@ pub fn run(op: OpCode, inputs: []const *Tensor, values: []const f64) Error!*Tens
             try shape.materializeInto(inputs[0], out);
             break :blk out;
         },
+        .conv2d, .conv_transpose2d => convolution(op, inputs, params),
+        .max_pool2d => blk: {
+            try params.expectCount(9, 9);
+            break :blk pool.pool2d("max_pool2d", .max, inputs[0], .{
+                .kernel = try pair(params, 0, "kernel_size"),
+                .stride = try pair(params, 2, "stride"),
+                .padding = try pair(params, 4, "padding"),
+                .dilation = try pair(params, 6, "dilation"),
+                .ceil_mode = try params.flag(8, "ceil_mode"),
+            });
+        },
+        .avg_pool2d => blk: {
+            try params.expectCount(9, 9);
+            const divisor = try params.float(8, "divisor");
+            break :blk pool.pool2d("avg_pool2d", .{ .average = .{
+                .count_include_pad = try params.flag(7, "count_include_pad"),
+                .divisor = if (divisor == 0) null else @floatCast(divisor),
+            } }, inputs[0], .{
+                .kernel = try pair(params, 0, "kernel_size"),
+                .stride = try pair(params, 2, "stride"),
+                .padding = try pair(params, 4, "padding"),
+                .ceil_mode = try params.flag(6, "ceil_mode"),
+            });
+        },
+        .adaptive_avg_pool2d => blk: {
+            try params.expectCount(2, 2);
+            break :blk pool.adaptiveAvgPool2d(inputs[0], try pair(params, 0, "output_size"));
+        },
     };
+}
+
+/// Parameters [index, index + 1] as a [height, width] pair of integers.
+fn pair(params: Params, index: usize, name: []const u8) Error![2]i64 {
+    return .{ try params.int(index, name), try params.int(index + 1, name) };
+}
+
+fn convolution(op: OpCode, inputs: []const *Tensor, params: Params) Error!*Tensor {
+    const transposed = op == .conv_transpose2d;
+    const count: usize = if (transposed) 11 else 9;
+    try params.expectCount(count, count);
+    const has_bias = try params.flag(count - 2, "has_bias");
+    if (inputs.len != 2 + @as(usize, @intFromBool(has_bias))) {
+        return status.fail(error.InvalidArgument, "{s}: {d} inputs do not match has_bias={}", .{ @tagName(op), inputs.len, has_bias });
+    }
+    const bias: ?*Tensor = if (has_bias) inputs[2] else null;
+    var options: conv.Options = .{
+        .stride = try pair(params, 0, "stride"),
+        .padding = try pair(params, 2, "padding"),
+        .groups = try params.int(count - 3, "groups"),
+        .relu = try params.flag(count - 1, "relu"),
+    };
+    if (transposed) {
+        options.output_padding = try pair(params, 4, "output_padding");
+        options.dilation = try pair(params, 6, "dilation");
+        return conv.convTranspose2d(inputs[0], inputs[1], bias, options);
+    }
+    options.dilation = try pair(params, 4, "dilation");
+    return conv.conv2d(inputs[0], inputs[1], bias, options);
 }
 
 fn binary(op: OpCode, inputs: []const *Tensor, params: Params) Error!*Tensor {
@@ -293,6 +358,8 @@ test {
     _ = embedding;
     _ = shape;
     _ = linalg;
+    _ = conv;
+    _ = pool;
     _ = @import("ops/params.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
@@ -300,6 +367,8 @@ test {
     _ = @import("kernels/normalization.zig");
     _ = @import("kernels/embedding.zig");
     _ = @import("kernels/copy.zig");
+    _ = @import("kernels/conv.zig");
+    _ = @import("kernels/pool.zig");
 }
 
 test "run checks arity and parameters" {

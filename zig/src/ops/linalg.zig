@@ -314,8 +314,8 @@ test "matmul broadcasts batches, promotes vectors and reads transposed views in 
     var prng = std.Random.DefaultPrng.init(31);
     const random = prng.random();
     const cases = [_][2][]const usize{
-        .{ &.{ 3, 4 }, &.{ 4, 5 } },         .{ &.{ 2, 3, 4 }, &.{ 4, 5 } },   .{ &.{ 2, 1, 3, 4 }, &.{ 5, 4, 2 } },
-        .{ &.{4}, &.{ 4, 5 } },               .{ &.{ 3, 4 }, &.{4} },           .{ &.{4}, &.{4} },
+        .{ &.{ 3, 4 }, &.{ 4, 5 } },       .{ &.{ 2, 3, 4 }, &.{ 4, 5 } }, .{ &.{ 2, 1, 3, 4 }, &.{ 5, 4, 2 } },
+        .{ &.{4}, &.{ 4, 5 } },            .{ &.{ 3, 4 }, &.{4} },         .{ &.{4}, &.{4} },
         .{ &.{ 1, 7, 1 }, &.{ 3, 1, 6 } },
     };
     for (cases) |case| {

@@ -1,0 +1,580 @@
+//! 2-D convolution kernels, NCHW float32: im2col and its adjoint col2im (which turn a
+//! convolution into a GEMM), the bias-and-relu epilogue, and a direct kernel for depthwise
+//! convolutions. Every kernel works on one image plane (or one block of columns) handed to
+//! it by ops/conv.zig, which checks the shapes and splits the work over the intra-op pool.
+//!
+//! The scalar references at the bottom are direct loops with f64 accumulation; the tests
+//! compare every kernel against them.
+const std = @import("std");
+const math = @import("math.zig");
+
+const lanes = math.lanes;
+const V = math.V;
+
+/// How a kernel window slides over an image. Axis 0 is height, axis 1 is width. Position g
+/// on the grid with kernel tap k reads image index g·stride − padding + k·dilation.
+///
+/// A convolution reads its input (the image) at every output position (the grid); a
+/// transposed convolution scatters every input position (the grid) into its output (the
+/// image); pooling windows read their input like a convolution.
+pub const Window = struct {
+    image: [2]usize,
+    grid: [2]usize,
+    kernel: [2]usize,
+    stride: [2]usize,
+    padding: [2]usize,
+    dilation: [2]usize,
+
+    pub fn imagePlane(window: Window) usize {
+        return window.image[0] * window.image[1];
+    }
+
+    pub fn gridPlane(window: Window) usize {
+        return window.grid[0] * window.grid[1];
+    }
+
+    pub fn taps(window: Window) usize {
+        return window.kernel[0] * window.kernel[1];
+    }
+
+    /// The grid positions along `axis` at which kernel tap `tap` reads inside the image.
+    pub fn span(window: Window, axis: u1, tap: usize) Span {
+        return validSpan(window.grid[axis], window.image[axis], window.stride[axis], window.padding[axis], tap * window.dilation[axis]);
+    }
+
+    /// The kernel taps along `axis` that read inside the image at grid position `position`.
+    pub fn tapSpan(window: Window, axis: u1, position: usize) Span {
+        const base = position * window.stride[axis];
+        const dilation = window.dilation[axis];
+        const padding = window.padding[axis];
+        // Tap k reads base + k·dilation − padding: inside iff padding ≤ base + k·d < limit.
+        const limit = window.image[axis] + padding;
+        if (base >= limit) return .{ .begin = 0, .end = 0 };
+        const begin = if (padding > base) std.math.divCeil(usize, padding - base, dilation) catch unreachable else 0;
+        const end = @min(window.kernel[axis], (limit - base - 1) / dilation + 1);
+        return .{ .begin = @min(begin, end), .end = end };
+    }
+
+    /// The image index read at grid position `position` by tap `tap`; `position` must lie in
+    /// `span(axis, tap)`.
+    pub fn imageIndex(window: Window, axis: u1, position: usize, tap: usize) usize {
+        const index = position * window.stride[axis] + tap * window.dilation[axis] - window.padding[axis];
+        std.debug.assert(index < window.image[axis]);
+        return index;
+    }
+};
+
+/// A half-open range [begin, end) of grid positions.
+pub const Span = struct {
+    begin: usize,
+    end: usize,
+
+    pub fn contains(s: Span, position: usize) bool {
+        return position >= s.begin and position < s.end;
+    }
+};
+
+/// Grid positions g in [0, grid) with 0 ≤ g·stride − padding + offset < image.
+pub fn validSpan(grid: usize, image: usize, stride: usize, padding: usize, offset: usize) Span {
+    std.debug.assert(stride > 0);
+    const limit = image + padding;
+    if (offset >= limit) return .{ .begin = 0, .end = 0 };
+    const begin = if (padding > offset) std.math.divCeil(usize, padding - offset, stride) catch unreachable else 0;
+    const end = @min(grid, (limit - offset - 1) / stride + 1);
+    return .{ .begin = @min(begin, end), .end = end };
+}
+
+/// Unfolds image channels into a [channels·kh·kw, column_count] block (row-major, rows
+/// (channel, ky, kx), columns the grid positions column_begin …): each column holds the
+/// window read at that grid position, zero where it falls in the padding.
+pub fn im2col(window: Window, image: []const f32, channels: usize, column_begin: usize, column_count: usize, columns: []f32) void {
+    const plane = window.imagePlane();
+    std.debug.assert(image.len >= channels * plane);
+    std.debug.assert(columns.len >= channels * window.taps() * column_count);
+    std.debug.assert(column_begin + column_count <= window.gridPlane());
+    var row: usize = 0;
+    for (0..channels) |channel| {
+        const source = image[channel * plane ..][0..plane];
+        for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
+            unfoldRow(window, source, ky, kx, column_begin, columns[row * column_count ..][0..column_count]);
+            row += 1;
+        };
+    }
+}
+
+/// One row of im2col: tap (ky, kx) of one channel at grid positions column_begin ….
+fn unfoldRow(window: Window, source: []const f32, ky: usize, kx: usize, column_begin: usize, destination: []f32) void {
+    const rows = window.span(0, ky);
+    const cols = window.span(1, kx);
+    const grid_width = window.grid[1];
+    var gy = column_begin / grid_width;
+    var gx = column_begin % grid_width;
+    var written: usize = 0;
+    while (written < destination.len) {
+        const count = @min(grid_width - gx, destination.len - written);
+        const segment = destination[written..][0..count];
+        if (rows.contains(gy)) {
+            const iy = window.imageIndex(0, gy, ky);
+            const source_row = source[iy * window.image[1] ..][0..window.image[1]];
+            const inside = insideOf(segment.len, gx, cols);
+            @memset(segment[0..inside.begin], 0);
+            @memset(segment[inside.end..], 0);
+            if (inside.end > inside.begin) {
+                const first = window.imageIndex(1, gx + inside.begin, kx);
+                const target = segment[inside.begin..inside.end];
+                switch (window.stride[1]) {
+                    1 => @memcpy(target, source_row[first..][0..target.len]),
+                    2 => gatherStrided(2, target, source_row, first),
+                    else => |stride| for (target, 0..) |*x, i| {
+                        x.* = source_row[first + i * stride];
+                    },
+                }
+            }
+        } else @memset(segment, 0);
+        written += count;
+        gy += 1;
+        gx = 0;
+    }
+}
+
+/// target[i] = source[first + i·stride] for a compile-time stride: vector loads of the
+/// spanned elements, every stride-th one kept.
+fn gatherStrided(comptime stride: usize, target: []f32, source: []const f32, first: usize) void {
+    std.debug.assert(target.len > 0);
+    std.debug.assert(first + (target.len - 1) * stride < source.len);
+    const loaded_lanes = (lanes - 1) * stride + 1;
+    const keep = comptime stridedMask(stride);
+    var i: usize = 0;
+    while (i + lanes <= target.len) : (i += lanes) {
+        const loaded: @Vector(loaded_lanes, f32) = source[first + i * stride ..][0..loaded_lanes].*;
+        target[i..][0..lanes].* = @shuffle(f32, loaded, undefined, keep);
+    }
+    while (i < target.len) : (i += 1) target[i] = source[first + i * stride];
+}
+
+/// Shuffle mask picking lanes 0, stride, 2·stride, … of a loaded vector.
+fn stridedMask(comptime stride: usize) [lanes]i32 {
+    var mask: [lanes]i32 = undefined;
+    for (&mask, 0..) |*m, i| m.* = @intCast(i * stride);
+    return mask;
+}
+
+/// The part of a segment (grid positions [start, start + length)) inside `valid`, as
+/// offsets into the segment.
+fn insideOf(length: usize, start: usize, valid: Span) Span {
+    const begin = std.math.clamp(valid.begin, start, start + length) - start;
+    const end = std.math.clamp(valid.end, start + begin, start + length) - start;
+    return .{ .begin = begin, .end = end };
+}
+
+/// The adjoint of im2col: adds each column value of a [channels·kh·kw, column_count] block
+/// into the image position its tap reads. Used by the transposed convolution, where the
+/// grid is the input and the image the output. Channels [channel_begin, channel_end) only,
+/// so that threads can own disjoint output planes.
+pub fn col2im(
+    window: Window,
+    columns: []const f32,
+    column_begin: usize,
+    column_count: usize,
+    channel_begin: usize,
+    channel_end: usize,
+    image: []f32,
+) void {
+    const plane = window.imagePlane();
+    std.debug.assert(image.len >= channel_end * plane);
+    std.debug.assert(columns.len >= channel_end * window.taps() * column_count);
+    std.debug.assert(column_begin + column_count <= window.gridPlane());
+    for (channel_begin..channel_end) |channel| {
+        const target = image[channel * plane ..][0..plane];
+        var row = channel * window.taps();
+        for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
+            foldRow(window, columns[row * column_count ..][0..column_count], ky, kx, column_begin, target);
+            row += 1;
+        };
+    }
+}
+
+fn foldRow(window: Window, source: []const f32, ky: usize, kx: usize, column_begin: usize, target: []f32) void {
+    const rows = window.span(0, ky);
+    const cols = window.span(1, kx);
+    const grid_width = window.grid[1];
+    var gy = column_begin / grid_width;
+    var gx = column_begin % grid_width;
+    var read: usize = 0;
+    while (read < source.len) {
+        const count = @min(grid_width - gx, source.len - read);
+        if (rows.contains(gy)) {
+            const iy = window.imageIndex(0, gy, ky);
+            const target_row = target[iy * window.image[1] ..][0..window.image[1]];
+            const inside = insideOf(count, gx, cols);
+            if (inside.end > inside.begin) {
+                const first = window.imageIndex(1, gx + inside.begin, kx);
+                const values = source[read + inside.begin .. read + inside.end];
+                const stride = window.stride[1];
+                for (values, 0..) |x, i| target_row[first + i * stride] += x;
+            }
+        }
+        read += count;
+        gy += 1;
+        gx = 0;
+    }
+}
+
+/// The epilogue fused after each GEMM block: row += bias, then relu (NaN stays NaN, as in
+/// PyTorch).
+pub fn biasRelu(row: []f32, bias: f32, relu: bool) void {
+    const bias_vector: V = @splat(bias);
+    const zero: V = @splat(0);
+    var i: usize = 0;
+    while (i + lanes <= row.len) : (i += lanes) {
+        var x: V = @as(V, row[i..][0..lanes].*) + bias_vector;
+        if (relu) x = @select(f32, x < zero, zero, x);
+        row[i..][0..lanes].* = x;
+    }
+    for (row[i..]) |*x| {
+        x.* += bias;
+        if (relu and x.* < 0) x.* = 0;
+    }
+}
+
+/// Output rows [row_begin, row_end) of one depthwise plane (one input plane per output
+/// plane): output[oy, ox] = bias + Σ weights[ky·kw + kx] · plane[oy·s − p + ky·d,
+/// ox·s − p + kx·d], then relu. `output` is the whole output plane. Where every tap of a
+/// row lies inside the image, 16 outputs at a time sum all taps in one vector register (the
+/// last block overlaps the one before instead of leaving a scalar tail); the padded borders
+/// go point by point.
+pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, bias: f32, relu: bool, row_begin: usize, row_end: usize, output: []f32) void {
+    std.debug.assert(plane.len == window.imagePlane());
+    std.debug.assert(weights.len == window.taps());
+    std.debug.assert(output.len == window.gridPlane());
+    std.debug.assert(row_begin <= row_end and row_end <= window.grid[0]);
+    // Interior: from the first position where tap 0 is inside to the last where the last tap is.
+    const first_tap = window.span(1, 0);
+    const last_tap = window.span(1, window.kernel[1] - 1);
+    const inner: Span = .{ .begin = first_tap.begin, .end = @max(first_tap.begin, last_tap.end) };
+    const width = window.grid[1];
+    for (row_begin..row_end) |oy| {
+        const row = output[oy * width ..][0..width];
+        const rows = window.tapSpan(0, oy);
+        for (0..inner.begin) |ox| row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+        for (inner.end..width) |ox| row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+        if (inner.end - inner.begin < lanes) {
+            for (inner.begin..inner.end) |ox| row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+        } else switch (window.stride[1]) {
+            1 => depthwiseInterior(1, window, plane, weights, bias, oy, rows, inner, row),
+            2 => depthwiseInterior(2, window, plane, weights, bias, oy, rows, inner, row),
+            else => for (inner.begin..inner.end) |ox| {
+                row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
+            },
+        }
+        if (relu) biasRelu(row, 0, true);
+    }
+}
+
+/// Vector blocks of 16 outputs at `inner.begin`, +16, … and a last one ending at
+/// `inner.end`, computed up to four at a time so that four independent FMA chains hide
+/// the FMA latency.
+fn depthwiseInterior(comptime stride: usize, window: Window, plane: []const f32, weights: []const f32, bias: f32, oy: usize, rows: Span, inner: Span, row: []f32) void {
+    std.debug.assert(inner.end - inner.begin >= lanes);
+    const blocks = std.math.divCeil(usize, inner.end - inner.begin, lanes) catch unreachable;
+    var block: usize = 0;
+    while (block < blocks) {
+        const count = @min(blocks - block, 4);
+        var starts: [4]usize = undefined;
+        for (0..count) |i| starts[i] = @min(inner.begin + (block + i) * lanes, inner.end - lanes);
+        switch (count) {
+            inline 1...4 => |c| depthwiseVectors(stride, c, window, plane, weights, bias, oy, rows, starts[0..c].*, row),
+            else => unreachable,
+        }
+        block += count;
+    }
+}
+
+/// One output of a depthwise row, taps checked against the image borders.
+fn depthwisePoint(window: Window, plane: []const f32, weights: []const f32, bias: f32, oy: usize, rows: Span, ox: usize) f32 {
+    const cols = window.tapSpan(1, ox);
+    const width = window.image[1];
+    var sum = bias;
+    for (rows.begin..rows.end) |ky| {
+        const row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
+        for (cols.begin..cols.end) |kx| sum = @mulAdd(f32, weights[ky * window.kernel[1] + kx], row[window.imageIndex(1, ox, kx)], sum);
+    }
+    return sum;
+}
+
+/// `count` blocks of 16 outputs (at `starts`) of a depthwise row whose every tap is inside
+/// the image along the width, for a compile-time stride: each tap is one (strided) vector
+/// load per block.
+fn depthwiseVectors(
+    comptime stride: usize,
+    comptime count: usize,
+    window: Window,
+    plane: []const f32,
+    weights: []const f32,
+    bias: f32,
+    oy: usize,
+    rows: Span,
+    starts: [count]usize,
+    row: []f32,
+) void {
+    const loaded_lanes = (lanes - 1) * stride + 1;
+    const keep = comptime stridedMask(stride);
+    const width = window.image[1];
+    var sums: [count]V = @splat(@splat(bias));
+    for (rows.begin..rows.end) |ky| {
+        const source = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
+        for (0..window.kernel[1]) |kx| {
+            const weight: V = @splat(weights[ky * window.kernel[1] + kx]);
+            inline for (&sums, starts) |*sum, start| {
+                const loaded: @Vector(loaded_lanes, f32) = source[window.imageIndex(1, start, kx)..][0..loaded_lanes].*;
+                sum.* = @mulAdd(V, weight, @shuffle(f32, loaded, undefined, keep), sum.*);
+            }
+        }
+    }
+    inline for (sums, starts) |sum, start| row[start..][0..lanes].* = sum;
+}
+
+/// The shape of a (possibly transposed, possibly grouped) convolution over a batch.
+/// For conv2d the window's image is the input and its grid the output; for the transposed
+/// convolution it is the other way round.
+pub const Geometry = struct {
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    groups: usize,
+    window: Window,
+
+    pub fn inPerGroup(geometry: Geometry) usize {
+        return geometry.in_channels / geometry.groups;
+    }
+
+    pub fn outPerGroup(geometry: Geometry) usize {
+        return geometry.out_channels / geometry.groups;
+    }
+};
+
+/// Direct convolution: output [batch, out_channels, grid] from input [batch, in_channels,
+/// image] and weight [out_channels, in_channels / groups, kh, kw].
+pub fn reference(geometry: Geometry, input: []const f32, weight: []const f32, bias: ?[]const f32, relu: bool, output: []f32) void {
+    const w = geometry.window;
+    const in_group = geometry.inPerGroup();
+    const out_group = geometry.outPerGroup();
+    for (0..geometry.batch) |b| for (0..geometry.out_channels) |oc| {
+        const group = oc / out_group;
+        for (0..w.grid[0]) |oy| for (0..w.grid[1]) |ox| {
+            var sum: f64 = if (bias) |values| values[oc] else 0;
+            for (0..in_group) |c| for (0..w.kernel[0]) |ky| for (0..w.kernel[1]) |kx| {
+                const iy = @as(i64, @intCast(oy * w.stride[0] + ky * w.dilation[0])) - @as(i64, @intCast(w.padding[0]));
+                const ix = @as(i64, @intCast(ox * w.stride[1] + kx * w.dilation[1])) - @as(i64, @intCast(w.padding[1]));
+                if (iy < 0 or ix < 0 or iy >= w.image[0] or ix >= w.image[1]) continue;
+                const ic = group * in_group + c;
+                const x = input[((b * geometry.in_channels + ic) * w.image[0] + @as(usize, @intCast(iy))) * w.image[1] + @as(usize, @intCast(ix))];
+                sum += @as(f64, x) * weight[((oc * in_group + c) * w.kernel[0] + ky) * w.kernel[1] + kx];
+            };
+            if (relu and sum < 0) sum = 0;
+            output[((b * geometry.out_channels + oc) * w.grid[0] + oy) * w.grid[1] + ox] = @floatCast(sum);
+        };
+    };
+}
+
+/// Direct transposed convolution: output [batch, out_channels, image] from input [batch,
+/// in_channels, grid] and weight [in_channels, out_channels / groups, kh, kw]. Written as a
+/// gather (which input positions land on this output?) so that it shares no code with the
+/// col2im scatter it checks.
+pub fn referenceTranspose(geometry: Geometry, input: []const f32, weight: []const f32, bias: ?[]const f32, relu: bool, output: []f32) void {
+    const w = geometry.window;
+    const in_group = geometry.inPerGroup();
+    const out_group = geometry.outPerGroup();
+    for (0..geometry.batch) |b| for (0..geometry.out_channels) |oc| {
+        const group = oc / out_group;
+        for (0..w.image[0]) |oy| for (0..w.image[1]) |ox| {
+            var sum: f64 = if (bias) |values| values[oc] else 0;
+            for (0..in_group) |c| for (0..w.kernel[0]) |ky| for (0..w.kernel[1]) |kx| {
+                const ty = @as(i64, @intCast(oy + w.padding[0])) - @as(i64, @intCast(ky * w.dilation[0]));
+                const tx = @as(i64, @intCast(ox + w.padding[1])) - @as(i64, @intCast(kx * w.dilation[1]));
+                if (ty < 0 or tx < 0) continue;
+                if (@mod(ty, @as(i64, @intCast(w.stride[0]))) != 0 or @mod(tx, @as(i64, @intCast(w.stride[1]))) != 0) continue;
+                const iy: usize = @intCast(@divExact(ty, @as(i64, @intCast(w.stride[0]))));
+                const ix: usize = @intCast(@divExact(tx, @as(i64, @intCast(w.stride[1]))));
+                if (iy >= w.grid[0] or ix >= w.grid[1]) continue;
+                const ic = group * in_group + c;
+                const x = input[((b * geometry.in_channels + ic) * w.grid[0] + iy) * w.grid[1] + ix];
+                sum += @as(f64, x) * weight[((ic * out_group + oc % out_group) * w.kernel[0] + ky) * w.kernel[1] + kx];
+            };
+            if (relu and sum < 0) sum = 0;
+            output[((b * geometry.out_channels + oc) * w.image[0] + oy) * w.image[1] + ox] = @floatCast(sum);
+        };
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests: each kernel, serially, against the references (ops/conv.zig tests the parallel
+// split at 1 and 2 threads).
+
+const testing = std.testing;
+
+fn fillRandom(random: std.Random, values: []f32) void {
+    for (values) |*x| x.* = random.float(f32) * 2 - 1;
+}
+
+/// Output size of a convolution along one axis (the op computes it with overflow checks).
+fn outputSize(image: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) usize {
+    return (image + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
+}
+
+const TestCase = struct {
+    image: [2]usize,
+    kernel: [2]usize,
+    stride: [2]usize = .{ 1, 1 },
+    padding: [2]usize = .{ 0, 0 },
+    dilation: [2]usize = .{ 1, 1 },
+
+    fn window(case: TestCase) Window {
+        var grid: [2]usize = undefined;
+        for (0..2) |axis| grid[axis] = outputSize(case.image[axis], case.kernel[axis], case.stride[axis], case.padding[axis], case.dilation[axis]);
+        return .{ .image = case.image, .grid = grid, .kernel = case.kernel, .stride = case.stride, .padding = case.padding, .dilation = case.dilation };
+    }
+};
+
+const test_cases = [_]TestCase{
+    .{ .image = .{ 1, 1 }, .kernel = .{ 1, 1 } },
+    .{ .image = .{ 1, 1 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 7, 11 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 3, 2 }, .kernel = .{ 5, 5 }, .padding = .{ 2, 2 } },
+    .{ .image = .{ 13, 17 }, .kernel = .{ 2, 3 }, .stride = .{ 4, 5 }, .padding = .{ 1, 0 } },
+    .{ .image = .{ 9, 10 }, .kernel = .{ 3, 2 }, .padding = .{ 2, 1 }, .dilation = .{ 2, 3 } },
+    .{ .image = .{ 11, 37 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 5, 40 }, .kernel = .{ 1, 3 }, .stride = .{ 1, 2 }, .padding = .{ 0, 1 } },
+    .{ .image = .{ 4, 53 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 2 } },
+    .{ .image = .{ 3, 70 }, .kernel = .{ 2, 5 }, .stride = .{ 1, 3 }, .padding = .{ 1, 2 } },
+};
+
+test "validSpan keeps exactly the in-image positions" {
+    for (1..6) |grid| for (1..6) |image| for (1..4) |stride| for (0..3) |padding| for (0..7) |offset| {
+        const s = validSpan(grid, image, stride, padding, offset);
+        for (0..grid) |g| {
+            const index = @as(i64, @intCast(g * stride + offset)) - @as(i64, @intCast(padding));
+            try testing.expectEqual(index >= 0 and index < image, s.contains(g));
+        }
+    };
+}
+
+test "tapSpan keeps exactly the taps inside the image" {
+    for (1..5) |image| for (1..4) |kernel| for (1..3) |stride| for (0..3) |padding| for (1..3) |dilation| for (0..6) |position| {
+        const window: Window = .{ .image = .{ image, 1 }, .grid = .{ 6, 1 }, .kernel = .{ kernel, 1 }, .stride = .{ stride, 1 }, .padding = .{ padding, 0 }, .dilation = .{ dilation, 1 } };
+        const s = window.tapSpan(0, position);
+        for (0..kernel) |k| {
+            const index = @as(i64, @intCast(position * stride + k * dilation)) - @as(i64, @intCast(padding));
+            try testing.expectEqual(index >= 0 and index < image, s.contains(k));
+        }
+    };
+}
+
+test "im2col then a plain product matches the direct convolution" {
+    var prng = std.Random.DefaultPrng.init(11);
+    const allocator = testing.allocator;
+    for (test_cases) |case| for ([_]usize{ 1, 3 }) |channels| {
+        const window = case.window();
+        const out_channels = 2;
+        const depth = channels * window.taps();
+        const columns_total = window.gridPlane();
+        const input = try allocator.alloc(f32, channels * window.imagePlane());
+        defer allocator.free(input);
+        const weight = try allocator.alloc(f32, out_channels * depth);
+        defer allocator.free(weight);
+        const expected = try allocator.alloc(f32, out_channels * columns_total);
+        defer allocator.free(expected);
+        const columns = try allocator.alloc(f32, depth * columns_total);
+        defer allocator.free(columns);
+        fillRandom(prng.random(), input);
+        fillRandom(prng.random(), weight);
+        const geometry: Geometry = .{ .batch = 1, .in_channels = channels, .out_channels = out_channels, .groups = 1, .window = window };
+        reference(geometry, input, weight, null, false, expected);
+        // Unfold in blocks of 5 columns: blocks start mid-row and end mid-row.
+        var begin: usize = 0;
+        while (begin < columns_total) : (begin += 5) {
+            const count = @min(5, columns_total - begin);
+            im2col(window, input, channels, begin, count, columns[0 .. depth * count]);
+            for (0..out_channels) |oc| for (0..count) |j| {
+                var sum: f32 = 0;
+                for (0..depth) |r| sum += weight[oc * depth + r] * columns[r * count + j];
+                try testing.expectApproxEqAbs(expected[oc * columns_total + begin + j], sum, 1e-5);
+            };
+        }
+    };
+}
+
+test "col2im of a product matches the direct transposed convolution" {
+    var prng = std.Random.DefaultPrng.init(12);
+    const allocator = testing.allocator;
+    for (test_cases) |case| {
+        // Transposed: the case's grid is the input, its image the output.
+        const window = case.window();
+        const in_channels = 3;
+        const out_channels = 2;
+        const depth = out_channels * window.taps();
+        const input = try allocator.alloc(f32, in_channels * window.gridPlane());
+        defer allocator.free(input);
+        const weight = try allocator.alloc(f32, in_channels * depth);
+        defer allocator.free(weight);
+        const expected = try allocator.alloc(f32, out_channels * window.imagePlane());
+        defer allocator.free(expected);
+        const got = try allocator.alloc(f32, expected.len);
+        defer allocator.free(got);
+        fillRandom(prng.random(), input);
+        fillRandom(prng.random(), weight);
+        const geometry: Geometry = .{ .batch = 1, .in_channels = in_channels, .out_channels = out_channels, .groups = 1, .window = window };
+        referenceTranspose(geometry, input, weight, null, false, expected);
+        @memset(got, 0);
+        const columns_total = window.gridPlane();
+        var begin: usize = 0;
+        while (begin < columns_total) : (begin += 7) {
+            const count = @min(7, columns_total - begin);
+            var columns: [2 * 25 * 7]f32 = undefined;
+            for (0..depth) |r| for (0..count) |j| {
+                var sum: f32 = 0;
+                for (0..in_channels) |c| sum += weight[c * depth + r] * input[c * columns_total + begin + j];
+                columns[r * count + j] = sum;
+            };
+            col2im(window, columns[0 .. depth * count], begin, count, 0, 1, got);
+            col2im(window, columns[0 .. depth * count], begin, count, 1, out_channels, got);
+        }
+        for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
+    }
+}
+
+test "depthwise rows match the direct convolution, with bias and relu" {
+    var prng = std.Random.DefaultPrng.init(13);
+    const allocator = testing.allocator;
+    for (test_cases) |case| for ([_]bool{ false, true }) |relu| {
+        const window = case.window();
+        const plane = try allocator.alloc(f32, window.imagePlane());
+        defer allocator.free(plane);
+        const weights = try allocator.alloc(f32, window.taps());
+        defer allocator.free(weights);
+        const expected = try allocator.alloc(f32, window.gridPlane());
+        defer allocator.free(expected);
+        const got = try allocator.alloc(f32, window.gridPlane());
+        defer allocator.free(got);
+        fillRandom(prng.random(), plane);
+        fillRandom(prng.random(), weights);
+        const bias = [_]f32{0.25};
+        const geometry: Geometry = .{ .batch = 1, .in_channels = 1, .out_channels = 1, .groups = 1, .window = window };
+        reference(geometry, plane, weights, &bias, relu, expected);
+        // Rows in two calls, split mid-plane.
+        const half = window.grid[0] / 2;
+        depthwiseRows(window, plane, weights, bias[0], relu, 0, half, got);
+        depthwiseRows(window, plane, weights, bias[0], relu, half, window.grid[0], got);
+        for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
+    };
+}
+
+test "biasRelu adds the bias, clamps negatives and keeps NaN" {
+    var row = [_]f32{ -3, -1, 0.5, std.math.nan(f32) } ++ [_]f32{-2} ** 17;
+    biasRelu(&row, 1, true);
+    try testing.expectEqual(@as(f32, 0), row[0]);
+    try testing.expectEqual(@as(f32, 0), row[1]);
+    try testing.expectEqual(@as(f32, 1.5), row[2]);
+    try testing.expect(std.math.isNan(row[3]));
+    for (row[4..]) |x| try testing.expectEqual(@as(f32, 0), x);
+}

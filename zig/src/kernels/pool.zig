@@ -1,0 +1,258 @@
+//! 2-D pooling kernels, NCHW float32, one output row of one plane per call: max pooling
+//! (with dilation), average pooling (PyTorch's count_include_pad and divisor rules) and
+//! adaptive average pooling. ops/pool.zig checks the shapes and splits rows over the
+//! intra-op pool. The references at the bottom are direct loops written from PyTorch's
+//! definitions, independent of the window arithmetic the kernels share with conv.zig.
+const std = @import("std");
+const conv = @import("conv.zig");
+
+pub const Window = conv.Window;
+
+/// Max over the window of each output in row `oy`; positions in the padding are skipped
+/// (never chosen), NaN wins as in PyTorch.
+pub fn maxPoolRow(window: Window, plane: []const f32, oy: usize, output: []f32) void {
+    std.debug.assert(plane.len == window.imagePlane());
+    std.debug.assert(output.len == window.grid[1]);
+    std.debug.assert(oy < window.grid[0]);
+    const width = window.image[1];
+    const rows = window.tapSpan(0, oy);
+    for (output, 0..) |*out, ox| {
+        const cols = window.tapSpan(1, ox);
+        var best = -std.math.inf(f32);
+        for (rows.begin..rows.end) |ky| {
+            const row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
+            for (cols.begin..cols.end) |kx| {
+                const x = row[window.imageIndex(1, ox, kx)];
+                if (x > best or std.math.isNan(x)) best = x;
+            }
+        }
+        out.* = best;
+    }
+}
+
+pub const AverageOptions = struct {
+    count_include_pad: bool,
+    /// Divides every window sum by this instead of the window size (PyTorch's divisor_override).
+    divisor: ?f32 = null,
+};
+
+/// The window of one output along one axis, PyTorch's way: `padded` is clipped to the
+/// padded image only (its length is the count_include_pad divisor), `inside` to the image.
+const AverageWindow = struct { padded: usize, inside: conv.Span };
+
+fn averageWindow(position: usize, image: usize, kernel: usize, stride: usize, padding: usize) AverageWindow {
+    // In padded coordinates (image index + padding) the window is [start, start + kernel).
+    const start = position * stride;
+    const end = @min(start + kernel, image + 2 * padding);
+    const inside_begin = std.math.clamp(start, padding, padding + image) - padding;
+    const inside_end = std.math.clamp(end, padding, padding + image) - padding;
+    return .{ .padded = end -| start, .inside = .{ .begin = inside_begin, .end = @max(inside_begin, inside_end) } };
+}
+
+/// Average of each output's window in row `oy` (no dilation: PyTorch's avg_pool2d has none).
+pub fn avgPoolRow(window: Window, plane: []const f32, oy: usize, options: AverageOptions, output: []f32) void {
+    std.debug.assert(plane.len == window.imagePlane());
+    std.debug.assert(output.len == window.grid[1]);
+    std.debug.assert(window.dilation[0] == 1 and window.dilation[1] == 1);
+    const width = window.image[1];
+    const rows = averageWindow(oy, window.image[0], window.kernel[0], window.stride[0], window.padding[0]);
+    for (output, 0..) |*out, ox| {
+        const cols = averageWindow(ox, width, window.kernel[1], window.stride[1], window.padding[1]);
+        const inside_count = (rows.inside.end - rows.inside.begin) * (cols.inside.end - cols.inside.begin);
+        if (inside_count == 0) {
+            out.* = 0;
+            continue;
+        }
+        var sum: f32 = 0;
+        for (rows.inside.begin..rows.inside.end) |iy| {
+            for (plane[iy * width + cols.inside.begin .. iy * width + cols.inside.end]) |x| sum += x;
+        }
+        const count = if (options.count_include_pad) rows.padded * cols.padded else inside_count;
+        out.* = sum / (options.divisor orelse @as(f32, @floatFromInt(count)));
+    }
+}
+
+/// The input range [floor(o·in/out), ceil((o+1)·in/out)) pooled into adaptive output o.
+/// The op checks that out·in does not overflow.
+pub fn adaptiveRange(position: usize, input_size: usize, output_size: usize) conv.Span {
+    std.debug.assert(position < output_size);
+    const begin = position * input_size / output_size;
+    const end = std.math.divCeil(usize, (position + 1) * input_size, output_size) catch unreachable;
+    return .{ .begin = begin, .end = end };
+}
+
+/// Adaptive average pooling of row `oy` of a [in_height, in_width] plane into `output`
+/// (one row of an [out_height, output.len] grid).
+pub fn adaptiveAvgRow(plane: []const f32, in_height: usize, in_width: usize, out_height: usize, oy: usize, output: []f32) void {
+    std.debug.assert(plane.len == in_height * in_width);
+    const rows = adaptiveRange(oy, in_height, out_height);
+    for (output, 0..) |*out, ox| {
+        const cols = adaptiveRange(ox, in_width, output.len);
+        var sum: f32 = 0;
+        for (rows.begin..rows.end) |iy| {
+            for (plane[iy * in_width + cols.begin .. iy * in_width + cols.end]) |x| sum += x;
+        }
+        out.* = sum / @as(f32, @floatFromInt((rows.end - rows.begin) * (cols.end - cols.begin)));
+    }
+}
+
+/// Max pooling of one plane by the definition: every tap, bounds-checked in signed arithmetic.
+pub fn referenceMaxPool(window: Window, plane: []const f32, output: []f32) void {
+    for (0..window.grid[0]) |oy| for (0..window.grid[1]) |ox| {
+        var best = -std.math.inf(f64);
+        for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
+            const iy = @as(i64, @intCast(oy * window.stride[0] + ky * window.dilation[0])) - @as(i64, @intCast(window.padding[0]));
+            const ix = @as(i64, @intCast(ox * window.stride[1] + kx * window.dilation[1])) - @as(i64, @intCast(window.padding[1]));
+            if (iy < 0 or ix < 0 or iy >= window.image[0] or ix >= window.image[1]) continue;
+            const x: f64 = plane[@as(usize, @intCast(iy)) * window.image[1] + @as(usize, @intCast(ix))];
+            if (x > best or std.math.isNan(x)) best = x;
+        };
+        output[oy * window.grid[1] + ox] = @floatCast(best);
+    };
+}
+
+/// Average pooling of one plane, following PyTorch's kernel line by line (signed starts,
+/// ends clipped to the padded size, then to the image).
+pub fn referenceAvgPool(window: Window, plane: []const f32, options: AverageOptions, output: []f32) void {
+    const height: i64 = @intCast(window.image[0]);
+    const width: i64 = @intCast(window.image[1]);
+    const pad_h: i64 = @intCast(window.padding[0]);
+    const pad_w: i64 = @intCast(window.padding[1]);
+    for (0..window.grid[0]) |oy| for (0..window.grid[1]) |ox| {
+        var h_start = @as(i64, @intCast(oy * window.stride[0])) - pad_h;
+        var w_start = @as(i64, @intCast(ox * window.stride[1])) - pad_w;
+        var h_end = @min(h_start + @as(i64, @intCast(window.kernel[0])), height + pad_h);
+        var w_end = @min(w_start + @as(i64, @intCast(window.kernel[1])), width + pad_w);
+        const pool_size = (h_end - h_start) * (w_end - w_start);
+        h_start = @max(h_start, 0);
+        w_start = @max(w_start, 0);
+        h_end = @min(h_end, height);
+        w_end = @min(w_end, width);
+        const index = oy * window.grid[1] + ox;
+        if (h_start >= h_end or w_start >= w_end) {
+            output[index] = 0;
+            continue;
+        }
+        var sum: f64 = 0;
+        var y = h_start;
+        while (y < h_end) : (y += 1) {
+            var x = w_start;
+            while (x < w_end) : (x += 1) sum += plane[@intCast(y * width + x)];
+        }
+        const count: f64 = @floatFromInt(if (options.count_include_pad) pool_size else (h_end - h_start) * (w_end - w_start));
+        output[index] = @floatCast(sum / (if (options.divisor) |d| @as(f64, d) else count));
+    };
+}
+
+/// Adaptive average pooling of one plane with floor/ceil computed in floating point.
+pub fn referenceAdaptiveAvg(plane: []const f32, in_height: usize, in_width: usize, out_height: usize, out_width: usize, output: []f32) void {
+    const scale_h = @as(f64, @floatFromInt(in_height)) / @as(f64, @floatFromInt(out_height));
+    const scale_w = @as(f64, @floatFromInt(in_width)) / @as(f64, @floatFromInt(out_width));
+    for (0..out_height) |oy| for (0..out_width) |ox| {
+        const y0: usize = @intFromFloat(@floor(@as(f64, @floatFromInt(oy)) * scale_h));
+        const y1: usize = @intFromFloat(@ceil(@as(f64, @floatFromInt(oy + 1)) * scale_h));
+        const x0: usize = @intFromFloat(@floor(@as(f64, @floatFromInt(ox)) * scale_w));
+        const x1: usize = @intFromFloat(@ceil(@as(f64, @floatFromInt(ox + 1)) * scale_w));
+        var sum: f64 = 0;
+        for (y0..y1) |y| for (x0..x1) |x| {
+            sum += plane[y * in_width + x];
+        };
+        output[oy * out_width + ox] = @floatCast(sum / @as(f64, @floatFromInt((y1 - y0) * (x1 - x0))));
+    };
+}
+
+const testing = std.testing;
+
+/// PyTorch's pooling output size (the op computes it with overflow checks).
+fn poolOutput(image: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, ceil_mode: bool) usize {
+    const span = image + 2 * padding - dilation * (kernel - 1) - 1 + (if (ceil_mode) stride - 1 else 0);
+    var size = span / stride + 1;
+    if (ceil_mode and (size - 1) * stride >= image + padding) size -= 1;
+    return size;
+}
+
+const PoolCase = struct {
+    image: [2]usize,
+    kernel: [2]usize,
+    stride: [2]usize,
+    padding: [2]usize = .{ 0, 0 },
+    dilation: [2]usize = .{ 1, 1 },
+    ceil_mode: bool = false,
+
+    fn window(case: PoolCase) Window {
+        var grid: [2]usize = undefined;
+        for (0..2) |axis| grid[axis] = poolOutput(case.image[axis], case.kernel[axis], case.stride[axis], case.padding[axis], case.dilation[axis], case.ceil_mode);
+        return .{ .image = case.image, .grid = grid, .kernel = case.kernel, .stride = case.stride, .padding = case.padding, .dilation = case.dilation };
+    }
+};
+
+const pool_cases = [_]PoolCase{
+    .{ .image = .{ 1, 1 }, .kernel = .{ 1, 1 }, .stride = .{ 1, 1 } },
+    .{ .image = .{ 7, 11 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 7, 11 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .ceil_mode = true },
+    .{ .image = .{ 5, 5 }, .kernel = .{ 2, 2 }, .stride = .{ 2, 2 }, .ceil_mode = true },
+    .{ .image = .{ 6, 6 }, .kernel = .{ 3, 3 }, .stride = .{ 4, 4 }, .padding = .{ 1, 1 }, .ceil_mode = true },
+    .{ .image = .{ 4, 13 }, .kernel = .{ 3, 2 }, .stride = .{ 3, 5 }, .padding = .{ 1, 1 }, .ceil_mode = true },
+    .{ .image = .{ 2, 3 }, .kernel = .{ 2, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 } },
+};
+
+test "max pooling rows match the reference, with dilation and NaN" {
+    var prng = std.Random.DefaultPrng.init(21);
+    var plane: [128]f32 = undefined;
+    var expected: [128]f32 = undefined;
+    var row: [16]f32 = undefined;
+    for (pool_cases) |case| for ([_][2]usize{ .{ 1, 1 }, .{ 2, 1 } }) |dilation| {
+        var with_dilation = case;
+        with_dilation.dilation = dilation;
+        if (with_dilation.padding[0] * 2 > (case.kernel[0] - 1) * dilation[0] + 1) continue;
+        if ((case.kernel[0] - 1) * dilation[0] + 1 > case.image[0] + 2 * case.padding[0]) continue;
+        const window = with_dilation.window();
+        const input = plane[0..window.imagePlane()];
+        for (input) |*x| x.* = prng.random().float(f32) * 2 - 1;
+        if (input.len > 3) input[3] = std.math.nan(f32);
+        referenceMaxPool(window, input, &expected);
+        for (0..window.grid[0]) |oy| {
+            maxPoolRow(window, input, oy, row[0..window.grid[1]]);
+            for (row[0..window.grid[1]], expected[oy * window.grid[1] ..][0..window.grid[1]]) |got, want| {
+                if (std.math.isNan(want)) try testing.expect(std.math.isNan(got)) else try testing.expectEqual(want, got);
+            }
+        }
+    };
+}
+
+test "average pooling rows match PyTorch's rules for padding, ceil mode and divisors" {
+    var prng = std.Random.DefaultPrng.init(22);
+    var plane: [128]f32 = undefined;
+    var expected: [128]f32 = undefined;
+    var row: [16]f32 = undefined;
+    for (pool_cases) |case| for ([_]bool{ false, true }) |include_pad| for ([_]?f32{ null, 3 }) |divisor| {
+        const window = case.window();
+        const input = plane[0..window.imagePlane()];
+        for (input) |*x| x.* = prng.random().float(f32) * 2 - 1;
+        const options: AverageOptions = .{ .count_include_pad = include_pad, .divisor = divisor };
+        referenceAvgPool(window, input, options, &expected);
+        for (0..window.grid[0]) |oy| {
+            avgPoolRow(window, input, oy, options, row[0..window.grid[1]]);
+            for (row[0..window.grid[1]], expected[oy * window.grid[1] ..][0..window.grid[1]]) |got, want| {
+                try testing.expectApproxEqAbs(want, got, 1e-6);
+            }
+        }
+    };
+}
+
+test "adaptive average rows match the reference when shrinking and growing" {
+    var prng = std.Random.DefaultPrng.init(23);
+    var plane: [128]f32 = undefined;
+    var expected: [128]f32 = undefined;
+    var row: [16]f32 = undefined;
+    const cases = [_][4]usize{ .{ 7, 11, 3, 4 }, .{ 5, 5, 5, 5 }, .{ 4, 4, 1, 1 }, .{ 3, 5, 7, 8 }, .{ 1, 1, 2, 3 }, .{ 13, 2, 5, 2 } };
+    for (cases) |case| {
+        const input = plane[0 .. case[0] * case[1]];
+        for (input) |*x| x.* = prng.random().float(f32) * 2 - 1;
+        referenceAdaptiveAvg(input, case[0], case[1], case[2], case[3], &expected);
+        for (0..case[2]) |oy| {
+            adaptiveAvgRow(input, case[0], case[1], case[2], oy, row[0..case[3]]);
+            for (row[0..case[3]], expected[oy * case[3] ..][0..case[3]]) |got, want| try testing.expectApproxEqAbs(want, got, 1e-6);
+        }
+    }
+}

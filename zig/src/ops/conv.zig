@@ -1,0 +1,824 @@
+//! conv2d and conv_transpose2d on NCHW float32 tensors: shape checks, output allocation, the
+//! choice of algorithm and the split over the intra-op pool. Kernels live in
+//! kernels/conv.zig and the GEMM in kernels/gemm.zig.
+//!
+//! conv2d picks, per shape:
+//! - depthwise (one input channel per group): a direct vectorised kernel, rows in parallel;
+//! - pointwise (1×1, stride 1, no padding): a GEMM straight on the input, no unfolding;
+//! - otherwise im2col + GEMM, in column blocks sized for L2, each worker unfolding its own
+//!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
+//! Bias and relu are applied to each GEMM block while it is still in cache.
+//!
+//! conv_transpose2d is a GEMM (weightᵀ · input) into column blocks and a col2im scatter.
+const std = @import("std");
+const status = @import("../status.zig");
+const tensor = @import("../tensor.zig");
+const settings = @import("../settings.zig");
+const intra_op = @import("../pool/intra_op.zig");
+const storage_cache = @import("../storage_cache.zig");
+const gemm = @import("../kernels/gemm.zig");
+const kernels = @import("../kernels/conv.zig");
+const shape_ops = @import("shape.zig");
+const linalg = @import("linalg.zig");
+
+const Error = status.Error;
+const Tensor = tensor.Tensor;
+const Geometry = kernels.Geometry;
+const Window = kernels.Window;
+
+/// Parameters as they arrive from the FFI (checked here). Pairs are [height, width].
+pub const Options = struct {
+    stride: [2]i64 = .{ 1, 1 },
+    padding: [2]i64 = .{ 0, 0 },
+    dilation: [2]i64 = .{ 1, 1 },
+    /// Transposed convolution only: extra rows and columns at the bottom and right.
+    output_padding: [2]i64 = .{ 0, 0 },
+    groups: i64 = 1,
+    /// Fused relu after the bias, for graph fusion.
+    relu: bool = false,
+};
+
+/// Upper bound on the im2col / col2im scratch of one call, over all workers.
+pub const scratch_bytes_max: usize = 64 << 20;
+/// Target size of one worker's unfolded block: it should stay in L2 while the GEMM reads it.
+const block_bytes_target: usize = 512 << 10;
+/// Narrower blocks make the GEMM repack its A panel too often for the work it gets.
+const block_columns_min: usize = 256;
+/// Below this many flops the fork-join costs more than it saves (as in linalg.matmulInto).
+const parallel_flops_min: usize = 1 << 17;
+
+pub fn requireFloat(comptime op: []const u8, comptime which: []const u8, t: *const Tensor) Error!void {
+    if (t.dtype != .float32) {
+        return status.fail(error.DTypeMismatch, op ++ ": " ++ which ++ " must be float32, got {s}", .{t.dtype.name()});
+    }
+}
+
+/// A [height, width] parameter that must be ≥ `minimum`.
+pub fn checkedPair(comptime op: []const u8, comptime name: []const u8, value: [2]i64, comptime minimum: i64) Error![2]usize {
+    if (value[0] < minimum or value[1] < minimum) {
+        const what = comptime if (minimum > 0) "positive" else "non-negative";
+        return status.fail(error.InvalidArgument, op ++ ": " ++ name ++ " must be " ++ what ++ ", got {f}", .{status.shape(&value)});
+    }
+    return .{ @intCast(value[0]), @intCast(value[1]) };
+}
+
+/// The [C, H, W] or [N, C, H, W] input as (batch, channels, height, width).
+pub fn imageDims(comptime op: []const u8, input: *const Tensor) Error![4]usize {
+    const dims = input.dims();
+    if (dims.len != 3 and dims.len != 4) {
+        return status.fail(error.ShapeMismatch, op ++ ": expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got shape {f}", .{status.shape(dims)});
+    }
+    const batch = if (dims.len == 4) dims[0] else 1;
+    const rest = dims[dims.len - 3 ..];
+    if (rest[1] == 0 or rest[2] == 0) {
+        return status.fail(error.ShapeMismatch, op ++ ": input {f} has an empty spatial dimension", .{status.shape(dims)});
+    }
+    return .{ batch, rest[0], rest[1], rest[2] };
+}
+
+/// Output dims with the input's rank: [N, C, H, W], or [C, H, W] for an unbatched input.
+pub fn outputDims(input: *const Tensor, batch: usize, channels: usize, size: [2]usize) struct { dims: [4]usize, len: usize } {
+    if (input.ndim == 3) return .{ .dims = .{ channels, size[0], size[1], 0 }, .len = 3 };
+    return .{ .dims = .{ batch, channels, size[0], size[1] }, .len = 4 };
+}
+
+/// dilation · (kernel − 1) + 1 on each axis, refusing overflow.
+pub fn effectiveKernel(comptime op: []const u8, kernel: [2]usize, dilation: [2]usize) Error![2]usize {
+    var effective: [2]usize = undefined;
+    for (0..2) |axis| {
+        const span = std.math.mul(usize, dilation[axis], kernel[axis] - 1) catch
+            return status.fail(error.TooLarge, op ++ ": dilation {f} times kernel {f} overflows", .{ status.shape(&dilation), status.shape(&kernel) });
+        effective[axis] = span + 1;
+    }
+    return effective;
+}
+
+fn checkBias(comptime op: []const u8, bias: ?*const Tensor, out_channels: usize) Error!void {
+    const b = bias orelse return;
+    try requireFloat(op, "bias", b);
+    if (b.ndim != 1 or b.shape[0] != out_channels) {
+        return status.fail(error.ShapeMismatch, op ++ ": bias has shape {f}, expected [{d}]", .{ status.shape(b.dims()), out_channels });
+    }
+}
+
+fn checkKernel(comptime op: []const u8, weight: *const Tensor, options: Options) Error![2]usize {
+    try requireFloat(op, "weight", weight);
+    if (weight.ndim != 4) return status.fail(error.ShapeMismatch, op ++ ": expected a 4-D weight, got shape {f}", .{status.shape(weight.dims())});
+    if (weight.shape[2] == 0 or weight.shape[3] == 0) {
+        return status.fail(error.ShapeMismatch, op ++ ": weight {f} has an empty kernel", .{status.shape(weight.dims())});
+    }
+    if (options.groups < 1) return status.fail(error.InvalidArgument, op ++ ": groups must be positive, got {d}", .{options.groups});
+    return .{ weight.shape[2], weight.shape[3] };
+}
+
+/// Checks conv2d's arguments and returns its geometry: the window's image is the input and
+/// its grid the output.
+fn convGeometry(input: *const Tensor, weight: *const Tensor, bias: ?*const Tensor, options: Options) Error!Geometry {
+    const op = "conv2d";
+    try requireFloat(op, "input", input);
+    const image = try imageDims(op, input);
+    const kernel = try checkKernel(op, weight, options);
+    const groups: usize = @intCast(options.groups);
+    const stride = try checkedPair(op, "stride", options.stride, 1);
+    const padding = try checkedPair(op, "padding", options.padding, 0);
+    const dilation = try checkedPair(op, "dilation", options.dilation, 1);
+    const expected_channels = std.math.mul(usize, weight.shape[1], groups) catch std.math.maxInt(usize);
+    if (image[1] != expected_channels) {
+        return status.fail(error.ShapeMismatch, op ++ ": input {f} has {d} channels, but weight {f} with groups={d} expects {d}", .{
+            status.shape(input.dims()), image[1], status.shape(weight.dims()), groups, expected_channels,
+        });
+    }
+    const out_channels = weight.shape[0];
+    if (out_channels % groups != 0) {
+        return status.fail(error.ShapeMismatch, op ++ ": weight {f} has {d} output channels, not divisible by groups={d}", .{ status.shape(weight.dims()), out_channels, groups });
+    }
+    try checkBias(op, bias, out_channels);
+    const effective = try effectiveKernel(op, kernel, dilation);
+    var grid: [2]usize = undefined;
+    var padded: [2]usize = undefined;
+    for (0..2) |axis| {
+        padded[axis] = std.math.add(usize, image[2 + axis], std.math.mul(usize, 2, padding[axis]) catch return error.TooLarge) catch
+            return status.fail(error.TooLarge, op ++ ": padding {f} overflows the padded size", .{status.shape(&padding)});
+        if (effective[axis] > padded[axis]) {
+            return status.fail(error.ShapeMismatch, op ++ ": input {f} padded to {f} is smaller than the dilated kernel {f} of weight {f}", .{
+                status.shape(input.dims()), status.shape(&padded), status.shape(&effective), status.shape(weight.dims()),
+            });
+        }
+        grid[axis] = (padded[axis] - effective[axis]) / stride[axis] + 1;
+    }
+    return .{
+        .batch = image[0],
+        .in_channels = image[1],
+        .out_channels = out_channels,
+        .groups = groups,
+        .window = .{ .image = .{ image[2], image[3] }, .grid = grid, .kernel = kernel, .stride = stride, .padding = padding, .dilation = dilation },
+    };
+}
+
+/// Checks conv_transpose2d's arguments and returns its geometry: the window's grid is the
+/// input and its image the output.
+fn transposeGeometry(input: *const Tensor, weight: *const Tensor, bias: ?*const Tensor, options: Options) Error!Geometry {
+    const op = "conv_transpose2d";
+    try requireFloat(op, "input", input);
+    const image = try imageDims(op, input);
+    const kernel = try checkKernel(op, weight, options);
+    const groups: usize = @intCast(options.groups);
+    const stride = try checkedPair(op, "stride", options.stride, 1);
+    const padding = try checkedPair(op, "padding", options.padding, 0);
+    const dilation = try checkedPair(op, "dilation", options.dilation, 1);
+    const output_padding = try checkedPair(op, "output padding", options.output_padding, 0);
+    if (image[1] != weight.shape[0]) {
+        return status.fail(error.ShapeMismatch, op ++ ": input {f} has {d} channels, but weight {f} expects {d}", .{
+            status.shape(input.dims()), image[1], status.shape(weight.dims()), weight.shape[0],
+        });
+    }
+    if (image[1] % groups != 0) {
+        return status.fail(error.ShapeMismatch, op ++ ": input {f} has {d} channels, not divisible by groups={d}", .{ status.shape(input.dims()), image[1], groups });
+    }
+    const out_channels = std.math.mul(usize, weight.shape[1], groups) catch
+        return status.fail(error.TooLarge, op ++ ": weight {f} with groups={d} overflows the channel count", .{ status.shape(weight.dims()), groups });
+    try checkBias(op, bias, out_channels);
+    for (0..2) |axis| {
+        if (output_padding[axis] >= @max(stride[axis], dilation[axis])) {
+            return status.fail(error.InvalidArgument, op ++ ": output padding {f} must be smaller than either stride {f} or dilation {f}", .{
+                status.shape(&output_padding), status.shape(&stride), status.shape(&dilation),
+            });
+        }
+    }
+    const effective = try effectiveKernel(op, kernel, dilation);
+    var size: [2]usize = undefined;
+    for (0..2) |axis| {
+        // (in − 1)·stride + effective kernel + output padding − 2·padding
+        const spread = std.math.mul(usize, image[2 + axis] - 1, stride[axis]) catch
+            return status.fail(error.TooLarge, op ++ ": input {f} with stride {f} overflows the output size", .{ status.shape(input.dims()), status.shape(&stride) });
+        const full = std.math.add(usize, spread, std.math.add(usize, effective[axis], output_padding[axis]) catch return error.TooLarge) catch
+            return status.fail(error.TooLarge, op ++ ": input {f} and weight {f} overflow the output size", .{ status.shape(input.dims()), status.shape(weight.dims()) });
+        const trimmed = std.math.mul(usize, 2, padding[axis]) catch std.math.maxInt(usize);
+        if (trimmed >= full) {
+            return status.fail(error.ShapeMismatch, op ++ ": padding {f} is too large for input {f} and weight {f}: the output would be empty", .{
+                status.shape(&padding), status.shape(input.dims()), status.shape(weight.dims()),
+            });
+        }
+        size[axis] = full - trimmed;
+    }
+    return .{
+        .batch = image[0],
+        .in_channels = image[1],
+        .out_channels = out_channels,
+        .groups = groups,
+        .window = .{ .image = size, .grid = .{ image[2], image[3] }, .kernel = kernel, .stride = stride, .padding = padding, .dilation = dilation },
+    };
+}
+
+/// The contiguous operands of one call and its output.
+const Data = struct {
+    input: []const f32,
+    weight: []const f32,
+    bias: ?[]const f32,
+    output: []f32,
+    relu: bool,
+};
+
+/// Contiguous copies (or retained originals) of a call's tensors, released together.
+const Operands = struct {
+    input: *Tensor,
+    weight: *Tensor,
+    bias: ?*Tensor,
+
+    fn init(input: *Tensor, weight: *Tensor, bias: ?*Tensor) Error!Operands {
+        const x = try shape_ops.contiguous(input);
+        errdefer x.release();
+        const w = try shape_ops.contiguous(weight);
+        errdefer w.release();
+        const b = if (bias) |t| try shape_ops.contiguous(t) else null;
+        return .{ .input = x, .weight = w, .bias = b };
+    }
+
+    fn deinit(operands: Operands) void {
+        operands.input.release();
+        operands.weight.release();
+        if (operands.bias) |b| b.release();
+    }
+
+    fn data(operands: Operands, output: *Tensor, relu: bool) Data {
+        return .{
+            .input = operands.input.f32Slice(),
+            .weight = operands.weight.f32Slice(),
+            .bias = if (operands.bias) |b| b.f32Slice() else null,
+            .output = output.f32Slice(),
+            .relu = relu,
+        };
+    }
+};
+
+/// 2-D convolution, as torch.nn.functional.conv2d: input [N, C, H, W] (or [C, H, W]),
+/// weight [out, C / groups, kh, kw], bias [out].
+pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options) Error!*Tensor {
+    const geometry = try convGeometry(input, weight, bias, options);
+    const operands = try Operands.init(input, weight, bias);
+    defer operands.deinit();
+    const shape = outputDims(input, geometry.batch, geometry.out_channels, geometry.window.grid);
+    const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
+    errdefer out.release();
+    if (out.numel() == 0) return out;
+    const data = operands.data(out, options.relu);
+    if (geometry.inPerGroup() == 1) {
+        try runDepthwise(geometry, data);
+    } else {
+        try runUnfolded(geometry, data);
+    }
+    return out;
+}
+
+/// 2-D transposed convolution, as torch.nn.functional.conv_transpose2d: input [N, C, H, W]
+/// (or [C, H, W]), weight [C, out / groups, kh, kw], bias [out].
+pub fn convTranspose2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options) Error!*Tensor {
+    const geometry = try transposeGeometry(input, weight, bias, options);
+    const operands = try Operands.init(input, weight, bias);
+    defer operands.deinit();
+    const shape = outputDims(input, geometry.batch, geometry.out_channels, geometry.window.image);
+    const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
+    errdefer out.release();
+    if (out.numel() == 0) return out;
+    try runTransposed(geometry, operands.data(out, options.relu));
+    return out;
+}
+
+fn threadsFor(flops: usize) usize {
+    if (intra_op.inParallelRegion() or flops < parallel_flops_min) return 1;
+    return @max(1, settings.getNumThreads());
+}
+
+// ---------------------------------------------------------------------------------------
+// Depthwise: one input plane per output plane, output rows in parallel.
+
+fn runDepthwise(geometry: Geometry, data: Data) Error!void {
+    const window = geometry.window;
+    std.debug.assert(geometry.inPerGroup() == 1);
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+        /// Rows [begin, end) of the stacked output planes, one plane's share at a time.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const w = g.window;
+            var row = begin;
+            while (row < end) {
+                const plane = row / w.grid[0];
+                const oy = row % w.grid[0];
+                const rows = @min(end - row, w.grid[0] - oy);
+                const b = plane / g.out_channels;
+                const channel = plane % g.out_channels;
+                const input_channel = channel / g.outPerGroup();
+                const source = context.data.input[(b * g.in_channels + input_channel) * w.imagePlane() ..][0..w.imagePlane()];
+                const weights = context.data.weight[channel * w.taps() ..][0..w.taps()];
+                const bias = if (context.data.bias) |values| values[channel] else 0;
+                const output = context.data.output[plane * w.gridPlane() ..][0..w.gridPlane()];
+                kernels.depthwiseRows(w, source, weights, bias, context.data.relu, oy, oy + rows, output);
+                row += rows;
+            }
+        }
+    };
+    const context: Context = .{ .geometry = geometry, .data = data };
+    const rows = geometry.batch * geometry.out_channels * window.grid[0];
+    std.debug.assert(rows * window.grid[1] == data.output.len);
+    const work_per_row = @max(1, window.grid[1] * window.taps());
+    try intra_op.parallelForTyped(0, rows, @max(1, 16384 / work_per_row), &context, Context.body);
+}
+
+// ---------------------------------------------------------------------------------------
+// im2col + GEMM (and the pointwise GEMM without unfolding).
+
+/// How a convolution's GEMMs are cut into tasks. Per image (batch × group) the GEMM is
+/// C [m = out/groups, n = output pixels] = A [m, depth] · B [depth, n]; a task is one block of
+/// rows × columns of C. Tasks run in order (image, column block, row block) and each worker
+/// takes a contiguous range of them, so a worker unfolds a column block once for all its
+/// row blocks.
+const Plan = struct {
+    images: usize,
+    rows_per_block: usize,
+    row_blocks: usize,
+    columns_per_block: usize,
+    column_blocks: usize,
+    workers: usize,
+    /// Floats of scratch each worker unfolds into (0 without unfolding).
+    scratch_per_worker: usize,
+
+    fn tasks(plan: Plan) usize {
+        return plan.images * plan.column_blocks * plan.row_blocks;
+    }
+};
+
+/// The widest column block that keeps one unfolded block near L2 size and `slots` blocks
+/// of `depth` floats per column under the scratch limit.
+fn blockColumnLimit(comptime op: []const u8, n: usize, depth: usize, slots: usize) Error!usize {
+    const column_bytes = @max(depth, 1) * @sizeOf(f32);
+    const cap = scratch_bytes_max / (column_bytes * slots);
+    if (cap == 0) {
+        return status.fail(error.TooLarge, op ++ ": one unfolded column of {d} floats per thread exceeds the {d}-byte scratch limit", .{ depth, scratch_bytes_max });
+    }
+    return @min(n, cap, @max(block_columns_min, block_bytes_target / column_bytes));
+}
+
+fn planBlocks(comptime op: []const u8, images: usize, m: usize, n: usize, depth: usize, threads: usize, unfold: bool) Error!Plan {
+    std.debug.assert(images > 0 and m > 0 and n > 0);
+    std.debug.assert(threads > 0);
+    const column_limit = if (unfold) try blockColumnLimit(op, n, depth, threads) else n;
+    var column_blocks = std.math.divCeil(usize, n, column_limit) catch unreachable;
+    var row_blocks: usize = 1;
+    const parts = std.math.divCeil(usize, threads, images) catch unreachable;
+    if (column_blocks < parts) {
+        // Too few blocks for the workers. A row split repeats the B panel (and its
+        // unfolding) per block, a column split repeats A: split the larger dimension.
+        if (m >= n and m >= 32) {
+            row_blocks = @min(std.math.divCeil(usize, parts, column_blocks) catch unreachable, m / 16);
+        } else {
+            column_blocks = @max(column_blocks, @min(parts, n / 16));
+        }
+    } else if (parts > 1 and column_blocks % parts != 0) {
+        // One image: give every worker the same number of blocks.
+        column_blocks = @min(std.mem.alignForward(usize, column_blocks, parts), @max(column_blocks, n / 16));
+    }
+    const columns_per_block = std.math.divCeil(usize, n, column_blocks) catch unreachable;
+    const rows_per_block = std.math.divCeil(usize, m, row_blocks) catch unreachable;
+    var plan: Plan = .{
+        .images = images,
+        .rows_per_block = rows_per_block,
+        .row_blocks = std.math.divCeil(usize, m, rows_per_block) catch unreachable,
+        .columns_per_block = columns_per_block,
+        .column_blocks = std.math.divCeil(usize, n, columns_per_block) catch unreachable,
+        .workers = 1,
+        .scratch_per_worker = if (unfold) depth * columns_per_block else 0,
+    };
+    plan.workers = @min(threads, plan.tasks());
+    std.debug.assert(plan.scratch_per_worker * plan.workers * @sizeOf(f32) <= scratch_bytes_max);
+    return plan;
+}
+
+/// Scratch floats from the block cache (warm pages on repeated calls), freed by `release`.
+const Scratch = struct {
+    block: ?storage_cache.Block,
+    values: []f32,
+
+    fn init(comptime op: []const u8, count: usize) Error!Scratch {
+        if (count == 0) return .{ .block = null, .values = &.{} };
+        const bytes = count * @sizeOf(f32);
+        std.debug.assert(bytes <= scratch_bytes_max);
+        const block = storage_cache.allocate(bytes) catch
+            return status.fail(error.OutOfMemory, op ++ ": out of memory allocating {d} bytes of scratch", .{bytes});
+        const values: [*]f32 = @ptrCast(block.ptr);
+        return .{ .block = block, .values = values[0..count] };
+    }
+
+    fn release(scratch: Scratch) void {
+        if (scratch.block) |block| storage_cache.free(block);
+    }
+};
+
+fn isPointwise(window: Window) bool {
+    return window.kernel[0] == 1 and window.kernel[1] == 1 and window.stride[0] == 1 and window.stride[1] == 1 and
+        window.padding[0] == 0 and window.padding[1] == 0;
+}
+
+fn runUnfolded(geometry: Geometry, data: Data) Error!void {
+    const window = geometry.window;
+    const m = geometry.outPerGroup();
+    const n = window.gridPlane();
+    const depth = geometry.inPerGroup() * window.taps();
+    const images = geometry.batch * geometry.groups;
+    const unfold = !isPointwise(window);
+    const flops = (2 *| images) *| m *| n *| @max(depth, 1);
+    const plan = try planBlocks("conv2d", images, m, n, depth, threadsFor(flops), unfold);
+    const scratch = try Scratch.init("conv2d", plan.workers * plan.scratch_per_worker);
+    defer scratch.release();
+    const context: UnfoldedContext = .{ .geometry = geometry, .data = data, .plan = plan, .unfold = unfold, .scratch = scratch.values };
+    try intra_op.parallelForTyped(0, plan.workers, 1, &context, UnfoldedContext.body);
+}
+
+const UnfoldedContext = struct {
+    geometry: Geometry,
+    data: Data,
+    plan: Plan,
+    unfold: bool,
+    scratch: []f32,
+
+    /// Runs workers [begin, end): each its contiguous share of the tasks, in its own scratch.
+    fn body(context: *const UnfoldedContext, begin: usize, end: usize) Error!void {
+        const plan = context.plan;
+        for (begin..end) |worker| {
+            const scratch = context.scratch[worker * plan.scratch_per_worker ..][0..plan.scratch_per_worker];
+            const task_begin = plan.tasks() * worker / plan.workers;
+            const task_end = plan.tasks() * (worker + 1) / plan.workers;
+            var unfolded: ?usize = null;
+            for (task_begin..task_end) |task| try context.runTask(task, scratch, &unfolded);
+        }
+    }
+
+    /// One block of one image's output: unfold (unless this worker just did), GEMM, bias
+    /// and relu.
+    fn runTask(context: *const UnfoldedContext, task: usize, scratch: []f32, unfolded: *?usize) Error!void {
+        const g = context.geometry;
+        const plan = context.plan;
+        const window = g.window;
+        const row_block = task % plan.row_blocks;
+        const column_task = task / plan.row_blocks;
+        const column_block = column_task % plan.column_blocks;
+        const image = column_task / plan.column_blocks;
+        const b = image / g.groups;
+        const group = image % g.groups;
+        const m = g.outPerGroup();
+        const n = window.gridPlane();
+        const depth = g.inPerGroup() * window.taps();
+        const row_begin = row_block * plan.rows_per_block;
+        const rows = @min(plan.rows_per_block, m - row_begin);
+        const column_begin = column_block * plan.columns_per_block;
+        const columns = @min(plan.columns_per_block, n - column_begin);
+        std.debug.assert(rows > 0 and columns > 0);
+
+        const input = context.data.input[(b * g.in_channels + group * g.inPerGroup()) * window.imagePlane() ..][0 .. g.inPerGroup() * window.imagePlane()];
+        var b_matrix: []const f32 = input[column_begin..];
+        var ldb = n;
+        if (context.unfold) {
+            b_matrix = scratch[0 .. depth * columns];
+            ldb = columns;
+            if (unfolded.* != column_task) {
+                kernels.im2col(window, input, g.inPerGroup(), column_begin, columns, scratch[0 .. depth * columns]);
+                unfolded.* = column_task;
+            }
+        }
+        const channel = group * m + row_begin;
+        const c_offset = (b * g.out_channels + channel) * n + column_begin;
+        const args: gemm.Args = .{
+            .trans_a = false,
+            .trans_b = false,
+            .m = rows,
+            .n = columns,
+            .k = depth,
+            .alpha = 1,
+            .a = context.data.weight[channel * depth ..][0 .. rows * depth],
+            .lda = depth,
+            .b = b_matrix,
+            .ldb = ldb,
+            .beta = 0,
+            .c = context.data.output[c_offset..][0 .. (rows - 1) * n + columns],
+            .ldc = n,
+        };
+        try args.validate();
+        const tiling = gemm.plan(rows, columns, 1);
+        gemm.runTiles(&args, tiling, 0, tiling.count());
+        if (context.data.bias == null and !context.data.relu) return;
+        for (0..rows) |r| {
+            const bias = if (context.data.bias) |values| values[channel + r] else 0;
+            kernels.biasRelu(context.data.output[c_offset + r * n ..][0..columns], bias, context.data.relu);
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Transposed convolution: columns = weightᵀ · input per column block, then col2im.
+
+fn runTransposed(geometry: Geometry, data: Data) Error!void {
+    const window = geometry.window;
+    const rows = geometry.outPerGroup() * window.taps();
+    const n = window.gridPlane();
+    const images = geometry.batch * geometry.groups;
+    const flops = (2 *| images) *| rows *| n *| @max(geometry.inPerGroup(), 1);
+    const threads = threadsFor(flops);
+    // Enough images: each worker runs whole images (GEMM and scatter) in its own scratch.
+    // Otherwise images run one after another, each block's GEMM and scatter in parallel.
+    const per_image = images >= threads;
+    const slots = if (per_image) @min(threads, images) else 1;
+    const column_blocks = std.math.divCeil(usize, n, try blockColumnLimit("conv_transpose2d", n, rows, slots)) catch unreachable;
+    const columns_per_block = std.math.divCeil(usize, n, column_blocks) catch unreachable;
+    const scratch = try Scratch.init("conv_transpose2d", slots * rows * columns_per_block);
+    defer scratch.release();
+    var context: TransposedContext = .{
+        .geometry = geometry,
+        .data = data,
+        .columns_per_block = columns_per_block,
+        .column_blocks = std.math.divCeil(usize, n, columns_per_block) catch unreachable,
+        .slots = slots,
+        .scratch = scratch.values,
+        .image = 0,
+        .block = 0,
+    };
+    const shared: *const TransposedContext = &context;
+    if (per_image) return intra_op.parallelForTyped(0, slots, 1, shared, TransposedContext.wholeImages);
+    for (0..images) |image| for (0..context.column_blocks) |block| {
+        context.image = image;
+        context.block = block;
+        _ = try shared.multiply(scratch.values, false);
+        try intra_op.parallelForTyped(0, geometry.outPerGroup(), 1, shared, TransposedContext.scatterChannels);
+    };
+}
+
+const TransposedContext = struct {
+    geometry: Geometry,
+    data: Data,
+    columns_per_block: usize,
+    column_blocks: usize,
+    slots: usize,
+    scratch: []f32,
+    /// The image and block the shared-scratch path is working on.
+    image: usize,
+    block: usize,
+
+    fn blockColumns(context: *const TransposedContext, block: usize) usize {
+        const n = context.geometry.window.gridPlane();
+        return @min(context.columns_per_block, n - block * context.columns_per_block);
+    }
+
+    /// The unfolded output of one block of `context.image`: weight[group]ᵀ · input[group]
+    /// into `scratch`, with the GEMM split over the pool unless `serial`.
+    fn multiply(context: *const TransposedContext, scratch: []f32, serial: bool) Error![]f32 {
+        const g = context.geometry;
+        const window = g.window;
+        const n = window.gridPlane();
+        const rows = g.outPerGroup() * window.taps();
+        const b = context.image / g.groups;
+        const group = context.image % g.groups;
+        const column_begin = context.block * context.columns_per_block;
+        const columns = context.blockColumns(context.block);
+        const input = context.data.input[(b * g.in_channels + group * g.inPerGroup()) * n ..][0 .. g.inPerGroup() * n];
+        const weight = context.data.weight[group * g.inPerGroup() * rows ..][0 .. g.inPerGroup() * rows];
+        const target = scratch[0 .. rows * columns];
+        if (serial) {
+            const args: gemm.Args = .{
+                .trans_a = true,
+                .trans_b = false,
+                .m = rows,
+                .n = columns,
+                .k = g.inPerGroup(),
+                .alpha = 1,
+                .a = weight,
+                .lda = rows,
+                .b = input[column_begin..],
+                .ldb = n,
+                .beta = 0,
+                .c = target,
+                .ldc = columns,
+            };
+            try args.validate();
+            const tiling = gemm.plan(rows, columns, 1);
+            gemm.runTiles(&args, tiling, 0, tiling.count());
+        } else {
+            try linalg.matmulInto(true, false, rows, columns, g.inPerGroup(), weight, rows, input[column_begin..], n, target, columns);
+        }
+        return target;
+    }
+
+    /// Scatters the current block into output channels [begin, end) of the current group:
+    /// the first block starts each plane from the bias, the last one applies relu.
+    fn scatter(context: *const TransposedContext, columns: []const f32, begin: usize, end: usize) void {
+        const g = context.geometry;
+        const window = g.window;
+        const plane = window.imagePlane();
+        const b = context.image / g.groups;
+        const group = context.image % g.groups;
+        const first_channel = group * g.outPerGroup();
+        const output = context.data.output[(b * g.out_channels + first_channel) * plane ..][0 .. g.outPerGroup() * plane];
+        if (context.block == 0) for (begin..end) |channel| {
+            const bias = if (context.data.bias) |values| values[first_channel + channel] else 0;
+            @memset(output[channel * plane ..][0..plane], bias);
+        };
+        const column_begin = context.block * context.columns_per_block;
+        kernels.col2im(window, columns, column_begin, context.blockColumns(context.block), begin, end, output);
+        if (context.data.relu and context.block + 1 == context.column_blocks) {
+            kernels.biasRelu(output[begin * plane .. end * plane], 0, true);
+        }
+    }
+
+    fn scatterChannels(context: *const TransposedContext, begin: usize, end: usize) Error!void {
+        const columns = context.blockColumns(context.block);
+        const rows = context.geometry.outPerGroup() * context.geometry.window.taps();
+        context.scatter(context.scratch[0 .. rows * columns], begin, end);
+    }
+
+    /// Runs slots [begin, end): each its contiguous share of the images, serially.
+    fn wholeImages(context: *const TransposedContext, begin: usize, end: usize) Error!void {
+        const g = context.geometry;
+        const images = g.batch * g.groups;
+        const per_slot = context.scratch.len / context.slots;
+        for (begin..end) |slot| {
+            var local = context.*;
+            const scratch = context.scratch[slot * per_slot ..][0..per_slot];
+            for (images * slot / context.slots..images * (slot + 1) / context.slots) |image| {
+                local.image = image;
+                for (0..context.column_blocks) |block| {
+                    local.block = block;
+                    const columns = try local.multiply(scratch, true);
+                    local.scatter(columns, 0, g.outPerGroup());
+                }
+            }
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Tests: every path against the direct references, at 1 and 2 threads.
+
+const testing = std.testing;
+
+const Case = struct {
+    batch: usize,
+    in_channels: usize,
+    size: [2]usize,
+    out_channels: usize,
+    kernel: [2]usize,
+    options: Options = .{},
+};
+
+fn randomTensor(random: std.Random, dims: []const usize) !*Tensor {
+    const t = try tensor.createUninit(.float32, dims);
+    for (t.f32Slice()) |*x| x.* = random.float(f32) * 2 - 1;
+    return t;
+}
+
+fn expectClose(expected: []const f32, got: []const f32, depth: usize) !void {
+    try testing.expectEqual(expected.len, got.len);
+    const tolerance = 1e-5 * @as(f32, @floatFromInt(depth + 1));
+    for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, tolerance);
+}
+
+fn checkCase(case: Case, transposed: bool, random: std.Random) !void {
+    const groups: usize = @intCast(case.options.groups);
+    const x = try randomTensor(random, &.{ case.batch, case.in_channels, case.size[0], case.size[1] });
+    defer x.release();
+    const weight_dims: [4]usize = if (transposed)
+        .{ case.in_channels, case.out_channels / groups, case.kernel[0], case.kernel[1] }
+    else
+        .{ case.out_channels, case.in_channels / groups, case.kernel[0], case.kernel[1] };
+    const weight = try randomTensor(random, &weight_dims);
+    defer weight.release();
+    const bias = try randomTensor(random, &.{case.out_channels});
+    defer bias.release();
+    for ([_]bool{ false, true }) |with_bias| for ([_]bool{ false, true }) |relu| {
+        var options = case.options;
+        options.relu = relu;
+        const b: ?*Tensor = if (with_bias) bias else null;
+        const out = if (transposed) try convTranspose2d(x, weight, b, options) else try conv2d(x, weight, b, options);
+        defer out.release();
+        const geometry = if (transposed) try transposeGeometry(x, weight, b, options) else try convGeometry(x, weight, b, options);
+        const expected = try testing.allocator.alloc(f32, out.numel());
+        defer testing.allocator.free(expected);
+        const bias_values: ?[]const f32 = if (with_bias) bias.f32Slice() else null;
+        if (transposed) {
+            kernels.referenceTranspose(geometry, x.f32Slice(), weight.f32Slice(), bias_values, relu, expected);
+        } else {
+            kernels.reference(geometry, x.f32Slice(), weight.f32Slice(), bias_values, relu, expected);
+        }
+        try expectClose(expected, out.f32Slice(), weight_dims[1] * case.kernel[0] * case.kernel[1]);
+    };
+}
+
+const conv_cases = [_]Case{
+    // 1×1 images, pointwise and padded 3×3.
+    .{ .batch = 1, .in_channels = 3, .size = .{ 1, 1 }, .out_channels = 4, .kernel = .{ 1, 1 } },
+    .{ .batch = 1, .in_channels = 3, .size = .{ 1, 1 }, .out_channels = 5, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    // Prime sizes, batch 3.
+    .{ .batch = 3, .in_channels = 5, .size = .{ 7, 11 }, .out_channels = 7, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    // Kernel larger than the input, with padding.
+    .{ .batch = 1, .in_channels = 2, .size = .{ 3, 2 }, .out_channels = 3, .kernel = .{ 5, 5 }, .options = .{ .padding = .{ 2, 2 } } },
+    // Stride larger than the kernel.
+    .{ .batch = 2, .in_channels = 3, .size = .{ 13, 17 }, .out_channels = 4, .kernel = .{ 2, 3 }, .options = .{ .stride = .{ 4, 5 }, .padding = .{ 1, 0 } } },
+    // Dilation.
+    .{ .batch = 1, .in_channels = 4, .size = .{ 9, 10 }, .out_channels = 6, .kernel = .{ 3, 2 }, .options = .{ .padding = .{ 2, 1 }, .dilation = .{ 2, 3 } } },
+    // Groups 2, and depthwise (groups = C) with stride 1 and 2, and a channel multiplier.
+    .{ .batch = 3, .in_channels = 6, .size = .{ 8, 7 }, .out_channels = 4, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .groups = 2 } },
+    .{ .batch = 1, .in_channels = 7, .size = .{ 10, 37 }, .out_channels = 7, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 7 } },
+    .{ .batch = 3, .in_channels = 5, .size = .{ 11, 40 }, .out_channels = 5, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 5 } },
+    .{ .batch = 1, .in_channels = 3, .size = .{ 6, 6 }, .out_channels = 6, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .dilation = .{ 2, 1 }, .groups = 3 } },
+    // Pointwise: plain, grouped, strided (unfolded).
+    .{ .batch = 3, .in_channels = 7, .size = .{ 5, 9 }, .out_channels = 5, .kernel = .{ 1, 1 } },
+    .{ .batch = 2, .in_channels = 6, .size = .{ 4, 4 }, .out_channels = 9, .kernel = .{ 1, 1 }, .options = .{ .groups = 3 } },
+    .{ .batch = 1, .in_channels = 8, .size = .{ 7, 7 }, .out_channels = 16, .kernel = .{ 1, 1 }, .options = .{ .stride = .{ 2, 2 } } },
+    // Several column blocks per image, and a row split (many channels, few pixels).
+    .{ .batch = 1, .in_channels = 64, .size = .{ 30, 30 }, .out_channels = 8, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 16, .size = .{ 5, 5 }, .out_channels = 80, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 48, .size = .{ 1, 300 }, .out_channels = 12, .kernel = .{ 1, 1 } },
+};
+
+test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(31);
+    for ([_]i64{ 1, 2 }) |threads| {
+        try settings.setNumThreads(threads);
+        for (conv_cases) |case| try checkCase(case, false, prng.random());
+    }
+}
+
+const transpose_cases = [_]Case{
+    .{ .batch = 1, .in_channels = 3, .size = .{ 1, 1 }, .out_channels = 4, .kernel = .{ 3, 3 } },
+    .{ .batch = 2, .in_channels = 4, .size = .{ 5, 7 }, .out_channels = 6, .kernel = .{ 3, 2 }, .options = .{ .stride = .{ 2, 3 }, .padding = .{ 1, 0 }, .output_padding = .{ 1, 2 }, .groups = 2 } },
+    .{ .batch = 1, .in_channels = 3, .size = .{ 4, 5 }, .out_channels = 2, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .output_padding = .{ 0, 1 }, .dilation = .{ 2, 2 } } },
+    .{ .batch = 3, .in_channels = 5, .size = .{ 6, 6 }, .out_channels = 5, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .output_padding = .{ 1, 1 }, .groups = 5 } },
+    .{ .batch = 1, .in_channels = 7, .size = .{ 3, 11 }, .out_channels = 3, .kernel = .{ 1, 1 } },
+    .{ .batch = 1, .in_channels = 32, .size = .{ 24, 24 }, .out_channels = 9, .kernel = .{ 4, 4 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
+};
+
+test "conv_transpose2d matches the direct reference on awkward shapes, 1 and 2 threads" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(32);
+    for ([_]i64{ 1, 2 }) |threads| {
+        try settings.setNumThreads(threads);
+        for (transpose_cases) |case| try checkCase(case, true, prng.random());
+    }
+}
+
+test "planBlocks bounds the scratch and keeps every worker busy" {
+    // ResNet 3×3 64→64 at 56×56: L2-sized column blocks, split evenly over 2 workers.
+    const plan = try planBlocks("test", 1, 64, 56 * 56, 576, 2, true);
+    try testing.expectEqual(@as(usize, 1), plan.row_blocks);
+    try testing.expectEqual(@as(usize, 0), plan.column_blocks % 2);
+    try testing.expect(plan.scratch_per_worker * @sizeOf(f32) <= 2 * block_bytes_target);
+    // Few pixels, many channels: rows split instead.
+    const deep = try planBlocks("test", 1, 512, 49, 4608, 2, true);
+    try testing.expectEqual(@as(usize, 2), deep.row_blocks);
+    try testing.expectEqual(@as(usize, 2), deep.workers);
+    // A huge depth still fits the scratch limit, in narrow blocks.
+    const huge = try planBlocks("test", 1, 8, 1 << 20, 1 << 20, 4, true);
+    try testing.expect(huge.workers * huge.scratch_per_worker * @sizeOf(f32) <= scratch_bytes_max);
+    try testing.expectError(error.TooLarge, planBlocks("test", 1, 8, 100, 1 << 24, 2, true));
+}
+
+test "conv2d refuses bad shapes and parameters with typed errors" {
+    const x = try tensor.createZeroed(.float32, &.{ 1, 4, 5, 5 });
+    defer x.release();
+    const weight = try tensor.createZeroed(.float32, &.{ 6, 2, 3, 3 });
+    defer weight.release();
+    try testing.expectError(error.ShapeMismatch, conv2d(x, weight, null, .{}));
+    try testing.expectError(error.ShapeMismatch, conv2d(x, weight, null, .{ .groups = 4 }));
+    try testing.expectError(error.InvalidArgument, conv2d(x, weight, null, .{ .groups = 0 }));
+    try testing.expectError(error.InvalidArgument, conv2d(x, weight, null, .{ .groups = 2, .stride = .{ 0, 1 } }));
+    try testing.expectError(error.InvalidArgument, conv2d(x, weight, null, .{ .groups = 2, .dilation = .{ 1, -1 } }));
+    try testing.expectError(error.InvalidArgument, conv2d(x, weight, null, .{ .groups = 2, .padding = .{ -1, 0 } }));
+    try testing.expectError(error.ShapeMismatch, conv2d(x, weight, null, .{ .groups = 2, .dilation = .{ 3, 1 } }));
+    try testing.expectError(error.TooLarge, conv2d(x, weight, null, .{ .groups = 2, .padding = .{ 1 << 40, 1 << 40 } }));
+    const wrong_bias = try tensor.createZeroed(.float32, &.{5});
+    defer wrong_bias.release();
+    try testing.expectError(error.ShapeMismatch, conv2d(x, weight, wrong_bias, .{ .groups = 2 }));
+    const indices = try tensor.createZeroed(.int64, &.{ 6, 2, 3, 3 });
+    defer indices.release();
+    try testing.expectError(error.DTypeMismatch, conv2d(x, indices, null, .{ .groups = 2 }));
+    const flat = try tensor.createZeroed(.float32, &.{ 4, 25 });
+    defer flat.release();
+    try testing.expectError(error.ShapeMismatch, conv2d(flat, weight, null, .{ .groups = 2 }));
+    const ok = try conv2d(x, weight, null, .{ .groups = 2, .padding = .{ 1, 0 } });
+    defer ok.release();
+    try testing.expectEqualSlices(usize, &.{ 1, 6, 5, 3 }, ok.dims());
+}
+
+test "conv_transpose2d refuses bad output padding and padding that empties the output" {
+    const x = try tensor.createZeroed(.float32, &.{ 2, 4, 3 });
+    defer x.release();
+    const weight = try tensor.createZeroed(.float32, &.{ 2, 3, 3, 3 });
+    defer weight.release();
+    const out = try convTranspose2d(x, weight, null, .{ .stride = .{ 2, 2 }, .output_padding = .{ 1, 0 } });
+    defer out.release();
+    try testing.expectEqualSlices(usize, &.{ 3, 10, 7 }, out.dims());
+    try testing.expectError(error.InvalidArgument, convTranspose2d(x, weight, null, .{ .output_padding = .{ 1, 0 } }));
+    try testing.expectError(error.ShapeMismatch, convTranspose2d(x, weight, null, .{ .padding = .{ 3, 0 } }));
+    try testing.expectError(error.ShapeMismatch, convTranspose2d(x, weight, null, .{ .groups = 4 }));
+}
