@@ -315,6 +315,7 @@ test {
     _ = inter_op;
     _ = intra_op;
     _ = @import("kernels/gemm.zig");
+    _ = @import("kernels/gemm_native.zig");
     _ = openblas;
     _ = info;
 }

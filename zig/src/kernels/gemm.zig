@@ -6,6 +6,7 @@ const std = @import("std");
 const build_options = @import("build_options");
 const status = @import("../status.zig");
 const openblas = @import("openblas.zig");
+const gemm_native = @import("gemm_native.zig");
 
 const Error = status.Error;
 
@@ -35,7 +36,7 @@ pub const Args = struct {
         try checkMatrix("C", args.c.len, args.m, args.n, args.ldc);
     }
 
-    fn checkMatrix(comptime name: []const u8, len: usize, rows: usize, cols: usize, ld: usize) Error!void {
+    pub fn checkMatrix(comptime name: []const u8, len: usize, rows: usize, cols: usize, ld: usize) Error!void {
         if (rows == 0 or cols == 0) return;
         if (ld < cols) {
             return status.fail(error.InvalidArgument, "sgemm: ld" ++ name ++ " = {d} is smaller than the {d} columns of " ++ name, .{ ld, cols });
@@ -56,7 +57,8 @@ pub const Args = struct {
     }
 };
 
-/// How the output is cut into tiles for the intra-op pool.
+/// How the output is cut into tiles for the intra-op pool: a grid of row_tiles × col_tiles
+/// blocks, numbered row-major; the last block of each dimension may be shorter.
 pub const Tiling = struct {
     rows_per_tile: usize,
     cols_per_tile: usize,
@@ -66,22 +68,45 @@ pub const Tiling = struct {
     pub fn count(tiling: Tiling) usize {
         return tiling.row_tiles * tiling.col_tiles;
     }
+
+    pub const Block = struct { row_begin: usize, rows: usize, col_begin: usize, cols: usize };
+
+    /// The part of an m × n output that `tile` covers, or null when it covers nothing.
+    pub fn block(tiling: Tiling, tile: usize, m: usize, n: usize) ?Block {
+        std.debug.assert(tile < tiling.count());
+        const row_begin = (tile / tiling.col_tiles) * tiling.rows_per_tile;
+        const col_begin = (tile % tiling.col_tiles) * tiling.cols_per_tile;
+        if (row_begin >= m or col_begin >= n) return null;
+        return .{
+            .row_begin = row_begin,
+            .rows = @min(tiling.rows_per_tile, m - row_begin),
+            .col_begin = col_begin,
+            .cols = @min(tiling.cols_per_tile, n - col_begin),
+        };
+    }
 };
 
-/// Chooses tiles so that `threads` workers get balanced, reasonably large blocks: split the
-/// rows when there are enough of them, otherwise the columns.
+/// Chooses about `threads` tiles, aligned to the native kernel's register block so that only
+/// the last tile of each dimension has ragged panels. The larger dimension is split first:
+/// a thread packs the operand of the other dimension whole, so splitting the larger one keeps
+/// that duplicated packing smallest; few rows (inference) therefore split the columns.
 pub fn plan(m: usize, n: usize, threads: usize) Tiling {
     const workers = @max(threads, 1);
-    const min_rows = 16;
-    const min_cols = 64;
-    var row_tiles = @max(1, @min(workers, m / min_rows));
+    const row_groups = @max(1, std.math.divCeil(usize, m, gemm_native.native.panel_rows) catch unreachable);
+    const col_groups = @max(1, std.math.divCeil(usize, n, gemm_native.native.panel_cols) catch unreachable);
+    var row_tiles: usize = 1;
     var col_tiles: usize = 1;
-    if (row_tiles < workers) col_tiles = @max(1, @min(workers / row_tiles, n / min_cols));
-    if (m == 0) row_tiles = 1;
-    const rows_per_tile = @max(1, std.math.divCeil(usize, m, row_tiles) catch unreachable);
-    var cols_per_tile = @max(1, std.math.divCeil(usize, n, col_tiles) catch unreachable);
-    // Keep column tiles a multiple of the vector width so edges stay on one tile.
-    if (col_tiles > 1) cols_per_tile = std.mem.alignForward(usize, cols_per_tile, 16);
+    if (m >= n and row_groups >= workers) {
+        row_tiles = workers;
+    } else if (col_groups >= workers) {
+        col_tiles = workers;
+    } else {
+        row_tiles = @min(row_groups, workers);
+        col_tiles = @min(col_groups, @max(1, workers / row_tiles));
+    }
+    const rows_per_tile = gemm_native.native.panel_rows * (std.math.divCeil(usize, row_groups, row_tiles) catch unreachable);
+    const cols_per_tile = gemm_native.native.panel_cols * (std.math.divCeil(usize, col_groups, col_tiles) catch unreachable);
+    std.debug.assert(rows_per_tile >= 1 and cols_per_tile >= 1);
     return .{
         .rows_per_tile = rows_per_tile,
         .cols_per_tile = cols_per_tile,
@@ -92,46 +117,13 @@ pub fn plan(m: usize, n: usize, threads: usize) Tiling {
 
 /// Computes output tiles [tile_begin, tile_end) of `tiling`. `args` must be validated.
 pub fn runTiles(args: *const Args, tiling: Tiling, tile_begin: usize, tile_end: usize) void {
+    std.debug.assert(tile_begin <= tile_end);
     std.debug.assert(tile_end <= tiling.count());
     for (tile_begin..tile_end) |tile| {
-        const row_begin = (tile / tiling.col_tiles) * tiling.rows_per_tile;
-        const col_begin = (tile % tiling.col_tiles) * tiling.cols_per_tile;
-        if (row_begin >= args.m or col_begin >= args.n) continue;
-        const rows = @min(tiling.rows_per_tile, args.m - row_begin);
-        const cols = @min(tiling.cols_per_tile, args.n - col_begin);
+        const block = tiling.block(tile, args.m, args.n) orelse continue;
         switch (build_options.blas) {
-            .openblas => openblas.sgemmBlock(args, row_begin, rows, col_begin, cols),
-            .native => nativeBlock(args, row_begin, rows, col_begin, cols),
-        }
-    }
-}
-
-const vector_width = 16;
-const V = @Vector(vector_width, f32);
-
-/// The interim native GEMM: row-wise axpy with vector registers. Correct for every shape,
-/// far from peak; the packed, register-blocked kernel replaces it.
-fn nativeBlock(args: *const Args, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
-    for (row_begin..row_begin + rows) |row| {
-        const c_row = args.c[row * args.ldc + col_begin ..][0..cols];
-        if (args.beta == 0) @memset(c_row, 0) else if (args.beta != 1) {
-            for (c_row) |*x| x.* *= args.beta;
-        }
-        for (0..args.k) |depth| {
-            const a_value = args.alpha * args.aAt(row, depth);
-            if (args.trans_b) {
-                for (c_row, 0..) |*x, j| x.* += a_value * args.bAt(depth, col_begin + j);
-                continue;
-            }
-            const b_row = args.b[depth * args.ldb + col_begin ..][0..cols];
-            const a_splat: V = @splat(a_value);
-            var j: usize = 0;
-            while (j + vector_width <= cols) : (j += vector_width) {
-                const b_vector: V = b_row[j..][0..vector_width].*;
-                const c_vector: V = c_row[j..][0..vector_width].*;
-                c_row[j..][0..vector_width].* = @mulAdd(V, a_splat, b_vector, c_vector);
-            }
-            while (j < cols) : (j += 1) c_row[j] = @mulAdd(f32, a_value, b_row[j], c_row[j]);
+            .openblas => openblas.sgemmBlock(args, block.row_begin, block.rows, block.col_begin, block.cols),
+            .native => gemm_native.native.runBlock(args, block.row_begin, block.rows, block.col_begin, block.cols),
         }
     }
 }
