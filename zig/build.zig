@@ -5,6 +5,7 @@
 //!   -Dthreading=omp|tbb             intra-op backend (fork-join team per caller | shared pool)
 //!   -Dblas=openblas|native          GEMM backend (system OpenBLAS | Spindle's own)
 //!   -Dtsan=true                     build everything with ThreadSanitizer
+//!   zig build bench-gemm [-- args]  native GEMM vs OpenBLAS, GFLOPS table (ReleaseFast)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -75,6 +76,38 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addRunArtifact(unit_tests);
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
+
+    addGemmBench(b, target, options);
+}
+
+/// The native GEMM against OpenBLAS, always ReleaseFast and always linked with OpenBLAS
+/// (the baseline), whatever -Dblas says: it calls the native kernel directly.
+fn addGemmBench(b: *std.Build, target: std.Build.ResolvedTarget, options: *std.Build.Step.Options) void {
+    const bench_step = b.step("bench-gemm", "Benchmark the native GEMM against OpenBLAS (GFLOPS table)");
+    if (!openblasAvailable()) {
+        const fail = b.addFail("bench-gemm needs OpenBLAS as its baseline: apt-get install libopenblas-dev");
+        bench_step.dependOn(&fail.step);
+        return;
+    }
+    const kernels = b.createModule(.{
+        .root_source_file = b.path("src/kernels.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+    });
+    kernels.addOptions("build_options", options);
+    const bench_module = b.createModule(.{
+        .root_source_file = b.path("../bench/native/gemm_bench.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+    });
+    bench_module.addImport("kernels", kernels);
+    bench_module.linkSystemLibrary("openblas", .{});
+    const bench = b.addExecutable(.{ .name = "gemm_bench", .root_module = bench_module });
+    const run_bench = b.addRunArtifact(bench);
+    if (b.args) |args| run_bench.addArgs(args);
+    bench_step.dependOn(&run_bench.step);
 }
 
 fn createRootModule(

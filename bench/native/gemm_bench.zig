@@ -1,0 +1,284 @@
+//! GFLOPS of Spindle's native SGEMM against OpenBLAS's cblas_sgemm, measured in the same run
+//! on the same buffers, at 1 and 2 threads, for square sizes and the skinny shapes of
+//! inference (M rows of activations times a K × N weight, B plain "NN" or transposed "NT" as
+//! nn.Linear stores it). "packed" is Spindle with B packed once beforehand (PackedB), the way
+//! `linear` will use fixed weights.
+//!
+//!   cd zig && zig build bench-gemm                          full table
+//!   cd zig && zig build bench-gemm -- --threads 1 --shapes square --repeats 3 --min-ms 50
+//!
+//! Spindle's 2-thread runs split the tiles of gemm.plan over the caller and one spinning
+//! helper thread (as the omp backend does); OpenBLAS gets openblas_set_num_threads(2).
+//! Each number is the best of `repeats` timed runs of at least `min-ms` each: the machine may
+//! be shared, and the best run is the least disturbed one.
+const std = @import("std");
+const kernels = @import("kernels");
+const gemm = kernels.gemm;
+const gemm_native = kernels.gemm_native;
+const native = gemm_native.native;
+
+const CblasRowMajor: c_int = 101;
+const CblasNoTrans: c_int = 111;
+const CblasTrans: c_int = 112;
+extern fn cblas_sgemm(
+    order: c_int,
+    trans_a: c_int,
+    trans_b: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: f32,
+    a: [*]const f32,
+    lda: c_int,
+    b: [*]const f32,
+    ldb: c_int,
+    beta: f32,
+    c: [*]f32,
+    ldc: c_int,
+) void;
+extern fn openblas_set_num_threads(count: c_int) void;
+extern fn openblas_get_config() [*:0]const u8;
+
+const Shape = struct { m: usize, n: usize, k: usize, trans_b: bool };
+
+const Options = struct {
+    threads: []const usize = &.{ 1, 2 },
+    square: bool = true,
+    skinny: bool = true,
+    repeats: usize = 3,
+    min_ns: u64 = 60 * std.time.ns_per_ms,
+};
+
+/// One GEMM's buffers and the argument structs that every implementation runs on.
+const Problem = struct {
+    shape: Shape,
+    args: gemm.Args,
+    packed_b: native.PackedB,
+    packed_args: native.PackedArgs,
+
+    fn init(allocator: std.mem.Allocator, shape: Shape) !*Problem {
+        const a = try allocator.alloc(f32, shape.m * shape.k);
+        const b = try allocator.alloc(f32, shape.k * shape.n);
+        const c = try allocator.alloc(f32, shape.m * shape.n);
+        for (a, 0..) |*x, i| x.* = @as(f32, @floatFromInt(i % 1000)) / 500 - 1;
+        for (b, 0..) |*x, i| x.* = @as(f32, @floatFromInt((i * 7) % 1000)) / 500 - 1;
+        @memset(c, 0);
+        const problem = try allocator.create(Problem);
+        problem.shape = shape;
+        problem.args = .{
+            .trans_a = false,
+            .trans_b = shape.trans_b,
+            .m = shape.m,
+            .n = shape.n,
+            .k = shape.k,
+            .alpha = 1,
+            .a = a,
+            .lda = shape.k,
+            .b = b,
+            .ldb = if (shape.trans_b) shape.k else shape.n,
+            .beta = 0,
+            .c = c,
+            .ldc = shape.n,
+        };
+        try problem.args.validate();
+        problem.packed_b = try native.PackedB.init(allocator, shape.trans_b, shape.k, shape.n, b, problem.args.ldb);
+        problem.packed_args = .{
+            .trans_a = false,
+            .m = shape.m,
+            .alpha = 1,
+            .a = a,
+            .lda = shape.k,
+            .packed_b = &problem.packed_b,
+            .beta = 0,
+            .c = c,
+            .ldc = shape.n,
+        };
+        try problem.packed_args.validate();
+        return problem;
+    }
+
+    fn deinit(problem: *Problem, allocator: std.mem.Allocator) void {
+        problem.packed_b.deinit(allocator);
+        allocator.free(problem.args.a);
+        allocator.free(problem.args.b);
+        allocator.free(problem.args.c);
+        allocator.destroy(problem);
+    }
+
+    fn flops(problem: *const Problem) f64 {
+        const shape = problem.shape;
+        return 2 * @as(f64, @floatFromInt(shape.m * shape.n * shape.k));
+    }
+};
+
+const Implementation = enum { spindle, spindle_packed, openblas };
+
+/// What one thread of a Spindle run executes: its contiguous share of the plan's tiles.
+const Job = struct {
+    problem: *const Problem,
+    implementation: Implementation,
+    tiling: gemm.Tiling,
+    parts: usize,
+
+    fn runPart(job: *const Job, part: usize) void {
+        std.debug.assert(part < job.parts);
+        const count = job.tiling.count();
+        const share = (count + job.parts - 1) / job.parts;
+        const begin = @min(count, part * share);
+        const end = @min(count, begin + share);
+        if (job.implementation == .spindle_packed) {
+            gemm_native.runTilesPacked(&job.problem.packed_args, job.tiling, begin, end);
+            return;
+        }
+        const args = &job.problem.args;
+        for (begin..end) |tile| {
+            const block = job.tiling.block(tile, args.m, args.n) orelse continue;
+            native.runBlock(args, block.row_begin, block.rows, block.col_begin, block.cols);
+        }
+    }
+};
+
+/// The caller plus one helper thread that spins between jobs, as a fork-join team does, so
+/// that small GEMMs measure the kernel and not thread wake-up.
+const Team = struct {
+    job: ?*const Job = null,
+    generation: std.atomic.Value(u32) = .init(0),
+    finished: std.atomic.Value(u32) = .init(0),
+    stop: std.atomic.Value(bool) = .init(false),
+
+    fn helperMain(team: *Team) void {
+        var seen: u32 = 0;
+        while (true) {
+            // Acquire pairs with the Release increment in run(): the job is visible here.
+            while (team.generation.load(.acquire) == seen) {
+                if (team.stop.load(.acquire)) return;
+                std.atomic.spinLoopHint();
+            }
+            seen +%= 1;
+            team.job.?.runPart(1);
+            // Release pairs with the Acquire load in run(): C is complete when it sees 1.
+            _ = team.finished.fetchAdd(1, .release);
+        }
+    }
+
+    fn run(team: *Team, job: *const Job) void {
+        std.debug.assert(job.parts == 2);
+        team.job = job;
+        team.finished.store(0, .monotonic);
+        _ = team.generation.fetchAdd(1, .release);
+        job.runPart(0);
+        while (team.finished.load(.acquire) != 1) std.atomic.spinLoopHint();
+    }
+};
+
+fn runOnce(problem: *const Problem, implementation: Implementation, threads: usize, team: ?*Team) void {
+    if (implementation == .openblas) {
+        const args = &problem.args;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, if (args.trans_b) CblasTrans else CblasNoTrans, @intCast(args.m), @intCast(args.n), @intCast(args.k), args.alpha, args.a.ptr, @intCast(args.lda), args.b.ptr, @intCast(args.ldb), args.beta, args.c.ptr, @intCast(args.ldc));
+        return;
+    }
+    const job: Job = .{
+        .problem = problem,
+        .implementation = implementation,
+        .tiling = gemm.plan(problem.shape.m, problem.shape.n, threads),
+        .parts = threads,
+    };
+    if (threads == 1) job.runPart(0) else team.?.run(&job);
+}
+
+/// Best GFLOPS over `repeats` runs of at least `min_ns` each.
+fn measure(problem: *const Problem, implementation: Implementation, threads: usize, options: Options) !f64 {
+    std.debug.assert(threads == 1 or threads == 2);
+    var team: Team = .{};
+    var helper: ?std.Thread = null;
+    if (threads == 2 and implementation != .openblas) helper = try std.Thread.spawn(.{}, Team.helperMain, .{&team});
+    defer if (helper) |thread| {
+        team.stop.store(true, .release);
+        thread.join();
+    };
+    openblas_set_num_threads(@intCast(threads));
+    runOnce(problem, implementation, threads, &team); // warm caches and page tables
+    var best: f64 = 0;
+    for (0..options.repeats) |_| {
+        var timer = try std.time.Timer.start();
+        var iterations: usize = 0;
+        while (timer.read() < options.min_ns) : (iterations += 1) runOnce(problem, implementation, threads, &team);
+        const seconds = @as(f64, @floatFromInt(timer.read())) / std.time.ns_per_s;
+        best = @max(best, problem.flops() * @as(f64, @floatFromInt(iterations)) / seconds / 1e9);
+    }
+    if (implementation == .openblas and threads > 1) {
+        // OpenBLAS's threads spin for a while after a call: let them sleep before the next
+        // measurement, so that they do not steal the second core from it.
+        std.Thread.sleep(200 * std.time.ns_per_ms);
+    }
+    return best;
+}
+
+fn shapes(allocator: std.mem.Allocator, options: Options) ![]Shape {
+    var list: std.ArrayList(Shape) = .empty;
+    if (options.square) for ([_]usize{ 64, 128, 256, 512, 1024, 2048 }) |size| {
+        try list.append(allocator, .{ .m = size, .n = size, .k = size, .trans_b = false });
+    };
+    const depth_width = [_][2]usize{ .{ 512, 512 }, .{ 1024, 1024 }, .{ 1024, 4096 }, .{ 4096, 1024 } };
+    if (options.skinny) for ([_]bool{ false, true }) |trans_b| for (depth_width) |kn| for ([_]usize{ 1, 8, 32, 64 }) |m| {
+        try list.append(allocator, .{ .m = m, .n = kn[1], .k = kn[0], .trans_b = trans_b });
+    };
+    return list.toOwnedSlice(allocator);
+}
+
+fn parseOptions(arguments: []const [:0]const u8) !Options {
+    var options: Options = .{};
+    var index: usize = 1;
+    while (index + 1 < arguments.len) : (index += 2) {
+        const name = arguments[index];
+        const value = arguments[index + 1];
+        if (std.mem.eql(u8, name, "--threads")) {
+            options.threads = if (std.mem.eql(u8, value, "1")) &.{1} else if (std.mem.eql(u8, value, "2")) &.{2} else &.{ 1, 2 };
+        } else if (std.mem.eql(u8, name, "--shapes")) {
+            options.square = !std.mem.eql(u8, value, "skinny");
+            options.skinny = !std.mem.eql(u8, value, "square");
+        } else if (std.mem.eql(u8, name, "--repeats")) {
+            options.repeats = @max(1, try std.fmt.parseInt(usize, value, 10));
+        } else if (std.mem.eql(u8, name, "--min-ms")) {
+            options.min_ns = try std.fmt.parseInt(u64, value, 10) * std.time.ns_per_ms;
+        } else return error.UnknownOption;
+    }
+    return options;
+}
+
+pub fn main() !void {
+    var gpa: std.heap.DebugAllocator(.{}) = .init;
+    defer _ = gpa.deinit();
+    const allocator = gpa.allocator();
+    const arguments = try std.process.argsAlloc(allocator);
+    defer std.process.argsFree(allocator, arguments);
+    const options = try parseOptions(arguments);
+    const shape_list = try shapes(allocator, options);
+    defer allocator.free(shape_list);
+
+    var buffer: [4096]u8 = undefined;
+    var stdout_writer = std.fs.File.stdout().writer(&buffer);
+    const out = &stdout_writer.interface;
+    const config = gemm_native.target_config;
+    try out.print("# Spindle native: {d}-lane vectors, {d}x{d} register block, blocks KC {d} MC {d} NC {d}\n", .{
+        config.vector_length, config.panel_rows, config.panel_vectors * config.vector_length, config.depth_block, config.row_block, config.col_block,
+    });
+    try out.print("# {s}\n", .{openblas_get_config()});
+    try out.print("# GFLOPS, best of {d} runs of >= {d} ms; ratio = Spindle / OpenBLAS\n", .{ options.repeats, options.min_ns / std.time.ns_per_ms });
+    try out.print("{s:<6} {s:>5} {s:>5} {s:>5} {s:>3} | {s:>8} {s:>8} {s:>6} | {s:>8} {s:>6}\n", .{ "layout", "M", "N", "K", "thr", "spindle", "openblas", "ratio", "packed", "ratio" });
+    try out.flush();
+    for (options.threads) |threads| {
+        for (shape_list) |shape| {
+            const problem = try Problem.init(allocator, shape);
+            defer problem.deinit(allocator);
+            const spindle = try measure(problem, .spindle, threads, options);
+            const spindle_packed = try measure(problem, .spindle_packed, threads, options);
+            const openblas = try measure(problem, .openblas, threads, options);
+            try out.print("{s:<6} {d:>5} {d:>5} {d:>5} {d:>3} | {d:>8.1} {d:>8.1} {d:>6.2} | {d:>8.1} {d:>6.2}\n", .{
+                if (shape.trans_b) "NT" else "NN", shape.m,  shape.n,            shape.k,        threads,
+                spindle,                           openblas, spindle / openblas, spindle_packed, spindle_packed / openblas,
+            });
+            try out.flush();
+        }
+    }
+}
