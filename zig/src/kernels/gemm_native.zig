@@ -47,6 +47,14 @@ pub const Config = struct {
     col_block: usize,
     /// Tiles with at most this many rows read an untransposed B in place (see the top).
     direct_rows_max: usize,
+    /// Reading B in place, prefetch this many depth rows ahead: each row of a sliver lies
+    /// ldb floats from the last, a stride the hardware prefetchers follow poorly.
+    direct_prefetch_rows: usize,
+    /// Tiles with at most this many rows of an untransposed A times a transposed B skip
+    /// packing and take dot products of rows (see dotBlock).
+    dot_rows_max: usize,
+    /// Vector accumulators the dot-product kernel may keep in registers.
+    dot_accumulators: usize,
     /// Whether the target has fused multiply-add; without it @mulAdd becomes a libcall.
     fused_multiply_add: bool,
 
@@ -69,6 +77,9 @@ const avx512_config: Config = .{
     .row_block = 14 * 12,
     .col_block = 2048,
     .direct_rows_max = 14,
+    .direct_prefetch_rows = 8,
+    .dot_rows_max = 32,
+    .dot_accumulators = 24,
     .fused_multiply_add = true,
 };
 
@@ -81,6 +92,9 @@ const avx2_config: Config = .{
     .row_block = 6 * 24,
     .col_block = 2048,
     .direct_rows_max = 6,
+    .direct_prefetch_rows = 8,
+    .dot_rows_max = 4,
+    .dot_accumulators = 12,
     .fused_multiply_add = true,
 };
 
@@ -93,6 +107,9 @@ const portable_config: Config = .{
     .row_block = 6 * 16,
     .col_block = 1024,
     .direct_rows_max = 6,
+    .direct_prefetch_rows = 8,
+    .dot_rows_max = 4,
+    .dot_accumulators = 12,
     .fused_multiply_add = builtin.cpu.arch == .aarch64 or hasX86(.fma),
 };
 
@@ -231,6 +248,10 @@ pub fn Kernel(comptime config: Config) type {
             if (operands.k == 0 or operands.alpha == 0) {
                 // BLAS semantics: A and B are not read, C = beta · C.
                 scaleBlock(operands, row_begin, rows, col_begin, cols);
+                return;
+            }
+            if (operands.b == .matrix and operands.b.matrix.trans and !operands.trans_a and rows <= config.dot_rows_max) {
+                dotBlock(operands, row_begin, rows, col_begin, cols);
                 return;
             }
             const buffers = &scratch;
@@ -387,13 +408,72 @@ pub fn Kernel(comptime config: Config) type {
                         @memcpy(sliver[p * panel_cols ..][0..sliver_cols], source);
                     }
                 } else {
-                    // op(B) column j is row j of B: gather it into sliver column j.
-                    for (0..sliver_cols) |j| {
-                        const source = b[(first_col + j) * ldb + depth_start ..][0..depth];
-                        for (source, 0..) |value, p| sliver[p * panel_cols + j] = value;
+                    packTransposedSliver(b, ldb, depth_start, depth, first_col, sliver_cols, sliver);
+                }
+            }
+        }
+
+        /// op(B) column j is row j of B, contiguous in depth: each run of `lanes` rows ×
+        /// `lanes` depths is loaded as vectors and transposed in registers, so the gather
+        /// costs a few shuffles per vector instead of one load and one store per element.
+        fn packTransposedSliver(b: []const f32, ldb: usize, depth_start: usize, depth: usize, first_col: usize, cols: usize, sliver: []f32) void {
+            assert(cols >= 1 and cols <= panel_cols);
+            assert(sliver.len == depth * panel_cols);
+            for (0..panel_vectors) |vector_index| {
+                const group_col = vector_index * lanes;
+                if (group_col >= cols) break;
+                const group_cols = @min(lanes, cols - group_col);
+                var p: usize = 0;
+                while (p + lanes <= depth) : (p += lanes) {
+                    var block: [lanes]V = @splat(@splat(0));
+                    for (0..group_cols) |i| {
+                        block[i] = b[(first_col + group_col + i) * ldb + depth_start + p ..][0..lanes].*;
+                    }
+                    transposeSquare(&block);
+                    inline for (0..lanes) |q| sliver[(p + q) * panel_cols + group_col ..][0..lanes].* = block[q];
+                }
+                while (p < depth) : (p += 1) {
+                    for (0..group_cols) |i| {
+                        sliver[p * panel_cols + group_col + i] = b[(first_col + group_col + i) * ldb + depth_start + p];
                     }
                 }
             }
+        }
+
+        /// Transposes a lanes × lanes block held as row vectors in log2(lanes) butterfly
+        /// stages: stage `width` swaps the off-diagonal width × width sub-blocks of every
+        /// 2·width × 2·width block.
+        inline fn transposeSquare(block: *[lanes]V) void {
+            comptime var width: usize = 1;
+            inline while (width < lanes) : (width *= 2) {
+                const low = comptime butterflyMask(width, false);
+                const high = comptime butterflyMask(width, true);
+                inline for (0..lanes) |i| {
+                    if (i & width == 0) {
+                        const upper = block[i];
+                        const lower = block[i + width];
+                        block[i] = @shuffle(f32, upper, lower, low);
+                        block[i + width] = @shuffle(f32, upper, lower, high);
+                    }
+                }
+            }
+        }
+
+        /// Lane l of the upper row keeps its own element where bit `width` of l is clear and
+        /// takes the lower row's element `width` lanes left where it is set; the lower row
+        /// mirrors it. (A negative index ~x selects element x of the second operand.)
+        fn butterflyMask(comptime width: usize, comptime lower_row: bool) @Vector(lanes, i32) {
+            var mask: @Vector(lanes, i32) = undefined;
+            for (0..lanes) |l| {
+                const lane: i32 = @intCast(l);
+                const distance: i32 = @intCast(width);
+                const bit_set = l & width != 0;
+                mask[l] = if (!lower_row)
+                    (if (bit_set) ~(lane - distance) else lane)
+                else
+                    (if (bit_set) ~lane else lane + distance);
+            }
+            return mask;
         }
 
         // ---------------------------------------------------------------------------------
@@ -424,9 +504,12 @@ pub fn Kernel(comptime config: Config) type {
                     const panel = packed_a[group * panel_rows * depth ..][0 .. panel_rows * depth];
                     const tile = c[group * panel_rows * ldc + sliver_index * panel_cols ..];
                     const tile_c: Tile = .{ .values = tile.ptr, .ld = ldc, .cols = sliver_cols, .alpha = alpha, .beta = beta };
+                    const direct = sliver.row_stride != panel_cols;
                     switch (group_rows) {
-                        inline 1...panel_rows => |panel_rows_used| {
-                            microKernel(panel_rows_used, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
+                        inline 1...panel_rows => |used| if (direct) {
+                            microKernel(used, true, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
+                        } else {
+                            microKernel(used, false, depth, panel.ptr, sliver.values, panel_cols, tile_c);
                         },
                         else => unreachable,
                     }
@@ -443,8 +526,15 @@ pub fn Kernel(comptime config: Config) type {
             beta: f32,
         };
 
-        fn microKernel(comptime rows: usize, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: Tile) void {
-            const sums = accumulate(rows, depth, a, b, b_stride);
+        fn microKernel(comptime rows: usize, comptime direct: bool, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: Tile) void {
+            // C is read (and written) only after the depth loop: start its cache misses now
+            // so they overlap the loop. The last element of each row covers a line split.
+            inline for (0..rows) |r| {
+                const row = tile.values + r * tile.ld;
+                @prefetch(row, .{ .rw = .write });
+                @prefetch(row + tile.cols - 1, .{ .rw = .write });
+            }
+            const sums = accumulate(rows, direct, depth, a, b, b_stride);
             if (tile.cols == panel_cols) {
                 storeFull(rows, &sums, tile);
             } else {
@@ -460,12 +550,20 @@ pub fn Kernel(comptime config: Config) type {
             return @min(4, divideCeil(12, accumulators));
         }
 
+        /// Prefetches one depth row of a sliver: its first, middle and last element cover
+        /// every cache line it can straddle. Prefetching past the end of B is harmless.
+        inline fn prefetchRow(row: [*]const f32) void {
+            @prefetch(row, .{});
+            if (panel_cols > 16) @prefetch(row + 16, .{});
+            @prefetch(row + panel_cols - 1, .{});
+        }
+
         inline fn multiplyAdd(x: V, y: V, z: V) V {
             return if (config.fused_multiply_add) @mulAdd(V, x, y, z) else x * y + z;
         }
 
         /// One depth step: sums[r][v] += a[r] · b[v·lanes ..].
-        inline fn step(comptime rows: usize, sums: *[rows][panel_vectors]V, a: [*]const f32, b: [*]const f32) void {
+        inline fn depthStep(comptime rows: usize, sums: *[rows][panel_vectors]V, a: [*]const f32, b: [*]const f32) void {
             var b_vectors: [panel_vectors]V = undefined;
             inline for (0..panel_vectors) |v| b_vectors[v] = b[v * lanes ..][0..lanes].*;
             inline for (0..rows) |r| {
@@ -474,21 +572,24 @@ pub fn Kernel(comptime config: Config) type {
             }
         }
 
-        inline fn accumulate(comptime rows: usize, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize) [rows][panel_vectors]V {
+        inline fn accumulate(comptime rows: usize, comptime direct: bool, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize) [rows][panel_vectors]V {
             const chains = comptime chainCount(rows);
             var sums = std.mem.zeroes([chains][rows][panel_vectors]V);
             var a_cursor = a;
             var b_cursor = b;
             var remaining = depth;
             while (remaining >= chains) : (remaining -= chains) {
+                if (direct and config.direct_prefetch_rows > 0) {
+                    inline for (0..chains) |chain| prefetchRow(b_cursor + (config.direct_prefetch_rows + chain) * b_stride);
+                }
                 inline for (0..chains) |chain| {
-                    step(rows, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
+                    depthStep(rows, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
                 }
                 a_cursor += chains * panel_rows;
                 b_cursor += chains * b_stride;
             }
             while (remaining > 0) : (remaining -= 1) {
-                step(rows, &sums[0], a_cursor, b_cursor);
+                depthStep(rows, &sums[0], a_cursor, b_cursor);
                 a_cursor += panel_rows;
                 b_cursor += b_stride;
             }
@@ -535,6 +636,104 @@ pub fn Kernel(comptime config: Config) type {
                     }
                 }
             }
+        }
+
+        // ---------------------------------------------------------------------------------
+        // Few rows times a transposed B: dot products.
+        //
+        // With op(B) = Bᵀ and op(A) = A, row i of A and row j of B are both contiguous in
+        // depth, and C[i, j] is their dot product. For a few rows of A (decoding one token
+        // through nn.Linear weights stored out × in) packing B would transpose all of it to
+        // use each element a handful of times; instead the kernel streams rows of B as they
+        // are, vectorised along depth, and adds each accumulator's lanes at the end.
+
+        /// Rows of A per dot-product register block.
+        const dot_group_rows = 4;
+        /// Columns per outer step: the B rows of one chunk stay in L2 while every row group
+        /// of the tile passes over them. A multiple of every dotCols.
+        const dot_chunk_cols = 48;
+
+        /// Columns of a dot-product register block of `rows` rows: as many as the
+        /// accumulators allow, at most 12 (12 B streams are already plenty).
+        fn dotCols(comptime rows: usize) usize {
+            return @min(12, @max(1, config.dot_accumulators / rows));
+        }
+
+        fn dotBlock(operands: *const Operands, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            assert(!operands.trans_a and operands.b.matrix.trans);
+            assert(rows >= 1 and cols >= 1 and operands.k >= 1);
+            var col = col_begin;
+            while (col < col_begin + cols) : (col += dot_chunk_cols) {
+                const chunk_cols = @min(dot_chunk_cols, col_begin + cols - col);
+                var row = row_begin;
+                while (row < row_begin + rows) {
+                    const group_rows = @min(dot_group_rows, row_begin + rows - row);
+                    switch (group_rows) {
+                        inline 1...dot_group_rows => |used| dotRowGroup(used, operands, row, col, chunk_cols),
+                        else => unreachable,
+                    }
+                    row += group_rows;
+                }
+            }
+        }
+
+        fn dotRowGroup(comptime rows: usize, operands: *const Operands, row: usize, col_start: usize, cols: usize) void {
+            const group_cols = comptime dotCols(rows);
+            const matrix = operands.b.matrix;
+            var col = col_start;
+            while (col < col_start + cols) : (col += group_cols) {
+                const used_cols = @min(group_cols, col_start + cols - col);
+                var a_rows: [rows][*]const f32 = undefined;
+                for (&a_rows, 0..) |*a_row, r| a_row.* = operands.a[(row + r) * operands.lda ..][0..operands.k].ptr;
+                var b_rows: [group_cols][*]const f32 = undefined;
+                // A ragged last group repeats its last column; those sums are dropped.
+                for (&b_rows, 0..) |*b_row, j| {
+                    b_row.* = matrix.values[(col + @min(j, used_cols - 1)) * matrix.ld ..][0..operands.k].ptr;
+                }
+                const sums = dotProducts(rows, group_cols, operands.k, &a_rows, &b_rows);
+                for (0..rows) |r| {
+                    const c_row = operands.c[(row + r) * operands.ldc + col ..][0..used_cols];
+                    for (c_row, sums[r][0..used_cols]) |*value, sum| {
+                        const product = operands.alpha * sum;
+                        value.* = if (operands.beta == 0) product else value.* * operands.beta + product;
+                    }
+                }
+            }
+        }
+
+        fn dotProducts(
+            comptime rows: usize,
+            comptime cols: usize,
+            depth: usize,
+            a_rows: *const [rows][*]const f32,
+            b_rows: *const [cols][*]const f32,
+        ) [rows][cols]f32 {
+            var sums = std.mem.zeroes([rows][cols]V);
+            const whole = depth - depth % lanes;
+            var p: usize = 0;
+            while (p < whole) : (p += lanes) {
+                var a_vectors: [rows]V = undefined;
+                inline for (0..rows) |r| a_vectors[r] = a_rows[r][p..][0..lanes].*;
+                inline for (0..cols) |j| {
+                    const b_vector: V = b_rows[j][p..][0..lanes].*;
+                    inline for (0..rows) |r| sums[r][j] = multiplyAdd(a_vectors[r], b_vector, sums[r][j]);
+                }
+            }
+            if (whole < depth) {
+                // The ragged end of depth, copied into zero-padded vectors.
+                var a_tail = std.mem.zeroes([rows][lanes]f32);
+                var b_tail = std.mem.zeroes([cols][lanes]f32);
+                for (0..rows) |r| @memcpy(a_tail[r][0 .. depth - whole], a_rows[r][whole..depth]);
+                for (0..cols) |j| @memcpy(b_tail[j][0 .. depth - whole], b_rows[j][whole..depth]);
+                inline for (0..rows) |r| inline for (0..cols) |j| {
+                    sums[r][j] = multiplyAdd(a_tail[r], b_tail[j], sums[r][j]);
+                };
+            }
+            var totals: [rows][cols]f32 = undefined;
+            inline for (0..rows) |r| inline for (0..cols) |j| {
+                totals[r][j] = @reduce(.Add, sums[r][j]);
+            };
+            return totals;
         }
 
         // ---------------------------------------------------------------------------------
