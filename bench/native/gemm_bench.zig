@@ -138,36 +138,65 @@ const Job = struct {
     }
 };
 
-/// The caller plus one helper thread that spins between jobs, as a fork-join team does, so
-/// that small GEMMs measure the kernel and not thread wake-up.
+/// The caller plus one helper thread, as a fork-join team does. Both spin briefly before
+/// sleeping on a futex: spinning alone would collapse when the machine is shared and the
+/// partner is descheduled, sleeping alone would measure thread wake-up on small GEMMs.
 const Team = struct {
     job: ?*const Job = null,
     generation: std.atomic.Value(u32) = .init(0),
     finished: std.atomic.Value(u32) = .init(0),
     stop: std.atomic.Value(bool) = .init(false),
+    /// Threads in (or about to enter) Futex.wait; wakers skip the syscall while it is 0.
+    sleepers: std.atomic.Value(u32) = .init(0),
+
+    const spin_limit = 20_000;
+
+    /// Waits until `value` differs from `seen`. The seq_cst increment of `sleepers` before
+    /// the re-check pairs with the seq_cst store and `sleepers` load in `publish`: either
+    /// the waker sees the sleeper, or the sleeper sees the new value.
+    fn await(team: *Team, value: *const std.atomic.Value(u32), seen: u32) void {
+        var spins: usize = 0;
+        while (value.load(.acquire) == seen) : (spins += 1) {
+            if (spins < spin_limit) {
+                std.atomic.spinLoopHint();
+                continue;
+            }
+            _ = team.sleepers.fetchAdd(1, .seq_cst);
+            if (value.load(.seq_cst) == seen) std.Thread.Futex.wait(value, seen);
+            _ = team.sleepers.fetchSub(1, .seq_cst);
+        }
+    }
+
+    fn publish(team: *Team, value: *std.atomic.Value(u32), new: u32) void {
+        value.store(new, .seq_cst);
+        if (team.sleepers.load(.seq_cst) != 0) std.Thread.Futex.wake(value, 1);
+    }
 
     fn helperMain(team: *Team) void {
         var seen: u32 = 0;
         while (true) {
-            // Acquire pairs with the Release increment in run(): the job is visible here.
-            while (team.generation.load(.acquire) == seen) {
-                if (team.stop.load(.acquire)) return;
-                std.atomic.spinLoopHint();
-            }
+            // Acquire in await pairs with the store in run(): the job is visible here.
+            team.await(&team.generation, seen);
             seen +%= 1;
+            if (team.stop.load(.acquire)) return;
             team.job.?.runPart(1);
-            // Release pairs with the Acquire load in run(): C is complete when it sees 1.
-            _ = team.finished.fetchAdd(1, .release);
+            team.publish(&team.finished, seen);
         }
     }
 
     fn run(team: *Team, job: *const Job) void {
         std.debug.assert(job.parts == 2);
         team.job = job;
-        team.finished.store(0, .monotonic);
-        _ = team.generation.fetchAdd(1, .release);
+        const generation = team.generation.load(.monotonic);
+        team.publish(&team.generation, generation +% 1);
         job.runPart(0);
-        while (team.finished.load(.acquire) != 1) std.atomic.spinLoopHint();
+        // Acquire in await pairs with the helper's store: its half of C is complete.
+        team.await(&team.finished, generation);
+    }
+
+    fn finish(team: *Team) void {
+        team.stop.store(true, .release);
+        team.publish(&team.generation, team.generation.load(.monotonic) +% 1);
     }
 };
 
@@ -193,7 +222,7 @@ fn measure(problem: *const Problem, implementation: Implementation, threads: usi
     var helper: ?std.Thread = null;
     if (threads == 2 and implementation != .openblas) helper = try std.Thread.spawn(.{}, Team.helperMain, .{&team});
     defer if (helper) |thread| {
-        team.stop.store(true, .release);
+        team.finish();
         thread.join();
     };
     openblas_set_num_threads(@intCast(threads));

@@ -19,7 +19,7 @@
 //! once into a `PackedB` and reused with `runBlockPacked`.
 //!
 //! Packing buffers are per thread and static: one `Scratch` (threadlocal, about
-//! (row_block + col_block + panel_cols) × depth_block floats, 2.3 MiB with AVX-512) per thread
+//! (row_block + col_block + panel_cols) × depth_block floats, 2.4 MiB with AVX-512) per thread
 //! that runs a GEMM tile, allocated by the loader the first time that thread touches it and
 //! never on the hot path. The kernel never allocates; `PackedB.init` is the one allocation, made
 //! by the caller when it plans.
@@ -73,10 +73,12 @@ const avx512_config: Config = .{
     .vector_length = 16,
     .panel_rows = 14,
     .panel_vectors = 2,
-    .depth_block = 256,
+    // Measured on Zen 5: a deep block (fewer passes over C) beats keeping the 64 KiB B
+    // sliver in L1; L2 feeds it fast enough.
+    .depth_block = 512,
     .row_block = 14 * 12,
-    .col_block = 2048,
-    .direct_rows_max = 14,
+    .col_block = 1024,
+    .direct_rows_max = 64,
     .direct_prefetch_rows = 8,
     .dot_rows_max = 32,
     .dot_accumulators = 24,
@@ -91,7 +93,7 @@ const avx2_config: Config = .{
     .depth_block = 256,
     .row_block = 6 * 24,
     .col_block = 2048,
-    .direct_rows_max = 6,
+    .direct_rows_max = 24,
     .direct_prefetch_rows = 8,
     .dot_rows_max = 4,
     .dot_accumulators = 12,
@@ -106,7 +108,7 @@ const portable_config: Config = .{
     .depth_block = 256,
     .row_block = 6 * 16,
     .col_block = 1024,
-    .direct_rows_max = 6,
+    .direct_rows_max = 24,
     .direct_prefetch_rows = 8,
     .dot_rows_max = 4,
     .dot_accumulators = 12,
@@ -381,9 +383,37 @@ pub fn Kernel(comptime config: Config) type {
                         @memcpy(panel[p * panel_rows ..][0..group_rows], source);
                     }
                 } else {
-                    for (0..group_rows) |r| {
-                        const source = operands.a[(first_row + r) * lda + depth_start ..][0..depth];
-                        for (source, 0..) |value, p| panel[p * panel_rows + r] = value;
+                    packRowsAcrossPanel(operands.a, lda, first_row, group_rows, depth_start, depth, panel);
+                }
+            }
+        }
+
+        /// op(A) = A: row r of the panel is row first_row + r of A, contiguous in depth.
+        /// Runs of `lanes` rows × `lanes` depths are transposed in registers, as for B.
+        fn packRowsAcrossPanel(a: []const f32, lda: usize, first_row: usize, rows: usize, depth_start: usize, depth: usize, panel: []f32) void {
+            assert(rows >= 1 and rows <= panel_rows);
+            assert(panel.len == depth * panel_rows);
+            var chunk_row: usize = 0;
+            while (chunk_row < rows) : (chunk_row += lanes) {
+                const chunk_rows = @min(lanes, rows - chunk_row);
+                // Lanes past the panel's rows are not stored: they would overwrite the next
+                // depth step.
+                const stored = @min(lanes, panel_rows - chunk_row);
+                var p: usize = 0;
+                while (p + lanes <= depth) : (p += lanes) {
+                    var block: [lanes]V = @splat(@splat(0));
+                    for (0..chunk_rows) |i| {
+                        block[i] = a[(first_row + chunk_row + i) * lda + depth_start + p ..][0..lanes].*;
+                    }
+                    transposeSquare(&block);
+                    inline for (0..lanes) |q| {
+                        const values: [lanes]f32 = block[q];
+                        @memcpy(panel[(p + q) * panel_rows + chunk_row ..][0..stored], values[0..stored]);
+                    }
+                }
+                while (p < depth) : (p += 1) {
+                    for (0..chunk_rows) |i| {
+                        panel[p * panel_rows + chunk_row + i] = a[(first_row + chunk_row + i) * lda + depth_start + p];
                     }
                 }
             }
@@ -395,21 +425,28 @@ pub fn Kernel(comptime config: Config) type {
         /// the micro-kernel never needs a column mask.
         fn packB(trans: bool, b: []const f32, ldb: usize, depth_start: usize, depth: usize, col_start: usize, cols: usize, out: []f32) void {
             assert(depth >= 1 and depth <= depth_block);
-            assert(out.len >= divideCeil(cols, panel_cols) * depth * panel_cols);
-            var sliver_index: usize = 0;
-            while (sliver_index * panel_cols < cols) : (sliver_index += 1) {
-                const sliver_cols = @min(panel_cols, cols - sliver_index * panel_cols);
-                const first_col = col_start + sliver_index * panel_cols;
-                const sliver = out[sliver_index * depth * panel_cols ..][0 .. depth * panel_cols];
-                if (sliver_cols < panel_cols) @memset(sliver, 0);
-                if (!trans) {
-                    for (0..depth) |p| {
-                        const source = b[(depth_start + p) * ldb + first_col ..][0..sliver_cols];
-                        @memcpy(sliver[p * panel_cols ..][0..sliver_cols], source);
+            assert(cols >= 1);
+            const slivers = divideCeil(cols, panel_cols);
+            assert(out.len >= slivers * depth * panel_cols);
+            const ragged = cols % panel_cols;
+            if (ragged != 0) @memset(out[(slivers - 1) * depth * panel_cols ..][0 .. depth * panel_cols], 0);
+            if (!trans) {
+                // Row by row: each row of B is read once, front to back, which the hardware
+                // prefetchers follow; sliver by sliver would jump ldb every 128 bytes.
+                for (0..depth) |p| {
+                    const source = b[(depth_start + p) * ldb + col_start ..][0..cols];
+                    for (0..slivers) |sliver_index| {
+                        const sliver_cols = if (sliver_index + 1 == slivers and ragged != 0) ragged else panel_cols;
+                        const destination = out[(sliver_index * depth + p) * panel_cols ..][0..sliver_cols];
+                        @memcpy(destination, source[sliver_index * panel_cols ..][0..sliver_cols]);
                     }
-                } else {
-                    packTransposedSliver(b, ldb, depth_start, depth, first_col, sliver_cols, sliver);
                 }
+                return;
+            }
+            for (0..slivers) |sliver_index| {
+                const sliver_cols = @min(panel_cols, cols - sliver_index * panel_cols);
+                const sliver = out[sliver_index * depth * panel_cols ..][0 .. depth * panel_cols];
+                packTransposedSliver(b, ldb, depth_start, depth, col_start + sliver_index * panel_cols, sliver_cols, sliver);
             }
         }
 
@@ -494,7 +531,16 @@ pub fn Kernel(comptime config: Config) type {
         ) void {
             assert(rows >= 1 and rows <= row_block);
             assert(c.len >= (rows - 1) * ldc + cols);
+            const direct = panels.row_stride != panel_cols;
             var sliver_index: usize = 0;
+            if (direct and rows <= wide_rows_max) {
+                switch (rows) {
+                    inline 1...wide_rows_max => |used| {
+                        sliver_index = wideSweep(used, packed_a, panels, cols, depth, c, ldc, alpha, beta);
+                    },
+                    else => unreachable,
+                }
+            }
             while (sliver_index * panel_cols < cols) : (sliver_index += 1) {
                 const sliver_cols = @min(panel_cols, cols - sliver_index * panel_cols);
                 const sliver = panels.sliver(sliver_index, sliver_cols);
@@ -504,18 +550,77 @@ pub fn Kernel(comptime config: Config) type {
                     const panel = packed_a[group * panel_rows * depth ..][0 .. panel_rows * depth];
                     const tile = c[group * panel_rows * ldc + sliver_index * panel_cols ..];
                     const tile_c: Tile = .{ .values = tile.ptr, .ld = ldc, .cols = sliver_cols, .alpha = alpha, .beta = beta };
-                    const direct = sliver.row_stride != panel_cols;
+                    const sliver_direct = sliver.row_stride != panel_cols;
                     switch (group_rows) {
-                        inline 1...panel_rows => |used| if (direct) {
-                            microKernel(used, true, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
+                        inline 1...panel_rows => |used| if (sliver_direct) {
+                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
+                            microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
                         } else {
-                            microKernel(used, false, depth, panel.ptr, sliver.values, panel_cols, tile_c);
+                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
+                            microKernel(shape, depth, panel.ptr, sliver.values, panel_cols, tile_c);
                         },
                         else => unreachable,
                     }
                 }
             }
         }
+
+        /// Accumulator vectors of a wide block (see wideSweep): most of the registers.
+        const wide_accumulators = if (lanes >= 16) 16 else 8;
+        const wide_rows_max = 4;
+
+        /// Reading B in place for a few rows of A, a sliver's depth rows are short runs
+        /// ldb apart, each on a new page, and the stride defeats the hardware prefetchers.
+        /// A wide block covers several adjacent slivers at once, so each depth step reads a
+        /// long run of B's row instead. Returns how many whole slivers it covered; the
+        /// caller runs the rest as usual.
+        fn wideSweep(
+            comptime rows: usize,
+            packed_a: []const f32,
+            panels: Panels,
+            cols: usize,
+            depth: usize,
+            c: []f32,
+            ldc: usize,
+            alpha: f32,
+            beta: f32,
+        ) usize {
+            const vectors = wide_accumulators / rows / panel_vectors * panel_vectors;
+            const shape: Shape = .{ .rows = rows, .vectors = vectors, .direct = true };
+            const slivers_per_block = comptime shape.cols() / panel_cols;
+            comptime assert(shape.cols() % panel_cols == 0);
+            assert(panels.sliver_stride == panel_cols);
+            const blocks = cols / shape.cols();
+            for (0..blocks) |block| {
+                const first = block * slivers_per_block;
+                const tile_c: Tile = .{ .values = c[first * panel_cols ..].ptr, .ld = ldc, .cols = shape.cols(), .alpha = alpha, .beta = beta };
+                microKernel(shape, depth, packed_a.ptr, panels.base + first * panel_cols, panels.row_stride, tile_c);
+            }
+            return blocks * slivers_per_block;
+        }
+
+        /// The register block of one micro-kernel instance.
+        const Shape = struct {
+            rows: usize,
+            vectors: usize,
+            /// B is read in place (prefetch rows ahead) rather than from a packed sliver.
+            direct: bool,
+
+            fn cols(shape: Shape) usize {
+                return shape.vectors * lanes;
+            }
+
+            fn Sums(shape: Shape) type {
+                return [shape.rows][shape.vectors]V;
+            }
+
+            /// Independent accumulator sets, so that at least ~12 FMA chains are in flight:
+            /// FMA latency (4 cycles) × throughput (2 a cycle) plus slack. Blocks with few
+            /// accumulators split the depth loop over several sets and add them at the end.
+            fn chains(shape: Shape) usize {
+                return @min(4, divideCeil(12, shape.rows * shape.vectors));
+            }
+        };
 
         /// The block of C a micro-kernel call updates.
         const Tile = struct {
@@ -526,36 +631,29 @@ pub fn Kernel(comptime config: Config) type {
             beta: f32,
         };
 
-        fn microKernel(comptime rows: usize, comptime direct: bool, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: Tile) void {
+        fn microKernel(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: Tile) void {
+            assert(tile.cols >= 1 and tile.cols <= shape.cols());
             // C is read (and written) only after the depth loop: start its cache misses now
             // so they overlap the loop. The last element of each row covers a line split.
-            inline for (0..rows) |r| {
+            inline for (0..shape.rows) |r| {
                 const row = tile.values + r * tile.ld;
                 @prefetch(row, .{ .rw = .write });
                 @prefetch(row + tile.cols - 1, .{ .rw = .write });
             }
-            const sums = accumulate(rows, direct, depth, a, b, b_stride);
-            if (tile.cols == panel_cols) {
-                storeFull(rows, &sums, tile);
+            const sums = accumulate(shape, depth, a, b, b_stride);
+            if (tile.cols == shape.cols()) {
+                storeFull(shape, &sums, tile);
             } else {
-                storePartial(rows, &sums, tile);
+                storePartial(shape, &sums, tile);
             }
         }
 
-        /// Independent accumulator sets, so that at least ~12 FMA chains are in flight: FMA
-        /// latency (4 cycles) × throughput (2 a cycle) plus slack. Blocks with few rows
-        /// split the depth loop over several sets and add them at the end.
-        fn chainCount(comptime rows: usize) usize {
-            const accumulators = rows * panel_vectors;
-            return @min(4, divideCeil(12, accumulators));
-        }
-
-        /// Prefetches one depth row of a sliver: its first, middle and last element cover
-        /// every cache line it can straddle. Prefetching past the end of B is harmless.
-        inline fn prefetchRow(row: [*]const f32) void {
-            @prefetch(row, .{});
-            if (panel_cols > 16) @prefetch(row + 16, .{});
-            @prefetch(row + panel_cols - 1, .{});
+        /// Prefetches one depth row of a block read in place: one prefetch per cache line,
+        /// plus the last element for a run that straddles one more. Prefetching past the
+        /// end of B is harmless.
+        inline fn prefetchRow(comptime shape: Shape, row: [*]const f32) void {
+            inline for (0..comptime divideCeil(shape.cols(), 16)) |line| @prefetch(row + line * 16, .{});
+            @prefetch(row + shape.cols() - 1, .{});
         }
 
         inline fn multiplyAdd(x: V, y: V, z: V) V {
@@ -563,55 +661,55 @@ pub fn Kernel(comptime config: Config) type {
         }
 
         /// One depth step: sums[r][v] += a[r] · b[v·lanes ..].
-        inline fn depthStep(comptime rows: usize, sums: *[rows][panel_vectors]V, a: [*]const f32, b: [*]const f32) void {
-            var b_vectors: [panel_vectors]V = undefined;
-            inline for (0..panel_vectors) |v| b_vectors[v] = b[v * lanes ..][0..lanes].*;
-            inline for (0..rows) |r| {
+        inline fn depthStep(comptime shape: Shape, sums: *shape.Sums(), a: [*]const f32, b: [*]const f32) void {
+            var b_vectors: [shape.vectors]V = undefined;
+            inline for (0..shape.vectors) |v| b_vectors[v] = b[v * lanes ..][0..lanes].*;
+            inline for (0..shape.rows) |r| {
                 const a_value: V = @splat(a[r]);
-                inline for (0..panel_vectors) |v| sums[r][v] = multiplyAdd(a_value, b_vectors[v], sums[r][v]);
+                inline for (0..shape.vectors) |v| sums[r][v] = multiplyAdd(a_value, b_vectors[v], sums[r][v]);
             }
         }
 
-        inline fn accumulate(comptime rows: usize, comptime direct: bool, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize) [rows][panel_vectors]V {
-            const chains = comptime chainCount(rows);
-            var sums = std.mem.zeroes([chains][rows][panel_vectors]V);
+        inline fn accumulate(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize) shape.Sums() {
+            const chains = comptime shape.chains();
+            var sums = std.mem.zeroes([chains]shape.Sums());
             var a_cursor = a;
             var b_cursor = b;
             var remaining = depth;
             while (remaining >= chains) : (remaining -= chains) {
-                if (direct and config.direct_prefetch_rows > 0) {
-                    inline for (0..chains) |chain| prefetchRow(b_cursor + (config.direct_prefetch_rows + chain) * b_stride);
+                if (shape.direct and config.direct_prefetch_rows > 0) {
+                    inline for (0..chains) |chain| prefetchRow(shape, b_cursor + (config.direct_prefetch_rows + chain) * b_stride);
                 }
                 inline for (0..chains) |chain| {
-                    depthStep(rows, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
+                    depthStep(shape, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
                 }
                 a_cursor += chains * panel_rows;
                 b_cursor += chains * b_stride;
             }
             while (remaining > 0) : (remaining -= 1) {
-                depthStep(rows, &sums[0], a_cursor, b_cursor);
+                depthStep(shape, &sums[0], a_cursor, b_cursor);
                 a_cursor += panel_rows;
                 b_cursor += b_stride;
             }
             inline for (1..chains) |chain| {
-                inline for (0..rows) |r| inline for (0..panel_vectors) |v| {
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
                     sums[0][r][v] += sums[chain][r][v];
                 };
             }
             return sums[0];
         }
 
-        inline fn storeFull(comptime rows: usize, sums: *const [rows][panel_vectors]V, tile: Tile) void {
+        inline fn storeFull(comptime shape: Shape, sums: *const shape.Sums(), tile: Tile) void {
             const alpha: V = @splat(tile.alpha);
             const beta: V = @splat(tile.beta);
             if (tile.beta == 0) {
                 // beta = 0 overwrites: C is not read, so NaN or garbage in it does not leak.
-                inline for (0..rows) |r| inline for (0..panel_vectors) |v| {
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
                     const destination = tile.values[r * tile.ld + v * lanes ..][0..lanes];
                     destination.* = sums[r][v] * alpha;
                 };
             } else {
-                inline for (0..rows) |r| inline for (0..panel_vectors) |v| {
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
                     const destination = tile.values[r * tile.ld + v * lanes ..][0..lanes];
                     const old: V = destination.*;
                     destination.* = multiplyAdd(old, beta, sums[r][v] * alpha);
@@ -619,14 +717,14 @@ pub fn Kernel(comptime config: Config) type {
             }
         }
 
-        fn storePartial(comptime rows: usize, sums: *const [rows][panel_vectors]V, tile: Tile) void {
-            assert(tile.cols < panel_cols);
-            var spill: [rows][panel_cols]f32 = undefined;
+        fn storePartial(comptime shape: Shape, sums: *const shape.Sums(), tile: Tile) void {
+            assert(tile.cols < shape.cols());
+            var spill: [shape.rows][shape.cols()]f32 = undefined;
             const alpha: V = @splat(tile.alpha);
-            inline for (0..rows) |r| inline for (0..panel_vectors) |v| {
+            inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
                 spill[r][v * lanes ..][0..lanes].* = sums[r][v] * alpha;
             };
-            for (0..rows) |r| {
+            for (0..shape.rows) |r| {
                 const destination = tile.values[r * tile.ld ..][0..tile.cols];
                 if (tile.beta == 0) {
                     @memcpy(destination, spill[r][0..tile.cols]);
