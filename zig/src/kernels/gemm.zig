@@ -7,6 +7,7 @@ const build_options = @import("build_options");
 const status = @import("../status.zig");
 const openblas = @import("openblas.zig");
 const gemm_native = @import("gemm_native.zig");
+const native = gemm_native.native;
 
 const Error = status.Error;
 
@@ -86,27 +87,42 @@ pub const Tiling = struct {
     }
 };
 
-/// Chooses about `threads` tiles, aligned to the native kernel's register block so that only
-/// the last tile of each dimension has ragged panels. The larger dimension is split first:
-/// a thread packs the operand of the other dimension whole, so splitting the larger one keeps
-/// that duplicated packing smallest; few rows (inference) therefore split the columns.
+/// Upper bound on the workers plan() balances over; more threads than this share tiles.
+pub const workers_max = 256;
+
+/// Chooses at most `threads` tiles, aligned to the native kernel's register block so that
+/// only the last tile of each dimension has ragged panels. Among the grids that fit, it takes
+/// the one whose largest tile is smallest (the critical path); on a tie, the one whose tiles
+/// have the smallest rows + columns, since each tile packs its own slice of A and of B.
 pub fn plan(m: usize, n: usize, threads: usize) Tiling {
-    const workers = @max(threads, 1);
-    const row_groups = @max(1, std.math.divCeil(usize, m, gemm_native.native.panel_rows) catch unreachable);
-    const col_groups = @max(1, std.math.divCeil(usize, n, gemm_native.native.panel_cols) catch unreachable);
-    var row_tiles: usize = 1;
-    var col_tiles: usize = 1;
-    if (m >= n and row_groups >= workers) {
-        row_tiles = workers;
-    } else if (col_groups >= workers) {
-        col_tiles = workers;
-    } else {
-        row_tiles = @min(row_groups, workers);
-        col_tiles = @min(col_groups, @max(1, workers / row_tiles));
+    const workers = std.math.clamp(threads, 1, workers_max);
+    const row_groups = @max(1, std.math.divCeil(usize, m, native.panel_rows) catch unreachable);
+    const col_groups = @max(1, std.math.divCeil(usize, n, native.panel_cols) catch unreachable);
+    var best: ?Tiling = null;
+    var best_area: usize = 0;
+    var best_perimeter: usize = 0;
+    for (1..@min(workers, row_groups) + 1) |row_tiles| {
+        const col_tiles = @min(col_groups, workers / row_tiles);
+        const tiling = grid(m, n, row_groups, row_tiles, col_groups, col_tiles);
+        const rows = @min(tiling.rows_per_tile, @max(m, 1));
+        const cols = @min(tiling.cols_per_tile, @max(n, 1));
+        const better = best == null or rows * cols < best_area or
+            (rows * cols == best_area and rows + cols < best_perimeter);
+        if (better) {
+            best = tiling;
+            best_area = rows * cols;
+            best_perimeter = rows + cols;
+        }
     }
-    const rows_per_tile = gemm_native.native.panel_rows * (std.math.divCeil(usize, row_groups, row_tiles) catch unreachable);
-    const cols_per_tile = gemm_native.native.panel_cols * (std.math.divCeil(usize, col_groups, col_tiles) catch unreachable);
-    std.debug.assert(rows_per_tile >= 1 and cols_per_tile >= 1);
+    std.debug.assert(best.?.count() <= workers);
+    return best.?;
+}
+
+fn grid(m: usize, n: usize, row_groups: usize, row_tiles: usize, col_groups: usize, col_tiles: usize) Tiling {
+    std.debug.assert(row_tiles >= 1 and row_tiles <= row_groups);
+    std.debug.assert(col_tiles >= 1 and col_tiles <= col_groups);
+    const rows_per_tile = native.panel_rows * (std.math.divCeil(usize, row_groups, row_tiles) catch unreachable);
+    const cols_per_tile = native.panel_cols * (std.math.divCeil(usize, col_groups, col_tiles) catch unreachable);
     return .{
         .rows_per_tile = rows_per_tile,
         .cols_per_tile = cols_per_tile,
@@ -123,7 +139,7 @@ pub fn runTiles(args: *const Args, tiling: Tiling, tile_begin: usize, tile_end: 
         const block = tiling.block(tile, args.m, args.n) orelse continue;
         switch (build_options.blas) {
             .openblas => openblas.sgemmBlock(args, block.row_begin, block.rows, block.col_begin, block.cols),
-            .native => gemm_native.native.runBlock(args, block.row_begin, block.rows, block.col_begin, block.cols),
+            .native => native.runBlock(args, block.row_begin, block.rows, block.col_begin, block.cols),
         }
     }
 }
@@ -196,6 +212,29 @@ test "runTiles matches the reference on awkward shapes, every transpose, alpha a
             }
         };
     };
+}
+
+test "plan covers every element of C exactly once, in at most `threads` aligned tiles" {
+    var prng = std.Random.DefaultPrng.init(3);
+    const random = prng.random();
+    var hits: [300 * 300]u8 = undefined;
+    for (0..200) |_| {
+        const m = random.uintLessThan(usize, 300);
+        const n = random.uintLessThan(usize, 300);
+        const threads = 1 + random.uintLessThan(usize, 9);
+        const tiling = plan(m, n, threads);
+        try std.testing.expect(tiling.count() >= 1 and tiling.count() <= threads);
+        try std.testing.expect(tiling.cols_per_tile % native.panel_cols == 0);
+        try std.testing.expect(tiling.rows_per_tile % native.panel_rows == 0);
+        @memset(hits[0 .. m * n], 0);
+        for (0..tiling.count()) |tile| {
+            const block = tiling.block(tile, m, n) orelse continue;
+            for (block.row_begin..block.row_begin + block.rows) |row| {
+                for (hits[row * n + block.col_begin ..][0..block.cols]) |*hit| hit.* += 1;
+            }
+        }
+        for (hits[0 .. m * n]) |hit| try std.testing.expectEqual(@as(u8, 1), hit);
+    }
 }
 
 test "validate refuses short buffers and bad leading dimensions" {
