@@ -649,11 +649,14 @@ pub fn Kernel(comptime config: Config) type {
         }
 
         /// Prefetches one depth row of a block read in place: one prefetch per cache line,
-        /// plus the last element for a run that straddles one more. Prefetching past the
-        /// end of B is harmless.
-        inline fn prefetchRow(comptime shape: Shape, row: [*]const f32) void {
-            inline for (0..comptime divideCeil(shape.cols(), 16)) |line| @prefetch(row + line * 16, .{});
-            @prefetch(row + shape.cols() - 1, .{});
+        /// plus the last element for a run that straddles one more. The row may lie past the
+        /// end of B (prefetches do not fault), so its address is formed as an integer rather
+        /// than by pointer arithmetic, which must stay inside the object.
+        inline fn prefetchRow(comptime shape: Shape, row_address: usize) void {
+            inline for (0..comptime divideCeil(shape.cols(), 16)) |line| {
+                @prefetch(@as([*]const f32, @ptrFromInt(row_address + line * 64)), .{});
+            }
+            @prefetch(@as([*]const f32, @ptrFromInt(row_address + (shape.cols() - 1) * 4)), .{});
         }
 
         inline fn multiplyAdd(x: V, y: V, z: V) V {
@@ -678,7 +681,9 @@ pub fn Kernel(comptime config: Config) type {
             var remaining = depth;
             while (remaining >= chains) : (remaining -= chains) {
                 if (shape.direct and config.direct_prefetch_rows > 0) {
-                    inline for (0..chains) |chain| prefetchRow(shape, b_cursor + (config.direct_prefetch_rows + chain) * b_stride);
+                    inline for (0..chains) |chain| {
+                        prefetchRow(shape, @intFromPtr(b_cursor) + (config.direct_prefetch_rows + chain) * b_stride * 4);
+                    }
                 }
                 inline for (0..chains) |chain| {
                     depthStep(shape, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
