@@ -1,7 +1,9 @@
 //! Single-precision GEMM: C = alpha · op(A) · op(B) + beta · C, row-major, with op = identity
 //! or transpose. The kernel has the shape every kernel has here: arguments plus a range (of
 //! output tiles); threading lives in the caller (ops.zig), which splits tiles over the
-//! intra-op pool. The BLAS backend is chosen at build time with -Dblas.
+//! intra-op pool. The BLAS backend is chosen at build time with -Dblas: OpenBLAS, called
+//! single-threaded per tile (openblas.zig), or Spindle's own packed GEMM (gemm_native.zig,
+//! which also offers a pre-packed B for fixed weights: PackedB and runTilesPacked).
 const std = @import("std");
 const build_options = @import("build_options");
 const status = @import("../status.zig");

@@ -7,22 +7,27 @@
 //! then multiplies one A panel by one B sliver, keeping the panel_rows × panel_cols block of C
 //! in vector registers for the whole depth block, so the inner loop is loads and FMAs only.
 //! Packing makes every load of the inner loop contiguous whatever the transposes and leading
-//! dimensions, and the blocks keep each packed operand in the cache level that reuses it: a B
-//! sliver (depth_block × panel_cols) in L1 while it meets every A panel of the row block, the
+//! dimensions, and the blocks keep each packed operand in the cache level that reuses it: the
 //! A block (row_block × depth_block) in L2 while it meets every B sliver of the column block,
-//! the B block (depth_block × col_block) in L3 while it meets every row block.
+//! the B block (depth_block × col_block) in L2/L3 while it meets every row block. (On Zen 5 a
+//! deep depth block, fewer passes over C, beats fitting the B sliver in L1: L2 feeds it.)
 //!
-//! Two shortcuts skip packing B. When op(B) = B (not transposed) and the tile has at most
-//! `direct_rows_max` rows, every B element is used by one A panel only, so packing would copy
-//! B just to read it once: the micro-kernel reads B's rows in place (only a ragged last sliver
-//! is packed, with zero padding). And a weight matrix that multiplies many inputs can be packed
-//! once into a `PackedB` and reused with `runBlockPacked`.
+//! Three shortcuts skip packing B, for the skinny products of inference:
+//! - op(B) = B and a tile of at most `direct_rows_max` rows: each B element meets only a few
+//!   A panels, so packing would copy B to read it a few times. The micro-kernel reads B's rows
+//!   in place, prefetching rows ahead (only a ragged last sliver is packed, zero-padded), and
+//!   blocks of 1-4 rows cover several slivers at once to read long runs of each B row.
+//! - op(B) = Bᵀ, op(A) = A and at most `dot_rows_max` rows: rows of A and of B are both
+//!   contiguous in depth, so the kernel takes their dot products (see dotBlock).
+//! - A weight matrix that multiplies many inputs is packed once into a `PackedB` and reused
+//!   with `runBlockPacked` / `runTilesPacked`.
 //!
 //! Packing buffers are per thread and static: one `Scratch` (threadlocal, about
-//! (row_block + col_block + panel_cols) × depth_block floats, 2.4 MiB with AVX-512) per thread
-//! that runs a GEMM tile, allocated by the loader the first time that thread touches it and
-//! never on the hot path. The kernel never allocates; `PackedB.init` is the one allocation, made
-//! by the caller when it plans.
+//! (row_block + col_block + panel_cols) × depth_block floats, 2.4 MiB with AVX-512), so the
+//! kernel never allocates. With glibc the loader allocates (and zeroes) a thread's block the
+//! first time the thread touches any of the library's thread-locals, so every thread that
+//! calls into Spindle pays it once; `PackedB.init` is the one allocation, made by the caller
+//! when it plans.
 const std = @import("std");
 const builtin = @import("builtin");
 const gemm = @import("gemm.zig");
@@ -39,7 +44,7 @@ pub const Config = struct {
     panel_rows: usize,
     /// Vectors across a row of the register block: panel_cols = panel_vectors · vector_length.
     panel_vectors: usize,
-    /// Depth of a packed block (KC): sizes the B sliver to L1 and the A block to L2.
+    /// Depth of a packed block (KC): sizes the A block to L2 and sets how often C is passed.
     depth_block: usize,
     /// Rows of the packed A block (MC), a multiple of panel_rows.
     row_block: usize,
