@@ -138,9 +138,11 @@ const Job = struct {
     }
 };
 
-/// The caller plus one helper thread, as a fork-join team does. Both spin briefly before
-/// sleeping on a futex: spinning alone would collapse when the machine is shared and the
-/// partner is descheduled, sleeping alone would measure thread wake-up on small GEMMs.
+/// The caller plus one helper thread, as a fork-join team does. A waiter spins briefly, then
+/// yields its CPU between checks, then sleeps on a futex: spinning alone collapses on a
+/// shared machine, where the partner may be queued behind the spinner on the same CPU until
+/// the spinner's time slice ends (~1 ms a call); sleeping alone would measure thread wake-up
+/// on small GEMMs.
 const Team = struct {
     job: ?*const Job = null,
     generation: std.atomic.Value(u32) = .init(0),
@@ -149,7 +151,8 @@ const Team = struct {
     /// Threads in (or about to enter) Futex.wait; wakers skip the syscall while it is 0.
     sleepers: std.atomic.Value(u32) = .init(0),
 
-    const spin_limit = 20_000;
+    const spin_limit = 2_000;
+    const yield_limit = 2_000;
 
     /// Waits until `value` differs from `seen`. The seq_cst increment of `sleepers` before
     /// the re-check pairs with the seq_cst store and `sleepers` load in `publish`: either
@@ -159,6 +162,10 @@ const Team = struct {
         while (value.load(.acquire) == seen) : (spins += 1) {
             if (spins < spin_limit) {
                 std.atomic.spinLoopHint();
+                continue;
+            }
+            if (spins < spin_limit + yield_limit) {
+                std.Thread.yield() catch {};
                 continue;
             }
             _ = team.sleepers.fetchAdd(1, .seq_cst);
