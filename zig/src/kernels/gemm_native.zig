@@ -307,17 +307,23 @@ pub fn Kernel(comptime config: Config) type {
             sliver_stride: usize,
             /// Distance between consecutive depth rows inside a sliver.
             row_stride: usize,
+            /// B is read in place (a plain B's rows), not from packed slivers.
+            direct: bool,
             /// Read in place: the ragged last sliver, packed with zero padding.
             edge: ?[*]const f32,
 
-            const Sliver = struct { values: [*]const f32, row_stride: usize };
+            const Sliver = struct { values: [*]const f32, row_stride: usize, direct: bool };
 
             fn sliver(panels: Panels, index: usize, cols: usize) Sliver {
                 assert(cols >= 1 and cols <= panel_cols);
                 if (cols < panel_cols) {
-                    if (panels.edge) |edge| return .{ .values = edge, .row_stride = panel_cols };
+                    if (panels.edge) |edge| return .{ .values = edge, .row_stride = panel_cols, .direct = false };
                 }
-                return .{ .values = panels.base + index * panels.sliver_stride, .row_stride = panels.row_stride };
+                return .{
+                    .values = panels.base + index * panels.sliver_stride,
+                    .row_stride = panels.row_stride,
+                    .direct = panels.direct,
+                };
             }
         };
 
@@ -338,7 +344,7 @@ pub fn Kernel(comptime config: Config) type {
                     }
                     const packed_b = aligned(&buffers.b, depth_block * col_block);
                     packB(matrix.trans, matrix.values, matrix.ld, depth_start, depth, col_start, col_count, packed_b);
-                    return .{ .base = packed_b.ptr, .sliver_stride = depth * panel_cols, .row_stride = panel_cols, .edge = null };
+                    return .{ .base = packed_b.ptr, .sliver_stride = depth * panel_cols, .row_stride = panel_cols, .direct = false, .edge = null };
                 },
             }
         }
@@ -364,6 +370,7 @@ pub fn Kernel(comptime config: Config) type {
                 .base = b[depth_start * ldb + col_start ..].ptr,
                 .sliver_stride = panel_cols,
                 .row_stride = ldb,
+                .direct = true,
                 .edge = edge,
             };
         }
@@ -536,9 +543,8 @@ pub fn Kernel(comptime config: Config) type {
         ) void {
             assert(rows >= 1 and rows <= row_block);
             assert(c.len >= (rows - 1) * ldc + cols);
-            const direct = panels.row_stride != panel_cols;
             var sliver_index: usize = 0;
-            if (direct and rows <= wide_rows_max) {
+            if (panels.direct and rows <= wide_rows_max) {
                 switch (rows) {
                     inline 1...wide_rows_max => |used| {
                         sliver_index = wideSweep(used, packed_a, panels, cols, depth, c, ldc, alpha, beta);
@@ -555,9 +561,8 @@ pub fn Kernel(comptime config: Config) type {
                     const panel = packed_a[group * panel_rows * depth ..][0 .. panel_rows * depth];
                     const tile = c[group * panel_rows * ldc + sliver_index * panel_cols ..];
                     const tile_c: Tile = .{ .values = tile.ptr, .ld = ldc, .cols = sliver_cols, .alpha = alpha, .beta = beta };
-                    const sliver_direct = sliver.row_stride != panel_cols;
                     switch (group_rows) {
-                        inline 1...panel_rows => |used| if (sliver_direct) {
+                        inline 1...panel_rows => |used| if (sliver.direct) {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
                             microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
                         } else {
@@ -891,6 +896,7 @@ pub fn Kernel(comptime config: Config) type {
                     .base = block[first_sliver * depth * panel_cols ..].ptr,
                     .sliver_stride = depth * panel_cols,
                     .row_stride = panel_cols,
+                    .direct = false,
                     .edge = null,
                 };
             }
