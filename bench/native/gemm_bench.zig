@@ -6,6 +6,7 @@
 //!
 //!   cd zig && zig build bench-gemm                          full table
 //!   cd zig && zig build bench-gemm -- --threads 1 --shapes square --repeats 3 --min-ms 50
+//!   cd zig && zig build bench-gemm -- --rounds 3      best of 3 passes over the table
 //!
 //! Spindle's 2-thread runs split the tiles of gemm.plan over the caller and one spinning
 //! helper thread (as the omp backend does); OpenBLAS gets openblas_set_num_threads(2).
@@ -46,6 +47,7 @@ const Options = struct {
     square: bool = true,
     skinny: bool = true,
     repeats: usize = 3,
+    rounds: usize = 1,
     min_ns: u64 = 60 * std.time.ns_per_ms,
 };
 
@@ -275,12 +277,37 @@ fn parseOptions(arguments: []const [:0]const u8) !Options {
             options.skinny = !std.mem.eql(u8, value, "square");
         } else if (std.mem.eql(u8, name, "--repeats")) {
             options.repeats = @max(1, try std.fmt.parseInt(usize, value, 10));
+        } else if (std.mem.eql(u8, name, "--rounds")) {
+            options.rounds = @max(1, try std.fmt.parseInt(usize, value, 10));
         } else if (std.mem.eql(u8, name, "--min-ms")) {
             options.min_ns = try std.fmt.parseInt(u64, value, 10) * std.time.ns_per_ms;
         } else return error.UnknownOption;
     }
     return options;
 }
+
+/// The best GFLOPS seen for one shape and thread count, over every round.
+const Result = struct {
+    spindle: f64 = 0,
+    spindle_packed: f64 = 0,
+    openblas: f64 = 0,
+
+    fn improve(result: *Result, problem: *const Problem, threads: usize, options: Options) !void {
+        result.spindle = @max(result.spindle, try measure(problem, .spindle, threads, options));
+        result.spindle_packed = @max(result.spindle_packed, try measure(problem, .spindle_packed, threads, options));
+        result.openblas = @max(result.openblas, try measure(problem, .openblas, threads, options));
+    }
+
+    fn print(result: Result, out: *std.Io.Writer, shape: Shape, threads: usize) !void {
+        try out.print("{s:<6} {d:>5} {d:>5} {d:>5} {d:>3} | {d:>8.1} {d:>8.1} {d:>6.2} | {d:>8.1} {d:>6.2}\n", .{
+            if (shape.trans_b) "NT" else "NN",       shape.m,                          shape.n,
+            shape.k,                                 threads,                          result.spindle,
+            result.openblas,                         result.spindle / result.openblas, result.spindle_packed,
+            result.spindle_packed / result.openblas,
+        });
+        try out.flush();
+    }
+};
 
 pub fn main() !void {
     var gpa: std.heap.DebugAllocator(.{}) = .init;
@@ -291,6 +318,9 @@ pub fn main() !void {
     const options = try parseOptions(arguments);
     const shape_list = try shapes(allocator, options);
     defer allocator.free(shape_list);
+    const results = try allocator.alloc(Result, options.threads.len * shape_list.len);
+    defer allocator.free(results);
+    @memset(results, .{});
 
     var buffer: [4096]u8 = undefined;
     var stdout_writer = std.fs.File.stdout().writer(&buffer);
@@ -300,21 +330,22 @@ pub fn main() !void {
         config.vector_length, config.panel_rows, config.panel_vectors * config.vector_length, config.depth_block, config.row_block, config.col_block,
     });
     try out.print("# {s}\n", .{openblas_get_config()});
-    try out.print("# GFLOPS, best of {d} runs of >= {d} ms; ratio = Spindle / OpenBLAS\n", .{ options.repeats, options.min_ns / std.time.ns_per_ms });
+    try out.print("# GFLOPS, best of {d} round(s) x {d} runs of >= {d} ms; ratio = Spindle / OpenBLAS\n", .{
+        options.rounds, options.repeats, options.min_ns / std.time.ns_per_ms,
+    });
     try out.print("{s:<6} {s:>5} {s:>5} {s:>5} {s:>3} | {s:>8} {s:>8} {s:>6} | {s:>8} {s:>6}\n", .{ "layout", "M", "N", "K", "thr", "spindle", "openblas", "ratio", "packed", "ratio" });
     try out.flush();
-    for (options.threads) |threads| {
-        for (shape_list) |shape| {
-            const problem = try Problem.init(allocator, shape);
-            defer problem.deinit(allocator);
-            const spindle = try measure(problem, .spindle, threads, options);
-            const spindle_packed = try measure(problem, .spindle_packed, threads, options);
-            const openblas = try measure(problem, .openblas, threads, options);
-            try out.print("{s:<6} {d:>5} {d:>5} {d:>5} {d:>3} | {d:>8.1} {d:>8.1} {d:>6.2} | {d:>8.1} {d:>6.2}\n", .{
-                if (shape.trans_b) "NT" else "NN", shape.m,  shape.n,            shape.k,        threads,
-                spindle,                           openblas, spindle / openblas, spindle_packed, spindle_packed / openblas,
-            });
-            try out.flush();
+    // Rounds revisit every cell minutes apart, so that a burst of load from other users of
+    // the machine spoils one round of a cell rather than the whole table.
+    for (0..options.rounds) |round| {
+        for (options.threads, 0..) |threads, thread_index| {
+            for (shape_list, 0..) |shape, shape_index| {
+                const problem = try Problem.init(allocator, shape);
+                defer problem.deinit(allocator);
+                const result = &results[thread_index * shape_list.len + shape_index];
+                try result.improve(problem, threads, options);
+                if (round + 1 == options.rounds) try result.print(out, shape, threads);
+            }
         }
     }
 }
