@@ -1187,3 +1187,32 @@ test "PackedB refuses a B buffer that is too short" {
     try testing.expectError(error.IndexOutOfRange, native.PackedB.init(testing.allocator, false, 3, 4, &b, 4));
     try testing.expectError(error.InvalidArgument, native.PackedB.init(testing.allocator, true, 3, 4, &b, 2));
 }
+
+test "runTilesPacked over gemm.plan tiles, in reverse order, matches the reference" {
+    var prng = std.Random.DefaultPrng.init(0x9e7);
+    const random = prng.random();
+    for ([_]usize{ 1, 2, 3, 8 }) |threads| for ([_]usize{ 1, 20, 70 }) |m| {
+        const case: Case = .{ .trans_b = random.boolean(), .m = m, .n = 1 + random.uintLessThan(usize, 200), .k = 1 + random.uintLessThan(usize, 600), .beta = 0.5 };
+        var matrices = try TestMatrices.init(testing.allocator, random, case);
+        defer matrices.deinit(testing.allocator);
+        const args = &matrices.args;
+        var packed_b = try native.PackedB.init(testing.allocator, args.trans_b, args.k, args.n, args.b, args.ldb);
+        defer packed_b.deinit(testing.allocator);
+        const packed_args: native.PackedArgs = .{
+            .trans_a = false,
+            .m = args.m,
+            .alpha = args.alpha,
+            .a = args.a,
+            .lda = args.lda,
+            .packed_b = &packed_b,
+            .beta = args.beta,
+            .c = args.c,
+            .ldc = args.ldc,
+        };
+        try packed_args.validate();
+        const tiling = gemm.plan(args.m, args.n, threads);
+        var tile = tiling.count();
+        while (tile > 0) : (tile -= 1) runTilesPacked(&packed_args, tiling, tile - 1, tile);
+        try matrices.check();
+    };
+}
