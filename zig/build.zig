@@ -11,6 +11,7 @@
 //!                                   (bench/native/run_pool_bench.sh runs it with the C baselines)
 //!   zig build bench-kernels         memory-bound kernel benchmark (ReleaseFast)
 //!   zig build bench-conv            conv2d vs GEMM on ResNet layer shapes (ReleaseFast)
+//!   zig build bench-gemm [-- args]  native GEMM vs OpenBLAS, GFLOPS table (ReleaseFast)
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -126,6 +127,7 @@ pub fn build(b: *std.Build) void {
 
     addPoolBench(b, target, optimize, options);
     addBench(b, target, spindle_module, "kernels_bench", "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
+    addGemmBench(b, target, options);
     addBench(b, target, spindle_module, "conv_bench", "bench-conv", "Benchmark conv2d against GEMM on ResNet layers (bench/native/conv_bench.zig)");
 }
 
@@ -178,6 +180,36 @@ fn addPoolBench(
     const bench = b.addExecutable(.{ .name = "spindle-pool-bench", .root_module = bench_module });
     const bench_step = b.step("bench-pool", "Build the intra-op pool benchmark into zig-out/bin");
     bench_step.dependOn(&b.addInstallArtifact(bench, .{}).step);
+}
+
+/// The native GEMM against OpenBLAS, always ReleaseFast and always linked with OpenBLAS
+/// (the baseline), whatever -Dblas says: it calls the native kernel directly.
+fn addGemmBench(b: *std.Build, target: std.Build.ResolvedTarget, options: *std.Build.Step.Options) void {
+    const bench_step = b.step("bench-gemm", "Benchmark the native GEMM against OpenBLAS (GFLOPS table)");
+    if (!openblasAvailable()) {
+        const fail = b.addFail("bench-gemm needs OpenBLAS as its baseline: apt-get install libopenblas-dev");
+        bench_step.dependOn(&fail.step);
+        return;
+    }
+    const kernels = b.createModule(.{
+        .root_source_file = b.path("src/kernels.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+    });
+    kernels.addOptions("build_options", options);
+    const bench_module = b.createModule(.{
+        .root_source_file = b.path("../bench/native/gemm_bench.zig"),
+        .target = target,
+        .optimize = .ReleaseFast,
+        .link_libc = true,
+    });
+    bench_module.addImport("kernels", kernels);
+    bench_module.linkSystemLibrary("openblas", .{});
+    const bench = b.addExecutable(.{ .name = "gemm_bench", .root_module = bench_module });
+    const run_bench = b.addRunArtifact(bench);
+    if (b.args) |args| run_bench.addArgs(args);
+    bench_step.dependOn(&run_bench.step);
 }
 
 fn createRootModule(

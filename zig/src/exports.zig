@@ -464,6 +464,7 @@ test {
     _ = inter_op;
     _ = intra_op;
     _ = @import("kernels/gemm.zig");
+    _ = @import("kernels/gemm_native.zig");
     _ = openblas;
     _ = info;
     _ = @import("interpreter/format.zig");

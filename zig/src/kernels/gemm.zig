@@ -1,11 +1,15 @@
 //! Single-precision GEMM: C = alpha · op(A) · op(B) + beta · C, row-major, with op = identity
 //! or transpose. The kernel has the shape every kernel has here: arguments plus a range (of
 //! output tiles); threading lives in the caller (ops.zig), which splits tiles over the
-//! intra-op pool. The BLAS backend is chosen at build time with -Dblas.
+//! intra-op pool. The BLAS backend is chosen at build time with -Dblas: OpenBLAS, called
+//! single-threaded per tile (openblas.zig), or Spindle's own packed GEMM (gemm_native.zig,
+//! which also offers a pre-packed B for fixed weights: PackedB and runTilesPacked).
 const std = @import("std");
 const build_options = @import("build_options");
 const status = @import("../status.zig");
 const openblas = @import("openblas.zig");
+const gemm_native = @import("gemm_native.zig");
+const native = gemm_native.native;
 
 const Error = status.Error;
 
@@ -35,7 +39,7 @@ pub const Args = struct {
         try checkMatrix("C", args.c.len, args.m, args.n, args.ldc);
     }
 
-    fn checkMatrix(comptime name: []const u8, len: usize, rows: usize, cols: usize, ld: usize) Error!void {
+    pub fn checkMatrix(comptime name: []const u8, len: usize, rows: usize, cols: usize, ld: usize) Error!void {
         if (rows == 0 or cols == 0) return;
         if (ld < cols) {
             return status.fail(error.InvalidArgument, "sgemm: ld" ++ name ++ " = {d} is smaller than the {d} columns of " ++ name, .{ ld, cols });
@@ -56,7 +60,8 @@ pub const Args = struct {
     }
 };
 
-/// How the output is cut into tiles for the intra-op pool.
+/// How the output is cut into tiles for the intra-op pool: a grid of row_tiles × col_tiles
+/// blocks, numbered row-major; the last block of each dimension may be shorter.
 pub const Tiling = struct {
     rows_per_tile: usize,
     cols_per_tile: usize,
@@ -66,22 +71,60 @@ pub const Tiling = struct {
     pub fn count(tiling: Tiling) usize {
         return tiling.row_tiles * tiling.col_tiles;
     }
+
+    pub const Block = struct { row_begin: usize, rows: usize, col_begin: usize, cols: usize };
+
+    /// The part of an m × n output that `tile` covers, or null when it covers nothing.
+    pub fn block(tiling: Tiling, tile: usize, m: usize, n: usize) ?Block {
+        std.debug.assert(tile < tiling.count());
+        const row_begin = (tile / tiling.col_tiles) * tiling.rows_per_tile;
+        const col_begin = (tile % tiling.col_tiles) * tiling.cols_per_tile;
+        if (row_begin >= m or col_begin >= n) return null;
+        return .{
+            .row_begin = row_begin,
+            .rows = @min(tiling.rows_per_tile, m - row_begin),
+            .col_begin = col_begin,
+            .cols = @min(tiling.cols_per_tile, n - col_begin),
+        };
+    }
 };
 
-/// Chooses tiles so that `threads` workers get balanced, reasonably large blocks: split the
-/// rows when there are enough of them, otherwise the columns.
+/// Upper bound on the workers plan() balances over; more threads than this share tiles.
+pub const workers_max = 256;
+
+/// Chooses at most `threads` tiles, aligned to the native kernel's register block so that
+/// only the last tile of each dimension has ragged panels. Among the grids that fit, it takes
+/// the one whose largest tile is smallest (the critical path); on a tie, the one whose tiles
+/// have the smallest rows + columns, since each tile packs its own slice of A and of B.
 pub fn plan(m: usize, n: usize, threads: usize) Tiling {
-    const workers = @max(threads, 1);
-    const min_rows = 16;
-    const min_cols = 64;
-    var row_tiles = @max(1, @min(workers, m / min_rows));
-    var col_tiles: usize = 1;
-    if (row_tiles < workers) col_tiles = @max(1, @min(workers / row_tiles, n / min_cols));
-    if (m == 0) row_tiles = 1;
-    const rows_per_tile = @max(1, std.math.divCeil(usize, m, row_tiles) catch unreachable);
-    var cols_per_tile = @max(1, std.math.divCeil(usize, n, col_tiles) catch unreachable);
-    // Keep column tiles a multiple of the vector width so edges stay on one tile.
-    if (col_tiles > 1) cols_per_tile = std.mem.alignForward(usize, cols_per_tile, 16);
+    const workers = std.math.clamp(threads, 1, workers_max);
+    const row_groups = @max(1, std.math.divCeil(usize, m, native.panel_rows) catch unreachable);
+    const col_groups = @max(1, std.math.divCeil(usize, n, native.panel_cols) catch unreachable);
+    var best: ?Tiling = null;
+    var best_area: usize = 0;
+    var best_perimeter: usize = 0;
+    for (1..@min(workers, row_groups) + 1) |row_tiles| {
+        const col_tiles = @min(col_groups, workers / row_tiles);
+        const tiling = grid(m, n, row_groups, row_tiles, col_groups, col_tiles);
+        const rows = @min(tiling.rows_per_tile, @max(m, 1));
+        const cols = @min(tiling.cols_per_tile, @max(n, 1));
+        const better = best == null or rows * cols < best_area or
+            (rows * cols == best_area and rows + cols < best_perimeter);
+        if (better) {
+            best = tiling;
+            best_area = rows * cols;
+            best_perimeter = rows + cols;
+        }
+    }
+    std.debug.assert(best.?.count() <= workers);
+    return best.?;
+}
+
+fn grid(m: usize, n: usize, row_groups: usize, row_tiles: usize, col_groups: usize, col_tiles: usize) Tiling {
+    std.debug.assert(row_tiles >= 1 and row_tiles <= row_groups);
+    std.debug.assert(col_tiles >= 1 and col_tiles <= col_groups);
+    const rows_per_tile = native.panel_rows * (std.math.divCeil(usize, row_groups, row_tiles) catch unreachable);
+    const cols_per_tile = native.panel_cols * (std.math.divCeil(usize, col_groups, col_tiles) catch unreachable);
     return .{
         .rows_per_tile = rows_per_tile,
         .cols_per_tile = cols_per_tile,
@@ -92,46 +135,13 @@ pub fn plan(m: usize, n: usize, threads: usize) Tiling {
 
 /// Computes output tiles [tile_begin, tile_end) of `tiling`. `args` must be validated.
 pub fn runTiles(args: *const Args, tiling: Tiling, tile_begin: usize, tile_end: usize) void {
+    std.debug.assert(tile_begin <= tile_end);
     std.debug.assert(tile_end <= tiling.count());
     for (tile_begin..tile_end) |tile| {
-        const row_begin = (tile / tiling.col_tiles) * tiling.rows_per_tile;
-        const col_begin = (tile % tiling.col_tiles) * tiling.cols_per_tile;
-        if (row_begin >= args.m or col_begin >= args.n) continue;
-        const rows = @min(tiling.rows_per_tile, args.m - row_begin);
-        const cols = @min(tiling.cols_per_tile, args.n - col_begin);
+        const block = tiling.block(tile, args.m, args.n) orelse continue;
         switch (build_options.blas) {
-            .openblas => openblas.sgemmBlock(args, row_begin, rows, col_begin, cols),
-            .native => nativeBlock(args, row_begin, rows, col_begin, cols),
-        }
-    }
-}
-
-const vector_width = 16;
-const V = @Vector(vector_width, f32);
-
-/// The interim native GEMM: row-wise axpy with vector registers. Correct for every shape,
-/// far from peak; the packed, register-blocked kernel replaces it.
-fn nativeBlock(args: *const Args, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
-    for (row_begin..row_begin + rows) |row| {
-        const c_row = args.c[row * args.ldc + col_begin ..][0..cols];
-        if (args.beta == 0) @memset(c_row, 0) else if (args.beta != 1) {
-            for (c_row) |*x| x.* *= args.beta;
-        }
-        for (0..args.k) |depth| {
-            const a_value = args.alpha * args.aAt(row, depth);
-            if (args.trans_b) {
-                for (c_row, 0..) |*x, j| x.* += a_value * args.bAt(depth, col_begin + j);
-                continue;
-            }
-            const b_row = args.b[depth * args.ldb + col_begin ..][0..cols];
-            const a_splat: V = @splat(a_value);
-            var j: usize = 0;
-            while (j + vector_width <= cols) : (j += vector_width) {
-                const b_vector: V = b_row[j..][0..vector_width].*;
-                const c_vector: V = c_row[j..][0..vector_width].*;
-                c_row[j..][0..vector_width].* = @mulAdd(V, a_splat, b_vector, c_vector);
-            }
-            while (j < cols) : (j += 1) c_row[j] = @mulAdd(f32, a_value, b_row[j], c_row[j]);
+            .openblas => openblas.sgemmBlock(args, block.row_begin, block.rows, block.col_begin, block.cols),
+            .native => native.runBlock(args, block.row_begin, block.rows, block.col_begin, block.cols),
         }
     }
 }
@@ -204,6 +214,29 @@ test "runTiles matches the reference on awkward shapes, every transpose, alpha a
             }
         };
     };
+}
+
+test "plan covers every element of C exactly once, in at most `threads` aligned tiles" {
+    var prng = std.Random.DefaultPrng.init(3);
+    const random = prng.random();
+    var hits: [300 * 300]u8 = undefined;
+    for (0..200) |_| {
+        const m = random.uintLessThan(usize, 300);
+        const n = random.uintLessThan(usize, 300);
+        const threads = 1 + random.uintLessThan(usize, 9);
+        const tiling = plan(m, n, threads);
+        try std.testing.expect(tiling.count() >= 1 and tiling.count() <= threads);
+        try std.testing.expect(tiling.cols_per_tile % native.panel_cols == 0);
+        try std.testing.expect(tiling.rows_per_tile % native.panel_rows == 0);
+        @memset(hits[0 .. m * n], 0);
+        for (0..tiling.count()) |tile| {
+            const block = tiling.block(tile, m, n) orelse continue;
+            for (block.row_begin..block.row_begin + block.rows) |row| {
+                for (hits[row * n + block.col_begin ..][0..block.cols]) |*hit| hit.* += 1;
+            }
+        }
+        for (hits[0 .. m * n]) |hit| try std.testing.expectEqual(@as(u8, 1), hit);
+    }
 }
 
 test "validate refuses short buffers and bad leading dimensions" {

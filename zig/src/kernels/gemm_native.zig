@@ -1,0 +1,1218 @@
+//! Spindle's own SGEMM (-Dblas=native): C = alpha · op(A) · op(B) + beta · C, row-major.
+//!
+//! The structure is Goto's / BLIS's. A tile of C is cut into column blocks (col_block), depth
+//! blocks (depth_block) and row blocks (row_block). For each depth block, op(B) is packed into
+//! slivers of `panel_cols` columns, stored depth-row after depth-row, and op(A) into panels of
+//! `panel_rows` rows, stored depth-column after depth-column. A register-blocked micro-kernel
+//! then multiplies one A panel by one B sliver, keeping the panel_rows × panel_cols block of C
+//! in vector registers for the whole depth block, so the inner loop is loads and FMAs only.
+//! Packing makes every load of the inner loop contiguous whatever the transposes and leading
+//! dimensions, and the blocks keep each packed operand in the cache level that reuses it: the
+//! A block (row_block × depth_block) in L2 while it meets every B sliver of the column block,
+//! the B block (depth_block × col_block) in L2/L3 while it meets every row block. (On Zen 5 a
+//! deep depth block, fewer passes over C, beats fitting the B sliver in L1: L2 feeds it.)
+//!
+//! Three shortcuts skip packing B, for the skinny products of inference:
+//! - op(B) = B and a tile of at most `direct_rows_max` rows: each B element meets only a few
+//!   A panels, so packing would copy B to read it a few times. The micro-kernel reads B's rows
+//!   in place, prefetching rows ahead (only a ragged last sliver is packed, zero-padded), and
+//!   blocks of 1-4 rows cover several slivers at once to read long runs of each B row.
+//! - op(B) = Bᵀ, op(A) = A and at most `dot_rows_max` rows: rows of A and of B are both
+//!   contiguous in depth, so the kernel takes their dot products (see dotBlock).
+//! - A weight matrix that multiplies many inputs is packed once into a `PackedB` and reused
+//!   with `runBlockPacked` / `runTilesPacked`.
+//!
+//! Packing buffers are per thread and static: one `Scratch` (threadlocal, about
+//! (row_block + col_block + panel_cols) × depth_block floats, 2.4 MiB with AVX-512), so the
+//! kernel never allocates. With glibc the loader allocates (and zeroes) a thread's block the
+//! first time the thread touches any of the library's thread-locals, so every thread that
+//! calls into Spindle pays it once; `PackedB.init` is the one allocation, made by the caller
+//! when it plans.
+const std = @import("std");
+const builtin = @import("builtin");
+const gemm = @import("gemm.zig");
+const status = @import("../status.zig");
+
+const assert = std.debug.assert;
+const Error = status.Error;
+
+/// The shape of the kernel: vector length, register block and cache blocks.
+pub const Config = struct {
+    /// f32 lanes per vector register.
+    vector_length: usize,
+    /// Rows of C in the register block (MR): rows of an A panel.
+    panel_rows: usize,
+    /// Vectors across a row of the register block: panel_cols = panel_vectors · vector_length.
+    panel_vectors: usize,
+    /// Depth of a packed block (KC): sizes the A block to L2 and sets how often C is passed.
+    depth_block: usize,
+    /// Rows of the packed A block (MC), a multiple of panel_rows.
+    row_block: usize,
+    /// Columns of the packed B block (NC), a multiple of panel_cols.
+    col_block: usize,
+    /// Tiles with at most this many rows read an untransposed B in place (see the top).
+    direct_rows_max: usize,
+    /// Reading B in place, prefetch this many depth rows ahead: each row of a sliver lies
+    /// ldb floats from the last, a stride the hardware prefetchers follow poorly.
+    direct_prefetch_rows: usize,
+    /// Tiles with at most this many rows of an untransposed A times a transposed B skip
+    /// packing and take dot products of rows (see dotBlock).
+    dot_rows_max: usize,
+    /// Vector accumulators the dot-product kernel may keep in registers.
+    dot_accumulators: usize,
+    /// Whether the target has fused multiply-add; without it @mulAdd becomes a libcall.
+    fused_multiply_add: bool,
+
+    fn panelCols(config: Config) usize {
+        return config.panel_vectors * config.vector_length;
+    }
+};
+
+const x86 = builtin.cpu.arch == .x86_64;
+fn hasX86(comptime feature: std.Target.x86.Feature) bool {
+    return x86 and std.Target.x86.featureSetHas(builtin.cpu.features, feature);
+}
+
+/// 32 zmm registers: 14 × 2 accumulators + 2 B vectors + 1 broadcast (folded into the FMA).
+const avx512_config: Config = .{
+    .vector_length = 16,
+    .panel_rows = 14,
+    .panel_vectors = 2,
+    // Measured on Zen 5: a deep block (fewer passes over C) beats keeping the 64 KiB B
+    // sliver in L1; L2 feeds it fast enough.
+    .depth_block = 512,
+    .row_block = 14 * 12,
+    .col_block = 1024,
+    .direct_rows_max = 64,
+    .direct_prefetch_rows = 8,
+    .dot_rows_max = 32,
+    .dot_accumulators = 24,
+    .fused_multiply_add = true,
+};
+
+/// 16 ymm registers: the classic 6 × 16 block, 12 accumulators + 2 B vectors + 1 broadcast.
+const avx2_config: Config = .{
+    .vector_length = 8,
+    .panel_rows = 6,
+    .panel_vectors = 2,
+    .depth_block = 256,
+    .row_block = 6 * 24,
+    .col_block = 2048,
+    .direct_rows_max = 24,
+    .direct_prefetch_rows = 8,
+    .dot_rows_max = 4,
+    .dot_accumulators = 12,
+    .fused_multiply_add = true,
+};
+
+/// Any other target: 4-lane vectors (SSE, NEON, or scalar code from LLVM) in a 6 × 8 block.
+const portable_config: Config = .{
+    .vector_length = 4,
+    .panel_rows = 6,
+    .panel_vectors = 2,
+    .depth_block = 256,
+    .row_block = 6 * 16,
+    .col_block = 1024,
+    .direct_rows_max = 24,
+    .direct_prefetch_rows = 8,
+    .dot_rows_max = 4,
+    .dot_accumulators = 12,
+    .fused_multiply_add = builtin.cpu.arch == .aarch64 or hasX86(.fma),
+};
+
+pub const target_config: Config = if (hasX86(.avx512f))
+    avx512_config
+else if (hasX86(.avx2) and hasX86(.fma))
+    avx2_config
+else
+    portable_config;
+
+/// The kernel for this build's target. gemm.plan aligns tiles to its panel_rows and
+/// panel_cols, so that only the last tile of each dimension has ragged panels.
+pub const native = Kernel(target_config);
+
+/// Computes output tiles [tile_begin, tile_end) of `tiling` with a pre-packed B. `args` must
+/// be validated and `tiling` come from gemm.plan (column tiles are multiples of panel_cols).
+pub fn runTilesPacked(args: *const native.PackedArgs, tiling: gemm.Tiling, tile_begin: usize, tile_end: usize) void {
+    assert(tile_begin <= tile_end);
+    assert(tile_end <= tiling.count());
+    for (tile_begin..tile_end) |tile| {
+        const block = tiling.block(tile, args.m, args.packed_b.n) orelse continue;
+        native.runBlockPacked(args, block.row_begin, block.rows, block.col_begin, block.cols);
+    }
+}
+
+fn divideCeil(numerator: usize, denominator: usize) usize {
+    assert(denominator > 0);
+    return (numerator + denominator - 1) / denominator;
+}
+
+/// The GEMM for one `Config`. Generic so that the tests can also run the portable shape on
+/// a machine whose own target picks another.
+pub fn Kernel(comptime config: Config) type {
+    return struct {
+        pub const panel_rows = config.panel_rows;
+        pub const panel_cols = config.panelCols();
+        const lanes = config.vector_length;
+        const panel_vectors = config.panel_vectors;
+        const depth_block = config.depth_block;
+        const row_block = config.row_block;
+        const col_block = config.col_block;
+        const V = @Vector(lanes, f32);
+
+        comptime {
+            assert(std.math.isPowerOfTwo(lanes));
+            assert(panel_rows >= 1 and panel_rows <= 16);
+            assert(panel_vectors >= 1 and panel_vectors <= 4);
+            assert(row_block % panel_rows == 0);
+            assert(col_block % panel_cols == 0);
+            assert(depth_block % 16 == 0);
+            assert(config.direct_rows_max <= row_block);
+        }
+
+        /// Cache-line alignment for the packed buffers, so that B vectors never split lines.
+        const alignment_floats = 16;
+
+        /// The per-thread packing buffers. Each array has slack for aligning its start at
+        /// run time: the loader's alignment of dynamic TLS is not relied upon.
+        const Scratch = struct {
+            a: [row_block * depth_block + alignment_floats]f32,
+            b: [depth_block * col_block + alignment_floats]f32,
+            edge: [depth_block * panel_cols + alignment_floats]f32,
+        };
+        threadlocal var scratch: Scratch = undefined;
+
+        fn aligned(buffer: []f32, length: usize) []f32 {
+            const address = @intFromPtr(buffer.ptr);
+            const skip = (std.mem.alignForward(usize, address, alignment_floats * 4) - address) / 4;
+            assert(skip + length <= buffer.len);
+            return buffer[skip..][0..length];
+        }
+
+        // ---------------------------------------------------------------------------------
+        // Operands: one view over a plain B and a pre-packed B, so both share one driver.
+
+        const Operands = struct {
+            trans_a: bool,
+            a: []const f32,
+            lda: usize,
+            b: union(enum) {
+                matrix: struct { trans: bool, values: []const f32, ld: usize },
+                packed_b: *const PackedB,
+            },
+            m: usize,
+            n: usize,
+            k: usize,
+            alpha: f32,
+            beta: f32,
+            c: []f32,
+            ldc: usize,
+        };
+
+        /// Computes rows [row_begin, +rows) × cols [col_begin, +cols) of C. `args` must be
+        /// validated. Blocks of one GEMM may run in any order and on any threads, as long as
+        /// they do not overlap.
+        pub fn runBlock(args: *const gemm.Args, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            const operands: Operands = .{
+                .trans_a = args.trans_a,
+                .a = args.a,
+                .lda = args.lda,
+                .b = .{ .matrix = .{ .trans = args.trans_b, .values = args.b, .ld = args.ldb } },
+                .m = args.m,
+                .n = args.n,
+                .k = args.k,
+                .alpha = args.alpha,
+                .beta = args.beta,
+                .c = args.c,
+                .ldc = args.ldc,
+            };
+            runOperands(&operands, row_begin, rows, col_begin, cols);
+        }
+
+        /// As runBlock, with B pre-packed; `col_begin` must be a multiple of panel_cols.
+        pub fn runBlockPacked(args: *const PackedArgs, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            assert(col_begin % panel_cols == 0);
+            const operands: Operands = .{
+                .trans_a = args.trans_a,
+                .a = args.a,
+                .lda = args.lda,
+                .b = .{ .packed_b = args.packed_b },
+                .m = args.m,
+                .n = args.packed_b.n,
+                .k = args.packed_b.k,
+                .alpha = args.alpha,
+                .beta = args.beta,
+                .c = args.c,
+                .ldc = args.ldc,
+            };
+            runOperands(&operands, row_begin, rows, col_begin, cols);
+        }
+
+        fn runOperands(operands: *const Operands, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            assert(row_begin + rows <= operands.m);
+            assert(col_begin + cols <= operands.n);
+            if (rows == 0 or cols == 0) return;
+            if (operands.k == 0 or operands.alpha == 0) {
+                // BLAS semantics: A and B are not read, C = beta · C.
+                scaleBlock(operands, row_begin, rows, col_begin, cols);
+                return;
+            }
+            if (operands.b == .matrix and operands.b.matrix.trans and !operands.trans_a and rows <= config.dot_rows_max) {
+                dotBlock(operands, row_begin, rows, col_begin, cols);
+                return;
+            }
+            const buffers = &scratch;
+            const packed_a = aligned(&buffers.a, row_block * depth_block);
+            // A pre-packed B needs no column blocks: it is already packed, and one block
+            // over all columns packs each A block once.
+            const col_step = if (operands.b == .packed_b) cols else col_block;
+            var col_start = col_begin;
+            while (col_start < col_begin + cols) : (col_start += col_step) {
+                const col_count = @min(col_step, col_begin + cols - col_start);
+                var depth_start: usize = 0;
+                while (depth_start < operands.k) : (depth_start += depth_block) {
+                    const depth = @min(depth_block, operands.k - depth_start);
+                    const panels = preparePanels(operands, buffers, depth_start, depth, col_start, col_count, rows);
+                    // The first depth block applies beta; later ones accumulate into C.
+                    const beta = if (depth_start == 0) operands.beta else 1;
+                    var row_start = row_begin;
+                    while (row_start < row_begin + rows) : (row_start += row_block) {
+                        const row_count = @min(row_block, row_begin + rows - row_start);
+                        packA(operands, row_start, row_count, depth_start, depth, packed_a);
+                        const c = operands.c[row_start * operands.ldc + col_start ..];
+                        macroKernel(packed_a, panels, row_count, col_count, depth, c, operands.ldc, operands.alpha, beta);
+                    }
+                }
+            }
+        }
+
+        fn scaleBlock(operands: *const Operands, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            for (row_begin..row_begin + rows) |row| {
+                const c_row = operands.c[row * operands.ldc + col_begin ..][0..cols];
+                if (operands.beta == 0) {
+                    @memset(c_row, 0);
+                } else if (operands.beta != 1) {
+                    for (c_row) |*value| value.* *= operands.beta;
+                }
+            }
+        }
+
+        // ---------------------------------------------------------------------------------
+        // Packing.
+
+        /// Where the micro-kernel finds the B slivers of one depth block.
+        const Panels = struct {
+            base: [*]const f32,
+            /// Distance between the first elements of adjacent slivers.
+            sliver_stride: usize,
+            /// Distance between consecutive depth rows inside a sliver.
+            row_stride: usize,
+            /// B is read in place (a plain B's rows), not from packed slivers.
+            direct: bool,
+            /// Read in place: the ragged last sliver, packed with zero padding.
+            edge: ?[*]const f32,
+
+            const Sliver = struct { values: [*]const f32, row_stride: usize, direct: bool };
+
+            fn sliver(panels: Panels, index: usize, cols: usize) Sliver {
+                assert(cols >= 1 and cols <= panel_cols);
+                if (cols < panel_cols) {
+                    if (panels.edge) |edge| return .{ .values = edge, .row_stride = panel_cols, .direct = false };
+                }
+                return .{
+                    .values = panels.base + index * panels.sliver_stride,
+                    .row_stride = panels.row_stride,
+                    .direct = panels.direct,
+                };
+            }
+        };
+
+        fn preparePanels(
+            operands: *const Operands,
+            buffers: *Scratch,
+            depth_start: usize,
+            depth: usize,
+            col_start: usize,
+            col_count: usize,
+            rows: usize,
+        ) Panels {
+            switch (operands.b) {
+                .packed_b => |packed_b| return packed_b.panels(depth_start, depth, col_start),
+                .matrix => |matrix| {
+                    if (!matrix.trans and rows <= config.direct_rows_max) {
+                        return directPanels(matrix.values, matrix.ld, buffers, depth_start, depth, col_start, col_count);
+                    }
+                    const packed_b = aligned(&buffers.b, depth_block * col_block);
+                    packB(matrix.trans, matrix.values, matrix.ld, depth_start, depth, col_start, col_count, packed_b);
+                    return .{ .base = packed_b.ptr, .sliver_stride = depth * panel_cols, .row_stride = panel_cols, .direct = false, .edge = null };
+                },
+            }
+        }
+
+        fn directPanels(
+            b: []const f32,
+            ldb: usize,
+            buffers: *Scratch,
+            depth_start: usize,
+            depth: usize,
+            col_start: usize,
+            col_count: usize,
+        ) Panels {
+            const ragged = col_count % panel_cols;
+            var edge: ?[*]const f32 = null;
+            if (ragged != 0) {
+                const edge_buffer = aligned(&buffers.edge, depth_block * panel_cols);
+                const edge_col = col_start + col_count - ragged;
+                packB(false, b, ldb, depth_start, depth, edge_col, ragged, edge_buffer);
+                edge = edge_buffer.ptr;
+            }
+            return .{
+                .base = b[depth_start * ldb + col_start ..].ptr,
+                .sliver_stride = panel_cols,
+                .row_stride = ldb,
+                .direct = true,
+                .edge = edge,
+            };
+        }
+
+        /// Packs rows [row_start, +rows) × depth [depth_start, +depth) of op(A) into panels of
+        /// panel_rows rows: panel g holds out[g·panel_rows·depth + p·panel_rows + r] =
+        /// op(A)[row_start + g·panel_rows + r, depth_start + p]. A ragged last panel keeps the
+        /// stride; its missing rows are never read.
+        fn packA(operands: *const Operands, row_start: usize, rows: usize, depth_start: usize, depth: usize, out: []f32) void {
+            assert(rows >= 1 and rows <= row_block);
+            assert(depth >= 1 and depth <= depth_block);
+            const lda = operands.lda;
+            var group: usize = 0;
+            while (group * panel_rows < rows) : (group += 1) {
+                const group_rows = @min(panel_rows, rows - group * panel_rows);
+                const first_row = row_start + group * panel_rows;
+                const panel = out[group * panel_rows * depth ..][0 .. panel_rows * depth];
+                if (operands.trans_a) {
+                    // op(A) row r is column r of A: each depth step is a contiguous run.
+                    for (0..depth) |p| {
+                        const source = operands.a[(depth_start + p) * lda + first_row ..][0..group_rows];
+                        @memcpy(panel[p * panel_rows ..][0..group_rows], source);
+                    }
+                } else {
+                    packRowsAcrossPanel(operands.a, lda, first_row, group_rows, depth_start, depth, panel);
+                }
+            }
+        }
+
+        /// op(A) = A: row r of the panel is row first_row + r of A, contiguous in depth.
+        /// Runs of `lanes` rows × `lanes` depths are transposed in registers, as for B.
+        fn packRowsAcrossPanel(a: []const f32, lda: usize, first_row: usize, rows: usize, depth_start: usize, depth: usize, panel: []f32) void {
+            assert(rows >= 1 and rows <= panel_rows);
+            assert(panel.len == depth * panel_rows);
+            var chunk_row: usize = 0;
+            while (chunk_row < rows) : (chunk_row += lanes) {
+                const chunk_rows = @min(lanes, rows - chunk_row);
+                // Lanes past the panel's rows are not stored: they would overwrite the next
+                // depth step.
+                const stored = @min(lanes, panel_rows - chunk_row);
+                var p: usize = 0;
+                while (p + lanes <= depth) : (p += lanes) {
+                    var block: [lanes]V = @splat(@splat(0));
+                    for (0..chunk_rows) |i| {
+                        block[i] = a[(first_row + chunk_row + i) * lda + depth_start + p ..][0..lanes].*;
+                    }
+                    transposeSquare(&block);
+                    inline for (0..lanes) |q| {
+                        const values: [lanes]f32 = block[q];
+                        @memcpy(panel[(p + q) * panel_rows + chunk_row ..][0..stored], values[0..stored]);
+                    }
+                }
+                while (p < depth) : (p += 1) {
+                    for (0..chunk_rows) |i| {
+                        panel[p * panel_rows + chunk_row + i] = a[(first_row + chunk_row + i) * lda + depth_start + p];
+                    }
+                }
+            }
+        }
+
+        /// Packs depth [depth_start, +depth) × cols [col_start, +cols) of op(B) into slivers of
+        /// panel_cols columns: sliver s holds out[s·depth·panel_cols + p·panel_cols + j] =
+        /// op(B)[depth_start + p, col_start + s·panel_cols + j], zero past the last column, so
+        /// the micro-kernel never needs a column mask.
+        fn packB(trans: bool, b: []const f32, ldb: usize, depth_start: usize, depth: usize, col_start: usize, cols: usize, out: []f32) void {
+            assert(depth >= 1 and depth <= depth_block);
+            assert(cols >= 1);
+            const slivers = divideCeil(cols, panel_cols);
+            assert(out.len >= slivers * depth * panel_cols);
+            const ragged = cols % panel_cols;
+            if (ragged != 0) @memset(out[(slivers - 1) * depth * panel_cols ..][0 .. depth * panel_cols], 0);
+            if (!trans) {
+                // Row by row: each row of B is read once, front to back, which the hardware
+                // prefetchers follow; sliver by sliver would jump ldb every 128 bytes.
+                for (0..depth) |p| {
+                    const source = b[(depth_start + p) * ldb + col_start ..][0..cols];
+                    for (0..slivers) |sliver_index| {
+                        const sliver_cols = if (sliver_index + 1 == slivers and ragged != 0) ragged else panel_cols;
+                        const destination = out[(sliver_index * depth + p) * panel_cols ..][0..sliver_cols];
+                        @memcpy(destination, source[sliver_index * panel_cols ..][0..sliver_cols]);
+                    }
+                }
+                return;
+            }
+            for (0..slivers) |sliver_index| {
+                const sliver_cols = @min(panel_cols, cols - sliver_index * panel_cols);
+                const sliver = out[sliver_index * depth * panel_cols ..][0 .. depth * panel_cols];
+                packTransposedSliver(b, ldb, depth_start, depth, col_start + sliver_index * panel_cols, sliver_cols, sliver);
+            }
+        }
+
+        /// op(B) column j is row j of B, contiguous in depth: each run of `lanes` rows ×
+        /// `lanes` depths is loaded as vectors and transposed in registers, so the gather
+        /// costs a few shuffles per vector instead of one load and one store per element.
+        fn packTransposedSliver(b: []const f32, ldb: usize, depth_start: usize, depth: usize, first_col: usize, cols: usize, sliver: []f32) void {
+            assert(cols >= 1 and cols <= panel_cols);
+            assert(sliver.len == depth * panel_cols);
+            for (0..panel_vectors) |vector_index| {
+                const group_col = vector_index * lanes;
+                if (group_col >= cols) break;
+                const group_cols = @min(lanes, cols - group_col);
+                var p: usize = 0;
+                while (p + lanes <= depth) : (p += lanes) {
+                    var block: [lanes]V = @splat(@splat(0));
+                    for (0..group_cols) |i| {
+                        block[i] = b[(first_col + group_col + i) * ldb + depth_start + p ..][0..lanes].*;
+                    }
+                    transposeSquare(&block);
+                    inline for (0..lanes) |q| sliver[(p + q) * panel_cols + group_col ..][0..lanes].* = block[q];
+                }
+                while (p < depth) : (p += 1) {
+                    for (0..group_cols) |i| {
+                        sliver[p * panel_cols + group_col + i] = b[(first_col + group_col + i) * ldb + depth_start + p];
+                    }
+                }
+            }
+        }
+
+        /// Transposes a lanes × lanes block held as row vectors in log2(lanes) butterfly
+        /// stages: stage `width` swaps the off-diagonal width × width sub-blocks of every
+        /// 2·width × 2·width block.
+        inline fn transposeSquare(block: *[lanes]V) void {
+            comptime var width: usize = 1;
+            inline while (width < lanes) : (width *= 2) {
+                const low = comptime butterflyMask(width, false);
+                const high = comptime butterflyMask(width, true);
+                inline for (0..lanes) |i| {
+                    if (i & width == 0) {
+                        const upper = block[i];
+                        const lower = block[i + width];
+                        block[i] = @shuffle(f32, upper, lower, low);
+                        block[i + width] = @shuffle(f32, upper, lower, high);
+                    }
+                }
+            }
+        }
+
+        /// Lane l of the upper row keeps its own element where bit `width` of l is clear and
+        /// takes the lower row's element `width` lanes left where it is set; the lower row
+        /// mirrors it. (A negative index ~x selects element x of the second operand.)
+        fn butterflyMask(comptime width: usize, comptime lower_row: bool) @Vector(lanes, i32) {
+            var mask: @Vector(lanes, i32) = undefined;
+            for (0..lanes) |l| {
+                const lane: i32 = @intCast(l);
+                const distance: i32 = @intCast(width);
+                const bit_set = l & width != 0;
+                mask[l] = if (!lower_row)
+                    (if (bit_set) ~(lane - distance) else lane)
+                else
+                    (if (bit_set) ~lane else lane + distance);
+            }
+            return mask;
+        }
+
+        // ---------------------------------------------------------------------------------
+        // Compute.
+
+        /// Multiplies a packed A block (rows × depth) by the B slivers of `panels` into the
+        /// rows × cols block of C starting at c[0]: C = alpha · A·B + beta · C.
+        fn macroKernel(
+            packed_a: []const f32,
+            panels: Panels,
+            rows: usize,
+            cols: usize,
+            depth: usize,
+            c: []f32,
+            ldc: usize,
+            alpha: f32,
+            beta: f32,
+        ) void {
+            assert(rows >= 1 and rows <= row_block);
+            assert(c.len >= (rows - 1) * ldc + cols);
+            var sliver_index: usize = 0;
+            if (panels.direct and rows <= wide_rows_max) {
+                switch (rows) {
+                    inline 1...wide_rows_max => |used| {
+                        sliver_index = wideSweep(used, packed_a, panels, cols, depth, c, ldc, alpha, beta);
+                    },
+                    else => unreachable,
+                }
+            }
+            while (sliver_index * panel_cols < cols) : (sliver_index += 1) {
+                const sliver_cols = @min(panel_cols, cols - sliver_index * panel_cols);
+                const sliver = panels.sliver(sliver_index, sliver_cols);
+                var group: usize = 0;
+                while (group * panel_rows < rows) : (group += 1) {
+                    const group_rows = @min(panel_rows, rows - group * panel_rows);
+                    const panel = packed_a[group * panel_rows * depth ..][0 .. panel_rows * depth];
+                    const tile = c[group * panel_rows * ldc + sliver_index * panel_cols ..];
+                    const tile_c: Tile = .{ .values = tile.ptr, .ld = ldc, .cols = sliver_cols, .alpha = alpha, .beta = beta };
+                    switch (group_rows) {
+                        inline 1...panel_rows => |used| if (sliver.direct) {
+                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
+                            microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
+                        } else {
+                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
+                            microKernel(shape, depth, panel.ptr, sliver.values, panel_cols, tile_c);
+                        },
+                        else => unreachable,
+                    }
+                }
+            }
+        }
+
+        /// Accumulator vectors of a wide block (see wideSweep): most of the registers.
+        const wide_accumulators = if (lanes >= 16) 16 else 8;
+        const wide_rows_max = 4;
+
+        /// Reading B in place for a few rows of A, a sliver's depth rows are short runs
+        /// ldb apart, each on a new page, and the stride defeats the hardware prefetchers.
+        /// A wide block covers several adjacent slivers at once, so each depth step reads a
+        /// long run of B's row instead. Returns how many whole slivers it covered; the
+        /// caller runs the rest as usual.
+        fn wideSweep(
+            comptime rows: usize,
+            packed_a: []const f32,
+            panels: Panels,
+            cols: usize,
+            depth: usize,
+            c: []f32,
+            ldc: usize,
+            alpha: f32,
+            beta: f32,
+        ) usize {
+            const vectors = wide_accumulators / rows / panel_vectors * panel_vectors;
+            const shape: Shape = .{ .rows = rows, .vectors = vectors, .direct = true };
+            const slivers_per_block = comptime shape.cols() / panel_cols;
+            comptime assert(shape.cols() % panel_cols == 0);
+            assert(panels.sliver_stride == panel_cols);
+            const blocks = cols / shape.cols();
+            for (0..blocks) |block| {
+                const first = block * slivers_per_block;
+                const tile_c: Tile = .{ .values = c[first * panel_cols ..].ptr, .ld = ldc, .cols = shape.cols(), .alpha = alpha, .beta = beta };
+                microKernel(shape, depth, packed_a.ptr, panels.base + first * panel_cols, panels.row_stride, tile_c);
+            }
+            return blocks * slivers_per_block;
+        }
+
+        /// The register block of one micro-kernel instance.
+        const Shape = struct {
+            rows: usize,
+            vectors: usize,
+            /// B is read in place (prefetch rows ahead) rather than from a packed sliver.
+            direct: bool,
+
+            fn cols(shape: Shape) usize {
+                return shape.vectors * lanes;
+            }
+
+            fn Sums(shape: Shape) type {
+                return [shape.rows][shape.vectors]V;
+            }
+
+            /// Independent accumulator sets, so that at least ~12 FMA chains are in flight:
+            /// FMA latency (4 cycles) × throughput (2 a cycle) plus slack. Blocks with few
+            /// accumulators split the depth loop over several sets and add them at the end.
+            fn chains(shape: Shape) usize {
+                return @min(4, divideCeil(12, shape.rows * shape.vectors));
+            }
+        };
+
+        /// The block of C a micro-kernel call updates.
+        const Tile = struct {
+            values: [*]f32,
+            ld: usize,
+            cols: usize,
+            alpha: f32,
+            beta: f32,
+        };
+
+        fn microKernel(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: Tile) void {
+            assert(tile.cols >= 1 and tile.cols <= shape.cols());
+            // C is read (and written) only after the depth loop: start its cache misses now
+            // so they overlap the loop. The last element of each row covers a line split.
+            inline for (0..shape.rows) |r| {
+                const row = tile.values + r * tile.ld;
+                @prefetch(row, .{ .rw = .write });
+                @prefetch(row + tile.cols - 1, .{ .rw = .write });
+            }
+            const sums = accumulate(shape, depth, a, b, b_stride);
+            if (tile.cols == shape.cols()) {
+                storeFull(shape, &sums, tile);
+            } else {
+                storePartial(shape, &sums, tile);
+            }
+        }
+
+        /// Prefetches one depth row of a block read in place: one prefetch per cache line,
+        /// plus the last element for a run that straddles one more. The row may lie past the
+        /// end of B (prefetches do not fault), so its address is formed as an integer rather
+        /// than by pointer arithmetic, which must stay inside the object.
+        inline fn prefetchRow(comptime shape: Shape, row_address: usize) void {
+            inline for (0..comptime divideCeil(shape.cols(), 16)) |line| {
+                @prefetch(@as([*]const f32, @ptrFromInt(row_address + line * 64)), .{});
+            }
+            @prefetch(@as([*]const f32, @ptrFromInt(row_address + (shape.cols() - 1) * 4)), .{});
+        }
+
+        inline fn multiplyAdd(x: V, y: V, z: V) V {
+            return if (config.fused_multiply_add) @mulAdd(V, x, y, z) else x * y + z;
+        }
+
+        /// One depth step: sums[r][v] += a[r] · b[v·lanes ..].
+        inline fn depthStep(comptime shape: Shape, sums: *shape.Sums(), a: [*]const f32, b: [*]const f32) void {
+            var b_vectors: [shape.vectors]V = undefined;
+            inline for (0..shape.vectors) |v| b_vectors[v] = b[v * lanes ..][0..lanes].*;
+            inline for (0..shape.rows) |r| {
+                const a_value: V = @splat(a[r]);
+                inline for (0..shape.vectors) |v| sums[r][v] = multiplyAdd(a_value, b_vectors[v], sums[r][v]);
+            }
+        }
+
+        inline fn accumulate(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize) shape.Sums() {
+            const chains = comptime shape.chains();
+            var sums = std.mem.zeroes([chains]shape.Sums());
+            var a_cursor = a;
+            var b_cursor = b;
+            var remaining = depth;
+            while (remaining >= chains) : (remaining -= chains) {
+                if (shape.direct and config.direct_prefetch_rows > 0) {
+                    inline for (0..chains) |chain| {
+                        prefetchRow(shape, @intFromPtr(b_cursor) + (config.direct_prefetch_rows + chain) * b_stride * 4);
+                    }
+                }
+                inline for (0..chains) |chain| {
+                    depthStep(shape, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
+                }
+                a_cursor += chains * panel_rows;
+                b_cursor += chains * b_stride;
+            }
+            while (remaining > 0) : (remaining -= 1) {
+                depthStep(shape, &sums[0], a_cursor, b_cursor);
+                a_cursor += panel_rows;
+                b_cursor += b_stride;
+            }
+            inline for (1..chains) |chain| {
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
+                    sums[0][r][v] += sums[chain][r][v];
+                };
+            }
+            return sums[0];
+        }
+
+        inline fn storeFull(comptime shape: Shape, sums: *const shape.Sums(), tile: Tile) void {
+            const alpha: V = @splat(tile.alpha);
+            const beta: V = @splat(tile.beta);
+            if (tile.beta == 0) {
+                // beta = 0 overwrites: C is not read, so NaN or garbage in it does not leak.
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
+                    const destination = tile.values[r * tile.ld + v * lanes ..][0..lanes];
+                    destination.* = sums[r][v] * alpha;
+                };
+            } else {
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
+                    const destination = tile.values[r * tile.ld + v * lanes ..][0..lanes];
+                    const old: V = destination.*;
+                    destination.* = multiplyAdd(old, beta, sums[r][v] * alpha);
+                };
+            }
+        }
+
+        fn storePartial(comptime shape: Shape, sums: *const shape.Sums(), tile: Tile) void {
+            assert(tile.cols < shape.cols());
+            var spill: [shape.rows][shape.cols()]f32 = undefined;
+            const alpha: V = @splat(tile.alpha);
+            inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
+                spill[r][v * lanes ..][0..lanes].* = sums[r][v] * alpha;
+            };
+            for (0..shape.rows) |r| {
+                const destination = tile.values[r * tile.ld ..][0..tile.cols];
+                if (tile.beta == 0) {
+                    @memcpy(destination, spill[r][0..tile.cols]);
+                } else {
+                    for (destination, spill[r][0..tile.cols]) |*value, product| {
+                        value.* = value.* * tile.beta + product;
+                    }
+                }
+            }
+        }
+
+        // ---------------------------------------------------------------------------------
+        // Few rows times a transposed B: dot products.
+        //
+        // With op(B) = Bᵀ and op(A) = A, row i of A and row j of B are both contiguous in
+        // depth, and C[i, j] is their dot product. For a few rows of A (decoding one token
+        // through nn.Linear weights stored out × in) packing B would transpose all of it to
+        // use each element a handful of times; instead the kernel streams rows of B as they
+        // are, vectorised along depth, and adds each accumulator's lanes at the end.
+
+        /// Rows of A per dot-product register block.
+        const dot_group_rows = 4;
+        /// Columns per outer step: the B rows of one chunk stay in L2 while every row group
+        /// of the tile passes over them. A multiple of every dotCols.
+        const dot_chunk_cols = 48;
+
+        /// Columns of a dot-product register block of `rows` rows: as many as the
+        /// accumulators allow, at most 12 (12 B streams are already plenty).
+        fn dotCols(comptime rows: usize) usize {
+            return @min(12, @max(1, config.dot_accumulators / rows));
+        }
+
+        fn dotBlock(operands: *const Operands, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            assert(!operands.trans_a and operands.b.matrix.trans);
+            assert(rows >= 1 and cols >= 1 and operands.k >= 1);
+            var col = col_begin;
+            while (col < col_begin + cols) : (col += dot_chunk_cols) {
+                const chunk_cols = @min(dot_chunk_cols, col_begin + cols - col);
+                var row = row_begin;
+                while (row < row_begin + rows) {
+                    const group_rows = @min(dot_group_rows, row_begin + rows - row);
+                    switch (group_rows) {
+                        inline 1...dot_group_rows => |used| dotRowGroup(used, operands, row, col, chunk_cols),
+                        else => unreachable,
+                    }
+                    row += group_rows;
+                }
+            }
+        }
+
+        fn dotRowGroup(comptime rows: usize, operands: *const Operands, row: usize, col_start: usize, cols: usize) void {
+            const group_cols = comptime dotCols(rows);
+            const matrix = operands.b.matrix;
+            var col = col_start;
+            while (col < col_start + cols) : (col += group_cols) {
+                const used_cols = @min(group_cols, col_start + cols - col);
+                var a_rows: [rows][*]const f32 = undefined;
+                for (&a_rows, 0..) |*a_row, r| a_row.* = operands.a[(row + r) * operands.lda ..][0..operands.k].ptr;
+                var b_rows: [group_cols][*]const f32 = undefined;
+                // A ragged last group repeats its last column; those sums are dropped.
+                for (&b_rows, 0..) |*b_row, j| {
+                    b_row.* = matrix.values[(col + @min(j, used_cols - 1)) * matrix.ld ..][0..operands.k].ptr;
+                }
+                const sums = dotProducts(rows, group_cols, operands.k, &a_rows, &b_rows);
+                for (0..rows) |r| {
+                    const c_row = operands.c[(row + r) * operands.ldc + col ..][0..used_cols];
+                    for (c_row, sums[r][0..used_cols]) |*value, sum| {
+                        const product = operands.alpha * sum;
+                        value.* = if (operands.beta == 0) product else value.* * operands.beta + product;
+                    }
+                }
+            }
+        }
+
+        fn dotProducts(
+            comptime rows: usize,
+            comptime cols: usize,
+            depth: usize,
+            a_rows: *const [rows][*]const f32,
+            b_rows: *const [cols][*]const f32,
+        ) [rows][cols]f32 {
+            var sums = std.mem.zeroes([rows][cols]V);
+            const whole = depth - depth % lanes;
+            var p: usize = 0;
+            while (p < whole) : (p += lanes) {
+                var a_vectors: [rows]V = undefined;
+                inline for (0..rows) |r| a_vectors[r] = a_rows[r][p..][0..lanes].*;
+                inline for (0..cols) |j| {
+                    const b_vector: V = b_rows[j][p..][0..lanes].*;
+                    inline for (0..rows) |r| sums[r][j] = multiplyAdd(a_vectors[r], b_vector, sums[r][j]);
+                }
+            }
+            if (whole < depth) {
+                // The ragged end of depth, copied into zero-padded vectors.
+                var a_tail = std.mem.zeroes([rows][lanes]f32);
+                var b_tail = std.mem.zeroes([cols][lanes]f32);
+                for (0..rows) |r| @memcpy(a_tail[r][0 .. depth - whole], a_rows[r][whole..depth]);
+                for (0..cols) |j| @memcpy(b_tail[j][0 .. depth - whole], b_rows[j][whole..depth]);
+                inline for (0..rows) |r| inline for (0..cols) |j| {
+                    sums[r][j] = multiplyAdd(a_tail[r], b_tail[j], sums[r][j]);
+                };
+            }
+            var totals: [rows][cols]f32 = undefined;
+            inline for (0..rows) |r| inline for (0..cols) |j| {
+                totals[r][j] = @reduce(.Add, sums[r][j]);
+            };
+            return totals;
+        }
+
+        // ---------------------------------------------------------------------------------
+        // Pre-packed B.
+
+        /// op(B) packed once, for a weight matrix that multiplies many inputs. Depth block d
+        /// (depth_block rows, the last one shorter) starts at d·depth_block·padded_n and holds
+        /// the block's slivers one after the other, exactly as packB lays them out.
+        pub const PackedB = struct {
+            k: usize,
+            n: usize,
+            values: []f32,
+
+            pub fn paddedCols(n: usize) usize {
+                return divideCeil(n, panel_cols) * panel_cols;
+            }
+
+            /// Packs op(B) (k × n) into storage allocated from `allocator`.
+            pub fn init(allocator: std.mem.Allocator, trans_b: bool, k: usize, n: usize, b: []const f32, ldb: usize) Error!PackedB {
+                const b_rows = if (trans_b) n else k;
+                const b_cols = if (trans_b) k else n;
+                try gemm.Args.checkMatrix("B", b.len, b_rows, b_cols, ldb);
+                const length = std.math.mul(usize, k, paddedCols(n)) catch return error.TooLarge;
+                const values = allocator.alloc(f32, length) catch return error.OutOfMemory;
+                const packed_b: PackedB = .{ .k = k, .n = n, .values = values };
+                if (n == 0) return packed_b;
+                var depth_start: usize = 0;
+                while (depth_start < k) : (depth_start += depth_block) {
+                    const depth = @min(depth_block, k - depth_start);
+                    const out = values[depth_start * paddedCols(n) ..][0 .. depth * paddedCols(n)];
+                    packB(trans_b, b, ldb, depth_start, depth, 0, n, out);
+                }
+                return packed_b;
+            }
+
+            pub fn deinit(packed_b: *PackedB, allocator: std.mem.Allocator) void {
+                allocator.free(packed_b.values);
+                packed_b.* = undefined;
+            }
+
+            fn panels(packed_b: *const PackedB, depth_start: usize, depth: usize, col_start: usize) Panels {
+                assert(depth_start % depth_block == 0);
+                assert(col_start % panel_cols == 0);
+                const block = packed_b.values[depth_start * paddedCols(packed_b.n) ..];
+                const first_sliver = col_start / panel_cols;
+                return .{
+                    .base = block[first_sliver * depth * panel_cols ..].ptr,
+                    .sliver_stride = depth * panel_cols,
+                    .row_stride = panel_cols,
+                    .direct = false,
+                    .edge = null,
+                };
+            }
+        };
+
+        /// C = alpha · op(A) · B + beta · C with B pre-packed; n and k come from packed_b.
+        pub const PackedArgs = struct {
+            trans_a: bool,
+            m: usize,
+            alpha: f32,
+            a: []const f32,
+            lda: usize,
+            packed_b: *const PackedB,
+            beta: f32,
+            c: []f32,
+            ldc: usize,
+
+            pub fn validate(args: *const PackedArgs) Error!void {
+                const k = args.packed_b.k;
+                const n = args.packed_b.n;
+                try gemm.Args.checkMatrix("A", args.a.len, if (args.trans_a) k else args.m, if (args.trans_a) args.m else k, args.lda);
+                try gemm.Args.checkMatrix("C", args.c.len, args.m, n, args.ldc);
+            }
+        };
+    };
+}
+
+// -------------------------------------------------------------------------------------------
+// Tests: every kernel shape against gemm.reference.
+
+const testing = std.testing;
+
+/// Every shape the build might pick, so that each is tested on any machine (a shape whose
+/// vectors are wider than the machine's still runs, as LLVM splits them).
+const test_configs = [_]Config{ avx512_config, avx2_config, portable_config };
+
+const Case = struct {
+    trans_a: bool = false,
+    trans_b: bool = false,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32 = 1,
+    beta: f32 = 0,
+    /// Extra elements beyond the width of each row, for leading dimensions > width.
+    lda_pad: usize = 0,
+    ldb_pad: usize = 0,
+    ldc_pad: usize = 0,
+    /// Fill C with NaN before the call (only meaningful with beta = 0).
+    nan_c: bool = false,
+};
+
+const TestMatrices = struct {
+    args: gemm.Args,
+    expected: []f32,
+
+    fn init(allocator: std.mem.Allocator, random: std.Random, case: Case) !TestMatrices {
+        const lda = (if (case.trans_a) case.m else case.k) + case.lda_pad;
+        const ldb = (if (case.trans_b) case.k else case.n) + case.ldb_pad;
+        const ldc = case.n + case.ldc_pad;
+        const a = try allocator.alloc(f32, (if (case.trans_a) case.k else case.m) * lda);
+        errdefer allocator.free(a);
+        const b = try allocator.alloc(f32, (if (case.trans_b) case.n else case.k) * ldb);
+        errdefer allocator.free(b);
+        const c = try allocator.alloc(f32, case.m * ldc);
+        errdefer allocator.free(c);
+        const expected = try allocator.alloc(f32, c.len);
+        for (a) |*x| x.* = random.float(f32) * 2 - 1;
+        for (b) |*x| x.* = random.float(f32) * 2 - 1;
+        for (c) |*x| x.* = if (case.nan_c) std.math.nan(f32) else random.float(f32) * 2 - 1;
+        const args: gemm.Args = .{
+            .trans_a = case.trans_a,
+            .trans_b = case.trans_b,
+            .m = case.m,
+            .n = case.n,
+            .k = case.k,
+            .alpha = case.alpha,
+            .a = a,
+            .lda = lda,
+            .b = b,
+            .ldb = ldb,
+            .beta = case.beta,
+            .c = c,
+            .ldc = ldc,
+        };
+        try args.validate();
+        @memcpy(expected, c);
+        var reference_args = args;
+        reference_args.c = expected;
+        gemm.reference(&reference_args);
+        return .{ .args = args, .expected = expected };
+    }
+
+    fn deinit(matrices: *TestMatrices, allocator: std.mem.Allocator) void {
+        allocator.free(matrices.args.a);
+        allocator.free(matrices.args.b);
+        allocator.free(matrices.args.c);
+        allocator.free(matrices.expected);
+    }
+
+    /// Compares C with the reference, padding included (it must be left untouched).
+    fn check(matrices: *const TestMatrices) !void {
+        const k: f32 = @floatFromInt(matrices.args.k);
+        const tolerance = 4e-6 * (k + 8);
+        for (matrices.args.c, matrices.expected, 0..) |got, want, index| {
+            const in_padding = index % matrices.args.ldc >= matrices.args.n;
+            if (in_padding and std.math.isNan(want) and std.math.isNan(got)) continue;
+            if (@abs(got - want) <= tolerance) continue;
+            std.debug.print("C[{d}, {d}] = {d}, expected {d}\n", .{ index / matrices.args.ldc, index % matrices.args.ldc, got, want });
+            return error.TestExpectedApproxEqAbs;
+        }
+    }
+};
+
+/// A tiling with tiles of random size (aligned to `col_multiple` columns), returned with its
+/// tiles in a random order.
+fn randomTiling(random: std.Random, m: usize, n: usize, col_multiple: usize, order: []usize) struct { gemm.Tiling, []usize } {
+    const rows_per_tile = 1 + random.uintLessThan(usize, @max(m, 1));
+    const col_units = divideCeil(@max(n, 1), col_multiple);
+    const cols_per_tile = col_multiple * (1 + random.uintLessThan(usize, col_units));
+    const tiling: gemm.Tiling = .{
+        .rows_per_tile = rows_per_tile,
+        .cols_per_tile = cols_per_tile,
+        .row_tiles = divideCeil(@max(m, 1), rows_per_tile),
+        .col_tiles = divideCeil(@max(n, 1), cols_per_tile),
+    };
+    assert(tiling.count() <= order.len);
+    const tiles = order[0..tiling.count()];
+    for (tiles, 0..) |*tile, index| tile.* = index;
+    random.shuffle(usize, tiles);
+    return .{ tiling, tiles };
+}
+
+fn expectKernelMatches(comptime config: Config, random: std.Random, case: Case) !void {
+    const K = Kernel(config);
+    var matrices = try TestMatrices.init(testing.allocator, random, case);
+    defer matrices.deinit(testing.allocator);
+    var order: [4096]usize = undefined;
+    const tiling, const tiles = randomTiling(random, case.m, case.n, 1, &order);
+    for (tiles) |tile| {
+        const block = tiling.block(tile, case.m, case.n) orelse continue;
+        K.runBlock(&matrices.args, block.row_begin, block.rows, block.col_begin, block.cols);
+    }
+    try matrices.check();
+}
+
+fn expectPackedMatches(comptime config: Config, random: std.Random, case: Case) !void {
+    const K = Kernel(config);
+    var matrices = try TestMatrices.init(testing.allocator, random, case);
+    defer matrices.deinit(testing.allocator);
+    const args = &matrices.args;
+    var packed_b = try K.PackedB.init(testing.allocator, args.trans_b, args.k, args.n, args.b, args.ldb);
+    defer packed_b.deinit(testing.allocator);
+    const packed_args: K.PackedArgs = .{
+        .trans_a = args.trans_a,
+        .m = args.m,
+        .alpha = args.alpha,
+        .a = args.a,
+        .lda = args.lda,
+        .packed_b = &packed_b,
+        .beta = args.beta,
+        .c = args.c,
+        .ldc = args.ldc,
+    };
+    try packed_args.validate();
+    var order: [4096]usize = undefined;
+    const tiling, const tiles = randomTiling(random, case.m, case.n, K.panel_cols, &order);
+    for (tiles) |tile| {
+        const block = tiling.block(tile, case.m, case.n) orelse continue;
+        K.runBlockPacked(&packed_args, block.row_begin, block.rows, block.col_begin, block.cols);
+    }
+    try matrices.check();
+}
+
+test "every kernel shape matches the reference on awkward shapes, transposes, alpha, beta" {
+    var prng = std.Random.DefaultPrng.init(0x5eed);
+    const random = prng.random();
+    const rows = [_]usize{ 0, 1, 2, 5, 6, 7, 13, 14, 15, 16, 17, 29, 43 };
+    const cols = [_]usize{ 0, 1, 3, 8, 15, 16, 17, 31, 32, 33, 47, 65 };
+    const depths = [_]usize{ 0, 1, 2, 7, 17, 64, 255, 256, 257 };
+    inline for (test_configs) |config| {
+        var index: usize = 0;
+        for (rows) |m| for (cols) |n| for ([_]bool{ false, true }) |trans_a| for ([_]bool{ false, true }) |trans_b| {
+            index += 1;
+            const case: Case = .{
+                .trans_a = trans_a,
+                .trans_b = trans_b,
+                .m = m,
+                .n = n,
+                .k = depths[index % depths.len],
+                .alpha = if (index % 3 == 0) 1 else -0.75,
+                .beta = ([_]f32{ 0, 1, 0.5, -2 })[index % 4],
+                .lda_pad = random.uintLessThan(usize, 3),
+                .ldb_pad = random.uintLessThan(usize, 3),
+                .ldc_pad = random.uintLessThan(usize, 3),
+            };
+            expectKernelMatches(config, random, case) catch |err| {
+                std.debug.print("failed: {any} with {any}\n", .{ case, config });
+                return err;
+            };
+        };
+    }
+}
+
+test "tall-skinny products (M = 1..64, N and K up to 1000) match the reference" {
+    var prng = std.Random.DefaultPrng.init(0x7a11);
+    const random = prng.random();
+    for (1..65) |m| {
+        const case: Case = .{
+            .trans_a = random.boolean(),
+            .trans_b = random.boolean(),
+            .m = m,
+            .n = 1 + random.uintLessThan(usize, 1000),
+            .k = 1 + random.uintLessThan(usize, 1000),
+            .alpha = 1,
+            .beta = if (random.boolean()) 0 else 1,
+            .ldb_pad = random.uintLessThan(usize, 20),
+        };
+        expectKernelMatches(target_config, random, case) catch |err| {
+            std.debug.print("failed: {any}\n", .{case});
+            return err;
+        };
+    }
+}
+
+test "beta = 0 ignores NaN in C; alpha = 0 or K = 0 only scales C" {
+    var prng = std.Random.DefaultPrng.init(0xa7);
+    const random = prng.random();
+    inline for (test_configs) |config| {
+        for ([_]usize{ 1, 5, 16, 33 }) |n| for ([_]bool{ false, true }) |trans_b| {
+            try expectKernelMatches(config, random, .{ .trans_b = trans_b, .m = 15, .n = n, .k = 9, .nan_c = true, .ldc_pad = 3 });
+            try expectKernelMatches(config, random, .{ .trans_b = trans_b, .m = 15, .n = n, .k = 0, .nan_c = true });
+            try expectKernelMatches(config, random, .{ .trans_b = trans_b, .m = 15, .n = n, .k = 9, .alpha = 0, .beta = 0.5 });
+            try expectKernelMatches(config, random, .{ .trans_b = trans_b, .m = 15, .n = n, .k = 0, .beta = -1 });
+            try expectPackedMatches(config, random, .{ .trans_b = trans_b, .m = 15, .n = n, .k = 9, .nan_c = true });
+        };
+    }
+}
+
+test "blocks larger than every cache block, tiles in random order and partition" {
+    var prng = std.Random.DefaultPrng.init(0xb16);
+    const random = prng.random();
+    inline for (test_configs) |config| {
+        const case: Case = .{
+            .trans_a = random.boolean(),
+            .trans_b = random.boolean(),
+            .m = config.row_block + 37,
+            .n = config.col_block + 45,
+            .k = 2 * config.depth_block + 3,
+            .alpha = 0.5,
+            .beta = 0.25,
+            .lda_pad = 5,
+            .ldb_pad = 7,
+            .ldc_pad = 9,
+        };
+        try expectKernelMatches(config, random, case);
+        try expectPackedMatches(config, random, case);
+    }
+}
+
+test "a pre-packed B matches the reference for every transpose and tiling" {
+    var prng = std.Random.DefaultPrng.init(0xbacc);
+    const random = prng.random();
+    inline for (test_configs) |config| {
+        for ([_]usize{ 1, 3, 14, 40 }) |m| for ([_]usize{ 1, 31, 32, 100 }) |n| for ([_]usize{ 1, 5, 300 }) |k| {
+            const case: Case = .{
+                .trans_a = random.boolean(),
+                .trans_b = random.boolean(),
+                .m = m,
+                .n = n,
+                .k = k,
+                .alpha = -1.5,
+                .beta = if (random.boolean()) 0 else 2,
+                .lda_pad = random.uintLessThan(usize, 3),
+                .ldb_pad = random.uintLessThan(usize, 3),
+                .ldc_pad = random.uintLessThan(usize, 3),
+            };
+            expectPackedMatches(config, random, case) catch |err| {
+                std.debug.print("failed: {any}\n", .{case});
+                return err;
+            };
+        };
+    }
+}
+
+test "PackedB refuses a B buffer that is too short" {
+    var b: [10]f32 = undefined;
+    try testing.expectError(error.IndexOutOfRange, native.PackedB.init(testing.allocator, false, 3, 4, &b, 4));
+    try testing.expectError(error.InvalidArgument, native.PackedB.init(testing.allocator, true, 3, 4, &b, 2));
+}
+
+test "runTilesPacked over gemm.plan tiles, in reverse order, matches the reference" {
+    var prng = std.Random.DefaultPrng.init(0x9e7);
+    const random = prng.random();
+    for ([_]usize{ 1, 2, 3, 8 }) |threads| for ([_]usize{ 1, 20, 70 }) |m| {
+        const case: Case = .{ .trans_b = random.boolean(), .m = m, .n = 1 + random.uintLessThan(usize, 200), .k = 1 + random.uintLessThan(usize, 600), .beta = 0.5 };
+        var matrices = try TestMatrices.init(testing.allocator, random, case);
+        defer matrices.deinit(testing.allocator);
+        const args = &matrices.args;
+        var packed_b = try native.PackedB.init(testing.allocator, args.trans_b, args.k, args.n, args.b, args.ldb);
+        defer packed_b.deinit(testing.allocator);
+        const packed_args: native.PackedArgs = .{
+            .trans_a = false,
+            .m = args.m,
+            .alpha = args.alpha,
+            .a = args.a,
+            .lda = args.lda,
+            .packed_b = &packed_b,
+            .beta = args.beta,
+            .c = args.c,
+            .ldc = args.ldc,
+        };
+        try packed_args.validate();
+        const tiling = gemm.plan(args.m, args.n, threads);
+        var tile = tiling.count();
+        while (tile > 0) : (tile -= 1) runTilesPacked(&packed_args, tiling, tile - 1, tile);
+        try matrices.check();
+    };
+}
