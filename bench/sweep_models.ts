@@ -16,7 +16,7 @@ import { renderSvg, type Series, toCsv } from "./plot.ts";
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    models: { type: "string", default: "example,mlp,dlrm,transformer" },
+    models: { type: "string", default: "example,mlp,resnet,dlrm,transformer" },
     requests: { type: "string", default: "60" },
     out: { type: "string", default: new URL("./results/", import.meta.url).pathname },
   },

@@ -66,7 +66,7 @@ Deno.test("every subcommand has --help", async () => {
 });
 
 Deno.test("infer runs every built-in with concurrent inference threads", async () => {
-  for (const model of ["builtin:mlp", "builtin:dlrm", "builtin:transformer"]) {
+  for (const model of ["builtin:mlp", "builtin:resnet", "builtin:dlrm", "builtin:transformer"]) {
     const result = await runCli([
       "infer",
       "--model",

@@ -117,7 +117,7 @@ Deno.test("save and load round-trip a module and its outputs", async () => {
 });
 
 Deno.test("concurrent forward calls give the same outputs as single calls", async () => {
-  for (const name of ["example", "mlp", "dlrm", "transformer"]) {
+  for (const name of ["example", "mlp", "resnet", "dlrm", "transformer"]) {
     const model = builtinModel(name, { batch: 2 });
     const inputs = model.inputs();
     const single = model.module.forwardSync(...inputs) as Tensor;

@@ -1,6 +1,7 @@
 /**
  * The embedded models used by `infer`, with fixed-seed weights, built by scripting eager
- * code: `example` (the threading spec's fork/wait example, the default), `mlp`, `dlrm`
+ * code: `example` (the threading spec's fork/wait example, the default), `mlp`, `resnet` (a
+ * small ResNet-style CNN), `dlrm`
  * (embedding bags and MLPs, its independent towers forked) and `transformer` (an encoder
  * block with its attention heads forked).
  *
@@ -14,7 +15,11 @@ import { mm } from "../ops/linalg.ts";
 import { layerNorm } from "../ops/normalization.ts";
 import { softmax } from "../ops/reduction.ts";
 import { embeddingBag } from "../ops/embedding.ts";
-import { concat, slice, transpose } from "../ops/shape.ts";
+import { concat, flatten, slice, transpose } from "../ops/shape.ts";
+import { conv2d } from "../ops/conv.ts";
+import { adaptiveAvgPool2d, maxPool2d } from "../ops/pool.ts";
+import { batchNorm } from "../ops/normalization.ts";
+import { rand } from "../tensor.ts";
 import { randn, type Tensor, tensor } from "../tensor.ts";
 
 /** Options of a built-in model. */
@@ -219,7 +224,62 @@ const transformer: Definition = {
   },
 };
 
-const DEFINITIONS: Record<string, Definition> = { example, mlp, dlrm, transformer };
+const resnet: Definition = {
+  defaultBatch: 1,
+  build(batch, seed) {
+    const weights: Tensor[] = [];
+    let next = seed + 500;
+    const keep = (t: Tensor) => {
+      weights.push(t);
+      return t;
+    };
+    // conv + batch norm (running statistics) + optional relu, as in torchvision's ResNet.
+    const convBn = (inChannels: number, outChannels: number, kernel: number) => {
+      using raw = randn([outChannels, inChannels, kernel, kernel], { seed: next++ });
+      const w = keep(mul(raw, Math.sqrt(2 / (inChannels * kernel * kernel))));
+      const mean = keep(mul(randn([outChannels], { seed: next++ }), 0.1));
+      const variance = keep(add(rand([outChannels], { seed: next++ }), 0.5));
+      const gamma = keep(add(rand([outChannels], { seed: next++ }), 0.5));
+      const beta = keep(mul(randn([outChannels], { seed: next++ }), 0.1));
+      return (x: Tensor, stride: number, relu_: boolean) => {
+        const y = batchNorm(
+          conv2d(x, w, null, { stride, padding: Math.floor(kernel / 2) }),
+          mean,
+          variance,
+          gamma,
+          beta,
+        );
+        return relu_ ? relu(y) : y;
+      };
+    };
+    const block = (inChannels: number, outChannels: number, stride: number) => {
+      const first = convBn(inChannels, outChannels, 3);
+      const second = convBn(outChannels, outChannels, 3);
+      const shortcut = stride !== 1 || inChannels !== outChannels ? convBn(inChannels, outChannels, 1) : null;
+      return (x: Tensor) => {
+        const y = second(first(x, stride, true), 1, false);
+        return relu(add(y, shortcut ? shortcut(x, stride, false) : x));
+      };
+    };
+    const stem = convBn(3, 32, 3);
+    const blocks = [block(32, 32, 1), block(32, 64, 2), block(64, 128, 2), block(128, 128, 1)];
+    const head = keep(weight(128, 10, next++));
+    const forward = (x: Tensor) => {
+      let h = maxPool2d(stem(x, 1, true), 2, { stride: 2 });
+      for (const b of blocks) h = b(h);
+      return mm(flatten(adaptiveAvgPool2d(h, 1), 1), head); // logits
+    };
+    return finish(
+      forward,
+      "resnet",
+      weights,
+      () => [randn([batch, 3, 64, 64], { seed: seed + 1000 })],
+      `resnet: ResNet-style CNN (stem 3->32, 4 basic blocks to 128 channels, BN, max/avg pool), ${batch}x3x64x64`,
+    );
+  },
+};
+
+const DEFINITIONS: Record<string, Definition> = { example, mlp, resnet, dlrm, transformer };
 
 /** Names of the built-in models. */
 export const BUILTIN_NAMES: readonly string[] = Object.keys(DEFINITIONS);
