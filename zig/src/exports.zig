@@ -377,6 +377,7 @@ fn programLoad(bytes: ?[*]const u8, length: usize, out: ?*Handle) Error!void {
     const image: []const u8 = if (length == 0) &.{} else (bytes orelse return status.fail(error.InvalidArgument, "model bytes pointer is null", .{}))[0..length];
     const loaded = try program.load(image);
     errdefer loaded.release();
+    try execute.checkShapes(loaded);
     destination.* = try program.table.register(loaded);
 }
 

@@ -35,6 +35,14 @@ const stack_slots = 256;
 /// Runs graph `graph_index` on `inputs` (borrowed) and writes one new reference per graph
 /// output into `outputs`.
 pub fn run(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor) Error!void {
+    return runWith(program, graph_index, inputs, outputs, .pool);
+}
+
+/// Where fork nodes run: on the inter-op pool, or inline on the calling thread (the load-time
+/// shape check, which must not start the pool: setNumInteropThreads stays possible).
+pub const ForkMode = enum { pool, inline_forks };
+
+fn runWith(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor, mode: ForkMode) Error!void {
     std.debug.assert(graph_index < program.graphs.len);
     const graph = &program.graphs[graph_index];
     try checkInputs(graph, graph_index, inputs);
@@ -55,7 +63,7 @@ pub fn run(program: *Program, graph_index: usize, inputs: []const *Tensor, outpu
         frame[i] = .{ .tensor = input };
     }
     for (graph.nodes, 0..) |*node, index| {
-        try runNode(program, graph, graph_index, node, index, frame);
+        try runNode(program, graph, graph_index, node, index, frame, mode);
     }
     for (graph.outputs, outputs) |value, *out| {
         const t = frame[value].tensor;
@@ -80,7 +88,7 @@ fn checkInputs(graph: *const Graph, graph_index: usize, inputs: []const *Tensor)
     }
 }
 
-fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *const program_module.Node, index: usize, frame: []Slot) Error!void {
+fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *const program_module.Node, index: usize, frame: []Slot, mode: ForkMode) Error!void {
     switch (node.kind) {
         .constant => {
             const constant = program.constants[node.target];
@@ -94,22 +102,72 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
                 return annotate(err, graph_index, index, @tagName(node.op));
             frame[node.output] = .{ .tensor = result };
         },
-        .fork => {
+        .fork => if (mode == .inline_forks) {
+            // Run the callee now; the "future" slot holds its value until the wait.
+            var callee_inputs: [ops.max_inputs]*Tensor = undefined;
+            for (node.inputs, 0..) |v, i| callee_inputs[i] = frame[v].tensor;
+            var result: [1]*Tensor = undefined;
+            try runWith(program, node.target, callee_inputs[0..node.inputs.len], &result, mode);
+            frame[node.output] = .{ .tensor = result[0] };
+        } else {
             var task: GraphTask = .{ .program = program, .graph = node.target, .input_count = @intCast(node.inputs.len) };
             for (node.inputs, 0..) |v, i| task.inputs[i] = frame[v].tensor;
             frame[node.output] = .{ .future = try task.fork() };
         },
         .wait => {
+            if (frame[node.inputs[0]] == .tensor) {
+                // An inline fork: the value is already there.
+                const value = frame[node.inputs[0]].tensor;
+                value.retain();
+                frame[node.output] = .{ .tensor = value };
+                return releaseConsumed(graph, node, index, frame);
+            }
             const future = frame[node.inputs[0]].future;
             const result = future.wait() catch |err| return annotate(err, graph_index, index, "wait");
             frame[node.output] = .{ .tensor = result };
         },
     }
-    // Free what this node was the last to read (a value read twice by it is freed once).
+    releaseConsumed(graph, node, index, frame);
+}
+
+/// Frees what `node` was the last to read (a value read twice by it is freed once), and its
+/// output if nothing reads it.
+fn releaseConsumed(graph: *const Graph, node: *const program_module.Node, index: usize, frame: []Slot) void {
     for (node.inputs) |v| {
         if (graph.last_use[v] == index) frame[v].release();
     }
     if (graph.last_use[node.output] == program_module.never_read) frame[node.output].release();
+}
+
+/// Runs graph 0 once on zero-filled inputs of its declared shapes (size 1 for open
+/// dimensions), forks inline, so that shape and dtype mismatches anywhere in the program are
+/// found when it is loaded rather than on the first request.
+pub fn checkShapes(program: *Program) Error!void {
+    const graph = &program.graphs[0];
+    if (graph.inputs.len > ops.max_inputs) {
+        return status.fail(error.MalformedModel, "model: graph 0 takes {d} inputs, at most {d} are supported", .{ graph.inputs.len, ops.max_inputs });
+    }
+    var inputs: [ops.max_inputs]*Tensor = undefined;
+    var created: usize = 0;
+    defer for (inputs[0..created]) |t| t.release();
+    for (graph.inputs, 0..) |spec, i| {
+        var shape: [tensor.max_dims]usize = undefined;
+        for (spec.shape, 0..) |dim, axis| shape[axis] = dim orelse 1;
+        inputs[i] = tensor.createZeroed(spec.dtype, shape[0..spec.shape.len]) catch |err| {
+            if (err == error.OutOfMemory) return err;
+            return status.fail(error.MalformedModel, "model: graph 0 input {d} has an impossible shape", .{i});
+        };
+        created += 1;
+    }
+    var outputs: [64]*Tensor = undefined;
+    if (graph.outputs.len > outputs.len) return status.fail(error.MalformedModel, "model: graph 0 has {d} outputs, at most {d} are supported", .{ graph.outputs.len, outputs.len });
+    runWith(program, 0, inputs[0..created], outputs[0..graph.outputs.len], .inline_forks) catch |err| {
+        if (err == error.OutOfMemory) return err;
+        var original: [status.message_capacity]u8 = undefined;
+        const length = status.lastMessage(&original);
+        return status.fail(error.MalformedModel, "model: the graph does not check out on inputs of its declared shapes: {s}", .{original[0..length]});
+    };
+    for (outputs[0..graph.outputs.len]) |t| t.release();
 }
 
 /// Prefixes the op's own message with where in the program it failed.
@@ -243,6 +301,24 @@ test "a program without tensors loads and runs" {
     try std.testing.expectEqualSlices(f32, &.{ 0, 2 }, outputs[0].f32Slice());
 }
 
+test "the load-time shape check finds mismatches without starting the inter-op pool" {
+    const json = try std.mem.replaceOwned(u8, std.testing.allocator, example_json, "\"shape\":[3,2],\"offset\":64", "\"shape\":[2,3],\"offset\":64");
+    defer std.testing.allocator.free(json);
+    const image = try exampleImage(std.testing.allocator, json);
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    try std.testing.expectError(error.MalformedModel, checkShapes(program));
+    var buffer: [status.message_capacity]u8 = undefined;
+    const message = buffer[0..status.lastMessage(&buffer)];
+    try std.testing.expect(std.mem.indexOf(u8, message, "graph 1 node 1 (mm)") != null);
+    const good = try exampleImage(std.testing.allocator, example_json);
+    defer std.testing.allocator.free(good);
+    const valid = try program_module.load(good);
+    defer valid.release();
+    try checkShapes(valid);
+}
+
 test "malformed descriptions are refused with MalformedModel" {
     const cases = [_][2][]const u8{
         .{ "\"op\":\"mm\",\"inputs\":[0,1]", "\"op\":\"frobnicate\",\"inputs\":[0,1]" }, // unknown op
@@ -291,6 +367,7 @@ test "fuzz: thousands of mutated images load or fail cleanly, never crash" {
         const length = if (random.boolean()) mutated.len else random.uintLessThan(usize, mutated.len);
         const program = program_module.load(mutated[0..length]) catch continue;
         defer program.release();
+        checkShapes(program) catch continue;
         loaded += 1;
         // What loads must also run (or fail cleanly) on a valid input.
         const x = try tensor.createZeroed(.float32, &.{ 2, 3 });
