@@ -384,3 +384,30 @@ test "run checks arity and parameters" {
     defer summed.release();
     try std.testing.expectEqualSlices(usize, &.{2}, summed.dims());
 }
+
+test "run reads convolution and pooling parameters" {
+    const x = try tensor.createZeroed(.float32, &.{ 1, 2, 5, 5 });
+    defer x.release();
+    const weight = try tensor.createZeroed(.float32, &.{ 4, 2, 3, 3 });
+    defer weight.release();
+    const conv_params = [_]f64{ 2, 2, 1, 1, 1, 1, 1, 0, 1 };
+    const y = try run(.conv2d, &.{ x, weight }, &conv_params);
+    defer y.release();
+    try std.testing.expectEqualSlices(usize, &.{ 1, 4, 3, 3 }, y.dims());
+    // has_bias = 1 without a bias input, a missing parameter, a fractional stride.
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 1, 0 }));
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, conv_params[0..8]));
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 1.5, 2, 1, 1, 1, 1, 1, 0, 0 }));
+    const t = try run(.conv_transpose2d, &.{ y, weight }, &.{ 2, 2, 1, 1, 0, 0, 1, 1, 2, 0, 0 });
+    defer t.release();
+    try std.testing.expectEqualSlices(usize, &.{ 1, 4, 5, 5 }, t.dims());
+    const pooled = try run(.max_pool2d, &.{x}, &.{ 3, 3, 2, 2, 1, 1, 1, 1, 1 });
+    defer pooled.release();
+    try std.testing.expectEqualSlices(usize, &.{ 1, 2, 3, 3 }, pooled.dims());
+    const averaged = try run(.avg_pool2d, &.{x}, &.{ 2, 2, 2, 2, 0, 0, 1, 0, 0 });
+    defer averaged.release();
+    try std.testing.expectEqualSlices(usize, &.{ 1, 2, 3, 3 }, averaged.dims());
+    const adaptive = try run(.adaptive_avg_pool2d, &.{x}, &.{ 1, 2 });
+    defer adaptive.release();
+    try std.testing.expectEqualSlices(usize, &.{ 1, 2, 1, 2 }, adaptive.dims());
+}

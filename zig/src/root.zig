@@ -11,4 +11,6 @@ pub const kernels = struct {
     pub const normalization = @import("kernels/normalization.zig");
     pub const embedding = @import("kernels/embedding.zig");
     pub const reduction = @import("kernels/reduction.zig");
+    pub const conv = @import("kernels/conv.zig");
+    pub const pool = @import("kernels/pool.zig");
 };
