@@ -164,7 +164,7 @@ pub fn main() !void {
         const copy_rate = gbPerSecond(2 * big * 4, copy_ns);
         const add_rate = gbPerSecond(3 * big * 4, add_ns);
         const eager_rate = gbPerSecond(3 * big * 4, eager_ns);
-        try out.print("{d:<8} {d:>12.2} {d:>12.2} {d:>14.2} {d:>10.3}\n", .{ threads, copy_rate, add_rate, eager_rate, add_rate / copy_rate });
+        try out.print("{d:<8} {d:>12.2} {d:>12.2} {d:>14.2} {d:>10.3}\n", .{ @as(u64, @intCast(threads)), copy_rate, add_rate, eager_rate, add_rate / copy_rate });
         try out.flush();
     }
 
@@ -204,7 +204,7 @@ pub fn main() !void {
         try settings.setNumThreads(threads);
         const ns = try medianNs(63, &bag, BagRun.run);
         try out.print("{d:<8} {d:>10.1} {d:>14.1} {d:>8.2}\n", .{
-            threads,
+            @as(u64, @intCast(threads)),
             @as(f64, @floatFromInt(ns)) / 1000,
             @as(f64, @floatFromInt(ns)) / 1500,
             gbPerSecond(1500 * 64 * 4, ns),
