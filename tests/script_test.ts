@@ -225,3 +225,16 @@ Deno.test("fuzz: 2000 mutated model images load or fail with a SpindleError", ()
   }
   assert.ok(loaded > 0);
 });
+
+Deno.test("every built-in scripted through the interpreter equals its eager execution", () => {
+  for (const name of ["example", "mlp", "resnet", "dlrm", "transformer"]) {
+    const model = builtinModel(name, { batch: 2 });
+    const inputs = model.inputs();
+    using scripted = model.module.forwardSync(...inputs) as Tensor;
+    using eager = model.eager(...inputs) as Tensor;
+    assert.deepEqual(scripted.shape, eager.shape, name);
+    assertClose(values(scripted), values(eager), { relative: 1e-4, absolute: 1e-4, label: name });
+    inputs.forEach((t) => t.dispose());
+    model.dispose();
+  }
+});

@@ -38,6 +38,8 @@ export interface BuiltinModel {
   inputs(): Tensor[];
   /** A one-line description of the model's shape. */
   summary: string;
+  /** Runs the same forward function eagerly, op by op from TypeScript (for comparisons). */
+  eager(...inputs: Tensor[]): Tensor | Tensor[];
   /** Frees the weights and the module. */
   dispose(): void;
 }
@@ -67,6 +69,7 @@ function finish(
       module,
       inputs,
       summary,
+      eager: fn,
       dispose() {
         module.dispose();
         for (const w of weights) w.dispose();
