@@ -91,7 +91,7 @@ export const symbols = {
   spindle_unobserved_errors: { parameters: ["buffer", "usize"], result: "usize" },
   // int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t *out)
   spindle_program_load: { parameters: ["buffer", "usize", "buffer"], result: "i32" },
-  // int32_t spindle_program_info(uint64_t program, uint32_t graph, uint32_t *out /* [4] */)
+  // int32_t spindle_program_info(uint64_t program, uint32_t graph, uint64_t *out /* [5] */)
   spindle_program_info: { parameters: ["u64", "u32", "buffer"], result: "i32" },
   // int32_t spindle_program_run(uint64_t program, uint32_t graph, const uint64_t *inputs,
   //     size_t input_count, uint64_t *outputs, size_t output_count, uint8_t *message,

@@ -23,6 +23,7 @@ import {
   wait,
 } from "../mod.ts";
 import { Program } from "../lib/script/program.ts";
+import { programFor } from "../lib/script/script.ts";
 import { encodeImage } from "../lib/script/format.ts";
 import { assertClose, atThreadCounts, generator, values } from "./reference.ts";
 
@@ -237,4 +238,17 @@ Deno.test("every built-in scripted through the interpreter equals its eager exec
     inputs.forEach((t) => t.dispose());
     model.dispose();
   }
+});
+
+Deno.test("traced programs get a memory plan: op outputs share one arena per run", () => {
+  using w = randn([64, 64], { seed: 20 });
+  using x = randn([8, 64], { seed: 21 });
+  const chain = script((input: Tensor) => relu(mm(relu(mm(relu(mm(input, w)), w)), w)), "chain");
+  only(chain(x)).dispose();
+  const program = programFor(chain, [x]);
+  // Five intermediate [8, 64] outputs, at most two alive at once: two 2 KiB regions.
+  assert.equal(program.arenaBytes(), 2 * 8 * 64 * 4);
+  using a = only(chain(x));
+  using b = only(chain(x));
+  assert.deepEqual(values(a), values(b));
 });

@@ -50,6 +50,19 @@ export class Program {
     return this.#handle;
   }
 
+  /**
+   * Bytes of the per-run arena that graph `graph`'s planned op outputs share (0 when the
+   * graph is not planned, e.g. because an input dimension is open).
+   *
+   * @param graph The graph index (0 is the entry).
+   * @returns The arena size in bytes.
+   */
+  arenaBytes(graph = 0): number {
+    const out = new BigUint64Array(5);
+    check(native().spindle_program_info(this.#live(), graph, out));
+    return Number(out[4]);
+  }
+
   /** Number of outputs of graph 0. */
   get outputCount(): number {
     return this.description.graphs[0].outputs.length;

@@ -381,20 +381,21 @@ fn programLoad(bytes: ?[*]const u8, length: usize, out: ?*Handle) Error!void {
     destination.* = try program.table.register(loaded);
 }
 
-/// int32_t spindle_program_info(uint64_t program, uint32_t graph, uint32_t *out /* [4] */):
-///     out = { graph count, inputs, outputs, nodes } of `graph`.
-export fn spindle_program_info(handle: Handle, graph: u32, out: ?*[4]u32) i32 {
+/// int32_t spindle_program_info(uint64_t program, uint32_t graph, uint64_t *out /* [5] */):
+///     out = { graph count, inputs, outputs, nodes, planned arena bytes (0: unplanned) }.
+export fn spindle_program_info(handle: Handle, graph: u32, out: ?*[5]u64) i32 {
     status.clearMessage();
     return status.toStatus(programInfo(handle, graph, out));
 }
 
-fn programInfo(handle: Handle, graph: u32, out: ?*[4]u32) Error!void {
+fn programInfo(handle: Handle, graph: u32, out: ?*[5]u64) Error!void {
     const destination = out orelse return status.fail(error.InvalidArgument, "info pointer is null", .{});
     const loaded = try program.table.acquire(handle);
     defer loaded.release();
     if (graph >= loaded.graphs.len) return status.fail(error.IndexOutOfRange, "program has {d} graphs, asked for graph {d}", .{ loaded.graphs.len, graph });
     const g = loaded.graphs[graph];
-    destination.* = .{ @intCast(loaded.graphs.len), @intCast(g.inputs.len), @intCast(g.outputs.len), @intCast(g.nodes.len) };
+    const arena_bytes: u64 = if (loaded.plans[graph]) |p| p.arena_bytes else 0;
+    destination.* = .{ loaded.graphs.len, g.inputs.len, g.outputs.len, g.nodes.len, arena_bytes };
 }
 
 /// int32_t spindle_program_run(uint64_t program, uint32_t graph, const uint64_t *inputs,
@@ -471,6 +472,7 @@ test {
     _ = @import("interpreter/format.zig");
     _ = @import("interpreter/program.zig");
     _ = @import("interpreter/execute.zig");
+    _ = @import("interpreter/plan.zig");
 }
 
 test "exported tensor round trip and bad arguments" {

@@ -46,8 +46,12 @@ pub const alignment = 64;
 pub const Storage = struct {
     /// The tensor's bytes: the first `byte_count` bytes of `block`.
     bytes: []align(alignment) u8,
-    /// The whole allocation, which may be larger (a size class of storage_cache).
+    /// The whole allocation, which may be larger (a size class of storage_cache); unused
+    /// when the bytes live in an arena.
     block: storage_cache.Block,
+    /// Set when the bytes are a region of an interpreter arena: releasing the storage then
+    /// releases the arena instead of freeing a block.
+    arena: ?*Arena = null,
     /// Incremented by every tensor viewing this storage. Release decrement synchronises
     /// with the Acquire load of the thread that frees, so all writes happen before free.
     refs: std.atomic.Value(u32),
@@ -75,7 +79,7 @@ pub const Storage = struct {
         std.debug.assert(previous > 0);
         if (previous == 1) {
             _ = storage.refs.load(.acquire);
-            storage_cache.free(storage.block);
+            if (storage.arena) |arena| arena.release() else storage_cache.free(storage.block);
             allocator.destroy(storage);
         }
     }
@@ -179,9 +183,65 @@ pub fn checkedNumel(shape: []const usize, dtype: DType) Error!usize {
 }
 
 /// A new contiguous tensor with uninitialised data.
+/// One block that the interpreter carves into op outputs according to its plan. Every
+/// storage placed in it holds a reference, so the block outlives any tensor that escapes.
+pub const Arena = struct {
+    block: storage_cache.Block,
+    /// Holders: the run that made it and each storage placed in it. Release/Acquire as in
+    /// Storage.refs.
+    refs: std.atomic.Value(u32),
+
+    pub fn create(byte_count: usize) Error!*Arena {
+        const arena = allocator.create(Arena) catch return error.OutOfMemory;
+        errdefer allocator.destroy(arena);
+        const block = storage_cache.allocate(@max(byte_count, 1)) catch return error.OutOfMemory;
+        arena.* = .{ .block = block, .refs = .init(1) };
+        return arena;
+    }
+
+    pub fn release(arena: *Arena) void {
+        const previous = arena.refs.fetchSub(1, .release);
+        std.debug.assert(previous > 0);
+        if (previous == 1) {
+            _ = arena.refs.load(.acquire);
+            storage_cache.free(arena.block);
+            allocator.destroy(arena);
+        }
+    }
+};
+
+const PlannedOutput = struct { arena: *Arena, offset: usize, bytes: usize };
+
+/// The region the interpreter reserved for the output of the op it is about to run on this
+/// thread. The first allocation of exactly that size takes it. Thread-local: intra-op
+/// workers never see it.
+threadlocal var planned_output: ?PlannedOutput = null;
+
+pub fn planNextOutput(arena: *Arena, offset: usize, bytes: usize) void {
+    std.debug.assert(offset % alignment == 0);
+    std.debug.assert(offset + bytes <= arena.block.len);
+    planned_output = .{ .arena = arena, .offset = offset, .bytes = bytes };
+}
+
+pub fn clearPlannedOutput() void {
+    planned_output = null;
+}
+
+fn takePlanned(byte_count: usize) Error!?*Storage {
+    const planned = planned_output orelse return null;
+    if (planned.bytes != byte_count or byte_count == 0) return null;
+    planned_output = null;
+    const storage = allocator.create(Storage) catch return error.OutOfMemory;
+    const region: []align(alignment) u8 = @alignCast(planned.arena.block[planned.offset..][0..byte_count]);
+    // Monotonic: the run holds a reference, so the arena cannot be freed meanwhile.
+    _ = planned.arena.refs.fetchAdd(1, .monotonic);
+    storage.* = .{ .bytes = region, .block = region, .arena = planned.arena, .refs = .init(1) };
+    return storage;
+}
+
 pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     const count = try checkedNumel(shape, dtype);
-    const storage = try Storage.create(count * dtype.size());
+    const storage = (try takePlanned(count * dtype.size())) orelse try Storage.create(count * dtype.size());
     errdefer storage.release();
     const t = allocator.create(Tensor) catch return error.OutOfMemory;
     t.* = .{

@@ -8,6 +8,7 @@ const tensor = @import("../tensor.zig");
 const ops = @import("../ops.zig");
 const inter_op = @import("../pool/inter_op.zig");
 const program_module = @import("program.zig");
+const plan_module = @import("plan.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -35,15 +36,52 @@ const stack_slots = 256;
 /// Runs graph `graph_index` on `inputs` (borrowed) and writes one new reference per graph
 /// output into `outputs`.
 pub fn run(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor) Error!void {
-    return runWith(program, graph_index, inputs, outputs, .pool);
+    return runWith(program, graph_index, inputs, outputs, .pool, null);
+}
+
+/// What the load-time check records for planning: per graph, per node (see plan.zig).
+const Recorder = struct {
+    recordings: []?plan_module.Recording,
+    allocator: std.mem.Allocator,
+
+    fn forGraph(recorder: *Recorder, program: *Program, graph_index: usize) Error!?plan_module.Recording {
+        if (recorder.recordings[graph_index] != null) return null; // record each graph once
+        const count = program.graphs[graph_index].nodes.len;
+        const recording: plan_module.Recording = .{
+            .fresh_bytes = recorder.allocator.alloc(usize, count) catch return error.OutOfMemory,
+            .alias_of = recorder.allocator.alloc(?u32, count) catch return error.OutOfMemory,
+        };
+        @memset(recording.fresh_bytes, 0);
+        @memset(recording.alias_of, null);
+        return recording;
+    }
+};
+
+/// Notes whether `result` of `node` was allocated fresh or shares an input's storage.
+fn record(recording: plan_module.Recording, node: *const program_module.Node, index: usize, frame: []const Slot, result: *const Tensor) void {
+    for (node.inputs) |v| {
+        if (frame[v] == .tensor and frame[v].tensor.storage == result.storage) {
+            recording.alias_of[index] = v;
+            return;
+        }
+    }
+    const bytes = result.numel() * result.dtype.size();
+    if (result.offset == 0 and result.isContiguous() and result.storage.bytes.len == bytes and result.storage.refs.load(.monotonic) == 1) {
+        recording.fresh_bytes[index] = bytes;
+    }
 }
 
 /// Where fork nodes run: on the inter-op pool, or inline on the calling thread (the load-time
 /// shape check, which must not start the pool: setNumInteropThreads stays possible).
 pub const ForkMode = enum { pool, inline_forks };
 
-fn runWith(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor, mode: ForkMode) Error!void {
+fn runWith(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor, mode: ForkMode, recorder: ?*Recorder) Error!void {
     std.debug.assert(graph_index < program.graphs.len);
+    const recording: ?plan_module.Recording = if (recorder) |r| try r.forGraph(program, graph_index) else null;
+    // One arena per run of a planned graph (a cached block, so warm pages after the first).
+    const memory_plan = if (recorder == null) program.plans[graph_index] else null;
+    const arena: ?*tensor.Arena = if (memory_plan) |p| try tensor.Arena.create(p.arena_bytes) else null;
+    defer if (arena) |a| a.release();
     const graph = &program.graphs[graph_index];
     try checkInputs(graph, graph_index, inputs);
     if (outputs.len != graph.outputs.len) {
@@ -62,9 +100,11 @@ fn runWith(program: *Program, graph_index: usize, inputs: []const *Tensor, outpu
         input.retain();
         frame[i] = .{ .tensor = input };
     }
+    const context: NodeContext = .{ .mode = mode, .recorder = recorder, .recording = recording, .plan = memory_plan, .arena = arena };
     for (graph.nodes, 0..) |*node, index| {
-        try runNode(program, graph, graph_index, node, index, frame, mode);
+        try runNode(program, graph, graph_index, node, index, frame, context);
     }
+    if (recording) |r| recorder.?.recordings[graph_index] = r;
     for (graph.outputs, outputs) |value, *out| {
         const t = frame[value].tensor;
         t.retain();
@@ -88,7 +128,16 @@ fn checkInputs(graph: *const Graph, graph_index: usize, inputs: []const *Tensor)
     }
 }
 
-fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *const program_module.Node, index: usize, frame: []Slot, mode: ForkMode) Error!void {
+const NodeContext = struct {
+    mode: ForkMode,
+    recorder: ?*Recorder,
+    recording: ?plan_module.Recording,
+    plan: ?plan_module.GraphPlan,
+    arena: ?*tensor.Arena,
+};
+
+fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *const program_module.Node, index: usize, frame: []Slot, context: NodeContext) Error!void {
+    const mode = context.mode;
     switch (node.kind) {
         .constant => {
             const constant = program.constants[node.target];
@@ -98,8 +147,11 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
         .op => {
             var inputs: [ops.max_inputs]*Tensor = undefined;
             for (node.inputs, 0..) |v, i| inputs[i] = frame[v].tensor;
+            if (context.plan) |p| if (p.offsets[index]) |offset| tensor.planNextOutput(context.arena.?, offset, p.bytes[index]);
+            defer tensor.clearPlannedOutput();
             const result = ops.run(node.op, inputs[0..node.inputs.len], node.params) catch |err|
                 return annotate(err, graph_index, index, @tagName(node.op));
+            if (context.recording) |r| record(r, node, index, frame, result);
             frame[node.output] = .{ .tensor = result };
         },
         .fork => if (mode == .inline_forks) {
@@ -107,7 +159,7 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
             var callee_inputs: [ops.max_inputs]*Tensor = undefined;
             for (node.inputs, 0..) |v, i| callee_inputs[i] = frame[v].tensor;
             var result: [1]*Tensor = undefined;
-            try runWith(program, node.target, callee_inputs[0..node.inputs.len], &result, mode);
+            try runWith(program, node.target, callee_inputs[0..node.inputs.len], &result, mode, context.recorder);
             frame[node.output] = .{ .tensor = result[0] };
         } else {
             var task: GraphTask = .{ .program = program, .graph = node.target, .input_count = @intCast(node.inputs.len) };
@@ -161,13 +213,24 @@ pub fn checkShapes(program: *Program) Error!void {
     }
     var outputs: [64]*Tensor = undefined;
     if (graph.outputs.len > outputs.len) return status.fail(error.MalformedModel, "model: graph 0 has {d} outputs, at most {d} are supported", .{ graph.outputs.len, outputs.len });
-    runWith(program, 0, inputs[0..created], outputs[0..graph.outputs.len], .inline_forks) catch |err| {
+    var recorder: Recorder = .{
+        .recordings = program.arena.allocator().alloc(?plan_module.Recording, program.graphs.len) catch return error.OutOfMemory,
+        .allocator = program.arena.allocator(),
+    };
+    @memset(recorder.recordings, null);
+    runWith(program, 0, inputs[0..created], outputs[0..graph.outputs.len], .inline_forks, &recorder) catch |err| {
         if (err == error.OutOfMemory) return err;
         var original: [status.message_capacity]u8 = undefined;
         const length = status.lastMessage(&original);
         return status.fail(error.MalformedModel, "model: the graph does not check out on inputs of its declared shapes: {s}", .{original[0..length]});
     };
     for (outputs[0..graph.outputs.len]) |t| t.release();
+    // Plans only where every input shape is fixed: a run with other sizes would not fit.
+    for (program.graphs) |g| for (g.inputs) |spec| for (spec.shape) |dim| if (dim == null) return;
+    for (program.graphs, recorder.recordings, program.plans) |*g, recording, *slot| {
+        const r = recording orelse continue;
+        slot.* = try plan_module.build(program.arena.allocator(), g, r);
+    }
 }
 
 /// Prefixes the op's own message with where in the program it failed.
@@ -261,6 +324,29 @@ test "the spec's fork/wait example runs from a model image" {
     defer wrong.release();
     var outputs: [1]*Tensor = undefined;
     try std.testing.expectError(error.ShapeMismatch, run(program, 0, &.{wrong}, &outputs));
+}
+
+test "a planned run (arena outputs) gives the same values as an unplanned one" {
+    // Plans need fixed input shapes.
+    const fixed = try std.mem.replaceOwned(u8, std.testing.allocator, example_json, "[-1,3]", "[2,3]");
+    defer std.testing.allocator.free(fixed);
+    const image = try exampleImage(std.testing.allocator, fixed);
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    try checkShapes(program);
+    try std.testing.expect(program.plans[0] != null);
+    try std.testing.expect(program.plans[0].?.arena_bytes > 0);
+    const x = try tensor.createUninit(.float32, &.{ 2, 3 });
+    defer x.release();
+    @memcpy(x.f32Slice(), &[_]f32{ 1, 2, 3, 4, 5, 6 });
+    for (0..3) |_| {
+        var outputs: [1]*Tensor = undefined;
+        try run(program, 0, &.{x}, &outputs);
+        defer outputs[0].release();
+        try std.testing.expectEqualSlices(f32, &.{ 6, 9, 18, 21 }, outputs[0].f32Slice());
+        try std.testing.expect(outputs[0].storage.arena == null); // outputs never live in the arena
+    }
 }
 
 test "an op failing inside a forked graph names the graph, node and op" {

@@ -48,6 +48,9 @@ pub const Graph = struct {
 pub const Program = struct {
     arena: std.heap.ArenaAllocator,
     graphs: []const Graph,
+    /// Memory plans per graph, filled by the load-time shape check (execute.checkShapes)
+    /// before the program is shared; read-only afterwards.
+    plans: []?@import("plan.zig").GraphPlan,
     constants: []const *Tensor,
     /// Holders: the handle table and every running call. Release/Acquire as in tensor.zig.
     refs: std.atomic.Value(u32),
@@ -89,8 +92,10 @@ pub fn load(bytes: []const u8) Error!*Program {
         graphs[index] = try buildGraph(allocator, graph_description, index, description.graphs, constants.len);
     }
     try checkForkCycles(graphs);
+    const plans = allocator.alloc(?@import("plan.zig").GraphPlan, graphs.len) catch return error.OutOfMemory;
+    @memset(plans, null);
     const program = allocator.create(Program) catch return error.OutOfMemory;
-    program.* = .{ .arena = undefined, .graphs = graphs, .constants = constants, .refs = .init(1) };
+    program.* = .{ .arena = undefined, .graphs = graphs, .plans = plans, .constants = constants, .refs = .init(1) };
     // The arena must move into the program last: it owns the program's own memory.
     program.arena = arena;
     return program;
