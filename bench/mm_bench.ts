@@ -17,54 +17,32 @@ const candidates = [
   "/usr/lib/x86_64-linux-gnu/libopenblas.so",
   "libopenblas.so.0",
 ];
-let openblas:
-  | Deno.DynamicLibrary<{
-    cblas_sgemm: {
-      parameters: [
-        "i32",
-        "i32",
-        "i32",
-        "i32",
-        "i32",
-        "i32",
-        "f32",
-        "buffer",
-        "i32",
-        "buffer",
-        "i32",
-        "f32",
-        "buffer",
-        "i32",
-      ];
-      result: "void";
-    };
-    openblas_set_num_threads: { parameters: ["i32"]; result: "void" };
-  }>
-  | null = null;
+const blasSymbols = {
+  cblas_sgemm: {
+    parameters: [
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "f32",
+      "buffer",
+      "i32",
+      "buffer",
+      "i32",
+      "f32",
+      "buffer",
+      "i32",
+    ],
+    result: "void",
+  },
+  openblas_set_num_threads: { parameters: ["i32"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+let openblas: Deno.DynamicLibrary<typeof blasSymbols> | null = null;
 for (const path of candidates) {
   try {
-    openblas = Deno.dlopen(path, {
-      cblas_sgemm: {
-        parameters: [
-          "i32",
-          "i32",
-          "i32",
-          "i32",
-          "i32",
-          "i32",
-          "f32",
-          "buffer",
-          "i32",
-          "buffer",
-          "i32",
-          "f32",
-          "buffer",
-          "i32",
-        ],
-        result: "void",
-      },
-      openblas_set_num_threads: { parameters: ["i32"], result: "void" },
-    });
+    openblas = Deno.dlopen(path, blasSymbols);
     break;
   } catch {
     // try the next name
