@@ -49,10 +49,28 @@ export const OP = {
   concat: 36,
   gather: 37,
   contiguous: 38,
+  // 39–44 are left to the conv branch (conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
+  // adaptive_avg_pool2d).
+  matmul: 45,
+  leaky_relu: 46,
+  hard_sigmoid: 47,
+  hard_swish: 48,
+  erf: 49,
+  where: 50,
+  compare: 51,
+  expand: 52,
+  cast: 53,
+  pad: 54,
+  resize: 55,
+  take: 56,
 } as const;
 
 /** Native op names by code: the names model files use (zig/src/ops.zig tags). */
-export const OP_NAMES: readonly string[] = Object.entries(OP).sort((a, b) => a[1] - b[1]).map(([name]) => name);
+export const OP_NAMES: readonly string[] = (() => {
+  const names: string[] = [];
+  for (const [name, code] of Object.entries(OP)) names[code] = name;
+  return names;
+})();
 
 /** A native op code. */
 export type OpCode = typeof OP[keyof typeof OP];
