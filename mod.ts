@@ -37,9 +37,13 @@ export {
   add,
   clamp,
   div,
+  erf,
   exp,
   gelu,
   type GeluOptions,
+  hardSigmoid,
+  hardSwish,
+  leakyRelu,
   log,
   maximum,
   minimum,
@@ -68,7 +72,7 @@ export {
   transpose,
   unsqueeze,
 } from "./lib/ops/shape.ts";
-export { mm } from "./lib/ops/linalg.ts";
+export { matmul, type MatmulOptions, mm } from "./lib/ops/linalg.ts";
 export { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "./lib/threads.ts";
 export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/parallel_info.ts";
 export { fork, Future, wait } from "./lib/future.ts";
@@ -76,4 +80,5 @@ export { script, type ScriptFunction, type ScriptResult } from "./lib/script/scr
 export { TracingError } from "./lib/script/trace.ts";
 export type { InputDescription } from "./lib/script/format.ts";
 export { load, Module, save } from "./lib/module.ts";
+export { importOnnx, type ImportOptions } from "./lib/onnx/import.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";

@@ -24,7 +24,10 @@ export interface CaseResult {
 export function caseOps(dir: string): { ops: string[]; missing: string[] } | undefined {
   try {
     const model = decodeModel(Deno.readFileSync(`${dir}/model.onnx`));
-    return { ops: [...new Set(model.graph.nodes.map((n) => n.opType))], missing: unsupportedOps(model) };
+    const missing = unsupportedOps(model);
+    // Sequence, map and optional inputs or outputs are not tensors.
+    if ([...model.graph.inputs, ...model.graph.outputs].some((v) => v.elemType === 0)) missing.push("non-tensor types");
+    return { ops: [...new Set(model.graph.nodes.map((n) => n.opType))], missing };
   } catch {
     return undefined;
   }
@@ -62,8 +65,7 @@ export function runCase(dir: string, rtol = 1e-3, atol = 1e-5): CaseResult {
     const inputInfos = model.graph.inputs.filter((i) => !model.graph.initializers.some((t) => t.name === i.name));
     const inputs = readTensors(dir, "input");
     const expected = readTensors(dir, "output");
-    const constantInputs: Record<string, Tensor> = {};
-    const runtime: Tensor[] = [];
+    const tensors: Tensor[] = [];
     inputs.forEach((proto, i) => {
       const info = inputInfos[i];
       if (info === undefined) throw new Error(`input_${i}.pb has no graph input`);
@@ -74,10 +76,26 @@ export function runCase(dir: string, rtol = 1e-3, atol = 1e-5): CaseResult {
       }
       const t = toTensor(valuesOf(host), host.shape, dtype);
       owned.push(t);
-      if (dtype === "float32") runtime.push(t);
-      else constantInputs[info.name] = t;
+      tensors.push(t);
     });
-    program = Program.load(importOnnx(bytes, { constantInputs }));
+    // Integer inputs are baked in; float inputs too (all but the first) when the importer
+    // needs them constant (Clip bounds, Resize scales, Pad values).
+    let runtime: Tensor[] = [];
+    const attempt = (bakeFloats: boolean) => {
+      const constantInputs: Record<string, Tensor> = {};
+      runtime = [];
+      tensors.forEach((t, i) => {
+        if (t.dtype !== "float32" || (bakeFloats && i > 0)) constantInputs[inputInfos[i].name] = t;
+        else runtime.push(t);
+      });
+      return Program.load(importOnnx(bytes, { constantInputs }));
+    };
+    try {
+      program = attempt(false);
+    } catch (error) {
+      if (!(error instanceof SpindleError && error.message.includes("must be a constant"))) throw error;
+      program = attempt(true);
+    }
     const outputs = program.runSync(runtime);
     owned.push(...outputs);
     if (outputs.length !== expected.length) {
@@ -101,8 +119,8 @@ export function runCase(dir: string, rtol = 1e-3, atol = 1e-5): CaseResult {
     }
     return { name, status: "pass" };
   } catch (error) {
-    if (error instanceof SpindleError && error.code === "unsupported") {
-      return { name, status: "unsupported", message: error.message };
+    if (error instanceof SpindleError && error.code === "unsupported" || error instanceof TypeError) {
+      return { name, status: "unsupported", message: (error as Error).message };
     }
     return { name, status: "fail", message: String((error as Error).message ?? error) };
   } finally {

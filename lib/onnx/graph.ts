@@ -147,13 +147,17 @@ export class GraphBuilder {
     const outputIds = outputs.map((v) => (v.kind === "runtime" ? v.id : this.constId(v)));
     const live = new Set<number>(outputIds);
     const kept: NodeDescription[] = [];
-    for (let i = this.nodes.length - 1; i >= 0; i--) {
-      const node = this.nodes[i];
+    // Fusions add constants (a folded bias, scaled weights) after the node that reads them;
+    // constants read nothing, so all of them go first (a stable sort keeps the rest in order).
+    const ordered = this.nodes.slice().sort((a, b) => Number(b.op === "constant") - Number(a.op === "constant"));
+    for (let i = ordered.length - 1; i >= 0; i--) {
+      const node = ordered[i];
       if (!live.has(node.outputs[0])) continue;
       for (const v of node.inputs ?? []) live.add(v);
       kept.push(node);
     }
     kept.reverse();
+
     const tensors: ProgramSource["tensors"] = [];
     for (const node of kept) {
       if (node.op !== "constant") continue;

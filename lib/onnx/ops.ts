@@ -171,7 +171,22 @@ function binary(n: NodeContext): Value[] {
     const fused = fuseBias(n, a, b) ?? fuseBias(n, b, a);
     if (fused) return [fused];
   }
-  const op = nativeBinary[type];
+  if (type === "Pow") {
+    const toFloat = (v: Value) =>
+      v.kind === "runtime" && v.dtype !== "float32"
+        ? n.b.emit("cast", [v], [0, 0])
+        : v.kind === "const" && spindleDType(typeOf(v)) !== "float32"
+        ? hostPerRun([v], ([h]) => host(DATA_TYPE.FLOAT, h.shape, castValues(valuesOf(h), DATA_TYPE.FLOAT)))
+        : v;
+    const original = spindleDType(typeOf(a))!;
+    if (typeOf(a) !== typeOf(b)) return binaryNative(n, "pow", toFloat(a), toFloat(b), original);
+  }
+  return binaryNative(n, nativeBinary[type], a, b, "float32");
+}
+
+/** The native binary op (scalar form for a one-element constant), cast to `result`. */
+function binaryNative(n: NodeContext, op: string, a: Value, b: Value, result: string): Value[] {
+  if (result !== "float32") return [n.b.emit("cast", binaryNative(n, op, a, b, "float32"), [CAST_DTYPE[result], 0])];
   const rankA = shapeOf(a).length;
   const rankB = shapeOf(b).length;
   if (b.kind === "const" && isScalar(b) && rankB <= rankA && fixedHost(b)) {
@@ -269,16 +284,21 @@ function softmax(log: boolean): Handler {
 }
 
 function layerNormalization(n: NodeContext): Value[] {
-  if (n.node.outputs.length > 1 && n.node.outputs.slice(1).some((o) => o !== "")) {
-    unsupported("LayerNormalization's Mean and InvStdDev outputs");
-  }
   const x = input(n, 0);
   const rank = shapeOf(x).length;
   const axis = normAxis(attrInt(n, "axis", -1), rank);
   const eps = attrFloat(n, "epsilon", 1e-5);
   const inputs = [x, input(n, 1)];
   if (n.inputs[2]) inputs.push(n.inputs[2]);
-  return [n.b.emit("layer_norm", inputs, [rank - axis, eps, 1, n.inputs[2] ? 1 : 0])];
+  const y = n.b.emit("layer_norm", inputs, [rank - axis, eps, 1, n.inputs[2] ? 1 : 0]);
+  if (n.node.outputs.slice(1).every((o) => o === "")) return [y];
+  // Mean and InvStdDev outputs, composed (keepdim over the normalized dims).
+  const dims = [...Array(rank - axis).keys()].map((d) => d + axis);
+  const mean = n.b.emit("mean", [x], [1, ...dims]);
+  const centered = n.b.emit("sub", [x, mean]);
+  const variance = n.b.emit("mean", [n.b.emit("mul", [centered, centered])], [1, ...dims]);
+  const invStd = n.b.emit("div", [n.b.emit("sqrt", [n.b.emit("add", [variance], [eps, 0])])], [1, 1]);
+  return [y, mean, invStd];
 }
 
 function batchNormalization(n: NodeContext): Value[] {
@@ -523,7 +543,8 @@ function reshape(n: NodeContext): Value[] {
 function flatten(n: NodeContext): Value[] {
   const x = input(n, 0);
   const shape = shapeOf(x);
-  const axis = normAxis(attrInt(n, "axis", 1), shape.length + 1);
+  const rawAxis = attrInt(n, "axis", 1);
+  const axis = rawAxis < 0 ? normAxis(rawAxis, shape.length) : normAxis(rawAxis, shape.length + 1);
   if (x.kind === "const") {
     return [hostPerRun([x], ([h]) => ({ ...h, shape: [numel(h.shape.slice(0, axis)), numel(h.shape.slice(axis))] }))];
   }
@@ -649,9 +670,9 @@ function gather(n: NodeContext): Value[] {
 function shape(n: NodeContext): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
-  const start = normAxis(Math.max(-rank, Math.min(rank, attrInt(n, "start", 0))), rank + 1);
-  const endRaw = attrInt(n, "end", rank);
-  const end = endRaw < 0 ? Math.max(0, endRaw + rank) : Math.min(rank, endRaw);
+  const clip = (v: number) => Math.min(rank, Math.max(0, v < 0 ? v + rank : v));
+  const start = clip(attrInt(n, "start", 0));
+  const end = clip(attrInt(n, "end", rank));
   const runs = x.kind === "runtime" ? x.runs.length : x.hosts.length;
   const hosts: Host[] = [];
   for (let r = 0; r < runs; r++) {
@@ -817,7 +838,10 @@ function clip(n: NodeContext): Value[] {
     if (n.inputs[1]) low = valuesOf(fixedHost(n.inputs[1]) ?? unsupported("Clip min must be a constant"))[0];
     if (n.inputs[2]) high = valuesOf(fixedHost(n.inputs[2]) ?? unsupported("Clip max must be a constant"))[0];
   }
-  return [n.b.emit("clamp", [input(n, 0)], [low, high])];
+  const x = input(n, 0);
+  if (x.kind === "runtime" && x.dtype !== "float32") unsupported("Clip on integer tensors");
+  if (low > high) low = high; // ONNX: min(max(x, low), high) is high everywhere.
+  return [n.b.emit("clamp", [x], [low, high])];
 }
 
 function identity(n: NodeContext): Value[] {
@@ -901,7 +925,12 @@ export const HANDLERS: Record<string, Handler> = {
   Resize: resize,
   Upsample: resize,
   Identity: identity,
-  Dropout: identity,
+  Dropout: (n) => {
+    if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("Dropout's mask output");
+    const training = n.inputs[2] && fixedHost(n.inputs[2]);
+    if (training && valuesOf(training)[0]) unsupported("Dropout in training mode");
+    return [input(n, 0)];
+  },
   Where: where,
   Expand: expand,
 };

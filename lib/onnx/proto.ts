@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryReader, WireType } from "npm:@bufbuild/protobuf@2.17.0/wire";
 
 /** ONNX TensorProto.DataType values import knows by name. */
 export const DATA_TYPE = {
