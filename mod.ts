@@ -37,9 +37,13 @@ export {
   add,
   clamp,
   div,
+  erf,
   exp,
   gelu,
   type GeluOptions,
+  hardSigmoid,
+  hardSwish,
+  leakyRelu,
   log,
   maximum,
   minimum,
@@ -68,7 +72,7 @@ export {
   transpose,
   unsqueeze,
 } from "./lib/ops/shape.ts";
-export { addmm, bmm, linear, matmul, mm } from "./lib/ops/linalg.ts";
+export { addmm, bmm, gemm, type GemmOptions, linear, matmul, mm } from "./lib/ops/linalg.ts";
 export {
   conv2d,
   type Conv2dOptions,
@@ -90,4 +94,5 @@ export { script, type ScriptFunction, type ScriptResult } from "./lib/script/scr
 export { TracingError } from "./lib/script/trace.ts";
 export type { InputDescription } from "./lib/script/format.ts";
 export { load, Module, save } from "./lib/module.ts";
+export { importOnnx, type ImportOptions } from "./lib/onnx/import.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";

@@ -5,11 +5,11 @@
  *
  * @module
  */
-import { SpindleError } from "../ffi/status.ts";
 import type { Tensor } from "./tensor.ts";
 import { Program } from "./script/program.ts";
 import { programFor, type ScriptFunction, scriptState } from "./script/script.ts";
 import type { InputDescription } from "./script/format.ts";
+import { importOnnx, type ImportOptions } from "./onnx/import.ts";
 
 /**
  * A model: forward runs its graph natively. `forward` runs off the JavaScript thread, so N
@@ -121,10 +121,12 @@ export async function save(module: Module, path: string | URL): Promise<void> {
 }
 
 /**
- * Loads a Spindle model file. Everything is validated natively; a malformed or truncated
+ * Loads a Spindle model file, or an ONNX model (a path ending in `.onnx`, converted by
+ * {@link importOnnx}). Everything is validated natively; a malformed or truncated
  * file is a `SpindleError` with code `malformed_model`, never a crash.
  *
  * @param path The file.
+ * @param options For .onnx files: inputs to bake in, fixed sizes for dynamic input dims.
  * @returns The module.
  *
  * @example
@@ -139,11 +141,9 @@ export async function save(module: Module, path: string | URL): Promise<void> {
  * }
  * ```
  */
-export async function load(path: string | URL): Promise<Module> {
+export async function load(path: string | URL, options: ImportOptions = {}): Promise<Module> {
   const name = String(path);
-  if (name.toLowerCase().endsWith(".onnx")) {
-    throw new SpindleError(10, `load: ONNX import is not available yet (${name})`);
-  }
   const bytes = await Deno.readFile(path);
-  return new Module(Program.load(bytes), name.split("/").pop() ?? name);
+  const image = name.toLowerCase().endsWith(".onnx") ? importOnnx(bytes, options) : bytes;
+  return new Module(Program.load(image), name.split("/").pop() ?? name);
 }

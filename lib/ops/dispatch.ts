@@ -55,6 +55,18 @@ export const OP = {
   avg_pool2d: 42,
   adaptive_avg_pool2d: 43,
   matmul: 44,
+  gemm: 45,
+  leaky_relu: 46,
+  hard_sigmoid: 47,
+  hard_swish: 48,
+  erf: 49,
+  where: 50,
+  compare: 51,
+  expand: 52,
+  cast: 53,
+  pad: 54,
+  resize: 55,
+  take: 56,
 } as const;
 
 /** Native op names by code: the names model files use (zig/src/ops.zig tags). */

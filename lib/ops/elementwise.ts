@@ -254,3 +254,65 @@ export const clamp: (x: Tensor, min?: number, max?: number) => Tensor = defineOp
     return { inputs: [requireTensor("clamp", "input", x)], params: [low, high] };
   },
 );
+
+/**
+ * The error function, elementwise.
+ *
+ * @example
+ * ```ts
+ * import { erf, tensor } from "@spindle/spindle";
+ * using y = erf(tensor([0]));
+ * console.log(y.toArray()); // Float32Array [0]
+ * ```
+ */
+export const erf: (x: Tensor) => Tensor = unary(OP.erf, "erf");
+
+/**
+ * x for x ≥ 0, alpha·x below (default alpha 0.01).
+ *
+ * @example
+ * ```ts
+ * import { leakyRelu, tensor } from "@spindle/spindle";
+ * using y = leakyRelu(tensor([-2, 3]), 0.5);
+ * console.log(y.toArray()); // Float32Array [-1, 3]
+ * ```
+ */
+export const leakyRelu: (x: Tensor, alpha?: number) => Tensor = defineOp(
+  OP.leaky_relu,
+  "leakyRelu",
+  (x: Tensor, alpha = 0.01) => ({
+    inputs: [requireTensor("leakyRelu", "input", x)],
+    params: [requireNumber("leakyRelu", "alpha", alpha)],
+  }),
+);
+
+/**
+ * max(0, min(1, alpha·x + beta)) (ONNX defaults alpha 0.2, beta 0.5).
+ *
+ * @example
+ * ```ts
+ * import { hardSigmoid, tensor } from "@spindle/spindle";
+ * using y = hardSigmoid(tensor([-10, 0, 10]));
+ * console.log(y.toArray()); // Float32Array [0, 0.5, 1]
+ * ```
+ */
+export const hardSigmoid: (x: Tensor, alpha?: number, beta?: number) => Tensor = defineOp(
+  OP.hard_sigmoid,
+  "hardSigmoid",
+  (x: Tensor, alpha = 0.2, beta = 0.5) => ({
+    inputs: [requireTensor("hardSigmoid", "input", x)],
+    params: [requireNumber("hardSigmoid", "alpha", alpha), requireNumber("hardSigmoid", "beta", beta)],
+  }),
+);
+
+/**
+ * x · max(0, min(1, x/6 + 1/2)).
+ *
+ * @example
+ * ```ts
+ * import { hardSwish, tensor } from "@spindle/spindle";
+ * using y = hardSwish(tensor([-4, 0, 4]));
+ * console.log(y.toArray()); // Float32Array [-0, 0, 4]
+ * ```
+ */
+export const hardSwish: (x: Tensor) => Tensor = unary(OP.hard_swish, "hardSwish");

@@ -112,3 +112,55 @@ export function addmm(input: Tensor, a: Tensor, b: Tensor, options: { beta?: num
   using scaledInput = beta === 1 ? null : mul(input, beta);
   return add(scaledInput ?? input, scaledProduct ?? product);
 }
+
+/** Options of {@link gemm}. */
+export interface GemmOptions {
+  /** Transpose the last two dims of `a` first. */
+  transA?: boolean;
+  /** Transpose the last two dims of `b` first. */
+  transB?: boolean;
+  /** Scales the product (default 1). */
+  alpha?: number;
+  /** Added over the last dim, scaled by `beta` (default 1). */
+  bias?: Tensor;
+  /** Scales the bias (default 1). */
+  beta?: number;
+}
+
+/**
+ * Batched matrix product with NumPy broadcasting of the batch dims (both inputs at least
+ * 2-D), optionally transposed, scaled, and with a bias over the last dim.
+ *
+ * @param a [..., m, k] (or [..., k, m] with transA).
+ * @param b [..., k, n] (or [..., n, k] with transB).
+ * @param options Transposes, alpha, bias and beta.
+ * @returns alpha · a · b + beta · bias, of shape [...batch, m, n].
+ *
+ * @example
+ * ```ts
+ * import { gemm, ones, tensor } from "@spindle/spindle";
+ * using a = ones([2, 3, 4]);
+ * using b = ones([4, 5]);
+ * using bias = tensor([1, 2, 3, 4, 5]);
+ * using c = gemm(a, b, { bias });
+ * console.log(c.shape, c.toArray()[4]); // [2, 3, 5] 9
+ * ```
+ */
+export const gemm: (a: Tensor, b: Tensor, options?: GemmOptions) => Tensor = defineOp(
+  OP.gemm,
+  "gemm",
+  (a: Tensor, b: Tensor, options: GemmOptions = {}) => {
+    const inputs = [requireTensor("gemm", "a", a), requireTensor("gemm", "b", b)];
+    if (options.bias !== undefined) inputs.push(requireTensor("gemm", "bias", options.bias));
+    return {
+      inputs,
+      params: [
+        options.transA ? 1 : 0,
+        options.transB ? 1 : 0,
+        options.alpha ?? 1,
+        options.beta ?? 1,
+        options.bias === undefined ? 0 : 1,
+      ],
+    };
+  },
+);

@@ -16,6 +16,7 @@ const shape = @import("ops/shape.zig");
 const linalg = @import("ops/linalg.zig");
 const conv = @import("ops/conv.zig");
 const pool = @import("ops/pool.zig");
+const indexing = @import("ops/indexing.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 
 const Error = status.Error;
@@ -68,6 +69,18 @@ pub const OpCode = enum(u32) {
     avg_pool2d = 42, // (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, ceil_mode, count_include_pad, divisor (0 = window size)]
     adaptive_avg_pool2d = 43, // (x) [output_h, output_w]
     matmul = 44, // (a, b) NumPy matmul: batch broadcast, 1-D promotion, transposed views in place
+    gemm = 45, // (a, b, bias?) [trans_a, trans_b, alpha, beta, has_bias]: batched, broadcasting; + beta·bias[n]
+    leaky_relu = 46, // (x) [alpha]
+    hard_sigmoid = 47, // (x) [alpha, beta]: max(0, min(1, alpha·x + beta))
+    hard_swish = 48, // (x)
+    erf = 49, // (x)
+    where = 50, // (cond, x, y) broadcasting; cond nonzero picks x
+    compare = 51, // (a, b) [kind: 0 ==, 1 <, 2 >, 3 <=, 4 >=] → int32 0/1, broadcasting
+    expand = 52, // (x) [shape...]: broadcast to broadcast(x.shape, shape)
+    cast = 53, // (x) [dtype code (0 float32, 1 int64, 2 int32), as_bool]
+    pad = 54, // (x) [mode (0 constant, 1 reflect, 2 edge), value, begin pads..., end pads...]
+    resize = 55, // (x) [mode (0 nearest, 1 linear), coordinate mode, nearest mode, (size or -1, scale) per dim]
+    take = 56, // (x, indices) [axis]: ONNX Gather (indices of any shape, negative wrap)
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -77,7 +90,9 @@ pub const OpCode = enum(u32) {
     /// Inclusive bounds on the number of tensor inputs.
     pub fn arity(op: OpCode) struct { min: usize, max: usize } {
         return switch (op) {
-            .mm, .matmul, .embedding, .gather => .{ .min = 2, .max = 2 },
+            .mm, .matmul, .embedding, .gather, .compare, .take => .{ .min = 2, .max = 2 },
+            .gemm => .{ .min = 2, .max = 3 },
+            .where => .{ .min = 3, .max = 3 },
             .add, .sub, .mul, .div, .pow, .maximum, .minimum => .{ .min = 1, .max = 2 },
             .layer_norm => .{ .min = 1, .max = 3 },
             .batch_norm => .{ .min = 3, .max = 5 },
@@ -108,6 +123,49 @@ pub fn run(op: OpCode, inputs: []const *Tensor, values: []const f64) Error!*Tens
         },
         .add, .sub, .mul, .div, .pow, .maximum, .minimum => binary(op, inputs, params),
         .relu, .gelu, .sigmoid, .tanh, .exp, .log, .sqrt, .neg, .abs, .clamp => unary(op, inputs[0], params),
+        .leaky_relu, .hard_sigmoid, .hard_swish, .erf => unary(op, inputs[0], params),
+        .gemm => gemm(inputs, params),
+        .where => blk: {
+            try params.expectCount(0, 0);
+            break :blk indexing.where(inputs[0], inputs[1], inputs[2]);
+        },
+        .compare => blk: {
+            try params.expectCount(1, 1);
+            break :blk indexing.compare(try params.int(0, "kind"), inputs[0], inputs[1]);
+        },
+        .expand => blk: {
+            var dims: [tensor.max_dims]i64 = undefined;
+            if (params.count() > tensor.max_dims) return status.fail(error.InvalidArgument, "expand: at most {d} dims", .{tensor.max_dims});
+            for (0..params.count()) |i| dims[i] = try params.int(i, "shape");
+            break :blk indexing.expand(inputs[0], dims[0..params.count()]);
+        },
+        .cast => blk: {
+            try params.expectCount(2, 2);
+            break :blk indexing.cast(inputs[0], try params.int(0, "dtype"), try params.flag(1, "as_bool"));
+        },
+        .pad => blk: {
+            try params.expectCount(2, 2 + 2 * 7);
+            var pads: [2 * 7]i64 = undefined;
+            const count = params.count() - 2;
+            for (0..count) |i| pads[i] = try params.int(2 + i, "pads");
+            break :blk indexing.pad(inputs[0], try params.int(0, "mode"), try params.float(1, "value"), pads[0..count]);
+        },
+        .resize => blk: {
+            try params.expectCount(3, 3 + 2 * 6);
+            if ((params.count() - 3) % 2 != 0) return status.fail(error.InvalidArgument, "resize: expected (size, scale) pairs", .{});
+            const rank = (params.count() - 3) / 2;
+            var sizes: [6]i64 = undefined;
+            var scales: [6]f64 = undefined;
+            for (0..rank) |d| {
+                sizes[d] = try params.int(3 + 2 * d, "size");
+                scales[d] = try params.float(4 + 2 * d, "scale");
+            }
+            break :blk indexing.resize(inputs[0], try params.int(0, "mode"), try params.int(1, "coordinate"), try params.int(2, "nearest"), sizes[0..rank], scales[0..rank]);
+        },
+        .take => blk: {
+            try params.expectCount(1, 1);
+            break :blk indexing.take(inputs[0], inputs[1], try params.int(0, "axis"));
+        },
         .sum, .mean, .max, .min => reduce(op, inputs[0], params),
         .argmax => argmax(inputs[0], params),
         .softmax, .log_softmax => blk: {
@@ -261,6 +319,19 @@ fn unary(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
         .sqrt => .sqrt,
         .neg => .neg,
         .abs => .abs,
+        .erf => .erf,
+        .hard_swish => .hard_swish,
+        .leaky_relu => blk: {
+            try params.expectCount(1, 1);
+            unary_params.alpha = @floatCast(try params.float(0, "alpha"));
+            break :blk .leaky_relu;
+        },
+        .hard_sigmoid => blk: {
+            try params.expectCount(2, 2);
+            unary_params.alpha = @floatCast(try params.float(0, "alpha"));
+            unary_params.beta = @floatCast(try params.float(1, "beta"));
+            break :blk .hard_sigmoid;
+        },
         .clamp => blk: {
             try params.expectCount(2, 2);
             const low = try params.float(0, "min");
@@ -271,8 +342,22 @@ fn unary(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
         },
         else => unreachable,
     };
-    if (op != .gelu and op != .clamp) try params.expectCount(0, 0);
+    if (op != .gelu and op != .clamp and op != .leaky_relu and op != .hard_sigmoid) try params.expectCount(0, 0);
     return elementwise.unary(kind, unary_params, input);
+}
+
+fn gemm(inputs: []const *Tensor, params: Params) Error!*Tensor {
+    try params.expectCount(5, 5);
+    const has_bias = try params.flag(4, "has_bias");
+    if (inputs.len != 2 + @as(usize, @intFromBool(has_bias))) {
+        return status.fail(error.InvalidArgument, "gemm: {d} inputs do not match has_bias={}", .{ inputs.len, has_bias });
+    }
+    return linalg.gemmBias(inputs[0], inputs[1], if (has_bias) inputs[2] else null, .{
+        .trans_a = try params.flag(0, "trans_a"),
+        .trans_b = try params.flag(1, "trans_b"),
+        .alpha = @floatCast(try params.float(2, "alpha")),
+        .beta = @floatCast(try params.float(3, "beta")),
+    });
 }
 
 fn reduce(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
@@ -360,6 +445,8 @@ test {
     _ = linalg;
     _ = conv;
     _ = pool;
+    _ = indexing;
+    _ = @import("kernels/indexing.zig");
     _ = @import("ops/params.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");

@@ -7,12 +7,15 @@ const math = @import("math.zig");
 const lanes = math.lanes;
 const V = math.V;
 
-pub const Unary = enum(u8) { relu, gelu_erf, gelu_tanh, sigmoid, tanh, exp, log, sqrt, neg, abs, clamp };
+pub const Unary = enum(u8) { relu, gelu_erf, gelu_tanh, sigmoid, tanh, exp, log, sqrt, neg, abs, clamp, leaky_relu, hard_sigmoid, hard_swish, erf };
 
-/// Bounds of clamp; ±inf for "no bound".
+/// Bounds of clamp (±inf for "no bound"); leaky_relu's slope is alpha; hard_sigmoid is
+/// max(0, min(1, alpha·x + beta)).
 pub const UnaryParams = struct {
     min: f32 = -std.math.inf(f32),
     max: f32 = std.math.inf(f32),
+    alpha: f32 = 0,
+    beta: f32 = 0,
 };
 
 fn splat(value: f32) V {
@@ -45,6 +48,11 @@ inline fn unaryVector(comptime op: Unary, params: UnaryParams, x: V) V {
         .neg => -x,
         .abs => @abs(x),
         .clamp => minPropagate(maxPropagate(x, splat(params.min)), splat(params.max)),
+        .leaky_relu => @select(f32, x < splat(0), x * splat(params.alpha), x),
+        .hard_sigmoid => minPropagate(maxPropagate(@mulAdd(V, x, splat(params.alpha), splat(params.beta)), splat(0)), splat(1)),
+        // ONNX HardSwish: x · max(0, min(1, x/6 + 1/2)).
+        .hard_swish => x * minPropagate(maxPropagate(@mulAdd(V, x, splat(1.0 / 6.0), splat(0.5)), splat(0)), splat(1)),
+        .erf => math.erf(x),
     };
 }
 
@@ -75,8 +83,8 @@ pub fn unary(op: Unary, params: UnaryParams, input: []const f32, output: []f32) 
 /// Whether `op` is expensive enough per element to be worth threads on smaller inputs.
 pub fn unaryIsTranscendental(op: Unary) bool {
     return switch (op) {
-        .relu, .neg, .abs, .clamp => false,
-        .gelu_erf, .gelu_tanh, .sigmoid, .tanh, .exp, .log, .sqrt => true,
+        .relu, .neg, .abs, .clamp, .leaky_relu, .hard_sigmoid, .hard_swish => false,
+        .gelu_erf, .gelu_tanh, .sigmoid, .tanh, .exp, .log, .sqrt, .erf => true,
     };
 }
 
@@ -93,6 +101,10 @@ pub fn unaryReference(op: Unary, params: UnaryParams, x: f64) f64 {
         .neg => -x,
         .abs => @abs(x),
         .clamp => if (std.math.isNan(x)) x else @min(@max(x, params.min), params.max),
+        .leaky_relu => if (x < 0) x * params.alpha else x,
+        .hard_sigmoid => if (std.math.isNan(x)) x else @min(@max(x * params.alpha + params.beta, 0), 1),
+        .hard_swish => if (std.math.isNan(x)) x else x * @min(@max(x / 6 + 0.5, 0), 1),
+        .erf => math.erfReference(x),
     };
 }
 
@@ -187,7 +199,7 @@ test "unary kernels match their references on awkward lengths, with NaN and infi
             x.* = @abs(x.*);
         };
         var output: [97]f32 = undefined;
-        const params: UnaryParams = .{ .min = -1.5, .max = 2 };
+        const params: UnaryParams = .{ .min = -1.5, .max = 2, .alpha = 0.3, .beta = 0.4 };
         unary(op, params, input[0..n], output[0..n]);
         for (input[0..n], output[0..n]) |x, y| {
             const expected = unaryReference(op, params, x);

@@ -7,6 +7,7 @@ const settings = @import("../settings.zig");
 const intra_op = @import("../pool/intra_op.zig");
 const gemm = @import("../kernels/gemm.zig");
 const shape_ops = @import("shape.zig");
+const elementwise = @import("elementwise.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -204,6 +205,191 @@ fn batchOffset(t: *const Tensor, batch: []const usize, index: *const [max_dims]u
 fn floatStorage(t: *const Tensor) []const f32 {
     const base: [*]const f32 = @ptrCast(@alignCast(t.storage.bytes.ptr));
     return base[0 .. t.storage.bytes.len / 4];
+}
+
+pub const GemmOptions = struct {
+    trans_a: bool = false,
+    trans_b: bool = false,
+    alpha: f32 = 1,
+    beta: f32 = 1,
+};
+
+/// Batched, broadcasting matrix product with an optional bias over the last dim:
+/// out[..., m, n] = alpha · op(a)[..., m, k] · op(b)[..., k, n] + beta · bias[n].
+/// Batch dims broadcast like numpy; op = transpose of the last two dims when asked.
+pub fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, options: GemmOptions) Error!*Tensor {
+    try requireFloat("gemm", "a", a_input);
+    try requireFloat("gemm", "b", b_input);
+    if (a_input.ndim < 2 or b_input.ndim < 2) {
+        return status.fail(error.ShapeMismatch, "gemm: expected tensors of at least 2 dims, got {d}-D and {d}-D", .{ a_input.ndim, b_input.ndim });
+    }
+    const a_rows = a_input.shape[a_input.ndim - 2];
+    const a_cols = a_input.shape[a_input.ndim - 1];
+    const b_rows = b_input.shape[b_input.ndim - 2];
+    const b_cols = b_input.shape[b_input.ndim - 1];
+    const m = if (options.trans_a) a_cols else a_rows;
+    const k = if (options.trans_a) a_rows else a_cols;
+    const k_b = if (options.trans_b) b_cols else b_rows;
+    const n = if (options.trans_b) b_rows else b_cols;
+    if (k != k_b) {
+        return status.fail(error.ShapeMismatch, "gemm: shapes {f} and {f} cannot be multiplied (k = {d} vs {d})", .{ status.shape(a_input.dims()), status.shape(b_input.dims()), k, k_b });
+    }
+    var batch_buffer: [tensor.max_dims]usize = undefined;
+    const batch = try elementwise.broadcastShape("gemm", a_input.dims()[0 .. a_input.ndim - 2], b_input.dims()[0 .. b_input.ndim - 2], &batch_buffer);
+    if (batch.len + 2 > tensor.max_dims) return status.fail(error.InvalidArgument, "gemm: too many batch dims", .{});
+    var out_shape: [tensor.max_dims]usize = undefined;
+    @memcpy(out_shape[0..batch.len], batch);
+    out_shape[batch.len] = m;
+    out_shape[batch.len + 1] = n;
+    if (bias_input) |bias| {
+        try requireFloat("gemm", "bias", bias);
+        if (bias.numel() != n or (bias.ndim > 0 and bias.shape[bias.ndim - 1] != n)) {
+            return status.fail(error.ShapeMismatch, "gemm: bias {f} does not match the {d} output columns", .{ status.shape(bias.dims()), n });
+        }
+    }
+    const a = try shape_ops.contiguous(a_input);
+    defer a.release();
+    const b = try shape_ops.contiguous(b_input);
+    defer b.release();
+    const out = try tensor.createUninit(.float32, out_shape[0 .. batch.len + 2]);
+    errdefer out.release();
+    var batch_count: usize = 1;
+    for (batch) |d| batch_count *= d;
+    if (m == 0 or n == 0 or batch_count == 0) return out;
+    const c = out.f32Slice();
+    if (bias_input) |bias_tensor| {
+        const bias = try shape_ops.contiguous(bias_tensor);
+        defer bias.release();
+        const row = bias.f32Slice();
+        var offset: usize = 0;
+        while (offset < c.len) : (offset += n) {
+            for (c[offset..][0..n], row) |*x, value| x.* = options.beta * value;
+        }
+    }
+    const a_batch_strides = batchStrides(a.dims(), batch, m * k);
+    const b_batch_strides = batchStrides(b.dims(), batch, k * n);
+    const threads: usize = if (intra_op.inParallelRegion()) 1 else settings.getNumThreads();
+    const flops = 2 * m * n * @max(k, 1);
+    // Small matrices: one tile each, spread over the batch; large: tiles within each matrix.
+    const per_matrix_workers = if (flops < 65536 * 2 or batch_count >= threads) 1 else threads;
+    const Context = struct {
+        a: []const f32,
+        b: []const f32,
+        c: []f32,
+        m: usize,
+        n: usize,
+        k: usize,
+        options: GemmOptions,
+        has_bias: bool,
+        batch: []const usize,
+        a_strides: [tensor.max_dims]usize,
+        b_strides: [tensor.max_dims]usize,
+        tiling: gemm.Tiling,
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const tiles = context.tiling.count();
+            for (begin..end) |task| {
+                const index = task / tiles;
+                const tile = task % tiles;
+                var coordinates: [tensor.max_dims]usize = undefined;
+                var rest = index;
+                var axis = context.batch.len;
+                while (axis > 0) {
+                    axis -= 1;
+                    coordinates[axis] = rest % context.batch[axis];
+                    rest /= context.batch[axis];
+                }
+                var a_offset: usize = 0;
+                var b_offset: usize = 0;
+                for (0..context.batch.len) |d| {
+                    a_offset += coordinates[d] * context.a_strides[d];
+                    b_offset += coordinates[d] * context.b_strides[d];
+                }
+                const mk = context.m * context.k;
+                const kn = context.k * context.n;
+                const args: gemm.Args = .{
+                    .trans_a = context.options.trans_a,
+                    .trans_b = context.options.trans_b,
+                    .m = context.m,
+                    .n = context.n,
+                    .k = context.k,
+                    .alpha = context.options.alpha,
+                    .a = context.a[a_offset..][0..mk],
+                    .lda = if (context.options.trans_a) context.m else context.k,
+                    .b = context.b[b_offset..][0..kn],
+                    .ldb = if (context.options.trans_b) context.k else context.n,
+                    .beta = if (context.has_bias) 1 else 0,
+                    .c = context.c[index * context.m * context.n ..][0 .. context.m * context.n],
+                    .ldc = context.n,
+                };
+                gemm.runTiles(&args, context.tiling, tile, tile + 1);
+            }
+        }
+    };
+    const context: Context = .{
+        .a = a.f32Slice(),
+        .b = b.f32Slice(),
+        .c = c,
+        .m = m,
+        .n = n,
+        .k = k,
+        .options = options,
+        .has_bias = bias_input != null,
+        .batch = batch,
+        .a_strides = a_batch_strides,
+        .b_strides = b_batch_strides,
+        .tiling = gemm.plan(m, n, per_matrix_workers),
+    };
+    if (k == 0) {
+        if (bias_input == null) @memset(c, 0);
+        return out;
+    }
+    try intra_op.parallelForTyped(0, batch_count * context.tiling.count(), 1, &context, Context.body);
+    return out;
+}
+
+/// Element strides of each batch dim of a contiguous operand seen through the broadcast
+/// batch shape (0 where the operand has size 1 or lacks the dim).
+fn batchStrides(dims: []const usize, batch: []const usize, matrix: usize) [tensor.max_dims]usize {
+    var strides: [tensor.max_dims]usize = @splat(0);
+    const own = dims[0 .. dims.len - 2];
+    var stride = matrix;
+    var axis = own.len;
+    const offset = batch.len - own.len;
+    while (axis > 0) {
+        axis -= 1;
+        strides[axis + offset] = if (own[axis] == 1) 0 else stride;
+        stride *= own[axis];
+    }
+    return strides;
+}
+
+test "gemm broadcasts batches, transposes and adds a bias, against a reference" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(11);
+    const a = try tensor.createUninit(.float32, &.{ 3, 1, 5, 7 });
+    defer a.release();
+    for (a.f32Slice()) |*x| x.* = prng.random().float(f32) - 0.5;
+    const b = try tensor.createUninit(.float32, &.{ 2, 3, 7 }); // trans_b: [n = 3, k = 7]
+    defer b.release();
+    for (b.f32Slice()) |*x| x.* = prng.random().float(f32) - 0.5;
+    const bias = try tensor.createUninit(.float32, &.{3});
+    defer bias.release();
+    @memcpy(bias.f32Slice(), &[_]f32{ 1, 2, 3 });
+    for ([_]i64{ 1, 2 }) |threads| {
+        try settings.setNumThreads(threads);
+        const out = try gemmBias(a, b, bias, .{ .trans_b = true, .alpha = 0.5, .beta = 2 });
+        defer out.release();
+        try std.testing.expectEqualSlices(usize, &.{ 3, 2, 5, 3 }, out.dims());
+        for (0..3) |i| for (0..2) |j| for (0..5) |row| for (0..3) |col| {
+            var sum: f64 = 0;
+            for (0..7) |p| sum += @as(f64, a.f32Slice()[(i * 5 + row) * 7 + p]) * b.f32Slice()[(j * 3 + col) * 7 + p];
+            const expected = 0.5 * sum + 2 * bias.f32Slice()[col];
+            try std.testing.expectApproxEqAbs(@as(f32, @floatCast(expected)), out.f32Slice()[((i * 2 + j) * 5 + row) * 3 + col], 1e-4);
+        };
+    }
+    try std.testing.expectError(error.ShapeMismatch, gemmBias(a, b, null, .{}));
+    try std.testing.expectError(error.ShapeMismatch, gemmBias(a, b, a, .{ .trans_b = true }));
 }
 
 test "mm checks shapes and dtypes" {

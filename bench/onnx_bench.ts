@@ -1,0 +1,102 @@
+/**
+ * Real models side by side: Spindle against onnxruntime-node, in the same Deno process, on
+ * the same inputs. For each model: median latency at 1 and 2 intra-op threads, batch 1 and
+ * 8, and throughput with 4 concurrent requests (1 intra-op thread each, as the threading
+ * note advises for many concurrent requests). Ratios are Spindle / onnxruntime (latency:
+ * lower is better, ≤ 1.00 is the target; throughput: higher is better, ≥ 1.00).
+ *
+ *   deno task bench:onnx [--runs 20]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import * as ort from "onnxruntime-node";
+import { load, type Module, randn, setNumThreads, type Tensor } from "../mod.ts";
+import { fetchModels } from "../tools/fetch_models.ts";
+
+const { values: flags } = parseArgs({ args: Deno.args, options: { runs: { type: "string", default: "20" } } });
+const runs = Number(flags.runs);
+
+function median(samples: number[]): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+async function time(body: () => Promise<void>, count: number): Promise<number> {
+  await body(); // warm-up
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const start = performance.now();
+    await body();
+    samples.push(performance.now() - start);
+  }
+  return median(samples);
+}
+
+const rows: string[] = [];
+const header = "model    batch threads | spindle ms  onnxrt ms  ratio";
+console.log(header);
+rows.push(header);
+for (const model of await fetchModels()) {
+  const modules = new Map<number, Module>();
+  for (const threads of [1, 2]) {
+    const sessions = await ort.InferenceSession.create(model.file, {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      // onnxruntime's threads spin after each run by default; in one process with Spindle
+      // they would take the core Spindle's next run needs. Spindle's pools sleep.
+      extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+    });
+    for (const batch of [1, 8]) {
+      const shape = model.shape.map((d) => (d === -1 ? batch : d));
+      let module = modules.get(batch);
+      if (module === undefined) {
+        module = await load(model.file, { inputShapes: { [model.input]: shape } });
+        modules.set(batch, module);
+      }
+      using x = randn(shape, { seed: batch });
+      const feed = { [model.input]: new ort.Tensor("float32", x.toArray() as Float32Array, shape) };
+      setNumThreads(threads);
+      const spindle = await time(async () => ((await module!.forward(x)) as Tensor).dispose(), runs);
+      const onnxrt = await time(async () => void (await sessions.run(feed)), runs);
+      const row = `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} | ${
+        spindle.toFixed(2).padStart(10)
+      } ${onnxrt.toFixed(2).padStart(10)} ${(spindle / onnxrt).toFixed(2).padStart(6)}`;
+      console.log(row);
+      rows.push(row);
+    }
+    await sessions.release();
+  }
+  // Throughput: 4 concurrent batch-1 requests, 1 intra-op thread each.
+  const shape = model.shape.map((d) => (d === -1 ? 1 : d));
+  using x = randn(shape, { seed: 7 });
+  const feed = { [model.input]: new ort.Tensor("float32", x.toArray() as Float32Array, shape) };
+  setNumThreads(1);
+  const session = await ort.InferenceSession.create(model.file, {
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+  });
+  const module = modules.get(1)!;
+  const requests = 4 * runs;
+  const throughput = async (one: () => Promise<void>) => {
+    await one();
+    let next = 0;
+    const start = performance.now();
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (next++ < requests) await one();
+    }));
+    return requests / ((performance.now() - start) / 1000);
+  };
+  const spindleRate = await throughput(async () => ((await module.forward(x)) as Tensor).dispose());
+  const onnxRate = await throughput(async () => void (await session.run(feed)));
+  const row = `${model.name.padEnd(8)} 4 concurrent, 1 thread each | spindle ${spindleRate.toFixed(1)}/s  onnxrt ${
+    onnxRate.toFixed(1)
+  }/s  ratio ${(spindleRate / onnxRate).toFixed(2)}`;
+  console.log(row);
+  rows.push(row);
+  await session.release();
+  for (const m of modules.values()) m.dispose();
+}
+await Deno.writeTextFile(new URL("./results/onnx_bench.txt", import.meta.url), rows.join("\n") + "\n");

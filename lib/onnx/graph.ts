@@ -1,0 +1,212 @@
+/**
+ * The graph builder ONNX import emits into. Every emitted op also runs eagerly on dummy
+ * inputs (zeros; a dynamic dimension gets two different sizes in two runs), which gives
+ * each value its shape as Spindle itself computes it, with no shape-inference rules to keep
+ * in sync. Ops whose inputs are all constants are folded at import; a dimension that differs
+ * between the runs is dynamic.
+ *
+ * @module
+ */
+import { SpindleError } from "../../ffi/status.ts";
+import { OP, runOp } from "../ops/dispatch.ts";
+import { type DType, type Tensor, tensor } from "../tensor.ts";
+import type { GraphDescription, NodeDescription, ProgramSource } from "../script/format.ts";
+import { bytesOf, type Host, numel, onnxType, sameHost, spindleDType, valuesOf } from "./host.ts";
+import { nativeOpCode } from "./pending_ops.ts";
+
+/** A value computed at run time (its eager results on the dummy inputs, one per run). */
+export interface RuntimeValue {
+  kind: "runtime";
+  id: number;
+  dtype: DType;
+  runs: Tensor[];
+  /** The node that makes it (fusions rewrite it in place). */
+  node?: NodeDescription;
+}
+
+/** A constant (per run when it derives from a dynamic dimension, e.g. Shape). */
+export interface ConstValue {
+  kind: "const";
+  hosts: Host[];
+  id?: number;
+  native?: Tensor[];
+}
+
+/** A value of the graph being built. */
+export type Value = RuntimeValue | ConstValue;
+
+/** SpindleError status numbers (ffi/status.ts). */
+export const UNSUPPORTED = 10;
+export const MALFORMED = 9;
+
+/** Throws SpindleError "unsupported". */
+export function unsupported(message: string): never {
+  throw new SpindleError(UNSUPPORTED, message);
+}
+
+/** Builds one Spindle graph while running it eagerly on dummy inputs. */
+export class GraphBuilder {
+  readonly nodes: NodeDescription[] = [];
+  readonly tensors: ProgramSource["tensors"] = [];
+  readonly runCount: number;
+  #nextValue: number;
+  #owned: Tensor[] = [];
+
+  constructor(inputCount: number, runCount: number) {
+    this.#nextValue = inputCount;
+    this.runCount = runCount;
+  }
+
+  /** A graph input (value `index`) with its dummy tensors. */
+  input(index: number, dtype: DType, runs: Tensor[]): RuntimeValue {
+    this.#owned.push(...runs);
+    return { kind: "runtime", id: index, dtype, runs };
+  }
+
+  /** The value number of a constant, adding the tensor and its constant node on first use. */
+  constId(value: ConstValue): number {
+    if (value.id !== undefined) return value.id;
+    const first = value.hosts[0];
+    if (!value.hosts.every((h) => sameHost(h, first))) {
+      unsupported("a shape computation depends on a dynamic input dimension and feeds a tensor op");
+    }
+    const dtype = spindleDType(first.type);
+    if (dtype === undefined) unsupported(`constants of ONNX element type ${first.type}`);
+    this.tensors.push({ dtype, shape: first.shape, data: bytesOf(first) });
+    value.id = this.#nextValue++;
+    this.nodes.push({ op: "constant", outputs: [value.id], tensor: this.tensors.length - 1 });
+    return value.id;
+  }
+
+  /** The native tensor of a constant in run `run` (created once). */
+  nativeConst(value: ConstValue, run: number): Tensor {
+    value.native ??= value.hosts.map((h) => {
+      const dtype = spindleDType(h.type) ?? unsupported(`constants of ONNX element type ${h.type}`);
+      const bytes = bytesOf(h).slice();
+      const data = dtype === "float32"
+        ? new Float32Array(bytes.buffer)
+        : dtype === "int64"
+        ? new BigInt64Array(bytes.buffer)
+        : new Int32Array(bytes.buffer);
+      const t = tensor(data, h.shape.slice(), { dtype });
+      this.#owned.push(t);
+      return t;
+    });
+    return value.native[Math.min(run, value.native.length - 1)];
+  }
+
+  /** Emits `op` (a native op name) on `inputs` with `params`, or folds it when all are constant. */
+  emit(op: string, inputs: readonly Value[], params: readonly number[] = []): Value {
+    const code = nativeOpCode(op);
+    if (inputs.every((v) => v.kind === "const")) {
+      const runs = Math.max(1, ...inputs.map((v) => (v as ConstValue).hosts.length));
+      const hosts: Host[] = [];
+      for (let r = 0; r < runs; r++) {
+        const result = runOp(code, op, inputs.map((v) => this.nativeConst(v as ConstValue, r)), params);
+        hosts.push(toHost(result));
+        result.dispose();
+      }
+      return { kind: "const", hosts };
+    }
+    const runs: Tensor[] = [];
+    for (let r = 0; r < this.runCount; r++) {
+      runs.push(runOp(code, op, inputs.map((v) => this.#tensorOf(v, r)), params));
+    }
+    this.#owned.push(...runs);
+    const node: NodeDescription = {
+      op,
+      inputs: inputs.map((v) => (v.kind === "runtime" ? v.id : this.constId(v))),
+      outputs: [this.#nextValue++],
+      params: params.slice(),
+    };
+    this.nodes.push(node);
+    return { kind: "runtime", id: node.outputs[0], dtype: runs[0].dtype, runs, node };
+  }
+
+  #tensorOf(value: Value, run: number): Tensor {
+    return value.kind === "runtime" ? value.runs[run] : this.nativeConst(value, run);
+  }
+
+  /** Frees the eager tensors of a value nothing reads any more. */
+  release(value: Value): void {
+    if (value.kind !== "runtime") return;
+    for (const t of value.runs) t.dispose();
+  }
+
+  /** Frees every eager tensor. */
+  dispose(): void {
+    for (const t of this.#owned) t.dispose();
+    this.#owned = [];
+  }
+
+  /**
+   * The finished graph: nodes no output depends on are dropped, and so are the tensors of
+   * dropped constants.
+   */
+  finish(name: string, inputs: GraphDescription["inputs"], outputs: Value[]): ProgramSource {
+    const outputIds = outputs.map((v) => (v.kind === "runtime" ? v.id : this.constId(v)));
+    const live = new Set<number>(outputIds);
+    const kept: NodeDescription[] = [];
+    // Fusions add constants (a folded bias, scaled weights) after the node that reads them;
+    // constants read nothing, so all of them go first (a stable sort keeps the rest in order).
+    const ordered = this.nodes.slice().sort((a, b) => Number(b.op === "constant") - Number(a.op === "constant"));
+    for (let i = ordered.length - 1; i >= 0; i--) {
+      const node = ordered[i];
+      if (!live.has(node.outputs[0])) continue;
+      for (const v of node.inputs ?? []) live.add(v);
+      kept.push(node);
+    }
+    kept.reverse();
+
+    const tensors: ProgramSource["tensors"] = [];
+    for (const node of kept) {
+      if (node.op !== "constant") continue;
+      tensors.push(this.tensors[node.tensor!]);
+      node.tensor = tensors.length - 1;
+    }
+    return {
+      graphs: [{ name, inputs, values: this.#nextValue, nodes: kept, outputs: outputIds }],
+      tensors,
+    };
+  }
+}
+
+/** Copies a native tensor into a host constant. */
+export function toHost(t: Tensor): Host {
+  const data = t.toArray();
+  const values = data instanceof BigInt64Array ? Array.from(data, Number) : Array.from(data);
+  return { type: onnxType(t.dtype), shape: t.shape.slice(), values };
+}
+
+/** The static shape of a value: -1 where the runs disagree (a dynamic dimension). */
+export function shapeOf(value: Value): number[] {
+  const shapes = value.kind === "runtime" ? value.runs.map((t) => t.shape) : value.hosts.map((h) => h.shape);
+  const first = shapes[0];
+  if (shapes.some((s) => s.length !== first.length)) unsupported("a value whose rank depends on a dynamic dimension");
+  return first.map((d, i) => (shapes.every((s) => s[i] === d) ? d : -1));
+}
+
+/** The shape of a value in one run. */
+export function runShape(value: Value, run: number): readonly number[] {
+  return value.kind === "runtime" ? value.runs[run].shape : value.hosts[Math.min(run, value.hosts.length - 1)].shape;
+}
+
+/** The single host of a constant that is the same in every run, else undefined. */
+export function fixedHost(value: Value | undefined): Host | undefined {
+  if (value === undefined || value.kind !== "const") return undefined;
+  const first = value.hosts[0];
+  return value.hosts.every((h) => sameHost(h, first)) ? first : undefined;
+}
+
+/** Integer values of a constant that must not vary between runs. */
+export function constInts(value: Value | undefined, what: string): number[] {
+  const h = fixedHost(value) ?? unsupported(`${what} must be a constant`);
+  return valuesOf(h);
+}
+
+/** Whether a value holds exactly one element. */
+export function isScalar(value: Value): boolean {
+  return numel(shapeOf(value)) === 1;
+}
+
+export { OP };

@@ -1,0 +1,205 @@
+/**
+ * ONNX import: an .onnx file (opsets 9–21) → a Spindle model image, loaded like any other
+ * Spindle file. Constants fold at import, dynamic dimensions stay dynamic, and unsupported
+ * models fail with one error that lists every op type Spindle lacks.
+ *
+ * @module
+ */
+import { SpindleError } from "../../ffi/status.ts";
+import type { Tensor } from "../tensor.ts";
+import { tensor } from "../tensor.ts";
+import { encodeImage, type InputDescription } from "../script/format.ts";
+import { decodeModel, type ModelProto } from "./proto.ts";
+import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
+import { type ConstValue, GraphBuilder, MALFORMED, UNSUPPORTED, type Value } from "./graph.ts";
+import { HANDLERS, type NodeContext } from "./ops.ts";
+
+/** Options of {@link importOnnx}. */
+export interface ImportOptions {
+  /**
+   * Graph inputs to bake into the model as constants (by input name); the imported model
+   * no longer takes them. Useful for shape-like inputs such as Reshape's target shape.
+   */
+  constantInputs?: Record<string, Tensor>;
+  /**
+   * Fixed sizes for inputs with dynamic dimensions (by input name): a CNN whose spatial
+   * dimensions are dynamic cannot be probed with arbitrary small sizes. Use -1 to keep a
+   * dimension dynamic (e.g. the batch).
+   */
+  inputShapes?: Record<string, number[]>;
+}
+
+/** The op types (with their domain when not the default one) that import cannot handle. */
+export function unsupportedOps(model: ModelProto): string[] {
+  const missing = new Set<string>();
+  for (const node of model.graph.nodes) {
+    const defaultDomain = node.domain === "" || node.domain === "ai.onnx";
+    if (!defaultDomain) missing.add(`${node.domain}.${node.opType}`);
+    else if (!(node.opType in HANDLERS)) missing.add(node.opType);
+  }
+  return [...missing].sort();
+}
+
+/** Sizes a dynamic dimension takes in the two eager runs (dim 0, then any other dim). */
+const DYNAMIC_SIZES = [[2, 3], [32, 48]];
+
+function malformed(message: string): never {
+  throw new SpindleError(MALFORMED, `malformed ONNX model: ${message}`);
+}
+
+function decode(bytes: Uint8Array): ModelProto {
+  try {
+    return decodeModel(bytes);
+  } catch (error) {
+    return malformed((error as Error).message);
+  }
+}
+
+function hostOfTensor(t: Tensor): Host {
+  const data = t.toArray();
+  return {
+    type: onnxType(t.dtype),
+    shape: t.shape.slice(),
+    values: data instanceof BigInt64Array ? Array.from(data, Number) : Array.from(data),
+  };
+}
+
+/**
+ * Converts an ONNX model into a Spindle model image (what `save` writes and `Program.load`
+ * reads).
+ *
+ * @param bytes The .onnx file.
+ * @param options Inputs to bake in as constants.
+ * @returns The image.
+ * @throws {SpindleError} `malformed_model` for a truncated or inconsistent file,
+ *   `unsupported` listing every op type (or feature) Spindle lacks.
+ *
+ * @example
+ * ```ts
+ * import { importOnnx, SpindleError } from "@spindle/spindle";
+ * try {
+ *   importOnnx(new Uint8Array([0x0a, 0xff]));
+ * } catch (error) {
+ *   console.log((error as SpindleError).code); // "malformed_model"
+ * }
+ * ```
+ */
+export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint8Array {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError("importOnnx: expected the file's bytes as a Uint8Array");
+  const model = decode(bytes);
+  const missing = unsupportedOps(model);
+  if (missing.length > 0) {
+    throw new SpindleError(UNSUPPORTED, `unsupported ONNX op types (${missing.length}): ${missing.join(", ")}`);
+  }
+  if (model.graph.sparseInitializers > 0) throw new SpindleError(UNSUPPORTED, "ONNX sparse initializers");
+  const opset = model.opsets.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version ?? 1;
+  const graph = model.graph;
+  const values = new Map<string, Value>();
+  for (const initializer of graph.initializers) {
+    try {
+      values.set(initializer.name, { kind: "const", hosts: [fromProto(initializer)] });
+    } catch (error) {
+      if (error instanceof TypeError) throw new SpindleError(UNSUPPORTED, error.message);
+      malformed((error as Error).message);
+    }
+  }
+  for (const [name, t] of Object.entries(options.constantInputs ?? {})) {
+    values.set(name, { kind: "const", hosts: [hostOfTensor(t)] });
+  }
+  const inputs: InputDescription[] = [];
+  const inputNames: string[] = [];
+  for (const info of graph.inputs) {
+    if (values.has(info.name)) continue;
+    const dtype = spindleDType(info.elemType);
+    if (dtype === undefined || info.elemType === 11 || info.elemType === 10) {
+      throw new SpindleError(UNSUPPORTED, `input '${info.name}' has ONNX element type ${info.elemType}`);
+    }
+    if (info.dims === null) throw new SpindleError(UNSUPPORTED, `input '${info.name}' has no shape (unknown rank)`);
+    let shape = info.dims.map((d) => (typeof d === "number" ? d : -1));
+    const override = options.inputShapes?.[info.name];
+    if (override !== undefined) {
+      if (
+        !Array.isArray(override) || override.length !== shape.length ||
+        override.some((d, i) => !Number.isInteger(d) || d < -1 || d === 0 || (shape[i] !== -1 && d !== shape[i]))
+      ) {
+        throw new RangeError(
+          `importOnnx: inputShapes['${info.name}'] = [${override}] does not fit the model's [${shape}]`,
+        );
+      }
+      shape = override.slice();
+    }
+    inputs.push({ name: info.name, dtype, shape });
+    inputNames.push(info.name);
+  }
+  const runCount = inputs.some((i) => i.shape.includes(-1)) ? 2 : 1;
+  const b = new GraphBuilder(inputs.length, runCount);
+  try {
+    inputs.forEach((spec, index) => {
+      const runs: Tensor[] = [];
+      for (let r = 0; r < runCount; r++) {
+        const shape = spec.shape.map((d, axis) => (d === -1 ? DYNAMIC_SIZES[axis === 0 ? 0 : 1][r] : d));
+        const count = numel(shape);
+        const data = spec.dtype === "float32"
+          ? new Float32Array(count)
+          : spec.dtype === "int64"
+          ? new BigInt64Array(count)
+          : new Int32Array(count);
+        runs.push(tensor(data, shape, { dtype: spec.dtype }));
+      }
+      values.set(inputNames[index], b.input(index, spec.dtype, runs));
+    });
+    convertNodes(model, opset, b, values);
+    const outputs = graph.outputs.map((o) =>
+      values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
+    );
+    return encodeImage(b.finish(graph.name, inputs, outputs));
+  } finally {
+    b.dispose();
+  }
+}
+
+function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values: Map<string, Value>): void {
+  const graph = model.graph;
+  const nameUses = new Map<string, number>();
+  const count = (name: string) => nameUses.set(name, (nameUses.get(name) ?? 0) + 1);
+  for (const node of graph.nodes) node.inputs.filter((n) => n !== "").forEach(count);
+  for (const output of graph.outputs) count(output.name);
+  // Reads left per value (a value can have several names: Identity, fusions).
+  const valueUses = new Map<Value, number>();
+  const bind = (name: string, value: Value) => {
+    values.set(name, value);
+    valueUses.set(value, (valueUses.get(value) ?? 0) + (nameUses.get(name) ?? 0));
+  };
+  for (const [name, value] of values) bind(name, value);
+  for (const [index, node] of graph.nodes.entries()) {
+    const nodeInputs = node.inputs.map((name) => {
+      if (name === "") return undefined;
+      return values.get(name) ?? malformed(`node ${index} (${node.opType}) reads '${name}' before it is defined`);
+    });
+    const context: NodeContext = { node, b, opset, inputs: nodeInputs, uses: (value) => valueUses.get(value) ?? 0 };
+    let outputs: (Value | undefined)[];
+    try {
+      outputs = HANDLERS[node.opType](context);
+    } catch (error) {
+      const where = `node ${index} '${node.name}' (${node.opType})`;
+      if (error instanceof SpindleError) throw new SpindleError(error.status, `${where}: ${error.message}`);
+      if (error instanceof RangeError) malformed(`${where}: ${error.message}`);
+      throw new SpindleError(UNSUPPORTED, `${where}: ${(error as Error).message}`);
+    }
+    outputs.forEach((value, i) => {
+      const name = node.outputs[i];
+      if (value !== undefined && name !== undefined && name !== "") bind(name, value);
+    });
+    for (const value of nodeInputs) {
+      if (value === undefined) continue;
+      const left = (valueUses.get(value) ?? 1) - 1;
+      valueUses.set(value, left);
+      if (left === 0) b.release(value);
+    }
+  }
+}
+
+/** Whether a value is a constant (exported for tests). */
+export function isConstant(value: Value): value is ConstValue {
+  return value.kind === "const";
+}

@@ -1,0 +1,936 @@
+/**
+ * ONNX op types → Spindle native ops. Each handler receives the node's inputs as graph
+ * values and returns its outputs; constants fold (shape arithmetic on the host, float ops
+ * natively), everything else is emitted into the graph. Fusions happen here too: MatMul+Add
+ * into one matmul with bias, Conv+BatchNormalization into the conv weights, Conv+Relu into
+ * conv's relu flag.
+ *
+ * @module
+ */
+import type { AttributeProto, NodeProto } from "./proto.ts";
+import { DATA_TYPE } from "./proto.ts";
+import {
+  broadcastMap,
+  castValues,
+  concatHost,
+  fromProto,
+  gatherHost,
+  type Host,
+  host,
+  numel,
+  sliceHost,
+  spindleDType,
+  transposeHost,
+  valuesOf,
+} from "./host.ts";
+import {
+  constInts,
+  type ConstValue,
+  fixedHost,
+  type GraphBuilder,
+  isScalar,
+  runShape,
+  type RuntimeValue,
+  shapeOf,
+  unsupported,
+  type Value,
+} from "./graph.ts";
+import {
+  avgPool2dParams,
+  CONV2D_RELU_PARAM,
+  conv2dParams,
+  CONV_TRANSPOSE2D_RELU_PARAM,
+  convTranspose2dParams,
+  maxPool2dParams,
+} from "./pending_ops.ts";
+
+/** What a handler sees of its node. */
+export interface NodeContext {
+  node: NodeProto;
+  b: GraphBuilder;
+  opset: number;
+  /** Inputs by position; undefined for omitted optional inputs. */
+  inputs: (Value | undefined)[];
+  /** How many nodes (and graph outputs) read each output of this node's inputs. */
+  uses(value: Value): number;
+}
+
+type Handler = (n: NodeContext) => (Value | undefined)[];
+
+const decoder = new TextDecoder();
+
+function attribute(n: NodeContext, name: string): AttributeProto | undefined {
+  return n.node.attributes.find((a) => a.name === name);
+}
+function attrInt(n: NodeContext, name: string, fallback: number): number {
+  const a = attribute(n, name);
+  return a?.i !== undefined ? Number(a.i) : fallback;
+}
+function attrFloat(n: NodeContext, name: string, fallback: number): number {
+  return attribute(n, name)?.f ?? fallback;
+}
+function attrInts(n: NodeContext, name: string): number[] | undefined {
+  const a = attribute(n, name);
+  return a === undefined ? undefined : a.ints.map(Number);
+}
+function attrString(n: NodeContext, name: string, fallback: string): string {
+  const a = attribute(n, name);
+  return a?.s !== undefined ? decoder.decode(a.s) : fallback;
+}
+function input(n: NodeContext, index: number): Value {
+  return n.inputs[index] ?? unsupported(`${n.node.opType}: input ${index} is missing`);
+}
+function constValue(v: ConstValue | Host): ConstValue {
+  return "kind" in v ? v : { kind: "const", hosts: [v] };
+}
+function allConst(values: readonly (Value | undefined)[]): boolean {
+  return values.every((v) => v === undefined || v.kind === "const");
+}
+function normAxis(axis: number, rank: number): number {
+  if (axis < -rank || axis >= Math.max(rank, 1)) unsupported(`axis ${axis} is out of range for rank ${rank}`);
+  return axis < 0 ? axis + rank : axis;
+}
+/** Runs a host op per run over constant inputs. */
+function hostPerRun(values: readonly Value[], fn: (hosts: Host[]) => Host): ConstValue {
+  const runs = Math.max(...values.map((v) => (v as ConstValue).hosts.length));
+  const hosts: Host[] = [];
+  for (let r = 0; r < runs; r++) {
+    hosts.push(fn(values.map((v) => {
+      const hs = (v as ConstValue).hosts;
+      return hs[Math.min(r, hs.length - 1)];
+    })));
+  }
+  return { kind: "const", hosts };
+}
+function typeOf(v: Value): number {
+  if (v.kind === "const") return v.hosts[0].type;
+  return v.dtype === "float32" ? DATA_TYPE.FLOAT : v.dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32;
+}
+
+// ----------------------------------------------------------------------------------------
+// Shapes as ops
+
+/** Reshapes to `dims` (at most one -1). */
+function reshapeTo(b: GraphBuilder, v: Value, dims: number[]): Value {
+  if (dims.filter((d) => d === -1).length > 1) unsupported(`a reshape to [${dims}] with two dynamic dimensions`);
+  return b.emit("reshape", [v], dims);
+}
+function unsqueezeAll(b: GraphBuilder, v: Value, axes: number[]): Value {
+  const rank = shapeOf(v).length + axes.length;
+  let out = v;
+  for (const axis of axes.map((a) => normAxis(a, rank)).sort((x, y) => x - y)) out = b.emit("unsqueeze", [out], [axis]);
+  return out;
+}
+function squeezeAll(b: GraphBuilder, v: Value, axes: number[]): Value {
+  const rank = shapeOf(v).length;
+  let out = v;
+  for (const axis of axes.map((a) => normAxis(a, rank)).sort((x, y) => y - x)) out = b.emit("squeeze", [out], [axis]);
+  return out;
+}
+
+// ----------------------------------------------------------------------------------------
+// Elementwise
+
+function unary(op: string, params: (n: NodeContext) => number[] = () => []): Handler {
+  return (n) => [n.b.emit(op, [input(n, 0)], params(n))];
+}
+
+const hostBinary: Record<string, (x: number, y: number, isFloat: boolean) => number> = {
+  Add: (x, y) => x + y,
+  Sub: (x, y) => x - y,
+  Mul: (x, y) => x * y,
+  Div: (x, y, f) => (f ? x / y : Math.trunc(x / y)),
+  Pow: (x, y) => x ** y,
+  Max: (x, y) => Math.max(x, y),
+  Min: (x, y) => Math.min(x, y),
+};
+const nativeBinary: Record<string, string> = {
+  Add: "add",
+  Sub: "sub",
+  Mul: "mul",
+  Div: "div",
+  Pow: "pow",
+  Max: "maximum",
+  Min: "minimum",
+};
+
+function binary(n: NodeContext): Value[] {
+  const type = n.node.opType;
+  const a = input(n, 0);
+  const b = input(n, 1);
+  if (allConst([a, b])) {
+    const t = typeOf(a);
+    const isFloat = spindleDType(t) === "float32";
+    return [hostPerRun([a, b], (h) => {
+      const out = broadcastMap(h, t, (x, y) => hostBinary[type](x, y, isFloat));
+      if (t === DATA_TYPE.FLOAT) out.values = out.values!.map(Math.fround);
+      return out;
+    })];
+  }
+  if (type === "Add") {
+    const fused = fuseBias(n, a, b) ?? fuseBias(n, b, a);
+    if (fused) return [fused];
+  }
+  if (type === "Pow") {
+    const toFloat = (v: Value) =>
+      v.kind === "runtime" && v.dtype !== "float32"
+        ? n.b.emit("cast", [v], [0, 0])
+        : v.kind === "const" && spindleDType(typeOf(v)) !== "float32"
+        ? hostPerRun([v], ([h]) => host(DATA_TYPE.FLOAT, h.shape, castValues(valuesOf(h), DATA_TYPE.FLOAT)))
+        : v;
+    const original = spindleDType(typeOf(a))!;
+    if (typeOf(a) !== typeOf(b)) return binaryNative(n, "pow", toFloat(a), toFloat(b), original);
+  }
+  return binaryNative(n, nativeBinary[type], a, b, "float32");
+}
+
+/** The native binary op (scalar form for a one-element constant), cast to `result`. */
+function binaryNative(n: NodeContext, op: string, a: Value, b: Value, result: string): Value[] {
+  if (result !== "float32") return [n.b.emit("cast", binaryNative(n, op, a, b, "float32"), [CAST_DTYPE[result], 0])];
+  const rankA = shapeOf(a).length;
+  const rankB = shapeOf(b).length;
+  if (b.kind === "const" && isScalar(b) && rankB <= rankA && fixedHost(b)) {
+    return [n.b.emit(op, [a], [valuesOf(fixedHost(b)!)[0], 0])];
+  }
+  if (a.kind === "const" && isScalar(a) && rankA <= rankB && fixedHost(a)) {
+    return [n.b.emit(op, [b], [valuesOf(fixedHost(a)!)[0], 1])];
+  }
+  return [n.b.emit(op, [a, b])];
+}
+
+/** MatMul + Add(bias over the last dim) → matmul's fused bias. */
+function fuseBias(n: NodeContext, product: Value, bias: Value): Value | undefined {
+  if (product.kind !== "runtime" || product.node?.op !== "gemm" || n.uses(product) !== 1) return undefined;
+  const params = product.node.params as number[];
+  if (params[4] !== 0 || params[3] !== 1 || bias.kind !== "const" || !fixedHost(bias)) return undefined;
+  const outShape = shapeOf(product);
+  const biasShape = shapeOf(bias);
+  const columns = outShape[outShape.length - 1];
+  if (columns < 0 || numel(biasShape) !== columns || biasShape.length > outShape.length) return undefined;
+  if (biasShape.slice(0, -1).some((d) => d !== 1)) return undefined;
+  product.node.inputs!.push(n.b.constId(bias));
+  params[4] = 1;
+  return product;
+}
+
+function compare(kind: number, fn: (x: number, y: number) => boolean): Handler {
+  return (n) => {
+    const a = input(n, 0);
+    const b = input(n, 1);
+    if (allConst([a, b])) {
+      return [hostPerRun([a, b], (h) => broadcastMap(h, DATA_TYPE.BOOL, (x, y) => (fn(x, y) ? 1 : 0)))];
+    }
+    return [n.b.emit("compare", [a, b], [kind])];
+  };
+}
+
+// ----------------------------------------------------------------------------------------
+// Linear algebra
+
+function matmul(n: NodeContext): Value[] {
+  let a = input(n, 0);
+  let b = input(n, 1);
+  const vectorA = shapeOf(a).length === 1;
+  const vectorB = shapeOf(b).length === 1;
+  if (vectorA) a = n.b.emit("unsqueeze", [a], [0]);
+  if (vectorB) b = n.b.emit("unsqueeze", [b], [1]);
+  let out = n.b.emit("gemm", [a, b], [0, 0, 1, 1, 0]);
+  if (vectorA) out = n.b.emit("squeeze", [out], [-2]);
+  if (vectorB) out = n.b.emit("squeeze", [out], [-1]);
+  return [out];
+}
+
+function gemm(n: NodeContext): Value[] {
+  const alpha = attrFloat(n, "alpha", 1);
+  const beta = attrFloat(n, "beta", 1);
+  const transA = attrInt(n, "transA", 0);
+  const transB = attrInt(n, "transB", 0);
+  const c = n.inputs[2];
+  const product = n.b.emit("gemm", [input(n, 0), input(n, 1)], [transA, transB, alpha, 1, 0]);
+  if (c === undefined || beta === 0) return [product];
+  const cShape = shapeOf(c);
+  const outShape = shapeOf(product);
+  if (
+    c.kind === "const" && cShape.length <= 2 && numel(cShape) === outShape[1] && outShape[1] >= 0 &&
+    cShape[0] === (cShape.length === 2 ? 1 : cShape[0])
+  ) {
+    const node = (product as RuntimeValue).node;
+    if (node !== undefined) {
+      node.inputs!.push(n.b.constId(c));
+      node.params![3] = beta;
+      node.params![4] = 1;
+      return [product];
+    }
+  }
+  const scaled = beta === 1 ? c : n.b.emit("mul", [c], [beta, 0]);
+  return [n.b.emit("add", [product, scaled])];
+}
+
+// ----------------------------------------------------------------------------------------
+// Normalization and reductions
+
+function softmax(log: boolean): Handler {
+  return (n) => {
+    const x = input(n, 0);
+    const shape = shapeOf(x);
+    const axis = normAxis(attrInt(n, "axis", n.opset < 13 ? 1 : -1), shape.length);
+    const op = log ? "log_softmax" : "softmax";
+    if (n.opset >= 13 || axis === shape.length - 1) return [n.b.emit(op, [x], [axis])];
+    const inner = shape.slice(axis);
+    if (inner.some((d) => d < 0)) unsupported("Softmax (opset < 13) over a dynamic dimension");
+    const flat = n.b.emit(op, [reshapeTo(n.b, x, [-1, numel(inner)])], [1]);
+    return [reshapeTo(n.b, flat, shape)];
+  };
+}
+
+function layerNormalization(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const axis = normAxis(attrInt(n, "axis", -1), rank);
+  const eps = attrFloat(n, "epsilon", 1e-5);
+  const inputs = [x, input(n, 1)];
+  if (n.inputs[2]) inputs.push(n.inputs[2]);
+  const y = n.b.emit("layer_norm", inputs, [rank - axis, eps, 1, n.inputs[2] ? 1 : 0]);
+  if (n.node.outputs.slice(1).every((o) => o === "")) return [y];
+  // Mean and InvStdDev outputs, composed (keepdim over the normalized dims).
+  const dims = [...Array(rank - axis).keys()].map((d) => d + axis);
+  const mean = n.b.emit("mean", [x], [1, ...dims]);
+  const centered = n.b.emit("sub", [x, mean]);
+  const variance = n.b.emit("mean", [n.b.emit("mul", [centered, centered])], [1, ...dims]);
+  const invStd = n.b.emit("div", [n.b.emit("sqrt", [n.b.emit("add", [variance], [eps, 0])])], [1, 1]);
+  return [y, mean, invStd];
+}
+
+function batchNormalization(n: NodeContext): Value[] {
+  if (attrInt(n, "training_mode", 0) !== 0) unsupported("BatchNormalization in training mode");
+  const [x, scale, bias, mean, variance] = [0, 1, 2, 3, 4].map((i) => input(n, i));
+  const eps = attrFloat(n, "epsilon", 1e-5);
+  const folded = foldIntoConv(n, x, [scale, bias, mean, variance], eps);
+  if (folded) return [folded];
+  return [n.b.emit("batch_norm", [x, mean, variance, scale, bias], [eps, 1, 1])];
+}
+
+/** Conv → BatchNormalization with constant statistics: scale the conv's weights and bias. */
+function foldIntoConv(n: NodeContext, x: Value, stats: Value[], eps: number): Value | undefined {
+  if (x.kind !== "runtime" || x.node?.op !== "conv2d" || n.uses(x) !== 1) return undefined;
+  const hosts = stats.map(fixedHost);
+  if (hosts.some((h) => h === undefined)) return undefined;
+  const node = x.node;
+  const weightNode = n.b.nodes.find((m) => m.outputs[0] === node.inputs![1]);
+  if (weightNode?.op !== "constant") return undefined;
+  const weightData = n.b.tensors[weightNode.tensor!];
+  const [scale, bias, mean, variance] = hosts.map((h) => valuesOf(h!));
+  const channels = weightData.shape[0];
+  if ([scale, bias, mean, variance].some((v) => v.length !== channels)) return undefined;
+  const bytes = weightData.data.slice();
+  const weights = new Float32Array(bytes.buffer);
+  const perChannel = weights.length / channels;
+  const oldBias = node.inputs!.length === 3 ? conv2dBias(n, node.inputs![2]) : undefined;
+  if (node.inputs!.length === 3 && oldBias === undefined) return undefined;
+  const newBias = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) {
+    const factor = scale[c] / Math.sqrt(variance[c] + eps);
+    for (let k = 0; k < perChannel; k++) weights[c * perChannel + k] *= factor;
+    newBias[c] = ((oldBias?.[c] ?? 0) - mean[c]) * factor + bias[c];
+  }
+  const weightValue = constValue({ type: DATA_TYPE.FLOAT, shape: weightData.shape, bytes });
+  const biasValue = constValue({ type: DATA_TYPE.FLOAT, shape: [channels], bytes: new Uint8Array(newBias.buffer) });
+  node.inputs = [node.inputs![0], n.b.constId(weightValue), n.b.constId(biasValue)];
+  node.params![7] = 1;
+  return x;
+}
+
+function conv2dBias(n: NodeContext, id: number): Float32Array | undefined {
+  const biasNode = n.b.nodes.find((m) => m.outputs[0] === id);
+  if (biasNode?.op !== "constant") return undefined;
+  const data = n.b.tensors[biasNode.tensor!].data.slice();
+  return new Float32Array(data.buffer);
+}
+
+const reductions: Record<string, string> = {
+  ReduceMean: "mean",
+  ReduceSum: "sum",
+  ReduceMax: "max",
+  ReduceMin: "min",
+};
+
+function reduce(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const keepdims = attrInt(n, "keepdims", 1);
+  const axesFromInput = n.node.opType === "ReduceSum" ? n.opset >= 13 : n.opset >= 18;
+  let axes = axesFromInput
+    ? (n.inputs[1] ? constInts(n.inputs[1], `${n.node.opType} axes`) : [])
+    : attrInts(n, "axes") ?? [];
+  if (axes.length === 0) {
+    if (attrInt(n, "noop_with_empty_axes", 0) === 1) return [x];
+    axes = [...Array(rank).keys()];
+  }
+  axes = axes.map((a) => normAxis(a, rank));
+  if (rank === 0) return [x];
+  return [n.b.emit(reductions[n.node.opType], [x], [keepdims, ...axes])];
+}
+
+function globalPool(op: string): Handler {
+  return (n) => {
+    const x = input(n, 0);
+    const rank = shapeOf(x).length;
+    return [n.b.emit(op, [x], [1, ...[...Array(rank - 2).keys()].map((d) => d + 2)])];
+  };
+}
+
+// ----------------------------------------------------------------------------------------
+// Convolution and pooling (native ops from the conv branch; see pending_ops.ts)
+
+/** Explicit [begin_h, begin_w, end_h, end_w] pads from auto_pad or pads. */
+function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[], dilation: number[]): number[] {
+  const autoPad = attrString(n, "auto_pad", "NOTSET");
+  if (autoPad === "NOTSET") return attrInts(n, "pads") ?? [0, 0, 0, 0];
+  if (autoPad === "VALID") return [0, 0, 0, 0];
+  const shape = shapeOf(x);
+  const pads = [0, 0, 0, 0];
+  for (let d = 0; d < 2; d++) {
+    const size = shape[2 + d];
+    if (size < 0) unsupported(`${n.node.opType} auto_pad over a dynamic dimension`);
+    const out = Math.ceil(size / stride[d]);
+    const total = Math.max(0, (out - 1) * stride[d] + (kernel[d] - 1) * dilation[d] + 1 - size);
+    const small = Math.floor(total / 2);
+    pads[d] = autoPad === "SAME_UPPER" ? small : total - small;
+    pads[d + 2] = total - pads[d];
+  }
+  return pads;
+}
+
+/** Pads explicitly when begin and end pads differ; returns the input and the symmetric pads. */
+function symmetric(n: NodeContext, x: Value, pads: number[], value: number): { x: Value; pads: number[] } {
+  if (pads[0] === pads[2] && pads[1] === pads[3]) return { x, pads: [pads[0], pads[1]] };
+  const full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]];
+  return { x: n.b.emit("pad", [x], [0, value, ...full]), pads: [0, 0] };
+}
+
+/** Runs a 2-D op on a 3-D (1-D spatial) input by inserting a height of 1. */
+function spatial2d(
+  n: NodeContext,
+  body: (x: Value, lift: (v: number[] | undefined, fill: number) => number[] | undefined) => Value,
+): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  if (rank === 4) return [body(x, (v) => v)];
+  if (rank !== 3) unsupported(`${n.node.opType} on a ${rank}-D input (1-D and 2-D spatial only)`);
+  const lifted = n.b.emit("unsqueeze", [x], [2]);
+  const lift = (v: number[] | undefined, fill: number) => {
+    if (v === undefined) return undefined;
+    if (v.length === 2) return [0, v[0], 0, v[1]]; // pads [begin, end]
+    return [fill, ...v];
+  };
+  return [n.b.emit("squeeze", [body(lifted, lift)], [2])];
+}
+
+function conv(n: NodeContext): Value[] {
+  return spatial2d(n, (x, lift) => {
+    let weight = input(n, 1);
+    if (shapeOf(weight).length === 3) weight = n.b.emit("unsqueeze", [weight], [2]);
+    const kernel = shapeOf(weight).slice(2);
+    const stride = lift(attrInts(n, "strides"), 1) ?? [1, 1];
+    const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
+    const explicit = attrInts(n, "pads");
+    const pads = explicit && explicit.length === 2 ? lift(explicit, 0)! : spatialPads(n, x, kernel, stride, dilation);
+    const padded = symmetric(n, x, pads, 0);
+    const bias = n.inputs[2];
+    const inputs = bias ? [padded.x, weight, bias] : [padded.x, weight];
+    return n.b.emit(
+      "conv2d",
+      inputs,
+      conv2dParams(stride, padded.pads, dilation, attrInt(n, "group", 1), bias !== undefined),
+    );
+  });
+}
+
+function convTranspose(n: NodeContext): Value[] {
+  if (attrInts(n, "output_shape") !== undefined) unsupported("ConvTranspose with output_shape");
+  return spatial2d(n, (x, lift) => {
+    let weight = input(n, 1);
+    if (shapeOf(weight).length === 3) weight = n.b.emit("unsqueeze", [weight], [2]);
+    const stride = lift(attrInts(n, "strides"), 1) ?? [1, 1];
+    const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
+    const outputPadding = lift(attrInts(n, "output_padding"), 0) ?? [0, 0];
+    const rawPads = attrInts(n, "pads");
+    const pads = rawPads ? (rawPads.length === 2 ? lift(rawPads, 0)! : rawPads) : [0, 0, 0, 0];
+    if (attrString(n, "auto_pad", "NOTSET") !== "NOTSET") unsupported("ConvTranspose with auto_pad");
+    if (pads[0] !== pads[2] || pads[1] !== pads[3]) unsupported("ConvTranspose with asymmetric pads");
+    const bias = n.inputs[2];
+    const inputs = bias ? [x, weight, bias] : [x, weight];
+    const params = convTranspose2dParams(
+      stride,
+      [pads[0], pads[1]],
+      outputPadding,
+      dilation,
+      attrInt(n, "group", 1),
+      bias !== undefined,
+    );
+    return n.b.emit("conv_transpose2d", inputs, params);
+  });
+}
+
+function pool(max: boolean): Handler {
+  return (n) => {
+    if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("MaxPool's Indices output");
+    return spatial2d(n, (x, lift) => {
+      const kernel = lift(attrInts(n, "kernel_shape"), 1) ?? unsupported("pooling without kernel_shape");
+      const stride = lift(attrInts(n, "strides"), 1) ?? [1, 1];
+      const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
+      const explicit = attrInts(n, "pads");
+      const pads = explicit && explicit.length === 2 ? lift(explicit, 0)! : spatialPads(n, x, kernel, stride, dilation);
+      const ceil = attrInt(n, "ceil_mode", 0) === 1;
+      if (max) {
+        const padded = symmetric(n, x, pads, -Infinity);
+        return n.b.emit("max_pool2d", [padded.x], maxPool2dParams(kernel, stride, padded.pads, dilation, ceil));
+      }
+      if (dilation.some((d) => d !== 1)) unsupported("AveragePool with dilations");
+      const countIncludePad = attrInt(n, "count_include_pad", 0) === 1;
+      if ((pads[0] !== pads[2] || pads[1] !== pads[3]) && !countIncludePad) {
+        unsupported("AveragePool with asymmetric pads that exclude padding from the count");
+      }
+      const padded = symmetric(n, x, pads, 0);
+      return n.b.emit("avg_pool2d", [padded.x], avgPool2dParams(kernel, stride, padded.pads, ceil, countIncludePad));
+    });
+  };
+}
+
+function fuseRelu(n: NodeContext): Value[] | undefined {
+  const x = input(n, 0);
+  if (x.kind !== "runtime" || n.uses(x) !== 1 || x.node === undefined) return undefined;
+  const index = x.node.op === "conv2d"
+    ? CONV2D_RELU_PARAM
+    : x.node.op === "conv_transpose2d"
+    ? CONV_TRANSPOSE2D_RELU_PARAM
+    : -1;
+  if (index < 0 || x.node.params![index] !== 0) return undefined;
+  x.node.params![index] = 1;
+  return [x];
+}
+
+// ----------------------------------------------------------------------------------------
+// Shape ops
+
+function reshape(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const target = n.inputs[1] ?? unsupported("Reshape without a shape");
+  if (target.kind !== "const") unsupported("Reshape to a shape computed at run time");
+  const allowZero = attrInt(n, "allowzero", 0) === 1;
+  const runs = Math.max(n.b.runCount, target.hosts.length);
+  const resolved: number[][] = [];
+  for (let r = 0; r < runs; r++) {
+    const inShape = runShape(x, r);
+    const dims = valuesOf(target.hosts[Math.min(r, target.hosts.length - 1)]).map((
+      d,
+      i,
+    ) => (d === 0 && !allowZero ? inShape[i] : d));
+    const known = numel(dims.filter((d) => d !== -1));
+    resolved.push(dims.map((d) => (d === -1 ? numel(inShape) / Math.max(known, 1) : d)));
+  }
+  const dims = resolved[0].map((d, i) => (resolved.every((s) => s[i] === d) ? d : -1));
+  if (x.kind === "const") return [hostPerRun([x], ([h]) => ({ ...h, shape: resolved[0] }))];
+  return [
+    reshapeTo(
+      n.b,
+      x,
+      runs === 1 ? valuesOf(target.hosts[0]).map((d, i) => (d === 0 && !allowZero ? dims[i] : d)) : dims,
+    ),
+  ];
+}
+
+function flatten(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  const rawAxis = attrInt(n, "axis", 1);
+  const axis = rawAxis < 0 ? normAxis(rawAxis, shape.length) : normAxis(rawAxis, shape.length + 1);
+  if (x.kind === "const") {
+    return [hostPerRun([x], ([h]) => ({ ...h, shape: [numel(h.shape.slice(0, axis)), numel(h.shape.slice(axis))] }))];
+  }
+  if (axis === 0) return [reshapeTo(n.b, x, [1, -1])];
+  let out: Value = x;
+  if (axis === shape.length) out = n.b.emit("unsqueeze", [out], [axis]);
+  else if (axis < shape.length - 1) out = n.b.emit("flatten", [out], [axis, -1]);
+  if (axis > 1) out = n.b.emit("flatten", [out], [0, axis - 1]);
+  return [out];
+}
+
+function axesOf(n: NodeContext, inputIndex: number, sinceOpset: number): number[] | undefined {
+  if (n.opset >= sinceOpset) {
+    return n.inputs[inputIndex] ? constInts(n.inputs[inputIndex], `${n.node.opType} axes`) : undefined;
+  }
+  return attrInts(n, "axes");
+}
+
+function squeeze(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  const axes = axesOf(n, 1, 13) ?? shape.flatMap((d, i) => (d === 1 ? [i] : []));
+  if (x.kind === "const") {
+    const drop = new Set(axes.map((a) => normAxis(a, shape.length)));
+    return [hostPerRun([x], ([h]) => ({ ...h, shape: h.shape.filter((_, i) => !drop.has(i)) }))];
+  }
+  return [squeezeAll(n.b, x, axes)];
+}
+
+function unsqueeze(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const axes = axesOf(n, 1, 13) ?? unsupported("Unsqueeze without axes");
+  if (x.kind === "const") {
+    return [hostPerRun([x], ([h]) => {
+      const rank = h.shape.length + axes.length;
+      const set = new Set(axes.map((a) => normAxis(a, rank)));
+      const shape: number[] = [];
+      let k = 0;
+      for (let i = 0; i < rank; i++) shape.push(set.has(i) ? 1 : h.shape[k++]);
+      return { ...h, shape };
+    })];
+  }
+  return [unsqueezeAll(n.b, x, axes)];
+}
+
+function transpose(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const perm = attrInts(n, "perm") ?? [...Array(rank).keys()].reverse();
+  if (x.kind === "const" && spindleDType(typeOf(x)) !== "float32") {
+    return [hostPerRun([x], ([h]) => transposeHost(h, perm))];
+  }
+  return [n.b.emit("contiguous", [n.b.emit("permute", [x], perm)])];
+}
+
+function concat(n: NodeContext): Value[] {
+  const parts = n.inputs.filter((v): v is Value => v !== undefined);
+  const rank = shapeOf(parts[0]).length;
+  const axis = normAxis(attrInt(n, "axis", 0), rank);
+  if (allConst(parts)) {
+    return [hostPerRun(parts, (hosts) =>
+      concatHost(
+        hosts.filter((h) => numel(h.shape) > 0 || h.shape.length === rank),
+        axis,
+      ))];
+  }
+  const nonEmpty = parts.filter((p) => shapeOf(p)[axis] !== 0);
+  if (nonEmpty.length === 1) return [nonEmpty[0]];
+  return [n.b.emit("concat", nonEmpty, [axis])];
+}
+
+function slice(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  let starts: number[];
+  let ends: number[];
+  let axes: number[] | undefined;
+  let steps: number[] | undefined;
+  if (n.opset < 10) {
+    starts = attrInts(n, "starts") ?? [];
+    ends = attrInts(n, "ends") ?? [];
+    axes = attrInts(n, "axes");
+  } else {
+    starts = constInts(n.inputs[1], "Slice starts");
+    ends = constInts(n.inputs[2], "Slice ends");
+    axes = n.inputs[3] ? constInts(n.inputs[3], "Slice axes") : undefined;
+    steps = n.inputs[4] ? constInts(n.inputs[4], "Slice steps") : undefined;
+  }
+  axes ??= starts.map((_, i) => i);
+  let out: Value = x;
+  const limit = 9e15;
+  axes.forEach((rawAxis, i) => {
+    const axis = normAxis(rawAxis, rank);
+    const step = steps?.[i] ?? 1;
+    const start = Math.max(-limit, Math.min(limit, starts[i]));
+    const end = Math.max(-limit, Math.min(limit, ends[i]));
+    if (out.kind === "const") {
+      out = hostPerRun([out], ([h]) => sliceHost(h, axis, start, end, step));
+      return;
+    }
+    if (step <= 0) unsupported("Slice with a negative step on a run-time tensor");
+    out = n.b.emit("slice", [out], [axis, start, end, step]);
+  });
+  return [out];
+}
+
+function gather(n: NodeContext): Value[] {
+  const data = input(n, 0);
+  const indices = input(n, 1);
+  const rank = shapeOf(data).length;
+  const axis = normAxis(attrInt(n, "axis", 0), rank);
+  if (allConst([data, indices])) return [hostPerRun([data, indices], ([d, i]) => gatherHost(d, i, axis))];
+  const index = fixedHost(indices);
+  if (index !== undefined && index.shape.length === 0) {
+    const size = shapeOf(data)[axis];
+    let i = valuesOf(index)[0];
+    if (i < 0 && size >= 0) i += size;
+    if (i >= 0) return [n.b.emit("squeeze", [n.b.emit("slice", [data], [axis, i, i + 1, 1])], [axis])];
+  }
+  return [n.b.emit("take", [data, indices], [axis])];
+}
+
+function shape(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const clip = (v: number) => Math.min(rank, Math.max(0, v < 0 ? v + rank : v));
+  const start = clip(attrInt(n, "start", 0));
+  const end = clip(attrInt(n, "end", rank));
+  const runs = x.kind === "runtime" ? x.runs.length : x.hosts.length;
+  const hosts: Host[] = [];
+  for (let r = 0; r < runs; r++) {
+    const dims = runShape(x, r).slice(start, Math.max(start, end));
+    hosts.push(host(DATA_TYPE.INT64, [dims.length], dims.slice()));
+  }
+  return [{ kind: "const", hosts }];
+}
+
+function size(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const runs = x.kind === "runtime" ? x.runs.length : x.hosts.length;
+  const hosts: Host[] = [];
+  for (let r = 0; r < runs; r++) hosts.push(host(DATA_TYPE.INT64, [], [numel(runShape(x, r))]));
+  return [{ kind: "const", hosts }];
+}
+
+function constant(n: NodeContext): Value[] {
+  const a = n.node.attributes[0] ?? unsupported("Constant without a value");
+  switch (a.name) {
+    case "value":
+      return [constValue(fromProto(a.t!))];
+    case "value_float":
+      return [constValue(host(DATA_TYPE.FLOAT, [], [a.f ?? 0]))];
+    case "value_floats":
+      return [constValue(host(DATA_TYPE.FLOAT, [a.floats.length], a.floats))];
+    case "value_int":
+      return [constValue(host(DATA_TYPE.INT64, [], [Number(a.i ?? 0n)]))];
+    case "value_ints":
+      return [constValue(host(DATA_TYPE.INT64, [a.ints.length], a.ints.map(Number)))];
+    default:
+      return unsupported(`Constant with attribute '${a.name}'`);
+  }
+}
+
+function constantOfShape(n: NodeContext): Value[] {
+  const target = input(n, 0);
+  if (target.kind !== "const") unsupported("ConstantOfShape of a run-time shape");
+  const valueAttr = attribute(n, "value")?.t;
+  const fill = valueAttr ? fromProto(valueAttr) : host(DATA_TYPE.FLOAT, [1], [0]);
+  const fillValue = valuesOf(fill)[0];
+  return [hostPerRun([target], ([h]) => {
+    const dims = valuesOf(h);
+    return host(fill.type, dims.slice(), new Array<number>(numel(dims)).fill(fillValue));
+  })];
+}
+
+const CAST_DTYPE: Record<string, number> = { float32: 0, int64: 1, int32: 2 };
+
+function cast(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const to = attrInt(n, "to", DATA_TYPE.FLOAT);
+  const dtype = spindleDType(to) ?? unsupported(`Cast to ONNX element type ${to}`);
+  if (x.kind === "const") return [hostPerRun([x], ([h]) => host(to, h.shape, castValues(valuesOf(h), to)))];
+  if (x.dtype === dtype && to !== DATA_TYPE.BOOL) return [x];
+  return [n.b.emit("cast", [x], [CAST_DTYPE[dtype], to === DATA_TYPE.BOOL ? 1 : 0])];
+}
+
+function where(n: NodeContext): Value[] {
+  const [c, x, y] = [0, 1, 2].map((i) => input(n, i));
+  if (allConst([c, x, y])) return [hostPerRun([c, x, y], (h) => broadcastMap(h, h[1].type, (p, a, b) => (p ? a : b)))];
+  return [n.b.emit("where", [c, x, y])];
+}
+
+function expand(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const dims = constInts(n.inputs[1], "Expand shape");
+  return [n.b.emit("expand", [x], dims)];
+}
+
+const PAD_MODES: Record<string, number> = { constant: 0, reflect: 1, edge: 2 };
+
+function pad(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const mode = PAD_MODES[attrString(n, "mode", "constant")] ?? unsupported(`Pad mode '${attrString(n, "mode", "")}'`);
+  let pads: number[];
+  let value = 0;
+  if (n.opset < 11) {
+    pads = attrInts(n, "pads") ?? [];
+    value = attrFloat(n, "value", 0);
+  } else {
+    pads = constInts(n.inputs[1], "Pad pads");
+    if (n.inputs[2]) {
+      value = valuesOf(fixedHost(n.inputs[2]) ?? unsupported("Pad constant_value must be a constant"))[0] ?? 0;
+    }
+  }
+  const axes = n.inputs[3] ? constInts(n.inputs[3], "Pad axes").map((a) => normAxis(a, rank)) : [...Array(rank).keys()];
+  const full = new Array<number>(2 * rank).fill(0);
+  axes.forEach((axis, i) => {
+    full[axis] = pads[i];
+    full[rank + axis] = pads[axes.length + i];
+  });
+  if (full.some((p) => p < 0)) unsupported("Pad with negative pads");
+  return [n.b.emit("pad", [x], [mode, value, ...full])];
+}
+
+const COORDINATE_MODES: Record<string, number> = {
+  half_pixel: 0,
+  asymmetric: 1,
+  pytorch_half_pixel: 2,
+  align_corners: 3,
+  half_pixel_symmetric: 4,
+};
+const NEAREST_MODES: Record<string, number> = { round_prefer_floor: 0, round_prefer_ceil: 1, floor: 2, ceil: 3 };
+
+function resize(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  const rank = shape.length;
+  const modeName = attrString(n, "mode", "nearest");
+  const mode = modeName === "nearest" ? 0 : modeName === "linear" ? 1 : unsupported(`Resize mode '${modeName}'`);
+  const upsample = n.node.opType === "Upsample";
+  const coordName = upsample || n.opset < 11
+    ? "asymmetric"
+    : attrString(n, "coordinate_transformation_mode", "half_pixel");
+  const coord = COORDINATE_MODES[coordName] ?? unsupported(`Resize coordinate_transformation_mode '${coordName}'`);
+  const nearestName = upsample || n.opset < 11 ? "floor" : attrString(n, "nearest_mode", "round_prefer_floor");
+  const nearest = NEAREST_MODES[nearestName] ?? unsupported(`Resize nearest_mode '${nearestName}'`);
+  if (attrInt(n, "antialias", 0) !== 0) unsupported("Resize with antialias");
+  if (attrString(n, "keep_aspect_ratio_policy", "stretch") !== "stretch") {
+    unsupported("Resize keep_aspect_ratio_policy");
+  }
+  if (attrInt(n, "exclude_outside", 0) !== 0) unsupported("Resize with exclude_outside");
+  const axes = (attrInts(n, "axes") ?? [...Array(rank).keys()]).map((a) => normAxis(a, rank));
+  const scalesInput = upsample || n.opset < 11 ? n.inputs[1] : n.inputs[2];
+  const sizesInput = upsample || n.opset < 11 ? undefined : n.inputs[3];
+  const scales = new Array<number>(rank).fill(1);
+  const sizes = shape.slice();
+  const scaleValues = upsample && n.opset < 9
+    ? attribute(n, "scales")?.floats
+    : scalesInput
+    ? constInts(scalesInput, "Resize scales")
+    : undefined;
+  if (sizesInput && numel(shapeOf(sizesInput)) > 0) {
+    const given = constInts(sizesInput, "Resize sizes");
+    axes.forEach((axis, i) => {
+      if (shape[axis] < 0) unsupported("Resize sizes over a dynamic dimension");
+      sizes[axis] = given[i];
+      scales[axis] = given[i] / shape[axis];
+    });
+  } else if (scaleValues && scaleValues.length > 0) {
+    axes.forEach((axis, i) => {
+      scales[axis] = scaleValues[i];
+      sizes[axis] = shape[axis] < 0 ? -1 : Math.floor(shape[axis] * scaleValues[i]);
+    });
+  } else {
+    unsupported("Resize without scales or sizes");
+  }
+  if (rank > 6) unsupported("Resize of more than 6 dims");
+  const params = [mode, coord, nearest];
+  for (let d = 0; d < rank; d++) params.push(sizes[d], scales[d]);
+  return [n.b.emit("resize", [x], params)];
+}
+
+function clip(n: NodeContext): Value[] {
+  let low = NaN;
+  let high = NaN;
+  if (n.opset < 11) {
+    low = attrFloat(n, "min", NaN);
+    high = attrFloat(n, "max", NaN);
+  } else {
+    if (n.inputs[1]) low = valuesOf(fixedHost(n.inputs[1]) ?? unsupported("Clip min must be a constant"))[0];
+    if (n.inputs[2]) high = valuesOf(fixedHost(n.inputs[2]) ?? unsupported("Clip max must be a constant"))[0];
+  }
+  const x = input(n, 0);
+  if (x.kind === "runtime" && x.dtype !== "float32") unsupported("Clip on integer tensors");
+  if (low > high) low = high; // ONNX: min(max(x, low), high) is high everywhere.
+  return [n.b.emit("clamp", [x], [low, high])];
+}
+
+function identity(n: NodeContext): Value[] {
+  return [input(n, 0)];
+}
+
+/** Every ONNX op type import handles (default domain). */
+export const HANDLERS: Record<string, Handler> = {
+  Relu: (n) => fuseRelu(n) ?? [n.b.emit("relu", [input(n, 0)])],
+  Sigmoid: unary("sigmoid"),
+  Tanh: unary("tanh"),
+  Exp: unary("exp"),
+  Log: unary("log"),
+  Sqrt: unary("sqrt"),
+  Neg: (
+    n,
+  ) => (allConst(n.inputs)
+    ? [hostPerRun([input(n, 0)], ([h]) => broadcastMap([h], h.type, (x) => -x))]
+    : [n.b.emit("neg", [input(n, 0)])]),
+  Abs: unary("abs"),
+  Erf: unary("erf"),
+  Gelu: unary("gelu", (n) => [attrString(n, "approximate", "none") === "tanh" ? 1 : 0]),
+  LeakyRelu: unary("leaky_relu", (n) => [attrFloat(n, "alpha", 0.01)]),
+  HardSigmoid: unary("hard_sigmoid", (n) => [attrFloat(n, "alpha", 0.2), attrFloat(n, "beta", 0.5)]),
+  HardSwish: unary("hard_swish"),
+  Clip: clip,
+  Add: binary,
+  Sub: binary,
+  Mul: binary,
+  Div: binary,
+  Pow: binary,
+  Max: (
+    n,
+  ) => (n.inputs.length === 2
+    ? binary(n)
+    : n.inputs.length === 1
+    ? [input(n, 0)]
+    : unsupported("Max of more than 2 inputs")),
+  Min: (
+    n,
+  ) => (n.inputs.length === 2
+    ? binary(n)
+    : n.inputs.length === 1
+    ? [input(n, 0)]
+    : unsupported("Min of more than 2 inputs")),
+  Equal: compare(0, (x, y) => x === y),
+  Less: compare(1, (x, y) => x < y),
+  Greater: compare(2, (x, y) => x > y),
+  LessOrEqual: compare(3, (x, y) => x <= y),
+  GreaterOrEqual: compare(4, (x, y) => x >= y),
+  MatMul: matmul,
+  Gemm: gemm,
+  Softmax: softmax(false),
+  LogSoftmax: softmax(true),
+  LayerNormalization: layerNormalization,
+  BatchNormalization: batchNormalization,
+  ReduceMean: reduce,
+  ReduceSum: reduce,
+  ReduceMax: reduce,
+  ReduceMin: reduce,
+  GlobalAveragePool: globalPool("mean"),
+  GlobalMaxPool: globalPool("max"),
+  Conv: conv,
+  ConvTranspose: convTranspose,
+  MaxPool: pool(true),
+  AveragePool: pool(false),
+  Flatten: flatten,
+  Reshape: reshape,
+  Transpose: transpose,
+  Squeeze: squeeze,
+  Unsqueeze: unsqueeze,
+  Concat: concat,
+  Slice: slice,
+  Gather: gather,
+  Shape: shape,
+  Size: size,
+  Constant: constant,
+  ConstantOfShape: constantOfShape,
+  Cast: cast,
+  Pad: pad,
+  Resize: resize,
+  Upsample: resize,
+  Identity: identity,
+  Dropout: (n) => {
+    if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("Dropout's mask output");
+    const training = n.inputs[2] && fixedHost(n.inputs[2]);
+    if (training && valuesOf(training)[0]) unsupported("Dropout in training mode");
+    return [input(n, 0)];
+  },
+  Where: where,
+  Expand: expand,
+};

@@ -1,0 +1,129 @@
+import assert from "node:assert/strict";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { gemm, importOnnx, load, relu, SpindleError, tensor } from "../mod.ts";
+import { decodeDescription } from "../lib/script/format.ts";
+import { Program } from "../lib/script/program.ts";
+
+interface NodeSpec {
+  op: string;
+  inputs: string[];
+  outputs: string[];
+}
+
+/** A tiny ONNX model: float inputs with dims (-1 = symbolic), float initializers, nodes. */
+function model(
+  inputs: { name: string; dims: number[] }[],
+  initializers: { name: string; dims: number[]; values: number[] }[],
+  nodes: NodeSpec[],
+  outputs: string[],
+): Uint8Array {
+  const w = new BinaryWriter();
+  w.uint32((1 << 3) | 0).int64(8); // ir_version
+  w.uint32((8 << 3) | 2).fork().uint32((2 << 3) | 0).int64(17).join(); // opset_import
+  w.uint32((7 << 3) | 2).fork();
+  for (const n of nodes) {
+    w.uint32((1 << 3) | 2).fork();
+    for (const i of n.inputs) w.uint32((1 << 3) | 2).string(i);
+    for (const o of n.outputs) w.uint32((2 << 3) | 2).string(o);
+    w.uint32((4 << 3) | 2).string(n.op);
+    w.join();
+  }
+  for (const t of initializers) {
+    w.uint32((5 << 3) | 2).fork();
+    for (const d of t.dims) w.uint32((1 << 3) | 0).int64(d);
+    w.uint32((2 << 3) | 0).int32(1);
+    w.uint32((8 << 3) | 2).string(t.name);
+    w.uint32((9 << 3) | 2).bytes(new Uint8Array(Float32Array.from(t.values).buffer));
+    w.join();
+  }
+  const valueInfo = (field: number, name: string, dims: number[]) => {
+    w.uint32((field << 3) | 2).fork().uint32((1 << 3) | 2).string(name);
+    w.uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).fork().uint32((1 << 3) | 0).int32(1);
+    w.uint32((2 << 3) | 2).fork();
+    for (const d of dims) {
+      w.uint32((1 << 3) | 2).fork();
+      if (d < 0) w.uint32((2 << 3) | 2).string("batch");
+      else w.uint32((1 << 3) | 0).int64(d);
+      w.join();
+    }
+    w.join().join().join().join();
+  };
+  for (const i of inputs) valueInfo(11, i.name, i.dims);
+  for (const o of outputs) valueInfo(12, o, []);
+  w.join();
+  return w.finish();
+}
+
+const weights = { name: "W", dims: [4, 3], values: Array.from({ length: 12 }, (_, i) => (i - 6) / 5) };
+const bias = { name: "B", dims: [3], values: [0.5, -1, 2] };
+const linear = model([{ name: "x", dims: [-1, 4] }], [weights, bias], [
+  { op: "MatMul", inputs: ["x", "W"], outputs: ["p"] },
+  { op: "Add", inputs: ["p", "B"], outputs: ["q"] },
+  { op: "Relu", inputs: ["q"], outputs: ["y"] },
+], ["y"]);
+
+Deno.test("importOnnx fuses MatMul+Add, keeps the batch dynamic and matches eager ops", () => {
+  const image = importOnnx(linear);
+  const graph = decodeDescription(image).graphs[0];
+  assert.equal(graph.nodes.filter((n) => n.op === "gemm").length, 1);
+  assert.equal(graph.nodes.filter((n) => n.op === "add").length, 0);
+  assert.deepEqual(graph.inputs[0].shape, [-1, 4]);
+  using program = {
+    p: Program.load(image),
+    [Symbol.dispose]() {
+      this.p.dispose();
+    },
+  };
+  for (const batch of [1, 5]) {
+    using x = tensor(Array.from({ length: batch * 4 }, (_, i) => Math.sin(i)), [batch, 4]);
+    const [y] = program.p.runSync([x]);
+    using w = tensor(weights.values, weights.dims);
+    using b = tensor(bias.values);
+    using product = gemm(x, w, { bias: b });
+    using expected = relu(product);
+    assert.deepEqual(y.shape, [batch, 3]);
+    assert.deepEqual(Array.from(y.toArray() as Float32Array), Array.from(expected.toArray() as Float32Array));
+    y.dispose();
+  }
+});
+
+Deno.test("importOnnx lists every unsupported op type in one error", () => {
+  const bytes = model([{ name: "x", dims: [2] }], [], [
+    { op: "Foo", inputs: ["x"], outputs: ["a"] },
+    { op: "Relu", inputs: ["a"], outputs: ["b"] },
+    { op: "Bar", inputs: ["b"], outputs: ["c"] },
+    { op: "Foo", inputs: ["c"], outputs: ["y"] },
+  ], ["y"]);
+  assert.throws(() => importOnnx(bytes), (error: unknown) => {
+    assert.ok(error instanceof SpindleError);
+    assert.equal(error.code, "unsupported");
+    assert.match(error.message, /\(2\): Bar, Foo/);
+    return true;
+  });
+});
+
+Deno.test("malformed and truncated ONNX files are malformed_model errors, never crashes", () => {
+  const cases: Uint8Array[] = [new Uint8Array([0x0a, 0xff]), new Uint8Array([0xff, 0xff, 0xff]), new Uint8Array(0)];
+  for (let cut = 1; cut < linear.length; cut += 7) cases.push(linear.subarray(0, cut));
+  let seen = 0;
+  for (const bytes of cases) {
+    try {
+      importOnnx(bytes);
+    } catch (error) {
+      assert.ok(error instanceof SpindleError, String(error));
+      assert.ok(["malformed_model", "unsupported"].includes(error.code), error.message);
+      seen++;
+    }
+  }
+  assert.ok(seen >= cases.length - 1);
+});
+
+Deno.test("load() reads .onnx files", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".onnx" });
+  await Deno.writeFile(path, linear);
+  using module = await load(path);
+  assert.deepEqual(module.inputs[0].shape, [-1, 4]);
+  using x = tensor([1, 2, 3, 4], [1, 4]);
+  using y = await module.forward(x) as import("../mod.ts").Tensor;
+  assert.deepEqual(y.shape, [1, 3]);
+});

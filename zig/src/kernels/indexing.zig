@@ -1,0 +1,340 @@
+//! Index-mapping kernels for model import: where, compare, expand, cast, pad, take and
+//! resize. Each computes output elements [begin, end) of a contiguous output from contiguous
+//! inputs described by `Operand`s (broadcast strides of 0 where a dim is broadcast); threading
+//! lives in ops/indexing.zig. They move elements of any dtype, so they work on bytes and read
+//! values through `load`/`store`.
+const std = @import("std");
+const DType = @import("../tensor.zig").DType;
+
+pub const max_dims = 8;
+
+/// A contiguous input read through per-output-dim element strides (0 = broadcast).
+pub const Operand = struct {
+    bytes: []const u8,
+    dtype: DType,
+    strides: [max_dims]usize = @splat(0),
+};
+
+pub fn load(dtype: DType, bytes: []const u8, index: usize) f64 {
+    return switch (dtype) {
+        .float32 => std.mem.bytesToValue(f32, bytes[index * 4 ..][0..4]),
+        .int32 => @floatFromInt(std.mem.bytesToValue(i32, bytes[index * 4 ..][0..4])),
+        .int64 => @floatFromInt(std.mem.bytesToValue(i64, bytes[index * 8 ..][0..8])),
+    };
+}
+
+/// Converts with saturation: NaN becomes 0 and out-of-range values clamp (never UB).
+fn saturate(comptime T: type, value: f64) T {
+    if (std.math.isNan(value)) return 0;
+    const low: f64 = @floatFromInt(std.math.minInt(T));
+    const high: f64 = @floatFromInt(std.math.maxInt(T));
+    if (value <= low) return std.math.minInt(T);
+    if (value >= high) return std.math.maxInt(T);
+    return @intFromFloat(@trunc(value));
+}
+
+pub fn store(dtype: DType, bytes: []u8, index: usize, value: f64) void {
+    switch (dtype) {
+        .float32 => std.mem.bytesAsValue(f32, bytes[index * 4 ..][0..4]).* = @floatCast(value),
+        .int32 => std.mem.bytesAsValue(i32, bytes[index * 4 ..][0..4]).* = saturate(i32, value),
+        .int64 => std.mem.bytesAsValue(i64, bytes[index * 8 ..][0..8]).* = saturate(i64, value),
+    }
+}
+
+/// Coordinates of flat `index` in `shape` (row-major).
+pub fn unravel(index: usize, shape: []const usize, coordinates: *[max_dims]usize) void {
+    std.debug.assert(shape.len <= max_dims);
+    var rest = index;
+    var axis = shape.len;
+    while (axis > 0) {
+        axis -= 1;
+        coordinates[axis] = rest % shape[axis];
+        rest /= shape[axis];
+    }
+}
+
+/// Steps `coordinates` to the next element of `shape`.
+fn advance(shape: []const usize, coordinates: *[max_dims]usize) void {
+    var axis = shape.len;
+    while (axis > 0) {
+        axis -= 1;
+        coordinates[axis] += 1;
+        if (coordinates[axis] < shape[axis]) return;
+        coordinates[axis] = 0;
+    }
+}
+
+fn offsetOf(operand: *const Operand, rank: usize, coordinates: *const [max_dims]usize) usize {
+    var offset: usize = 0;
+    for (0..rank) |axis| offset += coordinates[axis] * operand.strides[axis];
+    return offset;
+}
+
+/// out = cond != 0 ? x : y (x, y and out share a dtype).
+pub fn where(shape: []const usize, cond: Operand, x: Operand, y: Operand, out: []u8, begin: usize, end: usize) void {
+    const size = x.dtype.size();
+    var coordinates: [max_dims]usize = undefined;
+    unravel(begin, shape, &coordinates);
+    for (begin..end) |i| {
+        const pick = load(cond.dtype, cond.bytes, offsetOf(&cond, shape.len, &coordinates)) != 0;
+        const source = if (pick) &x else &y;
+        const at = offsetOf(source, shape.len, &coordinates);
+        @memcpy(out[i * size ..][0..size], source.bytes[at * size ..][0..size]);
+        advance(shape, &coordinates);
+    }
+}
+
+pub const Comparison = enum(u8) { equal, less, greater, less_equal, greater_equal };
+
+/// out (int32) = a ⋈ b ? 1 : 0.
+pub fn compare(kind: Comparison, shape: []const usize, a: Operand, b: Operand, out: []i32, begin: usize, end: usize) void {
+    var coordinates: [max_dims]usize = undefined;
+    unravel(begin, shape, &coordinates);
+    for (begin..end) |i| {
+        const x = load(a.dtype, a.bytes, offsetOf(&a, shape.len, &coordinates));
+        const y = load(b.dtype, b.bytes, offsetOf(&b, shape.len, &coordinates));
+        const result = switch (kind) {
+            .equal => x == y,
+            .less => x < y,
+            .greater => x > y,
+            .less_equal => x <= y,
+            .greater_equal => x >= y,
+        };
+        out[i] = @intFromBool(result);
+        advance(shape, &coordinates);
+    }
+}
+
+/// Copies the (broadcast) elements of `x` into out: expand.
+pub fn broadcastCopy(shape: []const usize, x: Operand, out: []u8, begin: usize, end: usize) void {
+    const size = x.dtype.size();
+    var coordinates: [max_dims]usize = undefined;
+    unravel(begin, shape, &coordinates);
+    for (begin..end) |i| {
+        const at = offsetOf(&x, shape.len, &coordinates);
+        @memcpy(out[i * size ..][0..size], x.bytes[at * size ..][0..size]);
+        advance(shape, &coordinates);
+    }
+}
+
+/// Converts elements [begin, end) to `to`; as_bool maps nonzero to 1.
+pub fn cast(from: DType, input: []const u8, to: DType, output: []u8, as_bool: bool, begin: usize, end: usize) void {
+    for (begin..end) |i| {
+        const value = load(from, input, i);
+        store(to, output, i, if (as_bool) @floatFromInt(@intFromBool(value != 0)) else value);
+    }
+}
+
+pub const PadMode = enum(u8) { constant, reflect, edge };
+
+/// Maps an output coordinate to an input one, or null for the constant border.
+fn padSource(mode: PadMode, coordinate: usize, before: usize, size: usize) ?usize {
+    const shifted = @as(i64, @intCast(coordinate)) - @as(i64, @intCast(before));
+    const n: i64 = @intCast(size);
+    if (shifted >= 0 and shifted < n) return @intCast(shifted);
+    switch (mode) {
+        .constant => return null,
+        .edge => return @intCast(std.math.clamp(shifted, 0, n - 1)),
+        .reflect => {
+            // Period 2(n-1): ...2 1 [0 1 2 ... n-1] n-2 ... (numpy 'reflect'); n ≥ 2 checked.
+            const period = 2 * (n - 1);
+            var m = @mod(shifted, period);
+            if (m >= n) m = period - m;
+            return @intCast(m);
+        },
+    }
+}
+
+/// Pad: `before[d]` elements before each dim of `in_shape`; out_shape is the padded shape.
+pub fn pad(
+    mode: PadMode,
+    in_shape: []const usize,
+    before: []const usize,
+    out_shape: []const usize,
+    value: f64,
+    x: Operand,
+    out: []u8,
+    begin: usize,
+    end: usize,
+) void {
+    const size = x.dtype.size();
+    var coordinates: [max_dims]usize = undefined;
+    unravel(begin, out_shape, &coordinates);
+    outer: for (begin..end) |i| {
+        defer advance(out_shape, &coordinates);
+        var at: usize = 0;
+        for (0..out_shape.len) |axis| {
+            const source = padSource(mode, coordinates[axis], before[axis], in_shape[axis]) orelse {
+                store(x.dtype, out, i, value);
+                continue :outer;
+            };
+            at += source * x.strides[axis];
+        }
+        @memcpy(out[i * size ..][0..size], x.bytes[at * size ..][0..size]);
+    }
+}
+
+/// take: out[o, j, k] = x[o, indices[j], k] for the `outer × count × inner` view; indices are
+/// already checked and made non-negative. Range over (o, j) pairs.
+pub fn take(x: []const u8, indices: []const usize, size_along: usize, inner_bytes: usize, out: []u8, begin: usize, end: usize) void {
+    const count = indices.len;
+    for (begin..end) |pair| {
+        const o = pair / count;
+        const j = pair % count;
+        const source = (o * size_along + indices[j]) * inner_bytes;
+        @memcpy(out[pair * inner_bytes ..][0..inner_bytes], x[source..][0..inner_bytes]);
+    }
+}
+
+pub const Coordinate = enum(u8) { half_pixel, asymmetric, pytorch_half_pixel, align_corners, half_pixel_symmetric };
+pub const Nearest = enum(u8) { round_prefer_floor, round_prefer_ceil, floor, ceil };
+
+pub const ResizeDim = struct { in: usize, out: usize, scale: f64 };
+
+/// The input coordinate (continuous) that output coordinate `x` maps to.
+pub fn sourceCoordinate(mode: Coordinate, x: usize, dim: ResizeDim) f64 {
+    const xf: f64 = @floatFromInt(x);
+    const in: f64 = @floatFromInt(dim.in);
+    const out: f64 = @floatFromInt(dim.out);
+    return switch (mode) {
+        .half_pixel => (xf + 0.5) / dim.scale - 0.5,
+        .asymmetric => xf / dim.scale,
+        .pytorch_half_pixel => if (dim.out > 1) (xf + 0.5) / dim.scale - 0.5 else 0,
+        // ONNX divides by in·scale - 1 (the unrounded output length) when scales are given.
+        .align_corners => if (dim.out == 1) 0 else xf * (in - 1) / (in * dim.scale - 1),
+        .half_pixel_symmetric => blk: {
+            const adjustment = out / (dim.scale * in);
+            const offset = in / 2 * (1 - adjustment);
+            break :blk offset + (xf + 0.5) / dim.scale - 0.5;
+        },
+    };
+}
+
+fn nearestIndex(mode: Nearest, x: f64, size: usize) usize {
+    const rounded = switch (mode) {
+        .round_prefer_floor => if (x - @floor(x) == 0.5) @floor(x) else @round(x),
+        .round_prefer_ceil => if (x - @floor(x) == 0.5) @ceil(x) else @round(x),
+        .floor => @floor(x),
+        .ceil => @ceil(x),
+    };
+    const high: f64 = @floatFromInt(size - 1);
+    return @intFromFloat(std.math.clamp(rounded, 0, high));
+}
+
+pub const ResizeArgs = struct {
+    linear: bool,
+    coordinate: Coordinate,
+    nearest: Nearest,
+    dims: []const ResizeDim,
+    input: []const f32,
+    output: []f32,
+};
+
+/// Resize (nearest or N-linear) of output elements [begin, end).
+pub fn resize(args: *const ResizeArgs, begin: usize, end: usize) void {
+    const rank = args.dims.len;
+    var out_shape: [max_dims]usize = undefined;
+    var in_strides: [max_dims]usize = undefined;
+    var stride: usize = 1;
+    var axis = rank;
+    while (axis > 0) {
+        axis -= 1;
+        out_shape[axis] = args.dims[axis].out;
+        in_strides[axis] = stride;
+        stride *= args.dims[axis].in;
+    }
+    var coordinates: [max_dims]usize = undefined;
+    unravel(begin, out_shape[0..rank], &coordinates);
+    for (begin..end) |i| {
+        defer advance(out_shape[0..rank], &coordinates);
+        var low: [max_dims]usize = undefined;
+        var high: [max_dims]usize = undefined;
+        var weight: [max_dims]f64 = undefined;
+        for (args.dims, 0..) |dim, d| {
+            const x = sourceCoordinate(args.coordinate, coordinates[d], dim);
+            if (!args.linear) {
+                low[d] = nearestIndex(args.nearest, x, dim.in);
+                high[d] = low[d];
+                weight[d] = 0;
+                continue;
+            }
+            const top: f64 = @floatFromInt(dim.in - 1);
+            const clamped = std.math.clamp(x, 0, top);
+            const floor = @floor(clamped);
+            low[d] = @intFromFloat(floor);
+            high[d] = @min(low[d] + 1, dim.in - 1);
+            weight[d] = clamped - floor;
+        }
+        var sum: f64 = 0;
+        const corners: usize = if (args.linear) @as(usize, 1) << @intCast(rank) else 1;
+        for (0..corners) |corner| {
+            var w: f64 = 1;
+            var at: usize = 0;
+            for (0..rank) |d| {
+                const up = (corner >> @intCast(d)) & 1 == 1;
+                w *= if (up) weight[d] else 1 - weight[d];
+                at += (if (up) high[d] else low[d]) * in_strides[d];
+            }
+            if (w != 0 or corners == 1) sum += w * args.input[at];
+        }
+        args.output[i] = @floatCast(sum);
+    }
+}
+
+test "where, compare and broadcastCopy broadcast like numpy" {
+    const cond = [_]i32{ 1, 0 };
+    const x = [_]f32{ 1, 2, 3, 4 };
+    const y = [_]f32{-1};
+    var out: [4]f32 = undefined;
+    const shape = [_]usize{ 2, 2 };
+    // cond [2, 1] broadcast over columns; y a scalar.
+    where(&shape, .{ .bytes = std.mem.sliceAsBytes(&cond), .dtype = .int32, .strides = .{ 1, 0, 0, 0, 0, 0, 0, 0 } }, .{ .bytes = std.mem.sliceAsBytes(&x), .dtype = .float32, .strides = .{ 2, 1, 0, 0, 0, 0, 0, 0 } }, .{ .bytes = std.mem.sliceAsBytes(&y), .dtype = .float32 }, std.mem.sliceAsBytes(&out), 0, 4);
+    try std.testing.expectEqualSlices(f32, &.{ 1, 2, -1, -1 }, &out);
+    var flags: [4]i32 = undefined;
+    compare(.greater, &shape, .{ .bytes = std.mem.sliceAsBytes(&x), .dtype = .float32, .strides = .{ 2, 1, 0, 0, 0, 0, 0, 0 } }, .{ .bytes = std.mem.sliceAsBytes(&[_]f32{2.5}), .dtype = .float32 }, &flags, 0, 4);
+    try std.testing.expectEqualSlices(i32, &.{ 0, 0, 1, 1 }, &flags);
+    var expanded: [4]f32 = undefined;
+    broadcastCopy(&shape, .{ .bytes = std.mem.sliceAsBytes(x[0..2]), .dtype = .float32, .strides = .{ 0, 1, 0, 0, 0, 0, 0, 0 } }, std.mem.sliceAsBytes(&expanded), 1, 4);
+    try std.testing.expectEqualSlices(f32, &.{ 2, 1, 2 }, expanded[1..4]);
+}
+
+test "cast saturates and maps NaN to zero" {
+    const values = [_]f32{ 1.7, -2.5, std.math.nan(f32), 1e30 };
+    var out: [4]i32 = undefined;
+    cast(.float32, std.mem.sliceAsBytes(&values), .int32, std.mem.sliceAsBytes(&out), false, 0, 4);
+    try std.testing.expectEqualSlices(i32, &.{ 1, -2, 0, std.math.maxInt(i32) }, &out);
+    cast(.float32, std.mem.sliceAsBytes(&values), .int32, std.mem.sliceAsBytes(&out), true, 0, 4);
+    try std.testing.expectEqualSlices(i32, &.{ 1, 1, 1, 1 }, &out);
+}
+
+test "pad matches numpy's constant, reflect and edge modes" {
+    const x = [_]f32{ 1, 2, 3 };
+    const operand: Operand = .{ .bytes = std.mem.sliceAsBytes(&x), .dtype = .float32, .strides = .{ 1, 0, 0, 0, 0, 0, 0, 0 } };
+    var out: [7]f32 = undefined;
+    const expected = [_][7]f32{ .{ 9, 9, 1, 2, 3, 9, 9 }, .{ 3, 2, 1, 2, 3, 2, 1 }, .{ 1, 1, 1, 2, 3, 3, 3 } };
+    for ([_]PadMode{ .constant, .reflect, .edge }, expected) |mode, want| {
+        pad(mode, &.{3}, &.{2}, &.{7}, 9, operand, std.mem.sliceAsBytes(&out), 0, 7);
+        try std.testing.expectEqualSlices(f32, &want, &out);
+    }
+}
+
+test "resize: nearest doubles, linear interpolates, against a scalar reference" {
+    const x = [_]f32{ 0, 10 };
+    var out: [4]f32 = undefined;
+    const dims = [_]ResizeDim{.{ .in = 2, .out = 4, .scale = 2 }};
+    var args: ResizeArgs = .{ .linear = false, .coordinate = .asymmetric, .nearest = .floor, .dims = &dims, .input = &x, .output = &out };
+    resize(&args, 0, 4);
+    try std.testing.expectEqualSlices(f32, &.{ 0, 0, 10, 10 }, &out);
+    args.linear = true;
+    args.coordinate = .half_pixel;
+    resize(&args, 0, 4);
+    // half_pixel: x = (i + 0.5) / 2 - 0.5 → -0.25, 0.25, 0.75, 1.25 → clamped to [0, 1].
+    try std.testing.expectEqualSlices(f32, &.{ 0, 2.5, 7.5, 10 }, &out);
+}
+
+test "take copies rows by index" {
+    const x = [_]f32{ 1, 2, 3, 4, 5, 6 };
+    var out: [4]f32 = undefined;
+    take(std.mem.sliceAsBytes(&x), &.{ 2, 0 }, 3, 2 * 4, std.mem.sliceAsBytes(&out), 0, 2);
+    try std.testing.expectEqualSlices(f32, &.{ 5, 6, 1, 2 }, &out);
+}
