@@ -3,7 +3,7 @@
 //!   zig build                       ReleaseFast library into zig-out/lib
 //!   zig build test                  unit tests (ReleaseSafe: bounds checks stay on)
 //!   -Dthreading=omp|tbb             intra-op backend (fork-join team per caller | shared pool)
-//!   -Dblas=openblas|native          GEMM backend (system OpenBLAS | Spindle's own)
+//!   -Dblas=native|openblas          GEMM backend (Spindle's own, the default | system OpenBLAS)
 //!   -Dtsan=true                     build everything with ThreadSanitizer (BLAS: native)
 //!   zig build test -Dtsan=true      race-check the unit tests (Debug unless -Dtest-optimize)
 //!   zig build bench-interop         inter-op pool benchmark (ReleaseFast)
@@ -47,8 +47,10 @@ pub fn build(b: *std.Build) void {
     const tsan = b.option(bool, "tsan", "Build with ThreadSanitizer (implies -Dblas=native)") orelse false;
     // OpenBLAS pulls in libgfortran/libquadmath, whose constructors call calloc before the
     // statically linked TSan runtime is initialised: the binary crashes at load.
-    const blas_default: Blas = if (openblasAvailable() and !tsan) .openblas else .native;
-    const blas = b.option(Blas, "blas", "GEMM backend: openblas or native (default openblas when installed)") orelse blas_default;
+    // Spindle's own GEMM is the default: on AVX-512 machines it matches OpenBLAS's best
+    // kernel and beats the one Debian's OpenBLAS picks when OPENBLAS_CORETYPE pins it to
+    // Haswell (bench/results/gemm_bench*.txt). OpenBLAS stays one option away.
+    const blas = b.option(Blas, "blas", "GEMM backend: native (default) or openblas") orelse .native;
     // Tests default to Debug under ThreadSanitizer: TSan reports are clearest there.
     const test_optimize = b.option(
         std.builtin.OptimizeMode,
