@@ -248,6 +248,10 @@ pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, b
     std.debug.assert(weights.len == window.taps());
     std.debug.assert(output.len == window.gridPlane());
     std.debug.assert(row_begin <= row_end and row_end <= window.grid[0]);
+    switch (window.stride[1]) {
+        inline 1, 2 => |stride| if (depthwiseRowsPadded(stride, window, plane, weights, bias, relu, row_begin, row_end, output)) return,
+        else => {},
+    }
     // Interior: from the first position where tap 0 is inside to the last where the last tap is.
     const first_tap = window.span(1, 0);
     const last_tap = window.span(1, window.kernel[1] - 1);
@@ -269,6 +273,61 @@ pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, b
         }
         if (relu) biasRelu(row, 0, true);
     }
+}
+
+/// Floats of stack scratch for the padded depthwise path: the kernel-height input rows one
+/// output row reads, each zero-padded to cover whole 16-lane blocks.
+const depthwise_scratch = 8192;
+
+/// Depthwise rows through a zero-padded copy of the input rows each output row reads: every
+/// output, border or not, is then one strided vector load per tap (no per-point bounds
+/// checks, which cost more than the arithmetic on the small feature maps of mobile CNNs).
+/// Returns false when the padded rows would not fit the scratch.
+fn depthwiseRowsPadded(comptime stride: usize, window: Window, plane: []const f32, weights: []const f32, bias: f32, relu: bool, row_begin: usize, row_end: usize, output: []f32) bool {
+    const kernel_h = window.kernel[0];
+    const kernel_w = window.kernel[1];
+    const out_w = window.grid[1];
+    const in_w = window.image[1];
+    const blocks = std.math.divCeil(usize, out_w, lanes) catch unreachable;
+    const padded_width = (blocks * lanes - 1) * stride + (kernel_w - 1) * window.dilation[1] + 1;
+    // Wide rows are mostly interior, where the unpadded path (four blocks in flight, no copy)
+    // is faster; narrow ones are mostly border.
+    if (blocks == 0 or out_w > 48 or padded_width * kernel_h > depthwise_scratch) return false;
+    var scratch: [depthwise_scratch]f32 = undefined;
+    const pad_left = window.padding[1];
+    for (row_begin..row_end) |oy| {
+        for (0..kernel_h) |ky| {
+            const destination = scratch[ky * padded_width ..][0..padded_width];
+            @memset(destination, 0);
+            const top = oy * window.stride[0] + ky * window.dilation[0];
+            if (top < window.padding[0] or top - window.padding[0] >= window.image[0]) continue;
+            const source = plane[(top - window.padding[0]) * in_w ..][0..in_w];
+            if (pad_left >= padded_width) continue;
+            const copied = @min(in_w, padded_width - pad_left);
+            @memcpy(destination[pad_left..][0..copied], source[0..copied]);
+        }
+        const row = output[oy * out_w ..][0..out_w];
+        const loaded_lanes = (lanes - 1) * stride + 1;
+        const keep = comptime stridedMask(stride);
+        for (0..blocks) |block| {
+            const start = block * lanes;
+            var sum: V = @splat(bias);
+            for (0..kernel_h) |ky| {
+                const source = scratch[ky * padded_width ..][0..padded_width];
+                for (0..kernel_w) |kx| {
+                    const weight: V = @splat(weights[ky * kernel_w + kx]);
+                    const at = start * stride + kx * window.dilation[1];
+                    const loaded: @Vector(loaded_lanes, f32) = source[at..][0..loaded_lanes].*;
+                    sum = @mulAdd(V, weight, if (stride == 1) loaded else @shuffle(f32, loaded, undefined, keep), sum);
+                }
+            }
+            const count = @min(lanes, out_w - start);
+            const values: [lanes]f32 = sum;
+            @memcpy(row[start..][0..count], values[0..count]);
+        }
+        if (relu) biasRelu(row, 0, true);
+    }
+    return true;
 }
 
 /// Vector blocks of 16 outputs at `inner.begin`, +16, … and a last one ending at
