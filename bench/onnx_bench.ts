@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
-import { load, type Module, randn, setNumThreads, type Tensor } from "../mod.ts";
+import { load, type Module, parallelInfoJson, randn, setNumThreads, type Tensor } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 
 const { values: flags } = parseArgs({ args: Deno.args, options: { runs: { type: "string", default: "20" } } });
@@ -99,4 +99,8 @@ for (const model of await fetchModels()) {
   await session.release();
   for (const m of modules.values()) m.dispose();
 }
-await Deno.writeTextFile(new URL("./results/onnx_bench.txt", import.meta.url), rows.join("\n") + "\n");
+const info = parallelInfoJson();
+await Deno.writeTextFile(
+  new URL(`./results/onnx_bench_${info.intra_op_backend}_${info.blas}.txt`, import.meta.url),
+  rows.join("\n") + "\n",
+);

@@ -31,14 +31,18 @@ const Team = @This();
 const workers_max = settings.max_threads - 1;
 
 /// Spin iterations (each a pause instruction and a load) before a waiting thread sleeps:
-/// tens to hundreds of microseconds, long enough to catch back-to-back regions. When the
-/// teams together have more threads than the machine has CPUs, spinning only steals time
-/// from the threads being waited for, so waits spin briefly (as libgomp throttles).
+/// tens to hundreds of microseconds, long enough to catch back-to-back regions. When more
+/// threads already spin than the machine has CPUs to spare, spinning only steals time from
+/// the threads being waited for, so waits spin briefly (as libgomp throttles). Only threads
+/// spinning right now count: the sleeping workers of idle teams (one team per calling
+/// thread, e.g. each Deno blocking-pool thread that ran a model) cost no CPU, and counting
+/// them made every region of a busy team pay a futex wake-up.
 const spin_limit = 1 << 12;
 const spin_limit_oversubscribed = 1 << 6;
 
-/// Worker threads of every team, and the CPUs they share (for spinLimit()).
-var worker_threads_total: std.atomic.Value(u32) = .init(0);
+/// Threads spinning in awaitRing() or join() right now (for beginSpin()).
+var spinning_total: std.atomic.Value(u32) = .init(0);
+/// The CPUs the spinning threads share.
 var cpu_count_once = std.once(countCpus);
 var cpu_count: u32 = 1;
 
@@ -47,12 +51,18 @@ fn countCpus() void {
     cpu_count = @intCast(@max(1, @min(count, std.math.maxInt(u32))));
 }
 
-fn spinLimit() u32 {
+/// Picks this wait's spin length and counts the caller as spinning until endSpin().
+fn beginSpin() u32 {
     cpu_count_once.call();
     // Monotonic: a heuristic; a stale count only picks the other spin length once.
-    const workers = worker_threads_total.load(.monotonic);
-    // Each worker's owner is a thread too; at least one owner runs.
-    return if (workers + 1 > cpu_count) spin_limit_oversubscribed else spin_limit;
+    const spinning = spinning_total.fetchAdd(1, .monotonic);
+    // The thread being waited for runs too: at most cpu_count - 1 others may spin.
+    return if (spinning + 1 >= cpu_count) spin_limit_oversubscribed else spin_limit;
+}
+
+fn endSpin() void {
+    // Monotonic: pairs with the fetchAdd in beginSpin() only as a counter.
+    _ = spinning_total.fetchSub(1, .monotonic);
 }
 
 allocator: std.mem.Allocator,
@@ -106,14 +116,21 @@ const Worker = struct {
     /// Returns the new doorbell value once the owner rang (the value differs from `rung`).
     fn awaitRing(worker: *Worker, rung: u32) u32 {
         assert(rung & worker_sleeping == 0);
-        for (0..spinLimit()) |_| {
+        return worker.spinForRing(rung) orelse worker.sleep(rung);
+    }
+
+    /// Spins (counted in spinning_total) until the owner rings; null when the spin ends.
+    fn spinForRing(worker: *Worker, rung: u32) ?u32 {
+        const limit = beginSpin();
+        defer endSpin();
+        for (0..limit) |_| {
             // Acquire: pairs with the Release swap in ring(): the owner's writes of
             // `current` and `pending` happen before this worker reads them.
             const value = worker.doorbell.load(.acquire);
             if (value != rung) return value;
             std.atomic.spinLoopHint();
         }
-        return worker.sleep(rung);
+        return null;
     }
 
     fn sleep(worker: *Worker, rung: u32) u32 {
@@ -156,8 +173,6 @@ pub fn deinit(team: *Team) void {
     for (team.workers[0..team.worker_count]) |worker| {
         worker.thread.join();
         team.allocator.destroy(worker);
-        // Monotonic: a statistic for spinLimit().
-        _ = worker_threads_total.fetchSub(1, .monotonic);
     }
     team.worker_count = 0;
 }
@@ -202,8 +217,6 @@ fn spawnWorker(team: *Team) !void {
     worker.thread = try std.Thread.spawn(.{}, Worker.main, .{ worker, rung });
     team.workers[team.worker_count] = worker;
     team.worker_count += 1;
-    // Monotonic: a statistic for spinLimit().
-    _ = worker_threads_total.fetchAdd(1, .monotonic);
 }
 
 /// Called by a worker after its chunk. After the decrement the worker no longer touches the
@@ -216,14 +229,22 @@ fn finishChunk(team: *Team) void {
     if (previous == pending_one | owner_sleeping) Futex.wake(&team.pending, 1);
 }
 
-/// Waits until every rung worker finished its chunk.
-fn join(team: *Team) void {
-    for (0..spinLimit()) |_| {
+/// Spins (counted in spinning_total) until every worker finished; false when the spin ends.
+fn spinForWorkers(team: *Team) bool {
+    const limit = beginSpin();
+    defer endSpin();
+    for (0..limit) |_| {
         // Acquire: pairs with the Release fetchSub in finishChunk(): the workers' chunks
         // happen before the owner reads the results.
-        if (team.pending.load(.acquire) == 0) return;
+        if (team.pending.load(.acquire) == 0) return true;
         std.atomic.spinLoopHint();
     }
+    return false;
+}
+
+/// Waits until every rung worker finished its chunk.
+fn join(team: *Team) void {
+    if (team.spinForWorkers()) return;
     // Acquire: as above, for a decrement that lands between the last load and this.
     var value = team.pending.fetchOr(owner_sleeping, .acquire) | owner_sleeping;
     while (value != owner_sleeping) {
