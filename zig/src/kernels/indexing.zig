@@ -230,67 +230,53 @@ pub const ResizeArgs = struct {
     output: []f32,
 };
 
+/// Output shape, input strides and the dims that actually change size.
+const ResizeLayout = struct {
+    out_shape: [max_dims]usize,
+    in_strides: [max_dims]usize,
+    resized: [max_dims]usize,
+    resized_count: usize,
+
+    fn of(args: *const ResizeArgs) ResizeLayout {
+        var layout: ResizeLayout = .{ .out_shape = undefined, .in_strides = undefined, .resized = undefined, .resized_count = 0 };
+        var stride: usize = 1;
+        var axis = args.dims.len;
+        while (axis > 0) {
+            axis -= 1;
+            layout.out_shape[axis] = args.dims[axis].out;
+            layout.in_strides[axis] = stride;
+            stride *= args.dims[axis].in;
+        }
+        // Dims that keep their size at scale 1 map every coordinate to itself in every
+        // coordinate mode: read them directly and interpolate only over the resized ones
+        // (for NCHW that is 4 corners instead of 16).
+        for (args.dims, 0..) |dim, d| {
+            if (dim.in == dim.out and dim.scale == 1) continue;
+            layout.resized[layout.resized_count] = d;
+            layout.resized_count += 1;
+        }
+        return layout;
+    }
+};
+
 /// Resize (nearest or N-linear) of output elements [begin, end).
 pub fn resize(args: *const ResizeArgs, begin: usize, end: usize) void {
-    const rank = args.dims.len;
-    var out_shape: [max_dims]usize = undefined;
-    var in_strides: [max_dims]usize = undefined;
-    var stride: usize = 1;
-    var axis = rank;
-    while (axis > 0) {
-        axis -= 1;
-        out_shape[axis] = args.dims[axis].out;
-        in_strides[axis] = stride;
-        stride *= args.dims[axis].in;
-    }
-    // Dims that keep their size at scale 1 map every coordinate to itself in every
-    // coordinate mode: read them directly and interpolate only over the resized ones (for
-    // NCHW that is 4 corners instead of 16).
-    var resized: [max_dims]usize = undefined;
-    var resized_count: usize = 0;
-    for (args.dims, 0..) |dim, d| {
-        if (dim.in == dim.out and dim.scale == 1) continue;
-        resized[resized_count] = d;
-        resized_count += 1;
-    }
-    if (rank >= 2 and resizePlanar(args, resized[0..resized_count], begin, end)) return;
-    resizeGeneralWith(args, resized[0..resized_count], out_shape[0..rank], in_strides[0..rank], begin, end);
+    const layout = ResizeLayout.of(args);
+    if (args.dims.len >= 2 and resizePlanar(args, layout.resized[0..layout.resized_count], begin, end)) return;
+    resizeGeneral(args, &layout, begin, end);
 }
 
-/// The general path for every output element (tests call it directly).
-fn resizeGeneral(args: *const ResizeArgs, begin: usize, end: usize) void {
+/// The general path, element by element.
+fn resizeGeneral(args: *const ResizeArgs, layout: *const ResizeLayout, begin: usize, end: usize) void {
     const rank = args.dims.len;
-    var out_shape: [max_dims]usize = undefined;
-    var in_strides: [max_dims]usize = undefined;
-    var stride: usize = 1;
-    var axis = rank;
-    while (axis > 0) {
-        axis -= 1;
-        out_shape[axis] = args.dims[axis].out;
-        in_strides[axis] = stride;
-        stride *= args.dims[axis].in;
-    }
-    var resized: [max_dims]usize = undefined;
-    var resized_count: usize = 0;
-    for (args.dims, 0..) |dim, d| {
-        if (dim.in == dim.out and dim.scale == 1) continue;
-        resized[resized_count] = d;
-        resized_count += 1;
-    }
-    resizeGeneralWith(args, resized[0..resized_count], out_shape[0..rank], in_strides[0..rank], begin, end);
-}
-
-fn resizeGeneralWith(args: *const ResizeArgs, resized_dims: []const usize, out_shape_in: []const usize, in_strides: []const usize, begin: usize, end: usize) void {
-    const rank = args.dims.len;
-    var out_shape: [max_dims]usize = undefined;
-    @memcpy(out_shape[0..rank], out_shape_in);
-    var resized: [max_dims]usize = undefined;
-    const resized_count = resized_dims.len;
-    @memcpy(resized[0..resized_count], resized_dims);
+    const out_shape = layout.out_shape[0..rank];
+    const in_strides = layout.in_strides[0..rank];
+    const resized = layout.resized[0..layout.resized_count];
+    const resized_count = resized.len;
     var coordinates: [max_dims]usize = undefined;
-    unravel(begin, out_shape[0..rank], &coordinates);
+    unravel(begin, out_shape, &coordinates);
     for (begin..end) |i| {
-        defer advance(out_shape[0..rank], &coordinates);
+        defer advance(out_shape, &coordinates);
         var base: usize = 0;
         for (0..rank) |d| base += coordinates[d] * in_strides[d];
         var low: [max_dims]usize = undefined;
@@ -416,7 +402,7 @@ test "the planar resize path matches the general path" {
         // The general path: force it with a fake resized batch dim list.
         var general_args = args;
         general_args.output = &general;
-        resizeGeneral(&general_args, 0, general.len);
+        resizeGeneral(&general_args, &ResizeLayout.of(&general_args), 0, general.len);
         for (planar, general) |a, b| try std.testing.expectApproxEqAbs(b, a, 1e-5);
     };
 }
