@@ -124,7 +124,9 @@ fn unfoldRow(window: Window, source: []const f32, ky: usize, kx: usize, column_b
                 const target = segment[inside.begin..inside.end];
                 switch (window.stride[1]) {
                     1 => @memcpy(target, source_row[first..][0..target.len]),
-                    2 => gatherStrided(2, target, source_row, first),
+                    // The rest of the plane, not just the row: a short last vector may then
+                    // load past the row's end (into the next row, values it does not keep).
+                    2 => gatherStrided(2, target, source[iy * window.image[1] ..], first),
                     else => |stride| for (target, 0..) |*x, i| {
                         x.* = source_row[first + i * stride];
                     },
@@ -148,6 +150,13 @@ fn gatherStrided(comptime stride: usize, target: []f32, source: []const f32, fir
     while (i + lanes <= target.len) : (i += lanes) {
         const loaded: @Vector(loaded_lanes, f32) = source[first + i * stride ..][0..loaded_lanes].*;
         target[i..][0..lanes].* = @shuffle(f32, loaded, undefined, keep);
+    }
+    if (i < target.len and first + i * stride + loaded_lanes <= source.len) {
+        // A short tail as one vector when the loaded span stays inside `source`.
+        const loaded: @Vector(loaded_lanes, f32) = source[first + i * stride ..][0..loaded_lanes].*;
+        const kept: [lanes]f32 = @shuffle(f32, loaded, undefined, keep);
+        @memcpy(target[i..], kept[0 .. target.len - i]);
+        return;
     }
     while (i < target.len) : (i += 1) target[i] = source[first + i * stride];
 }
