@@ -51,6 +51,8 @@ export const symbols = {
   spindle_tensor_read: { parameters: ["u64", "buffer", "usize"], result: "i32" },
   // int32_t spindle_tensor_dispose(uint64_t handle)
   spindle_tensor_dispose: { parameters: ["u64"], result: "i32" },
+  // uint64_t spindle_system_allocations(void)
+  spindle_system_allocations: { parameters: [], result: "u64" },
   // size_t spindle_tensor_live_count(void)
   spindle_tensor_live_count: { parameters: [], result: "usize" },
   // int32_t spindle_op_run(uint32_t op, const uint64_t *inputs, size_t input_count,

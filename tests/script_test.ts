@@ -24,6 +24,7 @@ import {
 } from "../mod.ts";
 import { Program } from "../lib/script/program.ts";
 import { programFor } from "../lib/script/script.ts";
+import { native } from "../ffi/load.ts";
 import { encodeImage } from "../lib/script/format.ts";
 import { assertClose, atThreadCounts, generator, values } from "./reference.ts";
 
@@ -251,4 +252,21 @@ Deno.test("traced programs get a memory plan: op outputs share one arena per run
   using a = only(chain(x));
   using b = only(chain(x));
   assert.deepEqual(values(a), values(b));
+});
+
+Deno.test("a planned program does not allocate per op in steady state", () => {
+  using w = randn([32, 32], { seed: 30 });
+  using x = randn([4, 32], { seed: 31 });
+  const chain = script((input: Tensor) => {
+    let h = input;
+    for (let i = 0; i < 50; i++) h = relu(mm(h, w)); // 100 ops
+    return h;
+  }, "long_chain");
+  for (let i = 0; i < 5; i++) only(chain(x)).dispose(); // trace, plan, warm the caches
+  const before = native().spindle_system_allocations();
+  const runs = 20;
+  for (let i = 0; i < runs; i++) only(chain(x)).dispose();
+  const perRun = Number(native().spindle_system_allocations() - before) / runs;
+  // A run takes its arena and its output from the system allocator: a few per run, not 100.
+  assert.ok(perRun <= 6, `${perRun} system allocations per run of 100 ops`);
 });

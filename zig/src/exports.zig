@@ -213,6 +213,12 @@ export fn spindle_tensor_dispose(handle: Handle) i32 {
     return status.toStatus(tensor.table.dispose(handle));
 }
 
+/// uint64_t spindle_system_allocations(void): allocations that went to the system allocator
+///     so far (tests check that steady-state inference does not allocate per op).
+export fn spindle_system_allocations() u64 {
+    return @import("storage_cache.zig").system_allocations.load(.monotonic);
+}
+
 /// size_t spindle_tensor_live_count(void): live tensor handles (leak checks in tests).
 export fn spindle_tensor_live_count() usize {
     return tensor.table.liveCount();

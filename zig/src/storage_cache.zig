@@ -32,6 +32,11 @@ var ages: [slot_count]u64 = @splat(0);
 var cached_bytes: usize = 0;
 var next_age: u64 = 0;
 
+/// Calls that went to the system allocator (not served from a cache), process-wide: tests
+/// use it to check that steady-state inference does not allocate per op. Monotonic: a
+/// statistic, read without ordering.
+pub var system_allocations: std.atomic.Value(u64) = .init(0);
+
 /// A block of at least `byte_count` bytes (exactly `sizeClass(byte_count)` when cached-size).
 pub fn allocate(byte_count: usize) error{OutOfMemory}!Block {
     const capacity = sizeClass(@max(byte_count, 1));
@@ -46,6 +51,7 @@ pub fn allocate(byte_count: usize) error{OutOfMemory}!Block {
             return block;
         }
     }
+    _ = system_allocations.fetchAdd(1, .monotonic);
     return allocator.alignedAlloc(u8, .fromByteUnits(alignment), capacity);
 }
 

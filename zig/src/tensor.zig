@@ -43,6 +43,38 @@ pub const max_bytes: usize = 64 << 30;
 /// Storage is aligned for the widest vector loads (AVX-512) and for in-place model weights.
 pub const alignment = 64;
 
+/// Per-thread caches of Tensor and Storage structs, so that an op in steady state takes its
+/// output's bookkeeping from a free list instead of malloc. A struct freed on another thread
+/// lands in that thread's list (lists are per thread, never shared, so no locking). Bounded:
+/// beyond `struct_cache_capacity` structs go back to malloc; at most that many per thread
+/// stay cached when a thread exits.
+const struct_cache_capacity = 64;
+
+fn StructCache(comptime T: type) type {
+    return struct {
+        threadlocal var items: [struct_cache_capacity]*T = undefined;
+        threadlocal var count: usize = 0;
+
+        fn create() Error!*T {
+            if (count > 0) {
+                count -= 1;
+                return items[count];
+            }
+            _ = storage_cache.system_allocations.fetchAdd(1, .monotonic);
+            return allocator.create(T) catch error.OutOfMemory;
+        }
+
+        fn destroy(item: *T) void {
+            if (count < struct_cache_capacity) {
+                items[count] = item;
+                count += 1;
+                return;
+            }
+            allocator.destroy(item);
+        }
+    };
+}
+
 pub const Storage = struct {
     /// The tensor's bytes: the first `byte_count` bytes of `block`.
     bytes: []align(alignment) u8,
@@ -57,8 +89,8 @@ pub const Storage = struct {
     refs: std.atomic.Value(u32),
 
     fn create(byte_count: usize) Error!*Storage {
-        const storage = allocator.create(Storage) catch return error.OutOfMemory;
-        errdefer allocator.destroy(storage);
+        const storage = try StructCache(Storage).create();
+        errdefer StructCache(Storage).destroy(storage);
         // Allocate at least one byte so that empty tensors still own a valid pointer.
         const block = storage_cache.allocate(@max(byte_count, 1)) catch
             return status.fail(error.OutOfMemory, "out of memory allocating {d} bytes", .{byte_count});
@@ -80,7 +112,7 @@ pub const Storage = struct {
         if (previous == 1) {
             _ = storage.refs.load(.acquire);
             if (storage.arena) |arena| arena.release() else storage_cache.free(storage.block);
-            allocator.destroy(storage);
+            StructCache(Storage).destroy(storage);
         }
     }
 };
@@ -159,7 +191,7 @@ pub const Tensor = struct {
             // Acquire pairs with the Release decrements of every other holder.
             _ = t.refs.load(.acquire);
             t.storage.release();
-            allocator.destroy(t);
+            StructCache(Tensor).destroy(t);
         }
     }
 };
@@ -192,6 +224,7 @@ pub const Arena = struct {
     refs: std.atomic.Value(u32),
 
     pub fn create(byte_count: usize) Error!*Arena {
+        _ = storage_cache.system_allocations.fetchAdd(1, .monotonic);
         const arena = allocator.create(Arena) catch return error.OutOfMemory;
         errdefer allocator.destroy(arena);
         const block = storage_cache.allocate(@max(byte_count, 1)) catch return error.OutOfMemory;
@@ -231,7 +264,7 @@ fn takePlanned(byte_count: usize) Error!?*Storage {
     const planned = planned_output orelse return null;
     if (planned.bytes != byte_count or byte_count == 0) return null;
     planned_output = null;
-    const storage = allocator.create(Storage) catch return error.OutOfMemory;
+    const storage = try StructCache(Storage).create();
     const region: []align(alignment) u8 = @alignCast(planned.arena.block[planned.offset..][0..byte_count]);
     // Monotonic: the run holds a reference, so the arena cannot be freed meanwhile.
     _ = planned.arena.refs.fetchAdd(1, .monotonic);
@@ -243,7 +276,7 @@ pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     const count = try checkedNumel(shape, dtype);
     const storage = (try takePlanned(count * dtype.size())) orelse try Storage.create(count * dtype.size());
     errdefer storage.release();
-    const t = allocator.create(Tensor) catch return error.OutOfMemory;
+    const t = try StructCache(Tensor).create();
     t.* = .{
         .storage = storage,
         .offset = 0,
@@ -278,7 +311,7 @@ fn setContiguousStrides(t: *Tensor) void {
 pub fn createView(source: *const Tensor, shape: []const usize, strides: []const usize, offset: usize) Error!*Tensor {
     std.debug.assert(shape.len == strides.len);
     std.debug.assert(shape.len <= max_dims);
-    const t = allocator.create(Tensor) catch return error.OutOfMemory;
+    const t = try StructCache(Tensor).create();
     source.storage.retain();
     t.* = .{
         .storage = source.storage,
