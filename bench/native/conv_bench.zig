@@ -102,7 +102,9 @@ pub fn main() !void {
     const random = prng.random();
     const stdout_file = std.fs.File.stdout();
     var out_buffer: [4096]u8 = undefined;
-    var writer = stdout_file.writer(&out_buffer);
+    // Streaming, not positional: when stdout is a file that a script appended to first, a
+    // positional writer would overwrite from offset 0.
+    var writer = stdout_file.writerStreaming(&out_buffer);
     const out = &writer.interface;
 
     try out.print("== conv2d vs GEMM of the same M x N x K, batch 1 (GFLOPS, medians; noisy on a shared machine)\n", .{});

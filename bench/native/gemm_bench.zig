@@ -323,7 +323,8 @@ pub fn main() !void {
     @memset(results, .{});
 
     var buffer: [4096]u8 = undefined;
-    var stdout_writer = std.fs.File.stdout().writer(&buffer);
+    // Streaming, not positional: appending to a redirected file must not overwrite it.
+    var stdout_writer = std.fs.File.stdout().writerStreaming(&buffer);
     const out = &stdout_writer.interface;
     const config = gemm_native.target_config;
     try out.print("# Spindle native: {d}-lane vectors, {d}x{d} register block, blocks KC {d} MC {d} NC {d}\n", .{

@@ -136,7 +136,9 @@ pub fn main() !void {
     const random = prng.random();
     const stdout_file = std.fs.File.stdout();
     var out_buffer: [4096]u8 = undefined;
-    var writer = stdout_file.writer(&out_buffer);
+    // Streaming, not positional: when stdout is a file that a script appended to first, a
+    // positional writer would overwrite from offset 0.
+    var writer = stdout_file.writerStreaming(&out_buffer);
     const out = &writer.interface;
 
     const a = try allocator.alloc(f32, big);
