@@ -34,3 +34,27 @@ for (const model of models) {
     await session.release();
   });
 }
+
+Deno.test("infer runs an .onnx model with --input-shape for its dynamic dims", async () => {
+  const cls = models.find((m) => m.name === "ocr-cls")!;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../main.ts", import.meta.url).pathname,
+      "infer",
+      "--model",
+      cls.file,
+      "--input-shape",
+      `${cls.input}=${cls.shape.join("x")}`,
+      "--requests",
+      "3",
+      "--json",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+  const report = JSON.parse(new TextDecoder().decode(output.stdout));
+  assert.ok(Math.abs(report.checksum - 1) < 1e-4, `a softmax over 2 classes sums to 1, got ${report.checksum}`);
+});

@@ -28,6 +28,8 @@ Options:
   --requests R            timed requests (default 100)
   --concurrency C         concurrent inference threads (default 1, at most 32)
   --warmup W              untimed requests first (default 5)
+  --input-shape NAME=DIMS fixed sizes for an .onnx input with dynamic dims, e.g.
+                          x=-1x3x48x192 (-1 keeps the batch dynamic); repeatable
   --json                  print one JSON object instead of text
   -h, --help              show this help`;
 
@@ -63,6 +65,8 @@ export interface InferOptions {
   concurrency: number;
   warmup: number;
   progress: boolean;
+  /** For .onnx models: fixed sizes of dynamic input dims, by input name. */
+  inputShapes?: Record<string, number[]>;
 }
 
 interface Runnable {
@@ -72,7 +76,22 @@ interface Runnable {
   dispose(): void;
 }
 
-async function open(model: string, batch: number | undefined): Promise<Runnable> {
+/** Parses repeated `NAME=D1xD2x…` flags into ONNX import input shapes. */
+export function parseInputShapes(values: readonly string[]): Record<string, number[]> {
+  const shapes: Record<string, number[]> = {};
+  for (const value of values) {
+    const match = value.match(/^([^=]+)=(-?\d+(?:x-?\d+)*)$/);
+    if (match === null) throw new UsageError(`--input-shape expects NAME=D1xD2x..., got '${value}'`);
+    shapes[match[1]] = match[2].split("x").map(Number);
+  }
+  return shapes;
+}
+
+async function open(
+  model: string,
+  batch: number | undefined,
+  inputShapes: Record<string, number[]> = {},
+): Promise<Runnable> {
   if (model.startsWith("builtin:")) {
     const name = model.slice("builtin:".length);
     if (!BUILTIN_NAMES.includes(name)) {
@@ -81,7 +100,7 @@ async function open(model: string, batch: number | undefined): Promise<Runnable>
     const built: BuiltinModel = builtinModel(name, { batch });
     return built;
   }
-  const module = await load(model);
+  const module = await load(model, { inputShapes });
   const inputs = () =>
     module.inputs.map((spec, i) => {
       if (spec.dtype !== "float32") {
@@ -106,7 +125,7 @@ function dispose(outputs: Tensor | Tensor[]): void {
 
 /** Runs `infer` and returns its report. */
 export async function runInfer(options: InferOptions): Promise<InferReport> {
-  const runnable = await open(options.model, options.batch);
+  const runnable = await open(options.model, options.batch, options.inputShapes);
   const inputs = runnable.inputs();
   try {
     const first = await runnable.module.forward(...inputs);
@@ -172,6 +191,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     requests: { type: "string" },
     concurrency: { type: "string" },
     warmup: { type: "string" },
+    "input-shape": { type: "string", multiple: true },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -192,6 +212,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     concurrency,
     warmup: values.warmup === "0" ? 0 : positiveInteger("warmup", values.warmup, 5),
     progress: !values.json,
+    inputShapes: parseInputShapes(values["input-shape"] ?? []),
   });
   if (values.json) console.log(JSON.stringify(report));
   else printReport(report);
