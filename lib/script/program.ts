@@ -68,12 +68,25 @@ export class Program {
     return this.description.graphs[0].outputs.length;
   }
 
+  /** The arguments of spindle_program_run (the same for the sync and nonblocking symbol). */
   #prepare(inputs: readonly Tensor[]) {
     inputs.forEach((t, i) => {
       if (!(t instanceof Tensor)) throw new TypeError(`forward: input ${i} must be a Tensor`);
     });
     const handles = BigUint64Array.from(inputs, (t) => t.handle);
-    return { handles, outputs: new BigUint64Array(this.outputCount), message: new Uint8Array(MESSAGE_CAPACITY) };
+    const outputs = new BigUint64Array(this.outputCount);
+    const message = new Uint8Array(MESSAGE_CAPACITY);
+    const args = [
+      this.#live(),
+      0,
+      handles,
+      BigInt(handles.length),
+      outputs,
+      BigInt(outputs.length),
+      message,
+      BigInt(MESSAGE_CAPACITY),
+    ] as const;
+    return { args, outputs, message };
   }
 
   #collect(status: number, outputs: BigUint64Array, message: Uint8Array): Tensor[] {
@@ -91,18 +104,8 @@ export class Program {
    * @returns One tensor per graph output.
    */
   runSync(inputs: readonly Tensor[]): Tensor[] {
-    const { handles, outputs, message } = this.#prepare(inputs);
-    const status = native().spindle_program_run(
-      this.#live(),
-      0,
-      handles,
-      BigInt(handles.length),
-      outputs,
-      BigInt(outputs.length),
-      message,
-      BigInt(MESSAGE_CAPACITY),
-    );
-    return this.#collect(status, outputs, message);
+    const call = this.#prepare(inputs);
+    return this.#collect(native().spindle_program_run(...call.args), call.outputs, call.message);
   }
 
   /**
@@ -113,18 +116,8 @@ export class Program {
    * @returns One tensor per graph output.
    */
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
-    const { handles, outputs, message } = this.#prepare(inputs);
-    const status = await native().spindle_program_run_async(
-      this.#live(),
-      0,
-      handles,
-      BigInt(handles.length),
-      outputs,
-      BigInt(outputs.length),
-      message,
-      BigInt(MESSAGE_CAPACITY),
-    );
-    return this.#collect(status, outputs, message);
+    const call = this.#prepare(inputs);
+    return this.#collect(await native().spindle_program_run_async(...call.args), call.outputs, call.message);
   }
 
   /** Frees the native program (running calls keep their own reference). Idempotent. */
