@@ -49,6 +49,8 @@ export class GraphBuilder {
   readonly nodes: NodeDescription[] = [];
   readonly tensors: ProgramSource["tensors"] = [];
   readonly runCount: number;
+  /** The rank of each runtime value (graph inputs and op outputs). */
+  readonly ranks = new Map<number, number>();
   #nextValue: number;
   #owned: Tensor[] = [];
 
@@ -60,6 +62,7 @@ export class GraphBuilder {
   /** A graph input (value `index`) with its dummy tensors. */
   input(index: number, dtype: DType, runs: Tensor[]): RuntimeValue {
     this.#owned.push(...runs);
+    this.ranks.set(index, runs[0].shape.length);
     return { kind: "runtime", id: index, dtype, runs };
   }
 
@@ -120,6 +123,7 @@ export class GraphBuilder {
       params: params.slice(),
     };
     this.nodes.push(node);
+    this.ranks.set(node.outputs[0], runs[0].shape.length);
     return { kind: "runtime", id: node.outputs[0], dtype: runs[0].dtype, runs, node };
   }
 

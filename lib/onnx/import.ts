@@ -13,6 +13,7 @@ import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, MALFORMED, UNSUPPORTED, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
+import { fuse } from "./fuse.ts";
 
 /** Options of {@link importOnnx}. */
 export interface ImportOptions {
@@ -152,7 +153,9 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
     const outputs = graph.outputs.map((o) =>
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
-    return encodeImage(b.finish(graph.name, inputs, outputs));
+    const source = b.finish(graph.name, inputs, outputs);
+    fuse(source, { rank: (value) => b.ranks.get(value) });
+    return encodeImage(source);
   } finally {
     b.dispose();
   }

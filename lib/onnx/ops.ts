@@ -37,9 +37,9 @@ import {
 } from "./graph.ts";
 import {
   avgPool2dParams,
-  CONV2D_RELU_PARAM,
+  CONV2D_ACTIVATION_PARAM,
   conv2dParams,
-  CONV_TRANSPOSE2D_RELU_PARAM,
+  CONV_TRANSPOSE2D_ACTIVATION_PARAM,
   convTranspose2dParams,
   maxPool2dParams,
 } from "./pending_ops.ts";
@@ -501,9 +501,9 @@ function fuseRelu(n: NodeContext): Value[] | undefined {
   const x = input(n, 0);
   if (x.kind !== "runtime" || n.uses(x) !== 1 || x.node === undefined) return undefined;
   const index = x.node.op === "conv2d"
-    ? CONV2D_RELU_PARAM
+    ? CONV2D_ACTIVATION_PARAM
     : x.node.op === "conv_transpose2d"
-    ? CONV_TRANSPOSE2D_RELU_PARAM
+    ? CONV_TRANSPOSE2D_ACTIVATION_PARAM
     : -1;
   if (index < 0 || x.node.params![index] !== 0) return undefined;
   x.node.params![index] = 1;

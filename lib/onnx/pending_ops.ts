@@ -6,9 +6,9 @@
  *
  * Assumed (PyTorch semantics, NCHW, symmetric padding):
  * - conv2d (x, weight [Cout, Cin/g, kh, kw], bias?)
- *   [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, groups, has_bias, relu]
+ *   [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, groups, has_bias, activation, post_scale?, post_shift?]
  * - conv_transpose2d (x, weight [Cin, Cout/g, kh, kw], bias?)
- *   [stride_h, stride_w, padding_h, padding_w, output_padding_h, output_padding_w, dilation_h, dilation_w, groups, has_bias, relu]
+ *   [stride_h, stride_w, padding_h, padding_w, output_padding_h, output_padding_w, dilation_h, dilation_w, groups, has_bias, activation, post_scale?, post_shift?]
  * - max_pool2d (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, ceil_mode]
  * - avg_pool2d (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, ceil_mode, count_include_pad, divisor (0 = window)]
  * - adaptive_avg_pool2d (x) [output_h, output_w]
@@ -18,10 +18,13 @@
 import { OP, type OpCode } from "../ops/dispatch.ts";
 import { SpindleError } from "../../ffi/status.ts";
 
-/** Index of the fused-ReLU flag in conv2d's parameters. */
-export const CONV2D_RELU_PARAM = 8;
-/** Index of the fused-ReLU flag in conv_transpose2d's parameters. */
-export const CONV_TRANSPOSE2D_RELU_PARAM = 10;
+/**
+ * Index of the fused activation in conv2d's parameters (0 none, 1 relu, 2 hard_swish); two
+ * optional parameters after it scale and shift the activated value.
+ */
+export const CONV2D_ACTIVATION_PARAM = 8;
+/** Index of the fused activation in conv_transpose2d's parameters (as conv2d's). */
+export const CONV_TRANSPOSE2D_ACTIVATION_PARAM = 10;
 
 /** The conv2d parameter list. */
 export function conv2dParams(

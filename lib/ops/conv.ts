@@ -86,7 +86,7 @@ export const conv2d: (x: Tensor, weight: Tensor, bias?: Tensor | null, options?:
         ...size2d("conv2d", "dilation", options.dilation, 1),
         groupsOf("conv2d", options),
         inputs.length === 3 ? 1 : 0,
-        0, // fused relu: for the graph interpreter
+        0, // fused activation: for graph fusion (lib/onnx/fuse.ts)
       ],
     };
   },
@@ -131,7 +131,7 @@ export const convTranspose2d: (
         ...size2d("convTranspose2d", "dilation", options.dilation, 1),
         groupsOf("convTranspose2d", options),
         inputs.length === 3 ? 1 : 0,
-        0, // fused relu: for the graph interpreter
+        0, // fused activation: for graph fusion (lib/onnx/fuse.ts)
       ],
     };
   },

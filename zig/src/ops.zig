@@ -18,6 +18,7 @@ const conv = @import("ops/conv.zig");
 const pool = @import("ops/pool.zig");
 const indexing = @import("ops/indexing.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
+const conv_kernels = @import("kernels/conv.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -63,8 +64,8 @@ pub const OpCode = enum(u32) {
     concat = 36, // (x0, x1, ...) [dim]
     gather = 37, // (x, index) [dim]
     contiguous = 38, // (x)
-    conv2d = 39, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, groups, has_bias, relu]
-    conv_transpose2d = 40, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, output_padding_h, output_padding_w, dilation_h, dilation_w, groups, has_bias, relu]
+    conv2d = 39, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, groups, has_bias, activation (0 none, 1 relu, 2 hard_swish), post_scale?, post_shift?]
+    conv_transpose2d = 40, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, output_padding_h, output_padding_w, dilation_h, dilation_w, groups, has_bias, activation, post_scale?, post_shift?]
     max_pool2d = 41, // (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, ceil_mode]
     avg_pool2d = 42, // (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, ceil_mode, count_include_pad, divisor (0 = window size)]
     adaptive_avg_pool2d = 43, // (x) [output_h, output_w]
@@ -261,18 +262,34 @@ fn pair(params: Params, index: usize, name: []const u8) Error![2]i64 {
 
 fn convolution(op: OpCode, inputs: []const *Tensor, params: Params) Error!*Tensor {
     const transposed = op == .conv_transpose2d;
-    const count: usize = if (transposed) 11 else 9;
-    try params.expectCount(count, count);
-    const has_bias = try params.flag(count - 2, "has_bias");
+    // [..., groups, has_bias, activation] and optionally [post_scale, post_shift].
+    const base: usize = if (transposed) 11 else 9;
+    try params.expectCount(base, base + 2);
+    if (params.count() == base + 1) return status.fail(error.InvalidArgument, "{s}: post_scale without post_shift", .{@tagName(op)});
+    const has_bias = try params.flag(base - 2, "has_bias");
     if (inputs.len != 2 + @as(usize, @intFromBool(has_bias))) {
         return status.fail(error.InvalidArgument, "{s}: {d} inputs do not match has_bias={}", .{ @tagName(op), inputs.len, has_bias });
     }
     const bias: ?*Tensor = if (has_bias) inputs[2] else null;
+    const activation = try params.int(base - 1, "activation");
+    if (activation < 0 or activation > @intFromEnum(conv_kernels.Activation.hard_swish)) {
+        return status.fail(error.InvalidArgument, "{s}: activation must be 0 (none), 1 (relu) or 2 (hard_swish), got {d}", .{ @tagName(op), activation });
+    }
+    var epilogue: conv_kernels.Epilogue = .{ .activation = @enumFromInt(activation) };
+    if (params.count() == base + 2) {
+        const scale = try params.float(base, "post_scale");
+        const shift = try params.float(base + 1, "post_shift");
+        if (!std.math.isFinite(scale) or !std.math.isFinite(shift)) {
+            return status.fail(error.InvalidArgument, "{s}: post_scale and post_shift must be finite, got {d} and {d}", .{ @tagName(op), scale, shift });
+        }
+        epilogue.scale = @floatCast(scale);
+        epilogue.shift = @floatCast(shift);
+    }
     var options: conv.Options = .{
         .stride = try pair(params, 0, "stride"),
         .padding = try pair(params, 2, "padding"),
-        .groups = try params.int(count - 3, "groups"),
-        .relu = try params.flag(count - 1, "relu"),
+        .groups = try params.int(base - 3, "groups"),
+        .epilogue = epilogue,
     };
     if (transposed) {
         options.output_padding = try pair(params, 4, "output_padding");
@@ -485,6 +502,14 @@ test "run reads convolution and pooling parameters" {
     try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 1, 0 }));
     try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, conv_params[0..8]));
     try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 1.5, 2, 1, 1, 1, 1, 1, 0, 0 }));
+    // Activation codes 0–2 only; post_scale needs post_shift; both finite. A zero input
+    // through hard_swish, then · 3 + 0.5, is 0.5 everywhere.
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 3 }));
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 2, 3 }));
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 2, std.math.inf(f64), 0 }));
+    const shifted = try run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 2, 3, 0.5 });
+    defer shifted.release();
+    for (shifted.f32Slice()) |value| try std.testing.expectEqual(@as(f32, 0.5), value);
     const t = try run(.conv_transpose2d, &.{ y, weight }, &.{ 2, 2, 1, 1, 0, 0, 1, 1, 2, 0, 0 });
     defer t.release();
     try std.testing.expectEqualSlices(usize, &.{ 1, 4, 5, 5 }, t.dims());

@@ -235,36 +235,87 @@ fn foldRow(window: Window, source: []const f32, ky: usize, kx: usize, column_beg
     }
 }
 
-/// The epilogue fused after each GEMM block: row += bias, then relu (NaN stays NaN, as in
-/// PyTorch).
-pub fn biasRelu(row: []f32, bias: f32, relu: bool) void {
-    const bias_vector: V = @splat(bias);
-    const zero: V = @splat(0);
-    var i: usize = 0;
-    while (i + lanes <= row.len) : (i += lanes) {
-        var x: V = @as(V, row[i..][0..lanes].*) + bias_vector;
-        if (relu) x = @select(f32, x < zero, zero, x);
-        row[i..][0..lanes].* = x;
+/// The activation a convolution's epilogue applies after the bias.
+pub const Activation = enum(u8) {
+    none = 0,
+    relu = 1,
+    /// x · clamp(x / 6 + 1/2, 0, 1), as ONNX HardSwish and torch.nn.Hardswish.
+    hard_swish = 2,
+};
+
+/// What a convolution does to each output value after the sum of products, fused so that
+/// the values are touched once while still in cache: y = act(sum + bias) · scale + shift.
+/// (The ONNX importer folds the chains PaddleOCR-style models export, Conv → Mul/Add by a
+/// constant → HardSwish → Mul/Add by a constant, into this.) NaN stays NaN throughout, as in
+/// PyTorch.
+pub const Epilogue = struct {
+    activation: Activation = .none,
+    scale: f32 = 1,
+    shift: f32 = 0,
+
+    pub const relu: Epilogue = .{ .activation = .relu };
+
+    /// Whether only a bias remains to add (nothing to do when the bias is 0 too).
+    pub fn isLinear(epilogue: Epilogue) bool {
+        return epilogue.activation == .none and epilogue.scale == 1 and epilogue.shift == 0;
     }
-    for (row[i..]) |*x| {
-        x.* += bias;
-        if (relu and x.* < 0) x.* = 0;
+
+    fn vector(epilogue: Epilogue, x: V) V {
+        const zero: V = @splat(0);
+        const y = switch (epilogue.activation) {
+            .none => x,
+            .relu => @select(f32, x < zero, zero, x),
+            // min/max written as selects that keep NaN (x < lo is false for NaN).
+            .hard_swish => blk: {
+                const t = @mulAdd(V, x, @as(V, @splat(1.0 / 6.0)), @as(V, @splat(0.5)));
+                const low = @select(f32, t < zero, zero, t);
+                const one: V = @splat(1);
+                break :blk x * @select(f32, low > one, one, low);
+            },
+        };
+        if (epilogue.scale == 1 and epilogue.shift == 0) return y;
+        return @mulAdd(V, y, @as(V, @splat(epilogue.scale)), @as(V, @splat(epilogue.shift)));
     }
-}
+
+    pub fn scalar(epilogue: Epilogue, x: f32) f32 {
+        const y = switch (epilogue.activation) {
+            .none => x,
+            .relu => if (x < 0) 0 else x,
+            .hard_swish => blk: {
+                const t = @mulAdd(f32, x, 1.0 / 6.0, 0.5);
+                const low = if (t < 0) 0 else t;
+                break :blk x * (if (low > 1) 1 else low);
+            },
+        };
+        if (epilogue.scale == 1 and epilogue.shift == 0) return y;
+        return @mulAdd(f32, y, epilogue.scale, epilogue.shift);
+    }
+
+    /// row = epilogue(row + bias).
+    pub fn apply(epilogue: Epilogue, row: []f32, bias: f32) void {
+        if (bias == 0 and epilogue.isLinear()) return;
+        const bias_vector: V = @splat(bias);
+        var i: usize = 0;
+        while (i + lanes <= row.len) : (i += lanes) {
+            row[i..][0..lanes].* = epilogue.vector(@as(V, row[i..][0..lanes].*) + bias_vector);
+        }
+        for (row[i..]) |*x| x.* = epilogue.scalar(x.* + bias);
+    }
+};
 
 /// Output rows [row_begin, row_end) of one depthwise plane (one input plane per output
 /// plane): output[oy, ox] = bias + Σ weights[ky·kw + kx] · plane[oy·s − p + ky·d,
-/// ox·s − p + kx·d], then relu. `output` is the whole output plane. Where every tap of a
+/// ox·s − p + kx·d], then the epilogue. `output` is the whole output plane. Where every tap of a
 /// row lies inside the image, 16 outputs at a time sum all taps in one vector register (the
 /// last block overlaps the one before instead of leaving a scalar tail); the padded borders
 /// go point by point.
-pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, bias: f32, relu: bool, row_begin: usize, row_end: usize, output: []f32) void {
+pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, bias: f32, epilogue: Epilogue, row_begin: usize, row_end: usize, output: []f32) void {
     std.debug.assert(plane.len == window.imagePlane());
     std.debug.assert(weights.len == window.taps());
     std.debug.assert(output.len == window.gridPlane());
     std.debug.assert(row_begin <= row_end and row_end <= window.grid[0]);
     switch (window.stride[1]) {
-        inline 1, 2 => |stride| if (depthwiseRowsPadded(stride, window, plane, weights, bias, relu, row_begin, row_end, output)) return,
+        inline 1, 2 => |stride| if (depthwiseRowsPadded(stride, window, plane, weights, bias, epilogue, row_begin, row_end, output)) return,
         else => {},
     }
     // Interior: from the first position where tap 0 is inside to the last where the last tap is.
@@ -286,7 +337,7 @@ pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, b
                 row[ox] = depthwisePoint(window, plane, weights, bias, oy, rows, ox);
             },
         }
-        if (relu) biasRelu(row, 0, true);
+        epilogue.apply(row, 0);
     }
 }
 
@@ -298,7 +349,7 @@ const depthwise_scratch = 8192;
 /// output, border or not, is then one strided vector load per tap (no per-point bounds
 /// checks, which cost more than the arithmetic on the small feature maps of mobile CNNs).
 /// Returns false when the padded rows would not fit the scratch.
-fn depthwiseRowsPadded(comptime stride: usize, window: Window, plane: []const f32, weights: []const f32, bias: f32, relu: bool, row_begin: usize, row_end: usize, output: []f32) bool {
+fn depthwiseRowsPadded(comptime stride: usize, window: Window, plane: []const f32, weights: []const f32, bias: f32, epilogue: Epilogue, row_begin: usize, row_end: usize, output: []f32) bool {
     const kernel_h = window.kernel[0];
     const kernel_w = window.kernel[1];
     const out_w = window.grid[1];
@@ -340,7 +391,7 @@ fn depthwiseRowsPadded(comptime stride: usize, window: Window, plane: []const f3
             const values: [lanes]f32 = sum;
             @memcpy(row[start..][0..count], values[0..count]);
         }
-        if (relu) biasRelu(row, 0, true);
+        epilogue.apply(row, 0);
     }
     return true;
 }
@@ -427,9 +478,22 @@ pub const Geometry = struct {
     }
 };
 
+/// The epilogue in f64, written out from its definition.
+fn referenceEpilogue(epilogue: Epilogue, sum: f64) f32 {
+    const y: f64 = switch (epilogue.activation) {
+        .none => sum,
+        .relu => @max(sum, 0),
+        .hard_swish => sum * std.math.clamp(sum / 6 + 0.5, 0, 1),
+    };
+    return @floatCast(y * epilogue.scale + epilogue.shift);
+}
+
+/// The epilogues the tests run every kernel with.
+pub const test_epilogues = [_]Epilogue{ .{}, Epilogue.relu, .{ .activation = .hard_swish, .scale = 0.75, .shift = -0.5 }, .{ .scale = 2, .shift = 0.25 } };
+
 /// Direct convolution: output [batch, out_channels, grid] from input [batch, in_channels,
 /// image] and weight [out_channels, in_channels / groups, kh, kw].
-pub fn reference(geometry: Geometry, input: []const f32, weight: []const f32, bias: ?[]const f32, relu: bool, output: []f32) void {
+pub fn reference(geometry: Geometry, input: []const f32, weight: []const f32, bias: ?[]const f32, epilogue: Epilogue, output: []f32) void {
     const w = geometry.window;
     const in_group = geometry.inPerGroup();
     const out_group = geometry.outPerGroup();
@@ -445,8 +509,7 @@ pub fn reference(geometry: Geometry, input: []const f32, weight: []const f32, bi
                 const x = input[((b * geometry.in_channels + ic) * w.image[0] + @as(usize, @intCast(iy))) * w.image[1] + @as(usize, @intCast(ix))];
                 sum += @as(f64, x) * weight[((oc * in_group + c) * w.kernel[0] + ky) * w.kernel[1] + kx];
             };
-            if (relu and sum < 0) sum = 0;
-            output[((b * geometry.out_channels + oc) * w.grid[0] + oy) * w.grid[1] + ox] = @floatCast(sum);
+            output[((b * geometry.out_channels + oc) * w.grid[0] + oy) * w.grid[1] + ox] = referenceEpilogue(epilogue, sum);
         };
     };
 }
@@ -455,7 +518,7 @@ pub fn reference(geometry: Geometry, input: []const f32, weight: []const f32, bi
 /// in_channels, grid] and weight [in_channels, out_channels / groups, kh, kw]. Written as a
 /// gather (which input positions land on this output?) so that it shares no code with the
 /// col2im scatter it checks.
-pub fn referenceTranspose(geometry: Geometry, input: []const f32, weight: []const f32, bias: ?[]const f32, relu: bool, output: []f32) void {
+pub fn referenceTranspose(geometry: Geometry, input: []const f32, weight: []const f32, bias: ?[]const f32, epilogue: Epilogue, output: []f32) void {
     const w = geometry.window;
     const in_group = geometry.inPerGroup();
     const out_group = geometry.outPerGroup();
@@ -475,8 +538,7 @@ pub fn referenceTranspose(geometry: Geometry, input: []const f32, weight: []cons
                 const x = input[((b * geometry.in_channels + ic) * w.grid[0] + iy) * w.grid[1] + ix];
                 sum += @as(f64, x) * weight[((ic * out_group + oc % out_group) * w.kernel[0] + ky) * w.kernel[1] + kx];
             };
-            if (relu and sum < 0) sum = 0;
-            output[((b * geometry.out_channels + oc) * w.image[0] + oy) * w.image[1] + ox] = @floatCast(sum);
+            output[((b * geometry.out_channels + oc) * w.image[0] + oy) * w.image[1] + ox] = referenceEpilogue(epilogue, sum);
         };
     };
 }
@@ -563,7 +625,7 @@ test "im2col then a plain product matches the direct convolution" {
         fillRandom(prng.random(), input);
         fillRandom(prng.random(), weight);
         const geometry: Geometry = .{ .batch = 1, .in_channels = channels, .out_channels = out_channels, .groups = 1, .window = window };
-        reference(geometry, input, weight, null, false, expected);
+        reference(geometry, input, weight, null, .{}, expected);
         // Unfold in blocks of 5 columns: blocks start mid-row and end mid-row.
         var begin: usize = 0;
         while (begin < columns_total) : (begin += 5) {
@@ -598,7 +660,7 @@ test "col2im of a product matches the direct transposed convolution" {
         fillRandom(prng.random(), input);
         fillRandom(prng.random(), weight);
         const geometry: Geometry = .{ .batch = 1, .in_channels = in_channels, .out_channels = out_channels, .groups = 1, .window = window };
-        referenceTranspose(geometry, input, weight, null, false, expected);
+        referenceTranspose(geometry, input, weight, null, .{}, expected);
         @memset(got, 0);
         const columns_total = window.gridPlane();
         var begin: usize = 0;
@@ -617,10 +679,10 @@ test "col2im of a product matches the direct transposed convolution" {
     }
 }
 
-test "depthwise rows match the direct convolution, with bias and relu" {
+test "depthwise rows match the direct convolution, with bias and every epilogue" {
     var prng = std.Random.DefaultPrng.init(13);
     const allocator = testing.allocator;
-    for (test_cases) |case| for ([_]bool{ false, true }) |relu| {
+    for (test_cases) |case| for (test_epilogues) |epilogue| {
         const window = case.window();
         const plane = try allocator.alloc(f32, window.imagePlane());
         defer allocator.free(plane);
@@ -634,21 +696,36 @@ test "depthwise rows match the direct convolution, with bias and relu" {
         fillRandom(prng.random(), weights);
         const bias = [_]f32{0.25};
         const geometry: Geometry = .{ .batch = 1, .in_channels = 1, .out_channels = 1, .groups = 1, .window = window };
-        reference(geometry, plane, weights, &bias, relu, expected);
+        reference(geometry, plane, weights, &bias, epilogue, expected);
         // Rows in two calls, split mid-plane.
         const half = window.grid[0] / 2;
-        depthwiseRows(window, plane, weights, bias[0], relu, 0, half, got);
-        depthwiseRows(window, plane, weights, bias[0], relu, half, window.grid[0], got);
+        depthwiseRows(window, plane, weights, bias[0], epilogue, 0, half, got);
+        depthwiseRows(window, plane, weights, bias[0], epilogue, half, window.grid[0], got);
         for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
     };
 }
 
-test "biasRelu adds the bias, clamps negatives and keeps NaN" {
+test "the epilogue adds the bias, applies the activation and the affine, and keeps NaN" {
     var row = [_]f32{ -3, -1, 0.5, std.math.nan(f32) } ++ [_]f32{-2} ** 17;
-    biasRelu(&row, 1, true);
+    Epilogue.relu.apply(&row, 1);
     try testing.expectEqual(@as(f32, 0), row[0]);
     try testing.expectEqual(@as(f32, 0), row[1]);
     try testing.expectEqual(@as(f32, 1.5), row[2]);
     try testing.expect(std.math.isNan(row[3]));
     for (row[4..]) |x| try testing.expectEqual(@as(f32, 0), x);
+    // hard_swish(x) = x·clamp(x/6 + 1/2, 0, 1): 0 below −3, x above 3, then ·2 − 1; vector
+    // lanes and the scalar tail agree.
+    const swish: Epilogue = .{ .activation = .hard_swish, .scale = 2, .shift = -1 };
+    var values: [19]f32 = undefined;
+    for (&values, 0..) |*x, i| x.* = @as(f32, @floatFromInt(i)) * 0.5 - 4.5;
+    const original = values;
+    swish.apply(&values, 0.5);
+    for (original, values) |x, got| {
+        const y = x + 0.5;
+        const want = y * std.math.clamp(y / 6 + 0.5, 0, 1) * 2 - 1;
+        try testing.expectApproxEqAbs(want, got, 1e-6);
+    }
+    var nan = [_]f32{std.math.nan(f32)} ** 17;
+    swish.apply(&nan, 0);
+    for (nan) |x| try testing.expect(std.math.isNan(x));
 }

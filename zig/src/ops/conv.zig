@@ -7,7 +7,7 @@
 //! - pointwise (1×1, stride 1, no padding): a GEMM straight on the input, no unfolding;
 //! - otherwise im2col + GEMM, in column blocks sized for L2, each worker unfolding its own
 //!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
-//! Bias and relu are applied to each GEMM block while it is still in cache.
+//! The epilogue (bias, activation, affine) is applied to each GEMM block while it is still in cache.
 //!
 //! conv_transpose2d is a GEMM (weightᵀ · input) into column blocks and a col2im scatter.
 const std = @import("std");
@@ -34,8 +34,8 @@ pub const Options = struct {
     /// Transposed convolution only: extra rows and columns at the bottom and right.
     output_padding: [2]i64 = .{ 0, 0 },
     groups: i64 = 1,
-    /// Fused relu after the bias, for graph fusion.
-    relu: bool = false,
+    /// Fused after the bias, for graph fusion: activation, then · scale + shift.
+    epilogue: kernels.Epilogue = .{},
 };
 
 /// Upper bound on the im2col / col2im scratch of one call, over all workers.
@@ -219,7 +219,7 @@ const Data = struct {
     weight: []const f32,
     bias: ?[]const f32,
     output: []f32,
-    relu: bool,
+    epilogue: kernels.Epilogue,
 };
 
 /// Contiguous copies (or retained originals) of a call's tensors, released together.
@@ -243,13 +243,13 @@ const Operands = struct {
         if (operands.bias) |b| b.release();
     }
 
-    fn data(operands: Operands, output: *Tensor, relu: bool) Data {
+    fn data(operands: Operands, output: *Tensor, epilogue: kernels.Epilogue) Data {
         return .{
             .input = operands.input.f32Slice(),
             .weight = operands.weight.f32Slice(),
             .bias = if (operands.bias) |b| b.f32Slice() else null,
             .output = output.f32Slice(),
-            .relu = relu,
+            .epilogue = epilogue,
         };
     }
 };
@@ -264,7 +264,7 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
     errdefer out.release();
     if (out.numel() == 0) return out;
-    const data = operands.data(out, options.relu);
+    const data = operands.data(out, options.epilogue);
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
     } else {
@@ -283,7 +283,7 @@ pub fn convTranspose2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options:
     const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
     errdefer out.release();
     if (out.numel() == 0) return out;
-    try runTransposed(geometry, operands.data(out, options.relu));
+    try runTransposed(geometry, operands.data(out, options.epilogue));
     return out;
 }
 
@@ -317,7 +317,7 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
                 const weights = context.data.weight[channel * w.taps() ..][0..w.taps()];
                 const bias = if (context.data.bias) |values| values[channel] else 0;
                 const output = context.data.output[plane * w.gridPlane() ..][0..w.gridPlane()];
-                kernels.depthwiseRows(w, source, weights, bias, context.data.relu, oy, oy + rows, output);
+                kernels.depthwiseRows(w, source, weights, bias, context.data.epilogue, oy, oy + rows, output);
                 row += rows;
             }
         }
@@ -458,7 +458,7 @@ const UnfoldedContext = struct {
     }
 
     /// One block of one image's output: unfold (unless this worker just did), GEMM, bias
-    /// and relu.
+    /// and the epilogue.
     fn runTask(context: *const UnfoldedContext, task: usize, scratch: []f32, unfolded: *?usize) Error!void {
         const g = context.geometry;
         const plan = context.plan;
@@ -509,10 +509,10 @@ const UnfoldedContext = struct {
         try args.validate();
         const tiling = gemm.plan(rows, columns, 1);
         gemm.runTiles(&args, tiling, 0, tiling.count());
-        if (context.data.bias == null and !context.data.relu) return;
+        if (context.data.bias == null and context.data.epilogue.isLinear()) return;
         for (0..rows) |r| {
             const bias = if (context.data.bias) |values| values[channel + r] else 0;
-            kernels.biasRelu(context.data.output[c_offset + r * n ..][0..columns], bias, context.data.relu);
+            context.data.epilogue.apply(context.data.output[c_offset + r * n ..][0..columns], bias);
         }
     }
 };
@@ -611,7 +611,7 @@ const TransposedContext = struct {
     }
 
     /// Scatters the current block into output channels [begin, end) of the current group:
-    /// the first block starts each plane from the bias, the last one applies relu.
+    /// the first block starts each plane from the bias, the last one applies the epilogue.
     fn scatter(context: *const TransposedContext, columns: []const f32, begin: usize, end: usize) void {
         const g = context.geometry;
         const window = g.window;
@@ -626,9 +626,7 @@ const TransposedContext = struct {
         };
         const column_begin = context.block * context.columns_per_block;
         kernels.col2im(window, columns, column_begin, context.blockColumns(context.block), begin, end, output);
-        if (context.data.relu and context.block + 1 == context.column_blocks) {
-            kernels.biasRelu(output[begin * plane .. end * plane], 0, true);
-        }
+        if (context.block + 1 == context.column_blocks) context.data.epilogue.apply(output[begin * plane .. end * plane], 0);
     }
 
     fn scatterChannels(context: *const TransposedContext, begin: usize, end: usize) Error!void {
@@ -695,9 +693,9 @@ fn checkCase(case: Case, transposed: bool, random: std.Random) !void {
     defer weight.release();
     const bias = try randomTensor(random, &.{case.out_channels});
     defer bias.release();
-    for ([_]bool{ false, true }) |with_bias| for ([_]bool{ false, true }) |relu| {
+    for ([_]bool{ false, true }) |with_bias| for (kernels.test_epilogues) |epilogue| {
         var options = case.options;
-        options.relu = relu;
+        options.epilogue = epilogue;
         const b: ?*Tensor = if (with_bias) bias else null;
         const out = if (transposed) try convTranspose2d(x, weight, b, options) else try conv2d(x, weight, b, options);
         defer out.release();
@@ -706,9 +704,9 @@ fn checkCase(case: Case, transposed: bool, random: std.Random) !void {
         defer testing.allocator.free(expected);
         const bias_values: ?[]const f32 = if (with_bias) bias.f32Slice() else null;
         if (transposed) {
-            kernels.referenceTranspose(geometry, x.f32Slice(), weight.f32Slice(), bias_values, relu, expected);
+            kernels.referenceTranspose(geometry, x.f32Slice(), weight.f32Slice(), bias_values, epilogue, expected);
         } else {
-            kernels.reference(geometry, x.f32Slice(), weight.f32Slice(), bias_values, relu, expected);
+            kernels.reference(geometry, x.f32Slice(), weight.f32Slice(), bias_values, epilogue, expected);
         }
         try expectClose(expected, out.f32Slice(), weight_dims[1] * case.kernel[0] * case.kernel[1]);
     };

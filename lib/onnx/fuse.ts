@@ -1,0 +1,309 @@
+/**
+ * Peephole fusions over an imported graph, run once after import: exported models spell
+ * out in many small ops what Spindle runs as one, and every op is a pass over memory.
+ *
+ * - `x · clamp(x + 3, 0, 6) / 6` and `x · hard_sigmoid(x)` (α = 1/6, β = 1/2) → `hard_swish(x)`;
+ * - a scalar affine (`mul`, `add`, `sub`, `div` by a constant) right after a convolution
+ *   without activation → folded into the convolution's weights and bias;
+ * - `relu` or `hard_swish` right after such a convolution → its fused activation;
+ * - a scalar affine after a convolution with an activation → its post-activation scale and
+ *   shift (PaddleOCR's "learnable affine blocks");
+ * - the decomposed LayerNorm `(x − mean) / sqrt(mean((x − mean)²) + ε) · γ + β` over the
+ *   last axis → one `layer_norm`.
+ *
+ * A fusion only happens where the intermediate values have no other reader, so the graph
+ * computes the same function (up to float rounding).
+ *
+ * @module
+ */
+import type { GraphDescription, NodeDescription, ProgramSource } from "../script/format.ts";
+import { CONV2D_ACTIVATION_PARAM, CONV_TRANSPOSE2D_ACTIVATION_PARAM } from "./pending_ops.ts";
+
+/** conv2d / conv_transpose2d activation codes (kernels/conv.zig Activation). */
+const ACTIVATION = { none: 0, relu: 1, hard_swish: 2 } as const;
+
+/** Index of the activation parameter of a convolution node, or -1 for other ops. */
+function activationParam(node: NodeDescription): number {
+  return node.op === "conv2d"
+    ? CONV2D_ACTIVATION_PARAM
+    : node.op === "conv_transpose2d"
+    ? CONV_TRANSPOSE2D_ACTIVATION_PARAM
+    : -1;
+}
+
+/** What the pass knows about values: who makes each, how many read it. */
+class Index {
+  producer = new Map<number, NodeDescription>();
+  readers = new Map<number, number>();
+
+  constructor(graph: GraphDescription) {
+    for (const node of graph.nodes) {
+      for (const v of node.outputs) this.producer.set(v, node);
+      for (const v of node.inputs ?? []) this.readers.set(v, (this.readers.get(v) ?? 0) + 1);
+    }
+    for (const v of graph.outputs) this.readers.set(v, (this.readers.get(v) ?? 0) + 1);
+  }
+
+  /** The node making `value` when it has that op and exactly one reader. */
+  soleUse(value: number, op?: string): NodeDescription | undefined {
+    const node = this.producer.get(value);
+    if (node === undefined || this.readers.get(value) !== 1) return undefined;
+    return op === undefined || node.op === op ? node : undefined;
+  }
+}
+
+/** A one-input op by a scalar constant, as y = a·x + b, or undefined for anything else. */
+function scalarAffine(node: NodeDescription): [number, number] | undefined {
+  if ((node.inputs ?? []).length !== 1 || node.params?.length !== 2) return undefined;
+  const [s, side] = node.params as number[];
+  if (typeof s !== "number" || !Number.isFinite(s)) return undefined;
+  switch (node.op) {
+    case "mul":
+      return [s, 0];
+    case "add":
+      return [1, s];
+    case "sub":
+      return side === 0 ? [1, -s] : [-1, s];
+    case "div":
+      return side === 0 && s !== 0 ? [1 / s, 0] : undefined;
+  }
+  return undefined;
+}
+
+function near(value: number | null | undefined, want: number): boolean {
+  return typeof value === "number" && Math.abs(value - want) <= 1e-6 * Math.max(1, Math.abs(want));
+}
+
+/** Extra facts about the graph the pass may use. */
+export interface FuseHints {
+  /** The rank of a value, where known. */
+  rank?(value: number): number | undefined;
+}
+
+/**
+ * Runs the fusions on graph 0 of `source` (in place) until none applies.
+ *
+ * @returns How many fusions were made.
+ */
+export function fuse(source: ProgramSource, hints: FuseHints = {}): number {
+  const graph = source.graphs[0];
+  let total = 0;
+  for (;;) {
+    const count = fuseOnce(source, graph, hints);
+    if (count === 0) break;
+    total += count;
+  }
+  dropDeadConstants(source, graph);
+  return total;
+}
+
+/** One sweep: each node is the last op of a pattern at most once. */
+function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: FuseHints): number {
+  const index = new Index(graph);
+  const removed = new Set<NodeDescription>();
+  let count = 0;
+  /** `last` now computes the pattern: its inputs, op and params are replaced. */
+  const replace = (last: NodeDescription, op: string, inputs: number[], params: number[], dead: NodeDescription[]) => {
+    last.op = op;
+    last.inputs = inputs;
+    last.params = params;
+    for (const node of dead) removed.add(node);
+    count++;
+  };
+  /** `producer` takes over `consumer`'s output (consumer reads producer's only output). */
+  const absorb = (producer: NodeDescription, consumer: NodeDescription) => {
+    producer.outputs = consumer.outputs.slice();
+    removed.add(consumer);
+    count++;
+  };
+  for (const node of graph.nodes) {
+    if (removed.has(node)) continue;
+    const inputs = node.inputs ?? [];
+    // hard_swish: div(mul(x, clamp(add(x, 3), 0, 6)), 6), or mul(x, hard_sigmoid(x)).
+    if (
+      (node.op === "div" && near(node.params?.[0], 6) && node.params?.[1] === 0) ||
+      (node.op === "mul" && near(node.params?.[0], 1 / 6) && inputs.length === 1)
+    ) {
+      const product = index.soleUse(inputs[0], "mul");
+      if (product !== undefined && product.inputs?.length === 2 && !removed.has(product)) {
+        for (const [x, other] of [[0, 1], [1, 0]]) {
+          const clamp = index.soleUse(product.inputs[other], "clamp");
+          if (clamp === undefined || !near(clamp.params?.[0], 0) || !near(clamp.params?.[1], 6)) continue;
+          const shifted = index.soleUse(clamp.inputs![0], "add");
+          if (shifted === undefined || !near(shifted.params?.[0], 3) || shifted.inputs?.length !== 1) continue;
+          if (shifted.inputs[0] !== product.inputs[x]) continue;
+          replace(node, "hard_swish", [product.inputs[x]], [], [product, clamp, shifted]);
+          break;
+        }
+        if ((node.op as string) === "hard_swish") continue;
+      }
+    }
+    if (node.op === "mul" && inputs.length === 2 && (node.params ?? []).length === 0) {
+      for (const [x, other] of [[0, 1], [1, 0]]) {
+        const gate = index.soleUse(inputs[other], "hard_sigmoid");
+        if (gate === undefined || gate.inputs?.[0] !== inputs[x]) continue;
+        if (!near(gate.params?.[0], 1 / 6) || !near(gate.params?.[1], 0.5)) continue;
+        replace(node, "hard_swish", [inputs[x]], [], [gate]);
+        break;
+      }
+      if ((node.op as string) === "hard_swish") continue;
+    }
+    // Into a convolution: its output must be read by this node alone.
+    if (inputs.length === 1) {
+      const conv = index.soleUse(inputs[0]);
+      const at = conv === undefined || removed.has(conv) ? -1 : activationParam(conv);
+      if (conv !== undefined && at >= 0) {
+        const params = conv.params as number[];
+        const post = params.length > at + 1;
+        const affine = scalarAffine(node);
+        if (params[at] === ACTIVATION.none && !post) {
+          if (affine !== undefined && foldAffine(source, graph, index, conv, affine)) {
+            absorb(conv, node);
+            continue;
+          }
+          if ((node.op === "relu" || node.op === "hard_swish") && (node.params ?? []).length === 0) {
+            params[at] = ACTIVATION[node.op];
+            absorb(conv, node);
+            continue;
+          }
+        } else if (params[at] !== ACTIVATION.none && affine !== undefined) {
+          const [scale, shift] = post ? [params[at + 1], params[at + 2]] : [1, 0];
+          conv.params = [...params.slice(0, at + 1), affine[0] * scale, affine[0] * shift + affine[1]];
+          absorb(conv, node);
+          continue;
+        }
+      }
+    }
+    if (node.op === "add" && inputs.length === 2) {
+      const fused = layerNorm(source, index, node, hints);
+      if (fused !== undefined) {
+        replace(node, "layer_norm", fused.inputs, fused.params, fused.dead);
+        continue;
+      }
+    }
+  }
+  graph.nodes = graph.nodes.filter((node) => !removed.has(node));
+  return count;
+}
+
+/** The float32 data of the constant `value` (a copy) and its shape. */
+function constant(
+  source: ProgramSource,
+  index: Index,
+  value: number,
+): { data: Float32Array; shape: number[] } | undefined {
+  const node = index.producer.get(value);
+  if (node?.op !== "constant" || node.tensor === undefined) return undefined;
+  const t = source.tensors[node.tensor];
+  if (t.dtype !== "float32") return undefined;
+  return { data: new Float32Array(t.data.slice().buffer), shape: t.shape.slice() };
+}
+
+/** A new constant node (and tensor) at the start of the graph; returns its value. */
+function addConstant(source: ProgramSource, graph: GraphDescription, data: Float32Array, shape: number[]): number {
+  source.tensors.push({ dtype: "float32", shape, data: new Uint8Array(data.buffer) });
+  const value = graph.values++;
+  graph.nodes.unshift({ op: "constant", outputs: [value], tensor: source.tensors.length - 1 });
+  return value;
+}
+
+/** Folds y = a·conv(x) + b into the convolution's weight and bias (new constants). */
+function foldAffine(
+  source: ProgramSource,
+  graph: GraphDescription,
+  index: Index,
+  conv: NodeDescription,
+  [a, b]: [number, number],
+): boolean {
+  const inputs = conv.inputs!;
+  const weight = constant(source, index, inputs[1]);
+  if (weight === undefined) return false;
+  const params = conv.params as number[];
+  const groups = params[activationParam(conv) - 2];
+  const channels = conv.op === "conv2d" ? weight.shape[0] : weight.shape[1] * groups;
+  const bias = inputs.length === 3
+    ? constant(source, index, inputs[2])
+    : { data: new Float32Array(channels), shape: [channels] };
+  if (bias === undefined || bias.data.length !== channels) return false;
+  if (a !== 1) { for (let i = 0; i < weight.data.length; i++) weight.data[i] *= a; }
+  for (let c = 0; c < channels; c++) bias.data[c] = bias.data[c] * a + b;
+  const weightValue = a === 1 ? inputs[1] : addConstant(source, graph, weight.data, weight.shape);
+  conv.inputs = [inputs[0], weightValue, addConstant(source, graph, bias.data, [channels])];
+  params[activationParam(conv) - 1] = 1; // has_bias
+  return true;
+}
+
+/**
+ * add(mul(div(d, sqrt(add(mean(pow(d, 2)), ε))), γ), β) with d = sub(x, mean(x)), the means
+ * over the last axis (keepdim), γ and β constants of the last axis' size.
+ */
+function layerNorm(
+  source: ProgramSource,
+  index: Index,
+  last: NodeDescription,
+  hints: FuseHints,
+): { inputs: number[]; params: number[]; dead: NodeDescription[] } | undefined {
+  const [scaledValue, betaValue] = last.inputs!;
+  const scaled = index.soleUse(scaledValue, "mul");
+  if (scaled?.inputs?.length !== 2) return undefined;
+  const normalized = index.soleUse(scaled.inputs[0], "div");
+  if (normalized?.inputs?.length !== 2) return undefined;
+  const [d, rootValue] = normalized.inputs;
+  const root = index.soleUse(rootValue, "sqrt");
+  const epsilon = root && index.soleUse(root.inputs![0], "add");
+  const eps = epsilon?.params?.[0];
+  if (epsilon?.inputs?.length !== 1 || typeof eps !== "number" || epsilon.params?.[1] !== 0) return undefined;
+  const variance = index.soleUse(epsilon.inputs[0], "mean");
+  const square = variance && index.soleUse(variance.inputs![0], "pow");
+  if (square?.params?.[0] !== 2 || square.params[1] !== 0 || square.inputs![0] !== d) return undefined;
+  // d is read by the square and the division only.
+  const centered = index.producer.get(d);
+  if (centered?.op !== "sub" || index.readers.get(d) !== 2 || centered.inputs?.length !== 2) return undefined;
+  const [x, meanValue] = centered.inputs;
+  const mean = index.soleUse(meanValue, "mean");
+  if (mean?.inputs?.[0] !== x) return undefined;
+  const rank = hints.rank?.(x);
+  if (rank === undefined) return undefined;
+  const lastAxis = (dims: (number | null)[] | undefined) =>
+    dims !== undefined && dims.length === 2 && dims[0] === 1 && (dims[1] === -1 || dims[1] === rank - 1);
+  if (!lastAxis(mean.params) || !lastAxis(variance!.params)) return undefined;
+  const gamma = constant(source, index, scaled.inputs[1]);
+  const beta = constant(source, index, betaValue);
+  if (gamma === undefined || beta === undefined) return undefined;
+  const size = gamma.data.length;
+  const vector = (shape: number[]) =>
+    shape.length >= 1 && shape[shape.length - 1] === size && shape.every((s, i) => i === shape.length - 1 || s === 1);
+  if (beta.data.length !== size || !vector(gamma.shape) || !vector(beta.shape)) return undefined;
+  // layer_norm wants weight and bias of the normalized shape, [size]: reshape the constants
+  // in place where nothing else reads them.
+  const operands = [scaled.inputs[1], betaValue];
+  const shapes = [gamma.shape, beta.shape];
+  if (shapes.some((shape, i) => shape.length !== 1 && index.readers.get(operands[i]) !== 1)) return undefined;
+  operands.forEach((value, i) => {
+    if (shapes[i].length === 1) return;
+    const node = index.producer.get(value)!;
+    source.tensors[node.tensor!] = { ...source.tensors[node.tensor!], shape: [size] };
+  });
+  return {
+    inputs: [x, ...operands],
+    params: [1, eps, 1, 1],
+    dead: [scaled, normalized, root!, epsilon, variance!, square, centered, mean],
+  };
+}
+
+/** Removes constant nodes nobody reads, and tensors no constant node refers to. */
+function dropDeadConstants(source: ProgramSource, graph: GraphDescription): void {
+  const index = new Index(graph);
+  graph.nodes = graph.nodes.filter((node) => node.op !== "constant" || (index.readers.get(node.outputs[0]) ?? 0) > 0);
+  const tensors: ProgramSource["tensors"] = [];
+  const renumbered = new Map<number, number>();
+  for (const node of graph.nodes) {
+    if (node.op !== "constant" || node.tensor === undefined) continue;
+    if (!renumbered.has(node.tensor)) {
+      renumbered.set(node.tensor, tensors.length);
+      tensors.push(source.tensors[node.tensor]);
+    }
+    node.tensor = renumbered.get(node.tensor);
+  }
+  source.tensors = tensors;
+}

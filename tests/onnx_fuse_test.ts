@@ -1,0 +1,140 @@
+import assert from "node:assert/strict";
+import { randn, type Tensor } from "../mod.ts";
+import { encodeImage, type NodeDescription, type ProgramSource } from "../lib/script/format.ts";
+import { Program } from "../lib/script/program.ts";
+import { fuse } from "../lib/onnx/fuse.ts";
+
+/** A one-graph program: input 0 of `shape`, constants as values 1…, then `nodes`. */
+function program(
+  shape: number[],
+  constants: { shape: number[]; values: number[] }[],
+  nodes: NodeDescription[],
+  outputs: number[],
+): ProgramSource {
+  const values = Math.max(constants.length, ...nodes.flatMap((n) => n.outputs)) + 1;
+  return {
+    tensors: constants.map((c) => ({
+      dtype: "float32",
+      shape: c.shape,
+      data: new Uint8Array(Float32Array.from(c.values).buffer),
+    })),
+    graphs: [{
+      inputs: [{ dtype: "float32", shape }],
+      values,
+      nodes: [...constants.map((_, i) => ({ op: "constant", outputs: [i + 1], tensor: i })), ...nodes],
+      outputs,
+    }],
+  };
+}
+
+function wave(count: number, phase: number): number[] {
+  return Array.from({ length: count }, (_, i) => Math.sin(i * 0.7 + phase) * 0.8);
+}
+
+/** Runs the program as written and fused; returns the fused graph's ops. */
+function checkFused(source: ProgramSource, input: Tensor, rank?: (value: number) => number | undefined): string[] {
+  const original = Program.load(encodeImage(structuredClone(source)));
+  const fusedSource = structuredClone(source);
+  fuse(fusedSource, { rank });
+  const fused = Program.load(encodeImage(fusedSource));
+  try {
+    const want = original.runSync([input]);
+    const got = fused.runSync([input]);
+    assert.equal(got.length, want.length);
+    want.forEach((w, i) => {
+      const a = w.toArray() as Float32Array;
+      const b = got[i].toArray() as Float32Array;
+      assert.deepEqual(got[i].shape, w.shape);
+      for (let j = 0; j < a.length; j++) {
+        assert.ok(Math.abs(a[j] - b[j]) <= 1e-5 * (1 + Math.abs(a[j])), `output ${i}[${j}]: ${b[j]} vs ${a[j]}`);
+      }
+      w.dispose();
+      got[i].dispose();
+    });
+  } finally {
+    original.dispose();
+    fused.dispose();
+  }
+  return fusedSource.graphs[0].nodes.filter((n) => n.op !== "constant").map((n) => n.op);
+}
+
+const hardSwish = (x: number, first: number): NodeDescription[] => [
+  { op: "add", inputs: [x], outputs: [first], params: [3, 0] },
+  { op: "clamp", inputs: [first], outputs: [first + 1], params: [0, 6] },
+  { op: "mul", inputs: [x, first + 1], outputs: [first + 2] },
+  { op: "div", inputs: [first + 2], outputs: [first + 3], params: [6, 0] },
+];
+
+Deno.test("fuse: conv → affine → exported HardSwish → affine becomes one conv", () => {
+  // 3 → 5 channels, 3×3, padding 1, bias.
+  const source = program([2, 3, 7, 9], [
+    { shape: [5, 3, 3, 3], values: wave(135, 0) },
+    { shape: [5], values: wave(5, 1) },
+  ], [
+    { op: "conv2d", inputs: [0, 1, 2], outputs: [3], params: [1, 1, 1, 1, 1, 1, 1, 1, 0] },
+    { op: "mul", inputs: [3], outputs: [4], params: [1.7, 1] },
+    { op: "add", inputs: [4], outputs: [5], params: [0.4, 0] },
+    ...hardSwish(5, 6),
+    { op: "mul", inputs: [9], outputs: [10], params: [0.6, 1] },
+    { op: "sub", inputs: [10], outputs: [11], params: [0.2, 0] },
+  ], [11]);
+  using x = randn([2, 3, 7, 9], { seed: 1 });
+  assert.deepEqual(checkFused(source, x), ["conv2d"]);
+});
+
+Deno.test("fuse: depthwise conv + relu, conv_transpose + x·hard_sigmoid(x), and a bias-less conv + div", () => {
+  const source = program([1, 4, 6, 5], [
+    { shape: [4, 1, 3, 3], values: wave(36, 2) },
+    { shape: [4, 2, 2, 2], values: wave(32, 3) },
+    { shape: [2, 2, 1, 1], values: wave(4, 4) },
+  ], [
+    { op: "conv2d", inputs: [0, 1], outputs: [4], params: [1, 1, 1, 1, 1, 1, 4, 0, 0] },
+    { op: "relu", inputs: [4], outputs: [5] },
+    { op: "conv_transpose2d", inputs: [5, 2], outputs: [6], params: [2, 2, 0, 0, 0, 0, 1, 1, 1, 0, 0] },
+    { op: "sub", inputs: [6], outputs: [7], params: [0.5, 1] }, // 0.5 − x
+    { op: "hard_sigmoid", inputs: [7], outputs: [8], params: [1 / 6, 0.5] },
+    { op: "mul", inputs: [8, 7], outputs: [9] },
+    { op: "conv2d", inputs: [9, 3], outputs: [10], params: [1, 1, 0, 0, 1, 1, 1, 0, 0] },
+    { op: "div", inputs: [10], outputs: [11], params: [4, 0] },
+  ], [11]);
+  using x = randn([1, 4, 6, 5], { seed: 2 });
+  assert.deepEqual(checkFused(source, x), ["conv2d", "conv_transpose2d", "conv2d"]);
+});
+
+Deno.test("fuse: values read elsewhere are left alone", () => {
+  const source = program([1, 2, 4, 4], [{ shape: [3, 2, 1, 1], values: wave(6, 5) }], [
+    { op: "conv2d", inputs: [0, 1], outputs: [2], params: [1, 1, 0, 0, 1, 1, 1, 0, 0] },
+    { op: "mul", inputs: [2], outputs: [3], params: [2, 0] }, // conv output is also a graph output
+    ...hardSwish(3, 4),
+    { op: "add", inputs: [5], outputs: [8], params: [1, 0] }, // the clamp is read twice
+  ], [2, 7, 8]);
+  using x = randn([1, 2, 4, 4], { seed: 3 });
+  const ops = checkFused(source, x);
+  assert.deepEqual(ops, ["conv2d", "mul", "add", "clamp", "mul", "div", "add"]);
+});
+
+Deno.test("fuse: the decomposed LayerNorm over the last axis becomes layer_norm", () => {
+  const size = 12;
+  const layerNorm = (axis: number, gammaShape: number[]) =>
+    program([3, 5, size], [
+      { shape: gammaShape, values: wave(size, 6).map((v) => v + 1) },
+      { shape: [size], values: wave(size, 7) },
+    ], [
+      { op: "mean", inputs: [0], outputs: [3], params: [1, axis] },
+      { op: "sub", inputs: [0, 3], outputs: [4] },
+      { op: "pow", inputs: [4], outputs: [5], params: [2, 0] },
+      { op: "mean", inputs: [5], outputs: [6], params: [1, axis] },
+      { op: "add", inputs: [6], outputs: [7], params: [1e-5, 0] },
+      { op: "sqrt", inputs: [7], outputs: [8] },
+      { op: "div", inputs: [4, 8], outputs: [9] },
+      { op: "mul", inputs: [9, 1], outputs: [10] },
+      { op: "add", inputs: [10, 2], outputs: [11] },
+    ], [11]);
+  using x = randn([3, 5, size], { seed: 4 });
+  const rank = (value: number) => (value === 0 ? 3 : undefined);
+  assert.deepEqual(checkFused(layerNorm(2, [1, 1, size]), x, rank), ["layer_norm"]);
+  assert.deepEqual(checkFused(layerNorm(-1, [size]), x, rank), ["layer_norm"]);
+  // Over another axis, or without knowing the rank: unchanged.
+  assert.equal(checkFused(layerNorm(1, [size]), x, rank).length, 9);
+  assert.equal(checkFused(layerNorm(2, [size]), x).length, 9);
+});
