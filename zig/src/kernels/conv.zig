@@ -291,6 +291,14 @@ pub const Epilogue = struct {
         return @mulAdd(f32, y, epilogue.scale, epilogue.shift);
     }
 
+    /// destination = epilogue(source): the copy and the epilogue in one pass.
+    pub fn applyCopy(epilogue: Epilogue, destination: []f32, source: []const f32) void {
+        std.debug.assert(destination.len == source.len);
+        var i: usize = 0;
+        while (i + lanes <= source.len) : (i += lanes) destination[i..][0..lanes].* = epilogue.vector(source[i..][0..lanes].*);
+        for (destination[i..], source[i..]) |*d, x| d.* = epilogue.scalar(x);
+    }
+
     /// row = epilogue(row + bias).
     pub fn apply(epilogue: Epilogue, row: []f32, bias: f32) void {
         if (bias == 0 and epilogue.isLinear()) return;
@@ -338,6 +346,151 @@ pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, b
             },
         }
         epilogue.apply(row, 0);
+    }
+}
+
+/// Floats of scratch `depthwisePlane` needs for one plane (0 when the plane path does not
+/// apply: a stride above 2).
+pub fn depthwisePlaneScratch(window: Window) usize {
+    if (window.stride[1] > 2) return 0;
+    const layout = PlaneLayout.of(window);
+    return layout.padded_len + layout.flat_len;
+}
+
+/// Where depthwisePlane keeps the zero-padded input plane and, for stride 1, the outputs
+/// at every padded column.
+const PlaneLayout = struct {
+    /// Padded row length: the image width plus both paddings.
+    width: usize,
+    /// Floats of the padded plane, with a slack of zeros for the last vectors' overrun.
+    padded_len: usize,
+    /// Floats of the flat stride-1 output (grid rows × padded width, whole vectors).
+    flat_len: usize,
+
+    fn of(window: Window) PlaneLayout {
+        const width = window.image[1] + 2 * window.padding[1];
+        const height = window.image[0] + 2 * window.padding[0];
+        const flat = std.mem.alignForward(usize, window.grid[0] * width, lanes);
+        // The farthest read: a flat (stride 1) or strided (stride 2) vector from the last
+        // position plus the farthest tap.
+        const reach = (window.kernel[0] - 1) * window.dilation[0] * width + (window.kernel[1] - 1) * window.dilation[1];
+        const slack = reach + 2 * lanes * window.stride[1] + lanes;
+        return .{ .width = width, .padded_len = height * width + slack, .flat_len = if (window.stride[0] == 1 and window.stride[1] == 1) flat else 0 };
+    }
+};
+
+/// One whole depthwise output plane through a zero-padded copy of its input plane, so that
+/// no tap needs a bounds check and every input row is copied once. With stride 1 the plane
+/// is one long 1-D convolution: output (y, x) at flat position y·W' + x (W' the padded
+/// width) reads padded[flat + ky·d·W' + kx·d], so whole vectors run across row ends (the
+/// columns past the grid width are computed and dropped) and the narrow maps of mobile
+/// networks waste few lanes. Stride 2 goes row by row with strided loads. `scratch` holds
+/// `depthwisePlaneScratch(window)` floats.
+pub fn depthwisePlane(window: Window, plane: []const f32, weights: []const f32, bias: f32, epilogue: Epilogue, scratch: []f32, output: []f32) void {
+    std.debug.assert(plane.len == window.imagePlane());
+    std.debug.assert(weights.len == window.taps());
+    std.debug.assert(output.len == window.gridPlane());
+    std.debug.assert(window.stride[1] <= 2);
+    const layout = PlaneLayout.of(window);
+    std.debug.assert(scratch.len >= layout.padded_len + layout.flat_len);
+    const padded = scratch[0..layout.padded_len];
+    const width = layout.width;
+    const in_w = window.image[1];
+    // Zero the top and bottom padding rows and the slack; the side padding per row. Rows
+    // are short: inline vector copies, not a libc call per row.
+    const top = window.padding[0] * width;
+    const body_end = top + window.image[0] * width;
+    @memset(padded[0..top], 0);
+    @memset(padded[body_end..], 0);
+    for (0..window.image[0]) |y| {
+        const row = padded[top + y * width ..][0..width];
+        for (row[0..window.padding[1]]) |*x| x.* = 0;
+        copyShort(row[window.padding[1]..][0..in_w], plane[y * in_w ..][0..in_w]);
+        for (row[window.padding[1] + in_w ..]) |*x| x.* = 0;
+    }
+    var offsets: [max_plane_taps]usize = undefined;
+    const taps = window.taps();
+    if (taps > max_plane_taps) unreachable; // callers check planeApplies
+    for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
+        offsets[ky * window.kernel[1] + kx] = ky * window.dilation[0] * width + kx * window.dilation[1];
+    };
+    const out_w = window.grid[1];
+    if (layout.flat_len > 0) {
+        const flat = scratch[layout.padded_len..][0..layout.flat_len];
+        flatTaps(padded, weights, offsets[0..taps], bias, flat);
+        for (0..window.grid[0]) |y| epilogue.applyCopy(output[y * out_w ..][0..out_w], flat[y * width ..][0..out_w]);
+        return;
+    }
+    switch (window.stride[1]) {
+        inline 1, 2 => |stride| for (0..window.grid[0]) |y| {
+            const row = output[y * out_w ..][0..out_w];
+            stridedTaps(stride, padded[y * window.stride[0] * width ..], weights, offsets[0..taps], bias, row);
+            epilogue.apply(row, 0);
+        },
+        else => unreachable,
+    }
+}
+
+/// Most taps of a depthwise kernel the plane path takes (7×7).
+pub const max_plane_taps = 49;
+
+/// Whether depthwisePlane handles this window.
+pub fn planeApplies(window: Window) bool {
+    return window.stride[1] <= 2 and window.taps() <= max_plane_taps;
+}
+
+/// destination = source for short rows: vectors, then a scalar tail.
+fn copyShort(destination: []f32, source: []const f32) void {
+    std.debug.assert(destination.len == source.len);
+    var i: usize = 0;
+    while (i + lanes <= source.len) : (i += lanes) destination[i..][0..lanes].* = source[i..][0..lanes].*;
+    for (destination[i..], source[i..]) |*d, x| d.* = x;
+}
+
+/// flat[i] = bias + Σ_t weights[t] · padded[i + offsets[t]]. Eight vectors in flight: an
+/// FMA's latency is four cycles and two issue per cycle, so fewer independent sums leave
+/// the FMA units idle.
+fn flatTaps(padded: []const f32, weights: []const f32, offsets: []const usize, bias: f32, flat: []f32) void {
+    std.debug.assert(flat.len % lanes == 0);
+    const vectors = flat.len / lanes;
+    var i: usize = 0;
+    while (i + 8 <= vectors) : (i += 8) flatGroup(8, padded, weights, offsets, bias, flat, i * lanes);
+    switch (vectors - i) {
+        0 => {},
+        inline 1...7 => |count| flatGroup(count, padded, weights, offsets, bias, flat, i * lanes),
+        else => unreachable,
+    }
+}
+
+fn flatGroup(comptime count: usize, padded: []const f32, weights: []const f32, offsets: []const usize, bias: f32, flat: []f32, at: usize) void {
+    var sums: [count]V = @splat(@splat(bias));
+    for (weights, offsets) |weight, offset| {
+        const w: V = @splat(weight);
+        const source = padded[at + offset ..][0 .. count * lanes];
+        inline for (&sums, 0..) |*sum, k| sum.* = @mulAdd(V, w, source[k * lanes ..][0..lanes].*, sum.*);
+    }
+    inline for (sums, 0..) |sum, k| flat[at + k * lanes ..][0..lanes].* = sum;
+}
+
+/// One output row with a compile-time horizontal stride: row[x] = bias + Σ_t weights[t] ·
+/// source[x·stride + offsets[t]], source starting at the row's first padded input row.
+fn stridedTaps(comptime stride: usize, source: []const f32, weights: []const f32, offsets: []const usize, bias: f32, row: []f32) void {
+    const loaded_lanes = (lanes - 1) * stride + 1;
+    const keep = comptime stridedMask(stride);
+    var x: usize = 0;
+    while (x < row.len) : (x += lanes) {
+        var sum: V = @splat(bias);
+        for (weights, offsets) |weight, offset| {
+            const loaded: @Vector(loaded_lanes, f32) = source[x * stride + offset ..][0..loaded_lanes].*;
+            sum = @mulAdd(V, @splat(weight), if (stride == 1) loaded else @shuffle(f32, loaded, undefined, keep), sum);
+        }
+        const count = @min(lanes, row.len - x);
+        if (count == lanes) {
+            row[x..][0..lanes].* = sum;
+        } else {
+            const values: [lanes]f32 = sum;
+            @memcpy(row[x..][0..count], values[0..count]);
+        }
     }
 }
 
@@ -583,6 +736,11 @@ const test_cases = [_]TestCase{
     .{ .image = .{ 5, 40 }, .kernel = .{ 1, 3 }, .stride = .{ 1, 2 }, .padding = .{ 0, 1 } },
     .{ .image = .{ 4, 53 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 2 } },
     .{ .image = .{ 3, 70 }, .kernel = .{ 2, 5 }, .stride = .{ 1, 3 }, .padding = .{ 1, 2 } },
+    // Mobile-network depthwise layers: 5×5 on small maps, stride 2, a vertical-only stride.
+    .{ .image = .{ 20, 20 }, .kernel = .{ 5, 5 }, .padding = .{ 2, 2 } },
+    .{ .image = .{ 21, 19 }, .kernel = .{ 5, 5 }, .stride = .{ 2, 2 }, .padding = .{ 2, 2 } },
+    .{ .image = .{ 6, 9 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 2, 3 }, .kernel = .{ 7, 7 }, .padding = .{ 3, 3 } },
 };
 
 test "validSpan keeps exactly the in-image positions" {
@@ -666,7 +824,7 @@ test "col2im of a product matches the direct transposed convolution" {
         var begin: usize = 0;
         while (begin < columns_total) : (begin += 7) {
             const count = @min(7, columns_total - begin);
-            var columns: [2 * 25 * 7]f32 = undefined;
+            var columns: [2 * 49 * 7]f32 = undefined;
             for (0..depth) |r| for (0..count) |j| {
                 var sum: f32 = 0;
                 for (0..in_channels) |c| sum += weight[c * depth + r] * input[c * columns_total + begin + j];
@@ -701,6 +859,33 @@ test "depthwise rows match the direct convolution, with bias and every epilogue"
         const half = window.grid[0] / 2;
         depthwiseRows(window, plane, weights, bias[0], epilogue, 0, half, got);
         depthwiseRows(window, plane, weights, bias[0], epilogue, half, window.grid[0], got);
+        for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
+    };
+}
+
+test "depthwise planes match the direct convolution, with bias and every epilogue" {
+    var prng = std.Random.DefaultPrng.init(14);
+    const allocator = testing.allocator;
+    for (test_cases) |case| for (test_epilogues) |epilogue| {
+        const window = case.window();
+        if (!planeApplies(window)) continue;
+        const plane = try allocator.alloc(f32, window.imagePlane());
+        defer allocator.free(plane);
+        const weights = try allocator.alloc(f32, window.taps());
+        defer allocator.free(weights);
+        const expected = try allocator.alloc(f32, window.gridPlane());
+        defer allocator.free(expected);
+        const got = try allocator.alloc(f32, window.gridPlane());
+        defer allocator.free(got);
+        const scratch = try allocator.alloc(f32, depthwisePlaneScratch(window));
+        defer allocator.free(scratch);
+        fillRandom(prng.random(), plane);
+        fillRandom(prng.random(), weights);
+        @memset(scratch, std.math.nan(f32)); // nothing may read scratch it did not write
+        const bias = [_]f32{-0.125};
+        const geometry: Geometry = .{ .batch = 1, .in_channels = 1, .out_channels = 1, .groups = 1, .window = window };
+        reference(geometry, plane, weights, &bias, epilogue, expected);
+        depthwisePlane(window, plane, weights, bias[0], epilogue, scratch, got);
         for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
     };
 }

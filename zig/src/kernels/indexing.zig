@@ -325,6 +325,14 @@ const Table = struct {
     high: [max_table]u32,
     weight: [max_table]f32,
 
+    /// k when entry o is o / k for every output o (out = k · in), else null.
+    fn factor(table: *const Table, dim: ResizeDim) ?usize {
+        if (dim.out % dim.in != 0) return null;
+        const k = dim.out / dim.in;
+        for (table.low[0..dim.out], 0..) |low, o| if (low != o / k) return null;
+        return k;
+    }
+
     fn fill(table: *Table, args: *const ResizeArgs, dim: ResizeDim) void {
         for (0..dim.out) |o| {
             const x = sourceCoordinate(args.coordinate, o, dim);
@@ -372,6 +380,20 @@ fn resizePlanar(args: *const ResizeArgs, resized: []const usize, begin: usize, e
         const bottom = source[@as(usize, rows.high[oy]) * w.in ..][0..w.in];
         const wy = rows.weight[oy];
         const out = args.output[i..][0..count];
+        if (!args.linear) {
+            // Nearest: a whole row that reads the same source row as the one above it (in
+            // this call) is a copy of it; otherwise a gather, or a run-length repeat when
+            // the width scales by a whole factor.
+            if (count == w.out and oy > 0 and rows.low[oy] == rows.low[oy - 1] and i >= begin + w.out) {
+                @memcpy(out, args.output[i - w.out ..][0..w.out]);
+            } else if (count == w.out and columns.factor(w) != null) {
+                repeatEach(top, columns.factor(w).?, out);
+            } else {
+                for (out, ox_begin..) |*o, ox| o.* = top[columns.low[ox]];
+            }
+            i += count;
+            continue;
+        }
         for (out, ox_begin..) |*o, ox| {
             const x0 = columns.low[ox];
             const x1 = columns.high[ox];
@@ -383,6 +405,54 @@ fn resizePlanar(args: *const ResizeArgs, resized: []const usize, begin: usize, e
         i += count;
     }
     return true;
+}
+
+/// out[j·k + r] = source[j] for r < k: each value repeated k times, as vector shuffles for
+/// k = 2 and 4.
+fn repeatEach(source: []const f32, k: usize, out: []f32) void {
+    std.debug.assert(out.len == source.len * k);
+    var j: usize = 0;
+    switch (k) {
+        inline 2, 4 => |factor| {
+            const per_vector = 16 / factor;
+            const mask = comptime blk: {
+                var m: [16]i32 = undefined;
+                for (&m, 0..) |*x, lane| x.* = @intCast(lane / factor);
+                break :blk m;
+            };
+            while (j + per_vector <= source.len) : (j += per_vector) {
+                const loaded: @Vector(per_vector, f32) = source[j..][0..per_vector].*;
+                out[j * factor ..][0..16].* = @shuffle(f32, loaded, undefined, mask);
+            }
+        },
+        else => {},
+    }
+    while (j < source.len) : (j += 1) @memset(out[j * k ..][0..k], source[j]);
+}
+
+test "nearest upsampling by whole factors: row copies and repeats match the general path" {
+    var prng = std.Random.DefaultPrng.init(21);
+    var input: [2 * 5 * 9]f32 = undefined;
+    for (&input) |*x| x.* = prng.random().float(f32);
+    for ([_]usize{ 1, 2, 3, 4, 8 }) |k| for (std.enums.values(Coordinate)) |coordinate| {
+        const dims = [_]ResizeDim{
+            .{ .in = 2, .out = 2, .scale = 1 },
+            .{ .in = 5, .out = 5 * k, .scale = @floatFromInt(k) },
+            .{ .in = 9, .out = 9 * k, .scale = @floatFromInt(k) },
+        };
+        const total = 2 * 5 * k * 9 * k;
+        var planar: [2 * 5 * 8 * 9 * 8]f32 = undefined;
+        var general: [2 * 5 * 8 * 9 * 8]f32 = undefined;
+        const args: ResizeArgs = .{ .linear = false, .coordinate = coordinate, .nearest = .floor, .dims = &dims, .input = &input, .output = planar[0..total] };
+        // Chunks that start and end mid-row.
+        const cut = total / 3 + 1;
+        try std.testing.expect(resizePlanar(&args, &.{ 1, 2 }, 0, cut));
+        try std.testing.expect(resizePlanar(&args, &.{ 1, 2 }, cut, total));
+        var general_args = args;
+        general_args.output = general[0..total];
+        resizeGeneral(&general_args, &ResizeLayout.of(&general_args), 0, total);
+        try std.testing.expectEqualSlices(f32, general[0..total], planar[0..total]);
+    };
 }
 
 test "the planar resize path matches the general path" {

@@ -322,11 +322,57 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
             }
         }
     };
+    const planes = geometry.batch * geometry.out_channels;
+    const per_plane = kernels.depthwisePlaneScratch(window);
+    const flops = (2 *| data.output.len) *| window.taps();
+    const threads = threadsFor(flops);
+    if (kernels.planeApplies(window) and per_plane <= plane_scratch_max and planes >= threads) {
+        return runDepthwisePlanes(geometry, data, @min(threads, planes), per_plane);
+    }
     const context: Context = .{ .geometry = geometry, .data = data };
     const rows = geometry.batch * geometry.out_channels * window.grid[0];
     std.debug.assert(rows * window.grid[1] == data.output.len);
     const work_per_row = @max(1, window.grid[1] * window.taps());
     try intra_op.parallelForTyped(0, rows, @max(1, 16384 / work_per_row), &context, Context.body);
+}
+
+/// Floats of padded plane (and flat output) one depthwise worker may use: 1 MiB, about one
+/// core's L2, so the plane stays in cache while every tap reads it.
+const plane_scratch_max = (1 << 20) / @sizeOf(f32);
+
+/// Depthwise by whole planes, each worker its contiguous share of the planes in its own
+/// scratch (kernels.depthwisePlane).
+fn runDepthwisePlanes(geometry: Geometry, data: Data, workers: usize, per_plane: usize) Error!void {
+    const scratch = try Scratch.init("conv2d", workers * per_plane);
+    defer scratch.release();
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+        workers: usize,
+        per_plane: usize,
+        scratch: []f32,
+
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const w = g.window;
+            const planes = g.batch * g.out_channels;
+            for (begin..end) |worker| {
+                const own = context.scratch[worker * context.per_plane ..][0..context.per_plane];
+                for (planes * worker / context.workers..planes * (worker + 1) / context.workers) |plane| {
+                    const b = plane / g.out_channels;
+                    const channel = plane % g.out_channels;
+                    const input_channel = channel / g.outPerGroup();
+                    const source = context.data.input[(b * g.in_channels + input_channel) * w.imagePlane() ..][0..w.imagePlane()];
+                    const weights = context.data.weight[channel * w.taps() ..][0..w.taps()];
+                    const bias = if (context.data.bias) |values| values[channel] else 0;
+                    const output = context.data.output[plane * w.gridPlane() ..][0..w.gridPlane()];
+                    kernels.depthwisePlane(w, source, weights, bias, context.data.epilogue, own, output);
+                }
+            }
+        }
+    };
+    const context: Context = .{ .geometry = geometry, .data = data, .workers = workers, .per_plane = per_plane, .scratch = scratch.values };
+    try intra_op.parallelForTyped(0, workers, 1, &context, Context.body);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -290,7 +290,11 @@ pub fn resize(input: *Tensor, mode_raw: i64, coordinate_raw: i64, nearest_raw: i
         }
     };
     const context: Context = .{ .args = args };
-    try intra_op.parallelForTyped(0, out.numel(), 4096, &context, Context.body);
+    // Chunks of whole planes where there are enough of them: each chunk builds its index
+    // tables once and copies repeated rows within itself.
+    const plane = if (input.ndim >= 2) shape[input.ndim - 2] * shape[input.ndim - 1] else 1;
+    const chunk = @max(4096, @min(plane, out.numel() / 8));
+    try intra_op.parallelForTyped(0, out.numel(), chunk, &context, Context.body);
     return out;
 }
 
