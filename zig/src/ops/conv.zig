@@ -310,14 +310,8 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
                 const plane = row / w.grid[0];
                 const oy = row % w.grid[0];
                 const rows = @min(end - row, w.grid[0] - oy);
-                const b = plane / g.out_channels;
-                const channel = plane % g.out_channels;
-                const input_channel = channel / g.outPerGroup();
-                const source = context.data.input[(b * g.in_channels + input_channel) * w.imagePlane() ..][0..w.imagePlane()];
-                const weights = context.data.weight[channel * w.taps() ..][0..w.taps()];
-                const bias = if (context.data.bias) |values| values[channel] else 0;
-                const output = context.data.output[plane * w.gridPlane() ..][0..w.gridPlane()];
-                kernels.depthwiseRows(w, source, weights, bias, context.data.epilogue, oy, oy + rows, output);
+                const p = DepthwisePlane.of(g, context.data, plane);
+                kernels.depthwiseRows(w, p.source, p.weights, p.bias, context.data.epilogue, oy, oy + rows, p.output);
                 row += rows;
             }
         }
@@ -335,6 +329,27 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const work_per_row = @max(1, window.grid[1] * window.taps());
     try intra_op.parallelForTyped(0, rows, @max(1, 16384 / work_per_row), &context, Context.body);
 }
+
+/// The operands of output plane `plane` (batch-major, then channel) of a depthwise conv.
+const DepthwisePlane = struct {
+    source: []const f32,
+    weights: []const f32,
+    bias: f32,
+    output: []f32,
+
+    fn of(g: Geometry, data: Data, plane: usize) DepthwisePlane {
+        const w = g.window;
+        const b = plane / g.out_channels;
+        const channel = plane % g.out_channels;
+        const input_channel = channel / g.outPerGroup();
+        return .{
+            .source = data.input[(b * g.in_channels + input_channel) * w.imagePlane() ..][0..w.imagePlane()],
+            .weights = data.weight[channel * w.taps() ..][0..w.taps()],
+            .bias = if (data.bias) |values| values[channel] else 0,
+            .output = data.output[plane * w.gridPlane() ..][0..w.gridPlane()],
+        };
+    }
+};
 
 /// Floats of padded plane (and flat output) one depthwise worker may use: 1 MiB, about one
 /// core's L2, so the plane stays in cache while every tap reads it.
@@ -359,14 +374,8 @@ fn runDepthwisePlanes(geometry: Geometry, data: Data, workers: usize, per_plane:
             for (begin..end) |worker| {
                 const own = context.scratch[worker * context.per_plane ..][0..context.per_plane];
                 for (planes * worker / context.workers..planes * (worker + 1) / context.workers) |plane| {
-                    const b = plane / g.out_channels;
-                    const channel = plane % g.out_channels;
-                    const input_channel = channel / g.outPerGroup();
-                    const source = context.data.input[(b * g.in_channels + input_channel) * w.imagePlane() ..][0..w.imagePlane()];
-                    const weights = context.data.weight[channel * w.taps() ..][0..w.taps()];
-                    const bias = if (context.data.bias) |values| values[channel] else 0;
-                    const output = context.data.output[plane * w.gridPlane() ..][0..w.gridPlane()];
-                    kernels.depthwisePlane(w, source, weights, bias, context.data.epilogue, own, output);
+                    const p = DepthwisePlane.of(g, context.data, plane);
+                    kernels.depthwisePlane(w, p.source, p.weights, p.bias, context.data.epilogue, own, p.output);
                 }
             }
         }
