@@ -103,6 +103,15 @@ Deno.test("concat along every dim, with views among the inputs", () => {
   using t = transpose(a, 0, 2);
   using joined = concat([t, t], 1);
   assert.deepEqual(joined.shape, [4, 6, 2]);
+  // Unequal parts (one empty, one a view) along a middle dim, against a direct reference.
+  using u = rand([4, 5, 2], { seed: 3 });
+  using none = zeros([4, 0, 2]);
+  using mixed = concat([t, none, u], 1);
+  assert.deepEqual(mixed.shape, [4, 8, 2]);
+  const [tv, uv] = [values(t), values(u)];
+  const expected: number[] = [];
+  for (let i = 0; i < 4; i++) expected.push(...tv.slice(i * 6, i * 6 + 6), ...uv.slice(i * 10, i * 10 + 10));
+  assert.deepEqual(values(mixed), expected);
   using wrong = zeros([2, 3, 5]);
   assert.throws(() => concat([a, wrong], 0), (e) => e instanceof SpindleError && e.code === "shape_mismatch");
   using ints = zeros([2, 3, 4], { dtype: "int32" });

@@ -291,12 +291,13 @@ pub const Epilogue = struct {
         return @mulAdd(f32, y, epilogue.scale, epilogue.shift);
     }
 
-    /// destination = epilogue(source): the copy and the epilogue in one pass.
-    pub fn applyCopy(epilogue: Epilogue, destination: []f32, source: []const f32) void {
+    /// destination = epilogue(source + bias): the copy and the epilogue in one pass.
+    pub fn applyCopy(epilogue: Epilogue, destination: []f32, source: []const f32, bias: f32) void {
         std.debug.assert(destination.len == source.len);
+        const bias_vector: V = @splat(bias);
         var i: usize = 0;
-        while (i + lanes <= source.len) : (i += lanes) destination[i..][0..lanes].* = epilogue.vector(source[i..][0..lanes].*);
-        for (destination[i..], source[i..]) |*d, x| d.* = epilogue.scalar(x);
+        while (i + lanes <= source.len) : (i += lanes) destination[i..][0..lanes].* = epilogue.vector(@as(V, source[i..][0..lanes].*) + bias_vector);
+        for (destination[i..], source[i..]) |*d, x| d.* = epilogue.scalar(x + bias);
     }
 
     /// row = epilogue(row + bias).
@@ -418,7 +419,7 @@ pub fn depthwisePlane(window: Window, plane: []const f32, weights: []const f32, 
     if (layout.flat_len > 0) {
         const flat = scratch[layout.padded_len..][0..layout.flat_len];
         flatTaps(padded, weights, offsets[0..taps], bias, flat);
-        for (0..window.grid[0]) |y| epilogue.applyCopy(output[y * out_w ..][0..out_w], flat[y * width ..][0..out_w]);
+        for (0..window.grid[0]) |y| epilogue.applyCopy(output[y * out_w ..][0..out_w], flat[y * width ..][0..out_w], 0);
         return;
     }
     switch (window.stride[1]) {

@@ -199,6 +199,7 @@ pub fn Kernel(comptime config: Config) type {
             b: union(enum) {
                 matrix: struct { trans: bool, values: []const f32, ld: usize },
                 packed_b: *const PackedB,
+                indirect: *const IndirectB,
             },
             m: usize,
             n: usize,
@@ -240,6 +241,61 @@ pub fn Kernel(comptime config: Config) type {
                 .m = args.m,
                 .n = args.packed_b.n,
                 .k = args.packed_b.k,
+                .alpha = args.alpha,
+                .beta = args.beta,
+                .c = args.c,
+                .ldc = args.ldc,
+            };
+            runOperands(&operands, row_begin, rows, col_begin, cols);
+        }
+
+        /// B given row by row: element (p, j) is values[offsets[p] + j]. Convolutions use it
+        /// to read the rows of an implicit im2col matrix straight from the padded input,
+        /// without unfolding it (see ops/conv.zig runImplicit).
+        pub const IndirectB = struct {
+            values: []const f32,
+            offsets: []const usize,
+            n: usize,
+
+            /// Checks that every row lies inside `values`.
+            pub fn validate(b: *const IndirectB) Error!void {
+                if (b.n == 0) return;
+                for (b.offsets, 0..) |offset, p| {
+                    if (offset > b.values.len or b.values.len - offset < b.n) {
+                        return status.fail(error.IndexOutOfRange, "sgemm: indirect B row {d} at {d} with {d} columns overruns {d} elements", .{ p, offset, b.n, b.values.len });
+                    }
+                }
+            }
+        };
+
+        /// C = alpha · A · B + beta · C with an indirect B (validated); A is m × k, untransposed.
+        pub const IndirectArgs = struct {
+            m: usize,
+            a: []const f32,
+            lda: usize,
+            b: *const IndirectB,
+            alpha: f32,
+            beta: f32,
+            c: []f32,
+            ldc: usize,
+
+            pub fn validate(args: *const IndirectArgs) Error!void {
+                try args.b.validate();
+                try gemm.Args.checkMatrix("A", args.a.len, args.m, args.b.offsets.len, args.lda);
+                try gemm.Args.checkMatrix("C", args.c.len, args.m, args.b.n, args.ldc);
+            }
+        };
+
+        /// As runBlock, with an indirect B.
+        pub fn runBlockIndirect(args: *const IndirectArgs, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            const operands: Operands = .{
+                .trans_a = false,
+                .a = args.a,
+                .lda = args.lda,
+                .b = .{ .indirect = args.b },
+                .m = args.m,
+                .n = args.b.n,
+                .k = args.b.offsets.len,
                 .alpha = args.alpha,
                 .beta = args.beta,
                 .c = args.c,
@@ -311,8 +367,10 @@ pub fn Kernel(comptime config: Config) type {
             direct: bool,
             /// Read in place: the ragged last sliver, packed with zero padding.
             edge: ?[*]const f32,
+            /// An indirect B: depth row p of every sliver starts offsets[p] past its base.
+            offsets: ?[*]const usize = null,
 
-            const Sliver = struct { values: [*]const f32, row_stride: usize, direct: bool };
+            const Sliver = struct { values: [*]const f32, row_stride: usize, direct: bool, offsets: ?[*]const usize = null };
 
             fn sliver(panels: Panels, index: usize, cols: usize) Sliver {
                 assert(cols >= 1 and cols <= panel_cols);
@@ -323,6 +381,7 @@ pub fn Kernel(comptime config: Config) type {
                     .values = panels.base + index * panels.sliver_stride,
                     .row_stride = panels.row_stride,
                     .direct = panels.direct,
+                    .offsets = panels.offsets,
                 };
             }
         };
@@ -338,6 +397,7 @@ pub fn Kernel(comptime config: Config) type {
         ) Panels {
             switch (operands.b) {
                 .packed_b => |packed_b| return packed_b.panels(depth_start, depth, col_start),
+                .indirect => |indirect| return indirectPanels(indirect, buffers, depth_start, depth, col_start, col_count),
                 .matrix => |matrix| {
                     if (!matrix.trans and rows <= config.direct_rows_max) {
                         return directPanels(matrix.values, matrix.ld, buffers, depth_start, depth, col_start, col_count);
@@ -347,6 +407,30 @@ pub fn Kernel(comptime config: Config) type {
                     return .{ .base = packed_b.ptr, .sliver_stride = depth * panel_cols, .row_stride = panel_cols, .direct = false, .edge = null };
                 },
             }
+        }
+
+        fn indirectPanels(b: *const IndirectB, buffers: *Scratch, depth_start: usize, depth: usize, col_start: usize, col_count: usize) Panels {
+            const offsets = b.offsets[depth_start..][0..depth];
+            const ragged = col_count % panel_cols;
+            var edge: ?[*]const f32 = null;
+            if (ragged != 0) {
+                const edge_buffer = aligned(&buffers.edge, depth_block * panel_cols);
+                const edge_col = col_start + col_count - ragged;
+                for (offsets, 0..) |offset, p| {
+                    const row = edge_buffer[p * panel_cols ..][0..panel_cols];
+                    @memcpy(row[0..ragged], b.values[offset + edge_col ..][0..ragged]);
+                    @memset(row[ragged..], 0);
+                }
+                edge = edge_buffer.ptr;
+            }
+            return .{
+                .base = b.values[col_start..].ptr,
+                .sliver_stride = panel_cols,
+                .row_stride = 0,
+                .direct = true,
+                .edge = edge,
+                .offsets = offsets.ptr,
+            };
         }
 
         fn directPanels(
@@ -544,7 +628,7 @@ pub fn Kernel(comptime config: Config) type {
             assert(rows >= 1 and rows <= row_block);
             assert(c.len >= (rows - 1) * ldc + cols);
             var sliver_index: usize = 0;
-            if (panels.direct and rows <= wide_rows_max) {
+            if (panels.direct and panels.offsets == null and rows <= wide_rows_max) {
                 switch (rows) {
                     inline 1...wide_rows_max => |used| {
                         sliver_index = wideSweep(used, packed_a, panels, cols, depth, c, ldc, alpha, beta);
@@ -562,7 +646,10 @@ pub fn Kernel(comptime config: Config) type {
                     const tile = c[group * panel_rows * ldc + sliver_index * panel_cols ..];
                     const tile_c: Tile = .{ .values = tile.ptr, .ld = ldc, .cols = sliver_cols, .alpha = alpha, .beta = beta };
                     switch (group_rows) {
-                        inline 1...panel_rows => |used| if (sliver.direct) {
+                        inline 1...panel_rows => |used| if (sliver.offsets) |offsets| {
+                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true, .indirect = true };
+                            microKernelIndirect(shape, depth, panel.ptr, sliver.values, offsets, tile_c);
+                        } else if (sliver.direct) {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
                             microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
                         } else {
@@ -615,6 +702,8 @@ pub fn Kernel(comptime config: Config) type {
             vectors: usize,
             /// B is read in place (prefetch rows ahead) rather than from a packed sliver.
             direct: bool,
+            /// B's depth rows are found through an offset table (IndirectB).
+            indirect: bool = false,
 
             fn cols(shape: Shape) usize {
                 return shape.vectors * lanes;
@@ -655,6 +744,38 @@ pub fn Kernel(comptime config: Config) type {
                 storeFull(shape, &sums, tile);
             } else {
                 storePartial(shape, &sums, tile);
+            }
+        }
+
+        /// microKernel for an indirect B: depth row p of the sliver starts at b + offsets[p].
+        fn microKernelIndirect(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, offsets: [*]const usize, tile: Tile) void {
+            assert(tile.cols >= 1 and tile.cols <= shape.cols());
+            inline for (0..shape.rows) |r| {
+                const row = tile.values + r * tile.ld;
+                @prefetch(row, .{ .rw = .write });
+                @prefetch(row + tile.cols - 1, .{ .rw = .write });
+            }
+            const chains = comptime shape.chains();
+            var sums = std.mem.zeroes([chains]shape.Sums());
+            var p: usize = 0;
+            while (p + chains <= depth) : (p += chains) {
+                if (config.direct_prefetch_rows > 0 and p + config.direct_prefetch_rows + chains <= depth) {
+                    inline for (0..chains) |chain| prefetchRow(shape, @intFromPtr(b + offsets[p + config.direct_prefetch_rows + chain]));
+                }
+                inline for (0..chains) |chain| {
+                    depthStep(shape, &sums[chain], a + (p + chain) * panel_rows, b + offsets[p + chain]);
+                }
+            }
+            while (p < depth) : (p += 1) depthStep(shape, &sums[0], a + p * panel_rows, b + offsets[p]);
+            inline for (1..chains) |chain| {
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
+                    sums[0][r][v] += sums[chain][r][v];
+                };
+            }
+            if (tile.cols == shape.cols()) {
+                storeFull(shape, &sums[0], tile);
+            } else {
+                storePartial(shape, &sums[0], tile);
             }
         }
 
@@ -1215,4 +1336,50 @@ test "runTilesPacked over gemm.plan tiles, in reverse order, matches the referen
         while (tile > 0) : (tile -= 1) runTilesPacked(&packed_args, tiling, tile - 1, tile);
         try matrices.check();
     };
+}
+
+test "an indirect B (rows found through an offset table) matches the reference, every kernel shape" {
+    var prng = std.Random.DefaultPrng.init(0x1d1);
+    const random = prng.random();
+    inline for (test_configs) |config| {
+        const K = Kernel(config);
+        // Depth past one depth block, rows past one row block, ragged columns, single ones.
+        const shapes = [_][3]usize{ .{ 1, 1, 1 }, .{ 24, 67, 864 }, .{ 3, 200, 17 }, .{ 170, 45, 530 }, .{ 14, 32, 9 }, .{ 5, 1000, 3 } };
+        for (shapes) |shape| {
+            const case: Case = .{ .m = shape[0], .n = shape[1], .k = shape[2], .alpha = 1, .beta = if (random.boolean()) 0 else 0.5, .ldb_pad = random.uintLessThan(usize, 3), .ldc_pad = 1 };
+            var matrices = try TestMatrices.init(testing.allocator, random, case);
+            defer matrices.deinit(testing.allocator);
+            const args = &matrices.args;
+            // Rows of B scattered in a bigger buffer in shuffled order.
+            const order = try testing.allocator.alloc(usize, args.k);
+            defer testing.allocator.free(order);
+            for (order, 0..) |*o, i| o.* = i;
+            random.shuffle(usize, order);
+            const stride = args.ldb + 5;
+            const values = try testing.allocator.alloc(f32, args.k * stride);
+            defer testing.allocator.free(values);
+            @memset(values, std.math.nan(f32)); // nothing outside the rows may be read into C
+            const offsets = try testing.allocator.alloc(usize, args.k);
+            defer testing.allocator.free(offsets);
+            for (0..args.k) |p| {
+                offsets[p] = order[p] * stride + 2;
+                @memcpy(values[offsets[p]..][0..args.n], args.b[p * args.ldb ..][0..args.n]);
+            }
+            const b: K.IndirectB = .{ .values = values, .offsets = offsets, .n = args.n };
+            const indirect: K.IndirectArgs = .{ .m = args.m, .a = args.a, .lda = args.lda, .b = &b, .alpha = args.alpha, .beta = args.beta, .c = args.c, .ldc = args.ldc };
+            try indirect.validate();
+            var order_buffer: [4096]usize = undefined;
+            const tiling, const tiles = randomTiling(random, args.m, args.n, K.panel_cols, &order_buffer);
+            for (tiles) |tile| {
+                const block = tiling.block(tile, args.m, args.n) orelse continue;
+                K.runBlockIndirect(&indirect, block.row_begin, block.rows, block.col_begin, block.cols);
+            }
+            try matrices.check();
+        }
+    }
+    // A row that would run past the buffer is refused.
+    var values: [10]f32 = undefined;
+    const offsets = [_]usize{ 0, 7 };
+    const b: native.IndirectB = .{ .values = &values, .offsets = &offsets, .n = 4 };
+    try testing.expectError(error.IndexOutOfRange, b.validate());
 }

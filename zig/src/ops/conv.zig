@@ -17,6 +17,8 @@ const settings = @import("../settings.zig");
 const intra_op = @import("../pool/intra_op.zig");
 const storage_cache = @import("../storage_cache.zig");
 const gemm = @import("../kernels/gemm.zig");
+const gemm_native = @import("../kernels/gemm_native.zig");
+const build_options = @import("build_options");
 const kernels = @import("../kernels/conv.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
@@ -267,6 +269,8 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     const data = operands.data(out, options.epilogue);
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
+    } else if (implicitScratch(geometry)) |floats| {
+        try runImplicit(geometry, data, floats);
     } else {
         try runUnfolded(geometry, data);
     }
@@ -573,6 +577,157 @@ const UnfoldedContext = struct {
 };
 
 // ---------------------------------------------------------------------------------------
+// Implicit GEMM (native BLAS, stride 1): no unfolded matrix at all.
+//
+// With the input zero-padded to H' × W' and the output computed at every padded column
+// (flat position y·W' + x, the columns x ≥ the output width dropped afterwards), row
+// (channel c, tap ky, kx) of the im2col matrix is the padded input itself read from
+// c·H'·W' + ky·d·W' + kx·d on: a contiguous run. The GEMM reads those rows in place through
+// an offset table (gemm_native IndirectB), so the 9× (for 3×3) copy of im2col never
+// happens. The flat output is then copied to the real one with the bias and epilogue.
+
+/// Floats of padding past the last padded plane: the last rows' runs end up to
+/// (kw − 1)·dw past it (see IndirectB.validate, which checks).
+fn implicitSlack(window: Window) usize {
+    return (window.kernel[1] - 1) * window.dilation[1] + 64;
+}
+
+/// The scratch floats of runImplicit (padded input, flat output, offset table), or null when
+/// it does not apply: another BLAS, a stride, a plain pointwise conv (already a GEMM on its
+/// input), or scratch beyond the limit.
+fn implicitScratch(geometry: Geometry) ?usize {
+    const window = geometry.window;
+    if (build_options.blas != .native) return null;
+    if (window.stride[0] != 1 or window.stride[1] != 1 or isPointwise(window)) return null;
+    const width = window.image[1] + 2 * window.padding[1];
+    const height = window.image[0] + 2 * window.padding[0];
+    const padded = std.math.mul(usize, geometry.inPerGroup(), std.math.mul(usize, height, width) catch return null) catch return null;
+    const flat = std.math.mul(usize, geometry.outPerGroup(), window.grid[0] * width) catch return null;
+    const offsets = implicitOffsetFloats(geometry.inPerGroup() * window.taps());
+    const total = padded +| implicitSlack(window) +| flat +| offsets;
+    return if (total *| @sizeOf(f32) <= scratch_bytes_max) total else null;
+}
+
+/// Floats the offset table of `depth` rows takes, rounded to keep what follows aligned.
+fn implicitOffsetFloats(depth: usize) usize {
+    return std.mem.alignForward(usize, depth * (@sizeOf(usize) / @sizeOf(f32)), 16);
+}
+
+fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void {
+    const window = geometry.window;
+    const width = window.image[1] + 2 * window.padding[1];
+    const height = window.image[0] + 2 * window.padding[0];
+    const channels = geometry.inPerGroup();
+    const m = geometry.outPerGroup();
+    const n = window.grid[0] * width;
+    const depth = channels * window.taps();
+    const scratch = try Scratch.init("conv2d", scratch_floats);
+    defer scratch.release();
+    // The offset table first (the block is 64-byte aligned), then the padded planes.
+    const offset_floats = implicitOffsetFloats(depth);
+    const offsets = @as([*]usize, @ptrCast(@alignCast(scratch.values.ptr)))[0..depth];
+    const padded_len = channels * height * width + implicitSlack(window);
+    const padded = scratch.values[offset_floats..][0..padded_len];
+    const flat = scratch.values[offset_floats + padded_len ..][0 .. m * n];
+    for (0..channels) |c| for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
+        offsets[(c * window.kernel[0] + ky) * window.kernel[1] + kx] = c * height * width + ky * window.dilation[0] * width + kx * window.dilation[1];
+    };
+    @memset(padded[channels * height * width ..], 0);
+    const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
+    try b.validate();
+    const threads = threadsFor((2 *| m) *| n *| depth);
+    const tiling = gemm.plan(m, n, threads);
+    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .flat = flat, .b = &b, .tiling = tiling, .image = 0 };
+    for (0..geometry.batch * geometry.groups) |image| {
+        context.image = image;
+        const shared: *const ImplicitContext = &context;
+        try intra_op.parallelForTyped(0, channels, @max(1, 16384 / (height * width)), shared, ImplicitContext.pad);
+        try intra_op.parallelForTyped(0, tiling.count(), 1, shared, ImplicitContext.multiply);
+        try intra_op.parallelForTyped(0, m, @max(1, 16384 / n), shared, ImplicitContext.finish);
+    }
+}
+
+const ImplicitContext = struct {
+    geometry: Geometry,
+    data: Data,
+    padded: []f32,
+    flat: []f32,
+    b: *const gemm_native.native.IndirectB,
+    tiling: gemm.Tiling,
+    /// batch · groups + group of the image being computed.
+    image: usize,
+
+    fn width(context: *const ImplicitContext) usize {
+        return context.geometry.window.image[1] + 2 * context.geometry.window.padding[1];
+    }
+
+    /// Copies input channels [begin, end) of the current image into their padded planes.
+    fn pad(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
+        const g = context.geometry;
+        const w = g.window;
+        const padded_width = context.width();
+        const plane = (w.image[0] + 2 * w.padding[0]) * padded_width;
+        const b = context.image / g.groups;
+        const group = context.image % g.groups;
+        const input = context.data.input[(b * g.in_channels + group * g.inPerGroup()) * w.imagePlane() ..][0 .. g.inPerGroup() * w.imagePlane()];
+        for (begin..end) |c| {
+            const target = context.padded[c * plane ..][0..plane];
+            const source = input[c * w.imagePlane() ..][0..w.imagePlane()];
+            @memset(target[0 .. w.padding[0] * padded_width], 0);
+            @memset(target[(w.padding[0] + w.image[0]) * padded_width ..], 0);
+            for (0..w.image[0]) |y| {
+                const row = target[(w.padding[0] + y) * padded_width ..][0..padded_width];
+                @memset(row[0..w.padding[1]], 0);
+                @memcpy(row[w.padding[1]..][0..w.image[1]], source[y * w.image[1] ..][0..w.image[1]]);
+                @memset(row[w.padding[1] + w.image[1] ..], 0);
+            }
+        }
+    }
+
+    /// GEMM tiles [begin, end) of the flat output.
+    fn multiply(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
+        const g = context.geometry;
+        const m = g.outPerGroup();
+        const group = context.image % g.groups;
+        const depth = context.b.offsets.len;
+        const args: gemm_native.native.IndirectArgs = .{
+            .m = m,
+            .a = context.data.weight[group * m * depth ..][0 .. m * depth],
+            .lda = depth,
+            .b = context.b,
+            .alpha = 1,
+            .beta = 0,
+            .c = context.flat,
+            .ldc = context.b.n,
+        };
+        try args.validate();
+        for (begin..end) |tile| {
+            const block = context.tiling.block(tile, m, context.b.n) orelse continue;
+            gemm_native.native.runBlockIndirect(&args, block.row_begin, block.rows, block.col_begin, block.cols);
+        }
+    }
+
+    /// Output channels [begin, end) of the current image: the flat rows without their
+    /// padding columns, plus bias, through the epilogue.
+    fn finish(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
+        const g = context.geometry;
+        const w = g.window;
+        const padded_width = context.width();
+        const b = context.image / g.groups;
+        const group = context.image % g.groups;
+        for (begin..end) |r| {
+            const channel = group * g.outPerGroup() + r;
+            const bias = if (context.data.bias) |values| values[channel] else 0;
+            const output = context.data.output[(b * g.out_channels + channel) * w.gridPlane() ..][0..w.gridPlane()];
+            const source = context.flat[r * context.b.n ..][0..context.b.n];
+            for (0..w.grid[0]) |y| {
+                context.data.epilogue.applyCopy(output[y * w.grid[1] ..][0..w.grid[1]], source[y * padded_width ..][0..w.grid[1]], bias);
+            }
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------
 // Transposed convolution: columns = weightᵀ · input per column block, then col2im.
 
 fn runTransposed(geometry: Geometry, data: Data) Error!void {
@@ -781,6 +936,7 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 4, .size = .{ 9, 10 }, .out_channels = 6, .kernel = .{ 3, 2 }, .options = .{ .padding = .{ 2, 1 }, .dilation = .{ 2, 3 } } },
     // Groups 2, and depthwise (groups = C) with stride 1 and 2, and a channel multiplier.
     .{ .batch = 3, .in_channels = 6, .size = .{ 8, 7 }, .out_channels = 4, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .groups = 2 } },
+    .{ .batch = 2, .in_channels = 6, .size = .{ 7, 5 }, .out_channels = 4, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 2 }, .groups = 2 } },
     .{ .batch = 1, .in_channels = 7, .size = .{ 10, 37 }, .out_channels = 7, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 7 } },
     .{ .batch = 3, .in_channels = 5, .size = .{ 11, 40 }, .out_channels = 5, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 5 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 6, 6 }, .out_channels = 6, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .dilation = .{ 2, 1 }, .groups = 3 } },

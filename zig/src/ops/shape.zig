@@ -235,39 +235,56 @@ pub fn concat(inputs: []const *Tensor, dim_raw: i64) Error!*Tensor {
     }
     const out = try tensor.createUninit(first.dtype, shape[0..first.ndim]);
     errdefer out.release();
-    var position: usize = 0;
+    if (out.numel() == 0) return out;
+    // Each input is `outer` slabs of t.shape[dim]·inner contiguous elements, which land at
+    // stride shape[dim]·inner in the output: one memcpy per slab.
+    var sources: [max_concat_inputs]*Tensor = undefined;
+    if (inputs.len > max_concat_inputs) return status.fail(error.InvalidArgument, "concat: at most {d} tensors, got {d}", .{ max_concat_inputs, inputs.len });
+    var made: usize = 0;
+    defer for (sources[0..made]) |t| t.release();
     for (inputs) |t| {
-        // Copy each input into its slab of the output through a view of the output.
-        const part = try slice(out, @intCast(dim), @intCast(position), @intCast(position + t.shape[dim]), 1);
-        defer part.release();
-        try copyInto(t, part);
-        position += t.shape[dim];
+        sources[made] = try contiguous(t);
+        made += 1;
     }
+    var outer: usize = 1;
+    for (shape[0..dim]) |d| outer *= d;
+    var inner: usize = first.dtype.size();
+    for (shape[dim + 1 .. first.ndim]) |d| inner *= d;
+    var context: ConcatContext = .{ .sources = sources[0..made], .output = out.byteSlice(), .row = shape[dim] * inner };
+    var position: usize = 0;
+    for (sources[0..made], 0..) |t, i| {
+        context.slab[i] = t.shape[dim] * inner;
+        context.position[i] = position;
+        position += context.slab[i];
+    }
+    const slab_bytes = @max(1, out.byteSlice().len / (outer * made));
+    try intra_op.parallelForTyped(0, outer * made, @max(1, copy_grain * 4 / slab_bytes), &context, ConcatContext.body);
     return out;
 }
 
-/// Copies t into a (possibly strided) destination view of the same shape.
-fn copyInto(t: *Tensor, destination: *Tensor) Error!void {
-    if (destination.isContiguous()) return materializeInto(t, destination);
-    const source = try contiguous(t);
-    defer source.release();
-    const size = t.dtype.size();
-    // Destination is strided: walk it row by row (slabs of concat along an inner dim).
-    var index: [max_dims]usize = @splat(0);
-    const count = destination.numel();
-    for (0..count) |flat| {
-        var element = destination.offset;
-        for (0..destination.ndim) |axis| element += index[axis] * destination.strides[axis];
-        @memcpy(destination.storage.bytes[element * size ..][0..size], source.byteSlice()[flat * size ..][0..size]);
-        var axis = destination.ndim;
-        while (axis > 0) {
-            axis -= 1;
-            index[axis] += 1;
-            if (index[axis] < destination.shape[axis]) break;
-            index[axis] = 0;
+const max_concat_inputs = 64;
+
+const ConcatContext = struct {
+    sources: []const *Tensor,
+    output: []u8,
+    /// Bytes of one output slab: the whole concat dim (times the dims after it).
+    row: usize,
+    /// Per input: bytes of its slab, and where the slab starts within an output slab.
+    slab: [max_concat_inputs]usize = undefined,
+    position: [max_concat_inputs]usize = undefined,
+
+    /// Slabs [begin, end) in (outer index, input) order.
+    fn body(context: *const ConcatContext, begin: usize, end: usize) Error!void {
+        const count = context.sources.len;
+        for (begin..end) |task| {
+            const o = task / count;
+            const i = task % count;
+            const slab = context.slab[i];
+            const source = context.sources[i].byteSlice()[o * slab ..][0..slab];
+            @memcpy(context.output[o * context.row + context.position[i] ..][0..slab], source);
         }
     }
-}
+};
 
 /// out[i][j][k] = x[index[i][j][k]][j][k] for dim 0 (and likewise for other dims).
 pub fn gather(input: *Tensor, dim_raw: i64, index_input: *Tensor) Error!*Tensor {
