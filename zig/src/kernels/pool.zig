@@ -16,7 +16,16 @@ pub fn maxPoolRow(window: Window, plane: []const f32, oy: usize, output: []f32) 
     std.debug.assert(oy < window.grid[0]);
     const width = window.image[1];
     const rows = window.tapSpan(0, oy);
+    // Interior: positions whose every tap along the width lies inside the row.
+    const first_tap = window.span(1, 0);
+    const last_tap = window.span(1, window.kernel[1] - 1);
+    const inner: conv.Span = .{ .begin = first_tap.begin, .end = @max(first_tap.begin, last_tap.end) };
+    const done: conv.Span = .{ .begin = inner.begin, .end = switch (window.stride[1]) {
+        inline 1, 2 => |stride| maxPoolInterior(stride, window, plane, oy, rows, inner, output),
+        else => inner.begin,
+    } };
     for (output, 0..) |*out, ox| {
+        if (done.contains(ox)) continue;
         const cols = window.tapSpan(1, ox);
         var best = -std.math.inf(f32);
         for (rows.begin..rows.end) |ky| {
@@ -28,6 +37,38 @@ pub fn maxPoolRow(window: Window, plane: []const f32, oy: usize, output: []f32) 
         }
         out.* = best;
     }
+}
+
+const lanes = @import("math.zig").lanes;
+const V = @Vector(lanes, f32);
+
+/// Whole vectors of interior outputs from `inner.begin` on, each tap one strided vector
+/// load; returns where it stopped (the rest of `inner` goes point by point).
+fn maxPoolInterior(comptime stride: usize, window: Window, plane: []const f32, oy: usize, rows: conv.Span, inner: conv.Span, output: []f32) usize {
+    const loaded_lanes = (lanes - 1) * stride + 1;
+    const keep = comptime blk: {
+        var mask: [lanes]i32 = undefined;
+        for (&mask, 0..) |*m, i| m.* = @intCast(i * stride);
+        break :blk mask;
+    };
+    const width = window.image[1];
+    var ox = inner.begin;
+    while (ox + lanes <= inner.end) : (ox += lanes) {
+        var best: V = @splat(-std.math.inf(f32));
+        for (rows.begin..rows.end) |ky| {
+            const row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
+            for (0..window.kernel[1]) |kx| {
+                const first = window.imageIndex(1, ox, kx);
+                // The last loaded element is the last tap of the last output: inside.
+                const loaded: @Vector(loaded_lanes, f32) = row[first..][0..loaded_lanes].*;
+                const x: V = @shuffle(f32, loaded, undefined, keep);
+                best = @select(f32, x > best, x, best);
+                best = @select(f32, x != x, x, best); // NaN wins
+            }
+        }
+        output[ox..][0..lanes].* = best;
+    }
+    return ox;
 }
 
 pub const AverageOptions = struct {
@@ -194,13 +235,17 @@ const pool_cases = [_]PoolCase{
     .{ .image = .{ 6, 6 }, .kernel = .{ 3, 3 }, .stride = .{ 4, 4 }, .padding = .{ 1, 1 }, .ceil_mode = true },
     .{ .image = .{ 4, 13 }, .kernel = .{ 3, 2 }, .stride = .{ 3, 5 }, .padding = .{ 1, 1 }, .ceil_mode = true },
     .{ .image = .{ 2, 3 }, .kernel = .{ 2, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 } },
+    // Rows wide enough for whole vectors of interior outputs, stride 1 and 2.
+    .{ .image = .{ 3, 70 }, .kernel = .{ 2, 2 }, .stride = .{ 2, 2 } },
+    .{ .image = .{ 4, 53 }, .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 5, 41 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .ceil_mode = true },
 };
 
 test "max pooling rows match the reference, with dilation and NaN" {
     var prng = std.Random.DefaultPrng.init(21);
-    var plane: [128]f32 = undefined;
-    var expected: [128]f32 = undefined;
-    var row: [16]f32 = undefined;
+    var plane: [512]f32 = undefined;
+    var expected: [512]f32 = undefined;
+    var row: [80]f32 = undefined;
     for (pool_cases) |case| for ([_][2]usize{ .{ 1, 1 }, .{ 2, 1 } }) |dilation| {
         var with_dilation = case;
         with_dilation.dilation = dilation;
@@ -210,6 +255,7 @@ test "max pooling rows match the reference, with dilation and NaN" {
         const input = plane[0..window.imagePlane()];
         for (input) |*x| x.* = prng.random().float(f32) * 2 - 1;
         if (input.len > 3) input[3] = std.math.nan(f32);
+        if (input.len > 100) input[100] = std.math.nan(f32); // inside the vector interior
         referenceMaxPool(window, input, &expected);
         for (0..window.grid[0]) |oy| {
             maxPoolRow(window, input, oy, row[0..window.grid[1]]);
@@ -222,9 +268,9 @@ test "max pooling rows match the reference, with dilation and NaN" {
 
 test "average pooling rows match PyTorch's rules for padding, ceil mode and divisors" {
     var prng = std.Random.DefaultPrng.init(22);
-    var plane: [128]f32 = undefined;
-    var expected: [128]f32 = undefined;
-    var row: [16]f32 = undefined;
+    var plane: [512]f32 = undefined;
+    var expected: [512]f32 = undefined;
+    var row: [80]f32 = undefined;
     for (pool_cases) |case| for ([_]bool{ false, true }) |include_pad| for ([_]?f32{ null, 3 }) |divisor| {
         const window = case.window();
         const input = plane[0..window.imagePlane()];
@@ -242,9 +288,9 @@ test "average pooling rows match PyTorch's rules for padding, ceil mode and divi
 
 test "adaptive average rows match the reference when shrinking and growing" {
     var prng = std.Random.DefaultPrng.init(23);
-    var plane: [128]f32 = undefined;
-    var expected: [128]f32 = undefined;
-    var row: [16]f32 = undefined;
+    var plane: [512]f32 = undefined;
+    var expected: [512]f32 = undefined;
+    var row: [80]f32 = undefined;
     const cases = [_][4]usize{ .{ 7, 11, 3, 4 }, .{ 5, 5, 5, 5 }, .{ 4, 4, 1, 1 }, .{ 3, 5, 7, 8 }, .{ 1, 1, 2, 3 }, .{ 13, 2, 5, 2 } };
     for (cases) |case| {
         const input = plane[0 .. case[0] * case[1]];
