@@ -22,15 +22,28 @@ function median(samples: number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-async function time(body: () => Promise<void>, count: number): Promise<number> {
-  await body(); // warm-up
-  const samples: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const start = performance.now();
-    await body();
-    samples.push(performance.now() - start);
+/**
+ * Median latency of each side, measured in alternating rounds (Spindle, onnxruntime,
+ * Spindle, …) so that drift in the machine's load hits both alike. Each round takes at
+ * least `runs / ROUNDS` samples and at least 100 ms, so sub-millisecond models get
+ * hundreds of samples.
+ */
+const ROUNDS = 5;
+async function compare(a: () => Promise<void>, b: () => Promise<void>, count: number): Promise<[number, number]> {
+  await a(); // warm-up
+  await b();
+  const samples: [number[], number[]] = [[], []];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [side, body] of [a, b].entries()) {
+      const until = performance.now() + 100;
+      for (let i = 0; i < Math.ceil(count / ROUNDS) || performance.now() < until; i++) {
+        const start = performance.now();
+        await body();
+        samples[side].push(performance.now() - start);
+      }
+    }
   }
-  return median(samples);
+  return [median(samples[0]), median(samples[1])];
 }
 
 const rows: string[] = [];
@@ -58,8 +71,11 @@ for (const model of await fetchModels()) {
       using x = randn(shape, { seed: batch });
       const feed = { [model.input]: new ort.Tensor("float32", x.toArray() as Float32Array, shape) };
       setNumThreads(threads);
-      const spindle = await time(async () => ((await module!.forward(x)) as Tensor).dispose(), runs);
-      const onnxrt = await time(async () => void (await sessions.run(feed)), runs);
+      const [spindle, onnxrt] = await compare(
+        async () => ((await module!.forward(x)) as Tensor).dispose(),
+        async () => void (await sessions.run(feed)),
+        runs,
+      );
       const row = `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} | ${
         spindle.toFixed(2).padStart(10)
       } ${onnxrt.toFixed(2).padStart(10)} ${(spindle / onnxrt).toFixed(2).padStart(6)}`;
