@@ -84,6 +84,32 @@ for (const model of await fetchModels()) {
     }
     await sessions.release();
   }
+  {
+    // Parallel execution mode on both sides: batch 1, 1 intra-op thread, independent
+    // branches on 2 inter-op threads (Spindle's default inter-op pool on this machine).
+    const shape = model.shape.map((d) => (d === -1 ? 1 : d));
+    using x = randn(shape, { seed: 1 });
+    const feed = { [model.input]: new ort.Tensor("float32", x.toArray() as Float32Array, shape) };
+    setNumThreads(1);
+    using module = await load(model.file, { inputShapes: { [model.input]: shape }, executionMode: "parallel" });
+    const session = await ort.InferenceSession.create(model.file, {
+      intraOpNumThreads: 1,
+      interOpNumThreads: 2,
+      executionMode: "parallel",
+      extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+    });
+    const [spindle, onnxrt] = await compare(
+      async () => ((await module.forward(x)) as Tensor).dispose(),
+      async () => void (await session.run(feed)),
+      runs,
+    );
+    const row = `${model.name.padEnd(8)} parallel branches, b1 t1 | ${spindle.toFixed(2).padStart(7)} ${
+      onnxrt.toFixed(2).padStart(10)
+    } ${(spindle / onnxrt).toFixed(2).padStart(6)}`;
+    console.log(row);
+    rows.push(row);
+    await session.release();
+  }
   // Throughput: 4 concurrent batch-1 requests, 1 intra-op thread each.
   const shape = model.shape.map((d) => (d === -1 ? 1 : d));
   using x = randn(shape, { seed: 7 });

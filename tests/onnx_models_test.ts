@@ -7,10 +7,11 @@ import { fetchModels } from "../tools/fetch_models.ts";
 const models = await fetchModels();
 
 for (const model of models) {
-  Deno.test(`${model.name}: Spindle matches onnxruntime-node within 1e-4 relative`, async () => {
-    using module = await load(model.file, { inputShapes: { [model.input]: model.shape } });
+  Deno.test(`${model.name}: Spindle matches onnxruntime-node within 1e-4 relative, sequential and parallel`, async () => {
+    using sequential = await load(model.file, { inputShapes: { [model.input]: model.shape } });
+    using parallel = await load(model.file, { inputShapes: { [model.input]: model.shape }, executionMode: "parallel" });
     const session = await ort.InferenceSession.create(model.file, { intraOpNumThreads: 1, interOpNumThreads: 1 });
-    for (const batch of [1, 2]) {
+    for (const [batch, module] of [[1, sequential], [2, sequential], [1, parallel], [2, parallel]] as const) {
       const shape = model.shape.map((d) => (d === -1 ? batch : d));
       using x = randn(shape, { seed: batch });
       const data = x.toArray() as Float32Array;
@@ -49,6 +50,7 @@ Deno.test("infer runs an .onnx model with --input-shape for its dynamic dims", a
       `${cls.input}=${cls.shape.join("x")}`,
       "--requests",
       "3",
+      "--parallel-branches",
       "--json",
     ],
     stdout: "piped",

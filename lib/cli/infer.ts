@@ -30,6 +30,8 @@ Options:
   --warmup W              untimed requests first (default 5)
   --input-shape NAME=DIMS fixed sizes for an .onnx input with dynamic dims, e.g.
                           x=-1x3x48x192 (-1 keeps the batch dynamic); repeatable
+  --parallel-branches     .onnx models: run independent branches as fork/wait tasks on
+                          the inter-op pool (ONNX Runtime's parallel execution mode)
   --json                  print one JSON object instead of text
   -h, --help              show this help`;
 
@@ -67,6 +69,8 @@ export interface InferOptions {
   progress: boolean;
   /** For .onnx models: fixed sizes of dynamic input dims, by input name. */
   inputShapes?: Record<string, number[]>;
+  /** For .onnx models: fork independent branches (see ImportOptions.executionMode). */
+  parallelBranches?: boolean;
 }
 
 interface Runnable {
@@ -91,6 +95,7 @@ async function open(
   model: string,
   batch: number | undefined,
   inputShapes: Record<string, number[]> = {},
+  parallelBranches = false,
 ): Promise<Runnable> {
   if (model.startsWith("builtin:")) {
     const name = model.slice("builtin:".length);
@@ -100,7 +105,7 @@ async function open(
     const built: BuiltinModel = builtinModel(name, { batch });
     return built;
   }
-  const module = await load(model, { inputShapes });
+  const module = await load(model, { inputShapes, executionMode: parallelBranches ? "parallel" : "sequential" });
   const inputs = () =>
     module.inputs.map((spec, i) => {
       if (spec.dtype !== "float32") {
@@ -125,7 +130,7 @@ function dispose(outputs: Tensor | Tensor[]): void {
 
 /** Runs `infer` and returns its report. */
 export async function runInfer(options: InferOptions): Promise<InferReport> {
-  const runnable = await open(options.model, options.batch, options.inputShapes);
+  const runnable = await open(options.model, options.batch, options.inputShapes, options.parallelBranches);
   const inputs = runnable.inputs();
   try {
     const first = await runnable.module.forward(...inputs);
@@ -192,6 +197,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     concurrency: { type: "string" },
     warmup: { type: "string" },
     "input-shape": { type: "string", multiple: true },
+    "parallel-branches": { type: "boolean" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -213,6 +219,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     warmup: values.warmup === "0" ? 0 : positiveInteger("warmup", values.warmup, 5),
     progress: !values.json,
     inputShapes: parseInputShapes(values["input-shape"] ?? []),
+    parallelBranches: values["parallel-branches"] ?? false,
   });
   if (values.json) console.log(JSON.stringify(report));
   else printReport(report);

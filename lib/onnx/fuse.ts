@@ -93,7 +93,6 @@ export function fuse(source: ProgramSource, hints: FuseHints = {}): number {
     if (count === 0) break;
     total += count;
   }
-  dropDeadConstants(source, graph);
   return total;
 }
 
@@ -291,19 +290,24 @@ function layerNorm(
   };
 }
 
-/** Removes constant nodes nobody reads, and tensors no constant node refers to. */
-function dropDeadConstants(source: ProgramSource, graph: GraphDescription): void {
-  const index = new Index(graph);
-  graph.nodes = graph.nodes.filter((node) => node.op !== "constant" || (index.readers.get(node.outputs[0]) ?? 0) > 0);
+/**
+ * Removes constant nodes nobody reads (in every graph), and tensors no constant node
+ * refers to. Run once after the passes that leave constants behind.
+ */
+export function dropDeadConstants(source: ProgramSource): void {
   const tensors: ProgramSource["tensors"] = [];
   const renumbered = new Map<number, number>();
-  for (const node of graph.nodes) {
-    if (node.op !== "constant" || node.tensor === undefined) continue;
-    if (!renumbered.has(node.tensor)) {
-      renumbered.set(node.tensor, tensors.length);
-      tensors.push(source.tensors[node.tensor]);
+  for (const graph of source.graphs) {
+    const index = new Index(graph);
+    graph.nodes = graph.nodes.filter((node) => node.op !== "constant" || (index.readers.get(node.outputs[0]) ?? 0) > 0);
+    for (const node of graph.nodes) {
+      if (node.op !== "constant" || node.tensor === undefined) continue;
+      if (!renumbered.has(node.tensor)) {
+        renumbered.set(node.tensor, tensors.length);
+        tensors.push(source.tensors[node.tensor]);
+      }
+      node.tensor = renumbered.get(node.tensor);
     }
-    node.tensor = renumbered.get(node.tensor);
   }
   source.tensors = tensors;
 }

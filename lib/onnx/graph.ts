@@ -49,8 +49,11 @@ export class GraphBuilder {
   readonly nodes: NodeDescription[] = [];
   readonly tensors: ProgramSource["tensors"] = [];
   readonly runCount: number;
-  /** The rank of each runtime value (graph inputs and op outputs). */
-  readonly ranks = new Map<number, number>();
+  /**
+   * The dtype and shape of each runtime value (graph inputs and op outputs); -1 marks a
+   * dimension that differs between the eager runs (a dynamic one).
+   */
+  readonly specs = new Map<number, { dtype: DType; shape: number[] }>();
   #nextValue: number;
   #owned: Tensor[] = [];
 
@@ -62,7 +65,7 @@ export class GraphBuilder {
   /** A graph input (value `index`) with its dummy tensors. */
   input(index: number, dtype: DType, runs: Tensor[]): RuntimeValue {
     this.#owned.push(...runs);
-    this.ranks.set(index, runs[0].shape.length);
+    this.#record(index, runs);
     return { kind: "runtime", id: index, dtype, runs };
   }
 
@@ -123,8 +126,13 @@ export class GraphBuilder {
       params: params.slice(),
     };
     this.nodes.push(node);
-    this.ranks.set(node.outputs[0], runs[0].shape.length);
+    this.#record(node.outputs[0], runs);
     return { kind: "runtime", id: node.outputs[0], dtype: runs[0].dtype, runs, node };
+  }
+
+  #record(value: number, runs: readonly Tensor[]): void {
+    const shape = runs[0].shape.map((d, axis) => (runs.every((t) => t.shape[axis] === d) ? d : -1));
+    this.specs.set(value, { dtype: runs[0].dtype, shape });
   }
 
   #tensorOf(value: Value, run: number): Tensor {

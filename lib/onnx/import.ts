@@ -13,7 +13,8 @@ import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, MALFORMED, UNSUPPORTED, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
-import { fuse } from "./fuse.ts";
+import { dropDeadConstants, fuse } from "./fuse.ts";
+import { forkBranches } from "./branches.ts";
 
 /** Options of {@link importOnnx}. */
 export interface ImportOptions {
@@ -28,6 +29,13 @@ export interface ImportOptions {
    * dimension dynamic (e.g. the batch).
    */
   inputShapes?: Record<string, number[]>;
+  /**
+   * "parallel" runs independent branches of the graph (chains of ops that fan out from one
+   * value and meet again) as fork/wait tasks on the inter-op pool, as ONNX Runtime's
+   * parallel execution mode does; "sequential" (the default) runs every op on the calling
+   * thread, so that a request uses only its intra-op threads.
+   */
+  executionMode?: "sequential" | "parallel";
 }
 
 /** The op types (with their domain when not the default one) that import cannot handle. */
@@ -154,7 +162,9 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
     const source = b.finish(graph.name, inputs, outputs);
-    fuse(source, { rank: (value) => b.ranks.get(value) });
+    fuse(source, { rank: (value) => b.specs.get(value)?.shape.length });
+    if (options.executionMode === "parallel") forkBranches(source, { spec: (value) => b.specs.get(value) });
+    dropDeadConstants(source);
     return encodeImage(source);
   } finally {
     b.dispose();
