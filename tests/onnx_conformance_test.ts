@@ -112,6 +112,12 @@ const CONV_CASES = [
   "test_maxpool_2d_default",
   "test_averagepool_2d_default",
   "test_basic_conv_with_padding",
+  // Pads above half the kernel, and asymmetric SAME pads padded explicitly with -Infinity.
+  "test_maxpool_2d_pads",
+  "test_averagepool_2d_pads_count_include_pad",
+  "test_maxpool_2d_same_upper",
+  "test_maxpool_2d_same_lower",
+  "test_conv_with_strides_and_asymmetric_padding",
 ];
 
 Deno.test("ONNX node tests: the CI list passes", async () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randn, type Tensor } from "../mod.ts";
-import { encodeImage, type NodeDescription, type ProgramSource } from "../lib/script/format.ts";
+import { decodeDescription, encodeImage, type NodeDescription, type ProgramSource } from "../lib/script/format.ts";
 import { Program } from "../lib/script/program.ts";
 import { dropDeadConstants, fuse } from "../lib/onnx/fuse.ts";
 
@@ -138,4 +138,26 @@ Deno.test("fuse: the decomposed LayerNorm over the last axis becomes layer_norm"
   // Over another axis, or without knowing the rank: unchanged.
   assert.equal(checkFused(layerNorm(1, [size]), x, rank).length, 9);
   assert.equal(checkFused(layerNorm(2, [size]), x).length, 9);
+});
+
+Deno.test("model images carry infinite and NaN parameters (max pooling's -Infinity padding, clamp's open bounds)", () => {
+  const source = program([1, 1, 2, 2], [], [
+    { op: "pad", inputs: [0], outputs: [1], params: [0, -Infinity, 0, 0, 1, 1, 0, 0, 1, 1] },
+    { op: "clamp", inputs: [1], outputs: [2], params: [NaN, Infinity] },
+  ], [2]);
+  const image = encodeImage(source);
+  const nodes = decodeDescription(image).graphs[0].nodes;
+  assert.deepEqual(nodes[0].params?.slice(0, 2), [0, -Infinity]);
+  using p = {
+    program: Program.load(image),
+    [Symbol.dispose]() {
+      this.program.dispose();
+    },
+  };
+  using x = randn([1, 1, 2, 2], { seed: 9 });
+  const [y] = p.program.runSync([x]);
+  const values = Array.from(y.toArray() as Float32Array);
+  y.dispose();
+  assert.equal(values.filter((v) => v === -Infinity).length, 16 - 4);
+  assert.deepEqual(values.filter(Number.isFinite), Array.from(x.toArray() as Float32Array));
 });

@@ -402,8 +402,21 @@ function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[
 }
 
 /** Pads explicitly when begin and end pads differ; returns the input and the symmetric pads. */
-function symmetric(n: NodeContext, x: Value, pads: number[], value: number): { x: Value; pads: number[] } {
-  if (pads[0] === pads[2] && pads[1] === pads[3]) return { x, pads: [pads[0], pads[1]] };
+/**
+ * Pads [top, left, bottom, right] as the symmetric [height, width] padding of a native op,
+ * padding explicitly (with `value`) where the native op cannot: asymmetric pads, and, when
+ * `limit` ([height, width]) is given, pads above it (PyTorch's pooling takes at most half
+ * the effective kernel; ONNX allows any).
+ */
+function symmetric(
+  n: NodeContext,
+  x: Value,
+  pads: number[],
+  value: number,
+  limit?: number[],
+): { x: Value; pads: number[] } {
+  const fits = limit === undefined || (pads[0] <= limit[0] && pads[1] <= limit[1]);
+  if (pads[0] === pads[2] && pads[1] === pads[3] && fits) return { x, pads: [pads[0], pads[1]] };
   const full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]];
   return { x: n.b.emit("pad", [x], [0, value, ...full]), pads: [0, 0] };
 }
@@ -482,8 +495,9 @@ function pool(max: boolean): Handler {
       const explicit = attrInts(n, "pads");
       const pads = explicit && explicit.length === 2 ? lift(explicit, 0)! : spatialPads(n, x, kernel, stride, dilation);
       const ceil = attrInt(n, "ceil_mode", 0) === 1;
+      const halfKernel = kernel.map((k, axis) => Math.floor(((k - 1) * dilation[axis] + 1) / 2));
       if (max) {
-        const padded = symmetric(n, x, pads, -Infinity);
+        const padded = symmetric(n, x, pads, -Infinity, halfKernel);
         return n.b.emit("max_pool2d", [padded.x], maxPool2dParams(kernel, stride, padded.pads, dilation, ceil));
       }
       if (dilation.some((d) => d !== 1)) unsupported("AveragePool with dilations");
@@ -491,7 +505,11 @@ function pool(max: boolean): Handler {
       if ((pads[0] !== pads[2] || pads[1] !== pads[3]) && !countIncludePad) {
         unsupported("AveragePool with asymmetric pads that exclude padding from the count");
       }
-      const padded = symmetric(n, x, pads, 0);
+      const large = pads.some((p, i) => p > halfKernel[i % 2]);
+      if (large && !countIncludePad) {
+        unsupported("AveragePool with pads above half the kernel that exclude padding from the count");
+      }
+      const padded = symmetric(n, x, pads, 0, halfKernel);
       return n.b.emit("avg_pool2d", [padded.x], avgPool2dParams(kernel, stride, padded.pads, ceil, countIncludePad));
     });
   };

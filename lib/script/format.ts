@@ -55,6 +55,8 @@ export interface Description {
 }
 
 const MAGIC = new TextEncoder().encode("SPINDLE\0");
+/** Stands for an infinite number while the description is stringified (see encodeImage). */
+const INFINITY_MARK = "spindle:infinity:7f3a";
 const HEADER_SIZE = 64;
 const ALIGNMENT = 64;
 
@@ -80,9 +82,21 @@ export function encodeImage(source: ProgramSource): Uint8Array {
     return { name: t.name, dtype: t.dtype, shape: t.shape, offset, bytes: t.data.byteLength };
   });
   const description: Description = { format: "spindle-graph", version: 1, graphs: source.graphs, tensors };
-  // JSON has no NaN: null stands for it in params (clamp's open bounds).
+  // JSON has no NaN or infinities: null stands for NaN in params (clamp's open bounds), and
+  // ±1e999 (a JSON number that overflows to ±Infinity in JSON.parse and in Zig's parser)
+  // for the infinities (max pooling's -Infinity padding).
   const json = new TextEncoder().encode(
-    JSON.stringify(description, (_key, value) => Number.isNaN(value) ? null : value),
+    JSON.stringify(
+      description,
+      (_key, value) =>
+        Number.isNaN(value)
+          ? null
+          : value === Infinity
+          ? INFINITY_MARK
+          : value === -Infinity
+          ? `-${INFINITY_MARK}`
+          : value,
+    ).replaceAll(`"${INFINITY_MARK}"`, "1e999").replaceAll(`"-${INFINITY_MARK}"`, "-1e999"),
   );
   const dataOffset = align(HEADER_SIZE + json.byteLength);
   const image = new Uint8Array(dataOffset + dataLength);
