@@ -150,61 +150,138 @@ pub fn matmul(a_input: *Tensor, b_input: *Tensor) Error!*Tensor {
     if (out_ndim > max_dims) return status.fail(error.InvalidArgument, "matmul: result would have {d} dims", .{out_ndim});
     const out = try tensor.createUninit(.float32, out_shape[0..out_ndim]);
     errdefer out.release();
-    try batchedGemm(a, b, batch, m, n, k, out.f32Slice());
+    try batched(a, b, .{}, batch, m, n, k, false, out.f32Slice());
     return out;
 }
 
-fn batchedGemm(a_view: *Tensor, b_view: *Tensor, batch: []const usize, m: usize, n: usize, k: usize, c: []f32) Error!void {
-    // Operands whose matrices are neither row- nor column-major are copied once.
-    const a_plain = MatrixView.of(m, k, a_view.strides[a_view.ndim - 2], a_view.strides[a_view.ndim - 1]);
-    const b_plain = MatrixView.of(k, n, b_view.strides[b_view.ndim - 2], b_view.strides[b_view.ndim - 1]);
-    const a = if (a_plain == null) try shape_ops.contiguous(a_view) else blk: {
-        a_view.retain();
-        break :blk a_view;
-    };
-    defer a.release();
-    const b = if (b_plain == null) try shape_ops.contiguous(b_view) else blk: {
-        b_view.retain();
-        break :blk b_view;
-    };
-    defer b.release();
-    const a_matrix = a_plain orelse MatrixView.of(m, k, a.strides[a.ndim - 2], a.strides[a.ndim - 1]).?;
-    const b_matrix = b_plain orelse MatrixView.of(k, n, b.strides[b.ndim - 2], b.strides[b.ndim - 1]).?;
+/// One operand of a batched product: its matrices read in place when they are row- or
+/// column-major (a transposed view flips the GEMM transpose flag), else a contiguous copy.
+const Operand = struct {
+    owner: *Tensor,
+    data: []const f32,
+    offset: usize,
+    /// The GEMM transpose flag and leading dimension of each matrix.
+    trans: bool,
+    leading: usize,
+    /// Element stride of each broadcast batch dim (0 where the operand has size 1 or lacks it).
+    batch_strides: [max_dims]usize,
+
+    /// `t`'s last two dims are a stored [rows, cols] matrix, multiplied as op(stored) with
+    /// op = transpose when `trans`.
+    fn init(t: *Tensor, trans: bool, batch: []const usize) Error!Operand {
+        const rows = t.shape[t.ndim - 2];
+        const cols = t.shape[t.ndim - 1];
+        const in_place = MatrixView.of(rows, cols, t.strides[t.ndim - 2], t.strides[t.ndim - 1]);
+        const owner = if (in_place == null) try shape_ops.contiguous(t) else blk: {
+            t.retain();
+            break :blk t;
+        };
+        const view = in_place orelse MatrixView.of(rows, cols, owner.strides[owner.ndim - 2], owner.strides[owner.ndim - 1]).?;
+        var strides: [max_dims]usize = @splat(0);
+        const own = owner.ndim - 2;
+        for (0..own) |axis| {
+            if (owner.shape[axis] != 1) strides[axis + batch.len - own] = owner.strides[axis];
+        }
+        const base: [*]const f32 = @ptrCast(@alignCast(owner.storage.bytes.ptr));
+        return .{
+            .owner = owner,
+            .data = base[0 .. owner.storage.bytes.len / 4],
+            .offset = owner.offset,
+            .trans = trans != view.transposed,
+            .leading = view.leading,
+            .batch_strides = strides,
+        };
+    }
+
+    fn release(operand: Operand) void {
+        operand.owner.release();
+    }
+
+    /// The elements of batch item `coordinates` from its first on.
+    fn matrix(operand: *const Operand, coordinates: []const usize) []const f32 {
+        var offset = operand.offset;
+        for (coordinates, 0..) |c, d| offset += c * operand.batch_strides[d];
+        return operand.data[offset..];
+    }
+};
+
+/// c[item] = alpha · op(a[item]) · op(b[item]) + (accumulate ? c[item] : 0) for every item of
+/// the broadcast `batch`, c contiguous [batch…, m, n]. Small products run one matrix per
+/// task spread over the batch; large ones are tiled within each matrix.
+fn batched(a_input: *Tensor, b_input: *Tensor, options: GemmOptions, batch: []const usize, m: usize, n: usize, k: usize, accumulate: bool, c: []f32) Error!void {
     var batch_count: usize = 1;
     for (batch) |d| batch_count *= d;
-    if (m == 0 or n == 0) return;
-    const a_data = floatStorage(a);
-    const b_data = floatStorage(b);
-    var index: [max_dims]usize = @splat(0);
-    for (0..batch_count) |item| {
-        const a_offset = a.offset + batchOffset(a, batch, &index);
-        const b_offset = b.offset + batchOffset(b, batch, &index);
-        const c_matrix = c[item * m * n ..][0 .. m * n];
-        try matmulInto(a_matrix.transposed, b_matrix.transposed, m, n, k, a_data[a_offset..], a_matrix.leading, b_data[b_offset..], b_matrix.leading, c_matrix, n);
-        var axis = batch.len;
-        while (axis > 0) {
-            axis -= 1;
-            index[axis] += 1;
-            if (index[axis] < batch[axis]) break;
-            index[axis] = 0;
+    if (m == 0 or n == 0 or batch_count == 0) return;
+    if (k == 0) {
+        if (!accumulate) @memset(c, 0);
+        return;
+    }
+    const a = try Operand.init(a_input, options.trans_a, batch);
+    defer a.release();
+    const b = try Operand.init(b_input, options.trans_b, batch);
+    defer b.release();
+    const threads: usize = if (intra_op.inParallelRegion()) 1 else settings.getNumThreads();
+    // Below ~64 KFLOP per matrix the fork-join costs more than tiling saves.
+    const flops = 2 * m * n * k;
+    const per_matrix_workers = if (flops < 65536 * 2 or batch_count >= threads) 1 else threads;
+    const Context = struct {
+        a: *const Operand,
+        b: *const Operand,
+        c: []f32,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        accumulate: bool,
+        batch: []const usize,
+        tiling: gemm.Tiling,
+
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const tiles = context.tiling.count();
+            for (begin..end) |task| {
+                const index = task / tiles;
+                const tile = task % tiles;
+                var coordinates: [max_dims]usize = undefined;
+                var rest = index;
+                var axis = context.batch.len;
+                while (axis > 0) {
+                    axis -= 1;
+                    coordinates[axis] = rest % context.batch[axis];
+                    rest /= context.batch[axis];
+                }
+                const args: gemm.Args = .{
+                    .trans_a = context.a.trans,
+                    .trans_b = context.b.trans,
+                    .m = context.m,
+                    .n = context.n,
+                    .k = context.k,
+                    .alpha = context.alpha,
+                    .a = context.a.matrix(coordinates[0..context.batch.len]),
+                    .lda = context.a.leading,
+                    .b = context.b.matrix(coordinates[0..context.batch.len]),
+                    .ldb = context.b.leading,
+                    .beta = if (context.accumulate) 1 else 0,
+                    .c = context.c[index * context.m * context.n ..][0 .. context.m * context.n],
+                    .ldc = context.n,
+                };
+                try args.validate();
+                gemm.runTiles(&args, context.tiling, tile, tile + 1);
+            }
         }
-    }
-}
-
-/// Element offset of batch index `index` in `t`, whose leading dims broadcast to `batch`.
-fn batchOffset(t: *const Tensor, batch: []const usize, index: *const [max_dims]usize) usize {
-    const t_batch = t.ndim - 2;
-    var offset: usize = 0;
-    for (0..t_batch) |axis| {
-        const out_axis = axis + (batch.len - t_batch);
-        if (t.shape[axis] != 1) offset += index[out_axis] * t.strides[axis];
-    }
-    return offset;
-}
-
-fn floatStorage(t: *const Tensor) []const f32 {
-    const base: [*]const f32 = @ptrCast(@alignCast(t.storage.bytes.ptr));
-    return base[0 .. t.storage.bytes.len / 4];
+    };
+    const context: Context = .{
+        .a = &a,
+        .b = &b,
+        .c = c,
+        .m = m,
+        .n = n,
+        .k = k,
+        .alpha = options.alpha,
+        .accumulate = accumulate,
+        .batch = batch,
+        .tiling = gemm.plan(m, n, per_matrix_workers),
+    };
+    try intra_op.parallelForTyped(0, batch_count * context.tiling.count(), 1, &context, Context.body);
 }
 
 pub const GemmOptions = struct {
@@ -247,15 +324,8 @@ pub fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, option
             return status.fail(error.ShapeMismatch, "gemm: bias {f} does not match the {d} output columns", .{ status.shape(bias.dims()), n });
         }
     }
-    const a = try shape_ops.contiguous(a_input);
-    defer a.release();
-    const b = try shape_ops.contiguous(b_input);
-    defer b.release();
     const out = try tensor.createUninit(.float32, out_shape[0 .. batch.len + 2]);
     errdefer out.release();
-    var batch_count: usize = 1;
-    for (batch) |d| batch_count *= d;
-    if (m == 0 or n == 0 or batch_count == 0) return out;
     const c = out.f32Slice();
     if (bias_input) |bias_tensor| {
         const bias = try shape_ops.contiguous(bias_tensor);
@@ -266,102 +336,10 @@ pub fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, option
             for (c[offset..][0..n], row) |*x, value| x.* = options.beta * value;
         }
     }
-    const a_batch_strides = batchStrides(a.dims(), batch, m * k);
-    const b_batch_strides = batchStrides(b.dims(), batch, k * n);
-    const threads: usize = if (intra_op.inParallelRegion()) 1 else settings.getNumThreads();
-    const flops = 2 * m * n * @max(k, 1);
-    // Small matrices: one tile each, spread over the batch; large: tiles within each matrix.
-    const per_matrix_workers = if (flops < 65536 * 2 or batch_count >= threads) 1 else threads;
-    const Context = struct {
-        a: []const f32,
-        b: []const f32,
-        c: []f32,
-        m: usize,
-        n: usize,
-        k: usize,
-        options: GemmOptions,
-        has_bias: bool,
-        batch: []const usize,
-        a_strides: [tensor.max_dims]usize,
-        b_strides: [tensor.max_dims]usize,
-        tiling: gemm.Tiling,
-        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            const tiles = context.tiling.count();
-            for (begin..end) |task| {
-                const index = task / tiles;
-                const tile = task % tiles;
-                var coordinates: [tensor.max_dims]usize = undefined;
-                var rest = index;
-                var axis = context.batch.len;
-                while (axis > 0) {
-                    axis -= 1;
-                    coordinates[axis] = rest % context.batch[axis];
-                    rest /= context.batch[axis];
-                }
-                var a_offset: usize = 0;
-                var b_offset: usize = 0;
-                for (0..context.batch.len) |d| {
-                    a_offset += coordinates[d] * context.a_strides[d];
-                    b_offset += coordinates[d] * context.b_strides[d];
-                }
-                const mk = context.m * context.k;
-                const kn = context.k * context.n;
-                const args: gemm.Args = .{
-                    .trans_a = context.options.trans_a,
-                    .trans_b = context.options.trans_b,
-                    .m = context.m,
-                    .n = context.n,
-                    .k = context.k,
-                    .alpha = context.options.alpha,
-                    .a = context.a[a_offset..][0..mk],
-                    .lda = if (context.options.trans_a) context.m else context.k,
-                    .b = context.b[b_offset..][0..kn],
-                    .ldb = if (context.options.trans_b) context.k else context.n,
-                    .beta = if (context.has_bias) 1 else 0,
-                    .c = context.c[index * context.m * context.n ..][0 .. context.m * context.n],
-                    .ldc = context.n,
-                };
-                gemm.runTiles(&args, context.tiling, tile, tile + 1);
-            }
-        }
-    };
-    const context: Context = .{
-        .a = a.f32Slice(),
-        .b = b.f32Slice(),
-        .c = c,
-        .m = m,
-        .n = n,
-        .k = k,
-        .options = options,
-        .has_bias = bias_input != null,
-        .batch = batch,
-        .a_strides = a_batch_strides,
-        .b_strides = b_batch_strides,
-        .tiling = gemm.plan(m, n, per_matrix_workers),
-    };
-    if (k == 0) {
-        if (bias_input == null) @memset(c, 0);
-        return out;
-    }
-    try intra_op.parallelForTyped(0, batch_count * context.tiling.count(), 1, &context, Context.body);
+    try batched(a_input, b_input, options, batch, m, n, k, bias_input != null, c);
     return out;
 }
 
-/// Element strides of each batch dim of a contiguous operand seen through the broadcast
-/// batch shape (0 where the operand has size 1 or lacks the dim).
-fn batchStrides(dims: []const usize, batch: []const usize, matrix: usize) [tensor.max_dims]usize {
-    var strides: [tensor.max_dims]usize = @splat(0);
-    const own = dims[0 .. dims.len - 2];
-    var stride = matrix;
-    var axis = own.len;
-    const offset = batch.len - own.len;
-    while (axis > 0) {
-        axis -= 1;
-        strides[axis + offset] = if (own[axis] == 1) 0 else stride;
-        stride *= own[axis];
-    }
-    return strides;
-}
 
 test "gemm broadcasts batches, transposes and adds a bias, against a reference" {
     settings.resetForTesting();
@@ -388,6 +366,26 @@ test "gemm broadcasts batches, transposes and adds a bias, against a reference" 
             try std.testing.expectApproxEqAbs(@as(f32, @floatCast(expected)), out.f32Slice()[((i * 2 + j) * 5 + row) * 3 + col], 1e-4);
         };
     }
+    // A transposed view with trans_b (read in place, the flags cancel) equals the copy, and
+    // a view that is neither row- nor column-major (copied) does too.
+    const b_view = try shape_ops.transpose(b, -1, -2); // [2, 7, 3]
+    defer b_view.release();
+    const plain = try gemmBias(a, b, bias, .{ .trans_b = true });
+    defer plain.release();
+    const in_place = try gemmBias(a, b_view, bias, .{});
+    defer in_place.release();
+    try std.testing.expectEqualSlices(f32, plain.f32Slice(), in_place.f32Slice());
+    const strided = try shape_ops.slice(a, 3, 0, 7, 2); // [3, 1, 5, 4], column stride 2
+    defer strided.release();
+    const strided_copy = try shape_ops.contiguous(strided);
+    defer strided_copy.release();
+    const short_b = try shape_ops.slice(b, 2, 0, 4, 1); // [2, 3, 4]
+    defer short_b.release();
+    const from_view = try gemmBias(strided, short_b, null, .{ .trans_b = true });
+    defer from_view.release();
+    const from_copy = try gemmBias(strided_copy, short_b, null, .{ .trans_b = true });
+    defer from_copy.release();
+    try std.testing.expectEqualSlices(f32, from_copy.f32Slice(), from_view.f32Slice());
     try std.testing.expectError(error.ShapeMismatch, gemmBias(a, b, null, .{}));
     try std.testing.expectError(error.ShapeMismatch, gemmBias(a, b, a, .{ .trans_b = true }));
 }
