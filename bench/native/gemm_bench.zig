@@ -18,27 +18,13 @@ const gemm = kernels.gemm;
 const gemm_native = kernels.gemm_native;
 const native = gemm_native.native;
 
-const CblasRowMajor: c_int = 101;
-const CblasNoTrans: c_int = 111;
-const CblasTrans: c_int = 112;
-extern fn cblas_sgemm(
-    order: c_int,
-    trans_a: c_int,
-    trans_b: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: f32,
-    a: [*]const f32,
-    lda: c_int,
-    b: [*]const f32,
-    ldb: c_int,
-    beta: f32,
-    c: [*]f32,
-    ldc: c_int,
-) void;
-extern fn openblas_set_num_threads(count: c_int) void;
-extern fn openblas_get_config() [*:0]const u8;
+const openblas = kernels.openblas;
+const CblasRowMajor = openblas.CblasRowMajor;
+const CblasNoTrans = openblas.CblasNoTrans;
+const CblasTrans = openblas.CblasTrans;
+const cblas_sgemm = openblas.cblas_sgemm;
+const openblas_set_num_threads = openblas.openblas_set_num_threads;
+const openblas_get_config = openblas.openblas_get_config;
 
 const Shape = struct { m: usize, n: usize, k: usize, trans_b: bool };
 

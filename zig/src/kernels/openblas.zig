@@ -5,11 +5,12 @@ const std = @import("std");
 const build_options = @import("build_options");
 const enabled = build_options.blas == .openblas;
 
-const CblasRowMajor: c_int = 101;
-const CblasNoTrans: c_int = 111;
-const CblasTrans: c_int = 112;
+// The C interface, public for the native benchmarks (bench/native/gemm_bench.zig).
+pub const CblasRowMajor: c_int = 101;
+pub const CblasNoTrans: c_int = 111;
+pub const CblasTrans: c_int = 112;
 
-extern fn cblas_sgemm(
+pub extern fn cblas_sgemm(
     order: c_int,
     trans_a: c_int,
     trans_b: c_int,
@@ -25,9 +26,9 @@ extern fn cblas_sgemm(
     c: [*]f32,
     ldc: c_int,
 ) void;
-extern fn openblas_set_num_threads(count: c_int) void;
-extern fn openblas_get_num_threads() c_int;
-extern fn openblas_get_config() [*:0]const u8;
+pub extern fn openblas_set_num_threads(count: c_int) void;
+pub extern fn openblas_get_num_threads() c_int;
+pub extern fn openblas_get_config() [*:0]const u8;
 
 var init_once = std.once(holdSingleThreaded);
 

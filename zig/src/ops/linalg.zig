@@ -340,7 +340,6 @@ pub fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, option
     return out;
 }
 
-
 test "gemm broadcasts batches, transposes and adds a bias, against a reference" {
     settings.resetForTesting();
     defer settings.resetForTesting();
