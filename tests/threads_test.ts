@@ -126,3 +126,25 @@ Deno.test("setNumInteropThreads validates its argument before the set-once rule"
   assert.ok(getNumInteropThreads() >= 1);
   assert.ok(SpindleError);
 });
+
+Deno.test({
+  name: "intra-op and inter-op worker threads carry spindle names (top -H, perf)",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const result = await runSnippet(
+      `import { fork, mm, randn, setNumThreads, parallelInfoJson } from "${MOD_URL}";
+       setNumThreads(2);
+       using a = randn([256, 256], { seed: 1 });
+       mm(a, a).dispose();
+       const y = await fork(mm, a, a);
+       y.dispose();
+       const names = [...Deno.readDirSync("/proc/self/task")].map((t) =>
+         Deno.readTextFileSync("/proc/self/task/" + t.name + "/comm").trim());
+       console.log(JSON.stringify({ backend: parallelInfoJson().intra_op_backend, names }));`,
+    );
+    assert.equal(result.code, 0, result.stderr);
+    const { backend, names } = JSON.parse(result.stdout);
+    assert.ok(names.includes(`spindle-${backend}`), `no spindle-${backend} thread among ${names}`);
+    assert.ok(names.some((n: string) => n.startsWith("spindle-interop")), `no inter-op thread among ${names}`);
+  },
+});

@@ -422,6 +422,9 @@ export fn spindle_program_run(
 ) i32 {
     status.clearMessage();
     const code = status.toStatus(programRun(handle, graph, inputs, input_count, outputs, output_count));
+    // The run is over and this thread goes back to Deno (often a blocking-pool thread the
+    // next request will not use): its intra-op workers sleep rather than spin.
+    intra_op.parkCaller();
     if (code != 0) {
         if (message) |buffer| {
             const length = status.lastMessage(buffer[0..message_capacity]);

@@ -35,6 +35,16 @@ pub const backend_name: []const u8 = switch (build_options.threading) {
     .tbb => "tbb",
 };
 
+/// Called when the calling thread leaves Spindle for a while (the end of a model run): with
+/// the omp backend its team's workers stop spinning and sleep (see Team.parked); the tbb
+/// pool is shared and needs nothing.
+pub fn parkCaller() void {
+    switch (build_options.threading) {
+        .omp => omp.parkCallingThreadTeam(),
+        .tbb => {},
+    }
+}
+
 /// What runs the regions of parallelFor: anything with `run(*const Region) Error!void`.
 /// The build's backend in production; the backends' tests pass their own instances.
 const default_executor = switch (build_options.threading) {

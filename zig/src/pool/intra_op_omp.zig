@@ -79,6 +79,12 @@ current: ?*RegionState = null,
 /// Workers still running a chunk of this region, shifted by one; bit 0 set when the owner
 /// sleeps in join().
 pending: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(0),
+/// Set by the owner when it leaves Spindle (park()): its workers stop spinning for the next
+/// region and sleep at once. Each Deno blocking-pool thread that runs a model owns a team;
+/// without this, the workers of the team a request just left spin on a core while the next
+/// request's team (on another thread) waits for its own workers to be scheduled, and every
+/// region of that request pays for it. Cleared by run().
+parked: std.atomic.Value(bool) align(std.atomic.cache_line) = .init(false),
 
 const pending_one: u32 = 2;
 const owner_sleeping: u32 = 1;
@@ -128,6 +134,9 @@ const Worker = struct {
             // `current` and `pending` happen before this worker reads them.
             const value = worker.doorbell.load(.acquire);
             if (value != rung) return value;
+            // Monotonic: a hint to stop spinning; sleep() still catches a ring that races
+            // with it (its cmpxchg fails), so a stale value costs at most a wake-up.
+            if (worker.team.parked.load(.monotonic)) return null;
             std.atomic.spinLoopHint();
         }
         return null;
@@ -185,6 +194,9 @@ pub fn run(team: *Team, region: *const Region) Error!void {
     assert(count <= settings.max_threads);
     if (std.debug.runtime_safety) assert(team.owner == std.Thread.getCurrentId());
     const helpers = team.grow(count - 1);
+    // Monotonic: a hint read by spinning workers (see `parked`); the ring below wakes the
+    // sleeping ones whatever they read.
+    team.parked.store(false, .monotonic);
     var current: RegionState = .{ .region = region };
     team.current = &current;
     team.generation +%= 1;
@@ -215,6 +227,8 @@ fn spawnWorker(team: *Team) !void {
     worker.* = .{ .doorbell = .init(rung), .team = team, .chunk = team.worker_count + 1 };
     // The spawn orders the writes above before the worker's first read.
     worker.thread = try std.Thread.spawn(.{}, Worker.main, .{ worker, rung });
+    // Named for top -H and perf (best effort: a name is not worth failing a spawn).
+    worker.thread.setName("spindle-omp") catch {};
     team.workers[team.worker_count] = worker;
     team.worker_count += 1;
 }
@@ -252,6 +266,18 @@ fn join(team: *Team) void {
         // Acquire: pairs with the Release fetchSub in finishChunk().
         value = team.pending.load(.acquire);
     }
+}
+
+/// Tells the team's spinning workers to sleep now: the owner is leaving Spindle (the end of
+/// a model run) and will not start a region soon. The next region wakes them.
+pub fn park(team: *Team) void {
+    // Monotonic: see `parked`.
+    team.parked.store(true, .monotonic);
+}
+
+/// park() for the calling thread's team, if it has one.
+pub fn parkCallingThreadTeam() void {
+    if (calling_thread_team) |team| team.park();
 }
 
 /// The executor for the process: the calling thread's own team, created on first use.
@@ -408,6 +434,23 @@ test "omp team workers sleep on the futex once regions stop" {
     // And they wake up again.
     try testing.expectEachIndexOnce(team, 97, 1);
     try expectTeamAsleep(team);
+}
+
+test "omp team parked between regions: workers sleep at once, and every region still runs" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const team = try createTestTeam();
+    defer destroyTestTeam(team);
+    try settings.setNumThreads(3);
+    try testing.expectEachIndexOnce(team, 97, 1);
+    team.park();
+    // Asleep well before the spin limit would have run out (it waits up to 2 s).
+    try expectTeamAsleep(team);
+    for (0..300) |i| {
+        try testing.expectEachIndexOnce(team, 1000, 1);
+        if (i % 3 == 0) team.park(); // parks racing with the next region's ring
+    }
+    try std.testing.expect(!team.parked.load(.monotonic));
 }
 
 const Caller = struct {

@@ -353,7 +353,10 @@ fn spawnWorker(pool: *Pool) !void {
     // Monotonic: the deque has had no owner since its worker retired; this only checks it.
     assert(slot.deque.length.load(.monotonic) == 0);
     assert(slot.thread == null);
-    slot.thread = try std.Thread.spawn(.{}, workerMain, .{ pool, index });
+    const thread = try std.Thread.spawn(.{}, workerMain, .{ pool, index });
+    // Named for top -H and perf (best effort: a name is not worth failing a spawn).
+    thread.setName("spindle-tbb") catch {};
+    slot.thread = thread;
     // Release: publishes worker_slots[index] to thieves' Acquire loads of worker_count.
     pool.worker_count.store(index + 1, .release);
 }
