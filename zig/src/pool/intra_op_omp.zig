@@ -3,7 +3,9 @@
 //! Each thread that starts a parallel region (an inference thread, an inter-op worker) gets
 //! its own Team on first use: worker threads that run chunk 1, 2, … of the regions that
 //! thread starts, while the calling thread runs chunk 0 and then waits at the join. Chunks
-//! are static and contiguous (worker i always runs chunk i). The team grows when a region
+//! are static and contiguous (worker i runs chunk i), except that the caller, done with its
+//! own chunk, takes the chunk of any worker that has not started yet (see Worker.claim):
+//! a worker that is asleep or not scheduled never holds up a region. The team grows when a region
 //! has more chunks than it has workers (setNumThreads went up); it never shrinks: workers a
 //! smaller region does not need are not woken and stay asleep.
 //!
@@ -87,6 +89,8 @@ pending: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(0),
 parked: std.atomic.Value(bool) align(std.atomic.cache_line) = .init(false),
 
 const pending_one: u32 = 2;
+/// Worker.claim value that makes the worker exit (odd: never an armed rung).
+const exit_claim: u32 = std.math.maxInt(u32);
 const owner_sleeping: u32 = 1;
 const worker_sleeping: u32 = 1;
 
@@ -107,14 +111,27 @@ const Worker = struct {
     team: *Team,
     /// The chunk this worker runs (1-based: the owner runs chunk 0).
     chunk: u32,
+    /// Who runs this worker's chunk of the region rung as R (= generation << 1): the owner
+    /// arms it to R before ringing; the worker, or the owner once its own chunks are done,
+    /// takes it by a compare-exchange to R | 1. A worker that is late (asleep, or not
+    /// scheduled: another process holds the core) loses the chunk to the owner instead of
+    /// holding up the join. `exit_claim` tells the worker to exit.
+    claim: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(1),
     thread: std.Thread = undefined,
 
     fn main(worker: *Worker, rung_first: u32) void {
         var rung = rung_first;
         while (true) {
             rung = worker.awaitRing(rung);
-            const state = worker.team.current orelse return;
-            state.runChunk(worker.chunk);
+            // Monotonic: awaitRing's Acquire load of the doorbell already ordered the
+            // owner's arming (before its Release ring) before this load.
+            if (worker.claim.load(.monotonic) == exit_claim) return;
+            // Acquire on success: with the doorbell's, the region the owner published is
+            // visible. Failure: the owner ran the chunk (or a newer region was armed): the
+            // worker then touches nothing of the region and waits for the next ring.
+            if (worker.claim.cmpxchgStrong(rung, rung | 1, .acquire, .monotonic) != null) continue;
+            // The owner waits in join() for this chunk, so `current` stays this region's.
+            worker.team.current.?.runChunk(worker.chunk);
             worker.team.finishChunk();
         }
     }
@@ -178,7 +195,11 @@ pub fn deinit(team: *Team) void {
     assert(team.owner == std.Thread.getCurrentId());
     team.current = null;
     team.generation +%= 1;
-    for (team.workers[0..team.worker_count]) |worker| worker.ring(team.generation << 1);
+    for (team.workers[0..team.worker_count]) |worker| {
+        // Monotonic: published by the Release swap in ring().
+        worker.claim.store(exit_claim, .monotonic);
+        worker.ring(team.generation << 1);
+    }
     for (team.workers[0..team.worker_count]) |worker| {
         worker.thread.join();
         team.allocator.destroy(worker);
@@ -203,10 +224,26 @@ pub fn run(team: *Team, region: *const Region) Error!void {
     // Monotonic: published to the workers by the Release swap in ring(); no worker of an
     // earlier region touches `pending` any more (the previous join saw it reach zero).
     team.pending.store(helpers * pending_one, .monotonic);
-    for (team.workers[0..helpers]) |worker| worker.ring(team.generation << 1);
+    const rung = team.generation << 1;
+    for (team.workers[0..helpers]) |worker| {
+        // Monotonic: published by the Release swap in ring().
+        worker.claim.store(rung, .monotonic);
+        worker.ring(rung);
+    }
     current.runChunk(0);
     // Chunks of workers that could not be spawned run here.
     for (helpers + 1..count) |index| current.runChunk(index);
+    // Chunks whose worker has not started yet run here too: a sleeping or descheduled
+    // worker would otherwise hold up the join by its wake-up or the scheduler's time slice.
+    for (team.workers[0..helpers]) |worker| {
+        // Monotonic: the owner reads nothing the worker wrote; on success the worker will
+        // fail its own exchange and touch nothing of this region.
+        if (worker.claim.cmpxchgStrong(rung, rung | 1, .monotonic, .monotonic) == null) {
+            current.runChunk(worker.chunk);
+            // Monotonic: the owner's own count; join() reads it on this thread.
+            _ = team.pending.fetchSub(pending_one, .monotonic);
+        }
+    }
     team.join();
     return current.first_error.result();
 }
