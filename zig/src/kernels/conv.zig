@@ -168,7 +168,7 @@ fn gatherStrided(comptime stride: usize, target: []f32, source: []const f32, fir
 }
 
 /// Shuffle mask picking lanes 0, stride, 2·stride, … of a loaded vector.
-fn stridedMask(comptime stride: usize) [lanes]i32 {
+pub fn stridedMask(comptime stride: usize) [lanes]i32 {
     var mask: [lanes]i32 = undefined;
     for (&mask, 0..) |*m, i| m.* = @intCast(i * stride);
     return mask;
@@ -396,19 +396,9 @@ pub fn depthwisePlane(window: Window, plane: []const f32, weights: []const f32, 
     std.debug.assert(scratch.len >= layout.padded_len + layout.flat_len);
     const padded = scratch[0..layout.padded_len];
     const width = layout.width;
-    const in_w = window.image[1];
-    // Zero the top and bottom padding rows and the slack; the side padding per row. Rows
-    // are short: inline vector copies, not a libc call per row.
-    const top = window.padding[0] * width;
-    const body_end = top + window.image[0] * width;
-    @memset(padded[0..top], 0);
-    @memset(padded[body_end..], 0);
-    for (0..window.image[0]) |y| {
-        const row = padded[top + y * width ..][0..width];
-        for (row[0..window.padding[1]]) |*x| x.* = 0;
-        copyShort(row[window.padding[1]..][0..in_w], plane[y * in_w ..][0..in_w]);
-        for (row[window.padding[1] + in_w ..]) |*x| x.* = 0;
-    }
+    const plane_len = (window.image[0] + 2 * window.padding[0]) * width;
+    padPlane(window, plane, padded[0..plane_len]);
+    @memset(padded[plane_len..], 0); // the slack
     var offsets: [max_plane_taps]usize = undefined;
     const taps = window.taps();
     if (taps > max_plane_taps) unreachable; // callers check planeApplies
@@ -438,6 +428,26 @@ pub const max_plane_taps = 49;
 /// Whether depthwisePlane handles this window.
 pub fn planeApplies(window: Window) bool {
     return window.stride[1] <= 2 and window.taps() <= max_plane_taps;
+}
+
+/// Copies an image plane into `target`, (image[0] + 2·padding[0]) rows of image[1] +
+/// 2·padding[1], zero in the padding. Rows are often short: inline vector copies, not a
+/// libc call per row.
+pub fn padPlane(window: Window, plane: []const f32, target: []f32) void {
+    const width = window.image[1] + 2 * window.padding[1];
+    const in_w = window.image[1];
+    std.debug.assert(plane.len == window.imagePlane());
+    std.debug.assert(target.len == (window.image[0] + 2 * window.padding[0]) * width);
+    const top = window.padding[0] * width;
+    const body_end = top + window.image[0] * width;
+    @memset(target[0..top], 0);
+    @memset(target[body_end..], 0);
+    for (0..window.image[0]) |y| {
+        const row = target[top + y * width ..][0..width];
+        for (row[0..window.padding[1]]) |*x| x.* = 0;
+        copyShort(row[window.padding[1]..][0..in_w], plane[y * in_w ..][0..in_w]);
+        for (row[window.padding[1] + in_w ..]) |*x| x.* = 0;
+    }
 }
 
 /// destination = source for short rows: vectors, then a scalar tail.

@@ -648,7 +648,7 @@ pub fn Kernel(comptime config: Config) type {
                     switch (group_rows) {
                         inline 1...panel_rows => |used| if (sliver.offsets) |offsets| {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true, .indirect = true };
-                            microKernelIndirect(shape, depth, panel.ptr, sliver.values, offsets, tile_c);
+                            microKernel(shape, depth, panel.ptr, sliver.values, offsets, tile_c);
                         } else if (sliver.direct) {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
                             microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
@@ -730,7 +730,13 @@ pub fn Kernel(comptime config: Config) type {
             beta: f32,
         };
 
-        fn microKernel(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: Tile) void {
+        /// How a micro-kernel steps from one depth row of B to the next: a stride, or (for
+        /// an indirect B) a table of row offsets from `b`.
+        fn RowStep(comptime shape: Shape) type {
+            return if (shape.indirect) [*]const usize else usize;
+        }
+
+        fn microKernel(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_rows: RowStep(shape), tile: Tile) void {
             assert(tile.cols >= 1 and tile.cols <= shape.cols());
             // C is read (and written) only after the depth loop: start its cache misses now
             // so they overlap the loop. The last element of each row covers a line split.
@@ -739,43 +745,11 @@ pub fn Kernel(comptime config: Config) type {
                 @prefetch(row, .{ .rw = .write });
                 @prefetch(row + tile.cols - 1, .{ .rw = .write });
             }
-            const sums = accumulate(shape, depth, a, b, b_stride);
+            const sums = if (shape.indirect) accumulateIndirect(shape, depth, a, b, b_rows) else accumulate(shape, depth, a, b, b_rows);
             if (tile.cols == shape.cols()) {
                 storeFull(shape, &sums, tile);
             } else {
                 storePartial(shape, &sums, tile);
-            }
-        }
-
-        /// microKernel for an indirect B: depth row p of the sliver starts at b + offsets[p].
-        fn microKernelIndirect(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, offsets: [*]const usize, tile: Tile) void {
-            assert(tile.cols >= 1 and tile.cols <= shape.cols());
-            inline for (0..shape.rows) |r| {
-                const row = tile.values + r * tile.ld;
-                @prefetch(row, .{ .rw = .write });
-                @prefetch(row + tile.cols - 1, .{ .rw = .write });
-            }
-            const chains = comptime shape.chains();
-            var sums = std.mem.zeroes([chains]shape.Sums());
-            var p: usize = 0;
-            while (p + chains <= depth) : (p += chains) {
-                if (config.direct_prefetch_rows > 0 and p + config.direct_prefetch_rows + chains <= depth) {
-                    inline for (0..chains) |chain| prefetchRow(shape, @intFromPtr(b + offsets[p + config.direct_prefetch_rows + chain]));
-                }
-                inline for (0..chains) |chain| {
-                    depthStep(shape, &sums[chain], a + (p + chain) * panel_rows, b + offsets[p + chain]);
-                }
-            }
-            while (p < depth) : (p += 1) depthStep(shape, &sums[0], a + p * panel_rows, b + offsets[p]);
-            inline for (1..chains) |chain| {
-                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
-                    sums[0][r][v] += sums[chain][r][v];
-                };
-            }
-            if (tile.cols == shape.cols()) {
-                storeFull(shape, &sums[0], tile);
-            } else {
-                storePartial(shape, &sums[0], tile);
             }
         }
 
@@ -827,6 +801,29 @@ pub fn Kernel(comptime config: Config) type {
                 a_cursor += panel_rows;
                 b_cursor += b_stride;
             }
+            return combineChains(shape, chains, &sums);
+        }
+
+        /// accumulate for an indirect B: depth row p of the sliver starts at b + offsets[p].
+        inline fn accumulateIndirect(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, offsets: [*]const usize) shape.Sums() {
+            const chains = comptime shape.chains();
+            var sums = std.mem.zeroes([chains]shape.Sums());
+            var p: usize = 0;
+            while (p + chains <= depth) : (p += chains) {
+                // Only rows inside the table: `offsets` ends at the depth block.
+                if (config.direct_prefetch_rows > 0 and p + config.direct_prefetch_rows + chains <= depth) {
+                    inline for (0..chains) |chain| prefetchRow(shape, @intFromPtr(b + offsets[p + config.direct_prefetch_rows + chain]));
+                }
+                inline for (0..chains) |chain| {
+                    depthStep(shape, &sums[chain], a + (p + chain) * panel_rows, b + offsets[p + chain]);
+                }
+            }
+            while (p < depth) : (p += 1) depthStep(shape, &sums[0], a + p * panel_rows, b + offsets[p]);
+            return combineChains(shape, chains, &sums);
+        }
+
+        /// The sum of the accumulator sets.
+        inline fn combineChains(comptime shape: Shape, comptime chains: usize, sums: *[chains]shape.Sums()) shape.Sums() {
             inline for (1..chains) |chain| {
                 inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
                     sums[0][r][v] += sums[chain][r][v];

@@ -366,6 +366,8 @@ fn resizePlanar(args: *const ResizeArgs, resized: []const usize, begin: usize, e
     var columns: Table = undefined;
     rows.fill(args, h);
     columns.fill(args, w);
+    // Nearest only: a whole factor by which the width repeats each column (checked once).
+    const repeat = if (args.linear) null else columns.factor(w);
     const out_plane = h.out * w.out;
     const in_plane = h.in * w.in;
     var i = begin;
@@ -386,8 +388,8 @@ fn resizePlanar(args: *const ResizeArgs, resized: []const usize, begin: usize, e
             // the width scales by a whole factor.
             if (count == w.out and oy > 0 and rows.low[oy] == rows.low[oy - 1] and i >= begin + w.out) {
                 @memcpy(out, args.output[i - w.out ..][0..w.out]);
-            } else if (count == w.out and columns.factor(w) != null) {
-                repeatEach(top, columns.factor(w).?, out);
+            } else if (count == w.out and repeat != null) {
+                repeatEach(top, repeat.?, out);
             } else {
                 for (out, ox_begin..) |*o, ox| o.* = top[columns.low[ox]];
             }

@@ -46,11 +46,7 @@ const V = @Vector(lanes, f32);
 /// load; returns where it stopped (the rest of `inner` goes point by point).
 fn maxPoolInterior(comptime stride: usize, window: Window, plane: []const f32, oy: usize, rows: conv.Span, inner: conv.Span, output: []f32) usize {
     const loaded_lanes = (lanes - 1) * stride + 1;
-    const keep = comptime blk: {
-        var mask: [lanes]i32 = undefined;
-        for (&mask, 0..) |*m, i| m.* = @intCast(i * stride);
-        break :blk mask;
-    };
+    const keep = comptime conv.stridedMask(stride);
     const width = window.image[1];
     var ox = inner.begin;
     while (ox + lanes <= inner.end) : (ox += lanes) {

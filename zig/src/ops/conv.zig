@@ -634,12 +634,24 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
     };
     @memset(padded[channels * height * width ..], 0);
     const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
-    try b.validate();
     const threads = threadsFor((2 *| m) *| n *| depth);
     const tiling = gemm.plan(m, n, threads);
-    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .flat = flat, .b = &b, .tiling = tiling, .image = 0 };
+    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
     for (0..geometry.batch * geometry.groups) |image| {
         context.image = image;
+        // The weight rows of this image's group times the padded input, into `flat`.
+        const group = image % geometry.groups;
+        context.args = .{
+            .m = m,
+            .a = data.weight[group * m * depth ..][0 .. m * depth],
+            .lda = depth,
+            .b = &b,
+            .alpha = 1,
+            .beta = 0,
+            .c = flat,
+            .ldc = n,
+        };
+        try context.args.validate();
         const shared: *const ImplicitContext = &context;
         try intra_op.parallelForTyped(0, channels, @max(1, 16384 / (height * width)), shared, ImplicitContext.pad);
         try intra_op.parallelForTyped(0, tiling.count(), 1, shared, ImplicitContext.multiply);
@@ -652,7 +664,8 @@ const ImplicitContext = struct {
     data: Data,
     padded: []f32,
     flat: []f32,
-    b: *const gemm_native.native.IndirectB,
+    /// The current image's GEMM (validated by runImplicit).
+    args: gemm_native.native.IndirectArgs,
     tiling: gemm.Tiling,
     /// batch · groups + group of the image being computed.
     image: usize,
@@ -671,39 +684,16 @@ const ImplicitContext = struct {
         const group = context.image % g.groups;
         const input = context.data.input[(b * g.in_channels + group * g.inPerGroup()) * w.imagePlane() ..][0 .. g.inPerGroup() * w.imagePlane()];
         for (begin..end) |c| {
-            const target = context.padded[c * plane ..][0..plane];
-            const source = input[c * w.imagePlane() ..][0..w.imagePlane()];
-            @memset(target[0 .. w.padding[0] * padded_width], 0);
-            @memset(target[(w.padding[0] + w.image[0]) * padded_width ..], 0);
-            for (0..w.image[0]) |y| {
-                const row = target[(w.padding[0] + y) * padded_width ..][0..padded_width];
-                @memset(row[0..w.padding[1]], 0);
-                @memcpy(row[w.padding[1]..][0..w.image[1]], source[y * w.image[1] ..][0..w.image[1]]);
-                @memset(row[w.padding[1] + w.image[1] ..], 0);
-            }
+            kernels.padPlane(w, input[c * w.imagePlane() ..][0..w.imagePlane()], context.padded[c * plane ..][0..plane]);
         }
     }
 
     /// GEMM tiles [begin, end) of the flat output.
     fn multiply(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
-        const g = context.geometry;
-        const m = g.outPerGroup();
-        const group = context.image % g.groups;
-        const depth = context.b.offsets.len;
-        const args: gemm_native.native.IndirectArgs = .{
-            .m = m,
-            .a = context.data.weight[group * m * depth ..][0 .. m * depth],
-            .lda = depth,
-            .b = context.b,
-            .alpha = 1,
-            .beta = 0,
-            .c = context.flat,
-            .ldc = context.b.n,
-        };
-        try args.validate();
+        const args = &context.args;
         for (begin..end) |tile| {
-            const block = context.tiling.block(tile, m, context.b.n) orelse continue;
-            gemm_native.native.runBlockIndirect(&args, block.row_begin, block.rows, block.col_begin, block.cols);
+            const block = context.tiling.block(tile, args.m, args.b.n) orelse continue;
+            gemm_native.native.runBlockIndirect(args, block.row_begin, block.rows, block.col_begin, block.cols);
         }
     }
 
@@ -719,7 +709,8 @@ const ImplicitContext = struct {
             const channel = group * g.outPerGroup() + r;
             const bias = if (context.data.bias) |values| values[channel] else 0;
             const output = context.data.output[(b * g.out_channels + channel) * w.gridPlane() ..][0..w.gridPlane()];
-            const source = context.flat[r * context.b.n ..][0..context.b.n];
+            const n = context.args.b.n;
+            const source = context.flat[r * n ..][0..n];
             for (0..w.grid[0]) |y| {
                 context.data.epilogue.applyCopy(output[y * w.grid[1] ..][0..w.grid[1]], source[y * padded_width ..][0..w.grid[1]], bias);
             }
