@@ -47,6 +47,15 @@ async function compare(a: () => Promise<void>, b: () => Promise<void>, count: nu
 }
 
 const rows: string[] = [];
+
+/** Prints and keeps one latency row: label, both medians (ms) and their ratio. */
+function report(label: string, spindle: number, onnxrt: number, width: number): void {
+  const row = `${label} ${spindle.toFixed(2).padStart(width)} ${onnxrt.toFixed(2).padStart(10)} ${
+    (spindle / onnxrt).toFixed(2).padStart(6)
+  }`;
+  console.log(row);
+  rows.push(row);
+}
 const header = "model    batch threads | spindle ms  onnxrt ms  ratio";
 console.log(header);
 rows.push(header);
@@ -76,11 +85,12 @@ for (const model of await fetchModels()) {
         async () => void (await sessions.run(feed)),
         runs,
       );
-      const row = `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} | ${
-        spindle.toFixed(2).padStart(10)
-      } ${onnxrt.toFixed(2).padStart(10)} ${(spindle / onnxrt).toFixed(2).padStart(6)}`;
-      console.log(row);
-      rows.push(row);
+      report(
+        `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} |`,
+        spindle,
+        onnxrt,
+        10,
+      );
     }
     await sessions.release();
   }
@@ -103,11 +113,7 @@ for (const model of await fetchModels()) {
       async () => void (await session.run(feed)),
       runs,
     );
-    const row = `${model.name.padEnd(8)} parallel branches, b1 t1 | ${spindle.toFixed(2).padStart(7)} ${
-      onnxrt.toFixed(2).padStart(10)
-    } ${(spindle / onnxrt).toFixed(2).padStart(6)}`;
-    console.log(row);
-    rows.push(row);
+    report(`${model.name.padEnd(8)} parallel branches, b1 t1 |`, spindle, onnxrt, 7);
     await session.release();
   }
   // Throughput: 4 concurrent batch-1 requests, 1 intra-op thread each.

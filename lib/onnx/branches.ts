@@ -13,6 +13,7 @@
  */
 import type { DType } from "../tensor.ts";
 import type { GraphDescription, NodeDescription, ProgramSource } from "../script/format.ts";
+import { Index } from "./fuse.ts";
 
 /** Ops worth a task of their own (everything else is memory-bound and cheap). */
 const HEAVY = new Set(["conv2d", "conv_transpose2d", "gemm", "mm", "matmul"]);
@@ -33,12 +34,9 @@ export interface BranchHints {
 export function forkBranches(source: ProgramSource, hints: BranchHints): number {
   const graph = source.graphs[0];
   const nodes = graph.nodes;
-  const producer = new Map<number, number>();
-  const readers = new Map<number, number[]>();
-  nodes.forEach((node, index) => {
-    for (const v of node.outputs) producer.set(v, index);
-    for (const v of new Set(node.inputs ?? [])) readers.set(v, [...(readers.get(v) ?? []), index]);
-  });
+  const index = new Index(graph);
+  const producer = index.position;
+  const readers = index.readingNodes;
   const outputs = new Set(graph.outputs);
   const isConstant = (v: number) => nodes[producer.get(v) ?? -1]?.op === "constant";
   const runtimeInputs = (node: NodeDescription) => [...new Set((node.inputs ?? []).filter((v) => !isConstant(v)))];

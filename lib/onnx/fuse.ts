@@ -31,16 +31,28 @@ function activationParam(node: NodeDescription): number {
     : -1;
 }
 
-/** What the pass knows about values: who makes each, how many read it. */
-class Index {
+/** What the graph passes know about values: who makes each, and who reads it. */
+export class Index {
+  /** The node making each value. */
   producer = new Map<number, NodeDescription>();
+  /** The position of that node in the graph's node list. */
+  position = new Map<number, number>();
+  /** Reads of each value: a node reading it twice counts twice, a graph output once. */
   readers = new Map<number, number>();
+  /** The distinct nodes reading each value, by position, in order. */
+  readingNodes = new Map<number, number[]>();
 
   constructor(graph: GraphDescription) {
-    for (const node of graph.nodes) {
-      for (const v of node.outputs) this.producer.set(v, node);
+    graph.nodes.forEach((node, index) => {
+      for (const v of node.outputs) {
+        this.producer.set(v, node);
+        this.position.set(v, index);
+      }
       for (const v of node.inputs ?? []) this.readers.set(v, (this.readers.get(v) ?? 0) + 1);
-    }
+      for (const v of new Set(node.inputs ?? [])) {
+        this.readingNodes.set(v, [...(this.readingNodes.get(v) ?? []), index]);
+      }
+    });
     for (const v of graph.outputs) this.readers.set(v, (this.readers.get(v) ?? 0) + 1);
   }
 
