@@ -4,23 +4,7 @@
  *
  * @module
  */
-
-/** Status names, indexed by the native status code. Append only, like the Zig enum. */
-export const STATUS_NAMES: readonly StatusName[] = [
-  "ok",
-  "invalid_argument",
-  "shape_mismatch",
-  "dtype_mismatch",
-  "index_out_of_range",
-  "invalid_handle",
-  "out_of_memory",
-  "too_large",
-  "thread_settings",
-  "malformed_model",
-  "unsupported",
-  "task_failed",
-  "internal",
-];
+import { LIMITS, STATUS_NAMES as ABI_STATUS_NAMES } from "./abi.ts";
 
 /** A native status name such as `"shape_mismatch"`. */
 export type StatusName =
@@ -37,6 +21,15 @@ export type StatusName =
   | "unsupported"
   | "task_failed"
   | "internal";
+
+/** Status names, indexed by the native status code (from the native library, via ffi/abi.ts). */
+export const STATUS_NAMES: readonly StatusName[] = ABI_STATUS_NAMES;
+
+// The union above is spelled out for the public docs; the type checker ties it to the
+// library's list both ways (a name added or removed there fails `deno check`).
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const statusNamesMatch: Same<StatusName, typeof ABI_STATUS_NAMES[number]> = true;
+void statusNamesMatch;
 
 /**
  * An error the native library reported: a shape mismatch, an index out of range, a
@@ -61,19 +54,20 @@ export class SpindleError extends Error {
   /**
    * Creates an error for a native status.
    *
-   * @param status The native status number.
+   * @param status The native status number, or its name.
    * @param message What went wrong, naming the operation and the offending value.
+   * @param options The underlying error (`cause`), if any.
    */
-  constructor(status: number, message: string) {
-    super(message);
+  constructor(status: number | StatusName, message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "SpindleError";
-    this.status = status;
-    this.code = STATUS_NAMES[status] ?? "internal";
+    this.status = typeof status === "number" ? status : STATUS_NAMES.indexOf(status);
+    this.code = STATUS_NAMES[this.status] ?? "internal";
   }
 }
 
 const decoder = new TextDecoder();
-const messageBuffer = new Uint8Array(512);
+const messageBuffer = new Uint8Array(LIMITS.messageCapacity);
 
 /** Reads the calling thread's last native error message. */
 export function lastErrorMessage(

@@ -55,6 +55,8 @@ export const symbols = {
   spindle_system_allocations: { parameters: [], result: "u64" },
   // size_t spindle_tensor_live_count(void)
   spindle_tensor_live_count: { parameters: [], result: "usize" },
+  // size_t spindle_describe_json(uint8_t *buffer, size_t capacity)
+  spindle_describe_json: { parameters: ["buffer", "usize"], result: "usize" },
   // int32_t spindle_op_run(uint32_t op, const uint64_t *inputs, size_t input_count,
   //     const double *params, size_t param_count, uint64_t *out)
   spindle_op_run: {

@@ -7,7 +7,7 @@
 import { check, native } from "../ffi/load.ts";
 import { lastErrorMessage, SpindleError } from "../ffi/status.ts";
 import { Tensor } from "./tensor.ts";
-import { nativeOpInfo, packArguments } from "./ops/dispatch.ts";
+import { nativeOpInfo, OP, packArguments } from "./ops/dispatch.ts";
 import { watch } from "./completions.ts";
 import { activeTrace, type Trace, TracingError } from "./script/trace.ts";
 import { scriptState, traceGraph } from "./script/script.ts";
@@ -194,13 +194,13 @@ export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A):
     }
   }
   const { inputs, params } = info.prepare(args);
-  const packed = packArguments(info.name, inputs, params);
+  const packed = packArguments(info.op, info.name, inputs, params);
   const status = native().spindle_fork_op(
-    info.code,
+    OP[info.op],
     packed.inputs,
     BigInt(inputs.length),
     packed.params,
-    BigInt(params.length),
+    BigInt(packed.paramCount),
     outBuffer,
   );
   check(status);

@@ -6,15 +6,16 @@
 import { check, native } from "../ffi/load.ts";
 import { SpindleError } from "../ffi/status.ts";
 import { checkValueRead } from "./script/trace.ts";
+import { DTYPE_NAMES, LIMITS } from "../ffi/abi.ts";
 
 /** Element types of a {@link Tensor}. */
 export type DType = "float32" | "int64" | "int32";
 
-const DTYPE_CODES: Record<DType, number> = { float32: 0, int64: 1, int32: 2 };
-const DTYPES: readonly DType[] = ["float32", "int64", "int32"];
+/** Native dtype codes are the positions in this list (ffi/abi.ts, from the library). */
+const DTYPES: readonly DType[] = DTYPE_NAMES;
 const BYTES_PER_ELEMENT: Record<DType, number> = { float32: 4, int64: 8, int32: 4 };
 /** The native side allows at most this many dimensions. */
-export const MAX_DIMS = 8;
+export const MAX_DIMS: number = LIMITS.maxDims;
 
 /** Safety net only: tensors are meant to be disposed deterministically. */
 const finalizer = new FinalizationRegistry<bigint>((handle) => {
@@ -72,7 +73,7 @@ export class Tensor {
    */
   get handle(): bigint {
     if (this.#handle === null) {
-      throw new SpindleError(5, "tensor used after dispose()");
+      throw new SpindleError("invalid_handle", "tensor used after dispose()");
     }
     return this.#handle;
   }
@@ -212,7 +213,7 @@ export function tensor(
   const dims = shape ?? [data.length];
   const dtype = options.dtype ??
     (data instanceof Int32Array ? "int32" : data instanceof BigInt64Array ? "int64" : "float32");
-  if (!(dtype in DTYPE_CODES)) throw new TypeError(`tensor: unknown dtype '${dtype}'`);
+  if (!DTYPES.includes(dtype)) throw new TypeError(`tensor: unknown dtype '${dtype}'`);
   const dimsBuffer = shapeBuffer(dims);
   const count = numelOf(dims);
   if (count !== data.length) {
@@ -222,7 +223,7 @@ export function tensor(
   const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
   return adopt(
     native().spindle_tensor_create(
-      DTYPE_CODES[dtype],
+      DTYPES.indexOf(dtype),
       dims.length,
       dimsBuffer,
       bytes.byteLength > 0 ? bytes : null,
@@ -249,10 +250,10 @@ export function tensor(
  */
 export function full(shape: number[], value: number, options: TensorOptions = {}): Tensor {
   const dtype = options.dtype ?? "float32";
-  if (!(dtype in DTYPE_CODES)) throw new TypeError(`full: unknown dtype '${dtype}'`);
+  if (!DTYPES.includes(dtype)) throw new TypeError(`full: unknown dtype '${dtype}'`);
   if (typeof value !== "number") throw new TypeError(`full: value must be a number, got ${typeof value}`);
   const dims = shapeBuffer(shape);
-  return adopt(native().spindle_tensor_full(DTYPE_CODES[dtype], shape.length, dims, value, handleBuffer));
+  return adopt(native().spindle_tensor_full(DTYPES.indexOf(dtype), shape.length, dims, value, handleBuffer));
 }
 
 /**

@@ -5,9 +5,10 @@
  * @module
  */
 import { check, native } from "../ffi/load.ts";
+import { LIMITS } from "../ffi/abi.ts";
 
 /** Largest thread count the native side accepts (zig/src/settings.zig `max_threads`). */
-export const MAX_THREADS = 1024;
+export const MAX_THREADS: number = LIMITS.maxThreads;
 
 function checkCount(name: string, n: unknown): number {
   if (typeof n !== "number") throw new TypeError(`${name} expects a positive integer, got ${typeof n} ${String(n)}`);

@@ -30,7 +30,7 @@ Deno.test("a missing library without a Zig toolchain names the fix", async () =>
   // A copy of ffi/ with no build and no toolchain beside it, and no zig on PATH.
   const dir = Deno.makeTempDirSync();
   Deno.mkdirSync(`${dir}/ffi`);
-  for (const file of ["load.ts", "symbols.ts", "status.ts"]) {
+  for (const file of ["load.ts", "symbols.ts", "status.ts", "abi.ts"]) {
     Deno.copyFileSync(`${ROOT}/ffi/${file}`, `${dir}/ffi/${file}`);
   }
   const result = await runSnippet(

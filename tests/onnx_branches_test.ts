@@ -20,7 +20,7 @@ function fanOut(): ProgramSource {
     op: "conv2d",
     inputs: [input, weightValue],
     outputs: [output],
-    params: [1, 1, 1, 1, 1, 1, 1, 0, 1],
+    params: { padding: [1, 1], activation: "relu" },
   });
   return {
     tensors: [weight(0), weight(1), weight(2)],

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { fetchNodeTests } from "../tools/fetch_onnx_tests.ts";
 import { conformanceReport } from "../tools/onnx_conformance_report.ts";
 import { runCase } from "./onnx_conformance.ts";
-import { hasNativeOp } from "../lib/onnx/pending_ops.ts";
+import { isOpName as hasNativeOp } from "../lib/ops/dispatch.ts";
 
 /** Node tests that must pass (two per op type, plus the fusions' and resize's corner cases). */
 const CI_CASES = [

@@ -60,10 +60,10 @@ function checkFused(source: ProgramSource, input: Tensor, rank?: (value: number)
 }
 
 const hardSwish = (x: number, first: number): NodeDescription[] => [
-  { op: "add", inputs: [x], outputs: [first], params: [3, 0] },
-  { op: "clamp", inputs: [first], outputs: [first + 1], params: [0, 6] },
+  { op: "add", inputs: [x], outputs: [first], params: { scalar: 3 } },
+  { op: "clamp", inputs: [first], outputs: [first + 1], params: { min: 0, max: 6 } },
   { op: "mul", inputs: [x, first + 1], outputs: [first + 2] },
-  { op: "div", inputs: [first + 2], outputs: [first + 3], params: [6, 0] },
+  { op: "div", inputs: [first + 2], outputs: [first + 3], params: { scalar: 6 } },
 ];
 
 Deno.test("fuse: conv → affine → exported HardSwish → affine becomes one conv", () => {
@@ -72,12 +72,12 @@ Deno.test("fuse: conv → affine → exported HardSwish → affine becomes one c
     { shape: [5, 3, 3, 3], values: wave(135, 0) },
     { shape: [5], values: wave(5, 1) },
   ], [
-    { op: "conv2d", inputs: [0, 1, 2], outputs: [3], params: [1, 1, 1, 1, 1, 1, 1, 1, 0] },
-    { op: "mul", inputs: [3], outputs: [4], params: [1.7, 1] },
-    { op: "add", inputs: [4], outputs: [5], params: [0.4, 0] },
+    { op: "conv2d", inputs: [0, 1, 2], outputs: [3], params: { padding: [1, 1], has_bias: true } },
+    { op: "mul", inputs: [3], outputs: [4], params: { scalar: 1.7, scalar_first: true } },
+    { op: "add", inputs: [4], outputs: [5], params: { scalar: 0.4 } },
     ...hardSwish(5, 6),
-    { op: "mul", inputs: [9], outputs: [10], params: [0.6, 1] },
-    { op: "sub", inputs: [10], outputs: [11], params: [0.2, 0] },
+    { op: "mul", inputs: [9], outputs: [10], params: { scalar: 0.6, scalar_first: true } },
+    { op: "sub", inputs: [10], outputs: [11], params: { scalar: 0.2 } },
   ], [11]);
   using x = randn([2, 3, 7, 9], { seed: 1 });
   assert.deepEqual(checkFused(source, x), ["conv2d"]);
@@ -89,14 +89,14 @@ Deno.test("fuse: depthwise conv + relu, conv_transpose + x·hard_sigmoid(x), and
     { shape: [4, 2, 2, 2], values: wave(32, 3) },
     { shape: [2, 2, 1, 1], values: wave(4, 4) },
   ], [
-    { op: "conv2d", inputs: [0, 1], outputs: [4], params: [1, 1, 1, 1, 1, 1, 4, 0, 0] },
+    { op: "conv2d", inputs: [0, 1], outputs: [4], params: { padding: [1, 1], groups: 4 } },
     { op: "relu", inputs: [4], outputs: [5] },
-    { op: "conv_transpose2d", inputs: [5, 2], outputs: [6], params: [2, 2, 0, 0, 0, 0, 1, 1, 1, 0, 0] },
-    { op: "sub", inputs: [6], outputs: [7], params: [0.5, 1] }, // 0.5 − x
-    { op: "hard_sigmoid", inputs: [7], outputs: [8], params: [1 / 6, 0.5] },
+    { op: "conv_transpose2d", inputs: [5, 2], outputs: [6], params: { stride: [2, 2] } },
+    { op: "sub", inputs: [6], outputs: [7], params: { scalar: 0.5, scalar_first: true } }, // 0.5 − x
+    { op: "hard_sigmoid", inputs: [7], outputs: [8], params: { alpha: 1 / 6, beta: 0.5 } },
     { op: "mul", inputs: [8, 7], outputs: [9] },
-    { op: "conv2d", inputs: [9, 3], outputs: [10], params: [1, 1, 0, 0, 1, 1, 1, 0, 0] },
-    { op: "div", inputs: [10], outputs: [11], params: [4, 0] },
+    { op: "conv2d", inputs: [9, 3], outputs: [10], params: {} },
+    { op: "div", inputs: [10], outputs: [11], params: { scalar: 4 } },
   ], [11]);
   using x = randn([1, 4, 6, 5], { seed: 2 });
   assert.deepEqual(checkFused(source, x), ["conv2d", "conv_transpose2d", "conv2d"]);
@@ -104,10 +104,10 @@ Deno.test("fuse: depthwise conv + relu, conv_transpose + x·hard_sigmoid(x), and
 
 Deno.test("fuse: values read elsewhere are left alone", () => {
   const source = program([1, 2, 4, 4], [{ shape: [3, 2, 1, 1], values: wave(6, 5) }], [
-    { op: "conv2d", inputs: [0, 1], outputs: [2], params: [1, 1, 0, 0, 1, 1, 1, 0, 0] },
-    { op: "mul", inputs: [2], outputs: [3], params: [2, 0] }, // conv output is also a graph output
+    { op: "conv2d", inputs: [0, 1], outputs: [2], params: {} },
+    { op: "mul", inputs: [2], outputs: [3], params: { scalar: 2 } }, // conv output is also a graph output
     ...hardSwish(3, 4),
-    { op: "add", inputs: [5], outputs: [8], params: [1, 0] }, // the clamp is read twice
+    { op: "add", inputs: [5], outputs: [8], params: { scalar: 1 } }, // the clamp is read twice
   ], [2, 7, 8]);
   using x = randn([1, 2, 4, 4], { seed: 3 });
   const ops = checkFused(source, x);
@@ -121,11 +121,11 @@ Deno.test("fuse: the decomposed LayerNorm over the last axis becomes layer_norm"
       { shape: gammaShape, values: wave(size, 6).map((v) => v + 1) },
       { shape: [size], values: wave(size, 7) },
     ], [
-      { op: "mean", inputs: [0], outputs: [3], params: [1, axis] },
+      { op: "mean", inputs: [0], outputs: [3], params: { dims: [axis], keepdim: true } },
       { op: "sub", inputs: [0, 3], outputs: [4] },
-      { op: "pow", inputs: [4], outputs: [5], params: [2, 0] },
-      { op: "mean", inputs: [5], outputs: [6], params: [1, axis] },
-      { op: "add", inputs: [6], outputs: [7], params: [1e-5, 0] },
+      { op: "pow", inputs: [4], outputs: [5], params: { scalar: 2 } },
+      { op: "mean", inputs: [5], outputs: [6], params: { dims: [axis], keepdim: true } },
+      { op: "add", inputs: [6], outputs: [7], params: { scalar: 1e-5 } },
       { op: "sqrt", inputs: [7], outputs: [8] },
       { op: "div", inputs: [4, 8], outputs: [9] },
       { op: "mul", inputs: [9, 1], outputs: [10] },
@@ -140,14 +140,21 @@ Deno.test("fuse: the decomposed LayerNorm over the last axis becomes layer_norm"
   assert.equal(checkFused(layerNorm(2, [size]), x).length, 9);
 });
 
-Deno.test("model images carry infinite and NaN parameters (max pooling's -Infinity padding, clamp's open bounds)", () => {
+Deno.test("model images carry infinite and NaN parameters (max pooling's -Infinity padding, a NaN scalar)", () => {
   const source = program([1, 1, 2, 2], [], [
-    { op: "pad", inputs: [0], outputs: [1], params: [0, -Infinity, 0, 0, 1, 1, 0, 0, 1, 1] },
-    { op: "clamp", inputs: [1], outputs: [2], params: [NaN, Infinity] },
-  ], [2]);
+    {
+      op: "pad",
+      inputs: [0],
+      outputs: [1],
+      params: { mode: "constant", value: -Infinity, pads: [0, 0, 1, 1, 0, 0, 1, 1] },
+    },
+    { op: "clamp", inputs: [1], outputs: [2], params: { min: null, max: Infinity } },
+    { op: "mul", inputs: [0], outputs: [3], params: { scalar: NaN } },
+  ], [2, 3]);
   const image = encodeImage(source);
   const nodes = decodeDescription(image).graphs[0].nodes;
-  assert.deepEqual(nodes[0].params?.slice(0, 2), [0, -Infinity]);
+  assert.equal(nodes[0].params?.value, "-Infinity"); // JSON spells non-finite numbers as strings
+  assert.equal(nodes[2].params?.scalar, "NaN");
   using p = {
     program: Program.load(image),
     [Symbol.dispose]() {
@@ -155,9 +162,12 @@ Deno.test("model images carry infinite and NaN parameters (max pooling's -Infini
     },
   };
   using x = randn([1, 1, 2, 2], { seed: 9 });
-  const [y] = p.program.runSync([x]);
+  const [y, z] = p.program.runSync([x]);
   const values = Array.from(y.toArray() as Float32Array);
+  const nans = Array.from(z.toArray() as Float32Array);
   y.dispose();
+  z.dispose();
   assert.equal(values.filter((v) => v === -Infinity).length, 16 - 4);
   assert.deepEqual(values.filter(Number.isFinite), Array.from(x.toArray() as Float32Array));
+  assert.ok(nans.length === 4 && nans.every(Number.isNaN));
 });

@@ -127,7 +127,7 @@ pub fn main() !void {
         const conv_call: Call = .{
             .op = .conv2d,
             .inputs = &.{ x, weight, bias },
-            .params = &.{ stride, stride, padding, padding, 1, 1, @floatFromInt(layer.groups), 1, 0 },
+            .params = &.{ stride, stride, padding, padding, 1, 1, @floatFromInt(layer.groups), 1, 0, 1, 0 },
         };
         const gemm_call: Call = .{ .op = .mm, .inputs = &.{ a, b }, .params = &.{} };
         const repetitions: usize = if (layer.flops() < 5e7) 41 else 21;

@@ -16,19 +16,19 @@
  *
  * @module
  */
-import type { GraphDescription, NodeDescription, ProgramSource } from "../script/format.ts";
-import { CONV2D_ACTIVATION_PARAM, CONV_TRANSPOSE2D_ACTIVATION_PARAM } from "./pending_ops.ts";
+import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../script/format.ts";
+import { opSchema } from "../ops/dispatch.ts";
 
-/** conv2d / conv_transpose2d activation codes (kernels/conv.zig Activation). */
-const ACTIVATION = { none: 0, relu: 1, hard_swish: 2 } as const;
+/** Parameter `name` of `node`: the value it gives, or its op's schema default. */
+function param(node: NodeDescription, name: string): ParamValue | undefined {
+  const given = node.params?.[name];
+  if (given !== undefined) return given;
+  return opSchema(node.op).params.find((p) => p.name === name)?.default as ParamValue | undefined;
+}
 
-/** Index of the activation parameter of a convolution node, or -1 for other ops. */
-function activationParam(node: NodeDescription): number {
-  return node.op === "conv2d"
-    ? CONV2D_ACTIVATION_PARAM
-    : node.op === "conv_transpose2d"
-    ? CONV_TRANSPOSE2D_ACTIVATION_PARAM
-    : -1;
+/** Whether `node` is a convolution (whose epilogue can take an activation and an affine). */
+function isConvolution(node: NodeDescription): boolean {
+  return node.op === "conv2d" || node.op === "conv_transpose2d";
 }
 
 /** What the graph passes know about values: who makes each, and who reads it. */
@@ -66,8 +66,9 @@ export class Index {
 
 /** A one-input op by a scalar constant, as y = a·x + b, or undefined for anything else. */
 function scalarAffine(node: NodeDescription): [number, number] | undefined {
-  if ((node.inputs ?? []).length !== 1 || node.params?.length !== 2) return undefined;
-  const [s, side] = node.params as number[];
+  if ((node.inputs ?? []).length !== 1 || !["mul", "add", "sub", "div"].includes(node.op)) return undefined;
+  const s = param(node, "scalar");
+  const first = param(node, "scalar_first") === true;
   if (typeof s !== "number" || !Number.isFinite(s)) return undefined;
   switch (node.op) {
     case "mul":
@@ -75,14 +76,21 @@ function scalarAffine(node: NodeDescription): [number, number] | undefined {
     case "add":
       return [1, s];
     case "sub":
-      return side === 0 ? [1, -s] : [-1, s];
+      return first ? [-1, s] : [1, -s];
     case "div":
-      return side === 0 && s !== 0 ? [1 / s, 0] : undefined;
+      return !first && s !== 0 ? [1 / s, 0] : undefined;
   }
   return undefined;
 }
 
-function near(value: number | null | undefined, want: number): boolean {
+/** `node`'s scalar operand when it is `op` of one tensor by a number on the right. */
+function scalarRight(node: NodeDescription | undefined, op: string): number | undefined {
+  if (node?.op !== op || node.inputs?.length !== 1 || param(node, "scalar_first") !== false) return undefined;
+  const s = param(node, "scalar");
+  return typeof s === "number" ? s : undefined;
+}
+
+function near(value: ParamValue | undefined, want: number): boolean {
   return typeof value === "number" && Math.abs(value - want) <= 1e-6 * Math.max(1, Math.abs(want));
 }
 
@@ -114,7 +122,13 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: FuseHin
   const removed = new Set<NodeDescription>();
   let count = 0;
   /** `last` now computes the pattern: its inputs, op and params are replaced. */
-  const replace = (last: NodeDescription, op: string, inputs: number[], params: number[], dead: NodeDescription[]) => {
+  const replace = (
+    last: NodeDescription,
+    op: string,
+    inputs: number[],
+    params: Record<string, ParamValue>,
+    dead: NodeDescription[],
+  ) => {
     last.op = op;
     last.inputs = inputs;
     last.params = params;
@@ -131,30 +145,27 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: FuseHin
     if (removed.has(node)) continue;
     const inputs = node.inputs ?? [];
     // hard_swish: div(mul(x, clamp(add(x, 3), 0, 6)), 6), or mul(x, hard_sigmoid(x)).
-    if (
-      (node.op === "div" && near(node.params?.[0], 6) && node.params?.[1] === 0) ||
-      (node.op === "mul" && near(node.params?.[0], 1 / 6) && inputs.length === 1)
-    ) {
+    if (near(scalarRight(node, "div"), 6) || near(scalarRight(node, "mul"), 1 / 6)) {
       const product = index.soleUse(inputs[0], "mul");
       if (product !== undefined && product.inputs?.length === 2 && !removed.has(product)) {
         for (const [x, other] of [[0, 1], [1, 0]]) {
           const clamp = index.soleUse(product.inputs[other], "clamp");
-          if (clamp === undefined || !near(clamp.params?.[0], 0) || !near(clamp.params?.[1], 6)) continue;
+          if (clamp === undefined || !near(param(clamp, "min"), 0) || !near(param(clamp, "max"), 6)) continue;
           const shifted = index.soleUse(clamp.inputs![0], "add");
-          if (shifted === undefined || !near(shifted.params?.[0], 3) || shifted.inputs?.length !== 1) continue;
-          if (shifted.inputs[0] !== product.inputs[x]) continue;
-          replace(node, "hard_swish", [product.inputs[x]], [], [product, clamp, shifted]);
+          if (shifted === undefined || !near(scalarRight(shifted, "add"), 3)) continue;
+          if (shifted.inputs![0] !== product.inputs[x]) continue;
+          replace(node, "hard_swish", [product.inputs[x]], {}, [product, clamp, shifted]);
           break;
         }
         if ((node.op as string) === "hard_swish") continue;
       }
     }
-    if (node.op === "mul" && inputs.length === 2 && (node.params ?? []).length === 0) {
+    if (node.op === "mul" && inputs.length === 2) {
       for (const [x, other] of [[0, 1], [1, 0]]) {
         const gate = index.soleUse(inputs[other], "hard_sigmoid");
         if (gate === undefined || gate.inputs?.[0] !== inputs[x]) continue;
-        if (!near(gate.params?.[0], 1 / 6) || !near(gate.params?.[1], 0.5)) continue;
-        replace(node, "hard_swish", [inputs[x]], [], [gate]);
+        if (!near(param(gate, "alpha"), 1 / 6) || !near(param(gate, "beta"), 0.5)) continue;
+        replace(node, "hard_swish", [inputs[x]], {}, [gate]);
         break;
       }
       if ((node.op as string) === "hard_swish") continue;
@@ -162,24 +173,24 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: FuseHin
     // Into a convolution: its output must be read by this node alone.
     if (inputs.length === 1) {
       const conv = index.soleUse(inputs[0]);
-      const at = conv === undefined || removed.has(conv) ? -1 : activationParam(conv);
-      if (conv !== undefined && at >= 0) {
-        const params = conv.params as number[];
-        const post = params.length > at + 1;
+      if (conv !== undefined && !removed.has(conv) && isConvolution(conv)) {
+        const activation = param(conv, "activation");
+        const scale = param(conv, "post_scale") as number;
+        const shift = param(conv, "post_shift") as number;
+        const post = scale !== 1 || shift !== 0;
         const affine = scalarAffine(node);
-        if (params[at] === ACTIVATION.none && !post) {
+        if (activation === "none" && !post) {
           if (affine !== undefined && foldAffine(source, graph, index, conv, affine)) {
             absorb(conv, node);
             continue;
           }
-          if ((node.op === "relu" || node.op === "hard_swish") && (node.params ?? []).length === 0) {
-            params[at] = ACTIVATION[node.op];
+          if (node.op === "relu" || node.op === "hard_swish") {
+            conv.params = { ...conv.params, activation: node.op };
             absorb(conv, node);
             continue;
           }
-        } else if (params[at] !== ACTIVATION.none && affine !== undefined) {
-          const [scale, shift] = post ? [params[at + 1], params[at + 2]] : [1, 0];
-          conv.params = [...params.slice(0, at + 1), affine[0] * scale, affine[0] * shift + affine[1]];
+        } else if (activation !== "none" && affine !== undefined) {
+          conv.params = { ...conv.params, post_scale: affine[0] * scale, post_shift: affine[0] * shift + affine[1] };
           absorb(conv, node);
           continue;
         }
@@ -229,8 +240,7 @@ function foldAffine(
   const inputs = conv.inputs!;
   const weight = constant(source, index, inputs[1]);
   if (weight === undefined) return false;
-  const params = conv.params as number[];
-  const groups = params[activationParam(conv) - 2];
+  const groups = param(conv, "groups") as number;
   const channels = conv.op === "conv2d" ? weight.shape[0] : weight.shape[1] * groups;
   const bias = inputs.length === 3
     ? constant(source, index, inputs[2])
@@ -240,7 +250,7 @@ function foldAffine(
   for (let c = 0; c < channels; c++) bias.data[c] = bias.data[c] * a + b;
   const weightValue = a === 1 ? inputs[1] : addConstant(source, graph, weight.data, weight.shape);
   conv.inputs = [inputs[0], weightValue, addConstant(source, graph, bias.data, [channels])];
-  params[activationParam(conv) - 1] = 1; // has_bias
+  conv.params = { ...conv.params, has_bias: true };
   return true;
 }
 
@@ -253,7 +263,7 @@ function layerNorm(
   index: Index,
   last: NodeDescription,
   hints: FuseHints,
-): { inputs: number[]; params: number[]; dead: NodeDescription[] } | undefined {
+): { inputs: number[]; params: Record<string, ParamValue>; dead: NodeDescription[] } | undefined {
   const [scaledValue, betaValue] = last.inputs!;
   const scaled = index.soleUse(scaledValue, "mul");
   if (scaled?.inputs?.length !== 2) return undefined;
@@ -262,11 +272,11 @@ function layerNorm(
   const [d, rootValue] = normalized.inputs;
   const root = index.soleUse(rootValue, "sqrt");
   const epsilon = root && index.soleUse(root.inputs![0], "add");
-  const eps = epsilon?.params?.[0];
-  if (epsilon?.inputs?.length !== 1 || typeof eps !== "number" || epsilon.params?.[1] !== 0) return undefined;
-  const variance = index.soleUse(epsilon.inputs[0], "mean");
+  const eps = scalarRight(epsilon, "add");
+  if (epsilon === undefined || eps === undefined) return undefined;
+  const variance = index.soleUse(epsilon.inputs![0], "mean");
   const square = variance && index.soleUse(variance.inputs![0], "pow");
-  if (square?.params?.[0] !== 2 || square.params[1] !== 0 || square.inputs![0] !== d) return undefined;
+  if (square === undefined || scalarRight(square, "pow") !== 2 || square.inputs![0] !== d) return undefined;
   // d is read by the square and the division only.
   const centered = index.producer.get(d);
   if (centered?.op !== "sub" || index.readers.get(d) !== 2 || centered.inputs?.length !== 2) return undefined;
@@ -275,9 +285,11 @@ function layerNorm(
   if (mean?.inputs?.[0] !== x) return undefined;
   const rank = hints.rank?.(x);
   if (rank === undefined) return undefined;
-  const lastAxis = (dims: (number | null)[] | undefined) =>
-    dims !== undefined && dims.length === 2 && dims[0] === 1 && (dims[1] === -1 || dims[1] === rank - 1);
-  if (!lastAxis(mean.params) || !lastAxis(variance!.params)) return undefined;
+  const lastAxis = (node: NodeDescription) => {
+    const dims = param(node, "dims") as readonly number[];
+    return param(node, "keepdim") === true && dims.length === 1 && (dims[0] === -1 || dims[0] === rank - 1);
+  };
+  if (!lastAxis(mean) || !lastAxis(variance!)) return undefined;
   const gamma = constant(source, index, scaled.inputs[1]);
   const beta = constant(source, index, betaValue);
   if (gamma === undefined || beta === undefined) return undefined;
@@ -297,7 +309,7 @@ function layerNorm(
   });
   return {
     inputs: [x, ...operands],
-    params: [1, eps, 1, 1],
+    params: { normalized_ndim: 1, eps, has_weight: true, has_bias: true },
     dead: [scaled, normalized, root!, epsilon, variance!, square, centered, mean],
   };
 }

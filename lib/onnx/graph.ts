@@ -8,11 +8,10 @@
  * @module
  */
 import { SpindleError } from "../../ffi/status.ts";
-import { OP, runOp } from "../ops/dispatch.ts";
+import { type OpName, type ParamsOf, runOp } from "../ops/dispatch.ts";
 import { type DType, type Tensor, tensor } from "../tensor.ts";
-import type { GraphDescription, NodeDescription, ProgramSource } from "../script/format.ts";
+import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../script/format.ts";
 import { bytesOf, type Host, numel, onnxType, sameHost, spindleDType, valuesOf } from "./host.ts";
-import { nativeOpCode } from "./pending_ops.ts";
 
 /** A value computed at run time (its eager results on the dummy inputs, one per run). */
 export interface RuntimeValue {
@@ -35,13 +34,9 @@ export interface ConstValue {
 /** A value of the graph being built. */
 export type Value = RuntimeValue | ConstValue;
 
-/** SpindleError status numbers (ffi/status.ts). */
-export const UNSUPPORTED = 10;
-export const MALFORMED = 9;
-
 /** Throws SpindleError "unsupported". */
 export function unsupported(message: string): never {
-  throw new SpindleError(UNSUPPORTED, message);
+  throw new SpindleError("unsupported", message);
 }
 
 /** Builds one Spindle graph while running it eagerly on dummy inputs. */
@@ -101,14 +96,13 @@ export class GraphBuilder {
     return value.native[Math.min(run, value.native.length - 1)];
   }
 
-  /** Emits `op` (a native op name) on `inputs` with `params`, or folds it when all are constant. */
-  emit(op: string, inputs: readonly Value[], params: readonly number[] = []): Value {
-    const code = nativeOpCode(op);
+  /** Emits native op `op` on `inputs` with `params`, or folds it when all are constant. */
+  emit<K extends OpName>(op: K, inputs: readonly Value[], params: ParamsOf<K> = {} as ParamsOf<K>): Value {
     if (inputs.every((v) => v.kind === "const")) {
       const runs = Math.max(1, ...inputs.map((v) => (v as ConstValue).hosts.length));
       const hosts: Host[] = [];
       for (let r = 0; r < runs; r++) {
-        const result = runOp(code, op, inputs.map((v) => this.nativeConst(v as ConstValue, r)), params);
+        const result = runOp(op, inputs.map((v) => this.nativeConst(v as ConstValue, r)), params);
         hosts.push(toHost(result));
         result.dispose();
       }
@@ -116,14 +110,14 @@ export class GraphBuilder {
     }
     const runs: Tensor[] = [];
     for (let r = 0; r < this.runCount; r++) {
-      runs.push(runOp(code, op, inputs.map((v) => this.#tensorOf(v, r)), params));
+      runs.push(runOp(op, inputs.map((v) => this.#tensorOf(v, r)), params));
     }
     this.#owned.push(...runs);
     const node: NodeDescription = {
       op,
       inputs: inputs.map((v) => (v.kind === "runtime" ? v.id : this.constId(v))),
       outputs: [this.#nextValue++],
-      params: params.slice(),
+      params: { ...params } as Record<string, ParamValue>,
     };
     this.nodes.push(node);
     this.#record(node.outputs[0], runs);
@@ -220,5 +214,3 @@ export function constInts(value: Value | undefined, what: string): number[] {
 export function isScalar(value: Value): boolean {
   return numel(shapeOf(value)) === 1;
 }
-
-export { OP };

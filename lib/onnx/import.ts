@@ -11,7 +11,7 @@ import { tensor } from "../tensor.ts";
 import { encodeImage, type InputDescription } from "../script/format.ts";
 import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
-import { type ConstValue, GraphBuilder, MALFORMED, UNSUPPORTED, type Value } from "./graph.ts";
+import { type ConstValue, GraphBuilder, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
 import { forkBranches } from "./branches.ts";
@@ -44,7 +44,7 @@ export function unsupportedOps(model: ModelProto): string[] {
   for (const node of model.graph.nodes) {
     const defaultDomain = node.domain === "" || node.domain === "ai.onnx";
     if (!defaultDomain) missing.add(`${node.domain}.${node.opType}`);
-    else if (!(node.opType in HANDLERS)) missing.add(node.opType);
+    else if (!Object.hasOwn(HANDLERS, node.opType)) missing.add(node.opType);
   }
   return [...missing].sort();
 }
@@ -53,7 +53,7 @@ export function unsupportedOps(model: ModelProto): string[] {
 const DYNAMIC_SIZES = [[2, 3], [32, 48]];
 
 function malformed(message: string): never {
-  throw new SpindleError(MALFORMED, `malformed ONNX model: ${message}`);
+  throw new SpindleError("malformed_model", `malformed ONNX model: ${message}`);
 }
 
 function decode(bytes: Uint8Array): ModelProto {
@@ -98,9 +98,9 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
   const model = decode(bytes);
   const missing = unsupportedOps(model);
   if (missing.length > 0) {
-    throw new SpindleError(UNSUPPORTED, `unsupported ONNX op types (${missing.length}): ${missing.join(", ")}`);
+    throw new SpindleError("unsupported", `unsupported ONNX op types (${missing.length}): ${missing.join(", ")}`);
   }
-  if (model.graph.sparseInitializers > 0) throw new SpindleError(UNSUPPORTED, "ONNX sparse initializers");
+  if (model.graph.sparseInitializers > 0) throw new SpindleError("unsupported", "ONNX sparse initializers");
   const opset = model.opsets.find((o) => o.domain === "" || o.domain === "ai.onnx")?.version ?? 1;
   const graph = model.graph;
   const values = new Map<string, Value>();
@@ -108,7 +108,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
     try {
       values.set(initializer.name, { kind: "const", hosts: [fromProto(initializer)] });
     } catch (error) {
-      if (error instanceof TypeError) throw new SpindleError(UNSUPPORTED, error.message);
+      if (error instanceof TypeError) throw new SpindleError("unsupported", error.message);
       malformed((error as Error).message);
     }
   }
@@ -121,9 +121,9 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
     if (values.has(info.name)) continue;
     const dtype = spindleDType(info.elemType);
     if (dtype === undefined || info.elemType === 11 || info.elemType === 10) {
-      throw new SpindleError(UNSUPPORTED, `input '${info.name}' has ONNX element type ${info.elemType}`);
+      throw new SpindleError("unsupported", `input '${info.name}' has ONNX element type ${info.elemType}`);
     }
-    if (info.dims === null) throw new SpindleError(UNSUPPORTED, `input '${info.name}' has no shape (unknown rank)`);
+    if (info.dims === null) throw new SpindleError("unsupported", `input '${info.name}' has no shape (unknown rank)`);
     let shape = info.dims.map((d) => (typeof d === "number" ? d : -1));
     const override = options.inputShapes?.[info.name];
     if (override !== undefined) {
@@ -195,9 +195,14 @@ function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values:
       outputs = HANDLERS[node.opType](context);
     } catch (error) {
       const where = `node ${index} '${node.name}' (${node.opType})`;
-      if (error instanceof SpindleError) throw new SpindleError(error.status, `${where}: ${error.message}`);
-      if (error instanceof RangeError) malformed(`${where}: ${error.message}`);
-      throw new SpindleError(UNSUPPORTED, `${where}: ${(error as Error).message}`);
+      if (error instanceof SpindleError) {
+        throw new SpindleError(error.status, `${where}: ${error.message}`, { cause: error });
+      }
+      if (error instanceof RangeError) {
+        throw new SpindleError("malformed_model", `malformed ONNX model: ${where}: ${error.message}`, { cause: error });
+      }
+      // Anything else is a bug in the handler: keep it, with its stack, as the cause.
+      throw new Error(`${where}: import failed unexpectedly: ${(error as Error).message}`, { cause: error });
     }
     outputs.forEach((value, i) => {
       const name = node.outputs[i];

@@ -35,14 +35,9 @@ import {
   unsupported,
   type Value,
 } from "./graph.ts";
-import {
-  avgPool2dParams,
-  CONV2D_ACTIVATION_PARAM,
-  conv2dParams,
-  CONV_TRANSPOSE2D_ACTIVATION_PARAM,
-  convTranspose2dParams,
-  maxPool2dParams,
-} from "./pending_ops.ts";
+import type { OpName, ParamsOf } from "../ops/dispatch.ts";
+import { OP_SCHEMAS, type ParamSchema } from "../../ffi/abi.ts";
+import type { DType } from "../tensor.ts";
 
 /** What a handler sees of its node. */
 export interface NodeContext {
@@ -113,25 +108,29 @@ function typeOf(v: Value): number {
 /** Reshapes to `dims` (at most one -1). */
 function reshapeTo(b: GraphBuilder, v: Value, dims: number[]): Value {
   if (dims.filter((d) => d === -1).length > 1) unsupported(`a reshape to [${dims}] with two dynamic dimensions`);
-  return b.emit("reshape", [v], dims);
+  return b.emit("reshape", [v], { shape: dims });
 }
 function unsqueezeAll(b: GraphBuilder, v: Value, axes: number[]): Value {
   const rank = shapeOf(v).length + axes.length;
   let out = v;
-  for (const axis of axes.map((a) => normAxis(a, rank)).sort((x, y) => x - y)) out = b.emit("unsqueeze", [out], [axis]);
+  for (const axis of axes.map((a) => normAxis(a, rank)).sort((x, y) => x - y)) {
+    out = b.emit("unsqueeze", [out], { dim: axis });
+  }
   return out;
 }
 function squeezeAll(b: GraphBuilder, v: Value, axes: number[]): Value {
   const rank = shapeOf(v).length;
   let out = v;
-  for (const axis of axes.map((a) => normAxis(a, rank)).sort((x, y) => y - x)) out = b.emit("squeeze", [out], [axis]);
+  for (const axis of axes.map((a) => normAxis(a, rank)).sort((x, y) => y - x)) {
+    out = b.emit("squeeze", [out], { dim: axis });
+  }
   return out;
 }
 
 // ----------------------------------------------------------------------------------------
 // Elementwise
 
-function unary(op: string, params: (n: NodeContext) => number[] = () => []): Handler {
+function unary<K extends OpName>(op: K, params: (n: NodeContext) => ParamsOf<K> = () => ({} as ParamsOf<K>)): Handler {
   return (n) => [n.b.emit(op, [input(n, 0)], params(n))];
 }
 
@@ -144,7 +143,7 @@ const hostBinary: Record<string, (x: number, y: number, isFloat: boolean) => num
   Max: (x, y) => Math.max(x, y),
   Min: (x, y) => Math.min(x, y),
 };
-const nativeBinary: Record<string, string> = {
+const nativeBinary: Record<string, "add" | "sub" | "mul" | "div" | "pow" | "maximum" | "minimum"> = {
   Add: "add",
   Sub: "sub",
   Mul: "mul",
@@ -174,7 +173,7 @@ function binary(n: NodeContext): Value[] {
   if (type === "Pow") {
     const toFloat = (v: Value) =>
       v.kind === "runtime" && v.dtype !== "float32"
-        ? n.b.emit("cast", [v], [0, 0])
+        ? n.b.emit("cast", [v], { dtype: "float32" })
         : v.kind === "const" && spindleDType(typeOf(v)) !== "float32"
         ? hostPerRun([v], ([h]) => host(DATA_TYPE.FLOAT, h.shape, castValues(valuesOf(h), DATA_TYPE.FLOAT)))
         : v;
@@ -185,15 +184,21 @@ function binary(n: NodeContext): Value[] {
 }
 
 /** The native binary op (scalar form for a one-element constant), cast to `result`. */
-function binaryNative(n: NodeContext, op: string, a: Value, b: Value, result: string): Value[] {
-  if (result !== "float32") return [n.b.emit("cast", binaryNative(n, op, a, b, "float32"), [CAST_DTYPE[result], 0])];
+function binaryNative(
+  n: NodeContext,
+  op: "add" | "sub" | "mul" | "div" | "pow" | "maximum" | "minimum",
+  a: Value,
+  b: Value,
+  result: DType,
+): Value[] {
+  if (result !== "float32") return [n.b.emit("cast", binaryNative(n, op, a, b, "float32"), { dtype: result })];
   const rankA = shapeOf(a).length;
   const rankB = shapeOf(b).length;
   if (b.kind === "const" && isScalar(b) && rankB <= rankA && fixedHost(b)) {
-    return [n.b.emit(op, [a], [valuesOf(fixedHost(b)!)[0], 0])];
+    return [n.b.emit(op, [a], { scalar: valuesOf(fixedHost(b)!)[0] })];
   }
   if (a.kind === "const" && isScalar(a) && rankA <= rankB && fixedHost(a)) {
-    return [n.b.emit(op, [b], [valuesOf(fixedHost(a)!)[0], 1])];
+    return [n.b.emit(op, [b], { scalar: valuesOf(fixedHost(a)!)[0], scalar_first: true })];
   }
   return [n.b.emit(op, [a, b])];
 }
@@ -201,26 +206,26 @@ function binaryNative(n: NodeContext, op: string, a: Value, b: Value, result: st
 /** MatMul + Add(bias over the last dim) → matmul's fused bias. */
 function fuseBias(n: NodeContext, product: Value, bias: Value): Value | undefined {
   if (product.kind !== "runtime" || product.node?.op !== "gemm" || n.uses(product) !== 1) return undefined;
-  const params = product.node.params as number[];
-  if (params[4] !== 0 || params[3] !== 1 || bias.kind !== "const" || !fixedHost(bias)) return undefined;
+  const params = product.node.params!;
+  if (params.has_bias || (params.beta ?? 1) !== 1 || bias.kind !== "const" || !fixedHost(bias)) return undefined;
   const outShape = shapeOf(product);
   const biasShape = shapeOf(bias);
   const columns = outShape[outShape.length - 1];
   if (columns < 0 || numel(biasShape) !== columns || biasShape.length > outShape.length) return undefined;
   if (biasShape.slice(0, -1).some((d) => d !== 1)) return undefined;
   product.node.inputs!.push(n.b.constId(bias));
-  params[4] = 1;
+  params.has_bias = true;
   return product;
 }
 
-function compare(kind: number, fn: (x: number, y: number) => boolean): Handler {
+function compare(kind: ParamsOf<"compare">["kind"], fn: (x: number, y: number) => boolean): Handler {
   return (n) => {
     const a = input(n, 0);
     const b = input(n, 1);
     if (allConst([a, b])) {
       return [hostPerRun([a, b], (h) => broadcastMap(h, DATA_TYPE.BOOL, (x, y) => (fn(x, y) ? 1 : 0)))];
     }
-    return [n.b.emit("compare", [a, b], [kind])];
+    return [n.b.emit("compare", [a, b], { kind })];
   };
 }
 
@@ -232,11 +237,11 @@ function matmul(n: NodeContext): Value[] {
   let b = input(n, 1);
   const vectorA = shapeOf(a).length === 1;
   const vectorB = shapeOf(b).length === 1;
-  if (vectorA) a = n.b.emit("unsqueeze", [a], [0]);
-  if (vectorB) b = n.b.emit("unsqueeze", [b], [1]);
-  let out = n.b.emit("gemm", [a, b], [0, 0, 1, 1, 0]);
-  if (vectorA) out = n.b.emit("squeeze", [out], [-2]);
-  if (vectorB) out = n.b.emit("squeeze", [out], [-1]);
+  if (vectorA) a = n.b.emit("unsqueeze", [a], { dim: 0 });
+  if (vectorB) b = n.b.emit("unsqueeze", [b], { dim: 1 });
+  let out = n.b.emit("gemm", [a, b]);
+  if (vectorA) out = n.b.emit("squeeze", [out], { dim: -2 });
+  if (vectorB) out = n.b.emit("squeeze", [out], { dim: -1 });
   return [out];
 }
 
@@ -246,7 +251,7 @@ function gemm(n: NodeContext): Value[] {
   const transA = attrInt(n, "transA", 0);
   const transB = attrInt(n, "transB", 0);
   const c = n.inputs[2];
-  const product = n.b.emit("gemm", [input(n, 0), input(n, 1)], [transA, transB, alpha, 1, 0]);
+  const product = n.b.emit("gemm", [input(n, 0), input(n, 1)], { trans_a: transA !== 0, trans_b: transB !== 0, alpha });
   if (c === undefined || beta === 0) return [product];
   const cShape = shapeOf(c);
   const outShape = shapeOf(product);
@@ -257,12 +262,11 @@ function gemm(n: NodeContext): Value[] {
     const node = (product as RuntimeValue).node;
     if (node !== undefined) {
       node.inputs!.push(n.b.constId(c));
-      node.params![3] = beta;
-      node.params![4] = 1;
+      node.params = { ...node.params, beta, has_bias: true };
       return [product];
     }
   }
-  const scaled = beta === 1 ? c : n.b.emit("mul", [c], [beta, 0]);
+  const scaled = beta === 1 ? c : n.b.emit("mul", [c], { scalar: beta });
   return [n.b.emit("add", [product, scaled])];
 }
 
@@ -275,10 +279,10 @@ function softmax(log: boolean): Handler {
     const shape = shapeOf(x);
     const axis = normAxis(attrInt(n, "axis", n.opset < 13 ? 1 : -1), shape.length);
     const op = log ? "log_softmax" : "softmax";
-    if (n.opset >= 13 || axis === shape.length - 1) return [n.b.emit(op, [x], [axis])];
+    if (n.opset >= 13 || axis === shape.length - 1) return [n.b.emit(op, [x], { dim: axis })];
     const inner = shape.slice(axis);
     if (inner.some((d) => d < 0)) unsupported("Softmax (opset < 13) over a dynamic dimension");
-    const flat = n.b.emit(op, [reshapeTo(n.b, x, [-1, numel(inner)])], [1]);
+    const flat = n.b.emit(op, [reshapeTo(n.b, x, [-1, numel(inner)])], { dim: 1 });
     return [reshapeTo(n.b, flat, shape)];
   };
 }
@@ -290,14 +294,22 @@ function layerNormalization(n: NodeContext): Value[] {
   const eps = attrFloat(n, "epsilon", 1e-5);
   const inputs = [x, input(n, 1)];
   if (n.inputs[2]) inputs.push(n.inputs[2]);
-  const y = n.b.emit("layer_norm", inputs, [rank - axis, eps, 1, n.inputs[2] ? 1 : 0]);
+  const y = n.b.emit("layer_norm", inputs, {
+    normalized_ndim: rank - axis,
+    eps,
+    has_weight: true,
+    has_bias: n.inputs[2] !== undefined,
+  });
   if (n.node.outputs.slice(1).every((o) => o === "")) return [y];
   // Mean and InvStdDev outputs, composed (keepdim over the normalized dims).
   const dims = [...Array(rank - axis).keys()].map((d) => d + axis);
-  const mean = n.b.emit("mean", [x], [1, ...dims]);
+  const mean = n.b.emit("mean", [x], { dims, keepdim: true });
   const centered = n.b.emit("sub", [x, mean]);
-  const variance = n.b.emit("mean", [n.b.emit("mul", [centered, centered])], [1, ...dims]);
-  const invStd = n.b.emit("div", [n.b.emit("sqrt", [n.b.emit("add", [variance], [eps, 0])])], [1, 1]);
+  const variance = n.b.emit("mean", [n.b.emit("mul", [centered, centered])], { dims, keepdim: true });
+  const invStd = n.b.emit("div", [n.b.emit("sqrt", [n.b.emit("add", [variance], { scalar: eps })])], {
+    scalar: 1,
+    scalar_first: true,
+  });
   return [y, mean, invStd];
 }
 
@@ -307,7 +319,7 @@ function batchNormalization(n: NodeContext): Value[] {
   const eps = attrFloat(n, "epsilon", 1e-5);
   const folded = foldIntoConv(n, x, [scale, bias, mean, variance], eps);
   if (folded) return [folded];
-  return [n.b.emit("batch_norm", [x, mean, variance, scale, bias], [eps, 1, 1])];
+  return [n.b.emit("batch_norm", [x, mean, variance, scale, bias], { eps, has_weight: true, has_bias: true })];
 }
 
 /** Conv → BatchNormalization with constant statistics: scale the conv's weights and bias. */
@@ -336,7 +348,7 @@ function foldIntoConv(n: NodeContext, x: Value, stats: Value[], eps: number): Va
   const weightValue = constValue({ type: DATA_TYPE.FLOAT, shape: weightData.shape, bytes });
   const biasValue = constValue({ type: DATA_TYPE.FLOAT, shape: [channels], bytes: new Uint8Array(newBias.buffer) });
   node.inputs = [node.inputs![0], n.b.constId(weightValue), n.b.constId(biasValue)];
-  node.params![7] = 1;
+  node.params = { ...node.params, has_bias: true };
   return x;
 }
 
@@ -347,7 +359,7 @@ function conv2dBias(n: NodeContext, id: number): Float32Array | undefined {
   return new Float32Array(data.buffer);
 }
 
-const reductions: Record<string, string> = {
+const reductions: Record<string, "mean" | "sum" | "max" | "min"> = {
   ReduceMean: "mean",
   ReduceSum: "sum",
   ReduceMax: "max",
@@ -368,19 +380,19 @@ function reduce(n: NodeContext): Value[] {
   }
   axes = axes.map((a) => normAxis(a, rank));
   if (rank === 0) return [x];
-  return [n.b.emit(reductions[n.node.opType], [x], [keepdims, ...axes])];
+  return [n.b.emit(reductions[n.node.opType], [x], { dims: axes, keepdim: keepdims === 1 })];
 }
 
-function globalPool(op: string): Handler {
+function globalPool(op: "mean" | "max"): Handler {
   return (n) => {
     const x = input(n, 0);
     const rank = shapeOf(x).length;
-    return [n.b.emit(op, [x], [1, ...[...Array(rank - 2).keys()].map((d) => d + 2)])];
+    return [n.b.emit(op, [x], { dims: [...Array(rank - 2).keys()].map((d) => d + 2), keepdim: true })];
   };
 }
 
 // ----------------------------------------------------------------------------------------
-// Convolution and pooling (native ops from the conv branch; see pending_ops.ts)
+// Convolution and pooling
 
 /** Explicit [begin_h, begin_w, end_h, end_w] pads from auto_pad or pads. */
 function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[], dilation: number[]): number[] {
@@ -418,7 +430,7 @@ function symmetric(
   const fits = limit === undefined || (pads[0] <= limit[0] && pads[1] <= limit[1]);
   if (pads[0] === pads[2] && pads[1] === pads[3] && fits) return { x, pads: [pads[0], pads[1]] };
   const full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]];
-  return { x: n.b.emit("pad", [x], [0, value, ...full]), pads: [0, 0] };
+  return { x: n.b.emit("pad", [x], { mode: "constant", value, pads: full }), pads: [0, 0] };
 }
 
 /** Runs a 2-D op on a 3-D (1-D spatial) input by inserting a height of 1. */
@@ -430,19 +442,19 @@ function spatial2d(
   const rank = shapeOf(x).length;
   if (rank === 4) return [body(x, (v) => v)];
   if (rank !== 3) unsupported(`${n.node.opType} on a ${rank}-D input (1-D and 2-D spatial only)`);
-  const lifted = n.b.emit("unsqueeze", [x], [2]);
+  const lifted = n.b.emit("unsqueeze", [x], { dim: 2 });
   const lift = (v: number[] | undefined, fill: number) => {
     if (v === undefined) return undefined;
     if (v.length === 2) return [0, v[0], 0, v[1]]; // pads [begin, end]
     return [fill, ...v];
   };
-  return [n.b.emit("squeeze", [body(lifted, lift)], [2])];
+  return [n.b.emit("squeeze", [body(lifted, lift)], { dim: 2 })];
 }
 
 function conv(n: NodeContext): Value[] {
   return spatial2d(n, (x, lift) => {
     let weight = input(n, 1);
-    if (shapeOf(weight).length === 3) weight = n.b.emit("unsqueeze", [weight], [2]);
+    if (shapeOf(weight).length === 3) weight = n.b.emit("unsqueeze", [weight], { dim: 2 });
     const kernel = shapeOf(weight).slice(2);
     const stride = lift(attrInts(n, "strides"), 1) ?? [1, 1];
     const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
@@ -451,11 +463,13 @@ function conv(n: NodeContext): Value[] {
     const padded = symmetric(n, x, pads, 0);
     const bias = n.inputs[2];
     const inputs = bias ? [padded.x, weight, bias] : [padded.x, weight];
-    return n.b.emit(
-      "conv2d",
-      inputs,
-      conv2dParams(stride, padded.pads, dilation, attrInt(n, "group", 1), bias !== undefined),
-    );
+    return n.b.emit("conv2d", inputs, {
+      stride: pair(stride),
+      padding: pair(padded.pads),
+      dilation: pair(dilation),
+      groups: attrInt(n, "group", 1),
+      has_bias: bias !== undefined,
+    });
   });
 }
 
@@ -463,7 +477,7 @@ function convTranspose(n: NodeContext): Value[] {
   if (attrInts(n, "output_shape") !== undefined) unsupported("ConvTranspose with output_shape");
   return spatial2d(n, (x, lift) => {
     let weight = input(n, 1);
-    if (shapeOf(weight).length === 3) weight = n.b.emit("unsqueeze", [weight], [2]);
+    if (shapeOf(weight).length === 3) weight = n.b.emit("unsqueeze", [weight], { dim: 2 });
     const stride = lift(attrInts(n, "strides"), 1) ?? [1, 1];
     const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
     const outputPadding = lift(attrInts(n, "output_padding"), 0) ?? [0, 0];
@@ -473,15 +487,14 @@ function convTranspose(n: NodeContext): Value[] {
     if (pads[0] !== pads[2] || pads[1] !== pads[3]) unsupported("ConvTranspose with asymmetric pads");
     const bias = n.inputs[2];
     const inputs = bias ? [x, weight, bias] : [x, weight];
-    const params = convTranspose2dParams(
-      stride,
-      [pads[0], pads[1]],
-      outputPadding,
-      dilation,
-      attrInt(n, "group", 1),
-      bias !== undefined,
-    );
-    return n.b.emit("conv_transpose2d", inputs, params);
+    return n.b.emit("conv_transpose2d", inputs, {
+      stride: pair(stride),
+      padding: [pads[0], pads[1]],
+      output_padding: pair(outputPadding),
+      dilation: pair(dilation),
+      groups: attrInt(n, "group", 1),
+      has_bias: bias !== undefined,
+    });
   });
 }
 
@@ -498,7 +511,13 @@ function pool(max: boolean): Handler {
       const halfKernel = kernel.map((k, axis) => Math.floor(((k - 1) * dilation[axis] + 1) / 2));
       if (max) {
         const padded = symmetric(n, x, pads, -Infinity, halfKernel);
-        return n.b.emit("max_pool2d", [padded.x], maxPool2dParams(kernel, stride, padded.pads, dilation, ceil));
+        return n.b.emit("max_pool2d", [padded.x], {
+          kernel_size: pair(kernel),
+          stride: pair(stride),
+          padding: pair(padded.pads),
+          dilation: pair(dilation),
+          ceil_mode: ceil,
+        });
       }
       if (dilation.some((d) => d !== 1)) unsupported("AveragePool with dilations");
       const countIncludePad = attrInt(n, "count_include_pad", 0) === 1;
@@ -510,22 +529,20 @@ function pool(max: boolean): Handler {
         unsupported("AveragePool with pads above half the kernel that exclude padding from the count");
       }
       const padded = symmetric(n, x, pads, 0, halfKernel);
-      return n.b.emit("avg_pool2d", [padded.x], avgPool2dParams(kernel, stride, padded.pads, ceil, countIncludePad));
+      return n.b.emit("avg_pool2d", [padded.x], {
+        kernel_size: pair(kernel),
+        stride: pair(stride),
+        padding: pair(padded.pads),
+        ceil_mode: ceil,
+        count_include_pad: countIncludePad,
+      });
     });
   };
 }
 
-function fuseRelu(n: NodeContext): Value[] | undefined {
-  const x = input(n, 0);
-  if (x.kind !== "runtime" || n.uses(x) !== 1 || x.node === undefined) return undefined;
-  const index = x.node.op === "conv2d"
-    ? CONV2D_ACTIVATION_PARAM
-    : x.node.op === "conv_transpose2d"
-    ? CONV_TRANSPOSE2D_ACTIVATION_PARAM
-    : -1;
-  if (index < 0 || x.node.params![index] !== 0) return undefined;
-  x.node.params![index] = 1;
-  return [x];
+/** [height, width] from a list of two (spatial attributes after lifting to 2-D). */
+function pair(values: readonly number[]): [number, number] {
+  return [values[0], values[1]];
 }
 
 // ----------------------------------------------------------------------------------------
@@ -568,9 +585,9 @@ function flatten(n: NodeContext): Value[] {
   }
   if (axis === 0) return [reshapeTo(n.b, x, [1, -1])];
   let out: Value = x;
-  if (axis === shape.length) out = n.b.emit("unsqueeze", [out], [axis]);
-  else if (axis < shape.length - 1) out = n.b.emit("flatten", [out], [axis, -1]);
-  if (axis > 1) out = n.b.emit("flatten", [out], [0, axis - 1]);
+  if (axis === shape.length) out = n.b.emit("unsqueeze", [out], { dim: axis });
+  else if (axis < shape.length - 1) out = n.b.emit("flatten", [out], { start: axis, end: -1 });
+  if (axis > 1) out = n.b.emit("flatten", [out], { start: 0, end: axis - 1 });
   return [out];
 }
 
@@ -615,7 +632,7 @@ function transpose(n: NodeContext): Value[] {
   if (x.kind === "const" && spindleDType(typeOf(x)) !== "float32") {
     return [hostPerRun([x], ([h]) => transposeHost(h, perm))];
   }
-  return [n.b.emit("contiguous", [n.b.emit("permute", [x], perm)])];
+  return [n.b.emit("contiguous", [n.b.emit("permute", [x], { dims: perm })])];
 }
 
 function concat(n: NodeContext): Value[] {
@@ -631,7 +648,7 @@ function concat(n: NodeContext): Value[] {
   }
   const nonEmpty = parts.filter((p) => shapeOf(p)[axis] !== 0);
   if (nonEmpty.length === 1) return [nonEmpty[0]];
-  return [n.b.emit("concat", nonEmpty, [axis])];
+  return [n.b.emit("concat", nonEmpty, { dim: axis })];
 }
 
 function slice(n: NodeContext): Value[] {
@@ -664,7 +681,7 @@ function slice(n: NodeContext): Value[] {
       return;
     }
     if (step <= 0) unsupported("Slice with a negative step on a run-time tensor");
-    out = n.b.emit("slice", [out], [axis, start, end, step]);
+    out = n.b.emit("slice", [out], { dim: axis, start, end, step });
   });
   return [out];
 }
@@ -680,9 +697,11 @@ function gather(n: NodeContext): Value[] {
     const size = shapeOf(data)[axis];
     let i = valuesOf(index)[0];
     if (i < 0 && size >= 0) i += size;
-    if (i >= 0) return [n.b.emit("squeeze", [n.b.emit("slice", [data], [axis, i, i + 1, 1])], [axis])];
+    if (i >= 0) {
+      return [n.b.emit("squeeze", [n.b.emit("slice", [data], { dim: axis, start: i, end: i + 1 })], { dim: axis })];
+    }
   }
-  return [n.b.emit("take", [data, indices], [axis])];
+  return [n.b.emit("take", [data, indices], { axis })];
 }
 
 function shape(n: NodeContext): Value[] {
@@ -738,15 +757,13 @@ function constantOfShape(n: NodeContext): Value[] {
   })];
 }
 
-const CAST_DTYPE: Record<string, number> = { float32: 0, int64: 1, int32: 2 };
-
 function cast(n: NodeContext): Value[] {
   const x = input(n, 0);
   const to = attrInt(n, "to", DATA_TYPE.FLOAT);
   const dtype = spindleDType(to) ?? unsupported(`Cast to ONNX element type ${to}`);
   if (x.kind === "const") return [hostPerRun([x], ([h]) => host(to, h.shape, castValues(valuesOf(h), to)))];
   if (x.dtype === dtype && to !== DATA_TYPE.BOOL) return [x];
-  return [n.b.emit("cast", [x], [CAST_DTYPE[dtype], to === DATA_TYPE.BOOL ? 1 : 0])];
+  return [n.b.emit("cast", [x], { dtype, as_bool: to === DATA_TYPE.BOOL })];
 }
 
 function where(n: NodeContext): Value[] {
@@ -758,15 +775,19 @@ function where(n: NodeContext): Value[] {
 function expand(n: NodeContext): Value[] {
   const x = input(n, 0);
   const dims = constInts(n.inputs[1], "Expand shape");
-  return [n.b.emit("expand", [x], dims)];
+  return [n.b.emit("expand", [x], { shape: dims })];
 }
 
-const PAD_MODES: Record<string, number> = { constant: 0, reflect: 1, edge: 2 };
+const PAD_MODES = new Map<string, ParamsOf<"pad">["mode"]>([["constant", "constant"], ["reflect", "reflect"], [
+  "edge",
+  "edge",
+]]);
 
 function pad(n: NodeContext): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
-  const mode = PAD_MODES[attrString(n, "mode", "constant")] ?? unsupported(`Pad mode '${attrString(n, "mode", "")}'`);
+  const mode = PAD_MODES.get(attrString(n, "mode", "constant")) ??
+    unsupported(`Pad mode '${attrString(n, "mode", "")}'`);
   let pads: number[];
   let value = 0;
   if (n.opset < 11) {
@@ -785,31 +806,32 @@ function pad(n: NodeContext): Value[] {
     full[rank + axis] = pads[axes.length + i];
   });
   if (full.some((p) => p < 0)) unsupported("Pad with negative pads");
-  return [n.b.emit("pad", [x], [mode, value, ...full])];
+  return [n.b.emit("pad", [x], { mode, value, pads: full })];
 }
 
-const COORDINATE_MODES: Record<string, number> = {
-  half_pixel: 0,
-  asymmetric: 1,
-  pytorch_half_pixel: 2,
-  align_corners: 3,
-  half_pixel_symmetric: 4,
-};
-const NEAREST_MODES: Record<string, number> = { round_prefer_floor: 0, round_prefer_ceil: 1, floor: 2, ceil: 3 };
+/** The value of enum parameter `param` of native op `op` named `name`, if the schema has it. */
+function enumValue<K extends OpName>(op: K, param: string, name: string): string | undefined {
+  const schema = OP_SCHEMAS[op].params.find((p) => p.name === param) as ParamSchema | undefined;
+  return schema?.values?.includes(name) ? name : undefined;
+}
 
 function resize(n: NodeContext): Value[] {
   const x = input(n, 0);
   const shape = shapeOf(x);
   const rank = shape.length;
   const modeName = attrString(n, "mode", "nearest");
-  const mode = modeName === "nearest" ? 0 : modeName === "linear" ? 1 : unsupported(`Resize mode '${modeName}'`);
+  const mode = (enumValue("resize", "mode", modeName) ?? unsupported(`Resize mode '${modeName}'`)) as ParamsOf<
+    "resize"
+  >["mode"];
   const upsample = n.node.opType === "Upsample";
   const coordName = upsample || n.opset < 11
     ? "asymmetric"
     : attrString(n, "coordinate_transformation_mode", "half_pixel");
-  const coord = COORDINATE_MODES[coordName] ?? unsupported(`Resize coordinate_transformation_mode '${coordName}'`);
+  const coordinate = (enumValue("resize", "coordinate", coordName) ??
+    unsupported(`Resize coordinate_transformation_mode '${coordName}'`)) as ParamsOf<"resize">["coordinate"];
   const nearestName = upsample || n.opset < 11 ? "floor" : attrString(n, "nearest_mode", "round_prefer_floor");
-  const nearest = NEAREST_MODES[nearestName] ?? unsupported(`Resize nearest_mode '${nearestName}'`);
+  const nearest = (enumValue("resize", "nearest", nearestName) ??
+    unsupported(`Resize nearest_mode '${nearestName}'`)) as ParamsOf<"resize">["nearest"];
   if (attrInt(n, "antialias", 0) !== 0) unsupported("Resize with antialias");
   if (attrString(n, "keep_aspect_ratio_policy", "stretch") !== "stretch") {
     unsupported("Resize keep_aspect_ratio_policy");
@@ -840,26 +862,23 @@ function resize(n: NodeContext): Value[] {
   } else {
     unsupported("Resize without scales or sizes");
   }
-  if (rank > 6) unsupported("Resize of more than 6 dims");
-  const params = [mode, coord, nearest];
-  for (let d = 0; d < rank; d++) params.push(sizes[d], scales[d]);
-  return [n.b.emit("resize", [x], params)];
+  return [n.b.emit("resize", [x], { mode, coordinate, nearest, sizes, scales })];
 }
 
 function clip(n: NodeContext): Value[] {
-  let low = NaN;
-  let high = NaN;
+  let low: number | null = null;
+  let high: number | null = null;
   if (n.opset < 11) {
-    low = attrFloat(n, "min", NaN);
-    high = attrFloat(n, "max", NaN);
+    low = attrFloat(n, "min", -Infinity);
+    high = attrFloat(n, "max", Infinity);
   } else {
     if (n.inputs[1]) low = valuesOf(fixedHost(n.inputs[1]) ?? unsupported("Clip min must be a constant"))[0];
     if (n.inputs[2]) high = valuesOf(fixedHost(n.inputs[2]) ?? unsupported("Clip max must be a constant"))[0];
   }
   const x = input(n, 0);
   if (x.kind === "runtime" && x.dtype !== "float32") unsupported("Clip on integer tensors");
-  if (low > high) low = high; // ONNX: min(max(x, low), high) is high everywhere.
-  return [n.b.emit("clamp", [x], [low, high])];
+  if (low !== null && high !== null && low > high) low = high; // ONNX: min(max(x, low), high) is high everywhere.
+  return [n.b.emit("clamp", [x], { min: low, max: high })];
 }
 
 function identity(n: NodeContext): Value[] {
@@ -868,7 +887,7 @@ function identity(n: NodeContext): Value[] {
 
 /** Every ONNX op type import handles (default domain). */
 export const HANDLERS: Record<string, Handler> = {
-  Relu: (n) => fuseRelu(n) ?? [n.b.emit("relu", [input(n, 0)])],
+  Relu: unary("relu"),
   Sigmoid: unary("sigmoid"),
   Tanh: unary("tanh"),
   Exp: unary("exp"),
@@ -881,9 +900,9 @@ export const HANDLERS: Record<string, Handler> = {
     : [n.b.emit("neg", [input(n, 0)])]),
   Abs: unary("abs"),
   Erf: unary("erf"),
-  Gelu: unary("gelu", (n) => [attrString(n, "approximate", "none") === "tanh" ? 1 : 0]),
-  LeakyRelu: unary("leaky_relu", (n) => [attrFloat(n, "alpha", 0.01)]),
-  HardSigmoid: unary("hard_sigmoid", (n) => [attrFloat(n, "alpha", 0.2), attrFloat(n, "beta", 0.5)]),
+  Gelu: unary("gelu", (n) => ({ approximate: attrString(n, "approximate", "none") === "tanh" ? "tanh" : "none" })),
+  LeakyRelu: unary("leaky_relu", (n) => ({ alpha: attrFloat(n, "alpha", 0.01) })),
+  HardSigmoid: unary("hard_sigmoid", (n) => ({ alpha: attrFloat(n, "alpha", 0.2), beta: attrFloat(n, "beta", 0.5) })),
   HardSwish: unary("hard_swish"),
   Clip: clip,
   Add: binary,
@@ -905,11 +924,11 @@ export const HANDLERS: Record<string, Handler> = {
     : n.inputs.length === 1
     ? [input(n, 0)]
     : unsupported("Min of more than 2 inputs")),
-  Equal: compare(0, (x, y) => x === y),
-  Less: compare(1, (x, y) => x < y),
-  Greater: compare(2, (x, y) => x > y),
-  LessOrEqual: compare(3, (x, y) => x <= y),
-  GreaterOrEqual: compare(4, (x, y) => x >= y),
+  Equal: compare("equal", (x, y) => x === y),
+  Less: compare("less", (x, y) => x < y),
+  Greater: compare("greater", (x, y) => x > y),
+  LessOrEqual: compare("less_equal", (x, y) => x <= y),
+  GreaterOrEqual: compare("greater_equal", (x, y) => x >= y),
   MatMul: matmul,
   Gemm: gemm,
   Softmax: softmax(false),

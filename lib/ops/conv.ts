@@ -6,7 +6,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { defineOp, describe, OP, requireTensor } from "./dispatch.ts";
+import { defineOp, describe, requireTensor } from "./dispatch.ts";
 
 /** A size per spatial axis: one number for both, or `[height, width]`. */
 export type Size2d = number | readonly [number, number];
@@ -74,20 +74,19 @@ function convInputs(name: string, x: unknown, weight: unknown, bias: unknown): T
  * ```
  */
 export const conv2d: (x: Tensor, weight: Tensor, bias?: Tensor | null, options?: Conv2dOptions) => Tensor = defineOp(
-  OP.conv2d,
+  "conv2d",
   "conv2d",
   (x: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}) => {
     const inputs = convInputs("conv2d", x, weight, bias);
     return {
       inputs,
-      params: [
-        ...size2d("conv2d", "stride", options.stride, 1),
-        ...size2d("conv2d", "padding", options.padding, 0),
-        ...size2d("conv2d", "dilation", options.dilation, 1),
-        groupsOf("conv2d", options),
-        inputs.length === 3 ? 1 : 0,
-        0, // fused activation: for graph fusion (lib/onnx/fuse.ts)
-      ],
+      params: {
+        stride: size2d("conv2d", "stride", options.stride, 1),
+        padding: size2d("conv2d", "padding", options.padding, 0),
+        dilation: size2d("conv2d", "dilation", options.dilation, 1),
+        groups: groupsOf("conv2d", options),
+        has_bias: inputs.length === 3,
+      },
     };
   },
 );
@@ -118,21 +117,20 @@ export const convTranspose2d: (
   bias?: Tensor | null,
   options?: ConvTranspose2dOptions,
 ) => Tensor = defineOp(
-  OP.conv_transpose2d,
+  "conv_transpose2d",
   "convTranspose2d",
   (x: Tensor, weight: Tensor, bias?: Tensor | null, options: ConvTranspose2dOptions = {}) => {
     const inputs = convInputs("convTranspose2d", x, weight, bias);
     return {
       inputs,
-      params: [
-        ...size2d("convTranspose2d", "stride", options.stride, 1),
-        ...size2d("convTranspose2d", "padding", options.padding, 0),
-        ...size2d("convTranspose2d", "outputPadding", options.outputPadding, 0),
-        ...size2d("convTranspose2d", "dilation", options.dilation, 1),
-        groupsOf("convTranspose2d", options),
-        inputs.length === 3 ? 1 : 0,
-        0, // fused activation: for graph fusion (lib/onnx/fuse.ts)
-      ],
+      params: {
+        stride: size2d("convTranspose2d", "stride", options.stride, 1),
+        padding: size2d("convTranspose2d", "padding", options.padding, 0),
+        output_padding: size2d("convTranspose2d", "outputPadding", options.outputPadding, 0),
+        dilation: size2d("convTranspose2d", "dilation", options.dilation, 1),
+        groups: groupsOf("convTranspose2d", options),
+        has_bias: inputs.length === 3,
+      },
     };
   },
 );

@@ -5,24 +5,29 @@
  * @module
  */
 import { Tensor } from "../tensor.ts";
-import { defineOp, describe, OP, type OpCall, type OpCode, requireNumber, requireTensor } from "./dispatch.ts";
+import { defineOp, describe, type OpCall, requireNumber, requireTensor } from "./dispatch.ts";
 
 /** A tensor or a plain number (broadcast as a scalar). */
 export type Operand = Tensor | number;
 
-function binaryCall(name: string, a: Operand, b: Operand): OpCall {
-  if (a instanceof Tensor && b instanceof Tensor) return { inputs: [a, b], params: [] };
-  if (a instanceof Tensor) return { inputs: [a], params: [requireNumber(name, "other", b), 0] };
-  if (b instanceof Tensor) return { inputs: [b], params: [requireNumber(name, "input", a), 1] };
+type BinaryOp = "add" | "sub" | "mul" | "div" | "pow" | "maximum" | "minimum";
+type UnaryOp = "relu" | "sigmoid" | "tanh" | "exp" | "log" | "sqrt" | "neg" | "abs" | "erf" | "hard_swish";
+
+function binaryCall(name: string, a: Operand, b: Operand): OpCall<BinaryOp> {
+  if (a instanceof Tensor && b instanceof Tensor) return { inputs: [a, b], params: {} };
+  if (a instanceof Tensor) return { inputs: [a], params: { scalar: requireNumber(name, "other", b) } };
+  if (b instanceof Tensor) {
+    return { inputs: [b], params: { scalar: requireNumber(name, "input", a), scalar_first: true } };
+  }
   throw new TypeError(`${name}: at least one operand must be a Tensor, got ${describe(a)} and ${describe(b)}`);
 }
 
-function binary(code: OpCode, name: string): (a: Operand, b: Operand) => Tensor {
-  return defineOp(code, name, (a: Operand, b: Operand) => binaryCall(name, a, b));
+function binary(op: BinaryOp, name: string): (a: Operand, b: Operand) => Tensor {
+  return defineOp(op, name, (a: Operand, b: Operand) => binaryCall(name, a, b));
 }
 
-function unary(code: OpCode, name: string): (x: Tensor) => Tensor {
-  return defineOp(code, name, (x: Tensor) => ({ inputs: [requireTensor(name, "input", x)], params: [] }));
+function unary(op: UnaryOp, name: string): (x: Tensor) => Tensor {
+  return defineOp(op, name, (x: Tensor) => ({ inputs: [requireTensor(name, "input", x)], params: {} }));
 }
 
 /**
@@ -37,7 +42,7 @@ function unary(code: OpCode, name: string): (x: Tensor) => Tensor {
  * console.log(c.toArray()); // Float32Array [11, 22, 13, 24]
  * ```
  */
-export const add: (a: Operand, b: Operand) => Tensor = binary(OP.add, "add");
+export const add: (a: Operand, b: Operand) => Tensor = binary("add", "add");
 
 /**
  * `a - b`, elementwise, with broadcasting.
@@ -49,7 +54,7 @@ export const add: (a: Operand, b: Operand) => Tensor = binary(OP.add, "add");
  * console.log(c.toArray()); // Float32Array [0, -1]
  * ```
  */
-export const sub: (a: Operand, b: Operand) => Tensor = binary(OP.sub, "sub");
+export const sub: (a: Operand, b: Operand) => Tensor = binary("sub", "sub");
 
 /**
  * `a * b`, elementwise, with broadcasting.
@@ -61,7 +66,7 @@ export const sub: (a: Operand, b: Operand) => Tensor = binary(OP.sub, "sub");
  * console.log(c.toArray()); // Float32Array [3, 6]
  * ```
  */
-export const mul: (a: Operand, b: Operand) => Tensor = binary(OP.mul, "mul");
+export const mul: (a: Operand, b: Operand) => Tensor = binary("mul", "mul");
 
 /**
  * `a / b`, elementwise, with broadcasting (IEEE: x / 0 = ±inf).
@@ -73,7 +78,7 @@ export const mul: (a: Operand, b: Operand) => Tensor = binary(OP.mul, "mul");
  * console.log(c.toArray()); // Float32Array [0.5, 1]
  * ```
  */
-export const div: (a: Operand, b: Operand) => Tensor = binary(OP.div, "div");
+export const div: (a: Operand, b: Operand) => Tensor = binary("div", "div");
 
 /**
  * `a ** b`, elementwise, with broadcasting.
@@ -85,7 +90,7 @@ export const div: (a: Operand, b: Operand) => Tensor = binary(OP.div, "div");
  * console.log(c.toArray()); // Float32Array [4, 9]
  * ```
  */
-export const pow: (a: Operand, b: Operand) => Tensor = binary(OP.pow, "pow");
+export const pow: (a: Operand, b: Operand) => Tensor = binary("pow", "pow");
 
 /**
  * Elementwise maximum (NaN propagates), with broadcasting.
@@ -97,7 +102,7 @@ export const pow: (a: Operand, b: Operand) => Tensor = binary(OP.pow, "pow");
  * console.log(c.toArray()); // Float32Array [3, 5]
  * ```
  */
-export const maximum: (a: Operand, b: Operand) => Tensor = binary(OP.maximum, "maximum");
+export const maximum: (a: Operand, b: Operand) => Tensor = binary("maximum", "maximum");
 
 /**
  * Elementwise minimum (NaN propagates), with broadcasting.
@@ -109,7 +114,7 @@ export const maximum: (a: Operand, b: Operand) => Tensor = binary(OP.maximum, "m
  * console.log(c.toArray()); // Float32Array [1, 2]
  * ```
  */
-export const minimum: (a: Operand, b: Operand) => Tensor = binary(OP.minimum, "minimum");
+export const minimum: (a: Operand, b: Operand) => Tensor = binary("minimum", "minimum");
 
 /**
  * max(x, 0), elementwise.
@@ -121,7 +126,7 @@ export const minimum: (a: Operand, b: Operand) => Tensor = binary(OP.minimum, "m
  * console.log(y.toArray()); // Float32Array [0, 2]
  * ```
  */
-export const relu: (x: Tensor) => Tensor = unary(OP.relu, "relu");
+export const relu: (x: Tensor) => Tensor = unary("relu", "relu");
 
 /** Options of {@link gelu}. */
 export interface GeluOptions {
@@ -140,14 +145,14 @@ export interface GeluOptions {
  * ```
  */
 export const gelu: (x: Tensor, options?: GeluOptions) => Tensor = defineOp(
-  OP.gelu,
+  "gelu",
   "gelu",
   (x: Tensor, options: GeluOptions = {}) => {
     const approximate = options.approximate ?? "none";
     if (approximate !== "none" && approximate !== "tanh") {
       throw new TypeError(`gelu: approximate must be "none" or "tanh", got ${describe(approximate)}`);
     }
-    return { inputs: [requireTensor("gelu", "input", x)], params: [approximate === "tanh" ? 1 : 0] };
+    return { inputs: [requireTensor("gelu", "input", x)], params: { approximate } };
   },
 );
 
@@ -161,7 +166,7 @@ export const gelu: (x: Tensor, options?: GeluOptions) => Tensor = defineOp(
  * console.log(y.toArray()); // Float32Array [0.5]
  * ```
  */
-export const sigmoid: (x: Tensor) => Tensor = unary(OP.sigmoid, "sigmoid");
+export const sigmoid: (x: Tensor) => Tensor = unary("sigmoid", "sigmoid");
 
 /**
  * Hyperbolic tangent, elementwise.
@@ -173,7 +178,7 @@ export const sigmoid: (x: Tensor) => Tensor = unary(OP.sigmoid, "sigmoid");
  * console.log(y.toArray()); // Float32Array [0]
  * ```
  */
-export const tanh: (x: Tensor) => Tensor = unary(OP.tanh, "tanh");
+export const tanh: (x: Tensor) => Tensor = unary("tanh", "tanh");
 
 /**
  * e^x, elementwise.
@@ -185,7 +190,7 @@ export const tanh: (x: Tensor) => Tensor = unary(OP.tanh, "tanh");
  * console.log(y.toArray()); // Float32Array [1]
  * ```
  */
-export const exp: (x: Tensor) => Tensor = unary(OP.exp, "exp");
+export const exp: (x: Tensor) => Tensor = unary("exp", "exp");
 
 /**
  * Natural logarithm, elementwise (log 0 = -inf, log of a negative = NaN).
@@ -197,7 +202,7 @@ export const exp: (x: Tensor) => Tensor = unary(OP.exp, "exp");
  * console.log(y.toArray()); // Float32Array [0]
  * ```
  */
-export const log: (x: Tensor) => Tensor = unary(OP.log, "log");
+export const log: (x: Tensor) => Tensor = unary("log", "log");
 
 /**
  * Square root, elementwise.
@@ -209,7 +214,7 @@ export const log: (x: Tensor) => Tensor = unary(OP.log, "log");
  * console.log(y.toArray()); // Float32Array [2, 3]
  * ```
  */
-export const sqrt: (x: Tensor) => Tensor = unary(OP.sqrt, "sqrt");
+export const sqrt: (x: Tensor) => Tensor = unary("sqrt", "sqrt");
 
 /**
  * -x, elementwise.
@@ -221,7 +226,7 @@ export const sqrt: (x: Tensor) => Tensor = unary(OP.sqrt, "sqrt");
  * console.log(y.toArray()); // Float32Array [-1]
  * ```
  */
-export const neg: (x: Tensor) => Tensor = unary(OP.neg, "neg");
+export const neg: (x: Tensor) => Tensor = unary("neg", "neg");
 
 /**
  * |x|, elementwise.
@@ -233,7 +238,7 @@ export const neg: (x: Tensor) => Tensor = unary(OP.neg, "neg");
  * console.log(y.toArray()); // Float32Array [2]
  * ```
  */
-export const abs: (x: Tensor) => Tensor = unary(OP.abs, "abs");
+export const abs: (x: Tensor) => Tensor = unary("abs", "abs");
 
 /**
  * Clamps into [min, max]; either bound may be omitted (`undefined`).
@@ -246,12 +251,12 @@ export const abs: (x: Tensor) => Tensor = unary(OP.abs, "abs");
  * ```
  */
 export const clamp: (x: Tensor, min?: number, max?: number) => Tensor = defineOp(
-  OP.clamp,
+  "clamp",
   "clamp",
   (x: Tensor, min?: number, max?: number) => {
-    const low = min === undefined ? NaN : requireNumber("clamp", "min", min);
-    const high = max === undefined ? NaN : requireNumber("clamp", "max", max);
-    return { inputs: [requireTensor("clamp", "input", x)], params: [low, high] };
+    const low = min === undefined ? null : requireNumber("clamp", "min", min);
+    const high = max === undefined ? null : requireNumber("clamp", "max", max);
+    return { inputs: [requireTensor("clamp", "input", x)], params: { min: low, max: high } };
   },
 );
 
@@ -265,7 +270,7 @@ export const clamp: (x: Tensor, min?: number, max?: number) => Tensor = defineOp
  * console.log(y.toArray()); // Float32Array [0]
  * ```
  */
-export const erf: (x: Tensor) => Tensor = unary(OP.erf, "erf");
+export const erf: (x: Tensor) => Tensor = unary("erf", "erf");
 
 /**
  * x for x ≥ 0, alpha·x below (default alpha 0.01).
@@ -278,11 +283,11 @@ export const erf: (x: Tensor) => Tensor = unary(OP.erf, "erf");
  * ```
  */
 export const leakyRelu: (x: Tensor, alpha?: number) => Tensor = defineOp(
-  OP.leaky_relu,
+  "leaky_relu",
   "leakyRelu",
   (x: Tensor, alpha = 0.01) => ({
     inputs: [requireTensor("leakyRelu", "input", x)],
-    params: [requireNumber("leakyRelu", "alpha", alpha)],
+    params: { alpha: requireNumber("leakyRelu", "alpha", alpha) },
   }),
 );
 
@@ -297,11 +302,11 @@ export const leakyRelu: (x: Tensor, alpha?: number) => Tensor = defineOp(
  * ```
  */
 export const hardSigmoid: (x: Tensor, alpha?: number, beta?: number) => Tensor = defineOp(
-  OP.hard_sigmoid,
+  "hard_sigmoid",
   "hardSigmoid",
   (x: Tensor, alpha = 0.2, beta = 0.5) => ({
     inputs: [requireTensor("hardSigmoid", "input", x)],
-    params: [requireNumber("hardSigmoid", "alpha", alpha), requireNumber("hardSigmoid", "beta", beta)],
+    params: { alpha: requireNumber("hardSigmoid", "alpha", alpha), beta: requireNumber("hardSigmoid", "beta", beta) },
   }),
 );
 
@@ -315,4 +320,4 @@ export const hardSigmoid: (x: Tensor, alpha?: number, beta?: number) => Tensor =
  * console.log(y.toArray()); // Float32Array [-0, 0, 4]
  * ```
  */
-export const hardSwish: (x: Tensor) => Tensor = unary(OP.hard_swish, "hardSwish");
+export const hardSwish: (x: Tensor) => Tensor = unary("hard_swish", "hardSwish");

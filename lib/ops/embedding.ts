@@ -5,7 +5,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { defineOp, describe, OP, requireTensor } from "./dispatch.ts";
+import { defineOp, describe, requireTensor } from "./dispatch.ts";
 
 /**
  * Rows of `weight` [rows, width] picked by integer `indices` (any shape): the result has
@@ -21,11 +21,11 @@ import { defineOp, describe, OP, requireTensor } from "./dispatch.ts";
  * ```
  */
 export const embedding: (weight: Tensor, indices: Tensor) => Tensor = defineOp(
-  OP.embedding,
+  "embedding",
   "embedding",
   (weight: Tensor, indices: Tensor) => ({
     inputs: [requireTensor("embedding", "weight", weight), requireTensor("embedding", "indices", indices)],
-    params: [],
+    params: {},
   }),
 );
 
@@ -39,7 +39,7 @@ export interface EmbeddingBagOptions {
   includeLastOffset?: boolean;
 }
 
-const MODES = { sum: 0, mean: 1, max: 2 } as const;
+const MODES: readonly string[] = ["sum", "mean", "max"];
 
 /**
  * Pools bags of embedding rows. With 1-D `indices`, `offsets` gives where each bag starts;
@@ -61,23 +61,25 @@ export const embeddingBag: (
   offsets: Tensor | null,
   options?: EmbeddingBagOptions,
 ) => Tensor = defineOp(
-  OP.embedding_bag,
+  "embedding_bag",
   "embeddingBag",
   (weight: Tensor, indices: Tensor, offsets: Tensor | null, options: EmbeddingBagOptions = {}) => {
     const mode = options.mode ?? "mean";
-    if (!(mode in MODES)) throw new TypeError(`embeddingBag: mode must be sum, mean or max, got ${describe(mode)}`);
+    if (!MODES.includes(mode)) {
+      throw new TypeError(`embeddingBag: mode must be sum, mean or max, got ${describe(mode)}`);
+    }
     const inputs = [requireTensor("embeddingBag", "weight", weight), requireTensor("embeddingBag", "indices", indices)];
     if (offsets !== null && offsets !== undefined) inputs.push(requireTensor("embeddingBag", "offsets", offsets));
     const weights = options.perSampleWeights;
     if (weights !== undefined) inputs.push(requireTensor("embeddingBag", "perSampleWeights", weights));
     return {
       inputs,
-      params: [
-        MODES[mode],
-        offsets !== null && offsets !== undefined ? 1 : 0,
-        weights !== undefined ? 1 : 0,
-        options.includeLastOffset ? 1 : 0,
-      ],
+      params: {
+        mode,
+        has_offsets: offsets !== null && offsets !== undefined,
+        has_weights: weights !== undefined,
+        include_last_offset: options.includeLastOffset ?? false,
+      },
     };
   },
 );

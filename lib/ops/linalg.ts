@@ -4,7 +4,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { defineOp, OP, requireTensor } from "./dispatch.ts";
+import { defineOp, requireTensor } from "./dispatch.ts";
 import { add, mul } from "./elementwise.ts";
 import { transpose } from "./shape.ts";
 
@@ -24,9 +24,9 @@ import { transpose } from "./shape.ts";
  * console.log(c.toArray()); // Float32Array [19, 22, 43, 50]
  * ```
  */
-export const mm: (a: Tensor, b: Tensor) => Tensor = defineOp(OP.mm, "mm", (a: Tensor, b: Tensor) => ({
+export const mm: (a: Tensor, b: Tensor) => Tensor = defineOp("mm", "mm", (a: Tensor, b: Tensor) => ({
   inputs: [requireTensor("mm", "input", a), requireTensor("mm", "mat2", b)],
-  params: [],
+  params: {},
 }));
 
 /**
@@ -43,9 +43,9 @@ export const mm: (a: Tensor, b: Tensor) => Tensor = defineOp(OP.mm, "mm", (a: Te
  * console.log(c.shape); // [2, 3, 5]
  * ```
  */
-export const matmul: (a: Tensor, b: Tensor) => Tensor = defineOp(OP.matmul, "matmul", (a: Tensor, b: Tensor) => ({
+export const matmul: (a: Tensor, b: Tensor) => Tensor = defineOp("matmul", "matmul", (a: Tensor, b: Tensor) => ({
   inputs: [requireTensor("matmul", "input", a), requireTensor("matmul", "other", b)],
-  params: [],
+  params: {},
 }));
 
 /**
@@ -147,20 +147,20 @@ export interface GemmOptions {
  * ```
  */
 export const gemm: (a: Tensor, b: Tensor, options?: GemmOptions) => Tensor = defineOp(
-  OP.gemm,
+  "gemm",
   "gemm",
   (a: Tensor, b: Tensor, options: GemmOptions = {}) => {
     const inputs = [requireTensor("gemm", "a", a), requireTensor("gemm", "b", b)];
     if (options.bias !== undefined) inputs.push(requireTensor("gemm", "bias", options.bias));
     return {
       inputs,
-      params: [
-        options.transA ? 1 : 0,
-        options.transB ? 1 : 0,
-        options.alpha ?? 1,
-        options.beta ?? 1,
-        options.bias === undefined ? 0 : 1,
-      ],
+      params: {
+        trans_a: options.transA ?? false,
+        trans_b: options.transB ?? false,
+        alpha: options.alpha ?? 1,
+        beta: options.beta ?? 1,
+        has_bias: options.bias !== undefined,
+      },
     };
   },
 );

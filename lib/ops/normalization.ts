@@ -5,7 +5,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { defineOp, describe, OP, requireNumber, requireTensor } from "./dispatch.ts";
+import { defineOp, describe, requireNumber, requireTensor } from "./dispatch.ts";
 
 function optionalTensor(name: string, what: string, value: unknown): Tensor | null {
   if (value === undefined || value === null) return null;
@@ -30,7 +30,7 @@ export const layerNorm: (
   bias?: Tensor | null,
   eps?: number,
 ) => Tensor = defineOp(
-  OP.layer_norm,
+  "layer_norm",
   "layerNorm",
   (x: Tensor, normalizedShape: readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5) => {
     const input = requireTensor("layerNorm", "input", x);
@@ -48,7 +48,15 @@ export const layerNorm: (
     const w = optionalTensor("layerNorm", "weight", weight);
     const b = optionalTensor("layerNorm", "bias", bias);
     const inputs = [input, ...(w ? [w] : []), ...(b ? [b] : [])];
-    return { inputs, params: [normalizedShape.length, requireNumber("layerNorm", "eps", eps), w ? 1 : 0, b ? 1 : 0] };
+    return {
+      inputs,
+      params: {
+        normalized_ndim: normalizedShape.length,
+        eps: requireNumber("layerNorm", "eps", eps),
+        has_weight: Boolean(w),
+        has_bias: Boolean(b),
+      },
+    };
   },
 );
 
@@ -74,7 +82,7 @@ export const batchNorm: (
   bias?: Tensor | null,
   eps?: number,
 ) => Tensor = defineOp(
-  OP.batch_norm,
+  "batch_norm",
   "batchNorm",
   (x: Tensor, runningMean: Tensor, runningVar: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5) => {
     const w = optionalTensor("batchNorm", "weight", weight);
@@ -86,6 +94,9 @@ export const batchNorm: (
       ...(w ? [w] : []),
       ...(b ? [b] : []),
     ];
-    return { inputs, params: [requireNumber("batchNorm", "eps", eps), w ? 1 : 0, b ? 1 : 0] };
+    return {
+      inputs,
+      params: { eps: requireNumber("batchNorm", "eps", eps), has_weight: Boolean(w), has_bias: Boolean(b) },
+    };
   },
 );

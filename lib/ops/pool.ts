@@ -7,7 +7,7 @@
  */
 import type { Tensor } from "../tensor.ts";
 import { type Size2d, size2d } from "./conv.ts";
-import { defineOp, describe, OP, requireTensor } from "./dispatch.ts";
+import { defineOp, describe, requireTensor } from "./dispatch.ts";
 
 /** Options of {@link maxPool2d}; each defaults as in PyTorch. */
 export interface MaxPool2dOptions {
@@ -35,10 +35,10 @@ export interface AvgPool2dOptions {
   divisorOverride?: number;
 }
 
-function flag(name: string, what: string, value: unknown, fallback: boolean): number {
+function flag(name: string, what: string, value: unknown, fallback: boolean): boolean {
   const raw = value === undefined ? fallback : value;
   if (typeof raw !== "boolean") throw new TypeError(`${name}: ${what} must be a boolean, got ${describe(raw)}`);
-  return raw ? 1 : 0;
+  return raw;
 }
 
 /**
@@ -60,19 +60,19 @@ function flag(name: string, what: string, value: unknown, fallback: boolean): nu
  * ```
  */
 export const maxPool2d: (x: Tensor, kernelSize: Size2d, options?: MaxPool2dOptions) => Tensor = defineOp(
-  OP.max_pool2d,
+  "max_pool2d",
   "maxPool2d",
   (x: Tensor, kernelSize: Size2d, options: MaxPool2dOptions = {}) => {
     const kernel = size2d("maxPool2d", "kernelSize", kernelSize, 1);
     return {
       inputs: [requireTensor("maxPool2d", "input", x)],
-      params: [
-        ...kernel,
-        ...size2d("maxPool2d", "stride", options.stride, kernel),
-        ...size2d("maxPool2d", "padding", options.padding, 0),
-        ...size2d("maxPool2d", "dilation", options.dilation, 1),
-        flag("maxPool2d", "ceilMode", options.ceilMode, false),
-      ],
+      params: {
+        kernel_size: kernel,
+        stride: size2d("maxPool2d", "stride", options.stride, kernel),
+        padding: size2d("maxPool2d", "padding", options.padding, 0),
+        dilation: size2d("maxPool2d", "dilation", options.dilation, 1),
+        ceil_mode: flag("maxPool2d", "ceilMode", options.ceilMode, false),
+      },
     };
   },
 );
@@ -96,7 +96,7 @@ export const maxPool2d: (x: Tensor, kernelSize: Size2d, options?: MaxPool2dOptio
  * ```
  */
 export const avgPool2d: (x: Tensor, kernelSize: Size2d, options?: AvgPool2dOptions) => Tensor = defineOp(
-  OP.avg_pool2d,
+  "avg_pool2d",
   "avgPool2d",
   (x: Tensor, kernelSize: Size2d, options: AvgPool2dOptions = {}) => {
     const kernel = size2d("avgPool2d", "kernelSize", kernelSize, 1);
@@ -107,14 +107,14 @@ export const avgPool2d: (x: Tensor, kernelSize: Size2d, options?: AvgPool2dOptio
     if (divisor === 0) throw new RangeError("avgPool2d: divisorOverride must be non-zero, got 0");
     return {
       inputs: [requireTensor("avgPool2d", "input", x)],
-      params: [
-        ...kernel,
-        ...size2d("avgPool2d", "stride", options.stride, kernel),
-        ...size2d("avgPool2d", "padding", options.padding, 0),
-        flag("avgPool2d", "ceilMode", options.ceilMode, false),
-        flag("avgPool2d", "countIncludePad", options.countIncludePad, true),
-        divisor ?? 0,
-      ],
+      params: {
+        kernel_size: kernel,
+        stride: size2d("avgPool2d", "stride", options.stride, kernel),
+        padding: size2d("avgPool2d", "padding", options.padding, 0),
+        ceil_mode: flag("avgPool2d", "ceilMode", options.ceilMode, false),
+        count_include_pad: flag("avgPool2d", "countIncludePad", options.countIncludePad, true),
+        divisor: divisor ?? null,
+      },
     };
   },
 );
@@ -139,7 +139,7 @@ export const adaptiveAvgPool2d: (
   x: Tensor,
   outputSize: number | readonly [number | null, number | null],
 ) => Tensor = defineOp(
-  OP.adaptive_avg_pool2d,
+  "adaptive_avg_pool2d",
   "adaptiveAvgPool2d",
   (x: Tensor, outputSize: number | readonly [number | null, number | null]) => {
     const input = requireTensor("adaptiveAvgPool2d", "input", x);
@@ -147,6 +147,6 @@ export const adaptiveAvgPool2d: (
     const filled = Array.isArray(outputSize)
       ? outputSize.map((size, axis) => size ?? input.shape[rank - 2 + axis])
       : outputSize;
-    return { inputs: [input], params: size2d("adaptiveAvgPool2d", "outputSize", filled, 1) };
+    return { inputs: [input], params: { output_size: size2d("adaptiveAvgPool2d", "outputSize", filled, 1) } };
   },
 );

@@ -5,18 +5,21 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { defineOp, OP, type OpCode, requireInteger, requireTensor } from "./dispatch.ts";
+import { defineOp, requireInteger, requireTensor } from "./dispatch.ts";
 
 /** A dim, a list of dims, or undefined for all dims. */
 export type Dims = number | readonly number[] | undefined;
 
-function reduction(code: OpCode, name: string): (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor {
-  return defineOp(code, name, (x: Tensor, dim?: Dims, keepdim = false) => {
+function reduction(
+  op: "sum" | "mean" | "max" | "min",
+  name: string,
+): (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor {
+  return defineOp(op, name, (x: Tensor, dim?: Dims, keepdim = false) => {
     const dims = dim === undefined ? [] : typeof dim === "number" ? [dim] : [...dim];
     dims.forEach((d, i) => requireInteger(name, `dim[${i}]`, d));
     if (typeof keepdim !== "boolean") throw new TypeError(`${name}: keepdim must be a boolean`);
     if (dims.length > 8) throw new RangeError(`${name}: at most 8 dims, got ${dims.length}`);
-    return { inputs: [requireTensor(name, "input", x)], params: [keepdim ? 1 : 0, ...dims] };
+    return { inputs: [requireTensor(name, "input", x)], params: { dims, keepdim } };
   });
 }
 
@@ -31,7 +34,7 @@ function reduction(code: OpCode, name: string): (x: Tensor, dim?: Dims, keepdim?
  * console.log(rows.toArray()); // Float32Array [3, 7]
  * ```
  */
-export const sum: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.sum, "sum");
+export const sum: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("sum", "sum");
 
 /**
  * Mean over `dim` (all when omitted); NaN over zero elements.
@@ -43,7 +46,7 @@ export const sum: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reducti
  * console.log(m.toArray()); // Float32Array [2.5]
  * ```
  */
-export const mean: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.mean, "mean");
+export const mean: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("mean", "mean");
 
 /**
  * Maximum values over `dim` (all when omitted); NaN wins.
@@ -55,7 +58,7 @@ export const mean: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduct
  * console.log(m.toArray()); // Float32Array [2, 7]
  * ```
  */
-export const max: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.max, "max");
+export const max: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("max", "max");
 
 /**
  * Minimum values over `dim` (all when omitted); NaN wins.
@@ -67,7 +70,7 @@ export const max: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reducti
  * console.log(m.toArray()); // Float32Array [1]
  * ```
  */
-export const min: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction(OP.min, "min");
+export const min: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("min", "min");
 
 /**
  * Index of the first maximum along `dim`, or in the flattened tensor when omitted (int64).
@@ -80,11 +83,11 @@ export const min: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reducti
  * ```
  */
 export const argmax: (x: Tensor, dim?: number, keepdim?: boolean) => Tensor = defineOp(
-  OP.argmax,
+  "argmax",
   "argmax",
   (x: Tensor, dim?: number, keepdim = false) => ({
     inputs: [requireTensor("argmax", "input", x)],
-    params: dim === undefined ? [keepdim ? 1 : 0] : [keepdim ? 1 : 0, requireInteger("argmax", "dim", dim)],
+    params: { dim: dim === undefined ? null : requireInteger("argmax", "dim", dim), keepdim },
   }),
 );
 
@@ -98,9 +101,9 @@ export const argmax: (x: Tensor, dim?: number, keepdim?: boolean) => Tensor = de
  * console.log(p.toArray()); // Float32Array [0.5, 0.5]
  * ```
  */
-export const softmax: (x: Tensor, dim?: number) => Tensor = defineOp(OP.softmax, "softmax", (x: Tensor, dim = -1) => ({
+export const softmax: (x: Tensor, dim?: number) => Tensor = defineOp("softmax", "softmax", (x: Tensor, dim = -1) => ({
   inputs: [requireTensor("softmax", "input", x)],
-  params: [requireInteger("softmax", "dim", dim)],
+  params: { dim: requireInteger("softmax", "dim", dim) },
 }));
 
 /**
@@ -114,10 +117,10 @@ export const softmax: (x: Tensor, dim?: number) => Tensor = defineOp(OP.softmax,
  * ```
  */
 export const logSoftmax: (x: Tensor, dim?: number) => Tensor = defineOp(
-  OP.log_softmax,
+  "log_softmax",
   "logSoftmax",
   (x: Tensor, dim = -1) => ({
     inputs: [requireTensor("logSoftmax", "input", x)],
-    params: [requireInteger("logSoftmax", "dim", dim)],
+    params: { dim: requireInteger("logSoftmax", "dim", dim) },
   }),
 );

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { defineOp, describe, OP, requireInteger, requireTensor } from "./dispatch.ts";
+import { defineOp, describe, requireInteger, requireTensor } from "./dispatch.ts";
 
 function integers(name: string, what: string, values: unknown): number[] {
   if (!Array.isArray(values)) {
@@ -27,11 +27,11 @@ function integers(name: string, what: string, values: unknown): number[] {
  * ```
  */
 export const reshape: (x: Tensor, shape: readonly number[]) => Tensor = defineOp(
-  OP.reshape,
+  "reshape",
   "reshape",
   (x: Tensor, shape: readonly number[]) => ({
     inputs: [requireTensor("reshape", "input", x)],
-    params: integers("reshape", "shape", shape),
+    params: { shape: integers("reshape", "shape", shape) },
   }),
 );
 
@@ -46,11 +46,11 @@ export const reshape: (x: Tensor, shape: readonly number[]) => Tensor = defineOp
  * ```
  */
 export const flatten: (x: Tensor, start?: number, end?: number) => Tensor = defineOp(
-  OP.flatten,
+  "flatten",
   "flatten",
   (x: Tensor, start = 0, end = -1) => ({
     inputs: [requireTensor("flatten", "input", x)],
-    params: [requireInteger("flatten", "start", start), requireInteger("flatten", "end", end)],
+    params: { start: requireInteger("flatten", "start", start), end: requireInteger("flatten", "end", end) },
   }),
 );
 
@@ -65,11 +65,11 @@ export const flatten: (x: Tensor, start?: number, end?: number) => Tensor = defi
  * ```
  */
 export const squeeze: (x: Tensor, dim?: number) => Tensor = defineOp(
-  OP.squeeze,
+  "squeeze",
   "squeeze",
   (x: Tensor, dim?: number) => ({
     inputs: [requireTensor("squeeze", "input", x)],
-    params: dim === undefined ? [] : [requireInteger("squeeze", "dim", dim)],
+    params: { dim: dim === undefined ? null : requireInteger("squeeze", "dim", dim) },
   }),
 );
 
@@ -84,11 +84,11 @@ export const squeeze: (x: Tensor, dim?: number) => Tensor = defineOp(
  * ```
  */
 export const unsqueeze: (x: Tensor, dim: number) => Tensor = defineOp(
-  OP.unsqueeze,
+  "unsqueeze",
   "unsqueeze",
   (x: Tensor, dim: number) => ({
     inputs: [requireTensor("unsqueeze", "input", x)],
-    params: [requireInteger("unsqueeze", "dim", dim)],
+    params: { dim: requireInteger("unsqueeze", "dim", dim) },
   }),
 );
 
@@ -103,11 +103,11 @@ export const unsqueeze: (x: Tensor, dim: number) => Tensor = defineOp(
  * ```
  */
 export const transpose: (x: Tensor, dim0: number, dim1: number) => Tensor = defineOp(
-  OP.transpose,
+  "transpose",
   "transpose",
   (x: Tensor, dim0: number, dim1: number) => ({
     inputs: [requireTensor("transpose", "input", x)],
-    params: [requireInteger("transpose", "dim0", dim0), requireInteger("transpose", "dim1", dim1)],
+    params: { dim0: requireInteger("transpose", "dim0", dim0), dim1: requireInteger("transpose", "dim1", dim1) },
   }),
 );
 
@@ -122,11 +122,11 @@ export const transpose: (x: Tensor, dim0: number, dim1: number) => Tensor = defi
  * ```
  */
 export const permute: (x: Tensor, dims: readonly number[]) => Tensor = defineOp(
-  OP.permute,
+  "permute",
   "permute",
   (x: Tensor, dims: readonly number[]) => ({
     inputs: [requireTensor("permute", "input", x)],
-    params: integers("permute", "dims", dims),
+    params: { dims: integers("permute", "dims", dims) },
   }),
 );
 
@@ -145,16 +145,16 @@ const TO_END = 2 ** 52;
  * ```
  */
 export const slice: (x: Tensor, dim: number, start: number, end?: number, step?: number) => Tensor = defineOp(
-  OP.slice,
+  "slice",
   "slice",
   (x: Tensor, dim: number, start: number, end: number = TO_END, step = 1) => ({
     inputs: [requireTensor("slice", "input", x)],
-    params: [
-      requireInteger("slice", "dim", dim),
-      requireInteger("slice", "start", start),
-      Math.min(requireInteger("slice", "end", end), TO_END),
-      requireInteger("slice", "step", step),
-    ],
+    params: {
+      dim: requireInteger("slice", "dim", dim),
+      start: requireInteger("slice", "start", start),
+      end: Math.min(requireInteger("slice", "end", end), TO_END),
+      step: requireInteger("slice", "step", step),
+    },
   }),
 );
 
@@ -169,7 +169,7 @@ export const slice: (x: Tensor, dim: number, start: number, end?: number, step?:
  * ```
  */
 export const concat: (tensors: readonly Tensor[], dim?: number) => Tensor = defineOp(
-  OP.concat,
+  "concat",
   "concat",
   (tensors: readonly Tensor[], dim = 0) => {
     if (!Array.isArray(tensors) || tensors.length === 0) {
@@ -178,7 +178,7 @@ export const concat: (tensors: readonly Tensor[], dim?: number) => Tensor = defi
     if (tensors.length > 16) throw new RangeError(`concat: at most 16 tensors at once, got ${tensors.length}`);
     return {
       inputs: tensors.map((t, i) => requireTensor("concat", `tensors[${i}]`, t)),
-      params: [requireInteger("concat", "dim", dim)],
+      params: { dim: requireInteger("concat", "dim", dim) },
     };
   },
 );
@@ -197,11 +197,11 @@ export const concat: (tensors: readonly Tensor[], dim?: number) => Tensor = defi
  * ```
  */
 export const gather: (x: Tensor, dim: number, index: Tensor) => Tensor = defineOp(
-  OP.gather,
+  "gather",
   "gather",
   (x: Tensor, dim: number, index: Tensor) => ({
     inputs: [requireTensor("gather", "input", x), requireTensor("gather", "index", index)],
-    params: [requireInteger("gather", "dim", dim)],
+    params: { dim: requireInteger("gather", "dim", dim) },
   }),
 );
 
@@ -216,7 +216,7 @@ export const gather: (x: Tensor, dim: number, index: Tensor) => Tensor = defineO
  * console.log(c.toArray()); // Float32Array [1, 3, 2, 4]
  * ```
  */
-export const contiguous: (x: Tensor) => Tensor = defineOp(OP.contiguous, "contiguous", (x: Tensor) => ({
+export const contiguous: (x: Tensor) => Tensor = defineOp("contiguous", "contiguous", (x: Tensor) => ({
   inputs: [requireTensor("contiguous", "input", x)],
-  params: [],
+  params: {},
 }));

@@ -13,10 +13,14 @@ export interface NodeDescription {
   op: string;
   inputs?: number[];
   outputs: number[];
-  params?: (number | null)[];
+  /** Named parameters, as the op's schema (ffi/abi.ts) names them; absent ones default. */
+  params?: Record<string, ParamValue>;
   graph?: number;
   tensor?: number;
 }
+
+/** A parameter value: a number, flag, enum name, list, or null (an absent optional). */
+export type ParamValue = number | boolean | string | null | readonly number[];
 
 /** A graph input: dtype and shape (-1 = any size). */
 export interface InputDescription {
@@ -49,14 +53,14 @@ export interface TensorDescription {
 /** The whole description. */
 export interface Description {
   format: "spindle-graph";
-  version: 1;
+  version: 2;
   graphs: GraphDescription[];
   tensors: TensorDescription[];
 }
 
 const MAGIC = new TextEncoder().encode("SPINDLE\0");
-/** Stands for an infinite number while the description is stringified (see encodeImage). */
-const INFINITY_MARK = "spindle:infinity:7f3a";
+/** The file format version (zig/src/interpreter/format.zig `version`). */
+const VERSION = 2;
 const HEADER_SIZE = 64;
 const ALIGNMENT = 64;
 
@@ -81,28 +85,20 @@ export function encodeImage(source: ProgramSource): Uint8Array {
     dataLength = offset + t.data.byteLength;
     return { name: t.name, dtype: t.dtype, shape: t.shape, offset, bytes: t.data.byteLength };
   });
-  const description: Description = { format: "spindle-graph", version: 1, graphs: source.graphs, tensors };
-  // JSON has no NaN or infinities: null stands for NaN in params (clamp's open bounds), and
-  // ±1e999 (a JSON number that overflows to ±Infinity in JSON.parse and in Zig's parser)
-  // for the infinities (max pooling's -Infinity padding).
+  const description: Description = { format: "spindle-graph", version: VERSION, graphs: source.graphs, tensors };
+  // JSON has no NaN or infinities: parameters spell them "NaN", "Infinity" and "-Infinity"
+  // (max pooling's -Infinity padding, a NaN scalar), which the native decoder reads back.
   const json = new TextEncoder().encode(
     JSON.stringify(
       description,
-      (_key, value) =>
-        Number.isNaN(value)
-          ? null
-          : value === Infinity
-          ? INFINITY_MARK
-          : value === -Infinity
-          ? `-${INFINITY_MARK}`
-          : value,
-    ).replaceAll(`"${INFINITY_MARK}"`, "1e999").replaceAll(`"-${INFINITY_MARK}"`, "-1e999"),
+      (_key, value) => typeof value === "number" && !Number.isFinite(value) ? String(value) : value,
+    ),
   );
   const dataOffset = align(HEADER_SIZE + json.byteLength);
   const image = new Uint8Array(dataOffset + dataLength);
   const view = new DataView(image.buffer);
   image.set(MAGIC, 0);
-  view.setUint32(8, 1, true);
+  view.setUint32(8, VERSION, true);
   view.setBigUint64(16, BigInt(HEADER_SIZE), true);
   view.setBigUint64(24, BigInt(json.byteLength), true);
   view.setBigUint64(32, BigInt(dataOffset), true);

@@ -46,7 +46,7 @@ export class Program {
   }
 
   #live(): bigint {
-    if (this.#handle === null) throw new SpindleError(5, "program used after dispose()");
+    if (this.#handle === null) throw new SpindleError("invalid_handle", "program used after dispose()");
     return this.#handle;
   }
 

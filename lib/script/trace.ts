@@ -91,11 +91,11 @@ export class Trace {
   }
 
   /** Records `op(inputs, params) = output` in the innermost graph. */
-  recordOp(op: string, inputs: readonly Tensor[], params: readonly number[], output: Tensor): void {
+  recordOp(op: string, inputs: readonly Tensor[], params: object, output: Tensor): void {
     const graph = this.#current();
     const ids = inputs.map((t) => this.#valueOf(graph, t));
     const value = graph.count++;
-    graph.nodes.push({ op, inputs: ids, outputs: [value], params: [...params] });
+    graph.nodes.push({ op, inputs: ids, outputs: [value], params: { ...params } });
     graph.values.set(output, value);
     this.created.push(output);
   }

@@ -12,6 +12,7 @@ const inter_op = @import("pool/inter_op.zig");
 const intra_op = @import("pool/intra_op.zig");
 const openblas = @import("kernels/openblas.zig");
 const info = @import("info.zig");
+const abi = @import("abi.zig");
 const program = @import("interpreter/program.zig");
 const execute = @import("interpreter/execute.zig");
 
@@ -19,7 +20,8 @@ const Error = status.Error;
 const Handle = tensor.Handle;
 
 /// Bumped whenever an exported signature or status/op code changes meaning.
-pub const abi_version: u32 = 1;
+/// 2: op parameters in the schema's flat encoding (ops/schema.zig), spindle_describe_json.
+pub const abi_version: u32 = 2;
 
 comptime {
     // Handles cross the boundary as u64 (BigInt in TypeScript): keep them one word.
@@ -241,12 +243,20 @@ fn acquireInputs(handles: ?[*]const Handle, count: usize, buffer: *[ops.max_inpu
 }
 
 fn readParams(params: ?[*]const f64, count: usize) Error![]const f64 {
-    if (count > ops.max_params) {
-        return status.fail(error.InvalidArgument, "at most {d} parameters, got {d}", .{ ops.max_params, count });
+    if (count > ops.max_flat_values) {
+        return status.fail(error.InvalidArgument, "at most {d} parameter values, got {d}", .{ ops.max_flat_values, count });
     }
     if (count == 0) return &.{};
     const pointer = params orelse return status.fail(error.InvalidArgument, "parameter pointer is null", .{});
     return pointer[0..count];
+}
+
+/// size_t spindle_describe_json(uint8_t *buffer, size_t capacity): writes the ABI facts
+///     TypeScript derives its constants from (abi.zig) as JSON; returns the full length
+///     (call again with a larger buffer when it exceeds capacity).
+export fn spindle_describe_json(buffer: ?[*]u8, capacity: usize) usize {
+    const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
+    return abi.writeJson(destination);
 }
 
 /// int32_t spindle_op_run(uint32_t op, const uint64_t *inputs, size_t input_count,
@@ -279,7 +289,9 @@ fn forkOp(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[
     var buffer: [ops.max_inputs]*tensor.Tensor = undefined;
     const tensors = try acquireInputs(inputs, input_count, &buffer);
     defer for (tensors) |t| t.release();
-    const future = try inter_op.forkOp(op, tensors, parameters);
+    // Parameters are decoded here, on the calling thread, so a bad one fails the fork call.
+    const options = try ops.decodeFlat(op, tensors.len, parameters);
+    const future = try inter_op.forkOp(options, tensors);
     errdefer future.release();
     destination.* = try inter_op.futures.register(future);
 }

@@ -1,13 +1,20 @@
-//! Op dispatch: one switch from op code to op. Eager TypeScript ops, forked tasks and the
-//! interpreter all run ops through `run`. Each op group lives in ops/*.zig (shape checks,
-//! output allocation, the split over the intra-op pool) and calls kernels/*.zig.
+//! The op layer's front door: op codes, each op's schema (its options struct), and one
+//! switch from options to op. Eager TypeScript ops, forked tasks and the interpreter all run
+//! ops through `execute`; each op group lives in ops/*.zig (shape checks, output allocation,
+//! the split over the intra-op pool) and calls kernels/*.zig.
 //!
-//! Parameters arrive as f64 values (the FFI passes one array); the comment on each op code
-//! gives its inputs and parameters.
+//! An op's parameters are written once, here, as the fields of its options struct (see
+//! ops/schema.zig for what a field's type, default and bounds mean). The flat f64 encoding
+//! of the FFI, the named parameters of model files and the TypeScript descriptors
+//! (ffi/abi.ts, generated from `describe`) all derive from these structs.
+//!
+//! Adding an op: an `OpCode`, a field of `Options` (its options struct, with `inputs`), an
+//! arm in `execute`, and the op itself in ops/*.zig; then `deno task gen` regenerates the
+//! TypeScript descriptors.
 const std = @import("std");
 const status = @import("status.zig");
 const tensor = @import("tensor.zig");
-const Params = @import("ops/params.zig").Params;
+const schema = @import("ops/schema.zig");
 const elementwise = @import("ops/elementwise.zig");
 const reduction = @import("ops/reduction.zig");
 const normalization = @import("ops/normalization.zig");
@@ -19,22 +26,29 @@ const pool = @import("ops/pool.zig");
 const indexing = @import("ops/indexing.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
+const indexing_kernels = @import("kernels/indexing.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
+const Bound = schema.Bound;
+const List = schema.List;
+const max_dims = tensor.max_dims;
 
-/// Op codes are part of the ABI (lib/ops/dispatch.ts mirrors them): append only.
+pub const max_inputs = schema.max_inputs;
+pub const max_flat_values = schema.max_flat_values;
+
+/// Op codes are part of the ABI (the FFI passes them): append only.
 pub const OpCode = enum(u32) {
-    mm = 0, // (a [m,k], b [k,n])
-    add = 1, // (a, b) broadcasting, or (a) with [scalar, scalar_first]
+    mm = 0,
+    add = 1,
     sub = 2,
     mul = 3,
     div = 4,
     pow = 5,
     maximum = 6,
     minimum = 7,
-    relu = 8, // (x)
-    gelu = 9, // (x) [approximate: 0 erf, 1 tanh]
+    relu = 8,
+    gelu = 9,
     sigmoid = 10,
     tanh = 11,
     exp = 12,
@@ -42,265 +56,607 @@ pub const OpCode = enum(u32) {
     sqrt = 14,
     neg = 15,
     abs = 16,
-    clamp = 17, // (x) [min, max], NaN = unbounded
-    sum = 18, // (x) [keepdim, dims...] (no dims = all)
+    clamp = 17,
+    sum = 18,
     mean = 19,
     max = 20,
     min = 21,
-    argmax = 22, // (x) [keepdim, dim?]
-    softmax = 23, // (x) [dim]
+    argmax = 22,
+    softmax = 23,
     log_softmax = 24,
-    layer_norm = 25, // (x, weight?, bias?) [normalized_ndim, eps, has_weight, has_bias]
-    batch_norm = 26, // (x, mean, variance, weight?, bias?) [eps, has_weight, has_bias]
-    embedding = 27, // (weight, indices)
-    embedding_bag = 28, // (weight, indices, offsets?, per_sample_weights?) [mode, has_offsets, has_weights, include_last_offset]
-    reshape = 29, // (x) [shape... with one -1 allowed]
-    flatten = 30, // (x) [start, end]
-    squeeze = 31, // (x) [dim?]
-    unsqueeze = 32, // (x) [dim]
-    transpose = 33, // (x) [dim0, dim1]
-    permute = 34, // (x) [dims...]
-    slice = 35, // (x) [dim, start, end, step]
-    concat = 36, // (x0, x1, ...) [dim]
-    gather = 37, // (x, index) [dim]
-    contiguous = 38, // (x)
-    conv2d = 39, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, groups, has_bias, activation (0 none, 1 relu, 2 hard_swish), post_scale?, post_shift?]
-    conv_transpose2d = 40, // (x, weight, bias?) [stride_h, stride_w, padding_h, padding_w, output_padding_h, output_padding_w, dilation_h, dilation_w, groups, has_bias, activation, post_scale?, post_shift?]
-    max_pool2d = 41, // (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w, ceil_mode]
-    avg_pool2d = 42, // (x) [kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w, ceil_mode, count_include_pad, divisor (0 = window size)]
-    adaptive_avg_pool2d = 43, // (x) [output_h, output_w]
-    matmul = 44, // (a, b) NumPy matmul: batch broadcast, 1-D promotion, transposed views in place
-    gemm = 45, // (a, b, bias?) [trans_a, trans_b, alpha, beta, has_bias]: batched, broadcasting; + beta·bias[n]
-    leaky_relu = 46, // (x) [alpha]
-    hard_sigmoid = 47, // (x) [alpha, beta]: max(0, min(1, alpha·x + beta))
-    hard_swish = 48, // (x)
-    erf = 49, // (x)
-    where = 50, // (cond, x, y) broadcasting; cond nonzero picks x
-    compare = 51, // (a, b) [kind: 0 ==, 1 <, 2 >, 3 <=, 4 >=] → int32 0/1, broadcasting
-    expand = 52, // (x) [shape...]: broadcast to broadcast(x.shape, shape)
-    cast = 53, // (x) [dtype code (0 float32, 1 int64, 2 int32), as_bool]
-    pad = 54, // (x) [mode (0 constant, 1 reflect, 2 edge), value, begin pads..., end pads...]
-    resize = 55, // (x) [mode (0 nearest, 1 linear), coordinate mode, nearest mode, (size or -1, scale) per dim]
-    take = 56, // (x, indices) [axis]: ONNX Gather (indices of any shape, negative wrap)
+    layer_norm = 25,
+    batch_norm = 26,
+    embedding = 27,
+    embedding_bag = 28,
+    reshape = 29,
+    flatten = 30,
+    squeeze = 31,
+    unsqueeze = 32,
+    transpose = 33,
+    permute = 34,
+    slice = 35,
+    concat = 36,
+    gather = 37,
+    contiguous = 38,
+    conv2d = 39,
+    conv_transpose2d = 40,
+    max_pool2d = 41,
+    avg_pool2d = 42,
+    adaptive_avg_pool2d = 43,
+    matmul = 44,
+    gemm = 45,
+    leaky_relu = 46,
+    hard_sigmoid = 47,
+    hard_swish = 48,
+    erf = 49,
+    where = 50,
+    compare = 51,
+    expand = 52,
+    cast = 53,
+    pad = 54,
+    resize = 55,
+    take = 56,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
             status.fail(error.InvalidArgument, "unknown op code {d}", .{raw});
     }
+};
 
-    /// Inclusive bounds on the number of tensor inputs.
-    pub fn arity(op: OpCode) struct { min: usize, max: usize } {
-        return switch (op) {
-            .mm, .matmul, .embedding, .gather, .compare, .take => .{ .min = 2, .max = 2 },
-            .gemm => .{ .min = 2, .max = 3 },
-            .where => .{ .min = 3, .max = 3 },
-            .add, .sub, .mul, .div, .pow, .maximum, .minimum => .{ .min = 1, .max = 2 },
-            .layer_norm => .{ .min = 1, .max = 3 },
-            .batch_norm => .{ .min = 3, .max = 5 },
-            .embedding_bag => .{ .min = 2, .max = 4 },
-            .conv2d, .conv_transpose2d => .{ .min = 2, .max = 3 },
-            .concat => .{ .min = 1, .max = max_inputs },
-            else => .{ .min = 1, .max = 1 },
-        };
+// ---------------------------------------------------------------------------------------
+// The schema: one options struct per op (shared where ops take the same parameters).
+
+const one_input: []const []const u8 = &.{"x"};
+const two_inputs: []const []const u8 = &.{ "a", "b" };
+
+/// An op of one tensor and no parameters.
+pub const Unary = struct {
+    pub const inputs = one_input;
+};
+
+/// An op of two tensors and no parameters.
+pub const Pair = struct {
+    pub const inputs = two_inputs;
+};
+
+/// add, sub, mul, div, pow, maximum, minimum: two tensors broadcast (NumPy rules), or one
+/// tensor and a number (`scalar`, on the left when `scalar_first`).
+pub const Binary = struct {
+    pub const inputs: []const []const u8 = &.{ "a", "b?" };
+    scalar: ?f64 = null,
+    scalar_first: bool = false,
+
+    pub fn check(options: Binary, op: []const u8, input_count: usize) Error!void {
+        if ((input_count == 1) != (options.scalar != null)) {
+            return status.fail(error.InvalidArgument, "{s}: takes two tensors, or one tensor and a scalar", .{op});
+        }
     }
 };
 
-pub const max_inputs = 16;
-pub const max_params = 16;
+pub const Gelu = struct {
+    pub const inputs = one_input;
+    pub const Approximate = enum(u8) { none, tanh };
+    approximate: Approximate = .none,
+};
 
-/// Runs `op` on `inputs` and returns a new tensor owned by the caller (one reference).
-pub fn run(op: OpCode, inputs: []const *Tensor, values: []const f64) Error!*Tensor {
-    const bounds = op.arity();
-    if (inputs.len < bounds.min or inputs.len > bounds.max) {
-        return status.fail(error.InvalidArgument, "{s}: expected {d} to {d} inputs, got {d}", .{ @tagName(op), bounds.min, bounds.max, inputs.len });
+/// Bounds that are absent (null) leave that side open.
+pub const Clamp = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .min = Bound.not_nan, .max = Bound.not_nan };
+    min: ?f64 = null,
+    max: ?f64 = null,
+};
+
+pub const LeakyRelu = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .alpha = Bound.finite };
+    alpha: f64 = 0.01,
+};
+
+/// max(0, min(1, alpha·x + beta)).
+pub const HardSigmoid = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .alpha = Bound.finite, .beta = Bound.finite };
+    alpha: f64 = 0.2,
+    beta: f64 = 0.5,
+};
+
+/// sum, mean, max, min over `dims` (all dims when empty).
+pub const Reduce = struct {
+    pub const inputs = one_input;
+    dims: List(i64, max_dims) = .{},
+    keepdim: bool = false,
+};
+
+/// The index of the largest value along `dim`, or in the flattened tensor when null.
+pub const Argmax = struct {
+    pub const inputs = one_input;
+    dim: ?i64 = null,
+    keepdim: bool = false,
+};
+
+pub const Softmax = struct {
+    pub const inputs = one_input;
+    dim: i64,
+};
+
+/// Normalises over the last `normalized_ndim` dims; weight and bias are optional inputs,
+/// present as the flags say.
+pub const LayerNorm = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "weight?", "bias?" };
+    pub const bounds = .{ .normalized_ndim = Bound{ .min = 1, .max = max_dims }, .eps = Bound{ .min = 0, .max = 1 } };
+    normalized_ndim: i64 = 1,
+    eps: f64 = 1e-5,
+    has_weight: bool = false,
+    has_bias: bool = false,
+
+    pub fn check(options: LayerNorm, op: []const u8, input_count: usize) Error!void {
+        try expectFlagged(op, input_count, 1, .{ .has_weight = options.has_weight, .has_bias = options.has_bias });
     }
-    if (values.len > max_params) return status.fail(error.InvalidArgument, "{s}: too many parameters ({d})", .{ @tagName(op), values.len });
-    const params: Params = .{ .op = @tagName(op), .values = values };
-    return switch (op) {
+};
+
+/// Inference batch norm over dim 1 with running statistics.
+pub const BatchNorm = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "mean", "variance", "weight?", "bias?" };
+    pub const bounds = .{ .eps = Bound{ .min = 0, .max = 1 } };
+    eps: f64 = 1e-5,
+    has_weight: bool = false,
+    has_bias: bool = false,
+
+    pub fn check(options: BatchNorm, op: []const u8, input_count: usize) Error!void {
+        try expectFlagged(op, input_count, 3, .{ .has_weight = options.has_weight, .has_bias = options.has_bias });
+    }
+};
+
+pub const Embedding = struct {
+    pub const inputs: []const []const u8 = &.{ "weight", "indices" };
+};
+
+pub const EmbeddingBag = struct {
+    pub const inputs: []const []const u8 = &.{ "weight", "indices", "offsets?", "per_sample_weights?" };
+    mode: embedding.Mode = .mean,
+    has_offsets: bool = false,
+    has_weights: bool = false,
+    /// Offsets hold one more entry, the end of the last bag (PyTorch's include_last_offset).
+    include_last_offset: bool = false,
+
+    pub fn check(options: EmbeddingBag, op: []const u8, input_count: usize) Error!void {
+        try expectFlagged(op, input_count, 2, .{ .has_offsets = options.has_offsets, .has_weights = options.has_weights });
+    }
+};
+
+/// The dims of a new shape; one may be -1 (inferred).
+pub const Shape = struct {
+    pub const inputs = one_input;
+    shape: List(i64, max_dims) = .{},
+};
+
+pub const Flatten = struct {
+    pub const inputs = one_input;
+    start: i64 = 0,
+    end: i64 = -1,
+};
+
+/// Removes `dim` if its size is 1, or every size-1 dim when null.
+pub const Squeeze = struct {
+    pub const inputs = one_input;
+    dim: ?i64 = null,
+};
+
+pub const Unsqueeze = struct {
+    pub const inputs = one_input;
+    dim: i64,
+};
+
+pub const Transpose = struct {
+    pub const inputs = one_input;
+    dim0: i64,
+    dim1: i64,
+};
+
+pub const Permute = struct {
+    pub const inputs = one_input;
+    dims: List(i64, max_dims) = .{},
+};
+
+/// Elements start, start + step, … before end along dim (Python slice rules).
+pub const Slice = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .step = Bound.positive };
+    dim: i64 = 0,
+    start: i64 = 0,
+    end: i64 = std.math.maxInt(i32),
+    step: i64 = 1,
+};
+
+pub const Concat = struct {
+    pub const inputs: []const []const u8 = &.{"inputs..."};
+    dim: i64 = 0,
+};
+
+/// torch.gather: out[i][j] = x[index[i][j]][j] for dim 0.
+pub const Gather = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "index" };
+    dim: i64,
+};
+
+const conv_bounds = .{
+    .stride = Bound.positive,
+    .padding = Bound.non_negative,
+    .output_padding = Bound.non_negative,
+    .dilation = Bound.positive,
+    .groups = Bound.positive,
+    .post_scale = Bound.finite,
+    .post_shift = Bound.finite,
+};
+
+/// 2-D convolution (NCHW, symmetric padding); pairs are [height, width]. The epilogue
+/// (activation, then · post_scale + post_shift) is fused after the bias by graph fusion.
+pub const Conv2d = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "weight", "bias?" };
+    pub const bounds = conv_bounds;
+    stride: [2]i64 = .{ 1, 1 },
+    padding: [2]i64 = .{ 0, 0 },
+    dilation: [2]i64 = .{ 1, 1 },
+    groups: i64 = 1,
+    has_bias: bool = false,
+    activation: conv_kernels.Activation = .none,
+    post_scale: f64 = 1,
+    post_shift: f64 = 0,
+
+    pub fn check(options: Conv2d, op: []const u8, input_count: usize) Error!void {
+        try expectFlagged(op, input_count, 2, .{ .has_bias = options.has_bias });
+    }
+};
+
+/// The transposed 2-D convolution; output_padding adds rows and columns at the bottom right.
+pub const ConvTranspose2d = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "weight", "bias?" };
+    pub const bounds = conv_bounds;
+    stride: [2]i64 = .{ 1, 1 },
+    padding: [2]i64 = .{ 0, 0 },
+    output_padding: [2]i64 = .{ 0, 0 },
+    dilation: [2]i64 = .{ 1, 1 },
+    groups: i64 = 1,
+    has_bias: bool = false,
+    activation: conv_kernels.Activation = .none,
+    post_scale: f64 = 1,
+    post_shift: f64 = 0,
+
+    pub fn check(options: ConvTranspose2d, op: []const u8, input_count: usize) Error!void {
+        try expectFlagged(op, input_count, 2, .{ .has_bias = options.has_bias });
+    }
+};
+
+const pool_bounds = .{ .kernel_size = Bound.positive, .stride = Bound.positive, .padding = Bound.non_negative, .dilation = Bound.positive };
+
+pub const MaxPool2d = struct {
+    pub const inputs = one_input;
+    pub const bounds = pool_bounds;
+    kernel_size: [2]i64,
+    stride: [2]i64,
+    padding: [2]i64 = .{ 0, 0 },
+    dilation: [2]i64 = .{ 1, 1 },
+    ceil_mode: bool = false,
+};
+
+/// Windows divide by `divisor` when given, else by the window size (with or without the
+/// padding, as count_include_pad says).
+pub const AvgPool2d = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .kernel_size = Bound.positive, .stride = Bound.positive, .padding = Bound.non_negative, .divisor = Bound.positive };
+    kernel_size: [2]i64,
+    stride: [2]i64,
+    padding: [2]i64 = .{ 0, 0 },
+    ceil_mode: bool = false,
+    count_include_pad: bool = true,
+    divisor: ?i64 = null,
+};
+
+pub const AdaptiveAvgPool2d = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .output_size = Bound.positive };
+    output_size: [2]i64,
+};
+
+/// alpha · op(a) · op(b) + beta · bias, batched and broadcasting; bias is a [n] row.
+pub const Gemm = struct {
+    pub const inputs: []const []const u8 = &.{ "a", "b", "bias?" };
+    pub const bounds = .{ .alpha = Bound.finite, .beta = Bound.finite };
+    trans_a: bool = false,
+    trans_b: bool = false,
+    alpha: f64 = 1,
+    beta: f64 = 1,
+    has_bias: bool = false,
+
+    pub fn check(options: Gemm, op: []const u8, input_count: usize) Error!void {
+        try expectFlagged(op, input_count, 2, .{ .has_bias = options.has_bias });
+    }
+};
+
+/// condition ? x : y, broadcasting; a nonzero condition picks x.
+pub const Where = struct {
+    pub const inputs: []const []const u8 = &.{ "condition", "x", "y" };
+};
+
+/// a ⋈ b as int32 0/1, broadcasting.
+pub const Compare = struct {
+    pub const inputs = two_inputs;
+    kind: indexing_kernels.Comparison,
+};
+
+/// Broadcasts x to broadcast(x.shape, shape).
+pub const Expand = struct {
+    pub const inputs = one_input;
+    shape: List(i64, max_dims) = .{},
+};
+
+/// Converts to `dtype`; `as_bool` maps every nonzero value to 1 first.
+pub const Cast = struct {
+    pub const inputs = one_input;
+    dtype: tensor.DType,
+    as_bool: bool = false,
+};
+
+/// `pads` = [begin_0 … begin_{n-1}, end_0 … end_{n-1}].
+pub const Pad = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .pads = Bound{ .min = 0, .max = 1 << 32 }, .value = Bound.not_nan };
+    mode: indexing_kernels.PadMode = .constant,
+    value: f64 = 0,
+    pads: List(i64, 2 * max_dims) = .{},
+};
+
+/// Per dim: the output size, or -1 for floor(size × scale); the scale maps coordinates.
+pub const Resize = struct {
+    pub const inputs = one_input;
+    pub const Mode = enum(u8) { nearest, linear };
+    pub const bounds = .{ .sizes = Bound{ .min = -1, .max = 1 << 32 }, .scales = Bound{ .min = 0, .max = 1 << 32 } };
+    mode: Mode = .nearest,
+    coordinate: indexing_kernels.Coordinate = .half_pixel,
+    nearest: indexing_kernels.Nearest = .round_prefer_floor,
+    sizes: List(i64, max_dims) = .{},
+    scales: List(f64, max_dims) = .{},
+
+    pub fn check(options: Resize, op: []const u8, _: usize) Error!void {
+        if (options.sizes.len != options.scales.len) {
+            return status.fail(error.InvalidArgument, "{s}: {d} sizes and {d} scales (one of each per dim)", .{ op, options.sizes.len, options.scales.len });
+        }
+    }
+};
+
+/// ONNX Gather: indices of any shape along `axis`, negative indices wrap.
+pub const Take = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "indices" };
+    axis: i64 = 0,
+};
+
+/// Every op's options, tagged by op code.
+pub const Options = union(OpCode) {
+    mm: Pair,
+    add: Binary,
+    sub: Binary,
+    mul: Binary,
+    div: Binary,
+    pow: Binary,
+    maximum: Binary,
+    minimum: Binary,
+    relu: Unary,
+    gelu: Gelu,
+    sigmoid: Unary,
+    tanh: Unary,
+    exp: Unary,
+    log: Unary,
+    sqrt: Unary,
+    neg: Unary,
+    abs: Unary,
+    clamp: Clamp,
+    sum: Reduce,
+    mean: Reduce,
+    max: Reduce,
+    min: Reduce,
+    argmax: Argmax,
+    softmax: Softmax,
+    log_softmax: Softmax,
+    layer_norm: LayerNorm,
+    batch_norm: BatchNorm,
+    embedding: Embedding,
+    embedding_bag: EmbeddingBag,
+    reshape: Shape,
+    flatten: Flatten,
+    squeeze: Squeeze,
+    unsqueeze: Unsqueeze,
+    transpose: Transpose,
+    permute: Permute,
+    slice: Slice,
+    concat: Concat,
+    gather: Gather,
+    contiguous: Unary,
+    conv2d: Conv2d,
+    conv_transpose2d: ConvTranspose2d,
+    max_pool2d: MaxPool2d,
+    avg_pool2d: AvgPool2d,
+    adaptive_avg_pool2d: AdaptiveAvgPool2d,
+    matmul: Pair,
+    gemm: Gemm,
+    leaky_relu: LeakyRelu,
+    hard_sigmoid: HardSigmoid,
+    hard_swish: Unary,
+    erf: Unary,
+    where: Where,
+    compare: Compare,
+    expand: Expand,
+    cast: Cast,
+    pad: Pad,
+    resize: Resize,
+    take: Take,
+};
+
+/// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
+/// struct of bools, in input order) say.
+fn expectFlagged(op: []const u8, input_count: usize, required: usize, flags: anytype) Error!void {
+    var expected = required;
+    inline for (@typeInfo(@TypeOf(flags)).@"struct".fields) |field| expected += @intFromBool(@field(flags, field.name));
+    if (input_count != expected) {
+        return status.fail(error.InvalidArgument, "{s}: {d} inputs do not match the flags {any}", .{ op, input_count, flags });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding.
+
+/// Decodes `op`'s flat parameters (the FFI's encoding) for `input_count` inputs.
+pub fn decodeFlat(op: OpCode, input_count: usize, values: []const f64) Error!Options {
+    if (values.len > max_flat_values) return status.fail(error.InvalidArgument, "{s}: too many parameter values ({d})", .{ @tagName(op), values.len });
+    switch (op) {
+        inline else => |tag| {
+            const T = @FieldType(Options, @tagName(tag));
+            try schema.checkArity(T, @tagName(tag), input_count);
+            return @unionInit(Options, @tagName(tag), try schema.decodeFlat(T, @tagName(tag), values, input_count));
+        },
+    }
+}
+
+/// Decodes `op`'s named parameters from a model file (null: all defaults).
+pub fn decodeNamed(op: OpCode, input_count: usize, params: ?std.json.Value) Error!Options {
+    switch (op) {
+        inline else => |tag| {
+            const T = @FieldType(Options, @tagName(tag));
+            schema.checkArity(T, @tagName(tag), input_count) catch return error.MalformedModel;
+            return @unionInit(Options, @tagName(tag), try schema.decodeJson(T, @tagName(tag), params, input_count));
+        },
+    }
+}
+
+/// The inclusive bounds on `op`'s number of tensor inputs.
+pub fn arity(op: OpCode) struct { min: usize, max: usize } {
+    switch (op) {
+        inline else => |tag| {
+            const bounds = comptime schema.arity(@FieldType(Options, @tagName(tag)));
+            return .{ .min = bounds.min, .max = bounds.max };
+        },
+    }
+}
+
+/// Writes every op's schema as JSON: {"<name>": {"code", "inputs", "params"}, …}.
+pub fn describe(writer: *std.json.Stringify) !void {
+    try writer.beginObject();
+    inline for (@typeInfo(OpCode).@"enum".fields) |field| {
+        try writer.objectField(field.name);
+        try writer.beginObject();
+        try writer.objectField("code");
+        try writer.write(field.value);
+        try writer.objectField("schema");
+        try schema.describeOptions(@FieldType(Options, field.name), writer);
+        try writer.endObject();
+    }
+    try writer.endObject();
+}
+
+/// Decodes flat parameters and runs `op` on `inputs`: the eager path. Returns a new tensor
+/// owned by the caller (one reference).
+pub fn run(op: OpCode, inputs: []const *Tensor, values: []const f64) Error!*Tensor {
+    return execute(try decodeFlat(op, inputs.len, values), inputs);
+}
+
+// ---------------------------------------------------------------------------------------
+// Running decoded options.
+
+/// Runs the op `options` names on `inputs` (their count already checked by decoding) and
+/// returns a new tensor owned by the caller. Parses nothing: the interpreter calls this with
+/// options decoded at load.
+pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
+    return switch (options) {
         .mm => linalg.mm(inputs[0], inputs[1]),
-        .matmul => blk: {
-            try params.expectCount(0, 0);
-            break :blk linalg.matmul(inputs[0], inputs[1]);
-        },
-        .add, .sub, .mul, .div, .pow, .maximum, .minimum => binary(op, inputs, params),
-        .relu, .gelu, .sigmoid, .tanh, .exp, .log, .sqrt, .neg, .abs, .clamp => unary(op, inputs[0], params),
-        .leaky_relu, .hard_sigmoid, .hard_swish, .erf => unary(op, inputs[0], params),
-        .gemm => gemm(inputs, params),
-        .where => blk: {
-            try params.expectCount(0, 0);
-            break :blk indexing.where(inputs[0], inputs[1], inputs[2]);
-        },
-        .compare => blk: {
-            try params.expectCount(1, 1);
-            break :blk indexing.compare(try params.int(0, "kind"), inputs[0], inputs[1]);
-        },
-        .expand => blk: {
-            var dims: [tensor.max_dims]i64 = undefined;
-            if (params.count() > tensor.max_dims) return status.fail(error.InvalidArgument, "expand: at most {d} dims", .{tensor.max_dims});
-            for (0..params.count()) |i| dims[i] = try params.int(i, "shape");
-            break :blk indexing.expand(inputs[0], dims[0..params.count()]);
-        },
-        .cast => blk: {
-            try params.expectCount(2, 2);
-            break :blk indexing.cast(inputs[0], try params.int(0, "dtype"), try params.flag(1, "as_bool"));
-        },
-        .pad => blk: {
-            try params.expectCount(2, 2 + 2 * 7);
-            var pads: [2 * 7]i64 = undefined;
-            const count = params.count() - 2;
-            for (0..count) |i| pads[i] = try params.int(2 + i, "pads");
-            break :blk indexing.pad(inputs[0], try params.int(0, "mode"), try params.float(1, "value"), pads[0..count]);
-        },
-        .resize => blk: {
-            try params.expectCount(3, 3 + 2 * 6);
-            if ((params.count() - 3) % 2 != 0) return status.fail(error.InvalidArgument, "resize: expected (size, scale) pairs", .{});
-            const rank = (params.count() - 3) / 2;
-            var sizes: [6]i64 = undefined;
-            var scales: [6]f64 = undefined;
-            for (0..rank) |d| {
-                sizes[d] = try params.int(3 + 2 * d, "size");
-                scales[d] = try params.float(4 + 2 * d, "scale");
-            }
-            break :blk indexing.resize(inputs[0], try params.int(0, "mode"), try params.int(1, "coordinate"), try params.int(2, "nearest"), sizes[0..rank], scales[0..rank]);
-        },
-        .take => blk: {
-            try params.expectCount(1, 1);
-            break :blk indexing.take(inputs[0], inputs[1], try params.int(0, "axis"));
-        },
-        .sum, .mean, .max, .min => reduce(op, inputs[0], params),
-        .argmax => argmax(inputs[0], params),
-        .softmax, .log_softmax => blk: {
-            try params.expectCount(1, 1);
-            break :blk reduction.softmax(inputs[0], try params.int(0, "dim"), op == .log_softmax);
-        },
-        .layer_norm => layerNorm(inputs, params),
-        .batch_norm => batchNorm(inputs, params),
+        .matmul => linalg.matmul(inputs[0], inputs[1]),
+        .add, .sub, .mul, .div, .pow, .maximum, .minimum => |o| binary(std.meta.activeTag(options), inputs, o),
+        .relu, .sigmoid, .tanh, .exp, .log, .sqrt, .neg, .abs, .hard_swish, .erf => elementwise.unary(unaryKind(std.meta.activeTag(options)), .{}, inputs[0]),
+        .gelu => |o| elementwise.unary(if (o.approximate == .tanh) .gelu_tanh else .gelu_erf, .{}, inputs[0]),
+        .clamp => |o| elementwise.unary(.clamp, .{
+            .min = if (o.min) |low| @floatCast(low) else -std.math.inf(f32),
+            .max = if (o.max) |high| @floatCast(high) else std.math.inf(f32),
+        }, inputs[0]),
+        .leaky_relu => |o| elementwise.unary(.leaky_relu, .{ .alpha = @floatCast(o.alpha) }, inputs[0]),
+        .hard_sigmoid => |o| elementwise.unary(.hard_sigmoid, .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
+        .gemm => |o| linalg.gemmBias(inputs[0], inputs[1], if (o.has_bias) inputs[2] else null, .{
+            .trans_a = o.trans_a,
+            .trans_b = o.trans_b,
+            .alpha = @floatCast(o.alpha),
+            .beta = @floatCast(o.beta),
+        }),
+        .where => indexing.where(inputs[0], inputs[1], inputs[2]),
+        .compare => |o| indexing.compare(@intFromEnum(o.kind), inputs[0], inputs[1]),
+        .expand => |o| indexing.expand(inputs[0], o.shape.slice()),
+        .cast => |o| indexing.cast(inputs[0], @intFromEnum(o.dtype), o.as_bool),
+        .pad => |o| indexing.pad(inputs[0], @intFromEnum(o.mode), o.value, o.pads.slice()),
+        .resize => |o| indexing.resize(inputs[0], @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest), o.sizes.slice(), o.scales.slice()),
+        .take => |o| indexing.take(inputs[0], inputs[1], o.axis),
+        .sum, .mean, .max, .min => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
+        .argmax => |o| if (o.dim) |dim| reduction.reduce(.argmax, inputs[0], &.{dim}, o.keepdim) else reduction.reduce(.argmax, inputs[0], &.{}, o.keepdim),
+        .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
+        .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
+        .layer_norm => |o| normalization.layerNorm(inputs[0], @intCast(o.normalized_ndim), if (o.has_weight) inputs[1] else null, if (o.has_bias) inputs[inputs.len - 1] else null, o.eps),
+        .batch_norm => |o| normalization.batchNorm(inputs[0], inputs[1], inputs[2], if (o.has_weight) inputs[3] else null, if (o.has_bias) inputs[inputs.len - 1] else null, o.eps),
         .embedding => embedding.embedding(inputs[0], inputs[1]),
-        .embedding_bag => embeddingBag(inputs, params),
-        .reshape => blk: {
-            var dims: [tensor.max_dims]i64 = undefined;
-            if (params.count() > tensor.max_dims) return status.fail(error.InvalidArgument, "reshape: at most {d} dims", .{tensor.max_dims});
-            for (0..params.count()) |i| dims[i] = try params.int(i, "shape");
-            break :blk shape.reshape(inputs[0], dims[0..params.count()]);
-        },
-        .flatten => blk: {
-            try params.expectCount(2, 2);
-            break :blk shape.flatten(inputs[0], try params.int(0, "start"), try params.int(1, "end"));
-        },
-        .squeeze => blk: {
-            try params.expectCount(0, 1);
-            break :blk shape.squeeze(inputs[0], if (params.count() == 1) try params.int(0, "dim") else null);
-        },
-        .unsqueeze => blk: {
-            try params.expectCount(1, 1);
-            break :blk shape.unsqueeze(inputs[0], try params.int(0, "dim"));
-        },
-        .transpose => blk: {
-            try params.expectCount(2, 2);
-            break :blk shape.transpose(inputs[0], try params.int(0, "dim0"), try params.int(1, "dim1"));
-        },
-        .permute => blk: {
-            var dims: [tensor.max_dims]i64 = undefined;
-            if (params.count() > tensor.max_dims) return status.fail(error.InvalidArgument, "permute: at most {d} dims", .{tensor.max_dims});
-            for (0..params.count()) |i| dims[i] = try params.int(i, "dims");
-            break :blk shape.permute(inputs[0], dims[0..params.count()]);
-        },
-        .slice => blk: {
-            try params.expectCount(4, 4);
-            break :blk shape.slice(inputs[0], try params.int(0, "dim"), try params.int(1, "start"), try params.int(2, "end"), try params.int(3, "step"));
-        },
-        .concat => blk: {
-            try params.expectCount(1, 1);
-            break :blk shape.concat(inputs, try params.int(0, "dim"));
-        },
-        .gather => blk: {
-            try params.expectCount(1, 1);
-            break :blk shape.gather(inputs[0], try params.int(0, "dim"), inputs[1]);
-        },
+        .embedding_bag => |o| embedding.embeddingBag(inputs[0], inputs[1], if (o.has_offsets) inputs[2] else null, if (o.has_weights) inputs[inputs.len - 1] else null, .{
+            .mode = o.mode,
+            .include_last_offset = o.include_last_offset,
+        }),
+        .reshape => |o| shape.reshape(inputs[0], o.shape.slice()),
+        .flatten => |o| shape.flatten(inputs[0], o.start, o.end),
+        .squeeze => |o| shape.squeeze(inputs[0], o.dim),
+        .unsqueeze => |o| shape.unsqueeze(inputs[0], o.dim),
+        .transpose => |o| shape.transpose(inputs[0], o.dim0, o.dim1),
+        .permute => |o| shape.permute(inputs[0], o.dims.slice()),
+        .slice => |o| shape.slice(inputs[0], o.dim, o.start, o.end, o.step),
+        .concat => |o| shape.concat(inputs, o.dim),
+        .gather => |o| shape.gather(inputs[0], o.dim, inputs[1]),
         .contiguous => blk: {
-            try params.expectCount(0, 0);
             const out = try tensor.createUninit(inputs[0].dtype, inputs[0].dims());
             errdefer out.release();
             try shape.materializeInto(inputs[0], out);
             break :blk out;
         },
-        .conv2d, .conv_transpose2d => convolution(op, inputs, params),
-        .max_pool2d => blk: {
-            try params.expectCount(9, 9);
-            break :blk pool.pool2d("max_pool2d", .max, inputs[0], .{
-                .kernel = try pair(params, 0, "kernel_size"),
-                .stride = try pair(params, 2, "stride"),
-                .padding = try pair(params, 4, "padding"),
-                .dilation = try pair(params, 6, "dilation"),
-                .ceil_mode = try params.flag(8, "ceil_mode"),
-            });
-        },
-        .avg_pool2d => blk: {
-            try params.expectCount(9, 9);
-            const divisor = try params.float(8, "divisor");
-            break :blk pool.pool2d("avg_pool2d", .{ .average = .{
-                .count_include_pad = try params.flag(7, "count_include_pad"),
-                .divisor = if (divisor == 0) null else @floatCast(divisor),
-            } }, inputs[0], .{
-                .kernel = try pair(params, 0, "kernel_size"),
-                .stride = try pair(params, 2, "stride"),
-                .padding = try pair(params, 4, "padding"),
-                .ceil_mode = try params.flag(6, "ceil_mode"),
-            });
-        },
-        .adaptive_avg_pool2d => blk: {
-            try params.expectCount(2, 2);
-            break :blk pool.adaptiveAvgPool2d(inputs[0], try pair(params, 0, "output_size"));
-        },
+        .conv2d => |o| conv.conv2d(inputs[0], inputs[1], if (o.has_bias) inputs[2] else null, .{
+            .stride = o.stride,
+            .padding = o.padding,
+            .dilation = o.dilation,
+            .groups = o.groups,
+            .epilogue = epilogue(o.activation, o.post_scale, o.post_shift),
+        }),
+        .conv_transpose2d => |o| conv.convTranspose2d(inputs[0], inputs[1], if (o.has_bias) inputs[2] else null, .{
+            .stride = o.stride,
+            .padding = o.padding,
+            .output_padding = o.output_padding,
+            .dilation = o.dilation,
+            .groups = o.groups,
+            .epilogue = epilogue(o.activation, o.post_scale, o.post_shift),
+        }),
+        .max_pool2d => |o| pool.pool2d("max_pool2d", .max, inputs[0], .{
+            .kernel = o.kernel_size,
+            .stride = o.stride,
+            .padding = o.padding,
+            .dilation = o.dilation,
+            .ceil_mode = o.ceil_mode,
+        }),
+        .avg_pool2d => |o| pool.pool2d("avg_pool2d", .{ .average = .{
+            .count_include_pad = o.count_include_pad,
+            .divisor = if (o.divisor) |d| @floatFromInt(d) else null,
+        } }, inputs[0], .{
+            .kernel = o.kernel_size,
+            .stride = o.stride,
+            .padding = o.padding,
+            .ceil_mode = o.ceil_mode,
+        }),
+        .adaptive_avg_pool2d => |o| pool.adaptiveAvgPool2d(inputs[0], o.output_size),
     };
 }
 
-/// Parameters [index, index + 1] as a [height, width] pair of integers.
-fn pair(params: Params, index: usize, name: []const u8) Error![2]i64 {
-    return .{ try params.int(index, name), try params.int(index + 1, name) };
+fn epilogue(activation: conv_kernels.Activation, scale: f64, shift: f64) conv_kernels.Epilogue {
+    return .{ .activation = activation, .scale = @floatCast(scale), .shift = @floatCast(shift) };
 }
 
-fn convolution(op: OpCode, inputs: []const *Tensor, params: Params) Error!*Tensor {
-    const transposed = op == .conv_transpose2d;
-    // [..., groups, has_bias, activation] and optionally [post_scale, post_shift].
-    const base: usize = if (transposed) 11 else 9;
-    try params.expectCount(base, base + 2);
-    if (params.count() == base + 1) return status.fail(error.InvalidArgument, "{s}: post_scale without post_shift", .{@tagName(op)});
-    const has_bias = try params.flag(base - 2, "has_bias");
-    if (inputs.len != 2 + @as(usize, @intFromBool(has_bias))) {
-        return status.fail(error.InvalidArgument, "{s}: {d} inputs do not match has_bias={}", .{ @tagName(op), inputs.len, has_bias });
-    }
-    const bias: ?*Tensor = if (has_bias) inputs[2] else null;
-    const activation = try params.int(base - 1, "activation");
-    if (activation < 0 or activation > @intFromEnum(conv_kernels.Activation.hard_swish)) {
-        return status.fail(error.InvalidArgument, "{s}: activation must be 0 (none), 1 (relu) or 2 (hard_swish), got {d}", .{ @tagName(op), activation });
-    }
-    var epilogue: conv_kernels.Epilogue = .{ .activation = @enumFromInt(activation) };
-    if (params.count() == base + 2) {
-        const scale = try params.float(base, "post_scale");
-        const shift = try params.float(base + 1, "post_shift");
-        if (!std.math.isFinite(scale) or !std.math.isFinite(shift)) {
-            return status.fail(error.InvalidArgument, "{s}: post_scale and post_shift must be finite, got {d} and {d}", .{ @tagName(op), scale, shift });
-        }
-        epilogue.scale = @floatCast(scale);
-        epilogue.shift = @floatCast(shift);
-    }
-    var options: conv.Options = .{
-        .stride = try pair(params, 0, "stride"),
-        .padding = try pair(params, 2, "padding"),
-        .groups = try params.int(base - 3, "groups"),
-        .epilogue = epilogue,
-    };
-    if (transposed) {
-        options.output_padding = try pair(params, 4, "output_padding");
-        options.dilation = try pair(params, 6, "dilation");
-        return conv.convTranspose2d(inputs[0], inputs[1], bias, options);
-    }
-    options.dilation = try pair(params, 4, "dilation");
-    return conv.conv2d(inputs[0], inputs[1], bias, options);
-}
-
-fn binary(op: OpCode, inputs: []const *Tensor, params: Params) Error!*Tensor {
+fn binary(op: OpCode, inputs: []const *Tensor, options: Binary) Error!*Tensor {
     const kind: elementwise_kernels.Binary = switch (op) {
         .add => .add,
         .sub => .sub,
@@ -311,24 +667,13 @@ fn binary(op: OpCode, inputs: []const *Tensor, params: Params) Error!*Tensor {
         .minimum => .minimum,
         else => unreachable,
     };
-    if (inputs.len == 2) {
-        try params.expectCount(0, 0);
-        return elementwise.binary(kind, inputs[0], inputs[1]);
-    }
-    try params.expectCount(2, 2);
-    const scalar = try params.float(0, "scalar");
-    return elementwise.binaryScalar(kind, inputs[0], @floatCast(scalar), try params.flag(1, "scalar_first"));
+    if (options.scalar) |scalar| return elementwise.binaryScalar(kind, inputs[0], @floatCast(scalar), options.scalar_first);
+    return elementwise.binary(kind, inputs[0], inputs[1]);
 }
 
-fn unary(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
-    var unary_params: elementwise_kernels.UnaryParams = .{};
-    const kind: elementwise_kernels.Unary = switch (op) {
+fn unaryKind(op: OpCode) elementwise_kernels.Unary {
+    return switch (op) {
         .relu => .relu,
-        .gelu => blk: {
-            try params.expectCount(0, 1);
-            const tanh_form = params.count() == 1 and try params.flag(0, "approximate");
-            break :blk if (tanh_form) .gelu_tanh else .gelu_erf;
-        },
         .sigmoid => .sigmoid,
         .tanh => .tanh,
         .exp => .exp,
@@ -338,119 +683,18 @@ fn unary(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
         .abs => .abs,
         .erf => .erf,
         .hard_swish => .hard_swish,
-        .leaky_relu => blk: {
-            try params.expectCount(1, 1);
-            unary_params.alpha = @floatCast(try params.float(0, "alpha"));
-            break :blk .leaky_relu;
-        },
-        .hard_sigmoid => blk: {
-            try params.expectCount(2, 2);
-            unary_params.alpha = @floatCast(try params.float(0, "alpha"));
-            unary_params.beta = @floatCast(try params.float(1, "beta"));
-            break :blk .hard_sigmoid;
-        },
-        .clamp => blk: {
-            try params.expectCount(2, 2);
-            const low = try params.float(0, "min");
-            const high = try params.float(1, "max");
-            if (!std.math.isNan(low)) unary_params.min = @floatCast(low);
-            if (!std.math.isNan(high)) unary_params.max = @floatCast(high);
-            break :blk .clamp;
-        },
         else => unreachable,
     };
-    if (op != .gelu and op != .clamp and op != .leaky_relu and op != .hard_sigmoid) try params.expectCount(0, 0);
-    return elementwise.unary(kind, unary_params, input);
 }
 
-fn gemm(inputs: []const *Tensor, params: Params) Error!*Tensor {
-    try params.expectCount(5, 5);
-    const has_bias = try params.flag(4, "has_bias");
-    if (inputs.len != 2 + @as(usize, @intFromBool(has_bias))) {
-        return status.fail(error.InvalidArgument, "gemm: {d} inputs do not match has_bias={}", .{ inputs.len, has_bias });
-    }
-    return linalg.gemmBias(inputs[0], inputs[1], if (has_bias) inputs[2] else null, .{
-        .trans_a = try params.flag(0, "trans_a"),
-        .trans_b = try params.flag(1, "trans_b"),
-        .alpha = @floatCast(try params.float(2, "alpha")),
-        .beta = @floatCast(try params.float(3, "beta")),
-    });
-}
-
-fn reduce(op: OpCode, input: *Tensor, params: Params) Error!*Tensor {
-    try params.expectCount(1, 1 + tensor.max_dims);
-    const keepdim = try params.flag(0, "keepdim");
-    var dims: [tensor.max_dims]i64 = undefined;
-    const count = params.count() - 1;
-    for (0..count) |i| dims[i] = try params.int(1 + i, "dims");
-    const kind: reduction.Kind = switch (op) {
+fn reduceKind(op: OpCode) reduction.Kind {
+    return switch (op) {
         .sum => .sum,
         .mean => .mean,
         .max => .max,
         .min => .min,
         else => unreachable,
     };
-    return reduction.reduce(kind, input, dims[0..count], keepdim);
-}
-
-fn argmax(input: *Tensor, params: Params) Error!*Tensor {
-    try params.expectCount(1, 2);
-    const keepdim = try params.flag(0, "keepdim");
-    if (params.count() == 2) {
-        const dim = [_]i64{try params.int(1, "dim")};
-        return reduction.reduce(.argmax, input, &dim, keepdim);
-    }
-    return reduction.reduce(.argmax, input, &.{}, keepdim);
-}
-
-fn layerNorm(inputs: []const *Tensor, params: Params) Error!*Tensor {
-    try params.expectCount(4, 4);
-    const normalized = try params.int(0, "normalized_ndim");
-    if (normalized <= 0 or normalized > tensor.max_dims) {
-        return status.fail(error.InvalidArgument, "layer_norm: normalized shape must have 1 to {d} dims, got {d}", .{ tensor.max_dims, normalized });
-    }
-    const has_weight = try params.flag(2, "has_weight");
-    const has_bias = try params.flag(3, "has_bias");
-    if (inputs.len != 1 + @as(usize, @intFromBool(has_weight)) + @intFromBool(has_bias)) {
-        return status.fail(error.InvalidArgument, "layer_norm: {d} inputs do not match has_weight={} has_bias={}", .{ inputs.len, has_weight, has_bias });
-    }
-    const weight: ?*Tensor = if (has_weight) inputs[1] else null;
-    const bias: ?*Tensor = if (has_bias) inputs[inputs.len - 1] else null;
-    return normalization.layerNorm(inputs[0], @intCast(normalized), weight, bias, try params.float(1, "eps"));
-}
-
-fn batchNorm(inputs: []const *Tensor, params: Params) Error!*Tensor {
-    try params.expectCount(3, 3);
-    const has_weight = try params.flag(1, "has_weight");
-    const has_bias = try params.flag(2, "has_bias");
-    if (inputs.len != 3 + @as(usize, @intFromBool(has_weight)) + @intFromBool(has_bias)) {
-        return status.fail(error.InvalidArgument, "batch_norm: {d} inputs do not match has_weight={} has_bias={}", .{ inputs.len, has_weight, has_bias });
-    }
-    const weight: ?*Tensor = if (has_weight) inputs[3] else null;
-    const bias: ?*Tensor = if (has_bias) inputs[inputs.len - 1] else null;
-    return normalization.batchNorm(inputs[0], inputs[1], inputs[2], weight, bias, try params.float(0, "eps"));
-}
-
-fn embeddingBag(inputs: []const *Tensor, params: Params) Error!*Tensor {
-    try params.expectCount(4, 4);
-    const mode_raw = try params.int(0, "mode");
-    const mode: embedding.Mode = switch (mode_raw) {
-        0 => .sum,
-        1 => .mean,
-        2 => .max,
-        else => return status.fail(error.InvalidArgument, "embedding_bag: mode must be 0 (sum), 1 (mean) or 2 (max), got {d}", .{mode_raw}),
-    };
-    const has_offsets = try params.flag(1, "has_offsets");
-    const has_weights = try params.flag(2, "has_weights");
-    if (inputs.len != 2 + @as(usize, @intFromBool(has_offsets)) + @intFromBool(has_weights)) {
-        return status.fail(error.InvalidArgument, "embedding_bag: {d} inputs do not match has_offsets={} has_weights={}", .{ inputs.len, has_offsets, has_weights });
-    }
-    const offsets: ?*Tensor = if (has_offsets) inputs[2] else null;
-    const weights: ?*Tensor = if (has_weights) inputs[inputs.len - 1] else null;
-    return embedding.embeddingBag(inputs[0], inputs[1], offsets, weights, .{
-        .mode = mode,
-        .include_last_offset = try params.flag(3, "include_last_offset"),
-    });
 }
 
 test {
@@ -464,7 +708,8 @@ test {
     _ = pool;
     _ = indexing;
     _ = @import("kernels/indexing.zig");
-    _ = @import("ops/params.zig");
+    _ = schema;
+    _ = @import("ops/dims.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
     _ = @import("kernels/reduction.zig");
@@ -481,10 +726,13 @@ test "run checks arity and parameters" {
     try std.testing.expectError(error.InvalidArgument, run(.mm, &.{a}, &.{}));
     try std.testing.expectError(error.InvalidArgument, run(.relu, &.{a}, &.{1}));
     try std.testing.expectError(error.InvalidArgument, run(.softmax, &.{a}, &.{0.5}));
-    try std.testing.expectError(error.InvalidArgument, run(.add, &.{a}, &.{ 1, 2 }));
-    const doubled = try run(.mul, &.{a}, &.{ 2, 0 });
+    // add: two tensors, or one tensor and a scalar (presence flag, value, scalar_first).
+    try std.testing.expectError(error.InvalidArgument, run(.add, &.{a}, &.{ 0, 0, 0 }));
+    try std.testing.expectError(error.InvalidArgument, run(.add, &.{ a, a }, &.{ 1, 2, 0 }));
+    const doubled = try run(.mul, &.{a}, &.{ 1, 2, 0 });
     defer doubled.release();
-    const summed = try run(.sum, &.{a}, &.{ 0, 1 });
+    // sum: dims (a list: length, items), keepdim.
+    const summed = try run(.sum, &.{a}, &.{ 1, 1, 0 });
     defer summed.release();
     try std.testing.expectEqualSlices(usize, &.{2}, summed.dims());
 }
@@ -494,32 +742,47 @@ test "run reads convolution and pooling parameters" {
     defer x.release();
     const weight = try tensor.createZeroed(.float32, &.{ 4, 2, 3, 3 });
     defer weight.release();
-    const conv_params = [_]f64{ 2, 2, 1, 1, 1, 1, 1, 0, 1 };
+    // stride, padding, dilation (pairs), groups, has_bias, activation, post_scale, post_shift.
+    const conv_params = [_]f64{ 2, 2, 1, 1, 1, 1, 1, 0, 1, 1, 0 };
     const y = try run(.conv2d, &.{ x, weight }, &conv_params);
     defer y.release();
     try std.testing.expectEqualSlices(usize, &.{ 1, 4, 3, 3 }, y.dims());
     // has_bias = 1 without a bias input, a missing parameter, a fractional stride.
-    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 1, 0 }));
-    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, conv_params[0..8]));
-    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 1.5, 2, 1, 1, 1, 1, 1, 0, 0 }));
-    // Activation codes 0–2 only; post_scale needs post_shift; both finite. A zero input
-    // through hard_swish, then · 3 + 0.5, is 0.5 everywhere.
-    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 3 }));
-    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 2, 3 }));
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 1, 0, 1, 0 }));
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, conv_params[0..10]));
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 1.5, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0 }));
+    // Activation codes 0–2 only; post_scale and post_shift finite. A zero input through
+    // hard_swish, then · 3 + 0.5, is 0.5 everywhere.
+    try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 3, 1, 0 }));
     try std.testing.expectError(error.InvalidArgument, run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 2, std.math.inf(f64), 0 }));
     const shifted = try run(.conv2d, &.{ x, weight }, &.{ 2, 2, 1, 1, 1, 1, 1, 0, 2, 3, 0.5 });
     defer shifted.release();
     for (shifted.f32Slice()) |value| try std.testing.expectEqual(@as(f32, 0.5), value);
-    const t = try run(.conv_transpose2d, &.{ y, weight }, &.{ 2, 2, 1, 1, 0, 0, 1, 1, 2, 0, 0 });
+    // stride, padding, output_padding, dilation, groups, has_bias, activation, scale, shift.
+    const t = try run(.conv_transpose2d, &.{ y, weight }, &.{ 2, 2, 1, 1, 0, 0, 1, 1, 2, 0, 0, 1, 0 });
     defer t.release();
     try std.testing.expectEqualSlices(usize, &.{ 1, 4, 5, 5 }, t.dims());
     const pooled = try run(.max_pool2d, &.{x}, &.{ 3, 3, 2, 2, 1, 1, 1, 1, 1 });
     defer pooled.release();
     try std.testing.expectEqualSlices(usize, &.{ 1, 2, 3, 3 }, pooled.dims());
-    const averaged = try run(.avg_pool2d, &.{x}, &.{ 2, 2, 2, 2, 0, 0, 1, 0, 0 });
+    // kernel, stride, padding, ceil_mode, count_include_pad, divisor (absent).
+    const averaged = try run(.avg_pool2d, &.{x}, &.{ 2, 2, 2, 2, 0, 0, 1, 0, 0, 0 });
     defer averaged.release();
     try std.testing.expectEqualSlices(usize, &.{ 1, 2, 3, 3 }, averaged.dims());
     const adaptive = try run(.adaptive_avg_pool2d, &.{x}, &.{ 1, 2 });
     defer adaptive.release();
     try std.testing.expectEqualSlices(usize, &.{ 1, 2, 1, 2 }, adaptive.dims());
+}
+
+test "every op's options decode from the defaults of its schema" {
+    // Each op with only defaulted parameters decodes from an empty object; the others name
+    // the missing parameter. Either way nothing crashes and the tag is the op's.
+    inline for (@typeInfo(OpCode).@"enum".fields) |field| {
+        const op: OpCode = @enumFromInt(field.value);
+        if (decodeNamed(op, arity(op).min, null)) |options| {
+            try std.testing.expectEqual(op, std.meta.activeTag(options));
+        } else |err| {
+            try std.testing.expectEqual(error.MalformedModel, err);
+        }
+    }
 }

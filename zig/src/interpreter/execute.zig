@@ -149,8 +149,8 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
             for (node.inputs, 0..) |v, i| inputs[i] = frame[v].tensor;
             if (context.plan) |p| if (p.offsets[index]) |offset| tensor.planNextOutput(context.arena.?, offset, p.bytes[index]);
             defer tensor.clearPlannedOutput();
-            const result = ops.run(node.op, inputs[0..node.inputs.len], node.params) catch |err|
-                return annotate(err, graph_index, index, @tagName(node.op));
+            const result = ops.execute(node.options, inputs[0..node.inputs.len]) catch |err|
+                return annotate(err, graph_index, index, @tagName(node.options));
             if (context.recording) |r| record(r, node, index, frame, result);
             frame[node.output] = .{ .tensor = result };
         },
@@ -278,7 +278,7 @@ const format = @import("format.zig");
 const settings = @import("../settings.zig");
 
 const example_json =
-    \\{"format":"spindle-graph","version":1,
+    \\{"format":"spindle-graph","version":2,
     \\ "tensors":[{"name":"wy","dtype":"float32","shape":[3,2],"offset":0,"bytes":24},
     \\            {"name":"wz","dtype":"float32","shape":[3,2],"offset":64,"bytes":24}],
     \\ "graphs":[
@@ -288,7 +288,7 @@ const example_json =
     \\            {"op":"mm","inputs":[0,1],"outputs":[3]},
     \\            {"op":"wait","inputs":[2],"outputs":[4]},
     \\            {"op":"add","inputs":[3,4],"outputs":[5]},
-    \\            {"op":"clamp","inputs":[5],"outputs":[6],"params":[null,100]}],
+    \\            {"op":"clamp","inputs":[5],"outputs":[6],"params":{"max":100}}],
     \\   "outputs":[6]},
     \\  {"name":"compute_z","inputs":[{"dtype":"float32","shape":[-1,3]}],"values":3,
     \\   "nodes":[{"op":"constant","outputs":[1],"tensor":1},
@@ -370,7 +370,7 @@ test "an op failing inside a forked graph names the graph, node and op" {
 
 test "a program without tensors loads and runs" {
     const json =
-        \\{"format":"spindle-graph","version":1,"tensors":[],
+        \\{"format":"spindle-graph","version":2,"tensors":[],
         \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[2]}],"values":2,
         \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
     ;
@@ -416,7 +416,11 @@ test "malformed descriptions are refused with MalformedModel" {
         .{ "\"shape\":[3,2],\"offset\":0", "\"shape\":[3000000000000,2],\"offset\":0" }, // absurd dims
         .{ "\"inputs\":[2],\"outputs\":[4]", "\"inputs\":[3],\"outputs\":[4]" }, // wait on a tensor
         .{ "\"outputs\":[6]}", "\"outputs\":[2]}" }, // a future as graph output
-        .{ "\"version\":1", "\"version\":2" },
+        .{ "\"version\":2", "\"version\":3" },
+        .{ "\"params\":{\"max\":100}", "\"params\":{\"maximum\":100}" }, // unknown parameter name
+        .{ "\"params\":{\"max\":100}", "\"params\":{\"max\":\"high\"}" }, // wrong parameter type
+        .{ "\"params\":{\"max\":100}", "\"params\":[null,100]" }, // positional (version 1) parameters
+        .{ "\"op\":\"wait\",", "\"op\":\"wait\",\"params\":{\"dim\":1}," }, // params on a wait
         .{ "\"tensor\":0}", "\"tensor\":5}" },
         .{ "\"outputs\":[3]}", "\"outputs\":[1]}" }, // value defined twice
     };

@@ -2,7 +2,7 @@
 //!
 //!   offset  size  field
 //!        0     8  magic "SPINDLE\x00"
-//!        8     4  format version (little-endian u32), currently 1
+//!        8     4  format version (little-endian u32), currently 2
 //!       12     4  reserved, 0
 //!       16     8  graph description offset (u64)    — UTF-8 JSON, see `Description`
 //!       24     8  graph description length (u64)
@@ -20,7 +20,8 @@ const status = @import("../status.zig");
 const Error = status.Error;
 
 pub const magic = "SPINDLE\x00";
-pub const version: u32 = 1;
+/// Version 2 names each op's parameters (version 1 listed them by position).
+pub const version: u32 = 2;
 pub const header_size = 64;
 pub const data_alignment = 64;
 
@@ -54,6 +55,9 @@ pub fn parseHeader(bytes: []const u8) Error!Header {
     }
     if (!std.mem.eql(u8, bytes[0..8], magic)) return status.fail(error.MalformedModel, "model: not a Spindle model file (bad magic)", .{});
     const file_version = std.mem.readInt(u32, bytes[8..12], .little);
+    if (file_version == 1) {
+        return status.fail(error.MalformedModel, "model: this file uses format version 1 (op parameters by position), which this build no longer reads; re-save it with this version of Spindle (run the script that built it, or import the .onnx file again)", .{});
+    }
     if (file_version != version) {
         return status.fail(error.MalformedModel, "model: format version {d} is not supported (this build reads version {d})", .{ file_version, version });
     }
@@ -110,8 +114,9 @@ pub const NodeDescription = struct {
     op: []const u8,
     inputs: []const u32 = &.{},
     outputs: []const u32,
-    /// Numeric parameters; null stands for NaN (which JSON cannot spell).
-    params: []const ?f64 = &.{},
+    /// Named parameters, as the op's schema (ops.zig `Options`) names them; absent ones take
+    /// their defaults. Non-finite floats are the strings "NaN", "Infinity", "-Infinity".
+    params: ?std.json.Value = null,
     /// fork: the graph to run.
     graph: ?u32 = null,
     /// constant: the tensor it produces.

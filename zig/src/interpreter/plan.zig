@@ -154,11 +154,11 @@ test "outputs with disjoint lifetimes share the arena, overlapping ones do not" 
     const allocator = arena_state.allocator();
     const Node = program_module.Node;
     const nodes = [_]Node{
-        .{ .kind = .op, .op = .relu, .inputs = &.{0}, .output = 1, .params = &.{}, .target = 0 },
-        .{ .kind = .op, .op = .relu, .inputs = &.{1}, .output = 2, .params = &.{}, .target = 0 },
-        .{ .kind = .op, .op = .add, .inputs = &.{ 1, 2 }, .output = 3, .params = &.{}, .target = 0 },
-        .{ .kind = .op, .op = .relu, .inputs = &.{3}, .output = 4, .params = &.{}, .target = 0 },
-        .{ .kind = .op, .op = .relu, .inputs = &.{4}, .output = 5, .params = &.{}, .target = 0 },
+        .{ .kind = .op, .inputs = &.{0}, .output = 1, .options = .{ .relu = .{} }, .target = 0 },
+        .{ .kind = .op, .inputs = &.{1}, .output = 2, .options = .{ .relu = .{} }, .target = 0 },
+        .{ .kind = .op, .inputs = &.{ 1, 2 }, .output = 3, .options = .{ .add = .{} }, .target = 0 },
+        .{ .kind = .op, .inputs = &.{3}, .output = 4, .options = .{ .relu = .{} }, .target = 0 },
+        .{ .kind = .op, .inputs = &.{4}, .output = 5, .options = .{ .relu = .{} }, .target = 0 },
     };
     const last_use = [_]u32{ 0, 2, 2, 3, 4, program_module.kept };
     const graph: Graph = .{

@@ -15,10 +15,10 @@ pub const ValueKind = enum(u8) { tensor, future };
 
 pub const Node = struct {
     kind: NodeKind,
-    op: ops.OpCode,
+    /// An op node's op and its parameters, decoded and checked at load (other kinds: unused).
+    options: ops.Options,
     inputs: []const u32,
     output: u32,
-    params: []const f64,
     /// fork: the graph to run; constant: the tensor index.
     target: u32,
 };
@@ -177,6 +177,7 @@ fn buildInputs(allocator: std.mem.Allocator, descriptions: []const format.InputD
 }
 
 fn nodeKind(name: []const u8) ?struct { kind: NodeKind, op: ops.OpCode } {
+    // "constant", "fork" and "wait" are not op names; their `op` is unused.
     if (std.mem.eql(u8, name, "constant")) return .{ .kind = .constant, .op = .contiguous };
     if (std.mem.eql(u8, name, "fork")) return .{ .kind = .fork, .op = .contiguous };
     if (std.mem.eql(u8, name, "wait")) return .{ .kind = .wait, .op = .contiguous };
@@ -218,18 +219,22 @@ fn buildGraph(
         if (output >= d.values or defined[output]) {
             return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) defines value {d} twice or out of range", .{ graph_index, n, nd.op, output });
         }
-        if (nd.params.len > ops.max_params) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) has too many parameters", where);
-        const params = allocator.alloc(f64, nd.params.len) catch return error.OutOfMemory;
-        for (nd.params, params) |p, *slot| slot.* = p orelse std.math.nan(f64);
+        var options: ops.Options = .{ .contiguous = .{} };
         var target: u32 = 0;
         switch (kind.kind) {
             .op => {
-                const bounds = kind.op.arity();
+                const bounds = ops.arity(kind.op);
                 if (nd.inputs.len < bounds.min or nd.inputs.len > bounds.max) {
                     return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) has {d} inputs, expected {d} to {d}", .{ graph_index, n, nd.op, nd.inputs.len, bounds.min, bounds.max });
                 }
                 for (nd.inputs) |v| if (kinds[v] != .tensor) {
                     return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) reads future {d} without waiting on it", .{ graph_index, n, nd.op, v });
+                };
+                options = ops.decodeNamed(kind.op, nd.inputs.len, nd.params) catch |err| {
+                    if (err != error.MalformedModel) return err;
+                    var reason: [status.message_capacity]u8 = undefined;
+                    const length = status.lastMessage(&reason);
+                    return status.fail(error.MalformedModel, "model: graph {d} node {d}: {s}", .{ graph_index, n, reason[0..length] });
                 };
             },
             .constant => {
@@ -253,7 +258,8 @@ fn buildGraph(
             },
         }
         defined[output] = true;
-        node.* = .{ .kind = kind.kind, .op = kind.op, .inputs = nd.inputs, .output = output, .params = params, .target = target };
+        if (kind.kind != .op and nd.params != null) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) takes no params", where);
+        node.* = .{ .kind = kind.kind, .options = options, .inputs = nd.inputs, .output = output, .target = target };
     }
     if (d.outputs.len == 0) return status.fail(error.MalformedModel, "model: graph {d} has no outputs", .{graph_index});
     for (d.outputs) |v| {

@@ -8,7 +8,7 @@ const intra_op = @import("../pool/intra_op.zig");
 const kernels = @import("../kernels/indexing.zig");
 const shape_ops = @import("shape.zig");
 const elementwise = @import("elementwise.zig");
-const normalizeDim = @import("params.zig").normalizeDim;
+const normalizeDim = @import("dims.zig").normalizeDim;
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;

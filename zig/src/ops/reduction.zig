@@ -115,7 +115,7 @@ fn reducedMask(comptime op: []const u8, dims: []const i64, ndim: usize) Error![m
     var mask: [max_dims]bool = @splat(dims.len == 0);
     if (dims.len == 0) return mask;
     for (dims) |raw| {
-        const axis = try @import("params.zig").normalizeDim(op, raw, ndim);
+        const axis = try @import("dims.zig").normalizeDim(op, raw, ndim);
         if (ndim == 0) continue;
         if (mask[axis]) return status.fail(error.InvalidArgument, op ++ ": dimension {d} appears twice", .{raw});
         mask[axis] = true;
@@ -255,7 +255,7 @@ fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize)
 pub fn softmax(input: *Tensor, dim_raw: i64, log: bool) Error!*Tensor {
     const name = if (log) "log_softmax" else "softmax";
     try elementwiseRequireFloat(name, input);
-    const axis = try @import("params.zig").normalizeDim(name, dim_raw, input.ndim);
+    const axis = try @import("dims.zig").normalizeDim(name, dim_raw, input.ndim);
     const x = try shape_ops.contiguous(input);
     defer x.release();
     const out = try tensor.createUninit(.float32, x.dims());

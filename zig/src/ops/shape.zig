@@ -6,12 +6,12 @@ const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const intra_op = @import("../pool/intra_op.zig");
 const copy = @import("../kernels/copy.zig");
-const params_module = @import("params.zig");
+const dims_module = @import("dims.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
 const max_dims = tensor.max_dims;
-const normalizeDim = params_module.normalizeDim;
+const normalizeDim = dims_module.normalizeDim;
 
 const copy_grain = 64 * 1024;
 

@@ -314,17 +314,16 @@ pub const Pool = struct {
         return pool.fork(name, FnTask, .{ .context = context, .run_fn = run_fn });
     }
 
-    /// Forks `op` on `inputs` and `params`. Takes a new reference to every input so the
-    /// tensors stay alive until the task finishes, whatever the caller does with its own.
-    pub fn forkOp(pool: *Pool, op: ops.OpCode, inputs: []const *Tensor, params: []const f64) Error!*Future {
-        if (inputs.len > ops.max_inputs or params.len > ops.max_params) {
-            return status.fail(error.InvalidArgument, "fork {s}: at most {d} inputs and {d} parameters, got {d} and {d}", .{
-                @tagName(op), ops.max_inputs, ops.max_params, inputs.len, params.len,
-            });
+    /// Forks the op `options` names (decoded and checked by the caller) on `inputs`. Takes a
+    /// new reference to every input so the tensors stay alive until the task finishes,
+    /// whatever the caller does with its own.
+    pub fn forkOp(pool: *Pool, options: ops.Options, inputs: []const *Tensor) Error!*Future {
+        const op = std.meta.activeTag(options);
+        if (inputs.len > ops.max_inputs) {
+            return status.fail(error.InvalidArgument, "fork {s}: at most {d} inputs, got {d}", .{ @tagName(op), ops.max_inputs, inputs.len });
         }
-        var context: OpTask = .{ .op = op, .input_count = @intCast(inputs.len), .param_count = @intCast(params.len) };
+        var context: OpTask = .{ .options = options, .input_count = @intCast(inputs.len) };
         @memcpy(context.inputs[0..inputs.len], inputs);
-        @memcpy(context.params[0..params.len], params);
         for (inputs) |input| input.retain();
         return pool.fork(@tagName(op), OpTask, context) catch |err| {
             for (inputs) |input| input.release();
@@ -357,14 +356,12 @@ const FnTask = struct {
 };
 
 const OpTask = struct {
-    op: ops.OpCode,
+    options: ops.Options,
     input_count: u8,
-    param_count: u8,
     inputs: [ops.max_inputs]*Tensor = undefined,
-    params: [ops.max_params]f64 = undefined,
 
     pub fn run(task: *OpTask) Error!*Tensor {
-        return ops.run(task.op, task.inputs[0..task.input_count], task.params[0..task.param_count]);
+        return ops.execute(task.options, task.inputs[0..task.input_count]);
     }
 
     pub fn deinit(task: *OpTask) void {
@@ -1017,8 +1014,8 @@ pub fn forkFn(name: []const u8, context: *anyopaque, run_fn: *const fn (context:
     return (try global()).forkFn(name, context, run_fn);
 }
 
-pub fn forkOp(op: ops.OpCode, inputs: []const *Tensor, params: []const f64) Error!*Future {
-    return (try global()).forkOp(op, inputs, params);
+pub fn forkOp(options: ops.Options, inputs: []const *Tensor) Error!*Future {
+    return (try global()).forkOp(options, inputs);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1070,7 +1067,7 @@ test "forked mm completes and wait returns its value" {
     defer a.release();
     const b = try tensor.createZeroed(.float32, &.{ 4, 5 });
     defer b.release();
-    const future = try forkOp(.mm, &.{ a, b }, &.{});
+    const future = try forkOp(.{ .mm = .{} }, &.{ a, b });
     defer future.release();
     const value = try future.wait();
     defer value.release();
@@ -1084,7 +1081,7 @@ test "forked mm completes and wait returns its value" {
 test "a failing forked op stores its error for wait" {
     const a = try tensor.createZeroed(.float32, &.{ 3, 4 });
     defer a.release();
-    const future = try forkOp(.mm, &.{ a, a }, &.{});
+    const future = try forkOp(.{ .mm = .{} }, &.{ a, a });
     defer future.release();
     try testing.expectError(error.ShapeMismatch, future.wait());
     var buffer: [128]u8 = undefined;
@@ -1102,7 +1099,7 @@ test "the global pool takes the inter-op setting and freezes it" {
     try settings.setNumInteropThreads(1);
     const a = try tensor.createZeroed(.float32, &.{ 2, 2 });
     defer a.release();
-    const future = try forkOp(.add, &.{ a, a }, &.{});
+    const future = try forkOp(.{ .add = .{} }, &.{ a, a });
     defer future.release();
     (try future.wait()).release();
     try testing.expectEqual(@as(u32, 1), (try global()).threadCount());
@@ -1131,14 +1128,14 @@ test "errors name the task and are delivered to wait, or reported once when drop
     defer pool.deinit();
 
     // Waited twice: both waits get the error; it is observed, so never reported.
-    const waited = try pool.forkOp(.mm, &.{ a, a }, &.{});
+    const waited = try pool.forkOp(.{ .mm = .{} }, &.{ a, a });
     try testing.expectError(error.ShapeMismatch, waited.wait());
     try testing.expectError(error.ShapeMismatch, waited.wait());
     waited.release();
     try testing.expectEqual(reported, unobserved.totalReported());
 
     // Dropped unobserved: reported exactly once, when the last reference goes.
-    const dropped = try pool.forkOp(.mm, &.{ a, a }, &.{});
+    const dropped = try pool.forkOp(.{ .mm = .{} }, &.{ a, a });
     dropped.release();
     try expectLiveFutures(baseline);
     try testing.expectEqual(reported + 1, unobserved.totalReported());
