@@ -32,10 +32,14 @@ function wave(count: number, phase: number): number[] {
 }
 
 /** Runs the program as written and fused; returns the fused graph's ops. */
-function checkFused(source: ProgramSource, input: Tensor, rank?: (value: number) => number | undefined): string[] {
+function checkFused(
+  source: ProgramSource,
+  input: Tensor,
+  shape?: (value: number) => readonly number[] | undefined,
+): string[] {
   const original = Program.load(encodeImage(structuredClone(source)));
   const fusedSource = structuredClone(source);
-  fuse(fusedSource, { rank });
+  fuse(fusedSource, { shape });
   dropDeadConstants(fusedSource);
   const fused = Program.load(encodeImage(fusedSource));
   try {
@@ -132,7 +136,7 @@ Deno.test("fuse: the decomposed LayerNorm over the last axis becomes layer_norm"
       { op: "add", inputs: [10, 2], outputs: [11] },
     ], [11]);
   using x = randn([3, 5, size], { seed: 4 });
-  const rank = (value: number) => (value === 0 ? 3 : undefined);
+  const rank = (value: number) => (value === 0 ? [3, 5, size] : undefined);
   assert.deepEqual(checkFused(layerNorm(2, [1, 1, size]), x, rank), ["layer_norm"]);
   assert.deepEqual(checkFused(layerNorm(-1, [size]), x, rank), ["layer_norm"]);
   // Over another axis, or without knowing the rank: unchanged.
@@ -170,4 +174,43 @@ Deno.test("model images carry infinite and NaN parameters (max pooling's -Infini
   assert.equal(values.filter((v) => v === -Infinity).length, 16 - 4);
   assert.deepEqual(values.filter(Number.isFinite), Array.from(x.toArray() as Float32Array));
   assert.ok(nans.length === 4 && nans.every(Number.isNaN));
+});
+
+Deno.test("fuse: conv2d → batch_norm (constant statistics) → relu becomes one conv", () => {
+  const source = program([2, 3, 6, 5], [
+    { shape: [4, 3, 3, 3], values: wave(108, 8) },
+    { shape: [4], values: wave(4, 9) }, // mean
+    { shape: [4], values: wave(4, 10).map((v) => v * v + 0.5) }, // variance
+    { shape: [4], values: wave(4, 11).map((v) => v + 1) }, // γ
+    { shape: [4], values: wave(4, 12) }, // β
+  ], [
+    { op: "conv2d", inputs: [0, 1], outputs: [6], params: { padding: [1, 1] } },
+    {
+      op: "batch_norm",
+      inputs: [6, 2, 3, 4, 5],
+      outputs: [7],
+      params: { eps: 1e-3, has_weight: true, has_bias: true },
+    },
+    { op: "relu", inputs: [7], outputs: [8] },
+  ], [8]);
+  using x = randn([2, 3, 6, 5], { seed: 5 });
+  assert.deepEqual(checkFused(source, x), ["conv2d"]);
+});
+
+Deno.test("fuse: gemm + a constant row becomes the gemm's bias; other adds stay", () => {
+  const shapes = new Map<number, number[]>([[3, [2, 5, 4]], [5, [2, 5, 4]]]);
+  const source = program([2, 5, 3], [
+    { shape: [3, 4], values: wave(12, 13) },
+    { shape: [1, 4], values: wave(4, 14) }, // a row: fused
+    { shape: [5, 1], values: wave(5, 15) }, // a column: not a bias
+  ], [
+    { op: "gemm", inputs: [0, 1], outputs: [4] },
+    { op: "add", inputs: [2, 4], outputs: [5] },
+    { op: "gemm", inputs: [0, 1], outputs: [6] },
+    { op: "add", inputs: [6, 3], outputs: [7] },
+  ], [5, 7]);
+  // Values 4 and 6 are the gemm outputs; the shape hint knows them.
+  const shape = (value: number) => (value === 4 || value === 6 ? [2, 5, 4] : shapes.get(value));
+  using x = randn([2, 5, 3], { seed: 6 });
+  assert.deepEqual(checkFused(source, x, shape), ["gemm", "gemm", "add"]);
 });

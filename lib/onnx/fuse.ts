@@ -5,14 +5,18 @@
  * - `x · clamp(x + 3, 0, 6) / 6` and `x · hard_sigmoid(x)` (α = 1/6, β = 1/2) → `hard_swish(x)`;
  * - a scalar affine (`mul`, `add`, `sub`, `div` by a constant) right after a convolution
  *   without activation → folded into the convolution's weights and bias;
+ * - `batch_norm` with constant statistics right after such a conv2d → folded into its weights
+ *   and bias;
  * - `relu` or `hard_swish` right after such a convolution → its fused activation;
  * - a scalar affine after a convolution with an activation → its post-activation scale and
  *   shift (PaddleOCR's "learnable affine blocks");
+ * - `add` of a constant row right after a `gemm` (MatMul + Add) → the gemm's fused bias;
  * - the decomposed LayerNorm `(x − mean) / sqrt(mean((x − mean)²) + ε) · γ + β` over the
  *   last axis → one `layer_norm`.
  *
  * A fusion only happens where the intermediate values have no other reader, so the graph
- * computes the same function (up to float rounding).
+ * computes the same function (up to float rounding). This is the one place graph fusions
+ * live: import (lib/onnx/ops.ts) only translates ONNX ops into native ones.
  *
  * @module
  */
@@ -96,8 +100,8 @@ function near(value: ParamValue | undefined, want: number): boolean {
 
 /** Extra facts about the graph the pass may use. */
 export interface FuseHints {
-  /** The rank of a value, where known. */
-  rank?(value: number): number | undefined;
+  /** The shape of a value where known (-1 for a dynamic dimension). */
+  shape?(value: number): readonly number[] | undefined;
 }
 
 /**
@@ -196,7 +200,22 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: FuseHin
         }
       }
     }
+    if (node.op === "batch_norm") {
+      const conv = index.soleUse(inputs[0], "conv2d");
+      if (conv !== undefined && !removed.has(conv) && foldBatchNorm(source, graph, index, conv, node)) {
+        absorb(conv, node);
+        continue;
+      }
+    }
     if (node.op === "add" && inputs.length === 2) {
+      const bias = [[0, 1], [1, 0]].find(([p, c]) => {
+        const product = index.soleUse(inputs[p], "gemm");
+        return product !== undefined && !removed.has(product) && addGemmBias(source, index, product, inputs[c], hints);
+      });
+      if (bias !== undefined) {
+        absorb(index.producer.get(inputs[bias[0]])!, node);
+        continue;
+      }
       const fused = layerNorm(source, index, node, hints);
       if (fused !== undefined) {
         replace(node, "layer_norm", fused.inputs, fused.params, fused.dead);
@@ -254,6 +273,77 @@ function foldAffine(
   return true;
 }
 
+/** Whether a convolution's epilogue is still the identity (no activation, no affine). */
+function bareEpilogue(conv: NodeDescription): boolean {
+  return param(conv, "activation") === "none" && param(conv, "post_scale") === 1 && param(conv, "post_shift") === 0;
+}
+
+/**
+ * Folds batch_norm(conv(x)) with constant statistics into the convolution: each output
+ * channel's weights scale by γ / sqrt(σ² + ε), its bias becomes (b − μ)·that + β.
+ */
+function foldBatchNorm(
+  source: ProgramSource,
+  graph: GraphDescription,
+  index: Index,
+  conv: NodeDescription,
+  norm: NodeDescription,
+): boolean {
+  if (!bareEpilogue(conv)) return false;
+  const convInputs = conv.inputs!;
+  const weight = constant(source, index, convInputs[1]);
+  if (weight === undefined) return false;
+  const channels = weight.shape[0];
+  const [, meanValue, varianceValue, ...affine] = norm.inputs!;
+  const stat = (value: number | undefined, fill: number) =>
+    value === undefined ? new Float32Array(channels).fill(fill) : constant(source, index, value)?.data;
+  const mean = stat(meanValue, 0);
+  const variance = stat(varianceValue, 1);
+  const gamma = stat(param(norm, "has_weight") === true ? affine[0] : undefined, 1);
+  const beta = stat(param(norm, "has_bias") === true ? affine[affine.length - 1] : undefined, 0);
+  const bias = convInputs.length === 3 ? constant(source, index, convInputs[2])?.data : new Float32Array(channels);
+  const stats = [mean, variance, gamma, beta, bias];
+  if (stats.some((v) => v === undefined || v.length !== channels)) return false;
+  const eps = param(norm, "eps") as number;
+  const perChannel = weight.data.length / channels;
+  const newBias = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) {
+    const factor = gamma![c] / Math.sqrt(variance![c] + eps);
+    for (let k = 0; k < perChannel; k++) weight.data[c * perChannel + k] *= factor;
+    newBias[c] = (bias![c] - mean![c]) * factor + beta![c];
+  }
+  conv.inputs = [
+    convInputs[0],
+    addConstant(source, graph, weight.data, weight.shape),
+    addConstant(source, graph, newBias, [channels]),
+  ];
+  conv.params = { ...conv.params, has_bias: true };
+  return true;
+}
+
+/**
+ * gemm(a, b) + bias, the bias a float constant holding one value per output column (ones in
+ * every other dimension, and no more dimensions than the product): the gemm adds it itself.
+ */
+function addGemmBias(
+  source: ProgramSource,
+  index: Index,
+  product: NodeDescription,
+  biasValue: number,
+  hints: FuseHints,
+): boolean {
+  if (param(product, "has_bias") !== false || param(product, "beta") !== 1) return false;
+  const bias = constant(source, index, biasValue);
+  const outShape = hints.shape?.(product.outputs[0]);
+  if (bias === undefined || outShape === undefined) return false;
+  const columns = outShape[outShape.length - 1];
+  if (columns < 0 || bias.data.length !== columns || bias.shape.length > outShape.length) return false;
+  if (bias.shape.slice(0, -1).some((d) => d !== 1)) return false;
+  product.inputs = [...product.inputs!, biasValue];
+  product.params = { ...product.params, has_bias: true };
+  return true;
+}
+
 /**
  * add(mul(div(d, sqrt(add(mean(pow(d, 2)), ε))), γ), β) with d = sub(x, mean(x)), the means
  * over the last axis (keepdim), γ and β constants of the last axis' size.
@@ -283,7 +373,7 @@ function layerNorm(
   const [x, meanValue] = centered.inputs;
   const mean = index.soleUse(meanValue, "mean");
   if (mean?.inputs?.[0] !== x) return undefined;
-  const rank = hints.rank?.(x);
+  const rank = hints.shape?.(x)?.length;
   if (rank === undefined) return undefined;
   const lastAxis = (node: NodeDescription) => {
     const dims = param(node, "dims") as readonly number[];

@@ -162,7 +162,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
     const source = b.finish(graph.name, inputs, outputs);
-    fuse(source, { rank: (value) => b.specs.get(value)?.shape.length });
+    fuse(source, { shape: (value) => b.specs.get(value)?.shape });
     if (options.executionMode === "parallel") forkBranches(source, { spec: (value) => b.specs.get(value) });
     dropDeadConstants(source);
     return encodeImage(source);

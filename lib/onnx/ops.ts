@@ -1,9 +1,8 @@
 /**
  * ONNX op types → Spindle native ops. Each handler receives the node's inputs as graph
  * values and returns its outputs; constants fold (shape arithmetic on the host, float ops
- * natively), everything else is emitted into the graph. Fusions happen here too: MatMul+Add
- * into one matmul with bias, Conv+BatchNormalization into the conv weights, Conv+Relu into
- * conv's relu flag.
+ * natively), everything else is emitted into the graph. Fusing ops is lib/onnx/fuse.ts's job,
+ * after import; here ONNX's Gemm keeps its bias operand as the native gemm's.
  *
  * @module
  */
@@ -166,10 +165,6 @@ function binary(n: NodeContext): Value[] {
       return out;
     })];
   }
-  if (type === "Add") {
-    const fused = fuseBias(n, a, b) ?? fuseBias(n, b, a);
-    if (fused) return [fused];
-  }
   if (type === "Pow") {
     const toFloat = (v: Value) =>
       v.kind === "runtime" && v.dtype !== "float32"
@@ -201,21 +196,6 @@ function binaryNative(
     return [n.b.emit(op, [b], { scalar: valuesOf(fixedHost(a)!)[0], scalar_first: true })];
   }
   return [n.b.emit(op, [a, b])];
-}
-
-/** MatMul + Add(bias over the last dim) → matmul's fused bias. */
-function fuseBias(n: NodeContext, product: Value, bias: Value): Value | undefined {
-  if (product.kind !== "runtime" || product.node?.op !== "gemm" || n.uses(product) !== 1) return undefined;
-  const params = product.node.params!;
-  if (params.has_bias || (params.beta ?? 1) !== 1 || bias.kind !== "const" || !fixedHost(bias)) return undefined;
-  const outShape = shapeOf(product);
-  const biasShape = shapeOf(bias);
-  const columns = outShape[outShape.length - 1];
-  if (columns < 0 || numel(biasShape) !== columns || biasShape.length > outShape.length) return undefined;
-  if (biasShape.slice(0, -1).some((d) => d !== 1)) return undefined;
-  product.node.inputs!.push(n.b.constId(bias));
-  params.has_bias = true;
-  return product;
 }
 
 function compare(kind: ParamsOf<"compare">["kind"], fn: (x: number, y: number) => boolean): Handler {
@@ -317,46 +297,7 @@ function batchNormalization(n: NodeContext): Value[] {
   if (attrInt(n, "training_mode", 0) !== 0) unsupported("BatchNormalization in training mode");
   const [x, scale, bias, mean, variance] = [0, 1, 2, 3, 4].map((i) => input(n, i));
   const eps = attrFloat(n, "epsilon", 1e-5);
-  const folded = foldIntoConv(n, x, [scale, bias, mean, variance], eps);
-  if (folded) return [folded];
   return [n.b.emit("batch_norm", [x, mean, variance, scale, bias], { eps, has_weight: true, has_bias: true })];
-}
-
-/** Conv → BatchNormalization with constant statistics: scale the conv's weights and bias. */
-function foldIntoConv(n: NodeContext, x: Value, stats: Value[], eps: number): Value | undefined {
-  if (x.kind !== "runtime" || x.node?.op !== "conv2d" || n.uses(x) !== 1) return undefined;
-  const hosts = stats.map(fixedHost);
-  if (hosts.some((h) => h === undefined)) return undefined;
-  const node = x.node;
-  const weightNode = n.b.nodes.find((m) => m.outputs[0] === node.inputs![1]);
-  if (weightNode?.op !== "constant") return undefined;
-  const weightData = n.b.tensors[weightNode.tensor!];
-  const [scale, bias, mean, variance] = hosts.map((h) => valuesOf(h!));
-  const channels = weightData.shape[0];
-  if ([scale, bias, mean, variance].some((v) => v.length !== channels)) return undefined;
-  const bytes = weightData.data.slice();
-  const weights = new Float32Array(bytes.buffer);
-  const perChannel = weights.length / channels;
-  const oldBias = node.inputs!.length === 3 ? conv2dBias(n, node.inputs![2]) : undefined;
-  if (node.inputs!.length === 3 && oldBias === undefined) return undefined;
-  const newBias = new Float32Array(channels);
-  for (let c = 0; c < channels; c++) {
-    const factor = scale[c] / Math.sqrt(variance[c] + eps);
-    for (let k = 0; k < perChannel; k++) weights[c * perChannel + k] *= factor;
-    newBias[c] = ((oldBias?.[c] ?? 0) - mean[c]) * factor + bias[c];
-  }
-  const weightValue = constValue({ type: DATA_TYPE.FLOAT, shape: weightData.shape, bytes });
-  const biasValue = constValue({ type: DATA_TYPE.FLOAT, shape: [channels], bytes: new Uint8Array(newBias.buffer) });
-  node.inputs = [node.inputs![0], n.b.constId(weightValue), n.b.constId(biasValue)];
-  node.params = { ...node.params, has_bias: true };
-  return x;
-}
-
-function conv2dBias(n: NodeContext, id: number): Float32Array | undefined {
-  const biasNode = n.b.nodes.find((m) => m.outputs[0] === id);
-  if (biasNode?.op !== "constant") return undefined;
-  const data = n.b.tensors[biasNode.tensor!].data.slice();
-  return new Float32Array(data.buffer);
 }
 
 const reductions: Record<string, "mean" | "sum" | "max" | "min"> = {
