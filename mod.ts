@@ -37,6 +37,7 @@ export {
   add,
   clamp,
   div,
+  elu,
   erf,
   exp,
   gelu,
@@ -57,7 +58,18 @@ export {
   sub,
   tanh,
 } from "./lib/ops/elementwise.ts";
-export { argmax, type Dims, logSoftmax, max, mean, min, softmax, sum } from "./lib/ops/reduction.ts";
+export {
+  argmax,
+  cumsum,
+  type CumsumOptions,
+  type Dims,
+  logSoftmax,
+  max,
+  mean,
+  min,
+  softmax,
+  sum,
+} from "./lib/ops/reduction.ts";
 export { batchNorm, layerNorm } from "./lib/ops/normalization.ts";
 export { embedding, embeddingBag, type EmbeddingBagOptions } from "./lib/ops/embedding.ts";
 export {

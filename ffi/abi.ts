@@ -618,6 +618,28 @@ export const OP_SCHEMAS = {
       { "name": "axis", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
     ],
   },
+  elu: {
+    code: 57,
+    inputs: ["x"],
+    params: [
+      {
+        "name": "alpha",
+        "kind": "float",
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": 1,
+      },
+    ],
+  },
+  cum_sum: {
+    code: 58,
+    inputs: ["x"],
+    params: [
+      { "name": "dim", "kind": "int", "min": -9000000000000000, "max": 9000000000000000 },
+      { "name": "exclusive", "kind": "bool", "default": false },
+      { "name": "reverse", "kind": "bool", "default": false },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -928,5 +950,17 @@ export interface OpParams {
   take: {
     /** int, in [-9000000000000000, 9000000000000000], default 0 */
     axis?: number;
+  };
+  elu: {
+    /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 1 */
+    alpha?: number;
+  };
+  cum_sum: {
+    /** int, in [-9000000000000000, 9000000000000000], required */
+    dim: number;
+    /** bool, default false */
+    exclusive?: boolean;
+    /** bool, default false */
+    reverse?: boolean;
   };
 }

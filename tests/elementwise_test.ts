@@ -4,6 +4,7 @@ import {
   add,
   clamp,
   div,
+  elu,
   exp,
   gelu,
   log,
@@ -41,6 +42,7 @@ const UNARY: [string, Unary, (x: number) => number, number[]?][] = [
   ["sqrt", sqrt, Math.sqrt, [0, 10]],
   ["neg", neg, (x) => -x],
   ["abs", abs, Math.abs],
+  ["elu", (x) => elu(x, 0.7), (x) => (x > 0 ? x : 0.7 * Math.expm1(x))],
   ["clamp", (x) => clamp(x, -0.5, 1), (x) => (Number.isNaN(x) ? x : Math.min(Math.max(x, -0.5), 1))],
 ];
 

@@ -102,6 +102,18 @@ Deno.test("importOnnx lists every unsupported op type in one error", () => {
   });
 });
 
+Deno.test("op types named like Object.prototype members are unsupported, not internal errors", () => {
+  for (const op of ["toString", "constructor", "hasOwnProperty", "__proto__", "valueOf"]) {
+    const bytes = model([{ name: "x", dims: [2] }], [], [{ op, inputs: ["x"], outputs: ["y"] }], ["y"]);
+    assert.throws(() => importOnnx(bytes), (error: unknown) => {
+      assert.ok(error instanceof SpindleError, `${op}: ${error}`);
+      assert.equal(error.code, "unsupported");
+      assert.match(error.message, new RegExp(`\\(1\\): ${op}`));
+      return true;
+    });
+  }
+});
+
 Deno.test("malformed and truncated ONNX files are malformed_model errors, never crashes", () => {
   const cases: Uint8Array[] = [new Uint8Array([0x0a, 0xff]), new Uint8Array([0xff, 0xff, 0xff]), new Uint8Array(0)];
   for (let cut = 1; cut < linear.length; cut += 7) cases.push(linear.subarray(0, cut));

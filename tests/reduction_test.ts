@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { argmax, logSoftmax, max, mean, min, softmax, SpindleError, sum, tensor, zeros } from "../mod.ts";
+import { argmax, cumsum, logSoftmax, max, mean, min, softmax, SpindleError, sum, tensor, zeros } from "../mod.ts";
 import { assertClose, atThreadCounts, randomValues, unravel, values } from "./reference.ts";
 
 type Kind = "sum" | "mean" | "max" | "min";
@@ -113,4 +113,56 @@ Deno.test("softmax and logSoftmax along every dim match the reference at 1 and 2
       }
     }
   });
+});
+
+/** Running sums along `axis` of a row-major array, one line at a time in float64. */
+function cumsumReference(data: ArrayLike<number>, shape: number[], axis: number, exclusive: boolean, reverse: boolean) {
+  const out = new Array<number>(data.length).fill(0);
+  const inner = shape.slice(axis + 1).reduce((p, d) => p * d, 1);
+  const outer = shape.slice(0, axis).reduce((p, d) => p * d, 1);
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) {
+      let total = 0;
+      for (let step = 0; step < shape[axis]; step++) {
+        const k = reverse ? shape[axis] - 1 - step : step;
+        const at = (o * shape[axis] + k) * inner + i;
+        if (exclusive) out[at] = total;
+        total += data[at];
+        if (!exclusive) out[at] = total;
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test("cumsum matches a running sum on awkward shapes, every dim and mode, at 1 and 2 threads", () => {
+  atThreadCounts(() => {
+    for (const shape of [[1], [17], [3, 1, 5], [2, 33, 3], [70001]]) {
+      const data = randomValues(shape.reduce((p, d) => p * d, 1), shape.length, -2, 2).map(Math.round);
+      using x = tensor(data, shape);
+      for (let axis = -shape.length; axis < shape.length; axis++) {
+        for (const exclusive of [false, true]) {
+          for (const reverse of [false, true]) {
+            using y = cumsum(x, axis, { exclusive, reverse });
+            const normalized = axis < 0 ? axis + shape.length : axis;
+            assert.deepEqual(
+              Array.from(values(y)),
+              cumsumReference(data, shape, normalized, exclusive, reverse),
+              `${shape} axis ${axis}`,
+            );
+          }
+        }
+      }
+    }
+  });
+});
+
+Deno.test("cumsum keeps integer dtypes and refuses bad dims", () => {
+  using x = tensor(new BigInt64Array([1n, 2n, 3n, 4n, 5n, 6n]), [2, 3], { dtype: "int64" });
+  using y = cumsum(x, 1);
+  assert.equal(y.dtype, "int64");
+  assert.deepEqual(Array.from(y.toArray() as BigInt64Array, Number), [1, 3, 6, 4, 9, 15]);
+  assert.throws(() => cumsum(x, 2), (e) => e instanceof SpindleError && e.code === "index_out_of_range");
+  assert.throws(() => cumsum(x, 0.5), TypeError);
+  assert.throws(() => cumsum(x, 0, { reverse: "yes" as unknown as boolean }), TypeError);
 });

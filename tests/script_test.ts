@@ -190,6 +190,27 @@ Deno.test("malformed model files are refused with malformed_model, never a crash
     () => Program.load(encodeImage(cycle)),
     (e) => e instanceof SpindleError && /forks itself/.test(e.message),
   );
+  // Version 1 files (parameters by position) are refused with the way out.
+  const old = encodeImage(base);
+  new DataView(old.buffer).setUint32(8, 1, true);
+  assert.throws(
+    () => Program.load(old),
+    (e) => e instanceof SpindleError && e.code === "malformed_model" && /version 1 .*re-save it/.test(e.message),
+  );
+  // Parameters are named and checked against the op's schema at load.
+  for (
+    const [params, pattern] of [
+      [{ negative: 1 }, /relu: unknown parameter 'negative' \(its parameters: none\)/],
+      [[0], /params must be an object of named parameters/],
+    ] as const
+  ) {
+    const bad = structuredClone(base) as unknown as { graphs: { nodes: { params?: unknown }[] }[] };
+    bad.graphs[0].nodes[0].params = params;
+    assert.throws(
+      () => Program.load(encodeImage(bad as unknown as typeof base)),
+      (e) => e instanceof SpindleError && e.code === "malformed_model" && pattern.test(e.message),
+    );
+  }
   const unknownOp = structuredClone(base);
   unknownOp.graphs[0].nodes[0].op = "teleport";
   assert.throws(

@@ -842,6 +842,14 @@ export const HANDLERS: Record<string, Handler> = {
   Abs: unary("abs"),
   Erf: unary("erf"),
   Gelu: unary("gelu", (n) => ({ approximate: attrString(n, "approximate", "none") === "tanh" ? "tanh" : "none" })),
+  Elu: unary("elu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
+  CumSum: (n) => [
+    n.b.emit("cum_sum", [input(n, 0)], {
+      dim: constInts(n.inputs[1], "CumSum axis")[0],
+      exclusive: attrInt(n, "exclusive", 0) === 1,
+      reverse: attrInt(n, "reverse", 0) === 1,
+    }),
+  ],
   LeakyRelu: unary("leaky_relu", (n) => ({ alpha: attrFloat(n, "alpha", 0.01) })),
   HardSigmoid: unary("hard_sigmoid", (n) => ({ alpha: attrFloat(n, "alpha", 0.2), beta: attrFloat(n, "beta", 0.5) })),
   HardSwish: unary("hard_swish"),

@@ -292,6 +292,26 @@ export const leakyRelu: (x: Tensor, alpha?: number) => Tensor = defineOp(
 );
 
 /**
+ * x for x > 0, alpha·(exp(x) − 1) below (default alpha 1), as `torch.nn.functional.elu`.
+ *
+ * @example
+ * ```ts
+ * import { elu, tensor } from "@spindle/spindle";
+ * using y = elu(tensor([-1, 0, 2]), 2);
+ * const [a, b, c] = y.toArray() as Float32Array;
+ * if (Math.abs(a - 2 * (Math.exp(-1) - 1)) > 1e-6 || b !== 0 || c !== 2) throw new Error("elu");
+ * ```
+ */
+export const elu: (x: Tensor, alpha?: number) => Tensor = defineOp(
+  "elu",
+  "elu",
+  (x: Tensor, alpha = 1) => ({
+    inputs: [requireTensor("elu", "input", x)],
+    params: { alpha: requireNumber("elu", "alpha", alpha) },
+  }),
+);
+
+/**
  * max(0, min(1, alpha·x + beta)) (ONNX defaults alpha 0.2, beta 0.5).
  *
  * @example

@@ -91,6 +91,39 @@ export const argmax: (x: Tensor, dim?: number, keepdim?: boolean) => Tensor = de
   }),
 );
 
+/** Options of {@link cumsum}. */
+export interface CumsumOptions {
+  /** Leave each element out of its own sum (ONNX's `exclusive`; default false). */
+  exclusive?: boolean;
+  /** Sum from the end of the dim (ONNX's `reverse`; default false). */
+  reverse?: boolean;
+}
+
+/**
+ * Running sums along `dim`, as `torch.cumsum` and ONNX CumSum; float32, int32 or int64.
+ *
+ * @example
+ * ```ts
+ * import { cumsum, tensor } from "@spindle/spindle";
+ * using x = tensor([1, 2, 3, 4]);
+ * using y = cumsum(x, 0);
+ * using z = cumsum(x, 0, { exclusive: true, reverse: true });
+ * if (String(y.toArray()) !== "1,3,6,10" || String(z.toArray()) !== "9,7,4,0") throw new Error("cumsum");
+ * ```
+ */
+export const cumsum: (x: Tensor, dim: number, options?: CumsumOptions) => Tensor = defineOp(
+  "cum_sum",
+  "cumsum",
+  (x: Tensor, dim: number, options: CumsumOptions = {}) => ({
+    inputs: [requireTensor("cumsum", "input", x)],
+    params: {
+      dim: requireInteger("cumsum", "dim", dim),
+      exclusive: options.exclusive ?? false,
+      reverse: options.reverse ?? false,
+    },
+  }),
+);
+
 /**
  * Softmax along `dim` (default the last).
  *

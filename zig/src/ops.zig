@@ -96,6 +96,8 @@ pub const OpCode = enum(u32) {
     pad = 54,
     resize = 55,
     take = 56,
+    elu = 57,
+    cum_sum = 58,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -431,6 +433,22 @@ pub const Take = struct {
     axis: i64 = 0,
 };
 
+/// x for x > 0, alpha · (exp(x) − 1) below (ONNX Elu, torch.nn.ELU).
+pub const Elu = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .alpha = Bound.finite };
+    alpha: f64 = 1,
+};
+
+/// Running sums along `dim` (ONNX CumSum, torch.cumsum); `exclusive` leaves each element out
+/// of its own sum, `reverse` sums from the end.
+pub const CumSum = struct {
+    pub const inputs = one_input;
+    dim: i64,
+    exclusive: bool = false,
+    reverse: bool = false,
+};
+
 /// Every op's options, tagged by op code.
 pub const Options = union(OpCode) {
     mm: Pair,
@@ -490,6 +508,8 @@ pub const Options = union(OpCode) {
     pad: Pad,
     resize: Resize,
     take: Take,
+    elu: Elu,
+    cum_sum: CumSum,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -577,6 +597,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
             .max = if (o.max) |high| @floatCast(high) else std.math.inf(f32),
         }, inputs[0]),
         .leaky_relu => |o| elementwise.unary(.leaky_relu, .{ .alpha = @floatCast(o.alpha) }, inputs[0]),
+        .elu => |o| elementwise.unary(.elu, .{ .alpha = @floatCast(o.alpha) }, inputs[0]),
         .hard_sigmoid => |o| elementwise.unary(.hard_sigmoid, .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .gemm => |o| linalg.gemmBias(inputs[0], inputs[1], if (o.has_bias) inputs[2] else null, .{
             .trans_a = o.trans_a,
@@ -593,6 +614,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .take => |o| indexing.take(inputs[0], inputs[1], o.axis),
         .sum, .mean, .max, .min => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
         .argmax => |o| if (o.dim) |dim| reduction.reduce(.argmax, inputs[0], &.{dim}, o.keepdim) else reduction.reduce(.argmax, inputs[0], &.{}, o.keepdim),
+        .cum_sum => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
         .layer_norm => |o| normalization.layerNorm(inputs[0], @intCast(o.normalized_ndim), if (o.has_weight) inputs[1] else null, if (o.has_bias) inputs[inputs.len - 1] else null, o.eps),

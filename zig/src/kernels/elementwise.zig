@@ -7,7 +7,7 @@ const math = @import("math.zig");
 const lanes = math.lanes;
 const V = math.V;
 
-pub const Unary = enum(u8) { relu, gelu_erf, gelu_tanh, sigmoid, tanh, exp, log, sqrt, neg, abs, clamp, leaky_relu, hard_sigmoid, hard_swish, erf };
+pub const Unary = enum(u8) { relu, gelu_erf, gelu_tanh, sigmoid, tanh, exp, log, sqrt, neg, abs, clamp, leaky_relu, hard_sigmoid, hard_swish, erf, elu };
 
 /// Bounds of clamp (±inf for "no bound"); leaky_relu's slope is alpha; hard_sigmoid is
 /// max(0, min(1, alpha·x + beta)).
@@ -53,6 +53,7 @@ inline fn unaryVector(comptime op: Unary, params: UnaryParams, x: V) V {
         // ONNX HardSwish: x · max(0, min(1, x/6 + 1/2)).
         .hard_swish => x * minPropagate(maxPropagate(@mulAdd(V, x, splat(1.0 / 6.0), splat(0.5)), splat(0)), splat(1)),
         .erf => math.erf(x),
+        .elu => @select(f32, x > splat(0), x, splat(params.alpha) * (math.exp(x) - splat(1))),
     };
 }
 
@@ -84,7 +85,7 @@ pub fn unary(op: Unary, params: UnaryParams, input: []const f32, output: []f32) 
 pub fn unaryIsTranscendental(op: Unary) bool {
     return switch (op) {
         .relu, .neg, .abs, .clamp, .leaky_relu, .hard_sigmoid, .hard_swish => false,
-        .gelu_erf, .gelu_tanh, .sigmoid, .tanh, .exp, .log, .sqrt, .erf => true,
+        .gelu_erf, .gelu_tanh, .sigmoid, .tanh, .exp, .log, .sqrt, .erf, .elu => true,
     };
 }
 
@@ -105,6 +106,7 @@ pub fn unaryReference(op: Unary, params: UnaryParams, x: f64) f64 {
         .hard_sigmoid => if (std.math.isNan(x)) x else @min(@max(x * params.alpha + params.beta, 0), 1),
         .hard_swish => if (std.math.isNan(x)) x else x * @min(@max(x / 6 + 0.5, 0), 1),
         .erf => math.erfReference(x),
+        .elu => if (x > 0) x else params.alpha * (@exp(x) - 1),
     };
 }
 

@@ -102,6 +102,22 @@ pub fn identityOf(op: Reduce) f32 {
     };
 }
 
+/// Running sums along a strided line of `count` elements: out[k] = Σ x[j] over j ≤ k (j < k
+/// when `exclusive`), counting from the far end when `reverse`. Integers wrap on overflow,
+/// as NumPy's and PyTorch's do.
+pub fn cumsumLine(comptime T: type, input: []const T, output: []T, count: usize, stride: usize, exclusive: bool, reverse: bool) void {
+    std.debug.assert(count == 0 or (count - 1) * stride < input.len);
+    std.debug.assert(input.len == output.len);
+    var total: T = 0;
+    for (0..count) |step| {
+        const at = (if (reverse) count - 1 - step else step) * stride;
+        const x = input[at];
+        if (exclusive) output[at] = total;
+        total = if (@typeInfo(T) == .int) total +% x else total + x;
+        if (!exclusive) output[at] = total;
+    }
+}
+
 /// Index of the first maximum of a strided run (NaN counts as the maximum); 0 if empty.
 pub fn argmax(block: []const f32, count: usize, stride: usize) usize {
     var best: usize = 0;

@@ -251,6 +251,45 @@ fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize)
     return out;
 }
 
+/// Running sums along `dim` (ONNX CumSum, torch.cumsum) of a float32, int32 or int64 tensor.
+pub fn cumsum(input: *Tensor, dim_raw: i64, exclusive: bool, reverse: bool) Error!*Tensor {
+    const axis = try @import("dims.zig").normalizeDim("cum_sum", dim_raw, input.ndim);
+    const x = try shape_ops.contiguous(input);
+    defer x.release();
+    const out = try tensor.createUninit(x.dtype, x.dims());
+    errdefer out.release();
+    if (out.numel() == 0) return out;
+    const block = Block.of(x.dims(), axis, axis);
+    switch (x.dtype) {
+        .float32 => try cumsumTyped(f32, block, x.f32Slice(), out.f32Slice(), exclusive, reverse),
+        .int64 => try cumsumTyped(i64, block, x.i64Slice(), out.i64Slice(), exclusive, reverse),
+        .int32 => try cumsumTyped(i32, block, x.i32Slice(), out.i32Slice(), exclusive, reverse),
+    }
+    return out;
+}
+
+fn cumsumTyped(comptime T: type, block: Block, input: []const T, output: []T, exclusive: bool, reverse: bool) Error!void {
+    const Context = struct {
+        block: Block,
+        input: []const T,
+        output: []T,
+        exclusive: bool,
+        reverse: bool,
+        /// Line l is outer row l / inner, column l % inner.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const b = context.block;
+            const span = (b.reduced - 1) * b.inner + 1;
+            for (begin..end) |line| {
+                const base = (line / b.inner) * b.reduced * b.inner + line % b.inner;
+                kernels.cumsumLine(T, context.input[base..][0..span], context.output[base..][0..span], b.reduced, b.inner, context.exclusive, context.reverse);
+            }
+        }
+    };
+    const context: Context = .{ .block = block, .input = input, .output = output, .exclusive = exclusive, .reverse = reverse };
+    const grain = @max(1, grain_elements / @max(block.reduced, 1));
+    try intra_op.parallelForTyped(0, block.outer * block.inner, grain, &context, Context.body);
+}
+
 /// softmax or log-softmax along `dim`.
 pub fn softmax(input: *Tensor, dim_raw: i64, log: bool) Error!*Tensor {
     const name = if (log) "log_softmax" else "softmax";
@@ -398,4 +437,37 @@ test "softmax along every dim sums to one" {
 
 comptime {
     _ = elementwise;
+}
+
+test "cumsum along every dim matches a running sum, forward, reverse and exclusive" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    const dims = [_]usize{ 3, 17, 5 };
+    const x = try tensor.createUninit(.float32, &dims);
+    defer x.release();
+    for (x.f32Slice(), 0..) |*v, i| v.* = @floatFromInt(@as(i64, @intCast(i % 7)) - 3);
+    for ([_]u32{ 1, 2 }) |threads| {
+        try settings.setNumThreads(threads);
+        for (0..3) |axis| for ([_]bool{ false, true }) |exclusive| for ([_]bool{ false, true }) |reverse| {
+            const y = try cumsum(x, @intCast(axis), exclusive, reverse);
+            defer y.release();
+            const block = Block.of(&dims, axis, axis);
+            for (0..block.outer) |o| for (0..block.inner) |i| {
+                var total: f32 = 0;
+                for (0..block.reduced) |step| {
+                    const r = if (reverse) block.reduced - 1 - step else step;
+                    const at = (o * block.reduced + r) * block.inner + i;
+                    if (exclusive) try std.testing.expectEqual(total, y.f32Slice()[at]);
+                    total += x.f32Slice()[at];
+                    if (!exclusive) try std.testing.expectEqual(total, y.f32Slice()[at]);
+                }
+            };
+        };
+    }
+    const wide = try tensor.createZeroed(.int32, &.{ 2, 0 });
+    defer wide.release();
+    const empty = try cumsum(wide, -1, false, false);
+    defer empty.release();
+    try std.testing.expectEqual(@as(usize, 0), empty.numel());
+    try std.testing.expectError(error.IndexOutOfRange, cumsum(x, 3, false, false));
 }
