@@ -19,6 +19,10 @@ const tbb = @import("intra_op_tbb.zig");
 const assert = std.debug.assert;
 const Error = status.Error;
 
+/// Worker threads a backend runs for one region at most: the calling thread runs a chunk
+/// too, and a region has at most settings.max_threads chunks.
+pub const workers_max = settings.max_threads - 1;
+
 /// A chunk body: runs the half-open range [begin, end) of the caller's iteration space.
 pub const Body = *const fn (context: *const anyopaque, begin: usize, end: usize) Error!void;
 

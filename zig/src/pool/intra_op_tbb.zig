@@ -33,7 +33,7 @@ const FirstError = intra_op.FirstError;
 
 const Pool = @This();
 
-const workers_max = settings.max_threads - 1;
+const workers_max = intra_op.workers_max;
 /// Callers that can run a region at once; more run their regions serially (the pool's
 /// threads are busy anyway).
 const callers_max = 64;
