@@ -1,7 +1,9 @@
 //! Intra-op parallelism: parallel_for and parallel_reduce (threading spec §2).
 //!
 //! This file owns the rules every backend shares: when a region runs serially, how a range
-//! is split into contiguous chunks, how errors are reported. The backend, chosen at build
+//! is split into contiguous chunks, how errors are reported. The grain, how much work a
+//! chunk must hold, is the caller's choice (the op layer's policy: ops/parallel.zig); the
+//! pool knows no ops and no kernels. The backend, chosen at build
 //! time with -Dthreading, only runs `split.count` chunks of a Region and joins them:
 //!
 //!   omp (intra_op_omp.zig)  a fork-join team per calling thread, static chunks

@@ -5,16 +5,18 @@
 //! Work: a region is an intrusive Task (in the caller's stack frame) plus a range of chunk
 //! indices. Whoever runs a range of more than one chunk splits it in halves, pushes the upper
 //! half on its own deque (thieves take it) and keeps the lower one, down to one chunk, as
-//! TBB's parallel_for splits a blocked_range. Workers own a deque each; a caller borrows one
-//! of `callers_max` caller deques for the duration of its region. An idle worker steals the
-//! oldest (largest) entry of another deque. A caller that finished its own chunks helps only
-//! its own region: it pops its deque, then steals entries of its region, then sleeps until
-//! the last chunk completes. Nothing is allocated per region or per chunk.
+//! TBB's parallel_for splits a blocked_range. Workers own a deque each (deque.zig, shared
+//! with the inter-op pool); a caller borrows one of `callers_max` caller deques for the
+//! duration of its region. An idle worker steals the oldest (largest) entry of another
+//! deque. A caller that finished its own chunks helps only its own region: it pops its
+//! deque, then steals entries of its region, then sleeps until the last chunk completes.
+//! Nothing is allocated per region or per chunk.
 //!
-//! Sleeping and waking: a worker that finds nothing spins (bounded), then sleeps on a futex.
-//! Pushing work wakes at most one sleeper and only when no worker is searching; the woken
-//! worker counts as searching at once, and wakes the next one only when it finds work
-//! itself (wake throttling, as in kprotty/zap). An idle process uses no CPU.
+//! Sleeping and waking: a worker that finds nothing spins (bounded), then sleeps on the wake
+//! epoch (wake_epoch.zig, the futex protocol it shares with the inter-op pool). Pushing work
+//! wakes at most one sleeper and only when no worker is searching; the woken worker counts
+//! as searching at once, and wakes the next one only when it finds work itself (wake
+//! throttling, as in kprotty/zap). An idle process uses no CPU.
 //!
 //! Thread count: workers are spawned on demand, up to min(threads - 1, chunks - 1). When
 //! setNumThreads goes down, the excess workers exit once idle, highest index first, from
