@@ -12,6 +12,7 @@
 //!   zig build bench-kernels         memory-bound kernel benchmark (ReleaseFast)
 //!   zig build bench-conv            conv2d vs GEMM on ResNet layer shapes (ReleaseFast)
 //!   zig build bench-gemm [-- args]  native GEMM vs OpenBLAS, GFLOPS table (ReleaseFast)
+//!   zig build bench-build           build every benchmark above into zig-out/bin, run none
 const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
@@ -99,8 +100,8 @@ pub fn build(b: *std.Build) void {
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
 
-    // Native benchmarks import the library's Zig API (src/root.zig) as "spindle"; they are
-    // always ReleaseFast, whatever -Doptimize says.
+    // Every native benchmark imports one module, the library's Zig API (src/root.zig), as
+    // "spindle"; benchmarks are always ReleaseFast, whatever -Doptimize says.
     const spindle_module = b.createModule(.{
         .root_source_file = b.path("src/root.zig"),
         .target = target,
@@ -111,104 +112,74 @@ pub fn build(b: *std.Build) void {
     });
     spindle_module.addOptions("build_options", options);
     if (blas == .openblas) spindle_module.linkSystemLibrary("openblas", .{});
-    const interop_bench = b.addExecutable(.{
-        .name = "interop_bench",
-        .root_module = b.createModule(.{
-            .root_source_file = b.path("../bench/native/interop_bench.zig"),
-            .target = target,
-            .optimize = .ReleaseFast,
-            .link_libc = true,
-            .imports = &.{.{ .name = "spindle", .module = spindle_module }},
-        }),
-    });
-    const run_interop_bench = b.addRunArtifact(interop_bench);
-    const interop_bench_step = b.step("bench-interop", "Benchmark the inter-op pool (bench/native/interop_bench.zig)");
-    interop_bench_step.dependOn(&run_interop_bench.step);
-    // Also installed (zig-out/bin/interop_bench) to rerun it, or run it on another machine.
-    interop_bench_step.dependOn(&b.addInstallArtifact(interop_bench, .{}).step);
 
-    addPoolBench(b, target, optimize, options);
-    addBench(b, target, spindle_module, "kernels_bench", "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
-    addGemmBench(b, target, options);
-    addBench(b, target, spindle_module, "conv_bench", "bench-conv", "Benchmark conv2d against GEMM on ResNet layers (bench/native/conv_bench.zig)");
+    // `bench-build` compiles and installs every benchmark without running one.
+    const build_step = b.step("bench-build", "Build every native benchmark into zig-out/bin without running it");
+    // Run by their steps, and installed into zig-out/bin to rerun them or run them elsewhere.
+    const interop_bench = addBench(b, target, spindle_module, "interop_bench", "interop_bench", build_step);
+    addRunStep(b, interop_bench, "bench-interop", "Benchmark the inter-op pool (bench/native/interop_bench.zig)");
+    const kernels_bench = addBench(b, target, spindle_module, "kernels_bench", "kernels_bench", build_step);
+    addRunStep(b, kernels_bench, "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
+    const conv_bench = addBench(b, target, spindle_module, "conv_bench", "conv_bench", build_step);
+    addRunStep(b, conv_bench, "bench-conv", "Benchmark conv2d against GEMM on ResNet layers (bench/native/conv_bench.zig)");
+    // Only installed: bench/native/run_pool_bench.sh runs it beside the C baselines.
+    const pool_bench = addBench(b, target, spindle_module, "pool_bench", "spindle-pool-bench", build_step);
+    const pool_bench_step = b.step("bench-pool", "Build the intra-op pool benchmark into zig-out/bin");
+    pool_bench_step.dependOn(&b.addInstallArtifact(pool_bench, .{}).step);
+    addGemmBench(b, target, spindle_module, tsan, build_step);
 }
 
-/// A ReleaseFast benchmark executable from bench/native/NAME.zig that imports the library's
-/// Zig API as "spindle", run by `zig build STEP` and installed into zig-out/bin.
+/// The ReleaseFast executable `exe_name` of bench/native/SOURCE.zig, which imports "spindle",
+/// installed by `build_step`.
 fn addBench(
     b: *std.Build,
     target: std.Build.ResolvedTarget,
     spindle_module: *std.Build.Module,
-    comptime name: []const u8,
-    step_name: []const u8,
-    description: []const u8,
-) void {
+    comptime source: []const u8,
+    exe_name: []const u8,
+    build_step: *std.Build.Step,
+) *std.Build.Step.Compile {
     const exe = b.addExecutable(.{
-        .name = name,
+        .name = exe_name,
         .root_module = b.createModule(.{
-            .root_source_file = b.path("../bench/native/" ++ name ++ ".zig"),
+            .root_source_file = b.path("../bench/native/" ++ source ++ ".zig"),
             .target = target,
             .optimize = .ReleaseFast,
             .link_libc = true,
             .imports = &.{.{ .name = "spindle", .module = spindle_module }},
         }),
     });
+    build_step.dependOn(&b.addInstallArtifact(exe, .{}).step);
+    return exe;
+}
+
+/// `zig build STEP` runs `exe` and installs it into zig-out/bin.
+fn addRunStep(b: *std.Build, exe: *std.Build.Step.Compile, step_name: []const u8, description: []const u8) void {
     const step = b.step(step_name, description);
     step.dependOn(&b.addRunArtifact(exe).step);
     step.dependOn(&b.addInstallArtifact(exe, .{}).step);
 }
 
-/// `zig build bench-pool`: bench/native/pool_bench.zig against the pools (no FFI exports).
-fn addPoolBench(
+/// The native GEMM against OpenBLAS, always linked with OpenBLAS (the baseline), whatever
+/// -Dblas says: it calls the native kernel directly.
+fn addGemmBench(
     b: *std.Build,
     target: std.Build.ResolvedTarget,
-    optimize: std.builtin.OptimizeMode,
-    options: *std.Build.Step.Options,
+    spindle_module: *std.Build.Module,
+    tsan: bool,
+    build_step: *std.Build.Step,
 ) void {
-    const pools_module = b.createModule(.{
-        .root_source_file = b.path("src/bench_api.zig"),
-        .target = target,
-        .optimize = optimize,
-        .link_libc = true,
-    });
-    pools_module.addOptions("build_options", options);
-    const bench_module = b.createModule(.{
-        .root_source_file = b.path("../bench/native/pool_bench.zig"),
-        .target = target,
-        .optimize = optimize,
-        .link_libc = true,
-    });
-    bench_module.addImport("spindle_pools", pools_module);
-    const bench = b.addExecutable(.{ .name = "spindle-pool-bench", .root_module = bench_module });
-    const bench_step = b.step("bench-pool", "Build the intra-op pool benchmark into zig-out/bin");
-    bench_step.dependOn(&b.addInstallArtifact(bench, .{}).step);
-}
-
-/// The native GEMM against OpenBLAS, always ReleaseFast and always linked with OpenBLAS
-/// (the baseline), whatever -Dblas says: it calls the native kernel directly.
-fn addGemmBench(b: *std.Build, target: std.Build.ResolvedTarget, options: *std.Build.Step.Options) void {
     const bench_step = b.step("bench-gemm", "Benchmark the native GEMM against OpenBLAS (GFLOPS table)");
-    if (!openblasAvailable()) {
-        const fail = b.addFail("bench-gemm needs OpenBLAS as its baseline: apt-get install libopenblas-dev");
+    if (!openblasAvailable() or tsan) {
+        const fail = b.addFail(if (tsan)
+            "bench-gemm links OpenBLAS, which crashes at load under -Dtsan=true"
+        else
+            "bench-gemm needs OpenBLAS as its baseline: apt-get install libopenblas-dev");
         bench_step.dependOn(&fail.step);
         return;
     }
-    const kernels = b.createModule(.{
-        .root_source_file = b.path("src/kernels.zig"),
-        .target = target,
-        .optimize = .ReleaseFast,
-        .link_libc = true,
-    });
-    kernels.addOptions("build_options", options);
-    const bench_module = b.createModule(.{
-        .root_source_file = b.path("../bench/native/gemm_bench.zig"),
-        .target = target,
-        .optimize = .ReleaseFast,
-        .link_libc = true,
-    });
-    bench_module.addImport("kernels", kernels);
-    bench_module.linkSystemLibrary("openblas", .{});
-    const bench = b.addExecutable(.{ .name = "gemm_bench", .root_module = bench_module });
+    const bench = addBench(b, target, spindle_module, "gemm_bench", "gemm_bench", build_step);
+    bench.root_module.linkSystemLibrary("openblas", .{});
     const run_bench = b.addRunArtifact(bench);
     if (b.args) |args| run_bench.addArgs(args);
     bench_step.dependOn(&run_bench.step);

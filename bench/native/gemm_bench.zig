@@ -13,7 +13,7 @@
 //! Each number is the best of `repeats` timed runs of at least `min-ms` each: the machine may
 //! be shared, and the best run is the least disturbed one.
 const std = @import("std");
-const kernels = @import("kernels");
+const kernels = @import("spindle").kernels;
 const gemm = kernels.gemm;
 const gemm_native = kernels.gemm_native;
 const native = gemm_native.native;

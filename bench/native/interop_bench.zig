@@ -9,10 +9,9 @@
 const std = @import("std");
 const spindle = @import("spindle");
 
-const inter_op = spindle.inter_op;
 const tensor = spindle.tensor;
-const Pool = inter_op.Pool;
-const Future = inter_op.Future;
+const Pool = spindle.inter_op.Pool;
+const Future = spindle.inter_op.Future;
 const Tensor = tensor.Tensor;
 const Error = spindle.status.Error;
 
@@ -75,7 +74,7 @@ fn percentile(samples: []u64, p: usize) u64 {
 fn forkWaitLatency(pool: *Pool, value: *Tensor, samples: []u64) !void {
     for (samples) |*sample| {
         var timer = try std.time.Timer.start();
-        const future = try pool.fork("empty", Empty, .{ .value = value });
+        const future = try Future.fork(pool, "empty", Empty, .{ .value = value });
         const result = try future.wait();
         sample.* = timer.read();
         result.release();
@@ -87,7 +86,7 @@ fn forkWaitLatency(pool: *Pool, value: *Tensor, samples: []u64) !void {
 fn handoffLatency(pool: *Pool, value: *Tensor, samples: []u64) !void {
     for (samples) |*sample| {
         var timer = try std.time.Timer.start();
-        const future = try pool.fork("empty", Empty, .{ .value = value });
+        const future = try Future.fork(pool, "empty", Empty, .{ .value = value });
         spinUntilDone(future);
         sample.* = timer.read();
         (try future.wait()).release();
@@ -112,7 +111,7 @@ fn forkThroughput(pool: *Pool, value: *Tensor) !Rate {
     for (&round_ns) |*round| {
         var batch: Batch = .{};
         var timer = try std.time.Timer.start();
-        for (&futures) |*f| f.* = try pool.fork("counted", Counted, .{ .value = value, .batch = &batch });
+        for (&futures) |*f| f.* = try Future.fork(pool, "counted", Counted, .{ .value = value, .batch = &batch });
         batch.finished.wait();
         round.* = timer.read();
         // Completion follows the count; wait() returns at once or after a few spins.
@@ -131,7 +130,7 @@ fn forkJoinThroughput(pool: *Pool, value: *Tensor) !Rate {
     var round_ns: [throughput_rounds]u64 = undefined;
     for (&round_ns) |*round| {
         var timer = try std.time.Timer.start();
-        for (&futures) |*f| f.* = try pool.fork("empty", Empty, .{ .value = value });
+        for (&futures) |*f| f.* = try Future.fork(pool, "empty", Empty, .{ .value = value });
         for (futures) |f| {
             (try f.wait()).release();
             f.release();
@@ -150,7 +149,7 @@ fn completionThroughput(pool: *Pool, value: *Tensor) !f64 {
     var completed: usize = 0;
     var timer = try std.time.Timer.start();
     while (completed < completions_total) {
-        const count = inter_op.completion_queue.wait(&tokens, std.time.ns_per_s);
+        const count = Future.completion_queue.wait(&tokens, std.time.ns_per_s);
         if (count == 0) return error.CompletionTimeout;
         completed += count;
         for (0..count) |_| {
@@ -159,12 +158,12 @@ fn completionThroughput(pool: *Pool, value: *Tensor) !f64 {
     }
     const elapsed = timer.read();
     // Drain what is still in flight so the pool ends idle.
-    while (completed < next_token) completed += inter_op.completion_queue.wait(&tokens, std.time.ns_per_s);
+    while (completed < next_token) completed += Future.completion_queue.wait(&tokens, std.time.ns_per_s);
     return @as(f64, @floatFromInt(completions_total)) * std.time.ns_per_s / @as(f64, @floatFromInt(elapsed));
 }
 
 fn forkWatched(pool: *Pool, value: *Tensor, next_token: *u64) !void {
-    const future = try pool.fork("empty", Empty, .{ .value = value });
+    const future = try Future.fork(pool, "empty", Empty, .{ .value = value });
     defer future.release(); // The watch keeps it alive until its token is taken.
     try future.watch(next_token.*);
     next_token.* += 1;
@@ -201,5 +200,5 @@ pub fn main() !void {
     });
     const completion_rate = try completionThroughput(pool, value);
     std.debug.print("  completion queue, {d} in flight: {d:.2} M completions/s\n", .{ in_flight, completion_rate / 1e6 });
-    if (inter_op.liveFutures() != 0) return error.FutureLeak;
+    if (Future.liveCount() != 0) return error.FutureLeak;
 }

@@ -11,10 +11,10 @@
 //!
 //! Output: one `key value` line per figure, for the script to read.
 const std = @import("std");
-const pools = @import("spindle_pools");
+const spindle = @import("spindle");
 
-const intra_op = pools.intra_op;
-const settings = pools.settings;
+const intra_op = spindle.intra_op;
+const settings = spindle.settings;
 
 pub fn main() !void {
     var arguments = std.process.args();
@@ -42,7 +42,7 @@ const Sink = struct {
     const stride = 8;
     values: [64 * stride]u64 = @splat(0),
 
-    fn bump(sink: *Sink, begin: usize, end: usize) pools.Error!void {
+    fn bump(sink: *Sink, begin: usize, end: usize) spindle.status.Error!void {
         for (begin..end) |index| {
             const slot: *volatile u64 = &sink.values[(index % 64) * stride];
             slot.* +%= 1;

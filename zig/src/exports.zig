@@ -1,6 +1,10 @@
 //! Every `export fn` of libspindle. Each converts its C arguments to checked Zig values,
-//! calls into the library, and maps Zig errors to status codes. Nothing else lives here.
-//! ffi/symbols.ts lists these functions in the same order with the same C prototypes.
+//! calls into the library, and maps Zig errors to status codes. ffi/symbols.ts lists these
+//! functions in the same order with the same C prototypes.
+//!
+//! Besides them lives only OpTask, the context of an op forked through spindle_fork_op:
+//! this layer is where ops meet the inter-op pool, which knows tasks and futures, not ops
+//! (pool/inter_op.zig, pool/future.zig).
 const std = @import("std");
 const build_options = @import("build_options");
 const status = @import("status.zig");
@@ -8,7 +12,8 @@ const settings = @import("settings.zig");
 const topology = @import("topology.zig");
 const tensor = @import("tensor.zig");
 const ops = @import("ops.zig");
-const inter_op = @import("pool/inter_op.zig");
+const Pool = @import("pool/inter_op.zig");
+const Future = @import("pool/future.zig");
 const intra_op = @import("pool/intra_op.zig");
 const openblas = @import("kernels/openblas.zig");
 const info = @import("info.zig");
@@ -291,10 +296,47 @@ fn forkOp(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[
     defer for (tensors) |t| t.release();
     // Parameters are decoded here, on the calling thread, so a bad one fails the fork call.
     const options = try ops.decodeFlat(op, tensors.len, parameters);
-    const future = try inter_op.forkOp(options, tensors);
+    const future = try OpTask.fork(try Pool.global(), options, tensors);
     errdefer future.release();
-    destination.* = try inter_op.futures.register(future);
+    destination.* = try Future.table.register(future);
 }
+
+/// A forked op: its decoded options and its inputs (one reference each, held until it has
+/// run), copied at fork time so the caller's buffers may go at once.
+const OpTask = struct {
+    options: ops.Options,
+    input_count: u8,
+    inputs: [ops.max_inputs]*tensor.Tensor = undefined,
+
+    comptime {
+        std.debug.assert(@sizeOf(OpTask) <= Future.payload_capacity);
+    }
+
+    /// Forks the op `options` names (decoded and checked by the caller) on `inputs` onto
+    /// `pool`. Takes a new reference to every input so the tensors stay alive until the task
+    /// finishes, whatever the caller does with its own.
+    fn fork(pool: *Pool, options: ops.Options, inputs: []const *tensor.Tensor) Error!*Future {
+        const name = @tagName(std.meta.activeTag(options));
+        if (inputs.len > ops.max_inputs) {
+            return status.fail(error.InvalidArgument, "fork {s}: at most {d} inputs, got {d}", .{ name, ops.max_inputs, inputs.len });
+        }
+        var task: OpTask = .{ .options = options, .input_count = @intCast(inputs.len) };
+        @memcpy(task.inputs[0..inputs.len], inputs);
+        for (inputs) |input| input.retain();
+        return Future.fork(pool, name, OpTask, task) catch |err| {
+            for (inputs) |input| input.release();
+            return err;
+        };
+    }
+
+    pub fn run(task: *OpTask) Error!*tensor.Tensor {
+        return ops.execute(task.options, task.inputs[0..task.input_count]);
+    }
+
+    pub fn deinit(task: *OpTask) void {
+        for (task.inputs[0..task.input_count]) |input| input.release();
+    }
+};
 
 /// int32_t spindle_future_wait(uint64_t future, uint64_t *out): blocks until done (running
 ///     the task on the calling thread when no worker has started it yet), then publishes
@@ -306,7 +348,7 @@ export fn spindle_future_wait(handle: Handle, out: ?*Handle) i32 {
 }
 
 fn futureWait(handle: Handle, out: ?*Handle) Error!void {
-    const future = try inter_op.futures.acquire(handle);
+    const future = try Future.table.acquire(handle);
     defer future.release();
     try publish(try future.wait(), out);
 }
@@ -315,7 +357,7 @@ fn futureWait(handle: Handle, out: ?*Handle) Error!void {
 ///     negative status when the handle is invalid.
 export fn spindle_future_done(handle: Handle) i32 {
     status.clearMessage();
-    const future = inter_op.futures.acquire(handle) catch |err| return -@intFromEnum(status.fromError(err));
+    const future = Future.table.acquire(handle) catch |err| return -@intFromEnum(status.fromError(err));
     defer future.release();
     return @intFromBool(future.isDone());
 }
@@ -323,13 +365,13 @@ export fn spindle_future_done(handle: Handle) i32 {
 /// int32_t spindle_future_dispose(uint64_t future)
 export fn spindle_future_dispose(handle: Handle) i32 {
     status.clearMessage();
-    return status.toStatus(inter_op.futures.dispose(handle));
+    return status.toStatus(Future.table.dispose(handle));
 }
 
 /// size_t spindle_future_live_count(void): futures alive in the process, pending or held
 ///     (leak checks in tests).
 export fn spindle_future_live_count() usize {
-    return inter_op.liveFutures();
+    return Future.liveCount();
 }
 
 /// int32_t spindle_future_watch(uint64_t future, uint64_t token): registers `token` for the
@@ -342,7 +384,7 @@ export fn spindle_future_watch(handle: Handle, token: u64) i32 {
 }
 
 fn futureWatch(handle: Handle, token: u64) Error!void {
-    const future = try inter_op.futures.acquire(handle);
+    const future = try Future.table.acquire(handle);
     defer future.release();
     try future.watch(token);
 }
@@ -358,20 +400,20 @@ const completions_timeout_ms_max: u32 = 60_000;
 export fn spindle_completions_wait(tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
     const destination = tokens orelse return 0;
     const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
-    return inter_op.completion_queue.wait(destination[0..capacity], timeout_ns);
+    return Future.completion_queue.wait(destination[0..capacity], timeout_ns);
 }
 
 /// size_t spindle_completions_poll(uint64_t *tokens, size_t capacity): like
 ///     spindle_completions_wait without blocking.
 export fn spindle_completions_poll(tokens: ?[*]u64, capacity: usize) usize {
     const destination = tokens orelse return 0;
-    return inter_op.completion_queue.poll(destination[0..capacity]);
+    return Future.completion_queue.poll(destination[0..capacity]);
 }
 
 /// void spindle_completions_interrupt(void): makes the pending (or next)
 ///     spindle_completions_wait return at once, e.g. to shut down.
 export fn spindle_completions_interrupt() void {
-    inter_op.completion_queue.interrupt();
+    Future.completion_queue.interrupt();
 }
 
 /// size_t spindle_unobserved_errors(uint8_t *buffer, size_t capacity): moves the messages of
@@ -380,7 +422,7 @@ export fn spindle_completions_interrupt() void {
 ///     stderr to this list (up to 64 queued; beyond that they go to stderr).
 export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
     const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
-    return inter_op.unobserved.drain(destination);
+    return Future.unobserved.drain(destination);
 }
 
 /// int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t *out): parses
@@ -484,7 +526,8 @@ test {
     _ = @import("handles.zig");
     _ = @import("storage_cache.zig");
     _ = ops;
-    _ = inter_op;
+    _ = Pool;
+    _ = Future;
     _ = intra_op;
     _ = @import("kernels/gemm.zig");
     _ = @import("kernels/gemm_native.zig");
@@ -545,4 +588,31 @@ test "exported fork, watch, completion queue and wait" {
     while (spindle_future_live_count() != baseline_futures and attempts < 1000) : (attempts += 1) std.Thread.sleep(std.time.ns_per_ms);
     try std.testing.expectEqual(baseline_futures, spindle_future_live_count());
     try std.testing.expectEqual(@as(usize, 0), spindle_completions_wait(&tokens, tokens.len, 1));
+}
+
+test "forked mm completes and wait returns its value" {
+    const a = try tensor.createZeroed(.float32, &.{ 3, 4 });
+    defer a.release();
+    const b = try tensor.createZeroed(.float32, &.{ 4, 5 });
+    defer b.release();
+    const future = try OpTask.fork(try Pool.global(), .{ .mm = .{} }, &.{ a, b });
+    defer future.release();
+    const value = try future.wait();
+    defer value.release();
+    try std.testing.expectEqualSlices(usize, &.{ 3, 5 }, value.dims());
+    try std.testing.expect(future.isDone());
+    // The task released its references to the inputs before completing.
+    // Monotonic: complete()'s Release and wait()'s Acquire ordered the task's release.
+    try std.testing.expectEqual(@as(u32, 1), a.refs.load(.monotonic));
+}
+
+test "a failing forked op stores its error for wait" {
+    const a = try tensor.createZeroed(.float32, &.{ 3, 4 });
+    defer a.release();
+    const future = try OpTask.fork(try Pool.global(), .{ .mm = .{} }, &.{ a, a });
+    defer future.release();
+    try std.testing.expectError(error.ShapeMismatch, future.wait());
+    var buffer: [128]u8 = undefined;
+    const count = status.lastMessage(&buffer);
+    try std.testing.expect(std.mem.startsWith(u8, buffer[0..count], "mm: "));
 }

@@ -1,12 +1,14 @@
-//! The Zig-level API of libspindle for native benchmarks and tools (bench/native/*.zig).
-//! The library's C surface is exports.zig; this file only re-exports modules by name.
+//! The Zig-level API of libspindle for native benchmarks and tools (bench/native/*.zig):
+//! the one module root that build.zig gives them, as "spindle". The library's C surface is
+//! exports.zig; this file only re-exports the layers by name, bottom up.
 pub const status = @import("status.zig");
 pub const settings = @import("settings.zig");
 pub const tensor = @import("tensor.zig");
-pub const ops = @import("ops.zig");
-pub const inter_op = @import("pool/inter_op.zig");
-pub const intra_op = @import("pool/intra_op.zig");
+/// Pure functions over ranges; they know no pool and no graph.
 pub const kernels = struct {
+    pub const gemm = @import("kernels/gemm.zig");
+    pub const gemm_native = @import("kernels/gemm_native.zig");
+    pub const openblas = @import("kernels/openblas.zig");
     pub const elementwise = @import("kernels/elementwise.zig");
     pub const normalization = @import("kernels/normalization.zig");
     pub const embedding = @import("kernels/embedding.zig");
@@ -14,3 +16,12 @@ pub const kernels = struct {
     pub const conv = @import("kernels/conv.zig");
     pub const pool = @import("kernels/pool.zig");
 };
+/// parallel_for on the build's backend (omp or tbb).
+pub const intra_op = @import("pool/intra_op.zig");
+/// The inter-op pool and the futures forked onto it.
+pub const inter_op = struct {
+    pub const Pool = @import("pool/inter_op.zig");
+    pub const Future = @import("pool/future.zig");
+};
+/// The op layer: validation, output allocation and the parallel split over the kernels.
+pub const ops = @import("ops.zig");

@@ -111,6 +111,15 @@ pub fn clearMessage() void {
     message_len = 0;
 }
 
+/// Appends as much of `bytes` as fits after buffer[0..length.*] and advances `length`: how
+/// messages are composed into fixed buffers (a future's message, the unobserved list).
+pub fn appendTruncated(buffer: []u8, length: *usize, bytes: []const u8) void {
+    std.debug.assert(length.* <= buffer.len);
+    const count = @min(bytes.len, buffer.len - length.*);
+    @memcpy(buffer[length.*..][0..count], bytes[0..count]);
+    length.* += count;
+}
+
 /// Converts a Zig error union result into a status code for an `export fn`.
 pub fn toStatus(result: Error!void) i32 {
     if (result) |_| {

@@ -1,12 +1,13 @@
 //! Runs a Program: the nodes of a graph one by one on the calling (inference) thread, forks
 //! as tasks on the inter-op pool, waits as joins (which help rather than block, see
-//! pool/inter_op.zig). Values are released right after their last use, so buffers return to
+//! pool/future.zig). Values are released right after their last use, so buffers return to
 //! the storage cache and the next op reuses them.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const ops = @import("../ops.zig");
-const inter_op = @import("../pool/inter_op.zig");
+const Pool = @import("../pool/inter_op.zig");
+const Future = @import("../pool/future.zig");
 const program_module = @import("program.zig");
 const plan_module = @import("plan.zig");
 
@@ -18,7 +19,7 @@ const Graph = program_module.Graph;
 const Slot = union(enum) {
     empty,
     tensor: *Tensor,
-    future: *inter_op.Future,
+    future: *Future,
 
     fn release(slot: *Slot) void {
         switch (slot.*) {
@@ -247,10 +248,11 @@ const GraphTask = struct {
     input_count: u8,
     inputs: [ops.max_inputs]*Tensor = undefined,
 
-    fn fork(task: GraphTask) Error!*inter_op.Future {
+    fn fork(task: GraphTask) Error!*Future {
+        const pool = try Pool.global();
         task.program.retain();
         for (task.inputs[0..task.input_count]) |input| input.retain();
-        return inter_op.fork("graph", GraphTask, task) catch |err| {
+        return Future.fork(pool, "graph", GraphTask, task) catch |err| {
             var copy = task;
             copy.deinit();
             return err;

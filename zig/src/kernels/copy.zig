@@ -2,8 +2,6 @@
 //! passes a flat output range; runs along the last dim become memcpy when its stride is 1.
 const std = @import("std");
 
-pub const max_dims = 8;
-
 /// A strided source: element (i0, …, in) lives at offset + Σ ik · strides[k].
 pub fn Source(comptime T: type) type {
     return struct {

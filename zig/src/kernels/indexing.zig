@@ -4,9 +4,9 @@
 //! lives in ops/indexing.zig. They move elements of any dtype, so they work on bytes and read
 //! values through `load`/`store`.
 const std = @import("std");
-const DType = @import("../tensor.zig").DType;
-
-pub const max_dims = 8;
+const tensor = @import("../tensor.zig");
+const DType = tensor.DType;
+const max_dims = tensor.max_dims;
 
 /// A contiguous input read through per-output-dim element strides (0 = broadcast).
 pub const Operand = struct {

@@ -1,6 +1,6 @@
 //! conv2d and conv_transpose2d on NCHW float32 tensors: shape checks, output allocation, the
-//! choice of algorithm and the split over the intra-op pool. Kernels live in
-//! kernels/conv.zig and the GEMM in kernels/gemm.zig.
+//! choice of algorithm and the split over the intra-op pool (grains and thread counts from
+//! parallel.zig). Kernels live in kernels/conv.zig and the GEMM in kernels/gemm.zig.
 //!
 //! conv2d picks, per shape:
 //! - depthwise (one input channel per group): a direct vectorised kernel, rows in parallel;
@@ -15,6 +15,7 @@ const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const settings = @import("../settings.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const storage_cache = @import("../storage_cache.zig");
 const gemm = @import("../kernels/gemm.zig");
 const gemm_native = @import("../kernels/gemm_native.zig");
@@ -49,8 +50,6 @@ pub const scratch_bytes_max: usize = 64 << 20;
 const block_bytes_target: usize = 1 << 20;
 /// Narrower blocks make the GEMM repack its A panel too often for the work it gets.
 const block_columns_min: usize = 256;
-/// Below this many flops the fork-join costs more than it saves (as in linalg.matmulInto).
-const parallel_flops_min: usize = 1 << 17;
 
 pub fn requireFloat(comptime op: []const u8, comptime which: []const u8, t: *const Tensor) Error!void {
     if (t.dtype != .float32) {
@@ -291,11 +290,6 @@ pub fn convTranspose2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options:
     return out;
 }
 
-fn threadsFor(flops: usize) usize {
-    if (intra_op.inParallelRegion() or flops < parallel_flops_min) return 1;
-    return @max(1, settings.getNumThreads());
-}
-
 // ---------------------------------------------------------------------------------------
 // Depthwise: one input plane per output plane, output rows in parallel.
 
@@ -323,7 +317,7 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const planes = geometry.batch * geometry.out_channels;
     const per_plane = kernels.depthwisePlaneScratch(window);
     const flops = (2 *| data.output.len) *| window.taps();
-    const threads = threadsFor(flops);
+    const threads = parallel.threadsForFlops(flops);
     if (kernels.planeApplies(window) and per_plane <= plane_scratch_max and planes >= threads) {
         return runDepthwisePlanes(geometry, data, @min(threads, planes), per_plane);
     }
@@ -331,7 +325,7 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const rows = geometry.batch * geometry.out_channels * window.grid[0];
     std.debug.assert(rows * window.grid[1] == data.output.len);
     const work_per_row = @max(1, window.grid[1] * window.taps());
-    try intra_op.parallelForTyped(0, rows, @max(1, 16384 / work_per_row), &context, Context.body);
+    try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, work_per_row), &context, Context.body);
 }
 
 /// The operands of output plane `plane` (batch-major, then channel) of a depthwise conv.
@@ -490,7 +484,7 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
     const images = geometry.batch * geometry.groups;
     const unfold = !isPointwise(window);
     const flops = (2 *| images) *| m *| n *| @max(depth, 1);
-    const plan = try planBlocks("conv2d", images, m, n, depth, threadsFor(flops), unfold);
+    const plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold);
     const scratch = try Scratch.init("conv2d", plan.workers * plan.scratch_per_worker);
     defer scratch.release();
     const context: UnfoldedContext = .{ .geometry = geometry, .data = data, .plan = plan, .unfold = unfold, .scratch = scratch.values };
@@ -634,7 +628,7 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
     };
     @memset(padded[channels * height * width ..], 0);
     const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
-    const threads = threadsFor((2 *| m) *| n *| depth);
+    const threads = parallel.threadsForFlops((2 *| m) *| n *| depth);
     const tiling = gemm.plan(m, n, threads);
     var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
     for (0..geometry.batch * geometry.groups) |image| {
@@ -653,9 +647,9 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
         };
         try context.args.validate();
         const shared: *const ImplicitContext = &context;
-        try intra_op.parallelForTyped(0, channels, @max(1, 16384 / (height * width)), shared, ImplicitContext.pad);
+        try intra_op.parallelForTyped(0, channels, parallel.grain(.medium, height * width), shared, ImplicitContext.pad);
         try intra_op.parallelForTyped(0, tiling.count(), 1, shared, ImplicitContext.multiply);
-        try intra_op.parallelForTyped(0, m, @max(1, 16384 / n), shared, ImplicitContext.finish);
+        try intra_op.parallelForTyped(0, m, parallel.grain(.medium, n), shared, ImplicitContext.finish);
     }
 }
 
@@ -727,7 +721,7 @@ fn runTransposed(geometry: Geometry, data: Data) Error!void {
     const n = window.gridPlane();
     const images = geometry.batch * geometry.groups;
     const flops = (2 *| images) *| rows *| n *| @max(geometry.inPerGroup(), 1);
-    const threads = threadsFor(flops);
+    const threads = parallel.threadsForFlops(flops);
     // Enough images: each worker runs whole images (GEMM and scatter) in its own scratch.
     // Otherwise images run one after another, each block's GEMM and scatter in parallel.
     const per_image = images >= threads;

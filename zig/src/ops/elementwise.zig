@@ -1,20 +1,17 @@
 //! Elementwise ops on tensors: NumPy broadcasting, scalar operands, and the split of the flat
-//! output range over the intra-op pool. The inner loops live in kernels/elementwise.zig.
+//! output range over the intra-op pool (grains from parallel.zig). The inner loops live in
+//! kernels/elementwise.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const shape_ops = @import("shape.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const kernels = @import("../kernels/elementwise.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
 const max_dims = tensor.max_dims;
-
-/// Elements per chunk below which threads cost more than they save: memory-bound loops need
-/// large chunks; transcendental ones pay for threads much earlier.
-const grain_cheap = 32 * 1024;
-const grain_transcendental = 4 * 1024;
 
 pub fn requireFloat(comptime op: []const u8, t: *const Tensor) Error!void {
     if (t.dtype != .float32) {
@@ -44,7 +41,7 @@ pub fn unary(op: kernels.Unary, params: kernels.UnaryParams, input: *Tensor) Err
         }
     };
     const context: Context = .{ .op = op, .params = params, .input = x.f32Slice(), .output = out.f32Slice() };
-    const grain: usize = if (kernels.unaryIsTranscendental(op)) grain_transcendental else grain_cheap;
+    const grain = parallel.grain(if (kernels.unaryIsTranscendental(op)) .transcendental else .light, 1);
     try intra_op.parallelForTyped(0, context.output.len, grain, &context, Context.body);
     return out;
 }
@@ -186,7 +183,7 @@ pub fn binary(op: kernels.Binary, a_input: *Tensor, b_input: *Tensor) Error!*Ten
     // The innermost stride of each operand is 0 (broadcast) or 1 (contiguous) by construction.
     std.debug.assert(layout.a_strides[layout.ndim - 1] <= 1 and layout.b_strides[layout.ndim - 1] <= 1);
     const context: BinaryContext = .{ .op = op, .layout = layout, .a = a.f32Slice(), .b = b.f32Slice(), .output = out.f32Slice() };
-    const grain: usize = if (op == .pow) grain_transcendental else grain_cheap;
+    const grain = parallel.grain(if (op == .pow) .transcendental else .light, 1);
     try intra_op.parallelForTyped(0, context.output.len, grain, &context, BinaryContext.body);
     return out;
 }
@@ -217,7 +214,7 @@ pub fn binaryScalar(op: kernels.Binary, input: *Tensor, scalar: f32, scalar_firs
         }
     };
     const context: Context = .{ .op = op, .input = x.f32Slice(), .scalar = .{scalar}, .scalar_first = scalar_first, .output = out.f32Slice() };
-    const grain: usize = if (op == .pow) grain_transcendental else grain_cheap;
+    const grain = parallel.grain(if (op == .pow) .transcendental else .light, 1);
     try intra_op.parallelForTyped(0, context.output.len, grain, &context, Context.body);
     return out;
 }

@@ -1,10 +1,12 @@
 //! embedding and embedding_bag on tensors: index validation (before any memory is read),
-//! output allocation and the split of rows or bags over the intra-op pool.
+//! output allocation and the split of rows or bags over the intra-op pool (grains from
+//! parallel.zig). The gathers live in kernels/embedding.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const shape_ops = @import("shape.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const kernels = @import("../kernels/embedding.zig");
 
 const Error = status.Error;
@@ -68,7 +70,7 @@ pub fn embedding(weight_input: *Tensor, indices_input: *Tensor) Error!*Tensor {
         }
     };
     const context: Context = .{ .table = weight.f32Slice(), .width = width, .indices = indices, .output = out.f32Slice() };
-    try intra_op.parallelForTyped(0, indices.len, @max(1, 16384 / @max(width, 1)), &context, Context.body);
+    try intra_op.parallelForTyped(0, indices.len, parallel.grain(.medium, width), &context, Context.body);
     return out;
 }
 
@@ -137,7 +139,7 @@ pub fn embeddingBag(
         .output = out.f32Slice(),
     };
     const per_bag = @max(1, width * (indices.len / @max(bags, 1)));
-    try intra_op.parallelForTyped(0, bags, @max(1, 16384 / per_bag), &context, Context.body);
+    try intra_op.parallelForTyped(0, bags, parallel.grain(.medium, per_bag), &context, Context.body);
     return out;
 }
 

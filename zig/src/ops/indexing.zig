@@ -1,10 +1,11 @@
 //! Index-mapping ops for model import (where, compare, expand, cast, pad, take, resize):
-//! shape and dtype checks, output allocation, and the split over the intra-op pool. The
-//! element loops live in kernels/indexing.zig.
+//! shape and dtype checks, output allocation, and the split over the intra-op pool (grains
+//! from parallel.zig). The element loops live in kernels/indexing.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const kernels = @import("../kernels/indexing.zig");
 const shape_ops = @import("shape.zig");
 const elementwise = @import("elementwise.zig");
@@ -13,7 +14,6 @@ const normalizeDim = @import("dims.zig").normalizeDim;
 const Error = status.Error;
 const Tensor = tensor.Tensor;
 const max_dims = tensor.max_dims;
-const grain = 16 * 1024;
 
 /// Operand view of contiguous `t` broadcast to `shape` (right-aligned).
 fn operand(t: *const Tensor, shape: []const usize) kernels.Operand {
@@ -34,7 +34,7 @@ fn operand(t: *const Tensor, shape: []const usize) kernels.Operand {
 /// Runs `body(context, begin, end)` over [0, count) on the intra-op pool.
 fn split(count: usize, context: anytype, comptime body: fn (@TypeOf(context), usize, usize) Error!void) Error!void {
     if (count == 0) return;
-    try intra_op.parallelForTyped(0, count, grain, context, body);
+    try intra_op.parallelForTyped(0, count, parallel.grain(.medium, 1), context, body);
 }
 
 pub fn where(cond_input: *Tensor, x_input: *Tensor, y_input: *Tensor) Error!*Tensor {
@@ -244,7 +244,7 @@ pub fn take(input: *Tensor, index_input: *Tensor, axis_raw: i64) Error!*Tensor {
         }
     };
     const context: Context = .{ .x = x.byteSlice(), .indices = indices, .size_along = size_along, .inner_bytes = inner * x.dtype.size(), .out = out.byteSlice() };
-    if (inner > 0) try intra_op.parallelForTyped(0, outer * count, @max(1, grain / @max(inner, 1)), &context, Context.body);
+    if (inner > 0) try intra_op.parallelForTyped(0, outer * count, parallel.grain(.medium, inner), &context, Context.body);
     return out;
 }
 
@@ -290,11 +290,8 @@ pub fn resize(input: *Tensor, mode_raw: i64, coordinate_raw: i64, nearest_raw: i
         }
     };
     const context: Context = .{ .args = args };
-    // Chunks of whole planes where there are enough of them: each chunk builds its index
-    // tables once and copies repeated rows within itself.
     const plane = if (input.ndim >= 2) shape[input.ndim - 2] * shape[input.ndim - 1] else 1;
-    const chunk = @max(4096, @min(plane, out.numel() / 8));
-    try intra_op.parallelForTyped(0, out.numel(), chunk, &context, Context.body);
+    try intra_op.parallelForTyped(0, out.numel(), parallel.resizeGrain(plane, out.numel()), &context, Context.body);
     return out;
 }
 

@@ -1,10 +1,12 @@
 //! Matrix products on tensors: shape checks, output allocation, and the split of GEMM tiles
-//! over the intra-op pool. The tiles themselves are computed in kernels/gemm.zig.
+//! over the intra-op pool (thread counts from parallel.zig). The tiles themselves are
+//! computed in kernels/gemm.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const settings = @import("../settings.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const gemm = @import("../kernels/gemm.zig");
 const shape_ops = @import("shape.zig");
 const elementwise = @import("elementwise.zig");
@@ -74,10 +76,7 @@ pub fn matmulInto(
     };
     try args.validate();
     if (m == 0 or n == 0) return;
-    const threads: usize = if (intra_op.inParallelRegion()) 1 else settings.getNumThreads();
-    // Below ~64 KFLOP per thread the fork-join costs more than it saves.
-    const flops = 2 * m * n * @max(k, 1);
-    const workers = if (flops < 65536 * 2) 1 else threads;
+    const workers = parallel.threadsForFlops(2 * m * n * @max(k, 1));
     const Context = struct {
         args: *const gemm.Args,
         tiling: gemm.Tiling,
@@ -220,10 +219,9 @@ fn batched(a_input: *Tensor, b_input: *Tensor, options: GemmOptions, batch: []co
     defer a.release();
     const b = try Operand.init(b_input, options.trans_b, batch);
     defer b.release();
-    const threads: usize = if (intra_op.inParallelRegion()) 1 else settings.getNumThreads();
-    // Below ~64 KFLOP per matrix the fork-join costs more than tiling saves.
-    const flops = 2 * m * n * k;
-    const per_matrix_workers = if (flops < 65536 * 2 or batch_count >= threads) 1 else threads;
+    const threads = parallel.threadsForFlops(2 * m * n * k);
+    // With a matrix per thread, each matrix is one task: tiling it would only add tasks.
+    const per_matrix_workers = if (batch_count >= threads) 1 else threads;
     const Context = struct {
         a: *const Operand,
         b: *const Operand,

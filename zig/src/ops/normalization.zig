@@ -1,10 +1,12 @@
-//! layer_norm and batch_norm (inference form) on tensors; the row and plane kernels live in
+//! layer_norm and batch_norm (inference form) on tensors, rows or planes split over the
+//! intra-op pool (grains from parallel.zig); the row and plane kernels live in
 //! kernels/normalization.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const shape_ops = @import("shape.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const kernels = @import("../kernels/normalization.zig");
 
 const Error = status.Error;
@@ -79,7 +81,7 @@ pub fn layerNorm(input: *Tensor, normalized_ndim: usize, weight_input: ?*Tensor,
         .eps = @floatCast(eps),
     };
     const rows = x.numel() / row_length;
-    try intra_op.parallelForTyped(0, rows, @max(1, 8192 / row_length), &context, Context.body);
+    try intra_op.parallelForTyped(0, rows, parallel.grain(.heavy, row_length), &context, Context.body);
     return out;
 }
 
@@ -143,7 +145,7 @@ pub fn batchNorm(input: *Tensor, mean_input: *Tensor, variance_input: *Tensor, w
         .eps = @floatCast(eps),
     };
     const planes = x.shape[0] * channels;
-    try intra_op.parallelForTyped(0, planes, @max(1, 32768 / @max(plane, 1)), &context, Context.body);
+    try intra_op.parallelForTyped(0, planes, parallel.grain(.light, plane), &context, Context.body);
     return out;
 }
 

@@ -1,11 +1,13 @@
 //! max_pool2d, avg_pool2d and adaptive_avg_pool2d on NCHW float32 tensors: PyTorch's shape
 //! rules (output size, ceil mode, padding at most half the kernel), output allocation and
-//! the split of output rows over the intra-op pool. Kernels live in kernels/pool.zig.
+//! the split of output rows over the intra-op pool (grains from parallel.zig). Kernels live
+//! in kernels/pool.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const settings = @import("../settings.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const kernels = @import("../kernels/pool.zig");
 const conv = @import("conv.zig");
 const shape_ops = @import("shape.zig");
@@ -105,7 +107,7 @@ pub fn pool2d(comptime op: []const u8, kind: Kind, input: *Tensor, options: Opti
     const context: Context = .{ .window = window, .kind = kind, .input = x.f32Slice(), .output = out.f32Slice() };
     const rows = image[0] * image[1] * window.grid[0];
     const work_per_row = @max(1, window.grid[1] * window.taps());
-    try intra_op.parallelForTyped(0, rows, @max(1, 16384 / work_per_row), &context, Context.body);
+    try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, work_per_row), &context, Context.body);
     return out;
 }
 
@@ -145,7 +147,7 @@ pub fn adaptiveAvgPool2d(input: *Tensor, size_input: [2]i64) Error!*Tensor {
     const rows = image[0] * image[1] * size[0];
     const window_area = (std.math.divCeil(usize, image[2], size[0]) catch unreachable) * (std.math.divCeil(usize, image[3], size[1]) catch unreachable);
     const work_per_row = @max(1, size[1] * (window_area + 1));
-    try intra_op.parallelForTyped(0, rows, @max(1, 16384 / work_per_row), &context, Context.body);
+    try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, work_per_row), &context, Context.body);
     return out;
 }
 

@@ -1,13 +1,15 @@
 //! Reductions (sum, mean, max, min, argmax over any dims, keepdim) and softmax / log-softmax
 //! over a dim. Every reduction is seen as [outer, reduced, inner] blocks; the intra-op pool
 //! splits outer rows, inner columns, or — for a single long row — the row itself, with
-//! partials combined in chunk order so results are deterministic for a thread count.
+//! partials combined in chunk order so results are deterministic for a thread count. Grains
+//! and thread counts come from parallel.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const shape_ops = @import("shape.zig");
 const settings = @import("../settings.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const kernels = @import("../kernels/reduction.zig");
 const normalization = @import("../kernels/normalization.zig");
 const elementwise = @import("elementwise.zig");
@@ -32,9 +34,6 @@ const Block = struct {
         return block;
     }
 };
-
-/// Elements each chunk should cover at least, so that threads pay off.
-const grain_elements = 16 * 1024;
 
 const ReduceContext = struct {
     op: kernels.Reduce,
@@ -70,8 +69,7 @@ const ReduceContext = struct {
 /// Reduces one long row with partial results per chunk, combined left to right.
 fn reduceLongRow(op: kernels.Reduce, values: []const f32) Error!f32 {
     const max_partials = 64;
-    const threads: usize = if (intra_op.inParallelRegion()) 1 else settings.getNumThreads();
-    const chunks = @min(max_partials, threads, @max(1, values.len / grain_elements));
+    const chunks = @min(max_partials, parallel.threads(), @max(1, values.len / parallel.Work.medium.unitsPerChunk()));
     var partials: [max_partials]f32 = undefined;
     const Context = struct {
         op: kernels.Reduce,
@@ -106,8 +104,7 @@ fn reduceAxes(op: kernels.Reduce, input: []const f32, shape: []const usize, firs
     const context: ReduceContext = .{ .op = op, .block = block, .input = input, .output = output };
     const items = block.outer * context.innerTiles();
     const per_item = block.reduced * @min(block.inner, ReduceContext.inner_tile);
-    const grain = @max(1, grain_elements / @max(per_item, 1));
-    try intra_op.parallelForTyped(0, items, grain, &context, ReduceContext.body);
+    try intra_op.parallelForTyped(0, items, parallel.grain(.medium, per_item), &context, ReduceContext.body);
 }
 
 /// Which axes to reduce: `dims` (empty = all), checked and normalised.
@@ -286,8 +283,7 @@ fn cumsumTyped(comptime T: type, block: Block, input: []const T, output: []T, ex
         }
     };
     const context: Context = .{ .block = block, .input = input, .output = output, .exclusive = exclusive, .reverse = reverse };
-    const grain = @max(1, grain_elements / @max(block.reduced, 1));
-    try intra_op.parallelForTyped(0, block.outer * block.inner, grain, &context, Context.body);
+    try intra_op.parallelForTyped(0, block.outer * block.inner, parallel.grain(.medium, block.reduced), &context, Context.body);
 }
 
 /// softmax or log-softmax along `dim`.
@@ -328,8 +324,7 @@ pub fn softmax(input: *Tensor, dim_raw: i64, log: bool) Error!*Tensor {
     };
     const context: Context = .{ .block = block, .input = x.f32Slice(), .output = out.f32Slice(), .log = log };
     const per_item = block.reduced * @min(block.inner, Context.tile);
-    const grain = @max(1, 4096 / @max(per_item, 1));
-    try intra_op.parallelForTyped(0, block.outer * context.tiles(), grain, &context, Context.body);
+    try intra_op.parallelForTyped(0, block.outer * context.tiles(), parallel.grain(.transcendental, per_item), &context, Context.body);
     return out;
 }
 

@@ -1,10 +1,12 @@
 //! Shape ops. Views (reshape of contiguous data, flatten, squeeze, unsqueeze, transpose,
 //! permute, slice) share storage and copy nothing; materialising (contiguous, concat,
-//! gather, reshape of a non-contiguous view) runs a parallel copy kernel.
+//! gather, reshape of a non-contiguous view) runs a parallel copy kernel (grains from
+//! parallel.zig).
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const intra_op = @import("../pool/intra_op.zig");
+const parallel = @import("parallel.zig");
 const copy = @import("../kernels/copy.zig");
 const dims_module = @import("dims.zig");
 
@@ -12,8 +14,6 @@ const Error = status.Error;
 const Tensor = tensor.Tensor;
 const max_dims = tensor.max_dims;
 const normalizeDim = dims_module.normalizeDim;
-
-const copy_grain = 64 * 1024;
 
 fn CopyContext(comptime T: type) type {
     return struct {
@@ -47,7 +47,7 @@ pub fn materializeInto(t: *const Tensor, out: *Tensor) Error!void {
                 .source = .{ .data = typedBase(T, t), .offset = t.offset, .shape = t.dims(), .strides = t.strides[0..t.ndim] },
                 .output = output,
             };
-            try intra_op.parallelForTyped(0, output.len, copy_grain, &context, CopyContext(T).body);
+            try intra_op.parallelForTyped(0, output.len, parallel.grain(.copy, 1), &context, CopyContext(T).body);
         },
     }
 }
@@ -258,7 +258,7 @@ pub fn concat(inputs: []const *Tensor, dim_raw: i64) Error!*Tensor {
         position += context.slab[i];
     }
     const slab_bytes = @max(1, out.byteSlice().len / (outer * made));
-    try intra_op.parallelForTyped(0, outer * made, @max(1, copy_grain * 4 / slab_bytes), &context, ConcatContext.body);
+    try intra_op.parallelForTyped(0, outer * made, parallel.grain(.copy_bytes, slab_bytes), &context, ConcatContext.body);
     return out;
 }
 

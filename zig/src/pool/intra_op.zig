@@ -1,7 +1,9 @@
 //! Intra-op parallelism: parallel_for and parallel_reduce (threading spec §2).
 //!
 //! This file owns the rules every backend shares: when a region runs serially, how a range
-//! is split into contiguous chunks, how errors are reported. The backend, chosen at build
+//! is split into contiguous chunks, how errors are reported. The grain, how much work a
+//! chunk must hold, is the caller's choice (the op layer's policy: ops/parallel.zig); the
+//! pool knows no ops and no kernels. The backend, chosen at build
 //! time with -Dthreading, only runs `split.count` chunks of a Region and joins them:
 //!
 //!   omp (intra_op_omp.zig)  a fork-join team per calling thread, static chunks
@@ -18,6 +20,10 @@ const tbb = @import("intra_op_tbb.zig");
 
 const assert = std.debug.assert;
 const Error = status.Error;
+
+/// Worker threads a backend runs for one region at most: the calling thread runs a chunk
+/// too, and a region has at most settings.max_threads chunks.
+pub const workers_max = settings.max_threads - 1;
 
 /// A chunk body: runs the half-open range [begin, end) of the caller's iteration space.
 pub const Body = *const fn (context: *const anyopaque, begin: usize, end: usize) Error!void;

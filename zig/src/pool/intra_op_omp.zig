@@ -30,7 +30,7 @@ const FirstError = intra_op.FirstError;
 
 const Team = @This();
 
-const workers_max = settings.max_threads - 1;
+const workers_max = intra_op.workers_max;
 
 /// Spin iterations (each a pause instruction and a load) before a waiting thread sleeps:
 /// tens to hundreds of microseconds, long enough to catch back-to-back regions. When more

@@ -5,16 +5,18 @@
 //! Work: a region is an intrusive Task (in the caller's stack frame) plus a range of chunk
 //! indices. Whoever runs a range of more than one chunk splits it in halves, pushes the upper
 //! half on its own deque (thieves take it) and keeps the lower one, down to one chunk, as
-//! TBB's parallel_for splits a blocked_range. Workers own a deque each; a caller borrows one
-//! of `callers_max` caller deques for the duration of its region. An idle worker steals the
-//! oldest (largest) entry of another deque. A caller that finished its own chunks helps only
-//! its own region: it pops its deque, then steals entries of its region, then sleeps until
-//! the last chunk completes. Nothing is allocated per region or per chunk.
+//! TBB's parallel_for splits a blocked_range. Workers own a deque each (deque.zig, shared
+//! with the inter-op pool); a caller borrows one of `callers_max` caller deques for the
+//! duration of its region. An idle worker steals the oldest (largest) entry of another
+//! deque. A caller that finished its own chunks helps only its own region: it pops its
+//! deque, then steals entries of its region, then sleeps until the last chunk completes.
+//! Nothing is allocated per region or per chunk.
 //!
-//! Sleeping and waking: a worker that finds nothing spins (bounded), then sleeps on a futex.
-//! Pushing work wakes at most one sleeper and only when no worker is searching; the woken
-//! worker counts as searching at once, and wakes the next one only when it finds work
-//! itself (wake throttling, as in kprotty/zap). An idle process uses no CPU.
+//! Sleeping and waking: a worker that finds nothing spins (bounded), then sleeps on the wake
+//! epoch (wake_epoch.zig, the futex protocol it shares with the inter-op pool). Pushing work
+//! wakes at most one sleeper and only when no worker is searching; the woken worker counts
+//! as searching at once, and wakes the next one only when it finds work itself (wake
+//! throttling, as in kprotty/zap). An idle process uses no CPU.
 //!
 //! Thread count: workers are spawned on demand, up to min(threads - 1, chunks - 1). When
 //! setNumThreads goes down, the excess workers exit once idle, highest index first, from
@@ -23,6 +25,7 @@ const std = @import("std");
 const settings = @import("../settings.zig");
 const status = @import("../status.zig");
 const intra_op = @import("intra_op.zig");
+const WakeEpoch = @import("wake_epoch.zig");
 
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -32,7 +35,7 @@ const FirstError = intra_op.FirstError;
 
 const Pool = @This();
 
-const workers_max = settings.max_threads - 1;
+const workers_max = intra_op.workers_max;
 /// Callers that can run a region at once; more run their regions serially (the pool's
 /// threads are busy anyway).
 const callers_max = 64;
@@ -67,8 +70,8 @@ caller_slots: [callers_max]Deque = @splat(.{}),
 caller_slots_busy: std.atomic.Value(u64) = .init(0),
 /// Sleeping workers, searching workers and wake tokens, packed (see Idle).
 idle: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(0),
-/// The futex sleepers wait on; every wake bumps it.
-wake_epoch: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(0),
+/// The futex word sleepers wait on (wake_epoch.zig).
+wake_epoch: WakeEpoch align(std.atomic.cache_line) = .{},
 shutting_down: std.atomic.Value(bool) = .init(false),
 allocator: std.mem.Allocator = std.heap.c_allocator,
 
@@ -110,70 +113,16 @@ const Entry = struct {
     task: *Task,
     begin: u32,
     end: u32,
-};
 
-/// A bounded deque guarded by a mutex. The owner pushes and pops the newest entry; thieves
-/// take the oldest. `length` lets searchers skip empty deques without locking.
-const Deque = struct {
-    /// Aligned so that neighbouring deques (caller_slots) never share a cache line.
-    mutex: std.Thread.Mutex align(std.atomic.cache_line) = .{},
-    entries: [deque_capacity]Entry = undefined,
-    /// The oldest entry and one past the newest; wrap around. Guarded by mutex.
-    top: u32 = 0,
-    bottom: u32 = 0,
-    length: std.atomic.Value(u32) = .init(0),
-
-    /// False when full: the caller then runs the range itself.
-    fn push(deque: *Deque, entry: Entry) bool {
-        assert(entry.begin < entry.end);
-        deque.mutex.lock();
-        defer deque.mutex.unlock();
-        const length = deque.bottom -% deque.top;
-        assert(length <= deque_capacity);
-        if (length == deque_capacity) return false;
-        deque.entries[deque.bottom % deque_capacity] = entry;
-        deque.bottom +%= 1;
-        // SeqCst: first half of the pusher's side of the Dekker pair with sleep(): this
-        // store, then notify()'s SeqCst load of `idle`. A sleeper announces itself (SeqCst
-        // RMW of `idle`), then loads lengths (SeqCst, hasWork()). So either it sees this
-        // entry or notify() sees it and wakes a worker.
-        deque.length.store(length + 1, .seq_cst);
-        return true;
-    }
-
-    /// The owner takes its newest entry.
-    fn pop(deque: *Deque) ?Entry {
-        // Monotonic: only the owner makes the deque grow, so a zero here is exact for it.
-        if (deque.length.load(.monotonic) == 0) return null;
-        deque.mutex.lock();
-        defer deque.mutex.unlock();
-        if (deque.bottom == deque.top) return null;
-        deque.bottom -%= 1;
-        deque.shrunk();
-        return deque.entries[deque.bottom % deque_capacity];
-    }
-
-    /// A thief takes the oldest entry, if `task` is null or the entry belongs to it.
-    fn steal(deque: *Deque, task: ?*Task) ?Entry {
-        // Monotonic: a hint; a stale zero only delays the steal to the next attempt, and
-        // the sleep path rechecks with SeqCst (hasWork()).
-        if (deque.length.load(.monotonic) == 0) return null;
-        deque.mutex.lock();
-        defer deque.mutex.unlock();
-        if (deque.bottom == deque.top) return null;
-        const entry = deque.entries[deque.top % deque_capacity];
-        if (task != null and task != entry.task) return null;
-        deque.top +%= 1;
-        deque.shrunk();
-        return entry;
-    }
-
-    fn shrunk(deque: *Deque) void {
-        // Monotonic: a shrink publishes nothing; a reader that misses it only locks and
-        // finds the deque empty.
-        deque.length.store(deque.bottom -% deque.top, .monotonic);
+    /// Whether the entry is a range of `task` (Deque.stealIf: a caller helps only its own
+    /// region).
+    fn belongsTo(task: *Task, entry: Entry) bool {
+        return entry.task == task;
     }
 };
+
+/// A worker's or a lent caller deque of entries (deque.zig). Entries belong to one task.
+const Deque = @import("deque.zig").Deque(Entry, deque_capacity);
 
 const WorkerSlot = struct {
     deque: Deque = .{},
@@ -244,7 +193,8 @@ pub fn run(pool: *Pool, region: *const Region) Error!void {
 pub fn deinit(pool: *Pool) void {
     // Monotonic: the caller guarantees no region is in flight; this only checks it.
     assert(pool.caller_slots_busy.load(.monotonic) == 0);
-    // Monotonic: published by the Release bump in wake(), which every sleeper acquires.
+    // Monotonic: published by the epoch's Release bump in wake(), which every sleeper
+    // acquires (WakeEpoch.observe()).
     pool.shutting_down.store(true, .monotonic);
     pool.wake(std.math.maxInt(u32));
     // Join every worker before freeing any slot: a worker still searching reads them all.
@@ -350,8 +300,8 @@ fn spawnWorker(pool: *Pool) !void {
         pool.worker_slots[index] = created;
         break :blk created;
     };
-    // Monotonic: the deque has had no owner since its worker retired; this only checks it.
-    assert(slot.deque.length.load(.monotonic) == 0);
+    // The deque has had no owner since its worker retired.
+    assert(slot.deque.isEmpty());
     assert(slot.thread == null);
     const thread = try std.Thread.spawn(.{}, workerMain, .{ pool, index });
     // Named for top -H and perf (best effort: a name is not worth failing a spawn).
@@ -397,7 +347,7 @@ fn steal(pool: *Pool, own: *Deque, random: *u32) ?Entry {
     // Monotonic: a lent deque is found on a later attempt if missed; hasWork() rechecks.
     var busy = pool.caller_slots_busy.load(.monotonic);
     while (busy != 0) : (busy &= busy - 1) {
-        if (pool.caller_slots[@ctz(busy)].steal(null)) |entry| return entry;
+        if (pool.caller_slots[@ctz(busy)].steal()) |entry| return entry;
     }
     random.* ^= random.* << 13;
     random.* ^= random.* >> 17;
@@ -414,7 +364,8 @@ fn stealFromWorkers(pool: *Pool, own: ?*Deque, task: ?*Task, start: u32) ?Entry 
     for (0..workers) |offset| {
         const deque = &pool.worker_slots[(start + offset) % workers].?.deque;
         if (deque == own) continue;
-        if (deque.steal(task)) |entry| return entry;
+        const stolen = if (task) |own_task| deque.stealIf(own_task, Entry.belongsTo) else deque.steal();
+        if (stolen) |entry| return entry;
     }
     return null;
 }
@@ -432,8 +383,8 @@ fn stopSearching(pool: *Pool) void {
 /// entry). The woken worker is counted as searching at once, so a burst of pushes wakes one
 /// worker, which wakes the next when it finds work (stopSearching).
 fn notify(pool: *Pool) void {
-    // SeqCst: the pusher's side of the Dekker pair with sleep(), after push()'s SeqCst
-    // length store.
+    // SeqCst: the pusher's side of the Dekker pair with sleep(), after Deque.push()'s
+    // SeqCst length store.
     var state = pool.idle.load(.seq_cst);
     while (true) {
         if (Idle.searchers(state) > 0) return;
@@ -445,23 +396,22 @@ fn notify(pool: *Pool) void {
     pool.wake(1);
 }
 
+/// Wakes sleepers after a token or the shutdown flag was published: the epoch's Release
+/// bump makes both visible to a sleeper that observes the new epoch.
 fn wake(pool: *Pool, waiters: u32) void {
-    // Release: pairs with the Acquire epoch load in sleep(): a sleeper that sees the new
-    // epoch also sees the token or the shutdown written before it.
-    _ = pool.wake_epoch.fetchAdd(1, .release);
-    Futex.wake(&pool.wake_epoch, waiters);
+    pool.wake_epoch.wake(waiters);
 }
 
 /// A searcher that found nothing sleeps until it is handed a token or sees work; returns
 /// false when it must exit instead.
 fn sleep(pool: *Pool, index: u32) bool {
-    // SeqCst: the sleeper's side of the Dekker pair with push() + notify(): this
+    // SeqCst: the sleeper's side of the Dekker pair with Deque.push() + notify(): this
     // announcement, then hasWork()'s SeqCst loads.
     _ = pool.idle.fetchAdd(Idle.sleeper_one -% Idle.searcher_one, .seq_cst);
     while (true) {
-        // Acquire: pairs with the Release bump in wake().
-        const epoch = pool.wake_epoch.load(.acquire);
-        // Monotonic: ordered by the epoch's Acquire, see deinit().
+        // Observed before the checks below, so a wake after them is not lost.
+        const epoch = pool.wake_epoch.observe();
+        // Monotonic: ordered by observe()'s Acquire, see deinit().
         if (pool.shutting_down.load(.monotonic)) {
             _ = pool.leaveSleep(false);
             pool.stopSearching();
@@ -471,7 +421,7 @@ fn sleep(pool: *Pool, index: u32) bool {
         if (pool.retire(index)) return false;
         if (pool.leaveSleep(true)) return true;
         if (pool.hasWork()) return pool.leaveSleep(false);
-        Futex.wait(&pool.wake_epoch, epoch);
+        pool.wake_epoch.sleep(epoch);
     }
 }
 
@@ -493,19 +443,19 @@ fn leaveSleep(pool: *Pool, token_required: bool) bool {
     }
 }
 
-/// SeqCst scan of every deque, for sleep(): see push().
+/// SeqCst scan of every deque, for sleep(): see Deque.push().
 fn hasWork(pool: *Pool) bool {
     // SeqCst: a caller lends its deque (SeqCst cmpxchg) before pushing on it.
     var busy = pool.caller_slots_busy.load(.seq_cst);
     while (busy != 0) : (busy &= busy - 1) {
-        // SeqCst: see push().
-        if (pool.caller_slots[@ctz(busy)].length.load(.seq_cst) > 0) return true;
+        // isEmpty() loads SeqCst: see Deque.push().
+        if (!pool.caller_slots[@ctz(busy)].isEmpty()) return true;
     }
     // SeqCst: stronger than the Acquire the slots need (see spawnWorker()).
     const workers = pool.worker_count.load(.seq_cst);
     for (pool.worker_slots[0..workers]) |slot| {
-        // SeqCst: see push().
-        if (slot.?.deque.length.load(.seq_cst) > 0) return true;
+        // isEmpty() loads SeqCst: see Deque.push().
+        if (!slot.?.deque.isEmpty()) return true;
     }
     return false;
 }
@@ -523,8 +473,8 @@ fn retire(pool: *Pool, index: u32) bool {
     // Monotonic: worker_count changes only under spawn_mutex.
     if (index + 1 != pool.worker_count.load(.monotonic)) return false;
     const slot = pool.worker_slots[index].?;
-    // Monotonic: only this worker pushes on its deque, and it is empty; this only checks it.
-    assert(slot.deque.length.load(.monotonic) == 0);
+    // Only this worker pushes on its deque, and it is empty.
+    assert(slot.deque.isEmpty());
     // Monotonic: a decrease publishes nothing; the slot stays valid for late thieves.
     pool.worker_count.store(index, .monotonic);
     _ = pool.leaveSleep(false);
@@ -544,15 +494,15 @@ fn acquireCallerSlot(pool: *Pool) ?u6 {
         const slot: u6 = @intCast(@ctz(~busy));
         const bit = @as(u64, 1) << slot;
         // SeqCst: the lent deque must be in a sleeper's SeqCst scan (hasWork()) before this
-        // caller's first push on it; see push().
+        // caller's first push on it; see Deque.push().
         busy = pool.caller_slots_busy.cmpxchgWeak(busy, busy | bit, .seq_cst, .monotonic) orelse return slot;
     }
     return null;
 }
 
 fn releaseCallerSlot(pool: *Pool, slot: u6) void {
-    // Monotonic: the region is complete, so no entry of it is left anywhere.
-    assert(pool.caller_slots[slot].length.load(.monotonic) == 0);
+    // The region is complete, so no entry of it is left anywhere.
+    assert(pool.caller_slots[slot].isEmpty());
     // Monotonic: the deque's contents are guarded by its mutex; the bit only lends it.
     _ = pool.caller_slots_busy.fetchAnd(~(@as(u64, 1) << slot), .monotonic);
 }
