@@ -24,6 +24,12 @@
 //! the subtree it depends on breaks the argument, and past max_frames a waiter sleeps
 //! instead of running tasks inline.
 //!
+//! A task claimed by a waiter (rule 1) stays queued, holding its future node, until some
+//! thread pops it. So that a deep fork tree run mostly inline does not keep one node per
+//! fork alive until its root completes, claimed tasks are popped early from the newest end
+//! of the queues: from a worker's deque after each inline run, and from the injector's
+//! tail whenever a task is pushed there.
+//!
 //! What allocates: the pool (once), and future nodes in slabs of `slab_nodes` whenever the
 //! number of live futures exceeds its previous peak. Slabs are recycled, never freed, so a
 //! fork in steady state takes a node from the free list and allocates nothing.
@@ -109,6 +115,8 @@ pub const ThreadLocalState = struct {
 pub const Task = struct {
     /// Link in the injector or a free list; owned by whichever list holds the task.
     next: ?*Task = null,
+    /// Back link in the injector, whose tail drops claimed tasks (see Injector.push).
+    prev: ?*Task = null,
     run_fn: *const fn (task: *Task) void,
 };
 
@@ -187,8 +195,19 @@ pub const Pool = struct {
         // sleeps through this task. Counting first also keeps `pending` from underflowing.
         _ = pool.pending.fetchAdd(1, .seq_cst);
         const pushed_locally = if (current_worker) |worker| worker.pool == pool and worker.deque.push(task) else false;
-        if (!pushed_locally) pool.injector.push(task);
+        if (!pushed_locally) pool.drop(pool.injector.push(task));
         pool.notify();
+    }
+
+    /// Takes popped tasks that a waiter has already claimed off the books: each one only
+    /// drops the queue's reference to its future (runQueued does not run a claimed task).
+    fn drop(pool: *Pool, claimed: ?*Task) void {
+        var next = claimed;
+        while (next) |task| {
+            next = task.next; // Read first: the release may recycle the node.
+            pool.took();
+            task.run_fn(task);
+        }
     }
 
     /// Wakes one sleeping worker for a newly queued task, unless a searching worker will
@@ -381,6 +400,16 @@ const Worker = struct {
     /// or above it were forked by that task's subtree, the only ones it may help with.
     /// Read and written by this worker's thread only.
     mark: u64 = 0,
+
+    /// Pops the claimed tasks at the top of this worker's deque, down to its mark. Called
+    /// after a waiter on this worker ran a task inline: the task and whatever its subtree
+    /// forked and claimed itself would otherwise stay queued below the next forks.
+    fn dropClaimed(worker: *Worker) void {
+        while (worker.deque.popClaimed(worker.mark)) |task| {
+            task.next = null;
+            worker.pool.drop(task);
+        }
+    }
 };
 
 fn workerMain(worker: *Worker) void {
@@ -457,6 +486,17 @@ const Deque = struct {
         return deque.slots[deque.tail % deque_capacity];
     }
 
+    /// The newest task, if it sits at or above `floor` and a waiter has claimed it.
+    fn popClaimed(deque: *Deque, floor: u64) ?*Task {
+        deque.mutex.lock();
+        defer deque.mutex.unlock();
+        if (deque.tail <= @max(deque.head, floor)) return null;
+        const task = deque.slots[(deque.tail - 1) % deque_capacity];
+        if (!Future.isClaimedTask(task)) return null;
+        deque.tail -= 1;
+        return task;
+    }
+
     fn steal(deque: *Deque) ?*Task {
         deque.mutex.lock();
         defer deque.mutex.unlock();
@@ -479,12 +519,26 @@ const Injector = struct {
     head: ?*Task = null,
     tail: ?*Task = null,
 
-    fn push(injector: *Injector, task: *Task) void {
+    /// Queues `task` at the tail, after unlinking the claimed tasks that end the queue
+    /// (forks whose waiter ran them inline); returns those, linked by `next`, for
+    /// Pool.drop to release outside the lock.
+    fn push(injector: *Injector, task: *Task) ?*Task {
         injector.mutex.lock();
         defer injector.mutex.unlock();
+        var claimed: ?*Task = null;
+        while (injector.tail) |tail| {
+            if (!Future.isClaimedTask(tail)) break;
+            injector.tail = tail.prev;
+            if (injector.tail) |new_tail| new_tail.next = null else injector.head = null;
+            tail.prev = null;
+            tail.next = claimed;
+            claimed = tail;
+        }
         task.next = null;
+        task.prev = injector.tail;
         if (injector.tail) |tail| tail.next = task else injector.head = task;
         injector.tail = task;
+        return claimed;
     }
 
     fn pop(injector: *Injector) ?*Task {
@@ -492,7 +546,7 @@ const Injector = struct {
         defer injector.mutex.unlock();
         const task = injector.head orelse return null;
         injector.head = task.next;
-        if (injector.head == null) injector.tail = null;
+        if (injector.head) |head| head.prev = null else injector.tail = null;
         task.next = null;
         return task;
     }
@@ -576,6 +630,14 @@ pub const Future = struct {
         return future.claimed.load(.monotonic);
     }
 
+    /// Whether the queued `task` (every queued task is a future's) has been claimed, so
+    /// that popping it would only drop the queue's reference. A claim is never undone; a
+    /// stale false only leaves the task queued for a worker to pop as usual.
+    fn isClaimedTask(task: *Task) bool {
+        const future: *const Future = @alignCast(@fieldParentPtr("task", task));
+        return future.isStarted();
+    }
+
     /// Waits until the future completes (running it inline when no thread started it yet,
     /// helping on a pool worker) and returns its value with a new reference, or its error
     /// with the task's message recorded on this thread. The caller holds a reference.
@@ -605,9 +667,12 @@ pub const Future = struct {
 
     fn waitUntilDone(future: *Future) void {
         if (frames < max_frames and future.claim()) {
-            const frame = Frame.enter();
-            defer frame.leave();
-            future.execute();
+            {
+                const frame = Frame.enter();
+                defer frame.leave();
+                future.execute();
+            }
+            if (current_worker) |worker| worker.dropClaimed();
             return;
         }
         const worker = current_worker;
@@ -1284,6 +1349,58 @@ test "a fan-out of 1000 forks from a task completes on one inter-op thread" {
     // Monotonic: every holder's release happened before the futures were freed, which
     // expectLiveFutures observed through the slab's mutex.
     try testing.expectEqual(@as(u32, 1), shared.refs.load(.monotonic));
+}
+
+/// Forks two children `depth` levels deep, waits on both, and notes the most futures alive
+/// at any leaf.
+const Tree = struct {
+    pool: *Pool,
+    depth: u32,
+    value: *Tensor,
+    peak_live: *Atomic(usize),
+
+    pub fn run(tree: *Tree) Error!*Tensor {
+        if (tree.depth == 0) {
+            // Monotonic: a maximum, read after the root's wait (which orders it).
+            _ = tree.peak_live.fetchMax(liveFutures(), .monotonic);
+            tree.value.retain();
+            return tree.value;
+        }
+        const child: Tree = .{ .pool = tree.pool, .depth = tree.depth - 1, .value = tree.value, .peak_live = tree.peak_live };
+        const left = try tree.pool.fork("tree", Tree, child);
+        defer left.release();
+        const right = try tree.pool.fork("tree", Tree, child);
+        defer right.release();
+        (try left.wait()).release();
+        (try right.wait()).release();
+        tree.value.retain();
+        return tree.value;
+    }
+};
+
+test "a binary fork tree whose waits run the forks inline keeps few futures alive" {
+    // Each claimed fork stays queued until popped; without popping them early, all 2^13
+    // nodes of the tree would stay alive until the root completes.
+    var watchdog: Watchdog = .{ .what = "binary fork tree" };
+    try watchdog.start(60);
+    defer watchdog.stop();
+    const shared = try tensor.createZeroed(.float32, &.{1});
+    defer shared.release();
+    const baseline = liveFutures();
+    const pool = try Pool.init(1);
+    defer pool.deinit();
+    var peak_live: Atomic(usize) = .init(0);
+    const tree: Tree = .{ .pool = pool, .depth = 12, .value = shared, .peak_live = &peak_live };
+    // On the worker (its deque), then from this thread (the injector).
+    const root = try pool.fork("tree", Tree, tree);
+    waitUntilStarted(root);
+    (try root.wait()).release();
+    root.release();
+    var outside = tree;
+    (try outside.run()).release();
+    try expectLiveFutures(baseline);
+    // Monotonic: see Tree.run.
+    try testing.expect(peak_live.load(.monotonic) - baseline <= 4 * 12);
 }
 
 test "a waiting worker runs its own subtree while the awaited task runs elsewhere" {
