@@ -6,12 +6,12 @@
  * @module
  */
 import { SpindleError } from "../../ffi/status.ts";
-import type { Tensor } from "../tensor.ts";
+import type { DType, Tensor } from "../tensor.ts";
 import { tensor } from "../tensor.ts";
 import { encodeImage, type InputDescription } from "../script/format.ts";
 import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
-import { type ConstValue, GraphBuilder, MALFORMED, UNSUPPORTED, type Value } from "./graph.ts";
+import { type ConstValue, GraphBuilder, MALFORMED, shapeOf, UNSUPPORTED, unsupported, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
 import { forkBranches } from "./branches.ts";
@@ -74,8 +74,8 @@ function hostOfTensor(t: Tensor): Host {
 }
 
 /**
- * Converts an ONNX model into a Spindle model image (what `save` writes and `Program.load`
- * reads).
+ * Converts an ONNX model into a Spindle model image (what `save` writes and `load` reads),
+ * keeping the ONNX input and output names and symbolic dimension names.
  *
  * @param bytes The .onnx file.
  * @param options Inputs to bake in as constants.
@@ -137,7 +137,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
       }
       shape = override.slice();
     }
-    inputs.push({ name: info.name, dtype, shape });
+    inputs.push(describe(info.name, dtype, shape, info.dims));
     inputNames.push(info.name);
   }
   const runCount = inputs.some((i) => i.shape.includes(-1)) ? 2 : 1;
@@ -162,6 +162,9 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
     const source = b.finish(graph.name, inputs, outputs);
+    source.graphs[0].results = graph.outputs.map((o, i) =>
+      describe(o.name, dtypeOf(outputs[i]), shapeOf(outputs[i]), o.dims)
+    );
     fuse(source, { rank: (value) => b.specs.get(value)?.shape.length });
     if (options.executionMode === "parallel") forkBranches(source, { spec: (value) => b.specs.get(value) });
     dropDeadConstants(source);
@@ -169,6 +172,26 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
   } finally {
     b.dispose();
   }
+}
+
+/** A graph input or output, with the ONNX names of its dimensions of any size. */
+function describe(
+  name: string,
+  dtype: DType,
+  shape: number[],
+  dims: (number | string | null)[] | null,
+): InputDescription {
+  const symbols = shape.map((d, axis) => {
+    const dim = dims?.[axis];
+    return d === -1 && typeof dim === "string" && dim !== "" ? dim : null;
+  });
+  return symbols.some((symbol) => symbol !== null) ? { name, dtype, shape, symbols } : { name, dtype, shape };
+}
+
+function dtypeOf(value: Value): DType {
+  if (value.kind === "runtime") return value.dtype;
+  const type = value.hosts[0].type;
+  return spindleDType(type) ?? unsupported(`a graph output of ONNX element type ${type}`);
 }
 
 function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values: Map<string, Value>): void {

@@ -66,6 +66,7 @@ export class Trace {
     const graph = this.#stack.pop()!;
     const description = this.graphs[index];
     description.outputs = outputs.map((t) => this.#valueOf(graph, t));
+    description.results = outputs.map((t) => ({ dtype: t.dtype, shape: [...t.shape] }));
     description.values = graph.count;
   }
 
