@@ -93,6 +93,6 @@ export { fork, Future, wait } from "./lib/future.ts";
 export { script, type ScriptFunction, type ScriptResult } from "./lib/script/script.ts";
 export { TracingError } from "./lib/script/trace.ts";
 export type { InputDescription } from "./lib/script/format.ts";
-export { load, Module, save } from "./lib/module.ts";
+export { load, Module, type NamedTensors, save, type ScriptModuleOptions, type ValueMetadata } from "./lib/module.ts";
 export { importOnnx, type ImportOptions } from "./lib/onnx/import.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";

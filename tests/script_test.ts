@@ -28,11 +28,6 @@ import { native } from "../ffi/load.ts";
 import { encodeImage } from "../lib/script/format.ts";
 import { assertClose, atThreadCounts, generator, values } from "./reference.ts";
 
-function only(result: Tensor | Tensor[]): Tensor {
-  assert.ok(!Array.isArray(result));
-  return result as Tensor;
-}
-
 Deno.test("the spec's fork/wait example, scripted, equals eager execution at 1 and 2 threads", () => {
   using wY = randn([33, 17], { seed: 1 });
   using wZ = randn([33, 17], { seed: 2 });
@@ -44,7 +39,7 @@ Deno.test("the spec's fork/wait example, scripted, equals eager execution at 1 a
   });
   using x = randn([5, 33], { seed: 3 });
   atThreadCounts(() => {
-    using scripted = only(forward(x));
+    using scripted = forward(x);
     using y = mm(x, wY);
     using z = mm(x, wZ);
     using eager = add(y, z);
@@ -66,7 +61,7 @@ Deno.test("scripts trace nested forks, native-op forks, views and multiple outpu
     return [softmax(wait(f), -1), sum(t, 0)];
   }, "outer");
   using x = randn([4, 8], { seed: 5 });
-  const [p, s] = outer(x) as Tensor[];
+  const [p, s] = outer(x);
   using expectedInner = relu(mm(x, w));
   using expectedOp = mm(x, w);
   using expectedMiddle = add(expectedInner, expectedOp);
@@ -93,9 +88,9 @@ Deno.test("tracing does not leak: intermediate tensors are freed", () => {
   using w = randn([16, 16], { seed: 7 });
   using x = randn([2, 16], { seed: 8 });
   const f = script((input: Tensor) => layerNorm(relu(mm(input, w)), [16]));
-  only(f(x)).dispose(); // first call traces
+  f(x).dispose(); // first call traces
   const before = liveTensorCount();
-  for (let i = 0; i < 10; i++) only(f(x)).dispose();
+  for (let i = 0; i < 10; i++) f(x).dispose();
   assert.equal(liveTensorCount(), before);
 });
 
@@ -107,8 +102,8 @@ Deno.test("save and load round-trip a module and its outputs", async () => {
   await save(module, path);
   using loaded = await load(path);
   assert.deepEqual(loaded.inputs, module.inputs);
-  using a = only(await module.forward(x));
-  using b = only(loaded.forwardSync(x));
+  using a = await module.forward(x);
+  using b = loaded.forwardSync(x);
   assert.deepEqual(values(a), values(b));
   using wrongShape = randn([3, 11], { seed: 1 });
   await assert.rejects(
@@ -122,13 +117,13 @@ Deno.test("concurrent forward calls give the same outputs as single calls", asyn
   for (const name of ["example", "mlp", "resnet", "dlrm", "transformer"]) {
     const model = builtinModel(name, { batch: 2 });
     const inputs = model.inputs();
-    const single = model.module.forwardSync(...inputs) as Tensor;
+    const single = model.module.forwardSync(...inputs);
     const expected = values(single);
     single.dispose();
     const results = await Promise.all(Array.from({ length: 6 }, () => model.module.forward(...inputs)));
     for (const result of results) {
-      assert.deepEqual(values(result as Tensor), expected, name);
-      (result as Tensor).dispose();
+      assert.deepEqual(values(result), expected, name);
+      result.dispose();
     }
     inputs.forEach((t) => t.dispose());
     model.dispose();
@@ -146,7 +141,7 @@ Deno.test("built-ins scripted through the interpreter equal their eager executio
     return mm(concat(futures.map((f) => wait(f)), 0), w2);
   };
   using x = randn([4, 32], { seed: 13 });
-  using scripted = only(script(fn)(x));
+  using scripted = script(fn)(x);
   const eager = fn(x); // outside a trace, fork of a scripted function runs it
   assertClose(values(scripted), values(eager), { relative: 1e-5, absolute: 1e-5 });
   eager.dispose();
@@ -232,8 +227,8 @@ Deno.test("every built-in scripted through the interpreter equals its eager exec
   for (const name of ["example", "mlp", "resnet", "dlrm", "transformer"]) {
     const model = builtinModel(name, { batch: 2 });
     const inputs = model.inputs();
-    using scripted = model.module.forwardSync(...inputs) as Tensor;
-    using eager = model.eager(...inputs) as Tensor;
+    using scripted = model.module.forwardSync(...inputs);
+    using eager = model.eager(...inputs);
     assert.deepEqual(scripted.shape, eager.shape, name);
     assertClose(values(scripted), values(eager), { relative: 1e-4, absolute: 1e-4, label: name });
     inputs.forEach((t) => t.dispose());
@@ -245,12 +240,12 @@ Deno.test("traced programs get a memory plan: op outputs share one arena per run
   using w = randn([64, 64], { seed: 20 });
   using x = randn([8, 64], { seed: 21 });
   const chain = script((input: Tensor) => relu(mm(relu(mm(relu(mm(input, w)), w)), w)), "chain");
-  only(chain(x)).dispose();
+  chain(x).dispose();
   const program = programFor(chain, [x]);
   // Five intermediate [8, 64] outputs, at most two alive at once: two 2 KiB regions.
   assert.equal(program.arenaBytes(), 2 * 8 * 64 * 4);
-  using a = only(chain(x));
-  using b = only(chain(x));
+  using a = chain(x);
+  using b = chain(x);
   assert.deepEqual(values(a), values(b));
 });
 
@@ -262,10 +257,10 @@ Deno.test("a planned program does not allocate per op in steady state", () => {
     for (let i = 0; i < 50; i++) h = relu(mm(h, w)); // 100 ops
     return h;
   }, "long_chain");
-  for (let i = 0; i < 5; i++) only(chain(x)).dispose(); // trace, plan, warm the caches
+  for (let i = 0; i < 5; i++) chain(x).dispose(); // trace, plan, warm the caches
   const before = native().spindle_system_allocations();
   const runs = 20;
-  for (let i = 0; i < runs; i++) only(chain(x)).dispose();
+  for (let i = 0; i < runs; i++) chain(x).dispose();
   const perRun = Number(native().spindle_system_allocations() - before) / runs;
   // A run takes its arena and its output from the system allocator: a few per run, not 100.
   assert.ok(perRun <= 6, `${perRun} system allocations per run of 100 ops`);

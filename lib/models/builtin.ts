@@ -39,7 +39,7 @@ export interface BuiltinModel {
   /** A one-line description of the model's shape. */
   summary: string;
   /** Runs the same forward function eagerly, op by op from TypeScript (for comparisons). */
-  eager(...inputs: Tensor[]): Tensor | Tensor[];
+  eager(...inputs: Tensor[]): Tensor;
   /** Frees the weights and the module. */
   dispose(): void;
 }
@@ -56,7 +56,7 @@ function weight(rows: number, columns: number, seed: number): Tensor {
 }
 
 function finish(
-  fn: (...args: Tensor[]) => Tensor | Tensor[],
+  fn: (...args: Tensor[]) => Tensor,
   name: string,
   weights: Tensor[],
   inputs: () => Tensor[],
@@ -64,7 +64,7 @@ function finish(
 ): BuiltinModel {
   const example = inputs();
   try {
-    const module = Module.fromScript(script(fn, name), example, name);
+    const module = Module.fromScript(script(fn, name), example, { name });
     return {
       module,
       inputs,
@@ -296,11 +296,11 @@ export const BUILTIN_NAMES: readonly string[] = Object.keys(DEFINITIONS);
  *
  * @example
  * ```ts
- * import { builtinModel, type Tensor } from "@spindle/spindle";
+ * import { builtinModel } from "@spindle/spindle";
  * const model = builtinModel("mlp", { batch: 2 });
  * const inputs = model.inputs();
- * using y = await model.module.forward(...inputs) as Tensor;
- * console.log(y.shape); // [2, 10]
+ * using y = await model.module.forward(...inputs);
+ * if (y.shape.join() !== "2,10") throw new Error(`got shape ${y.shape}`);
  * inputs.forEach((t) => t.dispose());
  * model.dispose();
  * ```
@@ -326,7 +326,7 @@ export function builtinModel(name: string, options: BuiltinOptions = {}): Builti
  * ```ts
  * import { builtin } from "@spindle/spindle";
  * using model = builtin("example", { batch: 1 });
- * console.log(model.inputs[0].shape); // [1, 1024]
+ * if (model.inputMetadata[0].shape.join() !== "1,1024") throw new Error("unexpected input shape");
  * ```
  */
 export function builtin(name: string, options: BuiltinOptions = {}): Module {

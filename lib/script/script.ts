@@ -108,8 +108,12 @@ export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program
  *   return add(y, wait(future));
  * });
  * using x = randn([4, 16], { seed: 3 });
- * using out = forward(x) as import("@spindle/spindle").Tensor;
- * console.log(out.shape); // [4, 16]
+ * using out = forward(x);
+ * using y = mm(x, wY);
+ * using z = mm(x, wZ);
+ * using expected = add(y, z);
+ * const got = Array.from(out.toArray(), Number), want = Array.from(expected.toArray(), Number);
+ * if (out.shape.join() !== "4,16" || got.some((v, i) => Math.abs(v - want[i]) > 1e-4)) throw new Error("mismatch");
  * ```
  */
 export function script<A extends Tensor[], R extends ScriptResult>(
