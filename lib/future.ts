@@ -207,7 +207,10 @@ export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A):
   return Future.fromHandle(outBuffer[0]) as unknown as Future<T>;
 }
 
-/** While tracing: the callee becomes a graph of its own and a fork node refers to it. */
+/**
+ * While tracing: the callee becomes a graph of its own (one per function and input signature,
+ * however often it is forked) and a fork node refers to it.
+ */
 function traceFork<A extends unknown[], T>(trace: Trace, fn: (...args: A) => T, args: A): Future<T> {
   const tensors = args.map((arg, i) => {
     if (!(arg instanceof Tensor)) throw new TracingError(`fork: argument ${i} of a traced fork must be a Tensor`);

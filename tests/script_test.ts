@@ -25,8 +25,9 @@ import {
 import { Program } from "../lib/script/program.ts";
 import { programFor } from "../lib/script/script.ts";
 import { native } from "../ffi/load.ts";
-import { encodeImage } from "../lib/script/format.ts";
+import { decodeDescription, encodeImage } from "../lib/script/format.ts";
 import { assertClose, atThreadCounts, generator, values } from "./reference.ts";
+import { MOD_URL, runSnippet } from "./helpers.ts";
 
 Deno.test("the spec's fork/wait example, scripted, equals eager execution at 1 and 2 threads", () => {
   using wY = randn([33, 17], { seed: 1 });
@@ -264,4 +265,69 @@ Deno.test("a planned program does not allocate per op in steady state", () => {
   const perRun = Number(native().spindle_system_allocations() - before) / runs;
   // A run takes its arena and its output from the system allocator: a few per run, not 100.
   assert.ok(perRun <= 6, `${perRun} system allocations per run of 100 ops`);
+});
+
+Deno.test("a function forked from several places is one graph per input signature", () => {
+  using w = randn([6, 6], { seed: 40 });
+  const inner = script((x: Tensor) => relu(mm(x, w)), "inner");
+  const outer = script((x: Tensor) => {
+    const first = fork(inner, x);
+    const second = fork(inner, add(x, 1));
+    const wide = fork(inner, concat([x, x], 0)); // another shape: a graph of its own
+    const sum2 = add(wait(first), wait(second));
+    return [sum2, wait(wide)];
+  }, "outer");
+  using x = randn([3, 6], { seed: 41 });
+  using module = Module.fromScript(outer, [x]);
+  const graphs = decodeDescription(module.image).graphs;
+  assert.deepEqual(graphs.map((g) => g.name), ["outer", "inner", "inner"]);
+  const [sum2, wide] = module.forwardAllSync(x);
+  using _sum2 = sum2;
+  using _wide = wide;
+  using shifted = add(x, 1);
+  using a = relu(mm(x, w));
+  using b = relu(mm(shifted, w));
+  using expected = add(a, b);
+  assertClose(values(sum2), values(expected), { relative: 1e-5, absolute: 1e-6 });
+  assert.deepEqual(wide.shape, [6, 6]);
+  assertClose(values(wide).slice(0, 18), values(a), { relative: 1e-5, absolute: 1e-6 });
+});
+
+Deno.test("a scripted function that forks itself is refused while tracing", () => {
+  const holder: { self?: (x: Tensor) => Tensor } = {};
+  const recursive = script((x: Tensor) => relu(wait(fork(holder.self!, x))), "recursive");
+  holder.self = recursive;
+  using x = randn([2], { seed: 42 });
+  assert.throws(() => recursive(x), (e) => e instanceof TracingError && /recursive: forks itself/.test(e.message));
+});
+
+Deno.test("nested fork/wait 16 deep with fan-out 2 is 17 graphs that save, load and run on one inter-op thread", async () => {
+  // In a subprocess: the inter-op thread count is set once per process, before any fork.
+  const result = await runSnippet(
+    `import { add, fork, load, Module, mul, randn, save, script, setNumInteropThreads, tanh, wait } from "${MOD_URL}";
+     import { decodeDescription } from "${new URL("lib/script/format.ts", MOD_URL).href}";
+     setNumInteropThreads(1);
+     const depth = 16;
+     let level = script((x) => tanh(x), "leaf");
+     for (let d = 1; d <= depth; d++) {
+       const inner = level;
+       // inner(x) + inner(x / 2): 2^16 leaves, C(16, k) of them on x / 2^k.
+       level = script((x) => add(wait(fork(inner, x)), wait(fork(inner, mul(x, 0.5)))), "level" + d);
+     }
+     const x = randn([2, 3], { seed: 43 });
+     const module = Module.fromScript(level, [x]);
+     const path = await Deno.makeTempFile({ suffix: ".spindle" });
+     await save(module, path);
+     const loaded = await load(path);
+     await Deno.remove(path);
+     const y = loaded.forwardSync(x);
+     const xs = Array.from(x.toArray());
+     const binomial = (n, k) => { let r = 1; for (let i = 0; i < k; i++) r = (r * (n - i)) / (i + 1); return r; };
+     const expected = xs.map((v) => { let s = 0; for (let k = 0; k <= depth; k++) s += binomial(depth, k) * Math.tanh(v / 2 ** k); return s; });
+     console.log(JSON.stringify({ graphs: decodeDescription(loaded.image).graphs.length, got: Array.from(y.toArray()), expected }));`,
+  );
+  assert.equal(result.code, 0, result.stderr);
+  const { graphs, got, expected } = JSON.parse(result.stdout);
+  assert.equal(graphs, 17);
+  assertClose(got, expected, { relative: 1e-5, absolute: 1e-5 });
 });

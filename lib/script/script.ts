@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { Tensor } from "../tensor.ts";
+import { Tensor, tensor } from "../tensor.ts";
 import { encodeImage } from "./format.ts";
 import { Program } from "./program.ts";
-import { activeTrace, Trace, TracingError, withTrace } from "./trace.ts";
+import { activeTrace, readUntraced, Trace, TracingError, withTrace } from "./trace.ts";
 
 /** What a scripted function may return. */
 export type ScriptResult = Tensor | Tensor[];
@@ -42,16 +42,37 @@ function signature(args: readonly Tensor[]): string {
   return args.map((t) => `${t.dtype}[${t.shape.join(",")}]`).join(";");
 }
 
-/** Traces `state.fn` as graph `name` of `trace` on `args`; returns the graph index and outputs. */
+/**
+ * The graph of `state.fn` on inputs like `args` in `trace`: traced on first use, then reused
+ * for every later fork with the same input dtypes and shapes, so a function forked from many
+ * places is one graph. Returns the graph index and the outputs of an eager run (for a reused
+ * graph, copies of the first run's outputs, so that each fork's result is a tensor of its own).
+ */
 export function traceGraph(
   trace: Trace,
   state: ScriptState,
   args: readonly Tensor[],
 ): { index: number; outputs: Tensor[] } {
+  const key = signature(args);
+  const known = trace.tracedGraph(state.fn, key);
+  if (known === null) {
+    throw new TracingError(`script ${state.name}: forks itself on inputs ${key}; a graph cannot fork itself`);
+  }
+  if (known !== undefined) return { index: known.index, outputs: known.outputs.map((t) => copyForTrace(trace, t)) };
+  trace.rememberGraph(state.fn, key, null);
   const index = trace.beginGraph(state.name, args);
   const outputs = normalize(state.name, state.fn(...args));
   trace.endGraph(index, outputs);
+  // The trace keeps copies: the caller may dispose these outputs before the next fork.
+  trace.rememberGraph(state.fn, key, { index, outputs: outputs.map((t) => copyForTrace(trace, t)) });
   return { index, outputs };
+}
+
+/** A copy of `t` that the trace owns (freed with it) and records nowhere. */
+function copyForTrace(trace: Trace, t: Tensor): Tensor {
+  const copy = tensor(readUntraced(t), [...t.shape], { dtype: t.dtype });
+  trace.created.push(copy);
+  return copy;
 }
 
 /** Traces `state` on `args` into a whole program. */
