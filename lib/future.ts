@@ -43,14 +43,17 @@ export class Future<T> implements PromiseLike<T> {
   #outcome: Outcome<T> | null;
   #pending: Promise<T> | null = null;
 
-  /** @param handle A native future handle, or null for an already completed future. */
+  /**
+   * @ignore Futures come from {@link fork}.
+   * @param handle A native future handle, or null for an already completed future.
+   */
   private constructor(handle: bigint | null, outcome: Outcome<T> | null) {
     this.#handle = handle;
     this.#outcome = outcome;
     if (handle !== null) finalizer.register(this, handle, this);
   }
 
-  /** @internal Wraps a native future handle. */
+  /** @ignore Internal: wraps a native future handle. */
   static fromHandle(handle: bigint): Future<Tensor> {
     return new Future<Tensor>(handle, null);
   }
@@ -58,6 +61,7 @@ export class Future<T> implements PromiseLike<T> {
   /**
    * A future that is already complete (what forking a plain TypeScript function returns).
    *
+   * @ignore Internal: futures come from {@link fork}.
    * @param outcome The value or error.
    * @returns A completed future.
    */

@@ -50,6 +50,7 @@ export class Tensor {
   /**
    * Wraps a native handle. Use {@link tensor}, {@link zeros}, … or an op to create tensors.
    *
+   * @ignore Internal: the native handle's owner is this tensor from now on.
    * @param handle The native handle; this tensor takes ownership of it.
    */
   constructor(handle: bigint) {
@@ -68,6 +69,7 @@ export class Tensor {
   /**
    * The native handle; throws once the tensor is disposed.
    *
+   * @ignore Internal: for the FFI calls of ops.
    * @returns The native handle.
    */
   get handle(): bigint {
