@@ -5,13 +5,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, fork, mm, rand, wait } from "@spindle/spindle";
  * using x = rand([4, 4], { seed: 0 });
  * const future = fork(mm, x, x);
  * using y = mm(x, x);
  * using z = wait(future);
  * using out = add(y, z);
- * console.log(out.shape); // [4, 4]
+ * using expected = add(y, y); // the forked mm computed what the direct one did
+ * assert.deepEqual(out.toArray(), expected.toArray());
  * ```
  *
  * @module

@@ -44,12 +44,10 @@ export type StatusName =
  *
  * @example
  * ```ts
- * import { SpindleError, mm, zeros } from "@spindle/spindle";
- * try {
- *   mm(zeros([2, 3]), zeros([2, 3]));
- * } catch (error) {
- *   if (error instanceof SpindleError) console.log(error.code); // "shape_mismatch"
- * }
+ * import assert from "node:assert/strict";
+ * import { mm, SpindleError, zeros } from "@spindle/spindle";
+ * using a = zeros([2, 3]);
+ * assert.throws(() => mm(a, a), (error) => error instanceof SpindleError && error.code === "shape_mismatch");
  * ```
  */
 export class SpindleError extends Error {

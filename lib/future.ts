@@ -31,11 +31,13 @@ type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fork, mm, rand } from "@spindle/spindle";
  * using a = rand([64, 64], { seed: 1 });
  * const future = fork(mm, a, a);
  * using product = await future;
- * console.log(product.shape); // [64, 64]
+ * using direct = mm(a, a);
+ * assert.deepEqual(product.toArray(), direct.toArray());
  * ```
  */
 export class Future<T> implements PromiseLike<T> {
@@ -170,13 +172,15 @@ export class Future<T> implements PromiseLike<T> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, fork, mm, rand, wait } from "@spindle/spindle";
  * using x = rand([32, 32], { seed: 1 });
  * const future = fork(mm, x, x); // runs on the inter-op pool
  * using y = mm(x, x);            // meanwhile, on this thread
  * using z = wait(future);
  * using sum = add(y, z);
- * console.log(sum.shape); // [32, 32]
+ * using doubled = add(y, y);
+ * assert.deepEqual(sum.toArray(), doubled.toArray());
  * ```
  */
 export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A): Future<T> {
@@ -250,10 +254,12 @@ export function liveFutureCount(): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fork, mm, rand, wait } from "@spindle/spindle";
  * using a = rand([8, 8], { seed: 3 });
  * using b = wait(fork(mm, a, a));
- * console.log(b.shape); // [8, 8]
+ * using direct = mm(a, a);
+ * assert.deepEqual(b.toArray(), direct.toArray());
  * ```
  */
 export function wait<T>(future: Future<T>): T {

@@ -17,13 +17,11 @@ import { importOnnx, type ImportOptions } from "./onnx/import.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Module, relu, script, zeros } from "@spindle/spindle";
  * using x = zeros([2, 3]);
  * using model = Module.fromScript(script((input) => relu(input)), [x]);
- * const [input] = model.inputMetadata;
- * if (input.name !== "input0" || input.dtype !== "float32" || input.shape.join() !== "2,3") {
- *   throw new Error(`unexpected metadata ${JSON.stringify(input)}`);
- * }
+ * assert.deepEqual(model.inputMetadata, [{ name: "input0", dtype: "float32", shape: [2, 3] }]);
  * ```
  */
 export interface ValueMetadata {
@@ -63,14 +61,16 @@ let createModule: (program: Program, name: string) => Module;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Module, mm, randn, relu, script } from "@spindle/spindle";
  * using w = randn([8, 8], { seed: 0 });
  * using x = randn([2, 8], { seed: 1 });
  * using model = Module.fromScript(script((input) => relu(mm(input, w))), [x], { inputNames: ["x"] });
- * using y = await model.forward(x);
- * const { output0 } = await model.run({ x });
+ * using y = await model.forward(x); // PyTorch style
+ * const { output0 } = await model.run({ x }); // onnxruntime style
  * using z = output0;
- * if (y.shape.join() !== "2,8" || y.toArray().join() !== z.toArray().join()) throw new Error("outputs differ");
+ * assert.deepEqual(y.shape, [2, 8]);
+ * assert.deepEqual(y.toArray(), z.toArray());
  * ```
  */
 export class Module {
@@ -101,6 +101,7 @@ export class Module {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { add, Module, script, sub, tensor } from "@spindle/spindle";
    * const sumAndDifference = script((a, b) => [add(a, b), sub(a, b)]);
    * using a = tensor([5, 7]);
@@ -110,7 +111,7 @@ export class Module {
    *   outputNames: ["sum", "difference"],
    * });
    * const { sum, difference } = model.runSync({ a, b });
-   * if (sum.toArray().join() !== "6,9" || difference.toArray().join() !== "4,5") throw new Error("wrong results");
+   * assert.deepEqual([...sum.toArray(), ...difference.toArray()], [6, 9, 4, 5]);
    * sum.dispose();
    * difference.dispose();
    * ```
@@ -192,11 +193,12 @@ export class Module {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { Module, relu, script, tensor } from "@spindle/spindle";
    * using x = tensor([-1, 2]);
    * using model = Module.fromScript(script((input) => relu(input)), [x]);
    * using y = await model.forward(x);
-   * if (y.toArray().join() !== "0,2") throw new Error(`got ${y.toArray()}`);
+   * assert.deepEqual([...y.toArray()], [0, 2]);
    * ```
    */
   async forward(...inputs: Tensor[]): Promise<Tensor> {
@@ -215,11 +217,12 @@ export class Module {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { Module, neg, script, tensor } from "@spindle/spindle";
    * using x = tensor([1, -2]);
    * using model = Module.fromScript(script((input) => neg(input)), [x]);
    * using y = model.forwardSync(x);
-   * if (y.toArray().join() !== "-1,2") throw new Error(`got ${y.toArray()}`);
+   * assert.deepEqual([...y.toArray()], [-1, 2]);
    * ```
    */
   forwardSync(...inputs: Tensor[]): Tensor {
@@ -236,11 +239,12 @@ export class Module {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { max, min, Module, script, tensor } from "@spindle/spindle";
    * using x = tensor([3, 1, 2]);
    * using model = Module.fromScript(script((input) => [min(input), max(input)]), [x]);
    * const [low, high] = await model.forwardAll(x);
-   * if (low.toArray()[0] !== 1 || high.toArray()[0] !== 3) throw new Error("wrong extremes");
+   * assert.deepEqual([...low.toArray(), ...high.toArray()], [1, 3]);
    * low.dispose();
    * high.dispose();
    * ```
@@ -258,11 +262,12 @@ export class Module {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { Module, script, tensor, transpose } from "@spindle/spindle";
    * using x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
    * using model = Module.fromScript(script((input) => [input, transpose(input, 0, 1)]), [x]);
    * const outputs = model.forwardAllSync(x);
-   * if (outputs.length !== 2 || outputs[1].shape.join() !== "3,2") throw new Error("wrong outputs");
+   * assert.deepEqual(outputs.map((t) => t.shape), [[2, 3], [3, 2]]);
    * outputs.forEach((t) => t.dispose());
    * ```
    */
@@ -281,6 +286,7 @@ export class Module {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { add, Module, script, tensor } from "@spindle/spindle";
    * using a = tensor([1, 2]);
    * using b = tensor([10, 20]);
@@ -289,7 +295,7 @@ export class Module {
    *   outputNames: ["total"],
    * });
    * const { total } = await model.run({ a, b });
-   * if (total.toArray().join() !== "11,22") throw new Error(`got ${total.toArray()}`);
+   * assert.deepEqual([...total.toArray()], [11, 22]);
    * total.dispose();
    * ```
    */
@@ -306,17 +312,13 @@ export class Module {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { Module, mul, script, tensor } from "@spindle/spindle";
    * using x = tensor([1, 2]);
    * using model = Module.fromScript(script((input) => mul(input, 3)), [x]);
-   * try {
-   *   model.runSync({ y: x });
-   *   throw new Error("expected a TypeError");
-   * } catch (error) {
-   *   if (!(error instanceof TypeError) || !error.message.includes("'y'")) throw error;
-   * }
+   * assert.throws(() => model.runSync({ y: x }), TypeError); // unknown input 'y'; the model takes 'input0'
    * const { output0 } = model.runSync({ input0: x });
-   * if (output0.toArray().join() !== "3,6") throw new Error(`got ${output0.toArray()}`);
+   * assert.deepEqual([...output0.toArray()], [3, 6]);
    * output0.dispose();
    * ```
    */
@@ -436,6 +438,7 @@ function checkNames(option: string, names: readonly string[], count: number, wha
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { load, Module, randn, relu, save, script } from "@spindle/spindle";
  * using x = randn([2, 4], { seed: 0 });
  * using model = Module.fromScript(script((input) => relu(input)), [x], { inputNames: ["features"] });
@@ -443,9 +446,7 @@ function checkNames(option: string, names: readonly string[], count: number, wha
  * await save(model, path);
  * using again = await load(path);
  * await Deno.remove(path);
- * if (again.inputNames[0] !== "features" || again.inputs[0].shape.join() !== "2,4") {
- *   throw new Error("the saved module differs");
- * }
+ * assert.deepEqual(again.inputMetadata, [{ name: "features", dtype: "float32", shape: [2, 4] }]);
  * ```
  */
 export async function save(module: Module, path: string | URL): Promise<void> {
@@ -465,12 +466,12 @@ export async function save(module: Module, path: string | URL): Promise<void> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { load, SpindleError } from "@spindle/spindle";
  * const path = await Deno.makeTempFile();
  * await Deno.writeTextFile(path, "not a model");
- * const error = await load(path).then(() => null, (e) => e);
+ * await assert.rejects(load(path), (error) => error instanceof SpindleError && error.code === "malformed_model");
  * await Deno.remove(path);
- * if (!(error instanceof SpindleError) || error.code !== "malformed_model") throw new Error(`got ${error}`);
  * ```
  */
 export async function load(path: string | URL, options: ImportOptions = {}): Promise<Module> {

@@ -51,9 +51,11 @@ export interface ParallelInfo {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parallelInfoJson } from "@spindle/spindle";
  * const info = parallelInfoJson();
- * console.log(info.num_threads >= 1, info.intra_op_backend); // true "omp"
+ * assert.ok(info.num_threads >= 1);
+ * assert.ok(["omp", "tbb"].includes(info.intra_op_backend));
  * ```
  */
 export function parallelInfoJson(): ParallelInfo {
@@ -79,8 +81,9 @@ const BACKEND_DESCRIPTIONS = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parallelInfo } from "@spindle/spindle";
- * console.log(parallelInfo().split("\n")[0]); // "Spindle/Parallel:"
+ * assert.equal(parallelInfo().split("\n")[0], "Spindle/Parallel:");
  * ```
  */
 export function parallelInfo(): string {

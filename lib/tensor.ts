@@ -32,10 +32,11 @@ const handleBuffer = new BigUint64Array(1);
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "@spindle/spindle";
  * using t = tensor([1, 2, 3, 4], [2, 2]);
- * console.log(t.shape, t.dtype, t.numel); // [2, 2] "float32" 4
- * console.log(t.toArray()); // Float32Array [1, 2, 3, 4]
+ * assert.deepEqual([t.shape, t.dtype, t.numel], [[2, 2], "float32", 4]);
+ * assert.deepEqual(t.toArray(), new Float32Array([1, 2, 3, 4]));
  * ```
  */
 export class Tensor {
@@ -198,9 +199,10 @@ function toTypedData(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "@spindle/spindle";
  * using ids = tensor([3, 1, 4], [3], { dtype: "int64" });
- * console.log(ids.toArray()); // BigInt64Array [3n, 1n, 4n]
+ * assert.deepEqual(ids.toArray(), new BigInt64Array([3n, 1n, 4n]));
  * ```
  */
 export function tensor(
@@ -244,9 +246,10 @@ export function tensor(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { full } from "@spindle/spindle";
  * using t = full([2], 7);
- * console.log(t.toArray()); // Float32Array [7, 7]
+ * assert.deepEqual([...t.toArray()], [7, 7]);
  * ```
  */
 export function full(shape: number[], value: number, options: TensorOptions = {}): Tensor {
@@ -266,9 +269,11 @@ export function full(shape: number[], value: number, options: TensorOptions = {}
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { zeros } from "@spindle/spindle";
  * using z = zeros([2, 3]);
- * console.log(z.numel); // 6
+ * assert.equal(z.numel, 6);
+ * assert.ok(z.toArray().every((v) => v === 0));
  * ```
  */
 export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
@@ -284,9 +289,10 @@ export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ones } from "@spindle/spindle";
  * using o = ones([3]);
- * console.log(o.toArray()); // Float32Array [1, 1, 1]
+ * assert.deepEqual([...o.toArray()], [1, 1, 1]);
  * ```
  */
 export function ones(shape: number[], options: TensorOptions = {}): Tensor {
@@ -303,9 +309,10 @@ export function ones(shape: number[], options: TensorOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { arange } from "@spindle/spindle";
  * using r = arange(1, 7, 2);
- * console.log(r.toArray()); // Float32Array [1, 3, 5]
+ * assert.deepEqual([...r.toArray()], [1, 3, 5]);
  * ```
  */
 export function arange(startOrEnd: number, end?: number, step = 1): Tensor {
@@ -352,10 +359,12 @@ function randomTensor(shape: number[], options: RandomOptions, normal: boolean, 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { rand } from "@spindle/spindle";
  * using a = rand([2, 2], { seed: 1 });
  * using b = rand([2, 2], { seed: 1 });
- * console.log(a.toArray()[0] === b.toArray()[0]); // true
+ * assert.deepEqual(a.toArray(), b.toArray());
+ * assert.ok(a.toArray().every((v) => v >= 0 && v < 1));
  * ```
  */
 export function rand(shape: number[], options: RandomOptions = {}): Tensor {
@@ -371,9 +380,12 @@ export function rand(shape: number[], options: RandomOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { randn } from "@spindle/spindle";
  * using w = randn([4, 4], { seed: 42 });
- * console.log(w.shape); // [4, 4]
+ * using again = randn([4, 4], { seed: 42 });
+ * assert.deepEqual(w.shape, [4, 4]);
+ * assert.deepEqual(w.toArray(), again.toArray());
  * ```
  */
 export function randn(shape: number[], options: RandomOptions = {}): Tensor {

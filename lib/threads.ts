@@ -29,9 +29,10 @@ function checkCount(name: string, n: unknown): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumThreads, setNumThreads } from "@spindle/spindle";
  * setNumThreads(1);
- * console.log(getNumThreads()); // 1
+ * assert.equal(getNumThreads(), 1);
  * ```
  */
 export function setNumThreads(n: number): void {
@@ -46,8 +47,9 @@ export function setNumThreads(n: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumThreads } from "@spindle/spindle";
- * console.log(getNumThreads() >= 1); // true
+ * assert.ok(getNumThreads() >= 1);
  * ```
  */
 export function getNumThreads(): number {
@@ -66,13 +68,14 @@ export function getNumThreads(): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumInteropThreads, setNumInteropThreads, SpindleError } from "@spindle/spindle";
  * try {
  *   setNumInteropThreads(2);
  * } catch (error) {
  *   if (!(error instanceof SpindleError)) throw error; // already set in this process
  * }
- * console.log(getNumInteropThreads() >= 1); // true
+ * assert.ok(getNumInteropThreads() >= 1);
  * ```
  */
 export function setNumInteropThreads(n: number): void {
@@ -87,8 +90,9 @@ export function setNumInteropThreads(n: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumInteropThreads } from "@spindle/spindle";
- * console.log(getNumInteropThreads() >= 1); // true
+ * assert.ok(getNumInteropThreads() >= 1);
  * ```
  */
 export function getNumInteropThreads(): number {

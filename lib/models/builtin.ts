@@ -296,11 +296,12 @@ export const BUILTIN_NAMES: readonly string[] = Object.keys(DEFINITIONS);
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { builtinModel } from "@spindle/spindle";
  * const model = builtinModel("mlp", { batch: 2 });
  * const inputs = model.inputs();
  * using y = await model.module.forward(...inputs);
- * if (y.shape.join() !== "2,10") throw new Error(`got shape ${y.shape}`);
+ * assert.deepEqual(y.shape, [2, 10]);
  * inputs.forEach((t) => t.dispose());
  * model.dispose();
  * ```
@@ -324,9 +325,10 @@ export function builtinModel(name: string, options: BuiltinOptions = {}): Builti
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { builtin } from "@spindle/spindle";
  * using model = builtin("example", { batch: 1 });
- * if (model.inputMetadata[0].shape.join() !== "1,1024") throw new Error("unexpected input shape");
+ * assert.deepEqual(model.inputMetadata[0].shape, [1, 1024]);
  * ```
  */
 export function builtin(name: string, options: BuiltinOptions = {}): Module {

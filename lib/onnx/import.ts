@@ -85,12 +85,12 @@ function hostOfTensor(t: Tensor): Host {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { importOnnx, SpindleError } from "@spindle/spindle";
- * try {
- *   importOnnx(new Uint8Array([0x0a, 0xff]));
- * } catch (error) {
- *   console.log((error as SpindleError).code); // "malformed_model"
- * }
+ * assert.throws(
+ *   () => importOnnx(new Uint8Array([0x0a, 0xff])), // a truncated file
+ *   (error) => error instanceof SpindleError && error.code === "malformed_model",
+ * );
  * ```
  */
 export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint8Array {

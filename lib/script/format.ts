@@ -24,9 +24,12 @@ export interface NodeDescription {
  *
  * @example
  * ```ts
- * import type { InputDescription } from "@spindle/spindle";
- * const input: InputDescription = { name: "x", dtype: "float32", shape: [-1, 4], symbols: ["batch", null] };
- * if (input.shape[0] !== -1 || input.symbols?.[0] !== "batch") throw new Error("unexpected description");
+ * import assert from "node:assert/strict";
+ * import { type InputDescription, Module, relu, script, zeros } from "@spindle/spindle";
+ * using x = zeros([2, 4]);
+ * using model = Module.fromScript(script((input) => relu(input)), [x], { inputNames: ["x"] });
+ * const input: InputDescription = model.inputs[0];
+ * assert.deepEqual(input, { name: "x", dtype: "float32", shape: [2, 4] });
  * ```
  */
 export interface InputDescription {

@@ -119,6 +119,7 @@ export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, fork, mm, randn, script, wait } from "@spindle/spindle";
  * using wY = randn([16, 16], { seed: 1 });
  * using wZ = randn([16, 16], { seed: 2 });
@@ -133,8 +134,7 @@ export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program
  * using y = mm(x, wY);
  * using z = mm(x, wZ);
  * using expected = add(y, z);
- * const got = Array.from(out.toArray(), Number), want = Array.from(expected.toArray(), Number);
- * if (out.shape.join() !== "4,16" || got.some((v, i) => Math.abs(v - want[i]) > 1e-4)) throw new Error("mismatch");
+ * assert.deepEqual(out.toArray(), expected.toArray());
  * ```
  */
 export function script<A extends Tensor[], R extends ScriptResult>(
