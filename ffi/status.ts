@@ -22,7 +22,24 @@ export const STATUS_NAMES: readonly StatusName[] = [
   "internal",
 ];
 
-/** A native status name such as `"shape_mismatch"`. */
+/**
+ * A native status name such as `"shape_mismatch"` (the `code` of a {@link SpindleError}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SpindleError, type StatusName, tensor } from "@spindle/spindle";
+ * using x = tensor([1, 2]);
+ * let code: StatusName = "ok";
+ * try {
+ *   x.dispose();
+ *   x.toArray(); // a disposed tensor
+ * } catch (error) {
+ *   if (error instanceof SpindleError) code = error.code;
+ * }
+ * assert.equal(code, "invalid_handle");
+ * ```
+ */
 export type StatusName =
   | "ok"
   | "invalid_argument"

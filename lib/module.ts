@@ -36,7 +36,19 @@ export interface ValueMetadata {
   readonly shape: readonly (number | string)[];
 }
 
-/** Options of {@link Module.fromScript}. */
+/**
+ * Options of {@link Module.fromScript}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Module, script, type ScriptModuleOptions, tensor } from "@spindle/spindle";
+ * const options: ScriptModuleOptions = { name: "identity", inputNames: ["x"], outputNames: ["y"] };
+ * using x = tensor([1]);
+ * using model = Module.fromScript(script((input) => input), [x], options);
+ * assert.deepEqual([model.name, model.inputNames, model.outputNames], ["identity", ["x"], ["y"]]);
+ * ```
+ */
 export interface ScriptModuleOptions {
   /** A name for messages (default: the scripted function's name). */
   name?: string;
@@ -46,7 +58,21 @@ export interface ScriptModuleOptions {
   outputNames?: readonly string[];
 }
 
-/** Feeds or results of {@link Module.run}: tensors by input or output name. */
+/**
+ * Feeds or results of {@link Module.run}: tensors by input or output name.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Module, type NamedTensors, neg, script, tensor } from "@spindle/spindle";
+ * using x = tensor([1]);
+ * using model = Module.fromScript(script((input) => neg(input)), [x]);
+ * const feeds: NamedTensors = { input0: x };
+ * const results: NamedTensors = model.runSync(feeds);
+ * assert.deepEqual(Object.keys(results), ["output0"]);
+ * results.output0.dispose();
+ * ```
+ */
 export type NamedTensors = Record<string, Tensor>;
 
 let createModule: (program: Program, name: string) => Module;

@@ -6,7 +6,17 @@
  */
 import { native } from "../ffi/load.ts";
 
-/** The facts behind {@link parallelInfo}, as reported by libspindle. */
+/**
+ * The facts behind {@link parallelInfo}, as reported by libspindle.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { getNumThreads, type ParallelInfo, parallelInfoJson } from "@spindle/spindle";
+ * const info: ParallelInfo = parallelInfoJson();
+ * assert.equal(info.num_threads, getNumThreads());
+ * ```
+ */
 export interface ParallelInfo {
   /** Spindle's native library version. */
   version: string;

@@ -7,7 +7,18 @@ import { check, native } from "../ffi/load.ts";
 import { SpindleError } from "../ffi/status.ts";
 import { checkValueRead } from "./script/trace.ts";
 
-/** Element types of a {@link Tensor}. */
+/**
+ * Element types of a {@link Tensor}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type DType, tensor } from "@spindle/spindle";
+ * const dtype: DType = "int32";
+ * using ids = tensor([1, 2], [2], { dtype });
+ * assert.ok(ids.toArray() instanceof Int32Array);
+ * ```
+ */
 export type DType = "float32" | "int64" | "int32";
 
 const DTYPE_CODES: Record<DType, number> = { float32: 0, int64: 1, int32: 2 };
@@ -126,7 +137,18 @@ export class Tensor {
   }
 }
 
-/** Options for tensor factories. */
+/**
+ * Options for tensor factories.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { full, type TensorOptions } from "@spindle/spindle";
+ * const options: TensorOptions = { dtype: "int64" };
+ * using t = full([2], 3, options);
+ * assert.deepEqual(t.toArray(), new BigInt64Array([3n, 3n]));
+ * ```
+ */
 export interface TensorOptions {
   /** Element type; `float32` unless the data is an Int32Array or BigInt64Array. */
   dtype?: DType;
@@ -329,7 +351,19 @@ export function arange(startOrEnd: number, end?: number, step = 1): Tensor {
   return tensor(values, [count]);
 }
 
-/** Options for random tensors. */
+/**
+ * Options for random tensors.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { rand, type RandomOptions } from "@spindle/spindle";
+ * const options: RandomOptions = { seed: 7 };
+ * using a = rand([3], options);
+ * using b = rand([3], options);
+ * assert.deepEqual(a.toArray(), b.toArray()); // the same seed gives the same values
+ * ```
+ */
 export interface RandomOptions {
   /** Seed; the same seed gives the same values on every machine. Random when omitted. */
   seed?: number | bigint;
@@ -401,6 +435,17 @@ export function bytesPerElement(dtype: DType): number {
  * Live native tensors in this process (tests use it to check for leaks).
  *
  * @returns The count of live tensor handles.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { liveTensorCount, zeros } from "@spindle/spindle";
+ * const before = liveTensorCount();
+ * const t = zeros([4]);
+ * assert.equal(liveTensorCount(), before + 1);
+ * t.dispose();
+ * assert.equal(liveTensorCount(), before);
+ * ```
  */
 export function liveTensorCount(): number {
   return Number(native().spindle_tensor_live_count());

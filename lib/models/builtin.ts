@@ -22,7 +22,18 @@ import { batchNorm } from "../ops/normalization.ts";
 import { rand } from "../tensor.ts";
 import { randn, type Tensor, tensor } from "../tensor.ts";
 
-/** Options of a built-in model. */
+/**
+ * Options of a built-in model.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { builtin, type BuiltinOptions } from "@spindle/spindle";
+ * const options: BuiltinOptions = { batch: 3, seed: 1 };
+ * using model = builtin("mlp", options);
+ * assert.equal(model.inputMetadata[0].shape[0], 3);
+ * ```
+ */
 export interface BuiltinOptions {
   /** Rows per request (default per model). */
   batch?: number;
@@ -30,7 +41,22 @@ export interface BuiltinOptions {
   seed?: number;
 }
 
-/** A built-in model ready to run: the module and a matching fixed-seed request. */
+/**
+ * A built-in model ready to run: the module and a matching fixed-seed request.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type BuiltinModel, builtinModel } from "@spindle/spindle";
+ * const model: BuiltinModel = builtinModel("mlp", { batch: 1 });
+ * const inputs = model.inputs();
+ * using scripted = model.module.forwardSync(...inputs);
+ * using eager = model.eager(...inputs);
+ * assert.deepEqual(scripted.shape, eager.shape);
+ * inputs.forEach((t) => t.dispose());
+ * model.dispose();
+ * ```
+ */
 export interface BuiltinModel {
   /** The scripted module. */
   module: Module;
@@ -284,7 +310,16 @@ const resnet: Definition = {
 
 const DEFINITIONS: Record<string, Definition> = { example, mlp, resnet, dlrm, transformer };
 
-/** Names of the built-in models. */
+/**
+ * Names of the built-in models.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BUILTIN_NAMES } from "@spindle/spindle";
+ * assert.ok(BUILTIN_NAMES.includes("example"));
+ * ```
+ */
 export const BUILTIN_NAMES: readonly string[] = Object.keys(DEFINITIONS);
 
 /**

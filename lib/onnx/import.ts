@@ -16,7 +16,20 @@ import { HANDLERS, type NodeContext } from "./ops.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
 import { forkBranches } from "./branches.ts";
 
-/** Options of {@link importOnnx}. */
+/**
+ * Options of {@link importOnnx} and of `load` for .onnx files.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type ImportOptions, load } from "@spindle/spindle";
+ * const options: ImportOptions = { inputShapes: { image: [-1, 3, 224, 224] }, executionMode: "parallel" };
+ * const path = await Deno.makeTempFile({ suffix: ".onnx" });
+ * await Deno.writeFile(path, new Uint8Array([0x0a, 0xff])); // not a whole ONNX file
+ * await assert.rejects(load(path, options));
+ * await Deno.remove(path);
+ * ```
+ */
 export interface ImportOptions {
   /**
    * Graph inputs to bake into the model as constants (by input name); the imported model

@@ -9,7 +9,23 @@ import { encodeImage } from "./format.ts";
 import { Program } from "./program.ts";
 import { activeTrace, readUntraced, Trace, TracingError, withTrace } from "./trace.ts";
 
-/** What a scripted function may return. */
+/**
+ * What a scripted function may return: one tensor, or several.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { max, min, script, type ScriptResult, type Tensor, tensor } from "@spindle/spindle";
+ * const range = script((x: Tensor) => [min(x), max(x)]);
+ * using x = tensor([4, 1, 3]);
+ * const result: ScriptResult = range(x);
+ * assert.ok(Array.isArray(result));
+ * const [low, high] = result;
+ * assert.deepEqual([...low.toArray(), ...high.toArray()], [1, 4]);
+ * low.dispose();
+ * high.dispose();
+ * ```
+ */
 export type ScriptResult = Tensor | Tensor[];
 
 /** What `script` keeps about a scripted function (looked up by the function itself). */
@@ -22,6 +38,16 @@ export interface ScriptState {
 /**
  * A traced function: call it with tensors to run its graph natively. It is traced on the
  * first call for each combination of input shapes and dtypes.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { mul, script, type ScriptFunction, type Tensor, tensor } from "@spindle/spindle";
+ * const double: ScriptFunction<[Tensor], Tensor> = script((x: Tensor) => mul(x, 2), "double");
+ * using y = double(tensor([1, 2]));
+ * assert.equal(double.scriptName, "double");
+ * assert.deepEqual([...y.toArray()], [2, 4]);
+ * ```
  */
 export type ScriptFunction<A extends Tensor[] = Tensor[], R extends ScriptResult = ScriptResult> =
   & ((...args: A) => R)

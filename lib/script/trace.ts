@@ -12,7 +12,18 @@
 import type { Tensor } from "../tensor.ts";
 import type { GraphDescription, InputDescription, NodeDescription, ProgramSource } from "./format.ts";
 
-/** Thrown when a function cannot be traced (e.g. it reads tensor values to branch on them). */
+/**
+ * Thrown when a function cannot be traced (e.g. it reads tensor values to branch on them).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { relu, script, sum, type Tensor, tensor, TracingError } from "@spindle/spindle";
+ * const branchy = script((x: Tensor) => (sum(x).toArray()[0] > 0 ? relu(x) : x));
+ * using x = tensor([1, -2]);
+ * assert.throws(() => branchy(x), TracingError);
+ * ```
+ */
 export class TracingError extends Error {
   /**
    * Creates the error.
