@@ -149,6 +149,11 @@ export class Module {
   ): Module {
     const state = scriptState(fn);
     if (state === undefined) throw new TypeError("Module.fromScript: expected a function made by script()");
+    if (options === null || (typeof options !== "object" && typeof options !== "string")) {
+      throw new TypeError(
+        `Module.fromScript: options must be an object ({ name, inputNames, outputNames }), got ${kind(options)}`,
+      );
+    }
     const { name, inputNames, outputNames } = typeof options === "string" ? { name: options } : options;
     let program = programFor(fn, exampleInputs);
     if (inputNames !== undefined || outputNames !== undefined) {

@@ -139,6 +139,10 @@ Deno.test("Module.fromScript checks the names it is given", () => {
   assert.throws(() => Module.fromScript(fn, [x], { outputNames: [] }), RangeError);
   assert.throws(() => Module.fromScript(fn, [x], { inputNames: [""] }), TypeError);
   assert.throws(
+    () => Module.fromScript(fn, [x], 3 as unknown as string),
+    (e) => e instanceof TypeError && /options/.test(e.message),
+  );
+  assert.throws(
     () => Module.fromScript(script((input: Tensor) => [relu(input), relu(input)]), [x], { outputNames: ["y", "y"] }),
     (e) => e instanceof TypeError && /names 'y' twice/.test(e.message),
   );

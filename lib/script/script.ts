@@ -137,7 +137,10 @@ export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program
  *
  * Tracing runs `fn` once on the actual inputs and records every op; tensors it uses that
  * are not inputs become constants (weights). Data-dependent control flow (reading values
- * with `toArray()` while tracing) is refused with a {@link TracingError}.
+ * with `toArray()` while tracing) is refused with a {@link TracingError}. A function forked
+ * several times while tracing is traced once per input signature (dtypes and shapes) and
+ * becomes one graph that every such fork runs, as TorchScript compiles a function once: it
+ * must not depend on JavaScript state that changes between the forks.
  *
  * @param fn A function of tensors returning a tensor or an array of tensors.
  * @param name The graph's name in model files and error messages.
