@@ -5,13 +5,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, fork, mm, rand, wait } from "@spindle/spindle";
  * using x = rand([4, 4], { seed: 0 });
  * const future = fork(mm, x, x);
  * using y = mm(x, x);
  * using z = wait(future);
  * using out = add(y, z);
- * console.log(out.shape); // [4, 4]
+ * using expected = add(y, y); // the forked mm computed what the direct one did
+ * assert.deepEqual(out.toArray(), expected.toArray());
  * ```
  *
  * @module
@@ -105,6 +107,6 @@ export { fork, Future, wait } from "./lib/future.ts";
 export { script, type ScriptFunction, type ScriptResult } from "./lib/script/script.ts";
 export { TracingError } from "./lib/script/trace.ts";
 export type { InputDescription } from "./lib/script/format.ts";
-export { load, Module, save } from "./lib/module.ts";
+export { load, Module, type NamedTensors, save, type ScriptModuleOptions, type ValueMetadata } from "./lib/module.ts";
 export { importOnnx, type ImportOptions } from "./lib/onnx/import.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";

@@ -2,7 +2,7 @@
  * Foundation benchmarks: the cost of crossing the FFI boundary and of the example model.
  * Run with `deno task bench`.
  */
-import { builtinModel, getNumThreads, mm, rand, type Tensor, tensor } from "../mod.ts";
+import { builtinModel, getNumThreads, mm, rand, tensor } from "../mod.ts";
 
 Deno.bench("ffi: getNumThreads (one sync FFI call)", { group: "ffi", baseline: true }, () => {
   getNumThreads();
@@ -21,5 +21,5 @@ Deno.bench("mm 256x256x256", { group: "mm" }, () => {
 const model = builtinModel("example");
 const inputs = model.inputs();
 Deno.bench("builtin:example forwardSync (64x1024, two 1024x1024 GEMMs, one forked)", { group: "model" }, () => {
-  (model.module.forwardSync(...inputs) as Tensor).dispose();
+  model.module.forwardSync(...inputs).dispose();
 });

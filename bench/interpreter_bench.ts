@@ -21,7 +21,7 @@ Deno.bench(`interpreter: ${CHAIN} tiny ops in one forwardSync (per op: divide by
   group: "chain",
   baseline: true,
 }, () => {
-  (module.forwardSync(x) as Tensor).dispose();
+  module.forwardSync(x).dispose();
 });
 
 Deno.bench(`eager: ${CHAIN} tiny ops from TypeScript (per op: divide by ${CHAIN})`, { group: "chain" }, () => {

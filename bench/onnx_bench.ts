@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
-import { load, type Module, parallelInfoJson, randn, setNumThreads, type Tensor } from "../mod.ts";
+import { load, type Module, parallelInfoJson, randn, setNumThreads } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 
 const { values: flags } = parseArgs({ args: Deno.args, options: { runs: { type: "string", default: "20" } } });
@@ -81,7 +81,7 @@ for (const model of await fetchModels()) {
       const feed = { [model.input]: new ort.Tensor("float32", x.toArray() as Float32Array, shape) };
       setNumThreads(threads);
       const [spindle, onnxrt] = await compare(
-        async () => ((await module!.forward(x)) as Tensor).dispose(),
+        async () => (await module!.forward(x)).dispose(),
         async () => void (await sessions.run(feed)),
         runs,
       );
@@ -109,7 +109,7 @@ for (const model of await fetchModels()) {
       extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
     });
     const [spindle, onnxrt] = await compare(
-      async () => ((await module.forward(x)) as Tensor).dispose(),
+      async () => (await module.forward(x)).dispose(),
       async () => void (await session.run(feed)),
       runs,
     );
@@ -137,7 +137,7 @@ for (const model of await fetchModels()) {
     }));
     return requests / ((performance.now() - start) / 1000);
   };
-  const spindleRate = await throughput(async () => ((await module.forward(x)) as Tensor).dispose());
+  const spindleRate = await throughput(async () => (await module.forward(x)).dispose());
   const onnxRate = await throughput(async () => void (await session.run(feed)));
   const row = `${model.name.padEnd(8)} 4 concurrent, 1 thread each | spindle ${spindleRate.toFixed(1)}/s  onnxrt ${
     onnxRate.toFixed(1)

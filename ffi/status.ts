@@ -6,7 +6,24 @@
  */
 import { LIMITS, STATUS_NAMES as ABI_STATUS_NAMES } from "./abi.ts";
 
-/** A native status name such as `"shape_mismatch"`. */
+/**
+ * A native status name such as `"shape_mismatch"` (the `code` of a {@link SpindleError}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SpindleError, type StatusName, tensor } from "@spindle/spindle";
+ * using x = tensor([1, 2]);
+ * let code: StatusName = "ok";
+ * try {
+ *   x.dispose();
+ *   x.toArray(); // a disposed tensor
+ * } catch (error) {
+ *   if (error instanceof SpindleError) code = error.code;
+ * }
+ * assert.equal(code, "invalid_handle");
+ * ```
+ */
 export type StatusName =
   | "ok"
   | "invalid_argument"
@@ -37,12 +54,10 @@ void statusNamesMatch;
  *
  * @example
  * ```ts
- * import { SpindleError, mm, zeros } from "@spindle/spindle";
- * try {
- *   mm(zeros([2, 3]), zeros([2, 3]));
- * } catch (error) {
- *   if (error instanceof SpindleError) console.log(error.code); // "shape_mismatch"
- * }
+ * import assert from "node:assert/strict";
+ * import { mm, SpindleError, zeros } from "@spindle/spindle";
+ * using a = zeros([2, 3]);
+ * assert.throws(() => mm(a, a), (error) => error instanceof SpindleError && error.code === "shape_mismatch");
  * ```
  */
 export class SpindleError extends Error {

@@ -31,11 +31,13 @@ type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fork, mm, rand } from "@spindle/spindle";
  * using a = rand([64, 64], { seed: 1 });
  * const future = fork(mm, a, a);
  * using product = await future;
- * console.log(product.shape); // [64, 64]
+ * using direct = mm(a, a);
+ * assert.deepEqual(product.toArray(), direct.toArray());
  * ```
  */
 export class Future<T> implements PromiseLike<T> {
@@ -43,14 +45,17 @@ export class Future<T> implements PromiseLike<T> {
   #outcome: Outcome<T> | null;
   #pending: Promise<T> | null = null;
 
-  /** @param handle A native future handle, or null for an already completed future. */
+  /**
+   * @ignore Futures come from {@link fork}.
+   * @param handle A native future handle, or null for an already completed future.
+   */
   private constructor(handle: bigint | null, outcome: Outcome<T> | null) {
     this.#handle = handle;
     this.#outcome = outcome;
     if (handle !== null) finalizer.register(this, handle, this);
   }
 
-  /** @internal Wraps a native future handle. */
+  /** @ignore Internal: wraps a native future handle. */
   static fromHandle(handle: bigint): Future<Tensor> {
     return new Future<Tensor>(handle, null);
   }
@@ -58,6 +63,7 @@ export class Future<T> implements PromiseLike<T> {
   /**
    * A future that is already complete (what forking a plain TypeScript function returns).
    *
+   * @ignore Internal: futures come from {@link fork}.
    * @param outcome The value or error.
    * @returns A completed future.
    */
@@ -166,13 +172,15 @@ export class Future<T> implements PromiseLike<T> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, fork, mm, rand, wait } from "@spindle/spindle";
  * using x = rand([32, 32], { seed: 1 });
  * const future = fork(mm, x, x); // runs on the inter-op pool
  * using y = mm(x, x);            // meanwhile, on this thread
  * using z = wait(future);
  * using sum = add(y, z);
- * console.log(sum.shape); // [32, 32]
+ * using doubled = add(y, y);
+ * assert.deepEqual(sum.toArray(), doubled.toArray());
  * ```
  */
 export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A): Future<T> {
@@ -207,7 +215,10 @@ export function fork<A extends unknown[], T>(fn: (...args: A) => T, ...args: A):
   return Future.fromHandle(outBuffer[0]) as unknown as Future<T>;
 }
 
-/** While tracing: the callee becomes a graph of its own and a fork node refers to it. */
+/**
+ * While tracing: the callee becomes a graph of its own (one per function and input signature,
+ * however often it is forked) and a fork node refers to it.
+ */
 function traceFork<A extends unknown[], T>(trace: Trace, fn: (...args: A) => T, args: A): Future<T> {
   const tensors = args.map((arg, i) => {
     if (!(arg instanceof Tensor)) throw new TracingError(`fork: argument ${i} of a traced fork must be a Tensor`);
@@ -243,10 +254,12 @@ export function liveFutureCount(): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fork, mm, rand, wait } from "@spindle/spindle";
  * using a = rand([8, 8], { seed: 3 });
  * using b = wait(fork(mm, a, a));
- * console.log(b.shape); // [8, 8]
+ * using direct = mm(a, a);
+ * assert.deepEqual(b.toArray(), direct.toArray());
  * ```
  */
 export function wait<T>(future: Future<T>): T {

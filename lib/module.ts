@@ -1,44 +1,120 @@
 /**
- * Modules: a program (graphs + weights) with a forward method, loaded from a model file,
- * built from a scripted function, or embedded (`builtin`). `save` and `load` move them to
- * and from disk.
+ * Modules: a program (graphs + weights) with forward and run methods, loaded from a model
+ * file, built from a scripted function, or embedded (`builtin`). `save` and `load` move them
+ * to and from disk.
  *
  * @module
  */
-import type { Tensor } from "./tensor.ts";
+import { type DType, full, Tensor } from "./tensor.ts";
 import { Program } from "./script/program.ts";
 import { programFor, type ScriptFunction, scriptState } from "./script/script.ts";
-import type { InputDescription } from "./script/format.ts";
+import { decodeSource, encodeImage, type InputDescription } from "./script/format.ts";
 import { importOnnx, type ImportOptions } from "./onnx/import.ts";
 
 /**
- * A model: forward runs its graph natively. `forward` runs off the JavaScript thread, so N
- * concurrent calls run as N inference threads; `forwardSync` runs on the calling thread.
+ * An input or output of a module, as onnxruntime's `InferenceSession.inputMetadata` and
+ * `outputMetadata` describe them.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { Module, relu, script, zeros } from "@spindle/spindle";
+ * using x = zeros([2, 3]);
+ * using model = Module.fromScript(script((input) => relu(input)), [x]);
+ * assert.deepEqual(model.inputMetadata, [{ name: "input0", dtype: "float32", shape: [2, 3] }]);
+ * ```
+ */
+export interface ValueMetadata {
+  /** The name: the ONNX name, a name given to {@link Module.fromScript}, or `input0`, `output0`, … */
+  readonly name: string;
+  /** Element type. */
+  readonly dtype: DType;
+  /**
+   * Dimensions: a size, the name of a symbolic dimension (ONNX `dim_param`, e.g. `"batch"`),
+   * or -1 for a dimension of any size that has no name.
+   */
+  readonly shape: readonly (number | string)[];
+}
+
+/**
+ * Options of {@link Module.fromScript}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Module, script, type ScriptModuleOptions, tensor } from "@spindle/spindle";
+ * const options: ScriptModuleOptions = { name: "identity", inputNames: ["x"], outputNames: ["y"] };
+ * using x = tensor([1]);
+ * using model = Module.fromScript(script((input) => input), [x], options);
+ * assert.deepEqual([model.name, model.inputNames, model.outputNames], ["identity", ["x"], ["y"]]);
+ * ```
+ */
+export interface ScriptModuleOptions {
+  /** A name for messages (default: the scripted function's name). */
+  name?: string;
+  /** Names of the inputs, one per example input (default `input0`, `input1`, …). */
+  inputNames?: readonly string[];
+  /** Names of the outputs, one per tensor the function returns (default `output0`, …). */
+  outputNames?: readonly string[];
+}
+
+/**
+ * Feeds or results of {@link Module.run}: tensors by input or output name.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Module, type NamedTensors, neg, script, tensor } from "@spindle/spindle";
+ * using x = tensor([1]);
+ * using model = Module.fromScript(script((input) => neg(input)), [x]);
+ * const feeds: NamedTensors = { input0: x };
+ * const results: NamedTensors = model.runSync(feeds);
+ * assert.deepEqual(Object.keys(results), ["output0"]);
+ * results.output0.dispose();
+ * ```
+ */
+export type NamedTensors = Record<string, Tensor>;
+
+let createModule: (program: Program, name: string) => Module;
+
+/**
+ * A model. Run it the way PyTorch users call a module — `forward(...inputs)` returns its
+ * output, `forwardAll(...inputs)` every output of a model that has several — or the way
+ * onnxruntime users run a session — `run({ [inputName]: tensor })` returns the outputs by
+ * name, described by `inputNames`, `outputNames`, `inputMetadata` and `outputMetadata`.
+ * The asynchronous methods run off the JavaScript thread, so N concurrent calls run as N
+ * inference threads; the `…Sync` ones run on the calling thread.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { Module, mm, randn, relu, script } from "@spindle/spindle";
  * using w = randn([8, 8], { seed: 0 });
  * using x = randn([2, 8], { seed: 1 });
- * using model = Module.fromScript(script((input) => relu(mm(input, w))), [x]);
- * using y = await model.forward(x) as import("@spindle/spindle").Tensor;
- * console.log(y.shape); // [2, 8]
+ * using model = Module.fromScript(script((input) => relu(mm(input, w))), [x], { inputNames: ["x"] });
+ * using y = await model.forward(x); // PyTorch style
+ * const { output0 } = await model.run({ x }); // onnxruntime style
+ * using z = output0;
+ * assert.deepEqual(y.shape, [2, 8]);
+ * assert.deepEqual(y.toArray(), z.toArray());
  * ```
  */
 export class Module {
   /** A name for messages and reports. */
   readonly name: string;
   readonly #program: Program;
+  readonly #inputs: readonly ValueMetadata[];
+  #outputs: readonly ValueMetadata[] | null = null;
 
-  /**
-   * Wraps a loaded program.
-   *
-   * @param program The native program.
-   * @param name A name for messages.
-   */
-  constructor(program: Program, name = "module") {
+  static {
+    createModule = (program, name) => new Module(program, name);
+  }
+
+  /** @ignore Modules come from {@link load}, {@link Module.fromScript} and `builtin`. */
+  private constructor(program: Program, name: string) {
     this.#program = program;
     this.name = name;
+    this.#inputs = metadata(program.description.graphs[0].inputs, "input");
   }
 
   /**
@@ -46,12 +122,54 @@ export class Module {
    *
    * @param fn The scripted function.
    * @param exampleInputs Inputs of the shapes the module will take.
-   * @param name A name for messages.
+   * @param options Input and output names, and a name for messages (or just that name).
    * @returns The module.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { add, Module, script, sub, tensor } from "@spindle/spindle";
+   * const sumAndDifference = script((a, b) => [add(a, b), sub(a, b)]);
+   * using a = tensor([5, 7]);
+   * using b = tensor([1, 2]);
+   * using model = Module.fromScript(sumAndDifference, [a, b], {
+   *   inputNames: ["a", "b"],
+   *   outputNames: ["sum", "difference"],
+   * });
+   * const { sum, difference } = model.runSync({ a, b });
+   * assert.deepEqual([...sum.toArray(), ...difference.toArray()], [6, 9, 4, 5]);
+   * sum.dispose();
+   * difference.dispose();
+   * ```
    */
-  static fromScript(fn: ScriptFunction, exampleInputs: readonly Tensor[], name?: string): Module {
-    if (scriptState(fn) === undefined) throw new TypeError("Module.fromScript: expected a function made by script()");
-    return new Module(programFor(fn, exampleInputs), name ?? scriptState(fn)!.name);
+  static fromScript(
+    fn: ScriptFunction,
+    exampleInputs: readonly Tensor[],
+    options: ScriptModuleOptions | string = {},
+  ): Module {
+    const state = scriptState(fn);
+    if (state === undefined) throw new TypeError("Module.fromScript: expected a function made by script()");
+    if (options === null || (typeof options !== "object" && typeof options !== "string")) {
+      throw new TypeError(
+        `Module.fromScript: options must be an object ({ name, inputNames, outputNames }), got ${kind(options)}`,
+      );
+    }
+    const { name, inputNames, outputNames } = typeof options === "string" ? { name: options } : options;
+    let program = programFor(fn, exampleInputs);
+    if (inputNames !== undefined || outputNames !== undefined) {
+      const source = decodeSource(program.image);
+      const entry = source.graphs[0];
+      if (inputNames !== undefined) {
+        checkNames("inputNames", inputNames, entry.inputs.length, "example input");
+        entry.inputs.forEach((input, i) => input.name = inputNames[i]);
+      }
+      if (outputNames !== undefined) {
+        checkNames("outputNames", outputNames, entry.outputs.length, `output of ${state.name}`);
+        entry.results = entry.results?.map((result, i) => ({ ...result, name: outputNames[i] }));
+      }
+      program = Program.load(encodeImage(source));
+    }
+    return new Module(program, name ?? state.name);
   }
 
   /** The model file bytes (what {@link save} writes). */
@@ -59,31 +177,184 @@ export class Module {
     return this.#program.image;
   }
 
-  /** The inputs the module expects: dtype and shape (-1 = any size). */
+  /**
+   * The inputs as the model file describes them: dtype and shape (-1 = any size), and the
+   * name and the names of symbolic dimensions where the model gives them (see
+   * {@link Module.inputMetadata} for the names every input has).
+   */
   get inputs(): readonly InputDescription[] {
     return this.#program.description.graphs[0].inputs;
+  }
+
+  /** The input names, in the order `forward` takes the inputs. */
+  get inputNames(): readonly string[] {
+    return this.#inputs.map((input) => input.name);
+  }
+
+  /** The output names, in the order `forwardAll` returns the outputs. */
+  get outputNames(): readonly string[] {
+    return this.outputMetadata.map((output) => output.name);
+  }
+
+  /** Name, dtype and shape of each input (symbolic dimensions as their names). */
+  get inputMetadata(): readonly ValueMetadata[] {
+    return this.#inputs;
+  }
+
+  /**
+   * Name, dtype and shape of each output (symbolic dimensions as their names). A model file
+   * that does not describe its outputs gets them from a run on zeros; there, when an input
+   * has a dimension of any size, every output dimension reads -1.
+   */
+  get outputMetadata(): readonly ValueMetadata[] {
+    this.#outputs ??= metadata(
+      this.#program.description.graphs[0].results ?? probeOutputs(this.#program),
+      "output",
+    );
+    return this.#outputs;
   }
 
   /**
    * Runs the forward pass on an inference thread (off the JavaScript thread).
    *
-   * @param inputs The model's inputs.
-   * @returns The output, or the outputs when the model has several.
+   * @param inputs The model's inputs, in the order of {@link Module.inputNames}.
+   * @returns The output.
+   * @throws {TypeError} for a model with several outputs (use {@link Module.forwardAll} or
+   *   {@link Module.run}), or inputs that do not match the model's.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Module, relu, script, tensor } from "@spindle/spindle";
+   * using x = tensor([-1, 2]);
+   * using model = Module.fromScript(script((input) => relu(input)), [x]);
+   * using y = await model.forward(x);
+   * assert.deepEqual([...y.toArray()], [0, 2]);
+   * ```
    */
-  async forward(...inputs: Tensor[]): Promise<Tensor | Tensor[]> {
-    const outputs = await this.#program.run(inputs);
-    return outputs.length === 1 ? outputs[0] : outputs;
+  async forward(...inputs: Tensor[]): Promise<Tensor> {
+    this.#checkInputs("forward", inputs);
+    this.#checkSingleOutput("forward");
+    return (await this.#program.run(inputs))[0];
   }
 
   /**
    * Runs the forward pass on the calling thread.
    *
-   * @param inputs The model's inputs.
-   * @returns The output, or the outputs when the model has several.
+   * @param inputs The model's inputs, in the order of {@link Module.inputNames}.
+   * @returns The output.
+   * @throws {TypeError} for a model with several outputs (use {@link Module.forwardAllSync}
+   *   or {@link Module.runSync}), or inputs that do not match the model's.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Module, neg, script, tensor } from "@spindle/spindle";
+   * using x = tensor([1, -2]);
+   * using model = Module.fromScript(script((input) => neg(input)), [x]);
+   * using y = model.forwardSync(x);
+   * assert.deepEqual([...y.toArray()], [-1, 2]);
+   * ```
    */
-  forwardSync(...inputs: Tensor[]): Tensor | Tensor[] {
-    const outputs = this.#program.runSync(inputs);
-    return outputs.length === 1 ? outputs[0] : outputs;
+  forwardSync(...inputs: Tensor[]): Tensor {
+    this.#checkInputs("forwardSync", inputs);
+    this.#checkSingleOutput("forwardSync");
+    return this.#program.runSync(inputs)[0];
+  }
+
+  /**
+   * Runs the forward pass on an inference thread and returns every output.
+   *
+   * @param inputs The model's inputs, in the order of {@link Module.inputNames}.
+   * @returns The outputs, in the order of {@link Module.outputNames}.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { max, min, Module, script, tensor } from "@spindle/spindle";
+   * using x = tensor([3, 1, 2]);
+   * using model = Module.fromScript(script((input) => [min(input), max(input)]), [x]);
+   * const [low, high] = await model.forwardAll(x);
+   * assert.deepEqual([...low.toArray(), ...high.toArray()], [1, 3]);
+   * low.dispose();
+   * high.dispose();
+   * ```
+   */
+  async forwardAll(...inputs: Tensor[]): Promise<Tensor[]> {
+    this.#checkInputs("forwardAll", inputs);
+    return await this.#program.run(inputs);
+  }
+
+  /**
+   * Runs the forward pass on the calling thread and returns every output.
+   *
+   * @param inputs The model's inputs, in the order of {@link Module.inputNames}.
+   * @returns The outputs, in the order of {@link Module.outputNames}.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Module, script, tensor, transpose } from "@spindle/spindle";
+   * using x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+   * using model = Module.fromScript(script((input) => [input, transpose(input, 0, 1)]), [x]);
+   * const outputs = model.forwardAllSync(x);
+   * assert.deepEqual(outputs.map((t) => t.shape), [[2, 3], [3, 2]]);
+   * outputs.forEach((t) => t.dispose());
+   * ```
+   */
+  forwardAllSync(...inputs: Tensor[]): Tensor[] {
+    this.#checkInputs("forwardAllSync", inputs);
+    return this.#program.runSync(inputs);
+  }
+
+  /**
+   * Runs the model on inputs given by name, on an inference thread (off the JavaScript
+   * thread), as onnxruntime's `InferenceSession.run` does.
+   *
+   * @param feeds One tensor per input, by input name ({@link Module.inputNames}).
+   * @returns One tensor per output, by output name ({@link Module.outputNames}).
+   * @throws {TypeError} naming the input, when one is missing, unknown or not a Tensor.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { add, Module, script, tensor } from "@spindle/spindle";
+   * using a = tensor([1, 2]);
+   * using b = tensor([10, 20]);
+   * using model = Module.fromScript(script((x, y) => add(x, y)), [a, b], {
+   *   inputNames: ["a", "b"],
+   *   outputNames: ["total"],
+   * });
+   * const { total } = await model.run({ a, b });
+   * assert.deepEqual([...total.toArray()], [11, 22]);
+   * total.dispose();
+   * ```
+   */
+  async run(feeds: Readonly<NamedTensors>): Promise<NamedTensors> {
+    return this.#named(await this.#program.run(this.#inputsOf("run", feeds)));
+  }
+
+  /**
+   * Runs the model on inputs given by name, on the calling thread.
+   *
+   * @param feeds One tensor per input, by input name ({@link Module.inputNames}).
+   * @returns One tensor per output, by output name ({@link Module.outputNames}).
+   * @throws {TypeError} naming the input, when one is missing, unknown or not a Tensor.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Module, mul, script, tensor } from "@spindle/spindle";
+   * using x = tensor([1, 2]);
+   * using model = Module.fromScript(script((input) => mul(input, 3)), [x]);
+   * assert.throws(() => model.runSync({ y: x }), TypeError); // unknown input 'y'; the model takes 'input0'
+   * const { output0 } = model.runSync({ input0: x });
+   * assert.deepEqual([...output0.toArray()], [3, 6]);
+   * output0.dispose();
+   * ```
+   */
+  runSync(feeds: Readonly<NamedTensors>): NamedTensors {
+    return this.#named(this.#program.runSync(this.#inputsOf("runSync", feeds)));
   }
 
   /** Frees the native program. Idempotent. */
@@ -95,6 +366,98 @@ export class Module {
   [Symbol.dispose](): void {
     this.dispose();
   }
+
+  #expected(): string {
+    return `${this.name} takes ${this.#inputs.length} input(s): ${this.inputNames.map((n) => `'${n}'`).join(", ")}`;
+  }
+
+  #checkInputs(method: string, inputs: readonly unknown[]): void {
+    if (inputs.length !== this.#inputs.length) {
+      throw new TypeError(`${method}: got ${inputs.length} input(s); ${this.#expected()}`);
+    }
+    inputs.forEach((input, i) => {
+      if (!(input instanceof Tensor)) {
+        throw new TypeError(`${method}: input ${i} ('${this.#inputs[i].name}') must be a Tensor, got ${kind(input)}`);
+      }
+    });
+  }
+
+  #checkSingleOutput(method: string): void {
+    const count = this.#program.outputCount;
+    if (count === 1) return;
+    throw new TypeError(
+      `${method}: ${this.name} has ${count} outputs (${this.outputNames.join(", ")}); use ` +
+        `${method === "forward" ? "forwardAll() or run()" : "forwardAllSync() or runSync()"} to get all of them`,
+    );
+  }
+
+  #inputsOf(method: string, feeds: Readonly<NamedTensors>): Tensor[] {
+    if (feeds === null || typeof feeds !== "object" || Array.isArray(feeds) || feeds instanceof Tensor) {
+      throw new TypeError(
+        `${method}: expected an object of tensors by input name, got ${kind(feeds)}; ${this.#expected()}`,
+      );
+    }
+    const names = this.inputNames;
+    for (const key of Object.keys(feeds)) {
+      if (!names.includes(key)) throw new TypeError(`${method}: unknown input '${key}'; ${this.#expected()}`);
+    }
+    return names.map((name) => {
+      if (!Object.hasOwn(feeds, name)) throw new TypeError(`${method}: missing input '${name}'; ${this.#expected()}`);
+      const value: unknown = feeds[name];
+      if (!(value instanceof Tensor)) {
+        throw new TypeError(`${method}: input '${name}' must be a Tensor, got ${kind(value)}; ${this.#expected()}`);
+      }
+      return value;
+    });
+  }
+
+  #named(outputs: readonly Tensor[]): NamedTensors {
+    const names = this.outputNames;
+    return Object.fromEntries(outputs.map((t, i) => [names[i], t]));
+  }
+}
+
+/** What a value is, for messages. */
+function kind(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (value instanceof Tensor) return "a Tensor";
+  return typeof value === "object" ? (value.constructor?.name ?? "an object") : typeof value;
+}
+
+/** Names every value (defaults `input0`, … when the model names none) and its symbolic dims. */
+function metadata(values: readonly InputDescription[], prefix: string): ValueMetadata[] {
+  return values.map((value, i) => ({
+    name: value.name || `${prefix}${i}`,
+    dtype: value.dtype,
+    shape: value.shape.map((d, axis) => value.symbols?.[axis] ?? d),
+  }));
+}
+
+/** The outputs' dtypes and shapes from a run on zeros (open input dimensions of size 1). */
+function probeOutputs(program: Program): InputDescription[] {
+  const specs = program.description.graphs[0].inputs;
+  const open = specs.some((spec) => spec.shape.includes(-1));
+  const inputs = specs.map((spec) => full(spec.shape.map((d) => (d === -1 ? 1 : d)), 0, { dtype: spec.dtype }));
+  try {
+    const outputs = program.runSync(inputs);
+    const results = outputs.map((t) => ({ dtype: t.dtype, shape: t.shape.map((d) => (open ? -1 : d)) }));
+    outputs.forEach((t) => t.dispose());
+    return results;
+  } finally {
+    inputs.forEach((t) => t.dispose());
+  }
+}
+
+function checkNames(option: string, names: readonly string[], count: number, what: string): void {
+  if (!Array.isArray(names) || names.some((n) => typeof n !== "string" || n === "")) {
+    throw new TypeError(`Module.fromScript: ${option} must be an array of non-empty strings, got ${kind(names)}`);
+  }
+  if (names.length !== count) {
+    throw new RangeError(`Module.fromScript: ${option} has ${names.length} names; give one per ${what} (${count})`);
+  }
+  const repeated = names.find((n, i) => names.indexOf(n) !== i);
+  if (repeated !== undefined) throw new TypeError(`Module.fromScript: ${option} names '${repeated}' twice`);
 }
 
 /**
@@ -106,13 +469,15 @@ export class Module {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { load, Module, randn, relu, save, script } from "@spindle/spindle";
  * using x = randn([2, 4], { seed: 0 });
- * using model = Module.fromScript(script((input) => relu(input)), [x]);
+ * using model = Module.fromScript(script((input) => relu(input)), [x], { inputNames: ["features"] });
  * const path = await Deno.makeTempFile({ suffix: ".spindle" });
  * await save(model, path);
  * using again = await load(path);
- * console.log(again.inputs[0].shape); // [2, 4]
+ * await Deno.remove(path);
+ * assert.deepEqual(again.inputMetadata, [{ name: "features", dtype: "float32", shape: [2, 4] }]);
  * ```
  */
 export async function save(module: Module, path: string | URL): Promise<void> {
@@ -122,8 +487,9 @@ export async function save(module: Module, path: string | URL): Promise<void> {
 
 /**
  * Loads a Spindle model file, or an ONNX model (a path ending in `.onnx`, converted by
- * {@link importOnnx}). Everything is validated natively; a malformed or truncated
- * file is a `SpindleError` with code `malformed_model`, never a crash.
+ * {@link importOnnx}, with its input and output names and symbolic dimensions). Everything
+ * is validated natively; a malformed or truncated file is a `SpindleError` with code
+ * `malformed_model`, never a crash.
  *
  * @param path The file.
  * @param options For .onnx files: inputs to bake in, fixed sizes for dynamic input dims.
@@ -131,19 +497,17 @@ export async function save(module: Module, path: string | URL): Promise<void> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { load, SpindleError } from "@spindle/spindle";
  * const path = await Deno.makeTempFile();
  * await Deno.writeTextFile(path, "not a model");
- * try {
- *   await load(path);
- * } catch (error) {
- *   console.log(error instanceof SpindleError && error.code); // "malformed_model"
- * }
+ * await assert.rejects(load(path), (error) => error instanceof SpindleError && error.code === "malformed_model");
+ * await Deno.remove(path);
  * ```
  */
 export async function load(path: string | URL, options: ImportOptions = {}): Promise<Module> {
   const name = String(path);
   const bytes = await Deno.readFile(path);
   const image = name.toLowerCase().endsWith(".onnx") ? importOnnx(bytes, options) : bytes;
-  return new Module(Program.load(image), name.split("/").pop() ?? name);
+  return createModule(Program.load(image), name.split("/").pop() ?? name);
 }

@@ -6,7 +6,17 @@
  */
 import { native } from "../ffi/load.ts";
 
-/** The facts behind {@link parallelInfo}, as reported by libspindle. */
+/**
+ * The facts behind {@link parallelInfo}, as reported by libspindle.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { getNumThreads, type ParallelInfo, parallelInfoJson } from "@spindle/spindle";
+ * const info: ParallelInfo = parallelInfoJson();
+ * assert.equal(info.num_threads, getNumThreads());
+ * ```
+ */
 export interface ParallelInfo {
   /** Spindle's native library version. */
   version: string;
@@ -51,9 +61,11 @@ export interface ParallelInfo {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parallelInfoJson } from "@spindle/spindle";
  * const info = parallelInfoJson();
- * console.log(info.num_threads >= 1, info.intra_op_backend); // true "omp"
+ * assert.ok(info.num_threads >= 1);
+ * assert.ok(["omp", "tbb"].includes(info.intra_op_backend));
  * ```
  */
 export function parallelInfoJson(): ParallelInfo {
@@ -79,8 +91,9 @@ const BACKEND_DESCRIPTIONS = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parallelInfo } from "@spindle/spindle";
- * console.log(parallelInfo().split("\n")[0]); // "Spindle/Parallel:"
+ * assert.equal(parallelInfo().split("\n")[0], "Spindle/Parallel:");
  * ```
  */
 export function parallelInfo(): string {

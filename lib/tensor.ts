@@ -8,7 +8,18 @@ import { SpindleError } from "../ffi/status.ts";
 import { checkValueRead } from "./script/trace.ts";
 import { DTYPE_NAMES, LIMITS } from "../ffi/abi.ts";
 
-/** Element types of a {@link Tensor}. */
+/**
+ * Element types of a {@link Tensor}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type DType, tensor } from "@spindle/spindle";
+ * const dtype: DType = "int32";
+ * using ids = tensor([1, 2], [2], { dtype });
+ * assert.ok(ids.toArray() instanceof Int32Array);
+ * ```
+ */
 export type DType = "float32" | "int64" | "int32";
 
 /** Native dtype codes are the positions in this list (ffi/abi.ts, from the library). */
@@ -33,10 +44,11 @@ const handleBuffer = new BigUint64Array(1);
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "@spindle/spindle";
  * using t = tensor([1, 2, 3, 4], [2, 2]);
- * console.log(t.shape, t.dtype, t.numel); // [2, 2] "float32" 4
- * console.log(t.toArray()); // Float32Array [1, 2, 3, 4]
+ * assert.deepEqual([t.shape, t.dtype, t.numel], [[2, 2], "float32", 4]);
+ * assert.deepEqual(t.toArray(), new Float32Array([1, 2, 3, 4]));
  * ```
  */
 export class Tensor {
@@ -51,6 +63,7 @@ export class Tensor {
   /**
    * Wraps a native handle. Use {@link tensor}, {@link zeros}, … or an op to create tensors.
    *
+   * @ignore Internal: the native handle's owner is this tensor from now on.
    * @param handle The native handle; this tensor takes ownership of it.
    */
   constructor(handle: bigint) {
@@ -69,6 +82,7 @@ export class Tensor {
   /**
    * The native handle; throws once the tensor is disposed.
    *
+   * @ignore Internal: for the FFI calls of ops.
    * @returns The native handle.
    */
   get handle(): bigint {
@@ -124,7 +138,18 @@ export class Tensor {
   }
 }
 
-/** Options for tensor factories. */
+/**
+ * Options for tensor factories.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { full, type TensorOptions } from "@spindle/spindle";
+ * const options: TensorOptions = { dtype: "int64" };
+ * using t = full([2], 3, options);
+ * assert.deepEqual(t.toArray(), new BigInt64Array([3n, 3n]));
+ * ```
+ */
 export interface TensorOptions {
   /** Element type; `float32` unless the data is an Int32Array or BigInt64Array. */
   dtype?: DType;
@@ -197,9 +222,10 @@ function toTypedData(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor } from "@spindle/spindle";
  * using ids = tensor([3, 1, 4], [3], { dtype: "int64" });
- * console.log(ids.toArray()); // BigInt64Array [3n, 1n, 4n]
+ * assert.deepEqual(ids.toArray(), new BigInt64Array([3n, 1n, 4n]));
  * ```
  */
 export function tensor(
@@ -243,9 +269,10 @@ export function tensor(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { full } from "@spindle/spindle";
  * using t = full([2], 7);
- * console.log(t.toArray()); // Float32Array [7, 7]
+ * assert.deepEqual([...t.toArray()], [7, 7]);
  * ```
  */
 export function full(shape: number[], value: number, options: TensorOptions = {}): Tensor {
@@ -265,9 +292,11 @@ export function full(shape: number[], value: number, options: TensorOptions = {}
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { zeros } from "@spindle/spindle";
  * using z = zeros([2, 3]);
- * console.log(z.numel); // 6
+ * assert.equal(z.numel, 6);
+ * assert.ok(z.toArray().every((v) => v === 0));
  * ```
  */
 export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
@@ -283,9 +312,10 @@ export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ones } from "@spindle/spindle";
  * using o = ones([3]);
- * console.log(o.toArray()); // Float32Array [1, 1, 1]
+ * assert.deepEqual([...o.toArray()], [1, 1, 1]);
  * ```
  */
 export function ones(shape: number[], options: TensorOptions = {}): Tensor {
@@ -302,9 +332,10 @@ export function ones(shape: number[], options: TensorOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { arange } from "@spindle/spindle";
  * using r = arange(1, 7, 2);
- * console.log(r.toArray()); // Float32Array [1, 3, 5]
+ * assert.deepEqual([...r.toArray()], [1, 3, 5]);
  * ```
  */
 export function arange(startOrEnd: number, end?: number, step = 1): Tensor {
@@ -321,7 +352,19 @@ export function arange(startOrEnd: number, end?: number, step = 1): Tensor {
   return tensor(values, [count]);
 }
 
-/** Options for random tensors. */
+/**
+ * Options for random tensors.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { rand, type RandomOptions } from "@spindle/spindle";
+ * const options: RandomOptions = { seed: 7 };
+ * using a = rand([3], options);
+ * using b = rand([3], options);
+ * assert.deepEqual(a.toArray(), b.toArray()); // the same seed gives the same values
+ * ```
+ */
 export interface RandomOptions {
   /** Seed; the same seed gives the same values on every machine. Random when omitted. */
   seed?: number | bigint;
@@ -351,10 +394,12 @@ function randomTensor(shape: number[], options: RandomOptions, normal: boolean, 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { rand } from "@spindle/spindle";
  * using a = rand([2, 2], { seed: 1 });
  * using b = rand([2, 2], { seed: 1 });
- * console.log(a.toArray()[0] === b.toArray()[0]); // true
+ * assert.deepEqual(a.toArray(), b.toArray());
+ * assert.ok(a.toArray().every((v) => v >= 0 && v < 1));
  * ```
  */
 export function rand(shape: number[], options: RandomOptions = {}): Tensor {
@@ -370,9 +415,12 @@ export function rand(shape: number[], options: RandomOptions = {}): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { randn } from "@spindle/spindle";
  * using w = randn([4, 4], { seed: 42 });
- * console.log(w.shape); // [4, 4]
+ * using again = randn([4, 4], { seed: 42 });
+ * assert.deepEqual(w.shape, [4, 4]);
+ * assert.deepEqual(w.toArray(), again.toArray());
  * ```
  */
 export function randn(shape: number[], options: RandomOptions = {}): Tensor {
@@ -388,6 +436,17 @@ export function bytesPerElement(dtype: DType): number {
  * Live native tensors in this process (tests use it to check for leaks).
  *
  * @returns The count of live tensor handles.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { liveTensorCount, zeros } from "@spindle/spindle";
+ * const before = liveTensorCount();
+ * const t = zeros([4]);
+ * assert.equal(liveTensorCount(), before + 1);
+ * t.dispose();
+ * assert.equal(liveTensorCount(), before);
+ * ```
  */
 export function liveTensorCount(): number {
   return Number(native().spindle_tensor_live_count());

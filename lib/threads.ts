@@ -30,9 +30,10 @@ function checkCount(name: string, n: unknown): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumThreads, setNumThreads } from "@spindle/spindle";
  * setNumThreads(1);
- * console.log(getNumThreads()); // 1
+ * assert.equal(getNumThreads(), 1);
  * ```
  */
 export function setNumThreads(n: number): void {
@@ -47,8 +48,9 @@ export function setNumThreads(n: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumThreads } from "@spindle/spindle";
- * console.log(getNumThreads() >= 1); // true
+ * assert.ok(getNumThreads() >= 1);
  * ```
  */
 export function getNumThreads(): number {
@@ -67,13 +69,14 @@ export function getNumThreads(): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumInteropThreads, setNumInteropThreads, SpindleError } from "@spindle/spindle";
  * try {
  *   setNumInteropThreads(2);
  * } catch (error) {
  *   if (!(error instanceof SpindleError)) throw error; // already set in this process
  * }
- * console.log(getNumInteropThreads() >= 1); // true
+ * assert.ok(getNumInteropThreads() >= 1);
  * ```
  */
 export function setNumInteropThreads(n: number): void {
@@ -88,8 +91,9 @@ export function setNumInteropThreads(n: number): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getNumInteropThreads } from "@spindle/spindle";
- * console.log(getNumInteropThreads() >= 1); // true
+ * assert.ok(getNumInteropThreads() >= 1);
  * ```
  */
 export function getNumInteropThreads(): number {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { gemm, importOnnx, load, relu, SpindleError, tensor } from "../mod.ts";
+import { gemm, importOnnx, load, relu, save, SpindleError, tensor } from "../mod.ts";
 import { decodeDescription } from "../lib/script/format.ts";
 import { Program } from "../lib/script/program.ts";
 
@@ -10,12 +10,18 @@ interface NodeSpec {
   outputs: string[];
 }
 
-/** A tiny ONNX model: float inputs with dims (-1 = symbolic), float initializers, nodes. */
+/** A dimension: a size, -1 (the symbolic dimension "batch"), or a symbolic dimension's name. */
+type Dim = number | string;
+
+/**
+ * A tiny ONNX model: float inputs with dims, float initializers, nodes, and outputs (names,
+ * or names with dims; a bare name declares no dims).
+ */
 function model(
-  inputs: { name: string; dims: number[] }[],
+  inputs: { name: string; dims: Dim[] }[],
   initializers: { name: string; dims: number[]; values: number[] }[],
   nodes: NodeSpec[],
-  outputs: string[],
+  outputs: (string | { name: string; dims: Dim[] })[],
 ): Uint8Array {
   const w = new BinaryWriter();
   w.uint32((1 << 3) | 0).int64(8); // ir_version
@@ -36,20 +42,21 @@ function model(
     w.uint32((9 << 3) | 2).bytes(new Uint8Array(Float32Array.from(t.values).buffer));
     w.join();
   }
-  const valueInfo = (field: number, name: string, dims: number[]) => {
+  const valueInfo = (field: number, name: string, dims: Dim[]) => {
     w.uint32((field << 3) | 2).fork().uint32((1 << 3) | 2).string(name);
     w.uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).fork().uint32((1 << 3) | 0).int32(1);
     w.uint32((2 << 3) | 2).fork();
     for (const d of dims) {
       w.uint32((1 << 3) | 2).fork();
-      if (d < 0) w.uint32((2 << 3) | 2).string("batch");
+      if (typeof d === "string") w.uint32((2 << 3) | 2).string(d);
+      else if (d < 0) w.uint32((2 << 3) | 2).string("batch");
       else w.uint32((1 << 3) | 0).int64(d);
       w.join();
     }
     w.join().join().join().join();
   };
   for (const i of inputs) valueInfo(11, i.name, i.dims);
-  for (const o of outputs) valueInfo(12, o, []);
+  for (const o of outputs) typeof o === "string" ? valueInfo(12, o, []) : valueInfo(12, o.name, o.dims);
   w.join();
   return w.finish();
 }
@@ -136,6 +143,45 @@ Deno.test("load() reads .onnx files", async () => {
   using module = await load(path);
   assert.deepEqual(module.inputs[0].shape, [-1, 4]);
   using x = tensor([1, 2, 3, 4], [1, 4]);
-  using y = await module.forward(x) as import("../mod.ts").Tensor;
+  using y = await module.forward(x);
   assert.deepEqual(y.shape, [1, 3]);
+});
+
+Deno.test("ONNX input and output names and symbolic dims survive import, save and load", async () => {
+  const bytes = model([{ name: "pixels", dims: ["N", 4] }], [weights, bias], [
+    { op: "MatMul", inputs: ["pixels", "W"], outputs: ["p"] },
+    { op: "Add", inputs: ["p", "B"], outputs: ["scores"] },
+    { op: "Relu", inputs: ["scores"], outputs: ["activations"] },
+  ], [{ name: "scores", dims: ["N", 3] }, { name: "activations", dims: ["N", 3] }]);
+  const onnxPath = await Deno.makeTempFile({ suffix: ".onnx" });
+  const spindlePath = await Deno.makeTempFile({ suffix: ".spindle" });
+  await Deno.writeFile(onnxPath, bytes);
+  using imported = await load(onnxPath);
+  await save(imported, spindlePath);
+  using reloaded = await load(spindlePath);
+  for (const module of [imported, reloaded]) {
+    assert.deepEqual(module.inputNames, ["pixels"]);
+    assert.deepEqual(module.outputNames, ["scores", "activations"]);
+    assert.deepEqual(module.inputMetadata, [{ name: "pixels", dtype: "float32", shape: ["N", 4] }]);
+    assert.deepEqual(module.outputMetadata, [
+      { name: "scores", dtype: "float32", shape: ["N", 3] },
+      { name: "activations", dtype: "float32", shape: ["N", 3] },
+    ]);
+    using pixels = tensor([1, -2, 3, -4, 0.5, 0.25, -1, 2], [2, 4]);
+    const { scores, activations } = await module.run({ pixels });
+    using w = tensor(weights.values, weights.dims);
+    using b = tensor(bias.values);
+    using expected = gemm(pixels, w, { bias: b });
+    using expectedActivations = relu(expected);
+    assert.deepEqual(Array.from(scores.toArray(), Number), Array.from(expected.toArray(), Number));
+    assert.deepEqual(Array.from(activations.toArray(), Number), Array.from(expectedActivations.toArray(), Number));
+    scores.dispose();
+    activations.dispose();
+  }
+  // A fixed size for the symbolic dimension replaces its name.
+  using fixed = await load(onnxPath, { inputShapes: { pixels: [2, 4] } });
+  assert.deepEqual(fixed.inputMetadata[0].shape, [2, 4]);
+  assert.deepEqual(fixed.outputMetadata[1].shape, [2, 3]);
+  await Deno.remove(onnxPath);
+  await Deno.remove(spindlePath);
 });

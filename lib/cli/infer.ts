@@ -116,16 +116,16 @@ async function open(
   return { module, inputs, summary: `${module.name}: ${module.inputs.length} inputs`, dispose: () => module.dispose() };
 }
 
-function checksumOf(outputs: Tensor | Tensor[]): number {
+function checksumOf(outputs: readonly Tensor[]): number {
   let total = 0;
-  for (const output of Array.isArray(outputs) ? outputs : [outputs]) {
+  for (const output of outputs) {
     for (const value of output.toArray() as Float32Array) total += value;
   }
   return total;
 }
 
-function dispose(outputs: Tensor | Tensor[]): void {
-  for (const output of Array.isArray(outputs) ? outputs : [outputs]) output.dispose();
+function dispose(outputs: readonly Tensor[]): void {
+  for (const output of outputs) output.dispose();
 }
 
 /** Runs `infer` and returns its report. */
@@ -133,10 +133,10 @@ export async function runInfer(options: InferOptions): Promise<InferReport> {
   const runnable = await open(options.model, options.batch, options.inputShapes, options.parallelBranches);
   const inputs = runnable.inputs();
   try {
-    const first = await runnable.module.forward(...inputs);
+    const first = await runnable.module.forwardAll(...inputs);
     const checksum = checksumOf(first);
     dispose(first);
-    for (let i = 0; i < options.warmup; i++) dispose(await runnable.module.forward(...inputs));
+    for (let i = 0; i < options.warmup; i++) dispose(await runnable.module.forwardAll(...inputs));
     const samples: number[] = [];
     let next = 0;
     const started = performance.now();
@@ -146,7 +146,7 @@ export async function runInfer(options: InferOptions): Promise<InferReport> {
       while (next < options.requests) {
         next++;
         const begin = performance.now();
-        dispose(await runnable.module.forward(...inputs));
+        dispose(await runnable.module.forwardAll(...inputs));
         const end = performance.now();
         samples.push(end - begin);
         if (options.progress && end - lastProgress > 1000) {

@@ -22,7 +22,18 @@ import { batchNorm } from "../ops/normalization.ts";
 import { rand } from "../tensor.ts";
 import { randn, type Tensor, tensor } from "../tensor.ts";
 
-/** Options of a built-in model. */
+/**
+ * Options of a built-in model.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { builtin, type BuiltinOptions } from "@spindle/spindle";
+ * const options: BuiltinOptions = { batch: 3, seed: 1 };
+ * using model = builtin("mlp", options);
+ * assert.equal(model.inputMetadata[0].shape[0], 3);
+ * ```
+ */
 export interface BuiltinOptions {
   /** Rows per request (default per model). */
   batch?: number;
@@ -30,7 +41,22 @@ export interface BuiltinOptions {
   seed?: number;
 }
 
-/** A built-in model ready to run: the module and a matching fixed-seed request. */
+/**
+ * A built-in model ready to run: the module and a matching fixed-seed request.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type BuiltinModel, builtinModel } from "@spindle/spindle";
+ * const model: BuiltinModel = builtinModel("mlp", { batch: 1 });
+ * const inputs = model.inputs();
+ * using scripted = model.module.forwardSync(...inputs);
+ * using eager = model.eager(...inputs);
+ * assert.deepEqual(scripted.shape, eager.shape);
+ * inputs.forEach((t) => t.dispose());
+ * model.dispose();
+ * ```
+ */
 export interface BuiltinModel {
   /** The scripted module. */
   module: Module;
@@ -39,7 +65,7 @@ export interface BuiltinModel {
   /** A one-line description of the model's shape. */
   summary: string;
   /** Runs the same forward function eagerly, op by op from TypeScript (for comparisons). */
-  eager(...inputs: Tensor[]): Tensor | Tensor[];
+  eager(...inputs: Tensor[]): Tensor;
   /** Frees the weights and the module. */
   dispose(): void;
 }
@@ -56,7 +82,7 @@ function weight(rows: number, columns: number, seed: number): Tensor {
 }
 
 function finish(
-  fn: (...args: Tensor[]) => Tensor | Tensor[],
+  fn: (...args: Tensor[]) => Tensor,
   name: string,
   weights: Tensor[],
   inputs: () => Tensor[],
@@ -64,7 +90,7 @@ function finish(
 ): BuiltinModel {
   const example = inputs();
   try {
-    const module = Module.fromScript(script(fn, name), example, name);
+    const module = Module.fromScript(script(fn, name), example, { name });
     return {
       module,
       inputs,
@@ -284,7 +310,16 @@ const resnet: Definition = {
 
 const DEFINITIONS: Record<string, Definition> = { example, mlp, resnet, dlrm, transformer };
 
-/** Names of the built-in models. */
+/**
+ * Names of the built-in models.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BUILTIN_NAMES } from "@spindle/spindle";
+ * assert.ok(BUILTIN_NAMES.includes("example"));
+ * ```
+ */
 export const BUILTIN_NAMES: readonly string[] = Object.keys(DEFINITIONS);
 
 /**
@@ -296,11 +331,12 @@ export const BUILTIN_NAMES: readonly string[] = Object.keys(DEFINITIONS);
  *
  * @example
  * ```ts
- * import { builtinModel, type Tensor } from "@spindle/spindle";
+ * import assert from "node:assert/strict";
+ * import { builtinModel } from "@spindle/spindle";
  * const model = builtinModel("mlp", { batch: 2 });
  * const inputs = model.inputs();
- * using y = await model.module.forward(...inputs) as Tensor;
- * console.log(y.shape); // [2, 10]
+ * using y = await model.module.forward(...inputs);
+ * assert.deepEqual(y.shape, [2, 10]);
  * inputs.forEach((t) => t.dispose());
  * model.dispose();
  * ```
@@ -324,9 +360,10 @@ export function builtinModel(name: string, options: BuiltinOptions = {}): Builti
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { builtin } from "@spindle/spindle";
  * using model = builtin("example", { batch: 1 });
- * console.log(model.inputs[0].shape); // [1, 1024]
+ * assert.deepEqual(model.inputMetadata[0].shape, [1, 1024]);
  * ```
  */
 export function builtin(name: string, options: BuiltinOptions = {}): Module {

@@ -6,17 +6,30 @@
  * @module
  */
 import { SpindleError } from "../../ffi/status.ts";
-import type { Tensor } from "../tensor.ts";
+import type { DType, Tensor } from "../tensor.ts";
 import { tensor } from "../tensor.ts";
 import { encodeImage, type InputDescription } from "../script/format.ts";
 import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
-import { type ConstValue, GraphBuilder, type Value } from "./graph.ts";
+import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
 import { forkBranches } from "./branches.ts";
 
-/** Options of {@link importOnnx}. */
+/**
+ * Options of {@link importOnnx} and of `load` for .onnx files.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type ImportOptions, load } from "@spindle/spindle";
+ * const options: ImportOptions = { inputShapes: { image: [-1, 3, 224, 224] }, executionMode: "parallel" };
+ * const path = await Deno.makeTempFile({ suffix: ".onnx" });
+ * await Deno.writeFile(path, new Uint8Array([0x0a, 0xff])); // not a whole ONNX file
+ * await assert.rejects(load(path, options));
+ * await Deno.remove(path);
+ * ```
+ */
 export interface ImportOptions {
   /**
    * Graph inputs to bake into the model as constants (by input name); the imported model
@@ -74,8 +87,8 @@ function hostOfTensor(t: Tensor): Host {
 }
 
 /**
- * Converts an ONNX model into a Spindle model image (what `save` writes and `Program.load`
- * reads).
+ * Converts an ONNX model into a Spindle model image (what `save` writes and `load` reads),
+ * keeping the ONNX input and output names and symbolic dimension names.
  *
  * @param bytes The .onnx file.
  * @param options Inputs to bake in as constants.
@@ -85,12 +98,12 @@ function hostOfTensor(t: Tensor): Host {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { importOnnx, SpindleError } from "@spindle/spindle";
- * try {
- *   importOnnx(new Uint8Array([0x0a, 0xff]));
- * } catch (error) {
- *   console.log((error as SpindleError).code); // "malformed_model"
- * }
+ * assert.throws(
+ *   () => importOnnx(new Uint8Array([0x0a, 0xff])), // a truncated file
+ *   (error) => error instanceof SpindleError && error.code === "malformed_model",
+ * );
  * ```
  */
 export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint8Array {
@@ -137,7 +150,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
       }
       shape = override.slice();
     }
-    inputs.push({ name: info.name, dtype, shape });
+    inputs.push(describe(info.name, dtype, shape, info.dims));
     inputNames.push(info.name);
   }
   const runCount = inputs.some((i) => i.shape.includes(-1)) ? 2 : 1;
@@ -162,6 +175,9 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
     const source = b.finish(graph.name, inputs, outputs);
+    source.graphs[0].results = graph.outputs.map((o, i) =>
+      describe(o.name, dtypeOf(outputs[i]), shapeOf(outputs[i]), o.dims)
+    );
     fuse(source, { shape: (value) => b.specs.get(value)?.shape });
     if (options.executionMode === "parallel") forkBranches(source, { spec: (value) => b.specs.get(value) });
     dropDeadConstants(source);
@@ -169,6 +185,26 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
   } finally {
     b.dispose();
   }
+}
+
+/** A graph input or output, with the ONNX names of its dimensions of any size. */
+function describe(
+  name: string,
+  dtype: DType,
+  shape: number[],
+  dims: (number | string | null)[] | null,
+): InputDescription {
+  const symbols = shape.map((d, axis) => {
+    const dim = dims?.[axis];
+    return d === -1 && typeof dim === "string" && dim !== "" ? dim : null;
+  });
+  return symbols.some((symbol) => symbol !== null) ? { name, dtype, shape, symbols } : { name, dtype, shape };
+}
+
+function dtypeOf(value: Value): DType {
+  if (value.kind === "runtime") return value.dtype;
+  const type = value.hosts[0].type;
+  return spindleDType(type) ?? unsupported(`a graph output of ONNX element type ${type}`);
 }
 
 function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values: Map<string, Value>): void {

@@ -66,11 +66,13 @@ function convInputs(name: string, x: unknown, weight: unknown, bias: unknown): T
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { conv2d, tensor } from "@spindle/spindle";
  * using x = tensor([1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 1, 3, 3]);
  * using weight = tensor([1, 0, 0, 1], [1, 1, 2, 2]);
  * using y = conv2d(x, weight);
- * console.log(y.shape, y.toArray()); // [1, 1, 2, 2] Float32Array [6, 8, 12, 14]
+ * assert.deepEqual(y.shape, [1, 1, 2, 2]);
+ * assert.deepEqual([...y.toArray()], [6, 8, 12, 14]);
  * ```
  */
 export const conv2d: (x: Tensor, weight: Tensor, bias?: Tensor | null, options?: Conv2dOptions) => Tensor = defineOp(
@@ -104,11 +106,12 @@ export const conv2d: (x: Tensor, weight: Tensor, bias?: Tensor | null, options?:
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { convTranspose2d, tensor } from "@spindle/spindle";
  * using x = tensor([1, 2], [1, 1, 1, 2]);
  * using weight = tensor([1, 1], [1, 1, 1, 2]);
  * using y = convTranspose2d(x, weight);
- * console.log(y.toArray()); // Float32Array [1, 3, 2]
+ * assert.deepEqual([...y.toArray()], [1, 3, 2]);
  * ```
  */
 export const convTranspose2d: (

@@ -35,11 +35,12 @@ function unary(op: UnaryOp, name: string): (x: Tensor) => Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, tensor } from "@spindle/spindle";
  * using a = tensor([1, 2, 3, 4], [2, 2]);
  * using b = tensor([10, 20]);
  * using c = add(a, b); // b broadcast over rows
- * console.log(c.toArray()); // Float32Array [11, 22, 13, 24]
+ * assert.deepEqual([...c.toArray()], [11, 22, 13, 24]);
  * ```
  */
 export const add: (a: Operand, b: Operand) => Tensor = binary("add", "add");
@@ -49,9 +50,10 @@ export const add: (a: Operand, b: Operand) => Tensor = binary("add", "add");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sub, tensor } from "@spindle/spindle";
  * using c = sub(1, tensor([1, 2]));
- * console.log(c.toArray()); // Float32Array [0, -1]
+ * assert.deepEqual([...c.toArray()], [0, -1]);
  * ```
  */
 export const sub: (a: Operand, b: Operand) => Tensor = binary("sub", "sub");
@@ -61,9 +63,10 @@ export const sub: (a: Operand, b: Operand) => Tensor = binary("sub", "sub");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { mul, tensor } from "@spindle/spindle";
  * using c = mul(tensor([1, 2]), 3);
- * console.log(c.toArray()); // Float32Array [3, 6]
+ * assert.deepEqual([...c.toArray()], [3, 6]);
  * ```
  */
 export const mul: (a: Operand, b: Operand) => Tensor = binary("mul", "mul");
@@ -73,9 +76,10 @@ export const mul: (a: Operand, b: Operand) => Tensor = binary("mul", "mul");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { div, tensor } from "@spindle/spindle";
  * using c = div(tensor([1, 2]), 2);
- * console.log(c.toArray()); // Float32Array [0.5, 1]
+ * assert.deepEqual([...c.toArray()], [0.5, 1]);
  * ```
  */
 export const div: (a: Operand, b: Operand) => Tensor = binary("div", "div");
@@ -85,9 +89,10 @@ export const div: (a: Operand, b: Operand) => Tensor = binary("div", "div");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { pow, tensor } from "@spindle/spindle";
  * using c = pow(tensor([2, 3]), 2);
- * console.log(c.toArray()); // Float32Array [4, 9]
+ * assert.deepEqual([...c.toArray()], [4, 9]);
  * ```
  */
 export const pow: (a: Operand, b: Operand) => Tensor = binary("pow", "pow");
@@ -97,9 +102,10 @@ export const pow: (a: Operand, b: Operand) => Tensor = binary("pow", "pow");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { maximum, tensor } from "@spindle/spindle";
  * using c = maximum(tensor([1, 5]), tensor([3, 2]));
- * console.log(c.toArray()); // Float32Array [3, 5]
+ * assert.deepEqual([...c.toArray()], [3, 5]);
  * ```
  */
 export const maximum: (a: Operand, b: Operand) => Tensor = binary("maximum", "maximum");
@@ -109,9 +115,10 @@ export const maximum: (a: Operand, b: Operand) => Tensor = binary("maximum", "ma
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { minimum, tensor } from "@spindle/spindle";
  * using c = minimum(tensor([1, 5]), 2);
- * console.log(c.toArray()); // Float32Array [1, 2]
+ * assert.deepEqual([...c.toArray()], [1, 2]);
  * ```
  */
 export const minimum: (a: Operand, b: Operand) => Tensor = binary("minimum", "minimum");
@@ -121,9 +128,10 @@ export const minimum: (a: Operand, b: Operand) => Tensor = binary("minimum", "mi
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { relu, tensor } from "@spindle/spindle";
  * using y = relu(tensor([-1, 2]));
- * console.log(y.toArray()); // Float32Array [0, 2]
+ * assert.deepEqual([...y.toArray()], [0, 2]);
  * ```
  */
 export const relu: (x: Tensor) => Tensor = unary("relu", "relu");
@@ -139,9 +147,12 @@ export interface GeluOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { gelu, tensor } from "@spindle/spindle";
  * using y = gelu(tensor([0, 1]), { approximate: "tanh" });
- * console.log(y.toArray()[0]); // 0
+ * const [atZero, atOne] = y.toArray();
+ * assert.equal(atZero, 0);
+ * assert.ok(Math.abs(Number(atOne) - 0.8412) < 1e-4);
  * ```
  */
 export const gelu: (x: Tensor, options?: GeluOptions) => Tensor = defineOp(
@@ -161,9 +172,10 @@ export const gelu: (x: Tensor, options?: GeluOptions) => Tensor = defineOp(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sigmoid, tensor } from "@spindle/spindle";
  * using y = sigmoid(tensor([0]));
- * console.log(y.toArray()); // Float32Array [0.5]
+ * assert.ok(Math.abs(Number(y.toArray()[0]) - 0.5) < 1e-6);
  * ```
  */
 export const sigmoid: (x: Tensor) => Tensor = unary("sigmoid", "sigmoid");
@@ -173,9 +185,10 @@ export const sigmoid: (x: Tensor) => Tensor = unary("sigmoid", "sigmoid");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tanh, tensor } from "@spindle/spindle";
  * using y = tanh(tensor([0]));
- * console.log(y.toArray()); // Float32Array [0]
+ * assert.ok(Math.abs(Number(y.toArray()[0])) < 1e-6);
  * ```
  */
 export const tanh: (x: Tensor) => Tensor = unary("tanh", "tanh");
@@ -185,9 +198,10 @@ export const tanh: (x: Tensor) => Tensor = unary("tanh", "tanh");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { exp, tensor } from "@spindle/spindle";
  * using y = exp(tensor([0]));
- * console.log(y.toArray()); // Float32Array [1]
+ * assert.ok(Math.abs(Number(y.toArray()[0]) - 1) < 1e-6);
  * ```
  */
 export const exp: (x: Tensor) => Tensor = unary("exp", "exp");
@@ -197,9 +211,10 @@ export const exp: (x: Tensor) => Tensor = unary("exp", "exp");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { log, tensor } from "@spindle/spindle";
  * using y = log(tensor([1]));
- * console.log(y.toArray()); // Float32Array [0]
+ * assert.ok(Math.abs(Number(y.toArray()[0])) < 1e-6);
  * ```
  */
 export const log: (x: Tensor) => Tensor = unary("log", "log");
@@ -209,9 +224,11 @@ export const log: (x: Tensor) => Tensor = unary("log", "log");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sqrt, tensor } from "@spindle/spindle";
  * using y = sqrt(tensor([4, 9]));
- * console.log(y.toArray()); // Float32Array [2, 3]
+ * const [two, three] = y.toArray();
+ * assert.ok(Math.abs(Number(two) - 2) < 1e-6 && Math.abs(Number(three) - 3) < 1e-6);
  * ```
  */
 export const sqrt: (x: Tensor) => Tensor = unary("sqrt", "sqrt");
@@ -221,9 +238,10 @@ export const sqrt: (x: Tensor) => Tensor = unary("sqrt", "sqrt");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { neg, tensor } from "@spindle/spindle";
  * using y = neg(tensor([1]));
- * console.log(y.toArray()); // Float32Array [-1]
+ * assert.deepEqual([...y.toArray()], [-1]);
  * ```
  */
 export const neg: (x: Tensor) => Tensor = unary("neg", "neg");
@@ -233,9 +251,10 @@ export const neg: (x: Tensor) => Tensor = unary("neg", "neg");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { abs, tensor } from "@spindle/spindle";
  * using y = abs(tensor([-2]));
- * console.log(y.toArray()); // Float32Array [2]
+ * assert.deepEqual([...y.toArray()], [2]);
  * ```
  */
 export const abs: (x: Tensor) => Tensor = unary("abs", "abs");
@@ -245,9 +264,10 @@ export const abs: (x: Tensor) => Tensor = unary("abs", "abs");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { clamp, tensor } from "@spindle/spindle";
  * using y = clamp(tensor([-5, 0.5, 5]), 0, 1);
- * console.log(y.toArray()); // Float32Array [0, 0.5, 1]
+ * assert.deepEqual([...y.toArray()], [0, 0.5, 1]);
  * ```
  */
 export const clamp: (x: Tensor, min?: number, max?: number) => Tensor = defineOp(
@@ -265,9 +285,10 @@ export const clamp: (x: Tensor, min?: number, max?: number) => Tensor = defineOp
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { erf, tensor } from "@spindle/spindle";
  * using y = erf(tensor([0]));
- * console.log(y.toArray()); // Float32Array [0]
+ * assert.ok(Math.abs(Number(y.toArray()[0])) < 1e-6);
  * ```
  */
 export const erf: (x: Tensor) => Tensor = unary("erf", "erf");
@@ -277,9 +298,10 @@ export const erf: (x: Tensor) => Tensor = unary("erf", "erf");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { leakyRelu, tensor } from "@spindle/spindle";
  * using y = leakyRelu(tensor([-2, 3]), 0.5);
- * console.log(y.toArray()); // Float32Array [-1, 3]
+ * assert.deepEqual([...y.toArray()], [-1, 3]);
  * ```
  */
 export const leakyRelu: (x: Tensor, alpha?: number) => Tensor = defineOp(
@@ -316,9 +338,10 @@ export const elu: (x: Tensor, alpha?: number) => Tensor = defineOp(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hardSigmoid, tensor } from "@spindle/spindle";
  * using y = hardSigmoid(tensor([-10, 0, 10]));
- * console.log(y.toArray()); // Float32Array [0, 0.5, 1]
+ * assert.deepEqual([...y.toArray()], [0, 0.5, 1]);
  * ```
  */
 export const hardSigmoid: (x: Tensor, alpha?: number, beta?: number) => Tensor = defineOp(
@@ -335,9 +358,10 @@ export const hardSigmoid: (x: Tensor, alpha?: number, beta?: number) => Tensor =
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hardSwish, tensor } from "@spindle/spindle";
  * using y = hardSwish(tensor([-4, 0, 4]));
- * console.log(y.toArray()); // Float32Array [-0, 0, 4]
+ * assert.deepEqual([...y.toArray()], [-0, 0, 4]);
  * ```
  */
 export const hardSwish: (x: Tensor) => Tensor = unary("hard_swish", "hardSwish");

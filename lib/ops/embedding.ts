@@ -13,11 +13,12 @@ import { defineOp, describe, requireTensor } from "./dispatch.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { embedding, tensor } from "@spindle/spindle";
  * using table = tensor([0, 0, 1, 1, 2, 2], [3, 2]);
  * using ids = tensor([2, 0], [2], { dtype: "int64" });
  * using rows = embedding(table, ids);
- * console.log(rows.toArray()); // Float32Array [2, 2, 0, 0]
+ * assert.deepEqual([...rows.toArray()], [2, 2, 0, 0]);
  * ```
  */
 export const embedding: (weight: Tensor, indices: Tensor) => Tensor = defineOp(
@@ -47,12 +48,13 @@ const MODES: readonly string[] = ["sum", "mean", "max"];
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { embeddingBag, tensor } from "@spindle/spindle";
  * using table = tensor([1, 1, 2, 2, 3, 3], [3, 2]);
  * using ids = tensor([0, 2, 1], [3], { dtype: "int64" });
  * using offsets = tensor([0, 2], [2], { dtype: "int64" });
  * using pooled = embeddingBag(table, ids, offsets, { mode: "sum" });
- * console.log(pooled.toArray()); // Float32Array [4, 4, 2, 2]
+ * assert.deepEqual([...pooled.toArray()], [4, 4, 2, 2]);
  * ```
  */
 export const embeddingBag: (

@@ -17,11 +17,12 @@ import { transpose } from "./shape.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { mm, tensor } from "@spindle/spindle";
  * using a = tensor([1, 2, 3, 4], [2, 2]);
  * using b = tensor([5, 6, 7, 8], [2, 2]);
  * using c = mm(a, b);
- * console.log(c.toArray()); // Float32Array [19, 22, 43, 50]
+ * assert.deepEqual([...c.toArray()], [19, 22, 43, 50]);
  * ```
  */
 export const mm: (a: Tensor, b: Tensor) => Tensor = defineOp("mm", "mm", (a: Tensor, b: Tensor) => ({
@@ -36,11 +37,12 @@ export const mm: (a: Tensor, b: Tensor) => Tensor = defineOp("mm", "mm", (a: Ten
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { matmul, randn } from "@spindle/spindle";
  * using a = randn([2, 3, 4], { seed: 0 });
  * using b = randn([4, 5], { seed: 1 });
  * using c = matmul(a, b);
- * console.log(c.shape); // [2, 3, 5]
+ * assert.deepEqual(c.shape, [2, 3, 5]); // b applies to each of a's 2 matrices
  * ```
  */
 export const matmul: (a: Tensor, b: Tensor) => Tensor = defineOp("matmul", "matmul", (a: Tensor, b: Tensor) => ({
@@ -53,11 +55,12 @@ export const matmul: (a: Tensor, b: Tensor) => Tensor = defineOp("matmul", "matm
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { bmm, randn } from "@spindle/spindle";
  * using a = randn([2, 3, 4], { seed: 0 });
  * using b = randn([2, 4, 5], { seed: 1 });
  * using c = bmm(a, b);
- * console.log(c.shape); // [2, 3, 5]
+ * assert.deepEqual(c.shape, [2, 3, 5]);
  * ```
  */
 export function bmm(a: Tensor, b: Tensor): Tensor {
@@ -75,12 +78,13 @@ export function bmm(a: Tensor, b: Tensor): Tensor {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { linear, randn } from "@spindle/spindle";
  * using x = randn([8, 16], { seed: 0 });
  * using w = randn([4, 16], { seed: 1 });
  * using b = randn([4], { seed: 2 });
  * using y = linear(x, w, b);
- * console.log(y.shape); // [8, 4]
+ * assert.deepEqual(y.shape, [8, 4]);
  * ```
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
@@ -97,12 +101,13 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { addmm, ones, randn } from "@spindle/spindle";
  * using bias = ones([5]);
  * using a = randn([3, 4], { seed: 0 });
  * using b = randn([4, 5], { seed: 1 });
  * using y = addmm(bias, a, b);
- * console.log(y.shape); // [3, 5]
+ * assert.deepEqual(y.shape, [3, 5]);
  * ```
  */
 export function addmm(input: Tensor, a: Tensor, b: Tensor, options: { beta?: number; alpha?: number } = {}): Tensor {
@@ -138,12 +143,14 @@ export interface GemmOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { gemm, ones, tensor } from "@spindle/spindle";
  * using a = ones([2, 3, 4]);
  * using b = ones([4, 5]);
  * using bias = tensor([1, 2, 3, 4, 5]);
  * using c = gemm(a, b, { bias });
- * console.log(c.shape, c.toArray()[4]); // [2, 3, 5] 9
+ * assert.deepEqual(c.shape, [2, 3, 5]);
+ * assert.equal(c.toArray()[4], 4 + 5); // a row of ones · a column of ones, plus bias[4]
  * ```
  */
 export const gemm: (a: Tensor, b: Tensor, options?: GemmOptions) => Tensor = defineOp(

@@ -52,11 +52,12 @@ function flag(name: string, what: string, value: unknown, fallback: boolean): bo
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { arange, maxPool2d, reshape } from "@spindle/spindle";
  * using values = arange(1, 17, 1);
  * using x = reshape(values, [1, 1, 4, 4]);
  * using y = maxPool2d(x, 2);
- * console.log(y.toArray()); // Float32Array [6, 8, 14, 16]
+ * assert.deepEqual([...y.toArray()], [6, 8, 14, 16]);
  * ```
  */
 export const maxPool2d: (x: Tensor, kernelSize: Size2d, options?: MaxPool2dOptions) => Tensor = defineOp(
@@ -88,11 +89,12 @@ export const maxPool2d: (x: Tensor, kernelSize: Size2d, options?: MaxPool2dOptio
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { arange, avgPool2d, reshape } from "@spindle/spindle";
  * using values = arange(1, 17, 1);
  * using x = reshape(values, [1, 1, 4, 4]);
  * using y = avgPool2d(x, 2);
- * console.log(y.toArray()); // Float32Array [3.5, 5.5, 11.5, 13.5]
+ * assert.deepEqual([...y.toArray()], [3.5, 5.5, 11.5, 13.5]);
  * ```
  */
 export const avgPool2d: (x: Tensor, kernelSize: Size2d, options?: AvgPool2dOptions) => Tensor = defineOp(
@@ -129,10 +131,12 @@ export const avgPool2d: (x: Tensor, kernelSize: Size2d, options?: AvgPool2dOptio
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { adaptiveAvgPool2d, tensor } from "@spindle/spindle";
  * using x = tensor([1, 2, 3, 4], [1, 1, 2, 2]);
  * using y = adaptiveAvgPool2d(x, 1);
- * console.log(y.shape, y.toArray()); // [1, 1, 1, 1] Float32Array [2.5]
+ * assert.deepEqual(y.shape, [1, 1, 1, 1]);
+ * assert.deepEqual([...y.toArray()], [2.5]);
  * ```
  */
 export const adaptiveAvgPool2d: (

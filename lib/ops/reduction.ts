@@ -28,10 +28,11 @@ function reduction(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sum, tensor } from "@spindle/spindle";
  * using x = tensor([1, 2, 3, 4], [2, 2]);
  * using rows = sum(x, 1);
- * console.log(rows.toArray()); // Float32Array [3, 7]
+ * assert.deepEqual([...rows.toArray()], [3, 7]);
  * ```
  */
 export const sum: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("sum", "sum");
@@ -41,9 +42,10 @@ export const sum: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reducti
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { mean, tensor } from "@spindle/spindle";
  * using m = mean(tensor([1, 2, 3, 4]));
- * console.log(m.toArray()); // Float32Array [2.5]
+ * assert.deepEqual([...m.toArray()], [2.5]);
  * ```
  */
 export const mean: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("mean", "mean");
@@ -53,9 +55,10 @@ export const mean: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduct
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { max, tensor } from "@spindle/spindle";
  * using m = max(tensor([1, 5, 2, 7], [2, 2]), 0);
- * console.log(m.toArray()); // Float32Array [2, 7]
+ * assert.deepEqual([...m.toArray()], [2, 7]);
  * ```
  */
 export const max: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("max", "max");
@@ -65,9 +68,10 @@ export const max: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reducti
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { min, tensor } from "@spindle/spindle";
  * using m = min(tensor([3, 1, 2]));
- * console.log(m.toArray()); // Float32Array [1]
+ * assert.deepEqual([...m.toArray()], [1]);
  * ```
  */
 export const min: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reduction("min", "min");
@@ -77,9 +81,10 @@ export const min: (x: Tensor, dim?: Dims, keepdim?: boolean) => Tensor = reducti
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { argmax, tensor } from "@spindle/spindle";
  * using i = argmax(tensor([1, 9, 3, 7, 2, 8], [2, 3]), 1);
- * console.log(i.toArray()); // BigInt64Array [1n, 2n]
+ * assert.deepEqual([...i.toArray()], [1n, 2n]);
  * ```
  */
 export const argmax: (x: Tensor, dim?: number, keepdim?: boolean) => Tensor = defineOp(
@@ -129,9 +134,10 @@ export const cumsum: (x: Tensor, dim: number, options?: CumsumOptions) => Tensor
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { softmax, tensor } from "@spindle/spindle";
  * using p = softmax(tensor([0, 0]));
- * console.log(p.toArray()); // Float32Array [0.5, 0.5]
+ * assert.ok([...p.toArray()].every((v) => Math.abs(Number(v) - 0.5) < 1e-6));
  * ```
  */
 export const softmax: (x: Tensor, dim?: number) => Tensor = defineOp("softmax", "softmax", (x: Tensor, dim = -1) => ({
@@ -144,9 +150,10 @@ export const softmax: (x: Tensor, dim?: number) => Tensor = defineOp("softmax", 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { logSoftmax, tensor } from "@spindle/spindle";
  * using p = logSoftmax(tensor([0, 0]));
- * console.log(Math.abs(Number(p.toArray()[0]) - Math.log(0.5)) < 1e-6); // true
+ * assert.ok(Math.abs(Number(p.toArray()[0]) - Math.log(0.5)) < 1e-6);
  * ```
  */
 export const logSoftmax: (x: Tensor, dim?: number) => Tensor = defineOp(

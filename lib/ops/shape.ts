@@ -20,10 +20,11 @@ function integers(name: string, what: string, values: unknown): number[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { arange, reshape } from "@spindle/spindle";
  * using x = arange(6);
  * using y = reshape(x, [2, -1]);
- * console.log(y.shape); // [2, 3]
+ * assert.deepEqual(y.shape, [2, 3]);
  * ```
  */
 export const reshape: (x: Tensor, shape: readonly number[]) => Tensor = defineOp(
@@ -40,9 +41,10 @@ export const reshape: (x: Tensor, shape: readonly number[]) => Tensor = defineOp
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { flatten, zeros } from "@spindle/spindle";
  * using y = flatten(zeros([2, 3, 4]), 1);
- * console.log(y.shape); // [2, 12]
+ * assert.deepEqual(y.shape, [2, 12]);
  * ```
  */
 export const flatten: (x: Tensor, start?: number, end?: number) => Tensor = defineOp(
@@ -59,9 +61,10 @@ export const flatten: (x: Tensor, start?: number, end?: number) => Tensor = defi
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { squeeze, zeros } from "@spindle/spindle";
  * using y = squeeze(zeros([1, 3, 1]));
- * console.log(y.shape); // [3]
+ * assert.deepEqual(y.shape, [3]);
  * ```
  */
 export const squeeze: (x: Tensor, dim?: number) => Tensor = defineOp(
@@ -78,9 +81,10 @@ export const squeeze: (x: Tensor, dim?: number) => Tensor = defineOp(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { unsqueeze, zeros } from "@spindle/spindle";
  * using y = unsqueeze(zeros([3]), 0);
- * console.log(y.shape); // [1, 3]
+ * assert.deepEqual(y.shape, [1, 3]);
  * ```
  */
 export const unsqueeze: (x: Tensor, dim: number) => Tensor = defineOp(
@@ -97,9 +101,11 @@ export const unsqueeze: (x: Tensor, dim: number) => Tensor = defineOp(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tensor, transpose } from "@spindle/spindle";
  * using y = transpose(tensor([1, 2, 3, 4, 5, 6], [2, 3]), 0, 1);
- * console.log(y.shape, y.toArray()); // [3, 2] Float32Array [1, 4, 2, 5, 3, 6]
+ * assert.deepEqual(y.shape, [3, 2]);
+ * assert.deepEqual([...y.toArray()], [1, 4, 2, 5, 3, 6]);
  * ```
  */
 export const transpose: (x: Tensor, dim0: number, dim1: number) => Tensor = defineOp(
@@ -116,9 +122,10 @@ export const transpose: (x: Tensor, dim0: number, dim1: number) => Tensor = defi
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { permute, zeros } from "@spindle/spindle";
  * using y = permute(zeros([2, 3, 4]), [2, 0, 1]);
- * console.log(y.shape); // [4, 2, 3]
+ * assert.deepEqual(y.shape, [4, 2, 3]);
  * ```
  */
 export const permute: (x: Tensor, dims: readonly number[]) => Tensor = defineOp(
@@ -139,9 +146,10 @@ const TO_END = 2 ** 52;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { arange, slice } from "@spindle/spindle";
  * using y = slice(arange(10), 0, 1, 8, 3);
- * console.log(y.toArray()); // Float32Array [1, 4, 7]
+ * assert.deepEqual([...y.toArray()], [1, 4, 7]);
  * ```
  */
 export const slice: (x: Tensor, dim: number, start: number, end?: number, step?: number) => Tensor = defineOp(
@@ -163,9 +171,10 @@ export const slice: (x: Tensor, dim: number, start: number, end?: number, step?:
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { concat, tensor } from "@spindle/spindle";
  * using y = concat([tensor([1, 2]), tensor([3])]);
- * console.log(y.toArray()); // Float32Array [1, 2, 3]
+ * assert.deepEqual([...y.toArray()], [1, 2, 3]);
  * ```
  */
 export const concat: (tensors: readonly Tensor[], dim?: number) => Tensor = defineOp(
@@ -189,11 +198,12 @@ export const concat: (tensors: readonly Tensor[], dim?: number) => Tensor = defi
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { gather, tensor } from "@spindle/spindle";
  * using x = tensor([1, 2, 3, 4], [2, 2]);
  * using index = tensor([1, 0], [2, 1], { dtype: "int64" });
  * using y = gather(x, 1, index);
- * console.log(y.toArray()); // Float32Array [2, 3]
+ * assert.deepEqual([...y.toArray()], [2, 3]);
  * ```
  */
 export const gather: (x: Tensor, dim: number, index: Tensor) => Tensor = defineOp(
@@ -210,10 +220,11 @@ export const gather: (x: Tensor, dim: number, index: Tensor) => Tensor = defineO
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { contiguous, tensor, transpose } from "@spindle/spindle";
  * using t = transpose(tensor([1, 2, 3, 4], [2, 2]), 0, 1);
  * using c = contiguous(t);
- * console.log(c.toArray()); // Float32Array [1, 3, 2, 4]
+ * assert.deepEqual([...c.toArray()], [1, 3, 2, 4]);
  * ```
  */
 export const contiguous: (x: Tensor) => Tensor = defineOp("contiguous", "contiguous", (x: Tensor) => ({

@@ -22,14 +22,32 @@ export interface NodeDescription {
 /** A parameter value: a number, flag, enum name, list, or null (an absent optional). */
 export type ParamValue = number | boolean | string | null | readonly number[];
 
-/** A graph input: dtype and shape (-1 = any size). */
+/**
+ * A graph input (or, in a graph's `results`, an output): name, dtype and shape (-1 = any
+ * size).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type InputDescription, Module, relu, script, zeros } from "@spindle/spindle";
+ * using x = zeros([2, 4]);
+ * using model = Module.fromScript(script((input) => relu(input)), [x], { inputNames: ["x"] });
+ * const input: InputDescription = model.inputs[0];
+ * assert.deepEqual(input, { name: "x", dtype: "float32", shape: [2, 4] });
+ * ```
+ */
 export interface InputDescription {
-  /** The input's name, if the model gives one. */
+  /** The name, if the model gives one (a model names all of its inputs, or none). */
   name?: string;
   /** Element type. */
   dtype: DType;
   /** Dimensions; -1 marks a dimension of any size. */
   shape: number[];
+  /**
+   * Names of symbolic dimensions (ONNX `dim_param`), one per dimension, null where a
+   * dimension has none; absent when none has one. Only dimensions of any size (-1) are named.
+   */
+  symbols?: (string | null)[];
 }
 
 /** A graph over numbered values; values 0 … inputs.length - 1 are its inputs. */
@@ -39,6 +57,8 @@ export interface GraphDescription {
   values: number;
   nodes: NodeDescription[];
   outputs: number[];
+  /** Name, dtype and shape of each output, in the order of `outputs` (optional). */
+  results?: InputDescription[];
 }
 
 /** A tensor of the data region. */
@@ -118,4 +138,17 @@ export function decodeDescription(image: Uint8Array): Description {
   const length = Number(view.getBigUint64(24, true));
   if (offset + length > image.byteLength) throw new RangeError("model description lies outside the file");
   return JSON.parse(new TextDecoder().decode(image.subarray(offset, offset + length)));
+}
+
+/** Splits an image back into its graphs and tensor bytes (the inverse of encodeImage). */
+export function decodeSource(image: Uint8Array): ProgramSource {
+  const description = decodeDescription(image);
+  const dataOffset = Number(new DataView(image.buffer, image.byteOffset, image.byteLength).getBigUint64(32, true));
+  const tensors = description.tensors.map((t) => ({
+    name: t.name,
+    dtype: t.dtype,
+    shape: t.shape,
+    data: image.subarray(dataOffset + t.offset, dataOffset + t.offset + t.bytes),
+  }));
+  return { graphs: description.graphs, tensors };
 }

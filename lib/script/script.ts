@@ -4,12 +4,28 @@
  *
  * @module
  */
-import { Tensor } from "../tensor.ts";
+import { Tensor, tensor } from "../tensor.ts";
 import { encodeImage } from "./format.ts";
 import { Program } from "./program.ts";
-import { activeTrace, Trace, TracingError, withTrace } from "./trace.ts";
+import { activeTrace, readUntraced, Trace, TracingError, withTrace } from "./trace.ts";
 
-/** What a scripted function may return. */
+/**
+ * What a scripted function may return: one tensor, or several.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { max, min, script, type ScriptResult, type Tensor, tensor } from "@spindle/spindle";
+ * const range = script((x: Tensor) => [min(x), max(x)]);
+ * using x = tensor([4, 1, 3]);
+ * const result: ScriptResult = range(x);
+ * assert.ok(Array.isArray(result));
+ * const [low, high] = result;
+ * assert.deepEqual([...low.toArray(), ...high.toArray()], [1, 4]);
+ * low.dispose();
+ * high.dispose();
+ * ```
+ */
 export type ScriptResult = Tensor | Tensor[];
 
 /** What `script` keeps about a scripted function (looked up by the function itself). */
@@ -22,6 +38,16 @@ export interface ScriptState {
 /**
  * A traced function: call it with tensors to run its graph natively. It is traced on the
  * first call for each combination of input shapes and dtypes.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { mul, script, type ScriptFunction, type Tensor, tensor } from "@spindle/spindle";
+ * const double: ScriptFunction<[Tensor], Tensor> = script((x: Tensor) => mul(x, 2), "double");
+ * using y = double(tensor([1, 2]));
+ * assert.equal(double.scriptName, "double");
+ * assert.deepEqual([...y.toArray()], [2, 4]);
+ * ```
  */
 export type ScriptFunction<A extends Tensor[] = Tensor[], R extends ScriptResult = ScriptResult> =
   & ((...args: A) => R)
@@ -42,16 +68,37 @@ function signature(args: readonly Tensor[]): string {
   return args.map((t) => `${t.dtype}[${t.shape.join(",")}]`).join(";");
 }
 
-/** Traces `state.fn` as graph `name` of `trace` on `args`; returns the graph index and outputs. */
+/**
+ * The graph of `state.fn` on inputs like `args` in `trace`: traced on first use, then reused
+ * for every later fork with the same input dtypes and shapes, so a function forked from many
+ * places is one graph. Returns the graph index and the outputs of an eager run (for a reused
+ * graph, copies of the first run's outputs, so that each fork's result is a tensor of its own).
+ */
 export function traceGraph(
   trace: Trace,
   state: ScriptState,
   args: readonly Tensor[],
 ): { index: number; outputs: Tensor[] } {
+  const key = signature(args);
+  const known = trace.tracedGraph(state.fn, key);
+  if (known === null) {
+    throw new TracingError(`script ${state.name}: forks itself on inputs ${key}; a graph cannot fork itself`);
+  }
+  if (known !== undefined) return { index: known.index, outputs: known.outputs.map((t) => copyForTrace(trace, t)) };
+  trace.rememberGraph(state.fn, key, null);
   const index = trace.beginGraph(state.name, args);
   const outputs = normalize(state.name, state.fn(...args));
   trace.endGraph(index, outputs);
+  // The trace keeps copies: the caller may dispose these outputs before the next fork.
+  trace.rememberGraph(state.fn, key, { index, outputs: outputs.map((t) => copyForTrace(trace, t)) });
   return { index, outputs };
+}
+
+/** A copy of `t` that the trace owns (freed with it) and records nowhere. */
+function copyForTrace(trace: Trace, t: Tensor): Tensor {
+  const copy = tensor(readUntraced(t), [...t.shape], { dtype: t.dtype });
+  trace.created.push(copy);
+  return copy;
 }
 
 /** Traces `state` on `args` into a whole program. */
@@ -90,7 +137,10 @@ export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program
  *
  * Tracing runs `fn` once on the actual inputs and records every op; tensors it uses that
  * are not inputs become constants (weights). Data-dependent control flow (reading values
- * with `toArray()` while tracing) is refused with a {@link TracingError}.
+ * with `toArray()` while tracing) is refused with a {@link TracingError}. A function forked
+ * several times while tracing is traced once per input signature (dtypes and shapes) and
+ * becomes one graph that every such fork runs, as TorchScript compiles a function once: it
+ * must not depend on JavaScript state that changes between the forks.
  *
  * @param fn A function of tensors returning a tensor or an array of tensors.
  * @param name The graph's name in model files and error messages.
@@ -98,6 +148,7 @@ export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { add, fork, mm, randn, script, wait } from "@spindle/spindle";
  * using wY = randn([16, 16], { seed: 1 });
  * using wZ = randn([16, 16], { seed: 2 });
@@ -108,8 +159,11 @@ export function programFor(fn: ScriptFunction, args: readonly Tensor[]): Program
  *   return add(y, wait(future));
  * });
  * using x = randn([4, 16], { seed: 3 });
- * using out = forward(x) as import("@spindle/spindle").Tensor;
- * console.log(out.shape); // [4, 16]
+ * using out = forward(x);
+ * using y = mm(x, wY);
+ * using z = mm(x, wZ);
+ * using expected = add(y, z);
+ * assert.deepEqual(out.toArray(), expected.toArray());
  * ```
  */
 export function script<A extends Tensor[], R extends ScriptResult>(

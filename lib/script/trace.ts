@@ -2,7 +2,8 @@
  * Tracing: while a scripted function runs under a trace, every op runs eagerly (so shapes
  * are concrete) and is recorded as a graph node. Tensors read by an op that the graph did
  * not produce become constants (captured weights). `fork` of a scripted function records a
- * fork node and traces the callee as a graph of its own; `wait` records a wait node.
+ * fork node and traces the callee as a graph of its own — once per input signature, however
+ * often it is forked; `wait` records a wait node.
  *
  * This module holds the tracing state only; ops, fork and wait call into it.
  *
@@ -11,7 +12,18 @@
 import type { Tensor } from "../tensor.ts";
 import type { GraphDescription, InputDescription, NodeDescription, ProgramSource } from "./format.ts";
 
-/** Thrown when a function cannot be traced (e.g. it reads tensor values to branch on them). */
+/**
+ * Thrown when a function cannot be traced (e.g. it reads tensor values to branch on them).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { relu, script, sum, type Tensor, tensor, TracingError } from "@spindle/spindle";
+ * const branchy = script((x: Tensor) => (sum(x).toArray()[0] > 0 ? relu(x) : x));
+ * using x = tensor([1, -2]);
+ * assert.throws(() => branchy(x), TracingError);
+ * ```
+ */
 export class TracingError extends Error {
   /**
    * Creates the error.
@@ -33,6 +45,12 @@ interface GraphTrace {
   count: number;
 }
 
+/** A graph traced for a function: its index and the outputs of the eager run that traced it. */
+export interface TracedGraph {
+  index: number;
+  outputs: readonly Tensor[];
+}
+
 /** One trace: graphs (0 is the entry), captured constants, and tensors made while tracing. */
 export class Trace {
   readonly graphs: GraphDescription[] = [];
@@ -40,6 +58,23 @@ export class Trace {
   readonly created: Tensor[] = [];
   readonly #constants = new Map<Tensor, number>();
   readonly #stack: GraphTrace[] = [];
+  /** Per function, per input signature: its graph, or null while it is being traced. */
+  readonly #traced = new Map<object, Map<string, TracedGraph | null>>();
+
+  /**
+   * The graph traced for `fn` on inputs of `signature`: undefined if there is none yet, null
+   * while it is still being traced (a fork of it now would be a graph forking itself).
+   */
+  tracedGraph(fn: object, signature: string): TracedGraph | null | undefined {
+    return this.#traced.get(fn)?.get(signature);
+  }
+
+  /** Records the graph of `fn` for `signature` (null: its trace has begun). */
+  rememberGraph(fn: object, signature: string, graph: TracedGraph | null): void {
+    let bySignature = this.#traced.get(fn);
+    if (bySignature === undefined) this.#traced.set(fn, bySignature = new Map());
+    bySignature.set(signature, graph);
+  }
 
   /** Starts a graph whose inputs are `inputs`; returns its index. */
   beginGraph(name: string, inputs: readonly Tensor[]): number {
@@ -66,6 +101,7 @@ export class Trace {
     const graph = this.#stack.pop()!;
     const description = this.graphs[index];
     description.outputs = outputs.map((t) => this.#valueOf(graph, t));
+    description.results = outputs.map((t) => ({ dtype: t.dtype, shape: [...t.shape] }));
     description.values = graph.count;
   }
 
@@ -155,12 +191,17 @@ export function checkValueRead(what: string): void {
   }
 }
 
-function readForCapture(t: Tensor): Uint8Array {
+/** A tensor's values, read while tracing for a purpose the graph does not depend on. */
+export function readUntraced(t: Tensor): Float32Array | BigInt64Array | Int32Array {
   capturing = true;
   try {
-    const values = t.toArray();
-    return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    return t.toArray();
   } finally {
     capturing = false;
   }
+}
+
+function readForCapture(t: Tensor): Uint8Array {
+  const values = readUntraced(t);
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }

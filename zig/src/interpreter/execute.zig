@@ -165,7 +165,10 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
         } else {
             var task: GraphTask = .{ .program = program, .graph = node.target, .input_count = @intCast(node.inputs.len) };
             for (node.inputs, 0..) |v, i| task.inputs[i] = frame[v].tensor;
-            frame[node.output] = .{ .future = try task.fork() };
+            // Through a local: a failed fork must leave the slot empty (a result location
+            // would get the `.future` tag before the fork has returned).
+            const future = try task.fork();
+            frame[node.output] = .{ .future = future };
         },
         .wait => {
             if (frame[node.inputs[0]] == .tensor) {

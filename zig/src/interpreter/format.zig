@@ -16,6 +16,7 @@
 const std = @import("std");
 const builtin = @import("builtin");
 const status = @import("../status.zig");
+const tensor = @import("../tensor.zig");
 
 const Error = status.Error;
 
@@ -102,11 +103,15 @@ pub const TensorDescription = struct {
     bytes: u64,
 };
 
+/// A graph input, or (in `GraphDescription.results`) a graph output.
 pub const InputDescription = struct {
     name: []const u8 = "",
     dtype: []const u8,
     /// -1 marks a dimension of any size.
     shape: []const i64,
+    /// Names of symbolic dimensions (ONNX dim_param), one per dimension, null where a
+    /// dimension has none; empty when none has one. Only TypeScript reads them.
+    symbols: []const ?[]const u8 = &.{},
 };
 
 pub const NodeDescription = struct {
@@ -131,6 +136,9 @@ pub const GraphDescription = struct {
     values: u32,
     nodes: []const NodeDescription,
     outputs: []const u32,
+    /// Name, dtype and shape of each output (in the order of `outputs`), or empty. Only
+    /// TypeScript reads them (a module's output metadata).
+    results: []const InputDescription = &.{},
 };
 
 pub const Description = struct {
@@ -162,7 +170,57 @@ pub fn parseDescription(arena: std.mem.Allocator, json: []const u8) Error!Descri
     if (description.tensors.len > max_tensors) {
         return status.fail(error.MalformedModel, "model: {d} tensors exceeds the limit of {d}", .{ description.tensors.len, max_tensors });
     }
+    try checkSignatures(arena, description.graphs);
     return description;
+}
+
+/// Checks what only TypeScript reads — names, symbolic dimensions, output descriptions — so
+/// that a description that loads is consistent for it too.
+fn checkSignatures(arena: std.mem.Allocator, graphs: []const GraphDescription) Error!void {
+    for (graphs, 0..) |graph, index| {
+        if (graph.results.len != 0 and graph.results.len != graph.outputs.len) {
+            return status.fail(error.MalformedModel, "model: graph {d} describes {d} outputs but has {d}", .{ index, graph.results.len, graph.outputs.len });
+        }
+        for (graph.inputs) |input| try checkValue(input, index, "input");
+        for (graph.results) |result| {
+            if (std.meta.stringToEnum(tensor.DType, result.dtype) == null) {
+                return status.fail(error.MalformedModel, "model: graph {d} has an output of unknown dtype '{s}'", .{ index, result.dtype });
+            }
+            try checkValue(result, index, "output");
+        }
+    }
+    try checkNames(arena, graphs[0].inputs, "input");
+    try checkNames(arena, graphs[0].results, "output");
+}
+
+fn checkValue(value: InputDescription, graph_index: usize, comptime what: []const u8) Error!void {
+    if (value.shape.len > tensor.max_dims) {
+        return status.fail(error.MalformedModel, "model: graph {d} has an " ++ what ++ " with {d} dims", .{ graph_index, value.shape.len });
+    }
+    if (value.symbols.len != 0 and value.symbols.len != value.shape.len) {
+        return status.fail(error.MalformedModel, "model: graph {d} has an " ++ what ++ " with {d} symbols for {d} dims", .{ graph_index, value.symbols.len, value.shape.len });
+    }
+    for (value.shape, 0..) |dim, axis| {
+        if (dim < -1) return status.fail(error.MalformedModel, "model: graph {d} has an " ++ what ++ " dimension {d}", .{ graph_index, dim });
+        const named = value.symbols.len != 0 and value.symbols[axis] != null;
+        if (named and dim != -1) {
+            return status.fail(error.MalformedModel, "model: graph {d} names an " ++ what ++ " dimension of fixed size {d}", .{ graph_index, dim });
+        }
+    }
+}
+
+/// The entry graph's inputs (or outputs) are named all or none, without repeats: TypeScript
+/// gives unnamed ones default names and feeds inputs by name.
+fn checkNames(arena: std.mem.Allocator, values: []const InputDescription, comptime what: []const u8) Error!void {
+    var seen: std.StringHashMapUnmanaged(void) = .empty;
+    for (values) |value| {
+        if (value.name.len == 0) continue;
+        const entry = seen.getOrPut(arena, value.name) catch return error.OutOfMemory;
+        if (entry.found_existing) return status.fail(error.MalformedModel, "model: graph 0 has two " ++ what ++ "s named '{s}'", .{value.name});
+    }
+    if (seen.count() != 0 and seen.count() != values.len) {
+        return status.fail(error.MalformedModel, "model: graph 0 names {d} of its {d} " ++ what ++ "s (name all or none)", .{ seen.count(), values.len });
+    }
 }
 
 /// Builds a file image: header, description, then the data region (already laid out by the
@@ -204,4 +262,36 @@ test "parseHeader accepts a well-formed image and refuses broken ones" {
     try std.testing.expectError(error.MalformedModel, parseHeader(broken));
     std.mem.writeInt(u64, broken[24..32], std.math.maxInt(u64), .little); // overflow attempt
     try std.testing.expectError(error.MalformedModel, parseHeader(broken));
+}
+
+test "parseDescription reads names, symbolic dimensions and output descriptions, and checks them" {
+    var arena_state = std.heap.ArenaAllocator.init(std.testing.allocator);
+    defer arena_state.deinit();
+    const arena = arena_state.allocator();
+    const good = "{\"format\":\"spindle-graph\",\"version\":" ++ std.fmt.comptimePrint("{d}", .{version}) ++
+        \\,"tensors":[],"graphs":[{
+        \\ "inputs":[{"name":"x","dtype":"float32","shape":[-1,4],"symbols":["batch",null]}],
+        \\ "values":2,"nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1,1],
+        \\ "results":[{"name":"y","dtype":"float32","shape":[-1,4],"symbols":["batch",null]},
+        \\            {"name":"z","dtype":"int64","shape":[2]}]}]}
+    ;
+    const description = try parseDescription(arena, good);
+    const graph = description.graphs[0];
+    try std.testing.expectEqualStrings("batch", graph.inputs[0].symbols[0].?);
+    try std.testing.expectEqual(@as(?[]const u8, null), graph.inputs[0].symbols[1]);
+    try std.testing.expectEqualStrings("z", graph.results[1].name);
+    try std.testing.expectEqual(@as(usize, 0), graph.results[1].symbols.len);
+    const broken = [_]struct { []const u8, []const u8 }{
+        .{ "\"symbols\":[\"batch\",null]}]", "\"symbols\":[\"batch\"]}]" }, // one symbol for two dims
+        .{ "\"symbols\":[\"batch\",null]}]", "\"symbols\":[\"batch\",\"four\"]}]" }, // a fixed dim named
+        .{ "\"dtype\":\"int64\"", "\"dtype\":\"float16\"" }, // an unknown output dtype
+        .{ "\"name\":\"z\",", "\"name\":\"y\"," }, // two outputs named y
+        .{ "\"name\":\"z\",", "" }, // one output named, one not
+        .{ "\"outputs\":[1,1]", "\"outputs\":[1]" }, // two descriptions for one output
+    };
+    for (broken) |edit| {
+        const json = try std.mem.replaceOwned(u8, arena, good, edit[0], edit[1]);
+        try std.testing.expect(!std.mem.eql(u8, json, good));
+        try std.testing.expectError(error.MalformedModel, parseDescription(arena, json));
+    }
 }
