@@ -100,13 +100,13 @@ export {
   type AvgPool2dOptions,
   maxPool2d,
   type MaxPool2dOptions,
-} from "./lib/ops/pool.ts";
+} from "./lib/ops/pooling.ts";
 export { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "./lib/threads.ts";
 export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/parallel_info.ts";
 export { fork, Future, wait } from "./lib/future.ts";
 export { script, type ScriptFunction, type ScriptResult } from "./lib/script/script.ts";
 export { TracingError } from "./lib/script/trace.ts";
-export type { InputDescription } from "./lib/script/format.ts";
+export type { InputDescription } from "./lib/program/format.ts";
 export { load, Module, type NamedTensors, save, type ScriptModuleOptions, type ValueMetadata } from "./lib/module.ts";
 export { importOnnx, type ImportOptions } from "./lib/onnx/import.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";

@@ -6,9 +6,9 @@
  * @module
  */
 import { type DType, full, Tensor } from "./tensor.ts";
-import { Program } from "./script/program.ts";
+import { Program } from "./program/program.ts";
 import { programFor, type ScriptFunction, scriptState } from "./script/script.ts";
-import { decodeSource, encodeImage, type InputDescription } from "./script/format.ts";
+import { decodeSource, encodeImage, type InputDescription } from "./program/format.ts";
 import { importOnnx, type ImportOptions } from "./onnx/import.ts";
 
 /**

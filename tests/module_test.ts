@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { add, load, max, min, Module, mul, randn, relu, save, script, sub, type Tensor, tensor } from "../mod.ts";
-import { encodeImage } from "../lib/script/format.ts";
+import { encodeImage } from "../lib/program/format.ts";
 import { values } from "./reference.ts";
 
 /** A two-input, two-output module: (a + b, a - b). */

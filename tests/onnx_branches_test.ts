@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randn } from "../mod.ts";
-import { encodeImage, type NodeDescription, type ProgramSource } from "../lib/script/format.ts";
-import { Program } from "../lib/script/program.ts";
+import { encodeImage, type NodeDescription, type ProgramSource } from "../lib/program/format.ts";
+import { Program } from "../lib/program/program.ts";
 import { forkBranches } from "../lib/onnx/branches.ts";
 import { dropDeadConstants } from "../lib/onnx/fuse.ts";
 

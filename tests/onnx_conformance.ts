@@ -9,7 +9,7 @@ import { SpindleError } from "../ffi/status.ts";
 import { decodeModel, decodeTensorProto } from "../lib/onnx/proto.ts";
 import { fromProto, valuesOf } from "../lib/onnx/host.ts";
 import { importOnnx, unsupportedOps } from "../lib/onnx/import.ts";
-import { Program } from "../lib/script/program.ts";
+import { Program } from "../lib/program/program.ts";
 import { type DType, type Tensor, tensor } from "../lib/tensor.ts";
 import { spindleDType } from "../lib/onnx/host.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randn, type Tensor } from "../mod.ts";
-import { decodeDescription, encodeImage, type NodeDescription, type ProgramSource } from "../lib/script/format.ts";
-import { Program } from "../lib/script/program.ts";
+import { decodeDescription, encodeImage, type NodeDescription, type ProgramSource } from "../lib/program/format.ts";
+import { Program } from "../lib/program/program.ts";
 import { dropDeadConstants, fuse } from "../lib/onnx/fuse.ts";
 
 /** A one-graph program: input 0 of `shape`, constants as values 1…, then `nodes`. */

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { gemm, importOnnx, load, relu, save, SpindleError, tensor } from "../mod.ts";
-import { decodeDescription } from "../lib/script/format.ts";
-import { Program } from "../lib/script/program.ts";
+import { decodeDescription } from "../lib/program/format.ts";
+import { Program } from "../lib/program/program.ts";
 
 interface NodeSpec {
   op: string;

@@ -22,10 +22,10 @@ import {
   transpose,
   wait,
 } from "../mod.ts";
-import { Program } from "../lib/script/program.ts";
+import { Program } from "../lib/program/program.ts";
 import { programFor } from "../lib/script/script.ts";
 import { native } from "../ffi/load.ts";
-import { decodeDescription, encodeImage } from "../lib/script/format.ts";
+import { decodeDescription, encodeImage } from "../lib/program/format.ts";
 import { assertClose, atThreadCounts, generator, values } from "./reference.ts";
 import { MOD_URL, runSnippet } from "./helpers.ts";
 

@@ -17,7 +17,7 @@ import { softmax } from "../ops/reduction.ts";
 import { embeddingBag } from "../ops/embedding.ts";
 import { concat, flatten, slice, transpose } from "../ops/shape.ts";
 import { conv2d } from "../ops/conv.ts";
-import { adaptiveAvgPool2d, maxPool2d } from "../ops/pool.ts";
+import { adaptiveAvgPool2d, maxPool2d } from "../ops/pooling.ts";
 import { batchNorm } from "../ops/normalization.ts";
 import { rand } from "../tensor.ts";
 import { randn, type Tensor, tensor } from "../tensor.ts";

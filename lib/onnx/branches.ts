@@ -12,7 +12,7 @@
  * @module
  */
 import type { DType } from "../tensor.ts";
-import type { GraphDescription, NodeDescription, ProgramSource } from "../script/format.ts";
+import type { GraphDescription, NodeDescription, ProgramSource } from "../program/format.ts";
 import { Index } from "./fuse.ts";
 
 /** Ops worth a task of their own (everything else is memory-bound and cheap). */

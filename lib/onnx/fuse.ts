@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../script/format.ts";
+import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../program/format.ts";
 import { opSchema } from "../ops/dispatch.ts";
 
 /** Parameter `name` of `node`: the value it gives, or its op's schema default. */

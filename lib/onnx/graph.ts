@@ -10,7 +10,7 @@
 import { SpindleError } from "../../ffi/status.ts";
 import { type OpName, type ParamsOf, runOp } from "../ops/dispatch.ts";
 import { type DType, type Tensor, tensor } from "../tensor.ts";
-import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../script/format.ts";
+import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../program/format.ts";
 import { bytesOf, type Host, numel, onnxType, sameHost, spindleDType, valuesOf } from "./host.ts";
 
 /** A value computed at run time (its eager results on the dummy inputs, one per run). */

@@ -8,7 +8,7 @@
 import { SpindleError } from "../../ffi/status.ts";
 import type { DType, Tensor } from "../tensor.ts";
 import { tensor } from "../tensor.ts";
-import { encodeImage, type InputDescription } from "../script/format.ts";
+import { encodeImage, type InputDescription } from "../program/format.ts";
 import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";

@@ -5,8 +5,8 @@
  * @module
  */
 import { Tensor, tensor } from "../tensor.ts";
-import { encodeImage } from "./format.ts";
-import { Program } from "./program.ts";
+import { encodeImage } from "../program/format.ts";
+import { Program } from "../program/program.ts";
 import { activeTrace, readUntraced, Trace, TracingError, withTrace } from "./trace.ts";
 
 /**

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import type { GraphDescription, InputDescription, NodeDescription, ProgramSource } from "./format.ts";
+import type { GraphDescription, InputDescription, NodeDescription, ProgramSource } from "../program/format.ts";
 
 /**
  * Thrown when a function cannot be traced (e.g. it reads tensor values to branch on them).

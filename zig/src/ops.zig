@@ -22,7 +22,7 @@ const embedding = @import("ops/embedding.zig");
 const shape = @import("ops/shape.zig");
 const linalg = @import("ops/linalg.zig");
 const conv = @import("ops/conv.zig");
-const pool = @import("ops/pool.zig");
+const pooling = @import("ops/pooling.zig");
 const indexing = @import("ops/indexing.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
@@ -654,14 +654,14 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
             .groups = o.groups,
             .epilogue = epilogue(o.activation, o.post_scale, o.post_shift),
         }),
-        .max_pool2d => |o| pool.pool2d("max_pool2d", .max, inputs[0], .{
+        .max_pool2d => |o| pooling.pool2d("max_pool2d", .max, inputs[0], .{
             .kernel = o.kernel_size,
             .stride = o.stride,
             .padding = o.padding,
             .dilation = o.dilation,
             .ceil_mode = o.ceil_mode,
         }),
-        .avg_pool2d => |o| pool.pool2d("avg_pool2d", .{ .average = .{
+        .avg_pool2d => |o| pooling.pool2d("avg_pool2d", .{ .average = .{
             .count_include_pad = o.count_include_pad,
             .divisor = if (o.divisor) |d| @floatFromInt(d) else null,
         } }, inputs[0], .{
@@ -670,7 +670,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
             .padding = o.padding,
             .ceil_mode = o.ceil_mode,
         }),
-        .adaptive_avg_pool2d => |o| pool.adaptiveAvgPool2d(inputs[0], o.output_size),
+        .adaptive_avg_pool2d => |o| pooling.adaptiveAvgPool2d(inputs[0], o.output_size),
     };
 }
 
@@ -727,7 +727,7 @@ test {
     _ = shape;
     _ = linalg;
     _ = conv;
-    _ = pool;
+    _ = pooling;
     _ = indexing;
     _ = @import("kernels/indexing.zig");
     _ = schema;
@@ -739,7 +739,7 @@ test {
     _ = @import("kernels/embedding.zig");
     _ = @import("kernels/copy.zig");
     _ = @import("kernels/conv.zig");
-    _ = @import("kernels/pool.zig");
+    _ = @import("kernels/pooling.zig");
 }
 
 test "run checks arity and parameters" {

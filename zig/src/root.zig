@@ -14,7 +14,7 @@ pub const kernels = struct {
     pub const embedding = @import("kernels/embedding.zig");
     pub const reduction = @import("kernels/reduction.zig");
     pub const conv = @import("kernels/conv.zig");
-    pub const pool = @import("kernels/pool.zig");
+    pub const pooling = @import("kernels/pooling.zig");
 };
 /// parallel_for on the build's backend (omp or tbb).
 pub const intra_op = @import("pool/intra_op.zig");

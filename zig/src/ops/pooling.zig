@@ -1,14 +1,14 @@
 //! max_pool2d, avg_pool2d and adaptive_avg_pool2d on NCHW float32 tensors: PyTorch's shape
 //! rules (output size, ceil mode, padding at most half the kernel), output allocation and
 //! the split of output rows over the intra-op pool (grains from parallel.zig). Kernels live
-//! in kernels/pool.zig.
+//! in kernels/pooling.zig.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const settings = @import("../settings.zig");
 const intra_op = @import("../pool/intra_op.zig");
 const parallel = @import("parallel.zig");
-const kernels = @import("../kernels/pool.zig");
+const kernels = @import("../kernels/pooling.zig");
 const conv = @import("conv.zig");
 const shape_ops = @import("shape.zig");
 

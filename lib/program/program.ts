@@ -1,7 +1,8 @@
 /**
- * A native program: a validated model image loaded into libspindle, run synchronously on
- * the calling thread or asynchronously on one of Deno's blocking-pool threads (an
- * inference thread).
+ * The runtime program layer: a validated model image loaded into libspindle, run
+ * synchronously on the calling thread or asynchronously on one of Deno's blocking-pool
+ * threads (an inference thread). Every model source ends here: traced scripts
+ * (lib/script/), imported ONNX models (lib/onnx/), built-ins (lib/models/) and saved files.
  *
  * @module
  */

@@ -1,8 +1,9 @@
 /**
  * The Spindle model file (zig/src/interpreter/format.zig has the byte layout): a 64-byte
- * header, a JSON graph description, and 64-byte-aligned little-endian tensor data. Traced
- * scripts are handed to the interpreter in this same form, so one validated native path
- * loads both.
+ * header, a JSON graph description (format version 2: each node's parameters named as its
+ * op's schema in ffi/abi.ts names them), and 64-byte-aligned little-endian tensor data.
+ * Traced scripts and imported ONNX models are handed to the interpreter in this same form,
+ * so one validated native path loads every model.
  *
  * @module
  */

@@ -1,6 +1,6 @@
 //! 2-D pooling kernels, NCHW float32, one output row of one plane per call: max pooling
 //! (with dilation), average pooling (PyTorch's count_include_pad and divisor rules) and
-//! adaptive average pooling. ops/pool.zig checks the shapes and splits rows over the
+//! adaptive average pooling. ops/pooling.zig checks the shapes and splits rows over the
 //! intra-op pool. The references at the bottom are direct loops written from PyTorch's
 //! definitions, independent of the window arithmetic the kernels share with conv.zig.
 const std = @import("std");

@@ -1,7 +1,7 @@
 /**
  * 2-D pooling, NCHW float32: `maxPool2d`, `avgPool2d` and `adaptiveAvgPool2d`, with
  * PyTorch's output sizes, padding limits and ceil-mode rules. Pairs with
- * zig/src/kernels/pool.zig.
+ * zig/src/ops/pooling.zig and zig/src/kernels/pooling.zig.
  *
  * @module
  */
