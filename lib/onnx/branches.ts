@@ -6,7 +6,7 @@
  * product) to do between the moment the branch's input exists and the first use of its
  * result, the branch moves into a graph of its own: a `fork` right after its input is made
  * starts it on the inter-op pool, and a `wait` just before the first use of its result
- * joins it (helping, not blocking, when the task has not started; see pool/inter_op.zig).
+ * joins it (helping, not blocking, when the task has not started; see zig/src/pool/future.zig).
  * Branches whose result is a graph output stay inline.
  *
  * @module

@@ -8,6 +8,7 @@
  */
 import { check, native } from "../../ffi/load.ts";
 import { SpindleError } from "../../ffi/status.ts";
+import { LIMITS } from "../../ffi/abi.ts";
 import { Tensor } from "../tensor.ts";
 import { decodeDescription, type Description } from "./format.ts";
 
@@ -15,7 +16,7 @@ const finalizer = new FinalizationRegistry<bigint>((handle) => {
   native().spindle_program_dispose(handle);
 });
 
-const MESSAGE_CAPACITY = 512;
+const MESSAGE_CAPACITY = LIMITS.messageCapacity;
 const decoder = new TextDecoder();
 
 /** A loaded program (graphs + weights) owned by the native library. */
