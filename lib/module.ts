@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { SpindleError } from "../ffi/status.ts";
 import { type DType, full, Tensor } from "./tensor.ts";
 import { Program } from "./program/program.ts";
 import { programFor, type ScriptFunction, scriptState } from "./script/script.ts";
@@ -485,6 +486,37 @@ export async function save(module: Module, path: string | URL): Promise<void> {
   await Deno.writeFile(path, module.image);
 }
 
+/** Files larger than this are refused before they are read (a model image is held whole). */
+const MAX_MODEL_FILE_BYTES = 16 * 2 ** 30;
+
+/** Reads a model file: a regular file of a sane size, with errors that name the path. */
+async function readModelFile(path: string | URL, name: string): Promise<Uint8Array> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new Deno.errors.NotFound(`load: no model file at '${name}' (check the path)`, { cause: error });
+    }
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      throw new Deno.errors.PermissionDenied(`load: cannot read '${name}': run Deno with --allow-read`, {
+        cause: error,
+      });
+    }
+    throw error;
+  }
+  if (!info.isFile) {
+    throw new TypeError(`load: '${name}' is not a regular file (a directory or a device); pass a model file`);
+  }
+  if (info.size > MAX_MODEL_FILE_BYTES) {
+    throw new SpindleError(
+      "too_large",
+      `load: '${name}' is ${info.size} bytes, over the ${MAX_MODEL_FILE_BYTES}-byte limit`,
+    );
+  }
+  return await Deno.readFile(path);
+}
+
 /**
  * Loads a Spindle model file, or an ONNX model (a path ending in `.onnx`, converted by
  * {@link importOnnx}, with its input and output names and symbolic dimensions). Everything
@@ -506,8 +538,11 @@ export async function save(module: Module, path: string | URL): Promise<void> {
  * ```
  */
 export async function load(path: string | URL, options: ImportOptions = {}): Promise<Module> {
+  if (typeof path !== "string" && !(path instanceof URL)) {
+    throw new TypeError(`load: the path must be a string or a URL, got ${path === null ? "null" : typeof path}`);
+  }
   const name = String(path);
-  const bytes = await Deno.readFile(path);
+  const bytes = await readModelFile(path, name);
   const image = name.toLowerCase().endsWith(".onnx") ? importOnnx(bytes, options) : bytes;
   return createModule(Program.load(image), name.split("/").pop() ?? name);
 }

@@ -51,9 +51,38 @@ Deno.test("unknown subcommands and flags print usage and exit 2", async () => {
   assert.match(badFlag.stderr, /nope/);
   const badValue = await runCli(["infer", "--threads", "zero"]);
   assert.equal(badValue.code, 2);
-  assert.match(badValue.stderr, /--threads expects a positive integer, got 'zero'/);
+  assert.match(badValue.stderr, /--threads expects an integer from 1 to 1024, got 'zero'/);
   const none = await runCli([]);
   assert.equal(none.code, 2);
+});
+
+Deno.test("bad thread counts, missing models, directories and devices get one-line errors, no stack trace", async () => {
+  const negative = await runCli(["infer", "--threads", "-1"]);
+  assert.equal(negative.code, 2);
+  assert.match(negative.stderr, /--threads expects an integer from 1 to 1024, got '-1'/);
+  const huge = await runCli(["infer", "--threads", "100000"]);
+  assert.equal(huge.code, 2);
+  assert.match(huge.stderr, /--threads expects an integer from 1 to 1024, got '100000'/);
+  const proto = await runCli(["toString"]);
+  assert.equal(proto.code, 2);
+  assert.match(proto.stderr, /unknown command 'toString'/);
+  const dir = await Deno.makeTempDir();
+  try {
+    for (
+      const [model, pattern] of [
+        [`${dir}/missing.onnx`, /no model file at '.*missing\.onnx' \(check the path\)/],
+        [dir, /is not a regular file \(a directory or a device\)/],
+        ["/dev/zero", /'\/dev\/zero' is not a regular file/],
+      ] as const
+    ) {
+      const result = await runCli(["infer", "--model", model, "--requests", "1", "--warmup", "0"]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, pattern);
+      assert.doesNotMatch(result.stderr, /\n\s+at /, "no stack trace");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("every subcommand has --help", async () => {

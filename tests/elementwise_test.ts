@@ -141,7 +141,10 @@ Deno.test("scalar operands on either side", () => {
   assert.deepEqual(values(c), [8, 4, 2]);
   assert.deepEqual(values(d), [2, 4, 16]);
   assert.throws(() => add(1 as unknown as Tensor, 2), TypeError);
-  assert.throws(() => add(x, NaN), TypeError);
+  // A NaN scalar is a number (PyTorch's x + nan): it propagates; a string is refused by name.
+  using nan = add(x, NaN);
+  assert.ok(values(nan).every(Number.isNaN));
+  assert.throws(() => add(x, "1" as unknown as number), /add: other must be a Tensor or a number, got string 1/);
 });
 
 Deno.test("ops on views (transposed inputs) read the right elements", () => {

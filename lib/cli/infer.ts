@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "../threads.ts";
+import { getNumInteropThreads, getNumThreads, MAX_THREADS, setNumInteropThreads, setNumThreads } from "../threads.ts";
 import { parallelInfoJson } from "../parallel_info.ts";
 import { BUILTIN_NAMES, type BuiltinModel, builtinModel } from "../models/builtin.ts";
 import { load, type Module } from "../module.ts";
@@ -205,9 +205,9 @@ export async function inferCommand(args: string[]): Promise<number> {
     console.log(INFER_USAGE);
     return 0;
   }
-  if (values.threads !== undefined) setNumThreads(positiveInteger("threads", values.threads, 1));
+  if (values.threads !== undefined) setNumThreads(positiveInteger("threads", values.threads, 1, MAX_THREADS));
   if (values["interop-threads"] !== undefined) {
-    setNumInteropThreads(positiveInteger("interop-threads", values["interop-threads"], 1));
+    setNumInteropThreads(positiveInteger("interop-threads", values["interop-threads"], 1, MAX_THREADS));
   }
   const concurrency = positiveInteger("concurrency", values.concurrency, 1);
   if (concurrency > 32) throw new UsageError(`--concurrency is at most 32 (Deno's blocking pool), got ${concurrency}`);

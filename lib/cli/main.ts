@@ -30,7 +30,7 @@ export async function main(args: string[]): Promise<number> {
     (command === undefined ? console.error : console.log)(USAGE);
     return command === undefined ? 2 : 0;
   }
-  const handler = COMMANDS[command];
+  const handler = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
   try {
     if (handler === undefined) throw new UsageError(`unknown command '${command}'`);
     return await handler(rest);
@@ -41,6 +41,10 @@ export async function main(args: string[]): Promise<number> {
     }
     if (error instanceof SpindleError || error instanceof RangeError || error instanceof TypeError) {
       console.error(`error: ${error.message}${error instanceof SpindleError ? ` (${error.code})` : ""}`);
+      return 1;
+    }
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied) {
+      console.error(`error: ${error.message}`);
       return 1;
     }
     throw error;

@@ -14,21 +14,42 @@ export class UsageError extends Error {
   }
 }
 
-/** Parses `args` strictly; unknown flags and missing values become {@link UsageError}s. */
+/**
+ * Parses `args` strictly; unknown flags and missing values become {@link UsageError}s. A
+ * value that looks like a negative number (`--threads -1`) is taken as the flag's value, so
+ * that its own check can say what is wrong with it.
+ */
 export function parse<T extends NonNullable<ParseArgsConfig["options"]>>(args: string[], options: T) {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i].startsWith("--") ? args[i].slice(2) : undefined;
+    const takesValue = flag !== undefined && Object.hasOwn(options, flag) && options[flag].type === "string";
+    if (takesValue && i + 1 < args.length && /^-\d/.test(args[i + 1])) {
+      joined.push(`${args[i]}=${args[i + 1]}`);
+      i++;
+    } else {
+      joined.push(args[i]);
+    }
+  }
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false });
+    return parseArgs({ args: joined, options, strict: true, allowPositionals: false });
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }
 }
 
-/** Parses a positive integer flag value. */
-export function positiveInteger(flag: string, value: string | undefined, fallback: number): number {
+/** Parses a positive integer flag value, at most `max`. */
+export function positiveInteger(
+  flag: string,
+  value: string | undefined,
+  fallback: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) return fallback;
   const parsed = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed <= 0) {
-    throw new UsageError(`--${flag} expects a positive integer, got '${value}'`);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed <= 0 || parsed > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer from 1 to ${max}`;
+    throw new UsageError(`--${flag} expects ${range}, got '${value}'`);
   }
   return parsed;
 }

@@ -10,14 +10,22 @@ import { defineOp, describe, type OpCall, requireNumber, requireTensor } from ".
 /** A tensor or a plain number (broadcast as a scalar). */
 export type Operand = Tensor | number;
 
+function scalarOperand(name: string, what: string, value: unknown): number {
+  if (typeof value !== "number") {
+    throw new TypeError(`${name}: ${what} must be a Tensor or a number, got ${describe(value)}`);
+  }
+  return value;
+}
+
 type BinaryOp = "add" | "sub" | "mul" | "div" | "pow" | "maximum" | "minimum";
 type UnaryOp = "relu" | "sigmoid" | "tanh" | "exp" | "log" | "sqrt" | "neg" | "abs" | "erf" | "hard_swish";
 
 function binaryCall(name: string, a: Operand, b: Operand): OpCall<BinaryOp> {
   if (a instanceof Tensor && b instanceof Tensor) return { inputs: [a, b], params: {} };
-  if (a instanceof Tensor) return { inputs: [a], params: { scalar: requireNumber(name, "other", b) } };
+  // A NaN or infinite scalar is a number like any other (x + NaN is NaN everywhere).
+  if (a instanceof Tensor) return { inputs: [a], params: { scalar: scalarOperand(name, "other", b) } };
   if (b instanceof Tensor) {
-    return { inputs: [b], params: { scalar: requireNumber(name, "input", a), scalar_first: true } };
+    return { inputs: [b], params: { scalar: scalarOperand(name, "input", a), scalar_first: true } };
   }
   throw new TypeError(`${name}: at least one operand must be a Tensor, got ${describe(a)} and ${describe(b)}`);
 }

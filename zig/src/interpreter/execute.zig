@@ -118,12 +118,17 @@ fn checkInputs(graph: *const Graph, graph_index: usize, inputs: []const *Tensor)
         return status.fail(error.InvalidArgument, "run: graph {d} takes {d} inputs, got {d}", .{ graph_index, graph.inputs.len, inputs.len });
     }
     for (graph.inputs, inputs, 0..) |spec, input, i| {
-        const matches = spec.dtype == input.dtype and spec.shape.len == input.ndim and for (spec.shape, input.dims()) |want, got| {
+        if (spec.dtype != input.dtype) {
+            return status.fail(error.DTypeMismatch, "run: input {d} '{s}' is {s}, the model expects {s} {f}", .{
+                i, spec.name, input.dtype.name(), spec.dtype.name(), spec,
+            });
+        }
+        const matches = spec.shape.len == input.ndim and for (spec.shape, input.dims()) |want, got| {
             if (want != null and want.? != got) break false;
         } else true;
         if (!matches) {
-            return status.fail(error.ShapeMismatch, "run: input {d} is {s} {f}, the graph expects {s} of {d} dims", .{
-                i, input.dtype.name(), status.shape(input.dims()), spec.dtype.name(), spec.shape.len,
+            return status.fail(error.ShapeMismatch, "run: input {d} '{s}' has shape {f}, the model expects {f}", .{
+                i, spec.name, status.shape(input.dims()), spec,
             });
         }
     }

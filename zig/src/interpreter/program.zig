@@ -24,9 +24,30 @@ pub const Node = struct {
 };
 
 pub const InputSpec = struct {
+    /// The input's name ("" when the model gives none), for error messages.
+    name: []const u8,
     dtype: tensor.DType,
     /// Dimensions; null = any size.
     shape: []const ?usize,
+    /// Per dimension, the model's name for it (ONNX dim_param) or null; empty when none.
+    symbols: []const ?[]const u8,
+
+    /// Formats the shape as the model declares it: `[batch, 3, ?, 224]`.
+    pub fn format(spec: InputSpec, writer: *std.Io.Writer) std.Io.Writer.Error!void {
+        try writer.writeByte('[');
+        for (spec.shape, 0..) |dim, axis| {
+            if (axis > 0) try writer.writeAll(", ");
+            const symbol = if (spec.symbols.len == spec.shape.len) spec.symbols[axis] else null;
+            if (dim) |size| {
+                try writer.print("{d}", .{size});
+            } else if (symbol) |name| {
+                try writer.writeAll(name);
+            } else {
+                try writer.writeByte('?');
+            }
+        }
+        try writer.writeByte(']');
+    }
 };
 
 /// Marks a value that no node reads (released right after it is made).
@@ -171,7 +192,7 @@ fn buildInputs(allocator: std.mem.Allocator, descriptions: []const format.InputD
             if (dim < -1 or dim > 1 << 40) return status.fail(error.MalformedModel, "model: graph {d} has an input dimension {d}", .{ graph_index, dim });
             slot.* = if (dim == -1) null else @intCast(dim);
         }
-        spec.* = .{ .dtype = dtype, .shape = shape };
+        spec.* = .{ .name = d.name, .dtype = dtype, .shape = shape, .symbols = d.symbols };
     }
     return specs;
 }

@@ -138,11 +138,14 @@ fn convGeometry(input: *const Tensor, weight: *const Tensor, bias: ?*const Tenso
     }
     try checkBias(op, bias, out_channels);
     const effective = try effectiveKernel(op, kernel, dilation);
-    var grid: [2]usize = undefined;
-    var padded: [2]usize = undefined;
+    // Both padded sizes first: the message below prints the pair whole.
+    var padded: [2]usize = @splat(0);
     for (0..2) |axis| {
         padded[axis] = std.math.add(usize, image[2 + axis], std.math.mul(usize, 2, padding[axis]) catch return error.TooLarge) catch
             return status.fail(error.TooLarge, op ++ ": padding {f} overflows the padded size", .{status.shape(&padding)});
+    }
+    var grid: [2]usize = @splat(0);
+    for (0..2) |axis| {
         if (effective[axis] > padded[axis]) {
             return status.fail(error.ShapeMismatch, op ++ ": input {f} padded to {f} is smaller than the dilated kernel {f} of weight {f}", .{
                 status.shape(input.dims()), status.shape(&padded), status.shape(&effective), status.shape(weight.dims()),

@@ -1,0 +1,99 @@
+/**
+ * Errors users hit with wrong input: each is typed, says what was wrong, and prints nothing
+ * from uninitialised memory (issue 17's cases).
+ */
+import assert from "node:assert/strict";
+import {
+  conv2d,
+  importOnnx,
+  load,
+  Module,
+  ones,
+  relu,
+  script,
+  SpindleError,
+  type Tensor,
+  tensor,
+  zeros,
+} from "../mod.ts";
+
+Deno.test("load() refuses a non-path, a missing file and a directory with typed errors that name them", async () => {
+  await assert.rejects(load(null as unknown as string), /load: the path must be a string or a URL, got null/);
+  await assert.rejects(load("/nonexistent/model.onnx"), (e) => {
+    return e instanceof Deno.errors.NotFound && /no model file at '\/nonexistent\/model.onnx'/.test(e.message);
+  });
+  const dir = await Deno.makeTempDir();
+  await assert.rejects(load(dir), (e) => e instanceof TypeError && /is not a regular file/.test(e.message));
+  await Deno.remove(dir);
+});
+
+Deno.test("a wrong input dtype is dtype_mismatch, a wrong shape shape_mismatch, both naming the input", async () => {
+  using x = zeros([2, 3]);
+  using model = Module.fromScript(script((input: Tensor) => relu(input)), [x], { inputNames: ["features"] });
+  using ints = zeros([2, 3], { dtype: "int32" });
+  await assert.rejects(model.forward(ints), (e) => {
+    return e instanceof SpindleError && e.code === "dtype_mismatch" &&
+      /input 0 'features' is int32, the model expects float32 \[2, 3\]/.test(e.message);
+  });
+  using wide = zeros([2, 4]);
+  assert.throws(() => model.forwardSync(wide), (e) => {
+    return e instanceof SpindleError && e.code === "shape_mismatch" &&
+      /input 0 'features' has shape \[2, 4\], the model expects \[2, 3\]/.test(e.message);
+  });
+});
+
+Deno.test("an ONNX input's symbolic dims appear in the shape error", async () => {
+  // x [batch, 4] → Relu; a 3-D input does not fit.
+  const { BinaryWriter } = await import("@bufbuild/protobuf/wire");
+  const w = new BinaryWriter();
+  w.uint32((1 << 3) | 0).int64(8);
+  w.uint32((8 << 3) | 2).fork().uint32((2 << 3) | 0).int64(17).join();
+  w.uint32((7 << 3) | 2).fork();
+  w.uint32((1 << 3) | 2).fork().uint32((1 << 3) | 2).string("x").uint32((2 << 3) | 2).string("y")
+    .uint32((4 << 3) | 2).string("Relu").join();
+  const valueInfo = (field: number, name: string) => {
+    w.uint32((field << 3) | 2).fork().uint32((1 << 3) | 2).string(name);
+    w.uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).fork().uint32((1 << 3) | 0).int32(1);
+    w.uint32((2 << 3) | 2).fork();
+    w.uint32((1 << 3) | 2).fork().uint32((2 << 3) | 2).string("batch").join();
+    w.uint32((1 << 3) | 2).fork().uint32((1 << 3) | 0).int64(4).join();
+    w.join().join().join().join();
+  };
+  valueInfo(11, "x");
+  valueInfo(12, "y");
+  w.join();
+  const path = await Deno.makeTempFile({ suffix: ".onnx" });
+  await Deno.writeFile(path, w.finish());
+  try {
+    importOnnx(await Deno.readFile(path)); // loads as exported
+    using model = await load(path);
+    using bad = zeros([2, 4, 1]);
+    assert.throws(() => model.forwardSync(bad), (e) => {
+      return e instanceof SpindleError && e.code === "shape_mismatch" &&
+        /input 0 'x' has shape \[2, 4, 1\], the model expects \[batch, 4\]/.test(e.message);
+    });
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("conv2d's too-small-input message prints the whole padded size, never stack memory", () => {
+  using x = ones([1, 1, 2, 2]);
+  using w = ones([1, 1, 3, 3]);
+  for (let run = 0; run < 20; run++) {
+    assert.throws(() => conv2d(x, w), (e) => {
+      return e instanceof SpindleError && e.code === "shape_mismatch" &&
+        /padded to \[2, 2\] is smaller/.test(e.message);
+    });
+  }
+});
+
+Deno.test("dtype names are checked without prototype lookups", () => {
+  for (const dtype of ["toString", "constructor", "__proto__"]) {
+    assert.throws(
+      () => zeros([2], { dtype: dtype as "float32" }),
+      (e) => e instanceof TypeError && /unknown dtype/.test(e.message),
+    );
+    assert.throws(() => tensor([1], [1], { dtype: dtype as "float32" }), TypeError);
+  }
+});
