@@ -113,6 +113,8 @@ export const symbols = {
   },
   // int32_t spindle_program_dispose(uint64_t program)
   spindle_program_dispose: { parameters: ["u64"], result: "i32" },
+  // void spindle_set_allocation_budget(uint64_t bytes)
+  spindle_set_allocation_budget: { parameters: ["u64"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The type of the loaded library's `symbols` object. */

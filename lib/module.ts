@@ -544,5 +544,5 @@ export async function load(path: string | URL, options: ImportOptions = {}): Pro
   const name = String(path);
   const bytes = await readModelFile(path, name);
   const image = name.toLowerCase().endsWith(".onnx") ? importOnnx(bytes, options) : bytes;
-  return createModule(Program.load(image), name.split("/").pop() ?? name);
+  return createModule(Program.load(image, options.memoryBudget), name.split("/").pop() ?? name);
 }

@@ -3,6 +3,8 @@
  * from uninitialised memory (issue 17's cases).
  */
 import assert from "node:assert/strict";
+import { encodeImage } from "../lib/program/format.ts";
+import { Program } from "../lib/program/program.ts";
 import {
   conv2d,
   importOnnx,
@@ -42,28 +44,35 @@ Deno.test("a wrong input dtype is dtype_mismatch, a wrong shape shape_mismatch, 
   });
 });
 
-Deno.test("an ONNX input's symbolic dims appear in the shape error", async () => {
-  // x [batch, 4] → Relu; a 3-D input does not fit.
+/** A one-node ONNX model: y = op(x), x and y float with dims (a string is a symbolic dim). */
+async function onnxModel(op: string, dims: (number | string)[]): Promise<Uint8Array> {
   const { BinaryWriter } = await import("@bufbuild/protobuf/wire");
   const w = new BinaryWriter();
   w.uint32((1 << 3) | 0).int64(8);
   w.uint32((8 << 3) | 2).fork().uint32((2 << 3) | 0).int64(17).join();
   w.uint32((7 << 3) | 2).fork();
   w.uint32((1 << 3) | 2).fork().uint32((1 << 3) | 2).string("x").uint32((2 << 3) | 2).string("y")
-    .uint32((4 << 3) | 2).string("Relu").join();
+    .uint32((4 << 3) | 2).string(op).join();
   const valueInfo = (field: number, name: string) => {
     w.uint32((field << 3) | 2).fork().uint32((1 << 3) | 2).string(name);
     w.uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).fork().uint32((1 << 3) | 0).int32(1);
     w.uint32((2 << 3) | 2).fork();
-    w.uint32((1 << 3) | 2).fork().uint32((2 << 3) | 2).string("batch").join();
-    w.uint32((1 << 3) | 2).fork().uint32((1 << 3) | 0).int64(4).join();
+    for (const dim of dims) {
+      if (typeof dim === "string") w.uint32((1 << 3) | 2).fork().uint32((2 << 3) | 2).string(dim).join();
+      else w.uint32((1 << 3) | 2).fork().uint32((1 << 3) | 0).int64(dim).join();
+    }
     w.join().join().join().join();
   };
   valueInfo(11, "x");
   valueInfo(12, "y");
   w.join();
+  return w.finish();
+}
+
+Deno.test("an ONNX input's symbolic dims appear in the shape error", async () => {
+  // x [batch, 4] → Relu; a 3-D input does not fit.
   const path = await Deno.makeTempFile({ suffix: ".onnx" });
-  await Deno.writeFile(path, w.finish());
+  await Deno.writeFile(path, await onnxModel("Relu", ["batch", 4]));
   try {
     importOnnx(await Deno.readFile(path)); // loads as exported
     using model = await load(path);
@@ -96,4 +105,42 @@ Deno.test("dtype names are checked without prototype lookups", () => {
     );
     assert.throws(() => tensor([1], [1], { dtype: dtype as "float32" }), TypeError);
   }
+});
+
+Deno.test("files declaring absurd sizes are refused with too_large within the memory budget, quickly", async () => {
+  // A Spindle image whose input declares 2.5e9 floats (10 GB): the load-time check would
+  // have allocated it.
+  const image = encodeImage({
+    graphs: [{
+      inputs: [{ dtype: "float32", shape: [50000, 50000] }],
+      values: 2,
+      nodes: [{ op: "relu", inputs: [0], outputs: [1] }],
+      outputs: [1],
+    }],
+    tensors: [],
+  });
+  const started = performance.now();
+  assert.throws(() => Program.load(image), (e) => {
+    return e instanceof SpindleError && e.code === "too_large" &&
+      /shape \[50000, 50000\] \(10000000000 bytes\)/.test(e.message);
+  });
+  // The same model under a budget that fits a smaller declaration loads.
+  const small = encodeImage({
+    graphs: [{
+      inputs: [{ dtype: "float32", shape: [500, 500] }],
+      values: 2,
+      nodes: [{ op: "relu", inputs: [0], outputs: [1] }],
+      outputs: [1],
+    }],
+    tensors: [],
+  });
+  Program.load(small, 2_000_000).dispose();
+  assert.throws(() => Program.load(small, 1_000_000), (e) => e instanceof SpindleError && e.code === "too_large");
+  // An ONNX input dim of 2^40.
+  const huge = await onnxModel("Relu", [2 ** 40, 4]);
+  assert.throws(() => importOnnx(huge), (e) => {
+    return e instanceof SpindleError && e.code === "too_large" &&
+      /input 'x' of shape \[1099511627776,4\]/.test(e.message);
+  });
+  assert.ok(performance.now() - started < 5000, "refused in under 5 s");
 });

@@ -9,6 +9,7 @@ import { SpindleError } from "../../ffi/status.ts";
 import type { DType, Tensor } from "../tensor.ts";
 import { tensor } from "../tensor.ts";
 import { encodeImage, type InputDescription } from "../program/format.ts";
+import { DEFAULT_MEMORY_BUDGET, withMemoryBudget } from "../program/program.ts";
 import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";
@@ -49,6 +50,12 @@ export interface ImportOptions {
    * thread, so that a request uses only its intra-op threads.
    */
   executionMode?: "sequential" | "parallel";
+  /**
+   * The most tensor bytes import and the load-time check may allocate (default 4 GiB):
+   * import runs the model's ops on stand-in inputs, so a file declaring absurd sizes is
+   * refused with `too_large` instead of exhausting memory. Raise it for a model that needs more.
+   */
+  memoryBudget?: number;
 }
 
 /** The op types (with their domain when not the default one) that import cannot handle. */
@@ -108,6 +115,28 @@ function hostOfTensor(t: Tensor): Host {
  */
 export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint8Array {
   if (!(bytes instanceof Uint8Array)) throw new TypeError("importOnnx: expected the file's bytes as a Uint8Array");
+  const budget = options.memoryBudget ?? DEFAULT_MEMORY_BUDGET;
+  try {
+    return withMemoryBudget(budget, () => importWithin(bytes, options, budget));
+  } catch (error) {
+    // V8's own allocation failures (a huge constant or stand-in input) are the same refusal.
+    if (
+      error instanceof RangeError &&
+      /allocation failed|Invalid typed array length|Invalid array length/.test(error.message)
+    ) {
+      throw new SpindleError(
+        "too_large",
+        `importOnnx: the model needs more memory than it can have: ${error.message}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    throw error;
+  }
+}
+
+function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number): Uint8Array {
   const model = decode(bytes);
   const missing = unsupportedOps(model);
   if (missing.length > 0) {
@@ -161,6 +190,14 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Uint
       for (let r = 0; r < runCount; r++) {
         const shape = spec.shape.map((d, axis) => (d === -1 ? DYNAMIC_SIZES[axis === 0 ? 0 : 1][r] : d));
         const count = numel(shape);
+        const bytes = count * (spec.dtype === "int64" ? 8 : 4);
+        if (bytes > budget) {
+          throw new SpindleError(
+            "too_large",
+            `input '${inputNames[index]}' of shape [${shape}] needs ${bytes} bytes, over the ${budget}-byte memory ` +
+              `budget; pass smaller inputShapes or raise memoryBudget`,
+          );
+        }
         const data = spec.dtype === "float32"
           ? new Float32Array(count)
           : spec.dtype === "int64"

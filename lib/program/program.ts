@@ -19,6 +19,29 @@ const finalizer = new FinalizationRegistry<bigint>((handle) => {
 const MESSAGE_CAPACITY = LIMITS.messageCapacity;
 const decoder = new TextDecoder();
 
+/**
+ * The default cap on the tensor bytes a load may allocate (4 GiB): loading checks a model
+ * by running it on inputs of its declared shapes, and ONNX import runs its ops on stand-in
+ * inputs, so a small hostile file could otherwise ask for any amount of memory.
+ */
+export const DEFAULT_MEMORY_BUDGET = 4 * 2 ** 30;
+
+/**
+ * Runs `fn` with the calling thread's native tensor allocations capped at `bytes` (see
+ * zig/src/tensor.zig `Budget`); a tensor that would pass the cap is a `too_large` error.
+ */
+export function withMemoryBudget<T>(bytes: number, fn: () => T): T {
+  if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new RangeError(`memoryBudget must be a positive whole number of bytes, got ${bytes}`);
+  }
+  native().spindle_set_allocation_budget(BigInt(bytes));
+  try {
+    return fn();
+  } finally {
+    native().spindle_set_allocation_budget(0n);
+  }
+}
+
 /** A loaded program (graphs + weights) owned by the native library. */
 export class Program {
   /** The model image it was loaded from (what `save` writes). */
@@ -38,12 +61,13 @@ export class Program {
    * Validates and loads a model image natively.
    *
    * @param image The file bytes.
+   * @param memoryBudget The most tensor bytes the load-time check may allocate.
    * @returns The program.
-   * @throws {SpindleError} code `malformed_model` naming the defect.
+   * @throws {SpindleError} code `malformed_model` naming the defect, `too_large` past the budget.
    */
-  static load(image: Uint8Array): Program {
+  static load(image: Uint8Array, memoryBudget: number = DEFAULT_MEMORY_BUDGET): Program {
     const out = new BigUint64Array(1);
-    check(native().spindle_program_load(image, BigInt(image.byteLength), out));
+    withMemoryBudget(memoryBudget, () => check(native().spindle_program_load(image, BigInt(image.byteLength), out)));
     return new Program(out[0], image);
   }
 

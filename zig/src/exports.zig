@@ -516,6 +516,13 @@ export fn spindle_program_dispose(handle: Handle) i32 {
     return status.toStatus(program.table.dispose(handle));
 }
 
+/// void spindle_set_allocation_budget(uint64_t bytes): caps the tensor bytes the calling
+///     thread may allocate from now on (0: no cap); model loads and ONNX import run under
+///     one. A call that would pass it fails with too_large, naming the tensor and the bytes.
+export fn spindle_set_allocation_budget(bytes: u64) void {
+    tensor.setAllocationBudget(if (bytes == 0) null else @intCast(bytes));
+}
+
 test {
     // Reference every file so `zig build test` runs the tests at the bottom of each.
     std.testing.refAllDecls(@This());

@@ -84,6 +84,9 @@ pub const Storage = struct {
     /// Set when the bytes are a region of an interpreter arena: releasing the storage then
     /// releases the arena instead of freeing a block.
     arena: ?*Arena = null,
+    /// Bytes counted against the allocating thread's budget (0: none), given back when the
+    /// storage is freed on a thread with a budget.
+    charged: usize = 0,
     /// Incremented by every tensor viewing this storage. Release decrement synchronises
     /// with the Acquire load of the thread that frees, so all writes happen before free.
     refs: std.atomic.Value(u32),
@@ -111,6 +114,7 @@ pub const Storage = struct {
         std.debug.assert(previous > 0);
         if (previous == 1) {
             _ = storage.refs.load(.acquire);
+            refundBudget(storage.charged);
             if (storage.arena) |arena| arena.release() else storage_cache.free(storage.block);
             StructCache(Storage).destroy(storage);
         }
@@ -272,9 +276,56 @@ fn takePlanned(byte_count: usize) Error!?*Storage {
     return storage;
 }
 
+/// A cap on the tensor bytes one thread may hold at once while it is set. Loading a model
+/// (its check on inputs of the declared shapes) and ONNX import (ops run on stand-in
+/// inputs) run under one, so that a small hostile file cannot make them allocate without
+/// bound. Storage freed on the same thread gives its bytes back; storage freed elsewhere
+/// (rare while loading) keeps them counted, which only errs on the safe side.
+pub const Budget = struct {
+    limit: usize,
+    used: usize = 0,
+};
+
+/// Thread-local: set and cleared by the thread that loads; intra-op workers never see it.
+threadlocal var allocation_budget: ?Budget = null;
+
+/// Starts counting this thread's tensor allocations against `limit` bytes (null: no cap).
+pub fn setAllocationBudget(limit: ?usize) void {
+    allocation_budget = if (limit) |bytes| .{ .limit = bytes } else null;
+}
+
+/// Bytes held against this thread's budget now (0 without one).
+pub fn allocationBudgetUsed() usize {
+    return if (allocation_budget) |budget| budget.used else 0;
+}
+
+fn chargeBudget(shape: []const usize, bytes: usize) Error!void {
+    const budget = &(allocation_budget orelse return);
+    if (bytes > budget.limit - budget.used) {
+        return status.fail(error.TooLarge, "a tensor of shape {f} ({d} bytes) would take the allocations past the {d}-byte memory budget ({d} bytes used); raise the budget (load's memoryBudget option) if the model really needs it", .{
+            status.shape(shape), bytes, budget.limit, budget.used,
+        });
+    }
+    budget.used += bytes;
+}
+
+fn refundBudget(bytes: usize) void {
+    const budget = &(allocation_budget orelse return);
+    budget.used -= @min(bytes, budget.used);
+}
+
 pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     const count = try checkedNumel(shape, dtype);
-    const storage = (try takePlanned(count * dtype.size())) orelse try Storage.create(count * dtype.size());
+    const bytes = count * dtype.size();
+    try chargeBudget(shape, bytes);
+    const storage = (takePlanned(bytes) catch |err| {
+        refundBudget(bytes);
+        return err;
+    }) orelse Storage.create(bytes) catch |err| {
+        refundBudget(bytes);
+        return err;
+    };
+    if (allocation_budget != null) storage.charged = bytes;
     errdefer storage.release();
     const t = try StructCache(Tensor).create();
     t.* = .{
@@ -373,6 +424,37 @@ pub fn contiguous(t: *Tensor) Error!*Tensor {
 
 pub const Handle = handles.Handle;
 pub var table: handles.Table(Tensor, "tensor") = .{};
+
+test "an allocation budget refuses the tensor that would pass it, and only on its thread" {
+    setAllocationBudget(1000);
+    defer setAllocationBudget(null);
+    const first = try createZeroed(.float32, &.{ 10, 10 });
+    const second = try createZeroed(.float32, &.{ 10, 10 });
+    try std.testing.expectEqual(@as(usize, 800), allocationBudgetUsed());
+    // 800 held: a third 400 does not fit until one is freed.
+    try std.testing.expectError(error.TooLarge, createZeroed(.float32, &.{ 10, 10 }));
+    try std.testing.expectEqual(@as(usize, 800), allocationBudgetUsed());
+    first.release();
+    try std.testing.expectEqual(@as(usize, 400), allocationBudgetUsed());
+    const third = try createZeroed(.float32, &.{ 10, 10 });
+    third.release();
+    second.release();
+    try std.testing.expectEqual(@as(usize, 0), allocationBudgetUsed());
+    const Other = struct {
+        fn run(result: *bool) void {
+            const t = createZeroed(.float32, &.{ 1000, 1000 }) catch return;
+            t.release();
+            result.* = true;
+        }
+    };
+    var allocated = false;
+    const thread = try std.Thread.spawn(.{}, Other.run, .{&allocated});
+    thread.join();
+    try std.testing.expect(allocated);
+    setAllocationBudget(null);
+    const free = try createZeroed(.float32, &.{ 1000, 1000 });
+    free.release();
+}
 
 test "checkedNumel refuses overflow, too many dims and huge sizes" {
     try std.testing.expectEqual(@as(usize, 0), try checkedNumel(&.{ 3, 0 }, .float32));

@@ -216,6 +216,9 @@ pub fn checkShapes(program: *Program) Error!void {
         for (spec.shape, 0..) |dim, axis| shape[axis] = dim orelse 1;
         inputs[i] = tensor.createZeroed(spec.dtype, shape[0..spec.shape.len]) catch |err| {
             if (err == error.OutOfMemory) return err;
+            var reason: [status.message_capacity]u8 = undefined;
+            const length = status.lastMessage(&reason);
+            if (err == error.TooLarge) return status.fail(error.TooLarge, "model: input {d} '{s}': {s}", .{ i, spec.name, reason[0..length] });
             return status.fail(error.MalformedModel, "model: graph 0 input {d} has an impossible shape", .{i});
         };
         created += 1;
@@ -231,6 +234,7 @@ pub fn checkShapes(program: *Program) Error!void {
         if (err == error.OutOfMemory) return err;
         var original: [status.message_capacity]u8 = undefined;
         const length = status.lastMessage(&original);
+        if (err == error.TooLarge) return status.fail(error.TooLarge, "model: checking the graph on inputs of its declared shapes: {s}", .{original[0..length]});
         return status.fail(error.MalformedModel, "model: the graph does not check out on inputs of its declared shapes: {s}", .{original[0..length]});
     };
     for (outputs[0..graph.outputs.len]) |t| t.release();
