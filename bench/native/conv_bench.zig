@@ -60,14 +60,14 @@ fn nowNs() u64 {
     return @intCast(std.time.nanoTimestamp());
 }
 
-/// One eager op call with its inputs and parameters; the output is released at once.
+/// One op call with its inputs and typed options (ops.zig's schema); the output is released
+/// at once.
 const Call = struct {
-    op: ops.OpCode,
+    options: ops.Options,
     inputs: []const *tensor.Tensor,
-    params: []const f64,
 
     fn run(call: *const Call) !void {
-        const out = try ops.run(call.op, call.inputs, call.params);
+        const out = try ops.execute(call.options, call.inputs);
         out.release();
     }
 };
@@ -122,14 +122,18 @@ pub fn main() !void {
         defer a.release();
         const b = try randomTensor(random, &.{ shape[2], shape[1] });
         defer b.release();
-        const stride: f64 = @floatFromInt(layer.stride);
-        const padding: f64 = @floatFromInt(layer.padding);
+        const stride: i64 = @intCast(layer.stride);
+        const padding: i64 = @intCast(layer.padding);
         const conv_call: Call = .{
-            .op = .conv2d,
+            .options = .{ .conv2d = .{
+                .stride = .{ stride, stride },
+                .padding = .{ padding, padding },
+                .groups = @intCast(layer.groups),
+                .has_bias = true,
+            } },
             .inputs = &.{ x, weight, bias },
-            .params = &.{ stride, stride, padding, padding, 1, 1, @floatFromInt(layer.groups), 1, 0, 1, 0 },
         };
-        const gemm_call: Call = .{ .op = .mm, .inputs = &.{ a, b }, .params = &.{} };
+        const gemm_call: Call = .{ .options = .{ .mm = .{} }, .inputs = &.{ a, b } };
         const repetitions: usize = if (layer.flops() < 5e7) 41 else 21;
         for ([_]u32{ 1, 2 }, 0..) |threads, t| {
             try settings.setNumThreads(threads);

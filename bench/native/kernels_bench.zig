@@ -75,7 +75,7 @@ const EagerAdd = struct {
     a: *tensor.Tensor,
     b: *tensor.Tensor,
     fn run(self: *const EagerAdd) anyerror!void {
-        const out = try ops.run(.add, &.{ self.a, self.b }, &.{});
+        const out = try ops.execute(.{ .add = .{} }, &.{ self.a, self.b });
         out.release();
     }
 };
@@ -121,7 +121,7 @@ const BagRun = struct {
     indices: *tensor.Tensor,
     offsets: *tensor.Tensor,
     fn run(self: *const BagRun) anyerror!void {
-        const out = try ops.run(.embedding_bag, &.{ self.table, self.indices, self.offsets }, &.{ 0, 1, 0, 0 });
+        const out = try ops.execute(.{ .embedding_bag = .{ .mode = .sum, .has_offsets = true } }, &.{ self.table, self.indices, self.offsets });
         out.release();
     }
 };
