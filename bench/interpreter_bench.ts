@@ -34,3 +34,15 @@ Deno.bench(`eager: ${CHAIN} tiny ops from TypeScript (per op: divide by ${CHAIN}
   }
   h.dispose();
 });
+
+// The fixed cost of one call, separate from the ops: a one-op program on a 1-element tensor,
+// run on the calling thread and on an inference thread (one nonblocking FFI call, awaited).
+const single = Module.fromScript(script((input: Tensor) => relu(input), "single"), [x]);
+
+Deno.bench("per call: forwardSync of a one-op program", { group: "call", baseline: true }, () => {
+  single.forwardSync(x).dispose();
+});
+
+Deno.bench("per call: await forward of a one-op program", { group: "call" }, async () => {
+  (await single.forward(x)).dispose();
+});
