@@ -326,7 +326,7 @@ Deno.test("nested fork/wait 16 deep with fan-out 2 is 17 graphs that save, load 
   // In a subprocess: the inter-op thread count is set once per process, before any fork.
   const result = await runSnippet(
     `import { add, fork, load, Module, mul, randn, save, script, setNumInteropThreads, tanh, wait } from "${MOD_URL}";
-     import { decodeDescription } from "${new URL("lib/script/format.ts", MOD_URL).href}";
+     import { decodeDescription } from "${new URL("lib/program/format.ts", MOD_URL).href}";
      setNumInteropThreads(1);
      const depth = 16;
      let level = script((x) => tanh(x), "leaf");
