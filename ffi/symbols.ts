@@ -3,7 +3,7 @@
  * the same order, with its C prototype in a comment. Nothing else in Spindle names a native
  * symbol.
  *
- * Handles (tensors, futures) are `u64` — BigInt in JavaScript. Out-parameters are passed
+ * Handles (tensors, futures, programs, pinned calls) are `u64` — BigInt in JavaScript. Out-parameters are passed
  * as typed-array `buffer`s.
  *
  * @module
@@ -104,15 +104,26 @@ export const symbols = {
     parameters: ["u64", "u32", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
     result: "i32",
   },
-  // The same, on Deno's blocking pool: each pending call is one inference thread.
-  spindle_program_run_async: {
-    name: "spindle_program_run",
-    parameters: ["u64", "u32", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
+  // int32_t spindle_program_dispose(uint64_t program)
+  spindle_program_dispose: { parameters: ["u64"], result: "i32" },
+  // int32_t spindle_call_pin(uint64_t program, uint32_t graph, const uint64_t *inputs,
+  //     size_t input_count, uint64_t *out_call)
+  spindle_call_pin: { parameters: ["u64", "u32", "buffer", "usize", "buffer"], result: "i32" },
+  // int32_t spindle_call_run(uint64_t call, uint64_t *outputs, size_t output_count,
+  //     uint8_t *message, size_t message_capacity)
+  spindle_call_run: { parameters: ["u64", "buffer", "usize", "buffer", "usize"], result: "i32" },
+  // The same, on Deno's blocking pool: each pending call is one inference thread. The call
+  // was pinned on the JavaScript thread, so the run looks up no handle.
+  spindle_call_run_async: {
+    name: "spindle_call_run",
+    parameters: ["u64", "buffer", "usize", "buffer", "usize"],
     result: "i32",
     nonblocking: true,
   },
-  // int32_t spindle_program_dispose(uint64_t program)
-  spindle_program_dispose: { parameters: ["u64"], result: "i32" },
+  // int32_t spindle_call_dispose(uint64_t call)
+  spindle_call_dispose: { parameters: ["u64"], result: "i32" },
+  // size_t spindle_call_live_count(void)
+  spindle_call_live_count: { parameters: [], result: "usize" },
   // void spindle_set_allocation_budget(uint64_t bytes)
   spindle_set_allocation_budget: { parameters: ["u64"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -84,7 +84,9 @@ let createModule: (program: Program, name: string) => Module;
  * onnxruntime users run a session — `run({ [inputName]: tensor })` returns the outputs by
  * name, described by `inputNames`, `outputNames`, `inputMetadata` and `outputMetadata`.
  * The asynchronous methods run off the JavaScript thread, so N concurrent calls run as N
- * inference threads; the `…Sync` ones run on the calling thread.
+ * inference threads; the `…Sync` ones run on the calling thread. An asynchronous call holds
+ * its inputs and the module's program from the moment it is made until it settles, so
+ * disposing them meanwhile (as `using` does at the end of a scope) is safe.
  *
  * @example
  * ```ts

@@ -17,6 +17,8 @@ const finalizer = new FinalizationRegistry<bigint>((handle) => {
 });
 
 const MESSAGE_CAPACITY = LIMITS.messageCapacity;
+/** Where spindle_call_pin writes the token (read at once, on the same thread). */
+const callBuffer = new BigUint64Array(1);
 const decoder = new TextDecoder();
 
 /**
@@ -94,25 +96,12 @@ export class Program {
     return this.description.graphs[0].outputs.length;
   }
 
-  /** The arguments of spindle_program_run (the same for the sync and nonblocking symbol). */
-  #prepare(inputs: readonly Tensor[]) {
+  /** The input handles, each input checked to be a Tensor. */
+  #handles(inputs: readonly Tensor[]): BigUint64Array {
     inputs.forEach((t, i) => {
       if (!(t instanceof Tensor)) throw new TypeError(`forward: input ${i} must be a Tensor`);
     });
-    const handles = BigUint64Array.from(inputs, (t) => t.handle);
-    const outputs = new BigUint64Array(this.outputCount);
-    const message = new Uint8Array(MESSAGE_CAPACITY);
-    const args = [
-      this.#live(),
-      0,
-      handles,
-      BigInt(handles.length),
-      outputs,
-      BigInt(outputs.length),
-      message,
-      BigInt(MESSAGE_CAPACITY),
-    ] as const;
-    return { args, outputs, message };
+    return BigUint64Array.from(inputs, (t) => t.handle);
   }
 
   #collect(status: number, outputs: BigUint64Array, message: Uint8Array): Tensor[] {
@@ -130,20 +119,53 @@ export class Program {
    * @returns One tensor per graph output.
    */
   runSync(inputs: readonly Tensor[]): Tensor[] {
-    const call = this.#prepare(inputs);
-    return this.#collect(native().spindle_program_run(...call.args), call.outputs, call.message);
+    const handles = this.#handles(inputs);
+    const outputs = new BigUint64Array(this.outputCount);
+    const message = new Uint8Array(MESSAGE_CAPACITY);
+    const status = native().spindle_program_run(
+      this.#live(),
+      0,
+      handles,
+      BigInt(handles.length),
+      outputs,
+      BigInt(outputs.length),
+      message,
+      BigInt(MESSAGE_CAPACITY),
+    );
+    return this.#collect(status, outputs, message);
   }
 
   /**
-   * Runs graph 0 off the JavaScript thread (one of Deno's blocking-pool threads); the inputs
-   * stay referenced natively for the duration of the call.
+   * Runs graph 0 off the JavaScript thread (one of Deno's blocking-pool threads). Before it
+   * returns, the program and the inputs are pinned natively (one reference each, held until
+   * the run ends): disposing them while the run is pending, as `using` does at the end of a
+   * scope, is safe and does not change the result.
    *
    * @param inputs The graph's inputs.
    * @returns One tensor per graph output.
    */
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
-    const call = this.#prepare(inputs);
-    return this.#collect(await native().spindle_program_run_async(...call.args), call.outputs, call.message);
+    // Everything up to the first await runs on the calling thread, before run() returns.
+    const handles = this.#handles(inputs);
+    check(native().spindle_call_pin(this.#live(), 0, handles, BigInt(handles.length), callBuffer));
+    const call = callBuffer[0];
+    // The buffers the run writes stay referenced here until it settles.
+    const outputs = new BigUint64Array(this.outputCount);
+    const message = new Uint8Array(MESSAGE_CAPACITY);
+    let pending: Promise<number>;
+    try {
+      pending = native().spindle_call_run_async(
+        call,
+        outputs,
+        BigInt(outputs.length),
+        message,
+        BigInt(MESSAGE_CAPACITY),
+      );
+    } catch (error) {
+      native().spindle_call_dispose(call); // the run never started: release what it pinned
+      throw error;
+    }
+    return this.#collect(await pending, outputs, message);
   }
 
   /** Frees the native program (running calls keep their own reference). Idempotent. */

@@ -20,6 +20,7 @@ const info = @import("info.zig");
 const abi = @import("abi.zig");
 const program = @import("interpreter/program.zig");
 const execute = @import("interpreter/execute.zig");
+const call = @import("interpreter/call.zig");
 
 const Error = status.Error;
 const Handle = tensor.Handle;
@@ -460,10 +461,10 @@ fn programInfo(handle: Handle, graph: u32, out: ?*[5]u64) Error!void {
 
 /// int32_t spindle_program_run(uint64_t program, uint32_t graph, const uint64_t *inputs,
 ///     size_t input_count, uint64_t *outputs, size_t output_count, uint8_t *message,
-///     size_t message_capacity): runs a graph on the calling thread — an inference thread
-///     when called nonblocking from Deno — and publishes one tensor handle per output. On
-///     error the message is also copied into `message`, since a nonblocking call runs on a
-///     pool thread whose thread-local message the caller cannot read.
+///     size_t message_capacity): runs a graph on the calling thread and publishes one tensor
+///     handle per output. On error the message is also copied into `message`, as
+///     spindle_call_run does. Looks its handles up when it runs: not for a nonblocking call
+///     (pin one with spindle_call_pin and run that instead).
 export fn spindle_program_run(
     handle: Handle,
     graph: u32,
@@ -475,7 +476,12 @@ export fn spindle_program_run(
     message_capacity: usize,
 ) i32 {
     status.clearMessage();
-    const code = status.toStatus(programRun(handle, graph, inputs, input_count, outputs, output_count));
+    return finishRun(programRun(handle, graph, inputs, input_count, outputs, output_count), message, message_capacity);
+}
+
+/// The status of a finished run, its message also copied into `message` on error.
+fn finishRun(result: Error!void, message: ?[*]u8, message_capacity: usize) i32 {
+    const code = status.toStatus(result);
     // The run is over and this thread goes back to Deno (often a blocking-pool thread the
     // next request will not use): its intra-op workers sleep rather than spin.
     intra_op.parkCaller();
@@ -494,17 +500,28 @@ fn programRun(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count:
     const loaded = try program.table.acquire(handle);
     defer loaded.release();
     if (graph >= loaded.graphs.len) return status.fail(error.IndexOutOfRange, "program has {d} graphs, asked for graph {d}", .{ loaded.graphs.len, graph });
-    if (output_count > max_program_outputs) return status.fail(error.InvalidArgument, "at most {d} outputs", .{max_program_outputs});
     var buffer: [ops.max_inputs]*tensor.Tensor = undefined;
     const tensors = try acquireInputs(inputs, input_count, &buffer);
     defer for (tensors) |t| t.release();
-    const destination = (outputs orelse return status.fail(error.InvalidArgument, "outputs pointer is null", .{}))[0..output_count];
+    const destination = try outputSlots(outputs, output_count);
     var results: [max_program_outputs]*tensor.Tensor = undefined;
     try execute.run(loaded, graph, tensors, results[0..output_count]);
+    try publishOutputs(results[0..output_count], destination);
+}
+
+fn outputSlots(outputs: ?[*]Handle, output_count: usize) Error![]Handle {
+    if (output_count > max_program_outputs) return status.fail(error.InvalidArgument, "at most {d} outputs", .{max_program_outputs});
+    return (outputs orelse return status.fail(error.InvalidArgument, "outputs pointer is null", .{}))[0..output_count];
+}
+
+/// Publishes a run's outputs (one reference each, taken over) as handles into `destination`;
+/// on error releases them all and disposes the handles already published.
+fn publishOutputs(results: []const *tensor.Tensor, destination: []Handle) Error!void {
+    std.debug.assert(results.len == destination.len);
     var published: usize = 0;
     errdefer for (destination[0..published]) |h| tensor.table.dispose(h) catch {};
-    errdefer for (results[published..output_count]) |t| t.release();
-    for (results[0..output_count], destination) |t, *slot| {
+    errdefer for (results[published..]) |t| t.release();
+    for (results, destination) |t, *slot| {
         slot.* = try tensor.table.register(t);
         published += 1;
     }
@@ -514,6 +531,60 @@ fn programRun(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count:
 export fn spindle_program_dispose(handle: Handle) i32 {
     status.clearMessage();
     return status.toStatus(program.table.dispose(handle));
+}
+
+/// int32_t spindle_call_pin(uint64_t program, uint32_t graph, const uint64_t *inputs,
+///     size_t input_count, uint64_t *out_call): acquires the program and the inputs on the
+///     calling thread into a call of graph `graph`, which holds them until it is run
+///     (spindle_call_run) or disposed, whatever happens to their handles meanwhile.
+export fn spindle_call_pin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, out: ?*Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(callPin(handle, graph, inputs, input_count, out));
+}
+
+fn callPin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, out: ?*Handle) Error!void {
+    const destination = out orelse return status.fail(error.InvalidArgument, "output call pointer is null", .{});
+    const loaded = try program.table.acquire(handle);
+    var buffer: [ops.max_inputs]*tensor.Tensor = undefined;
+    const tensors = acquireInputs(inputs, input_count, &buffer) catch |err| {
+        loaded.release();
+        return err;
+    };
+    // The call takes over these references, also when it fails.
+    destination.* = try call.table.pin(loaded, graph, tensors);
+}
+
+/// int32_t spindle_call_run(uint64_t call, uint64_t *outputs, size_t output_count,
+///     uint8_t *message, size_t message_capacity): runs a pinned call on the calling thread —
+///     an inference thread when called nonblocking from Deno — publishes one tensor handle
+///     per output, and releases what the call pinned, also when the run fails. A call runs
+///     once: running it again is invalid_handle. On error the message is also copied into
+///     `message`, since a nonblocking call runs on a pool thread whose thread-local message
+///     the caller cannot read.
+export fn spindle_call_run(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize) i32 {
+    status.clearMessage();
+    return finishRun(callRun(token, outputs, output_count), message, message_capacity);
+}
+
+fn callRun(token: Handle, outputs: ?[*]Handle, output_count: usize) Error!void {
+    const pinned = try call.table.take(token);
+    defer pinned.release();
+    const destination = try outputSlots(outputs, output_count);
+    var results: [max_program_outputs]*tensor.Tensor = undefined;
+    try pinned.run(results[0..output_count]);
+    try publishOutputs(results[0..output_count], destination);
+}
+
+/// int32_t spindle_call_dispose(uint64_t call): releases a pinned call without running it.
+export fn spindle_call_dispose(token: Handle) i32 {
+    status.clearMessage();
+    return status.toStatus(call.table.dispose(token));
+}
+
+/// size_t spindle_call_live_count(void): calls pinned and not yet run or disposed (leak
+///     checks in tests).
+export fn spindle_call_live_count() usize {
+    return call.table.liveCount();
 }
 
 /// void spindle_set_allocation_budget(uint64_t bytes): caps the tensor bytes the calling
@@ -544,6 +615,7 @@ test {
     _ = @import("interpreter/program.zig");
     _ = @import("interpreter/execute.zig");
     _ = @import("interpreter/plan.zig");
+    _ = call;
 }
 
 test "exported tensor round trip and bad arguments" {
@@ -622,4 +694,89 @@ test "a failing forked op stores its error for wait" {
     var buffer: [128]u8 = undefined;
     const count = status.lastMessage(&buffer);
     try std.testing.expect(std.mem.startsWith(u8, buffer[0..count], "mm: "));
+}
+
+test "exported pinned call: handles disposed after the pin, one run, everything released" {
+    const json =
+        \\{"format":"spindle-graph","version":2,"tensors":[],
+        \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[2]}],"values":2,
+        \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
+    ;
+    const image = try @import("interpreter/format.zig").writeImage(std.testing.allocator, json, &.{});
+    defer std.testing.allocator.free(image);
+    const baseline_tensors = spindle_tensor_live_count();
+    const baseline_calls = spindle_call_live_count();
+    var loaded: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_program_load(image.ptr, image.len, &loaded));
+    // Watch the program's references through one of our own.
+    const watched = try program.table.acquire(loaded);
+    defer watched.release();
+    const shape = [_]i64{2};
+    const values = [_]f32{ -1, 2 };
+    var x: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_create(0, 1, &shape, std.mem.sliceAsBytes(&values).ptr, 8, &x));
+    var token: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_call_pin(loaded, 0, &.{x}, 1, &token));
+    // What `using` does at the end of a scope: the handles go before the run starts.
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(x));
+    try std.testing.expectEqual(@as(i32, 0), spindle_program_dispose(loaded));
+    var output: Handle = 0;
+    var message: [status.message_capacity]u8 = undefined;
+    try std.testing.expectEqual(@as(i32, 0), spindle_call_run(token, (&output)[0..1], 1, &message, message.len));
+    var out: [2]f32 = undefined;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_read(output, std.mem.sliceAsBytes(&out).ptr, 8));
+    try std.testing.expectEqualSlices(f32, &.{ 0, 2 }, &out);
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(output));
+    // Monotonic: the run released on this thread.
+    try std.testing.expectEqual(@as(u32, 1), watched.refs.load(.monotonic));
+    // A call runs once: the second run and a dispose after it are invalid_handle, with a
+    // message in the caller's buffer.
+    const invalid_handle = @intFromEnum(status.Status.invalid_handle);
+    try std.testing.expectEqual(invalid_handle, spindle_call_run(token, (&output)[0..1], 1, &message, message.len));
+    try std.testing.expect(std.mem.indexOf(u8, std.mem.sliceTo(&message, 0), "not pinned") != null);
+    try std.testing.expectEqual(invalid_handle, spindle_call_dispose(token));
+    // Disposed handles cannot be pinned.
+    try std.testing.expectEqual(invalid_handle, spindle_call_pin(loaded, 0, &.{x}, 1, &token));
+    try std.testing.expectEqual(baseline_calls, spindle_call_live_count());
+    try std.testing.expectEqual(baseline_tensors, spindle_tensor_live_count());
+}
+
+test "exported pinned call: refused pins and failing runs release what they took" {
+    const json =
+        \\{"format":"spindle-graph","version":2,"tensors":[],
+        \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[2]}],"values":2,
+        \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
+    ;
+    const image = try @import("interpreter/format.zig").writeImage(std.testing.allocator, json, &.{});
+    defer std.testing.allocator.free(image);
+    const baseline_calls = spindle_call_live_count();
+    var loaded: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_program_load(image.ptr, image.len, &loaded));
+    defer _ = spindle_program_dispose(loaded);
+    const watched = try program.table.acquire(loaded);
+    defer watched.release();
+    const wrong_shape = [_]i64{3};
+    var wrong: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_full(0, 1, &wrong_shape, 1, &wrong));
+    defer _ = spindle_tensor_dispose(wrong);
+    const tensor_watched = try tensor.table.acquire(wrong);
+    defer tensor_watched.release();
+    var token: Handle = 0;
+    try std.testing.expectEqual(@intFromEnum(status.Status.index_out_of_range), spindle_call_pin(loaded, 3, &.{wrong}, 1, &token));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_handle), spindle_call_pin(loaded, 0, &.{ wrong, 0xdead }, 2, &token));
+    var output: Handle = 0;
+    var message: [status.message_capacity]u8 = undefined;
+    // The run fails on the input's shape; bad output arguments fail it too. Both release.
+    try std.testing.expectEqual(@as(i32, 0), spindle_call_pin(loaded, 0, &.{wrong}, 1, &token));
+    try std.testing.expectEqual(@intFromEnum(status.Status.shape_mismatch), spindle_call_run(token, (&output)[0..1], 1, &message, message.len));
+    try std.testing.expect(std.mem.startsWith(u8, &message, "run: input 0"));
+    try std.testing.expectEqual(@as(i32, 0), spindle_call_pin(loaded, 0, &.{wrong}, 1, &token));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_call_run(token, null, 1, &message, message.len));
+    // A pinned call disposed without running releases too.
+    try std.testing.expectEqual(@as(i32, 0), spindle_call_pin(loaded, 0, &.{wrong}, 1, &token));
+    try std.testing.expectEqual(@as(i32, 0), spindle_call_dispose(token));
+    try std.testing.expectEqual(baseline_calls, spindle_call_live_count());
+    // Monotonic: every release happened on this thread. The table and `watched` remain.
+    try std.testing.expectEqual(@as(u32, 2), watched.refs.load(.monotonic));
+    try std.testing.expectEqual(@as(u32, 2), tensor_watched.refs.load(.monotonic));
 }
