@@ -20,8 +20,9 @@
 //! fork tree run mostly inline does not keep one node per fork alive until its root
 //! completes, claimed tasks (Task.is_claimed_fn) are popped early from the newest end of
 //! the queues: from a worker's deque after each inline run (dropClaimed, down to the mark),
-//! and from the injector's tail whenever a task is pushed there. Both stop at the first task
-//! still to run, so the cost is one look at the newest task.
+//! and from the injector's tail whenever a task is pushed there (all but its head, which
+//! the next pop takes anyway). Both stop at the first task still to run, so the cost is one
+//! look at the newest task.
 //!
 //! Public surface: Task, init, deinit, schedule, threadCount and the process-wide global();
 //! for waiters Frame, helpOnce, dropClaimed and onWorkerThread.
@@ -145,8 +146,9 @@ pub fn schedule(pool: *Pool, task: *Task) void {
     // through this task. Counting first also keeps `pending` from underflowing.
     _ = pool.pending.fetchAdd(1, .seq_cst);
     const pushed_locally = if (current_worker) |worker| worker.pool == pool and worker.deque.push(task) else false;
-    if (!pushed_locally) pool.drop(pool.injector.push(task));
+    const claimed = if (pushed_locally) null else pool.injector.push(task);
     pool.notify();
+    pool.drop(claimed); // After the wake-up: nothing waits on these releases.
 }
 
 /// Takes claimed tasks, popped early and linked by `next`, off the books: each run_fn only
@@ -345,15 +347,18 @@ const Injector = struct {
 
     /// Queues `task` at the tail, after unlinking the claimed tasks that end the queue
     /// (forks whose waiter ran them inline); returns those, linked by `next`, for
-    /// Pool.drop to release outside the lock.
+    /// Pool.drop to release outside the lock. The head stays even when claimed: the next
+    /// pop takes it anyway, and a fork-then-wait loop from outside the pool leaves that
+    /// release to an idle worker instead of adding it to every fork.
     fn push(injector: *Injector, task: *Task) ?*Task {
         injector.mutex.lock();
         defer injector.mutex.unlock();
         var claimed: ?*Task = null;
         while (injector.tail) |tail| {
-            if (!Task.isClaimed({}, tail)) break;
-            injector.tail = tail.prev;
-            if (injector.tail) |new_tail| new_tail.next = null else injector.head = null;
+            if (tail == injector.head or !Task.isClaimed({}, tail)) break;
+            const new_tail = tail.prev.?; // Not the head, so not the first.
+            new_tail.next = null;
+            injector.tail = new_tail;
             tail.prev = null;
             tail.next = claimed;
             claimed = tail;
@@ -503,7 +508,7 @@ test "deinit runs every queued task before it stops the workers" {
     for (&signals) |*signal| try testing.expect(signal.done.isSet());
 }
 
-test "a push onto the injector first unlinks the claimed tasks at its tail" {
+test "a push onto the injector first unlinks the claimed tasks at its tail, never the head" {
     const Claimable = struct {
         task: Task = .{ .run_fn = run, .is_claimed_fn = isClaimed },
         claimed: bool = false,
@@ -525,12 +530,13 @@ test "a push onto the injector first unlinks the claimed tasks at its tail" {
     try testing.expectEqual(@as(?*Task, &tasks[1].task), dropped);
     try testing.expectEqual(@as(?*Task, &tasks[2].task), dropped.?.next);
     try testing.expectEqual(@as(?*Task, null), tasks[2].task.next);
-    // Every task left is claimed: the push empties the queue before it links the new one.
+    // Every task left is claimed: the push unlinks all but the head, which a pop takes.
     tasks[0].claimed = true;
     tasks[3].claimed = true;
-    const all = injector.push(&tasks[4].task);
-    try testing.expectEqual(@as(?*Task, &tasks[0].task), all);
-    try testing.expectEqual(@as(?*Task, &tasks[3].task), all.?.next);
+    const all_but_head = injector.push(&tasks[4].task);
+    try testing.expectEqual(@as(?*Task, &tasks[3].task), all_but_head);
+    try testing.expectEqual(@as(?*Task, null), all_but_head.?.next);
+    try testing.expectEqual(@as(?*Task, &tasks[0].task), injector.pop());
     try testing.expectEqual(@as(?*Task, &tasks[4].task), injector.pop());
     try testing.expectEqual(@as(?*Task, null), injector.pop());
     try testing.expectEqual(@as(?*Task, null), injector.tail);
