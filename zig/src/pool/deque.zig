@@ -10,6 +10,10 @@
 //!
 //! Positions are u64 and never wrap (2^64 pushes is centuries), so an owner may remember
 //! the bottom (a mark) and later pop only what was pushed above it (popAbove).
+//!
+//! Both ends also take a predicate that may refuse the item there, leaving the deque as it
+//! was: a tbb caller steals only its own region's ranges (stealIf), and an inter-op worker
+//! pops early the tasks at its bottom that a waiter has already run inline (popAboveIf).
 const std = @import("std");
 
 const assert = std.debug.assert;
@@ -61,15 +65,25 @@ pub fn Deque(comptime Item: type, comptime capacity: u32) type {
         /// The owner takes its newest item if that was pushed at or above position `floor`
         /// (a bottomPosition() it remembered): what it pushed since, and nothing older.
         pub fn popAbove(deque: *Self, floor: u64) ?Item {
+            return deque.popAboveIf(floor, {}, acceptsAny);
+        }
+
+        /// The owner takes its newest item if that was pushed at or above `floor` and
+        /// `accepts(context, item)`; otherwise it leaves the deque as it was (the inter-op
+        /// pool pops the tasks that a waiter already ran inline, and stops at the first
+        /// other one).
+        pub fn popAboveIf(deque: *Self, floor: u64, context: anytype, comptime accepts: fn (@TypeOf(context), Item) bool) ?Item {
             // Monotonic: only the owner makes the deque grow, so a zero here is exact for
             // it; a stale non-zero only costs the lock.
             if (deque.length.load(.monotonic) == 0) return null;
             deque.mutex.lock();
             defer deque.mutex.unlock();
             if (deque.bottom <= @max(deque.top, floor)) return null;
+            const item = deque.items[(deque.bottom - 1) % capacity];
+            if (!accepts(context, item)) return null;
             deque.bottom -= 1;
             deque.shrunk();
-            return deque.items[deque.bottom % capacity];
+            return item;
         }
 
         /// A thief takes the oldest item.
@@ -156,6 +170,28 @@ test "popAbove takes only what was pushed since the mark" {
     // A thief took items below the mark: the floor is the top, not the mark.
     try testing.expectEqual(@as(?u32, 1), deque.steal());
     try testing.expectEqual(@as(?u32, 2), deque.pop());
+}
+
+test "popAboveIf pops accepted items down to the mark and stops at the first refused" {
+    var deque: Deque(u32, 8) = .{};
+    try testing.expect(deque.push(1));
+    const mark = deque.bottomPosition();
+    for ([_]u32{ 3, 4, 5, 7 }) |item| try testing.expect(deque.push(item));
+    const Odd = struct {
+        fn accepts(_: void, item: u32) bool {
+            return item % 2 == 1;
+        }
+    };
+    try testing.expectEqual(@as(?u32, 7), deque.popAboveIf(mark, {}, Odd.accepts));
+    try testing.expectEqual(@as(?u32, 5), deque.popAboveIf(mark, {}, Odd.accepts));
+    // 4 is refused and stays, and so does 3 beneath it.
+    try testing.expectEqual(@as(?u32, null), deque.popAboveIf(mark, {}, Odd.accepts));
+    try testing.expectEqual(@as(?u32, 4), deque.pop());
+    try testing.expectEqual(@as(?u32, 3), deque.popAboveIf(mark, {}, Odd.accepts));
+    // 1 is accepted but below the mark.
+    try testing.expectEqual(@as(?u32, null), deque.popAboveIf(mark, {}, Odd.accepts));
+    try testing.expectEqual(@as(?u32, 1), deque.pop());
+    try testing.expectEqual(@as(?u32, null), deque.popAboveIf(0, {}, Odd.accepts));
 }
 
 test "stealIf leaves an item it does not accept" {

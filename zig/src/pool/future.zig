@@ -24,6 +24,13 @@
 //! the subtree it depends on breaks the argument, and past the pool's frame bound a waiter
 //! sleeps instead of running tasks inline.
 //!
+//! A task claimed by rule 1 stays queued, holding the queue's reference to its node, until
+//! some thread pops it. The pool pops such tasks early (isClaimedTask tells it which): a
+//! worker's waiter, once it has run a task inline, pops the claimed tasks at the top of its
+//! deque (Pool.dropClaimed), and a push onto the injector first drops the claimed tasks at
+//! its tail. So a deep fork tree run mostly inline keeps a few nodes per level alive, not
+//! one per fork until its root completes (and never nears max_live_futures).
+//!
 //! What allocates: future nodes, in slabs of `slab_nodes` whenever the number of live
 //! futures exceeds its previous peak (slab.zig). Slabs are recycled, never freed, so a fork
 //! in steady state takes a node from the free list and allocates nothing.
@@ -126,7 +133,7 @@ pub fn fork(pool: *Pool, name: []const u8, comptime Context: type, context: Cont
     };
     const Erased = ErasedContext(Context);
     future.* = .{
-        .task = .{ .run_fn = runQueued },
+        .task = .{ .run_fn = runQueued, .is_claimed_fn = isClaimedTask },
         .refs = .init(2), // The caller's, and the queue's (dropped by whoever pops it).
         .depth = depth,
         .thread_state = ThreadLocalState.get(),
@@ -207,10 +214,23 @@ pub fn isDone(future: *const Future) bool {
     return future.state.load(.acquire) & phase_mask != phase_pending;
 }
 
-/// Whether some thread has started the task (tests use it to pin a task to a worker).
+/// Whether some thread has started the task (isClaimedTask asks it for the pool; tests use
+/// it to pin a task to a worker).
 fn isStarted(future: *const Future) bool {
-    // Monotonic: a hint; a caller that needs the results goes through isDone().
+    // Monotonic: a hint; a caller that needs the results goes through isDone(). Pairs with
+    // nothing: claim()'s exchange publishes nothing either.
     return future.claimed.load(.monotonic);
+}
+
+/// Task.is_claimed_fn of futures: whether the queued task's future has been claimed, so that
+/// popping it would only drop the queue's reference. A claim is never undone; a stale false
+/// only leaves the task queued for a worker to pop as usual.
+fn isClaimedTask(task: *const Pool.Task) bool {
+    const future: *const Future = @alignCast(@fieldParentPtr("task", task));
+    // isStarted()'s Monotonic load: nothing is read through the answer. A task popped
+    // because of it goes to runQueued(), whose claim() exchange (an RMW, so it sees the
+    // claim) declines to run it again.
+    return future.isStarted();
 }
 
 /// Waits until the future completes (running it inline when no thread started it yet,
@@ -243,9 +263,13 @@ fn result(future: *Future) Error!*Tensor {
 /// The three rules of the module comment, in order.
 fn waitUntilDone(future: *Future) void {
     if (Pool.Frame.enter()) |frame| {
-        defer frame.leave();
-        if (future.claim()) {
-            future.execute();
+        const ran_inline = future.claim();
+        if (ran_inline) future.execute();
+        frame.leave();
+        if (ran_inline) {
+            // Outside the frame, so that the mark is the waiting task's again and the
+            // task just run (queued beneath the frame's mark) can be popped as well.
+            Pool.dropClaimed();
             return;
         }
     }
@@ -584,6 +608,58 @@ test "a fan-out of 1000 forks from a task completes on one inter-op thread" {
     // Monotonic: every holder's release happened before the futures were freed, which
     // expectLiveFutures observed through the slab's mutex.
     try testing.expectEqual(@as(u32, 1), shared.refs.load(.monotonic));
+}
+
+/// Forks two children `depth` levels deep, waits on both, and notes the most futures alive
+/// at any leaf.
+const Tree = struct {
+    pool: *Pool,
+    depth: u32,
+    value: *Tensor,
+    peak_live: *Atomic(usize),
+
+    pub fn run(tree: *Tree) Error!*Tensor {
+        if (tree.depth == 0) {
+            // Monotonic: a maximum, read after the root's wait (which orders it).
+            _ = tree.peak_live.fetchMax(liveCount(), .monotonic);
+            tree.value.retain();
+            return tree.value;
+        }
+        const child: Tree = .{ .pool = tree.pool, .depth = tree.depth - 1, .value = tree.value, .peak_live = tree.peak_live };
+        const left = try fork(tree.pool, "tree", Tree, child);
+        defer left.release();
+        const right = try fork(tree.pool, "tree", Tree, child);
+        defer right.release();
+        (try left.wait()).release();
+        (try right.wait()).release();
+        tree.value.retain();
+        return tree.value;
+    }
+};
+
+test "a binary fork tree whose waits run the forks inline keeps few futures alive" {
+    // A fork that its waiter ran inline must not stay alive until the root completes:
+    // otherwise all 2^13 nodes of the tree would be alive at once.
+    var watchdog: Watchdog = .{ .what = "binary fork tree" };
+    try watchdog.start(60);
+    defer watchdog.stop();
+    const shared = try tensor.createZeroed(.float32, &.{1});
+    defer shared.release();
+    const baseline = liveCount();
+    const pool = try Pool.init(1);
+    defer pool.deinit();
+    var peak_live: Atomic(usize) = .init(0);
+    const tree: Tree = .{ .pool = pool, .depth = 12, .value = shared, .peak_live = &peak_live };
+    // On the worker (its deque), then from this thread (the injector).
+    const root = try fork(pool, "tree", Tree, tree);
+    waitUntilStarted(root);
+    (try root.wait()).release();
+    root.release();
+    var outside = tree;
+    (try outside.run()).release();
+    try expectLiveFutures(baseline);
+    // Monotonic: see Tree.run.
+    try testing.expect(peak_live.load(.monotonic) - baseline <= 4 * 12);
 }
 
 test "a waiting worker runs its own subtree while the awaited task runs elsewhere" {

@@ -15,8 +15,17 @@
 //! the task began: helpOnce() then runs only tasks pushed above that mark, the subtree of
 //! the task running now, the only tasks a waiting worker may safely help with.
 //!
+//! A task that a waiter claimed and ran inline stays queued until some thread pops it (its
+//! run_fn then only drops what the queue holds: for a future, its node). So that a deep
+//! fork tree run mostly inline does not keep one node per fork alive until its root
+//! completes, claimed tasks (Task.is_claimed_fn) are popped early from the newest end of
+//! the queues: from a worker's deque after each inline run (dropClaimed, down to the mark),
+//! and from the injector's tail whenever a task is pushed there (all but its head, which
+//! the next pop takes anyway). Both stop at the first task still to run, so the cost is one
+//! look at the newest task.
+//!
 //! Public surface: Task, init, deinit, schedule, threadCount and the process-wide global();
-//! for waiters Frame, helpOnce and onWorkerThread.
+//! for waiters Frame, helpOnce, dropClaimed and onWorkerThread.
 const std = @import("std");
 const builtin = @import("builtin");
 const status = @import("../status.zig");
@@ -63,7 +72,18 @@ shutting_down: Atomic(bool) = .init(false),
 pub const Task = struct {
     /// Link in the injector; owned by whichever list holds the task.
     next: ?*Task = null,
+    /// Back link in the injector, whose tail drops claimed tasks (Injector.push).
+    prev: ?*Task = null,
     run_fn: *const fn (task: *Task) void,
+    /// Whether a waiter has claimed the queued task (run it inline), so that its run_fn
+    /// would only drop what the queue holds: the pool then pops it early (module comment).
+    /// Once true it stays true; a stale false only leaves the task queued. Null: never.
+    is_claimed_fn: ?*const fn (task: *const Task) bool = null,
+
+    fn isClaimed(_: void, task: *Task) bool {
+        const is_claimed = task.is_claimed_fn orelse return false;
+        return is_claimed(task);
+    }
 };
 
 const Deque = @import("deque.zig").Deque(*Task, deque_capacity);
@@ -126,8 +146,21 @@ pub fn schedule(pool: *Pool, task: *Task) void {
     // through this task. Counting first also keeps `pending` from underflowing.
     _ = pool.pending.fetchAdd(1, .seq_cst);
     const pushed_locally = if (current_worker) |worker| worker.pool == pool and worker.deque.push(task) else false;
-    if (!pushed_locally) pool.injector.push(task);
+    const claimed = if (pushed_locally) null else pool.injector.push(task);
     pool.notify();
+    pool.drop(claimed); // After the wake-up: nothing waits on these releases.
+}
+
+/// Takes claimed tasks, popped early and linked by `next`, off the books: each run_fn only
+/// drops the queue's hold (a future's runQueued() does not run a claimed task).
+fn drop(pool: *Pool, claimed: ?*Task) void {
+    var next = claimed;
+    while (next) |task| {
+        next = task.next; // Read first: run_fn may free the task.
+        task.next = null;
+        pool.took();
+        task.run_fn(task);
+    }
 }
 
 /// Wakes one sleeping worker for a newly queued task, unless a searching worker will find
@@ -288,6 +321,19 @@ pub fn helpOnce() bool {
     return true;
 }
 
+/// For a waiter that ran a task inline and has left that task's frame: pops the claimed
+/// tasks at the top of this worker's deque, down to the mark of the task running now. The
+/// task just run, and whatever its subtree forked and ran inline itself, would otherwise
+/// stay queued beneath the next forks. Does nothing on other threads (their claimed tasks
+/// wait in the injector, whose pushes drop them).
+pub fn dropClaimed() void {
+    const worker = current_worker orelse return;
+    while (worker.deque.popAboveIf(worker.mark, {}, Task.isClaimed)) |task| {
+        task.next = null;
+        worker.pool.drop(task);
+    }
+}
+
 /// Whether this thread is a worker of some inter-op pool.
 pub fn onWorkerThread() bool {
     return current_worker != null;
@@ -299,12 +345,29 @@ const Injector = struct {
     head: ?*Task = null,
     tail: ?*Task = null,
 
-    fn push(injector: *Injector, task: *Task) void {
+    /// Queues `task` at the tail, after unlinking the claimed tasks that end the queue
+    /// (forks whose waiter ran them inline); returns those, linked by `next`, for
+    /// Pool.drop to release outside the lock. The head stays even when claimed: the next
+    /// pop takes it anyway, and a fork-then-wait loop from outside the pool leaves that
+    /// release to an idle worker instead of adding it to every fork.
+    fn push(injector: *Injector, task: *Task) ?*Task {
         injector.mutex.lock();
         defer injector.mutex.unlock();
+        var claimed: ?*Task = null;
+        while (injector.tail) |tail| {
+            if (tail == injector.head or !Task.isClaimed({}, tail)) break;
+            const new_tail = tail.prev.?; // Not the head, so not the first.
+            new_tail.next = null;
+            injector.tail = new_tail;
+            tail.prev = null;
+            tail.next = claimed;
+            claimed = tail;
+        }
         task.next = null;
+        task.prev = injector.tail;
         if (injector.tail) |tail| tail.next = task else injector.head = task;
         injector.tail = task;
+        return claimed;
     }
 
     fn pop(injector: *Injector) ?*Task {
@@ -312,7 +375,7 @@ const Injector = struct {
         defer injector.mutex.unlock();
         const task = injector.head orelse return null;
         injector.head = task.next;
-        if (injector.head == null) injector.tail = null;
+        if (injector.head) |head| head.prev = null else injector.tail = null;
         task.next = null;
         return task;
     }
@@ -443,6 +506,40 @@ test "deinit runs every queued task before it stops the workers" {
     for (&signals) |*signal| pool.schedule(&signal.task);
     pool.deinit();
     for (&signals) |*signal| try testing.expect(signal.done.isSet());
+}
+
+test "a push onto the injector first unlinks the claimed tasks at its tail, never the head" {
+    const Claimable = struct {
+        task: Task = .{ .run_fn = run, .is_claimed_fn = isClaimed },
+        claimed: bool = false,
+
+        fn run(_: *Task) void {}
+
+        fn isClaimed(task: *const Task) bool {
+            const claimable: *const @This() = @alignCast(@fieldParentPtr("task", task));
+            return claimable.claimed;
+        }
+    };
+    var tasks: [5]Claimable = @splat(.{});
+    var injector: Injector = .{};
+    for (tasks[0..3]) |*t| try testing.expectEqual(@as(?*Task, null), injector.push(&t.task));
+    // The two newest are claimed: the next push returns them, newest last.
+    tasks[1].claimed = true;
+    tasks[2].claimed = true;
+    const dropped = injector.push(&tasks[3].task);
+    try testing.expectEqual(@as(?*Task, &tasks[1].task), dropped);
+    try testing.expectEqual(@as(?*Task, &tasks[2].task), dropped.?.next);
+    try testing.expectEqual(@as(?*Task, null), tasks[2].task.next);
+    // Every task left is claimed: the push unlinks all but the head, which a pop takes.
+    tasks[0].claimed = true;
+    tasks[3].claimed = true;
+    const all_but_head = injector.push(&tasks[4].task);
+    try testing.expectEqual(@as(?*Task, &tasks[3].task), all_but_head);
+    try testing.expectEqual(@as(?*Task, null), all_but_head.?.next);
+    try testing.expectEqual(@as(?*Task, &tasks[0].task), injector.pop());
+    try testing.expectEqual(@as(?*Task, &tasks[4].task), injector.pop());
+    try testing.expectEqual(@as(?*Task, null), injector.pop());
+    try testing.expectEqual(@as(?*Task, null), injector.tail);
 }
 
 fn processCpuMicroseconds() i64 {
