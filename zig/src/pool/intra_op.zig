@@ -410,6 +410,12 @@ pub const testing = struct {
     const Participants = struct {
         const capacity = 64;
         ids: [capacity]std.atomic.Value(u64) = @splat(.init(0)),
+        /// Chunks that have started; each waits (bounded) until all `expected` have, so that
+        /// no thread can run a second chunk before every thread of the region ran one — even
+        /// when a worker is slow to wake on a loaded machine and the caller would otherwise
+        /// take its chunk.
+        started: std.atomic.Value(u32) = .init(0),
+        expected: u32,
 
         fn body(participants: *Participants, chunk_begin: usize, chunk_end: usize) Error!void {
             assert(chunk_end - chunk_begin == 1);
@@ -417,8 +423,13 @@ pub const testing = struct {
             const id: u64 = std.Thread.getCurrentId();
             // Monotonic: read after the join.
             participants.ids[chunk_begin].store(id, .monotonic);
-            // Long enough that a fast thread cannot run every chunk before others start.
-            std.Thread.sleep(std.time.ns_per_ms);
+            // Monotonic: a counter polled below; no data is published through it.
+            _ = participants.started.fetchAdd(1, .monotonic);
+            const deadline_ns = 5 * std.time.ns_per_s;
+            var timer = std.time.Timer.start() catch return;
+            while (participants.started.load(.monotonic) < participants.expected and timer.read() < deadline_ns) {
+                std.Thread.sleep(50 * std.time.ns_per_us);
+            }
         }
 
         fn distinct(participants: *const Participants, count: usize) usize {
@@ -437,7 +448,7 @@ pub const testing = struct {
     pub fn distinctThreadsOfRegion(executor: anytype, threads: u32) !usize {
         assert(threads <= Participants.capacity);
         try settings.setNumThreads(threads);
-        var participants: Participants = .{};
+        var participants: Participants = .{ .expected = threads };
         try parallelForTypedOn(executor, 0, threads, 1, &participants, Participants.body);
         return participants.distinct(threads);
     }
