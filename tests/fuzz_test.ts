@@ -1,0 +1,58 @@
+/**
+ * The fuzz suite (tools/fuzz.ts) in small: fixed mutants of the committed corpus through the
+ * same children and classifier as `deno task fuzz`, and the classifier's rules.
+ */
+import assert from "node:assert/strict";
+import { BAD_OUTCOMES, type Case, listSeeds, makeCase, runCases } from "../tools/fuzz.ts";
+import { mutate, Rng } from "../tools/fuzz_mutate.ts";
+import { classifyError } from "../tools/fuzz_worker.ts";
+import { SpindleError } from "../mod.ts";
+
+const SEED = 17;
+
+Deno.test("a case's mutant depends only on the campaign seed and the case index", async () => {
+  const groups = await listSeeds(true);
+  const a = await makeCase(groups, SEED, 5);
+  const b = await makeCase(groups, SEED, 5);
+  const c = await makeCase(groups, SEED, 6);
+  assert.equal(a.seed.name, b.seed.name);
+  assert.deepEqual(a.bytes, b.bytes);
+  assert.deepEqual(a.applied, b.applied);
+  assert.notDeepEqual([c.seed.name, c.bytes], [a.seed.name, a.bytes]);
+  // Structural mutations re-encode the file: an ONNX seed stays a parseable protobuf.
+  const seed = groups.corpus.find((s) => s.name === "conv.onnx")!;
+  const bytes = await Deno.readFile(seed.path);
+  for (let i = 0; i < 20; i++) {
+    const out = mutate(bytes, "onnx", Rng.forCase(SEED, i));
+    assert.ok(out.applied.length >= 1 && out.applied.length <= 3);
+  }
+});
+
+Deno.test("the classifier: Spindle's refusals are typed, engine errors and internal codes are bugs", () => {
+  const outcome = (error: unknown) => classifyError(error).outcome;
+  assert.equal(outcome(new SpindleError("malformed_model", "bad file")), "typed");
+  assert.equal(outcome(new RangeError("tensor 'w' has dimension -1")), "typed");
+  assert.equal(outcome(new Deno.errors.NotFound("load: no model file")), "typed");
+  assert.equal(outcome(new SpindleError("internal", "an invariant broke")), "untyped");
+  assert.equal(outcome(new SpindleError("out_of_memory", "out of memory allocating 8 bytes")), "budget");
+  assert.equal(outcome(new TypeError("x.map is not a function")), "untyped");
+  assert.equal(outcome(new TypeError("Cannot read properties of undefined (reading 'shape')")), "untyped");
+  assert.equal(outcome(new RangeError("Maximum call stack size exceeded")), "untyped");
+  assert.equal(outcome(new SyntaxError("Unexpected token")), "untyped");
+  assert.equal(outcome(new Error("import failed unexpectedly")), "untyped");
+  assert.equal(outcome(new TypeError("")), "untyped");
+  assert.equal(outcome("a string"), "untyped");
+});
+
+Deno.test("fixed-seed mutants of the corpus: no crash, hang, untyped error or memory overrun", async () => {
+  const groups = await listSeeds(true);
+  const cases: Case[] = [];
+  for (let index = 0; index < 24; index++) cases.push(await makeCase(groups, SEED, index));
+  const results = await runCases(cases);
+  assert.equal(results.length, cases.length);
+  const bad = results.filter((r) => BAD_OUTCOMES.includes(r.outcome));
+  assert.deepEqual(bad.map((r) => `${r.outcome} case ${r.case.index} (${r.case.seed.name}): ${r.message}`), []);
+  // The seeds themselves load and run.
+  const seeds = groups.corpus.map((seed, index) => ({ index, seed, bytes: Deno.readFileSync(seed.path), applied: [] }));
+  for (const r of await runCases(seeds)) assert.equal(r.outcome, "ok", `${r.case.seed.name}: ${r.message}`);
+});
