@@ -1,12 +1,14 @@
 /**
  * The fuzz suite (tools/fuzz.ts) in small: fixed mutants of the committed corpus through the
- * same children and classifier as `deno task fuzz`, and the classifier's rules.
+ * same children and classifier as `deno task fuzz`, the classifier's rules, and the files the
+ * fuzzer found, each reduced to the defect.
  */
 import assert from "node:assert/strict";
 import { BAD_OUTCOMES, type Case, listSeeds, makeCase, runCases } from "../tools/fuzz.ts";
 import { mutate, Rng } from "../tools/fuzz_mutate.ts";
 import { classifyError } from "../tools/fuzz_worker.ts";
-import { SpindleError } from "../mod.ts";
+import { onnx } from "../tools/fuzz_corpus.ts";
+import { importOnnx, SpindleError } from "../mod.ts";
 
 const SEED = 17;
 
@@ -55,4 +57,64 @@ Deno.test("fixed-seed mutants of the corpus: no crash, hang, untyped error or me
   // The seeds themselves load and run.
   const seeds = groups.corpus.map((seed, index) => ({ index, seed, bytes: Deno.readFileSync(seed.path), applied: [] }));
   for (const r of await runCases(seeds)) assert.equal(r.outcome, "ok", `${r.case.seed.name}: ${r.message}`);
+});
+
+// ------------------------------------------------------------------------------------------
+// What the fuzzer found, reduced.
+
+function refused(bytes: Uint8Array, code: string, message: RegExp): void {
+  assert.throws(() => importOnnx(bytes), (error: unknown) => {
+    assert.ok(error instanceof SpindleError, `expected a SpindleError, got ${error}`);
+    assert.equal(error.code, code);
+    assert.match(error.message, message);
+    return true;
+  });
+}
+
+Deno.test("a Constant holding a tensor of an element type Spindle lacks is unsupported, not an import bug", () => {
+  for (const type of [0, 100, -1]) {
+    const bytes = onnx({
+      opset: 17,
+      nodes: [
+        {
+          op: "Constant",
+          inputs: [],
+          outputs: ["k"],
+          attributes: { value: { t: { name: "k", dims: [1], float: [1], dataType: type } } },
+        },
+        { op: "Add", inputs: ["x", "k"], outputs: ["y"] },
+      ],
+      initializers: [],
+      inputs: [{ name: "x", dims: [2] }],
+      outputs: [{ name: "y", dims: [2] }],
+    });
+    refused(bytes, "unsupported", new RegExp(`tensor 'k' has unsupported element type ${type}`));
+  }
+  // A 'value' attribute that holds no tensor at all is malformed.
+  const empty = onnx({
+    opset: 17,
+    nodes: [{ op: "Constant", inputs: [], outputs: ["y"], attributes: { value: { i: 1 } } }],
+    initializers: [],
+    inputs: [],
+    outputs: [{ name: "y", dims: [] }],
+  });
+  refused(empty, "malformed_model", /Constant's 'value' attribute holds no tensor/);
+});
+
+Deno.test("Pad with too few pads (or none, before opset 11) is malformed, not an import bug", () => {
+  for (const [opset, pads] of [[10, undefined], [10, [1, 1, 1]], [17, [0, 1]]] as const) {
+    const bytes = onnx({
+      opset,
+      nodes: [{
+        op: "Pad",
+        inputs: opset < 11 ? ["x"] : ["x", "pads"],
+        outputs: ["y"],
+        attributes: opset < 11 && pads !== undefined ? { pads: { ints: [...pads] } } : {},
+      }],
+      initializers: opset < 11 ? [] : [{ name: "pads", dims: [pads!.length], int64: [...pads!] }],
+      inputs: [{ name: "x", dims: [2, 3] }],
+      outputs: [{ name: "y", dims: [] }],
+    });
+    refused(bytes, "malformed_model", new RegExp(`Pad has ${pads?.length ?? 0} pads for 2 axes \\(it needs 4\\)`));
+  }
 });

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { AttributeProto, NodeProto } from "./proto.ts";
+import type { AttributeProto, NodeProto, TensorProto } from "./proto.ts";
 import { DATA_TYPE } from "./proto.ts";
 import {
   broadcastMap,
@@ -668,11 +668,25 @@ function size(n: NodeContext): Value[] {
   return [{ kind: "const", hosts }];
 }
 
+/**
+ * A tensor attribute's value. As for initializers, an element type Spindle lacks (or data in
+ * an external file) is unsupported; an attribute without a tensor is malformed.
+ */
+function tensorAttribute(n: NodeContext, name: string, t: TensorProto | undefined): Host {
+  if (t === undefined) throw new RangeError(`${n.node.opType}'s '${name}' attribute holds no tensor`);
+  try {
+    return fromProto(t);
+  } catch (error) {
+    if (error instanceof TypeError) unsupported(error.message);
+    throw error;
+  }
+}
+
 function constant(n: NodeContext): Value[] {
   const a = n.node.attributes[0] ?? unsupported("Constant without a value");
   switch (a.name) {
     case "value":
-      return [constValue(fromProto(a.t!))];
+      return [constValue(tensorAttribute(n, "value", a.t))];
     case "value_float":
       return [constValue(host(DATA_TYPE.FLOAT, [], [a.f ?? 0]))];
     case "value_floats":
@@ -690,7 +704,7 @@ function constantOfShape(n: NodeContext): Value[] {
   const target = input(n, 0);
   if (target.kind !== "const") unsupported("ConstantOfShape of a run-time shape");
   const valueAttr = attribute(n, "value")?.t;
-  const fill = valueAttr ? fromProto(valueAttr) : host(DATA_TYPE.FLOAT, [1], [0]);
+  const fill = valueAttr ? tensorAttribute(n, "value", valueAttr) : host(DATA_TYPE.FLOAT, [1], [0]);
   const fillValue = valuesOf(fill)[0];
   return [hostPerRun([target], ([h]) => {
     const dims = valuesOf(h);
@@ -741,6 +755,9 @@ function pad(n: NodeContext): Value[] {
     }
   }
   const axes = n.inputs[3] ? constInts(n.inputs[3], "Pad axes").map((a) => normAxis(a, rank)) : [...Array(rank).keys()];
+  if (pads.length !== 2 * axes.length) {
+    throw new RangeError(`Pad has ${pads.length} pads for ${axes.length} axes (it needs ${2 * axes.length})`);
+  }
   const full = new Array<number>(2 * rank).fill(0);
   axes.forEach((axis, i) => {
     full[axis] = pads[i];
