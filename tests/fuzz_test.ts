@@ -118,3 +118,49 @@ Deno.test("Pad with too few pads (or none, before opset 11) is malformed, not an
     refused(bytes, "malformed_model", new RegExp(`Pad has ${pads?.length ?? 0} pads for 2 axes \\(it needs 4\\)`));
   }
 });
+
+Deno.test("conv and pooling attributes with a wrong number of values are malformed, not import bugs", () => {
+  const cases: [string, Record<string, number[]>, string][] = [
+    ["Conv", { pads: [1, 1, 1] }, "Conv's 'pads' has 3 values; an input with 2 spatial axes needs 4"],
+    ["Conv", { strides: [] }, "Conv's 'strides' has 0 values; an input with 2 spatial axes needs 2"],
+    ["ConvTranspose", { strides: [2] }, "ConvTranspose's 'strides' has 1 values; an input with 2 spatial axes needs 2"],
+    ["AveragePool", { kernel_shape: [] }, "AveragePool's 'kernel_shape' has 0 values; an input with 2 spatial axes"],
+    ["MaxPool", { kernel_shape: [2, 2], dilations: [1, 1, 1] }, "MaxPool's 'dilations' has 3 values"],
+  ];
+  for (const [op, attributes, message] of cases) {
+    const weighted = op.startsWith("Conv");
+    const bytes = onnx({
+      opset: 17,
+      nodes: [{
+        op,
+        inputs: weighted ? ["x", "w"] : ["x"],
+        outputs: ["y"],
+        attributes: Object.fromEntries(Object.entries(attributes).map(([name, ints]) => [name, { ints }])),
+      }],
+      initializers: weighted ? [{ name: "w", dims: [1, 1, 2, 2], float: [1, 1, 1, 1] }] : [],
+      inputs: [{ name: "x", dims: [1, 1, 4, 4] }],
+      outputs: [{ name: "y", dims: [] }],
+    });
+    refused(bytes, "malformed_model", new RegExp(message.replace(/[()]/g, "\\$&")));
+  }
+});
+
+Deno.test("Resize with sizes or scales for another number of axes is malformed, not an import bug", () => {
+  for (
+    const [input, values, message] of [
+      ["sizes", [1, 1, 8], "Resize has 3 sizes for 4 axes"],
+      ["scales", [1, 2], "Resize has 2 scales for 4 axes"],
+    ] as const
+  ) {
+    const bytes = onnx({
+      opset: 17,
+      nodes: [{ op: "Resize", inputs: input === "sizes" ? ["x", "", "", "v"] : ["x", "", "v"], outputs: ["y"] }],
+      initializers: [
+        input === "sizes" ? { name: "v", dims: [3], int64: [...values] } : { name: "v", dims: [2], float: [...values] },
+      ],
+      inputs: [{ name: "x", dims: [1, 1, 4, 4] }],
+      outputs: [{ name: "y", dims: [] }],
+    });
+    refused(bytes, "malformed_model", new RegExp(message));
+  }
+});

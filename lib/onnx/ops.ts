@@ -374,6 +374,22 @@ function symmetric(
   return { x: n.b.emit("pad", [x], { mode: "constant", value, pads: full }), pads: [0, 0] };
 }
 
+/** Attributes of convolution and pooling with one entry per spatial axis (pads: two). */
+const SPATIAL_ATTRIBUTES = ["kernel_shape", "strides", "dilations", "pads", "output_padding"];
+
+/** Checks the lengths of the spatial attributes present against the input's spatial axes. */
+function checkSpatialAttributes(n: NodeContext, axes: number): void {
+  for (const name of SPATIAL_ATTRIBUTES) {
+    const values = attrInts(n, name);
+    const expected = name === "pads" ? 2 * axes : axes;
+    if (values !== undefined && values.length !== expected) {
+      throw new RangeError(
+        `${n.node.opType}'s '${name}' has ${values.length} values; an input with ${axes} spatial axes needs ${expected}`,
+      );
+    }
+  }
+}
+
 /** Runs a 2-D op on a 3-D (1-D spatial) input by inserting a height of 1. */
 function spatial2d(
   n: NodeContext,
@@ -381,8 +397,9 @@ function spatial2d(
 ): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
+  if (rank !== 3 && rank !== 4) unsupported(`${n.node.opType} on a ${rank}-D input (1-D and 2-D spatial only)`);
+  checkSpatialAttributes(n, rank - 2);
   if (rank === 4) return [body(x, (v) => v)];
-  if (rank !== 3) unsupported(`${n.node.opType} on a ${rank}-D input (1-D and 2-D spatial only)`);
   const lifted = n.b.emit("unsqueeze", [x], { dim: 2 });
   const lift = (v: number[] | undefined, fill: number) => {
     if (v === undefined) return undefined;
@@ -807,12 +824,18 @@ function resize(n: NodeContext): Value[] {
     : undefined;
   if (sizesInput && numel(shapeOf(sizesInput)) > 0) {
     const given = constInts(sizesInput, "Resize sizes");
+    if (given.length !== axes.length) {
+      throw new RangeError(`Resize has ${given.length} sizes for ${axes.length} axes`);
+    }
     axes.forEach((axis, i) => {
       if (shape[axis] < 0) unsupported("Resize sizes over a dynamic dimension");
       sizes[axis] = given[i];
       scales[axis] = given[i] / shape[axis];
     });
   } else if (scaleValues && scaleValues.length > 0) {
+    if (scaleValues.length !== axes.length) {
+      throw new RangeError(`Resize has ${scaleValues.length} scales for ${axes.length} axes`);
+    }
     axes.forEach((axis, i) => {
       scales[axis] = scaleValues[i];
       sizes[axis] = shape[axis] < 0 ? -1 : Math.floor(shape[axis] * scaleValues[i]);
