@@ -164,3 +164,14 @@ Deno.test("Resize with sizes or scales for another number of axes is malformed, 
     refused(bytes, "malformed_model", new RegExp(message));
   }
 });
+
+Deno.test("Concat without inputs is malformed, not an import bug", () => {
+  const bytes = onnx({
+    opset: 17,
+    nodes: [{ op: "Concat", inputs: [], outputs: ["y"], attributes: { axis: { i: 0 } } }],
+    initializers: [],
+    inputs: [],
+    outputs: [{ name: "y", dims: [] }],
+  });
+  refused(bytes, "malformed_model", /Concat has no inputs/);
+});

@@ -595,6 +595,7 @@ function transpose(n: NodeContext): Value[] {
 
 function concat(n: NodeContext): Value[] {
   const parts = n.inputs.filter((v): v is Value => v !== undefined);
+  if (parts.length === 0) throw new RangeError("Concat has no inputs");
   const rank = shapeOf(parts[0]).length;
   const axis = normAxis(attrInt(n, "axis", 0), rank);
   if (allConst(parts)) {
