@@ -185,3 +185,42 @@ Deno.test("Concat without inputs is malformed, not an import bug", () => {
   });
   refused(bytes, "malformed_model", /Concat has no inputs/);
 });
+
+Deno.test("CumSum with an axis tensor that is not one value is malformed, not an import bug", () => {
+  for (const axis of [[], [0, 1]]) {
+    const bytes = onnx({
+      opset: 17,
+      nodes: [{ op: "CumSum", inputs: ["x", "axis"], outputs: ["y"] }],
+      initializers: [{ name: "axis", dims: [axis.length], int64: axis }],
+      inputs: [{ name: "x", dims: [2, 3] }],
+      outputs: [{ name: "y", dims: [2, 3] }],
+    });
+    refused(bytes, "malformed_model", new RegExp(`CumSum's axis has ${axis.length} values; it takes one`));
+  }
+});
+
+Deno.test("Gather of constants with a fractional index is malformed, not an import bug", () => {
+  const bytes = onnx({
+    opset: 17,
+    nodes: [
+      { op: "Shape", inputs: ["x"], outputs: ["s"] },
+      { op: "Gather", inputs: ["s", "i"], outputs: ["d"] },
+      { op: "Reshape", inputs: ["x", "d"], outputs: ["y"] },
+    ],
+    initializers: [{ name: "i", dims: [1], float: [0.25] }],
+    inputs: [{ name: "x", dims: [2, 3] }],
+    outputs: [{ name: "y", dims: [] }],
+  });
+  refused(bytes, "malformed_model", /Gather: index 0.25 is not an integer/);
+});
+
+Deno.test("Reshape with a 0 past the input's rank is malformed, not an import bug", () => {
+  const bytes = onnx({
+    opset: 17,
+    nodes: [{ op: "Reshape", inputs: ["x", "shape"], outputs: ["y"] }],
+    initializers: [{ name: "shape", dims: [3], int64: [3, 2, 0] }],
+    inputs: [{ name: "x", dims: [2, 3] }],
+    outputs: [{ name: "y", dims: [] }],
+  });
+  refused(bytes, "malformed_model", /Reshape's 0 at position 2 copies a dimension the 2-D input lacks/);
+});

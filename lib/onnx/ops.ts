@@ -515,10 +515,13 @@ function reshape(n: NodeContext): Value[] {
   const resolved: number[][] = [];
   for (let r = 0; r < runs; r++) {
     const inShape = runShape(x, r);
-    const dims = valuesOf(target.hosts[Math.min(r, target.hosts.length - 1)]).map((
-      d,
-      i,
-    ) => (d === 0 && !allowZero ? inShape[i] : d));
+    const dims = valuesOf(target.hosts[Math.min(r, target.hosts.length - 1)]).map((d, i) => {
+      if (d !== 0 || allowZero) return d;
+      if (i >= inShape.length) {
+        throw new RangeError(`Reshape's 0 at position ${i} copies a dimension the ${inShape.length}-D input lacks`);
+      }
+      return inShape[i];
+    });
     const known = numel(dims.filter((d) => d !== -1));
     resolved.push(dims.map((d) => (d === -1 ? numel(inShape) / Math.max(known, 1) : d)));
   }
@@ -863,6 +866,18 @@ function clip(n: NodeContext): Value[] {
   return [n.b.emit("clamp", [x], { min: low, max: high })];
 }
 
+function cumSum(n: NodeContext): Value[] {
+  const axis = constInts(n.inputs[1], "CumSum axis");
+  if (axis.length !== 1) throw new RangeError(`CumSum's axis has ${axis.length} values; it takes one`);
+  return [
+    n.b.emit("cum_sum", [input(n, 0)], {
+      dim: axis[0],
+      exclusive: attrInt(n, "exclusive", 0) === 1,
+      reverse: attrInt(n, "reverse", 0) === 1,
+    }),
+  ];
+}
+
 function identity(n: NodeContext): Value[] {
   return [input(n, 0)];
 }
@@ -884,13 +899,7 @@ export const HANDLERS: Record<string, Handler> = {
   Erf: unary("erf"),
   Gelu: unary("gelu", (n) => ({ approximate: attrString(n, "approximate", "none") === "tanh" ? "tanh" : "none" })),
   Elu: unary("elu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
-  CumSum: (n) => [
-    n.b.emit("cum_sum", [input(n, 0)], {
-      dim: constInts(n.inputs[1], "CumSum axis")[0],
-      exclusive: attrInt(n, "exclusive", 0) === 1,
-      reverse: attrInt(n, "reverse", 0) === 1,
-    }),
-  ],
+  CumSum: cumSum,
   LeakyRelu: unary("leaky_relu", (n) => ({ alpha: attrFloat(n, "alpha", 0.01) })),
   HardSigmoid: unary("hard_sigmoid", (n) => ({ alpha: attrFloat(n, "alpha", 0.2), beta: attrFloat(n, "beta", 0.5) })),
   HardSwish: unary("hard_swish"),
