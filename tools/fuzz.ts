@@ -473,7 +473,7 @@ export async function fuzz(options: FuzzOptions): Promise<Summary> {
         }
       }
       const now = performance.now();
-      if (verbose && now - lastProgress > 15_000) {
+      if (verbose && now - lastProgress > 15_000 && now < deadline) {
         lastProgress = now;
         summary.seconds = (now - started) / 1000;
         console.error(summaryLine(summary, options.seed));
