@@ -4,7 +4,9 @@
  * 1. Zig unit tests in every configuration (omp/tbb × openblas/native);
  * 2. the same under ThreadSanitizer, for both threading backends;
  * 3. Deno tests (with the JSDoc examples) against the default build, and the Deno tests
- *    again against each other configuration's library.
+ *    again against each other configuration's library;
+ * 4. a short fuzz run with a fixed seed (tools/fuzz.ts; 60 s, 30 s with `--quick`), counted
+ *    as one test: it fails when a mutant crashed, hung, overran memory or escaped untyped.
  *
  * @module
  */
@@ -103,6 +105,29 @@ async function denoTests(config: BuildConfig | null): Promise<void> {
   record(step, parseDenoSummary(output), code);
 }
 
+/** The CI fuzz run's seed: the same mutants every run, so a failure reproduces. */
+const FUZZ_SEED = 17;
+
+/** Parses tools/fuzz.ts's last line: `fuzz: N cases in … (seed S): ok N, typed N, untyped N, …`. */
+export function parseFuzzSummary(output: string): { cases: number; bad: number } | null {
+  const match = output.match(
+    /^fuzz: (\d+) cases in .*: ok \d+, typed \d+, untyped (\d+), crash (\d+), hang (\d+), budget (\d+)$/m,
+  );
+  if (match === null) return null;
+  const [cases, ...bad] = match.slice(1).map(Number);
+  return { cases, bad: bad.reduce((a, b) => a + b, 0) };
+}
+
+async function fuzzRun(seconds: number): Promise<void> {
+  const step = `fuzz ${seconds} s (seed ${FUZZ_SEED})`;
+  banner(step);
+  const args = ["run", "-A", "tools/fuzz.ts", "--seconds", String(seconds), "--seed", String(FUZZ_SEED)];
+  const { code, output } = await runCaptured("deno", args, { cwd: ROOT, env: { NO_COLOR: "1" } });
+  const summary = parseFuzzSummary(output);
+  const passed = summary !== null && summary.cases > 0 && summary.bad === 0;
+  record(step, summary === null ? null : { passed: passed ? 1 : 0, failed: passed ? 0 : 1 }, code);
+}
+
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
   const configs = allConfigs();
@@ -114,6 +139,7 @@ if (import.meta.main) {
   }
   await denoTests(null);
   if (!quick) { for (const config of configs) await denoTests(config); }
+  await fuzzRun(quick ? 30 : 60);
   if (failures.length > 0) console.error(`\nfailed steps:\n  ${failures.join("\n  ")}`);
   console.log(`${total.passed} passed, ${total.failed} failed`);
   Deno.exit(total.failed === 0 ? 0 : 1);

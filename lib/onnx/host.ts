@@ -253,6 +253,7 @@ export function gatherHost(data: Host, indices: Host, axis: number): Host {
   const out: number[] = [];
   for (let o = 0; o < outer; o++) {
     for (const raw of index) {
+      if (!Number.isInteger(raw)) throw new RangeError(`Gather: index ${raw} is not an integer`);
       const i = raw < 0 ? raw + size : raw;
       if (!(i >= 0 && i < size)) throw new RangeError(`Gather: index ${raw} is out of range for size ${size}`);
       for (let k = 0; k < inner; k++) out.push(values[(o * size + i) * inner + k]);

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { AttributeProto, NodeProto } from "./proto.ts";
+import type { AttributeProto, NodeProto, TensorProto } from "./proto.ts";
 import { DATA_TYPE } from "./proto.ts";
 import {
   broadcastMap,
@@ -374,6 +374,22 @@ function symmetric(
   return { x: n.b.emit("pad", [x], { mode: "constant", value, pads: full }), pads: [0, 0] };
 }
 
+/** Attributes of convolution and pooling with one entry per spatial axis (pads: two). */
+const SPATIAL_ATTRIBUTES = ["kernel_shape", "strides", "dilations", "pads", "output_padding"];
+
+/** Checks the lengths of the spatial attributes present against the input's spatial axes. */
+function checkSpatialAttributes(n: NodeContext, axes: number): void {
+  for (const name of SPATIAL_ATTRIBUTES) {
+    const values = attrInts(n, name);
+    const expected = name === "pads" ? 2 * axes : axes;
+    if (values !== undefined && values.length !== expected) {
+      throw new RangeError(
+        `${n.node.opType}'s '${name}' has ${values.length} values; an input with ${axes} spatial axes needs ${expected}`,
+      );
+    }
+  }
+}
+
 /** Runs a 2-D op on a 3-D (1-D spatial) input by inserting a height of 1. */
 function spatial2d(
   n: NodeContext,
@@ -381,8 +397,9 @@ function spatial2d(
 ): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
+  if (rank !== 3 && rank !== 4) unsupported(`${n.node.opType} on a ${rank}-D input (1-D and 2-D spatial only)`);
+  checkSpatialAttributes(n, rank - 2);
   if (rank === 4) return [body(x, (v) => v)];
-  if (rank !== 3) unsupported(`${n.node.opType} on a ${rank}-D input (1-D and 2-D spatial only)`);
   const lifted = n.b.emit("unsqueeze", [x], { dim: 2 });
   const lift = (v: number[] | undefined, fill: number) => {
     if (v === undefined) return undefined;
@@ -498,10 +515,13 @@ function reshape(n: NodeContext): Value[] {
   const resolved: number[][] = [];
   for (let r = 0; r < runs; r++) {
     const inShape = runShape(x, r);
-    const dims = valuesOf(target.hosts[Math.min(r, target.hosts.length - 1)]).map((
-      d,
-      i,
-    ) => (d === 0 && !allowZero ? inShape[i] : d));
+    const dims = valuesOf(target.hosts[Math.min(r, target.hosts.length - 1)]).map((d, i) => {
+      if (d !== 0 || allowZero) return d;
+      if (i >= inShape.length) {
+        throw new RangeError(`Reshape's 0 at position ${i} copies a dimension the ${inShape.length}-D input lacks`);
+      }
+      return inShape[i];
+    });
     const known = numel(dims.filter((d) => d !== -1));
     resolved.push(dims.map((d) => (d === -1 ? numel(inShape) / Math.max(known, 1) : d)));
   }
@@ -578,6 +598,7 @@ function transpose(n: NodeContext): Value[] {
 
 function concat(n: NodeContext): Value[] {
   const parts = n.inputs.filter((v): v is Value => v !== undefined);
+  if (parts.length === 0) throw new RangeError("Concat has no inputs");
   const rank = shapeOf(parts[0]).length;
   const axis = normAxis(attrInt(n, "axis", 0), rank);
   if (allConst(parts)) {
@@ -668,11 +689,25 @@ function size(n: NodeContext): Value[] {
   return [{ kind: "const", hosts }];
 }
 
+/**
+ * A tensor attribute's value. As for initializers, an element type Spindle lacks (or data in
+ * an external file) is unsupported; an attribute without a tensor is malformed.
+ */
+function tensorAttribute(n: NodeContext, name: string, t: TensorProto | undefined): Host {
+  if (t === undefined) throw new RangeError(`${n.node.opType}'s '${name}' attribute holds no tensor`);
+  try {
+    return fromProto(t);
+  } catch (error) {
+    if (error instanceof TypeError) unsupported(error.message);
+    throw error;
+  }
+}
+
 function constant(n: NodeContext): Value[] {
   const a = n.node.attributes[0] ?? unsupported("Constant without a value");
   switch (a.name) {
     case "value":
-      return [constValue(fromProto(a.t!))];
+      return [constValue(tensorAttribute(n, "value", a.t))];
     case "value_float":
       return [constValue(host(DATA_TYPE.FLOAT, [], [a.f ?? 0]))];
     case "value_floats":
@@ -690,7 +725,7 @@ function constantOfShape(n: NodeContext): Value[] {
   const target = input(n, 0);
   if (target.kind !== "const") unsupported("ConstantOfShape of a run-time shape");
   const valueAttr = attribute(n, "value")?.t;
-  const fill = valueAttr ? fromProto(valueAttr) : host(DATA_TYPE.FLOAT, [1], [0]);
+  const fill = valueAttr ? tensorAttribute(n, "value", valueAttr) : host(DATA_TYPE.FLOAT, [1], [0]);
   const fillValue = valuesOf(fill)[0];
   return [hostPerRun([target], ([h]) => {
     const dims = valuesOf(h);
@@ -741,6 +776,9 @@ function pad(n: NodeContext): Value[] {
     }
   }
   const axes = n.inputs[3] ? constInts(n.inputs[3], "Pad axes").map((a) => normAxis(a, rank)) : [...Array(rank).keys()];
+  if (pads.length !== 2 * axes.length) {
+    throw new RangeError(`Pad has ${pads.length} pads for ${axes.length} axes (it needs ${2 * axes.length})`);
+  }
   const full = new Array<number>(2 * rank).fill(0);
   axes.forEach((axis, i) => {
     full[axis] = pads[i];
@@ -790,12 +828,18 @@ function resize(n: NodeContext): Value[] {
     : undefined;
   if (sizesInput && numel(shapeOf(sizesInput)) > 0) {
     const given = constInts(sizesInput, "Resize sizes");
+    if (given.length !== axes.length) {
+      throw new RangeError(`Resize has ${given.length} sizes for ${axes.length} axes`);
+    }
     axes.forEach((axis, i) => {
       if (shape[axis] < 0) unsupported("Resize sizes over a dynamic dimension");
       sizes[axis] = given[i];
       scales[axis] = given[i] / shape[axis];
     });
   } else if (scaleValues && scaleValues.length > 0) {
+    if (scaleValues.length !== axes.length) {
+      throw new RangeError(`Resize has ${scaleValues.length} scales for ${axes.length} axes`);
+    }
     axes.forEach((axis, i) => {
       scales[axis] = scaleValues[i];
       sizes[axis] = shape[axis] < 0 ? -1 : Math.floor(shape[axis] * scaleValues[i]);
@@ -822,6 +866,18 @@ function clip(n: NodeContext): Value[] {
   return [n.b.emit("clamp", [x], { min: low, max: high })];
 }
 
+function cumSum(n: NodeContext): Value[] {
+  const axis = constInts(n.inputs[1], "CumSum axis");
+  if (axis.length !== 1) throw new RangeError(`CumSum's axis has ${axis.length} values; it takes one`);
+  return [
+    n.b.emit("cum_sum", [input(n, 0)], {
+      dim: axis[0],
+      exclusive: attrInt(n, "exclusive", 0) === 1,
+      reverse: attrInt(n, "reverse", 0) === 1,
+    }),
+  ];
+}
+
 function identity(n: NodeContext): Value[] {
   return [input(n, 0)];
 }
@@ -843,13 +899,7 @@ export const HANDLERS: Record<string, Handler> = {
   Erf: unary("erf"),
   Gelu: unary("gelu", (n) => ({ approximate: attrString(n, "approximate", "none") === "tanh" ? "tanh" : "none" })),
   Elu: unary("elu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
-  CumSum: (n) => [
-    n.b.emit("cum_sum", [input(n, 0)], {
-      dim: constInts(n.inputs[1], "CumSum axis")[0],
-      exclusive: attrInt(n, "exclusive", 0) === 1,
-      reverse: attrInt(n, "reverse", 0) === 1,
-    }),
-  ],
+  CumSum: cumSum,
   LeakyRelu: unary("leaky_relu", (n) => ({ alpha: attrFloat(n, "alpha", 0.01) })),
   HardSigmoid: unary("hard_sigmoid", (n) => ({ alpha: attrFloat(n, "alpha", 0.2), beta: attrFloat(n, "beta", 0.5) })),
   HardSwish: unary("hard_swish"),
