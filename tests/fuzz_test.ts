@@ -224,3 +224,24 @@ Deno.test("Reshape with a 0 past the input's rank is malformed, not an import bu
   });
   refused(bytes, "malformed_model", /Reshape's 0 at position 2 copies a dimension the 2-D input lacks/);
 });
+
+Deno.test("Transpose with a perm that is not a permutation, and Slice with mismatched lists, are malformed", () => {
+  for (const perm of [[0], [0, 0], [0, 2]]) {
+    const bytes = onnx({
+      opset: 17,
+      nodes: [{ op: "Transpose", inputs: ["x"], outputs: ["y"], attributes: { perm: { ints: perm } } }],
+      initializers: [],
+      inputs: [{ name: "x", dims: [2, 3] }],
+      outputs: [{ name: "y", dims: [] }],
+    });
+    refused(bytes, "malformed_model", /Transpose's perm \[.*\] is not a permutation of the 2 axes/);
+  }
+  const slice = onnx({
+    opset: 17,
+    nodes: [{ op: "Slice", inputs: ["x", "starts", "ends"], outputs: ["y"] }],
+    initializers: [{ name: "starts", dims: [2], int64: [0, 0] }, { name: "ends", dims: [1], int64: [1] }],
+    inputs: [{ name: "x", dims: [2, 3] }],
+    outputs: [{ name: "y", dims: [] }],
+  });
+  refused(slice, "malformed_model", /Slice has 2 starts, 1 ends and no steps for 2 axes/);
+});

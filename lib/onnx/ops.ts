@@ -590,6 +590,10 @@ function transpose(n: NodeContext): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
   const perm = attrInts(n, "perm") ?? [...Array(rank).keys()].reverse();
+  const axes = new Set(perm.map((p) => (p < 0 ? p + rank : p)));
+  if (perm.length !== rank || axes.size !== rank || [...axes].some((axis) => axis < 0 || axis >= rank)) {
+    throw new RangeError(`Transpose's perm [${perm}] is not a permutation of the ${rank} axes of its input`);
+  }
   if (x.kind === "const" && spindleDType(typeOf(x)) !== "float32") {
     return [hostPerRun([x], ([h]) => transposeHost(h, perm))];
   }
@@ -631,6 +635,16 @@ function slice(n: NodeContext): Value[] {
     steps = n.inputs[4] ? constInts(n.inputs[4], "Slice steps") : undefined;
   }
   axes ??= starts.map((_, i) => i);
+  if (
+    starts.length !== axes.length || ends.length !== axes.length ||
+    (steps !== undefined && steps.length !== axes.length)
+  ) {
+    throw new RangeError(
+      `Slice has ${starts.length} starts, ${ends.length} ends and ${
+        steps?.length ?? "no"
+      } steps for ${axes.length} axes`,
+    );
+  }
   let out: Value = x;
   const limit = 9e15;
   axes.forEach((rawAxis, i) => {
