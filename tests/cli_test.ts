@@ -138,3 +138,26 @@ Deno.test("infer loads a model file, and refuses a malformed one with a typed er
   assert.equal(broken.code, 1);
   assert.match(broken.stderr, /malformed_model/);
 });
+
+Deno.test("infer names an ONNX input's symbolic shape and the flag when sizes other than the batch are dynamic", async () => {
+  const { onnx } = await import("../tools/fuzz_corpus.ts");
+  const bytes = onnx({
+    opset: 17,
+    nodes: [{ op: "Relu", inputs: ["image"], outputs: ["y"] }],
+    initializers: [],
+    inputs: [{ name: "image", dims: ["batch", 3, "height", "width"] }],
+    outputs: [{ name: "y", dims: [] }],
+  });
+  const path = await Deno.makeTempFile({ suffix: ".onnx" });
+  try {
+    await Deno.writeFile(path, bytes);
+    const refused = await runCli(["infer", "--model", path, "--requests", "1", "--warmup", "0"]);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /input 'image' has the symbolic shape \[batch, 3, height, width\]/);
+    assert.match(refused.stderr, /--input-shape image=1x3xheightxwidth/);
+    const given = await runCli(["infer", "--model", path, "--input-shape", "image=1x3x8x8", "--requests", "1"]);
+    assert.equal(given.code, 0, given.stderr);
+  } finally {
+    await Deno.remove(path);
+  }
+});

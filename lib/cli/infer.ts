@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { decodeModel } from "../onnx/proto.ts";
 import { getNumInteropThreads, getNumThreads, MAX_THREADS, setNumInteropThreads, setNumThreads } from "../threads.ts";
 import { parallelInfoJson } from "../parallel_info.ts";
 import { BUILTIN_NAMES, type BuiltinModel, builtinModel } from "../models/builtin.ts";
@@ -91,6 +92,35 @@ export function parseInputShapes(values: readonly string[]): Record<string, numb
   return shapes;
 }
 
+/**
+ * Stops with a usage error naming the input, its symbolic shape and the flag to pass when an
+ * ONNX model has dynamic dimensions other than the batch (the first) and --input-shape does
+ * not give them: import cannot guess sizes that a model may need to be multiples of 32.
+ * Files that cannot be read or decoded are left to load(), whose errors say why.
+ */
+async function checkOnnxInputShapes(model: string, inputShapes: Record<string, number[]>): Promise<void> {
+  let bytes: Uint8Array;
+  let graph: ReturnType<typeof decodeModel>["graph"];
+  try {
+    bytes = await Deno.readFile(model);
+    graph = decodeModel(bytes).graph;
+  } catch {
+    return;
+  }
+  const initializers = new Set(graph.initializers.map((t) => t.name));
+  for (const input of graph.inputs) {
+    if (initializers.has(input.name) || input.dims === null || Object.hasOwn(inputShapes, input.name)) continue;
+    const dynamic = input.dims.some((d, axis) => axis > 0 && typeof d !== "number");
+    if (!dynamic) continue;
+    const shape = input.dims.map((d) => (typeof d === "number" ? String(d) : d || "?"));
+    const template = input.dims.map((d, axis) => (typeof d === "number" ? String(d) : axis === 0 ? "1" : d || "N"));
+    throw new UsageError(
+      `${model}: input '${input.name}' has the symbolic shape [${shape.join(", ")}]; give the sizes to run at with ` +
+        `--input-shape ${input.name}=${template.join("x")} (numbers for the named sizes)`,
+    );
+  }
+}
+
 async function open(
   model: string,
   batch: number | undefined,
@@ -105,6 +135,7 @@ async function open(
     const built: BuiltinModel = builtinModel(name, { batch });
     return built;
   }
+  if (model.toLowerCase().endsWith(".onnx")) await checkOnnxInputShapes(model, inputShapes);
   const module = await load(model, { inputShapes, executionMode: parallelBranches ? "parallel" : "sequential" });
   const inputs = () =>
     module.inputs.map((spec, i) => {

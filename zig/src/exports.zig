@@ -696,13 +696,18 @@ test "a failing forked op stores its error for wait" {
     try std.testing.expect(std.mem.startsWith(u8, buffer[0..count], "mm: "));
 }
 
-test "exported pinned call: handles disposed after the pin, one run, everything released" {
+/// A one-node model image, y = relu(x) for x of shape [2], for the pinned-call tests.
+fn reluImage() ![]u8 {
     const json =
         \\{"format":"spindle-graph","version":2,"tensors":[],
         \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[2]}],"values":2,
         \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
     ;
-    const image = try @import("interpreter/format.zig").writeImage(std.testing.allocator, json, &.{});
+    return @import("interpreter/format.zig").writeImage(std.testing.allocator, json, &.{});
+}
+
+test "exported pinned call: handles disposed after the pin, one run, everything released" {
+    const image = try reluImage();
     defer std.testing.allocator.free(image);
     const baseline_tensors = spindle_tensor_live_count();
     const baseline_calls = spindle_call_live_count();
@@ -742,12 +747,7 @@ test "exported pinned call: handles disposed after the pin, one run, everything 
 }
 
 test "exported pinned call: refused pins and failing runs release what they took" {
-    const json =
-        \\{"format":"spindle-graph","version":2,"tensors":[],
-        \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[2]}],"values":2,
-        \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
-    ;
-    const image = try @import("interpreter/format.zig").writeImage(std.testing.allocator, json, &.{});
+    const image = try reluImage();
     defer std.testing.allocator.free(image);
     const baseline_calls = spindle_call_live_count();
     var loaded: Handle = 0;
