@@ -7,7 +7,7 @@
  */
 import { SpindleError } from "../../ffi/status.ts";
 import type { DType, Tensor } from "../tensor.ts";
-import { tensor } from "../tensor.ts";
+import { bytesPerElement, tensor } from "../tensor.ts";
 import { encodeImage, type InputDescription } from "../program/format.ts";
 import { DEFAULT_MEMORY_BUDGET, withMemoryBudget } from "../program/program.ts";
 import { decodeModel, type ModelProto } from "./proto.ts";
@@ -190,7 +190,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
       for (let r = 0; r < runCount; r++) {
         const shape = spec.shape.map((d, axis) => (d === -1 ? DYNAMIC_SIZES[axis === 0 ? 0 : 1][r] : d));
         const count = numel(shape);
-        const bytes = count * (spec.dtype === "int64" ? 8 : 4);
+        const bytes = count * bytesPerElement(spec.dtype);
         if (bytes > budget) {
           throw new SpindleError(
             "too_large",
