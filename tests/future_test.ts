@@ -101,7 +101,8 @@ Deno.test("futures are released after wait and await", async () => {
   awaited.forEach((t) => t.dispose());
   // A worker drops its last reference just after completing a future: allow it a moment.
   for (let i = 0; i < 200 && liveFutureCount() > baseline; i++) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(liveFutureCount(), baseline);
+  // At most: the GC may finalise futures other tests dropped (the 100,000 below) meanwhile.
+  assert.ok(liveFutureCount() <= baseline, `${liveFutureCount()} futures alive, ${baseline} before`);
 });
 
 Deno.test("a failed future dropped without a wait is reported, not lost", async () => {
@@ -118,4 +119,14 @@ Deno.test("a failed future dropped without a wait is reported, not lost", async 
   );
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stderr, /mm: shapes \[2, 3\] and \[2, 3\] cannot be multiplied/);
+});
+
+Deno.test("100,000 forks nobody waits on grow the future slab instead of failing", async () => {
+  using a = rand([2, 2], { seed: 7 });
+  // Fire and forget: the futures are dropped at once; only the GC's finalizer releases them.
+  for (let i = 0; i < 100_000; i++) fork(mm, a, a);
+  assert.ok(liveFutureCount() > 65_536, `${liveFutureCount()} futures alive`);
+  using after = await fork(mm, a, a);
+  using expected = mm(a, a);
+  assert.deepEqual(after.toArray(), expected.toArray());
 });

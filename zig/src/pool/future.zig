@@ -53,9 +53,11 @@ const appendTruncated = status.appendTruncated;
 
 const Future = @This();
 
-/// Futures alive at once (pending or held). Each node is about 1.3 KiB, so the bound keeps
-/// a runaway fork loop under 100 MiB instead of exhausting memory.
-pub const max_live_futures: u32 = 1 << 16;
+/// Futures alive at once (pending or held). A bound on memory, not a count programs meet:
+/// fire-and-forget code (forks nobody waits on, released only when JavaScript's GC finalises
+/// their wrappers) may hold hundreds of thousands, and the slab grows for them. Each node is
+/// about 1.3 KiB, so a runaway fork loop stops near 1.4 GiB instead of exhausting memory.
+pub const max_live_futures: u32 = 1 << 20;
 /// Forks nested inside forked tasks. TorchScript has no recursion, so real programs nest a
 /// handful of levels; the bound turns runaway recursion into an error, not a stack overflow.
 pub const max_fork_depth: u32 = 256;
@@ -128,7 +130,7 @@ pub fn fork(pool: *Pool, name: []const u8, comptime Context: type, context: Cont
         return status.fail(error.TooLarge, "fork {s}: forks nested deeper than {d}", .{ name, max_fork_depth });
     }
     const future = slab.acquire() catch |err| return switch (err) {
-        error.TooLarge => status.fail(error.TooLarge, "fork: {d} futures are alive; release some first", .{max_live_futures}),
+        error.TooLarge => status.fail(error.TooLarge, "fork: {d} futures are alive (about {d} MiB of future nodes); wait on or drop some before forking more", .{ max_live_futures, max_live_futures * @sizeOf(Future) >> 20 }),
         error.OutOfMemory => status.fail(error.OutOfMemory, "fork: out of memory for future nodes", .{}),
     };
     const Erased = ErasedContext(Context);
