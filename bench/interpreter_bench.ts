@@ -9,6 +9,7 @@
  */
 import { add, Module, relu, script, type Tensor, tensor } from "../mod.ts";
 import { check, native } from "../ffi/load.ts";
+import { MAX_DIMS } from "../lib/tensor.ts";
 
 const CHAIN = 1000;
 const x = tensor([0.5]);
@@ -56,7 +57,7 @@ const loaded = new BigUint64Array(1);
 check(native().spindle_program_load(single.image, BigInt(single.image.byteLength), loaded));
 const inputHandles = BigUint64Array.of(x.handle);
 const callToken = new BigUint64Array(1);
-const info = new BigInt64Array(10);
+const info = new BigInt64Array(4 + MAX_DIMS);
 
 Deno.bench("ffi: tensor info (one sync FFI call, one handle looked up)", { group: "pin", baseline: true }, () => {
   native().spindle_tensor_info(x.handle, info);

@@ -45,12 +45,14 @@ export const symbols = {
     parameters: ["u32", "buffer", "u64", "u32", "buffer"],
     result: "i32",
   },
-  // int32_t spindle_tensor_info(uint64_t handle, int64_t *out /* [10] */)
+  // int32_t spindle_tensor_info(uint64_t handle, int64_t *out /* [12] */)
   spindle_tensor_info: { parameters: ["u64", "buffer"], result: "i32" },
   // int32_t spindle_tensor_read(uint64_t handle, uint8_t *destination, size_t bytes)
   spindle_tensor_read: { parameters: ["u64", "buffer", "usize"], result: "i32" },
   // int32_t spindle_tensor_dispose(uint64_t handle)
   spindle_tensor_dispose: { parameters: ["u64"], result: "i32" },
+  // void spindle_memory_stats(uint64_t *out /* [3] */)
+  spindle_memory_stats: { parameters: ["buffer"], result: "void" },
   // uint64_t spindle_system_allocations(void)
   spindle_system_allocations: { parameters: [], result: "u64" },
   // size_t spindle_tensor_live_count(void)

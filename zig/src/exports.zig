@@ -179,21 +179,26 @@ fn tensorRandom(ndim: u32, shape: ?[*]const i64, seed: u64, normal: bool, out: ?
     try publish(t, out);
 }
 
-/// int32_t spindle_tensor_info(uint64_t handle, int64_t *out): out[0] = dtype,
-///     out[1] = ndim, out[2..10] = shape.
-export fn spindle_tensor_info(handle: Handle, out: ?*[2 + tensor.max_dims]i64) i32 {
+/// int32_t spindle_tensor_info(uint64_t handle, int64_t *out /* [12] */): out[0] = dtype,
+///     out[1] = ndim, out[2] = address of the tensor's storage, out[3] = the storage's byte
+///     count, out[4..12] = shape. TypeScript reports the storage to V8 as external memory
+///     (an ArrayBuffer over it that nothing reads), so that the GC runs as native memory
+///     grows and finalises tensors nobody disposed.
+export fn spindle_tensor_info(handle: Handle, out: ?*[4 + tensor.max_dims]i64) i32 {
     status.clearMessage();
     return status.toStatus(tensorInfo(handle, out));
 }
 
-fn tensorInfo(handle: Handle, out: ?*[2 + tensor.max_dims]i64) Error!void {
+fn tensorInfo(handle: Handle, out: ?*[4 + tensor.max_dims]i64) Error!void {
     const destination = out orelse return status.fail(error.InvalidArgument, "info pointer is null", .{});
     const t = try tensor.table.acquire(handle);
     defer t.release();
     destination.* = @splat(0);
     destination[0] = @intFromEnum(t.dtype);
     destination[1] = t.ndim;
-    for (t.dims(), 0..) |d, axis| destination[2 + axis] = @intCast(d);
+    destination[2] = @intCast(@intFromPtr(t.storage.bytes.ptr));
+    destination[3] = @intCast(t.storage.bytes.len);
+    for (t.dims(), 0..) |d, axis| destination[4 + axis] = @intCast(d);
 }
 
 /// int32_t spindle_tensor_read(uint64_t handle, uint8_t *destination, size_t bytes):
@@ -225,6 +230,14 @@ export fn spindle_tensor_dispose(handle: Handle) i32 {
 ///     so far (tests check that steady-state inference does not allocate per op).
 export fn spindle_system_allocations() u64 {
     return @import("storage_cache.zig").system_allocations.load(.monotonic);
+}
+
+/// void spindle_memory_stats(uint64_t *out /* [3] */): out = { bytes in the block cache, idle
+///     trims so far, system allocations so far } (tests and the memory soak).
+export fn spindle_memory_stats(out: ?*[3]u64) void {
+    const cache = @import("storage_cache.zig");
+    const destination = out orelse return;
+    destination.* = .{ cache.cachedBytes(), cache.idle_trims.load(.monotonic), cache.system_allocations.load(.monotonic) };
 }
 
 /// size_t spindle_tensor_live_count(void): live tensor handles (leak checks in tests).

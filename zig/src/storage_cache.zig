@@ -3,7 +3,14 @@
 //! measured here, that made an eager 16M-float add 5× slower than the same kernel into a
 //! reused buffer. Freed large blocks are kept (up to `max_cached_bytes`) and handed back to
 //! the next allocation of the same size class, so steady-state inference touches warm pages.
+//!
+//! Idle memory goes back to the OS: once the process has allocated nothing through this
+//! cache for `idle_trim_ns`, a trimmer thread frees the cached blocks and asks the C
+//! allocator to return its free pages (malloc_trim, glibc). The thread is started by the
+//! first allocation and sleeps on a futex while nothing needs trimming: an idle process
+//! pays no wake-ups, and a busy one pays one relaxed load per allocation.
 const std = @import("std");
+const builtin = @import("builtin");
 
 const allocator = std.heap.c_allocator;
 
@@ -39,6 +46,7 @@ pub var system_allocations: std.atomic.Value(u64) = .init(0);
 
 /// A block of at least `byte_count` bytes (exactly `sizeClass(byte_count)` when cached-size).
 pub fn allocate(byte_count: usize) error{OutOfMemory}!Block {
+    noteActivity();
     const capacity = sizeClass(@max(byte_count, 1));
     if (capacity >= min_cached_bytes) {
         mutex.lock();
@@ -58,6 +66,7 @@ pub fn allocate(byte_count: usize) error{OutOfMemory}!Block {
 /// Returns a block from `allocate`: kept for reuse when large and the cache has room
 /// (evicting the oldest blocks), freed otherwise.
 pub fn free(block: Block) void {
+    noteActivity();
     if (block.len < min_cached_bytes or block.len > max_cached_bytes) return allocator.free(block);
     var evicted: [slot_count]?Block = @splat(null);
     defer for (evicted) |maybe| if (maybe) |old| allocator.free(old);
@@ -90,15 +99,87 @@ pub fn free(block: Block) void {
     allocator.free(block);
 }
 
-/// Frees every cached block (tests, and callers that want the memory back).
+/// Frees every cached block (the idle trimmer, tests, and callers that want the memory
+/// back). The frees happen after unlocking, so allocations meanwhile do not wait on them.
 pub fn trim() void {
-    mutex.lock();
-    defer mutex.unlock();
-    for (&slots) |*slot| {
-        if (slot.*) |block| allocator.free(block);
-        slot.* = null;
+    var taken: [slot_count]?Block = @splat(null);
+    {
+        mutex.lock();
+        defer mutex.unlock();
+        taken = slots;
+        slots = @splat(null);
+        cached_bytes = 0;
     }
-    cached_bytes = 0;
+    for (taken) |maybe| if (maybe) |block| allocator.free(block);
+}
+
+/// How long the process must allocate nothing before cached blocks and the C allocator's
+/// free pages go back to the OS. Long enough that a server between requests keeps its warm
+/// blocks; short enough that an application done with inference gets its memory back.
+pub const idle_trim_ns: u64 = 3 * std.time.ns_per_s;
+
+/// The trimmer's view of the process, a futex word: `active` (something allocated since the
+/// trimmer last looked), `quiet` (nothing yet: the trimmer is timing an idle interval),
+/// `asleep` (trimmed; the trimmer sleeps until the next allocation wakes it) or `unstarted`
+/// (no allocation yet, no thread). Monotonic throughout: the word carries no data, only
+/// whether to trim, and Futex.wait re-checks it atomically, so a wake cannot be lost between
+/// the trimmer's check and its sleep.
+const Activity = enum(u32) { active, quiet, asleep, unstarted };
+var activity: std.atomic.Value(u32) = .init(@intFromEnum(Activity.unstarted));
+var trimmer: ?std.Thread = null;
+/// Idle trims done so far (a statistic, for tests).
+pub var idle_trims: std.atomic.Value(u64) = .init(0);
+
+/// Marks the process as active: a relaxed load on the hot path; a store (and, when the
+/// trimmer sleeps, a futex wake) only on the first allocation after a quiet moment. The
+/// first allocation of the process starts the trimmer.
+fn noteActivity() void {
+    if (activity.load(.monotonic) == @intFromEnum(Activity.active)) return;
+    switch (@as(Activity, @enumFromInt(activity.swap(@intFromEnum(Activity.active), .monotonic)))) {
+        .active, .quiet => {},
+        .asleep => std.Thread.Futex.wake(&activity, 1),
+        .unstarted => {
+            // Without a thread (out of resources) nothing is trimmed when idle; all else holds.
+            // The thread runs for the life of the process; its handle is never joined. Default
+            // stack: glibc carves the (large) static TLS of this library out of it.
+            trimmer = std.Thread.spawn(.{}, trimWhenIdle, .{}) catch return;
+        },
+    }
+}
+
+/// The trimmer looks this many times per idle_trim_ns, so it trims between idle_trim_ns and
+/// idle_trim_ns · (1 + 1 / checks_per_interval) after the last allocation.
+const checks_per_interval = 4;
+
+fn trimWhenIdle() void {
+    var quiet_checks: u32 = 0;
+    while (true) {
+        // Time one check; count it quiet if nothing allocated during it.
+        if (activity.swap(@intFromEnum(Activity.quiet), .monotonic) == @intFromEnum(Activity.quiet)) {
+            quiet_checks += 1;
+        } else {
+            quiet_checks = 0;
+        }
+        if (quiet_checks < checks_per_interval) {
+            std.Thread.sleep(idle_trim_ns / checks_per_interval);
+            continue;
+        }
+        quiet_checks = 0;
+        if (activity.cmpxchgStrong(@intFromEnum(Activity.quiet), @intFromEnum(Activity.asleep), .monotonic, .monotonic) != null) continue;
+        trim();
+        trimCAllocator();
+        _ = idle_trims.fetchAdd(1, .monotonic);
+        while (activity.load(.monotonic) == @intFromEnum(Activity.asleep)) {
+            std.Thread.Futex.wait(&activity, @intFromEnum(Activity.asleep));
+        }
+    }
+}
+
+extern "c" fn malloc_trim(pad: usize) c_int;
+
+/// Returns the C allocator's free pages to the OS (glibc; other C libraries keep theirs).
+pub fn trimCAllocator() void {
+    if (comptime builtin.target.isGnuLibC()) _ = malloc_trim(0);
 }
 
 pub fn cachedBytes() usize {
@@ -130,4 +211,22 @@ test "a freed large block is reused for the same size class, small ones are not 
     try std.testing.expectEqual(@as(usize, 1 << 20), cachedBytes());
     trim();
     try std.testing.expectEqual(@as(usize, 0), cachedBytes());
+}
+
+test "an idle process trims the cache; an allocation wakes the trimmer again" {
+    trim();
+    const block = try allocate(1 << 20);
+    free(block);
+    try std.testing.expectEqual(@as(usize, 1 << 20), cachedBytes());
+    const trims_before = idle_trims.load(.monotonic);
+    // Nothing allocates through the cache for a little over one interval: it is trimmed.
+    var waited: u64 = 0;
+    while (idle_trims.load(.monotonic) == trims_before and waited < 4 * idle_trim_ns) : (waited += std.time.ns_per_s / 10) {
+        std.Thread.sleep(std.time.ns_per_s / 10);
+    }
+    try std.testing.expect(idle_trims.load(.monotonic) > trims_before);
+    try std.testing.expectEqual(@as(usize, 0), cachedBytes());
+    // The next allocation wakes the trimmer, which trims again after the next idle interval.
+    free(try allocate(1 << 20));
+    try std.testing.expectEqual(Activity.active, @as(Activity, @enumFromInt(activity.load(.monotonic))));
 }
