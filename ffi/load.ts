@@ -14,7 +14,7 @@ import { type Symbols, symbols } from "./symbols.ts";
 import { lastErrorMessage, SpindleError } from "./status.ts";
 
 /** The ABI version this TypeScript expects (zig/src/exports.zig `abi_version`). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 const LIBRARY_FILE = Deno.build.os === "darwin"
   ? "libspindle.dylib"

@@ -57,6 +57,11 @@ export interface ScriptModuleOptions {
   inputNames?: readonly string[];
   /** Names of the outputs, one per tensor the function returns (default `output0`, …). */
   outputNames?: readonly string[];
+  /**
+   * The most tensor bytes one run of the module may hold at once (default 4 GiB,
+   * `DEFAULT_MEMORY_BUDGET`); a run that would need more fails with `too_large`.
+   */
+  memoryBudget?: number;
 }
 
 /**
@@ -86,7 +91,11 @@ let createModule: (program: Program, name: string) => Module;
  * The asynchronous methods run off the JavaScript thread, so N concurrent calls run as N
  * inference threads; the `…Sync` ones run on the calling thread. An asynchronous call holds
  * its inputs and the module's program from the moment it is made until it settles, so
- * disposing them meanwhile (as `using` does at the end of a scope) is safe.
+ * disposing them meanwhile (as `using` does at the end of a scope) is safe. Each run holds
+ * at most the module's memory budget of tensors at once (the `memoryBudget` option of
+ * {@link load} and {@link Module.fromScript}, default 4 GiB); a request that would need more
+ * fails with a `SpindleError` of code `too_large`, naming the tensor and its bytes, before
+ * allocating it.
  *
  * @example
  * ```ts
@@ -125,7 +134,8 @@ export class Module {
    *
    * @param fn The scripted function.
    * @param exampleInputs Inputs of the shapes the module will take.
-   * @param options Input and output names, and a name for messages (or just that name).
+   * @param options Input and output names, a name for messages (or just that name), and the
+   *   memory budget of each run.
    * @returns The module.
    *
    * @example
@@ -157,9 +167,9 @@ export class Module {
         `Module.fromScript: options must be an object ({ name, inputNames, outputNames }), got ${kind(options)}`,
       );
     }
-    const { name, inputNames, outputNames } = typeof options === "string" ? { name: options } : options;
+    const { name, inputNames, outputNames, memoryBudget } = typeof options === "string" ? { name: options } : options;
     let program = programFor(fn, exampleInputs);
-    if (inputNames !== undefined || outputNames !== undefined) {
+    if (inputNames !== undefined || outputNames !== undefined || memoryBudget !== undefined) {
       const source = decodeSource(program.image);
       const entry = source.graphs[0];
       if (inputNames !== undefined) {
@@ -170,7 +180,7 @@ export class Module {
         checkNames("outputNames", outputNames, entry.outputs.length, `output of ${state.name}`);
         entry.results = entry.results?.map((result, i) => ({ ...result, name: outputNames[i] }));
       }
-      program = Program.load(encodeImage(source));
+      program = Program.load(encodeImage(source), memoryBudget);
     }
     return new Module(program, name ?? state.name);
   }
@@ -224,6 +234,7 @@ export class Module {
    * @returns The output.
    * @throws {TypeError} for a model with several outputs (use {@link Module.forwardAll} or
    *   {@link Module.run}), or inputs that do not match the model's.
+   * @throws {SpindleError} code `too_large` when the run would pass the memory budget.
    *
    * @example
    * ```ts
@@ -248,6 +259,7 @@ export class Module {
    * @returns The output.
    * @throws {TypeError} for a model with several outputs (use {@link Module.forwardAllSync}
    *   or {@link Module.runSync}), or inputs that do not match the model's.
+   * @throws {SpindleError} code `too_large` when the run would pass the memory budget.
    *
    * @example
    * ```ts
@@ -526,7 +538,8 @@ async function readModelFile(path: string | URL, name: string): Promise<Uint8Arr
  * `malformed_model`, never a crash.
  *
  * @param path The file.
- * @param options For .onnx files: inputs to bake in, fixed sizes for dynamic input dims.
+ * @param options The memory budget of the load and of each run (`memoryBudget`, default
+ *   4 GiB); for .onnx files also inputs to bake in and fixed sizes for dynamic input dims.
  * @returns The module.
  *
  * @example

@@ -144,3 +144,91 @@ Deno.test("files declaring absurd sizes are refused with too_large within the me
   });
   assert.ok(performance.now() - started < 5000, "refused in under 5 s");
 });
+
+/** A Spindle model file: y = neg(relu(x)) for x of shape [batch, 256] (1 KiB per row). */
+async function dynamicBatchModelFile(): Promise<string> {
+  const path = await Deno.makeTempFile({ suffix: ".spindle" });
+  await Deno.writeFile(
+    path,
+    encodeImage({
+      graphs: [{
+        inputs: [{ name: "x", dtype: "float32", shape: [-1, 256] }],
+        values: 3,
+        nodes: [{ op: "relu", inputs: [0], outputs: [1] }, { op: "neg", inputs: [1], outputs: [2] }],
+        outputs: [2],
+      }],
+      tensors: [],
+    }),
+  );
+  return path;
+}
+
+/** A too_large error naming the tensor, its bytes and the option that raises the budget. */
+function refusedRun(bytes: number, shape: string) {
+  return (e: unknown) => {
+    return e instanceof SpindleError && e.code === "too_large" &&
+      e.message.includes(`a tensor of shape ${shape} (${bytes} bytes)`) &&
+      e.message.includes(`the ${2 ** 20}-byte memory budget`) && e.message.includes("memoryBudget");
+  };
+}
+
+Deno.test("memoryBudget bounds each run: a request past it is too_large, and the module still runs", async () => {
+  const path = await dynamicBatchModelFile();
+  try {
+    using model = await load(path, { memoryBudget: 2 ** 20 });
+    // 64 rows hold 128 KiB; 1024 rows 1 MiB for relu, then 1 MiB more for neg: refused.
+    const values = Array.from({ length: 64 * 256 }, (_, i) => i % 3 - 1);
+    using small = tensor(values, [64, 256]);
+    using large = ones([1024, 256]);
+    const expected = new Float32Array(values.map((v) => -Math.max(v, 0)));
+    const check = (y: Tensor) => assert.deepEqual(y.toArray(), expected);
+    for (let round = 0; round < 2; round++) {
+      // The calling thread (spindle_program_run), then pinned calls on inference threads.
+      using sync = model.forwardSync(small);
+      check(sync);
+      assert.throws(() => model.forwardSync(large), refusedRun(2 ** 20, "[1024, 256]"));
+      using awaited = await model.forward(small);
+      check(awaited);
+      await assert.rejects(model.forward(large), refusedRun(2 ** 20, "[1024, 256]"));
+      const { output0 } = await model.run({ x: small });
+      using named = output0;
+      check(named);
+      await assert.rejects(model.run({ x: large }), refusedRun(2 ** 20, "[1024, 256]"));
+    }
+    // Concurrent requests each have a budget of their own: all fit.
+    const results = await Promise.all(Array.from({ length: 4 }, () => model.forward(small)));
+    results.forEach((y) => {
+      check(y);
+      y.dispose();
+    });
+    // The default budget (4 GiB) runs the large request.
+    using roomy = await load(path);
+    using y = await roomy.forward(large);
+    assert.equal(y.toArray()[0], -1);
+    await assert.rejects(load(path, { memoryBudget: 0 }), RangeError);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("memoryBudget bounds the runs of ONNX modules and the load of scripted ones", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".onnx" });
+  await Deno.writeFile(path, await onnxModel("Relu", ["batch", 256]));
+  try {
+    using model = await load(path, { memoryBudget: 2 ** 20 });
+    using fits = ones([1024, 256]);
+    using y = await model.forward(fits);
+    assert.equal(y.toArray()[0], 1);
+    using large = ones([2048, 256]);
+    await assert.rejects(model.forward(large), refusedRun(2 ** 21, "[2048, 256]"));
+  } finally {
+    await Deno.remove(path);
+  }
+  // A scripted module's inputs have fixed shapes: its load-time check, which holds the input
+  // as well, needs more than any run, so the option is refused there when too small.
+  using x = ones([1024, 256]);
+  const double = script((input: Tensor) => relu(relu(input)));
+  assert.throws(() => Module.fromScript(double, [x], { memoryBudget: 2 ** 20 }), refusedRun(2 ** 20, "[1024, 256]"));
+  using scripted = Module.fromScript(double, [x], { memoryBudget: 2 ** 22 });
+  scripted.forwardSync(x).dispose();
+});

@@ -51,9 +51,13 @@ export interface ImportOptions {
    */
   executionMode?: "sequential" | "parallel";
   /**
-   * The most tensor bytes import and the load-time check may allocate (default 4 GiB):
-   * import runs the model's ops on stand-in inputs, so a file declaring absurd sizes is
-   * refused with `too_large` instead of exhausting memory. Raise it for a model that needs more.
+   * The most tensor bytes held at once by import, by the load-time check and then by each
+   * run of the module `load` returns (default 4 GiB): import runs the model's ops on
+   * stand-in inputs, the load-time check runs the model on inputs of its declared shapes,
+   * and a request's sizes decide a run's intermediates, so a file declaring absurd sizes or
+   * an oversized request is refused with `too_large`, naming the tensor and its bytes,
+   * instead of exhausting memory. Raise it for a model that needs more. (A parallel-mode
+   * model's forked branches each run under a budget of this size of their own.)
    */
   memoryBudget?: number;
 }

@@ -22,21 +22,28 @@ const callBuffer = new BigUint64Array(1);
 const decoder = new TextDecoder();
 
 /**
- * The default cap on the tensor bytes a load may allocate (4 GiB): loading checks a model
- * by running it on inputs of its declared shapes, and ONNX import runs its ops on stand-in
- * inputs, so a small hostile file could otherwise ask for any amount of memory.
+ * The default cap on the tensor bytes a load, an ONNX import or one run of a model may hold
+ * at once (4 GiB): loading checks a model by running it on inputs of its declared shapes,
+ * ONNX import runs its ops on stand-in inputs, and a request's sizes decide a run's
+ * intermediates, so a small hostile file or an oversized request could otherwise ask for any
+ * amount of memory.
  */
 export const DEFAULT_MEMORY_BUDGET = 4 * 2 ** 30;
+
+/** `bytes` as the native side takes a budget, after checking it is a positive whole number. */
+function budgetBytes(bytes: number): bigint {
+  if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new RangeError(`memoryBudget must be a positive whole number of bytes, got ${bytes}`);
+  }
+  return BigInt(bytes);
+}
 
 /**
  * Runs `fn` with the calling thread's native tensor allocations capped at `bytes` (see
  * zig/src/tensor.zig `Budget`); a tensor that would pass the cap is a `too_large` error.
  */
 export function withMemoryBudget<T>(bytes: number, fn: () => T): T {
-  if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes <= 0) {
-    throw new RangeError(`memoryBudget must be a positive whole number of bytes, got ${bytes}`);
-  }
-  native().spindle_set_allocation_budget(BigInt(bytes));
+  native().spindle_set_allocation_budget(budgetBytes(bytes));
   try {
     return fn();
   } finally {
@@ -63,13 +70,14 @@ export class Program {
    * Validates and loads a model image natively.
    *
    * @param image The file bytes.
-   * @param memoryBudget The most tensor bytes the load-time check may allocate.
+   * @param memoryBudget The most tensor bytes the load (its weights and its check on inputs
+   *   of the declared shapes) and then each run may hold at once.
    * @returns The program.
    * @throws {SpindleError} code `malformed_model` naming the defect, `too_large` past the budget.
    */
   static load(image: Uint8Array, memoryBudget: number = DEFAULT_MEMORY_BUDGET): Program {
     const out = new BigUint64Array(1);
-    withMemoryBudget(memoryBudget, () => check(native().spindle_program_load(image, BigInt(image.byteLength), out)));
+    check(native().spindle_program_load(image, BigInt(image.byteLength), budgetBytes(memoryBudget), out));
     return new Program(out[0], image);
   }
 
@@ -117,6 +125,8 @@ export class Program {
    *
    * @param inputs The graph's inputs.
    * @returns One tensor per graph output.
+   * @throws {SpindleError} code `too_large` when the run would hold more than the memory
+   *   budget given to {@link Program.load}, naming the tensor and its bytes.
    */
   runSync(inputs: readonly Tensor[]): Tensor[] {
     const handles = this.#handles(inputs);
@@ -143,6 +153,7 @@ export class Program {
    *
    * @param inputs The graph's inputs.
    * @returns One tensor per graph output.
+   * @throws {SpindleError} code `too_large` past the memory budget, as {@link Program.runSync}.
    */
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
     // Everything up to the first await runs on the calling thread, before run() returns.

@@ -27,7 +27,8 @@ const Handle = tensor.Handle;
 
 /// Bumped whenever an exported signature or status/op code changes meaning.
 /// 2: op parameters in the schema's flat encoding (ops/schema.zig), spindle_describe_json.
-pub const abi_version: u32 = 2;
+/// 3: spindle_program_load takes the program's memory budget.
+pub const abi_version: u32 = 3;
 
 comptime {
     // Handles cross the boundary as u64 (BigInt in TypeScript): keep them one word.
@@ -439,18 +440,28 @@ export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
     return Future.unobserved.drain(destination);
 }
 
-/// int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t *out): parses
-///     and validates a model image (see interpreter/format.zig), copying its tensors.
-export fn spindle_program_load(bytes: ?[*]const u8, length: usize, out: ?*Handle) i32 {
+/// int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t memory_budget,
+///     uint64_t *out): parses and validates a model image (see interpreter/format.zig),
+///     copying its tensors. `memory_budget` (0: no cap) caps the tensor bytes the load holds
+///     (its tensors and the check on inputs of the declared shapes) and, from then on, each
+///     run of the program (spindle_program_run, spindle_call_run): past it, a load or run
+///     fails with too_large, naming the tensor and the bytes, before allocating them.
+export fn spindle_program_load(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) i32 {
     status.clearMessage();
-    return status.toStatus(programLoad(bytes, length, out));
+    return status.toStatus(programLoad(bytes, length, memory_budget, out));
 }
 
-fn programLoad(bytes: ?[*]const u8, length: usize, out: ?*Handle) Error!void {
+fn programLoad(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) Error!void {
     const destination = out orelse return status.fail(error.InvalidArgument, "output handle pointer is null", .{});
     const image: []const u8 = if (length == 0) &.{} else (bytes orelse return status.fail(error.InvalidArgument, "model bytes pointer is null", .{}))[0..length];
+    const limit: ?usize = if (memory_budget == 0) null else @intCast(memory_budget);
+    var budget: tensor.Budget = undefined;
+    tensor.enterBudget(&budget, limit);
+    defer tensor.leaveBudget(&budget);
     const loaded = try program.load(image);
     errdefer loaded.release();
+    // Set before the program is shared (registered): runs only read it.
+    loaded.memory_budget = limit;
     try execute.checkShapes(loaded);
     destination.* = try program.table.register(loaded);
 }
@@ -601,8 +612,9 @@ export fn spindle_call_live_count() usize {
 }
 
 /// void spindle_set_allocation_budget(uint64_t bytes): caps the tensor bytes the calling
-///     thread may allocate from now on (0: no cap); model loads and ONNX import run under
-///     one. A call that would pass it fails with too_large, naming the tensor and the bytes.
+///     thread may allocate from now on (0: no cap); ONNX import runs its ops under one. A
+///     call that would pass it fails with too_large, naming the tensor and the bytes. Loads
+///     and runs of a program install their own (spindle_program_load's memory_budget).
 export fn spindle_set_allocation_budget(bytes: u64) void {
     tensor.setAllocationBudget(if (bytes == 0) null else @intCast(bytes));
 }
@@ -709,23 +721,33 @@ test "a failing forked op stores its error for wait" {
     try std.testing.expect(std.mem.startsWith(u8, buffer[0..count], "mm: "));
 }
 
-/// A one-node model image, y = relu(x) for x of shape [2], for the pinned-call tests.
-fn reluImage() ![]u8 {
+/// A one-node model image, y = relu(x) for x of shape `shape` (JSON), for the pinned-call
+/// tests.
+fn reluImage(comptime shape: []const u8) ![]u8 {
     const json =
         \\{"format":"spindle-graph","version":2,"tensors":[],
-        \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[2]}],"values":2,
+        \\ "graphs":[{"inputs":[{"dtype":"float32","shape":
+    ++ shape ++
+        \\}],"values":2,
         \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
     ;
     return @import("interpreter/format.zig").writeImage(std.testing.allocator, json, &.{});
 }
 
-test "exported pinned call: handles disposed after the pin, one run, everything released" {
-    const image = try reluImage();
+/// Loads reluImage(shape) with a memory budget of `memory_budget` bytes (0: none) and
+/// returns the program's handle (the image is copied: it is freed at once).
+fn loadRelu(comptime shape: []const u8, memory_budget: u64) !Handle {
+    const image = try reluImage(shape);
     defer std.testing.allocator.free(image);
+    var loaded: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_program_load(image.ptr, image.len, memory_budget, &loaded));
+    return loaded;
+}
+
+test "exported pinned call: handles disposed after the pin, one run, everything released" {
     const baseline_tensors = spindle_tensor_live_count();
     const baseline_calls = spindle_call_live_count();
-    var loaded: Handle = 0;
-    try std.testing.expectEqual(@as(i32, 0), spindle_program_load(image.ptr, image.len, &loaded));
+    const loaded = try loadRelu("[2]", 0);
     // Watch the program's references through one of our own.
     const watched = try program.table.acquire(loaded);
     defer watched.release();
@@ -760,11 +782,8 @@ test "exported pinned call: handles disposed after the pin, one run, everything 
 }
 
 test "exported pinned call: refused pins and failing runs release what they took" {
-    const image = try reluImage();
-    defer std.testing.allocator.free(image);
     const baseline_calls = spindle_call_live_count();
-    var loaded: Handle = 0;
-    try std.testing.expectEqual(@as(i32, 0), spindle_program_load(image.ptr, image.len, &loaded));
+    const loaded = try loadRelu("[2]", 0);
     defer _ = spindle_program_dispose(loaded);
     const watched = try program.table.acquire(loaded);
     defer watched.release();
@@ -792,4 +811,35 @@ test "exported pinned call: refused pins and failing runs release what they took
     // Monotonic: every release happened on this thread. The table and `watched` remain.
     try std.testing.expectEqual(@as(u32, 2), watched.refs.load(.monotonic));
     try std.testing.expectEqual(@as(u32, 2), tensor_watched.refs.load(.monotonic));
+}
+
+test "exported runs, pinned or not, hold at most the memory budget given at load" {
+    const baseline_tensors = spindle_tensor_live_count();
+    const loaded = try loadRelu("[-1]", 1000);
+    defer _ = spindle_program_dispose(loaded);
+    var message: [status.message_capacity]u8 = undefined;
+    var output: Handle = 0;
+    // relu of 100 floats makes 400 bytes, of 300 floats 1200: past the budget.
+    for ([_]i64{ 100, 300, 100 }) |length| {
+        const shape = [_]i64{length};
+        var x: Handle = 0;
+        try std.testing.expectEqual(@as(i32, 0), spindle_tensor_full(0, 1, &shape, -1, &x));
+        defer _ = spindle_tensor_dispose(x);
+        for ([_]bool{ false, true }) |pinned| {
+            var token: Handle = 0;
+            if (pinned) try std.testing.expectEqual(@as(i32, 0), spindle_call_pin(loaded, 0, &.{x}, 1, &token));
+            const code = if (pinned)
+                spindle_call_run(token, (&output)[0..1], 1, &message, message.len)
+            else
+                spindle_program_run(loaded, 0, &.{x}, 1, (&output)[0..1], 1, &message, message.len);
+            if (length == 100) {
+                try std.testing.expectEqual(@as(i32, 0), code);
+                try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(output));
+                continue;
+            }
+            try std.testing.expectEqual(@intFromEnum(status.Status.too_large), code);
+            try std.testing.expect(std.mem.indexOf(u8, std.mem.sliceTo(&message, 0), "a tensor of shape [300] (1200 bytes)") != null);
+        }
+    }
+    try std.testing.expectEqual(baseline_tensors, spindle_tensor_live_count());
 }

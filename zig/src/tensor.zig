@@ -84,9 +84,9 @@ pub const Storage = struct {
     /// Set when the bytes are a region of an interpreter arena: releasing the storage then
     /// releases the arena instead of freeing a block.
     arena: ?*Arena = null,
-    /// Bytes counted against the allocating thread's budget (0: none), given back when the
-    /// storage is freed on a thread with a budget.
-    charged: usize = 0,
+    /// What the allocation counted against a budget, given back when the storage is freed
+    /// (see Budget): none for a region of an arena, whose bytes the arena's charge covers.
+    charge: Charge = .{},
     /// Incremented by every tensor viewing this storage. Release decrement synchronises
     /// with the Acquire load of the thread that frees, so all writes happen before free.
     refs: std.atomic.Value(u32),
@@ -114,7 +114,7 @@ pub const Storage = struct {
         std.debug.assert(previous > 0);
         if (previous == 1) {
             _ = storage.refs.load(.acquire);
-            refundBudget(storage.charged);
+            refund(storage.charge);
             if (storage.arena) |arena| arena.release() else storage_cache.free(storage.block);
             StructCache(Storage).destroy(storage);
         }
@@ -218,21 +218,25 @@ pub fn checkedNumel(shape: []const usize, dtype: DType) Error!usize {
     return count;
 }
 
-/// A new contiguous tensor with uninitialised data.
 /// One block that the interpreter carves into op outputs according to its plan. Every
 /// storage placed in it holds a reference, so the block outlives any tensor that escapes.
 pub const Arena = struct {
     block: storage_cache.Block,
+    /// The whole block counted against the budget of the run that made it (see Budget).
+    charge: Charge,
     /// Holders: the run that made it and each storage placed in it. Release/Acquire as in
     /// Storage.refs.
     refs: std.atomic.Value(u32),
 
     pub fn create(byte_count: usize) Error!*Arena {
+        const charge = chargeBudget(byte_count) orelse
+            return refuse("the memory plan's arena for one run's op outputs", .{}, byte_count);
+        errdefer refund(charge);
         _ = storage_cache.system_allocations.fetchAdd(1, .monotonic);
         const arena = allocator.create(Arena) catch return error.OutOfMemory;
         errdefer allocator.destroy(arena);
         const block = storage_cache.allocate(@max(byte_count, 1)) catch return error.OutOfMemory;
-        arena.* = .{ .block = block, .refs = .init(1) };
+        arena.* = .{ .block = block, .charge = charge, .refs = .init(1) };
         return arena;
     }
 
@@ -241,6 +245,7 @@ pub const Arena = struct {
         std.debug.assert(previous > 0);
         if (previous == 1) {
             _ = arena.refs.load(.acquire);
+            refund(arena.charge);
             storage_cache.free(arena.block);
             allocator.destroy(arena);
         }
@@ -276,56 +281,115 @@ fn takePlanned(byte_count: usize) Error!?*Storage {
     return storage;
 }
 
-/// A cap on the tensor bytes one thread may hold at once while it is set. Loading a model
-/// (its check on inputs of the declared shapes) and ONNX import (ops run on stand-in
-/// inputs) run under one, so that a small hostile file cannot make them allocate without
-/// bound. Storage freed on the same thread gives its bytes back; storage freed elsewhere
-/// (rare while loading) keeps them counted, which only errs on the safe side.
+/// A cap on the tensor bytes one thread holds at once while it is installed. Every run of a
+/// program installs one of its own (execute.run: the program's memory budget), as do a model
+/// load (its check on inputs of the declared shapes) and ONNX import (ops on stand-in
+/// inputs), so that neither a small hostile file nor an oversized request can make them
+/// allocate without bound. Budgets nest: a run started on a thread that already has one (a
+/// forked graph run while its caller waits, a load during import) installs its own on top and
+/// puts the hidden one back when it ends.
+///
+/// Each allocation records its charge with the id of the budget charged, and freeing gives
+/// the bytes back to that budget only, and only while it is installed on the freeing thread:
+/// bytes never return to a budget that did not count them. What is freed on another thread,
+/// or after its budget was removed, stays counted (or is forgotten with the budget), which
+/// errs on the safe side.
 pub const Budget = struct {
     limit: usize,
-    used: usize = 0,
+    used: usize,
+    /// Distinct for every budget installed in the process (never 0): a charge finds the
+    /// budget that took it and no other.
+    id: u64,
+    /// The budget this one hides on its thread, put back by leaveBudget.
+    previous: ?*Budget,
 };
 
-/// Thread-local: set and cleared by the thread that loads; intra-op workers never see it.
-threadlocal var allocation_budget: ?Budget = null;
+/// What one allocation counted against a budget, to give back when it is freed.
+pub const Charge = struct {
+    bytes: usize = 0,
+    /// The id of the budget charged (0: none).
+    budget: u64 = 0,
+};
 
-/// Starts counting this thread's tensor allocations against `limit` bytes (null: no cap).
+/// The innermost budget of this thread (null: allocations are not counted). Thread-local:
+/// intra-op workers, which allocate nothing, never see it.
+threadlocal var current_budget: ?*Budget = null;
+/// Where setAllocationBudget keeps the budget it installs.
+threadlocal var thread_budget: Budget = undefined;
+/// The next budget id. Monotonic: ids need only be distinct; nothing is published through
+/// them (a budget is read and written only by the thread that installed it).
+var next_budget_id: std.atomic.Value(u64) = .init(1);
+
+/// Installs `budget`, capped at `limit` bytes (null: uncapped, yet counted apart from the
+/// budget it hides), as this thread's innermost one until leaveBudget(budget).
+pub fn enterBudget(budget: *Budget, limit: ?usize) void {
+    budget.* = .{
+        .limit = limit orelse std.math.maxInt(usize),
+        .used = 0,
+        .id = next_budget_id.fetchAdd(1, .monotonic),
+        .previous = current_budget,
+    };
+    std.debug.assert(budget.id != 0);
+    current_budget = budget;
+}
+
+/// Removes `budget`, this thread's innermost one, and puts back the one it hid. Storage it
+/// charged that is still alive (a run's outputs) is given back to no budget.
+pub fn leaveBudget(budget: *Budget) void {
+    std.debug.assert(current_budget == budget);
+    current_budget = budget.previous;
+}
+
+/// Starts counting this thread's tensor allocations against `limit` bytes (null: no cap),
+/// replacing the budget this function installed before. Called only outside scoped budgets
+/// (enterBudget), which are left before the native call that entered them returns.
 pub fn setAllocationBudget(limit: ?usize) void {
-    allocation_budget = if (limit) |bytes| .{ .limit = bytes } else null;
+    std.debug.assert(current_budget == null or current_budget == &thread_budget);
+    current_budget = null;
+    if (limit) |bytes| enterBudget(&thread_budget, bytes);
 }
 
-/// Bytes held against this thread's budget now (0 without one).
+/// Bytes held against this thread's innermost budget now (0 without one).
 pub fn allocationBudgetUsed() usize {
-    return if (allocation_budget) |budget| budget.used else 0;
+    return if (current_budget) |budget| budget.used else 0;
 }
 
-fn chargeBudget(shape: []const usize, bytes: usize) Error!void {
-    const budget = &(allocation_budget orelse return);
-    if (bytes > budget.limit - budget.used) {
-        return status.fail(error.TooLarge, "a tensor of shape {f} ({d} bytes) would take the allocations past the {d}-byte memory budget ({d} bytes used); raise the budget (load's memoryBudget option) if the model really needs it", .{
-            status.shape(shape), bytes, budget.limit, budget.used,
-        });
-    }
+/// Counts `bytes` against this thread's innermost budget: the charge to record (empty
+/// without a budget), or null when they would take it past its limit.
+fn chargeBudget(bytes: usize) ?Charge {
+    const budget = current_budget orelse return .{};
+    std.debug.assert(budget.used <= budget.limit);
+    if (bytes > budget.limit - budget.used) return null;
     budget.used += bytes;
+    return .{ .bytes = bytes, .budget = budget.id };
 }
 
-fn refundBudget(bytes: usize) void {
-    const budget = &(allocation_budget orelse return);
-    budget.used -= @min(bytes, budget.used);
+/// The too_large error for `bytes` of `what` that chargeBudget refused.
+fn refuse(comptime what: []const u8, what_arguments: anytype, bytes: usize) Error {
+    const budget = current_budget.?;
+    return status.fail(error.TooLarge, what ++ " ({d} bytes) would take the allocations past the {d}-byte memory budget ({d} bytes used); raise the budget (the memoryBudget option of load, importOnnx or Module.fromScript) if the model really needs it", what_arguments ++ .{ bytes, budget.limit, budget.used });
 }
 
+/// Gives `charge` back to the budget that took it, if that budget is installed on this
+/// thread; the walk is as long as the budgets nest here (forks nest at most
+/// pool/future.zig's max_fork_depth deep).
+fn refund(charge: Charge) void {
+    if (charge.bytes == 0) return;
+    var scope = current_budget;
+    while (scope) |budget| : (scope = budget.previous) {
+        if (budget.id != charge.budget) continue;
+        std.debug.assert(budget.used >= charge.bytes);
+        budget.used -= charge.bytes;
+        return;
+    }
+}
+
+/// A new contiguous tensor with uninitialised data.
 pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     const count = try checkedNumel(shape, dtype);
     const bytes = count * dtype.size();
-    try chargeBudget(shape, bytes);
-    const storage = (takePlanned(bytes) catch |err| {
-        refundBudget(bytes);
-        return err;
-    }) orelse Storage.create(bytes) catch |err| {
-        refundBudget(bytes);
-        return err;
-    };
-    if (allocation_budget != null) storage.charged = bytes;
+    // A planned output takes a region of an arena, whose charge covers it.
+    const storage = try takePlanned(bytes) orelse try createCharged(shape, bytes);
     errdefer storage.release();
     const t = try StructCache(Tensor).create();
     t.* = .{
@@ -340,6 +404,14 @@ pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     @memcpy(t.shape[0..shape.len], shape);
     setContiguousStrides(t);
     return t;
+}
+
+fn createCharged(shape: []const usize, bytes: usize) Error!*Storage {
+    const charge = chargeBudget(bytes) orelse return refuse("a tensor of shape {f}", .{status.shape(shape)}, bytes);
+    errdefer refund(charge);
+    const storage = try Storage.create(bytes);
+    storage.charge = charge;
+    return storage;
 }
 
 pub fn createZeroed(dtype: DType, shape: []const usize) Error!*Tensor {
@@ -454,6 +526,82 @@ test "an allocation budget refuses the tensor that would pass it, and only on it
     setAllocationBudget(null);
     const free = try createZeroed(.float32, &.{ 1000, 1000 });
     free.release();
+}
+
+test "nested budgets hide and restore the outer one, each counting only its own tensors" {
+    var outer: Budget = undefined;
+    enterBudget(&outer, 1000);
+    defer leaveBudget(&outer);
+    const first = try createZeroed(.float32, &.{100}); // 400 bytes
+    var inner: Budget = undefined;
+    enterBudget(&inner, 500);
+    try std.testing.expectEqual(@as(usize, 0), allocationBudgetUsed());
+    const second = try createZeroed(.float32, &.{100});
+    // The inner cap applies, though the outer budget has room.
+    try std.testing.expectError(error.TooLarge, createZeroed(.float32, &.{100}));
+    var message: [status.message_capacity]u8 = undefined;
+    const text = message[0..status.lastMessage(&message)];
+    try std.testing.expect(std.mem.indexOf(u8, text, "shape [100] (400 bytes)") != null);
+    try std.testing.expect(std.mem.indexOf(u8, text, "memoryBudget") != null);
+    // Freed while nested, a tensor of the outer budget goes back to it, not to the inner one.
+    first.release();
+    try std.testing.expectEqual(@as(usize, 400), inner.used);
+    try std.testing.expectEqual(@as(usize, 0), outer.used);
+    leaveBudget(&inner);
+    try std.testing.expectEqual(@as(usize, 0), allocationBudgetUsed());
+    // The inner budget is gone: its tensor, freed now, is given back to no one.
+    const third = try createZeroed(.float32, &.{50});
+    second.release();
+    try std.testing.expectEqual(@as(usize, 200), allocationBudgetUsed());
+    third.release();
+    try std.testing.expectEqual(@as(usize, 0), allocationBudgetUsed());
+}
+
+test "storage freed under another budget, or on another thread, is not refunded to it" {
+    setAllocationBudget(1000);
+    defer setAllocationBudget(null);
+    const old = try createZeroed(.float32, &.{100});
+    // A new budget replaces the first: the old tensor's 400 bytes are not its to give back.
+    setAllocationBudget(1000);
+    const held = try createZeroed(.float32, &.{100});
+    old.release();
+    try std.testing.expectEqual(@as(usize, 400), allocationBudgetUsed());
+    // Another thread with a budget of its own frees our tensor: its count does not drop, and
+    // ours keeps the bytes (freed elsewhere: counted until the budget goes).
+    const Other = struct {
+        fn run(victim: *Tensor, used_after: *usize) void {
+            setAllocationBudget(1000);
+            defer setAllocationBudget(null);
+            const own = createZeroed(.float32, &.{100}) catch return;
+            defer own.release();
+            victim.release();
+            used_after.* = allocationBudgetUsed();
+        }
+    };
+    var used_after: usize = 0;
+    const thread = try std.Thread.spawn(.{}, Other.run, .{ held, &used_after });
+    thread.join();
+    try std.testing.expectEqual(@as(usize, 400), used_after);
+    try std.testing.expectEqual(@as(usize, 400), allocationBudgetUsed());
+}
+
+test "an arena is charged whole, and the outputs planned into it are not charged again" {
+    var budget: Budget = undefined;
+    enterBudget(&budget, 1000);
+    defer leaveBudget(&budget);
+    const arena = try Arena.create(768);
+    try std.testing.expectEqual(@as(usize, 768), budget.used);
+    try std.testing.expectError(error.TooLarge, Arena.create(512));
+    var message: [status.message_capacity]u8 = undefined;
+    try std.testing.expect(std.mem.indexOf(u8, message[0..status.lastMessage(&message)], "arena") != null);
+    planNextOutput(arena, 0, 400);
+    const planned = try createUninit(.float32, &.{100});
+    try std.testing.expect(planned.storage.arena == arena);
+    try std.testing.expectEqual(@as(usize, 768), budget.used);
+    arena.release(); // the planned tensor still holds the arena
+    try std.testing.expectEqual(@as(usize, 768), budget.used);
+    planned.release();
+    try std.testing.expectEqual(@as(usize, 0), budget.used);
 }
 
 test "checkedNumel refuses overflow, too many dims and huge sizes" {

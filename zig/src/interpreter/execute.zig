@@ -35,8 +35,15 @@ const Slot = union(enum) {
 const stack_slots = 256;
 
 /// Runs graph `graph_index` on `inputs` (borrowed) and writes one new reference per graph
-/// output into `outputs`.
+/// output into `outputs`. The run holds at most the program's memory budget of tensors at
+/// once (counted on this thread, tensor.Budget: the inputs are not counted, the outputs
+/// are); past it, an allocation fails with TooLarge before it is made. Every forked graph
+/// runs (on its pool thread) under a budget of its own of the same size, so a run with k
+/// forks in flight may hold up to k + 1 budgets.
 pub fn run(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor) Error!void {
+    var budget: tensor.Budget = undefined;
+    tensor.enterBudget(&budget, program.memory_budget);
+    defer tensor.leaveBudget(&budget);
     return runWith(program, graph_index, inputs, outputs, .pool, null);
 }
 
@@ -272,6 +279,7 @@ const GraphTask = struct {
     }
 
     pub fn run(task: *GraphTask) Error!*Tensor {
+        // Under a budget of its own (run): the caller's is on another thread.
         var output: [1]*Tensor = undefined;
         try run_graph(task.program, task.graph, task.inputs[0..task.input_count], &output);
         return output[0];
@@ -399,6 +407,83 @@ test "a program without tensors loads and runs" {
     try run(program, 0, &.{x}, &outputs);
     defer outputs[0].release();
     try std.testing.expectEqualSlices(f32, &.{ 0, 2 }, outputs[0].f32Slice());
+}
+
+/// neg(relu(x)) for a float32 x of any length: a run holds 8 bytes per element at most (the
+/// input is not counted).
+const relu_neg_json =
+    \\{"format":"spindle-graph","version":2,"tensors":[],
+    \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[-1]}],"values":3,
+    \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]},
+    \\            {"op":"neg","inputs":[1],"outputs":[2]}],"outputs":[2]}]}
+;
+
+/// The same, forked: the entry graph allocates nothing itself.
+const forked_relu_neg_json =
+    \\{"format":"spindle-graph","version":2,"tensors":[],
+    \\ "graphs":[{"inputs":[{"dtype":"float32","shape":[-1]}],"values":3,
+    \\   "nodes":[{"op":"fork","graph":1,"inputs":[0],"outputs":[1]},
+    \\            {"op":"wait","inputs":[1],"outputs":[2]}],"outputs":[2]},
+    \\  {"inputs":[{"dtype":"float32","shape":[-1]}],"values":3,
+    \\   "nodes":[{"op":"relu","inputs":[0],"outputs":[1]},
+    \\            {"op":"neg","inputs":[1],"outputs":[2]}],"outputs":[2]}]}
+;
+
+fn budgetedProgram(json: []const u8, memory_budget: usize) !*Program {
+    const image = try format.writeImage(std.testing.allocator, json, &.{});
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    program.memory_budget = memory_budget;
+    return program;
+}
+
+/// Runs `program` on 100, 200 and 100 zeros under a 1000-byte budget: the 200 (1600 bytes)
+/// must fail with TooLarge, with a message containing `refused`.
+fn expectBudgetRefuses(program: *Program, refused: []const u8) !void {
+    for ([_]usize{ 100, 200, 100 }) |length| {
+        const x = try tensor.createZeroed(.float32, &.{length});
+        defer x.release();
+        var outputs: [1]*Tensor = undefined;
+        if (length == 100) {
+            try run(program, 0, &.{x}, &outputs);
+            outputs[0].release();
+            continue;
+        }
+        try std.testing.expectError(error.TooLarge, run(program, 0, &.{x}, &outputs));
+        var buffer: [status.message_capacity]u8 = undefined;
+        const message = buffer[0..status.lastMessage(&buffer)];
+        try std.testing.expect(std.mem.indexOf(u8, message, refused) != null);
+        try std.testing.expect(std.mem.indexOf(u8, message, "memoryBudget") != null);
+    }
+}
+
+test "a run past its program's memory budget fails with TooLarge, and the program still runs" {
+    const program = try budgetedProgram(relu_neg_json, 1000);
+    defer program.release();
+    try expectBudgetRefuses(program, "graph 0 node 1 (neg): a tensor of shape [200] (800 bytes)");
+}
+
+test "a forked graph runs under a budget of its own" {
+    const program = try budgetedProgram(forked_relu_neg_json, 1000);
+    defer program.release();
+    try expectBudgetRefuses(program, "graph 1 node 1 (neg): a tensor of shape [200] (800 bytes)");
+}
+
+test "a run nested in a budget counts apart from it and puts it back" {
+    const program = try budgetedProgram(relu_neg_json, 1000);
+    defer program.release();
+    tensor.setAllocationBudget(500);
+    defer tensor.setAllocationBudget(null);
+    const x = try tensor.createZeroed(.float32, &.{100});
+    defer x.release();
+    try std.testing.expectEqual(@as(usize, 400), tensor.allocationBudgetUsed());
+    // The run's 800 bytes would not fit the outer 500-byte budget: they are the run's own.
+    var outputs: [1]*Tensor = undefined;
+    try run(program, 0, &.{x}, &outputs);
+    try std.testing.expectEqual(@as(usize, 400), tensor.allocationBudgetUsed());
+    // The output was charged to the run's budget: freeing it gives the outer one nothing.
+    outputs[0].release();
+    try std.testing.expectEqual(@as(usize, 400), tensor.allocationBudgetUsed());
 }
 
 test "the load-time shape check finds mismatches without starting the inter-op pool" {

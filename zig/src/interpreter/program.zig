@@ -73,6 +73,9 @@ pub const Program = struct {
     /// before the program is shared; read-only afterwards.
     plans: []?@import("plan.zig").GraphPlan,
     constants: []const *Tensor,
+    /// The most tensor bytes one run may hold at once (execute.run; null: no cap), set by
+    /// whoever loads the program before it is shared.
+    memory_budget: ?usize = null,
     /// Holders: the handle table and every running call. Release/Acquire as in tensor.zig.
     refs: std.atomic.Value(u32),
 
