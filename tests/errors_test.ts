@@ -107,24 +107,9 @@ Deno.test("dtype names are checked without prototype lookups", () => {
   }
 });
 
-Deno.test("files declaring absurd sizes are refused with too_large within the memory budget, quickly", async () => {
-  // A Spindle image whose input declares 2.5e9 floats (10 GB): the load-time check would
-  // have allocated it.
-  const image = encodeImage({
-    graphs: [{
-      inputs: [{ dtype: "float32", shape: [50000, 50000] }],
-      values: 2,
-      nodes: [{ op: "relu", inputs: [0], outputs: [1] }],
-      outputs: [1],
-    }],
-    tensors: [],
-  });
-  const started = performance.now();
-  assert.throws(() => Program.load(image), (e) => {
-    return e instanceof SpindleError && e.code === "too_large" &&
-      /shape \[50000, 50000\] \(10000000000 bytes\)/.test(e.message);
-  });
-  // The same model under a budget that fits a smaller declaration loads.
+Deno.test("memoryBudget bounds the load-time check: a declaration past it is too_large", () => {
+  // tests/hostile_test.ts loads issue 17's absurd declarations (10 GB, 2^40) under the default
+  // budget; here a small one is refused or loaded as the budget says.
   const small = encodeImage({
     graphs: [{
       inputs: [{ dtype: "float32", shape: [500, 500] }],
@@ -135,14 +120,10 @@ Deno.test("files declaring absurd sizes are refused with too_large within the me
     tensors: [],
   });
   Program.load(small, 2_000_000).dispose();
-  assert.throws(() => Program.load(small, 1_000_000), (e) => e instanceof SpindleError && e.code === "too_large");
-  // An ONNX input dim of 2^40.
-  const huge = await onnxModel("Relu", [2 ** 40, 4]);
-  assert.throws(() => importOnnx(huge), (e) => {
+  assert.throws(() => Program.load(small, 1_000_000), (e) => {
     return e instanceof SpindleError && e.code === "too_large" &&
-      /input 'x' of shape \[1099511627776,4\]/.test(e.message);
+      /shape \[500, 500\] \(1000000 bytes\)/.test(e.message);
   });
-  assert.ok(performance.now() - started < 5000, "refused in under 5 s");
 });
 
 /** A Spindle model file: y = neg(relu(x)) for x of shape [batch, 256] (1 KiB per row). */

@@ -63,7 +63,7 @@ Deno.test("fixed-seed mutants of the corpus: no crash, hang, untyped error or me
 Deno.test("the CI step reads the fuzz run's last line: any untyped, crash, hang or budget case fails it", () => {
   const line = (bad: number[]) =>
     `fuzz: 120 cases in 60.1 s, 2.0 files/s (seed 17): ok 10, typed 110, untyped ${bad[0]}, crash ${bad[1]}, ` +
-    `hang ${bad[2]}, budget ${bad[3]}`;
+    `hang ${bad[2]}, budget ${bad[3]}; over 5 s 1`;
   assert.deepEqual(parseFuzzSummary(`noise\n${line([0, 0, 0, 0])}\n`), { cases: 120, bad: 0 });
   assert.deepEqual(parseFuzzSummary(line([1, 0, 2, 1])), { cases: 120, bad: 4 });
   assert.equal(parseFuzzSummary("error: Uncaught (in promise) Error"), null);

@@ -396,6 +396,39 @@ function walk(fields: Field[], type: string, into: Located[] = []): Located[] {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/**
+ * Sets an integer-list attribute (`pads`, `strides`, …) of the first node of type `opType`
+ * that has it: a hand-made hostile file from a real model (tests/hostile_test.ts).
+ *
+ * @param bytes An ONNX model.
+ * @param opType The node type, e.g. "Conv".
+ * @param name The attribute's name.
+ * @param values The new list.
+ * @returns The edited model.
+ */
+export function setOnnxAttributeInts(
+  bytes: Uint8Array,
+  opType: string,
+  name: string,
+  values: readonly number[],
+): Uint8Array {
+  const model = parseMessage(bytes, "Model");
+  if (model === null) throw new Error("setOnnxAttributeInts: not an ONNX model");
+  const text = (field: Field | undefined) => (field?.bytes === undefined ? undefined : decoder.decode(field.bytes));
+  for (const { field } of walk(model, "Model")) {
+    if (field.type !== "Node" || text(field.message!.find((f) => f.no === 4)) !== opType) continue;
+    const attribute = field.message!.find((f) =>
+      f.type === "Attribute" && text(f.message!.find((a) => a.no === 1)) === name
+    );
+    if (attribute === undefined) continue;
+    // AttributeProto.ints is field 8; written unpacked, one varint each.
+    const kept = attribute.message!.filter((f) => f.no !== 8);
+    attribute.message = [...kept, ...values.map((v) => ({ no: 8, wire: 0, int: BigInt(v) }))];
+    return serialize(model);
+  }
+  throw new Error(`setOnnxAttributeInts: no ${opType} node with attribute '${name}'`);
+}
+
 function isString(l: Located): boolean {
   return l.field.wire === 2 && l.field.bytes !== undefined && (ONNX_STRINGS[l.parent]?.includes(l.field.no) ?? false);
 }

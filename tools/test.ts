@@ -108,10 +108,10 @@ async function denoTests(config: BuildConfig | null): Promise<void> {
 /** The CI fuzz run's seed: the same mutants every run, so a failure reproduces. */
 const FUZZ_SEED = 17;
 
-/** Parses tools/fuzz.ts's last line: `fuzz: N cases in … (seed S): ok N, typed N, untyped N, …`. */
+/** Parses tools/fuzz.ts's last line: `fuzz: N cases in … (seed S): ok N, typed N, untyped N, …; over 5 s N`. */
 export function parseFuzzSummary(output: string): { cases: number; bad: number } | null {
   const match = output.match(
-    /^fuzz: (\d+) cases in .*: ok \d+, typed \d+, untyped (\d+), crash (\d+), hang (\d+), budget (\d+)$/m,
+    /^fuzz: (\d+) cases in .*: ok \d+, typed \d+, untyped (\d+), crash (\d+), hang (\d+), budget (\d+);/m,
   );
   if (match === null) return null;
   const [cases, ...bad] = match.slice(1).map(Number);

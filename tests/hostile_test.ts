@@ -1,0 +1,112 @@
+/**
+ * Issue 17's hostile files, each loaded in a fresh process that reports its time and peak
+ * resident memory (VmHWM): every one is refused with a typed error, or loads, in under 5 s
+ * and 1 GiB. Before the budgets, the first took the process to the OOM killer and a Conv
+ * pad of 10^6 in PaddleOCR's detector took 27–32 s at about 6 GB.
+ */
+import assert from "node:assert/strict";
+import { encodeImage } from "../lib/program/format.ts";
+import { setOnnxAttributeInts } from "../tools/fuzz_mutate.ts";
+import { CORPUS_DIR, onnx } from "../tools/fuzz_corpus.ts";
+import { fetchModels } from "../tools/fetch_models.ts";
+
+const SECONDS = 5;
+const PEAK_MIB = 1024;
+
+interface Outcome {
+  /** "loaded", or the error's class and code. */
+  outcome: string;
+  message: string;
+  ms: number;
+  peakMiB: number;
+}
+
+/** Loads `file` in a child Deno process (with `inputShapes` when given) and reports how it went. */
+async function loadInChild(file: string, inputShapes?: Record<string, number[]>): Promise<Outcome> {
+  const root = new URL("../", import.meta.url).href;
+  const source = `
+    import { load } from "${root}mod.ts";
+    const started = performance.now();
+    let outcome = "loaded", message = "";
+    try {
+      (await load(${JSON.stringify(file)}, ${
+    JSON.stringify(inputShapes === undefined ? {} : { inputShapes })
+  })).dispose();
+    } catch (e) {
+      outcome = e.constructor.name + (e.code === undefined ? "" : " " + e.code);
+      message = String(e.message);
+    }
+    const ms = performance.now() - started;
+    const peak = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\\s+(\\d+) kB/);
+    console.log(JSON.stringify({ outcome, message, ms, peakMiB: Number(peak[1]) / 1024 }));
+  `;
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(script, source);
+    const output = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", script], stderr: "piped" }).output();
+    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+    return JSON.parse(new TextDecoder().decode(output.stdout));
+  } finally {
+    await Deno.remove(script);
+  }
+}
+
+/** Writes `bytes` to a temporary file with `suffix`, loads it in a child, removes it. */
+async function loadBytes(bytes: Uint8Array, suffix: string, inputShapes?: Record<string, number[]>): Promise<Outcome> {
+  const file = await Deno.makeTempFile({ suffix });
+  try {
+    await Deno.writeFile(file, bytes);
+    return await loadInChild(file, inputShapes);
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
+function assertBounded(what: string, result: Outcome, expected: RegExp): void {
+  assert.match(`${result.outcome}: ${result.message}`, expected, what);
+  assert.ok(result.ms < SECONDS * 1000, `${what}: ${result.ms.toFixed(0)} ms`);
+  assert.ok(result.peakMiB < PEAK_MIB, `${what}: peak RSS ${result.peakMiB.toFixed(0)} MiB`);
+}
+
+Deno.test("a small Spindle file declaring a 10 GB input is refused in under 5 s and 1 GiB", async () => {
+  const image = encodeImage({
+    graphs: [{
+      inputs: [{ dtype: "float32", shape: [50000, 50000] }],
+      values: 2,
+      nodes: [{ op: "relu", inputs: [0], outputs: [1] }],
+      outputs: [1],
+    }],
+    tensors: [],
+  });
+  assert.ok(image.byteLength < 1024, `${image.byteLength} bytes`);
+  assertBounded("10 GB input", await loadBytes(image, ".spindle"), /^SpindleError too_large: .*10000000000 bytes/);
+});
+
+Deno.test("a Conv pad of 10^6 is refused in under 5 s and 1 GiB (a small model and PaddleOCR's detector)", async () => {
+  const small = setOnnxAttributeInts(await Deno.readFile(`${CORPUS_DIR}/conv.onnx`), "Conv", "pads", [
+    1e6,
+    1e6,
+    1e6,
+    1e6,
+  ]);
+  assertBounded("conv.onnx, pads 10^6", await loadBytes(small, ".onnx"), /^SpindleError (too_large|invalid_argument)/);
+  const det = (await fetchModels()).find((m) => m.name === "ocr-det")!;
+  const hostile = setOnnxAttributeInts(await Deno.readFile(det.file), "Conv", "pads", [1e6, 1e6, 1e6, 1e6]);
+  const shape = det.shape.map((d) => (d === -1 ? 1 : d));
+  assertBounded("det, pads 10^6", await loadBytes(hostile, ".onnx", { [det.input]: shape }), /^SpindleError too_large/);
+  // The unedited detector loads within the same bounds.
+  const plain = await loadInChild(det.file, { [det.input]: shape });
+  assertBounded("det", plain, /^loaded/);
+});
+
+Deno.test("an ONNX file whose input declares a dim of 2^40 is refused in under 5 s and 1 GiB", async () => {
+  const model = onnx({
+    opset: 17,
+    nodes: [{ op: "Relu", inputs: ["x"], outputs: ["y"] }],
+    initializers: [],
+    inputs: [{ name: "x", dims: [2 ** 40, 4] }],
+    outputs: [{ name: "y", dims: [2 ** 40, 4] }],
+  });
+  assert.ok(model.byteLength < 200, `${model.byteLength} bytes`);
+  assertBounded("input 2^40", await loadBytes(model, ".onnx"), /^SpindleError too_large/);
+});
