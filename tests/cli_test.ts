@@ -133,6 +133,16 @@ Deno.test("infer loads a model file, and refuses a malformed one with a typed er
   assert.equal(ran.code, 0, ran.stderr);
   const builtinRun = await runCli(["infer", "--model", "builtin:mlp", "--batch", "3", "--json", "--requests", "2"]);
   assert.equal(JSON.parse(ran.stdout).checksum.toFixed(3), JSON.parse(builtinRun.stdout).checksum.toFixed(3));
+  // --memory-budget: a budget too small for the model is a one-line too_large; a bad size a usage error.
+  const tight = await runCli(["infer", "--model", path, "--memory-budget", "1K", "--requests", "1"]);
+  assert.equal(tight.code, 1, tight.stderr);
+  assert.match(tight.stderr, /1024-byte memory budget.*\(too_large\)\nhint: infer's --memory-budget raises the budget/);
+  assert.doesNotMatch(tight.stderr, /\n\s+at /, "no stack trace");
+  const roomy = await runCli(["infer", "--model", path, "--memory-budget", "64MiB", "--json", "--requests", "1"]);
+  assert.equal(roomy.code, 0, roomy.stderr);
+  const bad = await runCli(["infer", "--model", path, "--memory-budget", "lots"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--memory-budget expects a size such as 8G, 512M or 1000000 \(bytes\), got 'lots'/);
   await Deno.writeFile(path, new Uint8Array(100));
   const broken = await runCli(["infer", "--model", path]);
   assert.equal(broken.code, 1);

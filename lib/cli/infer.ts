@@ -10,7 +10,7 @@ import { parallelInfoJson } from "../parallel_info.ts";
 import { BUILTIN_NAMES, type BuiltinModel, builtinModel } from "../models/builtin.ts";
 import { load, type Module } from "../module.ts";
 import { randn, type Tensor } from "../tensor.ts";
-import { parse, positiveInteger, UsageError } from "./usage.ts";
+import { byteSize, parse, positiveInteger, UsageError } from "./usage.ts";
 
 /** Usage text of `infer`. */
 export const INFER_USAGE = `Usage: deno run -A main.ts infer [options]
@@ -31,6 +31,8 @@ Options:
   --warmup W              untimed requests first (default 5)
   --input-shape NAME=DIMS fixed sizes for an .onnx input with dynamic dims, e.g.
                           x=-1x3x48x192 (-1 keeps the batch dynamic); repeatable
+  --memory-budget SIZE    model files: the most tensor bytes its load check and each run
+                          may hold at once, e.g. 8G (default 4G)
   --parallel-branches     .onnx models: run independent branches as fork/wait tasks on
                           the inter-op pool (ONNX Runtime's parallel execution mode)
   --json                  print one JSON object instead of text
@@ -72,6 +74,8 @@ export interface InferOptions {
   inputShapes?: Record<string, number[]>;
   /** For .onnx models: fork independent branches (see ImportOptions.executionMode). */
   parallelBranches?: boolean;
+  /** For model files: the load option memoryBudget. */
+  memoryBudget?: number;
 }
 
 interface Runnable {
@@ -126,17 +130,20 @@ async function open(
   batch: number | undefined,
   inputShapes: Record<string, number[]> = {},
   parallelBranches = false,
+  memoryBudget?: number,
 ): Promise<Runnable> {
   if (model.startsWith("builtin:")) {
     const name = model.slice("builtin:".length);
     if (!BUILTIN_NAMES.includes(name)) {
       throw new UsageError(`unknown model '${model}' (built-ins: builtin:${BUILTIN_NAMES.join(", builtin:")})`);
     }
+    if (memoryBudget !== undefined) throw new UsageError("--memory-budget applies to model files, not built-ins");
     const built: BuiltinModel = builtinModel(name, { batch });
     return built;
   }
   if (model.toLowerCase().endsWith(".onnx")) await checkOnnxInputShapes(model, inputShapes);
-  const module = await load(model, { inputShapes, executionMode: parallelBranches ? "parallel" : "sequential" });
+  const executionMode = parallelBranches ? "parallel" : "sequential";
+  const module = await load(model, { inputShapes, executionMode, memoryBudget });
   const inputs = () =>
     module.inputs.map((spec, i) => {
       if (spec.dtype !== "float32") {
@@ -161,7 +168,13 @@ function dispose(outputs: readonly Tensor[]): void {
 
 /** Runs `infer` and returns its report. */
 export async function runInfer(options: InferOptions): Promise<InferReport> {
-  const runnable = await open(options.model, options.batch, options.inputShapes, options.parallelBranches);
+  const runnable = await open(
+    options.model,
+    options.batch,
+    options.inputShapes,
+    options.parallelBranches,
+    options.memoryBudget,
+  );
   const inputs = runnable.inputs();
   try {
     const first = await runnable.module.forwardAll(...inputs);
@@ -229,6 +242,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     warmup: { type: "string" },
     "input-shape": { type: "string", multiple: true },
     "parallel-branches": { type: "boolean" },
+    "memory-budget": { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -251,6 +265,9 @@ export async function inferCommand(args: string[]): Promise<number> {
     progress: !values.json,
     inputShapes: parseInputShapes(values["input-shape"] ?? []),
     parallelBranches: values["parallel-branches"] ?? false,
+    memoryBudget: values["memory-budget"] === undefined
+      ? undefined
+      : byteSize("memory-budget", values["memory-budget"]),
   });
   if (values.json) console.log(JSON.stringify(report));
   else printReport(report);

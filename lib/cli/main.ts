@@ -41,6 +41,9 @@ export async function main(args: string[]): Promise<number> {
     }
     if (error instanceof SpindleError || error instanceof RangeError || error instanceof TypeError) {
       console.error(`error: ${error.message}${error instanceof SpindleError ? ` (${error.code})` : ""}`);
+      if (error instanceof SpindleError && error.code === "too_large" && command === "infer") {
+        console.error("hint: infer's --memory-budget raises the budget, e.g. --memory-budget 8G");
+      }
       return 1;
     }
     if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied) {

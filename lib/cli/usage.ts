@@ -53,3 +53,22 @@ export function positiveInteger(
   }
   return parsed;
 }
+
+const BYTE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/**
+ * Parses a byte count flag: a whole number of bytes, or a number with K, M, G or T (powers of
+ * 1024; `KiB`, `MB`… are read the same way), e.g. `8G`, `512MiB`.
+ *
+ * @param flag The flag's name, for the message.
+ * @param value The text given.
+ * @returns The byte count.
+ */
+export function byteSize(flag: string, value: string): number {
+  const match = value.trim().match(/^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i);
+  const bytes = match === null ? NaN : Math.floor(Number(match[1]) * BYTE_UNITS[match[2].toLowerCase()]);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new UsageError(`--${flag} expects a size such as 8G, 512M or 1000000 (bytes), got '${value}'`);
+  }
+  return bytes;
+}
