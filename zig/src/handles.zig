@@ -26,7 +26,9 @@ pub fn Table(comptime T: type, comptime kind: []const u8) type {
             table.mutex.lock();
             defer table.mutex.unlock();
             const index: u32 = if (table.free_list.pop()) |reused| reused else blk: {
-                if (table.slots.items.len >= std.math.maxInt(u32) - 1) return error.TooLarge;
+                if (table.slots.items.len >= std.math.maxInt(u32) - 1) {
+                    return status.fail(error.TooLarge, "{d} handles are live; dispose of some first", .{table.slots.items.len});
+                }
                 table.slots.append(std.heap.c_allocator, .{ .generation = 1, .object = null }) catch
                     return error.OutOfMemory;
                 break :blk @intCast(table.slots.items.len - 1);

@@ -808,3 +808,299 @@ test "every op's options decode from the defaults of its schema" {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile inputs: whatever an op is given, its errors carry a message fit to show.
+
+const settings = @import("settings.zig");
+
+/// The shapes of the tensors the hostile-input test draws from: every rank from 0 to 6 and
+/// the maximum, empty tensors, zero-size dims among non-empty ones, and small images and
+/// kernels of every aspect.
+const hostile_shapes = [_][]const usize{
+    &.{},                         &.{0},            &.{1},               &.{2},
+    &.{3},                        &.{ 2, 3 },       &.{ 3, 2 },          &.{ 0, 3 },
+    &.{ 3, 0 },                   &.{ 1, 3, 2 },    &.{ 1, 1, 2, 2 },    &.{ 1, 1, 3, 3 },
+    &.{ 1, 1, 1, 3 },             &.{ 1, 1, 3, 1 }, &.{ 2, 1, 3, 3 },    &.{ 1, 2, 3, 3 },
+    &.{ 2, 2, 1, 1 },             &.{ 1, 1, 0, 3 }, &.{ 1, 2, 2, 2, 2 }, &.{ 1, 1, 1, 1, 1, 2 },
+    &.{ 2, 1, 1, 1, 1, 1, 1, 3 },
+};
+
+/// Integer tensor contents: indices mostly in range, or far out of it both ways.
+const index_values = [_]i64{ 0, 1, 2, 1, 0 };
+const hostile_index_values = [_]i64{ -1, std.math.maxInt(i64), std.math.minInt(i64), 1 << 40, 0, 7 };
+
+/// Every hostile shape as float32, and as int64 and int32 with either kind of contents,
+/// plus transposed views of the 2-D ones.
+const HostileTensors = struct {
+    items: [hostile_shapes.len * 10]*Tensor = undefined,
+    len: usize = 0,
+    /// Indices of the float32 tensors in `items`.
+    floats: [hostile_shapes.len * 2]u8 = undefined,
+    float_count: usize = 0,
+
+    fn init() Error!HostileTensors {
+        var pool: HostileTensors = .{};
+        errdefer pool.deinit();
+        for (hostile_shapes) |dims| {
+            const float = try tensor.createUninit(.float32, dims);
+            for (float.f32Slice(), 0..) |*x, i| x.* = @as(f32, @floatFromInt(i % 7)) * 0.5 - 1;
+            pool.add(float);
+            for ([_][]const i64{ &index_values, &hostile_index_values }) |contents| {
+                const wide = try tensor.createUninit(.int64, dims);
+                for (wide.i64Slice(), 0..) |*x, i| x.* = contents[i % contents.len];
+                pool.add(wide);
+                const narrow = try tensor.createUninit(.int32, dims);
+                for (narrow.i32Slice(), 0..) |*x, i| x.* = std.math.lossyCast(i32, contents[i % contents.len]);
+                pool.add(narrow);
+            }
+        }
+        for (pool.items[0..pool.len]) |t| if (t.ndim == 2) pool.add(try shape.transpose(t, 0, 1));
+        return pool;
+    }
+
+    fn add(pool: *HostileTensors, t: *Tensor) void {
+        if (t.dtype == .float32) {
+            pool.floats[pool.float_count] = @intCast(pool.len);
+            pool.float_count += 1;
+        }
+        pool.items[pool.len] = t;
+        pool.len += 1;
+    }
+
+    fn deinit(pool: *HostileTensors) void {
+        for (pool.items[0..pool.len]) |t| t.release();
+    }
+
+    /// A float32 vector as long as a random dim of tensor `first` (a bias, a norm's weight),
+    /// else a random tensor.
+    fn vectorAlong(pool: *const HostileTensors, first: u8, random: std.Random) u8 {
+        const dims = pool.items[first].dims();
+        if (dims.len == 0) return pool.index(random);
+        const length = dims[random.uintLessThan(usize, dims.len)];
+        for (pool.floats[0..pool.float_count]) |i| {
+            if (std.mem.eql(usize, pool.items[i].dims(), &.{length})) return i;
+        }
+        return pool.index(random);
+    }
+
+    /// A random tensor's index, float32 one time in two: most ops take floats.
+    fn index(pool: *const HostileTensors, random: std.Random) u8 {
+        if (random.boolean()) return pool.floats[random.uintLessThan(usize, pool.float_count)];
+        return @intCast(random.uintLessThan(usize, pool.len));
+    }
+};
+
+/// A flat parameter encoding (ops/schema.zig) under construction; values past the buffer
+/// are dropped.
+const HostileParameters = struct {
+    items: [max_flat_values + 8]f64 = undefined,
+    len: usize = 0,
+
+    const small_integers = [_]f64{ 0, 1, 1, 2, 3, -1 };
+    const hostile_integers = [_]f64{ 7, -2, -9, 1 << 31, 1 << 32, 9e15, -9e15, 9.5e15, 0.5, std.math.nan(f64), std.math.inf(f64) };
+    const small_floats = [_]f64{ 0, 1, -1, 0.5, 1e-5 };
+    const hostile_floats = [_]f64{ 1e300, -1e300, std.math.inf(f64), -std.math.inf(f64), std.math.nan(f64), 3.5e38, 1e-320 };
+    const flags = [_]f64{ 0, 1 };
+    const hostile_flags = [_]f64{ 2, -1, 0.5 };
+    const any = small_integers ++ hostile_integers ++ small_floats ++ hostile_floats ++ hostile_flags;
+
+    /// Random parameters for options struct `T`: mostly values that decode, so that the op's
+    /// own checks run, and, unless `benign`, one in five out of range or of the wrong kind.
+    fn of(comptime T: type, random: std.Random, benign: bool) HostileParameters {
+        var parameters: HostileParameters = .{};
+        inline for (@typeInfo(T).@"struct".fields) |field| parameters.appendField(field.type, random, benign);
+        return parameters;
+    }
+
+    fn slice(parameters: *const HostileParameters) []const f64 {
+        return parameters.items[0..parameters.len];
+    }
+
+    fn append(parameters: *HostileParameters, value: f64) void {
+        if (parameters.len == parameters.items.len) return;
+        parameters.items[parameters.len] = value;
+        parameters.len += 1;
+    }
+
+    fn appendField(parameters: *HostileParameters, comptime F: type, random: std.Random, benign: bool) void {
+        if (@typeInfo(F) == .@"struct" and @hasDecl(F, "is_schema_list")) {
+            const length: f64 = if (!benign and random.uintLessThan(u8, 5) == 0)
+                pick(random, &.{ -1, F.item_capacity + 1, 0.5 })
+            else
+                @floatFromInt(random.uintAtMost(usize, @min(F.item_capacity, 2 * max_dims)));
+            parameters.append(length);
+            const items: usize = if (length >= 0 and length <= F.item_capacity) @intFromFloat(length) else 0;
+            for (0..items) |_| parameters.append(scalar(F.item_type, random, benign));
+            return;
+        }
+        switch (@typeInfo(F)) {
+            .optional => |optional| {
+                parameters.append(scalar(bool, random, benign));
+                parameters.append(scalar(optional.child, random, benign));
+            },
+            .array => |array| for (0..array.len) |_| parameters.append(scalar(array.child, random, benign)),
+            else => parameters.append(scalar(F, random, benign)),
+        }
+    }
+
+    fn scalar(comptime S: type, random: std.Random, benign: bool) f64 {
+        const hostile = !benign and random.uintLessThan(u8, 5) == 0;
+        return switch (@typeInfo(S)) {
+            .bool => pick(random, if (hostile) &hostile_flags else &flags),
+            .int => pick(random, if (hostile) &hostile_integers else &small_integers),
+            .float => pick(random, if (hostile) &hostile_floats else &small_floats),
+            .@"enum" => |e| if (hostile)
+                pick(random, &.{ -1, e.fields.len, 0.5 })
+            else
+                @floatFromInt(random.uintLessThan(usize, e.fields.len)),
+            else => @compileError("hostile parameters: unsupported type " ++ @typeName(S)),
+        };
+    }
+
+    fn pick(random: std.Random, choices: []const f64) f64 {
+        return choices[random.uintLessThan(usize, choices.len)];
+    }
+};
+
+/// One call of an op: its inputs (indices into the HostileTensors) and parameter values.
+const HostileCase = struct {
+    inputs: [max_inputs + 1]u8 = undefined,
+    input_count: usize = 0,
+    parameters: HostileParameters = .{},
+
+    /// A fresh case: mostly an input count `T` takes, and unless `benign` sometimes one it
+    /// does not; after the first, unrelated tensors, the first repeated or vectors along
+    /// its dims (so that shapes agree and the op's later checks run); one in four with
+    /// every parameter left to its default.
+    fn random(comptime T: type, pool: *const HostileTensors, generator: std.Random, benign: bool) HostileCase {
+        const bounds = comptime schema.arity(T);
+        var case: HostileCase = .{};
+        case.input_count = if (!benign and generator.uintLessThan(u8, 8) == 0)
+            generator.uintAtMost(usize, @min(bounds.max + 1, max_inputs))
+        else
+            generator.intRangeAtMost(usize, bounds.min, @min(bounds.max, bounds.min + 3));
+        const repeat = generator.boolean();
+        for (case.inputs[0..case.input_count], 0..) |*slot, i| {
+            slot.* = if (i == 0) pool.index(generator) else switch (generator.uintLessThan(u8, 3)) {
+                0 => pool.index(generator),
+                1 => if (repeat) case.inputs[0] else pool.index(generator),
+                else => pool.vectorAlong(case.inputs[0], generator),
+            };
+        }
+        if (generator.uintLessThan(u8, 4) != 0) case.parameters = .of(T, generator, benign);
+        return case;
+    }
+
+    /// `case` with one or two things changed: an input swapped, dropped or added, a
+    /// parameter value replaced.
+    fn mutated(case: HostileCase, pool: *const HostileTensors, generator: std.Random) HostileCase {
+        var result = case;
+        for (0..generator.intRangeAtMost(usize, 1, 2)) |_| switch (generator.uintLessThan(u8, 4)) {
+            0 => if (result.input_count > 0) {
+                result.inputs[generator.uintLessThan(usize, result.input_count)] = pool.index(generator);
+            },
+            1 => if (generator.boolean() and result.input_count > 0) {
+                result.input_count -= 1;
+            } else if (result.input_count < max_inputs) {
+                result.inputs[result.input_count] = pool.index(generator);
+                result.input_count += 1;
+            },
+            else => if (result.parameters.len > 0) {
+                const slot = generator.uintLessThan(usize, result.parameters.len);
+                result.parameters.items[slot] = HostileParameters.pick(generator, &HostileParameters.any);
+            },
+        };
+        return result;
+    }
+};
+
+/// Runs `case` as the FFI would, over a painted stack. Returns whether the op failed; a
+/// failure's message must be fit to show, and is counted in `messages` by its hash.
+fn runHostile(op: OpCode, case: *const HostileCase, pool: *const HostileTensors, messages: *std.AutoHashMapUnmanaged(u64, void)) !bool {
+    var tensors: [max_inputs + 1]*Tensor = undefined;
+    for (case.inputs[0..case.input_count], tensors[0..case.input_count]) |i, *input| input.* = pool.items[i];
+    const inputs = tensors[0..case.input_count];
+    const values = case.parameters.slice();
+    status.clearMessage();
+    status.paintStack();
+    const out = run(op, inputs, values) catch |err| {
+        var buffer: [status.message_capacity]u8 = undefined;
+        const message = status.expectFitMessage(&buffer) catch |failure| {
+            std.debug.print("  from {s} failing with {s}, parameters {any}, inputs", .{ @tagName(op), @errorName(err), values });
+            for (inputs) |t| std.debug.print(" {s}{f}", .{ t.dtype.name(), status.shape(t.dims()) });
+            std.debug.print("\n", .{});
+            return failure;
+        };
+        try messages.put(std.testing.allocator, std.hash.Wyhash.hash(0, message), {});
+        return true;
+    };
+    out.release();
+    return false;
+}
+
+/// Per op: a search for cases that succeed (seeds, from benign random cases), hostile random
+/// cases, then mutations of the seeds, whose errors come from the op's later checks.
+const hostile_seed_attempts = 20_000;
+const hostile_seeds_max = 64;
+const hostile_random_cases = 3000;
+const hostile_mutated_cases = 3000;
+
+test "every op fails hostile inputs and parameters with messages fit to show" {
+    // Each op meets hostile tensors (each rank up to the maximum, empty and zero-size dims,
+    // each dtype, indices far out of range, views), hostile parameters (huge, negative,
+    // fractional, NaN, wrong kinds, lists too long) and wrong input counts, over a painted
+    // stack (status.paintStack) so that a message printing uninitialised memory shows
+    // 0xAA values. A budget turns the huge outputs some parameters ask for into errors.
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var pool = try HostileTensors.init();
+    defer pool.deinit();
+    tensor.setAllocationBudget(64 << 20);
+    defer tensor.setAllocationBudget(null);
+    var prng = std.Random.DefaultPrng.init(17);
+    const random = prng.random();
+    var messages: std.AutoHashMapUnmanaged(u64, void) = .empty;
+    defer messages.deinit(std.testing.allocator);
+    inline for (@typeInfo(Options).@"union".fields) |field| {
+        const op = @field(OpCode, field.name);
+        messages.clearRetainingCapacity();
+        var seeds: [hostile_seeds_max]HostileCase = undefined;
+        var seed_count: usize = 0;
+        var cases: usize = 0;
+        var failures: usize = 0;
+        for (0..hostile_seed_attempts) |_| {
+            if (seed_count == seeds.len) break;
+            const case: HostileCase = .random(field.type, &pool, random, true);
+            cases += 1;
+            if (try runHostile(op, &case, &pool, &messages)) {
+                failures += 1;
+            } else {
+                seeds[seed_count] = case;
+                seed_count += 1;
+            }
+        }
+        for (0..hostile_random_cases) |_| {
+            const case: HostileCase = .random(field.type, &pool, random, false);
+            cases += 1;
+            failures += @intFromBool(try runHostile(op, &case, &pool, &messages));
+        }
+        if (seed_count > 0) for (0..hostile_mutated_cases) |_| {
+            const case = seeds[random.uintLessThan(usize, seed_count)].mutated(&pool, random);
+            cases += 1;
+            failures += @intFromBool(try runHostile(op, &case, &pool, &messages));
+        };
+        if (failures == 0) {
+            std.debug.print("{s}: no hostile case failed\n", .{field.name});
+            return error.TestUnexpectedResult;
+        }
+        // Every output and every temporary of a failed call was released.
+        try std.testing.expectEqual(@as(usize, 0), tensor.allocationBudgetUsed());
+        if (hostile_report) {
+            std.debug.print("{s}: {d} cases, {d} failed with {d} distinct messages; {d} seeds\n", .{ field.name, cases, failures, messages.count(), seed_count });
+        }
+    }
+}
+
+/// Set to print, per op, how many cases ran and failed, with how many distinct messages.
+const hostile_report = false;

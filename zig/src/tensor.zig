@@ -210,6 +210,13 @@ pub fn checkedNumel(shape: []const usize, dtype: DType) Error!usize {
         count = std.math.mul(usize, count, d) catch
             return status.fail(error.TooLarge, "shape {f} overflows the element count", .{status.shape(shape)});
     }
+    // An empty tensor's other dims still multiply into strides and byte offsets: their
+    // product, in bytes, must fit in a usize too.
+    var extent: usize = dtype.size();
+    for (shape) |d| {
+        extent = std.math.mul(usize, extent, @max(d, 1)) catch
+            return status.fail(error.TooLarge, "shape {f} is too large: its nonzero dims overflow the byte count", .{status.shape(shape)});
+    }
     const bytes = std.math.mul(usize, count, dtype.size()) catch
         return status.fail(error.TooLarge, "shape {f} overflows the byte count", .{status.shape(shape)});
     if (bytes > max_bytes) {
@@ -611,6 +618,8 @@ test "checkedNumel refuses overflow, too many dims and huge sizes" {
     try std.testing.expectError(error.TooLarge, checkedNumel(&.{ huge, 4 }, .float32));
     try std.testing.expectError(error.TooLarge, checkedNumel(&.{ 1 << 20, 1 << 20, 1 << 10 }, .float32));
     try std.testing.expectError(error.InvalidArgument, checkedNumel(&(.{1} ** 9), .float32));
+    // Empty, but its strides would overflow.
+    try std.testing.expectError(error.TooLarge, checkedNumel(&.{ 0, 1 << 40, 1 << 40 }, .float32));
 }
 
 test "views share storage and copyToContiguous follows strides" {

@@ -126,16 +126,16 @@ fn checkInputs(graph: *const Graph, graph_index: usize, inputs: []const *Tensor)
     }
     for (graph.inputs, inputs, 0..) |spec, input, i| {
         if (spec.dtype != input.dtype) {
-            return status.fail(error.DTypeMismatch, "run: input {d} '{s}' is {s}, the model expects {s} {f}", .{
-                i, spec.name, input.dtype.name(), spec.dtype.name(), spec,
+            return status.fail(error.DTypeMismatch, "run: input {d} '{f}' is {s}, the model expects {s} {f}", .{
+                i, status.printable(spec.name), input.dtype.name(), spec.dtype.name(), spec,
             });
         }
         const matches = spec.shape.len == input.ndim and for (spec.shape, input.dims()) |want, got| {
             if (want != null and want.? != got) break false;
         } else true;
         if (!matches) {
-            return status.fail(error.ShapeMismatch, "run: input {d} '{s}' has shape {f}, the model expects {f}", .{
-                i, spec.name, status.shape(input.dims()), spec,
+            return status.fail(error.ShapeMismatch, "run: input {d} '{f}' has shape {f}, the model expects {f}", .{
+                i, status.printable(spec.name), status.shape(input.dims()), spec,
             });
         }
     }
@@ -225,7 +225,7 @@ pub fn checkShapes(program: *Program) Error!void {
             if (err == error.OutOfMemory) return err;
             var reason: [status.message_capacity]u8 = undefined;
             const length = status.lastMessage(&reason);
-            if (err == error.TooLarge) return status.fail(error.TooLarge, "model: input {d} '{s}': {s}", .{ i, spec.name, reason[0..length] });
+            if (err == error.TooLarge) return status.fail(error.TooLarge, "model: input {d} '{f}': {s}", .{ i, status.printable(spec.name), reason[0..length] });
             return status.fail(error.MalformedModel, "model: graph 0 input {d} has an impossible shape", .{i});
         };
         created += 1;
@@ -522,6 +522,12 @@ test "malformed descriptions are refused with MalformedModel" {
         .{ "\"op\":\"wait\",", "\"op\":\"wait\",\"params\":{\"dim\":1}," }, // params on a wait
         .{ "\"tensor\":0}", "\"tensor\":5}" },
         .{ "\"outputs\":[3]}", "\"outputs\":[1]}" }, // value defined twice
+        // Strings the messages quote, with control bytes in them.
+        .{ "\"op\":\"mm\",\"inputs\":[0,1]", "\"op\":\"mm\\u001b[2J\\u0000\",\"inputs\":[0,1]" },
+        .{ "\"dtype\":\"float32\",\"shape\":[3,2],\"offset\":0", "\"dtype\":\"f\\u0007\",\"shape\":[3,2],\"offset\":0" },
+        .{ "\"format\":\"spindle-graph\"", "\"format\":\"spindle\\ngraph\"" },
+        .{ "\"params\":{\"max\":100}", "\"params\":{\"max\\t\":100}" },
+        .{ "\"params\":{\"max\":100}", "\"params\":{\"max\":\"\\u0001\"}" },
     };
     for (cases) |case| {
         const json = try std.mem.replaceOwned(u8, std.testing.allocator, example_json, case[0], case[1]);
@@ -529,11 +535,15 @@ test "malformed descriptions are refused with MalformedModel" {
         try std.testing.expect(!std.mem.eql(u8, json, example_json));
         const image = try exampleImage(std.testing.allocator, json);
         defer std.testing.allocator.free(image);
+        status.clearMessage();
+        status.paintStack();
         try std.testing.expectError(error.MalformedModel, program_module.load(image));
+        var buffer: [status.message_capacity]u8 = undefined;
+        _ = try status.expectFitMessage(&buffer);
     }
 }
 
-test "fuzz: thousands of mutated images load or fail cleanly, never crash" {
+test "fuzz: thousands of mutated images load or fail cleanly, never crash, with fit messages" {
     const image = try exampleImage(std.testing.allocator, example_json);
     defer std.testing.allocator.free(image);
     var prng = std.Random.DefaultPrng.init(0x5eed);
@@ -554,9 +564,21 @@ test "fuzz: thousands of mutated images load or fail cleanly, never crash" {
             }
         }
         const length = if (random.boolean()) mutated.len else random.uintLessThan(usize, mutated.len);
-        const program = program_module.load(mutated[0..length]) catch continue;
+        // Each failure's message is checked over a painted stack (status.paintStack).
+        var buffer: [status.message_capacity]u8 = undefined;
+        status.clearMessage();
+        status.paintStack();
+        const program = program_module.load(mutated[0..length]) catch {
+            _ = try status.expectFitMessage(&buffer);
+            continue;
+        };
         defer program.release();
-        checkShapes(program) catch continue;
+        status.clearMessage();
+        status.paintStack();
+        checkShapes(program) catch {
+            _ = try status.expectFitMessage(&buffer);
+            continue;
+        };
         loaded += 1;
         // What loads must also run (or fail cleanly) on a valid input.
         const x = try tensor.createZeroed(.float32, &.{ 2, 3 });
@@ -564,7 +586,12 @@ test "fuzz: thousands of mutated images load or fail cleanly, never crash" {
         var outputs: [8]*Tensor = undefined;
         const count = program.graphs[0].outputs.len;
         if (count > outputs.len or program.graphs[0].inputs.len != 1) continue;
-        run(program, 0, &.{x}, outputs[0..count]) catch continue;
+        status.clearMessage();
+        status.paintStack();
+        run(program, 0, &.{x}, outputs[0..count]) catch {
+            _ = try status.expectFitMessage(&buffer);
+            continue;
+        };
         for (outputs[0..count]) |o| o.release();
     }
     try std.testing.expect(loaded > 0); // some mutations (e.g. inside tensor data) stay valid

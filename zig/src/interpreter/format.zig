@@ -159,7 +159,7 @@ pub fn parseDescription(arena: std.mem.Allocator, json: []const u8) Error!Descri
         return status.fail(error.MalformedModel, "model: the graph description is not valid ({s})", .{@errorName(err)});
     };
     if (!std.mem.eql(u8, description.format, "spindle-graph")) {
-        return status.fail(error.MalformedModel, "model: description format is '{s}', expected 'spindle-graph'", .{description.format});
+        return status.fail(error.MalformedModel, "model: description format is '{f}', expected 'spindle-graph'", .{status.printable(description.format)});
     }
     if (description.version != version) {
         return status.fail(error.MalformedModel, "model: description version {d} is not supported", .{description.version});
@@ -184,7 +184,7 @@ fn checkSignatures(arena: std.mem.Allocator, graphs: []const GraphDescription) E
         for (graph.inputs) |input| try checkValue(input, index, "input");
         for (graph.results) |result| {
             if (std.meta.stringToEnum(tensor.DType, result.dtype) == null) {
-                return status.fail(error.MalformedModel, "model: graph {d} has an output of unknown dtype '{s}'", .{ index, result.dtype });
+                return status.fail(error.MalformedModel, "model: graph {d} has an output of unknown dtype '{f}'", .{ index, status.printable(result.dtype) });
             }
             try checkValue(result, index, "output");
         }
@@ -216,7 +216,7 @@ fn checkNames(arena: std.mem.Allocator, values: []const InputDescription, compti
     for (values) |value| {
         if (value.name.len == 0) continue;
         const entry = seen.getOrPut(arena, value.name) catch return error.OutOfMemory;
-        if (entry.found_existing) return status.fail(error.MalformedModel, "model: graph 0 has two " ++ what ++ "s named '{s}'", .{value.name});
+        if (entry.found_existing) return status.fail(error.MalformedModel, "model: graph 0 has two " ++ what ++ "s named '{f}'", .{status.printable(value.name)});
     }
     if (seen.count() != 0 and seen.count() != values.len) {
         return status.fail(error.MalformedModel, "model: graph 0 names {d} of its {d} " ++ what ++ "s (name all or none)", .{ seen.count(), values.len });

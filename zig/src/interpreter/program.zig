@@ -41,7 +41,7 @@ pub const InputSpec = struct {
             if (dim) |size| {
                 try writer.print("{d}", .{size});
             } else if (symbol) |name| {
-                try writer.writeAll(name);
+                try writer.print("{f}", .{status.printable(name)});
             } else {
                 try writer.writeByte('?');
             }
@@ -127,7 +127,7 @@ pub fn load(bytes: []const u8) Error!*Program {
 
 fn parseDType(name: []const u8, comptime what: []const u8, index: usize) Error!tensor.DType {
     return std.meta.stringToEnum(tensor.DType, name) orelse
-        status.fail(error.MalformedModel, "model: " ++ what ++ " {d} has unknown dtype '{s}'", .{ index, name });
+        status.fail(error.MalformedModel, "model: " ++ what ++ " {d} has unknown dtype '{f}'", .{ index, status.printable(name) });
 }
 
 fn loadTensors(allocator: std.mem.Allocator, descriptions: []const format.TensorDescription, data: []const u8) Error![]*Tensor {
@@ -231,7 +231,7 @@ fn buildGraph(
     const nodes = allocator.alloc(Node, d.nodes.len) catch return error.OutOfMemory;
     for (d.nodes, nodes, 0..) |nd, *node, n| {
         const where = .{ graph_index, n, nd.op };
-        const kind = nodeKind(nd.op) orelse return status.fail(error.MalformedModel, "model: graph {d} node {d}: unknown op '{s}'", where);
+        const kind = nodeKind(nd.op) orelse return status.fail(error.MalformedModel, "model: graph {d} node {d}: unknown op '{f}'", .{ graph_index, n, status.printable(nd.op) });
         if (nd.outputs.len != 1) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) must have exactly one output", where);
         const output = nd.outputs[0];
         for (nd.inputs) |v| {

@@ -44,8 +44,8 @@ pub const Args = struct {
         if (ld < cols) {
             return status.fail(error.InvalidArgument, "sgemm: ld" ++ name ++ " = {d} is smaller than the {d} columns of " ++ name, .{ ld, cols });
         }
-        const last = std.math.mul(usize, rows - 1, ld) catch return error.TooLarge;
-        const needed = std.math.add(usize, last, cols) catch return error.TooLarge;
+        const needed = std.math.add(usize, (rows - 1) *| ld, cols) catch
+            return status.fail(error.TooLarge, "sgemm: " ++ name ++ " of {d}x{d} (ld {d}) overflows the index range", .{ rows, cols, ld });
         if (needed > len) {
             return status.fail(error.IndexOutOfRange, "sgemm: " ++ name ++ " of {d}x{d} (ld {d}) needs {d} elements, the buffer has {d}", .{ rows, cols, ld, needed, len });
         }

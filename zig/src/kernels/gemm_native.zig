@@ -987,7 +987,8 @@ pub fn Kernel(comptime config: Config) type {
                 const b_rows = if (trans_b) n else k;
                 const b_cols = if (trans_b) k else n;
                 try gemm.Args.checkMatrix("B", b.len, b_rows, b_cols, ldb);
-                const length = std.math.mul(usize, k, paddedCols(n)) catch return error.TooLarge;
+                const length = std.math.mul(usize, k, paddedCols(n)) catch
+                    return status.fail(error.TooLarge, "sgemm: packing B of {d}x{d} overflows its size", .{ k, n });
                 const values = allocator.alloc(f32, length) catch return error.OutOfMemory;
                 const packed_b: PackedB = .{ .k = k, .n = n, .values = values };
                 if (n == 0) return packed_b;

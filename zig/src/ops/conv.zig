@@ -141,7 +141,8 @@ fn convGeometry(input: *const Tensor, weight: *const Tensor, bias: ?*const Tenso
     // Both padded sizes first: the message below prints the pair whole.
     var padded: [2]usize = @splat(0);
     for (0..2) |axis| {
-        padded[axis] = std.math.add(usize, image[2 + axis], std.math.mul(usize, 2, padding[axis]) catch return error.TooLarge) catch
+        // Saturated, the doubled padding makes the sum overflow: one check, one message.
+        padded[axis] = std.math.add(usize, image[2 + axis], 2 *| padding[axis]) catch
             return status.fail(error.TooLarge, op ++ ": padding {f} overflows the padded size", .{status.shape(&padding)});
     }
     var grid: [2]usize = @splat(0);
@@ -198,7 +199,7 @@ fn transposeGeometry(input: *const Tensor, weight: *const Tensor, bias: ?*const 
         // (in − 1)·stride + effective kernel + output padding − 2·padding
         const spread = std.math.mul(usize, image[2 + axis] - 1, stride[axis]) catch
             return status.fail(error.TooLarge, op ++ ": input {f} with stride {f} overflows the output size", .{ status.shape(input.dims()), status.shape(&stride) });
-        const full = std.math.add(usize, spread, std.math.add(usize, effective[axis], output_padding[axis]) catch return error.TooLarge) catch
+        const full = std.math.add(usize, spread, effective[axis] +| output_padding[axis]) catch
             return status.fail(error.TooLarge, op ++ ": input {f} and weight {f} overflow the output size", .{ status.shape(input.dims()), status.shape(weight.dims()) });
         const trimmed = std.math.mul(usize, 2, padding[axis]) catch std.math.maxInt(usize);
         if (trimmed >= full) {

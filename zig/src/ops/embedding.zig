@@ -169,7 +169,8 @@ fn bagStarts(indices: *Tensor, offsets_input: ?*Tensor, count: usize, include_la
     if (offsets.len > 0 and offsets[0] != 0) {
         return status.fail(error.InvalidArgument, "embedding_bag: offsets[0] must be 0, got {d}", .{offsets[0]});
     }
-    for (offsets[1..], 1..) |o, i| if (o < offsets[i - 1]) {
+    // offsets[1..] of no offsets would be out of bounds.
+    if (offsets.len > 1) for (offsets[1..], 1..) |o, i| if (o < offsets[i - 1]) {
         return status.fail(error.InvalidArgument, "embedding_bag: offsets must be non-decreasing, offsets[{d}] = {d} < {d}", .{ i, o, offsets[i - 1] });
     };
     const bags = if (include_last_offset) offsets.len - 1 else offsets.len;
@@ -251,4 +252,10 @@ test "embedding_bag with offsets, 2-D indices, weights and bad offsets" {
     const with_last = try embeddingBag(table, ids, last, null, .{ .mode = .mean, .include_last_offset = true });
     defer with_last.release();
     try std.testing.expectEqualSlices(f32, &.{ 1, 2, 6, 7 }, with_last.f32Slice());
+    // No offsets at all: no bags.
+    const none = try makeIndices(.int64, &.{});
+    defer none.release();
+    const no_bags = try embeddingBag(table, ids, none, null, .{ .mode = .sum });
+    defer no_bags.release();
+    try std.testing.expectEqualSlices(usize, &.{ 0, 2 }, no_bags.dims());
 }

@@ -206,7 +206,13 @@ pub fn take(input: *Tensor, index_input: *Tensor, axis_raw: i64) Error!*Tensor {
     defer std.heap.c_allocator.free(indices);
     const size_along = x.shape[axis];
     for (indices, 0..) |*slot, i| {
-        const raw: i64 = @intFromFloat(kernels.load(index_tensor.dtype, index_tensor.byteSlice(), i));
+        // Read as integers: through f64 an int64 near its limits would round, or not
+        // convert back at all.
+        const raw: i64 = switch (index_tensor.dtype) {
+            .int64 => index_tensor.i64Slice()[i],
+            .int32 => index_tensor.i32Slice()[i],
+            .float32 => unreachable, // refused above
+        };
         const wrapped = if (raw < 0) raw + @as(i64, @intCast(size_along)) else raw;
         if (wrapped < 0 or wrapped >= @as(i64, @intCast(size_along))) {
             return status.fail(error.IndexOutOfRange, "take: index {d} is out of range for dim {d} of size {d}", .{ raw, axis, size_along });
@@ -308,6 +314,11 @@ test "take wraps negative indices and refuses out-of-range ones" {
     try std.testing.expectEqualSlices(f32, &.{ 4, 5, 0, 1 }, out.f32Slice());
     index.i64Slice()[0] = 3;
     try std.testing.expectError(error.IndexOutOfRange, take(x, index, 0));
+    // Indices at int64's limits (no round trip through f64).
+    for ([_]i64{ std.math.maxInt(i64), std.math.minInt(i64) }) |extreme| {
+        index.i64Slice()[0] = extreme;
+        try std.testing.expectError(error.IndexOutOfRange, take(x, index, 0));
+    }
 }
 
 test "pad and resize refuse bad parameters" {

@@ -244,7 +244,7 @@ fn jsonNumber(op: []const u8, name: []const u8, value: Value) Error!f64 {
         else if (value == .number_string)
             std.fmt.parseFloat(f64, text) catch unreachable
         else
-            status.fail(error.MalformedModel, "{s}: '{s}' must be a number, got the string '{s}'", .{ op, name, text }),
+            status.fail(error.MalformedModel, "{s}: '{s}' must be a number, got the string '{f}'", .{ op, name, status.printable(text) }),
         else => status.fail(error.MalformedModel, "{s}: '{s}' must be a number, got {s}", .{ op, name, @tagName(value) }),
     };
 }
@@ -266,7 +266,7 @@ fn jsonScalar(comptime T: type, op: []const u8, name: []const u8, value: Value) 
                 return status.fail(error.MalformedModel, "{s}: '{s}' must be one of {s}, got {s}", .{ op, name, comptime tagList(T), @tagName(value) });
             }
             return std.meta.stringToEnum(T, value.string) orelse
-                status.fail(error.MalformedModel, "{s}: '{s}' must be one of {s}, got '{s}'", .{ op, name, comptime tagList(T), value.string });
+                status.fail(error.MalformedModel, "{s}: '{s}' must be one of {s}, got '{f}'", .{ op, name, comptime tagList(T), status.printable(value.string) });
         },
         else => @compileError("schema: unsupported scalar parameter type " ++ @typeName(T)),
     }
@@ -321,7 +321,7 @@ pub fn decodeJson(comptime T: type, op: []const u8, params: ?Value, input_count:
             const known = inline for (fields) |field| {
                 if (std.mem.eql(u8, key, field.name)) break true;
             } else false;
-            if (!known) return status.fail(error.MalformedModel, "{s}: unknown parameter '{s}' (its parameters: {s})", .{ op, key, comptime fieldNames(T) });
+            if (!known) return status.fail(error.MalformedModel, "{s}: unknown parameter '{f}' (its parameters: {s})", .{ op, status.printable(key), comptime fieldNames(T) });
         }
     }
     if (object == null) return decodeDefaults(T, op, input_count) catch |err| if (err == error.InvalidArgument) error.MalformedModel else err;

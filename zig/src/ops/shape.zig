@@ -90,6 +90,8 @@ pub fn reshape(t: *Tensor, raw_shape: []const i64) Error!*Tensor {
         return status.fail(error.ShapeMismatch, "reshape: shape {f} is invalid for {d} elements", .{ status.shape(raw_shape), count });
     }
     const dims = shape[0..raw_shape.len];
+    // The element count matches; an empty tensor's other dims must still be sane.
+    _ = try tensor.checkedNumel(dims, t.dtype);
     const source = try contiguous(t);
     defer source.release();
     var strides: [max_dims]usize = undefined;
@@ -211,7 +213,8 @@ pub fn slice(t: *Tensor, dim_raw: i64, start_raw: i64, end_raw: i64, step_raw: i
     @memcpy(shape[0..t.ndim], t.dims());
     @memcpy(strides[0..t.ndim], t.strides[0..t.ndim]);
     shape[dim] = length;
-    strides[dim] = t.strides[dim] * @as(usize, @intCast(step_raw));
+    // Only a step between two elements taken is a stride; a larger one would overflow.
+    if (length > 1) strides[dim] = t.strides[dim] * @as(usize, @intCast(step_raw));
     const offset = t.offset + (if (length == 0) 0 else @as(usize, @intCast(start)) * t.strides[dim]);
     return tensor.createView(t, shape[0..t.ndim], strides[0..t.ndim], offset);
 }
@@ -379,6 +382,12 @@ test "views: transpose, permute, slice, squeeze, unsqueeze, reshape, flatten" {
     try std.testing.expectError(error.InvalidArgument, permute(x, &.{ 0, 0, 1 }));
     try std.testing.expectError(error.IndexOutOfRange, slice(x, 3, 0, 1, 1));
     try std.testing.expectError(error.InvalidArgument, slice(x, 0, 0, 1, 0));
+    // A step far past the end takes one element; its stride would overflow.
+    const first = try slice(x, 0, 0, 2, 9e15);
+    defer first.release();
+    try std.testing.expectEqualSlices(usize, &.{ 1, 3, 4 }, first.dims());
+    // An empty tensor's other dims may not multiply past a usize.
+    try std.testing.expectError(error.TooLarge, reshape(empty, &.{ 0, 1 << 40, 1 << 40 }));
 }
 
 test "concat along each dim and gather" {
