@@ -51,10 +51,10 @@ export const symbols = {
   spindle_tensor_read: { parameters: ["u64", "buffer", "usize"], result: "i32" },
   // int32_t spindle_tensor_dispose(uint64_t handle)
   spindle_tensor_dispose: { parameters: ["u64"], result: "i32" },
-  // void spindle_memory_stats(uint64_t *out /* [3] */)
-  spindle_memory_stats: { parameters: ["buffer"], result: "void" },
   // uint64_t spindle_system_allocations(void)
   spindle_system_allocations: { parameters: [], result: "u64" },
+  // void spindle_memory_stats(uint64_t *out /* [3] */)
+  spindle_memory_stats: { parameters: ["buffer"], result: "void" },
   // size_t spindle_tensor_live_count(void)
   spindle_tensor_live_count: { parameters: [], result: "usize" },
   // size_t spindle_describe_json(uint8_t *buffer, size_t capacity)

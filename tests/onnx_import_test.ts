@@ -3,6 +3,7 @@ import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { gemm, importOnnx, load, relu, save, SpindleError, tensor } from "../mod.ts";
 import { decodeDescription } from "../lib/program/format.ts";
 import { Program } from "../lib/program/program.ts";
+import { onnx } from "../tools/fuzz_corpus.ts";
 
 interface NodeSpec {
   op: string;
@@ -184,4 +185,37 @@ Deno.test("ONNX input and output names and symbolic dims survive import, save an
   assert.deepEqual(fixed.outputMetadata[1].shape, [2, 3]);
   await Deno.remove(onnxPath);
   await Deno.remove(spindlePath);
+});
+
+Deno.test("absurd Conv and pooling pads are refused before anything runs; pads within the rules import", () => {
+  const model = (op: string, pads: number[], kernel: number) =>
+    onnx({
+      opset: 17,
+      nodes: [{
+        op,
+        inputs: op === "Conv" ? ["x", "W"] : ["x"],
+        outputs: ["y"],
+        attributes: { pads: { ints: pads }, kernel_shape: { ints: [kernel, kernel] } },
+      }],
+      initializers: op === "Conv"
+        ? [{ name: "W", dims: [1, 1, kernel, kernel], float: Array(kernel * kernel).fill(1) }]
+        : [],
+      inputs: [{ name: "x", dims: [1, 1, 4, 4] }],
+      outputs: [{ name: "y", dims: [1, 1, "h", "w"] }],
+    });
+  const refused = (pattern: RegExp) => (e: unknown) =>
+    e instanceof SpindleError && e.code === "malformed_model" && pattern.test(e.message);
+  // Conv: up to the dilated kernel plus the input (3 + 4) on each side.
+  importOnnx(model("Conv", [7, 0, 0, 7], 3));
+  assert.throws(
+    () => importOnnx(model("Conv", [0, 0, 1000, 0], 3)),
+    refused(/the end pad of the height is 1000; it must be at most the dilated kernel \(3\) plus the input \(4\)/),
+  );
+  // Pooling: smaller than the kernel, as onnxruntime requires.
+  importOnnx(model("MaxPool", [2, 2, 2, 2], 3));
+  assert.throws(
+    () => importOnnx(model("MaxPool", [0, 3, 0, 0], 3)),
+    refused(/the begin pad of the width is 3; it must be smaller than the kernel \(3\), as onnxruntime requires/),
+  );
+  assert.throws(() => importOnnx(model("AveragePool", [0, 0, 0, -1], 2)), refused(/end pad of the width is -1/));
 });

@@ -354,7 +354,38 @@ function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[
   return pads;
 }
 
-/** Pads explicitly when begin and end pads differ; returns the input and the symmetric pads. */
+/**
+ * Refuses absurd pads before anything runs (issue 17: a hostile file's pads must not make
+ * import compute on huge padded tensors). Pooling follows onnxruntime, which requires each
+ * pad to be smaller than the kernel. Convolution pads may reach past the kernel (ONNX allows
+ * it; the extra outputs see padding only), but not past the dilated kernel and the input
+ * together: beyond that a file only inflates the work.
+ */
+function checkPads(
+  n: NodeContext,
+  x: Value,
+  pads: number[],
+  kernel: number[],
+  dilation: number[],
+  pooling: boolean,
+): void {
+  const runs = Math.max(n.b.runCount, 1);
+  pads.forEach((pad, i) => {
+    const axis = i % 2;
+    const extent = (kernel[axis] - 1) * dilation[axis] + 1;
+    // A dynamic size differs between import's runs on stand-in sizes: take the largest.
+    const size = Math.max(...Array.from({ length: runs }, (_, r) => runShape(x, r)[2 + axis] ?? 0));
+    const limit = pooling ? kernel[axis] - 1 : extent + Math.max(size, 0);
+    if (pad < 0 || pad > limit) {
+      const which = `${i < 2 ? "begin" : "end"} pad of the ${axis === 0 ? "height" : "width"}`;
+      const rule = pooling
+        ? `smaller than the kernel (${kernel[axis]}), as onnxruntime requires`
+        : `at most the dilated kernel (${extent}) plus the input (${size}) on that axis`;
+      throw new RangeError(`${n.node.opType}: the ${which} is ${pad}; it must be ${rule}`);
+    }
+  });
+}
+
 /**
  * Pads [top, left, bottom, right] as the symmetric [height, width] padding of a native op,
  * padding explicitly (with `value`) where the native op cannot: asymmetric pads, and, when
@@ -418,6 +449,7 @@ function conv(n: NodeContext): Value[] {
     const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
     const explicit = attrInts(n, "pads");
     const pads = explicit && explicit.length === 2 ? lift(explicit, 0)! : spatialPads(n, x, kernel, stride, dilation);
+    checkPads(n, x, pads, kernel, dilation, false);
     const padded = symmetric(n, x, pads, 0);
     const bias = n.inputs[2];
     const inputs = bias ? [padded.x, weight, bias] : [padded.x, weight];
@@ -465,6 +497,7 @@ function pool(max: boolean): Handler {
       const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
       const explicit = attrInts(n, "pads");
       const pads = explicit && explicit.length === 2 ? lift(explicit, 0)! : spatialPads(n, x, kernel, stride, dilation);
+      checkPads(n, x, pads, kernel, dilation, true);
       const ceil = attrInt(n, "ceil_mode", 0) === 1;
       const halfKernel = kernel.map((k, axis) => Math.floor(((k - 1) * dilation[axis] + 1) / 2));
       if (max) {
