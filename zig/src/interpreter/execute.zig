@@ -120,22 +120,33 @@ fn runWith(program: *Program, graph_index: usize, inputs: []const *Tensor, outpu
     }
 }
 
+/// Names a graph input in messages: "input 2 'x'", or "input 2" when the model names none.
+const InputLabel = struct {
+    index: usize,
+    name: []const u8,
+
+    pub fn format(label: InputLabel, writer: *std.Io.Writer) std.Io.Writer.Error!void {
+        try writer.print("input {d}", .{label.index});
+        if (label.name.len > 0) try writer.print(" '{f}'", .{status.printable(label.name)});
+    }
+};
+
 fn checkInputs(graph: *const Graph, graph_index: usize, inputs: []const *Tensor) Error!void {
     if (inputs.len != graph.inputs.len) {
         return status.fail(error.InvalidArgument, "run: graph {d} takes {d} inputs, got {d}", .{ graph_index, graph.inputs.len, inputs.len });
     }
     for (graph.inputs, inputs, 0..) |spec, input, i| {
         if (spec.dtype != input.dtype) {
-            return status.fail(error.DTypeMismatch, "run: input {d} '{f}' is {s}, the model expects {s} {f}", .{
-                i, status.printable(spec.name), input.dtype.name(), spec.dtype.name(), spec,
+            return status.fail(error.DTypeMismatch, "run: {f} is {s}, the model expects {s} {f}", .{
+                InputLabel{ .index = i, .name = spec.name }, input.dtype.name(), spec.dtype.name(), spec,
             });
         }
         const matches = spec.shape.len == input.ndim and for (spec.shape, input.dims()) |want, got| {
             if (want != null and want.? != got) break false;
         } else true;
         if (!matches) {
-            return status.fail(error.ShapeMismatch, "run: input {d} '{f}' has shape {f}, the model expects {f}", .{
-                i, status.printable(spec.name), status.shape(input.dims()), spec,
+            return status.fail(error.ShapeMismatch, "run: {f} has shape {f}, the model expects {f}", .{
+                InputLabel{ .index = i, .name = spec.name }, status.shape(input.dims()), spec,
             });
         }
     }
@@ -225,7 +236,7 @@ pub fn checkShapes(program: *Program) Error!void {
             if (err == error.OutOfMemory) return err;
             var reason: [status.message_capacity]u8 = undefined;
             const length = status.lastMessage(&reason);
-            if (err == error.TooLarge) return status.fail(error.TooLarge, "model: input {d} '{f}': {s}", .{ i, status.printable(spec.name), reason[0..length] });
+            if (err == error.TooLarge) return status.fail(error.TooLarge, "model: {f}: {s}", .{ InputLabel{ .index = i, .name = spec.name }, reason[0..length] });
             return status.fail(error.MalformedModel, "model: graph 0 input {d} has an impossible shape", .{i});
         };
         created += 1;
