@@ -35,6 +35,13 @@ import {
   type Value,
 } from "./graph.ts";
 import type { OpName, ParamsOf } from "../ops/dispatch.ts";
+import {
+  activationParams,
+  RECURRENT_ACTIVATION_DEFAULTS,
+  RECURRENT_ACTIVATION_KINDS,
+  type RecurrentActivation,
+  type RecurrentActivationKind,
+} from "../ops/recurrent.ts";
 import { OP_SCHEMAS, type ParamSchema } from "../../ffi/abi.ts";
 import type { DType } from "../tensor.ts";
 
@@ -895,58 +902,26 @@ function cumSum(n: NodeContext): Value[] {
 // ----------------------------------------------------------------------------------------
 // Recurrent layers
 
-/** ONNX's activation names in the order of the native codes (kernels/recurrent.zig). */
-const RECURRENT_ACTIVATIONS = [
-  "Sigmoid",
-  "Tanh",
-  "Relu",
-  "LeakyRelu",
-  "ThresholdedRelu",
-  "ScaledTanh",
-  "HardSigmoid",
-  "Elu",
-  "Softsign",
-  "Softplus",
-  "Affine",
-];
-/** The default alpha (and beta) of the activations that take them, as ONNX's own ops. */
-const ACTIVATION_DEFAULTS: Record<string, number[]> = {
-  LeakyRelu: [0.01],
-  ThresholdedRelu: [1],
-  ScaledTanh: [1, 1],
-  HardSigmoid: [0.2, 0.5],
-  Elu: [1],
-  Affine: [1, 0],
-};
-const RECURRENT_ACTIVATION_COUNT = { lstm: 3, gru: 2, rnn: 1 };
-
 /**
- * Activation codes with one alpha and beta each. ONNX lists alphas and betas only for the
- * activations that take them, in order; one direction's list serves both when bidirectional.
+ * The node's activations. ONNX lists alphas and betas only for the activations that take
+ * them, in order; one direction's list serves both when bidirectional.
  */
 function recurrentActivations(n: NodeContext, cell: "lstm" | "gru" | "rnn", directions: number) {
   const names = (attribute(n, "activations")?.strings ?? []).map((s) => decoder.decode(s));
-  const codes: number[] = [];
-  const alpha: number[] = [];
-  const beta: number[] = [];
-  if (names.length === 0) return { activations: codes, activation_alpha: alpha, activation_beta: beta };
-  const perDirection = RECURRENT_ACTIVATION_COUNT[cell];
-  if (names.length !== perDirection && names.length !== perDirection * directions) {
-    throw new RangeError(`${n.node.opType}: ${names.length} activations; it takes ${perDirection} per direction`);
-  }
   const alphas = [...(attribute(n, "activation_alpha")?.floats ?? [])];
   const betas = [...(attribute(n, "activation_beta")?.floats ?? [])];
-  for (const name of names) {
-    const code = RECURRENT_ACTIVATIONS.findIndex((known) => known.toLowerCase() === name.toLowerCase());
-    if (code < 0) unsupported(`${n.node.opType} with the activation ${name}`);
-    const defaults = ACTIVATION_DEFAULTS[RECURRENT_ACTIVATIONS[code]] ?? [];
-    codes.push(code);
-    alpha.push(defaults.length > 0 ? alphas.shift() ?? defaults[0] : 0);
-    beta.push(defaults.length > 1 ? betas.shift() ?? defaults[1] : 0);
-  }
-  const times = perDirection * directions / names.length;
-  const repeat = (values: number[]) => Array.from({ length: times }, () => values).flat();
-  return { activations: repeat(codes), activation_alpha: repeat(alpha), activation_beta: repeat(beta) };
+  const activations = names.map((name): RecurrentActivation => {
+    // LeakyRelu → leaky_relu.
+    const kind = name.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase() as RecurrentActivationKind;
+    if (!RECURRENT_ACTIVATION_KINDS.includes(kind)) unsupported(`${n.node.opType} with the activation ${name}`);
+    const defaults = RECURRENT_ACTIVATION_DEFAULTS[kind] ?? [];
+    return {
+      kind,
+      alpha: defaults.length > 0 ? alphas.shift() : undefined,
+      beta: defaults.length > 1 ? betas.shift() : undefined,
+    };
+  });
+  return activationParams(n.node.opType, cell, directions, activations);
 }
 
 /**
