@@ -1,6 +1,19 @@
 import assert from "node:assert/strict";
 import * as ort from "onnxruntime-node";
-import { gru, lstm, randn, type RecurrentActivation, rnn, SpindleError, type Tensor, tensor, zeros } from "../mod.ts";
+import {
+  gru,
+  lstm,
+  Module,
+  randn,
+  type RecurrentActivation,
+  rnn,
+  script,
+  SpindleError,
+  type Tensor,
+  tensor,
+  zeros,
+} from "../mod.ts";
+import { decodeDescription } from "../lib/program/format.ts";
 import { onnx } from "../tools/fuzz_corpus.ts";
 
 // The eager recurrent layers against onnxruntime-node running the same layer as an ONNX node.
@@ -137,4 +150,29 @@ Deno.test("recurrent layers refuse bad arguments with TypeError, RangeError or a
   });
   using lengths = tensor([3], [1], { dtype: "int32" });
   assert.throws(() => lstm(x, w, r, { sequenceLengths: lengths }), /sequence_lens\[0\] is 3, outside \[0, 2\]/);
+});
+
+Deno.test("an lstm traced into a script runs as one native op and matches the eager layer", () => {
+  using w = randn([2, 16, 3], { seed: 8 });
+  using r = randn([2, 16, 4], { seed: 9 });
+  using x = randn([5, 2, 3], { seed: 10 });
+  using module = Module.fromScript(
+    script((input: Tensor) => {
+      const { y, yH, yC } = lstm(input, w, r, { direction: "bidirectional" });
+      return [y, yH, yC!];
+    }, "lstm_layer"),
+    [x],
+  );
+  const graph = decodeDescription(module.image).graphs[0];
+  assert.equal(graph.nodes.filter((n) => n.op === "lstm").length, 1);
+  const traced = module.forwardAllSync(x);
+  const eager = lstm(x, w, r, { direction: "bidirectional" });
+  try {
+    [eager.y, eager.yH, eager.yC!].forEach((want, i) => {
+      assert.deepEqual(traced[i].shape, want.shape);
+      assert.deepEqual(floats(traced[i]), floats(want));
+    });
+  } finally {
+    for (const t of [...traced, eager.y, eager.yH, eager.yC!]) t.dispose();
+  }
 });
