@@ -89,31 +89,38 @@ pub fn recurrent(config: Config, inputs: Inputs) Error!*Tensor {
     const sizes = [_]usize{ dims.seq * dims.batch * width, dims.batch * width, reset_floats, width, dims.hidden, dims.hidden * width };
     var total: usize = 0;
     for (sizes) |size| total += size;
-    const scratch = try tensor.createUninit(.float32, &.{total});
+    // Each direction has its own buffers, so that both can run at once.
+    const scratch = try tensor.createUninit(.float32, &.{ dims.directions, total });
     defer scratch.release();
-    var parts: [sizes.len][]f32 = undefined;
-    var offset: usize = 0;
-    for (sizes, &parts) |size, *part| {
-        part.* = scratch.f32Slice()[offset..][0..size];
-        offset += size;
+    var schedules: [2]Schedule = undefined;
+    for (schedules[0..dims.directions], 0..) |*schedule, direction| {
+        var parts: [sizes.len][]f32 = undefined;
+        var offset: usize = direction * total;
+        for (sizes, &parts) |size, *part| {
+            part.* = scratch.f32Slice()[offset..][0..size];
+            offset += size;
+        }
+        // Rows past their sequence length skip the cell but still go through the second GRU
+        // GEMM.
+        @memset(parts[2], 0);
+        schedule.* = .{
+            .config = config,
+            .dims = dims,
+            .data = &data,
+            .out = out.f32Slice(),
+            .lengths = if (lengths) |l| l.i64Slice() else null,
+            .activations = activations,
+            .direction = direction,
+            .projected = parts[0],
+            .gates = parts[1],
+            .reset_hidden = parts[2],
+            .bias = parts[3],
+            .reset_bias = parts[4],
+            .recurrent_transposed = parts[5],
+        };
+        try schedule.project();
     }
-    // Rows past their sequence length skip the cell but still go through the second GRU GEMM.
-    @memset(parts[2], 0);
-    const schedule: Schedule = .{
-        .config = config,
-        .dims = dims,
-        .data = &data,
-        .out = out.f32Slice(),
-        .lengths = if (lengths) |l| l.i64Slice() else null,
-        .activations = activations,
-        .projected = parts[0],
-        .gates = parts[1],
-        .reset_hidden = parts[2],
-        .bias = parts[3],
-        .reset_bias = parts[4],
-        .recurrent_transposed = parts[5],
-    };
-    for (0..dims.directions) |direction| try schedule.run(direction);
+    try recur(schedules[0..dims.directions]);
     return out;
 }
 
@@ -287,7 +294,8 @@ const Schedule = struct {
     out: []f32,
     lengths: ?[]const i64,
     activations: [2][3]Activation,
-    /// [seq × batch, width]: X·Wᵀ of the direction being run.
+    direction: usize,
+    /// [seq × batch, width]: X·Wᵀ of this direction.
     projected: []f32,
     /// [batch, width]: H·Rᵀ, then the activated gates.
     gates: []f32,
@@ -305,13 +313,21 @@ const Schedule = struct {
         return schedule.out[(row * schedule.dims.directions + direction) * block ..][0..block];
     }
 
-    fn run(schedule: *const Schedule, direction: usize) Error!void {
+    /// X·Wᵀ for every time step at once, the biases and Rᵀ: what the steps read.
+    fn project(schedule: *const Schedule) Error!void {
         const dims = schedule.dims;
         const width = dims.width();
-        const w = schedule.data.w[direction * width * dims.input ..][0 .. width * dims.input];
+        const w = schedule.data.w[schedule.direction * width * dims.input ..][0 .. width * dims.input];
         try linalg.matmulInto(false, true, dims.seq * dims.batch, width, dims.input, schedule.data.x, dims.input, w, dims.input, schedule.projected, width);
-        schedule.prepareBias(direction);
-        schedule.transposeRecurrent(direction);
+        schedule.prepareBias();
+        schedule.transposeRecurrent();
+    }
+
+    /// The recurrence, one step after the other.
+    fn run(schedule: *const Schedule) Error!void {
+        const dims = schedule.dims;
+        const width = dims.width();
+        const direction = schedule.direction;
         const h = schedule.outBlock(dims.seq, direction);
         const c: []f32 = if (dims.cell == .lstm) schedule.outBlock(dims.seq + 1, direction) else &.{};
         if (schedule.data.initial_h) |initial| @memcpy(h, initial[direction * dims.block() ..][0..dims.block()]) else @memset(h, 0);
@@ -343,7 +359,8 @@ const Schedule = struct {
     }
 
     /// Wb + Rb per gate; GRU with linear_before_reset keeps Rb of the h gate apart.
-    fn prepareBias(schedule: *const Schedule, direction: usize) void {
+    fn prepareBias(schedule: *const Schedule) void {
+        const direction = schedule.direction;
         const width = schedule.dims.width();
         const hidden = schedule.dims.hidden;
         const b = schedule.data.bias orelse {
@@ -360,7 +377,8 @@ const Schedule = struct {
         }
     }
 
-    fn transposeRecurrent(schedule: *const Schedule, direction: usize) void {
+    fn transposeRecurrent(schedule: *const Schedule) void {
+        const direction = schedule.direction;
         const width = schedule.dims.width();
         const hidden = schedule.dims.hidden;
         const r = schedule.data.r[direction * width * hidden ..][0 .. width * hidden];
@@ -400,6 +418,28 @@ const Schedule = struct {
         }
     }
 };
+
+/// Runs each direction's recurrence. Steps too short to split over threads
+/// (parallel.recurrent_step_flops_min) run in one region: the two directions of a
+/// bidirectional layer side by side, each step's GEMMs and cells serially (a nested region
+/// runs serially). Longer steps run one direction after the other, each step split.
+fn recur(schedules: []const Schedule) Error!void {
+    std.debug.assert(schedules.len == 1 or schedules.len == 2);
+    const dims = schedules[0].dims;
+    const step_flops = 2 * dims.batch * dims.width() * dims.hidden;
+    if (step_flops >= parallel.recurrent_step_flops_min) {
+        for (schedules) |*schedule| try schedule.run();
+        return;
+    }
+    const Context = struct {
+        schedules: []const Schedule,
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            for (context.schedules[begin..end]) |*schedule| try schedule.run();
+        }
+    };
+    const context: Context = .{ .schedules = schedules };
+    try intra_op.parallelForTyped(0, schedules.len, 1, &context, Context.body);
+}
 
 /// Runs a cell kernel over every (batch row, hidden unit) item, split over the pool.
 fn cells(step: *const kernels.Step, comptime kernel: fn (*const kernels.Step, usize, usize) void) Error!void {
