@@ -253,7 +253,7 @@ fn sequenceLengths(dims: Dims, input: ?*Tensor) Error!?*Tensor {
 
 /// Contiguous copies (or references) of the inputs, released together.
 const Data = struct {
-    held: [8]?*Tensor = @splat(null),
+    held: [7]?*Tensor = @splat(null),
     x: []const f32,
     w: []const f32,
     r: []const f32,
