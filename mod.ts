@@ -88,6 +88,17 @@ export {
 } from "./lib/ops/shape.ts";
 export { addmm, bmm, gemm, type GemmOptions, linear, matmul, mm } from "./lib/ops/linalg.ts";
 export {
+  gru,
+  type GruOptions,
+  lstm,
+  type LstmOptions,
+  type RecurrentActivation,
+  type RecurrentActivationKind,
+  type RecurrentOptions,
+  type RecurrentOutputs,
+  rnn,
+} from "./lib/ops/recurrent.ts";
+export {
   conv2d,
   type Conv2dOptions,
   convTranspose2d,

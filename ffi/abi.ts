@@ -640,6 +640,105 @@ export const OP_SCHEMAS = {
       { "name": "reverse", "kind": "bool", "default": false },
     ],
   },
+  lstm: {
+    code: 59,
+    inputs: ["x", "w", "r", "bias?", "sequence_lens?", "initial_h?", "initial_c?", "peepholes?"],
+    params: [
+      { "name": "direction", "kind": "enum", "values": ["forward", "reverse", "bidirectional"], "default": "forward" },
+      { "name": "hidden_size", "kind": "int", "optional": true, "min": 1, "max": 9000000000000000, "default": null },
+      { "name": "clip", "kind": "float", "optional": true, "min": 0, "max": 1.7976931348623157e+308, "default": null },
+      { "name": "activations", "kind": "int", "capacity": 6, "min": 0, "max": 10, "default": [] },
+      {
+        "name": "activation_alpha",
+        "kind": "float",
+        "capacity": 6,
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": [],
+      },
+      {
+        "name": "activation_beta",
+        "kind": "float",
+        "capacity": 6,
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": [],
+      },
+      { "name": "linear_before_reset", "kind": "bool", "default": false },
+      { "name": "input_forget", "kind": "bool", "default": false },
+      { "name": "has_bias", "kind": "bool", "default": false },
+      { "name": "has_sequence_lens", "kind": "bool", "default": false },
+      { "name": "has_initial_h", "kind": "bool", "default": false },
+      { "name": "has_initial_c", "kind": "bool", "default": false },
+      { "name": "has_peepholes", "kind": "bool", "default": false },
+    ],
+  },
+  gru: {
+    code: 60,
+    inputs: ["x", "w", "r", "bias?", "sequence_lens?", "initial_h?", "initial_c?", "peepholes?"],
+    params: [
+      { "name": "direction", "kind": "enum", "values": ["forward", "reverse", "bidirectional"], "default": "forward" },
+      { "name": "hidden_size", "kind": "int", "optional": true, "min": 1, "max": 9000000000000000, "default": null },
+      { "name": "clip", "kind": "float", "optional": true, "min": 0, "max": 1.7976931348623157e+308, "default": null },
+      { "name": "activations", "kind": "int", "capacity": 6, "min": 0, "max": 10, "default": [] },
+      {
+        "name": "activation_alpha",
+        "kind": "float",
+        "capacity": 6,
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": [],
+      },
+      {
+        "name": "activation_beta",
+        "kind": "float",
+        "capacity": 6,
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": [],
+      },
+      { "name": "linear_before_reset", "kind": "bool", "default": false },
+      { "name": "input_forget", "kind": "bool", "default": false },
+      { "name": "has_bias", "kind": "bool", "default": false },
+      { "name": "has_sequence_lens", "kind": "bool", "default": false },
+      { "name": "has_initial_h", "kind": "bool", "default": false },
+      { "name": "has_initial_c", "kind": "bool", "default": false },
+      { "name": "has_peepholes", "kind": "bool", "default": false },
+    ],
+  },
+  rnn: {
+    code: 61,
+    inputs: ["x", "w", "r", "bias?", "sequence_lens?", "initial_h?", "initial_c?", "peepholes?"],
+    params: [
+      { "name": "direction", "kind": "enum", "values": ["forward", "reverse", "bidirectional"], "default": "forward" },
+      { "name": "hidden_size", "kind": "int", "optional": true, "min": 1, "max": 9000000000000000, "default": null },
+      { "name": "clip", "kind": "float", "optional": true, "min": 0, "max": 1.7976931348623157e+308, "default": null },
+      { "name": "activations", "kind": "int", "capacity": 6, "min": 0, "max": 10, "default": [] },
+      {
+        "name": "activation_alpha",
+        "kind": "float",
+        "capacity": 6,
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": [],
+      },
+      {
+        "name": "activation_beta",
+        "kind": "float",
+        "capacity": 6,
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": [],
+      },
+      { "name": "linear_before_reset", "kind": "bool", "default": false },
+      { "name": "input_forget", "kind": "bool", "default": false },
+      { "name": "has_bias", "kind": "bool", "default": false },
+      { "name": "has_sequence_lens", "kind": "bool", "default": false },
+      { "name": "has_initial_h", "kind": "bool", "default": false },
+      { "name": "has_initial_c", "kind": "bool", "default": false },
+      { "name": "has_peepholes", "kind": "bool", "default": false },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -962,5 +1061,89 @@ export interface OpParams {
     exclusive?: boolean;
     /** bool, default false */
     reverse?: boolean;
+  };
+  lstm: {
+    /** enum, default "forward" */
+    direction?: "forward" | "reverse" | "bidirectional";
+    /** int, in [1, 9000000000000000], default null */
+    hidden_size?: number | null;
+    /** float, in [0, 1.7976931348623157e+308], default null */
+    clip?: number | null;
+    /** int, list of up to 6, in [0, 10], default [] */
+    activations?: readonly number[];
+    /** float, list of up to 6, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default [] */
+    activation_alpha?: readonly number[];
+    /** float, list of up to 6, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default [] */
+    activation_beta?: readonly number[];
+    /** bool, default false */
+    linear_before_reset?: boolean;
+    /** bool, default false */
+    input_forget?: boolean;
+    /** bool, default false */
+    has_bias?: boolean;
+    /** bool, default false */
+    has_sequence_lens?: boolean;
+    /** bool, default false */
+    has_initial_h?: boolean;
+    /** bool, default false */
+    has_initial_c?: boolean;
+    /** bool, default false */
+    has_peepholes?: boolean;
+  };
+  gru: {
+    /** enum, default "forward" */
+    direction?: "forward" | "reverse" | "bidirectional";
+    /** int, in [1, 9000000000000000], default null */
+    hidden_size?: number | null;
+    /** float, in [0, 1.7976931348623157e+308], default null */
+    clip?: number | null;
+    /** int, list of up to 6, in [0, 10], default [] */
+    activations?: readonly number[];
+    /** float, list of up to 6, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default [] */
+    activation_alpha?: readonly number[];
+    /** float, list of up to 6, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default [] */
+    activation_beta?: readonly number[];
+    /** bool, default false */
+    linear_before_reset?: boolean;
+    /** bool, default false */
+    input_forget?: boolean;
+    /** bool, default false */
+    has_bias?: boolean;
+    /** bool, default false */
+    has_sequence_lens?: boolean;
+    /** bool, default false */
+    has_initial_h?: boolean;
+    /** bool, default false */
+    has_initial_c?: boolean;
+    /** bool, default false */
+    has_peepholes?: boolean;
+  };
+  rnn: {
+    /** enum, default "forward" */
+    direction?: "forward" | "reverse" | "bidirectional";
+    /** int, in [1, 9000000000000000], default null */
+    hidden_size?: number | null;
+    /** float, in [0, 1.7976931348623157e+308], default null */
+    clip?: number | null;
+    /** int, list of up to 6, in [0, 10], default [] */
+    activations?: readonly number[];
+    /** float, list of up to 6, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default [] */
+    activation_alpha?: readonly number[];
+    /** float, list of up to 6, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default [] */
+    activation_beta?: readonly number[];
+    /** bool, default false */
+    linear_before_reset?: boolean;
+    /** bool, default false */
+    input_forget?: boolean;
+    /** bool, default false */
+    has_bias?: boolean;
+    /** bool, default false */
+    has_sequence_lens?: boolean;
+    /** bool, default false */
+    has_initial_h?: boolean;
+    /** bool, default false */
+    has_initial_c?: boolean;
+    /** bool, default false */
+    has_peepholes?: boolean;
   };
 }

@@ -61,6 +61,7 @@ export type Attribute =
   | { s: string }
   | { ints: number[] }
   | { floats: number[] }
+  | { strings: string[] }
   | { t: Initializer };
 
 /** A node: op type, input and output names, attributes. */
@@ -118,6 +119,9 @@ function writeAttribute(w: BinaryWriter, name: string, a: Attribute): void {
     w.uint32((5 << 3) | 2).fork();
     writeTensor(w, a.t);
     w.join().uint32((20 << 3) | 0).int32(4);
+  } else if ("strings" in a) {
+    for (const v of a.strings) w.uint32((9 << 3) | 2).string(v);
+    w.uint32((20 << 3) | 0).int32(8);
   } else if ("ints" in a) {
     for (const v of a.ints) w.uint32((8 << 3) | 0).int64(v);
     w.uint32((20 << 3) | 0).int32(7);
@@ -356,6 +360,51 @@ export function onnxSeeds(): Record<string, Uint8Array> {
       ],
       inputs: [{ name: "x", dims: [2, 4, 3, 3] }],
       outputs: [{ name: "y", dims: [2, 4] }, { name: "cs", dims: [2, 4] }],
+    }),
+    // Recurrent layers: a bidirectional LSTM with every optional input, a GRU with
+    // linear_before_reset, a reverse RNN with Relu; their outputs are views of packed results.
+    "recurrent.onnx": onnx({
+      opset: 14,
+      nodes: [
+        {
+          op: "LSTM",
+          inputs: ["x", "lstm_w", "lstm_r", "lstm_b", "", "h0", "c0", "peepholes"],
+          outputs: ["y", "y_h", "y_c"],
+          attributes: { hidden_size: { i: 3 }, direction: { s: "bidirectional" } },
+        },
+        {
+          op: "GRU",
+          inputs: ["x", "gru_w", "gru_r"],
+          outputs: ["", "gru_h"],
+          attributes: { hidden_size: { i: 3 }, linear_before_reset: { i: 1 } },
+        },
+        {
+          op: "RNN",
+          inputs: ["x", "rnn_w", "rnn_r"],
+          outputs: ["rnn_y"],
+          attributes: { hidden_size: { i: 3 }, direction: { s: "reverse" }, activations: { strings: ["Relu"] } },
+        },
+      ],
+      initializers: [
+        floats("lstm_w", [2, 12, 4]),
+        floats("lstm_r", [2, 12, 3]),
+        floats("lstm_b", [2, 24], 0.1),
+        floats("h0", [2, 2, 3]),
+        floats("c0", [2, 2, 3]),
+        floats("peepholes", [2, 9]),
+        floats("gru_w", [1, 9, 4]),
+        floats("gru_r", [1, 9, 3]),
+        floats("rnn_w", [1, 3, 4]),
+        floats("rnn_r", [1, 3, 3]),
+      ],
+      inputs: [{ name: "x", dims: [5, 2, 4] }],
+      outputs: [
+        { name: "y", dims: [5, 2, 2, 3] },
+        { name: "y_h", dims: [2, 2, 3] },
+        { name: "y_c", dims: [2, 2, 3] },
+        { name: "gru_h", dims: [1, 2, 3] },
+        { name: "rnn_y", dims: [5, 1, 2, 3] },
+      ],
     }),
     // Opset 11: a Constant node, Resize with roi and sizes (nearest), Split-free Concat, Tanh.
     "resize11.onnx": onnx({

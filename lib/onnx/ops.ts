@@ -35,6 +35,13 @@ import {
   type Value,
 } from "./graph.ts";
 import type { OpName, ParamsOf } from "../ops/dispatch.ts";
+import {
+  activationParams,
+  RECURRENT_ACTIVATION_DEFAULTS,
+  RECURRENT_ACTIVATION_KINDS,
+  type RecurrentActivation,
+  type RecurrentActivationKind,
+} from "../ops/recurrent.ts";
 import { OP_SCHEMAS, type ParamSchema } from "../../ffi/abi.ts";
 import type { DType } from "../tensor.ts";
 
@@ -925,6 +932,84 @@ function cumSum(n: NodeContext): Value[] {
   ];
 }
 
+// ----------------------------------------------------------------------------------------
+// Recurrent layers
+
+/**
+ * The node's activations. ONNX lists alphas and betas only for the activations that take
+ * them, in order; one direction's list serves both when bidirectional.
+ */
+function recurrentActivations(n: NodeContext, cell: "lstm" | "gru" | "rnn", directions: number) {
+  const names = (attribute(n, "activations")?.strings ?? []).map((s) => decoder.decode(s));
+  const alphas = [...(attribute(n, "activation_alpha")?.floats ?? [])];
+  const betas = [...(attribute(n, "activation_beta")?.floats ?? [])];
+  const activations = names.map((name): RecurrentActivation => {
+    // LeakyRelu → leaky_relu.
+    const kind = name.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase() as RecurrentActivationKind;
+    if (!RECURRENT_ACTIVATION_KINDS.includes(kind)) unsupported(`${n.node.opType} with the activation ${name}`);
+    const defaults = RECURRENT_ACTIVATION_DEFAULTS[kind] ?? [];
+    return {
+      kind,
+      alpha: defaults.length > 0 ? alphas.shift() : undefined,
+      beta: defaults.length > 1 ? betas.shift() : undefined,
+    };
+  });
+  return activationParams(n.node.opType, cell, directions, activations);
+}
+
+/**
+ * LSTM, GRU and RNN as one native op each, whose output packs Y, Y_h and (LSTM) Y_c along
+ * dim 0 (zig/src/ops.zig `Recurrent`); the outputs are views of it. Layout 1 (batch first)
+ * is permuted to layout 0 around the op.
+ */
+function recurrent(cell: "lstm" | "gru" | "rnn"): Handler {
+  return (n) => {
+    const op = n.node.opType;
+    const layout = attrInt(n, "layout", 0);
+    if (layout !== 0 && layout !== 1) throw new RangeError(`${op}: layout ${layout}; it is 0 or 1`);
+    const direction = attrString(n, "direction", "forward");
+    if (direction !== "forward" && direction !== "reverse" && direction !== "bidirectional") {
+      throw new RangeError(`${op}: direction '${direction}'; it is forward, reverse or bidirectional`);
+    }
+    const directions = direction === "bidirectional" ? 2 : 1;
+    const batchFirst = (v: Value) => (layout === 1 ? n.b.emit("permute", [v], { dims: [1, 0, 2] }) : v);
+    const inputs = [batchFirst(input(n, 0)), input(n, 1), input(n, 2)];
+    const optional = (index: number, layoutDependent = false) => {
+      const v = n.inputs[index];
+      if (v === undefined) return false;
+      inputs.push(layoutDependent ? batchFirst(v) : v);
+      return true;
+    };
+    const hiddenSize = attribute(n, "hidden_size");
+    const clip = attribute(n, "clip");
+    const params = {
+      direction,
+      hidden_size: hiddenSize?.i === undefined ? null : Number(hiddenSize.i),
+      clip: clip?.f === undefined ? null : clip.f,
+      ...recurrentActivations(n, cell, directions),
+      linear_before_reset: cell === "gru" && attrInt(n, "linear_before_reset", 0) !== 0,
+      input_forget: cell === "lstm" && attrInt(n, "input_forget", 0) !== 0,
+      has_bias: optional(3),
+      has_sequence_lens: optional(4),
+      has_initial_h: optional(5, true),
+      has_initial_c: cell === "lstm" && optional(6, true),
+      has_peepholes: cell === "lstm" && optional(7),
+    } as const;
+    const packed = n.b.emit(cell, inputs, params);
+    const states = cell === "lstm" ? 2 : 1;
+    const state = (index: number) => {
+      const start = index - states;
+      const row = n.b.emit("slice", [packed], start === -1 ? { dim: 0, start } : { dim: 0, start, end: start + 1 });
+      const squeezed = n.b.emit("squeeze", [row], { dim: 0 });
+      return layout === 1 ? n.b.emit("permute", [squeezed], { dims: [1, 0, 2] }) : squeezed;
+    };
+    const y = n.b.emit("slice", [packed], { dim: 0, start: 0, end: -states });
+    const outputs = [layout === 1 ? n.b.emit("permute", [y], { dims: [2, 0, 1, 3] }) : y, state(0)];
+    if (cell === "lstm") outputs.push(state(1));
+    return outputs;
+  };
+}
+
 function identity(n: NodeContext): Value[] {
   return [input(n, 0)];
 }
@@ -947,6 +1032,9 @@ export const HANDLERS: Record<string, Handler> = {
   Gelu: unary("gelu", (n) => ({ approximate: attrString(n, "approximate", "none") === "tanh" ? "tanh" : "none" })),
   Elu: unary("elu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
   CumSum: cumSum,
+  LSTM: recurrent("lstm"),
+  GRU: recurrent("gru"),
+  RNN: recurrent("rnn"),
   LeakyRelu: unary("leaky_relu", (n) => ({ alpha: attrFloat(n, "alpha", 0.01) })),
   HardSigmoid: unary("hard_sigmoid", (n) => ({ alpha: attrFloat(n, "alpha", 0.2), beta: attrFloat(n, "beta", 0.5) })),
   HardSwish: unary("hard_swish"),

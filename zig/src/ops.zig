@@ -24,9 +24,11 @@ const linalg = @import("ops/linalg.zig");
 const conv = @import("ops/conv.zig");
 const pooling = @import("ops/pooling.zig");
 const indexing = @import("ops/indexing.zig");
+const recurrent = @import("ops/recurrent.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
 const indexing_kernels = @import("kernels/indexing.zig");
+const recurrent_kernels = @import("kernels/recurrent.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -98,6 +100,9 @@ pub const OpCode = enum(u32) {
     take = 56,
     elu = 57,
     cum_sum = 58,
+    lstm = 59,
+    gru = 60,
+    rnn = 61,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -449,6 +454,86 @@ pub const CumSum = struct {
     reverse: bool = false,
 };
 
+/// ONNX LSTM, GRU and RNN in layout 0: x [seq, batch, input], w [directions, gates ×
+/// hidden, input], r [directions, gates × hidden, hidden], and the optional inputs as the
+/// flags say. The output packs Y and the final states, [seq + states, directions, batch,
+/// hidden]: rows 0 … seq − 1 are Y, row seq is Y_h, and (LSTM) row seq + 1 is Y_c.
+/// `activations` are codes, cell.activations() per direction (none: ONNX's defaults):
+/// 0 sigmoid, 1 tanh, 2 relu, 3 leaky_relu, 4 thresholded_relu, 5 scaled_tanh,
+/// 6 hard_sigmoid, 7 elu, 8 softsign, 9 softplus, 10 affine; alpha and beta hold one value per
+/// activation, or none for each kind's defaults.
+pub const Recurrent = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "w", "r", "bias?", "sequence_lens?", "initial_h?", "initial_c?", "peepholes?" };
+    pub const bounds = .{
+        .hidden_size = Bound.positive,
+        .clip = Bound{ .min = 0, .max = std.math.floatMax(f64) },
+        .activations = Bound{ .min = 0, .max = @typeInfo(recurrent_kernels.Activation.Kind).@"enum".fields.len - 1 },
+        .activation_alpha = Bound.finite,
+        .activation_beta = Bound.finite,
+    };
+    direction: recurrent_kernels.Direction = .forward,
+    hidden_size: ?i64 = null,
+    clip: ?f64 = null,
+    activations: List(i64, 6) = .{},
+    activation_alpha: List(f64, 6) = .{},
+    activation_beta: List(f64, 6) = .{},
+    /// GRU: apply the reset gate after multiplying by R_h.
+    linear_before_reset: bool = false,
+    /// LSTM: couple the forget gate to the input gate (f = 1 − i).
+    input_forget: bool = false,
+    has_bias: bool = false,
+    has_sequence_lens: bool = false,
+    has_initial_h: bool = false,
+    has_initial_c: bool = false,
+    has_peepholes: bool = false,
+
+    pub fn check(options: Recurrent, op: []const u8, input_count: usize) Error!void {
+        try expectFlagged(op, input_count, 3, .{
+            .has_bias = options.has_bias,
+            .has_sequence_lens = options.has_sequence_lens,
+            .has_initial_h = options.has_initial_h,
+            .has_initial_c = options.has_initial_c,
+            .has_peepholes = options.has_peepholes,
+        });
+    }
+
+    /// The tensor inputs by name (the optional ones in order, as the flags say).
+    fn tensors(options: Recurrent, list: []const *Tensor) recurrent.Inputs {
+        const present = [_]bool{ options.has_bias, options.has_sequence_lens, options.has_initial_h, options.has_initial_c, options.has_peepholes };
+        var optional: [present.len]?*Tensor = @splat(null);
+        var next: usize = 3;
+        for (present, &optional) |flag, *slot| if (flag) {
+            slot.* = list[next];
+            next += 1;
+        };
+        std.debug.assert(next == list.len);
+        return .{
+            .x = list[0],
+            .w = list[1],
+            .r = list[2],
+            .bias = optional[0],
+            .sequence_lens = optional[1],
+            .initial_h = optional[2],
+            .initial_c = optional[3],
+            .peepholes = optional[4],
+        };
+    }
+
+    fn config(options: *const Recurrent, cell: recurrent_kernels.Cell) recurrent.Config {
+        return .{
+            .cell = cell,
+            .direction = options.direction,
+            .hidden_size = options.hidden_size,
+            .clip = options.clip,
+            .activations = options.activations.slice(),
+            .activation_alpha = options.activation_alpha.slice(),
+            .activation_beta = options.activation_beta.slice(),
+            .linear_before_reset = options.linear_before_reset,
+            .input_forget = options.input_forget,
+        };
+    }
+};
+
 /// Every op's options, tagged by op code.
 pub const Options = union(OpCode) {
     mm: Pair,
@@ -510,6 +595,9 @@ pub const Options = union(OpCode) {
     take: Take,
     elu: Elu,
     cum_sum: CumSum,
+    lstm: Recurrent,
+    gru: Recurrent,
+    rnn: Recurrent,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -614,6 +702,9 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .take => |o| indexing.take(inputs[0], inputs[1], o.axis),
         .sum, .mean, .max, .min => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
         .argmax => |o| if (o.dim) |dim| reduction.reduce(.argmax, inputs[0], &.{dim}, o.keepdim) else reduction.reduce(.argmax, inputs[0], &.{}, o.keepdim),
+        .lstm => |o| recurrent.recurrent(o.config(.lstm), o.tensors(inputs)),
+        .gru => |o| recurrent.recurrent(o.config(.gru), o.tensors(inputs)),
+        .rnn => |o| recurrent.recurrent(o.config(.rnn), o.tensors(inputs)),
         .cum_sum => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
@@ -729,6 +820,7 @@ test {
     _ = conv;
     _ = pooling;
     _ = indexing;
+    _ = recurrent;
     _ = @import("kernels/indexing.zig");
     _ = schema;
     _ = @import("ops/dims.zig");

@@ -71,6 +71,12 @@ pub fn threadsForFlops(flops: usize) usize {
     return if (flops < gemm_flops_min) 1 else threads();
 }
 
+/// Below this many flops per time step (H·Rᵀ), a recurrent layer's steps are too short to
+/// split over threads: a fork-join per step costs more than it saves (bench/recurrent_bench.ts:
+/// LSTM hidden 128 at batch 8, 1 M flops a step, ran slower on 2 threads than on 1).
+/// Bidirectional layers then run their two directions side by side instead.
+pub const recurrent_step_flops_min: usize = 1 << 23;
+
 test "grains are the work per chunk over the work per item, at least one item" {
     try std.testing.expectEqual(@as(usize, 16 * 1024), grain(.medium, 1));
     try std.testing.expectEqual(@as(usize, 16 * 1024), grain(.medium, 0));

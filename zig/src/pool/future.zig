@@ -62,8 +62,8 @@ pub const max_live_futures: u32 = 1 << 20;
 /// handful of levels; the bound turns runaway recursion into an error, not a stack overflow.
 pub const max_fork_depth: u32 = 256;
 /// Bytes a fork's context may occupy inside the future node (exports.zig's OpTask, an op
-/// with all its inputs and parameters, needs 264).
-pub const payload_capacity = 320;
+/// with all its inputs and parameters, needs 352: the recurrent ops' activation lists).
+pub const payload_capacity = 384;
 pub const payload_alignment = 16;
 /// Future nodes allocated at once when the free list runs dry.
 const slab_nodes = 64;
