@@ -5,7 +5,9 @@
  * 2. the local build `zig/zig-out/lib/libspindle.so`, resolved from this file's URL (never
  *    from the current directory);
  * 3. when that build is missing or older than the Zig sources and a Zig toolchain is
- *    present (`.toolchain/` or `PATH`), it is built first;
+ *    present (`.toolchain/` or `PATH`) that this process may run, it is built first, with a
+ *    progress line on stderr; without run permission a stale build is used with a warning
+ *    and a missing one is an error saying to run `deno task build`;
  * 4. otherwise an error that says exactly what to run.
  *
  * @module
@@ -35,12 +37,27 @@ export function localPaths(): { root: string; zigDir: string; library: string; z
   };
 }
 
+/**
+ * A file's modification time, or null when it does not exist. Missing read permission is
+ * an error that says so: reporting the library as missing would name the wrong cause.
+ */
 function mtime(path: string): number | null {
   try {
     return Deno.statSync(path).mtime?.getTime() ?? null;
-  } catch {
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      throw new Deno.errors.NotCapable(
+        `Spindle needs read access to ${path} to find its native library; run with --allow-read ` +
+          `(or -A), or set SPINDLE_LIB to the library's path and allow reading that file`,
+      );
+    }
     return null;
   }
+}
+
+/** Whether this process may run `command` without a prompt. */
+function mayRun(command: string): boolean {
+  return Deno.permissions.querySync({ name: "run", command }).state === "granted";
 }
 
 function newestSource(zigDir: string): number {
@@ -60,9 +77,16 @@ function newestSource(zigDir: string): number {
 }
 
 function findZig(bundled: string): string | null {
-  if (mtime(bundled) !== null) return bundled;
+  const exists = (path: string) => {
+    try {
+      return mtime(path) !== null;
+    } catch {
+      return false; // a PATH entry this process may not read holds no usable zig
+    }
+  };
+  if (exists(bundled)) return bundled;
   for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (dir && mtime(`${dir}/zig`) !== null) return `${dir}/zig`;
+    if (dir && exists(`${dir}/zig`)) return `${dir}/zig`;
   }
   return null;
 }
@@ -102,6 +126,13 @@ export function resolveLibrary(): string {
   const stale = built === null || (hasSources && built < newestSource(paths.zigDir));
   if (!stale) return paths.library;
   const zig = hasSources ? findZig(paths.zig) : null;
+  if (zig !== null && !mayRun(zig)) {
+    // Never rebuild inside a process that was not allowed to run the toolchain.
+    const rebuild = `run 'deno task build' in ${paths.root}, or allow running ${zig}`;
+    if (built === null) throw new Error(`libspindle is not built (${paths.library} is missing); ${rebuild}`);
+    console.error(`spindle: ${paths.library} is older than the Zig sources; using it as it is (${rebuild})`);
+    return paths.library;
+  }
   if (zig === null) {
     if (built !== null) return paths.library; // stale but usable; nothing to rebuild with
     throw new Error(
@@ -110,7 +141,10 @@ export function resolveLibrary(): string {
         `'cd ${paths.zigDir} && ../.toolchain/zig/ziglang/zig build', or set SPINDLE_LIB.`,
     );
   }
+  console.error(`spindle: building the native library (zig build in ${paths.zigDir}; about a minute)...`);
+  const started = performance.now();
   build(zig, paths.zigDir);
+  console.error(`spindle: built ${paths.library} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   return paths.library;
 }
 

@@ -26,7 +26,7 @@ function environment(extra: Record<string, string>): Record<string, string> {
   return { ...env, ...extra };
 }
 
-async function execute(args: string[], env: Record<string, string>, cwd = ROOT): Promise<ProcessResult> {
+export async function execute(args: string[], env: Record<string, string>, cwd = ROOT): Promise<ProcessResult> {
   const output = await new Deno.Command(Deno.execPath(), {
     args,
     cwd,
