@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import * as ort from "onnxruntime-node";
-import { importOnnx, SpindleError, type Tensor, tensor } from "../mod.ts";
+import { importOnnx, load, SpindleError, type Tensor, tensor } from "../mod.ts";
+import { assertClose } from "./reference.ts";
 import { Program } from "../lib/program/program.ts";
 import { type Attribute, type Initializer, onnx, type ValueInfo } from "../tools/fuzz_corpus.ts";
 
@@ -297,4 +298,57 @@ Deno.test("recurrent import refuses bad weights, hidden_size and sequence_lens w
     assert.match(error.message, /sequence_lens\[1\] is 6, outside \[0, 5\]/);
     return true;
   });
+});
+
+Deno.test("a streaming model's state goes out and comes back in, with a scalar input, as in onnxruntime", async () => {
+  // stateN = tanh(x·W + state·R); y = stateN · scale, with scale a rank-0 input.
+  const bytes = onnx({
+    opset: 17,
+    nodes: [
+      { op: "MatMul", inputs: ["x", "W"], outputs: ["a"] },
+      { op: "MatMul", inputs: ["state", "R"], outputs: ["b"] },
+      { op: "Add", inputs: ["a", "b"], outputs: ["c"] },
+      { op: "Tanh", inputs: ["c"], outputs: ["stateN"] },
+      { op: "Mul", inputs: ["stateN", "scale"], outputs: ["y"] },
+    ],
+    initializers: [
+      { name: "W", dims: [4, 8], float: Array.from({ length: 32 }, (_, i) => Math.sin(i)) },
+      { name: "R", dims: [8, 8], float: Array.from({ length: 64 }, (_, i) => Math.cos(i) / 4) },
+    ],
+    inputs: [{ name: "x", dims: ["batch", 4] }, { name: "state", dims: ["batch", 8] }, { name: "scale", dims: [] }],
+    outputs: [{ name: "y", dims: ["batch", 8] }, { name: "stateN", dims: ["batch", 8] }],
+  });
+  const file = await Deno.makeTempFile({ suffix: ".onnx" });
+  try {
+    await Deno.writeFile(file, bytes);
+    using module = await load(file);
+    assert.deepEqual(module.inputMetadata.map((m) => m.shape), [["batch", 4], ["batch", 8], []]);
+    const session = await ort.InferenceSession.create(file);
+    let reference: Float32Array = new Float32Array(16);
+    let state: Tensor = tensor(new Float32Array(16), [2, 8]);
+    for (let step = 0; step < 4; step++) {
+      const x = Float32Array.from({ length: 8 }, (_, i) => Math.sin(step + i));
+      using scale = tensor([1.5], []);
+      using input = tensor(x, [2, 4]);
+      const outputs = await module.run({ x: input, state, scale });
+      const expected = await session.run({
+        x: new ort.Tensor("float32", x, [2, 4]),
+        state: new ort.Tensor("float32", reference, [2, 8]),
+        scale: new ort.Tensor("float32", Float32Array.of(1.5), []),
+      });
+      assertClose(outputs.y.toArray() as Float32Array, expected.y.data as Float32Array, {
+        absolute: 1e-5,
+        label: `y, step ${step}`,
+      });
+      outputs.y.dispose();
+      state.dispose();
+      state = outputs.stateN;
+      reference = expected.stateN.data as Float32Array;
+    }
+    assertClose(state.toArray() as Float32Array, reference, { absolute: 1e-5, label: "final state" });
+    state.dispose();
+    await session.release();
+  } finally {
+    await Deno.remove(file);
+  }
 });
