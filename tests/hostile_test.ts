@@ -113,3 +113,38 @@ Deno.test("an ONNX file whose input declares a dim of 2^40 is refused in under 5
   assert.ok(model.byteLength < 200, `${model.byteLength} bytes`);
   assertBounded("input 2^40", await loadBytes(model, ".onnx"), /^SpindleError too_large/);
 });
+
+Deno.test("constants folded at import are bounded: a ConstantOfShape of 2^30 elements is refused at once", async () => {
+  // The fuzzer's case: one flipped bit in dynamic_shape.onnx made a ConstantOfShape of
+  // [1073741827, 1, 1]; import built a JavaScript array that size (17 s, 1.4 GB) before failing.
+  const model = onnx({
+    opset: 17,
+    nodes: [
+      { op: "ConstantOfShape", inputs: ["shape"], outputs: ["zeros"] },
+      { op: "Add", inputs: ["x", "zeros"], outputs: ["y"] },
+    ],
+    initializers: [{ name: "shape", dims: [3], int64: [1073741827, 1, 1] }],
+    inputs: [{ name: "x", dims: [1, 1, 1] }],
+    outputs: [{ name: "y", dims: [1073741827, 1, 1] }],
+  });
+  assertBounded(
+    "ConstantOfShape 2^30",
+    await loadBytes(model, ".onnx"),
+    /^SpindleError too_large: .*ConstantOfShape.*1073741827 elements/,
+  );
+  // Broadcasting two folded constants multiplies their sizes: [5000, 1] + [1, 5000] is 25 M elements.
+  const broadcast = onnx({
+    opset: 17,
+    nodes: [
+      { op: "Add", inputs: ["a", "b"], outputs: ["c"] },
+      { op: "Add", inputs: ["x", "c"], outputs: ["y"] },
+    ],
+    initializers: [
+      { name: "a", dims: [5000, 1], float: Array(5000).fill(1) },
+      { name: "b", dims: [1, 5000], float: Array(5000).fill(2) },
+    ],
+    inputs: [{ name: "x", dims: [1, 1] }],
+    outputs: [{ name: "y", dims: [5000, 5000] }],
+  });
+  assertBounded("broadcast fold", await loadBytes(broadcast, ".onnx"), /^SpindleError too_large: .*25000000 elements/);
+});

@@ -7,6 +7,7 @@
  */
 import type { DType } from "../tensor.ts";
 import { DATA_TYPE, type TensorProto } from "./proto.ts";
+import { SpindleError } from "../../ffi/status.ts";
 
 /** A constant: ONNX element type, shape, and either little-endian bytes or decoded values. */
 export interface Host {
@@ -50,6 +51,25 @@ export function onnxType(dtype: DType): number {
 /** Number of elements of a shape. */
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * The most elements import folds into one constant in JavaScript. Folding is for shape
+ * arithmetic and small constants; a file whose values ask for more (a ConstantOfShape of
+ * 10^9 elements) would otherwise build a JavaScript array that size before anything checks
+ * it, past any memory budget (issue 17: 17 s and 1.4 GB for one fuzzed file).
+ */
+export const MAX_FOLDED_ELEMENTS = 1 << 24;
+
+/** Refuses, before allocating, a folded constant of `shape` past MAX_FOLDED_ELEMENTS. */
+export function checkFoldedSize(shape: readonly number[]): void {
+  const count = numel(shape);
+  if (count <= MAX_FOLDED_ELEMENTS) return;
+  throw new SpindleError(
+    "too_large",
+    `folding it would make a constant of shape [${shape.join(", ")}] (${count} elements); import folds ` +
+      `constants of at most ${MAX_FOLDED_ELEMENTS} elements, so the model's shape values are out of range`,
+  );
 }
 
 function halfToFloat(h: number): number {
@@ -221,6 +241,7 @@ export function broadcastMap(inputs: readonly Host[], type: number, fn: (...x: n
   if (shape === undefined) {
     throw new RangeError(`shapes ${inputs.map((i) => `[${i.shape}]`).join(", ")} do not broadcast`);
   }
+  checkFoldedSize(shape);
   const values = inputs.map(valuesOf);
   const count = numel(shape);
   const out = new Array<number>(count);
@@ -250,6 +271,7 @@ export function gatherHost(data: Host, indices: Host, axis: number): Host {
   const outer = numel(data.shape.slice(0, axis));
   const size = data.shape[axis];
   const inner = numel(data.shape.slice(axis + 1));
+  checkFoldedSize([...data.shape.slice(0, axis), ...indices.shape, ...data.shape.slice(axis + 1)]);
   const out: number[] = [];
   for (let o = 0; o < outer; o++) {
     for (const raw of index) {
@@ -266,6 +288,7 @@ export function gatherHost(data: Host, indices: Host, axis: number): Host {
 export function concatHost(parts: readonly Host[], axis: number): Host {
   const first = parts[0];
   const outer = numel(first.shape.slice(0, axis));
+  checkFoldedSize([outer, parts.reduce((sum, p) => sum + numel(p.shape.slice(axis)), 0)]);
   const out: number[] = [];
   for (let o = 0; o < outer; o++) {
     for (const part of parts) {

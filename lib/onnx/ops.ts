@@ -11,6 +11,7 @@ import { DATA_TYPE } from "./proto.ts";
 import {
   broadcastMap,
   castValues,
+  checkFoldedSize,
   concatHost,
   fromProto,
   gatherHost,
@@ -783,6 +784,10 @@ function constantOfShape(n: NodeContext): Value[] {
   const fillValue = valuesOf(fill)[0];
   return [hostPerRun([target], ([h]) => {
     const dims = valuesOf(h);
+    if (dims.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+      throw new RangeError(`ConstantOfShape's shape [${dims.join(", ")}] must hold non-negative integers`);
+    }
+    checkFoldedSize(dims);
     return host(fill.type, dims.slice(), new Array<number>(numel(dims)).fill(fillValue));
   })];
 }
