@@ -26,6 +26,7 @@ function environment(extra: Record<string, string>): Record<string, string> {
   return { ...env, ...extra };
 }
 
+/** Runs `deno ...args` in `cwd` with `env` on top of a clean environment. */
 export async function execute(args: string[], env: Record<string, string>, cwd = ROOT): Promise<ProcessResult> {
   const output = await new Deno.Command(Deno.execPath(), {
     args,

@@ -11,6 +11,7 @@ import { encodeImage } from "../lib/program/format.ts";
 import { setOnnxAttributeInts } from "../tools/fuzz_mutate.ts";
 import { CORPUS_DIR, onnx } from "../tools/fuzz_corpus.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
+import { MOD_URL, runSnippet } from "./helpers.ts";
 
 const SECONDS = 5;
 const PEAK_MIB = 1024;
@@ -25,9 +26,8 @@ interface Outcome {
 
 /** Loads `file` in a child Deno process (with `inputShapes` when given) and reports how it went. */
 async function loadInChild(file: string, inputShapes?: Record<string, number[]>): Promise<Outcome> {
-  const root = new URL("../", import.meta.url).href;
-  const source = `
-    import { load } from "${root}mod.ts";
+  const result = await runSnippet(`
+    import { load } from "${MOD_URL}";
     const started = performance.now();
     let outcome = "loaded", message = "";
     try {
@@ -41,16 +41,9 @@ async function loadInChild(file: string, inputShapes?: Record<string, number[]>)
     const ms = performance.now() - started;
     const peak = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\\s+(\\d+) kB/);
     console.log(JSON.stringify({ outcome, message, ms, peakMiB: Number(peak[1]) / 1024 }));
-  `;
-  const script = await Deno.makeTempFile({ suffix: ".ts" });
-  try {
-    await Deno.writeTextFile(script, source);
-    const output = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", script], stderr: "piped" }).output();
-    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-    return JSON.parse(new TextDecoder().decode(output.stdout));
-  } finally {
-    await Deno.remove(script);
-  }
+  `);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout);
 }
 
 /** Writes `bytes` to a temporary file with `suffix`, loads it in a child, removes it. */

@@ -1,23 +1,16 @@
 import assert from "node:assert/strict";
+import { ROOT, runSnippet } from "./helpers.ts";
 
 // Issue 17, "Memory when users don't dispose": native memory is reported to V8, so code
 // that relies on the GC is collected as its tensors' bytes grow; idle memory goes back to
 // the OS. Each case runs in a child process so that other tests' tensors and timing do not
 // disturb the counts.
 
-/** Runs `source` (a module body importing from the repository) in a fresh Deno process. */
+/** Runs `source` (imports name "ROOT/…" for the repository) in a fresh process; returns its stdout. */
 async function child(source: string): Promise<string> {
-  const file = await Deno.makeTempFile({ suffix: ".ts" });
-  try {
-    const root = new URL("../", import.meta.url).href;
-    await Deno.writeTextFile(file, source.replaceAll("ROOT/", root));
-    const output = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", file], stderr: "piped" }).output();
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 0, stderr);
-    return new TextDecoder().decode(output.stdout).trim();
-  } finally {
-    await Deno.remove(file);
-  }
+  const result = await runSnippet(source.replaceAll("ROOT/", `file://${ROOT}/`));
+  assert.equal(result.code, 0, result.stderr);
+  return result.stdout.trim();
 }
 
 Deno.test("tensors nobody disposes are collected as their native bytes grow", async () => {
