@@ -30,6 +30,10 @@ export interface ParallelInfo {
   num_interop_threads: number;
   /** Whether the inter-op pool has started (its size is then fixed). */
   interop_started: boolean;
+  /** Asynchronous forward passes run at once (`getNumInferenceThreads()`). */
+  num_inference_threads: number;
+  /** Where the inference thread count comes from. */
+  num_inference_threads_source: "api" | "default";
   /** Intra-op backend chosen at build time. */
   intra_op_backend: "omp" | "tbb";
   /** GEMM backend chosen at build time. */
@@ -102,6 +106,7 @@ export function parallelInfo(): string {
     "Spindle/Parallel:",
     `\tget_num_threads() : ${info.num_threads}`,
     `\tget_num_interop_threads() : ${info.num_interop_threads}`,
+    `\tget_num_inference_threads() : ${info.num_inference_threads} (async forward calls at once; more wait in a queue)`,
     `Intra-op backend: ${BACKEND_DESCRIPTIONS[info.intra_op_backend]}`,
     `\tintra-op threads : ${info.num_threads}`,
     `BLAS: ${info.blas_version}`,

@@ -11,6 +11,8 @@ Deno.test("parallel_info prints the PyTorch-shaped report line for line", async 
     /^Spindle\/Parallel:$/,
     /^\tget_num_threads\(\) : 3$/,
     new RegExp(`^\\tget_num_interop_threads\\(\\) : ${info.physical_cores}$`),
+    // The default: physical cores / intra-op threads, at least 1.
+    new RegExp(`^\\tget_num_inference_threads\\(\\) : ${Math.max(1, Math.floor(info.physical_cores / 3))} \\(`),
     new RegExp(`^Intra-op backend: ${info.intra_op_backend} \\(`),
     /^\tintra-op threads : 3$/,
     /^BLAS: (OpenBLAS \d+\.\d+\.\d+.*|Spindle native GEMM)$/,
@@ -41,6 +43,7 @@ Deno.test("parallel_info --json has every fact of the text report", async () => 
     const key of [
       "num_threads",
       "num_interop_threads",
+      "num_inference_threads",
       "intra_op_backend",
       "blas",
       "blas_version",

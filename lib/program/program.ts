@@ -11,6 +11,7 @@ import { SpindleError } from "../../ffi/status.ts";
 import { LIMITS } from "../../ffi/abi.ts";
 import { Tensor } from "../tensor.ts";
 import { decodeDescription, type Description } from "./format.ts";
+import { submitCall } from "../inference.ts";
 
 const finalizer = new FinalizationRegistry<bigint>((handle) => {
   native().spindle_program_dispose(handle);
@@ -146,8 +147,8 @@ export class Program {
   }
 
   /**
-   * Runs graph 0 off the JavaScript thread (one of Deno's blocking-pool threads). Before it
-   * returns, the program and the inputs are pinned natively (one reference each, held until
+   * Runs graph 0 off the JavaScript thread, on the inference pool (lib/inference.ts). Before
+   * it returns, the program and the inputs are pinned natively (one reference each, held until
    * the run ends): disposing them while the run is pending, as `using` does at the end of a
    * scope, is safe and does not change the result.
    *
@@ -163,20 +164,10 @@ export class Program {
     // The buffers the run writes stay referenced here until it settles.
     const outputs = new BigUint64Array(this.outputCount);
     const message = new Uint8Array(MESSAGE_CAPACITY);
-    let pending: Promise<number>;
-    try {
-      pending = native().spindle_call_run_async(
-        call,
-        outputs,
-        BigInt(outputs.length),
-        message,
-        BigInt(MESSAGE_CAPACITY),
-      );
-    } catch (error) {
-      native().spindle_call_dispose(call); // the run never started: release what it pinned
-      throw error;
-    }
-    return this.#collect(await pending, outputs, message);
+    // Submitted to the inference pool (lib/inference.ts), which takes the call whatever
+    // happens: at most getNumInferenceThreads() runs at once, the rest wait their turn.
+    const status = await submitCall(call, outputs, message);
+    return this.#collect(status, outputs, message);
   }
 
   /** Frees the native program (running calls keep their own reference). Idempotent. */

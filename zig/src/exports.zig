@@ -505,20 +505,11 @@ export fn spindle_program_run(
 
 /// The status of a finished run, its message also copied into `message` on error.
 fn finishRun(result: Error!void, message: ?[*]u8, message_capacity: usize) i32 {
-    const code = status.toStatus(result);
-    // The run is over and this thread goes back to Deno (often a blocking-pool thread the
-    // next request will not use): its intra-op workers sleep rather than spin.
-    intra_op.parkCaller();
-    if (code != 0) {
-        if (message) |buffer| {
-            const length = status.lastMessage(buffer[0..message_capacity]);
-            if (length < message_capacity) buffer[length] = 0;
-        }
-    }
-    return code;
+    const buffer: []u8 = if (message) |m| m[0..message_capacity] else &.{};
+    return call.finish(result, buffer);
 }
 
-const max_program_outputs = 64;
+const max_program_outputs = call.max_outputs;
 
 fn programRun(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, outputs: ?[*]Handle, output_count: usize) Error!void {
     const loaded = try program.table.acquire(handle);
@@ -538,18 +529,7 @@ fn outputSlots(outputs: ?[*]Handle, output_count: usize) Error![]Handle {
     return (outputs orelse return status.fail(error.InvalidArgument, "outputs pointer is null", .{}))[0..output_count];
 }
 
-/// Publishes a run's outputs (one reference each, taken over) as handles into `destination`;
-/// on error releases them all and disposes the handles already published.
-fn publishOutputs(results: []const *tensor.Tensor, destination: []Handle) Error!void {
-    std.debug.assert(results.len == destination.len);
-    var published: usize = 0;
-    errdefer for (destination[0..published]) |h| tensor.table.dispose(h) catch {};
-    errdefer for (results[published..]) |t| t.release();
-    for (results, destination) |t, *slot| {
-        slot.* = try tensor.table.register(t);
-        published += 1;
-    }
-}
+const publishOutputs = call.publishOutputs;
 
 /// int32_t spindle_program_dispose(uint64_t program)
 export fn spindle_program_dispose(handle: Handle) i32 {
@@ -611,6 +591,78 @@ export fn spindle_call_live_count() usize {
     return call.table.liveCount();
 }
 
+/// int32_t spindle_call_submit(uint64_t call, uint64_t *outputs, size_t output_count,
+///     uint8_t *message, size_t message_capacity, int32_t *status, uint64_t watch): queues
+///     a pinned call on the inference pool (at most spindle_get_num_inference_threads runs
+///     at once; the rest wait in order). When it has run, its output handles are in
+///     `outputs`, its status in `*status` (and its message in `message` on error), and
+///     `watch` comes out of spindle_inference_wait. The buffers must stay valid until then.
+///     The call is taken whatever happens: on failure it is released here.
+export fn spindle_call_submit(
+    token: Handle,
+    outputs: ?[*]Handle,
+    output_count: usize,
+    message: ?[*]u8,
+    message_capacity: usize,
+    status_out: ?*i32,
+    watch: u64,
+) i32 {
+    status.clearMessage();
+    return status.toStatus(callSubmit(token, outputs, output_count, message, message_capacity, status_out, watch));
+}
+
+fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize, status_out: ?*i32, watch: u64) Error!void {
+    const failed = status_out == null or (message == null and message_capacity > 0) or
+        (outputs == null and output_count > 0) or output_count > max_program_outputs;
+    if (failed) {
+        call.table.dispose(token) catch {};
+        if (output_count > max_program_outputs) return status.fail(error.InvalidArgument, "at most {d} outputs", .{max_program_outputs});
+        return status.fail(error.InvalidArgument, "spindle_call_submit: a null buffer pointer", .{});
+    }
+    const destination: []Handle = if (output_count == 0) &.{} else outputs.?[0..output_count];
+    const buffer: []u8 = if (message_capacity == 0) &.{} else message.?[0..message_capacity];
+    return call.submit(token, destination, buffer, status_out.?, watch);
+}
+
+/// size_t spindle_inference_wait(uint64_t *tokens, size_t capacity, uint32_t timeout_ms):
+///     blocks (at most timeout_ms, capped at 60 s) until submitted calls have run, then moves
+///     up to `capacity` of their watch tokens into `tokens` and returns how many. Called
+///     nonblocking: one waiter serves every pending call.
+export fn spindle_inference_wait(tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
+    const destination = tokens orelse return 0;
+    const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
+    return call.inference_pool.wait(destination[0..capacity], timeout_ns);
+}
+
+/// void spindle_inference_interrupt(void): makes the current (or next)
+///     spindle_inference_wait return at once.
+export fn spindle_inference_interrupt() void {
+    call.inference_pool.interrupt();
+}
+
+/// int32_t spindle_get_num_inference_threads(void): forward passes the inference pool runs
+///     at once: set, else physical cores / intra-op threads (at least 1).
+export fn spindle_get_num_inference_threads() i32 {
+    return @intCast(settings.getNumInferenceThreads());
+}
+
+/// int32_t spindle_set_num_inference_threads(int64_t count): any time; a raised count starts
+///     waiting calls at once, a lowered one lets running calls finish.
+export fn spindle_set_num_inference_threads(count: i64) i32 {
+    status.clearMessage();
+    const result = settings.setNumInferenceThreads(count);
+    if (result) |_| call.inference_pool.limitChanged() else |_| {}
+    return status.toStatus(result);
+}
+
+/// void spindle_inference_load(uint64_t *out /* [3] */): inference threads alive, runs in
+///     progress, runs waiting (diagnostics and tests).
+export fn spindle_inference_load(out: ?*[3]u64) void {
+    const destination = out orelse return;
+    const load = call.inference_pool.load();
+    destination.* = .{ load.workers, load.running, load.queued };
+}
+
 /// void spindle_set_allocation_budget(uint64_t bytes): caps the tensor bytes the calling
 ///     thread may allocate from now on (0: no cap); ONNX import runs its ops under one. A
 ///     call that would pass it fails with too_large, naming the tensor and the bytes. Loads
@@ -641,6 +693,7 @@ test {
     _ = @import("interpreter/execute.zig");
     _ = @import("interpreter/plan.zig");
     _ = call;
+    _ = @import("pool/inference.zig");
 }
 
 test "exported tensor round trip and bad arguments" {

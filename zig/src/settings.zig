@@ -21,6 +21,7 @@ const Defaults = struct {
     intra_op: u32,
     intra_op_source: EnvSource,
     inter_op: u32,
+    physical_cores: u32,
 };
 
 var defaults_once = std.once(computeDefaults);
@@ -30,6 +31,10 @@ var defaults: Defaults = undefined;
 /// enough: the value is a single word with no data published alongside it, and readers
 /// only need some recent value at the start of their next parallel region.
 var intra_op_override = std.atomic.Value(u32).init(0);
+
+/// 0 means "not set": the default follows the intra-op count. Relaxed, as intra_op_override:
+/// one word, nothing published with it; the inference pool reads it on each submit.
+var inference_override = std.atomic.Value(u32).init(0);
 
 const InteropState = enum(u32) { unset, set, started };
 
@@ -50,7 +55,7 @@ fn computeDefaults() void {
         intra_op = value;
         source = .mkl_num_threads;
     }
-    defaults = .{ .intra_op = intra_op, .intra_op_source = source, .inter_op = physical };
+    defaults = .{ .intra_op = intra_op, .intra_op_source = source, .inter_op = physical, .physical_cores = physical };
 }
 
 /// Parses a thread-count variable. Unset or empty → null silently; invalid → null with one
@@ -109,6 +114,31 @@ pub fn setNumThreads(count: i64) status.Error!void {
     intra_op_override.store(@intCast(count), .monotonic);
 }
 
+/// Inference threads (forward passes run at once by the inference pool): set by the API,
+/// else physical cores / intra-op threads, at least 1 — inference × intra-op threads within
+/// the cores, as PyTorch's threading note advises. The default follows setNumThreads.
+pub fn getNumInferenceThreads() u32 {
+    const override = inference_override.load(.monotonic);
+    if (override != 0) return override;
+    ensureDefaults();
+    return @max(1, defaults.physical_cores / getNumThreads());
+}
+
+pub fn numInferenceThreadsSource() enum { api, default } {
+    return if (inference_override.load(.monotonic) != 0) .api else .default;
+}
+
+pub fn setNumInferenceThreads(count: i64) status.Error!void {
+    if (count <= 0 or count > max_threads) {
+        return status.fail(
+            error.InvalidArgument,
+            "set_num_inference_threads expects a positive integer up to {d}, got {d}",
+            .{ max_threads, count },
+        );
+    }
+    inference_override.store(@intCast(count), .monotonic);
+}
+
 pub fn getNumInteropThreads() u32 {
     interop_mutex.lock();
     defer interop_mutex.unlock();
@@ -163,6 +193,7 @@ pub fn interopStarted() bool {
 /// Test-only: forget API settings so tests stay independent. Never exported.
 pub fn resetForTesting() void {
     intra_op_override.store(0, .monotonic);
+    inference_override.store(0, .monotonic);
     interop_mutex.lock();
     defer interop_mutex.unlock();
     interop_state = .unset;

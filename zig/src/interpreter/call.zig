@@ -18,6 +18,9 @@ const ops = @import("../ops.zig");
 const storage_cache = @import("../storage_cache.zig");
 const program_module = @import("program.zig");
 const execute = @import("execute.zig");
+const settings = @import("../settings.zig");
+const inference = @import("../pool/inference.zig");
+const intra_op = @import("../pool/intra_op.zig");
 
 const assert = std.debug.assert;
 const Error = status.Error;
@@ -194,6 +197,130 @@ pub fn Table(comptime slots_per_chunk: u32, comptime capacity: u32) type {
             return index;
         }
     };
+}
+
+// ---------------------------------------------------------------------------------------
+// Asynchronous runs: a taken call queued on the inference pool (pool/inference.zig), with
+// the TypeScript buffers its run writes into. TypeScript keeps those buffers referenced
+// until the job's token comes back from spindle_inference_wait; the pool's completion
+// queue orders the writes before the token is read (its mutex).
+
+/// The pool that runs asynchronous forward passes, sized by settings.getNumInferenceThreads.
+pub var inference_pool: inference.Pool = .{ .limit_fn = settings.getNumInferenceThreads };
+
+/// A queued run and where its results go.
+pub const RunJob = struct {
+    job: inference.Job = .{ .run_fn = runJob, .release_fn = releaseJob },
+    call: Call = undefined,
+    outputs: []tensor.Handle = &.{},
+    message: []u8 = &.{},
+    status_out: *i32 = undefined,
+    next_free: ?*RunJob = null,
+};
+
+/// Run jobs come from a free list that grows by chunks (never freed), so that in steady
+/// state a submit allocates nothing.
+const job_chunk = 64;
+var jobs_mutex: std.Thread.Mutex = .{};
+var jobs_free: ?*RunJob = null;
+var jobs_allocated: usize = 0;
+
+fn acquireJob() Error!*RunJob {
+    jobs_mutex.lock();
+    defer jobs_mutex.unlock();
+    if (jobs_free == null) {
+        if (jobs_allocated >= inference.max_live_jobs) {
+            return status.fail(error.TooLarge, "{d} forward calls are pending; await some before starting more", .{jobs_allocated});
+        }
+        const chunk = std.heap.c_allocator.alloc(RunJob, job_chunk) catch return error.OutOfMemory;
+        // Monotonic: a statistic (storage_cache.zig), read without ordering.
+        _ = storage_cache.system_allocations.fetchAdd(1, .monotonic);
+        jobs_allocated += job_chunk;
+        for (chunk) |*job| {
+            job.* = .{ .next_free = jobs_free };
+            jobs_free = job;
+        }
+    }
+    const job = jobs_free.?;
+    jobs_free = job.next_free;
+    return job;
+}
+
+fn recycle(job: *RunJob) void {
+    jobs_mutex.lock();
+    defer jobs_mutex.unlock();
+    job.* = .{ .next_free = jobs_free };
+    jobs_free = job;
+}
+
+/// Queues a run of the pinned call `token` on the inference pool: its output handles go to
+/// `outputs`, its status to `status_out` and, on error, its message to `message`; `watch`
+/// is the token spindle_inference_wait returns once all of that is written. The call is
+/// taken (its token dead) whatever happens; on failure it is released here.
+pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, status_out: *i32, watch: u64) Error!void {
+    const call = try table.take(token);
+    const job = acquireJob() catch |err| {
+        call.release();
+        return err;
+    };
+    job.call = call;
+    job.outputs = outputs;
+    job.message = message;
+    job.status_out = status_out;
+    inference_pool.submit(&job.job, watch) catch |err| {
+        call.release();
+        recycle(job);
+        return err;
+    };
+}
+
+fn runJob(job: *inference.Job) void {
+    const run_job: *RunJob = @fieldParentPtr("job", job);
+    status.clearMessage();
+    const result = runAndPublish(&run_job.call, run_job.outputs);
+    run_job.call.release();
+    run_job.status_out.* = finish(result, run_job.message);
+}
+
+fn releaseJob(job: *inference.Job) void {
+    recycle(@fieldParentPtr("job", job));
+}
+
+fn runAndPublish(call: *const Call, outputs: []tensor.Handle) Error!void {
+    var results: [max_outputs]*Tensor = undefined;
+    if (outputs.len > max_outputs) return status.fail(error.InvalidArgument, "at most {d} outputs", .{max_outputs});
+    try call.run(results[0..outputs.len]);
+    try publishOutputs(results[0..outputs.len], outputs);
+}
+
+/// Outputs of one program run, at most.
+pub const max_outputs = 64;
+
+/// Publishes a run's outputs (one reference each, taken over) as handles into `destination`;
+/// on error releases them all and disposes the handles already published.
+pub fn publishOutputs(results: []const *Tensor, destination: []tensor.Handle) Error!void {
+    assert(results.len == destination.len);
+    var published: usize = 0;
+    errdefer for (destination[0..published]) |h| tensor.table.dispose(h) catch {};
+    errdefer for (results[published..]) |t| t.release();
+    for (results, destination) |t, *slot| {
+        slot.* = try tensor.table.register(t);
+        published += 1;
+    }
+}
+
+/// The status of a finished run, its message also copied (NUL-terminated when it fits) into
+/// `message` on error: a run on a pool thread has a thread-local message the caller cannot
+/// read. The run is over and this thread waits for its next job (or goes back to Deno): its
+/// intra-op workers sleep rather than spin.
+pub fn finish(result: Error!void, message: []u8) i32 {
+    const code = status.toStatus(result);
+    intra_op.parkCaller();
+    if (code != 0 and message.len > 0) {
+        const length = status.lastMessage(message);
+        if (length < message.len) message[length] = 0;
+    }
+    return code;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -380,4 +507,54 @@ test "calls pinned on one thread run and release on others, while it pins more" 
     try testing.expectEqual(@as(usize, 0), calls.liveCount());
     try testing.expectEqual(@as(u32, 1), refsOf(program));
     try testing.expectEqual(@as(u32, 1), refsOf(x));
+}
+
+test "submitted calls run on the inference pool, write their outputs and status, and come back by token" {
+    const program = try reluProgram();
+    defer program.release();
+    const x = try tensor.createUninit(.float32, &.{2});
+    defer x.release();
+    @memcpy(x.f32Slice(), &[_]f32{ -1, 2 });
+    const count = 12;
+    var outputs: [count][1]tensor.Handle = undefined;
+    var messages: [count][64]u8 = undefined;
+    var statuses = [_]i32{-1} ** count;
+    for (0..count) |i| {
+        program.retain();
+        x.retain();
+        // Every third call gets the wrong number of inputs: its run fails, by status.
+        const token = if (i % 3 == 2) try table.pin(program, 0, &.{}) else try table.pin(program, 0, &.{x});
+        if (i % 3 == 2) x.release();
+        try submit(token, &outputs[i], &messages[i], &statuses[i], 100 + i);
+        // The token is taken: running or disposing it again is refused.
+        try testing.expectError(error.InvalidHandle, table.dispose(token));
+    }
+    var seen = [_]bool{false} ** count;
+    var received: usize = 0;
+    var tokens: [4]u64 = undefined;
+    while (received < count) {
+        const got = inference_pool.wait(&tokens, 5 * std.time.ns_per_s);
+        try testing.expect(got > 0);
+        for (tokens[0..got]) |watch| {
+            const i = watch - 100;
+            try testing.expect(!seen[i]);
+            seen[i] = true;
+        }
+        received += got;
+    }
+    for (0..count) |i| {
+        if (i % 3 == 2) {
+            try testing.expect(statuses[i] != 0);
+            try testing.expect(std.mem.indexOfScalar(u8, &messages[i], 0) != null);
+            continue;
+        }
+        try testing.expectEqual(@as(i32, 0), statuses[i]);
+        const y = try tensor.table.acquire(outputs[i][0]);
+        try testing.expectEqualSlices(f32, &.{ 0, 2 }, y.f32Slice());
+        y.release();
+        try tensor.table.dispose(outputs[i][0]);
+    }
+    try testing.expectEqual(@as(u32, 1), refsOf(program));
+    try testing.expectEqual(@as(u32, 1), refsOf(x));
+    try testing.expect(inference_pool.load().workers <= settings.getNumInferenceThreads());
 }

@@ -23,6 +23,9 @@ pub fn CompletionQueue(comptime Node: type, comptime capacity: usize) type {
         tail: ?*Node = null,
         count: usize = 0,
         interrupted: bool = false,
+        /// `count`, readable without the lock: a hint for spinning waiters (waitSpinning).
+        /// Monotonic both ways: the mutex orders the tokens; the hint only ends a spin early.
+        available: std.atomic.Value(usize) = .init(0),
 
         /// Queues `node`, taking over one reference of it (the watch's).
         pub fn push(queue: *Self, node: *Node) void {
@@ -34,6 +37,7 @@ pub fn CompletionQueue(comptime Node: type, comptime capacity: usize) type {
                 queue.tail = node;
                 queue.count += 1;
                 assert(queue.count <= capacity);
+                queue.available.store(queue.count, .monotonic);
             }
             queue.condition.signal();
         }
@@ -62,6 +66,17 @@ pub fn CompletionQueue(comptime Node: type, comptime capacity: usize) type {
             return releaseTaken(taken, tokens);
         }
 
+        /// Like wait(), but first spins up to `spin_limit` pause instructions while the queue
+        /// is empty: a completion that arrives within that window (a short run) is taken
+        /// without the sleep and the wake-up that would cost. Bounded: then it sleeps.
+        pub fn waitSpinning(queue: *Self, tokens: []u64, timeout_ns: u64, spin_limit: u32) usize {
+            var spins: u32 = 0;
+            while (spins < spin_limit and queue.available.load(.monotonic) == 0) : (spins += 1) {
+                std.atomic.spinLoopHint();
+            }
+            return queue.wait(tokens, timeout_ns);
+        }
+
         /// Makes the current (or next) wait() return at once, even with no token.
         pub fn interrupt(queue: *Self) void {
             {
@@ -87,6 +102,7 @@ pub fn CompletionQueue(comptime Node: type, comptime capacity: usize) type {
             if (last) |node| node.completion_next = null;
             if (queue.head == null) queue.tail = null;
             queue.count -= count;
+            queue.available.store(queue.count, .monotonic);
             return .{ .first = if (count > 0) first else null, .count = count };
         }
 

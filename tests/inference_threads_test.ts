@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { MOD_URL, runSnippet } from "./helpers.ts";
+import {
+  getNumInferenceThreads,
+  getNumThreads,
+  mm,
+  Module,
+  parallelInfoJson,
+  randn,
+  script,
+  setNumInferenceThreads,
+  setNumThreads,
+} from "../mod.ts";
+import { inferenceLoad } from "../lib/inference.ts";
+
+/**
+ * A child process that runs `calls` concurrent forwards of a 256² matmul model at 2 intra-op
+ * threads and prints the thread counts it saw (before, and the peak while they ran).
+ */
+function threadCountSnippet(calls: number, inferenceThreads: number | null): string {
+  return `
+    import { Module, mm, randn, script, setNumInferenceThreads, setNumThreads } from "${MOD_URL}";
+    setNumThreads(2);
+    ${inferenceThreads === null ? "" : `setNumInferenceThreads(${inferenceThreads});`}
+    const threads = () => Number(Deno.readTextFileSync("/proc/self/status").match(/^Threads:\\s+(\\d+)/m)[1]);
+    const w = randn([256, 256], { seed: 1 });
+    const x = randn([256, 256], { seed: 2 });
+    const model = Module.fromScript(script((a) => mm(mm(a, w), w)), [x]);
+    (await model.forward(x)).dispose(); // warm: the first call's threads exist before counting
+    const before = threads();
+    let peak = before;
+    const sampler = setInterval(() => { peak = Math.max(peak, threads()); }, 1);
+    const expected = model.forwardSync(x).toArray();
+    const outputs = await Promise.all(Array.from({ length: ${calls} }, () => model.forward(x)));
+    clearInterval(sampler);
+    peak = Math.max(peak, threads());
+    for (const y of outputs) {
+      const got = y.toArray();
+      if (got.some((v, i) => v !== expected[i])) throw new Error("a queued call returned a different result");
+      y.dispose();
+    }
+    console.log(JSON.stringify({ before, peak }));
+  `;
+}
+
+Deno.test({
+  name: "48 concurrent forward calls keep the thread count flat (default inference threads)",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const bounded = await runSnippet(threadCountSnippet(48, null));
+    assert.equal(bounded.code, 0, bounded.stderr);
+    const { before, peak } = JSON.parse(bounded.stdout);
+    // The warm call already started the inference thread, its team and the waiter.
+    assert.ok(peak <= before, `threads went from ${before} to ${peak}`);
+
+    // The check can fail: with the bound lifted, the same calls take many more threads.
+    const unbounded = await runSnippet(threadCountSnippet(48, 48));
+    assert.equal(unbounded.code, 0, unbounded.stderr);
+    const lifted = JSON.parse(unbounded.stdout);
+    assert.ok(lifted.peak > peak, `unbounded: ${lifted.before} → ${lifted.peak}; bounded: ${before} → ${peak}`);
+  },
+});
+
+Deno.test("setNumInferenceThreads validates its argument and bounds running calls", async () => {
+  assert.throws(() => setNumInferenceThreads(0), RangeError);
+  assert.throws(() => setNumInferenceThreads(1.5), TypeError);
+  assert.throws(() => setNumInferenceThreads("2" as unknown as number), TypeError);
+  const threads = getNumThreads();
+  setNumThreads(1);
+  try {
+    using w = randn([64, 64], { seed: 1 });
+    using x = randn([64, 64], { seed: 2 });
+    using model = Module.fromScript(script((a) => mm(a, w)), [x]);
+    setNumInferenceThreads(2);
+    assert.equal(getNumInferenceThreads(), 2);
+    assert.equal(parallelInfoJson().num_inference_threads, 2);
+    assert.equal(parallelInfoJson().num_inference_threads_source, "api");
+    const pending = Array.from({ length: 7 }, () => model.forward(x));
+    const load = inferenceLoad();
+    assert.ok(load.threads <= 2 && load.running <= 2, JSON.stringify(load));
+    setNumInferenceThreads(3); // a raised bound starts waiting calls at once
+    assert.ok(inferenceLoad().threads <= 3);
+    const outputs = await Promise.all(pending);
+    assert.equal(inferenceLoad().running, 0);
+    assert.equal(inferenceLoad().waiting, 0);
+    for (const y of outputs) y.dispose();
+  } finally {
+    setNumThreads(threads);
+    setNumInferenceThreads(4);
+  }
+});
+
+Deno.test("a failing queued call gives its slot back", async () => {
+  using w = randn([8, 8], { seed: 1 });
+  using x = randn([8, 8], { seed: 2 });
+  using model = Module.fromScript(script((a) => mm(a, w)), [x]);
+  setNumInferenceThreads(1);
+  try {
+    using wrong = randn([3, 5], { seed: 3 });
+    const results = await Promise.allSettled([model.forward(wrong), model.forward(wrong), model.forward(x)]);
+    assert.equal(results[0].status, "rejected");
+    assert.equal(results[1].status, "rejected");
+    assert.equal(results[2].status, "fulfilled");
+    if (results[2].status === "fulfilled") results[2].value.dispose();
+    assert.equal(inferenceLoad().running, 0);
+  } finally {
+    setNumInferenceThreads(4);
+  }
+});
