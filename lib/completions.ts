@@ -1,22 +1,79 @@
 /**
- * The bridge from native future completions to JavaScript promises. Each awaited future
- * registers a token with `spindle_future_watch`; one waiter — a single `nonblocking` FFI call
- * on Deno's blocking pool — drains the native completion queue and settles every future
- * whose token arrived, many per wake-up. Awaiting therefore costs one OS thread in total,
- * not one per pending future.
+ * The bridge from native completions to JavaScript promises. Native work that TypeScript
+ * awaits — watched futures (`spindle_future_watch`), calls submitted to the inference pool
+ * (`spindle_call_submit`) — is named by a token; one waiter per kind, a single `nonblocking`
+ * FFI call on Deno's blocking pool, takes the tokens of finished work in batches and settles
+ * each one, many per wake-up. Awaiting therefore costs one OS thread per kind in total, not
+ * one per pending future or call.
  *
  * @module
  */
 import { check, native } from "../ffi/load.ts";
 
 const BATCH = 1024;
-/** The waiter re-arms after this long even if nothing completed (a bound, not a poll). */
+/** A waiter re-arms after this long even if nothing completed (a bound, not a poll). */
 const WAIT_TIMEOUT_MS = 10_000;
 
-const pending = new Map<bigint, () => void>();
-let nextToken = 1n;
-let waiting = false;
-const tokens = new BigUint64Array(BATCH);
+/** The native wait: fills `tokens` with finished tokens, returns how many. */
+type WaitFn = (tokens: BigUint64Array, capacity: bigint, timeoutMs: number) => Promise<number | bigint>;
+
+/** Tokens for native work, and the drain loop that settles them. */
+export class Completions {
+  readonly #wait: WaitFn;
+  readonly #pending = new Map<bigint, () => void>();
+  readonly #tokens = new BigUint64Array(BATCH);
+  #nextToken = 1n;
+  #waiting = false;
+
+  constructor(wait: WaitFn) {
+    this.#wait = wait;
+  }
+
+  /** A fresh token for `onDone`, which runs (on the JavaScript thread) when it comes back. */
+  register(onDone: () => void): bigint {
+    const token = this.#nextToken++;
+    this.#pending.set(token, onDone);
+    return token;
+  }
+
+  /** Forgets a token whose work never started (its native submit failed). */
+  cancel(token: bigint): void {
+    this.#pending.delete(token);
+  }
+
+  /** Starts the waiter unless one is running; call after the native side has the token. */
+  arm(): void {
+    if (!this.#waiting) void this.#drain();
+  }
+
+  /** Registered tokens not yet settled. */
+  get size(): number {
+    return this.#pending.size;
+  }
+
+  async #drain(): Promise<void> {
+    this.#waiting = true;
+    try {
+      while (this.#pending.size > 0) {
+        const count = Number(await this.#wait(this.#tokens, BigInt(BATCH), WAIT_TIMEOUT_MS));
+        // Copy the batch out first: settling can register more work, and the next wait
+        // reuses the buffer.
+        const arrived = Array.from(this.#tokens.subarray(0, count));
+        for (const token of arrived) {
+          const onDone = this.#pending.get(token);
+          this.#pending.delete(token);
+          onDone?.();
+        }
+      }
+    } finally {
+      this.#waiting = false;
+    }
+  }
+}
+
+const futures = new Completions((tokens, capacity, timeout) =>
+  native().spindle_completions_wait(tokens, capacity, timeout)
+);
 
 /**
  * Calls `onDone` (on the JavaScript thread) once the native future `handle` completes.
@@ -25,28 +82,14 @@ const tokens = new BigUint64Array(BATCH);
  * @param onDone Called once, after completion.
  */
 export function watch(handle: bigint, onDone: () => void): void {
-  const token = nextToken++;
-  check(native().spindle_future_watch(handle, token));
-  pending.set(token, onDone);
-  if (!waiting) void drain();
-}
-
-async function drain(): Promise<void> {
-  waiting = true;
+  const token = futures.register(onDone);
   try {
-    while (pending.size > 0) {
-      const count = Number(await native().spindle_completions_wait(tokens, BigInt(BATCH), WAIT_TIMEOUT_MS));
-      // Copy the batch out first: settling can start another watch, which reuses `tokens`.
-      const arrived = Array.from(tokens.subarray(0, count));
-      for (const token of arrived) {
-        const onDone = pending.get(token);
-        pending.delete(token);
-        onDone?.();
-      }
-    }
-  } finally {
-    waiting = false;
+    check(native().spindle_future_watch(handle, token));
+  } catch (error) {
+    futures.cancel(token);
+    throw error;
   }
+  futures.arm();
 }
 
 /**
@@ -55,5 +98,5 @@ async function drain(): Promise<void> {
  * @returns The number of registered, not yet completed, awaits.
  */
 export function pendingAwaits(): number {
-  return pending.size;
+  return futures.size;
 }

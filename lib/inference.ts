@@ -13,15 +13,12 @@
  */
 import { check, native } from "../ffi/load.ts";
 import { MAX_THREADS } from "./threads.ts";
+import { Completions } from "./completions.ts";
 
-const BATCH = 256;
-/** The waiter re-arms after this long even if nothing finished (a bound, not a poll). */
-const WAIT_TIMEOUT_MS = 10_000;
-
-const pending = new Map<bigint, () => void>();
-let nextToken = 1n;
-let waiting = false;
-const tokens = new BigUint64Array(BATCH);
+/** Settles submitted calls as the inference pool finishes them. */
+const calls = new Completions((tokens, capacity, timeout) =>
+  native().spindle_inference_wait(tokens, capacity, timeout)
+);
 
 /**
  * Sets how many asynchronous forward passes (`forward`, `forwardAll`, `run`) run at once,
@@ -81,48 +78,31 @@ export function inferenceLoad(): { threads: number; running: number; waiting: nu
 /**
  * Submits the pinned call `call` to the inference pool and settles once it has run: its
  * output handles are then in `outputs`, its status is the result (and its message is in
- * `message` on error). The buffers stay referenced here until then. The call is taken
- * whatever happens.
+ * `message` on error). The caller keeps `outputs` and `message` referenced until the promise
+ * settles (it reads them then), so the native run never writes into collected memory. The
+ * call is taken whatever happens.
  */
 export function submitCall(call: bigint, outputs: BigUint64Array, message: Uint8Array): Promise<number> {
   const status = new Int32Array(1);
-  const token = nextToken++;
-  check(
-    native().spindle_call_submit(
-      call,
-      outputs,
-      BigInt(outputs.length),
-      message,
-      BigInt(message.length),
-      status,
-      token,
-    ),
-  );
-  return new Promise<number>((resolve) => {
-    pending.set(token, () => {
-      // Keep the buffers alive until the native run has written them (it has now).
-      void outputs;
-      void message;
-      resolve(status[0]);
-    });
-    if (!waiting) void drain();
-  });
-}
-
-async function drain(): Promise<void> {
-  waiting = true;
+  let settle: (code: number) => void = () => {};
+  const done = new Promise<number>((resolve) => (settle = resolve));
+  const token = calls.register(() => settle(status[0]));
   try {
-    while (pending.size > 0) {
-      const count = Number(await native().spindle_inference_wait(tokens, BigInt(BATCH), WAIT_TIMEOUT_MS));
-      // Copy the batch out first: the next wait reuses `tokens`.
-      const arrived = Array.from(tokens.subarray(0, count));
-      for (const token of arrived) {
-        const settle = pending.get(token);
-        pending.delete(token);
-        settle?.();
-      }
-    }
-  } finally {
-    waiting = false;
+    check(
+      native().spindle_call_submit(
+        call,
+        outputs,
+        BigInt(outputs.length),
+        message,
+        BigInt(message.length),
+        status,
+        token,
+      ),
+    );
+  } catch (error) {
+    calls.cancel(token);
+    throw error;
   }
+  calls.arm();
+  return done;
 }
