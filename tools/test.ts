@@ -16,6 +16,7 @@ import {
   configLibrary,
   configName,
   configPrefix,
+  DEV_LOCK,
   ROOT,
   run,
   runCaptured,
@@ -98,7 +99,7 @@ async function denoTests(config: BuildConfig | null): Promise<void> {
     record(step, null, 1);
     return;
   }
-  const args = ["test", "-A", "--no-check=remote"];
+  const args = ["test", "-A", "--no-check=remote", DEV_LOCK];
   if (config === null) args.push("--doc", "mod.ts", "lib/", "ffi/", "tests/");
   else args.push("tests/");
   const { code, output } = await runCaptured("deno", args, { cwd: ROOT, env });
