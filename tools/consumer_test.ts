@@ -339,6 +339,24 @@ await save(request.module, ${JSON.stringify(`${work}/model.spdl`)});`;
       tail(repaired.stderr, 2),
     );
 
+    // The permissions the README names for a first run: no -A, writes only into the cache.
+    cache = await freshDir("cache");
+    const narrow = await consumer({}, [
+      "run",
+      "--allow-ffi",
+      "--allow-env",
+      "--allow-read",
+      `--allow-write=${cache}/spindle`,
+      "--allow-net=127.0.0.1",
+      "consumer.ts",
+    ]);
+    const narrowCheck = matches(narrow);
+    record(
+      "a cold cache with --allow-ffi --allow-env --allow-read --allow-write=<cache>/spindle --allow-net=<registry host>",
+      narrowCheck.ok,
+      narrowCheck.detail,
+    );
+
     const cli = await consumer({}, [
       "run",
       "-A",
