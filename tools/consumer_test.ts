@@ -339,6 +339,16 @@ await save(request.module, ${JSON.stringify(`${work}/model.spdl`)});`;
       tail(repaired.stderr, 2),
     );
 
+    // SPINDLE_LIB stays first for a published copy too: nothing is fetched or cached.
+    cache = await freshDir("cache");
+    const explicit = await consumer({ SPINDLE_LIB: `${ROOT}/${BINARY}` });
+    const explicitCheck = matches(explicit);
+    record(
+      "SPINDLE_LIB wins over the prebuilt download",
+      explicitCheck.ok && !/downloading/.test(explicit.stderr) && [...Deno.readDirSync(cache)].length === 0,
+      explicitCheck.detail,
+    );
+
     // The permissions the README names for a first run: no -A, writes only into the cache.
     cache = await freshDir("cache");
     const narrow = await consumer({}, [
