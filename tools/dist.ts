@@ -71,8 +71,17 @@ async function buildTarget(target: DistTarget, zigStrips: boolean): Promise<void
   } else {
     // Without -Dstrip, binutils strips the ELF (Zig 0.15's objcopy --strip-all answers
     // 'unimplemented' for it): debug info and the static symbol table go, .dynsym stays.
-    const code = await run("strip", ["--strip-all", "-o", `${out}/${target.file}`, built]);
-    if (code !== 0) throw new Error(`dist: 'strip --strip-all ${built}' failed; install binutils`);
+    let code: number;
+    try {
+      code = await run("strip", ["--strip-all", "-o", `${out}/${target.file}`, built]);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      // Still a working package, only larger: say so rather than fail the whole dist.
+      console.error(`dist: warning: no 'strip' on PATH (install binutils); ${target.key} ships unstripped`);
+      await Deno.copyFile(built, `${out}/${target.file}`);
+      code = 0;
+    }
+    if (code !== 0) throw new Error(`dist: 'strip --strip-all ${built}' failed`);
   }
   console.error(`dist: built ${target.key} in ${seconds(started)}`);
 }
