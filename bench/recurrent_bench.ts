@@ -4,12 +4,15 @@
  * at 1 and 2 intra-op threads. Ratios are Spindle / onnxruntime latency (≤ 1.00 is the
  * target).
  *
- *   deno run -A bench/recurrent_bench.ts [--runs 30]
+ *   deno run -A --lock=deno.dev.lock bench/recurrent_bench.ts [--runs 30]
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import * as ort from "onnxruntime-node";
+// A test/benchmark peer kept out of deno.lock (a first `infer` must not download it): run with
+// --lock=deno.dev.lock, as tools/test.ts and the bench tasks do.
+// deno-lint-ignore no-import-prefix
+import * as ort from "npm:onnxruntime-node@1.30.0";
 import { importOnnx, randn, setNumThreads } from "../mod.ts";
 import { Program } from "../lib/program/program.ts";
 import { onnx } from "../tools/fuzz_corpus.ts";

@@ -30,7 +30,7 @@ Deno.test("a missing library without a Zig toolchain names the fix", async () =>
   // A copy of ffi/ with no build and no toolchain beside it, and no zig on PATH.
   const dir = Deno.makeTempDirSync();
   Deno.mkdirSync(`${dir}/ffi`);
-  for (const file of ["load.ts", "symbols.ts", "status.ts", "abi.ts"]) {
+  for (const file of ["load.ts", "remote.ts", "symbols.ts", "status.ts", "abi.ts"]) {
     Deno.copyFileSync(`${ROOT}/ffi/${file}`, `${dir}/ffi/${file}`);
   }
   const result = await runSnippet(
@@ -47,7 +47,7 @@ Deno.test("a missing library without a Zig toolchain names the fix", async () =>
 function staleCopy(): { dir: string; script: string; marker: string } {
   const dir = Deno.makeTempDirSync();
   Deno.mkdirSync(`${dir}/ffi`);
-  for (const file of ["load.ts", "symbols.ts", "status.ts", "abi.ts"]) {
+  for (const file of ["load.ts", "remote.ts", "symbols.ts", "status.ts", "abi.ts"]) {
     Deno.copyFileSync(`${ROOT}/ffi/${file}`, `${dir}/ffi/${file}`);
   }
   Deno.mkdirSync(`${dir}/zig/zig-out/lib`, { recursive: true });

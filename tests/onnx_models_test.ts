@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import * as ort from "onnxruntime-node";
+// A test/benchmark peer kept out of deno.lock (a first `infer` must not download it): run with
+// --lock=deno.dev.lock, as tools/test.ts and the bench tasks do.
+// deno-lint-ignore no-import-prefix
+import * as ort from "npm:onnxruntime-node@1.30.0";
 import { load, randn } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 

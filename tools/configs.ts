@@ -12,6 +12,12 @@ export interface BuildConfig {
 
 /** Repository root, resolved from this file. */
 export const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
+/**
+ * The lockfile of the tests and benchmarks (`--lock=deno.dev.lock`): deno.lock holds only what
+ * the library needs, because Deno downloads every npm package of the lockfile on a first run,
+ * and onnxruntime-node (288 MB, a benchmark peer) must not reach a newcomer's first `infer`.
+ */
+export const DEV_LOCK = "--lock=deno.dev.lock";
 /** The zig project directory. */
 export const ZIG_DIR = `${ROOT}/zig`;
 

@@ -4,12 +4,12 @@
  *
  * @module
  */
-import { ROOT, run, ZIG_DIR } from "./configs.ts";
+import { DEV_LOCK, ROOT, run, ZIG_DIR } from "./configs.ts";
 
 const steps: [string, string, string[], string][] = [
   ["deno fmt --check", "deno", ["fmt", "--check"], ROOT],
   ["deno lint", "deno", ["lint"], ROOT],
-  ["deno check", "deno", ["check", "main.ts", "mod.ts", "tests/", "bench/", "tools/"], ROOT],
+  ["deno check", "deno", ["check", DEV_LOCK, "main.ts", "mod.ts", "tests/", "bench/", "tools/"], ROOT],
   ["deno doc --lint", "deno", ["doc", "--lint", "mod.ts"], ROOT],
   ["zig fmt --check", "zig", ["fmt", "--check", "."], ZIG_DIR],
   ["tests", "deno", ["run", "-A", "tools/test.ts", ...Deno.args], ROOT],

@@ -5,7 +5,9 @@
  * 2. the same under ThreadSanitizer, for both threading backends;
  * 3. Deno tests (with the JSDoc examples) against the default build, and the Deno tests
  *    again against each other configuration's library;
- * 4. a short fuzz run with a fixed seed (tools/fuzz.ts; 60 s, 30 s with `--quick`), counted
+ * 4. the consumer test (tools/consumer_test.ts, about 10 s): the package as `deno publish` would
+ *    upload it, served by a loopback JSR registry to a script in an empty folder;
+ * 5. a short fuzz run with a fixed seed (tools/fuzz.ts; 60 s, 30 s with `--quick`), counted
  *    as one test: it fails when a mutant crashed, hung, overran memory or escaped untyped.
  *
  * @module
@@ -16,6 +18,7 @@ import {
   configLibrary,
   configName,
   configPrefix,
+  DEV_LOCK,
   ROOT,
   run,
   runCaptured,
@@ -98,11 +101,27 @@ async function denoTests(config: BuildConfig | null): Promise<void> {
     record(step, null, 1);
     return;
   }
-  const args = ["test", "-A", "--no-check=remote"];
+  const args = ["test", "-A", "--no-check=remote", DEV_LOCK];
   if (config === null) args.push("--doc", "mod.ts", "lib/", "ffi/", "tests/");
   else args.push("tests/");
   const { code, output } = await runCaptured("deno", args, { cwd: ROOT, env });
   record(step, parseDenoSummary(output), code);
+}
+
+/** Parses tools/consumer_test.ts's last line: `consumer: N passed, N failed`. */
+export function parseConsumerSummary(output: string): Tally | null {
+  const match = output.match(/^consumer: (\d+) passed, (\d+) failed$/m);
+  return match === null ? null : { passed: Number(match[1]), failed: Number(match[2]) };
+}
+
+async function consumerRun(): Promise<void> {
+  const step = "consumer (jsr: from a loopback registry)";
+  banner(step);
+  const { code, output } = await runCaptured("deno", ["run", "-A", "tools/consumer_test.ts"], {
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+  });
+  record(step, parseConsumerSummary(output), code);
 }
 
 /** The CI fuzz run's seed: the same mutants every run, so a failure reproduces. */
@@ -139,6 +158,7 @@ if (import.meta.main) {
   }
   await denoTests(null);
   if (!quick) { for (const config of configs) await denoTests(config); }
+  await consumerRun();
   await fuzzRun(quick ? 30 : 60);
   if (failures.length > 0) console.error(`\nfailed steps:\n  ${failures.join("\n  ")}`);
   console.log(`${total.passed} passed, ${total.failed} failed`);
