@@ -114,6 +114,7 @@ export {
 } from "./lib/ops/pooling.ts";
 export { getNumInteropThreads, getNumThreads, setNumInteropThreads, setNumThreads } from "./lib/threads.ts";
 export { getNumInferenceThreads, setNumInferenceThreads } from "./lib/inference.ts";
+export { formatProfile, type ProfiledOp, type ProfileOptions, type ProfileReport } from "./lib/profile.ts";
 export { type ParallelInfo, parallelInfo, parallelInfoJson } from "./lib/parallel_info.ts";
 export { fork, Future, wait } from "./lib/future.ts";
 export { script, type ScriptFunction, type ScriptResult } from "./lib/script/script.ts";

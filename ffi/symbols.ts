@@ -107,6 +107,14 @@ export const symbols = {
     parameters: ["u64", "u32", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
     result: "i32",
   },
+  // int32_t spindle_program_profile(uint64_t program, uint32_t graph, const uint64_t *inputs,
+  //     size_t input_count, uint64_t *outputs, size_t output_count, uint64_t *records,
+  //     size_t record_capacity, uint64_t *record_count, uint8_t *message,
+  //     size_t message_capacity)
+  spindle_program_profile: {
+    parameters: ["u64", "u32", "buffer", "usize", "buffer", "usize", "buffer", "usize", "buffer", "buffer", "usize"],
+    result: "i32",
+  },
   // int32_t spindle_program_dispose(uint64_t program)
   spindle_program_dispose: { parameters: ["u64"], result: "i32" },
   // int32_t spindle_call_pin(uint64_t program, uint32_t graph, const uint64_t *inputs,

@@ -11,6 +11,7 @@ import { Program } from "./program/program.ts";
 import { programFor, type ScriptFunction, scriptState } from "./script/script.ts";
 import { decodeSource, encodeImage, type InputDescription } from "./program/format.ts";
 import { importOnnx, type ImportOptions } from "./onnx/import.ts";
+import { buildReport, type ProfileOptions, type ProfileReport } from "./profile.ts";
 
 /**
  * An input or output of a module, as onnxruntime's `InferenceSession.inputMetadata` and
@@ -225,6 +226,53 @@ export class Module {
       "output",
     );
     return this.#outputs;
+  }
+
+  /**
+   * Profiles the model: runs it `warmup` times, then `runs` times on the calling thread
+   * timing every op node, and reports each node's mean time, share, shapes and (for
+   * convolutions and matrix products) GFLOPS, slowest first — what `infer --profile` prints.
+   * Forked branches run inline while profiling, so that each op is timed alone.
+   *
+   * @param inputs The model's inputs, in the order of {@link Module.inputNames}.
+   * @param options Timed and warm-up runs.
+   * @returns The profile (format it with `formatProfile`).
+   * @throws {TypeError} for inputs that do not match the model's.
+   * @throws {RangeError} for runs or warmup that are not non-negative integers (runs ≥ 1).
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Module, mm, randn, relu, script } from "@spindle/spindle";
+   * using w = randn([128, 128], { seed: 1 });
+   * using x = randn([16, 128], { seed: 2 });
+   * using model = Module.fromScript(script((a) => relu(mm(a, w))), [x]);
+   * const report = model.profile([x], { runs: 5 });
+   * assert.equal(report.ops.length, 2);
+   * assert.ok(report.opMs <= report.totalMs);
+   * ```
+   */
+  profile(inputs: readonly Tensor[], options: ProfileOptions = {}): ProfileReport {
+    const runs = options.runs ?? 10;
+    const warmup = options.warmup ?? 2;
+    if (!Number.isSafeInteger(runs) || runs < 1) {
+      throw new RangeError(`profile: runs must be an integer ≥ 1, got ${runs}`);
+    }
+    if (!Number.isSafeInteger(warmup) || warmup < 0) {
+      throw new RangeError(`profile: warmup must be an integer ≥ 0, got ${warmup}`);
+    }
+    if (!Array.isArray(inputs)) throw new TypeError("profile: expected the inputs as an array of Tensors");
+    this.#checkInputs("profile", inputs);
+    for (let i = 0; i < warmup; i++) this.#program.runSync(inputs).forEach((t) => t.dispose());
+    const samples = [];
+    for (let i = 0; i < runs; i++) {
+      const started = performance.now();
+      const { outputs, records, count } = this.#program.profileSync(inputs);
+      const totalMs = performance.now() - started;
+      outputs.forEach((t) => t.dispose());
+      samples.push({ records, count, totalMs });
+    }
+    return buildReport(this.#program.description, samples);
   }
 
   /**

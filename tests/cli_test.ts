@@ -8,7 +8,7 @@ Deno.test("infer with no arguments runs the embedded example and reports", async
   assert.match(result.stdout, /^checksum: -?\d\.\d{6}e[+-]\d+$/m);
   assert.match(
     result.stdout,
-    /^threads: intra-op \d+, inter-op \d+, inference 1 \(backend (omp|tbb), blas (openblas|native)\)$/m,
+    /^threads: intra-op \d+, inter-op \d+, inference \d+ for 1 concurrent request \(backend (omp|tbb), blas (openblas|native)\)$/m,
   );
   assert.match(result.stdout, /^latency over 5 requests: p50 [\d.]+ ms, p90 [\d.]+ ms, p99 [\d.]+ ms$/m);
 });

@@ -10,6 +10,8 @@ import { parallelInfoJson } from "../parallel_info.ts";
 import { BUILTIN_NAMES, type BuiltinModel, builtinModel } from "../models/builtin.ts";
 import { load, type Module } from "../module.ts";
 import { randn, type Tensor } from "../tensor.ts";
+import { getNumInferenceThreads, setNumInferenceThreads } from "../inference.ts";
+import { formatProfile, type ProfileReport } from "../profile.ts";
 import { byteSize, parse, positiveInteger, UsageError } from "./usage.ts";
 
 /** Usage text of `infer`. */
@@ -35,6 +37,10 @@ Options:
                           may hold at once, e.g. 8G (default 4G)
   --parallel-branches     .onnx models: run independent branches as fork/wait tasks on
                           the inter-op pool (ONNX Runtime's parallel execution mode)
+  --profile               also time every op node (--profile-runs runs, default 10) and
+                          print the slowest nodes (time, share, shapes, GFLOPS) and the
+                          time per op; with --json, as the report's "profile"
+  --profile-runs N        runs to profile (default 10)
   --json                  print one JSON object instead of text
   -h, --help              show this help`;
 
@@ -53,6 +59,10 @@ export interface InferReport {
   latency_ms: { p50: number; p90: number; p99: number; mean: number };
   throughput_per_s: number;
   elapsed_ms: number;
+  /** Asynchronous forward passes run at once (getNumInferenceThreads()). */
+  inference_threads: number;
+  /** Per-op profile (with --profile). */
+  profile?: ProfileReport;
 }
 
 /** The value at quantile `q` of sorted samples (nearest rank). */
@@ -76,6 +86,8 @@ export interface InferOptions {
   parallelBranches?: boolean;
   /** For model files: the load option memoryBudget. */
   memoryBudget?: number;
+  /** Profile this many runs after the timed requests (0 or absent: no profile). */
+  profileRuns?: number;
 }
 
 interface Runnable {
@@ -204,6 +216,7 @@ export async function runInfer(options: InferOptions): Promise<InferReport> {
     if (options.progress && lastProgress !== started) Deno.stderr.writeSync(encoder.encode("\n"));
     const sorted = [...samples].sort((a, b) => a - b);
     const info = parallelInfoJson();
+    const profile = options.profileRuns ? runnable.module.profile(inputs, { runs: options.profileRuns }) : undefined;
     return {
       model: options.model,
       summary: runnable.summary,
@@ -223,6 +236,8 @@ export async function runInfer(options: InferOptions): Promise<InferReport> {
       },
       throughput_per_s: (options.requests / elapsed) * 1000,
       elapsed_ms: elapsed,
+      inference_threads: getNumInferenceThreads(),
+      ...(profile === undefined ? {} : { profile }),
     };
   } finally {
     inputs.forEach((t) => t.dispose());
@@ -243,6 +258,8 @@ export async function inferCommand(args: string[]): Promise<number> {
     "input-shape": { type: "string", multiple: true },
     "parallel-branches": { type: "boolean" },
     "memory-budget": { type: "string" },
+    profile: { type: "boolean" },
+    "profile-runs": { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -255,7 +272,11 @@ export async function inferCommand(args: string[]): Promise<number> {
     setNumInteropThreads(positiveInteger("interop-threads", values["interop-threads"], 1, MAX_THREADS));
   }
   const concurrency = positiveInteger("concurrency", values.concurrency, 1);
-  if (concurrency > 32) throw new UsageError(`--concurrency is at most 32 (Deno's blocking pool), got ${concurrency}`);
+  if (concurrency > 32) throw new UsageError(`--concurrency is at most 32, got ${concurrency}`);
+  // C concurrent requests each get an inference thread, even past the default split.
+  if (values.concurrency !== undefined) setNumInferenceThreads(concurrency);
+  if (values["profile-runs"] !== undefined && !values.profile) throw new UsageError("--profile-runs needs --profile");
+  const profileRuns = values.profile ? positiveInteger("profile-runs", values["profile-runs"], 10) : 0;
   const report = await runInfer({
     model: values.model ?? "builtin:example",
     batch: values.batch === undefined ? undefined : positiveInteger("batch", values.batch, 1),
@@ -268,6 +289,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     memoryBudget: values["memory-budget"] === undefined
       ? undefined
       : byteSize("memory-budget", values["memory-budget"]),
+    profileRuns,
   });
   if (values.json) console.log(JSON.stringify(report));
   else printReport(report);
@@ -280,11 +302,13 @@ function printReport(report: InferReport): void {
     [
       `model: ${report.model} (${report.summary})`,
       `checksum: ${report.checksum.toExponential(6)}`,
-      `threads: intra-op ${report.threads}, inter-op ${report.interop_threads}, inference ${report.concurrency} ` +
+      `threads: intra-op ${report.threads}, inter-op ${report.interop_threads}, inference ${report.inference_threads} ` +
+      `for ${report.concurrency} concurrent request${report.concurrency === 1 ? "" : "s"} ` +
       `(backend ${report.intra_op_backend}, blas ${report.blas})`,
       `latency over ${report.requests} requests: p50 ${ms(report.latency_ms.p50)}, ` +
       `p90 ${ms(report.latency_ms.p90)}, p99 ${ms(report.latency_ms.p99)}`,
       `throughput: ${report.throughput_per_s.toFixed(1)} requests/s`,
     ].join("\n"),
   );
+  if (report.profile !== undefined) console.log(`\n${formatProfile(report.profile)}`);
 }

@@ -18,6 +18,8 @@ const finalizer = new FinalizationRegistry<bigint>((handle) => {
 });
 
 const MESSAGE_CAPACITY = LIMITS.messageCapacity;
+/** u64 words per profile record (zig/src/interpreter/execute.zig `Profile.Record`). */
+export const PROFILE_RECORD_WORDS = 3 + 3 * 9;
 /** Where spindle_call_pin writes the token (read at once, on the same thread). */
 const callBuffer = new BigUint64Array(1);
 const decoder = new TextDecoder();
@@ -144,6 +146,43 @@ export class Program {
       BigInt(MESSAGE_CAPACITY),
     );
     return this.#collect(status, outputs, message);
+  }
+
+  /**
+   * Runs graph 0 on the calling thread as {@link Program.runSync} does, timing every op node
+   * (forked graphs run inline). Returns the outputs and the raw records, PROFILE_RECORD_WORDS
+   * u64s each (graph, node, nanoseconds, then the output's and the first two inputs' shapes
+   * as rank + 8 dims).
+   */
+  profileSync(inputs: readonly Tensor[]): { outputs: Tensor[]; records: BigUint64Array; count: number } {
+    const handles = this.#handles(inputs);
+    const nodes = this.description.graphs.reduce((total, graph) => total + graph.nodes.length, 0);
+    let capacity = Math.max(16, nodes);
+    for (;;) {
+      const records = new BigUint64Array(capacity * PROFILE_RECORD_WORDS);
+      const count = new BigUint64Array(1);
+      const outputs = new BigUint64Array(this.outputCount);
+      const message = new Uint8Array(MESSAGE_CAPACITY);
+      const status = native().spindle_program_profile(
+        this.#live(),
+        0,
+        handles,
+        BigInt(handles.length),
+        outputs,
+        BigInt(outputs.length),
+        records,
+        BigInt(capacity),
+        count,
+        message,
+        BigInt(MESSAGE_CAPACITY),
+      );
+      const tensors = this.#collect(status, outputs, message);
+      const recorded = Number(count[0]);
+      if (recorded <= capacity) return { outputs: tensors, records, count: recorded };
+      // A graph forked many times ran more op nodes than the graphs hold: run again.
+      tensors.forEach((t) => t.dispose());
+      capacity = recorded;
+    }
   }
 
   /**

@@ -500,7 +500,7 @@ export fn spindle_program_run(
     message_capacity: usize,
 ) i32 {
     status.clearMessage();
-    return finishRun(programRun(handle, graph, inputs, input_count, outputs, output_count), message, message_capacity);
+    return finishRun(programRun(handle, graph, inputs, input_count, outputs, output_count, null), message, message_capacity);
 }
 
 /// The status of a finished run, its message also copied into `message` on error.
@@ -511,7 +511,8 @@ fn finishRun(result: Error!void, message: ?[*]u8, message_capacity: usize) i32 {
 
 const max_program_outputs = call.max_outputs;
 
-fn programRun(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, outputs: ?[*]Handle, output_count: usize) Error!void {
+/// Runs a graph on the calling thread, timing its ops into `profile` when there is one.
+fn programRun(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, outputs: ?[*]Handle, output_count: usize, profile: ?*execute.Profile) Error!void {
     const loaded = try program.table.acquire(handle);
     defer loaded.release();
     if (graph >= loaded.graphs.len) return status.fail(error.IndexOutOfRange, "program has {d} graphs, asked for graph {d}", .{ loaded.graphs.len, graph });
@@ -520,7 +521,11 @@ fn programRun(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count:
     defer for (tensors) |t| t.release();
     const destination = try outputSlots(outputs, output_count);
     var results: [max_program_outputs]*tensor.Tensor = undefined;
-    try execute.run(loaded, graph, tensors, results[0..output_count]);
+    if (profile) |p| {
+        try execute.runProfiled(loaded, graph, tensors, results[0..output_count], p);
+    } else {
+        try execute.run(loaded, graph, tensors, results[0..output_count]);
+    }
     try publishOutputs(results[0..output_count], destination);
 }
 
@@ -530,6 +535,50 @@ fn outputSlots(outputs: ?[*]Handle, output_count: usize) Error![]Handle {
 }
 
 const publishOutputs = call.publishOutputs;
+
+/// int32_t spindle_program_profile(uint64_t program, uint32_t graph, const uint64_t *inputs,
+///     size_t input_count, uint64_t *outputs, size_t output_count, uint64_t *records,
+///     size_t record_capacity, uint64_t *record_count, uint8_t *message,
+///     size_t message_capacity): runs a graph on the calling thread as spindle_program_run
+///     does, forks inline, timing every op node. Each record is 3 + 3 × (1 + 8) u64s:
+///     graph, node, nanoseconds, then the output's and the first two inputs' shapes (rank,
+///     8 dims). `*record_count` is the number of op nodes run, also past `record_capacity`
+///     (then only the first record_capacity are written: retry with a larger buffer).
+export fn spindle_program_profile(
+    handle: Handle,
+    graph: u32,
+    inputs: ?[*]const Handle,
+    input_count: usize,
+    outputs: ?[*]Handle,
+    output_count: usize,
+    records: ?[*]execute.Profile.Record,
+    record_capacity: usize,
+    record_count: ?*u64,
+    message: ?[*]u8,
+    message_capacity: usize,
+) i32 {
+    status.clearMessage();
+    const result = programProfile(handle, graph, inputs, input_count, outputs, output_count, records, record_capacity, record_count);
+    return finishRun(result, message, message_capacity);
+}
+
+fn programProfile(
+    handle: Handle,
+    graph: u32,
+    inputs: ?[*]const Handle,
+    input_count: usize,
+    outputs: ?[*]Handle,
+    output_count: usize,
+    records: ?[*]execute.Profile.Record,
+    record_capacity: usize,
+    record_count: ?*u64,
+) Error!void {
+    const count_out = record_count orelse return status.fail(error.InvalidArgument, "record count pointer is null", .{});
+    const buffer: []execute.Profile.Record = if (record_capacity == 0) &.{} else (records orelse return status.fail(error.InvalidArgument, "records pointer is null", .{}))[0..record_capacity];
+    var profile: execute.Profile = .{ .records = buffer };
+    try programRun(handle, graph, inputs, input_count, outputs, output_count, &profile);
+    count_out.* = profile.count;
+}
 
 /// int32_t spindle_program_dispose(uint64_t program)
 export fn spindle_program_dispose(handle: Handle) i32 {

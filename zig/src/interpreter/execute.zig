@@ -47,6 +47,59 @@ pub fn run(program: *Program, graph_index: usize, inputs: []const *Tensor, outpu
     return runWith(program, graph_index, inputs, outputs, .pool, null);
 }
 
+/// Per-op timings of a profiled run (spindle_program_profile): each op node run appends a
+/// record; records past the buffer are counted, not written, so the caller can retry with a
+/// larger one. Set on the calling thread for the run's duration only.
+pub const Profile = struct {
+    records: []Record,
+    count: usize = 0,
+
+    /// One op node's run: where it is, how long it took, and the shapes it saw (the first
+    /// two inputs are enough for the FLOP counts of convolution and matrix products).
+    pub const Record = extern struct {
+        graph: u64,
+        node: u64,
+        ns: u64,
+        output: Shape,
+        inputs: [2]Shape,
+    };
+    pub const Shape = extern struct {
+        rank: u64 = 0,
+        dims: [tensor.max_dims]u64 = @splat(0),
+
+        fn of(t: *const Tensor) Shape {
+            var shape: Shape = .{ .rank = t.dims().len };
+            for (t.dims(), 0..) |d, i| shape.dims[i] = d;
+            return shape;
+        }
+    };
+
+    fn add(profile: *Profile, entry: Record) void {
+        if (profile.count < profile.records.len) profile.records[profile.count] = entry;
+        profile.count += 1;
+    }
+};
+
+comptime {
+    // TypeScript reads records as 30 u64s (lib/program/program.ts PROFILE_RECORD_WORDS).
+    std.debug.assert(@sizeOf(Profile.Record) == (3 + 3 * (1 + tensor.max_dims)) * 8);
+}
+
+threadlocal var active_profile: ?*Profile = null;
+
+/// Runs graph `graph_index` as run() does, timing every op node into `profile`. Forked graphs
+/// run inline on this thread, so that every op is timed alone (the timings add up to the
+/// run, at the cost of the overlap forks would give).
+pub fn runProfiled(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor, profile: *Profile) Error!void {
+    var budget: tensor.Budget = undefined;
+    tensor.enterBudget(&budget, program.memory_budget);
+    defer tensor.leaveBudget(&budget);
+    std.debug.assert(active_profile == null);
+    active_profile = profile;
+    defer active_profile = null;
+    return runWith(program, graph_index, inputs, outputs, .inline_forks, null);
+}
+
 /// What the load-time check records for planning: per graph, per node (see plan.zig).
 const Recorder = struct {
     recordings: []?plan_module.Recording,
@@ -173,9 +226,11 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
             for (node.inputs, 0..) |v, i| inputs[i] = frame[v].tensor;
             if (context.plan) |p| if (p.offsets[index]) |offset| tensor.planNextOutput(context.arena.?, offset, p.bytes[index]);
             defer tensor.clearPlannedOutput();
+            const started = if (active_profile != null) std.time.Instant.now() catch null else null;
             const result = ops.execute(node.options, inputs[0..node.inputs.len]) catch |err|
                 return annotate(err, graph_index, index, @tagName(node.options));
             if (context.recording) |r| record(r, node, index, frame, result);
+            if (started) |begin| addProfileRecord(begin, graph_index, index, inputs[0..node.inputs.len], result);
             frame[node.output] = .{ .tensor = result };
         },
         .fork => if (mode == .inline_forks) {
@@ -207,6 +262,20 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
         },
     }
     releaseConsumed(graph, node, index, frame);
+}
+
+fn addProfileRecord(begin: std.time.Instant, graph_index: usize, index: usize, inputs: []const *Tensor, result: *const Tensor) void {
+    const profile = active_profile orelse return;
+    const end = std.time.Instant.now() catch begin;
+    var entry: Profile.Record = .{
+        .graph = graph_index,
+        .node = index,
+        .ns = end.since(begin),
+        .output = .of(result),
+        .inputs = .{ .{}, .{} },
+    };
+    for (inputs[0..@min(inputs.len, 2)], 0..) |input, i| entry.inputs[i] = .of(input);
+    profile.add(entry);
 }
 
 /// Frees what `node` was the last to read (a value read twice by it is freed once), and its
@@ -606,4 +675,38 @@ test "fuzz: thousands of mutated images load or fail cleanly, never crash, with 
         for (outputs[0..count]) |o| o.release();
     }
     try std.testing.expect(loaded > 0); // some mutations (e.g. inside tensor data) stay valid
+}
+
+test "a profiled run times every op node, forked graphs included, and counts records past its buffer" {
+    const image = try exampleImage(std.testing.allocator, example_json);
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    const x = try tensor.createUninit(.float32, &.{ 2, 3 });
+    defer x.release();
+    @memcpy(x.f32Slice(), &[_]f32{ 1, 2, 3, 4, 5, 6 });
+    var records: [8]Profile.Record = undefined;
+    var profile: Profile = .{ .records = &records };
+    var outputs: [1]*Tensor = undefined;
+    try runProfiled(program, 0, &.{x}, &outputs, &profile);
+    defer outputs[0].release();
+    try std.testing.expectEqualSlices(f32, &.{ 6, 9, 18, 21 }, outputs[0].f32Slice());
+    // Op nodes: mm, add and clamp in graph 0, mm in the forked graph 1.
+    try std.testing.expectEqual(@as(usize, 4), profile.count);
+    var forked: usize = 0;
+    for (records[0..profile.count]) |entry| {
+        if (entry.graph == 1) forked += 1;
+        try std.testing.expectEqual(@as(u64, 2), entry.output.rank);
+        try std.testing.expectEqual(@as(u64, 2), entry.inputs[0].dims[0]);
+    }
+    try std.testing.expectEqual(@as(usize, 1), forked);
+    try std.testing.expect(active_profile == null);
+
+    // A buffer too small: the count still says how many there were.
+    var small: [1]Profile.Record = undefined;
+    var short: Profile = .{ .records = &small };
+    var again: [1]*Tensor = undefined;
+    try runProfiled(program, 0, &.{x}, &again, &short);
+    again[0].release();
+    try std.testing.expectEqual(@as(usize, 4), short.count);
 }
