@@ -1,15 +1,21 @@
 import assert from "node:assert/strict";
 import {
+  adaptiveAvgPool2d,
   add,
+  batchNorm,
   builtinModel,
   concat,
+  conv2d,
+  flatten,
   fork,
   gelu,
   layerNorm,
+  linear,
   liveTensorCount,
   load,
   mm,
   Module,
+  mul,
   randn,
   relu,
   save,
@@ -351,4 +357,38 @@ Deno.test("nested fork/wait 16 deep with fan-out 2 is 17 graphs that save, load 
   const { graphs, got, expected } = JSON.parse(result.stdout);
   assert.equal(graphs, 17);
   assertClose(got, expected, { relative: 1e-5, absolute: 1e-5 });
+});
+
+Deno.test("scripted models get the graph optimiser of ONNX import: folds, fusions, constant folding", () => {
+  using w = randn([16, 8, 3, 3], { seed: 1 });
+  using mean = randn([16], { seed: 2 });
+  using varianceRaw = randn([16], { seed: 3 });
+  using variance = add(mul(varianceRaw, varianceRaw), 0.5);
+  using gamma = randn([16], { seed: 4 });
+  using beta = randn([16], { seed: 5 });
+  using fcWeight = randn([10, 16], { seed: 6 });
+  using fcBias = randn([10], { seed: 7 });
+  const body = (x: Tensor) => {
+    using c = conv2d(x, w, null, { padding: 1 });
+    using n = batchNorm(c, mean, variance, gamma, beta, 1e-5);
+    using r = relu(n);
+    using pooled = adaptiveAvgPool2d(r, [1, 1]);
+    using flat = flatten(pooled, 1);
+    return relu(linear(flat, fcWeight, fcBias));
+  };
+  using x = randn([2, 8, 12, 12], { seed: 8 });
+  using model = Module.fromScript(script(body), [x]);
+  const ops = decodeDescription(model.image).graphs[0].nodes.map((node) => node.op);
+  // batch norm and relu fold into the convolution, the linear layer's transpose of a weight
+  // is folded at trace time, and its matmul + bias becomes one gemm.
+  assert.deepEqual(ops.filter((op) => op !== "constant"), ["conv2d", "adaptive_avg_pool2d", "flatten", "gemm", "relu"]);
+  atThreadCounts((threads) => {
+    using expected = body(x);
+    using got = model.forwardSync(x);
+    assertClose(got.toArray() as Float32Array, expected.toArray() as Float32Array, {
+      relative: 1e-4,
+      absolute: 1e-5,
+      label: `${threads} threads`,
+    });
+  });
 });

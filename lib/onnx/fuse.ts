@@ -10,13 +10,15 @@
  * - `relu` or `hard_swish` right after such a convolution → its fused activation;
  * - a scalar affine after a convolution with an activation → its post-activation scale and
  *   shift (PaddleOCR's "learnable affine blocks");
- * - `add` of a constant row right after a `gemm` (MatMul + Add) → the gemm's fused bias;
+ * - `add` of a constant row right after a `gemm` (MatMul + Add) or an `mm` (a scripted
+ *   linear layer) → the gemm's fused bias;
  * - the decomposed LayerNorm `(x − mean) / sqrt(mean((x − mean)²) + ε) · γ + β` over the
  *   last axis → one `layer_norm`.
  *
  * A fusion only happens where the intermediate values have no other reader, so the graph
  * computes the same function (up to float rounding). This is the one place graph fusions
- * live: import (lib/onnx/ops.ts) only translates ONNX ops into native ones.
+ * live, for every model source: ONNX import (lib/onnx/ops.ts only translates ONNX ops into
+ * native ones) and traced scripts (lib/script/script.ts), so the built-in models too.
  *
  * @module
  */
@@ -98,30 +100,39 @@ function near(value: ParamValue | undefined, want: number): boolean {
   return typeof value === "number" && Math.abs(value - want) <= 1e-6 * Math.max(1, Math.abs(want));
 }
 
-/** Extra facts about the graph the pass may use. */
+/** Extra facts about the graphs the pass may use. */
 export interface FuseHints {
-  /** The shape of a value where known (-1 for a dynamic dimension). */
+  /** The shape of value `value` of graph `graph` where known (-1 for a dynamic dimension). */
+  shape?(value: number, graph: number): readonly number[] | undefined;
+}
+
+/** What one graph's sweep may ask about its values. */
+interface GraphHints {
   shape?(value: number): readonly number[] | undefined;
 }
 
 /**
- * Runs the fusions on graph 0 of `source` (in place) until none applies.
+ * Runs the fusions on every graph of `source` (in place) until none applies. Every model
+ * source goes through it: ONNX import, traced scripts and so the built-in models.
  *
  * @returns How many fusions were made.
  */
 export function fuse(source: ProgramSource, hints: FuseHints = {}): number {
-  const graph = source.graphs[0];
   let total = 0;
-  for (;;) {
-    const count = fuseOnce(source, graph, hints);
-    if (count === 0) break;
-    total += count;
-  }
+  source.graphs.forEach((graph, graphIndex) => {
+    const shape = hints.shape;
+    const graphHints: GraphHints = shape === undefined ? {} : { shape: (value) => shape(value, graphIndex) };
+    for (;;) {
+      const count = fuseOnce(source, graph, graphHints);
+      if (count === 0) break;
+      total += count;
+    }
+  });
   return total;
 }
 
 /** One sweep: each node is the last op of a pattern at most once. */
-function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: FuseHints): number {
+function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: GraphHints): number {
   const index = new Index(graph);
   const removed = new Set<NodeDescription>();
   let count = 0;
@@ -209,7 +220,8 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: FuseHin
     }
     if (node.op === "add" && inputs.length === 2) {
       const bias = [[0, 1], [1, 0]].find(([p, c]) => {
-        const product = index.soleUse(inputs[p], "gemm");
+        const product = index.soleUse(inputs[p], "gemm") ?? index.soleUse(inputs[p], "mm") ??
+          index.soleUse(inputs[p], "matmul");
         return product !== undefined && !removed.has(product) && addGemmBias(source, index, product, inputs[c], hints);
       });
       if (bias !== undefined) {
@@ -322,17 +334,22 @@ function foldBatchNorm(
 }
 
 /**
- * gemm(a, b) + bias, the bias a float constant holding one value per output column (ones in
- * every other dimension, and no more dimensions than the product): the gemm adds it itself.
+ * gemm(a, b) + bias (or mm(a, b) or a 2-D matmul(a, b) + bias, which becomes such a gemm:
+ * scripted linear layers),
+ * the bias a float constant holding one value per output column (ones in every other
+ * dimension, and no more dimensions than the product): the gemm adds it itself.
  */
 function addGemmBias(
   source: ProgramSource,
   index: Index,
   product: NodeDescription,
   biasValue: number,
-  hints: FuseHints,
+  hints: GraphHints,
 ): boolean {
-  if (param(product, "has_bias") !== false || param(product, "beta") !== 1) return false;
+  const isMm = product.op === "mm" || product.op === "matmul";
+  if (!isMm && (param(product, "has_bias") !== false || param(product, "beta") !== 1)) return false;
+  // A matmul becomes a gemm only as a product of two matrices (gemm takes no batch).
+  if (product.op === "matmul" && !product.inputs!.every((v) => hints.shape?.(v)?.length === 2)) return false;
   const bias = constant(source, index, biasValue);
   const outShape = hints.shape?.(product.outputs[0]);
   if (bias === undefined || outShape === undefined) return false;
@@ -340,6 +357,7 @@ function addGemmBias(
   if (columns < 0 || bias.data.length !== columns || bias.shape.length > outShape.length) return false;
   if (bias.shape.slice(0, -1).some((d) => d !== 1)) return false;
   product.inputs = [...product.inputs!, biasValue];
+  if (isMm) product.op = "gemm";
   product.params = { ...product.params, has_bias: true };
   return true;
 }
@@ -352,7 +370,7 @@ function layerNorm(
   source: ProgramSource,
   index: Index,
   last: NodeDescription,
-  hints: FuseHints,
+  hints: GraphHints,
 ): { inputs: number[]; params: Record<string, ParamValue>; dead: NodeDescription[] } | undefined {
   const [scaledValue, betaValue] = last.inputs!;
   const scaled = index.soleUse(scaledValue, "mul");
@@ -402,6 +420,20 @@ function layerNorm(
     params: { normalized_ndim: 1, eps, has_weight: true, has_bias: true },
     dead: [scaled, normalized, root!, epsilon, variance!, square, centered, mean],
   };
+}
+
+/**
+ * Moves every constant node ahead of the other nodes of its graph (a stable sort): fusions
+ * make a node read a constant (a bias, folded weights) that was defined after it. Constants
+ * read nothing, so the order stays valid.
+ */
+export function hoistConstants(source: ProgramSource): void {
+  for (const graph of source.graphs) {
+    graph.nodes = [
+      ...graph.nodes.filter((node) => node.op === "constant"),
+      ...graph.nodes.filter((node) => node.op !== "constant"),
+    ];
+  }
 }
 
 /**

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { dropDeadConstants, fuse, hoistConstants } from "../onnx/fuse.ts";
 import { Tensor, tensor } from "../tensor.ts";
 import { encodeImage } from "../program/format.ts";
 import { Program } from "../program/program.ts";
@@ -106,7 +107,14 @@ function buildProgram(state: ScriptState, args: readonly Tensor[]): Program {
   const trace = new Trace();
   try {
     withTrace(trace, () => traceGraph(trace, state, args));
-    return Program.load(encodeImage(trace.finish()));
+    const source = trace.finish();
+    // The same graph optimiser as ONNX import: conv + batch norm, conv + activation,
+    // matmul + bias, layer norm; then the constants the fusions left unread go.
+    if (fuse(source, { shape: (value, graph) => trace.shapeOf(graph, value) }) > 0) {
+      hoistConstants(source);
+      dropDeadConstants(source);
+    }
+    return Program.load(encodeImage(source));
   } finally {
     // Everything the eager run of the trace made is garbage now.
     for (const t of trace.created) t.dispose();

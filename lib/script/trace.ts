@@ -37,6 +37,8 @@ export class TracingError extends Error {
 }
 
 interface GraphTrace {
+  /** The graph's index in the program. */
+  index: number;
   name: string;
   inputs: InputDescription[];
   nodes: NodeDescription[];
@@ -58,6 +60,8 @@ export class Trace {
   readonly created: Tensor[] = [];
   readonly #constants = new Map<Tensor, number>();
   readonly #stack: GraphTrace[] = [];
+  /** Per graph, the shape of each input and op output while tracing (for the optimiser). */
+  readonly #shapes: Map<number, number[]>[] = [];
   /** Per function, per input signature: its graph, or null while it is being traced. */
   readonly #traced = new Map<object, Map<string, TracedGraph | null>>();
 
@@ -79,6 +83,7 @@ export class Trace {
   /** Starts a graph whose inputs are `inputs`; returns its index. */
   beginGraph(name: string, inputs: readonly Tensor[]): number {
     const graph: GraphTrace = {
+      index: this.graphs.length,
       name,
       inputs: inputs.map((t) => ({ dtype: t.dtype, shape: [...t.shape] })),
       nodes: [],
@@ -86,11 +91,14 @@ export class Trace {
       futures: new Map(),
       count: 0,
     };
+    const shapes = new Map<number, number[]>();
     for (const input of inputs) {
       if (!graph.values.has(input)) graph.values.set(input, graph.count);
+      shapes.set(graph.count, [...input.shape]);
       graph.count++;
     }
     const index = this.graphs.length;
+    this.#shapes.push(shapes);
     this.graphs.push({ name, inputs: graph.inputs, values: 0, nodes: graph.nodes, outputs: [] });
     this.#stack.push(graph);
     return index;
@@ -119,6 +127,7 @@ export class Trace {
     const value = graph.count++;
     graph.nodes.push({ op: "constant", outputs: [value], tensor: index });
     graph.values.set(t, value);
+    this.#shapes[graph.index].set(value, [...t.shape]);
     return value;
   }
 
@@ -129,11 +138,17 @@ export class Trace {
   /** Records `op(inputs, params) = output` in the innermost graph. */
   recordOp(op: string, inputs: readonly Tensor[], params: object, output: Tensor): void {
     const graph = this.#current();
+    this.created.push(output);
+    // Constant folding: an op whose inputs are all captured constants (weights, or results of
+    // ops folded so) computes the same value on every run, so the graph does not run it: its
+    // eager result is captured as a constant where something reads it (transpose(weight) in
+    // a linear layer becomes the transposed weight).
+    if (inputs.length > 0 && inputs.every((t) => !graph.values.has(t))) return;
     const ids = inputs.map((t) => this.#valueOf(graph, t));
     const value = graph.count++;
     graph.nodes.push({ op, inputs: ids, outputs: [value], params: { ...params } });
     graph.values.set(output, value);
-    this.created.push(output);
+    this.#shapes[graph.index].set(value, [...output.shape]);
   }
 
   /** Records a fork of graph `callee` on `args`; `future` stands for its result. */
@@ -154,6 +169,11 @@ export class Trace {
     graph.nodes.push({ op: "wait", inputs: [id], outputs: [value] });
     graph.values.set(output, value);
     return true;
+  }
+
+  /** The shape value `value` of graph `graph` had while tracing, where it is known. */
+  shapeOf(graph: number, value: number): readonly number[] | undefined {
+    return this.#shapes[graph]?.get(value);
   }
 
   /** The graphs and constants as a program source (after every graph ended). */
