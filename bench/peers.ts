@@ -1,0 +1,266 @@
+/**
+ * `deno task bench:peers`: Spindle against onnxruntime (Python) and OpenVINO (Python) on the
+ * real PaddleOCR models, every runtime in its own process at its own defaults (only the
+ * thread count set), on the same input bytes, in alternating rounds: each round asks every
+ * runtime in turn (rotating who goes first) to run for a while, so that drift in the
+ * machine's load hits all alike. One process runs at a time; the others wait on stdin.
+ * Reports medians and Spindle's latency as a ratio of each peer's (≤ 1 is ahead) from this
+ * one run, as a table (stdout and bench/results/peers.txt), CSV and SVG.
+ *
+ * OpenVINO runs twice: at f32 (`INFERENCE_PRECISION_HINT: f32`, the fair comparison) and at
+ * its default, which on CPUs with bf16 runs convolutions and matmuls in bf16.
+ *
+ *   deno task bench:peers [--rounds 5] [--round-ms 300] [--models cls,rec,det]
+ *                         [--batches 1,8] [--threads 1,2]
+ *
+ * The Python peers are installed on first use into .cache/py-peers (git-ignored). Never run
+ * in CI.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { fetchModels, type RealModel } from "../tools/fetch_models.ts";
+import { toCsv } from "./plot.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    rounds: { type: "string", default: "5" },
+    "round-ms": { type: "string", default: "300" },
+    models: { type: "string", default: "cls,rec,det" },
+    batches: { type: "string", default: "1,8" },
+    threads: { type: "string", default: "1,2" },
+  },
+});
+const ROUNDS = Number(flags.rounds);
+const ROUND_MS = Number(flags["round-ms"]);
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const VENV = `${ROOT}/.cache/py-peers`;
+const PYTHON = `${VENV}/bin/python`;
+const RESULTS = `${ROOT}/bench/results`;
+
+async function run(command: string, args: string[]): Promise<void> {
+  const status = await new Deno.Command(command, { args, stdout: "inherit", stderr: "inherit" }).spawn().status;
+  if (!status.success) throw new Error(`${command} ${args.join(" ")} failed (exit ${status.code})`);
+}
+
+/** Installs onnxruntime and OpenVINO into the git-ignored venv, once. */
+async function ensurePeers(): Promise<void> {
+  try {
+    await Deno.stat(`${VENV}/.peers-ready`);
+    return;
+  } catch { /* not yet */ }
+  console.error(`peers: installing onnxruntime, openvino and numpy into ${VENV} (first use; a minute or two)...`);
+  await run("python3", ["-m", "venv", VENV]);
+  await run(`${VENV}/bin/pip`, ["install", "--quiet", "onnxruntime", "openvino", "numpy"]);
+  await Deno.writeTextFile(`${VENV}/.peers-ready`, new Date().toISOString());
+}
+
+/** A runtime in its own process, driven by JSON lines. */
+class Peer {
+  readonly name: string;
+  #process: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #lines: AsyncIterator<string>;
+
+  constructor(name: string, command: string, args: string[]) {
+    this.name = name;
+    this.#process = new Deno.Command(command, { args, stdin: "piped", stdout: "piped", stderr: "inherit" }).spawn();
+    this.#writer = this.#process.stdin.getWriter();
+    this.#lines = this.#process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines())[
+      Symbol.asyncIterator
+    ]();
+  }
+
+  async request(message: Record<string, unknown>): Promise<Record<string, unknown>> {
+    await this.#writer.write(new TextEncoder().encode(JSON.stringify(message) + "\n"));
+    const { value, done } = await this.#lines.next();
+    if (done) throw new Error(`${this.name}: the process exited`);
+    const reply = JSON.parse(value);
+    if (!reply.ok) throw new Error(`${this.name}: ${reply.error}`);
+    return reply;
+  }
+
+  async close(): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode(`{"op":"quit"}\n`)).catch(() => {});
+    await this.#writer.close().catch(() => {});
+    await this.#process.status;
+  }
+}
+
+function splitLines(): TransformStream<string, string> {
+  let buffered = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      buffered += chunk;
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        controller.enqueue(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+      }
+    },
+  });
+}
+
+function median(samples: number[]): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** Deterministic input bytes (a fixed-seed LCG), the same file for every runtime. */
+async function writeInput(path: string, count: number, seed: number): Promise<void> {
+  const data = new Float32Array(count);
+  let state = seed >>> 0;
+  for (let i = 0; i < count; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    data[i] = state / 2 ** 32 - 0.5;
+  }
+  await Deno.writeFile(path, new Uint8Array(data.buffer));
+}
+
+interface Row {
+  model: string;
+  batch: number;
+  threads: number;
+  [runtime: string]: string | number;
+}
+
+await ensurePeers();
+const wanted = new Set(flags.models.split(","));
+const models = (await fetchModels()).filter((m) => wanted.has(m.name.replace(/^ocr-/, "")));
+const batches = flags.batches.split(",").map(Number);
+const threadCounts = flags.threads.split(",").map(Number);
+const peers = [
+  new Peer("spindle", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
+  new Peer("onnxruntime", PYTHON, [`${ROOT}/bench/peers/ort_worker.py`]),
+  new Peer("openvino-f32", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
+  new Peer("openvino-default", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
+];
+const temp = await Deno.makeTempDir({ prefix: "spindle-peers-" });
+const rows: Row[] = [];
+const versions: Record<string, string> = {};
+const lines: string[] = [];
+const say = (line: string) => {
+  console.log(line);
+  lines.push(line);
+};
+say(
+  `peers: ${ROUNDS} alternating rounds of ≥ ${ROUND_MS} ms per runtime per case; medians in ms; ` +
+    `ratio = Spindle / peer (≤ 1.00: Spindle ahead)`,
+);
+say(
+  "model    batch threads | spindle  onnxrt  ov-f32  ov-def | /onnxrt /ov-f32 /ov-def | checksum spread",
+);
+try {
+  for (const model of models as RealModel[]) {
+    for (const batch of batches) {
+      const shape = model.shape.map((d) => (d === -1 ? batch : d));
+      const data = `${temp}/${model.name}-${batch}.bin`;
+      await writeInput(data, shape.reduce((a, b) => a * b, 1), 7 + batch);
+      for (const threads of threadCounts) {
+        const samples = new Map<string, number[]>(peers.map((p) => [p.name, []]));
+        const checksums = new Map<string, number>();
+        for (const peer of peers) {
+          const reply = await peer.request({
+            op: "load",
+            model: model.file,
+            input: model.input,
+            shape,
+            data,
+            threads,
+            precision: peer.name === "openvino-default" ? "default" : "f32",
+          });
+          if (typeof reply.version === "string") versions[peer.name] = reply.version;
+          if (typeof reply.precision === "string") versions[`${peer.name} precision`] = reply.precision;
+          await peer.request({ op: "run", min_ms: 0, min_runs: 2 }); // warm-up
+        }
+        for (let round = 0; round < ROUNDS; round++) {
+          for (let k = 0; k < peers.length; k++) {
+            const peer = peers[(round + k) % peers.length];
+            const reply = await peer.request({ op: "run", min_ms: ROUND_MS, min_runs: 3 });
+            samples.get(peer.name)!.push(...(reply.samples as number[]));
+            checksums.set(peer.name, reply.checksum as number);
+          }
+        }
+        const ms = Object.fromEntries(peers.map((p) => [p.name, median(samples.get(p.name)!)]));
+        const reference = checksums.get("onnxruntime")!;
+        const spread = Math.max(
+          ...["spindle", "openvino-f32"].map((name) =>
+            Math.abs(checksums.get(name)! - reference) / Math.max(1, Math.abs(reference))
+          ),
+        );
+        const row: Row = { model: model.name, batch, threads, ...ms };
+        rows.push(row);
+        const f = (v: number) => v.toFixed(2).padStart(7);
+        const r = (v: number) => (ms.spindle / v).toFixed(2).padStart(7);
+        say(
+          `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} |` +
+            `${f(ms.spindle)} ${f(ms.onnxruntime)} ${f(ms["openvino-f32"])} ${f(ms["openvino-default"])} |` +
+            `${r(ms.onnxruntime)} ${r(ms["openvino-f32"])} ${r(ms["openvino-default"])} | ${spread.toExponential(1)}`,
+        );
+      }
+    }
+  }
+} finally {
+  for (const peer of peers) await peer.close();
+  await Deno.remove(temp, { recursive: true });
+}
+say(`versions: ${JSON.stringify(versions)}`);
+await Deno.mkdir(RESULTS, { recursive: true });
+await Deno.writeTextFile(`${RESULTS}/peers.txt`, lines.join("\n") + "\n");
+await Deno.writeTextFile(
+  `${RESULTS}/peers.csv`,
+  toCsv(rows.map((row) => ({
+    ...row,
+    ratio_onnxruntime: row.spindle as number / (row.onnxruntime as number),
+    ratio_openvino_f32: row.spindle as number / (row["openvino-f32"] as number),
+    ratio_openvino_default: row.spindle as number / (row["openvino-default"] as number),
+  }))),
+);
+await Deno.writeTextFile(`${RESULTS}/peers.svg`, ratioBars(rows));
+console.log(`wrote ${RESULTS}/peers.{txt,csv,svg}`);
+
+/** A grouped bar chart: per case, Spindle's latency ratio to each peer, with the 1.0 line. */
+function ratioBars(data: Row[]): string {
+  const peersShown = [["onnxruntime", "#1f77b4"], ["openvino-f32", "#ff7f0e"], ["openvino-default", "#2ca02c"]];
+  const width = 80 + data.length * 70;
+  const height = 360;
+  const top = 40;
+  const bottom = 300;
+  const ratios = data.flatMap((row) => peersShown.map(([name]) => row.spindle as number / (row[name] as number)));
+  const max = Math.max(2, ...ratios.map((v) => Math.ceil(v * 2) / 2));
+  const y = (v: number) => bottom - ((bottom - top) * v) / max;
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
+    `<text x="${
+      width / 2
+    }" y="20" text-anchor="middle" font-size="14">Spindle latency / peer latency (lower is better; 1.0 = parity)</text>`,
+    `<line x1="60" x2="${width - 10}" y1="${y(1)}" y2="${y(1)}" stroke="#000" stroke-dasharray="4 3"/>`,
+  ];
+  for (let tick = 0; tick <= max; tick += 0.5) {
+    parts.push(`<text x="55" y="${y(tick) + 4}" text-anchor="end">${tick.toFixed(1)}</text>`);
+    parts.push(`<line x1="58" x2="62" y1="${y(tick)}" y2="${y(tick)}" stroke="#000"/>`);
+  }
+  data.forEach((row, i) => {
+    const x0 = 70 + i * 70;
+    peersShown.forEach(([name, color], k) => {
+      const v = row.spindle as number / (row[name] as number);
+      parts.push(
+        `<rect x="${x0 + k * 18}" y="${y(v)}" width="16" height="${bottom - y(v)}" fill="${color}">` +
+          `<title>${row.model} b${row.batch} t${row.threads} vs ${name}: ${v.toFixed(2)}</title></rect>`,
+      );
+    });
+    parts.push(
+      `<text x="${x0 + 27}" y="${bottom + 14}" text-anchor="middle">${row.model.replace("ocr-", "")}</text>`,
+      `<text x="${x0 + 27}" y="${bottom + 28}" text-anchor="middle">b${row.batch} t${row.threads}</text>`,
+    );
+  });
+  peersShown.forEach(([name, color], k) => {
+    parts.push(
+      `<rect x="${70 + k * 150}" y="${height - 22}" width="12" height="12" fill="${color}"/>`,
+      `<text x="${86 + k * 150}" y="${height - 12}">vs ${name}</text>`,
+    );
+  });
+  parts.push("</svg>");
+  return parts.join("\n");
+}

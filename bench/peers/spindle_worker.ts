@@ -1,0 +1,62 @@
+/**
+ * Spindle's side of bench/peers.ts: one process, JSON lines on stdin/stdout (the requests of
+ * ort_worker.py). Spindle runs at its defaults except the intra-op thread count; each run is
+ * `await model.forward(x)`, as an application calls it.
+ *
+ * @module
+ */
+import { load, type Module, setNumThreads, type Tensor, tensor } from "../../mod.ts";
+
+const encoder = new TextEncoder();
+let model: Module | null = null;
+let input: Tensor | null = null;
+
+async function handle(request: Record<string, unknown>): Promise<Record<string, unknown>> {
+  switch (request.op) {
+    case "load": {
+      setNumThreads(request.threads as number);
+      model?.dispose();
+      input?.dispose();
+      const shape = request.shape as number[];
+      const started = performance.now();
+      model = await load(request.model as string, { inputShapes: { [request.input as string]: shape } });
+      const loadMs = performance.now() - started;
+      const bytes = await Deno.readFile(request.data as string);
+      input = tensor(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4), shape);
+      return { ok: true, load_ms: loadMs };
+    }
+    case "run": {
+      const samples: number[] = [];
+      const deadline = performance.now() + (request.min_ms as number);
+      let checksum = 0;
+      while (samples.length < (request.min_runs as number) || performance.now() < deadline) {
+        const started = performance.now();
+        const output = await model!.forward(input!);
+        samples.push(performance.now() - started);
+        if (performance.now() >= deadline && samples.length >= (request.min_runs as number)) {
+          checksum = (output.toArray() as Float32Array).reduce((sum, v) => sum + v, 0);
+        }
+        output.dispose();
+      }
+      return { ok: true, samples, checksum };
+    }
+    default:
+      return { ok: false, error: `unknown op ${request.op}` };
+  }
+}
+
+let buffered = "";
+const decoder = new TextDecoder();
+for await (const chunk of Deno.stdin.readable) {
+  buffered += decoder.decode(chunk, { stream: true });
+  let newline: number;
+  while ((newline = buffered.indexOf("\n")) >= 0) {
+    const line = buffered.slice(0, newline);
+    buffered = buffered.slice(newline + 1);
+    if (line.trim() === "") continue;
+    const request = JSON.parse(line);
+    if (request.op === "quit") Deno.exit(0);
+    const reply = await handle(request).catch((error) => ({ ok: false, error: String(error) }));
+    await Deno.stdout.write(encoder.encode(JSON.stringify(reply) + "\n"));
+  }
+}
