@@ -30,8 +30,12 @@ const { values: flags } = parseArgs({
     models: { type: "string", default: "cls,rec,det" },
     batches: { type: "string", default: "1,8" },
     threads: { type: "string", default: "1,2" },
+    suites: { type: "string", default: "onnx,builtins" },
+    builtins: { type: "string", default: "example,resnet,dlrm,transformer,mlp" },
   },
 });
+const SUITES = new Set(flags.suites.split(","));
+const threadCounts = flags.threads.split(",").map(Number);
 const ROUNDS = Number(flags.rounds);
 const ROUND_MS = Number(flags["round-ms"]);
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -44,16 +48,31 @@ async function run(command: string, args: string[]): Promise<void> {
   if (!status.success) throw new Error(`${command} ${args.join(" ")} failed (exit ${status.code})`);
 }
 
-/** Installs onnxruntime and OpenVINO into the git-ignored venv, once. */
-async function ensurePeers(): Promise<void> {
-  try {
-    await Deno.stat(`${VENV}/.peers-ready`);
-    return;
-  } catch { /* not yet */ }
-  console.error(`peers: installing onnxruntime, openvino and numpy into ${VENV} (first use; a minute or two)...`);
-  await run("python3", ["-m", "venv", VENV]);
-  await run(`${VENV}/bin/pip`, ["install", "--quiet", "onnxruntime", "openvino", "numpy"]);
-  await Deno.writeTextFile(`${VENV}/.peers-ready`, new Date().toISOString());
+/**
+ * Installs onnxruntime and OpenVINO (and, for the built-ins, PyTorch 2.15 with the CUDA
+ * runtime packages it needs to import even on CPU: about 5 GB) into the git-ignored venv,
+ * once each.
+ */
+async function ensurePeers(torch: boolean): Promise<void> {
+  const installed = async (marker: string) => {
+    try {
+      await Deno.stat(`${VENV}/${marker}`);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!await installed(".peers-ready")) {
+    console.error(`peers: installing onnxruntime, openvino and numpy into ${VENV} (first use; a minute or two)...`);
+    await run("python3", ["-m", "venv", VENV]);
+    await run(`${VENV}/bin/pip`, ["install", "--quiet", "onnxruntime", "openvino", "numpy"]);
+    await Deno.writeTextFile(`${VENV}/.peers-ready`, new Date().toISOString());
+  }
+  if (torch && !await installed(".torch-ready")) {
+    console.error(`peers: installing torch==2.15.0 into ${VENV} (first use; about 5 GB, several minutes)...`);
+    await run(`${VENV}/bin/pip`, ["install", "--quiet", "torch==2.15.0"]);
+    await Deno.writeTextFile(`${VENV}/.torch-ready`, new Date().toISOString());
+  }
 }
 
 /** A runtime in its own process, driven by JSON lines. */
@@ -125,86 +144,17 @@ interface Row {
   [runtime: string]: string | number;
 }
 
-await ensurePeers();
-const wanted = new Set(flags.models.split(","));
-const models = (await fetchModels()).filter((m) => wanted.has(m.name.replace(/^ocr-/, "")));
-const batches = flags.batches.split(",").map(Number);
-const threadCounts = flags.threads.split(",").map(Number);
-const peers = [
-  new Peer("spindle", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
-  new Peer("onnxruntime", PYTHON, [`${ROOT}/bench/peers/ort_worker.py`]),
-  new Peer("openvino-f32", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
-  new Peer("openvino-default", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
-];
-const temp = await Deno.makeTempDir({ prefix: "spindle-peers-" });
+await ensurePeers(SUITES.has("builtins"));
 const rows: Row[] = [];
+const builtinRows: Record<string, string | number>[] = [];
 const versions: Record<string, string> = {};
 const lines: string[] = [];
 const say = (line: string) => {
   console.log(line);
   lines.push(line);
 };
-say(
-  `peers: ${ROUNDS} alternating rounds of ≥ ${ROUND_MS} ms per runtime per case; medians in ms; ` +
-    `ratio = Spindle / peer (≤ 1.00: Spindle ahead)`,
-);
-say(
-  "model    batch threads | spindle  onnxrt  ov-f32  ov-def | /onnxrt /ov-f32 /ov-def | checksum spread",
-);
-try {
-  for (const model of models as RealModel[]) {
-    for (const batch of batches) {
-      const shape = model.shape.map((d) => (d === -1 ? batch : d));
-      const data = `${temp}/${model.name}-${batch}.bin`;
-      await writeInput(data, shape.reduce((a, b) => a * b, 1), 7 + batch);
-      for (const threads of threadCounts) {
-        const samples = new Map<string, number[]>(peers.map((p) => [p.name, []]));
-        const checksums = new Map<string, number>();
-        for (const peer of peers) {
-          const reply = await peer.request({
-            op: "load",
-            model: model.file,
-            input: model.input,
-            shape,
-            data,
-            threads,
-            precision: peer.name === "openvino-default" ? "default" : "f32",
-          });
-          if (typeof reply.version === "string") versions[peer.name] = reply.version;
-          if (typeof reply.precision === "string") versions[`${peer.name} precision`] = reply.precision;
-          await peer.request({ op: "run", min_ms: 0, min_runs: 2 }); // warm-up
-        }
-        for (let round = 0; round < ROUNDS; round++) {
-          for (let k = 0; k < peers.length; k++) {
-            const peer = peers[(round + k) % peers.length];
-            const reply = await peer.request({ op: "run", min_ms: ROUND_MS, min_runs: 3 });
-            samples.get(peer.name)!.push(...(reply.samples as number[]));
-            checksums.set(peer.name, reply.checksum as number);
-          }
-        }
-        const ms = Object.fromEntries(peers.map((p) => [p.name, median(samples.get(p.name)!)]));
-        const reference = checksums.get("onnxruntime")!;
-        const spread = Math.max(
-          ...["spindle", "openvino-f32"].map((name) =>
-            Math.abs(checksums.get(name)! - reference) / Math.max(1, Math.abs(reference))
-          ),
-        );
-        const row: Row = { model: model.name, batch, threads, ...ms };
-        rows.push(row);
-        const f = (v: number) => v.toFixed(2).padStart(7);
-        const r = (v: number) => (ms.spindle / v).toFixed(2).padStart(7);
-        say(
-          `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} |` +
-            `${f(ms.spindle)} ${f(ms.onnxruntime)} ${f(ms["openvino-f32"])} ${f(ms["openvino-default"])} |` +
-            `${r(ms.onnxruntime)} ${r(ms["openvino-f32"])} ${r(ms["openvino-default"])} | ${spread.toExponential(1)}`,
-        );
-      }
-    }
-  }
-} finally {
-  for (const peer of peers) await peer.close();
-  await Deno.remove(temp, { recursive: true });
-}
+if (SUITES.has("onnx")) await onnxSuite();
+if (SUITES.has("builtins")) await builtinSuite();
 say(`versions: ${JSON.stringify(versions)}`);
 await Deno.mkdir(RESULTS, { recursive: true });
 await Deno.writeTextFile(`${RESULTS}/peers.txt`, lines.join("\n") + "\n");
@@ -217,8 +167,163 @@ await Deno.writeTextFile(
     ratio_openvino_default: row.spindle as number / (row["openvino-default"] as number),
   }))),
 );
-await Deno.writeTextFile(`${RESULTS}/peers.svg`, ratioBars(rows));
+if (rows.length > 0) await Deno.writeTextFile(`${RESULTS}/peers.svg`, ratioBars(rows));
+if (builtinRows.length > 0) await Deno.writeTextFile(`${RESULTS}/peers_builtins.csv`, toCsv(builtinRows));
 console.log(`wrote ${RESULTS}/peers.{txt,csv,svg}`);
+
+/** The PaddleOCR models against onnxruntime and OpenVINO. */
+async function onnxSuite(): Promise<void> {
+  const wanted = new Set(flags.models.split(","));
+  const models = (await fetchModels()).filter((m) => wanted.has(m.name.replace(/^ocr-/, "")));
+  const batches = flags.batches.split(",").map(Number);
+  const peers = [
+    new Peer("spindle", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
+    new Peer("onnxruntime", PYTHON, [`${ROOT}/bench/peers/ort_worker.py`]),
+    new Peer("openvino-f32", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
+    new Peer("openvino-default", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
+  ];
+  const temp = await Deno.makeTempDir({ prefix: "spindle-peers-" });
+  say(
+    `peers: ${ROUNDS} alternating rounds of ≥ ${ROUND_MS} ms per runtime per case; medians in ms; ` +
+      `ratio = Spindle / peer (≤ 1.00: Spindle ahead)`,
+  );
+  say(
+    "model    batch threads | spindle  onnxrt  ov-f32  ov-def | /onnxrt /ov-f32 /ov-def | checksum spread",
+  );
+  try {
+    for (const model of models as RealModel[]) {
+      for (const batch of batches) {
+        const shape = model.shape.map((d) => (d === -1 ? batch : d));
+        const data = `${temp}/${model.name}-${batch}.bin`;
+        await writeInput(data, shape.reduce((a, b) => a * b, 1), 7 + batch);
+        for (const threads of threadCounts) {
+          const samples = new Map<string, number[]>(peers.map((p) => [p.name, []]));
+          const checksums = new Map<string, number>();
+          for (const peer of peers) {
+            const reply = await peer.request({
+              op: "load",
+              model: model.file,
+              input: model.input,
+              shape,
+              data,
+              threads,
+              precision: peer.name === "openvino-default" ? "default" : "f32",
+            });
+            if (typeof reply.version === "string") versions[peer.name] = reply.version;
+            if (typeof reply.precision === "string") versions[`${peer.name} precision`] = reply.precision;
+            await peer.request({ op: "run", min_ms: 0, min_runs: 2 }); // warm-up
+          }
+          for (let round = 0; round < ROUNDS; round++) {
+            for (let k = 0; k < peers.length; k++) {
+              const peer = peers[(round + k) % peers.length];
+              const reply = await peer.request({ op: "run", min_ms: ROUND_MS, min_runs: 3 });
+              samples.get(peer.name)!.push(...(reply.samples as number[]));
+              checksums.set(peer.name, reply.checksum as number);
+            }
+          }
+          const ms = Object.fromEntries(peers.map((p) => [p.name, median(samples.get(p.name)!)]));
+          const reference = checksums.get("onnxruntime")!;
+          const spread = Math.max(
+            ...["spindle", "openvino-f32"].map((name) =>
+              Math.abs(checksums.get(name)! - reference) / Math.max(1, Math.abs(reference))
+            ),
+          );
+          const row: Row = { model: model.name, batch, threads, ...ms };
+          rows.push(row);
+          const f = (v: number) => v.toFixed(2).padStart(7);
+          const r = (v: number) => (ms.spindle / v).toFixed(2).padStart(7);
+          say(
+            `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} |` +
+              `${f(ms.spindle)} ${f(ms.onnxruntime)} ${f(ms["openvino-f32"])} ${f(ms["openvino-default"])} |` +
+              `${r(ms.onnxruntime)} ${r(ms["openvino-f32"])} ${r(ms["openvino-default"])} | ${spread.toExponential(1)}`,
+          );
+        }
+      }
+    }
+  } finally {
+    for (const peer of peers) await peer.close();
+    await Deno.remove(temp, { recursive: true });
+  }
+}
+
+/**
+ * The built-in models against PyTorch re-creating them in TorchScript (plain, and frozen
+ * with optimize_for_inference): latency at each thread count, and throughput of 4 concurrent
+ * requests at 1 intra-op thread each (PyTorch: 4 Python threads; Spindle: 4 concurrent
+ * `forward` calls on its default inference threads).
+ */
+async function builtinSuite(): Promise<void> {
+  const names = flags.builtins.split(",");
+  const runtimes = [
+    new Peer("spindle", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
+    new Peer("torch", PYTHON, [`${ROOT}/bench/peers/torch_worker.py`]),
+    new Peer("torch-frozen", PYTHON, [`${ROOT}/bench/peers/torch_worker.py`]),
+  ];
+  say("");
+  say(
+    "built-in    threads | spindle   torch  frozen | /torch /frozen   (latency, ms)   " +
+      "| throughput 4 x 1 thread, req/s: spindle torch frozen | x torch x frozen",
+  );
+  try {
+    for (const name of names) {
+      const load = async (threads: number) => {
+        for (const peer of runtimes) {
+          const reply = await peer.request({ op: "load", name, threads, frozen: peer.name === "torch-frozen" });
+          if (typeof reply.version === "string") versions[peer.name] = reply.version;
+          await peer.request({ op: "run", min_ms: 0, min_runs: 3 }); // warm-up
+        }
+      };
+      const latency: Record<number, Record<string, number>> = {};
+      for (const threads of threadCounts) {
+        await load(threads);
+        const samples = new Map<string, number[]>(runtimes.map((p) => [p.name, []]));
+        for (let round = 0; round < ROUNDS; round++) {
+          for (let k = 0; k < runtimes.length; k++) {
+            const peer = runtimes[(round + k) % runtimes.length];
+            const reply = await peer.request({ op: "run", min_ms: ROUND_MS, min_runs: 3 });
+            samples.get(peer.name)!.push(...(reply.samples as number[]));
+          }
+        }
+        latency[threads] = Object.fromEntries(runtimes.map((p) => [p.name, median(samples.get(p.name)!)]));
+      }
+      await load(1);
+      const perSecond = new Map<string, number[]>(runtimes.map((p) => [p.name, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        for (let k = 0; k < runtimes.length; k++) {
+          const peer = runtimes[(round + k) % runtimes.length];
+          const reply = await peer.request({ op: "throughput", concurrency: 4, duration_ms: 2 * ROUND_MS });
+          perSecond.get(peer.name)!.push(reply.per_s as number);
+        }
+      }
+      const rate = Object.fromEntries(runtimes.map((p) => [p.name, median(perSecond.get(p.name)!)]));
+      for (const threads of threadCounts) {
+        const ms = latency[threads];
+        const f = (v: number, w = 7) => v.toFixed(2).padStart(w);
+        say(
+          `${name.padEnd(11)} ${String(threads).padStart(7)} |${f(ms.spindle, 8)} ${f(ms.torch)} ${
+            f(ms["torch-frozen"])
+          } |` +
+            `${f(ms.spindle / ms.torch, 6)} ${f(ms.spindle / ms["torch-frozen"])}                  ` +
+            `| ${rate.spindle.toFixed(0).padStart(33)} ${rate.torch.toFixed(0).padStart(5)} ` +
+            `${rate["torch-frozen"].toFixed(0).padStart(6)} | ${f(rate.spindle / rate.torch, 7)} ` +
+            `${f(rate.spindle / rate["torch-frozen"], 8)}`,
+        );
+        builtinRows.push({
+          model: name,
+          threads,
+          spindle_ms: ms.spindle,
+          torch_ms: ms.torch,
+          torch_frozen_ms: ms["torch-frozen"],
+          spindle_per_s_4x1: rate.spindle,
+          torch_per_s_4x1: rate.torch,
+          torch_frozen_per_s_4x1: rate["torch-frozen"],
+        });
+      }
+    }
+  } finally {
+    for (const peer of runtimes) await peer.close();
+  }
+}
 
 /** A grouped bar chart: per case, Spindle's latency ratio to each peer, with the 1.0 line. */
 function ratioBars(data: Row[]): string {

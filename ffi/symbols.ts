@@ -136,16 +136,20 @@ export const symbols = {
   // size_t spindle_call_live_count(void)
   spindle_call_live_count: { parameters: [], result: "usize" },
   // int32_t spindle_call_submit(uint64_t call, uint64_t *outputs, size_t output_count,
-  //     uint8_t *message, size_t message_capacity, int32_t *status, uint64_t watch)
+  //     uint8_t *message, size_t message_capacity, int32_t *status, uint32_t channel,
+  //     uint64_t watch)
   spindle_call_submit: {
-    parameters: ["u64", "buffer", "usize", "buffer", "usize", "buffer", "u64"],
+    parameters: ["u64", "buffer", "usize", "buffer", "usize", "buffer", "u32", "u64"],
     result: "i32",
   },
-  // size_t spindle_inference_wait(uint64_t *tokens, size_t capacity, uint32_t timeout_ms),
-  // on Deno's blocking pool: one waiter takes the tokens of every finished submitted call.
-  spindle_inference_wait: { parameters: ["buffer", "usize", "u32"], result: "usize", nonblocking: true },
-  // void spindle_inference_interrupt(void)
-  spindle_inference_interrupt: { parameters: [], result: "void" },
+  // int32_t spindle_inference_channel(uint32_t *out)
+  spindle_inference_channel: { parameters: ["buffer"], result: "i32" },
+  // size_t spindle_inference_wait(uint32_t channel, uint64_t *tokens, size_t capacity,
+  //     uint32_t timeout_ms), on Deno's blocking pool: one waiter per isolate takes the
+  //     tokens of every finished call it submitted.
+  spindle_inference_wait: { parameters: ["u32", "buffer", "usize", "u32"], result: "usize", nonblocking: true },
+  // void spindle_inference_interrupt(uint32_t channel)
+  spindle_inference_interrupt: { parameters: ["u32"], result: "void" },
   // int32_t spindle_get_num_inference_threads(void)
   spindle_get_num_inference_threads: { parameters: [], result: "i32" },
   // int32_t spindle_set_num_inference_threads(int64_t count)

@@ -3,9 +3,10 @@
  * forward passes (zig/src/pool/inference.zig). Each `forward`/`run` is submitted to it; at
  * most {@link getNumInferenceThreads} run at once, each on one of the pool's threads (which
  * keeps its intra-op team), and the rest wait in a first-in, first-out queue holding no
- * thread. One waiter — a single `nonblocking` FFI call — takes the tokens of finished runs
- * for all of them. So any number of concurrent calls keeps the thread count flat: as plain
- * nonblocking FFI calls, 48 concurrent forwards took a 2-core process from 7 to 46 threads.
+ * thread. One waiter per isolate — a single `nonblocking` FFI call on the isolate's own
+ * completion channel — takes the tokens of its finished runs, for all of them. So any
+ * number of concurrent calls keeps the thread count flat: as plain nonblocking FFI calls,
+ * 48 concurrent forwards took a 2-core process from 7 to 46 threads.
  *
  * Synchronous calls (`forwardSync`, `runSync`) run on the calling thread and are not counted.
  *
@@ -15,9 +16,24 @@ import { check, native } from "../ffi/load.ts";
 import { MAX_THREADS } from "./threads.ts";
 import { Completions } from "./completions.ts";
 
+/**
+ * This isolate's completion channel: the native pool is process-wide, but each isolate (the
+ * main thread, every Worker) waits only for its own calls. Opened on first use.
+ */
+let channel: number | null = null;
+
+function ownChannel(): number {
+  if (channel === null) {
+    const out = new Uint32Array(1);
+    check(native().spindle_inference_channel(out));
+    channel = out[0];
+  }
+  return channel;
+}
+
 /** Settles submitted calls as the inference pool finishes them. */
 const calls = new Completions((tokens, capacity, timeout) =>
-  native().spindle_inference_wait(tokens, capacity, timeout)
+  native().spindle_inference_wait(ownChannel(), tokens, capacity, timeout)
 );
 
 /**
@@ -96,6 +112,7 @@ export function submitCall(call: bigint, outputs: BigUint64Array, message: Uint8
         message,
         BigInt(message.length),
         status,
+        ownChannel(),
         token,
       ),
     );

@@ -107,3 +107,49 @@ Deno.test("a failing queued call gives its slot back", async () => {
     setNumInferenceThreads(4);
   }
 });
+
+Deno.test({
+  name: "Workers awaiting forward at once each get their own results (one completion channel per isolate)",
+  fn: async () => {
+    const result = await runSnippet(`
+      import { Module, mm, randn, script } from "${MOD_URL}";
+      const workerCode = \`
+        import { Module, mm, randn, script } from "${MOD_URL}";
+        const w = randn([32, 32], { seed: 1 });
+        const x = randn([4, 32], { seed: 2 });
+        const model = Module.fromScript(script((a) => mm(a, w)), [x]);
+        const expected = model.forwardSync(x).toArray();
+        let ok = 0;
+        for (let round = 0; round < 50; round++) {
+          const outputs = await Promise.all([model.forward(x), model.forward(x), model.forward(x)]);
+          for (const y of outputs) {
+            if (y.toArray().every((v, i) => v === expected[i])) ok++;
+            y.dispose();
+          }
+        }
+        postMessage(ok);
+      \`;
+      const url = "data:text/javascript," + encodeURIComponent(workerCode);
+      const workers = [0, 1, 2].map(() => new Worker(url, { type: "module" }));
+      // The main isolate runs forwards at the same time as the three workers.
+      const w = randn([32, 32], { seed: 1 });
+      const x = randn([4, 32], { seed: 2 });
+      const model = Module.fromScript(script((a) => mm(a, w)), [x]);
+      let mainOk = 0;
+      const main = (async () => {
+        for (let round = 0; round < 50; round++) {
+          const y = await model.forward(x);
+          mainOk++;
+          y.dispose();
+        }
+      })();
+      const counts = await Promise.all(workers.map((worker) => new Promise((resolve) => {
+        worker.onmessage = (event) => { resolve(event.data); worker.terminate(); };
+      })));
+      await main;
+      console.log(JSON.stringify({ counts, mainOk }));
+    `);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), { counts: [150, 150, 150], mainOk: 50 });
+  },
+});

@@ -5,25 +5,51 @@
  *
  * @module
  */
-import { load, type Module, setNumThreads, type Tensor, tensor } from "../../mod.ts";
+import { builtinModel, load, type Module, setNumThreads, type Tensor, tensor } from "../../mod.ts";
 
 const encoder = new TextEncoder();
 let model: Module | null = null;
-let input: Tensor | null = null;
+let inputs: Tensor[] = [];
+let release: () => void = () => {};
 
 async function handle(request: Record<string, unknown>): Promise<Record<string, unknown>> {
   switch (request.op) {
     case "load": {
       setNumThreads(request.threads as number);
-      model?.dispose();
-      input?.dispose();
-      const shape = request.shape as number[];
+      release();
+      inputs.forEach((t) => t.dispose());
       const started = performance.now();
-      model = await load(request.model as string, { inputShapes: { [request.input as string]: shape } });
+      if (typeof request.name === "string") {
+        // A built-in (its default batch unless one is given), with its fixed-seed request.
+        const built = builtinModel(request.name, { batch: request.batch as number | undefined });
+        model = built.module;
+        inputs = built.inputs();
+        release = () => built.dispose();
+        return { ok: true, load_ms: performance.now() - started };
+      }
+      const shape = request.shape as number[];
+      const loaded = await load(request.model as string, { inputShapes: { [request.input as string]: shape } });
+      model = loaded;
+      release = () => loaded.dispose();
       const loadMs = performance.now() - started;
       const bytes = await Deno.readFile(request.data as string);
-      input = tensor(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4), shape);
+      inputs = [tensor(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4), shape)];
       return { ok: true, load_ms: loadMs };
+    }
+    case "throughput": {
+      // `concurrency` callers, each awaiting one forward after another, as a server's
+      // requests do; Spindle runs them on its inference threads (default split).
+      const deadline = performance.now() + (request.duration_ms as number);
+      let requests = 0;
+      const caller = async () => {
+        while (performance.now() < deadline) {
+          (await model!.forward(...inputs)).dispose();
+          requests++;
+        }
+      };
+      const started = performance.now();
+      await Promise.all(Array.from({ length: request.concurrency as number }, caller));
+      return { ok: true, per_s: requests / ((performance.now() - started) / 1000), requests };
     }
     case "run": {
       const samples: number[] = [];
@@ -31,7 +57,7 @@ async function handle(request: Record<string, unknown>): Promise<Record<string, 
       let checksum = 0;
       while (samples.length < (request.min_runs as number) || performance.now() < deadline) {
         const started = performance.now();
-        const output = await model!.forward(input!);
+        const output = await model!.forward(...inputs);
         samples.push(performance.now() - started);
         if (performance.now() >= deadline && samples.length >= (request.min_runs as number)) {
           checksum = (output.toArray() as Float32Array).reduce((sum, v) => sum + v, 0);

@@ -641,11 +641,13 @@ export fn spindle_call_live_count() usize {
 }
 
 /// int32_t spindle_call_submit(uint64_t call, uint64_t *outputs, size_t output_count,
-///     uint8_t *message, size_t message_capacity, int32_t *status, uint64_t watch): queues
+///     uint8_t *message, size_t message_capacity, int32_t *status, uint32_t channel,
+///     uint64_t watch): queues
 ///     a pinned call on the inference pool (at most spindle_get_num_inference_threads runs
 ///     at once; the rest wait in order). When it has run, its output handles are in
 ///     `outputs`, its status in `*status` (and its message in `message` on error), and
-///     `watch` comes out of spindle_inference_wait. The buffers must stay valid until then.
+///     `watch` comes out of spindle_inference_wait on `channel` (spindle_inference_channel).
+///     The buffers must stay valid until then.
 ///     The call is taken whatever happens: on failure it is released here.
 export fn spindle_call_submit(
     token: Handle,
@@ -654,13 +656,14 @@ export fn spindle_call_submit(
     message: ?[*]u8,
     message_capacity: usize,
     status_out: ?*i32,
+    channel: u32,
     watch: u64,
 ) i32 {
     status.clearMessage();
-    return status.toStatus(callSubmit(token, outputs, output_count, message, message_capacity, status_out, watch));
+    return status.toStatus(callSubmit(token, outputs, output_count, message, message_capacity, status_out, channel, watch));
 }
 
-fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize, status_out: ?*i32, watch: u64) Error!void {
+fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize, status_out: ?*i32, channel: u32, watch: u64) Error!void {
     const failed = status_out == null or (message == null and message_capacity > 0) or
         (outputs == null and output_count > 0) or output_count > max_program_outputs;
     if (failed) {
@@ -670,23 +673,34 @@ fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: 
     }
     const destination: []Handle = if (output_count == 0) &.{} else outputs.?[0..output_count];
     const buffer: []u8 = if (message_capacity == 0) &.{} else message.?[0..message_capacity];
-    return call.submit(token, destination, buffer, status_out.?, watch);
+    return call.submit(token, destination, buffer, status_out.?, channel, watch);
 }
 
-/// size_t spindle_inference_wait(uint64_t *tokens, size_t capacity, uint32_t timeout_ms):
-///     blocks (at most timeout_ms, capped at 60 s) until submitted calls have run, then moves
-///     up to `capacity` of their watch tokens into `tokens` and returns how many. Called
-///     nonblocking: one waiter serves every pending call.
-export fn spindle_inference_wait(tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
+/// int32_t spindle_inference_channel(uint32_t *out): opens a completion channel for one
+///     JavaScript isolate (its waiter takes the tokens of its own calls only). Channels are
+///     never reused; a process opens at most 65,536.
+export fn spindle_inference_channel(out: ?*u32) i32 {
+    status.clearMessage();
+    const destination = out orelse return status.toStatus(status.fail(error.InvalidArgument, "channel pointer is null", .{}));
+    destination.* = call.inference_pool.openChannel() catch |err| return status.toStatus(err);
+    return 0;
+}
+
+/// size_t spindle_inference_wait(uint32_t channel, uint64_t *tokens, size_t capacity,
+///     uint32_t timeout_ms): blocks (at most timeout_ms, capped at 60 s) until calls
+///     submitted to `channel` have run, then moves up to `capacity` of their watch tokens
+///     into `tokens` and returns how many (0 also for a channel never opened). Called
+///     nonblocking: one waiter per isolate serves every pending call.
+export fn spindle_inference_wait(channel: u32, tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
     const destination = tokens orelse return 0;
     const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
-    return call.inference_pool.wait(destination[0..capacity], timeout_ns);
+    return call.inference_pool.wait(channel, destination[0..capacity], timeout_ns) catch 0;
 }
 
-/// void spindle_inference_interrupt(void): makes the current (or next)
-///     spindle_inference_wait return at once.
-export fn spindle_inference_interrupt() void {
-    call.inference_pool.interrupt();
+/// void spindle_inference_interrupt(uint32_t channel): makes the current (or next)
+///     spindle_inference_wait on `channel` return at once.
+export fn spindle_inference_interrupt(channel: u32) void {
+    call.inference_pool.interrupt(channel) catch {};
 }
 
 /// int32_t spindle_get_num_inference_threads(void): forward passes the inference pool runs

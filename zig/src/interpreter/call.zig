@@ -255,9 +255,9 @@ fn recycle(job: *RunJob) void {
 
 /// Queues a run of the pinned call `token` on the inference pool: its output handles go to
 /// `outputs`, its status to `status_out` and, on error, its message to `message`; `watch`
-/// is the token spindle_inference_wait returns once all of that is written. The call is
+/// is the token that channel `channel`'s wait returns once all of that is written. The call is
 /// taken (its token dead) whatever happens; on failure it is released here.
-pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, status_out: *i32, watch: u64) Error!void {
+pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, status_out: *i32, channel: u32, watch: u64) Error!void {
     const call = try table.take(token);
     const job = acquireJob() catch |err| {
         call.release();
@@ -267,7 +267,7 @@ pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, status_out:
     job.outputs = outputs;
     job.message = message;
     job.status_out = status_out;
-    inference_pool.submit(&job.job, watch) catch |err| {
+    inference_pool.submit(&job.job, channel, watch) catch |err| {
         call.release();
         recycle(job);
         return err;
@@ -519,13 +519,14 @@ test "submitted calls run on the inference pool, write their outputs and status,
     var outputs: [count][1]tensor.Handle = undefined;
     var messages: [count][64]u8 = undefined;
     var statuses = [_]i32{-1} ** count;
+    const channel = try inference_pool.openChannel();
     for (0..count) |i| {
         program.retain();
         x.retain();
         // Every third call gets the wrong number of inputs: its run fails, by status.
         const token = if (i % 3 == 2) try table.pin(program, 0, &.{}) else try table.pin(program, 0, &.{x});
         if (i % 3 == 2) x.release();
-        try submit(token, &outputs[i], &messages[i], &statuses[i], 100 + i);
+        try submit(token, &outputs[i], &messages[i], &statuses[i], channel, 100 + i);
         // The token is taken: running or disposing it again is refused.
         try testing.expectError(error.InvalidHandle, table.dispose(token));
     }
@@ -533,7 +534,7 @@ test "submitted calls run on the inference pool, write their outputs and status,
     var received: usize = 0;
     var tokens: [4]u64 = undefined;
     while (received < count) {
-        const got = inference_pool.wait(&tokens, 5 * std.time.ns_per_s);
+        const got = try inference_pool.wait(channel, &tokens, 5 * std.time.ns_per_s);
         try testing.expect(got > 0);
         for (tokens[0..got]) |watch| {
             const i = watch - 100;

@@ -11,12 +11,17 @@
 //! (each with a new team). Here the threads are the pool's: their number is `limit`,
 //! however many calls are pending, and each keeps its team.
 //!
+//! Completions go to channels: each JavaScript isolate (the main thread, every Worker) opens
+//! one and waits only on it, so that one isolate's waiter never takes the token of another's
+//! call. Channels are never reused (a closed one only stops taking jobs), so a stale token
+//! cannot reach a later isolate; at most max_channels are opened per process.
+//!
 //! Workers start lazily (a submit with no idle worker and fewer than `limit` workers starts
 //! one) and sleep on a condition variable when the queue is empty: no spinning. Lowering the
 //! limit lets running jobs finish; workers over the limit then exit.
 //!
-//! Public surface: Job, Pool (init-free: a zeroed struct with a limit function), submit,
-//! wait/poll/interrupt for the completions, deinit, and global().
+//! Public surface: Job, Pool (a struct with a limit function), openChannel, submit,
+//! wait/poll/interrupt for a channel's completions, load, deinit.
 const std = @import("std");
 const status = @import("../status.zig");
 const CompletionQueue = @import("completion_queue.zig").CompletionQueue;
@@ -28,6 +33,8 @@ const assert = std.debug.assert;
 /// bound on memory: TypeScript keeps a pinned call per pending forward, bounded the same way
 /// (interpreter/call.zig `max_pinned_calls`).
 pub const max_live_jobs: usize = 1 << 16;
+/// Completion channels opened per process, at most (one per JavaScript isolate).
+pub const max_channels: u32 = 1 << 16;
 /// Workers at most (settings.zig `max_threads`).
 pub const max_workers: u32 = 1024;
 const worker_stack_bytes: usize = 16 << 20;
@@ -43,8 +50,9 @@ pub const Job = struct {
     next: ?*Job = null,
     /// Link in the completion queue (completion_queue.zig's Node contract).
     completion_next: ?*Job = null,
-    /// What the waiter receives once the job has run.
+    /// What the waiter receives once the job has run, and the channel it goes to.
     watch_token: u64 = 0,
+    channel: u32 = 0,
     /// Runs the job on a worker thread; it must not fail (it records its own outcome).
     run_fn: *const fn (job: *Job) void,
     /// Called once the waiter has taken the token: the owner may reuse the job.
@@ -83,16 +91,56 @@ pub const Pool = struct {
     running: u32 = 0,
     running_peak: u32 = 0,
     shutting_down: bool = false,
-    completions: CompletionQueue(Job, max_live_jobs) = .{},
+    /// The channels' completion queues, by channel number; allocated on the first open (a
+    /// table of max_channels pointers), each queue when its channel opens. Never freed
+    /// while the pool lives: a late token must find its queue.
+    channels: []?*Completions = &.{},
+    channel_count: u32 = 0,
 
-    /// Queues `job` (its token set) and makes sure a worker will run it.
-    pub fn submit(pool: *Pool, job: *Job, token: u64) Error!void {
+    const Completions = CompletionQueue(Job, max_live_jobs);
+
+    /// Opens a completion channel and returns its number.
+    pub fn openChannel(pool: *Pool) Error!u32 {
+        pool.mutex.lock();
+        defer pool.mutex.unlock();
+        if (pool.channels.len == 0) {
+            pool.channels = std.heap.c_allocator.alloc(?*Completions, max_channels) catch return error.OutOfMemory;
+            @memset(pool.channels, null);
+        }
+        if (pool.channel_count == max_channels) {
+            return status.fail(error.TooLarge, "{d} inference channels are open, the most a process gets (one per isolate)", .{max_channels});
+        }
+        const queue = std.heap.c_allocator.create(Completions) catch return error.OutOfMemory;
+        queue.* = .{};
+        const channel = pool.channel_count;
+        pool.channels[channel] = queue;
+        pool.channel_count += 1;
+        return channel;
+    }
+
+    /// The queue of an open channel (checked under the mutex by the caller or at submit).
+    fn queueOf(pool: *Pool, channel: u32) Error!*Completions {
+        pool.mutex.lock();
+        defer pool.mutex.unlock();
+        if (channel >= pool.channel_count) {
+            return status.fail(error.InvalidArgument, "inference channel {d} was never opened", .{channel});
+        }
+        return pool.channels[channel].?;
+    }
+
+    /// Queues `job`, whose token will come out of `channel`, and makes sure a worker will
+    /// run it.
+    pub fn submit(pool: *Pool, job: *Job, channel: u32, token: u64) Error!void {
         job.watch_token = token;
+        job.channel = channel;
         job.next = null;
         var start_worker = false;
         {
             pool.mutex.lock();
             defer pool.mutex.unlock();
+            if (channel >= pool.channel_count) {
+                return status.fail(error.InvalidArgument, "inference channel {d} was never opened", .{channel});
+            }
             if (pool.shutting_down) return status.fail(error.InvalidArgument, "the inference pool is shutting down", .{});
             if (pool.live >= max_live_jobs) {
                 return status.fail(error.TooLarge, "{d} forward calls are pending, the most Spindle holds at once; await some before starting more", .{max_live_jobs});
@@ -177,10 +225,12 @@ pub const Pool = struct {
             pool.running += 1;
             pool.running_peak = @max(pool.running_peak, pool.running);
             pool.mutex.unlock();
+            // Read before the run: the channel's queue is fixed once opened.
+            const queue = pool.channels[job.channel].?;
             job.run_fn(job);
             // The completion queue holds the job until the waiter takes its token, then
             // releases it (Job.release).
-            pool.completions.push(job);
+            queue.push(job);
             pool.mutex.lock();
             pool.running -= 1;
         }
@@ -191,15 +241,17 @@ pub const Pool = struct {
 
     /// Blocks until some jobs completed (or the timeout passes, or interrupt()), copies their
     /// tokens into `tokens` and returns how many.
-    pub fn wait(pool: *Pool, tokens: []u64, timeout_ns: u64) usize {
-        const count = pool.completions.waitSpinning(tokens, timeout_ns, spin_limit);
+    pub fn wait(pool: *Pool, channel: u32, tokens: []u64, timeout_ns: u64) Error!usize {
+        const queue = try pool.queueOf(channel);
+        const count = queue.waitSpinning(tokens, timeout_ns, spin_limit);
         pool.forget(count);
         return count;
     }
 
     /// Like wait() without blocking.
-    pub fn poll(pool: *Pool, tokens: []u64) usize {
-        const count = pool.completions.poll(tokens);
+    pub fn poll(pool: *Pool, channel: u32, tokens: []u64) Error!usize {
+        const queue = try pool.queueOf(channel);
+        const count = queue.poll(tokens);
         pool.forget(count);
         return count;
     }
@@ -212,8 +264,8 @@ pub const Pool = struct {
         pool.live -= count;
     }
 
-    pub fn interrupt(pool: *Pool) void {
-        pool.completions.interrupt();
+    pub fn interrupt(pool: *Pool, channel: u32) Error!void {
+        (try pool.queueOf(channel)).interrupt();
     }
 
     /// Runs every queued job, then stops the workers and waits for them to exit. Completed
@@ -226,6 +278,16 @@ pub const Pool = struct {
         while (pool.workers > 0) pool.exited.wait(&pool.mutex);
         assert(pool.head == null);
         pool.shutting_down = false;
+    }
+
+    /// Frees the channels (tests: a process-wide pool lives as long as the process). Every
+    /// token must have been taken.
+    pub fn freeChannels(pool: *Pool) void {
+        pool.deinit();
+        for (pool.channels[0..pool.channel_count]) |queue| std.heap.c_allocator.destroy(queue.?);
+        if (pool.channels.len > 0) std.heap.c_allocator.free(pool.channels);
+        pool.channels = &.{};
+        pool.channel_count = 0;
     }
 
     /// Workers alive, running jobs, queued jobs (diagnostics and tests).
@@ -273,11 +335,11 @@ const TestJob = struct {
     }
 };
 
-fn drainTokens(pool: *Pool, seen: []bool, expected: usize) !void {
+fn drainTokens(pool: *Pool, channel: u32, seen: []bool, expected: usize) !void {
     var tokens: [16]u64 = undefined;
     var received: usize = 0;
     while (received < expected) {
-        const count = pool.wait(&tokens, 5 * std.time.ns_per_s);
+        const count = try pool.wait(channel, &tokens, 5 * std.time.ns_per_s);
         try testing.expect(count > 0); // five seconds without a completion: a lost job
         for (tokens[0..count]) |token| {
             try testing.expect(!seen[token]);
@@ -290,7 +352,8 @@ fn drainTokens(pool: *Pool, seen: []bool, expected: usize) !void {
 test "the inference pool runs every job once, at most `limit` at a time, from many submitters" {
     test_limit.store(2, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
-    defer pool.deinit();
+    defer pool.freeChannels();
+    const channel = try pool.openChannel();
     var concurrent: Atomic(u32) = .init(0);
     var peak: Atomic(u32) = .init(0);
     const job_count = 64;
@@ -298,18 +361,18 @@ test "the inference pool runs every job once, at most `limit` at a time, from ma
     for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
 
     const Submitter = struct {
-        fn main(p: *Pool, batch: []TestJob, first_token: u64) void {
-            for (batch, 0..) |*job, i| p.submit(&job.job, first_token + i) catch unreachable;
+        fn main(p: *Pool, c: u32, batch: []TestJob, first_token: u64) void {
+            for (batch, 0..) |*job, i| p.submit(&job.job, c, first_token + i) catch unreachable;
         }
     };
     var threads: [4]std.Thread = undefined;
     for (&threads, 0..) |*thread, t| {
-        thread.* = try std.Thread.spawn(.{}, Submitter.main, .{ &pool, jobs[t * 16 .. (t + 1) * 16], t * 16 });
+        thread.* = try std.Thread.spawn(.{}, Submitter.main, .{ &pool, channel, jobs[t * 16 .. (t + 1) * 16], t * 16 });
     }
     for (threads) |thread| thread.join();
 
     var seen = [_]bool{false} ** job_count;
-    try drainTokens(&pool, &seen, job_count);
+    try drainTokens(&pool, channel, &seen, job_count);
     for (jobs) |job| {
         try testing.expect(job.ran);
         try testing.expect(job.released);
@@ -322,21 +385,22 @@ test "the inference pool runs every job once, at most `limit` at a time, from ma
 test "the inference pool follows a raised and a lowered limit" {
     test_limit.store(1, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
-    defer pool.deinit();
+    defer pool.freeChannels();
+    const channel = try pool.openChannel();
     var concurrent: Atomic(u32) = .init(0);
     var peak: Atomic(u32) = .init(0);
     var jobs: [24]TestJob = undefined;
     for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
     var seen = [_]bool{false} ** 24;
 
-    for (jobs[0..8], 0..) |*job, i| try pool.submit(&job.job, i);
-    try drainTokens(&pool, &seen, 8);
+    for (jobs[0..8], 0..) |*job, i| try pool.submit(&job.job, channel, i);
+    try drainTokens(&pool, channel, &seen, 8);
     try testing.expectEqual(@as(u32, 1), peak.load(.acquire));
 
     test_limit.store(3, .monotonic);
     pool.limitChanged();
-    for (jobs[8..24], 8..) |*job, i| try pool.submit(&job.job, i);
-    try drainTokens(&pool, &seen, 16);
+    for (jobs[8..24], 8..) |*job, i| try pool.submit(&job.job, channel, i);
+    try drainTokens(&pool, channel, &seen, 16);
     try testing.expect(peak.load(.acquire) <= 3);
     try testing.expect(pool.load().workers <= 3);
 
@@ -348,18 +412,50 @@ test "the inference pool follows a raised and a lowered limit" {
     try testing.expectEqual(@as(u32, 1), pool.load().workers);
 }
 
+test "each channel gets only the tokens of its own jobs" {
+    test_limit.store(2, .monotonic);
+    var pool: Pool = .{ .limit_fn = testLimit };
+    defer pool.freeChannels();
+    const first = try pool.openChannel();
+    const second = try pool.openChannel();
+    try testing.expect(first != second);
+    var concurrent: Atomic(u32) = .init(0);
+    var peak: Atomic(u32) = .init(0);
+    var jobs: [16]TestJob = undefined;
+    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    // Interleaved: tokens below 100 go to `first`, from 100 on to `second`.
+    for (&jobs, 0..) |*job, i| {
+        if (i % 2 == 0) try pool.submit(&job.job, first, i) else try pool.submit(&job.job, second, 100 + i);
+    }
+    for ([_]u32{ first, second }) |channel| {
+        var tokens: [16]u64 = undefined;
+        var got: usize = 0;
+        while (got < 8) {
+            const count = try pool.wait(channel, tokens[got..], 5 * std.time.ns_per_s);
+            try testing.expect(count > 0); // five seconds without a completion: a lost job
+            for (tokens[got..][0..count]) |token| try testing.expectEqual(channel == second, token >= 100);
+            got += count;
+        }
+        try testing.expectEqual(@as(usize, 0), try pool.poll(channel, &tokens));
+    }
+}
+
 test "the inference pool refuses jobs past its bound and while shutting down" {
     test_limit.store(1, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
-    defer pool.deinit();
+    defer pool.freeChannels();
+    const channel = try pool.openChannel();
     pool.live = max_live_jobs; // as if that many forwards were pending
     var concurrent: Atomic(u32) = .init(0);
     var peak: Atomic(u32) = .init(0);
     var job: TestJob = .{ .concurrent = &concurrent, .peak = &peak };
-    try testing.expectError(error.TooLarge, pool.submit(&job.job, 1));
+    try testing.expectError(error.TooLarge, pool.submit(&job.job, channel, 1));
     pool.live = 0;
+    try testing.expectError(error.InvalidArgument, pool.submit(&job.job, channel + 1, 1)); // never opened
     pool.shutting_down = true;
-    try testing.expectError(error.InvalidArgument, pool.submit(&job.job, 1));
+    try testing.expectError(error.InvalidArgument, pool.submit(&job.job, channel, 1));
     pool.shutting_down = false;
     try testing.expect(!job.ran);
+    var tokens: [1]u64 = undefined;
+    try testing.expectError(error.InvalidArgument, pool.poll(channel + 1, &tokens));
 }
