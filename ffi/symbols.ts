@@ -136,8 +136,8 @@ export const symbols = {
   // size_t spindle_call_live_count(void)
   spindle_call_live_count: { parameters: [], result: "usize" },
   // int32_t spindle_call_submit(uint64_t call, uint64_t *outputs, size_t output_count,
-  //     uint8_t *message, size_t message_capacity, int32_t *status, uint32_t channel,
-  //     uint64_t watch)
+  //     uint8_t *message, size_t message_capacity, int64_t *result /* [2] */,
+  //     uint32_t channel, uint64_t watch)
   spindle_call_submit: {
     parameters: ["u64", "buffer", "usize", "buffer", "usize", "buffer", "u32", "u64"],
     result: "i32",

@@ -91,18 +91,29 @@ export function inferenceLoad(): { threads: number; running: number; waiting: nu
   return { threads: Number(loadBuffer[0]), running: Number(loadBuffer[1]), waiting: Number(loadBuffer[2]) };
 }
 
+/** Calls of this isolate submitted and not yet settled. */
+export function pendingCalls(): number {
+  return calls.size;
+}
+
+/** How a submitted call ended: its status and how long the native run took. */
+export interface SubmitResult {
+  status: number;
+  runMicros: number;
+}
+
 /**
  * Submits the pinned call `call` to the inference pool and settles once it has run: its
- * output handles are then in `outputs`, its status is the result (and its message is in
- * `message` on error). The caller keeps `outputs` and `message` referenced until the promise
- * settles (it reads them then), so the native run never writes into collected memory. The
- * call is taken whatever happens.
+ * output handles are then in `outputs`, its status and run time are the result (and its
+ * message is in `message` on error). The caller keeps `outputs` and `message` referenced
+ * until the promise settles (it reads them then), so the native run never writes into
+ * collected memory. The call is taken whatever happens.
  */
-export function submitCall(call: bigint, outputs: BigUint64Array, message: Uint8Array): Promise<number> {
-  const status = new Int32Array(1);
-  let settle: (code: number) => void = () => {};
-  const done = new Promise<number>((resolve) => (settle = resolve));
-  const token = calls.register(() => settle(status[0]));
+export function submitCall(call: bigint, outputs: BigUint64Array, message: Uint8Array): Promise<SubmitResult> {
+  const result = new BigInt64Array(2);
+  let settle: (outcome: SubmitResult) => void = () => {};
+  const done = new Promise<SubmitResult>((resolve) => (settle = resolve));
+  const token = calls.register(() => settle({ status: Number(result[0]), runMicros: Number(result[1]) / 1000 }));
   try {
     check(
       native().spindle_call_submit(
@@ -111,7 +122,7 @@ export function submitCall(call: bigint, outputs: BigUint64Array, message: Uint8
         BigInt(outputs.length),
         message,
         BigInt(message.length),
-        status,
+        result,
         ownChannel(),
         token,
       ),

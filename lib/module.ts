@@ -89,8 +89,11 @@ let createModule: (program: Program, name: string) => Module;
  * output, `forwardAll(...inputs)` every output of a model that has several — or the way
  * onnxruntime users run a session — `run({ [inputName]: tensor })` returns the outputs by
  * name, described by `inputNames`, `outputNames`, `inputMetadata` and `outputMetadata`.
- * The asynchronous methods run off the JavaScript thread, so N concurrent calls run as N
- * inference threads; the `…Sync` ones run on the calling thread. An asynchronous call holds
+ * The asynchronous methods run off the JavaScript thread, on Spindle's inference threads (at
+ * most `getNumInferenceThreads()` at once, the rest queued); the `…Sync` ones run on the
+ * calling thread. A model whose runs take under 50 µs runs its asynchronous calls on the
+ * calling thread too while none is pending, since the hop to another thread would cost as
+ * much as the run. An asynchronous call holds
  * its inputs and the module's program from the moment it is made until it settles, so
  * disposing them meanwhile (as `using` does at the end of a scope) is safe. Each run holds
  * at most the module's memory budget of tensors at once (the `memoryBudget` option of
@@ -276,7 +279,8 @@ export class Module {
   }
 
   /**
-   * Runs the forward pass on an inference thread (off the JavaScript thread).
+   * Runs the forward pass on an inference thread (off the JavaScript thread; a model whose
+   * runs take under 50 µs runs on the calling thread while no other call is pending).
    *
    * @param inputs The model's inputs, in the order of {@link Module.inputNames}.
    * @returns The output.

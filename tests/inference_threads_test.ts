@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { MOD_URL, runSnippet } from "./helpers.ts";
 import {
+  add,
   getNumInferenceThreads,
   getNumThreads,
   mm,
@@ -12,6 +13,7 @@ import {
   setNumThreads,
 } from "../mod.ts";
 import { inferenceLoad } from "../lib/inference.ts";
+import { programFor } from "../lib/script/script.ts";
 
 /**
  * A child process that runs `calls` concurrent forwards of a 256² matmul model at 2 intra-op
@@ -152,4 +154,27 @@ Deno.test({
     assert.equal(result.code, 0, result.stderr);
     assert.deepEqual(JSON.parse(result.stdout), { counts: [150, 150, 150], mainOk: 50 });
   },
+});
+
+Deno.test("tiny runs go inline while nothing is pending; long ones and concurrent ones go to the pool", async () => {
+  using one = randn([1, 1], { seed: 1 });
+  const tiny = programFor(script((a) => add(a, a)), [one]);
+  const first = await tiny.run([one]); // async: its time is not known yet
+  first.forEach((t) => t.dispose());
+  assert.equal(tiny.inlineRuns, 0);
+  for (let i = 0; i < 5; i++) (await tiny.run([one])).forEach((t) => t.dispose());
+  assert.equal(tiny.inlineRuns, 5);
+
+  using w = randn([512, 512], { seed: 2 });
+  using x = randn([512, 512], { seed: 3 });
+  const heavy = programFor(script((a) => mm(mm(a, w), w)), [x]);
+  for (let i = 0; i < 3; i++) (await heavy.run([x])).forEach((t) => t.dispose());
+  assert.equal(heavy.inlineRuns, 0);
+
+  // While a heavy run is pending, the tiny program's calls go to the pool too.
+  const pending = heavy.run([x]);
+  const during = await tiny.run([one]);
+  during.forEach((t) => t.dispose());
+  assert.equal(tiny.inlineRuns, 5);
+  (await pending).forEach((t) => t.dispose());
 });

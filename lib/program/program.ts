@@ -11,13 +11,22 @@ import { SpindleError } from "../../ffi/status.ts";
 import { LIMITS } from "../../ffi/abi.ts";
 import { Tensor } from "../tensor.ts";
 import { decodeDescription, type Description } from "./format.ts";
-import { submitCall } from "../inference.ts";
+import { pendingCalls, submitCall } from "../inference.ts";
 
 const finalizer = new FinalizationRegistry<bigint>((handle) => {
   native().spindle_program_dispose(handle);
 });
 
 const MESSAGE_CAPACITY = LIMITS.messageCapacity;
+/**
+ * Asynchronous runs expected to take less than this many µs run on the calling thread while
+ * no other asynchronous run of this isolate is pending: the hop to an inference thread and
+ * back (a futex wake each way, and the event loop's wake-up) measured 10–30 µs on an idle
+ * machine and several times that on a busy one, so offloading such a run would cost about as
+ * much as it frees; and 50 µs of a blocked event loop is less than parsing a request takes.
+ * With runs pending, calls go to the pool, so concurrent requests still use every core.
+ */
+export const INLINE_MAX_MICROS = 50;
 /** u64 words per profile record (zig/src/interpreter/execute.zig `Profile.Record`). */
 export const PROFILE_RECORD_WORDS = 3 + 3 * 9;
 /** Where spindle_call_pin writes the token (read at once, on the same thread). */
@@ -185,11 +194,22 @@ export class Program {
     }
   }
 
+  /** Recent native run time of graph 0 in µs (a moving average), null before the first run. */
+  #runMicros: number | null = null;
+  /** Asynchronous runs that ran inline (on the calling thread): for tests and diagnostics. */
+  inlineRuns = 0;
+
   /**
    * Runs graph 0 off the JavaScript thread, on the inference pool (lib/inference.ts). Before
    * it returns, the program and the inputs are pinned natively (one reference each, held until
    * the run ends): disposing them while the run is pending, as `using` does at the end of a
    * scope, is safe and does not change the result.
+   *
+   * A program whose recent runs took less than INLINE_MAX_MICROS runs on the calling thread
+   * instead, while no other asynchronous run is pending: the hop to a pool thread and back
+   * costs about that much. (onnxruntime-node's `run` always runs on the calling thread,
+   * whatever the model.) Each run updates the estimate, so a program whose runs grow goes
+   * back to the pool.
    *
    * @param inputs The graph's inputs.
    * @returns One tensor per graph output.
@@ -197,6 +217,13 @@ export class Program {
    */
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
     // Everything up to the first await runs on the calling thread, before run() returns.
+    if (this.#runMicros !== null && this.#runMicros < INLINE_MAX_MICROS && pendingCalls() === 0) {
+      const started = performance.now();
+      const results = this.runSync(inputs);
+      this.#observe((performance.now() - started) * 1000);
+      this.inlineRuns++;
+      return results;
+    }
     const handles = this.#handles(inputs);
     check(native().spindle_call_pin(this.#live(), 0, handles, BigInt(handles.length), callBuffer));
     const call = callBuffer[0];
@@ -205,8 +232,14 @@ export class Program {
     const message = new Uint8Array(MESSAGE_CAPACITY);
     // Submitted to the inference pool (lib/inference.ts), which takes the call whatever
     // happens: at most getNumInferenceThreads() runs at once, the rest wait their turn.
-    const status = await submitCall(call, outputs, message);
+    const { status, runMicros } = await submitCall(call, outputs, message);
+    if (status === 0) this.#observe(runMicros);
     return this.#collect(status, outputs, message);
+  }
+
+  /** Folds one run's time into the moving average (weight 1/4: a few runs move it). */
+  #observe(micros: number): void {
+    this.#runMicros = this.#runMicros === null ? micros : 0.75 * this.#runMicros + 0.25 * micros;
   }
 
   /** Frees the native program (running calls keep their own reference). Idempotent. */

@@ -641,30 +641,30 @@ export fn spindle_call_live_count() usize {
 }
 
 /// int32_t spindle_call_submit(uint64_t call, uint64_t *outputs, size_t output_count,
-///     uint8_t *message, size_t message_capacity, int32_t *status, uint32_t channel,
-///     uint64_t watch): queues
-///     a pinned call on the inference pool (at most spindle_get_num_inference_threads runs
-///     at once; the rest wait in order). When it has run, its output handles are in
-///     `outputs`, its status in `*status` (and its message in `message` on error), and
-///     `watch` comes out of spindle_inference_wait on `channel` (spindle_inference_channel).
-///     The buffers must stay valid until then.
-///     The call is taken whatever happens: on failure it is released here.
+///     uint8_t *message, size_t message_capacity, int64_t *result /* [2] */,
+///     uint32_t channel, uint64_t watch): queues a pinned call on the inference pool (at
+///     most spindle_get_num_inference_threads runs at once; the rest wait in order). When
+///     it has run, its output handles are in `outputs`, its status and run time in
+///     nanoseconds in `result` (and its message in `message` on error), and `watch` comes
+///     out of spindle_inference_wait on `channel` (spindle_inference_channel). The buffers
+///     must stay valid until then. The call is taken whatever happens: on failure it is
+///     released here.
 export fn spindle_call_submit(
     token: Handle,
     outputs: ?[*]Handle,
     output_count: usize,
     message: ?[*]u8,
     message_capacity: usize,
-    status_out: ?*i32,
+    result_out: ?*[2]i64,
     channel: u32,
     watch: u64,
 ) i32 {
     status.clearMessage();
-    return status.toStatus(callSubmit(token, outputs, output_count, message, message_capacity, status_out, channel, watch));
+    return status.toStatus(callSubmit(token, outputs, output_count, message, message_capacity, result_out, channel, watch));
 }
 
-fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize, status_out: ?*i32, channel: u32, watch: u64) Error!void {
-    const failed = status_out == null or (message == null and message_capacity > 0) or
+fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize, result_out: ?*[2]i64, channel: u32, watch: u64) Error!void {
+    const failed = result_out == null or (message == null and message_capacity > 0) or
         (outputs == null and output_count > 0) or output_count > max_program_outputs;
     if (failed) {
         call.table.dispose(token) catch {};
@@ -673,7 +673,7 @@ fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: 
     }
     const destination: []Handle = if (output_count == 0) &.{} else outputs.?[0..output_count];
     const buffer: []u8 = if (message_capacity == 0) &.{} else message.?[0..message_capacity];
-    return call.submit(token, destination, buffer, status_out.?, channel, watch);
+    return call.submit(token, destination, buffer, result_out.?, channel, watch);
 }
 
 /// int32_t spindle_inference_channel(uint32_t *out): opens a completion channel for one

@@ -214,7 +214,9 @@ pub const RunJob = struct {
     call: Call = undefined,
     outputs: []tensor.Handle = &.{},
     message: []u8 = &.{},
-    status_out: *i32 = undefined,
+    /// [status, nanoseconds the run took] (TypeScript decides from the time whether the
+    /// model's next runs are worth the hop to a pool thread).
+    result_out: *[2]i64 = undefined,
     next_free: ?*RunJob = null,
 };
 
@@ -254,10 +256,10 @@ fn recycle(job: *RunJob) void {
 }
 
 /// Queues a run of the pinned call `token` on the inference pool: its output handles go to
-/// `outputs`, its status to `status_out` and, on error, its message to `message`; `watch`
+/// `outputs`, its status and run time to `result_out` and, on error, its message to `message`; `watch`
 /// is the token that channel `channel`'s wait returns once all of that is written. The call is
 /// taken (its token dead) whatever happens; on failure it is released here.
-pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, status_out: *i32, channel: u32, watch: u64) Error!void {
+pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, result_out: *[2]i64, channel: u32, watch: u64) Error!void {
     const call = try table.take(token);
     const job = acquireJob() catch |err| {
         call.release();
@@ -266,7 +268,7 @@ pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, status_out:
     job.call = call;
     job.outputs = outputs;
     job.message = message;
-    job.status_out = status_out;
+    job.result_out = result_out;
     inference_pool.submit(&job.job, channel, watch) catch |err| {
         call.release();
         recycle(job);
@@ -277,9 +279,11 @@ pub fn submit(token: Token, outputs: []tensor.Handle, message: []u8, status_out:
 fn runJob(job: *inference.Job) void {
     const run_job: *RunJob = @fieldParentPtr("job", job);
     status.clearMessage();
+    const started = std.time.Instant.now() catch null;
     const result = runAndPublish(&run_job.call, run_job.outputs);
+    const elapsed: u64 = if (started) |begin| (std.time.Instant.now() catch begin).since(begin) else 0;
     run_job.call.release();
-    run_job.status_out.* = finish(result, run_job.message);
+    run_job.result_out.* = .{ finish(result, run_job.message), @intCast(@min(elapsed, std.math.maxInt(i64))) };
 }
 
 fn releaseJob(job: *inference.Job) void {
@@ -518,7 +522,7 @@ test "submitted calls run on the inference pool, write their outputs and status,
     const count = 12;
     var outputs: [count][1]tensor.Handle = undefined;
     var messages: [count][64]u8 = undefined;
-    var statuses = [_]i32{-1} ** count;
+    var results = [_][2]i64{.{ -1, -1 }} ** count;
     const channel = try inference_pool.openChannel();
     for (0..count) |i| {
         program.retain();
@@ -526,7 +530,7 @@ test "submitted calls run on the inference pool, write their outputs and status,
         // Every third call gets the wrong number of inputs: its run fails, by status.
         const token = if (i % 3 == 2) try table.pin(program, 0, &.{}) else try table.pin(program, 0, &.{x});
         if (i % 3 == 2) x.release();
-        try submit(token, &outputs[i], &messages[i], &statuses[i], channel, 100 + i);
+        try submit(token, &outputs[i], &messages[i], &results[i], channel, 100 + i);
         // The token is taken: running or disposing it again is refused.
         try testing.expectError(error.InvalidHandle, table.dispose(token));
     }
@@ -544,12 +548,13 @@ test "submitted calls run on the inference pool, write their outputs and status,
         received += got;
     }
     for (0..count) |i| {
+        try testing.expect(results[i][1] >= 0); // the run's time
         if (i % 3 == 2) {
-            try testing.expect(statuses[i] != 0);
+            try testing.expect(results[i][0] != 0);
             try testing.expect(std.mem.indexOfScalar(u8, &messages[i], 0) != null);
             continue;
         }
-        try testing.expectEqual(@as(i32, 0), statuses[i]);
+        try testing.expectEqual(@as(i64, 0), results[i][0]);
         const y = try tensor.table.acquire(outputs[i][0]);
         try testing.expectEqualSlices(f32, &.{ 0, 2 }, y.f32Slice());
         y.release();
