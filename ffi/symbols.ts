@@ -79,20 +79,23 @@ export const symbols = {
   spindle_future_dispose: { parameters: ["u64"], result: "i32" },
   // size_t spindle_future_live_count(void)
   spindle_future_live_count: { parameters: [], result: "usize" },
-  // int32_t spindle_future_watch(uint64_t future, uint64_t token)
-  spindle_future_watch: { parameters: ["u64", "u64"], result: "i32" },
-  // size_t spindle_completions_wait(uint64_t *tokens, size_t capacity, uint32_t timeout_ms),
-  // on Deno's blocking pool: one waiter drains the native completion queue for every
-  // pending future, so awaiting takes one thread however many futures are in flight.
+  // int32_t spindle_channel_open(uint32_t *out)
+  spindle_channel_open: { parameters: ["buffer"], result: "i32" },
+  // int32_t spindle_future_watch(uint64_t future, uint32_t channel, uint64_t token)
+  spindle_future_watch: { parameters: ["u64", "u32", "u64"], result: "i32" },
+  // size_t spindle_completions_wait(uint32_t channel, uint64_t *tokens, size_t capacity,
+  //     uint32_t timeout_ms), on Deno's blocking pool: one waiter per isolate drains its
+  //     channel's completion queue for every pending future, so awaiting takes one thread
+  //     however many futures are in flight.
   spindle_completions_wait: {
-    parameters: ["buffer", "usize", "u32"],
+    parameters: ["u32", "buffer", "usize", "u32"],
     result: "usize",
     nonblocking: true,
   },
-  // size_t spindle_completions_poll(uint64_t *tokens, size_t capacity)
-  spindle_completions_poll: { parameters: ["buffer", "usize"], result: "usize" },
-  // void spindle_completions_interrupt(void)
-  spindle_completions_interrupt: { parameters: [], result: "void" },
+  // size_t spindle_completions_poll(uint32_t channel, uint64_t *tokens, size_t capacity)
+  spindle_completions_poll: { parameters: ["u32", "buffer", "usize"], result: "usize" },
+  // void spindle_completions_interrupt(uint32_t channel)
+  spindle_completions_interrupt: { parameters: ["u32"], result: "void" },
   // size_t spindle_unobserved_errors(uint8_t *buffer, size_t capacity)
   spindle_unobserved_errors: { parameters: ["buffer", "usize"], result: "usize" },
   // int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t memory_budget,
@@ -142,8 +145,6 @@ export const symbols = {
     parameters: ["u64", "buffer", "usize", "buffer", "usize", "buffer", "u32", "u64"],
     result: "i32",
   },
-  // int32_t spindle_inference_channel(uint32_t *out)
-  spindle_inference_channel: { parameters: ["buffer"], result: "i32" },
   // size_t spindle_inference_wait(uint32_t channel, uint64_t *tokens, size_t capacity,
   //     uint32_t timeout_ms), on Deno's blocking pool: one waiter per isolate takes the
   //     tokens of every finished call it submitted.

@@ -71,8 +71,25 @@ export class Completions {
   }
 }
 
+/**
+ * This isolate's completion channel. The library is process-wide, but each isolate (the main
+ * thread, every Worker) numbers its own tokens and runs its own waiters, so its tokens must
+ * come back to it alone (zig/src/pool/channels.zig). Opened on first use.
+ */
+let channel: number | null = null;
+
+/** The completion channel of this isolate (futures and inference-pool calls share it). */
+export function isolateChannel(): number {
+  if (channel === null) {
+    const out = new Uint32Array(1);
+    check(native().spindle_channel_open(out));
+    channel = out[0];
+  }
+  return channel;
+}
+
 const futures = new Completions((tokens, capacity, timeout) =>
-  native().spindle_completions_wait(tokens, capacity, timeout)
+  native().spindle_completions_wait(isolateChannel(), tokens, capacity, timeout)
 );
 
 /**
@@ -84,7 +101,7 @@ const futures = new Completions((tokens, capacity, timeout) =>
 export function watch(handle: bigint, onDone: () => void): void {
   const token = futures.register(onDone);
   try {
-    check(native().spindle_future_watch(handle, token));
+    check(native().spindle_future_watch(handle, isolateChannel(), token));
   } catch (error) {
     futures.cancel(token);
     throw error;

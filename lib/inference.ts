@@ -14,26 +14,11 @@
  */
 import { check, native } from "../ffi/load.ts";
 import { MAX_THREADS } from "./threads.ts";
-import { Completions } from "./completions.ts";
-
-/**
- * This isolate's completion channel: the native pool is process-wide, but each isolate (the
- * main thread, every Worker) waits only for its own calls. Opened on first use.
- */
-let channel: number | null = null;
-
-function ownChannel(): number {
-  if (channel === null) {
-    const out = new Uint32Array(1);
-    check(native().spindle_inference_channel(out));
-    channel = out[0];
-  }
-  return channel;
-}
+import { Completions, isolateChannel } from "./completions.ts";
 
 /** Settles submitted calls as the inference pool finishes them. */
 const calls = new Completions((tokens, capacity, timeout) =>
-  native().spindle_inference_wait(ownChannel(), tokens, capacity, timeout)
+  native().spindle_inference_wait(isolateChannel(), tokens, capacity, timeout)
 );
 
 /**
@@ -123,7 +108,7 @@ export function submitCall(call: bigint, outputs: BigUint64Array, message: Uint8
         message,
         BigInt(message.length),
         result,
-        ownChannel(),
+        isolateChannel(),
         token,
       ),
     );

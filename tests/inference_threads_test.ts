@@ -178,3 +178,30 @@ Deno.test("tiny runs go inline while nothing is pending; long ones and concurren
   assert.equal(tiny.inlineRuns, 5);
   (await pending).forEach((t) => t.dispose());
 });
+
+Deno.test("Workers awaiting forked futures at once each get their own results", async () => {
+  const result = await runSnippet(`
+    const code = (seed) => \`
+      import { fork, mm, randn } from "${MOD_URL}";
+      const a = randn([16, 16], { seed: \${seed} });
+      const expected = mm(a, a).toArray();
+      let ok = 0;
+      for (let round = 0; round < 40; round++) {
+        const products = await Promise.all([fork(mm, a, a), fork(mm, a, a), fork(mm, a, a)]);
+        for (const p of products) {
+          if (p.toArray().every((v, i) => v === expected[i])) ok++;
+          p.dispose();
+        }
+      }
+      postMessage(ok);
+    \`;
+    const workers = [1, 2, 3].map((seed) =>
+      new Worker("data:text/javascript," + encodeURIComponent(code(seed)), { type: "module" }));
+    const counts = await Promise.all(workers.map((worker) => new Promise((resolve) => {
+      worker.onmessage = (event) => { resolve(event.data); worker.terminate(); };
+    })));
+    console.log(JSON.stringify(counts));
+  `);
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(JSON.parse(result.stdout), [120, 120, 120]);
+});

@@ -21,6 +21,7 @@ const abi = @import("abi.zig");
 const program = @import("interpreter/program.zig");
 const execute = @import("interpreter/execute.zig");
 const call = @import("interpreter/call.zig");
+const channels = @import("pool/channels.zig");
 
 const Error = status.Error;
 const Handle = tensor.Handle;
@@ -389,46 +390,61 @@ export fn spindle_future_live_count() usize {
     return Future.liveCount();
 }
 
-/// int32_t spindle_future_watch(uint64_t future, uint64_t token): registers `token` for the
-///     completion queue. It is queued once, when the future completes (at once when it
-///     already has). At most one token per future; the future stays alive until its token
-///     is taken, even after spindle_future_dispose.
-export fn spindle_future_watch(handle: Handle, token: u64) i32 {
+/// int32_t spindle_channel_open(uint32_t *out): opens a completion channel for one JavaScript
+///     isolate: the tokens of the futures it watches and of the calls it submits come out
+///     of its channel only (pool/channels.zig). Channels are never reused; a process opens
+///     at most 65,536.
+export fn spindle_channel_open(out: ?*u32) i32 {
     status.clearMessage();
-    return status.toStatus(futureWatch(handle, token));
+    const destination = out orelse return status.toStatus(status.fail(error.InvalidArgument, "channel pointer is null", .{}));
+    destination.* = channels.open() catch |err| return status.toStatus(err);
+    return 0;
 }
 
-fn futureWatch(handle: Handle, token: u64) Error!void {
+/// int32_t spindle_future_watch(uint64_t future, uint32_t channel, uint64_t token): registers
+///     `token` for the completion queue of `channel`. It is queued once, when the future
+///     completes (at once when it already has). At most one token per future; the future
+///     stays alive until its token is taken, even after spindle_future_dispose.
+export fn spindle_future_watch(handle: Handle, channel: u32, token: u64) i32 {
+    status.clearMessage();
+    return status.toStatus(futureWatch(handle, channel, token));
+}
+
+fn futureWatch(handle: Handle, channel: u32, token: u64) Error!void {
     const future = try Future.table.acquire(handle);
     defer future.release();
-    try future.watch(token);
+    try future.watch(channel, token);
 }
 
 /// Largest completion wait: a bound, so that a forgotten waiter returns within a minute.
 const completions_timeout_ms_max: u32 = 60_000;
 
-/// size_t spindle_completions_wait(uint64_t *tokens, size_t capacity, uint32_t timeout_ms):
-///     blocks until at least one token is queued, `timeout_ms` passes (at most 60000), or
-///     spindle_completions_interrupt is called; then moves up to `capacity` tokens, in
-///     completion order, into `tokens` and returns their count (0 on timeout). Thread-safe:
-///     each token goes to exactly one caller. Meant for a Deno `nonblocking` call.
-export fn spindle_completions_wait(tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
+/// size_t spindle_completions_wait(uint32_t channel, uint64_t *tokens, size_t capacity,
+///     uint32_t timeout_ms): blocks until at least one token is queued on `channel`,
+///     `timeout_ms` passes (at most 60000), or spindle_completions_interrupt is called;
+///     then moves up to `capacity` tokens, in completion order, into `tokens` and returns
+///     their count (0 on timeout, or for a channel never opened). Thread-safe: each token
+///     goes to exactly one caller. Meant for a Deno `nonblocking` call.
+export fn spindle_completions_wait(channel: u32, tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
     const destination = tokens orelse return 0;
+    const queue = Future.completion_queues.get(channel) catch return 0;
     const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
-    return Future.completion_queue.wait(destination[0..capacity], timeout_ns);
+    return queue.wait(destination[0..capacity], timeout_ns);
 }
 
-/// size_t spindle_completions_poll(uint64_t *tokens, size_t capacity): like
+/// size_t spindle_completions_poll(uint32_t channel, uint64_t *tokens, size_t capacity): like
 ///     spindle_completions_wait without blocking.
-export fn spindle_completions_poll(tokens: ?[*]u64, capacity: usize) usize {
+export fn spindle_completions_poll(channel: u32, tokens: ?[*]u64, capacity: usize) usize {
     const destination = tokens orelse return 0;
-    return Future.completion_queue.poll(destination[0..capacity]);
+    const queue = Future.completion_queues.get(channel) catch return 0;
+    return queue.poll(destination[0..capacity]);
 }
 
-/// void spindle_completions_interrupt(void): makes the pending (or next)
-///     spindle_completions_wait return at once, e.g. to shut down.
-export fn spindle_completions_interrupt() void {
-    Future.completion_queue.interrupt();
+/// void spindle_completions_interrupt(uint32_t channel): makes the pending (or next)
+///     spindle_completions_wait on `channel` return at once, e.g. to shut down.
+export fn spindle_completions_interrupt(channel: u32) void {
+    const queue = Future.completion_queues.get(channel) catch return;
+    queue.interrupt();
 }
 
 /// size_t spindle_unobserved_errors(uint8_t *buffer, size_t capacity): moves the messages of
@@ -676,16 +692,6 @@ fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: 
     return call.submit(token, destination, buffer, result_out.?, channel, watch);
 }
 
-/// int32_t spindle_inference_channel(uint32_t *out): opens a completion channel for one
-///     JavaScript isolate (its waiter takes the tokens of its own calls only). Channels are
-///     never reused; a process opens at most 65,536.
-export fn spindle_inference_channel(out: ?*u32) i32 {
-    status.clearMessage();
-    const destination = out orelse return status.toStatus(status.fail(error.InvalidArgument, "channel pointer is null", .{}));
-    destination.* = call.inference_pool.openChannel() catch |err| return status.toStatus(err);
-    return 0;
-}
-
 /// size_t spindle_inference_wait(uint32_t channel, uint64_t *tokens, size_t capacity,
 ///     uint32_t timeout_ms): blocks (at most timeout_ms, capped at 60 s) until calls
 ///     submitted to `channel` have run, then moves up to `capacity` of their watch tokens
@@ -757,6 +763,7 @@ test {
     _ = @import("interpreter/plan.zig");
     _ = call;
     _ = @import("pool/inference.zig");
+    _ = channels;
 }
 
 test "exported tensor round trip and bad arguments" {
@@ -778,7 +785,9 @@ test "exported tensor round trip and bad arguments" {
 
 test "exported fork, watch, completion queue and wait" {
     var tokens: [4]u64 = undefined;
-    while (spindle_completions_poll(&tokens, tokens.len) > 0) {}
+    var channel: u32 = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_channel_open(&channel));
+    try std.testing.expectEqual(@as(usize, 0), spindle_completions_poll(channel, &tokens, tokens.len));
     const baseline_futures = spindle_future_live_count();
     const baseline_tensors = spindle_tensor_live_count();
     const shape = [_]i64{ 2, 2 };
@@ -787,11 +796,12 @@ test "exported fork, watch, completion queue and wait" {
     const inputs = [_]Handle{ a, a };
     var future: Handle = 0;
     try std.testing.expectEqual(@as(i32, 0), spindle_fork_op(@intFromEnum(ops.OpCode.add), &inputs, 2, null, 0, &future));
-    try std.testing.expectEqual(@as(i32, 0), spindle_future_watch(future, 42));
-    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_future_watch(future, 43));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_future_watch(future, channel + 1000, 42));
+    try std.testing.expectEqual(@as(i32, 0), spindle_future_watch(future, channel, 42));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_future_watch(future, channel, 43));
     // The input handle can go at once: the task holds its own references.
     try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(a));
-    try std.testing.expectEqual(@as(usize, 1), spindle_completions_wait(&tokens, tokens.len, 10_000));
+    try std.testing.expectEqual(@as(usize, 1), spindle_completions_wait(channel, &tokens, tokens.len, 10_000));
     try std.testing.expectEqual(@as(u64, 42), tokens[0]);
     try std.testing.expectEqual(@as(i32, 1), spindle_future_done(future));
     var sum: Handle = 0;
@@ -801,13 +811,13 @@ test "exported fork, watch, completion queue and wait" {
     try std.testing.expectEqualSlices(f32, &.{ 3, 3, 3, 3 }, &values);
     try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(sum));
     try std.testing.expectEqual(@as(i32, 0), spindle_future_dispose(future));
-    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_handle), spindle_future_watch(future, 1));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_handle), spindle_future_watch(future, channel, 1));
     try std.testing.expectEqual(baseline_tensors, spindle_tensor_live_count());
     // The worker drops the queue's reference just after completing: allow it a moment.
     var attempts: u32 = 0;
     while (spindle_future_live_count() != baseline_futures and attempts < 1000) : (attempts += 1) std.Thread.sleep(std.time.ns_per_ms);
     try std.testing.expectEqual(baseline_futures, spindle_future_live_count());
-    try std.testing.expectEqual(@as(usize, 0), spindle_completions_wait(&tokens, tokens.len, 1));
+    try std.testing.expectEqual(@as(usize, 0), spindle_completions_wait(channel, &tokens, tokens.len, 1));
 }
 
 test "forked mm completes and wait returns its value" {

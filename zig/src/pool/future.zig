@@ -41,7 +41,7 @@ const handles = @import("../handles.zig");
 const Pool = @import("inter_op.zig");
 const ThreadLocalState = @import("thread_local_state.zig");
 const Slab = @import("slab.zig").Slab;
-const CompletionQueue = @import("completion_queue.zig").CompletionQueue;
+const channels = @import("channels.zig");
 const Unobserved = @import("unobserved.zig");
 
 const Error = status.Error;
@@ -96,6 +96,8 @@ value: ?*Tensor = null,
 failure: Error = error.Internal,
 message_len: usize = 0,
 watch_token: u64 = 0,
+/// The completion queue of the watcher's channel (set with watch_token).
+watch_queue: ?*CompletionQueues.Queue = null,
 /// Link in the completion queue (holds the watch's reference).
 completion_next: ?*Future = null,
 thread_state: ThreadLocalState,
@@ -110,8 +112,10 @@ threadlocal var fork_depth: u32 = 0;
 
 /// Future nodes of the process.
 var slab: Slab(Future, slab_nodes, max_live_futures) = .{};
-/// Tokens of completed watched futures, for TypeScript's waiter (exports.zig).
-pub var completion_queue: CompletionQueue(Future, max_live_futures) = .{};
+/// Tokens of completed watched futures, per channel (one per JavaScript isolate), for each
+/// isolate's waiter (exports.zig).
+const CompletionQueues = channels.Queues(Future, max_live_futures);
+pub var completion_queues: CompletionQueues = .{};
 /// Errors of failed futures dropped before anyone waited on them.
 pub var unobserved: Unobserved = .{};
 /// Handles of the futures TypeScript holds.
@@ -359,7 +363,7 @@ fn complete(future: *Future, outcome: Error!*Tensor) void {
     const previous = future.state.swap(phase, .acq_rel);
     assert(previous & phase_mask == phase_pending);
     // The caller holds a reference (queue or inline waiter) across both calls.
-    if (previous & watched_bit != 0) completion_queue.push(future);
+    if (previous & watched_bit != 0) future.watch_queue.?.push(future);
     if (previous & waiters_bit != 0) Futex.wake(&future.state, std.math.maxInt(u32));
 }
 
@@ -387,14 +391,16 @@ fn messageSlice(future: *const Future) []const u8 {
     return future.message[0..future.message_len];
 }
 
-/// Registers `token` for the completion queue: it is pushed when the future completes, or
-/// now when it already has. At most one token per future.
-pub fn watch(future: *Future, token: u64) Error!void {
+/// Registers `token` for the completion queue of `channel`: it is pushed when the future
+/// completes, or now when it already has. At most one token per future.
+pub fn watch(future: *Future, channel: u32, token: u64) Error!void {
+    const queue = try completion_queues.get(channel);
     // Monotonic: only elects the first watcher; the token is published by the CAS below.
     if (future.watch_registered.swap(true, .monotonic)) {
         return status.fail(error.InvalidArgument, "future_watch: the future already has a completion token", .{});
     }
     future.watch_token = token;
+    future.watch_queue = queue;
     future.retain(); // The watch's reference, handed to the completion queue.
     // Monotonic: only chooses between the CAS and pushing now; a completed future is pushed
     // as is, and whoever takes its token waits on it with Acquire loads.
@@ -404,7 +410,7 @@ pub fn watch(future: *Future, token: u64) Error!void {
         current = future.state.cmpxchgWeak(current, current | watched_bit, .release, .monotonic) orelse return;
     }
     // Already complete: complete() saw no watched bit, so the token is ours to push.
-    completion_queue.push(future);
+    queue.push(future);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -879,7 +885,8 @@ test "stress: random nested forks, waits and failures on one, two and four threa
 
 test "the completion queue delivers each watched future's token once" {
     var tokens: [8]u64 = undefined;
-    while (completion_queue.poll(&tokens) > 0) {}
+    const channel = try channels.open();
+    const completion_queue = try completion_queues.get(channel);
     const shared = try tensor.createZeroed(.float32, &.{1});
     defer shared.release();
     const baseline = liveCount();
@@ -889,8 +896,8 @@ test "the completion queue delivers each watched future's token once" {
     // Watched while pending: the token arrives when it completes.
     var opened: std.Thread.ResetEvent = .{};
     const pending = try fork(pool, "gate", Gate, .{ .release = &opened, .value = shared });
-    try pending.watch(7);
-    try testing.expectError(error.InvalidArgument, pending.watch(8));
+    try pending.watch(channel, 7);
+    try testing.expectError(error.InvalidArgument, pending.watch(channel, 8));
     try testing.expectEqual(@as(usize, 0), completion_queue.poll(&tokens));
     opened.set();
     try testing.expectEqual(@as(usize, 1), completion_queue.wait(&tokens, 10 * std.time.ns_per_s));
@@ -902,7 +909,7 @@ test "the completion queue delivers each watched future's token once" {
     // Watched when already complete: the token is queued at once.
     const done = try fork(pool, "leaf", Leaf, .{ .value = shared });
     (try done.wait()).release();
-    try done.watch(9);
+    try done.watch(channel, 9);
     done.release(); // The queue keeps it alive until the token is taken.
     try testing.expectEqual(@as(usize, 1), completion_queue.poll(&tokens));
     try testing.expectEqual(@as(u64, 9), tokens[0]);
@@ -924,22 +931,23 @@ test "the completion queue takes 1000 futures in flight from a blocked waiter" {
     const pool = try Pool.init(2);
     defer pool.deinit();
     const count = 1000;
+    const channel = try channels.open();
     const Collector = struct {
-        fn main(seen: *[count]u8) void {
+        fn main(queue: *CompletionQueues.Queue, seen: *[count]u8) void {
             var tokens: [64]u64 = undefined;
             var total: usize = 0;
             while (total < count) {
-                const taken = completion_queue.wait(&tokens, 10 * std.time.ns_per_s);
+                const taken = queue.wait(&tokens, 10 * std.time.ns_per_s);
                 for (tokens[0..taken]) |token| seen[token] += 1;
                 total += taken;
             }
         }
     };
     var seen: [count]u8 = @splat(0);
-    const collector = try std.Thread.spawn(.{}, Collector.main, .{&seen});
+    const collector = try std.Thread.spawn(.{}, Collector.main, .{ try completion_queues.get(channel), &seen });
     for (0..count) |token| {
         const future = try fork(pool, "leaf", Leaf, .{ .value = shared });
-        try future.watch(token);
+        try future.watch(channel, token);
         future.release();
     }
     collector.join();

@@ -11,20 +11,19 @@
 //! (each with a new team). Here the threads are the pool's: their number is `limit`,
 //! however many calls are pending, and each keeps its team.
 //!
-//! Completions go to channels: each JavaScript isolate (the main thread, every Worker) opens
-//! one and waits only on it, so that one isolate's waiter never takes the token of another's
-//! call. Channels are never reused (a closed one only stops taking jobs), so a stale token
-//! cannot reach a later isolate; at most max_channels are opened per process.
+//! Completions go to channels (channels.zig): each JavaScript isolate (the main thread, every
+//! Worker) opens one and waits only on it, so that one isolate's waiter never takes the
+//! token of another's call.
 //!
 //! Workers start lazily (a submit with no idle worker and fewer than `limit` workers starts
 //! one) and sleep on a condition variable when the queue is empty: no spinning. Lowering the
 //! limit lets running jobs finish; workers over the limit then exit.
 //!
-//! Public surface: Job, Pool (a struct with a limit function), openChannel, submit,
-//! wait/poll/interrupt for a channel's completions, load, deinit.
+//! Public surface: Job, Pool (a struct with a limit function), submit, wait/poll/interrupt
+//! for a channel's completions, load, deinit.
 const std = @import("std");
 const status = @import("../status.zig");
-const CompletionQueue = @import("completion_queue.zig").CompletionQueue;
+const channels = @import("channels.zig");
 
 const Error = status.Error;
 const assert = std.debug.assert;
@@ -33,8 +32,6 @@ const assert = std.debug.assert;
 /// bound on memory: TypeScript keeps a pinned call per pending forward, bounded the same way
 /// (interpreter/call.zig `max_pinned_calls`).
 pub const max_live_jobs: usize = 1 << 16;
-/// Completion channels opened per process, at most (one per JavaScript isolate).
-pub const max_channels: u32 = 1 << 16;
 /// Workers at most (settings.zig `max_threads`).
 pub const max_workers: u32 = 1024;
 const worker_stack_bytes: usize = 16 << 20;
@@ -50,9 +47,9 @@ pub const Job = struct {
     next: ?*Job = null,
     /// Link in the completion queue (completion_queue.zig's Node contract).
     completion_next: ?*Job = null,
-    /// What the waiter receives once the job has run, and the channel it goes to.
+    /// What the waiter receives once the job has run, and the queue (its channel's) it goes to.
     watch_token: u64 = 0,
-    channel: u32 = 0,
+    queue: *channels.Queues(Job, max_live_jobs).Queue = undefined,
     /// Runs the job on a worker thread; it must not fail (it records its own outcome).
     run_fn: *const fn (job: *Job) void,
     /// Called once the waiter has taken the token: the owner may reuse the job.
@@ -91,56 +88,19 @@ pub const Pool = struct {
     running: u32 = 0,
     running_peak: u32 = 0,
     shutting_down: bool = false,
-    /// The channels' completion queues, by channel number; allocated on the first open (a
-    /// table of max_channels pointers), each queue when its channel opens. Never freed
-    /// while the pool lives: a late token must find its queue.
-    channels: []?*Completions = &.{},
-    channel_count: u32 = 0,
-
-    const Completions = CompletionQueue(Job, max_live_jobs);
-
-    /// Opens a completion channel and returns its number.
-    pub fn openChannel(pool: *Pool) Error!u32 {
-        pool.mutex.lock();
-        defer pool.mutex.unlock();
-        if (pool.channels.len == 0) {
-            pool.channels = std.heap.c_allocator.alloc(?*Completions, max_channels) catch return error.OutOfMemory;
-            @memset(pool.channels, null);
-        }
-        if (pool.channel_count == max_channels) {
-            return status.fail(error.TooLarge, "{d} inference channels are open, the most a process gets (one per isolate)", .{max_channels});
-        }
-        const queue = std.heap.c_allocator.create(Completions) catch return error.OutOfMemory;
-        queue.* = .{};
-        const channel = pool.channel_count;
-        pool.channels[channel] = queue;
-        pool.channel_count += 1;
-        return channel;
-    }
-
-    /// The queue of an open channel (checked under the mutex by the caller or at submit).
-    fn queueOf(pool: *Pool, channel: u32) Error!*Completions {
-        pool.mutex.lock();
-        defer pool.mutex.unlock();
-        if (channel >= pool.channel_count) {
-            return status.fail(error.InvalidArgument, "inference channel {d} was never opened", .{channel});
-        }
-        return pool.channels[channel].?;
-    }
+    /// The completion queue of each channel (channels.zig), created on its first submit.
+    completions: channels.Queues(Job, max_live_jobs) = .{},
 
     /// Queues `job`, whose token will come out of `channel`, and makes sure a worker will
     /// run it.
     pub fn submit(pool: *Pool, job: *Job, channel: u32, token: u64) Error!void {
+        job.queue = try pool.completions.get(channel);
         job.watch_token = token;
-        job.channel = channel;
         job.next = null;
         var start_worker = false;
         {
             pool.mutex.lock();
             defer pool.mutex.unlock();
-            if (channel >= pool.channel_count) {
-                return status.fail(error.InvalidArgument, "inference channel {d} was never opened", .{channel});
-            }
             if (pool.shutting_down) return status.fail(error.InvalidArgument, "the inference pool is shutting down", .{});
             if (pool.live >= max_live_jobs) {
                 return status.fail(error.TooLarge, "{d} forward calls are pending, the most Spindle holds at once; await some before starting more", .{max_live_jobs});
@@ -225,8 +185,8 @@ pub const Pool = struct {
             pool.running += 1;
             pool.running_peak = @max(pool.running_peak, pool.running);
             pool.mutex.unlock();
-            // Read before the run: the channel's queue is fixed once opened.
-            const queue = pool.channels[job.channel].?;
+            // Read before the run: the job may be reused once its token is taken.
+            const queue = job.queue;
             job.run_fn(job);
             // The completion queue holds the job until the waiter takes its token, then
             // releases it (Job.release).
@@ -242,7 +202,7 @@ pub const Pool = struct {
     /// Blocks until some jobs completed (or the timeout passes, or interrupt()), copies their
     /// tokens into `tokens` and returns how many.
     pub fn wait(pool: *Pool, channel: u32, tokens: []u64, timeout_ns: u64) Error!usize {
-        const queue = try pool.queueOf(channel);
+        const queue = try pool.completions.get(channel);
         const count = queue.waitSpinning(tokens, timeout_ns, spin_limit);
         pool.forget(count);
         return count;
@@ -250,7 +210,7 @@ pub const Pool = struct {
 
     /// Like wait() without blocking.
     pub fn poll(pool: *Pool, channel: u32, tokens: []u64) Error!usize {
-        const queue = try pool.queueOf(channel);
+        const queue = try pool.completions.get(channel);
         const count = queue.poll(tokens);
         pool.forget(count);
         return count;
@@ -265,7 +225,7 @@ pub const Pool = struct {
     }
 
     pub fn interrupt(pool: *Pool, channel: u32) Error!void {
-        (try pool.queueOf(channel)).interrupt();
+        (try pool.completions.get(channel)).interrupt();
     }
 
     /// Runs every queued job, then stops the workers and waits for them to exit. Completed
@@ -280,14 +240,11 @@ pub const Pool = struct {
         pool.shutting_down = false;
     }
 
-    /// Frees the channels (tests: a process-wide pool lives as long as the process). Every
-    /// token must have been taken.
+    /// Stops the workers and frees the completion queues (tests: a process-wide pool lives
+    /// as long as the process). Every token must have been taken.
     pub fn freeChannels(pool: *Pool) void {
         pool.deinit();
-        for (pool.channels[0..pool.channel_count]) |queue| std.heap.c_allocator.destroy(queue.?);
-        if (pool.channels.len > 0) std.heap.c_allocator.free(pool.channels);
-        pool.channels = &.{};
-        pool.channel_count = 0;
+        pool.completions.deinit();
     }
 
     /// Workers alive, running jobs, queued jobs (diagnostics and tests).
@@ -353,7 +310,7 @@ test "the inference pool runs every job once, at most `limit` at a time, from ma
     test_limit.store(2, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
-    const channel = try pool.openChannel();
+    const channel = try channels.open();
     var concurrent: Atomic(u32) = .init(0);
     var peak: Atomic(u32) = .init(0);
     const job_count = 64;
@@ -386,7 +343,7 @@ test "the inference pool follows a raised and a lowered limit" {
     test_limit.store(1, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
-    const channel = try pool.openChannel();
+    const channel = try channels.open();
     var concurrent: Atomic(u32) = .init(0);
     var peak: Atomic(u32) = .init(0);
     var jobs: [24]TestJob = undefined;
@@ -416,8 +373,8 @@ test "each channel gets only the tokens of its own jobs" {
     test_limit.store(2, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
-    const first = try pool.openChannel();
-    const second = try pool.openChannel();
+    const first = try channels.open();
+    const second = try channels.open();
     try testing.expect(first != second);
     var concurrent: Atomic(u32) = .init(0);
     var peak: Atomic(u32) = .init(0);
@@ -444,7 +401,7 @@ test "the inference pool refuses jobs past its bound and while shutting down" {
     test_limit.store(1, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
-    const channel = try pool.openChannel();
+    const channel = try channels.open();
     pool.live = max_live_jobs; // as if that many forwards were pending
     var concurrent: Atomic(u32) = .init(0);
     var peak: Atomic(u32) = .init(0);
