@@ -205,3 +205,21 @@ Deno.test("Workers awaiting forked futures at once each get their own results", 
   assert.equal(result.code, 0, result.stderr);
   assert.deepEqual(JSON.parse(result.stdout), [120, 120, 120]);
 });
+
+Deno.test("forward keeps completing after setNumThreads lowers the default inference threads", async () => {
+  const result = await runSnippet(`
+    import { Module, mm, randn, script, setNumThreads, getNumInferenceThreads } from "${MOD_URL}";
+    const w = randn([256, 256], { seed: 1 });
+    const x = randn([256, 256], { seed: 2 });
+    const model = Module.fromScript(script((a) => mm(a, w)), [x]);
+    setNumThreads(1); // 2 physical cores: 2 inference threads
+    const before = getNumInferenceThreads();
+    for (const y of await Promise.all([model.forward(x), model.forward(x), model.forward(x)])) y.dispose();
+    setNumThreads(2); // now 1: a worker over the limit leaves when woken, and must pass the wake-up on
+    for (let i = 0; i < 20; i++) (await model.forward(x)).dispose();
+    console.log(before, getNumInferenceThreads());
+  `);
+  assert.equal(result.code, 0, result.stderr);
+  const [before, after] = result.stdout.trim().split(" ").map(Number);
+  assert.ok(after <= before);
+});

@@ -188,13 +188,19 @@ pub const Pool = struct {
             // Read before the run: the job may be reused once its token is taken.
             const queue = job.queue;
             job.run_fn(job);
-            // The completion queue holds the job until the waiter takes its token, then
-            // releases it (Job.release).
-            queue.push(job);
             pool.mutex.lock();
             pool.running -= 1;
+            // The completion queue holds the job until the waiter takes its token, then
+            // releases it (Job.release). Pushed under the pool's mutex (the queue's own lock
+            // nests inside it, never the other way round), so that a waiter that has the
+            // token sees the run counted as over.
+            queue.push(job);
         }
         pool.workers -= 1;
+        // A submit may have woken this worker for a job it now leaves: pass the wake-up on
+        // (the limit can drop without limitChanged, as when setNumThreads changes the
+        // default; another worker remains, since only workers over the limit exit).
+        if (pool.head != null) pool.work.signal();
         pool.exited.broadcast();
         pool.mutex.unlock();
     }
@@ -248,10 +254,10 @@ pub const Pool = struct {
     }
 
     /// Workers alive, running jobs, queued jobs (diagnostics and tests).
-    pub fn load(pool: *Pool) struct { workers: u32, running: u32, queued: usize } {
+    pub fn load(pool: *Pool) struct { workers: u32, idle: u32, running: u32, queued: usize } {
         pool.mutex.lock();
         defer pool.mutex.unlock();
-        return .{ .workers = pool.workers, .running = pool.running, .queued = pool.queued };
+        return .{ .workers = pool.workers, .idle = pool.idle, .running = pool.running, .queued = pool.queued };
     }
 };
 
@@ -394,6 +400,37 @@ test "each channel gets only the tokens of its own jobs" {
             got += count;
         }
         try testing.expectEqual(@as(usize, 0), try pool.poll(channel, &tokens));
+    }
+}
+
+test "a worker leaving over a lowered limit passes a submit's wake-up on" {
+    var watchdog: @import("watchdog.zig") = .{ .what = "inference pool lowered limit" };
+    try watchdog.start(30);
+    defer watchdog.stop();
+    test_limit.store(2, .monotonic);
+    var pool: Pool = .{ .limit_fn = testLimit };
+    defer pool.freeChannels();
+    const channel = try channels.open();
+    var concurrent: Atomic(u32) = .init(0);
+    var peak: Atomic(u32) = .init(0);
+    var jobs: [6]TestJob = undefined;
+    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    var seen = [_]bool{false} ** 6;
+    // Two workers, both asleep.
+    for (jobs[0..2], 0..) |*job, i| try pool.submit(&job.job, channel, i);
+    try drainTokens(&pool, channel, &seen, 2);
+    var waited: u32 = 0;
+    while (pool.load().workers != 2 or pool.load().idle != 2) : (waited += 1) {
+        if (waited > 5000) return error.TestUnexpectedResult;
+        std.Thread.sleep(std.time.ns_per_ms);
+    }
+    // The limit drops with no limitChanged (setNumThreads moves the default like this): the
+    // worker a submit wakes leaves, and the other must run the job, one at a time (a later
+    // submit would wake the other worker anyway and hide a lost wake-up).
+    test_limit.store(1, .monotonic);
+    for (jobs[2..6], 2..) |*job, i| {
+        try pool.submit(&job.job, channel, i);
+        try drainTokens(&pool, channel, &seen, 1);
     }
 }
 
