@@ -218,8 +218,8 @@ fn releaseConsumed(graph: *const Graph, node: *const program_module.Node, index:
     if (graph.last_use[node.output] == program_module.never_read) frame[node.output].release();
 }
 
-/// Runs graph 0 once on zero-filled inputs of its declared shapes (size 1 for open
-/// dimensions), forks inline, so that shape and dtype mismatches anywhere in the program are
+/// Runs graph 0 once on zero-filled inputs of its declared shapes (open dimensions at the
+/// sizes of the graph's check shapes, else 1), forks inline, so that shape and dtype mismatches anywhere in the program are
 /// found when it is loaded rather than on the first request.
 pub fn checkShapes(program: *Program) Error!void {
     const graph = &program.graphs[0];
@@ -231,7 +231,7 @@ pub fn checkShapes(program: *Program) Error!void {
     defer for (inputs[0..created]) |t| t.release();
     for (graph.inputs, 0..) |spec, i| {
         var shape: [tensor.max_dims]usize = undefined;
-        for (spec.shape, 0..) |dim, axis| shape[axis] = dim orelse 1;
+        for (spec.shape, 0..) |dim, axis| shape[axis] = dim orelse if (spec.check_shape.len != 0) spec.check_shape[axis] else 1;
         inputs[i] = tensor.createZeroed(spec.dtype, shape[0..spec.shape.len]) catch |err| {
             if (err == error.OutOfMemory) return err;
             var reason: [status.message_capacity]u8 = undefined;
@@ -606,4 +606,42 @@ test "fuzz: thousands of mutated images load or fail cleanly, never crash, with 
         for (outputs[0..count]) |o| o.release();
     }
     try std.testing.expect(loaded > 0); // some mutations (e.g. inside tensor data) stay valid
+}
+
+test "the load-time check runs open dims at the graph's check shapes, which must fit its inputs" {
+    // reshape to [-1, 4] needs a multiple of 4 elements: size 1 fails, the check shape 8 runs.
+    const json =
+        \\{"format":"spindle-graph","version":2,"tensors":[],"graphs":[
+        \\ {"inputs":[{"dtype":"float32","shape":[-1]}],"values":2,CHECK
+        \\  "nodes":[{"op":"reshape","inputs":[0],"outputs":[1],"params":{"shape":[-1,4]}}],"outputs":[1]}]}
+    ;
+    const cases = [_]struct { check: []const u8, outcome: ?anyerror }{
+        .{ .check = "", .outcome = error.MalformedModel },
+        .{ .check = "\"check_shapes\":[[8]],", .outcome = null },
+        .{ .check = "\"check_shapes\":[[0]],", .outcome = error.MalformedModel },
+        .{ .check = "\"check_shapes\":[[8,1]],", .outcome = error.MalformedModel },
+        .{ .check = "\"check_shapes\":[[8],[8]],", .outcome = error.MalformedModel },
+    };
+    for (cases) |case| {
+        const text = try std.mem.replaceOwned(u8, std.testing.allocator, json, "CHECK", case.check);
+        defer std.testing.allocator.free(text);
+        const image = try format.writeImage(std.testing.allocator, text, &.{});
+        defer std.testing.allocator.free(image);
+        const loaded = program_module.load(image);
+        if (loaded) |program| {
+            defer program.release();
+            if (case.outcome) |expected| {
+                try std.testing.expectError(expected, checkShapes(program));
+            } else {
+                try checkShapes(program);
+                // Any size the graph allows still runs.
+                const x = try tensor.createZeroed(.float32, &.{12});
+                defer x.release();
+                var outputs: [1]*Tensor = undefined;
+                try run(program, 0, &.{x}, &outputs);
+                defer outputs[0].release();
+                try std.testing.expectEqualSlices(usize, &.{ 3, 4 }, outputs[0].dims());
+            }
+        } else |err| try std.testing.expectEqual(case.outcome.?, err);
+    }
 }
