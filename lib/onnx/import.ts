@@ -73,8 +73,13 @@ export function unsupportedOps(model: ModelProto): string[] {
   return [...missing].sort();
 }
 
-/** Sizes a dynamic dimension takes in the two eager runs (dim 0, then any other dim). */
-const DYNAMIC_SIZES = [[2, 3], [32, 48]];
+/**
+ * Sizes a dynamic dimension takes in the two eager runs (dim 0, then any other dim). The
+ * runs only tell the dtypes and static dims that fusions use (shape computations on dynamic
+ * sizes stay in the graph as ops), but they must be sizes real models accept: multiples of
+ * 64 suit CNN detectors whose feature maps halve five times and are added back together.
+ */
+const DYNAMIC_SIZES = [[2, 3], [64, 128]];
 
 function malformed(message: string): never {
   throw new SpindleError("malformed_model", `malformed ONNX model: ${message}`);
@@ -216,6 +221,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
     const source = b.finish(graph.name, inputs, outputs);
+    if (runCount > 1) source.graphs[0].check_shapes = inputs.map((_, index) => b.specShape(index, 0));
     source.graphs[0].results = graph.outputs.map((o, i) =>
       describe(o.name, dtypeOf(outputs[i]), shapeOf(outputs[i]), o.dims)
     );
