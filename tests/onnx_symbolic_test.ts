@@ -233,3 +233,26 @@ Deno.test("a static Shape still folds to a constant; a dynamic one is a shape_of
   assert.ok(opsOf(["n", 3]).includes("shape_of"), `ops: ${opsOf(["n", 3])}`);
   assert.ok(opsOf(["n", 3]).includes("reshape_to"), `ops: ${opsOf(["n", 3])}`);
 });
+
+Deno.test("Gather with index lists, Squeeze and Sub on a run-time shape (int64 1-D tensors)", async () => {
+  await checkGraph("gather", {
+    nodes: [
+      { op: "Shape", inputs: ["x"], outputs: ["s"] },
+      { op: "Gather", inputs: ["s", "picks"], outputs: ["ac"] },
+      { op: "Sub", inputs: ["ac", "ones"], outputs: ["smaller"] },
+      { op: "Slice", inputs: ["smaller", "zero", "one"], outputs: ["first"] },
+      { op: "Squeeze", inputs: ["first", "zero"], outputs: ["scalar"] },
+      { op: "Unsqueeze", inputs: ["scalar", "zero"], outputs: ["again"] },
+      { op: "Concat", inputs: ["again", "ac"], outputs: ["dims"], attributes: { axis: { i: 0 } } },
+      {
+        op: "ConstantOfShape",
+        inputs: ["dims"],
+        outputs: ["y"],
+        attributes: { value: { t: { name: "v", dims: [1], float: [0.25] } } },
+      },
+    ],
+    initializers: [ints("picks", [2, 0]), ints("ones", [1, 1]), ints("zero", [0]), ints("one", [1])],
+    inputs: [{ name: "x", dims: ["a", "b", "c"] }],
+    outputs: [{ name: "y", dims: ["p", "q", "r"] }],
+  }, [[[2, 3, 4]], [[5, 1, 2]], [[1, 7, 3]]]);
+});

@@ -38,9 +38,11 @@ export interface ImportOptions {
    */
   constantInputs?: Record<string, Tensor>;
   /**
-   * Fixed sizes for inputs with dynamic dimensions (by input name): a CNN whose spatial
-   * dimensions are dynamic cannot be probed with arbitrary small sizes. Use -1 to keep a
-   * dimension dynamic (e.g. the batch).
+   * Fixed sizes for inputs with dynamic dimensions (by input name), an optional hint: without
+   * it, dynamic (symbolic) dimensions stay dynamic and the model runs at any size it allows,
+   * its shape computations (Shape → Gather → Concat → Reshape, Range, Expand, …) kept as
+   * int64 ops in the graph. Fixed sizes let the load-time check plan the run's memory. Use -1
+   * to keep a dimension dynamic (e.g. the batch).
    */
   inputShapes?: Record<string, number[]>;
   /**
