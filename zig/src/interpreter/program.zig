@@ -74,6 +74,9 @@ pub const Program = struct {
     /// Memory plans per graph, filled by the load-time shape check (execute.checkShapes)
     /// before the program is shared; read-only afterwards.
     plans: []?@import("plan.zig").GraphPlan,
+    /// Graph 0's plans per input shape, for a program whose inputs have open dims (filled by
+    /// execute.run as runs meet new shapes; bounded, thread-safe).
+    shape_plans: @import("shape_plans.zig").ShapePlans = .{},
     constants: []const *Tensor,
     /// The most tensor bytes one run may hold at once (execute.run; null: no cap), set by
     /// whoever loads the program before it is shared.
@@ -92,6 +95,7 @@ pub const Program = struct {
         if (previous == 1) {
             _ = program.refs.load(.acquire);
             for (program.constants) |constant| constant.release();
+            program.shape_plans.deinit();
             var arena = program.arena;
             arena.deinit();
         }
