@@ -256,3 +256,28 @@ Deno.test("Gather with index lists, Squeeze and Sub on a run-time shape (int64 1
     outputs: [{ name: "y", dims: ["p", "q", "r"] }],
   }, [[[2, 3, 4]], [[5, 1, 2]], [[1, 7, 3]]]);
 });
+
+Deno.test({
+  name: "concurrent requests at more input shapes than the per-shape plan cache keeps give the sequential results",
+  ignore: models.length === 0,
+  fn: async () => {
+    const cls = models.find((m) => m.name === "ocr-cls")!;
+    using module = await load(cls.file);
+    // 12 widths (the cache keeps 8), each requested three times at once, twice over.
+    const widths = Array.from({ length: 12 }, (_, i) => 64 + 16 * i);
+    const inputs = widths.map((width, i) => randn([1, 3, 48, width], { seed: 100 + i }));
+    const expected: Float32Array[] = [];
+    for (const x of inputs) {
+      using y = await module.forward(x);
+      expected.push(y.toArray() as Float32Array);
+    }
+    for (let pass = 0; pass < 2; pass++) {
+      const results = await Promise.all(inputs.flatMap((x) => [x, x, x]).map((x) => module.forward(x)));
+      results.forEach((y, k) => {
+        assert.deepEqual(y.toArray(), expected[Math.floor(k / 3)], `width ${widths[Math.floor(k / 3)]}`);
+        y.dispose();
+      });
+    }
+    for (const x of inputs) x.dispose();
+  },
+});
