@@ -281,3 +281,25 @@ Deno.test({
     for (const x of inputs) x.dispose();
   },
 });
+
+Deno.test("a constant Range folds, and one of 2^40 elements is too_large before anything is allocated", () => {
+  const rangeModel = (limit: number) =>
+    onnx({
+      opset: 17,
+      nodes: [
+        { op: "Range", inputs: ["start", "limit", "delta"], outputs: ["r"] },
+        { op: "Cast", inputs: ["r"], outputs: ["rf"], attributes: { to: { i: 1 } } },
+        { op: "Add", inputs: ["x", "rf"], outputs: ["y"] },
+      ],
+      initializers: [ints("start", [0], []), ints("limit", [limit], []), ints("delta", [1], [])],
+      inputs: [{ name: "x", dims: [4] }],
+      outputs: [{ name: "y", dims: [4] }],
+    });
+  const ops = decodeDescription(importOnnx(rangeModel(4))).graphs[0].nodes.map((n) => n.op);
+  assert.ok(!ops.includes("range"), `ops: ${ops}`);
+  assert.throws(
+    () => importOnnx(rangeModel(2 ** 40)),
+    (error) =>
+      error instanceof SpindleError && error.code === "too_large" && /1099511627776 elements/.test(error.message),
+  );
+});

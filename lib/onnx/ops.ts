@@ -1100,6 +1100,11 @@ function range(n: NodeContext): Value[] {
   const dtype = spindleDType(typeOf(start)) ?? unsupported(`Range of ONNX element type ${typeOf(start)}`);
   // All constant: folds natively (emit runs it once), bounded like any folded constant.
   const inputs = [start, limit, delta].map((v) => asDType(v, dtype));
+  const [first, end, step] = inputs.map((v) => fixedHost(v) && valuesOf(fixedHost(v)!)[0]);
+  if (typeof first === "number" && typeof end === "number" && typeof step === "number" && step !== 0) {
+    // Folding copies the values into JavaScript: bound them first, as other folds are.
+    checkFoldedSize([Math.max(0, Math.ceil((end - first) / step))]);
+  }
   // Bounds computed at run time (from sizes, or from a graph input's values, which are zeros
   // in import's eager runs): the length is dynamic.
   const runtime = inputs.some((v) => v.kind === "runtime");

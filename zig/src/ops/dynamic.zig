@@ -356,6 +356,13 @@ test "reshape_to copies zeros, infers one -1, and refuses bad shapes" {
     const out = try reshapeTo(x, target, false);
     defer out.release();
     try testing.expectEqualSlices(usize, &.{ 2, 15 }, out.dims());
+    // An int32 shape (a model that casts its shape arithmetic to int32) reads the same.
+    const narrow = try tensor.createUninit(.int32, &.{3});
+    defer narrow.release();
+    @memcpy(narrow.i32Slice(), &[_]i32{ 5, 0, -1 });
+    const from_narrow = try reshapeTo(x, narrow, false);
+    defer from_narrow.release();
+    try testing.expectEqualSlices(usize, &.{ 5, 3, 2 }, from_narrow.dims());
     const zero_kept = try ints(&.{ 0, 7 });
     defer zero_kept.release();
     try testing.expectError(error.ShapeMismatch, reshapeTo(x, zero_kept, true));
@@ -492,4 +499,10 @@ test "slice_to and resize_to take their bounds and sizes from tensors" {
     const negative = try ints(&.{ 4, -9 });
     defer negative.release();
     try testing.expectError(error.InvalidArgument, resizeTo(image, negative, &.{ 2, 3 }, 0, 0, 0));
+    const huge = try ints(&.{ 4, std.math.maxInt(i64) });
+    defer huge.release();
+    try testing.expectError(error.TooLarge, resizeTo(image, huge, &.{ 2, 3 }, 0, 0, 0));
+    const floats = try tensor.createZeroed(.float32, &.{2});
+    defer floats.release();
+    try testing.expectError(error.DTypeMismatch, resizeTo(image, floats, &.{ 2, 3 }, 0, 0, 0));
 }
