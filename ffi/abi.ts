@@ -739,6 +739,102 @@ export const OP_SCHEMAS = {
       { "name": "has_peepholes", "kind": "bool", "default": false },
     ],
   },
+  shape_of: {
+    code: 62,
+    inputs: ["x"],
+    params: [
+      {
+        "name": "start",
+        "kind": "int",
+        "optional": true,
+        "min": -9000000000000000,
+        "max": 9000000000000000,
+        "default": null,
+      },
+      {
+        "name": "end",
+        "kind": "int",
+        "optional": true,
+        "min": -9000000000000000,
+        "max": 9000000000000000,
+        "default": null,
+      },
+    ],
+  },
+  int_binary: {
+    code: 63,
+    inputs: ["a", "b"],
+    params: [
+      { "name": "kind", "kind": "enum", "values": ["add", "sub", "mul", "div", "mod", "max", "min"] },
+    ],
+  },
+  reshape_to: {
+    code: 64,
+    inputs: ["x", "shape"],
+    params: [
+      { "name": "allow_zero", "kind": "bool", "default": false },
+    ],
+  },
+  expand_to: {
+    code: 65,
+    inputs: ["x", "shape"],
+    params: [],
+  },
+  constant_of_shape: {
+    code: 66,
+    inputs: ["shape"],
+    params: [
+      { "name": "dtype", "kind": "enum", "values": ["float32", "int64", "int32"], "default": "float32" },
+      { "name": "value", "kind": "float", "min": "-Infinity", "max": "Infinity", "default": 0 },
+    ],
+  },
+  range: {
+    code: 67,
+    inputs: ["start", "limit", "delta"],
+    params: [],
+  },
+  slice_to: {
+    code: 68,
+    inputs: ["x", "starts", "ends"],
+    params: [
+      {
+        "name": "axes",
+        "kind": "int",
+        "capacity": 8,
+        "min": -9000000000000000,
+        "max": 9000000000000000,
+        "default": [],
+      },
+      { "name": "steps", "kind": "int", "capacity": 8, "min": 1, "max": 9000000000000000, "default": [] },
+    ],
+  },
+  resize_to: {
+    code: 69,
+    inputs: ["x", "sizes"],
+    params: [
+      { "name": "mode", "kind": "enum", "values": ["nearest", "linear"], "default": "nearest" },
+      {
+        "name": "coordinate",
+        "kind": "enum",
+        "values": ["half_pixel", "asymmetric", "pytorch_half_pixel", "align_corners", "half_pixel_symmetric"],
+        "default": "half_pixel",
+      },
+      {
+        "name": "nearest",
+        "kind": "enum",
+        "values": ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"],
+        "default": "round_prefer_floor",
+      },
+      {
+        "name": "axes",
+        "kind": "int",
+        "capacity": 8,
+        "min": -9000000000000000,
+        "max": 9000000000000000,
+        "default": [],
+      },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1145,5 +1241,43 @@ export interface OpParams {
     has_initial_c?: boolean;
     /** bool, default false */
     has_peepholes?: boolean;
+  };
+  shape_of: {
+    /** int, in [-9000000000000000, 9000000000000000], default null */
+    start?: number | null;
+    /** int, in [-9000000000000000, 9000000000000000], default null */
+    end?: number | null;
+  };
+  int_binary: {
+    /** enum, required */
+    kind: "add" | "sub" | "mul" | "div" | "mod" | "max" | "min";
+  };
+  reshape_to: {
+    /** bool, default false */
+    allow_zero?: boolean;
+  };
+  expand_to: Record<string, never>;
+  constant_of_shape: {
+    /** enum, default "float32" */
+    dtype?: "float32" | "int64" | "int32";
+    /** float, in [-Infinity, Infinity], default 0 */
+    value?: number;
+  };
+  range: Record<string, never>;
+  slice_to: {
+    /** int, list of up to 8, in [-9000000000000000, 9000000000000000], default [] */
+    axes?: readonly number[];
+    /** int, list of up to 8, in [1, 9000000000000000], default [] */
+    steps?: readonly number[];
+  };
+  resize_to: {
+    /** enum, default "nearest" */
+    mode?: "nearest" | "linear";
+    /** enum, default "half_pixel" */
+    coordinate?: "half_pixel" | "asymmetric" | "pytorch_half_pixel" | "align_corners" | "half_pixel_symmetric";
+    /** enum, default "round_prefer_floor" */
+    nearest?: "round_prefer_floor" | "round_prefer_ceil" | "floor" | "ceil";
+    /** int, list of up to 8, in [-9000000000000000, 9000000000000000], default [] */
+    axes?: readonly number[];
   };
 }

@@ -87,6 +87,7 @@ const CI_CASES = [
   "test_reduce_min_default_axes_keepdims_random",
   "test_reduce_sum_default_axes_keepdims_random",
   "test_relu",
+  "test_range_int32_type_negative_delta",
   "test_reshape_allowzero_reordered",
   "test_reshape_extended_dims",
   "test_reshape_negative_dim",

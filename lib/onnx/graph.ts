@@ -3,7 +3,9 @@
  * inputs (zeros; a dynamic dimension gets two different sizes in two runs), which gives
  * each value its shape as Spindle itself computes it, with no shape-inference rules to keep
  * in sync. Ops whose inputs are all constants are folded at import; a dimension that differs
- * between the runs is dynamic.
+ * between the runs is dynamic. What is computed from a dynamic dimension (Shape of a value
+ * whose size varies, and the arithmetic on it) stays in the graph as int64 ops, so nothing
+ * is folded from the made-up sizes.
  *
  * @module
  */
@@ -51,6 +53,7 @@ export class GraphBuilder {
   readonly specs = new Map<number, { dtype: DType; shape: number[] }>();
   #nextValue: number;
   #owned: Tensor[] = [];
+  #runsOf = new Map<number, { shape: number[] }[]>();
 
   constructor(inputCount: number, runCount: number) {
     this.#nextValue = inputCount;
@@ -96,8 +99,19 @@ export class GraphBuilder {
     return value.native[Math.min(run, value.native.length - 1)];
   }
 
-  /** Emits native op `op` on `inputs` with `params`, or folds it when all are constant. */
-  emit<K extends OpName>(op: K, inputs: readonly Value[], params: ParamsOf<K> = {} as ParamsOf<K>): Value {
+  /**
+   * Emits native op `op` on `inputs` with `params`, or folds it when all are constant.
+   * `dataDependent` (an op whose output size depends on input values, such as Range over
+   * values read from a graph input): the stand-in inputs are zeros, on which such an op may
+   * fail or say nothing of real sizes, so a failed eager run stands in an empty 1-D tensor of
+   * `dataDependent.dtype` and every dim of the value is dynamic.
+   */
+  emit<K extends OpName>(
+    op: K,
+    inputs: readonly Value[],
+    params: ParamsOf<K> = {} as ParamsOf<K>,
+    dataDependent?: { dtype: DType },
+  ): Value {
     if (inputs.every((v) => v.kind === "const")) {
       const runs = Math.max(1, ...inputs.map((v) => (v as ConstValue).hosts.length));
       const hosts: Host[] = [];
@@ -109,8 +123,21 @@ export class GraphBuilder {
       return { kind: "const", hosts };
     }
     const runs: Tensor[] = [];
+    let unknown = false;
     for (let r = 0; r < this.runCount; r++) {
-      runs.push(runOp(op, inputs.map((v) => this.#tensorOf(v, r)), params));
+      try {
+        runs.push(runOp(op, inputs.map((v) => this.#tensorOf(v, r)), params));
+      } catch (error) {
+        if (dataDependent === undefined || !(error instanceof SpindleError)) throw error;
+        const dtype = dataDependent.dtype;
+        const empty = dtype === "int64"
+          ? new BigInt64Array(0)
+          : dtype === "int32"
+          ? new Int32Array(0)
+          : new Float32Array(0);
+        runs.push(tensor(empty, [0], { dtype: dataDependent.dtype }));
+        unknown = true;
+      }
     }
     this.#owned.push(...runs);
     const node: NodeDescription = {
@@ -121,10 +148,18 @@ export class GraphBuilder {
     };
     this.nodes.push(node);
     this.#record(node.outputs[0], runs);
+    if (unknown || dataDependent !== undefined) this.specs.get(node.outputs[0])!.shape.fill(-1);
     return { kind: "runtime", id: node.outputs[0], dtype: runs[0].dtype, runs, node };
   }
 
+  /** The shape of runtime value `value` in eager run `run` (graph inputs included). */
+  specShape(value: number, run: number): number[] {
+    const runs = this.#runsOf.get(value) ?? unsupported(`value ${value} has no eager runs`);
+    return runs[run].shape.slice();
+  }
+
   #record(value: number, runs: readonly Tensor[]): void {
+    this.#runsOf.set(value, runs.map((t) => ({ shape: t.shape.slice() })));
     const shape = runs[0].shape.map((d, axis) => (runs.every((t) => t.shape[axis] === d) ? d : -1));
     this.specs.set(value, { dtype: runs[0].dtype, shape });
   }

@@ -38,9 +38,11 @@ export interface ImportOptions {
    */
   constantInputs?: Record<string, Tensor>;
   /**
-   * Fixed sizes for inputs with dynamic dimensions (by input name): a CNN whose spatial
-   * dimensions are dynamic cannot be probed with arbitrary small sizes. Use -1 to keep a
-   * dimension dynamic (e.g. the batch).
+   * Fixed sizes for inputs with dynamic dimensions (by input name), an optional hint: without
+   * it, dynamic (symbolic) dimensions stay dynamic and the model runs at any size it allows,
+   * its shape computations (Shape → Gather → Concat → Reshape, Range, Expand, …) kept as
+   * int64 ops in the graph. Fixed sizes let the load-time check plan the run's memory. Use -1
+   * to keep a dimension dynamic (e.g. the batch).
    */
   inputShapes?: Record<string, number[]>;
   /**
@@ -73,8 +75,13 @@ export function unsupportedOps(model: ModelProto): string[] {
   return [...missing].sort();
 }
 
-/** Sizes a dynamic dimension takes in the two eager runs (dim 0, then any other dim). */
-const DYNAMIC_SIZES = [[2, 3], [32, 48]];
+/**
+ * Sizes a dynamic dimension takes in the two eager runs (dim 0, then any other dim). The
+ * runs only tell the dtypes and static dims that fusions use (shape computations on dynamic
+ * sizes stay in the graph as ops), but they must be sizes real models accept: multiples of
+ * 64 suit CNN detectors whose feature maps halve five times and are added back together.
+ */
+const DYNAMIC_SIZES = [[2, 3], [64, 128]];
 
 function malformed(message: string): never {
   throw new SpindleError("malformed_model", `malformed ONNX model: ${message}`);
@@ -216,6 +223,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
     const source = b.finish(graph.name, inputs, outputs);
+    if (runCount > 1) source.graphs[0].check_shapes = inputs.map((_, index) => b.specShape(index, 0));
     source.graphs[0].results = graph.outputs.map((o, i) =>
       describe(o.name, dtypeOf(outputs[i]), shapeOf(outputs[i]), o.dims)
     );

@@ -173,6 +173,8 @@ function binary(n: NodeContext): Value[] {
       return out;
     })];
   }
+  const integer = [a, b].find((v) => v.kind === "runtime" && v.dtype !== "float32") as RuntimeValue | undefined;
+  if (integer !== undefined && type in intKinds) return [intBinary(n, intKinds[type], a, b, integer.dtype)];
   if (type === "Pow") {
     const toFloat = (v: Value) =>
       v.kind === "runtime" && v.dtype !== "float32"
@@ -184,6 +186,33 @@ function binary(n: NodeContext): Value[] {
     if (typeOf(a) !== typeOf(b)) return binaryNative(n, "pow", toFloat(a), toFloat(b), original);
   }
   return binaryNative(n, nativeBinary[type], a, b, "float32");
+}
+
+/** ONNX binary ops on integers → int_binary's kinds (Pow stays in float32). */
+const intKinds: Record<string, ParamsOf<"int_binary">["kind"]> = {
+  Add: "add",
+  Sub: "sub",
+  Mul: "mul",
+  Div: "div",
+  Mod: "mod",
+  Max: "max",
+  Min: "min",
+};
+
+/** A constant as a tensor of `dtype` (shape arithmetic mixes int64 shapes and int32 casts). */
+function asDType(v: Value, dtype: DType): Value {
+  if (v.kind === "runtime" || spindleDType(typeOf(v)) === dtype) return v;
+  const to = dtype === "int64" ? DATA_TYPE.INT64 : dtype === "int32" ? DATA_TYPE.INT32 : DATA_TYPE.FLOAT;
+  return hostPerRun([v], ([h]) => host(to, h.shape, castValues(valuesOf(h), to)));
+}
+
+/** Integer a ⋈ b at run time (shape arithmetic on sizes known only when the model runs). */
+function intBinary(n: NodeContext, kind: ParamsOf<"int_binary">["kind"], a: Value, b: Value, dtype: DType): Value {
+  const [x, y] = [a, b].map((v) => asDType(v, dtype));
+  if ([x, y].some((v) => v.kind === "runtime" && v.dtype !== dtype)) {
+    unsupported(`${n.node.opType} of ${dtype} and ${[x, y].map((v) => v.kind === "runtime" ? v.dtype : "")}`);
+  }
+  return n.b.emit("int_binary", [x, y], { kind });
 }
 
 /** The native binary op (scalar form for a one-element constant), cast to `result`. */
@@ -204,6 +233,14 @@ function binaryNative(
     return [n.b.emit(op, [b], { scalar: valuesOf(fixedHost(a)!)[0], scalar_first: true })];
   }
   return [n.b.emit(op, [a, b])];
+}
+
+function negate(n: NodeContext, x: Value): Value[] {
+  if (x.kind === "runtime" && x.dtype !== "float32") {
+    const zero = x.dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32;
+    return [n.b.emit("int_binary", [constValue(host(zero, [], [0])), x], { kind: "sub" })];
+  }
+  return [n.b.emit("neg", [x])];
 }
 
 function compare(kind: ParamsOf<"compare">["kind"], fn: (x: number, y: number) => boolean): Handler {
@@ -550,8 +587,13 @@ function pair(values: readonly number[]): [number, number] {
 function reshape(n: NodeContext): Value[] {
   const x = input(n, 0);
   const target = n.inputs[1] ?? unsupported("Reshape without a shape");
-  if (target.kind !== "const") unsupported("Reshape to a shape computed at run time");
   const allowZero = attrInt(n, "allowzero", 0) === 1;
+  // A shape computed at run time, or a 0 that copies a dynamic dim: the native op reads it.
+  const copiesDynamic = target.kind === "const" && !allowZero &&
+    valuesOf(target.hosts[0]).some((d, i) => d === 0 && shapeOf(x)[i] === -1);
+  if (target.kind !== "const" || copiesDynamic) {
+    return [n.b.emit("reshape_to", [x, asDType(target, "int64")], { allow_zero: allowZero })];
+  }
   const runs = Math.max(n.b.runCount, target.hosts.length);
   const resolved: number[][] = [];
   for (let r = 0; r < runs; r++) {
@@ -653,7 +695,9 @@ function concat(n: NodeContext): Value[] {
         axis,
       ))];
   }
-  const nonEmpty = parts.filter((p) => shapeOf(p)[axis] !== 0);
+  // Shape arithmetic mixes run-time int64 shapes with constants of another integer type.
+  const runtime = parts.find((p) => p.kind === "runtime") as RuntimeValue;
+  const nonEmpty = parts.filter((p) => shapeOf(p)[axis] !== 0).map((p) => asDType(p, runtime.dtype));
   if (nonEmpty.length === 1) return [nonEmpty[0]];
   return [n.b.emit("concat", nonEmpty, { dim: axis })];
 }
@@ -669,6 +713,8 @@ function slice(n: NodeContext): Value[] {
     starts = attrInts(n, "starts") ?? [];
     ends = attrInts(n, "ends") ?? [];
     axes = attrInts(n, "axes");
+  } else if (fixedHost(n.inputs[1]) === undefined || fixedHost(n.inputs[2]) === undefined) {
+    return [sliceAtRunTime(n, x, rank)];
   } else {
     starts = constInts(n.inputs[1], "Slice starts");
     ends = constInts(n.inputs[2], "Slice ends");
@@ -703,6 +749,15 @@ function slice(n: NodeContext): Value[] {
   return [out];
 }
 
+/** Slice whose starts or ends are computed at run time (axes and steps stay constants). */
+function sliceAtRunTime(n: NodeContext, x: Value, rank: number): Value {
+  const axes = n.inputs[3] ? constInts(n.inputs[3], "Slice axes").map((a) => normAxis(a, rank)) : [];
+  const steps = n.inputs[4] ? constInts(n.inputs[4], "Slice steps") : [];
+  if (steps.some((step) => step <= 0)) unsupported("Slice with a non-positive step and bounds computed at run time");
+  const [starts, ends] = [input(n, 1), input(n, 2)].map((v) => asDType(v, "int64"));
+  return n.b.emit("slice_to", [x, starts, ends], { axes, steps });
+}
+
 function gather(n: NodeContext): Value[] {
   const data = input(n, 0);
   const indices = input(n, 1);
@@ -727,6 +782,10 @@ function shape(n: NodeContext): Value[] {
   const clip = (v: number) => Math.min(rank, Math.max(0, v < 0 ? v + rank : v));
   const start = clip(attrInt(n, "start", 0));
   const end = clip(attrInt(n, "end", rank));
+  // Sizes known only at run time stay in the graph (nothing folds from the probe's sizes).
+  if (shapeOf(x).slice(start, Math.max(start, end)).includes(-1)) {
+    return [n.b.emit("shape_of", [x], { start, end: Math.max(start, end) })];
+  }
   const runs = x.kind === "runtime" ? x.runs.length : x.hosts.length;
   const hosts: Host[] = [];
   for (let r = 0; r < runs; r++) {
@@ -738,6 +797,17 @@ function shape(n: NodeContext): Value[] {
 
 function size(n: NodeContext): Value[] {
   const x = input(n, 0);
+  const dims = shapeOf(x);
+  if (dims.includes(-1)) {
+    // The product of the dims, as int64 ops (one per dim).
+    const sizes = n.b.emit("shape_of", [x]);
+    let product: Value = n.b.emit("slice", [sizes], { dim: 0, start: 0, end: 1 });
+    for (let axis = 1; axis < dims.length; axis++) {
+      const next = n.b.emit("slice", [sizes], { dim: 0, start: axis, end: axis + 1 });
+      product = n.b.emit("int_binary", [product, next], { kind: "mul" });
+    }
+    return [n.b.emit("reshape", [product], { shape: [] })];
+  }
   const runs = x.kind === "runtime" ? x.runs.length : x.hosts.length;
   const hosts: Host[] = [];
   for (let r = 0; r < runs; r++) hosts.push(host(DATA_TYPE.INT64, [], [numel(runShape(x, r))]));
@@ -778,10 +848,14 @@ function constant(n: NodeContext): Value[] {
 
 function constantOfShape(n: NodeContext): Value[] {
   const target = input(n, 0);
-  if (target.kind !== "const") unsupported("ConstantOfShape of a run-time shape");
   const valueAttr = attribute(n, "value")?.t;
   const fill = valueAttr ? tensorAttribute(n, "value", valueAttr) : host(DATA_TYPE.FLOAT, [1], [0]);
   const fillValue = valuesOf(fill)[0];
+  if (target.kind !== "const") {
+    const dtype = spindleDType(fill.type) ?? unsupported(`ConstantOfShape of ONNX element type ${fill.type}`);
+    if (!Number.isFinite(fillValue)) unsupported("ConstantOfShape at run time with a non-finite value");
+    return [n.b.emit("constant_of_shape", [target], { dtype, value: fillValue })];
+  }
   return [hostPerRun([target], ([h]) => {
     const dims = valuesOf(h);
     if (dims.some((d) => !Number.isSafeInteger(d) || d < 0)) {
@@ -809,7 +883,9 @@ function where(n: NodeContext): Value[] {
 
 function expand(n: NodeContext): Value[] {
   const x = input(n, 0);
-  const dims = constInts(n.inputs[1], "Expand shape");
+  const target = input(n, 1);
+  if (fixedHost(target) === undefined) return [n.b.emit("expand_to", [x, target])];
+  const dims = constInts(target, "Expand shape");
   return [n.b.emit("expand", [x], { shape: dims })];
 }
 
@@ -885,6 +961,10 @@ function resize(n: NodeContext): Value[] {
     : scalesInput
     ? constInts(scalesInput, "Resize scales")
     : undefined;
+  if (sizesInput?.kind === "runtime") {
+    return [n.b.emit("resize_to", [x, asDType(sizesInput, "int64")], { mode, coordinate, nearest, axes })];
+  }
+  if (scalesInput?.kind === "runtime") unsupported("Resize with scales computed at run time");
   if (sizesInput && numel(shapeOf(sizesInput)) > 0) {
     const given = constInts(sizesInput, "Resize sizes");
     if (given.length !== axes.length) {
@@ -1015,6 +1095,22 @@ function recurrent(cell: "lstm" | "gru" | "rnn"): Handler {
   };
 }
 
+function range(n: NodeContext): Value[] {
+  const [start, limit, delta] = [0, 1, 2].map((i) => input(n, i));
+  const dtype = spindleDType(typeOf(start)) ?? unsupported(`Range of ONNX element type ${typeOf(start)}`);
+  // All constant: folds natively (emit runs it once), bounded like any folded constant.
+  const inputs = [start, limit, delta].map((v) => asDType(v, dtype));
+  const [first, end, step] = inputs.map((v) => fixedHost(v) && valuesOf(fixedHost(v)!)[0]);
+  if (typeof first === "number" && typeof end === "number" && typeof step === "number" && step !== 0) {
+    // Folding copies the values into JavaScript: bound them first, as other folds are.
+    checkFoldedSize([Math.max(0, Math.ceil((end - first) / step))]);
+  }
+  // Bounds computed at run time (from sizes, or from a graph input's values, which are zeros
+  // in import's eager runs): the length is dynamic.
+  const runtime = inputs.some((v) => v.kind === "runtime");
+  return [n.b.emit("range", inputs, {}, runtime ? { dtype } : undefined)];
+}
+
 function identity(n: NodeContext): Value[] {
   return [input(n, 0)];
 }
@@ -1031,7 +1127,7 @@ export const HANDLERS: Record<string, Handler> = {
     n,
   ) => (allConst(n.inputs)
     ? [hostPerRun([input(n, 0)], ([h]) => broadcastMap([h], h.type, (x) => -x))]
-    : [n.b.emit("neg", [input(n, 0)])]),
+    : negate(n, input(n, 0))),
   Abs: unary("abs"),
   Erf: unary("erf"),
   Gelu: unary("gelu", (n) => ({ approximate: attrString(n, "approximate", "none") === "tanh" ? "tanh" : "none" })),
@@ -1109,4 +1205,5 @@ export const HANDLERS: Record<string, Handler> = {
   },
   Where: where,
   Expand: expand,
+  Range: range,
 };

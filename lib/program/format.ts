@@ -60,6 +60,12 @@ export interface GraphDescription {
   outputs: number[];
   /** Name, dtype and shape of each output, in the order of `outputs` (optional). */
   results?: InputDescription[];
+  /**
+   * One shape per input that the model accepts, its open dimensions given sizes (optional):
+   * the load-time check runs the model at these sizes instead of 1 for every open dimension
+   * (a detector whose sizes must be multiples of 32 fails at 1).
+   */
+  check_shapes?: number[][];
 }
 
 /** A tensor of the data region. */

@@ -25,6 +25,7 @@ const conv = @import("ops/conv.zig");
 const pooling = @import("ops/pooling.zig");
 const indexing = @import("ops/indexing.zig");
 const recurrent = @import("ops/recurrent.zig");
+const dynamic = @import("ops/dynamic.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
 const indexing_kernels = @import("kernels/indexing.zig");
@@ -103,6 +104,14 @@ pub const OpCode = enum(u32) {
     lstm = 59,
     gru = 60,
     rnn = 61,
+    shape_of = 62,
+    int_binary = 63,
+    reshape_to = 64,
+    expand_to = 65,
+    constant_of_shape = 66,
+    range = 67,
+    slice_to = 68,
+    resize_to = 69,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -534,6 +543,67 @@ pub const Recurrent = struct {
     }
 };
 
+// Shape computations at run time (ops/dynamic.zig): what an imported model computes from
+// the sizes of its inputs, kept in the graph when those sizes are symbolic.
+
+/// ONNX Shape: dims [start, end) of x as int64 (negative counts from the end; clamped).
+pub const ShapeOf = struct {
+    pub const inputs = one_input;
+    start: ?i64 = null,
+    end: ?i64 = null,
+};
+
+/// Integer a ⋈ b (two int64 or two int32 tensors), broadcasting; div truncates, mod takes the
+/// divisor's sign, overflow wraps.
+pub const IntBinary = struct {
+    pub const inputs = two_inputs;
+    kind: dynamic.IntKind,
+};
+
+/// Reshape to the values of an integer tensor: 0 copies the input's dim unless allow_zero,
+/// one -1 is inferred.
+pub const ReshapeTo = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "shape" };
+    allow_zero: bool = false,
+};
+
+/// Broadcasts x to broadcast(x.shape, the values of an integer tensor).
+pub const ExpandTo = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "shape" };
+};
+
+/// A `dtype` tensor of the shape an integer tensor holds, every element `value`.
+pub const ConstantOfShape = struct {
+    pub const inputs: []const []const u8 = &.{"shape"};
+    pub const bounds = .{ .value = Bound.not_nan };
+    dtype: tensor.DType = .float32,
+    value: f64 = 0,
+};
+
+/// start, start + delta, … before limit (three one-element tensors of one dtype).
+pub const Range = struct {
+    pub const inputs: []const []const u8 = &.{ "start", "limit", "delta" };
+};
+
+/// ONNX Slice with starts and ends as integer tensors; axes (default 0 … n − 1) and steps
+/// (default 1, positive) as parameters.
+pub const SliceTo = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "starts", "ends" };
+    pub const bounds = .{ .axes = Bound.any_integer, .steps = Bound.positive };
+    axes: List(i64, max_dims) = .{},
+    steps: List(i64, max_dims) = .{},
+};
+
+/// Resize to sizes held by an integer tensor, one per axis in `axes` (default all); each
+/// scale is output size / input size.
+pub const ResizeTo = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "sizes" };
+    mode: Resize.Mode = .nearest,
+    coordinate: indexing_kernels.Coordinate = .half_pixel,
+    nearest: indexing_kernels.Nearest = .round_prefer_floor,
+    axes: List(i64, max_dims) = .{},
+};
+
 /// Every op's options, tagged by op code.
 pub const Options = union(OpCode) {
     mm: Pair,
@@ -598,6 +668,14 @@ pub const Options = union(OpCode) {
     lstm: Recurrent,
     gru: Recurrent,
     rnn: Recurrent,
+    shape_of: ShapeOf,
+    int_binary: IntBinary,
+    reshape_to: ReshapeTo,
+    expand_to: ExpandTo,
+    constant_of_shape: ConstantOfShape,
+    range: Range,
+    slice_to: SliceTo,
+    resize_to: ResizeTo,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -762,6 +840,14 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
             .ceil_mode = o.ceil_mode,
         }),
         .adaptive_avg_pool2d => |o| pooling.adaptiveAvgPool2d(inputs[0], o.output_size),
+        .shape_of => |o| dynamic.shapeOf(inputs[0], o.start, o.end),
+        .int_binary => |o| dynamic.intBinary(o.kind, inputs[0], inputs[1]),
+        .reshape_to => |o| dynamic.reshapeTo(inputs[0], inputs[1], o.allow_zero),
+        .expand_to => dynamic.expandTo(inputs[0], inputs[1]),
+        .constant_of_shape => |o| dynamic.constantOfShape(inputs[0], o.dtype, o.value),
+        .range => dynamic.range(inputs[0], inputs[1], inputs[2]),
+        .slice_to => |o| dynamic.sliceTo(inputs[0], inputs[1], inputs[2], o.axes.slice(), o.steps.slice()),
+        .resize_to => |o| dynamic.resizeTo(inputs[0], inputs[1], o.axes.slice(), @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest)),
     };
 }
 
@@ -824,6 +910,7 @@ test {
     _ = @import("kernels/indexing.zig");
     _ = schema;
     _ = @import("ops/dims.zig");
+    _ = @import("ops/dynamic.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
     _ = @import("kernels/reduction.zig");

@@ -10,6 +10,7 @@ const Pool = @import("../pool/inter_op.zig");
 const Future = @import("../pool/future.zig");
 const program_module = @import("program.zig");
 const plan_module = @import("plan.zig");
+const shape_plans = @import("shape_plans.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -44,6 +45,9 @@ pub fn run(program: *Program, graph_index: usize, inputs: []const *Tensor, outpu
     var budget: tensor.Budget = undefined;
     tensor.enterBudget(&budget, program.memory_budget);
     defer tensor.leaveBudget(&budget);
+    if (graph_index == 0 and program.plans[0] == null and hasOpenDims(&program.graphs[0]) and inputs.len <= ops.max_inputs) {
+        return runPlannedByShape(program, inputs, outputs);
+    }
     return runWith(program, graph_index, inputs, outputs, .pool, null);
 }
 
@@ -100,6 +104,36 @@ pub fn runProfiled(program: *Program, graph_index: usize, inputs: []const *Tenso
     return runWith(program, graph_index, inputs, outputs, .inline_forks, null);
 }
 
+fn hasOpenDims(graph: *const Graph) bool {
+    for (graph.inputs) |spec| for (spec.shape) |dim| if (dim == null) return true;
+    return false;
+}
+
+/// Runs graph 0 with the memory plan of these input shapes (shape_plans.zig); the first run
+/// at new shapes is recorded, as the load-time check records, and planned for the next.
+fn runPlannedByShape(program: *Program, inputs: []const *Tensor, outputs: []*Tensor) Error!void {
+    const key = shape_plans.Key.of(inputs);
+    if (program.shape_plans.acquire(&key)) |entry| {
+        defer entry.release();
+        return runWithPlan(program, 0, inputs, outputs, .pool, null, entry.plan);
+    }
+    const entry = try shape_plans.ShapePlans.create(&key);
+    var inserted = false;
+    defer if (!inserted) entry.release();
+    const allocator = entry.arena.allocator();
+    var recorder: Recorder = .{
+        .recordings = allocator.alloc(?plan_module.Recording, program.graphs.len) catch return error.OutOfMemory,
+        .allocator = allocator,
+    };
+    @memset(recorder.recordings, null);
+    try runWith(program, 0, inputs, outputs, .pool, &recorder);
+    // A run that failed planned nothing; one that ran is worth planning (or remembering
+    // that nothing can be planned), whatever the budget says of the next.
+    if (recorder.recordings[0]) |recording| entry.plan = try plan_module.build(allocator, &program.graphs[0], recording);
+    inserted = true;
+    program.shape_plans.insert(entry);
+}
+
 /// What the load-time check records for planning: per graph, per node (see plan.zig).
 const Recorder = struct {
     recordings: []?plan_module.Recording,
@@ -138,9 +172,14 @@ pub const ForkMode = enum { pool, inline_forks };
 
 fn runWith(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor, mode: ForkMode, recorder: ?*Recorder) Error!void {
     std.debug.assert(graph_index < program.graphs.len);
+    return runWithPlan(program, graph_index, inputs, outputs, mode, recorder, if (recorder == null) program.plans[graph_index] else null);
+}
+
+fn runWithPlan(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor, mode: ForkMode, recorder: ?*Recorder, memory_plan: ?plan_module.GraphPlan) Error!void {
+    std.debug.assert(graph_index < program.graphs.len);
+    std.debug.assert(recorder == null or memory_plan == null);
     const recording: ?plan_module.Recording = if (recorder) |r| try r.forGraph(program, graph_index) else null;
     // One arena per run of a planned graph (a cached block, so warm pages after the first).
-    const memory_plan = if (recorder == null) program.plans[graph_index] else null;
     const arena: ?*tensor.Arena = if (memory_plan) |p| try tensor.Arena.create(p.arena_bytes) else null;
     defer if (arena) |a| a.release();
     const graph = &program.graphs[graph_index];
@@ -287,8 +326,8 @@ fn releaseConsumed(graph: *const Graph, node: *const program_module.Node, index:
     if (graph.last_use[node.output] == program_module.never_read) frame[node.output].release();
 }
 
-/// Runs graph 0 once on zero-filled inputs of its declared shapes (size 1 for open
-/// dimensions), forks inline, so that shape and dtype mismatches anywhere in the program are
+/// Runs graph 0 once on zero-filled inputs of its declared shapes (open dimensions at the
+/// sizes of the graph's check shapes, else 1), forks inline, so that shape and dtype mismatches anywhere in the program are
 /// found when it is loaded rather than on the first request.
 pub fn checkShapes(program: *Program) Error!void {
     const graph = &program.graphs[0];
@@ -300,7 +339,7 @@ pub fn checkShapes(program: *Program) Error!void {
     defer for (inputs[0..created]) |t| t.release();
     for (graph.inputs, 0..) |spec, i| {
         var shape: [tensor.max_dims]usize = undefined;
-        for (spec.shape, 0..) |dim, axis| shape[axis] = dim orelse 1;
+        for (spec.shape, 0..) |dim, axis| shape[axis] = dim orelse if (spec.check_shape.len != 0) spec.check_shape[axis] else 1;
         inputs[i] = tensor.createZeroed(spec.dtype, shape[0..spec.shape.len]) catch |err| {
             if (err == error.OutOfMemory) return err;
             var reason: [status.message_capacity]u8 = undefined;
@@ -709,4 +748,76 @@ test "a profiled run times every op node, forked graphs included, and counts rec
     try runProfiled(program, 0, &.{x}, &again, &short);
     again[0].release();
     try std.testing.expectEqual(@as(usize, 4), short.count);
+}
+
+test "the load-time check runs open dims at the graph's check shapes, which must fit its inputs" {
+    // reshape to [-1, 4] needs a multiple of 4 elements: size 1 fails, the check shape 8 runs.
+    const json =
+        \\{"format":"spindle-graph","version":2,"tensors":[],"graphs":[
+        \\ {"inputs":[{"dtype":"float32","shape":[-1]}],"values":2,CHECK
+        \\  "nodes":[{"op":"reshape","inputs":[0],"outputs":[1],"params":{"shape":[-1,4]}}],"outputs":[1]}]}
+    ;
+    const cases = [_]struct { check: []const u8, outcome: ?anyerror }{
+        .{ .check = "", .outcome = error.MalformedModel },
+        .{ .check = "\"check_shapes\":[[8]],", .outcome = null },
+        .{ .check = "\"check_shapes\":[[0]],", .outcome = error.MalformedModel },
+        .{ .check = "\"check_shapes\":[[8,1]],", .outcome = error.MalformedModel },
+        .{ .check = "\"check_shapes\":[[8],[8]],", .outcome = error.MalformedModel },
+    };
+    for (cases) |case| {
+        const text = try std.mem.replaceOwned(u8, std.testing.allocator, json, "CHECK", case.check);
+        defer std.testing.allocator.free(text);
+        const image = try format.writeImage(std.testing.allocator, text, &.{});
+        defer std.testing.allocator.free(image);
+        const loaded = program_module.load(image);
+        if (loaded) |program| {
+            defer program.release();
+            if (case.outcome) |expected| {
+                try std.testing.expectError(expected, checkShapes(program));
+            } else {
+                try checkShapes(program);
+                // Any size the graph allows still runs.
+                const x = try tensor.createZeroed(.float32, &.{12});
+                defer x.release();
+                var outputs: [1]*Tensor = undefined;
+                try run(program, 0, &.{x}, &outputs);
+                defer outputs[0].release();
+                try std.testing.expectEqualSlices(usize, &.{ 3, 4 }, outputs[0].dims());
+            }
+        } else |err| try std.testing.expectEqual(case.outcome.?, err);
+    }
+}
+
+test {
+    _ = shape_plans;
+}
+
+test "a program with open dims plans each input shape on its first run, boundedly, with the same results" {
+    const json =
+        \\{"format":"spindle-graph","version":2,"tensors":[],"graphs":[
+        \\ {"inputs":[{"dtype":"float32","shape":[-1,4]}],"values":4,
+        \\  "nodes":[{"op":"neg","inputs":[0],"outputs":[1]},{"op":"relu","inputs":[1],"outputs":[2]},
+        \\           {"op":"neg","inputs":[2],"outputs":[3]}],"outputs":[3]}]}
+    ;
+    const image = try format.writeImage(std.testing.allocator, json, &.{});
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    try checkShapes(program);
+    try std.testing.expect(program.plans[0] == null);
+    // Twice per size, over more sizes than the cache keeps: -relu(-x) is min(x, 0) each time.
+    for (0..2 * (shape_plans.capacity + 3)) |step| {
+        const rows = step / 2 + 1;
+        const x = try tensor.createUninit(.float32, &.{ rows, 4 });
+        defer x.release();
+        for (x.f32Slice(), 0..) |*v, i| v.* = @as(f32, @floatFromInt(i % 5)) - 2;
+        var outputs: [1]*Tensor = undefined;
+        try run(program, 0, &.{x}, &outputs);
+        defer outputs[0].release();
+        for (outputs[0].f32Slice(), x.f32Slice()) |got, want| try std.testing.expectEqual(@min(want, 0), got);
+        const entry = program.shape_plans.acquire(&shape_plans.Key.of(&.{x})) orelse return error.TestUnexpectedResult;
+        defer entry.release();
+        try std.testing.expect(entry.plan != null and entry.plan.?.arena_bytes > 0);
+    }
+    try std.testing.expectEqual(@as(usize, shape_plans.capacity), program.shape_plans.count());
 }

@@ -139,6 +139,10 @@ pub const GraphDescription = struct {
     /// Name, dtype and shape of each output (in the order of `outputs`), or empty. Only
     /// TypeScript reads them (a module's output metadata).
     results: []const InputDescription = &.{},
+    /// One shape per input that the model accepts (its open dims given sizes), or empty: the
+    /// sizes the load-time check runs open dims at (else 1). An imported model whose sizes
+    /// must be multiples of 32 (a CNN detector) fails at 1 but runs at every size it allows.
+    check_shapes: []const []const i64 = &.{},
 };
 
 pub const Description = struct {

@@ -31,6 +31,8 @@ pub const InputSpec = struct {
     shape: []const ?usize,
     /// Per dimension, the model's name for it (ONNX dim_param) or null; empty when none.
     symbols: []const ?[]const u8,
+    /// A size for each dim that the load-time check uses for the open ones; empty: 1.
+    check_shape: []const usize = &.{},
 
     /// Formats the shape as the model declares it: `[batch, 3, ?, 224]`.
     pub fn format(spec: InputSpec, writer: *std.Io.Writer) std.Io.Writer.Error!void {
@@ -72,6 +74,9 @@ pub const Program = struct {
     /// Memory plans per graph, filled by the load-time shape check (execute.checkShapes)
     /// before the program is shared; read-only afterwards.
     plans: []?@import("plan.zig").GraphPlan,
+    /// Graph 0's plans per input shape, for a program whose inputs have open dims (filled by
+    /// execute.run as runs meet new shapes; bounded, thread-safe).
+    shape_plans: @import("shape_plans.zig").ShapePlans = .{},
     constants: []const *Tensor,
     /// The most tensor bytes one run may hold at once (execute.run; null: no cap), set by
     /// whoever loads the program before it is shared.
@@ -90,6 +95,7 @@ pub const Program = struct {
         if (previous == 1) {
             _ = program.refs.load(.acquire);
             for (program.constants) |constant| constant.release();
+            program.shape_plans.deinit();
             var arena = program.arena;
             arena.deinit();
         }
@@ -182,10 +188,25 @@ fn loadTensors(allocator: std.mem.Allocator, descriptions: []const format.Tensor
     return constants;
 }
 
-fn buildInputs(allocator: std.mem.Allocator, descriptions: []const format.InputDescription, graph_index: usize) Error![]InputSpec {
+/// An input's check shape: one positive size per dim, equal to the fixed dims.
+fn checkShape(allocator: std.mem.Allocator, shape: []const ?usize, given: []const i64, graph_index: usize) Error![]const usize {
+    if (given.len != shape.len) return status.fail(error.MalformedModel, "model: graph {d} has a check shape of {d} dims for an input of {d}", .{ graph_index, given.len, shape.len });
+    const sizes = allocator.alloc(usize, given.len) catch return error.OutOfMemory;
+    for (given, shape, sizes) |size, dim, *slot| {
+        if (size < 1 or size > 1 << 20 or (dim != null and dim.? != size)) {
+            return status.fail(error.MalformedModel, "model: graph {d} has a check shape {f} that does not fit its input", .{ graph_index, status.shape(given) });
+        }
+        slot.* = @intCast(size);
+    }
+    return sizes;
+}
+
+fn buildInputs(allocator: std.mem.Allocator, descriptions: []const format.InputDescription, check_shapes: []const []const i64, graph_index: usize) Error![]InputSpec {
+    if (check_shapes.len != 0 and check_shapes.len != descriptions.len) {
+        return status.fail(error.MalformedModel, "model: graph {d} has {d} check shapes for {d} inputs", .{ graph_index, check_shapes.len, descriptions.len });
+    }
     const specs = allocator.alloc(InputSpec, descriptions.len) catch return error.OutOfMemory;
     for (descriptions, specs, 0..) |d, *spec, i| {
-        _ = i;
         const dtype = try parseDType(d.dtype, "graph input of graph", graph_index);
         if (d.shape.len > tensor.max_dims) {
             return status.fail(error.MalformedModel, "model: graph {d} has an input with {d} dims", .{ graph_index, d.shape.len });
@@ -196,6 +217,7 @@ fn buildInputs(allocator: std.mem.Allocator, descriptions: []const format.InputD
             slot.* = if (dim == -1) null else @intCast(dim);
         }
         spec.* = .{ .name = d.name, .dtype = dtype, .shape = shape, .symbols = d.symbols };
+        if (check_shapes.len != 0) spec.check_shape = try checkShape(allocator, shape, check_shapes[i], graph_index);
     }
     return specs;
 }
@@ -220,7 +242,7 @@ fn buildGraph(
         return status.fail(error.MalformedModel, "model: graph {d} has {d} values and {d} nodes, over the limits", .{ graph_index, d.values, d.nodes.len });
     }
     if (d.inputs.len > d.values) return status.fail(error.MalformedModel, "model: graph {d} has more inputs than values", .{graph_index});
-    const inputs = try buildInputs(allocator, d.inputs, graph_index);
+    const inputs = try buildInputs(allocator, d.inputs, d.check_shapes, graph_index);
     const kinds = allocator.alloc(ValueKind, d.values) catch return error.OutOfMemory;
     const defined = allocator.alloc(bool, d.values) catch return error.OutOfMemory;
     const last_use = allocator.alloc(u32, d.values) catch return error.OutOfMemory;

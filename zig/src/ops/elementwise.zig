@@ -62,7 +62,7 @@ pub fn broadcastShape(comptime op: []const u8, a: []const usize, b: []const usiz
 
 /// Strides (in elements) of a contiguous operand of shape `shape` seen through the broadcast
 /// output shape `out_shape`: 0 along broadcast dimensions.
-fn broadcastStrides(shape: []const usize, out_shape: []const usize) [max_dims]usize {
+pub fn broadcastStrides(shape: []const usize, out_shape: []const usize) [max_dims]usize {
     var strides: [max_dims]usize = @splat(0);
     var stride: usize = 1;
     var i = shape.len;

@@ -110,9 +110,12 @@ pub const Pool = struct {
             pool.queued += 1;
             pool.queued_hint.store(pool.queued, .monotonic);
             pool.live += 1;
-            // A spinning or sleeping worker takes it; otherwise start one while under the limit.
-            start_worker = pool.idle == 0 and pool.spinning == 0 and pool.workers < pool.limit();
-            if (start_worker) pool.workers += 1 else if (pool.idle > 0) pool.work.signal();
+            // Wake a sleeping worker for it, and start another while under the limit when
+            // more jobs wait than workers can take them (sleeping ones count until they have
+            // woken, so a burst of submits starts workers up to the limit).
+            if (pool.idle > 0) pool.work.signal();
+            start_worker = pool.queued > pool.idle + pool.spinning and pool.workers < pool.limit();
+            if (start_worker) pool.workers += 1;
         }
         if (!start_worker) return;
         const thread = std.Thread.spawn(.{ .stack_size = worker_stack_bytes }, workerMain, .{pool}) catch {
@@ -343,6 +346,25 @@ test "the inference pool runs every job once, at most `limit` at a time, from ma
     try testing.expect(peak.load(.acquire) <= 2);
     try testing.expect(pool.load().workers <= 2);
     try testing.expect(pool.running_peak <= 2);
+}
+
+test "a burst of submits from one thread starts workers up to the limit" {
+    test_limit.store(4, .monotonic);
+    var pool: Pool = .{ .limit_fn = testLimit };
+    defer pool.freeChannels();
+    const channel = try channels.open();
+    var concurrent: Atomic(u32) = .init(0);
+    var peak: Atomic(u32) = .init(0);
+    var jobs: [16]TestJob = undefined;
+    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    var seen = [_]bool{false} ** 16;
+    // Warm: one worker, then asleep.
+    try pool.submit(&jobs[0].job, channel, 0);
+    try drainTokens(&pool, channel, &seen, 1);
+    for (jobs[1..], 1..) |*job, i| try pool.submit(&job.job, channel, i);
+    try drainTokens(&pool, channel, &seen, 15);
+    try testing.expect(pool.load().workers > 1);
+    try testing.expect(pool.load().workers <= 4);
 }
 
 test "the inference pool follows a raised and a lowered limit" {
