@@ -71,17 +71,23 @@ export class Scheduler {
     this.#admitted--;
   }
 
+  /** Requests admitted and not yet answered (reading their body, queued or running). */
+  get admitted(): number {
+    return this.#admitted;
+  }
+
   /**
    * Runs the inputs through the model when a slot is free, stacked with others when it can.
    *
    * @param model The model.
    * @param inputs Its inputs, in its order.
    * @param timeoutMs Milliseconds left before the request's deadline.
+   * @param deadlineMs The deadline as configured, for the message.
    * @returns The outputs, in the model's order.
    * @throws {HttpError} 504 when the deadline passes first (the slot is reclaimed when the
    *   forward it is in, if any, completes), 400/500 when the model fails.
    */
-  infer(model: ServedModel, inputs: Values[], timeoutMs: number): Promise<Values[]> {
+  infer(model: ServedModel, inputs: Values[], timeoutMs: number, deadlineMs = timeoutMs): Promise<Values[]> {
     return new Promise((resolve, reject) => {
       const stackable = model.batchable && this.#options.maxBatch > 1 &&
         inputs.every((v) => v.shape.length > 0 && v.shape[0] === inputs[0].shape[0]);
@@ -104,7 +110,10 @@ export class Scheduler {
           this.#queue.splice(index, 1);
           this.#metrics.queueDepth = this.#queue.length;
         }
-        this.#settle(job, new HttpError(504, `model '${model.name}': the request passed its ${timeoutMs} ms deadline`));
+        this.#settle(
+          job,
+          new HttpError(504, `model '${model.name}': the request passed its ${deadlineMs} ms deadline (--timeout-ms)`),
+        );
       }, timeoutMs);
       this.#queue.push(job);
       this.#metrics.queueDepth = this.#queue.length;

@@ -139,6 +139,8 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
   });
   const scheduler = new Scheduler(options, metrics);
   let draining = false;
+  /** Resolves the drain wait of shutdown() once no infer request is left. */
+  let drained: (() => void) | null = null;
 
   const modelOf = (name: string, version: string | undefined): ServedModel => {
     const model = models.get(name);
@@ -171,7 +173,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
       );
       const inputs: Values[] = parsed.inputs.map((t) => ({ dtype: t.dtype, shape: t.shape, data: t.data }));
       const left = Math.max(1, options.timeoutMs - (performance.now() - arrived));
-      const outputs = await scheduler.infer(model, inputs, left);
+      const outputs = await scheduler.infer(model, inputs, left, options.timeoutMs);
       const selected = parsed.outputs.map((wanted) => {
         const index = model.outputs.findIndex((spec) => spec.name === wanted.name);
         const value = outputs[index];
@@ -190,6 +192,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
       });
     } finally {
       scheduler.release();
+      if (draining && scheduler.admitted === 0) drained?.();
     }
   };
 
@@ -265,8 +268,13 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
       metrics,
       finished: server.finished,
       shutdown() {
+        // Deno's server.shutdown() makes the bodies of requests still streaming in unreadable,
+        // so the requests admitted so far are answered first (new ones get 503), then it stops.
         draining = true;
-        stopping ??= server.shutdown();
+        stopping ??= (async () => {
+          if (scheduler.admitted > 0) await new Promise<void>((resolve) => drained = resolve);
+          await server.shutdown();
+        })();
         return stopping;
       },
     });
