@@ -587,9 +587,20 @@ Deno.test("serve CLI: startup log, and SIGTERM finishes in-flight requests then 
   const data = Array.from({ length: 64 * 1024 }, (_, i) => (i % 17) / 17);
   const request = { inputs: [{ name: "input0", datatype: "FP32", shape: [64, 1024], data }] };
   const inFlight = Array.from({ length: 6 }, () => post(`http://127.0.0.1:${port}/v2/models/ex/infer`, request));
-  // Signal once the first has been answered: the other five are queued or running then.
-  await Promise.race(inFlight);
+  // Signal once all six are admitted (requests arriving later get 503: the server stops accepting)
+  // and at least two are still in flight.
+  const metricsUrl = `http://127.0.0.1:${port}/metrics`;
+  const giveUp = Date.now() + 30_000;
+  let inflight = 0;
+  while (Date.now() < giveUp) {
+    const text = await (await fetch(metricsUrl)).text();
+    inflight = Number(text.match(/^spindle_inflight_requests (\d+)$/m)?.[1]);
+    const answered = Number(text.match(/^spindle_requests_total\{model="ex",status="200"\} (\d+)$/m)?.[1] ?? 0);
+    if (inflight + answered === 6) break;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
   child.kill("SIGTERM");
+  assert.ok(inflight >= 2, `${inflight} requests in flight at SIGTERM`);
   const responses = await Promise.all(inFlight);
   for (const response of responses) {
     const answer = await response.json();

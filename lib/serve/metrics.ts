@@ -80,6 +80,8 @@ export class Metrics {
   queueDepth = 0;
   /** Forward passes running now. */
   running = 0;
+  /** Infer requests admitted and not yet answered. */
+  inflight = 0;
 
   /** @param settings The thread settings to report. */
   constructor(settings: ThreadSettings) {
@@ -133,6 +135,7 @@ export class Metrics {
       for (const [model, histogram] of map) histogram.render(name, `model="${label(model)}"`, out);
     }
     const gauges: [string, string, number][] = [
+      ["spindle_inflight_requests", "Infer requests admitted and not yet answered.", this.inflight],
       ["spindle_queue_depth", "Requests waiting for an inference slot.", this.queueDepth],
       ["spindle_inflight_forwards", "Forward passes running now.", this.running],
       ["spindle_intra_op_threads", "Intra-op threads per forward pass.", this.#settings.intraOpThreads],

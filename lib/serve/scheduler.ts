@@ -63,12 +63,14 @@ export class Scheduler {
   tryAdmit(): boolean {
     if (this.#admitted >= this.#options.concurrency + this.#options.queue) return false;
     this.#admitted++;
+    this.#metrics.inflight = this.#admitted;
     return true;
   }
 
   /** Ends an admitted request. */
   release(): void {
     this.#admitted--;
+    this.#metrics.inflight = this.#admitted;
   }
 
   /** Requests admitted and not yet answered (reading their body, queued or running). */
