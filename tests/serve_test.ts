@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { load, type Module, tensor } from "../mod.ts";
 import { type ServedModel, servedModule } from "../lib/serve/model.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../lib/serve/server.ts";
-import { writeTestModel } from "./serve/fixture.ts";
+import { fakeModel, writeTestModel } from "./serve/fixture.ts";
 import { ROOT } from "./helpers.ts";
 
 const MODEL_PATH = await writeTestModel();
@@ -284,23 +284,6 @@ Deno.test("serve: every error is JSON {error} with its status, and the server ke
     assert.ok(server.metrics.count("m", 400) >= 15);
   });
 });
-
-/** A model that takes `ms` per run, or fails: for the queue, deadline and 500 tests. */
-function fakeModel(ms: number, fail = false): ServedModel {
-  return {
-    name: "m",
-    source: "fake",
-    inputs: [{ name: "x", dtype: "float32", shape: [-1, 4] }],
-    outputs: [{ name: "y", dtype: "float32", shape: [-1, 4] }],
-    batchable: true,
-    async run(inputs) {
-      await new Promise((resolve) => setTimeout(resolve, ms));
-      if (fail) throw new Error("kernel exploded");
-      return [{ ...inputs[0], data: inputs[0].data.slice() }];
-    },
-    dispose() {},
-  };
-}
 
 const ONE_ROW = { inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, 4] }] };
 

@@ -10,6 +10,7 @@
  * @module
  */
 import { onnx } from "../../tools/fuzz_corpus.ts";
+import type { ServedModel } from "../../lib/serve/model.ts";
 
 /** The ONNX bytes of the test model. */
 export function testModelBytes(): Uint8Array {
@@ -37,4 +38,21 @@ export async function writeTestModel(): Promise<string> {
   const path = await Deno.makeTempFile({ prefix: "spindle-serve-", suffix: ".onnx" });
   await Deno.writeFile(path, testModelBytes());
   return path;
+}
+
+/** A model that takes `ms` per run, or fails: for the queue, deadline and 500 tests. */
+export function fakeModel(ms: number, fail = false): ServedModel {
+  return {
+    name: "m",
+    source: "fake",
+    inputs: [{ name: "x", dtype: "float32", shape: [-1, 4] }],
+    outputs: [{ name: "y", dtype: "float32", shape: [-1, 4] }],
+    batchable: true,
+    async run(inputs) {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      if (fail) throw new Error("kernel exploded");
+      return [{ ...inputs[0], data: inputs[0].data.slice() }];
+    },
+    dispose() {},
+  };
 }
