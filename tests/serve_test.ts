@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { load, type Module, tensor } from "../mod.ts";
 import { type ServedModel, servedModule } from "../lib/serve/model.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../lib/serve/server.ts";
-import { fakeModel, writeTestModel } from "./serve/fixture.ts";
+import { fakeModel, mutate, random, writeTestModel } from "./serve/fixture.ts";
 import { ROOT } from "./helpers.ts";
 
 const MODEL_PATH = await writeTestModel();
@@ -432,49 +432,6 @@ Deno.test("serve: truncated, lying and slow bodies are answered or dropped, neve
     await healthy.body?.cancel();
   });
 });
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** One random mutation of a valid request (JSON or binary): bytes, header and all. */
-export function mutate(next: () => number, valid: Uint8Array, headerLength: number | null) {
-  const bytes = new Uint8Array(valid);
-  let header = headerLength === null ? undefined : String(headerLength);
-  const pick = Math.floor(next() * 8);
-  const at = Math.floor(next() * bytes.length);
-  let body: Uint8Array = bytes;
-  if (pick === 0) bytes[at] = Math.floor(next() * 256);
-  else if (pick === 1) body = bytes.subarray(0, at);
-  else if (pick === 2) {
-    body = new Uint8Array([...bytes.subarray(0, at), ...bytes.subarray(at, at + 40), ...bytes.subarray(at)]);
-  } else if (pick === 3) header = String(Math.floor(next() * 2 ** 40) - 5);
-  else if (pick === 4) {
-    const text = new TextDecoder().decode(bytes).replace(/\d+/, () => String(Math.floor(next() * 1e6)));
-    body = new TextEncoder().encode(text);
-  } else if (pick === 5) {
-    const text = new TextDecoder().decode(bytes).replace(
-      /"(FP32|INT64)"/,
-      ['"FP64"', '"BOOL"', '"x"', "null", "7"][Math.floor(next() * 5)],
-    );
-    body = new TextEncoder().encode(text);
-  } else if (pick === 6) {
-    for (let i = 0; i < 8; i++) bytes[Math.floor(next() * bytes.length)] ^= 1 << Math.floor(next() * 8);
-  } else {
-    const text = new TextDecoder().decode(bytes).replace(
-      /\[[\d, -]+\]/,
-      ["[1e308, 4]", "[-1, 4]", "[]", "[2, 4, 1]"][Math.floor(next() * 4)],
-    );
-    body = new TextEncoder().encode(text);
-  }
-  return { body, header };
-}
 
 Deno.test("serve: 300 random mutations of valid requests get well-formed answers; RSS stays flat", async () => {
   await withServer({ maxBody: 1 << 16 }, async (url) => {

@@ -178,10 +178,19 @@ function jsonData(data: unknown, dtype: DType, count: number, what: string): Ten
   return out;
 }
 
-/** Copies `byteLength` bytes at `offset` into a new (aligned) typed array of `dtype`. */
+/**
+ * The `byteLength` bytes at `offset` as a typed array of `dtype`: a view of the body when the
+ * bytes are aligned for it, else an aligned copy (typed arrays need aligned offsets).
+ */
 function binaryData(body: Uint8Array, offset: number, byteLength: number, dtype: DType): TensorData {
-  const bytes = body.slice(offset, offset + byteLength);
   const count = byteLength / BYTES_PER_ELEMENT[dtype];
+  const start = body.byteOffset + offset;
+  if (start % BYTES_PER_ELEMENT[dtype] === 0) {
+    if (dtype === "float32") return new Float32Array(body.buffer, start, count);
+    if (dtype === "int32") return new Int32Array(body.buffer, start, count);
+    return new BigInt64Array(body.buffer, start, count);
+  }
+  const bytes = body.slice(offset, offset + byteLength);
   if (dtype === "float32") return new Float32Array(bytes.buffer, 0, count);
   if (dtype === "int32") return new Int32Array(bytes.buffer, 0, count);
   return new BigInt64Array(bytes.buffer, 0, count);

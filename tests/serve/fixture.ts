@@ -56,3 +56,46 @@ export function fakeModel(ms: number, fail = false): ServedModel {
     dispose() {},
   };
 }
+
+/** Deterministic pseudo-random numbers (mulberry32). */
+export function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** One random mutation of a valid request (JSON or binary): bytes, header and all. */
+export function mutate(next: () => number, valid: Uint8Array, headerLength: number | null) {
+  const bytes = new Uint8Array(valid);
+  let header = headerLength === null ? undefined : String(headerLength);
+  const pick = Math.floor(next() * 8);
+  const at = Math.floor(next() * bytes.length);
+  let body: Uint8Array = bytes;
+  if (pick === 0) bytes[at] = Math.floor(next() * 256);
+  else if (pick === 1) body = bytes.subarray(0, at);
+  else if (pick === 2) {
+    body = new Uint8Array([...bytes.subarray(0, at), ...bytes.subarray(at, at + 40), ...bytes.subarray(at)]);
+  } else if (pick === 3) header = String(Math.floor(next() * 2 ** 40) - 5);
+  else if (pick === 4) {
+    const text = new TextDecoder().decode(bytes).replace(/\d+/, () => String(Math.floor(next() * 1e6)));
+    body = new TextEncoder().encode(text);
+  } else if (pick === 5) {
+    const text = new TextDecoder().decode(bytes).replace(
+      /"(FP32|INT64)"/,
+      ['"FP64"', '"BOOL"', '"x"', "null", "7"][Math.floor(next() * 5)],
+    );
+    body = new TextEncoder().encode(text);
+  } else if (pick === 6) {
+    for (let i = 0; i < 8; i++) bytes[Math.floor(next() * bytes.length)] ^= 1 << Math.floor(next() * 8);
+  } else {
+    const text = new TextDecoder().decode(bytes).replace(
+      /\[[\d, -]+\]/,
+      ["[1e308, 4]", "[-1, 4]", "[]", "[2, 4, 1]"][Math.floor(next() * 4)],
+    );
+    body = new TextEncoder().encode(text);
+  }
+  return { body, header };
+}
