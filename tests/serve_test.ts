@@ -320,6 +320,39 @@ Deno.test("serve: a full queue is 503 with Retry-After, a passed deadline 504, a
   }, fakeModel(1, true));
 });
 
+Deno.test("serve: while shutting down, admitted requests finish and new ones get 503; then it stops", async () => {
+  const server = await startServer({
+    models: [fakeModel(300)],
+    port: 0,
+    hostname: "127.0.0.1",
+    concurrency: 1,
+    queue: 4,
+    timeoutMs: 10_000,
+    maxBody: 1 << 20,
+    maxBatch: 1,
+    batchDelayUs: 0,
+    intraOpThreads: 1,
+    interopThreads: 1,
+    version: "test",
+  });
+  const url = `http://127.0.0.1:${server.port}`;
+  const first = post(`${url}/v2/models/m/infer`, ONE_ROW);
+  while (server.metrics.inflight === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+  const stopped = server.shutdown();
+  const late = await post(`${url}/v2/models/m/infer`, ONE_ROW);
+  assert.equal(late.headers.get("retry-after"), "1");
+  await expectError(late, 503, /shutting down/);
+  const ready = await fetch(`${url}/v2/health/ready`);
+  assert.equal(ready.status, 503);
+  await ready.body?.cancel();
+  const answer = await first;
+  assert.equal(answer.status, 200);
+  assert.deepEqual((await answer.json()).outputs[0].data, [1, 2, 3, 4]);
+  await stopped;
+  await server.finished;
+  await assert.rejects(fetch(`${url}/v2/health/live`));
+});
+
 Deno.test("serve: dynamic batching stacks concurrent requests into fewer forwards, outputs unchanged", async () => {
   using module = await openModule();
   const rows = 12;

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { liveTensorCount } from "../tensor.ts";
+
 /** Upper bounds of the latency buckets, in seconds (100 µs … 10 s). */
 const LATENCY_BUCKETS = [
   0.0001,
@@ -144,6 +146,14 @@ export class Metrics {
       ["spindle_queue_limit", "Requests allowed to wait (--queue).", this.#settings.queue],
       ["spindle_max_batch", "Most requests stacked into one forward (--max-batch).", this.#settings.maxBatch],
     ];
+    const memory = Deno.memoryUsage();
+    gauges.push(
+      ["spindle_process_resident_memory_bytes", "Resident set size of the server process.", memory.rss],
+      ["spindle_js_heap_used_bytes", "V8 heap in use.", memory.heapUsed],
+      ["spindle_js_heap_total_bytes", "V8 heap reserved.", memory.heapTotal],
+      ["spindle_js_external_bytes", "Memory outside the V8 heap that V8 tracks (buffers).", memory.external],
+      ["spindle_live_tensors", "Native tensors alive (requests in flight hold some).", liveTensorCount()],
+    );
     for (const [name, help, value] of gauges) {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name} ${value}`);
     }
