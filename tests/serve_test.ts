@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { load, type Module, tensor } from "../mod.ts";
 import { type ServedModel, servedModule } from "../lib/serve/model.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../lib/serve/server.ts";
-import { fakeModel, mutate, random, writeTestModel } from "./serve/fixture.ts";
+import { fakeModel, mutate, random, testOptions, writeTestModel } from "./serve/fixture.ts";
 import { ROOT } from "./helpers.ts";
 
 const MODEL_PATH = await writeTestModel();
@@ -42,21 +42,7 @@ async function withServer(
   model?: ServedModel,
 ): Promise<void> {
   const served = model ?? servedModule("m", MODEL_PATH, await openModule());
-  const server = await startServer({
-    models: [served],
-    port: 0,
-    hostname: "127.0.0.1",
-    concurrency: 2,
-    queue: 16,
-    timeoutMs: 10_000,
-    maxBody: 1 << 20,
-    maxBatch: 1,
-    batchDelayUs: 0,
-    intraOpThreads: 1,
-    interopThreads: 1,
-    version: "test",
-    ...options,
-  });
+  const server = await startServer(testOptions(served, options));
   try {
     await fn(`http://127.0.0.1:${server.port}`, server, served);
   } finally {
@@ -321,20 +307,7 @@ Deno.test("serve: a full queue is 503 with Retry-After, a passed deadline 504, a
 });
 
 Deno.test("serve: while shutting down, admitted requests finish and new ones get 503; then it stops", async () => {
-  const server = await startServer({
-    models: [fakeModel(300)],
-    port: 0,
-    hostname: "127.0.0.1",
-    concurrency: 1,
-    queue: 4,
-    timeoutMs: 10_000,
-    maxBody: 1 << 20,
-    maxBatch: 1,
-    batchDelayUs: 0,
-    intraOpThreads: 1,
-    interopThreads: 1,
-    version: "test",
-  });
+  const server = await startServer(testOptions(fakeModel(300), { concurrency: 1, queue: 4 }));
   const url = `http://127.0.0.1:${server.port}`;
   const first = post(`${url}/v2/models/m/infer`, ONE_ROW);
   while (server.metrics.inflight === 0) await new Promise((resolve) => setTimeout(resolve, 2));

@@ -9,32 +9,14 @@
  */
 import assert from "node:assert/strict";
 import { load, tensor } from "../mod.ts";
-import { type ServedModel, servedModule } from "../lib/serve/model.ts";
-import { type ServeOptions, startServer } from "../lib/serve/server.ts";
-import { fakeModel, writeTestModel } from "./serve/fixture.ts";
+import { servedModule } from "../lib/serve/model.ts";
+import { startServer } from "../lib/serve/server.ts";
+import { fakeModel, testOptions, writeTestModel } from "./serve/fixture.ts";
 import { tritonPython } from "./serve/python.ts";
 import { ROOT } from "./helpers.ts";
 
 const setup = await tritonPython();
 if ("skip" in setup) console.log(`serve_triton_test: skipped: ${setup.skip}`);
-
-function options(model: ServedModel, extra: Partial<ServeOptions> = {}): ServeOptions {
-  return {
-    models: [model],
-    port: 0,
-    hostname: "127.0.0.1",
-    concurrency: 2,
-    queue: 16,
-    timeoutMs: 10_000,
-    maxBody: 1 << 20,
-    maxBatch: 1,
-    batchDelayUs: 0,
-    intraOpThreads: 1,
-    interopThreads: 1,
-    version: "test",
-    ...extra,
-  };
-}
 
 Deno.test({
   name: "serve: tritonclient[http] passes the protocol checks (metadata, infer, selection, errors)",
@@ -61,9 +43,9 @@ Deno.test({
     const slow = fakeModel(500);
     const failing = fakeModel(1, true);
     const servers = [
-      await startServer(options(served)),
-      await startServer(options(slow, { concurrency: 1, queue: 0 })),
-      await startServer(options(failing)),
+      await startServer(testOptions(served)),
+      await startServer(testOptions(slow, { concurrency: 1, queue: 0 })),
+      await startServer(testOptions(failing)),
     ];
     try {
       const urls = servers.map((s) => `http://127.0.0.1:${s.port}`);

@@ -11,6 +11,7 @@
  */
 import { onnx } from "../../tools/fuzz_corpus.ts";
 import type { ServedModel } from "../../lib/serve/model.ts";
+import type { ServeOptions } from "../../lib/serve/server.ts";
 
 /** The ONNX bytes of the test model. */
 export function testModelBytes(): Uint8Array {
@@ -98,4 +99,23 @@ export function mutate(next: () => number, valid: Uint8Array, headerLength: numb
     body = new TextEncoder().encode(text);
   }
   return { body, header };
+}
+
+/** Server options for tests: `model` on a free loopback port, 2 slots, small limits, then `extra`. */
+export function testOptions(model: ServedModel, extra: Partial<ServeOptions> = {}): ServeOptions {
+  return {
+    models: [model],
+    port: 0,
+    hostname: "127.0.0.1",
+    concurrency: 2,
+    queue: 16,
+    timeoutMs: 10_000,
+    maxBody: 1 << 20,
+    maxBatch: 1,
+    batchDelayUs: 0,
+    intraOpThreads: 1,
+    interopThreads: 1,
+    version: "test",
+    ...extra,
+  };
 }
