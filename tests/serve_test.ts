@@ -138,6 +138,24 @@ Deno.test("serve: server, health, model metadata and readiness endpoints", async
     };
     assert.deepEqual(await (await fetch(`${url}/v2/models/m`)).json(), metadata);
     assert.deepEqual(await (await fetch(`${url}/v2/models/m/versions/1`)).json(), metadata);
+    assert.deepEqual(await (await fetch(`${url}/v2/models/m/config`)).json(), {
+      name: "m",
+      platform: "spindle",
+      backend: "spindle",
+      max_batch_size: 0,
+      input: [{ name: "x", data_type: "TYPE_FP32", dims: [-1, 4] }, {
+        name: "ids",
+        data_type: "TYPE_INT64",
+        dims: [-1, 2],
+      }],
+      output: [
+        { name: "y", data_type: "TYPE_FP32", dims: [-1, 3] },
+        { name: "z", data_type: "TYPE_FP32", dims: [-1, 4] },
+        { name: "e", data_type: "TYPE_FP32", dims: [-1, 2, 3] },
+      ],
+    });
+    const index = await fetch(`${url}/v2/repository/index`, { method: "POST", body: "{}" });
+    assert.deepEqual(await index.json(), [{ name: "m", version: "1", state: "READY" }]);
     await expectError(await fetch(`${url}/v2/models/nope`), 404, /unknown model 'nope' \(serving: m\)/);
     await expectError(await fetch(`${url}/v2/models/m/versions/2`), 404, /no version '2' \(versions: 1\)/);
     await expectError(await fetch(`${url}/v2/models/nope/ready`), 404, /unknown model/);
@@ -336,6 +354,9 @@ Deno.test("serve: dynamic batching stacks concurrent requests into fewer forward
   const ids = Array.from({ length: rows }, (_, r) => BigInt64Array.from([BigInt(r % 10), BigInt((r * 7) % 10)]));
   const expected = await Promise.all(xs.map((x, r) => expectedOutputs(module, x, ids[r], 1)));
   await withServer({ concurrency: 1, maxBatch: 8, batchDelayUs: 20_000 }, async (url, server) => {
+    const config = await (await fetch(`${url}/v2/models/m/config`)).json();
+    assert.equal(config.max_batch_size, 8);
+    assert.deepEqual(config.input[0].dims, [4]);
     const bodies = xs.map((x, r) => jsonRequest(1, x, ids[r]));
     bodies[5] = jsonRequest(1, xs[5], new BigInt64Array([1n, 50n])); // out of range: fails alone
     const responses = await Promise.all(bodies.map((body) => post(`${url}/v2/models/m/infer`, body)));

@@ -19,7 +19,8 @@ export const SERVE_USAGE = `Usage: deno run -A main.ts serve --model NAME=PATH [
 
 Serves models over the Open Inference Protocol (KServe v2 REST, with the binary tensor data
 extension), as Triton does: GET /v2, /v2/health/{live,ready}, /v2/models/NAME[/versions/1],
-/v2/models/NAME/ready, POST /v2/models/NAME/infer, and /metrics (Prometheus). SIGTERM or
+/v2/models/NAME/ready, POST /v2/models/NAME/infer, /metrics (Prometheus), and Triton's
+GET /v2/models/NAME/config and POST /v2/repository/index. SIGTERM or
 SIGINT stops accepting requests, finishes those in flight and exits 0.
 
 Options:

@@ -54,6 +54,31 @@ function tensorMetadata(spec: TensorSpec) {
   return { name: spec.name, datatype: DATATYPE_OF[spec.dtype], shape: spec.shape };
 }
 
+const TRITON_TYPES = { float32: "TYPE_FP32", int64: "TYPE_INT64", int32: "TYPE_INT32" } as const;
+
+/**
+ * The model's configuration in Triton's form (`GET /v2/models/NAME/config`, which Triton's
+ * tools such as perf_analyzer read): with dynamic batching on, `max_batch_size` is
+ * `--max-batch` and dims leave out the batch dimension, as Triton's do.
+ */
+function tritonConfig(model: ServedModel, maxBatch: number) {
+  const batched = model.batchable && maxBatch > 1;
+  const tensor = (spec: TensorSpec) => ({
+    name: spec.name,
+    data_type: TRITON_TYPES[spec.dtype],
+    dims: batched ? spec.shape.slice(1) : spec.shape,
+  });
+  return {
+    name: model.name,
+    platform: "spindle",
+    backend: "spindle",
+    max_batch_size: batched ? maxBatch : 0,
+    input: model.inputs.map(tensor),
+    output: model.outputs.map(tensor),
+    ...(batched ? { dynamic_batching: {} } : {}),
+  };
+}
+
 /** Rejects after `ms` with a 408 unless cleared; for reading bodies that arrive too slowly. */
 function bodyDeadline(ms: number): { expired: Promise<never>; clear(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -210,7 +235,11 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     if (path === "/metrics" && get) {
       return new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
-    const match = path.match(/^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?$/);
+    if (path === "/v2/repository/index" && method === "POST") {
+      // Triton's model repository extension, as tritonclient's get_model_repository_index reads it.
+      return json(200, [...models.keys()].map((name) => ({ name, version: VERSION, state: "READY" })));
+    }
+    const match = path.match(/^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|config))?$/);
     if (match === null) throw new HttpError(404, `no route for ${method} ${path} (see the Open Inference Protocol)`);
     const [, rawName, rawVersion, action] = match;
     let name: string;
@@ -236,6 +265,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     if (!get) throw new HttpError(405, `use GET for ${path}`, { allow: "GET" });
     const model = modelOf(name, version);
     if (action === "ready") return json(200, { name: model.name, ready: true });
+    if (action === "config") return json(200, tritonConfig(model, options.maxBatch));
     return json(200, {
       name: model.name,
       versions: [VERSION],

@@ -82,6 +82,10 @@ check(
     "input metadata",
 )
 check([o["name"] for o in metadata["outputs"]] == ["y", "z", "e"], "output metadata")
+config = client.get_model_config("m")
+check(config["max_batch_size"] == 0 and config["input"][1]["data_type"] == "TYPE_INT64", "Triton model config")
+index = client.get_model_repository_index()
+check(index == [{"name": "m", "version": "1", "state": "READY"}], "model repository index")
 
 for binary in (False, True):
     outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("y", "z", "e")]
