@@ -150,6 +150,12 @@ async function memory(server: Server): Promise<string> {
   return `${(rssKiB(server.child.pid) / 1024).toFixed(1)} (${total}/${used}, ${tensors})`;
 }
 
+/** The mean of a model's histogram in /metrics (its sum over its count). */
+async function histogramMean(url: string, name: string, model: string): Promise<number> {
+  const sum = await metric(url, new RegExp(`^${name}_sum\\{model="${model}"\\} (\\S+)$`, "m"));
+  return sum / await metric(url, new RegExp(`^${name}_count\\{model="${model}"\\} (\\d+)$`, "m"));
+}
+
 function rssKiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(status.match(/^VmRSS:\s+(\d+) kB$/m)?.[1]);
@@ -212,19 +218,14 @@ if (phases.has("overhead")) {
         served.push(performance.now() - middle);
       }
     }
-    const computeSum = await metric(
-      server.url,
-      new RegExp(`^spindle_compute_seconds_sum\\{model="${c.name}"\\} (\\S+)$`, "m"),
-    );
-    const computeCount = await metric(
-      server.url,
-      new RegExp(`^spindle_compute_seconds_count\\{model="${c.name}"\\} (\\d+)$`, "m"),
-    );
+    const compute = await histogramMean(server.url, "spindle_compute_seconds", c.name);
+    const whole = await histogramMean(server.url, "spindle_request_seconds", c.name);
     const [base, total] = [p50(local), p50(served)];
     say(
       `${c.name}: in-process forward p50 ${(base * 1000).toFixed(0)} µs, served p50 ${(total * 1000).toFixed(0)} µs, ` +
         `added ${((total - base) * 1000).toFixed(0)} µs; the server's own forward (tensors in and out) took ` +
-        `${((computeSum / computeCount) * 1e6).toFixed(0)} µs on average; ${errors} errors`,
+        `${(compute * 1e6).toFixed(0)} µs on average, the whole request in the server (body read, ` +
+        `parse, forward, encode) ${(whole * 1e6).toFixed(0)} µs; ${errors} errors`,
     );
   }
   say(`server exit code ${await server.stop()}`);

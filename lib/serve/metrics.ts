@@ -75,6 +75,7 @@ export interface ThreadSettings {
 export class Metrics {
   readonly #requests = new Map<string, number>();
   readonly #queue = new Map<string, Histogram>();
+  readonly #total = new Map<string, Histogram>();
   readonly #compute = new Map<string, Histogram>();
   readonly #batch = new Map<string, Histogram>();
   readonly #settings: ThreadSettings;
@@ -94,6 +95,11 @@ export class Metrics {
   request(model: string, status: number): void {
     const key = `${model}\n${status}`;
     this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
+  }
+
+  /** Records the server-side time of an answered request of `model`, from arrival to response. */
+  answered(model: string, seconds: number): void {
+    this.#histogram(this.#total, model, LATENCY_BUCKETS).observe(seconds);
   }
 
   /** Records the time a request of `model` waited for a slot. */
@@ -128,6 +134,7 @@ export class Metrics {
       out.push(`spindle_requests_total{model="${label(model)}",status="${status}"} ${value}`);
     }
     const histograms: [string, string, Map<string, Histogram>][] = [
+      ["spindle_request_seconds", "Server-side time of successful infer requests, arrival to response.", this.#total],
       ["spindle_queue_seconds", "Time requests waited for an inference slot.", this.#queue],
       ["spindle_compute_seconds", "Time of each forward pass (one per batch).", this.#compute],
       ["spindle_batch_size", "Requests stacked into each forward pass.", this.#batch],

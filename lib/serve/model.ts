@@ -6,14 +6,21 @@
  */
 import { SpindleError } from "../../ffi/status.ts";
 import type { Module, ValueMetadata } from "../module.ts";
-import { type Tensor, tensor } from "../tensor.ts";
+import { type Tensor, tensor, tensorFromBytes } from "../tensor.ts";
 import { HttpError, type TensorData, type TensorSpec } from "./protocol.ts";
 
-/** Input or output values of one run. */
+/** Output values of one run. */
 export interface Values {
   dtype: TensorSpec["dtype"];
   shape: number[];
   data: TensorData;
+}
+
+/** Input values of one run: typed values, or raw little-endian bytes (binary tensor data). */
+export interface InputValues {
+  dtype: TensorSpec["dtype"];
+  shape: number[];
+  data: TensorData | Uint8Array;
 }
 
 /** A model the server serves. */
@@ -30,7 +37,7 @@ export interface ServedModel {
    */
   readonly batchable: boolean;
   /** Runs one forward pass off the JavaScript thread; outputs in {@link outputs} order. */
-  run(inputs: readonly Values[]): Promise<Values[]>;
+  run(inputs: readonly InputValues[]): Promise<Values[]>;
   /** Frees the model. */
   dispose(): void;
 }
@@ -87,7 +94,11 @@ export function servedModule(name: string, source: string, module: Module, relea
       const tensors: Tensor[] = [];
       let results: Tensor[] = [];
       try {
-        for (const value of values) tensors.push(tensor(value.data, value.shape, { dtype: value.dtype }));
+        for (const { data, shape, dtype } of values) {
+          tensors.push(
+            data instanceof Uint8Array ? tensorFromBytes(data, shape, dtype) : tensor(data, shape, { dtype }),
+          );
+        }
         results = await module.forwardAll(...tensors);
         return results.map((t) => ({ dtype: t.dtype, shape: [...t.shape], data: t.toArray() }));
       } finally {

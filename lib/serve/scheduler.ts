@@ -13,7 +13,7 @@
  * @module
  */
 import type { Metrics } from "./metrics.ts";
-import { runError, type ServedModel, type Values } from "./model.ts";
+import { type InputValues, runError, type ServedModel, type Values } from "./model.ts";
 import { HttpError } from "./protocol.ts";
 
 /** Settings of a scheduler. */
@@ -30,7 +30,7 @@ export interface SchedulerOptions {
 
 interface Job {
   model: ServedModel;
-  inputs: Values[];
+  inputs: InputValues[];
   /** Rows along the batch dimension, or 0 when the job cannot be stacked. */
   rows: number;
   /** Model and per-row shapes: jobs with equal keys can be stacked. */
@@ -89,7 +89,7 @@ export class Scheduler {
    * @throws {HttpError} 504 when the deadline passes first (the slot is reclaimed when the
    *   forward it is in, if any, completes), 400/500 when the model fails.
    */
-  infer(model: ServedModel, inputs: Values[], timeoutMs: number, deadlineMs = timeoutMs): Promise<Values[]> {
+  infer(model: ServedModel, inputs: InputValues[], timeoutMs: number, deadlineMs = timeoutMs): Promise<Values[]> {
     return new Promise((resolve, reject) => {
       const stackable = model.batchable && this.#options.maxBatch > 1 &&
         inputs.every((v) => v.shape.length > 0 && v.shape[0] === inputs[0].shape[0]);
@@ -202,14 +202,14 @@ export class Scheduler {
   /** Runs the jobs as one forward, stacked along dim 0, and settles each with its rows. */
   async #stacked(model: ServedModel, jobs: Job[]): Promise<Values[]> {
     const rows = jobs.reduce((sum, job) => sum + job.rows, 0);
-    const inputs = jobs[0].inputs.map((first, i): Values => {
-      const data = new (first.data.constructor as Float32ArrayConstructor)(
-        jobs.reduce((sum, job) => sum + job.inputs[i].data.length, 0),
-      ) as unknown as Values["data"];
+    // Stacked as bytes, whatever each request sent (typed values or raw binary data).
+    const inputs = jobs[0].inputs.map((first, i): InputValues => {
+      const parts = jobs.map((job) => job.inputs[i].data);
+      const data = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
       let offset = 0;
-      for (const job of jobs) {
-        (data as Float32Array).set(job.inputs[i].data as Float32Array, offset);
-        offset += job.inputs[i].data.length;
+      for (const part of parts) {
+        data.set(new Uint8Array(part.buffer, part.byteOffset, part.byteLength), offset);
+        offset += part.byteLength;
       }
       return { dtype: first.dtype, shape: [rows, ...first.shape.slice(1)], data };
     });

@@ -5,7 +5,7 @@
  * @module
  */
 import { Metrics } from "./metrics.ts";
-import type { ServedModel, Values } from "./model.ts";
+import type { InputValues, ServedModel } from "./model.ts";
 import { encodeInferResponse, HttpError, parseInferRequest, type TensorSpec } from "./protocol.ts";
 import { Scheduler, type SchedulerOptions } from "./scheduler.ts";
 import { DATATYPE_OF } from "./protocol.ts";
@@ -196,7 +196,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
         model.inputs,
         model.outputs,
       );
-      const inputs: Values[] = parsed.inputs.map((t) => ({ dtype: t.dtype, shape: t.shape, data: t.data }));
+      const inputs: InputValues[] = parsed.inputs.map((t) => ({ dtype: t.dtype, shape: t.shape, data: t.data }));
       const left = Math.max(1, options.timeoutMs - (performance.now() - arrived));
       const outputs = await scheduler.infer(model, inputs, left, options.timeoutMs);
       const selected = parsed.outputs.map((wanted) => {
@@ -253,9 +253,11 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     if (action === "infer") {
       if (method !== "POST") throw new HttpError(405, `use POST for ${path}`, { allow: "POST" });
       const model = models.get(name);
+      const arrived = performance.now();
       try {
         const response = await infer(request, modelOf(name, version));
         metrics.request(name, response.status);
+        metrics.answered(name, (performance.now() - arrived) / 1000);
         return response;
       } catch (error) {
         metrics.request(model === undefined ? "_unknown" : name, error instanceof HttpError ? error.status : 500);

@@ -52,7 +52,9 @@ export function fakeModel(ms: number, fail = false): ServedModel {
     async run(inputs) {
       await new Promise((resolve) => setTimeout(resolve, ms));
       if (fail) throw new Error("kernel exploded");
-      return [{ ...inputs[0], data: inputs[0].data.slice() }];
+      const { dtype, shape, data } = inputs[0];
+      const copy = data.slice();
+      return [{ dtype, shape, data: copy instanceof Uint8Array ? new Float32Array(copy.buffer) : copy }];
     },
     dispose() {},
   };
