@@ -249,6 +249,11 @@ Deno.test("serve: every error is JSON {error} with its status, and the server ke
       const response = await post(infer, typeof body === "string" ? new TextEncoder().encode(body) : body);
       await expectError(response, status, message);
     }
+    await expectError(
+      await post(infer, jsonRequest(), { "content-encoding": "gzip" }),
+      400,
+      /Content-Encoding 'gzip' is not supported; send the body uncompressed/,
+    );
     await expectError(await post(`${url}/v2/models/zz/infer`, jsonRequest()), 404, /unknown model 'zz'/);
     await expectError(await post(`${url}/v2/models/m/versions/7/infer`, jsonRequest()), 404, /no version '7'/);
     // Over --max-body: refused from Content-Length, and from a chunked body while streaming.

@@ -189,6 +189,10 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
       );
     }
     try {
+      const encoding = request.headers.get("content-encoding");
+      if (encoding !== null && encoding.trim().toLowerCase() !== "identity") {
+        throw new HttpError(400, `Content-Encoding '${encoding}' is not supported; send the body uncompressed`);
+      }
       const body = await readBody(request, options.maxBody, options.timeoutMs);
       const parsed = parseInferRequest(
         body,
