@@ -602,3 +602,13 @@ Deno.test("serve CLI: bad flags are usage errors", async () => {
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /no model file at '\/nonexistent.spindle'/);
 });
+
+Deno.test("serve CLI: --input-shape applies to every model, or to one with MODEL:", async () => {
+  const { inputShapesFor } = await import("../lib/cli/serve.ts");
+  const models = new Set(["cls", "rec"]);
+  const values = ["x=-1x3x48x192", "rec:x=-1x3x48x320", "input:0=1x2"];
+  assert.deepEqual(inputShapesFor("cls", values, models), { x: [-1, 3, 48, 192], "input:0": [1, 2] });
+  assert.deepEqual(inputShapesFor("rec", values, models), { x: [-1, 3, 48, 320], "input:0": [1, 2] });
+  const { UsageError } = await import("../lib/cli/usage.ts");
+  assert.throws(() => inputShapesFor("rec", ["rec:x=oops"], models), UsageError);
+});

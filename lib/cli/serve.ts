@@ -38,8 +38,10 @@ Options:
   --batch-delay-us N      how long a batch may wait for more requests (default 0)
   --threads N             intra-op threads per forward pass
   --interop-threads N     inter-op threads
-  --input-shape NAME=DIMS fixed sizes for dynamic .onnx input dims other than the batch,
-                          e.g. x=-1x3x48x192; repeatable
+  --input-shape [MODEL:]NAME=DIMS
+                          fixed sizes for dynamic .onnx input dims other than the batch,
+                          e.g. x=-1x3x48x192, for every model or only MODEL's (e.g.
+                          rec:x=-1x3x48x320); repeatable
   --memory-budget SIZE    model files: the most tensor bytes each run may hold (default 4G)
   -h, --help              show this help`;
 
@@ -56,6 +58,28 @@ export function parseModels(values: readonly string[]): { name: string; path: st
     seen.add(match[1]);
     return { name: match[1], path: match[2] };
   });
+}
+
+/**
+ * The `--input-shape` sizes for one model: `NAME=DIMS` applies to every .onnx model,
+ * `MODEL:NAME=DIMS` (MODEL one of the --model names) only to that one, and wins.
+ */
+export function inputShapesFor(
+  model: string,
+  values: readonly string[],
+  models: ReadonlySet<string>,
+): Record<string, number[]> {
+  const general: string[] = [];
+  const scoped: string[] = [];
+  for (const value of values) {
+    const match = value.match(/^([A-Za-z0-9_.-]+):(.+)$/);
+    if (match !== null && models.has(match[1])) {
+      if (match[1] === model) scoped.push(match[2]);
+    } else {
+      general.push(value);
+    }
+  }
+  return { ...parseInputShapes(general), ...parseInputShapes(scoped) };
 }
 
 async function openModel(
@@ -124,12 +148,14 @@ export async function serveCommand(args: string[]): Promise<number> {
   const defaultConcurrency = Math.min(32, Math.max(1, Math.floor(info.physical_cores / intraOpThreads)));
   const concurrency = positiveInteger("concurrency", values.concurrency, defaultConcurrency);
   if (concurrency > 32) throw new UsageError(`--concurrency is at most 32 (Deno's blocking pool), got ${concurrency}`);
-  const inputShapes = parseInputShapes(values["input-shape"] ?? []);
+  const modelNames = new Set(specs.map((spec) => spec.name));
+  for (const { name } of specs) inputShapesFor(name, values["input-shape"] ?? [], modelNames); // usage errors first
 
   const models: ServedModel[] = [];
   let server: InferenceServer | undefined;
   try {
     for (const { name, path } of specs) {
+      const inputShapes = inputShapesFor(name, values["input-shape"] ?? [], modelNames);
       const model = await openModel(name, path, inputShapes, memoryBudget);
       models.push(model);
       const batching = maxBatch > 1
