@@ -612,3 +612,29 @@ Deno.test("serve CLI: --input-shape applies to every model, or to one with MODEL
   const { UsageError } = await import("../lib/cli/usage.ts");
   assert.throws(() => inputShapesFor("rec", ["rec:x=oops"], models), UsageError);
 });
+
+Deno.test("serve(): the API serves modules it does not own and checks its options", async () => {
+  const { Module, relu, script, serve, zeros } = await import("../mod.ts");
+  using x = zeros([2, 2]);
+  using model = Module.fromScript(script((input) => relu(input)), [x], { inputNames: ["x"], outputNames: ["y"] });
+  const server = await serve({ relu: model }, { port: 0, concurrency: 1 });
+  const response = await post(`http://127.0.0.1:${server.port}/v2/models/relu/infer`, {
+    inputs: [{ name: "x", datatype: "FP32", shape: [2, 2], data: [-1, 2, -3, 4] }],
+  });
+  assert.deepEqual((await response.json()).outputs, [{
+    name: "y",
+    datatype: "FP32",
+    shape: [2, 2],
+    data: [0, 2, 0, 4],
+  }]);
+  await server.shutdown();
+  await server.finished;
+  using again = model.forwardSync(x); // still the caller's, not disposed by the server
+  assert.deepEqual(again.shape, [2, 2]);
+  await assert.rejects(
+    serve({ relu: model }, { port: 0, concurrency: 33 }),
+    /concurrency must be an integer from 1 to 32/,
+  );
+  await assert.rejects(serve({ "a/b": model }, { port: 0 }), /model name 'a\/b'/);
+  await assert.rejects(serve({ m: {} as typeof model }, { port: 0 }), /model 'm' is not a Module/);
+});

@@ -11,6 +11,7 @@ import { getNumInteropThreads, getNumThreads, MAX_THREADS, setNumInteropThreads,
 import { type ServedModel, servedModule } from "../serve/model.ts";
 import { DATATYPE_OF, type TensorSpec } from "../serve/protocol.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../serve/server.ts";
+import { defaultConcurrency } from "../serve/serve.ts";
 import { checkOnnxInputShapes, parseInputShapes } from "./infer.ts";
 import { byteSize, parse, positiveInteger, UsageError } from "./usage.ts";
 
@@ -145,8 +146,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   }
   const info = parallelInfoJson();
   const intraOpThreads = getNumThreads();
-  const defaultConcurrency = Math.min(32, Math.max(1, Math.floor(info.physical_cores / intraOpThreads)));
-  const concurrency = positiveInteger("concurrency", values.concurrency, defaultConcurrency);
+  const concurrency = positiveInteger("concurrency", values.concurrency, defaultConcurrency());
   if (concurrency > 32) throw new UsageError(`--concurrency is at most 32 (Deno's blocking pool), got ${concurrency}`);
   const modelNames = new Set(specs.map((spec) => spec.name));
   for (const { name } of specs) inputShapesFor(name, values["input-shape"] ?? [], modelNames); // usage errors first
