@@ -122,4 +122,5 @@ export { TracingError } from "./lib/script/trace.ts";
 export type { InputDescription } from "./lib/program/format.ts";
 export { load, Module, type NamedTensors, save, type ScriptModuleOptions, type ValueMetadata } from "./lib/module.ts";
 export { importOnnx, type ImportOptions } from "./lib/onnx/import.ts";
+export { type InferenceServer, serve, type ServeOptions } from "./lib/serve/serve.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";

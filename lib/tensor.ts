@@ -258,17 +258,38 @@ export function tensor(
   const dtype = options.dtype ??
     (data instanceof Int32Array ? "int32" : data instanceof BigInt64Array ? "int64" : "float32");
   if (!DTYPES.includes(dtype)) throw new TypeError(`tensor: unknown dtype '${dtype}'`);
-  const dimsBuffer = shapeBuffer(dims);
+  shapeBuffer(dims);
   const count = numelOf(dims);
   if (count !== data.length) {
     throw new RangeError(`tensor: ${data.length} values do not fill shape [${dims.join(", ")}] (${count} elements)`);
   }
   const typed = toTypedData(data, dtype);
-  const bytes = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength);
+  return tensorFromBytes(new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength), dims, dtype);
+}
+
+/**
+ * A tensor from raw little-endian element bytes, copied into native memory. The bytes need no
+ * alignment, so a tensor inside a larger buffer (an HTTP request body) is read in place.
+ *
+ * @ignore Internal: for the server (lib/serve), not part of the public API.
+ * @param bytes The elements' bytes, row-major.
+ * @param shape The shape.
+ * @param dtype The element type.
+ * @returns A new tensor.
+ */
+export function tensorFromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor {
+  if (!DTYPES.includes(dtype)) throw new TypeError(`tensorFromBytes: unknown dtype '${dtype}'`);
+  const dimsBuffer = shapeBuffer(shape);
+  const needed = numelOf(shape) * BYTES_PER_ELEMENT[dtype];
+  if (bytes.byteLength !== needed) {
+    throw new RangeError(
+      `tensorFromBytes: ${bytes.byteLength} bytes do not fill shape [${shape.join(", ")}] of ${dtype} (${needed})`,
+    );
+  }
   return adopt(
     native().spindle_tensor_create(
       DTYPES.indexOf(dtype),
-      dims.length,
+      shape.length,
       dimsBuffer,
       bytes.byteLength > 0 ? bytes : null,
       BigInt(bytes.byteLength),

@@ -86,7 +86,7 @@ Deno.test("bad thread counts, missing models, directories and devices get one-li
 });
 
 Deno.test("every subcommand has --help", async () => {
-  for (const command of ["infer", "parallel_info"]) {
+  for (const command of ["infer", "parallel_info", "serve"]) {
     const result = await runCli([command, "--help"]);
     assert.equal(result.code, 0);
     assert.match(result.stdout, new RegExp(`Usage: deno run -A main.ts ${command}`));

@@ -102,3 +102,19 @@ Deno.test("huge sizes are refused natively without allocating", () => {
 Deno.test("a forged handle is refused", () => {
   assert.throws(() => new Tensor(0xdead00000001n), (e) => e instanceof SpindleError && e.code === "invalid_handle");
 });
+
+Deno.test("tensorFromBytes reads unaligned little-endian bytes in place and checks their count", async () => {
+  const { tensorFromBytes } = await import("../lib/tensor.ts");
+  const values = new Float32Array([1.5, -2, 3.25, 1e-8, NaN, -0]);
+  const buffer = new Uint8Array(1 + values.byteLength);
+  buffer.set(new Uint8Array(values.buffer), 1); // offset 1: no Float32Array can view it
+  using t = tensorFromBytes(buffer.subarray(1), [2, 3], "float32");
+  assert.deepEqual(new Uint8Array((t.toArray() as Float32Array).buffer), new Uint8Array(values.buffer));
+  const ids = new BigInt64Array([-1n, 2n ** 40n]);
+  using i = tensorFromBytes(new Uint8Array(ids.buffer), [2], "int64");
+  assert.deepEqual(i.toArray(), ids);
+  assert.throws(
+    () => tensorFromBytes(buffer.subarray(1, 20), [2, 3], "float32"),
+    /19 bytes do not fill shape \[2, 3\] of float32 \(24\)/,
+  );
+});

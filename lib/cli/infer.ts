@@ -114,7 +114,7 @@ export function parseInputShapes(values: readonly string[]): Record<string, numb
  * not give them: import cannot guess sizes that a model may need to be multiples of 32.
  * Files that cannot be read or decoded are left to load(), whose errors say why.
  */
-async function checkOnnxInputShapes(model: string, inputShapes: Record<string, number[]>): Promise<void> {
+export async function checkOnnxInputShapes(model: string, inputShapes: Record<string, number[]>): Promise<void> {
   let bytes: Uint8Array;
   let graph: ReturnType<typeof decodeModel>["graph"];
   try {

@@ -5,6 +5,7 @@
  */
 import { inferCommand } from "./infer.ts";
 import { parallelInfoCommand } from "./parallel_info.ts";
+import { serveCommand } from "./serve.ts";
 import { UsageError } from "./usage.ts";
 import { SpindleError } from "../../ffi/status.ts";
 
@@ -14,6 +15,7 @@ export const USAGE = `Usage: deno run -A main.ts <command> [options]
 Commands:
   infer           run a model (default: the embedded builtin:example) and report latency
   parallel_info   print thread settings and backends (--json for tools)
+  serve           serve models over the Open Inference Protocol (KServe v2 REST)
   help            show this help
 
 Run 'deno run -A main.ts <command> --help' for a command's options.`;
@@ -21,6 +23,7 @@ Run 'deno run -A main.ts <command> --help' for a command's options.`;
 const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = {
   infer: inferCommand,
   parallel_info: parallelInfoCommand,
+  serve: serveCommand,
 };
 
 /** Runs the CLI with `args`; returns the process exit code. */

@@ -1,0 +1,416 @@
+/**
+ * `deno task bench:serve`: `spindle serve` under load, on loopback, with servers in
+ * subprocesses (as deployed) and a bounded load generator here (fetch, C workers, binary
+ * tensors).
+ *
+ * 1. Overhead: p50 of in-process `forwardAll` vs p50 of the same request through the server
+ *    at concurrency 1 with binary tensors, for builtin:example and the PaddleOCR classifier,
+ *    measured in the same run.
+ * 2. Load: the classifier and the tiny test model at concurrency 1…64, `--requests` each
+ *    (default 750: 21,000 in all), with dynamic batching off and on (--max-batch 16); latency
+ *    percentiles, throughput and the mean batch size (from /metrics) to
+ *    bench/results/serve_load.csv, and bench/results/serve_load_{cls,tiny}.svg (throughput vs
+ *    p99, one point per concurrency).
+ * 3. Bad input: 30,000 random mutations (`--mutations`) of valid JSON and binary requests to
+ *    the test model; every answer must be 200 or a JSON {error}; the server's RSS, V8 heap and
+ *    live tensors are sampled as it goes (V8 grows its heap reservation over the first ~20,000
+ *    requests of any kind, valid ones too, then RSS holds).
+ *
+ * Prints a summary, also written to bench/results/serve_bench.txt.
+ *
+ * @module
+ */
+import { parse } from "../lib/cli/usage.ts";
+import { quantile } from "../lib/cli/infer.ts";
+import { builtinModel } from "../lib/models/builtin.ts";
+import { load } from "../lib/module.ts";
+import { randn } from "../lib/tensor.ts";
+import { fetchModels } from "../tools/fetch_models.ts";
+import { mutate, random, writeTestModel } from "../tests/serve/fixture.ts";
+import { renderSvg } from "./plot.ts";
+
+const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
+const RESULTS = `${ROOT}/bench/results`;
+
+interface Server {
+  url: string;
+  child: Deno.ChildProcess;
+  stop(): Promise<number>;
+}
+
+/** Starts `main.ts serve` with `args` on a free port and waits for its "listening" line. */
+async function startServe(args: string[]): Promise<Server> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/main.ts`, "serve", "--port", "0", ...args],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  let match: RegExpMatchArray | null = null;
+  while ((match = log.match(/listening on (http:\/\/[\d.]+:\d+)/)) === null) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`serve did not start: ${log}`);
+    log += value;
+  }
+  const drain = (async () => {
+    while (!(await reader.read()).done) { /* keep the pipe flowing */ }
+  })();
+  return {
+    url: match[1],
+    child,
+    async stop() {
+      child.kill("SIGTERM");
+      const status = await child.status;
+      await drain;
+      return status.code;
+    },
+  };
+}
+
+/** A binary infer request: every input as binary data, every output asked for as binary data. */
+function binaryBody(
+  inputs: { name: string; shape: number[]; data: Float32Array | BigInt64Array }[],
+): { body: Uint8Array<ArrayBuffer>; header: string } {
+  const json = new TextEncoder().encode(JSON.stringify({
+    inputs: inputs.map(({ name, shape, data }) => ({
+      name,
+      datatype: data instanceof Float32Array ? "FP32" : "INT64",
+      shape,
+      parameters: { binary_data_size: data.byteLength },
+    })),
+    parameters: { binary_data_output: true },
+  }));
+  const body = new Uint8Array(inputs.reduce((n, input) => n + input.data.byteLength, json.byteLength));
+  body.set(json);
+  let offset = json.byteLength;
+  for (const { data } of inputs) {
+    body.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
+    offset += data.byteLength;
+  }
+  return { body, header: String(json.byteLength) };
+}
+
+interface Run {
+  latencies: number[];
+  errors: number;
+  elapsedMs: number;
+}
+
+/** `requests` requests from `concurrency` workers; each response is read whole and checked. */
+async function drive(
+  url: string,
+  request: { body: Uint8Array<ArrayBuffer>; header: string } | null,
+  requests: number,
+  concurrency: number,
+  expectBytes: number,
+): Promise<Run> {
+  const latencies: number[] = [];
+  let errors = 0;
+  let next = 0;
+  const started = performance.now();
+  const worker = async () => {
+    while (next < requests) {
+      next++;
+      const begin = performance.now();
+      try {
+        const response = request === null ? await fetch(url) : await fetch(url, {
+          method: "POST",
+          body: request.body,
+          headers: { "inference-header-content-length": request.header },
+        });
+        const bytes = await response.arrayBuffer();
+        if (response.status !== 200 || bytes.byteLength < expectBytes) errors++;
+      } catch {
+        errors++;
+      }
+      latencies.push(performance.now() - begin);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { latencies, errors, elapsedMs: performance.now() - started };
+}
+
+function p50(samples: number[]): number {
+  return quantile([...samples].sort((a, b) => a - b), 0.5);
+}
+
+async function metric(url: string, pattern: RegExp): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(text.match(pattern)?.[1] ?? 0);
+}
+
+/** RSS, V8 heap reserved and used (MiB) and live tensors of a server, for the bad-input run. */
+async function memory(server: Server): Promise<string> {
+  const mib = async (name: string) =>
+    (await metric(server.url, new RegExp(`^${name} (\\d+)$`, "m")) / 2 ** 20).toFixed(1);
+  const total = await mib("spindle_js_heap_total_bytes");
+  const used = await mib("spindle_js_heap_used_bytes");
+  const tensors = await metric(server.url, /^spindle_live_tensors (\d+)$/m);
+  return `${(rssKiB(server.child.pid) / 1024).toFixed(1)} (${total}/${used}, ${tensors})`;
+}
+
+/** The mean of a model's histogram in /metrics (its sum over its count). */
+async function histogramMean(url: string, name: string, model: string): Promise<number> {
+  const sum = await metric(url, new RegExp(`^${name}_sum\\{model="${model}"\\} (\\S+)$`, "m"));
+  return sum / await metric(url, new RegExp(`^${name}_count\\{model="${model}"\\} (\\d+)$`, "m"));
+}
+
+function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(status.match(/^VmRSS:\s+(\d+) kB$/m)?.[1]);
+}
+
+const { values } = parse(Deno.args, {
+  requests: { type: "string" },
+  mutations: { type: "string" },
+  "overhead-runs": { type: "string" },
+  phases: { type: "string" },
+});
+/** Which phases to run (default all): overhead, load, bad. */
+const phases = new Set((values.phases ?? "overhead,load,bad").split(","));
+const perLevel = Number(values.requests ?? 750);
+const mutations = Number(values.mutations ?? 30_000);
+const overheadRuns = Number(values["overhead-runs"] ?? 300);
+const LEVELS = [1, 2, 4, 8, 16, 32, 64];
+const summary: string[] = [];
+const say = (line: string) => {
+  console.log(line);
+  summary.push(line);
+};
+
+const cls = (await fetchModels()).find((m) => m.name === "ocr-cls")!;
+const clsShape = cls.shape.map((d) => (d === -1 ? 1 : d));
+const clsArgs = ["--model", `cls=${cls.file}`, "--input-shape", `${cls.input}=${cls.shape.join("x")}`];
+
+// 1. Overhead at concurrency 1, binary tensors. In-process forwards and served requests are
+// interleaved one for one, so that the load other processes put on the machine hits both alike.
+if (phases.has("overhead")) {
+  say(`# serve overhead: p50 over ${overheadRuns} requests at concurrency 1, binary tensors, interleaved`);
+  const example = builtinModel("example");
+  const clsModule = await load(cls.file, { inputShapes: { [cls.input]: cls.shape } });
+  const exampleInput = randn([64, 1024], { seed: 1 });
+  const clsInput = randn(clsShape, { seed: 2 });
+  const server = await startServe(["--model", "example=builtin:example", ...clsArgs, "--concurrency", "1"]);
+  const health = await drive(`${server.url}/v2/health/live`, null, overheadRuns, 1, 0);
+  say(`HTTP floor: GET /v2/health/live p50 ${(p50(health.latencies) * 1000).toFixed(0)} µs`);
+  const cases = [
+    { name: "example", input: "input0", module: example.module, tensor: exampleInput, out: 64 * 1024 * 4 },
+    { name: "cls", input: cls.input, module: clsModule, tensor: clsInput, out: 2 * 4 },
+  ];
+  for (const c of cases) {
+    const request = binaryBody([{
+      name: c.input,
+      shape: [...c.tensor.shape],
+      data: c.tensor.toArray() as Float32Array,
+    }]);
+    const url = `${server.url}/v2/models/${c.name}/infer`;
+    const local: number[] = [];
+    const served: number[] = [];
+    let errors = 0;
+    for (let i = 0; i < overheadRuns + 20; i++) {
+      const begin = performance.now();
+      (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose());
+      const middle = performance.now();
+      errors += (await drive(url, request, 1, 1, c.out)).errors;
+      if (i >= 20) {
+        local.push(middle - begin);
+        served.push(performance.now() - middle);
+      }
+    }
+    const compute = await histogramMean(server.url, "spindle_compute_seconds", c.name);
+    const whole = await histogramMean(server.url, "spindle_request_seconds", c.name);
+    const [base, total] = [p50(local), p50(served)];
+    say(
+      `${c.name}: in-process forward p50 ${(base * 1000).toFixed(0)} µs, served p50 ${(total * 1000).toFixed(0)} µs, ` +
+        `added ${((total - base) * 1000).toFixed(0)} µs; the server's own forward (tensors in and out) took ` +
+        `${(compute * 1e6).toFixed(0)} µs on average, the whole request in the server (body read, ` +
+        `parse, forward, encode) ${(whole * 1e6).toFixed(0)} µs; ${errors} errors`,
+    );
+  }
+  say(`server exit code ${await server.stop()}`);
+  exampleInput.dispose();
+  clsInput.dispose();
+  example.dispose();
+  clsModule.dispose();
+}
+
+// 2. Load at concurrency 1…64, batching off and on: the classifier (forward ≈ 1–3 ms), and the
+// tiny test model (forward ≈ 0.1 ms), where per-request costs dominate and batching has most to win.
+const rows: string[] = [
+  "model,batching,concurrency,requests,errors,p50_ms,p90_ms,p99_ms,throughput_per_s,mean_batch",
+];
+let total = 0;
+let totalErrors = 0;
+if (phases.has("load")) {
+  const clsData = randn(clsShape, { seed: 3 });
+  const tinyPath = await writeTestModel();
+  const workloads = [
+    {
+      model: "cls",
+      title: "PaddleOCR classifier",
+      args: clsArgs,
+      request: binaryBody([{ name: cls.input, shape: clsShape, data: clsData.toArray() as Float32Array }]),
+      outBytes: 8,
+    },
+    {
+      model: "tiny",
+      title: "tiny test model",
+      args: ["--model", `tiny=${tinyPath}`],
+      request: binaryBody([
+        { name: "x", shape: [1, 4], data: new Float32Array([0.5, -1, 2, 3]) },
+        { name: "ids", shape: [1, 2], data: new BigInt64Array([1n, 2n]) },
+      ]),
+      outBytes: 3 * 4,
+    },
+  ];
+  clsData.dispose();
+  const MODES = ["off", "on"] as const;
+  const ROUNDS = 3;
+  for (const workload of workloads) {
+    // Both servers run side by side and each concurrency level alternates between them in
+    // rounds, so the load others put on the machine meanwhile falls on both modes alike.
+    const servers = [];
+    for (const batching of MODES) {
+      const extra = batching === "on" ? ["--max-batch", "16", "--batch-delay-us", "0"] : [];
+      const server = await startServe([...workload.args, "--queue", "256", ...extra]);
+      await drive(`${server.url}/v2/models/${workload.model}/infer`, workload.request, 50, 4, workload.outBytes);
+      servers.push(server);
+    }
+    say(`# load, ${workload.model}: batching off, and on with --max-batch 16 --batch-delay-us 0; ${ROUNDS} rounds`);
+    const count = new RegExp(`^spindle_batch_size_count\\{model="${workload.model}"\\} (\\d+)$`, "m");
+    const sum = new RegExp(`^spindle_batch_size_sum\\{model="${workload.model}"\\} (\\d+)$`, "m");
+    const points: [number, number][][] = [[], []];
+    for (const concurrency of LEVELS) {
+      const latencies: number[][] = [[], []];
+      const elapsed = [0, 0];
+      const errors = [0, 0];
+      const forwards = [0, 0];
+      const stacked = [0, 0];
+      const share = Math.ceil(perLevel / ROUNDS);
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const [m, server] of servers.entries()) {
+          const [forwardsBefore, stackedBefore] = [await metric(server.url, count), await metric(server.url, sum)];
+          const run = await drive(
+            `${server.url}/v2/models/${workload.model}/infer`,
+            workload.request,
+            share,
+            concurrency,
+            workload.outBytes,
+          );
+          forwards[m] += await metric(server.url, count) - forwardsBefore;
+          stacked[m] += await metric(server.url, sum) - stackedBefore;
+          latencies[m].push(...run.latencies);
+          elapsed[m] += run.elapsedMs;
+          errors[m] += run.errors;
+        }
+      }
+      const line: string[] = [];
+      for (const [m, batching] of MODES.entries()) {
+        const sorted = latencies[m].sort((a, b) => a - b);
+        const [p50, p90, p99] = [0.5, 0.9, 0.99].map((q) => quantile(sorted, q));
+        const requests = sorted.length;
+        const throughput = (requests / elapsed[m]) * 1000;
+        const meanBatch = forwards[m] > 0 ? stacked[m] / forwards[m] : 0;
+        total += requests;
+        totalErrors += errors[m];
+        rows.push(
+          [workload.model, batching, concurrency, requests, errors[m], p50, p90, p99, throughput, meanBatch]
+            .map((v) => (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(3) : String(v))).join(","),
+        );
+        points[m].push([p99, throughput]);
+        line.push(
+          `${batching}: p50 ${p50.toFixed(2)}, p90 ${p90.toFixed(2)}, p99 ${p99.toFixed(2)} ms, ` +
+            `${throughput.toFixed(0)} req/s, batch ${meanBatch.toFixed(2)}, ${errors[m]} errors`,
+        );
+      }
+      say(`c=${String(concurrency).padStart(2)}: ${line.join(" | ")}`);
+    }
+    for (const server of servers) say(`server exit code ${await server.stop()}`);
+    await Deno.writeTextFile(
+      `${RESULTS}/serve_load_${workload.model}.svg`,
+      renderSvg({
+        title: `spindle serve, ${workload.title}: throughput vs p99, one point per concurrency 1…64`,
+        xLabel: "p99 latency (ms)",
+        yLabel: "throughput (requests/s)",
+        series: MODES.map((batching, m) => ({ label: `batching ${batching}`, points: points[m] })),
+      }),
+    );
+  }
+  await Deno.remove(tinyPath);
+  say(`load total: ${total} requests, ${totalErrors} errors`);
+  await Deno.writeTextFile(`${RESULTS}/serve_load.csv`, rows.join("\n") + "\n");
+}
+
+// 3. Bad input: random mutations of valid requests; well-formed answers, flat RSS.
+if (phases.has("bad")) {
+  const path = await writeTestModel();
+  const server = await startServe(["--model", `m=${path}`, "--max-body", "64K", "--timeout-ms", "2000"]);
+  const url = `${server.url}/v2/models/m/infer`;
+  const x = new Float32Array([0.5, -1.25, 3, 2e-7, -0.1, 7, 1 / 3, -4]);
+  const ids = new BigInt64Array([1n, 9n, 0n, 4n]);
+  const json = new TextEncoder().encode(JSON.stringify({
+    inputs: [
+      { name: "x", datatype: "FP32", shape: [2, 4], data: Array.from(x) },
+      { name: "ids", datatype: "INT64", shape: [2, 2], data: Array.from(ids, Number) },
+    ],
+  }));
+  const header = new TextEncoder().encode(JSON.stringify({
+    inputs: [
+      { name: "x", datatype: "FP32", shape: [2, 4], parameters: { binary_data_size: 32 } },
+      { name: "ids", datatype: "INT64", shape: [2, 2], parameters: { binary_data_size: 32 } },
+    ],
+    parameters: { binary_data_output: true },
+  }));
+  const binary = new Uint8Array([...header, ...new Uint8Array(x.buffer), ...new Uint8Array(ids.buffer)]);
+  const valid = async (n: number) => {
+    for (let i = 0; i < n; i++) {
+      const response = await fetch(url, { method: "POST", body: json });
+      await response.arrayBuffer();
+      if (response.status !== 200) throw new Error(`a valid request got ${response.status}`);
+    }
+  };
+  await valid(300);
+  const rssBefore = rssKiB(server.child.pid);
+  const next = random(1000);
+  const statuses = new Map<number, number>();
+  let malformed = 0;
+  const started = performance.now();
+  const rssSeries: string[] = [];
+  for (let i = 0; i < mutations; i++) {
+    if (i % Math.max(1, Math.floor(mutations / 6)) === 0) rssSeries.push(await memory(server));
+    const useBinary = next() < 0.5;
+    const { body, header: length } = mutate(next, useBinary ? binary : json, useBinary ? header.byteLength : null);
+    const response = await fetch(url, {
+      method: "POST",
+      body: body as Uint8Array<ArrayBuffer>,
+      headers: length === undefined ? {} : { "inference-header-content-length": length },
+    });
+    statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    if (response.status !== 200) {
+      try {
+        if (typeof JSON.parse(new TextDecoder().decode(bytes)).error !== "string") malformed++;
+      } catch {
+        malformed++;
+      }
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await valid(300);
+  const rssAfter = rssKiB(server.child.pid);
+  rssSeries.push(await memory(server));
+  say(
+    `# bad input: ${mutations} mutations in ${seconds.toFixed(1)} s, statuses ${
+      JSON.stringify(Object.fromEntries(statuses))
+    }, ${malformed} malformed answers; server RSS ${(rssBefore / 1024).toFixed(1)} → ${
+      (rssAfter / 1024).toFixed(1)
+    } MiB (every ${Math.max(1, Math.floor(mutations / 6))} mutations: RSS (V8 heap reserved/used, live tensors) ${
+      rssSeries.join(", ")
+    } MiB); valid requests still served`,
+  );
+  say(`server exit code ${await server.stop()}`);
+  await Deno.remove(path);
+}
+
+if (phases.size === 3) await Deno.writeTextFile(`${RESULTS}/serve_bench.txt`, summary.join("\n") + "\n");

@@ -1,0 +1,238 @@
+/**
+ * Admission, the bounded queue, the inference slots and the dynamic batcher.
+ *
+ * A request is admitted when it arrives (before its body is read) if fewer than
+ * `concurrency + queue` requests are in the server; otherwise it gets 503 at once, so memory
+ * stays bounded under any load. Admitted requests wait in one FIFO queue for one of the
+ * `concurrency` inference slots; each slot runs one forward pass off the JavaScript thread.
+ * For a model with a batch dimension and `maxBatch > 1`, the slot that takes a request also
+ * takes the queued requests of the same model and the same per-row shapes, up to `maxBatch`
+ * rows, waiting at most `batchDelayUs` after the first one arrived for more to come (Triton's
+ * dynamic batcher), stacks them into one forward and splits the outputs back.
+ *
+ * @module
+ */
+import type { Metrics } from "./metrics.ts";
+import { type InputValues, runError, type ServedModel, type Values } from "./model.ts";
+import { HttpError } from "./protocol.ts";
+
+/** Settings of a scheduler. */
+export interface SchedulerOptions {
+  /** Forward passes at once. */
+  concurrency: number;
+  /** Requests that may wait for a slot beyond those running. */
+  queue: number;
+  /** Most rows stacked into one forward (1: no batching). */
+  maxBatch: number;
+  /** How long the first request of a batch may wait for others, in microseconds. */
+  batchDelayUs: number;
+}
+
+interface Job {
+  model: ServedModel;
+  inputs: InputValues[];
+  /** Rows along the batch dimension, or 0 when the job cannot be stacked. */
+  rows: number;
+  /** Model and per-row shapes: jobs with equal keys can be stacked. */
+  key: string;
+  enqueuedAt: number;
+  settled: boolean;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  resolve(outputs: Values[]): void;
+  reject(error: HttpError): void;
+}
+
+/** Admission, queue, slots and batching for one server. */
+export class Scheduler {
+  readonly #options: SchedulerOptions;
+  readonly #metrics: Metrics;
+  readonly #queue: Job[] = [];
+  #admitted = 0;
+  #running = 0;
+
+  /**
+   * @param options Slots, queue bound and batching.
+   * @param metrics Where queue depth, latencies and batch sizes go.
+   */
+  constructor(options: SchedulerOptions, metrics: Metrics) {
+    this.#options = options;
+    this.#metrics = metrics;
+  }
+
+  /** Admits a request if the server has room; pair each true with {@link release}. */
+  tryAdmit(): boolean {
+    if (this.#admitted >= this.#options.concurrency + this.#options.queue) return false;
+    this.#admitted++;
+    this.#metrics.inflight = this.#admitted;
+    return true;
+  }
+
+  /** Ends an admitted request. */
+  release(): void {
+    this.#admitted--;
+    this.#metrics.inflight = this.#admitted;
+  }
+
+  /** Requests admitted and not yet answered (reading their body, queued or running). */
+  get admitted(): number {
+    return this.#admitted;
+  }
+
+  /**
+   * Runs the inputs through the model when a slot is free, stacked with others when it can.
+   *
+   * @param model The model.
+   * @param inputs Its inputs, in its order.
+   * @param timeoutMs Milliseconds left before the request's deadline.
+   * @param deadlineMs The deadline as configured, for the message.
+   * @returns The outputs, in the model's order.
+   * @throws {HttpError} 504 when the deadline passes first (the slot is reclaimed when the
+   *   forward it is in, if any, completes), 400/500 when the model fails.
+   */
+  infer(model: ServedModel, inputs: InputValues[], timeoutMs: number, deadlineMs = timeoutMs): Promise<Values[]> {
+    return new Promise((resolve, reject) => {
+      const stackable = model.batchable && this.#options.maxBatch > 1 &&
+        inputs.every((v) => v.shape.length > 0 && v.shape[0] === inputs[0].shape[0]);
+      const rows = stackable ? inputs[0].shape[0] : 0;
+      const key = stackable ? `${model.name}\n${inputs.map((v) => v.shape.slice(1).join("x")).join("\n")}` : "";
+      const job: Job = {
+        model,
+        inputs,
+        rows,
+        key,
+        enqueuedAt: performance.now(),
+        settled: false,
+        timer: undefined,
+        resolve,
+        reject,
+      };
+      job.timer = setTimeout(() => {
+        const index = this.#queue.indexOf(job);
+        if (index >= 0) {
+          this.#queue.splice(index, 1);
+          this.#metrics.queueDepth = this.#queue.length;
+        }
+        this.#settle(
+          job,
+          new HttpError(504, `model '${model.name}': the request passed its ${deadlineMs} ms deadline (--timeout-ms)`),
+        );
+      }, timeoutMs);
+      this.#queue.push(job);
+      this.#metrics.queueDepth = this.#queue.length;
+      this.#pump();
+    });
+  }
+
+  #settle(job: Job, result: Values[] | HttpError): void {
+    if (job.settled) return;
+    job.settled = true;
+    clearTimeout(job.timer);
+    if (result instanceof HttpError) job.reject(result);
+    else job.resolve(result);
+  }
+
+  #pump(): void {
+    while (this.#running < this.#options.concurrency && this.#queue.length > 0) {
+      const head = this.#queue.shift()!;
+      this.#running++;
+      this.#metrics.running = this.#running;
+      const waited = (performance.now() - head.enqueuedAt) * 1000;
+      const delayUs = this.#options.batchDelayUs - waited;
+      if (head.rows > 0 && head.rows < this.#options.maxBatch && delayUs > 0) {
+        // Timers have millisecond resolution: shorter delays round up to the next tick.
+        setTimeout(() => this.#run(head), delayUs / 1000);
+      } else {
+        this.#run(head);
+      }
+      this.#metrics.queueDepth = this.#queue.length;
+    }
+  }
+
+  /** Takes `head` and the queued jobs it can be stacked with, runs them, frees the slot. */
+  #run(head: Job): void {
+    const batch = [head];
+    if (head.rows > 0) {
+      let rows = head.rows;
+      for (let i = 0; i < this.#queue.length && rows < this.#options.maxBatch;) {
+        const job = this.#queue[i];
+        if (job.key === head.key && rows + job.rows <= this.#options.maxBatch) {
+          batch.push(job);
+          rows += job.rows;
+          this.#queue.splice(i, 1);
+        } else {
+          i++;
+        }
+      }
+      this.#metrics.queueDepth = this.#queue.length;
+    }
+    const live = batch.filter((job) => !job.settled);
+    this.#execute(head.model, live).finally(() => {
+      this.#running--;
+      this.#metrics.running = this.#running;
+      this.#pump();
+    });
+  }
+
+  async #execute(model: ServedModel, jobs: Job[]): Promise<void> {
+    if (jobs.length === 0) return;
+    const started = performance.now();
+    for (const job of jobs) this.#metrics.queued(model.name, (started - job.enqueuedAt) / 1000);
+    try {
+      const outputs = jobs.length === 1 ? await model.run(jobs[0].inputs) : await this.#stacked(model, jobs);
+      this.#metrics.computed(model.name, (performance.now() - started) / 1000, jobs.length);
+      if (jobs.length === 1) this.#settle(jobs[0], outputs);
+    } catch (error) {
+      this.#metrics.computed(model.name, (performance.now() - started) / 1000, jobs.length);
+      if (jobs.length === 1) {
+        this.#settle(jobs[0], runError(model.name, error));
+        return;
+      }
+      // One bad request must not fail the others stacked with it: run each alone.
+      for (const job of jobs) {
+        if (job.settled) continue;
+        try {
+          this.#settle(job, await model.run(job.inputs));
+        } catch (alone) {
+          this.#settle(job, runError(model.name, alone));
+        }
+      }
+    }
+  }
+
+  /** Runs the jobs as one forward, stacked along dim 0, and settles each with its rows. */
+  async #stacked(model: ServedModel, jobs: Job[]): Promise<Values[]> {
+    const rows = jobs.reduce((sum, job) => sum + job.rows, 0);
+    // Stacked as bytes, whatever each request sent (typed values or raw binary data).
+    const inputs = jobs[0].inputs.map((first, i): InputValues => {
+      const parts = jobs.map((job) => job.inputs[i].data);
+      const data = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
+      let offset = 0;
+      for (const part of parts) {
+        data.set(new Uint8Array(part.buffer, part.byteOffset, part.byteLength), offset);
+        offset += part.byteLength;
+      }
+      return { dtype: first.dtype, shape: [rows, ...first.shape.slice(1)], data };
+    });
+    const outputs = await model.run(inputs);
+    for (const [i, output] of outputs.entries()) {
+      if (output.shape[0] !== rows) {
+        throw new HttpError(
+          500,
+          `model '${model.name}': output ${model.outputs[i]?.name} has ${output.shape[0]} rows for a batch of ` +
+            `${rows}; serve it with --max-batch 1`,
+        );
+      }
+    }
+    let row = 0;
+    for (const job of jobs) {
+      const split = outputs.map((output): Values => {
+        const perRow = output.data.length / rows;
+        const data = output.data.slice(row * perRow, (row + job.rows) * perRow) as Values["data"];
+        return { dtype: output.dtype, shape: [job.rows, ...output.shape.slice(1)], data };
+      });
+      row += job.rows;
+      this.#settle(job, split);
+    }
+    return [];
+  }
+}
