@@ -1,6 +1,7 @@
-//! Every `export fn` of libspindle. Each converts its C arguments to checked Zig values,
-//! calls into the library, and maps Zig errors to status codes. ffi/symbols.ts lists these
-//! functions in the same order with the same C prototypes.
+//! Every exported C function of libspindle (each `pub fn spindle_*` with `callconv(.c)`,
+//! exported by the comptime block below). Each converts its C arguments to checked Zig
+//! values, calls into the library, and maps Zig errors to status codes. ffi/symbols.ts lists
+//! these functions in the same order with the same C prototypes.
 //!
 //! Besides them lives only OpTask, the context of an op forked through spindle_fork_op:
 //! this layer is where ops meet the inter-op pool, which knows tasks and futures, not ops
@@ -30,6 +31,28 @@ const Handle = tensor.Handle;
 /// 3: spindle_program_load takes the program's memory budget.
 pub const abi_version: u32 = 3;
 
+/// The C name of export `name` in this copy of the library. A native build exports the plain
+/// names; the portable x86-64 build links one copy per CPU level (build.zig, portable.zig),
+/// each exporting its names with the level's suffix, hidden, and portable.zig exports the
+/// plain names, forwarding to the copy chosen once from CPUID.
+pub fn symbolName(comptime name: []const u8) []const u8 {
+    return name ++ build_options.symbol_suffix;
+}
+
+comptime {
+    // `pub fn` + @export rather than `export fn`: only so can the suffix and visibility
+    // depend on the build (the dispatcher imports this file for the signatures alone).
+    if (build_options.portable_role != .dispatcher) {
+        for (@typeInfo(@This()).@"struct".decls) |decl| {
+            if (!std.mem.startsWith(u8, decl.name, "spindle_")) continue;
+            @export(&@field(@This(), decl.name), .{
+                .name = symbolName(decl.name),
+                .visibility = if (build_options.portable_role == .level) .hidden else .default,
+            });
+        }
+    }
+}
+
 comptime {
     // Handles cross the boundary as u64 (BigInt in TypeScript): keep them one word.
     std.debug.assert(@sizeOf(Handle) == 8);
@@ -37,7 +60,7 @@ comptime {
 }
 
 /// u32 spindle_abi_version(void)
-export fn spindle_abi_version() u32 {
+pub fn spindle_abi_version() callconv(.c) u32 {
     // The loader calls this first: pin the library so Deno's dlclose at exit cannot unmap
     // code that worker threads still run.
     @import("pin.zig").pin();
@@ -45,36 +68,36 @@ export fn spindle_abi_version() u32 {
 }
 
 /// size_t spindle_last_error(uint8_t *buffer, size_t capacity)
-export fn spindle_last_error(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_last_error(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination = buffer orelse return 0;
     return status.lastMessage(destination[0..capacity]);
 }
 
 /// size_t spindle_info_json(uint8_t *buffer, size_t capacity): writes the parallel_info
 /// facts as JSON and returns the full length (call again with a larger buffer if needed).
-export fn spindle_info_json(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_info_json(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
     return info.writeJson(destination);
 }
 
 /// int32_t spindle_get_num_threads(void)
-export fn spindle_get_num_threads() i32 {
+pub fn spindle_get_num_threads() callconv(.c) i32 {
     return @intCast(settings.getNumThreads());
 }
 
 /// int32_t spindle_set_num_threads(int64_t count)
-export fn spindle_set_num_threads(count: i64) i32 {
+pub fn spindle_set_num_threads(count: i64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(settings.setNumThreads(count));
 }
 
 /// int32_t spindle_get_num_interop_threads(void)
-export fn spindle_get_num_interop_threads() i32 {
+pub fn spindle_get_num_interop_threads() callconv(.c) i32 {
     return @intCast(settings.getNumInteropThreads());
 }
 
 /// int32_t spindle_set_num_interop_threads(int64_t count)
-export fn spindle_set_num_interop_threads(count: i64) i32 {
+pub fn spindle_set_num_interop_threads(count: i64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(settings.setNumInteropThreads(count));
 }
@@ -104,7 +127,7 @@ fn publish(t: *tensor.Tensor, out: ?*Handle) Error!void {
 /// int32_t spindle_tensor_create(uint32_t dtype, uint32_t ndim, const int64_t *shape,
 ///     const uint8_t *data, size_t data_bytes, uint64_t *out): copies `data` (or zeroes
 ///     when data is null) into a new contiguous tensor.
-export fn spindle_tensor_create(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]const u8, data_bytes: usize, out: ?*Handle) i32 {
+pub fn spindle_tensor_create(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]const u8, data_bytes: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorCreate(dtype_code, ndim, shape, data, data_bytes, out));
 }
@@ -129,7 +152,7 @@ fn tensorCreate(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]cons
 
 /// int32_t spindle_tensor_full(uint32_t dtype, uint32_t ndim, const int64_t *shape,
 ///     double value, uint64_t *out)
-export fn spindle_tensor_full(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out: ?*Handle) i32 {
+pub fn spindle_tensor_full(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorFull(dtype_code, ndim, shape, value, out));
 }
@@ -160,7 +183,7 @@ fn tensorFull(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out:
 /// int32_t spindle_tensor_random(uint32_t ndim, const int64_t *shape, uint64_t seed,
 ///     uint32_t normal, uint64_t *out): float32 uniform [0, 1) or standard normal values,
 ///     the same for the same seed on every machine.
-export fn spindle_tensor_random(ndim: u32, shape: ?[*]const i64, seed: u64, normal: u32, out: ?*Handle) i32 {
+pub fn spindle_tensor_random(ndim: u32, shape: ?[*]const i64, seed: u64, normal: u32, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorRandom(ndim, shape, seed, normal != 0, out));
 }
@@ -185,7 +208,7 @@ fn tensorRandom(ndim: u32, shape: ?[*]const i64, seed: u64, normal: bool, out: ?
 ///     count, out[4..12] = shape. TypeScript reports the storage to V8 as external memory
 ///     (an ArrayBuffer over it that nothing reads), so that the GC runs as native memory
 ///     grows and finalises tensors nobody disposed.
-export fn spindle_tensor_info(handle: Handle, out: ?*[4 + tensor.max_dims]i64) i32 {
+pub fn spindle_tensor_info(handle: Handle, out: ?*[4 + tensor.max_dims]i64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorInfo(handle, out));
 }
@@ -204,7 +227,7 @@ fn tensorInfo(handle: Handle, out: ?*[4 + tensor.max_dims]i64) Error!void {
 
 /// int32_t spindle_tensor_read(uint64_t handle, uint8_t *destination, size_t bytes):
 ///     copies the values in row-major order; `bytes` must equal numel · element size.
-export fn spindle_tensor_read(handle: Handle, destination: ?[*]u8, bytes: usize) i32 {
+pub fn spindle_tensor_read(handle: Handle, destination: ?[*]u8, bytes: usize) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorRead(handle, destination, bytes));
 }
@@ -222,27 +245,27 @@ fn tensorRead(handle: Handle, destination: ?[*]u8, bytes: usize) Error!void {
 }
 
 /// int32_t spindle_tensor_dispose(uint64_t handle)
-export fn spindle_tensor_dispose(handle: Handle) i32 {
+pub fn spindle_tensor_dispose(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensor.table.dispose(handle));
 }
 
 /// uint64_t spindle_system_allocations(void): allocations that went to the system allocator
 ///     so far (tests check that steady-state inference does not allocate per op).
-export fn spindle_system_allocations() u64 {
+pub fn spindle_system_allocations() callconv(.c) u64 {
     return @import("storage_cache.zig").system_allocations.load(.monotonic);
 }
 
 /// void spindle_memory_stats(uint64_t *out /* [3] */): out = { bytes in the block cache, idle
 ///     trims so far, system allocations so far } (tests and the memory soak).
-export fn spindle_memory_stats(out: ?*[3]u64) void {
+pub fn spindle_memory_stats(out: ?*[3]u64) callconv(.c) void {
     const cache = @import("storage_cache.zig");
     const destination = out orelse return;
     destination.* = .{ cache.cachedBytes(), cache.idle_trims.load(.monotonic), cache.system_allocations.load(.monotonic) };
 }
 
 /// size_t spindle_tensor_live_count(void): live tensor handles (leak checks in tests).
-export fn spindle_tensor_live_count() usize {
+pub fn spindle_tensor_live_count() callconv(.c) usize {
     return tensor.table.liveCount();
 }
 
@@ -274,14 +297,14 @@ fn readParams(params: ?[*]const f64, count: usize) Error![]const f64 {
 /// size_t spindle_describe_json(uint8_t *buffer, size_t capacity): writes the ABI facts
 ///     TypeScript derives its constants from (abi.zig) as JSON; returns the full length
 ///     (call again with a larger buffer when it exceeds capacity).
-export fn spindle_describe_json(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_describe_json(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
     return abi.writeJson(destination);
 }
 
 /// int32_t spindle_op_run(uint32_t op, const uint64_t *inputs, size_t input_count,
 ///     const double *params, size_t param_count, uint64_t *out)
-export fn spindle_op_run(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) i32 {
+pub fn spindle_op_run(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(opRun(op_code, inputs, input_count, params, param_count, out));
 }
@@ -297,7 +320,7 @@ fn opRun(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*
 
 /// int32_t spindle_fork_op(uint32_t op, const uint64_t *inputs, size_t input_count,
 ///     const double *params, size_t param_count, uint64_t *out_future)
-export fn spindle_fork_op(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) i32 {
+pub fn spindle_fork_op(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(forkOp(op_code, inputs, input_count, params, param_count, out));
 }
@@ -357,7 +380,7 @@ const OpTask = struct {
 ///     the task on the calling thread when no worker has started it yet), then publishes
 ///     the value as a new tensor handle or returns the task's error (and marks it observed).
 ///     Returns at once after the future's completion token was taken.
-export fn spindle_future_wait(handle: Handle, out: ?*Handle) i32 {
+pub fn spindle_future_wait(handle: Handle, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(futureWait(handle, out));
 }
@@ -370,7 +393,7 @@ fn futureWait(handle: Handle, out: ?*Handle) Error!void {
 
 /// int32_t spindle_future_done(uint64_t future): 1 when complete, 0 when pending, or a
 ///     negative status when the handle is invalid.
-export fn spindle_future_done(handle: Handle) i32 {
+pub fn spindle_future_done(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     const future = Future.table.acquire(handle) catch |err| return -@intFromEnum(status.fromError(err));
     defer future.release();
@@ -378,14 +401,14 @@ export fn spindle_future_done(handle: Handle) i32 {
 }
 
 /// int32_t spindle_future_dispose(uint64_t future)
-export fn spindle_future_dispose(handle: Handle) i32 {
+pub fn spindle_future_dispose(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(Future.table.dispose(handle));
 }
 
 /// size_t spindle_future_live_count(void): futures alive in the process, pending or held
 ///     (leak checks in tests).
-export fn spindle_future_live_count() usize {
+pub fn spindle_future_live_count() callconv(.c) usize {
     return Future.liveCount();
 }
 
@@ -393,7 +416,7 @@ export fn spindle_future_live_count() usize {
 ///     completion queue. It is queued once, when the future completes (at once when it
 ///     already has). At most one token per future; the future stays alive until its token
 ///     is taken, even after spindle_future_dispose.
-export fn spindle_future_watch(handle: Handle, token: u64) i32 {
+pub fn spindle_future_watch(handle: Handle, token: u64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(futureWatch(handle, token));
 }
@@ -412,7 +435,7 @@ const completions_timeout_ms_max: u32 = 60_000;
 ///     spindle_completions_interrupt is called; then moves up to `capacity` tokens, in
 ///     completion order, into `tokens` and returns their count (0 on timeout). Thread-safe:
 ///     each token goes to exactly one caller. Meant for a Deno `nonblocking` call.
-export fn spindle_completions_wait(tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
+pub fn spindle_completions_wait(tokens: ?[*]u64, capacity: usize, timeout_ms: u32) callconv(.c) usize {
     const destination = tokens orelse return 0;
     const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
     return Future.completion_queue.wait(destination[0..capacity], timeout_ns);
@@ -420,14 +443,14 @@ export fn spindle_completions_wait(tokens: ?[*]u64, capacity: usize, timeout_ms:
 
 /// size_t spindle_completions_poll(uint64_t *tokens, size_t capacity): like
 ///     spindle_completions_wait without blocking.
-export fn spindle_completions_poll(tokens: ?[*]u64, capacity: usize) usize {
+pub fn spindle_completions_poll(tokens: ?[*]u64, capacity: usize) callconv(.c) usize {
     const destination = tokens orelse return 0;
     return Future.completion_queue.poll(destination[0..capacity]);
 }
 
 /// void spindle_completions_interrupt(void): makes the pending (or next)
 ///     spindle_completions_wait return at once, e.g. to shut down.
-export fn spindle_completions_interrupt() void {
+pub fn spindle_completions_interrupt() callconv(.c) void {
     Future.completion_queue.interrupt();
 }
 
@@ -435,7 +458,7 @@ export fn spindle_completions_interrupt() void {
 ///     failed futures dropped without being waited on into `buffer`, one per line, and
 ///     returns the bytes written (0: none left). The first call switches the reports from
 ///     stderr to this list (up to 64 queued; beyond that they go to stderr).
-export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
     return Future.unobserved.drain(destination);
 }
@@ -446,7 +469,7 @@ export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
 ///     (its tensors and the check on inputs of the declared shapes) and, from then on, each
 ///     run of the program (spindle_program_run, spindle_call_run): past it, a load or run
 ///     fails with too_large, naming the tensor and the bytes, before allocating them.
-export fn spindle_program_load(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) i32 {
+pub fn spindle_program_load(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(programLoad(bytes, length, memory_budget, out));
 }
@@ -468,7 +491,7 @@ fn programLoad(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Ha
 
 /// int32_t spindle_program_info(uint64_t program, uint32_t graph, uint64_t *out /* [5] */):
 ///     out = { graph count, inputs, outputs, nodes, planned arena bytes (0: unplanned) }.
-export fn spindle_program_info(handle: Handle, graph: u32, out: ?*[5]u64) i32 {
+pub fn spindle_program_info(handle: Handle, graph: u32, out: ?*[5]u64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(programInfo(handle, graph, out));
 }
@@ -489,7 +512,7 @@ fn programInfo(handle: Handle, graph: u32, out: ?*[5]u64) Error!void {
 ///     handle per output. On error the message is also copied into `message`, as
 ///     spindle_call_run does. Looks its handles up when it runs: not for a nonblocking call
 ///     (pin one with spindle_call_pin and run that instead).
-export fn spindle_program_run(
+pub fn spindle_program_run(
     handle: Handle,
     graph: u32,
     inputs: ?[*]const Handle,
@@ -498,7 +521,7 @@ export fn spindle_program_run(
     output_count: usize,
     message: ?[*]u8,
     message_capacity: usize,
-) i32 {
+) callconv(.c) i32 {
     status.clearMessage();
     return finishRun(programRun(handle, graph, inputs, input_count, outputs, output_count), message, message_capacity);
 }
@@ -552,7 +575,7 @@ fn publishOutputs(results: []const *tensor.Tensor, destination: []Handle) Error!
 }
 
 /// int32_t spindle_program_dispose(uint64_t program)
-export fn spindle_program_dispose(handle: Handle) i32 {
+pub fn spindle_program_dispose(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(program.table.dispose(handle));
 }
@@ -561,7 +584,7 @@ export fn spindle_program_dispose(handle: Handle) i32 {
 ///     size_t input_count, uint64_t *out_call): acquires the program and the inputs on the
 ///     calling thread into a call of graph `graph`, which holds them until it is run
 ///     (spindle_call_run) or disposed, whatever happens to their handles meanwhile.
-export fn spindle_call_pin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, out: ?*Handle) i32 {
+pub fn spindle_call_pin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(callPin(handle, graph, inputs, input_count, out));
 }
@@ -585,7 +608,7 @@ fn callPin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: us
 ///     once: running it again is invalid_handle. On error the message is also copied into
 ///     `message`, since a nonblocking call runs on a pool thread whose thread-local message
 ///     the caller cannot read.
-export fn spindle_call_run(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize) i32 {
+pub fn spindle_call_run(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize) callconv(.c) i32 {
     status.clearMessage();
     return finishRun(callRun(token, outputs, output_count), message, message_capacity);
 }
@@ -600,14 +623,14 @@ fn callRun(token: Handle, outputs: ?[*]Handle, output_count: usize) Error!void {
 }
 
 /// int32_t spindle_call_dispose(uint64_t call): releases a pinned call without running it.
-export fn spindle_call_dispose(token: Handle) i32 {
+pub fn spindle_call_dispose(token: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(call.table.dispose(token));
 }
 
 /// size_t spindle_call_live_count(void): calls pinned and not yet run or disposed (leak
 ///     checks in tests).
-export fn spindle_call_live_count() usize {
+pub fn spindle_call_live_count() callconv(.c) usize {
     return call.table.liveCount();
 }
 
@@ -615,7 +638,7 @@ export fn spindle_call_live_count() usize {
 ///     thread may allocate from now on (0: no cap); ONNX import runs its ops under one. A
 ///     call that would pass it fails with too_large, naming the tensor and the bytes. Loads
 ///     and runs of a program install their own (spindle_program_load's memory_budget).
-export fn spindle_set_allocation_budget(bytes: u64) void {
+pub fn spindle_set_allocation_budget(bytes: u64) callconv(.c) void {
     tensor.setAllocationBudget(if (bytes == 0) null else @intCast(bytes));
 }
 
@@ -636,6 +659,8 @@ test {
     _ = @import("kernels/gemm_native.zig");
     _ = openblas;
     _ = info;
+    _ = @import("cpu_level.zig");
+    _ = @import("env.zig");
     _ = @import("interpreter/format.zig");
     _ = @import("interpreter/program.zig");
     _ = @import("interpreter/execute.zig");
