@@ -1,7 +1,8 @@
 /**
- * `deno task cross [name...]`: cross-compiles libspindle for every platform in
+ * `deno task cross [--debug] [name...]`: cross-compiles libspindle for every platform in
  * tools/targets.ts (ReleaseFast, stripped; x86-64 builds portable) into
- * zig/zig-out/cross/<os>-<arch>/, and checks each artefact without external tools: its
+ * zig/zig-out/cross/<os>-<arch>/ (with `--debug`: Debug builds into zig-out/cross-debug/, the
+ * quick check tools/test.ts runs), and checks each artefact without external tools: its
  * file format and machine (ELF / Mach-O / PE headers, tools/binary_format.ts) and that its
  * exported functions are exactly ffi/symbols.ts's. The artefact for this machine, if any, is
  * also loaded and called. Prints a table with each stripped size, then
@@ -12,7 +13,7 @@
 import { symbols } from "../ffi/symbols.ts";
 import { BinaryFormatError, inspectLibrary } from "./binary_format.ts";
 import { run, ZIG_DIR } from "./configs.ts";
-import { crossBuildArgs, crossPrefix, type NativeTarget, TARGETS } from "./targets.ts";
+import { crossBuildArgs, type CrossOptimize, crossPrefix, type NativeTarget, TARGETS } from "./targets.ts";
 
 /** The C symbol names ffi/symbols.ts binds (aliases share one), sorted. */
 export function expectedExports(): string[] {
@@ -85,12 +86,15 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const targets = wanted.length === 0 ? TARGETS : TARGETS.filter((t) => wanted.includes(t.name));
+  const optimize: CrossOptimize = Deno.args.includes("--debug") ? "Debug" : "ReleaseFast";
   const reports: ArtefactReport[] = [];
   for (const target of targets) {
     const started = performance.now();
-    console.error(`cross: building ${target.name} (${target.triple}${target.portable ? ", portable" : ""})`);
-    const code = await run("zig", crossBuildArgs(target), { cwd: ZIG_DIR });
-    const path = `${ZIG_DIR}/${crossPrefix(target)}/${target.installPath}`;
+    console.error(
+      `cross: building ${target.name} (${target.triple}, ${optimize}${target.portable ? ", portable" : ""})`,
+    );
+    const code = await run("zig", crossBuildArgs(target, optimize), { cwd: ZIG_DIR });
+    const path = `${ZIG_DIR}/${crossPrefix(target, optimize)}/${target.installPath}`;
     if (code !== 0) {
       reports.push({ target, path, size: 0, description: "not built", problems: [`zig build exited with ${code}`] });
       continue;
@@ -106,7 +110,7 @@ if (import.meta.main) {
   console.log("|---|---|---|---|---|---|");
   for (const r of reports) {
     const check = r.problems.length === 0 ? "ok" : r.problems.join("; ");
-    const file = `${crossPrefix(r.target)}/${r.target.installPath}`;
+    const file = `${crossPrefix(r.target, optimize)}/${r.target.installPath}`;
     console.log(
       `| ${r.target.name} | ${r.target.triple} | ${file} | ${r.description} | ${formatSize(r.size)} | ${check} |`,
     );

@@ -58,15 +58,22 @@ export function targetFor(os: string, arch: string): NativeTarget | undefined {
   return TARGETS.find((t) => t.os === os && t.arch === arch);
 }
 
+/**
+ * How a cross build is optimised: `ReleaseFast` for the artefacts users get; `Debug` for the
+ * quick check CI runs on every change (same sources, targets, dispatch and exports; Zig's
+ * own x86-64 backend compiles it in seconds, where LLVM's release codegen takes minutes).
+ */
+export type CrossOptimize = "ReleaseFast" | "Debug";
+
 /** The install prefix of a target's cross build, relative to zig/. */
-export function crossPrefix(t: NativeTarget): string {
-  return `zig-out/cross/${t.name}`;
+export function crossPrefix(t: NativeTarget, optimize: CrossOptimize = "ReleaseFast"): string {
+  return `zig-out/${optimize === "Debug" ? "cross-debug" : "cross"}/${t.name}`;
 }
 
-/** The `zig build` arguments of a target's release artefact (ReleaseFast, stripped). */
-export function crossBuildArgs(t: NativeTarget): string[] {
-  const args = ["build", "--summary", "none", `-Dtarget=${t.triple}`, "-Doptimize=ReleaseFast", "-Dstrip=true"];
+/** The `zig build` arguments of a target's artefact (stripped; ReleaseFast unless told). */
+export function crossBuildArgs(t: NativeTarget, optimize: CrossOptimize = "ReleaseFast"): string[] {
+  const args = ["build", "--summary", "none", `-Dtarget=${t.triple}`, `-Doptimize=${optimize}`, "-Dstrip=true"];
   if (t.portable) args.push("-Dportable=true");
-  args.push("-p", crossPrefix(t));
+  args.push("-p", crossPrefix(t, optimize));
   return args;
 }

@@ -102,7 +102,9 @@ pub fn build(b: *std.Build) void {
         .name = "spindle",
         .linkage = .dynamic,
         .root_module = library_module,
-        .use_llvm = if (tsan) true else null,
+        // The portable build needs LLVM even in Debug: Zig 0.15's own x86-64 backend drops the
+        // hidden visibility of @export, so every copy's suffixed symbols would be exported.
+        .use_llvm = if (tsan or dispatch) true else null,
     });
     b.installArtifact(library);
 
@@ -284,7 +286,7 @@ fn portableModule(
         const object = b.addObject(.{
             .name = b.fmt("spindle{s}", .{level.suffix}),
             .root_module = level_module,
-            .use_llvm = if (tsan) true else null,
+            .use_llvm = true, // hidden visibility, see `library` in build()
         });
         module.addObject(object);
     }

@@ -44,12 +44,25 @@ fn hasX86(comptime feature: std.Target.x86.Feature) bool {
 /// portable library's dispatcher (portable.zig), which says why.
 fn kernelsSelection() []const u8 {
     return switch (build_options.portable_role) {
-        .level => std.mem.span(@extern(*const fn () callconv(.c) [*:0]const u8, .{
-            .name = "spindle_portable_reason",
-            .visibility = .hidden,
-        })()),
+        .level => std.mem.span(portable_reason),
         else => "compiled for " ++ builtin.cpu.model.name,
     };
+}
+
+/// Set by the portable dispatcher, once, before it forwards the first call to this copy.
+var portable_reason: [*:0]const u8 = "chosen by CPUID";
+
+fn setPortableReason(reason: [*:0]const u8) callconv(.c) void {
+    portable_reason = reason;
+}
+
+comptime {
+    if (build_options.portable_role == .level) {
+        @export(&setPortableReason, .{
+            .name = "spindle_portable_reason_set" ++ build_options.symbol_suffix,
+            .visibility = .hidden,
+        });
+    }
 }
 
 pub fn collect() Facts {

@@ -26,7 +26,6 @@ const Level = cpu_level.Level;
 /// in `chooseOnce`, loaded with .acquire in `level`: the pair publishes `reason_buffer`.
 var chosen = std.atomic.Value(u8).init(0);
 var reason_buffer: [160]u8 = undefined;
-var reason_len: usize = 0;
 /// Serialises the first choice (its mutex is taken once; later calls see `chosen` set).
 var once = std.once(chooseOnce);
 
@@ -45,20 +44,21 @@ fn chooseOnce() void {
         // A bad override is not fatal (the library still works) but must not pass silently.
         std.debug.print("spindle: warning: {s}\n", .{result[1]});
     }
-    reason_len = @min(result[1].len, reason_buffer.len - 1);
+    const reason_len = @min(result[1].len, reason_buffer.len - 1);
     reason_buffer[reason_len] = 0;
+    // Tell the chosen copy how it was chosen, for its parallel_info facts (info.zig), before
+    // any call reaches it. (The dispatcher exports nothing but the plain names: a hidden
+    // export of its own would still be exported from a Windows DLL.)
+    switch (result[0]) {
+        inline else => |l| @extern(*const fn ([*:0]const u8) callconv(.c) void, .{
+            .name = "spindle_portable_reason_set" ++ l.suffix(),
+            .visibility = .hidden,
+        })(@ptrCast(&reason_buffer)),
+    }
     chosen.store(@intFromEnum(result[0]) + 1, .release);
 }
 
-/// const char *spindle_portable_reason(void), hidden: how the level was chosen, for the
-/// parallel_info facts of whichever copy runs (info.zig).
-fn portableReason() callconv(.c) [*:0]const u8 {
-    _ = level();
-    return @ptrCast(&reason_buffer);
-}
-
 comptime {
-    @export(&portableReason, .{ .name = "spindle_portable_reason", .visibility = .hidden });
     for (@typeInfo(exports).@"struct".decls) |decl| {
         if (!std.mem.startsWith(u8, decl.name, "spindle_")) continue;
         const F = @TypeOf(@field(exports, decl.name));
