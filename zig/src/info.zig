@@ -49,7 +49,9 @@ fn kernelsSelection() []const u8 {
     };
 }
 
-/// Set by the portable dispatcher, once, before it forwards the first call to this copy.
+/// Set by the portable dispatcher, once, before it forwards the first call to this copy:
+/// written before portable.zig's `chosen.store(.release)`, read by calls forwarded after
+/// its `chosen.load(.acquire)`, so the pair orders it without an atomic of its own.
 var portable_reason: [*:0]const u8 = "chosen by CPUID";
 
 fn setPortableReason(reason: [*:0]const u8) callconv(.c) void {
