@@ -15,6 +15,9 @@
  *
  *   deno run -A bench/portable_vs_native.ts [--rounds 2] [--onnx-runs 20] [--gemm-args "--threads 1"]
  *
+ * Note: each bench/onnx_bench.ts run rewrites bench/results/onnx_bench_<backend>_<blas>.txt
+ * (here with the last run, the portable library's); `git checkout` it unless that is wanted.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
