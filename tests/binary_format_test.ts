@@ -114,3 +114,9 @@ Deno.test("tools/targets.ts: one target per platform, each with its library name
   ]);
   for (const t of TARGETS) assert.ok(t.installPath.endsWith(t.library), t.name);
 });
+
+Deno.test("tools/test.ts reads deno task cross's summary line", async () => {
+  const { parseCrossSummary } = await import("../tools/test.ts");
+  assert.deepEqual(parseCrossSummary("| a | ok |\ncross: 4 passed, 1 failed\n"), { passed: 4, failed: 1 });
+  assert.equal(parseCrossSummary("error: zig not found"), null);
+});
