@@ -1,5 +1,5 @@
 /**
- * THE symbol table of libspindle: one entry per Zig `export fn` in zig/src/exports.zig, in
+ * THE symbol table of libspindle: one entry per exported `pub fn spindle_*` in zig/src/exports.zig, in
  * the same order, with its C prototype in a comment. Nothing else in Spindle names a native
  * symbol.
  *

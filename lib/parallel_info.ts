@@ -54,6 +54,13 @@ export interface ParallelInfo {
   mkl_num_threads: string | null;
   /** CPU model the library was compiled for. */
   cpu: string;
+  /** SIMD level of the kernels that run: "AVX-512", "AVX2", "baseline" (x86-64) or "NEON". */
+  kernels: "AVX-512" | "AVX2" | "baseline" | "NEON";
+  /**
+   * How that level was chosen: "compiled for <cpu>" (a native build), "chosen by CPUID" or
+   * "forced by SPINDLE_CPU_LEVEL=<level>" (the portable build), with any ignored override.
+   */
+  kernels_selection: string;
   /** Whether the library was built with ThreadSanitizer. */
   tsan: boolean;
 }
@@ -113,6 +120,7 @@ export function parallelInfo(): string {
     `\tblas threads : ${info.blas_threads} (GEMM runs on the ${info.blas_threading})`,
     `hardware_concurrency() : ${info.hardware_concurrency}`,
     `physical cores : ${info.physical_cores}`,
+    `CPU kernels : ${info.kernels} (${info.kernels_selection})`,
     "Environment variables:",
     `\tOMP_NUM_THREADS : ${info.omp_num_threads ?? "[not set]"}`,
     `\tMKL_NUM_THREADS : ${info.mkl_num_threads ?? "[not set]"}`,

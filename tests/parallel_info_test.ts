@@ -19,6 +19,7 @@ Deno.test("parallel_info prints the PyTorch-shaped report line for line", async 
     /^\tblas threads : \d+ \(GEMM runs on the .+\)$/,
     new RegExp(`^hardware_concurrency\\(\\) : ${info.hardware_concurrency}$`),
     new RegExp(`^physical cores : ${info.physical_cores}$`),
+    /^CPU kernels : (AVX-512|AVX2|baseline|NEON) \((compiled for \S+|chosen by CPUID|forced by SPINDLE_CPU_LEVEL=\w+)\)$/,
     /^Environment variables:$/,
     /^\tOMP_NUM_THREADS : 3$/,
     /^\tMKL_NUM_THREADS : \[not set\]$/,
@@ -52,6 +53,8 @@ Deno.test("parallel_info --json has every fact of the text report", async () => 
       "physical_cores",
       "omp_num_threads",
       "mkl_num_threads",
+      "kernels",
+      "kernels_selection",
     ]
   ) assert.ok(key in info, key);
   assert.equal(info.omp_num_threads, null);

@@ -4,7 +4,7 @@ import { ROOT } from "./helpers.ts";
 
 Deno.test("ffi/symbols.ts lists every Zig export, in the same order", () => {
   const source = Deno.readTextFileSync(`${ROOT}/zig/src/exports.zig`);
-  const exported = [...source.matchAll(/^export fn (\w+)\(/gm)].map((m) => m[1]);
+  const exported = [...source.matchAll(/^pub fn (spindle_\w+)\(/gm)].map((m) => m[1]);
   const declared = Object.entries(symbols).map(([key, value]) => ("name" in value ? value.name : key));
   // Aliases (the nonblocking variants) follow their synchronous symbol; compare first uses.
   const firstUses = declared.filter((name, i) => declared.indexOf(name) === i);

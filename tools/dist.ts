@@ -4,35 +4,35 @@
  * file's name, size and SHA-256, which the loader checks a downloaded library against
  * (ffi/remote.ts). Both are git-ignored and re-included by deno.json's `publish.include`.
  *
- *   deno task dist            build every target in DIST_TARGETS
- *   deno task dist --reuse    reuse the libraries already in native/, only rewrite the digests
+ *   deno task dist                          build every target of tools/targets.ts
+ *   deno task dist --targets=linux-x86_64   only these (platform keys, comma-separated)
+ *   deno task dist --reuse                  reuse the libraries in native/, only rewrite the digests
  *
  * @module
  */
 import { ROOT, run, ZIG_DIR } from "./configs.ts";
+import { crossBuildArgs, crossPrefix, type NativeTarget, TARGETS } from "./targets.ts";
 import { sha256Hex } from "../ffi/remote.ts";
 
-/** One published binary: the platform key the loader looks up, and how Zig builds it. */
+/** One published binary: the platform key the loader looks up, and the target that builds it. */
 export interface DistTarget {
   /** `${Deno.build.os}-${Deno.build.arch}` of the machines that load it. */
   key: string;
-  /** Zig's `-Dtarget`. */
-  zigTarget: string;
-  /** Zig's `-Dcpu`: baseline, so that the library runs on every CPU of the architecture. */
-  cpu: string;
-  /** The library's file name as `zig build` installs it. */
+  /** The library's file name. */
   file: string;
-  /** Where `zig build` installs it, relative to the install prefix. */
-  installed: string;
+  /** The cross-compilation target (tools/targets.ts): triple, portable x86-64 build, paths. */
+  target: NativeTarget;
 }
 
 /**
- * Every target the package ships. Only linux-x86_64 for now; the other four (linux-aarch64,
- * darwin-x86_64, darwin-aarch64, windows-x86_64) join here once their cross builds pass.
+ * Every platform of tools/targets.ts: x86-64 libraries are the portable build (baseline
+ * x86-64 with AVX2 and AVX-512 kernels picked at run time), aarch64 ones baseline ARMv8-A.
  */
-export const DIST_TARGETS: readonly DistTarget[] = [
-  { key: "linux-x86_64", zigTarget: "x86_64-linux-gnu", cpu: "baseline", file: "libspindle.so", installed: "lib" },
-];
+export const DIST_TARGETS: readonly DistTarget[] = TARGETS.map((target) => ({
+  key: `${target.os}-${target.arch}`,
+  file: target.library,
+  target,
+}));
 
 /** The folder that holds the binaries, relative to the repository root (and the package root). */
 export const NATIVE_DIR = "native";
@@ -48,42 +48,34 @@ function seconds(started: number): string {
   return `${((performance.now() - started) / 1000).toFixed(0)} s`;
 }
 
-/** Whether build.zig offers `-Dstrip` (Zig strips every object format itself then). */
-async function zigBuildCanStrip(): Promise<boolean> {
-  const help = await new Deno.Command("zig", { args: ["build", "-h"], cwd: ZIG_DIR, stdout: "piped", stderr: "null" })
-    .output();
-  return new TextDecoder().decode(help.stdout).includes("-Dstrip");
+/** Builds one target (ReleaseFast, stripped by Zig) and copies its library into native/<key>/. */
+async function buildTarget(dist: DistTarget): Promise<void> {
+  const args = crossBuildArgs(dist.target);
+  console.error(`dist: building ${dist.key} (zig ${args.join(" ")}; a minute or more)...`);
+  const started = performance.now();
+  if (await run("zig", args, { cwd: ZIG_DIR }) !== 0) throw new Error(`dist: zig build for ${dist.key} failed`);
+  const built = `${ZIG_DIR}/${crossPrefix(dist.target)}/${dist.target.installPath}`;
+  const out = `${ROOT}/${NATIVE_DIR}/${dist.key}`;
+  await Deno.mkdir(out, { recursive: true });
+  await Deno.copyFile(built, `${out}/${dist.file}`);
+  console.error(`dist: built ${dist.key} in ${seconds(started)}`);
 }
 
-/** Builds one target (ReleaseFast) and copies its stripped library into native/<key>/. */
-async function buildTarget(target: DistTarget, zigStrips: boolean): Promise<void> {
-  const prefix = `zig-out/dist/${target.key}`;
-  const args = ["build", "--summary", "none", "-p", prefix, `-Dtarget=${target.zigTarget}`, `-Dcpu=${target.cpu}`];
-  if (zigStrips) args.push("-Dstrip=true");
-  console.error(`dist: building ${target.key} (zig ${args.join(" ")}; a minute or two)...`);
-  const started = performance.now();
-  if (await run("zig", args, { cwd: ZIG_DIR }) !== 0) throw new Error(`dist: zig build for ${target.key} failed`);
-  const built = `${ZIG_DIR}/${prefix}/${target.installed}/${target.file}`;
-  const out = `${ROOT}/${NATIVE_DIR}/${target.key}`;
-  await Deno.mkdir(out, { recursive: true });
-  if (zigStrips) {
-    await Deno.copyFile(built, `${out}/${target.file}`);
-  } else {
-    // Without -Dstrip, binutils strips the ELF (Zig 0.15's objcopy --strip-all answers
-    // 'unimplemented' for it): debug info and the static symbol table go, .dynsym stays.
-    let code: number;
-    try {
-      code = await run("strip", ["--strip-all", "-o", `${out}/${target.file}`, built]);
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-      // Still a working package, only larger: say so rather than fail the whole dist.
-      console.error(`dist: warning: no 'strip' on PATH (install binutils); ${target.key} ships unstripped`);
-      await Deno.copyFile(built, `${out}/${target.file}`);
-      code = 0;
-    }
-    if (code !== 0) throw new Error(`dist: 'strip --strip-all ${built}' failed`);
+/**
+ * The targets `--targets a,b` names (platform keys, e.g. linux-x86_64), or every one. The
+ * consumer test builds only this machine's: all five take several minutes.
+ */
+function selectedTargets(args: readonly string[]): readonly DistTarget[] {
+  const flag = args.find((arg) => arg.startsWith("--targets="));
+  if (flag === undefined) return DIST_TARGETS;
+  const keys = flag.slice("--targets=".length).split(",");
+  const unknown = keys.filter((key) => !DIST_TARGETS.some((t) => t.key === key));
+  if (unknown.length > 0) {
+    throw new Error(
+      `dist: unknown target(s) ${unknown.join(", ")} (known: ${DIST_TARGETS.map((t) => t.key).join(", ")})`,
+    );
   }
-  console.error(`dist: built ${target.key} in ${seconds(started)}`);
+  return DIST_TARGETS.filter((t) => keys.includes(t.key));
 }
 
 /** The TypeScript source of ffi/digests.ts for the binaries in native/. */
@@ -106,15 +98,29 @@ export async function digestsSource(version: string, targets: readonly DistTarge
 
 if (import.meta.main) {
   const started = performance.now();
+  const targets = selectedTargets(Deno.args);
   if (!Deno.args.includes("--reuse")) {
-    const zigStrips = await zigBuildCanStrip();
-    for (const target of DIST_TARGETS) await buildTarget(target, zigStrips);
+    for (const target of targets) await buildTarget(target);
   }
-  const source = await digestsSource(packageVersion(), DIST_TARGETS);
-  await Deno.writeTextFile(`${ROOT}/${DIGESTS_MODULE}`, source);
+  // Only the binaries native/ holds: a platform left out gets the loader's "no prebuilt
+  // library" error rather than a digest of a file the package lacks.
+  const present = [];
   for (const target of DIST_TARGETS) {
+    try {
+      await Deno.stat(`${ROOT}/${NATIVE_DIR}/${target.key}/${target.file}`);
+      if (targets.includes(target)) present.push(target);
+    } catch { /* not built */ }
+  }
+  for (const target of DIST_TARGETS) {
+    if (!present.includes(target)) {
+      await Deno.remove(`${ROOT}/${NATIVE_DIR}/${target.key}`, { recursive: true }).catch(() => {});
+    }
+  }
+  const source = await digestsSource(packageVersion(), present);
+  await Deno.writeTextFile(`${ROOT}/${DIGESTS_MODULE}`, source);
+  for (const target of present) {
     const size = (await Deno.stat(`${ROOT}/${NATIVE_DIR}/${target.key}/${target.file}`)).size;
     console.error(`dist: ${NATIVE_DIR}/${target.key}/${target.file} ${(size / 1e6).toFixed(2)} MB`);
   }
-  console.error(`dist: wrote ${DIGESTS_MODULE} (${DIST_TARGETS.length} binaries) in ${seconds(started)}`);
+  console.error(`dist: wrote ${DIGESTS_MODULE} (${present.length} binaries) in ${seconds(started)}`);
 }

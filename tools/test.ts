@@ -1,8 +1,11 @@
 /**
  * `deno task test`: every test of the project, ending with one line `N passed, N failed`.
  *
- * 1. Zig unit tests in every configuration (omp/tbb × openblas/native);
+ * 1. Zig unit tests in every configuration (omp/tbb × openblas/native), and the kernel
+ *    tests compiled for each x86-64 level of the portable library (`zig build test-levels`);
  * 2. the same under ThreadSanitizer, for both threading backends;
+ * 2b. `deno task cross --debug`: every platform's library cross-compiled (Debug: quick) and
+ *    checked (format, exports; this platform's also loaded), counted as one test per target;
  * 3. Deno tests (with the JSDoc examples) against the default build, and the Deno tests
  *    again against each other configuration's library;
  * 4. the consumer test (tools/consumer_test.ts, about 10 s): the package as `deno publish` would
@@ -81,6 +84,28 @@ async function zigTests(config: BuildConfig, tsan: boolean): Promise<void> {
   record(step, parseZigSummary(output), code);
 }
 
+async function zigLevelTests(): Promise<void> {
+  const step = "zig test-levels (kernels at x86_64, x86_64_v3, x86_64_v4)";
+  banner(step);
+  const { code, output } = await runCaptured("zig", ["build", "test-levels", "--summary", "all"], { cwd: ZIG_DIR });
+  record(step, parseZigSummary(output), code);
+}
+
+/** Parses tools/cross.ts's last line: `cross: N passed, N failed`. */
+export function parseCrossSummary(output: string): Tally | null {
+  const match = output.match(/^cross: (\d+) passed, (\d+) failed$/m);
+  return match === null ? null : { passed: Number(match[1]), failed: Number(match[2]) };
+}
+
+async function crossBuilds(): Promise<void> {
+  const step = "cross-compile every target (Debug)";
+  banner(step);
+  // Debug builds: every target, the same dispatch and exports, in a fraction of the release
+  // build's time (`deno task cross` builds the ReleaseFast artefacts).
+  const { code, output } = await runCaptured("deno", ["run", "-A", "tools/cross.ts", "--debug"], { cwd: ROOT });
+  record(step, parseCrossSummary(output), code);
+}
+
 async function buildLibrary(config: BuildConfig): Promise<boolean> {
   const args = ["build", "--summary", "none", "-p", configPrefix(config)];
   args.push(`-Dthreading=${config.threading}`, `-Dblas=${config.blas}`);
@@ -151,11 +176,13 @@ if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
   const configs = allConfigs();
   for (const config of quick ? configs.slice(0, 1) : configs) await zigTests(config, false);
+  if (Deno.build.arch === "x86_64") await zigLevelTests();
   if (!quick) {
     // TSan cannot load OpenBLAS (libgfortran's constructors run before TSan's runtime), so the
     // race checks run with the native GEMM in both threading backends.
     for (const threading of ["omp", "tbb"] as const) await zigTests({ threading, blas: "native" }, true);
   }
+  if (!quick) await crossBuilds();
   await denoTests(null);
   if (!quick) { for (const config of configs) await denoTests(config); }
   await consumerRun();

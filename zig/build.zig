@@ -1,7 +1,12 @@
 //! Builds libspindle.so, the native half of Spindle, and its unit tests.
 //!
 //!   zig build                       ReleaseFast library into zig-out/lib
+//!   zig build -Dportable=true       x86-64: one library for any x86-64 CPU, its kernels compiled
+//!                                   per level (x86_64, _v3 AVX2, _v4 AVX-512) and chosen at
+//!                                   run time from CPUID (src/portable.zig); SPINDLE_CPU_LEVEL=
+//!                                   baseline|avx2 forces a lower one. Other CPUs: plain build.
 //!   zig build test                  unit tests (ReleaseSafe: bounds checks stay on)
+//!   zig build test-levels           the kernel tests compiled for each x86-64 level
 //!   -Dthreading=omp|tbb             intra-op backend (fork-join team per caller | shared pool)
 //!   -Dblas=native|openblas          GEMM backend (Spindle's own, the default | system OpenBLAS)
 //!   -Dtsan=true                     build everything with ThreadSanitizer (BLAS: native)
@@ -17,6 +22,18 @@ const std = @import("std");
 
 pub const Threading = enum { omp, tbb };
 pub const Blas = enum { openblas, native };
+/// What one compilation of src/exports.zig is: the whole library (none), one CPU level's
+/// copy inside the portable library (level: suffixed, hidden exports), or the portable
+/// library's dispatcher (src/portable.zig, which imports exports.zig for its signatures).
+pub const PortableRole = enum { none, level, dispatcher };
+
+/// The x86-64 levels of the portable library: symbol suffix and CPU model. The suffixes
+/// must match cpu_level.Level.suffix.
+const portable_levels = [_]struct { suffix: []const u8, model: *const std.Target.Cpu.Model }{
+    .{ .suffix = "_x86_64", .model = &std.Target.x86.cpu.x86_64 },
+    .{ .suffix = "_x86_64_v3", .model = &std.Target.x86.cpu.x86_64_v3 },
+    .{ .suffix = "_x86_64_v4", .model = &std.Target.x86.cpu.x86_64_v4 },
+};
 
 /// Directories where Debian and most distributions install libopenblas.so.
 const openblas_dirs = [_][]const u8{
@@ -59,6 +76,8 @@ pub fn build(b: *std.Build) void {
         "Optimization mode of the unit tests (default ReleaseSafe; Debug with -Dtsan=true)",
     ) orelse if (tsan) std.builtin.OptimizeMode.Debug else .ReleaseSafe;
     const test_filters = b.option([]const []const u8, "test-filter", "Run only the unit tests whose names contain this") orelse &.{};
+    const portable = b.option(bool, "portable", "x86-64: kernels for every CPU level, chosen at run time (default false: this CPU's)") orelse false;
+    const strip = b.option(bool, "strip", "Strip the library's symbols and debug info (default false)");
 
     if (blas == .openblas and tsan) {
         std.debug.print("error: -Dtsan=true cannot be combined with -Dblas=openblas (TSan crashes while " ++
@@ -74,18 +93,18 @@ pub fn build(b: *std.Build) void {
         std.process.exit(1);
     }
 
-    const options = b.addOptions();
-    options.addOption(Threading, "threading", threading);
-    options.addOption(Blas, "blas", blas);
-    options.addOption(bool, "tsan", tsan);
-    options.addOption([]const u8, "version", "0.1.0");
+    const options = buildOptions(b, threading, blas, tsan, .none, "");
 
-    const library_module = createRootModule(b, target, optimize, blas, tsan, options);
+    const dispatch = portable and target.result.cpu.arch == .x86_64;
+    const library_module = if (dispatch) portableModule(b, target, optimize, threading, blas, tsan, strip) else createRootModule(b, target, optimize, blas, tsan, options);
+    library_module.strip = strip;
     const library = b.addLibrary(.{
         .name = "spindle",
         .linkage = .dynamic,
         .root_module = library_module,
-        .use_llvm = if (tsan) true else null,
+        // The portable build needs LLVM even in Debug: Zig 0.15's own x86-64 backend drops the
+        // hidden visibility of @export, so every copy's suffixed symbols would be exported.
+        .use_llvm = if (tsan or dispatch) true else null,
     });
     b.installArtifact(library);
 
@@ -99,6 +118,29 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addRunArtifact(unit_tests);
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
+
+    // The portable library runs each level's copy of the kernels: test each copy, compiled
+    // exactly as portable.zig links it (the kernels pick their SIMD configuration from the
+    // compilation's CPU), on a machine that supports them all (this one: AVX-512).
+    const levels_step = b.step("test-levels", "Run the kernel unit tests compiled for x86_64, x86_64_v3 and x86_64_v4");
+    if (target.result.cpu.arch == .x86_64) {
+        for (portable_levels) |level| {
+            const level_target = levelTarget(b, target, level.model);
+            const kernel_tests = b.addTest(.{
+                .name = b.fmt("kernels{s}", .{level.suffix}),
+                .root_module = b.createModule(.{
+                    .root_source_file = b.path("src/kernels_test.zig"),
+                    .target = level_target,
+                    .optimize = test_optimize,
+                    .link_libc = true,
+                    .omit_frame_pointer = false,
+                }),
+                .filters = test_filters,
+            });
+            kernel_tests.root_module.addOptions("build_options", options);
+            levels_step.dependOn(&b.addRunArtifact(kernel_tests).step);
+        }
+    }
 
     // Every native benchmark imports one module, the library's Zig API (src/root.zig), as
     // "spindle"; benchmarks are always ReleaseFast, whatever -Doptimize says.
@@ -183,6 +225,73 @@ fn addGemmBench(
     const run_bench = b.addRunArtifact(bench);
     if (b.args) |args| run_bench.addArgs(args);
     bench_step.dependOn(&run_bench.step);
+}
+
+fn buildOptions(
+    b: *std.Build,
+    threading: Threading,
+    blas: Blas,
+    tsan: bool,
+    role: PortableRole,
+    symbol_suffix: []const u8,
+) *std.Build.Step.Options {
+    const options = b.addOptions();
+    options.addOption(Threading, "threading", threading);
+    options.addOption(Blas, "blas", blas);
+    options.addOption(bool, "tsan", tsan);
+    options.addOption([]const u8, "version", "0.1.0");
+    options.addOption(PortableRole, "portable_role", role);
+    options.addOption([]const u8, "symbol_suffix", symbol_suffix);
+    return options;
+}
+
+/// `target` with its CPU model replaced by `model` (same OS and ABI).
+fn levelTarget(b: *std.Build, target: std.Build.ResolvedTarget, model: *const std.Target.Cpu.Model) std.Build.ResolvedTarget {
+    var query = target.query;
+    query.cpu_arch = .x86_64;
+    query.os_tag = target.result.os.tag;
+    query.abi = target.result.abi;
+    query.cpu_model = .{ .explicit = model };
+    query.cpu_features_add = .empty;
+    query.cpu_features_sub = .empty;
+    return b.resolveTargetQuery(query);
+}
+
+/// The root module of the portable x86-64 library: src/portable.zig for baseline x86-64,
+/// with one object per CPU level holding a whole copy of the library (suffixed exports).
+fn portableModule(
+    b: *std.Build,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.OptimizeMode,
+    threading: Threading,
+    blas: Blas,
+    tsan: bool,
+    strip: ?bool,
+) *std.Build.Module {
+    const baseline = levelTarget(b, target, &std.Target.x86.cpu.x86_64);
+    const module = b.createModule(.{
+        .root_source_file = b.path("src/portable.zig"),
+        .target = baseline,
+        .optimize = optimize,
+        .link_libc = true,
+        .sanitize_thread = tsan,
+        .omit_frame_pointer = false,
+    });
+    module.addOptions("build_options", buildOptions(b, threading, blas, tsan, .dispatcher, ""));
+    for (portable_levels) |level| {
+        const level_options = buildOptions(b, threading, blas, tsan, .level, level.suffix);
+        const level_module = createRootModule(b, levelTarget(b, target, level.model), optimize, blas, tsan, level_options);
+        level_module.pic = true;
+        level_module.strip = strip;
+        const object = b.addObject(.{
+            .name = b.fmt("spindle{s}", .{level.suffix}),
+            .root_module = level_module,
+            .use_llvm = true, // hidden visibility, see `library` in build()
+        });
+        module.addObject(object);
+    }
+    if (blas == .openblas) module.linkSystemLibrary("openblas", .{});
+    return module;
 }
 
 fn createRootModule(

@@ -1,6 +1,7 @@
-//! Every `export fn` of libspindle. Each converts its C arguments to checked Zig values,
-//! calls into the library, and maps Zig errors to status codes. ffi/symbols.ts lists these
-//! functions in the same order with the same C prototypes.
+//! Every exported C function of libspindle (each `pub fn spindle_*` with `callconv(.c)`,
+//! exported by the comptime block below). Each converts its C arguments to checked Zig
+//! values, calls into the library, and maps Zig errors to status codes. ffi/symbols.ts lists
+//! these functions in the same order with the same C prototypes.
 //!
 //! Besides them lives only OpTask, the context of an op forked through spindle_fork_op:
 //! this layer is where ops meet the inter-op pool, which knows tasks and futures, not ops
@@ -31,6 +32,28 @@ const Handle = tensor.Handle;
 /// 3: spindle_program_load takes the program's memory budget.
 pub const abi_version: u32 = 3;
 
+/// The C name of export `name` in this copy of the library. A native build exports the plain
+/// names; the portable x86-64 build links one copy per CPU level (build.zig, portable.zig),
+/// each exporting its names with the level's suffix, hidden, and portable.zig exports the
+/// plain names, forwarding to the copy chosen once from CPUID.
+pub fn symbolName(comptime name: []const u8) []const u8 {
+    return name ++ build_options.symbol_suffix;
+}
+
+comptime {
+    // `pub fn` + @export rather than `export fn`: only so can the suffix and visibility
+    // depend on the build (the dispatcher imports this file for the signatures alone).
+    if (build_options.portable_role != .dispatcher) {
+        for (@typeInfo(@This()).@"struct".decls) |decl| {
+            if (!std.mem.startsWith(u8, decl.name, "spindle_")) continue;
+            @export(&@field(@This(), decl.name), .{
+                .name = symbolName(decl.name),
+                .visibility = if (build_options.portable_role == .level) .hidden else .default,
+            });
+        }
+    }
+}
+
 comptime {
     // Handles cross the boundary as u64 (BigInt in TypeScript): keep them one word.
     std.debug.assert(@sizeOf(Handle) == 8);
@@ -38,7 +61,7 @@ comptime {
 }
 
 /// u32 spindle_abi_version(void)
-export fn spindle_abi_version() u32 {
+pub fn spindle_abi_version() callconv(.c) u32 {
     // The loader calls this first: pin the library so Deno's dlclose at exit cannot unmap
     // code that worker threads still run.
     @import("pin.zig").pin();
@@ -46,36 +69,36 @@ export fn spindle_abi_version() u32 {
 }
 
 /// size_t spindle_last_error(uint8_t *buffer, size_t capacity)
-export fn spindle_last_error(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_last_error(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination = buffer orelse return 0;
     return status.lastMessage(destination[0..capacity]);
 }
 
 /// size_t spindle_info_json(uint8_t *buffer, size_t capacity): writes the parallel_info
 /// facts as JSON and returns the full length (call again with a larger buffer if needed).
-export fn spindle_info_json(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_info_json(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
     return info.writeJson(destination);
 }
 
 /// int32_t spindle_get_num_threads(void)
-export fn spindle_get_num_threads() i32 {
+pub fn spindle_get_num_threads() callconv(.c) i32 {
     return @intCast(settings.getNumThreads());
 }
 
 /// int32_t spindle_set_num_threads(int64_t count)
-export fn spindle_set_num_threads(count: i64) i32 {
+pub fn spindle_set_num_threads(count: i64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(settings.setNumThreads(count));
 }
 
 /// int32_t spindle_get_num_interop_threads(void)
-export fn spindle_get_num_interop_threads() i32 {
+pub fn spindle_get_num_interop_threads() callconv(.c) i32 {
     return @intCast(settings.getNumInteropThreads());
 }
 
 /// int32_t spindle_set_num_interop_threads(int64_t count)
-export fn spindle_set_num_interop_threads(count: i64) i32 {
+pub fn spindle_set_num_interop_threads(count: i64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(settings.setNumInteropThreads(count));
 }
@@ -105,7 +128,7 @@ fn publish(t: *tensor.Tensor, out: ?*Handle) Error!void {
 /// int32_t spindle_tensor_create(uint32_t dtype, uint32_t ndim, const int64_t *shape,
 ///     const uint8_t *data, size_t data_bytes, uint64_t *out): copies `data` (or zeroes
 ///     when data is null) into a new contiguous tensor.
-export fn spindle_tensor_create(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]const u8, data_bytes: usize, out: ?*Handle) i32 {
+pub fn spindle_tensor_create(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]const u8, data_bytes: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorCreate(dtype_code, ndim, shape, data, data_bytes, out));
 }
@@ -130,7 +153,7 @@ fn tensorCreate(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]cons
 
 /// int32_t spindle_tensor_full(uint32_t dtype, uint32_t ndim, const int64_t *shape,
 ///     double value, uint64_t *out)
-export fn spindle_tensor_full(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out: ?*Handle) i32 {
+pub fn spindle_tensor_full(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorFull(dtype_code, ndim, shape, value, out));
 }
@@ -161,7 +184,7 @@ fn tensorFull(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out:
 /// int32_t spindle_tensor_random(uint32_t ndim, const int64_t *shape, uint64_t seed,
 ///     uint32_t normal, uint64_t *out): float32 uniform [0, 1) or standard normal values,
 ///     the same for the same seed on every machine.
-export fn spindle_tensor_random(ndim: u32, shape: ?[*]const i64, seed: u64, normal: u32, out: ?*Handle) i32 {
+pub fn spindle_tensor_random(ndim: u32, shape: ?[*]const i64, seed: u64, normal: u32, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorRandom(ndim, shape, seed, normal != 0, out));
 }
@@ -186,7 +209,7 @@ fn tensorRandom(ndim: u32, shape: ?[*]const i64, seed: u64, normal: bool, out: ?
 ///     count, out[4..12] = shape. TypeScript reports the storage to V8 as external memory
 ///     (an ArrayBuffer over it that nothing reads), so that the GC runs as native memory
 ///     grows and finalises tensors nobody disposed.
-export fn spindle_tensor_info(handle: Handle, out: ?*[4 + tensor.max_dims]i64) i32 {
+pub fn spindle_tensor_info(handle: Handle, out: ?*[4 + tensor.max_dims]i64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorInfo(handle, out));
 }
@@ -205,7 +228,7 @@ fn tensorInfo(handle: Handle, out: ?*[4 + tensor.max_dims]i64) Error!void {
 
 /// int32_t spindle_tensor_read(uint64_t handle, uint8_t *destination, size_t bytes):
 ///     copies the values in row-major order; `bytes` must equal numel · element size.
-export fn spindle_tensor_read(handle: Handle, destination: ?[*]u8, bytes: usize) i32 {
+pub fn spindle_tensor_read(handle: Handle, destination: ?[*]u8, bytes: usize) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensorRead(handle, destination, bytes));
 }
@@ -223,27 +246,27 @@ fn tensorRead(handle: Handle, destination: ?[*]u8, bytes: usize) Error!void {
 }
 
 /// int32_t spindle_tensor_dispose(uint64_t handle)
-export fn spindle_tensor_dispose(handle: Handle) i32 {
+pub fn spindle_tensor_dispose(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(tensor.table.dispose(handle));
 }
 
 /// uint64_t spindle_system_allocations(void): allocations that went to the system allocator
 ///     so far (tests check that steady-state inference does not allocate per op).
-export fn spindle_system_allocations() u64 {
+pub fn spindle_system_allocations() callconv(.c) u64 {
     return @import("storage_cache.zig").system_allocations.load(.monotonic);
 }
 
 /// void spindle_memory_stats(uint64_t *out /* [3] */): out = { bytes in the block cache, idle
 ///     trims so far, system allocations so far } (tests and the memory soak).
-export fn spindle_memory_stats(out: ?*[3]u64) void {
+pub fn spindle_memory_stats(out: ?*[3]u64) callconv(.c) void {
     const cache = @import("storage_cache.zig");
     const destination = out orelse return;
     destination.* = .{ cache.cachedBytes(), cache.idle_trims.load(.monotonic), cache.system_allocations.load(.monotonic) };
 }
 
 /// size_t spindle_tensor_live_count(void): live tensor handles (leak checks in tests).
-export fn spindle_tensor_live_count() usize {
+pub fn spindle_tensor_live_count() callconv(.c) usize {
     return tensor.table.liveCount();
 }
 
@@ -275,14 +298,14 @@ fn readParams(params: ?[*]const f64, count: usize) Error![]const f64 {
 /// size_t spindle_describe_json(uint8_t *buffer, size_t capacity): writes the ABI facts
 ///     TypeScript derives its constants from (abi.zig) as JSON; returns the full length
 ///     (call again with a larger buffer when it exceeds capacity).
-export fn spindle_describe_json(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_describe_json(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
     return abi.writeJson(destination);
 }
 
 /// int32_t spindle_op_run(uint32_t op, const uint64_t *inputs, size_t input_count,
 ///     const double *params, size_t param_count, uint64_t *out)
-export fn spindle_op_run(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) i32 {
+pub fn spindle_op_run(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(opRun(op_code, inputs, input_count, params, param_count, out));
 }
@@ -298,7 +321,7 @@ fn opRun(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*
 
 /// int32_t spindle_fork_op(uint32_t op, const uint64_t *inputs, size_t input_count,
 ///     const double *params, size_t param_count, uint64_t *out_future)
-export fn spindle_fork_op(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) i32 {
+pub fn spindle_fork_op(op_code: u32, inputs: ?[*]const Handle, input_count: usize, params: ?[*]const f64, param_count: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(forkOp(op_code, inputs, input_count, params, param_count, out));
 }
@@ -358,7 +381,7 @@ const OpTask = struct {
 ///     the task on the calling thread when no worker has started it yet), then publishes
 ///     the value as a new tensor handle or returns the task's error (and marks it observed).
 ///     Returns at once after the future's completion token was taken.
-export fn spindle_future_wait(handle: Handle, out: ?*Handle) i32 {
+pub fn spindle_future_wait(handle: Handle, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(futureWait(handle, out));
 }
@@ -371,7 +394,7 @@ fn futureWait(handle: Handle, out: ?*Handle) Error!void {
 
 /// int32_t spindle_future_done(uint64_t future): 1 when complete, 0 when pending, or a
 ///     negative status when the handle is invalid.
-export fn spindle_future_done(handle: Handle) i32 {
+pub fn spindle_future_done(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     const future = Future.table.acquire(handle) catch |err| return -@intFromEnum(status.fromError(err));
     defer future.release();
@@ -379,14 +402,14 @@ export fn spindle_future_done(handle: Handle) i32 {
 }
 
 /// int32_t spindle_future_dispose(uint64_t future)
-export fn spindle_future_dispose(handle: Handle) i32 {
+pub fn spindle_future_dispose(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(Future.table.dispose(handle));
 }
 
 /// size_t spindle_future_live_count(void): futures alive in the process, pending or held
 ///     (leak checks in tests).
-export fn spindle_future_live_count() usize {
+pub fn spindle_future_live_count() callconv(.c) usize {
     return Future.liveCount();
 }
 
@@ -394,7 +417,7 @@ export fn spindle_future_live_count() usize {
 ///     isolate: the tokens of the futures it watches and of the calls it submits come out
 ///     of its channel only (pool/channels.zig). Channels are never reused; a process opens
 ///     at most 65,536.
-export fn spindle_channel_open(out: ?*u32) i32 {
+pub fn spindle_channel_open(out: ?*u32) callconv(.c) i32 {
     status.clearMessage();
     const destination = out orelse return status.toStatus(status.fail(error.InvalidArgument, "channel pointer is null", .{}));
     destination.* = channels.open() catch |err| return status.toStatus(err);
@@ -405,7 +428,7 @@ export fn spindle_channel_open(out: ?*u32) i32 {
 ///     `token` for the completion queue of `channel`. It is queued once, when the future
 ///     completes (at once when it already has). At most one token per future; the future
 ///     stays alive until its token is taken, even after spindle_future_dispose.
-export fn spindle_future_watch(handle: Handle, channel: u32, token: u64) i32 {
+pub fn spindle_future_watch(handle: Handle, channel: u32, token: u64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(futureWatch(handle, channel, token));
 }
@@ -425,7 +448,7 @@ const completions_timeout_ms_max: u32 = 60_000;
 ///     then moves up to `capacity` tokens, in completion order, into `tokens` and returns
 ///     their count (0 on timeout, or for a channel never opened). Thread-safe: each token
 ///     goes to exactly one caller. Meant for a Deno `nonblocking` call.
-export fn spindle_completions_wait(channel: u32, tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
+pub fn spindle_completions_wait(channel: u32, tokens: ?[*]u64, capacity: usize, timeout_ms: u32) callconv(.c) usize {
     const destination = tokens orelse return 0;
     const queue = Future.completion_queues.get(channel) catch return 0;
     const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
@@ -434,7 +457,7 @@ export fn spindle_completions_wait(channel: u32, tokens: ?[*]u64, capacity: usiz
 
 /// size_t spindle_completions_poll(uint32_t channel, uint64_t *tokens, size_t capacity): like
 ///     spindle_completions_wait without blocking.
-export fn spindle_completions_poll(channel: u32, tokens: ?[*]u64, capacity: usize) usize {
+pub fn spindle_completions_poll(channel: u32, tokens: ?[*]u64, capacity: usize) callconv(.c) usize {
     const destination = tokens orelse return 0;
     const queue = Future.completion_queues.get(channel) catch return 0;
     return queue.poll(destination[0..capacity]);
@@ -442,7 +465,7 @@ export fn spindle_completions_poll(channel: u32, tokens: ?[*]u64, capacity: usiz
 
 /// void spindle_completions_interrupt(uint32_t channel): makes the pending (or next)
 ///     spindle_completions_wait on `channel` return at once, e.g. to shut down.
-export fn spindle_completions_interrupt(channel: u32) void {
+pub fn spindle_completions_interrupt(channel: u32) callconv(.c) void {
     const queue = Future.completion_queues.get(channel) catch return;
     queue.interrupt();
 }
@@ -451,7 +474,7 @@ export fn spindle_completions_interrupt(channel: u32) void {
 ///     failed futures dropped without being waited on into `buffer`, one per line, and
 ///     returns the bytes written (0: none left). The first call switches the reports from
 ///     stderr to this list (up to 64 queued; beyond that they go to stderr).
-export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
+pub fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) callconv(.c) usize {
     const destination: []u8 = if (buffer) |pointer| pointer[0..capacity] else &.{};
     return Future.unobserved.drain(destination);
 }
@@ -462,7 +485,7 @@ export fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) usize {
 ///     (its tensors and the check on inputs of the declared shapes) and, from then on, each
 ///     run of the program (spindle_program_run, spindle_call_run): past it, a load or run
 ///     fails with too_large, naming the tensor and the bytes, before allocating them.
-export fn spindle_program_load(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) i32 {
+pub fn spindle_program_load(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(programLoad(bytes, length, memory_budget, out));
 }
@@ -484,7 +507,7 @@ fn programLoad(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Ha
 
 /// int32_t spindle_program_info(uint64_t program, uint32_t graph, uint64_t *out /* [5] */):
 ///     out = { graph count, inputs, outputs, nodes, planned arena bytes (0: unplanned) }.
-export fn spindle_program_info(handle: Handle, graph: u32, out: ?*[5]u64) i32 {
+pub fn spindle_program_info(handle: Handle, graph: u32, out: ?*[5]u64) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(programInfo(handle, graph, out));
 }
@@ -505,7 +528,7 @@ fn programInfo(handle: Handle, graph: u32, out: ?*[5]u64) Error!void {
 ///     handle per output. On error the message is also copied into `message`, as
 ///     spindle_call_run does. Looks its handles up when it runs: not for a nonblocking call
 ///     (pin one with spindle_call_pin and run that instead).
-export fn spindle_program_run(
+pub fn spindle_program_run(
     handle: Handle,
     graph: u32,
     inputs: ?[*]const Handle,
@@ -514,7 +537,7 @@ export fn spindle_program_run(
     output_count: usize,
     message: ?[*]u8,
     message_capacity: usize,
-) i32 {
+) callconv(.c) i32 {
     status.clearMessage();
     return finishRun(programRun(handle, graph, inputs, input_count, outputs, output_count, null), message, message_capacity);
 }
@@ -560,7 +583,7 @@ const publishOutputs = call.publishOutputs;
 ///     graph, node, nanoseconds, then the output's and the first two inputs' shapes (rank,
 ///     8 dims). `*record_count` is the number of op nodes run, also past `record_capacity`
 ///     (then only the first record_capacity are written: retry with a larger buffer).
-export fn spindle_program_profile(
+pub fn spindle_program_profile(
     handle: Handle,
     graph: u32,
     inputs: ?[*]const Handle,
@@ -572,7 +595,7 @@ export fn spindle_program_profile(
     record_count: ?*u64,
     message: ?[*]u8,
     message_capacity: usize,
-) i32 {
+) callconv(.c) i32 {
     status.clearMessage();
     const result = programProfile(handle, graph, inputs, input_count, outputs, output_count, records, record_capacity, record_count);
     return finishRun(result, message, message_capacity);
@@ -597,7 +620,7 @@ fn programProfile(
 }
 
 /// int32_t spindle_program_dispose(uint64_t program)
-export fn spindle_program_dispose(handle: Handle) i32 {
+pub fn spindle_program_dispose(handle: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(program.table.dispose(handle));
 }
@@ -606,7 +629,7 @@ export fn spindle_program_dispose(handle: Handle) i32 {
 ///     size_t input_count, uint64_t *out_call): acquires the program and the inputs on the
 ///     calling thread into a call of graph `graph`, which holds them until it is run
 ///     (spindle_call_run) or disposed, whatever happens to their handles meanwhile.
-export fn spindle_call_pin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, out: ?*Handle) i32 {
+pub fn spindle_call_pin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: usize, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(callPin(handle, graph, inputs, input_count, out));
 }
@@ -630,7 +653,7 @@ fn callPin(handle: Handle, graph: u32, inputs: ?[*]const Handle, input_count: us
 ///     once: running it again is invalid_handle. On error the message is also copied into
 ///     `message`, since a nonblocking call runs on a pool thread whose thread-local message
 ///     the caller cannot read.
-export fn spindle_call_run(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize) i32 {
+pub fn spindle_call_run(token: Handle, outputs: ?[*]Handle, output_count: usize, message: ?[*]u8, message_capacity: usize) callconv(.c) i32 {
     status.clearMessage();
     return finishRun(callRun(token, outputs, output_count), message, message_capacity);
 }
@@ -645,14 +668,14 @@ fn callRun(token: Handle, outputs: ?[*]Handle, output_count: usize) Error!void {
 }
 
 /// int32_t spindle_call_dispose(uint64_t call): releases a pinned call without running it.
-export fn spindle_call_dispose(token: Handle) i32 {
+pub fn spindle_call_dispose(token: Handle) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(call.table.dispose(token));
 }
 
 /// size_t spindle_call_live_count(void): calls pinned and not yet run or disposed (leak
 ///     checks in tests).
-export fn spindle_call_live_count() usize {
+pub fn spindle_call_live_count() callconv(.c) usize {
     return call.table.liveCount();
 }
 
@@ -665,7 +688,7 @@ export fn spindle_call_live_count() usize {
 ///     out of spindle_inference_wait on `channel` (spindle_inference_channel). The buffers
 ///     must stay valid until then. The call is taken whatever happens: on failure it is
 ///     released here.
-export fn spindle_call_submit(
+pub fn spindle_call_submit(
     token: Handle,
     outputs: ?[*]Handle,
     output_count: usize,
@@ -674,7 +697,7 @@ export fn spindle_call_submit(
     result_out: ?*[2]i64,
     channel: u32,
     watch: u64,
-) i32 {
+) callconv(.c) i32 {
     status.clearMessage();
     return status.toStatus(callSubmit(token, outputs, output_count, message, message_capacity, result_out, channel, watch));
 }
@@ -697,7 +720,7 @@ fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: 
 ///     submitted to `channel` have run, then moves up to `capacity` of their watch tokens
 ///     into `tokens` and returns how many (0 also for a channel never opened). Called
 ///     nonblocking: one waiter per isolate serves every pending call.
-export fn spindle_inference_wait(channel: u32, tokens: ?[*]u64, capacity: usize, timeout_ms: u32) usize {
+pub fn spindle_inference_wait(channel: u32, tokens: ?[*]u64, capacity: usize, timeout_ms: u32) callconv(.c) usize {
     const destination = tokens orelse return 0;
     const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
     return call.inference_pool.wait(channel, destination[0..capacity], timeout_ns) catch 0;
@@ -705,19 +728,19 @@ export fn spindle_inference_wait(channel: u32, tokens: ?[*]u64, capacity: usize,
 
 /// void spindle_inference_interrupt(uint32_t channel): makes the current (or next)
 ///     spindle_inference_wait on `channel` return at once.
-export fn spindle_inference_interrupt(channel: u32) void {
+pub fn spindle_inference_interrupt(channel: u32) callconv(.c) void {
     call.inference_pool.interrupt(channel) catch {};
 }
 
 /// int32_t spindle_get_num_inference_threads(void): forward passes the inference pool runs
 ///     at once: set, else physical cores / intra-op threads (at least 1).
-export fn spindle_get_num_inference_threads() i32 {
+pub fn spindle_get_num_inference_threads() callconv(.c) i32 {
     return @intCast(settings.getNumInferenceThreads());
 }
 
 /// int32_t spindle_set_num_inference_threads(int64_t count): any time; a raised count starts
 ///     waiting calls at once, a lowered one lets running calls finish.
-export fn spindle_set_num_inference_threads(count: i64) i32 {
+pub fn spindle_set_num_inference_threads(count: i64) callconv(.c) i32 {
     status.clearMessage();
     const result = settings.setNumInferenceThreads(count);
     if (result) |_| call.inference_pool.limitChanged() else |_| {}
@@ -726,7 +749,7 @@ export fn spindle_set_num_inference_threads(count: i64) i32 {
 
 /// void spindle_inference_load(uint64_t *out /* [3] */): inference threads alive, runs in
 ///     progress, runs waiting (diagnostics and tests).
-export fn spindle_inference_load(out: ?*[3]u64) void {
+pub fn spindle_inference_load(out: ?*[3]u64) callconv(.c) void {
     const destination = out orelse return;
     const load = call.inference_pool.load();
     destination.* = .{ load.workers, load.running, load.queued };
@@ -736,7 +759,7 @@ export fn spindle_inference_load(out: ?*[3]u64) void {
 ///     thread may allocate from now on (0: no cap); ONNX import runs its ops under one. A
 ///     call that would pass it fails with too_large, naming the tensor and the bytes. Loads
 ///     and runs of a program install their own (spindle_program_load's memory_budget).
-export fn spindle_set_allocation_budget(bytes: u64) void {
+pub fn spindle_set_allocation_budget(bytes: u64) callconv(.c) void {
     tensor.setAllocationBudget(if (bytes == 0) null else @intCast(bytes));
 }
 
@@ -757,6 +780,8 @@ test {
     _ = @import("kernels/gemm_native.zig");
     _ = openblas;
     _ = info;
+    _ = @import("cpu_level.zig");
+    _ = @import("env.zig");
     _ = @import("interpreter/format.zig");
     _ = @import("interpreter/program.zig");
     _ = @import("interpreter/execute.zig");

@@ -26,8 +26,48 @@ pub const Facts = struct {
     omp_num_threads: ?[]const u8,
     mkl_num_threads: ?[]const u8,
     cpu: []const u8,
+    kernels: []const u8,
+    kernels_selection: []const u8,
     tsan: bool,
 };
+
+/// The SIMD level this copy's kernels were compiled for, as parallel_info names it.
+pub const kernels: []const u8 = switch (builtin.cpu.arch) {
+    .x86_64 => if (hasX86(.avx512f)) "AVX-512" else if (hasX86(.avx2) and hasX86(.fma)) "AVX2" else "baseline",
+    .aarch64 => "NEON",
+    else => "baseline",
+};
+
+fn hasX86(comptime feature: std.Target.x86.Feature) bool {
+    return std.Target.x86.featureSetHas(builtin.cpu.features, feature);
+}
+
+/// How this copy came to run: compiled for the build's CPU, or chosen at run time by the
+/// portable library's dispatcher (portable.zig), which says why.
+fn kernelsSelection() []const u8 {
+    return switch (build_options.portable_role) {
+        .level => std.mem.span(portable_reason),
+        else => "compiled for " ++ builtin.cpu.model.name,
+    };
+}
+
+/// Set by the portable dispatcher, once, before it forwards the first call to this copy:
+/// written before portable.zig's `chosen.store(.release)`, read by calls forwarded after
+/// its `chosen.load(.acquire)`, so the pair orders it without an atomic of its own.
+var portable_reason: [*:0]const u8 = "chosen by CPUID";
+
+fn setPortableReason(reason: [*:0]const u8) callconv(.c) void {
+    portable_reason = reason;
+}
+
+comptime {
+    if (build_options.portable_role == .level) {
+        @export(&setPortableReason, .{
+            .name = "spindle_portable_reason_set" ++ build_options.symbol_suffix,
+            .visibility = .hidden,
+        });
+    }
+}
 
 pub fn collect() Facts {
     return .{
@@ -47,9 +87,11 @@ pub fn collect() Facts {
         .blas_threading = "spindle intra-op pool",
         .hardware_concurrency = topology.logicalCpus(),
         .physical_cores = topology.physicalCores(),
-        .omp_num_threads = std.posix.getenv("OMP_NUM_THREADS"),
-        .mkl_num_threads = std.posix.getenv("MKL_NUM_THREADS"),
+        .omp_num_threads = @import("env.zig").get("OMP_NUM_THREADS"),
+        .mkl_num_threads = @import("env.zig").get("MKL_NUM_THREADS"),
         .cpu = builtin.cpu.model.name,
+        .kernels = kernels,
+        .kernels_selection = kernelsSelection(),
         .tsan = build_options.tsan,
     };
 }

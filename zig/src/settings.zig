@@ -61,7 +61,7 @@ fn computeDefaults() void {
 /// Parses a thread-count variable. Unset or empty → null silently; invalid → null with one
 /// warning on stderr (this runs once per process, so the warning is printed once).
 fn parseEnv(comptime name: []const u8) ?u32 {
-    const raw = std.posix.getenv(name) orelse return null;
+    const raw = @import("env.zig").get(name) orelse return null;
     if (raw.len == 0) return null;
     if (parseThreadCount(raw)) |value| return value;
     std.debug.print(

@@ -18,6 +18,7 @@
 //! of live calling threads, and each by max_threads - 1 workers. The main thread's team
 //! lives until the process exits.
 const std = @import("std");
+const builtin = @import("builtin");
 const settings = @import("../settings.zig");
 const status = @import("../status.zig");
 const intra_op = @import("intra_op.zig");
@@ -327,10 +328,11 @@ const PerThreadTeam = struct {
     }
 };
 
-/// The calling thread's team: a thread-local for speed, and a pthread key whose destructor
-/// frees the team when the thread exits.
+/// The calling thread's team: a thread-local for speed, and a thread-exit key (a pthread
+/// key; a fiber-local-storage index on Windows, whose callback also runs at thread exit)
+/// whose destructor frees the team when the thread exits.
 threadlocal var calling_thread_team: ?*Team = null;
-var team_key: std.c.pthread_key_t = undefined;
+var team_key: ExitKey = undefined;
 var team_key_once = std.once(createTeamKey);
 var team_key_ok = false;
 /// Teams alive in the process (for tests and benchmarks).
@@ -341,8 +343,31 @@ pub fn liveTeamCount() u32 {
     return live_teams.load(.monotonic);
 }
 
+const windows = builtin.os.tag == .windows;
+const ExitKey = if (windows) u32 else std.c.pthread_key_t;
+const fls_out_of_indexes: u32 = 0xffff_ffff;
+extern "kernel32" fn FlsAlloc(callback: *const fn (?*anyopaque) callconv(.winapi) void) callconv(.winapi) u32;
+extern "kernel32" fn FlsSetValue(index: u32, value: ?*anyopaque) callconv(.winapi) i32;
+
 fn createTeamKey() void {
-    team_key_ok = std.c.pthread_key_create(&team_key, destroyCallingThreadTeam) == .SUCCESS;
+    if (windows) {
+        team_key = FlsAlloc(destroyCallingThreadTeamFls);
+        team_key_ok = team_key != fls_out_of_indexes;
+    } else {
+        team_key_ok = std.c.pthread_key_create(&team_key, destroyCallingThreadTeam) == .SUCCESS;
+    }
+}
+
+/// Binds `team` to the calling thread's exit key; false if the OS refused.
+fn setTeamKey(team: *Team) bool {
+    if (windows) return FlsSetValue(team_key, team) != 0;
+    return std.c.pthread_setspecific(team_key, team) == 0;
+}
+
+/// The FLS callback: like the pthread destructor, called with the value at thread exit (and
+/// never with null, which FlsSetValue is not given).
+fn destroyCallingThreadTeamFls(pointer: ?*anyopaque) callconv(.winapi) void {
+    if (pointer) |team| destroyCallingThreadTeam(team);
 }
 
 /// Null when no team can be made (no key, no memory): regions then run on the caller.
@@ -353,7 +378,7 @@ fn callingThreadTeam() ?*Team {
     const allocator = std.heap.c_allocator;
     const team = allocator.create(Team) catch return null;
     team.* = .init(allocator);
-    if (std.c.pthread_setspecific(team_key, team) != 0) {
+    if (!setTeamKey(team)) {
         allocator.destroy(team);
         return null;
     }

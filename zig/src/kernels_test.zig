@@ -1,0 +1,18 @@
+//! Root of `zig build test-levels`: every kernel file's tests, compiled once per x86-64 CPU
+//! level of the portable library (build.zig), so each level's SIMD configuration (GEMM
+//! micro-kernel shapes, vector widths) is checked against the reference implementations.
+test {
+    _ = @import("kernels/gemm.zig");
+    _ = @import("kernels/gemm_native.zig");
+    _ = @import("kernels/math.zig");
+    _ = @import("kernels/elementwise.zig");
+    _ = @import("kernels/reduction.zig");
+    _ = @import("kernels/normalization.zig");
+    _ = @import("kernels/embedding.zig");
+    _ = @import("kernels/copy.zig");
+    _ = @import("kernels/conv.zig");
+    _ = @import("kernels/pooling.zig");
+    _ = @import("kernels/indexing.zig");
+    _ = @import("kernels/recurrent.zig");
+    _ = @import("cpu_level.zig");
+}
