@@ -131,7 +131,7 @@ if (!skip.includes("onnx")) {
   for (let round = 0; round < rounds; round++) {
     for (const build of ["native", "portable"] as const) {
       const env = { SPINDLE_LIB: build === "native" ? NATIVE_LIB : PORTABLE_LIB, NO_COLOR: "1" };
-      const args = ["run", "-A", "bench/onnx_bench.ts", "--runs", flags["onnx-runs"]];
+      const args = ["run", "-A", "--lock=deno.dev.lock", "bench/onnx_bench.ts", "--runs", flags["onnx-runs"]];
       const text = await capture(Deno.execPath(), args, ROOT, env);
       console.log(`\n## bench:onnx ${build} (round ${round + 1})\n${text.trim()}`);
       best(results[build], parseOnnx(text), (key) => key.endsWith("/s"));

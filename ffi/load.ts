@@ -174,6 +174,13 @@ export function resolveLibrary(): string {
   console.error(`spindle: building the native library (zig build in ${paths.zigDir}; about a minute)...`);
   const started = performance.now();
   build(zig, paths.zigDir);
+  // A build that changed nothing (sources touched, as a merge does, but compiling to the same
+  // library) leaves the library's time as it was: mark it current, or every process would
+  // announce a rebuild again.
+  try {
+    const now = new Date();
+    Deno.utimeSync(paths.library, now, now);
+  } catch { /* no write access: the next process runs the (no-op) build again */ }
   console.error(`spindle: built ${paths.library} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   return paths.library;
 }
