@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs Spindle's pinned toolchain into the git-ignored .toolchain/ when something is
-# missing: Deno from the npm package `deno`, Zig from PyPI `ziglang`, and (when apt can be
-# used) OpenBLAS and oneTBB from Debian. Idempotent; silent when everything is present.
+# missing: Deno from the npm package `deno`, Zig from PyPI `ziglang`, and — only when
+# SPINDLE_SYSTEM_LIBS=1, which tools/deno sets for the tests, `deno task ok`, the benchmarks
+# and `build --all` — OpenBLAS and oneTBB from Debian (when apt can be used): the main job
+# (`infer`, the default build) needs neither. Idempotent; silent when everything is present.
 set -euo pipefail
 
 DENO_VERSION=2.9.6
@@ -72,4 +74,4 @@ install_system_libraries() {
 
 install_deno
 install_zig
-install_system_libraries
+if [ "${SPINDLE_SYSTEM_LIBS:-0}" = 1 ]; then install_system_libraries; fi
