@@ -227,6 +227,8 @@ test "an idle process trims the cache; an allocation wakes the trimmer again" {
     try std.testing.expect(idle_trims.load(.monotonic) > trims_before);
     try std.testing.expectEqual(@as(usize, 0), cachedBytes());
     // The next allocation wakes the trimmer, which trims again after the next idle interval.
+    // Right after it the state is `active`, or already `quiet` if the woken trimmer ran a
+    // check in between; never `asleep`.
     free(try allocate(1 << 20));
-    try std.testing.expectEqual(Activity.active, @as(Activity, @enumFromInt(activity.load(.monotonic))));
+    try std.testing.expect(@as(Activity, @enumFromInt(activity.load(.monotonic))) != .asleep);
 }
