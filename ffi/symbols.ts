@@ -126,14 +126,6 @@ export const symbols = {
   // int32_t spindle_call_run(uint64_t call, uint64_t *outputs, size_t output_count,
   //     uint8_t *message, size_t message_capacity)
   spindle_call_run: { parameters: ["u64", "buffer", "usize", "buffer", "usize"], result: "i32" },
-  // The same, on Deno's blocking pool: each pending call is one inference thread. The call
-  // was pinned on the JavaScript thread, so the run looks up no handle.
-  spindle_call_run_async: {
-    name: "spindle_call_run",
-    parameters: ["u64", "buffer", "usize", "buffer", "usize"],
-    result: "i32",
-    nonblocking: true,
-  },
   // int32_t spindle_call_dispose(uint64_t call)
   spindle_call_dispose: { parameters: ["u64"], result: "i32" },
   // size_t spindle_call_live_count(void)

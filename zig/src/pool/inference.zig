@@ -301,6 +301,19 @@ const TestJob = struct {
     }
 };
 
+/// `count` test jobs sharing the overlap counters in `counters`.
+fn testJobs(comptime count: usize, counters: *Counters) [count]TestJob {
+    var jobs: [count]TestJob = undefined;
+    for (&jobs) |*job| job.* = .{ .concurrent = &counters.concurrent, .peak = &counters.peak };
+    return jobs;
+}
+
+/// How many test jobs run at once, and the most that ever did.
+const Counters = struct {
+    concurrent: Atomic(u32) = .init(0),
+    peak: Atomic(u32) = .init(0),
+};
+
 fn drainTokens(pool: *Pool, channel: u32, seen: []bool, expected: usize) !void {
     var tokens: [16]u64 = undefined;
     var received: usize = 0;
@@ -320,11 +333,9 @@ test "the inference pool runs every job once, at most `limit` at a time, from ma
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
     const channel = try channels.open();
-    var concurrent: Atomic(u32) = .init(0);
-    var peak: Atomic(u32) = .init(0);
+    var counters: Counters = .{};
     const job_count = 64;
-    var jobs: [job_count]TestJob = undefined;
-    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    var jobs = testJobs(job_count, &counters);
 
     const Submitter = struct {
         fn main(p: *Pool, c: u32, batch: []TestJob, first_token: u64) void {
@@ -343,7 +354,7 @@ test "the inference pool runs every job once, at most `limit` at a time, from ma
         try testing.expect(job.ran);
         try testing.expect(job.released);
     }
-    try testing.expect(peak.load(.acquire) <= 2);
+    try testing.expect(counters.peak.load(.acquire) <= 2);
     try testing.expect(pool.load().workers <= 2);
     try testing.expect(pool.running_peak <= 2);
 }
@@ -353,10 +364,8 @@ test "a burst of submits from one thread starts workers up to the limit" {
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
     const channel = try channels.open();
-    var concurrent: Atomic(u32) = .init(0);
-    var peak: Atomic(u32) = .init(0);
-    var jobs: [16]TestJob = undefined;
-    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    var counters: Counters = .{};
+    var jobs = testJobs(16, &counters);
     var seen = [_]bool{false} ** 16;
     // Warm: one worker, then asleep.
     try pool.submit(&jobs[0].job, channel, 0);
@@ -372,21 +381,19 @@ test "the inference pool follows a raised and a lowered limit" {
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
     const channel = try channels.open();
-    var concurrent: Atomic(u32) = .init(0);
-    var peak: Atomic(u32) = .init(0);
-    var jobs: [24]TestJob = undefined;
-    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    var counters: Counters = .{};
+    var jobs = testJobs(24, &counters);
     var seen = [_]bool{false} ** 24;
 
     for (jobs[0..8], 0..) |*job, i| try pool.submit(&job.job, channel, i);
     try drainTokens(&pool, channel, &seen, 8);
-    try testing.expectEqual(@as(u32, 1), peak.load(.acquire));
+    try testing.expectEqual(@as(u32, 1), counters.peak.load(.acquire));
 
     test_limit.store(3, .monotonic);
     pool.limitChanged();
     for (jobs[8..24], 8..) |*job, i| try pool.submit(&job.job, channel, i);
     try drainTokens(&pool, channel, &seen, 16);
-    try testing.expect(peak.load(.acquire) <= 3);
+    try testing.expect(counters.peak.load(.acquire) <= 3);
     try testing.expect(pool.load().workers <= 3);
 
     // Lowered: idle workers over the limit exit once woken.
@@ -404,10 +411,8 @@ test "each channel gets only the tokens of its own jobs" {
     const first = try channels.open();
     const second = try channels.open();
     try testing.expect(first != second);
-    var concurrent: Atomic(u32) = .init(0);
-    var peak: Atomic(u32) = .init(0);
-    var jobs: [16]TestJob = undefined;
-    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    var counters: Counters = .{};
+    var jobs = testJobs(16, &counters);
     // Interleaved: tokens below 100 go to `first`, from 100 on to `second`.
     for (&jobs, 0..) |*job, i| {
         if (i % 2 == 0) try pool.submit(&job.job, first, i) else try pool.submit(&job.job, second, 100 + i);
@@ -433,10 +438,8 @@ test "a worker leaving over a lowered limit passes a submit's wake-up on" {
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
     const channel = try channels.open();
-    var concurrent: Atomic(u32) = .init(0);
-    var peak: Atomic(u32) = .init(0);
-    var jobs: [6]TestJob = undefined;
-    for (&jobs) |*job| job.* = .{ .concurrent = &concurrent, .peak = &peak };
+    var counters: Counters = .{};
+    var jobs = testJobs(6, &counters);
     var seen = [_]bool{false} ** 6;
     // Two workers, both asleep.
     for (jobs[0..2], 0..) |*job, i| try pool.submit(&job.job, channel, i);
@@ -462,9 +465,8 @@ test "the inference pool refuses jobs past its bound and while shutting down" {
     defer pool.freeChannels();
     const channel = try channels.open();
     pool.live = max_live_jobs; // as if that many forwards were pending
-    var concurrent: Atomic(u32) = .init(0);
-    var peak: Atomic(u32) = .init(0);
-    var job: TestJob = .{ .concurrent = &concurrent, .peak = &peak };
+    var counters: Counters = .{};
+    var job: TestJob = .{ .concurrent = &counters.concurrent, .peak = &counters.peak };
     try testing.expectError(error.TooLarge, pool.submit(&job.job, channel, 1));
     pool.live = 0;
     try testing.expectError(error.InvalidArgument, pool.submit(&job.job, channel + 1, 1)); // never opened
