@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { onnx } from "../tools/fuzz_corpus.ts";
 import assert from "node:assert/strict";
 import { load, type Module, tensor } from "../mod.ts";
 import { type ServedModel, servedModule } from "../lib/serve/model.ts";
@@ -585,6 +586,54 @@ Deno.test("serve CLI: startup log, and SIGTERM finishes in-flight requests then 
   assert.equal(status.code, 0, log);
   assert.match(log, /serve: shutting down; finishing requests in flight\nserve: stopped/);
   await assert.rejects(fetch(`http://127.0.0.1:${port}/v2/health/live`));
+});
+
+Deno.test("serve CLI: an ONNX model with symbolic dims other than the batch serves requests of any size", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/symbolic.onnx`;
+  await Deno.writeFile(
+    path,
+    onnx({
+      opset: 17,
+      nodes: [{ op: "Relu", inputs: ["x"], outputs: ["y"] }],
+      initializers: [],
+      inputs: [{ name: "x", dims: ["batch", "width"] }],
+      outputs: [{ name: "y", dims: ["batch", "width"] }],
+    }),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/main.ts`, "serve", "--model", `s=${path}`, "--port", "0"],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  try {
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let log = "";
+    while (!/listening on http:\/\/127\.0\.0\.1:(\d+)/.test(log)) {
+      const { done, value } = await lines.read();
+      if (done) break;
+      log += value;
+    }
+    lines.releaseLock();
+    const port = Number(log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
+    assert.ok(port > 0, log);
+    for (const width of [3, 5]) {
+      const data = Array.from({ length: 2 * width }, (_, i) => i - width);
+      const response = await post(`http://127.0.0.1:${port}/v2/models/s/infer`, {
+        inputs: [{ name: "x", datatype: "FP32", shape: [2, width], data }],
+      });
+      assert.equal(response.status, 200);
+      const { outputs } = await response.json();
+      assert.deepEqual(outputs[0].shape, [2, width]);
+      assert.deepEqual(outputs[0].data, data.map((v) => Math.max(v, 0)));
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+    await child.stderr.cancel();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("serve CLI: bad flags are usage errors", async () => {

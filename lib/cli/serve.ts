@@ -12,7 +12,7 @@ import { type ServedModel, servedModule } from "../serve/model.ts";
 import { DATATYPE_OF, type TensorSpec } from "../serve/protocol.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../serve/server.ts";
 import { defaultConcurrency } from "../serve/serve.ts";
-import { checkOnnxInputShapes, parseInputShapes } from "./infer.ts";
+import { parseInputShapes } from "./infer.ts";
 import { byteSize, parse, positiveInteger, UsageError } from "./usage.ts";
 
 /** Usage text of `serve`. */
@@ -97,7 +97,8 @@ async function openModel(
     const built = builtinModel(builtin);
     return servedModule(name, path, built.module, () => built.dispose());
   }
-  if (path.toLowerCase().endsWith(".onnx")) await checkOnnxInputShapes(path, inputShapes);
+  // No sizes needed for symbolic dims: each request brings its shape, and load() keeps the
+  // dims symbolic (infer needs them only to make up inputs).
   const module = await load(path, { inputShapes, memoryBudget });
   return servedModule(name, path, module);
 }
