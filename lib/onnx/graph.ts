@@ -11,8 +11,9 @@
  */
 import { SpindleError } from "../../ffi/status.ts";
 import { type OpName, type ParamsOf, runOp } from "../ops/dispatch.ts";
-import { type DType, type Tensor, tensor } from "../tensor.ts";
+import { type DType, type Tensor, tensor, zeros } from "../tensor.ts";
 import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../program/format.ts";
+import { standInShape } from "./stand_in.ts";
 import { bytesOf, type Host, numel, onnxType, sameHost, spindleDType, valuesOf } from "./host.ts";
 
 /** A value computed at run time (its eager results on the dummy inputs, one per run). */
@@ -126,7 +127,9 @@ export class GraphBuilder {
     let unknown = false;
     for (let r = 0; r < this.runCount; r++) {
       try {
-        runs.push(runOp(op, inputs.map((v) => this.#tensorOf(v, r)), params));
+        const operands = inputs.map((v) => this.#tensorOf(v, r));
+        const standIn = standInShape(op, operands, params);
+        runs.push(standIn === undefined ? runOp(op, operands, params) : zeros(standIn));
       } catch (error) {
         if (dataDependent === undefined || !(error instanceof SpindleError)) throw error;
         const dtype = dataDependent.dtype;

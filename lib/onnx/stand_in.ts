@@ -1,0 +1,134 @@
+/**
+ * Output shapes of the heavy ops (convolutions and matrix products), for import's eager runs.
+ *
+ * Import runs every op eagerly on stand-in inputs (zeros at made-up sizes) to learn dtypes and
+ * static dims. Computing the convolutions and matrix products of those runs was more than a
+ * third of the import time of PaddleOCR's recogniser (two forward passes of its convolutions
+ * at probe sizes) and tells nothing the shapes do not: a float product's values never decide a
+ * size. So for these ops the eager run only derives the output shape, here, from the same
+ * rules the native op checks, and stands a zero tensor in for the result. When anything is
+ * off (a rank, a channel count, a size that comes out below 1) the shape is not derived and
+ * the op runs natively, so that its own error names the problem. The load-time check then
+ * runs the whole program natively at real sizes, so nothing skipped here goes unchecked.
+ *
+ * @module
+ */
+import type { OpName, ParamsOf } from "../ops/dispatch.ts";
+import type { DType } from "../tensor.ts";
+import { broadcastShapes } from "./host.ts";
+
+/** What the shape rules need to know of an input. */
+export interface InputSpec {
+  dtype: DType;
+  shape: readonly number[];
+}
+
+type Pair = readonly [number, number];
+
+/** The most dims a native tensor has. */
+const MAX_DIMS = 8;
+
+function pairOr(value: Pair | undefined, fallback: number): Pair {
+  return value ?? [fallback, fallback];
+}
+
+function conv2dShape(inputs: readonly InputSpec[], p: ParamsOf<"conv2d">): number[] | undefined {
+  const [x, w, bias] = inputs;
+  if (x.shape.length !== 4 || w.shape.length !== 4) return undefined;
+  const groups = p.groups ?? 1;
+  const [n, c, h, width] = x.shape;
+  const [m, cPerGroup, kh, kw] = w.shape;
+  if (c !== cPerGroup * groups || m % groups !== 0 || m === 0) return undefined;
+  if (p.has_bias === true && (bias === undefined || bias.shape.length !== 1 || bias.shape[0] !== m)) return undefined;
+  const [sh, sw] = pairOr(p.stride, 1);
+  const [ph, pw] = pairOr(p.padding, 0);
+  const [dh, dw] = pairOr(p.dilation, 1);
+  const oh = Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1;
+  const ow = Math.floor((width + 2 * pw - dw * (kw - 1) - 1) / sw) + 1;
+  if (!(oh >= 1 && ow >= 1 && kh >= 1 && kw >= 1)) return undefined;
+  return [n, m, oh, ow];
+}
+
+function convTranspose2dShape(inputs: readonly InputSpec[], p: ParamsOf<"conv_transpose2d">): number[] | undefined {
+  const [x, w, bias] = inputs;
+  if (x.shape.length !== 4 || w.shape.length !== 4) return undefined;
+  const groups = p.groups ?? 1;
+  const [n, c, h, width] = x.shape;
+  const [cw, mPerGroup, kh, kw] = w.shape;
+  const m = mPerGroup * groups;
+  if (c !== cw || c % groups !== 0 || m === 0) return undefined;
+  if (p.has_bias === true && (bias === undefined || bias.shape.length !== 1 || bias.shape[0] !== m)) return undefined;
+  const [sh, sw] = pairOr(p.stride, 1);
+  const [ph, pw] = pairOr(p.padding, 0);
+  const [oph, opw] = pairOr(p.output_padding, 0);
+  const [dh, dw] = pairOr(p.dilation, 1);
+  // Output padding must be smaller than the stride or the dilation (as the native op checks).
+  if ((oph >= sh && oph >= dh) || (opw >= sw && opw >= dw)) return undefined;
+  const oh = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1;
+  const ow = (width - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1;
+  if (!(oh >= 1 && ow >= 1 && kh >= 1 && kw >= 1 && h >= 1 && width >= 1)) return undefined;
+  return [n, m, oh, ow];
+}
+
+function mmShape(inputs: readonly InputSpec[]): number[] | undefined {
+  const [a, b] = inputs;
+  if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[1] !== b.shape[0]) return undefined;
+  return [a.shape[0], b.shape[1]];
+}
+
+/** numpy matmul: 1-D operands gain and then lose a dim; batch dims broadcast. */
+function matmulShape(inputs: readonly InputSpec[]): number[] | undefined {
+  const [a, b] = inputs;
+  if (a.shape.length === 0 || b.shape.length === 0) return undefined;
+  const aShape = a.shape.length === 1 ? [1, a.shape[0]] : a.shape;
+  const bShape = b.shape.length === 1 ? [b.shape[0], 1] : b.shape;
+  const k = aShape[aShape.length - 1];
+  if (k !== bShape[bShape.length - 2]) return undefined;
+  const batch = broadcastShapes(aShape.slice(0, -2), bShape.slice(0, -2));
+  if (batch === undefined) return undefined;
+  const out = [...batch];
+  if (a.shape.length > 1) out.push(aShape[aShape.length - 2]);
+  if (b.shape.length > 1) out.push(bShape[bShape.length - 1]);
+  return out.length <= MAX_DIMS ? out : undefined;
+}
+
+function gemmShape(inputs: readonly InputSpec[], p: ParamsOf<"gemm">): number[] | undefined {
+  const [a, b, bias] = inputs;
+  if (a.shape.length !== 2 || b.shape.length !== 2) return undefined;
+  const [m, k] = p.trans_a === true ? [a.shape[1], a.shape[0]] : a.shape;
+  const [kb, n] = p.trans_b === true ? [b.shape[1], b.shape[0]] : b.shape;
+  if (k !== kb) return undefined;
+  if (p.has_bias === true) {
+    // A row of n values added to every row, as the native op takes it.
+    if (bias === undefined || bias.dtype !== "float32") return undefined;
+    const count = bias.shape.reduce((x, y) => x * y, 1);
+    if (count !== n || (bias.shape.length > 0 && bias.shape[bias.shape.length - 1] !== n)) return undefined;
+  }
+  return [m, n];
+}
+
+const RULES: Partial<Record<OpName, (inputs: readonly InputSpec[], params: never) => number[] | undefined>> = {
+  conv2d: conv2dShape,
+  conv_transpose2d: convTranspose2dShape,
+  mm: mmShape,
+  matmul: matmulShape,
+  gemm: gemmShape,
+};
+
+/**
+ * The float32 output shape of heavy op `op` on inputs of these specs, or undefined when the
+ * op is not a heavy one or the inputs do not check out (then it must run natively).
+ */
+export function standInShape<K extends OpName>(
+  op: K,
+  inputs: readonly InputSpec[],
+  params: ParamsOf<K>,
+): number[] | undefined {
+  const rule = RULES[op];
+  if (rule === undefined || inputs.length < 2) return undefined;
+  if (inputs.some((i) => i.dtype !== "float32" || i.shape.some((d) => !Number.isSafeInteger(d) || d < 0))) {
+    return undefined;
+  }
+  const shape = rule(inputs, params as never);
+  return shape !== undefined && shape.every((d) => Number.isSafeInteger(d) && d >= 0) ? shape : undefined;
+}
