@@ -21,7 +21,7 @@ function lcg(seed: number): (n: number) => number {
 function agrees<K extends OpName>(op: K, shapes: number[][], params: ParamsOf<K>): "derived" | "refused" {
   const inputs = shapes.map((s) => zeros(s));
   try {
-    const derived = standInShape(op, inputs, params);
+    const derived = standInShape(op, inputs, params, true);
     let native: number[] | SpindleError;
     try {
       const out = runOp(op, inputs, params);
@@ -108,4 +108,34 @@ Deno.test("stand-in shapes: mm, matmul and gemm match the native ops, or defer t
     }
   }
   assert.ok(tally.derived > 100 && tally.refused > 20, JSON.stringify(tally));
+});
+
+Deno.test("stand-in shapes: elementwise ops and batch norm on activations, never on shape-derived values", () => {
+  const next = lcg(13);
+  const tally = { derived: 0, refused: 0 };
+  const shape = () => Array.from({ length: next(4) }, () => [1, 2, 3][next(3)]);
+  for (let i = 0; i < 200; i++) {
+    const pick = next(3);
+    if (pick === 0) {
+      const op = (["relu", "sigmoid", "exp", "abs", "erf", "hard_swish"] as const)[next(6)];
+      tally[agrees(op, [shape()], {})]++;
+    } else if (pick === 1) {
+      const op = (["add", "sub", "mul", "div", "maximum", "pow"] as const)[next(6)];
+      tally[agrees(op, [shape(), shape()], {})]++;
+    } else {
+      const channels = 1 + next(3);
+      const x = [1 + next(2), channels, ...shape()];
+      const stat = () => [next(8) === 0 ? channels + 1 : channels];
+      const hasWeight = next(2) === 0;
+      const hasBias = next(2) === 0;
+      const shapes = [x, stat(), stat(), ...(hasWeight ? [stat()] : []), ...(hasBias ? [stat()] : [])];
+      tally[agrees("batch_norm", shapes, { eps: 1e-5, has_weight: hasWeight, has_bias: hasBias })]++;
+    }
+  }
+  assert.ok(tally.derived > 80 && tally.refused > 10, JSON.stringify(tally));
+  // Values derived from a shape (the flag off) are always computed.
+  const x = { dtype: "float32" as const, shape: [2, 3] };
+  assert.equal(standInShape("mul", [x, x], {}, false), undefined);
+  assert.equal(standInShape("relu", [x], {}, false), undefined);
+  assert.deepEqual(standInShape("mm", [x, { dtype: "float32", shape: [3, 4] }], {}, false), [2, 4]);
 });

@@ -197,6 +197,26 @@ Deno.test("Slice with ends computed from a dynamic size (the first half of each 
   }, [[[2, 6]], [[3, 7]], [[1, 1]]]);
 });
 
+Deno.test("float arithmetic on a size (Shape → Cast → Mul → Cast) decides a Slice's end", async () => {
+  // Import's eager runs stand zeros in for elementwise results on activations (stand_in.ts);
+  // these floats derive from a shape, so they stay computed, and the run gets every size right.
+  await checkGraph("float-size", {
+    nodes: [
+      { op: "Shape", inputs: ["x"], outputs: ["s"] },
+      { op: "Slice", inputs: ["s", "one", "two"], outputs: ["t"] },
+      { op: "Cast", inputs: ["t"], outputs: ["tf"], attributes: { to: { i: 1 } } },
+      { op: "Mul", inputs: ["tf", "half"], outputs: ["hf"] },
+      { op: "Relu", inputs: ["hf"], outputs: ["hr"] },
+      { op: "Cast", inputs: ["hr"], outputs: ["h"], attributes: { to: { i: 7 } } },
+      { op: "Sigmoid", inputs: ["x"], outputs: ["xs"] },
+      { op: "Slice", inputs: ["xs", "zero", "h", "one"], outputs: ["y"] },
+    ],
+    initializers: [ints("zero", [0]), ints("one", [1]), ints("two", [2]), { name: "half", dims: [1], float: [0.5] }],
+    inputs: [{ name: "x", dims: ["rows", "columns"] }],
+    outputs: [{ name: "y", dims: ["rows", "half"] }],
+  }, [[[2, 6]], [[3, 7]], [[1, 1]], [[2, 64]]]);
+});
+
 Deno.test("Where and Equal on a shape (PyTorch's -1 → size pattern) feed Expand", async () => {
   await checkGraph("where", {
     nodes: [

@@ -24,6 +24,11 @@ export interface RuntimeValue {
   runs: Tensor[];
   /** The node that makes it (fusions rewrite it in place). */
   node?: NodeDescription;
+  /**
+   * Whether it derives from the shape of a runtime value (shape_of): its contents matter
+   * to sizes, so its eager results are always computed (see stand_in.ts).
+   */
+  shapeDerived?: boolean;
 }
 
 /** A constant (per run when it derives from a dynamic dimension, e.g. Shape). */
@@ -123,12 +128,13 @@ export class GraphBuilder {
       }
       return { kind: "const", hosts };
     }
+    const shapeDerived = op === "shape_of" || inputs.some((v) => v.kind === "runtime" && v.shapeDerived === true);
     const runs: Tensor[] = [];
     let unknown = false;
     for (let r = 0; r < this.runCount; r++) {
       try {
         const operands = inputs.map((v) => this.#tensorOf(v, r));
-        const standIn = standInShape(op, operands, params);
+        const standIn = standInShape(op, operands, params, !shapeDerived);
         runs.push(standIn === undefined ? runOp(op, operands, params) : zeros(standIn));
       } catch (error) {
         if (dataDependent === undefined || !(error instanceof SpindleError)) throw error;
@@ -152,7 +158,7 @@ export class GraphBuilder {
     this.nodes.push(node);
     this.#record(node.outputs[0], runs);
     if (unknown || dataDependent !== undefined) this.specs.get(node.outputs[0])!.shape.fill(-1);
-    return { kind: "runtime", id: node.outputs[0], dtype: runs[0].dtype, runs, node };
+    return { kind: "runtime", id: node.outputs[0], dtype: runs[0].dtype, runs, node, shapeDerived };
   }
 
   /** The shape of runtime value `value` in eager run `run` (graph inputs included). */

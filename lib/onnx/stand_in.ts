@@ -11,6 +11,12 @@
  * the op runs natively, so that its own error names the problem. The load-time check then
  * runs the whole program natively at real sizes, so nothing skipped here goes unchecked.
  *
+ * Elementwise ops and batch norm on activations stand in too (in the unfused graph import
+ * sees, they are most of the remaining eager ops): `activation` says whether every runtime
+ * input derives from the graph's inputs' values rather than from their shapes. Shape
+ * arithmetic done in floats (Shape → Cast → Mul → Floor → Cast → Resize) must be computed,
+ * so values derived from `shape_of` never stand in.
+ *
  * @module
  */
 import type { OpName, ParamsOf } from "../ops/dispatch.ts";
@@ -107,7 +113,27 @@ function gemmShape(inputs: readonly InputSpec[], p: ParamsOf<"gemm">): number[] 
   return [m, n];
 }
 
-const RULES: Partial<Record<OpName, (inputs: readonly InputSpec[], params: never) => number[] | undefined>> = {
+function sameShape(inputs: readonly InputSpec[]): number[] | undefined {
+  return inputs.length === 1 ? inputs[0].shape.slice() : undefined;
+}
+
+function broadcast(inputs: readonly InputSpec[]): number[] | undefined {
+  return inputs.length === 2 ? broadcastShapes(inputs[0].shape, inputs[1].shape) : undefined;
+}
+
+function batchNormShape(inputs: readonly InputSpec[], p: ParamsOf<"batch_norm">): number[] | undefined {
+  const [x, ...stats] = inputs;
+  const expected = 3 + Number(p.has_weight === true) + Number(p.has_bias === true);
+  const eps = p.eps ?? 1e-5;
+  if (inputs.length !== expected || x.shape.length < 2 || !(eps >= 0 && Number.isFinite(eps))) return undefined;
+  const channels = x.shape[1];
+  return stats.every((t) => t.shape.length === 1 && t.shape[0] === channels) ? x.shape.slice() : undefined;
+}
+
+type Rule = (inputs: readonly InputSpec[], params: never) => number[] | undefined;
+
+/** Ops whose results stand in whatever their inputs. */
+const HEAVY: Partial<Record<OpName, Rule>> = {
   conv2d: conv2dShape,
   conv_transpose2d: convTranspose2dShape,
   mm: mmShape,
@@ -115,17 +141,40 @@ const RULES: Partial<Record<OpName, (inputs: readonly InputSpec[], params: never
   gemm: gemmShape,
 };
 
+/** Ops whose results stand in when their runtime inputs are activations. */
+const ELEMENTWISE: Partial<Record<OpName, Rule>> = {
+  ...Object.fromEntries(
+    (["relu", "sigmoid", "tanh", "exp", "log", "sqrt", "neg", "abs", "hard_swish", "erf"] as const).map((
+      op,
+    ) => [op, sameShape]),
+  ),
+  gelu: sameShape,
+  clamp: sameShape,
+  leaky_relu: sameShape,
+  elu: sameShape,
+  hard_sigmoid: sameShape,
+  ...Object.fromEntries(
+    (["add", "sub", "mul", "div", "pow", "maximum", "minimum"] as const).map((op) => [op, broadcast]),
+  ),
+  batch_norm: batchNormShape,
+};
+
 /**
- * The float32 output shape of heavy op `op` on inputs of these specs, or undefined when the
- * op is not a heavy one or the inputs do not check out (then it must run natively).
+ * The float32 output shape of op `op` on float32 inputs of these specs, when its result may
+ * stand in: a heavy op, or an elementwise op on activations. Undefined when it may not or
+ * the inputs do not check out (then the op must run natively).
+ *
+ * @param activation Whether every runtime input of the op derives from the values of the
+ *   graph's inputs, none from their shapes.
  */
 export function standInShape<K extends OpName>(
   op: K,
   inputs: readonly InputSpec[],
   params: ParamsOf<K>,
+  activation: boolean,
 ): number[] | undefined {
-  const rule = RULES[op];
-  if (rule === undefined || inputs.length < 2) return undefined;
+  const rule = HEAVY[op] ?? (activation ? ELEMENTWISE[op] : undefined);
+  if (rule === undefined || inputs.length === 0) return undefined;
   if (inputs.some((i) => i.dtype !== "float32" || i.shape.some((d) => !Number.isSafeInteger(d) || d < 0))) {
     return undefined;
   }
