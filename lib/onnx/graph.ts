@@ -11,7 +11,7 @@
  */
 import { SpindleError } from "../../ffi/status.ts";
 import { type OpName, type ParamsOf, runOp } from "../ops/dispatch.ts";
-import { type DType, type Tensor, tensor, zeros } from "../tensor.ts";
+import { type DType, type Tensor, tensor, tensorFromBytes, zeros } from "../tensor.ts";
 import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../program/format.ts";
 import { standInShape } from "./stand_in.ts";
 import { bytesOf, type Host, numel, onnxType, sameHost, spindleDType, valuesOf } from "./host.ts";
@@ -92,13 +92,8 @@ export class GraphBuilder {
   nativeConst(value: ConstValue, run: number): Tensor {
     value.native ??= value.hosts.map((h) => {
       const dtype = spindleDType(h.type) ?? unsupported(`constants of ONNX element type ${h.type}`);
-      const bytes = bytesOf(h).slice();
-      const data = dtype === "float32"
-        ? new Float32Array(bytes.buffer)
-        : dtype === "int64"
-        ? new BigInt64Array(bytes.buffer)
-        : new Int32Array(bytes.buffer);
-      const t = tensor(data, h.shape.slice(), { dtype });
+      // Copied once, natively, straight from the file's bytes (no aligned JavaScript copy).
+      const t = tensorFromBytes(bytesOf(h), h.shape.slice(), dtype);
       this.#owned.push(t);
       return t;
     });
