@@ -12,7 +12,11 @@
  *    percentiles, throughput and the mean batch size (from /metrics) to
  *    bench/results/serve_load.csv, and bench/results/serve_load_{cls,tiny}.svg (throughput vs
  *    p99, one point per concurrency).
- * 3. Bad input: 30,000 random mutations (`--mutations`) of valid JSON and binary requests to
+ * 3. The same load from Triton's perf_analyzer (fetched into .cache/perf-analyzer by
+ *    tools/fetch_perf_analyzer.ts; skipped with the reason printed when it cannot be): 3+
+ *    windows of `--requests`/3 requests per concurrency level and mode, stable within 25%, to
+ *    bench/results/serve_perf_analyzer.csv and serve_perf_analyzer_{cls,tiny}.svg.
+ * 4. Bad input: 30,000 random mutations (`--mutations`) of valid JSON and binary requests to
  *    the test model; every answer must be 200 or a JSON {error}; the server's RSS, V8 heap and
  *    live tensors are sampled as it goes (V8 grows its heap reservation over the first ~20,000
  *    requests of any kind, valid ones too, then RSS holds).
@@ -27,6 +31,7 @@ import { builtinModel } from "../lib/models/builtin.ts";
 import { load } from "../lib/module.ts";
 import { randn } from "../lib/tensor.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
+import { type PerfAnalyzer, perfAnalyzer } from "../tools/fetch_perf_analyzer.ts";
 import { mutate, random, writeTestModel } from "../tests/serve/fixture.ts";
 import { renderSvg } from "./plot.ts";
 
@@ -237,8 +242,8 @@ const { values } = parse(Deno.args, {
   "overhead-runs": { type: "string" },
   phases: { type: "string" },
 });
-/** Which phases to run (default all): overhead, load, bad. */
-const phases = new Set((values.phases ?? "overhead,load,bad").split(","));
+/** Which phases to run (default all): overhead, load, perf, bad. */
+const phases = new Set((values.phases ?? "overhead,load,perf,bad").split(","));
 const perLevel = Number(values.requests ?? 750);
 const mutations = Number(values.mutations ?? 30_000);
 const overheadRuns = Number(values["overhead-runs"] ?? 300);
@@ -424,6 +429,121 @@ if (phases.has("load")) {
 }
 
 // 3. Bad input: random mutations of valid requests; well-formed answers, flat RSS.
+// 3. The same load from Triton's own load tester, perf_analyzer (C++, libcurl, binary tensors,
+// synchronous requests from `concurrency` threads), fetched by tools/fetch_perf_analyzer.ts.
+if (phases.has("perf")) {
+  let tool: PerfAnalyzer | undefined;
+  try {
+    tool = await perfAnalyzer();
+  } catch (error) {
+    say(`# perf_analyzer: skipped, ${(error as Error).message}`);
+  }
+  if (tool !== undefined) {
+    const perfRows = ["model,batching,concurrency,requests,throughput_per_s,p50_ms,p90_ms,p99_ms,stable"];
+    const tinyPath = await writeTestModel();
+    const workloads = [
+      { model: "cls", title: "PaddleOCR classifier", args: clsArgs, shapes: { [cls.input]: clsShape } },
+      {
+        model: "tiny",
+        title: "tiny test model",
+        args: ["--model", `tiny=${tinyPath}`],
+        shapes: { x: [1, 4], ids: [1, 2] },
+      },
+    ];
+    const MODES = ["off", "on"] as const;
+    const windowRequests = Math.max(100, Math.ceil(perLevel / 3));
+    for (const workload of workloads) {
+      const servers = [];
+      for (const batching of MODES) {
+        const extra = batching === "on" ? ["--max-batch", "16", "--batch-delay-us", "0"] : [];
+        servers.push(await startServe([...workload.args, "--queue", "256", ...extra]));
+      }
+      say(
+        `# perf_analyzer, ${workload.model}: batching off, and on with --max-batch 16; 3+ windows of ` +
+          `${windowRequests} requests per concurrency, zero inputs`,
+      );
+      const points: [number, number][][] = [[], []];
+      for (const concurrency of LEVELS) {
+        const line: string[] = [];
+        for (const [m, batching] of MODES.entries()) {
+          // With batching on the model's config has max_batch_size 16: shapes leave out dim 0.
+          const shapes = Object.entries(workload.shapes).map(([name, shape]) =>
+            `${name}:${(batching === "on" ? shape.slice(1) : shape).join(",")}`
+          );
+          const csv = await Deno.makeTempFile({ suffix: ".csv" });
+          const output = await new Deno.Command(tool.binary, {
+            args: [
+              "-m",
+              workload.model,
+              "-u",
+              servers[m].url.replace("http://", ""),
+              "-i",
+              "http",
+              "--concurrency-range",
+              `${concurrency}:${concurrency}`,
+              "--measurement-mode",
+              "count_windows",
+              "--measurement-request-count",
+              String(windowRequests),
+              "--stability-percentage",
+              "25",
+              "--max-trials",
+              "6",
+              "--input-data",
+              "zero",
+              ...shapes.flatMap((shape) => ["--shape", shape]),
+              "-f",
+              csv,
+            ],
+            env: tool.env,
+            stdout: "piped",
+            stderr: "piped",
+          }).output();
+          const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+          const table = (await Deno.readTextFile(csv).catch(() => "")).trim().split("\n");
+          await Deno.remove(csv).catch(() => {});
+          const requests = Number(text.match(/Request count: (\d+)/)?.[1] ?? 0);
+          if (/error/i.test(text) && !/Failed to obtain stable measurement/.test(text)) {
+            throw new Error(`perf_analyzer reported an error: ${text.trim().split("\n").slice(-4).join(" ")}`);
+          }
+          total += requests;
+          if (table.length < 2) {
+            // Windows kept disagreeing by more than 25% (a busy machine): no figure for this level.
+            perfRows.push([workload.model, batching, concurrency, requests, "", "", "", "", "no"].join(","));
+            line.push(`${batching}: not stable`);
+            continue;
+          }
+          const header = table[0].split(",");
+          const values = table[1].split(",").map(Number);
+          const column = (name: string) => values[header.indexOf(name)];
+          const throughput = column("Inferences/Second");
+          const [p50, p90, p99] = ["p50 latency", "p90 latency", "p99 latency"].map((c) => column(c) / 1000);
+          perfRows.push(
+            [workload.model, batching, concurrency, requests, throughput.toFixed(1), p50, p90, p99, "yes"].join(","),
+          );
+          points[m].push([p99, throughput]);
+          line.push(
+            `${batching}: p50 ${p50.toFixed(2)}, p90 ${p90.toFixed(2)}, p99 ${p99.toFixed(2)} ms, ` +
+              `${throughput.toFixed(0)} req/s (${requests} requests)`,
+          );
+        }
+        say(`c=${String(concurrency).padStart(2)}: ${line.join(" | ")}`);
+      }
+      for (const server of servers) say(`server exit code ${await server.stop()}`);
+      await Deno.writeTextFile(
+        `${RESULTS}/serve_perf_analyzer_${workload.model}.svg`,
+        renderSvg({
+          title: `spindle serve under perf_analyzer, ${workload.title}: throughput vs p99, concurrency 1…64`,
+          xLabel: "p99 latency (ms)",
+          yLabel: "throughput (requests/s)",
+          series: MODES.map((batching, m) => ({ label: `batching ${batching}`, points: points[m] })),
+        }),
+      );
+    }
+    await Deno.writeTextFile(`${RESULTS}/serve_perf_analyzer.csv`, perfRows.join("\n") + "\n");
+  }
+}
+
 if (phases.has("bad")) {
   const path = await writeTestModel();
   const server = await startServe(["--model", `m=${path}`, "--max-body", "64K", "--timeout-ms", "2000"]);

@@ -35,7 +35,8 @@ const FILES: Record<string, string> = {
 
 const root = new URL("../.cache/models/", import.meta.url).pathname;
 
-async function exists(path: string): Promise<boolean> {
+/** Whether a file or folder exists. */
+export async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
     return true;

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { exists } from "./fetch_models.ts";
 
 /** The pinned onnx release whose node tests the conformance harness runs. */
 // 1.21.0 is the newest release whose wheel still carries onnx/backend/test/data/node (the
@@ -18,15 +19,6 @@ const root = new URL("../.cache/onnx-node-tests/", import.meta.url);
 /** The folder holding test_* directories once fetched. */
 export function nodeTestsDir(version = ONNX_VERSION): string {
   return new URL(`${version}/node/`, root).pathname;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function run(command: string, args: string[]): Promise<boolean> {
