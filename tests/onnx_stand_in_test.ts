@@ -121,7 +121,8 @@ Deno.test("stand-in shapes: elementwise ops and batch norm on activations, never
       tally[agrees(op, [shape()], {})]++;
     } else if (pick === 1) {
       const op = (["add", "sub", "mul", "div", "maximum", "pow"] as const)[next(6)];
-      tally[agrees(op, [shape(), shape()], {})]++;
+      if (next(3) === 0) tally[agrees(op, [shape()], { scalar: 0.5, scalar_first: next(2) === 0 })]++;
+      else tally[agrees(op, [shape(), shape()], {})]++;
     } else {
       const channels = 1 + next(3);
       const x = [1 + next(2), channels, ...shape()];

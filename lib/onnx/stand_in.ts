@@ -117,8 +117,11 @@ function sameShape(inputs: readonly InputSpec[]): number[] | undefined {
   return inputs.length === 1 ? inputs[0].shape.slice() : undefined;
 }
 
-function broadcast(inputs: readonly InputSpec[]): number[] | undefined {
-  return inputs.length === 2 ? broadcastShapes(inputs[0].shape, inputs[1].shape) : undefined;
+/** Two tensors broadcast together, or one tensor with a scalar parameter (`{ scalar }`). */
+function broadcast(inputs: readonly InputSpec[], p: { scalar?: number | null }): number[] | undefined {
+  if (inputs.length === 1) return p.scalar !== undefined && p.scalar !== null ? inputs[0].shape.slice() : undefined;
+  const tensors = inputs.length === 2 && (p.scalar === undefined || p.scalar === null);
+  return tensors ? broadcastShapes(inputs[0].shape, inputs[1].shape) : undefined;
 }
 
 function batchNormShape(inputs: readonly InputSpec[], p: ParamsOf<"batch_norm">): number[] | undefined {
