@@ -101,7 +101,8 @@ Deno.test("stand-in shapes: mm, matmul and gemm match the native ops, or defer t
     } else {
       const transA = next(2) === 0;
       const transB = next(2) === 0;
-      const shapes = [transA ? [k, m] : [m, k], transB ? [n, kb] : [kb, n]];
+      const batch = () => Array.from({ length: next(3) === 0 ? 1 + next(2) : 0 }, () => [1, 2, 3][next(3)]);
+      const shapes = [[...batch(), ...(transA ? [k, m] : [m, k])], [...batch(), ...(transB ? [n, kb] : [kb, n])]];
       const bias = next(2) === 0;
       if (bias) shapes.push([[n], [1, n], [m, n], [n + 1]][next(4)]);
       tally[agrees("gemm", shapes, { trans_a: transA, trans_b: transB, has_bias: bias, alpha: 1, beta: 1 })]++;

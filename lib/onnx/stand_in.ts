@@ -100,17 +100,22 @@ function matmulShape(inputs: readonly InputSpec[]): number[] | undefined {
 
 function gemmShape(inputs: readonly InputSpec[], p: ParamsOf<"gemm">): number[] | undefined {
   const [a, b, bias] = inputs;
-  if (a.shape.length !== 2 || b.shape.length !== 2) return undefined;
-  const [m, k] = p.trans_a === true ? [a.shape[1], a.shape[0]] : a.shape;
-  const [kb, n] = p.trans_b === true ? [b.shape[1], b.shape[0]] : b.shape;
+  if (a.shape.length < 2 || b.shape.length < 2) return undefined;
+  const [aRows, aCols] = a.shape.slice(-2);
+  const [bRows, bCols] = b.shape.slice(-2);
+  const [m, k] = p.trans_a === true ? [aCols, aRows] : [aRows, aCols];
+  const [kb, n] = p.trans_b === true ? [bCols, bRows] : [bRows, bCols];
   if (k !== kb) return undefined;
+  // Leading dims broadcast as batches (the native op's batched gemm).
+  const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  if (batch === undefined || batch.length + 2 > MAX_DIMS) return undefined;
   if (p.has_bias === true) {
     // A row of n values added to every row, as the native op takes it.
-    if (bias === undefined || bias.dtype !== "float32") return undefined;
+    if (bias === undefined) return undefined;
     const count = bias.shape.reduce((x, y) => x * y, 1);
     if (count !== n || (bias.shape.length > 0 && bias.shape[bias.shape.length - 1] !== n)) return undefined;
   }
-  return [m, n];
+  return [...batch, m, n];
 }
 
 function sameShape(inputs: readonly InputSpec[]): number[] | undefined {
