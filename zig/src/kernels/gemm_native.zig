@@ -317,6 +317,19 @@ pub fn Kernel(comptime config: Config) type {
                 dotBlock(operands, row_begin, rows, col_begin, cols);
                 return;
             }
+            // A matrix–vector product (a classifier's last layer): packing would pad the one
+            // column of B to a whole sliver, 32× the work; dot products of A's rows with the
+            // column read A once, whatever the rows. An untransposed n × 1 B with ldb = 1 is
+            // the same column as a transposed one (element p at p).
+            if (operands.b == .matrix and !operands.trans_a and cols == 1) {
+                const matrix = operands.b.matrix;
+                if (matrix.trans or (operands.n == 1 and matrix.ld == 1)) {
+                    var column = operands.*;
+                    column.b = .{ .matrix = .{ .trans = true, .values = matrix.values, .ld = if (matrix.trans) matrix.ld else operands.k } };
+                    dotBlock(&column, row_begin, rows, col_begin, cols);
+                    return;
+                }
+            }
             const buffers = &scratch;
             const packed_a = aligned(&buffers.a, row_block * depth_block);
             // A pre-packed B needs no column blocks: it is already packed, and one block
@@ -1237,6 +1250,33 @@ test "tall-skinny products (M = 1..64, N and K up to 1000) match the reference" 
         expectKernelMatches(target_config, random, case) catch |err| {
             std.debug.print("failed: {any}\n", .{case});
             return err;
+        };
+    }
+}
+
+test "matrix-vector products (N = 1, a contiguous column of B) match the reference at any M" {
+    var prng = std.Random.DefaultPrng.init(0x6e7);
+    const random = prng.random();
+    inline for (test_configs) |config| {
+        for ([_]usize{ 1, 31, 33, 64, 100, 257 }) |m| for ([_]usize{ 1, 13, 256, 1000 }) |k| {
+            for ([_]bool{ false, true }) |trans_a| for ([_]bool{ false, true }) |trans_b| {
+                const case: Case = .{
+                    .trans_a = trans_a,
+                    .trans_b = trans_b,
+                    .m = m,
+                    .n = 1,
+                    .k = k,
+                    .alpha = 0.5,
+                    .beta = if (k == 13) 0 else 1,
+                    .lda_pad = random.uintLessThan(usize, 3),
+                    // ldb = 1 for an untransposed B: its one column is contiguous.
+                    .ldb_pad = if (trans_b) random.uintLessThan(usize, 3) else 0,
+                };
+                expectKernelMatches(config, random, case) catch |err| {
+                    std.debug.print("failed: {any} with {any}\n", .{ case, config });
+                    return err;
+                };
+            };
         };
     }
 }
