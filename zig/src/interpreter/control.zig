@@ -498,9 +498,9 @@ const scan_json =
 
 test "scan slices its inputs step by step, forward or reversed, and stacks at its axes" {
     const cases = [_]struct { params: []const u8, sums: []const f32, shape: []const usize }{
-        .{ .params = "\"input_reverse\":[false]", .sums = &.{ 1, 2, 4, 6, 9, 12 }, .shape = &.{ 3, 2 } },
-        .{ .params = "\"input_reverse\":[true]", .sums = &.{ 5, 6, 8, 10, 9, 12 }, .shape = &.{ 3, 2 } },
-        .{ .params = "\"output_reverse\":[true]", .sums = &.{ 9, 12, 4, 6, 1, 2 }, .shape = &.{ 3, 2 } },
+        .{ .params = "\"input_reverse\":[0]", .sums = &.{ 1, 2, 4, 6, 9, 12 }, .shape = &.{ 3, 2 } },
+        .{ .params = "\"input_reverse\":[1]", .sums = &.{ 5, 6, 8, 10, 9, 12 }, .shape = &.{ 3, 2 } },
+        .{ .params = "\"output_reverse\":[1]", .sums = &.{ 9, 12, 4, 6, 1, 2 }, .shape = &.{ 3, 2 } },
         .{ .params = "\"output_axes\":[1]", .sums = &.{ 1, 4, 9, 2, 6, 12 }, .shape = &.{ 2, 3 } },
     };
     for (cases) |case| {

@@ -75,9 +75,9 @@ const ControlParams = struct {
     condition: bool = false,
     scan_inputs: u32 = 0,
     input_axes: []const i64 = &.{},
-    input_reverse: []const bool = &.{},
+    input_reverse: []const i64 = &.{},
     output_axes: []const i64 = &.{},
-    output_reverse: []const bool = &.{},
+    output_reverse: []const i64 = &.{},
 };
 
 pub const InputSpec = struct {
@@ -465,15 +465,25 @@ fn buildControl(allocator: std.mem.Allocator, kind: NodeKind, nd: format.NodeDes
     if (kind == .scan) {
         const scanned_outputs = outputs - params.carried;
         control.input_axes = try listOr(allocator, i64, params.input_axes, params.scan_inputs, 0);
-        control.input_reverse = try listOr(allocator, bool, params.input_reverse, params.scan_inputs, false);
+        control.input_reverse = try flags(allocator, try listOr(allocator, i64, params.input_reverse, params.scan_inputs, 0));
         control.output_axes = try listOr(allocator, i64, params.output_axes, scanned_outputs, 0);
-        control.output_reverse = try listOr(allocator, bool, params.output_reverse, scanned_outputs, false);
+        control.output_reverse = try flags(allocator, try listOr(allocator, i64, params.output_reverse, scanned_outputs, 0));
         for (control.input_axes) |axis| if (axis < -@as(i64, tensor.max_dims) or axis >= tensor.max_dims) return status.fail(error.MalformedModel, "model: graph {d} node {d} (scan): axis {d} is out of range", .{ graph_index, n, axis });
         for (control.output_axes) |axis| if (axis < -@as(i64, tensor.max_dims) or axis >= tensor.max_dims) return status.fail(error.MalformedModel, "model: graph {d} node {d} (scan): axis {d} is out of range", .{ graph_index, n, axis });
     } else if (params.scan_inputs != 0 or params.input_axes.len + params.input_reverse.len + params.output_axes.len + params.output_reverse.len != 0) {
         return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) takes no scan params", where);
     }
     return control;
+}
+
+/// Directions as the file gives them (1: from the end, as ONNX's scan directions) as flags.
+fn flags(allocator: std.mem.Allocator, directions: []const i64) Error![]const bool {
+    const list = allocator.alloc(bool, directions.len) catch return error.OutOfMemory;
+    for (directions, list) |direction, *flag| {
+        if (direction != 0 and direction != 1) return status.fail(error.MalformedModel, "model: a scan direction is {d}, expected 0 or 1", .{direction});
+        flag.* = direction == 1;
+    }
+    return list;
 }
 
 /// `given` when it has `count` entries, `fallback` repeated when it is empty.
