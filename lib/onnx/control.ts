@@ -132,7 +132,8 @@ function buildSubgraph(
     const values = new Map<string, Value>();
     for (const name of freeNames(graph)) {
       const outer = lookup(name);
-      if (outer.kind === "const") values.set(name, outer);
+      // A copy: a constant's value number belongs to the builder that numbered it.
+      if (outer.kind === "const") values.set(name, { kind: "const", hosts: outer.hosts });
     }
     captures.forEach((outer, i) => {
       const inner = b.input(formals.length + i, outer.dtype, outer.runs, true);
@@ -154,9 +155,15 @@ function buildSubgraph(
       ...captures.map((c) => ({ dtype: c.dtype, shape: shapeOf(c) })),
     ];
     const source = b.finish(graph.name, inputs, outputs);
-    // Declared output shapes are open (a step may change them); a loop of no steps reads
-    // the dtype and rank to make its empty stacks.
-    source.graphs[0].results = outputs.map((v) => ({ dtype: valueDType(v), shape: shapeOf(v).map(() => -1) }));
+    // Output shapes are open but where the file declares a size (a step may change them): a
+    // loop of no steps makes its empty stacks of these, as onnxruntime does.
+    source.graphs[0].results = outputs.map((v, i) => ({
+      dtype: valueDType(v),
+      shape: shapeOf(v).map((_, axis) => {
+        const declared = graph.outputs[i].dims?.[axis];
+        return typeof declared === "number" ? declared : -1;
+      }),
+    }));
     return { index: scope.subgraphs.add(source), captured: captures };
   } finally {
     b.dispose();
