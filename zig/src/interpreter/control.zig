@@ -549,3 +549,38 @@ test "control-flow nodes that do not line up with their subgraphs, or recurse, a
         try std.testing.expectError(error.MalformedModel, loadJson(json));
     }
 }
+
+test "a planned graph keeps what a control-flow node reads out of its arena: a branch may hand it back" {
+    // relu(x) feeds an if whose then branch returns it as it is; the entry graph then adds
+    // relu(x) to the if's result. Were relu(x) in the arena, its bytes could be reused while
+    // the if's output still shares them.
+    const json =
+        \\{"format":"spindle-graph","version":2,"tensors":[],"graphs":[
+        \\ {"inputs":[{"dtype":"int32","shape":[]},{"dtype":"float32","shape":[4]}],"values":6,
+        \\  "nodes":[{"op":"relu","inputs":[1],"outputs":[2]},
+        \\           {"op":"if","inputs":[0,2],"outputs":[3],"graphs":[1,2]},
+        \\           {"op":"neg","inputs":[1],"outputs":[4]},
+        \\           {"op":"add","inputs":[3,4],"outputs":[5]}],"outputs":[5]},
+        \\ {"inputs":[{"dtype":"float32","shape":[4]}],"values":1,"nodes":[],"outputs":[0]},
+        \\ {"inputs":[{"dtype":"float32","shape":[4]}],"values":2,
+        \\  "nodes":[{"op":"neg","inputs":[0],"outputs":[1]}],"outputs":[1]}]}
+    ;
+    const program = try loadJson(json);
+    defer program.release();
+    try execute.checkShapes(program);
+    const plan = program.plans[0] orelse return error.TestUnexpectedResult;
+    try std.testing.expect(plan.offsets[0] == null); // relu's output: read by the if
+    try std.testing.expect(program.plans[1] == null and program.plans[2] == null); // bodies
+    const x = try floats(&.{ -1, 2, -3, 4 }, &.{4});
+    defer x.release();
+    for (0..3) |_| for ([_]i64{ 1, 0 }) |value| {
+        const cond = try scalar(.int32, value, &.{});
+        defer cond.release();
+        var outputs: [1]*Tensor = undefined;
+        try execute.run(program, 0, &.{ cond, x }, &outputs);
+        defer outputs[0].release();
+        // then: relu(x) - x; else: -relu(x) - x.
+        const want: []const f32 = if (value != 0) &.{ 1, 0, 3, 0 } else &.{ 1, -4, 3, -8 };
+        try std.testing.expectEqualSlices(f32, want, outputs[0].f32Slice());
+    };
+}
