@@ -112,3 +112,25 @@ Deno.test("a torch-exported GRU tagger (embedding, GRU, linear) matches onnxrunt
 Deno.test("a torch-exported 2-layer BERT-style encoder with symbolic batch and sequence matches onnxruntime", async () => {
   using _module = await checkFixture("torch_bert");
 });
+
+Deno.test("a streaming model takes back the state it returned on the next call, and a scalar input", async () => {
+  const fixture: Fixture = JSON.parse(await Deno.readTextFile(new URL("streaming_state.json", FIXTURES)));
+  using module = await load(new URL("streaming_state.onnx", FIXTURES).pathname);
+  assert.deepEqual(module.inputs.find((i) => i.name === "gain")?.shape, []);
+  let state = toTensor(fixture.cases[0].inputs.state);
+  try {
+    for (const [index, example] of fixture.cases.entries()) {
+      using chunk = toTensor(example.inputs.chunk);
+      using gain = toTensor(example.inputs.gain);
+      const outputs = await module.run({ chunk, state, gain });
+      using out = outputs.out;
+      assertClose(out, example.outputs[0], `call ${index} out`);
+      assertClose(outputs.state_out, example.outputs[1], `call ${index} state_out`);
+      // The next call gets this call's state, as a streaming voice model is run.
+      state.dispose();
+      state = outputs.state_out;
+    }
+  } finally {
+    state.dispose();
+  }
+});

@@ -14,6 +14,8 @@ Models:
   torch_gru       an embedding + GRU + linear tagger, dynamic batch and length
   torch_bert      a 2-layer BERT-style encoder (attention, GELU, LayerNorm), dynamic batch
       and sequence
+  streaming_state a GRU whose state goes out and comes back in on the next call, with a
+      scalar input; its cases are consecutive calls
 
 torch is a generator of test data here, never a dependency of Spindle. Seeds are fixed, so a
 rerun writes the same models and numbers (up to the exporter's version).
@@ -160,6 +162,48 @@ def control_scan():
     write("control_scan", model.SerializeToString(), feeds)
 
 
+def streaming_state():
+    # A streaming model: a GRU over a chunk whose state goes out (state_out) and comes back in
+    # (state) on the next call, and a scalar input (gain). Cases are consecutive calls, each
+    # fed the state the previous one returned, as a voice model is run.
+    hidden, width = 8, 4
+    rng = np.random.default_rng(7)
+    weights = [
+        helper.make_tensor("W", TensorProto.FLOAT, [1, 3 * hidden, width], rng.standard_normal(3 * hidden * width) * 0.4),
+        helper.make_tensor("R", TensorProto.FLOAT, [1, 3 * hidden, hidden], rng.standard_normal(3 * hidden * hidden) * 0.4),
+        helper.make_tensor("B", TensorProto.FLOAT, [1, 6 * hidden], rng.standard_normal(6 * hidden) * 0.1),
+    ]
+    graph = helper.make_graph([
+        helper.make_node("GRU", ["chunk", "W", "R", "B", "", "state"], ["y", "state_out"], hidden_size=hidden),
+        helper.make_node("Mul", ["y", "gain"], ["scaled"]),
+        helper.make_node("Squeeze", ["scaled", "one"], ["out"]),
+    ], "streaming_state", [
+        helper.make_tensor_value_info("chunk", TensorProto.FLOAT, ["time", 1, width]),
+        helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 1, hidden]),
+        helper.make_tensor_value_info("gain", TensorProto.FLOAT, []),
+    ], [
+        helper.make_tensor_value_info("out", TensorProto.FLOAT, ["time", 1, hidden]),
+        helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, 1, hidden]),
+    ], initializer=weights + [helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(model)
+    path = os.path.join(OUT, "streaming_state.onnx")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    state = np.zeros((1, 1, hidden), np.float32)
+    cases = []
+    for length, gain in ((3, 1.0), (5, 0.5), (1, 2.0), (4, -1.0)):
+        feeds = {"chunk": rng.standard_normal((length, 1, width)).astype(np.float32), "state": state,
+                 "gain": np.array(gain, np.float32)}
+        out, state = session.run(None, feeds)
+        cases.append({"inputs": {k: tensor_json(v) for k, v in feeds.items()},
+                      "outputs": [tensor_json(out), tensor_json(state)]})
+    with open(os.path.join(OUT, "streaming_state.json"), "w") as f:
+        json.dump({"outputs": ["out", "state_out"], "cases": cases}, f, separators=(",", ":"))
+    print(f"streaming_state: {os.path.getsize(path)} bytes, {len(cases)} cases")
+
+
 def export(module, args, names, outputs, dynamic_axes):
     import io
 
@@ -282,7 +326,7 @@ def torch_bert():
 def main():
     os.makedirs(OUT, exist_ok=True)
     chosen = set(sys.argv[1:])
-    for generate in (control_if, control_loop, control_scan, torch_control, torch_gru, torch_bert):
+    for generate in (control_if, control_loop, control_scan, streaming_state, torch_control, torch_gru, torch_bert):
         if not chosen or generate.__name__ in chosen:
             generate()
 
