@@ -134,3 +134,23 @@ Deno.test("a streaming model takes back the state it returned on the next call, 
     state.dispose();
   }
 });
+
+Deno.test("profile times the ops of the branch taken and of every loop step, and none of the branch not taken", async () => {
+  using module = await load(new URL("torch_control.onnx", FIXTURES).pathname);
+  const graphs = decodeDescription(importOnnx(await Deno.readFile(new URL("torch_control.onnx", FIXTURES)))).graphs;
+  const bodyOf = (op: string) => graphs[0].nodes.find((n) => n.op === op)!.graphs!;
+  const [thenGraph, elseGraph] = bodyOf("if");
+  const [loopBody] = bodyOf("loop");
+  for (const sign of [1, -1]) {
+    using x = tensor(Float32Array.from({ length: 8 }, (_, i) => sign * (i + 1)), [2, 4]);
+    using steps = tensor(new BigInt64Array([3n]), [], { dtype: "int64" });
+    const report = module.profile([x, steps], { runs: 2, warmup: 0 });
+    const graphsRun = new Set(report.ops.map((op) => op.graph));
+    // sum(linear(x)) > 0 picks a branch: which one depends on the weights, but exactly one runs.
+    assert.ok(graphsRun.has(thenGraph) !== graphsRun.has(elseGraph), `graphs run: ${[...graphsRun]}`);
+    for (const op of report.ops.filter((o) => o.graph === loopBody)) {
+      assert.equal(op.calls, 3, `${op.op} steps per run`);
+    }
+    assert.ok(report.ops.some((o) => o.graph === loopBody));
+  }
+});
