@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { importOnnx, load, type Module, SpindleError, type Tensor, tensor } from "../mod.ts";
 import { decodeDescription } from "../lib/program/format.ts";
+import { onnx, type OnnxGraph } from "../tools/fuzz_corpus.ts";
 
 // ONNX If, Loop and Scan run natively (zig/src/interpreter/control.zig), checked against
 // onnxruntime's outputs recorded by tools/make_torch_fixtures.py in tests/fixtures/torch/:
@@ -153,4 +154,102 @@ Deno.test("profile times the ops of the branch taken and of every loop step, and
     }
     assert.ok(report.ops.some((o) => o.graph === loopBody));
   }
+});
+
+const BOOL = 9;
+const INT64 = 7;
+
+/** if (cond) x + x else x, as an ONNX file: `cond` is a graph input of shape `condShape`. */
+function ifModel(condShape: (number | string)[]): Uint8Array {
+  const branch = (op: string): OnnxGraph => ({
+    nodes: [{ op, inputs: op === "Identity" ? ["x"] : ["x", "x"], outputs: [`${op}_y`] }],
+    initializers: [],
+    inputs: [],
+    outputs: [{ name: `${op}_y`, dims: [2] }],
+  });
+  return onnx({
+    opset: 13,
+    nodes: [{
+      op: "If",
+      inputs: ["cond"],
+      outputs: ["y"],
+      attributes: { then_branch: { g: branch("Add") }, else_branch: { g: branch("Identity") } },
+    }],
+    initializers: [],
+    inputs: [{ name: "cond", type: BOOL, dims: condShape }, { name: "x", dims: [2] }],
+    outputs: [{ name: "y", dims: [2] }],
+  });
+}
+
+Deno.test("an If condition fed at run time picks the branch on each call; one of several values is refused", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".onnx" });
+  try {
+    await Deno.writeFile(path, ifModel([]));
+    using module = await load(path);
+    using x = tensor(new Float32Array([1, -2]), [2]);
+    for (const [value, want] of [[1, [2, -4]], [0, [1, -2]]] as const) {
+      using cond = tensor(new Int32Array([value]), [], { dtype: "int32" });
+      const outputs = await module.run({ cond, x });
+      using y = outputs.y;
+      assert.deepEqual([...y.toArray()], want);
+    }
+    // A condition of any length: import's stand-in run (a length of 2) already fails, naming why.
+    await Deno.writeFile(path, ifModel(["n"]));
+    await assert.rejects(
+      load(path),
+      (error) =>
+        error instanceof SpindleError && error.code === "malformed_model" &&
+        error.message.includes("it must hold exactly one value"),
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("a file whose Loop runs past the step limit, or whose subgraphs nest too deep, is refused", () => {
+  const body: OnnxGraph = {
+    nodes: [{ op: "Identity", inputs: ["c"], outputs: ["c_out"] }, {
+      op: "Add",
+      inputs: ["v", "v"],
+      outputs: ["v_out"],
+    }],
+    initializers: [],
+    inputs: [{ name: "i", type: INT64, dims: [] }, { name: "c", type: BOOL, dims: [] }, { name: "v", dims: [1] }],
+    outputs: [{ name: "c_out", type: BOOL, dims: [] }, { name: "v_out", dims: [1] }],
+  };
+  const loop = (trips: number) =>
+    onnx({
+      opset: 13,
+      nodes: [{ op: "Loop", inputs: ["n", "", "x"], outputs: ["y"], attributes: { body: { g: body } } }],
+      initializers: [{ name: "n", dims: [], int64: [trips] }],
+      inputs: [{ name: "x", dims: [1] }],
+      outputs: [{ name: "y", dims: [1] }],
+    });
+  assert.ok(decodeDescription(importOnnx(loop(3))).graphs[0].nodes.some((n) => n.op === "loop"));
+  assert.throws(
+    () => importOnnx(loop(2 ** 40)),
+    (error) => error instanceof SpindleError && error.code === "too_large" && error.message.includes("over the limit"),
+  );
+  // Ifs nested 20 deep, each in the last one's then branch.
+  const leaf: OnnxGraph = { nodes: [], initializers: [], inputs: [], outputs: [{ name: "x", dims: [1] }] };
+  let graph = leaf;
+  for (let depth = 0; depth < 20; depth++) {
+    graph = {
+      nodes: [{
+        op: "If",
+        inputs: ["c"],
+        outputs: [`y${depth}`],
+        attributes: { then_branch: { g: graph }, else_branch: { g: leaf } },
+      }],
+      initializers: [],
+      inputs: [],
+      outputs: [{ name: `y${depth}`, dims: [1] }],
+    };
+  }
+  const nested = onnx({ opset: 13, ...graph, inputs: [{ name: "c", type: BOOL, dims: [] }, { name: "x", dims: [1] }] });
+  assert.throws(
+    () => importOnnx(nested),
+    (error) =>
+      error instanceof SpindleError && error.code === "malformed_model" && error.message.includes("nest more than 16"),
+  );
 });

@@ -296,6 +296,9 @@ function convertGraph(
     values.set(name, value);
     valueUses.set(value, (valueUses.get(value) ?? 0) + (nameUses.get(name) ?? 0));
   };
+  // Values bound before the call that the graph does not own (a subgraph's outer values,
+  // even when a node passes one on under a new name, as Identity does) are never freed here.
+  const foreign = new Set<Value>(ownsBound ? [] : values.values());
   if (ownsBound) { for (const [name, value] of values) bind(name, value); }
   for (const [index, node] of graph.nodes.entries()) {
     const nodeInputs = node.inputs.map((name) => {
@@ -327,7 +330,7 @@ function convertGraph(
       if (value !== undefined && name !== undefined && name !== "") bind(name, value);
     });
     for (const value of readValues) {
-      if (value === undefined || !valueUses.has(value)) continue;
+      if (value === undefined || !valueUses.has(value) || foreign.has(value)) continue;
       const left = valueUses.get(value)! - 1;
       valueUses.set(value, left);
       if (left === 0) b.release(value);
