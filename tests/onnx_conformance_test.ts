@@ -100,6 +100,7 @@ const CI_CASES = [
   "test_rnn_seq_length",
   "test_shape",
   "test_scan9_sum",
+  "test_scan_sum",
   "test_shape_clip_end",
   "test_shape_start_negative_1",
   "test_sigmoid",

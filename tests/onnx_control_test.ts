@@ -253,3 +253,49 @@ Deno.test("a file whose Loop runs past the step limit, or whose subgraphs nest t
       error instanceof SpindleError && error.code === "malformed_model" && error.message.includes("nest more than 16"),
   );
 });
+
+Deno.test("Scan of opset 8 (a batch axis first) runs as a scan over the batch of scans over time, either direction", async () => {
+  const body: OnnxGraph = {
+    nodes: [{ op: "Add", inputs: ["s", "x"], outputs: ["s_out"] }, {
+      op: "Identity",
+      inputs: ["s_out"],
+      outputs: ["y"],
+    }],
+    initializers: [],
+    inputs: [{ name: "s", dims: [2] }, { name: "x", dims: [2] }],
+    outputs: [{ name: "s_out", dims: [2] }, { name: "y", dims: [2] }],
+  };
+  for (const direction of [0, 1]) {
+    const bytes = onnx({
+      opset: 8,
+      nodes: [{
+        op: "Scan",
+        inputs: ["", "initial", "xs"],
+        outputs: ["final", "partial"],
+        attributes: { body: { g: body }, num_scan_inputs: { i: 1 }, directions: { ints: [direction] } },
+      }],
+      initializers: [],
+      inputs: [{ name: "initial", dims: ["batch", 2] }, { name: "xs", dims: ["batch", "time", 2] }],
+      outputs: [{ name: "final", dims: ["batch", 2] }, { name: "partial", dims: ["batch", "time", 2] }],
+    });
+    const path = await Deno.makeTempFile({ suffix: ".onnx" });
+    try {
+      await Deno.writeFile(path, bytes);
+      using module = await load(path);
+      // Two batch entries, three steps: entry 0 counts 1…6, entry 1 tens, from 100 and 0.
+      using initial = tensor(new Float32Array([100, 0, 0, 0]), [2, 2]);
+      using xs = tensor(new Float32Array([1, 2, 3, 4, 5, 6, 10, 20, 30, 40, 50, 60]), [2, 3, 2]);
+      const { final, partial } = await module.run({ initial, xs });
+      using _final = final;
+      using _partial = partial;
+      assert.deepEqual([...final.toArray()], [109, 12, 90, 120]);
+      const want = direction === 0
+        ? [101, 2, 104, 6, 109, 12, 10, 20, 40, 60, 90, 120]
+        : [105, 6, 108, 10, 109, 12, 50, 60, 80, 100, 90, 120];
+      assert.deepEqual(partial.shape, [2, 3, 2]);
+      assert.deepEqual([...partial.toArray()], want);
+    } finally {
+      await Deno.remove(path);
+    }
+  }
+});

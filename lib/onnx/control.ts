@@ -235,6 +235,16 @@ function runEager(
   return runs;
 }
 
+/** A control-flow node being converted, and what converting it needs. */
+interface ControlNode {
+  scope: Scope;
+  b: GraphBuilder;
+  node: NodeProto;
+  inputs: (Value | undefined)[];
+  /** The value of an outer name a subgraph reads. */
+  lookup: (name: string) => Value;
+}
+
 /** Converts an If, Loop or Scan node; returns its outputs. */
 export function convertControl(
   scope: Scope,
@@ -243,24 +253,20 @@ export function convertControl(
   inputs: (Value | undefined)[],
   lookup: (name: string) => Value,
 ): Value[] {
+  const c: ControlNode = { scope, b, node, inputs, lookup };
   switch (node.opType) {
     case "If":
-      return convertIf(scope, b, node, inputs, lookup);
+      return convertIf(c);
     case "Loop":
-      return convertLoop(scope, b, node, inputs, lookup);
+      return convertLoop(c);
     case "Scan":
-      return convertScan(scope, b, node, inputs, lookup);
+      return convertScan(c);
   }
   return unsupported(`control-flow op ${node.opType}`);
 }
 
-function convertIf(
-  scope: Scope,
-  b: GraphBuilder,
-  node: NodeProto,
-  inputs: (Value | undefined)[],
-  lookup: (name: string) => Value,
-): Value[] {
+function convertIf(c: ControlNode): Value[] {
+  const { scope, b, node, inputs, lookup } = c;
   const cond = inputs[0] ?? unsupported("If without a condition");
   const thenGraph = graphAttribute(node, "then_branch");
   const elseGraph = graphAttribute(node, "else_branch");
@@ -292,13 +298,8 @@ function convertIf(
   return outputs;
 }
 
-function convertLoop(
-  scope: Scope,
-  b: GraphBuilder,
-  node: NodeProto,
-  inputs: (Value | undefined)[],
-  lookup: (name: string) => Value,
-): Value[] {
+function convertLoop(c: ControlNode): Value[] {
+  const { scope, b, node, inputs, lookup } = c;
   const body = graphAttribute(node, "body");
   const tripCount = inputs[0];
   const condition = inputs[1];
@@ -355,14 +356,9 @@ function checkCarriedShapes(carried: Value[], outputs: RuntimeValue[], op: strin
   });
 }
 
-function convertScan(
-  scope: Scope,
-  b: GraphBuilder,
-  node: NodeProto,
-  inputs: (Value | undefined)[],
-  lookup: (name: string) => Value,
-): Value[] {
-  if (scope.opset < 9) unsupported("Scan before opset 9 (with a batch axis and sequence lengths)");
+function convertScan(c: ControlNode): Value[] {
+  const { scope, b, node, inputs, lookup } = c;
+  if (scope.opset < 9) return convertBatchedScan(c);
   const body = graphAttribute(node, "body");
   const scanInputs = Number(attribute(node, "num_scan_inputs")?.i ?? 0);
   const all = inputs.map((v, i) => v ?? unsupported(`Scan input ${i} is missing`));
@@ -420,6 +416,77 @@ function convertScan(
     const outputs = b.emitNode(description, nodeInputs, runs);
     checkCarriedShapes(all.slice(0, carried), outputs, "Scan");
     return outputs;
+  } finally {
+    for (const t of owned) t.dispose();
+  }
+}
+
+/**
+ * Scan of opset 8: inputs [sequence_lens, state…, scanned…] with a batch axis first on
+ * all (time is axis 1 of scanned inputs and outputs). Without sequence lengths it is a scan
+ * over the batch whose body is a scan over time: the outer one slices axis 0 of every input
+ * and stacks every output at axis 0, the inner one is opset 9's with the file's body.
+ */
+function convertBatchedScan(c: ControlNode): Value[] {
+  const { scope, b, node, inputs, lookup } = c;
+  if (inputs[0] !== undefined) unsupported("Scan (opset 8) with sequence_lens");
+  const body = graphAttribute(node, "body");
+  const scanInputs = Number(attribute(node, "num_scan_inputs")?.i ?? 0);
+  const all = inputs.slice(1).map((v, i) => v ?? unsupported(`Scan input ${i + 1} is missing`));
+  const carried = all.length - scanInputs;
+  if (scanInputs < 1 || carried < 0) {
+    throw new RangeError(`Scan has ${all.length} inputs and ${scanInputs} scan inputs`);
+  }
+  const directions = attribute(node, "directions")?.ints.map(Number) ?? Array(scanInputs).fill(0);
+  if (directions.length !== scanInputs) throw new RangeError(`Scan's directions list ${directions.length} values`);
+  const scanOutputs = node.outputs.length - carried;
+  const owned: Tensor[] = [];
+  /** The first slice along axis 0, `times` over (a state per batch entry, a step of it). */
+  const firstSlices = (v: Value, times: number): Formal => {
+    const runs = Array.from({ length: scope.runCount }, (_, r) => {
+      let t = v.kind === "runtime" ? v.runs[r] : b.nativeConst(v, r);
+      for (let i = 0; i < times; i++) {
+        if (t.shape[0] === 0) unsupported("Scan (opset 8) over an empty batch or sequence at import");
+        t = sliceFirst(t, 0, t.shape.slice(1));
+        owned.push(t);
+      }
+      return t;
+    });
+    return { dtype: valueDType(v), shape: runs[0].shape.map(() => -1), runs };
+  };
+  try {
+    const captures = runtimeCaptures(node, lookup);
+    const formals = all.map((v, i) => firstSlices(v, i < carried ? 1 : 2));
+    const inner = buildSubgraph(scope, body, formals, captures, lookup);
+    // The per-batch-entry graph: [state…, scanned…, captured…] → one inner scan over time.
+    const count = all.length + captures.length;
+    const outputs = Array.from({ length: node.outputs.length }, (_, i) => count + i);
+    const perEntry: GraphDescription = {
+      name: `${body.name}_batch_entry`,
+      inputs: [
+        ...all.map((v) => ({ dtype: valueDType(v), shape: shapeOf(v).slice(1).map(() => -1) })),
+        ...captures.map((c) => ({ dtype: c.dtype, shape: shapeOf(c) })),
+      ],
+      values: count + node.outputs.length,
+      nodes: [{
+        op: "scan",
+        inputs: Array.from({ length: count }, (_, i) => i),
+        outputs,
+        graphs: [inner.index],
+        params: { carried, scan_inputs: scanInputs, input_reverse: directions },
+      }],
+      outputs,
+    };
+    const entryIndex = scope.subgraphs.add({ graphs: [perEntry], tensors: [] });
+    const description = {
+      op: "scan",
+      graphs: [entryIndex],
+      params: { carried: 0, scan_inputs: all.length },
+    };
+    const nodeInputs = [...all, ...captures];
+    const runs = runEager(scope, b, description, nodeInputs, node.outputs.length);
+    if (scanOutputs < 0) throw new RangeError(`Scan has ${node.outputs.length} outputs for ${carried} states`);
+    return b.emitNode(description, nodeInputs, runs);
   } finally {
     for (const t of owned) t.dispose();
   }
