@@ -104,7 +104,7 @@ const Stacks = struct {
 };
 
 fn runLoop(program: *Program, node: *const Node, inputs: []const *Tensor, outputs: []*Tensor, run_body: RunBody) Error!void {
-    const control = node.control;
+    const control = node.control.*;
     const body = &program.graphs[control.graphs[0]];
     var next: usize = 0;
     const trips: ?usize = if (control.trip_count) blk: {
@@ -165,7 +165,7 @@ fn runLoop(program: *Program, node: *const Node, inputs: []const *Tensor, output
 }
 
 fn runScan(program: *Program, node: *const Node, inputs: []const *Tensor, outputs: []*Tensor, run_body: RunBody) Error!void {
-    const control = node.control;
+    const control = node.control.*;
     const body = &program.graphs[control.graphs[0]];
     const carried = control.carried;
     const sliced = inputs[carried..][0..control.scan_inputs];

@@ -24,8 +24,9 @@ pub const Node = struct {
     target: u32,
     /// Every value the node defines: one, or a control-flow node's several.
     outputs: []const u32 = &.{},
-    /// if, loop, scan: their subgraphs and how their inputs and outputs line up.
-    control: Control = .{},
+    /// if, loop, scan: their subgraphs and how their inputs and outputs line up (behind a
+    /// pointer: the interpreter walks the nodes of every run, and most are ops).
+    control: *const Control = &no_control,
 
     /// The graphs this node runs (a fork's callee, a control-flow node's subgraphs).
     pub fn callees(node: *const Node) []const u32 {
@@ -37,6 +38,8 @@ pub const Node = struct {
         };
     }
 };
+
+const no_control: Control = .{};
 
 /// The most inputs or outputs a control-flow node may have (captured values included): their
 /// tensors are gathered on the stack for each run of a subgraph.
@@ -338,7 +341,7 @@ fn buildGraph(
         }
         var options: ops.Options = .{ .contiguous = .{} };
         var target: u32 = 0;
-        var control: Control = .{};
+        var control: *const Control = &no_control;
         switch (kind.kind) {
             .@"if", .loop, .scan => {
                 for (nd.inputs) |v| if (kinds[v] != .tensor) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) reads future {d} without waiting on it", .{ graph_index, n, nd.op, v });
@@ -435,7 +438,7 @@ fn parseControlParams(allocator: std.mem.Allocator, params: ?std.json.Value, gra
 
 /// Checks a control-flow node against its subgraphs: counts of inputs and outputs line up as
 /// Control describes.
-fn buildControl(allocator: std.mem.Allocator, kind: NodeKind, nd: format.NodeDescription, graph_index: usize, n: usize, all: []const format.GraphDescription) Error!Control {
+fn buildControl(allocator: std.mem.Allocator, kind: NodeKind, nd: format.NodeDescription, graph_index: usize, n: usize, all: []const format.GraphDescription) Error!*const Control {
     const where = .{ graph_index, n, @tagName(kind) };
     const params = try parseControlParams(allocator, nd.params, graph_index, n);
     const wanted_graphs: usize = if (kind == .@"if") 2 else 1;
@@ -473,7 +476,9 @@ fn buildControl(allocator: std.mem.Allocator, kind: NodeKind, nd: format.NodeDes
     } else if (params.scan_inputs != 0 or params.input_axes.len + params.input_reverse.len + params.output_axes.len + params.output_reverse.len != 0) {
         return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) takes no scan params", where);
     }
-    return control;
+    const stored = allocator.create(Control) catch return error.OutOfMemory;
+    stored.* = control;
+    return stored;
 }
 
 /// Directions as the file gives them (1: from the end, as ONNX's scan directions) as flags.
