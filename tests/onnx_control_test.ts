@@ -199,7 +199,9 @@ Deno.test("an If condition fed at run time picks the branch on each call; one of
       load(path),
       (error) =>
         error instanceof SpindleError && error.code === "malformed_model" &&
-        error.message.includes("it must hold exactly one value"),
+        error.message.includes(
+          "(If): running it on import's stand-in inputs: if: the condition has shape [2]; it must hold exactly one value",
+        ),
     );
   } finally {
     await Deno.remove(path);

@@ -225,11 +225,17 @@ function runEager(
     shared.graphs.push(...scope.subgraphs.graphs.map((g) => structuredClone(g)));
     shared.tensors.push(...scope.subgraphs.tensors);
     shared.appendTo(source);
-    const program = Program.load(encodeImage(source), scope.memoryBudget);
+    let program: Program | undefined;
     try {
+      program = Program.load(encodeImage(source), scope.memoryBudget);
       program.runSync([]).forEach((t, i) => runs[i].push(t));
+    } catch (error) {
+      if (!(error instanceof SpindleError)) throw error;
+      // The load-time check names the stand-in program's own graph 0 node: say what ran.
+      const reason = error.message.replace(/^model: [^:]*: graph 0 node \d+ \(\w+\): /, "");
+      throw new SpindleError(error.status, `running it on import's stand-in inputs: ${reason}`, { cause: error });
     } finally {
-      program.dispose();
+      program?.dispose();
     }
   }
   return runs;
