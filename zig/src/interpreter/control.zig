@@ -288,7 +288,9 @@ fn stack(items: []const *Tensor, axis_raw: i64, reverse: bool, spec: ?program_mo
         var shape: [tensor.max_dims]usize = @splat(0);
         const s = spec orelse return tensor.createUninit(.float32, &.{0});
         if (s.shape.len + 1 > tensor.max_dims) return tensor.createUninit(s.dtype, &.{0});
-        for (s.shape, 1..) |dim, a| shape[a] = dim orelse 0;
+        // The step axis (0 long) where the stack would put it, the declared dims around it.
+        const axis = try normalizeAxis(axis_raw, s.shape.len + 1, "stacked output");
+        for (s.shape, 0..) |dim, a| shape[if (a < axis) a else a + 1] = dim orelse 0;
         return tensor.createUninit(s.dtype, shape[0 .. s.shape.len + 1]);
     }
     const first = items[0];
@@ -520,6 +522,24 @@ test "scan slices its inputs step by step, forward or reversed, and stacks at it
         try std.testing.expectEqualSlices(usize, case.shape, outputs[1].dims());
         try std.testing.expectEqualSlices(f32, case.sums, outputs[1].f32Slice());
     }
+}
+
+test "a scan of no steps stacks empty outputs of the body's declared shape at their axes" {
+    const json = try std.mem.replaceOwned(u8, std.testing.allocator, scan_json, "\"outputs\":[2,2]}]}", "\"outputs\":[2,2],\"results\":[{\"dtype\":\"float32\",\"shape\":[2]},{\"dtype\":\"float32\",\"shape\":[2]}]}]}");
+    defer std.testing.allocator.free(json);
+    const axes = try std.mem.replaceOwned(u8, std.testing.allocator, json, "REVERSE", "\"output_axes\":[1]");
+    defer std.testing.allocator.free(axes);
+    const program = try loadJson(axes);
+    defer program.release();
+    const initial = try floats(&.{ 1, 2 }, &.{2});
+    defer initial.release();
+    const xs = try tensor.createZeroed(.float32, &.{ 0, 2 });
+    defer xs.release();
+    var outputs: [2]*Tensor = undefined;
+    try execute.run(program, 0, &.{ initial, xs }, &outputs);
+    defer for (outputs) |t| t.release();
+    try std.testing.expectEqualSlices(f32, &.{ 1, 2 }, outputs[0].f32Slice());
+    try std.testing.expectEqualSlices(usize, &.{ 2, 0 }, outputs[1].dims());
 }
 
 test "control-flow nodes that do not line up with their subgraphs, or recurse, are refused at load" {
