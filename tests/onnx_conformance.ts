@@ -62,6 +62,9 @@ export function runCase(dir: string, rtol = 1e-3, atol = 1e-5): CaseResult {
   try {
     const bytes = Deno.readFileSync(`${dir}/model.onnx`);
     const model = decodeModel(bytes);
+    if ([...model.graph.inputs, ...model.graph.outputs].some((v) => v.elemType === 0)) {
+      throw new SpindleError("unsupported", "sequence, map and optional inputs or outputs (Spindle runs tensors only)");
+    }
     const inputInfos = model.graph.inputs.filter((i) => !model.graph.initializers.some((t) => t.name === i.name));
     const inputs = readTensors(dir, "input");
     const expected = readTensors(dir, "output");

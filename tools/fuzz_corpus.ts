@@ -62,7 +62,8 @@ export type Attribute =
   | { ints: number[] }
   | { floats: number[] }
   | { strings: string[] }
-  | { t: Initializer };
+  | { t: Initializer }
+  | { g: OnnxGraph };
 
 /** A node: op type, input and output names, attributes. */
 export interface Node {
@@ -88,13 +89,17 @@ export interface ValueInfo {
   dims: (number | string)[];
 }
 
-/** A one-graph ONNX model. */
-export interface OnnxModel {
-  opset: number;
+/** A graph: nodes, initializers, inputs and outputs (a subgraph's outer names are read as is). */
+export interface OnnxGraph {
   nodes: Node[];
   initializers: Initializer[];
   inputs: ValueInfo[];
   outputs: ValueInfo[];
+}
+
+/** A one-graph ONNX model. */
+export interface OnnxModel extends OnnxGraph {
+  opset: number;
 }
 
 const FLOAT = 1;
@@ -119,6 +124,10 @@ function writeAttribute(w: BinaryWriter, name: string, a: Attribute): void {
     w.uint32((5 << 3) | 2).fork();
     writeTensor(w, a.t);
     w.join().uint32((20 << 3) | 0).int32(4);
+  } else if ("g" in a) {
+    w.uint32((6 << 3) | 2).fork();
+    writeGraph(w, a.g, name);
+    w.join().uint32((20 << 3) | 0).int32(5);
   } else if ("strings" in a) {
     for (const v of a.strings) w.uint32((9 << 3) | 2).string(v);
     w.uint32((20 << 3) | 0).int32(8);
@@ -150,6 +159,13 @@ export function onnx(m: OnnxModel): Uint8Array {
   w.uint32((1 << 3) | 0).int64(8); // ir_version
   w.uint32((8 << 3) | 2).fork().uint32((2 << 3) | 0).int64(m.opset).join(); // opset_import
   w.uint32((7 << 3) | 2).fork(); // graph
+  writeGraph(w, m, "fuzz_seed");
+  w.join();
+  return w.finish();
+}
+
+/** Writes a GraphProto's fields (nodes, name, initializers, inputs, outputs). */
+function writeGraph(w: BinaryWriter, m: OnnxGraph, graphName: string): void {
   m.nodes.forEach((n, index) => {
     w.uint32((1 << 3) | 2).fork();
     for (const i of n.inputs) w.uint32((1 << 3) | 2).string(i);
@@ -163,7 +179,7 @@ export function onnx(m: OnnxModel): Uint8Array {
     }
     w.join();
   });
-  w.uint32((2 << 3) | 2).string("fuzz_seed");
+  w.uint32((2 << 3) | 2).string(graphName);
   for (const t of m.initializers) {
     w.uint32((5 << 3) | 2).fork();
     writeTensor(w, t);
@@ -171,8 +187,6 @@ export function onnx(m: OnnxModel): Uint8Array {
   }
   for (const i of m.inputs) writeValueInfo(w, 11, i);
   for (const o of m.outputs) writeValueInfo(w, 12, o);
-  w.join();
-  return w.finish();
 }
 
 /** Deterministic small weights (a fixed sine pattern, no RNG state to keep in step). */

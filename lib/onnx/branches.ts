@@ -17,6 +17,8 @@ import { Index } from "./fuse.ts";
 
 /** Ops worth a task of their own (everything else is memory-bound and cheap). */
 const HEAVY = new Set(["conv2d", "conv_transpose2d", "gemm", "mm", "matmul"]);
+/** Nodes that never move into a branch (control-flow nodes have several outputs). */
+const STAYS = new Set(["fork", "wait", "constant", "if", "loop", "scan"]);
 /** How far past its first node a region may reach (in nodes). */
 const REGION_SPAN = 48;
 
@@ -40,7 +42,7 @@ export function forkBranches(source: ProgramSource, hints: BranchHints): number 
   const outputs = new Set(graph.outputs);
   const isConstant = (v: number) => nodes[producer.get(v) ?? -1]?.op === "constant";
   const runtimeInputs = (node: NodeDescription) => [...new Set((node.inputs ?? []).filter((v) => !isConstant(v)))];
-  const movable = (node: NodeDescription) => node.op !== "fork" && node.op !== "wait" && node.op !== "constant";
+  const movable = (node: NodeDescription) => !STAYS.has(node.op);
   const moved = new Set<number>();
 
   /** The largest region starting at node `start` with one way in and one way out. */

@@ -66,9 +66,12 @@ export class GraphBuilder {
     this.runCount = runCount;
   }
 
-  /** A graph input (value `index`) with its dummy tensors. */
-  input(index: number, dtype: DType, runs: Tensor[]): RuntimeValue {
-    this.#owned.push(...runs);
+  /**
+   * A graph input (value `index`) with its dummy tensors; `borrowed` ones (a subgraph's view
+   * of its caller's values) stay the caller's to free.
+   */
+  input(index: number, dtype: DType, runs: Tensor[], borrowed = false): RuntimeValue {
+    if (!borrowed) this.#owned.push(...runs);
     this.#record(index, runs);
     return { kind: "runtime", id: index, dtype, runs };
   }
@@ -156,6 +159,33 @@ export class GraphBuilder {
     return { kind: "runtime", id: node.outputs[0], dtype: runs[0].dtype, runs, node, shapeDerived };
   }
 
+  /**
+   * Emits a node with several outputs whose eager runs the caller computed (a control-flow
+   * node: lib/onnx/control.ts runs it natively); `runs[i][r]` is output i in run r, which the
+   * builder now owns.
+   */
+  emitNode(
+    node: Omit<NodeDescription, "inputs" | "outputs">,
+    inputs: readonly Value[],
+    runs: Tensor[][],
+  ): RuntimeValue[] {
+    const ids = inputs.map((v) => (v.kind === "runtime" ? v.id : this.constId(v)));
+    const description: NodeDescription = { ...node, inputs: ids, outputs: runs.map(() => this.#nextValue++) };
+    this.nodes.push(description);
+    return runs.map((outputRuns, i) => {
+      this.#owned.push(...outputRuns);
+      const id = description.outputs[i];
+      this.#record(id, outputRuns);
+      return { kind: "runtime", id, dtype: outputRuns[0].dtype, runs: outputRuns, node: description };
+    });
+  }
+
+  /** Marks axis `axis` of runtime value `value` as dynamic (a loop's step count). */
+  markDynamic(value: RuntimeValue, axis: number): void {
+    const spec = this.specs.get(value.id);
+    if (spec !== undefined && axis < spec.shape.length) spec.shape[axis] = -1;
+  }
+
   /** The shape of runtime value `value` in eager run `run` (graph inputs included). */
   specShape(value: number, run: number): number[] {
     const runs = this.#runsOf.get(value) ?? unsupported(`value ${value} has no eager runs`);
@@ -197,7 +227,7 @@ export class GraphBuilder {
     const ordered = this.nodes.slice().sort((a, b) => Number(b.op === "constant") - Number(a.op === "constant"));
     for (let i = ordered.length - 1; i >= 0; i--) {
       const node = ordered[i];
-      if (!live.has(node.outputs[0])) continue;
+      if (!node.outputs.some((v) => live.has(v))) continue;
       for (const v of node.inputs ?? []) live.add(v);
       kept.push(node);
     }

@@ -10,7 +10,8 @@ import type { DType, Tensor } from "../tensor.ts";
 import { bytesPerElement, tensor } from "../tensor.ts";
 import { encodeImage, type InputDescription } from "../program/format.ts";
 import { DEFAULT_MEMORY_BUDGET, withMemoryBudget } from "../program/program.ts";
-import { decodeModel, type ModelProto } from "./proto.ts";
+import { decodeModel, type GraphProto, type ModelProto } from "./proto.ts";
+import { capturedNames, CONTROL_OPS, convertControl, type Scope, Subgraphs } from "./control.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
@@ -67,11 +68,15 @@ export interface ImportOptions {
 /** The op types (with their domain when not the default one) that import cannot handle. */
 export function unsupportedOps(model: ModelProto): string[] {
   const missing = new Set<string>();
-  for (const node of model.graph.nodes) {
-    const defaultDomain = node.domain === "" || node.domain === "ai.onnx";
-    if (!defaultDomain) missing.add(`${node.domain}.${node.opType}`);
-    else if (!Object.hasOwn(HANDLERS, node.opType)) missing.add(node.opType);
-  }
+  const visit = (graph: GraphProto) => {
+    for (const node of graph.nodes) {
+      const defaultDomain = node.domain === "" || node.domain === "ai.onnx";
+      if (!defaultDomain) missing.add(`${node.domain}.${node.opType}`);
+      else if (!Object.hasOwn(HANDLERS, node.opType) && !CONTROL_OPS.has(node.opType)) missing.add(node.opType);
+      for (const a of node.attributes) if (a.g !== undefined) visit(a.g);
+    }
+  };
+  visit(model.graph);
   return [...missing].sort();
 }
 
@@ -218,7 +223,14 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
       }
       values.set(inputNames[index], b.input(index, spec.dtype, runs));
     });
-    convertNodes(model, opset, b, values);
+    const scope: Scope = {
+      opset,
+      subgraphs: new Subgraphs(),
+      runCount,
+      memoryBudget: budget,
+      convert: (g, builder, scopeValues) => convertGraph(scope, g, builder, scopeValues, false),
+    };
+    convertGraph(scope, graph, b, values, true);
     const outputs = graph.outputs.map((o) =>
       values.get(o.name) ?? malformed(`graph output '${o.name}' is never computed`)
     );
@@ -228,6 +240,8 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
       describe(o.name, dtypeOf(outputs[i]), shapeOf(outputs[i]), o.dims)
     );
     fuse(source, { shape: (value) => b.specs.get(value)?.shape });
+    // Subgraphs join after the fusions, whose shape hints know graph 0's values only.
+    scope.subgraphs.appendTo(source);
     if (options.executionMode === "parallel") forkBranches(source, { spec: (value) => b.specs.get(value) });
     dropDeadConstants(source);
     return encodeImage(source);
@@ -256,11 +270,25 @@ function dtypeOf(value: Value): DType {
   return spindleDType(type) ?? unsupported(`a graph output of ONNX element type ${type}`);
 }
 
-function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values: Map<string, Value>): void {
-  const graph = model.graph;
+/**
+ * Converts `graph`'s nodes into `b`, binding their outputs in `values`. Values nothing reads
+ * any more free their eager tensors; `ownsBound` says whether that includes the values bound
+ * before the call (the entry graph's), or only those the graph's nodes make (a subgraph's:
+ * its outer values are its caller's).
+ */
+function convertGraph(
+  scope: Scope,
+  graph: GraphProto,
+  b: GraphBuilder,
+  values: Map<string, Value>,
+  ownsBound: boolean,
+): void {
+  const opset = scope.opset;
   const nameUses = new Map<string, number>();
   const count = (name: string) => nameUses.set(name, (nameUses.get(name) ?? 0) + 1);
-  for (const node of graph.nodes) node.inputs.filter((n) => n !== "").forEach(count);
+  // A control-flow node reads, besides its inputs, what its subgraphs capture.
+  const reads = graph.nodes.map((node) => [...node.inputs.filter((n) => n !== ""), ...capturedNames(node)]);
+  for (const names of reads) names.forEach(count);
   for (const output of graph.outputs) count(output.name);
   // Reads left per value (a value can have several names: Identity, fusions).
   const valueUses = new Map<Value, number>();
@@ -268,16 +296,24 @@ function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values:
     values.set(name, value);
     valueUses.set(value, (valueUses.get(value) ?? 0) + (nameUses.get(name) ?? 0));
   };
-  for (const [name, value] of values) bind(name, value);
+  // Values bound before the call that the graph does not own (a subgraph's outer values,
+  // even when a node passes one on under a new name, as Identity does) are never freed here.
+  const foreign = new Set<Value>(ownsBound ? [] : values.values());
+  if (ownsBound) { for (const [name, value] of values) bind(name, value); }
   for (const [index, node] of graph.nodes.entries()) {
     const nodeInputs = node.inputs.map((name) => {
       if (name === "") return undefined;
       return values.get(name) ?? malformed(`node ${index} (${node.opType}) reads '${name}' before it is defined`);
     });
     const context: NodeContext = { node, b, opset, inputs: nodeInputs, uses: (value) => valueUses.get(value) ?? 0 };
+    const readValues = reads[index].map((name) => values.get(name));
     let outputs: (Value | undefined)[];
     try {
-      outputs = HANDLERS[node.opType](context);
+      const lookup = (name: string) =>
+        values.get(name) ?? malformed(`a subgraph of node ${index} reads '${name}', which is not defined`);
+      outputs = CONTROL_OPS.has(node.opType)
+        ? convertControl(scope, b, node, nodeInputs, lookup)
+        : HANDLERS[node.opType](context);
     } catch (error) {
       const where = `node ${index} '${node.name}' (${node.opType})`;
       if (error instanceof SpindleError) {
@@ -293,9 +329,9 @@ function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values:
       const name = node.outputs[i];
       if (value !== undefined && name !== undefined && name !== "") bind(name, value);
     });
-    for (const value of nodeInputs) {
-      if (value === undefined) continue;
-      const left = (valueUses.get(value) ?? 1) - 1;
+    for (const value of readValues) {
+      if (value === undefined || !valueUses.has(value) || foreign.has(value)) continue;
+      const left = valueUses.get(value)! - 1;
       valueUses.set(value, left);
       if (left === 0) b.release(value);
     }

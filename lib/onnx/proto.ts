@@ -42,7 +42,7 @@ export interface TensorProto {
   externalData: boolean;
 }
 
-/** A decoded AttributeProto (graphs, sparse tensors and type protos are not read). */
+/** A decoded AttributeProto (sparse tensors and type protos are not read). */
 export interface AttributeProto {
   name: string;
   type: number;
@@ -50,7 +50,8 @@ export interface AttributeProto {
   i?: bigint;
   s?: Uint8Array;
   t?: TensorProto;
-  g?: boolean;
+  /** A subgraph (If's branches, Loop's and Scan's bodies). */
+  g?: GraphProto;
   floats: number[];
   ints: bigint[];
   strings: Uint8Array[];
@@ -197,8 +198,8 @@ function decodeAttribute(r: Reader, end: number): AttributeProto {
         a.t = decodeTensor(r, messageEnd(r));
         return true;
       case 6:
-        a.g = true;
-        return false;
+        a.g = decodeGraph(r, messageEnd(r));
+        return true;
       case 7:
         repeated(r, wire, () => r.float(), a.floats);
         return true;
@@ -299,7 +300,21 @@ function decodeValueInfo(r: Reader, end: number): ValueInfoProto {
   return v;
 }
 
+/** How deep subgraphs may nest (a hostile file would otherwise overflow the stack). */
+const MAX_GRAPH_DEPTH = 16;
+let graphDepth = 0;
+
 function decodeGraph(r: Reader, end: number): GraphProto {
+  if (graphDepth >= MAX_GRAPH_DEPTH) throw new RangeError(`subgraphs nest more than ${MAX_GRAPH_DEPTH} deep`);
+  graphDepth++;
+  try {
+    return decodeGraphFields(r, end);
+  } finally {
+    graphDepth--;
+  }
+}
+
+function decodeGraphFields(r: Reader, end: number): GraphProto {
   const g: GraphProto = { name: "", nodes: [], initializers: [], inputs: [], outputs: [], sparseInitializers: 0 };
   fields(r, end, (no) => {
     switch (no) {

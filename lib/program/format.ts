@@ -9,7 +9,10 @@
  */
 import type { DType } from "../tensor.ts";
 
-/** One node of a graph: an op, a constant, a fork of another graph, or a wait. */
+/**
+ * One node of a graph: an op, a constant, a fork of another graph, a wait, or a control-flow
+ * node (if, loop, scan: the only ones with several outputs).
+ */
 export interface NodeDescription {
   op: string;
   inputs?: number[];
@@ -17,6 +20,8 @@ export interface NodeDescription {
   /** Named parameters, as the op's schema (ffi/abi.ts) names them; absent ones default. */
   params?: Record<string, ParamValue>;
   graph?: number;
+  /** if: the then and else graphs; loop, scan: the body (zig/src/interpreter/control.zig). */
+  graphs?: number[];
   tensor?: number;
 }
 

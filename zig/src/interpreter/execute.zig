@@ -11,6 +11,7 @@ const Future = @import("../pool/future.zig");
 const program_module = @import("program.zig");
 const plan_module = @import("plan.zig");
 const shape_plans = @import("shape_plans.zig");
+const control = @import("control.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -287,6 +288,19 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
             const future = try task.fork();
             frame[node.output] = .{ .future = future };
         },
+        .@"if", .loop, .scan => {
+            var inputs: [program_module.max_control_values]*Tensor = undefined;
+            for (node.inputs, 0..) |v, i| inputs[i] = frame[v].tensor;
+            var results: [program_module.max_control_values]*Tensor = undefined;
+            const count = node.outputs.len;
+            const body_mode = switch (mode) {
+                .pool => &runBodyPooled,
+                .inline_forks => &runBodyInline,
+            };
+            control.run(program, node, inputs[0..node.inputs.len], results[0..count], body_mode) catch |err|
+                return annotate(err, graph_index, index, @tagName(node.kind));
+            for (node.outputs, results[0..count]) |v, t| frame[v] = .{ .tensor = t };
+        },
         .wait => {
             if (frame[node.inputs[0]] == .tensor) {
                 // An inline fork: the value is already there.
@@ -301,6 +315,16 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
         },
     }
     releaseConsumed(graph, node, index, frame);
+}
+
+/// Runs a control-flow node's subgraph on this thread, unplanned and unrecorded (its sizes
+/// may differ on each step), its own forks on the pool or inline as the caller's are.
+fn runBodyPooled(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor) Error!void {
+    return runWithPlan(program, graph_index, inputs, outputs, .pool, null, null);
+}
+
+fn runBodyInline(program: *Program, graph_index: usize, inputs: []const *Tensor, outputs: []*Tensor) Error!void {
+    return runWithPlan(program, graph_index, inputs, outputs, .inline_forks, null, null);
 }
 
 fn addProfileRecord(begin: std.time.Instant, graph_index: usize, index: usize, inputs: []const *Tensor, result: *const Tensor) void {
@@ -323,7 +347,7 @@ fn releaseConsumed(graph: *const Graph, node: *const program_module.Node, index:
     for (node.inputs) |v| {
         if (graph.last_use[v] == index) frame[v].release();
     }
-    if (graph.last_use[node.output] == program_module.never_read) frame[node.output].release();
+    for (node.outputs) |v| if (graph.last_use[v] == program_module.never_read) frame[v].release();
 }
 
 /// Runs graph 0 once on zero-filled inputs of its declared shapes (open dimensions at the
@@ -365,7 +389,7 @@ pub fn checkShapes(program: *Program) Error!void {
     };
     for (outputs[0..graph.outputs.len]) |t| t.release();
     // Plans only where every input shape is fixed: a run with other sizes would not fit.
-    for (program.graphs) |g| for (g.inputs) |spec| for (spec.shape) |dim| if (dim == null) return;
+    for (program.graphs) |g| if (!g.body) for (g.inputs) |spec| for (spec.shape) |dim| if (dim == null) return;
     for (program.graphs, recorder.recordings, program.plans) |*g, recording, *slot| {
         const r = recording orelse continue;
         slot.* = try plan_module.build(program.arena.allocator(), g, r);
@@ -790,6 +814,7 @@ test "the load-time check runs open dims at the graph's check shapes, which must
 
 test {
     _ = shape_plans;
+    _ = control;
 }
 
 test "a program with open dims plans each input shape on its first run, boundedly, with the same results" {

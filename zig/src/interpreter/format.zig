@@ -115,7 +115,7 @@ pub const InputDescription = struct {
 };
 
 pub const NodeDescription = struct {
-    /// An op name from ops.zig's OpCode, or "constant", "fork", "wait".
+    /// An op name from ops.zig's OpCode, or "constant", "fork", "wait", "if", "loop", "scan".
     op: []const u8,
     inputs: []const u32 = &.{},
     outputs: []const u32,
@@ -124,6 +124,8 @@ pub const NodeDescription = struct {
     params: ?std.json.Value = null,
     /// fork: the graph to run.
     graph: ?u32 = null,
+    /// if: the then and else graphs; loop, scan: the body (program.zig Control).
+    graphs: []const u32 = &.{},
     /// constant: the tensor it produces.
     tensor: ?u32 = null,
 };

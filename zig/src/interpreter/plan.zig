@@ -85,6 +85,12 @@ pub fn build(allocator: std.mem.Allocator, graph: *const Graph, recording: Recor
         group.start = @min(group.start, n);
         group.end = @max(group.end, if (last == program_module.never_read) n else last);
     }
+    // A control-flow node's subgraph may hand an input back as an output (a branch returning
+    // a captured value), so what such a node reads lives on past it: out of the arena.
+    for (graph.nodes) |node| {
+        if (node.kind != .@"if" and node.kind != .loop and node.kind != .scan) continue;
+        for (node.inputs) |v| groups[find(parents, v)].plannable = false;
+    }
     // A forked task reads its inputs until the future is waited on.
     for (graph.nodes, 0..) |node, n| {
         if (node.kind != .fork) continue;

@@ -10,7 +10,7 @@ const format = @import("format.zig");
 const Error = status.Error;
 const Tensor = tensor.Tensor;
 
-pub const NodeKind = enum(u8) { op, constant, fork, wait };
+pub const NodeKind = enum(u8) { op, constant, fork, wait, @"if", loop, scan };
 pub const ValueKind = enum(u8) { tensor, future };
 
 pub const Node = struct {
@@ -18,9 +18,69 @@ pub const Node = struct {
     /// An op node's op and its parameters, decoded and checked at load (other kinds: unused).
     options: ops.Options,
     inputs: []const u32,
+    /// The first of `outputs` (every node but a control-flow one has exactly one).
     output: u32,
     /// fork: the graph to run; constant: the tensor index.
     target: u32,
+    /// Every value the node defines: one, or a control-flow node's several.
+    outputs: []const u32 = &.{},
+    /// if, loop, scan: their subgraphs and how their inputs and outputs line up (behind a
+    /// pointer: the interpreter walks the nodes of every run, and most are ops).
+    control: *const Control = &no_control,
+
+    /// The graphs this node runs (a fork's callee, a control-flow node's subgraphs).
+    pub fn callees(node: *const Node) []const u32 {
+        return switch (node.kind) {
+            .fork => (&node.target)[0..1],
+            .@"if" => &node.control.graphs,
+            .loop, .scan => node.control.graphs[0..1],
+            .op, .constant, .wait => &.{},
+        };
+    }
+};
+
+const no_control: Control = .{};
+
+/// The most inputs or outputs a control-flow node may have (captured values included): their
+/// tensors are gathered on the stack for each run of a subgraph.
+pub const max_control_values = 64;
+
+/// How a control-flow node's values line up with its subgraphs' (control.zig runs them).
+///   if:   inputs [cond, captured…]; both branches take [captured…] and return the outputs.
+///   loop: inputs [trip count?, cond?, carried…, captured…]; the body takes [iteration, cond,
+///         carried…, captured…] and returns [cond, carried…, scanned…]; the node's outputs
+///         are the final carried values, then each scanned value stacked over iterations.
+///   scan: inputs [state…, scanned…, captured…]; the body takes [state…, one slice of each
+///         scanned input, captured…] and returns [state…, per-step outputs…]; the node's
+///         outputs are the final states, then the per-step outputs stacked.
+pub const Control = struct {
+    /// if: then, else; loop and scan: the body (then graphs[1] is unused).
+    graphs: [2]u32 = .{ 0, 0 },
+    /// loop and scan: how many values the body carries from step to step.
+    carried: u32 = 0,
+    /// loop: whether the node's first input is the trip count, and whether the next is the
+    /// initial condition (ONNX leaves either out).
+    trip_count: bool = false,
+    condition: bool = false,
+    /// scan: how many inputs it slices, and per sliced input and per stacked output the axis
+    /// and whether it runs from the end.
+    scan_inputs: u32 = 0,
+    input_axes: []const i64 = &.{},
+    input_reverse: []const bool = &.{},
+    output_axes: []const i64 = &.{},
+    output_reverse: []const bool = &.{},
+};
+
+/// The parameters of a control-flow node as the file names them.
+const ControlParams = struct {
+    carried: u32 = 0,
+    trip_count: bool = false,
+    condition: bool = false,
+    scan_inputs: u32 = 0,
+    input_axes: []const i64 = &.{},
+    input_reverse: []const i64 = &.{},
+    output_axes: []const i64 = &.{},
+    output_reverse: []const i64 = &.{},
 };
 
 pub const InputSpec = struct {
@@ -66,6 +126,12 @@ pub const Graph = struct {
     value_kinds: []const ValueKind,
     /// For each value, the index of the last node that reads it (or never_read / kept).
     last_use: []const u32,
+    /// A control-flow node's subgraph (then/else branch, loop or scan body): run once per
+    /// branch taken or step, never planned (its values' sizes may change from step to step).
+    body: bool = false,
+    /// The dtype and shape (null: any size) of each output, where the file describes them: a
+    /// loop that runs no step stacks its scanned outputs as empty tensors of these.
+    output_specs: []const InputSpec = &.{},
 };
 
 pub const Program = struct {
@@ -121,6 +187,7 @@ pub fn load(bytes: []const u8) Error!*Program {
     for (description.graphs, 0..) |graph_description, index| {
         graphs[index] = try buildGraph(allocator, graph_description, index, description.graphs, constants.len);
     }
+    try markBodies(graphs);
     try checkForkCycles(graphs);
     const plans = allocator.alloc(?@import("plan.zig").GraphPlan, graphs.len) catch return error.OutOfMemory;
     @memset(plans, null);
@@ -227,6 +294,9 @@ fn nodeKind(name: []const u8) ?struct { kind: NodeKind, op: ops.OpCode } {
     if (std.mem.eql(u8, name, "constant")) return .{ .kind = .constant, .op = .contiguous };
     if (std.mem.eql(u8, name, "fork")) return .{ .kind = .fork, .op = .contiguous };
     if (std.mem.eql(u8, name, "wait")) return .{ .kind = .wait, .op = .contiguous };
+    if (std.mem.eql(u8, name, "if")) return .{ .kind = .@"if", .op = .contiguous };
+    if (std.mem.eql(u8, name, "loop")) return .{ .kind = .loop, .op = .contiguous };
+    if (std.mem.eql(u8, name, "scan")) return .{ .kind = .scan, .op = .contiguous };
     const op = std.meta.stringToEnum(ops.OpCode, name) orelse return null;
     return .{ .kind = .op, .op = op };
 }
@@ -254,7 +324,11 @@ fn buildGraph(
     for (d.nodes, nodes, 0..) |nd, *node, n| {
         const where = .{ graph_index, n, nd.op };
         const kind = nodeKind(nd.op) orelse return status.fail(error.MalformedModel, "model: graph {d} node {d}: unknown op '{f}'", .{ graph_index, n, status.printable(nd.op) });
-        if (nd.outputs.len != 1) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) must have exactly one output", where);
+        const control_flow = kind.kind == .@"if" or kind.kind == .loop or kind.kind == .scan;
+        if (nd.outputs.len != 1 and !(control_flow and nd.outputs.len >= 1 and nd.outputs.len <= max_control_values)) {
+            return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) must have exactly one output", where);
+        }
+        if (!control_flow and nd.graphs.len != 0) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) names graphs but is no control-flow node", where);
         const output = nd.outputs[0];
         for (nd.inputs) |v| {
             if (v >= d.values or !defined[v]) {
@@ -267,7 +341,12 @@ fn buildGraph(
         }
         var options: ops.Options = .{ .contiguous = .{} };
         var target: u32 = 0;
+        var control: *const Control = &no_control;
         switch (kind.kind) {
+            .@"if", .loop, .scan => {
+                for (nd.inputs) |v| if (kinds[v] != .tensor) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) reads future {d} without waiting on it", .{ graph_index, n, nd.op, v });
+                control = try buildControl(allocator, kind.kind, nd, graph_index, n, all);
+            },
             .op => {
                 const bounds = ops.arity(kind.op);
                 if (nd.inputs.len < bounds.min or nd.inputs.len > bounds.max) {
@@ -303,9 +382,15 @@ fn buildGraph(
                 }
             },
         }
+        for (nd.outputs[1..]) |extra| {
+            if (extra >= d.values or defined[extra] or extra == output) {
+                return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) defines value {d} twice or out of range", .{ graph_index, n, nd.op, extra });
+            }
+            defined[extra] = true;
+        }
         defined[output] = true;
-        if (kind.kind != .op and nd.params != null) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) takes no params", where);
-        node.* = .{ .kind = kind.kind, .options = options, .inputs = nd.inputs, .output = output, .target = target };
+        if (kind.kind != .op and !control_flow and nd.params != null) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) takes no params", where);
+        node.* = .{ .kind = kind.kind, .options = options, .inputs = nd.inputs, .output = output, .target = target, .outputs = nd.outputs, .control = control };
     }
     if (d.outputs.len == 0) return status.fail(error.MalformedModel, "model: graph {d} has no outputs", .{graph_index});
     for (d.outputs) |v| {
@@ -314,7 +399,14 @@ fn buildGraph(
         }
         last_use[v] = kept;
     }
+    const output_specs = allocator.alloc(InputSpec, d.results.len) catch return error.OutOfMemory;
+    for (d.results, output_specs) |result, *spec| {
+        const shape = allocator.alloc(?usize, result.shape.len) catch return error.OutOfMemory;
+        for (result.shape, shape) |dim, *slot| slot.* = if (dim < 0) null else @intCast(dim);
+        spec.* = .{ .name = result.name, .dtype = try parseDType(result.dtype, "graph output of graph", graph_index), .shape = shape, .symbols = &.{} };
+    }
     return .{
+        .output_specs = output_specs,
         .name = d.name,
         .inputs = inputs,
         .value_count = d.values,
@@ -325,7 +417,91 @@ fn buildGraph(
     };
 }
 
-/// Forks form a call graph between graphs; a cycle would recurse forever.
+/// Marks the subgraphs of control-flow nodes as bodies. Graph 0 is the entry, never a body.
+fn markBodies(graphs: []Graph) Error!void {
+    for (graphs) |graph| for (graph.nodes) |*node| {
+        if (node.kind != .@"if" and node.kind != .loop and node.kind != .scan) continue;
+        for (node.callees()) |callee| {
+            if (callee == 0) return status.fail(error.MalformedModel, "model: a control-flow node runs graph 0, the entry graph", .{});
+            graphs[callee].body = true;
+        }
+    };
+}
+
+fn parseControlParams(allocator: std.mem.Allocator, params: ?std.json.Value, graph_index: usize, n: usize) Error!ControlParams {
+    const value = params orelse return .{};
+    return std.json.parseFromValueLeaky(ControlParams, allocator, value, .{ .ignore_unknown_fields = false }) catch |err| {
+        if (err == error.OutOfMemory) return error.OutOfMemory;
+        return status.fail(error.MalformedModel, "model: graph {d} node {d}: control-flow params are not valid ({s})", .{ graph_index, n, @errorName(err) });
+    };
+}
+
+/// Checks a control-flow node against its subgraphs: counts of inputs and outputs line up as
+/// Control describes.
+fn buildControl(allocator: std.mem.Allocator, kind: NodeKind, nd: format.NodeDescription, graph_index: usize, n: usize, all: []const format.GraphDescription) Error!*const Control {
+    const where = .{ graph_index, n, @tagName(kind) };
+    const params = try parseControlParams(allocator, nd.params, graph_index, n);
+    const wanted_graphs: usize = if (kind == .@"if") 2 else 1;
+    if (nd.graphs.len != wanted_graphs) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) names {d} graphs, expected {d}", .{ graph_index, n, @tagName(kind), nd.graphs.len, wanted_graphs });
+    if (nd.inputs.len > max_control_values) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) has over 64 inputs", where);
+    var control: Control = .{ .carried = params.carried, .trip_count = params.trip_count, .condition = params.condition, .scan_inputs = params.scan_inputs };
+    for (nd.graphs, 0..) |g, i| {
+        if (g >= all.len) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) runs graph {d}, the file has {d}", .{ graph_index, n, @tagName(kind), g, all.len });
+        control.graphs[i] = g;
+    }
+    const body = all[control.graphs[0]];
+    const inputs = nd.inputs.len;
+    const outputs = nd.outputs.len;
+    const fits = switch (kind) {
+        .@"if" => inputs >= 1 and body.inputs.len == inputs - 1 and body.outputs.len == outputs and
+            all[control.graphs[1]].inputs.len == inputs - 1 and all[control.graphs[1]].outputs.len == outputs,
+        .loop => blk: {
+            const leading = @as(usize, @intFromBool(params.trip_count)) + @intFromBool(params.condition);
+            break :blk inputs >= leading + params.carried and outputs >= params.carried and
+                body.inputs.len == 2 + inputs - leading and body.outputs.len == 1 + outputs;
+        },
+        .scan => params.scan_inputs >= 1 and inputs >= params.carried + params.scan_inputs and outputs >= params.carried and
+            body.inputs.len == inputs and body.outputs.len == outputs,
+        else => unreachable,
+    };
+    if (!fits) return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}): its inputs and outputs do not line up with its subgraphs'", where);
+    if (kind == .scan) {
+        const scanned_outputs = outputs - params.carried;
+        control.input_axes = try listOr(allocator, i64, params.input_axes, params.scan_inputs, 0);
+        control.input_reverse = try flags(allocator, try listOr(allocator, i64, params.input_reverse, params.scan_inputs, 0));
+        control.output_axes = try listOr(allocator, i64, params.output_axes, scanned_outputs, 0);
+        control.output_reverse = try flags(allocator, try listOr(allocator, i64, params.output_reverse, scanned_outputs, 0));
+        for (control.input_axes) |axis| if (axis < -@as(i64, tensor.max_dims) or axis >= tensor.max_dims) return status.fail(error.MalformedModel, "model: graph {d} node {d} (scan): axis {d} is out of range", .{ graph_index, n, axis });
+        for (control.output_axes) |axis| if (axis < -@as(i64, tensor.max_dims) or axis >= tensor.max_dims) return status.fail(error.MalformedModel, "model: graph {d} node {d} (scan): axis {d} is out of range", .{ graph_index, n, axis });
+    } else if (params.scan_inputs != 0 or params.input_axes.len + params.input_reverse.len + params.output_axes.len + params.output_reverse.len != 0) {
+        return status.fail(error.MalformedModel, "model: graph {d} node {d} ({s}) takes no scan params", where);
+    }
+    const stored = allocator.create(Control) catch return error.OutOfMemory;
+    stored.* = control;
+    return stored;
+}
+
+/// Directions as the file gives them (1: from the end, as ONNX's scan directions) as flags.
+fn flags(allocator: std.mem.Allocator, directions: []const i64) Error![]const bool {
+    const list = allocator.alloc(bool, directions.len) catch return error.OutOfMemory;
+    for (directions, list) |direction, *flag| {
+        if (direction != 0 and direction != 1) return status.fail(error.MalformedModel, "model: a scan direction is {d}, expected 0 or 1", .{direction});
+        flag.* = direction == 1;
+    }
+    return list;
+}
+
+/// `given` when it has `count` entries, `fallback` repeated when it is empty.
+fn listOr(allocator: std.mem.Allocator, comptime T: type, given: []const T, count: usize, fallback: T) Error![]const T {
+    if (given.len == count) return given;
+    if (given.len != 0) return status.fail(error.MalformedModel, "model: a scan lists {d} axes or directions for {d} values", .{ given.len, count });
+    const list = allocator.alloc(T, count) catch return error.OutOfMemory;
+    @memset(list, fallback);
+    return list;
+}
+
+/// Forks and control-flow nodes form a call graph between graphs; a cycle would recurse
+/// forever.
 fn checkForkCycles(graphs: []const Graph) Error!void {
     const Color = enum { white, grey, black };
     var colors: [format.max_graphs]Color = @splat(.white);
@@ -343,18 +519,21 @@ fn checkForkCycles(graphs: []const Graph) Error!void {
                 depth -= 1;
                 continue;
             }
-            const node = graph.nodes[top.node];
+            const node = &graph.nodes[top.node];
             top.node += 1;
-            if (node.kind != .fork) continue;
-            switch (colors[node.target]) {
-                .grey => return status.fail(error.MalformedModel, "model: graph {d} forks itself (directly or through other graphs)", .{node.target}),
+            // A grey callee is on the stack, so at most one white callee is pushed per
+            // visit of a node: a node with two (an if's branches) is visited again.
+            for (node.callees()) |callee| switch (colors[callee]) {
+                .grey => return status.fail(error.MalformedModel, "model: graph {d} runs itself (directly or through other graphs)", .{callee}),
                 .black => {},
                 .white => {
-                    colors[node.target] = .grey;
-                    stack[depth] = .{ .graph = node.target, .node = 0 };
+                    colors[callee] = .grey;
+                    top.node -= 1;
+                    stack[depth] = .{ .graph = callee, .node = 0 };
                     depth += 1;
+                    break;
                 },
-            }
+            };
         }
     }
 }
