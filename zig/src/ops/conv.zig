@@ -313,7 +313,11 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
                 const oy = row % w.grid[0];
                 const rows = @min(end - row, w.grid[0] - oy);
                 const p = DepthwisePlane.of(g, context.data, plane);
-                kernels.depthwiseRows(w, p.source, p.weights, p.bias, context.data.epilogue, oy, oy + rows, p.output);
+                if (kernels.bufferedApplies(w)) {
+                    kernels.depthwiseRowsBuffered(w, p.source, p.weights, p.bias, context.data.epilogue, oy, oy + rows, p.output);
+                } else {
+                    kernels.depthwiseRows(w, p.source, p.weights, p.bias, context.data.epilogue, oy, oy + rows, p.output);
+                }
                 row += rows;
             }
         }
@@ -322,7 +326,10 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const per_plane = kernels.depthwisePlaneScratch(window);
     const flops = (2 *| data.output.len) *| window.taps();
     const threads = parallel.threadsForFlops(flops);
-    if (kernels.planeApplies(window) and per_plane <= plane_scratch_max and planes >= threads) {
+    // Rows wider than two vectors go through the buffered rows (no plane copy); narrow
+    // maps through padded planes, where vectors run across row ends.
+    const buffered = kernels.bufferedApplies(window) and window.grid[1] >= buffered_width_min;
+    if (!buffered and kernels.planeApplies(window) and per_plane <= plane_scratch_max and planes >= threads) {
         return runDepthwisePlanes(geometry, data, @min(threads, planes), per_plane);
     }
     const context: Context = .{ .geometry = geometry, .data = data };
@@ -331,6 +338,9 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const work_per_row = @max(1, window.grid[1] * window.taps());
     try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, work_per_row), &context, Context.body);
 }
+
+/// Narrowest output rows the buffered depthwise rows take (see runDepthwise).
+const buffered_width_min = 32;
 
 /// The operands of output plane `plane` (batch-major, then channel) of a depthwise conv.
 const DepthwisePlane = struct {
