@@ -260,7 +260,7 @@ pub const Epilogue = struct {
         return epilogue.activation == .none and epilogue.scale == 1 and epilogue.shift == 0;
     }
 
-    fn vector(epilogue: Epilogue, x: V) V {
+    pub fn vector(epilogue: Epilogue, x: V) V {
         const zero: V = @splat(0);
         const y = switch (epilogue.activation) {
             .none => x,

@@ -4,7 +4,8 @@
 //!
 //! conv2d picks, per shape:
 //! - depthwise (one input channel per group): a direct vectorised kernel, rows in parallel;
-//! - pointwise (1×1, stride 1, no padding): a GEMM straight on the input, no unfolding;
+//! - pointwise (1×1, stride 1, no padding): with few input channels a direct kernel
+//!   (kernels/conv_pointwise.zig), else a GEMM straight on the input, no unfolding;
 //! - otherwise im2col + GEMM, in column blocks sized for L2, each worker unfolding its own
 //!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
 //! The epilogue (bias, activation, affine) is applied to each GEMM block while it is still in cache.
@@ -21,6 +22,7 @@ const gemm = @import("../kernels/gemm.zig");
 const gemm_native = @import("../kernels/gemm_native.zig");
 const build_options = @import("build_options");
 const kernels = @import("../kernels/conv.zig");
+const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 
@@ -272,6 +274,8 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     const data = operands.data(out, options.epilogue);
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
+    } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
+        try runPointwise(geometry, data);
     } else if (implicitScratch(geometry)) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
@@ -394,6 +398,36 @@ fn runDepthwisePlanes(geometry: Geometry, data: Data, workers: usize, per_plane:
     };
     const context: Context = .{ .geometry = geometry, .data = data, .workers = workers, .per_plane = per_plane, .scratch = scratch.values };
     try intra_op.parallelForTyped(0, workers, 1, &context, Context.body);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pointwise with few input channels: the direct kernel, column blocks in parallel.
+
+fn runPointwise(geometry: Geometry, data: Data) Error!void {
+    std.debug.assert(geometry.groups == 1 and isPointwise(geometry.window));
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+        blocks_per_image: usize,
+
+        /// Tasks [begin, end): column blocks of the images, image-major.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const n = g.window.gridPlane();
+            for (begin..end) |task| {
+                const image = task / context.blocks_per_image;
+                const column_begin = (task % context.blocks_per_image) * pointwise_kernels.block_columns;
+                const column_end = @min(n, column_begin + pointwise_kernels.block_columns);
+                const d = context.data;
+                pointwise_kernels.pointwise(d.weight, d.bias, d.epilogue, g.in_channels, d.input[image * g.in_channels * n ..][0 .. g.in_channels * n], n, column_begin, column_end, d.output[image * g.out_channels * n ..][0 .. g.out_channels * n]);
+            }
+        }
+    };
+    const n = geometry.window.gridPlane();
+    const blocks_per_image = std.math.divCeil(usize, n, pointwise_kernels.block_columns) catch unreachable;
+    const context: Context = .{ .geometry = geometry, .data = data, .blocks_per_image = blocks_per_image };
+    const work_per_block = geometry.out_channels * geometry.in_channels * pointwise_kernels.block_columns;
+    try intra_op.parallelForTyped(0, geometry.batch * blocks_per_image, parallel.grain(.medium, work_per_block), &context, Context.body);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -947,6 +981,10 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 64, .size = .{ 30, 30 }, .out_channels = 8, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 16, .size = .{ 5, 5 }, .out_channels = 80, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 48, .size = .{ 1, 300 }, .out_channels = 12, .kernel = .{ 1, 1 } },
+    // Pointwise through the direct kernel over several column blocks, and through the GEMM
+    // (more input channels than the direct kernel takes).
+    .{ .batch = 2, .in_channels = 16, .size = .{ 19, 23 }, .out_channels = 13, .kernel = .{ 1, 1 } },
+    .{ .batch = 2, .in_channels = 70, .size = .{ 3, 5 }, .out_channels = 6, .kernel = .{ 1, 1 } },
 };
 
 test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
