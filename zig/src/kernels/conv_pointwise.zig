@@ -66,53 +66,80 @@ pub fn pointwise(
             while (x < block_end) : (x += tile_columns) {
                 const columns = @min(tile_columns, block_end - x);
                 const target: Target = .{ .plain = .{ .output = output, .n = n, .x = x, .columns = columns } };
+                const operands: Operands = .{ .weight = weight, .row_stride = in_channels, .k_stride = 1, .bias = bias, .bias_shift = 0, .epilogue = epilogue };
                 if (x + tile_columns <= n) {
                     // Whole vectors of every input row (the block may end mid-tile: the
                     // extra columns are computed and not stored).
-                    dispatch(rows, weight[row * in_channels ..][0 .. rows * in_channels], in_channels, bias, row, epilogue, input[x..], n, target);
+                    dispatch(rows, operands, row, in_channels, input[x..], n, target);
                 } else {
                     // The image's last columns: a zero-padded copy, so no load runs past it.
-                    for (0..in_channels) |k| {
-                        const destination = tail[k * tile_columns ..][0..tile_columns];
-                        @memset(destination, 0);
-                        @memcpy(destination[0 .. n - x], input[k * n + x ..][0 .. n - x]);
-                    }
-                    dispatch(rows, weight[row * in_channels ..][0 .. rows * in_channels], in_channels, bias, row, epilogue, tail[0 .. in_channels * tile_columns], tile_columns, target);
+                    const padded = padTail(&tail, in_channels, input, n, x, n - x);
+                    dispatch(rows, operands, row, in_channels, padded, tile_columns, target);
                 }
             }
         }
     }
 }
 
+/// The `count` columns from x on of the K input rows (row stride n) in `tail`, zero-padded
+/// to whole tiles, so that no load runs past the input.
+fn padTail(tail: *[channels_max * tile_columns]f32, in_channels: usize, input: []const f32, n: usize, x: usize, count: usize) []const f32 {
+    std.debug.assert(count > 0 and count <= tile_columns);
+    for (0..in_channels) |k| {
+        const destination = tail[k * tile_columns ..][0..tile_columns];
+        @memset(destination, 0);
+        @memcpy(destination[0..count], input[k * n + x ..][0..count]);
+    }
+    return tail[0 .. in_channels * tile_columns];
+}
+
+/// The product's left operand, element (row r, input channel k) at r·row_stride +
+/// k·k_stride, and what follows the sum: bias[r >> bias_shift], the epilogue.
+const Operands = struct {
+    weight: []const f32,
+    row_stride: usize,
+    k_stride: usize,
+    bias: ?[]const f32,
+    bias_shift: u2,
+    epilogue: Epilogue,
+};
+
 /// Where a tile's results go.
 const Target = union(enum) {
     /// Rows of output [M, n], columns [x, x + columns).
     plain: struct { output: []f32, n: usize, x: usize, columns: usize },
+    /// Product row r = (channel, ky, kx) of input pixel (y, x + i) goes to output pixel
+    /// (2y + ky, 2(x + i) + kx) of that channel's plane: the 2×2, stride 2 transposed
+    /// convolution. `output` is one image's output, `width` its row length (2W).
+    upsample: struct { output: []f32, width: usize, plane: usize, y: usize, x: usize, columns: usize },
 };
 
-fn dispatch(rows: usize, weight: []const f32, in_channels: usize, bias: ?[]const f32, row: usize, epilogue: Epilogue, input: []const f32, stride: usize, target: Target) void {
+fn dispatch(rows: usize, operands: Operands, row: usize, in_channels: usize, input: []const f32, stride: usize, target: Target) void {
     switch (rows) {
-        inline 1...tile_rows => |r| tile(r, weight, in_channels, bias, row, epilogue, input, stride, target),
+        inline 1...tile_rows => |r| tile(r, operands, row, in_channels, input, stride, target),
         else => unreachable,
     }
 }
 
-/// One register tile: `rows` output rows (from `row` on) × tile_columns columns, summed over
-/// the K input rows (row stride `stride`) of `input`, then bias, epilogue and store.
-fn tile(comptime rows: usize, weight: []const f32, in_channels: usize, bias: ?[]const f32, row: usize, epilogue: Epilogue, input: []const f32, stride: usize, target: Target) void {
+/// One register tile: `rows` product rows (from `row` on) × tile_columns columns, summed
+/// over the K input rows (row stride `stride`) of `input`, then bias, epilogue and store.
+fn tile(comptime rows: usize, operands: Operands, row: usize, in_channels: usize, input: []const f32, stride: usize, target: Target) void {
     var sums: [rows][tile_vectors]V = undefined;
     inline for (0..rows) |r| {
-        const b: V = @splat(if (bias) |values| values[row + r] else 0);
+        const b: V = @splat(if (operands.bias) |values| values[(row + r) >> operands.bias_shift] else 0);
         inline for (0..tile_vectors) |v| sums[r][v] = b;
     }
+    const weight = operands.weight[row * operands.row_stride ..];
     for (0..in_channels) |k| {
         var loaded: [tile_vectors]V = undefined;
         inline for (0..tile_vectors) |v| loaded[v] = input[k * stride + v * lanes ..][0..lanes].*;
+        const column = weight[k * operands.k_stride ..];
         inline for (0..rows) |r| {
-            const w: V = @splat(weight[r * in_channels + k]);
+            const w: V = @splat(column[r * operands.row_stride]);
             inline for (0..tile_vectors) |v| sums[r][v] = @mulAdd(V, w, loaded[v], sums[r][v]);
         }
     }
+    const epilogue = operands.epilogue;
     switch (target) {
         .plain => |plain| inline for (0..rows) |r| {
             const destination = plain.output[(row + r) * plain.n + plain.x ..];
@@ -127,6 +154,97 @@ fn tile(comptime rows: usize, weight: []const f32, in_channels: usize, bias: ?[]
                 }
             }
         },
+        .upsample => |up| {
+            // Only upsample2 targets this, with whole (kx = 0, kx = 1) pairs.
+            if (rows % 2 != 0) unreachable;
+            // Rows come in (kx = 0, kx = 1) pairs: interleaved, they are 2·lanes
+            // consecutive outputs of one output row.
+            inline for (0..rows / 2) |pair| {
+                const r = row + 2 * pair;
+                const channel = r / 4;
+                const ky = (r / 2) % 2;
+                const destination = up.output[channel * up.plane + (2 * up.y + ky) * up.width + 2 * up.x ..];
+                inline for (0..tile_vectors) |v| {
+                    const even = epilogue.vector(sums[2 * pair][v]);
+                    const odd = epilogue.vector(sums[2 * pair + 1][v]);
+                    const halves = [2]V{ @shuffle(f32, even, odd, interleave(0)), @shuffle(f32, even, odd, interleave(lanes / 2)) };
+                    inline for (halves, 0..) |half, h| {
+                        const first = v * lanes + h * lanes / 2; // input column of the half's lane 0
+                        if (first + lanes / 2 <= up.columns) {
+                            destination[2 * first ..][0..lanes].* = half;
+                        } else if (first < up.columns) {
+                            const values: [lanes]f32 = half;
+                            @memcpy(destination[2 * first ..][0 .. 2 * (up.columns - first)], values[0 .. 2 * (up.columns - first)]);
+                        }
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// Shuffle mask interleaving lanes from..from + lanes/2 of two vectors: a0 b0 a1 b1 ….
+fn interleave(comptime from: usize) [lanes]i32 {
+    var mask: [lanes]i32 = undefined;
+    for (&mask, 0..) |*m, i| m.* = if (i % 2 == 0) @intCast(from + i / 2) else ~@as(i32, @intCast(from + i / 2));
+    return mask;
+}
+
+/// Whether `upsample2` computes this transposed convolution: kernel 2×2, stride 2, no
+/// padding, dilation or output padding, one group, few input channels.
+pub fn upsampleApplies(window: conv.Window, in_channels: usize, groups: usize, output_padding: [2]usize) bool {
+    for (0..2) |axis| {
+        if (window.kernel[axis] != 2 or window.stride[axis] != 2 or window.padding[axis] != 0) return false;
+        if (window.dilation[axis] != 1 or output_padding[axis] != 0) return false;
+    }
+    return groups == 1 and applies(in_channels);
+}
+
+/// Input rows [row_begin, row_end) of one image of a 2×2, stride 2 transposed convolution:
+/// output [C, 2H, 2W] from input [K, H, W] and weight [K, C, 2, 2] (read as the product's
+/// transposed left operand, rows (c, ky, kx)), bias per output channel, the epilogue.
+pub fn upsample2(
+    weight: []const f32,
+    bias: ?[]const f32,
+    epilogue: Epilogue,
+    in_channels: usize,
+    input: []const f32,
+    size: [2]usize,
+    row_begin: usize,
+    row_end: usize,
+    output: []f32,
+) void {
+    const rows_total = weight.len / in_channels; // 4 · out channels
+    const n = size[0] * size[1];
+    const width = size[1];
+    std.debug.assert(applies(in_channels) and rows_total % 4 == 0 and weight.len == rows_total * in_channels);
+    std.debug.assert(input.len == in_channels * n and output.len == rows_total * n);
+    std.debug.assert(row_begin <= row_end and row_end <= size[0]);
+    if (bias) |values| std.debug.assert(values.len * 4 == rows_total);
+    comptime std.debug.assert(tile_rows % 2 == 0);
+    const operands: Operands = .{ .weight = weight, .row_stride = 1, .k_stride = rows_total, .bias = bias, .bias_shift = 2, .epilogue = epilogue };
+    var tail: [channels_max * tile_columns]f32 = undefined;
+    for (row_begin..row_end) |y| {
+        var x: usize = 0;
+        while (x < width) : (x += tile_columns) {
+            const columns = @min(tile_columns, width - x);
+            const padded: ?[]const f32 = if (columns < tile_columns) padTail(&tail, in_channels, input, n, y * width + x, columns) else null;
+            var row: usize = 0;
+            while (row < rows_total) : (row += tile_rows) {
+                const rows = @min(tile_rows, rows_total - row);
+                const target: Target = .{ .upsample = .{ .output = output, .width = 2 * width, .plane = 4 * n, .y = y, .x = x, .columns = columns } };
+                switch (rows) {
+                    inline 2, 4, 6, 8, 10, 12 => |r| if (r <= tile_rows) {
+                        if (padded) |values| {
+                            tile(r, operands, row, in_channels, values, tile_columns, target);
+                        } else {
+                            tile(r, operands, row, in_channels, input[y * width + x ..], n, target);
+                        }
+                    } else unreachable,
+                    else => unreachable,
+                }
+            }
+        }
     }
 }
 
@@ -171,6 +289,38 @@ test "pointwise matches the direct convolution on awkward shapes, in column rang
         const split = n / 3;
         pointwise(weight, bias, epilogue, k, input, n, 0, split, got);
         pointwise(weight, bias, epilogue, k, input, n, split, n, got);
+        for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5 * @as(f32, @floatFromInt(k + 1)));
+    };
+}
+
+test "upsample2 matches the direct transposed convolution on awkward shapes, in row ranges" {
+    var prng = std.Random.DefaultPrng.init(42);
+    const random = prng.random();
+    const allocator = testing.allocator;
+    // (K, C, H, W): widths below, at and above a tile, channels not a multiple of the tile.
+    const cases = [_][4]usize{ .{ 1, 1, 1, 1 }, .{ 3, 5, 4, 7 }, .{ 24, 24, 5, 32 }, .{ 64, 7, 3, 45 }, .{ 5, 3, 6, 70 } };
+    for (cases) |case| for (conv.test_epilogues) |epilogue| {
+        const k, const c, const h, const w = case;
+        const input = try allocator.alloc(f32, k * h * w);
+        defer allocator.free(input);
+        const weight = try allocator.alloc(f32, k * c * 4);
+        defer allocator.free(weight);
+        const bias = try allocator.alloc(f32, c);
+        defer allocator.free(bias);
+        const expected = try allocator.alloc(f32, c * 4 * h * w);
+        defer allocator.free(expected);
+        const got = try allocator.alloc(f32, expected.len);
+        defer allocator.free(got);
+        for ([_][]f32{ input, weight, bias }) |values| for (values) |*x| {
+            x.* = random.float(f32) * 2 - 1;
+        };
+        const window: conv.Window = .{ .image = .{ 2 * h, 2 * w }, .grid = .{ h, w }, .kernel = .{ 2, 2 }, .stride = .{ 2, 2 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } };
+        try testing.expect(upsampleApplies(window, k, 1, .{ 0, 0 }));
+        const geometry: conv.Geometry = .{ .batch = 1, .in_channels = k, .out_channels = c, .groups = 1, .window = window };
+        conv.referenceTranspose(geometry, input, weight, bias, epilogue, expected);
+        @memset(got, std.math.nan(f32));
+        upsample2(weight, bias, epilogue, k, input, .{ h, w }, 0, h / 2, got);
+        upsample2(weight, bias, epilogue, k, input, .{ h, w }, h / 2, h, got);
         for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5 * @as(f32, @floatFromInt(k + 1)));
     };
 }

@@ -10,7 +10,9 @@
 //!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
 //! The epilogue (bias, activation, affine) is applied to each GEMM block while it is still in cache.
 //!
-//! conv_transpose2d is a GEMM (weightᵀ · input) into column blocks and a col2im scatter.
+//! conv_transpose2d is a GEMM (weightᵀ · input) into column blocks and a col2im scatter;
+//! with a 2×2 kernel of stride 2 and few input channels, a direct kernel that stores each
+//! product in place (kernels/conv_pointwise.zig), no scatter.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
@@ -294,7 +296,13 @@ pub fn convTranspose2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options:
     const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
     errdefer out.release();
     if (out.numel() == 0) return out;
-    try runTransposed(geometry, operands.data(out, options.epilogue));
+    // Validated non-negative by transposeGeometry.
+    const output_padding: [2]usize = .{ @intCast(options.output_padding[0]), @intCast(options.output_padding[1]) };
+    if (pointwise_kernels.upsampleApplies(geometry.window, geometry.in_channels, geometry.groups, output_padding)) {
+        try runUpsample(geometry, operands.data(out, options.epilogue));
+    } else {
+        try runTransposed(geometry, operands.data(out, options.epilogue));
+    }
     return out;
 }
 
@@ -798,6 +806,39 @@ fn runTransposed(geometry: Geometry, data: Data) Error!void {
     };
 }
 
+/// The 2×2, stride 2 transposed convolution with few input channels: each input pixel
+/// writes its own 2×2 output block, so the direct kernel stores the product in place
+/// (kernels/conv_pointwise.zig), input rows in parallel.
+fn runUpsample(geometry: Geometry, data: Data) Error!void {
+    const window = geometry.window;
+    std.debug.assert(window.image[0] == 2 * window.grid[0] and window.image[1] == 2 * window.grid[1]);
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+
+        /// Input rows [begin, end) of the stacked images, one image's share at a time.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const w = g.window;
+            const d = context.data;
+            const n = w.gridPlane();
+            var row = begin;
+            while (row < end) {
+                const image = row / w.grid[0];
+                const y = row % w.grid[0];
+                const rows = @min(end - row, w.grid[0] - y);
+                const input = d.input[image * g.in_channels * n ..][0 .. g.in_channels * n];
+                const output = d.output[image * g.out_channels * w.imagePlane() ..][0 .. g.out_channels * w.imagePlane()];
+                pointwise_kernels.upsample2(d.weight, d.bias, d.epilogue, g.in_channels, input, w.grid, y, y + rows, output);
+                row += rows;
+            }
+        }
+    };
+    const context: Context = .{ .geometry = geometry, .data = data };
+    const work_per_row = 4 * geometry.out_channels * geometry.in_channels * window.grid[1];
+    try intra_op.parallelForTyped(0, geometry.batch * window.grid[0], parallel.grain(.medium, work_per_row), &context, Context.body);
+}
+
 const TransposedContext = struct {
     geometry: Geometry,
     data: Data,
@@ -1004,6 +1045,12 @@ const transpose_cases = [_]Case{
     .{ .batch = 3, .in_channels = 5, .size = .{ 6, 6 }, .out_channels = 5, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .output_padding = .{ 1, 1 }, .groups = 5 } },
     .{ .batch = 1, .in_channels = 7, .size = .{ 3, 11 }, .out_channels = 3, .kernel = .{ 1, 1 } },
     .{ .batch = 1, .in_channels = 32, .size = .{ 24, 24 }, .out_channels = 9, .kernel = .{ 4, 4 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
+    // 2×2 stride 2: the direct upsampling kernel (batch 2, odd sizes), and with output
+    // padding, groups or many input channels the GEMM and scatter.
+    .{ .batch = 2, .in_channels = 5, .size = .{ 7, 37 }, .out_channels = 6, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 } } },
+    .{ .batch = 1, .in_channels = 4, .size = .{ 3, 5 }, .out_channels = 2, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 }, .output_padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 4, .size = .{ 3, 5 }, .out_channels = 6, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 }, .groups = 2 } },
+    .{ .batch = 1, .in_channels = 70, .size = .{ 3, 5 }, .out_channels = 3, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 } } },
 };
 
 test "conv_transpose2d matches the direct reference on awkward shapes, 1 and 2 threads" {
