@@ -364,22 +364,22 @@ const buffered_vectors = 8;
 /// `phase_len` floats, phase p holding padded columns p, p + stride, p + 2·stride, …, so
 /// that tap kx of output x reads phase (kx·d mod s) at x + ⌊kx·d / s⌋: a contiguous run
 /// for every stride, no gathers in the inner loop.
-const PhasedRow = struct {
+pub const PhasedRow = struct {
     phase_len: usize,
     stride: usize,
 
-    fn of(window: Window) PhasedRow {
+    pub fn of(window: Window) PhasedRow {
         const blocks = std.math.divCeil(usize, window.grid[1], lanes) catch unreachable;
         const reach = (window.kernel[1] - 1) * window.dilation[1] / window.stride[1];
         return .{ .phase_len = blocks * lanes + reach, .stride = window.stride[1] };
     }
 
-    fn len(row: PhasedRow) usize {
+    pub fn len(row: PhasedRow) usize {
         return row.phase_len * row.stride;
     }
 
     /// Offset in a buffered row of tap kx's run.
-    fn tapOffset(row: PhasedRow, window: Window, kx: usize) usize {
+    pub fn tapOffset(row: PhasedRow, window: Window, kx: usize) usize {
         const shift = kx * window.dilation[1];
         return (shift % row.stride) * row.phase_len + shift / row.stride;
     }
@@ -442,7 +442,7 @@ pub fn depthwiseRowsBuffered(window: Window, plane: []const f32, weights: []cons
 
 /// The slot of the ring holding padded row `wanted`, or the one to refill with it: a slot
 /// whose row the current output row (kernel rows top, top + dilation, …) does not read.
-fn bufferedSlot(tags: []const usize, top: usize, dilation: usize, wanted: usize) usize {
+pub fn bufferedSlot(tags: []const usize, top: usize, dilation: usize, wanted: usize) usize {
     for (tags, 0..) |tag, slot| if (tag == wanted) return slot;
     for (tags, 0..) |tag, slot| {
         const needed = tag != std.math.maxInt(usize) and tag >= top and (tag - top) % dilation == 0 and (tag - top) / dilation < tags.len;
@@ -454,7 +454,7 @@ fn bufferedSlot(tags: []const usize, top: usize, dilation: usize, wanted: usize)
 
 /// Padded input row `padded_row` of `plane`, split into phases: phase p, index j holds
 /// padded column p + j·stride (zero in the padding and past the image).
-fn fillPhases(window: Window, plane: []const f32, padded_row: usize, layout: PhasedRow, target: []f32) void {
+pub fn fillPhases(window: Window, plane: []const f32, padded_row: usize, layout: PhasedRow, target: []f32) void {
     std.debug.assert(target.len == layout.len());
     const pad_top = window.padding[0];
     if (padded_row < pad_top or padded_row - pad_top >= window.image[0]) {

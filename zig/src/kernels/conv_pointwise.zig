@@ -114,16 +114,34 @@ const Target = union(enum) {
     upsample: struct { output: []f32, width: usize, plane: usize, y: usize, x: usize, columns: usize },
 };
 
+/// Where the tile finds input row k: at k·stride, or at offsets[k] (the buffered rows of
+/// smallConvRows).
+const Rows = union(enum) {
+    strided: usize,
+    table: []const usize,
+
+    fn at(rows: Rows, k: usize) usize {
+        return switch (rows) {
+            .strided => |stride| k * stride,
+            .table => |offsets| offsets[k],
+        };
+    }
+};
+
 fn dispatch(rows: usize, operands: Operands, row: usize, in_channels: usize, input: []const f32, stride: usize, target: Target) void {
+    dispatchRows(rows, operands, row, in_channels, input, .{ .strided = stride }, target);
+}
+
+fn dispatchRows(rows: usize, operands: Operands, row: usize, in_channels: usize, input: []const f32, input_rows: Rows, target: Target) void {
     switch (rows) {
-        inline 1...tile_rows => |r| tile(r, operands, row, in_channels, input, stride, target),
+        inline 1...tile_rows => |r| tile(r, operands, row, in_channels, input, input_rows, target),
         else => unreachable,
     }
 }
 
 /// One register tile: `rows` product rows (from `row` on) × tile_columns columns, summed
 /// over the K input rows (row stride `stride`) of `input`, then bias, epilogue and store.
-fn tile(comptime rows: usize, operands: Operands, row: usize, in_channels: usize, input: []const f32, stride: usize, target: Target) void {
+fn tile(comptime rows: usize, operands: Operands, row: usize, in_channels: usize, input: []const f32, input_rows: Rows, target: Target) void {
     var sums: [rows][tile_vectors]V = undefined;
     inline for (0..rows) |r| {
         const b: V = @splat(if (operands.bias) |values| values[(row + r) >> operands.bias_shift] else 0);
@@ -132,7 +150,8 @@ fn tile(comptime rows: usize, operands: Operands, row: usize, in_channels: usize
     const weight = operands.weight[row * operands.row_stride ..];
     for (0..in_channels) |k| {
         var loaded: [tile_vectors]V = undefined;
-        inline for (0..tile_vectors) |v| loaded[v] = input[k * stride + v * lanes ..][0..lanes].*;
+        const source = input[input_rows.at(k)..][0..tile_columns];
+        inline for (0..tile_vectors) |v| loaded[v] = source[v * lanes ..][0..lanes].*;
         const column = weight[k * operands.k_stride ..];
         inline for (0..rows) |r| {
             const w: V = @splat(column[r * operands.row_stride]);
@@ -190,6 +209,83 @@ fn interleave(comptime from: usize) [lanes]i32 {
     return mask;
 }
 
+/// Floats of stack scratch smallConvRows may use (32 KiB): its buffered input rows.
+const small_buffer_floats = 8192;
+
+/// The buffered row layout of smallConvRows: phases padded to whole tiles, so that a tile's
+/// last vector never reads past its phase.
+fn smallLayout(window: conv.Window) conv.PhasedRow {
+    const tiles = std.math.divCeil(usize, window.grid[1], tile_columns) catch unreachable;
+    const reach = (window.kernel[1] - 1) * window.dilation[1] / window.stride[1];
+    return .{ .phase_len = tiles * tile_columns + reach, .stride = window.stride[1] };
+}
+
+/// Whether smallConvRows computes this (ungrouped) convolution: in_channels · kh · kw at
+/// most channels_max (a network's first layer on RGB), its buffered rows on the stack.
+pub fn smallApplies(window: conv.Window, in_channels: usize) bool {
+    const depth = in_channels * window.taps();
+    if (depth == 0 or depth > channels_max) return false;
+    return in_channels * window.kernel[0] * smallLayout(window).len() <= small_buffer_floats;
+}
+
+/// Output rows [row_begin, row_end) of one image of a convolution with few input channels:
+/// an implicit GEMM of weight [M, C·kh·kw] with the unfolded input, its rows (c, ky, kx)
+/// read in place from a ring of zero-padded input rows split into stride phases (the
+/// buffered rows of kernels/conv.zig's depthwise path), so that nothing is unfolded and
+/// every tap is a contiguous run. `input` is the image's [C, H, W], `output` its [M, OH, OW].
+pub fn smallConvRows(
+    window: conv.Window,
+    in_channels: usize,
+    input: []const f32,
+    weight: []const f32,
+    bias: ?[]const f32,
+    epilogue: Epilogue,
+    row_begin: usize,
+    row_end: usize,
+    output: []f32,
+) void {
+    const depth = in_channels * window.taps();
+    const m = weight.len / @max(depth, 1);
+    const plane = window.imagePlane();
+    const grid_plane = window.gridPlane();
+    std.debug.assert(smallApplies(window, in_channels) and weight.len == m * depth);
+    std.debug.assert(input.len == in_channels * plane and output.len == m * grid_plane);
+    std.debug.assert(row_begin <= row_end and row_end <= window.grid[0]);
+    const layout = smallLayout(window);
+    const row_len = layout.len();
+    const kernel_h = window.kernel[0];
+    const kernel_w = window.kernel[1];
+    var buffer: [small_buffer_floats]f32 = undefined;
+    var tags: [channels_max]usize = @splat(std.math.maxInt(usize));
+    var offsets: [channels_max]usize = undefined;
+    const operands: Operands = .{ .weight = weight, .row_stride = depth, .k_stride = 1, .bias = bias, .bias_shift = 0, .epilogue = epilogue };
+    const out_w = window.grid[1];
+    for (row_begin..row_end) |oy| {
+        const top = oy * window.stride[0];
+        for (0..in_channels) |c| {
+            const ring = tags[c * kernel_h ..][0..kernel_h];
+            for (0..kernel_h) |ky| {
+                const wanted = top + ky * window.dilation[0];
+                const slot = conv.bufferedSlot(ring, top, window.dilation[0], wanted);
+                const base = (c * kernel_h + slot) * row_len;
+                if (ring[slot] != wanted) {
+                    ring[slot] = wanted;
+                    conv.fillPhases(window, input[c * plane ..][0..plane], wanted, layout, buffer[base..][0..row_len]);
+                }
+                for (0..kernel_w) |kx| offsets[(c * kernel_h + ky) * kernel_w + kx] = base + layout.tapOffset(window, kx);
+            }
+        }
+        var x: usize = 0;
+        while (x < out_w) : (x += tile_columns) {
+            const target: Target = .{ .plain = .{ .output = output, .n = grid_plane, .x = oy * out_w + x, .columns = @min(tile_columns, out_w - x) } };
+            var row: usize = 0;
+            while (row < m) : (row += tile_rows) {
+                dispatchRows(@min(tile_rows, m - row), operands, row, depth, buffer[x..], .{ .table = offsets[0..depth] }, target);
+            }
+        }
+    }
+}
+
 /// Whether `upsample2` computes this transposed convolution: kernel 2×2, stride 2, no
 /// padding, dilation or output padding, one group, few input channels.
 pub fn upsampleApplies(window: conv.Window, in_channels: usize, groups: usize, output_padding: [2]usize) bool {
@@ -236,9 +332,9 @@ pub fn upsample2(
                 switch (rows) {
                     inline 2, 4, 6, 8, 10, 12 => |r| if (r <= tile_rows) {
                         if (padded) |values| {
-                            tile(r, operands, row, in_channels, values, tile_columns, target);
+                            tile(r, operands, row, in_channels, values, .{ .strided = tile_columns }, target);
                         } else {
-                            tile(r, operands, row, in_channels, input[y * width + x ..], n, target);
+                            tile(r, operands, row, in_channels, input[y * width + x ..], .{ .strided = n }, target);
                         }
                     } else unreachable,
                     else => unreachable,
@@ -322,5 +418,46 @@ test "upsample2 matches the direct transposed convolution on awkward shapes, in 
         upsample2(weight, bias, epilogue, k, input, .{ h, w }, 0, h / 2, got);
         upsample2(weight, bias, epilogue, k, input, .{ h, w }, h / 2, h, got);
         for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5 * @as(f32, @floatFromInt(k + 1)));
+    };
+}
+
+test "smallConvRows matches the direct convolution on awkward shapes, in row ranges" {
+    var prng = std.Random.DefaultPrng.init(43);
+    const random = prng.random();
+    const allocator = testing.allocator;
+    const Case = struct { channels: usize, out: usize, image: [2]usize, kernel: [2]usize, stride: [2]usize = .{ 1, 1 }, padding: [2]usize = .{ 0, 0 }, dilation: [2]usize = .{ 1, 1 } };
+    const cases = [_]Case{
+        // An RGB stem (3×3 stride 2, odd input), a 7×7 one, one channel, a dilated strided one.
+        .{ .channels = 3, .out = 16, .image = .{ 9, 67 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 } },
+        .{ .channels = 1, .out = 13, .image = .{ 11, 40 }, .kernel = .{ 7, 7 }, .stride = .{ 2, 2 }, .padding = .{ 3, 3 } },
+        .{ .channels = 2, .out = 5, .image = .{ 1, 1 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 } },
+        .{ .channels = 4, .out = 25, .image = .{ 10, 33 }, .kernel = .{ 3, 3 }, .stride = .{ 1, 2 }, .padding = .{ 2, 1 }, .dilation = .{ 2, 2 } },
+        .{ .channels = 7, .out = 3, .image = .{ 6, 20 }, .kernel = .{ 3, 3 }, .stride = .{ 3, 3 }, .padding = .{ 1, 0 } },
+    };
+    for (cases) |case| for (conv.test_epilogues) |epilogue| {
+        var grid: [2]usize = undefined;
+        for (0..2) |axis| grid[axis] = (case.image[axis] + 2 * case.padding[axis] - case.dilation[axis] * (case.kernel[axis] - 1) - 1) / case.stride[axis] + 1;
+        const window: conv.Window = .{ .image = case.image, .grid = grid, .kernel = case.kernel, .stride = case.stride, .padding = case.padding, .dilation = case.dilation };
+        try testing.expect(smallApplies(window, case.channels));
+        const depth = case.channels * window.taps();
+        const input = try allocator.alloc(f32, case.channels * window.imagePlane());
+        defer allocator.free(input);
+        const weight = try allocator.alloc(f32, case.out * depth);
+        defer allocator.free(weight);
+        const bias = try allocator.alloc(f32, case.out);
+        defer allocator.free(bias);
+        const expected = try allocator.alloc(f32, case.out * window.gridPlane());
+        defer allocator.free(expected);
+        const got = try allocator.alloc(f32, expected.len);
+        defer allocator.free(got);
+        for ([_][]f32{ input, weight, bias }) |values| for (values) |*x| {
+            x.* = random.float(f32) * 2 - 1;
+        };
+        const geometry: conv.Geometry = .{ .batch = 1, .in_channels = case.channels, .out_channels = case.out, .groups = 1, .window = window };
+        conv.reference(geometry, input, weight, bias, epilogue, expected);
+        @memset(got, std.math.nan(f32));
+        smallConvRows(window, case.channels, input, weight, bias, epilogue, 0, grid[0] / 2, got);
+        smallConvRows(window, case.channels, input, weight, bias, epilogue, grid[0] / 2, grid[0], got);
+        for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5 * @as(f32, @floatFromInt(depth + 1)));
     };
 }

@@ -6,6 +6,8 @@
 //! - depthwise (one input channel per group): a direct vectorised kernel, rows in parallel;
 //! - pointwise (1×1, stride 1, no padding): with few input channels a direct kernel
 //!   (kernels/conv_pointwise.zig), else a GEMM straight on the input, no unfolding;
+//! - few input channels (in · kh · kw ≤ 64, an RGB stem): a direct kernel on buffered input
+//!   rows (kernels/conv_pointwise.zig);
 //! - otherwise im2col + GEMM, in column blocks sized for L2, each worker unfolding its own
 //!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
 //! The epilogue (bias, activation, affine) is applied to each GEMM block while it is still in cache.
@@ -278,6 +280,8 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
         try runDepthwise(geometry, data);
     } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
         try runPointwise(geometry, data);
+    } else if (geometry.groups == 1 and pointwise_kernels.smallApplies(geometry.window, geometry.in_channels)) {
+        try runSmall(geometry, data);
     } else if (implicitScratch(geometry)) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
@@ -436,6 +440,37 @@ fn runPointwise(geometry: Geometry, data: Data) Error!void {
     const context: Context = .{ .geometry = geometry, .data = data, .blocks_per_image = blocks_per_image };
     const work_per_block = geometry.out_channels * geometry.in_channels * pointwise_kernels.block_columns;
     try intra_op.parallelForTyped(0, geometry.batch * blocks_per_image, parallel.grain(.medium, work_per_block), &context, Context.body);
+}
+
+/// A convolution with few input channels (in · kh · kw ≤ 64: a network's first layer on
+/// RGB) through the direct kernel, output rows of the stacked images in parallel.
+fn runSmall(geometry: Geometry, data: Data) Error!void {
+    std.debug.assert(geometry.groups == 1);
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+
+        /// Output rows [begin, end) of the stacked images, one image's share at a time.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const w = g.window;
+            const d = context.data;
+            var row = begin;
+            while (row < end) {
+                const image = row / w.grid[0];
+                const oy = row % w.grid[0];
+                const rows = @min(end - row, w.grid[0] - oy);
+                const input = d.input[image * g.in_channels * w.imagePlane() ..][0 .. g.in_channels * w.imagePlane()];
+                const output = d.output[image * g.out_channels * w.gridPlane() ..][0 .. g.out_channels * w.gridPlane()];
+                pointwise_kernels.smallConvRows(w, g.in_channels, input, d.weight, d.bias, d.epilogue, oy, oy + rows, output);
+                row += rows;
+            }
+        }
+    };
+    const window = geometry.window;
+    const context: Context = .{ .geometry = geometry, .data = data };
+    const work_per_row = geometry.out_channels * geometry.in_channels * window.taps() * window.grid[1];
+    try intra_op.parallelForTyped(0, geometry.batch * window.grid[0], parallel.grain(.medium, work_per_row), &context, Context.body);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1022,6 +1057,8 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 64, .size = .{ 30, 30 }, .out_channels = 8, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 16, .size = .{ 5, 5 }, .out_channels = 80, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 48, .size = .{ 1, 300 }, .out_channels = 12, .kernel = .{ 1, 1 } },
+    // Strided with more input taps than the direct small kernel takes: im2col + GEMM.
+    .{ .batch = 2, .in_channels = 9, .size = .{ 11, 13 }, .out_channels = 10, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
     // Pointwise through the direct kernel over several column blocks, and through the GEMM
     // (more input channels than the direct kernel takes).
     .{ .batch = 2, .in_channels = 16, .size = .{ 19, 23 }, .out_channels = 13, .kernel = .{ 1, 1 } },
