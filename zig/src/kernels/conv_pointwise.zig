@@ -330,7 +330,9 @@ pub fn upsample2(
                 const rows = @min(tile_rows, rows_total - row);
                 const target: Target = .{ .upsample = .{ .output = output, .width = 2 * width, .plane = 4 * n, .y = y, .x = x, .columns = columns } };
                 switch (rows) {
-                    inline 2, 4, 6, 8, 10, 12 => |r| if (r <= tile_rows) {
+                    // Rows come in whole (kx = 0, kx = 1) pairs: 4 · channels rows, tiles of an
+                    // even height.
+                    inline 1...tile_rows => |r| if (r % 2 == 0) {
                         if (padded) |values| {
                             tile(r, operands, row, in_channels, values, .{ .strided = tile_columns }, target);
                         } else {
