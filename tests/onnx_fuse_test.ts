@@ -214,3 +214,59 @@ Deno.test("fuse: gemm + a constant row becomes the gemm's bias; other adds stay"
   using x = randn([2, 5, 3], { seed: 6 });
   assert.deepEqual(checkFused(source, x, shape), ["gemm", "gemm", "add"]);
 });
+
+Deno.test("fuse: grouped conv_transpose2d → add of a per-channel constant → batch_norm → relu becomes one conv_transpose2d", () => {
+  // 4 → 6 channels in 2 groups, kernel 2, stride 2 (PP-OCR's DB head, grouped for coverage).
+  const source = program([2, 4, 3, 5], [
+    { shape: [4, 3, 2, 2], values: wave(48, 20) },
+    { shape: [1, 6, 1, 1], values: wave(6, 21) }, // the bias, added after the op
+    { shape: [6], values: wave(6, 22) }, // mean
+    { shape: [6], values: wave(6, 23).map((v) => v * v + 0.5) }, // variance
+    { shape: [6], values: wave(6, 24).map((v) => v + 1) }, // γ
+    { shape: [6], values: wave(6, 25) }, // β
+  ], [
+    { op: "conv_transpose2d", inputs: [0, 1], outputs: [7], params: { stride: [2, 2], groups: 2 } },
+    { op: "add", inputs: [7, 2], outputs: [8] },
+    {
+      op: "batch_norm",
+      inputs: [8, 3, 4, 5, 6],
+      outputs: [9],
+      params: { eps: 1e-5, has_weight: true, has_bias: true },
+    },
+    { op: "relu", inputs: [9], outputs: [10] },
+  ], [10]);
+  const shape = (value: number) => (value === 7 || value === 8 ? [2, 6, 6, 10] : undefined);
+  using x = randn([2, 4, 3, 5], { seed: 7 });
+  assert.deepEqual(checkFused(source, x, shape), ["conv_transpose2d"]);
+});
+
+Deno.test("fuse: a per-channel add that would grow the output, or is not per channel, stays", () => {
+  const source = program([3, 5, 4], [
+    { shape: [2, 3, 1, 1], values: wave(6, 26) },
+    { shape: [1, 2, 1, 1], values: wave(2, 27) }, // 4-D: would make the 3-D output 4-D
+    { shape: [1, 2, 5, 1], values: wave(10, 28) }, // per row: not a bias
+  ], [
+    { op: "conv2d", inputs: [0, 1], outputs: [4] },
+    { op: "add", inputs: [4, 2], outputs: [5] },
+    { op: "conv2d", inputs: [0, 1], outputs: [6] },
+    { op: "add", inputs: [3, 6], outputs: [7] },
+  ], [5, 7]);
+  const shape = (value: number) => (value === 4 || value === 6 ? [2, 5, 4] : undefined);
+  using x = randn([3, 5, 4], { seed: 8 });
+  assert.deepEqual(checkFused(source, x, shape), ["conv2d", "add", "conv2d", "add"]);
+});
+
+Deno.test("fuse: x + x·gate with a per-channel gate becomes x·(gate + 1)", () => {
+  const source = program([2, 3, 4, 5], [], [
+    { op: "mean", inputs: [0], outputs: [1], params: { dims: [2, 3], keepdim: true } },
+    { op: "hard_sigmoid", inputs: [1], outputs: [2], params: { alpha: 0.2, beta: 0.5 } },
+    { op: "mul", inputs: [0, 2], outputs: [3] },
+    { op: "add", inputs: [3, 0], outputs: [4] },
+    // Same-size operands: nothing to gain, left alone.
+    { op: "mul", inputs: [4, 0], outputs: [5] },
+    { op: "add", inputs: [4, 5], outputs: [6] },
+  ], [6]);
+  const shape = (value: number) => (value === 1 || value === 2 ? [2, 3, 1, 1] : [2, 3, 4, 5]);
+  using x = randn([2, 3, 4, 5], { seed: 9 });
+  assert.deepEqual(checkFused(source, x, shape), ["mean", "hard_sigmoid", "add", "mul", "mul", "add"]);
+});

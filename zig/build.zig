@@ -198,7 +198,10 @@ fn addBench(
 /// `zig build STEP` runs `exe` and installs it into zig-out/bin.
 fn addRunStep(b: *std.Build, exe: *std.Build.Step.Compile, step_name: []const u8, description: []const u8) void {
     const step = b.step(step_name, description);
-    step.dependOn(&b.addRunArtifact(exe).step);
+    const run = b.addRunArtifact(exe);
+    // `zig build bench-conv -- det` passes "det" on to the benchmark.
+    if (b.args) |args| run.addArgs(args);
+    step.dependOn(&run.step);
     step.dependOn(&b.addInstallArtifact(exe, .{}).step);
 }
 

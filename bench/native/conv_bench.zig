@@ -5,7 +5,8 @@
 //! The depthwise layer is compared with a dense GEMM of the same FLOP count (M = channels,
 //! K = 9), since its own per-channel GEMMs (M = 1) would flatter it.
 //!
-//!   cd zig && zig build bench-conv        (ReleaseFast)
+//!   cd zig && zig build bench-conv [-- FILTER]   (ReleaseFast; FILTER keeps the layers whose
+//!                                                name contains it, e.g. "det" or "dw")
 //!
 //! Figures are medians over repetitions; on a shared machine they are noisy.
 const std = @import("std");
@@ -54,6 +55,15 @@ const layers = [_]Layer{
     .{ .name = "r50 1x1 1024->256 @14", .in_channels = 1024, .out_channels = 256, .size = 14, .kernel = 1 },
     .{ .name = "r50 1x1 2048->512 @7", .in_channels = 2048, .out_channels = 512, .size = 7, .kernel = 1 },
     .{ .name = "dw 3x3 128ch @56", .in_channels = 128, .out_channels = 128, .size = 56, .kernel = 3, .padding = 1, .groups = 128 },
+    // PaddleOCR det (640×640 input): its slowest layers in bench/results/layers_det.txt.
+    .{ .name = "det stem 3x3/2 3->16 @640", .in_channels = 3, .out_channels = 16, .size = 640, .kernel = 3, .stride = 2, .padding = 1 },
+    .{ .name = "det dw 3x3 16ch @320", .in_channels = 16, .out_channels = 16, .size = 320, .kernel = 3, .padding = 1, .groups = 16 },
+    .{ .name = "det dw 3x3/2 32ch @320", .in_channels = 32, .out_channels = 32, .size = 320, .kernel = 3, .stride = 2, .padding = 1, .groups = 32 },
+    .{ .name = "det dw 3x3 48ch @160", .in_channels = 48, .out_channels = 48, .size = 160, .kernel = 3, .padding = 1, .groups = 48 },
+    .{ .name = "det 1x1 16->32 @320", .in_channels = 16, .out_channels = 32, .size = 320, .kernel = 1 },
+    .{ .name = "det 1x1 12->96 @160", .in_channels = 12, .out_channels = 96, .size = 160, .kernel = 1 },
+    .{ .name = "det 1x1 48->48 @160", .in_channels = 48, .out_channels = 48, .size = 160, .kernel = 1 },
+    .{ .name = "det 3x3 96->24 @160", .in_channels = 96, .out_channels = 24, .size = 160, .kernel = 3, .padding = 1 },
 };
 
 fn nowNs() u64 {
@@ -110,7 +120,14 @@ pub fn main() !void {
     try out.print("== conv2d vs GEMM of the same M x N x K, batch 1 (GFLOPS, medians; noisy on a shared machine)\n", .{});
     try out.print("{s:<28} {s:>16} {s:>3} {s:>9} {s:>9} {s:>9} {s:>7}\n", .{ "layer", "M x N x K", "thr", "conv ms", "conv GF/s", "gemm GF/s", "ratio" });
     var ratio_product: [2]f64 = .{ 1, 1 };
+    // An optional argument keeps only the layers whose name contains it ("det", "dw").
+    var args = std.process.args();
+    _ = args.skip();
+    const filter = args.next() orelse "";
+    var count_run: usize = 0;
     for (layers) |layer| {
+        if (std.mem.indexOf(u8, layer.name, filter) == null) continue;
+        count_run += 1;
         const x = try randomTensor(random, &.{ 1, layer.in_channels, layer.size, layer.size });
         defer x.release();
         const weight = try randomTensor(random, &.{ layer.out_channels, layer.in_channels / layer.groups, layer.kernel, layer.kernel });
@@ -150,7 +167,7 @@ pub fn main() !void {
             try out.flush();
         }
     }
-    const count: f64 = @floatFromInt(layers.len);
+    const count: f64 = @floatFromInt(@max(count_run, 1));
     try out.print("geometric mean ratio: {d:.2} at 1 thread, {d:.2} at 2 threads\n", .{
         std.math.pow(f64, ratio_product[0], 1 / count),
         std.math.pow(f64, ratio_product[1], 1 / count),

@@ -5,8 +5,9 @@
  * - `x · clamp(x + 3, 0, 6) / 6` and `x · hard_sigmoid(x)` (α = 1/6, β = 1/2) → `hard_swish(x)`;
  * - a scalar affine (`mul`, `add`, `sub`, `div` by a constant) right after a convolution
  *   without activation → folded into the convolution's weights and bias;
- * - `batch_norm` with constant statistics right after such a conv2d → folded into its weights
- *   and bias;
+ * - `batch_norm` with constant statistics, or an `add` of a per-channel constant, right after
+ *   such a convolution → folded into its weights and bias;
+ * - `x + x · g` with a gate g smaller than x (squeeze-and-excitation) → `x · (g + 1)`;
  * - `relu` or `hard_swish` right after such a convolution → its fused activation;
  * - a scalar affine after a convolution with an activation → its post-activation scale and
  *   shift (PaddleOCR's "learnable affine blocks");
@@ -212,13 +213,26 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: GraphHi
       }
     }
     if (node.op === "batch_norm") {
-      const conv = index.soleUse(inputs[0], "conv2d");
+      const conv = index.soleUse(inputs[0], "conv2d") ?? index.soleUse(inputs[0], "conv_transpose2d");
       if (conv !== undefined && !removed.has(conv) && foldBatchNorm(source, graph, index, conv, node)) {
         absorb(conv, node);
         continue;
       }
     }
     if (node.op === "add" && inputs.length === 2) {
+      const channelBias = [[0, 1], [1, 0]].find(([p, c]) => {
+        const conv = index.soleUse(inputs[p]);
+        return conv !== undefined && !removed.has(conv) && isConvolution(conv) &&
+          foldChannelBias(source, graph, index, conv, inputs[c], hints);
+      });
+      if (channelBias !== undefined) {
+        absorb(index.producer.get(inputs[channelBias[0]])!, node);
+        continue;
+      }
+      if (gatedResidual(index, removed, node, hints)) {
+        count++;
+        continue;
+      }
       const bias = [[0, 1], [1, 0]].find(([p, c]) => {
         const product = index.soleUse(inputs[p], "gemm") ?? index.soleUse(inputs[p], "mm") ??
           index.soleUse(inputs[p], "matmul");
@@ -291,6 +305,106 @@ function bareEpilogue(conv: NodeDescription): boolean {
 }
 
 /**
+ * The output channels of a convolution with a weight of `shape`: conv2d's weight is
+ * [out, in / groups, kh, kw], conv_transpose2d's [in, out / groups, kh, kw].
+ */
+function outputChannels(conv: NodeDescription, shape: readonly number[]): number {
+  return conv.op === "conv2d" ? shape[0] : shape[1] * (param(conv, "groups") as number);
+}
+
+/** Multiplies every weight of output channel c of a 4-D convolution weight by factors[c]. */
+function scaleOutputChannels(
+  conv: NodeDescription,
+  weight: { data: Float32Array; shape: number[] },
+  factors: Float32Array,
+) {
+  const [first, second, kh, kw] = weight.shape;
+  const taps = kh * kw;
+  if (conv.op === "conv2d") {
+    const perChannel = second * taps;
+    for (let c = 0; c < first; c++) {
+      for (let k = 0; k < perChannel; k++) weight.data[c * perChannel + k] *= factors[c];
+    }
+    return;
+  }
+  // conv_transpose2d: input channel i of group ⌊i / (in / groups)⌋ feeds outputs
+  // group · (out / groups) + j through weight[i, j].
+  const perGroup = first / (param(conv, "groups") as number);
+  for (let i = 0; i < first; i++) {
+    const base = Math.floor(i / perGroup) * second;
+    for (let j = 0; j < second; j++) {
+      const at = (i * second + j) * taps;
+      for (let k = 0; k < taps; k++) weight.data[at + k] *= factors[base + j];
+    }
+  }
+}
+
+/**
+ * conv(x) + c with c a float constant holding one value per output channel ([C, 1, 1] or
+ * [1, C, 1, 1]; exported models add the bias of a bias-less ConvTranspose this way): c
+ * joins the convolution's bias. Only while the epilogue is bare, and only where c does not
+ * add dimensions to the output.
+ */
+function foldChannelBias(
+  source: ProgramSource,
+  graph: GraphDescription,
+  index: Index,
+  conv: NodeDescription,
+  value: number,
+  hints: GraphHints,
+): boolean {
+  if (!bareEpilogue(conv)) return false;
+  const added = constant(source, index, value);
+  const outShape = hints.shape?.(conv.outputs[0]);
+  const weight = constant(source, index, conv.inputs![1]);
+  if (added === undefined || outShape === undefined || weight === undefined || weight.shape.length !== 4) return false;
+  const channels = outputChannels(conv, weight.shape);
+  const rank = added.shape.length;
+  if (rank < 3 || rank > outShape.length || added.data.length !== channels) return false;
+  if (added.shape[rank - 3] !== channels || added.shape.some((d, i) => i !== rank - 3 && d !== 1)) return false;
+  const inputs = conv.inputs!;
+  const bias = inputs.length === 3 ? constant(source, index, inputs[2])?.data : new Float32Array(channels);
+  if (bias === undefined || bias.length !== channels) return false;
+  for (let c = 0; c < channels; c++) bias[c] = Math.fround(bias[c] + added.data[c]);
+  conv.inputs = [inputs[0], inputs[1], addConstant(source, graph, bias, [channels])];
+  conv.params = { ...conv.params, has_bias: true };
+  return true;
+}
+
+/**
+ * x + x · g → x · (g + 1) when g is smaller than x (a squeeze-and-excitation gate of one
+ * value per channel, as PP-OCRv4's residual SE blocks end): the full-size add disappears,
+ * the + 1 runs on the gate. The mul node becomes the gate's + 1 and the add node the
+ * product, so the graph keeps its order. Rounding differs by at most an ulp or two.
+ */
+function gatedResidual(index: Index, removed: Set<NodeDescription>, node: NodeDescription, hints: GraphHints): boolean {
+  const inputs = node.inputs!;
+  for (const [x, p] of [[0, 1], [1, 0]]) {
+    const product = index.soleUse(inputs[p], "mul");
+    if (product?.inputs?.length !== 2 || removed.has(product)) continue;
+    const gateAt = product.inputs.indexOf(inputs[x]) === 0 ? 1 : product.inputs.indexOf(inputs[x]) === 1 ? 0 : -1;
+    if (gateAt < 0 || product.inputs[gateAt] === inputs[x]) continue;
+    const gate = product.inputs[gateAt];
+    const xShape = hints.shape?.(inputs[x]);
+    const gateShape = hints.shape?.(gate);
+    if (xShape === undefined || gateShape === undefined || gateShape.length > xShape.length) continue;
+    if ([...xShape, ...gateShape].some((d) => d < 0)) continue;
+    // The gate must broadcast into x without growing it, and be smaller.
+    const offset = xShape.length - gateShape.length;
+    if (gateShape.some((d, i) => d !== 1 && d !== xShape[offset + i])) continue;
+    if (gateShape.reduce((a, b) => a * b, 1) >= xShape.reduce((a, b) => a * b, 1)) continue;
+    product.op = "add";
+    product.inputs = [gate];
+    product.params = { scalar: 1 };
+    node.op = "mul";
+    node.inputs = [inputs[x], inputs[p]];
+    node.params = {};
+    return true;
+  }
+  return false;
+}
+
+/**
  * Folds batch_norm(conv(x)) with constant statistics into the convolution: each output
  * channel's weights scale by γ / sqrt(σ² + ε), its bias becomes (b − μ)·that + β.
  */
@@ -304,8 +418,8 @@ function foldBatchNorm(
   if (!bareEpilogue(conv)) return false;
   const convInputs = conv.inputs!;
   const weight = constant(source, index, convInputs[1]);
-  if (weight === undefined) return false;
-  const channels = weight.shape[0];
+  if (weight === undefined || weight.shape.length !== 4) return false;
+  const channels = outputChannels(conv, weight.shape);
   const [, meanValue, varianceValue, ...affine] = norm.inputs!;
   const stat = (value: number | undefined, fill: number) =>
     value === undefined ? new Float32Array(channels).fill(fill) : constant(source, index, value)?.data;
@@ -317,13 +431,13 @@ function foldBatchNorm(
   const stats = [mean, variance, gamma, beta, bias];
   if (stats.some((v) => v === undefined || v.length !== channels)) return false;
   const eps = param(norm, "eps") as number;
-  const perChannel = weight.data.length / channels;
+  const factors = new Float32Array(channels);
   const newBias = new Float32Array(channels);
   for (let c = 0; c < channels; c++) {
-    const factor = gamma![c] / Math.sqrt(variance![c] + eps);
-    for (let k = 0; k < perChannel; k++) weight.data[c * perChannel + k] *= factor;
-    newBias[c] = (bias![c] - mean![c]) * factor + beta![c];
+    factors[c] = gamma![c] / Math.sqrt(variance![c] + eps);
+    newBias[c] = (bias![c] - mean![c]) * factors[c] + beta![c];
   }
+  scaleOutputChannels(conv, weight, factors);
   conv.inputs = [
     convInputs[0],
     addConstant(source, graph, weight.data, weight.shape),

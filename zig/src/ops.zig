@@ -918,6 +918,7 @@ test {
     _ = @import("kernels/embedding.zig");
     _ = @import("kernels/copy.zig");
     _ = @import("kernels/conv.zig");
+    _ = @import("kernels/conv_pointwise.zig");
     _ = @import("kernels/pooling.zig");
 }
 

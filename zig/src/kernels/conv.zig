@@ -260,7 +260,7 @@ pub const Epilogue = struct {
         return epilogue.activation == .none and epilogue.scale == 1 and epilogue.shift == 0;
     }
 
-    fn vector(epilogue: Epilogue, x: V) V {
+    pub fn vector(epilogue: Epilogue, x: V) V {
         const zero: V = @splat(0);
         const y = switch (epilogue.activation) {
             .none => x,
@@ -347,6 +347,174 @@ pub fn depthwiseRows(window: Window, plane: []const f32, weights: []const f32, b
             },
         }
         epilogue.apply(row, 0);
+    }
+}
+
+/// Floats of stack scratch `depthwiseRowsBuffered` may use: the kernel-height input rows,
+/// each split into its stride phases (32 KiB, well inside L1 plus the stack budget the
+/// other depthwise path already takes).
+const buffered_floats_max = 8192;
+/// Most kernel rows (one buffered input row each) and columns the buffered path takes.
+const buffered_rows_max = 16;
+/// Output vectors computed together: eight independent FMA chains hide the FMA latency
+/// (four cycles, two issued per cycle) on every tap.
+const buffered_vectors = 8;
+
+/// How `depthwiseRowsBuffered` lays out one buffered input row: `stride` phases of
+/// `phase_len` floats, phase p holding padded columns p, p + stride, p + 2·stride, …, so
+/// that tap kx of output x reads phase (kx·d mod s) at x + ⌊kx·d / s⌋: a contiguous run
+/// for every stride, no gathers in the inner loop.
+pub const PhasedRow = struct {
+    phase_len: usize,
+    stride: usize,
+
+    pub fn of(window: Window) PhasedRow {
+        const blocks = std.math.divCeil(usize, window.grid[1], lanes) catch unreachable;
+        const reach = (window.kernel[1] - 1) * window.dilation[1] / window.stride[1];
+        return .{ .phase_len = blocks * lanes + reach, .stride = window.stride[1] };
+    }
+
+    pub fn len(row: PhasedRow) usize {
+        return row.phase_len * row.stride;
+    }
+
+    /// Offset in a buffered row of tap kx's run.
+    pub fn tapOffset(row: PhasedRow, window: Window, kx: usize) usize {
+        const shift = kx * window.dilation[1];
+        return (shift % row.stride) * row.phase_len + shift / row.stride;
+    }
+};
+
+/// Whether `depthwiseRowsBuffered` handles this window (its rows fit the stack scratch).
+pub fn bufferedApplies(window: Window) bool {
+    if (window.kernel[0] > buffered_rows_max or window.kernel[1] > buffered_rows_max) return false;
+    const row = PhasedRow.of(window).len();
+    return row <= buffered_floats_max / window.kernel[0];
+}
+
+/// Output rows [row_begin, row_end) of one depthwise plane, like `depthwiseRows`, through
+/// a small ring of zero-padded input rows split into stride phases (see PhasedRow): each
+/// input row is copied once per call however many output rows read it, every tap of every
+/// output (borders included) is one contiguous vector load, and eight output vectors are
+/// summed at a time with the epilogue applied in registers. No plane-sized copy: the input
+/// is read once from memory and the output written once. Callers check `bufferedApplies`.
+pub fn depthwiseRowsBuffered(window: Window, plane: []const f32, weights: []const f32, bias: f32, epilogue: Epilogue, row_begin: usize, row_end: usize, output: []f32) void {
+    std.debug.assert(plane.len == window.imagePlane());
+    std.debug.assert(weights.len == window.taps());
+    std.debug.assert(output.len == window.gridPlane());
+    std.debug.assert(row_begin <= row_end and row_end <= window.grid[0]);
+    std.debug.assert(bufferedApplies(window));
+    const layout = PhasedRow.of(window);
+    const row_len = layout.len();
+    const kernel_h = window.kernel[0];
+    const kernel_w = window.kernel[1];
+    var buffer: [buffered_floats_max]f32 = undefined;
+    // tags[slot]: the padded input row held in slot, or none.
+    const none = std.math.maxInt(usize);
+    var tags: [buffered_rows_max]usize = @splat(none);
+    var bases: [buffered_rows_max]usize = undefined;
+    var tap_offsets: [buffered_rows_max]usize = undefined;
+    for (0..kernel_w) |kx| tap_offsets[kx] = layout.tapOffset(window, kx);
+    const out_w = window.grid[1];
+    const blocks = std.math.divCeil(usize, out_w, lanes) catch unreachable;
+    for (row_begin..row_end) |oy| {
+        const top = oy * window.stride[0];
+        for (0..kernel_h) |ky| {
+            const slot = bufferedSlot(tags[0..kernel_h], top, window.dilation[0], top + ky * window.dilation[0]);
+            bases[ky] = slot * row_len;
+            if (tags[slot] != top + ky * window.dilation[0]) {
+                tags[slot] = top + ky * window.dilation[0];
+                fillPhases(window, plane, tags[slot], layout, buffer[bases[ky]..][0..row_len]);
+            }
+        }
+        const row = output[oy * out_w ..][0..out_w];
+        var block: usize = 0;
+        while (block < blocks) {
+            const count = @min(blocks - block, buffered_vectors);
+            switch (count) {
+                inline 1...buffered_vectors => |c| bufferedVectors(c, buffer[0 .. kernel_h * row_len], bases[0..kernel_h], tap_offsets[0..kernel_w], weights, bias, epilogue, block * lanes, row),
+                else => unreachable,
+            }
+            block += count;
+        }
+    }
+}
+
+/// The slot of the ring holding padded row `wanted`, or the one to refill with it: a slot
+/// whose row the current output row (kernel rows top, top + dilation, …) does not read.
+pub fn bufferedSlot(tags: []const usize, top: usize, dilation: usize, wanted: usize) usize {
+    for (tags, 0..) |tag, slot| if (tag == wanted) return slot;
+    for (tags, 0..) |tag, slot| {
+        const needed = tag != std.math.maxInt(usize) and tag >= top and (tag - top) % dilation == 0 and (tag - top) / dilation < tags.len;
+        if (!needed) return slot;
+    }
+    // At most kernel_h − 1 other needed rows are held, so a free slot always exists.
+    unreachable;
+}
+
+/// Padded input row `padded_row` of `plane`, split into phases: phase p, index j holds
+/// padded column p + j·stride (zero in the padding and past the image).
+pub fn fillPhases(window: Window, plane: []const f32, padded_row: usize, layout: PhasedRow, target: []f32) void {
+    std.debug.assert(target.len == layout.len());
+    const pad_top = window.padding[0];
+    if (padded_row < pad_top or padded_row - pad_top >= window.image[0]) {
+        @memset(target, 0);
+        return;
+    }
+    const in_w = window.image[1];
+    // The rest of the plane, not just the row: gatherStrided may then load a whole vector
+    // past the row's end (values it does not keep).
+    const source = plane[(padded_row - pad_top) * in_w ..];
+    for (0..layout.stride) |phase| {
+        const destination = target[phase * layout.phase_len ..][0..layout.phase_len];
+        const inside = validSpan(layout.phase_len, in_w, layout.stride, window.padding[1], phase);
+        @memset(destination[0..inside.begin], 0);
+        @memset(destination[inside.end..], 0);
+        if (inside.end == inside.begin) continue;
+        const first = inside.begin * layout.stride + phase - window.padding[1];
+        const values = destination[inside.begin..inside.end];
+        switch (layout.stride) {
+            1 => copyShort(values, source[first..][0..values.len]),
+            2 => gatherStrided(2, values, source, first),
+            else => |stride| for (values, 0..) |*x, i| {
+                x.* = source[first + i * stride];
+            },
+        }
+    }
+}
+
+/// `count` vectors of outputs from x = start on, every tap a contiguous run of a buffered
+/// row, the epilogue applied before the store (the last vector stored partly when the row
+/// ends inside it).
+fn bufferedVectors(
+    comptime count: usize,
+    buffer: []const f32,
+    bases: []const usize,
+    tap_offsets: []const usize,
+    weights: []const f32,
+    bias: f32,
+    epilogue: Epilogue,
+    start: usize,
+    row: []f32,
+) void {
+    const kernel_w = tap_offsets.len;
+    var sums: [count]V = @splat(@splat(bias));
+    for (bases, 0..) |base, ky| {
+        for (tap_offsets, 0..) |offset, kx| {
+            const weight: V = @splat(weights[ky * kernel_w + kx]);
+            const source = buffer[base + offset + start ..][0 .. count * lanes];
+            inline for (&sums, 0..) |*sum, k| sum.* = @mulAdd(V, weight, source[k * lanes ..][0..lanes].*, sum.*);
+        }
+    }
+    inline for (sums, 0..) |sum, k| {
+        const at = start + k * lanes;
+        const y = epilogue.vector(sum);
+        if (at + lanes <= row.len) {
+            row[at..][0..lanes].* = y;
+        } else if (at < row.len) {
+            const values: [lanes]f32 = y;
+            @memcpy(row[at..], values[0 .. row.len - at]);
+        }
     }
 }
 
@@ -752,6 +920,11 @@ const test_cases = [_]TestCase{
     .{ .image = .{ 21, 19 }, .kernel = .{ 5, 5 }, .stride = .{ 2, 2 }, .padding = .{ 2, 2 } },
     .{ .image = .{ 6, 9 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 } },
     .{ .image = .{ 2, 3 }, .kernel = .{ 7, 7 }, .padding = .{ 3, 3 } },
+    // Rows wider than eight vectors (the buffered depthwise path's group), odd widths,
+    // stride 2 with an odd input, a dilated row stride that makes buffered rows collide.
+    .{ .image = .{ 5, 161 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 7, 321 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 12, 45 }, .kernel = .{ 3, 5 }, .stride = .{ 2, 3 }, .padding = .{ 2, 1 }, .dilation = .{ 3, 2 } },
 };
 
 test "validSpan keeps exactly the in-image positions" {
@@ -871,6 +1044,12 @@ test "depthwise rows and planes match the direct convolution, with bias and ever
         depthwiseRows(window, plane, weights, bias[0], epilogue, 0, half, got);
         depthwiseRows(window, plane, weights, bias[0], epilogue, half, window.grid[0], got);
         for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
+        if (bufferedApplies(window)) {
+            @memset(got, std.math.nan(f32));
+            depthwiseRowsBuffered(window, plane, weights, bias[0], epilogue, 0, half, got);
+            depthwiseRowsBuffered(window, plane, weights, bias[0], epilogue, half, window.grid[0], got);
+            for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
+        }
         if (!planeApplies(window)) continue;
         const scratch = try allocator.alloc(f32, depthwisePlaneScratch(window));
         defer allocator.free(scratch);

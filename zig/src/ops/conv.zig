@@ -4,12 +4,17 @@
 //!
 //! conv2d picks, per shape:
 //! - depthwise (one input channel per group): a direct vectorised kernel, rows in parallel;
-//! - pointwise (1×1, stride 1, no padding): a GEMM straight on the input, no unfolding;
+//! - pointwise (1×1, stride 1, no padding): with few input channels a direct kernel
+//!   (kernels/conv_pointwise.zig), else a GEMM straight on the input, no unfolding;
+//! - few input channels (in · kh · kw ≤ 64, an RGB stem): a direct kernel on buffered input
+//!   rows (kernels/conv_pointwise.zig);
 //! - otherwise im2col + GEMM, in column blocks sized for L2, each worker unfolding its own
 //!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
 //! The epilogue (bias, activation, affine) is applied to each GEMM block while it is still in cache.
 //!
-//! conv_transpose2d is a GEMM (weightᵀ · input) into column blocks and a col2im scatter.
+//! conv_transpose2d is a GEMM (weightᵀ · input) into column blocks and a col2im scatter;
+//! with a 2×2 kernel of stride 2 and few input channels, a direct kernel that stores each
+//! product in place (kernels/conv_pointwise.zig), no scatter.
 const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
@@ -21,6 +26,7 @@ const gemm = @import("../kernels/gemm.zig");
 const gemm_native = @import("../kernels/gemm_native.zig");
 const build_options = @import("build_options");
 const kernels = @import("../kernels/conv.zig");
+const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 
@@ -272,6 +278,10 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     const data = operands.data(out, options.epilogue);
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
+    } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
+        try runPointwise(geometry, data);
+    } else if (geometry.groups == 1 and pointwise_kernels.smallApplies(geometry.window, geometry.in_channels)) {
+        try runSmall(geometry, data);
     } else if (implicitScratch(geometry)) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
@@ -290,7 +300,13 @@ pub fn convTranspose2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options:
     const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
     errdefer out.release();
     if (out.numel() == 0) return out;
-    try runTransposed(geometry, operands.data(out, options.epilogue));
+    // Validated non-negative by transposeGeometry.
+    const output_padding: [2]usize = .{ @intCast(options.output_padding[0]), @intCast(options.output_padding[1]) };
+    if (pointwise_kernels.upsampleApplies(geometry.window, geometry.in_channels, geometry.groups, output_padding)) {
+        try runUpsample(geometry, operands.data(out, options.epilogue));
+    } else {
+        try runTransposed(geometry, operands.data(out, options.epilogue));
+    }
     return out;
 }
 
@@ -313,7 +329,11 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
                 const oy = row % w.grid[0];
                 const rows = @min(end - row, w.grid[0] - oy);
                 const p = DepthwisePlane.of(g, context.data, plane);
-                kernels.depthwiseRows(w, p.source, p.weights, p.bias, context.data.epilogue, oy, oy + rows, p.output);
+                if (kernels.bufferedApplies(w)) {
+                    kernels.depthwiseRowsBuffered(w, p.source, p.weights, p.bias, context.data.epilogue, oy, oy + rows, p.output);
+                } else {
+                    kernels.depthwiseRows(w, p.source, p.weights, p.bias, context.data.epilogue, oy, oy + rows, p.output);
+                }
                 row += rows;
             }
         }
@@ -322,7 +342,10 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const per_plane = kernels.depthwisePlaneScratch(window);
     const flops = (2 *| data.output.len) *| window.taps();
     const threads = parallel.threadsForFlops(flops);
-    if (kernels.planeApplies(window) and per_plane <= plane_scratch_max and planes >= threads) {
+    // Rows wider than two vectors go through the buffered rows (no plane copy); narrow
+    // maps through padded planes, where vectors run across row ends.
+    const buffered = kernels.bufferedApplies(window) and window.grid[1] >= buffered_width_min;
+    if (!buffered and kernels.planeApplies(window) and per_plane <= plane_scratch_max and planes >= threads) {
         return runDepthwisePlanes(geometry, data, @min(threads, planes), per_plane);
     }
     const context: Context = .{ .geometry = geometry, .data = data };
@@ -331,6 +354,9 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const work_per_row = @max(1, window.grid[1] * window.taps());
     try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, work_per_row), &context, Context.body);
 }
+
+/// Narrowest output rows the buffered depthwise rows take (see runDepthwise).
+const buffered_width_min = 32;
 
 /// The operands of output plane `plane` (batch-major, then channel) of a depthwise conv.
 const DepthwisePlane = struct {
@@ -384,6 +410,67 @@ fn runDepthwisePlanes(geometry: Geometry, data: Data, workers: usize, per_plane:
     };
     const context: Context = .{ .geometry = geometry, .data = data, .workers = workers, .per_plane = per_plane, .scratch = scratch.values };
     try intra_op.parallelForTyped(0, workers, 1, &context, Context.body);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pointwise with few input channels: the direct kernel, column blocks in parallel.
+
+fn runPointwise(geometry: Geometry, data: Data) Error!void {
+    std.debug.assert(geometry.groups == 1 and isPointwise(geometry.window));
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+        blocks_per_image: usize,
+
+        /// Tasks [begin, end): column blocks of the images, image-major.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const n = g.window.gridPlane();
+            for (begin..end) |task| {
+                const image = task / context.blocks_per_image;
+                const column_begin = (task % context.blocks_per_image) * pointwise_kernels.block_columns;
+                const column_end = @min(n, column_begin + pointwise_kernels.block_columns);
+                const d = context.data;
+                pointwise_kernels.pointwise(d.weight, d.bias, d.epilogue, g.in_channels, d.input[image * g.in_channels * n ..][0 .. g.in_channels * n], n, column_begin, column_end, d.output[image * g.out_channels * n ..][0 .. g.out_channels * n]);
+            }
+        }
+    };
+    const n = geometry.window.gridPlane();
+    const blocks_per_image = std.math.divCeil(usize, n, pointwise_kernels.block_columns) catch unreachable;
+    const context: Context = .{ .geometry = geometry, .data = data, .blocks_per_image = blocks_per_image };
+    const work_per_block = geometry.out_channels * geometry.in_channels * pointwise_kernels.block_columns;
+    try intra_op.parallelForTyped(0, geometry.batch * blocks_per_image, parallel.grain(.medium, work_per_block), &context, Context.body);
+}
+
+/// A convolution with few input channels (in · kh · kw ≤ 64: a network's first layer on
+/// RGB) through the direct kernel, output rows of the stacked images in parallel.
+fn runSmall(geometry: Geometry, data: Data) Error!void {
+    std.debug.assert(geometry.groups == 1);
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+
+        /// Output rows [begin, end) of the stacked images, one image's share at a time.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const w = g.window;
+            const d = context.data;
+            var row = begin;
+            while (row < end) {
+                const image = row / w.grid[0];
+                const oy = row % w.grid[0];
+                const rows = @min(end - row, w.grid[0] - oy);
+                const input = d.input[image * g.in_channels * w.imagePlane() ..][0 .. g.in_channels * w.imagePlane()];
+                const output = d.output[image * g.out_channels * w.gridPlane() ..][0 .. g.out_channels * w.gridPlane()];
+                pointwise_kernels.smallConvRows(w, g.in_channels, input, d.weight, d.bias, d.epilogue, oy, oy + rows, output);
+                row += rows;
+            }
+        }
+    };
+    const window = geometry.window;
+    const context: Context = .{ .geometry = geometry, .data = data };
+    const work_per_row = geometry.out_channels * geometry.in_channels * window.taps() * window.grid[1];
+    try intra_op.parallelForTyped(0, geometry.batch * window.grid[0], parallel.grain(.medium, work_per_row), &context, Context.body);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -754,6 +841,39 @@ fn runTransposed(geometry: Geometry, data: Data) Error!void {
     };
 }
 
+/// The 2×2, stride 2 transposed convolution with few input channels: each input pixel
+/// writes its own 2×2 output block, so the direct kernel stores the product in place
+/// (kernels/conv_pointwise.zig), input rows in parallel.
+fn runUpsample(geometry: Geometry, data: Data) Error!void {
+    const window = geometry.window;
+    std.debug.assert(window.image[0] == 2 * window.grid[0] and window.image[1] == 2 * window.grid[1]);
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+
+        /// Input rows [begin, end) of the stacked images, one image's share at a time.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const w = g.window;
+            const d = context.data;
+            const n = w.gridPlane();
+            var row = begin;
+            while (row < end) {
+                const image = row / w.grid[0];
+                const y = row % w.grid[0];
+                const rows = @min(end - row, w.grid[0] - y);
+                const input = d.input[image * g.in_channels * n ..][0 .. g.in_channels * n];
+                const output = d.output[image * g.out_channels * w.imagePlane() ..][0 .. g.out_channels * w.imagePlane()];
+                pointwise_kernels.upsample2(d.weight, d.bias, d.epilogue, g.in_channels, input, w.grid, y, y + rows, output);
+                row += rows;
+            }
+        }
+    };
+    const context: Context = .{ .geometry = geometry, .data = data };
+    const work_per_row = 4 * geometry.out_channels * geometry.in_channels * window.grid[1];
+    try intra_op.parallelForTyped(0, geometry.batch * window.grid[0], parallel.grain(.medium, work_per_row), &context, Context.body);
+}
+
 const TransposedContext = struct {
     geometry: Geometry,
     data: Data,
@@ -937,6 +1057,12 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 64, .size = .{ 30, 30 }, .out_channels = 8, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 16, .size = .{ 5, 5 }, .out_channels = 80, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 48, .size = .{ 1, 300 }, .out_channels = 12, .kernel = .{ 1, 1 } },
+    // Strided with more input taps than the direct small kernel takes: im2col + GEMM.
+    .{ .batch = 2, .in_channels = 9, .size = .{ 11, 13 }, .out_channels = 10, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
+    // Pointwise through the direct kernel over several column blocks, and through the GEMM
+    // (more input channels than the direct kernel takes).
+    .{ .batch = 2, .in_channels = 16, .size = .{ 19, 23 }, .out_channels = 13, .kernel = .{ 1, 1 } },
+    .{ .batch = 2, .in_channels = 70, .size = .{ 3, 5 }, .out_channels = 6, .kernel = .{ 1, 1 } },
 };
 
 test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
@@ -956,6 +1082,12 @@ const transpose_cases = [_]Case{
     .{ .batch = 3, .in_channels = 5, .size = .{ 6, 6 }, .out_channels = 5, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .output_padding = .{ 1, 1 }, .groups = 5 } },
     .{ .batch = 1, .in_channels = 7, .size = .{ 3, 11 }, .out_channels = 3, .kernel = .{ 1, 1 } },
     .{ .batch = 1, .in_channels = 32, .size = .{ 24, 24 }, .out_channels = 9, .kernel = .{ 4, 4 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
+    // 2×2 stride 2: the direct upsampling kernel (batch 2, odd sizes), and with output
+    // padding, groups or many input channels the GEMM and scatter.
+    .{ .batch = 2, .in_channels = 5, .size = .{ 7, 37 }, .out_channels = 6, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 } } },
+    .{ .batch = 1, .in_channels = 4, .size = .{ 3, 5 }, .out_channels = 2, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 }, .output_padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 4, .size = .{ 3, 5 }, .out_channels = 6, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 }, .groups = 2 } },
+    .{ .batch = 1, .in_channels = 70, .size = .{ 3, 5 }, .out_channels = 3, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 } } },
 };
 
 test "conv_transpose2d matches the direct reference on awkward shapes, 1 and 2 threads" {
