@@ -765,7 +765,25 @@ export const OP_SCHEMAS = {
     code: 63,
     inputs: ["a", "b"],
     params: [
-      { "name": "kind", "kind": "enum", "values": ["add", "sub", "mul", "div", "mod", "max", "min"] },
+      {
+        "name": "kind",
+        "kind": "enum",
+        "values": [
+          "add",
+          "sub",
+          "mul",
+          "div",
+          "mod",
+          "max",
+          "min",
+          "bit_and",
+          "bit_or",
+          "bit_xor",
+          "shift_left",
+          "shift_right",
+          "rem",
+        ],
+      },
     ],
   },
   reshape_to: {
@@ -833,6 +851,82 @@ export const OP_SCHEMAS = {
         "max": 9000000000000000,
         "default": [],
       },
+    ],
+  },
+  unary_math: {
+    code: 70,
+    inputs: ["x"],
+    params: [
+      {
+        "name": "kind",
+        "kind": "enum",
+        "values": [
+          "reciprocal",
+          "sin",
+          "cos",
+          "tan",
+          "asin",
+          "acos",
+          "atan",
+          "sinh",
+          "cosh",
+          "asinh",
+          "acosh",
+          "atanh",
+          "floor",
+          "ceil",
+          "round",
+          "sign",
+          "softsign",
+          "softplus",
+          "selu",
+          "thresholded_relu",
+          "celu",
+          "mish",
+          "shrink",
+          "swish",
+          "is_nan",
+          "is_inf",
+        ],
+      },
+      {
+        "name": "alpha",
+        "kind": "float",
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": 0,
+      },
+      {
+        "name": "beta",
+        "kind": "float",
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": 0,
+      },
+    ],
+  },
+  prod: {
+    code: 71,
+    inputs: ["x"],
+    params: [
+      {
+        "name": "dims",
+        "kind": "int",
+        "capacity": 8,
+        "min": -9000000000000000,
+        "max": 9000000000000000,
+        "default": [],
+      },
+      { "name": "keepdim", "kind": "bool", "default": false },
+    ],
+  },
+  cum_prod: {
+    code: 72,
+    inputs: ["x"],
+    params: [
+      { "name": "dim", "kind": "int", "min": -9000000000000000, "max": 9000000000000000 },
+      { "name": "exclusive", "kind": "bool", "default": false },
+      { "name": "reverse", "kind": "bool", "default": false },
     ],
   },
 } as const satisfies Record<string, OpSchema>;
@@ -1250,7 +1344,20 @@ export interface OpParams {
   };
   int_binary: {
     /** enum, required */
-    kind: "add" | "sub" | "mul" | "div" | "mod" | "max" | "min";
+    kind:
+      | "add"
+      | "sub"
+      | "mul"
+      | "div"
+      | "mod"
+      | "max"
+      | "min"
+      | "bit_and"
+      | "bit_or"
+      | "bit_xor"
+      | "shift_left"
+      | "shift_right"
+      | "rem";
   };
   reshape_to: {
     /** bool, default false */
@@ -1279,5 +1386,53 @@ export interface OpParams {
     nearest?: "round_prefer_floor" | "round_prefer_ceil" | "floor" | "ceil";
     /** int, list of up to 8, in [-9000000000000000, 9000000000000000], default [] */
     axes?: readonly number[];
+  };
+  unary_math: {
+    /** enum, required */
+    kind:
+      | "reciprocal"
+      | "sin"
+      | "cos"
+      | "tan"
+      | "asin"
+      | "acos"
+      | "atan"
+      | "sinh"
+      | "cosh"
+      | "asinh"
+      | "acosh"
+      | "atanh"
+      | "floor"
+      | "ceil"
+      | "round"
+      | "sign"
+      | "softsign"
+      | "softplus"
+      | "selu"
+      | "thresholded_relu"
+      | "celu"
+      | "mish"
+      | "shrink"
+      | "swish"
+      | "is_nan"
+      | "is_inf";
+    /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 0 */
+    alpha?: number;
+    /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 0 */
+    beta?: number;
+  };
+  prod: {
+    /** int, list of up to 8, in [-9000000000000000, 9000000000000000], default [] */
+    dims?: readonly number[];
+    /** bool, default false */
+    keepdim?: boolean;
+  };
+  cum_prod: {
+    /** int, in [-9000000000000000, 9000000000000000], required */
+    dim: number;
+    /** bool, default false */
+    exclusive?: boolean;
+    /** bool, default false */
+    reverse?: boolean;
   };
 }

@@ -45,6 +45,9 @@ import {
 } from "../ops/recurrent.ts";
 import { OP_SCHEMAS, type ParamSchema } from "../../ffi/abi.ts";
 import type { DType } from "../tensor.ts";
+// A cycle: ops_coverage.ts uses this file's helpers (function declarations, hoisted, so they
+// exist before either module's body runs) and this file spreads its handlers into HANDLERS.
+import { COVERAGE_HANDLERS } from "./ops_coverage.ts";
 
 /** What a handler sees of its node. */
 export interface NodeContext {
@@ -57,43 +60,44 @@ export interface NodeContext {
   uses(value: Value): number;
 }
 
-type Handler = (n: NodeContext) => (Value | undefined)[];
+/** Converts one ONNX node. */
+export type Handler = (n: NodeContext) => (Value | undefined)[];
 
 const decoder = new TextDecoder();
 
-function attribute(n: NodeContext, name: string): AttributeProto | undefined {
+export function attribute(n: NodeContext, name: string): AttributeProto | undefined {
   return n.node.attributes.find((a) => a.name === name);
 }
-function attrInt(n: NodeContext, name: string, fallback: number): number {
+export function attrInt(n: NodeContext, name: string, fallback: number): number {
   const a = attribute(n, name);
   return a?.i !== undefined ? Number(a.i) : fallback;
 }
-function attrFloat(n: NodeContext, name: string, fallback: number): number {
+export function attrFloat(n: NodeContext, name: string, fallback: number): number {
   return attribute(n, name)?.f ?? fallback;
 }
-function attrInts(n: NodeContext, name: string): number[] | undefined {
+export function attrInts(n: NodeContext, name: string): number[] | undefined {
   const a = attribute(n, name);
   return a === undefined ? undefined : a.ints.map(Number);
 }
-function attrString(n: NodeContext, name: string, fallback: string): string {
+export function attrString(n: NodeContext, name: string, fallback: string): string {
   const a = attribute(n, name);
   return a?.s !== undefined ? decoder.decode(a.s) : fallback;
 }
-function input(n: NodeContext, index: number): Value {
+export function input(n: NodeContext, index: number): Value {
   return n.inputs[index] ?? unsupported(`${n.node.opType}: input ${index} is missing`);
 }
-function constValue(v: ConstValue | Host): ConstValue {
+export function constValue(v: ConstValue | Host): ConstValue {
   return "kind" in v ? v : { kind: "const", hosts: [v] };
 }
-function allConst(values: readonly (Value | undefined)[]): boolean {
+export function allConst(values: readonly (Value | undefined)[]): boolean {
   return values.every((v) => v === undefined || v.kind === "const");
 }
-function normAxis(axis: number, rank: number): number {
+export function normAxis(axis: number, rank: number): number {
   if (axis < -rank || axis >= Math.max(rank, 1)) unsupported(`axis ${axis} is out of range for rank ${rank}`);
   return axis < 0 ? axis + rank : axis;
 }
 /** Runs a host op per run over constant inputs. */
-function hostPerRun(values: readonly Value[], fn: (hosts: Host[]) => Host): ConstValue {
+export function hostPerRun(values: readonly Value[], fn: (hosts: Host[]) => Host): ConstValue {
   const runs = Math.max(...values.map((v) => (v as ConstValue).hosts.length));
   const hosts: Host[] = [];
   for (let r = 0; r < runs; r++) {
@@ -104,7 +108,7 @@ function hostPerRun(values: readonly Value[], fn: (hosts: Host[]) => Host): Cons
   }
   return { kind: "const", hosts };
 }
-function typeOf(v: Value): number {
+export function typeOf(v: Value): number {
   if (v.kind === "const") return v.hosts[0].type;
   return v.dtype === "float32" ? DATA_TYPE.FLOAT : v.dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32;
 }
@@ -113,7 +117,7 @@ function typeOf(v: Value): number {
 // Shapes as ops
 
 /** Reshapes to `dims` (at most one -1). */
-function reshapeTo(b: GraphBuilder, v: Value, dims: number[]): Value {
+export function reshapeTo(b: GraphBuilder, v: Value, dims: number[]): Value {
   if (dims.filter((d) => d === -1).length > 1) unsupported(`a reshape to [${dims}] with two dynamic dimensions`);
   return b.emit("reshape", [v], { shape: dims });
 }
@@ -137,7 +141,10 @@ function squeezeAll(b: GraphBuilder, v: Value, axes: number[]): Value {
 // ----------------------------------------------------------------------------------------
 // Elementwise
 
-function unary<K extends OpName>(op: K, params: (n: NodeContext) => ParamsOf<K> = () => ({} as ParamsOf<K>)): Handler {
+export function unary<K extends OpName>(
+  op: K,
+  params: (n: NodeContext) => ParamsOf<K> = () => ({} as ParamsOf<K>),
+): Handler {
   return (n) => [n.b.emit(op, [input(n, 0)], params(n))];
 }
 
@@ -160,7 +167,7 @@ const nativeBinary: Record<string, "add" | "sub" | "mul" | "div" | "pow" | "maxi
   Min: "minimum",
 };
 
-function binary(n: NodeContext): Value[] {
+export function binary(n: NodeContext): Value[] {
   const type = n.node.opType;
   const a = input(n, 0);
   const b = input(n, 1);
@@ -200,14 +207,20 @@ const intKinds: Record<string, ParamsOf<"int_binary">["kind"]> = {
 };
 
 /** A constant as a tensor of `dtype` (shape arithmetic mixes int64 shapes and int32 casts). */
-function asDType(v: Value, dtype: DType): Value {
+export function asDType(v: Value, dtype: DType): Value {
   if (v.kind === "runtime" || spindleDType(typeOf(v)) === dtype) return v;
   const to = dtype === "int64" ? DATA_TYPE.INT64 : dtype === "int32" ? DATA_TYPE.INT32 : DATA_TYPE.FLOAT;
   return hostPerRun([v], ([h]) => host(to, h.shape, castValues(valuesOf(h), to)));
 }
 
 /** Integer a ⋈ b at run time (shape arithmetic on sizes known only when the model runs). */
-function intBinary(n: NodeContext, kind: ParamsOf<"int_binary">["kind"], a: Value, b: Value, dtype: DType): Value {
+export function intBinary(
+  n: NodeContext,
+  kind: ParamsOf<"int_binary">["kind"],
+  a: Value,
+  b: Value,
+  dtype: DType,
+): Value {
   const [x, y] = [a, b].map((v) => asDType(v, dtype));
   if ([x, y].some((v) => v.kind === "runtime" && v.dtype !== dtype)) {
     unsupported(`${n.node.opType} of ${dtype} and ${[x, y].map((v) => v.kind === "runtime" ? v.dtype : "")}`);
@@ -352,7 +365,15 @@ const reductions: Record<string, "mean" | "sum" | "max" | "min"> = {
   ReduceMin: "min",
 };
 
-function reduce(n: NodeContext): Value[] {
+/**
+ * An ONNX Reduce* node: `body` reduces x over `dims` (its opset's axes, all when none) with
+ * keepdim as the node says; a no-op (noop_with_empty_axes, or a 0-D input) passes x on.
+ */
+export function reduce(
+  n: NodeContext,
+  body: (x: Value, dims: number[], keepdim: boolean) => Value = (x, dims, keepdim) =>
+    n.b.emit(reductions[n.node.opType], [x], { dims, keepdim }),
+): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
   const keepdims = attrInt(n, "keepdims", 1);
@@ -366,7 +387,7 @@ function reduce(n: NodeContext): Value[] {
   }
   axes = axes.map((a) => normAxis(a, rank));
   if (rank === 0) return [x];
-  return [n.b.emit(reductions[n.node.opType], [x], { dims: axes, keepdim: keepdims === 1 })];
+  return [body(x, axes, keepdims === 1)];
 }
 
 function globalPool(op: "mean" | "max"): Handler {
@@ -866,9 +887,10 @@ function constantOfShape(n: NodeContext): Value[] {
   })];
 }
 
-function cast(n: NodeContext): Value[] {
+export function cast(n: NodeContext): Value[] {
   const x = input(n, 0);
-  const to = attrInt(n, "to", DATA_TYPE.FLOAT);
+  // CastLike: the element type of its second input (a run-time value's is its dtype's).
+  const to = n.node.opType === "CastLike" ? typeOf(input(n, 1)) : attrInt(n, "to", DATA_TYPE.FLOAT);
   const dtype = spindleDType(to) ?? unsupported(`Cast to ONNX element type ${to}`);
   if (x.kind === "const") return [hostPerRun([x], ([h]) => host(to, h.shape, castValues(valuesOf(h), to)))];
   if (x.dtype === dtype && to !== DATA_TYPE.BOOL) return [x];
@@ -1170,10 +1192,10 @@ export const HANDLERS: Record<string, Handler> = {
   LogSoftmax: softmax(true),
   LayerNormalization: layerNormalization,
   BatchNormalization: batchNormalization,
-  ReduceMean: reduce,
-  ReduceSum: reduce,
-  ReduceMax: reduce,
-  ReduceMin: reduce,
+  ReduceMean: (n) => reduce(n),
+  ReduceSum: (n) => reduce(n),
+  ReduceMax: (n) => reduce(n),
+  ReduceMin: (n) => reduce(n),
   GlobalAveragePool: globalPool("mean"),
   GlobalMaxPool: globalPool("max"),
   Conv: conv,
@@ -1206,4 +1228,5 @@ export const HANDLERS: Record<string, Handler> = {
   Where: where,
   Expand: expand,
   Range: range,
+  ...COVERAGE_HANDLERS,
 };

@@ -112,6 +112,9 @@ pub const OpCode = enum(u32) {
     range = 67,
     slice_to = 68,
     resize_to = 69,
+    unary_math = 70,
+    prod = 71,
+    cum_prod = 72,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -604,6 +607,31 @@ pub const ResizeTo = struct {
     axes: List(i64, max_dims) = .{},
 };
 
+/// ONNX's remaining one-input float functions as one op (kernels/elementwise.zig `Unary`
+/// holds their definitions). alpha and beta are the ONNX attributes the kind takes: selu
+/// alpha and gamma (beta); thresholded_relu, celu and swish alpha; shrink lambd (alpha) and
+/// bias (beta); is_nan and is_inf give 1 or 0 (is_inf: alpha 1 detects −inf, beta 1 +inf).
+pub const UnaryMath = struct {
+    pub const inputs = one_input;
+    pub const Kind = enum(u8) { reciprocal, sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh, floor, ceil, round, sign, softsign, softplus, selu, thresholded_relu, celu, mish, shrink, swish, is_nan, is_inf };
+    pub const bounds = .{ .alpha = Bound.finite, .beta = Bound.finite };
+    kind: Kind,
+    alpha: f64 = 0,
+    beta: f64 = 0,
+
+    pub fn check(options: UnaryMath, op: []const u8, _: usize) Error!void {
+        if (options.kind == .celu and options.alpha == 0) {
+            return status.fail(error.InvalidArgument, "{s}: celu's alpha must be nonzero (it divides by it)", .{op});
+        }
+    }
+
+    fn kernel(options: UnaryMath) elementwise_kernels.Unary {
+        return switch (options.kind) {
+            inline else => |kind| @field(elementwise_kernels.Unary, @tagName(kind)),
+        };
+    }
+};
+
 /// Every op's options, tagged by op code.
 pub const Options = union(OpCode) {
     mm: Pair,
@@ -676,6 +704,9 @@ pub const Options = union(OpCode) {
     range: Range,
     slice_to: SliceTo,
     resize_to: ResizeTo,
+    unary_math: UnaryMath,
+    prod: Reduce,
+    cum_prod: CumSum,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -778,12 +809,14 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .pad => |o| indexing.pad(inputs[0], @intFromEnum(o.mode), o.value, o.pads.slice()),
         .resize => |o| indexing.resize(inputs[0], @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest), o.sizes.slice(), o.scales.slice()),
         .take => |o| indexing.take(inputs[0], inputs[1], o.axis),
-        .sum, .mean, .max, .min => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
+        .sum, .mean, .max, .min, .prod => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
         .argmax => |o| if (o.dim) |dim| reduction.reduce(.argmax, inputs[0], &.{dim}, o.keepdim) else reduction.reduce(.argmax, inputs[0], &.{}, o.keepdim),
         .lstm => |o| recurrent.recurrent(o.config(.lstm), o.tensors(inputs)),
         .gru => |o| recurrent.recurrent(o.config(.gru), o.tensors(inputs)),
         .rnn => |o| recurrent.recurrent(o.config(.rnn), o.tensors(inputs)),
-        .cum_sum => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse),
+        .cum_sum => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse, false),
+        .cum_prod => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse, true),
+        .unary_math => |o| elementwise.unary(o.kernel(), .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
         .layer_norm => |o| normalization.layerNorm(inputs[0], @intCast(o.normalized_ndim), if (o.has_weight) inputs[1] else null, if (o.has_bias) inputs[inputs.len - 1] else null, o.eps),
@@ -892,6 +925,7 @@ fn reduceKind(op: OpCode) reduction.Kind {
         .mean => .mean,
         .max => .max,
         .min => .min,
+        .prod => .prod,
         else => unreachable,
     };
 }

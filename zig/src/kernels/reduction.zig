@@ -8,19 +8,21 @@ const math = @import("math.zig");
 const lanes = math.lanes;
 const V = math.V;
 
-pub const Reduce = enum(u8) { sum, max, min };
+pub const Reduce = enum(u8) { sum, max, min, prod };
 
 fn identity(comptime op: Reduce) f32 {
     return switch (op) {
         .sum => 0,
         .max => -std.math.inf(f32),
         .min => std.math.inf(f32),
+        .prod => 1,
     };
 }
 
 inline fn combineVector(comptime op: Reduce, a: V, b: V) V {
     return switch (op) {
         .sum => a + b,
+        .prod => a * b,
         // NaN wins: a NaN accumulator stays NaN, a NaN input replaces the accumulator.
         .max => @select(f32, a != a, a, @select(f32, b != b, b, @max(a, b))),
         .min => @select(f32, a != a, a, @select(f32, b != b, b, @min(a, b))),
@@ -30,6 +32,7 @@ inline fn combineVector(comptime op: Reduce, a: V, b: V) V {
 inline fn combineScalar(comptime op: Reduce, a: f32, b: f32) f32 {
     return switch (op) {
         .sum => a + b,
+        .prod => a * b,
         .max => if (a != a) a else if (b != b) b else @max(a, b),
         .min => if (a != a) a else if (b != b) b else @min(a, b),
     };
@@ -102,18 +105,22 @@ pub fn identityOf(op: Reduce) f32 {
     };
 }
 
-/// Running sums along a strided line of `count` elements: out[k] = Σ x[j] over j ≤ k (j < k
-/// when `exclusive`), counting from the far end when `reverse`. Integers wrap on overflow,
-/// as NumPy's and PyTorch's do.
-pub fn cumsumLine(comptime T: type, input: []const T, output: []T, count: usize, stride: usize, exclusive: bool, reverse: bool) void {
+/// Running sums (products when `product`) along a strided line of `count` elements: out[k] =
+/// Σ x[j] over j ≤ k (j < k when `exclusive`), counting from the far end when `reverse`.
+/// Integers wrap on overflow, as NumPy's and PyTorch's do.
+pub fn cumsumLine(comptime T: type, input: []const T, output: []T, count: usize, stride: usize, exclusive: bool, reverse: bool, product: bool) void {
     std.debug.assert(count == 0 or (count - 1) * stride < input.len);
     std.debug.assert(input.len == output.len);
-    var total: T = 0;
+    var total: T = if (product) 1 else 0;
     for (0..count) |step| {
         const at = (if (reverse) count - 1 - step else step) * stride;
         const x = input[at];
         if (exclusive) output[at] = total;
-        total = if (@typeInfo(T) == .int) total +% x else total + x;
+        if (@typeInfo(T) == .int) {
+            total = if (product) total *% x else total +% x;
+        } else {
+            total = if (product) total * x else total + x;
+        }
         if (!exclusive) output[at] = total;
     }
 }

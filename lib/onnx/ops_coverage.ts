@@ -1,0 +1,489 @@
+/**
+ * ONNX op types beyond the core set (issue 12's coverage list), as families: one-input math
+ * functions (one native op, `unary_math`), the logical and bitwise integer ops
+ * (`int_binary`'s kinds), the remaining Reduce* ops, and ops that are exact compositions of
+ * native ops (Split as slices, Tile as expand, DepthToSpace as reshape and permute, the
+ * normalizations as reductions and elementwise ops). Masks and index tables that depend
+ * only on static shapes are built at import; everything that depends on values runs natively.
+ *
+ * @module
+ */
+import { DATA_TYPE } from "./proto.ts";
+import { broadcastMap, host, numel, spindleDType } from "./host.ts";
+import { constInts, shapeOf, unsupported, type Value } from "./graph.ts";
+import type { ParamsOf } from "../ops/dispatch.ts";
+import {
+  allConst,
+  asDType,
+  attrFloat,
+  attrInt,
+  attrString,
+  binary,
+  cast,
+  constValue,
+  type Handler,
+  hostPerRun,
+  input,
+  intBinary,
+  type NodeContext,
+  normAxis,
+  reduce,
+  reshapeTo,
+  typeOf,
+} from "./ops.ts";
+
+type MathKind = ParamsOf<"unary_math">["kind"];
+
+/** A float32 scalar constant. */
+function scalar(value: number, type: number = DATA_TYPE.FLOAT): Value {
+  return constValue(host(type, [], [value]));
+}
+
+/** x as float32 (constants converted on the host; run-time integers refused). */
+function floatInput(n: NodeContext, index: number): Value {
+  const x = input(n, index);
+  if (x.kind === "runtime" && x.dtype !== "float32") unsupported(`${n.node.opType} of ${x.dtype} tensors`);
+  return asDType(x, "float32");
+}
+
+/** A static dimension, or `unsupported` naming the op when it is dynamic. */
+function staticDim(n: NodeContext, size: number): number {
+  if (size < 0) unsupported(`${n.node.opType} over a dynamic dimension`);
+  return size;
+}
+
+// ----------------------------------------------------------------------------------------
+// One-input math (kernels/elementwise.zig)
+
+function math(kind: MathKind, params: (n: NodeContext) => { alpha?: number; beta?: number } = () => ({})): Handler {
+  return (n) => [n.b.emit("unary_math", [floatInput(n, 0)], { kind, ...params(n) })];
+}
+
+/** IsNaN and IsInf: the kernel's 1/0 as ONNX's bool (int32). */
+function predicate(kind: "is_nan" | "is_inf"): Handler {
+  return (n) => {
+    const params = kind === "is_inf"
+      ? { alpha: attrInt(n, "detect_negative", 1), beta: attrInt(n, "detect_positive", 1) }
+      : {};
+    const y = n.b.emit("unary_math", [floatInput(n, 0)], { kind, ...params });
+    return [n.b.emit("cast", [y], { dtype: "int32" })];
+  };
+}
+
+// ----------------------------------------------------------------------------------------
+// Logical and bitwise (bools and small integers ride as int32; int_binary's kinds)
+
+type IntKind = ParamsOf<"int_binary">["kind"];
+
+/** The integer dtype the operands share (a run-time operand's, else the first constant's). */
+function intDType(n: NodeContext, values: Value[]) {
+  const runtime = values.find((v) => v.kind === "runtime");
+  const dtype = runtime?.kind === "runtime" ? runtime.dtype : spindleDType(typeOf(values[0]));
+  if (dtype === undefined || dtype === "float32") unsupported(`${n.node.opType} of float tensors`);
+  return dtype;
+}
+
+function bitwise(kind: IntKind): Handler {
+  return (n) => {
+    const [a, b] = [input(n, 0), input(n, 1)];
+    return [intBinary(n, kind, a, b, intDType(n, [a, b]))];
+  };
+}
+
+/** All ones in an unsigned ONNX type's width (the carrier is wider); -1 for signed ones. */
+function widthMask(type: number): number {
+  switch (type) {
+    case DATA_TYPE.UINT8:
+      return 0xff;
+    case DATA_TYPE.UINT16:
+      return 0xffff;
+    case DATA_TYPE.UINT32:
+      return 0xffffffff;
+    case DATA_TYPE.BOOL:
+      return 1;
+    default:
+      return -1;
+  }
+}
+
+/** Not (bools) and BitwiseNot: x xor the type's all-ones mask. */
+function bitwiseNot(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const dtype = intDType(n, [x]);
+  // A run-time value's ONNX type is not tracked: Not takes bools, BitwiseNot is exact for the
+  // signed types (an unsigned run-time input would need its width).
+  const type = x.kind === "const" ? typeOf(x) : n.node.opType === "Not" ? DATA_TYPE.BOOL : -1;
+  if (x.kind === "runtime" && n.node.opType === "BitwiseNot") {
+    unsupported("BitwiseNot at run time (the width of an unsigned input is not known there)");
+  }
+  const mask = scalar(widthMask(type), dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32);
+  return [intBinary(n, "bit_xor", x, mask, dtype)];
+}
+
+/** BitShift on unsigned types: a left shift drops the bits past the type's width. */
+function bitShift(n: NodeContext): Value[] {
+  const [a, b] = [input(n, 0), input(n, 1)];
+  const dtype = intDType(n, [a, b]);
+  const left = attrString(n, "direction", "") === "LEFT";
+  if (!left && attrString(n, "direction", "") !== "RIGHT") {
+    throw new RangeError(`BitShift's direction is '${attrString(n, "direction", "")}'; it is LEFT or RIGHT`);
+  }
+  if (left && a.kind === "runtime") unsupported("BitShift LEFT at run time (the input's unsigned width is not known)");
+  const shifted = intBinary(n, left ? "shift_left" : "shift_right", a, b, dtype);
+  const mask = widthMask(typeOf(a));
+  if (!left || mask === -1) return [shifted];
+  return [intBinary(n, "bit_and", shifted, scalar(mask, dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32), dtype)];
+}
+
+/** Mod: integers natively (fmod 0: the divisor's sign; 1: the dividend's); floats fold. */
+function mod(n: NodeContext): Value[] {
+  const [a, b] = [input(n, 0), input(n, 1)];
+  const fmod = attrInt(n, "fmod", 0) === 1;
+  const float = [a, b].some((v) => spindleDType(typeOf(v)) === "float32");
+  if (float) {
+    if (!fmod) throw new RangeError("Mod of float tensors needs fmod = 1 (ONNX)");
+    if (!allConst([a, b])) unsupported("Mod of float tensors at run time");
+    return [hostPerRun([a, b], (h) => {
+      const out = broadcastMap(h, typeOf(a), (x, y) => x % y);
+      out.values = out.values!.map(Math.fround);
+      return out;
+    })];
+  }
+  return [intBinary(n, fmod ? "rem" : "mod", a, b, intDType(n, [a, b]))];
+}
+
+// ----------------------------------------------------------------------------------------
+// Reductions
+
+function reduceWith(body: (n: NodeContext, x: Value, dims: number[], keepdim: boolean) => Value): Handler {
+  return (n) => reduce(n, (x, dims, keepdim) => body(n, x, dims, keepdim));
+}
+
+function squareOf(n: NodeContext, x: Value): Value {
+  return n.b.emit("mul", [x, x]);
+}
+
+/** log Σ exp(x), shifted by the maximum (no overflow); unshifted over an empty set (−inf). */
+function logSumExp(n: NodeContext, x: Value, dims: number[], keepdim: boolean): Value {
+  const shape = shapeOf(x);
+  if (dims.some((d) => shape[d] <= 0)) {
+    return n.b.emit("log", [n.b.emit("sum", [n.b.emit("exp", [x])], { dims, keepdim })]);
+  }
+  const peak = n.b.emit("max", [x], { dims, keepdim: true });
+  const total = n.b.emit("sum", [n.b.emit("exp", [n.b.emit("sub", [x, peak])])], { dims, keepdim: true });
+  const result = n.b.emit("add", [n.b.emit("log", [total]), peak]);
+  if (keepdim) return result;
+  let out = result;
+  for (const d of [...dims].sort((p, q) => q - p)) out = n.b.emit("squeeze", [out], { dim: d });
+  return out;
+}
+
+/** ArgMax, and ArgMin as the argmax of −x (first index of ties, as ONNX's default). */
+function argExtreme(min: boolean): Handler {
+  return (n) => {
+    let x = input(n, 0);
+    const rank = shapeOf(x).length;
+    if (attrInt(n, "select_last_index", 0) !== 0) unsupported(`${n.node.opType} with select_last_index`);
+    if (x.kind === "runtime" && x.dtype !== "float32") x = n.b.emit("cast", [x], { dtype: "float32" });
+    x = asDType(x, "float32");
+    if (min) x = n.b.emit("neg", [x]);
+    const dim = normAxis(attrInt(n, "axis", 0), rank);
+    return [n.b.emit("argmax", [x], { dim, keepdim: attrInt(n, "keepdims", 1) === 1 })];
+  };
+}
+
+/** Hardmax: 1 where the argmax along the axis is, 0 elsewhere. */
+function hardmax(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const shape = shapeOf(x);
+  const axis = normAxis(attrInt(n, "axis", n.opset < 13 ? 1 : -1), shape.length);
+  if (n.opset < 13 && axis !== shape.length - 1) unsupported("Hardmax (opset < 13) over more than the last axis");
+  const size = staticDim(n, shape[axis]);
+  const index = n.b.emit("argmax", [x], { dim: axis, keepdim: true });
+  const trailing = new Array<number>(shape.length - 1 - axis).fill(1);
+  const positions = constValue(host(DATA_TYPE.INT64, [size, ...trailing], [...Array(size).keys()]));
+  const hit = n.b.emit("compare", [index, positions], { kind: "equal" });
+  return [n.b.emit("cast", [hit], { dtype: "float32" })];
+}
+
+// ----------------------------------------------------------------------------------------
+// Variadic elementwise
+
+function variadic(op: "add" | "maximum" | "minimum", mean = false): Handler {
+  return (n) => {
+    const values = n.inputs.filter((v): v is Value => v !== undefined);
+    if (values.length === 0) throw new RangeError(`${n.node.opType} needs at least one input`);
+    if (values.length === 2 && !mean && n.node.opType !== "Sum") return binary(n);
+    let out = values[0];
+    for (const v of values.slice(1)) out = n.b.emit(op, [out, v]);
+    if (mean && values.length > 1) out = n.b.emit("div", [out], { scalar: values.length });
+    return [out];
+  };
+}
+
+function prelu(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const slope = floatInput(n, 1);
+  const negative = n.b.emit("compare", [x, scalar(0)], { kind: "less" });
+  return [n.b.emit("where", [negative, n.b.emit("mul", [x, slope]), x])];
+}
+
+// ----------------------------------------------------------------------------------------
+// Shape compositions
+
+function split(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  const axis = normAxis(attrInt(n, "axis", 0), shape.length);
+  const count = n.node.outputs.length;
+  const given = n.opset >= 13
+    ? (n.inputs[1] ? constInts(n.inputs[1], "Split's split") : undefined)
+    : n.node.attributes.find((a) => a.name === "split")?.ints.map(Number);
+  const dim = shape[axis];
+  let sizes = given !== undefined && given.length > 0 ? given : undefined;
+  if (sizes === undefined) {
+    const parts = n.opset >= 18 ? attrInt(n, "num_outputs", count) : count;
+    const chunk = Math.ceil(staticDim(n, dim) / parts);
+    sizes = Array.from({ length: parts }, (_, i) => Math.max(0, Math.min(chunk, dim - i * chunk)));
+  }
+  if (sizes.length !== count) {
+    throw new RangeError(`Split has ${sizes.length} sizes for ${count} outputs`);
+  }
+  if (sizes.some((s) => s < 0) || (dim >= 0 && sizes.reduce((p, q) => p + q, 0) !== dim)) {
+    throw new RangeError(`Split's sizes [${sizes}] must be non-negative and add up to the axis size ${dim}`);
+  }
+  let start = 0;
+  return sizes.map((size) => {
+    const part = n.b.emit("slice", [x], { dim: axis, start, end: start + size });
+    start += size;
+    return part;
+  });
+}
+
+/** Tile: x viewed as [1, d0, 1, d1, …], expanded to [r0, d0, r1, d1, …], merged pairwise. */
+function tile(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x).map((d) => staticDim(n, d));
+  const repeats = constInts(n.inputs[1], "Tile's repeats");
+  if (repeats.length !== shape.length || repeats.some((r) => r < 0)) {
+    throw new RangeError(`Tile's repeats [${repeats}] must be ${shape.length} non-negative values`);
+  }
+  if (shape.length * 2 > 8) unsupported(`Tile of a ${shape.length}-D tensor (4-D at most)`);
+  const lifted = reshapeTo(n.b, x, shape.flatMap((d) => [1, d]));
+  const expanded = n.b.emit("expand", [lifted], { shape: shape.flatMap((d, i) => [repeats[i], d]) });
+  return [reshapeTo(n.b, expanded, shape.map((d, i) => d * repeats[i]))];
+}
+
+function depthToSpace(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const [batch, channels, height, width] = shapeOf(x).map((d) => staticDim(n, d));
+  const b = attrInt(n, "blocksize", 0);
+  if (shapeOf(x).length !== 4 || b < 1 || channels % (b * b) !== 0) {
+    throw new RangeError(`DepthToSpace needs a 4-D input with channels divisible by blocksize² (blocksize ${b})`);
+  }
+  const depth = channels / (b * b);
+  const crd = attrString(n, "mode", "DCR") === "CRD";
+  const split = reshapeTo(n.b, x, crd ? [batch, depth, b, b, height, width] : [batch, b, b, depth, height, width]);
+  const moved = n.b.emit("permute", [split], { dims: crd ? [0, 1, 4, 2, 5, 3] : [0, 3, 4, 1, 5, 2] });
+  return [reshapeTo(n.b, moved, [batch, depth, height * b, width * b])];
+}
+
+function spaceToDepth(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const [batch, channels, height, width] = shapeOf(x).map((d) => staticDim(n, d));
+  const b = attrInt(n, "blocksize", 0);
+  if (shapeOf(x).length !== 4 || b < 1 || height % b !== 0 || width % b !== 0) {
+    throw new RangeError(`SpaceToDepth needs a 4-D input with height and width divisible by blocksize ${b}`);
+  }
+  const split = reshapeTo(n.b, x, [batch, channels, height / b, b, width / b, b]);
+  const moved = n.b.emit("permute", [split], { dims: [0, 3, 5, 1, 2, 4] });
+  return [reshapeTo(n.b, moved, [batch, channels * b * b, height / b, width / b])];
+}
+
+/** Trilu: where(mask, x, 0) with the [rows, cols] mask of the kept triangle. */
+function trilu(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  if (shape.length < 2) throw new RangeError(`Trilu needs a tensor of rank 2 or more, got rank ${shape.length}`);
+  const rows = staticDim(n, shape[shape.length - 2]);
+  const cols = staticDim(n, shape[shape.length - 1]);
+  const k = n.inputs[1] ? constInts(n.inputs[1], "Trilu's k")[0] : 0;
+  const upper = attrInt(n, "upper", 1) === 1;
+  const mask: number[] = [];
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) mask.push((upper ? j - i >= k : j - i <= k) ? 1 : 0);
+  }
+  const zero = scalar(0, typeOf(x));
+  return [n.b.emit("where", [constValue(host(DATA_TYPE.BOOL, [rows, cols], mask)), x, zero])];
+}
+
+/** EyeLike: ones on diagonal k of a static 2-D shape (a constant). */
+function eyeLike(n: NodeContext): Value[] {
+  const [rows, cols] = shapeOf(input(n, 0)).map((d) => staticDim(n, d));
+  if (shapeOf(input(n, 0)).length !== 2) throw new RangeError("EyeLike takes a 2-D input");
+  const k = attrInt(n, "k", 0);
+  const type = attrInt(n, "dtype", typeOf(input(n, 0)));
+  if (spindleDType(type) === undefined) unsupported(`EyeLike of ONNX element type ${type}`);
+  const values = new Array<number>(rows * cols).fill(0);
+  for (let i = 0; i < rows; i++) if (i + k >= 0 && i + k < cols) values[i * cols + i + k] = 1;
+  return [constValue(host(type, [rows, cols], values))];
+}
+
+// ----------------------------------------------------------------------------------------
+// Normalizations as reductions and elementwise ops
+
+/** (x − mean) / sqrt(var + eps) over `dims`, with the statistics kept for broadcasting. */
+function standardize(n: NodeContext, x: Value, dims: number[], eps: number): Value {
+  const mean = n.b.emit("mean", [x], { dims, keepdim: true });
+  const centered = n.b.emit("sub", [x, mean]);
+  const variance = n.b.emit("mean", [squareOf(n, centered)], { dims, keepdim: true });
+  return n.b.emit("div", [centered, n.b.emit("sqrt", [n.b.emit("add", [variance], { scalar: eps })])]);
+}
+
+/** A per-channel vector [C] as [C, 1, …] against an input of `rank` (channels on dim 1). */
+function perChannel(n: NodeContext, v: Value, rank: number): Value {
+  return reshapeTo(n.b, v, [-1, ...new Array<number>(rank - 2).fill(1)]);
+}
+
+function rmsNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  const axis = normAxis(attrInt(n, "axis", -1), rank);
+  const eps = attrFloat(n, "epsilon", 1e-5);
+  const dims = [...Array(rank - axis).keys()].map((d) => d + axis);
+  const meanSquare = n.b.emit("mean", [squareOf(n, x)], { dims, keepdim: true });
+  const rms = n.b.emit("sqrt", [n.b.emit("add", [meanSquare], { scalar: eps })]);
+  return [n.b.emit("mul", [n.b.emit("div", [x, rms]), floatInput(n, 1)])];
+}
+
+function instanceNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  if (rank < 3) throw new RangeError(`InstanceNormalization needs a [N, C, …] input, got rank ${rank}`);
+  const dims = [...Array(rank - 2).keys()].map((d) => d + 2);
+  const y = standardize(n, x, dims, attrFloat(n, "epsilon", 1e-5));
+  const scaled = n.b.emit("mul", [y, perChannel(n, floatInput(n, 1), rank)]);
+  return [n.b.emit("add", [scaled, perChannel(n, floatInput(n, 2), rank)])];
+}
+
+function groupNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const shape = shapeOf(x).map((d) => staticDim(n, d));
+  const groups = attrInt(n, "num_groups", 0);
+  const channels = shape[1];
+  if (shape.length < 3 || groups < 1 || channels % groups !== 0) {
+    throw new RangeError(`GroupNormalization: ${channels} channels do not split into ${groups} groups`);
+  }
+  const grouped = reshapeTo(n.b, x, [shape[0], groups, -1]);
+  const y = standardize(n, grouped, [2], attrFloat(n, "epsilon", 1e-5));
+  const [scale, bias] = [floatInput(n, 1), floatInput(n, 2)];
+  if (numel(shapeOf(scale)) === groups && groups !== channels) {
+    // Opset 18: one scale and bias per group.
+    const affine = n.b.emit("add", [
+      n.b.emit("mul", [y, reshapeTo(n.b, scale, [groups, 1])]),
+      reshapeTo(n.b, bias, [groups, 1]),
+    ]);
+    return [reshapeTo(n.b, affine, shape)];
+  }
+  const back = reshapeTo(n.b, y, shape);
+  return [
+    n.b.emit("add", [n.b.emit("mul", [back, perChannel(n, scale, shape.length)]), perChannel(n, bias, shape.length)]),
+  ];
+}
+
+function lpNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  const dims = [normAxis(attrInt(n, "axis", -1), rank)];
+  const p = attrInt(n, "p", 2);
+  if (p !== 1 && p !== 2) throw new RangeError(`LpNormalization's p is ${p}; it is 1 or 2`);
+  const norm = p === 1
+    ? n.b.emit("sum", [n.b.emit("abs", [x])], { dims, keepdim: true })
+    : n.b.emit("sqrt", [n.b.emit("sum", [squareOf(n, x)], { dims, keepdim: true })]);
+  // A zero vector stays zero (ONNX's reference), not 0/0.
+  const zero = n.b.emit("compare", [norm, scalar(0)], { kind: "equal" });
+  return [n.b.emit("div", [x, n.b.emit("where", [zero, scalar(1), norm])])];
+}
+
+function meanVarianceNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  const axes = n.node.attributes.find((a) => a.name === "axes")?.ints.map((a) => normAxis(Number(a), rank)) ??
+    [0, 2, 3];
+  const mean = n.b.emit("mean", [x], { dims: axes, keepdim: true });
+  const centered = n.b.emit("sub", [x, mean]);
+  const deviation = n.b.emit("sqrt", [n.b.emit("mean", [squareOf(n, centered)], { dims: axes, keepdim: true })]);
+  // ONNX's function body: (X − E[X]) / (sqrt(Var[X]) + 1e-9).
+  return [n.b.emit("div", [centered, n.b.emit("add", [deviation], { scalar: 1e-9 })])];
+}
+
+/** The handlers of this module, spread into ops.ts's HANDLERS. */
+export const COVERAGE_HANDLERS: Record<string, Handler> = {
+  CastLike: cast,
+  Reciprocal: math("reciprocal"),
+  Sin: math("sin"),
+  Cos: math("cos"),
+  Tan: math("tan"),
+  Asin: math("asin"),
+  Acos: math("acos"),
+  Atan: math("atan"),
+  Sinh: math("sinh"),
+  Cosh: math("cosh"),
+  Asinh: math("asinh"),
+  Acosh: math("acosh"),
+  Atanh: math("atanh"),
+  Floor: math("floor"),
+  Ceil: math("ceil"),
+  Round: math("round"),
+  Sign: math("sign"),
+  Softsign: math("softsign"),
+  Softplus: math("softplus"),
+  Selu: math("selu", (n) => ({
+    alpha: attrFloat(n, "alpha", 1.67326319217681884765625),
+    beta: attrFloat(n, "gamma", 1.05070102214813232421875),
+  })),
+  ThresholdedRelu: math("thresholded_relu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
+  Celu: math("celu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
+  Mish: math("mish"),
+  Shrink: math("shrink", (n) => ({ alpha: attrFloat(n, "lambd", 0.5), beta: attrFloat(n, "bias", 0) })),
+  Swish: math("swish", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
+  IsNaN: predicate("is_nan"),
+  IsInf: predicate("is_inf"),
+  And: bitwise("bit_and"),
+  Or: bitwise("bit_or"),
+  Xor: bitwise("bit_xor"),
+  Not: bitwiseNot,
+  BitwiseAnd: bitwise("bit_and"),
+  BitwiseOr: bitwise("bit_or"),
+  BitwiseXor: bitwise("bit_xor"),
+  BitwiseNot: bitwiseNot,
+  BitShift: bitShift,
+  Mod: mod,
+  ReduceProd: reduceWith((n, x, dims, keepdim) => n.b.emit("prod", [x], { dims, keepdim })),
+  ReduceL1: reduceWith((n, x, dims, keepdim) => n.b.emit("sum", [n.b.emit("abs", [x])], { dims, keepdim })),
+  ReduceL2: reduceWith((n, x, dims, keepdim) =>
+    n.b.emit("sqrt", [n.b.emit("sum", [squareOf(n, x)], { dims, keepdim })])
+  ),
+  ReduceSumSquare: reduceWith((n, x, dims, keepdim) => n.b.emit("sum", [squareOf(n, x)], { dims, keepdim })),
+  ReduceLogSum: reduceWith((n, x, dims, keepdim) => n.b.emit("log", [n.b.emit("sum", [x], { dims, keepdim })])),
+  ReduceLogSumExp: reduceWith(logSumExp),
+  ArgMax: argExtreme(false),
+  ArgMin: argExtreme(true),
+  Hardmax: hardmax,
+  Sum: variadic("add"),
+  Mean: variadic("add", true),
+  Max: variadic("maximum"),
+  Min: variadic("minimum"),
+  PRelu: prelu,
+  Split: split,
+  Tile: tile,
+  DepthToSpace: depthToSpace,
+  SpaceToDepth: spaceToDepth,
+  Trilu: trilu,
+  EyeLike: eyeLike,
+  RMSNormalization: rmsNormalization,
+  InstanceNormalization: instanceNormalization,
+  GroupNormalization: groupNormalization,
+  LpNormalization: lpNormalization,
+  MeanVarianceNormalization: meanVarianceNormalization,
+};
