@@ -249,6 +249,7 @@ export const OP_SCHEMAS = {
         "default": null,
       },
       { "name": "keepdim", "kind": "bool", "default": false },
+      { "name": "last", "kind": "bool", "default": false },
     ],
   },
   softmax: {
@@ -929,6 +930,44 @@ export const OP_SCHEMAS = {
       { "name": "reverse", "kind": "bool", "default": false },
     ],
   },
+  gather_elements: {
+    code: 73,
+    inputs: ["x", "indices"],
+    params: [
+      { "name": "axis", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+    ],
+  },
+  scatter_elements: {
+    code: 74,
+    inputs: ["data", "indices", "updates"],
+    params: [
+      { "name": "axis", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+      { "name": "reduction", "kind": "enum", "values": ["none", "add", "mul", "max", "min"], "default": "none" },
+    ],
+  },
+  gather_nd: {
+    code: 75,
+    inputs: ["x", "indices"],
+    params: [
+      { "name": "batch_dims", "kind": "int", "min": 0, "max": 8, "default": 0 },
+    ],
+  },
+  scatter_nd: {
+    code: 76,
+    inputs: ["data", "indices", "updates"],
+    params: [
+      { "name": "reduction", "kind": "enum", "values": ["none", "add", "mul", "max", "min"], "default": "none" },
+    ],
+  },
+  top_k: {
+    code: 77,
+    inputs: ["x"],
+    params: [
+      { "name": "k", "kind": "int", "min": 0, "max": 9000000000000000 },
+      { "name": "axis", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": -1 },
+      { "name": "largest", "kind": "bool", "default": true },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1023,6 +1062,8 @@ export interface OpParams {
     dim?: number | null;
     /** bool, default false */
     keepdim?: boolean;
+    /** bool, default false */
+    last?: boolean;
   };
   softmax: {
     /** int, in [-9000000000000000, 9000000000000000], required */
@@ -1434,5 +1475,31 @@ export interface OpParams {
     exclusive?: boolean;
     /** bool, default false */
     reverse?: boolean;
+  };
+  gather_elements: {
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    axis?: number;
+  };
+  scatter_elements: {
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    axis?: number;
+    /** enum, default "none" */
+    reduction?: "none" | "add" | "mul" | "max" | "min";
+  };
+  gather_nd: {
+    /** int, in [0, 8], default 0 */
+    batch_dims?: number;
+  };
+  scatter_nd: {
+    /** enum, default "none" */
+    reduction?: "none" | "add" | "mul" | "max" | "min";
+  };
+  top_k: {
+    /** int, in [0, 9000000000000000], required */
+    k: number;
+    /** int, in [-9000000000000000, 9000000000000000], default -1 */
+    axis?: number;
+    /** bool, default true */
+    largest?: boolean;
   };
 }

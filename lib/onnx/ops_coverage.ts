@@ -178,17 +178,17 @@ function logSumExp(n: NodeContext, x: Value, dims: number[], keepdim: boolean): 
   return out;
 }
 
-/** ArgMax, and ArgMin as the argmax of −x (first index of ties, as ONNX's default). */
+/** ArgMax, and ArgMin as the argmax of −x (the first or, with select_last_index, the last of ties). */
 function argExtreme(min: boolean): Handler {
   return (n) => {
     let x = input(n, 0);
     const rank = shapeOf(x).length;
-    if (attrInt(n, "select_last_index", 0) !== 0) unsupported(`${n.node.opType} with select_last_index`);
     if (x.kind === "runtime" && x.dtype !== "float32") x = n.b.emit("cast", [x], { dtype: "float32" });
     x = asDType(x, "float32");
     if (min) x = n.b.emit("neg", [x]);
     const dim = normAxis(attrInt(n, "axis", 0), rank);
-    return [n.b.emit("argmax", [x], { dim, keepdim: attrInt(n, "keepdims", 1) === 1 })];
+    const last = attrInt(n, "select_last_index", 0) === 1;
+    return [n.b.emit("argmax", [x], { dim, keepdim: attrInt(n, "keepdims", 1) === 1, last })];
   };
 }
 
@@ -204,6 +204,18 @@ function hardmax(n: NodeContext): Value[] {
   const positions = constValue(host(DATA_TYPE.INT64, [size, ...trailing], [...Array(size).keys()]));
   const hit = n.b.emit("compare", [index, positions], { kind: "equal" });
   return [n.b.emit("cast", [hit], { dtype: "float32" })];
+}
+
+function cumProd(n: NodeContext): Value[] {
+  const axis = constInts(n.inputs[1], "CumProd axis");
+  if (axis.length !== 1) throw new RangeError(`CumProd's axis has ${axis.length} values; it takes one`);
+  return [
+    n.b.emit("cum_prod", [input(n, 0)], {
+      dim: axis[0],
+      exclusive: attrInt(n, "exclusive", 0) === 1,
+      reverse: attrInt(n, "reverse", 0) === 1,
+    }),
+  ];
 }
 
 // ----------------------------------------------------------------------------------------
@@ -417,9 +429,125 @@ function meanVarianceNormalization(n: NodeContext): Value[] {
   return [n.b.emit("div", [centered, n.b.emit("add", [deviation], { scalar: 1e-9 })])];
 }
 
+// ----------------------------------------------------------------------------------------
+// Element-indexed ops (ops/scatter.zig) and what composes from them
+
+type ScatterReduction = ParamsOf<"scatter_nd">["reduction"];
+
+function scatterReduction(n: NodeContext): ScatterReduction {
+  const name = attrString(n, "reduction", "none");
+  if (!["none", "add", "mul", "max", "min"].includes(name)) {
+    throw new RangeError(`${n.node.opType}'s reduction is '${name}'; it is none, add, mul, max or min`);
+  }
+  return name as ScatterReduction;
+}
+
+function gatherElements(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const axis = normAxis(attrInt(n, "axis", 0), shapeOf(x).length);
+  return [n.b.emit("gather_elements", [x, input(n, 1)], { axis })];
+}
+
+function scatterElements(n: NodeContext): Value[] {
+  const data = input(n, 0);
+  const axis = normAxis(attrInt(n, "axis", 0), shapeOf(data).length);
+  return [n.b.emit("scatter_elements", [data, input(n, 1), input(n, 2)], { axis, reduction: scatterReduction(n) })];
+}
+
+function gatherNd(n: NodeContext): Value[] {
+  return [n.b.emit("gather_nd", [input(n, 0), input(n, 1)], { batch_dims: attrInt(n, "batch_dims", 0) })];
+}
+
+function scatterNd(n: NodeContext): Value[] {
+  return [n.b.emit("scatter_nd", [input(n, 0), input(n, 1), input(n, 2)], { reduction: scatterReduction(n) })];
+}
+
+/** TopK: the native op's indices, and the values gathered at them. */
+function topK(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const axis = normAxis(attrInt(n, "axis", -1), rank);
+  const k = n.opset < 10 ? attrInt(n, "k", -1) : constInts(n.inputs[1], "TopK's K")[0];
+  if (k === undefined || k < 0) throw new RangeError(`TopK's K is ${k}; it must be a non-negative integer`);
+  const keys = x.kind === "runtime" && x.dtype !== "float32"
+    ? n.b.emit("cast", [x], { dtype: "float32" })
+    : asDType(x, "float32");
+  const indices = n.b.emit("top_k", [keys], { k, axis, largest: attrInt(n, "largest", 1) === 1 });
+  return [n.b.emit("gather_elements", [x, indices], { axis }), indices];
+}
+
+/**
+ * OneHot: `on` where the (wrapped) index equals the position along the new axis, `off`
+ * elsewhere; indices outside [-depth, depth) match no position, as ONNX says.
+ */
+function oneHot(n: NodeContext): Value[] {
+  const indices = floatInput(n, 0);
+  const depth = Math.trunc(constInts(input(n, 1), "OneHot's depth")[0]);
+  if (!(depth >= 1)) throw new RangeError(`OneHot's depth is ${depth}; it must be at least 1`);
+  const values = input(n, 2);
+  const rank = shapeOf(indices).length;
+  const axis = normAxis(attrInt(n, "axis", -1), rank + 1);
+  const negative = n.b.emit("compare", [indices, scalar(0)], { kind: "less" });
+  const wrapped = n.b.emit("where", [negative, n.b.emit("add", [indices], { scalar: depth }), indices]);
+  const lifted = n.b.emit("unsqueeze", [n.b.emit("unary_math", [wrapped], { kind: "floor" })], { dim: axis });
+  const positions = constValue(
+    host(DATA_TYPE.FLOAT, [depth, ...new Array<number>(rank - axis).fill(1)], [...Array(depth).keys()]),
+  );
+  const hit = n.b.emit("compare", [lifted, positions], { kind: "equal" });
+  const off = n.b.emit("slice", [values], { dim: 0, start: 0, end: 1 });
+  const on = n.b.emit("slice", [values], { dim: 0, start: 1, end: 2 });
+  return [n.b.emit("where", [hit, on, off])];
+}
+
+/**
+ * NegativeLogLikelihoodLoss on log-probabilities [N, C, d…] and targets [N, d…]: each loss
+ * is −input[n, target, d…] · weight[target] (0 at ignore_index), then none, sum, or the
+ * weighted mean (the sum over the sum of the weights that count).
+ */
+function nllLoss(n: NodeContext, logProb: Value, target: Value, weight: Value | undefined): Value {
+  const reduction = attrString(n, "reduction", "mean");
+  if (!["none", "sum", "mean"].includes(reduction)) {
+    throw new RangeError(`${n.node.opType}'s reduction is '${reduction}'; it is none, sum or mean`);
+  }
+  const ignore = n.node.attributes.find((a) => a.name === "ignore_index");
+  const targetType = typeOf(target);
+  let safe = target;
+  let ignored: Value | undefined;
+  if (ignore?.i !== undefined) {
+    ignored = n.b.emit("compare", [target, scalar(Number(ignore.i), targetType)], { kind: "equal" });
+    // Ignored positions read class 0 (any valid index) and weigh 0.
+    safe = n.b.emit("where", [ignored, scalar(0, targetType), target]);
+  }
+  const picked = n.b.emit(
+    "squeeze",
+    [n.b.emit("gather_elements", [logProb, n.b.emit("unsqueeze", [safe], { dim: 1 })], { axis: 1 })],
+    { dim: 1 },
+  );
+  let weights = weight === undefined ? undefined : n.b.emit("take", [weight, safe], { axis: 0 });
+  if (ignored !== undefined) weights = n.b.emit("where", [ignored, scalar(0), weights ?? scalar(1)]);
+  const losses = n.b.emit("neg", [weights === undefined ? picked : n.b.emit("mul", [picked, weights])]);
+  if (reduction === "none") return losses;
+  const all = [...Array(shapeOf(losses).length).keys()];
+  const total = n.b.emit("sum", [losses], { dims: all, keepdim: false });
+  if (reduction === "sum") return total;
+  if (weights === undefined) return n.b.emit("div", [total], { scalar: staticDim(n, numel(shapeOf(losses))) });
+  // The weights have the targets' shape (taken per target, or 0/1 for ignore_index).
+  return n.b.emit("div", [total, n.b.emit("sum", [weights], { dims: all, keepdim: false })]);
+}
+
+function negativeLogLikelihoodLoss(n: NodeContext): Value[] {
+  return [nllLoss(n, floatInput(n, 0), input(n, 1), n.inputs[2] && floatInput(n, 2))];
+}
+
+function softmaxCrossEntropyLoss(n: NodeContext): Value[] {
+  const logProb = n.b.emit("log_softmax", [floatInput(n, 0)], { dim: 1 });
+  return [nllLoss(n, logProb, input(n, 1), n.inputs[2] && floatInput(n, 2)), logProb];
+}
+
 /** The handlers of this module, spread into ops.ts's HANDLERS. */
 export const COVERAGE_HANDLERS: Record<string, Handler> = {
   CastLike: cast,
+  CumProd: cumProd,
   Reciprocal: math("reciprocal"),
   Sin: math("sin"),
   Cos: math("cos"),
@@ -486,4 +614,13 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   GroupNormalization: groupNormalization,
   LpNormalization: lpNormalization,
   MeanVarianceNormalization: meanVarianceNormalization,
+  GatherElements: gatherElements,
+  ScatterElements: scatterElements,
+  Scatter: scatterElements,
+  GatherND: gatherNd,
+  ScatterND: scatterNd,
+  TopK: topK,
+  OneHot: oneHot,
+  NegativeLogLikelihoodLoss: negativeLogLikelihoodLoss,
+  SoftmaxCrossEntropyLoss: softmaxCrossEntropyLoss,
 };

@@ -26,6 +26,7 @@ const pooling = @import("ops/pooling.zig");
 const indexing = @import("ops/indexing.zig");
 const recurrent = @import("ops/recurrent.zig");
 const dynamic = @import("ops/dynamic.zig");
+const scatter = @import("ops/scatter.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
 const indexing_kernels = @import("kernels/indexing.zig");
@@ -115,6 +116,11 @@ pub const OpCode = enum(u32) {
     unary_math = 70,
     prod = 71,
     cum_prod = 72,
+    gather_elements = 73,
+    scatter_elements = 74,
+    gather_nd = 75,
+    scatter_nd = 76,
+    top_k = 77,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -187,11 +193,13 @@ pub const Reduce = struct {
     keepdim: bool = false,
 };
 
-/// The index of the largest value along `dim`, or in the flattened tensor when null.
+/// The index of the largest value along `dim`, or in the flattened tensor when null: the
+/// first of equal maxima, or the last when `last` (ONNX's select_last_index).
 pub const Argmax = struct {
     pub const inputs = one_input;
     dim: ?i64 = null,
     keepdim: bool = false,
+    last: bool = false,
 };
 
 pub const Softmax = struct {
@@ -632,6 +640,48 @@ pub const UnaryMath = struct {
     }
 };
 
+// Element-indexed ops (ops/scatter.zig): every index is checked against the data before a
+// kernel runs; negative ones count from the end.
+
+/// ONNX GatherElements: out (the indices' shape) takes x's element at each index's
+/// coordinates, the `axis` one replaced by the index.
+pub const GatherElements = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "indices" };
+    axis: i64 = 0,
+};
+
+/// ONNX ScatterElements: a copy of data with each update placed at its coordinates, the
+/// `axis` one replaced by its index, combined by `reduction` in update order.
+pub const ScatterElements = struct {
+    pub const inputs: []const []const u8 = &.{ "data", "indices", "updates" };
+    axis: i64 = 0,
+    reduction: scatter.Reduction = .none,
+};
+
+/// ONNX GatherND: the slices of x at index tuples (the indices' last dim), the first
+/// `batch_dims` dims of x and the indices paired.
+pub const GatherNd = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "indices" };
+    pub const bounds = .{ .batch_dims = Bound{ .min = 0, .max = max_dims } };
+    batch_dims: i64 = 0,
+};
+
+/// ONNX ScatterND: a copy of data with update slices combined in at index tuples.
+pub const ScatterNd = struct {
+    pub const inputs: []const []const u8 = &.{ "data", "indices", "updates" };
+    reduction: scatter.Reduction = .none,
+};
+
+/// The int64 indices of the k largest (or smallest) elements along `axis`, sorted, ties by
+/// lower index (ONNX TopK's Indices; its Values are x gathered at them).
+pub const TopK = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .k = Bound.non_negative };
+    k: i64,
+    axis: i64 = -1,
+    largest: bool = true,
+};
+
 /// Every op's options, tagged by op code.
 pub const Options = union(OpCode) {
     mm: Pair,
@@ -707,6 +757,11 @@ pub const Options = union(OpCode) {
     unary_math: UnaryMath,
     prod: Reduce,
     cum_prod: CumSum,
+    gather_elements: GatherElements,
+    scatter_elements: ScatterElements,
+    gather_nd: GatherNd,
+    scatter_nd: ScatterNd,
+    top_k: TopK,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -810,12 +865,17 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .resize => |o| indexing.resize(inputs[0], @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest), o.sizes.slice(), o.scales.slice()),
         .take => |o| indexing.take(inputs[0], inputs[1], o.axis),
         .sum, .mean, .max, .min, .prod => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
-        .argmax => |o| if (o.dim) |dim| reduction.reduce(.argmax, inputs[0], &.{dim}, o.keepdim) else reduction.reduce(.argmax, inputs[0], &.{}, o.keepdim),
+        .argmax => |o| if (o.dim) |dim| reduction.reduceSelecting(.argmax, inputs[0], &.{dim}, o.keepdim, o.last) else reduction.reduceSelecting(.argmax, inputs[0], &.{}, o.keepdim, o.last),
         .lstm => |o| recurrent.recurrent(o.config(.lstm), o.tensors(inputs)),
         .gru => |o| recurrent.recurrent(o.config(.gru), o.tensors(inputs)),
         .rnn => |o| recurrent.recurrent(o.config(.rnn), o.tensors(inputs)),
         .cum_sum => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse, false),
         .cum_prod => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse, true),
+        .gather_elements => |o| scatter.gatherElements(inputs[0], inputs[1], o.axis),
+        .scatter_elements => |o| scatter.scatterElements(inputs[0], inputs[1], inputs[2], o.axis, o.reduction),
+        .gather_nd => |o| scatter.gatherNd(inputs[0], inputs[1], @intCast(o.batch_dims)),
+        .scatter_nd => |o| scatter.scatterNd(inputs[0], inputs[1], inputs[2], o.reduction),
+        .top_k => |o| scatter.topK(inputs[0], @intCast(o.k), o.axis, o.largest),
         .unary_math => |o| elementwise.unary(o.kernel(), .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
@@ -945,6 +1005,8 @@ test {
     _ = schema;
     _ = @import("ops/dims.zig");
     _ = @import("ops/dynamic.zig");
+    _ = scatter;
+    _ = @import("kernels/scatter.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
     _ = @import("kernels/reduction.zig");

@@ -125,15 +125,16 @@ pub fn cumsumLine(comptime T: type, input: []const T, output: []T, count: usize,
     }
 }
 
-/// Index of the first maximum of a strided run (NaN counts as the maximum); 0 if empty.
-pub fn argmax(block: []const f32, count: usize, stride: usize) usize {
+/// Index of the first maximum of a strided run (the last one when `last`: ONNX's
+/// select_last_index; NaN counts as the maximum, the first NaN wins); 0 if empty.
+pub fn argmax(block: []const f32, count: usize, stride: usize, last: bool) usize {
     var best: usize = 0;
     if (count == 0) return 0;
     var best_value = block[0];
     for (1..count) |r| {
         const value = block[r * stride];
         if (best_value != best_value) break; // the first NaN is final
-        if (value != value or value > best_value) {
+        if (value != value or value > best_value or (last and value == best_value)) {
             best = r;
             best_value = value;
         }

@@ -136,6 +136,11 @@ fn outputShape(shape: []const usize, mask: [max_dims]bool, keepdim: bool, buffer
 
 /// sum / mean / max / min over `dims` (all when empty), or argmax over one dim or all.
 pub fn reduce(kind: Kind, input: *Tensor, dims: []const i64, keepdim: bool) Error!*Tensor {
+    return reduceSelecting(kind, input, dims, keepdim, false);
+}
+
+/// `reduce`, with argmax picking the last of equal maxima when `last`.
+pub fn reduceSelecting(kind: Kind, input: *Tensor, dims: []const i64, keepdim: bool, last: bool) Error!*Tensor {
     const name = @tagName(kind);
     try elementwiseRequireFloat(name, input);
     const mask = switch (kind) {
@@ -155,7 +160,7 @@ pub fn reduce(kind: Kind, input: *Tensor, dims: []const i64, keepdim: bool) Erro
     }
     var shape_buffer: [max_dims]usize = undefined;
     const out_shape = outputShape(x.dims(), mask, keepdim, &shape_buffer);
-    if (kind == .argmax) return argmax(x, mask, dims.len == 0, out_shape);
+    if (kind == .argmax) return argmax(x, mask, dims.len == 0, out_shape, last);
     const op: kernels.Reduce = switch (kind) {
         .sum, .mean => .sum,
         .max => .max,
@@ -231,12 +236,12 @@ fn reduceMasked(op: kernels.Reduce, x: *Tensor, mask: [max_dims]bool) Error!*Ten
     return current;
 }
 
-fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize) Error!*Tensor {
+fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize, last: bool) Error!*Tensor {
     const out = try tensor.createUninit(.int64, out_shape);
     errdefer out.release();
     const values = x.f32Slice();
     if (all or x.ndim == 0) {
-        out.i64Slice()[0] = @intCast(kernels.argmax(values, values.len, 1));
+        out.i64Slice()[0] = @intCast(kernels.argmax(values, values.len, 1, last));
         return out;
     }
     const axis = std.mem.indexOfScalar(bool, mask[0..x.ndim], true).?;
@@ -244,7 +249,7 @@ fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize)
     const indices = out.i64Slice();
     for (0..block.outer) |o| for (0..block.inner) |i| {
         const start = o * block.reduced * block.inner + i;
-        indices[o * block.inner + i] = @intCast(kernels.argmax(values[start..], block.reduced, block.inner));
+        indices[o * block.inner + i] = @intCast(kernels.argmax(values[start..], block.reduced, block.inner, last));
     };
     return out;
 }
@@ -407,6 +412,14 @@ test "argmax, empty reductions and bad dims" {
     const all = try reduce(.argmax, x, &.{}, false);
     defer all.release();
     try std.testing.expectEqualSlices(i64, &.{3}, all.i64Slice());
+    // select_last_index: the last of the tied 7s, along the rows and over everything.
+    const last_along_rows = try reduceSelecting(.argmax, x, &.{1}, true, true);
+    defer last_along_rows.release();
+    try std.testing.expectEqualSlices(i64, &.{ 1, 2 }, last_along_rows.i64Slice());
+    try std.testing.expectEqualSlices(usize, &.{ 2, 1 }, last_along_rows.dims());
+    const last_all = try reduceSelecting(.argmax, x, &.{}, false, true);
+    defer last_all.release();
+    try std.testing.expectEqualSlices(i64, &.{5}, last_all.i64Slice());
     try std.testing.expectError(error.IndexOutOfRange, reduce(.sum, x, &.{2}, false));
     try std.testing.expectError(error.InvalidArgument, reduce(.sum, x, &.{ 1, -1 }, false));
     const empty = try tensor.createZeroed(.float32, &.{ 0, 3 });
