@@ -888,6 +888,18 @@ export const OP_SCHEMAS = {
           "swish",
           "is_nan",
           "is_inf",
+          "to_float16",
+          "to_bfloat16",
+          "to_e4m3fn",
+          "to_e4m3fnuz",
+          "to_e5m2",
+          "to_e5m2fnuz",
+          "to_e2m1",
+          "to_e8m0",
+          "to_int4",
+          "to_uint4",
+          "to_int2",
+          "to_uint2",
         ],
       },
       {
@@ -1456,7 +1468,19 @@ export interface OpParams {
       | "shrink"
       | "swish"
       | "is_nan"
-      | "is_inf";
+      | "is_inf"
+      | "to_float16"
+      | "to_bfloat16"
+      | "to_e4m3fn"
+      | "to_e4m3fnuz"
+      | "to_e5m2"
+      | "to_e5m2fnuz"
+      | "to_e2m1"
+      | "to_e8m0"
+      | "to_int4"
+      | "to_uint4"
+      | "to_int2"
+      | "to_uint2";
     /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 0 */
     alpha?: number;
     /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 0 */

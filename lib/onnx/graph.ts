@@ -23,6 +23,8 @@ export interface RuntimeValue {
   runs: Tensor[];
   /** The node that makes it (fusions rewrite it in place). */
   node?: NodeDescription;
+  /** A graph input's declared ONNX element type (CastLike reads a narrow one, which rides in `dtype`). */
+  elemType?: number;
 }
 
 /** A constant (per run when it derives from a dynamic dimension, e.g. Shape). */

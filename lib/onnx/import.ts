@@ -175,6 +175,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
   }
   const inputs: InputDescription[] = [];
   const inputNames: string[] = [];
+  const inputTypes: number[] = [];
   for (const info of graph.inputs) {
     if (values.has(info.name)) continue;
     // float16 and double inputs ride as float32 (the caller passes float32; the math runs in
@@ -199,6 +200,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
     }
     inputs.push(describe(info.name, dtype, shape, info.dims));
     inputNames.push(info.name);
+    inputTypes.push(info.elemType);
   }
   const runCount = inputs.some((i) => i.shape.includes(-1)) ? 2 : 1;
   const b = new GraphBuilder(inputs.length, runCount);
@@ -223,7 +225,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
           : new Int32Array(count);
         runs.push(tensor(data, shape, { dtype: spec.dtype }));
       }
-      values.set(inputNames[index], b.input(index, spec.dtype, runs));
+      values.set(inputNames[index], { ...b.input(index, spec.dtype, runs), elemType: inputTypes[index] });
     });
     convertNodes(model, opset, b, values);
     const outputs = graph.outputs.map((o) =>

@@ -70,6 +70,52 @@ function predicate(kind: "is_nan" | "is_inf"): Handler {
   };
 }
 
+/** The rounding that a Cast to a narrow type carried in float32 (or int32) is. */
+const NARROW_CASTS: Record<number, MathKind> = {
+  [DATA_TYPE.FLOAT16]: "to_float16",
+  [DATA_TYPE.BFLOAT16]: "to_bfloat16",
+  [DATA_TYPE.FLOAT8E4M3FN]: "to_e4m3fn",
+  [DATA_TYPE.FLOAT8E4M3FNUZ]: "to_e4m3fnuz",
+  [DATA_TYPE.FLOAT8E5M2]: "to_e5m2",
+  [DATA_TYPE.FLOAT8E5M2FNUZ]: "to_e5m2fnuz",
+  [DATA_TYPE.FLOAT4E2M1]: "to_e2m1",
+  [DATA_TYPE.FLOAT8E8M0]: "to_e8m0",
+  [DATA_TYPE.INT4]: "to_int4",
+  [DATA_TYPE.UINT4]: "to_uint4",
+  [DATA_TYPE.INT2]: "to_int2",
+  [DATA_TYPE.UINT2]: "to_uint2",
+};
+
+const E8M0_ROUNDING = ["up", "nearest", "down"];
+
+/**
+ * Cast and CastLike: to a narrow type, the native rounding to its values (saturating the
+ * float8 types unless saturate = 0; float8e8m0 rounding as round_mode says); otherwise
+ * ops.ts's cast.
+ */
+function castNarrow(n: NodeContext): Value[] {
+  const like = n.node.opType === "CastLike" ? input(n, 1) : undefined;
+  const to = like === undefined
+    ? attrInt(n, "to", DATA_TYPE.FLOAT)
+    : like.kind === "runtime" && like.elemType !== undefined
+    ? like.elemType
+    : typeOf(like);
+  const kind = NARROW_CASTS[to];
+  if (kind === undefined) return cast(n);
+  let x = input(n, 0);
+  if (x.kind === "runtime" && x.dtype !== "float32") x = n.b.emit("cast", [x], { dtype: "float32" });
+  const mode = E8M0_ROUNDING.indexOf(attrString(n, "round_mode", "up"));
+  if (mode < 0) {
+    throw new RangeError(`Cast's round_mode is '${attrString(n, "round_mode", "")}'; it is up, nearest or down`);
+  }
+  const rounded = n.b.emit("unary_math", [asDType(x, "float32")], {
+    kind,
+    alpha: attrInt(n, "saturate", 1),
+    beta: mode,
+  });
+  return [spindleDType(to) === "int32" ? n.b.emit("cast", [rounded], { dtype: "int32" }) : rounded];
+}
+
 // ----------------------------------------------------------------------------------------
 // Logical and bitwise (bools and small integers ride as int32; int_binary's kinds)
 
@@ -546,7 +592,8 @@ function softmaxCrossEntropyLoss(n: NodeContext): Value[] {
 
 /** The handlers of this module, spread into ops.ts's HANDLERS. */
 export const COVERAGE_HANDLERS: Record<string, Handler> = {
-  CastLike: cast,
+  Cast: castNarrow,
+  CastLike: castNarrow,
   CumProd: cumProd,
   Reciprocal: math("reciprocal"),
   Sin: math("sin"),

@@ -619,9 +619,50 @@ pub const ResizeTo = struct {
 /// holds their definitions). alpha and beta are the ONNX attributes the kind takes: selu
 /// alpha and gamma (beta); thresholded_relu, celu and swish alpha; shrink lambd (alpha) and
 /// bias (beta); is_nan and is_inf give 1 or 0 (is_inf: alpha 1 detects −inf, beta 1 +inf).
+/// The to_* kinds round to the narrow types Spindle carries in float32 (ONNX Cast to them):
+/// alpha 1 saturates the float8 ones, beta is float8e8m0's rounding (0 up, 1 nearest, 2 down).
 pub const UnaryMath = struct {
     pub const inputs = one_input;
-    pub const Kind = enum(u8) { reciprocal, sin, cos, tan, asin, acos, atan, sinh, cosh, asinh, acosh, atanh, floor, ceil, round, sign, softsign, softplus, selu, thresholded_relu, celu, mish, shrink, swish, is_nan, is_inf };
+    pub const Kind = enum(u8) {
+        reciprocal,
+        sin,
+        cos,
+        tan,
+        asin,
+        acos,
+        atan,
+        sinh,
+        cosh,
+        asinh,
+        acosh,
+        atanh,
+        floor,
+        ceil,
+        round,
+        sign,
+        softsign,
+        softplus,
+        selu,
+        thresholded_relu,
+        celu,
+        mish,
+        shrink,
+        swish,
+        is_nan,
+        is_inf,
+        to_float16,
+        to_bfloat16,
+        to_e4m3fn,
+        to_e4m3fnuz,
+        to_e5m2,
+        to_e5m2fnuz,
+        to_e2m1,
+        to_e8m0,
+        to_int4,
+        to_uint4,
+        to_int2,
+        to_uint2,
+    };
     pub const bounds = .{ .alpha = Bound.finite, .beta = Bound.finite };
     kind: Kind,
     alpha: f64 = 0,
@@ -1007,6 +1048,7 @@ test {
     _ = @import("ops/dynamic.zig");
     _ = scatter;
     _ = @import("kernels/scatter.zig");
+    _ = @import("kernels/formats.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
     _ = @import("kernels/reduction.zig");

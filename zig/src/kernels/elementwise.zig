@@ -3,6 +3,7 @@
 //! Callers pass the sub-slices of their range; threading lives in ops/elementwise.zig.
 const std = @import("std");
 const math = @import("math.zig");
+const formats = @import("formats.zig");
 
 const lanes = math.lanes;
 const V = math.V;
@@ -51,6 +52,20 @@ pub const Unary = enum(u8) {
     swish,
     is_nan,
     is_inf,
+    // Casts to the narrow types carried in float32 (kernels/formats.zig): alpha ≠ 0
+    // saturates (float8), beta picks float8e8m0's rounding (0 up, 1 nearest, 2 down).
+    to_float16,
+    to_bfloat16,
+    to_e4m3fn,
+    to_e4m3fnuz,
+    to_e5m2,
+    to_e5m2fnuz,
+    to_e2m1,
+    to_e8m0,
+    to_int4,
+    to_uint4,
+    to_int2,
+    to_uint2,
 };
 
 /// Bounds of clamp (±inf for "no bound"); leaky_relu's slope is alpha; hard_sigmoid is
@@ -135,7 +150,39 @@ inline fn unaryVector(comptime op: Unary, params: UnaryParams, x: V) V {
             const negative = @select(f32, x == splat(-std.math.inf(f32)), splat(params.alpha), splat(0));
             break :blk @select(f32, (positive + negative) != splat(0), splat(1), splat(0));
         },
+        .to_float16 => toFormat(formats.float16, params, x),
+        .to_bfloat16 => toFormat(formats.bfloat16, params, x),
+        .to_e4m3fn => toFormat(formats.e4m3fn, params, x),
+        .to_e4m3fnuz => toFormat(formats.e4m3fnuz, params, x),
+        .to_e5m2 => toFormat(formats.e5m2, params, x),
+        .to_e5m2fnuz => toFormat(formats.e5m2fnuz, params, x),
+        .to_e2m1 => toFormat(formats.e2m1, params, x),
+        .to_e8m0 => blk: {
+            const values: [lanes]f32 = x;
+            var result: [lanes]f32 = undefined;
+            const mode = std.meta.intToEnum(formats.E8m0Rounding, @as(u8, @intFromFloat(std.math.clamp(params.beta, 0, 2)))) catch .up;
+            for (&result, values) |*r, value| r.* = formats.toE8m0(value, params.alpha != 0, mode);
+            break :blk result;
+        },
+        .to_int4 => smallInteger(4, true, x),
+        .to_uint4 => smallInteger(4, false, x),
+        .to_int2 => smallInteger(2, true, x),
+        .to_uint2 => smallInteger(2, false, x),
     };
+}
+
+fn toFormat(comptime format: formats.Float, params: UnaryParams, x: V) V {
+    const values: [lanes]f32 = x;
+    var result: [lanes]f32 = undefined;
+    for (&result, values) |*r, value| r.* = formats.toFloat(format, value, params.alpha != 0);
+    return result;
+}
+
+fn smallInteger(comptime bits: u4, comptime signed: bool, x: V) V {
+    const values: [lanes]f32 = x;
+    var result: [lanes]f32 = undefined;
+    for (&result, values) |*r, value| r.* = formats.toSmallInteger(value, bits, signed);
+    return result;
 }
 
 /// f per lane: the inverse trigonometric and hyperbolic functions have no vector form here;
@@ -176,6 +223,8 @@ pub fn unaryIsTranscendental(op: Unary) bool {
     return switch (op) {
         .relu, .neg, .abs, .clamp, .leaky_relu, .hard_sigmoid, .hard_swish => false,
         .reciprocal, .floor, .ceil, .round, .sign, .softsign, .thresholded_relu, .shrink, .is_nan, .is_inf => false,
+        .to_float16, .to_bfloat16, .to_e4m3fn, .to_e4m3fnuz, .to_e5m2, .to_e5m2fnuz, .to_e2m1, .to_e8m0 => true,
+        .to_int4, .to_uint4, .to_int2, .to_uint2 => true,
         .gelu_erf, .gelu_tanh, .sigmoid, .tanh, .exp, .log, .sqrt, .erf, .elu => true,
         .sin, .cos, .tan, .asin, .acos, .atan, .sinh, .cosh, .asinh, .acosh, .atanh => true,
         .softplus, .selu, .celu, .mish, .swish => true,
@@ -226,6 +275,20 @@ pub fn unaryReference(op: Unary, params: UnaryParams, x: f64) f64 {
         .swish => x / (1 + @exp(-params.alpha * x)),
         .is_nan => if (std.math.isNan(x)) 1 else 0,
         .is_inf => if ((x == std.math.inf(f64) and params.beta != 0) or (x == -std.math.inf(f64) and params.alpha != 0)) 1 else 0,
+        // The format conversions' references are formats.zig's own tests; here they must agree
+        // with themselves lane by lane (the vector path is a per-lane map).
+        .to_float16 => formats.toFloat(formats.float16, @floatCast(x), params.alpha != 0),
+        .to_bfloat16 => formats.toFloat(formats.bfloat16, @floatCast(x), params.alpha != 0),
+        .to_e4m3fn => formats.toFloat(formats.e4m3fn, @floatCast(x), params.alpha != 0),
+        .to_e4m3fnuz => formats.toFloat(formats.e4m3fnuz, @floatCast(x), params.alpha != 0),
+        .to_e5m2 => formats.toFloat(formats.e5m2, @floatCast(x), params.alpha != 0),
+        .to_e5m2fnuz => formats.toFloat(formats.e5m2fnuz, @floatCast(x), params.alpha != 0),
+        .to_e2m1 => formats.toFloat(formats.e2m1, @floatCast(x), params.alpha != 0),
+        .to_e8m0 => formats.toE8m0(@floatCast(x), params.alpha != 0, .up),
+        .to_int4 => formats.toSmallInteger(@floatCast(x), 4, true),
+        .to_uint4 => formats.toSmallInteger(@floatCast(x), 4, false),
+        .to_int2 => formats.toSmallInteger(@floatCast(x), 2, true),
+        .to_uint2 => formats.toSmallInteger(@floatCast(x), 2, false),
     };
 }
 

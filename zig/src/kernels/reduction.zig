@@ -162,7 +162,8 @@ test "row reductions match a scalar loop on awkward lengths, with NaN" {
             values[n / 2] = std.math.nan(f32);
             try std.testing.expect(std.math.isNan(row(.max, values[0..n])));
             try std.testing.expect(std.math.isNan(row(.min, values[0..n])));
-            try std.testing.expectEqual(n / 2, argmax(values[0..n], n, 1));
+            try std.testing.expectEqual(n / 2, argmax(values[0..n], n, 1, false));
+            try std.testing.expectEqual(n / 2, argmax(values[0..n], n, 1, true));
         }
     }
 }
@@ -183,5 +184,6 @@ test "column reductions match a scalar loop" {
         for (0..7) |r| expected = @max(expected, block[r * 37 + j]);
         try std.testing.expectEqual(expected, got);
     }
-    try std.testing.expectEqual(@as(usize, 0), argmax(&.{ 3, 1, 3 }, 3, 1));
+    try std.testing.expectEqual(@as(usize, 0), argmax(&.{ 3, 1, 3 }, 3, 1, false));
+    try std.testing.expectEqual(@as(usize, 2), argmax(&.{ 3, 1, 3 }, 3, 1, true));
 }
