@@ -590,6 +590,115 @@ function softmaxCrossEntropyLoss(n: NodeContext): Value[] {
   return [nllLoss(n, logProb, input(n, 1), n.inputs[2] && floatInput(n, 2)), logProb];
 }
 
+// ----------------------------------------------------------------------------------------
+// Attention (opset 23), expanded into native ops as ONNX's function body and reference do
+
+/** [B, S, H·D] → [B, H, S, D] (3-D Attention inputs). */
+function splitHeads(n: NodeContext, v: Value, heads: number): Value {
+  const [batch, , hidden] = shapeOf(v);
+  if (hidden < 0 || hidden % heads !== 0) {
+    throw new RangeError(`Attention: a hidden size of ${hidden} does not split into ${heads} heads`);
+  }
+  const split = reshapeTo(n.b, v, [staticDim(n, batch), -1, heads, hidden / heads]);
+  return n.b.emit("permute", [split], { dims: [0, 2, 1, 3] });
+}
+
+/** The additive bias of a mask: a float mask as it is, a bool one as 0 (attend) or −inf. */
+function additiveMask(n: NodeContext, mask: Value): Value {
+  const bool = mask.kind === "runtime" ? mask.dtype !== "float32" : spindleDType(typeOf(mask)) !== "float32";
+  return bool ? n.b.emit("where", [mask, scalar(0), scalar(-Infinity)]) : mask;
+}
+
+function attention(n: NodeContext): Value[] {
+  if (n.inputs[6] !== undefined) unsupported("Attention with nonpad_kv_seqlen");
+  if (attrInt(n, "left_window_size", -1) !== -1 || attrInt(n, "right_window_size", -1) !== -1) {
+    unsupported("Attention with a sliding window");
+  }
+  let [q, k, v] = [0, 1, 2].map((i) => floatInput(n, i));
+  const rank = shapeOf(q).length;
+  if (rank !== 3 && rank !== 4) throw new RangeError(`Attention takes 3-D or 4-D inputs, got rank ${rank}`);
+  if (rank === 3) {
+    const qHeads = attrInt(n, "q_num_heads", 0);
+    const kvHeads = attrInt(n, "kv_num_heads", 0);
+    if (qHeads < 1 || kvHeads < 1) throw new RangeError("Attention on 3-D inputs needs q_num_heads and kv_num_heads");
+    [q, k, v] = [splitHeads(n, q, qHeads), splitHeads(n, k, kvHeads), splitHeads(n, v, kvHeads)];
+  }
+  const headSize = staticDim(n, shapeOf(q)[3]);
+  const scaleAttribute = n.node.attributes.find((a) => a.name === "scale")?.f;
+  // Q and K are each scaled by sqrt(scale) in float32, as the reference does.
+  const rootScale = Math.fround(Math.sqrt(scaleAttribute ?? 1 / Math.sqrt(headSize)));
+  const pastLength = n.inputs[4] ? staticDim(n, shapeOf(n.inputs[4])[2]) : 0;
+  if ((n.inputs[4] === undefined) !== (n.inputs[5] === undefined)) {
+    throw new RangeError("Attention takes past_key and past_value together");
+  }
+  const presentKey = n.inputs[4] ? n.b.emit("concat", [floatInput(n, 4), k], { dim: 2 }) : k;
+  const presentValue = n.inputs[5] ? n.b.emit("concat", [floatInput(n, 5), v], { dim: 2 }) : v;
+  const queries = staticDim(n, shapeOf(q)[2]);
+  const keys = staticDim(n, shapeOf(presentKey)[2]);
+  // The additive bias: the mask (padded to all keys with −inf), plus the causal frontier
+  // j ≤ i + past length.
+  let bias: Value | undefined;
+  if (n.inputs[3] !== undefined) {
+    bias = additiveMask(n, n.inputs[3]);
+    const width = staticDim(n, shapeOf(bias).at(-1)!);
+    if (width < keys) {
+      const pads = new Array<number>(2 * shapeOf(bias).length).fill(0);
+      pads[pads.length - 1] = keys - width;
+      bias = n.b.emit("pad", [bias], { mode: "constant", value: -Infinity, pads });
+    }
+  }
+  if (attrInt(n, "is_causal", 0) === 1) {
+    const causal: number[] = [];
+    for (let i = 0; i < queries; i++) for (let j = 0; j < keys; j++) causal.push(j <= i + pastLength ? 0 : -Infinity);
+    const frontier = constValue(host(DATA_TYPE.FLOAT, [queries, keys], causal));
+    bias = bias === undefined ? frontier : n.b.emit("add", [bias, frontier]);
+  }
+  // Grouped-query attention: each key/value head serves q_heads / kv_heads query heads.
+  const [batch, qHeads] = shapeOf(q);
+  const kvHeads = staticDim(n, shapeOf(presentKey)[1]);
+  let [kAll, vAll] = [presentKey, presentValue];
+  if (qHeads !== kvHeads) {
+    if (qHeads % kvHeads !== 0) throw new RangeError(`Attention: ${qHeads} query heads for ${kvHeads} key heads`);
+    const repeat = (t: Value) => {
+      const [, , length, size] = shapeOf(t);
+      const lifted = n.b.emit("unsqueeze", [t], { dim: 2 });
+      const wide = n.b.emit("expand", [lifted], {
+        shape: [staticDim(n, batch), kvHeads, qHeads / kvHeads, length, size],
+      });
+      return reshapeTo(n.b, wide, [staticDim(n, batch), qHeads, length, size]);
+    };
+    [kAll, vAll] = [repeat(kAll), repeat(vAll)];
+  }
+  const scaledQ = n.b.emit("mul", [q], { scalar: rootScale });
+  const scaledK = n.b.emit("mul", [kAll], { scalar: rootScale });
+  // The order of the pinned suite (onnx 1.21, opset 23): QK (output mode 0), plus the bias
+  // (mode 1), softcap (mode 2), softmax (mode 3).
+  const scores = n.b.emit("gemm", [scaledQ, scaledK], { trans_b: true });
+  const biased = bias === undefined ? scores : n.b.emit("add", [scores, bias]);
+  const softcap = attrFloat(n, "softcap", 0);
+  let capped = biased;
+  if (softcap > 0) {
+    const squashed = n.b.emit("tanh", [n.b.emit("div", [biased], { scalar: softcap })]);
+    capped = n.b.emit("mul", [squashed], { scalar: softcap });
+  }
+  let probabilities = n.b.emit("softmax", [capped], { dim: -1 });
+  if (bias !== undefined) {
+    // A row whose bias is −inf everywhere attends nothing: its probabilities are 0.
+    const peak = n.b.emit("max", [bias], { dims: [shapeOf(bias).length - 1], keepdim: true });
+    const none = n.b.emit("compare", [peak, scalar(-Infinity)], { kind: "equal" });
+    probabilities = n.b.emit("where", [none, scalar(0), probabilities]);
+  }
+  let y = n.b.emit("gemm", [probabilities, vAll]);
+  if (rank === 3) {
+    const merged = n.b.emit("permute", [y], { dims: [0, 2, 1, 3] });
+    y = reshapeTo(n.b, merged, [staticDim(n, batch), queries, -1]);
+  }
+  const mode = attrInt(n, "qk_matmul_output_mode", 0);
+  const qkOutput = [scores, biased, capped, probabilities][mode] ??
+    unsupported(`Attention's qk_matmul_output_mode ${mode} (0 to 3)`);
+  return [y, presentKey, presentValue, qkOutput];
+}
+
 /** The handlers of this module, spread into ops.ts's HANDLERS. */
 export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Cast: castNarrow,
@@ -670,4 +779,5 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   OneHot: oneHot,
   NegativeLogLikelihoodLoss: negativeLogLikelihoodLoss,
   SoftmaxCrossEntropyLoss: softmaxCrossEntropyLoss,
+  Attention: attention,
 };
