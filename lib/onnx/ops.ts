@@ -366,13 +366,33 @@ const reductions: Record<string, "mean" | "sum" | "max" | "min"> = {
 };
 
 /**
+ * ReduceMean/Sum/Max/Min natively. Integer (bool) inputs of Max and Min reduce in float32 and
+ * come back as int32 (exact below 2^24); Max and Min over an empty set give −inf and +inf
+ * (ONNX's identities), as a constant of the output's static shape.
+ */
+function reduceNative(n: NodeContext, x: Value, dims: number[], keepdim: boolean): Value {
+  const op = reductions[n.node.opType];
+  const shape = shapeOf(x);
+  if ((op === "max" || op === "min") && dims.some((d) => shape[d] === 0)) {
+    const out = shape.flatMap((d, i) => (dims.includes(i) ? (keepdim ? [1] : []) : [d]));
+    if (out.some((d) => d < 0)) unsupported(`${n.node.opType} over an empty set with dynamic dims`);
+    return constValue(
+      host(DATA_TYPE.FLOAT, out, new Array<number>(numel(out)).fill(op === "max" ? -Infinity : Infinity)),
+    );
+  }
+  const dtype = x.kind === "runtime" ? x.dtype : spindleDType(typeOf(x))!;
+  if (dtype === "float32" || (op !== "max" && op !== "min")) return n.b.emit(op, [x], { dims, keepdim });
+  const reduced = n.b.emit(op, [n.b.emit("cast", [x], { dtype: "float32" })], { dims, keepdim });
+  return n.b.emit("cast", [reduced], { dtype });
+}
+
+/**
  * An ONNX Reduce* node: `body` reduces x over `dims` (its opset's axes, all when none) with
  * keepdim as the node says; a no-op (noop_with_empty_axes, or a 0-D input) passes x on.
  */
 export function reduce(
   n: NodeContext,
-  body: (x: Value, dims: number[], keepdim: boolean) => Value = (x, dims, keepdim) =>
-    n.b.emit(reductions[n.node.opType], [x], { dims, keepdim }),
+  body: (x: Value, dims: number[], keepdim: boolean) => Value = (x, dims, keepdim) => reduceNative(n, x, dims, keepdim),
 ): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
@@ -557,6 +577,14 @@ function convTranspose(n: NodeContext): Value[] {
 function pool(max: boolean): Handler {
   return (n) => {
     if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("MaxPool's Indices output");
+    const x = input(n, 0);
+    const dtype = x.kind === "runtime" ? x.dtype : spindleDType(typeOf(x))!;
+    if (max && dtype !== "float32") {
+      // Integer max pooling in float32 (exact below 2^24), back to the input's dtype.
+      const floats = n.b.emit("cast", [x], { dtype: "float32" });
+      const pooled = pool(true)({ ...n, inputs: [floats, ...n.inputs.slice(1)] });
+      return [n.b.emit("cast", [pooled[0]!], { dtype })];
+    }
     return spatial2d(n, (x, lift) => {
       const kernel = lift(attrInts(n, "kernel_shape"), 1) ?? unsupported("pooling without kernel_shape");
       const stride = lift(attrInts(n, "strides"), 1) ?? [1, 1];
@@ -1022,9 +1050,15 @@ function clip(n: NodeContext): Value[] {
     if (n.inputs[2]) high = valuesOf(fixedHost(n.inputs[2]) ?? unsupported("Clip max must be a constant"))[0];
   }
   const x = input(n, 0);
-  if (x.kind === "runtime" && x.dtype !== "float32") unsupported("Clip on integer tensors");
   if (low !== null && high !== null && low > high) low = high; // ONNX: min(max(x, low), high) is high everywhere.
-  return [n.b.emit("clamp", [x], { min: low, max: high })];
+  const dtype = x.kind === "runtime" ? x.dtype : spindleDType(typeOf(x))!;
+  if (dtype === "float32") return [n.b.emit("clamp", [x], { min: low, max: high })];
+  // Integers: max and min against the bounds, exactly (clamp is float32).
+  const type = dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32;
+  let out = x;
+  if (low !== null && Number.isFinite(low)) out = intBinary(n, "max", out, constValue(host(type, [], [low])), dtype);
+  if (high !== null && Number.isFinite(high)) out = intBinary(n, "min", out, constValue(host(type, [], [high])), dtype);
+  return [out];
 }
 
 function cumSum(n: NodeContext): Value[] {
@@ -1133,6 +1167,24 @@ function range(n: NodeContext): Value[] {
   return [n.b.emit("range", inputs, {}, runtime ? { dtype } : undefined)];
 }
 
+/**
+ * Dropout at inference (or in training with ratio 0, which drops nothing): the input, and
+ * a mask of ones. Training with a nonzero ratio is random and unsupported.
+ */
+function dropout(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const training = n.inputs[2] && fixedHost(n.inputs[2]);
+  const ratio = n.inputs[1]
+    ? valuesOf(fixedHost(n.inputs[1]) ?? unsupported("Dropout's ratio must be a constant"))[0]
+    : 0.5;
+  if (training && valuesOf(training)[0] && ratio !== 0) unsupported("Dropout in training mode (it is random)");
+  if (n.node.outputs.length < 2 || n.node.outputs[1] === "") return [x];
+  const shape = shapeOf(x);
+  if (shape.some((d) => d < 0)) unsupported("Dropout's mask of a dynamic shape");
+  checkFoldedSize(shape);
+  return [x, constValue(host(DATA_TYPE.BOOL, shape, new Array<number>(numel(shape)).fill(1)))];
+}
+
 function identity(n: NodeContext): Value[] {
   return [input(n, 0)];
 }
@@ -1219,12 +1271,7 @@ export const HANDLERS: Record<string, Handler> = {
   Resize: resize,
   Upsample: resize,
   Identity: identity,
-  Dropout: (n) => {
-    if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("Dropout's mask output");
-    const training = n.inputs[2] && fixedHost(n.inputs[2]);
-    if (training && valuesOf(training)[0]) unsupported("Dropout in training mode");
-    return [input(n, 0)];
-  },
+  Dropout: dropout,
   Where: where,
   Expand: expand,
   Range: range,
