@@ -595,7 +595,7 @@ export const OP_SCHEMAS = {
     code: 55,
     inputs: ["x"],
     params: [
-      { "name": "mode", "kind": "enum", "values": ["nearest", "linear"], "default": "nearest" },
+      { "name": "mode", "kind": "enum", "values": ["nearest", "linear", "cubic"], "default": "nearest" },
       {
         "name": "coordinate",
         "kind": "enum",
@@ -610,6 +610,14 @@ export const OP_SCHEMAS = {
       },
       { "name": "sizes", "kind": "int", "capacity": 8, "min": -1, "max": 4294967296, "default": [] },
       { "name": "scales", "kind": "float", "capacity": 8, "min": 0, "max": 4294967296, "default": [] },
+      {
+        "name": "cubic_coeff_a",
+        "kind": "float",
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": -0.75,
+      },
+      { "name": "exclude_outside", "kind": "bool", "default": false },
     ],
   },
   take: {
@@ -831,7 +839,7 @@ export const OP_SCHEMAS = {
     code: 69,
     inputs: ["x", "sizes"],
     params: [
-      { "name": "mode", "kind": "enum", "values": ["nearest", "linear"], "default": "nearest" },
+      { "name": "mode", "kind": "enum", "values": ["nearest", "linear", "cubic"], "default": "nearest" },
       {
         "name": "coordinate",
         "kind": "enum",
@@ -1279,7 +1287,7 @@ export interface OpParams {
   };
   resize: {
     /** enum, default "nearest" */
-    mode?: "nearest" | "linear";
+    mode?: "nearest" | "linear" | "cubic";
     /** enum, default "half_pixel" */
     coordinate?: "half_pixel" | "asymmetric" | "pytorch_half_pixel" | "align_corners" | "half_pixel_symmetric";
     /** enum, default "round_prefer_floor" */
@@ -1288,6 +1296,10 @@ export interface OpParams {
     sizes?: readonly number[];
     /** float, list of up to 8, in [0, 4294967296], default [] */
     scales?: readonly number[];
+    /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default -0.75 */
+    cubic_coeff_a?: number;
+    /** bool, default false */
+    exclude_outside?: boolean;
   };
   take: {
     /** int, in [-9000000000000000, 9000000000000000], default 0 */
@@ -1432,7 +1444,7 @@ export interface OpParams {
   };
   resize_to: {
     /** enum, default "nearest" */
-    mode?: "nearest" | "linear";
+    mode?: "nearest" | "linear" | "cubic";
     /** enum, default "half_pixel" */
     coordinate?: "half_pixel" | "asymmetric" | "pytorch_half_pixel" | "align_corners" | "half_pixel_symmetric";
     /** enum, default "round_prefer_floor" */

@@ -1000,7 +1000,10 @@ function resize(n: NodeContext): Value[] {
   if (attrString(n, "keep_aspect_ratio_policy", "stretch") !== "stretch") {
     unsupported("Resize keep_aspect_ratio_policy");
   }
-  if (attrInt(n, "exclude_outside", 0) !== 0) unsupported("Resize with exclude_outside");
+  const cubic = {
+    cubic_coeff_a: attrFloat(n, "cubic_coeff_a", -0.75),
+    exclude_outside: attrInt(n, "exclude_outside", 0) !== 0,
+  };
   const axes = (attrInts(n, "axes") ?? [...Array(rank).keys()]).map((a) => normAxis(a, rank));
   const scalesInput = upsample || n.opset < 11 ? n.inputs[1] : n.inputs[2];
   const sizesInput = upsample || n.opset < 11 ? undefined : n.inputs[3];
@@ -1012,6 +1015,9 @@ function resize(n: NodeContext): Value[] {
     ? constInts(scalesInput, "Resize scales")
     : undefined;
   if (sizesInput?.kind === "runtime") {
+    if (mode === "cubic" && (cubic.cubic_coeff_a !== -0.75 || cubic.exclude_outside)) {
+      unsupported("Resize cubic with sizes computed at run time and a non-default cubic_coeff_a or exclude_outside");
+    }
     return [n.b.emit("resize_to", [x, asDType(sizesInput, "int64")], { mode, coordinate, nearest, axes })];
   }
   if (scalesInput?.kind === "runtime") unsupported("Resize with scales computed at run time");
@@ -1036,7 +1042,7 @@ function resize(n: NodeContext): Value[] {
   } else {
     unsupported("Resize without scales or sizes");
   }
-  return [n.b.emit("resize", [x], { mode, coordinate, nearest, sizes, scales })];
+  return [n.b.emit("resize", [x], { mode, coordinate, nearest, sizes, scales, ...cubic })];
 }
 
 function clip(n: NodeContext): Value[] {

@@ -437,13 +437,17 @@ pub const Pad = struct {
 /// Per dim: the output size, or -1 for floor(size × scale); the scale maps coordinates.
 pub const Resize = struct {
     pub const inputs = one_input;
-    pub const Mode = enum(u8) { nearest, linear };
-    pub const bounds = .{ .sizes = Bound{ .min = -1, .max = 1 << 32 }, .scales = Bound{ .min = 0, .max = 1 << 32 } };
+    pub const Mode = enum(u8) { nearest, linear, cubic };
+    pub const bounds = .{ .sizes = Bound{ .min = -1, .max = 1 << 32 }, .scales = Bound{ .min = 0, .max = 1 << 32 }, .cubic_coeff_a = Bound.finite };
     mode: Mode = .nearest,
     coordinate: indexing_kernels.Coordinate = .half_pixel,
     nearest: indexing_kernels.Nearest = .round_prefer_floor,
     sizes: List(i64, max_dims) = .{},
     scales: List(f64, max_dims) = .{},
+    /// Cubic only: Keys' coefficient, and whether taps past the edge are left out (the rest
+    /// renormalized) instead of repeating the edge.
+    cubic_coeff_a: f64 = -0.75,
+    exclude_outside: bool = false,
 
     pub fn check(options: Resize, op: []const u8, _: usize) Error!void {
         if (options.sizes.len != options.scales.len) {
@@ -903,7 +907,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .expand => |o| indexing.expand(inputs[0], o.shape.slice()),
         .cast => |o| indexing.cast(inputs[0], @intFromEnum(o.dtype), o.as_bool),
         .pad => |o| indexing.pad(inputs[0], @intFromEnum(o.mode), o.value, o.pads.slice()),
-        .resize => |o| indexing.resize(inputs[0], @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest), o.sizes.slice(), o.scales.slice()),
+        .resize => |o| indexing.resizeCubic(inputs[0], @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest), .{ .a = o.cubic_coeff_a, .exclude_outside = o.exclude_outside }, o.sizes.slice(), o.scales.slice()),
         .take => |o| indexing.take(inputs[0], inputs[1], o.axis),
         .sum, .mean, .max, .min, .prod => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
         .argmax => |o| if (o.dim) |dim| reduction.reduceSelecting(.argmax, inputs[0], &.{dim}, o.keepdim, o.last) else reduction.reduceSelecting(.argmax, inputs[0], &.{}, o.keepdim, o.last),
