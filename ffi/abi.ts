@@ -988,6 +988,14 @@ export const OP_SCHEMAS = {
       { "name": "largest", "kind": "bool", "default": true },
     ],
   },
+  fmod: {
+    code: 78,
+    inputs: ["a", "b?"],
+    params: [
+      { "name": "scalar", "kind": "float", "optional": true, "default": null },
+      { "name": "scalar_first", "kind": "bool", "default": false },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1537,5 +1545,11 @@ export interface OpParams {
     axis?: number;
     /** bool, default true */
     largest?: boolean;
+  };
+  fmod: {
+    /** float, default null */
+    scalar?: number | null;
+    /** bool, default false */
+    scalar_first?: boolean;
   };
 }

@@ -181,14 +181,14 @@ function bitShift(n: NodeContext): Value[] {
   return [intBinary(n, "bit_and", shifted, scalar(mask, dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32), dtype)];
 }
 
-/** Mod: integers natively (fmod 0: the divisor's sign; 1: the dividend's); floats fold. */
+/** Mod: integers natively (fmod 0: the divisor's sign; 1: the dividend's); floats (fmod 1) natively, or folded. */
 function mod(n: NodeContext): Value[] {
   const [a, b] = [input(n, 0), input(n, 1)];
   const fmod = attrInt(n, "fmod", 0) === 1;
   const float = [a, b].some((v) => spindleDType(typeOf(v)) === "float32");
   if (float) {
     if (!fmod) throw new RangeError("Mod of float tensors needs fmod = 1 (ONNX)");
-    if (!allConst([a, b])) unsupported("Mod of float tensors at run time");
+    if (!allConst([a, b])) return [n.b.emit("fmod", [asDType(a, "float32"), asDType(b, "float32")])];
     return [hostPerRun([a, b], (h) => {
       const out = broadcastMap(h, typeOf(a), (x, y) => x % y);
       out.values = out.values!.map(Math.fround);
@@ -356,6 +356,35 @@ function spaceToDepth(n: NodeContext): Value[] {
   const split = reshapeTo(n.b, x, [batch, channels, height / b, b, width / b, b]);
   const moved = n.b.emit("permute", [split], { dims: [0, 3, 5, 1, 2, 4] });
   return [reshapeTo(n.b, moved, [batch, channels * b * b, height / b, width / b])];
+}
+
+/**
+ * CenterCropPad: per axis, a centered slice where the target is smaller, centered zero
+ * padding where it is larger (the extra element of an odd difference at the end).
+ */
+function centerCropPad(n: NodeContext): Value[] {
+  let x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const targets = constInts(n.inputs[1], "CenterCropPad's shape");
+  const axes = (n.node.attributes.find((a) => a.name === "axes")?.ints.map(Number) ?? [...Array(rank).keys()])
+    .map((a) => normAxis(a, rank));
+  if (targets.length !== axes.length) {
+    throw new RangeError(`CenterCropPad has ${targets.length} sizes for ${axes.length} axes`);
+  }
+  axes.forEach((axis, i) => {
+    const size = staticDim(n, shapeOf(x)[axis]);
+    const target = targets[i];
+    if (target < 0) throw new RangeError(`CenterCropPad's size ${target} is negative`);
+    const begin = Math.floor(Math.abs(size - target) / 2);
+    if (target < size) x = n.b.emit("slice", [x], { dim: axis, start: begin, end: begin + target });
+    if (target > size) {
+      const pads = new Array<number>(2 * rank).fill(0);
+      pads[axis] = begin;
+      pads[rank + axis] = target - size - begin;
+      x = n.b.emit("pad", [x], { mode: "constant", value: 0, pads });
+    }
+  });
+  return [x];
 }
 
 /** Trilu: where(mask, x, 0) with the [rows, cols] mask of the kept triangle. */
@@ -764,6 +793,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   DepthToSpace: depthToSpace,
   SpaceToDepth: spaceToDepth,
   Trilu: trilu,
+  CenterCropPad: centerCropPad,
   EyeLike: eyeLike,
   RMSNormalization: rmsNormalization,
   InstanceNormalization: instanceNormalization,

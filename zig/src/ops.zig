@@ -121,6 +121,7 @@ pub const OpCode = enum(u32) {
     gather_nd = 75,
     scatter_nd = 76,
     top_k = 77,
+    fmod = 78,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -144,7 +145,7 @@ pub const Pair = struct {
     pub const inputs = two_inputs;
 };
 
-/// add, sub, mul, div, pow, maximum, minimum: two tensors broadcast (NumPy rules), or one
+/// add, sub, mul, div, pow, maximum, minimum, fmod: two tensors broadcast (NumPy rules), or one
 /// tensor and a number (`scalar`, on the left when `scalar_first`).
 pub const Binary = struct {
     pub const inputs: []const []const u8 = &.{ "a", "b?" };
@@ -807,6 +808,7 @@ pub const Options = union(OpCode) {
     gather_nd: GatherNd,
     scatter_nd: ScatterNd,
     top_k: TopK,
+    fmod: Binary,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -886,7 +888,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
     return switch (options) {
         .mm => linalg.mm(inputs[0], inputs[1]),
         .matmul => linalg.matmul(inputs[0], inputs[1]),
-        .add, .sub, .mul, .div, .pow, .maximum, .minimum => |o| binary(std.meta.activeTag(options), inputs, o),
+        .add, .sub, .mul, .div, .pow, .maximum, .minimum, .fmod => |o| binary(std.meta.activeTag(options), inputs, o),
         .relu, .sigmoid, .tanh, .exp, .log, .sqrt, .neg, .abs, .hard_swish, .erf => elementwise.unary(unaryKind(std.meta.activeTag(options)), .{}, inputs[0]),
         .gelu => |o| elementwise.unary(if (o.approximate == .tanh) .gelu_tanh else .gelu_erf, .{}, inputs[0]),
         .clamp => |o| elementwise.unary(.clamp, .{
@@ -1002,6 +1004,7 @@ fn binary(op: OpCode, inputs: []const *Tensor, options: Binary) Error!*Tensor {
         .pow => .pow,
         .maximum => .maximum,
         .minimum => .minimum,
+        .fmod => .fmod,
         else => unreachable,
     };
     if (options.scalar) |scalar| return elementwise.binaryScalar(kind, inputs[0], @floatCast(scalar), options.scalar_first);

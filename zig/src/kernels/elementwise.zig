@@ -292,7 +292,8 @@ pub fn unaryReference(op: Unary, params: UnaryParams, x: f64) f64 {
     };
 }
 
-pub const Binary = enum(u8) { add, sub, mul, div, pow, maximum, minimum };
+/// fmod: C's remainder, with the dividend's sign (ONNX Mod with fmod = 1 on floats).
+pub const Binary = enum(u8) { add, sub, mul, div, pow, maximum, minimum, fmod };
 
 inline fn binaryVector(comptime op: Binary, a: V, b: V) V {
     return switch (op) {
@@ -302,6 +303,7 @@ inline fn binaryVector(comptime op: Binary, a: V, b: V) V {
         .div => a / b,
         .maximum => maxPropagate(a, b),
         .minimum => minPropagate(a, b),
+        .fmod => @rem(a, b),
         .pow => blk: {
             // No vector pow in hardware; libm per lane keeps every IEEE corner case right.
             var result: [lanes]f32 = undefined;
@@ -355,6 +357,7 @@ pub fn binaryReference(op: Binary, a: f64, b: f64) f64 {
         .mul => a * b,
         .div => a / b,
         .pow => std.math.pow(f64, a, b),
+        .fmod => @rem(a, b),
         .maximum => if (std.math.isNan(a) or std.math.isNan(b)) std.math.nan(f64) else @max(a, b),
         .minimum => if (std.math.isNan(a) or std.math.isNan(b)) std.math.nan(f64) else @min(a, b),
     };
