@@ -574,7 +574,7 @@ function convTranspose(n: NodeContext): Value[] {
   });
 }
 
-function pool(max: boolean): Handler {
+export function pool(max: boolean): Handler {
   return (n) => {
     if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("MaxPool's Indices output");
     const x = input(n, 0);

@@ -27,6 +27,7 @@ import {
   intBinary,
   type NodeContext,
   normAxis,
+  pool,
   reduce,
   reshapeTo,
   typeOf,
@@ -385,6 +386,26 @@ function centerCropPad(n: NodeContext): Value[] {
     }
   });
   return [x];
+}
+
+/**
+ * LpPool: (Σ over the window of |x|^p)^(1/p), as an average pool of |x|^p that counts the
+ * padding (so the mean times the window's size is the sum over it).
+ */
+function lpPool(n: NodeContext): Value[] {
+  const p = attrInt(n, "p", 2);
+  if (p < 1) throw new RangeError(`LpPool's p is ${p}; it must be at least 1`);
+  const x = floatInput(n, 0);
+  const powered = p === 2 ? squareOf(n, x) : n.b.emit("pow", [n.b.emit("abs", [x])], { scalar: p });
+  const kernel = n.node.attributes.find((a) => a.name === "kernel_shape")?.ints.map(Number) ??
+    unsupported("LpPool without kernel_shape");
+  const attributes = [
+    ...n.node.attributes.filter((a) => a.name !== "p" && a.name !== "count_include_pad"),
+    { name: "count_include_pad", type: 2, i: 1n, floats: [], ints: [], strings: [] },
+  ];
+  const [mean] = pool(false)({ ...n, node: { ...n.node, attributes }, inputs: [powered] });
+  const sum = n.b.emit("mul", [mean!], { scalar: kernel.reduce((a, b) => a * b, 1) });
+  return [p === 1 ? sum : n.b.emit("pow", [sum], { scalar: 1 / p })];
 }
 
 /** Trilu: where(mask, x, 0) with the [rows, cols] mask of the kept triangle. */
@@ -794,6 +815,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   SpaceToDepth: spaceToDepth,
   Trilu: trilu,
   CenterCropPad: centerCropPad,
+  LpPool: lpPool,
   EyeLike: eyeLike,
   RMSNormalization: rmsNormalization,
   InstanceNormalization: instanceNormalization,
