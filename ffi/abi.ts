@@ -249,6 +249,7 @@ export const OP_SCHEMAS = {
         "default": null,
       },
       { "name": "keepdim", "kind": "bool", "default": false },
+      { "name": "last", "kind": "bool", "default": false },
     ],
   },
   softmax: {
@@ -594,7 +595,7 @@ export const OP_SCHEMAS = {
     code: 55,
     inputs: ["x"],
     params: [
-      { "name": "mode", "kind": "enum", "values": ["nearest", "linear"], "default": "nearest" },
+      { "name": "mode", "kind": "enum", "values": ["nearest", "linear", "cubic"], "default": "nearest" },
       {
         "name": "coordinate",
         "kind": "enum",
@@ -609,6 +610,14 @@ export const OP_SCHEMAS = {
       },
       { "name": "sizes", "kind": "int", "capacity": 8, "min": -1, "max": 4294967296, "default": [] },
       { "name": "scales", "kind": "float", "capacity": 8, "min": 0, "max": 4294967296, "default": [] },
+      {
+        "name": "cubic_coeff_a",
+        "kind": "float",
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": -0.75,
+      },
+      { "name": "exclude_outside", "kind": "bool", "default": false },
     ],
   },
   take: {
@@ -765,7 +774,25 @@ export const OP_SCHEMAS = {
     code: 63,
     inputs: ["a", "b"],
     params: [
-      { "name": "kind", "kind": "enum", "values": ["add", "sub", "mul", "div", "mod", "max", "min"] },
+      {
+        "name": "kind",
+        "kind": "enum",
+        "values": [
+          "add",
+          "sub",
+          "mul",
+          "div",
+          "mod",
+          "max",
+          "min",
+          "bit_and",
+          "bit_or",
+          "bit_xor",
+          "shift_left",
+          "shift_right",
+          "rem",
+        ],
+      },
     ],
   },
   reshape_to: {
@@ -812,7 +839,7 @@ export const OP_SCHEMAS = {
     code: 69,
     inputs: ["x", "sizes"],
     params: [
-      { "name": "mode", "kind": "enum", "values": ["nearest", "linear"], "default": "nearest" },
+      { "name": "mode", "kind": "enum", "values": ["nearest", "linear", "cubic"], "default": "nearest" },
       {
         "name": "coordinate",
         "kind": "enum",
@@ -833,6 +860,140 @@ export const OP_SCHEMAS = {
         "max": 9000000000000000,
         "default": [],
       },
+    ],
+  },
+  unary_math: {
+    code: 70,
+    inputs: ["x"],
+    params: [
+      {
+        "name": "kind",
+        "kind": "enum",
+        "values": [
+          "reciprocal",
+          "sin",
+          "cos",
+          "tan",
+          "asin",
+          "acos",
+          "atan",
+          "sinh",
+          "cosh",
+          "asinh",
+          "acosh",
+          "atanh",
+          "floor",
+          "ceil",
+          "round",
+          "sign",
+          "softsign",
+          "softplus",
+          "selu",
+          "thresholded_relu",
+          "celu",
+          "mish",
+          "shrink",
+          "swish",
+          "is_nan",
+          "is_inf",
+          "to_float16",
+          "to_bfloat16",
+          "to_e4m3fn",
+          "to_e4m3fnuz",
+          "to_e5m2",
+          "to_e5m2fnuz",
+          "to_e2m1",
+          "to_e8m0",
+          "to_int4",
+          "to_uint4",
+          "to_int2",
+          "to_uint2",
+        ],
+      },
+      {
+        "name": "alpha",
+        "kind": "float",
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": 0,
+      },
+      {
+        "name": "beta",
+        "kind": "float",
+        "min": -1.7976931348623157e+308,
+        "max": 1.7976931348623157e+308,
+        "default": 0,
+      },
+    ],
+  },
+  prod: {
+    code: 71,
+    inputs: ["x"],
+    params: [
+      {
+        "name": "dims",
+        "kind": "int",
+        "capacity": 8,
+        "min": -9000000000000000,
+        "max": 9000000000000000,
+        "default": [],
+      },
+      { "name": "keepdim", "kind": "bool", "default": false },
+    ],
+  },
+  cum_prod: {
+    code: 72,
+    inputs: ["x"],
+    params: [
+      { "name": "dim", "kind": "int", "min": -9000000000000000, "max": 9000000000000000 },
+      { "name": "exclusive", "kind": "bool", "default": false },
+      { "name": "reverse", "kind": "bool", "default": false },
+    ],
+  },
+  gather_elements: {
+    code: 73,
+    inputs: ["x", "indices"],
+    params: [
+      { "name": "axis", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+    ],
+  },
+  scatter_elements: {
+    code: 74,
+    inputs: ["data", "indices", "updates"],
+    params: [
+      { "name": "axis", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+      { "name": "reduction", "kind": "enum", "values": ["none", "add", "mul", "max", "min"], "default": "none" },
+    ],
+  },
+  gather_nd: {
+    code: 75,
+    inputs: ["x", "indices"],
+    params: [
+      { "name": "batch_dims", "kind": "int", "min": 0, "max": 8, "default": 0 },
+    ],
+  },
+  scatter_nd: {
+    code: 76,
+    inputs: ["data", "indices", "updates"],
+    params: [
+      { "name": "reduction", "kind": "enum", "values": ["none", "add", "mul", "max", "min"], "default": "none" },
+    ],
+  },
+  top_k: {
+    code: 77,
+    inputs: ["x"],
+    params: [
+      { "name": "k", "kind": "int", "min": 0, "max": 9000000000000000 },
+      { "name": "axis", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": -1 },
+      { "name": "largest", "kind": "bool", "default": true },
+    ],
+  },
+  fmod: {
+    code: 78,
+    inputs: ["a", "b?"],
+    params: [
+      { "name": "scalar", "kind": "float", "optional": true, "default": null },
+      { "name": "scalar_first", "kind": "bool", "default": false },
     ],
   },
 } as const satisfies Record<string, OpSchema>;
@@ -929,6 +1090,8 @@ export interface OpParams {
     dim?: number | null;
     /** bool, default false */
     keepdim?: boolean;
+    /** bool, default false */
+    last?: boolean;
   };
   softmax: {
     /** int, in [-9000000000000000, 9000000000000000], required */
@@ -1132,7 +1295,7 @@ export interface OpParams {
   };
   resize: {
     /** enum, default "nearest" */
-    mode?: "nearest" | "linear";
+    mode?: "nearest" | "linear" | "cubic";
     /** enum, default "half_pixel" */
     coordinate?: "half_pixel" | "asymmetric" | "pytorch_half_pixel" | "align_corners" | "half_pixel_symmetric";
     /** enum, default "round_prefer_floor" */
@@ -1141,6 +1304,10 @@ export interface OpParams {
     sizes?: readonly number[];
     /** float, list of up to 8, in [0, 4294967296], default [] */
     scales?: readonly number[];
+    /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default -0.75 */
+    cubic_coeff_a?: number;
+    /** bool, default false */
+    exclude_outside?: boolean;
   };
   take: {
     /** int, in [-9000000000000000, 9000000000000000], default 0 */
@@ -1250,7 +1417,20 @@ export interface OpParams {
   };
   int_binary: {
     /** enum, required */
-    kind: "add" | "sub" | "mul" | "div" | "mod" | "max" | "min";
+    kind:
+      | "add"
+      | "sub"
+      | "mul"
+      | "div"
+      | "mod"
+      | "max"
+      | "min"
+      | "bit_and"
+      | "bit_or"
+      | "bit_xor"
+      | "shift_left"
+      | "shift_right"
+      | "rem";
   };
   reshape_to: {
     /** bool, default false */
@@ -1272,12 +1452,104 @@ export interface OpParams {
   };
   resize_to: {
     /** enum, default "nearest" */
-    mode?: "nearest" | "linear";
+    mode?: "nearest" | "linear" | "cubic";
     /** enum, default "half_pixel" */
     coordinate?: "half_pixel" | "asymmetric" | "pytorch_half_pixel" | "align_corners" | "half_pixel_symmetric";
     /** enum, default "round_prefer_floor" */
     nearest?: "round_prefer_floor" | "round_prefer_ceil" | "floor" | "ceil";
     /** int, list of up to 8, in [-9000000000000000, 9000000000000000], default [] */
     axes?: readonly number[];
+  };
+  unary_math: {
+    /** enum, required */
+    kind:
+      | "reciprocal"
+      | "sin"
+      | "cos"
+      | "tan"
+      | "asin"
+      | "acos"
+      | "atan"
+      | "sinh"
+      | "cosh"
+      | "asinh"
+      | "acosh"
+      | "atanh"
+      | "floor"
+      | "ceil"
+      | "round"
+      | "sign"
+      | "softsign"
+      | "softplus"
+      | "selu"
+      | "thresholded_relu"
+      | "celu"
+      | "mish"
+      | "shrink"
+      | "swish"
+      | "is_nan"
+      | "is_inf"
+      | "to_float16"
+      | "to_bfloat16"
+      | "to_e4m3fn"
+      | "to_e4m3fnuz"
+      | "to_e5m2"
+      | "to_e5m2fnuz"
+      | "to_e2m1"
+      | "to_e8m0"
+      | "to_int4"
+      | "to_uint4"
+      | "to_int2"
+      | "to_uint2";
+    /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 0 */
+    alpha?: number;
+    /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 0 */
+    beta?: number;
+  };
+  prod: {
+    /** int, list of up to 8, in [-9000000000000000, 9000000000000000], default [] */
+    dims?: readonly number[];
+    /** bool, default false */
+    keepdim?: boolean;
+  };
+  cum_prod: {
+    /** int, in [-9000000000000000, 9000000000000000], required */
+    dim: number;
+    /** bool, default false */
+    exclusive?: boolean;
+    /** bool, default false */
+    reverse?: boolean;
+  };
+  gather_elements: {
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    axis?: number;
+  };
+  scatter_elements: {
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    axis?: number;
+    /** enum, default "none" */
+    reduction?: "none" | "add" | "mul" | "max" | "min";
+  };
+  gather_nd: {
+    /** int, in [0, 8], default 0 */
+    batch_dims?: number;
+  };
+  scatter_nd: {
+    /** enum, default "none" */
+    reduction?: "none" | "add" | "mul" | "max" | "min";
+  };
+  top_k: {
+    /** int, in [0, 9000000000000000], required */
+    k: number;
+    /** int, in [-9000000000000000, 9000000000000000], default -1 */
+    axis?: number;
+    /** bool, default true */
+    largest?: boolean;
+  };
+  fmod: {
+    /** float, default null */
+    scalar?: number | null;
+    /** bool, default false */
+    scalar_first?: boolean;
   };
 }

@@ -14,9 +14,10 @@ Deno.test("encodeParams writes the flat encoding in schema order, with defaults"
   // conv2d: stride, padding, dilation (pairs), groups, has_bias, activation, post_scale, post_shift.
   const count = encodeParams("conv2d", { padding: [1, 2], activation: "hard_swish", has_bias: true }, out);
   assert.deepEqual([...out.subarray(0, count)], [1, 1, 1, 2, 1, 1, 1, 1, 2, 1, 0]);
-  // Optionals are a presence flag and a value; lists their length and items.
-  assert.deepEqual([...out.subarray(0, encodeParams("argmax", {}, out))], [0, 0, 0]);
-  assert.deepEqual([...out.subarray(0, encodeParams("argmax", { dim: -1 }, out))], [1, -1, 0]);
+  // Optionals are a presence flag and a value; lists their length and items. argmax: dim
+  // (optional), keepdim, last.
+  assert.deepEqual([...out.subarray(0, encodeParams("argmax", {}, out))], [0, 0, 0, 0]);
+  assert.deepEqual([...out.subarray(0, encodeParams("argmax", { dim: -1, last: true }, out))], [1, -1, 0, 1]);
   assert.deepEqual([...out.subarray(0, encodeParams("sum", { dims: [0, 2], keepdim: true }, out))], [2, 0, 2, 1]);
 });
 

@@ -74,7 +74,7 @@ export function runCase(dir: string, rtol = 1e-3, atol = 1e-5): CaseResult {
       if (info === undefined) throw new Error(`input_${i}.pb has no graph input`);
       const host = fromProto(proto);
       const dtype = spindleDType(proto.dataType);
-      if (dtype === undefined || proto.dataType === 11 || proto.dataType === 10) {
+      if (dtype === undefined) {
         throw new SpindleError(10, `input element type ${proto.dataType}`);
       }
       const t = toTensor(valuesOf(host), host.shape, dtype);

@@ -29,6 +29,8 @@ export interface RuntimeValue {
    * to sizes, so its eager results are always computed (see stand_in.ts).
    */
   shapeDerived?: boolean;
+  /** A graph input's declared ONNX element type (CastLike reads a narrow one, which rides in `dtype`). */
+  elemType?: number;
 }
 
 /** A constant (per run when it derives from a dynamic dimension, e.g. Shape). */

@@ -20,12 +20,23 @@ export interface Host {
   values?: number[];
 }
 
-/** The Spindle dtype that carries an ONNX element type (bool and small ints ride as int32). */
+/**
+ * The Spindle dtype that carries an ONNX element type: bool and small ints (down to int2)
+ * ride as int32; float16, double, bfloat16 and the float8/float4 formats as float32 (a Cast
+ * to a narrow type rounds to its values, kernels/formats.zig).
+ */
 export function spindleDType(type: number): DType | undefined {
   switch (type) {
     case DATA_TYPE.FLOAT:
     case DATA_TYPE.DOUBLE:
     case DATA_TYPE.FLOAT16:
+    case DATA_TYPE.BFLOAT16:
+    case DATA_TYPE.FLOAT8E4M3FN:
+    case DATA_TYPE.FLOAT8E4M3FNUZ:
+    case DATA_TYPE.FLOAT8E5M2:
+    case DATA_TYPE.FLOAT8E5M2FNUZ:
+    case DATA_TYPE.FLOAT4E2M1:
+    case DATA_TYPE.FLOAT8E8M0:
       return "float32";
     case DATA_TYPE.INT64:
     case DATA_TYPE.UINT64:
@@ -37,6 +48,10 @@ export function spindleDType(type: number): DType | undefined {
     case DATA_TYPE.UINT8:
     case DATA_TYPE.UINT16:
     case DATA_TYPE.BOOL:
+    case DATA_TYPE.INT4:
+    case DATA_TYPE.UINT4:
+    case DATA_TYPE.INT2:
+    case DATA_TYPE.UINT2:
       return "int32";
     default:
       return undefined;
@@ -81,8 +96,70 @@ function halfToFloat(h: number): number {
   return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
 }
 
+/** A float of `exponentBits` and `mantissaBits` from its bits (`nan` says which are NaN). */
+function minifloat(
+  bits: number,
+  exponentBits: number,
+  mantissaBits: number,
+  bias: number,
+  nan: (bits: number) => boolean,
+): number {
+  if (nan(bits)) return NaN;
+  const sign = bits >> (exponentBits + mantissaBits) & 1 ? -1 : 1;
+  const exponent = (bits >> mantissaBits) & ((1 << exponentBits) - 1);
+  const fraction = bits & ((1 << mantissaBits) - 1);
+  const scale = 2 ** mantissaBits;
+  if (exponent === 0) return sign * 2 ** (1 - bias) * (fraction / scale);
+  return sign * 2 ** (exponent - bias) * (1 + fraction / scale);
+}
+
+/** Decoders of the one-byte (and bfloat16) narrow types. */
+const NARROW: Record<number, (bits: number) => number> = {
+  [DATA_TYPE.BFLOAT16]: (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0],
+  [DATA_TYPE.FLOAT8E4M3FN]: (b) => minifloat(b, 4, 3, 7, (x) => (x & 0x7f) === 0x7f),
+  [DATA_TYPE.FLOAT8E4M3FNUZ]: (b) => minifloat(b, 4, 3, 8, (x) => x === 0x80),
+  [DATA_TYPE.FLOAT8E5M2]: (b) =>
+    (b & 0x7f) === 0x7c ? (b & 0x80 ? -Infinity : Infinity) : minifloat(b, 5, 2, 15, (x) => (x & 0x7f) > 0x7c),
+  [DATA_TYPE.FLOAT8E5M2FNUZ]: (b) => minifloat(b, 5, 2, 16, (x) => x === 0x80),
+  [DATA_TYPE.FLOAT8E8M0]: (b) => (b === 0xff ? NaN : 2 ** (b - 127)),
+  [DATA_TYPE.FLOAT4E2M1]: (b) => minifloat(b, 2, 1, 1, () => false),
+};
+
+/** Packed sub-byte types: bits per element and whether signed. */
+const PACKED: Record<number, { bits: number; signed: boolean; float?: boolean }> = {
+  [DATA_TYPE.UINT4]: { bits: 4, signed: false },
+  [DATA_TYPE.INT4]: { bits: 4, signed: true },
+  [DATA_TYPE.FLOAT4E2M1]: { bits: 4, signed: false, float: true },
+  [DATA_TYPE.UINT2]: { bits: 2, signed: false },
+  [DATA_TYPE.INT2]: { bits: 2, signed: true },
+};
+
+/** Unpacks `count` sub-byte elements (the first in the lowest bits of each byte). */
+function decodePacked(type: number, raw: Uint8Array, count: number): number[] {
+  const { bits, signed, float } = PACKED[type];
+  const perByte = 8 / bits;
+  if (raw.byteLength !== Math.ceil(count / perByte)) {
+    throw new RangeError(`raw_data has ${raw.byteLength} bytes, ${Math.ceil(count / perByte)} expected`);
+  }
+  const out = new Array<number>(count);
+  for (let i = 0; i < count; i++) {
+    const field = (raw[Math.floor(i / perByte)] >> ((i % perByte) * bits)) & ((1 << bits) - 1);
+    out[i] = float ? NARROW[type](field) : signed && field >= 1 << (bits - 1) ? field - (1 << bits) : field;
+  }
+  return out;
+}
+
 /** Decodes raw_data of `type` into numbers. */
 function decodeRaw(type: number, raw: Uint8Array, count: number): number[] {
+  if (type in PACKED) return decodePacked(type, raw, count);
+  if (type in NARROW) {
+    const width = type === DATA_TYPE.BFLOAT16 ? 2 : 1;
+    if (raw.byteLength !== count * width) {
+      throw new RangeError(`raw_data has ${raw.byteLength} bytes, ${count} elements of ${width} bytes expected`);
+    }
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    return Array.from({ length: count }, (_, i) => NARROW[type](width === 2 ? view.getUint16(2 * i, true) : raw[i]));
+  }
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const size: Record<number, number> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8 };
   const width = size[type];
@@ -158,6 +235,10 @@ export function fromProto(t: TensorProto): Host {
   else if (t.dataType === DATA_TYPE.INT64) values = t.int64Data.map(Number);
   else if (t.dataType === DATA_TYPE.UINT64 || t.dataType === DATA_TYPE.UINT32) values = t.uint64Data.map(Number);
   else if (t.dataType === DATA_TYPE.FLOAT16) values = t.int32Data.map(halfToFloat);
+  else if (t.dataType in PACKED) {
+    // int32_data holds the packed bytes, one per value.
+    values = decodePacked(t.dataType, Uint8Array.from(t.int32Data), count);
+  } else if (t.dataType in NARROW) values = t.int32Data.map(NARROW[t.dataType]);
   else values = t.int32Data;
   if (values.length !== count) {
     throw new RangeError(`tensor '${t.name}' has ${values.length} values for shape [${shape}]`);

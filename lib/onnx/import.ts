@@ -171,14 +171,22 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
     }
   }
   for (const [name, t] of Object.entries(options.constantInputs ?? {})) {
-    values.set(name, { kind: "const", hosts: [hostOfTensor(t)] });
+    const constant = hostOfTensor(t);
+    // The model's declared element type where the tensor's dtype carries it (a bool or uint8
+    // input rides as int32; ops such as Not and BitwiseNot need the type, not the carrier).
+    const declared = graph.inputs.find((i) => i.name === name)?.elemType;
+    if (declared !== undefined && spindleDType(declared) === t.dtype) constant.type = declared;
+    values.set(name, { kind: "const", hosts: [constant] });
   }
   const inputs: InputDescription[] = [];
   const inputNames: string[] = [];
+  const inputTypes: number[] = [];
   for (const info of graph.inputs) {
     if (values.has(info.name)) continue;
+    // float16 and double inputs ride as float32 (the caller passes float32; the math runs in
+    // float32), as their constants do.
     const dtype = spindleDType(info.elemType);
-    if (dtype === undefined || info.elemType === 11 || info.elemType === 10) {
+    if (dtype === undefined) {
       throw new SpindleError("unsupported", `input '${info.name}' has ONNX element type ${info.elemType}`);
     }
     if (info.dims === null) throw new SpindleError("unsupported", `input '${info.name}' has no shape (unknown rank)`);
@@ -197,6 +205,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
     }
     inputs.push(describe(info.name, dtype, shape, info.dims));
     inputNames.push(info.name);
+    inputTypes.push(info.elemType);
   }
   const runCount = inputs.some((i) => i.shape.includes(-1)) ? 2 : 1;
   const b = new GraphBuilder(inputs.length, runCount);
@@ -221,7 +230,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
           : new Int32Array(count);
         runs.push(tensor(data, shape, { dtype: spec.dtype }));
       }
-      values.set(inputNames[index], b.input(index, spec.dtype, runs));
+      values.set(inputNames[index], { ...b.input(index, spec.dtype, runs), elemType: inputTypes[index] });
     });
     const scope: Scope = {
       opset,

@@ -45,6 +45,9 @@ import {
 } from "../ops/recurrent.ts";
 import { OP_SCHEMAS, type ParamSchema } from "../../ffi/abi.ts";
 import type { DType } from "../tensor.ts";
+// A cycle: ops_coverage.ts uses this file's helpers (function declarations, hoisted, so they
+// exist before either module's body runs) and this file spreads its handlers into HANDLERS.
+import { COVERAGE_HANDLERS } from "./ops_coverage.ts";
 
 /** What a handler sees of its node. */
 export interface NodeContext {
@@ -57,43 +60,44 @@ export interface NodeContext {
   uses(value: Value): number;
 }
 
-type Handler = (n: NodeContext) => (Value | undefined)[];
+/** Converts one ONNX node. */
+export type Handler = (n: NodeContext) => (Value | undefined)[];
 
 const decoder = new TextDecoder();
 
-function attribute(n: NodeContext, name: string): AttributeProto | undefined {
+export function attribute(n: NodeContext, name: string): AttributeProto | undefined {
   return n.node.attributes.find((a) => a.name === name);
 }
-function attrInt(n: NodeContext, name: string, fallback: number): number {
+export function attrInt(n: NodeContext, name: string, fallback: number): number {
   const a = attribute(n, name);
   return a?.i !== undefined ? Number(a.i) : fallback;
 }
-function attrFloat(n: NodeContext, name: string, fallback: number): number {
+export function attrFloat(n: NodeContext, name: string, fallback: number): number {
   return attribute(n, name)?.f ?? fallback;
 }
-function attrInts(n: NodeContext, name: string): number[] | undefined {
+export function attrInts(n: NodeContext, name: string): number[] | undefined {
   const a = attribute(n, name);
   return a === undefined ? undefined : a.ints.map(Number);
 }
-function attrString(n: NodeContext, name: string, fallback: string): string {
+export function attrString(n: NodeContext, name: string, fallback: string): string {
   const a = attribute(n, name);
   return a?.s !== undefined ? decoder.decode(a.s) : fallback;
 }
-function input(n: NodeContext, index: number): Value {
+export function input(n: NodeContext, index: number): Value {
   return n.inputs[index] ?? unsupported(`${n.node.opType}: input ${index} is missing`);
 }
-function constValue(v: ConstValue | Host): ConstValue {
+export function constValue(v: ConstValue | Host): ConstValue {
   return "kind" in v ? v : { kind: "const", hosts: [v] };
 }
-function allConst(values: readonly (Value | undefined)[]): boolean {
+export function allConst(values: readonly (Value | undefined)[]): boolean {
   return values.every((v) => v === undefined || v.kind === "const");
 }
-function normAxis(axis: number, rank: number): number {
+export function normAxis(axis: number, rank: number): number {
   if (axis < -rank || axis >= Math.max(rank, 1)) unsupported(`axis ${axis} is out of range for rank ${rank}`);
   return axis < 0 ? axis + rank : axis;
 }
 /** Runs a host op per run over constant inputs. */
-function hostPerRun(values: readonly Value[], fn: (hosts: Host[]) => Host): ConstValue {
+export function hostPerRun(values: readonly Value[], fn: (hosts: Host[]) => Host): ConstValue {
   const runs = Math.max(...values.map((v) => (v as ConstValue).hosts.length));
   const hosts: Host[] = [];
   for (let r = 0; r < runs; r++) {
@@ -104,7 +108,7 @@ function hostPerRun(values: readonly Value[], fn: (hosts: Host[]) => Host): Cons
   }
   return { kind: "const", hosts };
 }
-function typeOf(v: Value): number {
+export function typeOf(v: Value): number {
   if (v.kind === "const") return v.hosts[0].type;
   return v.dtype === "float32" ? DATA_TYPE.FLOAT : v.dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32;
 }
@@ -113,7 +117,7 @@ function typeOf(v: Value): number {
 // Shapes as ops
 
 /** Reshapes to `dims` (at most one -1). */
-function reshapeTo(b: GraphBuilder, v: Value, dims: number[]): Value {
+export function reshapeTo(b: GraphBuilder, v: Value, dims: number[]): Value {
   if (dims.filter((d) => d === -1).length > 1) unsupported(`a reshape to [${dims}] with two dynamic dimensions`);
   return b.emit("reshape", [v], { shape: dims });
 }
@@ -137,7 +141,10 @@ function squeezeAll(b: GraphBuilder, v: Value, axes: number[]): Value {
 // ----------------------------------------------------------------------------------------
 // Elementwise
 
-function unary<K extends OpName>(op: K, params: (n: NodeContext) => ParamsOf<K> = () => ({} as ParamsOf<K>)): Handler {
+export function unary<K extends OpName>(
+  op: K,
+  params: (n: NodeContext) => ParamsOf<K> = () => ({} as ParamsOf<K>),
+): Handler {
   return (n) => [n.b.emit(op, [input(n, 0)], params(n))];
 }
 
@@ -160,7 +167,7 @@ const nativeBinary: Record<string, "add" | "sub" | "mul" | "div" | "pow" | "maxi
   Min: "minimum",
 };
 
-function binary(n: NodeContext): Value[] {
+export function binary(n: NodeContext): Value[] {
   const type = n.node.opType;
   const a = input(n, 0);
   const b = input(n, 1);
@@ -200,14 +207,20 @@ const intKinds: Record<string, ParamsOf<"int_binary">["kind"]> = {
 };
 
 /** A constant as a tensor of `dtype` (shape arithmetic mixes int64 shapes and int32 casts). */
-function asDType(v: Value, dtype: DType): Value {
+export function asDType(v: Value, dtype: DType): Value {
   if (v.kind === "runtime" || spindleDType(typeOf(v)) === dtype) return v;
   const to = dtype === "int64" ? DATA_TYPE.INT64 : dtype === "int32" ? DATA_TYPE.INT32 : DATA_TYPE.FLOAT;
   return hostPerRun([v], ([h]) => host(to, h.shape, castValues(valuesOf(h), to)));
 }
 
 /** Integer a ⋈ b at run time (shape arithmetic on sizes known only when the model runs). */
-function intBinary(n: NodeContext, kind: ParamsOf<"int_binary">["kind"], a: Value, b: Value, dtype: DType): Value {
+export function intBinary(
+  n: NodeContext,
+  kind: ParamsOf<"int_binary">["kind"],
+  a: Value,
+  b: Value,
+  dtype: DType,
+): Value {
   const [x, y] = [a, b].map((v) => asDType(v, dtype));
   if ([x, y].some((v) => v.kind === "runtime" && v.dtype !== dtype)) {
     unsupported(`${n.node.opType} of ${dtype} and ${[x, y].map((v) => v.kind === "runtime" ? v.dtype : "")}`);
@@ -352,7 +365,35 @@ const reductions: Record<string, "mean" | "sum" | "max" | "min"> = {
   ReduceMin: "min",
 };
 
-function reduce(n: NodeContext): Value[] {
+/**
+ * ReduceMean/Sum/Max/Min natively. Integer (bool) inputs of Max and Min reduce in float32 and
+ * come back as int32 (exact below 2^24); Max and Min over an empty set give −inf and +inf
+ * (ONNX's identities), as a constant of the output's static shape.
+ */
+function reduceNative(n: NodeContext, x: Value, dims: number[], keepdim: boolean): Value {
+  const op = reductions[n.node.opType];
+  const shape = shapeOf(x);
+  if ((op === "max" || op === "min") && dims.some((d) => shape[d] === 0)) {
+    const out = shape.flatMap((d, i) => (dims.includes(i) ? (keepdim ? [1] : []) : [d]));
+    if (out.some((d) => d < 0)) unsupported(`${n.node.opType} over an empty set with dynamic dims`);
+    return constValue(
+      host(DATA_TYPE.FLOAT, out, new Array<number>(numel(out)).fill(op === "max" ? -Infinity : Infinity)),
+    );
+  }
+  const dtype = x.kind === "runtime" ? x.dtype : spindleDType(typeOf(x))!;
+  if (dtype === "float32" || (op !== "max" && op !== "min")) return n.b.emit(op, [x], { dims, keepdim });
+  const reduced = n.b.emit(op, [n.b.emit("cast", [x], { dtype: "float32" })], { dims, keepdim });
+  return n.b.emit("cast", [reduced], { dtype });
+}
+
+/**
+ * An ONNX Reduce* node: `body` reduces x over `dims` (its opset's axes, all when none) with
+ * keepdim as the node says; a no-op (noop_with_empty_axes, or a 0-D input) passes x on.
+ */
+export function reduce(
+  n: NodeContext,
+  body: (x: Value, dims: number[], keepdim: boolean) => Value = (x, dims, keepdim) => reduceNative(n, x, dims, keepdim),
+): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
   const keepdims = attrInt(n, "keepdims", 1);
@@ -366,7 +407,7 @@ function reduce(n: NodeContext): Value[] {
   }
   axes = axes.map((a) => normAxis(a, rank));
   if (rank === 0) return [x];
-  return [n.b.emit(reductions[n.node.opType], [x], { dims: axes, keepdim: keepdims === 1 })];
+  return [body(x, axes, keepdims === 1)];
 }
 
 function globalPool(op: "mean" | "max"): Handler {
@@ -533,9 +574,17 @@ function convTranspose(n: NodeContext): Value[] {
   });
 }
 
-function pool(max: boolean): Handler {
+export function pool(max: boolean): Handler {
   return (n) => {
     if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("MaxPool's Indices output");
+    const x = input(n, 0);
+    const dtype = x.kind === "runtime" ? x.dtype : spindleDType(typeOf(x))!;
+    if (max && dtype !== "float32") {
+      // Integer max pooling in float32 (exact below 2^24), back to the input's dtype.
+      const floats = n.b.emit("cast", [x], { dtype: "float32" });
+      const pooled = pool(true)({ ...n, inputs: [floats, ...n.inputs.slice(1)] });
+      return [n.b.emit("cast", [pooled[0]!], { dtype })];
+    }
     return spatial2d(n, (x, lift) => {
       const kernel = lift(attrInts(n, "kernel_shape"), 1) ?? unsupported("pooling without kernel_shape");
       const stride = lift(attrInts(n, "strides"), 1) ?? [1, 1];
@@ -866,9 +915,10 @@ function constantOfShape(n: NodeContext): Value[] {
   })];
 }
 
-function cast(n: NodeContext): Value[] {
+export function cast(n: NodeContext): Value[] {
   const x = input(n, 0);
-  const to = attrInt(n, "to", DATA_TYPE.FLOAT);
+  // CastLike: the element type of its second input (a run-time value's is its dtype's).
+  const to = n.node.opType === "CastLike" ? typeOf(input(n, 1)) : attrInt(n, "to", DATA_TYPE.FLOAT);
   const dtype = spindleDType(to) ?? unsupported(`Cast to ONNX element type ${to}`);
   if (x.kind === "const") return [hostPerRun([x], ([h]) => host(to, h.shape, castValues(valuesOf(h), to)))];
   if (x.dtype === dtype && to !== DATA_TYPE.BOOL) return [x];
@@ -950,7 +1000,10 @@ function resize(n: NodeContext): Value[] {
   if (attrString(n, "keep_aspect_ratio_policy", "stretch") !== "stretch") {
     unsupported("Resize keep_aspect_ratio_policy");
   }
-  if (attrInt(n, "exclude_outside", 0) !== 0) unsupported("Resize with exclude_outside");
+  const cubic = {
+    cubic_coeff_a: attrFloat(n, "cubic_coeff_a", -0.75),
+    exclude_outside: attrInt(n, "exclude_outside", 0) !== 0,
+  };
   const axes = (attrInts(n, "axes") ?? [...Array(rank).keys()]).map((a) => normAxis(a, rank));
   const scalesInput = upsample || n.opset < 11 ? n.inputs[1] : n.inputs[2];
   const sizesInput = upsample || n.opset < 11 ? undefined : n.inputs[3];
@@ -962,6 +1015,9 @@ function resize(n: NodeContext): Value[] {
     ? constInts(scalesInput, "Resize scales")
     : undefined;
   if (sizesInput?.kind === "runtime") {
+    if (mode === "cubic" && (cubic.cubic_coeff_a !== -0.75 || cubic.exclude_outside)) {
+      unsupported("Resize cubic with sizes computed at run time and a non-default cubic_coeff_a or exclude_outside");
+    }
     return [n.b.emit("resize_to", [x, asDType(sizesInput, "int64")], { mode, coordinate, nearest, axes })];
   }
   if (scalesInput?.kind === "runtime") unsupported("Resize with scales computed at run time");
@@ -986,7 +1042,7 @@ function resize(n: NodeContext): Value[] {
   } else {
     unsupported("Resize without scales or sizes");
   }
-  return [n.b.emit("resize", [x], { mode, coordinate, nearest, sizes, scales })];
+  return [n.b.emit("resize", [x], { mode, coordinate, nearest, sizes, scales, ...cubic })];
 }
 
 function clip(n: NodeContext): Value[] {
@@ -1000,9 +1056,15 @@ function clip(n: NodeContext): Value[] {
     if (n.inputs[2]) high = valuesOf(fixedHost(n.inputs[2]) ?? unsupported("Clip max must be a constant"))[0];
   }
   const x = input(n, 0);
-  if (x.kind === "runtime" && x.dtype !== "float32") unsupported("Clip on integer tensors");
   if (low !== null && high !== null && low > high) low = high; // ONNX: min(max(x, low), high) is high everywhere.
-  return [n.b.emit("clamp", [x], { min: low, max: high })];
+  const dtype = x.kind === "runtime" ? x.dtype : spindleDType(typeOf(x))!;
+  if (dtype === "float32") return [n.b.emit("clamp", [x], { min: low, max: high })];
+  // Integers: max and min against the bounds, exactly (clamp is float32).
+  const type = dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32;
+  let out = x;
+  if (low !== null && Number.isFinite(low)) out = intBinary(n, "max", out, constValue(host(type, [], [low])), dtype);
+  if (high !== null && Number.isFinite(high)) out = intBinary(n, "min", out, constValue(host(type, [], [high])), dtype);
+  return [out];
 }
 
 function cumSum(n: NodeContext): Value[] {
@@ -1111,6 +1173,24 @@ function range(n: NodeContext): Value[] {
   return [n.b.emit("range", inputs, {}, runtime ? { dtype } : undefined)];
 }
 
+/**
+ * Dropout at inference (or in training with ratio 0, which drops nothing): the input, and
+ * a mask of ones. Training with a nonzero ratio is random and unsupported.
+ */
+function dropout(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const training = n.inputs[2] && fixedHost(n.inputs[2]);
+  const ratio = n.inputs[1]
+    ? valuesOf(fixedHost(n.inputs[1]) ?? unsupported("Dropout's ratio must be a constant"))[0]
+    : 0.5;
+  if (training && valuesOf(training)[0] && ratio !== 0) unsupported("Dropout in training mode (it is random)");
+  if (n.node.outputs.length < 2 || n.node.outputs[1] === "") return [x];
+  const shape = shapeOf(x);
+  if (shape.some((d) => d < 0)) unsupported("Dropout's mask of a dynamic shape");
+  checkFoldedSize(shape);
+  return [x, constValue(host(DATA_TYPE.BOOL, shape, new Array<number>(numel(shape)).fill(1)))];
+}
+
 function identity(n: NodeContext): Value[] {
   return [input(n, 0)];
 }
@@ -1170,10 +1250,10 @@ export const HANDLERS: Record<string, Handler> = {
   LogSoftmax: softmax(true),
   LayerNormalization: layerNormalization,
   BatchNormalization: batchNormalization,
-  ReduceMean: reduce,
-  ReduceSum: reduce,
-  ReduceMax: reduce,
-  ReduceMin: reduce,
+  ReduceMean: (n) => reduce(n),
+  ReduceSum: (n) => reduce(n),
+  ReduceMax: (n) => reduce(n),
+  ReduceMin: (n) => reduce(n),
   GlobalAveragePool: globalPool("mean"),
   GlobalMaxPool: globalPool("max"),
   Conv: conv,
@@ -1197,13 +1277,9 @@ export const HANDLERS: Record<string, Handler> = {
   Resize: resize,
   Upsample: resize,
   Identity: identity,
-  Dropout: (n) => {
-    if (n.node.outputs.length > 1 && n.node.outputs[1] !== "") unsupported("Dropout's mask output");
-    const training = n.inputs[2] && fixedHost(n.inputs[2]);
-    if (training && valuesOf(training)[0]) unsupported("Dropout in training mode");
-    return [input(n, 0)];
-  },
+  Dropout: dropout,
   Where: where,
   Expand: expand,
   Range: range,
+  ...COVERAGE_HANDLERS,
 };

@@ -14,6 +14,8 @@ test {
     _ = @import("kernels/conv_pointwise.zig");
     _ = @import("kernels/pooling.zig");
     _ = @import("kernels/indexing.zig");
+    _ = @import("kernels/scatter.zig");
+    _ = @import("kernels/formats.zig");
     _ = @import("kernels/recurrent.zig");
     _ = @import("cpu_level.zig");
 }

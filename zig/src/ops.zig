@@ -26,6 +26,7 @@ const pooling = @import("ops/pooling.zig");
 const indexing = @import("ops/indexing.zig");
 const recurrent = @import("ops/recurrent.zig");
 const dynamic = @import("ops/dynamic.zig");
+const scatter = @import("ops/scatter.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
 const indexing_kernels = @import("kernels/indexing.zig");
@@ -112,6 +113,15 @@ pub const OpCode = enum(u32) {
     range = 67,
     slice_to = 68,
     resize_to = 69,
+    unary_math = 70,
+    prod = 71,
+    cum_prod = 72,
+    gather_elements = 73,
+    scatter_elements = 74,
+    gather_nd = 75,
+    scatter_nd = 76,
+    top_k = 77,
+    fmod = 78,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -135,7 +145,7 @@ pub const Pair = struct {
     pub const inputs = two_inputs;
 };
 
-/// add, sub, mul, div, pow, maximum, minimum: two tensors broadcast (NumPy rules), or one
+/// add, sub, mul, div, pow, maximum, minimum, fmod: two tensors broadcast (NumPy rules), or one
 /// tensor and a number (`scalar`, on the left when `scalar_first`).
 pub const Binary = struct {
     pub const inputs: []const []const u8 = &.{ "a", "b?" };
@@ -184,11 +194,13 @@ pub const Reduce = struct {
     keepdim: bool = false,
 };
 
-/// The index of the largest value along `dim`, or in the flattened tensor when null.
+/// The index of the largest value along `dim`, or in the flattened tensor when null: the
+/// first of equal maxima, or the last when `last` (ONNX's select_last_index).
 pub const Argmax = struct {
     pub const inputs = one_input;
     dim: ?i64 = null,
     keepdim: bool = false,
+    last: bool = false,
 };
 
 pub const Softmax = struct {
@@ -426,13 +438,17 @@ pub const Pad = struct {
 /// Per dim: the output size, or -1 for floor(size × scale); the scale maps coordinates.
 pub const Resize = struct {
     pub const inputs = one_input;
-    pub const Mode = enum(u8) { nearest, linear };
-    pub const bounds = .{ .sizes = Bound{ .min = -1, .max = 1 << 32 }, .scales = Bound{ .min = 0, .max = 1 << 32 } };
+    pub const Mode = enum(u8) { nearest, linear, cubic };
+    pub const bounds = .{ .sizes = Bound{ .min = -1, .max = 1 << 32 }, .scales = Bound{ .min = 0, .max = 1 << 32 }, .cubic_coeff_a = Bound.finite };
     mode: Mode = .nearest,
     coordinate: indexing_kernels.Coordinate = .half_pixel,
     nearest: indexing_kernels.Nearest = .round_prefer_floor,
     sizes: List(i64, max_dims) = .{},
     scales: List(f64, max_dims) = .{},
+    /// Cubic only: Keys' coefficient, and whether taps past the edge are left out (the rest
+    /// renormalized) instead of repeating the edge.
+    cubic_coeff_a: f64 = -0.75,
+    exclude_outside: bool = false,
 
     pub fn check(options: Resize, op: []const u8, _: usize) Error!void {
         if (options.sizes.len != options.scales.len) {
@@ -604,6 +620,114 @@ pub const ResizeTo = struct {
     axes: List(i64, max_dims) = .{},
 };
 
+/// ONNX's remaining one-input float functions as one op (kernels/elementwise.zig `Unary`
+/// holds their definitions). alpha and beta are the ONNX attributes the kind takes: selu
+/// alpha and gamma (beta); thresholded_relu, celu and swish alpha; shrink lambd (alpha) and
+/// bias (beta); is_nan and is_inf give 1 or 0 (is_inf: alpha 1 detects −inf, beta 1 +inf).
+/// The to_* kinds round to the narrow types Spindle carries in float32 (ONNX Cast to them):
+/// alpha 1 saturates the float8 ones, beta is float8e8m0's rounding (0 up, 1 nearest, 2 down).
+pub const UnaryMath = struct {
+    pub const inputs = one_input;
+    pub const Kind = enum(u8) {
+        reciprocal,
+        sin,
+        cos,
+        tan,
+        asin,
+        acos,
+        atan,
+        sinh,
+        cosh,
+        asinh,
+        acosh,
+        atanh,
+        floor,
+        ceil,
+        round,
+        sign,
+        softsign,
+        softplus,
+        selu,
+        thresholded_relu,
+        celu,
+        mish,
+        shrink,
+        swish,
+        is_nan,
+        is_inf,
+        to_float16,
+        to_bfloat16,
+        to_e4m3fn,
+        to_e4m3fnuz,
+        to_e5m2,
+        to_e5m2fnuz,
+        to_e2m1,
+        to_e8m0,
+        to_int4,
+        to_uint4,
+        to_int2,
+        to_uint2,
+    };
+    pub const bounds = .{ .alpha = Bound.finite, .beta = Bound.finite };
+    kind: Kind,
+    alpha: f64 = 0,
+    beta: f64 = 0,
+
+    pub fn check(options: UnaryMath, op: []const u8, _: usize) Error!void {
+        if (options.kind == .celu and options.alpha == 0) {
+            return status.fail(error.InvalidArgument, "{s}: celu's alpha must be nonzero (it divides by it)", .{op});
+        }
+    }
+
+    fn kernel(options: UnaryMath) elementwise_kernels.Unary {
+        return switch (options.kind) {
+            inline else => |kind| @field(elementwise_kernels.Unary, @tagName(kind)),
+        };
+    }
+};
+
+// Element-indexed ops (ops/scatter.zig): every index is checked against the data before a
+// kernel runs; negative ones count from the end.
+
+/// ONNX GatherElements: out (the indices' shape) takes x's element at each index's
+/// coordinates, the `axis` one replaced by the index.
+pub const GatherElements = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "indices" };
+    axis: i64 = 0,
+};
+
+/// ONNX ScatterElements: a copy of data with each update placed at its coordinates, the
+/// `axis` one replaced by its index, combined by `reduction` in update order.
+pub const ScatterElements = struct {
+    pub const inputs: []const []const u8 = &.{ "data", "indices", "updates" };
+    axis: i64 = 0,
+    reduction: scatter.Reduction = .none,
+};
+
+/// ONNX GatherND: the slices of x at index tuples (the indices' last dim), the first
+/// `batch_dims` dims of x and the indices paired.
+pub const GatherNd = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "indices" };
+    pub const bounds = .{ .batch_dims = Bound{ .min = 0, .max = max_dims } };
+    batch_dims: i64 = 0,
+};
+
+/// ONNX ScatterND: a copy of data with update slices combined in at index tuples.
+pub const ScatterNd = struct {
+    pub const inputs: []const []const u8 = &.{ "data", "indices", "updates" };
+    reduction: scatter.Reduction = .none,
+};
+
+/// The int64 indices of the k largest (or smallest) elements along `axis`, sorted, ties by
+/// lower index (ONNX TopK's Indices; its Values are x gathered at them).
+pub const TopK = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .k = Bound.non_negative };
+    k: i64,
+    axis: i64 = -1,
+    largest: bool = true,
+};
+
 /// Every op's options, tagged by op code.
 pub const Options = union(OpCode) {
     mm: Pair,
@@ -676,6 +800,15 @@ pub const Options = union(OpCode) {
     range: Range,
     slice_to: SliceTo,
     resize_to: ResizeTo,
+    unary_math: UnaryMath,
+    prod: Reduce,
+    cum_prod: CumSum,
+    gather_elements: GatherElements,
+    scatter_elements: ScatterElements,
+    gather_nd: GatherNd,
+    scatter_nd: ScatterNd,
+    top_k: TopK,
+    fmod: Binary,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -755,7 +888,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
     return switch (options) {
         .mm => linalg.mm(inputs[0], inputs[1]),
         .matmul => linalg.matmul(inputs[0], inputs[1]),
-        .add, .sub, .mul, .div, .pow, .maximum, .minimum => |o| binary(std.meta.activeTag(options), inputs, o),
+        .add, .sub, .mul, .div, .pow, .maximum, .minimum, .fmod => |o| binary(std.meta.activeTag(options), inputs, o),
         .relu, .sigmoid, .tanh, .exp, .log, .sqrt, .neg, .abs, .hard_swish, .erf => elementwise.unary(unaryKind(std.meta.activeTag(options)), .{}, inputs[0]),
         .gelu => |o| elementwise.unary(if (o.approximate == .tanh) .gelu_tanh else .gelu_erf, .{}, inputs[0]),
         .clamp => |o| elementwise.unary(.clamp, .{
@@ -776,14 +909,21 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .expand => |o| indexing.expand(inputs[0], o.shape.slice()),
         .cast => |o| indexing.cast(inputs[0], @intFromEnum(o.dtype), o.as_bool),
         .pad => |o| indexing.pad(inputs[0], @intFromEnum(o.mode), o.value, o.pads.slice()),
-        .resize => |o| indexing.resize(inputs[0], @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest), o.sizes.slice(), o.scales.slice()),
+        .resize => |o| indexing.resizeCubic(inputs[0], @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest), .{ .a = o.cubic_coeff_a, .exclude_outside = o.exclude_outside }, o.sizes.slice(), o.scales.slice()),
         .take => |o| indexing.take(inputs[0], inputs[1], o.axis),
-        .sum, .mean, .max, .min => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
-        .argmax => |o| if (o.dim) |dim| reduction.reduce(.argmax, inputs[0], &.{dim}, o.keepdim) else reduction.reduce(.argmax, inputs[0], &.{}, o.keepdim),
+        .sum, .mean, .max, .min, .prod => |o| reduction.reduce(reduceKind(std.meta.activeTag(options)), inputs[0], o.dims.slice(), o.keepdim),
+        .argmax => |o| if (o.dim) |dim| reduction.reduceSelecting(.argmax, inputs[0], &.{dim}, o.keepdim, o.last) else reduction.reduceSelecting(.argmax, inputs[0], &.{}, o.keepdim, o.last),
         .lstm => |o| recurrent.recurrent(o.config(.lstm), o.tensors(inputs)),
         .gru => |o| recurrent.recurrent(o.config(.gru), o.tensors(inputs)),
         .rnn => |o| recurrent.recurrent(o.config(.rnn), o.tensors(inputs)),
-        .cum_sum => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse),
+        .cum_sum => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse, false),
+        .cum_prod => |o| reduction.cumsum(inputs[0], o.dim, o.exclusive, o.reverse, true),
+        .gather_elements => |o| scatter.gatherElements(inputs[0], inputs[1], o.axis),
+        .scatter_elements => |o| scatter.scatterElements(inputs[0], inputs[1], inputs[2], o.axis, o.reduction),
+        .gather_nd => |o| scatter.gatherNd(inputs[0], inputs[1], @intCast(o.batch_dims)),
+        .scatter_nd => |o| scatter.scatterNd(inputs[0], inputs[1], inputs[2], o.reduction),
+        .top_k => |o| scatter.topK(inputs[0], @intCast(o.k), o.axis, o.largest),
+        .unary_math => |o| elementwise.unary(o.kernel(), .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
         .layer_norm => |o| normalization.layerNorm(inputs[0], @intCast(o.normalized_ndim), if (o.has_weight) inputs[1] else null, if (o.has_bias) inputs[inputs.len - 1] else null, o.eps),
@@ -864,6 +1004,7 @@ fn binary(op: OpCode, inputs: []const *Tensor, options: Binary) Error!*Tensor {
         .pow => .pow,
         .maximum => .maximum,
         .minimum => .minimum,
+        .fmod => .fmod,
         else => unreachable,
     };
     if (options.scalar) |scalar| return elementwise.binaryScalar(kind, inputs[0], @floatCast(scalar), options.scalar_first);
@@ -892,6 +1033,7 @@ fn reduceKind(op: OpCode) reduction.Kind {
         .mean => .mean,
         .max => .max,
         .min => .min,
+        .prod => .prod,
         else => unreachable,
     };
 }
@@ -911,6 +1053,9 @@ test {
     _ = schema;
     _ = @import("ops/dims.zig");
     _ = @import("ops/dynamic.zig");
+    _ = scatter;
+    _ = @import("kernels/scatter.zig");
+    _ = @import("kernels/formats.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
     _ = @import("kernels/reduction.zig");

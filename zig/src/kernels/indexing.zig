@@ -221,8 +221,14 @@ fn nearestIndex(mode: Nearest, x: f64, size: usize) usize {
     return @intFromFloat(std.math.clamp(rounded, 0, high));
 }
 
+/// Cubic interpolation (Keys' kernel with coefficient `a`; ONNX's cubic_coeff_a), taps past
+/// the edge repeating it, or left out and the rest renormalized when `exclude_outside`.
+pub const Cubic = struct { a: f64 = -0.75, exclude_outside: bool = false };
+
 pub const ResizeArgs = struct {
     linear: bool,
+    /// Set: cubic interpolation (then `linear` is ignored).
+    cubic: ?Cubic = null,
     coordinate: Coordinate,
     nearest: Nearest,
     dims: []const ResizeDim,
@@ -262,6 +268,7 @@ const ResizeLayout = struct {
 /// Resize (nearest or N-linear) of output elements [begin, end).
 pub fn resize(args: *const ResizeArgs, begin: usize, end: usize) void {
     const layout = ResizeLayout.of(args);
+    if (args.cubic) |cubic| return resizeCubic(args, cubic, &layout, begin, end);
     if (args.dims.len >= 2 and resizePlanar(args, layout.resized[0..layout.resized_count], begin, end)) return;
     resizeGeneral(args, &layout, begin, end);
 }
@@ -311,6 +318,64 @@ fn resizeGeneral(args: *const ResizeArgs, layout: *const ResizeLayout, begin: us
                 at += (if (up) high[r] else low[r]) * in_strides[d];
             }
             if (w != 0 or corners == 1) sum += w * args.input[at];
+        }
+        args.output[i] = @floatCast(sum);
+    }
+}
+
+/// Keys' cubic convolution kernel at distance `s`.
+fn keys(a: f64, distance: f64) f64 {
+    const s = @abs(distance);
+    if (s <= 1) return ((a + 2) * s - (a + 3)) * s * s + 1;
+    if (s < 2) return ((a * s - 5 * a) * s + 8 * a) * s - 4 * a;
+    return 0;
+}
+
+/// Cubic resize, element by element: 4 taps per resized dim (floor(x) − 1 … floor(x) + 2).
+fn resizeCubic(args: *const ResizeArgs, cubic: Cubic, layout: *const ResizeLayout, begin: usize, end: usize) void {
+    const rank = args.dims.len;
+    const out_shape = layout.out_shape[0..rank];
+    const in_strides = layout.in_strides[0..rank];
+    const resized = layout.resized[0..layout.resized_count];
+    var coordinates: [max_dims]usize = undefined;
+    unravel(begin, out_shape, &coordinates);
+    for (begin..end) |i| {
+        defer advance(out_shape, &coordinates);
+        var base: usize = 0;
+        for (0..rank) |d| base += coordinates[d] * in_strides[d];
+        var taps: [max_dims][4]usize = undefined;
+        var weights: [max_dims][4]f64 = undefined;
+        for (resized, 0..) |d, r| {
+            const dim = args.dims[d];
+            base -= coordinates[d] * in_strides[d];
+            const x = sourceCoordinate(args.coordinate, coordinates[d], dim);
+            const floor = @floor(x);
+            const t = x - floor;
+            const top: f64 = @floatFromInt(dim.in - 1);
+            var total: f64 = 0;
+            for (0..4) |k| {
+                const position = floor - 1 + @as(f64, @floatFromInt(k));
+                const outside = position < 0 or position > top;
+                weights[r][k] = if (outside and cubic.exclude_outside) 0 else keys(cubic.a, t + 1 - @as(f64, @floatFromInt(k)));
+                taps[r][k] = @intFromFloat(std.math.clamp(position, 0, top));
+                total += weights[r][k];
+            }
+            if (cubic.exclude_outside and total != 0) for (&weights[r]) |*w| {
+                w.* /= total;
+            };
+        }
+        // Every combination of one tap per resized dim (4^resized, at most 4^max_dims).
+        var sum: f64 = 0;
+        const combinations = @as(usize, 1) << @intCast(2 * resized.len);
+        for (0..combinations) |combination| {
+            var w: f64 = 1;
+            var at: usize = base;
+            for (resized, 0..) |d, r| {
+                const k = (combination >> @intCast(2 * r)) & 3;
+                w *= weights[r][k];
+                at += taps[r][k] * in_strides[d];
+            }
+            if (w != 0) sum += w * args.input[at];
         }
         args.output[i] = @floatCast(sum);
     }
@@ -535,4 +600,39 @@ test "take copies rows by index" {
     var out: [4]f32 = undefined;
     take(std.mem.sliceAsBytes(&x), &.{ 2, 0 }, 3, 2 * 4, std.mem.sliceAsBytes(&out), 0, 2);
     try std.testing.expectEqualSlices(f32, &.{ 5, 6, 1, 2 }, &out);
+}
+
+test "resize: cubic keeps constants, reproduces ramps inside (a = -0.5), and is separable" {
+    // A constant stays constant with edge taps repeated or excluded.
+    const flat = [_]f32{ 3, 3, 3, 3, 3 };
+    var out: [13]f32 = undefined;
+    for ([_]bool{ false, true }) |exclude| {
+        const args: ResizeArgs = .{ .linear = false, .cubic = .{ .exclude_outside = exclude }, .coordinate = .half_pixel, .nearest = .floor, .dims = &.{.{ .in = 5, .out = 13, .scale = 2.6 }}, .input = &flat, .output = &out };
+        resize(&args, 0, 13);
+        for (out) |v| try std.testing.expectApproxEqAbs(@as(f32, 3), v, 1e-5);
+    }
+    // Keys' kernel with a = -0.5 reproduces x ↦ 2x + 1 wherever all four taps are inside.
+    var ramp: [9]f32 = undefined;
+    for (&ramp, 0..) |*v, k| v.* = 2 * @as(f32, @floatFromInt(k)) + 1;
+    var up: [17]f32 = undefined;
+    const dim: ResizeDim = .{ .in = 9, .out = 17, .scale = 17.0 / 9.0 };
+    const args: ResizeArgs = .{ .linear = false, .cubic = .{ .a = -0.5 }, .coordinate = .asymmetric, .nearest = .floor, .dims = &.{dim}, .input = &ramp, .output = &up };
+    resize(&args, 0, 17);
+    for (up, 0..) |v, o| {
+        const x = sourceCoordinate(.asymmetric, o, dim);
+        if (x < 1 or x > 6.9) continue;
+        try std.testing.expectApproxEqAbs(@as(f32, @floatCast(2 * x + 1)), v, 1e-4);
+    }
+    // 2-D: resizing [3, 4] → [5, 7] equals resizing rows, then columns.
+    var grid: [12]f32 = undefined;
+    for (&grid, 0..) |*v, k| v.* = @floatFromInt((k * 7) % 5);
+    const rows: ResizeDim = .{ .in = 3, .out = 5, .scale = 5.0 / 3.0 };
+    const columns: ResizeDim = .{ .in = 4, .out = 7, .scale = 7.0 / 4.0 };
+    var both: [35]f32 = undefined;
+    resize(&.{ .linear = false, .cubic = .{}, .coordinate = .half_pixel, .nearest = .floor, .dims = &.{ rows, columns }, .input = &grid, .output = &both }, 0, 35);
+    var wide: [21]f32 = undefined;
+    resize(&.{ .linear = false, .cubic = .{}, .coordinate = .half_pixel, .nearest = .floor, .dims = &.{ .{ .in = 3, .out = 3, .scale = 1 }, columns }, .input = &grid, .output = &wide }, 0, 21);
+    var separable: [35]f32 = undefined;
+    resize(&.{ .linear = false, .cubic = .{}, .coordinate = .half_pixel, .nearest = .floor, .dims = &.{ rows, .{ .in = 7, .out = 7, .scale = 1 } }, .input = &wide, .output = &separable }, 0, 35);
+    for (both, separable) |a, b| try std.testing.expectApproxEqAbs(a, b, 1e-5);
 }

@@ -8,19 +8,21 @@ const math = @import("math.zig");
 const lanes = math.lanes;
 const V = math.V;
 
-pub const Reduce = enum(u8) { sum, max, min };
+pub const Reduce = enum(u8) { sum, max, min, prod };
 
 fn identity(comptime op: Reduce) f32 {
     return switch (op) {
         .sum => 0,
         .max => -std.math.inf(f32),
         .min => std.math.inf(f32),
+        .prod => 1,
     };
 }
 
 inline fn combineVector(comptime op: Reduce, a: V, b: V) V {
     return switch (op) {
         .sum => a + b,
+        .prod => a * b,
         // NaN wins: a NaN accumulator stays NaN, a NaN input replaces the accumulator.
         .max => @select(f32, a != a, a, @select(f32, b != b, b, @max(a, b))),
         .min => @select(f32, a != a, a, @select(f32, b != b, b, @min(a, b))),
@@ -30,6 +32,7 @@ inline fn combineVector(comptime op: Reduce, a: V, b: V) V {
 inline fn combineScalar(comptime op: Reduce, a: f32, b: f32) f32 {
     return switch (op) {
         .sum => a + b,
+        .prod => a * b,
         .max => if (a != a) a else if (b != b) b else @max(a, b),
         .min => if (a != a) a else if (b != b) b else @min(a, b),
     };
@@ -102,31 +105,36 @@ pub fn identityOf(op: Reduce) f32 {
     };
 }
 
-/// Running sums along a strided line of `count` elements: out[k] = Σ x[j] over j ≤ k (j < k
-/// when `exclusive`), counting from the far end when `reverse`. Integers wrap on overflow,
-/// as NumPy's and PyTorch's do.
-pub fn cumsumLine(comptime T: type, input: []const T, output: []T, count: usize, stride: usize, exclusive: bool, reverse: bool) void {
+/// Running sums (products when `product`) along a strided line of `count` elements: out[k] =
+/// Σ x[j] over j ≤ k (j < k when `exclusive`), counting from the far end when `reverse`.
+/// Integers wrap on overflow, as NumPy's and PyTorch's do.
+pub fn cumsumLine(comptime T: type, input: []const T, output: []T, count: usize, stride: usize, exclusive: bool, reverse: bool, product: bool) void {
     std.debug.assert(count == 0 or (count - 1) * stride < input.len);
     std.debug.assert(input.len == output.len);
-    var total: T = 0;
+    var total: T = if (product) 1 else 0;
     for (0..count) |step| {
         const at = (if (reverse) count - 1 - step else step) * stride;
         const x = input[at];
         if (exclusive) output[at] = total;
-        total = if (@typeInfo(T) == .int) total +% x else total + x;
+        if (@typeInfo(T) == .int) {
+            total = if (product) total *% x else total +% x;
+        } else {
+            total = if (product) total * x else total + x;
+        }
         if (!exclusive) output[at] = total;
     }
 }
 
-/// Index of the first maximum of a strided run (NaN counts as the maximum); 0 if empty.
-pub fn argmax(block: []const f32, count: usize, stride: usize) usize {
+/// Index of the first maximum of a strided run (the last one when `last`: ONNX's
+/// select_last_index; NaN counts as the maximum, the first NaN wins); 0 if empty.
+pub fn argmax(block: []const f32, count: usize, stride: usize, last: bool) usize {
     var best: usize = 0;
     if (count == 0) return 0;
     var best_value = block[0];
     for (1..count) |r| {
         const value = block[r * stride];
         if (best_value != best_value) break; // the first NaN is final
-        if (value != value or value > best_value) {
+        if (value != value or value > best_value or (last and value == best_value)) {
             best = r;
             best_value = value;
         }
@@ -154,7 +162,8 @@ test "row reductions match a scalar loop on awkward lengths, with NaN" {
             values[n / 2] = std.math.nan(f32);
             try std.testing.expect(std.math.isNan(row(.max, values[0..n])));
             try std.testing.expect(std.math.isNan(row(.min, values[0..n])));
-            try std.testing.expectEqual(n / 2, argmax(values[0..n], n, 1));
+            try std.testing.expectEqual(n / 2, argmax(values[0..n], n, 1, false));
+            try std.testing.expectEqual(n / 2, argmax(values[0..n], n, 1, true));
         }
     }
 }
@@ -175,5 +184,6 @@ test "column reductions match a scalar loop" {
         for (0..7) |r| expected = @max(expected, block[r * 37 + j]);
         try std.testing.expectEqual(expected, got);
     }
-    try std.testing.expectEqual(@as(usize, 0), argmax(&.{ 3, 1, 3 }, 3, 1));
+    try std.testing.expectEqual(@as(usize, 0), argmax(&.{ 3, 1, 3 }, 3, 1, false));
+    try std.testing.expectEqual(@as(usize, 2), argmax(&.{ 3, 1, 3 }, 3, 1, true));
 }

@@ -18,7 +18,11 @@ const Tensor = tensor.Tensor;
 const max_dims = tensor.max_dims;
 
 /// Integer arithmetic of int_binary (ONNX Add, Sub, Mul, Div, Mod, Max, Min on integers).
-pub const IntKind = enum(u8) { add, sub, mul, div, mod, max, min };
+/// Shape arithmetic, then the integer family of ONNX's logical and bitwise ops: bools and
+/// small integers ride as int32 (lib/onnx/host.ts), so And/Or/Xor on 0/1 values are the
+/// bitwise kinds. `rem` is C's remainder (the dividend's sign: ONNX Mod with fmod = 1);
+/// shifts by a negative count or by 64 or more give 0.
+pub const IntKind = enum(u8) { add, sub, mul, div, mod, max, min, bit_and, bit_or, bit_xor, shift_left, shift_right, rem };
 
 /// The values of integer tensor `t` (int64 or int32, 0-D or 1-D, at most max_dims values),
 /// for ops that take a shape or a list of bounds as a tensor.
@@ -100,11 +104,20 @@ fn applyInt(kind: IntKind, x: i64, y: i64) Error!i64 {
         .mul => x *% y,
         .max => @max(x, y),
         .min => @min(x, y),
-        .div, .mod => {
+        .bit_and => x & y,
+        .bit_or => x | y,
+        .bit_xor => x ^ y,
+        .shift_left => if (y < 0 or y >= 64) 0 else x << @intCast(y),
+        .shift_right => if (y < 0 or y >= 64) (if (x < 0) -1 else 0) else x >> @intCast(y),
+        .div, .mod, .rem => {
             if (y == 0) return status.fail(error.InvalidArgument, "int_binary: integer division of {d} by zero", .{x});
             // minInt / -1 is the one quotient that overflows: it wraps, as in C++.
             if (y == -1) return if (kind == .div) 0 -% x else 0;
-            return if (kind == .div) @divTrunc(x, y) else @mod(x, y);
+            return switch (kind) {
+                .div => @divTrunc(x, y),
+                .mod => @mod(x, y),
+                else => @rem(x, y),
+            };
         },
     };
 }
@@ -315,6 +328,12 @@ test "int_binary matches a reference on broadcast shapes, wraps and refuses zero
                 .mod => @mod(x, y),
                 .max => @max(x, y),
                 .min => @min(x, y),
+                .bit_and => x & y,
+                .bit_or => x | y,
+                .bit_xor => x ^ y,
+                .shift_left => if (y < 0 or y >= 64) 0 else x << @intCast(y),
+                .shift_right => if (y < 0 or y >= 64) (if (x < 0) -1 else 0) else x >> @intCast(y),
+                .rem => @rem(x, y),
             };
             try testing.expectEqual(want, out.i64Slice()[i * 4 + j]);
         };

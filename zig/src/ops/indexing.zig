@@ -257,8 +257,14 @@ pub fn take(input: *Tensor, index_input: *Tensor, axis_raw: i64) Error!*Tensor {
 /// Resize: params are [mode (0 nearest, 1 linear), coordinate mode, nearest mode] and per dim
 /// (out size or -1 = floor(in × scale), scale).
 pub fn resize(input: *Tensor, mode_raw: i64, coordinate_raw: i64, nearest_raw: i64, sizes: []const i64, scales: []const f64) Error!*Tensor {
+    return resizeCubic(input, mode_raw, coordinate_raw, nearest_raw, .{}, sizes, scales);
+}
+
+/// `resize`, with cubic's coefficient and exclude_outside for mode 2 (cubic).
+pub fn resizeCubic(input: *Tensor, mode_raw: i64, coordinate_raw: i64, nearest_raw: i64, cubic: kernels.Cubic, sizes: []const i64, scales: []const f64) Error!*Tensor {
     if (input.dtype != .float32) return status.fail(error.DTypeMismatch, "resize: expected float32, got {s}", .{input.dtype.name()});
-    if (mode_raw != 0 and mode_raw != 1) return status.fail(error.InvalidArgument, "resize: mode must be 0 (nearest) or 1 (linear), got {d}", .{mode_raw});
+    if (mode_raw < 0 or mode_raw > 2) return status.fail(error.InvalidArgument, "resize: mode must be 0 (nearest), 1 (linear) or 2 (cubic), got {d}", .{mode_raw});
+    if (!std.math.isFinite(cubic.a)) return status.fail(error.InvalidArgument, "resize: the cubic coefficient must be finite, got {d}", .{cubic.a});
     const coordinate = std.meta.intToEnum(kernels.Coordinate, coordinate_raw) catch
         return status.fail(error.InvalidArgument, "resize: unknown coordinate mode {d}", .{coordinate_raw});
     const nearest = std.meta.intToEnum(kernels.Nearest, nearest_raw) catch
@@ -283,6 +289,7 @@ pub fn resize(input: *Tensor, mode_raw: i64, coordinate_raw: i64, nearest_raw: i
     errdefer out.release();
     const args: kernels.ResizeArgs = .{
         .linear = mode_raw == 1,
+        .cubic = if (mode_raw == 2) cubic else null,
         .coordinate = coordinate,
         .nearest = nearest,
         .dims = dims[0..input.ndim],

@@ -18,7 +18,7 @@ const Error = status.Error;
 const Tensor = tensor.Tensor;
 const max_dims = tensor.max_dims;
 
-pub const Kind = enum { sum, mean, max, min, argmax };
+pub const Kind = enum { sum, mean, max, min, prod, argmax };
 
 /// A reduced axis of a contiguous buffer seen as [outer, reduced, inner].
 const Block = struct {
@@ -136,6 +136,11 @@ fn outputShape(shape: []const usize, mask: [max_dims]bool, keepdim: bool, buffer
 
 /// sum / mean / max / min over `dims` (all when empty), or argmax over one dim or all.
 pub fn reduce(kind: Kind, input: *Tensor, dims: []const i64, keepdim: bool) Error!*Tensor {
+    return reduceSelecting(kind, input, dims, keepdim, false);
+}
+
+/// `reduce`, with argmax picking the last of equal maxima when `last`.
+pub fn reduceSelecting(kind: Kind, input: *Tensor, dims: []const i64, keepdim: bool, last: bool) Error!*Tensor {
     const name = @tagName(kind);
     try elementwiseRequireFloat(name, input);
     const mask = switch (kind) {
@@ -150,16 +155,17 @@ pub fn reduce(kind: Kind, input: *Tensor, dims: []const i64, keepdim: bool) Erro
     for (x.dims(), 0..) |d, axis| if (mask[axis]) {
         reduced_count *= d;
     };
-    if (reduced_count == 0 and kind != .sum and kind != .mean) {
+    if (reduced_count == 0 and kind != .sum and kind != .mean and kind != .prod) {
         return status.fail(error.InvalidArgument, "{s}: cannot reduce over a zero-size dimension (shape {f})", .{ name, status.shape(x.dims()) });
     }
     var shape_buffer: [max_dims]usize = undefined;
     const out_shape = outputShape(x.dims(), mask, keepdim, &shape_buffer);
-    if (kind == .argmax) return argmax(x, mask, dims.len == 0, out_shape);
+    if (kind == .argmax) return argmax(x, mask, dims.len == 0, out_shape, last);
     const op: kernels.Reduce = switch (kind) {
         .sum, .mean => .sum,
         .max => .max,
         .min => .min,
+        .prod => .prod,
         .argmax => unreachable,
     };
     const out = try reduceMasked(op, x, mask);
@@ -230,12 +236,12 @@ fn reduceMasked(op: kernels.Reduce, x: *Tensor, mask: [max_dims]bool) Error!*Ten
     return current;
 }
 
-fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize) Error!*Tensor {
+fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize, last: bool) Error!*Tensor {
     const out = try tensor.createUninit(.int64, out_shape);
     errdefer out.release();
     const values = x.f32Slice();
     if (all or x.ndim == 0) {
-        out.i64Slice()[0] = @intCast(kernels.argmax(values, values.len, 1));
+        out.i64Slice()[0] = @intCast(kernels.argmax(values, values.len, 1, last));
         return out;
     }
     const axis = std.mem.indexOfScalar(bool, mask[0..x.ndim], true).?;
@@ -243,14 +249,15 @@ fn argmax(x: *Tensor, mask: [max_dims]bool, all: bool, out_shape: []const usize)
     const indices = out.i64Slice();
     for (0..block.outer) |o| for (0..block.inner) |i| {
         const start = o * block.reduced * block.inner + i;
-        indices[o * block.inner + i] = @intCast(kernels.argmax(values[start..], block.reduced, block.inner));
+        indices[o * block.inner + i] = @intCast(kernels.argmax(values[start..], block.reduced, block.inner, last));
     };
     return out;
 }
 
-/// Running sums along `dim` (ONNX CumSum, torch.cumsum) of a float32, int32 or int64 tensor.
-pub fn cumsum(input: *Tensor, dim_raw: i64, exclusive: bool, reverse: bool) Error!*Tensor {
-    const axis = try @import("dims.zig").normalizeDim("cum_sum", dim_raw, input.ndim);
+/// Running sums (products when `product`: ONNX CumProd) along `dim` (ONNX CumSum,
+/// torch.cumsum) of a float32, int32 or int64 tensor.
+pub fn cumsum(input: *Tensor, dim_raw: i64, exclusive: bool, reverse: bool, product: bool) Error!*Tensor {
+    const axis = try @import("dims.zig").normalizeDim(if (product) "cum_prod" else "cum_sum", dim_raw, input.ndim);
     const x = try shape_ops.contiguous(input);
     defer x.release();
     const out = try tensor.createUninit(x.dtype, x.dims());
@@ -258,31 +265,32 @@ pub fn cumsum(input: *Tensor, dim_raw: i64, exclusive: bool, reverse: bool) Erro
     if (out.numel() == 0) return out;
     const block = Block.of(x.dims(), axis, axis);
     switch (x.dtype) {
-        .float32 => try cumsumTyped(f32, block, x.f32Slice(), out.f32Slice(), exclusive, reverse),
-        .int64 => try cumsumTyped(i64, block, x.i64Slice(), out.i64Slice(), exclusive, reverse),
-        .int32 => try cumsumTyped(i32, block, x.i32Slice(), out.i32Slice(), exclusive, reverse),
+        .float32 => try cumsumTyped(f32, block, x.f32Slice(), out.f32Slice(), exclusive, reverse, product),
+        .int64 => try cumsumTyped(i64, block, x.i64Slice(), out.i64Slice(), exclusive, reverse, product),
+        .int32 => try cumsumTyped(i32, block, x.i32Slice(), out.i32Slice(), exclusive, reverse, product),
     }
     return out;
 }
 
-fn cumsumTyped(comptime T: type, block: Block, input: []const T, output: []T, exclusive: bool, reverse: bool) Error!void {
+fn cumsumTyped(comptime T: type, block: Block, input: []const T, output: []T, exclusive: bool, reverse: bool, product: bool) Error!void {
     const Context = struct {
         block: Block,
         input: []const T,
         output: []T,
         exclusive: bool,
         reverse: bool,
+        product: bool,
         /// Line l is outer row l / inner, column l % inner.
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
             const b = context.block;
             const span = (b.reduced - 1) * b.inner + 1;
             for (begin..end) |line| {
                 const base = (line / b.inner) * b.reduced * b.inner + line % b.inner;
-                kernels.cumsumLine(T, context.input[base..][0..span], context.output[base..][0..span], b.reduced, b.inner, context.exclusive, context.reverse);
+                kernels.cumsumLine(T, context.input[base..][0..span], context.output[base..][0..span], b.reduced, b.inner, context.exclusive, context.reverse, context.product);
             }
         }
     };
-    const context: Context = .{ .block = block, .input = input, .output = output, .exclusive = exclusive, .reverse = reverse };
+    const context: Context = .{ .block = block, .input = input, .output = output, .exclusive = exclusive, .reverse = reverse, .product = product };
     try intra_op.parallelForTyped(0, block.outer * block.inner, parallel.grain(.medium, block.reduced), &context, Context.body);
 }
 
@@ -337,6 +345,7 @@ fn referenceReduce(kind: Kind, x: *const Tensor, mask: [max_dims]bool, flat_out:
         .sum, .mean => 0,
         .max, .argmax => -std.math.inf(f64),
         .min => std.math.inf(f64),
+        .prod => 1,
     };
     var count: f64 = 0;
     const values = x.f32Slice();
@@ -360,6 +369,7 @@ fn referenceReduce(kind: Kind, x: *const Tensor, mask: [max_dims]bool, flat_out:
             .sum, .mean => accumulator += value,
             .max, .argmax => accumulator = @max(accumulator, value),
             .min => accumulator = @min(accumulator, value),
+            .prod => accumulator *= value,
         }
     }
     return if (kind == .mean) accumulator / count else accumulator;
@@ -379,7 +389,7 @@ test "reductions over any dims match the reference at 1 and 2 threads" {
             defer x.release();
             for (x.f32Slice()) |*v| v.* = prng.random().float(f32) * 2 - 1;
             const mask = try reducedMask("test", dims, shape.len);
-            for ([_]Kind{ .sum, .mean, .max, .min }) |kind| for ([_]bool{ false, true }) |keepdim| {
+            for ([_]Kind{ .sum, .mean, .max, .min, .prod }) |kind| for ([_]bool{ false, true }) |keepdim| {
                 const out = try reduce(kind, x, dims, keepdim);
                 defer out.release();
                 for (out.f32Slice(), 0..) |got, i| {
@@ -402,6 +412,14 @@ test "argmax, empty reductions and bad dims" {
     const all = try reduce(.argmax, x, &.{}, false);
     defer all.release();
     try std.testing.expectEqualSlices(i64, &.{3}, all.i64Slice());
+    // select_last_index: the last of the tied 7s, along the rows and over everything.
+    const last_along_rows = try reduceSelecting(.argmax, x, &.{1}, true, true);
+    defer last_along_rows.release();
+    try std.testing.expectEqualSlices(i64, &.{ 1, 2 }, last_along_rows.i64Slice());
+    try std.testing.expectEqualSlices(usize, &.{ 2, 1 }, last_along_rows.dims());
+    const last_all = try reduceSelecting(.argmax, x, &.{}, false, true);
+    defer last_all.release();
+    try std.testing.expectEqualSlices(i64, &.{5}, last_all.i64Slice());
     try std.testing.expectError(error.IndexOutOfRange, reduce(.sum, x, &.{2}, false));
     try std.testing.expectError(error.InvalidArgument, reduce(.sum, x, &.{ 1, -1 }, false));
     const empty = try tensor.createZeroed(.float32, &.{ 0, 3 });
@@ -434,7 +452,7 @@ comptime {
     _ = elementwise;
 }
 
-test "cumsum along every dim matches a running sum, forward, reverse and exclusive" {
+test "cumsum and cumprod along every dim match a running sum and product, forward, reverse and exclusive" {
     settings.resetForTesting();
     defer settings.resetForTesting();
     const dims = [_]usize{ 3, 17, 5 };
@@ -443,17 +461,17 @@ test "cumsum along every dim matches a running sum, forward, reverse and exclusi
     for (x.f32Slice(), 0..) |*v, i| v.* = @floatFromInt(@as(i64, @intCast(i % 7)) - 3);
     for ([_]u32{ 1, 2 }) |threads| {
         try settings.setNumThreads(threads);
-        for (0..3) |axis| for ([_]bool{ false, true }) |exclusive| for ([_]bool{ false, true }) |reverse| {
-            const y = try cumsum(x, @intCast(axis), exclusive, reverse);
+        for (0..3) |axis| for ([_]bool{ false, true }) |exclusive| for ([_]bool{ false, true }) |reverse| for ([_]bool{ false, true }) |product| {
+            const y = try cumsum(x, @intCast(axis), exclusive, reverse, product);
             defer y.release();
             const block = Block.of(&dims, axis, axis);
             for (0..block.outer) |o| for (0..block.inner) |i| {
-                var total: f32 = 0;
+                var total: f32 = if (product) 1 else 0;
                 for (0..block.reduced) |step| {
                     const r = if (reverse) block.reduced - 1 - step else step;
                     const at = (o * block.reduced + r) * block.inner + i;
                     if (exclusive) try std.testing.expectEqual(total, y.f32Slice()[at]);
-                    total += x.f32Slice()[at];
+                    total = if (product) total * x.f32Slice()[at] else total + x.f32Slice()[at];
                     if (!exclusive) try std.testing.expectEqual(total, y.f32Slice()[at]);
                 }
             };
@@ -461,8 +479,8 @@ test "cumsum along every dim matches a running sum, forward, reverse and exclusi
     }
     const wide = try tensor.createZeroed(.int32, &.{ 2, 0 });
     defer wide.release();
-    const empty = try cumsum(wide, -1, false, false);
+    const empty = try cumsum(wide, -1, false, false, true);
     defer empty.release();
     try std.testing.expectEqual(@as(usize, 0), empty.numel());
-    try std.testing.expectError(error.IndexOutOfRange, cumsum(x, 3, false, false));
+    try std.testing.expectError(error.IndexOutOfRange, cumsum(x, 3, false, false, false));
 }

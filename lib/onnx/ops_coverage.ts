@@ -1,0 +1,835 @@
+/**
+ * ONNX op types beyond the core set (issue 12's coverage list), as families: one-input math
+ * functions (one native op, `unary_math`), the logical and bitwise integer ops
+ * (`int_binary`'s kinds), the remaining Reduce* ops, and ops that are exact compositions of
+ * native ops (Split as slices, Tile as expand, DepthToSpace as reshape and permute, the
+ * normalizations as reductions and elementwise ops). Masks and index tables that depend
+ * only on static shapes are built at import; everything that depends on values runs natively.
+ *
+ * @module
+ */
+import { DATA_TYPE } from "./proto.ts";
+import { broadcastMap, host, numel, spindleDType } from "./host.ts";
+import { constInts, shapeOf, unsupported, type Value } from "./graph.ts";
+import type { ParamsOf } from "../ops/dispatch.ts";
+import {
+  allConst,
+  asDType,
+  attrFloat,
+  attrInt,
+  attrString,
+  binary,
+  cast,
+  constValue,
+  type Handler,
+  hostPerRun,
+  input,
+  intBinary,
+  type NodeContext,
+  normAxis,
+  pool,
+  reduce,
+  reshapeTo,
+  typeOf,
+} from "./ops.ts";
+
+type MathKind = ParamsOf<"unary_math">["kind"];
+
+/** A float32 scalar constant. */
+function scalar(value: number, type: number = DATA_TYPE.FLOAT): Value {
+  return constValue(host(type, [], [value]));
+}
+
+/** x as float32 (constants converted on the host; run-time integers refused). */
+function floatInput(n: NodeContext, index: number): Value {
+  const x = input(n, index);
+  if (x.kind === "runtime" && x.dtype !== "float32") unsupported(`${n.node.opType} of ${x.dtype} tensors`);
+  return asDType(x, "float32");
+}
+
+/** A static dimension, or `unsupported` naming the op when it is dynamic. */
+function staticDim(n: NodeContext, size: number): number {
+  if (size < 0) unsupported(`${n.node.opType} over a dynamic dimension`);
+  return size;
+}
+
+// ----------------------------------------------------------------------------------------
+// One-input math (kernels/elementwise.zig)
+
+function math(kind: MathKind, params: (n: NodeContext) => { alpha?: number; beta?: number } = () => ({})): Handler {
+  return (n) => [n.b.emit("unary_math", [floatInput(n, 0)], { kind, ...params(n) })];
+}
+
+/** IsNaN and IsInf: the kernel's 1/0 as ONNX's bool (int32). */
+function predicate(kind: "is_nan" | "is_inf"): Handler {
+  return (n) => {
+    const params = kind === "is_inf"
+      ? { alpha: attrInt(n, "detect_negative", 1), beta: attrInt(n, "detect_positive", 1) }
+      : {};
+    const y = n.b.emit("unary_math", [floatInput(n, 0)], { kind, ...params });
+    return [n.b.emit("cast", [y], { dtype: "int32" })];
+  };
+}
+
+/** The rounding that a Cast to a narrow type carried in float32 (or int32) is. */
+const NARROW_CASTS: Record<number, MathKind> = {
+  [DATA_TYPE.FLOAT16]: "to_float16",
+  [DATA_TYPE.BFLOAT16]: "to_bfloat16",
+  [DATA_TYPE.FLOAT8E4M3FN]: "to_e4m3fn",
+  [DATA_TYPE.FLOAT8E4M3FNUZ]: "to_e4m3fnuz",
+  [DATA_TYPE.FLOAT8E5M2]: "to_e5m2",
+  [DATA_TYPE.FLOAT8E5M2FNUZ]: "to_e5m2fnuz",
+  [DATA_TYPE.FLOAT4E2M1]: "to_e2m1",
+  [DATA_TYPE.FLOAT8E8M0]: "to_e8m0",
+  [DATA_TYPE.INT4]: "to_int4",
+  [DATA_TYPE.UINT4]: "to_uint4",
+  [DATA_TYPE.INT2]: "to_int2",
+  [DATA_TYPE.UINT2]: "to_uint2",
+};
+
+const E8M0_ROUNDING = ["up", "nearest", "down"];
+
+/**
+ * Cast and CastLike: to a narrow type, the native rounding to its values (saturating the
+ * float8 types unless saturate = 0; float8e8m0 rounding as round_mode says); otherwise
+ * ops.ts's cast.
+ */
+function castNarrow(n: NodeContext): Value[] {
+  const like = n.node.opType === "CastLike" ? input(n, 1) : undefined;
+  const to = like === undefined
+    ? attrInt(n, "to", DATA_TYPE.FLOAT)
+    : like.kind === "runtime" && like.elemType !== undefined
+    ? like.elemType
+    : typeOf(like);
+  const kind = NARROW_CASTS[to];
+  if (kind === undefined) return cast(n);
+  let x = input(n, 0);
+  if (x.kind === "runtime" && x.dtype !== "float32") x = n.b.emit("cast", [x], { dtype: "float32" });
+  const mode = E8M0_ROUNDING.indexOf(attrString(n, "round_mode", "up"));
+  if (mode < 0) {
+    throw new RangeError(`Cast's round_mode is '${attrString(n, "round_mode", "")}'; it is up, nearest or down`);
+  }
+  const rounded = n.b.emit("unary_math", [asDType(x, "float32")], {
+    kind,
+    alpha: attrInt(n, "saturate", 1),
+    beta: mode,
+  });
+  return [spindleDType(to) === "int32" ? n.b.emit("cast", [rounded], { dtype: "int32" }) : rounded];
+}
+
+// ----------------------------------------------------------------------------------------
+// Logical and bitwise (bools and small integers ride as int32; int_binary's kinds)
+
+type IntKind = ParamsOf<"int_binary">["kind"];
+
+/** The integer dtype the operands share (a run-time operand's, else the first constant's). */
+function intDType(n: NodeContext, values: Value[]) {
+  const runtime = values.find((v) => v.kind === "runtime");
+  const dtype = runtime?.kind === "runtime" ? runtime.dtype : spindleDType(typeOf(values[0]));
+  if (dtype === undefined || dtype === "float32") unsupported(`${n.node.opType} of float tensors`);
+  return dtype;
+}
+
+function bitwise(kind: IntKind): Handler {
+  return (n) => {
+    const [a, b] = [input(n, 0), input(n, 1)];
+    return [intBinary(n, kind, a, b, intDType(n, [a, b]))];
+  };
+}
+
+/** All ones in an unsigned ONNX type's width (the carrier is wider); -1 for signed ones. */
+function widthMask(type: number): number {
+  switch (type) {
+    case DATA_TYPE.UINT8:
+      return 0xff;
+    case DATA_TYPE.UINT16:
+      return 0xffff;
+    case DATA_TYPE.UINT32:
+      return 0xffffffff;
+    case DATA_TYPE.BOOL:
+      return 1;
+    default:
+      return -1;
+  }
+}
+
+/** Not (bools) and BitwiseNot: x xor the type's all-ones mask. */
+function bitwiseNot(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const dtype = intDType(n, [x]);
+  // A run-time value's ONNX type is not tracked: Not takes bools, BitwiseNot is exact for the
+  // signed types (an unsigned run-time input would need its width).
+  const type = x.kind === "const" ? typeOf(x) : n.node.opType === "Not" ? DATA_TYPE.BOOL : -1;
+  if (x.kind === "runtime" && n.node.opType === "BitwiseNot") {
+    unsupported("BitwiseNot at run time (the width of an unsigned input is not known there)");
+  }
+  const mask = scalar(widthMask(type), dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32);
+  return [intBinary(n, "bit_xor", x, mask, dtype)];
+}
+
+/** BitShift on unsigned types: a left shift drops the bits past the type's width. */
+function bitShift(n: NodeContext): Value[] {
+  const [a, b] = [input(n, 0), input(n, 1)];
+  const dtype = intDType(n, [a, b]);
+  const left = attrString(n, "direction", "") === "LEFT";
+  if (!left && attrString(n, "direction", "") !== "RIGHT") {
+    throw new RangeError(`BitShift's direction is '${attrString(n, "direction", "")}'; it is LEFT or RIGHT`);
+  }
+  if (left && a.kind === "runtime") unsupported("BitShift LEFT at run time (the input's unsigned width is not known)");
+  const shifted = intBinary(n, left ? "shift_left" : "shift_right", a, b, dtype);
+  const mask = widthMask(typeOf(a));
+  if (!left || mask === -1) return [shifted];
+  return [intBinary(n, "bit_and", shifted, scalar(mask, dtype === "int64" ? DATA_TYPE.INT64 : DATA_TYPE.INT32), dtype)];
+}
+
+/** Mod: integers natively (fmod 0: the divisor's sign; 1: the dividend's); floats (fmod 1) natively, or folded. */
+function mod(n: NodeContext): Value[] {
+  const [a, b] = [input(n, 0), input(n, 1)];
+  const fmod = attrInt(n, "fmod", 0) === 1;
+  const float = [a, b].some((v) => spindleDType(typeOf(v)) === "float32");
+  if (float) {
+    if (!fmod) throw new RangeError("Mod of float tensors needs fmod = 1 (ONNX)");
+    if (!allConst([a, b])) return [n.b.emit("fmod", [asDType(a, "float32"), asDType(b, "float32")])];
+    return [hostPerRun([a, b], (h) => {
+      const out = broadcastMap(h, typeOf(a), (x, y) => x % y);
+      out.values = out.values!.map(Math.fround);
+      return out;
+    })];
+  }
+  return [intBinary(n, fmod ? "rem" : "mod", a, b, intDType(n, [a, b]))];
+}
+
+// ----------------------------------------------------------------------------------------
+// Reductions
+
+function reduceWith(body: (n: NodeContext, x: Value, dims: number[], keepdim: boolean) => Value): Handler {
+  return (n) => reduce(n, (x, dims, keepdim) => body(n, x, dims, keepdim));
+}
+
+function squareOf(n: NodeContext, x: Value): Value {
+  return n.b.emit("mul", [x, x]);
+}
+
+/** log Σ exp(x), shifted by the maximum (no overflow); unshifted over an empty set (−inf). */
+function logSumExp(n: NodeContext, x: Value, dims: number[], keepdim: boolean): Value {
+  const shape = shapeOf(x);
+  if (dims.some((d) => shape[d] <= 0)) {
+    return n.b.emit("log", [n.b.emit("sum", [n.b.emit("exp", [x])], { dims, keepdim })]);
+  }
+  const peak = n.b.emit("max", [x], { dims, keepdim: true });
+  const total = n.b.emit("sum", [n.b.emit("exp", [n.b.emit("sub", [x, peak])])], { dims, keepdim: true });
+  const result = n.b.emit("add", [n.b.emit("log", [total]), peak]);
+  if (keepdim) return result;
+  let out = result;
+  for (const d of [...dims].sort((p, q) => q - p)) out = n.b.emit("squeeze", [out], { dim: d });
+  return out;
+}
+
+/** ArgMax, and ArgMin as the argmax of −x (the first or, with select_last_index, the last of ties). */
+function argExtreme(min: boolean): Handler {
+  return (n) => {
+    let x = input(n, 0);
+    const rank = shapeOf(x).length;
+    if (x.kind === "runtime" && x.dtype !== "float32") x = n.b.emit("cast", [x], { dtype: "float32" });
+    x = asDType(x, "float32");
+    if (min) x = n.b.emit("neg", [x]);
+    const dim = normAxis(attrInt(n, "axis", 0), rank);
+    const last = attrInt(n, "select_last_index", 0) === 1;
+    return [n.b.emit("argmax", [x], { dim, keepdim: attrInt(n, "keepdims", 1) === 1, last })];
+  };
+}
+
+/** Hardmax: 1 where the argmax along the axis is, 0 elsewhere. */
+function hardmax(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const shape = shapeOf(x);
+  const axis = normAxis(attrInt(n, "axis", n.opset < 13 ? 1 : -1), shape.length);
+  if (n.opset < 13 && axis !== shape.length - 1) unsupported("Hardmax (opset < 13) over more than the last axis");
+  const size = staticDim(n, shape[axis]);
+  const index = n.b.emit("argmax", [x], { dim: axis, keepdim: true });
+  const trailing = new Array<number>(shape.length - 1 - axis).fill(1);
+  const positions = constValue(host(DATA_TYPE.INT64, [size, ...trailing], [...Array(size).keys()]));
+  const hit = n.b.emit("compare", [index, positions], { kind: "equal" });
+  return [n.b.emit("cast", [hit], { dtype: "float32" })];
+}
+
+function cumProd(n: NodeContext): Value[] {
+  const axis = constInts(n.inputs[1], "CumProd axis");
+  if (axis.length !== 1) throw new RangeError(`CumProd's axis has ${axis.length} values; it takes one`);
+  return [
+    n.b.emit("cum_prod", [input(n, 0)], {
+      dim: axis[0],
+      exclusive: attrInt(n, "exclusive", 0) === 1,
+      reverse: attrInt(n, "reverse", 0) === 1,
+    }),
+  ];
+}
+
+// ----------------------------------------------------------------------------------------
+// Variadic elementwise
+
+function variadic(op: "add" | "maximum" | "minimum", mean = false): Handler {
+  return (n) => {
+    const values = n.inputs.filter((v): v is Value => v !== undefined);
+    if (values.length === 0) throw new RangeError(`${n.node.opType} needs at least one input`);
+    if (values.length === 2 && !mean && n.node.opType !== "Sum") return binary(n);
+    let out = values[0];
+    for (const v of values.slice(1)) out = n.b.emit(op, [out, v]);
+    if (mean && values.length > 1) out = n.b.emit("div", [out], { scalar: values.length });
+    return [out];
+  };
+}
+
+function prelu(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const slope = floatInput(n, 1);
+  const negative = n.b.emit("compare", [x, scalar(0)], { kind: "less" });
+  return [n.b.emit("where", [negative, n.b.emit("mul", [x, slope]), x])];
+}
+
+// ----------------------------------------------------------------------------------------
+// Shape compositions
+
+function split(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  const axis = normAxis(attrInt(n, "axis", 0), shape.length);
+  const count = n.node.outputs.length;
+  const given = n.opset >= 13
+    ? (n.inputs[1] ? constInts(n.inputs[1], "Split's split") : undefined)
+    : n.node.attributes.find((a) => a.name === "split")?.ints.map(Number);
+  const dim = shape[axis];
+  let sizes = given !== undefined && given.length > 0 ? given : undefined;
+  if (sizes === undefined) {
+    const parts = n.opset >= 18 ? attrInt(n, "num_outputs", count) : count;
+    const chunk = Math.ceil(staticDim(n, dim) / parts);
+    sizes = Array.from({ length: parts }, (_, i) => Math.max(0, Math.min(chunk, dim - i * chunk)));
+  }
+  if (sizes.length !== count) {
+    throw new RangeError(`Split has ${sizes.length} sizes for ${count} outputs`);
+  }
+  if (sizes.some((s) => s < 0) || (dim >= 0 && sizes.reduce((p, q) => p + q, 0) !== dim)) {
+    throw new RangeError(`Split's sizes [${sizes}] must be non-negative and add up to the axis size ${dim}`);
+  }
+  let start = 0;
+  return sizes.map((size) => {
+    const part = n.b.emit("slice", [x], { dim: axis, start, end: start + size });
+    start += size;
+    return part;
+  });
+}
+
+/** Tile: x viewed as [1, d0, 1, d1, …], expanded to [r0, d0, r1, d1, …], merged pairwise. */
+function tile(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x).map((d) => staticDim(n, d));
+  const repeats = constInts(n.inputs[1], "Tile's repeats");
+  if (repeats.length !== shape.length || repeats.some((r) => r < 0)) {
+    throw new RangeError(`Tile's repeats [${repeats}] must be ${shape.length} non-negative values`);
+  }
+  if (shape.length * 2 > 8) unsupported(`Tile of a ${shape.length}-D tensor (4-D at most)`);
+  const lifted = reshapeTo(n.b, x, shape.flatMap((d) => [1, d]));
+  const expanded = n.b.emit("expand", [lifted], { shape: shape.flatMap((d, i) => [repeats[i], d]) });
+  return [reshapeTo(n.b, expanded, shape.map((d, i) => d * repeats[i]))];
+}
+
+function depthToSpace(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const [batch, channels, height, width] = shapeOf(x).map((d) => staticDim(n, d));
+  const b = attrInt(n, "blocksize", 0);
+  if (shapeOf(x).length !== 4 || b < 1 || channels % (b * b) !== 0) {
+    throw new RangeError(`DepthToSpace needs a 4-D input with channels divisible by blocksize² (blocksize ${b})`);
+  }
+  const depth = channels / (b * b);
+  const crd = attrString(n, "mode", "DCR") === "CRD";
+  const split = reshapeTo(n.b, x, crd ? [batch, depth, b, b, height, width] : [batch, b, b, depth, height, width]);
+  const moved = n.b.emit("permute", [split], { dims: crd ? [0, 1, 4, 2, 5, 3] : [0, 3, 4, 1, 5, 2] });
+  return [reshapeTo(n.b, moved, [batch, depth, height * b, width * b])];
+}
+
+function spaceToDepth(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const [batch, channels, height, width] = shapeOf(x).map((d) => staticDim(n, d));
+  const b = attrInt(n, "blocksize", 0);
+  if (shapeOf(x).length !== 4 || b < 1 || height % b !== 0 || width % b !== 0) {
+    throw new RangeError(`SpaceToDepth needs a 4-D input with height and width divisible by blocksize ${b}`);
+  }
+  const split = reshapeTo(n.b, x, [batch, channels, height / b, b, width / b, b]);
+  const moved = n.b.emit("permute", [split], { dims: [0, 3, 5, 1, 2, 4] });
+  return [reshapeTo(n.b, moved, [batch, channels * b * b, height / b, width / b])];
+}
+
+/**
+ * CenterCropPad: per axis, a centered slice where the target is smaller, centered zero
+ * padding where it is larger (the extra element of an odd difference at the end).
+ */
+function centerCropPad(n: NodeContext): Value[] {
+  let x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const targets = constInts(n.inputs[1], "CenterCropPad's shape");
+  const axes = (n.node.attributes.find((a) => a.name === "axes")?.ints.map(Number) ?? [...Array(rank).keys()])
+    .map((a) => normAxis(a, rank));
+  if (targets.length !== axes.length) {
+    throw new RangeError(`CenterCropPad has ${targets.length} sizes for ${axes.length} axes`);
+  }
+  axes.forEach((axis, i) => {
+    const size = staticDim(n, shapeOf(x)[axis]);
+    const target = targets[i];
+    if (target < 0) throw new RangeError(`CenterCropPad's size ${target} is negative`);
+    const begin = Math.floor(Math.abs(size - target) / 2);
+    if (target < size) x = n.b.emit("slice", [x], { dim: axis, start: begin, end: begin + target });
+    if (target > size) {
+      const pads = new Array<number>(2 * rank).fill(0);
+      pads[axis] = begin;
+      pads[rank + axis] = target - size - begin;
+      x = n.b.emit("pad", [x], { mode: "constant", value: 0, pads });
+    }
+  });
+  return [x];
+}
+
+/**
+ * LpPool: (Σ over the window of |x|^p)^(1/p), as an average pool of |x|^p that counts the
+ * padding (so the mean times the window's size is the sum over it).
+ */
+function lpPool(n: NodeContext): Value[] {
+  const p = attrInt(n, "p", 2);
+  if (p < 1) throw new RangeError(`LpPool's p is ${p}; it must be at least 1`);
+  const x = floatInput(n, 0);
+  const powered = p === 2 ? squareOf(n, x) : n.b.emit("pow", [n.b.emit("abs", [x])], { scalar: p });
+  const kernel = n.node.attributes.find((a) => a.name === "kernel_shape")?.ints.map(Number) ??
+    unsupported("LpPool without kernel_shape");
+  const attributes = [
+    ...n.node.attributes.filter((a) => a.name !== "p" && a.name !== "count_include_pad"),
+    { name: "count_include_pad", type: 2, i: 1n, floats: [], ints: [], strings: [] },
+  ];
+  const [mean] = pool(false)({ ...n, node: { ...n.node, attributes }, inputs: [powered] });
+  const sum = n.b.emit("mul", [mean!], { scalar: kernel.reduce((a, b) => a * b, 1) });
+  return [p === 1 ? sum : n.b.emit("pow", [sum], { scalar: 1 / p })];
+}
+
+/** Trilu: where(mask, x, 0) with the [rows, cols] mask of the kept triangle. */
+function trilu(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  if (shape.length < 2) throw new RangeError(`Trilu needs a tensor of rank 2 or more, got rank ${shape.length}`);
+  const rows = staticDim(n, shape[shape.length - 2]);
+  const cols = staticDim(n, shape[shape.length - 1]);
+  const k = n.inputs[1] ? constInts(n.inputs[1], "Trilu's k")[0] : 0;
+  const upper = attrInt(n, "upper", 1) === 1;
+  const mask: number[] = [];
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) mask.push((upper ? j - i >= k : j - i <= k) ? 1 : 0);
+  }
+  const zero = scalar(0, typeOf(x));
+  return [n.b.emit("where", [constValue(host(DATA_TYPE.BOOL, [rows, cols], mask)), x, zero])];
+}
+
+/** EyeLike: ones on diagonal k of a static 2-D shape (a constant). */
+function eyeLike(n: NodeContext): Value[] {
+  const [rows, cols] = shapeOf(input(n, 0)).map((d) => staticDim(n, d));
+  if (shapeOf(input(n, 0)).length !== 2) throw new RangeError("EyeLike takes a 2-D input");
+  const k = attrInt(n, "k", 0);
+  const type = attrInt(n, "dtype", typeOf(input(n, 0)));
+  if (spindleDType(type) === undefined) unsupported(`EyeLike of ONNX element type ${type}`);
+  const values = new Array<number>(rows * cols).fill(0);
+  for (let i = 0; i < rows; i++) if (i + k >= 0 && i + k < cols) values[i * cols + i + k] = 1;
+  return [constValue(host(type, [rows, cols], values))];
+}
+
+// ----------------------------------------------------------------------------------------
+// Normalizations as reductions and elementwise ops
+
+/** (x − mean) / sqrt(var + eps) over `dims`, with the statistics kept for broadcasting. */
+function standardize(n: NodeContext, x: Value, dims: number[], eps: number): Value {
+  const mean = n.b.emit("mean", [x], { dims, keepdim: true });
+  const centered = n.b.emit("sub", [x, mean]);
+  const variance = n.b.emit("mean", [squareOf(n, centered)], { dims, keepdim: true });
+  return n.b.emit("div", [centered, n.b.emit("sqrt", [n.b.emit("add", [variance], { scalar: eps })])]);
+}
+
+/** A per-channel vector [C] as [C, 1, …] against an input of `rank` (channels on dim 1). */
+function perChannel(n: NodeContext, v: Value, rank: number): Value {
+  return reshapeTo(n.b, v, [-1, ...new Array<number>(rank - 2).fill(1)]);
+}
+
+function rmsNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  const axis = normAxis(attrInt(n, "axis", -1), rank);
+  const eps = attrFloat(n, "epsilon", 1e-5);
+  const dims = [...Array(rank - axis).keys()].map((d) => d + axis);
+  const meanSquare = n.b.emit("mean", [squareOf(n, x)], { dims, keepdim: true });
+  const rms = n.b.emit("sqrt", [n.b.emit("add", [meanSquare], { scalar: eps })]);
+  return [n.b.emit("mul", [n.b.emit("div", [x, rms]), floatInput(n, 1)])];
+}
+
+function instanceNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  if (rank < 3) throw new RangeError(`InstanceNormalization needs a [N, C, …] input, got rank ${rank}`);
+  const dims = [...Array(rank - 2).keys()].map((d) => d + 2);
+  const y = standardize(n, x, dims, attrFloat(n, "epsilon", 1e-5));
+  const scaled = n.b.emit("mul", [y, perChannel(n, floatInput(n, 1), rank)]);
+  return [n.b.emit("add", [scaled, perChannel(n, floatInput(n, 2), rank)])];
+}
+
+function groupNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const shape = shapeOf(x).map((d) => staticDim(n, d));
+  const groups = attrInt(n, "num_groups", 0);
+  const channels = shape[1];
+  if (shape.length < 3 || groups < 1 || channels % groups !== 0) {
+    throw new RangeError(`GroupNormalization: ${channels} channels do not split into ${groups} groups`);
+  }
+  const grouped = reshapeTo(n.b, x, [shape[0], groups, -1]);
+  const y = standardize(n, grouped, [2], attrFloat(n, "epsilon", 1e-5));
+  const [scale, bias] = [floatInput(n, 1), floatInput(n, 2)];
+  if (numel(shapeOf(scale)) === groups && groups !== channels) {
+    // Opset 18: one scale and bias per group.
+    const affine = n.b.emit("add", [
+      n.b.emit("mul", [y, reshapeTo(n.b, scale, [groups, 1])]),
+      reshapeTo(n.b, bias, [groups, 1]),
+    ]);
+    return [reshapeTo(n.b, affine, shape)];
+  }
+  const back = reshapeTo(n.b, y, shape);
+  return [
+    n.b.emit("add", [n.b.emit("mul", [back, perChannel(n, scale, shape.length)]), perChannel(n, bias, shape.length)]),
+  ];
+}
+
+function lpNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  const dims = [normAxis(attrInt(n, "axis", -1), rank)];
+  const p = attrInt(n, "p", 2);
+  if (p !== 1 && p !== 2) throw new RangeError(`LpNormalization's p is ${p}; it is 1 or 2`);
+  const norm = p === 1
+    ? n.b.emit("sum", [n.b.emit("abs", [x])], { dims, keepdim: true })
+    : n.b.emit("sqrt", [n.b.emit("sum", [squareOf(n, x)], { dims, keepdim: true })]);
+  // A zero vector stays zero (ONNX's reference), not 0/0.
+  const zero = n.b.emit("compare", [norm, scalar(0)], { kind: "equal" });
+  return [n.b.emit("div", [x, n.b.emit("where", [zero, scalar(1), norm])])];
+}
+
+function meanVarianceNormalization(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const rank = shapeOf(x).length;
+  const axes = n.node.attributes.find((a) => a.name === "axes")?.ints.map((a) => normAxis(Number(a), rank)) ??
+    [0, 2, 3];
+  const mean = n.b.emit("mean", [x], { dims: axes, keepdim: true });
+  const centered = n.b.emit("sub", [x, mean]);
+  const deviation = n.b.emit("sqrt", [n.b.emit("mean", [squareOf(n, centered)], { dims: axes, keepdim: true })]);
+  // ONNX's function body: (X − E[X]) / (sqrt(Var[X]) + 1e-9).
+  return [n.b.emit("div", [centered, n.b.emit("add", [deviation], { scalar: 1e-9 })])];
+}
+
+// ----------------------------------------------------------------------------------------
+// Element-indexed ops (ops/scatter.zig) and what composes from them
+
+type ScatterReduction = ParamsOf<"scatter_nd">["reduction"];
+
+function scatterReduction(n: NodeContext): ScatterReduction {
+  const name = attrString(n, "reduction", "none");
+  if (!["none", "add", "mul", "max", "min"].includes(name)) {
+    throw new RangeError(`${n.node.opType}'s reduction is '${name}'; it is none, add, mul, max or min`);
+  }
+  return name as ScatterReduction;
+}
+
+function gatherElements(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const axis = normAxis(attrInt(n, "axis", 0), shapeOf(x).length);
+  return [n.b.emit("gather_elements", [x, input(n, 1)], { axis })];
+}
+
+function scatterElements(n: NodeContext): Value[] {
+  const data = input(n, 0);
+  const axis = normAxis(attrInt(n, "axis", 0), shapeOf(data).length);
+  return [n.b.emit("scatter_elements", [data, input(n, 1), input(n, 2)], { axis, reduction: scatterReduction(n) })];
+}
+
+function gatherNd(n: NodeContext): Value[] {
+  return [n.b.emit("gather_nd", [input(n, 0), input(n, 1)], { batch_dims: attrInt(n, "batch_dims", 0) })];
+}
+
+function scatterNd(n: NodeContext): Value[] {
+  return [n.b.emit("scatter_nd", [input(n, 0), input(n, 1), input(n, 2)], { reduction: scatterReduction(n) })];
+}
+
+/** TopK: the native op's indices, and the values gathered at them. */
+function topK(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const rank = shapeOf(x).length;
+  const axis = normAxis(attrInt(n, "axis", -1), rank);
+  const k = n.opset < 10 ? attrInt(n, "k", -1) : constInts(n.inputs[1], "TopK's K")[0];
+  if (k === undefined || k < 0) throw new RangeError(`TopK's K is ${k}; it must be a non-negative integer`);
+  const keys = x.kind === "runtime" && x.dtype !== "float32"
+    ? n.b.emit("cast", [x], { dtype: "float32" })
+    : asDType(x, "float32");
+  const indices = n.b.emit("top_k", [keys], { k, axis, largest: attrInt(n, "largest", 1) === 1 });
+  return [n.b.emit("gather_elements", [x, indices], { axis }), indices];
+}
+
+/**
+ * OneHot: `on` where the (wrapped) index equals the position along the new axis, `off`
+ * elsewhere; indices outside [-depth, depth) match no position, as ONNX says.
+ */
+function oneHot(n: NodeContext): Value[] {
+  const indices = floatInput(n, 0);
+  const depth = Math.trunc(constInts(input(n, 1), "OneHot's depth")[0]);
+  if (!(depth >= 1)) throw new RangeError(`OneHot's depth is ${depth}; it must be at least 1`);
+  const values = input(n, 2);
+  const rank = shapeOf(indices).length;
+  const axis = normAxis(attrInt(n, "axis", -1), rank + 1);
+  const negative = n.b.emit("compare", [indices, scalar(0)], { kind: "less" });
+  const wrapped = n.b.emit("where", [negative, n.b.emit("add", [indices], { scalar: depth }), indices]);
+  const lifted = n.b.emit("unsqueeze", [n.b.emit("unary_math", [wrapped], { kind: "floor" })], { dim: axis });
+  const positions = constValue(
+    host(DATA_TYPE.FLOAT, [depth, ...new Array<number>(rank - axis).fill(1)], [...Array(depth).keys()]),
+  );
+  const hit = n.b.emit("compare", [lifted, positions], { kind: "equal" });
+  const off = n.b.emit("slice", [values], { dim: 0, start: 0, end: 1 });
+  const on = n.b.emit("slice", [values], { dim: 0, start: 1, end: 2 });
+  return [n.b.emit("where", [hit, on, off])];
+}
+
+/**
+ * NegativeLogLikelihoodLoss on log-probabilities [N, C, d…] and targets [N, d…]: each loss
+ * is −input[n, target, d…] · weight[target] (0 at ignore_index), then none, sum, or the
+ * weighted mean (the sum over the sum of the weights that count).
+ */
+function nllLoss(n: NodeContext, logProb: Value, target: Value, weight: Value | undefined): Value {
+  const reduction = attrString(n, "reduction", "mean");
+  if (!["none", "sum", "mean"].includes(reduction)) {
+    throw new RangeError(`${n.node.opType}'s reduction is '${reduction}'; it is none, sum or mean`);
+  }
+  const ignore = n.node.attributes.find((a) => a.name === "ignore_index");
+  const targetType = typeOf(target);
+  let safe = target;
+  let ignored: Value | undefined;
+  if (ignore?.i !== undefined) {
+    ignored = n.b.emit("compare", [target, scalar(Number(ignore.i), targetType)], { kind: "equal" });
+    // Ignored positions read class 0 (any valid index) and weigh 0.
+    safe = n.b.emit("where", [ignored, scalar(0, targetType), target]);
+  }
+  const picked = n.b.emit(
+    "squeeze",
+    [n.b.emit("gather_elements", [logProb, n.b.emit("unsqueeze", [safe], { dim: 1 })], { axis: 1 })],
+    { dim: 1 },
+  );
+  let weights = weight === undefined ? undefined : n.b.emit("take", [weight, safe], { axis: 0 });
+  if (ignored !== undefined) weights = n.b.emit("where", [ignored, scalar(0), weights ?? scalar(1)]);
+  const losses = n.b.emit("neg", [weights === undefined ? picked : n.b.emit("mul", [picked, weights])]);
+  if (reduction === "none") return losses;
+  const all = [...Array(shapeOf(losses).length).keys()];
+  const total = n.b.emit("sum", [losses], { dims: all, keepdim: false });
+  if (reduction === "sum") return total;
+  if (weights === undefined) return n.b.emit("div", [total], { scalar: staticDim(n, numel(shapeOf(losses))) });
+  // The weights have the targets' shape (taken per target, or 0/1 for ignore_index).
+  return n.b.emit("div", [total, n.b.emit("sum", [weights], { dims: all, keepdim: false })]);
+}
+
+function negativeLogLikelihoodLoss(n: NodeContext): Value[] {
+  return [nllLoss(n, floatInput(n, 0), input(n, 1), n.inputs[2] && floatInput(n, 2))];
+}
+
+function softmaxCrossEntropyLoss(n: NodeContext): Value[] {
+  const logProb = n.b.emit("log_softmax", [floatInput(n, 0)], { dim: 1 });
+  return [nllLoss(n, logProb, input(n, 1), n.inputs[2] && floatInput(n, 2)), logProb];
+}
+
+// ----------------------------------------------------------------------------------------
+// Attention (opset 23), expanded into native ops as ONNX's function body and reference do
+
+/** [B, S, H·D] → [B, H, S, D] (3-D Attention inputs). */
+function splitHeads(n: NodeContext, v: Value, heads: number): Value {
+  const [batch, , hidden] = shapeOf(v);
+  if (hidden < 0 || hidden % heads !== 0) {
+    throw new RangeError(`Attention: a hidden size of ${hidden} does not split into ${heads} heads`);
+  }
+  const split = reshapeTo(n.b, v, [staticDim(n, batch), -1, heads, hidden / heads]);
+  return n.b.emit("permute", [split], { dims: [0, 2, 1, 3] });
+}
+
+/** The additive bias of a mask: a float mask as it is, a bool one as 0 (attend) or −inf. */
+function additiveMask(n: NodeContext, mask: Value): Value {
+  const bool = mask.kind === "runtime" ? mask.dtype !== "float32" : spindleDType(typeOf(mask)) !== "float32";
+  return bool ? n.b.emit("where", [mask, scalar(0), scalar(-Infinity)]) : mask;
+}
+
+function attention(n: NodeContext): Value[] {
+  if (n.inputs[6] !== undefined) unsupported("Attention with nonpad_kv_seqlen");
+  if (attrInt(n, "left_window_size", -1) !== -1 || attrInt(n, "right_window_size", -1) !== -1) {
+    unsupported("Attention with a sliding window");
+  }
+  let [q, k, v] = [0, 1, 2].map((i) => floatInput(n, i));
+  const rank = shapeOf(q).length;
+  if (rank !== 3 && rank !== 4) throw new RangeError(`Attention takes 3-D or 4-D inputs, got rank ${rank}`);
+  if (rank === 3) {
+    const qHeads = attrInt(n, "q_num_heads", 0);
+    const kvHeads = attrInt(n, "kv_num_heads", 0);
+    if (qHeads < 1 || kvHeads < 1) throw new RangeError("Attention on 3-D inputs needs q_num_heads and kv_num_heads");
+    [q, k, v] = [splitHeads(n, q, qHeads), splitHeads(n, k, kvHeads), splitHeads(n, v, kvHeads)];
+  }
+  const headSize = staticDim(n, shapeOf(q)[3]);
+  const scaleAttribute = n.node.attributes.find((a) => a.name === "scale")?.f;
+  // Q and K are each scaled by sqrt(scale) in float32, as the reference does.
+  const rootScale = Math.fround(Math.sqrt(scaleAttribute ?? 1 / Math.sqrt(headSize)));
+  const pastLength = n.inputs[4] ? staticDim(n, shapeOf(n.inputs[4])[2]) : 0;
+  if ((n.inputs[4] === undefined) !== (n.inputs[5] === undefined)) {
+    throw new RangeError("Attention takes past_key and past_value together");
+  }
+  const presentKey = n.inputs[4] ? n.b.emit("concat", [floatInput(n, 4), k], { dim: 2 }) : k;
+  const presentValue = n.inputs[5] ? n.b.emit("concat", [floatInput(n, 5), v], { dim: 2 }) : v;
+  const queries = staticDim(n, shapeOf(q)[2]);
+  const keys = staticDim(n, shapeOf(presentKey)[2]);
+  // The additive bias: the mask (padded to all keys with −inf), plus the causal frontier
+  // j ≤ i + past length.
+  let bias: Value | undefined;
+  if (n.inputs[3] !== undefined) {
+    bias = additiveMask(n, n.inputs[3]);
+    const width = staticDim(n, shapeOf(bias).at(-1)!);
+    if (width < keys) {
+      const pads = new Array<number>(2 * shapeOf(bias).length).fill(0);
+      pads[pads.length - 1] = keys - width;
+      bias = n.b.emit("pad", [bias], { mode: "constant", value: -Infinity, pads });
+    }
+  }
+  if (attrInt(n, "is_causal", 0) === 1) {
+    const causal: number[] = [];
+    for (let i = 0; i < queries; i++) for (let j = 0; j < keys; j++) causal.push(j <= i + pastLength ? 0 : -Infinity);
+    const frontier = constValue(host(DATA_TYPE.FLOAT, [queries, keys], causal));
+    bias = bias === undefined ? frontier : n.b.emit("add", [bias, frontier]);
+  }
+  // Grouped-query attention: each key/value head serves q_heads / kv_heads query heads.
+  const [batch, qHeads] = shapeOf(q);
+  const kvHeads = staticDim(n, shapeOf(presentKey)[1]);
+  let [kAll, vAll] = [presentKey, presentValue];
+  if (qHeads !== kvHeads) {
+    if (qHeads % kvHeads !== 0) throw new RangeError(`Attention: ${qHeads} query heads for ${kvHeads} key heads`);
+    const repeat = (t: Value) => {
+      const [, , length, size] = shapeOf(t);
+      const lifted = n.b.emit("unsqueeze", [t], { dim: 2 });
+      const wide = n.b.emit("expand", [lifted], {
+        shape: [staticDim(n, batch), kvHeads, qHeads / kvHeads, length, size],
+      });
+      return reshapeTo(n.b, wide, [staticDim(n, batch), qHeads, length, size]);
+    };
+    [kAll, vAll] = [repeat(kAll), repeat(vAll)];
+  }
+  const scaledQ = n.b.emit("mul", [q], { scalar: rootScale });
+  const scaledK = n.b.emit("mul", [kAll], { scalar: rootScale });
+  // The order of the pinned suite (onnx 1.21, opset 23): QK (output mode 0), plus the bias
+  // (mode 1), softcap (mode 2), softmax (mode 3).
+  const scores = n.b.emit("gemm", [scaledQ, scaledK], { trans_b: true });
+  const biased = bias === undefined ? scores : n.b.emit("add", [scores, bias]);
+  const softcap = attrFloat(n, "softcap", 0);
+  let capped = biased;
+  if (softcap > 0) {
+    const squashed = n.b.emit("tanh", [n.b.emit("div", [biased], { scalar: softcap })]);
+    capped = n.b.emit("mul", [squashed], { scalar: softcap });
+  }
+  let probabilities = n.b.emit("softmax", [capped], { dim: -1 });
+  if (bias !== undefined) {
+    // A row whose bias is −inf everywhere attends nothing: its probabilities are 0.
+    const peak = n.b.emit("max", [bias], { dims: [shapeOf(bias).length - 1], keepdim: true });
+    const none = n.b.emit("compare", [peak, scalar(-Infinity)], { kind: "equal" });
+    probabilities = n.b.emit("where", [none, scalar(0), probabilities]);
+  }
+  let y = n.b.emit("gemm", [probabilities, vAll]);
+  if (rank === 3) {
+    const merged = n.b.emit("permute", [y], { dims: [0, 2, 1, 3] });
+    y = reshapeTo(n.b, merged, [staticDim(n, batch), queries, -1]);
+  }
+  const mode = attrInt(n, "qk_matmul_output_mode", 0);
+  const qkOutput = [scores, biased, capped, probabilities][mode] ??
+    unsupported(`Attention's qk_matmul_output_mode ${mode} (0 to 3)`);
+  return [y, presentKey, presentValue, qkOutput];
+}
+
+/** The handlers of this module, spread into ops.ts's HANDLERS. */
+export const COVERAGE_HANDLERS: Record<string, Handler> = {
+  Cast: castNarrow,
+  CastLike: castNarrow,
+  CumProd: cumProd,
+  Reciprocal: math("reciprocal"),
+  Sin: math("sin"),
+  Cos: math("cos"),
+  Tan: math("tan"),
+  Asin: math("asin"),
+  Acos: math("acos"),
+  Atan: math("atan"),
+  Sinh: math("sinh"),
+  Cosh: math("cosh"),
+  Asinh: math("asinh"),
+  Acosh: math("acosh"),
+  Atanh: math("atanh"),
+  Floor: math("floor"),
+  Ceil: math("ceil"),
+  Round: math("round"),
+  Sign: math("sign"),
+  Softsign: math("softsign"),
+  Softplus: math("softplus"),
+  Selu: math("selu", (n) => ({
+    alpha: attrFloat(n, "alpha", 1.67326319217681884765625),
+    beta: attrFloat(n, "gamma", 1.05070102214813232421875),
+  })),
+  ThresholdedRelu: math("thresholded_relu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
+  Celu: math("celu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
+  Mish: math("mish"),
+  Shrink: math("shrink", (n) => ({ alpha: attrFloat(n, "lambd", 0.5), beta: attrFloat(n, "bias", 0) })),
+  Swish: math("swish", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
+  IsNaN: predicate("is_nan"),
+  IsInf: predicate("is_inf"),
+  And: bitwise("bit_and"),
+  Or: bitwise("bit_or"),
+  Xor: bitwise("bit_xor"),
+  Not: bitwiseNot,
+  BitwiseAnd: bitwise("bit_and"),
+  BitwiseOr: bitwise("bit_or"),
+  BitwiseXor: bitwise("bit_xor"),
+  BitwiseNot: bitwiseNot,
+  BitShift: bitShift,
+  Mod: mod,
+  ReduceProd: reduceWith((n, x, dims, keepdim) => n.b.emit("prod", [x], { dims, keepdim })),
+  ReduceL1: reduceWith((n, x, dims, keepdim) => n.b.emit("sum", [n.b.emit("abs", [x])], { dims, keepdim })),
+  ReduceL2: reduceWith((n, x, dims, keepdim) =>
+    n.b.emit("sqrt", [n.b.emit("sum", [squareOf(n, x)], { dims, keepdim })])
+  ),
+  ReduceSumSquare: reduceWith((n, x, dims, keepdim) => n.b.emit("sum", [squareOf(n, x)], { dims, keepdim })),
+  ReduceLogSum: reduceWith((n, x, dims, keepdim) => n.b.emit("log", [n.b.emit("sum", [x], { dims, keepdim })])),
+  ReduceLogSumExp: reduceWith(logSumExp),
+  ArgMax: argExtreme(false),
+  ArgMin: argExtreme(true),
+  Hardmax: hardmax,
+  Sum: variadic("add"),
+  Mean: variadic("add", true),
+  Max: variadic("maximum"),
+  Min: variadic("minimum"),
+  PRelu: prelu,
+  Split: split,
+  Tile: tile,
+  DepthToSpace: depthToSpace,
+  SpaceToDepth: spaceToDepth,
+  Trilu: trilu,
+  CenterCropPad: centerCropPad,
+  LpPool: lpPool,
+  EyeLike: eyeLike,
+  RMSNormalization: rmsNormalization,
+  InstanceNormalization: instanceNormalization,
+  GroupNormalization: groupNormalization,
+  LpNormalization: lpNormalization,
+  MeanVarianceNormalization: meanVarianceNormalization,
+  GatherElements: gatherElements,
+  ScatterElements: scatterElements,
+  Scatter: scatterElements,
+  GatherND: gatherNd,
+  ScatterND: scatterNd,
+  TopK: topK,
+  OneHot: oneHot,
+  NegativeLogLikelihoodLoss: negativeLogLikelihoodLoss,
+  SoftmaxCrossEntropyLoss: softmaxCrossEntropyLoss,
+  Attention: attention,
+};
