@@ -14,6 +14,7 @@ import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
+import { quantizedHandler } from "./quantized.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
 import { forkBranches } from "./branches.ts";
 
@@ -69,8 +70,11 @@ export function unsupportedOps(model: ModelProto): string[] {
   const missing = new Set<string>();
   for (const node of model.graph.nodes) {
     const defaultDomain = node.domain === "" || node.domain === "ai.onnx";
-    if (!defaultDomain) missing.add(`${node.domain}.${node.opType}`);
-    else if (!Object.hasOwn(HANDLERS, node.opType)) missing.add(node.opType);
+    if (!defaultDomain) {
+      if (quantizedHandler(node.domain, node.opType) === undefined) missing.add(`${node.domain}.${node.opType}`);
+    } else if (!Object.hasOwn(HANDLERS, node.opType) && quantizedHandler("", node.opType) === undefined) {
+      missing.add(node.opType);
+    }
   }
   return [...missing].sort();
 }
@@ -277,7 +281,8 @@ function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values:
     const context: NodeContext = { node, b, opset, inputs: nodeInputs, uses: (value) => valueUses.get(value) ?? 0 };
     let outputs: (Value | undefined)[];
     try {
-      outputs = HANDLERS[node.opType](context);
+      const domain = node.domain === "ai.onnx" ? "" : node.domain;
+      outputs = (quantizedHandler(domain, node.opType) ?? HANDLERS[node.opType])(context);
     } catch (error) {
       const where = `node ${index} '${node.name}' (${node.opType})`;
       if (error instanceof SpindleError) {

@@ -64,22 +64,22 @@ const decoder = new TextDecoder();
 function attribute(n: NodeContext, name: string): AttributeProto | undefined {
   return n.node.attributes.find((a) => a.name === name);
 }
-function attrInt(n: NodeContext, name: string, fallback: number): number {
+export function attrInt(n: NodeContext, name: string, fallback: number): number {
   const a = attribute(n, name);
   return a?.i !== undefined ? Number(a.i) : fallback;
 }
 function attrFloat(n: NodeContext, name: string, fallback: number): number {
   return attribute(n, name)?.f ?? fallback;
 }
-function attrInts(n: NodeContext, name: string): number[] | undefined {
+export function attrInts(n: NodeContext, name: string): number[] | undefined {
   const a = attribute(n, name);
   return a === undefined ? undefined : a.ints.map(Number);
 }
-function attrString(n: NodeContext, name: string, fallback: string): string {
+export function attrString(n: NodeContext, name: string, fallback: string): string {
   const a = attribute(n, name);
   return a?.s !== undefined ? decoder.decode(a.s) : fallback;
 }
-function input(n: NodeContext, index: number): Value {
+export function input(n: NodeContext, index: number): Value {
   return n.inputs[index] ?? unsupported(`${n.node.opType}: input ${index} is missing`);
 }
 function constValue(v: ConstValue | Host): ConstValue {
@@ -381,7 +381,13 @@ function globalPool(op: "mean" | "max"): Handler {
 // Convolution and pooling
 
 /** Explicit [begin_h, begin_w, end_h, end_w] pads from auto_pad or pads. */
-function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[], dilation: number[]): number[] {
+export function spatialPads(
+  n: NodeContext,
+  x: Value,
+  kernel: number[],
+  stride: number[],
+  dilation: number[],
+): number[] {
   const autoPad = attrString(n, "auto_pad", "NOTSET");
   if (autoPad === "NOTSET") return attrInts(n, "pads") ?? [0, 0, 0, 0];
   if (autoPad === "VALID") return [0, 0, 0, 0];
@@ -406,7 +412,7 @@ function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[
  * it; the extra outputs see padding only), but not past the dilated kernel and the input
  * together: beyond that a file only inflates the work.
  */
-function checkPads(
+export function checkPads(
   n: NodeContext,
   x: Value,
   pads: number[],
@@ -437,7 +443,7 @@ function checkPads(
  * `limit` ([height, width]) is given, pads above it (PyTorch's pooling takes at most half
  * the effective kernel; ONNX allows any).
  */
-function symmetric(
+export function symmetric(
   n: NodeContext,
   x: Value,
   pads: number[],
