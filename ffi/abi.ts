@@ -842,6 +842,7 @@ export const OP_SCHEMAS = {
       { "name": "axis", "kind": "int", "min": -8, "max": 7, "default": 1 },
       { "name": "qmin", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 0 },
       { "name": "qmax", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 255 },
+      { "name": "dequantize_output", "kind": "bool", "default": false },
     ],
   },
   dequantize_linear: {
@@ -851,6 +852,7 @@ export const OP_SCHEMAS = {
       { "name": "axis", "kind": "int", "min": -8, "max": 7, "default": 1 },
       { "name": "qmin", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 0 },
       { "name": "qmax", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 255 },
+      { "name": "dequantize_output", "kind": "bool", "default": false },
     ],
   },
   dynamic_quantize: {
@@ -1361,6 +1363,8 @@ export interface OpParams {
     qmin?: number;
     /** int, in [-2147483648, 4294967295], default 255 */
     qmax?: number;
+    /** bool, default false */
+    dequantize_output?: boolean;
   };
   dequantize_linear: {
     /** int, in [-8, 7], default 1 */
@@ -1369,6 +1373,8 @@ export interface OpParams {
     qmin?: number;
     /** int, in [-2147483648, 4294967295], default 255 */
     qmax?: number;
+    /** bool, default false */
+    dequantize_output?: boolean;
   };
   dynamic_quantize: Record<string, never>;
   pack_int8: {

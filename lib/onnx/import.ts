@@ -14,7 +14,7 @@ import { decodeModel, type ModelProto } from "./proto.ts";
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
-import { quantizedHandler } from "./quantized.ts";
+import { indexConsumers, quantizedHandler } from "./quantized.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
 import { forkBranches } from "./branches.ts";
 
@@ -262,6 +262,7 @@ function dtypeOf(value: Value): DType {
 
 function convertNodes(model: ModelProto, opset: number, b: GraphBuilder, values: Map<string, Value>): void {
   const graph = model.graph;
+  indexConsumers(b, graph);
   const nameUses = new Map<string, number>();
   const count = (name: string) => nameUses.set(name, (nameUses.get(name) ?? 0) + 1);
   for (const node of graph.nodes) node.inputs.filter((n) => n !== "").forEach(count);

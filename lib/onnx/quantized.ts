@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { DATA_TYPE } from "./proto.ts";
+import { DATA_TYPE, type GraphProto } from "./proto.ts";
 import { type Host, host, numel, valuesOf } from "./host.ts";
 import { fixedHost, type GraphBuilder, type RuntimeValue, shapeOf, unsupported, type Value } from "./graph.ts";
 import { attrInt, attrInts, checkPads, HANDLERS, input, type NodeContext, spatialPads, symmetric } from "./ops.ts";
@@ -56,6 +56,25 @@ interface WeightRecord {
 }
 
 const quantizedOf = new WeakMap<Value, ActivationRecord>();
+/** Values that hold DequantizeLinear(QuantizeLinear(·)) already: a fused Q/DQ epilogue. */
+const roundTripped = new WeakMap<Value, QParams>();
+/** Per graph being built: the op types reading each value name ("" for a graph output). */
+const consumersOf = new WeakMap<GraphBuilder, Map<string, string[]>>();
+
+/** Records, before a graph's nodes are converted, which nodes read each value. */
+export function indexConsumers(b: GraphBuilder, graph: GraphProto): void {
+  const consumers = new Map<string, string[]>();
+  const add = (name: string, opType: string) => consumers.set(name, [...(consumers.get(name) ?? []), opType]);
+  for (const node of graph.nodes) for (const name of node.inputs) if (name !== "") add(name, node.opType);
+  for (const output of graph.outputs) add(output.name, "");
+  consumersOf.set(b, consumers);
+}
+
+/** Whether only DequantizeLinear nodes read this node's output 0 (no graph output either). */
+function onlyDequantized(n: NodeContext): boolean {
+  const readers = consumersOf.get(n.b)?.get(n.node.outputs[0]);
+  return readers !== undefined && readers.length > 0 && readers.every((op) => op === "DequantizeLinear");
+}
 const dequantizedActivation = new WeakMap<Value, ActivationRecord>();
 const dequantizedWeight = new WeakMap<Value, WeightRecord>();
 
@@ -129,18 +148,52 @@ function quantizeLinear(n: NodeContext): Value[] {
   const x = input(n, 0);
   const p = qparams(n, 1, 2);
   const axis = attrInt(n, "axis", 1);
+  const fused = fuseOutput(n, x, p);
+  if (fused !== undefined) return [fused];
   const out = quantize(n.b, x, p, axis);
   if (x.kind === "runtime" && p.scales.length === 1) quantizedOf.set(out, { real: x, params: p });
   return [out];
 }
 
+/**
+ * A QDQ pair after an integer op (conv2d_int8/matmul_int8 → Q → DQ): the op requantizes and
+ * dequantizes in its epilogue, and Q's output stands for both (only DequantizeLinear nodes
+ * with the same parameters may read it, which `dequantizeLinear` checks).
+ */
+function fuseOutput(n: NodeContext, x: Value, p: QParams): Value | undefined {
+  if (x.kind !== "runtime" || x.node === undefined || p.scales.length !== 1 || n.uses(x) !== 1) return undefined;
+  if (x.node.op !== "conv2d_int8" && x.node.op !== "matmul_int8") return undefined;
+  if (x.node.params?.requantize === true || !onlyDequantized(n)) return undefined;
+  x.node.params = {
+    ...x.node.params,
+    ...outputParams({ scale: p.scales[0], zero: p.zeros[0], qtype: p.qtype, dequantize: true }),
+  };
+  roundTripped.set(x, p);
+  return x;
+}
+
 function dequantizeLinear(n: NodeContext): Value[] {
   checkBlockSize(n);
   const x = input(n, 0);
+  const done = roundTripped.get(x);
+  if (done !== undefined) {
+    const p = qparams(n, 1, 2, done.qtype);
+    if (!sameParams(done, p)) unsupported("DequantizeLinear with other parameters than its QuantizeLinear");
+    dequantizedActivation.set(x, { real: x, params: p });
+    return [x];
+  }
   const xHost = fixedHost(x);
   const p = qparams(n, 1, 2, xHost ? qtypeOf(xHost.type, "DequantizeLinear's input", true) : U8);
   const axis = attrInt(n, "axis", 1);
   const out = dequantize(n.b, x, p, axis);
+  const pair = quantizedOf.get(x);
+  if (pair !== undefined && sameParams(pair.params, p) && out.kind === "runtime" && out.node !== undefined) {
+    // DQ(Q(real)) in one pass: this node becomes quantize_linear(real) with
+    // dequantize_output (its eager runs, DQ of Q's, are the same values).
+    out.node.op = "quantize_linear";
+    out.node.inputs![0] = (pair.real as RuntimeValue).id;
+    out.node.params = { ...out.node.params, dequantize_output: true };
+  }
   if (xHost !== undefined && (xHost.type === DATA_TYPE.UINT8 || xHost.type === DATA_TYPE.INT8)) {
     const rank = xHost.shape.length;
     dequantizedWeight.set(out, {
@@ -360,7 +413,7 @@ function emitConv(
   const a = asFloat(n.b, act.a);
   const padded = symmetric(n, a, g.pads, padValue);
   rewire(padded.x, a, act.source);
-  const weights = prepareWeights(n.b, w.values, k, cols, true, w.qtype, w.scales, w.zeros, bias);
+  const weights = prepareWeights(n.b, tapMajor(w.values, w.shape), k, cols, true, w.qtype, w.scales, w.zeros, bias);
   const result = n.b.emit("conv2d_int8", [padded.x, weights.packed, weights.info, act.scale, act.zero], {
     n: cols,
     k,
@@ -373,6 +426,19 @@ function emitConv(
   });
   if (padded.x === a) rewire(result, a, act.source);
   return result;
+}
+
+/** ONNX conv weights [C_out, C_in, kh, kw] in conv2d_int8's order [C_out, kh, kw, C_in]. */
+function tapMajor(values: number[], shape: number[]): number[] {
+  const [cols, channels, kh, kw] = shape;
+  const taps = kh * kw;
+  const out = new Array<number>(values.length);
+  for (let o = 0; o < cols; o++) {
+    for (let c = 0; c < channels; c++) {
+      for (let t = 0; t < taps; t++) out[(o * taps + t) * channels + c] = values[(o * channels + c) * taps + t];
+    }
+  }
+  return out;
 }
 
 /** Conv: fused when x is a QDQ pair and the weights DQ of integers (per output channel). */

@@ -620,13 +620,15 @@ const quantized_bounds = .{
 };
 
 /// ONNX QuantizeLinear / DequantizeLinear: per tensor (one scale) or along `axis`; the
-/// quantized type's range is [qmin, qmax] (u8 0…255, s8 -128…127).
+/// quantized type's range is [qmin, qmax] (u8 0…255, s8 -128…127). quantize_linear with
+/// dequantize_output is a QDQ pair in one pass (dequantize_linear ignores the flag).
 pub const QuantizeLinear = struct {
     pub const inputs: []const []const u8 = &.{ "x", "scale", "zero_point?" };
     pub const bounds = quantized_bounds;
     axis: i64 = 1,
     qmin: i64 = 0,
     qmax: i64 = 255,
+    dequantize_output: bool = false,
 
     pub fn check(options: QuantizeLinear, op: []const u8, _: usize) Error!void {
         if (options.qmin >= options.qmax) return status.fail(error.InvalidArgument, "{s}: qmin {d} must be below qmax {d}", .{ op, options.qmin, options.qmax });
@@ -959,7 +961,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .constant_of_shape => |o| dynamic.constantOfShape(inputs[0], o.dtype, o.value),
         .range => dynamic.range(inputs[0], inputs[1], inputs[2]),
         .slice_to => |o| dynamic.sliceTo(inputs[0], inputs[1], inputs[2], o.axes.slice(), o.steps.slice()),
-        .quantize_linear => |o| quantized.quantizeLinear(inputs[0], inputs[1], if (inputs.len > 2) inputs[2] else null, o.axis, o.qmin, o.qmax),
+        .quantize_linear => |o| quantized.quantizeLinear(inputs[0], inputs[1], if (inputs.len > 2) inputs[2] else null, o.axis, o.qmin, o.qmax, o.dequantize_output),
         .dequantize_linear => |o| quantized.dequantizeLinear(inputs[0], inputs[1], if (inputs.len > 2) inputs[2] else null, o.axis, o.qmin, o.qmax),
         .dynamic_quantize => quantized.dynamicQuantize(inputs[0]),
         .pack_int8 => |o| quantized.packInt8(inputs[0], o.k, o.n, o.transposed),

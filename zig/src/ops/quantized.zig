@@ -32,11 +32,67 @@ pub fn roundEven(v: f32) f32 {
     return (v + magic) - magic;
 }
 
-/// saturate(round(x / scale) + zero_point) to [qmin, qmax]; NaN maps to zero_point's clamp.
+/// saturate(round(x / scale) + zero_point) to [qmin, qmax]. NaN saturates to qmin (the
+/// clamps take the other operand of a NaN, as the vector code's do).
 pub fn quantizeValue(x: f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) f32 {
-    const scaled = std.math.clamp(x / scale, -0x1p21, 0x1p21);
-    const rounded = if (std.math.isNan(scaled)) 0 else roundEven(scaled);
-    return std.math.clamp(rounded + zero_point, qmin, qmax);
+    const scaled = @min(@max(x / scale, -0x1p21), 0x1p21);
+    return @min(@max(roundEven(scaled) + zero_point, qmin), qmax);
+}
+
+const lanes = 16;
+const VF = @Vector(lanes, f32);
+
+/// `quantizeValue` on 16 lanes (x / scale, not x · (1 / scale): onnxruntime divides, and a
+/// reciprocal can move a tie).
+inline fn quantizeVector(x: VF, scale: f32, zero_point: f32, qmin: f32, qmax: f32) VF {
+    const magic: VF = @splat(0x1.8p23);
+    const scaled = @min(@max(x / @as(VF, @splat(scale)), @as(VF, @splat(-0x1p21))), @as(VF, @splat(0x1p21)));
+    const rounded = (scaled + magic) - magic;
+    return @min(@max(rounded + @as(VF, @splat(zero_point)), @as(VF, @splat(qmin))), @as(VF, @splat(qmax)));
+}
+
+/// dst = quantize(src) for one scale and zero point.
+fn quantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        dst[i..][0..lanes].* = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax);
+    }
+    while (i < src.len) : (i += 1) dst[i] = quantizeValue(src[i], scale, zero_point, qmin, qmax);
+}
+
+/// dst = dequantize(quantize(src)).
+fn roundTripSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        const q = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax);
+        dst[i..][0..lanes].* = (q - @as(VF, @splat(zero_point))) * @as(VF, @splat(scale));
+    }
+    while (i < src.len) : (i += 1) dst[i] = (quantizeValue(src[i], scale, zero_point, qmin, qmax) - zero_point) * scale;
+}
+
+/// dst = quantize(src) - qmin as bytes (the u8 operand of the int8 GEMM).
+fn quantizeBytes(src: []const f32, dst: []u8, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        const q = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax) - @as(VF, @splat(qmin));
+        const wide: @Vector(lanes, i32) = @intFromFloat(q);
+        dst[i..][0..lanes].* = @as(@Vector(lanes, u8), @intCast(wide));
+    }
+    while (i < src.len) : (i += 1) dst[i] = @intFromFloat(quantizeValue(src[i], scale, zero_point, qmin, qmax) - qmin);
+}
+
+/// dst = (src - zero_point) · scale.
+fn dequantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        const v: VF = src[i..][0..lanes].*;
+        dst[i..][0..lanes].* = (v - @as(VF, @splat(zero_point))) * @as(VF, @splat(scale));
+    }
+    while (i < src.len) : (i += 1) dst[i] = (src[i] - zero_point) * scale;
 }
 
 fn requireFloat(comptime op: []const u8, comptime which: []const u8, t: *const Tensor) Error!void {
@@ -99,47 +155,67 @@ const Parameters = struct {
     }
 };
 
-const Direction = enum { quantize, dequantize };
+/// round_trip: dequantize(quantize(x)), a QDQ pair in one pass.
+const Direction = enum { quantize, dequantize, round_trip };
 
 fn linear(comptime direction: Direction, x_input: *Tensor, scale: *Tensor, zero_point: ?*Tensor, axis: i64, qmin: f32, qmax: f32) Error!*Tensor {
-    const op = if (direction == .quantize) "quantize_linear" else "dequantize_linear";
-    if (direction == .quantize) try requireFloat(op, "x", x_input);
+    const op = if (direction == .dequantize) "dequantize_linear" else "quantize_linear";
+    if (direction != .dequantize) try requireFloat(op, "x", x_input);
     if (x_input.dtype == .int64) return status.fail(error.DTypeMismatch, op ++ ": x must be float32 or int32, got int64", .{});
     const p = try Parameters.of(op, x_input, scale, zero_point, axis, qmin, qmax);
     const x = try shape_ops.contiguous(x_input);
     defer x.release();
     const out = try tensor.createUninit(.float32, x.dims());
     errdefer out.release();
+    // Per-tensor parameters: the whole tensor is one plane; split it into chunks so that
+    // threads share it.
+    const chunk: usize = if (p.channels == 1) @max(p.inner, 1) else p.inner;
+    const pieces: usize = if (p.channels == 1) divCeil(p.inner, 16 * 1024) else 1;
     const Context = struct {
         x: *const Tensor,
         out: []f32,
         scale: *const Tensor,
         zero_point: ?*const Tensor,
         p: Parameters,
+        pieces: usize,
+        chunk: usize,
         qmin: f32,
         qmax: f32,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
-            for (begin..end) |plane| {
+            for (begin..end) |item| {
+                const plane = item / c.pieces;
+                const piece = item % c.pieces;
                 const channel = plane % c.p.channels;
                 const s = valueAt(c.scale, channel);
                 const z = if (c.zero_point) |zp| valueAt(zp, channel) else 0;
-                const base = plane * c.p.inner;
-                const dst = c.out[base..][0..c.p.inner];
-                for (dst, base..) |*o, i| {
-                    const v = valueAt(c.x, i);
-                    o.* = if (direction == .quantize) quantizeValue(v, s, z, c.qmin, c.qmax) else (v - z) * s;
+                const piece_len = divCeil(c.p.inner, c.pieces);
+                const start = plane * c.p.inner + @min(piece * piece_len, c.p.inner);
+                const stop = plane * c.p.inner + @min((piece + 1) * piece_len, c.p.inner);
+                const dst = c.out[start..stop];
+                if (c.x.dtype == .float32) {
+                    const src = c.x.f32Slice()[start..stop];
+                    switch (direction) {
+                        .quantize => quantizeSlice(src, dst, s, z, c.qmin, c.qmax),
+                        .dequantize => dequantizeSlice(src, dst, s, z),
+                        .round_trip => roundTripSlice(src, dst, s, z, c.qmin, c.qmax),
+                    }
+                } else {
+                    for (dst, start..) |*o, i| o.* = (valueAt(c.x, i) - z) * s;
                 }
             }
         }
     };
-    const context: Context = .{ .x = x, .out = out.f32Slice(), .scale = scale, .zero_point = zero_point, .p = p, .qmin = qmin, .qmax = qmax };
-    try intra_op.parallelForTyped(0, p.outer * p.channels, parallel.grain(.medium, p.inner), &context, Context.body);
+    const context: Context = .{ .x = x, .out = out.f32Slice(), .scale = scale, .zero_point = zero_point, .p = p, .pieces = pieces, .chunk = chunk, .qmin = qmin, .qmax = qmax };
+    const items = p.outer * p.channels * pieces;
+    try intra_op.parallelForTyped(0, items, parallel.grain(.medium, divCeil(p.inner, pieces)), &context, Context.body);
     return out;
 }
 
 /// ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), per tensor or
-/// per `axis`, as float32 integers in [qmin, qmax].
-pub fn quantizeLinear(x: *Tensor, scale: *Tensor, zero_point: ?*Tensor, axis: i64, qmin: i64, qmax: i64) Error!*Tensor {
+/// per `axis`, as float32 integers in [qmin, qmax]; with `dequantize_output`, those values
+/// dequantized again (a QDQ pair of the QDQ format, in one pass).
+pub fn quantizeLinear(x: *Tensor, scale: *Tensor, zero_point: ?*Tensor, axis: i64, qmin: i64, qmax: i64, dequantize_output: bool) Error!*Tensor {
+    if (dequantize_output) return linear(.round_trip, x, scale, zero_point, axis, @floatFromInt(qmin), @floatFromInt(qmax));
     return linear(.quantize, x, scale, zero_point, axis, @floatFromInt(qmin), @floatFromInt(qmax));
 }
 
@@ -235,8 +311,9 @@ pub const Window = struct {
 const rows_per_task = 32;
 const blocks_per_task = 8;
 
-/// The shared state of one call: A's rows quantized into `a` (lda bytes each, row sums in
-/// `row_sums`), then tiles of C finished into `out`.
+/// The shared state of one call: A's rows as u8 in `a` (row r at r · lda; the kernel reads
+/// groups(k) · 4 bytes from there, past k into bytes whose weights are 0), their sums when
+/// some weight zero point is not 0, then tiles of C finished into `out`.
 const Call = struct {
     q: Quantization,
     packed_b: []const i32,
@@ -244,32 +321,23 @@ const Call = struct {
     bias: []const f32,
     b_zero: []const f32,
     col_sum: []const f32,
+    /// Whether any weight zero point is nonzero (then the row sums are needed).
+    b_zero_any: bool,
     a_scale: f32,
     a_zero: f32,
     rows: usize,
     lda: usize,
-    a: []u8,
-    row_sums: []i32,
+    a: []const u8 = &.{},
+    row_sums: []i32 = &.{},
     kernel: kernels.Kernel,
     out: []f32,
-    /// Output element of (row, column): base + row · row_stride + column · column_stride.
+    /// Output element of (row, column): row · row_stride + column · column_stride.
     row_stride: usize,
     column_stride: usize,
 
-    fn quantizeRow(call: *const Call, row: usize, values: anytype) void {
-        const dst = call.a[row * call.lda ..][0..call.lda];
-        @memset(dst, 0);
-        var sum: i32 = 0;
-        const scale = if (call.q.a_integer) 1 else call.a_scale;
-        const zero = if (call.q.a_integer) 0 else call.a_zero;
-        for (0..call.q.k) |i| {
-            const v = values.at(i);
-            const q = quantizeValue(v, scale, zero, call.q.a_min, call.q.a_max) - call.q.a_min;
-            const byte: u8 = @intFromFloat(q);
-            dst[i] = byte;
-            sum += byte;
-        }
-        call.row_sums[row] = sum;
+    /// The u8 value of real 0 in A (the zero point shifted into u8).
+    fn zeroByte(call: *const Call) u8 {
+        return @intFromFloat(call.a_zero - call.q.a_min);
     }
 
     fn tiles(call: *const Call) usize {
@@ -282,58 +350,73 @@ const Call = struct {
         const block = index % column_tiles * blocks_per_task;
         const rows = @min(rows_per_task, call.rows - row);
         const block_end = @min(block + blocks_per_task, kernels.blocks(call.q.n));
+        const ldc: usize = blocks_per_task * kernels.block_n;
         var c: [rows_per_task * blocks_per_task * kernels.block_n]i32 = undefined;
-        const ldc = blocks_per_task * kernels.block_n;
-        // The kernel writes columns [block·16, block_end·16) at their own offsets; shift the
-        // buffer so that the tile's first column lands at c[0].
-        const shift = block * kernels.block_n;
+        const group_count = kernels.groups(call.q.k);
+        // The tile buffer starts at the tile's first block: offset packed B alike.
         const args: kernels.Args = .{
             .rows = rows,
             .k = call.q.k,
             .a = call.a[row * call.lda ..],
             .lda = call.lda,
-            .packed_b = call.packed_b,
-            .block_begin = block,
-            .block_end = block_end,
-            .c = (&c).ptr[0..c.len],
+            .packed_b = call.packed_b[block * group_count * kernels.block_n ..],
+            .block_begin = 0,
+            .block_end = block_end - block,
+            .c = &c,
             .ldc = ldc,
         };
-        runShifted(call.kernel, &args, shift);
-        const column_end = @min(block_end * kernels.block_n, call.q.n);
-        const k_f: f32 = @floatFromInt(call.q.k);
-        const a_zero = (if (call.q.a_integer) call.a_zero else call.a_zero) - call.q.a_min;
-        for (0..rows) |r| {
-            const row_sum: f32 = @floatFromInt(call.row_sums[row + r]);
-            for (shift..column_end) |column| {
-                const b_zero = call.b_zero[column];
-                const acc: f32 = @floatFromInt(c[r * ldc + column - shift]);
-                // Σ (a - za)(b - zb) = Σab - zb·Σa - za·Σb + K·za·zb, the corrections in f32:
-                // each term is an integer below 2^24 for K < 2^16.
-                const exact = acc - b_zero * row_sum - a_zero * call.col_sum[column] + k_f * a_zero * b_zero;
-                var v = exact * call.a_scale * call.b_scale[column] + call.bias[column];
+        call.kernel.run(&args);
+        call.finish(c[0 .. rows * ldc], ldc, row, rows, block * kernels.block_n, @min(block_end * kernels.block_n, call.q.n));
+    }
+
+    /// The epilogue of rows [row, row + rows) and columns [first, end), 16 columns at a
+    /// time: Σ (a - za)(b - zb) = Σab - zb·Σa - za·Σb + K·za·zb (the corrections in f32:
+    /// each an integer below 2^24 for K ≤ 2^16), then scales and bias, then the optional
+    /// requantization. Conv outputs (NCHW: rows contiguous) go through a small transposed
+    /// buffer so that each column's rows are written as one run.
+    fn finish(call: *const Call, c: []const i32, ldc: usize, row: usize, rows: usize, first: usize, end: usize) void {
+        std.debug.assert(rows <= rows_per_task);
+        const k: f32 = @floatFromInt(call.q.k);
+        const a_zero = call.a_zero - call.q.a_min;
+        var column = first;
+        while (column < end) : (column += lanes) {
+            const count = @min(lanes, end - column);
+            const b_zero = padded(call.b_zero, column, count);
+            const scale = padded(call.b_scale, column, count) * @as(VF, @splat(call.a_scale));
+            const bias = padded(call.bias, column, count);
+            const offset = (b_zero * @as(VF, @splat(k * a_zero))) - padded(call.col_sum, column, count) * @as(VF, @splat(a_zero));
+            var results: [rows_per_task][lanes]f32 = undefined;
+            for (0..rows) |r| {
+                const row_sum: f32 = if (call.b_zero_any) @floatFromInt(call.row_sums[row + r]) else 0;
+                const acc: VF = @floatFromInt(@as(@Vector(lanes, i32), c[r * ldc + column - first ..][0..lanes].*));
+                var v = (acc - b_zero * @as(VF, @splat(row_sum)) + offset) * scale + bias;
                 if (call.q.requantize) {
-                    const q = quantizeValue(v, call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
-                    v = if (call.q.dequantize_output) (q - call.q.out_zero) * call.q.out_scale else q;
+                    const q = quantizeVector(v, call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
+                    v = if (call.q.dequantize_output) (q - @as(VF, @splat(call.q.out_zero))) * @as(VF, @splat(call.q.out_scale)) else q;
                 }
-                call.out[(row + r) * call.row_stride + column * call.column_stride] = v;
+                if (call.column_stride == 1) {
+                    const out_row = call.out[(row + r) * call.row_stride + column ..][0..count];
+                    const values: [lanes]f32 = v;
+                    @memcpy(out_row, values[0..count]);
+                } else {
+                    results[r] = v;
+                }
+            }
+            if (call.column_stride != 1) {
+                for (0..count) |j| {
+                    const out_column = call.out[(column + j) * call.column_stride + row * call.row_stride ..][0..rows];
+                    for (out_column, 0..) |*o, r| o.* = results[r][j];
+                }
             }
         }
     }
 };
 
-/// Runs the kernel with C's columns shifted left by `shift` (the tile buffer starts at the
-/// tile's first block).
-fn runShifted(kernel: kernels.Kernel, args: *const kernels.Args, shift: usize) void {
-    // Packed B is addressed by absolute block; C by column - shift: offset the packed slice
-    // and the block range together.
-    const group_count = kernels.groups(args.k);
-    const first = args.block_begin;
-    var shifted = args.*;
-    shifted.packed_b = args.packed_b[first * group_count * kernels.block_n ..];
-    shifted.block_begin = 0;
-    shifted.block_end = args.block_end - first;
-    std.debug.assert(shift == first * kernels.block_n);
-    kernel.run(&shifted);
+/// values[column .. column + count] as a vector, zero past count.
+fn padded(values: []const f32, column: usize, count: usize) VF {
+    var lanes_values: [lanes]f32 = @splat(0);
+    @memcpy(lanes_values[0..count], values[column..][0..count]);
+    return lanes_values;
 }
 
 fn divCeil(a: usize, b: usize) usize {
@@ -365,6 +448,8 @@ fn prepare(comptime op: []const u8, q: Quantization, packed_b: *Tensor, info: *T
     if (!(scale > 0) or !std.math.isFinite(scale)) return status.fail(error.InvalidArgument, op ++ ": activation scale is {d}; it must be finite and greater than 0", .{scale});
     if (zero != @round(zero) or zero < q.a_min or zero > q.a_max) return status.fail(error.InvalidArgument, op ++ ": activation zero point {d} is outside [{d}, {d}]", .{ zero, q.a_min, q.a_max });
     if (q.requantize and (!(q.out_scale > 0) or !std.math.isFinite(q.out_scale))) return status.fail(error.InvalidArgument, op ++ ": output scale is {d}; it must be finite and greater than 0", .{q.out_scale});
+    var b_zero_any = false;
+    for (rows_info[2]) |z| b_zero_any = b_zero_any or z != 0;
     return .{
         .q = q,
         .packed_b = packed_b.i32Slice(),
@@ -372,12 +457,11 @@ fn prepare(comptime op: []const u8, q: Quantization, packed_b: *Tensor, info: *T
         .bias = rows_info[1],
         .b_zero = rows_info[2],
         .col_sum = rows_info[3],
-        .a_scale = if (q.a_integer) scale else scale,
+        .b_zero_any = b_zero_any,
+        .a_scale = scale,
         .a_zero = zero,
         .rows = rows,
         .lda = kernels.groups(q.k) * kernels.group_k,
-        .a = &.{},
-        .row_sums = &.{},
         .kernel = selectedKernel(),
         .out = out,
         .row_stride = q.n,
@@ -385,26 +469,42 @@ fn prepare(comptime op: []const u8, q: Quantization, packed_b: *Tensor, info: *T
     };
 }
 
-/// Scratch for `rows` quantized rows of `lda` bytes and their sums.
+/// Per-call scratch from the storage cache (bytes, 64-byte aligned blocks).
 const Scratch = struct {
     block: ?storage_cache.Block,
+    bytes: []u8,
 
-    fn init(call: *Call) Error!Scratch {
-        const bytes = call.rows * call.lda + call.rows * @sizeOf(i32);
-        if (bytes == 0) return .{ .block = null };
-        const block = storage_cache.allocate(bytes) catch
-            return status.fail(error.OutOfMemory, "int8 gemm: out of memory allocating {d} bytes of scratch", .{bytes});
+    fn init(comptime op: []const u8, count: usize) Error!Scratch {
+        if (count == 0) return .{ .block = null, .bytes = &.{} };
+        const block = storage_cache.allocate(count) catch
+            return status.fail(error.OutOfMemory, op ++ ": out of memory allocating {d} bytes of scratch", .{count});
         const base: [*]u8 = @ptrCast(block.ptr);
-        const sums: [*]i32 = @ptrCast(@alignCast(base));
-        call.row_sums = sums[0..call.rows];
-        call.a = base[call.rows * @sizeOf(i32) ..][0 .. call.rows * call.lda];
-        return .{ .block = block };
+        return .{ .block = block, .bytes = base[0..count] };
     }
 
     fn release(scratch: Scratch) void {
         if (scratch.block) |block| storage_cache.free(block);
     }
 };
+
+/// The kernel reads whole groups of 4 bytes: this much slack after the last row.
+const row_slack = kernels.group_k;
+
+/// Row sums of A (only when some weight zero point is nonzero).
+fn sumRows(call: *Call, sums: []i32) Error!void {
+    call.row_sums = sums;
+    if (!call.b_zero_any) return;
+    const Context = struct {
+        fn body(c: *const Call, begin: usize, end: usize) Error!void {
+            for (begin..end) |row| {
+                var sum: u32 = 0;
+                for (c.a[row * c.lda ..][0..c.q.k]) |byte| sum += byte;
+                c.row_sums[row] = @intCast(sum);
+            }
+        }
+    };
+    try intra_op.parallelForTyped(0, call.rows, parallel.grain(.light, call.q.k), @as(*const Call, call), Context.body);
+}
 
 fn runTiles(call: *const Call) Error!void {
     const Context = struct {
@@ -434,31 +534,47 @@ pub fn matmulInt8(q: Quantization, a_input: *Tensor, packed_b: *Tensor, info: *T
     errdefer out.release();
     const rows = a.numel() / @max(q.k, 1);
     var call = try prepare("matmul_int8", q, packed_b, info, a_scale, a_zero, rows, out.f32Slice());
-    if (rows == 0 or q.n == 0) return out;
-    const scratch = try Scratch.init(&call);
+    if (rows == 0) return out;
+    const bytes = rows * call.lda;
+    const scratch = try Scratch.init("matmul_int8", bytes + row_slack + rows * @sizeOf(i32) + @alignOf(i32));
     defer scratch.release();
+    const a_bytes = scratch.bytes[0 .. bytes + row_slack];
+    @memset(a_bytes[bytes..], 0);
+    call.a = a_bytes;
     const Rows = struct {
         call: *const Call,
         a: []const f32,
-        const Values = struct {
-            row: []const f32,
-            fn at(v: Values, i: usize) f32 {
-                return v.row[i];
-            }
-        };
+        dst: []u8,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
-            for (begin..end) |row| c.call.quantizeRow(row, Values{ .row = c.a[row * c.call.q.k ..][0..c.call.q.k] });
+            const k = c.call.q.k;
+            const scale: f32 = if (c.call.q.a_integer) 1 else c.call.a_scale;
+            const zero: f32 = if (c.call.q.a_integer) 0 else c.call.a_zero;
+            for (begin..end) |row| {
+                const dst = c.dst[row * c.call.lda ..][0..c.call.lda];
+                quantizeBytes(c.a[row * k ..][0..k], dst[0..k], scale, zero, c.call.q.a_min, c.call.q.a_max);
+                @memset(dst[k..], 0);
+            }
         }
     };
-    const rows_context: Rows = .{ .call = &call, .a = a.f32Slice() };
+    const rows_context: Rows = .{ .call = &call, .a = a.f32Slice(), .dst = a_bytes };
     try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, q.k), &rows_context, Rows.body);
+    try sumRows(&call, sumsIn(scratch.bytes[bytes + row_slack ..], rows));
     try runTiles(&call);
     return out;
 }
 
-/// 2-D convolution (groups 1, NCHW) of x with packed int8 weights [C_out, C_in·kh·kw]:
-/// rows of A are im2col rows (output positions), gathered and quantized on the fly; padding
-/// reads as a real 0 (quantizes to the zero point) or, for integer inputs, as the zero point.
+fn sumsIn(bytes: []u8, rows: usize) []i32 {
+    const aligned = std.mem.alignForward(usize, @intFromPtr(bytes.ptr), @alignOf(i32)) - @intFromPtr(bytes.ptr);
+    const sums: [*]i32 = @ptrCast(@alignCast(bytes.ptr + aligned));
+    std.debug.assert(aligned + rows * @sizeOf(i32) <= bytes.len);
+    return sums[0..rows];
+}
+
+/// 2-D convolution (groups 1, NCHW) of x with packed int8 weights [C_out, kh·kw·C_in] (K in
+/// tap-major order: k = (ky·kw + kx)·C_in + c). x is quantized once into a padded NHWC u8
+/// image (padding is the zero point: a real 0, or for integer inputs the zero point itself),
+/// whose rows of C_in bytes per tap make each im2col row by plain copies; a 1×1 stride-1
+/// convolution reads that image as A directly.
 pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *Tensor, info: *Tensor, a_scale: *Tensor, a_zero: *Tensor) Error!*Tensor {
     try requireFloat("conv2d_int8", "x", x_input);
     if (x_input.ndim != 4) return status.fail(error.ShapeMismatch, "conv2d_int8: x must be 4-D NCHW, got {f}", .{status.shape(x_input.dims())});
@@ -468,11 +584,12 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
         return status.fail(error.ShapeMismatch, "conv2d_int8: x has {d} channels but the weights expect k = {d} (channels × {d} taps)", .{ dims[1], q.k, taps });
     }
     var out_hw: [2]usize = undefined;
+    var padded_hw: [2]usize = undefined;
     for (0..2) |axis| {
         const span = window.dilation[axis] * (window.kernel[axis] - 1) + 1;
-        const padded = dims[2 + axis] + 2 * window.padding[axis];
-        if (padded < span) return status.fail(error.ShapeMismatch, "conv2d_int8: input {f} is smaller than the kernel window", .{status.shape(dims)});
-        out_hw[axis] = (padded - span) / window.stride[axis] + 1;
+        padded_hw[axis] = dims[2 + axis] + 2 * window.padding[axis];
+        if (padded_hw[axis] < span) return status.fail(error.ShapeMismatch, "conv2d_int8: input {f} is smaller than the kernel window", .{status.shape(dims)});
+        out_hw[axis] = (padded_hw[axis] - span) / window.stride[axis] + 1;
     }
     const x = try shape_ops.contiguous(x_input);
     defer x.release();
@@ -480,55 +597,121 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     const out = try tensor.createUninit(.float32, &.{ dims[0], q.n, out_hw[0], out_hw[1] });
     errdefer out.release();
     var call = try prepare("conv2d_int8", q, packed_b, info, a_scale, a_zero, plane, out.f32Slice());
-    if (plane == 0 or q.n == 0) return out;
+    if (plane == 0) return out;
     call.row_stride = 1;
     call.column_stride = plane;
-    const scratch = try Scratch.init(&call);
+    const channels = dims[1];
+    const image_bytes = padded_hw[0] * padded_hw[1] * channels;
+    const direct = taps == 1 and window.stride[0] == 1 and window.stride[1] == 1 and window.padding[0] == 0 and window.padding[1] == 0;
+    const a_bytes = if (direct) 0 else plane * call.lda;
+    const scratch = try Scratch.init("conv2d_int8", image_bytes + a_bytes + 2 * row_slack + plane * @sizeOf(i32) + @alignOf(i32));
     defer scratch.release();
-    const image_size = dims[1] * dims[2] * dims[3];
-    const pad_value: f32 = if (q.a_integer) call.a_zero else 0;
-    for (0..dims[0]) |image| {
-        call.out = out.f32Slice()[image * q.n * plane ..][0 .. q.n * plane];
-        const Gather = struct {
-            call: *const Call,
-            x: []const f32,
-            dims: []const usize,
-            window: Window,
-            out_w: usize,
-            pad_value: f32,
-            const Self = @This();
-            const Values = struct {
-                g: *const Self,
-                y: isize,
-                x: isize,
-                fn at(v: Values, i: usize) f32 {
-                    const w = v.g.window;
-                    const taps_count = w.kernel[0] * w.kernel[1];
-                    const channel = i / taps_count;
-                    const tap = i % taps_count;
-                    const iy = v.y + @as(isize, @intCast(tap / w.kernel[1] * w.dilation[0]));
-                    const ix = v.x + @as(isize, @intCast(tap % w.kernel[1] * w.dilation[1]));
-                    const h: isize = @intCast(v.g.dims[2]);
-                    const wd: isize = @intCast(v.g.dims[3]);
-                    if (iy < 0 or ix < 0 or iy >= h or ix >= wd) return v.g.pad_value;
-                    return v.g.x[(channel * v.g.dims[2] + @as(usize, @intCast(iy))) * v.g.dims[3] + @as(usize, @intCast(ix))];
-                }
-            };
-            fn body(g: *const @This(), begin: usize, end: usize) Error!void {
-                for (begin..end) |row| {
-                    const oy = row / g.out_w;
-                    const ox = row % g.out_w;
-                    const y: isize = @as(isize, @intCast(oy * g.window.stride[0])) - @as(isize, @intCast(g.window.padding[0]));
-                    const x_start: isize = @as(isize, @intCast(ox * g.window.stride[1])) - @as(isize, @intCast(g.window.padding[1]));
-                    g.call.quantizeRow(row, Values{ .g = g, .y = y, .x = x_start });
-                }
-            }
-        };
-        const gather: Gather = .{ .call = &call, .x = x.f32Slice()[image * image_size ..][0..image_size], .dims = dims, .window = window, .out_w = out_hw[1], .pad_value = pad_value };
-        try intra_op.parallelForTyped(0, plane, parallel.grain(.medium, q.k), &gather, Gather.body);
+    const image = scratch.bytes[0 .. image_bytes + row_slack];
+    @memset(image[image_bytes..], 0);
+    const a_region = scratch.bytes[image.len..][0 .. a_bytes + row_slack];
+    const sums = sumsIn(scratch.bytes[image.len + a_region.len ..], plane);
+    const image_size = channels * dims[2] * dims[3];
+    for (0..dims[0]) |index| {
+        call.out = out.f32Slice()[index * q.n * plane ..][0 .. q.n * plane];
+        try quantizeImage(&call, x.f32Slice()[index * image_size ..][0..image_size], dims[1..4], window.padding, padded_hw, image);
+        if (direct) {
+            call.a = image;
+            call.lda = channels;
+        } else {
+            @memset(a_region[a_bytes..], 0);
+            call.a = a_region;
+            try gatherRows(&call, window, image, channels, padded_hw[1], out_hw[1], a_region);
+        }
+        try sumRows(&call, sums);
         try runTiles(&call);
     }
     return out;
+}
+
+/// Quantizes one NCHW image into `image`: u8, padded height × padded width × channels, the
+/// border filled with the zero point's byte.
+fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding: [2]usize, padded_hw: [2]usize, image: []u8) Error!void {
+    const Context = struct {
+        call: *const Call,
+        x: []const f32,
+        channels: usize,
+        height: usize,
+        width: usize,
+        padding: [2]usize,
+        padded_width: usize,
+        image: []u8,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            const zero_byte = c.call.zeroByte();
+            const scale: f32 = if (c.call.q.a_integer) 1 else c.call.a_scale;
+            const zero: f32 = if (c.call.q.a_integer) 0 else c.call.a_zero;
+            const row_bytes = c.padded_width * c.channels;
+            var line: [lanes]u8 = undefined;
+            for (begin..end) |padded_y| {
+                const dst = c.image[padded_y * row_bytes ..][0..row_bytes];
+                if (padded_y < c.padding[0] or padded_y >= c.padding[0] + c.height) {
+                    @memset(dst, zero_byte);
+                    continue;
+                }
+                @memset(dst[0 .. c.padding[1] * c.channels], zero_byte);
+                @memset(dst[(c.padding[1] + c.width) * c.channels ..], zero_byte);
+                const y = padded_y - c.padding[0];
+                // 16 pixels of one channel at a time, scattered into the pixels' channel slots.
+                var x0: usize = 0;
+                while (x0 < c.width) : (x0 += lanes) {
+                    const count = @min(lanes, c.width - x0);
+                    for (0..c.channels) |channel| {
+                        const src = c.x[(channel * c.height + y) * c.width + x0 ..][0..count];
+                        quantizeBytes(src, line[0..count], scale, zero, c.call.q.a_min, c.call.q.a_max);
+                        for (line[0..count], 0..) |byte, i| dst[(c.padding[1] + x0 + i) * c.channels + channel] = byte;
+                    }
+                }
+            }
+        }
+    };
+    const context: Context = .{
+        .call = call,
+        .x = x,
+        .channels = chw[0],
+        .height = chw[1],
+        .width = chw[2],
+        .padding = padding,
+        .padded_width = padded_hw[1],
+        .image = image,
+    };
+    try intra_op.parallelForTyped(0, padded_hw[0], parallel.grain(.medium, padded_hw[1] * chw[0]), &context, @TypeOf(context).body);
+}
+
+/// im2col rows from the padded NHWC image: per output pixel, for each tap, C bytes.
+fn gatherRows(call: *const Call, window: Window, image: []const u8, channels: usize, padded_width: usize, out_width: usize, a: []u8) Error!void {
+    const Context = struct {
+        call: *const Call,
+        window: Window,
+        image: []const u8,
+        channels: usize,
+        padded_width: usize,
+        out_width: usize,
+        a: []u8,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            const w = c.window;
+            for (begin..end) |row| {
+                const oy = row / c.out_width;
+                const ox = row % c.out_width;
+                const dst = c.a[row * c.call.lda ..][0..c.call.lda];
+                var offset: usize = 0;
+                for (0..w.kernel[0]) |ky| {
+                    const iy = oy * w.stride[0] + ky * w.dilation[0];
+                    for (0..w.kernel[1]) |kx| {
+                        const ix = ox * w.stride[1] + kx * w.dilation[1];
+                        @memcpy(dst[offset..][0..c.channels], c.image[(iy * c.padded_width + ix) * c.channels ..][0..c.channels]);
+                        offset += c.channels;
+                    }
+                }
+                @memset(dst[offset..], 0);
+            }
+        }
+    };
+    const context: Context = .{ .call = call, .window = window, .image = image, .channels = channels, .padded_width = padded_width, .out_width = out_width, .a = a };
+    try intra_op.parallelForTyped(0, call.rows, parallel.grain(.copy_bytes, call.lda), &context, @TypeOf(context).body);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -557,22 +740,25 @@ test "quantize_linear per channel, and bad scales and zero points are refused" {
     const zero = try tensor.createUninit(.int32, &.{3});
     defer zero.release();
     @memcpy(zero.i32Slice(), &[_]i32{ 10, 0, -1 });
-    const q = try quantizeLinear(x, scale, zero, 1, -128, 127);
+    const q = try quantizeLinear(x, scale, zero, 1, -128, 127, false);
     defer q.release();
     try testing.expectEqualSlices(f32, &[_]f32{ 12, 2, 1, 8, -2, 127 }, q.f32Slice());
     const d = try dequantizeLinear(q, scale, zero, -1, -128, 127);
     defer d.release();
     try testing.expectEqualSlices(f32, &[_]f32{ 1, 2, 4, -1, -2, 256 }, d.f32Slice());
+    const round_trip = try quantizeLinear(x, scale, zero, 1, -128, 127, true);
+    defer round_trip.release();
+    try testing.expectEqualSlices(f32, d.f32Slice(), round_trip.f32Slice());
     scale.f32Slice()[1] = 0;
-    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127));
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127, false));
     scale.f32Slice()[1] = std.math.nan(f32);
-    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127));
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127, false));
     scale.f32Slice()[1] = 1;
     zero.i32Slice()[0] = 200;
-    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127));
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127, false));
     zero.i32Slice()[0] = 0;
-    try testing.expectError(error.ShapeMismatch, quantizeLinear(x, scale, zero, 0, -128, 127));
-    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 2, -128, 127));
+    try testing.expectError(error.ShapeMismatch, quantizeLinear(x, scale, zero, 0, -128, 127, false));
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 2, -128, 127, false));
 }
 
 fn testInfo(n: usize, b_scale: f32, b_zero: []const f32, col_sum: []const f32, bias: f32) !*Tensor {
@@ -675,7 +861,7 @@ test "conv2d_int8 equals a direct convolution of the quantized input, with paddi
             const iy = @as(isize, @intCast(oy * 2 + ky)) - 1;
             const ix = @as(isize, @intCast(ox + kx)) - 1;
             const value: f32 = if (iy < 0 or ix < 0 or iy >= 6 or ix >= 7) 17 else x.f32Slice()[((image * c_in + ci) * 6 + @as(usize, @intCast(iy))) * 7 + @as(usize, @intCast(ix))];
-            const weight: f32 = @floatFromInt(w.i32Slice()[co * k + ci * 9 + ky * 3 + kx]);
+            const weight: f32 = @floatFromInt(w.i32Slice()[co * k + (ky * 3 + kx) * c_in + ci]);
             acc += (value - 17) * (weight - b_zero[co]);
         };
         try testing.expectEqual(acc, out.f32Slice()[((image * c_out + co) * 3 + oy) * 7 + ox]);
