@@ -32,23 +32,28 @@ pub fn roundEven(v: f32) f32 {
     return (v + magic) - magic;
 }
 
-/// saturate(round(x / scale) + zero_point) to [qmin, qmax], x / scale taken as x · (1 /
-/// scale) as in `quantizeVector`. NaN saturates to qmin (the clamps take the other operand
-/// of a NaN, as the vector code's do).
+/// saturate(round(x / scale) + zero_point) to [qmin, qmax]. NaN saturates to qmin (the
+/// clamps take the other operand of a NaN, as the vector code's do).
 pub fn quantizeValue(x: f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) f32 {
-    const scaled = @min(@max(x * (1 / scale), -0x1p21), 0x1p21);
+    const scaled = @min(@max(x / scale, -0x1p21), 0x1p21);
     return @min(@max(roundEven(scaled) + zero_point, qmin), qmax);
 }
 
 const lanes = 16;
 const VF = @Vector(lanes, f32);
 
-/// `quantizeValue` on 16 lanes, with x · (1 / scale): a division per element made the QDQ
-/// passes of det twice as slow. It may round a value within an ulp of a tie the other way
-/// than onnxruntime's division (one step, rarely; tests/onnx_quantized_test.ts allows it).
+/// `quantizeValue` on 16 lanes. x / scale is taken as x · (1 / scale) (a division per element
+/// made the QDQ passes of det twice as slow), except in lanes within a few ulps of a rounding
+/// tie, which are divided again: the result is exactly the spec's (and onnxruntime's).
 inline fn quantizeVector(x: VF, scale: f32, zero_point: f32, qmin: f32, qmax: f32) VF {
+    const product = x * @as(VF, @splat(1 / scale));
+    // x · (1 / scale) is within 2 ulps of x / scale: only a value that close to a .5 can
+    // round differently.
+    const distance = @abs(product - @floor(product) - @as(VF, @splat(0.5)));
+    const near = distance <= @abs(product) * @as(VF, @splat(0x1p-20)) + @as(VF, @splat(0x1p-40));
+    const quotient = if (@reduce(.Or, near)) @select(f32, near, x / @as(VF, @splat(scale)), product) else product;
     const magic: VF = @splat(0x1.8p23);
-    const scaled = @min(@max(x * @as(VF, @splat(1 / scale)), @as(VF, @splat(-0x1p21))), @as(VF, @splat(0x1p21)));
+    const scaled = @min(@max(quotient, @as(VF, @splat(-0x1p21))), @as(VF, @splat(0x1p21)));
     const rounded = (scaled + magic) - magic;
     return @min(@max(rounded + @as(VF, @splat(zero_point)), @as(VF, @splat(qmin))), @as(VF, @splat(qmax)));
 }
