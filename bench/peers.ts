@@ -11,7 +11,12 @@
  * its default, which on CPUs with bf16 runs convolutions and matmuls in bf16.
  *
  *   deno task bench:peers [--rounds 5] [--round-ms 300] [--models cls,rec,det]
- *                         [--batches 1,8] [--threads 1,2]
+ *                         [--batches 1,8] [--threads 1,2] [--suites onnx,builtins,int8]
+ *                         [--formats qdq,qop,dyn]
+ *
+ * The int8 suite (not in the default suites) runs the quantized PaddleOCR models of
+ * tools/make_int8_models.py (.cache/int8: QDQ, QOperator and dynamic quantization of each)
+ * in Spindle and onnxruntime, the same file in both, beside Spindle on the float model.
  *
  * The Python peers are installed on first use into .cache/py-peers (git-ignored). Never run
  * in CI.
@@ -32,6 +37,7 @@ const { values: flags } = parseArgs({
     threads: { type: "string", default: "1,2" },
     suites: { type: "string", default: "onnx,builtins" },
     builtins: { type: "string", default: "example,resnet,dlrm,transformer,mlp" },
+    formats: { type: "string", default: "qdq,qop,dyn" },
   },
 });
 const SUITES = new Set(flags.suites.split(","));
@@ -145,8 +151,18 @@ interface Row {
 }
 
 await ensurePeers(SUITES.has("builtins"));
+if (SUITES.has("int8")) {
+  try {
+    await Deno.stat(`${ROOT}/.cache/int8/det_qdq.onnx`);
+  } catch {
+    throw new Error(
+      `bench:peers int8: ${ROOT}/.cache/int8 is missing; make it with ${PYTHON} tools/make_int8_models.py`,
+    );
+  }
+}
 const rows: Row[] = [];
 const builtinRows: Record<string, string | number>[] = [];
+const int8Rows: Record<string, string | number>[] = [];
 const versions: Record<string, string> = {};
 const lines: string[] = [];
 const say = (line: string) => {
@@ -155,21 +171,26 @@ const say = (line: string) => {
 };
 if (SUITES.has("onnx")) await onnxSuite();
 if (SUITES.has("builtins")) await builtinSuite();
+if (SUITES.has("int8")) await int8Suite();
 say(`versions: ${JSON.stringify(versions)}`);
 await Deno.mkdir(RESULTS, { recursive: true });
-await Deno.writeTextFile(`${RESULTS}/peers.txt`, lines.join("\n") + "\n");
-await Deno.writeTextFile(
-  `${RESULTS}/peers.csv`,
-  toCsv(rows.map((row) => ({
-    ...row,
-    ratio_onnxruntime: row.spindle as number / (row.onnxruntime as number),
-    ratio_openvino_f32: row.spindle as number / (row["openvino-f32"] as number),
-    ratio_openvino_default: row.spindle as number / (row["openvino-default"] as number),
-  }))),
-);
+// An int8-only run keeps the float results of earlier runs: its table goes to peers_int8.txt.
+const int8Only = SUITES.size === 1 && SUITES.has("int8");
+await Deno.writeTextFile(`${RESULTS}/${int8Only ? "peers_int8" : "peers"}.txt`, lines.join("\n") + "\n");
+if (!int8Only) {
+  await Deno.writeTextFile(
+    `${RESULTS}/peers.csv`,
+    toCsv(rows.map((row) => ({
+      ...row,
+      ratio_onnxruntime: row.spindle as number / (row.onnxruntime as number),
+      ratio_openvino_f32: row.spindle as number / (row["openvino-f32"] as number),
+      ratio_openvino_default: row.spindle as number / (row["openvino-default"] as number),
+    }))),
+  );
+}
 if (rows.length > 0) await Deno.writeTextFile(`${RESULTS}/peers.svg`, ratioBars(rows));
 if (builtinRows.length > 0) await Deno.writeTextFile(`${RESULTS}/peers_builtins.csv`, toCsv(builtinRows));
-console.log(`wrote ${RESULTS}/peers.{txt,csv,svg}`);
+console.log(int8Only ? `wrote ${RESULTS}/peers_int8.{txt,csv}` : `wrote ${RESULTS}/peers.{txt,csv,svg}`);
 
 /** The PaddleOCR models against onnxruntime and OpenVINO. */
 async function onnxSuite(): Promise<void> {
@@ -244,6 +265,70 @@ async function onnxSuite(): Promise<void> {
     for (const peer of peers) await peer.close();
     await Deno.remove(temp, { recursive: true });
   }
+}
+
+/**
+ * Quantized PaddleOCR (.cache/int8, made by tools/make_int8_models.py at fixed shapes): Spindle
+ * and onnxruntime on the same int8 file, and Spindle on the float model it was quantized from.
+ */
+async function int8Suite(): Promise<void> {
+  const dir = `${ROOT}/.cache/int8`;
+  const shapes: Record<string, number[]> = { cls: [1, 3, 48, 192], rec: [1, 3, 48, 320], det: [1, 3, 320, 320] };
+  const peers = [
+    new Peer("spindle-int8", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
+    new Peer("onnxruntime-int8", PYTHON, [`${ROOT}/bench/peers/ort_worker.py`]),
+    new Peer("spindle-f32", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
+  ];
+  const temp = await Deno.makeTempDir({ prefix: "spindle-peers-int8-" });
+  say("");
+  say(
+    `int8: ${ROUNDS} alternating rounds of ≥ ${ROUND_MS} ms; medians in ms (load average ${Deno.loadavg().join(" ")})`,
+  );
+  say("model  format threads | sp-int8 ort-int8  sp-f32 | sp-int8/ort-int8 sp-f32/sp-int8");
+  try {
+    for (const model of flags.models.split(",")) {
+      const shape = shapes[model];
+      const data = `${temp}/${model}.bin`;
+      await writeInput(data, shape.reduce((a, b) => a * b, 1), 11);
+      const input = (await new Deno.Command(PYTHON, {
+        args: ["-c", `import onnx; print(onnx.load("${dir}/${model}_f32.onnx").graph.input[0].name)`],
+        stdout: "piped",
+      }).output()).stdout;
+      const name = new TextDecoder().decode(input).trim();
+      for (const format of flags.formats.split(",")) {
+        for (const threads of threadCounts) {
+          const samples = new Map<string, number[]>(peers.map((p) => [p.name, []]));
+          for (const peer of peers) {
+            const file = peer.name === "spindle-f32" ? `${dir}/${model}_f32.onnx` : `${dir}/${model}_${format}.onnx`;
+            const reply = await peer.request({ op: "load", model: file, input: name, shape, data, threads });
+            if (typeof reply.version === "string") versions[peer.name] = reply.version;
+            await peer.request({ op: "run", min_ms: 0, min_runs: 2 }); // warm-up
+          }
+          for (let round = 0; round < ROUNDS; round++) {
+            for (let k = 0; k < peers.length; k++) {
+              const peer = peers[(round + k) % peers.length];
+              const reply = await peer.request({ op: "run", min_ms: ROUND_MS, min_runs: 3 });
+              samples.get(peer.name)!.push(...(reply.samples as number[]));
+            }
+          }
+          const ms = Object.fromEntries(peers.map((p) => [p.name, median(samples.get(p.name)!)]));
+          const f = (v: number) => v.toFixed(2).padStart(7);
+          say(
+            `${model.padEnd(6)} ${format.padEnd(6)} ${String(threads).padStart(7)} |${f(ms["spindle-int8"])} ` +
+              `${f(ms["onnxruntime-int8"])} ${f(ms["spindle-f32"])} | ` +
+              `${(ms["spindle-int8"] / ms["onnxruntime-int8"]).toFixed(2).padStart(16)} ` +
+              `${(ms["spindle-f32"] / ms["spindle-int8"]).toFixed(2).padStart(14)}`,
+          );
+          int8Rows.push({ model, format, threads, ...ms });
+        }
+      }
+    }
+  } finally {
+    for (const peer of peers) await peer.close();
+    await Deno.remove(temp, { recursive: true });
+  }
+  await Deno.mkdir(RESULTS, { recursive: true });
+  await Deno.writeTextFile(`${RESULTS}/peers_int8.csv`, toCsv(int8Rows));
 }
 
 /**

@@ -996,6 +996,82 @@ export const OP_SCHEMAS = {
       { "name": "scalar_first", "kind": "bool", "default": false },
     ],
   },
+  quantize_linear: {
+    code: 79,
+    inputs: ["x", "scale", "zero_point?"],
+    params: [
+      { "name": "axis", "kind": "int", "min": -8, "max": 7, "default": 1 },
+      { "name": "qmin", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 0 },
+      { "name": "qmax", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 255 },
+      { "name": "dequantize_output", "kind": "bool", "default": false },
+    ],
+  },
+  dequantize_linear: {
+    code: 80,
+    inputs: ["x", "scale", "zero_point?"],
+    params: [
+      { "name": "axis", "kind": "int", "min": -8, "max": 7, "default": 1 },
+      { "name": "qmin", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 0 },
+      { "name": "qmax", "kind": "int", "min": -2147483648, "max": 4294967295, "default": 255 },
+      { "name": "dequantize_output", "kind": "bool", "default": false },
+    ],
+  },
+  dynamic_quantize: {
+    code: 81,
+    inputs: ["x"],
+    params: [],
+  },
+  pack_int8: {
+    code: 82,
+    inputs: ["x"],
+    params: [
+      { "name": "k", "kind": "int", "min": 1, "max": 65536 },
+      { "name": "n", "kind": "int", "min": 1, "max": 16777216 },
+      { "name": "transposed", "kind": "bool", "default": false },
+    ],
+  },
+  matmul_int8: {
+    code: 83,
+    inputs: ["a", "packed", "info", "a_scale", "a_zero"],
+    params: [
+      { "name": "n", "kind": "int", "min": 1, "max": 16777216 },
+      { "name": "k", "kind": "int", "min": 1, "max": 65536 },
+      { "name": "a_integer", "kind": "bool", "default": false },
+      { "name": "a_min", "kind": "int", "min": -128, "max": 0, "default": 0 },
+      { "name": "a_max", "kind": "int", "min": 1, "max": 255, "default": 255 },
+      { "name": "requantize", "kind": "bool", "default": false },
+      { "name": "dequantize_output", "kind": "bool", "default": false },
+      { "name": "out_scale", "kind": "float", "min": "-Infinity", "max": "Infinity", "default": 1 },
+      { "name": "out_zero", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+      { "name": "out_min", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+      { "name": "out_max", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 255 },
+      { "name": "kernel", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+      { "name": "stride", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+      { "name": "padding", "kind": "int", "length": 2, "min": 0, "max": 1048576, "default": [0, 0] },
+      { "name": "dilation", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+    ],
+  },
+  conv2d_int8: {
+    code: 84,
+    inputs: ["a", "packed", "info", "a_scale", "a_zero"],
+    params: [
+      { "name": "n", "kind": "int", "min": 1, "max": 16777216 },
+      { "name": "k", "kind": "int", "min": 1, "max": 65536 },
+      { "name": "a_integer", "kind": "bool", "default": false },
+      { "name": "a_min", "kind": "int", "min": -128, "max": 0, "default": 0 },
+      { "name": "a_max", "kind": "int", "min": 1, "max": 255, "default": 255 },
+      { "name": "requantize", "kind": "bool", "default": false },
+      { "name": "dequantize_output", "kind": "bool", "default": false },
+      { "name": "out_scale", "kind": "float", "min": "-Infinity", "max": "Infinity", "default": 1 },
+      { "name": "out_zero", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+      { "name": "out_min", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 0 },
+      { "name": "out_max", "kind": "int", "min": -9000000000000000, "max": 9000000000000000, "default": 255 },
+      { "name": "kernel", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+      { "name": "stride", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+      { "name": "padding", "kind": "int", "length": 2, "min": 0, "max": 1048576, "default": [0, 0] },
+      { "name": "dilation", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1551,5 +1627,98 @@ export interface OpParams {
     scalar?: number | null;
     /** bool, default false */
     scalar_first?: boolean;
+  };
+  quantize_linear: {
+    /** int, in [-8, 7], default 1 */
+    axis?: number;
+    /** int, in [-2147483648, 4294967295], default 0 */
+    qmin?: number;
+    /** int, in [-2147483648, 4294967295], default 255 */
+    qmax?: number;
+    /** bool, default false */
+    dequantize_output?: boolean;
+  };
+  dequantize_linear: {
+    /** int, in [-8, 7], default 1 */
+    axis?: number;
+    /** int, in [-2147483648, 4294967295], default 0 */
+    qmin?: number;
+    /** int, in [-2147483648, 4294967295], default 255 */
+    qmax?: number;
+    /** bool, default false */
+    dequantize_output?: boolean;
+  };
+  dynamic_quantize: Record<string, never>;
+  pack_int8: {
+    /** int, in [1, 65536], required */
+    k: number;
+    /** int, in [1, 16777216], required */
+    n: number;
+    /** bool, default false */
+    transposed?: boolean;
+  };
+  matmul_int8: {
+    /** int, in [1, 16777216], required */
+    n: number;
+    /** int, in [1, 65536], required */
+    k: number;
+    /** bool, default false */
+    a_integer?: boolean;
+    /** int, in [-128, 0], default 0 */
+    a_min?: number;
+    /** int, in [1, 255], default 255 */
+    a_max?: number;
+    /** bool, default false */
+    requantize?: boolean;
+    /** bool, default false */
+    dequantize_output?: boolean;
+    /** float, in [-Infinity, Infinity], default 1 */
+    out_scale?: number;
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    out_zero?: number;
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    out_min?: number;
+    /** int, in [-9000000000000000, 9000000000000000], default 255 */
+    out_max?: number;
+    /** int, × 2, in [1, 4096], default [1,1] */
+    kernel?: readonly [number, number];
+    /** int, × 2, in [1, 4096], default [1,1] */
+    stride?: readonly [number, number];
+    /** int, × 2, in [0, 1048576], default [0,0] */
+    padding?: readonly [number, number];
+    /** int, × 2, in [1, 4096], default [1,1] */
+    dilation?: readonly [number, number];
+  };
+  conv2d_int8: {
+    /** int, in [1, 16777216], required */
+    n: number;
+    /** int, in [1, 65536], required */
+    k: number;
+    /** bool, default false */
+    a_integer?: boolean;
+    /** int, in [-128, 0], default 0 */
+    a_min?: number;
+    /** int, in [1, 255], default 255 */
+    a_max?: number;
+    /** bool, default false */
+    requantize?: boolean;
+    /** bool, default false */
+    dequantize_output?: boolean;
+    /** float, in [-Infinity, Infinity], default 1 */
+    out_scale?: number;
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    out_zero?: number;
+    /** int, in [-9000000000000000, 9000000000000000], default 0 */
+    out_min?: number;
+    /** int, in [-9000000000000000, 9000000000000000], default 255 */
+    out_max?: number;
+    /** int, × 2, in [1, 4096], default [1,1] */
+    kernel?: readonly [number, number];
+    /** int, × 2, in [1, 4096], default [1,1] */
+    stride?: readonly [number, number];
+    /** int, × 2, in [0, 1048576], default [0,0] */
+    padding?: readonly [number, number];
+    /** int, × 2, in [1, 4096], default [1,1] */
+    dilation?: readonly [number, number];
   };
 }

@@ -61,6 +61,11 @@ export interface ParallelInfo {
    * "forced by SPINDLE_CPU_LEVEL=<level>" (the portable build), with any ignored override.
    */
   kernels_selection: string;
+  /**
+   * The int8 GEMM kernel of quantized models: AVX512-VNNI where CPUID reports it, else the
+   * 16-bit widened one (SPINDLE_INT8_KERNEL=widened|reference forces a lower one).
+   */
+  int8_kernels: string;
   /** Whether the library was built with ThreadSanitizer. */
   tsan: boolean;
 }
@@ -121,6 +126,7 @@ export function parallelInfo(): string {
     `hardware_concurrency() : ${info.hardware_concurrency}`,
     `physical cores : ${info.physical_cores}`,
     `CPU kernels : ${info.kernels} (${info.kernels_selection})`,
+    `int8 kernels : ${info.int8_kernels}`,
     "Environment variables:",
     `\tOMP_NUM_THREADS : ${info.omp_num_threads ?? "[not set]"}`,
     `\tMKL_NUM_THREADS : ${info.mkl_num_threads ?? "[not set]"}`,

@@ -47,7 +47,18 @@ for (const name of ["mlp", "resnet", "transformer"]) {
   inputs.forEach((t) => t.dispose());
   model.dispose();
 }
-console.log(JSON.stringify({ kernels: info.kernels, selection: info.kernels_selection, out }));
+// Quantized models: the v4 copy runs the VNNI int8 kernel where CPUID has it, the others the
+// widened one; integer results must agree exactly (within the float tolerance below).
+for (const name of ["qlinear_conv", "qdq_matmul", "matmul_integer"]) {
+  const dir = new URL("./fixtures/int8/", "${new URL("./", import.meta.url).href}").pathname;
+  const record = JSON.parse(Deno.readTextFileSync(dir + name + ".json"));
+  const module = await s.load(dir + name + ".onnx");
+  const inputs = Object.fromEntries(Object.entries(record.inputs).map(([k, v]) =>
+    [k, v.dtype.startsWith("float") ? s.tensor(Float32Array.from(v.data), v.shape) : s.tensor(Int32Array.from(v.data), v.shape)]));
+  keep("int8 " + name, Object.values(await module.run(inputs))[0]);
+  module.dispose();
+}
+console.log(JSON.stringify({ kernels: info.kernels, selection: info.kernels_selection, int8: info.int8_kernels, out }));
 `;
 
 async function runLevel(level: string | null) {
@@ -85,6 +96,7 @@ Deno.test({
         continue;
       }
       assert.equal(result.kernels, expectedKernels[level]);
+      if (level !== "avx512") assert.match(result.int8, /widened/);
       assert.equal(result.selection, `forced by SPINDLE_CPU_LEVEL=${level}`);
       for (const [name, values] of Object.entries(reference.out)) {
         assertClose(result.out[name], values as number[], `${level} ${name}`);

@@ -9,6 +9,12 @@ import { isOpName as hasNativeOp } from "../lib/ops/dispatch.ts";
  * tools/onnx_conformance_report.ts --passing` lists them), less the conv cases below.
  */
 const CI_CASES = [
+  "test_convinteger_with_padding",
+  "test_convinteger_without_padding",
+  "test_dynamicquantizelinear",
+  "test_dynamicquantizelinear_max_adjusted",
+  "test_dynamicquantizelinear_min_adjusted",
+  "test_matmulinteger",
   "test_affine_grid_2d_align_corners_expanded",
   "test_affine_grid_2d_expanded",
   "test_affine_grid_3d_align_corners_expanded",

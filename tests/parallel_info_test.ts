@@ -20,6 +20,7 @@ Deno.test("parallel_info prints the PyTorch-shaped report line for line", async 
     new RegExp(`^hardware_concurrency\\(\\) : ${info.hardware_concurrency}$`),
     new RegExp(`^physical cores : ${info.physical_cores}$`),
     /^CPU kernels : (AVX-512|AVX2|baseline|NEON) \((compiled for \S+|chosen by CPUID|forced by SPINDLE_CPU_LEVEL=\w+)\)$/,
+    /^int8 kernels : (AVX512-VNNI|16-bit widened|reference loops)/,
     /^Environment variables:$/,
     /^\tOMP_NUM_THREADS : 3$/,
     /^\tMKL_NUM_THREADS : \[not set\]$/,
@@ -55,10 +56,18 @@ Deno.test("parallel_info --json has every fact of the text report", async () => 
       "mkl_num_threads",
       "kernels",
       "kernels_selection",
+      "int8_kernels",
     ]
   ) assert.ok(key in info, key);
   assert.equal(info.omp_num_threads, null);
   assert.ok(info.physical_cores >= 1 && info.physical_cores <= info.hardware_concurrency);
+});
+
+Deno.test("parallel_info names the int8 kernel, and SPINDLE_INT8_KERNEL lowers it", async () => {
+  const lowered = JSON.parse((await runCli(["parallel_info", "--json"], { SPINDLE_INT8_KERNEL: "widened" })).stdout);
+  assert.match(lowered.int8_kernels, /^16-bit widened/);
+  const forced = JSON.parse((await runCli(["parallel_info", "--json"], { SPINDLE_INT8_KERNEL: "reference" })).stdout);
+  assert.match(forced.int8_kernels, /^reference loops/);
 });
 
 Deno.test("parallelInfo() in-process matches parallelInfoJson()", () => {

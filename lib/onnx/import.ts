@@ -15,6 +15,7 @@ import { capturedNames, CONTROL_OPS, convertControl, type Scope, Subgraphs } fro
 import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
+import { indexConsumers, quantizedHandler } from "./quantized.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
 import { forkBranches } from "./branches.ts";
 
@@ -71,8 +72,14 @@ export function unsupportedOps(model: ModelProto): string[] {
   const visit = (graph: GraphProto) => {
     for (const node of graph.nodes) {
       const defaultDomain = node.domain === "" || node.domain === "ai.onnx";
-      if (!defaultDomain) missing.add(`${node.domain}.${node.opType}`);
-      else if (!Object.hasOwn(HANDLERS, node.opType) && !CONTROL_OPS.has(node.opType)) missing.add(node.opType);
+      if (!defaultDomain) {
+        if (quantizedHandler(node.domain, node.opType) === undefined) missing.add(`${node.domain}.${node.opType}`);
+      } else if (
+        !Object.hasOwn(HANDLERS, node.opType) && !CONTROL_OPS.has(node.opType) &&
+        quantizedHandler("", node.opType) === undefined
+      ) {
+        missing.add(node.opType);
+      }
       for (const a of node.attributes) if (a.g !== undefined) visit(a.g);
     }
   };
@@ -293,6 +300,7 @@ function convertGraph(
   ownsBound: boolean,
 ): void {
   const opset = scope.opset;
+  indexConsumers(b, graph);
   const nameUses = new Map<string, number>();
   const count = (name: string) => nameUses.set(name, (nameUses.get(name) ?? 0) + 1);
   // A control-flow node reads, besides its inputs, what its subgraphs capture.
@@ -320,9 +328,10 @@ function convertGraph(
     try {
       const lookup = (name: string) =>
         values.get(name) ?? malformed(`a subgraph of node ${index} reads '${name}', which is not defined`);
+      const domain = node.domain === "ai.onnx" ? "" : node.domain;
       outputs = CONTROL_OPS.has(node.opType)
         ? convertControl(scope, b, node, nodeInputs, lookup)
-        : HANDLERS[node.opType](context);
+        : (quantizedHandler(domain, node.opType) ?? HANDLERS[node.opType])(context);
     } catch (error) {
       const where = `node ${index} '${node.name}' (${node.opType})`;
       if (error instanceof SpindleError) {

@@ -422,7 +422,13 @@ function globalPool(op: "mean" | "max"): Handler {
 // Convolution and pooling
 
 /** Explicit [begin_h, begin_w, end_h, end_w] pads from auto_pad or pads. */
-function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[], dilation: number[]): number[] {
+export function spatialPads(
+  n: NodeContext,
+  x: Value,
+  kernel: number[],
+  stride: number[],
+  dilation: number[],
+): number[] {
   const autoPad = attrString(n, "auto_pad", "NOTSET");
   if (autoPad === "NOTSET") return attrInts(n, "pads") ?? [0, 0, 0, 0];
   if (autoPad === "VALID") return [0, 0, 0, 0];
@@ -447,7 +453,7 @@ function spatialPads(n: NodeContext, x: Value, kernel: number[], stride: number[
  * it; the extra outputs see padding only), but not past the dilated kernel and the input
  * together: beyond that a file only inflates the work.
  */
-function checkPads(
+export function checkPads(
   n: NodeContext,
   x: Value,
   pads: number[],
@@ -478,7 +484,7 @@ function checkPads(
  * `limit` ([height, width]) is given, pads above it (PyTorch's pooling takes at most half
  * the effective kernel; ONNX allows any).
  */
-function symmetric(
+export function symmetric(
   n: NodeContext,
   x: Value,
   pads: number[],

@@ -28,6 +28,7 @@ pub const Facts = struct {
     cpu: []const u8,
     kernels: []const u8,
     kernels_selection: []const u8,
+    int8_kernels: []const u8,
     tsan: bool,
 };
 
@@ -92,6 +93,7 @@ pub fn collect() Facts {
         .cpu = builtin.cpu.model.name,
         .kernels = kernels,
         .kernels_selection = kernelsSelection(),
+        .int8_kernels = @import("ops/quantized.zig").kernelDescription(),
         .tsan = build_options.tsan,
     };
 }

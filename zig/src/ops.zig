@@ -27,6 +27,7 @@ const indexing = @import("ops/indexing.zig");
 const recurrent = @import("ops/recurrent.zig");
 const dynamic = @import("ops/dynamic.zig");
 const scatter = @import("ops/scatter.zig");
+const quantized = @import("ops/quantized.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
 const indexing_kernels = @import("kernels/indexing.zig");
@@ -122,6 +123,12 @@ pub const OpCode = enum(u32) {
     scatter_nd = 76,
     top_k = 77,
     fmod = 78,
+    quantize_linear = 79,
+    dequantize_linear = 80,
+    dynamic_quantize = 81,
+    pack_int8 = 82,
+    matmul_int8 = 83,
+    conv2d_int8 = 84,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -728,6 +735,107 @@ pub const TopK = struct {
     largest: bool = true,
 };
 
+// Quantized ops (ops/quantized.zig): quantized values ride as float32 integers.
+
+const quantized_bounds = .{
+    .qmin = Bound{ .min = -(1 << 31), .max = (1 << 32) - 1 },
+    .qmax = Bound{ .min = -(1 << 31), .max = (1 << 32) - 1 },
+    .axis = Bound{ .min = -max_dims, .max = max_dims - 1 },
+};
+
+/// ONNX QuantizeLinear / DequantizeLinear: per tensor (one scale) or along `axis`; the
+/// quantized type's range is [qmin, qmax] (u8 0…255, s8 -128…127). quantize_linear with
+/// dequantize_output is a QDQ pair in one pass (dequantize_linear ignores the flag).
+pub const QuantizeLinear = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "scale", "zero_point?" };
+    pub const bounds = quantized_bounds;
+    axis: i64 = 1,
+    qmin: i64 = 0,
+    qmax: i64 = 255,
+    dequantize_output: bool = false,
+
+    pub fn check(options: QuantizeLinear, op: []const u8, _: usize) Error!void {
+        if (options.qmin >= options.qmax) return status.fail(error.InvalidArgument, "{s}: qmin {d} must be below qmax {d}", .{ op, options.qmin, options.qmax });
+    }
+};
+
+/// Packs int8 weights, [K, N] (or [N, K] when transposed), for matmul_int8/conv2d_int8.
+pub const PackInt8 = struct {
+    pub const inputs = one_input;
+    pub const bounds = .{ .k = Bound{ .min = 1, .max = 1 << 16 }, .n = Bound{ .min = 1, .max = 1 << 24 } };
+    k: i64,
+    n: i64,
+    transposed: bool = false,
+};
+
+/// The integer GEMM of quantized MatMul/Conv: A (float32 reals quantized with a_scale and
+/// a_zero into [a_min, a_max], or integers when a_integer) times packed int8 weights; the
+/// `info` input is float32 [4, n]: per-column weight scale, bias, weight zero point, weight
+/// column sum. Optionally requantized to out_scale/out_zero in [out_min, out_max], and
+/// dequantized back (a QDQ pair after the op). conv2d_int8 adds the window fields.
+pub const QGemm = struct {
+    pub const inputs: []const []const u8 = &.{ "a", "packed", "info", "a_scale", "a_zero" };
+    pub const bounds = .{
+        .n = Bound{ .min = 1, .max = 1 << 24 },
+        .k = Bound{ .min = 1, .max = 1 << 16 },
+        .a_min = Bound{ .min = -128, .max = 0 },
+        .a_max = Bound{ .min = 1, .max = 255 },
+        .out_scale = Bound.not_nan,
+        .out_min = Bound.any_integer,
+        .out_max = Bound.any_integer,
+        .kernel = Bound{ .min = 1, .max = 1 << 12 },
+        .stride = Bound{ .min = 1, .max = 1 << 12 },
+        .padding = Bound{ .min = 0, .max = 1 << 20 },
+        .dilation = Bound{ .min = 1, .max = 1 << 12 },
+    };
+    n: i64,
+    k: i64,
+    a_integer: bool = false,
+    a_min: i64 = 0,
+    a_max: i64 = 255,
+    requantize: bool = false,
+    dequantize_output: bool = false,
+    out_scale: f64 = 1,
+    out_zero: i64 = 0,
+    out_min: i64 = 0,
+    out_max: i64 = 255,
+    kernel: [2]i64 = .{ 1, 1 },
+    stride: [2]i64 = .{ 1, 1 },
+    padding: [2]i64 = .{ 0, 0 },
+    dilation: [2]i64 = .{ 1, 1 },
+
+    pub fn check(options: QGemm, op: []const u8, _: usize) Error!void {
+        if (options.a_max - options.a_min != 255) return status.fail(error.InvalidArgument, "{s}: activations must span 8 bits, got [{d}, {d}]", .{ op, options.a_min, options.a_max });
+    }
+
+    fn quantization(options: QGemm) quantized.Quantization {
+        return .{
+            .n = @intCast(options.n),
+            .k = @intCast(options.k),
+            .a_integer = options.a_integer,
+            .a_min = @floatFromInt(options.a_min),
+            .a_max = @floatFromInt(options.a_max),
+            .requantize = options.requantize,
+            .dequantize_output = options.dequantize_output,
+            .out_scale = @floatCast(options.out_scale),
+            .out_zero = @floatFromInt(options.out_zero),
+            .out_min = @floatFromInt(options.out_min),
+            .out_max = @floatFromInt(options.out_max),
+        };
+    }
+
+    fn window(options: QGemm) quantized.Window {
+        var result: quantized.Window = undefined;
+        for (0..2) |axis| {
+            result.kernel[axis] = @intCast(options.kernel[axis]);
+            result.stride[axis] = @intCast(options.stride[axis]);
+            result.padding[axis] = @intCast(options.padding[axis]);
+            result.dilation[axis] = @intCast(options.dilation[axis]);
+        }
+        return result;
+    }
+};
+
 /// Every op's options, tagged by op code.
 pub const Options = union(OpCode) {
     mm: Pair,
@@ -809,6 +917,12 @@ pub const Options = union(OpCode) {
     scatter_nd: ScatterNd,
     top_k: TopK,
     fmod: Binary,
+    quantize_linear: QuantizeLinear,
+    dequantize_linear: QuantizeLinear,
+    dynamic_quantize: Unary,
+    pack_int8: PackInt8,
+    matmul_int8: QGemm,
+    conv2d_int8: QGemm,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -987,6 +1101,12 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .constant_of_shape => |o| dynamic.constantOfShape(inputs[0], o.dtype, o.value),
         .range => dynamic.range(inputs[0], inputs[1], inputs[2]),
         .slice_to => |o| dynamic.sliceTo(inputs[0], inputs[1], inputs[2], o.axes.slice(), o.steps.slice()),
+        .quantize_linear => |o| quantized.quantizeLinear(inputs[0], inputs[1], if (inputs.len > 2) inputs[2] else null, o.axis, o.qmin, o.qmax, o.dequantize_output),
+        .dequantize_linear => |o| quantized.dequantizeLinear(inputs[0], inputs[1], if (inputs.len > 2) inputs[2] else null, o.axis, o.qmin, o.qmax),
+        .dynamic_quantize => quantized.dynamicQuantize(inputs[0]),
+        .pack_int8 => |o| quantized.packInt8(inputs[0], o.k, o.n, o.transposed),
+        .matmul_int8 => |o| quantized.matmulInt8(o.quantization(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]),
+        .conv2d_int8 => |o| quantized.conv2dInt8(o.quantization(), o.window(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]),
         .resize_to => |o| dynamic.resizeTo(inputs[0], inputs[1], o.axes.slice(), @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest)),
     };
 }
@@ -1056,6 +1176,8 @@ test {
     _ = scatter;
     _ = @import("kernels/scatter.zig");
     _ = @import("kernels/formats.zig");
+    _ = @import("ops/quantized.zig");
+    _ = @import("kernels/gemm_int8.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
     _ = @import("kernels/reduction.zig");

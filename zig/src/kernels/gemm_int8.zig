@@ -1,0 +1,293 @@
+//! Int8 GEMM: u8 activations × s8 weights → i32, the integer core of quantized MatMul and
+//! Conv (ops/quantized.zig). Pure functions over slices; the op layer tiles and threads.
+//!
+//! Layouts. A is quantized row by row into u8 (activations of any signedness are shifted by
+//! -qmin so they are u8: s8 + 128), each row zero-padded to a multiple of 4 bytes. B is packed
+//! once, at import, into blocks of 16 columns: for each group of 4 consecutive k, 16 i32
+//! lanes each holding the 4 s8 weights of one column (byte j = k 4g+j). That is the operand
+//! layout of `vpdpbusd` (AVX512-VNNI: 4 u8×s8 products summed into each i32 lane), so the
+//! VNNI kernel loads one 64-byte vector per group and block, and broadcasts 4 bytes of A.
+//!
+//! Kernels, picked at run time (`Kernel.pick`):
+//! - `vnni`: vpdpbusd on zmm registers, when the compilation has AVX-512 and CPUID says
+//!   AVX512-VNNI (x86-64-v4 does not imply it, so the portable library's v4 copy asks CPUID).
+//! - `widened`: every other CPU. Weights are sign-extended to i32 lanes and multiplied by the
+//!   u8 values (both fit in 16 bits, so LLVM emits vpmaddwd on AVX2). No vpmaddubsw: its
+//!   u8×s8 pair sums saturate at i16 (255·127·2 > 32767), which onnxruntime avoids with 7-bit
+//!   weights (reduce_range) and oneDNN with a compensation; widening first is exact for any
+//!   weights, at half the multiply throughput of vpmaddubsw.
+//! - `reference`: plain loops, the tests' oracle.
+const std = @import("std");
+const builtin = @import("builtin");
+
+/// Columns per packed block (one zmm of i32 lanes).
+pub const block_n = 16;
+/// k values per i32 lane.
+pub const group_k = 4;
+
+/// k groups of a K-long row.
+pub fn groups(k: usize) usize {
+    return (k + group_k - 1) / group_k;
+}
+
+/// Column blocks of N columns.
+pub fn blocks(n: usize) usize {
+    return (n + block_n - 1) / block_n;
+}
+
+/// i32 elements of packed B for K × N.
+pub fn packedLen(k: usize, n: usize) usize {
+    return blocks(n) * groups(k) * block_n;
+}
+
+/// Packs B (s8 values held in i32, each in [-128, 127]) into `packed`. `transposed`: B is
+/// [N, K] row-major (ONNX Conv weights, Gemm with transB); else [K, N]. Padding is zero.
+pub fn packB(b: []const i32, k: usize, n: usize, transposed: bool, packed_b: []i32) void {
+    std.debug.assert(b.len == k * n);
+    std.debug.assert(packed_b.len == packedLen(k, n));
+    const group_count = groups(k);
+    for (0..blocks(n)) |block| {
+        for (0..group_count) |group| {
+            for (0..block_n) |lane| {
+                const column = block * block_n + lane;
+                var word: u32 = 0;
+                for (0..group_k) |j| {
+                    const row = group * group_k + j;
+                    if (column >= n or row >= k) continue;
+                    const value = if (transposed) b[column * k + row] else b[row * n + column];
+                    std.debug.assert(value >= -128 and value <= 127);
+                    const byte: u8 = @bitCast(@as(i8, @intCast(value)));
+                    word |= @as(u32, byte) << @intCast(8 * j);
+                }
+                packed_b[(block * group_count + group) * block_n + lane] = @bitCast(word);
+            }
+        }
+    }
+}
+
+/// One GEMM over rows [0, rows) of quantized A and column blocks [block_begin, block_end):
+/// c[r * ldc + column] = Σ_k a[r * lda + k] · b[k, column] (raw sums; the op adds zero-point
+/// corrections and scales). Each row is read as groups(k) · 4 bytes from r · lda (lda ≥ k):
+/// bytes past k meet zero weights, and `a` must have them (slack after the last row).
+pub const Args = struct {
+    rows: usize,
+    k: usize,
+    a: []const u8,
+    lda: usize,
+    packed_b: []const i32,
+    block_begin: usize,
+    block_end: usize,
+    c: []i32,
+    ldc: usize,
+
+    fn check(args: *const Args) void {
+        std.debug.assert(args.lda >= args.k);
+        std.debug.assert(args.rows == 0 or args.a.len >= (args.rows - 1) * args.lda + groups(args.k) * group_k);
+        std.debug.assert(args.block_end * block_n <= args.ldc or args.rows <= 1);
+        std.debug.assert(args.c.len >= args.rows * args.ldc or args.rows == 0);
+    }
+};
+
+pub const Kernel = enum {
+    reference,
+    widened,
+    vnni,
+
+    /// The fastest kernel this process's CPU runs (the test hook `forced` overrides it).
+    pub fn pick() Kernel {
+        if (forced) |kernel| return kernel;
+        return if (vnniSupported()) .vnni else .widened;
+    }
+
+    pub fn run(kernel: Kernel, args: *const Args) void {
+        args.check();
+        switch (kernel) {
+            .reference => reference(args),
+            .widened => tiled(.widened, args),
+            .vnni => if (comptime has_avx512) tiled(.vnni, args) else tiled(.widened, args),
+        }
+    }
+};
+
+/// Tests and SPINDLE_INT8_KERNEL force a lower kernel here (ops/quantized.zig sets it).
+pub var forced: ?Kernel = null;
+
+const has_avx512 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512f) and
+    std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
+
+/// CPUID's answer on AVX512-VNNI: 0 not asked yet, 1 no, 2 yes. Threads may race to ask;
+/// they store the same value, so .monotonic (this store pairs with the load in
+/// `vnniSupported`) is enough: the value carries no other data.
+var vnni_detected = std.atomic.Value(u8).init(0);
+
+/// Whether this CPU has AVX512-VNNI (CPUID leaf 7 ECX bit 11); false in copies compiled
+/// without AVX-512 (their registers cannot hold the operands).
+pub fn vnniSupported() bool {
+    if (comptime !has_avx512) return false;
+    const known = vnni_detected.load(.monotonic);
+    if (known != 0) return known == 2;
+    const supported = cpuidLeaf7Ecx() >> 11 & 1 == 1;
+    vnni_detected.store(if (supported) 2 else 1, .monotonic);
+    return supported;
+}
+
+fn cpuidLeaf7Ecx() u32 {
+    var ecx: u32 = undefined;
+    asm volatile ("cpuid"
+        : [ecx] "={ecx}" (ecx),
+        : [leaf] "{eax}" (@as(u32, 7)),
+          [subleaf] "{ecx}" (@as(u32, 0)),
+        : .{ .ebx = true, .edx = true });
+    return ecx;
+}
+
+fn reference(args: *const Args) void {
+    for (0..args.rows) |r| {
+        for (args.block_begin * block_n..args.block_end * block_n) |column| {
+            const block = column / block_n;
+            const lane = column % block_n;
+            var sum: i32 = 0;
+            for (0..groups(args.k)) |group| {
+                const word: u32 = @bitCast(args.packed_b[(block * groups(args.k) + group) * block_n + lane]);
+                for (0..group_k) |j| {
+                    const weight: i8 = @bitCast(@as(u8, @truncate(word >> @intCast(8 * j))));
+                    sum += @as(i32, args.a[r * args.lda + group * group_k + j]) * weight;
+                }
+            }
+            args.c[r * args.ldc + column] = sum;
+        }
+    }
+}
+
+const V = @Vector(block_n, i32);
+const rows_max = 4;
+const blocks_max = 4;
+
+fn tiled(comptime kind: Kernel, args: *const Args) void {
+    var r: usize = 0;
+    while (r < args.rows) : (r += rows_max) {
+        const rows = @min(rows_max, args.rows - r);
+        var block = args.block_begin;
+        while (block < args.block_end) {
+            const count = @min(blocks_max, args.block_end - block);
+            switch (rows) {
+                inline 1...rows_max => |mr| switch (count) {
+                    inline 1...blocks_max => |nb| micro(kind, mr, nb, args, r, block),
+                    else => unreachable,
+                },
+                else => unreachable,
+            }
+            block += count;
+        }
+    }
+}
+
+/// mr rows × nb blocks of C, accumulated in registers over all of K.
+inline fn micro(comptime kind: Kernel, comptime mr: usize, comptime nb: usize, args: *const Args, row: usize, block: usize) void {
+    const zero: V = @splat(0);
+    var acc: [mr][nb]V = @splat(@splat(zero));
+    const group_count = groups(args.k);
+    for (0..group_count) |group| {
+        var b: [nb]V = undefined;
+        inline for (0..nb) |j| {
+            const offset = ((block + j) * group_count + group) * block_n;
+            b[j] = args.packed_b[offset..][0..block_n].*;
+        }
+        inline for (0..mr) |i| {
+            const bytes = args.a[(row + i) * args.lda + group * group_k ..][0..group_k];
+            if (kind == .vnni) {
+                const a: V = @splat(std.mem.readInt(i32, bytes, .little));
+                inline for (0..nb) |j| acc[i][j] = dpbusd(acc[i][j], a, b[j]);
+            } else {
+                inline for (0..nb) |j| {
+                    inline for (0..group_k) |byte| {
+                        // Byte `byte` of each lane, sign-extended: (w << 24-8j) >> 24.
+                        const weight = (b[j] << @splat(24 - 8 * byte)) >> @splat(24);
+                        acc[i][j] += @as(V, @splat(@as(i32, bytes[byte]))) * weight;
+                    }
+                }
+            }
+        }
+    }
+    inline for (0..mr) |i| {
+        inline for (0..nb) |j| {
+            const column = (block + j) * block_n;
+            args.c[(row + i) * args.ldc + column ..][0..block_n].* = acc[i][j];
+        }
+    }
+}
+
+/// acc + Σ_j a.byte(j) · b.byte(j) per i32 lane (u8 × s8), AVX512-VNNI's vpdpbusd. The
+/// assembler takes it in any AVX-512 compilation; callers check `vnniSupported` first.
+inline fn dpbusd(acc: V, a: V, b: V) V {
+    var result = acc;
+    asm ("vpdpbusd %[b], %[a], %[result]"
+        : [result] "+v" (result),
+        : [a] "v" (a),
+          [b] "v" (b),
+    );
+    return result;
+}
+
+test "packB lays out 4 k per lane, 16 columns per block, zero padding" {
+    // K = 5, N = 3, [K, N] row-major: b[k, n] = 10k + n (small enough for s8).
+    var b: [15]i32 = undefined;
+    for (0..5) |k| for (0..3) |n| {
+        b[k * 3 + n] = @intCast(10 * k + n);
+    };
+    var packed_b: [packedLen(5, 3)]i32 = undefined;
+    packB(&b, 5, 3, false, &packed_b);
+    try std.testing.expectEqual(@as(usize, 2 * 16), packed_b.len);
+    // Block 0, group 0, lane 1: k 0..3 of column 1 = 1, 11, 21, 31.
+    try std.testing.expectEqual(@as(u32, 1 | 11 << 8 | 21 << 16 | 31 << 24), @as(u32, @bitCast(packed_b[1])));
+    // Group 1, lane 2: k = 4 (42), then padding.
+    try std.testing.expectEqual(@as(i32, 42), packed_b[16 + 2]);
+    try std.testing.expectEqual(@as(i32, 0), packed_b[16 + 3]);
+    // The transposed layout packs the same.
+    var bt: [15]i32 = undefined;
+    for (0..5) |k| for (0..3) |n| {
+        bt[n * 5 + k] = b[k * 3 + n];
+    };
+    var packed_t: [packedLen(5, 3)]i32 = undefined;
+    packB(&bt, 5, 3, true, &packed_t);
+    try std.testing.expectEqualSlices(i32, &packed_b, &packed_t);
+}
+
+fn checkKernel(kernel: Kernel, rows: usize, k: usize, n: usize, seed: u64) !void {
+    const allocator = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(seed);
+    const random = prng.random();
+    const lda = groups(k) * group_k;
+    const a = try allocator.alloc(u8, rows * lda);
+    defer allocator.free(a);
+    @memset(a, 0);
+    for (0..rows) |r| for (0..k) |i| {
+        // Extremes often: 255 × -128 is the product that saturates vpmaddubsw.
+        a[r * lda + i] = if (random.boolean()) 255 else random.int(u8);
+    };
+    const b = try allocator.alloc(i32, k * n);
+    defer allocator.free(b);
+    for (b) |*value| value.* = if (random.boolean()) -128 else random.intRangeAtMost(i32, -128, 127);
+    const packed_b = try allocator.alloc(i32, packedLen(k, n));
+    defer allocator.free(packed_b);
+    packB(b, k, n, false, packed_b);
+    const ldc = blocks(n) * block_n;
+    const c = try allocator.alloc(i32, rows * ldc);
+    defer allocator.free(c);
+    const args: Args = .{ .rows = rows, .k = k, .a = a, .lda = lda, .packed_b = packed_b, .block_begin = 0, .block_end = blocks(n), .c = c, .ldc = ldc };
+    kernel.run(&args);
+    for (0..rows) |r| for (0..n) |column| {
+        var expected: i32 = 0;
+        for (0..k) |i| expected += @as(i32, a[r * lda + i]) * b[i * n + column];
+        try std.testing.expectEqual(expected, c[r * ldc + column]);
+    };
+}
+
+test "int8 GEMM kernels match plain sums on awkward shapes, extremes included" {
+    const shapes = [_][3]usize{ .{ 1, 1, 1 }, .{ 3, 7, 5 }, .{ 4, 64, 16 }, .{ 5, 129, 67 }, .{ 9, 301, 17 }, .{ 13, 33, 130 } };
+    for (shapes, 0..) |shape, seed| {
+        try checkKernel(.reference, shape[0], shape[1], shape[2], seed);
+        try checkKernel(.widened, shape[0], shape[1], shape[2], seed);
+        if (vnniSupported()) try checkKernel(.vnni, shape[0], shape[1], shape[2], seed);
+    }
+}

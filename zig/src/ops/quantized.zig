@@ -1,0 +1,876 @@
+//! Quantized ops (ONNX QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and the
+//! integer MatMul/Conv that import builds from QLinearMatMul, MatMulInteger, QLinearConv,
+//! ConvInteger and QDQ pairs; lib/onnx/quantized.ts).
+//!
+//! Quantized activations ride as float32 tensors holding integer values (u8 0…255, s8
+//! -128…127 are exact in f32): every existing op that only moves or compares values (reshape,
+//! transpose, concat, max pooling, nearest resize, slices) then works on them unchanged, and
+//! the integer kernels read float32 either way, since they quantize real activations on the
+//! fly. No new dtype was needed: the bytes the kernels multiply live in per-call scratch.
+//!
+//! `matmul_int8` and `conv2d_int8` share one path: quantize (or gather, for conv: im2col)
+//! the rows of A into u8 scratch with their row sums, run the int8 GEMM (kernels/gemm_int8.zig)
+//! on tiles of rows × column blocks, and finish each tile in an epilogue that applies the
+//! zero-point corrections, per-column scales and bias, and optionally requantizes.
+const std = @import("std");
+const status = @import("../status.zig");
+const tensor = @import("../tensor.zig");
+const intra_op = @import("../pool/intra_op.zig");
+const storage_cache = @import("../storage_cache.zig");
+const parallel = @import("parallel.zig");
+const shape_ops = @import("shape.zig");
+const kernels = @import("../kernels/gemm_int8.zig");
+
+const Error = status.Error;
+const Tensor = tensor.Tensor;
+
+/// Round half to even (ONNX's rounding for quantization) of |v| < 2^22; larger values are
+/// integers already (the callers clamp to the quantized range afterwards).
+pub fn roundEven(v: f32) f32 {
+    const magic: f32 = 0x1.8p23;
+    if (!(@abs(v) < 0x1p22)) return v;
+    return (v + magic) - magic;
+}
+
+/// saturate(round(x / scale) + zero_point) to [qmin, qmax]. NaN saturates to qmin (the
+/// clamps take the other operand of a NaN, as the vector code's do).
+pub fn quantizeValue(x: f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) f32 {
+    const scaled = @min(@max(x / scale, -0x1p21), 0x1p21);
+    return @min(@max(roundEven(scaled) + zero_point, qmin), qmax);
+}
+
+const lanes = 16;
+const VF = @Vector(lanes, f32);
+
+/// `quantizeValue` on 16 lanes. x / scale is taken as x · (1 / scale) (a division per element
+/// made the QDQ passes of det twice as slow), except in lanes within a few ulps of a rounding
+/// tie, which are divided again: the result is exactly the spec's (and onnxruntime's).
+inline fn quantizeVector(x: VF, scale: f32, zero_point: f32, qmin: f32, qmax: f32) VF {
+    const product = x * @as(VF, @splat(1 / scale));
+    // x · (1 / scale) is within 2 ulps of x / scale: only a value that close to a .5 can
+    // round differently.
+    const distance = @abs(product - @floor(product) - @as(VF, @splat(0.5)));
+    const near = distance <= @abs(product) * @as(VF, @splat(0x1p-20)) + @as(VF, @splat(0x1p-40));
+    const quotient = if (@reduce(.Or, near)) @select(f32, near, x / @as(VF, @splat(scale)), product) else product;
+    const magic: VF = @splat(0x1.8p23);
+    const scaled = @min(@max(quotient, @as(VF, @splat(-0x1p21))), @as(VF, @splat(0x1p21)));
+    const rounded = (scaled + magic) - magic;
+    return @min(@max(rounded + @as(VF, @splat(zero_point)), @as(VF, @splat(qmin))), @as(VF, @splat(qmax)));
+}
+
+/// dst = quantize(src) for one scale and zero point.
+fn quantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        dst[i..][0..lanes].* = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax);
+    }
+    while (i < src.len) : (i += 1) dst[i] = quantizeValue(src[i], scale, zero_point, qmin, qmax);
+}
+
+/// dst = dequantize(quantize(src)).
+fn roundTripSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        const q = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax);
+        dst[i..][0..lanes].* = (q - @as(VF, @splat(zero_point))) * @as(VF, @splat(scale));
+    }
+    while (i < src.len) : (i += 1) dst[i] = (quantizeValue(src[i], scale, zero_point, qmin, qmax) - zero_point) * scale;
+}
+
+/// dst = quantize(src) - qmin as bytes (the u8 operand of the int8 GEMM).
+fn quantizeBytes(src: []const f32, dst: []u8, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        const q = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax) - @as(VF, @splat(qmin));
+        const wide: @Vector(lanes, i32) = @intFromFloat(q);
+        dst[i..][0..lanes].* = @as(@Vector(lanes, u8), @intCast(wide));
+    }
+    while (i < src.len) : (i += 1) dst[i] = @intFromFloat(quantizeValue(src[i], scale, zero_point, qmin, qmax) - qmin);
+}
+
+/// dst = (src - zero_point) · scale.
+fn dequantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32) void {
+    std.debug.assert(src.len == dst.len);
+    var i: usize = 0;
+    while (i + lanes <= src.len) : (i += lanes) {
+        const v: VF = src[i..][0..lanes].*;
+        dst[i..][0..lanes].* = (v - @as(VF, @splat(zero_point))) * @as(VF, @splat(scale));
+    }
+    while (i < src.len) : (i += 1) dst[i] = (src[i] - zero_point) * scale;
+}
+
+fn requireFloat(comptime op: []const u8, comptime which: []const u8, t: *const Tensor) Error!void {
+    if (t.dtype != .float32) {
+        return status.fail(error.DTypeMismatch, op ++ ": " ++ which ++ " must be float32, got {s}", .{t.dtype.name()});
+    }
+}
+
+/// Values of a scale or zero-point tensor (float32 or int32) as f32.
+fn valueAt(t: *const Tensor, index: usize) f32 {
+    return switch (t.dtype) {
+        .float32 => t.f32Slice()[index],
+        .int32 => @floatFromInt(t.i32Slice()[index]),
+        .int64 => @floatFromInt(t.i64Slice()[index]),
+    };
+}
+
+/// Per-axis parameters: `count` scales and zero points checked (scale finite and > 0, zero
+/// point an integer in [qmin, qmax]) and copied, once per call, into `scales`/`zeros`.
+const Parameters = struct {
+    outer: usize,
+    channels: usize,
+    inner: usize,
+
+    fn of(comptime op: []const u8, x: *const Tensor, scale: *Tensor, zero_point: ?*Tensor, axis: i64, qmin: f32, qmax: f32) Error!Parameters {
+        const count = scale.numel();
+        if (zero_point) |zp| if (zp.numel() != count) {
+            return status.fail(error.ShapeMismatch, op ++ ": {d} scales but {d} zero points; give one zero point per scale", .{ count, zp.numel() });
+        };
+        if (!scale.isContiguous() or (zero_point != null and !zero_point.?.isContiguous())) {
+            return status.fail(error.InvalidArgument, op ++ ": scale and zero point must be contiguous", .{});
+        }
+        for (0..count) |i| {
+            const s = valueAt(scale, i);
+            if (!(s > 0) or !std.math.isFinite(s)) {
+                return status.fail(error.InvalidArgument, op ++ ": scale {d} is {d}; scales must be finite and greater than 0", .{ i, s });
+            }
+            if (zero_point) |zp| {
+                const z = valueAt(zp, i);
+                if (z != @round(z) or z < qmin or z > qmax) {
+                    return status.fail(error.InvalidArgument, op ++ ": zero point {d} is {d}, outside the type's range [{d}, {d}]", .{ i, z, qmin, qmax });
+                }
+            }
+        }
+        const dims = x.dims();
+        if (count == 1) return .{ .outer = 1, .channels = 1, .inner = x.numel() };
+        const rank: i64 = @intCast(dims.len);
+        if (axis < -rank or axis >= rank) {
+            return status.fail(error.InvalidArgument, op ++ ": axis {d} is out of range for a rank-{d} input", .{ axis, rank });
+        }
+        const dim: usize = @intCast(if (axis < 0) axis + rank else axis);
+        if (dims[dim] != count) {
+            return status.fail(error.ShapeMismatch, op ++ ": {d} per-channel scales for axis {d} of size {d}; give one scale per index of the axis", .{ count, axis, dims[dim] });
+        }
+        var outer: usize = 1;
+        for (dims[0..dim]) |d| outer *= d;
+        var inner: usize = 1;
+        for (dims[dim + 1 ..]) |d| inner *= d;
+        return .{ .outer = outer, .channels = count, .inner = inner };
+    }
+};
+
+/// round_trip: dequantize(quantize(x)), a QDQ pair in one pass.
+const Direction = enum { quantize, dequantize, round_trip };
+
+fn linear(comptime direction: Direction, x_input: *Tensor, scale: *Tensor, zero_point: ?*Tensor, axis: i64, qmin: f32, qmax: f32) Error!*Tensor {
+    const op = if (direction == .dequantize) "dequantize_linear" else "quantize_linear";
+    if (direction != .dequantize) try requireFloat(op, "x", x_input);
+    if (x_input.dtype == .int64) return status.fail(error.DTypeMismatch, op ++ ": x must be float32 or int32, got int64", .{});
+    const p = try Parameters.of(op, x_input, scale, zero_point, axis, qmin, qmax);
+    const x = try shape_ops.contiguous(x_input);
+    defer x.release();
+    const out = try tensor.createUninit(.float32, x.dims());
+    errdefer out.release();
+    // Per-tensor parameters: the whole tensor is one plane; split it into chunks so that
+    // threads share it.
+    const chunk: usize = if (p.channels == 1) @max(p.inner, 1) else p.inner;
+    const pieces: usize = if (p.channels == 1) divCeil(p.inner, 16 * 1024) else 1;
+    const Context = struct {
+        x: *const Tensor,
+        out: []f32,
+        scale: *const Tensor,
+        zero_point: ?*const Tensor,
+        p: Parameters,
+        pieces: usize,
+        chunk: usize,
+        qmin: f32,
+        qmax: f32,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            for (begin..end) |item| {
+                const plane = item / c.pieces;
+                const piece = item % c.pieces;
+                const channel = plane % c.p.channels;
+                const s = valueAt(c.scale, channel);
+                const z = if (c.zero_point) |zp| valueAt(zp, channel) else 0;
+                const piece_len = divCeil(c.p.inner, c.pieces);
+                const start = plane * c.p.inner + @min(piece * piece_len, c.p.inner);
+                const stop = plane * c.p.inner + @min((piece + 1) * piece_len, c.p.inner);
+                const dst = c.out[start..stop];
+                if (c.x.dtype == .float32) {
+                    const src = c.x.f32Slice()[start..stop];
+                    switch (direction) {
+                        .quantize => quantizeSlice(src, dst, s, z, c.qmin, c.qmax),
+                        .dequantize => dequantizeSlice(src, dst, s, z),
+                        .round_trip => roundTripSlice(src, dst, s, z, c.qmin, c.qmax),
+                    }
+                } else {
+                    for (dst, start..) |*o, i| o.* = (valueAt(c.x, i) - z) * s;
+                }
+            }
+        }
+    };
+    const context: Context = .{ .x = x, .out = out.f32Slice(), .scale = scale, .zero_point = zero_point, .p = p, .pieces = pieces, .chunk = chunk, .qmin = qmin, .qmax = qmax };
+    const items = p.outer * p.channels * pieces;
+    try intra_op.parallelForTyped(0, items, parallel.grain(.medium, divCeil(p.inner, pieces)), &context, Context.body);
+    return out;
+}
+
+/// ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), per tensor or
+/// per `axis`, as float32 integers in [qmin, qmax]; with `dequantize_output`, those values
+/// dequantized again (a QDQ pair of the QDQ format, in one pass).
+pub fn quantizeLinear(x: *Tensor, scale: *Tensor, zero_point: ?*Tensor, axis: i64, qmin: i64, qmax: i64, dequantize_output: bool) Error!*Tensor {
+    if (dequantize_output) return linear(.round_trip, x, scale, zero_point, axis, @floatFromInt(qmin), @floatFromInt(qmax));
+    return linear(.quantize, x, scale, zero_point, axis, @floatFromInt(qmin), @floatFromInt(qmax));
+}
+
+/// ONNX DequantizeLinear: (x - zero_point) · scale, per tensor or per `axis`.
+pub fn dequantizeLinear(x: *Tensor, scale: *Tensor, zero_point: ?*Tensor, axis: i64, qmin: i64, qmax: i64) Error!*Tensor {
+    return linear(.dequantize, x, scale, zero_point, axis, @floatFromInt(qmin), @floatFromInt(qmax));
+}
+
+/// ONNX DynamicQuantizeLinear's parameters: float32 [scale, zero_point] for u8 over the
+/// range of x widened to include 0. An all-zero x gets scale 1 (onnxruntime's 0 would make
+/// the following quantization divide by zero; every value quantizes to 0 either way).
+pub fn dynamicQuantize(x_input: *Tensor) Error!*Tensor {
+    try requireFloat("dynamic_quantize", "x", x_input);
+    const x = try shape_ops.contiguous(x_input);
+    defer x.release();
+    var low: f32 = 0;
+    var high: f32 = 0;
+    for (x.f32Slice()) |v| {
+        if (std.math.isNan(v)) return status.fail(error.InvalidArgument, "dynamic_quantize: x holds NaN; its range has no quantization", .{});
+        low = @min(low, v);
+        high = @max(high, v);
+    }
+    if (std.math.isInf(low) or std.math.isInf(high)) return status.fail(error.InvalidArgument, "dynamic_quantize: x holds an infinity; its range has no quantization", .{});
+    const range = high - low;
+    const scale: f32 = if (range > 0) range / 255 else 1;
+    const zero_point = std.math.clamp(roundEven(0 - low / scale), 0, 255);
+    const out = try tensor.createUninit(.float32, &.{2});
+    out.f32Slice()[0] = scale;
+    out.f32Slice()[1] = zero_point;
+    return out;
+}
+
+/// Packs int8 weights (int32 values in [-128, 127]) for the int8 GEMM: [K, N], or [N, K]
+/// when `transposed`. Import runs it once per weight (a constant fold).
+pub fn packInt8(w_input: *Tensor, k_value: i64, n_value: i64, transposed: bool) Error!*Tensor {
+    if (w_input.dtype != .int32) return status.fail(error.DTypeMismatch, "pack_int8: weights must be int32 holding s8 values, got {s}", .{w_input.dtype.name()});
+    const k: usize = @intCast(k_value);
+    const n: usize = @intCast(n_value);
+    if (w_input.numel() != k * n) return status.fail(error.ShapeMismatch, "pack_int8: {d} weights for k {d} × n {d}", .{ w_input.numel(), k, n });
+    const w = try shape_ops.contiguous(w_input);
+    defer w.release();
+    for (w.i32Slice(), 0..) |v, i| if (v < -128 or v > 127) {
+        return status.fail(error.InvalidArgument, "pack_int8: weight {d} is {d}, outside s8's [-128, 127]", .{ i, v });
+    };
+    const out = try tensor.createUninit(.int32, &.{kernels.packedLen(k, n)});
+    kernels.packB(w.i32Slice(), k, n, transposed, out.i32Slice());
+    return out;
+}
+
+/// The int8 GEMM kernel calls use: the best the CPU runs, or a lower one that
+/// SPINDLE_INT8_KERNEL (widened | reference) asks for (tests and benchmarks of the fallback;
+/// a higher one than the CPU runs is ignored).
+pub fn selectedKernel() kernels.Kernel {
+    const best = kernels.Kernel.pick();
+    const requested = @import("../env.zig").get("SPINDLE_INT8_KERNEL") orelse return best;
+    const wanted = std.meta.stringToEnum(kernels.Kernel, requested) orelse return best;
+    return if (@intFromEnum(wanted) < @intFromEnum(best)) wanted else best;
+}
+
+/// parallel_info's description of the int8 kernel in use.
+pub fn kernelDescription() []const u8 {
+    return switch (selectedKernel()) {
+        .vnni => "AVX512-VNNI (vpdpbusd)",
+        .widened => "16-bit widened u8×s8 (vpmaddwd on AVX2)",
+        .reference => "reference loops (forced by SPINDLE_INT8_KERNEL)",
+    };
+}
+
+/// What matmul_int8 and conv2d_int8 compute around the integer GEMM (ops.zig's QGemm).
+pub const Quantization = struct {
+    n: usize,
+    k: usize,
+    /// A holds integers already (QLinear ops' inputs) instead of reals to quantize.
+    a_integer: bool,
+    a_min: f32,
+    a_max: f32,
+    requantize: bool,
+    dequantize_output: bool,
+    out_scale: f32,
+    out_zero: f32,
+    out_min: f32,
+    out_max: f32,
+};
+
+/// Conv geometry (symmetric padding, NCHW).
+pub const Window = struct {
+    kernel: [2]usize,
+    stride: [2]usize,
+    padding: [2]usize,
+    dilation: [2]usize,
+};
+
+const rows_per_task = 32;
+const blocks_per_task = 8;
+
+/// The shared state of one call: A's rows as u8 in `a` (row r at r · lda; the kernel reads
+/// groups(k) · 4 bytes from there, past k into bytes whose weights are 0), their sums when
+/// some weight zero point is not 0, then tiles of C finished into `out`.
+const Call = struct {
+    q: Quantization,
+    packed_b: []const i32,
+    b_scale: []const f32,
+    bias: []const f32,
+    b_zero: []const f32,
+    col_sum: []const f32,
+    /// Whether any weight zero point is nonzero (then the row sums are needed).
+    b_zero_any: bool,
+    a_scale: f32,
+    a_zero: f32,
+    rows: usize,
+    lda: usize,
+    a: []const u8 = &.{},
+    row_sums: []i32 = &.{},
+    kernel: kernels.Kernel,
+    out: []f32,
+    /// Output element of (row, column): row · row_stride + column · column_stride.
+    row_stride: usize,
+    column_stride: usize,
+
+    /// The u8 value of real 0 in A (the zero point shifted into u8).
+    fn zeroByte(call: *const Call) u8 {
+        return @intFromFloat(call.a_zero - call.q.a_min);
+    }
+
+    fn tiles(call: *const Call) usize {
+        return divCeil(call.rows, rows_per_task) * divCeil(kernels.blocks(call.q.n), blocks_per_task);
+    }
+
+    fn tile(call: *const Call, index: usize) void {
+        const column_tiles = divCeil(kernels.blocks(call.q.n), blocks_per_task);
+        const row = index / column_tiles * rows_per_task;
+        const block = index % column_tiles * blocks_per_task;
+        const rows = @min(rows_per_task, call.rows - row);
+        const block_end = @min(block + blocks_per_task, kernels.blocks(call.q.n));
+        const ldc: usize = blocks_per_task * kernels.block_n;
+        var c: [rows_per_task * blocks_per_task * kernels.block_n]i32 = undefined;
+        const group_count = kernels.groups(call.q.k);
+        // The tile buffer starts at the tile's first block: offset packed B alike.
+        const args: kernels.Args = .{
+            .rows = rows,
+            .k = call.q.k,
+            .a = call.a[row * call.lda ..],
+            .lda = call.lda,
+            .packed_b = call.packed_b[block * group_count * kernels.block_n ..],
+            .block_begin = 0,
+            .block_end = block_end - block,
+            .c = &c,
+            .ldc = ldc,
+        };
+        call.kernel.run(&args);
+        call.finish(c[0 .. rows * ldc], ldc, row, rows, block * kernels.block_n, @min(block_end * kernels.block_n, call.q.n));
+    }
+
+    /// The epilogue of rows [row, row + rows) and columns [first, end), 16 columns at a
+    /// time: Σ (a - za)(b - zb) = Σab - zb·Σa - za·Σb + K·za·zb (the corrections in f32:
+    /// each an integer below 2^24 for K ≤ 2^16), then scales and bias, then the optional
+    /// requantization. Conv outputs (NCHW: rows contiguous) go through a small transposed
+    /// buffer so that each column's rows are written as one run.
+    fn finish(call: *const Call, c: []const i32, ldc: usize, row: usize, rows: usize, first: usize, end: usize) void {
+        std.debug.assert(rows <= rows_per_task);
+        const k: f32 = @floatFromInt(call.q.k);
+        const a_zero = call.a_zero - call.q.a_min;
+        var column = first;
+        while (column < end) : (column += lanes) {
+            const count = @min(lanes, end - column);
+            const b_zero = padded(call.b_zero, column, count);
+            const scale = padded(call.b_scale, column, count) * @as(VF, @splat(call.a_scale));
+            const bias = padded(call.bias, column, count);
+            const offset = (b_zero * @as(VF, @splat(k * a_zero))) - padded(call.col_sum, column, count) * @as(VF, @splat(a_zero));
+            var results: [rows_per_task][lanes]f32 = undefined;
+            for (0..rows) |r| {
+                const row_sum: f32 = if (call.b_zero_any) @floatFromInt(call.row_sums[row + r]) else 0;
+                const acc: VF = @floatFromInt(@as(@Vector(lanes, i32), c[r * ldc + column - first ..][0..lanes].*));
+                var v = (acc - b_zero * @as(VF, @splat(row_sum)) + offset) * scale + bias;
+                if (call.q.requantize) {
+                    const q = quantizeVector(v, call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
+                    v = if (call.q.dequantize_output) (q - @as(VF, @splat(call.q.out_zero))) * @as(VF, @splat(call.q.out_scale)) else q;
+                }
+                if (call.column_stride == 1) {
+                    const out_row = call.out[(row + r) * call.row_stride + column ..][0..count];
+                    const values: [lanes]f32 = v;
+                    @memcpy(out_row, values[0..count]);
+                } else {
+                    results[r] = v;
+                }
+            }
+            if (call.column_stride != 1) {
+                for (0..count) |j| {
+                    const out_column = call.out[(column + j) * call.column_stride + row * call.row_stride ..][0..rows];
+                    for (out_column, 0..) |*o, r| o.* = results[r][j];
+                }
+            }
+        }
+    }
+};
+
+/// values[column .. column + count] as a vector, zero past count.
+fn padded(values: []const f32, column: usize, count: usize) VF {
+    var lanes_values: [lanes]f32 = @splat(0);
+    @memcpy(lanes_values[0..count], values[column..][0..count]);
+    return lanes_values;
+}
+
+fn divCeil(a: usize, b: usize) usize {
+    return (a + b - 1) / b;
+}
+
+/// The per-column info tensor: float32 [4, N] rows b_scale, bias, b_zero, col_sum.
+fn infoRows(comptime op: []const u8, info: *Tensor, n: usize) Error![4][]const f32 {
+    try requireFloat(op, "info", info);
+    if (!info.isContiguous() or info.numel() != 4 * n) {
+        return status.fail(error.ShapeMismatch, op ++ ": info must be a contiguous float32 [4, {d}], got {f}", .{ n, status.shape(info.dims()) });
+    }
+    const v = info.f32Slice();
+    return .{ v[0..n], v[n .. 2 * n], v[2 * n .. 3 * n], v[3 * n .. 4 * n] };
+}
+
+fn scalarOf(comptime op: []const u8, comptime which: []const u8, t: *Tensor) Error!f32 {
+    if (t.numel() != 1 or !t.isContiguous()) return status.fail(error.ShapeMismatch, op ++ ": " ++ which ++ " must hold one value, got {f}", .{status.shape(t.dims())});
+    return valueAt(t, 0);
+}
+
+fn prepare(comptime op: []const u8, q: Quantization, packed_b: *Tensor, info: *Tensor, a_scale: *Tensor, a_zero: *Tensor, rows: usize, out: []f32) Error!Call {
+    if (packed_b.dtype != .int32 or !packed_b.isContiguous() or packed_b.numel() != kernels.packedLen(q.k, q.n)) {
+        return status.fail(error.ShapeMismatch, op ++ ": packed weights must be int32 of {d} values (pack_int8 of k {d}, n {d})", .{ kernels.packedLen(q.k, q.n), q.k, q.n });
+    }
+    const rows_info = try infoRows(op, info, q.n);
+    const scale = try scalarOf(op, "a_scale", a_scale);
+    const zero = try scalarOf(op, "a_zero", a_zero);
+    if (!(scale > 0) or !std.math.isFinite(scale)) return status.fail(error.InvalidArgument, op ++ ": activation scale is {d}; it must be finite and greater than 0", .{scale});
+    if (zero != @round(zero) or zero < q.a_min or zero > q.a_max) return status.fail(error.InvalidArgument, op ++ ": activation zero point {d} is outside [{d}, {d}]", .{ zero, q.a_min, q.a_max });
+    if (q.requantize and (!(q.out_scale > 0) or !std.math.isFinite(q.out_scale))) return status.fail(error.InvalidArgument, op ++ ": output scale is {d}; it must be finite and greater than 0", .{q.out_scale});
+    var b_zero_any = false;
+    for (rows_info[2]) |z| b_zero_any = b_zero_any or z != 0;
+    return .{
+        .q = q,
+        .packed_b = packed_b.i32Slice(),
+        .b_scale = rows_info[0],
+        .bias = rows_info[1],
+        .b_zero = rows_info[2],
+        .col_sum = rows_info[3],
+        .b_zero_any = b_zero_any,
+        .a_scale = scale,
+        .a_zero = zero,
+        .rows = rows,
+        .lda = kernels.groups(q.k) * kernels.group_k,
+        .kernel = selectedKernel(),
+        .out = out,
+        .row_stride = q.n,
+        .column_stride = 1,
+    };
+}
+
+/// Per-call scratch from the storage cache (bytes, 64-byte aligned blocks).
+const Scratch = struct {
+    block: ?storage_cache.Block,
+    bytes: []u8,
+
+    fn init(comptime op: []const u8, count: usize) Error!Scratch {
+        if (count == 0) return .{ .block = null, .bytes = &.{} };
+        const block = storage_cache.allocate(count) catch
+            return status.fail(error.OutOfMemory, op ++ ": out of memory allocating {d} bytes of scratch", .{count});
+        const base: [*]u8 = @ptrCast(block.ptr);
+        return .{ .block = block, .bytes = base[0..count] };
+    }
+
+    fn release(scratch: Scratch) void {
+        if (scratch.block) |block| storage_cache.free(block);
+    }
+};
+
+/// The kernel reads whole groups of 4 bytes: this much slack after the last row.
+const row_slack = kernels.group_k;
+
+/// Row sums of A (only when some weight zero point is nonzero).
+fn sumRows(call: *Call, sums: []i32) Error!void {
+    call.row_sums = sums;
+    if (!call.b_zero_any) return;
+    const Context = struct {
+        fn body(c: *const Call, begin: usize, end: usize) Error!void {
+            for (begin..end) |row| {
+                var sum: u32 = 0;
+                for (c.a[row * c.lda ..][0..c.q.k]) |byte| sum += byte;
+                c.row_sums[row] = @intCast(sum);
+            }
+        }
+    };
+    try intra_op.parallelForTyped(0, call.rows, parallel.grain(.light, call.q.k), @as(*const Call, call), Context.body);
+}
+
+fn runTiles(call: *const Call) Error!void {
+    const Context = struct {
+        fn body(c: *const Call, begin: usize, end: usize) Error!void {
+            for (begin..end) |index| c.tile(index);
+        }
+    };
+    const flops = 2 * call.rows * call.q.n * call.q.k;
+    const grain: usize = if (parallel.threadsForFlops(flops) == 1) call.tiles() else 1;
+    try intra_op.parallelForTyped(0, call.tiles(), @max(grain, 1), call, Context.body);
+}
+
+/// A [..., K] (float32: reals, or integers when a_integer) times packed int8 B [K, N]:
+/// float32 [..., N] (see `Quantization` for the epilogue).
+pub fn matmulInt8(q: Quantization, a_input: *Tensor, packed_b: *Tensor, info: *Tensor, a_scale: *Tensor, a_zero: *Tensor) Error!*Tensor {
+    try requireFloat("matmul_int8", "a", a_input);
+    const dims = a_input.dims();
+    if (dims.len == 0 or dims[dims.len - 1] != q.k) {
+        return status.fail(error.ShapeMismatch, "matmul_int8: a {f} must end in k = {d}", .{ status.shape(dims), q.k });
+    }
+    const a = try shape_ops.contiguous(a_input);
+    defer a.release();
+    var out_shape: [tensor.max_dims]usize = undefined;
+    @memcpy(out_shape[0..dims.len], dims);
+    out_shape[dims.len - 1] = q.n;
+    const out = try tensor.createUninit(.float32, out_shape[0..dims.len]);
+    errdefer out.release();
+    const rows = a.numel() / @max(q.k, 1);
+    var call = try prepare("matmul_int8", q, packed_b, info, a_scale, a_zero, rows, out.f32Slice());
+    if (rows == 0) return out;
+    const bytes = rows * call.lda;
+    const scratch = try Scratch.init("matmul_int8", bytes + row_slack + rows * @sizeOf(i32) + @alignOf(i32));
+    defer scratch.release();
+    const a_bytes = scratch.bytes[0 .. bytes + row_slack];
+    @memset(a_bytes[bytes..], 0);
+    call.a = a_bytes;
+    const Rows = struct {
+        call: *const Call,
+        a: []const f32,
+        dst: []u8,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            const k = c.call.q.k;
+            const scale: f32 = if (c.call.q.a_integer) 1 else c.call.a_scale;
+            const zero: f32 = if (c.call.q.a_integer) 0 else c.call.a_zero;
+            for (begin..end) |row| {
+                const dst = c.dst[row * c.call.lda ..][0..c.call.lda];
+                quantizeBytes(c.a[row * k ..][0..k], dst[0..k], scale, zero, c.call.q.a_min, c.call.q.a_max);
+                @memset(dst[k..], 0);
+            }
+        }
+    };
+    const rows_context: Rows = .{ .call = &call, .a = a.f32Slice(), .dst = a_bytes };
+    try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, q.k), &rows_context, Rows.body);
+    try sumRows(&call, sumsIn(scratch.bytes[bytes + row_slack ..], rows));
+    try runTiles(&call);
+    return out;
+}
+
+fn sumsIn(bytes: []u8, rows: usize) []i32 {
+    const aligned = std.mem.alignForward(usize, @intFromPtr(bytes.ptr), @alignOf(i32)) - @intFromPtr(bytes.ptr);
+    const sums: [*]i32 = @ptrCast(@alignCast(bytes.ptr + aligned));
+    std.debug.assert(aligned + rows * @sizeOf(i32) <= bytes.len);
+    return sums[0..rows];
+}
+
+/// 2-D convolution (groups 1, NCHW) of x with packed int8 weights [C_out, kh·kw·C_in] (K in
+/// tap-major order: k = (ky·kw + kx)·C_in + c). x is quantized once into a padded NHWC u8
+/// image (padding is the zero point: a real 0, or for integer inputs the zero point itself),
+/// whose rows of C_in bytes per tap make each im2col row by plain copies; a 1×1 stride-1
+/// convolution reads that image as A directly.
+pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *Tensor, info: *Tensor, a_scale: *Tensor, a_zero: *Tensor) Error!*Tensor {
+    try requireFloat("conv2d_int8", "x", x_input);
+    if (x_input.ndim != 4) return status.fail(error.ShapeMismatch, "conv2d_int8: x must be 4-D NCHW, got {f}", .{status.shape(x_input.dims())});
+    const dims = x_input.dims();
+    const taps = window.kernel[0] * window.kernel[1];
+    if (dims[1] != q.k / taps or q.k % taps != 0) {
+        return status.fail(error.ShapeMismatch, "conv2d_int8: x has {d} channels but the weights expect k = {d} (channels × {d} taps)", .{ dims[1], q.k, taps });
+    }
+    var out_hw: [2]usize = undefined;
+    var padded_hw: [2]usize = undefined;
+    for (0..2) |axis| {
+        const span = window.dilation[axis] * (window.kernel[axis] - 1) + 1;
+        padded_hw[axis] = dims[2 + axis] + 2 * window.padding[axis];
+        if (padded_hw[axis] < span) return status.fail(error.ShapeMismatch, "conv2d_int8: input {f} is smaller than the kernel window", .{status.shape(dims)});
+        out_hw[axis] = (padded_hw[axis] - span) / window.stride[axis] + 1;
+    }
+    const x = try shape_ops.contiguous(x_input);
+    defer x.release();
+    const plane = out_hw[0] * out_hw[1];
+    const out = try tensor.createUninit(.float32, &.{ dims[0], q.n, out_hw[0], out_hw[1] });
+    errdefer out.release();
+    var call = try prepare("conv2d_int8", q, packed_b, info, a_scale, a_zero, plane, out.f32Slice());
+    if (plane == 0) return out;
+    call.row_stride = 1;
+    call.column_stride = plane;
+    const channels = dims[1];
+    const image_bytes = padded_hw[0] * padded_hw[1] * channels;
+    const direct = taps == 1 and window.stride[0] == 1 and window.stride[1] == 1 and window.padding[0] == 0 and window.padding[1] == 0;
+    const a_bytes = if (direct) 0 else plane * call.lda;
+    const scratch = try Scratch.init("conv2d_int8", image_bytes + a_bytes + 2 * row_slack + plane * @sizeOf(i32) + @alignOf(i32));
+    defer scratch.release();
+    const image = scratch.bytes[0 .. image_bytes + row_slack];
+    @memset(image[image_bytes..], 0);
+    const a_region = scratch.bytes[image.len..][0 .. a_bytes + row_slack];
+    const sums = sumsIn(scratch.bytes[image.len + a_region.len ..], plane);
+    const image_size = channels * dims[2] * dims[3];
+    for (0..dims[0]) |index| {
+        call.out = out.f32Slice()[index * q.n * plane ..][0 .. q.n * plane];
+        try quantizeImage(&call, x.f32Slice()[index * image_size ..][0..image_size], dims[1..4], window.padding, padded_hw, image);
+        if (direct) {
+            call.a = image;
+            call.lda = channels;
+        } else {
+            @memset(a_region[a_bytes..], 0);
+            call.a = a_region;
+            try gatherRows(&call, window, image, channels, padded_hw[1], out_hw[1], a_region);
+        }
+        try sumRows(&call, sums);
+        try runTiles(&call);
+    }
+    return out;
+}
+
+/// Quantizes one NCHW image into `image`: u8, padded height × padded width × channels, the
+/// border filled with the zero point's byte.
+fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding: [2]usize, padded_hw: [2]usize, image: []u8) Error!void {
+    const Context = struct {
+        call: *const Call,
+        x: []const f32,
+        channels: usize,
+        height: usize,
+        width: usize,
+        padding: [2]usize,
+        padded_width: usize,
+        image: []u8,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            const zero_byte = c.call.zeroByte();
+            const scale: f32 = if (c.call.q.a_integer) 1 else c.call.a_scale;
+            const zero: f32 = if (c.call.q.a_integer) 0 else c.call.a_zero;
+            const row_bytes = c.padded_width * c.channels;
+            var line: [lanes]u8 = undefined;
+            for (begin..end) |padded_y| {
+                const dst = c.image[padded_y * row_bytes ..][0..row_bytes];
+                if (padded_y < c.padding[0] or padded_y >= c.padding[0] + c.height) {
+                    @memset(dst, zero_byte);
+                    continue;
+                }
+                @memset(dst[0 .. c.padding[1] * c.channels], zero_byte);
+                @memset(dst[(c.padding[1] + c.width) * c.channels ..], zero_byte);
+                const y = padded_y - c.padding[0];
+                // 16 pixels of one channel at a time, scattered into the pixels' channel slots.
+                var x0: usize = 0;
+                while (x0 < c.width) : (x0 += lanes) {
+                    const count = @min(lanes, c.width - x0);
+                    for (0..c.channels) |channel| {
+                        const src = c.x[(channel * c.height + y) * c.width + x0 ..][0..count];
+                        quantizeBytes(src, line[0..count], scale, zero, c.call.q.a_min, c.call.q.a_max);
+                        for (line[0..count], 0..) |byte, i| dst[(c.padding[1] + x0 + i) * c.channels + channel] = byte;
+                    }
+                }
+            }
+        }
+    };
+    const context: Context = .{
+        .call = call,
+        .x = x,
+        .channels = chw[0],
+        .height = chw[1],
+        .width = chw[2],
+        .padding = padding,
+        .padded_width = padded_hw[1],
+        .image = image,
+    };
+    try intra_op.parallelForTyped(0, padded_hw[0], parallel.grain(.medium, padded_hw[1] * chw[0]), &context, @TypeOf(context).body);
+}
+
+/// im2col rows from the padded NHWC image: per output pixel, for each tap, C bytes.
+fn gatherRows(call: *const Call, window: Window, image: []const u8, channels: usize, padded_width: usize, out_width: usize, a: []u8) Error!void {
+    const Context = struct {
+        call: *const Call,
+        window: Window,
+        image: []const u8,
+        channels: usize,
+        padded_width: usize,
+        out_width: usize,
+        a: []u8,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            const w = c.window;
+            for (begin..end) |row| {
+                const oy = row / c.out_width;
+                const ox = row % c.out_width;
+                const dst = c.a[row * c.call.lda ..][0..c.call.lda];
+                var offset: usize = 0;
+                for (0..w.kernel[0]) |ky| {
+                    const iy = oy * w.stride[0] + ky * w.dilation[0];
+                    for (0..w.kernel[1]) |kx| {
+                        const ix = ox * w.stride[1] + kx * w.dilation[1];
+                        @memcpy(dst[offset..][0..c.channels], c.image[(iy * c.padded_width + ix) * c.channels ..][0..c.channels]);
+                        offset += c.channels;
+                    }
+                }
+                @memset(dst[offset..], 0);
+            }
+        }
+    };
+    const context: Context = .{ .call = call, .window = window, .image = image, .channels = channels, .padded_width = padded_width, .out_width = out_width, .a = a };
+    try intra_op.parallelForTyped(0, call.rows, parallel.grain(.copy_bytes, call.lda), &context, @TypeOf(context).body);
+}
+
+// ---------------------------------------------------------------------------------------
+
+const testing = std.testing;
+
+test "roundEven rounds ties to even and saturates through quantizeValue" {
+    try testing.expectEqual(@as(f32, 0), roundEven(0.5));
+    try testing.expectEqual(@as(f32, 2), roundEven(1.5));
+    try testing.expectEqual(@as(f32, 2), roundEven(2.5));
+    try testing.expectEqual(@as(f32, -2), roundEven(-2.5));
+    try testing.expectEqual(@as(f32, 3), roundEven(2.6));
+    try testing.expectEqual(@as(f32, 255), quantizeValue(1e9, 0.1, 3, 0, 255));
+    try testing.expectEqual(@as(f32, -128), quantizeValue(-1e30, 0.1, 0, -128, 127));
+    try testing.expectEqual(@as(f32, 4), quantizeValue(0.25, 0.5, 4, 0, 255));
+    try testing.expectEqual(@as(f32, 6), quantizeValue(0.75, 0.5, 4, 0, 255));
+}
+
+test "quantize_linear per channel, and bad scales and zero points are refused" {
+    const x = try tensor.createUninit(.float32, &.{ 2, 3 });
+    defer x.release();
+    @memcpy(x.f32Slice(), &[_]f32{ 1, 2, 3, -1, -2, 300 });
+    const scale = try tensor.createUninit(.float32, &.{3});
+    defer scale.release();
+    @memcpy(scale.f32Slice(), &[_]f32{ 0.5, 1, 2 });
+    const zero = try tensor.createUninit(.int32, &.{3});
+    defer zero.release();
+    @memcpy(zero.i32Slice(), &[_]i32{ 10, 0, -1 });
+    const q = try quantizeLinear(x, scale, zero, 1, -128, 127, false);
+    defer q.release();
+    try testing.expectEqualSlices(f32, &[_]f32{ 12, 2, 1, 8, -2, 127 }, q.f32Slice());
+    const d = try dequantizeLinear(q, scale, zero, -1, -128, 127);
+    defer d.release();
+    try testing.expectEqualSlices(f32, &[_]f32{ 1, 2, 4, -1, -2, 256 }, d.f32Slice());
+    const round_trip = try quantizeLinear(x, scale, zero, 1, -128, 127, true);
+    defer round_trip.release();
+    try testing.expectEqualSlices(f32, d.f32Slice(), round_trip.f32Slice());
+    scale.f32Slice()[1] = 0;
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127, false));
+    scale.f32Slice()[1] = std.math.nan(f32);
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127, false));
+    scale.f32Slice()[1] = 1;
+    zero.i32Slice()[0] = 200;
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 1, -128, 127, false));
+    zero.i32Slice()[0] = 0;
+    try testing.expectError(error.ShapeMismatch, quantizeLinear(x, scale, zero, 0, -128, 127, false));
+    try testing.expectError(error.InvalidArgument, quantizeLinear(x, scale, zero, 2, -128, 127, false));
+}
+
+fn testInfo(n: usize, b_scale: f32, b_zero: []const f32, col_sum: []const f32, bias: f32) !*Tensor {
+    const info = try tensor.createUninit(.float32, &.{ 4, n });
+    const v = info.f32Slice();
+    for (0..n) |j| {
+        v[j] = b_scale;
+        v[n + j] = bias;
+        v[2 * n + j] = b_zero[j];
+        v[3 * n + j] = col_sum[j];
+    }
+    return info;
+}
+
+fn scalarTensor(value: f32) !*Tensor {
+    const t = try tensor.createUninit(.float32, &.{1});
+    t.f32Slice()[0] = value;
+    return t;
+}
+
+test "matmul_int8 matches a reference on quantized values, zero points and requantization included" {
+    var prng = std.Random.DefaultPrng.init(7);
+    const random = prng.random();
+    const m = 37;
+    const k = 23;
+    const n = 19;
+    const a = try tensor.createUninit(.float32, &.{ m, k });
+    defer a.release();
+    for (a.f32Slice()) |*v| v.* = random.float(f32) * 4 - 2;
+    const w = try tensor.createUninit(.int32, &.{ k, n });
+    defer w.release();
+    for (w.i32Slice()) |*v| v.* = random.intRangeAtMost(i32, -128, 127);
+    const packed_b = try packInt8(w, k, n, false);
+    defer packed_b.release();
+    var b_zero: [n]f32 = undefined;
+    var col_sum: [n]f32 = @splat(0);
+    for (0..n) |j| {
+        b_zero[j] = @floatFromInt(random.intRangeAtMost(i32, -3, 3));
+        for (0..k) |i| col_sum[j] += @floatFromInt(w.i32Slice()[i * n + j]);
+    }
+    const info = try testInfo(n, 0.01, &b_zero, &col_sum, 0.5);
+    defer info.release();
+    const a_scale = try scalarTensor(4.0 / 255.0);
+    defer a_scale.release();
+    const a_zero = try scalarTensor(-3);
+    defer a_zero.release();
+    const q: Quantization = .{ .n = n, .k = k, .a_integer = false, .a_min = -128, .a_max = 127, .requantize = true, .dequantize_output = false, .out_scale = 0.05, .out_zero = 10, .out_min = 0, .out_max = 255 };
+    for ([_]kernels.Kernel{ .reference, .widened, .vnni }) |kernel| {
+        if (kernel == .vnni and !kernels.vnniSupported()) continue;
+        kernels.forced = kernel;
+        defer kernels.forced = null;
+        const out = try matmulInt8(q, a, packed_b, info, a_scale, a_zero);
+        defer out.release();
+        for (0..m) |r| for (0..n) |j| {
+            var acc: f32 = 0;
+            for (0..k) |i| {
+                const qa = quantizeValue(a.f32Slice()[r * k + i], 4.0 / 255.0, -3, -128, 127);
+                acc += (qa + 3) * (@as(f32, @floatFromInt(w.i32Slice()[i * n + j])) - b_zero[j]);
+            }
+            const expected = quantizeValue(acc * (4.0 / 255.0) * 0.01 + 0.5, 0.05, 10, 0, 255);
+            try testing.expectApproxEqAbs(expected, out.f32Slice()[r * n + j], 1);
+        };
+    }
+}
+
+test "conv2d_int8 equals a direct convolution of the quantized input, with padding and stride" {
+    var prng = std.Random.DefaultPrng.init(3);
+    const random = prng.random();
+    const c_in = 3;
+    const c_out = 5;
+    const x = try tensor.createUninit(.float32, &.{ 2, c_in, 6, 7 });
+    defer x.release();
+    for (x.f32Slice()) |*v| v.* = @floatFromInt(random.intRangeAtMost(i32, 0, 255));
+    const k = c_in * 9;
+    const w = try tensor.createUninit(.int32, &.{ c_out, k });
+    defer w.release();
+    for (w.i32Slice()) |*v| v.* = random.intRangeAtMost(i32, -128, 127);
+    const packed_b = try packInt8(w, k, c_out, true);
+    defer packed_b.release();
+    var b_zero: [c_out]f32 = @splat(0);
+    var col_sum: [c_out]f32 = @splat(0);
+    for (0..c_out) |j| for (0..k) |i| {
+        col_sum[j] += @floatFromInt(w.i32Slice()[j * k + i]);
+    };
+    b_zero[1] = 2;
+    const info = try testInfo(c_out, 1, &b_zero, &col_sum, 0);
+    defer info.release();
+    const one = try scalarTensor(1);
+    defer one.release();
+    const a_zero = try scalarTensor(17);
+    defer a_zero.release();
+    const q: Quantization = .{ .n = c_out, .k = k, .a_integer = true, .a_min = 0, .a_max = 255, .requantize = false, .dequantize_output = false, .out_scale = 1, .out_zero = 0, .out_min = 0, .out_max = 0 };
+    const window: Window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
+    const out = try conv2dInt8(q, window, x, packed_b, info, one, a_zero);
+    defer out.release();
+    try testing.expectEqualSlices(usize, &.{ 2, c_out, 3, 7 }, out.dims());
+    for (0..2) |image| for (0..c_out) |co| for (0..3) |oy| for (0..7) |ox| {
+        var acc: f32 = 0;
+        for (0..c_in) |ci| for (0..3) |ky| for (0..3) |kx| {
+            const iy = @as(isize, @intCast(oy * 2 + ky)) - 1;
+            const ix = @as(isize, @intCast(ox + kx)) - 1;
+            const value: f32 = if (iy < 0 or ix < 0 or iy >= 6 or ix >= 7) 17 else x.f32Slice()[((image * c_in + ci) * 6 + @as(usize, @intCast(iy))) * 7 + @as(usize, @intCast(ix))];
+            const weight: f32 = @floatFromInt(w.i32Slice()[co * k + (ky * 3 + kx) * c_in + ci]);
+            acc += (value - 17) * (weight - b_zero[co]);
+        };
+        try testing.expectEqual(acc, out.f32Slice()[((image * c_out + co) * 3 + oy) * 7 + ox]);
+    };
+}
