@@ -778,6 +778,7 @@ test {
     _ = intra_op;
     _ = @import("kernels/gemm.zig");
     _ = @import("kernels/gemm_native.zig");
+    _ = @import("kernels/gemm_bf16.zig");
     _ = openblas;
     _ = info;
     _ = @import("cpu_level.zig");
