@@ -190,7 +190,7 @@ Deno.test("malformed model files are refused with malformed_model, never a crash
   };
   assert.throws(
     () => Program.load(encodeImage(cycle)),
-    (e) => e instanceof SpindleError && /forks itself/.test(e.message),
+    (e) => e instanceof SpindleError && /graph 0 runs itself/.test(e.message),
   );
   // Version 1 files (parameters by position) are refused with the way out.
   const old = encodeImage(base);
