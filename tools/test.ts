@@ -35,8 +35,12 @@ interface Tally {
 
 const total: Tally = { passed: 0, failed: 0 };
 const failures: string[] = [];
+/** Each step's wall time, printed before the summary line (CI must stay under 30 minutes). */
+const times: [string, number][] = [];
+let stepStarted = performance.now();
 
 function record(step: string, tally: Tally | null, code: number): void {
+  times.push([step, (performance.now() - stepStarted) / 1000]);
   if (tally === null) {
     // No summary at all (a compile error, a crash): count the step as one failure.
     total.failed += 1;
@@ -72,6 +76,7 @@ export function parseDenoSummary(output: string): Tally | null {
 }
 
 function banner(text: string): void {
+  stepStarted = performance.now();
   console.error(`\n=== ${text}`);
 }
 
@@ -187,6 +192,9 @@ if (import.meta.main) {
   if (!quick) { for (const config of configs) await denoTests(config); }
   await consumerRun();
   await fuzzRun(quick ? 30 : 60);
+  const wall = times.reduce((sum, [, seconds]) => sum + seconds, 0);
+  console.error(`\nstep times (${(wall / 60).toFixed(1)} min in all):`);
+  for (const [step, seconds] of times) console.error(`  ${seconds.toFixed(0).padStart(5)} s  ${step}`);
   if (failures.length > 0) console.error(`\nfailed steps:\n  ${failures.join("\n  ")}`);
   console.log(`${total.passed} passed, ${total.failed} failed`);
   Deno.exit(total.failed === 0 ? 0 : 1);

@@ -1073,16 +1073,19 @@ function clip(n: NodeContext): Value[] {
   return [out];
 }
 
-function cumSum(n: NodeContext): Value[] {
-  const axis = constInts(n.inputs[1], "CumSum axis");
-  if (axis.length !== 1) throw new RangeError(`CumSum's axis has ${axis.length} values; it takes one`);
-  return [
-    n.b.emit("cum_sum", [input(n, 0)], {
-      dim: axis[0],
-      exclusive: attrInt(n, "exclusive", 0) === 1,
-      reverse: attrInt(n, "reverse", 0) === 1,
-    }),
-  ];
+/** CumSum and CumProd: one handler, the native op and the ONNX name as parameters. */
+export function cumulative(op: "cum_sum" | "cum_prod", name: string): (n: NodeContext) => Value[] {
+  return (n) => {
+    const axis = constInts(n.inputs[1], `${name} axis`);
+    if (axis.length !== 1) throw new RangeError(`${name}'s axis has ${axis.length} values; it takes one`);
+    return [
+      n.b.emit(op, [input(n, 0)], {
+        dim: axis[0],
+        exclusive: attrInt(n, "exclusive", 0) === 1,
+        reverse: attrInt(n, "reverse", 0) === 1,
+      }),
+    ];
+  };
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1218,7 +1221,7 @@ export const HANDLERS: Record<string, Handler> = {
   Erf: unary("erf"),
   Gelu: unary("gelu", (n) => ({ approximate: attrString(n, "approximate", "none") === "tanh" ? "tanh" : "none" })),
   Elu: unary("elu", (n) => ({ alpha: attrFloat(n, "alpha", 1) })),
-  CumSum: cumSum,
+  CumSum: cumulative("cum_sum", "CumSum"),
   LSTM: recurrent("lstm"),
   GRU: recurrent("gru"),
   RNN: recurrent("rnn"),

@@ -21,6 +21,7 @@ import {
   binary,
   cast,
   constValue,
+  cumulative,
   type Handler,
   hostPerRun,
   input,
@@ -251,18 +252,6 @@ function hardmax(n: NodeContext): Value[] {
   const positions = constValue(host(DATA_TYPE.INT64, [size, ...trailing], [...Array(size).keys()]));
   const hit = n.b.emit("compare", [index, positions], { kind: "equal" });
   return [n.b.emit("cast", [hit], { dtype: "float32" })];
-}
-
-function cumProd(n: NodeContext): Value[] {
-  const axis = constInts(n.inputs[1], "CumProd axis");
-  if (axis.length !== 1) throw new RangeError(`CumProd's axis has ${axis.length} values; it takes one`);
-  return [
-    n.b.emit("cum_prod", [input(n, 0)], {
-      dim: axis[0],
-      exclusive: attrInt(n, "exclusive", 0) === 1,
-      reverse: attrInt(n, "reverse", 0) === 1,
-    }),
-  ];
 }
 
 // ----------------------------------------------------------------------------------------
@@ -753,7 +742,7 @@ function attention(n: NodeContext): Value[] {
 export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Cast: castNarrow,
   CastLike: castNarrow,
-  CumProd: cumProd,
+  CumProd: cumulative("cum_prod", "CumProd"),
   Reciprocal: math("reciprocal"),
   Sin: math("sin"),
   Cos: math("cos"),

@@ -27,6 +27,8 @@ const MESSAGE_CAPACITY = LIMITS.messageCapacity;
  * With runs pending, calls go to the pool, so concurrent requests still use every core.
  */
 export const INLINE_MAX_MICROS = 50;
+/** How many recent run times the inline decision looks at. */
+const RECENT_RUNS = 4;
 /** u64 words per profile record (zig/src/interpreter/execute.zig `Profile.Record`). */
 export const PROFILE_RECORD_WORDS = 3 + 3 * 9;
 /** Where spindle_call_pin writes the token (read at once, on the same thread). */
@@ -194,8 +196,13 @@ export class Program {
     }
   }
 
-  /** Recent native run time of graph 0 in µs (a moving average), null before the first run. */
-  #runMicros: number | null = null;
+  /**
+   * The last RECENT_RUNS run times of graph 0 in µs, oldest first. The inline decision takes
+   * the second smallest (the smallest while only one is known): one cold first run or one
+   * preempted run does not keep a cheap program off the calling thread, and a program whose
+   * runs grow goes back to the pool after three slow runs out of four.
+   */
+  #recentMicros: number[] = [];
   /** Asynchronous runs that ran inline (on the calling thread): for tests and diagnostics. */
   inlineRuns = 0;
 
@@ -217,7 +224,8 @@ export class Program {
    */
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
     // Everything up to the first await runs on the calling thread, before run() returns.
-    if (this.#runMicros !== null && this.#runMicros < INLINE_MAX_MICROS && pendingCalls() === 0) {
+    const estimate = this.#estimateMicros();
+    if (estimate !== null && estimate < INLINE_MAX_MICROS && pendingCalls() === 0) {
       const started = performance.now();
       const results = this.runSync(inputs);
       this.#observe((performance.now() - started) * 1000);
@@ -237,9 +245,24 @@ export class Program {
     return this.#collect(status, outputs, message);
   }
 
-  /** Folds one run's time into the moving average (weight 1/4: a few runs move it). */
+  /** Records one run's time, keeping the last RECENT_RUNS. */
   #observe(micros: number): void {
-    this.#runMicros = this.#runMicros === null ? micros : 0.75 * this.#runMicros + 0.25 * micros;
+    if (this.#recentMicros.length === RECENT_RUNS) this.#recentMicros.shift();
+    this.#recentMicros.push(micros);
+  }
+
+  /** The run-time estimate of the inline decision (see #recentMicros); null before any run. */
+  #estimateMicros(): number | null {
+    const n = this.#recentMicros.length;
+    if (n === 0) return null;
+    if (n === 1) return this.#recentMicros[0];
+    let smallest = Infinity;
+    let second = Infinity;
+    for (const micros of this.#recentMicros) {
+      if (micros < smallest) [smallest, second] = [micros, smallest];
+      else if (micros < second) second = micros;
+    }
+    return second;
   }
 
   /** Frees the native program (running calls keep their own reference). Idempotent. */

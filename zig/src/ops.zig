@@ -635,45 +635,15 @@ pub const ResizeTo = struct {
 /// alpha 1 saturates the float8 ones, beta is float8e8m0's rounding (0 up, 1 nearest, 2 down).
 pub const UnaryMath = struct {
     pub const inputs = one_input;
-    pub const Kind = enum(u8) {
-        reciprocal,
-        sin,
-        cos,
-        tan,
-        asin,
-        acos,
-        atan,
-        sinh,
-        cosh,
-        asinh,
-        acosh,
-        atanh,
-        floor,
-        ceil,
-        round,
-        sign,
-        softsign,
-        softplus,
-        selu,
-        thresholded_relu,
-        celu,
-        mish,
-        shrink,
-        swish,
-        is_nan,
-        is_inf,
-        to_float16,
-        to_bfloat16,
-        to_e4m3fn,
-        to_e4m3fnuz,
-        to_e5m2,
-        to_e5m2fnuz,
-        to_e2m1,
-        to_e8m0,
-        to_int4,
-        to_uint4,
-        to_int2,
-        to_uint2,
+    /// The tags of elementwise_kernels.Unary from `reciprocal` on, numbered from 0: one list
+    /// of the family, in the kernel's enum.
+    pub const Kind = family: {
+        const all = @typeInfo(elementwise_kernels.Unary).@"enum".fields;
+        const first = @intFromEnum(elementwise_kernels.Unary.reciprocal);
+        var fields: [all.len - first]std.builtin.Type.EnumField = undefined;
+        for (all[first..], 0..) |field, i| fields[i] = .{ .name = field.name, .value = i };
+        const final = fields;
+        break :family @Type(.{ .@"enum" = .{ .tag_type = u8, .fields = &final, .decls = &.{}, .is_exhaustive = true } });
     };
     pub const bounds = .{ .alpha = Bound.finite, .beta = Bound.finite };
     kind: Kind,
