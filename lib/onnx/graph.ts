@@ -61,6 +61,13 @@ export class GraphBuilder {
   readonly specs = new Map<number, { dtype: DType; shape: number[] }>();
   #nextValue: number;
   #owned: Tensor[] = [];
+  /**
+   * Stand-in zeros by shape, shared by every value whose stand-in has that shape (nothing
+   * writes an eager tensor in place), with the number of values holding each: filling a fresh
+   * zero tensor per heavy or elementwise op was a third of an import's time.
+   */
+  #standIns = new Map<string, Tensor>();
+  #holders = new Map<Tensor, number>();
   #runsOf = new Map<number, { shape: number[] }[]>();
 
   constructor(inputCount: number, runCount: number) {
@@ -135,7 +142,7 @@ export class GraphBuilder {
       try {
         const operands = inputs.map((v) => this.#tensorOf(v, r));
         const standIn = standInShape(op, operands, params, !shapeDerived);
-        runs.push(standIn === undefined ? runOp(op, operands, params) : zeros(standIn));
+        runs.push(standIn === undefined ? runOp(op, operands, params) : this.#standIn(standIn));
       } catch (error) {
         if (dataDependent === undefined || !(error instanceof SpindleError)) throw error;
         const dtype = dataDependent.dtype;
@@ -148,7 +155,7 @@ export class GraphBuilder {
         unknown = true;
       }
     }
-    this.#owned.push(...runs);
+    this.#owned.push(...runs.filter((t) => !this.#holders.has(t)));
     const node: NodeDescription = {
       op,
       inputs: inputs.map((v) => (v.kind === "runtime" ? v.id : this.constId(v))),
@@ -204,16 +211,40 @@ export class GraphBuilder {
     return value.kind === "runtime" ? value.runs[run] : this.nativeConst(value, run);
   }
 
-  /** Frees the eager tensors of a value nothing reads any more. */
+  /** A shared stand-in of zeros of `shape` (see #standIns), one more holder counted. */
+  #standIn(shape: number[]): Tensor {
+    const key = shape.join(",");
+    let t = this.#standIns.get(key);
+    if (t === undefined) {
+      t = zeros(shape);
+      this.#standIns.set(key, t);
+    }
+    this.#holders.set(t, (this.#holders.get(t) ?? 0) + 1);
+    return t;
+  }
+
+  /** Frees the eager tensors of a value nothing reads any more (a shared stand-in at its last holder). */
   release(value: Value): void {
     if (value.kind !== "runtime") return;
-    for (const t of value.runs) t.dispose();
+    for (const t of value.runs) {
+      const holders = this.#holders.get(t);
+      if (holders === undefined) t.dispose();
+      else if (holders > 1) this.#holders.set(t, holders - 1);
+      else {
+        this.#holders.delete(t);
+        this.#standIns.delete(t.shape.join(","));
+        t.dispose();
+      }
+    }
   }
 
   /** Frees every eager tensor. */
   dispose(): void {
     for (const t of this.#owned) t.dispose();
+    for (const t of this.#holders.keys()) t.dispose();
     this.#owned = [];
+    this.#standIns.clear();
+    this.#holders.clear();
   }
 
   /**

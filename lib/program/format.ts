@@ -117,15 +117,10 @@ export function encodeImage(source: ProgramSource): Uint8Array {
     dataLength = offset + t.data.byteLength;
     return { name: t.name, dtype: t.dtype, shape: t.shape, offset, bytes: t.data.byteLength };
   });
-  const description: Description = { format: "spindle-graph", version: VERSION, graphs: source.graphs, tensors };
-  // JSON has no NaN or infinities: parameters spell them "NaN", "Infinity" and "-Infinity"
-  // (max pooling's -Infinity padding, a NaN scalar), which the native decoder reads back.
-  const json = new TextEncoder().encode(
-    JSON.stringify(
-      description,
-      (_key, value) => typeof value === "number" && !Number.isFinite(value) ? String(value) : value,
-    ),
-  );
+  const graphs = source.graphs.map(spellNonFinite);
+  const description: Description = { format: "spindle-graph", version: VERSION, graphs, tensors };
+  // No replacer: a replacer is a JavaScript call per value, a tenth of an import's time.
+  const json = new TextEncoder().encode(JSON.stringify(description));
   const dataOffset = align(HEADER_SIZE + json.byteLength);
   const image = new Uint8Array(dataOffset + dataLength);
   const view = new DataView(image.buffer);
@@ -138,6 +133,33 @@ export function encodeImage(source: ProgramSource): Uint8Array {
   image.set(json, HEADER_SIZE);
   source.tensors.forEach((t, i) => image.set(t.data, dataOffset + tensors[i].offset));
   return image;
+}
+
+/**
+ * JSON has no NaN or infinities: parameters spell them "NaN", "Infinity" and "-Infinity"
+ * (max pooling's -Infinity padding, a NaN scalar), which the native decoder reads back. Only
+ * parameters can hold them; a graph whose nodes have none is returned as it is.
+ */
+function spellNonFinite(graph: GraphDescription): GraphDescription {
+  let nodes: NodeDescription[] | null = null;
+  graph.nodes.forEach((node, i) => {
+    if (node.params === undefined) return;
+    let params: Record<string, ParamValue> | null = null;
+    for (const [key, value] of Object.entries(node.params)) {
+      const spelled = typeof value === "number"
+        ? (Number.isFinite(value) ? value : String(value))
+        : Array.isArray(value) && value.some((v) => !Number.isFinite(v))
+        ? value.map((v) => (Number.isFinite(v) ? v : String(v)))
+        : value;
+      if (spelled === value) continue;
+      params ??= { ...node.params };
+      params[key] = spelled as ParamValue;
+    }
+    if (params === null) return;
+    nodes ??= graph.nodes.slice();
+    nodes[i] = { ...node, params };
+  });
+  return nodes === null ? graph : { ...graph, nodes };
 }
 
 /** Reads the description of an image (TypeScript only needs it for input specs and names). */
