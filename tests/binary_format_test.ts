@@ -120,3 +120,8 @@ Deno.test("tools/test.ts reads deno task cross's summary line", async () => {
   assert.deepEqual(parseCrossSummary("| a | ok |\ncross: 4 passed, 1 failed\n"), { passed: 4, failed: 1 });
   assert.equal(parseCrossSummary("error: zig not found"), null);
 });
+
+Deno.test("tools/test.ts: every backend test file it names exists", async () => {
+  const { BACKEND_TESTS } = await import("../tools/test.ts");
+  for (const file of BACKEND_TESTS) assert.ok(Deno.statSync(`${ROOT}/${file}`).isFile, file);
+});

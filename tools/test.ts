@@ -1,13 +1,17 @@
 /**
  * `deno task test`: every test of the project, ending with one line `N passed, N failed`.
  *
- * 1. Zig unit tests in every configuration (omp/tbb × openblas/native), and the kernel
- *    tests compiled for each x86-64 level of the portable library (`zig build test-levels`);
- * 2. the same under ThreadSanitizer, for both threading backends;
+ * 1. Zig unit tests in two optimized configurations that between them cover both threading
+ *    backends and both GEMM backends (the default omp-native, and tbb-openblas where OpenBLAS
+ *    is installed, else tbb-native), and the kernel tests compiled for each x86-64 level of the
+ *    portable library (`zig build test-levels`);
+ * 2. the unit tests under ThreadSanitizer, for both threading backends (native GEMM);
  * 2b. `deno task cross --debug`: every platform's library cross-compiled (Debug: quick) and
  *    checked (format, exports; this platform's also loaded), counted as one test per target;
- * 3. Deno tests (with the JSDoc examples) against the default build, and the Deno tests
- *    again against each other configuration's library;
+ * 3. Deno tests (with the JSDoc examples) against the default build (omp-native); all of them
+ *    again against tbb-native, the other threading backend; and the tests whose outcome
+ *    depends on the library's build (kernels, threads, models; BACKEND_TESTS) against each
+ *    OpenBLAS configuration;
  * 4. the consumer test (tools/consumer_test.ts, about 10 s): the package as `deno publish` would
  *    upload it, served by a loopback JSR registry to a script in an empty folder;
  * 5. a short fuzz run with a fixed seed (tools/fuzz.ts; 60 s, 30 s with `--quick`), counted
@@ -117,8 +121,51 @@ async function buildLibrary(config: BuildConfig): Promise<boolean> {
   return await run("zig", args, { cwd: ZIG_DIR }) === 0;
 }
 
-async function denoTests(config: BuildConfig | null): Promise<void> {
-  const step = `deno test ${config === null ? "default build (+ doc examples)" : configName(config)}`;
+/**
+ * The Deno test files whose outcome depends on how the library was built (threading backend,
+ * GEMM backend): kernels, threads and pools, models run end to end. The others (formats, the
+ * CLI, serving, import, the node-test list, packaging, the portable library's CPU levels) run
+ * the same code in every configuration, so the OpenBLAS configurations skip them: CI must
+ * stay under 30 minutes.
+ */
+export const BACKEND_TESTS = [
+  "conv",
+  "elementwise",
+  "embedding",
+  "future",
+  "inference_threads",
+  "memory",
+  "module",
+  "normalization",
+  "onnx_fuse",
+  "onnx_models",
+  "onnx_quantized",
+  "onnx_recurrent",
+  "ops",
+  "parallel_info",
+  "pin",
+  "pooling",
+  "profile",
+  "recurrent",
+  "reduction",
+  "script",
+  "shape",
+  "stress",
+  "tensor",
+  "threads",
+].map((name) => `tests/${name}_test.ts`);
+
+/** The configurations the optimized Zig unit tests run in (see the module comment). */
+function zigConfigs(configs: BuildConfig[]): BuildConfig[] {
+  const tbb = configs.find((c) => c.threading === "tbb" && c.blas === "openblas") ??
+    configs.find((c) => c.threading === "tbb")!;
+  return [{ threading: "omp", blas: "native" }, tbb];
+}
+
+async function denoTests(config: BuildConfig | null, files: string[] = ["tests/"]): Promise<void> {
+  const step = `deno test ${config === null ? "default build (+ doc examples)" : configName(config)}${
+    files.length > 1 ? ` (${files.length} backend test files)` : ""
+  }`;
   banner(step);
   const env: Record<string, string> = { NO_COLOR: "1" };
   if (config !== null) {
@@ -133,7 +180,7 @@ async function denoTests(config: BuildConfig | null): Promise<void> {
   }
   const args = ["test", "-A", "--no-check=remote", DEV_LOCK];
   if (config === null) args.push("--doc", "mod.ts", "lib/", "ffi/", "tests/");
-  else args.push("tests/");
+  else args.push(...files);
   const { code, output } = await runCaptured("deno", args, { cwd: ROOT, env });
   record(step, parseDenoSummary(output), code);
 }
@@ -180,7 +227,7 @@ async function fuzzRun(seconds: number): Promise<void> {
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
   const configs = allConfigs();
-  for (const config of quick ? configs.slice(0, 1) : configs) await zigTests(config, false);
+  for (const config of quick ? configs.slice(0, 1) : zigConfigs(configs)) await zigTests(config, false);
   if (Deno.build.arch === "x86_64") await zigLevelTests();
   if (!quick) {
     // TSan cannot load OpenBLAS (libgfortran's constructors run before TSan's runtime), so the
@@ -189,7 +236,11 @@ if (import.meta.main) {
   }
   if (!quick) await crossBuilds();
   await denoTests(null);
-  if (!quick) { for (const config of configs) await denoTests(config); }
+  if (!quick) {
+    // omp-native is the default build, tested above.
+    await denoTests({ threading: "tbb", blas: "native" });
+    for (const config of configs.filter((c) => c.blas === "openblas")) await denoTests(config, BACKEND_TESTS);
+  }
   await consumerRun();
   await fuzzRun(quick ? 30 : 60);
   const wall = times.reduce((sum, [, seconds]) => sum + seconds, 0);
