@@ -44,10 +44,14 @@ interface Server {
   stop(): Promise<number>;
 }
 
-/** Starts `main.ts serve` with `args` on a free port and waits for its "listening" line. */
-async function startServe(args: string[]): Promise<Server> {
+/**
+ * Starts `main.ts serve` with `args` on a free port (or another script that prints the same
+ * line, such as bench/serve_floor.ts) and waits for its "listening" line.
+ */
+async function startServe(args: string[], script = ["main.ts", "serve", "--port", "0"]): Promise<Server> {
+  const [file, ...rest] = script;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/main.ts`, "serve", "--port", "0", ...args],
+    args: ["run", "-A", `${ROOT}/${file}`, ...rest, ...args],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -161,7 +165,7 @@ class LeanClient {
   }
 
   /** Connects to `url` for POSTs of `body` with `headers`. */
-  static async open(url: string, body: Uint8Array, headers: Record<string, string>): Promise<LeanClient> {
+  static async open(url: string, body: Uint8Array, headers: Record<string, string> = {}): Promise<LeanClient> {
     const { hostname, port, pathname } = new URL(url);
     const conn = await Deno.connect({ hostname, port: Number(port) });
     conn.setNoDelay(true);
@@ -270,12 +274,14 @@ if (phases.has("overhead")) {
   const exampleInput = randn([64, 1024], { seed: 1 });
   const clsInput = randn(clsShape, { seed: 2 });
   const server = await startServe(["--model", "example=builtin:example", ...clsArgs, "--concurrency", "1"]);
+  const floor = await startServe([], ["bench/serve_floor.ts"]);
   const health = await drive(`${server.url}/v2/health/live`, null, overheadRuns, 1, 0);
-  say(`HTTP floor: GET /v2/health/live p50 ${(p50(health.latencies) * 1000).toFixed(0)} µs`);
+  say(`HTTP floor: GET /v2/health/live p50 ${(p50(health.latencies) * 1000).toFixed(0)} µs (fetch)`);
   const cases = [
     { name: "example", input: "input0", module: example.module, tensor: exampleInput, out: 64 * 1024 * 4 },
     { name: "cls", input: cls.input, module: clsModule, tensor: clsInput, out: 2 * 4 },
   ];
+  const us = (ms: number) => (ms * 1000).toFixed(0);
   for (const c of cases) {
     const request = binaryBody([{
       name: c.input,
@@ -284,8 +290,14 @@ if (phases.has("overhead")) {
     }]);
     const url = `${server.url}/v2/models/${c.name}/infer`;
     const lean = await LeanClient.open(url, request.body, { "inference-header-content-length": request.header });
+    // The floor: the same request bytes to a bare Deno.serve answering as many bytes as the server does.
+    const answerBytes = (await lean.post()).bytes;
+    const bare = await LeanClient.open(`${floor.url}/${answerBytes}`, request.body, {
+      "inference-header-content-length": request.header,
+    });
     const local: number[] = [];
     const leanServed: number[] = [];
+    const floorServed: number[] = [];
     const fetchServed: number[] = [];
     let errors = 0;
     for (let i = 0; i < overheadRuns + 20; i++) {
@@ -295,25 +307,32 @@ if (phases.has("overhead")) {
       const answer = await lean.post();
       if (answer.status !== 200 || answer.bytes < c.out) errors++;
       const end = performance.now();
+      const floorAnswer = await bare.post();
+      if (floorAnswer.status !== 200 || floorAnswer.bytes !== answerBytes) errors++;
+      const floorEnd = performance.now();
       errors += (await drive(url, request, 1, 1, c.out)).errors;
       if (i >= 20) {
         local.push(middle - begin);
         leanServed.push(end - middle);
-        fetchServed.push(performance.now() - end);
+        floorServed.push(floorEnd - end);
+        fetchServed.push(performance.now() - floorEnd);
       }
     }
     lean.close();
+    bare.close();
     const compute = await histogramMean(server.url, "spindle_compute_seconds", c.name);
     const whole = await histogramMean(server.url, "spindle_request_seconds", c.name);
-    const [base, viaLean, viaFetch] = [p50(local), p50(leanServed), p50(fetchServed)];
-    const us = (ms: number) => (ms * 1000).toFixed(0);
+    const [base, viaLean, viaFloor, viaFetch] = [p50(local), p50(leanServed), p50(floorServed), p50(fetchServed)];
     say(
       `${c.name}: in-process forward p50 ${us(base)} µs; served p50 ${us(viaLean)} µs with a lean client ` +
-        `(added ${us(viaLean - base)} µs), ${us(viaFetch)} µs with fetch (added ${us(viaFetch - base)} µs); ` +
-        `in the server, forward with tensors in and out took ${us(compute * 1000)} µs on average and the whole ` +
-        `request (body read, parse, forward, encode) ${us(whole * 1000)} µs; ${errors} errors`,
+        `(added ${us(viaLean - base)} µs; the floor, a bare Deno.serve reading ${request.body.byteLength} B and ` +
+        `answering ${answerBytes} B, ${us(viaFloor)} µs, so ${us(viaLean - base - viaFloor)} µs above it), ` +
+        `${us(viaFetch)} µs with fetch (added ${us(viaFetch - base)} µs); in the server, forward with tensors in ` +
+        `and out took ${us(compute * 1000)} µs on average and the whole request (body read, parse, forward, ` +
+        `encode) ${us(whole * 1000)} µs; ${errors} errors`,
     );
   }
+  say(`floor server exit code ${await floor.stop()}`);
   say(`server exit code ${await server.stop()}`);
   exampleInput.dispose();
   clsInput.dispose();
@@ -614,4 +633,4 @@ if (phases.has("bad")) {
   await Deno.remove(path);
 }
 
-if (phases.size === 3) await Deno.writeTextFile(`${RESULTS}/serve_bench.txt`, summary.join("\n") + "\n");
+if (phases.size === 4) await Deno.writeTextFile(`${RESULTS}/serve_bench.txt`, summary.join("\n") + "\n");
