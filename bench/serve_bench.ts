@@ -6,7 +6,9 @@
  * 1. Overhead: p50 of in-process `forwardAll` vs p50 of the same request through the server
  *    at concurrency 1 with binary tensors, for builtin:example and the PaddleOCR classifier,
  *    measured in the same run, interleaved; the request is sent both by a lean keep-alive
- *    HTTP/1.1 client (standing in for perf_analyzer) and by `fetch`.
+ *    HTTP/1.1 client (standing in for perf_analyzer) and by `fetch`. The floor under it is
+ *    measured alongside: the same bytes to a bare `Deno.serve` (bench/serve_floor.ts) that
+ *    answers as many bytes; and the CPU time of each server's event-loop thread per request.
  * 2. Load: the classifier and the tiny test model at concurrency 1…64, `--requests` each
  *    (default 750: 21,000 in all), with dynamic batching off and on (--max-batch 16); latency
  *    percentiles, throughput and the mean batch size (from /metrics) to
@@ -44,10 +46,14 @@ interface Server {
   stop(): Promise<number>;
 }
 
-/** Starts `main.ts serve` with `args` on a free port and waits for its "listening" line. */
-async function startServe(args: string[]): Promise<Server> {
+/**
+ * Starts `main.ts serve` with `args` on a free port (or another script that prints the same
+ * line, such as bench/serve_floor.ts) and waits for its "listening" line.
+ */
+async function startServe(args: string[], script = ["main.ts", "serve", "--port", "0"]): Promise<Server> {
+  const [file, ...rest] = script;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/main.ts`, "serve", "--port", "0", ...args],
+    args: ["run", "-A", `${ROOT}/${file}`, ...rest, ...args],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -161,7 +167,7 @@ class LeanClient {
   }
 
   /** Connects to `url` for POSTs of `body` with `headers`. */
-  static async open(url: string, body: Uint8Array, headers: Record<string, string>): Promise<LeanClient> {
+  static async open(url: string, body: Uint8Array, headers: Record<string, string> = {}): Promise<LeanClient> {
     const { hostname, port, pathname } = new URL(url);
     const conn = await Deno.connect({ hostname, port: Number(port) });
     conn.setNoDelay(true);
@@ -231,6 +237,13 @@ async function histogramMean(url: string, name: string, model: string): Promise<
   return sum / await metric(url, new RegExp(`^${name}_count\\{model="${model}"\\} (\\d+)$`, "m"));
 }
 
+/** CPU time (user + system) of a process's main thread, its event loop, in milliseconds. */
+function mainThreadCpuMs(pid: number): number {
+  const fields = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/stat`).split(") ")[1].split(" ");
+  // utime and stime, fields 14 and 15 of stat(5), in clock ticks (USER_HZ, 100 on Linux).
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 function rssKiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(status.match(/^VmRSS:\s+(\d+) kB$/m)?.[1]);
@@ -270,12 +283,14 @@ if (phases.has("overhead")) {
   const exampleInput = randn([64, 1024], { seed: 1 });
   const clsInput = randn(clsShape, { seed: 2 });
   const server = await startServe(["--model", "example=builtin:example", ...clsArgs, "--concurrency", "1"]);
+  const floor = await startServe([], ["bench/serve_floor.ts"]);
   const health = await drive(`${server.url}/v2/health/live`, null, overheadRuns, 1, 0);
-  say(`HTTP floor: GET /v2/health/live p50 ${(p50(health.latencies) * 1000).toFixed(0)} µs`);
+  say(`HTTP floor: GET /v2/health/live p50 ${(p50(health.latencies) * 1000).toFixed(0)} µs (fetch)`);
   const cases = [
     { name: "example", input: "input0", module: example.module, tensor: exampleInput, out: 64 * 1024 * 4 },
     { name: "cls", input: cls.input, module: clsModule, tensor: clsInput, out: 2 * 4 },
   ];
+  const us = (ms: number) => (ms * 1000).toFixed(0);
   for (const c of cases) {
     const request = binaryBody([{
       name: c.input,
@@ -284,36 +299,64 @@ if (phases.has("overhead")) {
     }]);
     const url = `${server.url}/v2/models/${c.name}/infer`;
     const lean = await LeanClient.open(url, request.body, { "inference-header-content-length": request.header });
+    // The floor: the same request bytes to a bare Deno.serve answering as many bytes as the server does.
+    const answerBytes = (await lean.post()).bytes;
+    const bare = await LeanClient.open(`${floor.url}/${answerBytes}`, request.body, {
+      "inference-header-content-length": request.header,
+    });
     const local: number[] = [];
     const leanServed: number[] = [];
+    const floorServed: number[] = [];
     const fetchServed: number[] = [];
     let errors = 0;
+    // The four steps rotate, so that none always runs right after another (a forward leaves
+    // caches cold and the pool's threads briefly spinning for whatever runs next).
+    const steps: [number[], () => Promise<void>][] = [
+      [local, async () => (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose())],
+      [leanServed, async () => {
+        const answer = await lean.post();
+        if (answer.status !== 200 || answer.bytes < c.out) errors++;
+      }],
+      [floorServed, async () => {
+        const answer = await bare.post();
+        if (answer.status !== 200 || answer.bytes !== answerBytes) errors++;
+      }],
+      [fetchServed, async () => void (errors += (await drive(url, request, 1, 1, c.out)).errors)],
+    ];
+    let cpuBefore = [0, 0];
     for (let i = 0; i < overheadRuns + 20; i++) {
-      const begin = performance.now();
-      (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose());
-      const middle = performance.now();
-      const answer = await lean.post();
-      if (answer.status !== 200 || answer.bytes < c.out) errors++;
-      const end = performance.now();
-      errors += (await drive(url, request, 1, 1, c.out)).errors;
-      if (i >= 20) {
-        local.push(middle - begin);
-        leanServed.push(end - middle);
-        fetchServed.push(performance.now() - end);
+      if (i === 20) cpuBefore = [mainThreadCpuMs(server.child.pid), mainThreadCpuMs(floor.child.pid)];
+      for (let k = 0; k < steps.length; k++) {
+        const [samples, step] = steps[(i + k) % steps.length];
+        const begin = performance.now();
+        await step();
+        if (i >= 20) samples.push(performance.now() - begin);
       }
     }
+    // The server answered two requests per round (lean client and fetch), the floor one.
+    const serverCpu = (mainThreadCpuMs(server.child.pid) - cpuBefore[0]) / (2 * overheadRuns);
+    const floorCpu = (mainThreadCpuMs(floor.child.pid) - cpuBefore[1]) / overheadRuns;
     lean.close();
+    bare.close();
     const compute = await histogramMean(server.url, "spindle_compute_seconds", c.name);
     const whole = await histogramMean(server.url, "spindle_request_seconds", c.name);
-    const [base, viaLean, viaFetch] = [p50(local), p50(leanServed), p50(fetchServed)];
-    const us = (ms: number) => (ms * 1000).toFixed(0);
+    const [base, viaLean, viaFloor, viaFetch] = [p50(local), p50(leanServed), p50(floorServed), p50(fetchServed)];
+    // Paired: the p50 of each round's own difference, steadier than a difference of p50s
+    // while the load others put on the machine drifts.
+    const added = p50(leanServed.map((t, i) => t - local[i]));
+    const aboveFloor = p50(leanServed.map((t, i) => t - local[i] - floorServed[i]));
     say(
       `${c.name}: in-process forward p50 ${us(base)} µs; served p50 ${us(viaLean)} µs with a lean client ` +
-        `(added ${us(viaLean - base)} µs), ${us(viaFetch)} µs with fetch (added ${us(viaFetch - base)} µs); ` +
-        `in the server, forward with tensors in and out took ${us(compute * 1000)} µs on average and the whole ` +
-        `request (body read, parse, forward, encode) ${us(whole * 1000)} µs; ${errors} errors`,
+        `(added ${us(viaLean - base)} µs, paired p50 ${us(added)} µs); the floor, a bare Deno.serve reading ` +
+        `${request.body.byteLength} B and answering ${answerBytes} B, p50 ${us(viaFloor)} µs, so the server ` +
+        `adds ${us(aboveFloor)} µs above it (paired p50); ${us(viaFetch)} µs with fetch (added ` +
+        `${us(viaFetch - base)} µs); CPU of the event-loop thread per request: server ${us(serverCpu)} µs, ` +
+        `floor ${us(floorCpu)} µs; in the server, forward with tensors in and out took ${us(compute * 1000)} µs ` +
+        `on average and the whole request (body read, parse, forward, encode) ${us(whole * 1000)} µs; ` +
+        `${errors} errors`,
     );
   }
+  say(`floor server exit code ${await floor.stop()}`);
   say(`server exit code ${await server.stop()}`);
   exampleInput.dispose();
   clsInput.dispose();
@@ -614,4 +657,4 @@ if (phases.has("bad")) {
   await Deno.remove(path);
 }
 
-if (phases.size === 3) await Deno.writeTextFile(`${RESULTS}/serve_bench.txt`, summary.join("\n") + "\n");
+if (phases.size === 4) await Deno.writeTextFile(`${RESULTS}/serve_bench.txt`, summary.join("\n") + "\n");

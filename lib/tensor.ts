@@ -299,6 +299,19 @@ export function tensorFromBytes(bytes: Uint8Array, shape: readonly number[], dty
 }
 
 /**
+ * Copies a tensor's values, row-major, into `into`, which must hold exactly its bytes: the
+ * server reads an output straight into its place in the response body, one copy in all.
+ *
+ * @ignore Internal: for the server (lib/serve), not part of the public API.
+ * @param t The tensor.
+ * @param into Its destination, `t.numel` × the element size bytes long; needs no alignment.
+ * @throws {SpindleError} `shape_mismatch` when `into` has another length.
+ */
+export function readTensorBytes(t: Tensor, into: Uint8Array): void {
+  check(native().spindle_tensor_read(t.handle, into, BigInt(into.byteLength)));
+}
+
+/**
  * A tensor filled with `value`.
  *
  * @param shape The shape.

@@ -11,6 +11,8 @@ import assert from "node:assert/strict";
 import { load, type Module, tensor } from "../mod.ts";
 import { type ServedModel, servedModule } from "../lib/serve/model.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../lib/serve/server.ts";
+import { Deadlines } from "../lib/serve/deadlines.ts";
+import { parseInferRequest, type RequestPlan, type TensorSpec } from "../lib/serve/protocol.ts";
 import { fakeModel, mutate, random, testOptions, writeTestModel } from "./serve/fixture.ts";
 import { ROOT } from "./helpers.ts";
 
@@ -71,7 +73,7 @@ async function post(url: string, body: unknown, headers: Record<string, string> 
 }
 
 /** A binary request: JSON header, then x's and ids' bytes. */
-function binaryRequest(outputs?: unknown[]): { body: Uint8Array; headerLength: number } {
+function binaryRequest(outputs?: unknown[], x = X): { body: Uint8Array; headerLength: number } {
   const header = new TextEncoder().encode(JSON.stringify({
     inputs: [
       { name: "x", datatype: "FP32", shape: [2, 4], parameters: { binary_data_size: X.byteLength } },
@@ -81,7 +83,7 @@ function binaryRequest(outputs?: unknown[]): { body: Uint8Array; headerLength: n
   }));
   const body = new Uint8Array(header.byteLength + X.byteLength + IDS.byteLength);
   body.set(header);
-  body.set(new Uint8Array(X.buffer), header.byteLength);
+  body.set(new Uint8Array(x.buffer, x.byteOffset, x.byteLength), header.byteLength);
   body.set(new Uint8Array(IDS.buffer), header.byteLength + X.byteLength);
   return { body, headerLength: header.byteLength };
 }
@@ -208,6 +210,72 @@ Deno.test("serve: JSON and binary infer are bit-identical to in-process forward,
     const z = await (await post(`${url}/v2/models/m/infer`, nested)).json();
     assert.deepEqual(jsonBytes(z.outputs[0]), expected.z);
   });
+});
+
+Deno.test("serve: concurrent binary responses each carry their own outputs (the response buffer is reused)", async () => {
+  // The server encodes binary responses into one reused buffer because `new Response` copies
+  // a byte body; if Deno stopped copying, responses would share bytes: this would fail.
+  const bytes = new Uint8Array([1, 2, 3]);
+  const copied = new Response(bytes);
+  bytes.fill(9);
+  assert.deepEqual(new Uint8Array(await copied.arrayBuffer()), new Uint8Array([1, 2, 3]));
+  using module = await openModule();
+  const xs = Array.from({ length: 8 }, (_, r) => X.map((v, i) => v * (r + 1) - i));
+  const expected = await Promise.all(xs.map((x) => expectedOutputs(module, x)));
+  await withServer({ concurrency: 2 }, async (url) => {
+    const responses = await Promise.all(xs.map((x) => {
+      const request = binaryRequest(undefined, x);
+      return post(`${url}/v2/models/m/infer`, request.body, {
+        "inference-header-content-length": String(request.headerLength),
+      });
+    }));
+    for (const [r, response] of responses.entries()) {
+      assert.equal(response.status, 200);
+      const { data } = await binaryResponse(response);
+      for (const name of ["y", "z", "e"]) assert.deepEqual(data[name], expected[r][name], `${r} ${name}`);
+    }
+  });
+});
+
+Deno.test("serve: deadlines on one timer expire in order, once, and not when cancelled", async () => {
+  const deadlines = new Deadlines();
+  const expired: string[] = [];
+  const late = deadlines.add(40, () => expired.push("late"));
+  deadlines.add(10, () => expired.push("early"));
+  const met = deadlines.add(5, () => expired.push("met"));
+  deadlines.cancel(met);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(expired, ["early"]);
+  await new Promise((resolve) => setTimeout(resolve, 40));
+  assert.deepEqual(expired, ["early", "late"]);
+  deadlines.cancel(late); // already expired: nothing happens
+  assert.equal(deadlines.size, 0);
+});
+
+Deno.test("serve: a repeated binary header is parsed from the plan cache, identically; other lengths are checked", () => {
+  const inputs: TensorSpec[] = [
+    { name: "x", dtype: "float32", shape: [-1, 4] },
+    { name: "ids", dtype: "int64", shape: [-1, 2] },
+  ];
+  const outputs: TensorSpec[] = [{ name: "y", dtype: "float32", shape: [-1, 3] }];
+  const plans = new Map<string, RequestPlan>();
+  const request = binaryRequest();
+  const header = String(request.headerLength);
+  const first = parseInferRequest(request.body, header, inputs, outputs, plans);
+  assert.equal(plans.size, 1);
+  const again = binaryRequest(undefined, X.map((v) => v + 1));
+  const second = parseInferRequest(again.body, header, inputs, outputs, plans);
+  assert.deepEqual(second.outputs, first.outputs);
+  assert.deepEqual(second.inputs.map((t) => [t.name, t.shape]), first.inputs.map((t) => [t.name, t.shape]));
+  assert.deepEqual(second.inputs[0].data, again.body.subarray(request.headerLength, request.headerLength + 32));
+  // The same header with a body cut short or too long is parsed in full and refused as before.
+  assert.throws(
+    () => parseInferRequest(request.body.subarray(0, request.body.length - 1), header, inputs, outputs, plans),
+    /ends before its 32 bytes/,
+  );
+  const longer = new Uint8Array(request.body.length + 1);
+  longer.set(request.body);
+  assert.throws(() => parseInferRequest(longer, header, inputs, outputs, plans), /1 bytes after the tensors/);
 });
 
 Deno.test("serve: every error is JSON {error} with its status, and the server keeps serving", async () => {

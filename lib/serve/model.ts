@@ -6,7 +6,7 @@
  */
 import { SpindleError } from "../../ffi/status.ts";
 import type { Module, ValueMetadata } from "../module.ts";
-import { type Tensor, tensor, tensorFromBytes } from "../tensor.ts";
+import { readTensorBytes, type Tensor, tensor, tensorFromBytes } from "../tensor.ts";
 import { HttpError, type TensorData, type TensorSpec } from "./protocol.ts";
 
 /** Output values of one run. */
@@ -23,6 +23,39 @@ export interface InputValues {
   data: TensorData | Uint8Array;
 }
 
+/**
+ * One output of a run as the response encoder takes it: its metadata, and its values read on
+ * demand, either into a place the caller chose (a binary output goes straight into the
+ * response body) or as a typed array (for JSON). Valid only while the run's `finish` runs.
+ */
+export interface OutputTensor {
+  readonly dtype: TensorSpec["dtype"];
+  readonly shape: readonly number[];
+  /** Bytes of its values. */
+  readonly byteLength: number;
+  /** Copies its values, row-major little-endian, into `into` (exactly `byteLength` bytes). */
+  read(into: Uint8Array): void;
+  /** Its values as a new typed array. */
+  values(): TensorData;
+}
+
+/** Output values of a run as {@link OutputTensor}s (for stacked runs, already split). */
+export function valuesOutput(value: Values): OutputTensor {
+  const { data } = value;
+  return {
+    dtype: value.dtype,
+    shape: value.shape,
+    byteLength: data.byteLength,
+    read: (into) => into.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)),
+    values: () => data,
+  };
+}
+
+/** The plain values of a run's outputs. */
+export function toValues(outputs: readonly OutputTensor[]): Values[] {
+  return outputs.map((output) => ({ dtype: output.dtype, shape: [...output.shape], data: output.values() }));
+}
+
 /** A model the server serves. */
 export interface ServedModel {
   /** The name clients use in URLs. */
@@ -36,11 +69,17 @@ export interface ServedModel {
    * first dimension of any size.
    */
   readonly batchable: boolean;
-  /** Runs one forward pass off the JavaScript thread; outputs in {@link outputs} order. */
-  run(inputs: readonly InputValues[]): Promise<Values[]>;
+  /**
+   * Runs one forward pass off the JavaScript thread and passes its outputs, in
+   * {@link outputs} order, to `finish` (which encodes the response, or takes the values with
+   * {@link toValues}) while they are alive; resolves to what `finish` returns.
+   */
+  run<R>(inputs: readonly InputValues[], finish: (outputs: readonly OutputTensor[]) => R): Promise<R>;
   /** Frees the model. */
   dispose(): void;
 }
+
+const BYTES_PER_ELEMENT: Record<TensorSpec["dtype"], number> = { float32: 4, int64: 8, int32: 4 };
 
 function specs(values: readonly ValueMetadata[]): TensorSpec[] {
   return values.map((v) => ({
@@ -90,7 +129,7 @@ export function servedModule(name: string, source: string, module: Module, relea
     inputs,
     outputs,
     batchable,
-    async run(values) {
+    async run(values, finish) {
       const tensors: Tensor[] = [];
       let results: Tensor[] = [];
       try {
@@ -100,7 +139,13 @@ export function servedModule(name: string, source: string, module: Module, relea
           );
         }
         results = await module.forwardAll(...tensors);
-        return results.map((t) => ({ dtype: t.dtype, shape: [...t.shape], data: t.toArray() }));
+        return finish(results.map((t): OutputTensor => ({
+          dtype: t.dtype,
+          shape: t.shape,
+          byteLength: t.numel * BYTES_PER_ELEMENT[t.dtype],
+          read: (into) => readTensorBytes(t, into),
+          values: () => t.toArray(),
+        })));
       } finally {
         for (const t of tensors) t.dispose();
         for (const t of results) t.dispose();

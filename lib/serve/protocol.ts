@@ -81,13 +81,21 @@ export interface InferRequest {
   outputs: RequestedOutput[];
 }
 
-/** One output tensor of a response. */
+/**
+ * One output tensor of a response: metadata, and its values read on demand (see
+ * lib/serve/model.ts `OutputTensor`, which this is structurally).
+ */
 export interface ResponseTensor {
   name: string;
-  dtype: DType;
-  shape: number[];
-  data: TensorData;
   binary: boolean;
+  dtype: DType;
+  shape: readonly number[];
+  /** Bytes of its values. */
+  byteLength: number;
+  /** Copies its values into `into` (exactly `byteLength` bytes). */
+  read(into: Uint8Array): void;
+  /** Its values as a typed array (for JSON `data`). */
+  values(): TensorData;
 }
 
 /** Most dimensions a request tensor may declare (the native limit is lower and checked later). */
@@ -178,6 +186,23 @@ function jsonData(data: unknown, dtype: DType, count: number, what: string): Ten
   return out;
 }
 
+/**
+ * A validated request header whose inputs are all binary: what {@link parseInferRequest}
+ * derives from it, kept so the same header (clients send the same one for every request of a
+ * shape) is not parsed and checked again.
+ */
+export interface RequestPlan {
+  id: string | undefined;
+  /** The inputs in the model's order, with where their bytes lie in the body. */
+  inputs: { name: string; dtype: DType; shape: number[]; offset: number; size: number }[];
+  outputs: RequestedOutput[];
+  /** The body length the header accounts for. */
+  bodyLength: number;
+}
+
+/** Headers kept per plan cache; past it the cache starts over (clients whose ids vary miss anyway). */
+const PLAN_CACHE_ENTRIES = 64;
+
 /** Made once: constructing a decoder per request costs several microseconds. */
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -188,6 +213,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * @param headerLength `Inference-Header-Content-Length`, when the request has binary tensors.
  * @param inputs The model's inputs.
  * @param outputs The model's outputs.
+ * @param plans Where validated all-binary headers of this model are kept (see RequestPlan):
+ *   a header seen before, with a body of the length it declares, skips JSON.parse and the checks.
  * @returns The request, inputs in the model's order.
  * @throws {HttpError} 400 naming what is wrong.
  */
@@ -196,6 +223,7 @@ export function parseInferRequest(
   headerLength: string | null,
   inputs: readonly TensorSpec[],
   outputs: readonly TensorSpec[],
+  plans?: Map<string, RequestPlan>,
 ): InferRequest {
   let jsonEnd = body.length;
   if (headerLength !== null) {
@@ -209,8 +237,23 @@ export function parseInferRequest(
     jsonEnd = length;
   }
   let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(utf8.decode(body.subarray(0, jsonEnd)));
+    text = utf8.decode(body.subarray(0, jsonEnd));
+    const plan = plans?.get(text);
+    if (plan !== undefined && plan.bodyLength === body.length) {
+      return {
+        id: plan.id,
+        inputs: plan.inputs.map(({ name, dtype, shape, offset, size }) => ({
+          name,
+          dtype,
+          shape,
+          data: body.subarray(offset, offset + size),
+        })),
+        outputs: plan.outputs,
+      };
+    }
+    parsed = JSON.parse(text);
   } catch (error) {
     throw new HttpError(400, `malformed JSON in the request: ${error instanceof Error ? error.message : error}`);
   }
@@ -274,7 +317,23 @@ export function parseInferRequest(
     return input;
   });
   const binaryDefault = parameters?.binary_data_output === true;
-  return { id, inputs: ordered, outputs: requestedOutputs(wanted, outputs, binaryDefault) };
+  const request = { id, inputs: ordered, outputs: requestedOutputs(wanted, outputs, binaryDefault) };
+  if (plans !== undefined && ordered.every((input) => input.data instanceof Uint8Array)) {
+    if (plans.size >= PLAN_CACHE_ENTRIES) plans.clear();
+    plans.set(text, {
+      id,
+      inputs: ordered.map(({ name, dtype, shape, data }) => ({
+        name,
+        dtype,
+        shape,
+        offset: data.byteOffset - body.byteOffset,
+        size: data.byteLength,
+      })),
+      outputs: request.outputs,
+      bodyLength: body.length,
+    });
+  }
+  return request;
 }
 
 function requestedOutputs(wanted: unknown, outputs: readonly TensorSpec[], binaryDefault: boolean): RequestedOutput[] {
@@ -312,7 +371,11 @@ function jsonArray(data: TensorData): string {
 
 /** An encoded response: the body and, for binary outputs, the JSON header's length. */
 export interface EncodedResponse {
-  body: Uint8Array<ArrayBuffer>;
+  /**
+   * The body: the JSON text when no output is binary (a Response takes a string without a
+   * copy in JavaScript), else the bytes, a view of the `scratch` buffer when one was given.
+   */
+  body: string | Uint8Array<ArrayBuffer>;
   headerLength: number | null;
 }
 
@@ -321,40 +384,48 @@ const encoder = new TextEncoder();
 /**
  * Encodes an infer response: a JSON object, followed by the binary outputs' bytes when any
  * output is binary (then `headerLength` is the JSON part's length, for
- * `Inference-Header-Content-Length`).
+ * `Inference-Header-Content-Length`). Binary outputs are read straight into their place in
+ * the body, one copy each.
+ *
+ * @param scratch Gives a buffer of at least the bytes asked for, for the body to be written
+ *   into (the server reuses one: `new Response` copies its body); without it the body is a
+ *   new buffer.
  */
 export function encodeInferResponse(
   model: string,
   version: string,
   id: string | undefined,
   outputs: readonly ResponseTensor[],
+  scratch: (bytes: number) => Uint8Array<ArrayBuffer> = (bytes) => new Uint8Array(bytes),
 ): EncodedResponse {
   const parts: string[] = [];
-  const binaries: Uint8Array[] = [];
+  let binaryBytes = 0;
+  let anyBinary = false;
   for (const output of outputs) {
     const head = `{"name":${JSON.stringify(output.name)},"datatype":"${DATATYPE_OF[output.dtype]}","shape":[${
       output.shape.join(",")
     }]`;
     if (output.binary) {
-      const bytes = new Uint8Array(output.data.buffer, output.data.byteOffset, output.data.byteLength);
-      binaries.push(bytes);
-      parts.push(`${head},"parameters":{"binary_data_size":${bytes.byteLength}}}`);
+      anyBinary = true;
+      binaryBytes += output.byteLength;
+      parts.push(`${head},"parameters":{"binary_data_size":${output.byteLength}}}`);
     } else {
-      parts.push(`${head},"data":${jsonArray(output.data)}}`);
+      parts.push(`${head},"data":${jsonArray(output.values())}}`);
     }
   }
   const idPart = id === undefined ? "" : `"id":${JSON.stringify(id)},`;
-  const json = encoder.encode(
-    `{${idPart}"model_name":${JSON.stringify(model)},"model_version":"${version}","outputs":[${parts.join(",")}]}`,
-  );
-  if (binaries.length === 0) return { body: json, headerLength: null };
-  const total = binaries.reduce((sum, b) => sum + b.byteLength, json.byteLength);
-  const body = new Uint8Array(total);
-  body.set(json, 0);
-  let offset = json.byteLength;
-  for (const bytes of binaries) {
-    body.set(bytes, offset);
-    offset += bytes.byteLength;
+  const text = `{${idPart}"model_name":${JSON.stringify(model)},"model_version":"${version}","outputs":[${
+    parts.join(",")
+  }]}`;
+  if (!anyBinary) return { body: text, headerLength: null };
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit: room for the JSON whatever its text.
+  const buffer = scratch(text.length * 3 + binaryBytes);
+  const { written } = encoder.encodeInto(text, buffer);
+  let offset = written;
+  for (const output of outputs) {
+    if (!output.binary) continue;
+    output.read(buffer.subarray(offset, offset + output.byteLength));
+    offset += output.byteLength;
   }
-  return { body, headerLength: json.byteLength };
+  return { body: buffer.subarray(0, offset), headerLength: written };
 }

@@ -12,8 +12,17 @@
  *
  * @module
  */
+import { type Deadline, Deadlines } from "./deadlines.ts";
 import type { Metrics } from "./metrics.ts";
-import { type InputValues, runError, type ServedModel, type Values } from "./model.ts";
+import {
+  type InputValues,
+  type OutputTensor,
+  runError,
+  type ServedModel,
+  toValues,
+  type Values,
+  valuesOutput,
+} from "./model.ts";
 import { HttpError } from "./protocol.ts";
 
 /** Settings of a scheduler. */
@@ -37,8 +46,10 @@ interface Job {
   key: string;
   enqueuedAt: number;
   settled: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  resolve(outputs: Values[]): void;
+  deadline: Deadline | undefined;
+  /** Turns the outputs into the job's result (the encoded response) while they are alive. */
+  finish(outputs: readonly OutputTensor[]): unknown;
+  resolve(result: unknown): void;
   reject(error: HttpError): void;
 }
 
@@ -46,6 +57,7 @@ interface Job {
 export class Scheduler {
   readonly #options: SchedulerOptions;
   readonly #metrics: Metrics;
+  readonly #deadlines: Deadlines;
   readonly #queue: Job[] = [];
   #admitted = 0;
   #running = 0;
@@ -53,10 +65,12 @@ export class Scheduler {
   /**
    * @param options Slots, queue bound and batching.
    * @param metrics Where queue depth, latencies and batch sizes go.
+   * @param deadlines Where the requests' deadlines are kept.
    */
-  constructor(options: SchedulerOptions, metrics: Metrics) {
+  constructor(options: SchedulerOptions, metrics: Metrics, deadlines = new Deadlines()) {
     this.#options = options;
     this.#metrics = metrics;
+    this.#deadlines = deadlines;
   }
 
   /** Admits a request if the server has room; pair each true with {@link release}. */
@@ -85,12 +99,21 @@ export class Scheduler {
    * @param inputs Its inputs, in its order.
    * @param timeoutMs Milliseconds left before the request's deadline.
    * @param deadlineMs The deadline as configured, for the message.
-   * @returns The outputs, in the model's order.
+   * @param finish Takes the outputs, in the model's order, while they are alive, and makes
+   *   the result (the server encodes the response in it, reading binary outputs straight
+   *   into the body).
+   * @returns What `finish` returned.
    * @throws {HttpError} 504 when the deadline passes first (the slot is reclaimed when the
    *   forward it is in, if any, completes), 400/500 when the model fails.
    */
-  infer(model: ServedModel, inputs: InputValues[], timeoutMs: number, deadlineMs = timeoutMs): Promise<Values[]> {
-    return new Promise((resolve, reject) => {
+  infer<R>(
+    model: ServedModel,
+    inputs: InputValues[],
+    timeoutMs: number,
+    deadlineMs: number,
+    finish: (outputs: readonly OutputTensor[]) => R,
+  ): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
       const stackable = model.batchable && this.#options.maxBatch > 1 &&
         inputs.every((v) => v.shape.length > 0 && v.shape[0] === inputs[0].shape[0]);
       const rows = stackable ? inputs[0].shape[0] : 0;
@@ -102,11 +125,12 @@ export class Scheduler {
         key,
         enqueuedAt: performance.now(),
         settled: false,
-        timer: undefined,
-        resolve,
+        deadline: undefined,
+        finish,
+        resolve: resolve as (result: unknown) => void,
         reject,
       };
-      job.timer = setTimeout(() => {
+      job.deadline = this.#deadlines.add(timeoutMs, () => {
         const index = this.#queue.indexOf(job);
         if (index >= 0) {
           this.#queue.splice(index, 1);
@@ -116,17 +140,17 @@ export class Scheduler {
           job,
           new HttpError(504, `model '${model.name}': the request passed its ${deadlineMs} ms deadline (--timeout-ms)`),
         );
-      }, timeoutMs);
+      });
       this.#queue.push(job);
       this.#metrics.queueDepth = this.#queue.length;
       this.#pump();
     });
   }
 
-  #settle(job: Job, result: Values[] | HttpError): void {
+  #settle(job: Job, result: unknown): void {
     if (job.settled) return;
     job.settled = true;
-    clearTimeout(job.timer);
+    if (job.deadline !== undefined) this.#deadlines.cancel(job.deadline);
     if (result instanceof HttpError) job.reject(result);
     else job.resolve(result);
   }
@@ -178,9 +202,14 @@ export class Scheduler {
     const started = performance.now();
     for (const job of jobs) this.#metrics.queued(model.name, (started - job.enqueuedAt) / 1000);
     try {
-      const outputs = jobs.length === 1 ? await model.run(jobs[0].inputs) : await this.#stacked(model, jobs);
-      this.#metrics.computed(model.name, (performance.now() - started) / 1000, jobs.length);
-      if (jobs.length === 1) this.#settle(jobs[0], outputs);
+      if (jobs.length === 1) {
+        const result = await model.run(jobs[0].inputs, jobs[0].finish);
+        this.#metrics.computed(model.name, (performance.now() - started) / 1000, 1);
+        this.#settle(jobs[0], result);
+      } else {
+        await this.#stacked(model, jobs);
+        this.#metrics.computed(model.name, (performance.now() - started) / 1000, jobs.length);
+      }
     } catch (error) {
       this.#metrics.computed(model.name, (performance.now() - started) / 1000, jobs.length);
       if (jobs.length === 1) {
@@ -191,7 +220,7 @@ export class Scheduler {
       for (const job of jobs) {
         if (job.settled) continue;
         try {
-          this.#settle(job, await model.run(job.inputs));
+          this.#settle(job, await model.run(job.inputs, job.finish));
         } catch (alone) {
           this.#settle(job, runError(model.name, alone));
         }
@@ -200,7 +229,7 @@ export class Scheduler {
   }
 
   /** Runs the jobs as one forward, stacked along dim 0, and settles each with its rows. */
-  async #stacked(model: ServedModel, jobs: Job[]): Promise<Values[]> {
+  async #stacked(model: ServedModel, jobs: Job[]): Promise<void> {
     const rows = jobs.reduce((sum, job) => sum + job.rows, 0);
     // Stacked as bytes, whatever each request sent (typed values or raw binary data).
     const inputs = jobs[0].inputs.map((first, i): InputValues => {
@@ -213,7 +242,7 @@ export class Scheduler {
       }
       return { dtype: first.dtype, shape: [rows, ...first.shape.slice(1)], data };
     });
-    const outputs = await model.run(inputs);
+    const outputs = await model.run(inputs, toValues);
     for (const [i, output] of outputs.entries()) {
       if (output.shape[0] !== rows) {
         throw new HttpError(
@@ -231,8 +260,7 @@ export class Scheduler {
         return { dtype: output.dtype, shape: [job.rows, ...output.shape.slice(1)], data };
       });
       row += job.rows;
-      this.#settle(job, split);
+      this.#settle(job, job.finish(split.map(valuesOutput)));
     }
-    return [];
   }
 }

@@ -10,7 +10,7 @@
  * @module
  */
 import { onnx } from "../../tools/fuzz_corpus.ts";
-import type { ServedModel } from "../../lib/serve/model.ts";
+import { type ServedModel, valuesOutput } from "../../lib/serve/model.ts";
 import type { ServeOptions } from "../../lib/serve/server.ts";
 
 /** The ONNX bytes of the test model. */
@@ -49,12 +49,14 @@ export function fakeModel(ms: number, fail = false): ServedModel {
     inputs: [{ name: "x", dtype: "float32", shape: [-1, 4] }],
     outputs: [{ name: "y", dtype: "float32", shape: [-1, 4] }],
     batchable: true,
-    async run(inputs) {
+    async run(inputs, finish) {
       await new Promise((resolve) => setTimeout(resolve, ms));
       if (fail) throw new Error("kernel exploded");
       const { dtype, shape, data } = inputs[0];
       const copy = data.slice();
-      return [{ dtype, shape, data: copy instanceof Uint8Array ? new Float32Array(copy.buffer) : copy }];
+      return finish([
+        valuesOutput({ dtype, shape, data: copy instanceof Uint8Array ? new Float32Array(copy.buffer) : copy }),
+      ]);
     },
     dispose() {},
   };
