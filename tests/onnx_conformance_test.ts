@@ -917,6 +917,7 @@ const CI_CASES = [
   "test_prelu_broadcast_expanded",
   "test_prelu_example",
   "test_prelu_example_expanded",
+  "test_range_float_type_positive_delta",
   "test_range_int32_type_negative_delta",
   "test_reciprocal",
   "test_reciprocal_example",

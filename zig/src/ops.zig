@@ -581,23 +581,31 @@ pub const ShapeOf = struct {
 pub const IntBinary = struct {
     pub const inputs = two_inputs;
     kind: dynamic.IntKind,
+
+    /// A divisor's values decide whether the op runs (division by zero).
+    pub fn isParameterInput(options: IntBinary, index: usize) bool {
+        return index == 1 and (options.kind == .div or options.kind == .mod or options.kind == .rem);
+    }
 };
 
 /// Reshape to the values of an integer tensor: 0 copies the input's dim unless allow_zero,
 /// one -1 is inferred.
 pub const ReshapeTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "shape" };
+    pub const parameter_inputs: []const usize = &.{1};
     allow_zero: bool = false,
 };
 
 /// Broadcasts x to broadcast(x.shape, the values of an integer tensor).
 pub const ExpandTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "shape" };
+    pub const parameter_inputs: []const usize = &.{1};
 };
 
 /// A `dtype` tensor of the shape an integer tensor holds, every element `value`.
 pub const ConstantOfShape = struct {
     pub const inputs: []const []const u8 = &.{"shape"};
+    pub const parameter_inputs: []const usize = &.{0};
     pub const bounds = .{ .value = Bound.not_nan };
     dtype: tensor.DType = .float32,
     value: f64 = 0,
@@ -606,12 +614,14 @@ pub const ConstantOfShape = struct {
 /// start, start + delta, … before limit (three one-element tensors of one dtype).
 pub const Range = struct {
     pub const inputs: []const []const u8 = &.{ "start", "limit", "delta" };
+    pub const parameter_inputs: []const usize = &.{ 0, 1, 2 };
 };
 
 /// ONNX Slice with starts and ends as integer tensors; axes (default 0 … n − 1) and steps
 /// (default 1, positive) as parameters.
 pub const SliceTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "starts", "ends" };
+    pub const parameter_inputs: []const usize = &.{ 1, 2 };
     pub const bounds = .{ .axes = Bound.any_integer, .steps = Bound.positive };
     axes: List(i64, max_dims) = .{},
     steps: List(i64, max_dims) = .{},
@@ -621,6 +631,7 @@ pub const SliceTo = struct {
 /// scale is output size / input size.
 pub const ResizeTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "sizes" };
+    pub const parameter_inputs: []const usize = &.{1};
     mode: Resize.Mode = .nearest,
     coordinate: indexing_kernels.Coordinate = .half_pixel,
     nearest: indexing_kernels.Nearest = .round_prefer_floor,
@@ -954,6 +965,21 @@ pub fn describe(writer: *std.json.Stringify) !void {
         try writer.endObject();
     }
     try writer.endObject();
+}
+
+/// Whether input `index` of an op is a parameter given as a tensor (a shape, a bound, a
+/// step, a divisor): its values, not only its shape, decide what the op gives or whether it
+/// runs. The options struct says so (schema.zig: `parameter_inputs`, `isParameterInput`).
+pub fn isParameterInput(options: Options, index: usize) bool {
+    switch (options) {
+        inline else => |o| {
+            const T = @TypeOf(o);
+            if (@typeInfo(T) != .@"struct") return false;
+            if (@hasDecl(T, "isParameterInput")) return o.isParameterInput(index);
+            if (!@hasDecl(T, "parameter_inputs")) return false;
+            return std.mem.indexOfScalar(usize, T.parameter_inputs, index) != null;
+        },
+    }
 }
 
 /// Decodes flat parameters and runs `op` on `inputs`: the eager path. Returns a new tensor
