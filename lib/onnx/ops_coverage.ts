@@ -33,6 +33,7 @@ import {
   reshapeTo,
   typeOf,
 } from "./ops.ts";
+import { einsum } from "./einsum.ts";
 
 type MathKind = ParamsOf<"unary_math">["kind"];
 
@@ -821,4 +822,5 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   NegativeLogLikelihoodLoss: negativeLogLikelihoodLoss,
   SoftmaxCrossEntropyLoss: softmaxCrossEntropyLoss,
   Attention: attention,
+  Einsum: einsum,
 };
