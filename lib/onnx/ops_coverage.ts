@@ -739,6 +739,31 @@ function attention(n: NodeContext): Value[] {
   return [y, presentKey, presentValue, qkOutput];
 }
 
+// ----------------------------------------------------------------------------------------
+// Detection (ops/detection.zig)
+
+/**
+ * NonMaxSuppression: boxes and scores as float32, the optional one-element inputs as they
+ * are (a skipped one before a given one is its default: 0 boxes, IoU 0). The output's
+ * length depends on the values, so its dims are dynamic.
+ */
+function nonMaxSuppression(n: NodeContext): Value[] {
+  const boxes = floatInput(n, 0);
+  const scores = floatInput(n, 1);
+  const last = [4, 3, 2].find((k) => n.inputs[k] !== undefined) ?? 1;
+  const optional = [2, 3, 4].filter((k) => k <= last).map((k) => {
+    const given = n.inputs[k];
+    if (k === 2) return given ?? scalar(0, DATA_TYPE.INT64);
+    return given === undefined ? scalar(0) : floatInput(n, k);
+  });
+  const centerPointBox = attrInt(n, "center_point_box", 0);
+  if (centerPointBox !== 0 && centerPointBox !== 1) {
+    throw new RangeError(`NonMaxSuppression's center_point_box is ${centerPointBox}; it is 0 or 1`);
+  }
+  const params = { center_point_box: centerPointBox === 1 };
+  return [n.b.emit("non_max_suppression", [boxes, scores, ...optional], params, { dtype: "int64" })];
+}
+
 /** The handlers of this module, spread into ops.ts's HANDLERS. */
 export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Cast: castNarrow,
@@ -823,4 +848,5 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   SoftmaxCrossEntropyLoss: softmaxCrossEntropyLoss,
   Attention: attention,
   Einsum: einsum,
+  NonMaxSuppression: nonMaxSuppression,
 };

@@ -27,6 +27,7 @@ const indexing = @import("ops/indexing.zig");
 const recurrent = @import("ops/recurrent.zig");
 const dynamic = @import("ops/dynamic.zig");
 const scatter = @import("ops/scatter.zig");
+const detection = @import("ops/detection.zig");
 const quantized = @import("ops/quantized.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
@@ -129,6 +130,7 @@ pub const OpCode = enum(u32) {
     pack_int8 = 82,
     matmul_int8 = 83,
     conv2d_int8 = 84,
+    non_max_suppression = 85,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -716,6 +718,16 @@ pub const TopK = struct {
     largest: bool = true,
 };
 
+/// ONNX NonMaxSuppression (ops/detection.zig): int64 [selected, 3] rows of (batch, class,
+/// box). The optional inputs are one-element tensors (absent or empty: 0 boxes, IoU 0, no
+/// score threshold); their values, and the boxes' and scores', decide the output's length.
+pub const NonMaxSuppression = struct {
+    pub const inputs: []const []const u8 = &.{ "boxes", "scores", "max_output_boxes_per_class?", "iou_threshold?", "score_threshold?" };
+    pub const parameter_inputs: []const usize = &.{ 0, 1, 2, 3, 4 };
+    /// Boxes as [x_center, y_center, width, height] rather than [y1, x1, y2, x2].
+    center_point_box: bool = false,
+};
+
 // Quantized ops (ops/quantized.zig): quantized values ride as float32 integers.
 
 const quantized_bounds = .{
@@ -904,6 +916,7 @@ pub const Options = union(OpCode) {
     pack_int8: PackInt8,
     matmul_int8: QGemm,
     conv2d_int8: QGemm,
+    non_max_suppression: NonMaxSuppression,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -1033,6 +1046,11 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .gather_nd => |o| scatter.gatherNd(inputs[0], inputs[1], @intCast(o.batch_dims)),
         .scatter_nd => |o| scatter.scatterNd(inputs[0], inputs[1], inputs[2], o.reduction),
         .top_k => |o| scatter.topK(inputs[0], @intCast(o.k), o.axis, o.largest),
+        .non_max_suppression => |o| detection.nonMaxSuppression(inputs[0], inputs[1], .{
+            .max_output_boxes_per_class = if (inputs.len > 2) inputs[2] else null,
+            .iou_threshold = if (inputs.len > 3) inputs[3] else null,
+            .score_threshold = if (inputs.len > 4) inputs[4] else null,
+        }, o.center_point_box),
         .unary_math => |o| elementwise.unary(o.kernel(), .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
@@ -1171,6 +1189,8 @@ test {
     _ = @import("ops/dynamic.zig");
     _ = scatter;
     _ = @import("kernels/scatter.zig");
+    _ = detection;
+    _ = @import("kernels/detection.zig");
     _ = @import("kernels/formats.zig");
     _ = @import("ops/quantized.zig");
     _ = @import("kernels/gemm_int8.zig");
