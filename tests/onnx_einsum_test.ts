@@ -40,7 +40,7 @@ function reference(equation: string, operands: { data: Float32Array; shape: numb
   return { data: result, shape: outShape };
 }
 
-function einsumModel(equation: string, shapes: number[][]): Uint8Array {
+function einsumModel(equation: string, shapes: (number | string)[][]): Uint8Array {
   const names = shapes.map((_, k) => `x${k}`);
   return onnx({
     opset: 17,
@@ -99,6 +99,39 @@ Deno.test("Einsum: batched matmul, transposes, diagonals, sums, dot and outer pr
     ["->", [[]]],
   ];
   for (const [equation, shapes] of cases) check(equation, shapes);
+});
+
+Deno.test("Einsum: symbolic batch and sequence sizes stay dynamic, and each size runs", () => {
+  // Attention scores and a batched matmul over symbolic dims: no reshape merges them.
+  const cases: [string, (number | string)[][], number[][][]][] = [
+    ["bhqd,bhkd->bhqk", [["b", 2, "q", 4], ["b", 2, "k", 4]], [[[1, 2, 3, 4], [1, 2, 5, 4]], [[3, 2, 1, 4], [
+      3,
+      2,
+      2,
+      4,
+    ]]]],
+    ["bij,bjk->bik", [["b", 3, 4], ["b", 4, 2]], [[[1, 3, 4], [1, 4, 2]], [[5, 3, 4], [5, 4, 2]]]],
+  ];
+  for (const [equation, symbolic, runs] of cases) {
+    const program = Program.load(importOnnx(einsumModel(equation, symbolic)));
+    try {
+      for (const shapes of runs) {
+        const operands = shapes.map((shape, k) => ({
+          data: randomValues(shape.reduce((a, b) => a * b, 1), 7 + k),
+          shape,
+        }));
+        const want = reference(equation, operands);
+        const inputs = operands.map((o) => tensor(o.data, o.shape));
+        const [y] = program.runSync(inputs);
+        for (const t of inputs) t.dispose();
+        using _ = y;
+        assert.deepEqual(y.shape, want.shape, `${equation} at ${JSON.stringify(shapes)}`);
+        assertClose(y.toArray() as Float32Array, want.data, { relative: 1e-4, absolute: 1e-5, label: equation });
+      }
+    } finally {
+      program.dispose();
+    }
+  }
 });
 
 Deno.test("Einsum: the implicit output lists the ellipsis dims, then the letters named once, sorted", () => {

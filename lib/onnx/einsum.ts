@@ -190,18 +190,19 @@ function contract(n: NodeContext, a: Term, b: Term, keep: Set<string>): Term {
   const dimsOf = (t: Term, labels: string[]) => labels.map((l) => sizeIn(t, l));
   const leftShape = [...dimsOf(left, batch), product(dimsOf(left, aOnly)), product(dimsOf(left, summed))];
   const rightShape = [...dimsOf(right, batch), product(dimsOf(right, summed)), product(dimsOf(right, bOnly))];
-  const matrixA = reshapeIfNeeded(n, left.value, leftShape);
-  const matrixB = reshapeIfNeeded(n, right.value, rightShape);
+  // A group of one label needs no reshape: then dynamic sizes (a symbolic batch or
+  // sequence) need none either.
+  const single = (...groups: string[][]) => groups.every((g) => g.length === 1);
+  const matrixA = single(aOnly, summed) ? left.value : reshapeTo(n.b, left.value, leftShape);
+  const matrixB = single(summed, bOnly) ? right.value : reshapeTo(n.b, right.value, rightShape);
   const result = n.b.emit("gemm", [matrixA, matrixB]);
-  const batchSizes = batch.map((l) => Math.max(sizeIn(a, l), sizeIn(b, l)));
+  const batchSizes = batch.map((l) => {
+    const [p, q] = [sizeIn(a, l), sizeIn(b, l)];
+    return p < 0 || q < 0 ? -1 : Math.max(p, q);
+  });
   const outShape = [...batchSizes, ...dimsOf(left, aOnly), ...dimsOf(right, bOnly)];
-  return { value: reshapeIfNeeded(n, result, outShape), labels: [...batch, ...aOnly, ...bOnly] };
-}
-
-function reshapeIfNeeded(n: NodeContext, value: Value, dims: number[]): Value {
-  const shape = shapeOf(value);
-  if (shape.length === dims.length && shape.every((d, i) => d === dims[i] && d >= 0)) return value;
-  return reshapeTo(n.b, value, dims);
+  const value = single(aOnly, bOnly) ? result : reshapeTo(n.b, result, outShape);
+  return { value, labels: [...batch, ...aOnly, ...bOnly] };
 }
 
 /** The Einsum handler (opset 12 on): float32 math, as Spindle's gemm does it. */

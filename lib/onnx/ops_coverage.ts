@@ -5,6 +5,7 @@
  * native ops (Split as slices, Tile as expand, DepthToSpace as reshape and permute, the
  * normalizations as reductions and elementwise ops). Masks and index tables that depend
  * only on static shapes are built at import; everything that depends on values runs natively.
+ * Einsum is lowered in einsum.ts; NonMaxSuppression is one native op (ops/detection.zig).
  *
  * @module
  */
