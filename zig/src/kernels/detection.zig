@@ -58,6 +58,20 @@ const Order = struct {
     }
 };
 
+/// Restores the heap property below `start`: every parent ranks before its children.
+fn siftDown(heap: []u32, start: usize, ranking: Order) void {
+    var parent = start;
+    while (true) {
+        var first = parent;
+        const left = 2 * parent + 1;
+        if (left < heap.len and ranking.before(heap[left], heap[first])) first = left;
+        if (left + 1 < heap.len and ranking.before(heap[left + 1], heap[first])) first = left + 1;
+        if (first == parent) return;
+        std.mem.swap(u32, &heap[parent], &heap[first]);
+        parent = first;
+    }
+}
+
 /// Selects up to `max_output` boxes of one class: the candidates (score above
 /// `score_threshold` when there is one) in descending score order, each kept unless a box
 /// kept before it suppresses it. Writes the kept box indices, in selection order, to
@@ -80,10 +94,21 @@ pub fn selectClass(
         order[candidates] = @intCast(i);
         candidates += 1;
     }
-    std.sort.pdq(u32, order[0..candidates], Order{ .scores = scores }, Order.before);
+    // A heap, not a sort: selection stops after max_output boxes, usually long before the
+    // candidates run out, so only the boxes popped pay a log factor.
+    const ranking: Order = .{ .scores = scores };
+    var heap = order[0..candidates];
+    var parent = candidates / 2;
+    while (parent > 0) {
+        parent -= 1;
+        siftDown(heap, parent, ranking);
+    }
     var count: usize = 0;
-    for (order[0..candidates]) |index| {
-        if (count >= max_output) break;
+    while (heap.len > 0 and count < max_output) {
+        const index = heap[0];
+        heap[0] = heap[heap.len - 1];
+        heap = heap[0 .. heap.len - 1];
+        siftDown(heap, 0, ranking);
         const candidate = boxes[index];
         const kept = for (selected[0..count]) |previous| {
             if (suppresses(boxes[previous], candidate, iou_threshold)) break false;
