@@ -121,3 +121,48 @@ Deno.test("NonMaxSuppression refuses NaN scores at run time, and a bad center_po
       error instanceof SpindleError && error.code === "malformed_model" && /center_point_box is 2/.test(error.message),
   );
 });
+
+Deno.test("NonMaxSuppression's rows of any length feed the ops after it (the selected boxes gathered), as onnxruntime", async () => {
+  // selected[:, 2] → Gather(boxes[0], ·): the usual post-processing of a one-batch detector.
+  const c: NmsCase = { batches: 1, classes: 2, boxes: 29, centerPointBox: 0, maxOutput: 5, iou: 0.4, seed: 41 };
+  const bytes = onnx({
+    opset: 13,
+    nodes: [
+      { op: "NonMaxSuppression", inputs: ["boxes", "scores", "max_output", "iou"], outputs: ["selected"] },
+      { op: "Gather", inputs: ["selected", "column"], outputs: ["index"], attributes: { axis: { i: 1 } } },
+      { op: "Squeeze", inputs: ["boxes", "zero"], outputs: ["all_boxes"] },
+      { op: "Gather", inputs: ["all_boxes", "index"], outputs: ["kept"], attributes: { axis: { i: 0 } } },
+    ],
+    initializers: [
+      { name: "max_output", dims: [1], int64: [c.maxOutput!] },
+      { name: "iou", dims: [1], float: [c.iou!] },
+      { name: "column", dims: [], int64: [2] },
+      { name: "zero", dims: [1], int64: [0] },
+    ],
+    inputs: [
+      { name: "boxes", dims: [c.batches, c.boxes, 4] },
+      { name: "scores", dims: [c.batches, c.classes, c.boxes] },
+    ],
+    outputs: [{ name: "kept", dims: ["kept", 4] }],
+  });
+  for (const seed of [41, 42, 43]) {
+    const { boxes, scores } = data({ ...c, seed });
+    const session = await ort.InferenceSession.create(bytes);
+    const want = (await session.run({
+      boxes: new ort.Tensor("float32", boxes, [c.batches, c.boxes, 4]),
+      scores: new ort.Tensor("float32", scores, [c.batches, c.classes, c.boxes]),
+    })).kept;
+    await session.release();
+    const program = Program.load(importOnnx(bytes));
+    const inputs = [tensor(boxes, [c.batches, c.boxes, 4]), tensor(scores, [c.batches, c.classes, c.boxes])];
+    try {
+      const [kept] = program.runSync(inputs);
+      using _ = kept;
+      assert.deepEqual(kept.shape, [...want.dims]);
+      assert.deepEqual(Array.from(kept.toArray() as Float32Array), Array.from(want.data as Float32Array));
+    } finally {
+      program.dispose();
+      for (const t of inputs) t.dispose();
+    }
+  }
+});
