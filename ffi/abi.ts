@@ -1072,6 +1072,13 @@ export const OP_SCHEMAS = {
       { "name": "dilation", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
     ],
   },
+  non_max_suppression: {
+    code: 85,
+    inputs: ["boxes", "scores", "max_output_boxes_per_class?", "iou_threshold?", "score_threshold?"],
+    params: [
+      { "name": "center_point_box", "kind": "bool", "default": false },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1720,5 +1727,9 @@ export interface OpParams {
     padding?: readonly [number, number];
     /** int, × 2, in [1, 4096], default [1,1] */
     dilation?: readonly [number, number];
+  };
+  non_max_suppression: {
+    /** bool, default false */
+    center_point_box?: boolean;
   };
 }

@@ -5,6 +5,7 @@
  * native ops (Split as slices, Tile as expand, DepthToSpace as reshape and permute, the
  * normalizations as reductions and elementwise ops). Masks and index tables that depend
  * only on static shapes are built at import; everything that depends on values runs natively.
+ * Einsum is lowered in einsum.ts; NonMaxSuppression is one native op (ops/detection.zig).
  *
  * @module
  */
@@ -33,6 +34,7 @@ import {
   reshapeTo,
   typeOf,
 } from "./ops.ts";
+import { einsum } from "./einsum.ts";
 
 type MathKind = ParamsOf<"unary_math">["kind"];
 
@@ -738,6 +740,31 @@ function attention(n: NodeContext): Value[] {
   return [y, presentKey, presentValue, qkOutput];
 }
 
+// ----------------------------------------------------------------------------------------
+// Detection (ops/detection.zig)
+
+/**
+ * NonMaxSuppression: boxes and scores as float32, the optional one-element inputs as they
+ * are (a skipped one before a given one is its default: 0 boxes, IoU 0). The output's
+ * length depends on the values, so its dims are dynamic.
+ */
+function nonMaxSuppression(n: NodeContext): Value[] {
+  const boxes = floatInput(n, 0);
+  const scores = floatInput(n, 1);
+  const last = [4, 3, 2].find((k) => n.inputs[k] !== undefined) ?? 1;
+  const optional = [2, 3, 4].filter((k) => k <= last).map((k) => {
+    const given = n.inputs[k];
+    if (k === 2) return given ?? scalar(0, DATA_TYPE.INT64);
+    return given === undefined ? scalar(0) : floatInput(n, k);
+  });
+  const centerPointBox = attrInt(n, "center_point_box", 0);
+  if (centerPointBox !== 0 && centerPointBox !== 1) {
+    throw new RangeError(`NonMaxSuppression's center_point_box is ${centerPointBox}; it is 0 or 1`);
+  }
+  const params = { center_point_box: centerPointBox === 1 };
+  return [n.b.emit("non_max_suppression", [boxes, scores, ...optional], params, { dtype: "int64" })];
+}
+
 /** The handlers of this module, spread into ops.ts's HANDLERS. */
 export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Cast: castNarrow,
@@ -821,4 +848,6 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   NegativeLogLikelihoodLoss: negativeLogLikelihoodLoss,
   SoftmaxCrossEntropyLoss: softmaxCrossEntropyLoss,
   Attention: attention,
+  Einsum: einsum,
+  NonMaxSuppression: nonMaxSuppression,
 };

@@ -17,6 +17,7 @@ test {
     _ = @import("kernels/pooling.zig");
     _ = @import("kernels/indexing.zig");
     _ = @import("kernels/scatter.zig");
+    _ = @import("kernels/detection.zig");
     _ = @import("kernels/formats.zig");
     _ = @import("kernels/recurrent.zig");
     _ = @import("cpu_level.zig");

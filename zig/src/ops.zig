@@ -27,6 +27,7 @@ const indexing = @import("ops/indexing.zig");
 const recurrent = @import("ops/recurrent.zig");
 const dynamic = @import("ops/dynamic.zig");
 const scatter = @import("ops/scatter.zig");
+const detection = @import("ops/detection.zig");
 const quantized = @import("ops/quantized.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
@@ -129,6 +130,7 @@ pub const OpCode = enum(u32) {
     pack_int8 = 82,
     matmul_int8 = 83,
     conv2d_int8 = 84,
+    non_max_suppression = 85,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -581,23 +583,31 @@ pub const ShapeOf = struct {
 pub const IntBinary = struct {
     pub const inputs = two_inputs;
     kind: dynamic.IntKind,
+
+    /// A divisor's values decide whether the op runs (division by zero).
+    pub fn isParameterInput(options: IntBinary, index: usize) bool {
+        return index == 1 and (options.kind == .div or options.kind == .mod or options.kind == .rem);
+    }
 };
 
 /// Reshape to the values of an integer tensor: 0 copies the input's dim unless allow_zero,
 /// one -1 is inferred.
 pub const ReshapeTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "shape" };
+    pub const parameter_inputs: []const usize = &.{1};
     allow_zero: bool = false,
 };
 
 /// Broadcasts x to broadcast(x.shape, the values of an integer tensor).
 pub const ExpandTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "shape" };
+    pub const parameter_inputs: []const usize = &.{1};
 };
 
 /// A `dtype` tensor of the shape an integer tensor holds, every element `value`.
 pub const ConstantOfShape = struct {
     pub const inputs: []const []const u8 = &.{"shape"};
+    pub const parameter_inputs: []const usize = &.{0};
     pub const bounds = .{ .value = Bound.not_nan };
     dtype: tensor.DType = .float32,
     value: f64 = 0,
@@ -606,12 +616,14 @@ pub const ConstantOfShape = struct {
 /// start, start + delta, … before limit (three one-element tensors of one dtype).
 pub const Range = struct {
     pub const inputs: []const []const u8 = &.{ "start", "limit", "delta" };
+    pub const parameter_inputs: []const usize = &.{ 0, 1, 2 };
 };
 
 /// ONNX Slice with starts and ends as integer tensors; axes (default 0 … n − 1) and steps
 /// (default 1, positive) as parameters.
 pub const SliceTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "starts", "ends" };
+    pub const parameter_inputs: []const usize = &.{ 1, 2 };
     pub const bounds = .{ .axes = Bound.any_integer, .steps = Bound.positive };
     axes: List(i64, max_dims) = .{},
     steps: List(i64, max_dims) = .{},
@@ -621,6 +633,7 @@ pub const SliceTo = struct {
 /// scale is output size / input size.
 pub const ResizeTo = struct {
     pub const inputs: []const []const u8 = &.{ "x", "sizes" };
+    pub const parameter_inputs: []const usize = &.{1};
     mode: Resize.Mode = .nearest,
     coordinate: indexing_kernels.Coordinate = .half_pixel,
     nearest: indexing_kernels.Nearest = .round_prefer_floor,
@@ -703,6 +716,16 @@ pub const TopK = struct {
     k: i64,
     axis: i64 = -1,
     largest: bool = true,
+};
+
+/// ONNX NonMaxSuppression (ops/detection.zig): int64 [selected, 3] rows of (batch, class,
+/// box). The optional inputs are one-element tensors (absent or empty: 0 boxes, IoU 0, no
+/// score threshold); their values, and the boxes' and scores', decide the output's length.
+pub const NonMaxSuppression = struct {
+    pub const inputs: []const []const u8 = &.{ "boxes", "scores", "max_output_boxes_per_class?", "iou_threshold?", "score_threshold?" };
+    pub const parameter_inputs: []const usize = &.{ 0, 1, 2, 3, 4 };
+    /// Boxes as [x_center, y_center, width, height] rather than [y1, x1, y2, x2].
+    center_point_box: bool = false,
 };
 
 // Quantized ops (ops/quantized.zig): quantized values ride as float32 integers.
@@ -893,6 +916,7 @@ pub const Options = union(OpCode) {
     pack_int8: PackInt8,
     matmul_int8: QGemm,
     conv2d_int8: QGemm,
+    non_max_suppression: NonMaxSuppression,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -956,6 +980,21 @@ pub fn describe(writer: *std.json.Stringify) !void {
     try writer.endObject();
 }
 
+/// Whether input `index` of an op is a parameter given as a tensor (a shape, a bound, a
+/// step, a divisor): its values, not only its shape, decide what the op gives or whether it
+/// runs. The options struct says so (schema.zig: `parameter_inputs`, `isParameterInput`).
+pub fn isParameterInput(options: Options, index: usize) bool {
+    switch (options) {
+        inline else => |o| {
+            const T = @TypeOf(o);
+            if (@typeInfo(T) != .@"struct") return false;
+            if (@hasDecl(T, "isParameterInput")) return o.isParameterInput(index);
+            if (!@hasDecl(T, "parameter_inputs")) return false;
+            return std.mem.indexOfScalar(usize, T.parameter_inputs, index) != null;
+        },
+    }
+}
+
 /// Decodes flat parameters and runs `op` on `inputs`: the eager path. Returns a new tensor
 /// owned by the caller (one reference).
 pub fn run(op: OpCode, inputs: []const *Tensor, values: []const f64) Error!*Tensor {
@@ -1007,6 +1046,11 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .gather_nd => |o| scatter.gatherNd(inputs[0], inputs[1], @intCast(o.batch_dims)),
         .scatter_nd => |o| scatter.scatterNd(inputs[0], inputs[1], inputs[2], o.reduction),
         .top_k => |o| scatter.topK(inputs[0], @intCast(o.k), o.axis, o.largest),
+        .non_max_suppression => |o| detection.nonMaxSuppression(inputs[0], inputs[1], .{
+            .max_output_boxes_per_class = if (inputs.len > 2) inputs[2] else null,
+            .iou_threshold = if (inputs.len > 3) inputs[3] else null,
+            .score_threshold = if (inputs.len > 4) inputs[4] else null,
+        }, o.center_point_box),
         .unary_math => |o| elementwise.unary(o.kernel(), .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
@@ -1145,6 +1189,8 @@ test {
     _ = @import("ops/dynamic.zig");
     _ = scatter;
     _ = @import("kernels/scatter.zig");
+    _ = detection;
+    _ = @import("kernels/detection.zig");
     _ = @import("kernels/formats.zig");
     _ = @import("ops/quantized.zig");
     _ = @import("kernels/gemm_int8.zig");

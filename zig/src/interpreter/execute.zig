@@ -139,6 +139,10 @@ fn runPlannedByShape(program: *Program, inputs: []const *Tensor, outputs: []*Ten
 const Recorder = struct {
     recordings: []?plan_module.Recording,
     allocator: std.mem.Allocator,
+    /// The load-time check: graph 0's inputs hold made-up values (zeros), not a request's.
+    stand_in_values: bool = false,
+    /// Set when an op refused values computed from the made-up ones; the run stopped there.
+    stopped: bool = false,
 
     fn forGraph(recorder: *Recorder, program: *Program, graph_index: usize) Error!?plan_module.Recording {
         if (recorder.recordings[graph_index] != null) return null; // record each graph once
@@ -202,8 +206,16 @@ fn runWithPlan(program: *Program, graph_index: usize, inputs: []const *Tensor, o
         frame[i] = .{ .tensor = input };
     }
     const context: NodeContext = .{ .mode = mode, .recorder = recorder, .recording = recording, .plan = memory_plan, .arena = arena };
+    // In the load-time check: which values derive from the made-up input values.
+    const made_up: ?MadeUp = if (recorder) |r| if (r.stand_in_values and graph_index == 0) try .init(r.allocator, graph.value_count, inputs.len) else null else null;
     for (graph.nodes, 0..) |*node, index| {
-        try runNode(program, graph, graph_index, node, index, frame, context);
+        runNode(program, graph, graph_index, node, index, frame, context) catch |err| {
+            const marks = made_up orelse return err;
+            if (err == error.OutOfMemory or !marks.decides(node)) return err;
+            recorder.?.stopped = true;
+            return;
+        };
+        if (made_up) |marks| marks.mark(node);
     }
     if (recording) |r| recorder.?.recordings[graph_index] = r;
     for (graph.outputs, outputs) |value, *out| {
@@ -212,6 +224,51 @@ fn runWithPlan(program: *Program, graph_index: usize, inputs: []const *Tensor, o
         out.* = t;
     }
 }
+
+/// Which values of graph 0 derive from the made-up input values of the load-time check
+/// (zeros): their values, and their shapes (an op that takes a shape or bound as a tensor
+/// gives a made-up shape when that tensor's values are made up, a zero-step Range none at all).
+const MadeUp = struct {
+    values: []bool,
+    shapes: []bool,
+
+    fn init(allocator: std.mem.Allocator, value_count: usize, input_count: usize) Error!MadeUp {
+        std.debug.assert(input_count <= value_count);
+        const values = allocator.alloc(bool, value_count) catch return error.OutOfMemory;
+        const shapes = allocator.alloc(bool, value_count) catch return error.OutOfMemory;
+        @memset(values, false);
+        @memset(values[0..input_count], true);
+        // The inputs' shapes are the declared ones (or the graph's check shapes): real.
+        @memset(shapes, false);
+        return .{ .values = values, .shapes = shapes };
+    }
+
+    /// Whether made-up values decide what `node` does: a shape it reads, or a parameter
+    /// tensor's values (ops.isParameterInput). Only then can a refusal be the zeros' fault
+    /// rather than the model's.
+    fn decides(marks: MadeUp, node: *const program_module.Node) bool {
+        for (node.inputs, 0..) |v, i| {
+            if (marks.shapes[v]) return true;
+            if (marks.values[v] and node.kind == .op and ops.isParameterInput(node.options, i)) return true;
+        }
+        return false;
+    }
+
+    /// A node's outputs are made up when an input is; their shapes when made-up values
+    /// decided them. shape_of reads only its input's shape.
+    fn mark(marks: MadeUp, node: *const program_module.Node) void {
+        const shapes = marks.decides(node);
+        const shape_only = node.kind == .op and node.options == .shape_of;
+        const values = shapes or for (node.inputs) |v| {
+            if (marks.values[v] and !shape_only) break true;
+        } else false;
+        const defined = if (node.outputs.len != 0) node.outputs else (&node.output)[0..1];
+        for (defined) |v| {
+            marks.values[v] = values;
+            marks.shapes[v] = shapes;
+        }
+    }
+};
 
 /// Names a graph input in messages: "input 2 'x'", or "input 2" when the model names none.
 const InputLabel = struct {
@@ -378,6 +435,7 @@ pub fn checkShapes(program: *Program) Error!void {
     var recorder: Recorder = .{
         .recordings = program.arena.allocator().alloc(?plan_module.Recording, program.graphs.len) catch return error.OutOfMemory,
         .allocator = program.arena.allocator(),
+        .stand_in_values = true,
     };
     @memset(recorder.recordings, null);
     runWith(program, 0, inputs[0..created], outputs[0..graph.outputs.len], .inline_forks, &recorder) catch |err| {
@@ -387,6 +445,10 @@ pub fn checkShapes(program: *Program) Error!void {
         if (err == error.TooLarge) return status.fail(error.TooLarge, "model: checking the graph on inputs of its declared shapes: {s}", .{original[0..length]});
         return status.fail(error.MalformedModel, "model: the graph does not check out on inputs of its declared shapes: {s}", .{original[0..length]});
     };
+    // An op refused the zeros the check made up (a Range whose delta is a graph input): the
+    // rest of the graph cannot run on them, and only a request's values can tell whether
+    // the model is at fault, so the model loads unchecked past that node and unplanned.
+    if (recorder.stopped) return;
     for (outputs[0..graph.outputs.len]) |t| t.release();
     // Plans only where every input shape is fixed: a run with other sizes would not fit.
     for (program.graphs) |g| if (!g.body) for (g.inputs) |spec| for (spec.shape) |dim| if (dim == null) return;
@@ -810,6 +872,65 @@ test "the load-time check runs open dims at the graph's check shapes, which must
             }
         } else |err| try std.testing.expectEqual(case.outcome.?, err);
     }
+}
+
+test "the load-time check excuses only refusals of values it made up, and what follows from them" {
+    const json =
+        \\{"format":"spindle-graph","version":2,"tensors":[],"graphs":[
+        \\ {"inputs":[{"dtype":"float32","shape":[]},{"dtype":"float32","shape":[]},{"dtype":"float32","shape":[]},
+        \\   {"dtype":"int64","shape":[2]}],"values":9,
+        \\  "nodes":[{"op":"neg","inputs":[0],"outputs":[4]},
+        \\           {"op":"constant_of_shape","inputs":[3],"outputs":[5]},NODES],"outputs":[OUTPUT]}]}
+    ;
+    const cases = [_]struct { nodes: []const u8, output: []const u8, loads: bool }{
+        // Range's delta is the zero the check made up: the model is not at fault.
+        .{ .nodes = "{\"op\":\"range\",\"inputs\":[4,1,2],\"outputs\":[6]}", .output = "6", .loads = true },
+        // A shape computed from made-up values ([0, 0]) meets a real one: excused too.
+        .{ .nodes = "{\"op\":\"reshape\",\"inputs\":[5],\"outputs\":[6],\"params\":{\"shape\":[3]}}", .output = "6", .loads = true },
+        // Made-up values as data, in an op whose shapes are wrong: the model's fault.
+        .{ .nodes = "{\"op\":\"reshape\",\"inputs\":[3],\"outputs\":[6],\"params\":{\"shape\":[3]}}", .output = "6", .loads = false },
+        .{ .nodes = "{\"op\":\"shape_of\",\"inputs\":[3],\"outputs\":[6]},{\"op\":\"reshape_to\",\"inputs\":[3,6],\"outputs\":[7]},{\"op\":\"mm\",\"inputs\":[7,7],\"outputs\":[8]}", .output = "8", .loads = false },
+    };
+    for (cases) |case| {
+        const with_nodes = try std.mem.replaceOwned(u8, std.testing.allocator, json, "NODES", case.nodes);
+        defer std.testing.allocator.free(with_nodes);
+        const text = try std.mem.replaceOwned(u8, std.testing.allocator, with_nodes, "OUTPUT", case.output);
+        defer std.testing.allocator.free(text);
+        const image = try format.writeImage(std.testing.allocator, text, &.{});
+        defer std.testing.allocator.free(image);
+        const program = try program_module.load(image);
+        defer program.release();
+        if (!case.loads) {
+            try std.testing.expectError(error.MalformedModel, checkShapes(program));
+            continue;
+        }
+        try checkShapes(program);
+        if (program.plans[0] != null) return error.TestUnexpectedResult; // the check stopped early
+    }
+    // The model that loaded runs on real values, and a real zero delta is refused.
+    const text = try std.mem.replaceOwned(u8, std.testing.allocator, json, "NODES", "{\"op\":\"range\",\"inputs\":[4,1,2],\"outputs\":[6]}");
+    defer std.testing.allocator.free(text);
+    const final = try std.mem.replaceOwned(u8, std.testing.allocator, text, "OUTPUT", "6");
+    defer std.testing.allocator.free(final);
+    const image = try format.writeImage(std.testing.allocator, final, &.{});
+    defer std.testing.allocator.free(image);
+    const program = try program_module.load(image);
+    defer program.release();
+    try checkShapes(program);
+    var scalars: [3]*Tensor = undefined;
+    for (&scalars, [_]f32{ -1, 5, 2 }) |*t, v| {
+        t.* = try tensor.createUninit(.float32, &.{});
+        t.*.f32Slice()[0] = v;
+    }
+    defer for (scalars) |t| t.release();
+    const shape = try tensor.createZeroed(.int64, &.{2});
+    defer shape.release();
+    var outputs: [1]*Tensor = undefined;
+    try run(program, 0, &.{ scalars[0], scalars[1], scalars[2], shape }, &outputs);
+    defer outputs[0].release();
+    try std.testing.expectEqualSlices(f32, &.{ 1, 3 }, outputs[0].f32Slice());
+    scalars[2].f32Slice()[0] = 0;
+    try std.testing.expectError(error.InvalidArgument, run(program, 0, &.{ scalars[0], scalars[1], scalars[2], shape }, &outputs));
 }
 
 test {

@@ -19,7 +19,10 @@
 //! - `inputs`: the names of its tensor inputs; a trailing `?` marks an optional input and a
 //!   trailing `...` a variadic one (up to max_inputs);
 //! - `bounds`: a struct literal mapping field names to `Bound`s (list fields: each item);
-//! - `check(options, op, input_count)`: cross-field rules, run after decoding.
+//! - `check(options, op, input_count)`: cross-field rules, run after decoding;
+//! - `parameter_inputs` (input indices) or `isParameterInput(options, index)`: the inputs
+//!   whose values the op takes as parameters (a shape, a bound, a divisor), for the
+//!   load-time check, which runs on made-up values (interpreter/execute.zig).
 const std = @import("std");
 const status = @import("../status.zig");
 
