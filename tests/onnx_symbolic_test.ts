@@ -165,6 +165,41 @@ Deno.test("Range over a computed length, Size, and integer Add/Mul/Div on sizes"
   }, [[[1]], [[5]], [[17]]]);
 });
 
+// A BERT-style position table shorter than the sizes import makes up for a symbolic
+// sequence: positions 0..seq-1 gathered from 64 rows. onnxruntime loads it; so must load().
+const POSITIONS = {
+  nodes: [
+    { op: "Shape", inputs: ["x"], outputs: ["s"] },
+    { op: "Gather", inputs: ["s", "one"], outputs: ["seq"], attributes: { axis: { i: 0 } } },
+    { op: "Range", inputs: ["zero", "seq", "one"], outputs: ["positions"] },
+    { op: "Gather", inputs: ["table", "positions"], outputs: ["pe"], attributes: { axis: { i: 0 } } },
+    { op: "Add", inputs: ["x", "pe"], outputs: ["y"] },
+  ],
+  initializers: [
+    ints("zero", [0], []),
+    ints("one", [1], []),
+    { name: "table", dims: [64, 4], float: Array.from({ length: 256 }, (_, i) => Math.sin(i)) },
+  ],
+  inputs: [{ name: "x", dims: ["batch", "sequence", 4] }],
+  outputs: [{ name: "y", dims: ["batch", "sequence", 4] }],
+};
+
+Deno.test("a position table shorter than import's made-up sequence loads, runs up to its length, and refuses past it", async () => {
+  await checkGraph("positions", POSITIONS, [[[1, 3, 4]], [[2, 64, 4]], [[1, 1, 4]]]);
+  const path = await Deno.makeTempFile({ suffix: ".onnx" });
+  await Deno.writeFile(path, onnx({ opset: 17, ...POSITIONS }));
+  try {
+    using module = await load(path);
+    using x = randn([1, 65, 4]);
+    await assert.rejects(
+      module.forward(x),
+      (error) => error instanceof SpindleError && error.code === "index_out_of_range" && /64/.test(error.message),
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

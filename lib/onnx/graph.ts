@@ -144,6 +144,11 @@ export class GraphBuilder {
         const standIn = standInShape(op, operands, params, !shapeDerived);
         runs.push(standIn === undefined ? runOp(op, operands, params) : this.#standIn(standIn));
       } catch (error) {
+        const madeUp = this.#madeUpIndices(op, inputs, error, r, params);
+        if (madeUp !== null) {
+          runs.push(madeUp);
+          continue;
+        }
         if (dataDependent === undefined || !(error instanceof SpindleError)) throw error;
         const dtype = dataDependent.dtype;
         const empty = dtype === "int64"
@@ -209,6 +214,27 @@ export class GraphBuilder {
 
   #tensorOf(value: Value, run: number): Tensor {
     return value.kind === "runtime" ? value.runs[run] : this.nativeConst(value, run);
+  }
+
+  /**
+   * Zeros standing in for a `take` whose indices derive from the made-up sizes of this run and
+   * fell out of range: positions 0..seq-1 gathered from a table of 64 position embeddings when
+   * the run made seq up as 128. onnxruntime loads such a model; so must import, which only
+   * needs the result's shape (the indices' shape with the table's other dims). Null for any
+   * other failure, which stays the model's.
+   */
+  #madeUpIndices(op: string, inputs: readonly Value[], error: unknown, run: number, params: object): Tensor | null {
+    if (op !== "take" || !(error instanceof SpindleError) || error.code !== "index_out_of_range") return null;
+    const [data, indices] = inputs;
+    if (indices?.kind !== "runtime" || indices.shapeDerived !== true) return null;
+    const table = this.#tensorOf(data, run);
+    const at = this.#tensorOf(indices, run);
+    const rank = table.shape.length;
+    const axis = (params as { axis?: number }).axis ?? 0;
+    const dim = axis < 0 ? axis + rank : axis;
+    if (!(dim >= 0 && dim < rank)) return null;
+    const shape = [...table.shape.slice(0, dim), ...at.shape, ...table.shape.slice(dim + 1)];
+    return zeros(shape, { dtype: table.dtype });
   }
 
   /** A shared stand-in of zeros of `shape` (see #standIns), one more holder counted. */
