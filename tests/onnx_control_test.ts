@@ -256,6 +256,57 @@ Deno.test("a file whose Loop runs past the step limit, or whose subgraphs nest t
   );
 });
 
+Deno.test("a Loop whose carried value grows each step (and whose body reads its size) matches a plain reference", async () => {
+  // Each step appends the vector's current length: x ++ [3, 4, 5, ...], and scans out twice
+  // the sum. x has a fixed size, so the body's first build folds Size(v) to 3 until import
+  // sees the value grow and builds it again with that axis open.
+  const body: OnnxGraph = {
+    nodes: [
+      { op: "Identity", inputs: ["c"], outputs: ["c_out"] },
+      { op: "Size", inputs: ["v"], outputs: ["size"] },
+      { op: "Cast", inputs: ["size"], outputs: ["sizef"], attributes: { to: { i: 1 } } },
+      { op: "Reshape", inputs: ["sizef", "one"], outputs: ["tail"] },
+      { op: "Concat", inputs: ["v", "tail"], outputs: ["v_out"], attributes: { axis: { i: 0 } } },
+      { op: "ReduceSum", inputs: ["v_out"], outputs: ["sum"], attributes: { keepdims: { i: 0 } } },
+      { op: "Add", inputs: ["sum", "sum"], outputs: ["twice"] },
+    ],
+    initializers: [{ name: "one", dims: [1], int64: [1] }],
+    inputs: [{ name: "i", type: INT64, dims: [] }, { name: "c", type: BOOL, dims: [] }, { name: "v", dims: ["k"] }],
+    outputs: [{ name: "c_out", type: BOOL, dims: [] }, { name: "v_out", dims: ["k2"] }, { name: "twice", dims: [] }],
+  };
+  for (const [trips, fixed] of [[4, true], [6, false]] as const) {
+    const path = await Deno.makeTempFile({ suffix: ".onnx" });
+    await Deno.writeFile(
+      path,
+      onnx({
+        opset: 13,
+        nodes: [{ op: "Loop", inputs: ["n", "", "x"], outputs: ["y", "sums"], attributes: { body: { g: body } } }],
+        initializers: [{ name: "n", dims: [], int64: [trips] }],
+        inputs: [{ name: "x", dims: [fixed ? 3 : "m"] }],
+        outputs: [{ name: "y", dims: ["out"] }, { name: "sums", dims: [trips] }],
+      }),
+    );
+    try {
+      using module = await load(path);
+      const start = [1.5, 2.5, 1];
+      const expected = [...start];
+      const sums: number[] = [];
+      for (let step = 0; step < trips; step++) {
+        expected.push(expected.length);
+        sums.push(2 * expected.reduce((a, b) => a + b, 0));
+      }
+      using x = tensor(Float32Array.from(start), [3]);
+      const outputs = await module.run({ x });
+      using y = outputs.y;
+      using twice = outputs.sums;
+      assert.deepEqual([...y.toArray()], expected, `${trips} steps`);
+      assert.deepEqual([...twice.toArray()], sums, `${trips} steps`);
+    } finally {
+      await Deno.remove(path);
+    }
+  }
+});
+
 Deno.test("Scan of opset 8 (a batch axis first) runs as a scan over the batch of scans over time, either direction", async () => {
   const body: OnnxGraph = {
     nodes: [{ op: "Add", inputs: ["s", "x"], outputs: ["s_out"] }, {

@@ -38,6 +38,17 @@ export class Subgraphs {
     return this.graphs.length;
   }
 
+  /** Where the subgraphs end now, for {@link Subgraphs.rollback}. */
+  mark(): { graphs: number; tensors: number } {
+    return { graphs: this.graphs.length, tensors: this.tensors.length };
+  }
+
+  /** Drops what was added after `mark` (an import attempt given up, nested graphs included). */
+  rollback(mark: { graphs: number; tensors: number }): void {
+    this.graphs.length = mark.graphs;
+    this.tensors.length = mark.tensors;
+  }
+
   /** Appends the subgraphs to the finished program `source` (graph 0 only so far). */
   appendTo(source: ProgramSource): void {
     if (source.graphs.length !== 1) throw new Error("subgraphs append to a program of one graph");
@@ -103,6 +114,8 @@ interface Formal {
   dtype: DType;
   shape: number[];
   runs: Tensor[];
+  /** Axes whose size the eager runs must not fix (a carried value that changes shape). */
+  dynamic?: readonly number[];
 }
 
 /** A converted subgraph: its program graph index and the outer values it captures. */
@@ -142,7 +155,14 @@ function buildSubgraph(
     if (graph.inputs.length !== formals.length) {
       throw new RangeError(`subgraph '${graph.name}' takes ${graph.inputs.length} inputs, expected ${formals.length}`);
     }
-    formals.forEach((formal, i) => values.set(graph.inputs[i].name, b.input(i, formal.dtype, formal.runs, true)));
+    formals.forEach((formal, i) => {
+      const inner = b.input(i, formal.dtype, formal.runs, true);
+      if (formal.dynamic !== undefined && formal.dynamic.length > 0) {
+        inner.open = formal.dynamic;
+        for (const axis of formal.dynamic) b.markDynamic(inner, axis);
+      }
+      values.set(graph.inputs[i].name, inner);
+    });
     for (const initializer of graph.initializers) {
       values.set(initializer.name, { kind: "const", hosts: [fromProto(initializer)] });
     }
@@ -314,45 +334,107 @@ function convertLoop(c: ControlNode): Value[] {
     throw new RangeError(`Loop's body takes ${body.inputs.length} inputs for ${carried.length} carried values`);
   }
   const condDType = spindleDType(body.inputs[1].elemType) ?? "int32";
-  const formals: Formal[] = [
+  const counters: Formal[] = [
     { dtype: "int64", shape: [], runs: scalarRuns("int64", 0, scope.runCount) },
     { dtype: condDType, shape: [], runs: scalarRuns(condDType, 1, scope.runCount) },
-    ...carried.map((v) => ({
-      dtype: valueDType(v),
-      shape: shapeOf(v).map(() => -1),
-      runs: Array.from({ length: scope.runCount }, (_, r) => v.kind === "runtime" ? v.runs[r] : b.nativeConst(v, r)),
-    })),
   ];
+  // The body is built with the carried values' first sizes, which shape computations on them
+  // fold. A carried value whose size changes over the steps (a sequence that grows) is seen
+  // in the eager run: the body is built again with those axes open (or every axis, when the
+  // folded sizes made the eager run fail), at most twice.
+  const dynamic = carried.map(() => new Set<number>());
   try {
-    const captures = runtimeCaptures(node, lookup);
-    const built = buildSubgraph(scope, body, formals, captures, lookup);
-    const params = { carried: carried.length, trip_count: tripCount !== undefined, condition: condition !== undefined };
-    const description = { op: "loop", graphs: [built.index], params };
-    const nodeInputs = [
-      ...(tripCount === undefined ? [] : [tripCount]),
-      ...(condition === undefined ? [] : [condition]),
-      ...carried,
-      ...captures,
-    ];
-    const runs = runEager(scope, b, description, nodeInputs, node.outputs.length);
-    const outputs = b.emitNode(description, nodeInputs, runs);
-    // How many steps run depends on values: stacked outputs' first dim is open.
-    for (const output of outputs.slice(carried.length)) b.markDynamic(output, 0);
-    checkCarriedShapes(carried, outputs, "Loop");
-    return outputs;
+    for (let attempt = 0;; attempt++) {
+      const mark = scope.subgraphs.mark();
+      const formals: Formal[] = [
+        ...counters,
+        ...carried.map((v, i) => ({
+          dtype: valueDType(v),
+          shape: shapeOf(v).map(() => -1),
+          runs: Array.from(
+            { length: scope.runCount },
+            (_, r) => v.kind === "runtime" ? v.runs[r] : b.nativeConst(v, r),
+          ),
+          dynamic: [...dynamic[i]],
+        })),
+      ];
+      const captures = runtimeCaptures(node, lookup);
+      const params = {
+        carried: carried.length,
+        trip_count: tripCount !== undefined,
+        condition: condition !== undefined,
+      };
+      const nodeInputs = [
+        ...(tripCount === undefined ? [] : [tripCount]),
+        ...(condition === undefined ? [] : [condition]),
+        ...carried,
+        ...captures,
+      ];
+      let runs: Tensor[][];
+      let description;
+      try {
+        const built = buildSubgraph(scope, body, formals, captures, lookup);
+        description = { op: "loop", graphs: [built.index], params };
+        runs = runEager(scope, b, description, nodeInputs, node.outputs.length);
+      } catch (error) {
+        if (attempt >= 2 || !(error instanceof SpindleError)) throw error;
+        scope.subgraphs.rollback(mark);
+        carried.forEach((v, i) => shapeOf(v).forEach((_, axis) => dynamic[i].add(axis)));
+        continue;
+      }
+      const opened = openedAxes(carried, runs, b, dynamic);
+      if (opened && attempt < 2) {
+        for (const output of runs) for (const t of output) t.dispose();
+        scope.subgraphs.rollback(mark);
+        continue;
+      }
+      const outputs = b.emitNode(description, nodeInputs, runs);
+      // How many steps run depends on values: stacked outputs' first dim is open, and so is
+      // every axis of a carried value along which it changed.
+      for (const output of outputs.slice(carried.length)) b.markDynamic(output, 0);
+      carried.forEach((_, i) => {
+        if (dynamic[i].size === 0) return;
+        outputs[i].open = [...dynamic[i]];
+        for (const axis of dynamic[i]) b.markDynamic(outputs[i], axis);
+      });
+      checkCarriedShapes(carried, outputs, "Loop", dynamic);
+      return outputs;
+    }
   } finally {
-    for (const formal of formals.slice(0, 2)) for (const t of formal.runs) t.dispose();
+    for (const formal of counters) for (const t of formal.runs) t.dispose();
   }
+}
+
+/**
+ * Adds to `dynamic` the axes along which a carried value's eager result differs from its
+ * initial value in some run; whether any was added.
+ */
+function openedAxes(carried: Value[], runs: Tensor[][], b: GraphBuilder, dynamic: Set<number>[]): boolean {
+  let opened = false;
+  carried.forEach((v, i) => {
+    runs[i].forEach((result, r) => {
+      const initial = v.kind === "runtime" ? v.runs[r] : b.nativeConst(v, r);
+      if (result.shape.length !== initial.shape.length) return; // refused by checkCarriedShapes
+      result.shape.forEach((d, axis) => {
+        if (d !== initial.shape[axis] && !dynamic[i].has(axis)) {
+          dynamic[i].add(axis);
+          opened = true;
+        }
+      });
+    });
+  });
+  return opened;
 }
 
 /**
  * A carried value whose shape changes from step to step would have been imported with its
  * first step's sizes as constants (shape computations on it fold): refuse it.
  */
-function checkCarriedShapes(carried: Value[], outputs: RuntimeValue[], op: string): void {
+function checkCarriedShapes(carried: Value[], outputs: RuntimeValue[], op: string, open?: Set<number>[]): void {
   carried.forEach((value, i) => {
-    const before = shapeOf(value).join(",");
-    const after = shapeOf(outputs[i]).join(",");
+    const masked = (shape: number[]) => shape.map((d, axis) => (open?.[i].has(axis) ? -1 : d)).join(",");
+    const before = masked(shapeOf(value));
+    const after = masked(shapeOf(outputs[i]));
     if (before !== after) {
       throw new SpindleError(
         "unsupported",

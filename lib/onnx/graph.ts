@@ -31,6 +31,11 @@ export interface RuntimeValue {
   shapeDerived?: boolean;
   /** A graph input's declared ONNX element type (CastLike reads a narrow one, which rides in `dtype`). */
   elemType?: number;
+  /**
+   * Axes open whatever the eager runs say: a Loop body's carried value that changes size over
+   * the steps, which every eager run starts at the same size (lib/onnx/control.ts).
+   */
+  open?: readonly number[];
 }
 
 /** A constant (per run when it derives from a dynamic dimension, e.g. Shape). */
@@ -317,7 +322,8 @@ export function shapeOf(value: Value): number[] {
   const shapes = value.kind === "runtime" ? value.runs.map((t) => t.shape) : value.hosts.map((h) => h.shape);
   const first = shapes[0];
   if (shapes.some((s) => s.length !== first.length)) unsupported("a value whose rank depends on a dynamic dimension");
-  return first.map((d, i) => (shapes.every((s) => s[i] === d) ? d : -1));
+  const open = value.kind === "runtime" ? value.open : undefined;
+  return first.map((d, i) => (open?.includes(i) !== true && shapes.every((s) => s[i] === d) ? d : -1));
 }
 
 /** The shape of a value in one run. */
