@@ -200,6 +200,26 @@ Deno.test("a position table shorter than import's made-up sequence loads, runs u
   }
 });
 
+Deno.test("Slice with step −1 over a whole dynamic axis (torch.flip's export) and over part of a static one", async () => {
+  await checkGraph("flip", {
+    nodes: [
+      { op: "Slice", inputs: ["x", "start", "end", "axes", "step"], outputs: ["flipped"] },
+      { op: "Slice", inputs: ["flipped", "start2", "end2", "axes2", "step"], outputs: ["y"] },
+    ],
+    initializers: [
+      ints("start", [-1]),
+      ints("end", [-(2 ** 63)]),
+      ints("axes", [1]),
+      ints("step", [-1]),
+      ints("start2", [3]),
+      ints("end2", [0]),
+      ints("axes2", [2]),
+    ],
+    inputs: [{ name: "x", dims: ["batch", "sequence", 5] }],
+    outputs: [{ name: "y", dims: ["batch", "sequence", 3] }],
+  }, [[[1, 3, 5]], [[2, 7, 5]], [[1, 1, 5]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

@@ -612,12 +612,9 @@ export function pool(max: boolean): Handler {
       }
       if (dilation.some((d) => d !== 1)) unsupported("AveragePool with dilations");
       const countIncludePad = attrInt(n, "count_include_pad", 0) === 1;
-      if ((pads[0] !== pads[2] || pads[1] !== pads[3]) && !countIncludePad) {
-        unsupported("AveragePool with asymmetric pads that exclude padding from the count");
-      }
       const large = pads.some((p, i) => p > halfKernel[i % 2]);
-      if (large && !countIncludePad) {
-        unsupported("AveragePool with pads above half the kernel that exclude padding from the count");
+      if (!countIncludePad && (large || pads[0] !== pads[2] || pads[1] !== pads[3])) {
+        return averageOverReal(n, x, pads, { kernel_size: pair(kernel), stride: pair(stride), ceil_mode: ceil });
       }
       const padded = symmetric(n, x, pads, 0, halfKernel);
       return n.b.emit("avg_pool2d", [padded.x], {
@@ -629,6 +626,30 @@ export function pool(max: boolean): Handler {
       });
     });
   };
+}
+
+/**
+ * AveragePool over the real elements of each window when its pads are asymmetric or wider
+ * than the native op pads (half the kernel): the window sums of x padded with zeros over the
+ * window sums of ones padded likewise (the count of real elements; a constant, folded at
+ * import). Both pool with the same divisor, which cancels.
+ */
+function averageOverReal(
+  n: NodeContext,
+  x: Value,
+  pads: number[],
+  window: { kernel_size: [number, number]; stride: [number, number]; ceil_mode: boolean },
+): Value {
+  const spatial = shapeOf(x).slice(2);
+  if (spatial.some((d) => d < 0)) {
+    unsupported("AveragePool excluding asymmetric or wide padding from the count on a dynamic spatial size");
+  }
+  const full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]];
+  const params = { ...window, padding: [0, 0] as [number, number], count_include_pad: true };
+  const sums = n.b.emit("avg_pool2d", [n.b.emit("pad", [x], { mode: "constant", value: 0, pads: full })], params);
+  const ones = constValue(host(DATA_TYPE.FLOAT, [1, 1, ...spatial], new Array(spatial[0] * spatial[1]).fill(1)));
+  const counts = n.b.emit("avg_pool2d", [n.b.emit("pad", [ones], { mode: "constant", value: 0, pads: full })], params);
+  return n.b.emit("div", [sums, counts]);
 }
 
 /** [height, width] from a list of two (spatial attributes after lifting to 2-D). */
@@ -798,10 +819,42 @@ function slice(n: NodeContext): Value[] {
       out = hostPerRun([out], ([h]) => sliceHost(h, axis, start, end, step));
       return;
     }
-    if (step <= 0) unsupported("Slice with a negative step on a run-time tensor");
+    if (step < 0) {
+      out = sliceBackwards(n, out, axis, start, end, step);
+      return;
+    }
+    if (step === 0) throw new RangeError(`Slice's step for axis ${rawAxis} is 0`);
     out = n.b.emit("slice", [out], { dim: axis, start, end, step });
   });
   return [out];
+}
+
+/**
+ * Slice with a negative step: the elements at start, start + step, … while above end (ONNX's
+ * clamping: start to [0, size − 1], end to [−1, size − 1], negatives counted from the end),
+ * gathered with `take`. A static size gives constant indices; a dynamic one is supported for
+ * the whole axis reversed (torch.flip's export: start −1 or past the end, end before the
+ * start), with indices size − 1 … 0 computed at run time.
+ */
+function sliceBackwards(n: NodeContext, x: Value, axis: number, start: number, end: number, step: number): Value {
+  const size = shapeOf(x)[axis];
+  if (size >= 0) {
+    const first = start < 0 ? Math.max(-1, start + size) : Math.min(size - 1, start);
+    const last = end < 0 ? Math.max(-1, end + size) : Math.min(size - 1, end);
+    const indices: number[] = [];
+    for (let i = first; i > last; i += step) indices.push(i);
+    return n.b.emit("take", [x, constValue(host(DATA_TYPE.INT64, [indices.length], indices))], { axis });
+  }
+  if (step !== -1 || !(start === -1 || start >= 2 ** 31 - 1) || end > -(2 ** 31)) {
+    unsupported("Slice with a negative step over part of a dynamic axis (only the whole axis reversed)");
+  }
+  const sizeValue = n.b.emit("shape_of", [x], { start: axis, end: axis + 1 });
+  const scalar = (v: number) => constValue(host(DATA_TYPE.INT64, [], [v]));
+  const lastIndex = n.b.emit("int_binary", [n.b.emit("reshape", [sizeValue], { shape: [] }), scalar(1)], {
+    kind: "sub",
+  });
+  const indices = n.b.emit("range", [lastIndex, scalar(-1), scalar(-1)], {}, { dtype: "int64" });
+  return n.b.emit("take", [x, indices], { axis });
 }
 
 /** Slice whose starts or ends are computed at run time (axes and steps stay constants). */
