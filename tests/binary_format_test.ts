@@ -121,7 +121,7 @@ Deno.test("tools/test.ts reads deno task cross's summary line", async () => {
   assert.equal(parseCrossSummary("error: zig not found"), null);
 });
 
-Deno.test("tools/test.ts: every backend test file it names exists", async () => {
-  const { BACKEND_TESTS } = await import("../tools/test.ts");
-  for (const file of BACKEND_TESTS) assert.ok(Deno.statSync(`${ROOT}/${file}`).isFile, file);
+Deno.test("tools/test.ts: every GEMM test file it names exists", async () => {
+  const { BLAS_TESTS } = await import("../tools/test.ts");
+  for (const file of BLAS_TESTS) assert.ok(Deno.statSync(`${ROOT}/${file}`).isFile, file);
 });
