@@ -220,6 +220,43 @@ Deno.test("Slice with step −1 over a whole dynamic axis (torch.flip's export) 
   }, [[[1, 3, 5]], [[2, 7, 5]], [[1, 1, 5]]]);
 });
 
+Deno.test("ConvTranspose with asymmetric pads, SAME_UPPER on a 1-D input, and an output_shape past the full output", async () => {
+  const weight = (name: string, dims: number[]) => ({
+    name,
+    dims,
+    float: Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => Math.cos(i)),
+  });
+  await checkGraph("convtranspose", {
+    nodes: [
+      {
+        op: "ConvTranspose",
+        inputs: ["x", "w", "b"],
+        outputs: ["asymmetric"],
+        attributes: { strides: { ints: [2, 1] }, pads: { ints: [0, 1, 2, 0] } },
+      },
+      {
+        op: "ConvTranspose",
+        inputs: ["x", "w"],
+        outputs: ["shaped"],
+        attributes: { strides: { ints: [3, 2] }, output_shape: { ints: [14, 12] } },
+      },
+      {
+        op: "ConvTranspose",
+        inputs: ["line", "w1"],
+        outputs: ["same"],
+        attributes: { strides: { ints: [2] }, auto_pad: { s: "SAME_UPPER" } },
+      },
+    ],
+    initializers: [weight("w", [2, 3, 3, 3]), { name: "b", dims: [3], float: [0.5, -1, 2] }, weight("w1", [2, 1, 4])],
+    inputs: [{ name: "x", dims: [1, 2, 4, 5] }, { name: "line", dims: [2, 2, 7] }],
+    outputs: [
+      { name: "asymmetric", dims: [1, 3, 7, 6] },
+      { name: "shaped", dims: [1, 3, 14, 12] },
+      { name: "same", dims: [2, 1, 14] },
+    ],
+  }, [[[1, 2, 4, 5], [2, 2, 7]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

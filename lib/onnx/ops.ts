@@ -556,7 +556,6 @@ function conv(n: NodeContext): Value[] {
 }
 
 function convTranspose(n: NodeContext): Value[] {
-  if (attrInts(n, "output_shape") !== undefined) unsupported("ConvTranspose with output_shape");
   return spatial2d(n, (x, lift) => {
     let weight = input(n, 1);
     if (shapeOf(weight).length === 3) weight = n.b.emit("unsqueeze", [weight], { dim: 2 });
@@ -564,20 +563,83 @@ function convTranspose(n: NodeContext): Value[] {
     const dilation = lift(attrInts(n, "dilations"), 1) ?? [1, 1];
     const outputPadding = lift(attrInts(n, "output_padding"), 0) ?? [0, 0];
     const rawPads = attrInts(n, "pads");
-    const pads = rawPads ? (rawPads.length === 2 ? lift(rawPads, 0)! : rawPads) : [0, 0, 0, 0];
-    if (attrString(n, "auto_pad", "NOTSET") !== "NOTSET") unsupported("ConvTranspose with auto_pad");
-    if (pads[0] !== pads[2] || pads[1] !== pads[3]) unsupported("ConvTranspose with asymmetric pads");
+    let pads = rawPads ? (rawPads.length === 2 ? lift(rawPads, 0)! : rawPads) : [0, 0, 0, 0];
+    const autoPad = attrString(n, "auto_pad", "NOTSET");
+    const outputShape = attrInts(n, "output_shape");
+    if (outputShape !== undefined || autoPad === "SAME_UPPER" || autoPad === "SAME_LOWER") {
+      pads = transposedPads(n, x, weight, stride, dilation, outputPadding, outputShape, autoPad);
+    } else if (autoPad !== "NOTSET" && autoPad !== "VALID") {
+      throw new RangeError(`ConvTranspose's auto_pad '${autoPad}' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID`);
+    }
+    // The native op pads symmetrically: pad by the smaller side, then crop the rest. Negative
+    // pads (an output_shape past the full output) extend the output with bias-only rows and
+    // columns: zeros padded on, then the bias added.
+    const crop = pads.map((p) => Math.max(0, p));
+    const extend = pads.map((p) => Math.max(0, -p));
+    const extended = extend.some((p) => p > 0);
+    const common = [Math.min(crop[0], crop[2]), Math.min(crop[1], crop[3])];
     const bias = n.inputs[2];
-    const inputs = bias ? [x, weight, bias] : [x, weight];
-    return n.b.emit("conv_transpose2d", inputs, {
+    const inputs = bias && !extended ? [x, weight, bias] : [x, weight];
+    let out = n.b.emit("conv_transpose2d", inputs, {
       stride: pair(stride),
-      padding: [pads[0], pads[1]],
+      padding: pair(common),
       output_padding: pair(outputPadding),
       dilation: pair(dilation),
       groups: attrInt(n, "group", 1),
-      has_bias: bias !== undefined,
+      has_bias: inputs.length === 3,
     });
+    for (const axis of [0, 1]) {
+      const [begin, end] = [crop[axis] - common[axis], crop[axis + 2] - common[axis]];
+      if (begin === 0 && end === 0) continue;
+      const size = shapeOf(out)[axis + 2];
+      out = n.b.emit("slice", [out], { dim: axis + 2, start: begin, end: size - end, step: 1 });
+    }
+    if (!extended) return out;
+    out = n.b.emit("pad", [out], {
+      mode: "constant",
+      value: 0,
+      pads: [0, 0, extend[0], extend[1], 0, 0, extend[2], extend[3]],
+    });
+    if (bias === undefined) return out;
+    return n.b.emit("add", [out, n.b.emit("reshape", [bias], { shape: [1, -1, 1, 1] })]);
   });
+}
+
+/**
+ * ConvTranspose's pads from `output_shape` or SAME auto_pad (output = input · stride), as
+ * ONNX defines them: total = stride · (in − 1) + output_padding + (kernel − 1) · dilation + 1 −
+ * out, split with the odd one at the end for SAME_UPPER and at the start otherwise. A negative
+ * total is a negative end pad: the output extends at the end.
+ */
+function transposedPads(
+  n: NodeContext,
+  x: Value,
+  weight: Value,
+  stride: number[],
+  dilation: number[],
+  outputPadding: number[],
+  outputShape: number[] | undefined,
+  autoPad: string,
+): number[] {
+  const spatial = shapeOf(x).slice(2);
+  const kernel = shapeOf(weight).slice(2);
+  if (spatial.some((d) => d < 0)) {
+    unsupported("ConvTranspose with output_shape or SAME auto_pad on a dynamic spatial size");
+  }
+  let wanted = outputShape === undefined ? spatial.map((d, i) => d * stride[i]) : outputShape.slice(-spatial.length);
+  if (wanted.length === 1) wanted = [1, wanted[0]]; // a 1-D input lifted to 2-D
+  if (wanted.length !== 2) throw new RangeError(`ConvTranspose's output_shape [${outputShape}] does not fit the input`);
+  const pads = [0, 0, 0, 0];
+  for (const axis of [0, 1]) {
+    const total = stride[axis] * (spatial[axis] - 1) + outputPadding[axis] + (kernel[axis] - 1) * dilation[axis] + 1 -
+      wanted[axis];
+    const half = Math.floor(total / 2);
+    // An output past the full output grows at the end, as onnxruntime grows it (it clamps the
+    // total to 0 and leaves the extra rows to the bias).
+    if (total < 0) [pads[axis], pads[axis + 2]] = [0, total];
+    else [pads[axis], pads[axis + 2]] = autoPad === "SAME_UPPER" ? [half, total - half] : [total - half, half];
+  }
+  return pads;
 }
 
 export function pool(max: boolean): Handler {
