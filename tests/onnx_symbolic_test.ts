@@ -257,6 +257,22 @@ Deno.test("ConvTranspose with asymmetric pads, SAME_UPPER on a 1-D input, and an
   }, [[[1, 2, 4, 5], [2, 2, 7]]]);
 });
 
+Deno.test("Pad in wrap mode, and negative pads that crop, in constant and wrap modes", async () => {
+  await checkGraph("pad", {
+    nodes: [
+      { op: "Pad", inputs: ["x", "wrapPads"], outputs: ["wrapped"], attributes: { mode: { s: "wrap" } } },
+      { op: "Pad", inputs: ["x", "mixedPads", "value"], outputs: ["mixed"] },
+    ],
+    initializers: [
+      ints("wrapPads", [0, 0, 2, -1, 0, 0, 1, 3]),
+      ints("mixedPads", [0, -1, 1, 0, 0, 0, -2, 2]),
+      { name: "value", dims: [], float: [0.5] },
+    ],
+    inputs: [{ name: "x", dims: [1, 2, 5, 6] }],
+    outputs: [{ name: "wrapped", dims: [1, 2, 8, 8] }, { name: "mixed", dims: [1, 1, 4, 8] }],
+  }, [[[1, 2, 5, 6]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

@@ -1068,7 +1068,8 @@ const PAD_MODES = new Map<string, ParamsOf<"pad">["mode"]>([["constant", "consta
 function pad(n: NodeContext): Value[] {
   const x = input(n, 0);
   const rank = shapeOf(x).length;
-  const mode = PAD_MODES.get(attrString(n, "mode", "constant")) ??
+  const wrap = attrString(n, "mode", "constant") === "wrap";
+  const mode = wrap ? "constant" : PAD_MODES.get(attrString(n, "mode", "constant")) ??
     unsupported(`Pad mode '${attrString(n, "mode", "")}'`);
   let pads: number[];
   let value = 0;
@@ -1090,8 +1091,38 @@ function pad(n: NodeContext): Value[] {
     full[axis] = pads[i];
     full[rank + axis] = pads[axes.length + i];
   });
-  if (full.some((p) => p < 0)) unsupported("Pad with negative pads");
-  return [n.b.emit("pad", [x], { mode, value, pads: full })];
+  // A negative pad removes elements: those are sliced off first.
+  let out = x;
+  for (let axis = 0; axis < rank; axis++) {
+    const [begin, end] = [full[axis], full[rank + axis]];
+    if (begin >= 0 && end >= 0) continue;
+    out = n.b.emit("slice", [out], { dim: axis, start: Math.max(0, -begin), end: end < 0 ? end : 9e15, step: 1 });
+  }
+  const grow = full.map((p) => Math.max(0, p));
+  if (wrap) return [wrapPad(n, out, grow)];
+  return [grow.some((p) => p > 0) ? n.b.emit("pad", [out], { mode, value, pads: grow }) : out];
+}
+
+/** Pad mode 'wrap': each padded axis is the end of x, x, then its start (a static size at least the pads). */
+function wrapPad(n: NodeContext, x: Value, pads: number[]): Value {
+  const shape = shapeOf(x);
+  const rank = shape.length;
+  let out = x;
+  for (let axis = 0; axis < rank; axis++) {
+    const [begin, end] = [pads[axis], pads[rank + axis]];
+    if (begin === 0 && end === 0) continue;
+    if (shape[axis] < 0 || begin > shape[axis] || end > shape[axis]) {
+      unsupported(`Pad mode 'wrap' by more than the axis' size, or on a dynamic axis (axis ${axis})`);
+    }
+    const parts: Value[] = [];
+    if (begin > 0) {
+      parts.push(n.b.emit("slice", [out], { dim: axis, start: shape[axis] - begin, end: shape[axis], step: 1 }));
+    }
+    parts.push(out);
+    if (end > 0) parts.push(n.b.emit("slice", [out], { dim: axis, start: 0, end, step: 1 }));
+    out = n.b.emit("concat", parts, { dim: axis });
+  }
+  return out;
 }
 
 /** The value of enum parameter `param` of native op `op` named `name`, if the schema has it. */
