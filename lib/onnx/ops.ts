@@ -1149,8 +1149,9 @@ function resize(n: NodeContext): Value[] {
   const nearest = (enumValue("resize", "nearest", nearestName) ??
     unsupported(`Resize nearest_mode '${nearestName}'`)) as ParamsOf<"resize">["nearest"];
   if (attrInt(n, "antialias", 0) !== 0) unsupported("Resize with antialias");
-  if (attrString(n, "keep_aspect_ratio_policy", "stretch") !== "stretch") {
-    unsupported("Resize keep_aspect_ratio_policy");
+  const policy = attrString(n, "keep_aspect_ratio_policy", "stretch");
+  if (policy !== "stretch" && policy !== "not_larger" && policy !== "not_smaller") {
+    throw new RangeError(`Resize's keep_aspect_ratio_policy '${policy}' is not stretch, not_larger or not_smaller`);
   }
   const cubic = {
     cubic_coeff_a: attrFloat(n, "cubic_coeff_a", -0.75),
@@ -1167,6 +1168,7 @@ function resize(n: NodeContext): Value[] {
     ? constInts(scalesInput, "Resize scales")
     : undefined;
   if (sizesInput?.kind === "runtime") {
+    if (policy !== "stretch") unsupported("Resize keep_aspect_ratio_policy with sizes computed at run time");
     if (mode === "cubic" && (cubic.cubic_coeff_a !== -0.75 || cubic.exclude_outside)) {
       unsupported("Resize cubic with sizes computed at run time and a non-default cubic_coeff_a or exclude_outside");
     }
@@ -1178,10 +1180,15 @@ function resize(n: NodeContext): Value[] {
     if (given.length !== axes.length) {
       throw new RangeError(`Resize has ${given.length} sizes for ${axes.length} axes`);
     }
+    if (axes.some((axis) => shape[axis] < 0)) unsupported("Resize sizes over a dynamic dimension");
+    // keep_aspect_ratio_policy: one scale for every axis, the smallest (not_larger) or the
+    // largest (not_smaller) of the given ratios; each size is that scale times the input's,
+    // rounded half to even as ONNX's reference rounds.
+    const ratios = axes.map((axis, i) => given[i] / shape[axis]);
+    const kept = policy === "not_larger" ? Math.min(...ratios) : Math.max(...ratios);
     axes.forEach((axis, i) => {
-      if (shape[axis] < 0) unsupported("Resize sizes over a dynamic dimension");
-      sizes[axis] = given[i];
-      scales[axis] = given[i] / shape[axis];
+      sizes[axis] = policy === "stretch" ? given[i] : roundHalfEven(kept * shape[axis]);
+      scales[axis] = policy === "stretch" ? ratios[i] : kept;
     });
   } else if (scaleValues && scaleValues.length > 0) {
     if (scaleValues.length !== axes.length) {
@@ -1195,6 +1202,14 @@ function resize(n: NodeContext): Value[] {
     unsupported("Resize without scales or sizes");
   }
   return [n.b.emit("resize", [x], { mode, coordinate, nearest, sizes, scales, ...cubic })];
+}
+
+/** Rounds to the nearest integer, ties to even (numpy's round). */
+function roundHalfEven(value: number): number {
+  const floor = Math.floor(value);
+  const fraction = value - floor;
+  if (fraction !== 0.5) return Math.round(value);
+  return floor % 2 === 0 ? floor : floor + 1;
 }
 
 function clip(n: NodeContext): Value[] {
