@@ -1079,6 +1079,11 @@ export const OP_SCHEMAS = {
       { "name": "center_point_box", "kind": "bool", "default": false },
     ],
   },
+  non_zero: {
+    code: 86,
+    inputs: ["x"],
+    params: [],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1732,4 +1737,5 @@ export interface OpParams {
     /** bool, default false */
     center_point_box?: boolean;
   };
+  non_zero: Record<string, never>;
 }

@@ -273,6 +273,20 @@ Deno.test("Pad in wrap mode, and negative pads that crop, in constant and wrap m
   }, [[[1, 2, 5, 6]]]);
 });
 
+Deno.test("NonZero of a mask computed at run time, its coordinates gathering the selected values (x[x > 0])", async () => {
+  await checkGraph("nonzero", {
+    nodes: [
+      { op: "Greater", inputs: ["x", "zero"], outputs: ["mask"] },
+      { op: "NonZero", inputs: ["mask"], outputs: ["where"] },
+      { op: "Transpose", inputs: ["where"], outputs: ["rows"], attributes: { perm: { ints: [1, 0] } } },
+      { op: "GatherND", inputs: ["x", "rows"], outputs: ["selected"] },
+    ],
+    initializers: [{ name: "zero", dims: [], float: [0] }],
+    inputs: [{ name: "x", dims: ["batch", 5] }],
+    outputs: [{ name: "where", type: 7, dims: [2, "count"] }, { name: "selected", dims: ["count"] }],
+  }, [[[1, 5]], [[3, 5]], [[6, 5]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

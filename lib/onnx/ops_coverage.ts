@@ -765,6 +765,11 @@ function nonMaxSuppression(n: NodeContext): Value[] {
   return [n.b.emit("non_max_suppression", [boxes, scores, ...optional], params, { dtype: "int64" })];
 }
 
+/** NonZero: the int64 [rank, count] coordinates of the nonzero elements; count depends on the values. */
+function nonZero(n: NodeContext): Value[] {
+  return [n.b.emit("non_zero", [input(n, 0)], {}, { dtype: "int64" })];
+}
+
 /** The handlers of this module, spread into ops.ts's HANDLERS. */
 export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Cast: castNarrow,
@@ -850,4 +855,5 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Attention: attention,
   Einsum: einsum,
   NonMaxSuppression: nonMaxSuppression,
+  NonZero: nonZero,
 };

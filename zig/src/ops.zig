@@ -131,6 +131,7 @@ pub const OpCode = enum(u32) {
     matmul_int8 = 83,
     conv2d_int8 = 84,
     non_max_suppression = 85,
+    non_zero = 86,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -728,6 +729,13 @@ pub const NonMaxSuppression = struct {
     center_point_box: bool = false,
 };
 
+/// ONNX NonZero (ops/dynamic.zig): the int64 [rank, count] coordinates of x's nonzero
+/// elements; x's values decide the output's length.
+pub const NonZero = struct {
+    pub const inputs = one_input;
+    pub const parameter_inputs: []const usize = &.{0};
+};
+
 // Quantized ops (ops/quantized.zig): quantized values ride as float32 integers.
 
 const quantized_bounds = .{
@@ -917,6 +925,7 @@ pub const Options = union(OpCode) {
     matmul_int8: QGemm,
     conv2d_int8: QGemm,
     non_max_suppression: NonMaxSuppression,
+    non_zero: NonZero,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -1051,6 +1060,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
             .iou_threshold = if (inputs.len > 3) inputs[3] else null,
             .score_threshold = if (inputs.len > 4) inputs[4] else null,
         }, o.center_point_box),
+        .non_zero => dynamic.nonZero(inputs[0]),
         .unary_math => |o| elementwise.unary(o.kernel(), .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),

@@ -1,6 +1,6 @@
 //! Shape computations at run time (ONNX Shape, integer arithmetic on shapes, and the ops that
 //! take a shape, size or bound as a tensor: Reshape, Expand, ConstantOfShape, Range, Slice,
-//! Resize). Imported models whose input sizes are symbolic keep these in the graph instead of
+//! Resize), and NonZero, whose output size is its input's count of nonzero values. Imported models whose input sizes are symbolic keep these in the graph instead of
 //! folding them from a probe run, as onnxruntime does. The tensors involved are tiny (a shape
 //! has at most max_dims values), so the loops are plain and single-threaded; what they
 //! produce (a filled or ranged tensor) is bounded by the same size and budget checks as any
@@ -288,6 +288,57 @@ fn scalar64(value: i64) !*Tensor {
     return t;
 }
 
+/// ONNX NonZero: the int64 [rank, count] coordinates of x's nonzero elements (NaN counts as
+/// nonzero, as x != 0 says), in row-major order; a 0-D x reads as 1-D, as numpy's nonzero
+/// does. Two passes (count, then fill), so the output is allocated once at its exact size.
+pub fn nonZero(input: *Tensor) Error!*Tensor {
+    const x = try shape_ops.contiguous(input);
+    defer x.release();
+    var count: usize = 0;
+    switch (x.dtype) {
+        inline else => |dtype| for (typedSlice(dtype, x)) |v| {
+            count += @intFromBool(v != 0);
+        },
+    }
+    const rank: usize = @max(x.ndim, 1);
+    const out = try tensor.createUninit(.int64, &.{ rank, count });
+    errdefer out.release();
+    const coords = out.i64Slice();
+    const shape = if (x.ndim == 0) &[_]usize{1} else x.dims();
+    var at = [_]usize{0} ** max_dims;
+    var next: usize = 0;
+    switch (x.dtype) {
+        inline else => |dtype| for (typedSlice(dtype, x)) |v| {
+            if (v != 0) {
+                for (0..rank) |axis| coords[axis * count + next] = @intCast(at[axis]);
+                next += 1;
+            }
+            // The row-major successor of `at`.
+            var axis = rank;
+            while (axis > 0) {
+                axis -= 1;
+                at[axis] += 1;
+                if (at[axis] < shape[axis]) break;
+                at[axis] = 0;
+            }
+        },
+    }
+    std.debug.assert(next == count);
+    return out;
+}
+
+fn typedSlice(comptime dtype: tensor.DType, t: *const Tensor) switch (dtype) {
+    .float32 => []f32,
+    .int64 => []i64,
+    .int32 => []i32,
+} {
+    return switch (dtype) {
+        .float32 => t.f32Slice(),
+        .int64 => t.i64Slice(),
+        .int32 => t.i32Slice(),
+    };
+}
+
 test "shape_of takes a clamped range of dims" {
     const x = try tensor.createZeroed(.float32, &.{ 2, 3, 5, 7 });
     defer x.release();
@@ -524,4 +575,36 @@ test "slice_to and resize_to take their bounds and sizes from tensors" {
     const floats = try tensor.createZeroed(.float32, &.{2});
     defer floats.release();
     try testing.expectError(error.DTypeMismatch, resizeTo(image, floats, &.{ 2, 3 }, 0, 0, 0));
+}
+
+test "non_zero gives row-major coordinates of nonzeros (NaN included) for 0-D to 3-D inputs" {
+    const x = try tensor.createUninit(.float32, &.{ 2, 3 });
+    defer x.release();
+    @memcpy(x.f32Slice(), &[_]f32{ 0, 1.5, 0, std.math.nan(f32), 0, -2 });
+    const out = try nonZero(x);
+    defer out.release();
+    try testing.expectEqualSlices(usize, &.{ 2, 3 }, out.dims());
+    try testing.expectEqualSlices(i64, &.{ 0, 1, 1, 1, 0, 2 }, out.i64Slice());
+
+    const cube = try tensor.createUninit(.int32, &.{ 2, 1, 3 });
+    defer cube.release();
+    @memcpy(cube.i32Slice(), &[_]i32{ 0, 0, 7, 1, 0, 0 });
+    const cube_out = try nonZero(cube);
+    defer cube_out.release();
+    try testing.expectEqualSlices(usize, &.{ 3, 2 }, cube_out.dims());
+    try testing.expectEqualSlices(i64, &.{ 0, 1, 0, 0, 2, 0 }, cube_out.i64Slice());
+
+    const scalar = try tensor.createUninit(.int64, &.{});
+    defer scalar.release();
+    scalar.i64Slice()[0] = 3;
+    const scalar_out = try nonZero(scalar);
+    defer scalar_out.release();
+    try testing.expectEqualSlices(usize, &.{ 1, 1 }, scalar_out.dims());
+    try testing.expectEqualSlices(i64, &.{0}, scalar_out.i64Slice());
+
+    const empty = try tensor.createUninit(.float32, &.{ 4, 0 });
+    defer empty.release();
+    const empty_out = try nonZero(empty);
+    defer empty_out.release();
+    try testing.expectEqualSlices(usize, &.{ 2, 0 }, empty_out.dims());
 }
