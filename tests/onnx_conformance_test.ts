@@ -1442,6 +1442,19 @@ const CONV_CASES = [
   "test_resize_upsample_sizes_nearest_not_larger",
   "test_resize_upsample_sizes_nearest_not_smaller",
   "test_nonzero_example",
+  // LRN (a banded 1×1 convolution of squares), Compress (take at NonZero), cosine windows.
+  "test_lrn",
+  "test_lrn_default",
+  "test_compress_0",
+  "test_compress_1",
+  "test_compress_default_axis",
+  "test_compress_negative_axis",
+  "test_hannwindow",
+  "test_hannwindow_symmetric",
+  "test_hammingwindow",
+  "test_hammingwindow_symmetric",
+  "test_blackmanwindow",
+  "test_blackmanwindow_symmetric",
 ];
 
 Deno.test("ONNX node tests: the CI list passes", async () => {

@@ -287,6 +287,24 @@ Deno.test("NonZero of a mask computed at run time, its coordinates gathering the
   }, [[[1, 5]], [[3, 5]], [[6, 5]]]);
 });
 
+Deno.test("LRN (4-D, an odd window: what onnxruntime takes) and Compress over the flattened input", async () => {
+  await checkGraph("lrn", {
+    nodes: [
+      {
+        op: "LRN",
+        inputs: ["x"],
+        outputs: ["y"],
+        attributes: { size: { i: 5 }, alpha: { f: 0.02 }, beta: { f: 0.6 }, bias: { f: 1.5 } },
+      },
+      { op: "Cast", inputs: ["keep"], outputs: ["mask"], attributes: { to: { i: 9 } } },
+      { op: "Compress", inputs: ["x", "mask"], outputs: ["kept"] },
+    ],
+    initializers: [ints("keep", [1, 0, 0, 1, 1])],
+    inputs: [{ name: "x", dims: ["batch", 6, 3, 2] }],
+    outputs: [{ name: "y", dims: ["batch", 6, 3, 2] }, { name: "kept", dims: [3] }],
+  }, [[[1, 6, 3, 2]], [[3, 6, 3, 2]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

@@ -765,6 +765,88 @@ function nonMaxSuppression(n: NodeContext): Value[] {
   return [n.b.emit("non_max_suppression", [boxes, scores, ...optional], params, { dtype: "int64" })];
 }
 
+// ----------------------------------------------------------------------------------------
+// Classic and signal ops built from native ones
+
+/**
+ * LRN: x / (bias + alpha / size · Σ x²)^beta, the sum over a window of `size` channels
+ * around each (floor((size − 1) / 2) before, the rest after, clipped at the edges): a 1×1
+ * convolution of x² with a banded [C, C] weight of ones (the channel count is static).
+ */
+function lrn(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const shape = shapeOf(x);
+  if (shape.length !== 4) unsupported(`LRN on a ${shape.length}-D input (4-D only, as onnxruntime)`);
+  const size = attrInt(n, "size", 0);
+  if (!(size >= 1)) throw new RangeError(`LRN's size is ${size}; it must be at least 1`);
+  const channels = staticDim(n, shape[1]);
+  const before = Math.floor((size - 1) / 2);
+  const after = size - 1 - before;
+  const band: number[] = [];
+  for (let out = 0; out < channels; out++) {
+    for (let c = 0; c < channels; c++) band.push(c >= out - before && c <= out + after ? 1 : 0);
+  }
+  const squares = n.b.emit("mul", [x, x]);
+  const weight = constValue(host(DATA_TYPE.FLOAT, [channels, channels, 1, 1], band));
+  const sums = n.b.emit("conv2d", [squares, weight], {});
+  const alpha = attrFloat(n, "alpha", 1e-4);
+  const beta = attrFloat(n, "beta", 0.75);
+  const bias = attrFloat(n, "bias", 1);
+  const base = n.b.emit("add", [n.b.emit("mul", [sums, scalar(alpha / size)]), scalar(bias)]);
+  return [n.b.emit("mul", [x, n.b.emit("pow", [base, scalar(-beta)])])];
+}
+
+/**
+ * Compress: the slices of the input along `axis` (of the flattened input without one)
+ * where the 1-D condition is true, gathered at NonZero's indices. A condition shorter than
+ * the axis selects among its first elements; a longer one is refused by the gather's check
+ * when it selects past the end.
+ */
+function compress(n: NodeContext): Value[] {
+  let x = input(n, 0);
+  const condition = input(n, 1);
+  if (shapeOf(condition).length !== 1) {
+    throw new RangeError(`Compress's condition must be 1-D, got shape [${shapeOf(condition)}]`);
+  }
+  const axisAttr = n.node.attributes.find((a) => a.name === "axis");
+  let axis = 0;
+  if (axisAttr === undefined) x = n.b.emit("reshape", [x], { shape: [-1] });
+  else axis = normAxis(attrInt(n, "axis", 0), shapeOf(x).length);
+  const where = n.b.emit("non_zero", [condition], {}, { dtype: "int64" });
+  const indices = n.b.emit("reshape", [where], { shape: [-1] });
+  return [n.b.emit("take", [x, indices], { axis })];
+}
+
+/**
+ * HannWindow, HammingWindow, BlackmanWindow: Σ_k a_k cos(2πkj / N) for j = 0 … size − 1, with
+ * N = size (periodic, the default) or size − 1 (symmetric). The size may be computed at run
+ * time; a constant one folds to a constant window.
+ */
+function cosineWindow(coefficients: number[]): Handler {
+  return (n) => {
+    const size = asDType(input(n, 0), "int64");
+    const periodic = attrInt(n, "periodic", 1) === 1;
+    const zero = scalar(0, DATA_TYPE.INT64);
+    const one = scalar(1, DATA_TYPE.INT64);
+    const runtime = size.kind === "runtime";
+    const j = n.b.emit("cast", [n.b.emit("range", [zero, size, one], {}, runtime ? { dtype: "int64" } : undefined)], {
+      dtype: "float32",
+    });
+    const span = n.b.emit("cast", [periodic ? size : n.b.emit("int_binary", [size, one], { kind: "sub" })], {
+      dtype: "float32",
+    });
+    const phase = n.b.emit("div", [n.b.emit("mul", [j, scalar(2 * Math.PI)]), span]);
+    const term = (k: number) =>
+      n.b.emit("mul", [
+        n.b.emit("unary_math", [n.b.emit("mul", [phase, scalar(k)])], { kind: "cos" }),
+        scalar(coefficients[k]),
+      ]);
+    let window = term(1);
+    for (let k = 2; k < coefficients.length; k++) window = n.b.emit("add", [window, term(k)]);
+    return [n.b.emit("add", [window, scalar(coefficients[0])])];
+  };
+}
+
 /** NonZero: the int64 [rank, count] coordinates of the nonzero elements; count depends on the values. */
 function nonZero(n: NodeContext): Value[] {
   return [n.b.emit("non_zero", [input(n, 0)], {}, { dtype: "int64" })];
@@ -856,4 +938,9 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Einsum: einsum,
   NonMaxSuppression: nonMaxSuppression,
   NonZero: nonZero,
+  LRN: lrn,
+  Compress: compress,
+  HannWindow: cosineWindow([0.5, -0.5]),
+  HammingWindow: cosineWindow([25 / 46, -21 / 46]),
+  BlackmanWindow: cosineWindow([0.42, -0.5, 0.08]),
 };
