@@ -1084,6 +1084,15 @@ export const OP_SCHEMAS = {
     inputs: ["x"],
     params: [],
   },
+  grid_sample: {
+    code: 87,
+    inputs: ["x", "grid"],
+    params: [
+      { "name": "mode", "kind": "enum", "values": ["nearest", "linear", "cubic"], "default": "linear" },
+      { "name": "padding", "kind": "enum", "values": ["zeros", "border", "reflection"], "default": "zeros" },
+      { "name": "align_corners", "kind": "bool", "default": false },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1738,4 +1747,12 @@ export interface OpParams {
     center_point_box?: boolean;
   };
   non_zero: Record<string, never>;
+  grid_sample: {
+    /** enum, default "linear" */
+    mode?: "nearest" | "linear" | "cubic";
+    /** enum, default "zeros" */
+    padding?: "zeros" | "border" | "reflection";
+    /** bool, default false */
+    align_corners?: boolean;
+  };
 }

@@ -1455,6 +1455,21 @@ const CONV_CASES = [
   "test_hammingwindow_symmetric",
   "test_blackmanwindow",
   "test_blackmanwindow_symmetric",
+  // GridSample on 4-D inputs (ops/grid_sample.zig).
+  "test_gridsample",
+  "test_gridsample_aligncorners_true",
+  "test_gridsample_bicubic",
+  "test_gridsample_bicubic_align_corners_0_additional_1",
+  "test_gridsample_bicubic_align_corners_1_additional_1",
+  "test_gridsample_bilinear",
+  "test_gridsample_bilinear_align_corners_0_additional_1",
+  "test_gridsample_bilinear_align_corners_1_additional_1",
+  "test_gridsample_border_padding",
+  "test_gridsample_nearest",
+  "test_gridsample_nearest_align_corners_0_additional_1",
+  "test_gridsample_nearest_align_corners_1_additional_1",
+  "test_gridsample_reflection_padding",
+  "test_gridsample_zeros_padding",
 ];
 
 Deno.test("ONNX node tests: the CI list passes", async () => {

@@ -305,6 +305,31 @@ Deno.test("LRN (4-D, an odd window: what onnxruntime takes) and Compress over th
   }, [[[1, 6, 3, 2]], [[3, 6, 3, 2]]]);
 });
 
+Deno.test("GridSample in every mode, padding and corner alignment, grid points inside and outside", async () => {
+  const nodes: Node[] = [];
+  const outputs: ValueInfo[] = [];
+  for (const mode of ["nearest", "bilinear", "bicubic"]) {
+    for (const padding of ["zeros", "border", "reflection"]) {
+      for (const align of [0, 1]) {
+        const name = `${mode}_${padding}_${align}`;
+        nodes.push({
+          op: "GridSample",
+          inputs: ["x", "grid"],
+          outputs: [name],
+          attributes: { mode: { s: mode }, padding_mode: { s: padding }, align_corners: { i: align } },
+        });
+        outputs.push({ name, dims: ["batch", 2, 3, 4] });
+      }
+    }
+  }
+  // randn grids put about a third of the points outside [-1, 1].
+  await checkGraph("gridsample", {
+    nodes,
+    inputs: [{ name: "x", dims: ["batch", 2, 5, 6] }, { name: "grid", dims: ["batch", 3, 4, 2] }],
+    outputs,
+  }, [[[1, 2, 5, 6], [1, 3, 4, 2]], [[2, 2, 5, 6], [2, 3, 4, 2]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

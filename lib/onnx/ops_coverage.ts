@@ -847,6 +847,34 @@ function cosineWindow(coefficients: number[]): Handler {
   };
 }
 
+/**
+ * GridSample (opsets 16 and 20) on 4-D inputs: modes nearest, linear (opset 16's bilinear)
+ * and cubic (bicubic), padding zeros, border or reflection. Volumetric (5-D) inputs are
+ * refused.
+ */
+function gridSample(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const grid = floatInput(n, 1);
+  if (shapeOf(x).length !== 4) unsupported(`GridSample on a ${shapeOf(x).length}-D input (4-D only)`);
+  const modeName = attrString(n, "mode", n.opset >= 20 ? "linear" : "bilinear");
+  const mode =
+    ({ nearest: "nearest", bilinear: "linear", linear: "linear", bicubic: "cubic", cubic: "cubic" } as const)[
+      modeName
+    ];
+  if (mode === undefined) throw new RangeError(`GridSample's mode '${modeName}' is not nearest, linear or cubic`);
+  const paddingName = attrString(n, "padding_mode", "zeros");
+  if (paddingName !== "zeros" && paddingName !== "border" && paddingName !== "reflection") {
+    throw new RangeError(`GridSample's padding_mode '${paddingName}' is not zeros, border or reflection`);
+  }
+  return [
+    n.b.emit("grid_sample", [x, grid], {
+      mode,
+      padding: paddingName,
+      align_corners: attrInt(n, "align_corners", 0) === 1,
+    }),
+  ];
+}
+
 /** NonZero: the int64 [rank, count] coordinates of the nonzero elements; count depends on the values. */
 function nonZero(n: NodeContext): Value[] {
   return [n.b.emit("non_zero", [input(n, 0)], {}, { dtype: "int64" })];
@@ -938,6 +966,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Einsum: einsum,
   NonMaxSuppression: nonMaxSuppression,
   NonZero: nonZero,
+  GridSample: gridSample,
   LRN: lrn,
   Compress: compress,
   HannWindow: cosineWindow([0.5, -0.5]),

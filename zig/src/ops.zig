@@ -28,6 +28,7 @@ const recurrent = @import("ops/recurrent.zig");
 const dynamic = @import("ops/dynamic.zig");
 const scatter = @import("ops/scatter.zig");
 const detection = @import("ops/detection.zig");
+const grid_sample = @import("ops/grid_sample.zig");
 const quantized = @import("ops/quantized.zig");
 const elementwise_kernels = @import("kernels/elementwise.zig");
 const conv_kernels = @import("kernels/conv.zig");
@@ -132,6 +133,7 @@ pub const OpCode = enum(u32) {
     conv2d_int8 = 84,
     non_max_suppression = 85,
     non_zero = 86,
+    grid_sample = 87,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -736,6 +738,15 @@ pub const NonZero = struct {
     pub const parameter_inputs: []const usize = &.{0};
 };
 
+/// ONNX GridSample on 4-D inputs (ops/grid_sample.zig): x [N, C, H, W] sampled at the
+/// normalised (x, y) locations of grid [N, H_out, W_out, 2].
+pub const GridSample = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "grid" };
+    mode: grid_sample.Mode = .linear,
+    padding: grid_sample.Padding = .zeros,
+    align_corners: bool = false,
+};
+
 // Quantized ops (ops/quantized.zig): quantized values ride as float32 integers.
 
 const quantized_bounds = .{
@@ -926,6 +937,7 @@ pub const Options = union(OpCode) {
     conv2d_int8: QGemm,
     non_max_suppression: NonMaxSuppression,
     non_zero: NonZero,
+    grid_sample: GridSample,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -1061,6 +1073,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
             .score_threshold = if (inputs.len > 4) inputs[4] else null,
         }, o.center_point_box),
         .non_zero => dynamic.nonZero(inputs[0]),
+        .grid_sample => |o| grid_sample.gridSample(inputs[0], inputs[1], .{ .mode = o.mode, .padding = o.padding, .align_corners = o.align_corners }),
         .unary_math => |o| elementwise.unary(o.kernel(), .{ .alpha = @floatCast(o.alpha), .beta = @floatCast(o.beta) }, inputs[0]),
         .softmax => |o| reduction.softmax(inputs[0], o.dim, false),
         .log_softmax => |o| reduction.softmax(inputs[0], o.dim, true),
@@ -1200,6 +1213,7 @@ test {
     _ = scatter;
     _ = @import("kernels/scatter.zig");
     _ = detection;
+    _ = grid_sample;
     _ = @import("kernels/detection.zig");
     _ = @import("kernels/formats.zig");
     _ = @import("ops/quantized.zig");

@@ -391,6 +391,17 @@ fn refund(charge: Charge) void {
     }
 }
 
+/// A new contiguous float32 tensor holding `values` (one per element of `shape`).
+pub fn fromF32(shape: []const usize, values: []const f32) Error!*Tensor {
+    const t = try createUninit(.float32, shape);
+    errdefer t.release();
+    if (t.numel() != values.len) {
+        return status.fail(error.ShapeMismatch, "{d} values for a tensor of shape {f}", .{ values.len, status.shape(shape) });
+    }
+    @memcpy(t.f32Slice(), values);
+    return t;
+}
+
 /// A new contiguous tensor with uninitialised data.
 pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     const count = try checkedNumel(shape, dtype);

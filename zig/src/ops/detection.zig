@@ -161,12 +161,6 @@ pub fn nonMaxSuppression(boxes_input: *Tensor, scores_input: *Tensor, limits: Li
 
 const testing = std.testing;
 
-fn floats(shape: []const usize, values: []const f32) !*Tensor {
-    const t = try tensor.createUninit(.float32, shape);
-    @memcpy(t.f32Slice(), values);
-    return t;
-}
-
 fn scalar(dtype: tensor.DType, value: f64) !*Tensor {
     const t = try tensor.createUninit(dtype, &.{1});
     switch (dtype) {
@@ -180,10 +174,10 @@ fn scalar(dtype: tensor.DType, value: f64) !*Tensor {
 test "non_max_suppression selects per batch and class, as ONNX's two-batch example" {
     // test_nonmaxsuppression_two_batches: six boxes, two batches, one class.
     const one_batch = [_]f32{ 0, 0, 1, 1, 0, 0.1, 1, 1.1, 0, -0.1, 1, 0.9, 0, 10, 1, 11, 0, 10.1, 1, 11.1, 0, 100, 1, 101 };
-    const boxes = try floats(&.{ 2, 6, 4 }, &(one_batch ++ one_batch));
+    const boxes = try tensor.fromF32(&.{ 2, 6, 4 }, &(one_batch ++ one_batch));
     defer boxes.release();
     const one_scores = [_]f32{ 0.9, 0.75, 0.6, 0.95, 0.5, 0.3 };
-    const scores = try floats(&.{ 2, 1, 6 }, &(one_scores ++ one_scores));
+    const scores = try tensor.fromF32(&.{ 2, 1, 6 }, &(one_scores ++ one_scores));
     defer scores.release();
     const max_output = try scalar(.int64, 2);
     defer max_output.release();
@@ -198,15 +192,15 @@ test "non_max_suppression selects per batch and class, as ONNX's two-batch examp
 }
 
 test "non_max_suppression refuses bad inputs with typed errors naming them" {
-    const boxes = try floats(&.{ 1, 2, 4 }, &.{ 0, 0, 1, 1, 0, 0, 1, 1 });
+    const boxes = try tensor.fromF32(&.{ 1, 2, 4 }, &.{ 0, 0, 1, 1, 0, 0, 1, 1 });
     defer boxes.release();
-    const scores = try floats(&.{ 1, 1, 2 }, &.{ 0.5, std.math.nan(f32) });
+    const scores = try tensor.fromF32(&.{ 1, 1, 2 }, &.{ 0.5, std.math.nan(f32) });
     defer scores.release();
-    const good_scores = try floats(&.{ 1, 1, 2 }, &.{ 0.5, 0.25 });
+    const good_scores = try tensor.fromF32(&.{ 1, 1, 2 }, &.{ 0.5, 0.25 });
     defer good_scores.release();
-    const wrong_boxes = try floats(&.{ 1, 2, 3 }, &.{ 0, 0, 1, 1, 0, 0 });
+    const wrong_boxes = try tensor.fromF32(&.{ 1, 2, 3 }, &.{ 0, 0, 1, 1, 0, 0 });
     defer wrong_boxes.release();
-    const wrong_count = try floats(&.{ 1, 1, 3 }, &.{ 0.5, 0.25, 0.1 });
+    const wrong_count = try tensor.fromF32(&.{ 1, 1, 3 }, &.{ 0.5, 0.25, 0.1 });
     defer wrong_count.release();
     const bad_iou = try scalar(.float32, 1.5);
     defer bad_iou.release();
@@ -216,7 +210,7 @@ test "non_max_suppression refuses bad inputs with typed errors naming them" {
     defer float_max.release();
     const two = try tensor.createZeroed(.int64, &.{2});
     defer two.release();
-    const infinite_boxes = try floats(&.{ 1, 2, 4 }, &.{ 0, 0, 1, std.math.inf(f32), 0, 0, 1, 1 });
+    const infinite_boxes = try tensor.fromF32(&.{ 1, 2, 4 }, &.{ 0, 0, 1, std.math.inf(f32), 0, 0, 1, 1 });
     defer infinite_boxes.release();
     const cases = [_]struct { boxes: *Tensor, scores: *Tensor, limits: Limits, err: Error, text: []const u8 }{
         .{ .boxes = boxes, .scores = scores, .limits = .{}, .err = error.InvalidArgument, .text = "batch 0, class 0, box 1 is NaN" },
@@ -241,9 +235,9 @@ test "non_max_suppression refuses bad inputs with typed errors naming them" {
 }
 
 test "non_max_suppression: no limit selects nothing; empty batches, classes and boxes give [0, 3]" {
-    const boxes = try floats(&.{ 1, 2, 4 }, &.{ 0, 0, 1, 1, 0, 0, 1, 1 });
+    const boxes = try tensor.fromF32(&.{ 1, 2, 4 }, &.{ 0, 0, 1, 1, 0, 0, 1, 1 });
     defer boxes.release();
-    const scores = try floats(&.{ 1, 1, 2 }, &.{ 0.5, 0.25 });
+    const scores = try tensor.fromF32(&.{ 1, 1, 2 }, &.{ 0.5, 0.25 });
     defer scores.release();
     const none = try nonMaxSuppression(boxes, scores, .{}, false);
     defer none.release();
