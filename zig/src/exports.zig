@@ -779,6 +779,7 @@ test {
     _ = @import("kernels/gemm.zig");
     _ = @import("kernels/gemm_native.zig");
     _ = @import("kernels/gemm_bf16.zig");
+    _ = @import("kernels/gemm_amx.zig");
     _ = openblas;
     _ = info;
     _ = @import("cpu_level.zig");
