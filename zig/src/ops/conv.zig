@@ -29,6 +29,7 @@ const kernels = @import("../kernels/conv.zig");
 const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
+const bf16 = @import("bf16.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -231,6 +232,8 @@ const Data = struct {
     bias: ?[]const f32,
     output: []f32,
     epilogue: kernels.Epilogue,
+    /// The weight packed for a bf16 program (conv2dBf16): the GEMMs run on it instead.
+    bf16: ?*const bf16.Weights = null,
 };
 
 /// Contiguous copies (or retained originals) of a call's tensors, released together.
@@ -287,6 +290,26 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     } else {
         try runUnfolded(geometry, data);
     }
+    return out;
+}
+
+/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): im2col (none for a plain
+/// 1×1) and the bf16 GEMM on the packed weight, with the same bias and epilogue. A call whose
+/// weight does not match the packed one, or a depthwise one, runs conv2d in f32.
+pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options, weights: *const bf16.Weights) Error!*Tensor {
+    const geometry = try convGeometry(input, weight, bias, options);
+    const depth = geometry.inPerGroup() * geometry.window.taps();
+    const fits = geometry.inPerGroup() > 1 and weights.groups == geometry.groups and weights.rows == geometry.outPerGroup() and weights.cols == depth;
+    if (!fits) return conv2d(input, weight, bias, options);
+    const operands = try Operands.init(input, weight, bias);
+    defer operands.deinit();
+    const shape = outputDims(input, geometry.batch, geometry.out_channels, geometry.window.grid);
+    const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
+    errdefer out.release();
+    if (out.numel() == 0) return out;
+    var data = operands.data(out, options.epilogue);
+    data.bf16 = weights;
+    try runUnfolded(geometry, data);
     return out;
 }
 
@@ -575,7 +598,13 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
     const images = geometry.batch * geometry.groups;
     const unfold = !isPointwise(window);
     const flops = (2 *| images) *| m *| n *| @max(depth, 1);
-    const plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold);
+    var plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold);
+    if (data.bf16 != null) {
+        // The packed weight's row blocks start at multiples of the kernel's block rows.
+        plan.rows_per_block = std.mem.alignForward(usize, plan.rows_per_block, bf16.conv_row_alignment);
+        plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
+        plan.workers = @min(plan.workers, plan.tasks());
+    }
     const scratch = try Scratch.init("conv2d", plan.workers * plan.scratch_per_worker);
     defer scratch.release();
     const context: UnfoldedContext = .{ .geometry = geometry, .data = data, .plan = plan, .unfold = unfold, .scratch = scratch.values };
@@ -635,6 +664,23 @@ const UnfoldedContext = struct {
         }
         const channel = group * m + row_begin;
         const c_offset = (b * g.out_channels + channel) * n + column_begin;
+        if (context.data.bf16) |weights| {
+            // The group's whole C block from row 0: the packed weight indexes rows from there.
+            const group_offset = (b * g.out_channels + group * m) * n + column_begin;
+            const c = context.data.output[group_offset..][0 .. (m - 1) * n + columns];
+            try bf16.convBlock(weights, group, row_begin, rows, b_matrix, ldb, columns, c, n);
+        } else {
+            try context.multiplyF32(rows, columns, depth, channel * depth, b_matrix, ldb, c_offset);
+        }
+        if (context.data.bias == null and context.data.epilogue.isLinear()) return;
+        for (0..rows) |r| {
+            const bias = if (context.data.bias) |values| values[channel + r] else 0;
+            context.data.epilogue.apply(context.data.output[c_offset + r * n ..][0..columns], bias);
+        }
+    }
+
+    fn multiplyF32(context: *const UnfoldedContext, rows: usize, columns: usize, depth: usize, a_offset: usize, b_matrix: []const f32, ldb: usize, c_offset: usize) Error!void {
+        const n = context.geometry.window.gridPlane();
         const args: gemm.Args = .{
             .trans_a = false,
             .trans_b = false,
@@ -642,7 +688,7 @@ const UnfoldedContext = struct {
             .n = columns,
             .k = depth,
             .alpha = 1,
-            .a = context.data.weight[channel * depth ..][0 .. rows * depth],
+            .a = context.data.weight[a_offset..][0 .. rows * depth],
             .lda = depth,
             .b = b_matrix,
             .ldb = ldb,
@@ -653,11 +699,6 @@ const UnfoldedContext = struct {
         try args.validate();
         const tiling = gemm.plan(rows, columns, 1);
         gemm.runTiles(&args, tiling, 0, tiling.count());
-        if (context.data.bias == null and context.data.epilogue.isLinear()) return;
-        for (0..rows) |r| {
-            const bias = if (context.data.bias) |values| values[channel + r] else 0;
-            context.data.epilogue.apply(context.data.output[c_offset + r * n ..][0..columns], bias);
-        }
     }
 };
 
