@@ -239,7 +239,7 @@ fn packWeights(allocator: std.mem.Allocator, which: bf16.Kernel, graphs: []Graph
             const source = sources[node.inputs[1]] orelse continue;
             const weight = constants[source];
             const weights = switch (kind) {
-                .conv => try bf16.packConv(which, weight, @intCast(node.options.conv2d.groups)),
+                .conv => try bf16.packConv(which, weight, @intCast(node.options.conv2d.groups), node.options.conv2d.stride),
                 .matrix => try bf16.packMatrix(which, weight, false),
                 .matrix_transposed => try bf16.packMatrix(which, weight, true),
             } orelse continue;

@@ -53,6 +53,10 @@ pub fn description() []const u8 {
 /// det at 1 thread: 24 × 864 × 25,600 took 29.7 ms in bf16 against 20.7 in f32, 192 × 192 ×
 /// 1,600 1.1 against 1.8 (infer --profile).
 pub const width_min = 48;
+/// The same for a convolution at stride 1 with a kernel larger than 1×1: conv.zig reads its
+/// padded input in place (no im2col copy), which leaves only the conversion per call. det's
+/// 24 × 864 × 25,600 then measured 17–19 ms in bf16 against 17–18 in f32: no gain at 24.
+pub const implicit_width_min = 32;
 /// The fewest depths: AMX pads the depth to 32, so shallower products waste most of a tile.
 pub const depth_min = 32;
 
@@ -97,14 +101,16 @@ fn wordSlice(t: *Tensor) []u32 {
 }
 
 /// Packs a conv2d weight [out, in/groups, kh, kw] (float32) for `groups`, or returns null
-/// when the node stays f32 (depthwise, an empty or non-float weight).
-pub fn packConv(which: Kernel, weight: *Tensor, groups: usize) Error!?Weights {
+/// when the node stays f32 (depthwise, narrow or shallow, an empty or non-float weight).
+pub fn packConv(which: Kernel, weight: *Tensor, groups: usize, stride: [2]i64) Error!?Weights {
     if (weight.dtype != .float32 or weight.ndim != 4 or groups == 0) return null;
+    const implicit = stride[0] == 1 and stride[1] == 1 and weight.shape[2] * weight.shape[3] > 1;
     const out_channels = weight.shape[0];
     if (out_channels == 0 or out_channels % groups != 0 or weight.shape[1] <= 1) return null;
     const rows = out_channels / groups;
     const depth = weight.shape[1] * weight.shape[2] * weight.shape[3];
-    if (rows < width_min or depth < depth_min) return null;
+    const rows_min: usize = if (implicit) implicit_width_min else width_min;
+    if (rows < rows_min or depth < depth_min) return null;
     const source = try shape_ops.contiguous(weight);
     defer source.release();
     const values = source.f32Slice();
@@ -184,6 +190,32 @@ pub fn convBlock(weights: *const Weights, group: usize, row_begin: usize, rows: 
             const args: gemm_bf16.Args = .{ .m = m, .n = columns, .k = k, .a = .{ .packed_a = .{ .m = m, .k = k, .values = weights.group(group) } }, .b = .{ .matrix = right }, .c = c, .ldc = ldc };
             try args.validate();
             gemm_bf16.runBlock(&args, row_begin, rows, 0, columns);
+        },
+    }
+}
+
+/// Tiles for an m × n product on the packed weight's kernel (aligned to its register block).
+pub fn plan(weights: *const Weights, m: usize, n: usize, threads: usize) gemm.Tiling {
+    return switch (weights.kernel) {
+        .amx => gemm_amx.plan(m, n, threads),
+        .avx512 => gemm_bf16.plan(m, n, threads),
+    };
+}
+
+/// Tiles [begin, end) of `tiling` (from `plan`) of the flat output C (m × n) = packed weights
+/// of `group` · B, where B's row p is values[offsets[p]..][0..n] (conv.zig's implicit GEMM on
+/// the padded input: no im2col copy; rows are converted to bf16 as they are packed).
+pub fn indirectTiles(weights: *const Weights, group: usize, values: []const f32, offsets: []const usize, n: usize, c: []f32, tiling: gemm.Tiling, begin: usize, end: usize) Error!void {
+    assert(weights.form == .conv and group < weights.groups);
+    const m = weights.rows;
+    const k = weights.cols;
+    const indirect: gemm_bf16.Indirect = .{ .values = values, .offsets = offsets };
+    switch (weights.kernel) {
+        inline else => |which| {
+            const K = if (which == .amx) gemm_amx else gemm_bf16;
+            const args: K.Args = .{ .m = m, .n = n, .k = k, .a = .{ .packed_a = .{ .m = m, .k = k, .values = weights.group(group) } }, .b = .{ .indirect = indirect }, .c = c, .ldc = n };
+            try args.validate();
+            K.runTiles(&args, tiling, begin, end);
         },
     }
 }
@@ -293,6 +325,7 @@ test "bf16 conv2d, matmul and gemm with packed weights stay within bf16 rounding
     const Case = struct { c: usize, out: usize, size: usize, kernel: usize, stride: i64, groups: i64 };
     for ([_]Case{
         .{ .c = 24, .out = 57, .size = 13, .kernel = 3, .stride = 1, .groups = 1 },
+        .{ .c = 40, .out = 32, .size = 21, .kernel = 3, .stride = 1, .groups = 1 },
         .{ .c = 16, .out = 96, .size = 17, .kernel = 3, .stride = 2, .groups = 2 },
         .{ .c = 64, .out = 50, .size = 9, .kernel = 1, .stride = 1, .groups = 1 },
     }) |case| {
@@ -306,7 +339,7 @@ test "bf16 conv2d, matmul and gemm with packed weights stay within bf16 rounding
         const options: conv.Options = .{ .stride = .{ case.stride, case.stride }, .padding = .{ pad, pad }, .groups = case.groups, .epilogue = .{ .activation = .relu } };
         const expected = try conv.conv2d(x, w, bias, options);
         defer expected.release();
-        const weights = (try packConv(which, w, @intCast(case.groups))).?;
+        const weights = (try packConv(which, w, @intCast(case.groups), options.stride)).?;
         defer weights.release();
         const got = try conv.conv2dBf16(x, w, bias, options, &weights);
         defer got.release();
@@ -341,7 +374,7 @@ test "bf16 conv2d, matmul and gemm with packed weights stay within bf16 rounding
     // Narrow or shallow products stay f32: nothing is packed for them.
     const narrow = try randomTensor(random, &.{ 24, 96, 3, 3 });
     defer narrow.release();
-    try testing.expect((try packConv(which, narrow, 1)) == null);
+    try testing.expect((try packConv(which, narrow, 1, .{ 2, 2 })) == null);
     const thin = try randomTensor(random, &.{ 100, 20 });
     defer thin.release();
     try testing.expect((try packMatrix(which, thin, false)) == null);

@@ -293,8 +293,9 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     return out;
 }
 
-/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): im2col (none for a plain
-/// 1×1) and the bf16 GEMM on the packed weight, with the same bias and epilogue. A call whose
+/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): the bf16 GEMM on the packed
+/// weight, reading the padded input in place at stride 1 (runImplicit), else after im2col
+/// (none for a plain 1×1), with the same bias and epilogue. A call whose
 /// weight does not match the packed one, or a depthwise one, runs conv2d in f32.
 pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options, weights: *const bf16.Weights) Error!*Tensor {
     const geometry = try convGeometry(input, weight, bias, options);
@@ -309,7 +310,11 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
     if (out.numel() == 0) return out;
     var data = operands.data(out, options.epilogue);
     data.bf16 = weights;
-    try runUnfolded(geometry, data);
+    if (implicitScratch(geometry)) |floats| {
+        try runImplicit(geometry, data, floats);
+    } else {
+        try runUnfolded(geometry, data);
+    }
     return out;
 }
 
@@ -761,8 +766,8 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
     @memset(padded[channels * height * width ..], 0);
     const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
     const threads = parallel.threadsForFlops((2 *| m) *| n *| depth);
-    const tiling = gemm.plan(m, n, threads);
-    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
+    const tiling = if (data.bf16) |weights| bf16.plan(weights, m, n, threads) else gemm.plan(m, n, threads);
+    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
     for (0..geometry.batch * geometry.groups) |image| {
         context.image = image;
         // The weight rows of this image's group times the padded input, into `flat`.
@@ -789,6 +794,8 @@ const ImplicitContext = struct {
     geometry: Geometry,
     data: Data,
     padded: []f32,
+    /// The offset table of the padded planes' rows (the bf16 GEMM's indirect operand).
+    offsets: []const usize,
     flat: []f32,
     /// The current image's GEMM (validated by runImplicit).
     args: gemm_native.native.IndirectArgs,
@@ -816,6 +823,10 @@ const ImplicitContext = struct {
 
     /// GEMM tiles [begin, end) of the flat output.
     fn multiply(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
+        if (context.data.bf16) |weights| {
+            const group = context.image % context.geometry.groups;
+            return bf16.indirectTiles(weights, group, context.padded, context.offsets, context.args.b.n, context.flat, context.tiling, begin, end);
+        }
         const args = &context.args;
         for (begin..end) |tile| {
             const block = context.tiling.block(tile, args.m, args.b.n) orelse continue;
