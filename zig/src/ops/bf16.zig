@@ -268,17 +268,21 @@ fn matmul(a_input: *Tensor, b_input: *Tensor, weights: *const Weights) Error!?*T
     return out;
 }
 
-/// gemm(a, weight, bias) = alpha · a · op(weight) + beta · bias for a 2-D a, or null when the
-/// shapes do not fit the packed weight (the caller runs the f32 op).
+/// gemm(a, weight, bias) = alpha · a · op(weight) + beta · bias for a [..., m, k] (the batch
+/// dims of a 2-D weight broadcast: one product of all rows), or null when the shapes do not
+/// fit the packed weight (the caller runs the f32 op).
 fn gemmBias(a_input: *Tensor, bias_input: ?*Tensor, alpha: f32, beta: f32, weights: *const Weights) Error!?*Tensor {
     const k = weights.rows;
     const n = weights.cols;
-    if (a_input.dtype != .float32 or a_input.ndim != 2 or a_input.shape[1] != k) return null;
+    if (a_input.dtype != .float32 or a_input.ndim < 2 or a_input.shape[a_input.ndim - 1] != k) return null;
     if (bias_input) |bias| if (bias.dtype != .float32 or bias.numel() != n or (bias.ndim > 0 and bias.shape[bias.ndim - 1] != n)) return null;
     const a = try shape_ops.contiguous(a_input);
     defer a.release();
-    const m = a.shape[0];
-    const out = try tensor.createUninit(.float32, &.{ m, n });
+    const m = a.numel() / k;
+    var out_shape: [tensor.max_dims]usize = undefined;
+    @memcpy(out_shape[0..a.ndim], a.dims());
+    out_shape[a.ndim - 1] = n;
+    const out = try tensor.createUninit(.float32, out_shape[0..a.ndim]);
     errdefer out.release();
     const c = out.f32Slice();
     var kernel_beta: f32 = 0;
@@ -371,6 +375,14 @@ test "bf16 conv2d, matmul and gemm with packed weights stay within bf16 rounding
     const got_gemm = (try gemmBias(a2, bias, 0.5, 2, &transposed)).?;
     defer got_gemm.release();
     try expectClose(expected_gemm, got_gemm, 0.05);
+    // A batched a (ONNX MatMul + Add fused into gemm) is one product of all its rows.
+    const a3 = try randomTensor(random, &.{ 2, 5, 100 });
+    defer a3.release();
+    const expected_batched = try linalg.gemmBias(a3, bt, bias, .{ .trans_b = true, .alpha = 0.5, .beta = 2 });
+    defer expected_batched.release();
+    const got_batched = (try gemmBias(a3, bias, 0.5, 2, &transposed)).?;
+    defer got_batched.release();
+    try expectClose(expected_batched, got_batched, 0.05);
     // Narrow or shallow products stay f32: nothing is packed for them.
     const narrow = try randomTensor(random, &.{ 24, 96, 3, 3 });
     defer narrow.release();
