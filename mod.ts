@@ -120,7 +120,16 @@ export { fork, Future, wait } from "./lib/future.ts";
 export { script, type ScriptFunction, type ScriptResult } from "./lib/script/script.ts";
 export { TracingError } from "./lib/script/trace.ts";
 export type { InputDescription } from "./lib/program/format.ts";
-export { load, Module, type NamedTensors, save, type ScriptModuleOptions, type ValueMetadata } from "./lib/module.ts";
+export {
+  load,
+  type LoadOptions,
+  Module,
+  type NamedTensors,
+  save,
+  type ScriptModuleOptions,
+  type ValueMetadata,
+} from "./lib/module.ts";
+export { bf16Supported, type Precision } from "./lib/program/program.ts";
 export { importOnnx, type ImportOptions } from "./lib/onnx/import.ts";
 export { type InferenceServer, serve, type ServeOptions } from "./lib/serve/serve.ts";
 export { builtin, BUILTIN_NAMES, type BuiltinModel, builtinModel, type BuiltinOptions } from "./lib/models/builtin.ts";

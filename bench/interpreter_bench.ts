@@ -54,7 +54,7 @@ Deno.bench("per call: await forward of a one-op program", { group: "call" }, asy
 // a call record (one sync FFI call; the run takes it back out natively), against one sync
 // FFI call that looks one handle up.
 const loaded = new BigUint64Array(1);
-check(native().spindle_program_load(single.image, BigInt(single.image.byteLength), 0n, loaded));
+check(native().spindle_program_load(single.image, BigInt(single.image.byteLength), 0n, 0, loaded));
 const inputHandles = BigUint64Array.of(x.handle);
 const callToken = new BigUint64Array(1);
 const info = new BigInt64Array(4 + MAX_DIMS);

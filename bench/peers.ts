@@ -8,7 +8,9 @@
  * one run, as a table (stdout and bench/results/peers.txt), CSV and SVG.
  *
  * OpenVINO runs twice: at f32 (`INFERENCE_PRECISION_HINT: f32`, the fair comparison) and at
- * its default, which on CPUs with bf16 runs convolutions and matmuls in bf16.
+ * its default, which on CPUs with bf16 runs convolutions and matmuls in bf16. Spindle runs
+ * twice too: f32, and "spindle-bf16" (`load(..., { precision: "bf16" })`), whose ratio to
+ * OpenVINO's default is the last column (`/ov-def` of sp-bf16).
  *
  *   deno task bench:peers [--rounds 5] [--round-ms 300] [--models cls,rec,det]
  *                         [--batches 1,8] [--threads 1,2] [--suites onnx,builtins,int8]
@@ -185,6 +187,7 @@ if (!int8Only) {
       ratio_onnxruntime: row.spindle as number / (row.onnxruntime as number),
       ratio_openvino_f32: row.spindle as number / (row["openvino-f32"] as number),
       ratio_openvino_default: row.spindle as number / (row["openvino-default"] as number),
+      ratio_bf16_openvino_default: row["spindle-bf16"] as number / (row["openvino-default"] as number),
     }))),
   );
 }
@@ -199,6 +202,7 @@ async function onnxSuite(): Promise<void> {
   const batches = flags.batches.split(",").map(Number);
   const peers = [
     new Peer("spindle", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
+    new Peer("spindle-bf16", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
     new Peer("onnxruntime", PYTHON, [`${ROOT}/bench/peers/ort_worker.py`]),
     new Peer("openvino-f32", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
     new Peer("openvino-default", PYTHON, [`${ROOT}/bench/peers/ov_worker.py`]),
@@ -209,7 +213,8 @@ async function onnxSuite(): Promise<void> {
       `ratio = Spindle / peer (≤ 1.00: Spindle ahead)`,
   );
   say(
-    "model    batch threads | spindle  onnxrt  ov-f32  ov-def | /onnxrt /ov-f32 /ov-def | checksum spread",
+    "model    batch threads | spindle sp-bf16  onnxrt  ov-f32  ov-def | /onnxrt /ov-f32 /ov-def | " +
+      "bf16/ov-def | checksum spread",
   );
   try {
     for (const model of models as RealModel[]) {
@@ -228,7 +233,7 @@ async function onnxSuite(): Promise<void> {
               shape,
               data,
               threads,
-              precision: peer.name === "openvino-default" ? "default" : "f32",
+              precision: peer.name === "openvino-default" ? "default" : peer.name === "spindle-bf16" ? "bf16" : "f32",
             });
             if (typeof reply.version === "string") versions[peer.name] = reply.version;
             if (typeof reply.precision === "string") versions[`${peer.name} precision`] = reply.precision;
@@ -255,8 +260,11 @@ async function onnxSuite(): Promise<void> {
           const r = (v: number) => (ms.spindle / v).toFixed(2).padStart(7);
           say(
             `${model.name.padEnd(8)} ${String(batch).padStart(5)} ${String(threads).padStart(7)} |` +
-              `${f(ms.spindle)} ${f(ms.onnxruntime)} ${f(ms["openvino-f32"])} ${f(ms["openvino-default"])} |` +
-              `${r(ms.onnxruntime)} ${r(ms["openvino-f32"])} ${r(ms["openvino-default"])} | ${spread.toExponential(1)}`,
+              `${f(ms.spindle)} ${f(ms["spindle-bf16"])} ${f(ms.onnxruntime)} ${f(ms["openvino-f32"])} ` +
+              `${f(ms["openvino-default"])} |${r(ms.onnxruntime)} ${r(ms["openvino-f32"])} ${
+                r(ms["openvino-default"])
+              } | ` +
+              `${(ms["spindle-bf16"] / ms["openvino-default"]).toFixed(2).padStart(11)} | ${spread.toExponential(1)}`,
           );
         }
       }

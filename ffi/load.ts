@@ -24,7 +24,7 @@ import { lastErrorMessage, SpindleError } from "./status.ts";
 import { type Digests, ensureBinary, isRemote } from "./remote.ts";
 
 /** The ABI version this TypeScript expects (zig/src/exports.zig `abi_version`). */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 const LIBRARY_FILE = Deno.build.os === "darwin"
   ? "libspindle.dylib"

@@ -99,8 +99,8 @@ export const symbols = {
   // size_t spindle_unobserved_errors(uint8_t *buffer, size_t capacity)
   spindle_unobserved_errors: { parameters: ["buffer", "usize"], result: "usize" },
   // int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t memory_budget,
-  //     uint64_t *out)
-  spindle_program_load: { parameters: ["buffer", "usize", "u64", "buffer"], result: "i32" },
+  //     uint32_t precision, uint64_t *out)
+  spindle_program_load: { parameters: ["buffer", "usize", "u64", "u32", "buffer"], result: "i32" },
   // int32_t spindle_program_info(uint64_t program, uint32_t graph, uint64_t *out /* [5] */)
   spindle_program_info: { parameters: ["u64", "u32", "buffer"], result: "i32" },
   // int32_t spindle_program_run(uint64_t program, uint32_t graph, const uint64_t *inputs,

@@ -7,7 +7,7 @@
  */
 import { SpindleError } from "../ffi/status.ts";
 import { type DType, full, Tensor } from "./tensor.ts";
-import { Program } from "./program/program.ts";
+import { checkPrecision, type Precision, Program } from "./program/program.ts";
 import { programFor, type ScriptFunction, scriptState } from "./script/script.ts";
 import { decodeSource, encodeImage, type InputDescription } from "./program/format.ts";
 import { importOnnx, type ImportOptions } from "./onnx/import.ts";
@@ -63,6 +63,12 @@ export interface ScriptModuleOptions {
    * `DEFAULT_MEMORY_BUDGET`); a run that would need more fails with `too_large`.
    */
   memoryBudget?: number;
+  /**
+   * "bf16" runs the module's convolutions and matrix products in bf16 with f32 accumulation
+   * (weights packed once, here); "f32" (the default) runs everything in f32. Where the CPU
+   * has no bf16 kernel, bf16 falls back to f32 with one console warning.
+   */
+  precision?: Precision;
 }
 
 /**
@@ -171,9 +177,14 @@ export class Module {
         `Module.fromScript: options must be an object ({ name, inputNames, outputNames }), got ${kind(options)}`,
       );
     }
-    const { name, inputNames, outputNames, memoryBudget } = typeof options === "string" ? { name: options } : options;
+    const { name, inputNames, outputNames, memoryBudget, precision } = typeof options === "string"
+      ? { name: options }
+      : options;
+    if (precision !== undefined) checkPrecision(precision, "Module.fromScript");
     let program = programFor(fn, exampleInputs);
-    if (inputNames !== undefined || outputNames !== undefined || memoryBudget !== undefined) {
+    if (
+      inputNames !== undefined || outputNames !== undefined || memoryBudget !== undefined || precision !== undefined
+    ) {
       const source = decodeSource(program.image);
       const entry = source.graphs[0];
       if (inputNames !== undefined) {
@@ -184,7 +195,7 @@ export class Module {
         checkNames("outputNames", outputNames, entry.outputs.length, `output of ${state.name}`);
         entry.results = entry.results?.map((result, i) => ({ ...result, name: outputNames[i] }));
       }
-      program = Program.load(encodeImage(source), memoryBudget);
+      program = Program.load(encodeImage(source), memoryBudget, precision);
     }
     return new Module(program, name ?? state.name);
   }
@@ -584,6 +595,30 @@ async function readModelFile(path: string | URL, name: string): Promise<Uint8Arr
 }
 
 /**
+ * Options of {@link load}: ONNX import's, and the precision the model runs in.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { load, type LoadOptions } from "@spindle/spindle";
+ * const options: LoadOptions = { precision: "bf16" };
+ * const wrong = { precision: "fp16" } as unknown as LoadOptions;
+ * await assert.rejects(load("model.onnx", wrong), TypeError);
+ * assert.equal(options.precision, "bf16");
+ * ```
+ */
+export interface LoadOptions extends ImportOptions {
+  /**
+   * "bf16" runs convolutions (but depthwise ones), and matmul and gemm by a constant weight,
+   * in bf16 with f32 accumulation: weights packed once at load (counted against the memory
+   * budget), the other operand converted as it is packed. Everything else stays f32. "f32"
+   * (the default) runs everything in f32. On a CPU without AVX512_BF16 or AMX (or with a
+   * lower kernel level forced) bf16 loads f32 with one console warning per process.
+   */
+  precision?: Precision;
+}
+
+/**
  * Loads a Spindle model file, or an ONNX model (a path ending in `.onnx`, converted by
  * {@link importOnnx}, with its input and output names and symbolic dimensions). Everything
  * is validated natively; a malformed or truncated file is a `SpindleError` with code
@@ -591,7 +626,8 @@ async function readModelFile(path: string | URL, name: string): Promise<Uint8Arr
  *
  * @param path The file.
  * @param options The memory budget of the load and of each run (`memoryBudget`, default
- *   4 GiB); for .onnx files also inputs to bake in and fixed sizes for dynamic input dims.
+ *   4 GiB), the precision (`precision`, "f32" or "bf16"); for .onnx files also inputs to bake
+ *   in and fixed sizes for dynamic input dims.
  * @returns The module.
  *
  * @example
@@ -604,12 +640,13 @@ async function readModelFile(path: string | URL, name: string): Promise<Uint8Arr
  * await Deno.remove(path);
  * ```
  */
-export async function load(path: string | URL, options: ImportOptions = {}): Promise<Module> {
+export async function load(path: string | URL, options: LoadOptions = {}): Promise<Module> {
   if (typeof path !== "string" && !(path instanceof URL)) {
     throw new TypeError(`load: the path must be a string or a URL, got ${path === null ? "null" : typeof path}`);
   }
+  const precision = checkPrecision(options.precision ?? "f32", "load");
   const name = String(path);
   const bytes = await readModelFile(path, name);
   const image = name.toLowerCase().endsWith(".onnx") ? importOnnx(bytes, options) : bytes;
-  return createModule(Program.load(image, options.memoryBudget), name.split("/").pop() ?? name);
+  return createModule(Program.load(image, options.memoryBudget, precision), name.split("/").pop() ?? name);
 }

@@ -66,6 +66,11 @@ export interface ParallelInfo {
    * 16-bit widened one (SPINDLE_INT8_KERNEL=widened|reference forces a lower one).
    */
   int8_kernels: string;
+  /**
+   * The precisions a model can load with: "f32, bf16 (AMX tiles)" or "f32, bf16
+   * (AVX512_BF16)" where the CPU has a bf16 kernel, else f32 only (bf16 then falls back).
+   */
+  precisions: string;
   /** Whether the library was built with ThreadSanitizer. */
   tsan: boolean;
 }
@@ -127,6 +132,7 @@ export function parallelInfo(): string {
     `physical cores : ${info.physical_cores}`,
     `CPU kernels : ${info.kernels} (${info.kernels_selection})`,
     `int8 kernels : ${info.int8_kernels}`,
+    `precisions : ${info.precisions}`,
     "Environment variables:",
     `\tOMP_NUM_THREADS : ${info.omp_num_threads ?? "[not set]"}`,
     `\tMKL_NUM_THREADS : ${info.mkl_num_threads ?? "[not set]"}`,

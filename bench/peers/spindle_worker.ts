@@ -28,7 +28,12 @@ async function handle(request: Record<string, unknown>): Promise<Record<string, 
         return { ok: true, load_ms: performance.now() - started };
       }
       const shape = request.shape as number[];
-      const loaded = await load(request.model as string, { inputShapes: { [request.input as string]: shape } });
+      // "bf16": Spindle's opt-in bf16 precision (bench/peers.ts's spindle-bf16 peer).
+      const precision = request.precision === "bf16" ? "bf16" : "f32";
+      const loaded = await load(request.model as string, {
+        inputShapes: { [request.input as string]: shape },
+        precision,
+      });
       model = loaded;
       release = () => loaded.dispose();
       const loadMs = performance.now() - started;

@@ -9,6 +9,7 @@ import { getNumInteropThreads, getNumThreads, MAX_THREADS, setNumInteropThreads,
 import { parallelInfoJson } from "../parallel_info.ts";
 import { BUILTIN_NAMES, type BuiltinModel, builtinModel } from "../models/builtin.ts";
 import { load, type Module } from "../module.ts";
+import type { Precision } from "../program/program.ts";
 import { randn, type Tensor } from "../tensor.ts";
 import { getNumInferenceThreads, setNumInferenceThreads } from "../inference.ts";
 import { formatProfile, type ProfileReport } from "../profile.ts";
@@ -35,6 +36,9 @@ Options:
                           x=-1x3x48x192 (-1 keeps the batch dynamic); repeatable
   --memory-budget SIZE    model files: the most tensor bytes its load check and each run
                           may hold at once, e.g. 8G (default 4G)
+  --precision f32|bf16    run convolutions and matrix products in bf16 with f32
+                          accumulation (AMX or AVX512_BF16; falls back to f32 with a
+                          warning on other CPUs); default f32
   --parallel-branches     .onnx models: run independent branches as fork/wait tasks on
                           the inter-op pool (ONNX Runtime's parallel execution mode)
   --profile               also time every op node (--profile-runs runs, default 10) and
@@ -86,6 +90,8 @@ export interface InferOptions {
   parallelBranches?: boolean;
   /** For model files: the load option memoryBudget. */
   memoryBudget?: number;
+  /** The load option precision (default "f32"). */
+  precision?: Precision;
   /** Profile this many runs after the timed requests (0 or absent: no profile). */
   profileRuns?: number;
 }
@@ -143,6 +149,7 @@ async function open(
   inputShapes: Record<string, number[]> = {},
   parallelBranches = false,
   memoryBudget?: number,
+  precision: Precision = "f32",
 ): Promise<Runnable> {
   if (model.startsWith("builtin:")) {
     const name = model.slice("builtin:".length);
@@ -150,12 +157,12 @@ async function open(
       throw new UsageError(`unknown model '${model}' (built-ins: builtin:${BUILTIN_NAMES.join(", builtin:")})`);
     }
     if (memoryBudget !== undefined) throw new UsageError("--memory-budget applies to model files, not built-ins");
-    const built: BuiltinModel = builtinModel(name, { batch });
+    const built: BuiltinModel = builtinModel(name, { batch, precision });
     return built;
   }
   if (model.toLowerCase().endsWith(".onnx")) await checkOnnxInputShapes(model, inputShapes);
   const executionMode = parallelBranches ? "parallel" : "sequential";
-  const module = await load(model, { inputShapes, executionMode, memoryBudget });
+  const module = await load(model, { inputShapes, executionMode, memoryBudget, precision });
   const inputs = () =>
     module.inputs.map((spec, i) => {
       if (spec.dtype !== "float32") {
@@ -186,6 +193,7 @@ export async function runInfer(options: InferOptions): Promise<InferReport> {
     options.inputShapes,
     options.parallelBranches,
     options.memoryBudget,
+    options.precision,
   );
   const inputs = runnable.inputs();
   try {
@@ -245,6 +253,13 @@ export async function runInfer(options: InferOptions): Promise<InferReport> {
   }
 }
 
+/** The --precision flag's value, checked (a usage error names the choices). */
+export function precisionFlag(value: string | undefined): Precision {
+  if (value === undefined) return "f32";
+  if (value !== "f32" && value !== "bf16") throw new UsageError(`--precision must be f32 or bf16, got '${value}'`);
+  return value;
+}
+
 /** Runs `infer` with its arguments; returns the exit code. */
 export async function inferCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -258,6 +273,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     "input-shape": { type: "string", multiple: true },
     "parallel-branches": { type: "boolean" },
     "memory-budget": { type: "string" },
+    precision: { type: "string" },
     profile: { type: "boolean" },
     "profile-runs": { type: "string" },
     json: { type: "boolean" },
@@ -289,6 +305,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     memoryBudget: values["memory-budget"] === undefined
       ? undefined
       : byteSize("memory-budget", values["memory-budget"]),
+    precision: precisionFlag(values.precision),
     profileRuns,
   });
   if (values.json) console.log(JSON.stringify(report));

@@ -8,6 +8,7 @@
  * @module
  */
 import { Module } from "../module.ts";
+import { checkPrecision, type Precision } from "../program/program.ts";
 import { script } from "../script/script.ts";
 import { fork, wait } from "../future.ts";
 import { add, gelu, mul, relu, sigmoid } from "../ops/elementwise.ts";
@@ -39,6 +40,8 @@ export interface BuiltinOptions {
   batch?: number;
   /** Seed of the weights (default 0); inputs use seed + 1000. */
   seed?: number;
+  /** "bf16" runs its matrix products in bf16 (see `LoadOptions.precision`); default "f32". */
+  precision?: Precision;
 }
 
 /**
@@ -72,7 +75,7 @@ export interface BuiltinModel {
 
 interface Definition {
   defaultBatch: number;
-  build(batch: number, seed: number): BuiltinModel;
+  build(batch: number, seed: number, precision: Precision): BuiltinModel;
 }
 
 /** Weights with variance 1/fanIn (He-like scaling keeps activations bounded). */
@@ -82,6 +85,7 @@ function weight(rows: number, columns: number, seed: number): Tensor {
 }
 
 function finish(
+  precision: Precision,
   fn: (...args: Tensor[]) => Tensor,
   name: string,
   weights: Tensor[],
@@ -90,7 +94,7 @@ function finish(
 ): BuiltinModel {
   const example = inputs();
   try {
-    const module = Module.fromScript(script(fn, name), example, { name });
+    const module = Module.fromScript(script(fn, name), example, { name, precision });
     return {
       module,
       inputs,
@@ -108,7 +112,7 @@ function finish(
 
 const example: Definition = {
   defaultBatch: 64,
-  build(batch, seed) {
+  build(batch, seed, precision) {
     const hidden = 1024;
     const wY = weight(hidden, hidden, seed + 1);
     const wZ = weight(hidden, hidden, seed + 2);
@@ -119,6 +123,7 @@ const example: Definition = {
       return add(y, wait(future)); // join
     };
     return finish(
+      precision,
       forward,
       "example",
       [wY, wZ],
@@ -130,7 +135,7 @@ const example: Definition = {
 
 const mlp: Definition = {
   defaultBatch: 32,
-  build(batch, seed) {
+  build(batch, seed, precision) {
     const sizes = [512, 1024, 1024, 512, 10];
     const layers = sizes.slice(1).map((out, i) => ({
       w: weight(sizes[i], out, seed + 10 + i),
@@ -145,6 +150,7 @@ const mlp: Definition = {
       return h;
     };
     return finish(
+      precision,
       forward,
       "mlp",
       layers.flatMap(({ w, b }) => [w, b]),
@@ -156,7 +162,7 @@ const mlp: Definition = {
 
 const dlrm: Definition = {
   defaultBatch: 64,
-  build(batch, seed) {
+  build(batch, seed, precision) {
     const tables = 8;
     const rows = 20_000;
     const width = 64;
@@ -195,6 +201,7 @@ const dlrm: Definition = {
       return [randn([batch, denseWidth], { seed: seed + 1000 }), offsets, ...ids];
     };
     return finish(
+      precision,
       forward,
       "dlrm",
       [...tableWeights, ...bottom, ...top],
@@ -208,7 +215,7 @@ const dlrm: Definition = {
 
 const transformer: Definition = {
   defaultBatch: 4,
-  build(batch, seed) {
+  build(batch, seed, precision) {
     const length = 64;
     const model = 256;
     const heads = 4;
@@ -244,6 +251,7 @@ const transformer: Definition = {
       return layerNorm(add(normed, feedForward), [model]);
     };
     return finish(
+      precision,
       forward,
       "transformer",
       [...headWeights.flatMap(({ q, k, v }) => [q, k, v]), output, up, down],
@@ -255,7 +263,7 @@ const transformer: Definition = {
 
 const resnet: Definition = {
   defaultBatch: 1,
-  build(batch, seed) {
+  build(batch, seed, precision) {
     const weights: Tensor[] = [];
     let next = seed + 500;
     const keep = (t: Tensor) => {
@@ -299,6 +307,7 @@ const resnet: Definition = {
       return mm(flatten(adaptiveAvgPool2d(h, 1), 1), head); // logits
     };
     return finish(
+      precision,
       forward,
       "resnet",
       weights,
@@ -348,7 +357,8 @@ export function builtinModel(name: string, options: BuiltinOptions = {}): Builti
   }
   const batch = options.batch ?? definition.defaultBatch;
   if (!Number.isInteger(batch) || batch <= 0) throw new RangeError(`batch must be a positive integer, got ${batch}`);
-  return definition.build(batch, options.seed ?? 0);
+  const precision = checkPrecision(options.precision ?? "f32", "builtinModel");
+  return definition.build(batch, options.seed ?? 0, precision);
 }
 
 /**

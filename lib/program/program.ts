@@ -44,6 +44,67 @@ const decoder = new TextDecoder();
  */
 export const DEFAULT_MEMORY_BUDGET = 4 * 2 ** 30;
 
+/**
+ * The arithmetic a model's convolutions and matrix products run in: "f32" (the default), or
+ * "bf16": weights stored as bf16 pairs at load, products in bf16 with f32 accumulation (AMX
+ * tiles or AVX512_BF16), every other op in f32. About 3 significant decimal digits per
+ * product: measure a model's accuracy before serving it in bf16 (tools/bf16_accuracy.ts).
+ */
+export type Precision = "f32" | "bf16";
+
+/** Checks a `precision` option, naming `where` it came from. */
+export function checkPrecision(precision: unknown, where: string): Precision {
+  if (precision === "f32" || precision === "bf16") return precision;
+  const shown = typeof precision === "string" ? `"${precision}"` : String(precision);
+  throw new TypeError(`${where}: option precision must be "f32" or "bf16", got ${shown}`);
+}
+
+let warnedNoBf16 = false;
+
+/**
+ * The native code of `precision`: bf16 only where this CPU (and kernel level) has a bf16
+ * kernel; elsewhere f32, with one console warning per process.
+ */
+function precisionCode(precision: Precision): number {
+  if (precision === "f32") return 0;
+  if (bf16Supported()) return 1;
+  if (!warnedNoBf16) {
+    warnedNoBf16 = true;
+    console.warn(
+      'spindle: precision "bf16" needs AVX512_BF16 or AMX, which this CPU (or the forced kernel level, ' +
+        "SPINDLE_CPU_LEVEL) lacks; models load in f32",
+    );
+  }
+  return 0;
+}
+
+/**
+ * Whether models can load with precision "bf16" here (parallel_info's precisions line).
+ *
+ * @returns True where the CPU and the chosen kernel level have a bf16 kernel.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bf16Supported, parallelInfoJson } from "@spindle/spindle";
+ * assert.equal(bf16Supported(), parallelInfoJson().precisions.includes("bf16 ("));
+ * ```
+ */
+export function bf16Supported(): boolean {
+  // The kernel level and CPUID do not change while the process runs.
+  if (bf16Answer !== undefined) return bf16Answer;
+  const symbols = native();
+  const buffer = new Uint8Array(4096);
+  const length = Number(symbols.spindle_info_json(buffer, BigInt(buffer.length)));
+  const info = JSON.parse(decoder.decode(buffer.subarray(0, Math.min(length, buffer.length)))) as {
+    precisions?: string;
+  };
+  bf16Answer = info.precisions?.includes("bf16 (") ?? false;
+  return bf16Answer;
+}
+
+let bf16Answer: boolean | undefined;
+
 /** `bytes` as the native side takes a budget, after checking it is a positive whole number. */
 function budgetBytes(bytes: number): bigint {
   if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes <= 0) {
@@ -86,12 +147,15 @@ export class Program {
    * @param image The file bytes.
    * @param memoryBudget The most tensor bytes the load (its weights and its check on inputs
    *   of the declared shapes) and then each run may hold at once.
+   * @param precision "bf16" packs the weights of convolutions and matrix products for the bf16
+   *   kernel (counted against the budget); without one it loads f32 and warns once.
    * @returns The program.
    * @throws {SpindleError} code `malformed_model` naming the defect, `too_large` past the budget.
    */
-  static load(image: Uint8Array, memoryBudget: number = DEFAULT_MEMORY_BUDGET): Program {
+  static load(image: Uint8Array, memoryBudget: number = DEFAULT_MEMORY_BUDGET, precision: Precision = "f32"): Program {
     const out = new BigUint64Array(1);
-    check(native().spindle_program_load(image, BigInt(image.byteLength), budgetBytes(memoryBudget), out));
+    const code = precisionCode(checkPrecision(precision, "load"));
+    check(native().spindle_program_load(image, BigInt(image.byteLength), budgetBytes(memoryBudget), code, out));
     return new Program(out[0], image);
   }
 

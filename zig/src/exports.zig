@@ -30,7 +30,8 @@ const Handle = tensor.Handle;
 /// Bumped whenever an exported signature or status/op code changes meaning.
 /// 2: op parameters in the schema's flat encoding (ops/schema.zig), spindle_describe_json.
 /// 3: spindle_program_load takes the program's memory budget.
-pub const abi_version: u32 = 3;
+/// 4: spindle_program_load takes the program's precision.
+pub const abi_version: u32 = 4;
 
 /// The C name of export `name` in this copy of the library. A native build exports the plain
 /// names; the portable x86-64 build links one copy per CPU level (build.zig, portable.zig),
@@ -480,24 +481,28 @@ pub fn spindle_unobserved_errors(buffer: ?[*]u8, capacity: usize) callconv(.c) u
 }
 
 /// int32_t spindle_program_load(const uint8_t *bytes, size_t length, uint64_t memory_budget,
-///     uint64_t *out): parses and validates a model image (see interpreter/format.zig),
-///     copying its tensors. `memory_budget` (0: no cap) caps the tensor bytes the load holds
+///     uint32_t precision, uint64_t *out): parses and validates a model image (see
+///     interpreter/format.zig), copying its tensors. `precision` 1 (bf16) packs the weights of
+///     its convolutions and matrix products for the bf16 kernel (ops/bf16.zig), counted
+///     against the budget like the tensors; without a bf16 kernel it loads f32 (0). `memory_budget` (0: no cap) caps the tensor bytes the load holds
 ///     (its tensors and the check on inputs of the declared shapes) and, from then on, each
 ///     run of the program (spindle_program_run, spindle_call_run): past it, a load or run
 ///     fails with too_large, naming the tensor and the bytes, before allocating them.
-pub fn spindle_program_load(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) callconv(.c) i32 {
+pub fn spindle_program_load(bytes: ?[*]const u8, length: usize, memory_budget: u64, precision: u32, out: ?*Handle) callconv(.c) i32 {
     status.clearMessage();
-    return status.toStatus(programLoad(bytes, length, memory_budget, out));
+    return status.toStatus(programLoad(bytes, length, memory_budget, precision, out));
 }
 
-fn programLoad(bytes: ?[*]const u8, length: usize, memory_budget: u64, out: ?*Handle) Error!void {
+fn programLoad(bytes: ?[*]const u8, length: usize, memory_budget: u64, precision_code: u32, out: ?*Handle) Error!void {
     const destination = out orelse return status.fail(error.InvalidArgument, "output handle pointer is null", .{});
     const image: []const u8 = if (length == 0) &.{} else (bytes orelse return status.fail(error.InvalidArgument, "model bytes pointer is null", .{}))[0..length];
     const limit: ?usize = if (memory_budget == 0) null else @intCast(memory_budget);
     var budget: tensor.Budget = undefined;
     tensor.enterBudget(&budget, limit);
     defer tensor.leaveBudget(&budget);
-    const loaded = try program.load(image);
+    const precision = std.meta.intToEnum(@import("ops/bf16.zig").Precision, precision_code) catch
+        return status.fail(error.InvalidArgument, "precision {d} is neither 0 (f32) nor 1 (bf16)", .{precision_code});
+    const loaded = try program.loadWithPrecision(image, precision);
     errdefer loaded.release();
     // Set before the program is shared (registered): runs only read it.
     loaded.memory_budget = limit;
@@ -779,6 +784,7 @@ test {
     _ = @import("kernels/gemm.zig");
     _ = @import("kernels/gemm_native.zig");
     _ = @import("kernels/gemm_bf16.zig");
+    _ = @import("kernels/gemm_amx.zig");
     _ = openblas;
     _ = info;
     _ = @import("cpu_level.zig");
@@ -892,7 +898,7 @@ fn loadRelu(comptime shape: []const u8, memory_budget: u64) !Handle {
     const image = try reluImage(shape);
     defer std.testing.allocator.free(image);
     var loaded: Handle = 0;
-    try std.testing.expectEqual(@as(i32, 0), spindle_program_load(image.ptr, image.len, memory_budget, &loaded));
+    try std.testing.expectEqual(@as(i32, 0), spindle_program_load(image.ptr, image.len, memory_budget, 0, &loaded));
     return loaded;
 }
 

@@ -29,6 +29,7 @@ pub const Facts = struct {
     kernels: []const u8,
     kernels_selection: []const u8,
     int8_kernels: []const u8,
+    precisions: []const u8,
     tsan: bool,
 };
 
@@ -94,6 +95,7 @@ pub fn collect() Facts {
         .kernels = kernels,
         .kernels_selection = kernelsSelection(),
         .int8_kernels = @import("ops/quantized.zig").kernelDescription(),
+        .precisions = @import("ops/bf16.zig").description(),
         .tsan = build_options.tsan,
     };
 }

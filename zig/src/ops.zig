@@ -1148,7 +1148,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
     };
 }
 
-fn epilogue(activation: conv_kernels.Activation, scale: f64, shift: f64) conv_kernels.Epilogue {
+pub fn epilogue(activation: conv_kernels.Activation, scale: f64, shift: f64) conv_kernels.Epilogue {
     return .{ .activation = activation, .scale = @floatCast(scale), .shift = @floatCast(shift) };
 }
 
@@ -1217,6 +1217,7 @@ test {
     _ = @import("kernels/detection.zig");
     _ = @import("kernels/formats.zig");
     _ = @import("ops/quantized.zig");
+    _ = @import("ops/bf16.zig");
     _ = @import("kernels/gemm_int8.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");

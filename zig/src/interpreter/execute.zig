@@ -6,6 +6,7 @@ const std = @import("std");
 const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const ops = @import("../ops.zig");
+const bf16 = @import("../ops/bf16.zig");
 const Pool = @import("../pool/inter_op.zig");
 const Future = @import("../pool/future.zig");
 const program_module = @import("program.zig");
@@ -324,7 +325,11 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
             if (context.plan) |p| if (p.offsets[index]) |offset| tensor.planNextOutput(context.arena.?, offset, p.bytes[index]);
             defer tensor.clearPlannedOutput();
             const started = if (active_profile != null) std.time.Instant.now() catch null else null;
-            const result = ops.execute(node.options, inputs[0..node.inputs.len]) catch |err|
+            const packed_weights = if (graph.bf16_weights.len != 0) graph.bf16_weights[index] else null;
+            const result = (if (packed_weights) |weights|
+                bf16.execute(node.options, inputs[0..node.inputs.len], weights)
+            else
+                ops.execute(node.options, inputs[0..node.inputs.len])) catch |err|
                 return annotate(err, graph_index, index, @tagName(node.options));
             if (context.recording) |r| record(r, node, index, frame, result);
             if (started) |begin| addProfileRecord(begin, graph_index, index, inputs[0..node.inputs.len], result);

@@ -6,6 +6,7 @@ const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const ops = @import("../ops.zig");
 const format = @import("format.zig");
+const bf16 = @import("../ops/bf16.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -132,6 +133,9 @@ pub const Graph = struct {
     /// The dtype and shape (null: any size) of each output, where the file describes them: a
     /// loop that runs no step stacks its scanned outputs as empty tensors of these.
     output_specs: []const InputSpec = &.{},
+    /// Per node, the weight packed for a bf16 program (empty for an f32 one): such a node
+    /// runs through bf16.execute.
+    bf16_weights: []const ?*const bf16.Weights = &.{},
 };
 
 pub const Program = struct {
@@ -147,6 +151,8 @@ pub const Program = struct {
     /// The most tensor bytes one run may hold at once (execute.run; null: no cap), set by
     /// whoever loads the program before it is shared.
     memory_budget: ?usize = null,
+    /// Every weight packed for bf16 (in the graphs' bf16_weights), released with the program.
+    packed_weights: []const bf16.Weights = &.{},
     /// Holders: the handle table and every running call. Release/Acquire as in tensor.zig.
     refs: std.atomic.Value(u32),
 
@@ -161,6 +167,7 @@ pub const Program = struct {
         if (previous == 1) {
             _ = program.refs.load(.acquire);
             for (program.constants) |constant| constant.release();
+            for (program.packed_weights) |*weights| weights.release();
             program.shape_plans.deinit();
             var arena = program.arena;
             arena.deinit();
@@ -174,6 +181,12 @@ pub var table: @import("../handles.zig").Table(Program, "program") = .{};
 /// Parses and validates a model image, copying its tensors into native storage. Every
 /// defect is a MalformedModel error naming what is wrong; nothing is trusted.
 pub fn load(bytes: []const u8) Error!*Program {
+    return loadWithPrecision(bytes, .f32);
+}
+
+/// Loads a program; with precision bf16 and a bf16 kernel on this CPU, packs the weights of
+/// its convolutions and matrix products (see ops/bf16.zig). Without a kernel it loads f32.
+pub fn loadWithPrecision(bytes: []const u8, precision: bf16.Precision) Error!*Program {
     const header = try format.parseHeader(bytes);
     var arena = std.heap.ArenaAllocator.init(std.heap.c_allocator);
     errdefer arena.deinit();
@@ -193,9 +206,61 @@ pub fn load(bytes: []const u8) Error!*Program {
     @memset(plans, null);
     const program = allocator.create(Program) catch return error.OutOfMemory;
     program.* = .{ .arena = undefined, .graphs = graphs, .plans = plans, .constants = constants, .refs = .init(1) };
+    if (precision == .bf16) if (bf16.kernel()) |which| {
+        program.packed_weights = try packWeights(allocator, which, graphs, constants);
+    };
     // The arena must move into the program last: it owns the program's own memory.
     program.arena = arena;
     return program;
+}
+
+/// Packs the constant weight of every conv2d, matmul and gemm node that bf16 runs, and points
+/// the node's bf16_weights slot at it. A weight read by several nodes is packed per node:
+/// they may read it as different operands.
+fn packWeights(allocator: std.mem.Allocator, which: bf16.Kernel, graphs: []Graph, constants: []const *Tensor) Error![]const bf16.Weights {
+    var count: usize = 0;
+    for (graphs) |graph| {
+        for (graph.nodes) |node| count += @intFromBool(packable(node) != null);
+    }
+    const all = allocator.alloc(bf16.Weights, count) catch return error.OutOfMemory;
+    var made: usize = 0;
+    errdefer for (all[0..made]) |*weights| weights.release();
+    for (graphs) |*graph| {
+        // The constant tensor behind each value a constant node defines.
+        const sources = allocator.alloc(?u32, graph.value_count) catch return error.OutOfMemory;
+        @memset(sources, null);
+        for (graph.nodes) |node| if (node.kind == .constant) {
+            sources[node.output] = node.target;
+        };
+        const slots = allocator.alloc(?*const bf16.Weights, graph.nodes.len) catch return error.OutOfMemory;
+        @memset(slots, null);
+        for (graph.nodes, slots) |node, *slot| {
+            const kind = packable(node) orelse continue;
+            const source = sources[node.inputs[1]] orelse continue;
+            const weight = constants[source];
+            const weights = switch (kind) {
+                .conv => try bf16.packConv(which, weight, @intCast(node.options.conv2d.groups), node.options.conv2d.stride),
+                .matrix => try bf16.packMatrix(which, weight, false),
+                .matrix_transposed => try bf16.packMatrix(which, weight, true),
+            } orelse continue;
+            all[made] = weights;
+            slot.* = &all[made];
+            made += 1;
+        }
+        graph.bf16_weights = slots;
+    }
+    return all[0..made];
+}
+
+/// Whether bf16 runs `node` (given a constant weight), and as which operand.
+fn packable(node: Node) ?enum { conv, matrix, matrix_transposed } {
+    if (node.kind != .op or node.inputs.len < 2) return null;
+    return switch (node.options) {
+        .conv2d => .conv,
+        .matmul, .mm => .matrix,
+        .gemm => |o| if (o.trans_a) null else if (o.trans_b) .matrix_transposed else .matrix,
+        else => null,
+    };
 }
 
 fn parseDType(name: []const u8, comptime what: []const u8, index: usize) Error!tensor.DType {

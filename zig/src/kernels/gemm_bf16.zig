@@ -16,6 +16,11 @@
 //! The register block is 8 rows × 48 columns: 24 accumulators, 3 B registers and a broadcast
 //! (8 rows because PaddleOCR's and most CNNs' channel counts are multiples of 8).
 //!
+//! On Intel CPUs with AMX (Sapphire Rapids on), `vdpbf16ps` issues about once per three cycles
+//! and this kernel runs at 0.5–0.8× the f32 one (bench/native/bf16_bench.zig); gemm_amx.zig
+//! is the bf16 kernel there, and this one serves CPUs with AVX512_BF16 but no AMX (Zen 4,
+//! Cooper Lake).
+//!
 //! The instruction exists only in AVX-512 compilations of this file (the portable library's
 //! v4 copy, or a native build for an AVX-512 CPU); callers check `supported()` (CPUID) first.
 const std = @import("std");
@@ -68,7 +73,7 @@ pub fn supported() bool {
     return answer;
 }
 
-fn forcedLower() bool {
+pub fn forcedLower() bool {
     const text = env.get("SPINDLE_CPU_LEVEL") orelse return false;
     const level = cpu_level.parseLevel(text) orelse return false;
     return level != .avx512;
@@ -82,7 +87,7 @@ fn cpuHasBf16() bool {
     return cpuid(7, 1)[0] >> 5 & 1 == 1;
 }
 
-fn cpuid(leaf: u32, subleaf: u32) [2]u32 {
+pub fn cpuid(leaf: u32, subleaf: u32) [2]u32 {
     var eax: u32 = undefined;
     var ecx: u32 = undefined;
     asm volatile ("cpuid"
@@ -109,23 +114,23 @@ pub fn fromBf16(value: u16) f32 {
 }
 
 /// One packed word: the even depth in the low half, the odd one in the high half.
-fn pairWord(even: f32, odd: f32) u32 {
+pub fn pairWord(even: f32, odd: f32) u32 {
     return @as(u32, toBf16(even)) | @as(u32, toBf16(odd)) << 16;
 }
 
 /// toBf16 of 16 values, left in the upper halves of the lanes (the lower halves are junk).
-inline fn roundHigh(x: VF) VU {
+pub inline fn roundHigh(x: VF) VU {
     const bits: VU = @bitCast(x);
     const rounded = bits +% @as(VU, @splat(0x7FFF)) +% (bits >> @splat(16) & @as(VU, @splat(1)));
     return @select(u32, x != x, bits | @as(VU, @splat(0x40_0000)), rounded);
 }
 
 /// pairWord of 16 columns: two rows of B become one row of packed words without shuffles.
-inline fn pairVector(even: VF, odd: VF) VU {
+pub inline fn pairVector(even: VF, odd: VF) VU {
     return (roundHigh(even) >> @splat(16)) | (roundHigh(odd) & @as(VU, @splat(0xFFFF_0000)));
 }
 
-fn pairsOf(depth: usize) usize {
+pub fn pairsOf(depth: usize) usize {
     return (depth + 1) / 2;
 }
 
@@ -302,7 +307,7 @@ fn packSlivers(b: Right, k: usize, pair_start: usize, pairs: usize, col_start: u
 }
 
 /// Two rows of B (the odd one absent past the depth) into one row of words, 16 at a time.
-fn packRowPair(even: []const f32, odd: ?[]const f32, out: []u32) void {
+pub fn packRowPair(even: []const f32, odd: ?[]const f32, out: []u32) void {
     assert(out.len == even.len);
     var j: usize = 0;
     while (j + lanes <= out.len) : (j += lanes) {
@@ -457,15 +462,20 @@ inline fn dot(sum: VF, a: VU, b: VU) VF {
 /// Up to `threads` tiles aligned to the register block (columns to whole slivers, as a
 /// pre-packed B needs), balanced as gemm.plan balances its own.
 pub fn plan(m: usize, n: usize, threads: usize) gemm.Tiling {
+    return planAligned(m, n, threads, panel_rows, panel_cols);
+}
+
+/// `plan` for a register block of `panel_rows` × `panel_cols` (the AMX kernel's is larger).
+pub fn planAligned(m: usize, n: usize, threads: usize, comptime block_rows: usize, comptime block_cols: usize) gemm.Tiling {
     const workers = std.math.clamp(threads, 1, gemm.workers_max);
-    const row_groups = @max(1, divideCeil(m, panel_rows));
-    const col_groups = @max(1, divideCeil(n, panel_cols));
+    const row_groups = @max(1, divideCeil(m, block_rows));
+    const col_groups = @max(1, divideCeil(n, block_cols));
     var best: ?gemm.Tiling = null;
     var best_area: usize = 0;
     for (1..@min(workers, row_groups) + 1) |row_tiles| {
         const col_tiles = @max(1, @min(col_groups, workers / row_tiles));
-        const rows_per_tile = panel_rows * divideCeil(row_groups, row_tiles);
-        const cols_per_tile = panel_cols * divideCeil(col_groups, col_tiles);
+        const rows_per_tile = block_rows * divideCeil(row_groups, row_tiles);
+        const cols_per_tile = block_cols * divideCeil(col_groups, col_tiles);
         const tiling: gemm.Tiling = .{
             .rows_per_tile = rows_per_tile,
             .cols_per_tile = cols_per_tile,

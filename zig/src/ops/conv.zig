@@ -29,6 +29,7 @@ const kernels = @import("../kernels/conv.zig");
 const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
+const bf16 = @import("bf16.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -231,6 +232,8 @@ const Data = struct {
     bias: ?[]const f32,
     output: []f32,
     epilogue: kernels.Epilogue,
+    /// The weight packed for a bf16 program (conv2dBf16): the GEMMs run on it instead.
+    bf16: ?*const bf16.Weights = null,
 };
 
 /// Contiguous copies (or retained originals) of a call's tensors, released together.
@@ -283,6 +286,31 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     } else if (geometry.groups == 1 and pointwise_kernels.smallApplies(geometry.window, geometry.in_channels)) {
         try runSmall(geometry, data);
     } else if (implicitScratch(geometry)) |floats| {
+        try runImplicit(geometry, data, floats);
+    } else {
+        try runUnfolded(geometry, data);
+    }
+    return out;
+}
+
+/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): the bf16 GEMM on the packed
+/// weight, reading the padded input in place at stride 1 (runImplicit), else after im2col
+/// (none for a plain 1×1), with the same bias and epilogue. A call whose
+/// weight does not match the packed one, or a depthwise one, runs conv2d in f32.
+pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options, weights: *const bf16.Weights) Error!*Tensor {
+    const geometry = try convGeometry(input, weight, bias, options);
+    const depth = geometry.inPerGroup() * geometry.window.taps();
+    const fits = geometry.inPerGroup() > 1 and weights.groups == geometry.groups and weights.rows == geometry.outPerGroup() and weights.cols == depth;
+    if (!fits) return conv2d(input, weight, bias, options);
+    const operands = try Operands.init(input, weight, bias);
+    defer operands.deinit();
+    const shape = outputDims(input, geometry.batch, geometry.out_channels, geometry.window.grid);
+    const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
+    errdefer out.release();
+    if (out.numel() == 0) return out;
+    var data = operands.data(out, options.epilogue);
+    data.bf16 = weights;
+    if (implicitScratch(geometry)) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
         try runUnfolded(geometry, data);
@@ -575,7 +603,13 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
     const images = geometry.batch * geometry.groups;
     const unfold = !isPointwise(window);
     const flops = (2 *| images) *| m *| n *| @max(depth, 1);
-    const plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold);
+    var plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold);
+    if (data.bf16 != null) {
+        // The packed weight's row blocks start at multiples of the kernel's block rows.
+        plan.rows_per_block = std.mem.alignForward(usize, plan.rows_per_block, bf16.conv_row_alignment);
+        plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
+        plan.workers = @min(plan.workers, plan.tasks());
+    }
     const scratch = try Scratch.init("conv2d", plan.workers * plan.scratch_per_worker);
     defer scratch.release();
     const context: UnfoldedContext = .{ .geometry = geometry, .data = data, .plan = plan, .unfold = unfold, .scratch = scratch.values };
@@ -635,6 +669,23 @@ const UnfoldedContext = struct {
         }
         const channel = group * m + row_begin;
         const c_offset = (b * g.out_channels + channel) * n + column_begin;
+        if (context.data.bf16) |weights| {
+            // The group's whole C block from row 0: the packed weight indexes rows from there.
+            const group_offset = (b * g.out_channels + group * m) * n + column_begin;
+            const c = context.data.output[group_offset..][0 .. (m - 1) * n + columns];
+            try bf16.convBlock(weights, group, row_begin, rows, b_matrix, ldb, columns, c, n);
+        } else {
+            try context.multiplyF32(rows, columns, depth, channel * depth, b_matrix, ldb, c_offset);
+        }
+        if (context.data.bias == null and context.data.epilogue.isLinear()) return;
+        for (0..rows) |r| {
+            const bias = if (context.data.bias) |values| values[channel + r] else 0;
+            context.data.epilogue.apply(context.data.output[c_offset + r * n ..][0..columns], bias);
+        }
+    }
+
+    fn multiplyF32(context: *const UnfoldedContext, rows: usize, columns: usize, depth: usize, a_offset: usize, b_matrix: []const f32, ldb: usize, c_offset: usize) Error!void {
+        const n = context.geometry.window.gridPlane();
         const args: gemm.Args = .{
             .trans_a = false,
             .trans_b = false,
@@ -642,7 +693,7 @@ const UnfoldedContext = struct {
             .n = columns,
             .k = depth,
             .alpha = 1,
-            .a = context.data.weight[channel * depth ..][0 .. rows * depth],
+            .a = context.data.weight[a_offset..][0 .. rows * depth],
             .lda = depth,
             .b = b_matrix,
             .ldb = ldb,
@@ -653,11 +704,6 @@ const UnfoldedContext = struct {
         try args.validate();
         const tiling = gemm.plan(rows, columns, 1);
         gemm.runTiles(&args, tiling, 0, tiling.count());
-        if (context.data.bias == null and context.data.epilogue.isLinear()) return;
-        for (0..rows) |r| {
-            const bias = if (context.data.bias) |values| values[channel + r] else 0;
-            context.data.epilogue.apply(context.data.output[c_offset + r * n ..][0..columns], bias);
-        }
     }
 };
 
@@ -720,8 +766,8 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
     @memset(padded[channels * height * width ..], 0);
     const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
     const threads = parallel.threadsForFlops((2 *| m) *| n *| depth);
-    const tiling = gemm.plan(m, n, threads);
-    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
+    const tiling = if (data.bf16) |weights| bf16.plan(weights, m, n, threads) else gemm.plan(m, n, threads);
+    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
     for (0..geometry.batch * geometry.groups) |image| {
         context.image = image;
         // The weight rows of this image's group times the padded input, into `flat`.
@@ -748,6 +794,8 @@ const ImplicitContext = struct {
     geometry: Geometry,
     data: Data,
     padded: []f32,
+    /// The offset table of the padded planes' rows (the bf16 GEMM's indirect operand).
+    offsets: []const usize,
     flat: []f32,
     /// The current image's GEMM (validated by runImplicit).
     args: gemm_native.native.IndirectArgs,
@@ -775,6 +823,10 @@ const ImplicitContext = struct {
 
     /// GEMM tiles [begin, end) of the flat output.
     fn multiply(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
+        if (context.data.bf16) |weights| {
+            const group = context.image % context.geometry.groups;
+            return bf16.indirectTiles(weights, group, context.padded, context.offsets, context.args.b.n, context.flat, context.tiling, begin, end);
+        }
         const args = &context.args;
         for (begin..end) |tile| {
             const block = context.tiling.block(tile, args.m, args.b.n) orelse continue;
