@@ -330,6 +330,23 @@ Deno.test("GridSample in every mode, padding and corner alignment, grid points i
   }, [[[1, 2, 5, 6], [1, 3, 4, 2]], [[2, 2, 5, 6], [2, 3, 4, 2]]]);
 });
 
+Deno.test("ReverseSequence along either axis, with a trailing feature dim", async () => {
+  await checkGraph("reversesequence", {
+    nodes: [
+      { op: "ReverseSequence", inputs: ["x", "lens"], outputs: ["time_major"] },
+      {
+        op: "ReverseSequence",
+        inputs: ["y", "lens2"],
+        outputs: ["batch_major"],
+        attributes: { time_axis: { i: 1 }, batch_axis: { i: 0 } },
+      },
+    ],
+    initializers: [ints("lens", [4, 1, 3]), ints("lens2", [2, 5])],
+    inputs: [{ name: "x", dims: [4, 3, 2] }, { name: "y", dims: [2, 5] }],
+    outputs: [{ name: "time_major", dims: [4, 3, 2] }, { name: "batch_major", dims: [2, 5] }],
+  }, [[[4, 3, 2], [2, 5]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

@@ -535,6 +535,37 @@ function gatherElements(n: NodeContext): Value[] {
   return [n.b.emit("gather_elements", [x, input(n, 1)], { axis })];
 }
 
+/**
+ * ReverseSequence: along time_axis, the first sequence_lens[b] elements of each batch entry
+ * reversed, the rest kept: GatherElements at index len − 1 − t where t < len, else t (the
+ * time and batch sizes static, the lengths computed at run time or not).
+ */
+function reverseSequence(n: NodeContext): Value[] {
+  const x = input(n, 0);
+  const shape = shapeOf(x);
+  const timeAxis = attrInt(n, "time_axis", 0);
+  const batchAxis = attrInt(n, "batch_axis", 1);
+  if (shape.length < 2 || ![0, 1].includes(timeAxis) || batchAxis !== 1 - timeAxis) {
+    throw new RangeError(
+      `ReverseSequence's time_axis ${timeAxis} and batch_axis ${batchAxis} must be 0 and 1 in some order (rank ${shape.length})`,
+    );
+  }
+  const steps = staticDim(n, shape[timeAxis]);
+  staticDim(n, shape[batchAxis]);
+  if (shape.some((d) => d < 0)) unsupported("ReverseSequence over dynamic dimensions");
+  const lens = asDType(input(n, 1), "int64");
+  // t varies along the time axis, the lengths along the batch axis: a [T, B] or [B, T] grid.
+  const t = constValue(host(DATA_TYPE.INT64, timeAxis === 0 ? [steps, 1] : [1, steps], [...Array(steps).keys()]));
+  const lengths = n.b.emit("unsqueeze", [lens], { dim: timeAxis });
+  const inside = n.b.emit("compare", [t, lengths], { kind: "less" });
+  const last = n.b.emit("int_binary", [lengths, scalar(1, DATA_TYPE.INT64)], { kind: "sub" });
+  const reversed = n.b.emit("int_binary", [last, t], { kind: "sub" });
+  let index = n.b.emit("where", [inside, reversed, t]);
+  for (let axis = 2; axis < shape.length; axis++) index = n.b.emit("unsqueeze", [index], { dim: axis });
+  index = n.b.emit("expand", [index], { shape });
+  return [n.b.emit("gather_elements", [x, index], { axis: timeAxis })];
+}
+
 function scatterElements(n: NodeContext): Value[] {
   const data = input(n, 0);
   const axis = normAxis(attrInt(n, "axis", 0), shapeOf(data).length);
@@ -954,6 +985,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   LpNormalization: lpNormalization,
   MeanVarianceNormalization: meanVarianceNormalization,
   GatherElements: gatherElements,
+  ReverseSequence: reverseSequence,
   ScatterElements: scatterElements,
   Scatter: scatterElements,
   GatherND: gatherNd,
