@@ -1472,6 +1472,15 @@ const CONV_CASES = [
   "test_gridsample_zeros_padding",
   "test_reversesequence_batch",
   "test_reversesequence_time",
+  // RotaryEmbedding (opset 23) from slices, products and concatenations.
+  "test_rotary_embedding",
+  "test_rotary_embedding_3d_input",
+  "test_rotary_embedding_interleaved",
+  "test_rotary_embedding_no_position_ids",
+  "test_rotary_embedding_no_position_ids_interleaved",
+  "test_rotary_embedding_no_position_ids_rotary_dim",
+  "test_rotary_embedding_with_interleaved_rotary_dim",
+  "test_rotary_embedding_with_rotary_dim",
 ];
 
 Deno.test("ONNX node tests: the CI list passes", async () => {

@@ -906,6 +906,67 @@ function gridSample(n: NodeContext): Value[] {
   ];
 }
 
+/**
+ * RotaryEmbedding (opset 23): the first rotary_embedding_dim features of each head rotated by
+ * the cached angles (halves, or interleaved pairs), the rest kept. Input [B, H, S, D], or
+ * [B, S, H·D] with num_heads; caches [positions, rot/2] read at position_ids, or [B, S, rot/2]
+ * without them. Built from slices, products and concatenations.
+ */
+function rotaryEmbedding(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const shape = shapeOf(x);
+  let heads: Value;
+  let headSize: number;
+  if (shape.length === 4) {
+    heads = n.b.emit("permute", [x], { dims: [0, 2, 1, 3] }); // [B, S, H, D]
+    headSize = staticDim(n, shape[3]);
+  } else if (shape.length === 3) {
+    const numHeads = attrInt(n, "num_heads", 0);
+    const hidden = staticDim(n, shape[2]);
+    if (!(numHeads >= 1) || hidden % numHeads !== 0) {
+      throw new RangeError(`RotaryEmbedding's num_heads ${numHeads} must divide the hidden size ${hidden}`);
+    }
+    headSize = hidden / numHeads;
+    heads = reshapeTo(n.b, x, [shape[0], shape[1], numHeads, headSize]);
+  } else {
+    throw new RangeError(`RotaryEmbedding's input must be 3-D or 4-D, got [${shape}]`);
+  }
+  const rot = attrInt(n, "rotary_embedding_dim", 0) || headSize;
+  if (rot % 2 !== 0 || rot > headSize) {
+    throw new RangeError(
+      `RotaryEmbedding's rotary_embedding_dim ${rot} must be even and at most the head size ${headSize}`,
+    );
+  }
+  const half = rot / 2;
+  const interleaved = attrInt(n, "interleaved", 0) === 1;
+  const slice = (v: Value, dim: number, start: number, end: number, step = 1) =>
+    n.b.emit("slice", [v], { dim, start, end, step });
+  const angles = (index: number) => {
+    let cache = floatInput(n, index);
+    if (n.inputs[3] !== undefined) cache = n.b.emit("take", [cache, asDType(input(n, 3), "int64")], { axis: 0 });
+    return n.b.emit("unsqueeze", [slice(cache, 2, 0, half)], { dim: 2 }); // [B, S, 1, rot/2]
+  };
+  const [cos, sin] = [angles(1), angles(2)];
+  const rotate = slice(heads, 3, 0, rot);
+  const x1 = interleaved ? slice(rotate, 3, 0, rot, 2) : slice(rotate, 3, 0, half);
+  const x2 = interleaved ? slice(rotate, 3, 1, rot, 2) : slice(rotate, 3, half, rot);
+  const real = n.b.emit("sub", [n.b.emit("mul", [cos, x1]), n.b.emit("mul", [sin, x2])]);
+  const imag = n.b.emit("add", [n.b.emit("mul", [sin, x1]), n.b.emit("mul", [cos, x2])]);
+  let rotated: Value;
+  if (interleaved) {
+    const pairs = n.b.emit("concat", [
+      n.b.emit("unsqueeze", [real], { dim: 4 }),
+      n.b.emit("unsqueeze", [imag], { dim: 4 }),
+    ], { dim: 4 });
+    const dims = shapeOf(rotate);
+    rotated = reshapeTo(n.b, pairs, [dims[0], dims[1], dims[2], rot]);
+  } else {
+    rotated = n.b.emit("concat", [real, imag], { dim: 3 });
+  }
+  const out = rot < headSize ? n.b.emit("concat", [rotated, slice(heads, 3, rot, headSize)], { dim: 3 }) : rotated;
+  return [shape.length === 4 ? n.b.emit("permute", [out], { dims: [0, 2, 1, 3] }) : reshapeTo(n.b, out, shape)];
+}
+
 /** NonZero: the int64 [rank, count] coordinates of the nonzero elements; count depends on the values. */
 function nonZero(n: NodeContext): Value[] {
   return [n.b.emit("non_zero", [input(n, 0)], {}, { dtype: "int64" })];
@@ -998,6 +1059,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Einsum: einsum,
   NonMaxSuppression: nonMaxSuppression,
   NonZero: nonZero,
+  RotaryEmbedding: rotaryEmbedding,
   GridSample: gridSample,
   LRN: lrn,
   Compress: compress,
