@@ -1481,6 +1481,11 @@ const CONV_CASES = [
   "test_rotary_embedding_no_position_ids_rotary_dim",
   "test_rotary_embedding_with_interleaved_rotary_dim",
   "test_rotary_embedding_with_rotary_dim",
+  // AffineGrid: the base grid built from sizes given at run time, times thetaᵀ.
+  "test_affine_grid_2d",
+  "test_affine_grid_2d_align_corners",
+  "test_affine_grid_3d",
+  "test_affine_grid_3d_align_corners",
 ];
 
 Deno.test("ONNX node tests: the CI list passes", async () => {

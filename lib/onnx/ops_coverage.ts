@@ -967,6 +967,62 @@ function rotaryEmbedding(n: NodeContext): Value[] {
   return [shape.length === 4 ? n.b.emit("permute", [out], { dims: [0, 2, 1, 3] }) : reshapeTo(n.b, out, shape)];
 }
 
+/**
+ * AffineGrid (opset 20): grid [N, *sizes, nd] = the base grid of normalised coordinates
+ * (x first, then y[, z], then 1) times thetaᵀ, for a 2-D or 3-D size given at run time or
+ * not. Coordinates along an axis of L: −1 + 2i / max(L − 1, 1) with aligned corners, else
+ * (2i + 1) / L − 1.
+ */
+function affineGrid(n: NodeContext): Value[] {
+  const theta = floatInput(n, 0);
+  const size = asDType(input(n, 1), "int64");
+  const count = shapeOf(size)[0];
+  if (shapeOf(size).length !== 1 || (count !== 4 && count !== 5)) {
+    throw new RangeError(
+      `AffineGrid's size must hold 4 or 5 values (N, C, then 2 or 3 sizes), got shape [${shapeOf(size)}]`,
+    );
+  }
+  const nd = count - 2;
+  const align = attrInt(n, "align_corners", 0) === 1;
+  const int = (v: number) => scalar(v, DATA_TYPE.INT64);
+  const part = (start: number, end: number) => n.b.emit("slice", [size], { dim: 0, start, end, step: 1 });
+  const spatial = part(2, count);
+  const runtime = size.kind === "runtime" ? { dtype: "int64" as const } : undefined;
+  const columns: Value[] = [];
+  // The grid's last dim runs x (the last spatial axis) first.
+  for (let k = nd - 1; k >= 0; k--) {
+    const length = n.b.emit("reshape", [part(2 + k, 3 + k)], { shape: [] });
+    const i = n.b.emit("cast", [n.b.emit("range", [int(0), length, int(1)], {}, runtime)], { dtype: "float32" });
+    const lengthF = n.b.emit("cast", [length], { dtype: "float32" });
+    const coords = align
+      ? n.b.emit("sub", [
+        n.b.emit("div", [
+          n.b.emit("mul", [i, scalar(2)]),
+          n.b.emit("cast", [
+            n.b.emit("int_binary", [n.b.emit("int_binary", [length, int(1)], { kind: "sub" }), int(1)], {
+              kind: "max",
+            }),
+          ], { dtype: "float32" }),
+        ]),
+        scalar(1),
+      ])
+      : n.b.emit("sub", [
+        n.b.emit("div", [n.b.emit("add", [n.b.emit("mul", [i, scalar(2)]), scalar(1)]), lengthF]),
+        scalar(1),
+      ]);
+    // Along axis k of the spatial shape, then broadcast over the others.
+    let placed = coords;
+    for (let axis = k + 1; axis < nd; axis++) placed = n.b.emit("unsqueeze", [placed], { dim: 1 });
+    for (let axis = 0; axis < k; axis++) placed = n.b.emit("unsqueeze", [placed], { dim: 0 });
+    columns.push(n.b.emit("unsqueeze", [n.b.emit("expand_to", [placed, spatial])], { dim: nd }));
+  }
+  columns.push(n.b.emit("unsqueeze", [n.b.emit("expand_to", [scalar(1), spatial])], { dim: nd }));
+  const base = n.b.emit("reshape", [n.b.emit("concat", columns, { dim: nd })], { shape: [-1, nd + 1] });
+  const grid = n.b.emit("matmul", [base, n.b.emit("permute", [theta], { dims: [0, 2, 1] })]);
+  const target = n.b.emit("concat", [part(0, 1), spatial, constValue(host(DATA_TYPE.INT64, [1], [nd]))], { dim: 0 });
+  return [n.b.emit("reshape_to", [grid, target], {})];
+}
+
 /** NonZero: the int64 [rank, count] coordinates of the nonzero elements; count depends on the values. */
 function nonZero(n: NodeContext): Value[] {
   return [n.b.emit("non_zero", [input(n, 0)], {}, { dtype: "int64" })];
@@ -1059,6 +1115,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Einsum: einsum,
   NonMaxSuppression: nonMaxSuppression,
   NonZero: nonZero,
+  AffineGrid: affineGrid,
   RotaryEmbedding: rotaryEmbedding,
   GridSample: gridSample,
   LRN: lrn,
