@@ -347,6 +347,18 @@ Deno.test("ReverseSequence along either axis, with a trailing feature dim", asyn
   }, [[[4, 3, 2], [2, 5]]]);
 });
 
+Deno.test("DFT: a padded onesided real transform, and a cut inverse complex one along axis 2", async () => {
+  await checkGraph("dft", {
+    nodes: [
+      { op: "DFT", inputs: ["x", "sixteen"], outputs: ["spectrum"], attributes: { onesided: { i: 1 } } },
+      { op: "DFT", inputs: ["z", "six"], outputs: ["signal"], attributes: { axis: { i: 2 }, inverse: { i: 1 } } },
+    ],
+    initializers: [ints("sixteen", [16], []), ints("six", [6], [])],
+    inputs: [{ name: "x", dims: ["batch", 12, 1] }, { name: "z", dims: [2, 3, 8, 2] }],
+    outputs: [{ name: "spectrum", dims: ["batch", 9, 2] }, { name: "signal", dims: [2, 3, 6, 2] }],
+  }, [[[1, 12, 1], [2, 3, 8, 2]], [[3, 12, 1], [2, 3, 8, 2]]]);
+});
+
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {
   await checkGraph("expand", {
     nodes: [

@@ -1023,6 +1023,90 @@ function affineGrid(n: NodeContext): Value[] {
   return [n.b.emit("reshape_to", [grid, target], {})];
 }
 
+/**
+ * DFT (opsets 17–20) as products with constant cosine and sine matrices: the signal axis
+ * moved last, cut or zero-padded to dft_length L, X_re = re·C + im·S and X_im = im·C − re·S
+ * (the inverse: signs swapped and divided by L), onesided keeping the first L/2 + 1
+ * frequencies, as ONNX's reference. The axis and dft_length must be constants.
+ */
+function dft(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const shape = shapeOf(x);
+  const rank = shape.length - 1; // the signal's rank, without the real/imaginary dim
+  const parts = shape[rank];
+  if (rank < 1 || (parts !== 1 && parts !== 2)) {
+    throw new RangeError(`DFT's input must end in a dim of 1 (real) or 2 (complex), got shape [${shape}]`);
+  }
+  const rawAxis = n.opset >= 20 ? (n.inputs[2] ? constInts(n.inputs[2], "DFT axis")[0] : -2) : attrInt(n, "axis", 1);
+  // Opset 20 counts a negative axis over the input's dims (the last is the parts dim).
+  const axis = n.opset >= 20 && rawAxis < 0 ? rawAxis + rank + 1 : rawAxis;
+  if (!(axis >= 0 && axis < rank)) throw new RangeError(`DFT's axis ${rawAxis} is not a signal axis of [${shape}]`);
+  const size = staticDim(n, shape[axis]);
+  const inverse = attrInt(n, "inverse", 0) === 1;
+  const onesided = attrInt(n, "onesided", 0) === 1;
+  // The inverse of a onesided spectrum (irfft) is a real signal of dft_length, by default
+  // 2 · (frequencies − 1).
+  const irfft = inverse && onesided;
+  const length = n.inputs[1] ? constInts(n.inputs[1], "DFT dft_length")[0] : irfft ? 2 * (size - 1) : size;
+  if (!(length >= 1) || length > 1 << 14) throw new RangeError(`DFT's dft_length ${length} must be in [1, 16384]`);
+  const frequencies = onesided ? Math.floor(length / 2) + 1 : length;
+  // Rows: the input's samples (irfft: its frequencies), columns: the outputs.
+  const [rows, columns] = irfft ? [frequencies, length] : [length, frequencies];
+  const order = [...Array(rank).keys()].filter((d) => d !== axis).concat([axis]);
+  const part = (k: number) => {
+    const p = n.b.emit("squeeze", [n.b.emit("slice", [x], { dim: rank, start: k, end: k + 1, step: 1 })], {
+      dim: rank,
+    });
+    let moved = n.b.emit("permute", [p], { dims: order });
+    if (rows < size) moved = n.b.emit("slice", [moved], { dim: rank - 1, start: 0, end: rows, step: 1 });
+    if (rows > size) {
+      const pads = new Array<number>(2 * rank).fill(0);
+      pads[2 * rank - 1] = rows - size;
+      moved = n.b.emit("pad", [moved], { mode: "constant", value: 0, pads });
+    }
+    return moved;
+  };
+  const matrix = (f: (angle: number) => number) => {
+    const values: number[] = [];
+    for (let j = 0; j < rows; j++) {
+      // irfft: every frequency but 0 and L/2 stands for its conjugate too.
+      const weight = irfft ? (j === 0 || 2 * j === length ? 1 : 2) / length : inverse ? 1 / length : 1;
+      for (let k = 0; k < columns; k++) values.push(weight * f((2 * Math.PI * ((j * k) % length)) / length));
+    }
+    return constValue(host(DATA_TYPE.FLOAT, [rows, columns], values));
+  };
+  const [cos, sin] = [matrix(Math.cos), matrix(Math.sin)];
+  const re = part(0);
+  const back = order.map((_, d) => order.indexOf(d)).concat([rank]);
+  if (irfft) {
+    // x_j = Σ_k w_k (Re X_k cos θ − Im X_k sin θ) / L: a real signal, one value per sample.
+    const signal = parts === 2
+      ? n.b.emit("sub", [n.b.emit("matmul", [re, cos]), n.b.emit("matmul", [part(1), sin])])
+      : n.b.emit("matmul", [re, cos]);
+    return [n.b.emit("permute", [n.b.emit("unsqueeze", [signal], { dim: rank })], { dims: back })];
+  }
+  const reCos = n.b.emit("matmul", [re, cos]);
+  const reSin = n.b.emit("matmul", [re, sin]);
+  let real: Value;
+  let imag: Value;
+  const sign = inverse ? -1 : 1;
+  if (parts === 2) {
+    const im = part(1);
+    const imCos = n.b.emit("matmul", [im, cos]);
+    const imSin = n.b.emit("matmul", [im, sin]);
+    real = n.b.emit(sign > 0 ? "add" : "sub", [reCos, imSin]);
+    imag = n.b.emit(sign > 0 ? "sub" : "add", [imCos, reSin]);
+  } else {
+    real = reCos;
+    imag = sign > 0 ? n.b.emit("neg", [reSin]) : reSin;
+  }
+  const stacked = n.b.emit("concat", [
+    n.b.emit("unsqueeze", [real], { dim: rank }),
+    n.b.emit("unsqueeze", [imag], { dim: rank }),
+  ], { dim: rank });
+  return [n.b.emit("permute", [stacked], { dims: back })];
+}
+
 /** NonZero: the int64 [rank, count] coordinates of the nonzero elements; count depends on the values. */
 function nonZero(n: NodeContext): Value[] {
   return [n.b.emit("non_zero", [input(n, 0)], {}, { dtype: "int64" })];
@@ -1115,6 +1199,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Einsum: einsum,
   NonMaxSuppression: nonMaxSuppression,
   NonZero: nonZero,
+  DFT: dft,
   AffineGrid: affineGrid,
   RotaryEmbedding: rotaryEmbedding,
   GridSample: gridSample,
