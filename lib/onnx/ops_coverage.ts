@@ -1048,7 +1048,9 @@ function dft(n: NodeContext): Value[] {
   // 2 · (frequencies − 1).
   const irfft = inverse && onesided;
   const length = n.inputs[1] ? constInts(n.inputs[1], "DFT dft_length")[0] : irfft ? 2 * (size - 1) : size;
-  if (!(length >= 1) || length > 1 << 14) throw new RangeError(`DFT's dft_length ${length} must be in [1, 16384]`);
+  // The two matrices hold L · (L/2 + 1) values or more each: bounded at L = 4096 (2 × 34 MB).
+  if (!(length >= 1)) throw new RangeError(`DFT's dft_length ${length} must be at least 1`);
+  if (length > 4096) unsupported(`DFT of length ${length} (at most 4096)`);
   const frequencies = onesided ? Math.floor(length / 2) + 1 : length;
   // Rows: the input's samples (irfft: its frequencies), columns: the outputs.
   const [rows, columns] = irfft ? [frequencies, length] : [length, frequencies];
