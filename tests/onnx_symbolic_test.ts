@@ -103,7 +103,7 @@ const ints = (name: string, values: number[], dims = [values.length]): Initializ
 
 async function checkGraph(
   label: string,
-  graph: { nodes: Node[]; initializers?: Initializer[]; inputs: ValueInfo[]; outputs: ValueInfo[] },
+  graph: { nodes: Node[]; initializers?: Initializer[]; inputs: ValueInfo[]; outputs: ValueInfo[]; opset?: number },
   shapes: number[][][],
 ) {
   const bytes = onnx({ opset: 17, initializers: [], ...graph });
@@ -357,6 +357,23 @@ Deno.test("DFT: a padded onesided real transform, and a cut inverse complex one 
     inputs: [{ name: "x", dims: ["batch", 12, 1] }, { name: "z", dims: [2, 3, 8, 2] }],
     outputs: [{ name: "spectrum", dims: ["batch", 9, 2] }, { name: "signal", dims: [2, 3, 6, 2] }],
   }, [[[1, 12, 1], [2, 3, 8, 2]], [[3, 12, 1], [2, 3, 8, 2]]]);
+});
+
+Deno.test("Col2Im with strides, dilations and asymmetric pads sums the blocks back", async () => {
+  // image 7×6, block 2×3, stride 2×1, dilation 1×2, pads (top 1, left 0, bottom 0, right 2):
+  // (7 + 1 − 2) / 2 + 1 = 4 by (6 + 2 − 5) / 1 + 1 = 4 blocks.
+  await checkGraph("col2im", {
+    opset: 18,
+    nodes: [{
+      op: "Col2Im",
+      inputs: ["x", "image", "block"],
+      outputs: ["y"],
+      attributes: { strides: { ints: [2, 1] }, dilations: { ints: [1, 2] }, pads: { ints: [1, 0, 0, 2] } },
+    }],
+    initializers: [ints("image", [7, 6]), ints("block", [2, 3])],
+    inputs: [{ name: "x", dims: ["batch", 12, 16] }],
+    outputs: [{ name: "y", dims: ["batch", 2, 7, 6] }],
+  }, [[[1, 12, 16]], [[2, 12, 16]]]);
 });
 
 Deno.test("Expand and ConstantOfShape to a shape known only at run time", async () => {

@@ -18,6 +18,7 @@ import {
   asDType,
   attrFloat,
   attrInt,
+  attrInts,
   attrString,
   binary,
   cast,
@@ -1109,6 +1110,60 @@ function dft(n: NodeContext): Value[] {
   return [n.b.emit("permute", [stacked], { dims: back })];
 }
 
+/**
+ * Col2Im (2-D): the columns of input [N, C·kh·kw, L] summed back into [N, C, H, W], as a
+ * transposed convolution with C groups whose kernels are one-hot (column t of a block lands
+ * at tap t). The image and block shapes must be constants.
+ */
+function col2im(n: NodeContext): Value[] {
+  const x = floatInput(n, 0);
+  const image = constInts(n.inputs[1], "Col2Im image_shape");
+  const block = constInts(n.inputs[2], "Col2Im block_shape");
+  if (image.length !== 2 || block.length !== 2) unsupported(`Col2Im over ${image.length} spatial dims (2 only)`);
+  const dilation = attrInts(n, "dilations") ?? [1, 1];
+  const stride = attrInts(n, "strides") ?? [1, 1];
+  const pads = attrInts(n, "pads") ?? [0, 0, 0, 0];
+  const [kh, kw] = block;
+  const taps = kh * kw;
+  const shape = shapeOf(x);
+  const rows = staticDim(n, shape[1]);
+  if (shape.length !== 3 || !(taps >= 1) || rows % taps !== 0) {
+    throw new RangeError(`Col2Im's input [${shape}] must be [N, C·${kh}·${kw}, L]`);
+  }
+  const channels = rows / taps;
+  const blocks = [0, 1].map((a) =>
+    Math.floor((image[a] + pads[a] + pads[a + 2] - dilation[a] * (block[a] - 1) - 1) / stride[a]) + 1
+  );
+  if (blocks.some((b) => b < 1) || (shape[2] >= 0 && shape[2] !== blocks[0] * blocks[1])) {
+    throw new RangeError(
+      `Col2Im's input has ${shape[2]} blocks; image [${image}] with these blocks gives ${blocks[0] * blocks[1]}`,
+    );
+  }
+  const weights = new Array<number>(rows * taps).fill(0);
+  for (let c = 0; c < channels; c++) for (let t = 0; t < taps; t++) weights[(c * taps + t) * taps + t] = 1;
+  const common = [Math.min(pads[0], pads[2]), Math.min(pads[1], pads[3])];
+  // The transposed convolution's size falls short of the padded image by the stride's remainder.
+  const outputPadding = [0, 1].map((a) =>
+    image[a] + pads[a] + pads[a + 2] - ((blocks[a] - 1) * stride[a] + dilation[a] * (block[a] - 1) + 1)
+  );
+  let out = n.b.emit("conv_transpose2d", [
+    reshapeTo(n.b, x, [shape[0], rows, blocks[0], blocks[1]]),
+    constValue(host(DATA_TYPE.FLOAT, [rows, 1, kh, kw], weights)),
+  ], {
+    stride: [stride[0], stride[1]],
+    padding: [common[0], common[1]],
+    output_padding: [outputPadding[0], outputPadding[1]],
+    dilation: [dilation[0], dilation[1]],
+    groups: channels,
+  });
+  for (const a of [0, 1]) {
+    const [begin, end] = [pads[a] - common[a], pads[a + 2] - common[a]];
+    if (begin === 0 && end === 0) continue;
+    out = n.b.emit("slice", [out], { dim: a + 2, start: begin, end: begin + image[a], step: 1 });
+  }
+  return [out];
+}
+
 /** NonZero: the int64 [rank, count] coordinates of the nonzero elements; count depends on the values. */
 function nonZero(n: NodeContext): Value[] {
   return [n.b.emit("non_zero", [input(n, 0)], {}, { dtype: "int64" })];
@@ -1201,6 +1256,7 @@ export const COVERAGE_HANDLERS: Record<string, Handler> = {
   Einsum: einsum,
   NonMaxSuppression: nonMaxSuppression,
   NonZero: nonZero,
+  Col2Im: col2im,
   DFT: dft,
   AffineGrid: affineGrid,
   RotaryEmbedding: rotaryEmbedding,
