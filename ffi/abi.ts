@@ -1072,6 +1072,13 @@ export const OP_SCHEMAS = {
       { "name": "dilation", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
     ],
   },
+  quantized_pointwise: {
+    code: 90,
+    inputs: ["x", "program"],
+    params: [
+      { "name": "steps", "kind": "int", "min": 1, "max": 1024 },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1720,5 +1727,9 @@ export interface OpParams {
     padding?: readonly [number, number];
     /** int, × 2, in [1, 4096], default [1,1] */
     dilation?: readonly [number, number];
+  };
+  quantized_pointwise: {
+    /** int, in [1, 1024], required */
+    steps: number;
   };
 }

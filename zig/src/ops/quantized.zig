@@ -721,6 +721,158 @@ fn gatherRows(call: *const Call, window: Window, image: []const u8, channels: us
     try intra_op.parallelForTyped(0, call.rows, parallel.grain(.copy_bytes, call.lda), &context, @TypeOf(context).body);
 }
 
+/// The steps of `pointwise`: each a record [code, a, b, c, d] of the program. `acc` starts
+/// as x; `t` is a per-channel table (a = its offset in the program, one value per index of
+/// axis 1); `root` is x itself (a step of the chain that reads the chain's input again, as
+/// HardSwish's x · clip(x + 3) does). The float operations are the elementwise ops' own
+/// (division divides), so a chain computes exactly what its nodes did one by one.
+pub const PointwiseStep = enum(u8) {
+    /// dequantize(quantize(acc)): a = scale, b = zero point, c = qmin, d = qmax.
+    round_trip = 0,
+    add = 1,
+    sub = 2,
+    /// a - acc
+    sub_from = 3,
+    mul = 4,
+    div = 5,
+    /// a / acc
+    div_into = 6,
+    add_channel = 7,
+    sub_channel = 8,
+    sub_from_channel = 9,
+    mul_channel = 10,
+    div_channel = 11,
+    div_into_channel = 12,
+    add_root = 13,
+    mul_root = 14,
+};
+
+const step_len = 5;
+/// Elements per piece: a piece is worked step by step in a stack buffer.
+const pointwise_piece = 1024;
+
+/// A checked program step.
+const Step = struct {
+    code: PointwiseStep,
+    a: f32,
+    b: f32,
+    c: f32,
+    d: f32,
+    table: []const f32 = &.{},
+};
+
+fn checkProgram(program: []const f32, step_count: usize, channels: usize, steps: []Step) Error!void {
+    if (program.len < step_count * step_len) return status.fail(error.ShapeMismatch, "quantized_pointwise: a program of {d} steps needs at least {d} values, got {d}", .{ step_count, step_count * step_len, program.len });
+    for (steps, 0..) |*step, i| {
+        const record = program[i * step_len ..][0..step_len];
+        const raw = record[0];
+        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.mul_root)) or raw != @round(raw)) {
+            return status.fail(error.InvalidArgument, "quantized_pointwise: step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.mul_root) });
+        }
+        const code: PointwiseStep = @enumFromInt(@as(u8, @intFromFloat(raw)));
+        step.* = .{ .code = code, .a = record[1], .b = record[2], .c = record[3], .d = record[4] };
+        switch (code) {
+            .round_trip => {
+                if (!(step.a > 0) or !std.math.isFinite(step.a)) return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s scale is {d}; it must be finite and greater than 0", .{ i, step.a });
+                if (!(step.c < step.d) or step.c != @round(step.c) or step.d != @round(step.d) or step.c < -(1 << 24) or step.d > 1 << 24) {
+                    return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s range [{d}, {d}] must be integers, low below high", .{ i, step.c, step.d });
+                }
+                if (step.b != @round(step.b) or step.b < step.c or step.b > step.d) return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s zero point {d} is outside [{d}, {d}]", .{ i, step.b, step.c, step.d });
+            },
+            .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => {
+                const offset = step.a;
+                if (!(offset >= 0) or offset != @round(offset) or offset + @as(f32, @floatFromInt(channels)) > @as(f32, @floatFromInt(program.len))) {
+                    return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s table at {d} does not hold {d} channels inside a program of {d} values", .{ i, offset, channels, program.len });
+                }
+                const start: usize = @intFromFloat(offset);
+                step.table = program[start..][0..channels];
+            },
+            else => {},
+        }
+    }
+}
+
+/// Runs a chain of elementwise steps over x (float32; per-channel steps along axis 1) in one
+/// pass: what a QDQ model's Mul, Add, Div and QuantizeLinear/DequantizeLinear pairs between
+/// two convolutions did in as many passes over memory.
+pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64) Error!*Tensor {
+    try requireFloat("quantized_pointwise", "x", x_input);
+    try requireFloat("quantized_pointwise", "program", program_input);
+    const step_count: usize = @intCast(step_count_value);
+    const program_tensor = try shape_ops.contiguous(program_input);
+    defer program_tensor.release();
+    const dims = x_input.dims();
+    const channels: usize = if (dims.len >= 2) dims[1] else 1;
+    var steps_buffer: [1 << 10]Step = undefined;
+    const steps = steps_buffer[0..step_count];
+    try checkProgram(program_tensor.f32Slice(), step_count, channels, steps);
+    const x = try shape_ops.contiguous(x_input);
+    defer x.release();
+    const out = try tensor.createUninit(.float32, dims);
+    errdefer out.release();
+    var inner: usize = 1;
+    if (dims.len >= 2) for (dims[2..]) |d| {
+        inner *= d;
+    };
+    const pieces = divCeil(@max(inner, 1), pointwise_piece);
+    const planes = if (inner == 0) 0 else x.numel() / inner;
+    const Context = struct {
+        x: []const f32,
+        out: []f32,
+        steps: []const Step,
+        channels: usize,
+        inner: usize,
+        pieces: usize,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            var acc: [pointwise_piece]f32 align(64) = undefined;
+            for (begin..end) |item| {
+                const plane = item / c.pieces;
+                const piece = item % c.pieces;
+                const start = plane * c.inner + piece * pointwise_piece;
+                const len = @min(pointwise_piece, c.inner - piece * pointwise_piece);
+                const root = c.x[start..][0..len];
+                @memcpy(acc[0..len], root);
+                for (c.steps) |step| run(step, acc[0..len], root, plane % c.channels);
+                @memcpy(c.out[start..][0..len], acc[0..len]);
+            }
+        }
+    };
+    const context: Context = .{ .x = x.f32Slice(), .out = out.f32Slice(), .steps = steps, .channels = channels, .inner = inner, .pieces = pieces };
+    try intra_op.parallelForTyped(0, planes * pieces, parallel.grain(.medium, @min(inner, pointwise_piece) * step_count), &context, Context.body);
+    return out;
+}
+
+/// One step over a piece of one channel's plane.
+fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
+    const operand: f32 = switch (step.code) {
+        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => step.table[channel],
+        else => step.a,
+    };
+    if (step.code == .round_trip) return roundTripSlice(acc, acc, step.a, step.b, step.c, step.d);
+    var i: usize = 0;
+    const s: VF = @splat(operand);
+    while (i + lanes <= acc.len) : (i += lanes) {
+        const v: VF = acc[i..][0..lanes].*;
+        const r: VF = root[i..][0..lanes].*;
+        acc[i..][0..lanes].* = apply(VF, step.code, v, s, r);
+    }
+    while (i < acc.len) : (i += 1) acc[i] = apply(f32, step.code, acc[i], operand, root[i]);
+}
+
+inline fn apply(comptime T: type, code: PointwiseStep, v: T, s: T, r: T) T {
+    return switch (code) {
+        .add, .add_channel => v + s,
+        .sub, .sub_channel => v - s,
+        .sub_from, .sub_from_channel => s - v,
+        .mul, .mul_channel => v * s,
+        .div, .div_channel => v / s,
+        .div_into, .div_into_channel => s / v,
+        .add_root => r + v,
+        .mul_root => r * v,
+        .round_trip => unreachable,
+    };
+}
+
 // ---------------------------------------------------------------------------------------
 
 const testing = std.testing;
@@ -873,4 +1025,63 @@ test "conv2d_int8 equals a direct convolution of the quantized input, with paddi
         };
         try testing.expectEqual(acc, out.f32Slice()[((image * c_out + co) * 3 + oy) * 7 + ox]);
     };
+}
+
+test "quantized_pointwise equals its steps run one by one, per-channel tables and the root included, at 1 and 2 threads" {
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(11);
+    const random = prng.random();
+    // Odd sizes: 3 channels, planes of 5 · 7 and of 1030 (two pieces, a ragged tail).
+    for ([_][4]usize{ .{ 2, 3, 5, 7 }, .{ 1, 3, 2, 515 } }) |shape| {
+        const x = try tensor.createUninit(.float32, &shape);
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = random.float(f32) * 8 - 4;
+        const s: f32 = 0.037;
+        const table = [3]f32{ 0.5, -1.25, 2 };
+        const bias = [3]f32{ 0.1, 0.2, -0.3 };
+        const program = [_]f32{
+            @intFromEnum(PointwiseStep.mul_channel), 8 * 5,       0,   0,    0,
+            @intFromEnum(PointwiseStep.round_trip),  s,           100, 0,    255,
+            @intFromEnum(PointwiseStep.add),         3,           0,   0,    0,
+            @intFromEnum(PointwiseStep.round_trip),  6.0 / 255.0, 0,   0,    255,
+            @intFromEnum(PointwiseStep.mul_root),    0,           0,   0,    0,
+            @intFromEnum(PointwiseStep.div),         6,           0,   0,    0,
+            @intFromEnum(PointwiseStep.sub_channel), 8 * 5 + 3,   0,   0,    0,
+            @intFromEnum(PointwiseStep.round_trip),  s,           -3,  -128, 127,
+        } ++ table ++ bias;
+        const program_tensor = try tensor.createUninit(.float32, &.{program.len});
+        defer program_tensor.release();
+        @memcpy(program_tensor.f32Slice(), &program);
+        // The reference: y = QDQ(x · t[c]), g = QDQ(y + 3), QDQ(x · g / 6 - b[c]).
+        const expected = try tensor.createUninit(.float32, &shape);
+        defer expected.release();
+        const plane = shape[2] * shape[3];
+        for (expected.f32Slice(), x.f32Slice(), 0..) |*e, v, i| {
+            const c = i / plane % 3;
+            const y = (quantizeValue(v * table[c], s, 100, 0, 255) - 100) * s;
+            const gate = quantizeValue(y + 3, 6.0 / 255.0, 0, 0, 255) * (6.0 / 255.0);
+            e.* = (quantizeValue(v * gate / 6 - bias[c], s, -3, -128, 127) + 3) * s;
+        }
+        for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            const out = try pointwise(x, program_tensor, 8);
+            defer out.release();
+            for (expected.f32Slice(), out.f32Slice()) |e, o| try testing.expectEqual(e, o);
+        }
+    }
+}
+
+test "quantized_pointwise refuses bad programs with errors" {
+    const x = try tensor.createUninit(.float32, &.{ 1, 2, 3 });
+    defer x.release();
+    @memset(x.f32Slice(), 1);
+    const program = try tensor.createUninit(.float32, &.{5});
+    defer program.release();
+    for ([_][5]f32{ .{ 99, 0, 0, 0, 0 }, .{ 0.5, 0, 0, 0, 0 }, .{ 0, 0, 0, 0, 255 }, .{ 0, 1, 300, 0, 255 }, .{ 7, 4, 0, 0, 0 }, .{ std.math.nan(f32), 0, 0, 0, 0 } }) |record| {
+        @memcpy(program.f32Slice(), &record);
+        try testing.expectError(error.InvalidArgument, pointwise(x, program, 1));
+    }
+    try testing.expectError(error.ShapeMismatch, pointwise(x, program, 2));
 }
