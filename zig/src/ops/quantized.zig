@@ -91,6 +91,21 @@ fn quantizeBytes(src: []const f32, dst: []u8, scale: f32, zero_point: f32, qmin:
     while (i < src.len) : (i += 1) dst[i] = @intFromFloat(quantizeValue(src[i], scale, zero_point, qmin, qmax) - qmin);
 }
 
+/// quantize(src) - qmin of up to 16 values as u32 lanes (0 past src.len): a short tail
+/// takes the vector path too, on a padded copy.
+fn quantizeLanes(src: []const f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) @Vector(lanes, u32) {
+    std.debug.assert(src.len <= lanes);
+    // Full vectors load straight from src (a copy through the stack stalled the load).
+    const values: VF = if (src.len == lanes) src[0..lanes].* else tail: {
+        var padded_values: [lanes]f32 = @splat(0);
+        for (padded_values[0..src.len], src) |*dst, v| dst.* = v;
+        break :tail padded_values;
+    };
+    const q = quantizeVector(values, scale, zero_point, qmin, qmax) - @as(VF, @splat(qmin));
+    const wide: @Vector(lanes, i32) = @intFromFloat(q);
+    return @intCast(wide);
+}
+
 /// dst = (src - zero_point) · scale.
 fn dequantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32) void {
     std.debug.assert(src.len == dst.len);
@@ -421,8 +436,9 @@ const Call = struct {
 
 /// values[column .. column + count] as a vector, zero past count.
 fn padded(values: []const f32, column: usize, count: usize) VF {
+    if (count == lanes) return values[column..][0..lanes].*;
     var lanes_values: [lanes]f32 = @splat(0);
-    @memcpy(lanes_values[0..count], values[column..][0..count]);
+    for (lanes_values[0..count], values[column..][0..count]) |*dst, v| dst.* = v;
     return lanes_values;
 }
 
@@ -652,7 +668,6 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
             const scale: f32 = if (c.call.q.a_integer) 1 else c.call.a_scale;
             const zero: f32 = if (c.call.q.a_integer) 0 else c.call.a_zero;
             const row_bytes = c.padded_width * c.channels;
-            var line: [lanes]u8 = undefined;
             for (begin..end) |padded_y| {
                 const dst = c.image[padded_y * row_bytes ..][0..row_bytes];
                 if (padded_y < c.padding[0] or padded_y >= c.padding[0] + c.height) {
@@ -662,14 +677,28 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
                 @memset(dst[0 .. c.padding[1] * c.channels], zero_byte);
                 @memset(dst[(c.padding[1] + c.width) * c.channels ..], zero_byte);
                 const y = padded_y - c.padding[0];
-                // 16 pixels of one channel at a time, scattered into the pixels' channel slots.
+                // 16 pixels of 4 channels at a time, stored as one u32 per pixel (byte
+                // stores, one per value, were most of this pass); then the odd channels.
                 var x0: usize = 0;
                 while (x0 < c.width) : (x0 += lanes) {
                     const count = @min(lanes, c.width - x0);
-                    for (0..c.channels) |channel| {
+                    var channel: usize = 0;
+                    while (channel + 4 <= c.channels) : (channel += 4) {
+                        var words: @Vector(lanes, u32) = @splat(0);
+                        inline for (0..4) |j| {
+                            const src = c.x[((channel + j) * c.height + y) * c.width + x0 ..][0..count];
+                            const bytes: @Vector(lanes, u32) = quantizeLanes(src, scale, zero, c.call.q.a_min, c.call.q.a_max);
+                            words |= bytes << @splat(8 * j);
+                        }
+                        const values: [lanes]u32 = words;
+                        for (values[0..count], 0..) |word, i| {
+                            std.mem.writeInt(u32, dst[(c.padding[1] + x0 + i) * c.channels + channel ..][0..4], word, .little);
+                        }
+                    }
+                    while (channel < c.channels) : (channel += 1) {
                         const src = c.x[(channel * c.height + y) * c.width + x0 ..][0..count];
-                        quantizeBytes(src, line[0..count], scale, zero, c.call.q.a_min, c.call.q.a_max);
-                        for (line[0..count], 0..) |byte, i| dst[(c.padding[1] + x0 + i) * c.channels + channel] = byte;
+                        const values: [lanes]u32 = quantizeLanes(src, scale, zero, c.call.q.a_min, c.call.q.a_max);
+                        for (values[0..count], 0..) |byte, i| dst[(c.padding[1] + x0 + i) * c.channels + channel] = @intCast(byte);
                     }
                 }
             }
@@ -844,22 +873,31 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
 
 /// One step over a piece of one channel's plane.
 fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
-    const operand: f32 = switch (step.code) {
-        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => step.table[channel],
-        else => step.a,
-    };
-    if (step.code == .round_trip) return roundTripSlice(acc, acc, step.a, step.b, step.c, step.d);
-    var i: usize = 0;
-    const s: VF = @splat(operand);
-    while (i + lanes <= acc.len) : (i += lanes) {
-        const v: VF = acc[i..][0..lanes].*;
-        const r: VF = root[i..][0..lanes].*;
-        acc[i..][0..lanes].* = apply(VF, step.code, v, s, r);
+    switch (step.code) {
+        .round_trip => roundTripSlice(acc, acc, step.a, step.b, step.c, step.d),
+        // A loop per code: a switch inside the loop cost 3 times the arithmetic.
+        inline else => |code| {
+            const operand: f32 = if (comptime isChannelStep(code)) step.table[channel] else step.a;
+            var i: usize = 0;
+            const s: VF = @splat(operand);
+            while (i + lanes <= acc.len) : (i += lanes) {
+                const v: VF = acc[i..][0..lanes].*;
+                const r: VF = root[i..][0..lanes].*;
+                acc[i..][0..lanes].* = apply(VF, code, v, s, r);
+            }
+            while (i < acc.len) : (i += 1) acc[i] = apply(f32, code, acc[i], operand, root[i]);
+        },
     }
-    while (i < acc.len) : (i += 1) acc[i] = apply(f32, step.code, acc[i], operand, root[i]);
 }
 
-inline fn apply(comptime T: type, code: PointwiseStep, v: T, s: T, r: T) T {
+fn isChannelStep(code: PointwiseStep) bool {
+    return switch (code) {
+        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => true,
+        else => false,
+    };
+}
+
+inline fn apply(comptime T: type, comptime code: PointwiseStep, v: T, s: T, r: T) T {
     return switch (code) {
         .add, .add_channel => v + s,
         .sub, .sub_channel => v - s,
@@ -984,47 +1022,59 @@ test "matmul_int8 matches a reference on quantized values, zero points and requa
 }
 
 test "conv2d_int8 equals a direct convolution of the quantized input, with padding and stride" {
+    // Channels 3 (the odd-channel path) and 7 (4 at a time, then 3), widths below and above
+    // 16 pixels (a short tail), at 1 and 2 threads.
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
     var prng = std.Random.DefaultPrng.init(3);
     const random = prng.random();
-    const c_in = 3;
     const c_out = 5;
-    const x = try tensor.createUninit(.float32, &.{ 2, c_in, 6, 7 });
-    defer x.release();
-    for (x.f32Slice()) |*v| v.* = @floatFromInt(random.intRangeAtMost(i32, 0, 255));
-    const k = c_in * 9;
-    const w = try tensor.createUninit(.int32, &.{ c_out, k });
-    defer w.release();
-    for (w.i32Slice()) |*v| v.* = random.intRangeAtMost(i32, -128, 127);
-    const packed_b = try packInt8(w, k, c_out, true);
-    defer packed_b.release();
-    var b_zero: [c_out]f32 = @splat(0);
-    var col_sum: [c_out]f32 = @splat(0);
-    for (0..c_out) |j| for (0..k) |i| {
-        col_sum[j] += @floatFromInt(w.i32Slice()[j * k + i]);
-    };
-    b_zero[1] = 2;
-    const info = try testInfo(c_out, 1, &b_zero, &col_sum, 0);
-    defer info.release();
-    const one = try scalarTensor(1);
-    defer one.release();
-    const a_zero = try scalarTensor(17);
-    defer a_zero.release();
-    const q: Quantization = .{ .n = c_out, .k = k, .a_integer = true, .a_min = 0, .a_max = 255, .requantize = false, .dequantize_output = false, .out_scale = 1, .out_zero = 0, .out_min = 0, .out_max = 0 };
-    const window: Window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
-    const out = try conv2dInt8(q, window, x, packed_b, info, one, a_zero);
-    defer out.release();
-    try testing.expectEqualSlices(usize, &.{ 2, c_out, 3, 7 }, out.dims());
-    for (0..2) |image| for (0..c_out) |co| for (0..3) |oy| for (0..7) |ox| {
-        var acc: f32 = 0;
-        for (0..c_in) |ci| for (0..3) |ky| for (0..3) |kx| {
-            const iy = @as(isize, @intCast(oy * 2 + ky)) - 1;
-            const ix = @as(isize, @intCast(ox + kx)) - 1;
-            const value: f32 = if (iy < 0 or ix < 0 or iy >= 6 or ix >= 7) 17 else x.f32Slice()[((image * c_in + ci) * 6 + @as(usize, @intCast(iy))) * 7 + @as(usize, @intCast(ix))];
-            const weight: f32 = @floatFromInt(w.i32Slice()[co * k + (ky * 3 + kx) * c_in + ci]);
-            acc += (value - 17) * (weight - b_zero[co]);
+    const height = 6;
+    for ([_][2]usize{ .{ 3, 7 }, .{ 7, 19 }, .{ 8, 35 } }) |config| {
+        const c_in = config[0];
+        const width = config[1];
+        const x = try tensor.createUninit(.float32, &.{ 2, c_in, height, width });
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = @floatFromInt(random.intRangeAtMost(i32, 0, 255));
+        const k = c_in * 9;
+        const w = try tensor.createUninit(.int32, &.{ c_out, k });
+        defer w.release();
+        for (w.i32Slice()) |*v| v.* = random.intRangeAtMost(i32, -128, 127);
+        const packed_b = try packInt8(w, @intCast(k), c_out, true);
+        defer packed_b.release();
+        var b_zero: [c_out]f32 = @splat(0);
+        var col_sum: [c_out]f32 = @splat(0);
+        for (0..c_out) |j| for (0..k) |i| {
+            col_sum[j] += @floatFromInt(w.i32Slice()[j * k + i]);
         };
-        try testing.expectEqual(acc, out.f32Slice()[((image * c_out + co) * 3 + oy) * 7 + ox]);
-    };
+        b_zero[1] = 2;
+        const info = try testInfo(c_out, 1, &b_zero, &col_sum, 0);
+        defer info.release();
+        const one = try scalarTensor(1);
+        defer one.release();
+        const a_zero = try scalarTensor(17);
+        defer a_zero.release();
+        const q: Quantization = .{ .n = c_out, .k = k, .a_integer = true, .a_min = 0, .a_max = 255, .requantize = false, .dequantize_output = false, .out_scale = 1, .out_zero = 0, .out_min = 0, .out_max = 0 };
+        const window: Window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
+        for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            const out = try conv2dInt8(q, window, x, packed_b, info, one, a_zero);
+            defer out.release();
+            try testing.expectEqualSlices(usize, &.{ 2, c_out, 3, width }, out.dims());
+            for (0..2) |image| for (0..c_out) |co| for (0..3) |oy| for (0..width) |ox| {
+                var acc: f32 = 0;
+                for (0..c_in) |ci| for (0..3) |ky| for (0..3) |kx| {
+                    const iy = @as(isize, @intCast(oy * 2 + ky)) - 1;
+                    const ix = @as(isize, @intCast(ox + kx)) - 1;
+                    const value: f32 = if (iy < 0 or ix < 0 or iy >= height or ix >= width) 17 else x.f32Slice()[((image * c_in + ci) * height + @as(usize, @intCast(iy))) * width + @as(usize, @intCast(ix))];
+                    const weight: f32 = @floatFromInt(w.i32Slice()[co * k + (ky * 3 + kx) * c_in + ci]);
+                    acc += (value - 17) * (weight - b_zero[co]);
+                };
+                try testing.expectEqual(acc, out.f32Slice()[((image * c_out + co) * 3 + oy) * width + ox]);
+            };
+        }
+    }
 }
 
 test "quantized_pointwise equals its steps run one by one, per-channel tables and the root included, at 1 and 2 threads" {
