@@ -36,6 +36,7 @@ const STEP = {
   div_into_channel: 12,
   add_root: 13,
   mul_root: 14,
+  set_root: 15,
 } as const;
 /** Values per step record. */
 const STEP_LEN = 5;
@@ -50,6 +51,33 @@ interface Chain {
   steps: { record: number[]; table?: Float32Array }[];
   members: NodeDescription[];
   roundTrips: number;
+  /** Taken into the chain before it (`mergeShared`). */
+  merged?: boolean;
+}
+
+/**
+ * Joins chain B to the chain A that makes B's root when B's steps are all that read it
+ * (HardSwish's x, read by x + 3 and by x · clip(…)): A's steps, `set_root`, B's steps.
+ */
+function mergeShared(index: Index, chains: Chain[]): void {
+  const byLast = new Map<number, Chain>();
+  for (const chain of chains) {
+    const owner = byLast.get(chain.root);
+    const reads = chain.members.reduce((n, m) => n + (m.inputs ?? []).filter((v) => v === chain.root).length, 0);
+    if (
+      owner !== undefined && reads === index.readers.get(chain.root) &&
+      owner.steps.length + chain.steps.length < MAX_STEPS
+    ) {
+      owner.steps.push({ record: [STEP.set_root, 0, 0, 0, 0] }, ...chain.steps);
+      owner.members.push(...chain.members);
+      owner.roundTrips += chain.roundTrips;
+      chain.merged = true;
+      byLast.delete(chain.root);
+      byLast.set(chain.members.at(-1)!.outputs[0], owner);
+    } else {
+      byLast.set(chain.members.at(-1)!.outputs[0], chain);
+    }
+  }
 }
 
 function param(node: NodeDescription, name: string): ParamValue | undefined {
@@ -185,9 +213,11 @@ export function fuseQuantizedChains(
       break;
     }
   }
+  mergeShared(index, chains);
   const removed = new Set<NodeDescription>();
   let count = 0;
   for (const chain of chains) {
+    if (chain.merged) continue;
     if (chain.members.length < 2 || chain.roundTrips === 0) continue;
     const program: number[] = [];
     const tables: number[] = [];

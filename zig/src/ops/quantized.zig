@@ -774,6 +774,9 @@ pub const PointwiseStep = enum(u8) {
     div_into_channel = 12,
     add_root = 13,
     mul_root = 14,
+    /// root = acc: the value two chains shared (read by both steps of x · clip(x + 3))
+    /// becomes the root of the steps after it, so the two chains run as one.
+    set_root = 15,
 };
 
 const step_len = 5;
@@ -795,8 +798,8 @@ fn checkProgram(program: []const f32, step_count: usize, channels: usize, steps:
     for (steps, 0..) |*step, i| {
         const record = program[i * step_len ..][0..step_len];
         const raw = record[0];
-        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.mul_root)) or raw != @round(raw)) {
-            return status.fail(error.InvalidArgument, "quantized_pointwise: step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.mul_root) });
+        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.set_root)) or raw != @round(raw)) {
+            return status.fail(error.InvalidArgument, "quantized_pointwise: step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.set_root) });
         }
         const code: PointwiseStep = @enumFromInt(@as(u8, @intFromFloat(raw)));
         step.* = .{ .code = code, .a = record[1], .b = record[2], .c = record[3], .d = record[4] };
@@ -854,14 +857,22 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
         pieces: usize,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
             var acc: [pointwise_piece]f32 align(64) = undefined;
+            var saved: [pointwise_piece]f32 align(64) = undefined;
             for (begin..end) |item| {
                 const plane = item / c.pieces;
                 const piece = item % c.pieces;
                 const start = plane * c.inner + piece * pointwise_piece;
                 const len = @min(pointwise_piece, c.inner - piece * pointwise_piece);
-                const root = c.x[start..][0..len];
+                var root: []const f32 = c.x[start..][0..len];
                 @memcpy(acc[0..len], root);
-                for (c.steps) |step| run(step, acc[0..len], root, plane % c.channels);
+                for (c.steps) |step| {
+                    if (step.code == .set_root) {
+                        @memcpy(saved[0..len], acc[0..len]);
+                        root = saved[0..len];
+                    } else {
+                        run(step, acc[0..len], root, plane % c.channels);
+                    }
+                }
                 @memcpy(c.out[start..][0..len], acc[0..len]);
             }
         }
@@ -875,6 +886,7 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
 fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
     switch (step.code) {
         .round_trip => roundTripSlice(acc, acc, step.a, step.b, step.c, step.d),
+        .set_root => unreachable,
         // A loop per code: a switch inside the loop cost 3 times the arithmetic.
         inline else => |code| {
             const operand: f32 = if (comptime isChannelStep(code)) step.table[channel] else step.a;
@@ -907,7 +919,7 @@ inline fn apply(comptime T: type, comptime code: PointwiseStep, v: T, s: T, r: T
         .div_into, .div_into_channel => s / v,
         .add_root => r + v,
         .mul_root => r * v,
-        .round_trip => unreachable,
+        .round_trip, .set_root => unreachable,
     };
 }
 
@@ -1092,31 +1104,34 @@ test "quantized_pointwise equals its steps run one by one, per-channel tables an
         const table = [3]f32{ 0.5, -1.25, 2 };
         const bias = [3]f32{ 0.1, 0.2, -0.3 };
         const program = [_]f32{
-            @intFromEnum(PointwiseStep.mul_channel), 8 * 5,       0,   0,    0,
+            @intFromEnum(PointwiseStep.mul_channel), 10 * 5,      0,   0,    0,
             @intFromEnum(PointwiseStep.round_trip),  s,           100, 0,    255,
+            @intFromEnum(PointwiseStep.add_root),    0,           0,   0,    0,
+            @intFromEnum(PointwiseStep.set_root),    0,           0,   0,    0,
             @intFromEnum(PointwiseStep.add),         3,           0,   0,    0,
             @intFromEnum(PointwiseStep.round_trip),  6.0 / 255.0, 0,   0,    255,
             @intFromEnum(PointwiseStep.mul_root),    0,           0,   0,    0,
             @intFromEnum(PointwiseStep.div),         6,           0,   0,    0,
-            @intFromEnum(PointwiseStep.sub_channel), 8 * 5 + 3,   0,   0,    0,
+            @intFromEnum(PointwiseStep.sub_channel), 10 * 5 + 3,  0,   0,    0,
             @intFromEnum(PointwiseStep.round_trip),  s,           -3,  -128, 127,
         } ++ table ++ bias;
         const program_tensor = try tensor.createUninit(.float32, &.{program.len});
         defer program_tensor.release();
         @memcpy(program_tensor.f32Slice(), &program);
-        // The reference: y = QDQ(x · t[c]), g = QDQ(y + 3), QDQ(x · g / 6 - b[c]).
+        // The reference: y = QDQ(x · t[c]) + x (the new root), g = QDQ(y + 3),
+        // QDQ(y · g / 6 - b[c]).
         const expected = try tensor.createUninit(.float32, &shape);
         defer expected.release();
         const plane = shape[2] * shape[3];
         for (expected.f32Slice(), x.f32Slice(), 0..) |*e, v, i| {
             const c = i / plane % 3;
-            const y = (quantizeValue(v * table[c], s, 100, 0, 255) - 100) * s;
+            const y = v + (quantizeValue(v * table[c], s, 100, 0, 255) - 100) * s;
             const gate = quantizeValue(y + 3, 6.0 / 255.0, 0, 0, 255) * (6.0 / 255.0);
-            e.* = (quantizeValue(v * gate / 6 - bias[c], s, -3, -128, 127) + 3) * s;
+            e.* = (quantizeValue(y * gate / 6 - bias[c], s, -3, -128, 127) + 3) * s;
         }
         for ([_]i64{ 1, 2 }) |threads| {
             try settings.setNumThreads(threads);
-            const out = try pointwise(x, program_tensor, 8);
+            const out = try pointwise(x, program_tensor, 10);
             defer out.release();
             for (expected.f32Slice(), out.f32Slice()) |e, o| try testing.expectEqual(e, o);
         }
