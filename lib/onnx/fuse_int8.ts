@@ -37,6 +37,8 @@ const STEP = {
   add_root: 13,
   mul_root: 14,
   set_root: 15,
+  quantize: 16,
+  dequantize: 17,
 } as const;
 /** Values per step record. */
 const STEP_LEN = 5;
@@ -128,14 +130,20 @@ function stepOf(
 ): { record: number[]; table?: Float32Array; roundTrip?: boolean } | undefined {
   const inputs = node.inputs ?? [];
   if (node.outputs.length !== 1 || inputs[0] === undefined) return undefined;
-  if (node.op === "quantize_linear") {
-    if (inputs[0] !== x || param(node, "dequantize_output") !== true || inputs.length < 2) return undefined;
+  if (node.op === "quantize_linear" || node.op === "dequantize_linear") {
+    if (inputs[0] !== x || inputs.length < 2) return undefined;
     const scale = constantOf(source, index, inputs[1]);
     const zero = inputs.length > 2 ? constantOf(source, index, inputs[2]) : { data: [0], shape: [] };
     if (scale?.data.length !== 1 || zero?.data.length !== 1) return undefined;
     const qmin = param(node, "qmin") as number;
     const qmax = param(node, "qmax") as number;
-    return { record: [STEP.round_trip, scale.data[0], zero.data[0], qmin, qmax], roundTrip: true };
+    // QOperator ops run as dequantize, the float op, quantize (lib/onnx/quantized.ts).
+    const code = node.op === "dequantize_linear"
+      ? STEP.dequantize
+      : param(node, "dequantize_output") === true
+      ? STEP.round_trip
+      : STEP.quantize;
+    return { record: [code, scale.data[0], zero.data[0], qmin, qmax], roundTrip: code !== STEP.dequantize };
   }
   const codes = SCALAR_CODES[node.op];
   if (codes === undefined) return undefined;
@@ -166,14 +174,16 @@ function stepOf(
 
 /**
  * Fuses chains of elementwise steps with at least one QDQ round trip in graph 0 of `source`
- * (in place). `shape` gives the static shape of a value where known.
+ * (in place). `spec` gives the dtype and shape of a value where known.
  *
  * @returns How many chains were fused.
  */
 export function fuseQuantizedChains(
   source: ProgramSource,
-  shape: (value: number) => readonly number[] | undefined,
+  spec: (value: number) => { dtype: string; shape: readonly number[] } | undefined,
 ): number {
+  // float32 values only: a graph input of u8 arrives as int32, which dequantize_linear reads.
+  const shape = (value: number) => spec(value)?.dtype === "float32" ? spec(value)?.shape : undefined;
   const graph = source.graphs[0];
   if (!graph.nodes.some((node) => node.op === "quantize_linear")) return 0;
   const index = new Index(graph);

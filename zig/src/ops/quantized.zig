@@ -777,6 +777,10 @@ pub const PointwiseStep = enum(u8) {
     /// root = acc: the value two chains shared (read by both steps of x · clip(x + 3))
     /// becomes the root of the steps after it, so the two chains run as one.
     set_root = 15,
+    /// quantize(acc) (QOperator ops' outputs): a, b, c, d as for round_trip.
+    quantize = 16,
+    /// (acc - b) · a (QOperator ops' inputs).
+    dequantize = 17,
 };
 
 const step_len = 5;
@@ -798,13 +802,16 @@ fn checkProgram(program: []const f32, step_count: usize, channels: usize, steps:
     for (steps, 0..) |*step, i| {
         const record = program[i * step_len ..][0..step_len];
         const raw = record[0];
-        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.set_root)) or raw != @round(raw)) {
-            return status.fail(error.InvalidArgument, "quantized_pointwise: step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.set_root) });
+        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.dequantize)) or raw != @round(raw)) {
+            return status.fail(error.InvalidArgument, "quantized_pointwise: step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.dequantize) });
         }
         const code: PointwiseStep = @enumFromInt(@as(u8, @intFromFloat(raw)));
         step.* = .{ .code = code, .a = record[1], .b = record[2], .c = record[3], .d = record[4] };
         switch (code) {
-            .round_trip => {
+            .dequantize => if (!std.math.isFinite(step.a) or !std.math.isFinite(step.b)) {
+                return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s scale {d} and zero point {d} must be finite", .{ i, step.a, step.b });
+            },
+            .round_trip, .quantize => {
                 if (!(step.a > 0) or !std.math.isFinite(step.a)) return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s scale is {d}; it must be finite and greater than 0", .{ i, step.a });
                 if (!(step.c < step.d) or step.c != @round(step.c) or step.d != @round(step.d) or step.c < -(1 << 24) or step.d > 1 << 24) {
                     return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s range [{d}, {d}] must be integers, low below high", .{ i, step.c, step.d });
@@ -886,6 +893,8 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
 fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
     switch (step.code) {
         .round_trip => roundTripSlice(acc, acc, step.a, step.b, step.c, step.d),
+        .quantize => quantizeSlice(acc, acc, step.a, step.b, step.c, step.d),
+        .dequantize => dequantizeSlice(acc, acc, step.a, step.b),
         .set_root => unreachable,
         // A loop per code: a switch inside the loop cost 3 times the arithmetic.
         inline else => |code| {
@@ -919,7 +928,7 @@ inline fn apply(comptime T: type, comptime code: PointwiseStep, v: T, s: T, r: T
         .div_into, .div_into_channel => s / v,
         .add_root => r + v,
         .mul_root => r * v,
-        .round_trip, .set_root => unreachable,
+        .round_trip, .set_root, .quantize, .dequantize => unreachable,
     };
 }
 
@@ -1144,9 +1153,22 @@ test "quantized_pointwise refuses bad programs with errors" {
     @memset(x.f32Slice(), 1);
     const program = try tensor.createUninit(.float32, &.{5});
     defer program.release();
-    for ([_][5]f32{ .{ 99, 0, 0, 0, 0 }, .{ 0.5, 0, 0, 0, 0 }, .{ 0, 0, 0, 0, 255 }, .{ 0, 1, 300, 0, 255 }, .{ 7, 4, 0, 0, 0 }, .{ std.math.nan(f32), 0, 0, 0, 0 } }) |record| {
+    for ([_][5]f32{ .{ 99, 0, 0, 0, 0 }, .{ 0.5, 0, 0, 0, 0 }, .{ 0, 0, 0, 0, 255 }, .{ 0, 1, 300, 0, 255 }, .{ 7, 4, 0, 0, 0 }, .{ std.math.nan(f32), 0, 0, 0, 0 }, .{ 17, std.math.inf(f32), 0, 0, 0 }, .{ 16, 0.5, 0, 3, 2 } }) |record| {
         @memcpy(program.f32Slice(), &record);
         try testing.expectError(error.InvalidArgument, pointwise(x, program, 1));
     }
     try testing.expectError(error.ShapeMismatch, pointwise(x, program, 2));
+}
+
+test "quantized_pointwise dequantizes and quantizes as QOperator ops do" {
+    const x = try tensor.createUninit(.float32, &.{ 1, 3, 37 });
+    defer x.release();
+    for (x.f32Slice(), 0..) |*v, i| v.* = @floatFromInt(i % 256);
+    const program_values = [_]f32{ 17, 0.5, 3, 0, 0, 1, 1, 0, 0, 0, 16, 0.25, 10, 0, 255 };
+    const program = try tensor.createUninit(.float32, &.{program_values.len});
+    defer program.release();
+    @memcpy(program.f32Slice(), &program_values);
+    const out = try pointwise(x, program, 3);
+    defer out.release();
+    for (x.f32Slice(), out.f32Slice()) |v, o| try testing.expectEqual(quantizeValue((v - 3) * 0.5 + 1, 0.25, 10, 0, 255), o);
 }
