@@ -1093,6 +1093,13 @@ export const OP_SCHEMAS = {
       { "name": "align_corners", "kind": "bool", "default": false },
     ],
   },
+  quantized_pointwise: {
+    code: 90,
+    inputs: ["x", "program"],
+    params: [
+      { "name": "steps", "kind": "int", "min": 1, "max": 1024 },
+    ],
+  },
 } as const satisfies Record<string, OpSchema>;
 
 /** Named parameters of each native op (absent ones take the schema's default). */
@@ -1754,5 +1761,9 @@ export interface OpParams {
     padding?: "zeros" | "border" | "reflection";
     /** bool, default false */
     align_corners?: boolean;
+  };
+  quantized_pointwise: {
+    /** int, in [1, 1024], required */
+    steps: number;
   };
 }

@@ -17,6 +17,7 @@ import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from 
 import { HANDLERS, type NodeContext } from "./ops.ts";
 import { indexConsumers, quantizedHandler } from "./quantized.ts";
 import { dropDeadConstants, fuse } from "./fuse.ts";
+import { fuseQuantizedChains } from "./fuse_int8.ts";
 import { forkBranches } from "./branches.ts";
 
 /**
@@ -256,6 +257,7 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
       describe(o.name, dtypeOf(outputs[i]), shapeOf(outputs[i]), o.dims)
     );
     fuse(source, { shape: (value) => b.specs.get(value)?.shape });
+    fuseQuantizedChains(source, (value) => b.specs.get(value));
     // Subgraphs join after the fusions, whose shape hints know graph 0's values only.
     scope.subgraphs.appendTo(source);
     if (options.executionMode === "parallel") forkBranches(source, { spec: (value) => b.specs.get(value) });

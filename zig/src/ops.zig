@@ -134,6 +134,7 @@ pub const OpCode = enum(u32) {
     non_max_suppression = 85,
     non_zero = 86,
     grid_sample = 87,
+    quantized_pointwise = 90,
 
     pub fn fromInt(raw: u32) Error!OpCode {
         return std.meta.intToEnum(OpCode, raw) catch
@@ -771,6 +772,15 @@ pub const QuantizeLinear = struct {
     }
 };
 
+/// A chain of elementwise steps between QDQ pairs in one pass (lib/onnx/fuse_int8.ts builds
+/// it): `program` is float32, `steps` records of 5 values, then per-channel tables
+/// (ops/quantized.zig's `pointwise` gives the step codes).
+pub const QuantizedPointwise = struct {
+    pub const inputs: []const []const u8 = &.{ "x", "program" };
+    pub const bounds = .{ .steps = Bound{ .min = 1, .max = 1 << 10 } };
+    steps: i64,
+};
+
 /// Packs int8 weights, [K, N] (or [N, K] when transposed), for matmul_int8/conv2d_int8.
 pub const PackInt8 = struct {
     pub const inputs = one_input;
@@ -938,6 +948,7 @@ pub const Options = union(OpCode) {
     non_max_suppression: NonMaxSuppression,
     non_zero: NonZero,
     grid_sample: GridSample,
+    quantized_pointwise: QuantizedPointwise,
 };
 
 /// Checks that the optional inputs after `required` ones are there exactly as `flags` (a
@@ -1144,6 +1155,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .pack_int8 => |o| quantized.packInt8(inputs[0], o.k, o.n, o.transposed),
         .matmul_int8 => |o| quantized.matmulInt8(o.quantization(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]),
         .conv2d_int8 => |o| quantized.conv2dInt8(o.quantization(), o.window(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]),
+        .quantized_pointwise => |o| quantized.pointwise(inputs[0], inputs[1], o.steps),
         .resize_to => |o| dynamic.resizeTo(inputs[0], inputs[1], o.axes.slice(), @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest)),
     };
 }

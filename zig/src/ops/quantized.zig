@@ -91,6 +91,21 @@ fn quantizeBytes(src: []const f32, dst: []u8, scale: f32, zero_point: f32, qmin:
     while (i < src.len) : (i += 1) dst[i] = @intFromFloat(quantizeValue(src[i], scale, zero_point, qmin, qmax) - qmin);
 }
 
+/// quantize(src) - qmin of up to 16 values as u32 lanes (0 past src.len): a short tail
+/// takes the vector path too, on a padded copy.
+fn quantizeLanes(src: []const f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) @Vector(lanes, u32) {
+    std.debug.assert(src.len <= lanes);
+    // Full vectors load straight from src (a copy through the stack stalled the load).
+    const values: VF = if (src.len == lanes) src[0..lanes].* else tail: {
+        var padded_values: [lanes]f32 = @splat(0);
+        for (padded_values[0..src.len], src) |*dst, v| dst.* = v;
+        break :tail padded_values;
+    };
+    const q = quantizeVector(values, scale, zero_point, qmin, qmax) - @as(VF, @splat(qmin));
+    const wide: @Vector(lanes, i32) = @intFromFloat(q);
+    return @intCast(wide);
+}
+
 /// dst = (src - zero_point) · scale.
 fn dequantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32) void {
     std.debug.assert(src.len == dst.len);
@@ -421,8 +436,9 @@ const Call = struct {
 
 /// values[column .. column + count] as a vector, zero past count.
 fn padded(values: []const f32, column: usize, count: usize) VF {
+    if (count == lanes) return values[column..][0..lanes].*;
     var lanes_values: [lanes]f32 = @splat(0);
-    @memcpy(lanes_values[0..count], values[column..][0..count]);
+    for (lanes_values[0..count], values[column..][0..count]) |*dst, v| dst.* = v;
     return lanes_values;
 }
 
@@ -652,7 +668,6 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
             const scale: f32 = if (c.call.q.a_integer) 1 else c.call.a_scale;
             const zero: f32 = if (c.call.q.a_integer) 0 else c.call.a_zero;
             const row_bytes = c.padded_width * c.channels;
-            var line: [lanes]u8 = undefined;
             for (begin..end) |padded_y| {
                 const dst = c.image[padded_y * row_bytes ..][0..row_bytes];
                 if (padded_y < c.padding[0] or padded_y >= c.padding[0] + c.height) {
@@ -662,14 +677,28 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
                 @memset(dst[0 .. c.padding[1] * c.channels], zero_byte);
                 @memset(dst[(c.padding[1] + c.width) * c.channels ..], zero_byte);
                 const y = padded_y - c.padding[0];
-                // 16 pixels of one channel at a time, scattered into the pixels' channel slots.
+                // 16 pixels of 4 channels at a time, stored as one u32 per pixel (byte
+                // stores, one per value, were most of this pass); then the odd channels.
                 var x0: usize = 0;
                 while (x0 < c.width) : (x0 += lanes) {
                     const count = @min(lanes, c.width - x0);
-                    for (0..c.channels) |channel| {
+                    var channel: usize = 0;
+                    while (channel + 4 <= c.channels) : (channel += 4) {
+                        var words: @Vector(lanes, u32) = @splat(0);
+                        inline for (0..4) |j| {
+                            const src = c.x[((channel + j) * c.height + y) * c.width + x0 ..][0..count];
+                            const bytes: @Vector(lanes, u32) = quantizeLanes(src, scale, zero, c.call.q.a_min, c.call.q.a_max);
+                            words |= bytes << @splat(8 * j);
+                        }
+                        const values: [lanes]u32 = words;
+                        for (values[0..count], 0..) |word, i| {
+                            std.mem.writeInt(u32, dst[(c.padding[1] + x0 + i) * c.channels + channel ..][0..4], word, .little);
+                        }
+                    }
+                    while (channel < c.channels) : (channel += 1) {
                         const src = c.x[(channel * c.height + y) * c.width + x0 ..][0..count];
-                        quantizeBytes(src, line[0..count], scale, zero, c.call.q.a_min, c.call.q.a_max);
-                        for (line[0..count], 0..) |byte, i| dst[(c.padding[1] + x0 + i) * c.channels + channel] = byte;
+                        const values: [lanes]u32 = quantizeLanes(src, scale, zero, c.call.q.a_min, c.call.q.a_max);
+                        for (values[0..count], 0..) |byte, i| dst[(c.padding[1] + x0 + i) * c.channels + channel] = @intCast(byte);
                     }
                 }
             }
@@ -719,6 +748,188 @@ fn gatherRows(call: *const Call, window: Window, image: []const u8, channels: us
     };
     const context: Context = .{ .call = call, .window = window, .image = image, .channels = channels, .padded_width = padded_width, .out_width = out_width, .a = a };
     try intra_op.parallelForTyped(0, call.rows, parallel.grain(.copy_bytes, call.lda), &context, @TypeOf(context).body);
+}
+
+/// The steps of `pointwise`: each a record [code, a, b, c, d] of the program. `acc` starts
+/// as x; `t` is a per-channel table (a = its offset in the program, one value per index of
+/// axis 1); `root` is x itself (a step of the chain that reads the chain's input again, as
+/// HardSwish's x · clip(x + 3) does). The float operations are the elementwise ops' own
+/// (division divides), so a chain computes exactly what its nodes did one by one.
+pub const PointwiseStep = enum(u8) {
+    /// dequantize(quantize(acc)): a = scale, b = zero point, c = qmin, d = qmax.
+    round_trip = 0,
+    add = 1,
+    sub = 2,
+    /// a - acc
+    sub_from = 3,
+    mul = 4,
+    div = 5,
+    /// a / acc
+    div_into = 6,
+    add_channel = 7,
+    sub_channel = 8,
+    sub_from_channel = 9,
+    mul_channel = 10,
+    div_channel = 11,
+    div_into_channel = 12,
+    add_root = 13,
+    mul_root = 14,
+    /// root = acc: the value two chains shared (read by both steps of x · clip(x + 3))
+    /// becomes the root of the steps after it, so the two chains run as one.
+    set_root = 15,
+    /// quantize(acc) (QOperator ops' outputs): a, b, c, d as for round_trip.
+    quantize = 16,
+    /// (acc - b) · a (QOperator ops' inputs).
+    dequantize = 17,
+};
+
+const step_len = 5;
+/// Elements per piece: a piece is worked step by step in a stack buffer.
+const pointwise_piece = 1024;
+
+/// A checked program step.
+const Step = struct {
+    code: PointwiseStep,
+    a: f32,
+    b: f32,
+    c: f32,
+    d: f32,
+    table: []const f32 = &.{},
+};
+
+fn checkProgram(program: []const f32, step_count: usize, channels: usize, steps: []Step) Error!void {
+    if (program.len < step_count * step_len) return status.fail(error.ShapeMismatch, "quantized_pointwise: a program of {d} steps needs at least {d} values, got {d}", .{ step_count, step_count * step_len, program.len });
+    for (steps, 0..) |*step, i| {
+        const record = program[i * step_len ..][0..step_len];
+        const raw = record[0];
+        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.dequantize)) or raw != @round(raw)) {
+            return status.fail(error.InvalidArgument, "quantized_pointwise: step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.dequantize) });
+        }
+        const code: PointwiseStep = @enumFromInt(@as(u8, @intFromFloat(raw)));
+        step.* = .{ .code = code, .a = record[1], .b = record[2], .c = record[3], .d = record[4] };
+        switch (code) {
+            .dequantize => if (!std.math.isFinite(step.a) or !std.math.isFinite(step.b)) {
+                return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s scale {d} and zero point {d} must be finite", .{ i, step.a, step.b });
+            },
+            .round_trip, .quantize => {
+                if (!(step.a > 0) or !std.math.isFinite(step.a)) return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s scale is {d}; it must be finite and greater than 0", .{ i, step.a });
+                if (!(step.c < step.d) or step.c != @round(step.c) or step.d != @round(step.d) or step.c < -(1 << 24) or step.d > 1 << 24) {
+                    return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s range [{d}, {d}] must be integers, low below high", .{ i, step.c, step.d });
+                }
+                if (step.b != @round(step.b) or step.b < step.c or step.b > step.d) return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s zero point {d} is outside [{d}, {d}]", .{ i, step.b, step.c, step.d });
+            },
+            .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => {
+                const offset = step.a;
+                if (!(offset >= 0) or offset != @round(offset) or offset + @as(f32, @floatFromInt(channels)) > @as(f32, @floatFromInt(program.len))) {
+                    return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s table at {d} does not hold {d} channels inside a program of {d} values", .{ i, offset, channels, program.len });
+                }
+                const start: usize = @intFromFloat(offset);
+                step.table = program[start..][0..channels];
+            },
+            else => {},
+        }
+    }
+}
+
+/// Runs a chain of elementwise steps over x (float32; per-channel steps along axis 1) in one
+/// pass: what a QDQ model's Mul, Add, Div and QuantizeLinear/DequantizeLinear pairs between
+/// two convolutions did in as many passes over memory.
+pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64) Error!*Tensor {
+    try requireFloat("quantized_pointwise", "x", x_input);
+    try requireFloat("quantized_pointwise", "program", program_input);
+    const step_count: usize = @intCast(step_count_value);
+    const program_tensor = try shape_ops.contiguous(program_input);
+    defer program_tensor.release();
+    const dims = x_input.dims();
+    const channels: usize = if (dims.len >= 2) dims[1] else 1;
+    var steps_buffer: [1 << 10]Step = undefined;
+    const steps = steps_buffer[0..step_count];
+    try checkProgram(program_tensor.f32Slice(), step_count, channels, steps);
+    const x = try shape_ops.contiguous(x_input);
+    defer x.release();
+    const out = try tensor.createUninit(.float32, dims);
+    errdefer out.release();
+    var inner: usize = 1;
+    if (dims.len >= 2) for (dims[2..]) |d| {
+        inner *= d;
+    };
+    const pieces = divCeil(@max(inner, 1), pointwise_piece);
+    const planes = if (inner == 0) 0 else x.numel() / inner;
+    const Context = struct {
+        x: []const f32,
+        out: []f32,
+        steps: []const Step,
+        channels: usize,
+        inner: usize,
+        pieces: usize,
+        fn body(c: *const @This(), begin: usize, end: usize) Error!void {
+            var acc: [pointwise_piece]f32 align(64) = undefined;
+            var saved: [pointwise_piece]f32 align(64) = undefined;
+            for (begin..end) |item| {
+                const plane = item / c.pieces;
+                const piece = item % c.pieces;
+                const start = plane * c.inner + piece * pointwise_piece;
+                const len = @min(pointwise_piece, c.inner - piece * pointwise_piece);
+                var root: []const f32 = c.x[start..][0..len];
+                @memcpy(acc[0..len], root);
+                for (c.steps) |step| {
+                    if (step.code == .set_root) {
+                        @memcpy(saved[0..len], acc[0..len]);
+                        root = saved[0..len];
+                    } else {
+                        run(step, acc[0..len], root, plane % c.channels);
+                    }
+                }
+                @memcpy(c.out[start..][0..len], acc[0..len]);
+            }
+        }
+    };
+    const context: Context = .{ .x = x.f32Slice(), .out = out.f32Slice(), .steps = steps, .channels = channels, .inner = inner, .pieces = pieces };
+    try intra_op.parallelForTyped(0, planes * pieces, parallel.grain(.medium, @min(inner, pointwise_piece) * step_count), &context, Context.body);
+    return out;
+}
+
+/// One step over a piece of one channel's plane.
+fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
+    switch (step.code) {
+        .round_trip => roundTripSlice(acc, acc, step.a, step.b, step.c, step.d),
+        .quantize => quantizeSlice(acc, acc, step.a, step.b, step.c, step.d),
+        .dequantize => dequantizeSlice(acc, acc, step.a, step.b),
+        .set_root => unreachable,
+        // A loop per code: a switch inside the loop cost 3 times the arithmetic.
+        inline else => |code| {
+            const operand: f32 = if (comptime isChannelStep(code)) step.table[channel] else step.a;
+            var i: usize = 0;
+            const s: VF = @splat(operand);
+            while (i + lanes <= acc.len) : (i += lanes) {
+                const v: VF = acc[i..][0..lanes].*;
+                const r: VF = root[i..][0..lanes].*;
+                acc[i..][0..lanes].* = apply(VF, code, v, s, r);
+            }
+            while (i < acc.len) : (i += 1) acc[i] = apply(f32, code, acc[i], operand, root[i]);
+        },
+    }
+}
+
+fn isChannelStep(code: PointwiseStep) bool {
+    return switch (code) {
+        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => true,
+        else => false,
+    };
+}
+
+inline fn apply(comptime T: type, comptime code: PointwiseStep, v: T, s: T, r: T) T {
+    return switch (code) {
+        .add, .add_channel => v + s,
+        .sub, .sub_channel => v - s,
+        .sub_from, .sub_from_channel => s - v,
+        .mul, .mul_channel => v * s,
+        .div, .div_channel => v / s,
+        .div_into, .div_into_channel => s / v,
+        .add_root => r + v,
+        .mul_root => r * v,
+        .round_trip, .set_root, .quantize, .dequantize => unreachable,
+    };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -832,45 +1043,132 @@ test "matmul_int8 matches a reference on quantized values, zero points and requa
 }
 
 test "conv2d_int8 equals a direct convolution of the quantized input, with padding and stride" {
+    // Channels 3 (the odd-channel path) and 7 (4 at a time, then 3), widths below and above
+    // 16 pixels (a short tail), at 1 and 2 threads.
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
     var prng = std.Random.DefaultPrng.init(3);
     const random = prng.random();
-    const c_in = 3;
     const c_out = 5;
-    const x = try tensor.createUninit(.float32, &.{ 2, c_in, 6, 7 });
-    defer x.release();
-    for (x.f32Slice()) |*v| v.* = @floatFromInt(random.intRangeAtMost(i32, 0, 255));
-    const k = c_in * 9;
-    const w = try tensor.createUninit(.int32, &.{ c_out, k });
-    defer w.release();
-    for (w.i32Slice()) |*v| v.* = random.intRangeAtMost(i32, -128, 127);
-    const packed_b = try packInt8(w, k, c_out, true);
-    defer packed_b.release();
-    var b_zero: [c_out]f32 = @splat(0);
-    var col_sum: [c_out]f32 = @splat(0);
-    for (0..c_out) |j| for (0..k) |i| {
-        col_sum[j] += @floatFromInt(w.i32Slice()[j * k + i]);
-    };
-    b_zero[1] = 2;
-    const info = try testInfo(c_out, 1, &b_zero, &col_sum, 0);
-    defer info.release();
-    const one = try scalarTensor(1);
-    defer one.release();
-    const a_zero = try scalarTensor(17);
-    defer a_zero.release();
-    const q: Quantization = .{ .n = c_out, .k = k, .a_integer = true, .a_min = 0, .a_max = 255, .requantize = false, .dequantize_output = false, .out_scale = 1, .out_zero = 0, .out_min = 0, .out_max = 0 };
-    const window: Window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
-    const out = try conv2dInt8(q, window, x, packed_b, info, one, a_zero);
-    defer out.release();
-    try testing.expectEqualSlices(usize, &.{ 2, c_out, 3, 7 }, out.dims());
-    for (0..2) |image| for (0..c_out) |co| for (0..3) |oy| for (0..7) |ox| {
-        var acc: f32 = 0;
-        for (0..c_in) |ci| for (0..3) |ky| for (0..3) |kx| {
-            const iy = @as(isize, @intCast(oy * 2 + ky)) - 1;
-            const ix = @as(isize, @intCast(ox + kx)) - 1;
-            const value: f32 = if (iy < 0 or ix < 0 or iy >= 6 or ix >= 7) 17 else x.f32Slice()[((image * c_in + ci) * 6 + @as(usize, @intCast(iy))) * 7 + @as(usize, @intCast(ix))];
-            const weight: f32 = @floatFromInt(w.i32Slice()[co * k + (ky * 3 + kx) * c_in + ci]);
-            acc += (value - 17) * (weight - b_zero[co]);
+    const height = 6;
+    for ([_][2]usize{ .{ 3, 7 }, .{ 7, 19 }, .{ 8, 35 } }) |config| {
+        const c_in = config[0];
+        const width = config[1];
+        const x = try tensor.createUninit(.float32, &.{ 2, c_in, height, width });
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = @floatFromInt(random.intRangeAtMost(i32, 0, 255));
+        const k = c_in * 9;
+        const w = try tensor.createUninit(.int32, &.{ c_out, k });
+        defer w.release();
+        for (w.i32Slice()) |*v| v.* = random.intRangeAtMost(i32, -128, 127);
+        const packed_b = try packInt8(w, @intCast(k), c_out, true);
+        defer packed_b.release();
+        var b_zero: [c_out]f32 = @splat(0);
+        var col_sum: [c_out]f32 = @splat(0);
+        for (0..c_out) |j| for (0..k) |i| {
+            col_sum[j] += @floatFromInt(w.i32Slice()[j * k + i]);
         };
-        try testing.expectEqual(acc, out.f32Slice()[((image * c_out + co) * 3 + oy) * 7 + ox]);
-    };
+        b_zero[1] = 2;
+        const info = try testInfo(c_out, 1, &b_zero, &col_sum, 0);
+        defer info.release();
+        const one = try scalarTensor(1);
+        defer one.release();
+        const a_zero = try scalarTensor(17);
+        defer a_zero.release();
+        const q: Quantization = .{ .n = c_out, .k = k, .a_integer = true, .a_min = 0, .a_max = 255, .requantize = false, .dequantize_output = false, .out_scale = 1, .out_zero = 0, .out_min = 0, .out_max = 0 };
+        const window: Window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
+        for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            const out = try conv2dInt8(q, window, x, packed_b, info, one, a_zero);
+            defer out.release();
+            try testing.expectEqualSlices(usize, &.{ 2, c_out, 3, width }, out.dims());
+            for (0..2) |image| for (0..c_out) |co| for (0..3) |oy| for (0..width) |ox| {
+                var acc: f32 = 0;
+                for (0..c_in) |ci| for (0..3) |ky| for (0..3) |kx| {
+                    const iy = @as(isize, @intCast(oy * 2 + ky)) - 1;
+                    const ix = @as(isize, @intCast(ox + kx)) - 1;
+                    const value: f32 = if (iy < 0 or ix < 0 or iy >= height or ix >= width) 17 else x.f32Slice()[((image * c_in + ci) * height + @as(usize, @intCast(iy))) * width + @as(usize, @intCast(ix))];
+                    const weight: f32 = @floatFromInt(w.i32Slice()[co * k + (ky * 3 + kx) * c_in + ci]);
+                    acc += (value - 17) * (weight - b_zero[co]);
+                };
+                try testing.expectEqual(acc, out.f32Slice()[((image * c_out + co) * 3 + oy) * width + ox]);
+            };
+        }
+    }
+}
+
+test "quantized_pointwise equals its steps run one by one, per-channel tables and the root included, at 1 and 2 threads" {
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(11);
+    const random = prng.random();
+    // Odd sizes: 3 channels, planes of 5 · 7 and of 1030 (two pieces, a ragged tail).
+    for ([_][4]usize{ .{ 2, 3, 5, 7 }, .{ 1, 3, 2, 515 } }) |shape| {
+        const x = try tensor.createUninit(.float32, &shape);
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = random.float(f32) * 8 - 4;
+        const s: f32 = 0.037;
+        const table = [3]f32{ 0.5, -1.25, 2 };
+        const bias = [3]f32{ 0.1, 0.2, -0.3 };
+        const program = [_]f32{
+            @intFromEnum(PointwiseStep.mul_channel), 10 * 5,      0,   0,    0,
+            @intFromEnum(PointwiseStep.round_trip),  s,           100, 0,    255,
+            @intFromEnum(PointwiseStep.add_root),    0,           0,   0,    0,
+            @intFromEnum(PointwiseStep.set_root),    0,           0,   0,    0,
+            @intFromEnum(PointwiseStep.add),         3,           0,   0,    0,
+            @intFromEnum(PointwiseStep.round_trip),  6.0 / 255.0, 0,   0,    255,
+            @intFromEnum(PointwiseStep.mul_root),    0,           0,   0,    0,
+            @intFromEnum(PointwiseStep.div),         6,           0,   0,    0,
+            @intFromEnum(PointwiseStep.sub_channel), 10 * 5 + 3,  0,   0,    0,
+            @intFromEnum(PointwiseStep.round_trip),  s,           -3,  -128, 127,
+        } ++ table ++ bias;
+        const program_tensor = try tensor.createUninit(.float32, &.{program.len});
+        defer program_tensor.release();
+        @memcpy(program_tensor.f32Slice(), &program);
+        // The reference: y = QDQ(x · t[c]) + x (the new root), g = QDQ(y + 3),
+        // QDQ(y · g / 6 - b[c]).
+        const expected = try tensor.createUninit(.float32, &shape);
+        defer expected.release();
+        const plane = shape[2] * shape[3];
+        for (expected.f32Slice(), x.f32Slice(), 0..) |*e, v, i| {
+            const c = i / plane % 3;
+            const y = v + (quantizeValue(v * table[c], s, 100, 0, 255) - 100) * s;
+            const gate = quantizeValue(y + 3, 6.0 / 255.0, 0, 0, 255) * (6.0 / 255.0);
+            e.* = (quantizeValue(y * gate / 6 - bias[c], s, -3, -128, 127) + 3) * s;
+        }
+        for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            const out = try pointwise(x, program_tensor, 10);
+            defer out.release();
+            for (expected.f32Slice(), out.f32Slice()) |e, o| try testing.expectEqual(e, o);
+        }
+    }
+}
+
+test "quantized_pointwise refuses bad programs with errors" {
+    const x = try tensor.createUninit(.float32, &.{ 1, 2, 3 });
+    defer x.release();
+    @memset(x.f32Slice(), 1);
+    const program = try tensor.createUninit(.float32, &.{5});
+    defer program.release();
+    for ([_][5]f32{ .{ 99, 0, 0, 0, 0 }, .{ 0.5, 0, 0, 0, 0 }, .{ 0, 0, 0, 0, 255 }, .{ 0, 1, 300, 0, 255 }, .{ 7, 4, 0, 0, 0 }, .{ std.math.nan(f32), 0, 0, 0, 0 }, .{ 17, std.math.inf(f32), 0, 0, 0 }, .{ 16, 0.5, 0, 3, 2 } }) |record| {
+        @memcpy(program.f32Slice(), &record);
+        try testing.expectError(error.InvalidArgument, pointwise(x, program, 1));
+    }
+    try testing.expectError(error.ShapeMismatch, pointwise(x, program, 2));
+}
+
+test "quantized_pointwise dequantizes and quantizes as QOperator ops do" {
+    const x = try tensor.createUninit(.float32, &.{ 1, 3, 37 });
+    defer x.release();
+    for (x.f32Slice(), 0..) |*v, i| v.* = @floatFromInt(i % 256);
+    const program_values = [_]f32{ 17, 0.5, 3, 0, 0, 1, 1, 0, 0, 0, 16, 0.25, 10, 0, 255 };
+    const program = try tensor.createUninit(.float32, &.{program_values.len});
+    defer program.release();
+    @memcpy(program.f32Slice(), &program_values);
+    const out = try pointwise(x, program, 3);
+    defer out.release();
+    for (x.f32Slice(), out.f32Slice()) |v, o| try testing.expectEqual(quantizeValue((v - 3) * 0.5 + 1, 0.25, 10, 0, 255), o);
 }

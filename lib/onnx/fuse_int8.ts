@@ -1,0 +1,261 @@
+/**
+ * One fusion for quantized (QDQ) models, run after `fuse`: the chains of elementwise ops
+ * between two quantized convolutions become one `quantized_pointwise` node.
+ *
+ * onnxruntime's QDQ format puts a QuantizeLinear/DequantizeLinear pair after every op, so
+ * PaddleOCR det's `conv → ·scale → +bias → hard_swish (as +3, ·x, /6) → ·scale → +bias`
+ * imports as nine passes over memory (five float ops, each followed by a QDQ round trip,
+ * which import already made one `quantize_linear` with `dequantize_output`): two thirds of
+ * det's int8 time. The fused node runs the same steps, in the same order and with the same
+ * float operations (zig/src/ops/quantized.zig's `pointwise`), on a piece of each channel
+ * while it is in cache, so it computes exactly what the nodes did one by one.
+ *
+ * A chain grows only through values with no other reader; a step may read the chain's input
+ * again (HardSwish's `x · clip(x + 3)`), so such an x, read twice, starts a new chain.
+ *
+ * @module
+ */
+import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../program/format.ts";
+import { Index } from "./fuse.ts";
+import { opSchema } from "../ops/dispatch.ts";
+
+/** The step codes of zig/src/ops/quantized.zig's `PointwiseStep`. */
+const STEP = {
+  round_trip: 0,
+  add: 1,
+  sub: 2,
+  sub_from: 3,
+  mul: 4,
+  div: 5,
+  div_into: 6,
+  add_channel: 7,
+  sub_channel: 8,
+  sub_from_channel: 9,
+  mul_channel: 10,
+  div_channel: 11,
+  div_into_channel: 12,
+  add_root: 13,
+  mul_root: 14,
+  set_root: 15,
+  quantize: 16,
+  dequantize: 17,
+} as const;
+/** Values per step record. */
+const STEP_LEN = 5;
+/** The most steps one node takes (the op's bound). */
+const MAX_STEPS = 1024;
+
+interface Chain {
+  /** The value the chain starts from (the node's `x`). */
+  root: number;
+  /** Channels of the root (axis 1 of its static 4-D shape), 0 when not 4-D. */
+  channels: number;
+  steps: { record: number[]; table?: Float32Array }[];
+  members: NodeDescription[];
+  roundTrips: number;
+  /** Taken into the chain before it (`mergeShared`). */
+  merged?: boolean;
+}
+
+/**
+ * Joins chain B to the chain A that makes B's root when B's steps are all that read it
+ * (HardSwish's x, read by x + 3 and by x · clip(…)): A's steps, `set_root`, B's steps.
+ */
+function mergeShared(index: Index, chains: Chain[]): void {
+  const byLast = new Map<number, Chain>();
+  for (const chain of chains) {
+    const owner = byLast.get(chain.root);
+    const reads = chain.members.reduce((n, m) => n + (m.inputs ?? []).filter((v) => v === chain.root).length, 0);
+    if (
+      owner !== undefined && reads === index.readers.get(chain.root) &&
+      owner.steps.length + chain.steps.length < MAX_STEPS
+    ) {
+      owner.steps.push({ record: [STEP.set_root, 0, 0, 0, 0] }, ...chain.steps);
+      owner.members.push(...chain.members);
+      owner.roundTrips += chain.roundTrips;
+      chain.merged = true;
+      byLast.delete(chain.root);
+      byLast.set(chain.members.at(-1)!.outputs[0], owner);
+    } else {
+      byLast.set(chain.members.at(-1)!.outputs[0], chain);
+    }
+  }
+}
+
+function param(node: NodeDescription, name: string): ParamValue | undefined {
+  const given = node.params?.[name];
+  if (given !== undefined) return given;
+  return opSchema(node.op).params.find((p) => p.name === name)?.default as ParamValue | undefined;
+}
+
+/** A float32 or int32 constant's values and shape. */
+function constantOf(
+  source: ProgramSource,
+  index: Index,
+  value: number,
+): { data: number[]; shape: number[] } | undefined {
+  const node = index.producer.get(value);
+  if (node?.op !== "constant" || node.tensor === undefined) return undefined;
+  const t = source.tensors[node.tensor];
+  const bytes = t.data.slice().buffer;
+  if (t.dtype === "float32") return { data: [...new Float32Array(bytes)], shape: t.shape.slice() };
+  if (t.dtype === "int32") return { data: [...new Int32Array(bytes)], shape: t.shape.slice() };
+  return undefined;
+}
+
+const SCALAR_CODES: Record<string, [number, number]> = {
+  add: [STEP.add, STEP.add],
+  sub: [STEP.sub, STEP.sub_from],
+  mul: [STEP.mul, STEP.mul],
+  div: [STEP.div, STEP.div_into],
+};
+const CHANNEL_CODES: Record<string, [number, number]> = {
+  add: [STEP.add_channel, STEP.add_channel],
+  sub: [STEP.sub_channel, STEP.sub_from_channel],
+  mul: [STEP.mul_channel, STEP.mul_channel],
+  div: [STEP.div_channel, STEP.div_into_channel],
+};
+
+/**
+ * The step `node` applies to chain value `x` (the chain's root being `root`, channels
+ * `channels`), or undefined when it is not an elementwise step of this kind.
+ */
+function stepOf(
+  source: ProgramSource,
+  index: Index,
+  node: NodeDescription,
+  x: number,
+  root: number | undefined,
+  channels: number,
+): { record: number[]; table?: Float32Array; roundTrip?: boolean } | undefined {
+  const inputs = node.inputs ?? [];
+  if (node.outputs.length !== 1 || inputs[0] === undefined) return undefined;
+  if (node.op === "quantize_linear" || node.op === "dequantize_linear") {
+    if (inputs[0] !== x || inputs.length < 2) return undefined;
+    const scale = constantOf(source, index, inputs[1]);
+    const zero = inputs.length > 2 ? constantOf(source, index, inputs[2]) : { data: [0], shape: [] };
+    if (scale?.data.length !== 1 || zero?.data.length !== 1) return undefined;
+    const qmin = param(node, "qmin") as number;
+    const qmax = param(node, "qmax") as number;
+    // QOperator ops run as dequantize, the float op, quantize (lib/onnx/quantized.ts).
+    const code = node.op === "dequantize_linear"
+      ? STEP.dequantize
+      : param(node, "dequantize_output") === true
+      ? STEP.round_trip
+      : STEP.quantize;
+    return { record: [code, scale.data[0], zero.data[0], qmin, qmax], roundTrip: code !== STEP.dequantize };
+  }
+  const codes = SCALAR_CODES[node.op];
+  if (codes === undefined) return undefined;
+  if (inputs.length === 1) {
+    const scalar = param(node, "scalar");
+    if (inputs[0] !== x || typeof scalar !== "number") return undefined;
+    return { record: [codes[param(node, "scalar_first") === true ? 1 : 0], scalar, 0, 0, 0] };
+  }
+  if (inputs.length !== 2) return undefined;
+  const position = inputs[0] === x ? 0 : inputs[1] === x ? 1 : -1;
+  if (position < 0 || inputs[0] === inputs[1]) return undefined;
+  const other = inputs[1 - position];
+  if (other === root && (node.op === "add" || node.op === "mul")) {
+    return { record: [node.op === "add" ? STEP.add_root : STEP.mul_root, 0, 0, 0, 0] };
+  }
+  const constant = constantOf(source, index, other);
+  if (constant === undefined) return undefined;
+  const first = position === 1 ? 1 : 0;
+  if (constant.data.length === 1 && constant.shape.length <= 4) {
+    return { record: [codes[first], constant.data[0], 0, 0, 0] };
+  }
+  const perChannel = channels > 0 && constant.data.length === channels &&
+    (constant.shape.length === 3 || (constant.shape.length === 4 && constant.shape[0] === 1)) &&
+    constant.shape.at(-3) === channels && constant.shape.at(-1) === 1 && constant.shape.at(-2) === 1;
+  if (!perChannel) return undefined;
+  return { record: [CHANNEL_CODES[node.op][first], 0, 0, 0, 0], table: new Float32Array(constant.data) };
+}
+
+/**
+ * Fuses chains of elementwise steps with at least one QDQ round trip in graph 0 of `source`
+ * (in place). `spec` gives the dtype and shape of a value where known.
+ *
+ * @returns How many chains were fused.
+ */
+export function fuseQuantizedChains(
+  source: ProgramSource,
+  spec: (value: number) => { dtype: string; shape: readonly number[] } | undefined,
+): number {
+  // float32 values only: a graph input of u8 arrives as int32, which dequantize_linear reads.
+  const shape = (value: number) => spec(value)?.dtype === "float32" ? spec(value)?.shape : undefined;
+  const graph = source.graphs[0];
+  if (!graph.nodes.some((node) => node.op === "quantize_linear")) return 0;
+  const index = new Index(graph);
+  const byOutput = new Map<number, Chain>();
+  const chains: Chain[] = [];
+  const sameShape = (a: number, b: number) => {
+    const sa = shape(a);
+    const sb = shape(b);
+    return sa !== undefined && sb !== undefined && sa.length === sb.length && sa.every((d, i) => d === sb[i] && d >= 0);
+  };
+  for (const node of graph.nodes) {
+    const inputs = node.inputs ?? [];
+    let extended = false;
+    for (const v of new Set(inputs)) {
+      const chain = byOutput.get(v);
+      if (chain === undefined || index.readers.get(v) !== 1 || chain.steps.length >= MAX_STEPS) continue;
+      const step = stepOf(source, index, node, v, chain.root, chain.channels);
+      if (step === undefined || !sameShape(node.outputs[0], chain.root)) continue;
+      chain.steps.push(step);
+      chain.members.push(node);
+      if (step.roundTrip === true) chain.roundTrips++;
+      byOutput.delete(v);
+      byOutput.set(node.outputs[0], chain);
+      extended = true;
+      break;
+    }
+    if (extended || inputs.length === 0) continue;
+    for (const x of new Set(inputs)) {
+      const rootShape = shape(x);
+      if (rootShape === undefined || !sameShape(node.outputs[0], x)) continue;
+      const channels = rootShape.length === 4 ? rootShape[1] : 0;
+      const step = stepOf(source, index, node, x, undefined, channels);
+      if (step === undefined) continue;
+      const chain: Chain = { root: x, channels, steps: [step], members: [node], roundTrips: step.roundTrip ? 1 : 0 };
+      chains.push(chain);
+      byOutput.set(node.outputs[0], chain);
+      break;
+    }
+  }
+  mergeShared(index, chains);
+  const removed = new Set<NodeDescription>();
+  let count = 0;
+  for (const chain of chains) {
+    if (chain.merged) continue;
+    if (chain.members.length < 2 || chain.roundTrips === 0) continue;
+    const program: number[] = [];
+    const tables: number[] = [];
+    const tableStart = chain.steps.length * STEP_LEN;
+    for (const step of chain.steps) {
+      const record = step.record.slice();
+      if (step.table !== undefined) {
+        record[1] = tableStart + tables.length;
+        tables.push(...step.table);
+      }
+      program.push(...record);
+    }
+    program.push(...tables);
+    const last = chain.members.at(-1)!;
+    last.op = "quantized_pointwise";
+    last.inputs = [chain.root, addConstant(source, graph, new Float32Array(program))];
+    last.params = { steps: chain.steps.length };
+    for (const member of chain.members.slice(0, -1)) removed.add(member);
+    count++;
+  }
+  graph.nodes = graph.nodes.filter((node) => !removed.has(node));
+  return count;
+}
+
+/** A new float32 constant at the start of the graph; returns its value. */
+function addConstant(source: ProgramSource, graph: GraphDescription, data: Float32Array): number {
+  source.tensors.push({ dtype: "float32", shape: [data.length], data: new Uint8Array(data.buffer) });
+  const value = graph.values++;
+  graph.nodes.unshift({ op: "constant", outputs: [value], tensor: source.tensors.length - 1 });
+  return value;
+}
