@@ -135,7 +135,9 @@ function build(zig: string, zigDir: string): void {
 
 /** Resolves the library path per the lookup order, building it when needed. */
 export function resolveLibrary(): string {
-  const explicit = Deno.env.get("SPINDLE_LIB");
+  // Read SPINDLE_LIB only where env access to it is granted: a process run with narrower
+  // permissions (e.g. only --allow-read --allow-ffi) uses the local build instead of failing.
+  const explicit = spindleLibSet() ? Deno.env.get("SPINDLE_LIB") : undefined;
   if (explicit) {
     if (mtime(explicit) === null) {
       throw new Error(`SPINDLE_LIB points to '${explicit}', which does not exist`);
@@ -197,9 +199,22 @@ export function libraryPath(): string {
   return open().path;
 }
 
+/**
+ * Throws a `NotCapable` error naming the flags to grant when this process may not load
+ * `path`, instead of Deno's bare "Requires ffi access" from inside `dlopen`.
+ */
+function requireFfi(path: string): void {
+  if (Deno.permissions.querySync({ name: "ffi", path }).state === "granted") return;
+  throw new Deno.errors.NotCapable(
+    `Spindle needs permission to load its native library ${path}: run with ` +
+      "--allow-ffi --allow-read --allow-env (or -A)",
+  );
+}
+
 function open(): { library: Deno.DynamicLibrary<typeof symbols>; path: string } {
   if (loaded !== null) return loaded;
   const path = resolveLibrary();
+  requireFfi(path);
   const library = Deno.dlopen(path, symbols);
   const abi = library.symbols.spindle_abi_version();
   if (abi !== ABI_VERSION) {

@@ -171,3 +171,19 @@ Deno.test("infer names an ONNX input's symbolic shape and the flag when sizes ot
     await Deno.remove(path);
   }
 });
+
+Deno.test("infer feeds integer inputs (token ids) fixed-seed values in [0, --int-values)", async () => {
+  const model = "tests/fixtures/torch/torch_gru.onnx";
+  const args = ["infer", "--model", model, "--input-shape", "tokens=2x7", "--requests", "2", "--warmup", "0"];
+  const zeros = await runCli([...args, "--json"]);
+  assert.equal(zeros.code, 0, zeros.stderr);
+  const some = await runCli([...args, "--json", "--int-values", "50"]);
+  assert.equal(some.code, 0, some.stderr);
+  assert.notEqual(JSON.parse(some.stdout).checksum, JSON.parse(zeros.stdout).checksum);
+  // Past the embedding table's 50 rows: the model's own typed error, one line.
+  const past = await runCli([...args, "--int-values", "51000"]);
+  assert.equal(past.code, 1);
+  assert.match(past.stderr, /^error: .*index \d+ is out of range for dim 0 of size 50 \(index_out_of_range\)/);
+  const bad = await runCli([...args, "--int-values", "0"]);
+  assert.equal(bad.code, 2);
+});

@@ -102,3 +102,19 @@ Deno.test("without read permission the loader says so instead of calling the lib
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("without ffi or env permission the CLI names the flags to grant, with no stack trace", async () => {
+  const noFfi = await execute(["run", "--allow-read", "--allow-env", "--no-prompt", `${ROOT}/main.ts`, "infer"], {});
+  assert.equal(noFfi.code, 1, noFfi.stderr);
+  assert.match(
+    noFfi.stderr,
+    /Spindle needs permission to load its native library .* --allow-ffi --allow-read --allow-env/,
+  );
+  assert.doesNotMatch(noFfi.stderr, /Uncaught|at /);
+  // With read access alone SPINDLE_LIB cannot be read, so the loader falls back to the local
+  // build (which CI may not have built): either way one line that says what to do.
+  const readOnly = await execute(["run", "--allow-read", "--no-prompt", `${ROOT}/main.ts`, "infer"], {});
+  assert.equal(readOnly.code, 1, readOnly.stderr);
+  assert.match(readOnly.stderr, /^error: .*(--allow-ffi|deno task build)/);
+  assert.doesNotMatch(readOnly.stderr, /Uncaught|NotCapable: Requires/);
+});

@@ -10,7 +10,7 @@ import { parallelInfoJson } from "../parallel_info.ts";
 import { BUILTIN_NAMES, type BuiltinModel, builtinModel } from "../models/builtin.ts";
 import { load, type Module } from "../module.ts";
 import type { Precision } from "../program/program.ts";
-import { randn, type Tensor } from "../tensor.ts";
+import { type DType, randn, type Tensor, tensor } from "../tensor.ts";
 import { getNumInferenceThreads, setNumInferenceThreads } from "../inference.ts";
 import { formatProfile, type ProfileReport } from "../profile.ts";
 import { byteSize, parse, positiveInteger, UsageError } from "./usage.ts";
@@ -26,6 +26,8 @@ options it runs the embedded default model builtin:example, the threading spec's
 Options:
   --model NAME|FILE       builtin:${BUILTIN_NAMES.join(", builtin:")} (default builtin:example),
                           or a Spindle model file (inputs: fixed-seed randn, -1 dims = batch)
+  --int-values N          integer inputs (token ids, indices) get fixed-seed values in
+                          [0, N) (default 1: all zeros, an index valid for any table)
   --threads N             intra-op threads (default: MKL/OMP_NUM_THREADS or physical cores)
   --interop-threads N     inter-op threads (default: physical cores)
   --batch B               rows per request (default: the model's)
@@ -94,6 +96,8 @@ export interface InferOptions {
   precision?: Precision;
   /** Profile this many runs after the timed requests (0 or absent: no profile). */
   profileRuns?: number;
+  /** Integer inputs get fixed-seed values in [0, intValues) (default 1: zeros). */
+  intValues?: number;
 }
 
 interface Runnable {
@@ -150,6 +154,7 @@ async function open(
   parallelBranches = false,
   memoryBudget?: number,
   precision: Precision = "f32",
+  intValues = 1,
 ): Promise<Runnable> {
   if (model.startsWith("builtin:")) {
     const name = model.slice("builtin:".length);
@@ -165,18 +170,31 @@ async function open(
   const module = await load(model, { inputShapes, executionMode, memoryBudget, precision });
   const inputs = () =>
     module.inputs.map((spec, i) => {
-      if (spec.dtype !== "float32") {
-        throw new UsageError(`${model}: input ${i} is ${spec.dtype}; infer feeds float32 only`);
-      }
-      return randn(spec.shape.map((d) => (d === -1 ? batch ?? 1 : d)), { seed: 1000 + i });
+      const shape = spec.shape.map((d) => (d === -1 ? batch ?? 1 : d));
+      if (spec.dtype === "float32") return randn(shape, { seed: 1000 + i });
+      return integers(shape, spec.dtype, intValues, 1000 + i);
     });
   return { module, inputs, summary: `${module.name}: ${module.inputs.length} inputs`, dispose: () => module.dispose() };
+}
+
+/** Fixed-seed integers in [0, bound) (mulberry32: small, and the same on every machine). */
+function integers(shape: number[], dtype: DType, bound: number, seed: number): Tensor {
+  const count = shape.reduce((a, b) => a * b, 1);
+  const values = new Array<number>(count);
+  let state = seed >>> 0;
+  for (let i = 0; i < count; i++) {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(state ^ (state >>> 15), state | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    values[i] = Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * bound);
+  }
+  return tensor(values, shape, { dtype });
 }
 
 function checksumOf(outputs: readonly Tensor[]): number {
   let total = 0;
   for (const output of outputs) {
-    for (const value of output.toArray() as Float32Array) total += value;
+    for (const value of output.toArray()) total += Number(value);
   }
   return total;
 }
@@ -194,6 +212,7 @@ export async function runInfer(options: InferOptions): Promise<InferReport> {
     options.parallelBranches,
     options.memoryBudget,
     options.precision,
+    options.intValues,
   );
   const inputs = runnable.inputs();
   try {
@@ -271,6 +290,7 @@ export async function inferCommand(args: string[]): Promise<number> {
     concurrency: { type: "string" },
     warmup: { type: "string" },
     "input-shape": { type: "string", multiple: true },
+    "int-values": { type: "string" },
     "parallel-branches": { type: "boolean" },
     "memory-budget": { type: "string" },
     precision: { type: "string" },
@@ -307,6 +327,7 @@ export async function inferCommand(args: string[]): Promise<number> {
       : byteSize("memory-budget", values["memory-budget"]),
     precision: precisionFlag(values.precision),
     profileRuns,
+    intValues: positiveInteger("int-values", values["int-values"], 1),
   });
   if (values.json) console.log(JSON.stringify(report));
   else printReport(report);

@@ -49,7 +49,10 @@ export async function main(args: string[]): Promise<number> {
       }
       return 1;
     }
-    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied) {
+    if (
+      error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||
+      error instanceof Deno.errors.NotCapable
+    ) {
       console.error(`error: ${error.message}`);
       return 1;
     }
