@@ -342,12 +342,6 @@ fn loadJson(json: []const u8) !*Program {
     return program_module.load(image);
 }
 
-fn floats(values: []const f32, shape: []const usize) !*Tensor {
-    const t = try tensor.createUninit(.float32, shape);
-    @memcpy(t.f32Slice(), values);
-    return t;
-}
-
 fn scalar(dtype: tensor.DType, value: i64, shape: []const usize) !*Tensor {
     const t = try tensor.createUninit(dtype, shape);
     for (0..t.numel()) |i| switch (dtype) {
@@ -382,7 +376,7 @@ test "if runs the branch its run-time condition picks, and only that one" {
     const program = try loadJson(if_json);
     defer program.release();
     try execute.checkShapes(program);
-    const x = try floats(&.{ -1, 2, -3 }, &.{3});
+    const x = try tensor.fromF32(&.{3}, &.{ -1, 2, -3 });
     defer x.release();
     for ([_]i64{ 1, 0, 7 }) |value| {
         const cond = try scalar(.int32, value, &.{});
@@ -408,7 +402,7 @@ test "if runs the branch its run-time condition picks, and only that one" {
 test "if refuses a condition that is not a single value" {
     const program = try loadJson(if_json);
     defer program.release();
-    const x = try floats(&.{ -1, 2 }, &.{2});
+    const x = try tensor.fromF32(&.{2}, &.{ -1, 2 });
     defer x.release();
     // The graph declares a scalar condition; a body-level check covers the rest, so run the
     // node itself on a two-element condition.
@@ -438,7 +432,7 @@ test "loop carries values over its steps and stacks its scanned outputs" {
     const program = try loadJson(loop_json);
     defer program.release();
     try execute.checkShapes(program);
-    const x = try floats(&.{ 1, 2 }, &.{2});
+    const x = try tensor.fromF32(&.{2}, &.{ 1, 2 });
     defer x.release();
     const yes = try scalar(.int32, 1, &.{});
     defer yes.release();
@@ -462,7 +456,7 @@ test "loop carries values over its steps and stacks its scanned outputs" {
 test "loop refuses negative and huge trip counts and non-scalar conditions with typed errors" {
     const program = try loadJson(loop_json);
     defer program.release();
-    const x = try floats(&.{ 1, 2 }, &.{2});
+    const x = try tensor.fromF32(&.{2}, &.{ 1, 2 });
     defer x.release();
     const yes = try scalar(.int32, 1, &.{});
     defer yes.release();
@@ -511,9 +505,9 @@ test "scan slices its inputs step by step, forward or reversed, and stacks at it
         const program = try loadJson(json);
         defer program.release();
         try execute.checkShapes(program);
-        const initial = try floats(&.{ 0, 0 }, &.{2});
+        const initial = try tensor.fromF32(&.{2}, &.{ 0, 0 });
         defer initial.release();
-        const xs = try floats(&.{ 1, 2, 3, 4, 5, 6 }, &.{ 3, 2 });
+        const xs = try tensor.fromF32(&.{ 3, 2 }, &.{ 1, 2, 3, 4, 5, 6 });
         defer xs.release();
         var outputs: [2]*Tensor = undefined;
         try execute.run(program, 0, &.{ initial, xs }, &outputs);
@@ -531,7 +525,7 @@ test "a scan of no steps stacks empty outputs of the body's declared shape at th
     defer std.testing.allocator.free(axes);
     const program = try loadJson(axes);
     defer program.release();
-    const initial = try floats(&.{ 1, 2 }, &.{2});
+    const initial = try tensor.fromF32(&.{2}, &.{ 1, 2 });
     defer initial.release();
     const xs = try tensor.createZeroed(.float32, &.{ 0, 2 });
     defer xs.release();
@@ -591,7 +585,7 @@ test "a planned graph keeps what a control-flow node reads out of its arena: a b
     const plan = program.plans[0] orelse return error.TestUnexpectedResult;
     try std.testing.expect(plan.offsets[0] == null); // relu's output: read by the if
     try std.testing.expect(program.plans[1] == null and program.plans[2] == null); // bodies
-    const x = try floats(&.{ -1, 2, -3, 4 }, &.{4});
+    const x = try tensor.fromF32(&.{4}, &.{ -1, 2, -3, 4 });
     defer x.release();
     for (0..3) |_| for ([_]i64{ 1, 0 }) |value| {
         const cond = try scalar(.int32, value, &.{});
