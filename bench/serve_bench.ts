@@ -283,7 +283,8 @@ if (phases.has("overhead")) {
   const exampleInput = randn([64, 1024], { seed: 1 });
   const clsInput = randn(clsShape, { seed: 2 });
   const server = await startServe(["--model", "example=builtin:example", ...clsArgs, "--concurrency", "1"]);
-  const floor = await startServe([], ["bench/serve_floor.ts"]);
+  const floor = await startServe([], ["bench/serve_floor.ts", "--stack", "http1"]);
+  const denoFloor = await startServe([], ["bench/serve_floor.ts", "--stack", "deno"]);
   const health = await drive(`${server.url}/v2/health/live`, null, overheadRuns, 1, 0);
   say(`HTTP floor: GET /v2/health/live p50 ${(p50(health.latencies) * 1000).toFixed(0)} µs (fetch)`);
   const cases = [
@@ -299,17 +300,22 @@ if (phases.has("overhead")) {
     }]);
     const url = `${server.url}/v2/models/${c.name}/infer`;
     const lean = await LeanClient.open(url, request.body, { "inference-header-content-length": request.header });
-    // The floor: the same request bytes to a bare Deno.serve answering as many bytes as the server does.
+    // The floor: the same request bytes to a bare server on the server's HTTP layer, and to a
+    // bare Deno.serve, each answering as many bytes as the server does.
     const answerBytes = (await lean.post()).bytes;
     const bare = await LeanClient.open(`${floor.url}/${answerBytes}`, request.body, {
+      "inference-header-content-length": request.header,
+    });
+    const bareDeno = await LeanClient.open(`${denoFloor.url}/${answerBytes}`, request.body, {
       "inference-header-content-length": request.header,
     });
     const local: number[] = [];
     const leanServed: number[] = [];
     const floorServed: number[] = [];
+    const denoFloorServed: number[] = [];
     const fetchServed: number[] = [];
     let errors = 0;
-    // The four steps rotate, so that none always runs right after another (a forward leaves
+    // The five steps rotate, so that none always runs right after another (a forward leaves
     // caches cold and the pool's threads briefly spinning for whatever runs next).
     const steps: [number[], () => Promise<void>][] = [
       [local, async () => (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose())],
@@ -319,6 +325,10 @@ if (phases.has("overhead")) {
       }],
       [floorServed, async () => {
         const answer = await bare.post();
+        if (answer.status !== 200 || answer.bytes !== answerBytes) errors++;
+      }],
+      [denoFloorServed, async () => {
+        const answer = await bareDeno.post();
         if (answer.status !== 200 || answer.bytes !== answerBytes) errors++;
       }],
       [fetchServed, async () => void (errors += (await drive(url, request, 1, 1, c.out)).errors)],
@@ -338,6 +348,7 @@ if (phases.has("overhead")) {
     const floorCpu = (mainThreadCpuMs(floor.child.pid) - cpuBefore[1]) / overheadRuns;
     lean.close();
     bare.close();
+    bareDeno.close();
     const compute = await histogramMean(server.url, "spindle_compute_seconds", c.name);
     const whole = await histogramMean(server.url, "spindle_request_seconds", c.name);
     const [base, viaLean, viaFloor, viaFetch] = [p50(local), p50(leanServed), p50(floorServed), p50(fetchServed)];
@@ -347,16 +358,17 @@ if (phases.has("overhead")) {
     const aboveFloor = p50(leanServed.map((t, i) => t - local[i] - floorServed[i]));
     say(
       `${c.name}: in-process forward p50 ${us(base)} µs; served p50 ${us(viaLean)} µs with a lean client ` +
-        `(added ${us(viaLean - base)} µs, paired p50 ${us(added)} µs); the floor, a bare Deno.serve reading ` +
-        `${request.body.byteLength} B and answering ${answerBytes} B, p50 ${us(viaFloor)} µs, so the server ` +
-        `adds ${us(aboveFloor)} µs above it (paired p50); ${us(viaFetch)} µs with fetch (added ` +
+        `(added ${us(viaLean - base)} µs, paired p50 ${us(added)} µs); the floor, a bare server on the same ` +
+        `HTTP layer reading ${request.body.byteLength} B and answering ${answerBytes} B, p50 ${us(viaFloor)} µs ` +
+        `(a bare Deno.serve: ${us(p50(denoFloorServed))} µs), so the server adds ${us(aboveFloor)} µs above it ` +
+        `(paired p50); ${us(viaFetch)} µs with fetch (added ` +
         `${us(viaFetch - base)} µs); CPU of the event-loop thread per request: server ${us(serverCpu)} µs, ` +
         `floor ${us(floorCpu)} µs; in the server, forward with tensors in and out took ${us(compute * 1000)} µs ` +
         `on average and the whole request (body read, parse, forward, encode) ${us(whole * 1000)} µs; ` +
         `${errors} errors`,
     );
   }
-  say(`floor server exit code ${await floor.stop()}`);
+  say(`floor server exit code ${await floor.stop()}, Deno.serve floor ${await denoFloor.stop()}`);
   say(`server exit code ${await server.stop()}`);
   exampleInput.dispose();
   clsInput.dispose();

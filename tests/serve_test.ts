@@ -213,12 +213,9 @@ Deno.test("serve: JSON and binary infer are bit-identical to in-process forward,
 });
 
 Deno.test("serve: concurrent binary responses each carry their own outputs (the response buffer is reused)", async () => {
-  // The server encodes binary responses into one reused buffer because `new Response` copies
-  // a byte body; if Deno stopped copying, responses would share bytes: this would fail.
-  const bytes = new Uint8Array([1, 2, 3]);
-  const copied = new Response(bytes);
-  bytes.fill(9);
-  assert.deepEqual(new Uint8Array(await copied.arrayBuffer()), new Uint8Array([1, 2, 3]));
+  // Each connection encodes its binary responses into a buffer it reuses, and a batch of
+  // forwards settles many requests in one go: if two requests shared a buffer before their
+  // responses were written, their bytes would mix and this would fail.
   using module = await openModule();
   const xs = Array.from({ length: 8 }, (_, r) => X.map((v, i) => v * (r + 1) - i));
   const expected = await Promise.all(xs.map((x) => expectedOutputs(module, x)));

@@ -96,3 +96,12 @@ export async function runCaptured(
   const { code } = await child.status;
   return { code, output };
 }
+
+/** The static checks of `deno task ok` and CI: name, command, arguments, working directory. */
+export const STATIC_CHECKS: [string, string, string[], string][] = [
+  ["deno fmt --check", "deno", ["fmt", "--check"], ROOT],
+  ["deno lint", "deno", ["lint"], ROOT],
+  ["deno check", "deno", ["check", DEV_LOCK, "main.ts", "mod.ts", "tests/", "bench/", "tools/"], ROOT],
+  ["deno doc --lint", "deno", ["doc", "--lint", "mod.ts"], ROOT],
+  ["zig fmt --check", "zig", ["fmt", "--check", "."], ZIG_DIR],
+];

@@ -4,14 +4,10 @@
  *
  * @module
  */
-import { DEV_LOCK, ROOT, run, ZIG_DIR } from "./configs.ts";
+import { ROOT, run, STATIC_CHECKS } from "./configs.ts";
 
 const steps: [string, string, string[], string][] = [
-  ["deno fmt --check", "deno", ["fmt", "--check"], ROOT],
-  ["deno lint", "deno", ["lint"], ROOT],
-  ["deno check", "deno", ["check", DEV_LOCK, "main.ts", "mod.ts", "tests/", "bench/", "tools/"], ROOT],
-  ["deno doc --lint", "deno", ["doc", "--lint", "mod.ts"], ROOT],
-  ["zig fmt --check", "zig", ["fmt", "--check", "."], ZIG_DIR],
+  ...STATIC_CHECKS,
   ["tests", "deno", ["run", "-A", "tools/test.ts", ...Deno.args], ROOT],
 ];
 

@@ -28,6 +28,7 @@ import {
   ROOT,
   run,
   runCaptured,
+  STATIC_CHECKS,
   ZIG_DIR,
 } from "./configs.ts";
 
@@ -209,9 +210,22 @@ async function fuzzRun(seconds: number): Promise<void> {
   record(step, summary === null ? null : { passed: passed ? 1 : 0, failed: passed ? 0 : 1 }, code);
 }
 
+/**
+ * The static checks of `deno task ok` (tools/ok.ts), each one pass or one failure, so that CI
+ * keeps formatting, lint, types and the public docs as green as the tests.
+ */
+async function staticChecks(): Promise<void> {
+  for (const [step, command, args, cwd] of STATIC_CHECKS) {
+    banner(step);
+    const code = await run(command, args, { cwd });
+    record(step, { passed: code === 0 ? 1 : 0, failed: code === 0 ? 0 : 1 }, code);
+  }
+}
+
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
   const configs = allConfigs();
+  await staticChecks();
   for (const config of quick ? configs.slice(0, 1) : zigConfigs(configs)) await zigTests(config, false);
   if (Deno.build.arch === "x86_64") await zigLevelTests();
   if (!quick) {

@@ -567,7 +567,7 @@ function convTranspose(n: NodeContext): Value[] {
     const autoPad = attrString(n, "auto_pad", "NOTSET");
     const outputShape = attrInts(n, "output_shape");
     if (outputShape !== undefined || autoPad === "SAME_UPPER" || autoPad === "SAME_LOWER") {
-      pads = transposedPads(n, x, weight, stride, dilation, outputPadding, outputShape, autoPad);
+      pads = transposedPads(x, weight, stride, dilation, outputPadding, outputShape, autoPad);
     } else if (autoPad !== "NOTSET" && autoPad !== "VALID") {
       throw new RangeError(`ConvTranspose's auto_pad '${autoPad}' is not NOTSET, SAME_UPPER, SAME_LOWER or VALID`);
     }
@@ -612,7 +612,6 @@ function convTranspose(n: NodeContext): Value[] {
  * total is a negative end pad: the output extends at the end.
  */
 function transposedPads(
-  n: NodeContext,
   x: Value,
   weight: Value,
   stride: number[],

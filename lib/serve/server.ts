@@ -1,10 +1,12 @@
 /**
  * The HTTP server of `spindle serve`: Open Inference Protocol (KServe v2) REST routes on
- * `Deno.serve`, a bounded body reader, the scheduler, `/metrics`, and graceful shutdown.
+ * Spindle's own HTTP/1.1 layer (./http1.ts, which says why not `Deno.serve`), the scheduler,
+ * `/metrics`, and graceful shutdown.
  *
  * @module
  */
-import { type Deadline, Deadlines } from "./deadlines.ts";
+import { Deadlines } from "./deadlines.ts";
+import { type HttpRequest, type HttpResponse, serveHttp1 } from "./http1.ts";
 import { Metrics } from "./metrics.ts";
 import type { InputValues, ServedModel } from "./model.ts";
 import { encodeInferResponse, HttpError, parseInferRequest, type RequestPlan, type TensorSpec } from "./protocol.ts";
@@ -42,15 +44,9 @@ export interface InferenceServer {
 /** The only model version served: models are loaded once and never replaced. */
 const VERSION = "1";
 const JSON_HEADERS = { "content-type": "application/json" };
-/** Largest response buffer kept for reuse; larger responses get a buffer of their own. */
-const SCRATCH_KEEP_BYTES = 16 * 2 ** 20;
 
-function json(status: number, value: unknown, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(value), { status, headers: { ...JSON_HEADERS, ...headers } });
-}
-
-function errorResponse(error: HttpError): Response {
-  return json(error.status, { error: error.message }, error.headers);
+function json(status: number, value: unknown, headers: Record<string, string> = {}): HttpResponse {
+  return { status, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(value) };
 }
 
 function tensorMetadata(spec: TensorSpec) {
@@ -82,96 +78,6 @@ function tritonConfig(model: ServedModel, maxBatch: number) {
   };
 }
 
-/** Rejects after `ms` with a 408 unless cleared; for reading bodies that arrive too slowly. */
-function bodyDeadline(deadlines: Deadlines, ms: number): { expired: Promise<never>; clear(): void } {
-  let deadline: Deadline | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    deadline = deadlines.add(
-      ms,
-      () => reject(new HttpError(408, `the request body did not arrive within the ${ms} ms deadline`)),
-    );
-  });
-  expired.catch(() => {});
-  return { expired, clear: () => deadlines.cancel(deadline!) };
-}
-
-/**
- * Reads a request body of at most `maxBody` bytes. A declared Content-Length over the limit
- * is refused before reading; a body of a declared length is read whole in one native read
- * (nothing past the length is read: the HTTP layer frames the body by it); a chunked body is
- * copied as it streams in, and reading stops at the limit.
- */
-async function readBody(
-  request: Request,
-  maxBody: number,
-  timeoutMs: number,
-  deadlines: Deadlines,
-): Promise<Uint8Array> {
-  const declared = request.headers.get("content-length");
-  let length: number | null = null;
-  if (declared !== null) {
-    length = Number(declared);
-    if (!/^\d+$/.test(declared.trim()) || !Number.isSafeInteger(length)) {
-      throw new HttpError(400, `Content-Length '${declared}' is not a byte count`);
-    }
-    if (length > maxBody) {
-      throw new HttpError(413, `the body is ${length} bytes, over the ${maxBody}-byte limit (--max-body)`);
-    }
-  }
-  if (request.body === null) return new Uint8Array(0);
-  if (length !== null) {
-    // A declared length at most maxBody: the HTTP layer (hyper) frames the body by it, so
-    // it can be neither longer nor, without an error, shorter. One native read of the
-    // whole body costs one promise where the stream loop below costs one per chunk plus a
-    // copy to join them: 46 µs against 88 µs for the classifier's 110 KB request on loopback.
-    const deadline = bodyDeadline(deadlines, timeoutMs);
-    const whole = request.bytes();
-    try {
-      const body = await Promise.race([whole, deadline.expired]);
-      if (body.byteLength !== length) {
-        throw new HttpError(400, `the body has ${body.byteLength} bytes; Content-Length declared ${length}`);
-      }
-      return body;
-    } catch (error) {
-      // A body cut short or too slow: its read settles when the connection goes.
-      whole.catch(() => {});
-      if (error instanceof HttpError) throw error;
-      throw new HttpError(400, `the request body could not be read: ${error instanceof Error ? error.message : error}`);
-    } finally {
-      deadline.clear();
-    }
-  }
-  const reader = request.body.getReader();
-  const deadline = bodyDeadline(deadlines, timeoutMs);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  try {
-    while (true) {
-      const { done, value } = await Promise.race([reader.read(), deadline.expired]);
-      if (done) break;
-      if (total + value.byteLength > maxBody) {
-        throw new HttpError(413, `the body is over the ${maxBody}-byte limit (--max-body)`);
-      }
-      chunks.push(value);
-      total += value.byteLength;
-    }
-  } catch (error) {
-    reader.cancel().catch(() => {});
-    if (error instanceof HttpError) throw error;
-    throw new HttpError(400, `the request body could not be read: ${error instanceof Error ? error.message : error}`);
-  } finally {
-    deadline.clear();
-  }
-  if (chunks.length === 1) return chunks[0];
-  const body = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return body;
-}
-
 /**
  * Starts serving `options.models`.
  *
@@ -191,19 +97,6 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
   });
   const deadlines = new Deadlines();
   const scheduler = new Scheduler(options, metrics, deadlines);
-  /**
-   * The buffer binary responses are encoded into, reused: `new Response` copies a byte body
-   * (the Fetch standard's extract-a-body; tests/serve_test.ts checks Deno still does), so it
-   * is free again once the Response exists. A fresh buffer per response costs its zeroing and
-   * page faults on top of that copy. Kept up to SCRATCH_KEEP_BYTES.
-   */
-  let scratchBuffer = new Uint8Array(0);
-  const scratch = (bytes: number): Uint8Array<ArrayBuffer> => {
-    if (bytes <= scratchBuffer.byteLength) return scratchBuffer;
-    const buffer = new Uint8Array(Math.max(bytes, Math.min(2 * scratchBuffer.byteLength, SCRATCH_KEEP_BYTES)));
-    if (buffer.byteLength <= SCRATCH_KEEP_BYTES) scratchBuffer = buffer;
-    return buffer;
-  };
   let draining = false;
   /** Resolves the drain wait of shutdown() once no infer request is left. */
   let drained: (() => void) | null = null;
@@ -219,7 +112,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     return model;
   };
 
-  const infer = async (request: Request, model: ServedModel): Promise<Response> => {
+  const infer = async (request: HttpRequest, model: ServedModel): Promise<HttpResponse> => {
     const arrived = performance.now();
     if (draining) throw new HttpError(503, "the server is shutting down", { "retry-after": "1" });
     if (!scheduler.tryAdmit()) {
@@ -230,14 +123,15 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
       );
     }
     try {
-      const encoding = request.headers.get("content-encoding");
+      const encoding = request.header("content-encoding");
       if (encoding !== null && encoding.trim().toLowerCase() !== "identity") {
         throw new HttpError(400, `Content-Encoding '${encoding}' is not supported; send the body uncompressed`);
       }
-      const body = await readBody(request, options.maxBody, options.timeoutMs, deadlines);
+      // The HTTP layer bounds the body (--max-body, 413) and its arrival (--timeout-ms, 408).
+      const body = await request.body();
       const parsed = parseInferRequest(
         body,
-        request.headers.get("inference-header-content-length"),
+        request.header("inference-header-content-length"),
         model.inputs,
         model.outputs,
         plans.get(model),
@@ -245,7 +139,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
       const inputs: InputValues[] = parsed.inputs.map((t) => ({ dtype: t.dtype, shape: t.shape, data: t.data }));
       const left = Math.max(1, options.timeoutMs - (performance.now() - arrived));
       // The response is made while the outputs are alive: binary outputs are read straight into
-      // the scratch body, which `new Response` copies before the next request can reuse it.
+      // the connection's response buffer, from which the HTTP layer sends them uncopied.
       return await scheduler.infer(model, inputs, left, options.timeoutMs, (outputs) => {
         const encoded = encodeInferResponse(
           model.name,
@@ -263,16 +157,17 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
               values: () => output.values(),
             };
           }),
-          scratch,
+          (bytes) => request.responseBuffer(bytes),
         );
-        if (encoded.headerLength === null) return new Response(encoded.body, { status: 200, headers: JSON_HEADERS });
-        return new Response(encoded.body, {
+        if (encoded.headerLength === null) return { status: 200, headers: JSON_HEADERS, body: encoded.body };
+        return {
           status: 200,
           headers: {
             "content-type": "application/octet-stream",
             "inference-header-content-length": String(encoded.headerLength),
           },
-        });
+          body: encoded.body,
+        };
       });
     } finally {
       scheduler.release();
@@ -280,8 +175,8 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     }
   };
 
-  const route = async (request: Request): Promise<Response> => {
-    const path = new URL(request.url).pathname.replace(/\/+$/, "");
+  const route = async (request: HttpRequest): Promise<HttpResponse> => {
+    const path = request.path.replace(/\/+$/, "");
     const method = request.method;
     const get = method === "GET" || method === "HEAD";
     if (path === "/v2" && get) {
@@ -292,7 +187,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
       return draining ? json(503, { ready: false, error: "the server is shutting down" }) : json(200, { ready: true });
     }
     if (path === "/metrics" && get) {
-      return new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
+      return { status: 200, headers: { "content-type": "text/plain; version=0.0.4" }, body: metrics.render() };
     }
     if (path === "/v2/repository/index" && method === "POST") {
       // Triton's model repository extension, as tritonclient's get_model_repository_index reads it.
@@ -336,38 +231,36 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     });
   };
 
-  const handler = async (request: Request): Promise<Response> => {
+  const handler = async (request: HttpRequest): Promise<HttpResponse> => {
     try {
       return await route(request);
     } catch (error) {
-      if (error instanceof HttpError) return errorResponse(error);
+      if (error instanceof HttpError) throw error; // the HTTP layer answers it as JSON {error}
       console.error(`serve: internal error: ${error instanceof Error ? error.stack : error}`);
       return json(500, { error: `internal error: ${error instanceof Error ? error.message : error}` });
     }
   };
 
-  return new Promise((resolve) => {
-    const server = Deno.serve({
-      port: options.port,
-      hostname: options.hostname,
-      onListen: () => {},
-      onError: (error) => json(500, { error: `internal error: ${error instanceof Error ? error.message : error}` }),
-    }, handler);
-    let stopping: Promise<void> | null = null;
-    resolve({
-      port: server.addr.port,
-      metrics,
-      finished: server.finished,
-      shutdown() {
-        // Deno's server.shutdown() makes the bodies of requests still streaming in unreadable,
-        // so the requests admitted so far are answered first (new ones get 503), then it stops.
-        draining = true;
-        stopping ??= (async () => {
-          if (scheduler.admitted > 0) await new Promise<void>((resolve) => drained = resolve);
-          await server.shutdown();
-        })();
-        return stopping;
-      },
-    });
+  const server = serveHttp1({
+    hostname: options.hostname,
+    port: options.port,
+    maxBody: options.maxBody,
+    timeoutMs: options.timeoutMs,
+    deadlines,
+  }, handler);
+  let stopping: Promise<void> | null = null;
+  return Promise.resolve({
+    port: server.port,
+    metrics,
+    finished: server.finished,
+    shutdown() {
+      // Requests admitted so far are answered first (new ones get 503), then it stops.
+      draining = true;
+      stopping ??= (async () => {
+        if (scheduler.admitted > 0) await new Promise<void>((resolve) => drained = resolve);
+        await server.shutdown();
+      })();
+      return stopping;
+    },
   });
 }

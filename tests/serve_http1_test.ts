@@ -1,0 +1,225 @@
+/**
+ * The HTTP/1.1 layer under `spindle serve` (lib/serve/http1.ts), driven over raw TCP: framing,
+ * keep-alive and pipelining, chunked bodies, 100-continue, HEAD, HTTP/1.0, limits, deadlines
+ * and shutdown. Every malformed head or framing gets a status and a closed connection.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { type HttpRequest, type HttpResponse, serveHttp1 } from "../lib/serve/http1.ts";
+import { HttpError } from "../lib/serve/protocol.ts";
+
+const encoder = new TextEncoder();
+
+/** Echoes method, path, a header and the body's length and sum; `/skip` never reads the body. */
+async function echo(request: HttpRequest): Promise<HttpResponse> {
+  if (request.path === "/skip") return { status: 404, body: "{}" };
+  if (request.path === "/fail") throw new HttpError(418, "teapot");
+  if (request.path === "/crash") throw new Error("boom");
+  const body = await request.body();
+  let sum = 0;
+  for (const byte of body) sum += byte;
+  const text = `${request.method} ${request.path} ${request.header("x-tag")} ${body.byteLength} ${sum}`;
+  if (request.path === "/buffer") {
+    const out = request.responseBuffer(text.length);
+    const { written } = encoder.encodeInto(text, out);
+    return { status: 200, body: out.subarray(0, written) };
+  }
+  return { status: 200, headers: { "content-type": "text/plain" }, body: text };
+}
+
+async function withHttp(
+  fn: (port: number) => Promise<void>,
+  limits: { maxBody?: number; timeoutMs?: number; maxHead?: number } = {},
+): Promise<void> {
+  const server = serveHttp1({
+    hostname: "127.0.0.1",
+    port: 0,
+    maxBody: limits.maxBody ?? 1 << 20,
+    timeoutMs: limits.timeoutMs ?? 2000,
+    maxHead: limits.maxHead,
+  }, echo);
+  try {
+    await fn(server.port);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+/**
+ * Sends `chunks` (numbers are pauses in ms) and returns everything received until the server
+ * closes or `waitMs` passes, and whether the server closed.
+ */
+async function exchange(
+  port: number,
+  chunks: (string | Uint8Array | number)[],
+  waitMs = 1500,
+): Promise<{ text: string; closed: boolean }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const received: number[] = [];
+  let closed = false;
+  let waited = false; // the client closing after waitMs is not the server closing
+  const reading = (async () => {
+    const buffer = new Uint8Array(1 << 16);
+    try {
+      for (;;) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        received.push(...buffer.subarray(0, n));
+      }
+      closed = !waited;
+    } catch {
+      closed = !waited;
+    }
+  })();
+  for (const chunk of chunks) {
+    if (typeof chunk === "number") await new Promise((resolve) => setTimeout(resolve, chunk));
+    else await conn.write(typeof chunk === "string" ? encoder.encode(chunk) : chunk).catch(() => {});
+  }
+  await Promise.race([reading, new Promise((resolve) => setTimeout(resolve, waitMs))]);
+  waited = true;
+  try {
+    conn.close();
+  } catch { /* closed */ }
+  await reading;
+  return { text: new TextDecoder().decode(new Uint8Array(received)), closed };
+}
+
+const statuses = (text: string) => [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+
+Deno.test("http1: keep-alive, pipelined requests answered in order, bodies read in place", async () => {
+  await withHttp(async (port) => {
+    const body = "x".repeat(70_000); // bigger than the starting buffer: it grows
+    const { text, closed } = await exchange(port, [
+      `POST /a HTTP/1.1\r\nhost: h\r\nx-tag: one\r\ncontent-length: 3\r\n\r\nabc` +
+      `GET /b?q=1 HTTP/1.1\r\nhost: h\r\nx-tag: two\r\n\r\n` +
+      `POST /buffer HTTP/1.1\r\nhost: h\r\ncontent-length: ${body.length}\r\n\r\n${body}` +
+      `POST /c HTTP/1.1\r\nhost: h\r\nconnection: close\r\ncontent-length: 1\r\n\r\nz`,
+    ]);
+    assert.deepEqual(statuses(text), [200, 200, 200, 200]);
+    const bodies = text.split(/HTTP\/1\.1 200 OK\r\n/).slice(1).map((r) => r.slice(r.indexOf("\r\n\r\n") + 4));
+    assert.deepEqual(bodies, [
+      "POST /a one 3 294",
+      "GET /b two 0 0",
+      `POST /buffer null 70000 ${120 * 70_000}`,
+      "POST /c null 1 122",
+    ]);
+    assert.match(text, /content-length: 17\r\n/);
+    assert.ok(closed, "connection: close closes after the answer");
+  });
+});
+
+Deno.test("http1: chunked bodies, 100-continue, HEAD, HTTP/1.0", async () => {
+  await withHttp(async (port) => {
+    const chunked = await exchange(port, [
+      "POST /c HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+      "3;ext=1\r\nabc\r\n",
+      20,
+      "2\r\nde\r\n0\r\ntrailer: t\r\n\r\n",
+    ]);
+    assert.match(chunked.text, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nPOST \/c null 5 495$/);
+    // 100 Continue comes only once the handler reads the body, then the answer.
+    const expect = await exchange(port, [
+      "POST /e HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\ncontent-length: 2\r\nconnection: close\r\n\r\n",
+      100,
+      "hi",
+    ]);
+    assert.deepEqual(statuses(expect.text), [100, 200]);
+    const head = await exchange(port, ["HEAD /h HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n"]);
+    assert.match(head.text, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 16\r\n[^]*\r\n\r\n$/);
+    const old = await exchange(port, ["GET /o HTTP/1.0\r\n\r\n"]);
+    assert.ok(old.closed, "HTTP/1.0 without keep-alive closes");
+    assert.match(old.text, /GET \/o null 0 0$/);
+    const oldKept = await exchange(port, ["GET /o HTTP/1.0\r\nconnection: keep-alive\r\n\r\n"], 300);
+    assert.ok(!oldKept.closed, "HTTP/1.0 with keep-alive stays open");
+  });
+});
+
+Deno.test("http1: malformed heads and framing get their status and a closed connection", async () => {
+  await withHttp(async (port) => {
+    const cases: [string, number, RegExp][] = [
+      ["BAD\r\n\r\n", 400, /not an HTTP request line/],
+      ["GET / HTTP/2.0\r\n\r\n", 505, /not HTTP\/1\.0 or HTTP\/1\.1/],
+      ["GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400, /not a header field/],
+      ["POST / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n", 400, /both Transfer-Encoding/],
+      ["POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n", 501, /'gzip' is not supported/],
+      ["POST / HTTP/1.1\r\ncontent-length: -1\r\n\r\n", 400, /'-1' is not a byte count/],
+      ["POST / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab", 400, /'1, 2' is not a byte count/],
+      ["POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", 400, /not a chunk size/],
+      ["POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n", 400, /longer than its declared/],
+      ["GET / HTTP/1.1\r\nx: " + "a".repeat(5000) + "\r\n\r\n", 431, /over 4096 bytes/],
+      ["POST / HTTP/1.1\r\ncontent-length: 2000\r\n\r\n", 413, /over the 1000-byte limit/],
+      [
+        "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n800\r\n" + "a".repeat(2048) + "\r\n0\r\n\r\n",
+        413,
+        /over/,
+      ],
+    ];
+    for (const [request, status, message] of cases) {
+      const { text, closed } = await exchange(port, [request]);
+      assert.equal(statuses(text)[0], status, `${JSON.stringify(request.slice(0, 60))}: ${text}`);
+      assert.match(text, message);
+      assert.match(text, /\r\n\r\n\{"error":/);
+      assert.ok(closed, `${JSON.stringify(request.slice(0, 60))} closes`);
+    }
+    // A repeated Content-Length with one value is allowed.
+    const same = await exchange(port, [
+      "POST /s HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\nconnection: close\r\n\r\nab",
+    ]);
+    assert.match(same.text, /POST \/s null 2 195$/);
+  }, { maxBody: 1000, maxHead: 4096 });
+});
+
+Deno.test("http1: handler errors, unread bodies, slow heads and bodies", async () => {
+  await withHttp(async (port) => {
+    const fail = await exchange(port, ["GET /fail HTTP/1.1\r\n\r\nGET /crash HTTP/1.1\r\nconnection: close\r\n\r\n"]);
+    assert.deepEqual(statuses(fail.text), [418, 500]);
+    assert.match(fail.text, /\{"error":"teapot"\}/);
+    assert.match(fail.text, /\{"error":"internal error: boom"\}/);
+    // A small unread body is skipped and the connection kept; a big one closes it.
+    const small = await exchange(
+      port,
+      ["POST /skip HTTP/1.1\r\ncontent-length: 3\r\n\r\nabcGET /k HTTP/1.1\r\n\r\n"],
+      300,
+    );
+    assert.deepEqual(statuses(small.text), [404, 200]);
+    assert.ok(!small.closed);
+    const big = await exchange(port, [`POST /skip HTTP/1.1\r\ncontent-length: 100000\r\n\r\n`]);
+    assert.deepEqual(statuses(big.text), [404]);
+    assert.ok(big.closed);
+    const slowHead = await exchange(port, ["GET / HTTP/1.1\r\nx: 1\r\n"], 2000);
+    assert.deepEqual(statuses(slowHead.text), [408]);
+    assert.match(slowHead.text, /head did not arrive within the 300 ms deadline/);
+    const slowBody = await exchange(port, ["POST / HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc"], 2000);
+    assert.deepEqual(statuses(slowBody.text), [408]);
+    assert.ok(slowBody.closed);
+    // An idle keep-alive connection has no deadline between requests.
+    const idle = await exchange(port, ["GET /1 HTTP/1.1\r\n\r\n", 500, "GET /2 HTTP/1.1\r\nconnection: close\r\n\r\n"]);
+    assert.deepEqual(statuses(idle.text), [200, 200]);
+  }, { timeoutMs: 300 });
+});
+
+Deno.test("http1: shutdown closes idle connections, answers the one in flight, then finishes", async () => {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const server = serveHttp1({ hostname: "127.0.0.1", port: 0, maxBody: 1024, timeoutMs: 2000 }, async (request) => {
+    if (request.path === "/slow") await gate;
+    return { status: 200, body: request.path };
+  });
+  const idle = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await idle.write(encoder.encode("GET /i HTTP/1.1\r\n\r\n"));
+  const first = new Uint8Array(1024);
+  assert.ok((await idle.read(first))! > 0);
+  const busy = exchange(server.port, ["GET /slow HTTP/1.1\r\n\r\n"], 3000);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const stopped = server.shutdown();
+  assert.equal(await idle.read(first), null, "the idle connection is closed");
+  idle.close();
+  release();
+  const { text, closed } = await busy;
+  assert.match(text, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n\r\n\/slow$/);
+  assert.ok(closed);
+  await stopped;
+  await server.finished;
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.port }));
+});
