@@ -16,10 +16,14 @@
  * and close the connection, as RFC 9112 asks of a server that cannot find the next request.
  * Responses always carry Content-Length; nothing is compressed.
  *
- * Memory: a connection holds one read buffer, grown to its largest request (at most the head
- * limit plus the body limit) and dropped back to 64 KiB after a request over 4 MiB, and one
- * write buffer under the same rule. The body handed to the handler is a view into the read
- * buffer, valid until its response is written: the server copies it into native tensors first.
+ * Memory: an idle connection holds a 16 KiB read buffer (grown for a long head, up to the head
+ * limit, and shrunk back after it). A body or response larger than that takes a buffer from
+ * the server's pool for the length of its request and gives it back after the response is
+ * written, so large buffers are held only by requests being read or answered (and the server
+ * admits a bounded number of those before reading their bodies), and none is allocated per
+ * request once the pool has one of the size. The body handed to the handler is a view into the
+ * read buffer, valid until its response is written: the server copies it into native tensors
+ * first.
  * The response goes out in one write from the write buffer, its head placed just before its
  * body; a handler that encodes the body into `responseBuffer` saves the copy.
  *
@@ -82,8 +86,10 @@ export interface Http1Server {
   shutdown(): Promise<void>;
 }
 
-const KEEP_BYTES = 4 * 2 ** 20;
-const START_BYTES = 64 * 1024;
+/** A connection's own read and write buffers. */
+const SMALL_BYTES = 16 * 1024;
+/** The most bytes the pool keeps while no request uses them. */
+const POOL_KEEP_BYTES = 64 * 2 ** 20;
 const DEFAULT_MAX_HEAD = 64 * 1024;
 /** Room kept in front of a response body for its head, so that both go out in one write. */
 const HEAD_ROOM = 1024;
@@ -147,6 +153,7 @@ export function serveHttp1(
     maxHead: options.maxHead ?? DEFAULT_MAX_HEAD,
     timeoutMs: options.timeoutMs,
     deadlines,
+    pool: new BufferPool(),
     isClosing: () => closing,
   };
   const accepting = (async () => {
@@ -184,7 +191,37 @@ interface Settings {
   maxHead: number;
   timeoutMs: number;
   deadlines: Deadlines;
+  pool: BufferPool;
   isClosing(): boolean;
+}
+
+/**
+ * Large buffers shared by a server's connections: taken for one request's body or response,
+ * given back after it. Sizes are powers of two, so that requests of similar sizes share them.
+ */
+class BufferPool {
+  readonly #free: Uint8Array<ArrayBuffer>[] = [];
+  #freeBytes = 0;
+
+  take(bytes: number): Uint8Array<ArrayBuffer> {
+    let best = -1;
+    for (let i = 0; i < this.#free.length; i++) {
+      const size = this.#free[i].byteLength;
+      if (size >= bytes && (best < 0 || size < this.#free[best].byteLength)) best = i;
+    }
+    if (best < 0) return new Uint8Array(2 ** Math.ceil(Math.log2(Math.max(bytes, 2 * SMALL_BYTES))));
+    const buffer = this.#free[best];
+    this.#free[best] = this.#free[this.#free.length - 1];
+    this.#free.pop();
+    this.#freeBytes -= buffer.byteLength;
+    return buffer;
+  }
+
+  give(buffer: Uint8Array<ArrayBuffer>): void {
+    if (this.#freeBytes + buffer.byteLength > POOL_KEEP_BYTES) return; // the GC has it
+    this.#free.push(buffer);
+    this.#freeBytes += buffer.byteLength;
+  }
 }
 
 /** How the current request's body is framed. */
@@ -196,10 +233,16 @@ class Connection {
   readonly #settings: Settings;
   readonly #handler: (request: HttpRequest) => Promise<HttpResponse>;
   /** Bytes read and not yet consumed are `#buffer[#start, #end)`. */
-  #buffer = new Uint8Array(START_BYTES);
+  #buffer: Uint8Array<ArrayBuffer>;
+  /** This connection's own read buffer, which #buffer is between big requests. */
+  readonly #small = new Uint8Array(SMALL_BYTES);
+  /** Whether #buffer came from the pool. */
+  #pooled = false;
   #start = 0;
   #end = 0;
-  #out = new Uint8Array(START_BYTES + HEAD_ROOM);
+  /** The write buffer: #smallOut, or one from the pool for a big response. */
+  #out: Uint8Array<ArrayBuffer>;
+  #smallOut: Uint8Array<ArrayBuffer> | null = null;
   /** Between requests, waiting for the first byte of the next one. */
   #idle = true;
   #closed = false;
@@ -208,6 +251,8 @@ class Connection {
     this.#conn = conn;
     this.#settings = settings;
     this.#handler = handler;
+    this.#buffer = this.#small;
+    this.#out = this.#small; // replaced before any use (see #room)
     try {
       conn.setNoDelay(true);
     } catch { /* already closed by the peer */ }
@@ -235,8 +280,11 @@ class Connection {
       if (this.#start > 0 && used <= this.#buffer.byteLength / 2) {
         this.#buffer.copyWithin(0, this.#start, this.#end);
       } else {
-        const grown = new Uint8Array(Math.min(Math.max(2 * this.#buffer.byteLength, START_BYTES), limit + 1));
+        // A long head: grown here, and back to #small after its request (#settle).
+        const grown = new Uint8Array(Math.min(2 * this.#buffer.byteLength, limit + 1));
         grown.set(this.#buffer.subarray(this.#start, this.#end));
+        if (this.#pooled) this.#settings.pool.give(this.#buffer);
+        this.#pooled = false;
         this.#buffer = grown;
       }
       this.#start = 0;
@@ -255,12 +303,31 @@ class Connection {
   /** Makes room for `bytes` unconsumed bytes in one piece (a body of a declared length). */
   #reserve(bytes: number): void {
     if (this.#buffer.byteLength - this.#start >= bytes) return;
-    // Room for the next request's head too: the next body of this size then fits as it is.
-    const grown = new Uint8Array(bytes + START_BYTES);
-    grown.set(this.#buffer.subarray(this.#start, this.#end));
+    const taken = this.#settings.pool.take(bytes);
+    taken.set(this.#buffer.subarray(this.#start, this.#end));
+    if (this.#pooled) this.#settings.pool.give(this.#buffer);
+    this.#pooled = true;
     this.#end -= this.#start;
     this.#start = 0;
-    this.#buffer = grown;
+    this.#buffer = taken;
+  }
+
+  /**
+   * After a request: back to the connection's own read buffer (with any pipelined bytes), the
+   * pooled one given back, unless more than 16 KiB of the next requests are already in.
+   */
+  #settle(): void {
+    const left = this.#end - this.#start;
+    if (this.#buffer !== this.#small && left <= SMALL_BYTES) {
+      this.#small.set(this.#buffer.subarray(this.#start, this.#end));
+      if (this.#pooled) this.#settings.pool.give(this.#buffer);
+      this.#pooled = false;
+      this.#buffer = this.#small;
+      this.#start = 0;
+      this.#end = left;
+    } else if (left === 0) {
+      this.#start = this.#end = 0;
+    }
   }
 
   /** Index just past the first CRLF CRLF in the unconsumed bytes at or after `from`, or -1. */
@@ -288,16 +355,8 @@ class Connection {
         return;
       }
       const keepAlive = await this.#exchange(head);
+      this.#settle();
       if (!keepAlive || this.#settings.isClosing()) return;
-      // Drop a buffer grown for a big request; keep any pipelined bytes after it.
-      if (this.#buffer.byteLength > KEEP_BYTES && this.#end - this.#start < START_BYTES) {
-        const fresh = new Uint8Array(START_BYTES);
-        fresh.set(this.#buffer.subarray(this.#start, this.#end));
-        this.#end -= this.#start;
-        this.#start = 0;
-        this.#buffer = fresh;
-      }
-      if (this.#start === this.#end) this.#start = this.#end = 0;
     }
   }
 
@@ -366,7 +425,7 @@ class Connection {
         body: JSON.stringify({ error: `internal error: ${error instanceof Error ? error.message : error}` }),
       };
     }
-    if (!bodyRead && !bodyFailed && framing.kind === "length" && framing.length <= START_BYTES) {
+    if (!bodyRead && !bodyFailed && framing.kind === "length" && framing.length <= SMALL_BYTES) {
       // A small body the handler did not need (a 404, a 503): skip it and keep the connection.
       await request.body().catch(() => {});
     }
@@ -429,13 +488,13 @@ class Connection {
         throw new FramingError(413, `the body is over the ${maxBody}-byte limit (--max-body)`);
       }
       if (total + length > body.byteLength) {
-        const grown = new Uint8Array(Math.min(maxBody, Math.max(2 * body.byteLength, total + length, START_BYTES)));
+        const grown = new Uint8Array(Math.min(maxBody, Math.max(2 * body.byteLength, total + length, SMALL_BYTES)));
         grown.set(body.subarray(0, total));
         body = grown;
       }
       let left = length;
       while (left > 0) {
-        if (this.#start === this.#end) await this.#fill(START_BYTES);
+        if (this.#start === this.#end) await this.#fill(SMALL_BYTES);
         const take = Math.min(left, this.#end - this.#start);
         body.set(this.#buffer.subarray(this.#start, this.#start + take), total);
         this.#start += take;
@@ -448,12 +507,27 @@ class Connection {
     return body.subarray(0, total);
   }
 
-  /** Makes the write buffer hold a head and `bytes` of body (and drops one grown past use). */
+  /**
+   * Makes the write buffer hold a head and `bytes` of body: the connection's own (made on first
+   * use) or, for a bigger response, one from the pool, given back after the write (#answer).
+   */
   #room(bytes: number): void {
     const need = HEAD_ROOM + bytes;
-    if (this.#out.byteLength < need || (this.#out.byteLength > KEEP_BYTES && need <= START_BYTES + HEAD_ROOM)) {
-      this.#out = new Uint8Array(Math.max(need, START_BYTES + HEAD_ROOM));
+    if (this.#out !== this.#small && this.#out.byteLength >= need) return;
+    if (need <= SMALL_BYTES + HEAD_ROOM) {
+      this.#releaseOut();
+      this.#out = this.#smallOut ??= new Uint8Array(SMALL_BYTES + HEAD_ROOM);
+      return;
     }
+    const taken = this.#settings.pool.take(need);
+    this.#releaseOut();
+    this.#out = taken;
+  }
+
+  /** Gives a pooled write buffer back (the connection's own stays). */
+  #releaseOut(): void {
+    if (this.#out !== this.#small && this.#out !== this.#smallOut) this.#settings.pool.give(this.#out);
+    this.#out = this.#small;
   }
 
   async #answer(response: HttpResponse, isHead: boolean, close: boolean): Promise<void> {
@@ -491,6 +565,7 @@ class Connection {
     } catch {
       close = true;
     }
+    this.#releaseOut();
     if (close) this.#close();
   }
 
