@@ -30,7 +30,7 @@ async function echo(request: HttpRequest): Promise<HttpResponse> {
 
 async function withHttp(
   fn: (port: number) => Promise<void>,
-  limits: { maxBody?: number; timeoutMs?: number; maxHead?: number } = {},
+  limits: { maxBody?: number; timeoutMs?: number; maxHead?: number; idleTimeoutMs?: number } = {},
 ): Promise<void> {
   const server = serveHttp1({
     hostname: "127.0.0.1",
@@ -38,6 +38,7 @@ async function withHttp(
     maxBody: limits.maxBody ?? 1 << 20,
     timeoutMs: limits.timeoutMs ?? 2000,
     maxHead: limits.maxHead,
+    idleTimeoutMs: limits.idleTimeoutMs,
   }, echo);
   try {
     await fn(server.port);
@@ -193,10 +194,14 @@ Deno.test("http1: handler errors, unread bodies, slow heads and bodies", async (
     const slowBody = await exchange(port, ["POST / HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc"], 2000);
     assert.deepEqual(statuses(slowBody.text), [408]);
     assert.ok(slowBody.closed);
-    // An idle keep-alive connection has no deadline between requests.
+    // Between requests a keep-alive connection has the idle timeout, not the request deadline;
+    // past it the server closes the connection.
     const idle = await exchange(port, ["GET /1 HTTP/1.1\r\n\r\n", 500, "GET /2 HTTP/1.1\r\nconnection: close\r\n\r\n"]);
     assert.deepEqual(statuses(idle.text), [200, 200]);
-  }, { timeoutMs: 300 });
+    const idleTooLong = await exchange(port, ["GET /1 HTTP/1.1\r\n\r\n"], 2000);
+    assert.deepEqual(statuses(idleTooLong.text), [200]);
+    assert.ok(idleTooLong.closed, "closed after the idle timeout");
+  }, { timeoutMs: 300, idleTimeoutMs: 900 });
 });
 
 Deno.test("http1: shutdown closes idle connections, answers the one in flight, then finishes", async () => {

@@ -10,7 +10,8 @@
  * `Content-Length` and `chunked` request bodies, read only when the handler asks for them (so a
  * request refused before its body, a 503 or 413, costs no buffer; the connection then closes,
  * since its unread body is still on the wire); `Expect: 100-continue` answered when the body
- * is read; a deadline on the head and body of each request (408, then close); `HEAD`; HTTP/1.0
+ * is read; a deadline on the head and body of each request (408, then close) and an idle timeout
+ * between requests; `HEAD`; HTTP/1.0
  * with and without keep-alive; limits on head size (431) and body size (413). Framing errors
  * (a bad Content-Length, both Content-Length and Transfer-Encoding, a broken chunk) are 400
  * and close the connection, as RFC 9112 asks of a server that cannot find the next request.
@@ -70,6 +71,8 @@ export interface Http1Options {
   timeoutMs: number;
   /** Largest request head (request line and headers), in bytes (default 64 KiB). */
   maxHead?: number;
+  /** A keep-alive connection idle this long between requests is closed (default 75 s, as nginx). */
+  idleTimeoutMs?: number;
   /** Timers for the deadlines (the server shares its own). */
   deadlines?: Deadlines;
 }
@@ -151,6 +154,7 @@ export function serveHttp1(
   const settings = {
     maxBody: options.maxBody,
     maxHead: options.maxHead ?? DEFAULT_MAX_HEAD,
+    idleTimeoutMs: options.idleTimeoutMs ?? 75_000,
     timeoutMs: options.timeoutMs,
     deadlines,
     pool: new BufferPool(),
@@ -189,6 +193,7 @@ export function serveHttp1(
 interface Settings {
   maxBody: number;
   maxHead: number;
+  idleTimeoutMs: number;
   timeoutMs: number;
   deadlines: Deadlines;
   pool: BufferPool;
@@ -341,11 +346,18 @@ class Connection {
 
   async #serve(): Promise<void> {
     while (!this.#closed) {
-      // Wait for the next request's first byte with no deadline (an idle keep-alive
-      // connection), then give its head the request deadline.
+      // Wait for the next request's first byte up to the idle timeout (an idle keep-alive
+      // connection costs its buffer and a descriptor), then give its head the request deadline.
       this.#idle = true;
       if (this.#settings.isClosing() && this.#start === this.#end) return;
-      while (this.#start === this.#end) await this.#fill(this.#settings.maxHead);
+      if (this.#start === this.#end) {
+        const idle = this.#settings.deadlines.add(this.#settings.idleTimeoutMs, () => this.#close());
+        try {
+          while (this.#start === this.#end) await this.#fill(this.#settings.maxHead);
+        } finally {
+          this.#settings.deadlines.cancel(idle);
+        }
+      }
       this.#idle = false;
       let head: Head;
       try {
