@@ -228,3 +228,86 @@ Deno.test("http1: shutdown closes idle connections, answers the one in flight, t
   await server.finished;
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.port }));
 });
+
+/** Sends `bytes` and reads until one whole response is in, the server closes, or `waitMs` pass. */
+async function oneAnswer(port: number, bytes: Uint8Array, waitMs: number): Promise<{ text: string; closed: boolean }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(bytes).catch(() => {});
+  const received: number[] = [];
+  const buffer = new Uint8Array(1 << 16);
+  const complete = () => {
+    const text = new TextDecoder().decode(new Uint8Array(received));
+    const end = text.indexOf("\r\n\r\n");
+    const length = text.match(/\r\ncontent-length: (\d+)\r\n/);
+    return end >= 0 && length !== null && received.length >= end + 4 + Number(length[1]);
+  };
+  let closed = false;
+  const timer = setTimeout(() => conn.close(), waitMs);
+  try {
+    while (!complete()) {
+      const n = await conn.read(buffer);
+      if (n === null) {
+        closed = true;
+        break;
+      }
+      received.push(...buffer.subarray(0, n));
+    }
+  } catch { /* closed by the timer: nothing more came */ }
+  clearTimeout(timer);
+  try {
+    conn.close();
+  } catch { /* closed */ }
+  return { text: new TextDecoder().decode(new Uint8Array(received)), closed };
+}
+
+Deno.test("http1: 150 random byte-level mutations of requests get a well-formed answer or a close, never a hang", async () => {
+  let seed = 12345;
+  const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const base = encoder.encode(
+    "POST /m?x=1 HTTP/1.1\r\nhost: h\r\nx-tag: t\r\ncontent-type: application/octet-stream\r\n" +
+      "content-length: 16\r\n\r\n0123456789abcdef",
+  );
+  const pieces = [
+    "\r\n",
+    "\r\n\r\n",
+    ":",
+    " ",
+    "chunked",
+    "transfer-encoding: chunked\r\n",
+    "content-length: 9\r\n",
+    "\0",
+  ];
+  const outcomes = { answered: 0, closed: 0 };
+  await withHttp(async (port) => {
+    for (let i = 0; i < 150; i++) {
+      const bytes = [...base];
+      for (let m = 1 + Math.floor(next() * 4); m > 0; m--) {
+        const at = Math.floor(next() * bytes.length);
+        const kind = Math.floor(next() * 4);
+        if (kind === 0) bytes[at] = Math.floor(next() * 256);
+        else if (kind === 1) bytes.splice(at, 1 + Math.floor(next() * 8));
+        else if (kind === 2) bytes.splice(at, 0, ...encoder.encode(pieces[Math.floor(next() * pieces.length)]));
+        else bytes.length = at; // truncated: the head or body deadline (150 ms) answers 408
+      }
+      if (bytes.length === 0) continue; // nothing sent: an idle connection, which only the idle timeout closes
+      // Longer than the 150 ms deadline: every request is answered or closed within it.
+      const { text, closed } = await oneAnswer(port, new Uint8Array(bytes), 1500);
+      if (text === "") {
+        assert.ok(
+          closed,
+          `mutation ${i}: neither an answer nor a close within 1.5 s: ${
+            JSON.stringify(new TextDecoder().decode(new Uint8Array(bytes)))
+          }`,
+        );
+        outcomes.closed++;
+        continue;
+      }
+      assert.match(text, /^HTTP\/1\.1 [1-5]\d\d [^\r\n]*\r\n[^]*\r\ncontent-length: \d+\r\n/, `mutation ${i}`);
+      outcomes.answered++;
+    }
+    // Still serving.
+    const { text } = await oneAnswer(port, encoder.encode("GET /ok HTTP/1.1\r\nconnection: close\r\n\r\n"), 2000);
+    assert.match(text, /GET \/ok null 0 0$/);
+  }, { timeoutMs: 150, maxBody: 1 << 16 });
+  assert.ok(outcomes.answered > 75, JSON.stringify(outcomes));
+});
