@@ -715,6 +715,9 @@ Deno.test("serve CLI: bad flags are usage errors", async () => {
   const missing = await runCli(["serve", "--model", "a=/nonexistent.spindle"]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /no model file at '\/nonexistent.spindle'/);
+  const precision = await runCli(["serve", "--model", "a=builtin:mlp", "--precision", "f16"]);
+  assert.equal(precision.code, 2);
+  assert.match(precision.stderr, /--precision must be f32 or bf16, got 'f16'/);
 });
 
 Deno.test("serve CLI: --input-shape applies to every model, or to one with MODEL:", async () => {

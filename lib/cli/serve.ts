@@ -12,7 +12,8 @@ import { type ServedModel, servedModule } from "../serve/model.ts";
 import { DATATYPE_OF, type TensorSpec } from "../serve/protocol.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../serve/server.ts";
 import { defaultConcurrency } from "../serve/serve.ts";
-import { parseInputShapes } from "./infer.ts";
+import { parseInputShapes, precisionFlag } from "./infer.ts";
+import type { Precision } from "../program/program.ts";
 import { byteSize, parse, positiveInteger, UsageError } from "./usage.ts";
 
 /** Usage text of `serve`. */
@@ -44,6 +45,9 @@ Options:
                           e.g. x=-1x3x48x192, for every model or only MODEL's (e.g.
                           rec:x=-1x3x48x320); repeatable
   --memory-budget SIZE    model files: the most tensor bytes each run may hold (default 4G)
+  --precision f32|bf16    run every model's convolutions and matrix products in bf16 with
+                          f32 accumulation (falls back to f32 with a warning on CPUs
+                          without bf16 instructions); default f32
   -h, --help              show this help`;
 
 /** Parses repeated `NAME=PATH` flags. */
@@ -88,18 +92,19 @@ async function openModel(
   path: string,
   inputShapes: Record<string, number[]>,
   memoryBudget: number | undefined,
+  precision: Precision,
 ): Promise<ServedModel> {
   if (path.startsWith("builtin:")) {
     const builtin = path.slice("builtin:".length);
     if (!BUILTIN_NAMES.includes(builtin)) {
       throw new UsageError(`unknown model '${path}' (built-ins: builtin:${BUILTIN_NAMES.join(", builtin:")})`);
     }
-    const built = builtinModel(builtin);
+    const built = builtinModel(builtin, { precision });
     return servedModule(name, path, built.module, () => built.dispose());
   }
   // No sizes needed for symbolic dims: each request brings its shape, and load() keeps the
   // dims symbolic (infer needs them only to make up inputs).
-  const module = await load(path, { inputShapes, memoryBudget });
+  const module = await load(path, { inputShapes, memoryBudget, precision });
   return servedModule(name, path, module);
 }
 
@@ -123,6 +128,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     "interop-threads": { type: "string" },
     "input-shape": { type: "string", multiple: true },
     "memory-budget": { type: "string" },
+    precision: { type: "string" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -138,6 +144,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   const batchDelayUs = values["batch-delay-us"] === "0"
     ? 0
     : positiveInteger("batch-delay-us", values["batch-delay-us"], 0, 10_000_000);
+  const precision = precisionFlag(values.precision);
   const memoryBudget = values["memory-budget"] === undefined
     ? undefined
     : byteSize("memory-budget", values["memory-budget"]);
@@ -157,7 +164,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   try {
     for (const { name, path } of specs) {
       const inputShapes = inputShapesFor(name, values["input-shape"] ?? [], modelNames);
-      const model = await openModel(name, path, inputShapes, memoryBudget);
+      const model = await openModel(name, path, inputShapes, memoryBudget, precision);
       models.push(model);
       const batching = maxBatch > 1
         ? model.batchable ? `on (up to ${maxBatch} rows, ${batchDelayUs} µs delay)` : "off (no batch dimension)"
@@ -165,7 +172,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       console.log(
         `model ${name} (${path}): inputs ${describe(model.inputs)}; outputs ${
           describe(model.outputs)
-        }; dynamic batching ${batching}`,
+        }; dynamic batching ${batching}${precision === "f32" ? "" : `; precision ${precision}`}`,
       );
     }
     const options: ServeOptions = {
