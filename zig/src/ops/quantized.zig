@@ -427,7 +427,17 @@ const Call = struct {
             if (call.column_stride != 1) {
                 for (0..count) |j| {
                     const out_column = call.out[(column + j) * call.column_stride + row * call.row_stride ..][0..rows];
-                    for (out_column, 0..) |*o, r| o.* = results[r][j];
+                    var r: usize = 0;
+                    if (comptime has_avx512) {
+                        // Column j of 16 rows with one gather (a load and a store per value
+                        // were a third of the epilogue).
+                        const flat: *const [rows_per_task * lanes]f32 = @ptrCast(&results);
+                        const stride = std.simd.iota(i32, lanes) * @as(@Vector(lanes, i32), @splat(lanes));
+                        while (r + lanes <= rows) : (r += lanes) {
+                            out_column[r..][0..lanes].* = gather(flat[r * lanes + j ..], stride);
+                        }
+                    }
+                    while (r < rows) : (r += 1) out_column[r] = results[r][j];
                 }
             }
         }
@@ -736,6 +746,14 @@ fn gatherRows(call: *const Call, window: Window, image: []const u8, channels: us
                 var offset: usize = 0;
                 for (0..w.kernel[0]) |ky| {
                     const iy = oy * w.stride[0] + ky * w.dilation[0];
+                    if (w.dilation[1] == 1) {
+                        // A kernel row's taps are adjacent pixels: one copy of kw · C bytes
+                        // (det's 3-channel stem made 9 calls of 3 bytes per row).
+                        const span = w.kernel[1] * c.channels;
+                        @memcpy(dst[offset..][0..span], c.image[(iy * c.padded_width + ox * w.stride[1]) * c.channels ..][0..span]);
+                        offset += span;
+                        continue;
+                    }
                     for (0..w.kernel[1]) |kx| {
                         const ix = ox * w.stride[1] + kx * w.dilation[1];
                         @memcpy(dst[offset..][0..c.channels], c.image[(iy * c.padded_width + ix) * c.channels ..][0..c.channels]);
@@ -983,16 +1001,18 @@ fn lookUp(q: Step, acc: []const f32, levels: *const [Table.len]f32, out: []f32) 
 
 const has_avx512 = @import("builtin").cpu.arch == .x86_64 and std.Target.x86.featureSetHas(@import("builtin").cpu.features, .avx512f);
 
-/// levels[indices] with one vgatherdps (16 scalar loads, extracts and stores were two thirds of
-/// a table chain's time). Every index is in [0, 256): `lookUp` clamps to the range first.
-inline fn gather(levels: *const [Table.len]f32, indices: @Vector(lanes, i32)) VF {
+/// base[indices] with one vgatherdps (16 scalar loads, extracts and stores were two thirds of
+/// a table chain's time). Callers keep every index inside `base` (`lookUp` clamps to the
+/// table's range first; the epilogue's indices stay inside its tile).
+inline fn gather(base: []const f32, indices: @Vector(lanes, i32)) VF {
+    std.debug.assert(@reduce(.Max, indices) < base.len and @reduce(.Min, indices) >= 0);
     var result: VF = @splat(0);
     // All lanes: the instruction clears the mask as it loads.
     var mask: u16 = 0xffff;
     asm volatile ("vgatherdps (%[base],%[index],4), %[result] {%[mask]}"
         : [result] "+&v" (result),
           [mask] "+{k1}" (mask),
-        : [base] "r" (levels),
+        : [base] "r" (base.ptr),
           [index] "v" (indices),
         : .{ .memory = true });
     return result;
