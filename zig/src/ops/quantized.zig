@@ -427,17 +427,7 @@ const Call = struct {
             if (call.column_stride != 1) {
                 for (0..count) |j| {
                     const out_column = call.out[(column + j) * call.column_stride + row * call.row_stride ..][0..rows];
-                    var r: usize = 0;
-                    if (comptime has_avx512) {
-                        // Column j of 16 rows with one gather (a load and a store per value
-                        // were a third of the epilogue).
-                        const flat: *const [rows_per_task * lanes]f32 = @ptrCast(&results);
-                        const stride = std.simd.iota(i32, lanes) * @as(@Vector(lanes, i32), @splat(lanes));
-                        while (r + lanes <= rows) : (r += lanes) {
-                            out_column[r..][0..lanes].* = gather(flat[r * lanes + j ..], stride);
-                        }
-                    }
-                    while (r < rows) : (r += 1) out_column[r] = results[r][j];
+                    for (out_column, 0..) |*o, r| o.* = results[r][j];
                 }
             }
         }
@@ -983,12 +973,13 @@ const Table = struct {
 /// one by one), so each element gets the level the step-by-step path gives it.
 fn lookUp(q: Step, acc: []const f32, levels: *const [Table.len]f32, out: []f32) void {
     std.debug.assert(acc.len == out.len);
+    const table_vectors: [Table.len / lanes]VF = @bitCast(levels.*);
     var i: usize = 0;
     while (i + lanes <= acc.len) : (i += lanes) {
         const level = quantizeVector(acc[i..][0..lanes].*, q.a, q.b, q.c, q.d) - @as(VF, @splat(q.c));
         const indices: @Vector(lanes, i32) = @intFromFloat(level);
         if (comptime has_avx512) {
-            out[i..][0..lanes].* = gather(levels, indices);
+            out[i..][0..lanes].* = permuteLookUp(&table_vectors, indices);
         } else {
             const array: [lanes]i32 = indices;
             inline for (0..lanes) |j| out[i + j] = levels[@intCast(array[j])];
@@ -1001,21 +992,29 @@ fn lookUp(q: Step, acc: []const f32, levels: *const [Table.len]f32, out: []f32) 
 
 const has_avx512 = @import("builtin").cpu.arch == .x86_64 and std.Target.x86.featureSetHas(@import("builtin").cpu.features, .avx512f);
 
-/// base[indices] with one vgatherdps (16 scalar loads, extracts and stores were two thirds of
-/// a table chain's time). Callers keep every index inside `base` (`lookUp` clamps to the
-/// table's range first; the epilogue's indices stay inside its tile).
-inline fn gather(base: []const f32, indices: @Vector(lanes, i32)) VF {
-    std.debug.assert(@reduce(.Max, indices) < base.len and @reduce(.Min, indices) >= 0);
-    var result: VF = @splat(0);
-    // All lanes: the instruction clears the mask as it loads.
-    var mask: u16 = 0xffff;
-    asm volatile ("vgatherdps (%[base],%[index],4), %[result] {%[mask]}"
-        : [result] "+&v" (result),
-          [mask] "+{k1}" (mask),
-        : [base] "r" (base.ptr),
-          [index] "v" (indices),
-        : .{ .memory = true });
-    return result;
+/// table[indices] for 16 indices in [0, 256), the table in 16 registers: vpermi2ps picks
+/// from each 32-entry pair by an index's low 5 bits, then bits 5, 6 and 7 choose among the
+/// 8 pairs' picks. One vgatherdps per 16 elements still took 60% of a chain's time in perf
+/// (rec_qdq); these permutes and blends are single-cycle register operations.
+inline fn permuteLookUp(table: *const [Table.len / lanes]VF, indices: @Vector(lanes, i32)) VF {
+    var picks: [8]VF = undefined;
+    inline for (&picks, 0..) |*pick, pair| {
+        var selected: @Vector(lanes, i32) = indices;
+        asm ("vpermi2ps %[high], %[low], %[selected]"
+            : [selected] "+v" (selected),
+            : [low] "v" (table[2 * pair]),
+              [high] "v" (table[2 * pair + 1]),
+        );
+        pick.* = @bitCast(selected);
+    }
+    const zero: @Vector(lanes, i32) = @splat(0);
+    comptime var width: usize = 8;
+    inline for (5..8) |bit| {
+        const high = (indices & @as(@Vector(lanes, i32), @splat(1 << bit))) != zero;
+        width /= 2;
+        inline for (0..width) |j| picks[j] = @select(f32, high, picks[2 * j + 1], picks[2 * j]);
+    }
+    return picks[0];
 }
 
 /// One step over a piece of one channel's plane.
