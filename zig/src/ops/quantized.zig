@@ -288,7 +288,7 @@ pub fn packInt8(w_input: *Tensor, k_value: i64, n_value: i64, transposed: bool) 
 }
 
 /// The int8 GEMM kernel calls use: the best the CPU runs, or a lower one that
-/// SPINDLE_INT8_KERNEL (widened | reference) asks for (tests and benchmarks of the fallback;
+/// SPINDLE_INT8_KERNEL (vnni | widened | reference) asks for (tests and benchmarks of the fallback;
 /// a higher one than the CPU runs is ignored).
 pub fn selectedKernel() kernels.Kernel {
     const best = kernels.Kernel.pick();
@@ -300,6 +300,7 @@ pub fn selectedKernel() kernels.Kernel {
 /// parallel_info's description of the int8 kernel in use.
 pub fn kernelDescription() []const u8 {
     return switch (selectedKernel()) {
+        .amx => "AMX int8 (tdpbusd) on 16-row tiles, AVX512-VNNI on the rest",
         .vnni => "AVX512-VNNI (vpdpbusd)",
         .widened => "16-bit widened u8×s8 (vpmaddwd on AVX2)",
         .reference => "reference loops (forced by SPINDLE_INT8_KERNEL)",
@@ -1152,8 +1153,9 @@ test "matmul_int8 matches a reference on quantized values, zero points and requa
     const a_zero = try scalarTensor(-3);
     defer a_zero.release();
     const q: Quantization = .{ .n = n, .k = k, .a_integer = false, .a_min = -128, .a_max = 127, .requantize = true, .dequantize_output = false, .out_scale = 0.05, .out_zero = 10, .out_min = 0, .out_max = 255 };
-    for ([_]kernels.Kernel{ .reference, .widened, .vnni }) |kernel| {
+    for ([_]kernels.Kernel{ .reference, .widened, .vnni, .amx }) |kernel| {
         if (kernel == .vnni and !kernels.vnniSupported()) continue;
+        if (kernel == .amx and kernels.Kernel.pick() != .amx) continue;
         kernels.forced = kernel;
         defer kernels.forced = null;
         const out = try matmulInt8(q, a, packed_b, info, a_scale, a_zero);
