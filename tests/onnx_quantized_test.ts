@@ -103,7 +103,7 @@ for (const name of FIXTURE_NAMES) {
   });
 }
 
-Deno.test("int8 fixtures: the widened and reference int8 kernels give the VNNI kernel's results", async () => {
+Deno.test("int8 fixtures: the VNNI, widened and reference int8 kernels give the default (AMX or VNNI) kernel's results", async () => {
   // SPINDLE_INT8_KERNEL forces a lower kernel in a child process (the library reads it per call).
   const snippet = `
     import { load, tensor, parallelInfoJson } from "${new URL("../mod.ts", import.meta.url).href}";
@@ -119,7 +119,7 @@ Deno.test("int8 fixtures: the widened and reference int8 kernels give the VNNI k
     }
     console.log(JSON.stringify(out));`;
   const runs: Record<string, number[] | string>[] = [];
-  for (const kernel of ["", "widened", "reference"]) {
+  for (const kernel of ["", "widened", "reference", "vnni"]) {
     const result = await runSnippet(snippet, kernel === "" ? {} : { SPINDLE_INT8_KERNEL: kernel });
     assert.equal(result.code, 0, result.stderr);
     runs.push(JSON.parse(result.stdout.trim().split("\n").at(-1)!));
@@ -129,6 +129,7 @@ Deno.test("int8 fixtures: the widened and reference int8 kernels give the VNNI k
   for (const name of ["qlinear_conv", "qdq_matmul", "matmul_integer", "conv_integer"]) {
     assert.deepEqual(runs[1][name], runs[0][name], `widened ${name}`);
     assert.deepEqual(runs[2][name], runs[0][name], `reference ${name}`);
+    assert.deepEqual(runs[3][name], runs[0][name], `vnni ${name}`);
   }
 });
 

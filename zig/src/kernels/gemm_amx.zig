@@ -85,12 +85,18 @@ fn detect() bool {
     const amx_bf16 = edx >> 22 & 1 == 1;
     const amx_tile = edx >> 24 & 1 == 1;
     if (!amx_bf16 or !amx_tile) return false;
-    // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): 0 on success.
+    return requestTileData();
+}
+
+/// Asks Linux for the AMX tile state (also gemm_amx_int8.zig's): ARCH_REQ_XCOMP_PERM
+/// (0x1023) for XFEATURE_XTILEDATA (18), 0 on success. Idempotent.
+pub fn requestTileData() bool {
+    if (comptime !compiled) return false;
     const result = std.os.linux.syscall2(.arch_prctl, 0x1023, 18);
     return result == 0;
 }
 
-fn cpuidEdx(leaf: u32, subleaf: u32) u32 {
+pub fn cpuidEdx(leaf: u32, subleaf: u32) u32 {
     var edx: u32 = undefined;
     asm volatile ("cpuid"
         : [edx] "={edx}" (edx),

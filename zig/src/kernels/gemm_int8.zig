@@ -92,10 +92,14 @@ pub const Kernel = enum {
     reference,
     widened,
     vnni,
+    /// AMX tiles (gemm_amx_int8.zig) on whole 16-row tiles when K spans at least one 64-byte
+    /// tile row, VNNI on the rest (a shorter K loads tiles mostly empty).
+    amx,
 
     /// The fastest kernel this process's CPU runs (the test hook `forced` overrides it).
     pub fn pick() Kernel {
         if (forced) |kernel| return kernel;
+        if (amx_int8.supported()) return .amx;
         return if (vnniSupported()) .vnni else .widened;
     }
 
@@ -105,9 +109,25 @@ pub const Kernel = enum {
             .reference => reference(args),
             .widened => tiled(.widened, args),
             .vnni => if (comptime has_avx512) tiled(.vnni, args) else tiled(.widened, args),
+            .amx => if (comptime amx_int8.compiled) runAmx(args) else Kernel.vnni.run(args),
         }
     }
 };
+
+const amx_int8 = @import("gemm_amx_int8.zig");
+
+fn runAmx(args: *const Args) void {
+    const done = if (args.k >= amx_min_k) amx_int8.run(args) else 0;
+    if (done == args.rows) return;
+    var rest = args.*;
+    rest.rows = args.rows - done;
+    rest.a = args.a[done * args.lda ..];
+    rest.c = args.c[done * args.ldc ..];
+    tiled(.vnni, &rest);
+}
+
+/// K below one tile row (64 bytes) runs on VNNI: its tiles would be mostly padding.
+const amx_min_k = 64;
 
 /// Tests and SPINDLE_INT8_KERNEL force a lower kernel here (ops/quantized.zig sets it).
 pub var forced: ?Kernel = null;
@@ -290,4 +310,13 @@ test "int8 GEMM kernels match plain sums on awkward shapes, extremes included" {
         try checkKernel(.widened, shape[0], shape[1], shape[2], seed);
         if (vnniSupported()) try checkKernel(.vnni, shape[0], shape[1], shape[2], seed);
     }
+}
+
+test "the AMX int8 kernel matches plain sums: K tails, rows past the last full tile, odd blocks" {
+    if (!amx_int8.supported()) return error.SkipZigTest;
+    // K = 64 (one tile row), 100 (a tail of 9 groups), 864 (det's 3×3 over 96 channels: 13
+    // full tiles and a tail of 8 groups), 1024 (no tail), 37 (VNNI only); rows 16, 35, 64;
+    // 1, 3 and 4 column blocks.
+    const shapes = [_][3]usize{ .{ 16, 64, 16 }, .{ 35, 100, 40 }, .{ 64, 864, 24 }, .{ 33, 1024, 64 }, .{ 17, 37, 5 } };
+    for (shapes, 0..) |shape, seed| try checkKernel(.amx, shape[0], shape[1], shape[2], seed + 100);
 }

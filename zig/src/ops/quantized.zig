@@ -288,7 +288,7 @@ pub fn packInt8(w_input: *Tensor, k_value: i64, n_value: i64, transposed: bool) 
 }
 
 /// The int8 GEMM kernel calls use: the best the CPU runs, or a lower one that
-/// SPINDLE_INT8_KERNEL (widened | reference) asks for (tests and benchmarks of the fallback;
+/// SPINDLE_INT8_KERNEL (vnni | widened | reference) asks for (tests and benchmarks of the fallback;
 /// a higher one than the CPU runs is ignored).
 pub fn selectedKernel() kernels.Kernel {
     const best = kernels.Kernel.pick();
@@ -300,6 +300,7 @@ pub fn selectedKernel() kernels.Kernel {
 /// parallel_info's description of the int8 kernel in use.
 pub fn kernelDescription() []const u8 {
     return switch (selectedKernel()) {
+        .amx => "AMX int8 (tdpbusd) on 16-row tiles, AVX512-VNNI on the rest",
         .vnni => "AVX512-VNNI (vpdpbusd)",
         .widened => "16-bit widened u8×s8 (vpmaddwd on AVX2)",
         .reference => "reference loops (forced by SPINDLE_INT8_KERNEL)",
@@ -736,6 +737,14 @@ fn gatherRows(call: *const Call, window: Window, image: []const u8, channels: us
                 var offset: usize = 0;
                 for (0..w.kernel[0]) |ky| {
                     const iy = oy * w.stride[0] + ky * w.dilation[0];
+                    if (w.dilation[1] == 1) {
+                        // A kernel row's taps are adjacent pixels: one copy of kw · C bytes
+                        // (det's 3-channel stem made 9 calls of 3 bytes per row).
+                        const span = w.kernel[1] * c.channels;
+                        @memcpy(dst[offset..][0..span], c.image[(iy * c.padded_width + ox * w.stride[1]) * c.channels ..][0..span]);
+                        offset += span;
+                        continue;
+                    }
                     for (0..w.kernel[1]) |kx| {
                         const ix = ox * w.stride[1] + kx * w.dilation[1];
                         @memcpy(dst[offset..][0..c.channels], c.image[(iy * c.padded_width + ix) * c.channels ..][0..c.channels]);
@@ -862,31 +871,151 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
         channels: usize,
         inner: usize,
         pieces: usize,
+        table: ?Table,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
             var acc: [pointwise_piece]f32 align(64) = undefined;
             var saved: [pointwise_piece]f32 align(64) = undefined;
+            var levels: [Table.len]f32 align(64) = undefined;
+            var levels_channel: ?usize = null;
             for (begin..end) |item| {
                 const plane = item / c.pieces;
                 const piece = item % c.pieces;
+                const channel = plane % c.channels;
                 const start = plane * c.inner + piece * pointwise_piece;
                 const len = @min(pointwise_piece, c.inner - piece * pointwise_piece);
-                var root: []const f32 = c.x[start..][0..len];
+                const root: []const f32 = c.x[start..][0..len];
                 @memcpy(acc[0..len], root);
-                for (c.steps) |step| {
-                    if (step.code == .set_root) {
-                        @memcpy(saved[0..len], acc[0..len]);
-                        root = saved[0..len];
-                    } else {
-                        run(step, acc[0..len], root, plane % c.channels);
-                    }
+                const table = c.table orelse {
+                    runSteps(c.steps, acc[0..len], root, saved[0..len], channel);
+                    @memcpy(c.out[start..][0..len], acc[0..len]);
+                    continue;
+                };
+                if (levels_channel == null or (table.per_channel and levels_channel.? != channel)) {
+                    table.build(c.steps, channel, &levels);
+                    levels_channel = channel;
                 }
-                @memcpy(c.out[start..][0..len], acc[0..len]);
+                runSteps(c.steps[0..table.split], acc[0..len], root, saved[0..len], channel);
+                lookUp(c.steps[table.split], acc[0..len], &levels, c.out[start..][0..len]);
             }
         }
     };
-    const context: Context = .{ .x = x.f32Slice(), .out = out.f32Slice(), .steps = steps, .channels = channels, .inner = inner, .pieces = pieces };
+    const context: Context = .{ .x = x.f32Slice(), .out = out.f32Slice(), .steps = steps, .channels = channels, .inner = inner, .pieces = pieces, .table = Table.of(steps, inner) };
     try intra_op.parallelForTyped(0, planes * pieces, parallel.grain(.medium, @min(inner, pointwise_piece) * step_count), &context, Context.body);
     return out;
+}
+
+/// Runs `steps` over acc (a piece of one channel's plane, whose input `root` is), `saved`
+/// holding the value a set_root step keeps.
+fn runSteps(steps: []const Step, acc: []f32, root_input: []const f32, saved: []f32, channel: usize) void {
+    std.debug.assert(acc.len == root_input.len and saved.len == acc.len);
+    var root = root_input;
+    for (steps) |step| {
+        if (step.code == .set_root) {
+            @memcpy(saved, acc);
+            root = saved;
+        } else {
+            run(step, acc, root, channel);
+        }
+    }
+}
+
+/// A program's steps after its first quantization as a table of their results per
+/// quantized level. After a round_trip or quantize step to at most 256 levels, every later
+/// step is a function of the level alone (unless it reads a root set before that step), so
+/// they run once on each of the 256 values and every element looks its result up: the
+/// same float operations on the same values, so the same results as running the steps one by
+/// one. Rec's hard-swish chains (14 steps, six round trips) ran at 6 ns an element.
+const Table = struct {
+    /// Index of the quantization step: the steps before it run on every element.
+    split: usize,
+    /// Whether a later step reads a per-channel operand (then one table per channel).
+    per_channel: bool,
+
+    const len = 256;
+
+    /// The table form of `steps` on planes of `inner` elements, or null where a later step
+    /// reads the chain's input, the range is wider than 256 levels, or per-channel tables
+    /// would cost more than the steps (planes below two tables' worth of elements).
+    fn of(steps: []const Step, inner: usize) ?Table {
+        const split = for (steps, 0..) |step, i| {
+            if (step.code == .round_trip or step.code == .quantize) break i;
+        } else return null;
+        const q = steps[split];
+        if (q.d - q.c >= len) return null;
+        var per_channel = false;
+        var root_set = false;
+        for (steps[split + 1 ..]) |step| {
+            switch (step.code) {
+                .set_root => root_set = true,
+                .add_root, .mul_root => if (!root_set) return null,
+                else => per_channel = per_channel or isChannelStep(step.code),
+            }
+        }
+        if (per_channel and inner < 2 * len) return null;
+        return .{ .split = split, .per_channel = per_channel };
+    }
+
+    /// levels[i] = the later steps' result for quantized level q.c + i (entries past the
+    /// range repeat its top; no element indexes them).
+    fn build(table: Table, steps: []const Step, channel: usize, levels: *[len]f32) void {
+        const q = steps[table.split];
+        var saved: [len]f32 align(64) = undefined;
+        for (levels, 0..) |*level, i| {
+            const value = @min(q.c + @as(f32, @floatFromInt(i)), q.d);
+            // round_trip's own dequantization, (q - zero point) · scale, as the vector code does it.
+            level.* = if (q.code == .round_trip) (value - q.b) * q.a else value;
+        }
+        // `of` refused a root read before a set_root here, so `saved` needs no contents.
+        runSteps(steps[table.split + 1 ..], levels, &saved, &saved, channel);
+    }
+};
+
+/// out = levels[quantize(acc) - qmin], the quantization as `run` does it (vectors of 16, then
+/// one by one), so each element gets the level the step-by-step path gives it.
+fn lookUp(q: Step, acc: []const f32, levels: *const [Table.len]f32, out: []f32) void {
+    std.debug.assert(acc.len == out.len);
+    const table_vectors: [Table.len / lanes]VF = @bitCast(levels.*);
+    var i: usize = 0;
+    while (i + lanes <= acc.len) : (i += lanes) {
+        const level = quantizeVector(acc[i..][0..lanes].*, q.a, q.b, q.c, q.d) - @as(VF, @splat(q.c));
+        const indices: @Vector(lanes, i32) = @intFromFloat(level);
+        if (comptime has_avx512) {
+            out[i..][0..lanes].* = permuteLookUp(&table_vectors, indices);
+        } else {
+            const array: [lanes]i32 = indices;
+            inline for (0..lanes) |j| out[i + j] = levels[@intCast(array[j])];
+        }
+    }
+    while (i < acc.len) : (i += 1) {
+        out[i] = levels[@intFromFloat(quantizeValue(acc[i], q.a, q.b, q.c, q.d) - q.c)];
+    }
+}
+
+const has_avx512 = @import("builtin").cpu.arch == .x86_64 and std.Target.x86.featureSetHas(@import("builtin").cpu.features, .avx512f);
+
+/// table[indices] for 16 indices in [0, 256), the table in 16 registers: vpermi2ps picks
+/// from each 32-entry pair by an index's low 5 bits, then bits 5, 6 and 7 choose among the
+/// 8 pairs' picks. One vgatherdps per 16 elements still took 60% of a chain's time in perf
+/// (rec_qdq); these permutes and blends are single-cycle register operations.
+inline fn permuteLookUp(table: *const [Table.len / lanes]VF, indices: @Vector(lanes, i32)) VF {
+    var picks: [8]VF = undefined;
+    inline for (&picks, 0..) |*pick, pair| {
+        var selected: @Vector(lanes, i32) = indices;
+        asm ("vpermi2ps %[high], %[low], %[selected]"
+            : [selected] "+v" (selected),
+            : [low] "v" (table[2 * pair]),
+              [high] "v" (table[2 * pair + 1]),
+        );
+        pick.* = @bitCast(selected);
+    }
+    const zero: @Vector(lanes, i32) = @splat(0);
+    comptime var width: usize = 8;
+    inline for (5..8) |bit| {
+        const high = (indices & @as(@Vector(lanes, i32), @splat(1 << bit))) != zero;
+        width /= 2;
+        inline for (0..width) |j| picks[j] = @select(f32, high, picks[2 * j + 1], picks[2 * j]);
+    }
+    return picks[0];
 }
 
 /// One step over a piece of one channel's plane.
@@ -1024,8 +1153,9 @@ test "matmul_int8 matches a reference on quantized values, zero points and requa
     const a_zero = try scalarTensor(-3);
     defer a_zero.release();
     const q: Quantization = .{ .n = n, .k = k, .a_integer = false, .a_min = -128, .a_max = 127, .requantize = true, .dequantize_output = false, .out_scale = 0.05, .out_zero = 10, .out_min = 0, .out_max = 255 };
-    for ([_]kernels.Kernel{ .reference, .widened, .vnni }) |kernel| {
+    for ([_]kernels.Kernel{ .reference, .widened, .vnni, .amx }) |kernel| {
         if (kernel == .vnni and !kernels.vnniSupported()) continue;
+        if (kernel == .amx and kernels.Kernel.pick() != .amx) continue;
         kernels.forced = kernel;
         defer kernels.forced = null;
         const out = try matmulInt8(q, a, packed_b, info, a_scale, a_zero);
@@ -1171,4 +1301,76 @@ test "quantized_pointwise dequantizes and quantizes as QOperator ops do" {
     const out = try pointwise(x, program, 3);
     defer out.release();
     for (x.f32Slice(), out.f32Slice()) |v, o| try testing.expectEqual(quantizeValue((v - 3) * 0.5 + 1, 0.25, 10, 0, 255), o);
+}
+
+test "quantized_pointwise's level tables give the steps' own results, per-channel tables and tails included" {
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(5);
+    const random = prng.random();
+    const s: f32 = 0.1509;
+    // Rec's hard-swish chain (a scalar prefix, then tables), and the same with a per-channel
+    // step after the split; QOperator's quantize as the split too.
+    const hard_swish = [_]f32{
+        @intFromEnum(PointwiseStep.mul),        1.384,       0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), s,           100, 0, 255,
+        @intFromEnum(PointwiseStep.add),        0.5861,      0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), s,           96,  0, 255,
+        @intFromEnum(PointwiseStep.set_root),   0,           0,   0, 0,
+        @intFromEnum(PointwiseStep.add),        3,           0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), 6.0 / 255.0, 0,   0, 255,
+        @intFromEnum(PointwiseStep.mul_root),   0,           0,   0, 0,
+        @intFromEnum(PointwiseStep.div),        6,           0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), 0.0956,      4,   0, 255,
+    };
+    const channel_step = [_]f32{ @intFromEnum(PointwiseStep.add_channel), 11 * 5, 0, 0, 0 };
+    const quantize_first = [_]f32{
+        @intFromEnum(PointwiseStep.quantize),   0.05,  -3, -128, 127,
+        @intFromEnum(PointwiseStep.dequantize), 0.05,  -3, 0,    0,
+        @intFromEnum(PointwiseStep.sub_from),   1,     0,  0,    0,
+        @intFromEnum(PointwiseStep.round_trip), 0.025, 7,  0,    255,
+    };
+    const with_channel = hard_swish ++ channel_step ++ [_]f32{ 0.25, -0.5, 1 };
+    const programs = [_]struct { values: []const f32, steps: usize, table: bool }{
+        .{ .values = &hard_swish, .steps = 10, .table = true },
+        .{ .values = &with_channel, .steps = 11, .table = true },
+        .{ .values = &quantize_first, .steps = 4, .table = true },
+    };
+    for ([_][4]usize{ .{ 2, 3, 5, 7 }, .{ 1, 3, 2, 515 } }) |shape| {
+        const x = try tensor.createUninit(.float32, &shape);
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = random.float(f32) * 40 - 20;
+        // Ties of the first round trip's scale, and NaN.
+        x.f32Slice()[3] = 2.5 * s / 1.384;
+        x.f32Slice()[4] = std.math.nan(f32);
+        const plane = shape[2] * shape[3];
+        for (programs) |program| {
+            const program_tensor = try tensor.createUninit(.float32, &.{program.values.len});
+            defer program_tensor.release();
+            @memcpy(program_tensor.f32Slice(), program.values);
+            var steps: [16]Step = undefined;
+            try checkProgram(program.values, program.steps, 3, steps[0..program.steps]);
+            // Per-channel tables on planes of 35 elements would cost more than the steps.
+            const expect_table = program.steps != 11 or plane >= 2 * Table.len;
+            try testing.expectEqual(expect_table, Table.of(steps[0..program.steps], plane) != null);
+            const expected = try tensor.createUninit(.float32, &shape);
+            defer expected.release();
+            @memcpy(expected.f32Slice(), x.f32Slice());
+            const saved = try testing.allocator.alloc(f32, plane);
+            defer testing.allocator.free(saved);
+            for (0..shape[0] * 3) |p| {
+                runSteps(steps[0..program.steps], expected.f32Slice()[p * plane ..][0..plane], x.f32Slice()[p * plane ..][0..plane], saved, p % 3);
+            }
+            for ([_]i64{ 1, 2 }) |threads| {
+                try settings.setNumThreads(threads);
+                const out = try pointwise(x, program_tensor, @intCast(program.steps));
+                defer out.release();
+                for (expected.f32Slice(), out.f32Slice(), 0..) |e, o, i| {
+                    if (@as(u32, @bitCast(e)) != @as(u32, @bitCast(o))) std.debug.print("program {d} shape {any} element {d}: x {d} expected {d} got {d}\n", .{ program.steps, shape, i, x.f32Slice()[i], e, o });
+                    try testing.expectEqual(@as(u32, @bitCast(e)), @as(u32, @bitCast(o)));
+                }
+            }
+        }
+    }
 }
