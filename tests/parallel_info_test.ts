@@ -20,7 +20,7 @@ Deno.test("parallel_info prints the PyTorch-shaped report line for line", async 
     new RegExp(`^hardware_concurrency\\(\\) : ${info.hardware_concurrency}$`),
     new RegExp(`^physical cores : ${info.physical_cores}$`),
     /^CPU kernels : (AVX-512|AVX2|baseline|NEON) \((compiled for \S+|chosen by CPUID|forced by SPINDLE_CPU_LEVEL=\w+)\)$/,
-    /^int8 kernels : (AVX512-VNNI|16-bit widened|reference loops)/,
+    /^int8 kernels : (AMX int8|AVX512-VNNI|16-bit widened|reference loops)/,
     /^precisions : f32(, bf16 \((AMX tiles|AVX512_BF16)\)| \(bf16 falls back)/,
     /^Environment variables:$/,
     /^\tOMP_NUM_THREADS : 3$/,
