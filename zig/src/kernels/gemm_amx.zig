@@ -403,28 +403,42 @@ fn macroKernel(args: *const Args, panel: RowView, slivers: SliverView, pairs: us
             const col_tiles: usize = if (cols - c > tile) 2 else 1;
             const a = panel.words[r * panel.row_stride ..];
             const b = slivers.words[(c / tile) * slivers.sliver_stride ..];
+            const whole = rows - r >= block_rows and cols - c >= block_cols;
+            if (whole and args.alpha == 1 and (beta == 0 or beta == 1)) {
+                // A whole block with nothing to scale: the tiles accumulate onto C itself (or
+                // from zero) and store straight back, no staging copy. rec's CTC head
+                // (40 × 120 × 6625) is mostly such stores: k is a few tiles deep.
+                const block_c = args.c[(row_start + r) * args.ldc + col_start + c ..];
+                assert(block_c.len >= (block_rows - 1) * args.ldc + block_cols);
+                if (beta == 0) zeroAccumulators() else loadAccumulators(block_c.ptr, args.ldc);
+                tileKernel(2, 2, a, panel.row_stride, b, slivers.sliver_stride, pairs);
+                storeAccumulators(block_c.ptr, args.ldc);
+                continue;
+            }
+            zeroAccumulators();
             switch (row_tiles) {
                 inline 1, 2 => |tiles_down| switch (col_tiles) {
-                    inline 1, 2 => |tiles_across| tileKernel(tiles_down, tiles_across, a, panel.row_stride, b, slivers.sliver_stride, pairs, staging),
+                    inline 1, 2 => |tiles_across| tileKernel(tiles_down, tiles_across, a, panel.row_stride, b, slivers.sliver_stride, pairs),
                     else => unreachable,
                 },
                 else => unreachable,
             }
+            storeAccumulators(staging, block_cols);
             storeBlock(args, staging, row_start + r, @min(block_rows, rows - r), col_start + c, @min(block_cols, cols - c), beta);
         }
     }
 }
 
-/// Sums `pairs` depth pairs of a row_tiles × col_tiles block into the staging block
-/// (row-major, block_cols wide). `a` holds row_tiles · 16 rows of row_stride words; `b` holds
-/// col_tiles slivers sliver_stride words apart; each read stays inside its view.
-fn tileKernel(comptime row_tiles: usize, comptime col_tiles: usize, a: []const u32, row_stride: usize, b: []const u32, sliver_stride: usize, pairs: usize, staging: *[block_rows * block_cols]f32) void {
+/// Adds `pairs` depth pairs of a row_tiles × col_tiles block to the accumulators (tmm0 | tmm1
+/// over tmm2 | tmm3, which the caller zeroes or loads and stores). `a` holds row_tiles · 16
+/// rows of row_stride words; `b` holds col_tiles slivers sliver_stride words apart; each read
+/// stays inside its view.
+fn tileKernel(comptime row_tiles: usize, comptime col_tiles: usize, a: []const u32, row_stride: usize, b: []const u32, sliver_stride: usize, pairs: usize) void {
     comptime assert(row_tiles >= 1 and row_tiles <= 2 and col_tiles >= 1 and col_tiles <= 2);
     assert(a.len >= (row_tiles * tile - 1) * row_stride + pairs);
     assert(b.len >= (col_tiles - 1) * sliver_stride + pairs * tile);
     const a_stride_bytes = row_stride * @sizeOf(u32);
     const b_stride_bytes: usize = tile * @sizeOf(u32);
-    zeroAccumulators();
     var q: usize = 0;
     while (q < pairs) : (q += tile) {
         const a0 = a[q..].ptr;
@@ -472,7 +486,6 @@ fn tileKernel(comptime row_tiles: usize, comptime col_tiles: usize, a: []const u
                 : .{ .memory = true });
         }
     }
-    storeAccumulators(staging[0..].ptr, block_cols);
 }
 
 /// Zeroes the four accumulator tiles of a 2 × 2 register block (tmm0–3).
@@ -505,6 +518,23 @@ pub inline fn multiply2x2(a0: [*]const u32, a1: [*]const u32, a_stride_bytes: us
           [b1] "r" (b1),
           [sa] "r" (a_stride_bytes),
           [sb] "r" (b_stride_bytes),
+        : .{ .memory = true });
+}
+
+/// Loads tmm0 | tmm1 over tmm2 | tmm3 from `base` (as storeAccumulators stores them), so a
+/// product accumulates onto what C holds. The caller checks the bounds.
+pub inline fn loadAccumulators(base: [*]const f32, ld: usize) void {
+    asm volatile (
+        \\tileloadd (%[c0], %[sc], 1), %%tmm0
+        \\tileloadd (%[c1], %[sc], 1), %%tmm1
+        \\tileloadd (%[c2], %[sc], 1), %%tmm2
+        \\tileloadd (%[c3], %[sc], 1), %%tmm3
+        :
+        : [c0] "r" (base),
+          [c1] "r" (base + tile),
+          [c2] "r" (base + tile * ld),
+          [c3] "r" (base + tile * ld + tile),
+          [sc] "r" (ld * @sizeOf(f32)),
         : .{ .memory = true });
 }
 
