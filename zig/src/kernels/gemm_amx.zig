@@ -395,39 +395,68 @@ fn scaleBlock(args: *const Args, row_begin: usize, rows: usize, col_begin: usize
 
 fn macroKernel(args: *const Args, panel: RowView, slivers: SliverView, pairs: usize, row_start: usize, rows: usize, col_start: usize, cols: usize, beta: f32, staging: *[block_rows * block_cols]f32) void {
     assert(pairs % tile == 0);
-    var r: usize = 0;
-    while (r < rows) : (r += block_rows) {
-        const row_tiles: usize = if (rows - r > tile) 2 else 1;
+    const view: BlockView = .{ .args = args, .panel = panel, .slivers = slivers, .pairs = pairs, .row_start = row_start, .rows = rows, .col_start = col_start, .cols = cols, .beta = beta, .staging = staging };
+    if (args.b == .packed_b) {
+        // A pre-packed B spans every column (rec's CTC head: 1.7 MB of weights): each of its
+        // blocks is read once, from L1 for every row block, rather than once per row block.
         var c: usize = 0;
         while (c < cols) : (c += block_cols) {
-            const col_tiles: usize = if (cols - c > tile) 2 else 1;
-            const a = panel.words[r * panel.row_stride ..];
-            const b = slivers.words[(c / tile) * slivers.sliver_stride ..];
-            const whole = rows - r >= block_rows and cols - c >= block_cols;
-            if (whole and args.alpha == 1 and (beta == 0 or beta == 1)) {
-                // A whole block with nothing to scale: the tiles accumulate onto C itself (or
-                // from zero) and store straight back, no staging copy. rec's CTC head
-                // (40 × 120 × 6625) is mostly such stores: k is a few tiles deep.
-                const block_c = args.c[(row_start + r) * args.ldc + col_start + c ..];
-                assert(block_c.len >= (block_rows - 1) * args.ldc + block_cols);
-                if (beta == 0) zeroAccumulators() else loadAccumulators(block_c.ptr, args.ldc);
-                tileKernel(2, 2, a, panel.row_stride, b, slivers.sliver_stride, pairs);
-                storeAccumulators(block_c.ptr, args.ldc);
-                continue;
-            }
-            zeroAccumulators();
-            switch (row_tiles) {
-                inline 1, 2 => |tiles_down| switch (col_tiles) {
-                    inline 1, 2 => |tiles_across| tileKernel(tiles_down, tiles_across, a, panel.row_stride, b, slivers.sliver_stride, pairs),
-                    else => unreachable,
-                },
-                else => unreachable,
-            }
-            storeAccumulators(staging, block_cols);
-            storeBlock(args, staging, row_start + r, @min(block_rows, rows - r), col_start + c, @min(block_cols, cols - c), beta);
+            var r: usize = 0;
+            while (r < rows) : (r += block_rows) view.block(r, c);
         }
+        return;
+    }
+    var r: usize = 0;
+    while (r < rows) : (r += block_rows) {
+        var c: usize = 0;
+        while (c < cols) : (c += block_cols) view.block(r, c);
     }
 }
+
+/// One macroKernel call's operands and the block of C it computes.
+const BlockView = struct {
+    args: *const Args,
+    panel: RowView,
+    slivers: SliverView,
+    pairs: usize,
+    row_start: usize,
+    rows: usize,
+    col_start: usize,
+    cols: usize,
+    beta: f32,
+    staging: *[block_rows * block_cols]f32,
+
+    /// The register block at rows r, columns c of the view.
+    inline fn block(view: *const BlockView, r: usize, c: usize) void {
+        const args = view.args;
+        const row_tiles: usize = if (view.rows - r > tile) 2 else 1;
+        const col_tiles: usize = if (view.cols - c > tile) 2 else 1;
+        const a = view.panel.words[r * view.panel.row_stride ..];
+        const b = view.slivers.words[(c / tile) * view.slivers.sliver_stride ..];
+        const whole = view.rows - r >= block_rows and view.cols - c >= block_cols;
+        if (whole and args.alpha == 1 and (view.beta == 0 or view.beta == 1)) {
+            // A whole block with nothing to scale: the tiles accumulate onto C itself (or
+            // from zero) and store straight back, no staging copy. rec's CTC head
+            // (40 × 120 × 6625) is mostly such stores: k is a few tiles deep.
+            const block_c = args.c[(view.row_start + r) * args.ldc + view.col_start + c ..];
+            assert(block_c.len >= (block_rows - 1) * args.ldc + block_cols);
+            if (view.beta == 0) zeroAccumulators() else loadAccumulators(block_c.ptr, args.ldc);
+            tileKernel(2, 2, a, view.panel.row_stride, b, view.slivers.sliver_stride, view.pairs);
+            storeAccumulators(block_c.ptr, args.ldc);
+            return;
+        }
+        zeroAccumulators();
+        switch (row_tiles) {
+            inline 1, 2 => |tiles_down| switch (col_tiles) {
+                inline 1, 2 => |tiles_across| tileKernel(tiles_down, tiles_across, a, view.panel.row_stride, b, view.slivers.sliver_stride, view.pairs),
+                else => unreachable,
+            },
+            else => unreachable,
+        }
+        storeAccumulators(view.staging, block_cols);
+        storeBlock(args, view.staging, view.row_start + r, @min(block_rows, view.rows - r), view.col_start + c, @min(block_cols, view.cols - c), view.beta);
+    }
+};
 
 /// Adds `pairs` depth pairs of a row_tiles × col_tiles block to the accumulators (tmm0 | tmm1
 /// over tmm2 | tmm3, which the caller zeroes or loads and stores). `a` holds row_tiles · 16
