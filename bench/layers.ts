@@ -1,11 +1,13 @@
 /**
  * `deno task bench:layers`: where the time goes, layer by layer, in Spindle and in OpenVINO
- * (f32) on the same model: Spindle's profile (`Module.profile`) beside OpenVINO's PERF_COUNT
+ * (f32, or with `--precision bf16` Spindle's bf16 beside OpenVINO's default, which is bf16 on
+ * CPUs that have it) on the same model: Spindle's profile (`Module.profile`) beside OpenVINO's PERF_COUNT
  * per-layer times (bench/peers/ov_profile.py, run in its own process), grouped by kind of
  * layer so that the two graphs (each fused its own way) compare. Writes the table to stdout
  * and bench/results/layers_<model>.txt.
  *
  *   deno task bench:layers [--model det] [--shape 1x3x640x640] [--threads 1] [--runs 20]
+ *                          [--precision f32|bf16]
  *
  * Needs the Python peers of bench:peers (.cache/py-peers). Never run in CI.
  *
@@ -22,12 +24,17 @@ const { values: flags } = parseArgs({
     shape: { type: "string", default: "1x3x640x640" },
     threads: { type: "string", default: "1" },
     runs: { type: "string", default: "20" },
+    precision: { type: "string", default: "f32" },
   },
 });
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const shape = flags.shape.split("x").map(Number);
 const threads = Number(flags.threads);
 const runs = Number(flags.runs);
+if (flags.precision !== "f32" && flags.precision !== "bf16") {
+  throw new Error(`--precision is f32 or bf16, not '${flags.precision}'`);
+}
+const precision = flags.precision;
 const model = (await fetchModels()).find((m) => m.name === `ocr-${flags.model}`);
 if (model === undefined) throw new Error(`unknown model '${flags.model}' (cls, rec, det)`);
 
@@ -61,14 +68,22 @@ function openvinoKind(type: string, exec: string): string {
 }
 
 setNumThreads(threads);
-using module = await load(model.file, { inputShapes: { [model.input]: shape } });
+using module = await load(model.file, { inputShapes: { [model.input]: shape }, precision });
 using x = randn(shape, { seed: 7 });
 const profile = module.profile([x], { runs, warmup: 3 });
 const spindle = new Map<string, number>();
 for (const op of profile.ops) spindle.set(spindleKind(op), (spindle.get(spindleKind(op)) ?? 0) + op.ms);
 
 const output = await new Deno.Command(`${ROOT}/.cache/py-peers/bin/python`, {
-  args: [`${ROOT}/bench/peers/ov_profile.py`, model.file, model.input, flags.shape, String(threads), String(runs)],
+  args: [
+    `${ROOT}/bench/peers/ov_profile.py`,
+    model.file,
+    model.input,
+    flags.shape,
+    String(threads),
+    String(runs),
+    precision === "bf16" ? "default" : "f32",
+  ],
   stdout: "piped",
   stderr: "inherit",
 }).output();
@@ -86,7 +101,10 @@ const say = (line: string) => {
   lines.push(line);
 };
 const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
-say(`layers: ${model.name} [${shape.join("x")}], ${threads} thread(s), ${runs} runs; ms per run inside layers`);
+say(
+  `layers: ${model.name} [${shape.join("x")}], ${threads} thread(s), ${runs} runs, ` +
+    `${precision === "bf16" ? "Spindle bf16 against OpenVINO's default" : "f32"}; ms per run inside layers`,
+);
 say(`${"kind".padEnd(22)} ${"spindle".padStart(9)} ${"openvino".padStart(9)} ${"ratio".padStart(6)}`);
 const kinds = [...new Set([...spindle.keys(), ...openvino.keys()])].sort((a, b) =>
   (spindle.get(b) ?? 0) - (spindle.get(a) ?? 0)
@@ -119,4 +137,7 @@ for (const layer of layers.slice(0, 10)) {
   say(`  ${layer.ms.toFixed(3).padStart(7)} ms  ${layer.type.padEnd(24)} ${layer.exec.padEnd(24)} ${layer.name}`);
 }
 await Deno.mkdir(`${ROOT}/bench/results`, { recursive: true });
-await Deno.writeTextFile(`${ROOT}/bench/results/layers_${flags.model}.txt`, lines.join("\n") + "\n");
+await Deno.writeTextFile(
+  `${ROOT}/bench/results/layers_${flags.model}${precision === "bf16" ? "_bf16" : ""}.txt`,
+  lines.join("\n") + "\n",
+);

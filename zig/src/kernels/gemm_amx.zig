@@ -242,26 +242,34 @@ fn packSliver(b: Right, k: usize, pair_start: usize, pairs: usize, first: usize,
     for (0..pairs) |q| {
         const depth = 2 * (pair_start + q);
         if (depth >= k) break;
-        const row = out[q * tile ..][0..cols];
-        switch (b) {
-            .matrix => |matrix| if (matrix.trans) {
-                for (row, first..) |*word, j| {
-                    const odd = if (depth + 1 < k) matrix.values[j * matrix.ld + depth + 1] else 0;
-                    word.* = bf16.pairWord(matrix.values[j * matrix.ld + depth], odd);
-                }
-            } else {
-                const even = matrix.values[depth * matrix.ld + first ..][0..cols];
-                const odd: ?[]const f32 = if (depth + 1 < k) matrix.values[(depth + 1) * matrix.ld + first ..][0..cols] else null;
-                bf16.packRowPair(even, odd, row);
-            },
-            .indirect => |indirect| {
-                const even = indirect.values[indirect.offsets[depth] + first ..][0..cols];
-                const odd: ?[]const f32 = if (depth + 1 < k) indirect.values[indirect.offsets[depth + 1] + first ..][0..cols] else null;
-                bf16.packRowPair(even, odd, row);
-            },
-            .packed_b => unreachable,
-        }
+        packPairRow(b, k, depth, first, out[q * tile ..][0..cols]);
     }
+}
+
+/// Depths `depth` and `depth` + 1 (zero past k) of columns [first, +out.len) of op(B) as
+/// one row of pair words: the one place the packers read B.
+fn packPairRow(b: Right, k: usize, depth: usize, first: usize, out: []u32) void {
+    if (b == .matrix and b.matrix.trans) {
+        const matrix = b.matrix;
+        for (out, first..) |*word, j| {
+            const odd = if (depth + 1 < k) matrix.values[j * matrix.ld + depth + 1] else 0;
+            word.* = bf16.pairWord(matrix.values[j * matrix.ld + depth], odd);
+        }
+        return;
+    }
+    const even = rowSource(b, depth)[first..][0..out.len];
+    const odd: ?[]const f32 = if (depth + 1 < k) rowSource(b, depth + 1)[first..][0..out.len] else null;
+    bf16.packRowPair(even, odd, out);
+}
+
+/// Row `depth` of an untransposed B from its start: the only difference between a matrix
+/// and an indirect operand.
+fn rowSource(b: Right, depth: usize) []const f32 {
+    return switch (b) {
+        .matrix => |matrix| matrix.values[depth * matrix.ld ..],
+        .indirect => |indirect| indirect.values[indirect.offsets[depth]..],
+        .packed_b => unreachable,
+    };
 }
 
 /// Depth pairs [pair_start, +pairs) of columns [col_start, +cols) of op(B) into the slivers
@@ -277,25 +285,7 @@ fn packBlock(b: Right, k: usize, pair_start: usize, pairs: usize, col_start: usi
         for (0..slivers) |s| {
             const first = col_start + s * tile;
             const used = @min(tile, col_start + cols - first);
-            const row = out[(s * pairs + q) * tile ..][0..used];
-            switch (b) {
-                .matrix => |matrix| if (matrix.trans) {
-                    for (row, first..) |*word, j| {
-                        const odd = if (depth + 1 < k) matrix.values[j * matrix.ld + depth + 1] else 0;
-                        word.* = bf16.pairWord(matrix.values[j * matrix.ld + depth], odd);
-                    }
-                } else {
-                    const even = matrix.values[depth * matrix.ld + first ..][0..used];
-                    const odd: ?[]const f32 = if (depth + 1 < k) matrix.values[(depth + 1) * matrix.ld + first ..][0..used] else null;
-                    bf16.packRowPair(even, odd, row);
-                },
-                .indirect => |indirect| {
-                    const even = indirect.values[indirect.offsets[depth] + first ..][0..used];
-                    const odd: ?[]const f32 = if (depth + 1 < k) indirect.values[indirect.offsets[depth + 1] + first ..][0..used] else null;
-                    bf16.packRowPair(even, odd, row);
-                },
-                .packed_b => unreachable,
-            }
+            packPairRow(b, k, depth, first, out[(s * pairs + q) * tile ..][0..used]);
         }
     }
 }
@@ -324,6 +314,20 @@ comptime {
 }
 const tile_config: TileConfig align(64) = .{};
 
+/// Loads the configuration every AMX kernel here uses (eight 16 × 64-byte tiles); pairs with
+/// releaseTiles, which the caller defers. Only where `supported()` is true.
+pub fn loadTileConfig() void {
+    asm volatile ("ldtilecfg (%[config])"
+        :
+        : [config] "r" (&tile_config),
+        : .{ .memory = true });
+}
+
+/// Frees the tile state loadTileConfig claimed, so no other code runs with it in use.
+pub fn releaseTiles() void {
+    asm volatile ("tilerelease" ::: .{ .memory = true });
+}
+
 /// Where the current depth block's A rows are: row r (relative to the view) starts at word
 /// r · row_stride of `words`, its first 16-pair tile at word 0 of that row.
 const RowView = struct { words: []const u32, row_stride: usize };
@@ -342,12 +346,9 @@ pub fn runBlock(args: *const Args, row_begin: usize, rows: usize, col_begin: usi
     if (rows == 0 or cols == 0) return;
     if (args.k == 0 or args.alpha == 0) return scaleBlock(args, row_begin, rows, col_begin, cols);
     if (comptime !compiled) unreachable;
-    asm volatile ("ldtilecfg (%[config])"
-        :
-        : [config] "r" (&tile_config),
-        : .{ .memory = true });
-    // Pairs with the ldtilecfg above: the tiles are free again before any other code runs.
-    defer asm volatile ("tilerelease" ::: .{ .memory = true });
+    loadTileConfig();
+    // Pairs with loadTileConfig: the tiles are free again before any other code runs.
+    defer releaseTiles();
     const pairs_total = paddedPairs(args.k);
     const buffers = &scratch;
     var pair_start: usize = 0;
@@ -400,63 +401,85 @@ fn scaleBlock(args: *const Args, row_begin: usize, rows: usize, col_begin: usize
 
 fn macroKernel(args: *const Args, panel: RowView, slivers: SliverView, pairs: usize, row_start: usize, rows: usize, col_start: usize, cols: usize, beta: f32, staging: *[block_rows * block_cols]f32) void {
     assert(pairs % tile == 0);
-    var r: usize = 0;
-    while (r < rows) : (r += block_rows) {
-        const row_tiles: usize = if (rows - r > tile) 2 else 1;
+    const view: BlockView = .{ .args = args, .panel = panel, .slivers = slivers, .pairs = pairs, .row_start = row_start, .rows = rows, .col_start = col_start, .cols = cols, .beta = beta, .staging = staging };
+    if (args.b == .packed_b) {
+        // A pre-packed B spans every column (rec's CTC head: 1.7 MB of weights): each of its
+        // blocks is read once, from L1 for every row block, rather than once per row block.
         var c: usize = 0;
         while (c < cols) : (c += block_cols) {
-            const col_tiles: usize = if (cols - c > tile) 2 else 1;
-            const a = panel.words[r * panel.row_stride ..];
-            const b = slivers.words[(c / tile) * slivers.sliver_stride ..];
-            switch (row_tiles) {
-                inline 1, 2 => |tiles_down| switch (col_tiles) {
-                    inline 1, 2 => |tiles_across| tileKernel(tiles_down, tiles_across, a, panel.row_stride, b, slivers.sliver_stride, pairs, staging),
-                    else => unreachable,
-                },
-                else => unreachable,
-            }
-            storeBlock(args, staging, row_start + r, @min(block_rows, rows - r), col_start + c, @min(block_cols, cols - c), beta);
+            var r: usize = 0;
+            while (r < rows) : (r += block_rows) view.block(r, c);
         }
+        return;
+    }
+    var r: usize = 0;
+    while (r < rows) : (r += block_rows) {
+        var c: usize = 0;
+        while (c < cols) : (c += block_cols) view.block(r, c);
     }
 }
 
-/// Sums `pairs` depth pairs of a row_tiles × col_tiles block into the staging block
-/// (row-major, block_cols wide). `a` holds row_tiles · 16 rows of row_stride words; `b` holds
-/// col_tiles slivers sliver_stride words apart; each read stays inside its view.
-fn tileKernel(comptime row_tiles: usize, comptime col_tiles: usize, a: []const u32, row_stride: usize, b: []const u32, sliver_stride: usize, pairs: usize, staging: *[block_rows * block_cols]f32) void {
+/// One macroKernel call's operands and the block of C it computes.
+const BlockView = struct {
+    args: *const Args,
+    panel: RowView,
+    slivers: SliverView,
+    pairs: usize,
+    row_start: usize,
+    rows: usize,
+    col_start: usize,
+    cols: usize,
+    beta: f32,
+    staging: *[block_rows * block_cols]f32,
+
+    /// The register block at rows r, columns c of the view.
+    inline fn block(view: *const BlockView, r: usize, c: usize) void {
+        const args = view.args;
+        const row_tiles: usize = if (view.rows - r > tile) 2 else 1;
+        const col_tiles: usize = if (view.cols - c > tile) 2 else 1;
+        const a = view.panel.words[r * view.panel.row_stride ..];
+        const b = view.slivers.words[(c / tile) * view.slivers.sliver_stride ..];
+        const whole = view.rows - r >= block_rows and view.cols - c >= block_cols;
+        if (whole and args.alpha == 1 and (view.beta == 0 or view.beta == 1)) {
+            // A whole block with nothing to scale: the tiles accumulate onto C itself (or
+            // from zero) and store straight back, no staging copy. rec's CTC head
+            // (40 × 120 × 6625) is mostly such stores: k is a few tiles deep.
+            const block_c = args.c[(view.row_start + r) * args.ldc + view.col_start + c ..];
+            assert(block_c.len >= (block_rows - 1) * args.ldc + block_cols);
+            if (view.beta == 0) zeroAccumulators() else loadAccumulators(block_c.ptr, args.ldc);
+            tileKernel(2, 2, a, view.panel.row_stride, b, view.slivers.sliver_stride, view.pairs);
+            storeAccumulators(block_c.ptr, args.ldc);
+            return;
+        }
+        zeroAccumulators();
+        switch (row_tiles) {
+            inline 1, 2 => |tiles_down| switch (col_tiles) {
+                inline 1, 2 => |tiles_across| tileKernel(tiles_down, tiles_across, a, view.panel.row_stride, b, view.slivers.sliver_stride, view.pairs),
+                else => unreachable,
+            },
+            else => unreachable,
+        }
+        storeAccumulators(view.staging, block_cols);
+        storeBlock(args, view.staging, view.row_start + r, @min(block_rows, view.rows - r), view.col_start + c, @min(block_cols, view.cols - c), view.beta);
+    }
+};
+
+/// Adds `pairs` depth pairs of a row_tiles × col_tiles block to the accumulators (tmm0 | tmm1
+/// over tmm2 | tmm3, which the caller zeroes or loads and stores). `a` holds row_tiles · 16
+/// rows of row_stride words; `b` holds col_tiles slivers sliver_stride words apart; each read
+/// stays inside its view.
+fn tileKernel(comptime row_tiles: usize, comptime col_tiles: usize, a: []const u32, row_stride: usize, b: []const u32, sliver_stride: usize, pairs: usize) void {
     comptime assert(row_tiles >= 1 and row_tiles <= 2 and col_tiles >= 1 and col_tiles <= 2);
     assert(a.len >= (row_tiles * tile - 1) * row_stride + pairs);
     assert(b.len >= (col_tiles - 1) * sliver_stride + pairs * tile);
     const a_stride_bytes = row_stride * @sizeOf(u32);
     const b_stride_bytes: usize = tile * @sizeOf(u32);
-    asm volatile (
-        \\tilezero %%tmm0
-        \\tilezero %%tmm1
-        \\tilezero %%tmm2
-        \\tilezero %%tmm3
-        ::: .{ .memory = true });
     var q: usize = 0;
     while (q < pairs) : (q += tile) {
         const a0 = a[q..].ptr;
         const b0 = b[q * tile ..].ptr;
         if (row_tiles == 2 and col_tiles == 2) {
-            asm volatile (
-                \\tileloadd (%[a0], %[sa], 1), %%tmm4
-                \\tileloadd (%[b0], %[sb], 1), %%tmm6
-                \\tileloadd (%[b1], %[sb], 1), %%tmm7
-                \\tdpbf16ps %%tmm6, %%tmm4, %%tmm0
-                \\tileloadd (%[a1], %[sa], 1), %%tmm5
-                \\tdpbf16ps %%tmm7, %%tmm4, %%tmm1
-                \\tdpbf16ps %%tmm6, %%tmm5, %%tmm2
-                \\tdpbf16ps %%tmm7, %%tmm5, %%tmm3
-                :
-                : [a0] "r" (a0),
-                  [a1] "r" (a0 + tile * row_stride),
-                  [b0] "r" (b0),
-                  [b1] "r" (b0 + sliver_stride),
-                  [sa] "r" (a_stride_bytes),
-                  [sb] "r" (b_stride_bytes),
-                : .{ .memory = true });
+            multiply2x2(a0, a0 + tile * row_stride, a_stride_bytes, b0, b0 + sliver_stride, b_stride_bytes);
         } else if (row_tiles == 2) {
             asm volatile (
                 \\tileloadd (%[a0], %[sa], 1), %%tmm4
@@ -498,9 +521,61 @@ fn tileKernel(comptime row_tiles: usize, comptime col_tiles: usize, a: []const u
                 : .{ .memory = true });
         }
     }
-    // tmm0 | tmm1 over tmm2 | tmm3, each 16 rows of 64 bytes into the block_cols-wide block.
-    const stride_bytes: usize = block_cols * @sizeOf(f32);
-    const base = staging[0..].ptr;
+}
+
+/// Zeroes the four accumulator tiles of a 2 × 2 register block (tmm0–3).
+pub inline fn zeroAccumulators() void {
+    asm volatile (
+        \\tilezero %%tmm0
+        \\tilezero %%tmm1
+        \\tilezero %%tmm2
+        \\tilezero %%tmm3
+        ::: .{ .memory = true });
+}
+
+/// One depth step of a 2 × 2 register block: A tiles at a0 and a1 (tmm4, tmm5), B tiles at
+/// b0 and b1 (tmm6, tmm7), each loaded once and used twice. The caller checks the bounds of
+/// 16 rows of 64 bytes at each address and stride.
+pub inline fn multiply2x2(a0: [*]const u32, a1: [*]const u32, a_stride_bytes: usize, b0: [*]const u32, b1: [*]const u32, b_stride_bytes: usize) void {
+    asm volatile (
+        \\tileloadd (%[a0], %[sa], 1), %%tmm4
+        \\tileloadd (%[b0], %[sb], 1), %%tmm6
+        \\tileloadd (%[b1], %[sb], 1), %%tmm7
+        \\tdpbf16ps %%tmm6, %%tmm4, %%tmm0
+        \\tileloadd (%[a1], %[sa], 1), %%tmm5
+        \\tdpbf16ps %%tmm7, %%tmm4, %%tmm1
+        \\tdpbf16ps %%tmm6, %%tmm5, %%tmm2
+        \\tdpbf16ps %%tmm7, %%tmm5, %%tmm3
+        :
+        : [a0] "r" (a0),
+          [a1] "r" (a1),
+          [b0] "r" (b0),
+          [b1] "r" (b1),
+          [sa] "r" (a_stride_bytes),
+          [sb] "r" (b_stride_bytes),
+        : .{ .memory = true });
+}
+
+/// Loads tmm0 | tmm1 over tmm2 | tmm3 from `base` (as storeAccumulators stores them), so a
+/// product accumulates onto what C holds. The caller checks the bounds.
+pub inline fn loadAccumulators(base: [*]const f32, ld: usize) void {
+    asm volatile (
+        \\tileloadd (%[c0], %[sc], 1), %%tmm0
+        \\tileloadd (%[c1], %[sc], 1), %%tmm1
+        \\tileloadd (%[c2], %[sc], 1), %%tmm2
+        \\tileloadd (%[c3], %[sc], 1), %%tmm3
+        :
+        : [c0] "r" (base),
+          [c1] "r" (base + tile),
+          [c2] "r" (base + tile * ld),
+          [c3] "r" (base + tile * ld + tile),
+          [sc] "r" (ld * @sizeOf(f32)),
+        : .{ .memory = true });
+}
+
+/// Stores tmm0 | tmm1 over tmm2 | tmm3 (16 rows of 16 floats each) at `base`, rows `ld`
+/// floats apart. The caller checks that 32 rows of 32 floats fit there.
+pub inline fn storeAccumulators(base: [*]f32, ld: usize) void {
     asm volatile (
         \\tilestored %%tmm0, (%[c0], %[sc], 1)
         \\tilestored %%tmm1, (%[c1], %[sc], 1)
@@ -509,9 +584,9 @@ fn tileKernel(comptime row_tiles: usize, comptime col_tiles: usize, a: []const u
         :
         : [c0] "r" (base),
           [c1] "r" (base + tile),
-          [c2] "r" (base + tile * block_cols),
-          [c3] "r" (base + tile * block_cols + tile),
-          [sc] "r" (stride_bytes),
+          [c2] "r" (base + tile * ld),
+          [c3] "r" (base + tile * ld + tile),
+          [sc] "r" (ld * @sizeOf(f32)),
         : .{ .memory = true });
 }
 
@@ -554,95 +629,15 @@ pub fn runTiles(args: *const Args, tiling: gemm.Tiling, tile_begin: usize, tile_
 }
 
 // -------------------------------------------------------------------------------------------
-// Tests: against a scalar reference on bf16-rounded inputs.
+// Tests: against gemm_bf16.zig's scalar reference on bf16-rounded inputs.
 
 const testing = std.testing;
 
-/// C = alpha · op(A)·op(B) + beta · C with both inputs rounded to bf16, in f64.
-fn reference(m: usize, n: usize, k: usize, alpha: f32, a: Matrix, b: Matrix, beta: f32, c: []f32, ldc: usize) void {
-    for (0..m) |i| for (0..n) |j| {
-        var sum: f64 = 0;
-        for (0..k) |p| {
-            const x = if (a.trans) a.values[p * a.ld + i] else a.values[i * a.ld + p];
-            const y = if (b.trans) b.values[j * b.ld + p] else b.values[p * b.ld + j];
-            sum += @as(f64, bf16.fromBf16(bf16.toBf16(x))) * bf16.fromBf16(bf16.toBf16(y));
-        }
-        const old: f64 = if (beta == 0) 0 else @as(f64, beta) * c[i * ldc + j];
-        c[i * ldc + j] = @floatCast(@as(f64, alpha) * sum + old);
-    };
-}
+const Case = bf16.TestCase;
 
-const Case = struct {
-    m: usize,
-    n: usize,
-    k: usize,
-    trans_a: bool = false,
-    trans_b: bool = false,
-    alpha: f32 = 1,
-    beta: f32 = 0,
-    form: enum { packed_a, packed_b, plain, indirect } = .packed_a,
-    threads: usize = 1,
-};
-
+/// gemm_bf16.zig's reference test runner, on this kernel.
 fn expectMatches(random: std.Random, case: Case) !void {
-    const allocator = testing.allocator;
-    const lda = (if (case.trans_a) case.m else case.k) + 1;
-    const ldb = (if (case.trans_b) case.k else case.n) + 2;
-    const ldc = case.n + 3;
-    const a_values = try allocator.alloc(f32, @max(1, (if (case.trans_a) case.k else case.m) * lda));
-    defer allocator.free(a_values);
-    const b_values = try allocator.alloc(f32, @max(1, (if (case.trans_b) case.n else case.k) * ldb));
-    defer allocator.free(b_values);
-    const c = try allocator.alloc(f32, @max(1, case.m * ldc));
-    defer allocator.free(c);
-    const expected = try allocator.alloc(f32, c.len);
-    defer allocator.free(expected);
-    for (a_values) |*x| x.* = random.float(f32) * 2 - 1;
-    for (b_values) |*x| x.* = random.float(f32) * 2 - 1;
-    for (c) |*x| x.* = if (case.beta == 0) std.math.nan(f32) else random.float(f32) * 2 - 1;
-    @memcpy(expected, c);
-    const a: Matrix = .{ .trans = case.trans_a, .values = a_values, .ld = lda };
-    const b: Matrix = .{ .trans = case.trans_b, .values = b_values, .ld = ldb };
-    reference(case.m, case.n, case.k, case.alpha, a, b, case.beta, expected, ldc);
-
-    const packed_a = try allocator.alloc(u32, PackedA.length(case.m, case.k));
-    defer allocator.free(packed_a);
-    PackedA.pack(a, case.m, case.k, packed_a);
-    const packed_b = try allocator.alloc(u32, PackedB.length(case.k, case.n));
-    defer allocator.free(packed_b);
-    PackedB.pack(b, case.k, case.n, packed_b);
-    const offsets = try allocator.alloc(usize, case.k);
-    defer allocator.free(offsets);
-    for (offsets, 0..) |*offset, p| offset.* = p * ldb;
-    const left: Left = if (case.form == .packed_a) .{ .packed_a = .{ .m = case.m, .k = case.k, .values = packed_a } } else .{ .matrix = a };
-    const right: Right = switch (case.form) {
-        .packed_b => .{ .packed_b = .{ .k = case.k, .n = case.n, .values = packed_b } },
-        .indirect => .{ .indirect = .{ .values = b_values, .offsets = offsets } },
-        else => .{ .matrix = b },
-    };
-    const args: Args = .{ .m = case.m, .n = case.n, .k = case.k, .alpha = case.alpha, .a = left, .b = right, .beta = case.beta, .c = c, .ldc = ldc };
-    try args.validate();
-    const tiling = plan(case.m, case.n, case.threads);
-    if (case.threads == 1) {
-        runTiles(&args, tiling, 0, tiling.count());
-    } else {
-        var threads: [16]std.Thread = undefined;
-        const count = tiling.count();
-        assert(count <= threads.len);
-        for (0..count) |index| threads[index] = try std.Thread.spawn(.{}, runTiles, .{ &args, tiling, index, index + 1 });
-        for (threads[0..count]) |thread| thread.join();
-    }
-    const tolerance = 2e-6 * @as(f32, @floatFromInt(case.k + 8));
-    for (c, expected, 0..) |got, want, index| {
-        if (index % ldc >= case.n) {
-            // Padding is never written.
-            try testing.expect((std.math.isNan(want) and std.math.isNan(got)) or got == want);
-            continue;
-        }
-        if (@abs(got - want) <= tolerance) continue;
-        std.debug.print("C[{d}, {d}] = {d}, expected {d} in {any}\n", .{ index / ldc, index % ldc, got, want, case });
-        return error.TestExpectedApproxEqAbs;
-    }
+    return bf16.expectKernelMatches(@This(), random, case);
 }
 
 test "AMX bf16 GEMM matches the bf16-rounded reference: awkward shapes, transposes, every operand form, 1 and N threads" {

@@ -544,7 +544,8 @@ test "toBf16 rounds to nearest even and keeps NaN and infinities" {
     }
 }
 
-const Case = struct {
+/// One product of the reference tests, shared with gemm_amx.zig's.
+pub const TestCase = struct {
     m: usize,
     n: usize,
     k: usize,
@@ -558,7 +559,14 @@ const Case = struct {
     threads: usize = 1,
 };
 
-fn expectMatches(random: std.Random, case: Case) !void {
+fn expectMatches(random: std.Random, case: TestCase) !void {
+    return expectKernelMatches(@This(), random, case);
+}
+
+/// Runs `case` on kernel module K (this file or gemm_amx.zig: Args, Left, Right, PackedA,
+/// PackedB, plan, runTiles) and compares C with the bf16-rounded reference, every operand
+/// form and 1 or N threads. For tests only.
+pub fn expectKernelMatches(comptime K: type, random: std.Random, case: TestCase) !void {
     const allocator = testing.allocator;
     const lda = (if (case.trans_a) case.m else case.k) + 1;
     const ldb = (if (case.trans_b) case.k else case.n) + 2;
@@ -579,32 +587,32 @@ fn expectMatches(random: std.Random, case: Case) !void {
     const b: Matrix = .{ .trans = case.trans_b, .values = b_values, .ld = ldb };
     reference(case.m, case.n, case.k, case.alpha, a, b, case.beta, expected, ldc);
 
-    const packed_a = try allocator.alloc(u32, PackedA.length(case.m, case.k));
+    const packed_a = try allocator.alloc(u32, K.PackedA.length(case.m, case.k));
     defer allocator.free(packed_a);
-    PackedA.pack(a, case.m, case.k, packed_a);
-    const packed_b = try allocator.alloc(u32, PackedB.length(case.k, case.n));
+    K.PackedA.pack(a, case.m, case.k, packed_a);
+    const packed_b = try allocator.alloc(u32, K.PackedB.length(case.k, case.n));
     defer allocator.free(packed_b);
-    PackedB.pack(b, case.k, case.n, packed_b);
+    K.PackedB.pack(b, case.k, case.n, packed_b);
     const offsets = try allocator.alloc(usize, case.k);
     defer allocator.free(offsets);
     for (offsets, 0..) |*offset, p| offset.* = p * ldb;
-    const left: Left = if (case.form == .packed_a) .{ .packed_a = .{ .m = case.m, .k = case.k, .values = packed_a } } else .{ .matrix = a };
-    const right: Right = switch (case.form) {
+    const left: K.Left = if (case.form == .packed_a) .{ .packed_a = .{ .m = case.m, .k = case.k, .values = packed_a } } else .{ .matrix = a };
+    const right: K.Right = switch (case.form) {
         .packed_b => .{ .packed_b = .{ .k = case.k, .n = case.n, .values = packed_b } },
         .indirect => .{ .indirect = .{ .values = b_values, .offsets = offsets } },
         else => .{ .matrix = b },
     };
-    const args: Args = .{ .m = case.m, .n = case.n, .k = case.k, .alpha = case.alpha, .a = left, .b = right, .beta = case.beta, .c = c, .ldc = ldc };
+    const args: K.Args = .{ .m = case.m, .n = case.n, .k = case.k, .alpha = case.alpha, .a = left, .b = right, .beta = case.beta, .c = c, .ldc = ldc };
     try args.validate();
-    const tiling = plan(case.m, case.n, case.threads);
+    const tiling = K.plan(case.m, case.n, case.threads);
     if (case.threads == 1) {
-        runTiles(&args, tiling, 0, tiling.count());
+        K.runTiles(&args, tiling, 0, tiling.count());
     } else {
         // Each tile on its own thread, as the op layer's pool runs them.
         var threads: [16]std.Thread = undefined;
         const count = tiling.count();
         assert(count <= threads.len);
-        for (0..count) |tile| threads[tile] = try std.Thread.spawn(.{}, runTiles, .{ &args, tiling, tile, tile + 1 });
+        for (0..count) |tile| threads[tile] = try std.Thread.spawn(.{}, K.runTiles, .{ &args, tiling, tile, tile + 1 });
         for (threads[0..count]) |thread| thread.join();
     }
     const tolerance = 2e-6 * @as(f32, @floatFromInt(case.k + 8));
@@ -631,8 +639,8 @@ test "bf16 GEMM matches the bf16-rounded reference: awkward shapes, transposes, 
     var index: usize = 0;
     for (rows) |m| for (cols) |n| for ([_]bool{ false, true }) |trans_a| for ([_]bool{ false, true }) |trans_b| {
         index += 1;
-        const form: @FieldType(Case, "form") = @enumFromInt(index % 4);
-        const case: Case = .{
+        const form: @FieldType(TestCase, "form") = @enumFromInt(index % 4);
+        const case: TestCase = .{
             .m = m,
             .n = n,
             .k = depths[index % depths.len],
@@ -654,7 +662,7 @@ test "bf16 GEMM: k = 0 and alpha = 0 only scale C; blocks past every cache block
     const random = prng.random();
     try expectMatches(random, .{ .m = 9, .n = 50, .k = 0, .beta = 0.5 });
     try expectMatches(random, .{ .m = 9, .n = 50, .k = 10, .alpha = 0, .beta = 0.5, .form = .packed_b });
-    for ([_]@FieldType(Case, "form"){ .packed_a, .packed_b, .plain, .indirect }) |form| {
+    for ([_]@FieldType(TestCase, "form"){ .packed_a, .packed_b, .plain, .indirect }) |form| {
         try expectMatches(random, .{ .m = row_block + 13, .n = col_block + 37, .k = 2 * depth_block_pairs * 2 + 3, .beta = 0.25, .form = form, .threads = 3 });
     }
 }

@@ -30,6 +30,7 @@ const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 const bf16 = @import("bf16.zig");
+const conv_amx = @import("../kernels/conv_amx.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -268,17 +269,31 @@ const Operands = struct {
     }
 };
 
+/// One conv2d call's contiguous operands and its allocated output (conv2d, conv2dBf16).
+const Call = struct {
+    operands: Operands,
+    out: *Tensor,
+    data: Data,
+
+    fn prepare(input: *Tensor, weight: *Tensor, bias: ?*Tensor, geometry: Geometry, epilogue: kernels.Epilogue) Error!Call {
+        const operands = try Operands.init(input, weight, bias);
+        errdefer operands.deinit();
+        const shape = outputDims(input, geometry.batch, geometry.out_channels, geometry.window.grid);
+        const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
+        return .{ .operands = operands, .out = out, .data = operands.data(out, epilogue) };
+    }
+};
+
 /// 2-D convolution, as torch.nn.functional.conv2d: input [N, C, H, W] (or [C, H, W]),
 /// weight [out, C / groups, kh, kw], bias [out].
 pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options) Error!*Tensor {
     const geometry = try convGeometry(input, weight, bias, options);
-    const operands = try Operands.init(input, weight, bias);
-    defer operands.deinit();
-    const shape = outputDims(input, geometry.batch, geometry.out_channels, geometry.window.grid);
-    const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
-    errdefer out.release();
+    const call = try Call.prepare(input, weight, bias, geometry, options.epilogue);
+    defer call.operands.deinit();
+    errdefer call.out.release();
+    const out = call.out;
     if (out.numel() == 0) return out;
-    const data = operands.data(out, options.epilogue);
+    const data = call.data;
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
     } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
@@ -293,7 +308,8 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     return out;
 }
 
-/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): the bf16 GEMM on the packed
+/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): the direct AMX kernel at
+/// stride 1 where the weight was packed for it (runDirect), else the bf16 GEMM on the packed
 /// weight, reading the padded input in place at stride 1 (runImplicit), else after im2col
 /// (none for a plain 1×1), with the same bias and epilogue. A call whose
 /// weight does not match the packed one, or a depthwise one, runs conv2d in f32.
@@ -301,16 +317,18 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
     const geometry = try convGeometry(input, weight, bias, options);
     const depth = geometry.inPerGroup() * geometry.window.taps();
     const fits = geometry.inPerGroup() > 1 and weights.groups == geometry.groups and weights.rows == geometry.outPerGroup() and weights.cols == depth;
-    if (!fits) return conv2d(input, weight, bias, options);
-    const operands = try Operands.init(input, weight, bias);
-    defer operands.deinit();
-    const shape = outputDims(input, geometry.batch, geometry.out_channels, geometry.window.grid);
-    const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
-    errdefer out.release();
+    const direct_scratch = if (weights.form == .direct) directScratch(geometry, weights) else null;
+    if (!fits or (weights.form == .direct and direct_scratch == null)) return conv2d(input, weight, bias, options);
+    const call = try Call.prepare(input, weight, bias, geometry, options.epilogue);
+    defer call.operands.deinit();
+    errdefer call.out.release();
+    const out = call.out;
     if (out.numel() == 0) return out;
-    var data = operands.data(out, options.epilogue);
+    var data = call.data;
     data.bf16 = weights;
-    if (implicitScratch(geometry)) |floats| {
+    if (direct_scratch) |floats| {
+        try runDirect(geometry, data, weights, floats);
+    } else if (implicitScratch(geometry)) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
         try runUnfolded(geometry, data);
@@ -834,24 +852,112 @@ const ImplicitContext = struct {
         }
     }
 
-    /// Output channels [begin, end) of the current image: the flat rows without their
-    /// padding columns, plus bias, through the epilogue.
+    /// Output channels [begin, end) of the current image (see finishFlat).
     fn finish(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
-        const g = context.geometry;
-        const w = g.window;
-        const padded_width = context.width();
-        const b = context.image / g.groups;
-        const group = context.image % g.groups;
-        for (begin..end) |r| {
-            const channel = group * g.outPerGroup() + r;
-            const bias = if (context.data.bias) |values| values[channel] else 0;
-            const output = context.data.output[(b * g.out_channels + channel) * w.gridPlane() ..][0..w.gridPlane()];
-            const n = context.args.b.n;
-            const source = context.flat[r * n ..][0..n];
-            for (0..w.grid[0]) |y| {
-                context.data.epilogue.applyCopy(output[y * w.grid[1] ..][0..w.grid[1]], source[y * padded_width ..][0..w.grid[1]], bias);
-            }
+        finishFlat(context.geometry, context.data, context.image, context.flat, context.args.b.n, context.width(), begin, end);
+    }
+};
+
+/// Output channels [begin, end) of group image % groups of image image / groups: the flat
+/// rows (ldc apart, padded_width per output row) without their padding columns, plus bias,
+/// through the epilogue.
+fn finishFlat(g: Geometry, data: Data, image: usize, flat: []const f32, ldc: usize, padded_width: usize, begin: usize, end: usize) void {
+    const w = g.window;
+    const b = image / g.groups;
+    const group = image % g.groups;
+    for (begin..end) |r| {
+        const channel = group * g.outPerGroup() + r;
+        const bias = if (data.bias) |values| values[channel] else 0;
+        const output = data.output[(b * g.out_channels + channel) * w.gridPlane() ..][0..w.gridPlane()];
+        const source = flat[r * ldc ..][0 .. (w.grid[0] - 1) * padded_width + w.grid[1]];
+        for (0..w.grid[0]) |y| {
+            data.epilogue.applyCopy(output[y * w.grid[1] ..][0..w.grid[1]], source[y * padded_width ..][0..w.grid[1]], bias);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Direct bf16 convolution on AMX (kernels/conv_amx.zig), stride 1, one group: each image's
+// input converted once into zero-padded bf16 pair planes, the tiles read straight from them
+// at every tap, the flat output copied out as runImplicit's is.
+
+/// The scratch floats of runDirect (tap offsets, pair planes, flat output), or null when the
+/// call does not fit the kernel (a stride, groups) or the scratch passes the limit.
+fn directScratch(geometry: Geometry, weights: *const bf16.Weights) ?usize {
+    const window = geometry.window;
+    if (window.stride[0] != 1 or window.stride[1] != 1 or geometry.groups != 1 or weights.taps != window.taps()) return null;
+    const planes = conv_amx.Planes.init(window.image, window.padding, window.kernel, window.dilation);
+    const plane_words = std.math.mul(usize, conv_amx.pairsPadded(geometry.in_channels), planes.stride) catch return null;
+    const ldc = std.mem.alignForward(usize, window.grid[0] *| planes.width, conv_amx.block);
+    const flat = std.math.mul(usize, conv_amx.rowsPadded(geometry.out_channels), ldc) catch return null;
+    // u32 words and f32 floats are the same size.
+    const total = implicitOffsetFloats(window.taps()) +| plane_words +| flat;
+    return if (total *| @sizeOf(f32) <= scratch_bytes_max) total else null;
+}
+
+fn runDirect(geometry: Geometry, data: Data, weights: *const bf16.Weights, scratch_floats: usize) Error!void {
+    const window = geometry.window;
+    const planes = conv_amx.Planes.init(window.image, window.padding, window.kernel, window.dilation);
+    const pairs = conv_amx.pairsPadded(geometry.in_channels);
+    const rows = conv_amx.rowsPadded(geometry.out_channels);
+    const ldc = std.mem.alignForward(usize, window.grid[0] * planes.width, conv_amx.block);
+    const taps = window.taps();
+    const scratch = try Scratch.init("conv2d", scratch_floats);
+    defer scratch.release();
+    // The offset table first (the block is 64-byte aligned), then the planes, then flat.
+    const offset_floats = implicitOffsetFloats(taps);
+    const offsets = @as([*]usize, @ptrCast(@alignCast(scratch.values.ptr)))[0..taps];
+    const plane_words = @as([*]u32, @ptrCast(scratch.values[offset_floats..].ptr))[0 .. pairs * planes.stride];
+    const flat = scratch.values[offset_floats + plane_words.len ..][0 .. rows * ldc];
+    for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
+        offsets[ky * window.kernel[1] + kx] = ky * window.dilation[0] * planes.width + kx * window.dilation[1];
+    };
+    const args: conv_amx.Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = weights.directWords(), .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
+    try args.validate();
+    const flops = (2 *| rows) *| ldc *| taps *| (2 * pairs);
+    const blocks = ldc / conv_amx.block;
+    const workers = @min(parallel.threadsForFlops(flops), blocks);
+    var context: DirectContext = .{ .geometry = geometry, .data = data, .planes = planes, .plane_words = plane_words, .args = &args, .blocks = blocks, .workers = workers, .image = 0 };
+    const shared: *const DirectContext = &context;
+    for (0..geometry.batch) |image| {
+        context.image = image;
+        try intra_op.parallelForTyped(0, pairs, parallel.grain(.medium, 2 * planes.stride), shared, DirectContext.pack);
+        try intra_op.parallelForTyped(0, workers, 1, shared, DirectContext.multiply);
+        try intra_op.parallelForTyped(0, geometry.out_channels, parallel.grain(.medium, ldc), shared, DirectContext.finish);
+    }
+}
+
+const DirectContext = struct {
+    geometry: Geometry,
+    data: Data,
+    planes: conv_amx.Planes,
+    plane_words: []u32,
+    args: *const conv_amx.Args,
+    /// Column blocks of the flat output, split evenly over `workers`.
+    blocks: usize,
+    workers: usize,
+    /// The image being computed.
+    image: usize,
+
+    /// Converts channel pairs [begin, end) of the current image into their planes.
+    fn pack(context: *const DirectContext, begin: usize, end: usize) Error!void {
+        const g = context.geometry;
+        const plane = g.window.imagePlane();
+        const input = context.data.input[context.image * g.in_channels * plane ..][0 .. g.in_channels * plane];
+        context.planes.pack(input, g.in_channels, context.plane_words, begin, end);
+    }
+
+    /// Workers [begin, end): each computes its share of the column blocks.
+    fn multiply(context: *const DirectContext, begin: usize, end: usize) Error!void {
+        for (begin..end) |worker| {
+            const first = context.blocks * worker / context.workers;
+            const last = context.blocks * (worker + 1) / context.workers;
+            context.args.run(first * conv_amx.block, last * conv_amx.block);
+        }
+    }
+
+    fn finish(context: *const DirectContext, begin: usize, end: usize) Error!void {
+        finishFlat(context.geometry, context.data, context.image, context.args.flat, context.args.ldc, context.planes.width, begin, end);
     }
 };
 

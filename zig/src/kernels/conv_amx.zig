@@ -1,0 +1,282 @@
+//! Direct bf16 convolution at stride 1 on AMX tiles (`tdpbf16ps`), for the opt-in bf16
+//! precision: no im2col, and the input is converted to bf16 once per call, not once per tap.
+//!
+//! Why not gemm_amx.zig's implicit GEMM: it converts the im2col rows to bf16 while it packs
+//! them, so each input value is converted kh · kw times and each conversion feeds only
+//! out-channels products. PaddleOCR det's 24 × 96 × 3 × 3 convs spent more on that than AMX
+//! saved and stayed f32 (2.6–2.8 ms each at 80 × 80, 1 thread, against OpenVINO's 1.0).
+//!
+//! The layouts (a word holds two consecutive input channels, the even one in the low half):
+//! - the input becomes zero-padded pair planes: plane q holds channels 2q and 2q + 1 of the
+//!   padded image, flat (y · W' + x), `plane_stride` words apart, zero past the image. The
+//!   output is computed at every flat position y · W' + x (the columns x ≥ the output width
+//!   are junk, dropped by the caller), so tap (ky, kx) of output column p reads word
+//!   p + offsets[tap] of each plane: a B tile (16 pairs × 16 output columns) is one
+//!   `tileloadd` with the plane stride as its row stride, straight from the planes.
+//! - the weights [out, channels, kh, kw] are packed once at load: row r (output channel),
+//!   tap t, pair q is word (r · taps + t) · pairs + q, so an A tile (16 output channels ×
+//!   16 pairs of one tap) is one strided load too. Rows are padded to 32, pairs to 16.
+//! The register block is 32 output channels × 32 columns (tmm0–3), stored straight into the
+//! flat f32 output (rows padded to 32, `ldc` a multiple of 32).
+const std = @import("std");
+const gemm_amx = @import("gemm_amx.zig");
+const bf16 = @import("gemm_bf16.zig");
+const status = @import("../status.zig");
+
+const assert = std.debug.assert;
+const Error = status.Error;
+
+/// Rows and columns of a tile, and pairs per tile.
+const tile = 16;
+/// Output channels and columns of one register block (2 × 2 tiles).
+pub const block = 2 * tile;
+
+/// Whether this process can run the kernel (gemm_amx's AMX check: CPU, level and Linux).
+pub const supported = gemm_amx.supported;
+
+fn divideCeil(numerator: usize, denominator: usize) usize {
+    return (numerator + denominator - 1) / denominator;
+}
+
+/// Channel pairs padded to whole tiles: the planes (and packed weights) there are zero.
+pub fn pairsPadded(channels: usize) usize {
+    return divideCeil(@max(bf16.pairsOf(channels), 1), tile) * tile;
+}
+
+/// Output channels padded to whole register blocks: the flat output has this many rows.
+pub fn rowsPadded(out_channels: usize) usize {
+    return divideCeil(@max(out_channels, 1), block) * block;
+}
+
+/// Words of the packed weights of `out_channels` × `channels` × `taps`.
+pub fn weightsLength(out_channels: usize, channels: usize, taps: usize) usize {
+    return rowsPadded(out_channels) * taps * pairsPadded(channels);
+}
+
+/// Packs weight [out_channels, channels, taps] (f32, contiguous) into `out` (see the top).
+pub fn packWeights(weight: []const f32, out_channels: usize, channels: usize, taps: usize, out: []u32) void {
+    assert(weight.len == out_channels * channels * taps);
+    assert(out.len == weightsLength(out_channels, channels, taps));
+    const pairs = pairsPadded(channels);
+    @memset(out, 0);
+    for (0..out_channels) |r| for (0..taps) |t| for (0..bf16.pairsOf(channels)) |q| {
+        const even = weight[(r * channels + 2 * q) * taps + t];
+        const odd = if (2 * q + 1 < channels) weight[(r * channels + 2 * q + 1) * taps + t] else 0;
+        out[(r * taps + t) * pairs + q] = bf16.pairWord(even, odd);
+    };
+}
+
+/// Where one image's pair planes lie and how they are padded.
+pub const Planes = struct {
+    /// Input height and width, and the zero rows above and columns left of it.
+    image: [2]usize,
+    padding: [2]usize,
+    /// The padded width W' and height H'.
+    width: usize,
+    height: usize,
+    /// Words from one plane to the next: H' · W' plus the zero slack the last columns read.
+    stride: usize,
+
+    /// Words of slack: the junk columns of the last block read up to `block` words plus the
+    /// widest tap offset past H' · W' (see Args.validate, which checks).
+    pub fn init(image: [2]usize, padding: [2]usize, kernel: [2]usize, dilation: [2]usize) Planes {
+        const width = image[1] + 2 * padding[1];
+        const height = image[0] + 2 * padding[0];
+        const slack = (kernel[1] - 1) * dilation[1] + 2 * block;
+        return .{ .image = image, .padding = padding, .width = width, .height = height, .stride = std.mem.alignForward(usize, height * width + slack, tile) };
+    }
+
+    /// Converts channel pairs [pair_begin, pair_end) of `input` (channels × H × W, f32) into
+    /// their planes of `out` (pairs padded × stride words), padding and slack zeroed.
+    pub fn pack(planes: Planes, input: []const f32, channels: usize, out: []u32, pair_begin: usize, pair_end: usize) void {
+        const area = planes.image[0] * planes.image[1];
+        assert(input.len == channels * area);
+        assert(pair_end <= pairsPadded(channels) and out.len >= pair_end * planes.stride);
+        for (pair_begin..pair_end) |q| {
+            const plane = out[q * planes.stride ..][0..planes.stride];
+            if (2 * q >= channels) {
+                @memset(plane, 0);
+                continue;
+            }
+            const top = planes.padding[0] * planes.width;
+            @memset(plane[0..top], 0);
+            for (0..planes.image[0]) |y| {
+                const row = plane[top + y * planes.width ..][0..planes.width];
+                const left = planes.padding[1];
+                @memset(row[0..left], 0);
+                const even = input[(2 * q) * area + y * planes.image[1] ..][0..planes.image[1]];
+                const odd: ?[]const f32 = if (2 * q + 1 < channels) input[(2 * q + 1) * area + y * planes.image[1] ..][0..planes.image[1]] else null;
+                bf16.packRowPair(even, odd, row[left..][0..planes.image[1]]);
+                @memset(row[left + planes.image[1] ..], 0);
+            }
+            @memset(plane[top + planes.image[0] * planes.width ..], 0);
+        }
+    }
+};
+
+/// One image's convolution: flat (rows × ldc, f32) = packed weights · the pair planes read
+/// at each tap's offset.
+pub const Args = struct {
+    /// Output channels padded (rowsPadded), taps and channel pairs padded (pairsPadded).
+    rows: usize,
+    taps: usize,
+    pairs: usize,
+    weights: []const u32,
+    planes: []const u32,
+    plane_stride: usize,
+    /// Per tap (ky · kw + kx): ky · dh · W' + kx · dw.
+    offsets: []const usize,
+    flat: []f32,
+    /// Flat row stride, a multiple of `block`: columns [0, ldc) are computed.
+    ldc: usize,
+
+    /// Checks that every tile the kernel loads or stores lies inside the given slices (the
+    /// tile instructions are not bounds-checked).
+    pub fn validate(args: *const Args) Error!void {
+        if (args.rows % block != 0 or args.pairs % tile != 0 or args.ldc % block != 0 or args.taps == 0 or args.offsets.len != args.taps) {
+            return status.fail(error.ShapeMismatch, "bf16 conv: rows {d}, pairs {d}, ldc {d} must be whole blocks and {d} offsets match {d} taps", .{ args.rows, args.pairs, args.ldc, args.offsets.len, args.taps });
+        }
+        if (args.weights.len != args.rows * args.taps * args.pairs) {
+            return status.fail(error.ShapeMismatch, "bf16 conv: {d} packed weight words for {d} rows × {d} taps × {d} pairs", .{ args.weights.len, args.rows, args.taps, args.pairs });
+        }
+        if (args.planes.len < args.pairs * args.plane_stride or args.flat.len < args.rows * args.ldc) {
+            return status.fail(error.IndexOutOfRange, "bf16 conv: {d} plane words or {d} output floats are too few", .{ args.planes.len, args.flat.len });
+        }
+        for (args.offsets) |offset| if (offset + args.ldc > args.plane_stride) {
+            return status.fail(error.IndexOutOfRange, "bf16 conv: tap offset {d} plus {d} columns overruns a plane of {d} words", .{ offset, args.ldc, args.plane_stride });
+        };
+    }
+
+    /// Computes columns [column_begin, column_end) (multiples of `block`) of every row.
+    /// `validate` must have passed and `supported()` be true.
+    pub fn run(args: *const Args, column_begin: usize, column_end: usize) void {
+        assert(column_begin % block == 0 and column_end % block == 0 and column_end <= args.ldc);
+        if (column_begin == column_end) return;
+        if (comptime !gemm_amx.compiled) unreachable;
+        gemm_amx.loadTileConfig();
+        // Pairs with loadTileConfig: the tiles are free again before any other code runs.
+        defer gemm_amx.releaseTiles();
+        var column = column_begin;
+        while (column < column_end) : (column += block) {
+            var row: usize = 0;
+            while (row < args.rows) : (row += block) args.registerBlock(row, column);
+        }
+    }
+
+    /// Rows [row, +32) × columns [column, +32) of flat, summed over every tap and pair.
+    fn registerBlock(args: *const Args, row: usize, column: usize) void {
+        const a_stride = args.taps * args.pairs;
+        const a_stride_bytes = a_stride * @sizeOf(u32);
+        const b_stride_bytes = args.plane_stride * @sizeOf(u32);
+        gemm_amx.zeroAccumulators();
+        for (args.offsets, 0..) |offset, t| {
+            var q: usize = 0;
+            while (q < args.pairs) : (q += tile) {
+                // Bounds: validate checked rows · taps · pairs words of weights and that
+                // column + 31 + offset stays inside each of the `pairs` planes.
+                const a0 = args.weights[(row * args.taps + t) * args.pairs + q ..].ptr;
+                const b0 = args.planes[q * args.plane_stride + column + offset ..].ptr;
+                gemm_amx.multiply2x2(a0, a0 + tile * a_stride, a_stride_bytes, b0, b0 + tile, b_stride_bytes);
+            }
+        }
+        gemm_amx.storeAccumulators(args.flat[row * args.ldc + column ..].ptr, args.ldc);
+    }
+};
+
+// -------------------------------------------------------------------------------------------
+// Tests: against a scalar convolution on bf16-rounded inputs, in f64.
+
+const testing = std.testing;
+
+const Case = struct {
+    channels: usize,
+    out_channels: usize,
+    image: [2]usize,
+    kernel: [2]usize,
+    padding: [2]usize,
+    dilation: [2]usize = .{ 1, 1 },
+    threads: usize = 1,
+};
+
+fn rounded(x: f32) f64 {
+    return bf16.fromBf16(bf16.toBf16(x));
+}
+
+fn expectMatches(random: std.Random, case: Case) !void {
+    const allocator = testing.allocator;
+    const taps = case.kernel[0] * case.kernel[1];
+    const area = case.image[0] * case.image[1];
+    const input = try allocator.alloc(f32, case.channels * area);
+    defer allocator.free(input);
+    const weight = try allocator.alloc(f32, case.out_channels * case.channels * taps);
+    defer allocator.free(weight);
+    for (input) |*x| x.* = random.float(f32) * 2 - 1;
+    for (weight) |*x| x.* = random.float(f32) * 2 - 1;
+
+    const planes = Planes.init(case.image, case.padding, case.kernel, case.dilation);
+    const grid = [2]usize{
+        planes.height - (case.kernel[0] - 1) * case.dilation[0],
+        planes.width - (case.kernel[1] - 1) * case.dilation[1],
+    };
+    const pairs = pairsPadded(case.channels);
+    const rows = rowsPadded(case.out_channels);
+    const ldc = std.mem.alignForward(usize, grid[0] * planes.width, block);
+    const packed_weights = try allocator.alloc(u32, weightsLength(case.out_channels, case.channels, taps));
+    defer allocator.free(packed_weights);
+    packWeights(weight, case.out_channels, case.channels, taps, packed_weights);
+    const plane_words = try allocator.alloc(u32, pairs * planes.stride);
+    defer allocator.free(plane_words);
+    // Two halves, as two workers would convert them.
+    planes.pack(input, case.channels, plane_words, 0, pairs / 2);
+    planes.pack(input, case.channels, plane_words, pairs / 2, pairs);
+    const offsets = try allocator.alloc(usize, taps);
+    defer allocator.free(offsets);
+    for (0..case.kernel[0]) |ky| for (0..case.kernel[1]) |kx| {
+        offsets[ky * case.kernel[1] + kx] = ky * case.dilation[0] * planes.width + kx * case.dilation[1];
+    };
+    const flat = try allocator.alloc(f32, rows * ldc);
+    defer allocator.free(flat);
+    const args: Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = packed_weights, .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
+    try args.validate();
+    const blocks = ldc / block;
+    const workers = @min(case.threads, blocks);
+    var threads: [8]std.Thread = undefined;
+    for (0..workers) |w| {
+        const begin = blocks * w / workers * block;
+        const end = blocks * (w + 1) / workers * block;
+        threads[w] = try std.Thread.spawn(.{}, Args.run, .{ &args, begin, end });
+    }
+    for (threads[0..workers]) |thread| thread.join();
+
+    for (0..case.out_channels) |o| for (0..grid[0]) |y| for (0..grid[1]) |x| {
+        var sum: f64 = 0;
+        for (0..case.channels) |c| for (0..case.kernel[0]) |ky| for (0..case.kernel[1]) |kx| {
+            const iy = @as(isize, @intCast(y + ky * case.dilation[0])) - @as(isize, @intCast(case.padding[0]));
+            const ix = @as(isize, @intCast(x + kx * case.dilation[1])) - @as(isize, @intCast(case.padding[1]));
+            if (iy < 0 or ix < 0 or iy >= case.image[0] or ix >= case.image[1]) continue;
+            const value = input[c * area + @as(usize, @intCast(iy)) * case.image[1] + @as(usize, @intCast(ix))];
+            sum += rounded(value) * rounded(weight[(o * case.channels + c) * taps + ky * case.kernel[1] + kx]);
+        };
+        const got = flat[o * ldc + y * planes.width + x];
+        const tolerance = 2e-6 * @as(f64, @floatFromInt(case.channels * taps + 8));
+        if (@abs(got - sum) > tolerance) {
+            std.debug.print("out[{d}, {d}, {d}] = {d}, expected {d} in {any}\n", .{ o, y, x, got, sum, case });
+            return error.TestExpectedApproxEqAbs;
+        }
+    };
+}
+
+test "AMX direct bf16 conv matches the bf16-rounded reference: awkward shapes, padding, dilation, 1 and N threads" {
+    if (!supported()) return error.SkipZigTest;
+    var prng = std.Random.DefaultPrng.init(0xc0a);
+    const random = prng.random();
+    for ([_]Case{
+        .{ .channels = 96, .out_channels = 24, .image = .{ 20, 20 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 } },
+        .{ .channels = 96, .out_channels = 24, .image = .{ 20, 20 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 }, .threads = 2 },
+        .{ .channels = 1, .out_channels = 1, .image = .{ 1, 1 }, .kernel = .{ 1, 1 }, .padding = .{ 0, 0 } },
+        .{ .channels = 3, .out_channels = 17, .image = .{ 7, 5 }, .kernel = .{ 3, 2 }, .padding = .{ 2, 0 }, .threads = 3 },
+        .{ .channels = 33, .out_channels = 40, .image = .{ 9, 13 }, .kernel = .{ 5, 5 }, .padding = .{ 2, 2 }, .threads = 2 },
+        .{ .channels = 35, .out_channels = 33, .image = .{ 11, 6 }, .kernel = .{ 3, 3 }, .padding = .{ 0, 3 }, .dilation = .{ 2, 1 } },
+        .{ .channels = 64, .out_channels = 70, .image = .{ 3, 31 }, .kernel = .{ 1, 3 }, .padding = .{ 0, 1 }, .threads = 5 },
+    }) |case| try expectMatches(random, case);
+}
