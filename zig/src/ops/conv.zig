@@ -30,6 +30,7 @@ const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 const bf16 = @import("bf16.zig");
+const packed_f32 = @import("packed_f32.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -234,6 +235,9 @@ const Data = struct {
     epilogue: kernels.Epilogue,
     /// The weight packed for a bf16 program (conv2dBf16): the GEMMs run on it instead.
     bf16: ?*const bf16.Weights = null,
+    /// The weight packed in f32 at load (conv2dPacked): the GEMMs read its panels instead
+    /// of packing the weight on every call.
+    packed_f32: ?*const packed_f32.Weights = null,
 };
 
 /// Contiguous copies (or retained originals) of a call's tensors, released together.
@@ -271,6 +275,20 @@ const Operands = struct {
 /// 2-D convolution, as torch.nn.functional.conv2d: input [N, C, H, W] (or [C, H, W]),
 /// weight [out, C / groups, kh, kw], bias [out].
 pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options) Error!*Tensor {
+    return conv2dWith(input, weight, bias, options, null);
+}
+
+/// conv2d with the weight packed in f32 at load (ops/packed_f32.zig): the same algorithms,
+/// their GEMMs on the packed panels. A call whose weight does not match the packed one runs
+/// conv2d as is.
+pub fn conv2dPacked(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options, weights: *const packed_f32.Weights) Error!*Tensor {
+    const groups = std.math.cast(usize, options.groups) orelse 0;
+    const fits = weight.ndim == 4 and weights.groups == groups and weights.rows * groups == weight.shape[0] and
+        weights.cols == weight.shape[1] * weight.shape[2] * weight.shape[3];
+    return conv2dWith(input, weight, bias, options, if (fits) weights else null);
+}
+
+fn conv2dWith(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options, packed_weights: ?*const packed_f32.Weights) Error!*Tensor {
     const geometry = try convGeometry(input, weight, bias, options);
     const operands = try Operands.init(input, weight, bias);
     defer operands.deinit();
@@ -278,7 +296,8 @@ pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options)
     const out = try tensor.createUninit(.float32, shape.dims[0..shape.len]);
     errdefer out.release();
     if (out.numel() == 0) return out;
-    const data = operands.data(out, options.epilogue);
+    var data = operands.data(out, options.epilogue);
+    data.packed_f32 = packed_weights;
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
     } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
@@ -610,6 +629,12 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
         plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
         plan.workers = @min(plan.workers, plan.tasks());
     }
+    if (data.packed_f32 != null) {
+        // So do the f32 packed weight's, at multiples of its panels (14 rows: not a power of 2).
+        plan.rows_per_block = std.mem.alignForwardAnyAlign(usize, plan.rows_per_block, gemm_native.native.panel_rows);
+        plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
+        plan.workers = @min(plan.workers, plan.tasks());
+    }
     const scratch = try Scratch.init("conv2d", plan.workers * plan.scratch_per_worker);
     defer scratch.release();
     const context: UnfoldedContext = .{ .geometry = geometry, .data = data, .plan = plan, .unfold = unfold, .scratch = scratch.values };
@@ -674,6 +699,8 @@ const UnfoldedContext = struct {
             const group_offset = (b * g.out_channels + group * m) * n + column_begin;
             const c = context.data.output[group_offset..][0 .. (m - 1) * n + columns];
             try bf16.convBlock(weights, group, row_begin, rows, b_matrix, ldb, columns, c, n);
+        } else if (context.data.packed_f32) |weights| {
+            try context.multiplyPacked(weights, group, row_begin, rows, columns, b_matrix, ldb, b * g.out_channels + group * m, column_begin);
         } else {
             try context.multiplyF32(rows, columns, depth, channel * depth, b_matrix, ldb, c_offset);
         }
@@ -682,6 +709,28 @@ const UnfoldedContext = struct {
             const bias = if (context.data.bias) |values| values[channel + r] else 0;
             context.data.epilogue.apply(context.data.output[c_offset + r * n ..][0..columns], bias);
         }
+    }
+
+    /// Rows [row_begin, +rows) × `columns` of one group's GEMM on the f32 packed weight, into
+    /// the output from plane `first_plane` (the group's first channel) and column_begin on.
+    fn multiplyPacked(context: *const UnfoldedContext, weights: *const packed_f32.Weights, group: usize, row_begin: usize, rows: usize, columns: usize, b_matrix: []const f32, ldb: usize, first_plane: usize, column_begin: usize) Error!void {
+        const n = context.geometry.window.gridPlane();
+        const m = weights.rows;
+        const packed_a = weights.left(group);
+        // The group's whole C block from row 0: the packed weight indexes rows from there.
+        const args: gemm_native.native.PackedAArgs = .{
+            .packed_a = &packed_a,
+            .trans_b = false,
+            .n = columns,
+            .b = b_matrix,
+            .ldb = ldb,
+            .alpha = 1,
+            .beta = 0,
+            .c = context.data.output[first_plane * n + column_begin ..][0 .. (m - 1) * n + columns],
+            .ldc = n,
+        };
+        try args.validate();
+        gemm_native.native.runBlockPackedA(&args, row_begin, rows, 0, columns);
     }
 
     fn multiplyF32(context: *const UnfoldedContext, rows: usize, columns: usize, depth: usize, a_offset: usize, b_matrix: []const f32, ldb: usize, c_offset: usize) Error!void {
@@ -767,7 +816,7 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
     const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
     const threads = parallel.threadsForFlops((2 *| m) *| n *| depth);
     const tiling = if (data.bf16) |weights| bf16.plan(weights, m, n, threads) else gemm.plan(m, n, threads);
-    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
+    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .packed_a = undefined, .tiling = tiling, .image = 0 };
     for (0..geometry.batch * geometry.groups) |image| {
         context.image = image;
         // The weight rows of this image's group times the padded input, into `flat`.
@@ -782,6 +831,10 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
             .c = flat,
             .ldc = n,
         };
+        if (data.packed_f32) |weights| {
+            context.packed_a = weights.left(group);
+            context.args.packed_a = &context.packed_a;
+        }
         try context.args.validate();
         const shared: *const ImplicitContext = &context;
         try intra_op.parallelForTyped(0, channels, parallel.grain(.medium, height * width), shared, ImplicitContext.pad);
@@ -799,6 +852,8 @@ const ImplicitContext = struct {
     flat: []f32,
     /// The current image's GEMM (validated by runImplicit).
     args: gemm_native.native.IndirectArgs,
+    /// The current group's f32 packed weight, when the call has one (args.packed_a).
+    packed_a: gemm_native.native.PackedA,
     tiling: gemm.Tiling,
     /// batch · groups + group of the image being computed.
     image: usize,
