@@ -554,7 +554,9 @@ fn blockColumnLimit(comptime op: []const u8, n: usize, depth: usize, slots: usiz
     return @min(n, cap, @max(block_columns_min, block_bytes_target / column_bytes));
 }
 
-fn planBlocks(comptime op: []const u8, images: usize, m: usize, n: usize, depth: usize, threads: usize, unfold: bool) Error!Plan {
+/// `packed_weight`: the weight (A) was packed at load, so a block repeats only B's packing
+/// (or unfolding), never A's.
+fn planBlocks(comptime op: []const u8, images: usize, m: usize, n: usize, depth: usize, threads: usize, unfold: bool, packed_weight: bool) Error!Plan {
     std.debug.assert(images > 0 and m > 0 and n > 0);
     std.debug.assert(threads > 0);
     const column_limit = if (unfold) try blockColumnLimit(op, n, depth, threads) else n;
@@ -563,8 +565,10 @@ fn planBlocks(comptime op: []const u8, images: usize, m: usize, n: usize, depth:
     const parts = std.math.divCeil(usize, threads, images) catch unreachable;
     if (column_blocks < parts) {
         // Too few blocks for the workers. A row split repeats the B panel (and its
-        // unfolding) per block, a column split repeats A: split the larger dimension.
-        if (m >= n and m >= 32) {
+        // unfolding) per block, a column split repeats A: split the larger dimension, or
+        // the columns when A is packed already (while they make 16-wide blocks).
+        const rows_first = if (packed_weight) n / 16 < parts else m >= n;
+        if (rows_first and m >= 32) {
             row_blocks = @min(std.math.divCeil(usize, parts, column_blocks) catch unreachable, m / 16);
         } else {
             column_blocks = @max(column_blocks, @min(parts, n / 16));
@@ -622,7 +626,7 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
     const images = geometry.batch * geometry.groups;
     const unfold = !isPointwise(window);
     const flops = (2 *| images) *| m *| n *| @max(depth, 1);
-    var plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold);
+    var plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold, data.packed_f32 != null);
     if (data.bf16 != null) {
         // The packed weight's row blocks start at multiples of the kernel's block rows.
         plan.rows_per_block = std.mem.alignForward(usize, plan.rows_per_block, bf16.conv_row_alignment);
@@ -1209,18 +1213,25 @@ test "conv_transpose2d matches the direct reference on awkward shapes, 1 and 2 t
 
 test "planBlocks bounds the scratch and keeps every worker busy" {
     // ResNet 3×3 64→64 at 56×56: L2-sized column blocks, split evenly over 2 workers.
-    const plan = try planBlocks("test", 1, 64, 56 * 56, 576, 2, true);
+    const plan = try planBlocks("test", 1, 64, 56 * 56, 576, 2, true, false);
     try testing.expectEqual(@as(usize, 1), plan.row_blocks);
     try testing.expectEqual(@as(usize, 0), plan.column_blocks % 2);
     try testing.expect(plan.scratch_per_worker * @sizeOf(f32) <= block_bytes_target + 64 * 576 * @sizeOf(f32));
     // Few pixels, many channels: rows split instead.
-    const deep = try planBlocks("test", 1, 512, 49, 4608, 2, true);
+    const deep = try planBlocks("test", 1, 512, 49, 4608, 2, true, false);
     try testing.expectEqual(@as(usize, 2), deep.row_blocks);
     try testing.expectEqual(@as(usize, 2), deep.workers);
+    // The same with the weight packed at load: the columns split (each worker packs only its
+    // half of B), unless they are too few for 16-wide blocks.
+    const packed_deep = try planBlocks("test", 1, 512, 49, 4608, 2, true, true);
+    try testing.expectEqual(@as(usize, 1), packed_deep.row_blocks);
+    try testing.expectEqual(@as(usize, 2), packed_deep.column_blocks);
+    const narrow = try planBlocks("test", 1, 512, 20, 4608, 2, true, true);
+    try testing.expectEqual(@as(usize, 2), narrow.row_blocks);
     // A huge depth still fits the scratch limit, in narrow blocks.
-    const huge = try planBlocks("test", 1, 8, 1 << 20, 1 << 20, 4, true);
+    const huge = try planBlocks("test", 1, 8, 1 << 20, 1 << 20, 4, true, false);
     try testing.expect(huge.workers * huge.scratch_per_worker * @sizeOf(f32) <= scratch_bytes_max);
-    try testing.expectError(error.TooLarge, planBlocks("test", 1, 8, 100, 1 << 24, 2, true));
+    try testing.expectError(error.TooLarge, planBlocks("test", 1, 8, 100, 1 << 24, 2, true, false));
 }
 
 test "conv2d refuses bad shapes and parameters with typed errors" {
