@@ -1230,6 +1230,7 @@ test {
     _ = @import("kernels/formats.zig");
     _ = @import("ops/quantized.zig");
     _ = @import("ops/bf16.zig");
+    _ = @import("ops/packed_f32.zig");
     _ = @import("kernels/gemm_int8.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");

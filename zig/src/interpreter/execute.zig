@@ -7,6 +7,7 @@ const status = @import("../status.zig");
 const tensor = @import("../tensor.zig");
 const ops = @import("../ops.zig");
 const bf16 = @import("../ops/bf16.zig");
+const packed_f32 = @import("../ops/packed_f32.zig");
 const Pool = @import("../pool/inter_op.zig");
 const Future = @import("../pool/future.zig");
 const program_module = @import("program.zig");
@@ -326,8 +327,11 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
             defer tensor.clearPlannedOutput();
             const started = if (active_profile != null) std.time.Instant.now() catch null else null;
             const packed_weights = if (graph.bf16_weights.len != 0) graph.bf16_weights[index] else null;
+            const f32_weights = if (graph.f32_weights.len != 0) graph.f32_weights[index] else null;
             const result = (if (packed_weights) |weights|
                 bf16.execute(node.options, inputs[0..node.inputs.len], weights)
+            else if (f32_weights) |weights|
+                packed_f32.execute(node.options, inputs[0..node.inputs.len], weights)
             else
                 ops.execute(node.options, inputs[0..node.inputs.len])) catch |err|
                 return annotate(err, graph_index, index, @tagName(node.options));

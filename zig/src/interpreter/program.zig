@@ -7,6 +7,7 @@ const tensor = @import("../tensor.zig");
 const ops = @import("../ops.zig");
 const format = @import("format.zig");
 const bf16 = @import("../ops/bf16.zig");
+const packed_f32 = @import("../ops/packed_f32.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -136,6 +137,9 @@ pub const Graph = struct {
     /// Per node, the weight packed for a bf16 program (empty for an f32 one): such a node
     /// runs through bf16.execute.
     bf16_weights: []const ?*const bf16.Weights = &.{},
+    /// Per node, the weight packed in f32 for the native GEMM (empty with another BLAS):
+    /// such a node (without a bf16 weight) runs through packed_f32.execute.
+    f32_weights: []const ?*const packed_f32.Weights = &.{},
 };
 
 pub const Program = struct {
@@ -153,6 +157,8 @@ pub const Program = struct {
     memory_budget: ?usize = null,
     /// Every weight packed for bf16 (in the graphs' bf16_weights), released with the program.
     packed_weights: []const bf16.Weights = &.{},
+    /// Every weight packed in f32 (in the graphs' f32_weights), released with the program.
+    packed_f32_weights: []const packed_f32.Weights = &.{},
     /// Holders: the handle table and every running call. Release/Acquire as in tensor.zig.
     refs: std.atomic.Value(u32),
 
@@ -168,6 +174,7 @@ pub const Program = struct {
             _ = program.refs.load(.acquire);
             for (program.constants) |constant| constant.release();
             for (program.packed_weights) |*weights| weights.release();
+            for (program.packed_f32_weights) |*weights| weights.release();
             program.shape_plans.deinit();
             var arena = program.arena;
             arena.deinit();
@@ -207,22 +214,58 @@ pub fn loadWithPrecision(bytes: []const u8, precision: bf16.Precision) Error!*Pr
     const program = allocator.create(Program) catch return error.OutOfMemory;
     program.* = .{ .arena = undefined, .graphs = graphs, .plans = plans, .constants = constants, .refs = .init(1) };
     if (precision == .bf16) if (bf16.kernel()) |which| {
-        program.packed_weights = try packWeights(allocator, which, graphs, constants);
+        program.packed_weights = try packWeights(Bf16Packer{ .which = which }, allocator, graphs, constants);
     };
+    errdefer for (program.packed_weights) |*weights| weights.release();
+    // Every precision: the nodes bf16 does not run pack their f32 weight once, here, instead
+    // of on every call.
+    if (packed_f32.available()) program.packed_f32_weights = try packWeights(F32Packer{}, allocator, graphs, constants);
     // The arena must move into the program last: it owns the program's own memory.
     program.arena = arena;
     return program;
 }
 
-/// Packs the constant weight of every conv2d, matmul and gemm node that bf16 runs, and points
-/// the node's bf16_weights slot at it. A weight read by several nodes is packed per node:
-/// they may read it as different operands.
-fn packWeights(allocator: std.mem.Allocator, which: bf16.Kernel, graphs: []Graph, constants: []const *Tensor) Error![]const bf16.Weights {
+/// Packs weights for bf16: conv2d, matmul and gemm nodes with a bf16 kernel's layout.
+const Bf16Packer = struct {
+    which: bf16.Kernel,
+
+    const Weights = bf16.Weights;
+    const slots = "bf16_weights";
+
+    fn pack(packer: Bf16Packer, kind: Packable, node: Node, weight: *Tensor) Error!?bf16.Weights {
+        return switch (kind) {
+            .conv => try bf16.packConv(packer.which, weight, @intCast(node.options.conv2d.groups), node.options.conv2d.stride),
+            .matrix => try bf16.packMatrix(packer.which, weight, false),
+            .matrix_transposed => try bf16.packMatrix(packer.which, weight, true),
+        };
+    }
+};
+
+/// Packs f32 weights for the native GEMM, for the nodes that have no bf16 weight.
+const F32Packer = struct {
+    const Weights = packed_f32.Weights;
+    const slots = "f32_weights";
+
+    fn pack(_: F32Packer, kind: Packable, node: Node, weight: *Tensor) Error!?packed_f32.Weights {
+        return switch (kind) {
+            .conv => try packed_f32.packConv(weight, @intCast(node.options.conv2d.groups)),
+            .matrix => try packed_f32.packMatrix(weight, false),
+            .matrix_transposed => try packed_f32.packMatrix(weight, true),
+        };
+    }
+};
+
+/// Packs the constant weight of every conv2d, matmul and gemm node `packer` takes, and points
+/// the node's slot (the graph's `Packer.slots` field) at it. A weight read by several nodes is
+/// packed per node: they may read it as different operands. A node that already has a bf16
+/// weight is skipped.
+fn packWeights(packer: anytype, allocator: std.mem.Allocator, graphs: []Graph, constants: []const *Tensor) Error![]const @TypeOf(packer).Weights {
+    const Packer = @TypeOf(packer);
     var count: usize = 0;
     for (graphs) |graph| {
         for (graph.nodes) |node| count += @intFromBool(packable(node) != null);
     }
-    const all = allocator.alloc(bf16.Weights, count) catch return error.OutOfMemory;
+    const all = allocator.alloc(Packer.Weights, count) catch return error.OutOfMemory;
     var made: usize = 0;
     errdefer for (all[0..made]) |*weights| weights.release();
     for (graphs) |*graph| {
@@ -232,28 +275,27 @@ fn packWeights(allocator: std.mem.Allocator, which: bf16.Kernel, graphs: []Graph
         for (graph.nodes) |node| if (node.kind == .constant) {
             sources[node.output] = node.target;
         };
-        const slots = allocator.alloc(?*const bf16.Weights, graph.nodes.len) catch return error.OutOfMemory;
+        const slots = allocator.alloc(?*const Packer.Weights, graph.nodes.len) catch return error.OutOfMemory;
         @memset(slots, null);
-        for (graph.nodes, slots) |node, *slot| {
+        for (graph.nodes, slots, 0..) |node, *slot, index| {
             const kind = packable(node) orelse continue;
+            if (graph.bf16_weights.len != 0 and graph.bf16_weights[index] != null) continue;
             const source = sources[node.inputs[1]] orelse continue;
             const weight = constants[source];
-            const weights = switch (kind) {
-                .conv => try bf16.packConv(which, weight, @intCast(node.options.conv2d.groups), node.options.conv2d.stride),
-                .matrix => try bf16.packMatrix(which, weight, false),
-                .matrix_transposed => try bf16.packMatrix(which, weight, true),
-            } orelse continue;
+            const weights = try packer.pack(kind, node, weight) orelse continue;
             all[made] = weights;
             slot.* = &all[made];
             made += 1;
         }
-        graph.bf16_weights = slots;
+        @field(graph, Packer.slots) = slots;
     }
     return all[0..made];
 }
 
-/// Whether bf16 runs `node` (given a constant weight), and as which operand.
-fn packable(node: Node) ?enum { conv, matrix, matrix_transposed } {
+const Packable = enum { conv, matrix, matrix_transposed };
+
+/// Whether a packed weight can run `node` (given a constant weight), and as which operand.
+fn packable(node: Node) ?Packable {
     if (node.kind != .op or node.inputs.len < 2) return null;
     return switch (node.options) {
         .conv2d => .conv,

@@ -20,7 +20,8 @@
 //! - op(B) = Bᵀ, op(A) = A and at most `dot_rows_max` rows: rows of A and of B are both
 //!   contiguous in depth, so the kernel takes their dot products (see dotBlock).
 //! - A weight matrix that multiplies many inputs is packed once into a `PackedB` and reused
-//!   with `runBlockPacked` / `runTilesPacked`.
+//!   with `runBlockPacked` / `runTilesPacked`; a weight on the left (a convolution's) into a
+//!   `PackedA`, reused with `runBlockPackedA` or an indirect B (`IndirectArgs.packed_a`).
 //!
 //! Packing buffers are per thread and static: one `Scratch` (threadlocal, about
 //! (row_block + col_block + panel_cols) × depth_block floats, 2.4 MiB with AVX-512), so the
@@ -196,6 +197,8 @@ pub fn Kernel(comptime config: Config) type {
             trans_a: bool,
             a: []const f32,
             lda: usize,
+            /// op(A) packed at load: its panels replace packA (and `a` is not read).
+            packed_a: ?*const PackedA = null,
             b: union(enum) {
                 matrix: struct { trans: bool, values: []const f32, ld: usize },
                 packed_b: *const PackedB,
@@ -268,11 +271,14 @@ pub fn Kernel(comptime config: Config) type {
             }
         };
 
-        /// C = alpha · A · B + beta · C with an indirect B (validated); A is m × k, untransposed.
+        /// C = alpha · A · B + beta · C with an indirect B (validated); A is m × k, untransposed,
+        /// or packed at load (`packed_a`, then `a` is not read and row blocks start at
+        /// multiples of panel_rows).
         pub const IndirectArgs = struct {
             m: usize,
             a: []const f32,
             lda: usize,
+            packed_a: ?*const PackedA = null,
             b: *const IndirectB,
             alpha: f32,
             beta: f32,
@@ -281,17 +287,23 @@ pub fn Kernel(comptime config: Config) type {
 
             pub fn validate(args: *const IndirectArgs) Error!void {
                 try args.b.validate();
-                try gemm.Args.checkMatrix("A", args.a.len, args.m, args.b.offsets.len, args.lda);
+                if (args.packed_a) |packed_a| {
+                    try packed_a.check(args.m, args.b.offsets.len);
+                } else {
+                    try gemm.Args.checkMatrix("A", args.a.len, args.m, args.b.offsets.len, args.lda);
+                }
                 try gemm.Args.checkMatrix("C", args.c.len, args.m, args.b.n, args.ldc);
             }
         };
 
         /// As runBlock, with an indirect B.
         pub fn runBlockIndirect(args: *const IndirectArgs, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            if (args.packed_a != null) assert(row_begin % panel_rows == 0);
             const operands: Operands = .{
                 .trans_a = false,
                 .a = args.a,
                 .lda = args.lda,
+                .packed_a = args.packed_a,
                 .b = .{ .indirect = args.b },
                 .m = args.m,
                 .n = args.b.n,
@@ -313,9 +325,19 @@ pub fn Kernel(comptime config: Config) type {
                 scaleBlock(operands, row_begin, rows, col_begin, cols);
                 return;
             }
+            // The shortcuts below read A's rows in place; a packed A has none.
+            if (operands.packed_a == null) {
+                if (shortcut(operands, row_begin, rows, col_begin, cols)) return;
+            }
+            runPanels(operands, row_begin, rows, col_begin, cols);
+        }
+
+        /// The products that skip the panels: few rows times a transposed B, or one column.
+        /// Returns whether it computed the block.
+        fn shortcut(operands: *const Operands, row_begin: usize, rows: usize, col_begin: usize, cols: usize) bool {
             if (operands.b == .matrix and operands.b.matrix.trans and !operands.trans_a and rows <= config.dot_rows_max) {
                 dotBlock(operands, row_begin, rows, col_begin, cols);
-                return;
+                return true;
             }
             // A matrix–vector product (a classifier's last layer): packing would pad the one
             // column of B to a whole sliver, 32× the work; dot products of A's rows with the
@@ -327,9 +349,14 @@ pub fn Kernel(comptime config: Config) type {
                     var column = operands.*;
                     column.b = .{ .matrix = .{ .trans = true, .values = matrix.values, .ld = if (matrix.trans) matrix.ld else operands.k } };
                     dotBlock(&column, row_begin, rows, col_begin, cols);
-                    return;
+                    return true;
                 }
             }
+            return false;
+        }
+
+        /// The packed path: panels of A and slivers of B through the micro-kernel.
+        fn runPanels(operands: *const Operands, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
             const buffers = &scratch;
             const packed_a = aligned(&buffers.a, row_block * depth_block);
             // A pre-packed B needs no column blocks: it is already packed, and one block
@@ -347,9 +374,12 @@ pub fn Kernel(comptime config: Config) type {
                     var row_start = row_begin;
                     while (row_start < row_begin + rows) : (row_start += row_block) {
                         const row_count = @min(row_block, row_begin + rows - row_start);
-                        packA(operands, row_start, row_count, depth_start, depth, packed_a);
+                        const a_block = if (operands.packed_a) |prepacked| prepacked.rowBlock(row_start, row_count, depth_start, depth) else blk: {
+                            packA(operands.trans_a, operands.a, operands.lda, row_start, row_count, depth_start, depth, packed_a);
+                            break :blk packed_a;
+                        };
                         const c = operands.c[row_start * operands.ldc + col_start ..];
-                        macroKernel(packed_a, panels, row_count, col_count, depth, c, operands.ldc, operands.alpha, beta);
+                        macroKernel(a_block, panels, row_count, col_count, depth, c, operands.ldc, operands.alpha, beta);
                     }
                 }
             }
@@ -476,23 +506,22 @@ pub fn Kernel(comptime config: Config) type {
         /// panel_rows rows: panel g holds out[g·panel_rows·depth + p·panel_rows + r] =
         /// op(A)[row_start + g·panel_rows + r, depth_start + p]. A ragged last panel keeps the
         /// stride; its missing rows are never read.
-        fn packA(operands: *const Operands, row_start: usize, rows: usize, depth_start: usize, depth: usize, out: []f32) void {
+        fn packA(trans_a: bool, a: []const f32, lda: usize, row_start: usize, rows: usize, depth_start: usize, depth: usize, out: []f32) void {
             assert(rows >= 1 and rows <= row_block);
             assert(depth >= 1 and depth <= depth_block);
-            const lda = operands.lda;
             var group: usize = 0;
             while (group * panel_rows < rows) : (group += 1) {
                 const group_rows = @min(panel_rows, rows - group * panel_rows);
                 const first_row = row_start + group * panel_rows;
                 const panel = out[group * panel_rows * depth ..][0 .. panel_rows * depth];
-                if (operands.trans_a) {
+                if (trans_a) {
                     // op(A) row r is column r of A: each depth step is a contiguous run.
                     for (0..depth) |p| {
-                        const source = operands.a[(depth_start + p) * lda + first_row ..][0..group_rows];
+                        const source = a[(depth_start + p) * lda + first_row ..][0..group_rows];
                         @memcpy(panel[p * panel_rows ..][0..group_rows], source);
                     }
                 } else {
-                    packRowsAcrossPanel(operands.a, lda, first_row, group_rows, depth_start, depth, panel);
+                    packRowsAcrossPanel(a, lda, first_row, group_rows, depth_start, depth, panel);
                 }
             }
         }
@@ -989,10 +1018,16 @@ pub fn Kernel(comptime config: Config) type {
         pub const PackedB = struct {
             k: usize,
             n: usize,
-            values: []f32,
+            values: []const f32,
 
             pub fn paddedCols(n: usize) usize {
                 return divideCeil(n, panel_cols) * panel_cols;
+            }
+
+            /// Floats the packed op(B) (k × n) takes, or TooLarge.
+            pub fn length(k: usize, n: usize) Error!usize {
+                return std.math.mul(usize, k, paddedCols(n)) catch
+                    status.fail(error.TooLarge, "sgemm: packing B of {d}x{d} overflows its size", .{ k, n });
             }
 
             /// Packs op(B) (k × n) into storage allocated from `allocator`.
@@ -1000,16 +1035,21 @@ pub fn Kernel(comptime config: Config) type {
                 const b_rows = if (trans_b) n else k;
                 const b_cols = if (trans_b) k else n;
                 try gemm.Args.checkMatrix("B", b.len, b_rows, b_cols, ldb);
-                const length = std.math.mul(usize, k, paddedCols(n)) catch
-                    return status.fail(error.TooLarge, "sgemm: packing B of {d}x{d} overflows its size", .{ k, n });
-                const values = allocator.alloc(f32, length) catch return error.OutOfMemory;
-                const packed_b: PackedB = .{ .k = k, .n = n, .values = values };
+                const values = allocator.alloc(f32, try length(k, n)) catch return error.OutOfMemory;
+                return pack(trans_b, k, n, b, ldb, values);
+            }
+
+            /// Packs op(B) (k × n, its bounds checked by the caller) into `out` (`length`
+            /// floats), which the result then views.
+            pub fn pack(trans_b: bool, k: usize, n: usize, b: []const f32, ldb: usize, out: []f32) PackedB {
+                assert(out.len == k * paddedCols(n));
+                const packed_b: PackedB = .{ .k = k, .n = n, .values = out };
                 if (n == 0) return packed_b;
                 var depth_start: usize = 0;
                 while (depth_start < k) : (depth_start += depth_block) {
                     const depth = @min(depth_block, k - depth_start);
-                    const out = values[depth_start * paddedCols(n) ..][0 .. depth * paddedCols(n)];
-                    packB(trans_b, b, ldb, depth_start, depth, 0, n, out);
+                    const block = out[depth_start * paddedCols(n) ..][0 .. depth * paddedCols(n)];
+                    packB(trans_b, b, ldb, depth_start, depth, 0, n, block);
                 }
                 return packed_b;
             }
@@ -1033,6 +1073,101 @@ pub fn Kernel(comptime config: Config) type {
                 };
             }
         };
+
+        /// op(A) packed once, for a weight on the left that multiplies many inputs (a
+        /// convolution's). Depth block d (depth_block deep, the last shallower) starts at
+        /// d·depth_block·paddedRows(m) and holds the panels of all rows one after the other,
+        /// exactly as packA lays them out; the ragged last panel's missing rows are zero.
+        pub const PackedA = struct {
+            m: usize,
+            k: usize,
+            values: []const f32,
+
+            pub fn paddedRows(m: usize) usize {
+                return divideCeil(m, panel_rows) * panel_rows;
+            }
+
+            /// Floats the packed op(A) (m × k) takes, or TooLarge.
+            pub fn length(m: usize, k: usize) Error!usize {
+                return std.math.mul(usize, k, paddedRows(m)) catch
+                    status.fail(error.TooLarge, "sgemm: packing A of {d}x{d} overflows its size", .{ m, k });
+            }
+
+            /// Packs op(A) (m × k) into `out` (`length` floats), which the result then views.
+            pub fn pack(trans_a: bool, m: usize, k: usize, a: []const f32, lda: usize, out: []f32) Error!PackedA {
+                try gemm.Args.checkMatrix("A", a.len, if (trans_a) k else m, if (trans_a) m else k, lda);
+                if (out.len != try length(m, k)) {
+                    return status.fail(error.InvalidArgument, "sgemm: packing A of {d}x{d} needs {d} floats, got {d}", .{ m, k, try length(m, k), out.len });
+                }
+                @memset(out, 0);
+                var depth_start: usize = 0;
+                while (depth_start < k) : (depth_start += depth_block) {
+                    const depth = @min(depth_block, k - depth_start);
+                    const panels = out[depth_start * paddedRows(m) ..][0 .. depth * paddedRows(m)];
+                    var row_start: usize = 0;
+                    while (row_start < m) : (row_start += row_block) {
+                        const rows = @min(row_block, m - row_start);
+                        packA(trans_a, a, lda, row_start, rows, depth_start, depth, panels[row_start * depth ..]);
+                    }
+                }
+                return .{ .m = m, .k = k, .values = out };
+            }
+
+            /// Checks that the packed matrix is m × k.
+            pub fn check(packed_a: *const PackedA, m: usize, k: usize) Error!void {
+                if (packed_a.m != m or packed_a.k != k) {
+                    return status.fail(error.ShapeMismatch, "sgemm: packed A is {d}x{d}, the product needs {d}x{d}", .{ packed_a.m, packed_a.k, m, k });
+                }
+            }
+
+            /// The panels of rows [row_start, +rows) in the depth block at depth_start, laid
+            /// out as packA would pack them.
+            fn rowBlock(packed_a: *const PackedA, row_start: usize, rows: usize, depth_start: usize, depth: usize) []const f32 {
+                assert(row_start % panel_rows == 0 and depth_start % depth_block == 0);
+                assert(row_start + rows <= packed_a.m);
+                const base = depth_start * paddedRows(packed_a.m) + row_start * depth;
+                return packed_a.values[base..][0 .. paddedRows(rows) * depth];
+            }
+        };
+
+        /// C = alpha · A · op(B) + beta · C with A packed at load; m and k come from packed_a.
+        pub const PackedAArgs = struct {
+            packed_a: *const PackedA,
+            trans_b: bool,
+            n: usize,
+            b: []const f32,
+            ldb: usize,
+            alpha: f32,
+            beta: f32,
+            c: []f32,
+            ldc: usize,
+
+            pub fn validate(args: *const PackedAArgs) Error!void {
+                const k = args.packed_a.k;
+                try gemm.Args.checkMatrix("B", args.b.len, if (args.trans_b) args.n else k, if (args.trans_b) k else args.n, args.ldb);
+                try gemm.Args.checkMatrix("C", args.c.len, args.packed_a.m, args.n, args.ldc);
+            }
+        };
+
+        /// As runBlock, with A packed at load; `row_begin` must be a multiple of panel_rows.
+        pub fn runBlockPackedA(args: *const PackedAArgs, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            assert(row_begin % panel_rows == 0);
+            const operands: Operands = .{
+                .trans_a = false,
+                .a = &.{},
+                .lda = 0,
+                .packed_a = args.packed_a,
+                .b = .{ .matrix = .{ .trans = args.trans_b, .values = args.b, .ld = args.ldb } },
+                .m = args.packed_a.m,
+                .n = args.n,
+                .k = args.packed_a.k,
+                .alpha = args.alpha,
+                .beta = args.beta,
+                .c = args.c,
+                .ldc = args.ldc,
+            };
+            runOperands(&operands, row_begin, rows, col_begin, cols);
+        }
 
         /// C = alpha · op(A) · B + beta · C with B pre-packed; n and k come from packed_b.
         pub const PackedArgs = struct {
@@ -1201,6 +1336,83 @@ fn expectPackedMatches(comptime config: Config, random: std.Random, case: Case) 
         K.runBlockPacked(&packed_args, block.row_begin, block.rows, block.col_begin, block.cols);
     }
     try matrices.check();
+}
+
+/// Runs `case` with op(A) packed into a PackedA (unpadded and packed alike checked against
+/// the reference), over tiles whose rows start at multiples of panel_rows, in random order.
+fn expectPackedAMatches(comptime config: Config, random: std.Random, case: Case) !void {
+    const K = Kernel(config);
+    var matrices = try TestMatrices.init(testing.allocator, random, case);
+    defer matrices.deinit(testing.allocator);
+    const args = &matrices.args;
+    const storage = try testing.allocator.alloc(f32, try K.PackedA.length(args.m, args.k));
+    defer testing.allocator.free(storage);
+    const packed_a = try K.PackedA.pack(args.trans_a, args.m, args.k, args.a, args.lda, storage);
+    const packed_args: K.PackedAArgs = .{ .packed_a = &packed_a, .trans_b = args.trans_b, .n = args.n, .b = args.b, .ldb = args.ldb, .alpha = args.alpha, .beta = args.beta, .c = args.c, .ldc = args.ldc };
+    try packed_args.validate();
+    const row_units = divideCeil(@max(args.m, 1), K.panel_rows);
+    const rows_per_tile = K.panel_rows * (1 + random.uintLessThan(usize, row_units));
+    const cols_per_tile = 1 + random.uintLessThan(usize, @max(args.n, 1));
+    const tiling: gemm.Tiling = .{
+        .rows_per_tile = rows_per_tile,
+        .cols_per_tile = cols_per_tile,
+        .row_tiles = divideCeil(@max(args.m, 1), rows_per_tile),
+        .col_tiles = divideCeil(@max(args.n, 1), cols_per_tile),
+    };
+    var order: [8192]usize = undefined;
+    const tiles = order[0..tiling.count()];
+    for (tiles, 0..) |*tile, index| tile.* = index;
+    random.shuffle(usize, tiles);
+    for (tiles) |tile| {
+        const block = tiling.block(tile, args.m, args.n) orelse continue;
+        K.runBlockPackedA(&packed_args, block.row_begin, block.rows, block.col_begin, block.cols);
+    }
+    try matrices.check();
+}
+
+test "a packed A matches the reference and the unpacked kernel on awkward shapes" {
+    var prng = std.Random.DefaultPrng.init(0xa9a);
+    const random = prng.random();
+    inline for (test_configs) |config| {
+        // M, N, K around the register block (14 or 6 rows, 32 or 16 columns) and past the
+        // row and depth blocks; one row, one column, one depth.
+        const shapes = [_][3]usize{
+            .{ 1, 1, 1 },       .{ 13, 33, 7 },   .{ 14, 32, 16 },   .{ 15, 31, 17 },
+            .{ 29, 65, 513 },   .{ 43, 1, 300 },  .{ 5, 200, 1025 }, .{ config.row_block + 3, 47, config.depth_block + 5 },
+            .{ 120, 1050, 72 }, .{ 96, 80, 480 },
+        };
+        for (shapes) |shape| for ([_]bool{ false, true }) |trans_a| for ([_]bool{ false, true }) |trans_b| {
+            const case: Case = .{
+                .trans_a = trans_a,
+                .trans_b = trans_b,
+                .m = shape[0],
+                .n = shape[1],
+                .k = shape[2],
+                .alpha = if (random.boolean()) 1 else -0.5,
+                .beta = ([_]f32{ 0, 1, 0.5 })[random.uintLessThan(usize, 3)],
+                .lda_pad = random.uintLessThan(usize, 3),
+                .ldb_pad = random.uintLessThan(usize, 3),
+                .ldc_pad = random.uintLessThan(usize, 3),
+            };
+            expectPackedAMatches(config, random, case) catch |err| {
+                std.debug.print("failed: {any} with {any}\n", .{ case, config });
+                return err;
+            };
+            // The same product unpacked, for the three-way agreement.
+            try expectKernelMatches(config, random, case);
+        };
+    }
+}
+
+test "PackedA refuses a short A, a wrong buffer and a mismatched product" {
+    var a: [10]f32 = undefined;
+    var out: [64]f32 = undefined;
+    try testing.expectError(error.IndexOutOfRange, native.PackedA.pack(false, 3, 4, &a, 4, &out));
+    try testing.expectError(error.InvalidArgument, native.PackedA.pack(false, 2, 4, &a, 4, &out));
+    const storage = try testing.allocator.alloc(f32, try native.PackedA.length(2, 4));
+    defer testing.allocator.free(storage);
+    const packed_a = try native.PackedA.pack(false, 2, 4, &a, 4, storage);
+    try testing.expectError(error.ShapeMismatch, packed_a.check(2, 5));
 }
 
 test "every kernel shape matches the reference on awkward shapes, transposes, alpha, beta" {
@@ -1408,9 +1620,26 @@ test "an indirect B (rows found through an offset table) matches the reference, 
             try indirect.validate();
             var order_buffer: [4096]usize = undefined;
             const tiling, const tiles = randomTiling(random, args.m, args.n, K.panel_cols, &order_buffer);
+            const original_c = try testing.allocator.dupe(f32, args.c);
+            defer testing.allocator.free(original_c);
             for (tiles) |tile| {
                 const block = tiling.block(tile, args.m, args.n) orelse continue;
                 K.runBlockIndirect(&indirect, block.row_begin, block.rows, block.col_begin, block.cols);
+            }
+            try matrices.check();
+            // Again with A packed at load, over gemm.plan-like tiles (rows at panel multiples).
+            @memcpy(args.c, original_c);
+            const storage = try testing.allocator.alloc(f32, try K.PackedA.length(args.m, args.k));
+            defer testing.allocator.free(storage);
+            const packed_a = try K.PackedA.pack(false, args.m, args.k, args.a, args.lda, storage);
+            var packed_indirect = indirect;
+            packed_indirect.a = &.{};
+            packed_indirect.packed_a = &packed_a;
+            try packed_indirect.validate();
+            const rows_per_tile = K.panel_rows * (1 + random.uintLessThan(usize, 3));
+            var row: usize = 0;
+            while (row < args.m) : (row += rows_per_tile) {
+                K.runBlockIndirect(&packed_indirect, row, @min(rows_per_tile, args.m - row), 0, args.n);
             }
             try matrices.check();
         }

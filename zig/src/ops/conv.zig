@@ -31,6 +31,7 @@ const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 const bf16 = @import("bf16.zig");
 const conv_amx = @import("../kernels/conv_amx.zig");
+const packed_f32 = @import("packed_f32.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -235,6 +236,9 @@ const Data = struct {
     epilogue: kernels.Epilogue,
     /// The weight packed for a bf16 program (conv2dBf16): the GEMMs run on it instead.
     bf16: ?*const bf16.Weights = null,
+    /// The weight packed in f32 at load (conv2dPacked): the GEMMs read its panels instead
+    /// of packing the weight on every call.
+    packed_f32: ?*const packed_f32.Weights = null,
 };
 
 /// Contiguous copies (or retained originals) of a call's tensors, released together.
@@ -287,13 +291,28 @@ const Call = struct {
 /// 2-D convolution, as torch.nn.functional.conv2d: input [N, C, H, W] (or [C, H, W]),
 /// weight [out, C / groups, kh, kw], bias [out].
 pub fn conv2d(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options) Error!*Tensor {
+    return conv2dWith(input, weight, bias, options, null);
+}
+
+/// conv2d with the weight packed in f32 at load (ops/packed_f32.zig): the same algorithms,
+/// their GEMMs on the packed panels. A call whose weight does not match the packed one runs
+/// conv2d as is.
+pub fn conv2dPacked(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options, weights: *const packed_f32.Weights) Error!*Tensor {
+    const groups = std.math.cast(usize, options.groups) orelse 0;
+    const fits = weight.ndim == 4 and weights.groups == groups and weights.rows * groups == weight.shape[0] and
+        weights.cols == weight.shape[1] * weight.shape[2] * weight.shape[3];
+    return conv2dWith(input, weight, bias, options, if (fits) weights else null);
+}
+
+fn conv2dWith(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options, packed_weights: ?*const packed_f32.Weights) Error!*Tensor {
     const geometry = try convGeometry(input, weight, bias, options);
     const call = try Call.prepare(input, weight, bias, geometry, options.epilogue);
     defer call.operands.deinit();
     errdefer call.out.release();
     const out = call.out;
     if (out.numel() == 0) return out;
-    const data = call.data;
+    var data = call.data;
+    data.packed_f32 = packed_weights;
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
     } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
@@ -553,7 +572,9 @@ fn blockColumnLimit(comptime op: []const u8, n: usize, depth: usize, slots: usiz
     return @min(n, cap, @max(block_columns_min, block_bytes_target / column_bytes));
 }
 
-fn planBlocks(comptime op: []const u8, images: usize, m: usize, n: usize, depth: usize, threads: usize, unfold: bool) Error!Plan {
+/// `packed_weight`: the weight (A) was packed at load, so a block repeats only B's packing
+/// (or unfolding), never A's.
+fn planBlocks(comptime op: []const u8, images: usize, m: usize, n: usize, depth: usize, threads: usize, unfold: bool, packed_weight: bool) Error!Plan {
     std.debug.assert(images > 0 and m > 0 and n > 0);
     std.debug.assert(threads > 0);
     const column_limit = if (unfold) try blockColumnLimit(op, n, depth, threads) else n;
@@ -562,8 +583,10 @@ fn planBlocks(comptime op: []const u8, images: usize, m: usize, n: usize, depth:
     const parts = std.math.divCeil(usize, threads, images) catch unreachable;
     if (column_blocks < parts) {
         // Too few blocks for the workers. A row split repeats the B panel (and its
-        // unfolding) per block, a column split repeats A: split the larger dimension.
-        if (m >= n and m >= 32) {
+        // unfolding) per block, a column split repeats A: split the larger dimension, or
+        // the columns when A is packed already (while they make 16-wide blocks).
+        const rows_first = if (packed_weight) n / 16 < parts else m >= n;
+        if (rows_first and m >= 32) {
             row_blocks = @min(std.math.divCeil(usize, parts, column_blocks) catch unreachable, m / 16);
         } else {
             column_blocks = @max(column_blocks, @min(parts, n / 16));
@@ -621,10 +644,16 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
     const images = geometry.batch * geometry.groups;
     const unfold = !isPointwise(window);
     const flops = (2 *| images) *| m *| n *| @max(depth, 1);
-    var plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold);
+    var plan = try planBlocks("conv2d", images, m, n, depth, parallel.threadsForFlops(flops), unfold, data.packed_f32 != null);
     if (data.bf16 != null) {
         // The packed weight's row blocks start at multiples of the kernel's block rows.
         plan.rows_per_block = std.mem.alignForward(usize, plan.rows_per_block, bf16.conv_row_alignment);
+        plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
+        plan.workers = @min(plan.workers, plan.tasks());
+    }
+    if (data.packed_f32 != null) {
+        // So do the f32 packed weight's, at multiples of its panels (14 rows: not a power of 2).
+        plan.rows_per_block = std.mem.alignForwardAnyAlign(usize, plan.rows_per_block, gemm_native.native.panel_rows);
         plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
         plan.workers = @min(plan.workers, plan.tasks());
     }
@@ -692,6 +721,8 @@ const UnfoldedContext = struct {
             const group_offset = (b * g.out_channels + group * m) * n + column_begin;
             const c = context.data.output[group_offset..][0 .. (m - 1) * n + columns];
             try bf16.convBlock(weights, group, row_begin, rows, b_matrix, ldb, columns, c, n);
+        } else if (context.data.packed_f32) |weights| {
+            try context.multiplyPacked(weights, group, row_begin, rows, columns, b_matrix, ldb, b * g.out_channels + group * m, column_begin);
         } else {
             try context.multiplyF32(rows, columns, depth, channel * depth, b_matrix, ldb, c_offset);
         }
@@ -700,6 +731,28 @@ const UnfoldedContext = struct {
             const bias = if (context.data.bias) |values| values[channel + r] else 0;
             context.data.epilogue.apply(context.data.output[c_offset + r * n ..][0..columns], bias);
         }
+    }
+
+    /// Rows [row_begin, +rows) × `columns` of one group's GEMM on the f32 packed weight, into
+    /// the output from plane `first_plane` (the group's first channel) and column_begin on.
+    fn multiplyPacked(context: *const UnfoldedContext, weights: *const packed_f32.Weights, group: usize, row_begin: usize, rows: usize, columns: usize, b_matrix: []const f32, ldb: usize, first_plane: usize, column_begin: usize) Error!void {
+        const n = context.geometry.window.gridPlane();
+        const m = weights.rows;
+        const packed_a = weights.left(group);
+        // The group's whole C block from row 0: the packed weight indexes rows from there.
+        const args: gemm_native.native.PackedAArgs = .{
+            .packed_a = &packed_a,
+            .trans_b = false,
+            .n = columns,
+            .b = b_matrix,
+            .ldb = ldb,
+            .alpha = 1,
+            .beta = 0,
+            .c = context.data.output[first_plane * n + column_begin ..][0 .. (m - 1) * n + columns],
+            .ldc = n,
+        };
+        try args.validate();
+        gemm_native.native.runBlockPackedA(&args, row_begin, rows, 0, columns);
     }
 
     fn multiplyF32(context: *const UnfoldedContext, rows: usize, columns: usize, depth: usize, a_offset: usize, b_matrix: []const f32, ldb: usize, c_offset: usize) Error!void {
@@ -785,7 +838,7 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
     const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
     const threads = parallel.threadsForFlops((2 *| m) *| n *| depth);
     const tiling = if (data.bf16) |weights| bf16.plan(weights, m, n, threads) else gemm.plan(m, n, threads);
-    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .tiling = tiling, .image = 0 };
+    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .packed_a = undefined, .tiling = tiling, .image = 0 };
     for (0..geometry.batch * geometry.groups) |image| {
         context.image = image;
         // The weight rows of this image's group times the padded input, into `flat`.
@@ -800,6 +853,10 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
             .c = flat,
             .ldc = n,
         };
+        if (data.packed_f32) |weights| {
+            context.packed_a = weights.left(group);
+            context.args.packed_a = &context.packed_a;
+        }
         try context.args.validate();
         const shared: *const ImplicitContext = &context;
         try intra_op.parallelForTyped(0, channels, parallel.grain(.medium, height * width), shared, ImplicitContext.pad);
@@ -817,6 +874,8 @@ const ImplicitContext = struct {
     flat: []f32,
     /// The current image's GEMM (validated by runImplicit).
     args: gemm_native.native.IndirectArgs,
+    /// The current group's f32 packed weight, when the call has one (args.packed_a).
+    packed_a: gemm_native.native.PackedA,
     tiling: gemm.Tiling,
     /// batch · groups + group of the image being computed.
     image: usize,
@@ -1260,18 +1319,25 @@ test "conv_transpose2d matches the direct reference on awkward shapes, 1 and 2 t
 
 test "planBlocks bounds the scratch and keeps every worker busy" {
     // ResNet 3×3 64→64 at 56×56: L2-sized column blocks, split evenly over 2 workers.
-    const plan = try planBlocks("test", 1, 64, 56 * 56, 576, 2, true);
+    const plan = try planBlocks("test", 1, 64, 56 * 56, 576, 2, true, false);
     try testing.expectEqual(@as(usize, 1), plan.row_blocks);
     try testing.expectEqual(@as(usize, 0), plan.column_blocks % 2);
     try testing.expect(plan.scratch_per_worker * @sizeOf(f32) <= block_bytes_target + 64 * 576 * @sizeOf(f32));
     // Few pixels, many channels: rows split instead.
-    const deep = try planBlocks("test", 1, 512, 49, 4608, 2, true);
+    const deep = try planBlocks("test", 1, 512, 49, 4608, 2, true, false);
     try testing.expectEqual(@as(usize, 2), deep.row_blocks);
     try testing.expectEqual(@as(usize, 2), deep.workers);
+    // The same with the weight packed at load: the columns split (each worker packs only its
+    // half of B), unless they are too few for 16-wide blocks.
+    const packed_deep = try planBlocks("test", 1, 512, 49, 4608, 2, true, true);
+    try testing.expectEqual(@as(usize, 1), packed_deep.row_blocks);
+    try testing.expectEqual(@as(usize, 2), packed_deep.column_blocks);
+    const narrow = try planBlocks("test", 1, 512, 20, 4608, 2, true, true);
+    try testing.expectEqual(@as(usize, 2), narrow.row_blocks);
     // A huge depth still fits the scratch limit, in narrow blocks.
-    const huge = try planBlocks("test", 1, 8, 1 << 20, 1 << 20, 4, true);
+    const huge = try planBlocks("test", 1, 8, 1 << 20, 1 << 20, 4, true, false);
     try testing.expect(huge.workers * huge.scratch_per_worker * @sizeOf(f32) <= scratch_bytes_max);
-    try testing.expectError(error.TooLarge, planBlocks("test", 1, 8, 100, 1 << 24, 2, true));
+    try testing.expectError(error.TooLarge, planBlocks("test", 1, 8, 100, 1 << 24, 2, true, false));
 }
 
 test "conv2d refuses bad shapes and parameters with typed errors" {
