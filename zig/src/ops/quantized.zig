@@ -361,6 +361,10 @@ const Call = struct {
     /// read no per-channel operand: one table serves every column.
     levels: ?*align(64) const [Table.len]f32 = null,
     split: usize = 0,
+    /// The whole chain's result per requantized output level, when the output is
+    /// requantized and dequantized (a QDQ pair) to at most 256 levels and no step reads a
+    /// per-channel operand: the chain's input is then one of those levels' values.
+    output_levels: ?*align(64) const [Table.len]f32 = null,
     /// Output element of (row, column): row · row_stride + column · column_stride.
     row_stride: usize,
     column_stride: usize,
@@ -423,6 +427,7 @@ const Call = struct {
                 if (call.q.requantize) {
                     const q = quantizeVector(v, call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
                     v = if (call.q.dequantize_output) (q - @as(VF, @splat(call.q.out_zero))) * @as(VF, @splat(call.q.out_scale)) else q;
+                    if (call.output_levels) |levels| v = lookUpIndices(q - @as(VF, @splat(call.q.out_min)), levels);
                 }
                 if (call.column_stride == 1) {
                     const out_row = call.out[(row + r) * call.row_stride + column ..][0..count];
@@ -433,7 +438,7 @@ const Call = struct {
                 }
             }
             if (call.column_stride != 1) {
-                if (call.steps.len > 0) call.chain(results[0..rows], column, count);
+                if (call.steps.len > 0 and call.output_levels == null) call.chain(results[0..rows], column, count);
                 const flat: *const [rows_per_task][lanes]f32 = @ptrCast(&results);
                 for (0..count) |j| {
                     const out_column = call.out[(column + j) * call.column_stride + row * call.row_stride ..][0..rows];
@@ -643,6 +648,7 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     var call = try prepare("conv2d_int8", q, packed_b, info, a_scale, a_zero, plane, out.f32Slice());
     var steps_buffer: [max_steps]Step = undefined;
     var levels: [Table.len]f32 align(64) = undefined;
+    var output_levels: [Table.len]f32 align(64) = undefined;
     var program: ?*Tensor = null;
     defer if (program) |p| p.release();
     if (chain) |c| {
@@ -652,7 +658,9 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
         const steps = steps_buffer[0..@intCast(c.steps)];
         try checkProgram("conv2d_int8", program.?.f32Slice(), steps.len, q.n, steps);
         call.steps = steps;
-        if (Table.of(steps, plane)) |table| if (!table.per_channel) {
+        if (outputTable(q, steps, &output_levels)) {
+            call.output_levels = &output_levels;
+        } else if (Table.of(steps, plane)) |table| if (!table.per_channel) {
             table.build(steps, 0, &levels);
             call.levels = &levels;
             call.split = table.split;
@@ -1035,6 +1043,36 @@ fn lookUp(q: Step, acc: []const f32, levels: *const [Table.len]f32, out: []f32) 
     while (i < acc.len) : (i += 1) {
         out[i] = levels[@intFromFloat(quantizeValue(acc[i], q.a, q.b, q.c, q.d) - q.c)];
     }
+}
+
+/// Fills levels with the chain's result on each requantized output level's value
+/// ((level - zero point) · scale, as the epilogue dequantizes), when conv2d_int8's output is
+/// a QDQ pair of at most 256 levels and no step reads a per-channel operand.
+fn outputTable(q: Quantization, steps: []const Step, levels: *align(64) [Table.len]f32) bool {
+    if (!q.requantize or !q.dequantize_output or q.out_max - q.out_min >= Table.len) return false;
+    for (steps) |step| if (isChannelStep(step.code)) return false;
+    var inputs: [Table.len]f32 align(64) = undefined;
+    var saved: [Table.len]f32 align(64) = undefined;
+    for (&inputs, 0..) |*input, i| {
+        const level = @min(q.out_min + @as(f32, @floatFromInt(i)), q.out_max);
+        input.* = (level - q.out_zero) * q.out_scale;
+    }
+    levels.* = inputs;
+    runSteps(steps, levels, &inputs, &saved, 0);
+    return true;
+}
+
+/// levels[indices] (float indices in [0, 256)).
+inline fn lookUpIndices(indices_float: VF, levels: *align(64) const [Table.len]f32) VF {
+    const indices: @Vector(lanes, i32) = @intFromFloat(indices_float);
+    if (comptime has_avx512) {
+        const table_vectors: *const [Table.len / lanes]VF = @ptrCast(levels);
+        return permuteLookUp(table_vectors, indices);
+    }
+    const array: [lanes]i32 = indices;
+    var out: [lanes]f32 = undefined;
+    inline for (0..lanes) |j| out[j] = levels[@intCast(array[j])];
+    return out;
 }
 
 /// levels[quantize(v) - qmin] on one vector, as `lookUp` does it.
@@ -1533,8 +1571,10 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
         defer a_scale.release();
         const a_zero = try scalarTensor(128);
         defer a_zero.release();
-        const q: Quantization = .{ .n = c_out, .k = k, .a_integer = false, .a_min = 0, .a_max = 255, .requantize = true, .dequantize_output = true, .out_scale = 0.02, .out_zero = 120, .out_min = 0, .out_max = 255 };
-        for ([_]i64{ 1, 2 }) |threads| {
+        // A requantized output (a QDQ pair: the chain as one table of output levels) and a
+        // float one (tables after the chain's first quantization, or steps).
+        for ([_]bool{ true, false }) |requantize| for ([_]i64{ 1, 2 }) |threads| {
+            const q: Quantization = .{ .n = c_out, .k = k, .a_integer = false, .a_min = 0, .a_max = 255, .requantize = requantize, .dequantize_output = requantize, .out_scale = 0.02, .out_zero = 120, .out_min = 0, .out_max = 255 };
             try settings.setNumThreads(threads);
             const plain = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, null);
             defer plain.release();
@@ -1546,7 +1586,8 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
                 try testing.expectEqualSlices(usize, expected.dims(), fused.dims());
                 for (expected.f32Slice(), fused.f32Slice()) |e, f| try testing.expectEqual(@as(u32, @bitCast(e)), @as(u32, @bitCast(f)));
             }
-        }
+        };
+        const q: Quantization = .{ .n = c_out, .k = k, .a_integer = false, .a_min = 0, .a_max = 255, .requantize = true, .dequantize_output = true, .out_scale = 0.02, .out_zero = 120, .out_min = 0, .out_max = 255 };
         // A bad program is refused with a typed error, not run.
         program.f32Slice()[0] = 99;
         defer program.f32Slice()[0] = @intFromEnum(PointwiseStep.set_root);
