@@ -1032,7 +1032,7 @@ export const OP_SCHEMAS = {
   },
   matmul_int8: {
     code: 83,
-    inputs: ["a", "packed", "info", "a_scale", "a_zero"],
+    inputs: ["a", "packed", "info", "a_scale", "a_zero", "program?"],
     params: [
       { "name": "n", "kind": "int", "min": 1, "max": 16777216 },
       { "name": "k", "kind": "int", "min": 1, "max": 65536 },
@@ -1049,11 +1049,12 @@ export const OP_SCHEMAS = {
       { "name": "stride", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
       { "name": "padding", "kind": "int", "length": 2, "min": 0, "max": 1048576, "default": [0, 0] },
       { "name": "dilation", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+      { "name": "steps", "kind": "int", "min": 0, "max": 1024, "default": 0 },
     ],
   },
   conv2d_int8: {
     code: 84,
-    inputs: ["a", "packed", "info", "a_scale", "a_zero"],
+    inputs: ["a", "packed", "info", "a_scale", "a_zero", "program?"],
     params: [
       { "name": "n", "kind": "int", "min": 1, "max": 16777216 },
       { "name": "k", "kind": "int", "min": 1, "max": 65536 },
@@ -1070,6 +1071,7 @@ export const OP_SCHEMAS = {
       { "name": "stride", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
       { "name": "padding", "kind": "int", "length": 2, "min": 0, "max": 1048576, "default": [0, 0] },
       { "name": "dilation", "kind": "int", "length": 2, "min": 1, "max": 4096, "default": [1, 1] },
+      { "name": "steps", "kind": "int", "min": 0, "max": 1024, "default": 0 },
     ],
   },
   non_max_suppression: {
@@ -1716,6 +1718,8 @@ export interface OpParams {
     padding?: readonly [number, number];
     /** int, × 2, in [1, 4096], default [1,1] */
     dilation?: readonly [number, number];
+    /** int, in [0, 1024], default 0 */
+    steps?: number;
   };
   conv2d_int8: {
     /** int, in [1, 16777216], required */
@@ -1748,6 +1752,8 @@ export interface OpParams {
     padding?: readonly [number, number];
     /** int, × 2, in [1, 4096], default [1,1] */
     dilation?: readonly [number, number];
+    /** int, in [0, 1024], default 0 */
+    steps?: number;
   };
   non_max_suppression: {
     /** bool, default false */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { load, SpindleError, type Tensor, tensor } from "../mod.ts";
+import { importOnnx, load, SpindleError, type Tensor, tensor } from "../mod.ts";
+import { decodeSource } from "../lib/program/format.ts";
 import { ROOT, runSnippet } from "./helpers.ts";
 
 /**
@@ -222,5 +223,29 @@ Deno.test({
     const { record, outputs } = await runModel(`${CACHE}/bert_dyn.onnx`);
     const error = maxAbs(outputs[0], record.outputs[0].data);
     assert.ok(error <= 1e-4, `bert_dyn: max abs error ${error}`);
+  },
+});
+
+Deno.test({
+  name: "int8 cls_qdq and det_qdq: chains reading only a conv's output run in conv2d_int8's epilogue",
+  ignore: !haveCache,
+  fn() {
+    for (const model of ["cls", "det"]) {
+      const nodes = decodeSource(importOnnx(Deno.readFileSync(`${CACHE}/${model}_qdq.onnx`))).graphs[0].nodes;
+      const readers = new Map<number, number>();
+      for (const node of nodes) for (const v of node.inputs ?? []) readers.set(v, (readers.get(v) ?? 0) + 1);
+      const convs = nodes.filter((node) => node.op === "conv2d_int8");
+      // Each folded chain is one quantized_pointwise node fewer than before.
+      const folded = convs.filter((node) => typeof node.params?.steps === "number" && node.params.steps > 0);
+      assert.ok(folded.length > 0, `${model}_qdq: no chain was folded into a conv`);
+      assert.ok(folded.every((node) => node.inputs?.length === 6), `${model}_qdq: a folded conv lacks its program`);
+      // No chain left that could have been folded: a quantized_pointwise on a conv output
+      // that nothing else reads.
+      const convOutputs = new Set(convs.map((node) => node.outputs[0]));
+      const left = nodes.filter((node) =>
+        node.op === "quantized_pointwise" && convOutputs.has(node.inputs![0]) && readers.get(node.inputs![0]) === 1
+      );
+      assert.equal(left.length, 0, `${model}_qdq: ${left.length} chains on a sole-use conv output were not folded`);
+    }
   },
 });

@@ -242,14 +242,39 @@ export function fuseQuantizedChains(
     }
     program.push(...tables);
     const last = chain.members.at(-1)!;
+    const programValue = addConstant(source, graph, new Float32Array(program));
+    const conv = foldableConv(index, chain);
+    if (conv !== undefined) {
+      // The chain runs in the conv's epilogue on each value before it is stored: the conv's
+      // f32 output is never written and read back.
+      conv.inputs = [...conv.inputs!, programValue];
+      conv.params = { ...conv.params, steps: chain.steps.length };
+      conv.outputs = [last.outputs[0]];
+      for (const member of chain.members) removed.add(member);
+      count++;
+      continue;
+    }
     last.op = "quantized_pointwise";
-    last.inputs = [chain.root, addConstant(source, graph, new Float32Array(program))];
+    last.inputs = [chain.root, programValue];
     last.params = { steps: chain.steps.length };
     for (const member of chain.members.slice(0, -1)) removed.add(member);
     count++;
   }
   graph.nodes = graph.nodes.filter((node) => !removed.has(node));
   return count;
+}
+
+/**
+ * The conv2d_int8 node making the chain's root when the chain's steps are all that read it
+ * (the root may be read by several steps: HardSwish's x) and its channels are known, so
+ * that its epilogue can run the chain (channel c of the chain is column c of the conv).
+ */
+function foldableConv(index: Index, chain: Chain): NodeDescription | undefined {
+  const conv = index.producer.get(chain.root);
+  if (conv?.op !== "conv2d_int8" || (conv.inputs ?? []).length !== 5 || chain.channels <= 0) return undefined;
+  if (conv.params?.n !== chain.channels) return undefined;
+  const reads = chain.members.reduce((n, m) => n + (m.inputs ?? []).filter((v) => v === chain.root).length, 0);
+  return reads === index.readers.get(chain.root) ? conv : undefined;
 }
 
 /** A new float32 constant at the start of the graph; returns its value. */

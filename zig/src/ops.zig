@@ -794,9 +794,11 @@ pub const PackInt8 = struct {
 /// a_zero into [a_min, a_max], or integers when a_integer) times packed int8 weights; the
 /// `info` input is float32 [4, n]: per-column weight scale, bias, weight zero point, weight
 /// column sum. Optionally requantized to out_scale/out_zero in [out_min, out_max], and
-/// dequantized back (a QDQ pair after the op). conv2d_int8 adds the window fields.
+/// dequantized back (a QDQ pair after the op). conv2d_int8 adds the window fields, and may
+/// take a quantized_pointwise program (`steps` records) that its epilogue runs on each output
+/// value: the chain import folded into it (lib/onnx/fuse_int8.ts).
 pub const QGemm = struct {
-    pub const inputs: []const []const u8 = &.{ "a", "packed", "info", "a_scale", "a_zero" };
+    pub const inputs: []const []const u8 = &.{ "a", "packed", "info", "a_scale", "a_zero", "program?" };
     pub const bounds = .{
         .n = Bound{ .min = 1, .max = 1 << 24 },
         .k = Bound{ .min = 1, .max = 1 << 16 },
@@ -809,6 +811,7 @@ pub const QGemm = struct {
         .stride = Bound{ .min = 1, .max = 1 << 12 },
         .padding = Bound{ .min = 0, .max = 1 << 20 },
         .dilation = Bound{ .min = 1, .max = 1 << 12 },
+        .steps = Bound{ .min = 0, .max = 1 << 10 },
     };
     n: i64,
     k: i64,
@@ -825,9 +828,14 @@ pub const QGemm = struct {
     stride: [2]i64 = .{ 1, 1 },
     padding: [2]i64 = .{ 0, 0 },
     dilation: [2]i64 = .{ 1, 1 },
+    /// Steps of the pointwise program input (0: none).
+    steps: i64 = 0,
 
-    pub fn check(options: QGemm, op: []const u8, _: usize) Error!void {
+    pub fn check(options: QGemm, op: []const u8, input_count: usize) Error!void {
         if (options.a_max - options.a_min != 255) return status.fail(error.InvalidArgument, "{s}: activations must span 8 bits, got [{d}, {d}]", .{ op, options.a_min, options.a_max });
+        const chained = options.steps > 0 and std.mem.eql(u8, op, "conv2d_int8");
+        if (options.steps > 0 and !chained) return status.fail(error.InvalidArgument, "{s}: only conv2d_int8 takes a pointwise program, got steps {d}", .{ op, options.steps });
+        try expectFlagged(op, input_count, 5, .{ .program = chained });
     }
 
     fn quantization(options: QGemm) quantized.Quantization {
@@ -1154,7 +1162,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .dynamic_quantize => quantized.dynamicQuantize(inputs[0]),
         .pack_int8 => |o| quantized.packInt8(inputs[0], o.k, o.n, o.transposed),
         .matmul_int8 => |o| quantized.matmulInt8(o.quantization(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]),
-        .conv2d_int8 => |o| quantized.conv2dInt8(o.quantization(), o.window(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]),
+        .conv2d_int8 => |o| quantized.conv2dInt8(o.quantization(), o.window(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], if (inputs.len > 5) .{ .program = inputs[5], .steps = o.steps } else null),
         .quantized_pointwise => |o| quantized.pointwise(inputs[0], inputs[1], o.steps),
         .resize_to => |o| dynamic.resizeTo(inputs[0], inputs[1], o.axes.slice(), @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest)),
     };

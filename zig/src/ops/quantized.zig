@@ -354,6 +354,17 @@ const Call = struct {
     row_sums: []i32 = &.{},
     kernel: kernels.Kernel,
     out: []f32,
+    /// A pointwise chain (conv2d_int8's folded quantized_pointwise; columns are its
+    /// channels) run on each value before it is stored.
+    steps: []const Step = &.{},
+    /// The chain's steps after its first quantization as a level table (Table), when they
+    /// read no per-channel operand: one table serves every column.
+    levels: ?*align(64) const [Table.len]f32 = null,
+    split: usize = 0,
+    /// The whole chain's result per requantized output level, when the output is
+    /// requantized and dequantized (a QDQ pair) to at most 256 levels and no step reads a
+    /// per-channel operand: the chain's input is then one of those levels' values.
+    output_levels: ?*align(64) const [Table.len]f32 = null,
     /// Output element of (row, column): row · row_stride + column · column_stride.
     row_stride: usize,
     column_stride: usize,
@@ -408,7 +419,7 @@ const Call = struct {
             const scale = padded(call.b_scale, column, count) * @as(VF, @splat(call.a_scale));
             const bias = padded(call.bias, column, count);
             const offset = (b_zero * @as(VF, @splat(k * a_zero))) - padded(call.col_sum, column, count) * @as(VF, @splat(a_zero));
-            var results: [rows_per_task][lanes]f32 = undefined;
+            var results: [rows_per_task]VF = undefined;
             for (0..rows) |r| {
                 const row_sum: f32 = if (call.b_zero_any) @floatFromInt(call.row_sums[row + r]) else 0;
                 const acc: VF = @floatFromInt(@as(@Vector(lanes, i32), c[r * ldc + column - first ..][0..lanes].*));
@@ -416,6 +427,7 @@ const Call = struct {
                 if (call.q.requantize) {
                     const q = quantizeVector(v, call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
                     v = if (call.q.dequantize_output) (q - @as(VF, @splat(call.q.out_zero))) * @as(VF, @splat(call.q.out_scale)) else q;
+                    if (call.output_levels) |levels| v = lookUpIndices(q - @as(VF, @splat(call.q.out_min)), levels);
                 }
                 if (call.column_stride == 1) {
                     const out_row = call.out[(row + r) * call.row_stride + column ..][0..count];
@@ -426,12 +438,25 @@ const Call = struct {
                 }
             }
             if (call.column_stride != 1) {
+                if (call.steps.len > 0 and call.output_levels == null) call.chain(results[0..rows], column, count);
+                const flat: *const [rows_per_task][lanes]f32 = @ptrCast(&results);
                 for (0..count) |j| {
                     const out_column = call.out[(column + j) * call.column_stride + row * call.row_stride ..][0..rows];
-                    for (out_column, 0..) |*o, r| o.* = results[r][j];
+                    for (out_column, 0..) |*o, r| o.* = flat[r][j];
                 }
             }
         }
+    }
+
+    /// Runs the chain on a tile's values of columns column … column + count, a loop per
+    /// step (a switch per vector and step cost 1.7 times quantized_pointwise's time on cls).
+    fn chain(call: *const Call, values: []VF, column: usize, count: usize) void {
+        std.debug.assert(values.len <= rows_per_task);
+        var saved: [rows_per_task]VF = undefined;
+        const levels = call.levels orelse return chainVectors(call.steps, values, saved[0..values.len], column, count);
+        const q = call.steps[call.split];
+        chainVectors(call.steps[0..call.split], values, saved[0..values.len], column, count);
+        for (values) |*v| v.* = lookUpVector(q, v.*, levels);
     }
 };
 
@@ -599,7 +624,7 @@ fn sumsIn(bytes: []u8, rows: usize) []i32 {
 /// image (padding is the zero point: a real 0, or for integer inputs the zero point itself),
 /// whose rows of C_in bytes per tap make each im2col row by plain copies; a 1×1 stride-1
 /// convolution reads that image as A directly.
-pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *Tensor, info: *Tensor, a_scale: *Tensor, a_zero: *Tensor) Error!*Tensor {
+pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *Tensor, info: *Tensor, a_scale: *Tensor, a_zero: *Tensor, chain: ?Chain) Error!*Tensor {
     try requireFloat("conv2d_int8", "x", x_input);
     if (x_input.ndim != 4) return status.fail(error.ShapeMismatch, "conv2d_int8: x must be 4-D NCHW, got {f}", .{status.shape(x_input.dims())});
     const dims = x_input.dims();
@@ -621,6 +646,26 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     const out = try tensor.createUninit(.float32, &.{ dims[0], q.n, out_hw[0], out_hw[1] });
     errdefer out.release();
     var call = try prepare("conv2d_int8", q, packed_b, info, a_scale, a_zero, plane, out.f32Slice());
+    var steps_buffer: [max_steps]Step = undefined;
+    var levels: [Table.len]f32 align(64) = undefined;
+    var output_levels: [Table.len]f32 align(64) = undefined;
+    var program: ?*Tensor = null;
+    defer if (program) |p| p.release();
+    if (chain) |c| {
+        try requireFloat("conv2d_int8", "program", c.program);
+        if (c.steps < 1 or c.steps > max_steps) return status.fail(error.InvalidArgument, "conv2d_int8: a program has 1 to {d} steps, got {d}", .{ max_steps, c.steps });
+        program = try shape_ops.contiguous(c.program);
+        const steps = steps_buffer[0..@intCast(c.steps)];
+        try checkProgram("conv2d_int8", program.?.f32Slice(), steps.len, q.n, steps);
+        call.steps = steps;
+        if (outputTable(q, steps, &output_levels)) {
+            call.output_levels = &output_levels;
+        } else if (Table.of(steps, plane)) |table| if (!table.per_channel) {
+            table.build(steps, 0, &levels);
+            call.levels = &levels;
+            call.split = table.split;
+        };
+    }
     if (plane == 0) return out;
     call.row_stride = 1;
     call.column_stride = plane;
@@ -793,6 +838,14 @@ pub const PointwiseStep = enum(u8) {
 };
 
 const step_len = 5;
+/// The most steps a program holds (the ops' `steps` bound).
+const max_steps = 1 << 10;
+
+/// conv2d_int8's optional chain: a quantized_pointwise program of `steps` records.
+pub const Chain = struct {
+    program: *Tensor,
+    steps: i64,
+};
 /// Elements per piece: a piece is worked step by step in a stack buffer.
 const pointwise_piece = 1024;
 
@@ -806,31 +859,31 @@ const Step = struct {
     table: []const f32 = &.{},
 };
 
-fn checkProgram(program: []const f32, step_count: usize, channels: usize, steps: []Step) Error!void {
-    if (program.len < step_count * step_len) return status.fail(error.ShapeMismatch, "quantized_pointwise: a program of {d} steps needs at least {d} values, got {d}", .{ step_count, step_count * step_len, program.len });
+fn checkProgram(comptime op: []const u8, program: []const f32, step_count: usize, channels: usize, steps: []Step) Error!void {
+    if (program.len < step_count * step_len) return status.fail(error.ShapeMismatch, op ++ ": a program of {d} steps needs at least {d} values, got {d}", .{ step_count, step_count * step_len, program.len });
     for (steps, 0..) |*step, i| {
         const record = program[i * step_len ..][0..step_len];
         const raw = record[0];
         if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.dequantize)) or raw != @round(raw)) {
-            return status.fail(error.InvalidArgument, "quantized_pointwise: step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.dequantize) });
+            return status.fail(error.InvalidArgument, op ++ ": step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.dequantize) });
         }
         const code: PointwiseStep = @enumFromInt(@as(u8, @intFromFloat(raw)));
         step.* = .{ .code = code, .a = record[1], .b = record[2], .c = record[3], .d = record[4] };
         switch (code) {
             .dequantize => if (!std.math.isFinite(step.a) or !std.math.isFinite(step.b)) {
-                return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s scale {d} and zero point {d} must be finite", .{ i, step.a, step.b });
+                return status.fail(error.InvalidArgument, op ++ ": step {d}'s scale {d} and zero point {d} must be finite", .{ i, step.a, step.b });
             },
             .round_trip, .quantize => {
-                if (!(step.a > 0) or !std.math.isFinite(step.a)) return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s scale is {d}; it must be finite and greater than 0", .{ i, step.a });
+                if (!(step.a > 0) or !std.math.isFinite(step.a)) return status.fail(error.InvalidArgument, op ++ ": step {d}'s scale is {d}; it must be finite and greater than 0", .{ i, step.a });
                 if (!(step.c < step.d) or step.c != @round(step.c) or step.d != @round(step.d) or step.c < -(1 << 24) or step.d > 1 << 24) {
-                    return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s range [{d}, {d}] must be integers, low below high", .{ i, step.c, step.d });
+                    return status.fail(error.InvalidArgument, op ++ ": step {d}'s range [{d}, {d}] must be integers, low below high", .{ i, step.c, step.d });
                 }
-                if (step.b != @round(step.b) or step.b < step.c or step.b > step.d) return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s zero point {d} is outside [{d}, {d}]", .{ i, step.b, step.c, step.d });
+                if (step.b != @round(step.b) or step.b < step.c or step.b > step.d) return status.fail(error.InvalidArgument, op ++ ": step {d}'s zero point {d} is outside [{d}, {d}]", .{ i, step.b, step.c, step.d });
             },
             .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => {
                 const offset = step.a;
                 if (!(offset >= 0) or offset != @round(offset) or offset + @as(f32, @floatFromInt(channels)) > @as(f32, @floatFromInt(program.len))) {
-                    return status.fail(error.InvalidArgument, "quantized_pointwise: step {d}'s table at {d} does not hold {d} channels inside a program of {d} values", .{ i, offset, channels, program.len });
+                    return status.fail(error.InvalidArgument, op ++ ": step {d}'s table at {d} does not hold {d} channels inside a program of {d} values", .{ i, offset, channels, program.len });
                 }
                 const start: usize = @intFromFloat(offset);
                 step.table = program[start..][0..channels];
@@ -846,14 +899,15 @@ fn checkProgram(program: []const f32, step_count: usize, channels: usize, steps:
 pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64) Error!*Tensor {
     try requireFloat("quantized_pointwise", "x", x_input);
     try requireFloat("quantized_pointwise", "program", program_input);
-    const step_count: usize = @intCast(step_count_value);
+    const step_count: usize = std.math.cast(usize, step_count_value) orelse 0;
     const program_tensor = try shape_ops.contiguous(program_input);
     defer program_tensor.release();
     const dims = x_input.dims();
     const channels: usize = if (dims.len >= 2) dims[1] else 1;
-    var steps_buffer: [1 << 10]Step = undefined;
+    var steps_buffer: [max_steps]Step = undefined;
+    if (step_count < 1 or step_count > max_steps) return status.fail(error.InvalidArgument, "quantized_pointwise: a program has 1 to {d} steps, got {d}", .{ max_steps, step_count });
     const steps = steps_buffer[0..step_count];
-    try checkProgram(program_tensor.f32Slice(), step_count, channels, steps);
+    try checkProgram("quantized_pointwise", program_tensor.f32Slice(), step_count, channels, steps);
     const x = try shape_ops.contiguous(x_input);
     defer x.release();
     const out = try tensor.createUninit(.float32, dims);
@@ -991,6 +1045,50 @@ fn lookUp(q: Step, acc: []const f32, levels: *const [Table.len]f32, out: []f32) 
     }
 }
 
+/// Fills levels with the chain's result on each requantized output level's value
+/// ((level - zero point) · scale, as the epilogue dequantizes), when conv2d_int8's output is
+/// a QDQ pair of at most 256 levels and no step reads a per-channel operand.
+fn outputTable(q: Quantization, steps: []const Step, levels: *align(64) [Table.len]f32) bool {
+    if (!q.requantize or !q.dequantize_output or q.out_max - q.out_min >= Table.len) return false;
+    for (steps) |step| if (isChannelStep(step.code)) return false;
+    var inputs: [Table.len]f32 align(64) = undefined;
+    var saved: [Table.len]f32 align(64) = undefined;
+    for (&inputs, 0..) |*input, i| {
+        const level = @min(q.out_min + @as(f32, @floatFromInt(i)), q.out_max);
+        input.* = (level - q.out_zero) * q.out_scale;
+    }
+    levels.* = inputs;
+    runSteps(steps, levels, &inputs, &saved, 0);
+    return true;
+}
+
+/// levels[indices] (float indices in [0, 256)).
+inline fn lookUpIndices(indices_float: VF, levels: *align(64) const [Table.len]f32) VF {
+    const indices: @Vector(lanes, i32) = @intFromFloat(indices_float);
+    if (comptime has_avx512) {
+        const table_vectors: *const [Table.len / lanes]VF = @ptrCast(levels);
+        return permuteLookUp(table_vectors, indices);
+    }
+    const array: [lanes]i32 = indices;
+    var out: [lanes]f32 = undefined;
+    inline for (0..lanes) |j| out[j] = levels[@intCast(array[j])];
+    return out;
+}
+
+/// levels[quantize(v) - qmin] on one vector, as `lookUp` does it.
+inline fn lookUpVector(q: Step, v: VF, levels: *align(64) const [Table.len]f32) VF {
+    const level = quantizeVector(v, q.a, q.b, q.c, q.d) - @as(VF, @splat(q.c));
+    const indices: @Vector(lanes, i32) = @intFromFloat(level);
+    if (comptime has_avx512) {
+        const table_vectors: *const [Table.len / lanes]VF = @ptrCast(levels);
+        return permuteLookUp(table_vectors, indices);
+    }
+    const array: [lanes]i32 = indices;
+    var out: [lanes]f32 = undefined;
+    inline for (0..lanes) |j| out[j] = levels[@intCast(array[j])];
+    return out;
+}
+
 const has_avx512 = @import("builtin").cpu.arch == .x86_64 and std.Target.x86.featureSetHas(@import("builtin").cpu.features, .avx512f);
 
 /// table[indices] for 16 indices in [0, 256), the table in 16 registers: vpermi2ps picks
@@ -1038,6 +1136,33 @@ fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
             while (i < acc.len) : (i += 1) acc[i] = apply(f32, code, acc[i], operand, root[i]);
         },
     }
+}
+
+/// The chain's steps on output vectors (one pixel's channels column … column + count each;
+/// lanes past count hold padding that is never stored), `saved` holding the root. Each step
+/// is the vector code of `run` (per-channel operands taken per lane), and the table path
+/// gives the steps' own values: the same float operations as quantized_pointwise, so the same
+/// results.
+fn chainVectors(steps: []const Step, values: []VF, saved: []VF, column: usize, count: usize) void {
+    std.debug.assert(values.len == saved.len);
+    // The chain's input is its root until a set_root step.
+    @memcpy(saved, values);
+    for (steps) |step| switch (step.code) {
+        .round_trip => for (values) |*v| {
+            v.* = (quantizeVector(v.*, step.a, step.b, step.c, step.d) - @as(VF, @splat(step.b))) * @as(VF, @splat(step.a));
+        },
+        .quantize => for (values) |*v| {
+            v.* = quantizeVector(v.*, step.a, step.b, step.c, step.d);
+        },
+        .dequantize => for (values) |*v| {
+            v.* = (v.* - @as(VF, @splat(step.b))) * @as(VF, @splat(step.a));
+        },
+        .set_root => @memcpy(saved, values),
+        inline else => |code| {
+            const operand: VF = if (comptime isChannelStep(code)) padded(step.table, column, count) else @splat(step.a);
+            for (values, saved) |*v, r| v.* = apply(VF, code, v.*, operand, r);
+        },
+    };
 }
 
 fn isChannelStep(code: PointwiseStep) bool {
@@ -1210,7 +1335,7 @@ test "conv2d_int8 equals a direct convolution of the quantized input, with paddi
         const window: Window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
         for ([_]i64{ 1, 2 }) |threads| {
             try settings.setNumThreads(threads);
-            const out = try conv2dInt8(q, window, x, packed_b, info, one, a_zero);
+            const out = try conv2dInt8(q, window, x, packed_b, info, one, a_zero, null);
             defer out.release();
             try testing.expectEqualSlices(usize, &.{ 2, c_out, 3, width }, out.dims());
             for (0..2) |image| for (0..c_out) |co| for (0..3) |oy| for (0..width) |ox| {
@@ -1350,7 +1475,7 @@ test "quantized_pointwise's level tables give the steps' own results, per-channe
             defer program_tensor.release();
             @memcpy(program_tensor.f32Slice(), program.values);
             var steps: [16]Step = undefined;
-            try checkProgram(program.values, program.steps, 3, steps[0..program.steps]);
+            try checkProgram("quantized_pointwise", program.values, program.steps, 3, steps[0..program.steps]);
             // Per-channel tables on planes of 35 elements would cost more than the steps.
             const expect_table = program.steps != 11 or plane >= 2 * Table.len;
             try testing.expectEqual(expect_table, Table.of(steps[0..program.steps], plane) != null);
@@ -1373,4 +1498,100 @@ test "quantized_pointwise's level tables give the steps' own results, per-channe
             }
         }
     }
+}
+
+test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit for bit, at 1 and 2 threads" {
+    // 19 output channels (a vector of 16, then a tail of 3 whose per-channel operands are
+    // padded), widths 7 and 19, 3×3 stride 2 and a direct 1×1, a requantized output as QDQ
+    // models have; hard-swish on the conv output (round trips, the root, a per-channel step).
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(13);
+    const random = prng.random();
+    const c_in = 5;
+    const c_out = 19;
+    const s: f32 = 0.1509;
+    // The hard-swish reads the conv output as its root (steps throughout); the second
+    // program quantizes first, so its later steps run as a level table.
+    var root_first = [_]f32{
+        @intFromEnum(PointwiseStep.set_root),    0,           0,   0,    0,
+        @intFromEnum(PointwiseStep.add),         3,           0,   0,    0,
+        @intFromEnum(PointwiseStep.round_trip),  6.0 / 255.0, 0,   0,    255,
+        @intFromEnum(PointwiseStep.mul_root),    0,           0,   0,    0,
+        @intFromEnum(PointwiseStep.div),         6,           0,   0,    0,
+        @intFromEnum(PointwiseStep.round_trip),  s,           100, 0,    255,
+        @intFromEnum(PointwiseStep.mul_channel), 8 * 5,       0,   0,    0,
+        @intFromEnum(PointwiseStep.quantize),    0.05,        -3,  -128, 127,
+    } ++ @as([c_out]f32, @splat(0));
+    for (root_first[8 * 5 ..], 0..) |*v, i| v.* = 0.25 + @as(f32, @floatFromInt(i)) * 0.125;
+    const tabled = [_]f32{
+        @intFromEnum(PointwiseStep.mul),        1.384,       0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), s,           100, 0, 255,
+        @intFromEnum(PointwiseStep.add),        0.5861,      0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), s,           96,  0, 255,
+        @intFromEnum(PointwiseStep.set_root),   0,           0,   0, 0,
+        @intFromEnum(PointwiseStep.add),        3,           0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), 6.0 / 255.0, 0,   0, 255,
+        @intFromEnum(PointwiseStep.mul_root),   0,           0,   0, 0,
+        @intFromEnum(PointwiseStep.div),        6,           0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip), 0.0956,      4,   0, 255,
+    };
+    const root_program = try tensor.createUninit(.float32, &.{root_first.len});
+    defer root_program.release();
+    @memcpy(root_program.f32Slice(), &root_first);
+    const table_program = try tensor.createUninit(.float32, &.{tabled.len});
+    defer table_program.release();
+    @memcpy(table_program.f32Slice(), &tabled);
+    const programs = [_]struct { tensor: *Tensor, steps: i64 }{ .{ .tensor = root_program, .steps = 8 }, .{ .tensor = table_program, .steps = 10 } };
+    const program = root_program;
+    const windows = [_]Window{
+        .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } },
+        .{ .kernel = .{ 1, 1 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } },
+    };
+    for ([_]usize{ 7, 19 }) |width| for (windows) |window| {
+        const taps = window.kernel[0] * window.kernel[1];
+        const k = c_in * taps;
+        const x = try tensor.createUninit(.float32, &.{ 2, c_in, 5, width });
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = random.float(f32) * 6 - 3;
+        const w = try tensor.createUninit(.int32, &.{ c_out, k });
+        defer w.release();
+        for (w.i32Slice()) |*v| v.* = random.intRangeAtMost(i32, -128, 127);
+        const packed_b = try packInt8(w, @intCast(k), c_out, true);
+        defer packed_b.release();
+        var b_zero: [c_out]f32 = @splat(0);
+        var col_sum: [c_out]f32 = @splat(0);
+        for (0..c_out) |j| for (0..k) |i| {
+            col_sum[j] += @floatFromInt(w.i32Slice()[j * k + i]);
+        };
+        const info = try testInfo(c_out, 0.004, &b_zero, &col_sum, 0.3);
+        defer info.release();
+        const a_scale = try scalarTensor(6.0 / 255.0);
+        defer a_scale.release();
+        const a_zero = try scalarTensor(128);
+        defer a_zero.release();
+        // A requantized output (a QDQ pair: the chain as one table of output levels) and a
+        // float one (tables after the chain's first quantization, or steps).
+        for ([_]bool{ true, false }) |requantize| for ([_]i64{ 1, 2 }) |threads| {
+            const q: Quantization = .{ .n = c_out, .k = k, .a_integer = false, .a_min = 0, .a_max = 255, .requantize = requantize, .dequantize_output = requantize, .out_scale = 0.02, .out_zero = 120, .out_min = 0, .out_max = 255 };
+            try settings.setNumThreads(threads);
+            const plain = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, null);
+            defer plain.release();
+            for (programs) |chain| {
+                const expected = try pointwise(plain, chain.tensor, chain.steps);
+                defer expected.release();
+                const fused = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, .{ .program = chain.tensor, .steps = chain.steps });
+                defer fused.release();
+                try testing.expectEqualSlices(usize, expected.dims(), fused.dims());
+                for (expected.f32Slice(), fused.f32Slice()) |e, f| try testing.expectEqual(@as(u32, @bitCast(e)), @as(u32, @bitCast(f)));
+            }
+        };
+        const q: Quantization = .{ .n = c_out, .k = k, .a_integer = false, .a_min = 0, .a_max = 255, .requantize = true, .dequantize_output = true, .out_scale = 0.02, .out_zero = 120, .out_min = 0, .out_max = 255 };
+        // A bad program is refused with a typed error, not run.
+        program.f32Slice()[0] = 99;
+        defer program.f32Slice()[0] = @intFromEnum(PointwiseStep.set_root);
+        try testing.expectError(error.InvalidArgument, conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, .{ .program = program, .steps = 8 }));
+        try testing.expectError(error.InvalidArgument, conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, .{ .program = program, .steps = 0 }));
+    };
 }
