@@ -305,30 +305,11 @@ fn matmul(a_input: *Tensor, b_input: *Tensor, weights: *const Weights) Error!?*T
 fn gemmBias(a_input: *Tensor, bias_input: ?*Tensor, alpha: f32, beta: f32, weights: *const Weights) Error!?*Tensor {
     const k = weights.rows;
     const n = weights.cols;
-    if (a_input.dtype != .float32 or a_input.ndim < 2 or a_input.shape[a_input.ndim - 1] != k) return null;
-    if (bias_input) |bias| if (bias.dtype != .float32 or bias.numel() != n or (bias.ndim > 0 and bias.shape[bias.ndim - 1] != n)) return null;
-    const a = try shape_ops.contiguous(a_input);
-    defer a.release();
-    const m = a.numel() / k;
-    var out_shape: [tensor.max_dims]usize = undefined;
-    @memcpy(out_shape[0..a.ndim], a.dims());
-    out_shape[a.ndim - 1] = n;
-    const out = try tensor.createUninit(.float32, out_shape[0..a.ndim]);
-    errdefer out.release();
-    const c = out.f32Slice();
-    var kernel_beta: f32 = 0;
-    if (bias_input) |bias_tensor| if (beta != 0) {
-        const bias = try shape_ops.contiguous(bias_tensor);
-        defer bias.release();
-        const row = bias.f32Slice();
-        var offset: usize = 0;
-        while (offset < c.len) : (offset += n) {
-            for (c[offset..][0..n], row) |*x, value| x.* = beta * value;
-        }
-        kernel_beta = 1;
-    };
-    if (m > 0) try multiplyRight(weights, a.f32Slice(), m, alpha, kernel_beta, c);
-    return out;
+    const call = try linalg.PackedGemm.prepare(a_input, bias_input, beta, k, n) orelse return null;
+    defer call.a.release();
+    errdefer call.out.release();
+    if (call.m > 0) try multiplyRight(weights, call.a.f32Slice(), call.m, alpha, call.kernel_beta, call.out.f32Slice());
+    return call.out;
 }
 
 // -------------------------------------------------------------------------------------------

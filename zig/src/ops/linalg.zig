@@ -338,6 +338,42 @@ pub fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, option
     return out;
 }
 
+/// The f32 side of a gemm on a weight packed at load (ops/bf16.zig, ops/packed_f32.zig):
+/// `a` [..., m, k] made contiguous, the output [..., m, n] allocated, and the bias written
+/// into it as beta · bias per row (kernel_beta 1) so that the kernel accumulates onto it.
+/// Null when a or the bias does not fit k and n: the caller runs the plain op.
+pub const PackedGemm = struct {
+    a: *Tensor,
+    out: *Tensor,
+    m: usize,
+    kernel_beta: f32,
+
+    pub fn prepare(a_input: *Tensor, bias_input: ?*Tensor, beta: f32, k: usize, n: usize) Error!?PackedGemm {
+        if (a_input.dtype != .float32 or a_input.ndim < 2 or a_input.shape[a_input.ndim - 1] != k) return null;
+        if (bias_input) |bias| if (bias.dtype != .float32 or bias.numel() != n or (bias.ndim > 0 and bias.shape[bias.ndim - 1] != n)) return null;
+        const a = try shape_ops.contiguous(a_input);
+        errdefer a.release();
+        var out_shape: [tensor.max_dims]usize = undefined;
+        @memcpy(out_shape[0..a.ndim], a.dims());
+        out_shape[a.ndim - 1] = n;
+        const out = try tensor.createUninit(.float32, out_shape[0..a.ndim]);
+        errdefer out.release();
+        const c = out.f32Slice();
+        var kernel_beta: f32 = 0;
+        if (bias_input) |bias_tensor| if (beta != 0) {
+            const bias = try shape_ops.contiguous(bias_tensor);
+            defer bias.release();
+            const row = bias.f32Slice();
+            var offset: usize = 0;
+            while (offset < c.len) : (offset += n) {
+                for (c[offset..][0..n], row) |*x, value| x.* = beta * value;
+            }
+            kernel_beta = 1;
+        };
+        return .{ .a = a, .out = out, .m = a.numel() / k, .kernel_beta = kernel_beta };
+    }
+};
+
 test "gemm broadcasts batches, transposes and adds a bias, against a reference" {
     settings.resetForTesting();
     defer settings.resetForTesting();

@@ -19,6 +19,7 @@ const intra_op = @import("../pool/intra_op.zig");
 const parallel = @import("parallel.zig");
 const shape_ops = @import("shape.zig");
 const conv = @import("conv.zig");
+const linalg = @import("linalg.zig");
 const gemm = @import("../kernels/gemm.zig");
 const gemm_native = @import("../kernels/gemm_native.zig");
 const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
@@ -160,31 +161,12 @@ fn matmul(a_input: *Tensor, b_input: *Tensor, weights: *const Weights) Error!?*T
 fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, alpha: f32, beta: f32, trans_b: bool, weights: *const Weights) Error!?*Tensor {
     const k = weights.rows;
     const n = weights.cols;
-    if (a_input.dtype != .float32 or a_input.ndim < 2 or a_input.shape[a_input.ndim - 1] != k) return null;
     if (!sameMatrix(b_input, trans_b, weights)) return null;
-    if (bias_input) |bias| if (bias.dtype != .float32 or bias.numel() != n or (bias.ndim > 0 and bias.shape[bias.ndim - 1] != n)) return null;
-    const a = try shape_ops.contiguous(a_input);
-    defer a.release();
-    const m = a.numel() / k;
-    var out_shape: [tensor.max_dims]usize = undefined;
-    @memcpy(out_shape[0..a.ndim], a.dims());
-    out_shape[a.ndim - 1] = n;
-    const out = try tensor.createUninit(.float32, out_shape[0..a.ndim]);
-    errdefer out.release();
-    const c = out.f32Slice();
-    var kernel_beta: f32 = 0;
-    if (bias_input) |bias_tensor| if (beta != 0) {
-        const bias = try shape_ops.contiguous(bias_tensor);
-        defer bias.release();
-        const row = bias.f32Slice();
-        var offset: usize = 0;
-        while (offset < c.len) : (offset += n) {
-            for (c[offset..][0..n], row) |*x, value| x.* = beta * value;
-        }
-        kernel_beta = 1;
-    };
-    if (m > 0) try multiplyRight(weights, a.f32Slice(), m, alpha, kernel_beta, c);
-    return out;
+    const call = try linalg.PackedGemm.prepare(a_input, bias_input, beta, k, n) orelse return null;
+    defer call.a.release();
+    errdefer call.out.release();
+    if (call.m > 0) try multiplyRight(weights, call.a.f32Slice(), call.m, alpha, call.kernel_beta, call.out.f32Slice());
+    return call.out;
 }
 
 /// C (m × n, beta 0 or 1 over what C holds) = alpha · A (m × k, row-major) · packed B, over
@@ -211,7 +193,6 @@ fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, 
 
 const testing = std.testing;
 const settings = @import("../settings.zig");
-const linalg = @import("linalg.zig");
 const conv_kernels = @import("../kernels/conv.zig");
 
 fn randomTensor(random: std.Random, shape: []const usize) !*Tensor {
