@@ -153,17 +153,19 @@ async function drive(
 class LeanClient {
   #conn: Deno.TcpConn;
   #buffer = new Uint8Array(1 << 16);
-  #head: Uint8Array;
-  #body: Uint8Array;
+  /** The whole request, head and body, made once: a load generator sends prepared bytes. */
+  #request: Uint8Array;
   #decoder = new TextDecoder();
 
   private constructor(conn: Deno.TcpConn, path: string, body: Uint8Array, headers: Record<string, string>) {
     this.#conn = conn;
     const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-    this.#head = new TextEncoder().encode(
+    const head = new TextEncoder().encode(
       `POST ${path} HTTP/1.1\r\nhost: bench\r\ncontent-length: ${body.byteLength}\r\n${lines}\r\n`,
     );
-    this.#body = body;
+    this.#request = new Uint8Array(head.byteLength + body.byteLength);
+    this.#request.set(head);
+    this.#request.set(body, head.byteLength);
   }
 
   /** Connects to `url` for POSTs of `body` with `headers`. */
@@ -176,9 +178,7 @@ class LeanClient {
 
   /** Sends the request and reads the whole response; returns its status and body length. */
   async post(): Promise<{ status: number; bytes: number }> {
-    const request = new Uint8Array(this.#head.byteLength + this.#body.byteLength);
-    request.set(this.#head);
-    request.set(this.#body, this.#head.byteLength);
+    const request = this.#request;
     for (let written = 0; written < request.byteLength;) written += await this.#conn.write(request.subarray(written));
     let filled = 0;
     let headEnd = -1;
