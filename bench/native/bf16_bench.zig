@@ -30,6 +30,10 @@ const shapes = [_]Shape{
     .{ .name = "1x1 64x256 @80", .m = 64, .n = 80 * 80, .k = 256 },
     .{ .name = "1x1 96x24 @160", .m = 96, .n = 160 * 160, .k = 24 },
     .{ .name = "rec-like 48x(9*48) @8x80", .m = 48, .n = 8 * 80, .k = 9 * 48 },
+    .{ .name = "rec 1x1 480x480 @6x80", .m = 480, .n = 6 * 80, .k = 480 },
+    .{ .name = "rec 1x1 480x480 @3x80", .m = 480, .n = 3 * 80, .k = 480 },
+    .{ .name = "rec 1x1 240x240 @12x80", .m = 240, .n = 12 * 80, .k = 240 },
+    .{ .name = "rec 1x1 64x64 @24x160", .m = 64, .n = 24 * 160, .k = 64 },
 };
 
 fn bestGflops(comptime function: anytype, context: anytype, flops: f64) f64 {

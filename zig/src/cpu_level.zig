@@ -51,9 +51,11 @@ fn bit(register: u32, comptime index: u5) bool {
     return register >> index & 1 == 1;
 }
 
-const Registers = struct { eax: u32, ebx: u32, ecx: u32, edx: u32 };
+pub const Registers = struct { eax: u32, ebx: u32, ecx: u32, edx: u32 };
 
-fn cpuid(leaf: u32, subleaf: u32) Registers {
+/// CPUID of `leaf`, `subleaf` (x86-64 only: callers outside this file check their compile
+/// target first).
+pub fn cpuid(leaf: u32, subleaf: u32) Registers {
     var eax: u32 = undefined;
     var ebx: u32 = undefined;
     var ecx: u32 = undefined;
@@ -67,6 +69,26 @@ fn cpuid(leaf: u32, subleaf: u32) Registers {
           [subleaf] "{ecx}" (subleaf),
     );
     return .{ .eax = eax, .ebx = ebx, .ecx = ecx, .edx = edx };
+}
+
+/// A CPU capability asked once per process (CPUID, the kernel's permission for AMX tiles):
+/// `detect` runs on the first `get`, later calls return its answer. Each kernel that picks
+/// itself at run time holds one.
+pub fn Once(comptime detect: fn () bool) type {
+    return struct {
+        /// 0 not asked yet, 1 no, 2 yes. Threads may race to ask; detection is idempotent and
+        /// they store the same value, so .monotonic (this store pairs with the load in `get`)
+        /// is enough: the value carries no other data.
+        var state = std.atomic.Value(u8).init(0);
+
+        pub fn get() bool {
+            const known = state.load(.monotonic);
+            if (known != 0) return known == 2;
+            const answer = detect();
+            state.store(if (answer) 2 else 1, .monotonic);
+            return answer;
+        }
+    };
 }
 
 fn xgetbv0() u64 {

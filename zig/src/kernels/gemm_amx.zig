@@ -27,6 +27,7 @@ const builtin = @import("builtin");
 const gemm = @import("gemm.zig");
 const bf16 = @import("gemm_bf16.zig");
 const status = @import("../status.zig");
+const cpu_level = @import("../cpu_level.zig");
 
 const assert = std.debug.assert;
 const Error = status.Error;
@@ -57,21 +58,14 @@ const VU = @Vector(lanes, u32);
 pub const compiled = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512f) and
     builtin.os.tag == .linux;
 
-/// CPUID and the kernel's answer: 0 not asked yet, 1 no, 2 yes. Threads may race to ask; the
-/// permission request is idempotent and they store the same value, so .monotonic (this store
-/// pairs with the load in `supported`) is enough.
-var detected = std.atomic.Value(u8).init(0);
+const detection = cpu_level.Once(detect);
 
 /// Whether this process can run the kernel: compiled in, CPUID reports AMX-TILE and AMX-BF16
 /// (leaf 7 EDX bits 24 and 22), no lower CPU level is forced, and Linux granted the tile
 /// state. SPINDLE_BF16_KERNEL=avx512 turns it off (to test gemm_bf16's kernel on this CPU).
 pub fn supported() bool {
     if (comptime !compiled) return false;
-    const known = detected.load(.monotonic);
-    if (known != 0) return known == 2;
-    const answer = detect();
-    detected.store(if (answer) 2 else 1, .monotonic);
-    return answer;
+    return detection.get();
 }
 
 fn detect() bool {
@@ -80,8 +74,8 @@ fn detect() bool {
     if (@import("../env.zig").get("SPINDLE_BF16_KERNEL")) |forced| {
         if (std.mem.eql(u8, forced, "avx512")) return false;
     }
-    if (bf16.cpuid(0, 0)[0] < 7) return false;
-    const edx = cpuidEdx(7, 0);
+    if (cpu_level.cpuid(0, 0).eax < 7) return false;
+    const edx = cpu_level.cpuid(7, 0).edx;
     const amx_bf16 = edx >> 22 & 1 == 1;
     const amx_tile = edx >> 24 & 1 == 1;
     if (!amx_bf16 or !amx_tile) return false;
@@ -94,16 +88,6 @@ pub fn requestTileData() bool {
     if (comptime !compiled) return false;
     const result = std.os.linux.syscall2(.arch_prctl, 0x1023, 18);
     return result == 0;
-}
-
-pub fn cpuidEdx(leaf: u32, subleaf: u32) u32 {
-    var edx: u32 = undefined;
-    asm volatile ("cpuid"
-        : [edx] "={edx}" (edx),
-        : [leaf] "{eax}" (leaf),
-          [subleaf] "{ecx}" (subleaf),
-        : .{ .eax = true, .ebx = true, .ecx = true });
-    return edx;
 }
 
 fn divideCeil(numerator: usize, denominator: usize) usize {

@@ -8,6 +8,7 @@ const std = @import("std");
 const gemm_int8 = @import("gemm_int8.zig");
 const amx = @import("gemm_amx.zig");
 const bf16 = @import("gemm_bf16.zig");
+const cpu_level = @import("../cpu_level.zig");
 
 const assert = std.debug.assert;
 const tile = 16;
@@ -17,26 +18,19 @@ const row_bytes = 64;
 /// Whether this compilation holds the kernel (x86-64 Linux builds with AVX-512).
 pub const compiled = amx.compiled;
 
-/// CPUID's and Linux's answer: 0 not asked yet, 1 no, 2 yes. Threads may race to ask; they
-/// store the same value, so .monotonic (this store pairs with the load in `supported`) is
-/// enough.
-var detected = std.atomic.Value(u8).init(0);
+const detection = cpu_level.Once(detect);
 
 /// Whether this process runs the kernel: compiled in, CPUID leaf 7 EDX reports AMX-TILE (bit
 /// 24) and AMX-INT8 (bit 25), no lower CPU level is forced, and Linux granted the tile state.
 pub fn supported() bool {
     if (comptime !compiled) return false;
-    const known = detected.load(.monotonic);
-    if (known != 0) return known == 2;
-    const answer = detect();
-    detected.store(if (answer) 2 else 1, .monotonic);
-    return answer;
+    return detection.get();
 }
 
 fn detect() bool {
     if (bf16.forcedLower()) return false;
-    if (bf16.cpuid(0, 0)[0] < 7) return false;
-    const edx = amx.cpuidEdx(7, 0);
+    if (cpu_level.cpuid(0, 0).eax < 7) return false;
+    const edx = cpu_level.cpuid(7, 0).edx;
     if (edx >> 24 & 1 == 0 or edx >> 25 & 1 == 0) return false;
     return amx.requestTileData();
 }

@@ -57,20 +57,18 @@ fn hasX86(comptime feature: std.Target.x86.Feature) bool {
 /// AVX-512 compilation; only zmm registers hold its operands).
 pub const compiled = hasX86(.avx512f) and hasX86(.avx512bw);
 
-/// CPUID's answer: 0 not asked yet, 1 no, 2 yes. Threads may race to ask; they store the
-/// same value, so .monotonic (this store pairs with the load in `supported`) is enough.
-var detected = std.atomic.Value(u8).init(0);
+const detection = cpu_level.Once(detect);
 
 /// Whether this process can run the kernel: compiled in, the CPU has AVX512_BF16 (CPUID leaf
 /// 7 sub-leaf 1, EAX bit 5), and SPINDLE_CPU_LEVEL does not force a level below AVX-512 (so a
 /// native build can test the fallback the way the portable one selects a lower copy).
 pub fn supported() bool {
     if (comptime !compiled) return false;
-    const known = detected.load(.monotonic);
-    if (known != 0) return known == 2;
-    const answer = cpuHasBf16() and !forcedLower();
-    detected.store(if (answer) 2 else 1, .monotonic);
-    return answer;
+    return detection.get();
+}
+
+fn detect() bool {
+    return cpuHasBf16() and !forcedLower();
 }
 
 pub fn forcedLower() bool {
@@ -80,23 +78,11 @@ pub fn forcedLower() bool {
 }
 
 fn cpuHasBf16() bool {
-    const max_leaf = cpuid(0, 0)[0];
+    const max_leaf = cpu_level.cpuid(0, 0).eax;
     if (max_leaf < 7) return false;
     // Leaf 7 sub-leaf 0 EAX is the highest sub-leaf.
-    if (cpuid(7, 0)[0] < 1) return false;
-    return cpuid(7, 1)[0] >> 5 & 1 == 1;
-}
-
-pub fn cpuid(leaf: u32, subleaf: u32) [2]u32 {
-    var eax: u32 = undefined;
-    var ecx: u32 = undefined;
-    asm volatile ("cpuid"
-        : [eax] "={eax}" (eax),
-          [ecx] "={ecx}" (ecx),
-        : [leaf] "{eax}" (leaf),
-          [subleaf] "{ecx}" (subleaf),
-        : .{ .ebx = true, .edx = true });
-    return .{ eax, ecx };
+    if (cpu_level.cpuid(7, 0).eax < 1) return false;
+    return cpu_level.cpuid(7, 1).eax >> 5 & 1 == 1;
 }
 
 // -------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 //! - `reference`: plain loops, the tests' oracle.
 const std = @import("std");
 const builtin = @import("builtin");
+const cpu_level = @import("../cpu_level.zig");
 
 /// Columns per packed block (one zmm of i32 lanes).
 pub const block_n = 16;
@@ -135,30 +136,17 @@ pub var forced: ?Kernel = null;
 const has_avx512 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512f) and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
 
-/// CPUID's answer on AVX512-VNNI: 0 not asked yet, 1 no, 2 yes. Threads may race to ask;
-/// they store the same value, so .monotonic (this store pairs with the load in
-/// `vnniSupported`) is enough: the value carries no other data.
-var vnni_detected = std.atomic.Value(u8).init(0);
+const vnni_detection = cpu_level.Once(detectVnni);
 
 /// Whether this CPU has AVX512-VNNI (CPUID leaf 7 ECX bit 11); false in copies compiled
 /// without AVX-512 (their registers cannot hold the operands).
 pub fn vnniSupported() bool {
     if (comptime !has_avx512) return false;
-    const known = vnni_detected.load(.monotonic);
-    if (known != 0) return known == 2;
-    const supported = cpuidLeaf7Ecx() >> 11 & 1 == 1;
-    vnni_detected.store(if (supported) 2 else 1, .monotonic);
-    return supported;
+    return vnni_detection.get();
 }
 
-fn cpuidLeaf7Ecx() u32 {
-    var ecx: u32 = undefined;
-    asm volatile ("cpuid"
-        : [ecx] "={ecx}" (ecx),
-        : [leaf] "{eax}" (@as(u32, 7)),
-          [subleaf] "{ecx}" (@as(u32, 0)),
-        : .{ .ebx = true, .edx = true });
-    return ecx;
+fn detectVnni() bool {
+    return cpu_level.cpuid(0, 0).eax >= 7 and cpu_level.cpuid(7, 0).ecx >> 11 & 1 == 1;
 }
 
 fn reference(args: *const Args) void {
