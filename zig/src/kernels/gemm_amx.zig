@@ -145,53 +145,10 @@ pub const PackedB = struct {
     }
 };
 
-pub const Left = union(enum) {
-    matrix: Matrix,
-    packed_a: PackedA,
-};
-
-pub const Right = union(enum) {
-    matrix: Matrix,
-    indirect: Indirect,
-    packed_b: PackedB,
-};
-
-pub const Args = struct {
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32 = 1,
-    a: Left,
-    b: Right,
-    beta: f32 = 0,
-    c: []f32,
-    ldc: usize,
-
-    /// Checks that every element the kernel will touch lies inside the given slices.
-    pub fn validate(args: *const Args) Error!void {
-        switch (args.a) {
-            .matrix => |a| try gemm.Args.checkMatrix("A", a.values.len, if (a.trans) args.k else args.m, if (a.trans) args.m else args.k, a.ld),
-            .packed_a => |a| if (a.m != args.m or a.k != args.k or a.values.len != PackedA.length(a.m, a.k)) {
-                return status.fail(error.ShapeMismatch, "bf16 gemm: packed A is {d}x{d}, the product needs {d}x{d}", .{ a.m, a.k, args.m, args.k });
-            },
-        }
-        switch (args.b) {
-            .matrix => |b| try gemm.Args.checkMatrix("B", b.values.len, if (b.trans) args.n else args.k, if (b.trans) args.k else args.n, b.ld),
-            .packed_b => |b| if (b.k != args.k or b.n != args.n or b.values.len != PackedB.length(b.k, b.n)) {
-                return status.fail(error.ShapeMismatch, "bf16 gemm: packed B is {d}x{d}, the product needs {d}x{d}", .{ b.k, b.n, args.k, args.n });
-            },
-            .indirect => |b| {
-                if (b.offsets.len != args.k) return status.fail(error.ShapeMismatch, "bf16 gemm: {d} indirect rows for depth {d}", .{ b.offsets.len, args.k });
-                if (args.n > 0) for (b.offsets, 0..) |offset, p| {
-                    if (offset > b.values.len or b.values.len - offset < args.n) {
-                        return status.fail(error.IndexOutOfRange, "bf16 gemm: indirect B row {d} at {d} with {d} columns overruns {d} elements", .{ p, offset, args.n, b.values.len });
-                    }
-                };
-            },
-        }
-        try gemm.Args.checkMatrix("C", args.c.len, args.m, args.n, args.ldc);
-    }
-};
+const operands = bf16.Operands(PackedA, PackedB);
+pub const Left = operands.LeftOperand;
+pub const Right = operands.RightOperand;
+pub const Args = operands.GemmArgs;
 
 // -------------------------------------------------------------------------------------------
 // Packing.

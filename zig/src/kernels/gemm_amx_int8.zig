@@ -113,64 +113,12 @@ fn tileBlocks(comptime blocks: usize, args: *const gemm_int8.Args, row: usize, b
         ::: .{ .memory = true });
     const chunks = group_count / tile;
     for (0..chunks) |chunk| {
-        const a = a_rows + chunk * row_bytes;
         const offset = chunk * tile * gemm_int8.block_n;
-        if (blocks == 2) {
-            asm volatile (
-                \\tileloadd (%[a], %[sa], 1), %%tmm2
-                \\tileloadd (%[b0], %[sb], 1), %%tmm3
-                \\tileloadd (%[b1], %[sb], 1), %%tmm6
-                \\tdpbusd %%tmm3, %%tmm2, %%tmm0
-                \\tdpbusd %%tmm6, %%tmm2, %%tmm1
-                :
-                : [a] "r" (a),
-                  [b0] "r" (b0 + offset),
-                  [b1] "r" (b1 + offset),
-                  [sa] "r" (a_stride),
-                  [sb] "r" (b_stride),
-                : .{ .memory = true });
-        } else {
-            asm volatile (
-                \\tileloadd (%[a], %[sa], 1), %%tmm2
-                \\tileloadd (%[b0], %[sb], 1), %%tmm3
-                \\tdpbusd %%tmm3, %%tmm2, %%tmm0
-                :
-                : [a] "r" (a),
-                  [b0] "r" (b0 + offset),
-                  [sa] "r" (a_stride),
-                  [sb] "r" (b_stride),
-                : .{ .memory = true });
-        }
+        multiply(blocks, false, a_rows + chunk * row_bytes, b0 + offset, b1 + offset, a_stride, b_stride);
     }
     if (group_count % tile != 0) {
-        const a = a_rows + chunks * row_bytes;
         const offset = chunks * tile * gemm_int8.block_n;
-        if (blocks == 2) {
-            asm volatile (
-                \\tileloadd (%[a], %[sa], 1), %%tmm4
-                \\tileloadd (%[b0], %[sb], 1), %%tmm5
-                \\tileloadd (%[b1], %[sb], 1), %%tmm7
-                \\tdpbusd %%tmm5, %%tmm4, %%tmm0
-                \\tdpbusd %%tmm7, %%tmm4, %%tmm1
-                :
-                : [a] "r" (a),
-                  [b0] "r" (b0 + offset),
-                  [b1] "r" (b1 + offset),
-                  [sa] "r" (a_stride),
-                  [sb] "r" (b_stride),
-                : .{ .memory = true });
-        } else {
-            asm volatile (
-                \\tileloadd (%[a], %[sa], 1), %%tmm4
-                \\tileloadd (%[b0], %[sb], 1), %%tmm5
-                \\tdpbusd %%tmm5, %%tmm4, %%tmm0
-                :
-                : [a] "r" (a),
-                  [b0] "r" (b0 + offset),
-                  [sa] "r" (a_stride),
-                  [sb] "r" (b_stride),
-                : .{ .memory = true });
-        }
+        multiply(blocks, true, a_rows + chunks * row_bytes, b0 + offset, b1 + offset, a_stride, b_stride);
     }
     const c0: [*]i32 = args.c[row * args.ldc + block * gemm_int8.block_n ..].ptr;
     const c_stride = args.ldc * @sizeOf(i32);
@@ -186,4 +134,28 @@ fn tileBlocks(comptime blocks: usize, args: *const gemm_int8.Args, row: usize, b
               [sc] "r" (c_stride),
             : .{ .memory = true });
     }
+}
+
+/// One step of 16 groups (or the K tail, in the tiles configured that short) of 16 rows ×
+/// `blocks` column blocks: A in tmm2 (tail tmm4), the B blocks in tmm3, tmm6 (tail tmm5,
+/// tmm7), summed into tmm0, tmm1. b1 is read only when `blocks` is 2. The caller checks the
+/// bounds.
+inline fn multiply(comptime blocks: usize, comptime tail: bool, a: [*]const u8, b0: [*]const i32, b1: [*]const i32, a_stride: usize, b_stride: usize) void {
+    const a_tile, const b0_tile, const b1_tile = if (tail) .{ "4", "5", "7" } else .{ "2", "3", "6" };
+    const loads = "tileloadd (%[a], %[sa], 1), %%tmm" ++ a_tile ++ "\n" ++
+        "tileloadd (%[b0], %[sb], 1), %%tmm" ++ b0_tile ++ "\n";
+    const first = "tdpbusd %%tmm" ++ b0_tile ++ ", %%tmm" ++ a_tile ++ ", %%tmm0";
+    const code = if (blocks == 2)
+        loads ++ "tileloadd (%[b1], %[sb], 1), %%tmm" ++ b1_tile ++ "\n" ++ first ++ "\n" ++
+            "tdpbusd %%tmm" ++ b1_tile ++ ", %%tmm" ++ a_tile ++ ", %%tmm1"
+    else
+        loads ++ first;
+    asm volatile (code
+        :
+        : [a] "r" (a),
+          [b0] "r" (b0),
+          [b1] "r" (b1),
+          [sa] "r" (a_stride),
+          [sb] "r" (b_stride),
+        : .{ .memory = true });
 }
