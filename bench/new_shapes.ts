@@ -11,13 +11,13 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { load, randn, setNumThreads } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: { threads: { type: "string", default: "1" }, warm: { type: "string", default: "7" } },
+const { values: flags } = benchArgs(import.meta.url, {
+  threads: { type: "string", default: "1" },
+  warm: { type: "string", default: "7" },
 });
 setNumThreads(Number(flags.threads));
 const warmRuns = Number(flags.warm);

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 // A test/benchmark peer kept out of deno.lock (a first `infer` must not download it): run with
 // --lock=deno.dev.lock, as tools/test.ts and the bench tasks do.
 // deno-lint-ignore no-import-prefix
@@ -17,7 +17,7 @@ import * as ort from "npm:onnxruntime-node@1.30.0";
 import { load, type Module, parallelInfoJson, randn, setNumThreads } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 
-const { values: flags } = parseArgs({ args: Deno.args, options: { runs: { type: "string", default: "20" } } });
+const { values: flags } = benchArgs(import.meta.url, { runs: { type: "string", default: "20" } });
 const runs = Number(flags.runs);
 
 function median(samples: number[]): number {

@@ -20,17 +20,14 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { crossBuildArgs, crossPrefix, TARGETS } from "../tools/targets.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    rounds: { type: "string", default: "2" },
-    "onnx-runs": { type: "string", default: "20" },
-    "gemm-args": { type: "string", default: "" },
-    skip: { type: "string", default: "" },
-  },
+const { values: flags } = benchArgs(import.meta.url, {
+  rounds: { type: "string", default: "2" },
+  "onnx-runs": { type: "string", default: "20" },
+  "gemm-args": { type: "string", default: "" },
+  skip: { type: "string", default: "" },
 });
 const rounds = Number(flags.rounds);
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");

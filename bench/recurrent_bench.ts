@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 // A test/benchmark peer kept out of deno.lock (a first `infer` must not download it): run with
 // --lock=deno.dev.lock, as tools/test.ts and the bench tasks do.
 // deno-lint-ignore no-import-prefix
@@ -17,7 +17,7 @@ import { importOnnx, randn, setNumThreads } from "../mod.ts";
 import { Program } from "../lib/program/program.ts";
 import { onnx } from "../tools/fuzz_corpus.ts";
 
-const { values: flags } = parseArgs({ args: Deno.args, options: { runs: { type: "string", default: "30" } } });
+const { values: flags } = benchArgs(import.meta.url, { runs: { type: "string", default: "30" } });
 const runs = Number(flags.runs);
 const [seq, input, hidden] = [100, 64, 128];
 const GATES = { LSTM: 4, GRU: 3, RNN: 1 };

@@ -13,21 +13,18 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { load, tensor } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 import { renderSvg, type Series, toCsv } from "./plot.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    seconds: { type: "string", default: "180" },
-    idle: { type: "string", default: "15" },
-    loops: { type: "string", default: "8" },
-    rounds: { type: "string", default: "1" },
-    model: { type: "string", default: "ocr-cls" },
-    child: { type: "string" },
-  },
+const { values: flags } = benchArgs(import.meta.url, {
+  seconds: { type: "string", default: "180" },
+  idle: { type: "string", default: "15" },
+  loops: { type: "string", default: "8" },
+  rounds: { type: "string", default: "1" },
+  model: { type: "string", default: "ocr-cls" },
+  child: { type: "string" },
 });
 
 type Mode = "dispose" | "gc-only";

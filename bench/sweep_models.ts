@@ -10,16 +10,13 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { renderSvg, type Series, toCsv } from "./plot.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    models: { type: "string", default: "example,mlp,resnet,dlrm,transformer" },
-    requests: { type: "string", default: "60" },
-    out: { type: "string", default: new URL("./results/", import.meta.url).pathname },
-  },
+const { values } = benchArgs(import.meta.url, {
+  models: { type: "string", default: "example,mlp,resnet,dlrm,transformer" },
+  requests: { type: "string", default: "60" },
+  out: { type: "string", default: new URL("./results/", import.meta.url).pathname },
 });
 const models = values.models!.split(",");
 const requests = Number(values.requests);

@@ -10,17 +10,14 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { allConfigs, configLibrary, configName, configPrefix, ZIG_DIR } from "../tools/configs.ts";
 import { renderSvg, type Series, toCsv } from "./plot.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    reps: { type: "string", default: "100" },
-    size: { type: "string", default: "1024" },
-    out: { type: "string", default: new URL("./results/", import.meta.url).pathname },
-  },
+const { values } = benchArgs(import.meta.url, {
+  reps: { type: "string", default: "100" },
+  size: { type: "string", default: "1024" },
+  out: { type: "string", default: new URL("./results/", import.meta.url).pathname },
 });
 const reps = Number(values.reps);
 const size = Number(values.size);
