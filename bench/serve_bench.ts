@@ -368,12 +368,87 @@ if (phases.has("overhead")) {
         `${errors} errors`,
     );
   }
+  // The same requests from perf_analyzer (C++, libcurl: the client the issue's users run),
+  // in rounds alternating with in-process forwards: its p50 over a window of requests is
+  // the served figure, so the rounds pair whole windows rather than single requests.
+  let tool: PerfAnalyzer | undefined;
+  try {
+    tool = await perfAnalyzer();
+  } catch (error) {
+    say(`# perf_analyzer overhead: skipped, ${(error as Error).message}`);
+  }
+  if (tool !== undefined) {
+    for (const c of cases) {
+      const served: number[] = [];
+      const local: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        const times: number[] = [];
+        for (let i = 0; i < overheadRuns; i++) {
+          const begin = performance.now();
+          (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose());
+          times.push(performance.now() - begin);
+        }
+        local.push(p50(times));
+        const p50Ms = await perfAnalyzerP50(
+          tool,
+          c.name,
+          server.url,
+          `${c.input}:${c.tensor.shape.join(",")}`,
+          overheadRuns,
+        );
+        if (p50Ms !== null) served.push(p50Ms);
+      }
+      const [base, viaTool] = [p50(local), p50(served)];
+      say(
+        `${c.name}: perf_analyzer at concurrency 1, 3 rounds of ${overheadRuns} requests alternating with ` +
+          `${overheadRuns} in-process forwards: served p50 ${us(viaTool)} µs (rounds ${served.map(us).join(", ")}), ` +
+          `in-process p50 ${us(base)} µs (rounds ${local.map(us).join(", ")}): added ${us(viaTool - base)} µs`,
+      );
+    }
+  }
   say(`floor server exit code ${await floor.stop()}, Deno.serve floor ${await denoFloor.stop()}`);
   say(`server exit code ${await server.stop()}`);
   exampleInput.dispose();
   clsInput.dispose();
   example.dispose();
   clsModule.dispose();
+}
+
+/**
+ * perf_analyzer's p50 latency (ms) over one window of `requests` requests at concurrency 1
+ * to `model` (zero inputs of `shape`, "name:d0,d1,…"); null when it found no stable window.
+ */
+async function perfAnalyzerP50(
+  tool: PerfAnalyzer,
+  model: string,
+  url: string,
+  shape: string,
+  requests: number,
+): Promise<number | null> {
+  const csv = await Deno.makeTempFile({ suffix: ".csv" });
+  try {
+    const output = await new Deno.Command(tool.binary, {
+      args: [
+        ...["-m", model, "-u", url.replace("http://", ""), "-i", "http", "--concurrency-range", "1:1"],
+        ...["--measurement-mode", "count_windows", "--measurement-request-count", String(requests)],
+        ...["--stability-percentage", "100", "--max-trials", "3", "--input-data", "zero", "--shape", shape],
+        ...["-f", csv],
+      ],
+      env: tool.env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+    if (/error/i.test(text) && !/Failed to obtain stable measurement/.test(text)) {
+      throw new Error(`perf_analyzer reported an error: ${text.trim().split("\n").slice(-4).join(" ")}`);
+    }
+    const table = (await Deno.readTextFile(csv).catch(() => "")).trim().split("\n");
+    if (table.length < 2) return null;
+    const header = table[0].split(",");
+    return Number(table[1].split(",")[header.indexOf("p50 latency")]) / 1000;
+  } finally {
+    await Deno.remove(csv).catch(() => {});
+  }
 }
 
 // 2. Load at concurrency 1…64, batching off and on: the classifier (forward ≈ 1–3 ms), and the
