@@ -300,8 +300,11 @@ fn copyRow(source: []const f32, count: usize, target: []f32) void {
     var column: usize = 0;
     while (column < count) : (column += lanes) {
         const valid = @min(lanes, count - column);
-        const loaded = loadPartial(lanes, source[column..], valid);
-        target[column..][0..lanes].* = keepFirst(loaded, valid);
+        if (valid == lanes) {
+            target[column..][0..lanes].* = source[column..][0..lanes].*;
+        } else {
+            target[column..][0..lanes].* = keepFirst(loadPartial(lanes, source[column..], valid), valid);
+        }
     }
 }
 
@@ -318,8 +321,15 @@ fn splitRow(source: []const f32, count: usize, even: []f32, odd: []f32) void {
     var column: usize = 0;
     while (column < count) : (column += 2 * lanes) {
         const valid = @min(2 * lanes, count - column);
-        const loaded = loadPartial(2 * lanes, source[column..], valid);
         const at = column / 2;
+        if (valid == 2 * lanes) {
+            // A whole pair of vectors: no lanes to clear (most of a wide row).
+            const loaded: @Vector(2 * lanes, f32) = source[column..][0 .. 2 * lanes].*;
+            even[at..][0..lanes].* = @shuffle(f32, loaded, undefined, even_mask);
+            odd[at..][0..lanes].* = @shuffle(f32, loaded, undefined, odd_mask);
+            continue;
+        }
+        const loaded = loadPartial(2 * lanes, source[column..], valid);
         even[at..][0..lanes].* = keepFirst(@shuffle(f32, loaded, undefined, even_mask), (valid + 1) / 2);
         odd[at..][0..lanes].* = keepFirst(@shuffle(f32, loaded, undefined, odd_mask), valid / 2);
     }
