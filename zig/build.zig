@@ -16,6 +16,7 @@
 //!                                   (bench/native/run_pool_bench.sh runs it with the C baselines)
 //!   zig build bench-kernels         memory-bound kernel benchmark (ReleaseFast)
 //!   zig build bench-conv            conv2d vs GEMM on ResNet layer shapes (ReleaseFast)
+//!   zig build bench-depthwise       depthwise conv2d on PaddleOCR's layers (ReleaseFast)
 //!   zig build bench-gemm [-- args]  native GEMM vs OpenBLAS, GFLOPS table (ReleaseFast)
 //!   zig build bench-bf16            bf16 GEMM vs the f32 one, 1 thread, GFLOPS (ReleaseFast)
 //!   zig build bench-build           build every benchmark above into zig-out/bin, run none
@@ -165,6 +166,8 @@ pub fn build(b: *std.Build) void {
     addRunStep(b, kernels_bench, "bench-kernels", "Benchmark the memory-bound kernels (bench/native/kernels_bench.zig)");
     const conv_bench = addBench(b, target, spindle_module, "conv_bench", "conv_bench", build_step);
     addRunStep(b, conv_bench, "bench-conv", "Benchmark conv2d against GEMM on ResNet layers (bench/native/conv_bench.zig)");
+    const depthwise_bench = addBench(b, target, spindle_module, "depthwise_bench", "depthwise_bench", build_step);
+    addRunStep(b, depthwise_bench, "bench-depthwise", "Depthwise conv2d on the PaddleOCR det/rec layers (bench/native/depthwise_bench.zig)");
     const bf16_bench = addBench(b, target, spindle_module, "bf16_bench", "bf16_bench", build_step);
     addRunStep(b, bf16_bench, "bench-bf16", "bf16 GEMM against the f32 one at 1 thread (bench/native/bf16_bench.zig)");
     // Only installed: bench/native/run_pool_bench.sh runs it beside the C baselines.

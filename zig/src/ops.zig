@@ -1248,6 +1248,7 @@ test {
     _ = @import("kernels/copy.zig");
     _ = @import("kernels/conv.zig");
     _ = @import("kernels/conv_pointwise.zig");
+    _ = @import("kernels/conv_depthwise.zig");
     _ = @import("kernels/pooling.zig");
 }
 

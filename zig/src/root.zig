@@ -18,6 +18,7 @@ pub const kernels = struct {
     pub const reduction = @import("kernels/reduction.zig");
     pub const conv = @import("kernels/conv.zig");
     pub const conv_pointwise = @import("kernels/conv_pointwise.zig");
+    pub const conv_depthwise = @import("kernels/conv_depthwise.zig");
     pub const pooling = @import("kernels/pooling.zig");
 };
 /// parallel_for on the build's backend (omp or tbb).

@@ -1,6 +1,6 @@
 //! 2-D convolution kernels, NCHW float32: im2col and its adjoint col2im (which turn a
-//! convolution into a GEMM), the bias-and-relu epilogue, and a direct kernel for depthwise
-//! convolutions. Every kernel works on one image plane (or one block of columns) handed to
+//! convolution into a GEMM), the bias-and-relu epilogue, and direct row kernels for depthwise
+//! convolutions (the whole-plane one is in conv_depthwise.zig). Every kernel works on one image plane (or one block of columns) handed to
 //! it by ops/conv.zig, which checks the shapes and splits the work over the intra-op pool.
 //!
 //! The scalar references at the bottom are direct loops with f64 accumulation; the tests
@@ -518,86 +518,6 @@ fn bufferedVectors(
     }
 }
 
-/// Floats of scratch `depthwisePlane` needs for one plane (0 when the plane path does not
-/// apply: a stride above 2).
-pub fn depthwisePlaneScratch(window: Window) usize {
-    if (window.stride[1] > 2) return 0;
-    const layout = PlaneLayout.of(window);
-    return layout.padded_len + layout.flat_len;
-}
-
-/// Where depthwisePlane keeps the zero-padded input plane and, for stride 1, the outputs
-/// at every padded column.
-const PlaneLayout = struct {
-    /// Padded row length: the image width plus both paddings.
-    width: usize,
-    /// Floats of the padded plane, with a slack of zeros for the last vectors' overrun.
-    padded_len: usize,
-    /// Floats of the flat stride-1 output (grid rows × padded width, whole vectors).
-    flat_len: usize,
-
-    fn of(window: Window) PlaneLayout {
-        const width = window.image[1] + 2 * window.padding[1];
-        const height = window.image[0] + 2 * window.padding[0];
-        const flat = std.mem.alignForward(usize, window.grid[0] * width, lanes);
-        // The farthest read: a flat (stride 1) or strided (stride 2) vector from the last
-        // position plus the farthest tap.
-        const reach = (window.kernel[0] - 1) * window.dilation[0] * width + (window.kernel[1] - 1) * window.dilation[1];
-        const slack = reach + 2 * lanes * window.stride[1] + lanes;
-        return .{ .width = width, .padded_len = height * width + slack, .flat_len = if (window.stride[0] == 1 and window.stride[1] == 1) flat else 0 };
-    }
-};
-
-/// One whole depthwise output plane through a zero-padded copy of its input plane, so that
-/// no tap needs a bounds check and every input row is copied once. With stride 1 the plane
-/// is one long 1-D convolution: output (y, x) at flat position y·W' + x (W' the padded
-/// width) reads padded[flat + ky·d·W' + kx·d], so whole vectors run across row ends (the
-/// columns past the grid width are computed and dropped) and the narrow maps of mobile
-/// networks waste few lanes. Stride 2 goes row by row with strided loads. `scratch` holds
-/// `depthwisePlaneScratch(window)` floats.
-pub fn depthwisePlane(window: Window, plane: []const f32, weights: []const f32, bias: f32, epilogue: Epilogue, scratch: []f32, output: []f32) void {
-    std.debug.assert(plane.len == window.imagePlane());
-    std.debug.assert(weights.len == window.taps());
-    std.debug.assert(output.len == window.gridPlane());
-    std.debug.assert(window.stride[1] <= 2);
-    const layout = PlaneLayout.of(window);
-    std.debug.assert(scratch.len >= layout.padded_len + layout.flat_len);
-    const padded = scratch[0..layout.padded_len];
-    const width = layout.width;
-    const plane_len = (window.image[0] + 2 * window.padding[0]) * width;
-    padPlane(window, plane, padded[0..plane_len]);
-    @memset(padded[plane_len..], 0); // the slack
-    var offsets: [max_plane_taps]usize = undefined;
-    const taps = window.taps();
-    if (taps > max_plane_taps) unreachable; // callers check planeApplies
-    for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
-        offsets[ky * window.kernel[1] + kx] = ky * window.dilation[0] * width + kx * window.dilation[1];
-    };
-    const out_w = window.grid[1];
-    if (layout.flat_len > 0) {
-        const flat = scratch[layout.padded_len..][0..layout.flat_len];
-        flatTaps(padded, weights, offsets[0..taps], bias, flat);
-        for (0..window.grid[0]) |y| epilogue.applyCopy(output[y * out_w ..][0..out_w], flat[y * width ..][0..out_w], 0);
-        return;
-    }
-    switch (window.stride[1]) {
-        inline 1, 2 => |stride| for (0..window.grid[0]) |y| {
-            const row = output[y * out_w ..][0..out_w];
-            stridedTaps(stride, padded[y * window.stride[0] * width ..], weights, offsets[0..taps], bias, row);
-            epilogue.apply(row, 0);
-        },
-        else => unreachable,
-    }
-}
-
-/// Most taps of a depthwise kernel the plane path takes (7×7).
-pub const max_plane_taps = 49;
-
-/// Whether depthwisePlane handles this window.
-pub fn planeApplies(window: Window) bool {
-    return window.stride[1] <= 2 and window.taps() <= max_plane_taps;
-}
-
 /// Copies an image plane into `target`, (image[0] + 2·padding[0]) rows of image[1] +
 /// 2·padding[1], zero in the padding. Rows are often short: inline vector copies, not a
 /// libc call per row.
@@ -624,53 +544,6 @@ fn copyShort(destination: []f32, source: []const f32) void {
     var i: usize = 0;
     while (i + lanes <= source.len) : (i += lanes) destination[i..][0..lanes].* = source[i..][0..lanes].*;
     for (destination[i..], source[i..]) |*d, x| d.* = x;
-}
-
-/// flat[i] = bias + Σ_t weights[t] · padded[i + offsets[t]]. Eight vectors in flight: an
-/// FMA's latency is four cycles and two issue per cycle, so fewer independent sums leave
-/// the FMA units idle.
-fn flatTaps(padded: []const f32, weights: []const f32, offsets: []const usize, bias: f32, flat: []f32) void {
-    std.debug.assert(flat.len % lanes == 0);
-    const vectors = flat.len / lanes;
-    var i: usize = 0;
-    while (i + 8 <= vectors) : (i += 8) flatGroup(8, padded, weights, offsets, bias, flat, i * lanes);
-    switch (vectors - i) {
-        0 => {},
-        inline 1...7 => |count| flatGroup(count, padded, weights, offsets, bias, flat, i * lanes),
-        else => unreachable,
-    }
-}
-
-fn flatGroup(comptime count: usize, padded: []const f32, weights: []const f32, offsets: []const usize, bias: f32, flat: []f32, at: usize) void {
-    var sums: [count]V = @splat(@splat(bias));
-    for (weights, offsets) |weight, offset| {
-        const w: V = @splat(weight);
-        const source = padded[at + offset ..][0 .. count * lanes];
-        inline for (&sums, 0..) |*sum, k| sum.* = @mulAdd(V, w, source[k * lanes ..][0..lanes].*, sum.*);
-    }
-    inline for (sums, 0..) |sum, k| flat[at + k * lanes ..][0..lanes].* = sum;
-}
-
-/// One output row with a compile-time horizontal stride: row[x] = bias + Σ_t weights[t] ·
-/// source[x·stride + offsets[t]], source starting at the row's first padded input row.
-fn stridedTaps(comptime stride: usize, source: []const f32, weights: []const f32, offsets: []const usize, bias: f32, row: []f32) void {
-    const loaded_lanes = (lanes - 1) * stride + 1;
-    const keep = comptime stridedMask(stride);
-    var x: usize = 0;
-    while (x < row.len) : (x += lanes) {
-        var sum: V = @splat(bias);
-        for (weights, offsets) |weight, offset| {
-            const loaded: @Vector(loaded_lanes, f32) = source[x * stride + offset ..][0..loaded_lanes].*;
-            sum = @mulAdd(V, @splat(weight), if (stride == 1) loaded else @shuffle(f32, loaded, undefined, keep), sum);
-        }
-        const count = @min(lanes, row.len - x);
-        if (count == lanes) {
-            row[x..][0..lanes].* = sum;
-        } else {
-            const values: [lanes]f32 = sum;
-            @memcpy(row[x..][0..count], values[0..count]);
-        }
-    }
 }
 
 /// Floats of stack scratch for the padded depthwise path: the kernel-height input rows one
@@ -1021,6 +894,8 @@ test "col2im of a product matches the direct transposed convolution" {
     }
 }
 
+const depthwise = @import("conv_depthwise.zig");
+
 test "depthwise rows and planes match the direct convolution, with bias and every epilogue" {
     var prng = std.Random.DefaultPrng.init(13);
     const allocator = testing.allocator;
@@ -1050,12 +925,14 @@ test "depthwise rows and planes match the direct convolution, with bias and ever
             depthwiseRowsBuffered(window, plane, weights, bias[0], epilogue, half, window.grid[0], got);
             for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
         }
-        if (!planeApplies(window)) continue;
-        const scratch = try allocator.alloc(f32, depthwisePlaneScratch(window));
+        if (!depthwise.applies(window)) continue;
+        const plan: depthwise.Plan = .of(window);
+        const scratch = try allocator.alloc(f32, plan.scratchFloats());
         defer allocator.free(scratch);
-        @memset(scratch, std.math.nan(f32)); // nothing may read scratch it did not write
+        @memset(scratch, std.math.nan(f32)); // prepare must clear what plane does not write
         @memset(got, std.math.nan(f32));
-        depthwisePlane(window, plane, weights, bias[0], epilogue, scratch, got);
+        depthwise.prepare(&plan, scratch);
+        depthwise.plane(&plan, plane, weights, bias[0], epilogue, scratch, got);
         for (expected, got) |want, value| try testing.expectApproxEqAbs(want, value, 1e-5);
     };
 }

@@ -3,7 +3,8 @@
 //! parallel.zig). Kernels live in kernels/conv.zig and the GEMM in kernels/gemm.zig.
 //!
 //! conv2d picks, per shape:
-//! - depthwise (one input channel per group): a direct vectorised kernel, rows in parallel;
+//! - depthwise (one input channel per group): direct vectorised kernels, whole planes split
+//!   into stride phases (kernels/conv_depthwise.zig) in parallel, or rows for wide maps;
 //! - pointwise (1×1, stride 1, no padding): with few input channels a direct kernel
 //!   (kernels/conv_pointwise.zig), else a GEMM straight on the input, no unfolding;
 //! - few input channels (in · kh · kw ≤ 64, an RGB stem): a direct kernel on buffered input
@@ -27,6 +28,7 @@ const gemm_native = @import("../kernels/gemm_native.zig");
 const build_options = @import("build_options");
 const kernels = @import("../kernels/conv.zig");
 const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
+const depthwise_kernels = @import("../kernels/conv_depthwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 const bf16 = @import("bf16.zig");
@@ -404,14 +406,18 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
         }
     };
     const planes = geometry.batch * geometry.out_channels;
-    const per_plane = kernels.depthwisePlaneScratch(window);
     const flops = (2 *| data.output.len) *| window.taps();
     const threads = parallel.threadsForFlops(flops);
-    // Rows wider than two vectors go through the buffered rows (no plane copy); narrow
-    // maps through padded planes, where vectors run across row ends.
-    const buffered = kernels.bufferedApplies(window) and window.grid[1] >= buffered_width_min;
-    if (!buffered and kernels.planeApplies(window) and per_plane <= plane_scratch_max and planes >= threads) {
-        return runDepthwisePlanes(geometry, data, @min(threads, planes), per_plane);
+    // Phased planes (kernels/conv_depthwise.zig) where their output rows go by row groups
+    // (kernel height 3 or 5) or the rows are narrow: bench/native/depthwise_bench.zig, 1
+    // thread, against the buffered rows: 1.3-3.9x faster on det's layers and 1.0-1.8x on
+    // rec's but det's 160-wide stride-1 one (within 2%). The flat pass they fall back to for
+    // other kernel heights loses to the buffered rows on wide maps.
+    const plan: depthwise_kernels.Plan = if (depthwise_kernels.applies(window)) .of(window) else undefined;
+    const wide = window.grid[1] >= buffered_width_min and kernels.bufferedApplies(window);
+    const phased = depthwise_kernels.applies(window) and (plan.by_rows or !wide);
+    if (phased and planes >= threads and plan.scratchFloats() <= plane_scratch_max) {
+        return runDepthwisePlanes(geometry, data, @min(threads, planes), &plan);
     }
     const context: Context = .{ .geometry = geometry, .data = data };
     const rows = geometry.batch * geometry.out_channels * window.grid[0];
@@ -420,8 +426,9 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, work_per_row), &context, Context.body);
 }
 
-/// Narrowest output rows the buffered depthwise rows take (see runDepthwise).
-const buffered_width_min = 32;
+/// Narrowest output rows the buffered depthwise rows take rather than the phased flat pass
+/// (see runDepthwise).
+const buffered_width_min = 64;
 
 /// The operands of output plane `plane` (batch-major, then channel) of a depthwise conv.
 const DepthwisePlane = struct {
@@ -448,32 +455,34 @@ const DepthwisePlane = struct {
 /// core's L2, so the plane stays in cache while every tap reads it.
 const plane_scratch_max = (1 << 20) / @sizeOf(f32);
 
-/// Depthwise by whole planes, each worker its contiguous share of the planes in its own
-/// scratch (kernels.depthwisePlane).
-fn runDepthwisePlanes(geometry: Geometry, data: Data, workers: usize, per_plane: usize) Error!void {
-    const scratch = try Scratch.init("conv2d", workers * per_plane);
+/// Depthwise by whole planes (kernels/conv_depthwise.zig), each worker its contiguous share
+/// of the planes in its own scratch, zeroed once.
+fn runDepthwisePlanes(geometry: Geometry, data: Data, workers: usize, plan: *const depthwise_kernels.Plan) Error!void {
+    const per_worker = plan.scratchFloats();
+    const scratch = try Scratch.init("conv2d", workers * per_worker);
     defer scratch.release();
     const Context = struct {
         geometry: Geometry,
         data: Data,
         workers: usize,
-        per_plane: usize,
+        plan: *const depthwise_kernels.Plan,
         scratch: []f32,
 
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
             const g = context.geometry;
-            const w = g.window;
             const planes = g.batch * g.out_channels;
+            const per_worker_floats = context.plan.scratchFloats();
             for (begin..end) |worker| {
-                const own = context.scratch[worker * context.per_plane ..][0..context.per_plane];
+                const own = context.scratch[worker * per_worker_floats ..][0..per_worker_floats];
+                depthwise_kernels.prepare(context.plan, own);
                 for (planes * worker / context.workers..planes * (worker + 1) / context.workers) |plane| {
                     const p = DepthwisePlane.of(g, context.data, plane);
-                    kernels.depthwisePlane(w, p.source, p.weights, p.bias, context.data.epilogue, own, p.output);
+                    depthwise_kernels.plane(context.plan, p.source, p.weights, p.bias, context.data.epilogue, own, p.output);
                 }
             }
         }
     };
-    const context: Context = .{ .geometry = geometry, .data = data, .workers = workers, .per_plane = per_plane, .scratch = scratch.values };
+    const context: Context = .{ .geometry = geometry, .data = data, .workers = workers, .plan = plan, .scratch = scratch.values };
     try intra_op.parallelForTyped(0, workers, 1, &context, Context.body);
 }
 
@@ -1266,6 +1275,13 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 7, .size = .{ 10, 37 }, .out_channels = 7, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 7 } },
     .{ .batch = 3, .in_channels = 5, .size = .{ 11, 40 }, .out_channels = 5, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 5 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 6, 6 }, .out_channels = 6, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .dilation = .{ 2, 1 }, .groups = 3 } },
+    // Depthwise through phased planes: 5×5 by rows (batch 2, an odd plane count), a
+    // row-strided 5×5 (the flat pass), and a wide width-strided map; and a wide stride-1 map
+    // through the buffered rows.
+    .{ .batch = 2, .in_channels = 5, .size = .{ 9, 21 }, .out_channels = 5, .kernel = .{ 5, 5 }, .options = .{ .padding = .{ 2, 2 }, .groups = 5 } },
+    .{ .batch = 1, .in_channels = 4, .size = .{ 7, 19 }, .out_channels = 4, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 2, 2 }, .groups = 4 } },
+    .{ .batch = 1, .in_channels = 3, .size = .{ 5, 141 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 1, 2 }, .padding = .{ 1, 1 }, .groups = 3 } },
+    .{ .batch = 1, .in_channels = 3, .size = .{ 4, 67 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 3 } },
     // Pointwise: plain, grouped, strided (unfolded).
     .{ .batch = 3, .in_channels = 7, .size = .{ 5, 9 }, .out_channels = 5, .kernel = .{ 1, 1 } },
     .{ .batch = 2, .in_channels = 6, .size = .{ 4, 4 }, .out_channels = 9, .kernel = .{ 1, 1 }, .options = .{ .groups = 3 } },
