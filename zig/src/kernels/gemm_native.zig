@@ -1242,6 +1242,11 @@ pub fn Kernel(comptime config: Config) type {
                             inline 1...panel_rows => |used| if (direct) {
                                 const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
                                 convKernel(shape, piece_depth, panel.ptr, b_piece, args.ldb, tile);
+                            } else if (panel_vectors > 1 and sliver_cols <= lanes) {
+                                // A ragged last sliver of one vector (N = 100: 96 + 4, rec's
+                                // 240 = 224 + 16) multiplies only that vector.
+                                const shape: Shape = .{ .rows = used, .vectors = 1, .direct = false };
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, tile);
                             } else {
                                 const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
                                 convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, tile);

@@ -655,6 +655,13 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
         // So do the f32 packed weight's, at multiples of its panels (14 rows: not a power of 2).
         plan.rows_per_block = std.mem.alignForwardAnyAlign(usize, plan.rows_per_block, gemm_native.native.panel_rows);
         plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
+        if (!unfold) {
+            // Column blocks of whole slivers: rec's 240 columns at 2 threads as 128 + 112,
+            // not 120 + 120 (each with a ragged sliver). (Unfolded blocks keep their size:
+            // it sizes the scratch.)
+            plan.columns_per_block = std.mem.alignForward(usize, plan.columns_per_block, gemm_native.native.panel_cols);
+            plan.column_blocks = std.math.divCeil(usize, n, plan.columns_per_block) catch unreachable;
+        }
         plan.workers = @min(plan.workers, plan.tasks());
     }
     const scratch = try Scratch.init("conv2d", plan.workers * plan.scratch_per_worker);
