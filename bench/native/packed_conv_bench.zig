@@ -3,8 +3,9 @@
 //! the bias and a hard-swish epilogue, at 1 and 2 threads. Layer shapes are the slowest
 //! nodes of `main.ts infer --profile` on rec [1x3x48x320] and det [1x3x320x320].
 //!
-//!   cd zig && zig build bench-packed [-- FILTER]   (ReleaseFast; FILTER keeps the layers
-//!                                                   whose name contains it, e.g. "rec")
+//!   cd zig && zig build bench-packed [-- FILTER [cold]]   (ReleaseFast; FILTER keeps the
+//!       layers whose name contains it, e.g. "rec"; "cold" cycles through copies of the weight,
+//!       so that it comes from L3 as in a model rather than staying in L2)
 //!
 //! Figures are medians over repetitions; on a shared machine they are noisy.
 const std = @import("std");
@@ -59,14 +60,22 @@ fn threadCpuNs() u64 {
     return @as(u64, @intCast(time.sec)) * std.time.ns_per_s + @as(u64, @intCast(time.nsec));
 }
 
+/// Copies of the packed weight a cold run cycles through: 8 × a 1 MiB weight is past L2, as
+/// in a model, where each layer's weight comes from L3.
+const cold_copies = 8;
+
 /// One node: its options, inputs and packed weight; the output is released at once.
 const Call = struct {
     options: ops.Options,
     inputs: []const *tensor.Tensor,
-    weights: *const packed_f32.Weights,
+    /// One packed weight (warm: it stays in L2 from call to call) or cold_copies of it.
+    weights: []const packed_f32.Weights,
+    next: *usize,
 
     fn run(call: *const Call) !void {
-        const out = try packed_f32.execute(call.options, call.inputs, call.weights);
+        const weights = &call.weights[call.next.* % call.weights.len];
+        call.next.* += 1;
+        const out = try packed_f32.execute(call.options, call.inputs, weights);
         out.release();
     }
 };
@@ -109,6 +118,9 @@ pub fn main() !void {
     var args = std.process.args();
     _ = args.skip();
     const filter = args.next() orelse "";
+    // "cold" as the second argument: each call's weight is another copy (see cold_copies).
+    const cold = std.mem.eql(u8, args.next() orelse "", "cold");
+    var next: usize = 0;
 
     try out.print("== packed-weight f32 conv2d / gemm (bias + hard-swish), batch 1, medians; noisy on a shared machine\n", .{});
     try out.print("(cpu: the calling thread's CPU time, at 1 thread the time without waits for a core)\n", .{});
@@ -122,11 +134,17 @@ pub fn main() !void {
         defer weight.release();
         const bias = try randomTensor(random, &.{layer.out_channels});
         defer bias.release();
-        const weights = (try packed_f32.packConv(weight, 1)) orelse {
+        var copies: [cold_copies]packed_f32.Weights = undefined;
+        const count: usize = if (cold) cold_copies else 1;
+        var packed_count: usize = 0;
+        defer for (copies[0..packed_count]) |*copy| copy.release();
+        while (packed_count < count) : (packed_count += 1) {
+            copies[packed_count] = (try packed_f32.packConv(weight, 1)) orelse break;
+        }
+        if (packed_count == 0) {
             try out.print("{s:<30} not packed (direct kernel)\n", .{layer.name});
             continue;
-        };
-        defer weights.release();
+        }
         const padding: i64 = @intCast(layer.padding);
         const call: Call = .{
             .options = .{ .conv2d = .{
@@ -135,7 +153,8 @@ pub fn main() !void {
                 .activation = .hard_swish,
             } },
             .inputs = &.{ x, weight, bias },
-            .weights = &weights,
+            .weights = copies[0..packed_count],
+            .next = &next,
         };
         const flops = 2 * @as(f64, @floatFromInt(layer.out_channels * layer.height * layer.width * layer.in_channels * kernel_h * layer.kernel));
         try report(out, layer.name, &call, flops);
@@ -149,7 +168,7 @@ pub fn main() !void {
         defer bias.release();
         const weights = (try packed_f32.packMatrix(b, false)).?;
         defer weights.release();
-        const call: Call = .{ .options = .{ .gemm = .{ .has_bias = true } }, .inputs = &.{ a, b, bias }, .weights = &weights };
+        const call: Call = .{ .options = .{ .gemm = .{ .has_bias = true } }, .inputs = &.{ a, b, bias }, .weights = (&weights)[0..1], .next = &next };
         try report(out, "rec gemm 40x120 * 120x6625", &call, 2 * 40 * 120 * 6625);
     }
     try out.flush();
