@@ -18,6 +18,7 @@
 //!   zig build bench-conv            conv2d vs GEMM on ResNet layer shapes (ReleaseFast)
 //!   zig build bench-depthwise       depthwise conv2d on PaddleOCR's layers (ReleaseFast)
 //!   zig build bench-gemm [-- args]  native GEMM vs OpenBLAS, GFLOPS table (ReleaseFast)
+//!   zig build bench-packed          PaddleOCR's f32 convs on weights packed at load, GFLOPS
 //!   zig build bench-bf16            bf16 GEMM vs the f32 one, 1 thread, GFLOPS (ReleaseFast)
 //!   zig build bench-build           build every benchmark above into zig-out/bin, run none
 const std = @import("std");
@@ -168,6 +169,8 @@ pub fn build(b: *std.Build) void {
     addRunStep(b, conv_bench, "bench-conv", "Benchmark conv2d against GEMM on ResNet layers (bench/native/conv_bench.zig)");
     const depthwise_bench = addBench(b, target, spindle_module, "depthwise_bench", "depthwise_bench", build_step);
     addRunStep(b, depthwise_bench, "bench-depthwise", "Depthwise conv2d on the PaddleOCR det/rec layers (bench/native/depthwise_bench.zig)");
+    const packed_bench = addBench(b, target, spindle_module, "packed_conv_bench", "packed_conv_bench", build_step);
+    addRunStep(b, packed_bench, "bench-packed", "PaddleOCR's f32 convs and gemm on weights packed at load (bench/native/packed_conv_bench.zig)");
     const bf16_bench = addBench(b, target, spindle_module, "bf16_bench", "bf16_bench", build_step);
     addRunStep(b, bf16_bench, "bench-bf16", "bf16 GEMM against the f32 one at 1 thread (bench/native/bf16_bench.zig)");
     // Only installed: bench/native/run_pool_bench.sh runs it beside the C baselines.

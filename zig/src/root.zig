@@ -30,3 +30,5 @@ pub const inter_op = struct {
 };
 /// The op layer: validation, output allocation and the parallel split over the kernels.
 pub const ops = @import("ops.zig");
+/// Weights packed at load for the native f32 GEMM, and the nodes that run on them.
+pub const packed_f32 = @import("ops/packed_f32.zig");

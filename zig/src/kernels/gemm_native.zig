@@ -33,6 +33,8 @@ const std = @import("std");
 const builtin = @import("builtin");
 const gemm = @import("gemm.zig");
 const status = @import("../status.zig");
+const math = @import("math.zig");
+const Epilogue = @import("conv.zig").Epilogue;
 
 const assert = std.debug.assert;
 const Error = status.Error;
@@ -1130,6 +1132,220 @@ pub fn Kernel(comptime config: Config) type {
             }
         };
 
+        // ---------------------------------------------------------------------------------
+        // A convolution's product: its weight packed at load times the input, with the
+        // bias and the epilogue applied in registers.
+        //
+        // The plain driver (runPanels) packs a whole block of B (depth_block × col_block, up
+        // to 2 MiB) before the first product, so the copy goes out to L2 and comes back,
+        // and a separate pass over C adds the bias. Here each sliver of B (panel_cols
+        // columns) is copied into a small buffer just before the row panels use it, and
+        // every panel of the row chunk meets it while it is in L1; its depth is cut into
+        // pieces of at most sliver_depth_max so that a piece stays in L1 (48 KiB on recent
+        // x86) while the A panels stream from L2. The last piece's store adds the bias and
+        // applies the epilogue, so C is written once.
+
+        /// Deepest piece of a packed sliver that the micro-kernel reads at once: 32 KiB.
+        const sliver_depth_max = @min(depth_block, 32 * 1024 / (panel_cols * @sizeOf(f32)));
+        /// Bytes of packed A one sliver meets before the next: the row chunk's panels stay
+        /// in L2 while the slivers pass.
+        const conv_a_chunk_bytes: usize = 512 * 1024;
+
+        /// C (m × n) = packed A (m × k) · B (k × n, row p at p·ldb), then C[r, j] =
+        /// epilogue(C[r, j] + bias[r]).
+        pub const ConvArgs = struct {
+            packed_a: *const PackedA,
+            b: []const f32,
+            ldb: usize,
+            n: usize,
+            c: []f32,
+            ldc: usize,
+            /// One value per row of C; null adds nothing.
+            bias: ?[]const f32 = null,
+            epilogue: Epilogue = .{},
+
+            pub fn validate(args: *const ConvArgs) Error!void {
+                try gemm.Args.checkMatrix("B", args.b.len, args.packed_a.k, args.n, args.ldb);
+                try gemm.Args.checkMatrix("C", args.c.len, args.packed_a.m, args.n, args.ldc);
+                if (args.bias) |bias| {
+                    if (bias.len != args.packed_a.m) {
+                        return status.fail(error.ShapeMismatch, "sgemm: {d} bias values for {d} rows", .{ bias.len, args.packed_a.m });
+                    }
+                }
+            }
+        };
+
+        /// Computes rows [row_begin, +rows) × cols [col_begin, +cols) of a convolution's
+        /// product; `row_begin` must be a multiple of panel_rows. Blocks may run in any order
+        /// and on any threads, as long as they do not overlap.
+        pub fn runBlockConv(args: *const ConvArgs, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+            assert(row_begin % panel_rows == 0);
+            assert(row_begin + rows <= args.packed_a.m and col_begin + cols <= args.n);
+            if (rows == 0 or cols == 0) return;
+            const k = args.packed_a.k;
+            if (k == 0) {
+                // No products: C is the bias through the epilogue.
+                for (row_begin..row_begin + rows) |r| {
+                    const row = args.c[r * args.ldc + col_begin ..][0..cols];
+                    @memset(row, 0);
+                    args.epilogue.applyCopy(row, row, if (args.bias) |bias| bias[r] else 0);
+                }
+                return;
+            }
+            const depth_max: usize = @min(k, depth_block);
+            const chunk_rows = @max(panel_rows, conv_a_chunk_bytes / (depth_max * @sizeOf(f32)) / panel_rows * panel_rows);
+            var row_start = row_begin;
+            while (row_start < row_begin + rows) : (row_start += chunk_rows) {
+                const row_count = @min(chunk_rows, row_begin + rows - row_start);
+                var col = col_begin;
+                while (col < col_begin + cols) : (col += panel_cols) {
+                    convSliver(args, row_start, row_count, col, @min(panel_cols, col_begin + cols - col));
+                }
+            }
+        }
+
+        /// One sliver of C's columns (sliver_cols ≤ panel_cols from col on) over a row chunk.
+        fn convSliver(args: *const ConvArgs, row_start: usize, rows: usize, col: usize, sliver_cols: usize) void {
+            const k = args.packed_a.k;
+            const buffer = aligned(&scratch.edge, sliver_depth_max * panel_cols);
+            var depth_start: usize = 0;
+            while (depth_start < k) : (depth_start += depth_block) {
+                const depth = @min(depth_block, k - depth_start);
+                const a_block = args.packed_a.rowBlock(row_start, rows, depth_start, depth);
+                const pieces = divideCeil(depth, sliver_depth_max);
+                for (0..pieces) |piece| {
+                    // Pieces of equal depth: K = 480 is two of 240, not 256 + 224.
+                    const piece_start = depth * piece / pieces;
+                    const piece_depth = depth * (piece + 1) / pieces - piece_start;
+                    // A few rows (at most direct_rows_max) read a matrix B in place, as the
+                    // plain driver does: each sliver meets too few panels to repay its copy.
+                    // The ragged last sliver is copied, so that no load runs past B.
+                    const direct = rows <= config.direct_rows_max and sliver_cols == panel_cols;
+                    const b_piece: [*]const f32 = if (direct) args.b[(depth_start + piece_start) * args.ldb + col ..].ptr else buffer.ptr;
+                    if (!direct) packConvRows(args.b, args.ldb, depth_start + piece_start, piece_depth, col, sliver_cols, buffer);
+                    const first = depth_start == 0 and piece == 0;
+                    const last = depth_start + depth == k and piece + 1 == pieces;
+                    var group: usize = 0;
+                    while (group * panel_rows < rows) : (group += 1) {
+                        const group_rows = @min(panel_rows, rows - group * panel_rows);
+                        const first_row = row_start + group * panel_rows;
+                        const panel = a_block[group * panel_rows * depth + piece_start * panel_rows ..];
+                        const tile: ConvTile = .{
+                            .values = args.c[first_row * args.ldc + col ..].ptr,
+                            .ld = args.ldc,
+                            .cols = sliver_cols,
+                            .accumulate = !first,
+                            .bias = if (last) (if (args.bias) |bias| bias[first_row..].ptr else null) else null,
+                            .epilogue = if (last) args.epilogue else null,
+                        };
+                        switch (group_rows) {
+                            inline 1...panel_rows => |used| if (direct) {
+                                const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, args.ldb, tile);
+                            } else if (panel_vectors > 1 and sliver_cols <= lanes) {
+                                // A ragged last sliver of one vector (N = 100: 96 + 4, rec's
+                                // 240 = 224 + 16) multiplies only that vector.
+                                const shape: Shape = .{ .rows = used, .vectors = 1, .direct = false };
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, tile);
+                            } else {
+                                const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, tile);
+                            },
+                            else => unreachable,
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Copies depth rows [depth_start, +depth) × columns [col, +cols) of B into `buffer`
+        /// (panel_cols floats a row, zero past cols). The rows lie a plane of the input
+        /// apart, a stride the hardware prefetchers follow poorly: each copy prefetches the
+        /// row prefetch_rows ahead.
+        fn packConvRows(values: []const f32, ldb: usize, depth_start: usize, depth: usize, col: usize, cols: usize, buffer: []f32) void {
+            assert(depth >= 1 and depth <= sliver_depth_max and cols >= 1 and cols <= panel_cols);
+            assert(buffer.len >= depth * panel_cols);
+            const prefetch_rows = 8;
+            for (0..depth) |p| {
+                const row_at = (depth_start + p) * ldb;
+                if (p + prefetch_rows < depth) {
+                    const ahead = row_at + prefetch_rows * ldb;
+                    // As an integer: the last line may lie past B (prefetches do not fault).
+                    const line = @intFromPtr(values.ptr) + (ahead + col) * @sizeOf(f32);
+                    inline for (0..panel_vectors) |v| @prefetch(@as([*]const f32, @ptrFromInt(line + v * lanes * @sizeOf(f32))), .{});
+                    @prefetch(@as([*]const f32, @ptrFromInt(line + (panel_cols - 1) * @sizeOf(f32))), .{});
+                }
+                const row = buffer[p * panel_cols ..][0..panel_cols];
+                if (cols == panel_cols) {
+                    row.* = values[row_at + col ..][0..panel_cols].*;
+                } else {
+                    @memcpy(row[0..cols], values[row_at + col ..][0..cols]);
+                    @memset(row[cols..], 0);
+                }
+            }
+        }
+
+        /// The block of C a convolution's micro-kernel call updates, and what its store does.
+        const ConvTile = struct {
+            values: [*]f32,
+            ld: usize,
+            cols: usize,
+            /// Add to what C holds (a later depth piece) rather than overwrite it.
+            accumulate: bool,
+            /// The last piece: bias (from the tile's first row on) and epilogue.
+            bias: ?[*]const f32,
+            epilogue: ?Epilogue,
+        };
+
+        fn convKernel(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: ConvTile) void {
+            assert(tile.cols >= 1 and tile.cols <= shape.cols());
+            inline for (0..shape.rows) |r| {
+                const row = tile.values + r * tile.ld;
+                @prefetch(row, .{ .rw = .write });
+                @prefetch(row + tile.cols - 1, .{ .rw = .write });
+            }
+            const sums = accumulate(shape, depth, a, b, b_stride);
+            // The epilogue works on math.V; on a target whose vectors are shorter it runs on
+            // the stored rows instead (still in L1).
+            const in_registers = comptime lanes == math.lanes;
+            if (tile.cols == shape.cols()) {
+                inline for (0..shape.rows) |r| {
+                    const bias: V = @splat(if (tile.bias) |bias| bias[r] else 0);
+                    inline for (0..shape.vectors) |v| {
+                        const destination = tile.values[r * tile.ld + v * lanes ..][0..lanes];
+                        var x = sums[r][v];
+                        if (tile.accumulate) x += destination.*;
+                        if (in_registers) {
+                            if (tile.epilogue) |epilogue| x = epilogue.vector(x + bias);
+                        }
+                        destination.* = x;
+                    }
+                }
+            } else {
+                var spill: [shape.rows][shape.cols()]f32 = undefined;
+                inline for (0..shape.rows) |r| inline for (0..shape.vectors) |v| {
+                    spill[r][v * lanes ..][0..lanes].* = sums[r][v];
+                };
+                for (0..shape.rows) |r| {
+                    const destination = tile.values[r * tile.ld ..][0..tile.cols];
+                    if (tile.accumulate) {
+                        for (destination, spill[r][0..tile.cols]) |*value, sum| value.* += sum;
+                    } else {
+                        @memcpy(destination, spill[r][0..tile.cols]);
+                    }
+                    if (in_registers) {
+                        if (tile.epilogue) |epilogue| epilogue.applyCopy(destination, destination, if (tile.bias) |bias| bias[r] else 0);
+                    }
+                }
+            }
+            if (!in_registers) {
+                if (tile.epilogue) |epilogue| for (0..shape.rows) |r| {
+                    const destination = tile.values[r * tile.ld ..][0..tile.cols];
+                    epilogue.applyCopy(destination, destination, if (tile.bias) |bias| bias[r] else 0);
+                };
+            }
+        }
+
         /// C = alpha · A · op(B) + beta · C with A packed at load; m and k come from packed_a.
         pub const PackedAArgs = struct {
             packed_a: *const PackedA,
@@ -1340,6 +1556,23 @@ fn expectPackedMatches(comptime config: Config, random: std.Random, case: Case) 
 
 /// Runs `case` with op(A) packed into a PackedA (unpadded and packed alike checked against
 /// the reference), over tiles whose rows start at multiples of panel_rows, in random order.
+/// A random tiling of an m × n product (row tiles whole panels of a packed A) and its tiles
+/// in a random order, held in `order`.
+fn shuffledTiles(comptime panel_rows: usize, random: std.Random, m: usize, n: usize, order: *[8192]usize) struct { tiling: gemm.Tiling, order: []const usize } {
+    const rows_per_tile = panel_rows * (1 + random.uintLessThan(usize, divideCeil(@max(m, 1), panel_rows)));
+    const cols_per_tile = 1 + random.uintLessThan(usize, @max(n, 1));
+    const tiling: gemm.Tiling = .{
+        .rows_per_tile = rows_per_tile,
+        .cols_per_tile = cols_per_tile,
+        .row_tiles = divideCeil(@max(m, 1), rows_per_tile),
+        .col_tiles = divideCeil(@max(n, 1), cols_per_tile),
+    };
+    const tiles = order[0..tiling.count()];
+    for (tiles, 0..) |*tile, index| tile.* = index;
+    random.shuffle(usize, tiles);
+    return .{ .tiling = tiling, .order = tiles };
+}
+
 fn expectPackedAMatches(comptime config: Config, random: std.Random, case: Case) !void {
     const K = Kernel(config);
     var matrices = try TestMatrices.init(testing.allocator, random, case);
@@ -1350,21 +1583,10 @@ fn expectPackedAMatches(comptime config: Config, random: std.Random, case: Case)
     const packed_a = try K.PackedA.pack(args.trans_a, args.m, args.k, args.a, args.lda, storage);
     const packed_args: K.PackedAArgs = .{ .packed_a = &packed_a, .trans_b = args.trans_b, .n = args.n, .b = args.b, .ldb = args.ldb, .alpha = args.alpha, .beta = args.beta, .c = args.c, .ldc = args.ldc };
     try packed_args.validate();
-    const row_units = divideCeil(@max(args.m, 1), K.panel_rows);
-    const rows_per_tile = K.panel_rows * (1 + random.uintLessThan(usize, row_units));
-    const cols_per_tile = 1 + random.uintLessThan(usize, @max(args.n, 1));
-    const tiling: gemm.Tiling = .{
-        .rows_per_tile = rows_per_tile,
-        .cols_per_tile = cols_per_tile,
-        .row_tiles = divideCeil(@max(args.m, 1), rows_per_tile),
-        .col_tiles = divideCeil(@max(args.n, 1), cols_per_tile),
-    };
     var order: [8192]usize = undefined;
-    const tiles = order[0..tiling.count()];
-    for (tiles, 0..) |*tile, index| tile.* = index;
-    random.shuffle(usize, tiles);
-    for (tiles) |tile| {
-        const block = tiling.block(tile, args.m, args.n) orelse continue;
+    const tiles = shuffledTiles(K.panel_rows, random, args.m, args.n, &order);
+    for (tiles.order) |tile| {
+        const block = tiles.tiling.block(tile, args.m, args.n) orelse continue;
         K.runBlockPackedA(&packed_args, block.row_begin, block.rows, block.col_begin, block.cols);
     }
     try matrices.check();
@@ -1402,6 +1624,69 @@ test "a packed A matches the reference and the unpacked kernel on awkward shapes
             try expectKernelMatches(config, random, case);
         };
     }
+}
+
+/// runBlockConv over random tiles in random order against the reference product plus bias,
+/// through `epilogue` (applied to the reference with Epilogue.scalar).
+fn expectConvMatches(comptime config: Config, random: std.Random, case: Case, epilogue: Epilogue, with_bias: bool) !void {
+    const K = Kernel(config);
+    var matrices = try TestMatrices.init(testing.allocator, random, case);
+    defer matrices.deinit(testing.allocator);
+    const args = &matrices.args;
+    assert(!args.trans_a and !args.trans_b and args.alpha == 1 and args.beta == 0);
+    const storage = try testing.allocator.alloc(f32, try K.PackedA.length(args.m, args.k));
+    defer testing.allocator.free(storage);
+    const packed_a = try K.PackedA.pack(false, args.m, args.k, args.a, args.lda, storage);
+    const bias = try testing.allocator.alloc(f32, args.m);
+    defer testing.allocator.free(bias);
+    for (bias) |*value| value.* = random.float(f32) * 2 - 1;
+    const conv_args: K.ConvArgs = .{ .packed_a = &packed_a, .b = args.b, .ldb = args.ldb, .n = args.n, .c = args.c, .ldc = args.ldc, .bias = if (with_bias) bias else null, .epilogue = epilogue };
+    try conv_args.validate();
+    for (0..args.m) |r| for (0..args.n) |j| {
+        const expected = &matrices.expected[r * args.ldc + j];
+        expected.* = epilogue.scalar(expected.* + if (with_bias) bias[r] else 0);
+    };
+    var order: [8192]usize = undefined;
+    const tiles = shuffledTiles(K.panel_rows, random, args.m, args.n, &order);
+    for (tiles.order) |tile| {
+        const block = tiles.tiling.block(tile, args.m, args.n) orelse continue;
+        K.runBlockConv(&conv_args, block.row_begin, block.rows, block.col_begin, block.cols);
+    }
+    try matrices.check();
+}
+
+test "a convolution's product (packed A, bias, epilogue in the store) matches the reference" {
+    var prng = std.Random.DefaultPrng.init(0xc0f);
+    const random = prng.random();
+    const epilogues = [_]Epilogue{ .{}, .relu, .{ .activation = .hard_swish, .scale = 0.5, .shift = -1 } };
+    inline for (test_configs) |config| {
+        // Rows up to and past direct_rows_max (B read in place, then copied per sliver) and
+        // past a row chunk (512 KiB of A: 218 rows at K = 600); depth past a piece (256 or
+        // 512) and a depth block; ragged slivers; one row, one column, one depth.
+        const shapes = [_][3]usize{
+            .{ 1, 1, 1 },      .{ 13, 33, 7 },   .{ 14, 32, 16 },   .{ 15, 31, 257 },
+            .{ 64, 64, 96 },   .{ 65, 47, 240 }, .{ 70, 100, 480 }, .{ 29, 65, 513 },
+            .{ 230, 40, 600 }, .{ 97, 1, 33 },   .{ 24, 200, 864 },
+        };
+        for (shapes) |shape| for (epilogues, 0..) |epilogue, index| {
+            const case: Case = .{ .m = shape[0], .n = shape[1], .k = shape[2], .ldb_pad = random.uintLessThan(usize, 3), .ldc_pad = random.uintLessThan(usize, 3), .nan_c = index == 0 };
+            expectConvMatches(config, random, case, epilogue, index != 1) catch |err| {
+                std.debug.print("failed: {any} with {any}, epilogue {any}\n", .{ case, config, epilogue });
+                return err;
+            };
+        };
+    }
+}
+
+test "a convolution's product with no depth is the bias through the epilogue" {
+    const K = Kernel(avx512_config);
+    const storage = [_]f32{};
+    const packed_a: K.PackedA = .{ .m = 2, .k = 0, .values = &storage };
+    var c = [_]f32{std.math.nan(f32)} ** 6;
+    const args: K.ConvArgs = .{ .packed_a = &packed_a, .b = &.{}, .ldb = 3, .n = 3, .c = &c, .ldc = 3, .bias = &.{ -1, 2 }, .epilogue = .relu };
+    try args.validate();
+    K.runBlockConv(&args, 0, 2, 0, 3);
+    try testing.expectEqualSlices(f32, &.{ 0, 0, 0, 2, 2, 2 }, &c);
 }
 
 test "PackedA refuses a short A, a wrong buffer and a mismatched product" {

@@ -664,6 +664,13 @@ fn runUnfolded(geometry: Geometry, data: Data) Error!void {
         // So do the f32 packed weight's, at multiples of its panels (14 rows: not a power of 2).
         plan.rows_per_block = std.mem.alignForwardAnyAlign(usize, plan.rows_per_block, gemm_native.native.panel_rows);
         plan.row_blocks = std.math.divCeil(usize, m, plan.rows_per_block) catch unreachable;
+        if (!unfold) {
+            // Column blocks of whole slivers: rec's 240 columns at 2 threads as 128 + 112,
+            // not 120 + 120 (each with a ragged sliver). (Unfolded blocks keep their size:
+            // it sizes the scratch.)
+            plan.columns_per_block = std.mem.alignForward(usize, plan.columns_per_block, gemm_native.native.panel_cols);
+            plan.column_blocks = std.math.divCeil(usize, n, plan.columns_per_block) catch unreachable;
+        }
         plan.workers = @min(plan.workers, plan.tasks());
     }
     const scratch = try Scratch.init("conv2d", plan.workers * plan.scratch_per_worker);
@@ -731,7 +738,8 @@ const UnfoldedContext = struct {
             const c = context.data.output[group_offset..][0 .. (m - 1) * n + columns];
             try bf16.convBlock(weights, group, row_begin, rows, b_matrix, ldb, columns, c, n);
         } else if (context.data.packed_f32) |weights| {
-            try context.multiplyPacked(weights, group, row_begin, rows, columns, b_matrix, ldb, b * g.out_channels + group * m, column_begin);
+            // The bias and epilogue are applied as the product is stored.
+            return context.multiplyPacked(weights, group, row_begin, rows, columns, b_matrix, ldb, b * g.out_channels + group * m, column_begin);
         } else {
             try context.multiplyF32(rows, columns, depth, channel * depth, b_matrix, ldb, c_offset);
         }
@@ -743,25 +751,25 @@ const UnfoldedContext = struct {
     }
 
     /// Rows [row_begin, +rows) × `columns` of one group's GEMM on the f32 packed weight, into
-    /// the output from plane `first_plane` (the group's first channel) and column_begin on.
+    /// the output from plane `first_plane` (the group's first channel) and column_begin on,
+    /// with the group's bias and the epilogue.
     fn multiplyPacked(context: *const UnfoldedContext, weights: *const packed_f32.Weights, group: usize, row_begin: usize, rows: usize, columns: usize, b_matrix: []const f32, ldb: usize, first_plane: usize, column_begin: usize) Error!void {
         const n = context.geometry.window.gridPlane();
         const m = weights.rows;
         const packed_a = weights.left(group);
         // The group's whole C block from row 0: the packed weight indexes rows from there.
-        const args: gemm_native.native.PackedAArgs = .{
+        const args: gemm_native.native.ConvArgs = .{
             .packed_a = &packed_a,
-            .trans_b = false,
-            .n = columns,
             .b = b_matrix,
             .ldb = ldb,
-            .alpha = 1,
-            .beta = 0,
+            .n = columns,
             .c = context.data.output[first_plane * n + column_begin ..][0 .. (m - 1) * n + columns],
             .ldc = n,
+            .bias = if (context.data.bias) |bias| bias[group * m ..][0..m] else null,
+            .epilogue = context.data.epilogue,
         };
         try args.validate();
-        gemm_native.native.runBlockPackedA(&args, row_begin, rows, 0, columns);
+        gemm_native.native.runBlockConv(&args, row_begin, rows, 0, columns);
     }
 
     fn multiplyF32(context: *const UnfoldedContext, rows: usize, columns: usize, depth: usize, a_offset: usize, b_matrix: []const f32, ldb: usize, c_offset: usize) Error!void {

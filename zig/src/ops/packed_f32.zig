@@ -229,6 +229,9 @@ test "conv2d on a packed weight matches the plain op and the reference, 1 and 2 
         .{ .batch = 1, .c = 16, .out = 30, .h = 17, .w = 9, .kernel = 3, .stride = 2, .groups = 2 },
         .{ .batch = 3, .c = 66, .out = 1, .h = 5, .w = 7, .kernel = 1, .stride = 1, .groups = 1 },
         .{ .batch = 1, .c = 600, .out = 170, .h = 1, .w = 2, .kernel = 1, .stride = 1, .groups = 1 },
+        // Past 64 rows (the input's slivers copied), 240 columns split as 128 + 112 at 2
+        // threads, the last sliver one vector wide.
+        .{ .batch = 1, .c = 130, .out = 71, .h = 3, .w = 80, .kernel = 1, .stride = 1, .groups = 1 },
     };
     for (cases) |case| for ([_]i64{ 1, 2 }) |threads| {
         try settings.setNumThreads(threads);
