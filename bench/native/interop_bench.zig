@@ -143,29 +143,31 @@ fn forkJoinThroughput(pool: *Pool, value: *Tensor) !Rate {
 /// Keeps `in_flight` watched futures pending; one thread takes completion tokens (as the
 /// TypeScript waiter would) and forks a replacement for each. Returns completions/second.
 fn completionThroughput(pool: *Pool, value: *Tensor) !f64 {
+    const channel = try spindle.inter_op.channels.open();
+    const queue = try Future.completion_queues.get(channel);
     var next_token: u64 = 0;
-    for (0..in_flight) |_| try forkWatched(pool, value, &next_token);
+    for (0..in_flight) |_| try forkWatched(pool, value, channel, &next_token);
     var tokens: [256]u64 = undefined;
     var completed: usize = 0;
     var timer = try std.time.Timer.start();
     while (completed < completions_total) {
-        const count = Future.completion_queue.wait(&tokens, std.time.ns_per_s);
+        const count = queue.wait(&tokens, std.time.ns_per_s);
         if (count == 0) return error.CompletionTimeout;
         completed += count;
         for (0..count) |_| {
-            if (next_token < completions_total) try forkWatched(pool, value, &next_token);
+            if (next_token < completions_total) try forkWatched(pool, value, channel, &next_token);
         }
     }
     const elapsed = timer.read();
     // Drain what is still in flight so the pool ends idle.
-    while (completed < next_token) completed += Future.completion_queue.wait(&tokens, std.time.ns_per_s);
+    while (completed < next_token) completed += queue.wait(&tokens, std.time.ns_per_s);
     return @as(f64, @floatFromInt(completions_total)) * std.time.ns_per_s / @as(f64, @floatFromInt(elapsed));
 }
 
-fn forkWatched(pool: *Pool, value: *Tensor, next_token: *u64) !void {
+fn forkWatched(pool: *Pool, value: *Tensor, channel: u32, next_token: *u64) !void {
     const future = try Future.fork(pool, "empty", Empty, .{ .value = value });
     defer future.release(); // The watch keeps it alive until its token is taken.
-    try future.watch(next_token.*);
+    try future.watch(channel, next_token.*);
     next_token.* += 1;
 }
 

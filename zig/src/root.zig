@@ -27,6 +27,8 @@ pub const intra_op = @import("pool/intra_op.zig");
 pub const inter_op = struct {
     pub const Pool = @import("pool/inter_op.zig");
     pub const Future = @import("pool/future.zig");
+    /// Completion channels: one per waiter of watched futures (an isolate in TypeScript).
+    pub const channels = @import("pool/channels.zig");
 };
 /// The op layer: validation, output allocation and the parallel split over the kernels.
 pub const ops = @import("ops.zig");
