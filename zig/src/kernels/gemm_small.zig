@@ -42,6 +42,15 @@ pub fn SmallRows(comptime config: gemm_native.Config) type {
 
         /// Rows at most that this path takes; more rows amortise packing A (the general path).
         pub const rows_max = 64;
+        /// Packed B floats at most (256 KiB): each block of rows streams all of B, so B must
+        /// stay in L2 across the blocks. The general path reads each B sliver from L1 for
+        /// every panel of rows, which a large B (builtin:example's 1024 × 1024) needs.
+        pub const packed_floats_max = 64 * 1024;
+
+        /// Whether this path takes an m-row product with `packed_b` (else the general one).
+        pub fn fits(m: usize, packed_b: *const Native.PackedB) bool {
+            return m <= rows_max and packed_b.values.len <= packed_floats_max;
+        }
 
         /// Computes rows [row_begin, +rows) × cols [col_begin, +cols) of
         /// C = alpha · A · packed B + beta · C, as Native.runBlockPacked does. `args` must be

@@ -182,8 +182,8 @@ fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, 
         args: *const native.PackedArgs,
         tiling: gemm.Tiling,
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            if (context.args.m > gemm_small.native.rows_max) return gemm_native.runTilesPacked(context.args, context.tiling, begin, end);
-            // Few rows: A read in place, no panels (kernels/gemm_small.zig).
+            if (!gemm_small.native.fits(context.args.m, context.args.packed_b)) return gemm_native.runTilesPacked(context.args, context.tiling, begin, end);
+            // Few rows times a small B: A read in place, no panels (kernels/gemm_small.zig).
             for (begin..end) |tile| {
                 const block = context.tiling.block(tile, context.args.m, context.args.packed_b.n) orelse continue;
                 gemm_small.native.runBlock(context.args, block.row_begin, block.rows, block.col_begin, block.cols);
