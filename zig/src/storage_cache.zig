@@ -104,23 +104,25 @@ pub fn free(block: Block) void {
     allocator.free(block);
 }
 
-/// Per-thread slots for blocks below min_cached_bytes. A run of a small model allocates the
-/// same few sizes on every call (its memory plan's arena, its outputs); measured on a 25 × 96
-/// model, glibc spent about 1.5 µs a call on them (malloc_consolidate: a large-bin request
-/// after the interpreter's and V8's small frees). A thread keeps its last few freed small
-/// blocks and hands one back to an allocation of exactly its size. Per thread, so no lock; a
-/// block freed on another thread lands in that thread's slots. Bounded: `small_slot_count`
-/// blocks of at most `small_bytes_max` per thread (they stay with a thread that exits, as the
-/// tensor struct caches do), and beyond that the oldest goes back to malloc.
+/// Slots for blocks below min_cached_bytes. A run of a small model allocates the same few
+/// sizes on every call (its memory plan's arena, its outputs); measured on a 25 × 96 model,
+/// glibc spent about 1.5% of the run on them (malloc_consolidate: a large-bin request after
+/// the interpreter's and V8's small frees). The cache keeps the last few freed small blocks
+/// and hands one back to an allocation of exactly its size. Process-wide, under `mutex` (a
+/// per-thread cache would strand its blocks when Deno retires a blocking-pool thread), and
+/// bounded: `small_slot_count` blocks of at most `small_bytes_max`, the oldest going back to
+/// malloc first; the idle trimmer frees them with the large blocks.
 const SmallBlocks = struct {
-    const small_slot_count = 4;
+    const small_slot_count = 8;
     const small_bytes_max = 64 * 1024;
-    threadlocal var small_slots: [small_slot_count]?Block = @splat(null);
+    var small_slots: [small_slot_count]?Block = @splat(null);
     /// The slot the next eviction empties: round robin, so the oldest block goes first.
-    threadlocal var next_victim: usize = 0;
+    var next_victim: usize = 0;
 
     fn take(capacity: usize) ?Block {
         if (capacity > small_bytes_max) return null;
+        mutex.lock();
+        defer mutex.unlock();
         for (&small_slots) |*slot| {
             const block = slot.* orelse continue;
             if (block.len != capacity) continue;
@@ -133,6 +135,8 @@ const SmallBlocks = struct {
     /// Keeps `block`; returns the block to free instead (it, when too large, or an evicted one).
     fn keep(block: Block) ?Block {
         if (block.len > small_bytes_max) return block;
+        mutex.lock();
+        defer mutex.unlock();
         for (&small_slots) |*slot| if (slot.* == null) {
             slot.* = block;
             return null;
@@ -142,20 +146,30 @@ const SmallBlocks = struct {
         next_victim = (next_victim + 1) % small_slot_count;
         return evicted;
     }
+
+    /// Takes every kept block (trim frees them after unlocking); the caller holds `mutex`.
+    fn takeAll() [small_slot_count]?Block {
+        const taken = small_slots;
+        small_slots = @splat(null);
+        return taken;
+    }
 };
 
 /// Frees every cached block (the idle trimmer, tests, and callers that want the memory
 /// back). The frees happen after unlocking, so allocations meanwhile do not wait on them.
 pub fn trim() void {
     var taken: [slot_count]?Block = @splat(null);
+    var small: [SmallBlocks.small_slot_count]?Block = @splat(null);
     {
         mutex.lock();
         defer mutex.unlock();
         taken = slots;
         slots = @splat(null);
         cached_bytes = 0;
+        small = SmallBlocks.takeAll();
     }
     for (taken) |maybe| if (maybe) |block| allocator.free(block);
+    for (small) |maybe| if (maybe) |block| allocator.free(block);
 }
 
 /// How long the process must allocate nothing before cached blocks and the C allocator's
@@ -278,7 +292,8 @@ test "an idle process trims the cache; an allocation wakes the trimmer again" {
     try std.testing.expect(@as(Activity, @enumFromInt(activity.load(.monotonic))) != .asleep);
 }
 
-test "a small block freed on a thread is reused by its next allocation of the same size" {
+test "a freed small block is reused by the next allocation of its size, boundedly, until a trim" {
+    trim();
     const first = try allocate(9600);
     const address = first.ptr;
     free(first);
@@ -297,4 +312,6 @@ test "a small block freed on a thread is reused by its next allocation of the sa
     for (SmallBlocks.small_slots) |slot| kept += @intFromBool(slot != null);
     try std.testing.expectEqual(@as(usize, SmallBlocks.small_slot_count), kept);
     free(second);
+    trim();
+    for (SmallBlocks.small_slots) |slot| try std.testing.expect(slot == null);
 }
