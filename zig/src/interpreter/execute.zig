@@ -558,7 +558,7 @@ fn exampleImage(allocator: std.mem.Allocator, json: []const u8) ![]u8 {
     return format.writeImage(allocator, json, &data);
 }
 
-test "the spec's fork/wait example runs from a model image" {
+test "the spec's fork/wait example runs from a model image, its fork inline while calls queue" {
     const image = try exampleImage(std.testing.allocator, example_json);
     defer std.testing.allocator.free(image);
     const program = try program_module.load(image);
@@ -566,39 +566,25 @@ test "the spec's fork/wait example runs from a model image" {
     const x = try tensor.createUninit(.float32, &.{ 2, 3 });
     defer x.release();
     @memcpy(x.f32Slice(), &[_]f32{ 1, 2, 3, 4, 5, 6 });
-    for ([_]u32{ 1, 2 }) |_| {
+    // The second run as while a call queues for the inference threads (the pool's queue
+    // updates record one): the fork then runs inline, with the same values.
+    const pool = &call.inference_pool;
+    defer pool.queued_hint.store(0, .monotonic);
+    for ([_]bool{ false, true }) |saturated| {
+        pool.queued_hint.store(@intFromBool(saturated), .monotonic);
+        try std.testing.expectEqual(saturated, pool.saturated());
+        const inline_before = saturated_inline_forks.load(.monotonic);
         var outputs: [1]*Tensor = undefined;
         try run(program, 0, &.{x}, &outputs);
         defer outputs[0].release();
         // mm(x, wy) = [[4, 5], [10, 11]]; mm(x, wz) = [[2, 4], [8, 10]].
         try std.testing.expectEqualSlices(f32, &.{ 6, 9, 18, 21 }, outputs[0].f32Slice());
+        try std.testing.expectEqual(inline_before + @intFromBool(saturated), saturated_inline_forks.load(.monotonic));
     }
     const wrong = try tensor.createZeroed(.float32, &.{ 2, 4 });
     defer wrong.release();
     var outputs: [1]*Tensor = undefined;
     try std.testing.expectError(error.ShapeMismatch, run(program, 0, &.{wrong}, &outputs));
-}
-
-test "forks run inline, with the same values, while calls queue for the inference threads" {
-    const image = try exampleImage(std.testing.allocator, example_json);
-    defer std.testing.allocator.free(image);
-    const program = try program_module.load(image);
-    defer program.release();
-    const x = try tensor.createUninit(.float32, &.{ 2, 3 });
-    defer x.release();
-    @memcpy(x.f32Slice(), &[_]f32{ 1, 2, 3, 4, 5, 6 });
-    // A queued call, as the pool's queue updates record it.
-    const pool = &call.inference_pool;
-    pool.queued_hint.store(1, .monotonic);
-    defer pool.queued_hint.store(0, .monotonic);
-    try std.testing.expect(pool.saturated());
-    const inline_before = saturated_inline_forks.load(.monotonic);
-    var outputs: [1]*Tensor = undefined;
-    try run(program, 0, &.{x}, &outputs);
-    defer outputs[0].release();
-    try std.testing.expectEqualSlices(f32, &.{ 6, 9, 18, 21 }, outputs[0].f32Slice());
-    // The one fork ran on this thread.
-    try std.testing.expectEqual(inline_before + 1, saturated_inline_forks.load(.monotonic));
 }
 
 test "a planned run (arena outputs) gives the same values as an unplanned one" {
