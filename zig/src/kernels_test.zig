@@ -4,6 +4,7 @@
 test {
     _ = @import("kernels/gemm.zig");
     _ = @import("kernels/gemm_native.zig");
+    _ = @import("kernels/gemm_small.zig");
     _ = @import("kernels/gemm_int8.zig");
     _ = @import("kernels/gemm_bf16.zig");
     _ = @import("kernels/gemm_amx.zig");

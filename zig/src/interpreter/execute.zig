@@ -14,6 +14,7 @@ const program_module = @import("program.zig");
 const plan_module = @import("plan.zig");
 const shape_plans = @import("shape_plans.zig");
 const control = @import("control.zig");
+const call = @import("call.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -37,6 +38,10 @@ const Slot = union(enum) {
 
 /// Values held on the stack up to this count; larger graphs allocate their frame once per run.
 const stack_slots = 256;
+
+/// Forks run inline because calls queued for the inference threads (see runNode), process-
+/// wide: a statistic for tests and diagnostics, Monotonic (it orders nothing).
+pub var saturated_inline_forks: std.atomic.Value(u64) = .init(0);
 
 /// Runs graph `graph_index` on `inputs` (borrowed) and writes one new reference per graph
 /// output into `outputs`. The run holds at most the program's memory budget of tensors at
@@ -346,6 +351,18 @@ fn runNode(program: *Program, graph: *const Graph, graph_index: usize, node: *co
             var result: [1]*Tensor = undefined;
             try runWith(program, node.target, callee_inputs[0..node.inputs.len], &result, mode, context.recorder);
             frame[node.output] = .{ .tensor = result[0] };
+        } else if (call.inference_pool.saturated()) {
+            // Asynchronous calls queue for the inference threads: every core already runs a
+            // request, so a fork would only hand its graph to an inter-op thread competing
+            // for the same cores (a wake-up, a context switch, a sleep on the future). Run it
+            // now, as the pool would (run: a budget and a plan of its own); the "future"
+            // slot holds its value until the wait.
+            var callee_inputs: [ops.max_inputs]*Tensor = undefined;
+            for (node.inputs, 0..) |v, i| callee_inputs[i] = frame[v].tensor;
+            var result: [1]*Tensor = undefined;
+            _ = saturated_inline_forks.fetchAdd(1, .monotonic);
+            try run(program, node.target, callee_inputs[0..node.inputs.len], &result);
+            frame[node.output] = .{ .tensor = result[0] };
         } else {
             var task: GraphTask = .{ .program = program, .graph = node.target, .input_count = @intCast(node.inputs.len) };
             for (node.inputs, 0..) |v, i| task.inputs[i] = frame[v].tensor;
@@ -541,7 +558,7 @@ fn exampleImage(allocator: std.mem.Allocator, json: []const u8) ![]u8 {
     return format.writeImage(allocator, json, &data);
 }
 
-test "the spec's fork/wait example runs from a model image" {
+test "the spec's fork/wait example runs from a model image, its fork inline while calls queue" {
     const image = try exampleImage(std.testing.allocator, example_json);
     defer std.testing.allocator.free(image);
     const program = try program_module.load(image);
@@ -549,12 +566,20 @@ test "the spec's fork/wait example runs from a model image" {
     const x = try tensor.createUninit(.float32, &.{ 2, 3 });
     defer x.release();
     @memcpy(x.f32Slice(), &[_]f32{ 1, 2, 3, 4, 5, 6 });
-    for ([_]u32{ 1, 2 }) |_| {
+    // The second run as while a call queues for the inference threads (the pool's queue
+    // updates record one): the fork then runs inline, with the same values.
+    const pool = &call.inference_pool;
+    defer pool.queued_hint.store(0, .monotonic);
+    for ([_]bool{ false, true }) |saturated| {
+        pool.queued_hint.store(@intFromBool(saturated), .monotonic);
+        try std.testing.expectEqual(saturated, pool.saturated());
+        const inline_before = saturated_inline_forks.load(.monotonic);
         var outputs: [1]*Tensor = undefined;
         try run(program, 0, &.{x}, &outputs);
         defer outputs[0].release();
         // mm(x, wy) = [[4, 5], [10, 11]]; mm(x, wz) = [[2, 4], [8, 10]].
         try std.testing.expectEqualSlices(f32, &.{ 6, 9, 18, 21 }, outputs[0].f32Slice());
+        try std.testing.expectEqual(inline_before + @intFromBool(saturated), saturated_inline_forks.load(.monotonic));
     }
     const wrong = try tensor.createZeroed(.float32, &.{ 2, 4 });
     defer wrong.release();

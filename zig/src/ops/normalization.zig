@@ -60,16 +60,16 @@ pub fn layerNorm(input: *Tensor, normalized_ndim: usize, weight_input: ?*Tensor,
         bias: ?[]const f32,
         eps: f32,
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            for (begin..end) |row| {
-                const start = row * context.row_length;
-                kernels.layerNormRow(
-                    context.input[start..][0..context.row_length],
-                    context.output[start..][0..context.row_length],
-                    context.weight,
-                    context.bias,
-                    context.eps,
-                );
-            }
+            const start = begin * context.row_length;
+            const length = (end - begin) * context.row_length;
+            kernels.layerNormRows(
+                context.input[start..][0..length],
+                context.output[start..][0..length],
+                context.row_length,
+                context.weight,
+                context.bias,
+                context.eps,
+            );
         }
     };
     const context: Context = .{
@@ -171,6 +171,26 @@ test "layer_norm checks shapes and matches a direct computation" {
     try std.testing.expectError(error.ShapeMismatch, layerNorm(x, 1, weight, null, 1e-5));
     try std.testing.expectError(error.InvalidArgument, layerNorm(x, 4, null, null, 1e-5));
     try std.testing.expectError(error.InvalidArgument, layerNorm(x, 1, null, null, std.math.nan(f64)));
+}
+
+test "layer_norm gives the same values at 1 and 2 threads" {
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    // 37 rows of 96: more than two groups of 16, split over the team at 2 threads.
+    const x = try tensor.createUninit(.float32, &.{ 1, 37, 96 });
+    defer x.release();
+    for (x.f32Slice(), 0..) |*v, i| v.* = @as(f32, @floatFromInt((i * 7919) % 1000)) / 250 - 1;
+    const weight = try tensor.createUninit(.float32, &.{96});
+    defer weight.release();
+    for (weight.f32Slice(), 0..) |*v, i| v.* = 1 + @as(f32, @floatFromInt(i % 5)) / 10;
+    try settings.setNumThreads(1);
+    const one = try layerNorm(x, 1, weight, weight, 1e-5);
+    defer one.release();
+    try settings.setNumThreads(2);
+    const two = try layerNorm(x, 1, weight, weight, 1e-5);
+    defer two.release();
+    try std.testing.expectEqualSlices(f32, one.f32Slice(), two.f32Slice());
 }
 
 test "batch_norm folds statistics per channel and checks shapes" {

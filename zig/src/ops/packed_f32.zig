@@ -22,6 +22,7 @@ const conv = @import("conv.zig");
 const linalg = @import("linalg.zig");
 const gemm = @import("../kernels/gemm.zig");
 const gemm_native = @import("../kernels/gemm_native.zig");
+const gemm_small = @import("../kernels/gemm_small.zig");
 const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 
 const Error = status.Error;
@@ -181,7 +182,12 @@ fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, 
         args: *const native.PackedArgs,
         tiling: gemm.Tiling,
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            gemm_native.runTilesPacked(context.args, context.tiling, begin, end);
+            if (!gemm_small.native.fits(context.args.m, context.args.packed_b)) return gemm_native.runTilesPacked(context.args, context.tiling, begin, end);
+            // Few rows times a small B: A read in place, no panels (kernels/gemm_small.zig).
+            for (begin..end) |tile| {
+                const block = context.tiling.block(tile, context.args.m, context.args.packed_b.n) orelse continue;
+                gemm_small.native.runBlock(context.args, block.row_begin, block.rows, block.col_begin, block.cols);
+            }
         }
     };
     const context: Context = .{ .args = &args, .tiling = gemm.plan(m, n, parallel.threadsForFlops((2 *| m) *| n *| k)) };

@@ -256,6 +256,14 @@ pub const Pool = struct {
         pool.completions.deinit();
     }
 
+    /// Whether calls wait in the queue: every worker the limit allows is busy with one, so
+    /// the cores are taken by requests. A hint (a Monotonic load of `queued_hint`, which the
+    /// queue's updates store under the mutex): it orders nothing, a stale answer only picks
+    /// the other, equally correct, way to run a fork (interpreter/execute.zig).
+    pub fn saturated(pool: *Pool) bool {
+        return pool.queued_hint.load(.monotonic) > 0;
+    }
+
     /// Workers alive, running jobs, queued jobs (diagnostics and tests).
     pub fn load(pool: *Pool) struct { workers: u32, idle: u32, running: u32, queued: usize } {
         pool.mutex.lock();
