@@ -368,43 +368,59 @@ if (phases.has("overhead")) {
         `${errors} errors`,
     );
   }
-  // The same requests from perf_analyzer (C++, libcurl: the client the issue's users run),
-  // in rounds alternating with in-process forwards: its p50 over a window of requests is
-  // the served figure, so the rounds pair whole windows rather than single requests.
+  // Back to back: rounds of blocks (in-process forwards, then as many requests from the lean
+  // client, then a window of the same requests from perf_analyzer, the C++ client the issue's
+  // users run), so that each side runs with its own data warm in cache, as a steady stream
+  // of requests or of in-process calls does; the rotation above instead leaves every step
+  // after another one's memory traffic.
   let tool: PerfAnalyzer | undefined;
   try {
     tool = await perfAnalyzer();
   } catch (error) {
     say(`# perf_analyzer overhead: skipped, ${(error as Error).message}`);
   }
-  if (tool !== undefined) {
-    for (const c of cases) {
-      const served: number[] = [];
-      const local: number[] = [];
-      for (let round = 0; round < 3; round++) {
-        const times: number[] = [];
-        for (let i = 0; i < overheadRuns; i++) {
-          const begin = performance.now();
-          (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose());
-          times.push(performance.now() - begin);
-        }
-        local.push(p50(times));
-        const p50Ms = await perfAnalyzerP50(
-          tool,
-          c.name,
-          server.url,
-          `${c.input}:${c.tensor.shape.join(",")}`,
-          overheadRuns,
-        );
-        if (p50Ms !== null) served.push(p50Ms);
+  for (const c of cases) {
+    const request = binaryBody([{
+      name: c.input,
+      shape: [...c.tensor.shape],
+      data: c.tensor.toArray() as Float32Array,
+    }]);
+    const lean = await LeanClient.open(`${server.url}/v2/models/${c.name}/infer`, request.body, {
+      "inference-header-content-length": request.header,
+    });
+    const local: number[] = [];
+    const leanServed: number[] = [];
+    const toolServed: number[] = [];
+    const block = async (samples: number[], step: () => Promise<void>) => {
+      const times: number[] = [];
+      for (let i = 0; i < overheadRuns; i++) {
+        const begin = performance.now();
+        await step();
+        times.push(performance.now() - begin);
       }
-      const [base, viaTool] = [p50(local), p50(served)];
-      say(
-        `${c.name}: perf_analyzer at concurrency 1, 3 rounds of ${overheadRuns} requests alternating with ` +
-          `${overheadRuns} in-process forwards: served p50 ${us(viaTool)} µs (rounds ${served.map(us).join(", ")}), ` +
-          `in-process p50 ${us(base)} µs (rounds ${local.map(us).join(", ")}): added ${us(viaTool - base)} µs`,
-      );
+      samples.push(p50(times));
+    };
+    for (let round = 0; round < 3; round++) {
+      await block(local, async () => (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose()));
+      await block(leanServed, async () => {
+        if ((await lean.post()).status !== 200) throw new Error(`${c.name}: a served request failed`);
+      });
+      if (tool !== undefined) {
+        const shape = `${c.input}:${c.tensor.shape.join(",")}`;
+        const p50Ms = await perfAnalyzerP50(tool, c.name, server.url, shape, overheadRuns);
+        if (p50Ms !== null) toolServed.push(p50Ms);
+      }
     }
+    lean.close();
+    const rounds = (values: number[]) => values.map(us).join(", ");
+    const base = p50(local);
+    say(
+      `${c.name}, back to back: 3 rounds of ${overheadRuns} in-process forwards (p50 ${us(base)} µs; rounds ` +
+        `${rounds(local)}), then as many lean-client requests (p50 ${us(p50(leanServed))} µs, added ` +
+        `${us(p50(leanServed) - base)} µs; rounds ${rounds(leanServed)})` +
+        (toolServed.length === 0 ? "" : `, then a perf_analyzer window (p50 ${us(p50(toolServed))} µs, added ` +
+          `${us(p50(toolServed) - base)} µs; rounds ${rounds(toolServed)})`),
+    );
   }
   say(`floor server exit code ${await floor.stop()}, Deno.serve floor ${await denoFloor.stop()}`);
   say(`server exit code ${await server.stop()}`);
