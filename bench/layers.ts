@@ -13,19 +13,16 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { load, type ProfiledOp, randn, setNumThreads } from "../mod.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    model: { type: "string", default: "det" },
-    shape: { type: "string", default: "1x3x640x640" },
-    threads: { type: "string", default: "1" },
-    runs: { type: "string", default: "20" },
-    precision: { type: "string", default: "f32" },
-  },
+const { values: flags } = benchArgs(import.meta.url, {
+  model: { type: "string", default: "det" },
+  shape: { type: "string", default: "1x3x640x640" },
+  threads: { type: "string", default: "1" },
+  runs: { type: "string", default: "20" },
+  precision: { type: "string", default: "f32" },
 });
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const shape = flags.shape.split("x").map(Number);

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 // A test/benchmark peer kept out of deno.lock (a first `infer` must not download it): run with
 // --lock=deno.dev.lock, as the bench tasks do.
 // deno-lint-ignore no-import-prefix
@@ -23,7 +23,7 @@ import { load, type Module, setNumThreads, tensor } from "../mod.ts";
 import { onnx } from "../tools/fuzz_corpus.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 
-const { values: flags } = parseArgs({ args: Deno.args, options: { rounds: { type: "string", default: "7" } } });
+const { values: flags } = benchArgs(import.meta.url, { rounds: { type: "string", default: "7" } });
 const ROUNDS = Number(flags.rounds);
 setNumThreads(1);
 

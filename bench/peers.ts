@@ -25,22 +25,19 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./args.ts";
 import { fetchModels, type RealModel } from "../tools/fetch_models.ts";
 import { toCsv } from "./plot.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    rounds: { type: "string", default: "5" },
-    "round-ms": { type: "string", default: "300" },
-    models: { type: "string", default: "cls,rec,det" },
-    batches: { type: "string", default: "1,8" },
-    threads: { type: "string", default: "1,2" },
-    suites: { type: "string", default: "onnx,builtins" },
-    builtins: { type: "string", default: "example,resnet,dlrm,transformer,mlp" },
-    formats: { type: "string", default: "qdq,qop,dyn" },
-  },
+const { values: flags } = benchArgs(import.meta.url, {
+  rounds: { type: "string", default: "5" },
+  "round-ms": { type: "string", default: "300" },
+  models: { type: "string", default: "cls,rec,det" },
+  batches: { type: "string", default: "1,8" },
+  threads: { type: "string", default: "1,2" },
+  suites: { type: "string", default: "onnx,builtins" },
+  builtins: { type: "string", default: "example,resnet,dlrm,transformer,mlp" },
+  formats: { type: "string", default: "qdq,qop,dyn" },
 });
 const SUITES = new Set(flags.suites.split(","));
 const threadCounts = flags.threads.split(",").map(Number);
