@@ -108,8 +108,30 @@ pub fn avgPoolRow(window: Window, plane: []const f32, oy: usize, options: Averag
         for (rows.inside.begin + 1..rows.inside.end) |iy| addRow(sums, plane[iy * width ..][0..width]);
         break :blk sums;
     } else return avgPoolRowDirect(window, plane, rows, options, output);
-    for (output, 0..) |*out, ox| {
-        const cols = averageWindow(ox, width, window.kernel[1], window.stride[1], window.padding[1]);
+    const kernel = window.kernel[1];
+    const stride = window.stride[1];
+    const padding = window.padding[1];
+    // Outputs whose windows lie wholly inside the row, [inner_begin, inner_end), share one
+    // divisor and run in vectors (stride 1 and 2); the others one by one.
+    const inner_begin = @min(output.len, (padding + stride - 1) / stride);
+    const inner_end = if (width + padding >= kernel) @min(output.len, (width + padding - kernel) / stride + 1) else 0;
+    var ox: usize = 0;
+    if (inner_begin < inner_end and stride <= 2) {
+        averageColumns(window, column_sums, rows, row_count, options, 0, inner_begin, output);
+        const count = if (options.count_include_pad) rows.padded * kernel else row_count * kernel;
+        const divisor: V = @splat(options.divisor orelse @as(f32, @floatFromInt(count)));
+        ox = switch (stride) {
+            inline 1, 2 => |s| averageInterior(s, column_sums, kernel, padding, divisor, inner_begin, inner_end, output),
+            else => unreachable,
+        };
+    }
+    averageColumns(window, column_sums, rows, row_count, options, ox, output.len, output);
+}
+
+/// Outputs [begin, end) of a row from its column sums, one window at a time.
+fn averageColumns(window: Window, column_sums: []const f32, rows: AverageWindow, row_count: usize, options: AverageOptions, begin: usize, end: usize, output: []f32) void {
+    for (output[begin..end], begin..) |*out, ox| {
+        const cols = averageWindow(ox, window.image[1], window.kernel[1], window.stride[1], window.padding[1]);
         if (cols.inside.end == cols.inside.begin) {
             out.* = 0;
             continue;
@@ -119,6 +141,30 @@ pub fn avgPoolRow(window: Window, plane: []const f32, oy: usize, options: Averag
         const count = if (options.count_include_pad) rows.padded * cols.padded else row_count * (cols.inside.end - cols.inside.begin);
         out.* = sum / (options.divisor orelse @as(f32, @floatFromInt(count)));
     }
+}
+
+/// Outputs from `begin` while whole vectors fit before `end`, whose windows lie inside the
+/// row: the same sums in the same order as averageColumns, 16 outputs at a time (taps of
+/// `stride` 2 are the even lanes of two vectors). Returns the first output not computed.
+fn averageInterior(comptime stride: usize, column_sums: []const f32, kernel: usize, padding: usize, divisor: V, begin: usize, end: usize, output: []f32) usize {
+    const even = comptime blk: {
+        var mask: [lanes]i32 = undefined;
+        for (&mask, 0..) |*m, i| m.* = 2 * i;
+        break :blk mask;
+    };
+    var ox = begin;
+    while (ox + lanes <= end) : (ox += lanes) {
+        const start = ox * stride - padding;
+        // The last tap's vector reads lanes · stride floats.
+        if (start + kernel - 1 + lanes * stride > column_sums.len) break;
+        var sum: V = @splat(0);
+        for (0..kernel) |kx| {
+            const taps = column_sums[start + kx ..][0 .. lanes * stride];
+            sum += if (stride == 1) taps[0..lanes].* else @shuffle(f32, @as(@Vector(2 * lanes, f32), taps[0 .. 2 * lanes].*), undefined, even);
+        }
+        output[ox..][0..lanes].* = sum / divisor;
+    }
+    return ox;
 }
 
 /// sums[i] += row[i], in vectors.
@@ -277,6 +323,9 @@ const pool_cases = [_]PoolCase{
     .{ .image = .{ 5, 41 }, .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .ceil_mode = true },
     // rec's [3, 2] windows, and one-row windows.
     .{ .image = .{ 3, 80 }, .kernel = .{ 3, 2 }, .stride = .{ 3, 2 } },
+    // Rows with vector interiors beside padded edges, stride 1 and 2.
+    .{ .image = .{ 2, 150 }, .kernel = .{ 2, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 } },
+    .{ .image = .{ 2, 151 }, .kernel = .{ 2, 5 }, .stride = .{ 1, 2 }, .padding = .{ 0, 2 } },
     .{ .image = .{ 4, 35 }, .kernel = .{ 1, 3 }, .stride = .{ 1, 2 }, .padding = .{ 0, 1 } },
 };
 
@@ -284,7 +333,7 @@ test "max pooling rows match the reference, with dilation and NaN" {
     var prng = std.Random.DefaultPrng.init(21);
     var plane: [512]f32 = undefined;
     var expected: [512]f32 = undefined;
-    var row: [80]f32 = undefined;
+    var row: [160]f32 = undefined;
     for (pool_cases) |case| for ([_][2]usize{ .{ 1, 1 }, .{ 2, 1 } }) |dilation| {
         var with_dilation = case;
         with_dilation.dilation = dilation;
@@ -309,7 +358,7 @@ test "average pooling rows match PyTorch's rules for padding, ceil mode and divi
     var prng = std.Random.DefaultPrng.init(22);
     var plane: [512]f32 = undefined;
     var expected: [512]f32 = undefined;
-    var row: [80]f32 = undefined;
+    var row: [160]f32 = undefined;
     for (pool_cases) |case| for ([_]bool{ false, true }) |include_pad| for ([_]?f32{ null, 3 }) |divisor| {
         const window = case.window();
         const input = plane[0..window.imagePlane()];
@@ -350,7 +399,7 @@ test "adaptive average rows match the reference when shrinking and growing" {
     var prng = std.Random.DefaultPrng.init(23);
     var plane: [512]f32 = undefined;
     var expected: [512]f32 = undefined;
-    var row: [80]f32 = undefined;
+    var row: [160]f32 = undefined;
     const cases = [_][4]usize{ .{ 7, 11, 3, 4 }, .{ 5, 5, 5, 5 }, .{ 4, 4, 1, 1 }, .{ 3, 5, 7, 8 }, .{ 1, 1, 2, 3 }, .{ 13, 2, 5, 2 } };
     for (cases) |case| {
         const input = plane[0 .. case[0] * case[1]];
