@@ -21,7 +21,11 @@
  *    difference of the two per round.
  *
  * `--threads` sets the intra-op threads here and in both servers; `--served-only` runs steps 5
- * and 6 only. Nothing is written; the figures are printed.
+ * and 6 only. `--pin` (an experiment, Linux, needs `taskset`): once each process has run a
+ * forward (so its intra-op teams exist), the team helpers (threads named spindle-omp) of this
+ * process and both servers are pinned to the last CPU and their other threads to CPU 0, so that
+ * a helper never shares a core with the thread that runs the forward; forwardAll's pool team
+ * here is made later and is not pinned. Nothing is written; the figures are printed.
  *
  * @module
  */
@@ -39,6 +43,7 @@ const { values: flags } = benchArgs(import.meta.url, {
   models: { type: "string" },
   threads: { type: "string" },
   "served-only": { type: "boolean" },
+  pin: { type: "boolean" },
 });
 const ROUND = 50;
 const requests = Number(flags.requests ?? 1000);
@@ -64,6 +69,20 @@ function processStats(pid: number): [number, number, number] {
   }
   // utime and stime, fields 14 and 15 of stat(5), in clock ticks (USER_HZ, 100 on Linux).
   return [(Number(fields[11]) + Number(fields[12])) * 10, voluntary, involuntary];
+}
+
+/** Pins the threads named spindle-omp of each process to the last CPU, the others to CPU 0. */
+function pinTeams(pids: number[]): void {
+  const last = navigator.hardwareConcurrency - 1;
+  for (const pid of pids) {
+    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const name = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/comm`).trim();
+      const cpu = name.startsWith("spindle-omp") ? last : 0;
+      const { success } = new Deno.Command("taskset", { args: ["-pc", String(cpu), task.name], stdout: "null" })
+        .outputSync();
+      if (!success) throw new Error(`--pin: taskset -pc ${cpu} ${task.name} failed`);
+    }
+  }
 }
 
 const p50 = (samples: number[]) => quantile([...samples].sort((a, b) => a - b), 0.5);
@@ -94,6 +113,10 @@ for (const c of cases) {
   const answerBytes = (await inline.post()).bytes;
   await pool.post();
   const bare = await open(`${floor.url}/${answerBytes}`);
+  if (flags.pin) {
+    c.module.forwardAllSync(c.tensor).forEach((t) => t.dispose());
+    pinTeams([Deno.pid, inlineServer.child.pid, poolServer.child.pid]);
+  }
   const forwardSync = () => c.module.forwardAllSync(c.tensor).forEach((t) => t.dispose());
   const served = (client: LeanClient) => async () => {
     if ((await client.post()).status !== 200) throw new Error(`${c.name}: a served request failed`);
@@ -135,7 +158,8 @@ for (const c of cases) {
     }
   }
   console.log(
-    `# ${c.name}: ${threads} intra-op thread(s), ${rounds} rounds of ${ROUND}, ` +
+    `# ${c.name}: ${threads} intra-op thread(s)${flags.pin ? ", team helpers pinned apart" : ""}, ` +
+      `${rounds} rounds of ${ROUND}, ` +
       `load average ${Deno.loadavg().map((l) => l.toFixed(1)).join(" ")}`,
   );
   for (const [k, [label]] of run.entries()) {
