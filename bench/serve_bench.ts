@@ -9,6 +9,11 @@
  *    HTTP/1.1 client (standing in for perf_analyzer) and by `fetch`. The floor under it is
  *    measured alongside: the same bytes to a bare `Deno.serve` (bench/serve_floor.ts) that
  *    answers as many bytes; and the CPU time of each server's event-loop thread per request.
+ *    Then back to back, in rounds of blocks: in-process forwards; the same forwards each timed
+ *    alone after one floor exchange; the floor alone; lean-client requests; a perf_analyzer
+ *    window. The served p50 splits into the forward as it runs after an exchange, the floor,
+ *    and the rest (what the server's own work adds). bench/serve_probe.ts goes further
+ *    (forward on the JavaScript thread vs the pool, CPU time and context switches).
  * 2. Load: the classifier and the tiny test model at concurrency 1…64, `--requests` each
  *    (default 750: 21,000 in all), with dynamic batching off and on (--max-batch 16); latency
  *    percentiles, throughput and the mean batch size (from /metrics) to
@@ -36,72 +41,10 @@ import { fetchModels } from "../tools/fetch_models.ts";
 import { type PerfAnalyzer, perfAnalyzer } from "../tools/fetch_perf_analyzer.ts";
 import { mutate, random, writeTestModel } from "../tests/serve/fixture.ts";
 import { renderSvg } from "./plot.ts";
+import { binaryBody, LeanClient, type Server, startServe } from "./serve_client.ts";
 
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
 const RESULTS = `${ROOT}/bench/results`;
-
-interface Server {
-  url: string;
-  child: Deno.ChildProcess;
-  stop(): Promise<number>;
-}
-
-/**
- * Starts `main.ts serve` with `args` on a free port (or another script that prints the same
- * line, such as bench/serve_floor.ts) and waits for its "listening" line.
- */
-async function startServe(args: string[], script = ["main.ts", "serve", "--port", "0"]): Promise<Server> {
-  const [file, ...rest] = script;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/${file}`, ...rest, ...args],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  let match: RegExpMatchArray | null = null;
-  while ((match = log.match(/listening on (http:\/\/[\d.]+:\d+)/)) === null) {
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`serve did not start: ${log}`);
-    log += value;
-  }
-  const drain = (async () => {
-    while (!(await reader.read()).done) { /* keep the pipe flowing */ }
-  })();
-  return {
-    url: match[1],
-    child,
-    async stop() {
-      child.kill("SIGTERM");
-      const status = await child.status;
-      await drain;
-      return status.code;
-    },
-  };
-}
-
-/** A binary infer request: every input as binary data, every output asked for as binary data. */
-function binaryBody(
-  inputs: { name: string; shape: number[]; data: Float32Array | BigInt64Array }[],
-): { body: Uint8Array<ArrayBuffer>; header: string } {
-  const json = new TextEncoder().encode(JSON.stringify({
-    inputs: inputs.map(({ name, shape, data }) => ({
-      name,
-      datatype: data instanceof Float32Array ? "FP32" : "INT64",
-      shape,
-      parameters: { binary_data_size: data.byteLength },
-    })),
-    parameters: { binary_data_output: true },
-  }));
-  const body = new Uint8Array(inputs.reduce((n, input) => n + input.data.byteLength, json.byteLength));
-  body.set(json);
-  let offset = json.byteLength;
-  for (const { data } of inputs) {
-    body.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
-    offset += data.byteLength;
-  }
-  return { body, header: String(json.byteLength) };
-}
 
 interface Run {
   latencies: number[];
@@ -141,75 +84,6 @@ async function drive(
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   return { latencies, errors, elapsedMs: performance.now() - started };
-}
-
-/**
- * A lean HTTP/1.1 client: one keep-alive TCP connection, one write per request, the response
- * read until its Content-Length. It stands in for perf_analyzer's C++ client, whose binary
- * is not available here: `fetch` itself costs 100–200 µs per request on this machine (a
- * 110 KB POST to a Deno.serve echo takes ~240 µs with fetch, 40–66 µs with this client), which
- * would be counted as the server's.
- */
-class LeanClient {
-  #conn: Deno.TcpConn;
-  #buffer = new Uint8Array(1 << 16);
-  /** The whole request, head and body, made once: a load generator sends prepared bytes. */
-  #request: Uint8Array;
-  #decoder = new TextDecoder();
-
-  private constructor(conn: Deno.TcpConn, path: string, body: Uint8Array, headers: Record<string, string>) {
-    this.#conn = conn;
-    const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-    const head = new TextEncoder().encode(
-      `POST ${path} HTTP/1.1\r\nhost: bench\r\ncontent-length: ${body.byteLength}\r\n${lines}\r\n`,
-    );
-    this.#request = new Uint8Array(head.byteLength + body.byteLength);
-    this.#request.set(head);
-    this.#request.set(body, head.byteLength);
-  }
-
-  /** Connects to `url` for POSTs of `body` with `headers`. */
-  static async open(url: string, body: Uint8Array, headers: Record<string, string> = {}): Promise<LeanClient> {
-    const { hostname, port, pathname } = new URL(url);
-    const conn = await Deno.connect({ hostname, port: Number(port) });
-    conn.setNoDelay(true);
-    return new LeanClient(conn, pathname, body, headers);
-  }
-
-  /** Sends the request and reads the whole response; returns its status and body length. */
-  async post(): Promise<{ status: number; bytes: number }> {
-    const request = this.#request;
-    for (let written = 0; written < request.byteLength;) written += await this.#conn.write(request.subarray(written));
-    let filled = 0;
-    let headEnd = -1;
-    let length = 0;
-    let status = 0;
-    while (headEnd < 0 || filled < headEnd + length) {
-      if (filled === this.#buffer.byteLength) {
-        const grown = new Uint8Array(this.#buffer.byteLength * 2);
-        grown.set(this.#buffer);
-        this.#buffer = grown;
-      }
-      const n = await this.#conn.read(this.#buffer.subarray(filled));
-      if (n === null) throw new Error("the server closed the connection");
-      filled += n;
-      if (headEnd < 0) {
-        const text = this.#decoder.decode(this.#buffer.subarray(0, Math.min(filled, 8192)));
-        const end = text.indexOf("\r\n\r\n");
-        if (end < 0) continue;
-        headEnd = end + 4;
-        status = Number(text.slice(9, 12));
-        const match = text.slice(0, end).match(/\r\ncontent-length: *(\d+)/i);
-        if (match === null) throw new Error("the response has no Content-Length");
-        length = Number(match[1]);
-      }
-    }
-    return { status, bytes: length };
-  }
-
-  close(): void {
-    this.#conn.close();
-  }
 }
 
 function p50(samples: number[]): number {
@@ -388,20 +262,39 @@ if (phases.has("overhead")) {
     const lean = await LeanClient.open(`${server.url}/v2/models/${c.name}/infer`, request.body, {
       "inference-header-content-length": request.header,
     });
+    const answerBytes = (await lean.post()).bytes;
+    const bare = await LeanClient.open(`${floor.url}/${answerBytes}`, request.body, {
+      "inference-header-content-length": request.header,
+    });
     const local: number[] = [];
+    const afterExchange: number[] = [];
+    const floorServed: number[] = [];
     const leanServed: number[] = [];
     const toolServed: number[] = [];
-    const block = async (samples: number[], step: () => Promise<void>) => {
+    /** Runs `step` overheadRuns times; a step that returns a time (ms) is timed by itself. */
+    const block = async (samples: number[], step: () => Promise<number | void>) => {
       const times: number[] = [];
       for (let i = 0; i < overheadRuns; i++) {
         const begin = performance.now();
-        await step();
-        times.push(performance.now() - begin);
+        const own = await step();
+        times.push(typeof own === "number" ? own : performance.now() - begin);
       }
       samples.push(p50(times));
     };
+    const forward = async () => (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose());
     for (let round = 0; round < 3; round++) {
-      await block(local, async () => (await c.module.forwardAll(c.tensor)).forEach((t) => t.dispose()));
+      await block(local, forward);
+      // The same forward, timed alone, with one floor exchange (the request's bytes through
+      // loopback to the bare server and its answer back) between forwards: what a forward
+      // costs when an HTTP exchange, not another forward, ran before it.
+      await block(afterExchange, async () => {
+        const begin = performance.now();
+        await forward();
+        const took = performance.now() - begin;
+        await bare.post();
+        return took;
+      });
+      await block(floorServed, async () => void (await bare.post()));
       await block(leanServed, async () => {
         if ((await lean.post()).status !== 200) throw new Error(`${c.name}: a served request failed`);
       });
@@ -412,12 +305,17 @@ if (phases.has("overhead")) {
       }
     }
     lean.close();
+    bare.close();
     const rounds = (values: number[]) => values.map(us).join(", ");
     const base = p50(local);
+    const [after, bareP50, served] = [p50(afterExchange), p50(floorServed), p50(leanServed)];
     say(
       `${c.name}, back to back: 3 rounds of ${overheadRuns} in-process forwards (p50 ${us(base)} µs; rounds ` +
-        `${rounds(local)}), then as many lean-client requests (p50 ${us(p50(leanServed))} µs, added ` +
-        `${us(p50(leanServed) - base)} µs; rounds ${rounds(leanServed)})` +
+        `${rounds(local)}), as many forwards each after a floor exchange, timed alone (p50 ${us(after)} µs; ` +
+        `rounds ${rounds(afterExchange)}), the floor alone (p50 ${us(bareP50)} µs), then as many lean-client ` +
+        `requests (p50 ${us(served)} µs, added ${us(served - base)} µs: the forward after an exchange ` +
+        `${us(after - base)}, the floor ${us(bareP50)}, the rest ${us(served - after - bareP50)}; rounds ` +
+        `${rounds(leanServed)})` +
         (toolServed.length === 0 ? "" : `, then a perf_analyzer window (p50 ${us(p50(toolServed))} µs, added ` +
           `${us(p50(toolServed) - base)} µs; rounds ${rounds(toolServed)})`),
     );

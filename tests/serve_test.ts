@@ -234,6 +234,47 @@ Deno.test("serve: concurrent binary responses each carry their own outputs (the 
   });
 });
 
+Deno.test("serve: --inline-max-us: a short forward alone in a one-slot server runs inline, same outputs", async () => {
+  const module = await openModule();
+  const expected = await expectedOutputs(module);
+  module.dispose();
+  const sequential = async (url: string) => {
+    for (let i = 0; i < 6; i++) {
+      const { body, headerLength } = binaryRequest();
+      const response = await post(`${url}/v2/models/m/infer`, body, {
+        "inference-header-content-length": String(headerLength),
+      });
+      assert.equal(response.status, 200);
+      const { data } = await binaryResponse(response);
+      assert.deepEqual(data, expected);
+    }
+  };
+  // The first forward of a size goes to the pool (its time is unknown); the next run inline.
+  await withServer({ concurrency: 1, inlineMaxUs: 1e6 }, async (url, server) => {
+    await sequential(url);
+    assert.equal(server.metrics.inlineCount("m"), 5);
+    assert.match(server.metrics.render(), /^spindle_inline_forwards_total\{model="m"\} 5$/m);
+    // Requests that overlap are not alone: at least one of them goes to the pool.
+    const before = server.metrics.inlineCount("m");
+    const { body, headerLength } = binaryRequest();
+    const headers = { "inference-header-content-length": String(headerLength) };
+    const responses = await Promise.all(
+      Array.from({ length: 4 }, () => post(`${url}/v2/models/m/infer`, body, headers)),
+    );
+    for (const response of responses) assert.deepEqual((await binaryResponse(response)).data, expected);
+    assert.ok(server.metrics.inlineCount("m") - before < 4);
+  });
+  // Off by default, for forwards longer than the bound, and with more than one slot.
+  for (
+    const options of [{ concurrency: 1 }, { concurrency: 1, inlineMaxUs: 1 }, { concurrency: 2, inlineMaxUs: 1e6 }]
+  ) {
+    await withServer(options, async (url, server) => {
+      await sequential(url);
+      assert.equal(server.metrics.inlineCount("m"), 0, JSON.stringify(options));
+    });
+  }
+});
+
 Deno.test("serve: deadlines on one timer expire in order, once, and not when cancelled", async () => {
   const deadlines = new Deadlines();
   const expired: string[] = [];
@@ -718,6 +759,9 @@ Deno.test("serve CLI: bad flags are usage errors", async () => {
   const precision = await runCli(["serve", "--model", "a=builtin:mlp", "--precision", "f16"]);
   assert.equal(precision.code, 2);
   assert.match(precision.stderr, /--precision must be f32 or bf16, got 'f16'/);
+  const inline = await runCli(["serve", "--model", "a=builtin:mlp", "--inline-max-us", "-5"]);
+  assert.equal(inline.code, 2);
+  assert.match(inline.stderr, /--inline-max-us expects an integer from 1 to 10000000, got '-5'/);
 });
 
 Deno.test("serve CLI: --input-shape applies to every model, or to one with MODEL:", async () => {
@@ -751,6 +795,10 @@ Deno.test("serve(): the API serves modules it does not own and checks its option
   await assert.rejects(
     serve({ relu: model }, { port: 0, concurrency: 33 }),
     /concurrency must be an integer from 1 to 32/,
+  );
+  await assert.rejects(
+    serve({ relu: model }, { port: 0, inlineMaxUs: -1 }),
+    /inlineMaxUs must be an integer from 0 to 10000000/,
   );
   await assert.rejects(serve({ "a/b": model }, { port: 0 }), /model name 'a\/b'/);
   await assert.rejects(serve({ m: {} as typeof model }, { port: 0 }), /model 'm' is not a Module/);

@@ -38,6 +38,10 @@ Options:
   --max-batch N           dynamic batching: stack up to N rows of concurrent requests to a
                           model whose inputs have a batch dimension (default 1: off)
   --batch-delay-us N      how long a batch may wait for more requests (default 0)
+  --inline-max-us N       with --concurrency 1, a request alone in the server whose
+                          model's forward took less than N µs lately runs it on the
+                          JavaScript thread, skipping the handoff to a sleeping pool
+                          thread and back (default 0: always on the pool)
   --threads N             intra-op threads per forward pass
   --interop-threads N     inter-op threads
   --input-shape [MODEL:]NAME=DIMS
@@ -124,6 +128,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     "max-body": { type: "string" },
     "max-batch": { type: "string" },
     "batch-delay-us": { type: "string" },
+    "inline-max-us": { type: "string" },
     threads: { type: "string" },
     "interop-threads": { type: "string" },
     "input-shape": { type: "string", multiple: true },
@@ -144,6 +149,9 @@ export async function serveCommand(args: string[]): Promise<number> {
   const batchDelayUs = values["batch-delay-us"] === "0"
     ? 0
     : positiveInteger("batch-delay-us", values["batch-delay-us"], 0, 10_000_000);
+  const inlineMaxUs = values["inline-max-us"] === "0"
+    ? 0
+    : positiveInteger("inline-max-us", values["inline-max-us"], 0, 10_000_000);
   const precision = precisionFlag(values.precision);
   const memoryBudget = values["memory-budget"] === undefined
     ? undefined
@@ -185,6 +193,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       maxBody,
       maxBatch,
       batchDelayUs,
+      inlineMaxUs,
       intraOpThreads,
       interopThreads: getNumInteropThreads(),
       version: info.version,

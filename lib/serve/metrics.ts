@@ -78,6 +78,7 @@ export class Metrics {
   readonly #total = new Map<string, Histogram>();
   readonly #compute = new Map<string, Histogram>();
   readonly #batch = new Map<string, Histogram>();
+  readonly #inline = new Map<string, number>();
   readonly #settings: ThreadSettings;
   /** Requests waiting for an inference slot. */
   queueDepth = 0;
@@ -113,6 +114,16 @@ export class Metrics {
     this.#histogram(this.#batch, model, BATCH_BUCKETS).observe(requests);
   }
 
+  /** Counts a forward pass of `model` run on the JavaScript thread (see Scheduler). */
+  ranInline(model: string): void {
+    this.#inline.set(model, (this.#inline.get(model) ?? 0) + 1);
+  }
+
+  /** Forward passes of `model` run on the JavaScript thread (for tests). */
+  inlineCount(model: string): number {
+    return this.#inline.get(model) ?? 0;
+  }
+
   /** How many requests of `model` were answered with `status` (for tests). */
   count(model: string, status: number): number {
     return this.#requests.get(`${model}\n${status}`) ?? 0;
@@ -132,6 +143,14 @@ export class Metrics {
     for (const [key, value] of this.#requests) {
       const [model, status] = key.split("\n");
       out.push(`spindle_requests_total{model="${label(model)}",status="${status}"} ${value}`);
+    }
+    out.push(
+      "# HELP spindle_inline_forwards_total Forward passes run on the JavaScript thread (one-slot server, " +
+        "request alone, short forward; see --inline-max-us).",
+      "# TYPE spindle_inline_forwards_total counter",
+    );
+    for (const [model, value] of this.#inline) {
+      out.push(`spindle_inline_forwards_total{model="${label(model)}"} ${value}`);
     }
     const histograms: [string, string, Map<string, Histogram>][] = [
       ["spindle_request_seconds", "Server-side time of successful infer requests, arrival to response.", this.#total],

@@ -35,6 +35,12 @@ export interface SchedulerOptions {
   maxBatch: number;
   /** How long the first request of a batch may wait for others, in microseconds. */
   batchDelayUs: number;
+  /**
+   * A forward that took less than this lately (µs) runs on the JavaScript thread when it is
+   * the only request in a one-slot server; 0 (the default): every forward on the pool. The
+   * event loop is held that long at most: a health check or another request's head waits.
+   */
+  inlineMaxUs?: number;
 }
 
 interface Job {
@@ -203,7 +209,9 @@ export class Scheduler {
     for (const job of jobs) this.#metrics.queued(model.name, (started - job.enqueuedAt) / 1000);
     try {
       if (jobs.length === 1) {
-        const result = await model.run(jobs[0].inputs, jobs[0].finish);
+        const inline = this.#inline(model, jobs[0]);
+        if (inline) this.#metrics.ranInline(model.name);
+        const result = await model.run(jobs[0].inputs, jobs[0].finish, inline);
         this.#metrics.computed(model.name, (performance.now() - started) / 1000, 1);
         this.#settle(jobs[0], result);
       } else {
@@ -226,6 +234,21 @@ export class Scheduler {
         }
       }
     }
+  }
+
+  /**
+   * Whether `job` runs on the JavaScript thread: it is the only request in a server of one
+   * slot, so no other forward could run beside it and nothing waits to be read; and its
+   * model's forwards of this size took less than inlineMaxUs lately. An idle server's pool
+   * threads are asleep: the handoff to one and the completion back (three thread wake-ups)
+   * cost 100-300 µs per request here, more than the whole HTTP exchange (measured in
+   * bench/serve_bench.ts' overhead phase). A longer forward, or one of several requests, goes
+   * to the pool as before.
+   */
+  #inline(model: ServedModel, job: Job): boolean {
+    if (this.#options.concurrency !== 1 || this.#admitted !== 1) return false;
+    const micros = model.recentMicros(job.inputs);
+    return micros !== null && micros < (this.#options.inlineMaxUs ?? 0);
   }
 
   /** Runs the jobs as one forward, stacked along dim 0, and settles each with its rows. */

@@ -39,6 +39,15 @@ export interface ServeOptions {
   maxBatch?: number;
   /** How long a batch may wait for more requests, in microseconds (default 0). */
   batchDelayUs?: number;
+  /**
+   * With `concurrency` 1, a request alone in the server whose model's forward took less than
+   * this many microseconds lately runs it on the JavaScript thread, skipping the handoff to
+   * a sleeping pool thread and back (default 0: every forward on the pool). The event loop,
+   * and so the rest of the application, waits for at most about this long. Measured with
+   * `deno task bench:serve` and bench/serve_probe.ts: a gain with one intra-op thread, mixed
+   * with two (see the README).
+   */
+  inlineMaxUs?: number;
 }
 
 /**
@@ -125,6 +134,7 @@ export async function serve(models: Record<string, Module>, options: ServeOption
     maxBody: checked("maxBody", 64 * 2 ** 20, 1, Number.MAX_SAFE_INTEGER),
     maxBatch: checked("maxBatch", 1, 1, 4096),
     batchDelayUs: checked("batchDelayUs", 0, 0, 10_000_000),
+    inlineMaxUs: checked("inlineMaxUs", 0, 0, 10_000_000),
   };
   // Each slot runs one forward at once: let the inference pool run that many together.
   if (getNumInferenceThreads() < limits.concurrency) setNumInferenceThreads(limits.concurrency);
