@@ -557,7 +557,7 @@ test "idle workers sleep on the futex and use no CPU" {
     // Both workers finish spinning and sleep (bounded: a spinning worker fails the test).
     var attempts: u32 = 0;
     // SeqCst: the counter idle() maintains; any order would do for polling.
-    while (pool.sleepers.load(.seq_cst) != 2 and attempts < 5000) : (attempts += 1) std.Thread.sleep(std.time.ns_per_ms);
+    while (pool.sleepers.load(.seq_cst) != 2 and attempts < 20_000) : (attempts += 1) std.Thread.sleep(std.time.ns_per_ms);
     try testing.expectEqual(@as(u32, 2), pool.sleepers.load(.seq_cst));
     // The least CPU used in a few 100 ms windows: other threads of the test process (the
     // runner's) may be busy in one of them; two spinning workers would fill all of them.
