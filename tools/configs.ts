@@ -71,12 +71,16 @@ export async function run(
   return (await child.output()).code;
 }
 
-/** Runs a command, teeing its combined output to the terminal; returns code and text. */
+/**
+ * Runs a command, teeing its combined output to the terminal (unless `echo` is false: the
+ * caller prints it whole, as steps running side by side do); returns code and text.
+ */
 export async function runCaptured(
   command: string,
   args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
+  options: { cwd?: string; env?: Record<string, string>; echo?: boolean } = {},
 ): Promise<{ code: number; output: string }> {
+  const echo = options.echo ?? true;
   const child = new Deno.Command(command, {
     args,
     cwd: options.cwd ?? ROOT,
@@ -88,7 +92,7 @@ export async function runCaptured(
   let output = "";
   const pump = async (stream: ReadableStream<Uint8Array>, sink: { writeSync(p: Uint8Array): number }) => {
     for await (const chunk of stream) {
-      sink.writeSync(chunk);
+      if (echo) sink.writeSync(chunk);
       output += decoder.decode(chunk, { stream: true });
     }
   };

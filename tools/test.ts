@@ -4,7 +4,8 @@
  * 1. Zig unit tests in two optimized configurations that between them cover both threading
  *    backends and both GEMM backends (the default omp-native, and tbb-openblas where OpenBLAS
  *    is installed, else tbb-native), and the kernel tests compiled for each x86-64 level of the
- *    portable library (`zig build test-levels`);
+ *    portable library (`zig build test-levels`); steps 1, 2 and 2b, and the library builds of
+ *    step 3, run two at a time (a Zig compile keeps one core busy);
  * 2. the unit tests under ThreadSanitizer (native GEMM): all of them with omp, and with tbb
  *    those of the code that differs between the backends (TSAN_BACKEND_FILTERS);
  * 2b. `deno task cross --debug`: every platform's library cross-compiled (Debug: quick) and
@@ -42,10 +43,11 @@ const total: Tally = { passed: 0, failed: 0 };
 const failures: string[] = [];
 /** Each step's wall time, printed before the summary line (CI must stay under 30 minutes). */
 const times: [string, number][] = [];
-let stepStarted = performance.now();
+const started = performance.now();
 
-function record(step: string, tally: Tally | null, code: number): void {
-  times.push([step, (performance.now() - stepStarted) / 1000]);
+/** Counts a step that began at `since` (performance.now()). */
+function record(step: string, tally: Tally | null, code: number, since: number): void {
+  times.push([step, (performance.now() - since) / 1000]);
   if (tally === null) {
     // No summary at all (a compile error, a crash): count the step as one failure.
     total.failed += 1;
@@ -80,9 +82,43 @@ export function parseDenoSummary(output: string): Tally | null {
   return match === null ? null : { passed: Number(match[1]), failed: Number(match[2]) };
 }
 
-function banner(text: string): void {
-  stepStarted = performance.now();
+/** Prints a step's banner; returns its start time for `record`. */
+function banner(text: string): number {
   console.error(`\n=== ${text}`);
+  return performance.now();
+}
+
+/**
+ * Runs one step's command. With `echo` its output streams under the banner; without (a step
+ * running beside others), banner and output are printed whole when it ends.
+ */
+async function stepCommand(
+  step: string,
+  echo: boolean,
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<{ code: number; output: string; since: number }> {
+  const since = echo ? banner(step) : performance.now();
+  const result = await runCaptured(command, args, { ...options, echo });
+  if (!echo) {
+    const seconds = ((performance.now() - since) / 1000).toFixed(0);
+    console.error(`\n=== ${step} (${seconds} s, beside other steps)\n${result.output}`);
+  }
+  return { ...result, since };
+}
+
+/**
+ * Runs `jobs` at most `width` at a time, each starting as a slot frees, in list order. Zig
+ * compiles a test binary on one core (one LLVM module), so two compiles side by side use a
+ * 2-core machine's second core; the compiles are most of CI's Zig time.
+ */
+async function sideBySide(jobs: (() => Promise<void>)[], width: number): Promise<void> {
+  let next = 0;
+  const slot = async () => {
+    while (next < jobs.length) await jobs[next++]();
+  };
+  await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, slot));
 }
 
 /**
@@ -95,30 +131,29 @@ function banner(text: string): void {
  */
 export const TSAN_BACKEND_FILTERS = ["pool.", "interpreter.", "exports.", "ops.parallel"];
 
-async function zigTests(config: BuildConfig, tsan: boolean, filters: string[] = []): Promise<void> {
+async function zigTests(config: BuildConfig, tsan: boolean, filters: string[] = [], echo = true): Promise<void> {
   const step = `zig test ${configName(config)}${tsan ? " tsan" : ""}${
     filters.length > 0 ? ` (${filters.join(" ")})` : ""
   }`;
-  banner(step);
   const args = ["build", "test", "--summary", "all", `-Dthreading=${config.threading}`, `-Dblas=${config.blas}`];
   if (tsan) args.push("-Dtsan=true", "-Dtest-optimize=Debug");
   for (const filter of filters) args.push(`-Dtest-filter=${filter}`);
-  const { code, output } = await runCaptured("zig", args, { cwd: ZIG_DIR });
+  const { code, output, since } = await stepCommand(step, echo, "zig", args, { cwd: ZIG_DIR });
   const tally = parseZigSummary(output);
   // Filters that match nothing (tests renamed or moved) must fail, not pass with no test run.
   if (filters.length > 0 && tally !== null && tally.passed === 0) {
     console.error(`${step}: the filters matched no test; update TSAN_BACKEND_FILTERS`);
-    record(step, { passed: 0, failed: 1 }, code);
+    record(step, { passed: 0, failed: 1 }, code, since);
     return;
   }
-  record(step, tally, code);
+  record(step, tally, code, since);
 }
 
-async function zigLevelTests(): Promise<void> {
+async function zigLevelTests(echo = true): Promise<void> {
   const step = "zig test-levels (kernels at x86_64, x86_64_v3, x86_64_v4)";
-  banner(step);
-  const { code, output } = await runCaptured("zig", ["build", "test-levels", "--summary", "all"], { cwd: ZIG_DIR });
-  record(step, parseZigSummary(output), code);
+  const args = ["build", "test-levels", "--summary", "all"];
+  const { code, output, since } = await stepCommand(step, echo, "zig", args, { cwd: ZIG_DIR });
+  record(step, parseZigSummary(output), code, since);
 }
 
 /** Parses tools/cross.ts's last line: `cross: N passed, N failed`. */
@@ -127,19 +162,42 @@ export function parseCrossSummary(output: string): Tally | null {
   return match === null ? null : { passed: Number(match[1]), failed: Number(match[2]) };
 }
 
-async function crossBuilds(): Promise<void> {
+async function crossBuilds(echo = true): Promise<void> {
   const step = "cross-compile every target (Debug)";
-  banner(step);
   // Debug builds: every target, the same dispatch and exports, in a fraction of the release
   // build's time (`deno task cross` builds the ReleaseFast artefacts).
-  const { code, output } = await runCaptured("deno", ["run", "-A", "tools/cross.ts", "--debug"], { cwd: ROOT });
-  record(step, parseCrossSummary(output), code);
+  const args = ["run", "-A", "tools/cross.ts", "--debug"];
+  const { code, output, since } = await stepCommand(step, echo, "deno", args, { cwd: ROOT });
+  record(step, parseCrossSummary(output), code, since);
 }
 
-async function buildLibrary(config: BuildConfig): Promise<boolean> {
-  const args = ["build", "--summary", "none", "-p", configPrefix(config)];
-  args.push(`-Dthreading=${config.threading}`, `-Dblas=${config.blas}`);
-  return await run("zig", args, { cwd: ZIG_DIR }) === 0;
+/** zig build's arguments for a configuration's library (the default build for null). */
+function libraryArgs(config: BuildConfig | null): string[] {
+  if (config === null) return ["build", "--summary", "none"];
+  return [
+    "build",
+    "--summary",
+    "none",
+    "-p",
+    configPrefix(config),
+    `-Dthreading=${config.threading}`,
+    `-Dblas=${config.blas}`,
+  ];
+}
+
+async function buildLibrary(config: BuildConfig | null): Promise<boolean> {
+  return await run("zig", libraryArgs(config), { cwd: ZIG_DIR }) === 0;
+}
+
+/**
+ * Builds the libraries the Deno steps load, beside the Zig tests; a failed build is not
+ * counted here: the Deno step builds again and counts it.
+ */
+async function prebuildLibrary(config: BuildConfig | null): Promise<void> {
+  const name = config === null ? "default" : configName(config);
+  const { code, output } = await runCaptured("zig", libraryArgs(config), { cwd: ZIG_DIR, echo: false });
+  console.error(`\n=== library ${name} built beside the Zig tests${code === 0 ? "" : ` (failed, exit code ${code})`}`);
+  if (code !== 0) console.error(output);
 }
 
 /**
@@ -173,23 +231,18 @@ async function denoTests(config: BuildConfig | null, files: string[] = ["tests/"
   const step = `deno test ${config === null ? "default build (+ doc examples)" : configName(config)}${
     files.length > 1 ? ` (${files.length} GEMM test files)` : ""
   }`;
-  banner(step);
+  const since = banner(step);
   const env: Record<string, string> = { NO_COLOR: "1" };
-  if (config !== null) {
-    if (!await buildLibrary(config)) {
-      record(step, null, 1);
-      return;
-    }
-    env.SPINDLE_LIB = configLibrary(config);
-  } else if (await run("zig", ["build", "--summary", "none"], { cwd: ZIG_DIR }) !== 0) {
-    record(step, null, 1);
+  if (!await buildLibrary(config)) {
+    record(step, null, 1, since);
     return;
   }
+  if (config !== null) env.SPINDLE_LIB = configLibrary(config);
   const args = ["test", "-A", "--no-check=remote", DEV_LOCK];
   if (config === null) args.push("--doc", "mod.ts", "lib/", "ffi/", "tests/");
   else args.push(...files);
   const { code, output } = await runCaptured("deno", args, { cwd: ROOT, env });
-  record(step, parseDenoSummary(output), code);
+  record(step, parseDenoSummary(output), code, since);
 }
 
 /** Parses tools/consumer_test.ts's last line: `consumer: N passed, N failed`. */
@@ -200,12 +253,12 @@ export function parseConsumerSummary(output: string): Tally | null {
 
 async function consumerRun(): Promise<void> {
   const step = "consumer (jsr: from a loopback registry)";
-  banner(step);
+  const since = banner(step);
   const { code, output } = await runCaptured("deno", ["run", "-A", "tools/consumer_test.ts"], {
     cwd: ROOT,
     env: { NO_COLOR: "1" },
   });
-  record(step, parseConsumerSummary(output), code);
+  record(step, parseConsumerSummary(output), code, since);
 }
 
 /** The CI fuzz run's seed: the same mutants every run, so a failure reproduces. */
@@ -223,12 +276,12 @@ export function parseFuzzSummary(output: string): { cases: number; bad: number }
 
 async function fuzzRun(seconds: number): Promise<void> {
   const step = `fuzz ${seconds} s (seed ${FUZZ_SEED})`;
-  banner(step);
+  const since = banner(step);
   const args = ["run", "-A", "tools/fuzz.ts", "--seconds", String(seconds), "--seed", String(FUZZ_SEED)];
   const { code, output } = await runCaptured("deno", args, { cwd: ROOT, env: { NO_COLOR: "1" } });
   const summary = parseFuzzSummary(output);
   const passed = summary !== null && summary.cases > 0 && summary.bad === 0;
-  record(step, summary === null ? null : { passed: passed ? 1 : 0, failed: passed ? 0 : 1 }, code);
+  record(step, summary === null ? null : { passed: passed ? 1 : 0, failed: passed ? 0 : 1 }, code, since);
 }
 
 /**
@@ -237,9 +290,9 @@ async function fuzzRun(seconds: number): Promise<void> {
  */
 async function staticChecks(): Promise<void> {
   for (const [step, command, args, cwd] of STATIC_CHECKS) {
-    banner(step);
+    const since = banner(step);
     const code = await run(command, args, { cwd });
-    record(step, { passed: code === 0 ? 1 : 0, failed: code === 0 ? 0 : 1 }, code);
+    record(step, { passed: code === 0 ? 1 : 0, failed: code === 0 ? 0 : 1 }, code, since);
   }
 }
 
@@ -247,15 +300,26 @@ if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
   const configs = allConfigs();
   await staticChecks();
-  for (const config of quick ? configs.slice(0, 1) : zigConfigs(configs)) await zigTests(config, false);
-  if (Deno.build.arch === "x86_64") await zigLevelTests();
-  if (!quick) {
-    // TSan cannot load OpenBLAS (libgfortran's constructors run before TSan's runtime), so the
-    // race checks run with the native GEMM: every test with omp, the backend-specific ones with tbb.
-    await zigTests({ threading: "omp", blas: "native" }, true);
-    await zigTests({ threading: "tbb", blas: "native" }, true, TSAN_BACKEND_FILTERS);
+  const levels = Deno.build.arch === "x86_64";
+  if (quick) {
+    await zigTests(configs[0], false);
+    if (levels) await zigLevelTests();
+  } else {
+    // The Zig steps and the Deno steps' library builds run two at a time (sideBySide), the
+    // longest first; each prints its output whole when it ends. TSan cannot load OpenBLAS
+    // (libgfortran's constructors run before TSan's runtime), so the race checks run with the
+    // native GEMM: every test with omp, the backend-specific ones with tbb.
+    const jobs: (() => Promise<void>)[] = [];
+    if (levels) jobs.push(() => zigLevelTests(false));
+    jobs.push(() => zigTests({ threading: "omp", blas: "native" }, true, [], false));
+    for (const config of zigConfigs(configs).reverse()) jobs.push(() => zigTests(config, false, [], false));
+    jobs.push(() => crossBuilds(false));
+    jobs.push(() => zigTests({ threading: "tbb", blas: "native" }, true, TSAN_BACKEND_FILTERS, false));
+    for (const config of [null, ...configs.filter((c) => !(c.threading === "omp" && c.blas === "native"))]) {
+      jobs.push(() => prebuildLibrary(config));
+    }
+    await sideBySide(jobs, 2);
   }
-  if (!quick) await crossBuilds();
   await denoTests(null);
   if (!quick) {
     // omp-native is the default build, tested above.
@@ -264,8 +328,8 @@ if (import.meta.main) {
   }
   await consumerRun();
   await fuzzRun(quick ? 30 : 60);
-  const wall = times.reduce((sum, [, seconds]) => sum + seconds, 0);
-  console.error(`\nstep times (${(wall / 60).toFixed(1)} min in all):`);
+  const wall = (performance.now() - started) / 1000;
+  console.error(`\nstep times (${(wall / 60).toFixed(1)} min in all; the Zig steps ran two at a time):`);
   for (const [step, seconds] of times) console.error(`  ${seconds.toFixed(0).padStart(5)} s  ${step}`);
   if (failures.length > 0) console.error(`\nfailed steps:\n  ${failures.join("\n  ")}`);
   console.log(`${total.passed} passed, ${total.failed} failed`);
