@@ -332,6 +332,10 @@ const pool_cases = [_]PoolCase{
     .{ .image = .{ 2, 150 }, .kernel = .{ 2, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 } },
     .{ .image = .{ 2, 151 }, .kernel = .{ 2, 5 }, .stride = .{ 1, 2 }, .padding = .{ 0, 2 } },
     .{ .image = .{ 4, 35 }, .kernel = .{ 1, 3 }, .stride = .{ 1, 2 }, .padding = .{ 0, 1 } },
+    // Stride 2 at widths where the last vector's taps end at the row's end: cls's 2×2 on
+    // 2×96, and a 3-wide window on an odd width.
+    .{ .image = .{ 2, 96 }, .kernel = .{ 2, 2 }, .stride = .{ 2, 2 } },
+    .{ .image = .{ 3, 99 }, .kernel = .{ 1, 3 }, .stride = .{ 1, 2 } },
 };
 
 test "max pooling rows match the reference, with dilation and NaN" {
@@ -339,11 +343,14 @@ test "max pooling rows match the reference, with dilation and NaN" {
     var plane: [512]f32 = undefined;
     var expected: [512]f32 = undefined;
     var row: [160]f32 = undefined;
-    for (pool_cases) |case| for ([_][2]usize{ .{ 1, 1 }, .{ 2, 1 } }) |dilation| {
+    for (pool_cases) |case| for ([_][2]usize{ .{ 1, 1 }, .{ 2, 1 }, .{ 1, 2 } }) |dilation| {
         var with_dilation = case;
         with_dilation.dilation = dilation;
-        if (with_dilation.padding[0] * 2 > (case.kernel[0] - 1) * dilation[0] + 1) continue;
-        if ((case.kernel[0] - 1) * dilation[0] + 1 > case.image[0] + 2 * case.padding[0]) continue;
+        const fits = for (0..2) |axis| {
+            const extent = (case.kernel[axis] - 1) * dilation[axis] + 1;
+            if (case.padding[axis] * 2 > extent or extent > case.image[axis] + 2 * case.padding[axis]) break false;
+        } else true;
+        if (!fits) continue;
         const window = with_dilation.window();
         const input = plane[0..window.imagePlane()];
         for (input) |*x| x.* = prng.random().float(f32) * 2 - 1;
