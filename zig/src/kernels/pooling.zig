@@ -138,9 +138,15 @@ fn averageColumns(window: Window, column_sums: []const f32, rows: AverageWindow,
         }
         var sum: f32 = 0;
         for (column_sums[cols.inside.begin..cols.inside.end]) |x| sum += x;
-        const count = if (options.count_include_pad) rows.padded * cols.padded else row_count * (cols.inside.end - cols.inside.begin);
-        out.* = sum / (options.divisor orelse @as(f32, @floatFromInt(count)));
+        out.* = average(sum, row_count * (cols.inside.end - cols.inside.begin), rows.padded * cols.padded, options);
     }
+}
+
+/// A window's sum over its divisor: the given one, else the count of its taps inside the
+/// image (`inside`) or, counting the padding, all of them (`padded`).
+fn average(sum: f32, inside: usize, padded: usize, options: AverageOptions) f32 {
+    const count = if (options.count_include_pad) padded else inside;
+    return sum / (options.divisor orelse @as(f32, @floatFromInt(count)));
 }
 
 /// Outputs from `begin` while whole vectors fit before `end`, whose windows lie inside the
@@ -190,8 +196,7 @@ fn avgPoolRowDirect(window: Window, plane: []const f32, rows: AverageWindow, opt
         for (rows.inside.begin..rows.inside.end) |iy| {
             for (plane[iy * width + cols.inside.begin .. iy * width + cols.inside.end]) |x| sum += x;
         }
-        const count = if (options.count_include_pad) rows.padded * cols.padded else inside_count;
-        out.* = sum / (options.divisor orelse @as(f32, @floatFromInt(count)));
+        out.* = average(sum, inside_count, rows.padded * cols.padded, options);
     }
 }
 

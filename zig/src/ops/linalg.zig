@@ -338,18 +338,19 @@ pub fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, option
     return out;
 }
 
-/// The f32 side of a gemm on a weight packed at load (ops/bf16.zig, ops/packed_f32.zig):
-/// `a` [..., m, k] made contiguous, the output [..., m, n] allocated, and the bias written
-/// into it as beta · bias per row (kernel_beta 1) so that the kernel accumulates onto it.
-/// Null when a or the bias does not fit k and n: the caller runs the plain op.
+/// The f32 side of a gemm or matmul on a weight packed at load (ops/bf16.zig,
+/// ops/packed_f32.zig): `a` [..., k] (at least `min_rank` dims: 2 for gemm, 1 for matmul,
+/// whose vector a [k] gives [n]) made contiguous, the output [..., n] allocated, and the bias
+/// written into it as beta · bias per row (kernel_beta 1) so that the kernel accumulates
+/// onto it. Null when a or the bias does not fit k and n: the caller runs the plain op.
 pub const PackedGemm = struct {
     a: *Tensor,
     out: *Tensor,
     m: usize,
     kernel_beta: f32,
 
-    pub fn prepare(a_input: *Tensor, bias_input: ?*Tensor, beta: f32, k: usize, n: usize) Error!?PackedGemm {
-        if (a_input.dtype != .float32 or a_input.ndim < 2 or a_input.shape[a_input.ndim - 1] != k) return null;
+    pub fn prepare(a_input: *Tensor, bias_input: ?*Tensor, beta: f32, k: usize, n: usize, min_rank: usize) Error!?PackedGemm {
+        if (a_input.dtype != .float32 or a_input.ndim < @max(min_rank, 1) or a_input.shape[a_input.ndim - 1] != k) return null;
         if (bias_input) |bias| if (bias.dtype != .float32 or bias.numel() != n or (bias.ndim > 0 and bias.shape[bias.ndim - 1] != n)) return null;
         const a = try shape_ops.contiguous(a_input);
         errdefer a.release();

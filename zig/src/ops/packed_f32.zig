@@ -141,19 +141,9 @@ fn sameMatrix(weight: *const Tensor, trans: bool, weights: *const Weights) bool 
 fn matmul(a_input: *Tensor, b_input: *Tensor, weights: *const Weights) Error!?*Tensor {
     const k = weights.rows;
     const n = weights.cols;
-    if (a_input.dtype != .float32 or a_input.ndim == 0 or a_input.shape[a_input.ndim - 1] != k) return null;
     if (!sameMatrix(b_input, false, weights)) return null;
-    const a = try shape_ops.contiguous(a_input);
-    defer a.release();
-    var out_shape: [tensor.max_dims]usize = undefined;
-    @memcpy(out_shape[0..a.ndim], a.dims());
-    // A vector a [k] gives [n]; otherwise the last dim becomes n.
-    out_shape[a.ndim - 1] = n;
-    const out = try tensor.createUninit(.float32, out_shape[0..a.ndim]);
-    errdefer out.release();
-    const m = a.numel() / k;
-    if (m > 0) try multiplyRight(weights, a.f32Slice(), m, 1, 0, out.f32Slice());
-    return out;
+    const call = try linalg.PackedGemm.prepare(a_input, null, 0, k, n, 1) orelse return null;
+    return multiplyPrepared(weights, call, 1);
 }
 
 /// gemm(a, weight, bias) = alpha · a · op(weight) + beta · bias for a [..., m, k] (the batch
@@ -163,7 +153,12 @@ fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, alpha: f32
     const k = weights.rows;
     const n = weights.cols;
     if (!sameMatrix(b_input, trans_b, weights)) return null;
-    const call = try linalg.PackedGemm.prepare(a_input, bias_input, beta, k, n) orelse return null;
+    const call = try linalg.PackedGemm.prepare(a_input, bias_input, beta, k, n, 2) orelse return null;
+    return multiplyPrepared(weights, call, alpha);
+}
+
+/// Runs a prepared product on the packed weight; the output is the caller's.
+fn multiplyPrepared(weights: *const Weights, call: linalg.PackedGemm, alpha: f32) Error!*Tensor {
     defer call.a.release();
     errdefer call.out.release();
     if (call.m > 0) try multiplyRight(weights, call.a.f32Slice(), call.m, alpha, call.kernel_beta, call.out.f32Slice());
