@@ -18,7 +18,7 @@
 const std = @import("std");
 const math = @import("math.zig");
 const conv = @import("conv.zig");
-const strided = @import("conv_depthwise_strided.zig");
+const ring = @import("conv_depthwise_ring.zig");
 
 const lanes = math.lanes;
 const V = math.V;
@@ -99,9 +99,10 @@ pub const Plan = struct {
     /// Whether output rows go through `rowGroup` (unit row dilation, kernel height 3 or 5),
     /// else through the flat 1-D pass.
     by_rows: bool,
-    /// Large planes at stride 2 on both axes with a 3×3 or 5×5 kernel: split into phases a
-    /// row at a time (conv_depthwise_strided.zig) instead of a whole plane at a time.
-    strided: ?strided.Plan,
+    /// Large planes at stride 1 or 2 on both axes with a 3×3 or 5×5 kernel: copied (split
+    /// into phases) a row at a time (conv_depthwise_ring.zig) instead of a whole plane at a
+    /// time.
+    ring: ?ring.Plan,
 
     pub fn of(window: Window) Plan {
         std.debug.assert(applies(window));
@@ -111,7 +112,7 @@ pub const Plan = struct {
             .layout = Layout.of(window),
             .offsets = undefined,
             .by_rows = by_rows,
-            .strided = if (strided.applies(window) and window.imagePlane() >= strided.plane_floats_min) .of(window) else null,
+            .ring = if (ring.applies(window) and window.imagePlane() >= ring.plane_floats_min) .of(window) else null,
         };
         for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
             plan.offsets[ky * window.kernel[1] + kx] = plan.layout.tapOffset(window, ky, kx);
@@ -121,7 +122,7 @@ pub const Plan = struct {
 
     /// Floats of scratch one worker needs.
     pub fn scratchFloats(plan: Plan) usize {
-        if (plan.strided) |s| return s.scratchFloats();
+        if (plan.ring) |r| return r.scratchFloats();
         return plan.layout.scratchLen();
     }
 };
@@ -144,7 +145,7 @@ pub fn plane(plan: *const Plan, input: []const f32, weights: []const f32, bias: 
     std.debug.assert(weights.len == window.taps());
     std.debug.assert(output.len == window.gridPlane());
     std.debug.assert(scratch.len >= plan.scratchFloats());
-    if (plan.strided) |*s| return strided.plane(s, input, weights, bias, epilogue, scratch, output);
+    if (plan.ring) |*r| return ring.plane(r, input, weights, bias, epilogue, scratch, output);
     const area = scratch[0..layout.area_len];
     const flat = scratch[layout.area_len..][0..layout.flat_len];
     switch (layout.stride[0]) {
@@ -259,7 +260,7 @@ fn rowGroup(
         }
     }
     inline for (0..rows) |r| inline for (0..vectors) |c| {
-        strided.storeRowVector(epilogue.vector(sums[r][c]), y + r, x + c * lanes, out_w, output);
+        ring.storeRowVector(epilogue.vector(sums[r][c]), y + r, x + c * lanes, out_w, output);
     };
 }
 
@@ -294,7 +295,7 @@ fn fillPhases(comptime row_stride: usize, comptime column_stride: usize, window:
 /// target[0..count] = source[0..count], in whole vectors whose lanes past `count` are zero.
 /// `source` may end before a whole vector (the plane's last row): that part goes through a
 /// zeroed copy.
-fn copyRow(source: []const f32, count: usize, target: []f32) void {
+pub fn copyRow(source: []const f32, count: usize, target: []f32) void {
     std.debug.assert(source.len >= count);
     var column: usize = 0;
     while (column < count) : (column += lanes) {
@@ -392,7 +393,7 @@ fn packRows(out_w: usize, width: usize, flat: []const f32, output: []f32) void {
 }
 
 test {
-    _ = strided;
+    _ = ring;
 }
 
 test "phased depthwise planes match the direct convolution on awkward shapes" {
