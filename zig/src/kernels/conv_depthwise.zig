@@ -18,6 +18,7 @@
 const std = @import("std");
 const math = @import("math.zig");
 const conv = @import("conv.zig");
+const ring = @import("conv_depthwise_ring.zig");
 
 const lanes = math.lanes;
 const V = math.V;
@@ -98,11 +99,21 @@ pub const Plan = struct {
     /// Whether output rows go through `rowGroup` (unit row dilation, kernel height 3 or 5),
     /// else through the flat 1-D pass.
     by_rows: bool,
+    /// Large planes at stride 1 or 2 on both axes with a 3×3 or 5×5 kernel: copied (split
+    /// into phases) a row at a time (conv_depthwise_ring.zig) instead of a whole plane at a
+    /// time.
+    ring: ?ring.Plan,
 
     pub fn of(window: Window) Plan {
         std.debug.assert(applies(window));
         const by_rows = window.dilation[0] == 1 and (window.kernel[0] == 3 or window.kernel[0] == 5);
-        var plan: Plan = .{ .window = window, .layout = Layout.of(window), .offsets = undefined, .by_rows = by_rows };
+        var plan: Plan = .{
+            .window = window,
+            .layout = Layout.of(window),
+            .offsets = undefined,
+            .by_rows = by_rows,
+            .ring = if (ring.applies(window) and window.imagePlane() >= ring.plane_floats_min) .of(window) else null,
+        };
         for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
             plan.offsets[ky * window.kernel[1] + kx] = plan.layout.tapOffset(window, ky, kx);
         };
@@ -111,6 +122,7 @@ pub const Plan = struct {
 
     /// Floats of scratch one worker needs.
     pub fn scratchFloats(plan: Plan) usize {
+        if (plan.ring) |r| return r.scratchFloats();
         return plan.layout.scratchLen();
     }
 };
@@ -132,7 +144,8 @@ pub fn plane(plan: *const Plan, input: []const f32, weights: []const f32, bias: 
     std.debug.assert(input.len == window.imagePlane());
     std.debug.assert(weights.len == window.taps());
     std.debug.assert(output.len == window.gridPlane());
-    std.debug.assert(scratch.len >= layout.scratchLen());
+    std.debug.assert(scratch.len >= plan.scratchFloats());
+    if (plan.ring) |*r| return ring.plane(r, input, weights, bias, epilogue, scratch, output);
     const area = scratch[0..layout.area_len];
     const flat = scratch[layout.area_len..][0..layout.flat_len];
     switch (layout.stride[0]) {
@@ -246,21 +259,8 @@ fn rowGroup(
             }
         }
     }
-    const index = std.simd.iota(u32, lanes);
     inline for (0..rows) |r| inline for (0..vectors) |c| {
-        const column = x + c * lanes;
-        const at = (y + r) * out_w + column;
-        const values = epilogue.vector(sums[r][c]);
-        if (column + lanes <= out_w) {
-            output[at..][0..lanes].* = values;
-        } else if (at + lanes <= output.len) {
-            // The lanes past the row belong to the next row: keep what is there.
-            const kept = index < @as(@Vector(lanes, u32), @splat(@intCast(out_w - column)));
-            output[at..][0..lanes].* = @select(f32, kept, values, @as(V, output[at..][0..lanes].*));
-        } else {
-            const array: [lanes]f32 = values;
-            @memcpy(output[at..][0 .. out_w - column], array[0 .. out_w - column]);
-        }
+        ring.storeRowVector(epilogue.vector(sums[r][c]), y + r, x + c * lanes, out_w, output);
     };
 }
 
@@ -295,7 +295,7 @@ fn fillPhases(comptime row_stride: usize, comptime column_stride: usize, window:
 /// target[0..count] = source[0..count], in whole vectors whose lanes past `count` are zero.
 /// `source` may end before a whole vector (the plane's last row): that part goes through a
 /// zeroed copy.
-fn copyRow(source: []const f32, count: usize, target: []f32) void {
+pub fn copyRow(source: []const f32, count: usize, target: []f32) void {
     std.debug.assert(source.len >= count);
     var column: usize = 0;
     while (column < count) : (column += lanes) {
@@ -310,7 +310,7 @@ fn copyRow(source: []const f32, count: usize, target: []f32) void {
 
 /// even[i] = source[2i], odd[i] = source[2i + 1] for the first `count` source floats, in
 /// whole vectors whose lanes past the row's end are zero.
-fn splitRow(source: []const f32, count: usize, even: []f32, odd: []f32) void {
+pub fn splitRow(source: []const f32, count: usize, even: []f32, odd: []f32) void {
     std.debug.assert(source.len >= count);
     const even_mask = comptime conv.stridedMask(2);
     const odd_mask = comptime blk: {
@@ -390,6 +390,10 @@ fn packRows(out_w: usize, width: usize, flat: []const f32, output: []f32) void {
             }
         }
     }
+}
+
+test {
+    _ = ring;
 }
 
 test "phased depthwise planes match the direct convolution on awkward shapes" {

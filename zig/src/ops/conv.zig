@@ -1290,6 +1290,12 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 4, .size = .{ 7, 19 }, .out_channels = 4, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 2, 2 }, .groups = 4 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 5, 141 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 1, 2 }, .padding = .{ 1, 1 }, .groups = 3 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 4, 67 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 3 } },
+    // Depthwise planes of 4096 floats or more, copied a row at a time
+    // (kernels/conv_depthwise_ring.zig): stride 2 3×3 on an odd width, 5×5 at batch 2, and
+    // stride 1 3×3.
+    .{ .batch = 1, .in_channels = 3, .size = .{ 61, 83 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 3 } },
+    .{ .batch = 2, .in_channels = 3, .size = .{ 66, 64 }, .out_channels = 3, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .groups = 3 } },
+    .{ .batch = 1, .in_channels = 3, .size = .{ 67, 70 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 3 } },
     // Pointwise: plain, grouped, strided (unfolded).
     .{ .batch = 3, .in_channels = 7, .size = .{ 5, 9 }, .out_channels = 5, .kernel = .{ 1, 1 } },
     .{ .batch = 2, .in_channels = 6, .size = .{ 4, 4 }, .out_channels = 9, .kernel = .{ 1, 1 }, .options = .{ .groups = 3 } },
