@@ -280,3 +280,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "int8 rec_qdq and det_qdq: no QDQ round trip is repeated after values only moved",
+  ignore: !haveCache,
+  fn() {
+    for (const model of ["rec", "det"]) {
+      const source = decodeSource(importOnnx(Deno.readFileSync(`${CACHE}/${model}_qdq.onnx`)));
+      const nodes = source.graphs[0].nodes;
+      const producer = new Map<number, (typeof nodes)[number]>();
+      for (const node of nodes) for (const v of node.outputs) producer.set(v, node);
+      // A round trip's grid: its scale and zero point constants' bytes.
+      const grid = (node: (typeof nodes)[number] | undefined) =>
+        node?.op !== "quantize_linear" || node.params?.dequantize_output !== true
+          ? undefined
+          : node.inputs!.slice(1).map((v) => [...source.tensors[producer.get(v)!.tensor!].data].join()).join("|");
+      // rec repeats the pair after 14 reshapes and 10 permutes, det after 6 nearest resizes.
+      // rec's last pair stays: its output is the graph's.
+      const outputs = new Set(source.graphs[0].outputs);
+      const repeated = nodes.filter((node) =>
+        grid(node) !== undefined && !outputs.has(node.outputs[0]) &&
+        ["reshape", "permute", "resize"].includes(producer.get(node.inputs![0])?.op ?? "") &&
+        grid(producer.get(producer.get(node.inputs![0])!.inputs![0])) === grid(node)
+      );
+      assert.equal(repeated.length, 0, `${model}_qdq: ${repeated.length} round trips after a move are left`);
+    }
+  },
+});

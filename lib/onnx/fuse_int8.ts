@@ -188,6 +188,7 @@ export function fuseQuantizedChains(
   if (!graph.nodes.some((node) => node.op === "quantize_linear")) return 0;
   mergeDequantizes(source, graph);
   foldDequantizes(source, graph);
+  dropRepeatedRoundTrips(source, graph);
   const index = new Index(graph);
   const byOutput = new Map<number, Chain>();
   const chains: Chain[] = [];
@@ -344,6 +345,56 @@ function foldDequantizes(source: ProgramSource, graph: GraphDescription): void {
     removed.add(node);
   }
   if (removed.size > 0) graph.nodes = graph.nodes.filter((node) => !removed.has(node));
+}
+
+/** Ops that only move values (nearest resize copies them): their outputs are inputs' values. */
+const MOVES = new Set(["reshape", "permute", "contiguous", "squeeze", "unsqueeze", "slice", "flatten", "transpose"]);
+
+function moves(node: NodeDescription): boolean {
+  if (node.op === "resize") return param(node, "mode") === "nearest" || param(node, "mode") === 0;
+  return MOVES.has(node.op);
+}
+
+/** The grid a node's output lies on (scale, zero point, range), when it is a QDQ round trip. */
+function gridOf(source: ProgramSource, index: Index, node: NodeDescription | undefined): string | undefined {
+  if (node === undefined || param(node, "dequantize_output") !== true) return undefined;
+  if (node.op === "quantize_linear") {
+    const params = scalarParams(source, index, node);
+    if (params === undefined) return undefined;
+    return JSON.stringify([Math.fround(params[0]), params[1], param(node, "qmin"), param(node, "qmax")]);
+  }
+  if (node.op !== "conv2d_int8" && node.op !== "matmul_int8") return undefined;
+  if (param(node, "requantize") !== true || ((param(node, "steps") as number | undefined) ?? 0) > 0) return undefined;
+  const scale = Math.fround(param(node, "out_scale") as number);
+  return JSON.stringify([scale, param(node, "out_zero"), param(node, "out_min"), param(node, "out_max")]);
+}
+
+/**
+ * A QDQ round trip of values that only moved (reshape, permute, slice, nearest resize …)
+ * since a round trip onto the same grid is the identity: each value is (q - zero) · scale
+ * already, which quantizes back to q and dequantizes to itself, bit for bit. QDQ models
+ * repeat the pair after every such op (det_qdq's 6 nearest resizes, rec_qdq's 14 reshapes and
+ * 10 permutes); their readers read the moved values instead.
+ */
+function dropRepeatedRoundTrips(source: ProgramSource, graph: GraphDescription): void {
+  const index = new Index(graph);
+  const replaced = new Map<number, number>();
+  const outputs = new Set(graph.outputs);
+  for (const node of graph.nodes) {
+    if (node.inputs !== undefined) node.inputs = node.inputs.map((v) => replaced.get(v) ?? v);
+    if (node.op !== "quantize_linear" || node.outputs.length !== 1 || outputs.has(node.outputs[0])) continue;
+    const grid = gridOf(source, index, node);
+    if (grid === undefined) continue;
+    let mover = index.producer.get(node.inputs![0]);
+    let steps = 0;
+    while (mover !== undefined && moves(mover) && steps++ < 16) {
+      const from = mover.inputs?.[0];
+      mover = from === undefined ? undefined : index.producer.get(from);
+    }
+    if (steps === 0 || mover === undefined || gridOf(source, index, mover) !== grid) continue;
+    replaced.set(node.outputs[0], node.inputs![0]);
+  }
+  if (replaced.size > 0) graph.nodes = graph.nodes.filter((node) => !replaced.has(node.outputs[0]));
 }
 
 /** A new float32 constant at the start of the graph; returns its value. */
