@@ -249,3 +249,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "int8 QOperator models: one dequantize per value, and a conv's sole dequantize runs in its epilogue",
+  ignore: !haveCache,
+  fn() {
+    for (const model of ["cls", "rec", "det"]) {
+      const nodes = decodeSource(importOnnx(Deno.readFileSync(`${CACHE}/${model}_qop.onnx`))).graphs[0].nodes;
+      const readers = new Map<number, number>();
+      const producer = new Map<number, (typeof nodes)[number]>();
+      for (const node of nodes) {
+        for (const v of node.inputs ?? []) readers.set(v, (readers.get(v) ?? 0) + 1);
+        for (const v of node.outputs) producer.set(v, node);
+      }
+      const dequantizes = nodes.filter((node) => node.op === "dequantize_linear");
+      const perInput = new Map<number, number>();
+      for (const node of dequantizes) perInput.set(node.inputs![0], (perInput.get(node.inputs![0]) ?? 0) + 1);
+      const repeated = [...perInput.values()].filter((count) => count > 1).length;
+      assert.equal(repeated, 0, `${model}_qop: ${repeated} values are dequantized more than once`);
+      const foldable = dequantizes.filter((node) => {
+        const conv = producer.get(node.inputs![0]);
+        return conv?.op === "conv2d_int8" && readers.get(node.inputs![0]) === 1 && conv.params?.requantize === true;
+      });
+      assert.equal(
+        foldable.length,
+        0,
+        `${model}_qop: ${foldable.length} dequantizes of a sole-use conv output are left`,
+      );
+      assert.ok(nodes.some((node) => node.op === "conv2d_int8" && node.params?.dequantize_output === true));
+    }
+  },
+});
+
+Deno.test({
+  name: "int8 rec_qdq and det_qdq: no QDQ round trip is repeated after values only moved",
+  ignore: !haveCache,
+  fn() {
+    for (const model of ["rec", "det"]) {
+      const source = decodeSource(importOnnx(Deno.readFileSync(`${CACHE}/${model}_qdq.onnx`)));
+      const nodes = source.graphs[0].nodes;
+      const producer = new Map<number, (typeof nodes)[number]>();
+      for (const node of nodes) for (const v of node.outputs) producer.set(v, node);
+      // A round trip's grid: its scale and zero point constants' bytes.
+      const grid = (node: (typeof nodes)[number] | undefined) =>
+        node?.op !== "quantize_linear" || node.params?.dequantize_output !== true
+          ? undefined
+          : node.inputs!.slice(1).map((v) => [...source.tensors[producer.get(v)!.tensor!].data].join()).join("|");
+      // rec repeats the pair after 14 reshapes and 10 permutes, det after 6 nearest resizes.
+      // rec's last pair stays: its output is the graph's.
+      const outputs = new Set(source.graphs[0].outputs);
+      const repeated = nodes.filter((node) =>
+        grid(node) !== undefined && !outputs.has(node.outputs[0]) &&
+        ["reshape", "permute", "resize"].includes(producer.get(node.inputs![0])?.op ?? "") &&
+        grid(producer.get(producer.get(node.inputs![0])!.inputs![0])) === grid(node)
+      );
+      assert.equal(repeated.length, 0, `${model}_qdq: ${repeated.length} round trips after a move are left`);
+    }
+  },
+});

@@ -186,6 +186,9 @@ export function fuseQuantizedChains(
   const shape = (value: number) => spec(value)?.dtype === "float32" ? spec(value)?.shape : undefined;
   const graph = source.graphs[0];
   if (!graph.nodes.some((node) => node.op === "quantize_linear")) return 0;
+  mergeDequantizes(source, graph);
+  foldDequantizes(source, graph);
+  dropRepeatedRoundTrips(source, graph);
   const index = new Index(graph);
   const byOutput = new Map<number, Chain>();
   const chains: Chain[] = [];
@@ -275,6 +278,123 @@ function foldableConv(index: Index, chain: Chain): NodeDescription | undefined {
   if (conv.params?.n !== chain.channels) return undefined;
   const reads = chain.members.reduce((n, m) => n + (m.inputs ?? []).filter((v) => v === chain.root).length, 0);
   return reads === index.readers.get(chain.root) ? conv : undefined;
+}
+
+/** Scale and zero point of a dequantize_linear node when both are one-value constants. */
+function scalarParams(source: ProgramSource, index: Index, node: NodeDescription): [number, number] | undefined {
+  const inputs = node.inputs ?? [];
+  const scale = inputs[1] === undefined ? undefined : constantOf(source, index, inputs[1]);
+  const zero = inputs[2] === undefined ? { data: [0] } : constantOf(source, index, inputs[2]);
+  if (scale?.data.length !== 1 || zero?.data.length !== 1) return undefined;
+  return [scale.data[0], zero.data[0]];
+}
+
+/**
+ * QOperator models dequantize a value once per reader (QLinearMul(x, hard_sigmoid(x)) and
+ * the QLinear ops around it each dequantize x): dequantize_linear nodes of one input with
+ * equal constant parameters become the first of them. Their single output can then start a
+ * chain that `mergeShared` joins and `foldableConv` folds (det_qop's 73 dequantize nodes).
+ */
+function mergeDequantizes(source: ProgramSource, graph: GraphDescription): void {
+  const index = new Index(graph);
+  const first = new Map<string, number>();
+  const replaced = new Map<number, number>();
+  const outputs = new Set(graph.outputs);
+  for (const node of graph.nodes) {
+    if (node.inputs !== undefined) node.inputs = node.inputs.map((v) => replaced.get(v) ?? v);
+    if (node.op !== "dequantize_linear" || node.outputs.length !== 1 || outputs.has(node.outputs[0])) continue;
+    const params = scalarParams(source, index, node);
+    if (params === undefined) continue;
+    const key = JSON.stringify([
+      node.inputs![0],
+      params,
+      param(node, "axis"),
+      param(node, "qmin"),
+      param(node, "qmax"),
+    ]);
+    const kept = first.get(key);
+    if (kept === undefined) first.set(key, node.outputs[0]);
+    else replaced.set(node.outputs[0], kept);
+  }
+  if (replaced.size > 0) graph.nodes = graph.nodes.filter((node) => !replaced.has(node.outputs[0]));
+}
+
+/**
+ * A requantizing conv2d_int8 or matmul_int8 whose integer output only a dequantize_linear
+ * of the same scale and zero point reads dequantizes it in its epilogue instead
+ * (dequantize_output: (q - zero) · scale, the dequantize's own operations), as QDQ models'
+ * convs already do; the dequantize's output is then a conv output that chains fold into.
+ */
+function foldDequantizes(source: ProgramSource, graph: GraphDescription): void {
+  const index = new Index(graph);
+  const removed = new Set<NodeDescription>();
+  for (const node of graph.nodes) {
+    if (node.op !== "dequantize_linear" || node.outputs.length !== 1) continue;
+    const x = node.inputs?.[0];
+    const producer = x === undefined ? undefined : index.producer.get(x);
+    if (producer?.op !== "conv2d_int8" && producer?.op !== "matmul_int8") continue;
+    if (index.readers.get(x!) !== 1 || producer.outputs.length !== 1) continue;
+    if (param(producer, "requantize") !== true || param(producer, "dequantize_output") === true) continue;
+    const params = scalarParams(source, index, node);
+    if (params === undefined) continue;
+    const same = Math.fround(params[0]) === Math.fround(param(producer, "out_scale") as number) &&
+      params[1] === param(producer, "out_zero");
+    if (!same) continue;
+    producer.params = { ...producer.params, dequantize_output: true };
+    producer.outputs = [node.outputs[0]];
+    removed.add(node);
+  }
+  if (removed.size > 0) graph.nodes = graph.nodes.filter((node) => !removed.has(node));
+}
+
+/** Ops that only move values (nearest resize copies them): their outputs are inputs' values. */
+const MOVES = new Set(["reshape", "permute", "contiguous", "squeeze", "unsqueeze", "slice", "flatten", "transpose"]);
+
+function moves(node: NodeDescription): boolean {
+  if (node.op === "resize") return param(node, "mode") === "nearest" || param(node, "mode") === 0;
+  return MOVES.has(node.op);
+}
+
+/** The grid a node's output lies on (scale, zero point, range), when it is a QDQ round trip. */
+function gridOf(source: ProgramSource, index: Index, node: NodeDescription | undefined): string | undefined {
+  if (node === undefined || param(node, "dequantize_output") !== true) return undefined;
+  if (node.op === "quantize_linear") {
+    const params = scalarParams(source, index, node);
+    if (params === undefined) return undefined;
+    return JSON.stringify([Math.fround(params[0]), params[1], param(node, "qmin"), param(node, "qmax")]);
+  }
+  if (node.op !== "conv2d_int8" && node.op !== "matmul_int8") return undefined;
+  if (param(node, "requantize") !== true || ((param(node, "steps") as number | undefined) ?? 0) > 0) return undefined;
+  const scale = Math.fround(param(node, "out_scale") as number);
+  return JSON.stringify([scale, param(node, "out_zero"), param(node, "out_min"), param(node, "out_max")]);
+}
+
+/**
+ * A QDQ round trip of values that only moved (reshape, permute, slice, nearest resize …)
+ * since a round trip onto the same grid is the identity: each value is (q - zero) · scale
+ * already, which quantizes back to q and dequantizes to itself, bit for bit. QDQ models
+ * repeat the pair after every such op (det_qdq's 6 nearest resizes, rec_qdq's 14 reshapes and
+ * 10 permutes); their readers read the moved values instead.
+ */
+function dropRepeatedRoundTrips(source: ProgramSource, graph: GraphDescription): void {
+  const index = new Index(graph);
+  const replaced = new Map<number, number>();
+  const outputs = new Set(graph.outputs);
+  for (const node of graph.nodes) {
+    if (node.inputs !== undefined) node.inputs = node.inputs.map((v) => replaced.get(v) ?? v);
+    if (node.op !== "quantize_linear" || node.outputs.length !== 1 || outputs.has(node.outputs[0])) continue;
+    const grid = gridOf(source, index, node);
+    if (grid === undefined) continue;
+    let mover = index.producer.get(node.inputs![0]);
+    let steps = 0;
+    while (mover !== undefined && moves(mover) && steps++ < 16) {
+      const from = mover.inputs?.[0];
+      mover = from === undefined ? undefined : index.producer.get(from);
+    }
+    if (steps === 0 || mover === undefined || gridOf(source, index, mover) !== grid) continue;
+    replaced.set(node.outputs[0], node.inputs![0]);
+  }
+  if (replaced.size > 0) graph.nodes = graph.nodes.filter((node) => !replaced.has(node.outputs[0]));
 }
 
 /** A new float32 constant at the start of the graph; returns its value. */

@@ -99,18 +99,36 @@ pub fn run(args: *const gemm_int8.Args) usize {
 fn tileBlocks(comptime blocks: usize, args: *const gemm_int8.Args, row: usize, block: usize, group_count: usize) void {
     // Each tile load stays inside its operand: A rows row..row+15 read groups · 4 bytes, the
     // B blocks group_count · 16 words each (Args.check bounds A; C and B are checked here).
-    assert((block + blocks) * group_count * gemm_int8.block_n <= args.packed_b.len);
+    const block_groups = args.blockGroups();
+    assert(((block + blocks - 1) * block_groups + group_count) * gemm_int8.block_n <= args.packed_b.len);
     assert((row + tile - 1) * args.ldc + (block + blocks) * gemm_int8.block_n <= args.c.len);
     const a_stride = args.lda;
     const b_stride: usize = row_bytes;
     const a_rows: [*]const u8 = args.a[row * args.lda ..].ptr;
     const b_words = args.packed_b.ptr;
-    const b0: [*]const i32 = b_words + block * group_count * gemm_int8.block_n;
-    const b1: [*]const i32 = b0 + group_count * gemm_int8.block_n;
-    asm volatile (
-        \\tilezero %%tmm0
-        \\tilezero %%tmm1
-        ::: .{ .memory = true });
+    const b0: [*]const i32 = b_words + block * block_groups * gemm_int8.block_n;
+    const b1: [*]const i32 = b0 + block_groups * gemm_int8.block_n;
+    const c0: [*]i32 = args.c[row * args.ldc + block * gemm_int8.block_n ..].ptr;
+    const c_stride = args.ldc * @sizeOf(i32);
+    if (args.accumulate) {
+        asm volatile ("tileloadd (%[c], %[sc], 1), %%tmm0"
+            :
+            : [c] "r" (c0),
+              [sc] "r" (c_stride),
+            : .{ .memory = true });
+        if (blocks == 2) {
+            asm volatile ("tileloadd (%[c], %[sc], 1), %%tmm1"
+                :
+                : [c] "r" (c0 + gemm_int8.block_n),
+                  [sc] "r" (c_stride),
+                : .{ .memory = true });
+        }
+    } else {
+        asm volatile (
+            \\tilezero %%tmm0
+            \\tilezero %%tmm1
+            ::: .{ .memory = true });
+    }
     const chunks = group_count / tile;
     for (0..chunks) |chunk| {
         const offset = chunk * tile * gemm_int8.block_n;
@@ -120,8 +138,6 @@ fn tileBlocks(comptime blocks: usize, args: *const gemm_int8.Args, row: usize, b
         const offset = chunks * tile * gemm_int8.block_n;
         multiply(blocks, true, a_rows + chunks * row_bytes, b0 + offset, b1 + offset, a_stride, b_stride);
     }
-    const c0: [*]i32 = args.c[row * args.ldc + block * gemm_int8.block_n ..].ptr;
-    const c_stride = args.ldc * @sizeOf(i32);
     asm volatile ("tilestored %%tmm0, (%[c], %[sc], 1)"
         :
         : [c] "r" (c0),

@@ -68,7 +68,7 @@ pub fn packB(b: []const i32, k: usize, n: usize, transposed: bool, packed_b: []i
 
 /// One GEMM over rows [0, rows) of quantized A and column blocks [block_begin, block_end):
 /// c[r * ldc + column] = Σ_k a[r * lda + k] · b[k, column] (raw sums; the op adds zero-point
-/// corrections and scales). Each row is read as groups(k) · 4 bytes from r · lda (lda ≥ k):
+/// corrections and scales). Each row is read as groups(k) · 4 bytes from r · lda (rows may overlap):
 /// bytes past k meet zero weights, and `a` must have them (slack after the last row).
 pub const Args = struct {
     rows: usize,
@@ -80,9 +80,22 @@ pub const Args = struct {
     block_end: usize,
     c: []i32,
     ldc: usize,
+    /// Groups from one column block of packed_b to the next: groups(k) (0 says so), or more
+    /// when packed_b holds a longer K of which this call multiplies the first groups(k)
+    /// (a convolution's kernel rows, one call each).
+    b_groups: usize = 0,
+    /// Add the sums to c instead of storing them.
+    accumulate: bool = false,
+
+    pub fn blockGroups(args: *const Args) usize {
+        return if (args.b_groups == 0) groups(args.k) else args.b_groups;
+    }
 
     fn check(args: *const Args) void {
-        std.debug.assert(args.lda >= args.k);
+        std.debug.assert(args.b_groups == 0 or args.b_groups >= groups(args.k));
+        std.debug.assert(args.block_end == 0 or args.packed_b.len >= ((args.block_end - 1) * args.blockGroups() + groups(args.k)) * block_n);
+        // Rows may overlap (lda < k): a convolution's pixels read each other's bytes.
+        std.debug.assert(args.lda > 0 or args.rows <= 1);
         std.debug.assert(args.rows == 0 or args.a.len >= (args.rows - 1) * args.lda + groups(args.k) * group_k);
         std.debug.assert(args.block_end * block_n <= args.ldc or args.rows <= 1);
         std.debug.assert(args.c.len >= args.rows * args.ldc or args.rows == 0);
@@ -154,9 +167,9 @@ fn reference(args: *const Args) void {
         for (args.block_begin * block_n..args.block_end * block_n) |column| {
             const block = column / block_n;
             const lane = column % block_n;
-            var sum: i32 = 0;
+            var sum: i32 = if (args.accumulate) args.c[r * args.ldc + column] else 0;
             for (0..groups(args.k)) |group| {
-                const word: u32 = @bitCast(args.packed_b[(block * groups(args.k) + group) * block_n + lane]);
+                const word: u32 = @bitCast(args.packed_b[(block * args.blockGroups() + group) * block_n + lane]);
                 for (0..group_k) |j| {
                     const weight: i8 = @bitCast(@as(u8, @truncate(word >> @intCast(8 * j))));
                     sum += @as(i32, args.a[r * args.lda + group * group_k + j]) * weight;
@@ -194,11 +207,15 @@ fn tiled(comptime kind: Kernel, args: *const Args) void {
 inline fn micro(comptime kind: Kernel, comptime mr: usize, comptime nb: usize, args: *const Args, row: usize, block: usize) void {
     const zero: V = @splat(0);
     var acc: [mr][nb]V = @splat(@splat(zero));
+    if (args.accumulate) inline for (0..mr) |i| inline for (0..nb) |j| {
+        acc[i][j] = args.c[(row + i) * args.ldc + (block + j) * block_n ..][0..block_n].*;
+    };
     const group_count = groups(args.k);
+    const block_groups = args.blockGroups();
     for (0..group_count) |group| {
         var b: [nb]V = undefined;
         inline for (0..nb) |j| {
-            const offset = ((block + j) * group_count + group) * block_n;
+            const offset = ((block + j) * block_groups + group) * block_n;
             b[j] = args.packed_b[offset..][0..block_n].*;
         }
         inline for (0..mr) |i| {
@@ -261,6 +278,32 @@ test "packB lays out 4 k per lane, 16 columns per block, zero padding" {
     try std.testing.expectEqualSlices(i32, &packed_b, &packed_t);
 }
 
+/// Random s8 weights [K, N] (often -128, the extreme), packed, and a C of `rows` rows.
+const TestOperands = struct {
+    b: []i32,
+    packed_b: []i32,
+    c: []i32,
+    ldc: usize,
+
+    fn init(random: std.Random, rows: usize, k: usize, n: usize) !TestOperands {
+        const allocator = std.testing.allocator;
+        const b = try allocator.alloc(i32, k * n);
+        errdefer allocator.free(b);
+        for (b) |*value| value.* = if (random.boolean()) -128 else random.intRangeAtMost(i32, -128, 127);
+        const packed_b = try allocator.alloc(i32, packedLen(k, n));
+        errdefer allocator.free(packed_b);
+        packB(b, k, n, false, packed_b);
+        const ldc = blocks(n) * block_n;
+        return .{ .b = b, .packed_b = packed_b, .c = try allocator.alloc(i32, rows * ldc), .ldc = ldc };
+    }
+
+    fn deinit(operands: TestOperands) void {
+        std.testing.allocator.free(operands.b);
+        std.testing.allocator.free(operands.packed_b);
+        std.testing.allocator.free(operands.c);
+    }
+};
+
 fn checkKernel(kernel: Kernel, rows: usize, k: usize, n: usize, seed: u64) !void {
     const allocator = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(seed);
@@ -273,15 +316,9 @@ fn checkKernel(kernel: Kernel, rows: usize, k: usize, n: usize, seed: u64) !void
         // Extremes often: 255 × -128 is the product that saturates vpmaddubsw.
         a[r * lda + i] = if (random.boolean()) 255 else random.int(u8);
     };
-    const b = try allocator.alloc(i32, k * n);
-    defer allocator.free(b);
-    for (b) |*value| value.* = if (random.boolean()) -128 else random.intRangeAtMost(i32, -128, 127);
-    const packed_b = try allocator.alloc(i32, packedLen(k, n));
-    defer allocator.free(packed_b);
-    packB(b, k, n, false, packed_b);
-    const ldc = blocks(n) * block_n;
-    const c = try allocator.alloc(i32, rows * ldc);
-    defer allocator.free(c);
+    const operands = try TestOperands.init(random, rows, k, n);
+    defer operands.deinit();
+    const b, const packed_b, const c, const ldc = .{ operands.b, operands.packed_b, operands.c, operands.ldc };
     const args: Args = .{ .rows = rows, .k = k, .a = a, .lda = lda, .packed_b = packed_b, .block_begin = 0, .block_end = blocks(n), .c = c, .ldc = ldc };
     kernel.run(&args);
     for (0..rows) |r| for (0..n) |column| {
@@ -297,6 +334,58 @@ test "int8 GEMM kernels match plain sums on awkward shapes, extremes included" {
         try checkKernel(.reference, shape[0], shape[1], shape[2], seed);
         try checkKernel(.widened, shape[0], shape[1], shape[2], seed);
         if (vnniSupported()) try checkKernel(.vnni, shape[0], shape[1], shape[2], seed);
+    }
+}
+
+/// A convolution's three kernel rows as three calls over one packed K of 3 · segment:
+/// overlapping rows of A (lda below the segment), b_groups past the segment, accumulate.
+fn checkSegments(kernel: Kernel, rows: usize, segment: usize, lda: usize, n: usize, seed: u64) !void {
+    const allocator = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(seed);
+    const random = prng.random();
+    std.debug.assert(segment % group_k == 0);
+    const k = 3 * segment;
+    const row_step = rows * lda + segment;
+    const image = try allocator.alloc(u8, 3 * row_step);
+    defer allocator.free(image);
+    for (image) |*byte| byte.* = if (random.boolean()) 255 else random.int(u8);
+    const operands = try TestOperands.init(random, rows, k, n);
+    defer operands.deinit();
+    const b, const packed_b, const c, const ldc = .{ operands.b, operands.packed_b, operands.c, operands.ldc };
+    for (0..3) |s| {
+        const args: Args = .{
+            .rows = rows,
+            .k = segment,
+            .a = image[s * row_step ..],
+            .lda = lda,
+            .packed_b = packed_b[s * groups(segment) * block_n ..],
+            .block_begin = 0,
+            .block_end = blocks(n),
+            .c = c,
+            .ldc = ldc,
+            .b_groups = groups(k),
+            .accumulate = s > 0,
+        };
+        kernel.run(&args);
+    }
+    for (0..rows) |r| for (0..n) |column| {
+        var expected: i32 = 0;
+        for (0..3) |s| for (0..segment) |i| {
+            expected += @as(i32, image[s * row_step + r * lda + i]) * b[(s * segment + i) * n + column];
+        };
+        try std.testing.expectEqual(expected, c[r * ldc + column]);
+    };
+}
+
+test "int8 GEMM kernels sum a convolution's kernel rows: overlapping rows, a block stride past K, accumulation" {
+    // Segments of 288 (det's 3 × 96 channels: AMX tiles and a tail), 12 and 100; lda of one
+    // or two pixels; rows past 16 (AMX then VNNI); 24 and 40 columns.
+    const shapes = [_][4]usize{ .{ 32, 288, 96, 24 }, .{ 21, 12, 4, 40 }, .{ 16, 100, 50, 17 }, .{ 5, 288, 192, 24 } };
+    for (shapes, 0..) |shape, seed| {
+        try checkSegments(.reference, shape[0], shape[1], shape[2], shape[3], seed + 200);
+        try checkSegments(.widened, shape[0], shape[1], shape[2], shape[3], seed + 200);
+        if (vnniSupported()) try checkSegments(.vnni, shape[0], shape[1], shape[2], shape[3], seed + 200);
+        if (amx_int8.supported()) try checkSegments(.amx, shape[0], shape[1], shape[2], shape[3], seed + 200);
     }
 }
 
