@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { randn, type Tensor } from "../mod.ts";
+import { randn, type Tensor, tensor } from "../mod.ts";
 import { decodeDescription, encodeImage, type NodeDescription, type ProgramSource } from "../lib/program/format.ts";
 import { Program } from "../lib/program/program.ts";
-import { dropDeadConstants, flushSubnormalWeights, fuse } from "../lib/onnx/fuse.ts";
+import { dropDeadConstants, fuse } from "../lib/onnx/fuse.ts";
 
 /** A one-graph program: input 0 of `shape`, constants as values 1…, then `nodes`. */
 function program(
@@ -271,31 +271,38 @@ Deno.test("fuse: x + x·gate with a per-channel gate becomes x·(gate + 1)", () 
   assert.deepEqual(checkFused(source, x, shape), ["mean", "hard_sigmoid", "add", "mul", "mul", "add"]);
 });
 
-Deno.test("flushSubnormalWeights: subnormal product weights read as zero, other constants and the file untouched", () => {
-  const tiny = 2 ** -140; // subnormal in float32
-  const weights = [tiny, -tiny, 0.5, -0, 2 ** -126, 1e-45, -0.25, 3];
-  const file = new Uint8Array(4 + weights.length * 4);
-  // The weight's bytes at an odd offset of a larger buffer, as raw_data views the file.
-  const at = new Uint8Array(file.buffer, 1, weights.length * 4);
-  at.set(new Uint8Array(Float32Array.from(weights).buffer));
-  const before = file.slice();
-  const source = program([2, 2], [
-    { shape: [2, 4], values: [] },
-    { shape: [4], values: [tiny, 1, tiny, 2] },
-  ], [
+Deno.test("load: subnormal weights that only products read are zero, other constants are kept", () => {
+  const tiny = 2 ** -140; // subnormal in float32; 2^100 · tiny = 2^-40 is a normal float
+  const x = tensor(new Float32Array([2 ** 100]), [1, 1]);
+  const run = (nodes: NodeDescription[], outputs: number[]) => {
+    const source = program(
+      [1, 1],
+      [{ shape: [1, 1], values: [tiny] }, { shape: [1, 1], values: [-tiny] }],
+      nodes,
+      outputs,
+    );
+    const loaded = Program.load(encodeImage(source));
+    try {
+      return loaded.runSync([x]).map((t) => {
+        const value = (t.toArray() as Float32Array)[0];
+        t.dispose();
+        return value;
+      });
+    } finally {
+      loaded.dispose();
+    }
+  };
+  // Read by mm alone: flushed (the sign kept); read by mul: kept.
+  const [product, negative, scaled] = run([
     { op: "mm", inputs: [0, 1], outputs: [3] },
-    // A divisor is not a product weight: it stays subnormal.
-    { op: "div", inputs: [3, 2], outputs: [4] },
-  ], [4]);
-  source.tensors[0].data = at;
-  assert.equal(flushSubnormalWeights(source), 3);
-  assert.deepEqual(file, before, "the caller's bytes are not written");
-  const flushed = new Float32Array(source.tensors[0].data.slice().buffer);
-  assert.deepEqual([...flushed], [0, -0, 0.5, -0, 2 ** -126, 0, -0.25, 3]);
-  assert.ok(Object.is(flushed[1], -0), "the sign is kept");
-  assert.equal(new Float32Array(source.tensors[1].data.buffer)[0], Math.fround(tiny));
-  // A product weight that is also a graph output is left as it is.
-  const mm: NodeDescription = { op: "mm", inputs: [0, 1], outputs: [2] };
-  const output = program([1, 2], [{ shape: [2, 1], values: [tiny, 1] }], [mm], [1, 2]);
-  assert.equal(flushSubnormalWeights(output), 0);
+    { op: "mm", inputs: [0, 2], outputs: [4] },
+    { op: "mul", inputs: [0, 2], outputs: [5] },
+  ], [3, 4, 5]);
+  assert.ok(Object.is(product, 0), `mm by a flushed weight: ${product}`);
+  assert.equal(negative, -(2 ** -40), "a constant that mul also reads is kept");
+  assert.equal(scaled, -(2 ** -40));
+  // A product weight that is also a graph output is kept.
+  const [output, viaOutput] = run([{ op: "mm", inputs: [0, 1], outputs: [3] }], [1, 3]);
+  assert.equal(output, Math.fround(tiny));
+  assert.equal(viaOutput, 2 ** -40);
 });

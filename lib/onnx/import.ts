@@ -16,7 +16,7 @@ import { fromProto, type Host, numel, onnxType, spindleDType } from "./host.ts";
 import { type ConstValue, GraphBuilder, shapeOf, unsupported, type Value } from "./graph.ts";
 import { HANDLERS, type NodeContext } from "./ops.ts";
 import { indexConsumers, quantizedHandler } from "./quantized.ts";
-import { dropDeadConstants, flushSubnormalWeights, fuse } from "./fuse.ts";
+import { dropDeadConstants, fuse } from "./fuse.ts";
 import { fuseQuantizedChains } from "./fuse_int8.ts";
 import { forkBranches } from "./branches.ts";
 
@@ -262,7 +262,6 @@ function importWithin(bytes: Uint8Array, options: ImportOptions, budget: number)
     scope.subgraphs.appendTo(source);
     if (options.executionMode === "parallel") forkBranches(source, { spec: (value) => b.specs.get(value) });
     dropDeadConstants(source);
-    flushSubnormalWeights(source);
     return encodeImage(source);
   } finally {
     b.dispose();

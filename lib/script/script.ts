@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { dropDeadConstants, flushSubnormalWeights, fuse, hoistConstants } from "../onnx/fuse.ts";
+import { dropDeadConstants, fuse, hoistConstants } from "../onnx/fuse.ts";
 import { Tensor, tensor } from "../tensor.ts";
 import { encodeImage } from "../program/format.ts";
 import { Program } from "../program/program.ts";
@@ -109,13 +109,11 @@ function buildProgram(state: ScriptState, args: readonly Tensor[]): Program {
     withTrace(trace, () => traceGraph(trace, state, args));
     const source = trace.finish();
     // The same graph optimiser as ONNX import: conv + batch norm, conv + activation,
-    // matmul + bias, layer norm; then the constants the fusions left unread go, and
-    // subnormal weights read as zero.
+    // matmul + bias, layer norm; then the constants the fusions left unread go.
     if (fuse(source, { shape: (value, graph) => trace.shapeOf(graph, value) }) > 0) {
       hoistConstants(source);
       dropDeadConstants(source);
     }
-    flushSubnormalWeights(source);
     return Program.load(encodeImage(source));
   } finally {
     // Everything the eager run of the trace made is garbage now.
