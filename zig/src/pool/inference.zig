@@ -449,11 +449,19 @@ test "a worker leaving over a lowered limit passes a submit's wake-up on" {
     var counters: Counters = .{};
     var jobs = testJobs(6, &counters);
     var seen = [_]bool{false} ** 6;
-    // Two workers, both asleep.
-    for (jobs[0..2], 0..) |*job, i| try pool.submit(&job.job, channel, i);
-    try drainTokens(&pool, channel, &seen, 2);
-    // Up to 20 s (the watchdog's 30 s bounds the test): under ThreadSanitizer on a loaded
-    // 2-core machine the workers took over 5 s to go back to sleep once.
+    // Two workers, both asleep. A submit starts the second worker only while the first has
+    // not become free: on a loaded machine the first can finish its job and spin before the
+    // test thread's next submit (seen in CI under ThreadSanitizer), so pairs are submitted
+    // until the second worker exists.
+    var rounds: usize = 0;
+    while (pool.load().workers < 2) : (rounds += 1) {
+        if (rounds == 1000) return error.TestUnexpectedResult;
+        var pair = testJobs(2, &counters);
+        var pair_seen = [_]bool{false} ** 2;
+        for (&pair, 0..) |*job, i| try pool.submit(&job.job, channel, i);
+        try drainTokens(&pool, channel, &pair_seen, 2);
+    }
+    // Both asleep: up to 20 s (the watchdog's 30 s bounds the test).
     const started = try std.time.Instant.now();
     while (pool.load().workers != 2 or pool.load().idle != 2) {
         if ((try std.time.Instant.now()).since(started) > 20 * std.time.ns_per_s) return error.TestUnexpectedResult;
