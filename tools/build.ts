@@ -4,22 +4,14 @@
  *
  * @module
  */
-import { allConfigs, configName, configPrefix, run, ZIG_DIR } from "./configs.ts";
+import { allConfigs, configName, libraryArgs, run, ZIG_DIR } from "./configs.ts";
 
 const all = Deno.args.includes("--all");
-let code = await run("zig", ["build", "--summary", "none"], { cwd: ZIG_DIR });
+let code = await run("zig", libraryArgs(null), { cwd: ZIG_DIR });
 if (code === 0 && all) {
   for (const config of allConfigs()) {
     console.error(`build: ${configName(config)}`);
-    code = await run("zig", [
-      "build",
-      "--summary",
-      "none",
-      "-p",
-      configPrefix(config),
-      `-Dthreading=${config.threading}`,
-      `-Dblas=${config.blas}`,
-    ], { cwd: ZIG_DIR });
+    code = await run("zig", libraryArgs(config), { cwd: ZIG_DIR });
     if (code !== 0) break;
   }
 }

@@ -50,6 +50,13 @@ export function configPrefix(config: BuildConfig): string {
   return `zig-out/${configName(config)}`;
 }
 
+/** zig build's arguments for a configuration's library (the default build for null). */
+export function libraryArgs(config: BuildConfig | null): string[] {
+  if (config === null) return ["build", "--summary", "none"];
+  const flags = [`-Dthreading=${config.threading}`, `-Dblas=${config.blas}`];
+  return ["build", "--summary", "none", "-p", configPrefix(config), ...flags];
+}
+
 /** The library path of a configuration. */
 export function configLibrary(config: BuildConfig): string {
   return `${ZIG_DIR}/${configPrefix(config)}/lib/libspindle.so`;

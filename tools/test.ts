@@ -25,8 +25,8 @@ import {
   type BuildConfig,
   configLibrary,
   configName,
-  configPrefix,
   DEV_LOCK,
+  libraryArgs,
   ROOT,
   run,
   runCaptured,
@@ -169,20 +169,6 @@ async function crossBuilds(echo = true): Promise<void> {
   const args = ["run", "-A", "tools/cross.ts", "--debug"];
   const { code, output, since } = await stepCommand(step, echo, "deno", args, { cwd: ROOT });
   record(step, parseCrossSummary(output), code, since);
-}
-
-/** zig build's arguments for a configuration's library (the default build for null). */
-function libraryArgs(config: BuildConfig | null): string[] {
-  if (config === null) return ["build", "--summary", "none"];
-  return [
-    "build",
-    "--summary",
-    "none",
-    "-p",
-    configPrefix(config),
-    `-Dthreading=${config.threading}`,
-    `-Dblas=${config.blas}`,
-  ];
 }
 
 async function buildLibrary(config: BuildConfig | null): Promise<boolean> {
