@@ -241,11 +241,7 @@ fn flushSubnormalWeights(allocator: std.mem.Allocator, graphs: []const Graph, co
     const reads = allocator.alloc(Reads, constants.len) catch return error.OutOfMemory;
     @memset(reads, .none);
     for (graphs) |graph| {
-        const sources = allocator.alloc(?u32, graph.value_count) catch return error.OutOfMemory;
-        @memset(sources, null);
-        for (graph.nodes) |node| if (node.kind == .constant) {
-            sources[node.output] = node.target;
-        };
+        const sources = try constantSources(allocator, graph);
         for (graph.nodes) |node| {
             const product = node.kind == .op and switch (node.options) {
                 .conv2d, .conv_transpose2d, .gemm, .matmul, .mm, .lstm, .gru, .rnn => true,
@@ -262,6 +258,17 @@ fn flushSubnormalWeights(allocator: std.mem.Allocator, graphs: []const Graph, co
     for (constants, reads) |constant, read| {
         if (read == .products and constant.dtype == .float32) _ = flushSubnormals(constant.f32Slice());
     }
+}
+
+/// The constant tensor behind each value of `graph` that a constant node defines (null for
+/// the others), in `allocator`'s memory.
+fn constantSources(allocator: std.mem.Allocator, graph: Graph) Error![]?u32 {
+    const sources = allocator.alloc(?u32, graph.value_count) catch return error.OutOfMemory;
+    @memset(sources, null);
+    for (graph.nodes) |node| if (node.kind == .constant) {
+        sources[node.output] = node.target;
+    };
+    return sources;
 }
 
 /// Sets the subnormals of `values` to zero of the same sign; returns how many there were.
@@ -334,12 +341,7 @@ fn packWeights(packer: anytype, allocator: std.mem.Allocator, graphs: []Graph, c
     var made: usize = 0;
     errdefer for (all[0..made]) |*weights| weights.release();
     for (graphs) |*graph| {
-        // The constant tensor behind each value a constant node defines.
-        const sources = allocator.alloc(?u32, graph.value_count) catch return error.OutOfMemory;
-        @memset(sources, null);
-        for (graph.nodes) |node| if (node.kind == .constant) {
-            sources[node.output] = node.target;
-        };
+        const sources = try constantSources(allocator, graph.*);
         const slots = allocator.alloc(?*const Packer.Weights, graph.nodes.len) catch return error.OutOfMemory;
         @memset(slots, null);
         for (graph.nodes, slots, 0..) |node, *slot, index| {
