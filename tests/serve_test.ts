@@ -630,33 +630,9 @@ Deno.test("serve: binary NaN inputs flow through; JSON cannot carry NaN and says
 });
 
 Deno.test("serve CLI: startup log, and SIGTERM finishes in-flight requests then exits 0", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}/main.ts`,
-      "serve",
-      "--model",
-      "ex=builtin:example",
-      "--model",
-      `m=${MODEL_PATH}`,
-      "--port",
-      "0",
-      "--concurrency",
-      "1",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  while (!/listening on http:\/\/127\.0\.0\.1:(\d+)/.test(log)) {
-    const { done, value } = await lines.read();
-    if (done) break;
-    log += value;
-  }
-  const port = Number(log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
-  assert.ok(port > 0, log);
+  const server = await startCli(["--model", "ex=builtin:example", "--model", `m=${MODEL_PATH}`, "--concurrency", "1"]);
+  const { port, child, lines } = server;
+  let log = server.log;
   assert.match(
     log,
     /^model ex \(builtin:example\): inputs input0 FP32 \[64, 1024\]; outputs output0 FP32 \[64, 1024\]/m,
@@ -707,22 +683,8 @@ Deno.test("serve CLI: an ONNX model with symbolic dims other than the batch serv
       outputs: [{ name: "y", dims: ["batch", "width"] }],
     }),
   );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/main.ts`, "serve", "--model", `s=${path}`, "--port", "0"],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const { port, stop } = await startCli(["--model", `s=${path}`]);
   try {
-    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let log = "";
-    while (!/listening on http:\/\/127\.0\.0\.1:(\d+)/.test(log)) {
-      const { done, value } = await lines.read();
-      if (done) break;
-      log += value;
-    }
-    lines.releaseLock();
-    const port = Number(log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
-    assert.ok(port > 0, log);
     for (const width of [3, 5]) {
       const data = Array.from({ length: 2 * width }, (_, i) => i - width);
       const response = await post(`http://127.0.0.1:${port}/v2/models/s/infer`, {
@@ -734,11 +696,74 @@ Deno.test("serve CLI: an ONNX model with symbolic dims other than the batch serv
       assert.deepEqual(outputs[0].data, data.map((v) => Math.max(v, 0)));
     }
   } finally {
+    await stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A `main.ts serve` process: its port, its stdout so far and the reader of the rest. */
+interface CliServer {
+  port: number;
+  log: string;
+  child: Deno.ChildProcess;
+  lines: ReadableStreamDefaultReader<string>;
+  /** SIGTERM, then waits for the exit and drops the rest of the output. */
+  stop(): Promise<void>;
+}
+
+/** Starts `main.ts serve ARGS --port 0`; resolves once it listens. */
+async function startCli(args: string[]): Promise<CliServer> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/main.ts`, "serve", ...args, "--port", "0"],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  while (!/listening on http:\/\/127\.0\.0\.1:(\d+)/.test(log)) {
+    const { done, value } = await lines.read();
+    if (done) break;
+    log += value;
+  }
+  const port = Number(log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
+  const stop = async () => {
     child.kill("SIGTERM");
     await child.status;
-    await child.stdout.cancel().catch(() => {});
+    await lines.cancel().catch(() => {});
     await child.stderr.cancel();
-    await Deno.remove(dir, { recursive: true });
+  };
+  if (!(port > 0)) {
+    await stop();
+    throw new Error(`serve did not start: ${log}`);
+  }
+  return { port, log, child, lines, stop };
+}
+
+Deno.test("serve CLI: a short forward alone runs inline by default with --concurrency 1, not with --inline-max-us 0", async () => {
+  const module = await openModule();
+  const expected = await expectedOutputs(module);
+  module.dispose();
+  for (const extra of [[], ["--inline-max-us", "0"]]) {
+    const { port, stop } = await startCli(["--model", `m=${MODEL_PATH}`, "--concurrency", "1", ...extra]);
+    try {
+      // The first forward of a size goes to the pool (its time is unknown); the next run inline
+      // once the recent runs' second smallest time is under the bound (a cold first run under
+      // load can hold that off for a request or two).
+      for (let i = 0; i < 8; i++) {
+        const { body, headerLength } = binaryRequest();
+        const response = await post(`http://127.0.0.1:${port}/v2/models/m/infer`, body, {
+          "inference-header-content-length": String(headerLength),
+        });
+        assert.equal(response.status, 200);
+        assert.deepEqual((await binaryResponse(response)).data, expected);
+      }
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const count = Number(metrics.match(/^spindle_inline_forwards_total\{model="m"\} (\d+)$/m)?.[1] ?? 0);
+      if (extra.length === 0) assert.ok(count >= 4, `${count} of 8 forwards inline by default`);
+      else assert.equal(count, 0, "with --inline-max-us 0");
+    } finally {
+      await stop();
+    }
   }
 });
 
