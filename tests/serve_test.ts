@@ -275,6 +275,50 @@ Deno.test("serve: --inline-max-us: a short forward alone in a one-slot server ru
   }
 });
 
+Deno.test("serve: infer paths answer the same the first time and from the resolved-path cache", async () => {
+  const module = await openModule();
+  const expected = await expectedOutputs(module);
+  module.dispose();
+  await withServer({}, async (url, server) => {
+    const statuses: Record<string, number[]> = {};
+    const paths = [
+      "/v2/models/m/infer",
+      "/v2/models/%6D/infer",
+      "/v2/models/m/versions/1/infer",
+      "/v2/models/m/infer/",
+      "/v2/models/m/versions/2/infer",
+      "/v2/models/nope/infer",
+      "/v2/models/%E0%A4%A/infer",
+    ];
+    for (let round = 0; round < 2; round++) {
+      for (const path of paths) {
+        const { body, headerLength } = binaryRequest();
+        const response = await post(`${url}${path}`, body, { "inference-header-content-length": String(headerLength) });
+        (statuses[path] ??= []).push(response.status);
+        if (response.status === 200) assert.deepEqual((await binaryResponse(response)).data, expected, path);
+        else await response.body?.cancel();
+      }
+    }
+    assert.deepEqual(statuses, {
+      "/v2/models/m/infer": [200, 200],
+      "/v2/models/%6D/infer": [200, 200],
+      "/v2/models/m/versions/1/infer": [200, 200],
+      "/v2/models/m/infer/": [200, 200],
+      "/v2/models/m/versions/2/infer": [404, 404],
+      "/v2/models/nope/infer": [404, 404],
+      "/v2/models/%E0%A4%A/infer": [400, 400],
+    });
+    // Other methods on a resolved path still get their own answer.
+    const get = await fetch(`${url}/v2/models/m/infer`);
+    assert.equal(get.status, 405);
+    await get.body?.cancel();
+    assert.equal(server.metrics.count("m", 200), 8);
+    assert.equal(server.metrics.count("_unknown", 404), 2);
+    // 404s for another version of a served model count under its name.
+    assert.equal(server.metrics.count("m", 404), 2);
+  });
+});
+
 Deno.test("serve: deadlines on one timer expire in order, once, and not when cancelled", async () => {
   const deadlines = new Deadlines();
   const expired: string[] = [];
