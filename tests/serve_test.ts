@@ -319,6 +319,34 @@ Deno.test("serve: infer paths answer the same the first time and from the resolv
   });
 });
 
+Deno.test("serve: a run's binary inputs and outputs are not reported to V8 as external memory; same outputs", async () => {
+  const { builtinModel } = await import("../lib/models/builtin.ts");
+  const built = builtinModel("example");
+  const served = servedModule("ex", "builtin:example", built.module, () => built.dispose());
+  try {
+    const values = new Float32Array(64 * 1024).map((_, i) => Math.sin(i));
+    using x = tensor(values, [64, 1024]);
+    const [reference] = built.module.forwardAllSync(x);
+    const expected = new Uint8Array((reference.toArray() as Float32Array).buffer);
+    reference.dispose();
+    const input = { dtype: "float32" as const, shape: [64, 1024], data: new Uint8Array(values.buffer) };
+    for (const inline of [false, true]) {
+      const into = new Uint8Array(expected.byteLength);
+      const before = Deno.memoryUsage().external;
+      // Reported, the 256 KB input and the 256 KB output would add 512 KB while finish runs.
+      const grown = await served.run([input], ([output]) => {
+        const grown = Deno.memoryUsage().external - before;
+        output.read(into);
+        return grown;
+      }, { inline });
+      assert.ok(grown < expected.byteLength / 2, `external memory grew ${grown} B (inline: ${inline})`);
+      assert.deepEqual(into, expected);
+    }
+  } finally {
+    served.dispose();
+  }
+});
+
 Deno.test("serve: deadlines on one timer expire in order, once, and not when cancelled", async () => {
   const deadlines = new Deadlines();
   const expired: string[] = [];

@@ -5,7 +5,7 @@
  * @module
  */
 import { SpindleError } from "../../ffi/status.ts";
-import type { Module, ValueMetadata } from "../module.ts";
+import { forwardAllSyncUnreported, forwardAllUnreported, type Module, type ValueMetadata } from "../module.ts";
 import { readTensorBytes, type Tensor, tensor, tensorFromBytes } from "../tensor.ts";
 import { HttpError, type TensorData, type TensorSpec } from "./protocol.ts";
 
@@ -202,7 +202,10 @@ export function servedModule(name: string, source: string, module: Module, relea
           );
         }
         const started = options.timed ? performance.now() : 0;
-        results = options.inline ? module.forwardAllSync(...tensors) : await module.forwardAll(...tensors);
+        // Outputs unreported to V8 too: they are disposed below, once finish has read them.
+        results = options.inline
+          ? forwardAllSyncUnreported(module, tensors)
+          : await forwardAllUnreported(module, tensors);
         if (options.timed) observe(inputBytes(values), (performance.now() - started) * 1000);
         return finish(results.map((t): OutputTensor => ({
           dtype: t.dtype,
