@@ -8,7 +8,8 @@
  *   deno run -A bench/serve_ab.ts --baseline DIR [--rounds 20] [--requests 100] [--models cls,example]
  *
  * The baseline runs with this checkout's native library (SPINDLE_LIB), so only the
- * TypeScript differs. Prints, per model, the median over rounds of each block's p50, the
+ * TypeScript differs. Prints, per model, the median over rounds of each block's p50 and mean
+ * (collections that come every few hundred requests move the mean, not the p50), the
  * median of each round's paired difference (new - baseline), and the CPU time of each
  * server's event-loop thread per request (from /proc, which the load others put on the
  * machine does not inflate as it does wall time). Nothing is written.
@@ -80,6 +81,8 @@ for (const c of cases) {
     ),
   );
   const p50s: number[][] = [[], []];
+  /** Each block's mean: collections triggered every few hundred requests move it, not the p50. */
+  const means: number[][] = [[], []];
   const cpu = [0, 0];
   for (let round = -1; round < rounds; round++) {
     for (let k = 0; k < 2; k++) {
@@ -96,14 +99,18 @@ for (const c of cases) {
       if (round < 0) continue; // a warm-up round
       cpu[side] += mainThreadCpuMs(pid) - before;
       p50s[side].push(median(times));
+      means[side].push(times.reduce((sum, t) => sum + t, 0) / times.length);
     }
   }
   for (const client of clients) client.close();
   const paired = p50s[1].map((t, i) => t - p50s[0][i]);
   const faster = paired.filter((d) => d < 0).length;
+  const pairedMeans = means[1].map((t, i) => t - means[0][i]);
   console.log(
     `${c.name}: p50 baseline ${us(median(p50s[0]))} µs, new ${us(median(p50s[1]))} µs; paired (new - baseline) ` +
-      `${us(median(paired))} µs, new faster in ${faster} of ${rounds} rounds; event-loop CPU per request ` +
+      `${us(median(paired))} µs, new faster in ${faster} of ${rounds} rounds; mean baseline ` +
+      `${us(median(means[0]))} µs, new ${us(median(means[1]))} µs, paired ${us(median(pairedMeans))} µs, new ` +
+      `lower in ${pairedMeans.filter((d) => d < 0).length} of ${rounds}; event-loop CPU per request ` +
       `baseline ${us(cpu[0] / (rounds * requests))} µs, new ${us(cpu[1] / (rounds * requests))} µs; ` +
       `load average ${Deno.loadavg().map((l) => l.toFixed(2)).join(", ")}`,
   );
