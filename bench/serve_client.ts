@@ -21,7 +21,7 @@ export interface Server {
 export async function startServe(args: string[], script = ["main.ts", "serve", "--port", "0"]): Promise<Server> {
   const [file, ...rest] = script;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/${file}`, ...rest, ...args],
+    args: ["run", "-A", file.startsWith("/") ? file : `${ROOT}/${file}`, ...rest, ...args],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();

@@ -17,7 +17,7 @@
  *    (bench/serve_floor.ts) and as many bytes back;
  * 5. served by `main.ts serve --concurrency 1 --inline-max-us 1000000` (a forward alone runs on
  *    the JavaScript thread) and
- * 6. by `main.ts serve --concurrency 1` (every forward on the pool), with the paired
+ * 6. by `main.ts serve --concurrency 1 --inline-max-us 0` (every forward on the pool), with the paired
  *    difference of the two per round.
  *
  * `--threads` sets the intra-op threads here and in both servers; `--served-only` runs steps 5
@@ -95,7 +95,7 @@ const serveArgs = [
   ...["--input-shape", `${cls.input}=${cls.shape.join("x")}`, "--concurrency", "1", "--threads", String(threads)],
 ];
 const inlineServer = await startServe([...serveArgs, "--inline-max-us", "1000000"]);
-const poolServer = await startServe(serveArgs);
+const poolServer = await startServe([...serveArgs, "--inline-max-us", "0"]);
 const floor = await startServe([], ["bench/serve_floor.ts", "--stack", "http1"]);
 const example = builtinModel("example");
 const clsModule = await load(cls.file, { inputShapes: { [cls.input]: cls.shape } });

@@ -89,6 +89,35 @@ export interface ScriptModuleOptions {
 export type NamedTensors = Record<string, Tensor>;
 
 let createModule: (program: Program, name: string) => Module;
+let runUnreported: (module: Module, inputs: Tensor[], inline: boolean) => Tensor[] | Promise<Tensor[]>;
+
+/**
+ * {@link Module.forwardAll}, whose outputs are not reported to V8 as external memory (see
+ * lib/tensor.ts): for a caller that disposes them as soon as it has read them, as the server
+ * does (each request's 100 KB+ output counted brought V8's next full collection closer:
+ * 54 µs of collection per request for builtin:example's 256 KB output, profiled).
+ *
+ * @ignore Internal: for the server (lib/serve), not part of the public API.
+ * @param module The module.
+ * @param inputs Its inputs.
+ * @returns Its outputs.
+ */
+export function forwardAllUnreported(module: Module, inputs: Tensor[]): Promise<Tensor[]> {
+  return runUnreported(module, inputs, false) as Promise<Tensor[]>;
+}
+
+/**
+ * {@link Module.forwardAllSync} with outputs not reported to V8, as
+ * {@link forwardAllUnreported}.
+ *
+ * @ignore Internal: for the server (lib/serve), not part of the public API.
+ * @param module The module.
+ * @param inputs Its inputs.
+ * @returns Its outputs.
+ */
+export function forwardAllSyncUnreported(module: Module, inputs: Tensor[]): Tensor[] {
+  return runUnreported(module, inputs, true) as Tensor[];
+}
 
 /**
  * A model. Run it the way PyTorch users call a module — `forward(...inputs)` returns its
@@ -130,6 +159,10 @@ export class Module {
 
   static {
     createModule = (program, name) => new Module(program, name);
+    runUnreported = (module, inputs, inline) => {
+      module.#checkInputs(inline ? "forwardAllSync" : "forwardAll", inputs);
+      return inline ? module.#program.runSync(inputs, false) : module.#program.run(inputs, false);
+    };
   }
 
   /** @ignore Modules come from {@link load}, {@link Module.fromScript} and `builtin`. */

@@ -77,15 +77,17 @@ export class Tensor {
    *
    * @ignore Internal: the native handle's owner is this tensor from now on.
    * @param handle The native handle; this tensor takes ownership of it.
+   * @param reportExternal Whether V8 is told of a large tensor's native bytes (see
+   *   EXTERNAL_REPORT_MIN_BYTES); false only for tensors their maker always disposes.
    */
-  constructor(handle: bigint) {
+  constructor(handle: bigint, reportExternal = true) {
     check(native().spindle_tensor_info(handle, infoBuffer));
     const dtype = DTYPES[Number(infoBuffer[0])];
     const ndim = Number(infoBuffer[1]);
     const shape: number[] = [];
     for (let axis = 0; axis < ndim; axis++) shape.push(Number(infoBuffer[4 + axis]));
     const storageBytes = Number(infoBuffer[3]);
-    if (storageBytes >= EXTERNAL_REPORT_MIN_BYTES) {
+    if (reportExternal && storageBytes >= EXTERNAL_REPORT_MIN_BYTES) {
       const address = Deno.UnsafePointer.create(BigInt.asUintN(64, infoBuffer[2]));
       if (address !== null) this.#external = Deno.UnsafePointerView.getArrayBuffer(address, storageBytes);
     }
@@ -194,9 +196,9 @@ function numelOf(shape: readonly number[]): number {
 }
 
 /** Takes the handle written by a native factory into a new Tensor. */
-function adopt(status: number): Tensor {
+function adopt(status: number, reportExternal = true): Tensor {
   check(status);
-  return new Tensor(handleBuffer[0]);
+  return new Tensor(handleBuffer[0], reportExternal);
 }
 
 function toTypedData(
@@ -275,9 +277,17 @@ export function tensor(
  * @param bytes The elements' bytes, row-major.
  * @param shape The shape.
  * @param dtype The element type.
+ * @param reportExternal Whether V8 is told of the native bytes (see EXTERNAL_REPORT_MIN_BYTES):
+ *   the server's request inputs, disposed as soon as their forward ends, skip it, so that
+ *   each request's input does not count towards V8's next collection.
  * @returns A new tensor.
  */
-export function tensorFromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor {
+export function tensorFromBytes(
+  bytes: Uint8Array,
+  shape: readonly number[],
+  dtype: DType,
+  reportExternal = true,
+): Tensor {
   if (!DTYPES.includes(dtype)) throw new TypeError(`tensorFromBytes: unknown dtype '${dtype}'`);
   const dimsBuffer = shapeBuffer(shape);
   const needed = numelOf(shape) * BYTES_PER_ELEMENT[dtype];
@@ -295,6 +305,7 @@ export function tensorFromBytes(bytes: Uint8Array, shape: readonly number[], dty
       BigInt(bytes.byteLength),
       handleBuffer,
     ),
+    reportExternal,
   );
 }
 

@@ -275,6 +275,78 @@ Deno.test("serve: --inline-max-us: a short forward alone in a one-slot server ru
   }
 });
 
+Deno.test("serve: infer paths answer the same the first time and from the resolved-path cache", async () => {
+  const module = await openModule();
+  const expected = await expectedOutputs(module);
+  module.dispose();
+  await withServer({}, async (url, server) => {
+    const statuses: Record<string, number[]> = {};
+    const paths = [
+      "/v2/models/m/infer",
+      "/v2/models/%6D/infer",
+      "/v2/models/m/versions/1/infer",
+      "/v2/models/m/infer/",
+      "/v2/models/m/versions/2/infer",
+      "/v2/models/nope/infer",
+      "/v2/models/%E0%A4%A/infer",
+    ];
+    for (let round = 0; round < 2; round++) {
+      for (const path of paths) {
+        const { body, headerLength } = binaryRequest();
+        const response = await post(`${url}${path}`, body, { "inference-header-content-length": String(headerLength) });
+        (statuses[path] ??= []).push(response.status);
+        if (response.status === 200) assert.deepEqual((await binaryResponse(response)).data, expected, path);
+        else await response.body?.cancel();
+      }
+    }
+    assert.deepEqual(statuses, {
+      "/v2/models/m/infer": [200, 200],
+      "/v2/models/%6D/infer": [200, 200],
+      "/v2/models/m/versions/1/infer": [200, 200],
+      "/v2/models/m/infer/": [200, 200],
+      "/v2/models/m/versions/2/infer": [404, 404],
+      "/v2/models/nope/infer": [404, 404],
+      "/v2/models/%E0%A4%A/infer": [400, 400],
+    });
+    // Other methods on a resolved path still get their own answer.
+    const get = await fetch(`${url}/v2/models/m/infer`);
+    assert.equal(get.status, 405);
+    await get.body?.cancel();
+    assert.equal(server.metrics.count("m", 200), 8);
+    assert.equal(server.metrics.count("_unknown", 404), 2);
+    // 404s for another version of a served model count under its name.
+    assert.equal(server.metrics.count("m", 404), 2);
+  });
+});
+
+Deno.test("serve: a run's binary inputs and outputs are not reported to V8 as external memory; same outputs", async () => {
+  const { builtinModel } = await import("../lib/models/builtin.ts");
+  const built = builtinModel("example");
+  const served = servedModule("ex", "builtin:example", built.module, () => built.dispose());
+  try {
+    const values = new Float32Array(64 * 1024).map((_, i) => Math.sin(i));
+    using x = tensor(values, [64, 1024]);
+    const [reference] = built.module.forwardAllSync(x);
+    const expected = new Uint8Array((reference.toArray() as Float32Array).buffer);
+    reference.dispose();
+    const input = { dtype: "float32" as const, shape: [64, 1024], data: new Uint8Array(values.buffer) };
+    for (const inline of [false, true]) {
+      const into = new Uint8Array(expected.byteLength);
+      const before = Deno.memoryUsage().external;
+      // Reported, the 256 KB input and the 256 KB output would add 512 KB while finish runs.
+      const grown = await served.run([input], ([output]) => {
+        const grown = Deno.memoryUsage().external - before;
+        output.read(into);
+        return grown;
+      }, { inline });
+      assert.ok(grown < expected.byteLength / 2, `external memory grew ${grown} B (inline: ${inline})`);
+      assert.deepEqual(into, expected);
+    }
+  } finally {
+    served.dispose();
+  }
+});
+
 Deno.test("serve: deadlines on one timer expire in order, once, and not when cancelled", async () => {
   const deadlines = new Deadlines();
   const expired: string[] = [];
@@ -630,33 +702,9 @@ Deno.test("serve: binary NaN inputs flow through; JSON cannot carry NaN and says
 });
 
 Deno.test("serve CLI: startup log, and SIGTERM finishes in-flight requests then exits 0", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}/main.ts`,
-      "serve",
-      "--model",
-      "ex=builtin:example",
-      "--model",
-      `m=${MODEL_PATH}`,
-      "--port",
-      "0",
-      "--concurrency",
-      "1",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  while (!/listening on http:\/\/127\.0\.0\.1:(\d+)/.test(log)) {
-    const { done, value } = await lines.read();
-    if (done) break;
-    log += value;
-  }
-  const port = Number(log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
-  assert.ok(port > 0, log);
+  const server = await startCli(["--model", "ex=builtin:example", "--model", `m=${MODEL_PATH}`, "--concurrency", "1"]);
+  const { port, child, lines } = server;
+  let log = server.log;
   assert.match(
     log,
     /^model ex \(builtin:example\): inputs input0 FP32 \[64, 1024\]; outputs output0 FP32 \[64, 1024\]/m,
@@ -707,22 +755,8 @@ Deno.test("serve CLI: an ONNX model with symbolic dims other than the batch serv
       outputs: [{ name: "y", dims: ["batch", "width"] }],
     }),
   );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/main.ts`, "serve", "--model", `s=${path}`, "--port", "0"],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const { port, stop } = await startCli(["--model", `s=${path}`]);
   try {
-    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let log = "";
-    while (!/listening on http:\/\/127\.0\.0\.1:(\d+)/.test(log)) {
-      const { done, value } = await lines.read();
-      if (done) break;
-      log += value;
-    }
-    lines.releaseLock();
-    const port = Number(log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
-    assert.ok(port > 0, log);
     for (const width of [3, 5]) {
       const data = Array.from({ length: 2 * width }, (_, i) => i - width);
       const response = await post(`http://127.0.0.1:${port}/v2/models/s/infer`, {
@@ -734,11 +768,74 @@ Deno.test("serve CLI: an ONNX model with symbolic dims other than the batch serv
       assert.deepEqual(outputs[0].data, data.map((v) => Math.max(v, 0)));
     }
   } finally {
+    await stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A `main.ts serve` process: its port, its stdout so far and the reader of the rest. */
+interface CliServer {
+  port: number;
+  log: string;
+  child: Deno.ChildProcess;
+  lines: ReadableStreamDefaultReader<string>;
+  /** SIGTERM, then waits for the exit and drops the rest of the output. */
+  stop(): Promise<void>;
+}
+
+/** Starts `main.ts serve ARGS --port 0`; resolves once it listens. */
+async function startCli(args: string[]): Promise<CliServer> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/main.ts`, "serve", ...args, "--port", "0"],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  while (!/listening on http:\/\/127\.0\.0\.1:(\d+)/.test(log)) {
+    const { done, value } = await lines.read();
+    if (done) break;
+    log += value;
+  }
+  const port = Number(log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
+  const stop = async () => {
     child.kill("SIGTERM");
     await child.status;
-    await child.stdout.cancel().catch(() => {});
+    await lines.cancel().catch(() => {});
     await child.stderr.cancel();
-    await Deno.remove(dir, { recursive: true });
+  };
+  if (!(port > 0)) {
+    await stop();
+    throw new Error(`serve did not start: ${log}`);
+  }
+  return { port, log, child, lines, stop };
+}
+
+Deno.test("serve CLI: a short forward alone runs inline by default with --concurrency 1, not with --inline-max-us 0", async () => {
+  const module = await openModule();
+  const expected = await expectedOutputs(module);
+  module.dispose();
+  for (const extra of [[], ["--inline-max-us", "0"]]) {
+    const { port, stop } = await startCli(["--model", `m=${MODEL_PATH}`, "--concurrency", "1", ...extra]);
+    try {
+      // The first forward of a size goes to the pool (its time is unknown); the next run inline
+      // once the recent runs' second smallest time is under the bound (a cold first run under
+      // load can hold that off for a request or two).
+      for (let i = 0; i < 8; i++) {
+        const { body, headerLength } = binaryRequest();
+        const response = await post(`http://127.0.0.1:${port}/v2/models/m/infer`, body, {
+          "inference-header-content-length": String(headerLength),
+        });
+        assert.equal(response.status, 200);
+        assert.deepEqual((await binaryResponse(response)).data, expected);
+      }
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const count = Number(metrics.match(/^spindle_inline_forwards_total\{model="m"\} (\d+)$/m)?.[1] ?? 0);
+      if (extra.length === 0) assert.ok(count >= 4, `${count} of 8 forwards inline by default`);
+      else assert.equal(count, 0, "with --inline-max-us 0");
+    } finally {
+      await stop();
+    }
   }
 });
 

@@ -118,3 +118,18 @@ Deno.test("tensorFromBytes reads unaligned little-endian bytes in place and chec
     /19 bytes do not fill shape \[2, 3\] of float32 \(24\)/,
   );
 });
+
+Deno.test("tensorFromBytes reports a large tensor's native bytes to V8 unless told not to; same values", async () => {
+  const { tensorFromBytes } = await import("../lib/tensor.ts");
+  const values = new Float32Array(1 << 18).map((_, i) => i - 7.5);
+  const bytes = new Uint8Array(values.buffer);
+  const grown: Record<string, number> = {};
+  for (const report of [true, false]) {
+    const before = Deno.memoryUsage().external;
+    using t = tensorFromBytes(bytes, [values.length], "float32", report);
+    grown[String(report)] = Deno.memoryUsage().external - before;
+    assert.deepEqual(t.toArray(), values);
+  }
+  assert.ok(grown.true >= values.byteLength, JSON.stringify(grown));
+  assert.ok(grown.false < values.byteLength / 2, JSON.stringify(grown));
+});

@@ -41,7 +41,7 @@ Options:
   --inline-max-us N       with --concurrency 1, a request alone in the server whose
                           model's forward took less than N µs lately runs it on the
                           JavaScript thread, skipping the handoff to a sleeping pool
-                          thread and back (default 0: always on the pool)
+                          thread and back (default 5000; 0: always on the pool)
   --threads N             intra-op threads per forward pass
   --interop-threads N     inter-op threads
   --input-shape [MODEL:]NAME=DIMS
@@ -116,6 +116,17 @@ function describe(specs: readonly TensorSpec[]): string {
   return specs.map((s) => `${s.name} ${DATATYPE_OF[s.dtype]} [${s.shape.join(", ")}]`).join(", ");
 }
 
+/**
+ * `--inline-max-us`'s default. The command's process serves nothing but the server, so a
+ * short forward alone in a one-slot server may hold its event loop: measured with
+ * bench/serve_probe.ts (load average 4.3, 2 intra-op threads, omp), inline against the pool
+ * was -51 µs p50 for the PaddleOCR classifier (faster in 19 of 20 rounds) and -293 µs for
+ * builtin:example (16 of 20). A forward over 5 ms gains under a few percent from it, and a
+ * health check waits at most about that long. (The `serve()` API keeps 0: there the event
+ * loop is the embedding application's.)
+ */
+const INLINE_MAX_US = 5000;
+
 /** Runs `serve` with its arguments; resolves with the exit code once the server has stopped. */
 export async function serveCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -151,7 +162,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     : positiveInteger("batch-delay-us", values["batch-delay-us"], 0, 10_000_000);
   const inlineMaxUs = values["inline-max-us"] === "0"
     ? 0
-    : positiveInteger("inline-max-us", values["inline-max-us"], 0, 10_000_000);
+    : positiveInteger("inline-max-us", values["inline-max-us"], INLINE_MAX_US, 10_000_000);
   const precision = precisionFlag(values.precision);
   const memoryBudget = values["memory-budget"] === undefined
     ? undefined

@@ -210,23 +210,25 @@ export class Program {
     return syncHandles.subarray(0, inputs.length);
   }
 
-  #collect(status: number, outputs: BigUint64Array, message: Uint8Array): Tensor[] {
+  #collect(status: number, outputs: BigUint64Array, message: Uint8Array, reportExternal: boolean): Tensor[] {
     if (status !== 0) {
       const end = message.indexOf(0);
       throw new SpindleError(status, decoder.decode(message.subarray(0, end < 0 ? message.length : end)));
     }
-    return Array.from(outputs, (handle) => new Tensor(handle));
+    return Array.from(outputs, (handle) => new Tensor(handle, reportExternal));
   }
 
   /**
    * Runs graph 0 on the calling thread.
    *
    * @param inputs The graph's inputs.
+   * @param reportExternal Whether large outputs are reported to V8 as external memory (see
+   *   lib/tensor.ts); false for a caller that disposes them as soon as it has read them.
    * @returns One tensor per graph output.
    * @throws {SpindleError} code `too_large` when the run would hold more than the memory
    *   budget given to {@link Program.load}, naming the tensor and its bytes.
    */
-  runSync(inputs: readonly Tensor[]): Tensor[] {
+  runSync(inputs: readonly Tensor[], reportExternal = true): Tensor[] {
     const handles = inputs.length <= SYNC_SLOTS ? this.#syncHandles(inputs) : this.#handles(inputs);
     const count = this.outputCount;
     const outputs = count <= SYNC_SLOTS ? syncOutputs.subarray(0, count) : new BigUint64Array(count);
@@ -241,7 +243,7 @@ export class Program {
       message,
       BigInt(MESSAGE_CAPACITY),
     );
-    return this.#collect(status, outputs, message);
+    return this.#collect(status, outputs, message, reportExternal);
   }
 
   /**
@@ -272,7 +274,7 @@ export class Program {
         message,
         BigInt(MESSAGE_CAPACITY),
       );
-      const tensors = this.#collect(status, outputs, message);
+      const tensors = this.#collect(status, outputs, message, true);
       const recorded = Number(count[0]);
       if (recorded <= capacity) return { outputs: tensors, records, count: recorded };
       // A graph forked many times ran more op nodes than the graphs hold: run again.
@@ -304,15 +306,16 @@ export class Program {
    * back to the pool.
    *
    * @param inputs The graph's inputs.
+   * @param reportExternal As {@link Program.runSync}'s.
    * @returns One tensor per graph output.
    * @throws {SpindleError} code `too_large` past the memory budget, as {@link Program.runSync}.
    */
-  async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
+  async run(inputs: readonly Tensor[], reportExternal = true): Promise<Tensor[]> {
     // Everything up to the first await runs on the calling thread, before run() returns.
     const estimate = this.#estimateMicros();
     if (estimate !== null && estimate < INLINE_MAX_MICROS && pendingCalls() === 0) {
       const started = performance.now();
-      const results = this.runSync(inputs);
+      const results = this.runSync(inputs, reportExternal);
       this.#observe((performance.now() - started) * 1000);
       this.inlineRuns++;
       return results;
@@ -327,7 +330,7 @@ export class Program {
     // happens: at most getNumInferenceThreads() runs at once, the rest wait their turn.
     const { status, runMicros } = await submitCall(call, outputs, message);
     if (status === 0) this.#observe(runMicros);
-    return this.#collect(status, outputs, message);
+    return this.#collect(status, outputs, message, reportExternal);
   }
 
   /** Records one run's time, keeping the last RECENT_RUNS. */

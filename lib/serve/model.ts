@@ -5,7 +5,7 @@
  * @module
  */
 import { SpindleError } from "../../ffi/status.ts";
-import type { Module, ValueMetadata } from "../module.ts";
+import { forwardAllSyncUnreported, forwardAllUnreported, type Module, type ValueMetadata } from "../module.ts";
 import { readTensorBytes, type Tensor, tensor, tensorFromBytes } from "../tensor.ts";
 import { HttpError, type TensorData, type TensorSpec } from "./protocol.ts";
 
@@ -56,6 +56,18 @@ export function toValues(outputs: readonly OutputTensor[]): Values[] {
   return outputs.map((output) => ({ dtype: output.dtype, shape: [...output.shape], data: output.values() }));
 }
 
+/** How {@link ServedModel.run} runs a forward. */
+export interface RunOptions {
+  /** On the calling (JavaScript) thread instead of the inference pool. */
+  readonly inline?: boolean;
+  /**
+   * Records its time for {@link ServedModel.recentMicros}: only the scheduler's inline
+   * decision (`--inline-max-us`) reads it, so a server without that option skips the clock
+   * reads and the bookkeeping per request.
+   */
+  readonly timed?: boolean;
+}
+
 /** A model the server serves. */
 export interface ServedModel {
   /** The name clients use in URLs. */
@@ -72,17 +84,19 @@ export interface ServedModel {
   /**
    * Runs one forward pass off the JavaScript thread and passes its outputs, in
    * {@link outputs} order, to `finish` (which encodes the response, or takes the values with
-   * {@link toValues}) while they are alive; resolves to what `finish` returns. With `inline`
-   * the forward runs on the calling (JavaScript) thread instead, before run() returns.
+   * {@link toValues}) while they are alive; resolves to what `finish` returns. With
+   * `options.inline` the forward runs on the calling (JavaScript) thread instead, before
+   * run() returns; with `options.timed` its time is recorded for {@link recentMicros}.
    */
   run<R>(
     inputs: readonly InputValues[],
     finish: (outputs: readonly OutputTensor[]) => R,
-    inline?: boolean,
+    options?: RunOptions,
   ): Promise<R>;
   /**
    * How long a forward of inputs of this size took lately, in microseconds (the second
-   * smallest of the last few, wall time on the JavaScript thread), or null before one ran.
+   * smallest of the last few timed runs, wall time on the JavaScript thread), or null before
+   * one ran.
    * The scheduler runs a short forward `inline` (on the JavaScript thread) when nothing else
    * is in the server.
    */
@@ -176,18 +190,23 @@ export function servedModule(name: string, source: string, module: Module, relea
       }
       return runs.length === 1 ? smallest : second;
     },
-    async run(values, finish, inline = false) {
+    async run(values, finish, options = {}) {
       const tensors: Tensor[] = [];
       let results: Tensor[] = [];
       try {
         for (const { data, shape, dtype } of values) {
+          // Binary inputs are not reported to V8 as external memory: they are disposed below,
+          // and a request's 100 KB+ input counted each time brings V8's collections closer.
           tensors.push(
-            data instanceof Uint8Array ? tensorFromBytes(data, shape, dtype) : tensor(data, shape, { dtype }),
+            data instanceof Uint8Array ? tensorFromBytes(data, shape, dtype, false) : tensor(data, shape, { dtype }),
           );
         }
-        const started = performance.now();
-        results = inline ? module.forwardAllSync(...tensors) : await module.forwardAll(...tensors);
-        observe(inputBytes(values), (performance.now() - started) * 1000);
+        const started = options.timed ? performance.now() : 0;
+        // Outputs unreported to V8 too: they are disposed below, once finish has read them.
+        results = options.inline
+          ? forwardAllSyncUnreported(module, tensors)
+          : await forwardAllUnreported(module, tensors);
+        if (options.timed) observe(inputBytes(values), (performance.now() - started) * 1000);
         return finish(results.map((t): OutputTensor => ({
           dtype: t.dtype,
           shape: t.shape,

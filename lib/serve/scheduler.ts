@@ -18,12 +18,16 @@ import {
   type InputValues,
   type OutputTensor,
   runError,
+  type RunOptions,
   type ServedModel,
   toValues,
   type Values,
   valuesOutput,
 } from "./model.ts";
 import { HttpError } from "./protocol.ts";
+
+/** An inline forward is timed: its time decides whether the next one runs inline. */
+const RUN_INLINE: RunOptions = { inline: true, timed: true };
 
 /** Settings of a scheduler. */
 export interface SchedulerOptions {
@@ -67,6 +71,8 @@ export class Scheduler {
   readonly #queue: Job[] = [];
   #admitted = 0;
   #running = 0;
+  /** How a forward on the pool runs: timed only when the inline decision reads the times. */
+  readonly #runOnPool: RunOptions;
 
   /**
    * @param options Slots, queue bound and batching.
@@ -77,6 +83,7 @@ export class Scheduler {
     this.#options = options;
     this.#metrics = metrics;
     this.#deadlines = deadlines;
+    this.#runOnPool = { inline: false, timed: (options.inlineMaxUs ?? 0) > 0 };
   }
 
   /** Admits a request if the server has room; pair each true with {@link release}. */
@@ -211,7 +218,7 @@ export class Scheduler {
       if (jobs.length === 1) {
         const inline = this.#inline(model, jobs[0]);
         if (inline) this.#metrics.ranInline(model.name);
-        const result = await model.run(jobs[0].inputs, jobs[0].finish, inline);
+        const result = await model.run(jobs[0].inputs, jobs[0].finish, inline ? RUN_INLINE : this.#runOnPool);
         this.#metrics.computed(model.name, (performance.now() - started) / 1000, 1);
         this.#settle(jobs[0], result);
       } else {

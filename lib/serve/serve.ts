@@ -43,9 +43,10 @@ export interface ServeOptions {
    * With `concurrency` 1, a request alone in the server whose model's forward took less than
    * this many microseconds lately runs it on the JavaScript thread, skipping the handoff to
    * a sleeping pool thread and back (default 0: every forward on the pool). The event loop,
-   * and so the rest of the application, waits for at most about this long. Measured with
-   * `deno task bench:serve` and bench/serve_probe.ts: a gain with one intra-op thread, mixed
-   * with two (see the README).
+   * and so the rest of the application, waits for at most about this long, which is why it
+   * is off here; the `serve` command, whose process serves nothing else, defaults to 5000.
+   * Measured with bench/serve_probe.ts: a gain with one intra-op thread and, since the omp
+   * pool's workers sleep when they share their caller's CPU, with two (see the README).
    */
   inlineMaxUs?: number;
 }

@@ -44,6 +44,8 @@ export interface InferenceServer {
 /** The only model version served: models are loaded once and never replaced. */
 const VERSION = "1";
 const JSON_HEADERS = { "content-type": "application/json" };
+/** Most infer paths kept resolved (a few spellings of each model's path). */
+const INFER_PATHS = 64;
 
 function json(status: number, value: unknown, headers: Record<string, string> = {}): HttpResponse {
   return { status, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(value) };
@@ -88,6 +90,8 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
   const models = new Map(options.models.map((m) => [m.name, m]));
   /** Validated all-binary request headers, per model (see RequestPlan). */
   const plans = new Map(options.models.map((m) => [m, new Map<string, RequestPlan>()]));
+  /** Infer paths resolved to a served model before (see route). */
+  const inferPaths = new Map<string, ServedModel>();
   const metrics = new Metrics({
     intraOpThreads: options.intraOpThreads,
     interopThreads: options.interopThreads,
@@ -136,7 +140,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
         model.outputs,
         plans.get(model),
       );
-      const inputs: InputValues[] = parsed.inputs.map((t) => ({ dtype: t.dtype, shape: t.shape, data: t.data }));
+      const inputs: InputValues[] = parsed.inputs;
       const left = Math.max(1, options.timeoutMs - (performance.now() - arrived));
       // The response is made while the outputs are alive: binary outputs are read straight into
       // the connection's response buffer, from which the HTTP layer sends them uncopied.
@@ -175,7 +179,34 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     }
   };
 
-  const route = async (request: HttpRequest): Promise<HttpResponse> => {
+  /** Runs an infer request of `model` (undefined: unknown, answered 404) and counts its answer. */
+  const inferRoute = async (
+    request: HttpRequest,
+    name: string,
+    model: ServedModel | undefined,
+    version: string | undefined,
+  ): Promise<HttpResponse> => {
+    const arrived = performance.now();
+    try {
+      const response = await infer(request, modelOf(name, version));
+      metrics.request(name, response.status);
+      metrics.answered(name, (performance.now() - arrived) / 1000);
+      return response;
+    } catch (error) {
+      metrics.request(model === undefined ? "_unknown" : name, error instanceof HttpError ? error.status : 500);
+      throw error;
+    }
+  };
+
+  const route = (request: HttpRequest): Promise<HttpResponse> => {
+    // Clients post to the same infer path each time: a path resolved before skips the route
+    // match and the percent-decoding.
+    const known = request.method === "POST" ? inferPaths.get(request.path) : undefined;
+    if (known !== undefined) return inferRoute(request, known.name, known, undefined);
+    return routeOther(request);
+  };
+
+  const routeOther = async (request: HttpRequest): Promise<HttpResponse> => {
     const path = request.path.replace(/\/+$/, "");
     const method = request.method;
     const get = method === "GET" || method === "HEAD";
@@ -207,16 +238,12 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
     if (action === "infer") {
       if (method !== "POST") throw new HttpError(405, `use POST for ${path}`, { allow: "POST" });
       const model = models.get(name);
-      const arrived = performance.now();
-      try {
-        const response = await infer(request, modelOf(name, version));
-        metrics.request(name, response.status);
-        metrics.answered(name, (performance.now() - arrived) / 1000);
-        return response;
-      } catch (error) {
-        metrics.request(model === undefined ? "_unknown" : name, error instanceof HttpError ? error.status : 500);
-        throw error;
+      // Only paths of served models (and no version, or the served one) are kept, at most
+      // INFER_PATHS of them: the cache cannot grow with what clients send.
+      if (model !== undefined && (version === undefined || version === VERSION) && inferPaths.size < INFER_PATHS) {
+        inferPaths.set(request.path, model);
       }
+      return await inferRoute(request, name, model, version);
     }
     if (!get) throw new HttpError(405, `use GET for ${path}`, { allow: "GET" });
     const model = modelOf(name, version);
