@@ -9,7 +9,7 @@
 import { onnx } from "../tools/fuzz_corpus.ts";
 import assert from "node:assert/strict";
 import { load, type Module, tensor } from "../mod.ts";
-import { type ServedModel, servedModule } from "../lib/serve/model.ts";
+import { type ServedModel, servedModule, type Values, valuesOutput } from "../lib/serve/model.ts";
 import { type InferenceServer, type ServeOptions, startServer } from "../lib/serve/server.ts";
 import { Deadlines } from "../lib/serve/deadlines.ts";
 import { parseInferRequest, type RequestPlan, type TensorSpec } from "../lib/serve/protocol.ts";
@@ -899,4 +899,43 @@ Deno.test("serve(): the API serves modules it does not own and checks its option
   );
   await assert.rejects(serve({ "a/b": model }, { port: 0 }), /model name 'a\/b'/);
   await assert.rejects(serve({ m: {} as typeof model }, { port: 0 }), /model 'm' is not a Module/);
+});
+
+/** A model that says its forwards take `recentUs` and whose forward takes `ms` (busy inline, as a real one). */
+function timedFakeModel(recentUs: number, ms: number): ServedModel {
+  const fake = fakeModel(ms);
+  return {
+    ...fake,
+    recentMicros: () => recentUs,
+    run(inputs, finish, options) {
+      if (!options?.inline) return fake.run(inputs, finish, options);
+      const until = performance.now() + ms;
+      while (performance.now() < until) { /* the event loop is held, as by an inline forward */ }
+      const { dtype, shape, data } = inputs[0];
+      return Promise.resolve(finish([valuesOutput({ dtype, shape, data: data as Values["data"] })]));
+    },
+  };
+}
+
+Deno.test("serve: --inline-max-us keeps --timeout-ms: a request near its deadline goes to the pool, an inline forward past it is 504", async () => {
+  // 30 ms lately against a 100 ms deadline: less than 4 times the run time left, so the pool.
+  await withServer({ concurrency: 1, inlineMaxUs: 1e6, timeoutMs: 100 }, async (url, server) => {
+    const response = await post(`${url}/v2/models/m/infer`, ONE_ROW);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    assert.equal(server.metrics.inlineCount("m"), 0);
+  }, timedFakeModel(30_000, 5));
+  // 1 ms lately, so inline; this forward takes 150 ms, past the 100 ms deadline: 504, as on the pool.
+  await withServer({ concurrency: 1, inlineMaxUs: 1e6, timeoutMs: 100 }, async (url, server) => {
+    await expectError(await post(`${url}/v2/models/m/infer`, ONE_ROW), 504, /passed its 100 ms deadline/);
+    assert.equal(server.metrics.inlineCount("m"), 1);
+    assert.equal(server.metrics.count("m", 504), 1);
+  }, timedFakeModel(1000, 150));
+  // The same forward within a longer deadline is answered.
+  await withServer({ concurrency: 1, inlineMaxUs: 1e6, timeoutMs: 1000 }, async (url, server) => {
+    const response = await post(`${url}/v2/models/m/infer`, ONE_ROW);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    assert.equal(server.metrics.inlineCount("m"), 1);
+  }, timedFakeModel(1000, 150));
 });

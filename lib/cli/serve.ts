@@ -41,7 +41,8 @@ Options:
   --inline-max-us N       with --concurrency 1, a request alone in the server whose
                           model's forward took less than N µs lately runs it on the
                           JavaScript thread, skipping the handoff to a sleeping pool
-                          thread and back (default 5000; 0: always on the pool)
+                          thread and back (default 5000; 0: always on the pool); one
+                          with less than 4 such times left before its deadline does not
   --threads N             intra-op threads per forward pass
   --interop-threads N     inter-op threads
   --input-shape [MODEL:]NAME=DIMS

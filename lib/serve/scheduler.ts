@@ -29,6 +29,20 @@ import { HttpError } from "./protocol.ts";
 /** An inline forward is timed: its time decides whether the next one runs inline. */
 const RUN_INLINE: RunOptions = { inline: true, timed: true };
 
+/**
+ * An inline forward needs this many times its recent run time left before its request's
+ * deadline (a forward's time varies with the machine's load).
+ */
+const INLINE_DEADLINE_MARGIN = 4;
+
+/** The 504 of a request whose deadline passed. */
+function deadlinePassed(job: Job): HttpError {
+  return new HttpError(
+    504,
+    `model '${job.model.name}': the request passed its ${job.deadlineMs} ms deadline (--timeout-ms)`,
+  );
+}
+
 /** Settings of a scheduler. */
 export interface SchedulerOptions {
   /** Forward passes at once. */
@@ -57,6 +71,10 @@ interface Job {
   enqueuedAt: number;
   settled: boolean;
   deadline: Deadline | undefined;
+  /** When the deadline passes (performance.now() time, ms): an inline forward checks it itself. */
+  dueAt: number;
+  /** The deadline as configured, for the 504's message. */
+  deadlineMs: number;
   /** Turns the outputs into the job's result (the encoded response) while they are alive. */
   finish(outputs: readonly OutputTensor[]): unknown;
   resolve(result: unknown): void;
@@ -139,6 +157,8 @@ export class Scheduler {
         enqueuedAt: performance.now(),
         settled: false,
         deadline: undefined,
+        dueAt: performance.now() + timeoutMs,
+        deadlineMs,
         finish,
         resolve: resolve as (result: unknown) => void,
         reject,
@@ -149,10 +169,7 @@ export class Scheduler {
           this.#queue.splice(index, 1);
           this.#metrics.queueDepth = this.#queue.length;
         }
-        this.#settle(
-          job,
-          new HttpError(504, `model '${model.name}': the request passed its ${deadlineMs} ms deadline (--timeout-ms)`),
-        );
+        this.#settle(job, deadlinePassed(job));
       });
       this.#queue.push(job);
       this.#metrics.queueDepth = this.#queue.length;
@@ -220,7 +237,9 @@ export class Scheduler {
         if (inline) this.#metrics.ranInline(model.name);
         const result = await model.run(jobs[0].inputs, jobs[0].finish, inline ? RUN_INLINE : this.#runOnPool);
         this.#metrics.computed(model.name, (performance.now() - started) / 1000, 1);
-        this.#settle(jobs[0], result);
+        // An inline forward held the event loop, so the deadline's timer could not fire
+        // during it: a forward that ended past the deadline answers 504 as the timer would have.
+        this.#settle(jobs[0], inline && performance.now() > jobs[0].dueAt ? deadlinePassed(jobs[0]) : result);
       } else {
         await this.#stacked(model, jobs);
         this.#metrics.computed(model.name, (performance.now() - started) / 1000, jobs.length);
@@ -255,7 +274,10 @@ export class Scheduler {
   #inline(model: ServedModel, job: Job): boolean {
     if (this.#options.concurrency !== 1 || this.#admitted !== 1) return false;
     const micros = model.recentMicros(job.inputs);
-    return micros !== null && micros < (this.#options.inlineMaxUs ?? 0);
+    if (micros === null || micros >= (this.#options.inlineMaxUs ?? 0)) return false;
+    // A request near its deadline goes to the pool, where the deadline's timer can answer
+    // 504 on time: inline, nothing could until the forward ends.
+    return micros / 1000 * INLINE_DEADLINE_MARGIN < job.dueAt - performance.now();
   }
 
   /** Runs the jobs as one forward, stacked along dim 0, and settles each with its rows. */
