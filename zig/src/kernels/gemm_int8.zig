@@ -181,24 +181,44 @@ fn reference(args: *const Args) void {
 }
 
 const V = @Vector(block_n, i32);
-const rows_max = 4;
 const blocks_max = 4;
 
+/// Rows per micro tile for nb column blocks: VNNI keeps about 16 accumulators in flight
+/// (vpdpbusd's latency times its two pipes needs more than the 8 that 4 rows × 2 blocks
+/// gave det's 24- and 32-channel convolutions), within 32 zmm registers with the nb weight
+/// vectors and a broadcast. The widened kernel keeps 4 rows: its AVX2 copy has 16 ymm
+/// registers, and each V takes two.
+fn rowsMax(comptime kind: Kernel, comptime nb: usize) usize {
+    comptime std.debug.assert(nb >= 1 and nb <= blocks_max);
+    if (kind != .vnni) return 4;
+    return switch (nb) {
+        1, 2 => 8,
+        3 => 5,
+        else => 4,
+    };
+}
+
+/// Column blocks outside, rows inside: each run of up to blocks_max blocks takes the row
+/// count its accumulators allow.
 fn tiled(comptime kind: Kernel, args: *const Args) void {
+    var block = args.block_begin;
+    while (block < args.block_end) {
+        const count = @min(blocks_max, args.block_end - block);
+        switch (count) {
+            inline 1...blocks_max => |nb| tiledRows(kind, nb, args, block),
+            else => unreachable,
+        }
+        block += count;
+    }
+}
+
+fn tiledRows(comptime kind: Kernel, comptime nb: usize, args: *const Args, block: usize) void {
+    const mr_max = comptime rowsMax(kind, nb);
     var r: usize = 0;
-    while (r < args.rows) : (r += rows_max) {
-        const rows = @min(rows_max, args.rows - r);
-        var block = args.block_begin;
-        while (block < args.block_end) {
-            const count = @min(blocks_max, args.block_end - block);
-            switch (rows) {
-                inline 1...rows_max => |mr| switch (count) {
-                    inline 1...blocks_max => |nb| micro(kind, mr, nb, args, r, block),
-                    else => unreachable,
-                },
-                else => unreachable,
-            }
-            block += count;
+    while (r < args.rows) : (r += mr_max) {
+        switch (@min(mr_max, args.rows - r)) {
+            inline 1...mr_max => |mr| micro(kind, mr, nb, args, r, block),
+            else => unreachable,
         }
     }
 }
