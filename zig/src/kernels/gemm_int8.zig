@@ -357,6 +357,18 @@ test "int8 GEMM kernels match plain sums on awkward shapes, extremes included" {
     }
 }
 
+test "int8 GEMM kernels match plain sums for every micro tile: 1 to 4 column blocks, row counts around each tile height" {
+    // VNNI tiles are 8 rows for 1-2 blocks, 5 for 3, 4 for 4: rows just below, at and past
+    // each height (and two tiles plus a tail), on 1-5 blocks with a partial last block.
+    const row_counts = [_]usize{ 1, 4, 5, 7, 8, 9, 11, 17 };
+    const column_counts = [_]usize{ 9, 32, 41, 64, 77 };
+    for (row_counts, 0..) |rows, i| for (column_counts, 0..) |n, j| {
+        const seed = 300 + i * column_counts.len + j;
+        try checkKernel(.widened, rows, 27, n, seed);
+        if (vnniSupported()) try checkKernel(.vnni, rows, 27, n, seed);
+    };
+}
+
 /// A convolution's three kernel rows as three calls over one packed K of 3 · segment:
 /// overlapping rows of A (lda below the segment), b_groups past the segment, accumulate.
 fn checkSegments(kernel: Kernel, rows: usize, segment: usize, lda: usize, n: usize, seed: u64) !void {
