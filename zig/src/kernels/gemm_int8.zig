@@ -181,24 +181,44 @@ fn reference(args: *const Args) void {
 }
 
 const V = @Vector(block_n, i32);
-const rows_max = 4;
 const blocks_max = 4;
 
+/// Rows per micro tile for nb column blocks: VNNI keeps about 16 accumulators in flight
+/// (vpdpbusd's latency times its two pipes needs more than the 8 that 4 rows × 2 blocks
+/// gave det's 24- and 32-channel convolutions), within 32 zmm registers with the nb weight
+/// vectors and a broadcast. The widened kernel keeps 4 rows: its AVX2 copy has 16 ymm
+/// registers, and each V takes two.
+fn rowsMax(comptime kind: Kernel, comptime nb: usize) usize {
+    comptime std.debug.assert(nb >= 1 and nb <= blocks_max);
+    if (kind != .vnni) return 4;
+    return switch (nb) {
+        1, 2 => 8,
+        3 => 5,
+        else => 4,
+    };
+}
+
+/// Column blocks outside, rows inside: each run of up to blocks_max blocks takes the row
+/// count its accumulators allow.
 fn tiled(comptime kind: Kernel, args: *const Args) void {
+    var block = args.block_begin;
+    while (block < args.block_end) {
+        const count = @min(blocks_max, args.block_end - block);
+        switch (count) {
+            inline 1...blocks_max => |nb| tiledRows(kind, nb, args, block),
+            else => unreachable,
+        }
+        block += count;
+    }
+}
+
+fn tiledRows(comptime kind: Kernel, comptime nb: usize, args: *const Args, block: usize) void {
+    const mr_max = comptime rowsMax(kind, nb);
     var r: usize = 0;
-    while (r < args.rows) : (r += rows_max) {
-        const rows = @min(rows_max, args.rows - r);
-        var block = args.block_begin;
-        while (block < args.block_end) {
-            const count = @min(blocks_max, args.block_end - block);
-            switch (rows) {
-                inline 1...rows_max => |mr| switch (count) {
-                    inline 1...blocks_max => |nb| micro(kind, mr, nb, args, r, block),
-                    else => unreachable,
-                },
-                else => unreachable,
-            }
-            block += count;
+    while (r < args.rows) : (r += mr_max) {
+        switch (@min(mr_max, args.rows - r)) {
+            inline 1...mr_max => |mr| micro(kind, mr, nb, args, r, block),
+            else => unreachable,
         }
     }
 }
@@ -335,6 +355,18 @@ test "int8 GEMM kernels match plain sums on awkward shapes, extremes included" {
         try checkKernel(.widened, shape[0], shape[1], shape[2], seed);
         if (vnniSupported()) try checkKernel(.vnni, shape[0], shape[1], shape[2], seed);
     }
+}
+
+test "int8 GEMM kernels match plain sums for every micro tile: 1 to 4 column blocks, row counts around each tile height" {
+    // VNNI tiles are 8 rows for 1-2 blocks, 5 for 3, 4 for 4: rows just below, at and past
+    // each height (and two tiles plus a tail), on 1-5 blocks with a partial last block.
+    const row_counts = [_]usize{ 1, 4, 5, 7, 8, 9, 11, 17 };
+    const column_counts = [_]usize{ 9, 32, 41, 64, 77 };
+    for (row_counts, 0..) |rows, i| for (column_counts, 0..) |n, j| {
+        const seed = 300 + i * column_counts.len + j;
+        try checkKernel(.widened, rows, 27, n, seed);
+        if (vnniSupported()) try checkKernel(.vnni, rows, 27, n, seed);
+    };
 }
 
 /// A convolution's three kernel rows as three calls over one packed K of 3 · segment:

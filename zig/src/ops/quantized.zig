@@ -42,34 +42,73 @@ pub fn quantizeValue(x: f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) 
 const lanes = 16;
 const VF = @Vector(lanes, f32);
 
-/// `quantizeValue` on 16 lanes. x / scale is taken as x · (1 / scale) (a division per element
-/// made the QDQ passes of det twice as slow), except in lanes within a few ulps of a rounding
-/// tie, which are divided again: the result is exactly the spec's (and onnxruntime's).
-inline fn quantizeVector(x: VF, scale: f32, zero_point: f32, qmin: f32, qmax: f32) VF {
-    // Past ±bound every value saturates, so the product is clamped there first: then one
-    // tolerance covers the 2 ulps by which x · (1 / scale) can miss x / scale, and the tie
-    // test reads the rounding's own remainder (5 operations fewer than measuring the distance
-    // to the floor's .5; this function was 17% of det_qdq's time in perf).
-    const bound = @min(@max(qmax - zero_point, zero_point - qmin) + 1, 0x1p21);
-    const magic: VF = @splat(0x1.8p23);
-    const low: VF = @splat(-bound);
-    const high: VF = @splat(bound);
-    const product = @min(@max(x * @as(VF, @splat(1 / scale)), low), high);
-    var rounded = (product + magic) - magic;
-    const near = @abs(product - rounded) >= @as(VF, @splat(0.5 - bound * 0x1p-20));
-    if (@reduce(.Or, near)) {
-        const quotient = @min(@max(x / @as(VF, @splat(scale)), low), high);
-        rounded = @select(f32, near, (quotient + magic) - magic, rounded);
+/// `quantizeValue` on 16 lanes, its constants splatted once (`init`) outside the caller's loop:
+/// the epilogue recomputed 1 / scale (a vdivss) and the bound per vector of every row,
+/// because its output stores may alias the call's parameters (perf, det_qdq on Zen 5).
+/// x / scale is taken as x · (1 / scale) (a division per element made the QDQ passes of det
+/// twice as slow), except in lanes within a few ulps of a rounding tie, which are divided
+/// again: the result is exactly the spec's (and onnxruntime's).
+const Quantizer = struct {
+    inverse: VF,
+    scale: VF,
+    low: VF,
+    high: VF,
+    tie: VF,
+    zero_point: VF,
+    qmin: VF,
+    qmax: VF,
+
+    fn init(scale: f32, zero_point: f32, qmin: f32, qmax: f32) Quantizer {
+        // Past ±bound every value saturates, so the product is clamped there first: then one
+        // tolerance covers the 2 ulps by which x · (1 / scale) can miss x / scale, and the tie
+        // test reads the rounding's own remainder (5 operations fewer than measuring the
+        // distance to the floor's .5).
+        const bound = @min(@max(qmax - zero_point, zero_point - qmin) + 1, 0x1p21);
+        return .{
+            .inverse = @splat(1 / scale),
+            .scale = @splat(scale),
+            .low = @splat(-bound),
+            .high = @splat(bound),
+            .tie = @splat(0.5 - bound * 0x1p-20),
+            .zero_point = @splat(zero_point),
+            .qmin = @splat(qmin),
+            .qmax = @splat(qmax),
+        };
     }
-    return @min(@max(rounded + @as(VF, @splat(zero_point)), @as(VF, @splat(qmin))), @as(VF, @splat(qmax)));
+
+    inline fn apply(quantizer: *const Quantizer, x: VF) VF {
+        const magic: VF = @splat(0x1.8p23);
+        const product = clamp(x * quantizer.inverse, quantizer.low, quantizer.high);
+        var rounded = (product + magic) - magic;
+        const near = @abs(product - rounded) >= quantizer.tie;
+        if (@reduce(.Or, near)) {
+            const quotient = clamp(x / quantizer.scale, quantizer.low, quantizer.high);
+            rounded = @select(f32, near, (quotient + magic) - magic, rounded);
+        }
+        return clamp(rounded + quantizer.zero_point, quantizer.qmin, quantizer.qmax);
+    }
+};
+
+/// min(max(x, low), high) with NaN taken to low, as selects (one vmaxps and one vminps):
+/// @min/@max keep the non-NaN operand too, but LLVM spends a compare and a blend on each
+/// to prove it.
+inline fn clamp(x: VF, low: VF, high: VF) VF {
+    const above = @select(f32, x > low, x, low);
+    return @select(f32, above < high, above, high);
+}
+
+/// `quantizeValue` on 16 lanes (tests; loops build their Quantizer once).
+fn quantizeVector(x: VF, scale: f32, zero_point: f32, qmin: f32, qmax: f32) VF {
+    return Quantizer.init(scale, zero_point, qmin, qmax).apply(x);
 }
 
 /// dst = quantize(src) for one scale and zero point.
 fn quantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
     std.debug.assert(src.len == dst.len);
+    const quantizer = Quantizer.init(scale, zero_point, qmin, qmax);
     var i: usize = 0;
     while (i + lanes <= src.len) : (i += lanes) {
-        dst[i..][0..lanes].* = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax);
+        dst[i..][0..lanes].* = quantizer.apply(src[i..][0..lanes].*);
     }
     while (i < src.len) : (i += 1) dst[i] = quantizeValue(src[i], scale, zero_point, qmin, qmax);
 }
@@ -77,10 +116,11 @@ fn quantizeSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmin
 /// dst = dequantize(quantize(src)).
 fn roundTripSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
     std.debug.assert(src.len == dst.len);
+    const quantizer = Quantizer.init(scale, zero_point, qmin, qmax);
     var i: usize = 0;
     while (i + lanes <= src.len) : (i += lanes) {
-        const q = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax);
-        dst[i..][0..lanes].* = (q - @as(VF, @splat(zero_point))) * @as(VF, @splat(scale));
+        const q = quantizer.apply(src[i..][0..lanes].*);
+        dst[i..][0..lanes].* = (q - quantizer.zero_point) * quantizer.scale;
     }
     while (i < src.len) : (i += 1) dst[i] = (quantizeValue(src[i], scale, zero_point, qmin, qmax) - zero_point) * scale;
 }
@@ -88,9 +128,10 @@ fn roundTripSlice(src: []const f32, dst: []f32, scale: f32, zero_point: f32, qmi
 /// dst = quantize(src) - qmin as bytes (the u8 operand of the int8 GEMM).
 fn quantizeBytes(src: []const f32, dst: []u8, scale: f32, zero_point: f32, qmin: f32, qmax: f32) void {
     std.debug.assert(src.len == dst.len);
+    const quantizer = Quantizer.init(scale, zero_point, qmin, qmax);
     var i: usize = 0;
     while (i + lanes <= src.len) : (i += lanes) {
-        const q = quantizeVector(src[i..][0..lanes].*, scale, zero_point, qmin, qmax) - @as(VF, @splat(qmin));
+        const q = quantizer.apply(src[i..][0..lanes].*) - quantizer.qmin;
         const wide: @Vector(lanes, i32) = @intFromFloat(q);
         dst[i..][0..lanes].* = @as(@Vector(lanes, u8), @intCast(wide));
     }
@@ -99,7 +140,7 @@ fn quantizeBytes(src: []const f32, dst: []u8, scale: f32, zero_point: f32, qmin:
 
 /// quantize(src) - qmin of up to 16 values as u32 lanes (0 past src.len): a short tail
 /// takes the vector path too, on a padded copy.
-fn quantizeLanes(src: []const f32, scale: f32, zero_point: f32, qmin: f32, qmax: f32) @Vector(lanes, u32) {
+fn quantizeLanes(src: []const f32, quantizer: *const Quantizer) @Vector(lanes, u32) {
     std.debug.assert(src.len <= lanes);
     // Full vectors load straight from src (a copy through the stack stalled the load).
     const values: VF = if (src.len == lanes) src[0..lanes].* else tail: {
@@ -107,7 +148,7 @@ fn quantizeLanes(src: []const f32, scale: f32, zero_point: f32, qmin: f32, qmax:
         for (padded_values[0..src.len], src) |*dst, v| dst.* = v;
         break :tail padded_values;
     };
-    const q = quantizeVector(values, scale, zero_point, qmin, qmax) - @as(VF, @splat(qmin));
+    const q = quantizer.apply(values) - quantizer.qmin;
     const wide: @Vector(lanes, i32) = @intFromFloat(q);
     return @intCast(wide);
 }
@@ -441,6 +482,16 @@ const Call = struct {
         std.debug.assert(rows <= rows_per_task);
         const k: f32 = @floatFromInt(call.q.k);
         const a_zero = call.a_zero - call.q.a_min;
+        // The call's fields as locals: the output stores may alias the call as far as the
+        // compiler knows, so read through `call` they were reloaded (and 1 / scale divided
+        // again) for every vector.
+        const requantize = call.q.requantize;
+        const dequantize_output = call.q.dequantize_output;
+        const output_levels = call.output_levels;
+        const b_zero_any = call.b_zero_any;
+        const row_sums = call.row_sums;
+        const quantizer: Quantizer = .init(call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
+        const out_min: VF = @splat(call.q.out_min);
         var column = first;
         while (column < end) : (column += lanes) {
             const count = @min(lanes, end - column);
@@ -450,23 +501,22 @@ const Call = struct {
             const offset = (b_zero * @as(VF, @splat(k * a_zero))) - padded(call.col_sum, column, count) * @as(VF, @splat(a_zero));
             var results: [rows_per_task]VF = undefined;
             for (0..rows) |r| {
-                const row_sum: f32 = if (call.b_zero_any) @floatFromInt(call.row_sums[row + r]) else 0;
+                const row_sum: f32 = if (b_zero_any) @floatFromInt(row_sums[row + r]) else 0;
                 const acc: VF = @floatFromInt(@as(@Vector(lanes, i32), c[r * ldc + column - first ..][0..lanes].*));
                 var v = (acc - b_zero * @as(VF, @splat(row_sum)) + offset) * scale + bias;
-                if (call.q.requantize) {
-                    const q = quantizeVector(v, call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
-                    v = if (call.q.dequantize_output) (q - @as(VF, @splat(call.q.out_zero))) * @as(VF, @splat(call.q.out_scale)) else q;
-                    if (call.output_levels) |levels| v = lookUpIndices(q - @as(VF, @splat(call.q.out_min)), levels);
+                if (requantize) {
+                    const q = quantizer.apply(v);
+                    v = if (dequantize_output) (q - quantizer.zero_point) * quantizer.scale else q;
+                    if (output_levels) |levels| v = lookUpIndices(q - out_min, levels);
                 }
-                if (call.column_stride == 1) {
-                    const out_row = call.out[(row + r) * call.row_stride + column ..][0..count];
-                    const values: [lanes]f32 = v;
-                    @memcpy(out_row, values[0..count]);
-                } else {
-                    results[r] = v;
-                }
+                results[r] = v;
             }
-            if (call.column_stride != 1) {
+            if (call.column_stride == 1) {
+                for (results[0..rows], 0..) |v, r| {
+                    const values: [lanes]f32 = v;
+                    @memcpy(call.out[(row + r) * call.row_stride + column ..][0..count], values[0..count]);
+                }
+            } else {
                 if (call.steps.len > 0 and call.output_levels == null) call.chain(results[0..rows], column, count);
                 call.storeColumns(results[0..rows], row, column, count);
             }
@@ -499,7 +549,8 @@ const Call = struct {
         const levels = call.levels orelse return chainVectors(call.steps, values, saved[0..values.len], column, count);
         const q = call.steps[call.split];
         chainVectors(call.steps[0..call.split], values, saved[0..values.len], column, count);
-        for (values) |*v| v.* = lookUpVector(q, v.*, levels);
+        const quantizer: Quantizer = .init(q.a, q.b, q.c, q.d);
+        for (values) |*v| v.* = lookUpVector(&quantizer, v.*, levels);
     }
 };
 
@@ -843,6 +894,7 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         padding: [2]usize,
         padded_width: usize,
         image: []u8,
+        quantizer: Quantizer,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
             const zero_byte = c.call.zeroByte();
             const row_bytes = c.padded_width * c.channels;
@@ -864,12 +916,10 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         /// pixels of row y into u32 lanes, channel + j in byte j of pixel i's lane.
         fn words(c: *const @This(), y: usize, x0: usize, count: usize, channel: usize, comptime count_channels: usize) @Vector(lanes, u32) {
             std.debug.assert(count_channels <= 4 and channel + count_channels <= c.channels);
-            const scale: f32 = if (c.call.q.a_integer) 1 else c.call.a_scale;
-            const zero: f32 = if (c.call.q.a_integer) 0 else c.call.a_zero;
             var result: @Vector(lanes, u32) = @splat(0);
             inline for (0..count_channels) |j| {
                 const src = c.x[((channel + j) * c.height + y) * c.width + x0 ..][0..count];
-                const bytes: @Vector(lanes, u32) = quantizeLanes(src, scale, zero, c.call.q.a_min, c.call.q.a_max);
+                const bytes: @Vector(lanes, u32) = quantizeLanes(src, &c.quantizer);
                 result |= bytes << @splat(8 * j);
             }
             return result;
@@ -932,6 +982,8 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         .padding = padding,
         .padded_width = padded_hw[1],
         .image = image,
+        // Integer inputs (QLinearConv's) are already levels: scale 1, zero point 0.
+        .quantizer = if (call.q.a_integer) .init(1, 0, call.q.a_min, call.q.a_max) else .init(call.a_scale, call.a_zero, call.q.a_min, call.q.a_max),
     };
     try intra_op.parallelForTyped(0, padded_hw[0], parallel.grain(.medium, padded_hw[1] * chw[0]), &context, @TypeOf(context).body);
 }
@@ -1245,9 +1297,10 @@ const Table = struct {
 fn lookUp(q: Step, acc: []const f32, levels: *const [Table.len]f32, out: []f32) void {
     std.debug.assert(acc.len == out.len);
     const table_vectors: [Table.len / lanes]VF = @bitCast(levels.*);
+    const quantizer: Quantizer = .init(q.a, q.b, q.c, q.d);
     var i: usize = 0;
     while (i + lanes <= acc.len) : (i += lanes) {
-        const level = quantizeVector(acc[i..][0..lanes].*, q.a, q.b, q.c, q.d) - @as(VF, @splat(q.c));
+        const level = quantizer.apply(acc[i..][0..lanes].*) - quantizer.qmin;
         const indices: @Vector(lanes, i32) = @intFromFloat(level);
         if (comptime has_avx512) {
             out[i..][0..lanes].* = permuteLookUp(&table_vectors, indices);
@@ -1292,17 +1345,8 @@ inline fn lookUpIndices(indices_float: VF, levels: *align(64) const [Table.len]f
 }
 
 /// levels[quantize(v) - qmin] on one vector, as `lookUp` does it.
-inline fn lookUpVector(q: Step, v: VF, levels: *align(64) const [Table.len]f32) VF {
-    const level = quantizeVector(v, q.a, q.b, q.c, q.d) - @as(VF, @splat(q.c));
-    const indices: @Vector(lanes, i32) = @intFromFloat(level);
-    if (comptime has_avx512) {
-        const table_vectors: *const [Table.len / lanes]VF = @ptrCast(levels);
-        return permuteLookUp(table_vectors, indices);
-    }
-    const array: [lanes]i32 = indices;
-    var out: [lanes]f32 = undefined;
-    inline for (0..lanes) |j| out[j] = levels[@intCast(array[j])];
-    return out;
+inline fn lookUpVector(quantizer: *const Quantizer, v: VF, levels: *align(64) const [Table.len]f32) VF {
+    return lookUpIndices(quantizer.apply(v) - quantizer.qmin, levels);
 }
 
 const has_avx512 = @import("builtin").cpu.arch == .x86_64 and std.Target.x86.featureSetHas(@import("builtin").cpu.features, .avx512f);
@@ -1364,11 +1408,13 @@ fn chainVectors(steps: []const Step, values: []VF, saved: []VF, column: usize, c
     // The chain's input is its root until a set_root step.
     @memcpy(saved, values);
     for (steps) |step| switch (step.code) {
-        .round_trip => for (values) |*v| {
-            v.* = (quantizeVector(v.*, step.a, step.b, step.c, step.d) - @as(VF, @splat(step.b))) * @as(VF, @splat(step.a));
+        .round_trip => {
+            const quantizer: Quantizer = .init(step.a, step.b, step.c, step.d);
+            for (values) |*v| v.* = (quantizer.apply(v.*) - quantizer.zero_point) * quantizer.scale;
         },
-        .quantize => for (values) |*v| {
-            v.* = quantizeVector(v.*, step.a, step.b, step.c, step.d);
+        .quantize => {
+            const quantizer: Quantizer = .init(step.a, step.b, step.c, step.d);
+            for (values) |*v| v.* = quantizer.apply(v.*);
         },
         .dequantize => for (values) |*v| {
             v.* = (v.* - @as(VF, @splat(step.b))) * @as(VF, @splat(step.a));
