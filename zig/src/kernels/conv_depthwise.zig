@@ -198,6 +198,7 @@ fn byRows(comptime kernel_h: usize, comptime row_stride: usize, plan: *const Pla
     var column_offsets: [taps_max]usize = undefined;
     const kernel_w = window.kernel[1];
     for (0..kernel_w) |kx| column_offsets[kx] = plan.offsets[kx];
+    const image_rows = imageRows(row_stride, window);
     var vector: usize = 0;
     while (vector < row_vectors) {
         const vectors = @min(row_vectors - vector, row_vectors_max);
@@ -208,7 +209,7 @@ fn byRows(comptime kernel_h: usize, comptime row_stride: usize, plan: *const Pla
                 while (y < out_h) {
                     const rows = @min(out_h - y, rows_max);
                     switch (rows) {
-                        inline 1...rows_max => |r| rowGroup(kernel_h, row_stride, r, v, plan.layout, area, weights, column_offsets[0..kernel_w], bias, epilogue, y, vector * lanes, out_w, output),
+                        inline 1...rows_max => |r| rowGroup(kernel_h, row_stride, r, v, plan.layout, image_rows, area, weights, column_offsets[0..kernel_w], bias, epilogue, y, vector * lanes, out_w, output),
                         else => unreachable,
                     }
                     y += rows;
@@ -220,15 +221,33 @@ fn byRows(comptime kernel_h: usize, comptime row_stride: usize, plan: *const Pla
     }
 }
 
+/// The rows of each row phase that hold image rows, [begin, end): the others are zero
+/// padding, whose taps add nothing. On the 2- and 3-row planes of small classifiers (cls:
+/// 200 × 2 × 96 with a 5 × 5 kernel) most taps of every output row fall on padding.
+fn imageRows(comptime row_stride: usize, window: Window) [row_stride][2]usize {
+    const first = window.padding[0];
+    const end = first + window.image[0];
+    var rows: [row_stride][2]usize = undefined;
+    inline for (&rows, 0..) |*range, phase| {
+        // Phase row i is padded row i·s₀ + phase: an image row when first ≤ it < end.
+        range[0] = std.math.divCeil(usize, first -| phase, row_stride) catch unreachable;
+        range[1] = std.math.divCeil(usize, end -| phase, row_stride) catch unreachable;
+    }
+    return rows;
+}
+
 /// Output rows y … y + rows − 1, `vectors` vectors from column x: for each kernel column,
-/// its kh weights in registers, then every phase row the group reads, loaded once. Tap ky
-/// of output row r reads row phase ky mod s₀ at row y + r + ⌊ky / s₀⌋.
+/// its kh weights in registers, then every phase row the group reads that holds an image
+/// row, loaded once. Tap ky of output row r reads row phase ky mod s₀ at row y + r + ⌊ky /
+/// s₀⌋. Skipping the padding rows skips products of zero: the sums are the same unless a
+/// weight is infinite or NaN (where the zero-padded sum would be NaN).
 fn rowGroup(
     comptime kernel_h: usize,
     comptime row_stride: usize,
     comptime rows: usize,
     comptime vectors: usize,
     layout: Layout,
+    image_rows: [row_stride][2]usize,
     area: []const f32,
     weights: []const f32,
     column_offsets: []const usize,
@@ -249,11 +268,14 @@ fn rowGroup(
             const reach = (kernel_h - 1 - phase) / row_stride;
             const phase_start = phase * layout.stride[1] * layout.phase_len + column_offset + x;
             inline for (0..rows + reach) |j| {
-                const source = area[phase_start + (y + j) * layout.width ..][0 .. vectors * lanes];
-                inline for (0..vectors) |c| {
-                    const loaded: V = source[c * lanes ..][0..lanes].*;
-                    inline for (0..rows) |r| {
-                        if (j >= r and j - r <= reach) sums[r][c] = @mulAdd(V, w[(j - r) * row_stride + phase], loaded, sums[r][c]);
+                // A branch per kernel column and row, against rows × vectors FMAs it skips.
+                if (y + j >= image_rows[phase][0] and y + j < image_rows[phase][1]) {
+                    const source = area[phase_start + (y + j) * layout.width ..][0 .. vectors * lanes];
+                    inline for (0..vectors) |c| {
+                        const loaded: V = source[c * lanes ..][0..lanes].*;
+                        inline for (0..rows) |r| {
+                            if (j >= r and j - r <= reach) sums[r][c] = @mulAdd(V, w[(j - r) * row_stride + phase], loaded, sums[r][c]);
+                        }
                     }
                 }
             }
@@ -420,6 +442,15 @@ test "phased depthwise planes match the direct convolution on awkward shapes" {
         .{ 40, 40, 3, 3, 2, 2, 1, 1, 1, 1 },
         .{ 5, 31, 7, 7, 1, 2, 3, 3, 1, 1 },
         .{ 2, 3, 3, 3, 2, 2, 1, 1, 1, 1 },
+        // Planes of 2-3 rows, where most taps fall on padding rows (skipped), at both row
+        // strides and both phases of the first image row; and padding taller than the
+        // image, where whole output rows see no image row (bias only).
+        .{ 2, 96, 5, 5, 1, 1, 2, 2, 1, 1 },
+        .{ 2, 9, 5, 5, 1, 1, 2, 2, 1, 1 },
+        .{ 3, 37, 5, 5, 2, 1, 2, 2, 1, 1 },
+        .{ 3, 21, 5, 5, 2, 1, 1, 2, 1, 1 },
+        .{ 1, 50, 5, 3, 1, 1, 3, 1, 1, 1 },
+        .{ 2, 17, 3, 3, 2, 2, 3, 1, 1, 1 },
     };
     const epilogues = [_]Epilogue{ .{}, Epilogue.relu, .{ .activation = .hard_swish }, .{ .activation = .hard_swish, .scale = 0.5, .shift = -1 } };
     for (cases, 0..) |c, index| {
