@@ -33,7 +33,8 @@ const Layer = struct {
     stride: usize = 1,
 };
 
-// The depthwise nodes of bench:layers' profile of det at 1×3×320×320 and rec at 1×3×48×320.
+// The depthwise nodes of bench:layers' profile of det at 1×3×320×320 and rec at 1×3×48×320,
+// and of the PaddleOCR mobile v2 classifier (cls) at 1×3×48×192.
 const layers = [_]Layer{
     .{ .name = "det 16ch 160x160 k3", .count = 1, .channels = 16, .height = 160, .width = 160, .kernel = 3 },
     .{ .name = "det 32ch 160x160 k3/2", .count = 1, .channels = 32, .height = 160, .width = 160, .kernel = 3, .stride = 2 },
@@ -55,6 +56,15 @@ const layers = [_]Layer{
     .{ .name = "rec 480ch 6x80 k5", .count = 1, .channels = 480, .height = 6, .width = 80, .kernel = 5 },
     .{ .name = "rec 480ch 6x80 k5/(2,1)", .count = 1, .channels = 480, .height = 6, .width = 80, .kernel = 5, .stride = 0 },
     .{ .name = "rec 480ch 3x80 k5", .count = 1, .channels = 480, .height = 3, .width = 80, .kernel = 5 },
+    .{ .name = "cls 8ch 24x96 k3/(2,1)", .count = 1, .channels = 8, .height = 24, .width = 96, .kernel = 3, .stride = 0 },
+    .{ .name = "cls 24ch 12x96 k3/(2,1)", .count = 1, .channels = 24, .height = 12, .width = 96, .kernel = 3, .stride = 0 },
+    .{ .name = "cls 32ch 6x96 k3", .count = 1, .channels = 32, .height = 6, .width = 96, .kernel = 3 },
+    .{ .name = "cls 32ch 6x96 k5/(2,1)", .count = 1, .channels = 32, .height = 6, .width = 96, .kernel = 5, .stride = 0 },
+    .{ .name = "cls 88ch 3x96 k5", .count = 2, .channels = 88, .height = 3, .width = 96, .kernel = 5 },
+    .{ .name = "cls 40ch 3x96 k5", .count = 1, .channels = 40, .height = 3, .width = 96, .kernel = 5 },
+    .{ .name = "cls 48ch 3x96 k5", .count = 1, .channels = 48, .height = 3, .width = 96, .kernel = 5 },
+    .{ .name = "cls 104ch 3x96 k5/(2,1)", .count = 1, .channels = 104, .height = 3, .width = 96, .kernel = 5, .stride = 0 },
+    .{ .name = "cls 200ch 2x96 k5", .count = 2, .channels = 200, .height = 2, .width = 96, .kernel = 5 },
 };
 
 /// A layer's strides: `stride` on both axes, except the codes 0 = (2, 1) and 3 = (1, 2) of
@@ -151,8 +161,9 @@ pub fn main() !void {
 
     try out.print("== depthwise conv2d + bias + hard-swish, batch 1 (fastest of 41-101 calls; noisy on a shared machine)\n", .{});
     try out.print("{s:<28} {s:>3} {s:>3} {s:>9} {s:>9} {s:>9} {s:>9}\n", .{ "layer", "n", "thr", "ms", "GFLOPS", "plane ms", "GFLOPS" });
-    // totals[model][threads]: det, rec at 1 and 2 threads.
-    var totals: [2][2]f64 = .{ .{ 0, 0 }, .{ 0, 0 } };
+    // totals[model][threads]: det, rec and cls at 1 and 2 threads.
+    const models = [_][]const u8{ "det", "rec", "cls" };
+    var totals: [models.len][2]f64 = @splat(.{ 0, 0 });
     for (layers) |layer| {
         if (std.mem.indexOf(u8, layer.name, filter) == null) continue;
         const x = try randomTensor(random, &.{ 1, layer.channels, layer.height, layer.width });
@@ -176,7 +187,9 @@ pub fn main() !void {
             try settings.setNumThreads(threads);
             const ns = try fastestNs(repetitions, options, &inputs);
             const ms = @as(f64, @floatFromInt(ns)) / 1e6;
-            const model: usize = if (std.mem.startsWith(u8, layer.name, "det")) 0 else 1;
+            const model = for (models, 0..) |prefix, index| {
+                if (std.mem.startsWith(u8, layer.name, prefix)) break index;
+            } else unreachable;
             totals[model][t] += ms * @as(f64, @floatFromInt(layer.count));
             try out.print("{s:<28} {d:>3} {d:>3} {d:>9.4} {d:>9.1}", .{ layer.name, layer.count, threads, ms, flopsOf(layer) / @as(f64, @floatFromInt(ns)) });
             if (t == 0) {
@@ -188,6 +201,8 @@ pub fn main() !void {
             try out.flush();
         }
     }
-    try out.print("total det: {d:.3} ms at 1 thread, {d:.3} ms at 2; rec: {d:.3} ms at 1 thread, {d:.3} ms at 2\n", .{ totals[0][0], totals[0][1], totals[1][0], totals[1][1] });
+    for (models, totals) |model, total| {
+        try out.print("total {s}: {d:.3} ms at 1 thread, {d:.3} ms at 2\n", .{ model, total[0], total[1] });
+    }
     try out.flush();
 }

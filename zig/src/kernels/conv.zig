@@ -154,8 +154,7 @@ fn gatherStrided(comptime stride: usize, target: []f32, source: []const f32, fir
     const keep = comptime stridedMask(stride);
     var i: usize = 0;
     while (i + lanes <= target.len) : (i += lanes) {
-        const loaded: @Vector(loaded_lanes, f32) = source[first + i * stride ..][0..loaded_lanes].*;
-        target[i..][0..lanes].* = @shuffle(f32, loaded, undefined, keep);
+        target[i..][0..lanes].* = stridedLoad(stride, source, first + i * stride);
     }
     if (i < target.len and first + i * stride + loaded_lanes <= source.len) {
         // A short tail as one vector when the loaded span stays inside `source`.
@@ -172,6 +171,24 @@ pub fn stridedMask(comptime stride: usize) [lanes]i32 {
     var mask: [lanes]i32 = undefined;
     for (&mask, 0..) |*m, i| m.* = @intCast(i * stride);
     return mask;
+}
+
+/// Lanes source[first], source[first + stride], …, source[first + (lanes − 1)·stride], the
+/// last of which must lie in `source`. Where `source` goes on past it, as whole vectors:
+/// loading exactly the (lanes − 1)·stride + 1 floats needed (31 at stride 2) makes LLVM
+/// assemble the last vector piecemeal (six loads and inserts on AVX-512).
+pub inline fn stridedLoad(comptime stride: usize, source: []const f32, first: usize) V {
+    const exact = (lanes - 1) * stride + 1;
+    const whole = lanes * stride;
+    const keep = comptime stridedMask(stride);
+    std.debug.assert(first + exact <= source.len);
+    if (stride == 1) return source[first..][0..lanes].*;
+    if (first + whole <= source.len) {
+        const loaded: @Vector(whole, f32) = source[first..][0..whole].*;
+        return @shuffle(f32, loaded, undefined, keep);
+    }
+    const loaded: @Vector(exact, f32) = source[first..][0..exact].*;
+    return @shuffle(f32, loaded, undefined, keep);
 }
 
 /// The part of a segment (grid positions [start, start + length)) inside `valid`, as
@@ -578,8 +595,6 @@ fn depthwiseRowsPadded(comptime stride: usize, window: Window, plane: []const f3
             @memcpy(destination[pad_left..][0..copied], source[0..copied]);
         }
         const row = output[oy * out_w ..][0..out_w];
-        const loaded_lanes = (lanes - 1) * stride + 1;
-        const keep = comptime stridedMask(stride);
         for (0..blocks) |block| {
             const start = block * lanes;
             var sum: V = @splat(bias);
@@ -588,8 +603,7 @@ fn depthwiseRowsPadded(comptime stride: usize, window: Window, plane: []const f3
                 for (0..kernel_w) |kx| {
                     const weight: V = @splat(weights[ky * kernel_w + kx]);
                     const at = start * stride + kx * window.dilation[1];
-                    const loaded: @Vector(loaded_lanes, f32) = source[at..][0..loaded_lanes].*;
-                    sum = @mulAdd(V, weight, if (stride == 1) loaded else @shuffle(f32, loaded, undefined, keep), sum);
+                    sum = @mulAdd(V, weight, stridedLoad(stride, source, at), sum);
                 }
             }
             const count = @min(lanes, out_w - start);
@@ -647,8 +661,6 @@ fn depthwiseVectors(
     starts: [count]usize,
     row: []f32,
 ) void {
-    const loaded_lanes = (lanes - 1) * stride + 1;
-    const keep = comptime stridedMask(stride);
     const width = window.image[1];
     var sums: [count]V = @splat(@splat(bias));
     for (rows.begin..rows.end) |ky| {
@@ -656,8 +668,7 @@ fn depthwiseVectors(
         for (0..window.kernel[1]) |kx| {
             const weight: V = @splat(weights[ky * window.kernel[1] + kx]);
             inline for (&sums, starts) |*sum, start| {
-                const loaded: @Vector(loaded_lanes, f32) = source[window.imageIndex(1, start, kx)..][0..loaded_lanes].*;
-                sum.* = @mulAdd(V, weight, @shuffle(f32, loaded, undefined, keep), sum.*);
+                sum.* = @mulAdd(V, weight, stridedLoad(stride, source, window.imageIndex(1, start, kx)), sum.*);
             }
         }
     }
@@ -808,6 +819,20 @@ test "validSpan keeps exactly the in-image positions" {
             try testing.expectEqual(index >= 0 and index < image, s.contains(g));
         }
     };
+}
+
+test "stridedLoad gathers every stride-th float, at the source's end too" {
+    var source: [4 * lanes + 3]f32 = undefined;
+    for (&source, 0..) |*x, i| x.* = @floatFromInt(i);
+    inline for (.{ 1, 2, 3 }) |stride| {
+        const exact = (lanes - 1) * stride + 1;
+        // Every start with a whole vector after it, a shorter run, or exactly the lanes needed
+        // (each length of the slice ends it right after the last lane or further on).
+        for (0..source.len - exact + 1) |first| for (first + exact..source.len + 1) |end| {
+            const got: [lanes]f32 = stridedLoad(stride, source[0..end], first);
+            for (got, 0..) |value, lane| try std.testing.expectEqual(source[first + lane * stride], value);
+        };
+    }
 }
 
 test "tapSpan keeps exactly the taps inside the image" {

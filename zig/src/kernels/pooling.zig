@@ -45,8 +45,6 @@ const V = @Vector(lanes, f32);
 /// Whole vectors of interior outputs from `inner.begin` on, each tap one strided vector
 /// load; returns where it stopped (the rest of `inner` goes point by point).
 fn maxPoolInterior(comptime stride: usize, window: Window, plane: []const f32, oy: usize, rows: conv.Span, inner: conv.Span, output: []f32) usize {
-    const loaded_lanes = (lanes - 1) * stride + 1;
-    const keep = comptime conv.stridedMask(stride);
     const width = window.image[1];
     var ox = inner.begin;
     while (ox + lanes <= inner.end) : (ox += lanes) {
@@ -54,10 +52,7 @@ fn maxPoolInterior(comptime stride: usize, window: Window, plane: []const f32, o
         for (rows.begin..rows.end) |ky| {
             const row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
             for (0..window.kernel[1]) |kx| {
-                const first = window.imageIndex(1, ox, kx);
-                // The last loaded element is the last tap of the last output: inside.
-                const loaded: @Vector(loaded_lanes, f32) = row[first..][0..loaded_lanes].*;
-                const x: V = @shuffle(f32, loaded, undefined, keep);
+                const x = conv.stridedLoad(stride, row, window.imageIndex(1, ox, kx));
                 best = @select(f32, x > best, x, best);
                 best = @select(f32, x != x, x, best); // NaN wins
             }

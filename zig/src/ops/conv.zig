@@ -1290,6 +1290,10 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 4, .size = .{ 7, 19 }, .out_channels = 4, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 2, 2 }, .groups = 4 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 5, 141 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 1, 2 }, .padding = .{ 1, 1 }, .groups = 3 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 4, 67 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 3 } },
+    // Depthwise 5×5 on planes of 2 and 3 rows (a small classifier's), whose padding rows
+    // the row groups skip: stride 1 over an odd plane count at batch 2, and row stride 2.
+    .{ .batch = 2, .in_channels = 7, .size = .{ 2, 37 }, .out_channels = 7, .kernel = .{ 5, 5 }, .options = .{ .padding = .{ 2, 2 }, .groups = 7 } },
+    .{ .batch = 1, .in_channels = 9, .size = .{ 3, 50 }, .out_channels = 9, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 2, 2 }, .groups = 9 } },
     // Depthwise planes of 4096 floats or more, copied a row at a time
     // (kernels/conv_depthwise_ring.zig): stride 2 3×3 on an odd width, 5×5 at batch 2, and
     // stride 1 3×3.
