@@ -786,6 +786,7 @@ test {
     _ = @import("kernels/gemm_bf16.zig");
     _ = @import("kernels/gemm_amx.zig");
     _ = @import("kernels/conv_amx.zig");
+    _ = @import("kernels/conv_bf16.zig");
     _ = openblas;
     _ = info;
     _ = @import("cpu_level.zig");

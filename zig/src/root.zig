@@ -11,6 +11,7 @@ pub const kernels = struct {
     pub const gemm_bf16 = @import("kernels/gemm_bf16.zig");
     pub const gemm_amx = @import("kernels/gemm_amx.zig");
     pub const conv_amx = @import("kernels/conv_amx.zig");
+    pub const conv_bf16 = @import("kernels/conv_bf16.zig");
     pub const openblas = @import("kernels/openblas.zig");
     pub const elementwise = @import("kernels/elementwise.zig");
     pub const normalization = @import("kernels/normalization.zig");

@@ -30,6 +30,8 @@ const Error = status.Error;
 const tile = 16;
 /// Output channels and columns of one register block (2 × 2 tiles).
 pub const block = 2 * tile;
+/// The flat output's row stride is a multiple of the register block.
+pub const ldc_alignment = block;
 
 /// Whether this process can run the kernel (gemm_amx's AMX check: CPU, level and Linux).
 pub const supported = gemm_amx.supported;
@@ -55,14 +57,23 @@ pub fn weightsLength(out_channels: usize, channels: usize, taps: usize) usize {
 
 /// Packs weight [out_channels, channels, taps] (f32, contiguous) into `out` (see the top).
 pub fn packWeights(weight: []const f32, out_channels: usize, channels: usize, taps: usize, out: []u32) void {
-    assert(weight.len == out_channels * channels * taps);
     assert(out.len == weightsLength(out_channels, channels, taps));
-    const pairs = pairsPadded(channels);
+    packPanels(1, weight, out_channels, channels, taps, pairsPadded(channels), out);
+}
+
+/// Packs weight [out_channels, channels, taps] (f32, contiguous) in panels of `panel_rows`
+/// output channels, `pairs` (at least the channel pairs) per tap: row r, tap t, pair q is word
+/// ((r / panel_rows · taps + t) · pairs + q) · panel_rows + r % panel_rows; words past the
+/// channels or rows are zero. With one row per panel, this file's layout; with 8,
+/// conv_bf16.zig's.
+pub fn packPanels(comptime panel_rows: usize, weight: []const f32, out_channels: usize, channels: usize, taps: usize, pairs: usize, out: []u32) void {
+    assert(weight.len == out_channels * channels * taps);
+    assert(pairs >= bf16.pairsOf(channels) and out.len >= divideCeil(out_channels, panel_rows) * panel_rows * taps * pairs);
     @memset(out, 0);
     for (0..out_channels) |r| for (0..taps) |t| for (0..bf16.pairsOf(channels)) |q| {
         const even = weight[(r * channels + 2 * q) * taps + t];
         const odd = if (2 * q + 1 < channels) weight[(r * channels + 2 * q + 1) * taps + t] else 0;
-        out[(r * taps + t) * pairs + q] = bf16.pairWord(even, odd);
+        out[((r / panel_rows * taps + t) * pairs + q) * panel_rows + r % panel_rows] = bf16.pairWord(even, odd);
     };
 }
 
@@ -114,41 +125,63 @@ pub const Planes = struct {
     }
 };
 
+/// One image's convolution on this file's tiles (see DirectArgs).
+pub const Args = DirectArgs(Tiles);
+
 /// One image's convolution: flat (rows × ldc, f32) = packed weights · the pair planes read
-/// at each tap's offset.
-pub const Args = struct {
-    /// Output channels padded (rowsPadded), taps and channel pairs padded (pairsPadded).
-    rows: usize,
-    taps: usize,
-    pairs: usize,
-    weights: []const u32,
-    planes: []const u32,
-    plane_stride: usize,
-    /// Per tap (ky · kw + kx): ky · dh · W' + kx · dw.
-    offsets: []const usize,
-    flat: []f32,
-    /// Flat row stride, a multiple of `block`: columns [0, ldc) are computed.
-    ldc: usize,
+/// at each tap's offset. `Kernel` (this file's Tiles, conv_bf16.zig's Registers) has the
+/// multiples its blocks need (row_multiple, pair_multiple, ldc_multiple) and
+/// `run(args, column_begin, column_end)`.
+pub fn DirectArgs(comptime Kernel: type) type {
+    return struct {
+        /// Output channels padded (rowsPadded), taps and channel pairs padded (pairsPadded).
+        rows: usize,
+        taps: usize,
+        pairs: usize,
+        weights: []const u32,
+        planes: []const u32,
+        plane_stride: usize,
+        /// Per tap (ky · kw + kx): ky · dh · W' + kx · dw.
+        offsets: []const usize,
+        flat: []f32,
+        /// Flat row stride, a multiple of `Kernel.ldc_multiple`: columns [0, ldc) are
+        /// computed.
+        ldc: usize,
 
-    /// Checks that every tile the kernel loads or stores lies inside the given slices (the
-    /// tile instructions are not bounds-checked).
-    pub fn validate(args: *const Args) Error!void {
-        if (args.rows % block != 0 or args.pairs % tile != 0 or args.ldc % block != 0 or args.taps == 0 or args.offsets.len != args.taps) {
-            return status.fail(error.ShapeMismatch, "bf16 conv: rows {d}, pairs {d}, ldc {d} must be whole blocks and {d} offsets match {d} taps", .{ args.rows, args.pairs, args.ldc, args.offsets.len, args.taps });
-        }
-        if (args.weights.len != args.rows * args.taps * args.pairs) {
-            return status.fail(error.ShapeMismatch, "bf16 conv: {d} packed weight words for {d} rows × {d} taps × {d} pairs", .{ args.weights.len, args.rows, args.taps, args.pairs });
-        }
-        if (args.planes.len < args.pairs * args.plane_stride or args.flat.len < args.rows * args.ldc) {
-            return status.fail(error.IndexOutOfRange, "bf16 conv: {d} plane words or {d} output floats are too few", .{ args.planes.len, args.flat.len });
-        }
-        for (args.offsets) |offset| if (offset + args.ldc > args.plane_stride) {
-            return status.fail(error.IndexOutOfRange, "bf16 conv: tap offset {d} plus {d} columns overruns a plane of {d} words", .{ offset, args.ldc, args.plane_stride });
-        };
-    }
+        const Self = @This();
 
-    /// Computes columns [column_begin, column_end) (multiples of `block`) of every row.
-    /// `validate` must have passed and `supported()` be true.
+        /// Checks that every word the kernel loads and every float it stores lies inside the
+        /// given slices (the tile instructions are not bounds-checked, nor is the library).
+        pub fn validate(args: *const Self) Error!void {
+            if (args.rows % Kernel.row_multiple != 0 or args.pairs == 0 or args.pairs % Kernel.pair_multiple != 0 or args.ldc % Kernel.ldc_multiple != 0 or args.taps == 0 or args.offsets.len != args.taps) {
+                return status.fail(error.ShapeMismatch, "bf16 conv: rows {d}, pairs {d}, ldc {d} must be whole blocks and {d} offsets match {d} taps", .{ args.rows, args.pairs, args.ldc, args.offsets.len, args.taps });
+            }
+            if (args.weights.len != args.rows * args.taps * args.pairs) {
+                return status.fail(error.ShapeMismatch, "bf16 conv: {d} packed weight words for {d} rows × {d} taps × {d} pairs", .{ args.weights.len, args.rows, args.taps, args.pairs });
+            }
+            if (args.planes.len < args.pairs * args.plane_stride or args.flat.len < args.rows * args.ldc) {
+                return status.fail(error.IndexOutOfRange, "bf16 conv: {d} plane words or {d} output floats are too few", .{ args.planes.len, args.flat.len });
+            }
+            for (args.offsets) |offset| if (offset + args.ldc > args.plane_stride) {
+                return status.fail(error.IndexOutOfRange, "bf16 conv: tap offset {d} plus {d} columns overruns a plane of {d} words", .{ offset, args.ldc, args.plane_stride });
+            };
+        }
+
+        /// Computes columns [column_begin, column_end) of every row (see Kernel.run).
+        /// `validate` must have passed and the kernel be supported.
+        pub fn run(args: *const Self, column_begin: usize, column_end: usize) void {
+            Kernel.run(args, column_begin, column_end);
+        }
+    };
+}
+
+/// The AMX register block of Args.
+const Tiles = struct {
+    pub const row_multiple = block;
+    pub const pair_multiple = tile;
+    pub const ldc_multiple = ldc_alignment;
+
+    /// Columns [column_begin, column_end) (multiples of `block`) of every row.
     pub fn run(args: *const Args, column_begin: usize, column_end: usize) void {
         assert(column_begin % block == 0 and column_end % block == 0 and column_end <= args.ldc);
         if (column_begin == column_end) return;
@@ -159,7 +192,7 @@ pub const Args = struct {
         var column = column_begin;
         while (column < column_end) : (column += block) {
             var row: usize = 0;
-            while (row < args.rows) : (row += block) args.registerBlock(row, column);
+            while (row < args.rows) : (row += block) registerBlock(args, row, column);
         }
     }
 
@@ -188,7 +221,8 @@ pub const Args = struct {
 
 const testing = std.testing;
 
-const Case = struct {
+/// One convolution of the reference tests, shared with conv_bf16.zig's.
+pub const TestCase = struct {
     channels: usize,
     out_channels: usize,
     image: [2]usize,
@@ -202,7 +236,14 @@ fn rounded(x: f32) f64 {
     return bf16.fromBf16(bf16.toBf16(x));
 }
 
-fn expectMatches(random: std.Random, case: Case) !void {
+fn expectMatches(random: std.Random, case: TestCase) !void {
+    return expectKernelMatches(@This(), random, case);
+}
+
+/// Runs `case` on kernel module K (this file or conv_bf16.zig: Planes, pairsPadded,
+/// rowsPadded, weightsLength, packWeights, block, ldc_alignment, Args) over `case.threads`
+/// workers and compares the flat output with the bf16-rounded reference. For tests only.
+pub fn expectKernelMatches(comptime K: type, random: std.Random, case: TestCase) !void {
     const allocator = testing.allocator;
     const taps = case.kernel[0] * case.kernel[1];
     const area = case.image[0] * case.image[1];
@@ -213,17 +254,17 @@ fn expectMatches(random: std.Random, case: Case) !void {
     for (input) |*x| x.* = random.float(f32) * 2 - 1;
     for (weight) |*x| x.* = random.float(f32) * 2 - 1;
 
-    const planes = Planes.init(case.image, case.padding, case.kernel, case.dilation);
+    const planes = K.Planes.init(case.image, case.padding, case.kernel, case.dilation);
     const grid = [2]usize{
         planes.height - (case.kernel[0] - 1) * case.dilation[0],
         planes.width - (case.kernel[1] - 1) * case.dilation[1],
     };
-    const pairs = pairsPadded(case.channels);
-    const rows = rowsPadded(case.out_channels);
-    const ldc = std.mem.alignForward(usize, grid[0] * planes.width, block);
-    const packed_weights = try allocator.alloc(u32, weightsLength(case.out_channels, case.channels, taps));
+    const pairs = K.pairsPadded(case.channels);
+    const rows = K.rowsPadded(case.out_channels);
+    const ldc = std.mem.alignForward(usize, grid[0] * planes.width, K.ldc_alignment);
+    const packed_weights = try allocator.alloc(u32, K.weightsLength(case.out_channels, case.channels, taps));
     defer allocator.free(packed_weights);
-    packWeights(weight, case.out_channels, case.channels, taps, packed_weights);
+    K.packWeights(weight, case.out_channels, case.channels, taps, packed_weights);
     const plane_words = try allocator.alloc(u32, pairs * planes.stride);
     defer allocator.free(plane_words);
     // Two halves, as two workers would convert them.
@@ -236,15 +277,15 @@ fn expectMatches(random: std.Random, case: Case) !void {
     };
     const flat = try allocator.alloc(f32, rows * ldc);
     defer allocator.free(flat);
-    const args: Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = packed_weights, .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
+    const args: K.Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = packed_weights, .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
     try args.validate();
-    const blocks = ldc / block;
+    const blocks = std.math.divCeil(usize, ldc, K.block) catch unreachable;
     const workers = @min(case.threads, blocks);
     var threads: [8]std.Thread = undefined;
     for (0..workers) |w| {
-        const begin = blocks * w / workers * block;
-        const end = blocks * (w + 1) / workers * block;
-        threads[w] = try std.Thread.spawn(.{}, Args.run, .{ &args, begin, end });
+        const begin = blocks * w / workers * K.block;
+        const end = @min(blocks * (w + 1) / workers * K.block, ldc);
+        threads[w] = try std.Thread.spawn(.{}, K.Args.run, .{ &args, begin, end });
     }
     for (threads[0..workers]) |thread| thread.join();
 
@@ -270,7 +311,7 @@ test "AMX direct bf16 conv matches the bf16-rounded reference: awkward shapes, p
     if (!supported()) return error.SkipZigTest;
     var prng = std.Random.DefaultPrng.init(0xc0a);
     const random = prng.random();
-    for ([_]Case{
+    for ([_]TestCase{
         .{ .channels = 96, .out_channels = 24, .image = .{ 20, 20 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 } },
         .{ .channels = 96, .out_channels = 24, .image = .{ 20, 20 }, .kernel = .{ 3, 3 }, .padding = .{ 1, 1 }, .threads = 2 },
         .{ .channels = 1, .out_channels = 1, .image = .{ 1, 1 }, .kernel = .{ 1, 1 }, .padding = .{ 0, 0 } },

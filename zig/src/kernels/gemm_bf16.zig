@@ -443,7 +443,7 @@ fn microKernel(comptime rows: usize, pairs: usize, a: []const u32, b: []const u3
 }
 
 /// result += Σ pairs of bf16 products, lane by lane (vdpbf16ps).
-inline fn dot(sum: VF, a: VU, b: VU) VF {
+pub inline fn dot(sum: VF, a: VU, b: VU) VF {
     if (comptime !compiled) unreachable;
     // The sum is tied to the output register ("0"): the instruction accumulates in place.
     return asm ("vdpbf16ps %[b], %[a], %[result]"

@@ -1,6 +1,7 @@
 //! The opt-in bf16 precision of a program: weights packed once at load into bf16 pairs,
-//! products in bf16 with f32 accumulation (kernels/gemm_amx.zig where the CPU has AMX, else
-//! kernels/gemm_bf16.zig with AVX512_BF16), everything else in f32.
+//! products in bf16 with f32 accumulation (kernels/gemm_amx.zig and conv_amx.zig where the
+//! CPU has AMX, else kernels/gemm_bf16.zig and conv_bf16.zig with AVX512_BF16), everything
+//! else in f32.
 //!
 //! A program loaded with precision bf16 (interpreter/program.zig) packs the constant weight of
 //! every conv2d (groups with more than one input channel: depthwise stays f32), gemm, mm and
@@ -23,6 +24,7 @@ const gemm = @import("../kernels/gemm.zig");
 const gemm_bf16 = @import("../kernels/gemm_bf16.zig");
 const gemm_amx = @import("../kernels/gemm_amx.zig");
 const conv_amx = @import("../kernels/conv_amx.zig");
+const conv_bf16 = @import("../kernels/conv_bf16.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -65,14 +67,21 @@ pub const depth_min = 32;
 /// converts its input once per call rather than once per tap: with 16 it fills half of its
 /// 32-row register block; det's 24-channel 3×3 convs fill three quarters.
 pub const direct_rows_min = 16;
+/// The same for the direct AVX512_BF16 convolution (kernels/conv_bf16.zig): one 8-row panel;
+/// the input is converted once per call and each converted word then feeds rows · taps
+/// products. 1×1 convs stay on gemm_bf16.zig's GEMM (pre-packed weights, the input packed
+/// into slivers), which measured faster: det 320×320 bf16 at 1 thread took 4.53 ms with them
+/// on the GEMM against 4.86 with them direct (A/B, 9 rounds, load 2.8); rec 0.99×.
+pub const direct_avx512_rows_min = 8;
 
 /// A weight packed at load for one node. `words` is an int32 tensor holding the packed
 /// pairs: it is allocated like any load-time tensor, so the program's memory budget counts it.
 pub const Weights = struct {
     kernel: Kernel,
     /// conv: the left operand, per group (out/groups rows × in/groups · kh · kw depths);
-    /// direct: kernels/conv_amx.zig's weights (one group, stride 1, `taps` > 1; rows and
-    /// cols as for conv); matrix: the right operand of a matmul or gemm (k × n, as op(B)).
+    /// direct: the weights of kernels/conv_amx.zig or kernels/conv_bf16.zig (one group,
+    /// stride 1, `taps` > 1); rows and cols as for conv; matrix: the right operand of a
+    /// matmul or gemm (k × n, as op(B)).
     form: enum { conv, direct, matrix },
     rows: usize,
     cols: usize,
@@ -87,7 +96,7 @@ pub const Weights = struct {
         weights.words.release();
     }
 
-    /// The packed words of a direct conv (conv_amx.Args.weights).
+    /// The packed words of a direct conv (conv_amx.Args.weights or conv_bf16.Args.weights).
     pub fn directWords(weights: *const Weights) []const u32 {
         assert(weights.form == .direct);
         return weights.group(0);
@@ -125,7 +134,10 @@ pub fn packConv(which: Kernel, weight: *Tensor, groups: usize, stride: [2]i64) E
     const rows = out_channels / groups;
     const depth = weight.shape[1] * weight.shape[2] * weight.shape[3];
     if (which == .amx and implicit and groups == 1 and rows >= direct_rows_min and depth >= depth_min) {
-        return try packDirect(weight);
+        return try packDirect(.amx, weight);
+    }
+    if (which == .avx512 and implicit and groups == 1 and rows >= direct_avx512_rows_min and depth >= depth_min) {
+        return try packDirect(.avx512, weight);
     }
     const rows_min: usize = if (implicit) implicit_width_min else width_min;
     if (rows < rows_min or depth < depth_min) return null;
@@ -146,17 +158,24 @@ pub fn packConv(which: Kernel, weight: *Tensor, groups: usize, stride: [2]i64) E
     return .{ .kernel = which, .form = .conv, .rows = rows, .cols = depth, .groups = groups, .group_words = group_words, .words = words };
 }
 
-/// Packs a conv2d weight [out, in, kh, kw] for kernels/conv_amx.zig.
-fn packDirect(weight: *Tensor) Error!Weights {
+/// Packs a conv2d weight [out, in, kh, kw] for the direct kernel of `which`
+/// (kernels/conv_amx.zig or kernels/conv_bf16.zig).
+fn packDirect(comptime which: Kernel, weight: *Tensor) Error!Weights {
+    const K = directKernel(which);
     const source = try shape_ops.contiguous(weight);
     defer source.release();
     const rows = weight.shape[0];
     const channels = weight.shape[1];
     const taps = weight.shape[2] * weight.shape[3];
-    const count = conv_amx.weightsLength(rows, channels, taps);
+    const count = K.weightsLength(rows, channels, taps);
     const words = try wordTensor(count);
-    conv_amx.packWeights(source.f32Slice(), rows, channels, taps, wordSlice(words)[0..count]);
-    return .{ .kernel = .amx, .form = .direct, .rows = rows, .cols = channels * taps, .groups = 1, .group_words = count, .words = words, .taps = taps };
+    K.packWeights(source.f32Slice(), rows, channels, taps, wordSlice(words)[0..count]);
+    return .{ .kernel = which, .form = .direct, .rows = rows, .cols = channels * taps, .groups = 1, .group_words = count, .words = words, .taps = taps };
+}
+
+/// The direct convolution kernel of `which` (the same layout functions and Args).
+pub fn directKernel(comptime which: Kernel) type {
+    return if (which == .amx) conv_amx else conv_bf16;
 }
 
 /// Packs a 2-D float32 weight as op(B) (k × n; `trans`: the weight is [n, k]), or returns
@@ -337,7 +356,7 @@ fn checkConvs(which: Kernel, random: std.Random) !void {
         .{ .c = 40, .out = 32, .size = 21, .kernel = 3, .stride = 1, .groups = 1 },
         .{ .c = 16, .out = 96, .size = 17, .kernel = 3, .stride = 2, .groups = 2 },
         .{ .c = 64, .out = 50, .size = 9, .kernel = 1, .stride = 1, .groups = 1 },
-        // det's narrow 3×3 convs: the direct AMX kernel (kernels/conv_amx.zig) where present.
+        // det's narrow 3×3 convs: a direct kernel (kernels/conv_amx.zig or conv_bf16.zig).
         .{ .c = 96, .out = 24, .size = 20, .kernel = 3, .stride = 1, .groups = 1 },
         .{ .c = 17, .out = 16, .size = 11, .kernel = 5, .stride = 1, .groups = 1 },
     }) |case| {
@@ -353,7 +372,7 @@ fn checkConvs(which: Kernel, random: std.Random) !void {
         defer expected.release();
         const weights = (try packConv(which, w, @intCast(case.groups), options.stride)).?;
         defer weights.release();
-        try testing.expectEqual(which == .amx and case.kernel > 1 and case.stride == 1 and case.groups == 1, weights.form == .direct);
+        try testing.expectEqual(case.kernel > 1 and case.stride == 1 and case.groups == 1, weights.form == .direct);
         const got = try conv.conv2dBf16(x, w, bias, options, &weights);
         defer got.release();
         // bf16 keeps 8 bits: each product errs by about 2^-8 relative, and the error of a sum

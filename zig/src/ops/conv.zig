@@ -32,7 +32,6 @@ const depthwise_kernels = @import("../kernels/conv_depthwise.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 const bf16 = @import("bf16.zig");
-const conv_amx = @import("../kernels/conv_amx.zig");
 const packed_f32 = @import("packed_f32.zig");
 
 const Error = status.Error;
@@ -329,8 +328,8 @@ fn conv2dWith(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options,
     return out;
 }
 
-/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): the direct AMX kernel at
-/// stride 1 where the weight was packed for it (runDirect), else the bf16 GEMM on the packed
+/// conv2d with the weight packed for bf16 at load (ops/bf16.zig): the direct kernel (AMX or
+/// AVX512_BF16) at stride 1 where the weight was packed for it (runDirect), else the bf16 GEMM on the packed
 /// weight, reading the padded input in place at stride 1 (runImplicit), else after im2col
 /// (none for a plain 1×1), with the same bias and epilogue. A call whose
 /// weight does not match the packed one, or a depthwise one, runs conv2d in f32.
@@ -338,7 +337,9 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
     const geometry = try convGeometry(input, weight, bias, options);
     const depth = geometry.inPerGroup() * geometry.window.taps();
     const fits = geometry.inPerGroup() > 1 and weights.groups == geometry.groups and weights.rows == geometry.outPerGroup() and weights.cols == depth;
-    const direct_scratch = if (weights.form == .direct) directScratch(geometry, weights) else null;
+    const direct_scratch = if (weights.form != .direct) null else switch (weights.kernel) {
+        inline else => |which| directScratch(bf16.directKernel(which), geometry, weights),
+    };
     if (!fits or (weights.form == .direct and direct_scratch == null)) return conv2d(input, weight, bias, options);
     const call = try Call.prepare(input, weight, bias, geometry, options.epilogue);
     defer call.operands.deinit();
@@ -348,7 +349,9 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
     var data = call.data;
     data.bf16 = weights;
     if (direct_scratch) |floats| {
-        try runDirect(geometry, data, weights, floats);
+        switch (weights.kernel) {
+            inline else => |which| try runDirect(bf16.directKernel(which), geometry, data, weights, floats),
+        }
     } else if (implicitScratch(geometry)) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
@@ -953,30 +956,32 @@ fn finishFlat(g: Geometry, data: Data, image: usize, flat: []const f32, ldc: usi
 }
 
 // ---------------------------------------------------------------------------------------
-// Direct bf16 convolution on AMX (kernels/conv_amx.zig), stride 1, one group: each image's
-// input converted once into zero-padded bf16 pair planes, the tiles read straight from them
-// at every tap, the flat output copied out as runImplicit's is.
+// Direct bf16 convolution (kernels/conv_amx.zig on AMX, kernels/conv_bf16.zig with
+// AVX512_BF16), stride 1, one group: each image's input converted once into zero-padded bf16
+// pair planes, the kernel reading them straight at every tap, the flat output copied out as
+// runImplicit's is. K is the kernel's module (bf16.directKernel): both share the planes and
+// the Args layout, and differ in block sizes and padding.
 
 /// The scratch floats of runDirect (tap offsets, pair planes, flat output), or null when the
 /// call does not fit the kernel (a stride, groups) or the scratch passes the limit.
-fn directScratch(geometry: Geometry, weights: *const bf16.Weights) ?usize {
+fn directScratch(comptime K: type, geometry: Geometry, weights: *const bf16.Weights) ?usize {
     const window = geometry.window;
     if (window.stride[0] != 1 or window.stride[1] != 1 or geometry.groups != 1 or weights.taps != window.taps()) return null;
-    const planes = conv_amx.Planes.init(window.image, window.padding, window.kernel, window.dilation);
-    const plane_words = std.math.mul(usize, conv_amx.pairsPadded(geometry.in_channels), planes.stride) catch return null;
-    const ldc = std.mem.alignForward(usize, window.grid[0] *| planes.width, conv_amx.block);
-    const flat = std.math.mul(usize, conv_amx.rowsPadded(geometry.out_channels), ldc) catch return null;
+    const planes = K.Planes.init(window.image, window.padding, window.kernel, window.dilation);
+    const plane_words = std.math.mul(usize, K.pairsPadded(geometry.in_channels), planes.stride) catch return null;
+    const ldc = std.mem.alignForward(usize, window.grid[0] *| planes.width, K.ldc_alignment);
+    const flat = std.math.mul(usize, K.rowsPadded(geometry.out_channels), ldc) catch return null;
     // u32 words and f32 floats are the same size.
     const total = implicitOffsetFloats(window.taps()) +| plane_words +| flat;
     return if (total *| @sizeOf(f32) <= scratch_bytes_max) total else null;
 }
 
-fn runDirect(geometry: Geometry, data: Data, weights: *const bf16.Weights, scratch_floats: usize) Error!void {
+fn runDirect(comptime K: type, geometry: Geometry, data: Data, weights: *const bf16.Weights, scratch_floats: usize) Error!void {
     const window = geometry.window;
-    const planes = conv_amx.Planes.init(window.image, window.padding, window.kernel, window.dilation);
-    const pairs = conv_amx.pairsPadded(geometry.in_channels);
-    const rows = conv_amx.rowsPadded(geometry.out_channels);
-    const ldc = std.mem.alignForward(usize, window.grid[0] * planes.width, conv_amx.block);
+    const planes = K.Planes.init(window.image, window.padding, window.kernel, window.dilation);
+    const pairs = K.pairsPadded(geometry.in_channels);
+    const rows = K.rowsPadded(geometry.out_channels);
+    const ldc = std.mem.alignForward(usize, window.grid[0] * planes.width, K.ldc_alignment);
     const taps = window.taps();
     const scratch = try Scratch.init("conv2d", scratch_floats);
     defer scratch.release();
@@ -988,54 +993,60 @@ fn runDirect(geometry: Geometry, data: Data, weights: *const bf16.Weights, scrat
     for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
         offsets[ky * window.kernel[1] + kx] = ky * window.dilation[0] * planes.width + kx * window.dilation[1];
     };
-    const args: conv_amx.Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = weights.directWords(), .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
+    const args: K.Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = weights.directWords(), .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
     try args.validate();
     const flops = (2 *| rows) *| ldc *| taps *| (2 * pairs);
-    const blocks = ldc / conv_amx.block;
+    const blocks = std.math.divCeil(usize, ldc, K.block) catch unreachable;
     const workers = @min(parallel.threadsForFlops(flops), blocks);
-    var context: DirectContext = .{ .geometry = geometry, .data = data, .planes = planes, .plane_words = plane_words, .args = &args, .blocks = blocks, .workers = workers, .image = 0 };
-    const shared: *const DirectContext = &context;
+    const Context = DirectContext(K);
+    var context: Context = .{ .geometry = geometry, .data = data, .planes = planes, .plane_words = plane_words, .args = &args, .blocks = blocks, .workers = workers, .image = 0 };
+    const shared: *const Context = &context;
     for (0..geometry.batch) |image| {
         context.image = image;
-        try intra_op.parallelForTyped(0, pairs, parallel.grain(.medium, 2 * planes.stride), shared, DirectContext.pack);
-        try intra_op.parallelForTyped(0, workers, 1, shared, DirectContext.multiply);
-        try intra_op.parallelForTyped(0, geometry.out_channels, parallel.grain(.medium, ldc), shared, DirectContext.finish);
+        try intra_op.parallelForTyped(0, pairs, parallel.grain(.medium, 2 * planes.stride), shared, Context.pack);
+        try intra_op.parallelForTyped(0, workers, 1, shared, Context.multiply);
+        try intra_op.parallelForTyped(0, geometry.out_channels, parallel.grain(.medium, ldc), shared, Context.finish);
     }
 }
 
-const DirectContext = struct {
-    geometry: Geometry,
-    data: Data,
-    planes: conv_amx.Planes,
-    plane_words: []u32,
-    args: *const conv_amx.Args,
-    /// Column blocks of the flat output, split evenly over `workers`.
-    blocks: usize,
-    workers: usize,
-    /// The image being computed.
-    image: usize,
+fn DirectContext(comptime K: type) type {
+    return struct {
+        geometry: Geometry,
+        data: Data,
+        planes: K.Planes,
+        plane_words: []u32,
+        args: *const K.Args,
+        /// Column blocks of the flat output (the last may be narrower), split evenly over
+        /// `workers`.
+        blocks: usize,
+        workers: usize,
+        /// The image being computed.
+        image: usize,
 
-    /// Converts channel pairs [begin, end) of the current image into their planes.
-    fn pack(context: *const DirectContext, begin: usize, end: usize) Error!void {
-        const g = context.geometry;
-        const plane = g.window.imagePlane();
-        const input = context.data.input[context.image * g.in_channels * plane ..][0 .. g.in_channels * plane];
-        context.planes.pack(input, g.in_channels, context.plane_words, begin, end);
-    }
+        const Context = @This();
 
-    /// Workers [begin, end): each computes its share of the column blocks.
-    fn multiply(context: *const DirectContext, begin: usize, end: usize) Error!void {
-        for (begin..end) |worker| {
-            const first = context.blocks * worker / context.workers;
-            const last = context.blocks * (worker + 1) / context.workers;
-            context.args.run(first * conv_amx.block, last * conv_amx.block);
+        /// Converts channel pairs [begin, end) of the current image into their planes.
+        fn pack(context: *const Context, begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const plane = g.window.imagePlane();
+            const input = context.data.input[context.image * g.in_channels * plane ..][0 .. g.in_channels * plane];
+            context.planes.pack(input, g.in_channels, context.plane_words, begin, end);
         }
-    }
 
-    fn finish(context: *const DirectContext, begin: usize, end: usize) Error!void {
-        finishFlat(context.geometry, context.data, context.image, context.args.flat, context.args.ldc, context.planes.width, begin, end);
-    }
-};
+        /// Workers [begin, end): each computes its share of the column blocks.
+        fn multiply(context: *const Context, begin: usize, end: usize) Error!void {
+            for (begin..end) |worker| {
+                const first = context.blocks * worker / context.workers;
+                const last = context.blocks * (worker + 1) / context.workers;
+                context.args.run(first * K.block, @min(last * K.block, context.args.ldc));
+            }
+        }
+
+        fn finish(context: *const Context, begin: usize, end: usize) Error!void {
+            finishFlat(context.geometry, context.data, context.image, context.args.flat, context.args.ldc, context.planes.width, begin, end);
+        }
+    };
+}
 
 // ---------------------------------------------------------------------------------------
 // Transposed convolution: columns = weightᵀ · input per column block, then col2im.
