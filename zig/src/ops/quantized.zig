@@ -845,25 +845,40 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     if (plane == 0) return out;
     call.row_stride = 1;
     call.column_stride = plane;
-    const channels = dims[1];
-    const image_bytes = padded_hw[0] * padded_hw[1] * channels;
     const direct = taps == 1 and window.stride[0] == 1 and window.stride[1] == 1 and window.padding[0] == 0 and window.padding[1] == 0;
     if (direct and PixelLanes.fits(&call)) {
         try PixelLanes.run(&call, x.f32Slice(), dims[0], plane, out.f32Slice());
         return out;
     }
+    var channels = dims[1];
+    // A stem's 3 channels (or 1, 2) padded to 4 with zero weights: the image's kernel rows
+    // are then whole 4-byte groups, so it runs without im2col (cls's 3-channel stem spent
+    // most of its time copying 9 runs of 3 bytes per output pixel).
+    const padded_channels = channels < kernels.group_k and !direct and Implicit.fits(window, kernels.group_k, out_hw[1], call.b_zero_any) and implicitAllowed();
+    const padded_weights = if (padded_channels) kernels.packedLen(taps * kernels.group_k, q.n) * @sizeOf(i32) else 0;
+    if (padded_channels) channels = kernels.group_k;
+    const image_bytes = padded_hw[0] * padded_hw[1] * channels;
     const implicit = !direct and Implicit.fits(window, channels, out_hw[1], call.b_zero_any) and implicitAllowed();
     const a_bytes = if (direct or implicit) 0 else plane * call.lda;
-    const scratch = try Scratch.init("conv2d_int8", image_bytes + a_bytes + 2 * row_slack + plane * @sizeOf(i32) + @alignOf(i32));
+    const scratch = try Scratch.init("conv2d_int8", padded_weights + image_bytes + a_bytes + 2 * row_slack + plane * @sizeOf(i32) + @alignOf(i32));
     defer scratch.release();
-    const image = scratch.bytes[0 .. image_bytes + row_slack];
+    if (padded_channels) {
+        // Scratch blocks are 64-byte aligned, so the weights at its start are i32-aligned.
+        const weights: [*]i32 = @ptrCast(@alignCast(scratch.bytes.ptr));
+        call.packed_b = weights[0 .. padded_weights / @sizeOf(i32)];
+        padWeightChannels(packed_b.i32Slice(), q.n, taps, dims[1], weights[0 .. padded_weights / @sizeOf(i32)]);
+        // K counts the padding now; it enters the epilogue only times the weight zero
+        // points, which are 0 here (Implicit.fits).
+        call.q.k = taps * kernels.group_k;
+    }
+    const image = scratch.bytes[padded_weights..][0 .. image_bytes + row_slack];
     @memset(image[image_bytes..], 0);
-    const a_region = scratch.bytes[image.len..][0 .. a_bytes + row_slack];
-    const sums = sumsIn(scratch.bytes[image.len + a_region.len ..], plane);
-    const image_size = channels * dims[2] * dims[3];
+    const a_region = scratch.bytes[padded_weights + image.len ..][0 .. a_bytes + row_slack];
+    const sums = sumsIn(scratch.bytes[padded_weights + image.len + a_region.len ..], plane);
+    const image_size = dims[1] * dims[2] * dims[3];
     for (0..dims[0]) |index| {
         call.out = out.f32Slice()[index * q.n * plane ..][0 .. q.n * plane];
-        try quantizeImage(&call, x.f32Slice()[index * image_size ..][0..image_size], dims[1..4], window.padding, padded_hw, image);
+        try quantizeImage(&call, x.f32Slice()[index * image_size ..][0..image_size], dims[1..4], channels, window.padding, padded_hw, image);
         if (direct) {
             call.a = image;
             call.lda = channels;
@@ -878,6 +893,24 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
         try runTiles(&call);
     }
     return out;
+}
+
+/// Packed weights of K = taps · channels (channels below 4, tap-major) re-laid out for
+/// taps · 4: each tap's channels fill one 4-byte group, zero weights past them.
+fn padWeightChannels(packed_b: []const i32, n: usize, taps: usize, channels: usize, dst: []i32) void {
+    std.debug.assert(channels < kernels.group_k and dst.len == kernels.packedLen(taps * kernels.group_k, n));
+    const group_count = kernels.groups(taps * channels);
+    std.debug.assert(packed_b.len == kernels.blocks(n) * group_count * kernels.block_n);
+    for (0..kernels.blocks(n)) |block| for (0..taps) |tap| for (0..kernels.block_n) |lane| {
+        var word: u32 = 0;
+        for (0..channels) |channel| {
+            const k = tap * channels + channel;
+            const source: u32 = @bitCast(packed_b[(block * group_count + k / kernels.group_k) * kernels.block_n + lane]);
+            const byte = source >> @intCast(8 * (k % kernels.group_k)) & 0xff;
+            word |= byte << @intCast(8 * channel);
+        }
+        dst[(block * taps + tap) * kernels.block_n + lane] = @bitCast(word);
+    };
 }
 
 /// Whether conv2d_int8 may skip im2col (`Implicit`); SPINDLE_INT8_IM2COL=1 keeps it (tests
@@ -1039,13 +1072,16 @@ fn inputQuantizer(call: *const Call) Quantizer {
 /// Tests set this to run the im2col path where `Implicit` fits.
 var force_im2col = false;
 
-/// Quantizes one NCHW image into `image`: u8, padded height × padded width × channels, the
-/// border filled with the zero point's byte.
-fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding: [2]usize, padded_hw: [2]usize, image: []u8) Error!void {
+/// Quantizes one NCHW image into `image`: u8, padded height × padded width × pixel_bytes
+/// (the channels, or 4 for fewer channels padded with zero bytes), the border filled with
+/// the zero point's byte.
+fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, pixel_bytes: usize, padding: [2]usize, padded_hw: [2]usize, image: []u8) Error!void {
+    std.debug.assert(pixel_bytes == chw[0] or (chw[0] < kernels.group_k and pixel_bytes == kernels.group_k));
     const Context = struct {
         call: *const Call,
         x: []const f32,
         channels: usize,
+        pixel_bytes: usize,
         height: usize,
         width: usize,
         padding: [2]usize,
@@ -1054,18 +1090,18 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         quantizer: Quantizer,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
             const zero_byte = c.call.zeroByte();
-            const row_bytes = c.padded_width * c.channels;
+            const row_bytes = c.padded_width * c.pixel_bytes;
             for (begin..end) |padded_y| {
                 const dst = c.image[padded_y * row_bytes ..][0..row_bytes];
                 if (padded_y < c.padding[0] or padded_y >= c.padding[0] + c.height) {
                     @memset(dst, zero_byte);
                     continue;
                 }
-                @memset(dst[0 .. c.padding[1] * c.channels], zero_byte);
-                @memset(dst[(c.padding[1] + c.width) * c.channels ..], zero_byte);
+                @memset(dst[0 .. c.padding[1] * c.pixel_bytes], zero_byte);
+                @memset(dst[(c.padding[1] + c.width) * c.pixel_bytes ..], zero_byte);
                 const y = padded_y - c.padding[0];
                 var x0: usize = 0;
-                while (x0 < c.width) : (x0 += lanes) c.pixels(dst[(c.padding[1] + x0) * c.channels ..], y, x0, @min(lanes, c.width - x0));
+                while (x0 < c.width) : (x0 += lanes) c.pixels(dst[(c.padding[1] + x0) * c.pixel_bytes ..], y, x0, @min(lanes, c.width - x0));
             }
         }
 
@@ -1090,10 +1126,20 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
             const channels = c.channels;
             std.debug.assert(dst.len >= count * channels);
             if (channels < 4) {
+                const pixel_words = switch (channels) {
+                    inline 1...3 => |n| c.words(y, x0, count, 0, n),
+                    else => unreachable,
+                };
+                if (c.pixel_bytes == 4) {
+                    // Padded to 4 channels: each pixel's word as it is (zero bytes past).
+                    const bytes: [lanes * 4]u8 = @bitCast(pixel_words);
+                    @memcpy(dst[0 .. count * 4], bytes[0 .. count * 4]);
+                    return;
+                }
                 // The stem's 3 channels (and 1 or 2): the pixels are contiguous, so the
                 // lanes' low bytes are packed into one run of count · channels bytes.
                 const packed_bytes: [lanes * 4]u8 = switch (channels) {
-                    inline 1...3 => |n| compressed(n, c.words(y, x0, count, 0, n)),
+                    inline 1...3 => |n| compressed(n, pixel_words),
                     else => unreachable,
                 };
                 @memcpy(dst[0 .. count * channels], packed_bytes[0 .. count * channels]);
@@ -1134,6 +1180,7 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         .call = call,
         .x = x,
         .channels = chw[0],
+        .pixel_bytes = pixel_bytes,
         .height = chw[1],
         .width = chw[2],
         .padding = padding,
@@ -1141,7 +1188,7 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         .image = image,
         .quantizer = inputQuantizer(call),
     };
-    try intra_op.parallelForTyped(0, padded_hw[0], parallel.grain(.medium, padded_hw[1] * chw[0]), &context, @TypeOf(context).body);
+    try intra_op.parallelForTyped(0, padded_hw[0], parallel.grain(.medium, padded_hw[1] * pixel_bytes), &context, @TypeOf(context).body);
 }
 
 /// [a[0], b[0], a[1], b[1], …]: the 2 × 16 transpose step of quantizeImage's byte layout.
@@ -1847,6 +1894,11 @@ test "conv2d_int8 without im2col equals the im2col path bit for bit: strides, di
         .{ .c_in = 12, .height = 7, .width = 40, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 2, 1 } } },
         .{ .c_in = 4, .height = 6, .width = 67, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } } },
         .{ .c_in = 12, .height = 3, .width = 33, .window = .{ .kernel = .{ 1, 3 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } } },
+        // Fewer than 4 channels, padded to 4 with zero weights: a stem's 3 (stride 2, odd
+        // width), 1 with y dilation, 2 on a 1 × 3 kernel.
+        .{ .c_in = 3, .height = 9, .width = 37, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } } },
+        .{ .c_in = 1, .height = 7, .width = 21, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 2, 1 } } },
+        .{ .c_in = 2, .height = 4, .width = 50, .window = .{ .kernel = .{ 1, 3 }, .stride = .{ 1, 1 }, .padding = .{ 0, 1 }, .dilation = .{ 1, 1 } } },
     };
     for (configs) |config| {
         const x = try tensor.createUninit(.float32, &.{ 2, config.c_in, config.height, config.width });
