@@ -180,7 +180,7 @@ fn reference(args: *const Args) void {
     }
 }
 
-const V = @Vector(block_n, i32);
+pub const V = @Vector(block_n, i32);
 const blocks_max = 4;
 
 /// Rows per micro tile for nb column blocks: VNNI keeps about 16 accumulators in flight
@@ -260,6 +260,57 @@ inline fn micro(comptime kind: Kernel, comptime mr: usize, comptime nb: usize, a
             args.c[(row + i) * args.ldc + column ..][0..block_n].* = acc[i][j];
         }
     }
+}
+
+/// The most pixel vectors and output channels of one `channelTile`: 16 accumulators, as the
+/// row-major micro tiles keep in flight, with the 4 activation vectors and a broadcast.
+pub const tile_vectors_max = 4;
+pub const tile_channels_max = 4;
+
+/// Activations with pixels in the lanes (conv2d_int8's 1×1 path): `a` holds groups(k) rows
+/// of `stride` pixels × 4 bytes, the byte j of pixel p in row g being channel 4g + j (a byte
+/// interleave of 4 NCHW channel rows, no transpose). Channels past k meet zero weights.
+pub const PixelArgs = struct {
+    a: []const u8,
+    /// Pixels per row of `a` (a multiple of 16: a tile loads whole vectors).
+    stride: usize,
+    k: usize,
+    n: usize,
+    packed_b: []const i32,
+
+    fn check(args: *const PixelArgs, channel: usize, pixel: usize, comptime nr: usize, comptime pv: usize) void {
+        std.debug.assert(args.stride % block_n == 0 and pixel + pv * block_n <= args.stride);
+        std.debug.assert(channel + nr <= args.n and args.a.len >= groups(args.k) * args.stride * group_k);
+        std.debug.assert(args.packed_b.len >= packedLen(args.k, args.n));
+    }
+};
+
+/// Output channels channel … channel + nr of pixels pixel … pixel + 16 · pv as VNNI sums:
+/// result[j][v] lane i = Σ_k a(k, pixel + 16v + i) · b[k, channel + j]. vpdpbusd takes the
+/// pixels' 4 bytes as its u8 operand and channel j's 4 weights of the group (one i32 of
+/// packed B) broadcast as its s8 operand, so the sums come out as rows of NCHW output.
+/// Callers check `vnniSupported` first.
+pub inline fn channelTile(comptime nr: usize, comptime pv: usize, args: *const PixelArgs, channel: usize, pixel: usize) [nr][pv]V {
+    comptime std.debug.assert(nr >= 1 and nr <= tile_channels_max and pv >= 1 and pv <= tile_vectors_max);
+    args.check(channel, pixel, nr, pv);
+    const group_count = groups(args.k);
+    var weights: [nr][*]const i32 = undefined;
+    inline for (&weights, 0..) |*w, j| {
+        const column = channel + j;
+        w.* = args.packed_b[column / block_n * group_count * block_n + column % block_n ..].ptr;
+    }
+    var acc: [nr][pv]V = @splat(@splat(@splat(0)));
+    for (0..group_count) |group| {
+        var a: [pv]V = undefined;
+        inline for (&a, 0..) |*vector, v| {
+            vector.* = @bitCast(args.a[(group * args.stride + pixel + v * block_n) * group_k ..][0 .. block_n * group_k].*);
+        }
+        inline for (0..nr) |j| {
+            const b: V = @splat(weights[j][group * block_n]);
+            inline for (0..pv) |v| acc[j][v] = dpbusd(acc[j][v], a[v], b);
+        }
+    }
+    return acc;
 }
 
 /// acc + Σ_j a.byte(j) · b.byte(j) per i32 lane (u8 × s8), AVX512-VNNI's vpdpbusd. The
@@ -428,4 +479,35 @@ test "the AMX int8 kernel matches plain sums: K tails, rows past the last full t
     // 1, 3 and 4 column blocks.
     const shapes = [_][3]usize{ .{ 16, 64, 16 }, .{ 35, 100, 40 }, .{ 64, 864, 24 }, .{ 33, 1024, 64 }, .{ 17, 37, 5 } };
     for (shapes, 0..) |shape, seed| try checkKernel(.amx, shape[0], shape[1], shape[2], seed + 100);
+}
+
+test "int8 GEMM channelTile (pixels in lanes) matches plain sums: every tile shape, K tails, channels past a block" {
+    if (!vnniSupported()) return error.SkipZigTest;
+    const allocator = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(400);
+    const random = prng.random();
+    // K of 1 and 3 (one partial group), 32 and 37 (a tail); N of 5 and 21 (tiles crossing a
+    // 16-column block); 80 pixels per row (5 vectors: every pv at offsets 0 and 16).
+    for ([_]usize{ 1, 3, 32, 37 }) |k| for ([_]usize{ 5, 21 }) |n| {
+        const stride = 80;
+        const a = try allocator.alloc(u8, groups(k) * stride * group_k);
+        defer allocator.free(a);
+        for (a) |*byte| byte.* = if (random.boolean()) 255 else random.int(u8);
+        const operands = try TestOperands.init(random, 0, k, n);
+        defer operands.deinit();
+        const args: PixelArgs = .{ .a = a, .stride = stride, .k = k, .n = n, .packed_b = operands.packed_b };
+        inline for (1..tile_channels_max + 1) |nr| inline for (1..tile_vectors_max + 1) |pv| {
+            var channel: usize = 0;
+            while (channel + nr <= n) : (channel += 3) for ([_]usize{ 0, block_n }) |pixel| {
+                const sums = channelTile(nr, pv, &args, channel, pixel);
+                for (0..nr) |j| for (0..pv * block_n) |i| {
+                    const p = pixel + i;
+                    var expected: i32 = 0;
+                    for (0..k) |c| expected += @as(i32, a[(c / group_k * stride + p) * group_k + c % group_k]) * operands.b[c * n + channel + j];
+                    const lanes_of: [pv * block_n]i32 = @bitCast(sums[j]);
+                    try std.testing.expectEqual(expected, lanes_of[i]);
+                };
+            };
+        };
+    };
 }

@@ -491,7 +491,6 @@ const Call = struct {
         const b_zero_any = call.b_zero_any;
         const row_sums = call.row_sums;
         const quantizer: Quantizer = .init(call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max);
-        const out_min: VF = @splat(call.q.out_min);
         var column = first;
         while (column < end) : (column += lanes) {
             const count = @min(lanes, end - column);
@@ -503,21 +502,18 @@ const Call = struct {
             for (0..rows) |r| {
                 const row_sum: f32 = if (b_zero_any) @floatFromInt(row_sums[row + r]) else 0;
                 const acc: VF = @floatFromInt(@as(@Vector(lanes, i32), c[r * ldc + column - first ..][0..lanes].*));
-                var v = (acc - b_zero * @as(VF, @splat(row_sum)) + offset) * scale + bias;
-                if (requantize) {
-                    const q = quantizer.apply(v);
-                    v = if (dequantize_output) (q - quantizer.zero_point) * quantizer.scale else q;
-                    if (output_levels) |levels| v = lookUpIndices(q - out_min, levels);
-                }
-                results[r] = v;
+                const v = (acc - b_zero * @as(VF, @splat(row_sum)) + offset) * scale + bias;
+                results[r] = if (requantize) requantized(v, &quantizer, dequantize_output, output_levels) else v;
             }
+            // A convolution's chain runs on its 1-pixel outputs too (column stride 1: an
+            // earlier test of the stride alone stored them without the chain).
+            if (call.steps.len > 0 and call.output_levels == null) call.chain(results[0..rows], .{ .columns = .{ column, count } });
             if (call.column_stride == 1) {
                 for (results[0..rows], 0..) |v, r| {
                     const values: [lanes]f32 = v;
                     @memcpy(call.out[(row + r) * call.row_stride + column ..][0..count], values[0..count]);
                 }
             } else {
-                if (call.steps.len > 0 and call.output_levels == null) call.chain(results[0..rows], column, count);
                 call.storeColumns(results[0..rows], row, column, count);
             }
         }
@@ -543,16 +539,24 @@ const Call = struct {
 
     /// Runs the chain on a tile's values of columns column … column + count, a loop per
     /// step (a switch per vector and step cost 1.7 times quantized_pointwise's time on cls).
-    fn chain(call: *const Call, values: []VF, column: usize, count: usize) void {
+    fn chain(call: *const Call, values: []VF, operands: Operands) void {
         std.debug.assert(values.len <= rows_per_task);
         var saved: [rows_per_task]VF = undefined;
-        const levels = call.levels orelse return chainVectors(call.steps, values, saved[0..values.len], column, count);
+        const levels = call.levels orelse return chainVectors(call.steps, values, saved[0..values.len], operands);
         const q = call.steps[call.split];
-        chainVectors(call.steps[0..call.split], values, saved[0..values.len], column, count);
+        chainVectors(call.steps[0..call.split], values, saved[0..values.len], operands);
         const quantizer: Quantizer = .init(q.a, q.b, q.c, q.d);
         for (values) |*v| v.* = lookUpVector(&quantizer, v.*, levels);
     }
 };
+
+/// The epilogue's requantization of v, then its dequantization (a QDQ pair) or the chain's
+/// table of output levels when there is one.
+inline fn requantized(v: VF, quantizer: *const Quantizer, dequantize_output: bool, output_levels: ?*align(64) const [Table.len]f32) VF {
+    const q = quantizer.apply(v);
+    if (output_levels) |levels| return lookUpIndices(q - quantizer.qmin, levels);
+    return if (dequantize_output) (q - quantizer.zero_point) * quantizer.scale else q;
+}
 
 /// The 16 × 16 transpose (rows[r][j] becomes the result's [j][r]): at each distance d the
 /// off-diagonal d × d blocks of every 2d × 2d block swap, two shuffles per pair of rows.
@@ -841,21 +845,40 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     if (plane == 0) return out;
     call.row_stride = 1;
     call.column_stride = plane;
-    const channels = dims[1];
-    const image_bytes = padded_hw[0] * padded_hw[1] * channels;
     const direct = taps == 1 and window.stride[0] == 1 and window.stride[1] == 1 and window.padding[0] == 0 and window.padding[1] == 0;
+    if (direct and PixelLanes.fits(&call)) {
+        try PixelLanes.run(&call, x.f32Slice(), dims[0], plane, out.f32Slice());
+        return out;
+    }
+    var channels = dims[1];
+    // A stem's 3 channels (or 1, 2) padded to 4 with zero weights: the image's kernel rows
+    // are then whole 4-byte groups, so it runs without im2col (cls's 3-channel stem spent
+    // most of its time copying 9 runs of 3 bytes per output pixel).
+    const padded_channels = channels < kernels.group_k and !direct and Implicit.fits(window, kernels.group_k, out_hw[1], call.b_zero_any) and implicitAllowed();
+    const padded_weights = if (padded_channels) kernels.packedLen(taps * kernels.group_k, q.n) * @sizeOf(i32) else 0;
+    if (padded_channels) channels = kernels.group_k;
+    const image_bytes = padded_hw[0] * padded_hw[1] * channels;
     const implicit = !direct and Implicit.fits(window, channels, out_hw[1], call.b_zero_any) and implicitAllowed();
     const a_bytes = if (direct or implicit) 0 else plane * call.lda;
-    const scratch = try Scratch.init("conv2d_int8", image_bytes + a_bytes + 2 * row_slack + plane * @sizeOf(i32) + @alignOf(i32));
+    const scratch = try Scratch.init("conv2d_int8", padded_weights + image_bytes + a_bytes + 2 * row_slack + plane * @sizeOf(i32) + @alignOf(i32));
     defer scratch.release();
-    const image = scratch.bytes[0 .. image_bytes + row_slack];
+    if (padded_channels) {
+        // Scratch blocks are 64-byte aligned, so the weights at its start are i32-aligned.
+        const weights: [*]i32 = @ptrCast(@alignCast(scratch.bytes.ptr));
+        call.packed_b = weights[0 .. padded_weights / @sizeOf(i32)];
+        padWeightChannels(packed_b.i32Slice(), q.n, taps, dims[1], weights[0 .. padded_weights / @sizeOf(i32)]);
+        // K counts the padding now; it enters the epilogue only times the weight zero
+        // points, which are 0 here (Implicit.fits).
+        call.q.k = taps * kernels.group_k;
+    }
+    const image = scratch.bytes[padded_weights..][0 .. image_bytes + row_slack];
     @memset(image[image_bytes..], 0);
-    const a_region = scratch.bytes[image.len..][0 .. a_bytes + row_slack];
-    const sums = sumsIn(scratch.bytes[image.len + a_region.len ..], plane);
-    const image_size = channels * dims[2] * dims[3];
+    const a_region = scratch.bytes[padded_weights + image.len ..][0 .. a_bytes + row_slack];
+    const sums = sumsIn(scratch.bytes[padded_weights + image.len + a_region.len ..], plane);
+    const image_size = dims[1] * dims[2] * dims[3];
     for (0..dims[0]) |index| {
         call.out = out.f32Slice()[index * q.n * plane ..][0 .. q.n * plane];
-        try quantizeImage(&call, x.f32Slice()[index * image_size ..][0..image_size], dims[1..4], window.padding, padded_hw, image);
+        try quantizeImage(&call, x.f32Slice()[index * image_size ..][0..image_size], dims[1..4], channels, window.padding, padded_hw, image);
         if (direct) {
             call.a = image;
             call.lda = channels;
@@ -872,23 +895,193 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     return out;
 }
 
+/// Packed weights of K = taps · channels (channels below 4, tap-major) re-laid out for
+/// taps · 4: each tap's channels fill one 4-byte group, zero weights past them.
+fn padWeightChannels(packed_b: []const i32, n: usize, taps: usize, channels: usize, dst: []i32) void {
+    std.debug.assert(channels < kernels.group_k and dst.len == kernels.packedLen(taps * kernels.group_k, n));
+    const group_count = kernels.groups(taps * channels);
+    std.debug.assert(packed_b.len == kernels.blocks(n) * group_count * kernels.block_n);
+    for (0..kernels.blocks(n)) |block| for (0..taps) |tap| for (0..kernels.block_n) |lane| {
+        var word: u32 = 0;
+        for (0..channels) |channel| {
+            const k = tap * channels + channel;
+            const source: u32 = @bitCast(packed_b[(block * group_count + k / kernels.group_k) * kernels.block_n + lane]);
+            const byte = source >> @intCast(8 * (k % kernels.group_k)) & 0xff;
+            word |= byte << @intCast(8 * channel);
+        }
+        dst[(block * taps + tap) * kernels.block_n + lane] = @bitCast(word);
+    };
+}
+
 /// Whether conv2d_int8 may skip im2col (`Implicit`); SPINDLE_INT8_IM2COL=1 keeps it (tests
 /// compare both, and benchmarks measure the difference).
 fn implicitAllowed() bool {
-    const value = @import("../env.zig").get("SPINDLE_INT8_IM2COL") orelse return !force_im2col;
-    return !std.mem.eql(u8, value, "1") and !force_im2col;
+    return !force_im2col and !envSet("SPINDLE_INT8_IM2COL");
+}
+
+/// Whether the environment variable `name` is "1".
+fn envSet(comptime name: []const u8) bool {
+    const value = @import("../env.zig").get(name) orelse return false;
+    return std.mem.eql(u8, value, "1");
+}
+
+/// Tests set this to run direct 1×1 convolutions on the row-major GEMM instead of
+/// `PixelLanes` (SPINDLE_INT8_ROWS=1 does the same for benchmarks).
+var force_rows = false;
+
+/// conv2d_int8's direct 1×1 path with pixels in the vector lanes (kernels.channelTile).
+/// Each image is quantized from its NCHW rows into groups of 4 channels per pixel
+/// ([C/4][pixels][4] u8: a byte interleave, where the row-major GEMM needs an NHWC transpose),
+/// and the sums come out as rows of the NCHW output, which the epilogue dequantizes (and
+/// requantizes) straight into place (the row-major epilogue transposes 16 × 16 blocks back).
+/// In perf those two conversions took about a third of det_qdq's time, around 1×1 GEMMs
+/// whose own share had become small.
+const PixelLanes = struct {
+    call: *const Call,
+    x: []const f32,
+    args: kernels.PixelArgs,
+    bytes: []u8,
+    plane: usize,
+    quantizer: Quantizer,
+    out_quantizer: Quantizer,
+
+    /// Pixels and output channels per task: 4 vectors (a tile's most), and 64 channels so
+    /// that a wide layer on a small map (cls's 32 → 200 on 192 pixels) still splits.
+    const task_pixels = kernels.tile_vectors_max * lanes;
+    const task_channels = 64;
+
+    /// VNNI without weight zero points (their corrections need per-pixel sums).
+    fn fits(call: *const Call) bool {
+        return !call.b_zero_any and call.kernel == .vnni and kernels.vnniSupported() and !force_rows and !envSet("SPINDLE_INT8_ROWS");
+    }
+
+    fn run(call: *Call, x: []const f32, images: usize, plane: usize, out: []f32) Error!void {
+        std.debug.assert(plane > 0 and x.len == images * call.q.k * plane);
+        const stride = divCeil(plane, lanes) * lanes;
+        const byte_count = kernels.groups(call.q.k) * stride * kernels.group_k;
+        const scratch = try Scratch.init("conv2d_int8", byte_count);
+        defer scratch.release();
+        var lanes_call: PixelLanes = .{
+            .call = call,
+            .x = undefined,
+            .args = .{ .a = scratch.bytes[0..byte_count], .stride = stride, .k = call.q.k, .n = call.q.n, .packed_b = call.packed_b },
+            .bytes = scratch.bytes[0..byte_count],
+            .plane = plane,
+            .quantizer = inputQuantizer(call),
+            .out_quantizer = .init(call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max),
+        };
+        const tasks = divCeil(plane, task_pixels) * divCeil(call.q.n, task_channels);
+        const flops = 2 * plane * call.q.n * call.q.k;
+        const grain: usize = if (parallel.threadsForFlops(flops) == 1) tasks else 1;
+        for (0..images) |index| {
+            call.out = out[index * call.q.n * plane ..][0 .. call.q.n * plane];
+            lanes_call.x = x[index * call.q.k * plane ..][0 .. call.q.k * plane];
+            try intra_op.parallelForTyped(0, kernels.groups(call.q.k), parallel.grain(.medium, stride * kernels.group_k), &lanes_call, quantizeGroups);
+            try intra_op.parallelForTyped(0, tasks, grain, &lanes_call, runTasks);
+        }
+    }
+
+    /// Rows of 4 channels' bytes per pixel (channels past k as 0, pixels past the plane as
+    /// the quantized 0.0: their sums are never stored).
+    fn quantizeGroups(c: *const PixelLanes, begin: usize, end: usize) Error!void {
+        for (begin..end) |group| {
+            const first = group * kernels.group_k;
+            const row = c.bytes[group * c.args.stride * kernels.group_k ..][0 .. c.args.stride * kernels.group_k];
+            var pixel: usize = 0;
+            while (pixel < c.plane) : (pixel += lanes) {
+                const count = @min(lanes, c.plane - pixel);
+                const interleaved = switch (@min(kernels.group_k, c.args.k - first)) {
+                    inline 1...kernels.group_k => |n| c.words(first, n, pixel, count),
+                    else => unreachable,
+                };
+                row[pixel * kernels.group_k ..][0 .. lanes * kernels.group_k].* = @bitCast(interleaved);
+            }
+        }
+    }
+
+    /// Channels first … first + n of `count` pixels from `pixel` as u32 lanes, channel
+    /// first + j in byte j.
+    fn words(c: *const PixelLanes, first: usize, comptime n: usize, pixel: usize, count: usize) @Vector(lanes, u32) {
+        var result: @Vector(lanes, u32) = @splat(0);
+        inline for (0..n) |j| {
+            const bytes = quantizeLanes(c.x[(first + j) * c.plane + pixel ..][0..count], &c.quantizer);
+            result |= bytes << @splat(8 * j);
+        }
+        return result;
+    }
+
+    fn runTasks(c: *const PixelLanes, begin: usize, end: usize) Error!void {
+        const channel_tasks = divCeil(c.args.n, task_channels);
+        for (begin..end) |index| {
+            const pixel = index / channel_tasks * task_pixels;
+            const first = index % channel_tasks * task_channels;
+            const last = @min(first + task_channels, c.args.n);
+            switch (@min(kernels.tile_vectors_max, divCeil(c.plane - pixel, lanes))) {
+                inline 1...kernels.tile_vectors_max => |pv| c.channels(pv, pixel, first, last),
+                else => unreachable,
+            }
+        }
+    }
+
+    fn channels(c: *const PixelLanes, comptime pv: usize, pixel: usize, first: usize, last: usize) void {
+        var channel = first;
+        while (channel < last) {
+            const nr = @min(kernels.tile_channels_max, last - channel);
+            switch (nr) {
+                inline 1...kernels.tile_channels_max => |r| c.finish(r, pv, pixel, channel, kernels.channelTile(r, pv, &c.args, channel, pixel)),
+                else => unreachable,
+            }
+            channel += nr;
+        }
+    }
+
+    /// The epilogue of `Call.finish` on channel rows: the same float operations per value
+    /// (with no weight zero points the row-sum term is 0), so the same results bit for bit.
+    fn finish(c: *const PixelLanes, comptime nr: usize, comptime pv: usize, pixel: usize, channel: usize, sums: [nr][pv]kernels.V) void {
+        const call = c.call;
+        const k: f32 = @floatFromInt(call.q.k);
+        const a_zero = call.a_zero - call.q.a_min;
+        for (0..nr) |j| {
+            const column = channel + j;
+            const scale: VF = @splat(call.b_scale[column] * call.a_scale);
+            const bias: VF = @splat(call.bias[column]);
+            const offset: VF = @splat(call.b_zero[column] * (k * a_zero) - call.col_sum[column] * a_zero);
+            var results: [pv]VF = undefined;
+            for (&results, 0..) |*result, v| {
+                const acc: VF = @floatFromInt(sums[j][v]);
+                const value = (acc + offset) * scale + bias;
+                result.* = if (call.q.requantize) requantized(value, &c.out_quantizer, call.q.dequantize_output, call.output_levels) else value;
+            }
+            if (call.steps.len > 0 and call.output_levels == null) call.chain(&results, .{ .channel = column });
+            const row = call.out[column * c.plane ..][0..c.plane];
+            for (results, 0..) |result, v| {
+                const first = pixel + v * lanes;
+                const values: [lanes]f32 = result;
+                if (first + lanes <= c.plane) row[first..][0..lanes].* = values else @memcpy(row[first..], values[0 .. c.plane - first]);
+            }
+        }
+    }
+};
+
+/// The quantizer of conv2d_int8's input: integer inputs (QLinearConv's) are already levels
+/// (scale 1, zero point 0).
+fn inputQuantizer(call: *const Call) Quantizer {
+    return if (call.q.a_integer) .init(1, 0, call.q.a_min, call.q.a_max) else .init(call.a_scale, call.a_zero, call.q.a_min, call.q.a_max);
 }
 
 /// Tests set this to run the im2col path where `Implicit` fits.
 var force_im2col = false;
 
-/// Quantizes one NCHW image into `image`: u8, padded height × padded width × channels, the
-/// border filled with the zero point's byte.
-fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding: [2]usize, padded_hw: [2]usize, image: []u8) Error!void {
+/// Quantizes one NCHW image into `image`: u8, padded height × padded width × pixel_bytes
+/// (the channels, or 4 for fewer channels padded with zero bytes), the border filled with
+/// the zero point's byte.
+fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, pixel_bytes: usize, padding: [2]usize, padded_hw: [2]usize, image: []u8) Error!void {
+    std.debug.assert(pixel_bytes == chw[0] or (chw[0] < kernels.group_k and pixel_bytes == kernels.group_k));
     const Context = struct {
         call: *const Call,
         x: []const f32,
         channels: usize,
+        pixel_bytes: usize,
         height: usize,
         width: usize,
         padding: [2]usize,
@@ -897,18 +1090,18 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         quantizer: Quantizer,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
             const zero_byte = c.call.zeroByte();
-            const row_bytes = c.padded_width * c.channels;
+            const row_bytes = c.padded_width * c.pixel_bytes;
             for (begin..end) |padded_y| {
                 const dst = c.image[padded_y * row_bytes ..][0..row_bytes];
                 if (padded_y < c.padding[0] or padded_y >= c.padding[0] + c.height) {
                     @memset(dst, zero_byte);
                     continue;
                 }
-                @memset(dst[0 .. c.padding[1] * c.channels], zero_byte);
-                @memset(dst[(c.padding[1] + c.width) * c.channels ..], zero_byte);
+                @memset(dst[0 .. c.padding[1] * c.pixel_bytes], zero_byte);
+                @memset(dst[(c.padding[1] + c.width) * c.pixel_bytes ..], zero_byte);
                 const y = padded_y - c.padding[0];
                 var x0: usize = 0;
-                while (x0 < c.width) : (x0 += lanes) c.pixels(dst[(c.padding[1] + x0) * c.channels ..], y, x0, @min(lanes, c.width - x0));
+                while (x0 < c.width) : (x0 += lanes) c.pixels(dst[(c.padding[1] + x0) * c.pixel_bytes ..], y, x0, @min(lanes, c.width - x0));
             }
         }
 
@@ -933,10 +1126,20 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
             const channels = c.channels;
             std.debug.assert(dst.len >= count * channels);
             if (channels < 4) {
+                const pixel_words = switch (channels) {
+                    inline 1...3 => |n| c.words(y, x0, count, 0, n),
+                    else => unreachable,
+                };
+                if (c.pixel_bytes == 4) {
+                    // Padded to 4 channels: each pixel's word as it is (zero bytes past).
+                    const bytes: [lanes * 4]u8 = @bitCast(pixel_words);
+                    @memcpy(dst[0 .. count * 4], bytes[0 .. count * 4]);
+                    return;
+                }
                 // The stem's 3 channels (and 1 or 2): the pixels are contiguous, so the
                 // lanes' low bytes are packed into one run of count · channels bytes.
                 const packed_bytes: [lanes * 4]u8 = switch (channels) {
-                    inline 1...3 => |n| compressed(n, c.words(y, x0, count, 0, n)),
+                    inline 1...3 => |n| compressed(n, pixel_words),
                     else => unreachable,
                 };
                 @memcpy(dst[0 .. count * channels], packed_bytes[0 .. count * channels]);
@@ -977,15 +1180,15 @@ fn quantizeImage(call: *const Call, x: []const f32, chw: []const usize, padding:
         .call = call,
         .x = x,
         .channels = chw[0],
+        .pixel_bytes = pixel_bytes,
         .height = chw[1],
         .width = chw[2],
         .padding = padding,
         .padded_width = padded_hw[1],
         .image = image,
-        // Integer inputs (QLinearConv's) are already levels: scale 1, zero point 0.
-        .quantizer = if (call.q.a_integer) .init(1, 0, call.q.a_min, call.q.a_max) else .init(call.a_scale, call.a_zero, call.q.a_min, call.q.a_max),
+        .quantizer = inputQuantizer(call),
     };
-    try intra_op.parallelForTyped(0, padded_hw[0], parallel.grain(.medium, padded_hw[1] * chw[0]), &context, @TypeOf(context).body);
+    try intra_op.parallelForTyped(0, padded_hw[0], parallel.grain(.medium, padded_hw[1] * pixel_bytes), &context, @TypeOf(context).body);
 }
 
 /// [a[0], b[0], a[1], b[1], …]: the 2 × 16 transpose step of quantizeImage's byte layout.
@@ -1398,12 +1601,19 @@ fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
     }
 }
 
-/// The chain's steps on output vectors (one pixel's channels column … column + count each;
-/// lanes past count hold padding that is never stored), `saved` holding the root. Each step
+/// Which channels a chain's vectors hold: `columns` (column, count): one pixel's channels
+/// column … column + count each, lanes past count padding that is never stored (the GEMM
+/// epilogue); `channel`: pixels of that one channel (the 1×1 path with pixels in lanes).
+const Operands = union(enum) {
+    columns: [2]usize,
+    channel: usize,
+};
+
+/// The chain's steps on output vectors (see `Operands`), `saved` holding the root. Each step
 /// is the vector code of `run` (per-channel operands taken per lane), and the table path
 /// gives the steps' own values: the same float operations as quantized_pointwise, so the same
 /// results.
-fn chainVectors(steps: []const Step, values: []VF, saved: []VF, column: usize, count: usize) void {
+fn chainVectors(steps: []const Step, values: []VF, saved: []VF, operands: Operands) void {
     std.debug.assert(values.len == saved.len);
     // The chain's input is its root until a set_root step.
     @memcpy(saved, values);
@@ -1421,7 +1631,10 @@ fn chainVectors(steps: []const Step, values: []VF, saved: []VF, column: usize, c
         },
         .set_root => @memcpy(saved, values),
         inline else => |code| {
-            const operand: VF = if (comptime isChannelStep(code)) padded(step.table, column, count) else @splat(step.a);
+            const operand: VF = if (comptime !isChannelStep(code)) @splat(step.a) else switch (operands) {
+                .columns => |span| padded(step.table, span[0], span[1]),
+                .channel => |channel| @splat(step.table[channel]),
+            };
             for (values, saved) |*v, r| v.* = apply(VF, code, v.*, operand, r);
         },
     };
@@ -1681,6 +1894,11 @@ test "conv2d_int8 without im2col equals the im2col path bit for bit: strides, di
         .{ .c_in = 12, .height = 7, .width = 40, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 2, 1 } } },
         .{ .c_in = 4, .height = 6, .width = 67, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } } },
         .{ .c_in = 12, .height = 3, .width = 33, .window = .{ .kernel = .{ 1, 3 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } } },
+        // Fewer than 4 channels, padded to 4 with zero weights: a stem's 3 (stride 2, odd
+        // width), 1 with y dilation, 2 on a 1 × 3 kernel.
+        .{ .c_in = 3, .height = 9, .width = 37, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } } },
+        .{ .c_in = 1, .height = 7, .width = 21, .window = .{ .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 2, 1 } } },
+        .{ .c_in = 2, .height = 4, .width = 50, .window = .{ .kernel = .{ 1, 3 }, .stride = .{ 1, 1 }, .padding = .{ 0, 1 }, .dilation = .{ 1, 1 } } },
     };
     for (configs) |config| {
         const x = try tensor.createUninit(.float32, &.{ 2, config.c_in, config.height, config.width });
@@ -1873,6 +2091,7 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
     const settings = @import("../settings.zig");
     settings.resetForTesting();
     defer settings.resetForTesting();
+    defer force_rows = false;
     var prng = std.Random.DefaultPrng.init(13);
     const random = prng.random();
     const c_in = 5;
@@ -1915,10 +2134,12 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
         .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } },
         .{ .kernel = .{ 1, 1 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } },
     };
-    for ([_]usize{ 7, 19 }) |width| for (windows) |window| {
+    // Also a 1 × 1 image: 1-pixel outputs (a column stride of 1) run the chain too.
+    for ([_][2]usize{ .{ 5, 7 }, .{ 5, 19 }, .{ 1, 1 } }) |hw| for (windows) |window| {
+        const height, const width = hw;
         const taps = window.kernel[0] * window.kernel[1];
         const k = c_in * taps;
-        const x = try tensor.createUninit(.float32, &.{ 2, c_in, 5, width });
+        const x = try tensor.createUninit(.float32, &.{ 2, c_in, height, width });
         defer x.release();
         for (x.f32Slice()) |*v| v.* = random.float(f32) * 6 - 3;
         const w = try tensor.createUninit(.int32, &.{ c_out, k });
@@ -1939,7 +2160,9 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
         defer a_zero.release();
         // A requantized output (a QDQ pair: the chain as one table of output levels) and a
         // float one (tables after the chain's first quantization, or steps).
-        for ([_]bool{ true, false }) |requantize| for ([_]i64{ 1, 2 }) |threads| {
+        // Direct 1 × 1 convolutions on both paths (pixels in lanes, and the row-major GEMM).
+        for ([_]bool{ true, false }) |requantize| for ([_]i64{ 1, 2 }) |threads| for ([_]bool{ false, true }) |rows| {
+            force_rows = rows;
             const q: Quantization = .{ .n = c_out, .k = k, .a_integer = false, .a_min = 0, .a_max = 255, .requantize = requantize, .dequantize_output = requantize, .out_scale = 0.02, .out_zero = 120, .out_min = 0, .out_max = 255 };
             try settings.setNumThreads(threads);
             const plain = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, null);
@@ -1960,4 +2183,74 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
         try testing.expectError(error.InvalidArgument, conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, .{ .program = program, .steps = 8 }));
         try testing.expectError(error.InvalidArgument, conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, .{ .program = program, .steps = 0 }));
     };
+}
+
+test "conv2d_int8's 1×1 path with pixels in lanes equals the row-major GEMM path bit for bit" {
+    // Channels 1, 3 (one partial group), 4, 5, 29 and 32; planes of 1, 15, 17, 64 and 130
+    // pixels (vector and task tails); 5, 21 and 70 output channels (tile tails, a second
+    // task of channels); float and integer inputs, float, requantized and QDQ outputs, and
+    // a chain, at 1 and 2 threads.
+    if (!kernels.vnniSupported()) return error.SkipZigTest;
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    defer force_rows = false;
+    var prng = std.Random.DefaultPrng.init(17);
+    const random = prng.random();
+    const window: Window = .{ .kernel = .{ 1, 1 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } };
+    const tabled = [_]f32{
+        @intFromEnum(PointwiseStep.mul),         1.384,       0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip),  0.1509,      100, 0, 255,
+        @intFromEnum(PointwiseStep.set_root),    0,           0,   0, 0,
+        @intFromEnum(PointwiseStep.add),         3,           0,   0, 0,
+        @intFromEnum(PointwiseStep.round_trip),  6.0 / 255.0, 0,   0, 255,
+        @intFromEnum(PointwiseStep.mul_root),    0,           0,   0, 0,
+        @intFromEnum(PointwiseStep.mul_channel), 7 * 5,       0,   0, 0,
+    } ++ @as([70]f32, @splat(0.75));
+    const program = try tensor.createUninit(.float32, &.{tabled.len});
+    defer program.release();
+    @memcpy(program.f32Slice(), &tabled);
+    for (program.f32Slice()[7 * 5 ..], 0..) |*v, i| v.* = 0.5 + @as(f32, @floatFromInt(i)) * 0.0625;
+    const shapes = [_][4]usize{ .{ 1, 1, 1, 5 }, .{ 3, 3, 5, 21 }, .{ 4, 1, 17, 70 }, .{ 5, 8, 8, 21 }, .{ 29, 10, 13, 70 }, .{ 32, 2, 96, 5 } };
+    for (shapes) |shape| {
+        const c_in, const height, const width, const c_out = shape;
+        const x = try tensor.createUninit(.float32, &.{ 2, c_in, height, width });
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = @round(random.float(f32) * 255);
+        const w = try tensor.createUninit(.int32, &.{ c_out, c_in });
+        defer w.release();
+        for (w.i32Slice()) |*v| v.* = if (random.boolean()) -128 else random.intRangeAtMost(i32, -128, 127);
+        const packed_b = try packInt8(w, @intCast(c_in), @intCast(c_out), true);
+        defer packed_b.release();
+        var col_sum: [70]f32 = @splat(0);
+        for (0..c_out) |j| for (0..c_in) |i| {
+            col_sum[j] += @floatFromInt(w.i32Slice()[j * c_in + i]);
+        };
+        const b_zero: [70]f32 = @splat(0);
+        const info = try testInfo(c_out, 0.003, b_zero[0..c_out], col_sum[0..c_out], 0.2);
+        defer info.release();
+        // Per-channel scales and biases: each row must take its own channel's.
+        for (0..c_out) |j| {
+            info.f32Slice()[j] = 0.003 * @as(f32, @floatFromInt(1 + j % 7));
+            info.f32Slice()[c_out + j] = 0.1 * @as(f32, @floatFromInt(j)) - 1;
+        }
+        const a_scale = try scalarTensor(0.02);
+        defer a_scale.release();
+        const a_zero = try scalarTensor(37);
+        defer a_zero.release();
+        for ([_]bool{ false, true }) |a_integer| for ([_][2]bool{ .{ false, false }, .{ true, false }, .{ true, true } }) |output| {
+            const q: Quantization = .{ .n = c_out, .k = c_in, .a_integer = a_integer, .a_min = 0, .a_max = 255, .requantize = output[0], .dequantize_output = output[1], .out_scale = 0.05, .out_zero = 120, .out_min = 0, .out_max = 255 };
+            for ([_]?Chain{ null, .{ .program = program, .steps = 7 } }) |chain| for ([_]i64{ 1, 2 }) |threads| {
+                try settings.setNumThreads(threads);
+                force_rows = true;
+                const expected = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, chain);
+                defer expected.release();
+                force_rows = false;
+                const got = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, chain);
+                defer got.release();
+                try testing.expectEqualSlices(usize, expected.dims(), got.dims());
+                for (expected.f32Slice(), got.f32Slice()) |e, g| try testing.expectEqual(@as(u32, @bitCast(e)), @as(u32, @bitCast(g)));
+            };
+        };
+    }
 }
