@@ -929,6 +929,13 @@ fn envSet(comptime name: []const u8) bool {
 /// `PixelLanes` (SPINDLE_INT8_ROWS=1 does the same for benchmarks).
 var force_rows = false;
 
+fn rowsRequested() bool {
+    return envSet("SPINDLE_INT8_ROWS");
+}
+
+/// SPINDLE_INT8_ROWS, read once per process rather than on every conv2d_int8 call.
+const rows_requested = @import("../cpu_level.zig").Once(rowsRequested);
+
 /// conv2d_int8's direct 1×1 path with pixels in the vector lanes (kernels.channelTile).
 /// Each image is quantized from its NCHW rows into groups of 4 channels per pixel
 /// ([C/4][pixels][4] u8: a byte interleave, where the row-major GEMM needs an NHWC transpose),
@@ -952,7 +959,7 @@ const PixelLanes = struct {
 
     /// VNNI without weight zero points (their corrections need per-pixel sums).
     fn fits(call: *const Call) bool {
-        return !call.b_zero_any and call.kernel == .vnni and kernels.vnniSupported() and !force_rows and !envSet("SPINDLE_INT8_ROWS");
+        return !call.b_zero_any and call.kernel == .vnni and kernels.vnniSupported() and !force_rows and !rows_requested.get();
     }
 
     fn run(call: *Call, x: []const f32, images: usize, plane: usize, out: []f32) Error!void {
