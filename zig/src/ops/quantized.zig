@@ -846,9 +846,13 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     call.row_stride = 1;
     call.column_stride = plane;
     const direct = taps == 1 and window.stride[0] == 1 and window.stride[1] == 1 and window.padding[0] == 0 and window.padding[1] == 0;
-    if (direct and PixelLanes.fits(&call)) {
-        try PixelLanes.run(&call, x.f32Slice(), dims[0], plane, out.f32Slice());
-        return out;
+    // Comptime: copies without AVX-512 (the portable build's x86_64 and v3, other
+    // architectures) must not compile channelTile's vpdpbusd at all.
+    if (comptime kernels.has_avx512) {
+        if (direct and PixelLanes.fits(&call)) {
+            try PixelLanes.run(&call, x.f32Slice(), dims[0], plane, out.f32Slice());
+            return out;
+        }
     }
     var channels = dims[1];
     // A stem's 3 channels (or 1, 2) padded to 4 with zero weights: the image's kernel rows
