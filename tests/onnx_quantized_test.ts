@@ -105,7 +105,7 @@ for (const name of FIXTURE_NAMES) {
 }
 
 Deno.test("int8 fixtures: the VNNI, widened and reference int8 kernels give the default (AMX or VNNI) kernel's results", async () => {
-  // SPINDLE_INT8_KERNEL forces a lower kernel in a child process (the library reads it per call).
+  // SPINDLE_INT8_KERNEL forces a lower kernel in a child process (the library reads it once, at its first int8 op).
   const snippet = `
     import { load, tensor, parallelInfoJson } from "${new URL("../mod.ts", import.meta.url).href}";
     const out = { kernels: parallelInfoJson().int8_kernels };

@@ -339,9 +339,27 @@ pub fn packInt8(w_input: *Tensor, k_value: i64, n_value: i64, transposed: bool) 
 /// a higher one than the CPU runs is ignored).
 pub fn selectedKernel() kernels.Kernel {
     const best = kernels.Kernel.pick();
-    const requested = @import("../env.zig").get("SPINDLE_INT8_KERNEL") orelse return best;
-    const wanted = std.meta.stringToEnum(kernels.Kernel, requested) orelse return best;
+    const wanted = requestedKernel() orelse return best;
     return if (@intFromEnum(wanted) < @intFromEnum(best)) wanted else best;
+}
+
+/// SPINDLE_INT8_KERNEL's kernel: 0 not read yet, 1 unset or not a kernel's name, else the
+/// kernel's tag + 2.
+var requested_kernel = std.atomic.Value(u8).init(0);
+
+/// The kernel SPINDLE_INT8_KERNEL names, read from the environment once per process rather
+/// than on every op call (a getenv beside a concurrent setenv, Deno.env.set, is a data race).
+fn requestedKernel() ?kernels.Kernel {
+    // Monotonic: threads racing to read the environment store the same value, which carries
+    // no other data (as cpu_level.Once).
+    var state = requested_kernel.load(.monotonic);
+    if (state == 0) {
+        const text = @import("../env.zig").get("SPINDLE_INT8_KERNEL");
+        const kernel = if (text) |name| std.meta.stringToEnum(kernels.Kernel, name) else null;
+        state = if (kernel) |k| @as(u8, @intFromEnum(k)) + 2 else 1;
+        requested_kernel.store(state, .monotonic);
+    }
+    return if (state == 1) null else @enumFromInt(state - 2);
 }
 
 /// parallel_info's description of the int8 kernel in use.
