@@ -6,6 +6,7 @@
  * on the machine falls on both alike:
  *
  *   deno run -A bench/serve_ab.ts --baseline DIR [--rounds 20] [--requests 100] [--models cls,example]
+ *     [--floor]
  *
  * The baseline runs with this checkout's native library (SPINDLE_LIB), so only the
  * TypeScript differs. Prints, per model, the median over rounds of each block's p50 and mean
@@ -13,6 +14,11 @@
  * median of each round's paired difference (new - baseline), and the CPU time of each
  * server's event-loop thread per request (from /proc, which the load others put on the
  * machine does not inflate as it does wall time). Nothing is written.
+ *
+ * `--floor` compares the HTTP layers alone: the baseline's and this checkout's
+ * bench/serve_floor.ts (no model, no forward), each sent the same request bytes and answering
+ * as many bytes as the server's binary response (the output's bytes and its JSON header's). With
+ * no forward's time and its spread in the figures, a change of a few µs in the HTTP layer shows.
  *
  * @module
  */
@@ -28,6 +34,7 @@ const { values: flags } = benchArgs(import.meta.url, {
   rounds: { type: "string" },
   requests: { type: "string" },
   models: { type: "string" },
+  floor: { type: "boolean" },
 });
 if (flags.baseline === undefined) throw new TypeError("--baseline DIR (a checkout with main.ts) is required");
 const rounds = Number(flags.rounds ?? 20);
@@ -59,13 +66,20 @@ const args = [
 ];
 Deno.env.set("SPINDLE_LIB", libraryPath());
 const baselineMain = `${flags.baseline.replace(/\/$/, "")}/main.ts`;
-const servers = [
-  { name: "baseline", server: await startServe(args, [baselineMain, "serve", "--port", "0"]) },
-  { name: "new", server: await startServe(args) },
-];
+const baselineFloor = `${flags.baseline.replace(/\/$/, "")}/bench/serve_floor.ts`;
+const servers = flags.floor
+  ? [
+    { name: "baseline", server: await startServe([], [baselineFloor]) },
+    { name: "new", server: await startServe([], ["bench/serve_floor.ts"]) },
+  ]
+  : [
+    { name: "baseline", server: await startServe(args, [baselineMain, "serve", "--port", "0"]) },
+    { name: "new", server: await startServe(args) },
+  ];
+/** `answer`: the bytes of the server's binary response, the floor's answer. */
 const cases = [
-  { name: "example", input: "input0", shape: [64, 1024] },
-  { name: "cls", input: cls.input, shape: clsShape },
+  { name: "example", input: "input0", shape: [64, 1024], answer: 262_296 },
+  { name: "cls", input: cls.input, shape: clsShape, answer: 155 },
 ].filter((c) => which.includes(c.name));
 const us = (ms: number) => (ms * 1000).toFixed(0);
 console.log(`load average at start: ${Deno.loadavg().map((l) => l.toFixed(2)).join(", ")}`);
@@ -75,9 +89,13 @@ for (const c of cases) {
   input.dispose();
   const clients = await Promise.all(
     servers.map(({ server }) =>
-      LeanClient.open(`${server.url}/v2/models/${c.name}/infer`, request.body, {
-        "inference-header-content-length": request.header,
-      })
+      LeanClient.open(
+        flags.floor ? `${server.url}/${c.answer}` : `${server.url}/v2/models/${c.name}/infer`,
+        request.body,
+        {
+          "inference-header-content-length": request.header,
+        },
+      )
     ),
   );
   const p50s: number[][] = [[], []];
@@ -94,7 +112,9 @@ for (const c of cases) {
         const begin = performance.now();
         const answer = await clients[side].post();
         times.push(performance.now() - begin);
-        if (answer.status !== 200) throw new Error(`${servers[side].name} ${c.name}: status ${answer.status}`);
+        if (answer.status !== 200 || (flags.floor && answer.bytes !== c.answer)) {
+          throw new Error(`${servers[side].name} ${c.name}: status ${answer.status}, ${answer.bytes} bytes`);
+        }
       }
       if (round < 0) continue; // a warm-up round
       cpu[side] += mainThreadCpuMs(pid) - before;
@@ -107,7 +127,9 @@ for (const c of cases) {
   const faster = paired.filter((d) => d < 0).length;
   const pairedMeans = means[1].map((t, i) => t - means[0][i]);
   console.log(
-    `${c.name}: p50 baseline ${us(median(p50s[0]))} µs, new ${us(median(p50s[1]))} µs; paired (new - baseline) ` +
+    `${c.name}${flags.floor ? " floor" : ""}: p50 baseline ${us(median(p50s[0]))} µs, new ${
+      us(median(p50s[1]))
+    } µs; paired (new - baseline) ` +
       `${us(median(paired))} µs, new faster in ${faster} of ${rounds} rounds; mean baseline ` +
       `${us(median(means[0]))} µs, new ${us(median(means[1]))} µs, paired ${us(median(pairedMeans))} µs, new ` +
       `lower in ${pairedMeans.filter((d) => d < 0).length} of ${rounds}; event-loop CPU per request ` +

@@ -4,6 +4,10 @@
  *
  * @module
  */
+import { builtinModel } from "../lib/models/builtin.ts";
+import { load, type Module } from "../lib/module.ts";
+import { randn, type Tensor } from "../lib/tensor.ts";
+import type { RealModel } from "../tools/fetch_models.ts";
 
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
 
@@ -138,4 +142,37 @@ export class LeanClient {
   close(): void {
     this.#conn.close();
   }
+}
+
+/** A model run in-process beside a server: its name there, its input's name and an input. */
+export interface ModelCase {
+  name: string;
+  input: string;
+  module: Module;
+  tensor: Tensor;
+}
+
+/**
+ * builtin:example and the PaddleOCR classifier (`cls`, with its input shape fixed at batch 1)
+ * loaded in-process with an input each, the ones named in `which`; `dispose` frees all.
+ */
+export async function modelCases(
+  cls: RealModel,
+  which: readonly string[],
+): Promise<{ cases: ModelCase[]; dispose(): void }> {
+  const example = builtinModel("example");
+  const clsModule = await load(cls.file, { inputShapes: { [cls.input]: cls.shape } });
+  const clsShape = cls.shape.map((d) => (d === -1 ? 1 : d));
+  const cases = [
+    { name: "example", input: "input0", module: example.module, tensor: randn([64, 1024], { seed: 1 }) },
+    { name: "cls", input: cls.input, module: clsModule, tensor: randn(clsShape, { seed: 2 }) },
+  ];
+  return {
+    cases: cases.filter((c) => which.includes(c.name)),
+    dispose() {
+      for (const c of cases) c.tensor.dispose();
+      example.dispose();
+      clsModule.dispose();
+    },
+  };
 }

@@ -30,13 +30,10 @@
  * @module
  */
 import { quantile } from "../lib/cli/infer.ts";
-import { builtinModel } from "../lib/models/builtin.ts";
-import { load } from "../lib/module.ts";
-import { randn } from "../lib/tensor.ts";
 import { setNumThreads } from "../lib/threads.ts";
 import { fetchModels } from "../tools/fetch_models.ts";
 import { benchArgs } from "./args.ts";
-import { binaryBody, LeanClient, startServe } from "./serve_client.ts";
+import { binaryBody, LeanClient, modelCases, startServe } from "./serve_client.ts";
 
 const { values: flags } = benchArgs(import.meta.url, {
   requests: { type: "string" },
@@ -89,7 +86,6 @@ const p50 = (samples: number[]) => quantile([...samples].sort((a, b) => a - b), 
 const us = (ms: number) => (ms * 1000).toFixed(0).padStart(5);
 
 const cls = (await fetchModels()).find((m) => m.name === "ocr-cls")!;
-const clsShape = cls.shape.map((d) => (d === -1 ? 1 : d));
 const serveArgs = [
   ...["--model", "example=builtin:example", "--model", `cls=${cls.file}`],
   ...["--input-shape", `${cls.input}=${cls.shape.join("x")}`, "--concurrency", "1", "--threads", String(threads)],
@@ -97,12 +93,8 @@ const serveArgs = [
 const inlineServer = await startServe([...serveArgs, "--inline-max-us", "1000000"]);
 const poolServer = await startServe([...serveArgs, "--inline-max-us", "0"]);
 const floor = await startServe([], ["bench/serve_floor.ts", "--stack", "http1"]);
-const example = builtinModel("example");
-const clsModule = await load(cls.file, { inputShapes: { [cls.input]: cls.shape } });
-const cases = [
-  { name: "example", input: "input0", module: example.module, tensor: randn([64, 1024], { seed: 1 }) },
-  { name: "cls", input: cls.input, module: clsModule, tensor: randn(clsShape, { seed: 2 }) },
-].filter((c) => which.includes(c.name));
+const models = await modelCases(cls, which);
+const cases = models.cases;
 
 for (const c of cases) {
   const request = binaryBody([{ name: c.input, shape: [...c.tensor.shape], data: c.tensor.toArray() as Float32Array }]);
@@ -176,8 +168,6 @@ for (const c of cases) {
       `${diff.filter((d) => d < 0).length} of ${diff.length} rounds`,
   );
   for (const client of [inline, pool, bare]) client.close();
-  c.tensor.dispose();
 }
 for (const server of [inlineServer, poolServer, floor]) await server.stop();
-example.dispose();
-clsModule.dispose();
+models.dispose();

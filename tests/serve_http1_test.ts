@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type HttpRequest, type HttpResponse, serveHttp1 } from "../lib/serve/http1.ts";
+import { BufferPool, type HttpRequest, type HttpResponse, POOL_KEEP_BYTES, serveHttp1 } from "../lib/serve/http1.ts";
 import { HttpError } from "../lib/serve/protocol.ts";
 
 const encoder = new TextEncoder();
@@ -18,7 +18,12 @@ async function echo(request: HttpRequest): Promise<HttpResponse> {
   if (request.path === "/crash") throw new Error("boom");
   const body = await request.body();
   let sum = 0;
-  for (const byte of body) sum += byte;
+  if (request.path === "/check") {
+    // Weighted by position, so that bytes moved within the body change it.
+    for (let i = 0; i < body.byteLength; i++) sum = (sum + (i + 1) * body[i]) % 1_000_000_007;
+  } else {
+    for (const byte of body) sum += byte;
+  }
   const text = `${request.method} ${request.path} ${request.header("x-tag")} ${body.byteLength} ${sum}`;
   if (request.path === "/buffer") {
     const out = request.responseBuffer(text.length);
@@ -108,6 +113,82 @@ Deno.test("http1: keep-alive, pipelined requests answered in order, bodies read 
     assert.match(text, /content-length: 17\r\n/);
     assert.ok(closed, "connection: close closes after the answer");
   });
+});
+
+/** A body of `length` bytes of a pattern that varies along it, and its /check sum. */
+function patterned(length: number, seed: number): { bytes: Uint8Array; sum: number } {
+  const bytes = new Uint8Array(length);
+  let sum = 0;
+  for (let i = 0; i < length; i++) {
+    bytes[i] = (i * 7 + seed + (i >> 9)) % 251;
+    sum = (sum + (i + 1) * bytes[i]) % 1_000_000_007;
+  }
+  return { bytes, sum };
+}
+
+const concat = (...parts: (string | Uint8Array)[]) => {
+  const bytes = parts.map((p) => typeof p === "string" ? encoder.encode(p) : p);
+  const out = new Uint8Array(bytes.reduce((n, b) => n + b.byteLength, 0));
+  let offset = 0;
+  for (const b of bytes) {
+    out.set(b, offset);
+    offset += b.byteLength;
+  }
+  return out;
+};
+
+Deno.test("http1: a connection's large read buffer kept between requests reads bodies intact", async () => {
+  await withHttp(async (port) => {
+    // One after another (the pauses let each answer go out first, so the next request is read
+    // into the kept buffer), then larger than it, then small, then pipelined pairs that leave
+    // the next body partly in the kept buffer (moved to its front).
+    const sizes = [70_000, 70_000, 300_000, 5, 70_000, 400_000, 300_000, 200_000, 20_000];
+    const bodies = sizes.map((size, i) => patterned(size, i));
+    const post = (i: number, close = false) =>
+      concat(
+        `POST /check HTTP/1.1\r\nhost: h\r\ncontent-length: ${sizes[i]}\r\n${close ? "connection: close\r\n" : ""}\r\n`,
+        bodies[i].bytes,
+      );
+    const { text, closed } = await exchange(port, [
+      post(0),
+      100,
+      post(1),
+      100,
+      post(2),
+      100,
+      post(3),
+      100,
+      post(4),
+      100,
+      concat(post(5), post(6)),
+      100,
+      concat(post(7), post(8, true)),
+    ], 3000);
+    assert.ok(closed);
+    const answers = text.split(/HTTP\/1\.1 200 OK\r\n/).slice(1).map((r) => r.slice(r.indexOf("\r\n\r\n") + 4));
+    assert.deepEqual(answers, sizes.map((size, i) => `POST /check null ${size} ${bodies[i].sum}`));
+  });
+});
+
+Deno.test("http1: buffers parked by waiting connections count against the pool's bound", () => {
+  const pool = new BufferPool();
+  const size = 8 * 2 ** 20;
+  const buffers = Array.from({ length: POOL_KEEP_BYTES / size + 1 }, () => pool.take(size));
+  assert.equal(buffers[0].byteLength, size);
+  // Parked up to the bound, no further.
+  for (let i = 0; i < buffers.length - 1; i++) assert.ok(pool.park(buffers[i]));
+  assert.ok(!pool.park(buffers.at(-1)!));
+  assert.equal(pool.keptBytes, POOL_KEEP_BYTES);
+  // A buffer given back while the parked ones fill the bound is dropped, not kept.
+  pool.give(buffers.at(-1)!);
+  assert.equal(pool.keptBytes, POOL_KEEP_BYTES);
+  // Unparked (a request arrived) and given back: kept as free, and taken again.
+  pool.unpark(buffers[0]);
+  assert.equal(pool.keptBytes, POOL_KEEP_BYTES - size);
+  pool.give(buffers[0]);
+  assert.equal(pool.keptBytes, POOL_KEEP_BYTES);
+  assert.equal(pool.take(size), buffers[0]);
+  assert.equal(pool.keptBytes, POOL_KEEP_BYTES - size);
 });
 
 Deno.test("http1: chunked bodies, 100-continue, HEAD, HTTP/1.0", async () => {

@@ -20,11 +20,14 @@
  * Memory: an idle connection holds a 16 KiB read buffer (grown for a long head, up to the head
  * limit, and shrunk back after it). A body or response larger than that takes a buffer from
  * the server's pool for the length of its request and gives it back after the response is
- * written, so large buffers are held only by requests being read or answered (and the server
- * admits a bounded number of those before reading their bodies), and none is allocated per
- * request once the pool has one of the size. The body handed to the handler is a view into the
- * read buffer, valid until its response is written: the server copies it into native tensors
- * first.
+ * written, so large buffers are held by requests being read or answered (and the server admits
+ * a bounded number of those before reading their bodies), and none is allocated per request
+ * once the pool has one of the size. A connection may keep its pooled read buffer for its next
+ * request, while the buffers kept that way and the pool's free ones stay under 64 MiB in all:
+ * a client that sends large bodies then has each request read in one read, with no first read
+ * into the small buffer and no copy out of it. The body handed to the handler is a view into
+ * the read buffer, valid until its response is written: the server copies it into native
+ * tensors first.
  * The response goes out in one write from the write buffer, its head placed just before its
  * body; a handler that encodes the body into `responseBuffer` saves the copy.
  *
@@ -91,8 +94,8 @@ export interface Http1Server {
 
 /** A connection's own read and write buffers. */
 const SMALL_BYTES = 16 * 1024;
-/** The most bytes the pool keeps while no request uses them. */
-const POOL_KEEP_BYTES = 64 * 2 ** 20;
+/** The most bytes the pool keeps while no request uses them (free, or parked by a connection). */
+export const POOL_KEEP_BYTES = 64 * 2 ** 20;
 const DEFAULT_MAX_HEAD = 64 * 1024;
 /** Room kept in front of a response body for its head, so that both go out in one write. */
 const HEAD_ROOM = 1024;
@@ -203,10 +206,14 @@ interface Settings {
 /**
  * Large buffers shared by a server's connections: taken for one request's body or response,
  * given back after it. Sizes are powers of two, so that requests of similar sizes share them.
+ *
+ * @ignore Internal: exported for its tests.
  */
-class BufferPool {
+export class BufferPool {
   readonly #free: Uint8Array<ArrayBuffer>[] = [];
   #freeBytes = 0;
+  /** Bytes of buffers kept by connections between their requests (see park). */
+  #parkedBytes = 0;
 
   take(bytes: number): Uint8Array<ArrayBuffer> {
     let best = -1;
@@ -223,9 +230,30 @@ class BufferPool {
   }
 
   give(buffer: Uint8Array<ArrayBuffer>): void {
-    if (this.#freeBytes + buffer.byteLength > POOL_KEEP_BYTES) return; // the GC has it
+    if (this.#freeBytes + this.#parkedBytes + buffer.byteLength > POOL_KEEP_BYTES) return; // the GC has it
     this.#free.push(buffer);
     this.#freeBytes += buffer.byteLength;
+  }
+
+  /**
+   * Lets a connection keep a taken buffer while it waits for its next request, counted with
+   * the free ones against POOL_KEEP_BYTES, so that what no request uses stays bounded however
+   * many connections wait; false when that bound leaves no room (then give it back).
+   */
+  park(buffer: Uint8Array<ArrayBuffer>): boolean {
+    if (this.#freeBytes + this.#parkedBytes + buffer.byteLength > POOL_KEEP_BYTES) return false;
+    this.#parkedBytes += buffer.byteLength;
+    return true;
+  }
+
+  /** A parked buffer is in use again (a request arrived) or dropped (its connection closed). */
+  unpark(buffer: Uint8Array<ArrayBuffer>): void {
+    this.#parkedBytes -= buffer.byteLength;
+  }
+
+  /** Bytes kept for reuse: free and parked (for tests). */
+  get keptBytes(): number {
+    return this.#freeBytes + this.#parkedBytes;
   }
 }
 
@@ -243,6 +271,8 @@ class Connection {
   readonly #small = new Uint8Array(SMALL_BYTES);
   /** Whether #buffer came from the pool. */
   #pooled = false;
+  /** Whether #buffer is a pooled one kept between requests (BufferPool.park). */
+  #parked = false;
   #start = 0;
   #end = 0;
   /** The write buffer: #smallOut, or one from the pool for a big response. */
@@ -272,6 +302,7 @@ class Connection {
   #close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#unpark();
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -286,6 +317,7 @@ class Connection {
         this.#buffer.copyWithin(0, this.#start, this.#end);
       } else {
         // A long head: grown here, and back to #small after its request (#settle).
+        this.#unpark();
         const grown = new Uint8Array(Math.min(2 * this.#buffer.byteLength, limit + 1));
         grown.set(this.#buffer.subarray(this.#start, this.#end));
         if (this.#pooled) this.#settings.pool.give(this.#buffer);
@@ -308,6 +340,13 @@ class Connection {
   /** Makes room for `bytes` unconsumed bytes in one piece (a body of a declared length). */
   #reserve(bytes: number): void {
     if (this.#buffer.byteLength - this.#start >= bytes) return;
+    if (this.#pooled && this.#buffer.byteLength >= bytes) {
+      // A kept buffer with pipelined bytes ahead of this body: moved to its front.
+      this.#buffer.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+      return;
+    }
     const taken = this.#settings.pool.take(bytes);
     taken.set(this.#buffer.subarray(this.#start, this.#end));
     if (this.#pooled) this.#settings.pool.give(this.#buffer);
@@ -317,12 +356,28 @@ class Connection {
     this.#buffer = taken;
   }
 
+  /** Ends the parking of #buffer (a request arrived, or the connection closed). */
+  #unpark(): void {
+    if (!this.#parked) return;
+    this.#parked = false;
+    this.#settings.pool.unpark(this.#buffer);
+  }
+
   /**
-   * After a request: back to the connection's own read buffer (with any pipelined bytes), the
-   * pooled one given back, unless more than 16 KiB of the next requests are already in.
+   * After a request: a pooled read buffer is kept for the next request while the pool's bound
+   * allows (BufferPool.park), so that a client sending large bodies has each one read whole
+   * into it, with no first read into the small buffer and no copy out of it (one read and one
+   * copy less per request); else back to the connection's own read buffer (with any pipelined
+   * bytes), the pooled one given back, unless more than 16 KiB of the next requests are
+   * already in.
    */
   #settle(): void {
     const left = this.#end - this.#start;
+    if (left === 0) this.#start = this.#end = 0;
+    if (this.#pooled && this.#settings.pool.park(this.#buffer)) {
+      this.#parked = true;
+      return;
+    }
     if (this.#buffer !== this.#small && left <= SMALL_BYTES) {
       this.#small.set(this.#buffer.subarray(this.#start, this.#end));
       if (this.#pooled) this.#settings.pool.give(this.#buffer);
@@ -359,6 +414,7 @@ class Connection {
         }
       }
       this.#idle = false;
+      this.#unpark();
       let head: Head;
       try {
         head = await this.#readHead();
@@ -453,22 +509,22 @@ class Connection {
       throw new HttpError(413, `the body is ${framing.length} bytes, over the ${maxBody}-byte limit (--max-body)`);
     }
     if (head.expectContinue) await this.#write(encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
-    const deadline = deadlineOf(deadlines, timeoutMs, "body");
-    try {
-      if (framing.kind === "length") {
-        const length = framing.length;
-        this.#reserve(length);
-        while (this.#end - this.#start < length) {
-          await Promise.race([this.#fill(length), deadline.expired]);
+    if (framing.kind === "length") this.#reserve(framing.length);
+    // A body already read whole (with its head, into a kept buffer) needs no deadline.
+    if (framing.kind !== "length" || this.#end - this.#start < framing.length) {
+      const deadline = deadlineOf(deadlines, timeoutMs, "body");
+      try {
+        if (framing.kind === "chunked") return await Promise.race([this.#readChunked(maxBody), deadline.expired]);
+        while (this.#end - this.#start < framing.length) {
+          await Promise.race([this.#fill(framing.length), deadline.expired]);
         }
-        const body = this.#buffer.subarray(this.#start, this.#start + length);
-        this.#start += length;
-        return body;
+      } finally {
+        deadline.clear();
       }
-      return await Promise.race([this.#readChunked(maxBody), deadline.expired]);
-    } finally {
-      deadline.clear();
     }
+    const body = this.#buffer.subarray(this.#start, this.#start + framing.length);
+    this.#start += framing.length;
+    return body;
   }
 
   /** A CRLF-terminated line of at most 4 KiB (chunk sizes, trailers); consumed. */
