@@ -1121,24 +1121,29 @@ const PixelLanes = struct {
     }
 
     fn runTasks(c: *const PixelLanes, begin: usize, end: usize) Error!void {
+        // Comptime: a 1×1 convolution's tiles keep channelTile's plain loop.
+        if (c.args.offsets.len == 1) c.runTiles(false, begin, end) else c.runTiles(true, begin, end);
+    }
+
+    fn runTiles(c: *const PixelLanes, comptime shifted: bool, begin: usize, end: usize) void {
         const channel_tasks = divCeil(c.args.n, task_channels);
         for (begin..end) |index| {
             const pixel = index / channel_tasks * task_pixels;
             const first = index % channel_tasks * task_channels;
             const last = @min(first + task_channels, c.args.n);
             switch (@min(kernels.tile_vectors_max, divCeil(c.geometry.positions - pixel, lanes))) {
-                inline 1...kernels.tile_vectors_max => |pv| c.channels(pv, pixel, first, last),
+                inline 1...kernels.tile_vectors_max => |pv| c.channels(pv, shifted, pixel, first, last),
                 else => unreachable,
             }
         }
     }
 
-    fn channels(c: *const PixelLanes, comptime pv: usize, pixel: usize, first: usize, last: usize) void {
+    fn channels(c: *const PixelLanes, comptime pv: usize, comptime shifted: bool, pixel: usize, first: usize, last: usize) void {
         var channel = first;
         while (channel < last) {
             const nr = @min(kernels.tile_channels_max, last - channel);
             switch (nr) {
-                inline 1...kernels.tile_channels_max => |r| c.finish(r, pv, pixel, channel, kernels.channelTile(r, pv, &c.args, channel, pixel)),
+                inline 1...kernels.tile_channels_max => |r| c.finish(r, pv, shifted, pixel, channel, kernels.channelTile(r, pv, shifted, &c.args, channel, pixel)),
                 else => unreachable,
             }
             channel += nr;
@@ -1147,16 +1152,24 @@ const PixelLanes = struct {
 
     /// The epilogue of `Call.finish` on channel rows: the same float operations per value
     /// (with no weight zero points the row-sum term is 0), so the same results bit for bit.
-    fn finish(c: *const PixelLanes, comptime nr: usize, comptime pv: usize, pixel: usize, channel: usize, sums: [nr][pv]kernels.V) void {
+    fn finish(c: *const PixelLanes, comptime nr: usize, comptime pv: usize, comptime shifted: bool, pixel: usize, channel: usize, sums: [nr][pv]kernels.V) void {
         const call = c.call;
         const k: f32 = @floatFromInt(call.q.k);
         const a_zero = call.a_zero - call.q.a_min;
         const plane = c.geometry.plane();
-        // Each vector's first position as (row, x), found once for the tile's channels.
+        // With dropped positions, each vector's first position as (row, x): one division
+        // per tile (one per vector and channel cost a 1×1 convolution 15% in an A/B).
+        const pitch = c.geometry.pitch;
+        const dropping = shifted and pitch != c.geometry.out_hw[1];
         var starts: [pv][2]usize = undefined;
-        for (&starts, 0..) |*start, v| {
-            const position = pixel + v * lanes;
-            start.* = .{ position / c.geometry.pitch, position % c.geometry.pitch };
+        if (dropping) {
+            var y = pixel / pitch;
+            var x = pixel % pitch;
+            for (&starts) |*start| {
+                start.* = .{ y, x };
+                x += lanes;
+                while (x >= pitch) : (y += 1) x -= pitch;
+            }
         }
         for (0..nr) |j| {
             const column = channel + j;
@@ -1171,22 +1184,24 @@ const PixelLanes = struct {
             }
             if (call.steps.len > 0 and call.output_levels == null) call.chain(&results, .{ .channel = column });
             const row = call.out[column * plane ..][0..plane];
-            for (results, starts) |result, start| c.store(row, start, result);
+            for (results, 0..) |result, v| {
+                const values: [lanes]f32 = result;
+                if (dropping) {
+                    c.storeDropping(row, starts[v], values);
+                } else {
+                    // No dropped positions (a 1×1 convolution): the rows are one run.
+                    const first = pixel + v * lanes;
+                    if (first + lanes <= plane) row[first..][0..lanes].* = values else @memcpy(row[first..], values[0 .. plane - first]);
+                }
+            }
         }
     }
 
     /// Stores one vector of positions from (y, x) into an output channel's row: the lanes
     /// at x ≥ the output width are dropped, and rows past the output's are not stored.
-    inline fn store(c: *const PixelLanes, row: []f32, start: [2]usize, result: VF) void {
+    inline fn storeDropping(c: *const PixelLanes, row: []f32, start: [2]usize, values: [lanes]f32) void {
         const width = c.geometry.out_hw[1];
-        const values: [lanes]f32 = result;
         var y, var x = start;
-        if (c.geometry.pitch == width) {
-            // No dropped positions (a 1×1 convolution): the rows are one run.
-            const first = y * width + x;
-            if (first + lanes <= row.len) row[first..][0..lanes].* = values else @memcpy(row[first..], values[0 .. row.len - first]);
-            return;
-        }
         if (x + lanes <= width and (y + 1) * width <= row.len) {
             row[y * width + x ..][0..lanes].* = values;
             return;
