@@ -269,9 +269,13 @@ inline fn micro(comptime kind: Kernel, comptime mr: usize, comptime nb: usize, a
 pub const tile_vectors_max = 4;
 pub const tile_channels_max = 4;
 
-/// Activations with pixels in the lanes (conv2d_int8's 1×1 path): `a` holds groups(k) rows
-/// of `stride` pixels × 4 bytes, the byte j of pixel p in row g being channel 4g + j (a byte
+/// Activations with pixels in the lanes (conv2d_int8's direct paths): `a` holds rows of
+/// `stride` pixels × 4 bytes, the byte j of pixel p in row g being channel 4g + j (a byte
 /// interleave of 4 NCHW channel rows, no transpose). Channels past k meet zero weights.
+/// With several `offsets` (a convolution's taps, K tap-major: k = tap · C + channel, C a
+/// multiple of 4) there are groups(k) / taps rows, and tap t reads pixel p + offsets[t]
+/// for output pixel p: the pixels are then positions in a padded image's rows, where a
+/// stride-1 tap is a fixed shift.
 pub const PixelArgs = struct {
     a: []const u8,
     /// Pixels per row of `a` (a multiple of 16: a tile loads whole vectors).
@@ -279,22 +283,28 @@ pub const PixelArgs = struct {
     k: usize,
     n: usize,
     packed_b: []const i32,
+    /// Each tap's shift in pixels (one tap of shift 0 for a 1×1 convolution).
+    offsets: []const usize = &.{0},
 
     fn check(args: *const PixelArgs, channel: usize, pixel: usize, comptime nr: usize, comptime pv: usize) void {
-        std.debug.assert(args.stride % block_n == 0 and pixel + pv * block_n <= args.stride);
-        std.debug.assert(channel + nr <= args.n and args.a.len >= groups(args.k) * args.stride * group_k);
+        const taps = args.offsets.len;
+        std.debug.assert(taps >= 1 and groups(args.k) % taps == 0 and (taps == 1 or args.k % (taps * group_k) == 0));
+        const shift_max = std.mem.max(usize, args.offsets);
+        std.debug.assert(args.stride % block_n == 0 and pixel + shift_max + pv * block_n <= args.stride);
+        std.debug.assert(channel + nr <= args.n and args.a.len >= groups(args.k) / taps * args.stride * group_k);
         std.debug.assert(args.packed_b.len >= packedLen(args.k, args.n));
     }
 };
 
 /// Output channels channel … channel + nr of pixels pixel … pixel + 16 · pv as VNNI sums:
-/// result[j][v] lane i = Σ_k a(k, pixel + 16v + i) · b[k, channel + j]. vpdpbusd takes the
-/// pixels' 4 bytes as its u8 operand and channel j's 4 weights of the group (one i32 of
-/// packed B) broadcast as its s8 operand, so the sums come out as rows of NCHW output.
-/// Callers check `vnniSupported` first.
-pub inline fn channelTile(comptime nr: usize, comptime pv: usize, args: *const PixelArgs, channel: usize, pixel: usize) [nr][pv]V {
+/// result[j][v] lane i = Σ_t Σ_c a(c, pixel + offsets[t] + 16v + i) · b[t · C + c, channel + j].
+/// vpdpbusd takes the pixels' 4 bytes as its u8 operand and channel j's 4 weights of the
+/// group (one i32 of packed B) broadcast as its s8 operand, so the sums come out as rows of
+/// NCHW output. Callers check `vnniSupported` first.
+pub inline fn channelTile(comptime nr: usize, comptime pv: usize, comptime shifted: bool, args: *const PixelArgs, channel: usize, pixel: usize) [nr][pv]V {
     comptime std.debug.assert(nr >= 1 and nr <= tile_channels_max and pv >= 1 and pv <= tile_vectors_max);
     args.check(channel, pixel, nr, pv);
+    std.debug.assert(shifted or args.offsets.len == 1 and args.offsets[0] == 0);
     const group_count = groups(args.k);
     var weights: [nr][*]const i32 = undefined;
     inline for (&weights, 0..) |*w, j| {
@@ -302,17 +312,30 @@ pub inline fn channelTile(comptime nr: usize, comptime pv: usize, args: *const P
         w.* = args.packed_b[column / block_n * group_count * block_n + column % block_n ..].ptr;
     }
     var acc: [nr][pv]V = @splat(@splat(@splat(0)));
-    for (0..group_count) |group| {
-        var a: [pv]V = undefined;
-        inline for (&a, 0..) |*vector, v| {
-            vector.* = @bitCast(args.a[(group * args.stride + pixel + v * block_n) * group_k ..][0 .. block_n * group_k].*);
-        }
-        inline for (0..nr) |j| {
-            const b: V = @splat(weights[j][group * block_n]);
-            inline for (0..pv) |v| acc[j][v] = dpbusd(acc[j][v], a[v], b);
-        }
+    // Comptime: one tap (1×1) keeps the plain loop; a runtime loop of one tap around it, with
+    // a division for the groups per tap, made det's small 1×1 tiles 5-14% slower in an A/B.
+    if (!shifted) {
+        for (0..group_count) |group| groupStep(nr, pv, args, &weights, group, group * args.stride + pixel, &acc);
+        return acc;
+    }
+    const tap_groups = group_count / args.offsets.len;
+    for (args.offsets, 0..) |shift, tap| {
+        for (0..tap_groups) |group| groupStep(nr, pv, args, &weights, tap * tap_groups + group, group * args.stride + pixel + shift, &acc);
     }
     return acc;
+}
+
+/// One group of channelTile: 4 bytes of pv pixel vectors from pixel `first` of `a`, times
+/// each channel's weights of packed B's group `b_group`.
+inline fn groupStep(comptime nr: usize, comptime pv: usize, args: *const PixelArgs, weights: *const [nr][*]const i32, b_group: usize, first: usize, acc: *[nr][pv]V) void {
+    var a: [pv]V = undefined;
+    inline for (&a, 0..) |*vector, v| {
+        vector.* = @bitCast(args.a[(first + v * block_n) * group_k ..][0 .. block_n * group_k].*);
+    }
+    inline for (0..nr) |j| {
+        const b: V = @splat(weights[j][b_group * block_n]);
+        inline for (0..pv) |v| acc[j][v] = dpbusd(acc[j][v], a[v], b);
+    }
 }
 
 /// acc + Σ_j a.byte(j) · b.byte(j) per i32 lane (u8 × s8), AVX512-VNNI's vpdpbusd. The
@@ -503,11 +526,51 @@ test "int8 GEMM channelTile (pixels in lanes) matches plain sums: every tile sha
         inline for (1..tile_channels_max + 1) |nr| inline for (1..tile_vectors_max + 1) |pv| {
             var channel: usize = 0;
             while (channel + nr <= n) : (channel += 3) for ([_]usize{ 0, block_n }) |pixel| {
-                const sums = channelTile(nr, pv, &args, channel, pixel);
+                const sums = channelTile(nr, pv, false, &args, channel, pixel);
                 for (0..nr) |j| for (0..pv * block_n) |i| {
                     const p = pixel + i;
                     var expected: i32 = 0;
                     for (0..k) |c| expected += @as(i32, a[(c / group_k * stride + p) * group_k + c % group_k]) * operands.b[c * n + channel + j];
+                    const lanes_of: [pv * block_n]i32 = @bitCast(sums[j]);
+                    try std.testing.expectEqual(expected, lanes_of[i]);
+                };
+            };
+        };
+    };
+}
+
+test "int8 GEMM channelTile with tap offsets matches plain sums: 3 × 3 and 1 × 3 taps, odd pitches" {
+    if (comptime !has_avx512) return error.SkipZigTest;
+    if (!vnniSupported()) return error.SkipZigTest;
+    const allocator = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(401);
+    const random = prng.random();
+    // Channels 4, 8 and 12 per tap; pitches 7 (several rows in one vector) and 19; 3 × 3
+    // taps (shifts up to 2 · pitch + 2) and 1 × 3 taps; N of 5 and 21.
+    for ([_]usize{ 4, 8, 12 }) |channels| for ([_]usize{ 7, 19 }) |pitch| for ([_]usize{ 3, 1 }) |kh| for ([_]usize{ 5, 21 }) |n| {
+        var offsets: [9]usize = undefined;
+        for (0..kh) |ky| for (0..3) |kx| {
+            offsets[ky * 3 + kx] = ky * pitch + kx;
+        };
+        const taps = kh * 3;
+        const k = taps * channels;
+        const stride = 96 + 48;
+        const a = try allocator.alloc(u8, channels / group_k * stride * group_k);
+        defer allocator.free(a);
+        for (a) |*byte| byte.* = if (random.boolean()) 255 else random.int(u8);
+        const operands = try TestOperands.init(random, 0, k, n);
+        defer operands.deinit();
+        const args: PixelArgs = .{ .a = a, .stride = stride, .k = k, .n = n, .packed_b = operands.packed_b, .offsets = offsets[0..taps] };
+        inline for (1..tile_channels_max + 1) |nr| inline for (1..tile_vectors_max + 1) |pv| {
+            var channel: usize = 0;
+            while (channel + nr <= n) : (channel += 3) for ([_]usize{ 0, 3, 32 }) |pixel| {
+                const sums = channelTile(nr, pv, true, &args, channel, pixel);
+                for (0..nr) |j| for (0..pv * block_n) |i| {
+                    var expected: i32 = 0;
+                    for (0..taps) |t| for (0..channels) |c| {
+                        const p = pixel + i + offsets[t];
+                        expected += @as(i32, a[(c / group_k * stride + p) * group_k + c % group_k]) * operands.b[(t * channels + c) * n + channel + j];
+                    };
                     const lanes_of: [pv * block_n]i32 = @bitCast(sums[j]);
                     try std.testing.expectEqual(expected, lanes_of[i]);
                 };

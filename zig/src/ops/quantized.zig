@@ -867,8 +867,8 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
     // Comptime: copies without AVX-512 (the portable build's x86_64 and v3, other
     // architectures) must not compile channelTile's vpdpbusd at all.
     if (comptime kernels.has_avx512) {
-        if (direct and PixelLanes.fits(&call)) {
-            try PixelLanes.run(&call, x.f32Slice(), dims[0], plane, out.f32Slice());
+        if ((direct or PixelLanes.fitsWindow(window, dims[1])) and PixelLanes.fits(&call)) {
+            try PixelLanes.run(&call, window, x.f32Slice(), dims[0], dims[1..4].*, out_hw, out.f32Slice());
             return out;
         }
     }
@@ -958,19 +958,25 @@ fn rowsRequested() bool {
 /// SPINDLE_INT8_ROWS, read once per process rather than on every conv2d_int8 call.
 const rows_requested = @import("../cpu_level.zig").Once(rowsRequested);
 
-/// conv2d_int8's direct 1×1 path with pixels in the vector lanes (kernels.channelTile).
+/// conv2d_int8's paths with pixels in the vector lanes (kernels.channelTile): direct 1×1
+/// convolutions, and stride-1 convolutions over channels in whole groups of 4.
 /// Each image is quantized from its NCHW rows into groups of 4 channels per pixel
 /// ([C/4][pixels][4] u8: a byte interleave, where the row-major GEMM needs an NHWC transpose),
 /// and the sums come out as rows of the NCHW output, which the epilogue dequantizes (and
 /// requantizes) straight into place (the row-major epilogue transposes 16 × 16 blocks back).
 /// In perf those two conversions took about a third of det_qdq's time, around 1×1 GEMMs
 /// whose own share had become small.
+/// With taps, the pixels are positions in the padded image (pitch = padded width): output
+/// pixel (oy, ox) is position oy · pitch + ox, and tap (ky, kx) reads position + ky · dy ·
+/// pitch + kx · dx. Positions with ox ≥ the output width are computed and dropped (2 of 82
+/// for det's 80-pixel rows). The row-major implicit GEMM wasted half of its second 16-lane
+/// block on det's 96 → 24 3 × 3 convolutions; here out channels go 4 to a tile.
 const PixelLanes = struct {
     call: *const Call,
     x: []const f32,
     args: kernels.PixelArgs,
     bytes: []u8,
-    plane: usize,
+    geometry: Geometry,
     quantizer: Quantizer,
     out_quantizer: Quantizer,
 
@@ -978,34 +984,82 @@ const PixelLanes = struct {
     /// that a wide layer on a small map (cls's 32 → 200 on 192 pixels) still splits.
     const task_pixels = kernels.tile_vectors_max * lanes;
     const task_channels = 64;
+    /// The most taps (a 5 × 5 kernel); larger kernels keep the row-major paths.
+    const taps_max = 25;
+
+    const Geometry = struct {
+        /// Input image: channels, height, width, and its padding.
+        in_chw: [3]usize,
+        padding: [2]usize,
+        /// Output height and width (height · width = the output plane).
+        out_hw: [2]usize,
+        /// Positions per row of the padded image (the output width for a 1×1 convolution).
+        pitch: usize,
+        /// Padded image rows (the output height for a 1×1 convolution).
+        padded_height: usize,
+        /// Positions computed: out height · pitch.
+        positions: usize,
+
+        fn plane(g: *const Geometry) usize {
+            return g.out_hw[0] * g.out_hw[1];
+        }
+
+        fn inPlane(g: *const Geometry) usize {
+            return g.in_chw[1] * g.in_chw[2];
+        }
+    };
 
     /// VNNI without weight zero points (their corrections need per-pixel sums).
     fn fits(call: *const Call) bool {
         return !call.b_zero_any and call.kernel == .vnni and kernels.vnniSupported() and !force_rows and !rows_requested.get();
     }
 
-    fn run(call: *Call, x: []const f32, images: usize, plane: usize, out: []f32) Error!void {
-        std.debug.assert(plane > 0 and x.len == images * call.q.k * plane);
-        const stride = divCeil(plane, lanes) * lanes;
-        const byte_count = kernels.groups(call.q.k) * stride * kernels.group_k;
+    /// Whether a convolution with taps runs here: stride 1, at most taps_max taps, and
+    /// channels in whole groups (packed B's groups then never straddle two taps).
+    fn fitsWindow(window: Window, in_channels: usize) bool {
+        const taps = window.kernel[0] * window.kernel[1];
+        return taps > 1 and taps <= taps_max and window.stride[0] == 1 and window.stride[1] == 1 and
+            in_channels % kernels.group_k == 0;
+    }
+
+    fn run(call: *Call, window: Window, x: []const f32, images: usize, in_chw: [3]usize, out_hw: [2]usize, out: []f32) Error!void {
+        const taps = window.kernel[0] * window.kernel[1];
+        std.debug.assert(taps <= taps_max and x.len == images * in_chw[0] * in_chw[1] * in_chw[2]);
+        const pitch = if (taps == 1) out_hw[1] else in_chw[2] + 2 * window.padding[1];
+        const padded_height = if (taps == 1) out_hw[0] else in_chw[1] + 2 * window.padding[0];
+        const geometry: Geometry = .{ .in_chw = in_chw, .padding = window.padding, .out_hw = out_hw, .pitch = pitch, .padded_height = padded_height, .positions = out_hw[0] * pitch };
+        var offsets: [taps_max]usize = undefined;
+        for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
+            offsets[ky * window.kernel[1] + kx] = ky * window.dilation[0] * pitch + kx * window.dilation[1];
+        };
+        const shift_max = offsets[taps - 1];
+        // Every tile reads whole vectors from its first position plus a tap's shift.
+        const stride = divCeil(@max(padded_height * pitch, divCeil(geometry.positions, lanes) * lanes + shift_max), lanes) * lanes;
+        const byte_count = kernels.groups(call.q.k) / taps * stride * kernels.group_k;
         const scratch = try Scratch.init("conv2d_int8", byte_count);
         defer scratch.release();
         var lanes_call: PixelLanes = .{
             .call = call,
             .x = undefined,
-            .args = .{ .a = scratch.bytes[0..byte_count], .stride = stride, .k = call.q.k, .n = call.q.n, .packed_b = call.packed_b },
+            .args = .{ .a = scratch.bytes[0..byte_count], .stride = stride, .k = call.q.k, .n = call.q.n, .packed_b = call.packed_b, .offsets = offsets[0..taps] },
             .bytes = scratch.bytes[0..byte_count],
-            .plane = plane,
+            .geometry = geometry,
             .quantizer = inputQuantizer(call),
             .out_quantizer = .init(call.q.out_scale, call.q.out_zero, call.q.out_min, call.q.out_max),
         };
-        const tasks = divCeil(plane, task_pixels) * divCeil(call.q.n, task_channels);
+        const plane = geometry.plane();
+        const tasks = divCeil(geometry.positions, task_pixels) * divCeil(call.q.n, task_channels);
         const flops = 2 * plane * call.q.n * call.q.k;
         const grain: usize = if (parallel.threadsForFlops(flops) == 1) tasks else 1;
+        const image_size = in_chw[0] * geometry.inPlane();
         for (0..images) |index| {
             call.out = out[index * call.q.n * plane ..][0 .. call.q.n * plane];
-            lanes_call.x = x[index * call.q.k * plane ..][0 .. call.q.k * plane];
-            try intra_op.parallelForTyped(0, kernels.groups(call.q.k), parallel.grain(.medium, stride * kernels.group_k), &lanes_call, quantizeGroups);
+            lanes_call.x = x[index * image_size ..][0..image_size];
+            if (taps == 1) {
+                try intra_op.parallelForTyped(0, kernels.groups(call.q.k), parallel.grain(.medium, stride * kernels.group_k), &lanes_call, quantizeGroups);
+            } else {
+                try intra_op.parallelForTyped(0, in_chw[0] / kernels.group_k, parallel.grain(.medium, stride * kernels.group_k), &lanes_call, quantizePaddedGroups);
+            }
             try intra_op.parallelForTyped(0, tasks, grain, &lanes_call, runTasks);
         }
     }
@@ -1013,12 +1067,13 @@ const PixelLanes = struct {
     /// Rows of 4 channels' bytes per pixel (channels past k as 0, pixels past the plane as
     /// the quantized 0.0: their sums are never stored).
     fn quantizeGroups(c: *const PixelLanes, begin: usize, end: usize) Error!void {
+        const plane = c.geometry.plane();
         for (begin..end) |group| {
             const first = group * kernels.group_k;
             const row = c.bytes[group * c.args.stride * kernels.group_k ..][0 .. c.args.stride * kernels.group_k];
             var pixel: usize = 0;
-            while (pixel < c.plane) : (pixel += lanes) {
-                const count = @min(lanes, c.plane - pixel);
+            while (pixel < plane) : (pixel += lanes) {
+                const count = @min(lanes, plane - pixel);
                 const interleaved = switch (@min(kernels.group_k, c.args.k - first)) {
                     inline 1...kernels.group_k => |n| c.words(first, n, pixel, count),
                     else => unreachable,
@@ -1028,36 +1083,67 @@ const PixelLanes = struct {
         }
     }
 
-    /// Channels first … first + n of `count` pixels from `pixel` as u32 lanes, channel
+    /// The padded image's rows of 4 whole channels per group (taps > 1): the border and the
+    /// positions past the image (read only for dropped positions) hold real 0's byte.
+    fn quantizePaddedGroups(c: *const PixelLanes, begin: usize, end: usize) Error!void {
+        const g = &c.geometry;
+        const zero_word = @as(u32, c.call.zeroByte()) * 0x01010101;
+        const in_width = g.in_chw[2];
+        for (begin..end) |group| {
+            const first = group * kernels.group_k;
+            const words_of_group: []align(1) u32 = std.mem.bytesAsSlice(u32, c.bytes[group * c.args.stride * kernels.group_k ..][0 .. c.args.stride * kernels.group_k]);
+            @memset(words_of_group[0 .. g.padding[0] * g.pitch], zero_word);
+            for (0..g.in_chw[1]) |y| {
+                const row = words_of_group[(g.padding[0] + y) * g.pitch ..][0..g.pitch];
+                @memset(row[0..g.padding[1]], zero_word);
+                @memset(row[g.padding[1] + in_width ..], zero_word);
+                var x0: usize = 0;
+                while (x0 < in_width) : (x0 += lanes) {
+                    const count = @min(lanes, in_width - x0);
+                    const values: [lanes]u32 = c.words(first, kernels.group_k, y * in_width + x0, count);
+                    @memcpy(row[g.padding[1] + x0 ..][0..count], values[0..count]);
+                }
+            }
+            @memset(words_of_group[(g.padding[0] + g.in_chw[1]) * g.pitch ..], zero_word);
+        }
+    }
+
+    /// Channels first … first + n of `count` input pixels from `pixel` as u32 lanes, channel
     /// first + j in byte j.
     fn words(c: *const PixelLanes, first: usize, comptime n: usize, pixel: usize, count: usize) @Vector(lanes, u32) {
+        const in_plane = c.geometry.inPlane();
         var result: @Vector(lanes, u32) = @splat(0);
         inline for (0..n) |j| {
-            const bytes = quantizeLanes(c.x[(first + j) * c.plane + pixel ..][0..count], &c.quantizer);
+            const bytes = quantizeLanes(c.x[(first + j) * in_plane + pixel ..][0..count], &c.quantizer);
             result |= bytes << @splat(8 * j);
         }
         return result;
     }
 
     fn runTasks(c: *const PixelLanes, begin: usize, end: usize) Error!void {
+        // Comptime: a 1×1 convolution's tiles keep channelTile's plain loop.
+        if (c.args.offsets.len == 1) c.runTiles(false, begin, end) else c.runTiles(true, begin, end);
+    }
+
+    fn runTiles(c: *const PixelLanes, comptime shifted: bool, begin: usize, end: usize) void {
         const channel_tasks = divCeil(c.args.n, task_channels);
         for (begin..end) |index| {
             const pixel = index / channel_tasks * task_pixels;
             const first = index % channel_tasks * task_channels;
             const last = @min(first + task_channels, c.args.n);
-            switch (@min(kernels.tile_vectors_max, divCeil(c.plane - pixel, lanes))) {
-                inline 1...kernels.tile_vectors_max => |pv| c.channels(pv, pixel, first, last),
+            switch (@min(kernels.tile_vectors_max, divCeil(c.geometry.positions - pixel, lanes))) {
+                inline 1...kernels.tile_vectors_max => |pv| c.channels(pv, shifted, pixel, first, last),
                 else => unreachable,
             }
         }
     }
 
-    fn channels(c: *const PixelLanes, comptime pv: usize, pixel: usize, first: usize, last: usize) void {
+    fn channels(c: *const PixelLanes, comptime pv: usize, comptime shifted: bool, pixel: usize, first: usize, last: usize) void {
         var channel = first;
         while (channel < last) {
             const nr = @min(kernels.tile_channels_max, last - channel);
             switch (nr) {
-                inline 1...kernels.tile_channels_max => |r| c.finish(r, pv, pixel, channel, kernels.channelTile(r, pv, &c.args, channel, pixel)),
+                inline 1...kernels.tile_channels_max => |r| c.finish(r, pv, shifted, pixel, channel, kernels.channelTile(r, pv, shifted, &c.args, channel, pixel)),
                 else => unreachable,
             }
             channel += nr;
@@ -1066,10 +1152,25 @@ const PixelLanes = struct {
 
     /// The epilogue of `Call.finish` on channel rows: the same float operations per value
     /// (with no weight zero points the row-sum term is 0), so the same results bit for bit.
-    fn finish(c: *const PixelLanes, comptime nr: usize, comptime pv: usize, pixel: usize, channel: usize, sums: [nr][pv]kernels.V) void {
+    fn finish(c: *const PixelLanes, comptime nr: usize, comptime pv: usize, comptime shifted: bool, pixel: usize, channel: usize, sums: [nr][pv]kernels.V) void {
         const call = c.call;
         const k: f32 = @floatFromInt(call.q.k);
         const a_zero = call.a_zero - call.q.a_min;
+        const plane = c.geometry.plane();
+        // With dropped positions, each vector's first position as (row, x): one division
+        // per tile (one per vector and channel cost a 1×1 convolution 15% in an A/B).
+        const pitch = c.geometry.pitch;
+        const dropping = shifted and pitch != c.geometry.out_hw[1];
+        var starts: [pv][2]usize = undefined;
+        if (dropping) {
+            var y = pixel / pitch;
+            var x = pixel % pitch;
+            for (&starts) |*start| {
+                start.* = .{ y, x };
+                x += lanes;
+                while (x >= pitch) : (y += 1) x -= pitch;
+            }
+        }
         for (0..nr) |j| {
             const column = channel + j;
             const scale: VF = @splat(call.b_scale[column] * call.a_scale);
@@ -1082,12 +1183,39 @@ const PixelLanes = struct {
                 result.* = if (call.q.requantize) requantized(value, &c.out_quantizer, call.q.dequantize_output, call.output_levels) else value;
             }
             if (call.steps.len > 0 and call.output_levels == null) call.chain(&results, .{ .channel = column });
-            const row = call.out[column * c.plane ..][0..c.plane];
+            const row = call.out[column * plane ..][0..plane];
             for (results, 0..) |result, v| {
-                const first = pixel + v * lanes;
                 const values: [lanes]f32 = result;
-                if (first + lanes <= c.plane) row[first..][0..lanes].* = values else @memcpy(row[first..], values[0 .. c.plane - first]);
+                if (dropping) {
+                    c.storeDropping(row, starts[v], values);
+                } else {
+                    // No dropped positions (a 1×1 convolution): the rows are one run.
+                    const first = pixel + v * lanes;
+                    if (first + lanes <= plane) row[first..][0..lanes].* = values else @memcpy(row[first..], values[0 .. plane - first]);
+                }
             }
+        }
+    }
+
+    /// Stores one vector of positions from (y, x) into an output channel's row: the lanes
+    /// at x ≥ the output width are dropped, and rows past the output's are not stored.
+    inline fn storeDropping(c: *const PixelLanes, row: []f32, start: [2]usize, values: [lanes]f32) void {
+        const width = c.geometry.out_hw[1];
+        var y, var x = start;
+        if (x + lanes <= width and (y + 1) * width <= row.len) {
+            row[y * width + x ..][0..lanes].* = values;
+            return;
+        }
+        var i: usize = 0;
+        while (i < lanes and y < c.geometry.out_hw[0]) {
+            const span = @min(lanes - i, c.geometry.pitch - x);
+            if (x < width) {
+                const count = @min(span, width - x);
+                @memcpy(row[y * width + x ..][0..count], values[i..][0..count]);
+            }
+            i += span;
+            y += 1;
+            x = 0;
         }
     }
 };
@@ -2214,11 +2342,13 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
     };
 }
 
-test "conv2d_int8's 1×1 path with pixels in lanes equals the row-major GEMM path bit for bit" {
-    // Channels 1, 3 (one partial group), 4, 5, 29 and 32; planes of 1, 15, 17, 64 and 130
-    // pixels (vector and task tails); 5, 21 and 70 output channels (tile tails, a second
-    // task of channels); float and integer inputs, float, requantized and QDQ outputs, and
-    // a chain, at 1 and 2 threads.
+test "conv2d_int8's paths with pixels in lanes equal the row-major GEMM paths bit for bit: 1×1 and stride-1 windows" {
+    // 1×1: channels 1, 3 (one partial group), 4, 5, 29 and 32; planes of 1, 15, 17, 64 and
+    // 130 pixels (vector and task tails); 5, 21 and 70 output channels (tile tails, a second
+    // task of channels). Windows (channels in groups of 4): 3 × 3 with and without padding,
+    // 1 × 3, 3 × 1, a dilated 3 × 3 and a 5 × 5, on rows narrower than a vector (dropped
+    // positions inside one vector), odd widths and a second task of positions. Float and
+    // integer inputs, float, requantized and QDQ outputs, and a chain, at 1 and 2 threads.
     if (!kernels.vnniSupported()) return error.SkipZigTest;
     const settings = @import("../settings.zig");
     settings.resetForTesting();
@@ -2226,7 +2356,6 @@ test "conv2d_int8's 1×1 path with pixels in lanes equals the row-major GEMM pat
     defer force_rows = false;
     var prng = std.Random.DefaultPrng.init(17);
     const random = prng.random();
-    const window: Window = .{ .kernel = .{ 1, 1 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } };
     const tabled = [_]f32{
         @intFromEnum(PointwiseStep.mul),         1.384,       0,   0, 0,
         @intFromEnum(PointwiseStep.round_trip),  0.1509,      100, 0, 255,
@@ -2240,46 +2369,70 @@ test "conv2d_int8's 1×1 path with pixels in lanes equals the row-major GEMM pat
     defer program.release();
     @memcpy(program.f32Slice(), &tabled);
     for (program.f32Slice()[7 * 5 ..], 0..) |*v, i| v.* = 0.5 + @as(f32, @floatFromInt(i)) * 0.0625;
-    const shapes = [_][4]usize{ .{ 1, 1, 1, 5 }, .{ 3, 3, 5, 21 }, .{ 4, 1, 17, 70 }, .{ 5, 8, 8, 21 }, .{ 29, 10, 13, 70 }, .{ 32, 2, 96, 5 } };
-    for (shapes) |shape| {
-        const c_in, const height, const width, const c_out = shape;
-        const x = try tensor.createUninit(.float32, &.{ 2, c_in, height, width });
-        defer x.release();
-        for (x.f32Slice()) |*v| v.* = @round(random.float(f32) * 255);
-        const w = try tensor.createUninit(.int32, &.{ c_out, c_in });
-        defer w.release();
-        for (w.i32Slice()) |*v| v.* = if (random.boolean()) -128 else random.intRangeAtMost(i32, -128, 127);
-        const packed_b = try packInt8(w, @intCast(c_in), @intCast(c_out), true);
-        defer packed_b.release();
-        var col_sum: [70]f32 = @splat(0);
-        for (0..c_out) |j| for (0..c_in) |i| {
-            col_sum[j] += @floatFromInt(w.i32Slice()[j * c_in + i]);
-        };
-        const b_zero: [70]f32 = @splat(0);
-        const info = try testInfo(c_out, 0.003, b_zero[0..c_out], col_sum[0..c_out], 0.2);
-        defer info.release();
-        // Per-channel scales and biases: each row must take its own channel's.
-        for (0..c_out) |j| {
-            info.f32Slice()[j] = 0.003 * @as(f32, @floatFromInt(1 + j % 7));
-            info.f32Slice()[c_out + j] = 0.1 * @as(f32, @floatFromInt(j)) - 1;
-        }
-        const a_scale = try scalarTensor(0.02);
-        defer a_scale.release();
-        const a_zero = try scalarTensor(37);
-        defer a_zero.release();
-        for ([_]bool{ false, true }) |a_integer| for ([_][2]bool{ .{ false, false }, .{ true, false }, .{ true, true } }) |output| {
-            const q: Quantization = .{ .n = c_out, .k = c_in, .a_integer = a_integer, .a_min = 0, .a_max = 255, .requantize = output[0], .dequantize_output = output[1], .out_scale = 0.05, .out_zero = 120, .out_min = 0, .out_max = 255 };
-            for ([_]?Chain{ null, .{ .program = program, .steps = 7 } }) |chain| for ([_]i64{ 1, 2 }) |threads| {
-                try settings.setNumThreads(threads);
-                force_rows = true;
-                const expected = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, chain);
-                defer expected.release();
-                force_rows = false;
-                const got = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, chain);
-                defer got.release();
-                try testing.expectEqualSlices(usize, expected.dims(), got.dims());
-                for (expected.f32Slice(), got.f32Slice()) |e, g| try testing.expectEqual(@as(u32, @bitCast(e)), @as(u32, @bitCast(g)));
-            };
-        };
+    const one: Window = .{ .kernel = .{ 1, 1 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } };
+    for ([_][4]usize{ .{ 1, 1, 1, 5 }, .{ 3, 3, 5, 21 }, .{ 4, 1, 17, 70 }, .{ 5, 8, 8, 21 }, .{ 29, 10, 13, 70 }, .{ 32, 2, 96, 5 } }) |shape| {
+        try checkPixelLanes(random, program, one, shape);
     }
+    const windows = [_]Window{
+        .{ .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } },
+        .{ .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 0, 0 }, .dilation = .{ 1, 1 } },
+        .{ .kernel = .{ 1, 3 }, .stride = .{ 1, 1 }, .padding = .{ 0, 1 }, .dilation = .{ 1, 1 } },
+        .{ .kernel = .{ 3, 1 }, .stride = .{ 1, 1 }, .padding = .{ 1, 0 }, .dilation = .{ 1, 1 } },
+        .{ .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 2, 2 }, .dilation = .{ 2, 2 } },
+        .{ .kernel = .{ 5, 5 }, .stride = .{ 1, 1 }, .padding = .{ 2, 2 }, .dilation = .{ 1, 1 } },
+    };
+    for (windows) |window| {
+        try testing.expect(PixelLanes.fitsWindow(window, 4));
+        for ([_][4]usize{ .{ 4, 1, 17, 70 }, .{ 8, 7, 9, 21 }, .{ 12, 3, 20, 5 }, .{ 32, 5, 6, 24 }, .{ 96, 9, 21, 24 } }) |shape| {
+            try checkPixelLanes(random, program, window, shape);
+        }
+    }
+}
+
+/// conv2d_int8 on `window` over x of shape (2, channels, height, width) = shape[0..3] to
+/// shape[3] channels, on the row-major paths and on PixelLanes, compared bit for bit.
+/// Shapes smaller than the window are skipped.
+fn checkPixelLanes(random: std.Random, program: *Tensor, window: Window, shape: [4]usize) !void {
+    const settings = @import("../settings.zig");
+    const c_in, const height, const width, const c_out = shape;
+    for (0..2) |axis| if (shape[1 + axis] + 2 * window.padding[axis] < window.dilation[axis] * (window.kernel[axis] - 1) + 1) return;
+    const k = c_in * window.kernel[0] * window.kernel[1];
+    const x = try tensor.createUninit(.float32, &.{ 2, c_in, height, width });
+    defer x.release();
+    for (x.f32Slice()) |*v| v.* = @round(random.float(f32) * 255);
+    const w = try tensor.createUninit(.int32, &.{ c_out, k });
+    defer w.release();
+    for (w.i32Slice()) |*v| v.* = if (random.boolean()) -128 else random.intRangeAtMost(i32, -128, 127);
+    const packed_b = try packInt8(w, @intCast(k), @intCast(c_out), true);
+    defer packed_b.release();
+    var col_sum: [70]f32 = @splat(0);
+    for (0..c_out) |j| for (0..k) |i| {
+        col_sum[j] += @floatFromInt(w.i32Slice()[j * k + i]);
+    };
+    const b_zero: [70]f32 = @splat(0);
+    const info = try testInfo(c_out, 0.003, b_zero[0..c_out], col_sum[0..c_out], 0.2);
+    defer info.release();
+    // Per-channel scales and biases: each row must take its own channel's.
+    for (0..c_out) |j| {
+        info.f32Slice()[j] = 0.003 * @as(f32, @floatFromInt(1 + j % 7));
+        info.f32Slice()[c_out + j] = 0.1 * @as(f32, @floatFromInt(j)) - 1;
+    }
+    const a_scale = try scalarTensor(0.02);
+    defer a_scale.release();
+    const a_zero = try scalarTensor(37);
+    defer a_zero.release();
+    for ([_]bool{ false, true }) |a_integer| for ([_][2]bool{ .{ false, false }, .{ true, false }, .{ true, true } }) |output| {
+        const q: Quantization = .{ .n = c_out, .k = k, .a_integer = a_integer, .a_min = 0, .a_max = 255, .requantize = output[0], .dequantize_output = output[1], .out_scale = 0.05, .out_zero = 120, .out_min = 0, .out_max = 255 };
+        for ([_]?Chain{ null, .{ .program = program, .steps = 7 } }) |chain| for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            force_rows = true;
+            const expected = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, chain);
+            defer expected.release();
+            force_rows = false;
+            const got = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, chain);
+            defer got.release();
+            try testing.expectEqualSlices(usize, expected.dims(), got.dims());
+            for (expected.f32Slice(), got.f32Slice()) |e, g| try testing.expectEqual(@as(u32, @bitCast(e)), @as(u32, @bitCast(g)));
+        };
+    };
 }
