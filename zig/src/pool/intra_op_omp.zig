@@ -22,6 +22,7 @@ const builtin = @import("builtin");
 const settings = @import("../settings.zig");
 const status = @import("../status.zig");
 const intra_op = @import("intra_op.zig");
+const placement = @import("placement.zig");
 
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -68,18 +69,8 @@ fn endSpin() void {
     _ = spinning_total.fetchSub(1, .monotonic);
 }
 
-/// No CPU known: never equal to a CPU number, so it never stops a spin.
-const cpu_unknown: u32 = std.math.maxInt(u32);
-
-extern "c" fn sched_getcpu() c_int;
-
-/// The CPU the calling thread runs on (glibc and musl read it without a system call), or
-/// cpu_unknown where the C library has no sched_getcpu.
-fn currentCpu() u32 {
-    if (builtin.os.tag != .linux or !builtin.link_libc) return cpu_unknown;
-    const cpu = sched_getcpu();
-    return if (cpu < 0) cpu_unknown else @intCast(cpu);
-}
+const cpu_unknown = placement.cpu_unknown;
+const currentCpu = placement.currentCpu;
 
 /// Whether a thread that would spin on `cpu` shares it with the thread it waits for (or
 /// that waits for it): spinning there only takes that thread's time slices. The scheduler
@@ -87,9 +78,7 @@ fn currentCpu() u32 {
 /// 2-core machine, with the JavaScript or HTTP thread running), and a spinning pair stays
 /// put: the serve helper measured the classifier's 2-thread forward at 830–1,030 µs in
 /// such processes against 469–494 µs, the worker in ~90% of its samples spinning.
-fn sharesCpu(cpu: u32, other: u32) bool {
-    return cpu != cpu_unknown and cpu == other;
-}
+const sharesCpu = placement.sharesCpu;
 
 allocator: std.mem.Allocator,
 /// The thread that owns the team; only it runs regions on it.
