@@ -797,6 +797,7 @@ test {
     _ = @import("interpreter/plan.zig");
     _ = call;
     _ = @import("pool/inference.zig");
+    _ = @import("pool/placement.zig");
     _ = channels;
 }
 

@@ -455,6 +455,7 @@ const FailingOp = struct {
 };
 
 test "errors name the task and are delivered to wait, or reported once when dropped" {
+    Pool.quiesceGlobalForTesting();
     drainUnobserved();
     const baseline = liveCount();
     const reported = unobserved.totalReported();
@@ -509,6 +510,7 @@ const Gate = struct {
 test "several threads wait on one future and all get its value or its error" {
     const shared = try tensor.createZeroed(.float32, &.{1});
     defer shared.release();
+    Pool.quiesceGlobalForTesting();
     const baseline = liveCount();
     const reported = unobserved.totalReported();
     const pool = try Pool.init(1);
@@ -600,6 +602,7 @@ test "a fan-out of 1000 forks from a task completes on one inter-op thread" {
     defer watchdog.stop();
     const shared = try tensor.createZeroed(.float32, &.{1});
     defer shared.release();
+    Pool.quiesceGlobalForTesting();
     const baseline = liveCount();
     const pool = try Pool.init(1);
     defer pool.deinit();
@@ -653,6 +656,7 @@ test "a binary fork tree whose waits run the forks inline keeps few futures aliv
     defer watchdog.stop();
     const shared = try tensor.createZeroed(.float32, &.{1});
     defer shared.release();
+    Pool.quiesceGlobalForTesting();
     const baseline = liveCount();
     const pool = try Pool.init(1);
     defer pool.deinit();
@@ -757,6 +761,7 @@ test "fork refuses nesting deeper than max_fork_depth" {
     const saved = fork_depth;
     defer fork_depth = saved;
     fork_depth = max_fork_depth;
+    Pool.quiesceGlobalForTesting();
     const baseline = liveCount();
     const Never = struct {
         fn run(_: *anyopaque) Error!*Tensor {
@@ -833,6 +838,7 @@ const Stress = struct {
 };
 
 fn stressOnce(thread_count: u32, seed: u64) !void {
+    Pool.quiesceGlobalForTesting();
     drainUnobserved();
     const shared = try tensor.createZeroed(.float32, &.{1});
     defer shared.release();
@@ -889,6 +895,7 @@ test "the completion queue delivers each watched future's token once" {
     const completion_queue = try completion_queues.get(channel);
     const shared = try tensor.createZeroed(.float32, &.{1});
     defer shared.release();
+    Pool.quiesceGlobalForTesting();
     const baseline = liveCount();
     const pool = try Pool.init(1);
     defer pool.deinit();
@@ -927,6 +934,7 @@ test "the completion queue takes 1000 futures in flight from a blocked waiter" {
     defer watchdog.stop();
     const shared = try tensor.createZeroed(.float32, &.{1});
     defer shared.release();
+    Pool.quiesceGlobalForTesting();
     const baseline = liveCount();
     const pool = try Pool.init(2);
     defer pool.deinit();

@@ -9,6 +9,9 @@
 //! has more chunks than it has workers (setNumThreads went up); it never shrinks: workers a
 //! smaller region does not need are not woken and stay asleep.
 //!
+//! A worker asleep that ran its latest chunk on the owner's CPU is left asleep (skipsWake,
+//! except every 16th region): woken, it would take turns with the owner on that CPU.
+//!
 //! Nothing is allocated per region or per chunk: the region's state lives in the caller's
 //! stack frame, workers are allocated when spawned. Waiting is bounded spinning, then a
 //! futex: an idle process uses no CPU.
@@ -22,6 +25,7 @@ const builtin = @import("builtin");
 const settings = @import("../settings.zig");
 const status = @import("../status.zig");
 const intra_op = @import("intra_op.zig");
+const placement = @import("placement.zig");
 
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -68,18 +72,8 @@ fn endSpin() void {
     _ = spinning_total.fetchSub(1, .monotonic);
 }
 
-/// No CPU known: never equal to a CPU number, so it never stops a spin.
-const cpu_unknown: u32 = std.math.maxInt(u32);
-
-extern "c" fn sched_getcpu() c_int;
-
-/// The CPU the calling thread runs on (glibc and musl read it without a system call), or
-/// cpu_unknown where the C library has no sched_getcpu.
-fn currentCpu() u32 {
-    if (builtin.os.tag != .linux or !builtin.link_libc) return cpu_unknown;
-    const cpu = sched_getcpu();
-    return if (cpu < 0) cpu_unknown else @intCast(cpu);
-}
+const cpu_unknown = placement.cpu_unknown;
+const currentCpu = placement.currentCpu;
 
 /// Whether a thread that would spin on `cpu` shares it with the thread it waits for (or
 /// that waits for it): spinning there only takes that thread's time slices. The scheduler
@@ -87,9 +81,7 @@ fn currentCpu() u32 {
 /// 2-core machine, with the JavaScript or HTTP thread running), and a spinning pair stays
 /// put: the serve helper measured the classifier's 2-thread forward at 830–1,030 µs in
 /// such processes against 469–494 µs, the worker in ~90% of its samples spinning.
-fn sharesCpu(cpu: u32, other: u32) bool {
-    return cpu != cpu_unknown and cpu == other;
-}
+const sharesCpu = placement.sharesCpu;
 
 allocator: std.mem.Allocator,
 /// The thread that owns the team; only it runs regions on it.
@@ -116,6 +108,9 @@ owner_cpu: std.atomic.Value(u32) align(std.atomic.cache_line) = .init(cpu_unknow
 parked: std.atomic.Value(bool) align(std.atomic.cache_line) = .init(false),
 
 const pending_one: u32 = 2;
+/// One region in this many wakes a sleeping worker even when it shares the owner's CPU
+/// (skipsWake).
+const wake_probe_interval: u32 = 16;
 /// Worker.claim value that makes the worker exit (odd: never an armed rung).
 const exit_claim: u32 = std.math.maxInt(u32);
 const owner_sleeping: u32 = 1;
@@ -252,8 +247,9 @@ pub fn run(team: *Team, region: *const Region) Error!void {
     // Monotonic: a hint read by spinning workers (see `parked`); the ring below wakes the
     // sleeping ones whatever they read.
     team.parked.store(false, .monotonic);
+    const owner_cpu = currentCpu();
     // Monotonic: a hint read by spinning workers (see sharesCpu).
-    team.owner_cpu.store(currentCpu(), .monotonic);
+    team.owner_cpu.store(owner_cpu, .monotonic);
     var current: RegionState = .{ .region = region };
     team.current = &current;
     team.generation +%= 1;
@@ -264,7 +260,7 @@ pub fn run(team: *Team, region: *const Region) Error!void {
     for (team.workers[0..helpers]) |worker| {
         // Monotonic: published by the Release swap in ring().
         worker.claim.store(rung, .monotonic);
-        worker.ring(rung);
+        if (!team.skipsWake(worker, owner_cpu)) worker.ring(rung);
     }
     current.runChunk(0);
     // Chunks of workers that could not be spawned run here.
@@ -282,6 +278,23 @@ pub fn run(team: *Team, region: *const Region) Error!void {
     }
     team.join(helpers);
     return current.first_error.result();
+}
+
+/// Whether run() leaves `worker` asleep and takes its chunk itself: the worker sleeps and
+/// ran its latest chunk on the owner's CPU, so a wake-up would most likely put it there
+/// again, to preempt the owner and run its chunk while the owner waits: one region after
+/// the other, each paying two context switches. Every wake_probe_interval-th region wakes
+/// it anyway, so that a worker the scheduler would now place on a free CPU gets there.
+fn skipsWake(team: *const Team, worker: *const Worker, owner_cpu: u32) bool {
+    if (team.generation % wake_probe_interval == 0) return false;
+    // Monotonic: a hint (see sharesCpu); a stale CPU costs a wake-up or one region run on
+    // the owner.
+    if (!sharesCpu(owner_cpu, worker.cpu.load(.monotonic))) return false;
+    // Monotonic: with the bit set the worker waits on the futex (or is about to) for the
+    // doorbell to change, and stays asleep while it does not; without it, ring() as usual
+    // (a worker setting the bit after this load fails its exchange in sleep() or is woken
+    // by ring()'s swap).
+    return worker.doorbell.load(.monotonic) & worker_sleeping != 0;
 }
 
 /// Spawns workers until there are `wanted`; returns how many are available (fewer when the
@@ -508,7 +521,10 @@ test "omp team follows setNumThreads between regions: 1, 2, 3, 1" {
     defer destroyTestTeam(team);
     const expected_workers = [_]u32{ 0, 1, 2, 2 };
     for ([_]u32{ 1, 2, 3, 1 }, expected_workers) |threads, workers| {
-        // Static chunks: each chunk runs on its own thread.
+        // Static chunks: each chunk runs on its own thread. The chunks wait for each other,
+        // so a worker left asleep on the owner's CPU (skipsWake) would join only once the
+        // owner gave up waiting: this test is about the team's size, not placement.
+        for (team.workers[0..team.worker_count]) |worker| worker.cpu.store(cpu_unknown, .monotonic);
         try std.testing.expectEqual(@as(usize, threads), try testing.distinctThreadsOfRegion(team, threads));
         try std.testing.expectEqual(workers, team.worker_count);
     }
@@ -579,7 +595,17 @@ const PinnedOwner = struct {
         const team = try createTestTeam();
         defer destroyTestTeam(team);
         try settings.setNumThreads(3);
-        for (0..300) |_| try testing.expectEachIndexOnce(team, 1000, 1);
+        // Regions whose ring skipped a worker asleep on the owner's CPU: its doorbell then
+        // still holds an older region's rung. Without skipsWake every region rings them all.
+        var left_asleep: u32 = 0;
+        for (0..320) |_| {
+            try testing.expectEachIndexOnce(team, 1000, 1);
+            for (team.workers[0..team.worker_count]) |worker| {
+                // Monotonic: only the owner writes the rung; the worker only the bit.
+                if (worker.doorbell.load(.monotonic) & ~worker_sleeping != team.generation << 1) left_asleep += 1;
+            }
+        }
+        try std.testing.expect(left_asleep > 0);
         try std.testing.expectEqual(cpu, team.owner_cpu.load(.monotonic));
         for (team.workers[0..team.worker_count]) |worker| {
             const worker_cpu = worker.cpu.load(.monotonic);
@@ -590,7 +616,7 @@ const PinnedOwner = struct {
     }
 };
 
-test "omp team pinned to one CPU: workers sleep instead of spinning beside the owner, every region runs" {
+test "omp team pinned to one CPU: workers sleep instead of spinning beside the owner and are left asleep, every region runs" {
     if (builtin.os.tag != .linux or !builtin.link_libc) return error.SkipZigTest;
     settings.resetForTesting();
     defer settings.resetForTesting();
