@@ -105,18 +105,21 @@ pub fn build(b: *std.Build) void {
         .name = "spindle",
         .linkage = .dynamic,
         .root_module = library_module,
-        // The portable build needs LLVM even in Debug: Zig 0.15's own x86-64 backend drops the
-        // hidden visibility of @export, so every copy's suffixed symbols would be exported.
-        .use_llvm = if (tsan or dispatch) true else null,
+        // Always LLVM, Debug included: Zig 0.15's own x86-64 backend (its Debug default) rejects
+        // the kernels' inline assembly (AVX-512 register constraints, AMX mnemonics), ignores
+        // -fsanitize-thread, and drops the hidden visibility of @export, so the portable
+        // build's suffixed symbols would all be exported.
+        .use_llvm = true,
     });
     b.installArtifact(library);
 
     const test_module = createRootModule(b, target, test_optimize, blas, tsan, options);
-    // Zig's own x86_64 backend (used for Debug) ignores -fsanitize-thread: force LLVM.
+    // LLVM for the same reasons as the library: Zig's own x86-64 backend (used for Debug)
+    // rejects the kernels' inline assembly and ignores -fsanitize-thread.
     const unit_tests = b.addTest(.{
         .root_module = test_module,
         .filters = test_filters,
-        .use_llvm = if (tsan) true else null,
+        .use_llvm = true,
     });
     const run_tests = b.addRunArtifact(unit_tests);
     const test_step = b.step("test", "Run the Zig unit tests");
