@@ -399,8 +399,13 @@ fn macroKernel(args: *const Args, panels: PanelView, slivers: SliverView, pairs:
             const used: usize = @min(panel_cols, cols - sliver * panel_cols);
             const b = slivers.words[sliver * slivers.sliver_stride ..][0 .. pairs * panel_cols];
             const c = args.c[row * args.ldc + col_start + sliver * panel_cols ..];
+            // A ragged last sliver computes only the vectors it uses: det's 10 × 10 maps (100
+            // columns: 48 + 48 + 4) 7 vectors of products, not 9.
             switch (chunk) {
-                inline 1...panel_rows => |chunk_rows| microKernel(chunk_rows, pairs, a, b, c, args.ldc, used, args.alpha, beta),
+                inline 1...panel_rows => |chunk_rows| switch (divideCeil(used, lanes)) {
+                    inline 1...panel_vectors => |vectors| microKernel(chunk_rows, vectors, pairs, a, b, c, args.ldc, used, args.alpha, beta),
+                    else => unreachable,
+                },
                 else => unreachable,
             }
         }
@@ -408,30 +413,31 @@ fn macroKernel(args: *const Args, panels: PanelView, slivers: SliverView, pairs:
     }
 }
 
-/// C[0..rows, 0..cols] = alpha · Σ_q a-pairs · b-pairs + beta · C, one register block.
-fn microKernel(comptime rows: usize, pairs: usize, a: []const u32, b: []const u32, c: []f32, ldc: usize, cols: usize, alpha: f32, beta: f32) void {
-    assert(pairs >= 1 and b.len == pairs * panel_cols);
-    assert(a.len >= (pairs - 1) * panel_rows + rows);
-    var sums: [rows][panel_vectors]VF = @splat(@splat(@splat(0)));
+/// C[0..rows, 0..cols] = alpha · Σ_q a-pairs · b-pairs + beta · C, one register block of
+/// the first `vectors` vectors of a sliver (cols ≤ 16 · vectors).
+fn microKernel(comptime rows: usize, comptime vectors: usize, pairs: usize, a: []const u32, b: []const u32, c: []f32, ldc: usize, cols: usize, alpha: f32, beta: f32) void {
+    assert(pairs >= 1 and b.len == pairs * panel_cols and vectors <= panel_vectors);
+    assert(a.len >= (pairs - 1) * panel_rows + rows and cols <= vectors * lanes);
+    var sums: [rows][vectors]VF = @splat(@splat(@splat(0)));
     for (0..pairs) |q| {
-        var b_vectors: [panel_vectors]VU = undefined;
-        inline for (0..panel_vectors) |v| b_vectors[v] = b[q * panel_cols + v * lanes ..][0..lanes].*;
+        var b_vectors: [vectors]VU = undefined;
+        inline for (0..vectors) |v| b_vectors[v] = b[q * panel_cols + v * lanes ..][0..lanes].*;
         inline for (0..rows) |r| {
             const a_vector: VU = @splat(a[q * panel_rows + r]);
-            inline for (0..panel_vectors) |v| sums[r][v] = dot(sums[r][v], a_vector, b_vectors[v]);
+            inline for (0..vectors) |v| sums[r][v] = dot(sums[r][v], a_vector, b_vectors[v]);
         }
     }
     const alpha_vector: VF = @splat(alpha);
-    if (cols == panel_cols) {
-        inline for (0..rows) |r| inline for (0..panel_vectors) |v| {
+    if (cols == vectors * lanes) {
+        inline for (0..rows) |r| inline for (0..vectors) |v| {
             const destination = c[r * ldc + v * lanes ..][0..lanes];
             // beta = 0 overwrites: C is not read, so NaN or garbage in it does not leak.
             destination.* = if (beta == 0) sums[r][v] * alpha_vector else destination.* * @as(VF, @splat(beta)) + sums[r][v] * alpha_vector;
         };
         return;
     }
-    var spill: [rows][panel_cols]f32 = undefined;
-    inline for (0..rows) |r| inline for (0..panel_vectors) |v| {
+    var spill: [rows][vectors * lanes]f32 = undefined;
+    inline for (0..rows) |r| inline for (0..vectors) |v| {
         spill[r][v * lanes ..][0..lanes].* = sums[r][v] * alpha_vector;
     };
     for (0..rows) |r| {

@@ -74,6 +74,17 @@ pub const direct_rows_min = 16;
 /// on the GEMM against 4.86 with them direct (A/B, 9 rounds, load 2.8); rec 0.99×.
 pub const direct_avx512_rows_min = 8;
 
+/// The fewest output rows of a 1×1 conv (stride 1) on gemm_bf16.zig without AMX: its
+/// register block has 8 rows, and the input's conversion feeds every row. Single Conv+Relu
+/// models, bf16 on the GEMM against f32, 1 thread (A/B, 5 rounds, load 5.2): 96 × 24 at
+/// 160 × 160 0.68×, 32 × 16 at 160 × 160 0.85×, 96 × 12 at 80 × 80 0.85×, 42 × 192 at
+/// 20 × 20 0.78×, 24 × 96 at 80 × 80 0.91×, 18 × 96 at 40 × 40 0.97×, 16 × 64 at 40 × 40
+/// 0.98×, but 12 × 48 at 80 × 80 1.08× (12 rows fill 2 panels).
+pub const pointwise_avx512_rows_min = 16;
+/// The fewest depths of the same (AMX's depth_min of 32 is its tile's: this kernel pads the
+/// depth to pairs only); 12 was the shallowest measured above.
+pub const pointwise_avx512_depth_min = 12;
+
 /// A weight packed at load for one node. `words` is an int32 tensor holding the packed
 /// pairs: it is allocated like any load-time tensor, so the program's memory budget counts it.
 pub const Weights = struct {
@@ -139,8 +150,10 @@ pub fn packConv(which: Kernel, weight: *Tensor, groups: usize, stride: [2]i64) E
     if (which == .avx512 and implicit and groups == 1 and rows >= direct_avx512_rows_min and depth >= depth_min) {
         return try packDirect(.avx512, weight);
     }
-    const rows_min: usize = if (implicit) implicit_width_min else width_min;
-    if (rows < rows_min or depth < depth_min) return null;
+    const pointwise = weight.shape[2] * weight.shape[3] == 1 and stride[0] == 1 and stride[1] == 1;
+    const rows_min: usize = if (which == .avx512 and pointwise) pointwise_avx512_rows_min else if (implicit) implicit_width_min else width_min;
+    const depth_floor: usize = if (which == .avx512 and pointwise) pointwise_avx512_depth_min else depth_min;
+    if (rows < rows_min or depth < depth_floor) return null;
     const source = try shape_ops.contiguous(weight);
     defer source.release();
     const values = source.f32Slice();
@@ -382,6 +395,27 @@ fn checkConvs(which: Kernel, random: std.Random) !void {
     }
 }
 
+/// A 1×1 conv of `channels` → `out` at 13 × 11 (a ragged last sliver) with bias and relu on
+/// the AVX512_BF16 GEMM at `threads` threads, against conv2d in f32.
+fn checkPointwise(random: std.Random, channels: usize, out: usize, threads: i64) !void {
+    try settings.setNumThreads(threads);
+    const x = try randomTensor(random, &.{ 2, channels, 13, 11 });
+    defer x.release();
+    const w = try randomTensor(random, &.{ out, channels, 1, 1 });
+    defer w.release();
+    const bias = try randomTensor(random, &.{out});
+    defer bias.release();
+    const options: conv.Options = .{ .epilogue = .{ .activation = .relu } };
+    const expected = try conv.conv2d(x, w, bias, options);
+    defer expected.release();
+    const weights = (try packConv(.avx512, w, 1, options.stride)).?;
+    defer weights.release();
+    try testing.expect(weights.form == .conv);
+    const got = try conv.conv2dBf16(x, w, bias, options, &weights);
+    defer got.release();
+    try expectClose(expected, got, 0.05);
+}
+
 test "bf16 conv2d, matmul and gemm with packed weights stay within bf16 rounding of f32, 1 and 2 threads" {
     const which = kernel() orelse return error.SkipZigTest;
     settings.resetForTesting();
@@ -425,6 +459,17 @@ test "bf16 conv2d, matmul and gemm with packed weights stay within bf16 rounding
     const got_batched = (try gemmBias(a3, bias, 0.5, 2, &transposed)).?;
     defer got_batched.release();
     try expectClose(expected_batched, got_batched, 0.05);
+    // Without AMX, 1×1 convs run bf16 from 16 rows and 12 depths (AMX keeps 48 and 32).
+    if (which == .avx512) {
+        try checkPointwise(random, 12, 24, 1);
+        try checkPointwise(random, 96, 18, 2);
+        const few_rows = try randomTensor(random, &.{ 12, 48, 1, 1 });
+        defer few_rows.release();
+        try testing.expect((try packConv(which, few_rows, 1, .{ 1, 1 })) == null);
+        const shallow = try randomTensor(random, &.{ 16, 10, 1, 1 });
+        defer shallow.release();
+        try testing.expect((try packConv(which, shallow, 1, .{ 1, 1 })) == null);
+    }
     // Narrow or shallow products stay f32: nothing is packed for them.
     const narrow = try randomTensor(random, &.{ 24, 96, 3, 3 });
     defer narrow.release();
