@@ -535,20 +535,19 @@ fn bufferedVectors(
     }
 }
 
-/// Stride phase `phase` of an image plane: `target` (size[0] rows of size[1]) holds at (j, i)
-/// the zero-padded plane at padded row j·stride[0] + phase[0] and column
-/// i·stride[1] + phase[1], zero in the padding and past it. A convolution tap at padded
-/// offset (oy, ox) then reads phase (oy mod stride) from (oy / stride, ox / stride) on, one
-/// contiguous run per output row (ops/conv.zig runImplicit). At stride 1 the one phase is
-/// the padded plane. Rows are often short: inline vector copies, not a libc call per row.
-pub fn phasePlane(window: Window, plane: []const f32, phase: [2]usize, size: [2]usize, target: []f32) void {
+/// One copy of an image plane for an implicit GEMM (ops/conv.zig runImplicit): `target`
+/// (size[0] rows of size[1]) holds at (j, i) the zero-padded plane at padded row
+/// j·stride[0] + offset[0] and column i·stride[1] + offset[1], zero in the padding and past
+/// it. offset[0] is a row phase (below the stride), offset[1] a column phase or a column
+/// tap's offset kx·d.
+/// Rows are often short: inline vector copies, not a libc call per row.
+pub fn phasePlane(window: Window, plane: []const f32, offset: [2]usize, size: [2]usize, target: []f32) void {
     std.debug.assert(plane.len == window.imagePlane());
     std.debug.assert(target.len == size[0] * size[1]);
-    std.debug.assert(phase[0] < window.stride[0] and phase[1] < window.stride[1]);
-    if (window.stride[0] == 1 and window.stride[1] == 1) return padPlane(window, plane, target);
+    std.debug.assert(offset[0] < window.stride[0]);
     const in_w = window.image[1];
-    const rows = validSpan(size[0], window.image[0], window.stride[0], window.padding[0], phase[0]);
-    const cols = validSpan(size[1], in_w, window.stride[1], window.padding[1], phase[1]);
+    const rows = validSpan(size[0], window.image[0], window.stride[0], window.padding[0], offset[0]);
+    const cols = validSpan(size[1], in_w, window.stride[1], window.padding[1], offset[1]);
     @memset(target[0 .. rows.begin * size[1]], 0);
     @memset(target[rows.end * size[1] ..], 0);
     for (rows.begin..rows.end) |j| {
@@ -556,8 +555,8 @@ pub fn phasePlane(window: Window, plane: []const f32, phase: [2]usize, size: [2]
         for (row[0..cols.begin]) |*x| x.* = 0;
         for (row[cols.end..]) |*x| x.* = 0;
         if (cols.end == cols.begin) continue;
-        const iy = j * window.stride[0] + phase[0] - window.padding[0];
-        const first = cols.begin * window.stride[1] + phase[1] - window.padding[1];
+        const iy = j * window.stride[0] + offset[0] - window.padding[0];
+        const first = cols.begin * window.stride[1] + offset[1] - window.padding[1];
         const inside = row[cols.begin..cols.end];
         switch (window.stride[1]) {
             1 => copyShort(inside, plane[iy * in_w + first ..][0..inside.len]),
@@ -567,24 +566,6 @@ pub fn phasePlane(window: Window, plane: []const f32, phase: [2]usize, size: [2]
                 x.* = plane[iy * in_w + first + i * stride];
             },
         }
-    }
-}
-
-/// phasePlane at stride 1: the plane zero-padded, (image[0] + 2·padding[0]) rows of
-/// image[1] + 2·padding[1].
-fn padPlane(window: Window, plane: []const f32, target: []f32) void {
-    const width = window.image[1] + 2 * window.padding[1];
-    const in_w = window.image[1];
-    std.debug.assert(target.len == (window.image[0] + 2 * window.padding[0]) * width);
-    const top = window.padding[0] * width;
-    const body_end = top + window.image[0] * width;
-    @memset(target[0..top], 0);
-    @memset(target[body_end..], 0);
-    for (0..window.image[0]) |y| {
-        const row = target[top + y * width ..][0..width];
-        for (row[0..window.padding[1]]) |*x| x.* = 0;
-        copyShort(row[window.padding[1]..][0..in_w], plane[y * in_w ..][0..in_w]);
-        for (row[window.padding[1] + in_w ..]) |*x| x.* = 0;
     }
 }
 
@@ -879,7 +860,7 @@ test "tapSpan keeps exactly the taps inside the image" {
     };
 }
 
-test "phasePlane holds every stride phase of the zero-padded plane" {
+test "phasePlane holds every row phase and column offset of the zero-padded plane" {
     var prng = std.Random.DefaultPrng.init(0x9a5e);
     const random = prng.random();
     var plane: [13 * 11]f32 = undefined;
@@ -890,7 +871,8 @@ test "phasePlane holds every stride phase of the zero-padded plane" {
         const source = plane[0 .. image[0] * image[1]];
         var size: [2]usize = undefined;
         for (0..2) |axis| size[axis] = std.math.divCeil(usize, image[axis] + 2 * padding, stride) catch unreachable;
-        for (0..stride) |py| for (0..stride) |px| {
+        size[1] = @max(1, size[1] -| (stride - 1)); // not always the phase width
+        for (0..stride) |py| for (0..stride + 3) |px| {
             const phase = target[0 .. size[0] * size[1]];
             @memset(phase, std.math.nan(f32));
             phasePlane(window, source, .{ py, px }, size, phase);

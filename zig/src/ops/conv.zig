@@ -9,6 +9,8 @@
 //!   (kernels/conv_pointwise.zig), else a GEMM straight on the input, no unfolding;
 //! - few input channels (in · kh · kw ≤ 64, an RGB stem): a direct kernel on buffered input
 //!   rows (kernels/conv_pointwise.zig);
+//! - stride 1 or 2 with the native GEMM: an implicit GEMM reading, in place, copies of the
+//!   input split by stride phase (or column tap) instead of the unfolded matrix (runImplicit);
 //! - otherwise im2col + GEMM, in column blocks sized for L2, each worker unfolding its own
 //!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
 //! The epilogue (bias, activation, affine) is applied to each GEMM block while it is still in cache.
@@ -314,7 +316,7 @@ fn conv2dWith(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options,
     if (out.numel() == 0) return out;
     var data = call.data;
     data.packed_f32 = packed_weights;
-    const implicit = if (implicitPays(geometry)) implicitScratch(geometry, implicit_stride_max) else null;
+    const implicit = implicitScratch(geometry, implicit_stride_max);
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
     } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
@@ -802,37 +804,42 @@ const UnfoldedContext = struct {
 // ---------------------------------------------------------------------------------------
 // Implicit GEMM (native BLAS): no unfolded matrix at all.
 //
-// With the input zero-padded to H' × W' and the output computed at every padded column
-// (flat position y·W' + x, the columns x ≥ the output width dropped afterwards), row
-// (channel c, tap ky, kx) of the im2col matrix is the padded input itself read from
-// c·H'·W' + ky·d·W' + kx·d on: a contiguous run. The GEMM reads those rows in place through
-// an offset table (gemm_native IndirectB), so the 9× (for 3×3) copy of im2col never
-// happens. The flat output is then copied to the real one with the bias and epilogue.
-//
-// At stride s the padded input is first split into its stride phases (Phases): phase
-// (py, px) holds padded rows py, py + s, … and columns px, px + s, …, so a tap at padded
-// offset (oy, ox) reads phase (oy mod s, ox mod s) from row oy / s, column ox / s on, again
-// one contiguous run per output row, the flat output ⌈W'/s⌉ wide. The phases hold the
-// input once (im2col would hold it kh·kw / s² times).
+// Row (channel c, tap ky, kx) of the im2col matrix holds, at output position (oy, ox), the
+// zero-padded input at (oy·s + ky·d, ox·s + kx·d). Split the padded input's rows into their
+// stride phases (rows py, py + s, … for each py = ky·d mod s that some tap has), and its
+// columns likewise into phases px (columns px, px + s, …), each copy ⌈W'/s⌉ wide: that row
+// of im2col is then copy (py, px = kx·d mod s) itself, read from row ky·d / s, column
+// kx·d / s on as one contiguous run per output row, if the flat output is computed at every
+// column of the copies' width (the columns past the output width dropped afterwards). The
+// GEMM reads those runs in place through an offset table (gemm_native IndirectB). Where
+// those dropped columns would cost more than copying the input once per column tap, the
+// columns are copied per tap instead (copy (py, kx) holds columns ox·s + kx·d, the output
+// width): the flat output is then the output's own layout. Either way the copies hold the
+// input at most kw times; im2col holds it kh·kw / s² times. The flat output is then copied
+// to the real one with the bias and epilogue.
 
-/// Largest stride the implicit GEMM takes: a phase per stride² (only those the taps read).
+/// Largest stride the implicit GEMM takes: a copy per stride phase (only those taps read).
 const implicit_stride_max = 2;
 
-/// The stride phases of runImplicit's input (one, the padded plane, at stride 1).
+/// The copies of runImplicit's input: per input channel, one plane per (row phase, column
+/// phase or column tap), `size` = [rows, columns] of each.
 const Phases = struct {
     window: Window,
-    /// Rows and columns of one phase plane: the padded input's over the stride, rounded up.
+    /// Rows and columns of one copy: the padded input's rows over the row stride (rounded
+    /// up), and its columns over the column stride, or the output width (per-tap columns).
     size: [2]usize,
-    /// Per axis, whether some tap reads phase p (its offset ≡ p modulo the stride).
+    /// Columns copied per column tap (else per column phase).
+    per_tap: bool,
+    /// Per axis, whether some tap reads phase p (its offset k·d ≡ p modulo the stride).
     used: [2][implicit_stride_max]bool,
-    /// Per axis, the slot of phase p among the used ones (phases are stored by slot).
+    /// Per axis, the slot of phase p among the used ones (copies are stored by slot).
     slot: [2][implicit_stride_max]usize,
     /// Per axis, how many phases are used.
     count: [2]usize,
 
-    /// The phases of `window`, or null past implicit_stride_max.
+    /// The copies of `window`, or null past implicit_stride_max.
     fn of(window: Window) ?Phases {
-        var phases: Phases = .{ .window = window, .size = undefined, .used = @splat(@splat(false)), .slot = undefined, .count = .{ 0, 0 } };
+        var phases: Phases = .{ .window = window, .size = undefined, .per_tap = false, .used = @splat(@splat(false)), .slot = undefined, .count = .{ 0, 0 } };
         for (0..2) |axis| {
             const stride = window.stride[axis];
             if (stride == 0 or stride > implicit_stride_max) return null;
@@ -843,6 +850,15 @@ const Phases = struct {
                 if (phases.used[axis][p]) phases.count[axis] += 1;
             }
         }
+        // Per-tap columns where the phase width passes the output width by more than 1/16
+        // (an 8 × 8 map: 10 columns for 8). Measured on Zen 5 at 1 thread
+        // (bench/results/conv_implicit.txt): 8 × 8 maps 0.87x the time of phase columns at
+        // stride 1 and 2, a 32 × 32 map (34 for 32) 1.1-1.6x, so it keeps phase columns.
+        if (phases.size[1] * 16 > window.grid[1] * 17) {
+            phases.per_tap = true;
+            phases.size[1] = window.grid[1];
+            phases.count[1] = window.kernel[1];
+        }
         return phases;
     }
 
@@ -850,39 +866,45 @@ const Phases = struct {
         return phases.size[0] * phases.size[1];
     }
 
-    /// Floats of one input channel's phases, stored one plane after the other.
+    /// Floats of one input channel's copies, stored one plane after the other.
     fn channelFloats(phases: Phases) usize {
         return phases.count[0] * phases.count[1] * phases.planeFloats();
     }
 
-    /// Where the run of tap (ky, kx) starts in its channel's phases.
+    /// Where the run of tap (ky, kx) starts in its channel's copies.
     fn tapOffset(phases: Phases, ky: usize, kx: usize) usize {
         const w = phases.window;
         const oy = ky * w.dilation[0];
         const ox = kx * w.dilation[1];
-        const slot = phases.slot[0][oy % w.stride[0]] * phases.count[1] + phases.slot[1][ox % w.stride[1]];
-        return slot * phases.planeFloats() + (oy / w.stride[0]) * phases.size[1] + ox / w.stride[1];
+        const column_slot = if (phases.per_tap) kx else phases.slot[1][ox % w.stride[1]];
+        const column = if (phases.per_tap) 0 else ox / w.stride[1];
+        const slot = phases.slot[0][oy % w.stride[0]] * phases.count[1] + column_slot;
+        return slot * phases.planeFloats() + (oy / w.stride[0]) * phases.size[1] + column;
     }
 
-    /// Fills one channel's phases (channelFloats) from its image plane.
+    /// Fills one channel's copies (channelFloats) from its image plane.
     fn fill(phases: Phases, plane: []const f32, target: []f32) void {
         std.debug.assert(target.len == phases.channelFloats());
         const w = phases.window;
-        for (0..w.stride[0]) |py| for (0..w.stride[1]) |px| {
-            if (!phases.used[0][py] or !phases.used[1][px]) continue;
-            const slot = phases.slot[0][py] * phases.count[1] + phases.slot[1][px];
-            kernels.phasePlane(w, plane, .{ py, px }, phases.size, target[slot * phases.planeFloats() ..][0..phases.planeFloats()]);
+        const columns = if (phases.per_tap) w.kernel[1] else w.stride[1];
+        for (0..w.stride[0]) |py| for (0..columns) |column| {
+            if (!phases.used[0][py]) continue;
+            if (!phases.per_tap and !phases.used[1][column]) continue;
+            const column_slot = if (phases.per_tap) column else phases.slot[1][column];
+            const offset = if (phases.per_tap) column * w.dilation[1] else column;
+            const slot = phases.slot[0][py] * phases.count[1] + column_slot;
+            kernels.phasePlane(w, plane, .{ py, offset }, phases.size, target[slot * phases.planeFloats() ..][0..phases.planeFloats()]);
         };
     }
 };
 
-/// Floats of padding past the last channel's phases: the last rows' runs end up to
-/// (kw − 1)·dw / sw past it (see IndirectB.validate, which checks).
+/// Floats of zeros past the last channel's copies: with phase columns the last rows' runs
+/// end up to (kw − 1)·dw / sw past them (see IndirectB.validate, which checks).
 fn implicitSlack(window: Window) usize {
     return (window.kernel[1] - 1) * window.dilation[1] + 64;
 }
 
-/// The scratch floats of runImplicit (phases, flat output, offset table), or null when it
+/// The scratch floats of runImplicit (copies, flat output, offset table), or null when it
 /// does not apply: another BLAS, a stride past `stride_max` (1 for the bf16 kernels), a
 /// plain pointwise conv (already a GEMM on its input), or scratch beyond the limit.
 fn implicitScratch(geometry: Geometry, stride_max: usize) ?usize {
@@ -890,28 +912,11 @@ fn implicitScratch(geometry: Geometry, stride_max: usize) ?usize {
     if (build_options.blas != .native) return null;
     if (window.stride[0] > stride_max or window.stride[1] > stride_max or isPointwise(window)) return null;
     const phases = Phases.of(window) orelse return null;
-    const padded = std.math.mul(usize, geometry.inPerGroup(), std.math.mul(usize, phases.count[0] * phases.count[1], phases.planeFloats()) catch return null) catch return null;
+    const padded = std.math.mul(usize, geometry.inPerGroup(), phases.channelFloats()) catch return null;
     const flat = std.math.mul(usize, geometry.outPerGroup(), window.grid[0] * phases.size[1]) catch return null;
     const offsets = implicitOffsetFloats(geometry.inPerGroup() * window.taps());
     const total = padded +| implicitSlack(window) +| flat +| offsets;
     return if (total *| @sizeOf(f32) <= scratch_bytes_max) total else null;
-}
-
-/// Whether the implicit GEMM beats im2col + GEMM on f32: it multiplies every column of its
-/// flat output, the output width rounded up to the phase width, where im2col multiplies only
-/// the output's, but it copies the input once where im2col copies it kh·kw / s² times.
-/// Measured on Zen 5 at 1 thread (bench/results/conv_implicit.txt): at stride 2 a 32 × 32
-/// map (272 columns for 256) 13% faster implicit, a 16 × 16 one (72, as 80 in vectors, for
-/// 64) 6% slower. So: implicit while its vector-rounded columns are at most 9/8 of im2col's.
-/// (At stride 1 the two measured alike on an 8 × 8 map, 80 columns for 64: implicit as before.)
-fn implicitPays(geometry: Geometry) bool {
-    const window = geometry.window;
-    if (window.stride[0] == 1 and window.stride[1] == 1) return true;
-    const phases = Phases.of(window) orelse return false;
-    const lanes = gemm_native.native.lanes;
-    const implicit_columns = std.mem.alignForward(usize, window.grid[0] *| phases.size[1], lanes);
-    const unfolded_columns = std.mem.alignForward(usize, window.gridPlane(), lanes);
-    return implicit_columns *| 8 <= unfolded_columns *| 9;
 }
 
 fn isOneByOne(window: Window) bool {
@@ -1413,6 +1418,10 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 17, .size = .{ 8, 9 }, .out_channels = 16, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 } } },
     .{ .batch = 2, .in_channels = 16, .size = .{ 10, 11 }, .out_channels = 6, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 2 } },
     .{ .batch = 1, .in_channels = 8, .size = .{ 13, 13 }, .out_channels = 9, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 3, 3 }, .padding = .{ 1, 1 } } },
+    // The implicit GEMM's copies by column phase (a width the padding barely widens) at
+    // stride 1 and 2; the cases above (narrow maps) copy columns per tap.
+    .{ .batch = 2, .in_channels = 12, .size = .{ 5, 40 }, .out_channels = 15, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 10, .size = .{ 7, 66 }, .out_channels = 9, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
     // Pointwise through the direct kernel over several column blocks, and through the GEMM
     // (more input channels than the direct kernel takes).
     .{ .batch = 2, .in_channels = 16, .size = .{ 19, 23 }, .out_channels = 13, .kernel = .{ 1, 1 } },
@@ -1427,6 +1436,25 @@ test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
         try settings.setNumThreads(threads);
         for (conv_cases) |case| try checkCase(case, false, prng.random());
     }
+}
+
+test "the implicit GEMM copies columns per tap on narrow maps, by phase on wide ones" {
+    const narrow: Window = .{ .image = .{ 8, 8 }, .grid = .{ 8, 8 }, .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
+    const phases = Phases.of(narrow).?;
+    try testing.expect(phases.per_tap);
+    try testing.expectEqual(3 * 10 * 8, phases.channelFloats());
+    // Tap (2, 1) reads copy kx = 1 (8 × 8 after 10 × 8) from row 2.
+    try testing.expectEqual(10 * 8 + 2 * 8, phases.tapOffset(2, 1));
+    var wide = narrow;
+    wide.image = .{ 32, 32 };
+    wide.grid = .{ 16, 16 };
+    wide.stride = .{ 2, 2 };
+    const strided = Phases.of(wide).?;
+    try testing.expect(!strided.per_tap);
+    // Tap (2, 1) reads row phase 0 from row 1, column phase 1 from column 0.
+    try testing.expectEqual(17 * 17 + 17, strided.tapOffset(2, 1));
+    wide.stride = .{ 3, 3 };
+    try testing.expect(Phases.of(wide) == null);
 }
 
 const transpose_cases = [_]Case{
