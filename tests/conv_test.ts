@@ -137,6 +137,8 @@ const convCases: Case[] = [
   { batch: 2, inChannels: 24, size: [20, 31], outChannels: 29, kernel: [3, 3], stride: [2, 2], padding: [1, 1] },
   { batch: 1, inChannels: 9, size: [12, 9], outChannels: 7, kernel: [3, 3], stride: [2, 2], dilation: [2, 2] },
   { batch: 1, inChannels: 40, size: [9, 14], outChannels: 17, kernel: [1, 1], stride: [2, 2] },
+  // A narrow map with 96 or more output channels: the input's columns copied per tap.
+  { batch: 2, inChannels: 8, size: [6, 7], outChannels: 100, kernel: [3, 3], stride: [2, 2], padding: [1, 1] },
 ];
 
 const transposeCases: Case[] = [

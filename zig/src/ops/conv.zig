@@ -820,6 +820,9 @@ const UnfoldedContext = struct {
 
 /// Largest stride the implicit GEMM takes: a copy per stride phase (only those taps read).
 const implicit_stride_max = 2;
+/// Fewest GEMM rows (output channels per group) for which the implicit GEMM copies the
+/// input's columns per tap (see Phases.of).
+const per_tap_rows_min = 96;
 
 /// The copies of runImplicit's input: per input channel, one plane per (row phase, column
 /// phase or column tap), `size` = [rows, columns] of each.
@@ -837,8 +840,9 @@ const Phases = struct {
     /// Per axis, how many phases are used.
     count: [2]usize,
 
-    /// The copies of `window`, or null past implicit_stride_max.
-    fn of(window: Window) ?Phases {
+    /// The copies of `window` for a GEMM of `rows` output channels (per group), or null
+    /// past implicit_stride_max.
+    fn of(window: Window, rows: usize) ?Phases {
         var phases: Phases = .{ .window = window, .size = undefined, .per_tap = false, .used = @splat(@splat(false)), .slot = undefined, .count = .{ 0, 0 } };
         for (0..2) |axis| {
             const stride = window.stride[axis];
@@ -851,10 +855,12 @@ const Phases = struct {
             }
         }
         // Per-tap columns where the phase width passes the output width by more than 1/16
-        // (an 8 × 8 map: 10 columns for 8). Measured on Zen 5 at 1 thread
-        // (bench/results/conv_implicit.txt): 8 × 8 maps 0.87x the time of phase columns at
-        // stride 1 and 2, a 32 × 32 map (34 for 32) 1.1-1.6x, so it keeps phase columns.
-        if (phases.size[1] * 16 > window.grid[1] * 17) {
+        // (an 8 × 8 map: 10 columns for 8) and the GEMM has rows enough to repay copying
+        // the input kw times. Measured on Zen 5 at 1 thread (bench/results/conv_implicit.txt):
+        // 128 rows on 8 × 8 maps 0.86x the time of phase columns at stride 1, 0.92x at
+        // stride 2; 64 rows on 16 × 16 alike; 24 rows (det's neck) on 20 × 20 and 10 × 10
+        // 1.16x and 1.19x; a 32 × 32 map (34 columns for 32) 1.1-1.6x, so it keeps phases.
+        if (phases.size[1] * 16 > window.grid[1] * 17 and rows >= per_tap_rows_min) {
             phases.per_tap = true;
             phases.size[1] = window.grid[1];
             phases.count[1] = window.kernel[1];
@@ -911,7 +917,7 @@ fn implicitScratch(geometry: Geometry, stride_max: usize) ?usize {
     const window = geometry.window;
     if (build_options.blas != .native) return null;
     if (window.stride[0] > stride_max or window.stride[1] > stride_max or isPointwise(window)) return null;
-    const phases = Phases.of(window) orelse return null;
+    const phases = Phases.of(window, geometry.outPerGroup()) orelse return null;
     const padded = std.math.mul(usize, geometry.inPerGroup(), phases.channelFloats()) catch return null;
     const flat = std.math.mul(usize, geometry.outPerGroup(), window.grid[0] * phases.size[1]) catch return null;
     const offsets = implicitOffsetFloats(geometry.inPerGroup() * window.taps());
@@ -930,7 +936,7 @@ fn implicitOffsetFloats(depth: usize) usize {
 
 fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void {
     const window = geometry.window;
-    const phases = Phases.of(window).?;
+    const phases = Phases.of(window, geometry.outPerGroup()).?;
     const channels = geometry.inPerGroup();
     const m = geometry.outPerGroup();
     const n = window.grid[0] * phases.size[1];
@@ -1419,9 +1425,11 @@ const conv_cases = [_]Case{
     .{ .batch = 2, .in_channels = 16, .size = .{ 10, 11 }, .out_channels = 6, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 2 } },
     .{ .batch = 1, .in_channels = 8, .size = .{ 13, 13 }, .out_channels = 9, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 3, 3 }, .padding = .{ 1, 1 } } },
     // The implicit GEMM's copies by column phase (a width the padding barely widens) at
-    // stride 1 and 2; the cases above (narrow maps) copy columns per tap.
+    // stride 1 and 2, and per column tap (narrow maps, 96 or more output channels).
     .{ .batch = 2, .in_channels = 12, .size = .{ 5, 40 }, .out_channels = 15, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 10, .size = .{ 7, 66 }, .out_channels = 9, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 20, .size = .{ 6, 7 }, .out_channels = 100, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    .{ .batch = 2, .in_channels = 9, .size = .{ 9, 12 }, .out_channels = 97, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
     // Pointwise through the direct kernel over several column blocks, and through the GEMM
     // (more input channels than the direct kernel takes).
     .{ .batch = 2, .in_channels = 16, .size = .{ 19, 23 }, .out_channels = 13, .kernel = .{ 1, 1 } },
@@ -1438,9 +1446,10 @@ test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
     }
 }
 
-test "the implicit GEMM copies columns per tap on narrow maps, by phase on wide ones" {
+test "the implicit GEMM copies columns per tap on narrow maps with many rows, else by phase" {
     const narrow: Window = .{ .image = .{ 8, 8 }, .grid = .{ 8, 8 }, .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
-    const phases = Phases.of(narrow).?;
+    const phases = Phases.of(narrow, 128).?;
+    try testing.expect(!Phases.of(narrow, 24).?.per_tap);
     try testing.expect(phases.per_tap);
     try testing.expectEqual(3 * 10 * 8, phases.channelFloats());
     // Tap (2, 1) reads copy kx = 1 (8 × 8 after 10 × 8) from row 2.
@@ -1449,12 +1458,12 @@ test "the implicit GEMM copies columns per tap on narrow maps, by phase on wide 
     wide.image = .{ 32, 32 };
     wide.grid = .{ 16, 16 };
     wide.stride = .{ 2, 2 };
-    const strided = Phases.of(wide).?;
+    const strided = Phases.of(wide, 128).?;
     try testing.expect(!strided.per_tap);
     // Tap (2, 1) reads row phase 0 from row 1, column phase 1 from column 0.
     try testing.expectEqual(17 * 17 + 17, strided.tapOffset(2, 1));
     wide.stride = .{ 3, 3 };
-    try testing.expect(Phases.of(wide) == null);
+    try testing.expect(Phases.of(wide, 128) == null);
 }
 
 const transpose_cases = [_]Case{

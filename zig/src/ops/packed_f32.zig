@@ -238,6 +238,8 @@ test "conv2d on a packed weight matches the plain op and the reference, 1 and 2 
         // (one phase, the input subsampled).
         .{ .batch = 2, .c = 24, .out = 29, .h = 20, .w = 31, .kernel = 3, .stride = 2, .groups = 1 },
         .{ .batch = 1, .c = 80, .out = 17, .h = 9, .w = 14, .kernel = 1, .stride = 2, .groups = 1 },
+        // Columns copied per tap: a narrow map, 100 output channels.
+        .{ .batch = 1, .c = 24, .out = 100, .h = 6, .w = 7, .kernel = 3, .stride = 1, .groups = 1 },
     };
     for (cases) |case| for ([_]i64{ 1, 2 }) |threads| {
         try settings.setNumThreads(threads);
