@@ -1,5 +1,17 @@
 import assert from "node:assert/strict";
-import { conv2d, convTranspose2d, fork, SpindleError, tensor, wait, zeros } from "../mod.ts";
+import {
+  conv2d,
+  convTranspose2d,
+  fork,
+  Module,
+  relu,
+  script,
+  SpindleError,
+  type Tensor,
+  tensor,
+  wait,
+  zeros,
+} from "../mod.ts";
 import { assertClose, atThreadCounts, randomValues, values } from "./reference.ts";
 
 interface Case {
@@ -120,6 +132,13 @@ const convCases: Case[] = [
   { batch: 1, inChannels: 8, size: [7, 7], outChannels: 16, kernel: [1, 1], stride: [2, 2] },
   { batch: 1, inChannels: 40, size: [23, 29], outChannels: 9, kernel: [3, 3], padding: [1, 1] },
   { batch: 1, inChannels: 16, size: [5, 5], outChannels: 80, kernel: [3, 3], padding: [1, 1] },
+  // Stride 2 through the implicit GEMM on stride phases: 3×3 (four phases), a dilation that
+  // leaves one phase per axis, and a strided 1×1 (the input subsampled).
+  { batch: 2, inChannels: 24, size: [20, 31], outChannels: 29, kernel: [3, 3], stride: [2, 2], padding: [1, 1] },
+  { batch: 1, inChannels: 9, size: [12, 9], outChannels: 7, kernel: [3, 3], stride: [2, 2], dilation: [2, 2] },
+  { batch: 1, inChannels: 40, size: [9, 14], outChannels: 17, kernel: [1, 1], stride: [2, 2] },
+  // A narrow map with 96 or more output channels: the input's columns copied per tap.
+  { batch: 2, inChannels: 8, size: [6, 7], outChannels: 100, kernel: [3, 3], stride: [2, 2], padding: [1, 1] },
 ];
 
 const transposeCases: Case[] = [
@@ -207,6 +226,30 @@ Deno.test("conv2d matches the direct reference on awkward shapes at 1 and 2 thre
 
 Deno.test("convTranspose2d matches the direct reference on awkward shapes at 1 and 2 threads", () => {
   runCases(transposeCases, true);
+});
+
+Deno.test("scripted stride-2 convolutions (weights packed at load) match the eager op at 1 and 2 threads", () => {
+  // The implicit GEMM on stride phases with a packed weight: 3×3 (four phases, 24 · 9 rows
+  // of depth) and 1×1 over 80 channels (one phase); the relu fused into the store.
+  const cases: [number, number, [number, number]][] = [[24, 3, [20, 31]], [80, 1, [9, 14]]];
+  let seed = 900;
+  for (const [inChannels, kernel, size] of cases) {
+    using x = tensor(randomValues(2 * inChannels * size[0] * size[1], seed++), [2, inChannels, ...size]);
+    using w = tensor(randomValues(29 * inChannels * kernel * kernel, seed++), [29, inChannels, kernel, kernel]);
+    using b = tensor(randomValues(29, seed++), [29]);
+    const options = { stride: 2, padding: Math.floor(kernel / 2) };
+    using module = Module.fromScript(script((input: Tensor) => relu(conv2d(input, w, b, options))), [x]);
+    atThreadCounts((threads) => {
+      using expected = relu(conv2d(x, w, b, options));
+      using y = module.forwardSync(x);
+      assert.deepEqual(y.shape, expected.shape);
+      assertClose(values(y), values(expected), {
+        relative: 1e-5,
+        absolute: 1e-5,
+        label: `${inChannels}x${kernel} ${threads}`,
+      });
+    });
+  }
 });
 
 Deno.test("conv2d takes unbatched [C, H, W] inputs and runs on the inter-op pool", async () => {

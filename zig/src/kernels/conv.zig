@@ -535,23 +535,37 @@ fn bufferedVectors(
     }
 }
 
-/// Copies an image plane into `target`, (image[0] + 2·padding[0]) rows of image[1] +
-/// 2·padding[1], zero in the padding. Rows are often short: inline vector copies, not a
-/// libc call per row.
-pub fn padPlane(window: Window, plane: []const f32, target: []f32) void {
-    const width = window.image[1] + 2 * window.padding[1];
-    const in_w = window.image[1];
+/// One copy of an image plane for an implicit GEMM (ops/conv.zig runImplicit): `target`
+/// (size[0] rows of size[1]) holds at (j, i) the zero-padded plane at padded row
+/// j·stride[0] + offset[0] and column i·stride[1] + offset[1], zero in the padding and past
+/// it. offset[0] is a row phase (below the stride), offset[1] a column phase or a column
+/// tap's offset kx·d.
+/// Rows are often short: inline vector copies, not a libc call per row.
+pub fn phasePlane(window: Window, plane: []const f32, offset: [2]usize, size: [2]usize, target: []f32) void {
     std.debug.assert(plane.len == window.imagePlane());
-    std.debug.assert(target.len == (window.image[0] + 2 * window.padding[0]) * width);
-    const top = window.padding[0] * width;
-    const body_end = top + window.image[0] * width;
-    @memset(target[0..top], 0);
-    @memset(target[body_end..], 0);
-    for (0..window.image[0]) |y| {
-        const row = target[top + y * width ..][0..width];
-        for (row[0..window.padding[1]]) |*x| x.* = 0;
-        copyShort(row[window.padding[1]..][0..in_w], plane[y * in_w ..][0..in_w]);
-        for (row[window.padding[1] + in_w ..]) |*x| x.* = 0;
+    std.debug.assert(target.len == size[0] * size[1]);
+    std.debug.assert(offset[0] < window.stride[0]);
+    const in_w = window.image[1];
+    const rows = validSpan(size[0], window.image[0], window.stride[0], window.padding[0], offset[0]);
+    const cols = validSpan(size[1], in_w, window.stride[1], window.padding[1], offset[1]);
+    @memset(target[0 .. rows.begin * size[1]], 0);
+    @memset(target[rows.end * size[1] ..], 0);
+    for (rows.begin..rows.end) |j| {
+        const row = target[j * size[1] ..][0..size[1]];
+        for (row[0..cols.begin]) |*x| x.* = 0;
+        for (row[cols.end..]) |*x| x.* = 0;
+        if (cols.end == cols.begin) continue;
+        const iy = j * window.stride[0] + offset[0] - window.padding[0];
+        const first = cols.begin * window.stride[1] + offset[1] - window.padding[1];
+        const inside = row[cols.begin..cols.end];
+        switch (window.stride[1]) {
+            1 => copyShort(inside, plane[iy * in_w + first ..][0..inside.len]),
+            // The rest of the plane, not just the row (as unfoldRow).
+            2 => gatherStrided(2, inside, plane[iy * in_w ..], first),
+            else => |stride| for (inside, 0..) |*x, i| {
+                x.* = plane[iy * in_w + first + i * stride];
+            },
+        }
     }
 }
 
@@ -843,6 +857,33 @@ test "tapSpan keeps exactly the taps inside the image" {
             const index = @as(i64, @intCast(position * stride + k * dilation)) - @as(i64, @intCast(padding));
             try testing.expectEqual(index >= 0 and index < image, s.contains(k));
         }
+    };
+}
+
+test "phasePlane holds every row phase and column offset of the zero-padded plane" {
+    var prng = std.Random.DefaultPrng.init(0x9a5e);
+    const random = prng.random();
+    var plane: [13 * 11]f32 = undefined;
+    var target: [16 * 16]f32 = undefined;
+    for (&plane) |*x| x.* = random.float(f32) + 1; // never 0: a missed copy shows
+    for ([_]usize{ 1, 2, 3 }) |stride| for ([_]usize{ 0, 1, 2 }) |padding| for ([_][2]usize{ .{ 13, 11 }, .{ 1, 1 }, .{ 2, 7 }, .{ 9, 1 } }) |image| {
+        const window: Window = .{ .image = image, .grid = .{ 1, 1 }, .kernel = .{ 1, 1 }, .stride = .{ stride, stride }, .padding = .{ padding, padding }, .dilation = .{ 1, 1 } };
+        const source = plane[0 .. image[0] * image[1]];
+        var size: [2]usize = undefined;
+        for (0..2) |axis| size[axis] = std.math.divCeil(usize, image[axis] + 2 * padding, stride) catch unreachable;
+        size[1] = @max(1, size[1] -| (stride - 1)); // not always the phase width
+        for (0..stride) |py| for (0..stride + 3) |px| {
+            const phase = target[0 .. size[0] * size[1]];
+            @memset(phase, std.math.nan(f32));
+            phasePlane(window, source, .{ py, px }, size, phase);
+            for (0..size[0]) |j| for (0..size[1]) |i| {
+                const y = j * stride + py;
+                const x = i * stride + px;
+                const inside = y >= padding and y < padding + image[0] and x >= padding and x < padding + image[1];
+                const expected = if (inside) source[(y - padding) * image[1] + x - padding] else 0;
+                try testing.expectEqual(expected, phase[j * size[1] + i]);
+            };
+        };
     };
 }
 

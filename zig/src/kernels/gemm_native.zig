@@ -156,7 +156,7 @@ pub fn Kernel(comptime config: Config) type {
     return struct {
         pub const panel_rows = config.panel_rows;
         pub const panel_cols = config.panelCols();
-        const lanes = config.vector_length;
+        pub const lanes = config.vector_length;
         const panel_vectors = config.panel_vectors;
         const depth_block = config.depth_block;
         const row_block = config.row_block;
@@ -695,6 +695,12 @@ pub fn Kernel(comptime config: Config) type {
                             microKernel(shape, depth, panel.ptr, sliver.values, offsets, tile_c);
                         } else if (sliver.direct) {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
+                            microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
+                        } else if (panel_vectors > 1 and sliver_cols <= lanes) {
+                            // A ragged last sliver of at most one vector (a convolution's flat
+                            // output of 8 × 10 = 80 columns: 64 + 16) multiplies only that
+                            // vector, not the zero padding of a whole sliver (as convSliver).
+                            const shape: Shape = .{ .rows = used, .vectors = 1, .direct = false };
                             microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
                         } else {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
@@ -1878,8 +1884,9 @@ test "an indirect B (rows found through an offset table) matches the reference, 
     const random = prng.random();
     inline for (test_configs) |config| {
         const K = Kernel(config);
-        // Depth past one depth block, rows past one row block, ragged columns, single ones.
-        const shapes = [_][3]usize{ .{ 1, 1, 1 }, .{ 24, 67, 864 }, .{ 3, 200, 17 }, .{ 170, 45, 530 }, .{ 14, 32, 9 }, .{ 5, 1000, 3 } };
+        // Depth past one depth block, rows past one row block, ragged columns (a last sliver
+        // of at most one vector: 80 = 64 + 16, 16 alone), single ones.
+        const shapes = [_][3]usize{ .{ 1, 1, 1 }, .{ 24, 67, 864 }, .{ 3, 200, 17 }, .{ 170, 45, 530 }, .{ 14, 32, 9 }, .{ 5, 1000, 3 }, .{ 30, 80, 300 }, .{ 17, 16, 40 } };
         for (shapes) |shape| {
             const case: Case = .{ .m = shape[0], .n = shape[1], .k = shape[2], .alpha = 1, .beta = if (random.boolean()) 0 else 0.5, .ldb_pad = random.uintLessThan(usize, 3), .ldc_pad = 1 };
             var matrices = try TestMatrices.init(testing.allocator, random, case);

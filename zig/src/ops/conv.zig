@@ -9,6 +9,8 @@
 //!   (kernels/conv_pointwise.zig), else a GEMM straight on the input, no unfolding;
 //! - few input channels (in · kh · kw ≤ 64, an RGB stem): a direct kernel on buffered input
 //!   rows (kernels/conv_pointwise.zig);
+//! - stride 1 or 2 with the native GEMM: an implicit GEMM reading, in place, copies of the
+//!   input split by stride phase (or column tap) instead of the unfolded matrix (runImplicit);
 //! - otherwise im2col + GEMM, in column blocks sized for L2, each worker unfolding its own
 //!   block into its own slice of one scratch buffer allocated per call (at most 64 MiB).
 //! The epilogue (bias, activation, affine) is applied to each GEMM block while it is still in cache.
@@ -314,13 +316,14 @@ fn conv2dWith(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options,
     if (out.numel() == 0) return out;
     var data = call.data;
     data.packed_f32 = packed_weights;
+    const implicit = implicitScratch(geometry, implicit_stride_max);
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
     } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
         try runPointwise(geometry, data);
-    } else if (geometry.groups == 1 and pointwise_kernels.smallApplies(geometry.window, geometry.in_channels)) {
+    } else if (geometry.groups == 1 and pointwise_kernels.smallApplies(geometry.window, geometry.in_channels) and !(isOneByOne(geometry.window) and implicit != null)) {
         try runSmall(geometry, data);
-    } else if (implicitScratch(geometry)) |floats| {
+    } else if (implicit) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
         try runUnfolded(geometry, data);
@@ -352,7 +355,7 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
         switch (weights.kernel) {
             inline else => |which| try runDirect(bf16.directKernel(which), geometry, data, weights, floats),
         }
-    } else if (implicitScratch(geometry)) |floats| {
+    } else if (implicitScratch(geometry, 1)) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
         try runUnfolded(geometry, data);
@@ -799,35 +802,131 @@ const UnfoldedContext = struct {
 };
 
 // ---------------------------------------------------------------------------------------
-// Implicit GEMM (native BLAS, stride 1): no unfolded matrix at all.
+// Implicit GEMM (native BLAS): no unfolded matrix at all.
 //
-// With the input zero-padded to H' × W' and the output computed at every padded column
-// (flat position y·W' + x, the columns x ≥ the output width dropped afterwards), row
-// (channel c, tap ky, kx) of the im2col matrix is the padded input itself read from
-// c·H'·W' + ky·d·W' + kx·d on: a contiguous run. The GEMM reads those rows in place through
-// an offset table (gemm_native IndirectB), so the 9× (for 3×3) copy of im2col never
-// happens. The flat output is then copied to the real one with the bias and epilogue.
+// Row (channel c, tap ky, kx) of the im2col matrix holds, at output position (oy, ox), the
+// zero-padded input at (oy·s + ky·d, ox·s + kx·d). Split the padded input's rows into their
+// stride phases (rows py, py + s, … for each py = ky·d mod s that some tap has), and its
+// columns likewise into phases px (columns px, px + s, …), each copy ⌈W'/s⌉ wide: that row
+// of im2col is then copy (py, px = kx·d mod s) itself, read from row ky·d / s, column
+// kx·d / s on as one contiguous run per output row, if the flat output is computed at every
+// column of the copies' width (the columns past the output width dropped afterwards). The
+// GEMM reads those runs in place through an offset table (gemm_native IndirectB). Where
+// those dropped columns would cost more than copying the input once per column tap, the
+// columns are copied per tap instead (copy (py, kx) holds columns ox·s + kx·d, the output
+// width): the flat output is then the output's own layout. Either way the copies hold the
+// input at most kw times; im2col holds it kh·kw / s² times. The flat output is then copied
+// to the real one with the bias and epilogue.
 
-/// Floats of padding past the last padded plane: the last rows' runs end up to
-/// (kw − 1)·dw past it (see IndirectB.validate, which checks).
+/// Largest stride the implicit GEMM takes: a copy per stride phase (only those taps read).
+const implicit_stride_max = 2;
+/// Fewest GEMM rows (output channels per group) for which the implicit GEMM copies the
+/// input's columns per tap (see Phases.of).
+const per_tap_rows_min = 96;
+
+/// The copies of runImplicit's input: per input channel, one plane per (row phase, column
+/// phase or column tap), `size` = [rows, columns] of each.
+const Phases = struct {
+    window: Window,
+    /// Rows and columns of one copy: the padded input's rows over the row stride (rounded
+    /// up), and its columns over the column stride, or the output width (per-tap columns).
+    size: [2]usize,
+    /// Columns copied per column tap (else per column phase).
+    per_tap: bool,
+    /// Per axis, whether some tap reads phase p (its offset k·d ≡ p modulo the stride).
+    used: [2][implicit_stride_max]bool,
+    /// Per axis, the slot of phase p among the used ones (copies are stored by slot).
+    slot: [2][implicit_stride_max]usize,
+    /// Per axis, how many phases are used.
+    count: [2]usize,
+
+    /// The copies of `window` for a GEMM of `rows` output channels (per group), or null
+    /// past implicit_stride_max.
+    fn of(window: Window, rows: usize) ?Phases {
+        var phases: Phases = .{ .window = window, .size = undefined, .per_tap = false, .used = @splat(@splat(false)), .slot = undefined, .count = .{ 0, 0 } };
+        for (0..2) |axis| {
+            const stride = window.stride[axis];
+            if (stride == 0 or stride > implicit_stride_max) return null;
+            phases.size[axis] = std.math.divCeil(usize, window.image[axis] + 2 * window.padding[axis], stride) catch unreachable;
+            for (0..window.kernel[axis]) |k| phases.used[axis][(k * window.dilation[axis]) % stride] = true;
+            for (0..stride) |p| {
+                phases.slot[axis][p] = phases.count[axis];
+                if (phases.used[axis][p]) phases.count[axis] += 1;
+            }
+        }
+        // Per-tap columns where the phase width passes the output width by more than 1/16
+        // (an 8 × 8 map: 10 columns for 8) and the GEMM has rows enough to repay copying
+        // the input kw times. Measured on Zen 5 at 1 thread (bench/results/conv_implicit.txt):
+        // 128 rows on 8 × 8 maps 0.86x the time of phase columns at stride 1, 0.92x at
+        // stride 2; 64 rows on 16 × 16 alike; 24 rows (det's neck) on 20 × 20 and 10 × 10
+        // 1.16x and 1.19x; a 32 × 32 map (34 columns for 32) 1.1-1.6x, so it keeps phases.
+        if (phases.size[1] * 16 > window.grid[1] * 17 and rows >= per_tap_rows_min) {
+            phases.per_tap = true;
+            phases.size[1] = window.grid[1];
+            phases.count[1] = window.kernel[1];
+        }
+        return phases;
+    }
+
+    fn planeFloats(phases: Phases) usize {
+        return phases.size[0] * phases.size[1];
+    }
+
+    /// Floats of one input channel's copies, stored one plane after the other.
+    fn channelFloats(phases: Phases) usize {
+        return phases.count[0] * phases.count[1] * phases.planeFloats();
+    }
+
+    /// Where the run of tap (ky, kx) starts in its channel's copies.
+    fn tapOffset(phases: Phases, ky: usize, kx: usize) usize {
+        const w = phases.window;
+        const oy = ky * w.dilation[0];
+        const ox = kx * w.dilation[1];
+        const column_slot = if (phases.per_tap) kx else phases.slot[1][ox % w.stride[1]];
+        const column = if (phases.per_tap) 0 else ox / w.stride[1];
+        const slot = phases.slot[0][oy % w.stride[0]] * phases.count[1] + column_slot;
+        return slot * phases.planeFloats() + (oy / w.stride[0]) * phases.size[1] + column;
+    }
+
+    /// Fills one channel's copies (channelFloats) from its image plane.
+    fn fill(phases: Phases, plane: []const f32, target: []f32) void {
+        std.debug.assert(target.len == phases.channelFloats());
+        const w = phases.window;
+        const columns = if (phases.per_tap) w.kernel[1] else w.stride[1];
+        for (0..w.stride[0]) |py| for (0..columns) |column| {
+            if (!phases.used[0][py]) continue;
+            if (!phases.per_tap and !phases.used[1][column]) continue;
+            const column_slot = if (phases.per_tap) column else phases.slot[1][column];
+            const offset = if (phases.per_tap) column * w.dilation[1] else column;
+            const slot = phases.slot[0][py] * phases.count[1] + column_slot;
+            kernels.phasePlane(w, plane, .{ py, offset }, phases.size, target[slot * phases.planeFloats() ..][0..phases.planeFloats()]);
+        };
+    }
+};
+
+/// Floats of zeros past the last channel's copies: with phase columns the last rows' runs
+/// end up to (kw − 1)·dw / sw past them (see IndirectB.validate, which checks).
 fn implicitSlack(window: Window) usize {
     return (window.kernel[1] - 1) * window.dilation[1] + 64;
 }
 
-/// The scratch floats of runImplicit (padded input, flat output, offset table), or null when
-/// it does not apply: another BLAS, a stride, a plain pointwise conv (already a GEMM on its
-/// input), or scratch beyond the limit.
-fn implicitScratch(geometry: Geometry) ?usize {
+/// The scratch floats of runImplicit (copies, flat output, offset table), or null when it
+/// does not apply: another BLAS, a stride past `stride_max` (1 for the bf16 kernels), a
+/// plain pointwise conv (already a GEMM on its input), or scratch beyond the limit.
+fn implicitScratch(geometry: Geometry, stride_max: usize) ?usize {
     const window = geometry.window;
     if (build_options.blas != .native) return null;
-    if (window.stride[0] != 1 or window.stride[1] != 1 or isPointwise(window)) return null;
-    const width = window.image[1] + 2 * window.padding[1];
-    const height = window.image[0] + 2 * window.padding[0];
-    const padded = std.math.mul(usize, geometry.inPerGroup(), std.math.mul(usize, height, width) catch return null) catch return null;
-    const flat = std.math.mul(usize, geometry.outPerGroup(), window.grid[0] * width) catch return null;
+    if (window.stride[0] > stride_max or window.stride[1] > stride_max or isPointwise(window)) return null;
+    const phases = Phases.of(window, geometry.outPerGroup()) orelse return null;
+    const padded = std.math.mul(usize, geometry.inPerGroup(), phases.channelFloats()) catch return null;
+    const flat = std.math.mul(usize, geometry.outPerGroup(), window.grid[0] * phases.size[1]) catch return null;
     const offsets = implicitOffsetFloats(geometry.inPerGroup() * window.taps());
     const total = padded +| implicitSlack(window) +| flat +| offsets;
     return if (total *| @sizeOf(f32) <= scratch_bytes_max) total else null;
+}
+
+fn isOneByOne(window: Window) bool {
+    return window.kernel[0] == 1 and window.kernel[1] == 1;
 }
 
 /// Floats the offset table of `depth` rows takes, rounded to keep what follows aligned.
@@ -837,28 +936,27 @@ fn implicitOffsetFloats(depth: usize) usize {
 
 fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void {
     const window = geometry.window;
-    const width = window.image[1] + 2 * window.padding[1];
-    const height = window.image[0] + 2 * window.padding[0];
+    const phases = Phases.of(window, geometry.outPerGroup()).?;
     const channels = geometry.inPerGroup();
     const m = geometry.outPerGroup();
-    const n = window.grid[0] * width;
+    const n = window.grid[0] * phases.size[1];
     const depth = channels * window.taps();
     const scratch = try Scratch.init("conv2d", scratch_floats);
     defer scratch.release();
-    // The offset table first (the block is 64-byte aligned), then the padded planes.
+    // The offset table first (the block is 64-byte aligned), then the phases.
     const offset_floats = implicitOffsetFloats(depth);
     const offsets = @as([*]usize, @ptrCast(@alignCast(scratch.values.ptr)))[0..depth];
-    const padded_len = channels * height * width + implicitSlack(window);
+    const padded_len = channels * phases.channelFloats() + implicitSlack(window);
     const padded = scratch.values[offset_floats..][0..padded_len];
     const flat = scratch.values[offset_floats + padded_len ..][0 .. m * n];
     for (0..channels) |c| for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
-        offsets[(c * window.kernel[0] + ky) * window.kernel[1] + kx] = c * height * width + ky * window.dilation[0] * width + kx * window.dilation[1];
+        offsets[(c * window.kernel[0] + ky) * window.kernel[1] + kx] = c * phases.channelFloats() + phases.tapOffset(ky, kx);
     };
-    @memset(padded[channels * height * width ..], 0);
+    @memset(padded[channels * phases.channelFloats() ..], 0);
     const b: gemm_native.native.IndirectB = .{ .values = padded, .offsets = offsets, .n = n };
     const threads = parallel.threadsForFlops((2 *| m) *| n *| depth);
     const tiling = if (data.bf16) |weights| bf16.plan(weights, m, n, threads) else gemm.plan(m, n, threads);
-    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .packed_a = undefined, .tiling = tiling, .image = 0 };
+    var context: ImplicitContext = .{ .geometry = geometry, .data = data, .phases = phases, .padded = padded, .offsets = offsets, .flat = flat, .args = undefined, .packed_a = undefined, .tiling = tiling, .image = 0 };
     for (0..geometry.batch * geometry.groups) |image| {
         context.image = image;
         // The weight rows of this image's group times the padded input, into `flat`.
@@ -879,7 +977,7 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
         }
         try context.args.validate();
         const shared: *const ImplicitContext = &context;
-        try intra_op.parallelForTyped(0, channels, parallel.grain(.medium, height * width), shared, ImplicitContext.pad);
+        try intra_op.parallelForTyped(0, channels, parallel.grain(.medium, phases.channelFloats()), shared, ImplicitContext.pad);
         try intra_op.parallelForTyped(0, tiling.count(), 1, shared, ImplicitContext.multiply);
         try intra_op.parallelForTyped(0, m, parallel.grain(.medium, n), shared, ImplicitContext.finish);
     }
@@ -888,6 +986,7 @@ fn runImplicit(geometry: Geometry, data: Data, scratch_floats: usize) Error!void
 const ImplicitContext = struct {
     geometry: Geometry,
     data: Data,
+    phases: Phases,
     padded: []f32,
     /// The offset table of the padded planes' rows (the bf16 GEMM's indirect operand).
     offsets: []const usize,
@@ -900,21 +999,16 @@ const ImplicitContext = struct {
     /// batch · groups + group of the image being computed.
     image: usize,
 
-    fn width(context: *const ImplicitContext) usize {
-        return context.geometry.window.image[1] + 2 * context.geometry.window.padding[1];
-    }
-
-    /// Copies input channels [begin, end) of the current image into their padded planes.
+    /// Copies input channels [begin, end) of the current image into their phases.
     fn pad(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
         const g = context.geometry;
         const w = g.window;
-        const padded_width = context.width();
-        const plane = (w.image[0] + 2 * w.padding[0]) * padded_width;
+        const floats = context.phases.channelFloats();
         const b = context.image / g.groups;
         const group = context.image % g.groups;
         const input = context.data.input[(b * g.in_channels + group * g.inPerGroup()) * w.imagePlane() ..][0 .. g.inPerGroup() * w.imagePlane()];
         for (begin..end) |c| {
-            kernels.padPlane(w, input[c * w.imagePlane() ..][0..w.imagePlane()], context.padded[c * plane ..][0..plane]);
+            context.phases.fill(input[c * w.imagePlane() ..][0..w.imagePlane()], context.padded[c * floats ..][0..floats]);
         }
     }
 
@@ -933,7 +1027,7 @@ const ImplicitContext = struct {
 
     /// Output channels [begin, end) of the current image (see finishFlat).
     fn finish(context: *const ImplicitContext, begin: usize, end: usize) Error!void {
-        finishFlat(context.geometry, context.data, context.image, context.flat, context.args.b.n, context.width(), begin, end);
+        finishFlat(context.geometry, context.data, context.image, context.flat, context.args.b.n, context.phases.size[1], begin, end);
     }
 };
 
@@ -1321,6 +1415,21 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 48, .size = .{ 1, 300 }, .out_channels = 12, .kernel = .{ 1, 1 } },
     // Strided with more input taps than the direct small kernel takes: im2col + GEMM.
     .{ .batch = 2, .in_channels = 9, .size = .{ 11, 13 }, .out_channels = 10, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
+    // Stride 2 through the implicit GEMM on stride phases (runImplicit): a row stride only,
+    // a dilation that leaves one phase per axis, a strided pointwise (one phase), a 2×2
+    // kernel without padding, groups; and stride 3 (im2col again).
+    .{ .batch = 1, .in_channels = 20, .size = .{ 9, 14 }, .out_channels = 17, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 1, 1 } } },
+    .{ .batch = 2, .in_channels = 8, .size = .{ 12, 9 }, .out_channels = 30, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .dilation = .{ 2, 2 } } },
+    .{ .batch = 1, .in_channels = 70, .size = .{ 7, 10 }, .out_channels = 5, .kernel = .{ 1, 1 }, .options = .{ .stride = .{ 2, 2 } } },
+    .{ .batch = 1, .in_channels = 17, .size = .{ 8, 9 }, .out_channels = 16, .kernel = .{ 2, 2 }, .options = .{ .stride = .{ 2, 2 } } },
+    .{ .batch = 2, .in_channels = 16, .size = .{ 10, 11 }, .out_channels = 6, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 2 } },
+    .{ .batch = 1, .in_channels = 8, .size = .{ 13, 13 }, .out_channels = 9, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 3, 3 }, .padding = .{ 1, 1 } } },
+    // The implicit GEMM's copies by column phase (a width the padding barely widens) at
+    // stride 1 and 2, and per column tap (narrow maps, 96 or more output channels).
+    .{ .batch = 2, .in_channels = 12, .size = .{ 5, 40 }, .out_channels = 15, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 10, .size = .{ 7, 66 }, .out_channels = 9, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 20, .size = .{ 6, 7 }, .out_channels = 100, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    .{ .batch = 2, .in_channels = 9, .size = .{ 9, 12 }, .out_channels = 97, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 } } },
     // Pointwise through the direct kernel over several column blocks, and through the GEMM
     // (more input channels than the direct kernel takes).
     .{ .batch = 2, .in_channels = 16, .size = .{ 19, 23 }, .out_channels = 13, .kernel = .{ 1, 1 } },
@@ -1335,6 +1444,26 @@ test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
         try settings.setNumThreads(threads);
         for (conv_cases) |case| try checkCase(case, false, prng.random());
     }
+}
+
+test "the implicit GEMM copies columns per tap on narrow maps with many rows, else by phase" {
+    const narrow: Window = .{ .image = .{ 8, 8 }, .grid = .{ 8, 8 }, .kernel = .{ 3, 3 }, .stride = .{ 1, 1 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } };
+    const phases = Phases.of(narrow, 128).?;
+    try testing.expect(!Phases.of(narrow, 24).?.per_tap);
+    try testing.expect(phases.per_tap);
+    try testing.expectEqual(3 * 10 * 8, phases.channelFloats());
+    // Tap (2, 1) reads copy kx = 1 (8 × 8 after 10 × 8) from row 2.
+    try testing.expectEqual(10 * 8 + 2 * 8, phases.tapOffset(2, 1));
+    var wide = narrow;
+    wide.image = .{ 32, 32 };
+    wide.grid = .{ 16, 16 };
+    wide.stride = .{ 2, 2 };
+    const strided = Phases.of(wide, 128).?;
+    try testing.expect(!strided.per_tap);
+    // Tap (2, 1) reads row phase 0 from row 1, column phase 1 from column 0.
+    try testing.expectEqual(17 * 17 + 17, strided.tapOffset(2, 1));
+    wide.stride = .{ 3, 3 };
+    try testing.expect(Phases.of(wide, 128) == null);
 }
 
 const transpose_cases = [_]Case{

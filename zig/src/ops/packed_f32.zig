@@ -222,7 +222,8 @@ test "conv2d on a packed weight matches the plain op and the reference, 1 and 2 
     const random = prng.random();
     const Case = struct { batch: usize, c: usize, out: usize, h: usize, w: usize, kernel: usize, stride: i64, groups: usize };
     // 1×1 over 64 channels (the GEMM on the input), 3×3 at stride 1 (implicit GEMM) and 2
-    // (im2col), grouped; out channels and pixels off the register block (14 × 32).
+    // (im2col on this small map), grouped; out channels and pixels off the register block
+    // (14 × 32).
     const cases = [_]Case{
         .{ .batch = 1, .c = 67, .out = 29, .h = 3, .w = 41, .kernel = 1, .stride = 1, .groups = 1 },
         .{ .batch = 2, .c = 120, .out = 43, .h = 1, .w = 80, .kernel = 1, .stride = 1, .groups = 1 },
@@ -233,6 +234,12 @@ test "conv2d on a packed weight matches the plain op and the reference, 1 and 2 
         // Past 64 rows (the input's slivers copied), 240 columns split as 128 + 112 at 2
         // threads, the last sliver one vector wide.
         .{ .batch = 1, .c = 130, .out = 71, .h = 3, .w = 80, .kernel = 1, .stride = 1, .groups = 1 },
+        // Stride 2 through the implicit GEMM on stride phases: 3×3 (four phases), and 1×1
+        // (one phase, the input subsampled).
+        .{ .batch = 2, .c = 24, .out = 29, .h = 20, .w = 31, .kernel = 3, .stride = 2, .groups = 1 },
+        .{ .batch = 1, .c = 80, .out = 17, .h = 9, .w = 14, .kernel = 1, .stride = 2, .groups = 1 },
+        // Columns copied per tap: a narrow map, 100 output channels.
+        .{ .batch = 1, .c = 24, .out = 100, .h = 6, .w = 7, .kernel = 3, .stride = 1, .groups = 1 },
     };
     for (cases) |case| for ([_]i64{ 1, 2 }) |threads| {
         try settings.setNumThreads(threads);
