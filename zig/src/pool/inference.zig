@@ -24,6 +24,7 @@
 const std = @import("std");
 const status = @import("../status.zig");
 const channels = @import("channels.zig");
+const placement = @import("placement.zig");
 
 const Error = status.Error;
 const assert = std.debug.assert;
@@ -190,7 +191,9 @@ pub const Pool = struct {
             pool.mutex.unlock();
             // Read before the run: the job may be reused once its token is taken.
             const queue = job.queue;
+            placement.jobStarted();
             job.run_fn(job);
+            placement.jobFinished();
             pool.mutex.lock();
             pool.running -= 1;
             // The completion queue holds the job until the waiter takes its token, then

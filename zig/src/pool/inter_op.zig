@@ -307,8 +307,12 @@ fn runPickedUp(found: Found) void {
     const cpu = placement.currentCpu();
     // Only tasks a waiter can claim: another task moved off its forker's CPU could wait
     // for a CPU longer than running it here would take.
+    // Nor when this process's inference jobs already fill every CPU: the move would only
+    // trade places with another of them, for three system calls and a migration
+    // (builtin:transformer, 4 concurrent requests on 2 CPUs: 2-3% of throughput).
     const move = found.source == .elsewhere and task.is_claimed_fn != null and
-        placement.sharesCpu(cpu, task.origin_cpu) and !Task.isClaimed({}, task);
+        placement.sharesCpu(cpu, task.origin_cpu) and !Task.isClaimed({}, task) and
+        !placement.cpusFull();
     if (!move) return runTask(task);
     const saved = placement.moveOff(cpu) orelse return runTask(task);
     // Given back at once: the thread stays on the CPU it moved to (allowed again), and

@@ -49,18 +49,11 @@ const spin_limit_oversubscribed = 1 << 6;
 
 /// Threads spinning in awaitRing() or join() right now (for beginSpin()).
 var spinning_total: std.atomic.Value(u32) = .init(0);
-/// The CPUs the spinning threads share.
-var cpu_count_once = std.once(countCpus);
-var cpu_count: u32 = 1;
-
-fn countCpus() void {
-    const count = std.Thread.getCpuCount() catch 1;
-    cpu_count = @intCast(@max(1, @min(count, std.math.maxInt(u32))));
-}
 
 /// Picks this wait's spin length and counts the caller as spinning until endSpin().
 fn beginSpin() u32 {
-    cpu_count_once.call();
+    // The CPUs the spinning threads share.
+    const cpu_count = placement.cpuCount();
     // Monotonic: a heuristic; a stale count only picks the other spin length once.
     const spinning = spinning_total.fetchAdd(1, .monotonic);
     // The thread being waited for runs too: at most cpu_count - 1 others may spin.

@@ -63,6 +63,41 @@ pub fn restore(saved: *const Affinity) void {
     linux.sched_setaffinity(0, saved) catch {};
 }
 
+/// Inference jobs running now in this process (inference.zig counts each run). When they
+/// are at least as many as the CPUs the process may use, every CPU already has one of them,
+/// and a thread moved off its CPU would only take turns with another: cpusFull() tells
+/// inter_op.zig not to move then. Monotonic: the count is a hint read once per decision,
+/// orders no other memory, and a stale value only picks the other (correct) path.
+var running_jobs: std.atomic.Value(u32) = .init(0);
+var cpu_count_once = std.once(countCpus);
+var cpu_count: u32 = 1;
+
+fn countCpus() void {
+    const count = std.Thread.getCpuCount() catch 1;
+    cpu_count = @intCast(@max(1, @min(count, std.math.maxInt(u32))));
+}
+
+/// Counts an inference job as running until jobFinished().
+pub fn jobStarted() void {
+    _ = running_jobs.fetchAdd(1, .monotonic);
+}
+
+pub fn jobFinished() void {
+    const before = running_jobs.fetchSub(1, .monotonic);
+    assert(before > 0);
+}
+
+/// Whether running inference jobs fill every CPU the process may use (see running_jobs).
+pub fn cpusFull() bool {
+    return running_jobs.load(.monotonic) >= cpuCount();
+}
+
+/// The CPUs the process may use (affinity aware, counted once), at least 1.
+pub fn cpuCount() u32 {
+    cpu_count_once.call();
+    return cpu_count;
+}
+
 test "moveOff puts the thread on another allowed CPU, restore gives the affinity back" {
     if (!has_affinity) return error.SkipZigTest;
     const Mover = struct {
@@ -99,4 +134,21 @@ test "moveOff puts the thread on another allowed CPU, restore gives the affinity
     const thread = try std.Thread.spawn(.{}, Mover.main, .{&result});
     thread.join();
     if (result) |err| return err;
+}
+
+test "cpusFull once running inference jobs reach the CPU count" {
+    cpu_count_once.call();
+    const baseline = running_jobs.load(.monotonic);
+    // Other tests' inference jobs may run in this process: start from what they hold.
+    if (baseline >= cpu_count) return error.SkipZigTest;
+    var started: u32 = 0;
+    defer while (started > 0) : (started -= 1) jobFinished();
+    while (baseline + started < cpu_count) : (started += 1) {
+        try std.testing.expect(!cpusFull());
+        jobStarted();
+    }
+    try std.testing.expect(cpusFull());
+    jobFinished();
+    started -= 1;
+    try std.testing.expect(!cpusFull());
 }
