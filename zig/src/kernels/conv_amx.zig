@@ -36,9 +36,7 @@ pub const ldc_alignment = block;
 /// Whether this process can run the kernel (gemm_amx's AMX check: CPU, level and Linux).
 pub const supported = gemm_amx.supported;
 
-fn divideCeil(numerator: usize, denominator: usize) usize {
-    return (numerator + denominator - 1) / denominator;
-}
+const divideCeil = @import("math.zig").divideCeil;
 
 /// Channel pairs padded to whole tiles: the planes (and packed weights) there are zero.
 pub fn pairsPadded(channels: usize) usize {

@@ -50,9 +50,7 @@ pub const supported = bf16.supported;
 /// The input layout: conv_amx.zig's pair planes (its slack covers this kernel's last block).
 pub const Planes = conv_amx.Planes;
 
-fn divideCeil(numerator: usize, denominator: usize) usize {
-    return (numerator + denominator - 1) / denominator;
-}
+const divideCeil = @import("math.zig").divideCeil;
 
 /// Channel pairs of the planes and packed weights (not padded: see the top).
 pub fn pairsPadded(channels: usize) usize {

@@ -90,9 +90,7 @@ pub fn requestTileData() bool {
     return result == 0;
 }
 
-fn divideCeil(numerator: usize, denominator: usize) usize {
-    return (numerator + denominator - 1) / denominator;
-}
+const divideCeil = @import("math.zig").divideCeil;
 
 /// Depth pairs of `k`, padded to whole tiles.
 fn paddedPairs(k: usize) usize {

@@ -120,9 +120,7 @@ pub fn pairsOf(depth: usize) usize {
     return (depth + 1) / 2;
 }
 
-fn divideCeil(numerator: usize, denominator: usize) usize {
-    return (numerator + denominator - 1) / denominator;
-}
+const divideCeil = @import("math.zig").divideCeil;
 
 // -------------------------------------------------------------------------------------------
 // Operands.

@@ -145,10 +145,7 @@ pub fn runTilesPacked(args: *const native.PackedArgs, tiling: gemm.Tiling, tile_
     }
 }
 
-fn divideCeil(numerator: usize, denominator: usize) usize {
-    assert(denominator > 0);
-    return (numerator + denominator - 1) / denominator;
-}
+const divideCeil = @import("math.zig").divideCeil;
 
 /// The GEMM for one `Config`. Generic so that the tests can also run the portable shape on
 /// a machine whose own target picks another.

@@ -1,7 +1,14 @@
 //! Vectorised transcendental functions on @Vector(N, f32), accurate to a few ulp, so that
 //! elementwise kernels stay in vector registers (LLVM would otherwise call scalar libm once
-//! per lane). Each has a scalar f64 reference for the tests.
+//! per lane). Each has a scalar f64 reference for the tests. Also the integer divideCeil
+//! that the kernels' blocking shares.
 const std = @import("std");
+
+/// ⌈numerator / denominator⌉ for sizes (blocks, slivers, tiles); denominator > 0.
+pub fn divideCeil(numerator: usize, denominator: usize) usize {
+    std.debug.assert(denominator > 0);
+    return (numerator + denominator - 1) / denominator;
+}
 
 /// Lanes per vector: 16 floats (one AVX-512 register, two AVX2 registers).
 pub const lanes = 16;

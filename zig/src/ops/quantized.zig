@@ -662,9 +662,7 @@ fn padded(values: []const f32, column: usize, count: usize) VF {
     return lanes_values;
 }
 
-fn divCeil(a: usize, b: usize) usize {
-    return (a + b - 1) / b;
-}
+const divCeil = @import("../kernels/math.zig").divideCeil;
 
 /// The per-column info tensor: float32 [4, N] rows b_scale, bias, b_zero, col_sum.
 fn infoRows(comptime op: []const u8, info: *Tensor, n: usize) Error![4][]const f32 {
