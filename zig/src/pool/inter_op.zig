@@ -85,7 +85,7 @@ pub const Task = struct {
     /// would only drop what the queue holds: the pool then pops it early (module comment).
     /// Once true it stays true; a stale false only leaves the task queued. Null: never.
     is_claimed_fn: ?*const fn (task: *const Task) bool = null,
-    /// The CPU of the thread that scheduled the task, when it did (placement.zig): a worker
+    /// The CPU of the thread that scheduled the task, for claimable ones (placement.zig): a worker
     /// that picks the task up on that CPU runs it elsewhere (runPickedUp). Written before
     /// the push, read after the pop: the queue's mutex orders the two.
     origin_cpu: u32 = placement.cpu_unknown,
@@ -155,7 +155,8 @@ pub fn schedule(pool: *Pool, task: *Task) void {
     // then loads `pending`; one of the two sides sees the other, so a worker never sleeps
     // through this task. Counting first also keeps `pending` from underflowing.
     _ = pool.pending.fetchAdd(1, .seq_cst);
-    task.origin_cpu = placement.currentCpu();
+    // Only claimable tasks can move (runPickedUp); other tasks skip the lookup.
+    if (task.is_claimed_fn != null) task.origin_cpu = placement.currentCpu();
     const pushed_locally = if (current_worker) |worker| worker.pool == pool and worker.deque.push(task) else false;
     const claimed = if (pushed_locally) null else pool.injector.push(task);
     pool.notify();

@@ -8,6 +8,7 @@
 //! nothing moves.
 const std = @import("std");
 const builtin = @import("builtin");
+const topology = @import("../topology.zig");
 
 const linux = std.os.linux;
 const assert = std.debug.assert;
@@ -73,8 +74,7 @@ var cpu_count_once = std.once(countCpus);
 var cpu_count: u32 = 1;
 
 fn countCpus() void {
-    const count = std.Thread.getCpuCount() catch 1;
-    cpu_count = @intCast(@max(1, @min(count, std.math.maxInt(u32))));
+    cpu_count = topology.logicalCpus();
 }
 
 /// Counts an inference job as running until jobFinished().
