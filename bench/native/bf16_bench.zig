@@ -34,6 +34,9 @@ const shapes = [_]Shape{
     .{ .name = "rec 1x1 480x480 @3x80", .m = 480, .n = 3 * 80, .k = 480 },
     .{ .name = "rec 1x1 240x240 @12x80", .m = 240, .n = 12 * 80, .k = 240 },
     .{ .name = "rec 1x1 64x64 @24x160", .m = 64, .n = 24 * 160, .k = 64 },
+    .{ .name = "rec gemm classifier", .m = 40, .n = 6625, .k = 120 },
+    .{ .name = "rec gemm svtr 120x360", .m = 40, .n = 360, .k = 120 },
+    .{ .name = "rec gemm svtr 240x120", .m = 40, .n = 120, .k = 240 },
 };
 
 fn bestGflops(comptime function: anytype, context: anytype, flops: f64) f64 {
@@ -60,6 +63,31 @@ fn runBf16(args: *const bf16.Args) void {
     bf16.runBlock(args, 0, args.m, 0, args.n);
 }
 
+/// vdpbf16ps issue rate alone: 24 independent accumulators in registers, no memory (the
+/// kernel's register block), so a kernel's GFLOPS divided by this is its efficiency.
+fn peakLoop(iterations: *const usize) void {
+    var sums: [24]@Vector(16, f32) = @splat(@splat(0));
+    const a: @Vector(16, u32) = @splat(0x3F80_3F80);
+    const b: @Vector(16, u32) = @splat(0x3C00_3C00);
+    for (0..iterations.*) |_| {
+        inline for (&sums) |*sum| sum.* = bf16.dot(sum.*, a, b);
+    }
+    std.mem.doNotOptimizeAway(&sums);
+}
+
+/// The same for f32 FMAs (vfmadd231ps): 32 flops an instruction against vdpbf16ps's 64.
+fn peakLoopF32(iterations: *const usize) void {
+    var sums: [24]@Vector(16, f32) = @splat(@splat(0));
+    var a: @Vector(16, f32) = @splat(1.0);
+    var b: @Vector(16, f32) = @splat(0.5);
+    std.mem.doNotOptimizeAway(&a);
+    std.mem.doNotOptimizeAway(&b);
+    for (0..iterations.*) |_| {
+        inline for (&sums) |*sum| sum.* = @mulAdd(@Vector(16, f32), a, b, sum.*);
+    }
+    std.mem.doNotOptimizeAway(&sums);
+}
+
 fn runAmx(args: *const amx.Args) void {
     amx.runBlock(args, 0, args.m, 0, args.n);
 }
@@ -81,6 +109,10 @@ pub fn main() !void {
     }
     const has_amx = amx.supported();
     try out.print("# 1 thread, GFLOPS, best of 5 runs of >= 40 ms; vdpbf16ps block {d}x{d}, AMX {s}\n", .{ bf16.panel_rows, bf16.panel_cols, if (has_amx) "present" else "absent" });
+    const peak_iterations: usize = 10_000;
+    const peak = bestGflops(peakLoop, &peak_iterations, 24 * 64 * @as(f64, @floatFromInt(peak_iterations)));
+    const peak_f32 = bestGflops(peakLoopF32, &peak_iterations, 24 * 32 * @as(f64, @floatFromInt(peak_iterations)));
+    try out.print("# vdpbf16ps peak (24 accumulators, no memory): {d:.1} GFLOPS; f32 FMA peak {d:.1}\n", .{ peak, peak_f32 });
     try out.print("# ratio: the best bf16 over the best f32\n", .{});
     try out.print("{s:<26} {s:>5} {s:>6} {s:>5} | {s:>7} {s:>7} | {s:>7} {s:>7} | {s:>7} {s:>7} | {s:>5}\n", .{ "shape", "M", "N", "K", "f32", "f32 pkB", "dp pA", "dp pB", "amx pA", "amx pB", "ratio" });
     for (shapes) |shape| {

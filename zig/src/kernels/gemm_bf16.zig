@@ -386,29 +386,46 @@ fn scaleBlock(args: *const Args, row_begin: usize, rows: usize, col_begin: usize
 }
 
 fn macroKernel(args: *const Args, panels: PanelView, slivers: SliverView, pairs: usize, row_start: usize, rows: usize, col_start: usize, cols: usize, beta: f32) void {
+    const sliver_count = divideCeil(cols, panel_cols);
+    if (args.b == .packed_b) {
+        // A weight as B is packed whole, not in L2-sized column blocks: sweep each sliver
+        // over all the rows' panels (a few KiB in L1) while it is in L1, so that B streams
+        // from memory once, not once per 8 rows. rec's classifier, 40 × 6,625 × 120 (B
+        // 1.6 MiB), read it 5 times.
+        for (0..sliver_count) |sliver| {
+            var row = row_start;
+            while (row < row_start + rows) row += registerBlock(args, panels, slivers, pairs, row, row_start + rows - row, col_start, cols, sliver, beta);
+        }
+        return;
+    }
     var row = row_start;
     while (row < row_start + rows) {
-        // A pre-packed A may start mid-panel: the chunk runs to the panel's end.
-        const lane = (row - panels.origin) % panel_rows;
-        const chunk: usize = @min(panel_rows - lane, row_start + rows - row);
-        const a = panels.words[((row - panels.origin) / panel_rows) * panels.panel_stride + lane ..];
-        var sliver: usize = 0;
-        while (sliver * panel_cols < cols) : (sliver += 1) {
-            const used: usize = @min(panel_cols, cols - sliver * panel_cols);
-            const b = slivers.words[sliver * slivers.sliver_stride ..][0 .. pairs * panel_cols];
-            const c = args.c[row * args.ldc + col_start + sliver * panel_cols ..];
-            // A ragged last sliver computes only the vectors it uses: det's 10 × 10 maps (100
-            // columns: 48 + 48 + 4) 7 vectors of products, not 9.
-            switch (chunk) {
-                inline 1...panel_rows => |chunk_rows| switch (divideCeil(used, lanes)) {
-                    inline 1...panel_vectors => |vectors| microKernel(chunk_rows, vectors, pairs, a, b, c, args.ldc, used, args.alpha, beta),
-                    else => unreachable,
-                },
-                else => unreachable,
-            }
-        }
+        var chunk: usize = undefined;
+        for (0..sliver_count) |sliver| chunk = registerBlock(args, panels, slivers, pairs, row, row_start + rows - row, col_start, cols, sliver, beta);
         row += chunk;
     }
+}
+
+/// One register block: rows from `row` to the end of its panel (at most `rows_left`) × one
+/// sliver; returns the rows it computed.
+inline fn registerBlock(args: *const Args, panels: PanelView, slivers: SliverView, pairs: usize, row: usize, rows_left: usize, col_start: usize, cols: usize, sliver: usize, beta: f32) usize {
+    // A pre-packed A may start mid-panel: the chunk runs to the panel's end.
+    const lane = (row - panels.origin) % panel_rows;
+    const chunk: usize = @min(panel_rows - lane, rows_left);
+    const a = panels.words[((row - panels.origin) / panel_rows) * panels.panel_stride + lane ..];
+    const used: usize = @min(panel_cols, cols - sliver * panel_cols);
+    const b = slivers.words[sliver * slivers.sliver_stride ..][0 .. pairs * panel_cols];
+    const c = args.c[row * args.ldc + col_start + sliver * panel_cols ..];
+    // A ragged last sliver computes only the vectors it uses: det's 10 × 10 maps (100
+    // columns: 48 + 48 + 4) 7 vectors of products, not 9.
+    switch (chunk) {
+        inline 1...panel_rows => |chunk_rows| switch (divideCeil(used, lanes)) {
+            inline 1...panel_vectors => |vectors| microKernel(chunk_rows, vectors, pairs, a, b, c, args.ldc, used, args.alpha, beta),
+            else => unreachable,
+        },
+        else => unreachable,
+    }
+    return chunk;
 }
 
 /// C[0..rows, 0..cols] = alpha · Σ_q a-pairs · b-pairs + beta · C, one register block of
@@ -420,23 +437,33 @@ fn microKernel(comptime rows: usize, comptime vectors: usize, pairs: usize, a: [
     for (0..pairs) |q| {
         var b_vectors: [vectors]VU = undefined;
         inline for (0..vectors) |v| b_vectors[v] = b[q * panel_cols + v * lanes ..][0..lanes].*;
+        // A separate broadcast per row, reused by the row's `vectors` products: the
+        // instruction's own memory broadcast ({1to16}, one load per product) measured 10-16%
+        // slower on Zen 5 (bench-bf16, rec's 480 × 480 and 240 × 240 1x1 shapes, A/B).
         inline for (0..rows) |r| {
             const a_vector: VU = @splat(a[q * panel_rows + r]);
             inline for (0..vectors) |v| sums[r][v] = dot(sums[r][v], a_vector, b_vectors[v]);
         }
     }
-    const alpha_vector: VF = @splat(alpha);
+    // Convolutions (alpha 1) skip the scaling: up to 24 multiplies a block that the
+    // product does not need.
+    if (alpha != 1) {
+        const alpha_vector: VF = @splat(alpha);
+        inline for (0..rows) |r| inline for (0..vectors) |v| {
+            sums[r][v] *= alpha_vector;
+        };
+    }
     if (cols == vectors * lanes) {
         inline for (0..rows) |r| inline for (0..vectors) |v| {
             const destination = c[r * ldc + v * lanes ..][0..lanes];
             // beta = 0 overwrites: C is not read, so NaN or garbage in it does not leak.
-            destination.* = if (beta == 0) sums[r][v] * alpha_vector else destination.* * @as(VF, @splat(beta)) + sums[r][v] * alpha_vector;
+            destination.* = if (beta == 0) sums[r][v] else destination.* * @as(VF, @splat(beta)) + sums[r][v];
         };
         return;
     }
     var spill: [rows][vectors * lanes]f32 = undefined;
     inline for (0..rows) |r| inline for (0..vectors) |v| {
-        spill[r][v * lanes ..][0..lanes].* = sums[r][v] * alpha_vector;
+        spill[r][v * lanes ..][0..lanes].* = sums[r][v];
     };
     for (0..rows) |r| {
         const destination = c[r * ldc ..][0..cols];
