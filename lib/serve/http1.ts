@@ -26,8 +26,12 @@
  * request, while the buffers kept that way and the pool's free ones stay under 64 MiB in all:
  * a client that sends large bodies then has each request read in one read, with no first read
  * into the small buffer and no copy out of it. The body handed to the handler is a view into
- * the read buffer, valid until its response is written: the server copies it into native
- * tensors first.
+ * the read buffer, valid until its response is written. The server's forward reads binary
+ * tensors in place: `body(alignAt)` puts the first one on a 64-byte boundary (where the body
+ * is copied into a pooled buffer, and, through a per-connection lead, where the next request
+ * is read whole into a kept one), and `holdBody` keeps the buffer from reuse and from the pool
+ * while a forward still reads it after its answer (a 504): the connection moves on to another
+ * buffer, and the held one goes back to the pool when the forward ends.
  * The response goes out in one write from the write buffer, its head placed just before its
  * body; a handler that encodes the body into `responseBuffer` saves the copy.
  *
@@ -429,7 +433,12 @@ class Connection {
     const lent = this.#buffer;
     const pooled = this.#pooled;
     const left = this.#end - this.#start;
-    if (lent === this.#small) this.#small = new Uint8Array(SMALL_BYTES);
+    if (lent === this.#small) {
+      this.#small = new Uint8Array(SMALL_BYTES);
+      // #out points at #small when no write buffer is in use (#releaseOut): so it must follow,
+      // or #room and #releaseOut would take the held buffer for a write buffer (or the pool's).
+      if (this.#out === lent) this.#out = this.#small;
+    }
     const next = left <= SMALL_BYTES ? this.#small : new Uint8Array(left);
     next.set(lent.subarray(this.#start, this.#end));
     this.#buffer = next;
