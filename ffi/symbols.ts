@@ -33,6 +33,14 @@ export const symbols = {
     parameters: ["u32", "u32", "buffer", "buffer", "usize", "buffer"],
     result: "i32",
   },
+  // int32_t spindle_tensor_borrow(uint32_t dtype, uint32_t ndim, const int64_t *shape,
+  //     uint8_t *data, size_t data_bytes, uint64_t *out)
+  spindle_tensor_borrow: {
+    parameters: ["u32", "u32", "buffer", "buffer", "usize", "buffer"],
+    result: "i32",
+  },
+  // int32_t spindle_tensor_detach(uint64_t handle)
+  spindle_tensor_detach: { parameters: ["u64"], result: "i32" },
   // int32_t spindle_tensor_full(uint32_t dtype, uint32_t ndim, const int64_t *shape,
   //     double value, uint64_t *out)
   spindle_tensor_full: {

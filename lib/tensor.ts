@@ -288,25 +288,103 @@ export function tensorFromBytes(
   dtype: DType,
   reportExternal = true,
 ): Tensor {
-  if (!DTYPES.includes(dtype)) throw new TypeError(`tensorFromBytes: unknown dtype '${dtype}'`);
+  return bytesTensor("tensorFromBytes", native().spindle_tensor_create, bytes, shape, dtype, reportExternal);
+}
+
+/** Checks `bytes` against shape and dtype, then makes the tensor with `make` (create or borrow). */
+function bytesTensor(
+  what: string,
+  make: (
+    dtype: number,
+    ndim: number,
+    shape: BigInt64Array,
+    data: Uint8Array | null,
+    bytes: bigint,
+    out: BigUint64Array,
+  ) => number,
+  bytes: Uint8Array,
+  shape: readonly number[],
+  dtype: DType,
+  reportExternal: boolean,
+): Tensor {
+  if (!DTYPES.includes(dtype)) throw new TypeError(`${what}: unknown dtype '${dtype}'`);
   const dimsBuffer = shapeBuffer(shape);
   const needed = numelOf(shape) * BYTES_PER_ELEMENT[dtype];
   if (bytes.byteLength !== needed) {
     throw new RangeError(
-      `tensorFromBytes: ${bytes.byteLength} bytes do not fill shape [${shape.join(", ")}] of ${dtype} (${needed})`,
+      `${what}: ${bytes.byteLength} bytes do not fill shape [${shape.join(", ")}] of ${dtype} (${needed})`,
     );
   }
+  const data = bytes.byteLength > 0 ? bytes : null;
   return adopt(
-    native().spindle_tensor_create(
-      DTYPES.indexOf(dtype),
-      shape.length,
-      dimsBuffer,
-      bytes.byteLength > 0 ? bytes : null,
-      BigInt(bytes.byteLength),
-      handleBuffer,
-    ),
+    make(DTYPES.indexOf(dtype), shape.length, dimsBuffer, data, BigInt(bytes.byteLength), handleBuffer),
     reportExternal,
   );
+}
+
+/** Alignment the native side needs of borrowed bytes (zig/src/tensor.zig `alignment`). */
+export const BORROW_ALIGNMENT = 64;
+
+/**
+ * Buffers whose borrow could not be ended (the native copy for the tensor's other holders
+ * failed): kept reachable for good, so the collector never frees bytes native code may read.
+ */
+const stuckBorrows: Uint8Array[] = [];
+
+/**
+ * A tensor over `bytes` themselves, with no copy, when they are {@link BORROW_ALIGNMENT}-byte
+ * aligned and not empty; else null (then copy them with {@link tensorFromBytes}). The caller
+ * keeps `bytes` alive and unchanged until every forward reading the tensor has ended, then
+ * ends it with {@link endBorrow}, never with dispose alone.
+ *
+ * @ignore Internal: for the server (lib/serve), not part of the public API.
+ * @param bytes The elements' bytes, row-major.
+ * @param shape The shape.
+ * @param dtype The element type.
+ * @returns The tensor, or null when the bytes cannot be borrowed.
+ */
+export function tensorBorrowingBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor | null {
+  if (bytes.byteLength === 0) return null;
+  const pointer = Deno.UnsafePointer.of(bytes);
+  if (pointer === null || Number(BigInt(Deno.UnsafePointer.value(pointer)) % BigInt(BORROW_ALIGNMENT)) !== 0) {
+    return null;
+  }
+  return bytesTensor("tensorBorrowingBytes", native().spindle_tensor_borrow, bytes, shape, dtype, false);
+}
+
+/**
+ * Whether a borrow of bytes of `bytes`' buffer could not be ended (see {@link endBorrow}):
+ * then the buffer must never be reused.
+ *
+ * @ignore Internal: for the server (lib/serve), not part of the public API.
+ * @param bytes Any view of the buffer.
+ * @returns True when native code may still read the buffer.
+ */
+export function borrowStuck(bytes: Uint8Array): boolean {
+  return stuckBorrows.some((stuck) => stuck.buffer === bytes.buffer);
+}
+
+/**
+ * Ends the borrow of {@link tensorBorrowingBytes}' tensor and disposes it: a view or output
+ * that still holds its storage gets a native copy first, so once this returns nothing native
+ * reads `bytes` and the caller may reuse them. Call it after every forward that read the
+ * tensor has ended.
+ *
+ * @ignore Internal: for the server (lib/serve), not part of the public API.
+ * @param t The borrowing tensor.
+ * @param bytes The bytes it borrows.
+ * @throws {SpindleError} when the copy could not be made: then `bytes` stay referenced here
+ *   for good (native code may still read them), and the caller must not reuse them either.
+ */
+export function endBorrow(t: Tensor, bytes: Uint8Array): void {
+  if (t.disposed) return;
+  try {
+    check(native().spindle_tensor_detach(t.handle));
+  } catch (error) {
+    stuckBorrows.push(bytes);
+    throw error;
+  }
+  t.dispose();
 }
 
 /**

@@ -609,6 +609,45 @@ function httpRequest(body: string | Uint8Array, contentLength: number, extra = "
   return new Uint8Array([...head, ...bytes]);
 }
 
+Deno.test("serve: a forward still reading its request's body after a 504 sees it unchanged while the next request arrives", async () => {
+  // Inputs are read in place (InputValues.borrow): this model checks, at the end of its slow
+  // "forward", that the bytes it was given are those it started with.
+  const slow = fakeModel(300);
+  let runs = 0;
+  let changed = 0;
+  const watching: ServedModel = {
+    ...slow,
+    async run(inputs, finish, options) {
+      const data = inputs[0].data as Uint8Array;
+      const before = data.slice();
+      const result = await slow.run(inputs, finish, options);
+      runs++;
+      if (!inputs[0].borrow || data.some((byte, i) => byte !== before[i])) changed++;
+      return result;
+    },
+  };
+  const binary = (rows: number, fill: number) => {
+    const header = new TextEncoder().encode(JSON.stringify({
+      inputs: [{ name: "x", datatype: "FP32", shape: [rows, 4], parameters: { binary_data_size: rows * 16 } }],
+    }));
+    const body = new Uint8Array(header.byteLength + rows * 16);
+    body.set(header);
+    new Float32Array(body.buffer, 0, body.byteLength >> 2).fill(fill, Math.ceil(header.byteLength / 4));
+    body.fill(fill & 0xff, header.byteLength, header.byteLength + 3);
+    return httpRequest(body, body.byteLength, `inference-header-content-length: ${header.byteLength}\r\n`);
+  };
+  await withServer({ concurrency: 2, timeoutMs: 100 }, async (_, server) => {
+    // A large body (a pooled buffer the connection keeps) and a small one (its own buffer),
+    // each followed, once the first is answered 504, by another on the same connection.
+    for (const rows of [5000, 2]) {
+      const text = await raw(server.port, [binary(rows, 1), 150, binary(rows, 2), 700], 1200);
+      assert.deepEqual([...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), ["504", "504"]);
+    }
+  }, watching);
+  assert.equal(runs, 4);
+  assert.equal(changed, 0);
+});
+
 Deno.test("serve: truncated, lying and slow bodies are answered or dropped, never hang the server", async () => {
   await withServer({ timeoutMs: 500, maxBody: 4096 }, async (url, server) => {
     const body = JSON.stringify(jsonRequest());

@@ -133,3 +133,37 @@ Deno.test("tensorFromBytes reports a large tensor's native bytes to V8 unless to
   assert.ok(grown.true >= values.byteLength, JSON.stringify(grown));
   assert.ok(grown.false < values.byteLength / 2, JSON.stringify(grown));
 });
+
+Deno.test("tensorBorrowingBytes reads aligned bytes in place; endBorrow copies them for a view still holding them", async () => {
+  const { BORROW_ALIGNMENT, endBorrow, tensorBorrowingBytes } = await import("../lib/tensor.ts");
+  const { transpose } = await import("../mod.ts");
+  const buffer = new Uint8Array(256);
+  const base = Number(BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer))) % BigInt(BORROW_ALIGNMENT));
+  const at = (BORROW_ALIGNMENT - base) % BORROW_ALIGNMENT;
+  const floats = new Float32Array(buffer.buffer, at, 6);
+  floats.set([1, 2, 3, 4, 5, 6]);
+  const bytes = buffer.subarray(at, at + 24);
+  // Misaligned or empty bytes are not borrowed (the caller copies them); a wrong count throws.
+  assert.equal(tensorBorrowingBytes(buffer.subarray(at + 4, at + 28), [6], "float32"), null);
+  assert.equal(tensorBorrowingBytes(bytes.subarray(0, 0), [0], "float32"), null);
+  assert.throws(() => tensorBorrowingBytes(bytes, [7], "float32"), /24 bytes do not fill shape \[7\]/);
+  const live = liveTensorCount();
+  const t = tensorBorrowingBytes(bytes, [2, 3], "float32")!;
+  assert.deepEqual(t.toArray(), new Float32Array([1, 2, 3, 4, 5, 6]));
+  floats[0] = 9; // in place: no copy was made
+  assert.equal(t.toArray()[0], 9);
+  // A transpose is a view of the same storage: it keeps its values once the borrow ends and
+  // the bytes are reused.
+  const view = transpose(t, 0, 1);
+  endBorrow(t, bytes);
+  assert.ok(t.disposed);
+  floats.fill(-1);
+  assert.deepEqual(view.toArray(), new Float32Array([9, 4, 2, 5, 3, 6]));
+  view.dispose();
+  // With no other holder, the borrow ends without a copy; int64 too.
+  const ids = tensorBorrowingBytes(bytes.subarray(0, 16), [2], "int64")!;
+  new BigInt64Array(buffer.buffer, at, 2).set([5n, -7n]);
+  assert.deepEqual(ids.toArray(), new BigInt64Array([5n, -7n]));
+  endBorrow(ids, bytes);
+  assert.equal(liveTensorCount(), live);
+});

@@ -26,8 +26,12 @@
  * request, while the buffers kept that way and the pool's free ones stay under 64 MiB in all:
  * a client that sends large bodies then has each request read in one read, with no first read
  * into the small buffer and no copy out of it. The body handed to the handler is a view into
- * the read buffer, valid until its response is written: the server copies it into native
- * tensors first.
+ * the read buffer, valid until its response is written. The server's forward reads binary
+ * tensors in place: `body(alignAt)` puts the first one on a 64-byte boundary (where the body
+ * is copied into a pooled buffer, and, through a per-connection lead, where the next request
+ * is read whole into a kept one), and `holdBody` keeps the buffer from reuse and from the pool
+ * while a forward still reads it after its answer (a 504): the connection moves on to another
+ * buffer, and the held one goes back to the pool when the forward ends.
  * The response goes out in one write from the write buffer, its head placed just before its
  * body; a handler that encodes the body into `responseBuffer` saves the copy.
  *
@@ -46,9 +50,22 @@ export interface HttpRequest {
   header(name: string): string | null;
   /**
    * Reads the whole body: at most the server's body limit (else HttpError 413), within the
-   * body deadline (else 408). The bytes stay valid until the response is written.
+   * body deadline (else 408). The bytes stay valid until the response is written (or longer,
+   * see holdBody).
+   *
+   * @param alignAt A body offset whose byte is best placed at a {@link BODY_ALIGNMENT}-byte
+   *   aligned address (a binary tensor that native code then reads in place): done when the
+   *   body is copied into a pooled buffer, and for the next request of the connection when
+   *   it is read whole into a kept one. Only the first call's value counts.
    */
-  body(): Promise<Uint8Array>;
+  body(alignAt?: number): Promise<Uint8Array>;
+  /**
+   * The body's bytes are read (by native code) until `until` settles, which may be after the
+   * response (a forward past its request's deadline): the connection does not reuse them or
+   * give their buffer to the pool before. Resolved false, or rejected, they are never reused.
+   * Once per request.
+   */
+  holdBody(until: Promise<boolean>): void;
   /**
    * A buffer of at least `bytes` bytes for the response body, owned by this connection and
    * free again once the response is written: a body that is a view of it from its start goes
@@ -97,6 +114,8 @@ const SMALL_BYTES = 16 * 1024;
 /** The most bytes the pool keeps while no request uses them (free, or parked by a connection). */
 export const POOL_KEEP_BYTES = 64 * 2 ** 20;
 const DEFAULT_MAX_HEAD = 64 * 1024;
+/** Alignment {@link HttpRequest.body}'s `alignAt` asks for (AVX-512 loads; zig/src/tensor.zig). */
+export const BODY_ALIGNMENT = 64;
 /** Room kept in front of a response body for its head, so that both go out in one write. */
 const HEAD_ROOM = 1024;
 const encoder = new TextEncoder();
@@ -123,6 +142,35 @@ class FramingError extends HttpError {}
 
 /** The connection went away (or was closed by shutdown) while a request was read. */
 class Gone extends Error {}
+
+/** Address modulo BODY_ALIGNMENT of each buffer's first byte (buffers never move). */
+const addresses = new WeakMap<ArrayBuffer, number>();
+
+/**
+ * `buffer[index]`'s address modulo {@link BODY_ALIGNMENT}, or null when it cannot be known
+ * (no FFI permission): alignment is then not attempted.
+ */
+function misalignment(buffer: Uint8Array<ArrayBuffer>, index: number): number | null {
+  let base = addresses.get(buffer.buffer);
+  if (base === undefined) {
+    try {
+      const pointer = Deno.UnsafePointer.of(buffer.buffer);
+      if (pointer === null) return null;
+      base = Number(BigInt(Deno.UnsafePointer.value(pointer)) % BigInt(BODY_ALIGNMENT));
+    } catch {
+      return null;
+    }
+    addresses.set(buffer.buffer, base);
+  }
+  return (base + buffer.byteOffset + index) % BODY_ALIGNMENT;
+}
+
+/** A body's buffer held past its request (HttpRequest.holdBody). */
+interface Hold {
+  busy: boolean;
+  reusable: boolean;
+  until: Promise<void>;
+}
 
 /** Rejects with a 408 once `ms` pass, unless cleared. */
 function deadlineOf(deadlines: Deadlines, ms: number, what: string): { expired: Promise<never>; clear(): void } {
@@ -268,13 +316,20 @@ class Connection {
   /** Bytes read and not yet consumed are `#buffer[#start, #end)`. */
   #buffer: Uint8Array<ArrayBuffer>;
   /** This connection's own read buffer, which #buffer is between big requests. */
-  readonly #small = new Uint8Array(SMALL_BYTES);
+  #small = new Uint8Array(SMALL_BYTES);
   /** Whether #buffer came from the pool. */
   #pooled = false;
   /** Whether #buffer is a pooled one kept between requests (BufferPool.park). */
   #parked = false;
   #start = 0;
   #end = 0;
+  /** Bytes of the current request's head. */
+  #headLength = 0;
+  /**
+   * Where a kept buffer takes the next request's head, so that its body's `alignAt` byte
+   * lands aligned when head and body are as long as this request's (clients repeat them).
+   */
+  #lead = 0;
   /** The write buffer: #smallOut, or one from the pool for a big response. */
   #out: Uint8Array<ArrayBuffer>;
   #smallOut: Uint8Array<ArrayBuffer> | null = null;
@@ -337,23 +392,63 @@ class Connection {
     this.#end += n;
   }
 
-  /** Makes room for `bytes` unconsumed bytes in one piece (a body of a declared length). */
-  #reserve(bytes: number): void {
+  /**
+   * Makes room for `bytes` unconsumed bytes in one piece (a body of a declared length). When
+   * they are moved, `alignAt` of them lands on an aligned address where the buffer allows.
+   */
+  #reserve(bytes: number, alignAt: number): void {
     if (this.#buffer.byteLength - this.#start >= bytes) return;
     if (this.#pooled && this.#buffer.byteLength >= bytes) {
       // A kept buffer with pipelined bytes ahead of this body: moved to its front.
-      this.#buffer.copyWithin(0, this.#start, this.#end);
-      this.#end -= this.#start;
-      this.#start = 0;
+      const to = this.#alignedStart(this.#buffer, bytes, alignAt);
+      this.#buffer.copyWithin(to, this.#start, this.#end);
+      this.#end += to - this.#start;
+      this.#start = to;
       return;
     }
-    const taken = this.#settings.pool.take(bytes);
-    taken.set(this.#buffer.subarray(this.#start, this.#end));
+    const taken = this.#settings.pool.take(bytes + BODY_ALIGNMENT);
+    const to = this.#alignedStart(taken, bytes, alignAt);
+    taken.set(this.#buffer.subarray(this.#start, this.#end), to);
     if (this.#pooled) this.#settings.pool.give(this.#buffer);
     this.#pooled = true;
-    this.#end -= this.#start;
-    this.#start = 0;
+    this.#end += to - this.#start;
+    this.#start = to;
     this.#buffer = taken;
+  }
+
+  /** Where in `buffer` a body of `bytes` starts so that its `alignAt` byte is aligned (0 if it can't). */
+  #alignedStart(buffer: Uint8Array<ArrayBuffer>, bytes: number, alignAt: number): number {
+    const off = misalignment(buffer, alignAt);
+    if (off === null) return 0;
+    const to = (BODY_ALIGNMENT - off) % BODY_ALIGNMENT;
+    return to + bytes <= buffer.byteLength ? to : 0;
+  }
+
+  /**
+   * The body's buffer is still read past its request (holdBody): this connection stops using
+   * it (the bytes after the body move to a new buffer of its own), and the pool has it back
+   * once the reader is done, unless the reader said it never may be.
+   */
+  #lend(hold: Hold): void {
+    const lent = this.#buffer;
+    const pooled = this.#pooled;
+    const left = this.#end - this.#start;
+    if (lent === this.#small) {
+      this.#small = new Uint8Array(SMALL_BYTES);
+      // #out points at #small when no write buffer is in use (#releaseOut): so it must follow,
+      // or #room and #releaseOut would take the held buffer for a write buffer (or the pool's).
+      if (this.#out === lent) this.#out = this.#small;
+    }
+    const next = left <= SMALL_BYTES ? this.#small : new Uint8Array(left);
+    next.set(lent.subarray(this.#start, this.#end));
+    this.#buffer = next;
+    this.#pooled = false;
+    this.#start = 0;
+    this.#end = left;
+    // The closure keeps `lent` reachable (not collected) while it is read.
+    hold.until.then(() => {
+      if (pooled && hold.reusable) this.#settings.pool.give(lent);
+    });
   }
 
   /** Ends the parking of #buffer (a request arrived, or the connection closed). */
@@ -376,6 +471,8 @@ class Connection {
     if (left === 0) this.#start = this.#end = 0;
     if (this.#pooled && this.#settings.pool.park(this.#buffer)) {
       this.#parked = true;
+      // The next request is read at #lead (see there), unless bytes of it are in already.
+      if (left === 0) this.#start = this.#end = this.#lead;
       return;
     }
     if (this.#buffer !== this.#small && left <= SMALL_BYTES) {
@@ -422,7 +519,8 @@ class Connection {
         if (error instanceof FramingError) await this.#answer(errorOf(error), false, true);
         return;
       }
-      const keepAlive = await this.#exchange(head);
+      const { keepAlive, hold } = await this.#exchange(head);
+      if (hold?.busy) this.#lend(hold);
       this.#settle();
       if (!keepAlive || this.#settings.isClosing()) return;
     }
@@ -448,29 +546,34 @@ class Connection {
     }
     if (end - this.#start > maxHead) throw new FramingError(431, `the request head is over ${maxHead} bytes`);
     const text = latin1.decode(this.#buffer.subarray(this.#start, end - 4));
+    this.#headLength = end - this.#start;
     this.#start = end;
     return parseHead(text);
   }
 
-  /** Runs one request to its answer; returns whether the connection stays open. */
-  async #exchange(head: Head): Promise<boolean> {
+  /**
+   * Runs one request to its answer; returns whether the connection stays open, and the
+   * body's hold (holdBody), if any.
+   */
+  async #exchange(head: Head): Promise<{ keepAlive: boolean; hold: Hold | null }> {
     let framing: Framing;
     try {
       framing = framingOf(head);
     } catch (error) {
       await this.#answer(errorOf(error as HttpError), head.method === "HEAD", true);
-      return false;
+      return { keepAlive: false, hold: null };
     }
     let bodyRead = framing.kind === "none";
     let bodyFailed = false;
     let body: Promise<Uint8Array> | null = null;
+    let hold: Hold | null = null;
     const request: HttpRequest = {
       method: head.method,
       path: head.path,
       header: (name) => head.headers.get(name) ?? null,
       // One read per request; asking again gets the same bytes (or the same error).
-      body: () =>
-        body ??= this.#readBody(framing, head).then((bytes) => {
+      body: (alignAt = 0) =>
+        body ??= this.#readBody(framing, head, alignAt).then((bytes) => {
           bodyRead = true;
           return bytes;
         }, (error) => {
@@ -481,6 +584,16 @@ class Connection {
       responseBuffer: (bytes) => {
         this.#room(bytes);
         return this.#out.subarray(HEAD_ROOM);
+      },
+      holdBody: (until) => {
+        if (hold !== null) throw new Error("holdBody: once per request");
+        const state: Hold = { busy: true, reusable: false, until: Promise.resolve() };
+        state.until = until.then((reusable) => {
+          state.reusable = reusable;
+        }, () => {}).finally(() => {
+          state.busy = false;
+        });
+        hold = state;
       },
     };
     let response: HttpResponse;
@@ -499,17 +612,17 @@ class Connection {
     }
     const keepAlive = head.keepAlive && bodyRead && !bodyFailed && !this.#settings.isClosing();
     await this.#answer(response, head.method === "HEAD", !keepAlive);
-    return keepAlive;
+    return { keepAlive, hold };
   }
 
-  async #readBody(framing: Framing, head: Head): Promise<Uint8Array> {
+  async #readBody(framing: Framing, head: Head, alignAt: number): Promise<Uint8Array> {
     const { maxBody, timeoutMs, deadlines } = this.#settings;
     if (framing.kind === "none") return new Uint8Array(0);
     if (framing.kind === "length" && framing.length > maxBody) {
       throw new HttpError(413, `the body is ${framing.length} bytes, over the ${maxBody}-byte limit (--max-body)`);
     }
     if (head.expectContinue) await this.#write(encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
-    if (framing.kind === "length") this.#reserve(framing.length);
+    if (framing.kind === "length") this.#reserve(framing.length, alignAt);
     // A body already read whole (with its head, into a kept buffer) needs no deadline.
     if (framing.kind !== "length" || this.#end - this.#start < framing.length) {
       const deadline = deadlineOf(deadlines, timeoutMs, "body");
@@ -523,6 +636,15 @@ class Connection {
       }
     }
     const body = this.#buffer.subarray(this.#start, this.#start + framing.length);
+    if (framing.kind === "length" && this.#pooled && alignAt < framing.length) {
+      // The next request of this client, read whole into this buffer at #lead, has its
+      // alignAt byte aligned when its head and body are as long as this one's.
+      const off = misalignment(this.#buffer, this.#start + alignAt);
+      if (off !== null) {
+        const lead = (this.#start - this.#headLength - off) % BODY_ALIGNMENT;
+        this.#lead = lead < 0 ? lead + BODY_ALIGNMENT : lead;
+      }
+    }
     this.#start += framing.length;
     return body;
   }

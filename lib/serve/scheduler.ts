@@ -79,6 +79,20 @@ interface Job {
   finish(outputs: readonly OutputTensor[]): unknown;
   resolve(result: unknown): void;
   reject(error: HttpError): void;
+  /**
+   * Called once no forward reads the job's inputs any more: it ran, or it left the queue
+   * without running. Its settlement can come earlier (a 504 while its forward runs), and
+   * inputs read in place (InputValues.borrow) must stay unchanged until this.
+   */
+  done(): void;
+}
+
+/**
+ * The job's finish, skipped once the job is answered (a 504 while its forward ran): the
+ * response it would encode is not sent, and the connection's buffers are another request's.
+ */
+function unlessSettled(job: Job): (outputs: readonly OutputTensor[]) => unknown {
+  return (outputs) => job.settled ? undefined : job.finish(outputs);
 }
 
 /** Admission, queue, slots and batching for one server. */
@@ -132,7 +146,10 @@ export class Scheduler {
    * @param deadlineMs The deadline as configured, for the message.
    * @param finish Takes the outputs, in the model's order, while they are alive, and makes
    *   the result (the server encodes the response in it, reading binary outputs straight
-   *   into the body).
+   *   into the body). Not called once the request is answered (a 504 while its forward ran).
+   * @param hold Given, at once, a promise that resolves once no forward reads `inputs` any
+   *   more, which may be after this request's answer (a 504 while its forward runs): the
+   *   caller keeps inputs read in place (InputValues.borrow) unchanged until then.
    * @returns What `finish` returned.
    * @throws {HttpError} 504 when the deadline passes first (the slot is reclaimed when the
    *   forward it is in, if any, completes), 400/500 when the model fails.
@@ -143,7 +160,10 @@ export class Scheduler {
     timeoutMs: number,
     deadlineMs: number,
     finish: (outputs: readonly OutputTensor[]) => R,
+    hold?: (done: Promise<void>) => void,
   ): Promise<R> {
+    let done = () => {};
+    if (hold !== undefined) hold(new Promise<void>((resolve) => done = resolve));
     return new Promise<R>((resolve, reject) => {
       const stackable = model.batchable && this.#options.maxBatch > 1 &&
         inputs.every((v) => v.shape.length > 0 && v.shape[0] === inputs[0].shape[0]);
@@ -162,12 +182,14 @@ export class Scheduler {
         finish,
         resolve: resolve as (result: unknown) => void,
         reject,
+        done,
       };
       job.deadline = this.#deadlines.add(timeoutMs, () => {
         const index = this.#queue.indexOf(job);
         if (index >= 0) {
           this.#queue.splice(index, 1);
           this.#metrics.queueDepth = this.#queue.length;
+          job.done(); // it never runs
         }
         this.#settle(job, deadlinePassed(job));
       });
@@ -220,6 +242,7 @@ export class Scheduler {
       this.#metrics.queueDepth = this.#queue.length;
     }
     const live = batch.filter((job) => !job.settled);
+    for (const job of batch) if (job.settled) job.done(); // answered before it ran: it never runs
     this.#execute(head.model, live).finally(() => {
       this.#running--;
       this.#metrics.running = this.#running;
@@ -229,13 +252,22 @@ export class Scheduler {
 
   async #execute(model: ServedModel, jobs: Job[]): Promise<void> {
     if (jobs.length === 0) return;
+    try {
+      await this.#executeJobs(model, jobs);
+    } finally {
+      // No forward reads their inputs any more (a stacked run reads copies of them).
+      for (const job of jobs) job.done();
+    }
+  }
+
+  async #executeJobs(model: ServedModel, jobs: Job[]): Promise<void> {
     const started = performance.now();
     for (const job of jobs) this.#metrics.queued(model.name, (started - job.enqueuedAt) / 1000);
     try {
       if (jobs.length === 1) {
         const inline = this.#inline(model, jobs[0]);
         if (inline) this.#metrics.ranInline(model.name);
-        const result = await model.run(jobs[0].inputs, jobs[0].finish, inline ? RUN_INLINE : this.#runOnPool);
+        const result = await model.run(jobs[0].inputs, unlessSettled(jobs[0]), inline ? RUN_INLINE : this.#runOnPool);
         this.#metrics.computed(model.name, (performance.now() - started) / 1000, 1);
         // An inline forward held the event loop, so the deadline's timer could not fire
         // during it: a forward that ended past the deadline answers 504 as the timer would have.
@@ -254,7 +286,7 @@ export class Scheduler {
       for (const job of jobs) {
         if (job.settled) continue;
         try {
-          this.#settle(job, await model.run(job.inputs, job.finish));
+          this.#settle(job, await model.run(job.inputs, unlessSettled(job)));
         } catch (alone) {
           this.#settle(job, runError(model.name, alone));
         }
@@ -312,7 +344,7 @@ export class Scheduler {
         return { dtype: output.dtype, shape: [job.rows, ...output.shape.slice(1)], data };
       });
       row += job.rows;
-      this.#settle(job, job.finish(split.map(valuesOutput)));
+      if (!job.settled) this.#settle(job, job.finish(split.map(valuesOutput)));
     }
   }
 }

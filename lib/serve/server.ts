@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { borrowStuck } from "../tensor.ts";
 import { Deadlines } from "./deadlines.ts";
 import { type HttpRequest, type HttpResponse, serveHttp1 } from "./http1.ts";
 import { Metrics } from "./metrics.ts";
@@ -44,6 +45,16 @@ export interface InferenceServer {
 /** The only model version served: models are loaded once and never replaced. */
 const VERSION = "1";
 const JSON_HEADERS = { "content-type": "application/json" };
+/**
+ * The body offset of the first binary tensor (`Inference-Header-Content-Length`), for the
+ * HTTP layer to align; 0 when there is none or it is malformed (parseInferRequest answers it).
+ */
+function alignmentHint(headerLength: string | null): number {
+  if (headerLength === null) return 0;
+  const length = Number(headerLength);
+  return Number.isSafeInteger(length) && length >= 0 ? length : 0;
+}
+
 /** Most infer paths kept resolved (a few spellings of each model's path). */
 const INFER_PATHS = 64;
 
@@ -132,15 +143,18 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
         throw new HttpError(400, `Content-Encoding '${encoding}' is not supported; send the body uncompressed`);
       }
       // The HTTP layer bounds the body (--max-body, 413) and its arrival (--timeout-ms, 408).
-      const body = await request.body();
-      const parsed = parseInferRequest(
-        body,
-        request.header("inference-header-content-length"),
-        model.inputs,
-        model.outputs,
-        plans.get(model),
+      // The first binary tensor follows the JSON header: aligned, the forward reads it in place.
+      const headerLength = request.header("inference-header-content-length");
+      const body = await request.body(alignmentHint(headerLength));
+      const parsed = parseInferRequest(body, headerLength, model.inputs, model.outputs, plans.get(model));
+      // Binary inputs may be read in place (model.ts run): the body is held until no forward
+      // reads it, which can be after the answer (a 504 while the forward runs).
+      const inputs: InputValues[] = parsed.inputs.map((input) =>
+        input.data instanceof Uint8Array ? { ...input, borrow: true } : input
       );
-      const inputs: InputValues[] = parsed.inputs;
+      const hold = inputs.some((input) => input.borrow)
+        ? (done: Promise<void>) => request.holdBody(done.then(() => !borrowStuck(body)))
+        : undefined;
       const left = Math.max(1, options.timeoutMs - (performance.now() - arrived));
       // The response is made while the outputs are alive: binary outputs are read straight into
       // the connection's response buffer, from which the HTTP layer sends them uncopied.
@@ -172,7 +186,7 @@ export function startServer(options: ServeOptions): Promise<InferenceServer> {
           },
           body: encoded.body,
         };
-      });
+      }, hold);
     } finally {
       scheduler.release();
       if (draining && scheduler.admitted === 0) drained?.();

@@ -152,6 +152,47 @@ fn tensorCreate(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]cons
     try publish(t, out);
 }
 
+/// int32_t spindle_tensor_borrow(uint32_t dtype, uint32_t ndim, const int64_t *shape,
+///     uint8_t *data, size_t data_bytes, uint64_t *out): a contiguous tensor over the
+///     caller's `data` (64-byte aligned, exactly numel · element size bytes), no copy. The
+///     caller keeps the bytes alive and unchanged until every run reading the tensor has
+///     ended, then calls spindle_tensor_detach before it reuses or frees them.
+pub fn spindle_tensor_borrow(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]u8, data_bytes: usize, out: ?*Handle) callconv(.c) i32 {
+    status.clearMessage();
+    return status.toStatus(tensorBorrow(dtype_code, ndim, shape, data, data_bytes, out));
+}
+
+fn tensorBorrow(dtype_code: u32, ndim: u32, shape: ?[*]const i64, data: ?[*]u8, data_bytes: usize, out: ?*Handle) Error!void {
+    const dtype = try tensor.DType.fromInt(dtype_code);
+    var shape_buffer: [tensor.max_dims]usize = undefined;
+    const dims = try readShape(ndim, shape, &shape_buffer);
+    const count = try tensor.checkedNumel(dims, dtype);
+    if (count == 0) return status.fail(error.InvalidArgument, "borrow: the tensor is empty (create it instead)", .{});
+    const pointer = data orelse return status.fail(error.InvalidArgument, "borrow: data is null", .{});
+    if (@intFromPtr(pointer) % tensor.alignment != 0) {
+        return status.fail(error.InvalidArgument, "borrow: data at 0x{x} is not {d}-byte aligned (copy it instead)", .{ @intFromPtr(pointer), tensor.alignment });
+    }
+    const bytes: []align(tensor.alignment) u8 = @alignCast(pointer[0..data_bytes]);
+    try publish(try tensor.createBorrowed(dtype, dims, bytes), out);
+}
+
+/// int32_t spindle_tensor_detach(uint64_t handle): ends the borrow of a spindle_tensor_borrow
+///     tensor's bytes (no-op for others): when anything but this handle still holds its
+///     storage (a view, an output aliasing it), the bytes are copied into library memory
+///     first. Call it after every run that read the tensor has ended; afterwards the
+///     library no longer reads the caller's bytes.
+pub fn spindle_tensor_detach(handle: Handle) callconv(.c) i32 {
+    status.clearMessage();
+    return status.toStatus(tensorDetach(handle));
+}
+
+fn tensorDetach(handle: Handle) Error!void {
+    const t = try tensor.table.acquire(handle);
+    defer t.release();
+    // Two references are the caller's: the handle table's and this acquire's.
+    try tensor.detachBorrowed(t, 2);
+}
+
 /// int32_t spindle_tensor_full(uint32_t dtype, uint32_t ndim, const int64_t *shape,
 ///     double value, uint64_t *out)
 pub fn spindle_tensor_full(dtype_code: u32, ndim: u32, shape: ?[*]const i64, value: f64, out: ?*Handle) callconv(.c) i32 {
@@ -816,6 +857,40 @@ test "exported tensor round trip and bad arguments" {
     try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_create(0, 2, &negative, null, 0, &handle));
     try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_create(9, 2, &shape, null, 0, &handle));
     try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_op_run(999, null, 0, null, 0, &handle));
+}
+
+test "exported borrow reads the caller's bytes, refuses misaligned or short ones, and detach copies for views" {
+    var words: [9]u64 align(tensor.alignment) = .{ 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+    const bytes = std.mem.sliceAsBytes(&words);
+    const shape = [_]i64{ 2, 4 };
+    var handle: Handle = 0;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_borrow(1, 2, &shape, bytes.ptr, 64, &handle));
+    var described: [4 + tensor.max_dims]i64 = undefined;
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_info(handle, &described));
+    try std.testing.expectEqual(@as(i64, @intCast(@intFromPtr(bytes.ptr))), described[2]);
+    // Detach with no other holder leaves the tensor on the caller's bytes.
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_detach(handle));
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_info(handle, &described));
+    try std.testing.expectEqual(@as(i64, @intCast(@intFromPtr(bytes.ptr))), described[2]);
+    // A view (the transpose) still holds the storage when the borrow ends: it keeps its values
+    // once the caller reuses the bytes.
+    const t = try tensor.table.acquire(handle);
+    const view = try tensor.createView(t, &.{ 4, 2 }, &.{ 1, 4 }, 0);
+    t.release();
+    defer view.release();
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_detach(handle));
+    try std.testing.expectEqual(@as(i32, 0), spindle_tensor_dispose(handle));
+    @memset(bytes, 0);
+    var values: [8]u64 = undefined;
+    tensor.copyToContiguous(view, std.mem.sliceAsBytes(&values));
+    try std.testing.expectEqualSlices(u64, &.{ 1, 5, 2, 6, 3, 7, 4, 8 }, &values);
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_handle), spindle_tensor_detach(handle));
+    // Misaligned, short, empty and null data are refused with a status, never read.
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_borrow(1, 2, &shape, bytes.ptr + 8, 64, &handle));
+    try std.testing.expectEqual(@intFromEnum(status.Status.shape_mismatch), spindle_tensor_borrow(1, 2, &shape, bytes.ptr, 56, &handle));
+    const empty = [_]i64{ 0, 4 };
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_borrow(1, 2, &empty, bytes.ptr, 0, &handle));
+    try std.testing.expectEqual(@intFromEnum(status.Status.invalid_argument), spindle_tensor_borrow(1, 2, &shape, null, 64, &handle));
 }
 
 test "exported fork, watch, completion queue and wait" {

@@ -87,6 +87,9 @@ pub const Storage = struct {
     /// What the allocation counted against a budget, given back when the storage is freed
     /// (see Budget): none for a region of an arena, whose bytes the arena's charge covers.
     charge: Charge = .{},
+    /// Set when the bytes belong to the caller (createBorrowed): releasing the storage then
+    /// frees only this struct, and detachBorrowed copies the bytes out while others hold it.
+    borrowed: bool = false,
     /// Incremented by every tensor viewing this storage. Release decrement synchronises
     /// with the Acquire load of the thread that frees, so all writes happen before free.
     refs: std.atomic.Value(u32),
@@ -115,7 +118,7 @@ pub const Storage = struct {
         if (previous == 1) {
             _ = storage.refs.load(.acquire);
             refund(storage.charge);
-            if (storage.arena) |arena| arena.release() else storage_cache.free(storage.block);
+            if (storage.arena) |arena| arena.release() else if (!storage.borrowed) storage_cache.free(storage.block);
             StructCache(Storage).destroy(storage);
         }
     }
@@ -409,6 +412,11 @@ pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     // A planned output takes a region of an arena, whose charge covers it.
     const storage = try takePlanned(bytes) orelse try createCharged(shape, bytes);
     errdefer storage.release();
+    return contiguousOver(storage, dtype, shape);
+}
+
+/// A contiguous tensor of `shape` at the start of `storage`, taking over its reference.
+fn contiguousOver(storage: *Storage, dtype: DType, shape: []const usize) Error!*Tensor {
     const t = try StructCache(Tensor).create();
     t.* = .{
         .storage = storage,
@@ -422,6 +430,42 @@ pub fn createUninit(dtype: DType, shape: []const usize) Error!*Tensor {
     @memcpy(t.shape[0..shape.len], shape);
     setContiguousStrides(t);
     return t;
+}
+
+/// A contiguous tensor over `bytes`, memory the caller owns (an HTTP request's body): no
+/// allocation and no copy. The caller keeps the bytes alive and unchanged until every run
+/// that reads the tensor has ended, then calls detachBorrowed before it reuses them.
+/// Nothing is charged to a budget: the library allocates nothing for it.
+pub fn createBorrowed(dtype: DType, shape: []const usize, bytes: []align(alignment) u8) Error!*Tensor {
+    const count = try checkedNumel(shape, dtype);
+    if (bytes.len != count * dtype.size()) {
+        return status.fail(error.ShapeMismatch, "tensor: {d} borrowed bytes for shape {f} of {s} (needs {d})", .{ bytes.len, status.shape(shape), dtype.name(), count * dtype.size() });
+    }
+    const storage = try StructCache(Storage).create();
+    errdefer StructCache(Storage).destroy(storage);
+    storage.* = .{ .bytes = bytes, .block = bytes, .borrowed = true, .refs = .init(1) };
+    return contiguousOver(storage, dtype, shape);
+}
+
+/// Ends the borrow of a createBorrowed tensor's bytes, for a caller about to reuse them: when
+/// anything besides the caller's own `holders` references of `t` still holds the storage (a
+/// view, an output aliasing the input, a task), its bytes are first copied into memory the
+/// library owns, so that those holders keep valid values. Nothing may read the storage
+/// meanwhile: the caller calls this after every run that used the tensor has ended.
+pub fn detachBorrowed(t: *Tensor, holders: u32) Error!void {
+    const storage = t.storage;
+    if (!storage.borrowed) return;
+    // Acquire: pairs with the Release decrements of holders that let go (their reads of the
+    // bytes happen before the count we see).
+    const shared = t.refs.load(.acquire) > holders or storage.refs.load(.acquire) > 1;
+    if (!shared) return;
+    const block = storage_cache.allocate(@max(storage.bytes.len, 1)) catch
+        return status.fail(error.OutOfMemory, "out of memory copying {d} borrowed bytes", .{storage.bytes.len});
+    const owned = block[0..storage.bytes.len];
+    @memcpy(owned, storage.bytes);
+    storage.bytes = owned;
+    storage.block = block;
+    storage.borrowed = false;
 }
 
 fn createCharged(shape: []const usize, bytes: usize) Error!*Storage {
@@ -643,4 +687,44 @@ test "views share storage and copyToContiguous follows strides" {
     var out: [6]f32 = undefined;
     copyToContiguous(transposed, std.mem.sliceAsBytes(&out));
     try std.testing.expectEqualSlices(f32, &.{ 0, 3, 1, 4, 2, 5 }, &out);
+}
+
+test "a borrowed tensor reads the caller's bytes in place and frees none of them" {
+    var bytes: [16]u8 align(alignment) = undefined;
+    @memcpy(std.mem.bytesAsSlice(f32, &bytes), &[_]f32{ 1, 2, 3, 4 });
+    const t = try createBorrowed(.float32, &.{ 2, 2 }, &bytes);
+    try std.testing.expectEqual(@intFromPtr(&bytes), @intFromPtr(t.storage.bytes.ptr));
+    try std.testing.expectEqualSlices(f32, &.{ 1, 2, 3, 4 }, t.f32Slice());
+    // Only holder: detach leaves it in place.
+    try detachBorrowed(t, 1);
+    try std.testing.expect(t.storage.borrowed);
+    try std.testing.expectEqual(@intFromPtr(&bytes), @intFromPtr(t.storage.bytes.ptr));
+    t.release(); // frees the structs, not the caller's (stack) bytes
+    try std.testing.expectError(error.ShapeMismatch, createBorrowed(.float32, &.{ 2, 3 }, &bytes));
+    try std.testing.expectError(error.ShapeMismatch, createBorrowed(.int64, &.{ 2, 2 }, &bytes));
+}
+
+test "detaching a borrowed tensor that a view still holds copies its bytes for the view" {
+    var bytes: [24]u8 align(alignment) = undefined;
+    @memcpy(std.mem.bytesAsSlice(i32, &bytes), &[_]i32{ 1, 2, 3, 4, 5, 6 });
+    const t = try createBorrowed(.int32, &.{ 2, 3 }, &bytes);
+    const view = try createView(t, &.{ 3, 2 }, &.{ 1, 3 }, 0); // the transpose
+    try detachBorrowed(t, 1);
+    try std.testing.expect(!t.storage.borrowed);
+    t.release();
+    // The caller reuses its bytes: the view keeps the values it had.
+    @memset(&bytes, 0xff);
+    var out: [6]i32 = undefined;
+    copyToContiguous(view, std.mem.sliceAsBytes(&out));
+    try std.testing.expectEqualSlices(i32, &.{ 1, 4, 2, 5, 3, 6 }, &out);
+    view.release();
+    // A tensor retained by another holder (a task) is copied out too.
+    @memcpy(std.mem.bytesAsSlice(i32, &bytes), &[_]i32{ 7, 8, 9, 10, 11, 12 });
+    const held = try createBorrowed(.int32, &.{6}, &bytes);
+    held.retain();
+    try detachBorrowed(held, 1);
+    held.release();
+    @memset(&bytes, 0);
+    try std.testing.expectEqualSlices(i32, &.{ 7, 8, 9, 10, 11, 12 }, held.i32Slice());
+    held.release();
 }
