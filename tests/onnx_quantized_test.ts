@@ -251,7 +251,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "int8 det_qdq: residual adds and squeeze-excitation muls before a round trip run in quantized_pointwise",
+  name:
+    "int8 det_qdq: residual adds, squeeze-excitation muls and batch_norm before a round trip run in quantized_pointwise",
   ignore: !haveCache,
   fn() {
     const nodes = decodeSource(importOnnx(Deno.readFileSync(`${CACHE}/det_qdq.onnx`))).graphs[0].nodes;
@@ -262,6 +263,12 @@ Deno.test({
     // trips (its 11 Adds all join one; the 2 Muls whose output a conv reads directly do not).
     assert.ok(withOperands.length >= 8, `det_qdq: ${withOperands.length} chains read operands`);
     assert.equal(nodes.filter((node) => node.op === "add").length, 0, "det_qdq: an Add was left unfused");
+    // The head's batch_norm, between a chain and a round trip, runs as an affine_channel step.
+    assert.equal(
+      nodes.filter((node) => node.op === "batch_norm").length,
+      0,
+      "det_qdq: its batch_norm was left unfused",
+    );
     // No Add or Mul of two run-time tensors is left whose only reader is a round trip.
     const left = nodes.filter((node) =>
       (node.op === "add" || node.op === "mul") && node.inputs!.length === 2 &&

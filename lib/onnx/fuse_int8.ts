@@ -17,6 +17,7 @@
  * residual adds and squeeze-excitation gates, each between two round trips), joins a chain as
  * an operand step; the node then reads that tensor too (at most two), and does not fold into
  * a conv's epilogue.
+ * A batch_norm with constant statistics joins as a per-channel multiply-add.
  *
  * @module
  */
@@ -46,6 +47,7 @@ const STEP = {
   dequantize: 17,
   add_operand: 18,
   mul_operand: 19,
+  affine_channel: 20,
 } as const;
 /** The most run-time tensors one node reads besides its root (quantized_pointwise's `a`, `b`). */
 const MAX_OPERANDS = 2;
@@ -158,6 +160,7 @@ function stepOf(
       : STEP.quantize;
     return { record: [code, scale.data[0], zero.data[0], qmin, qmax], roundTrip: code !== STEP.dequantize };
   }
+  if (node.op === "batch_norm") return batchNormStep(source, index, node, x, channels);
   const codes = SCALAR_CODES[node.op];
   if (codes === undefined) return undefined;
   if (inputs.length === 1) {
@@ -188,6 +191,41 @@ function stepOf(
     constant.shape.at(-3) === channels && constant.shape.at(-1) === 1 && constant.shape.at(-2) === 1;
   if (!perChannel) return undefined;
   return { record: [CHANNEL_CODES[node.op][first], 0, 0, 0, 0], table: new Float32Array(constant.data) };
+}
+
+/**
+ * batch_norm of x with constant statistics (det's head, between a chain and a round trip) as
+ * an affine_channel step: the scales and shifts its kernel computes in float32
+ * (zig/src/ops/normalization.zig), which the step applies as the kernel does, with one
+ * multiply-add per value.
+ */
+function batchNormStep(
+  source: ProgramSource,
+  index: Index,
+  node: NodeDescription,
+  x: number,
+  channels: number,
+): { record: number[]; table: Float32Array } | undefined {
+  const inputs = node.inputs ?? [];
+  const hasWeight = param(node, "has_weight") === true;
+  const hasBias = param(node, "has_bias") === true;
+  if (inputs[0] !== x || channels <= 0 || inputs.length !== 3 + Number(hasWeight) + Number(hasBias)) return undefined;
+  const [mean, variance] = [inputs[1], inputs[2]].map((v) => constantOf(source, index, v));
+  const weight = hasWeight ? constantOf(source, index, inputs[3]) : undefined;
+  const bias = hasBias ? constantOf(source, index, inputs.at(-1)!) : undefined;
+  const fits = (c: { data: number[]; shape: number[] } | undefined) =>
+    c?.shape.length === 1 && c.data.length === channels;
+  if (!fits(mean) || !fits(variance) || (hasWeight && !fits(weight)) || (hasBias && !fits(bias))) return undefined;
+  const f = Math.fround;
+  const eps = f(param(node, "eps") as number);
+  const table = new Float32Array(2 * channels);
+  for (let c = 0; c < channels; c++) {
+    const inverse = f(1 / f(Math.sqrt(f(variance!.data[c] + eps))));
+    const scale = f(inverse * (weight?.data[c] ?? 1));
+    table[c] = scale;
+    table[channels + c] = f((bias?.data[c] ?? 0) - f(mean!.data[c] * scale));
+  }
+  return { record: [STEP.affine_channel, 0, 0, 0, 0], table };
 }
 
 /**

@@ -1467,6 +1467,9 @@ pub const PointwiseStep = enum(u8) {
     add_operand = 18,
     /// acc · operand a (as add_operand).
     mul_operand = 19,
+    /// @mulAdd(acc, t[c], t[C + c]) with the table t at a (2 · C values: scales, then shifts):
+    /// batch_norm with constant statistics, as its kernel computes it (one rounding).
+    affine_channel = 20,
 };
 
 /// The most tensor operands (quantized_pointwise's optional inputs `a` and `b`).
@@ -1510,8 +1513,8 @@ fn checkProgram(comptime op: []const u8, program: []const f32, step_count: usize
     for (steps, 0..) |*step, i| {
         const record = program[i * step_len ..][0..step_len];
         const raw = record[0];
-        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.mul_operand)) or raw != @round(raw)) {
-            return status.fail(error.InvalidArgument, op ++ ": step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.mul_operand) });
+        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.affine_channel)) or raw != @round(raw)) {
+            return status.fail(error.InvalidArgument, op ++ ": step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.affine_channel) });
         }
         const code: PointwiseStep = @enumFromInt(@as(u8, @intFromFloat(raw)));
         step.* = .{ .code = code, .a = record[1], .b = record[2], .c = record[3], .d = record[4] };
@@ -1526,13 +1529,15 @@ fn checkProgram(comptime op: []const u8, program: []const f32, step_count: usize
                 }
                 if (step.b != @round(step.b) or step.b < step.c or step.b > step.d) return status.fail(error.InvalidArgument, op ++ ": step {d}'s zero point {d} is outside [{d}, {d}]", .{ i, step.b, step.c, step.d });
             },
-            .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => {
+            .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel, .affine_channel => {
+                // affine_channel's table holds a scale and a shift per channel.
+                const len = if (code == .affine_channel) 2 * channels else channels;
                 const offset = step.a;
-                if (!(offset >= 0) or offset != @round(offset) or offset + @as(f32, @floatFromInt(channels)) > @as(f32, @floatFromInt(program.len))) {
-                    return status.fail(error.InvalidArgument, op ++ ": step {d}'s table at {d} does not hold {d} channels inside a program of {d} values", .{ i, offset, channels, program.len });
+                if (!(offset >= 0) or offset != @round(offset) or offset + @as(f32, @floatFromInt(len)) > @as(f32, @floatFromInt(program.len))) {
+                    return status.fail(error.InvalidArgument, op ++ ": step {d}'s table at {d} does not hold {d} values inside a program of {d} values", .{ i, offset, len, program.len });
                 }
                 const start: usize = @intFromFloat(offset);
-                step.table = program[start..][0..channels];
+                step.table = program[start..][0..len];
             },
             .add_operand, .mul_operand => if (!(step.a >= 0 and step.a < @as(f32, @floatFromInt(operand_count))) or step.a != @round(step.a)) {
                 return status.fail(error.InvalidArgument, op ++ ": step {d} reads operand {d}, but {d} operands were given", .{ i, step.a, operand_count });
@@ -1802,6 +1807,16 @@ fn run(step: Step, acc: []f32, root: []const f32, channel: usize, operands: *con
         .quantize => quantizeSlice(acc, acc, step.a, step.b, step.c, step.d),
         .dequantize => dequantizeSlice(acc, acc, step.a, step.b),
         .set_root => unreachable,
+        .affine_channel => {
+            const channels = step.table.len / 2;
+            const scale = step.table[channel];
+            const shift = step.table[channels + channel];
+            var i: usize = 0;
+            while (i + lanes <= acc.len) : (i += lanes) {
+                acc[i..][0..lanes].* = @mulAdd(VF, acc[i..][0..lanes].*, @splat(scale), @splat(shift));
+            }
+            while (i < acc.len) : (i += 1) acc[i] = @mulAdd(f32, acc[i], scale, shift);
+        },
         inline .add_operand, .mul_operand => |code| {
             // checkProgram bounded a by the operand count.
             const operand = operands[@intFromFloat(step.a)];
@@ -1872,6 +1887,14 @@ fn chainVectors(steps: []const Step, values: []VF, saved: []VF, operands: Operan
         .set_root => @memcpy(saved, values),
         // checkProgram refused operand steps in conv2d_int8's programs.
         .add_operand, .mul_operand => unreachable,
+        .affine_channel => {
+            const channels = step.table.len / 2;
+            const scale: VF, const shift: VF = switch (operands) {
+                .columns => |span| .{ padded(step.table[0..channels], span[0], span[1]), padded(step.table[channels..], span[0], span[1]) },
+                .channel => |channel| .{ @splat(step.table[channel]), @splat(step.table[channels + channel]) },
+            };
+            for (values) |*v| v.* = @mulAdd(VF, v.*, scale, shift);
+        },
         inline else => |code| {
             const operand: VF = if (comptime !isChannelStep(code)) @splat(step.a) else switch (operands) {
                 .columns => |span| padded(step.table, span[0], span[1]),
@@ -1884,7 +1907,7 @@ fn chainVectors(steps: []const Step, values: []VF, saved: []VF, operands: Operan
 
 fn isChannelStep(code: PointwiseStep) bool {
     return switch (code) {
-        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => true,
+        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel, .affine_channel => true,
         else => false,
     };
 }
@@ -1899,7 +1922,7 @@ inline fn apply(comptime T: type, comptime code: PointwiseStep, v: T, s: T, r: T
         .div_into, .div_into_channel => s / v,
         .add_root => r + v,
         .mul_root => r * v,
-        .round_trip, .set_root, .quantize, .dequantize, .add_operand, .mul_operand => unreachable,
+        .round_trip, .set_root, .quantize, .dequantize, .add_operand, .mul_operand, .affine_channel => unreachable,
     };
 }
 
@@ -2283,6 +2306,40 @@ test "quantized_pointwise's operand steps equal a residual Add and a per-plane M
     }
 }
 
+test "quantized_pointwise's affine_channel equals batch_norm's multiply-add per channel, at 1 and 2 threads" {
+    var prng = std.Random.DefaultPrng.init(19);
+    const random = prng.random();
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    // Planes of 5 · 7 and of 1030 (two pieces, a ragged tail), 3 channels; then a round trip
+    // (its steps before the split run per element).
+    for ([_][4]usize{ .{ 2, 3, 5, 7 }, .{ 1, 3, 2, 515 } }) |shape| {
+        const x = try tensor.createUninit(.float32, &shape);
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = random.float(f32) * 8 - 4;
+        const scales = [3]f32{ 0.37, -1.9, 2.2 };
+        const shifts = [3]f32{ 0.11, 0.7, -0.45 };
+        const program = stepRecord(.affine_channel, .{ 2 * step_len, 0, 0, 0 }) ++ stepRecord(.round_trip, .{ 0.043, 120, 0, 255 }) ++ scales ++ shifts;
+        const program_tensor = try vectorTensor(&program);
+        defer program_tensor.release();
+        const plane = shape[2] * shape[3];
+        for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            const out = try pointwise(x, program_tensor, 2, &.{});
+            defer out.release();
+            for (out.f32Slice(), x.f32Slice(), 0..) |o, v, i| {
+                const c = i / plane % 3;
+                try testing.expectEqual((quantizeValue(@mulAdd(f32, v, scales[c], shifts[c]), 0.043, 120, 0, 255) - 120) * 0.043, o);
+            }
+        }
+        // A table of scales and shifts that runs past the program's end.
+        const short = try vectorTensor(&(stepRecord(.affine_channel, .{ step_len + 1, 0, 0, 0 }) ++ scales ++ shifts));
+        defer short.release();
+        try testing.expectError(error.InvalidArgument, pointwise(x, short, 1, &.{}));
+    }
+}
+
 test "quantized_pointwise refuses bad programs with errors" {
     const x = try tensor.createUninit(.float32, &.{ 1, 2, 3 });
     defer x.release();
@@ -2397,16 +2454,18 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
     // The hard-swish reads the conv output as its root (steps throughout); the second
     // program quantizes first, so its later steps run as a level table.
     var root_first = [_]f32{
-        @intFromEnum(PointwiseStep.set_root),    0,           0,   0,    0,
-        @intFromEnum(PointwiseStep.add),         3,           0,   0,    0,
-        @intFromEnum(PointwiseStep.round_trip),  6.0 / 255.0, 0,   0,    255,
-        @intFromEnum(PointwiseStep.mul_root),    0,           0,   0,    0,
-        @intFromEnum(PointwiseStep.div),         6,           0,   0,    0,
-        @intFromEnum(PointwiseStep.round_trip),  s,           100, 0,    255,
-        @intFromEnum(PointwiseStep.mul_channel), 8 * 5,       0,   0,    0,
-        @intFromEnum(PointwiseStep.quantize),    0.05,        -3,  -128, 127,
-    } ++ @as([c_out]f32, @splat(0));
-    for (root_first[8 * 5 ..], 0..) |*v, i| v.* = 0.25 + @as(f32, @floatFromInt(i)) * 0.125;
+        @intFromEnum(PointwiseStep.set_root),       0,             0,   0,    0,
+        @intFromEnum(PointwiseStep.add),            3,             0,   0,    0,
+        @intFromEnum(PointwiseStep.round_trip),     6.0 / 255.0,   0,   0,    255,
+        @intFromEnum(PointwiseStep.mul_root),       0,             0,   0,    0,
+        @intFromEnum(PointwiseStep.div),            6,             0,   0,    0,
+        @intFromEnum(PointwiseStep.round_trip),     s,             100, 0,    255,
+        @intFromEnum(PointwiseStep.mul_channel),    9 * 5,         0,   0,    0,
+        @intFromEnum(PointwiseStep.affine_channel), 9 * 5 + c_out, 0,   0,    0,
+        @intFromEnum(PointwiseStep.quantize),       0.05,          -3,  -128, 127,
+    } ++ @as([3 * c_out]f32, @splat(0));
+    // mul_channel's table, then affine_channel's scales and shifts.
+    for (root_first[9 * 5 ..], 0..) |*v, i| v.* = 0.25 + @as(f32, @floatFromInt(i % c_out)) * 0.125 - @as(f32, @floatFromInt(i / c_out)) * 0.3;
     const tabled = [_]f32{
         @intFromEnum(PointwiseStep.mul),        1.384,       0,   0, 0,
         @intFromEnum(PointwiseStep.round_trip), s,           100, 0, 255,
@@ -2425,7 +2484,7 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
     const table_program = try tensor.createUninit(.float32, &.{tabled.len});
     defer table_program.release();
     @memcpy(table_program.f32Slice(), &tabled);
-    const programs = [_]struct { tensor: *Tensor, steps: i64 }{ .{ .tensor = root_program, .steps = 8 }, .{ .tensor = table_program, .steps = 10 } };
+    const programs = [_]struct { tensor: *Tensor, steps: i64 }{ .{ .tensor = root_program, .steps = 9 }, .{ .tensor = table_program, .steps = 10 } };
     const program = root_program;
     const windows = [_]Window{
         .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } },
