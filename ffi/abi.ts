@@ -1097,7 +1097,7 @@ export const OP_SCHEMAS = {
   },
   quantized_pointwise: {
     code: 90,
-    inputs: ["x", "program"],
+    inputs: ["x", "program", "a?", "b?"],
     params: [
       { "name": "steps", "kind": "int", "min": 1, "max": 1024 },
     ],

@@ -251,6 +251,34 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "int8 det_qdq: residual adds, squeeze-excitation muls and batch_norm before a round trip run in quantized_pointwise",
+  ignore: !haveCache,
+  fn() {
+    const nodes = decodeSource(importOnnx(Deno.readFileSync(`${CACHE}/det_qdq.onnx`))).graphs[0].nodes;
+    const readers = new Map<number, (typeof nodes)[number][]>();
+    for (const node of nodes) for (const v of node.inputs ?? []) readers.set(v, [...(readers.get(v) ?? []), node]);
+    const withOperands = nodes.filter((node) => node.op === "quantized_pointwise" && node.inputs!.length > 2);
+    // det_qdq's neck: 8 chains of a squeeze-excitation Mul and/or residual Adds between round
+    // trips (its 11 Adds all join one; the 2 Muls whose output a conv reads directly do not).
+    assert.ok(withOperands.length >= 8, `det_qdq: ${withOperands.length} chains read operands`);
+    assert.equal(nodes.filter((node) => node.op === "add").length, 0, "det_qdq: an Add was left unfused");
+    // The head's batch_norm, between a chain and a round trip, runs as an affine_channel step.
+    assert.equal(
+      nodes.filter((node) => node.op === "batch_norm").length,
+      0,
+      "det_qdq: its batch_norm was left unfused",
+    );
+    // No Add or Mul of two run-time tensors is left whose only reader is a round trip.
+    const left = nodes.filter((node) =>
+      (node.op === "add" || node.op === "mul") && node.inputs!.length === 2 &&
+      readers.get(node.outputs[0])?.length === 1 && readers.get(node.outputs[0])![0].op === "quantize_linear"
+    );
+    assert.equal(left.length, 0, `det_qdq: ${left.length} adds/muls before a round trip were not fused`);
+  },
+});
+
+Deno.test({
   name: "int8 QOperator models: one dequantize per value, and a conv's sole dequantize runs in its epilogue",
   ignore: !haveCache,
   fn() {

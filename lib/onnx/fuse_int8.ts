@@ -13,6 +13,12 @@
  * A chain grows only through values with no other reader; a step may read the chain's input
  * again (HardSwish's `x · clip(x + 3)`), so such an x, read twice, starts a new chain.
  *
+ * An Add or Mul of another run-time tensor, of the chain's shape or one value per plane (det's
+ * residual adds and squeeze-excitation gates, each between two round trips), joins a chain as
+ * an operand step; the node then reads that tensor too (at most two), and does not fold into
+ * a conv's epilogue.
+ * A batch_norm with constant statistics joins as a per-channel multiply-add.
+ *
  * @module
  */
 import type { GraphDescription, NodeDescription, ParamValue, ProgramSource } from "../program/format.ts";
@@ -39,7 +45,12 @@ const STEP = {
   set_root: 15,
   quantize: 16,
   dequantize: 17,
+  add_operand: 18,
+  mul_operand: 19,
+  affine_channel: 20,
 } as const;
+/** The most run-time tensors one node reads besides its root (quantized_pointwise's `a`, `b`). */
+const MAX_OPERANDS = 2;
 /** Values per step record. */
 const STEP_LEN = 5;
 /** The most steps one node takes (the op's bound). */
@@ -50,7 +61,8 @@ interface Chain {
   root: number;
   /** Channels of the root (axis 1 of its static 4-D shape), 0 when not 4-D. */
   channels: number;
-  steps: { record: number[]; table?: Float32Array }[];
+  /** A step's `operand` is the run-time value it reads (record[1] becomes its input slot). */
+  steps: { record: number[]; table?: Float32Array; operand?: number }[];
   members: NodeDescription[];
   roundTrips: number;
   /** Taken into the chain before it (`mergeShared`). */
@@ -118,7 +130,9 @@ const CHANNEL_CODES: Record<string, [number, number]> = {
 
 /**
  * The step `node` applies to chain value `x` (the chain's root being `root`, channels
- * `channels`), or undefined when it is not an elementwise step of this kind.
+ * `channels`), or undefined when it is not an elementwise step of this kind. `operandFits`
+ * says whether a run-time value may be an Add's or Mul's other operand (x's shape, or one
+ * value per plane: det's residual adds and squeeze-excitation gates).
  */
 function stepOf(
   source: ProgramSource,
@@ -127,7 +141,8 @@ function stepOf(
   x: number,
   root: number | undefined,
   channels: number,
-): { record: number[]; table?: Float32Array; roundTrip?: boolean } | undefined {
+  operandFits: (value: number) => boolean,
+): { record: number[]; table?: Float32Array; roundTrip?: boolean; operand?: number } | undefined {
   const inputs = node.inputs ?? [];
   if (node.outputs.length !== 1 || inputs[0] === undefined) return undefined;
   if (node.op === "quantize_linear" || node.op === "dequantize_linear") {
@@ -145,6 +160,7 @@ function stepOf(
       : STEP.quantize;
     return { record: [code, scale.data[0], zero.data[0], qmin, qmax], roundTrip: code !== STEP.dequantize };
   }
+  if (node.op === "batch_norm") return batchNormStep(source, index, node, x, channels);
   const codes = SCALAR_CODES[node.op];
   if (codes === undefined) return undefined;
   if (inputs.length === 1) {
@@ -160,7 +176,12 @@ function stepOf(
     return { record: [node.op === "add" ? STEP.add_root : STEP.mul_root, 0, 0, 0, 0] };
   }
   const constant = constantOf(source, index, other);
-  if (constant === undefined) return undefined;
+  if (constant === undefined) {
+    if ((node.op !== "add" && node.op !== "mul") || index.producer.get(other)?.op === "constant") return undefined;
+    if (!operandFits(other)) return undefined;
+    // acc + y and acc · y: float addition and multiplication commute exactly.
+    return { record: [node.op === "add" ? STEP.add_operand : STEP.mul_operand, 0, 0, 0, 0], operand: other };
+  }
   const first = position === 1 ? 1 : 0;
   if (constant.data.length === 1 && constant.shape.length <= 4) {
     return { record: [codes[first], constant.data[0], 0, 0, 0] };
@@ -170,6 +191,41 @@ function stepOf(
     constant.shape.at(-3) === channels && constant.shape.at(-1) === 1 && constant.shape.at(-2) === 1;
   if (!perChannel) return undefined;
   return { record: [CHANNEL_CODES[node.op][first], 0, 0, 0, 0], table: new Float32Array(constant.data) };
+}
+
+/**
+ * batch_norm of x with constant statistics (det's head, between a chain and a round trip) as
+ * an affine_channel step: the scales and shifts its kernel computes in float32
+ * (zig/src/ops/normalization.zig), which the step applies as the kernel does, with one
+ * multiply-add per value.
+ */
+function batchNormStep(
+  source: ProgramSource,
+  index: Index,
+  node: NodeDescription,
+  x: number,
+  channels: number,
+): { record: number[]; table: Float32Array } | undefined {
+  const inputs = node.inputs ?? [];
+  const hasWeight = param(node, "has_weight") === true;
+  const hasBias = param(node, "has_bias") === true;
+  if (inputs[0] !== x || channels <= 0 || inputs.length !== 3 + Number(hasWeight) + Number(hasBias)) return undefined;
+  const [mean, variance] = [inputs[1], inputs[2]].map((v) => constantOf(source, index, v));
+  const weight = hasWeight ? constantOf(source, index, inputs[3]) : undefined;
+  const bias = hasBias ? constantOf(source, index, inputs.at(-1)!) : undefined;
+  const fits = (c: { data: number[]; shape: number[] } | undefined) =>
+    c?.shape.length === 1 && c.data.length === channels;
+  if (!fits(mean) || !fits(variance) || (hasWeight && !fits(weight)) || (hasBias && !fits(bias))) return undefined;
+  const f = Math.fround;
+  const eps = f(param(node, "eps") as number);
+  const table = new Float32Array(2 * channels);
+  for (let c = 0; c < channels; c++) {
+    const inverse = f(1 / f(Math.sqrt(f(variance!.data[c] + eps))));
+    const scale = f(inverse * (weight?.data[c] ?? 1));
+    table[c] = scale;
+    table[channels + c] = f((bias?.data[c] ?? 0) - f(mean!.data[c] * scale));
+  }
+  return { record: [STEP.affine_channel, 0, 0, 0, 0], table };
 }
 
 /**
@@ -197,13 +253,21 @@ export function fuseQuantizedChains(
     const sb = shape(b);
     return sa !== undefined && sb !== undefined && sa.length === sb.length && sa.every((d, i) => d === sb[i] && d >= 0);
   };
+  /** An operand of x's shape, or of x's first two dims then 1's (one value per plane). */
+  const operandFitsOf = (x: number) => (value: number) => {
+    const sv = shape(value);
+    const sx = shape(x);
+    if (sameShape(value, x)) return true;
+    return sv !== undefined && sx !== undefined && sx.length >= 2 && sv.length === sx.length &&
+      sv.every((d, i) => i < 2 ? d === sx[i] && d >= 0 : d === 1);
+  };
   for (const node of graph.nodes) {
     const inputs = node.inputs ?? [];
     let extended = false;
     for (const v of new Set(inputs)) {
       const chain = byOutput.get(v);
       if (chain === undefined || index.readers.get(v) !== 1 || chain.steps.length >= MAX_STEPS) continue;
-      const step = stepOf(source, index, node, v, chain.root, chain.channels);
+      const step = stepOf(source, index, node, v, chain.root, chain.channels, operandFitsOf(chain.root));
       if (step === undefined || !sameShape(node.outputs[0], chain.root)) continue;
       chain.steps.push(step);
       chain.members.push(node);
@@ -218,7 +282,7 @@ export function fuseQuantizedChains(
       const rootShape = shape(x);
       if (rootShape === undefined || !sameShape(node.outputs[0], x)) continue;
       const channels = rootShape.length === 4 ? rootShape[1] : 0;
-      const step = stepOf(source, index, node, x, undefined, channels);
+      const step = stepOf(source, index, node, x, undefined, channels, operandFitsOf(x));
       if (step === undefined) continue;
       const chain: Chain = { root: x, channels, steps: [step], members: [node], roundTrips: step.roundTrip ? 1 : 0 };
       chains.push(chain);
@@ -232,6 +296,11 @@ export function fuseQuantizedChains(
   for (const chain of chains) {
     if (chain.merged) continue;
     if (chain.members.length < 2 || chain.roundTrips === 0) continue;
+    const operands = [...new Set(chain.steps.flatMap((step) => step.operand ?? []))];
+    const made = new Set(chain.members.flatMap((member) => member.outputs));
+    // An operand made inside the chain would be removed with it (none is: a member's
+    // output read by a later step has two readers, which ends a chain).
+    if (operands.length > MAX_OPERANDS || operands.some((v) => made.has(v))) continue;
     const program: number[] = [];
     const tables: number[] = [];
     const tableStart = chain.steps.length * STEP_LEN;
@@ -241,12 +310,14 @@ export function fuseQuantizedChains(
         record[1] = tableStart + tables.length;
         tables.push(...step.table);
       }
+      if (step.operand !== undefined) record[1] = operands.indexOf(step.operand);
       program.push(...record);
     }
     program.push(...tables);
     const last = chain.members.at(-1)!;
     const programValue = addConstant(source, graph, new Float32Array(program));
-    const conv = foldableConv(index, chain);
+    // conv2d_int8's epilogue takes no operands.
+    const conv = operands.length === 0 ? foldableConv(index, chain) : undefined;
     if (conv !== undefined) {
       // The chain runs in the conv's epilogue on each value before it is stored: the conv's
       // f32 output is never written and read back.
@@ -258,7 +329,7 @@ export function fuseQuantizedChains(
       continue;
     }
     last.op = "quantized_pointwise";
-    last.inputs = [chain.root, programValue];
+    last.inputs = [chain.root, programValue, ...operands];
     last.params = { steps: chain.steps.length };
     for (const member of chain.members.slice(0, -1)) removed.add(member);
     count++;

@@ -774,9 +774,10 @@ pub const QuantizeLinear = struct {
 
 /// A chain of elementwise steps between QDQ pairs in one pass (lib/onnx/fuse_int8.ts builds
 /// it): `program` is float32, `steps` records of 5 values, then per-channel tables
-/// (ops/quantized.zig's `pointwise` gives the step codes).
+/// (ops/quantized.zig's `pointwise` gives the step codes); `a` and `b` are the tensors its
+/// operand steps read (a residual Add's other input, a squeeze-excitation Mul's scales).
 pub const QuantizedPointwise = struct {
-    pub const inputs: []const []const u8 = &.{ "x", "program" };
+    pub const inputs: []const []const u8 = &.{ "x", "program", "a?", "b?" };
     pub const bounds = .{ .steps = Bound{ .min = 1, .max = 1 << 10 } };
     steps: i64,
 };
@@ -1163,7 +1164,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
         .pack_int8 => |o| quantized.packInt8(inputs[0], o.k, o.n, o.transposed),
         .matmul_int8 => |o| quantized.matmulInt8(o.quantization(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]),
         .conv2d_int8 => |o| quantized.conv2dInt8(o.quantization(), o.window(), inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], if (inputs.len > 5) .{ .program = inputs[5], .steps = o.steps } else null),
-        .quantized_pointwise => |o| quantized.pointwise(inputs[0], inputs[1], o.steps),
+        .quantized_pointwise => |o| quantized.pointwise(inputs[0], inputs[1], o.steps, inputs[2..]),
         .resize_to => |o| dynamic.resizeTo(inputs[0], inputs[1], o.axes.slice(), @intFromEnum(o.mode), @intFromEnum(o.coordinate), @intFromEnum(o.nearest)),
     };
 }

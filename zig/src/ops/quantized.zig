@@ -848,7 +848,7 @@ pub fn conv2dInt8(q: Quantization, window: Window, x_input: *Tensor, packed_b: *
         if (c.steps < 1 or c.steps > max_steps) return status.fail(error.InvalidArgument, "conv2d_int8: a program has 1 to {d} steps, got {d}", .{ max_steps, c.steps });
         program = try shape_ops.contiguous(c.program);
         const steps = steps_buffer[0..@intCast(c.steps)];
-        try checkProgram("conv2d_int8", program.?.f32Slice(), steps.len, q.n, steps);
+        try checkProgram("conv2d_int8", program.?.f32Slice(), steps.len, q.n, 0, steps);
         call.steps = steps;
         if (outputTable(q, steps, &output_levels)) {
             call.output_levels = &output_levels;
@@ -1461,7 +1461,28 @@ pub const PointwiseStep = enum(u8) {
     quantize = 16,
     /// (acc - b) · a (QOperator ops' inputs).
     dequantize = 17,
+    /// acc + operand a (a = 0 or 1: quantized_pointwise's input `a` or `b`), an operand of
+    /// x's shape or one value per plane ([N, C, 1, 1] of an NCHW x): a residual Add or a
+    /// squeeze-excitation Mul between two QDQ round trips, fused with them.
+    add_operand = 18,
+    /// acc · operand a (as add_operand).
+    mul_operand = 19,
+    /// @mulAdd(acc, t[c], t[C + c]) with the table t at a (2 · C values: scales, then shifts):
+    /// batch_norm with constant statistics, as its kernel computes it (one rounding).
+    affine_channel = 20,
 };
+
+/// The most tensor operands (quantized_pointwise's optional inputs `a` and `b`).
+pub const max_operands = 2;
+
+/// A run-time operand's values for one piece: the piece's own elements, or one value (a
+/// per-plane operand) that every element of the piece takes.
+const Operand = struct {
+    values: []const f32 = &.{},
+    broadcast: bool = false,
+};
+/// For steps that read no operands (conv2d_int8's, a level table's).
+const no_operands: [max_operands]Operand = @splat(.{});
 
 const step_len = 5;
 /// The most steps a program holds (the ops' `steps` bound).
@@ -1485,13 +1506,15 @@ const Step = struct {
     table: []const f32 = &.{},
 };
 
-fn checkProgram(comptime op: []const u8, program: []const f32, step_count: usize, channels: usize, steps: []Step) Error!void {
+/// Checks a program's records into `steps`; operand steps may name operands below
+/// `operand_count` only (conv2d_int8's epilogue takes none).
+fn checkProgram(comptime op: []const u8, program: []const f32, step_count: usize, channels: usize, operand_count: usize, steps: []Step) Error!void {
     if (program.len < step_count * step_len) return status.fail(error.ShapeMismatch, op ++ ": a program of {d} steps needs at least {d} values, got {d}", .{ step_count, step_count * step_len, program.len });
     for (steps, 0..) |*step, i| {
         const record = program[i * step_len ..][0..step_len];
         const raw = record[0];
-        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.dequantize)) or raw != @round(raw)) {
-            return status.fail(error.InvalidArgument, op ++ ": step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.dequantize) });
+        if (!(raw >= 0 and raw <= @intFromEnum(PointwiseStep.affine_channel)) or raw != @round(raw)) {
+            return status.fail(error.InvalidArgument, op ++ ": step {d} has code {d}; codes are integers 0 to {d}", .{ i, raw, @intFromEnum(PointwiseStep.affine_channel) });
         }
         const code: PointwiseStep = @enumFromInt(@as(u8, @intFromFloat(raw)));
         step.* = .{ .code = code, .a = record[1], .b = record[2], .c = record[3], .d = record[4] };
@@ -1506,13 +1529,18 @@ fn checkProgram(comptime op: []const u8, program: []const f32, step_count: usize
                 }
                 if (step.b != @round(step.b) or step.b < step.c or step.b > step.d) return status.fail(error.InvalidArgument, op ++ ": step {d}'s zero point {d} is outside [{d}, {d}]", .{ i, step.b, step.c, step.d });
             },
-            .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => {
+            .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel, .affine_channel => {
+                // affine_channel's table holds a scale and a shift per channel.
+                const len = if (code == .affine_channel) 2 * channels else channels;
                 const offset = step.a;
-                if (!(offset >= 0) or offset != @round(offset) or offset + @as(f32, @floatFromInt(channels)) > @as(f32, @floatFromInt(program.len))) {
-                    return status.fail(error.InvalidArgument, op ++ ": step {d}'s table at {d} does not hold {d} channels inside a program of {d} values", .{ i, offset, channels, program.len });
+                if (!(offset >= 0) or offset != @round(offset) or offset + @as(f32, @floatFromInt(len)) > @as(f32, @floatFromInt(program.len))) {
+                    return status.fail(error.InvalidArgument, op ++ ": step {d}'s table at {d} does not hold {d} values inside a program of {d} values", .{ i, offset, len, program.len });
                 }
                 const start: usize = @intFromFloat(offset);
-                step.table = program[start..][0..channels];
+                step.table = program[start..][0..len];
+            },
+            .add_operand, .mul_operand => if (!(step.a >= 0 and step.a < @as(f32, @floatFromInt(operand_count))) or step.a != @round(step.a)) {
+                return status.fail(error.InvalidArgument, op ++ ": step {d} reads operand {d}, but {d} operands were given", .{ i, step.a, operand_count });
             },
             else => {},
         }
@@ -1522,7 +1550,9 @@ fn checkProgram(comptime op: []const u8, program: []const f32, step_count: usize
 /// Runs a chain of elementwise steps over x (float32; per-channel steps along axis 1) in one
 /// pass: what a QDQ model's Mul, Add, Div and QuantizeLinear/DequantizeLinear pairs between
 /// two convolutions did in as many passes over memory.
-pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64) Error!*Tensor {
+/// `operands` (at most max_operands) are the tensors add_operand/mul_operand steps read: each
+/// of x's shape, or of x's first two dims then 1's (one value per plane).
+pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64, operand_inputs: []const *Tensor) Error!*Tensor {
     try requireFloat("quantized_pointwise", "x", x_input);
     try requireFloat("quantized_pointwise", "program", program_input);
     const step_count: usize = std.math.cast(usize, step_count_value) orelse 0;
@@ -1533,9 +1563,22 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
     var steps_buffer: [max_steps]Step = undefined;
     if (step_count < 1 or step_count > max_steps) return status.fail(error.InvalidArgument, "quantized_pointwise: a program has 1 to {d} steps, got {d}", .{ max_steps, step_count });
     const steps = steps_buffer[0..step_count];
-    try checkProgram("quantized_pointwise", program_tensor.f32Slice(), step_count, channels, steps);
+    if (operand_inputs.len > max_operands) return status.fail(error.InvalidArgument, "quantized_pointwise: at most {d} operands, got {d}", .{ max_operands, operand_inputs.len });
+    try checkProgram("quantized_pointwise", program_tensor.f32Slice(), step_count, channels, operand_inputs.len, steps);
     const x = try shape_ops.contiguous(x_input);
     defer x.release();
+    var operand_tensors: [max_operands]*Tensor = undefined;
+    var operand_count: usize = 0;
+    defer for (operand_tensors[0..operand_count]) |t| t.release();
+    var operand_values: [max_operands][]const f32 = undefined;
+    var broadcast: [max_operands]bool = undefined;
+    for (operand_inputs, 0..) |input, i| {
+        try requireFloat("quantized_pointwise", "operand", input);
+        broadcast[i] = try operandIsPerPlane(input, dims);
+        operand_tensors[i] = try shape_ops.contiguous(input);
+        operand_count += 1;
+        operand_values[i] = operand_tensors[i].f32Slice();
+    }
     const out = try tensor.createUninit(.float32, dims);
     errdefer out.release();
     var inner: usize = 1;
@@ -1552,6 +1595,8 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
         inner: usize,
         pieces: usize,
         table: ?Table,
+        operands: []const []const f32,
+        broadcast: []const bool,
         fn body(c: *const @This(), begin: usize, end: usize) Error!void {
             var acc: [pointwise_piece]f32 align(64) = undefined;
             var saved: [pointwise_piece]f32 align(64) = undefined;
@@ -1565,8 +1610,12 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
                 const len = @min(pointwise_piece, c.inner - piece * pointwise_piece);
                 const root: []const f32 = c.x[start..][0..len];
                 @memcpy(acc[0..len], root);
+                var piece_operands: [max_operands]Operand = @splat(.{});
+                for (c.operands, c.broadcast, piece_operands[0..c.operands.len]) |values, per_plane, *piece_operand| {
+                    piece_operand.* = if (per_plane) .{ .values = values[plane..][0..1], .broadcast = true } else .{ .values = values[start..][0..len] };
+                }
                 const table = c.table orelse {
-                    runSteps(c.steps, acc[0..len], root, saved[0..len], channel);
+                    runSteps(c.steps, acc[0..len], root, saved[0..len], channel, &piece_operands);
                     @memcpy(c.out[start..][0..len], acc[0..len]);
                     continue;
                 };
@@ -1574,19 +1623,32 @@ pub fn pointwise(x_input: *Tensor, program_input: *Tensor, step_count_value: i64
                     table.build(c.steps, channel, &levels);
                     levels_channel = channel;
                 }
-                runSteps(c.steps[0..table.split], acc[0..len], root, saved[0..len], channel);
+                runSteps(c.steps[0..table.split], acc[0..len], root, saved[0..len], channel, &piece_operands);
                 lookUp(c.steps[table.split], acc[0..len], &levels, c.out[start..][0..len]);
             }
         }
     };
-    const context: Context = .{ .x = x.f32Slice(), .out = out.f32Slice(), .steps = steps, .channels = channels, .inner = inner, .pieces = pieces, .table = Table.of(steps, inner) };
+    const context: Context = .{ .x = x.f32Slice(), .out = out.f32Slice(), .steps = steps, .channels = channels, .inner = inner, .pieces = pieces, .table = Table.of(steps, inner), .operands = operand_values[0..operand_count], .broadcast = broadcast[0..operand_count] };
     try intra_op.parallelForTyped(0, planes * pieces, parallel.grain(.medium, @min(inner, pointwise_piece) * step_count), &context, Context.body);
     return out;
 }
 
+/// Whether a quantized_pointwise operand holds one value per plane of x (x's first two dims,
+/// then 1's) rather than x's own shape; other shapes are refused.
+fn operandIsPerPlane(operand: *const Tensor, dims: []const usize) Error!bool {
+    const od = operand.dims();
+    if (std.mem.eql(usize, od, dims)) return false;
+    const per_plane = od.len == dims.len and dims.len >= 2 and std.mem.eql(usize, od[0..2], dims[0..2]) and
+        for (od[2..]) |d| {
+            if (d != 1) break false;
+        } else true;
+    if (!per_plane) return status.fail(error.ShapeMismatch, "quantized_pointwise: an operand of shape {f} fits neither x's {f} nor one value per plane", .{ status.shape(od), status.shape(dims) });
+    return true;
+}
+
 /// Runs `steps` over acc (a piece of one channel's plane, whose input `root` is), `saved`
-/// holding the value a set_root step keeps.
-fn runSteps(steps: []const Step, acc: []f32, root_input: []const f32, saved: []f32, channel: usize) void {
+/// holding the value a set_root step keeps, `operands` the piece's operand values.
+fn runSteps(steps: []const Step, acc: []f32, root_input: []const f32, saved: []f32, channel: usize, operands: *const [max_operands]Operand) void {
     std.debug.assert(acc.len == root_input.len and saved.len == acc.len);
     var root = root_input;
     for (steps) |step| {
@@ -1594,7 +1656,7 @@ fn runSteps(steps: []const Step, acc: []f32, root_input: []const f32, saved: []f
             @memcpy(saved, acc);
             root = saved;
         } else {
-            run(step, acc, root, channel);
+            run(step, acc, root, channel, operands);
         }
     }
 }
@@ -1628,6 +1690,8 @@ const Table = struct {
             switch (step.code) {
                 .set_root => root_set = true,
                 .add_root, .mul_root => if (!root_set) return null,
+                // Per-element operands: the later steps are no function of the level alone.
+                .add_operand, .mul_operand => return null,
                 else => per_channel = per_channel or isChannelStep(step.code),
             }
         }
@@ -1645,8 +1709,9 @@ const Table = struct {
             // round_trip's own dequantization, (q - zero point) · scale, as the vector code does it.
             level.* = if (q.code == .round_trip) (value - q.b) * q.a else value;
         }
-        // `of` refused a root read before a set_root here, so `saved` needs no contents.
-        runSteps(steps[table.split + 1 ..], levels, &saved, &saved, channel);
+        // `of` refused a root read before a set_root here, so `saved` needs no contents, and
+        // operand steps, so no operands are needed.
+        runSteps(steps[table.split + 1 ..], levels, &saved, &saved, channel, &no_operands);
     }
 };
 
@@ -1685,7 +1750,8 @@ fn outputTable(q: Quantization, steps: []const Step, levels: *align(64) [Table.l
         input.* = (level - q.out_zero) * q.out_scale;
     }
     levels.* = inputs;
-    runSteps(steps, levels, &inputs, &saved, 0);
+    // conv2d_int8's programs have no operand steps (checkProgram with 0 operands).
+    runSteps(steps, levels, &inputs, &saved, 0, &no_operands);
     return true;
 }
 
@@ -1735,12 +1801,31 @@ inline fn permuteLookUp(table: *const [Table.len / lanes]VF, indices: @Vector(la
 }
 
 /// One step over a piece of one channel's plane.
-fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
+fn run(step: Step, acc: []f32, root: []const f32, channel: usize, operands: *const [max_operands]Operand) void {
     switch (step.code) {
         .round_trip => roundTripSlice(acc, acc, step.a, step.b, step.c, step.d),
         .quantize => quantizeSlice(acc, acc, step.a, step.b, step.c, step.d),
         .dequantize => dequantizeSlice(acc, acc, step.a, step.b),
         .set_root => unreachable,
+        .affine_channel => {
+            const channels = step.table.len / 2;
+            const scale = step.table[channel];
+            const shift = step.table[channels + channel];
+            var i: usize = 0;
+            while (i + lanes <= acc.len) : (i += lanes) {
+                acc[i..][0..lanes].* = @mulAdd(VF, acc[i..][0..lanes].*, @splat(scale), @splat(shift));
+            }
+            while (i < acc.len) : (i += 1) acc[i] = @mulAdd(f32, acc[i], scale, shift);
+        },
+        inline .add_operand, .mul_operand => |code| {
+            // checkProgram bounded a by the operand count.
+            const operand = operands[@intFromFloat(step.a)];
+            if (operand.broadcast) {
+                runOperand(code, acc, operand.values[0..1], true);
+            } else {
+                runOperand(code, acc, operand.values[0..acc.len], false);
+            }
+        },
         // A loop per code: a switch inside the loop cost 3 times the arithmetic.
         inline else => |code| {
             const operand: f32 = if (comptime isChannelStep(code)) step.table[channel] else step.a;
@@ -1754,6 +1839,21 @@ fn run(step: Step, acc: []f32, root: []const f32, channel: usize) void {
             while (i < acc.len) : (i += 1) acc[i] = apply(f32, code, acc[i], operand, root[i]);
         },
     }
+}
+
+/// acc = acc + operand or acc · operand, the operand one value (broadcast) or acc's length.
+inline fn runOperand(comptime code: PointwiseStep, acc: []f32, operand: []const f32, comptime broadcast: bool) void {
+    const Apply = struct {
+        inline fn op(comptime T: type, v: T, o: T) T {
+            return if (code == .add_operand) v + o else v * o;
+        }
+    };
+    var i: usize = 0;
+    while (i + lanes <= acc.len) : (i += lanes) {
+        const o: VF = if (broadcast) @splat(operand[0]) else operand[i..][0..lanes].*;
+        acc[i..][0..lanes].* = Apply.op(VF, acc[i..][0..lanes].*, o);
+    }
+    while (i < acc.len) : (i += 1) acc[i] = Apply.op(f32, acc[i], operand[if (broadcast) 0 else i]);
 }
 
 /// Which channels a chain's vectors hold: `columns` (column, count): one pixel's channels
@@ -1785,6 +1885,16 @@ fn chainVectors(steps: []const Step, values: []VF, saved: []VF, operands: Operan
             v.* = (v.* - @as(VF, @splat(step.b))) * @as(VF, @splat(step.a));
         },
         .set_root => @memcpy(saved, values),
+        // checkProgram refused operand steps in conv2d_int8's programs.
+        .add_operand, .mul_operand => unreachable,
+        .affine_channel => {
+            const channels = step.table.len / 2;
+            const scale: VF, const shift: VF = switch (operands) {
+                .columns => |span| .{ padded(step.table[0..channels], span[0], span[1]), padded(step.table[channels..], span[0], span[1]) },
+                .channel => |channel| .{ @splat(step.table[channel]), @splat(step.table[channels + channel]) },
+            };
+            for (values) |*v| v.* = @mulAdd(VF, v.*, scale, shift);
+        },
         inline else => |code| {
             const operand: VF = if (comptime !isChannelStep(code)) @splat(step.a) else switch (operands) {
                 .columns => |span| padded(step.table, span[0], span[1]),
@@ -1797,7 +1907,7 @@ fn chainVectors(steps: []const Step, values: []VF, saved: []VF, operands: Operan
 
 fn isChannelStep(code: PointwiseStep) bool {
     return switch (code) {
-        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel => true,
+        .add_channel, .sub_channel, .sub_from_channel, .mul_channel, .div_channel, .div_into_channel, .affine_channel => true,
         else => false,
     };
 }
@@ -1812,7 +1922,7 @@ inline fn apply(comptime T: type, comptime code: PointwiseStep, v: T, s: T, r: T
         .div_into, .div_into_channel => s / v,
         .add_root => r + v,
         .mul_root => r * v,
-        .round_trip, .set_root, .quantize, .dequantize => unreachable,
+        .round_trip, .set_root, .quantize, .dequantize, .add_operand, .mul_operand, .affine_channel => unreachable,
     };
 }
 
@@ -1921,6 +2031,13 @@ fn testInfo(n: usize, b_scale: f32, b_zero: []const f32, col_sum: []const f32, b
         v[3 * n + j] = col_sum[j];
     }
     return info;
+}
+
+/// A 1-D float32 tensor of `values` (a test's program).
+fn vectorTensor(values: []const f32) !*Tensor {
+    const t = try tensor.createUninit(.float32, &.{values.len});
+    @memcpy(t.f32Slice(), values);
+    return t;
 }
 
 fn scalarTensor(value: f32) !*Tensor {
@@ -2118,9 +2235,8 @@ test "quantized_pointwise equals its steps run one by one, per-channel tables an
             @intFromEnum(PointwiseStep.sub_channel), 10 * 5 + 3,  0,   0,    0,
             @intFromEnum(PointwiseStep.round_trip),  s,           -3,  -128, 127,
         } ++ table ++ bias;
-        const program_tensor = try tensor.createUninit(.float32, &.{program.len});
+        const program_tensor = try vectorTensor(&program);
         defer program_tensor.release();
-        @memcpy(program_tensor.f32Slice(), &program);
         // The reference: y = QDQ(x · t[c]) + x (the new root), g = QDQ(y + 3),
         // QDQ(y · g / 6 - b[c]).
         const expected = try tensor.createUninit(.float32, &shape);
@@ -2134,10 +2250,93 @@ test "quantized_pointwise equals its steps run one by one, per-channel tables an
         }
         for ([_]i64{ 1, 2 }) |threads| {
             try settings.setNumThreads(threads);
-            const out = try pointwise(x, program_tensor, 10);
+            const out = try pointwise(x, program_tensor, 10, &.{});
             defer out.release();
             for (expected.f32Slice(), out.f32Slice()) |e, o| try testing.expectEqual(e, o);
         }
+    }
+}
+
+/// One program record: the step's code, then its four values.
+fn stepRecord(code: PointwiseStep, values: [step_len - 1]f32) [step_len]f32 {
+    return [1]f32{@floatFromInt(@intFromEnum(code))} ++ values;
+}
+
+test "quantized_pointwise's operand steps equal a residual Add and a per-plane Mul between round trips, at 1 and 2 threads" {
+    var prng = std.Random.DefaultPrng.init(17);
+    const random = prng.random();
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    // Odd sizes: planes of 5 · 7, of 1030 (two pieces, a ragged tail) and of 1 (a 1 × 1 map,
+    // where a per-plane operand has x's own shape).
+    for ([_][4]usize{ .{ 2, 3, 5, 7 }, .{ 1, 3, 2, 515 }, .{ 3, 5, 1, 1 } }) |shape| {
+        const x = try tensor.createUninit(.float32, &shape);
+        defer x.release();
+        const residual = try tensor.createUninit(.float32, &shape);
+        defer residual.release();
+        const gates = try tensor.createUninit(.float32, &.{ shape[0], shape[1], 1, 1 });
+        defer gates.release();
+        for (x.f32Slice()) |*v| v.* = random.float(f32) * 8 - 4;
+        for (residual.f32Slice()) |*v| v.* = random.float(f32) * 6 - 3;
+        for (gates.f32Slice()) |*v| v.* = random.float(f32);
+        const s: f32 = 0.037;
+        // QDQ(QDQ(x · gate[n, c]) + residual) + 0.5, the squeeze-excitation Mul and the
+        // residual Add of det's blocks; `b` is the gates, `a` the residual.
+        const program = stepRecord(.mul_operand, .{ 1, 0, 0, 0 }) ++ stepRecord(.round_trip, .{ s, 100, 0, 255 }) ++
+            stepRecord(.add_operand, .{ 0, 0, 0, 0 }) ++ stepRecord(.round_trip, .{ s, 90, 0, 255 }) ++ stepRecord(.add, .{ 0.5, 0, 0, 0 });
+        const program_tensor = try vectorTensor(&program);
+        defer program_tensor.release();
+        const expected = try tensor.createUninit(.float32, &shape);
+        defer expected.release();
+        const plane = shape[2] * shape[3];
+        for (expected.f32Slice(), x.f32Slice(), residual.f32Slice(), 0..) |*e, v, r, i| {
+            const product = (quantizeValue(v * gates.f32Slice()[i / plane], s, 100, 0, 255) - 100) * s;
+            e.* = (quantizeValue(product + r, s, 90, 0, 255) - 90) * s + 0.5;
+        }
+        for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            const out = try pointwise(x, program_tensor, 5, &.{ residual, gates });
+            defer out.release();
+            for (expected.f32Slice(), out.f32Slice()) |e, o| try testing.expectEqual(e, o);
+        }
+        // An operand the program names but that was not given, and an operand of another shape.
+        try testing.expectError(error.InvalidArgument, pointwise(x, program_tensor, 5, &.{residual}));
+        try testing.expectError(error.ShapeMismatch, pointwise(x, program_tensor, 5, &.{ residual, program_tensor }));
+    }
+}
+
+test "quantized_pointwise's affine_channel equals batch_norm's multiply-add per channel, at 1 and 2 threads" {
+    var prng = std.Random.DefaultPrng.init(19);
+    const random = prng.random();
+    const settings = @import("../settings.zig");
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    // Planes of 5 · 7 and of 1030 (two pieces, a ragged tail), 3 channels; then a round trip
+    // (its steps before the split run per element).
+    for ([_][4]usize{ .{ 2, 3, 5, 7 }, .{ 1, 3, 2, 515 } }) |shape| {
+        const x = try tensor.createUninit(.float32, &shape);
+        defer x.release();
+        for (x.f32Slice()) |*v| v.* = random.float(f32) * 8 - 4;
+        const scales = [3]f32{ 0.37, -1.9, 2.2 };
+        const shifts = [3]f32{ 0.11, 0.7, -0.45 };
+        const program = stepRecord(.affine_channel, .{ 2 * step_len, 0, 0, 0 }) ++ stepRecord(.round_trip, .{ 0.043, 120, 0, 255 }) ++ scales ++ shifts;
+        const program_tensor = try vectorTensor(&program);
+        defer program_tensor.release();
+        const plane = shape[2] * shape[3];
+        for ([_]i64{ 1, 2 }) |threads| {
+            try settings.setNumThreads(threads);
+            const out = try pointwise(x, program_tensor, 2, &.{});
+            defer out.release();
+            for (out.f32Slice(), x.f32Slice(), 0..) |o, v, i| {
+                const c = i / plane % 3;
+                try testing.expectEqual((quantizeValue(@mulAdd(f32, v, scales[c], shifts[c]), 0.043, 120, 0, 255) - 120) * 0.043, o);
+            }
+        }
+        // A table of scales and shifts that runs past the program's end.
+        const short = try vectorTensor(&(stepRecord(.affine_channel, .{ step_len + 1, 0, 0, 0 }) ++ scales ++ shifts));
+        defer short.release();
+        try testing.expectError(error.InvalidArgument, pointwise(x, short, 1, &.{}));
     }
 }
 
@@ -2149,9 +2348,9 @@ test "quantized_pointwise refuses bad programs with errors" {
     defer program.release();
     for ([_][5]f32{ .{ 99, 0, 0, 0, 0 }, .{ 0.5, 0, 0, 0, 0 }, .{ 0, 0, 0, 0, 255 }, .{ 0, 1, 300, 0, 255 }, .{ 7, 4, 0, 0, 0 }, .{ std.math.nan(f32), 0, 0, 0, 0 }, .{ 17, std.math.inf(f32), 0, 0, 0 }, .{ 16, 0.5, 0, 3, 2 } }) |record| {
         @memcpy(program.f32Slice(), &record);
-        try testing.expectError(error.InvalidArgument, pointwise(x, program, 1));
+        try testing.expectError(error.InvalidArgument, pointwise(x, program, 1, &.{}));
     }
-    try testing.expectError(error.ShapeMismatch, pointwise(x, program, 2));
+    try testing.expectError(error.ShapeMismatch, pointwise(x, program, 2, &.{}));
 }
 
 test "quantized_pointwise dequantizes and quantizes as QOperator ops do" {
@@ -2162,7 +2361,7 @@ test "quantized_pointwise dequantizes and quantizes as QOperator ops do" {
     const program = try tensor.createUninit(.float32, &.{program_values.len});
     defer program.release();
     @memcpy(program.f32Slice(), &program_values);
-    const out = try pointwise(x, program, 3);
+    const out = try pointwise(x, program, 3, &.{});
     defer out.release();
     for (x.f32Slice(), out.f32Slice()) |v, o| try testing.expectEqual(quantizeValue((v - 3) * 0.5 + 1, 0.25, 10, 0, 255), o);
 }
@@ -2214,7 +2413,7 @@ test "quantized_pointwise's level tables give the steps' own results, per-channe
             defer program_tensor.release();
             @memcpy(program_tensor.f32Slice(), program.values);
             var steps: [16]Step = undefined;
-            try checkProgram("quantized_pointwise", program.values, program.steps, 3, steps[0..program.steps]);
+            try checkProgram("quantized_pointwise", program.values, program.steps, 3, 0, steps[0..program.steps]);
             // Per-channel tables on planes of 35 elements would cost more than the steps.
             const expect_table = program.steps != 11 or plane >= 2 * Table.len;
             try testing.expectEqual(expect_table, Table.of(steps[0..program.steps], plane) != null);
@@ -2224,11 +2423,11 @@ test "quantized_pointwise's level tables give the steps' own results, per-channe
             const saved = try testing.allocator.alloc(f32, plane);
             defer testing.allocator.free(saved);
             for (0..shape[0] * 3) |p| {
-                runSteps(steps[0..program.steps], expected.f32Slice()[p * plane ..][0..plane], x.f32Slice()[p * plane ..][0..plane], saved, p % 3);
+                runSteps(steps[0..program.steps], expected.f32Slice()[p * plane ..][0..plane], x.f32Slice()[p * plane ..][0..plane], saved, p % 3, &no_operands);
             }
             for ([_]i64{ 1, 2 }) |threads| {
                 try settings.setNumThreads(threads);
-                const out = try pointwise(x, program_tensor, @intCast(program.steps));
+                const out = try pointwise(x, program_tensor, @intCast(program.steps), &.{});
                 defer out.release();
                 for (expected.f32Slice(), out.f32Slice(), 0..) |e, o, i| {
                     if (@as(u32, @bitCast(e)) != @as(u32, @bitCast(o))) std.debug.print("program {d} shape {any} element {d}: x {d} expected {d} got {d}\n", .{ program.steps, shape, i, x.f32Slice()[i], e, o });
@@ -2255,16 +2454,18 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
     // The hard-swish reads the conv output as its root (steps throughout); the second
     // program quantizes first, so its later steps run as a level table.
     var root_first = [_]f32{
-        @intFromEnum(PointwiseStep.set_root),    0,           0,   0,    0,
-        @intFromEnum(PointwiseStep.add),         3,           0,   0,    0,
-        @intFromEnum(PointwiseStep.round_trip),  6.0 / 255.0, 0,   0,    255,
-        @intFromEnum(PointwiseStep.mul_root),    0,           0,   0,    0,
-        @intFromEnum(PointwiseStep.div),         6,           0,   0,    0,
-        @intFromEnum(PointwiseStep.round_trip),  s,           100, 0,    255,
-        @intFromEnum(PointwiseStep.mul_channel), 8 * 5,       0,   0,    0,
-        @intFromEnum(PointwiseStep.quantize),    0.05,        -3,  -128, 127,
-    } ++ @as([c_out]f32, @splat(0));
-    for (root_first[8 * 5 ..], 0..) |*v, i| v.* = 0.25 + @as(f32, @floatFromInt(i)) * 0.125;
+        @intFromEnum(PointwiseStep.set_root),       0,             0,   0,    0,
+        @intFromEnum(PointwiseStep.add),            3,             0,   0,    0,
+        @intFromEnum(PointwiseStep.round_trip),     6.0 / 255.0,   0,   0,    255,
+        @intFromEnum(PointwiseStep.mul_root),       0,             0,   0,    0,
+        @intFromEnum(PointwiseStep.div),            6,             0,   0,    0,
+        @intFromEnum(PointwiseStep.round_trip),     s,             100, 0,    255,
+        @intFromEnum(PointwiseStep.mul_channel),    9 * 5,         0,   0,    0,
+        @intFromEnum(PointwiseStep.affine_channel), 9 * 5 + c_out, 0,   0,    0,
+        @intFromEnum(PointwiseStep.quantize),       0.05,          -3,  -128, 127,
+    } ++ @as([3 * c_out]f32, @splat(0));
+    // mul_channel's table, then affine_channel's scales and shifts.
+    for (root_first[9 * 5 ..], 0..) |*v, i| v.* = 0.25 + @as(f32, @floatFromInt(i % c_out)) * 0.125 - @as(f32, @floatFromInt(i / c_out)) * 0.3;
     const tabled = [_]f32{
         @intFromEnum(PointwiseStep.mul),        1.384,       0,   0, 0,
         @intFromEnum(PointwiseStep.round_trip), s,           100, 0, 255,
@@ -2283,7 +2484,7 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
     const table_program = try tensor.createUninit(.float32, &.{tabled.len});
     defer table_program.release();
     @memcpy(table_program.f32Slice(), &tabled);
-    const programs = [_]struct { tensor: *Tensor, steps: i64 }{ .{ .tensor = root_program, .steps = 8 }, .{ .tensor = table_program, .steps = 10 } };
+    const programs = [_]struct { tensor: *Tensor, steps: i64 }{ .{ .tensor = root_program, .steps = 9 }, .{ .tensor = table_program, .steps = 10 } };
     const program = root_program;
     const windows = [_]Window{
         .{ .kernel = .{ 3, 3 }, .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .dilation = .{ 1, 1 } },
@@ -2323,7 +2524,7 @@ test "conv2d_int8 with a chain equals conv2d_int8 then quantized_pointwise, bit 
             const plain = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, null);
             defer plain.release();
             for (programs) |chain| {
-                const expected = try pointwise(plain, chain.tensor, chain.steps);
+                const expected = try pointwise(plain, chain.tensor, chain.steps, &.{});
                 defer expected.release();
                 const fused = try conv2dInt8(q, window, x, packed_b, info, a_scale, a_zero, .{ .program = chain.tensor, .steps = chain.steps });
                 defer fused.release();

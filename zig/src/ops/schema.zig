@@ -89,6 +89,9 @@ fn boundOf(comptime T: type, comptime name: []const u8, comptime Item: type) ?Bo
 
 /// The minimum and maximum number of tensor inputs `T` takes.
 pub fn arity(comptime T: type) struct { min: usize, max: usize } {
+    // Evaluated at comptime for every op in one `inline else` (ops.arity): the default
+    // quota of 1000 branches ran out at quantized_pointwise's four inputs.
+    @setEvalBranchQuota(10_000);
     var minimum: usize = 0;
     var maximum: usize = 0;
     for (T.inputs) |name| {
