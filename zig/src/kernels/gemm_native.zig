@@ -411,6 +411,10 @@ pub fn Kernel(comptime config: Config) type {
             edge: ?[*]const f32,
             /// An indirect B: depth row p of every sliver starts offsets[p] past its base.
             offsets: ?[*]const usize = null,
+            /// Packed slivers lie sliver_stride apart and come from memory (a weight packed
+            /// at load, read once per product): the first row panel of each sliver prefetches
+            /// the next one (see Shape.prefetch_next).
+            prefetch_next: bool = false,
 
             const Sliver = struct { values: [*]const f32, row_stride: usize, direct: bool, offsets: ?[*]const usize = null };
 
@@ -699,6 +703,9 @@ pub fn Kernel(comptime config: Config) type {
                             // vector, not the zero padding of a whole sliver (as convSliver).
                             const shape: Shape = .{ .rows = used, .vectors = 1, .direct = false };
                             microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
+                        } else if (panels.prefetch_next and group == 0) {
+                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false, .prefetch_next = true };
+                            microKernel(shape, depth, panel.ptr, sliver.values, panel_cols, tile_c);
                         } else {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
                             microKernel(shape, depth, panel.ptr, sliver.values, panel_cols, tile_c);
@@ -751,6 +758,12 @@ pub fn Kernel(comptime config: Config) type {
             direct: bool,
             /// B's depth rows are found through an offset table (IndirectB).
             indirect: bool = false,
+            /// B is a packed sliver (depth rows panel_cols apart) whose next sliver follows
+            /// it, depth · panel_cols floats on: each depth step prefetches the same row of
+            /// the next sliver. A weight packed at load (rec's classifier, 120 × 6625, 3.2
+            /// MB) is read once per product, from memory, and the hardware prefetchers ran
+            /// too little ahead of the sliver-by-sliver reads to keep the FMAs fed.
+            prefetch_next: bool = false,
 
             fn cols(shape: Shape) usize {
                 return shape.vectors * lanes;
@@ -836,6 +849,14 @@ pub fn Kernel(comptime config: Config) type {
                     inline for (0..chains) |chain| {
                         prefetchRow(shape, @intFromPtr(b_cursor) + (config.direct_prefetch_rows + chain) * b_stride * 4);
                     }
+                }
+                if (shape.prefetch_next) {
+                    // As an integer: past the last sliver the address lies outside B.
+                    // A packed row is whole cache lines (the storage is line-aligned).
+                    const next = @intFromPtr(b_cursor) + depth * panel_cols * @sizeOf(f32);
+                    inline for (0..chains) |chain| inline for (0..comptime divideCeil(shape.cols(), 16)) |line| {
+                        @prefetch(@as([*]const f32, @ptrFromInt(next + chain * b_stride * @sizeOf(f32) + line * 64)), .{});
+                    };
                 }
                 inline for (0..chains) |chain| {
                     depthStep(shape, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
@@ -1075,6 +1096,7 @@ pub fn Kernel(comptime config: Config) type {
                     .row_stride = panel_cols,
                     .direct = false,
                     .edge = null,
+                    .prefetch_next = true,
                 };
             }
         };
