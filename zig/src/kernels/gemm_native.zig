@@ -378,7 +378,7 @@ pub fn Kernel(comptime config: Config) type {
                             break :blk packed_a;
                         };
                         const c = operands.c[row_start * operands.ldc + col_start ..];
-                        macroKernel(a_block, panels, row_count, col_count, depth, c, operands.ldc, operands.alpha, beta);
+                        macroKernel(a_block, operands.packed_a != null, panels, row_count, col_count, depth, c, operands.ldc, operands.alpha, beta);
                     }
                 }
             }
@@ -411,6 +411,10 @@ pub fn Kernel(comptime config: Config) type {
             edge: ?[*]const f32,
             /// An indirect B: depth row p of every sliver starts offsets[p] past its base.
             offsets: ?[*]const usize = null,
+            /// Packed slivers lie sliver_stride apart and come from memory (a weight packed
+            /// at load, read once per product): the first row panel of each sliver prefetches
+            /// the next one (see Shape.prefetch_next).
+            prefetch_next: bool = false,
 
             const Sliver = struct { values: [*]const f32, row_stride: usize, direct: bool, offsets: ?[*]const usize = null };
 
@@ -657,6 +661,8 @@ pub fn Kernel(comptime config: Config) type {
         /// rows × cols block of C starting at c[0]: C = alpha · A·B + beta · C.
         fn macroKernel(
             packed_a: []const f32,
+            /// A was packed at load (a weight, likely from memory), not just now by packA.
+            cold_a: bool,
             panels: Panels,
             rows: usize,
             cols: usize,
@@ -688,8 +694,13 @@ pub fn Kernel(comptime config: Config) type {
                     const tile_c: Tile = .{ .values = tile.ptr, .ld = ldc, .cols = sliver_cols, .alpha = alpha, .beta = beta };
                     switch (group_rows) {
                         inline 1...panel_rows => |used| if (sliver.offsets) |offsets| {
-                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true, .indirect = true };
-                            microKernel(shape, depth, panel.ptr, sliver.values, offsets, tile_c);
+                            if (cold_a and sliver_index == 0) {
+                                const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true, .indirect = true, .prefetch_a = true };
+                                microKernel(shape, depth, panel.ptr, sliver.values, offsets, tile_c);
+                            } else {
+                                const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true, .indirect = true };
+                                microKernel(shape, depth, panel.ptr, sliver.values, offsets, tile_c);
+                            }
                         } else if (sliver.direct) {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
                             microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
@@ -699,6 +710,9 @@ pub fn Kernel(comptime config: Config) type {
                             // vector, not the zero padding of a whole sliver (as convSliver).
                             const shape: Shape = .{ .rows = used, .vectors = 1, .direct = false };
                             microKernel(shape, depth, panel.ptr, sliver.values, sliver.row_stride, tile_c);
+                        } else if (panels.prefetch_next and group == 0) {
+                            const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false, .prefetch_next = true };
+                            microKernel(shape, depth, panel.ptr, sliver.values, panel_cols, tile_c);
                         } else {
                             const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
                             microKernel(shape, depth, panel.ptr, sliver.values, panel_cols, tile_c);
@@ -751,6 +765,18 @@ pub fn Kernel(comptime config: Config) type {
             direct: bool,
             /// B's depth rows are found through an offset table (IndirectB).
             indirect: bool = false,
+            /// B is a packed sliver (depth rows panel_cols apart) whose next sliver follows
+            /// it, depth · panel_cols floats on: each depth step prefetches the same row of
+            /// the next sliver. A weight packed at load (rec's classifier, 120 × 6625, 3.2
+            /// MB) is read once per product, from memory, and the hardware prefetchers ran
+            /// too little ahead of the sliver-by-sliver reads to keep the FMAs fed.
+            prefetch_next: bool = false,
+            /// A is a panel packed at load whose rows' next panel lies a_ahead floats on (see
+            /// accumulate): each depth step prefetches the next panel's line. The first
+            /// sliver of a block meets every panel of a convolution's weight first, from
+            /// memory, and the panels of one depth piece lie a whole panel's depth apart, a
+            /// jump the hardware prefetchers do not follow.
+            prefetch_a: bool = false,
 
             fn cols(shape: Shape) usize {
                 return shape.vectors * lanes;
@@ -792,7 +818,9 @@ pub fn Kernel(comptime config: Config) type {
                 @prefetch(row, .{ .rw = .write });
                 @prefetch(row + tile.cols - 1, .{ .rw = .write });
             }
-            const sums = if (shape.indirect) accumulateIndirect(shape, depth, a, b, b_rows) else accumulate(shape, depth, a, b, b_rows);
+            // Panels of a packed A block lie panel_rows · depth apart.
+            const a_ahead = panel_rows * depth;
+            const sums = if (shape.indirect) accumulateIndirect(shape, depth, a, b, b_rows, a_ahead) else accumulate(shape, depth, a, b, b_rows, a_ahead);
             if (tile.cols == shape.cols()) {
                 storeFull(shape, &sums, tile);
             } else {
@@ -825,7 +853,7 @@ pub fn Kernel(comptime config: Config) type {
             }
         }
 
-        inline fn accumulate(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize) shape.Sums() {
+        inline fn accumulate(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, a_ahead: usize) shape.Sums() {
             const chains = comptime shape.chains();
             var sums = std.mem.zeroes([chains]shape.Sums());
             var a_cursor = a;
@@ -836,6 +864,15 @@ pub fn Kernel(comptime config: Config) type {
                     inline for (0..chains) |chain| {
                         prefetchRow(shape, @intFromPtr(b_cursor) + (config.direct_prefetch_rows + chain) * b_stride * 4);
                     }
+                }
+                if (shape.prefetch_a) prefetchPanel(chains, @intFromPtr(a_cursor) + a_ahead * @sizeOf(f32));
+                if (shape.prefetch_next) {
+                    // As an integer: past the last sliver the address lies outside B.
+                    // A packed row is whole cache lines (the storage is line-aligned).
+                    const next = @intFromPtr(b_cursor) + depth * panel_cols * @sizeOf(f32);
+                    inline for (0..chains) |chain| inline for (0..comptime divideCeil(shape.cols(), 16)) |line| {
+                        @prefetch(@as([*]const f32, @ptrFromInt(next + chain * b_stride * @sizeOf(f32) + line * 64)), .{});
+                    };
                 }
                 inline for (0..chains) |chain| {
                     depthStep(shape, &sums[chain], a_cursor + chain * panel_rows, b_cursor + chain * b_stride);
@@ -851,8 +888,15 @@ pub fn Kernel(comptime config: Config) type {
             return combineChains(shape, chains, &sums);
         }
 
+        /// Prefetches `steps` depth steps of a packed A panel at `address` (an integer: past
+        /// the last panel it lies outside A): a step is panel_rows floats, at most a line.
+        inline fn prefetchPanel(comptime steps: usize, address: usize) void {
+            comptime assert(panel_rows * @sizeOf(f32) <= 64);
+            inline for (0..steps) |step| @prefetch(@as([*]const f32, @ptrFromInt(address + step * panel_rows * @sizeOf(f32))), .{});
+        }
+
         /// accumulate for an indirect B: depth row p of the sliver starts at b + offsets[p].
-        inline fn accumulateIndirect(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, offsets: [*]const usize) shape.Sums() {
+        inline fn accumulateIndirect(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, offsets: [*]const usize, a_ahead: usize) shape.Sums() {
             const chains = comptime shape.chains();
             var sums = std.mem.zeroes([chains]shape.Sums());
             var p: usize = 0;
@@ -861,6 +905,7 @@ pub fn Kernel(comptime config: Config) type {
                 if (config.direct_prefetch_rows > 0 and p + config.direct_prefetch_rows + chains <= depth) {
                     inline for (0..chains) |chain| prefetchRow(shape, @intFromPtr(b + offsets[p + config.direct_prefetch_rows + chain]));
                 }
+                if (shape.prefetch_a) prefetchPanel(chains, @intFromPtr(a + p * panel_rows) + a_ahead * @sizeOf(f32));
                 inline for (0..chains) |chain| {
                     depthStep(shape, &sums[chain], a + (p + chain) * panel_rows, b + offsets[p + chain]);
                 }
@@ -1075,6 +1120,7 @@ pub fn Kernel(comptime config: Config) type {
                     .row_stride = panel_cols,
                     .direct = false,
                     .edge = null,
+                    .prefetch_next = true,
                 };
             }
         };
@@ -1202,13 +1248,14 @@ pub fn Kernel(comptime config: Config) type {
                 const row_count = @min(chunk_rows, row_begin + rows - row_start);
                 var col = col_begin;
                 while (col < col_begin + cols) : (col += panel_cols) {
-                    convSliver(args, row_start, row_count, col, @min(panel_cols, col_begin + cols - col));
+                    convSliver(args, row_start, row_count, col, @min(panel_cols, col_begin + cols - col), col == col_begin);
                 }
             }
         }
 
-        /// One sliver of C's columns (sliver_cols ≤ panel_cols from col on) over a row chunk.
-        fn convSliver(args: *const ConvArgs, row_start: usize, rows: usize, col: usize, sliver_cols: usize) void {
+        /// One sliver of C's columns (sliver_cols ≤ panel_cols from col on) over a row chunk;
+        /// the chunk's first sliver prefetches the weight's panels (Shape.prefetch_a).
+        fn convSliver(args: *const ConvArgs, row_start: usize, rows: usize, col: usize, sliver_cols: usize, first_sliver: bool) void {
             const k = args.packed_a.k;
             const buffer = aligned(&scratch.edge, sliver_depth_max * panel_cols);
             var depth_start: usize = 0;
@@ -1244,15 +1291,18 @@ pub fn Kernel(comptime config: Config) type {
                         switch (group_rows) {
                             inline 1...panel_rows => |used| if (direct) {
                                 const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = true };
-                                convKernel(shape, piece_depth, panel.ptr, b_piece, args.ldb, tile);
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, args.ldb, 0, tile);
                             } else if (panel_vectors > 1 and sliver_cols <= lanes) {
                                 // A ragged last sliver of one vector (N = 100: 96 + 4, rec's
                                 // 240 = 224 + 16) multiplies only that vector.
                                 const shape: Shape = .{ .rows = used, .vectors = 1, .direct = false };
-                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, tile);
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, 0, tile);
+                            } else if (first_sliver) {
+                                const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false, .prefetch_a = true };
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, panel_rows * depth, tile);
                             } else {
                                 const shape: Shape = .{ .rows = used, .vectors = panel_vectors, .direct = false };
-                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, tile);
+                                convKernel(shape, piece_depth, panel.ptr, b_piece, panel_cols, 0, tile);
                             },
                             else => unreachable,
                         }
@@ -1300,14 +1350,14 @@ pub fn Kernel(comptime config: Config) type {
             epilogue: ?Epilogue,
         };
 
-        fn convKernel(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, tile: ConvTile) void {
+        fn convKernel(comptime shape: Shape, depth: usize, a: [*]const f32, b: [*]const f32, b_stride: usize, a_ahead: usize, tile: ConvTile) void {
             assert(tile.cols >= 1 and tile.cols <= shape.cols());
             inline for (0..shape.rows) |r| {
                 const row = tile.values + r * tile.ld;
                 @prefetch(row, .{ .rw = .write });
                 @prefetch(row + tile.cols - 1, .{ .rw = .write });
             }
-            const sums = accumulate(shape, depth, a, b, b_stride);
+            const sums = accumulate(shape, depth, a, b, b_stride, a_ahead);
             // The epilogue works on math.V; on a target whose vectors are shorter it runs on
             // the stored rows instead (still in L1).
             const in_registers = comptime lanes == math.lanes;
