@@ -16,6 +16,7 @@
 //! The padding of the phase planes is zeroed once per worker (`prepare`), not per plane:
 //! `plane` rewrites only the positions the input lands on, each plane in the same place.
 const std = @import("std");
+const builtin = @import("builtin");
 const math = @import("math.zig");
 const conv = @import("conv.zig");
 const ring = @import("conv_depthwise_ring.zig");
@@ -196,7 +197,15 @@ pub fn plane(plan: *const Plan, input: []const f32, weights: []const f32, bias: 
 /// count of vectors: enough sums in flight (eight or more) to cover the FMA latency, within
 /// the 32 vector registers beside the kernel column's weights and the loaded inputs.
 const row_vectors_max = 4;
-const group_rows = [row_vectors_max + 1]usize{ 0, 8, 6, 4, 4 };
+/// On planes of at most `wide_rows_max` output rows (cls's 2 × 96 and 3 × 96) a group takes
+/// up to `wide_vectors_max` vectors of every row at once: 96 columns in one group of 12-18
+/// sums rather than groups of 4 and 2 vectors, the second with too few sums in flight to
+/// cover the FMA latency (4 chains of 10 FMAs on a 2-row plane with a 5 × 5 kernel). Only
+/// with AVX-512's 32 registers: below it a vector is two registers or more and 18 sums spill.
+const wide_rows_max = 3;
+const wide_vectors_max = if (avx512) 6 else row_vectors_max;
+const avx512 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512f);
+const group_rows = [_]usize{ 0, 8, 6, 4, 4, wide_rows_max, wide_rows_max };
 
 /// The plane by groups of output rows: output rows y … y + R − 1 read rows y … y + R − 1 +
 /// ⌊(kh − 1 − py) / s₀⌋ of each row phase py, so each input vector is loaded once per group
@@ -212,11 +221,12 @@ fn byRows(comptime kernel_h: usize, comptime row_stride: usize, comptime short_p
     const kernel_w = window.kernel[1];
     for (0..kernel_w) |kx| column_offsets[kx] = plan.offsets[kx];
     const image_rows = imageRows(row_stride, window);
+    const vectors_max: usize = if (out_h <= wide_rows_max) wide_vectors_max else row_vectors_max;
     var vector: usize = 0;
     while (vector < row_vectors) {
-        const vectors = @min(row_vectors - vector, row_vectors_max);
+        const vectors = @min(row_vectors - vector, vectors_max);
         switch (vectors) {
-            inline 1...row_vectors_max => |v| {
+            inline 1...wide_vectors_max => |v| {
                 const rows_max = group_rows[v];
                 var y: usize = 0;
                 while (y < out_h) {
@@ -480,6 +490,12 @@ test "phased depthwise planes match the direct convolution on awkward shapes" {
         .{ 3, 21, 5, 5, 2, 1, 1, 2, 1, 1 },
         .{ 1, 50, 5, 3, 1, 1, 3, 1, 1, 1 },
         .{ 2, 17, 3, 3, 2, 2, 3, 1, 1, 1 },
+        // At most three output rows, whose groups take up to six vectors of each row: five
+        // vectors, six, and seven (a group of six and one of one), at both row strides.
+        .{ 2, 80, 3, 3, 1, 1, 1, 1, 1, 1 },
+        .{ 5, 90, 5, 5, 2, 1, 2, 2, 1, 1 },
+        .{ 3, 100, 5, 5, 1, 1, 2, 2, 1, 1 },
+        .{ 1, 111, 3, 5, 1, 1, 1, 2, 1, 1 },
     };
     const epilogues = [_]Epilogue{ .{}, Epilogue.relu, .{ .activation = .hard_swish }, .{ .activation = .hard_swish, .scale = 0.5, .shift = -1 } };
     for (cases, 0..) |c, index| {

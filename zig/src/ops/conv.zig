@@ -31,6 +31,7 @@ const build_options = @import("build_options");
 const kernels = @import("../kernels/conv.zig");
 const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const depthwise_kernels = @import("../kernels/conv_depthwise.zig");
+const squeeze_kernels = @import("../kernels/conv_squeeze.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 const bf16 = @import("bf16.zig");
@@ -319,6 +320,8 @@ fn conv2dWith(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options,
     const implicit = implicitScratch(geometry, implicit_stride_max);
     if (geometry.inPerGroup() == 1) {
         try runDepthwise(geometry, data);
+    } else if (isOnePixel(geometry)) {
+        try runOnePixel(geometry, data);
     } else if (isPointwise(geometry.window) and geometry.groups == 1 and pointwise_kernels.applies(geometry.in_channels)) {
         try runPointwise(geometry, data);
     } else if (geometry.groups == 1 and pointwise_kernels.smallApplies(geometry.window, geometry.in_channels) and !(isOneByOne(geometry.window) and implicit != null)) {
@@ -343,7 +346,9 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
     const direct_scratch = if (weights.form != .direct) null else switch (weights.kernel) {
         inline else => |which| directScratch(bf16.directKernel(which), geometry, weights),
     };
-    if (!fits or (weights.form == .direct and direct_scratch == null)) return conv2d(input, weight, bias, options);
+    // A one-pixel 1×1 (squeeze-and-excitation) in f32: a few dot products, which the bf16
+    // GEMMs would pad to whole tiles.
+    if (!fits or (weights.form == .direct and direct_scratch == null) or isOnePixel(geometry)) return conv2d(input, weight, bias, options);
     const call = try Call.prepare(input, weight, bias, geometry, options.epilogue);
     defer call.operands.deinit();
     errdefer call.out.release();
@@ -520,6 +525,41 @@ fn runPointwise(geometry: Geometry, data: Data) Error!void {
     const context: Context = .{ .geometry = geometry, .data = data, .blocks_per_image = blocks_per_image };
     const work_per_block = geometry.out_channels * geometry.in_channels * pointwise_kernels.block_columns;
     try intra_op.parallelForTyped(0, geometry.batch * blocks_per_image, parallel.grain(.medium, work_per_block), &context, Context.body);
+}
+
+/// A 1×1 convolution of one-pixel images (ungrouped, at least one input channel): one dot
+/// product per output (kernels/conv_squeeze.zig), squeeze-and-excitation's fully connected
+/// layers.
+fn isOnePixel(geometry: Geometry) bool {
+    return geometry.groups == 1 and geometry.in_channels > 0 and isPointwise(geometry.window) and geometry.window.imagePlane() == 1;
+}
+
+/// Outputs of one-pixel images through kernels/conv_squeeze.zig, image-major outputs in
+/// parallel (in practice one chunk: a whole layer is M · K ≈ 10⁴ products).
+fn runOnePixel(geometry: Geometry, data: Data) Error!void {
+    std.debug.assert(isOnePixel(geometry));
+    const Context = struct {
+        geometry: Geometry,
+        data: Data,
+
+        /// Outputs [begin, end) of the stacked images, one image's share at a time.
+        fn body(context: *const @This(), begin: usize, end: usize) Error!void {
+            const g = context.geometry;
+            const d = context.data;
+            var at = begin;
+            while (at < end) {
+                const image = at / g.out_channels;
+                const row = at % g.out_channels;
+                const count = @min(end - at, g.out_channels - row);
+                const input = d.input[image * g.in_channels ..][0..g.in_channels];
+                const output = d.output[image * g.out_channels ..][0..g.out_channels];
+                squeeze_kernels.rows(d.weight, d.bias, d.epilogue, input, row, row + count, output);
+                at += count;
+            }
+        }
+    };
+    const context: Context = .{ .geometry = geometry, .data = data };
+    try intra_op.parallelForTyped(0, geometry.batch * geometry.out_channels, parallel.grain(.medium, geometry.in_channels), &context, Context.body);
 }
 
 /// A convolution with few input channels (in · kh · kw ≤ 64: a network's first layer on
@@ -1409,6 +1449,10 @@ const conv_cases = [_]Case{
     .{ .batch = 3, .in_channels = 7, .size = .{ 5, 9 }, .out_channels = 5, .kernel = .{ 1, 1 } },
     .{ .batch = 2, .in_channels = 6, .size = .{ 4, 4 }, .out_channels = 9, .kernel = .{ 1, 1 }, .options = .{ .groups = 3 } },
     .{ .batch = 1, .in_channels = 8, .size = .{ 7, 7 }, .out_channels = 16, .kernel = .{ 1, 1 }, .options = .{ .stride = .{ 2, 2 } } },
+    // One-pixel 1×1 (squeeze-and-excitation, kernels/conv_squeeze.zig): K past and below a
+    // vector, M not a multiple of the row group, batch 3.
+    .{ .batch = 3, .in_channels = 50, .size = .{ 1, 1 }, .out_channels = 201, .kernel = .{ 1, 1 } },
+    .{ .batch = 1, .in_channels = 7, .size = .{ 1, 1 }, .out_channels = 13, .kernel = .{ 1, 1 } },
     // Several column blocks per image, and a row split (many channels, few pixels).
     .{ .batch = 1, .in_channels = 64, .size = .{ 30, 30 }, .out_channels = 8, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
     .{ .batch = 1, .in_channels = 16, .size = .{ 5, 5 }, .out_channels = 80, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
