@@ -275,6 +275,7 @@ pub fn smallConvRows(
                 for (0..kernel_w) |kx| offsets[(c * kernel_h + ky) * kernel_w + kx] = base + layout.tapOffset(window, kx);
             }
         }
+        if (oy + 1 < window.grid[0]) prefetchNextRow(window, in_channels, input, m, output, oy + 1);
         var x: usize = 0;
         while (x < out_w) : (x += tile_columns) {
             const target: Target = .{ .plain = .{ .output = output, .n = grid_plane, .x = oy * out_w + x, .columns = @min(tile_columns, out_w - x) } };
@@ -284,6 +285,39 @@ pub fn smallConvRows(
             }
         }
     }
+}
+
+/// Starts loading the input rows output row `oy` reads first (those below the rows of row
+/// oy − 1) and takes its output lines for writing, while row oy − 1 computes. A network's
+/// first layer reads its input and writes its output cold (det's 3×320×320 → 16×160×160:
+/// 0.18 ms with both in cache, 0.28–0.32 ms after 16 MB written elsewhere); without this
+/// each row's phase copy waits for its input lines and its stores for their lines.
+fn prefetchNextRow(window: conv.Window, in_channels: usize, input: []const f32, m: usize, output: []f32, oy: usize) void {
+    const in_w = window.image[1];
+    const plane = window.imagePlane();
+    const stride = window.stride[0];
+    const dilation = window.dilation[0];
+    // Padded rows up to here were read by row oy − 1 (the caller's rows start no later).
+    const seen = (oy - 1) * stride + (window.kernel[0] - 1) * dilation;
+    for (0..window.kernel[0]) |ky| {
+        const wanted = oy * stride + ky * dilation;
+        if (wanted <= seen or wanted < window.padding[0]) continue;
+        const row = wanted - window.padding[0];
+        if (row >= window.image[0]) break;
+        for (0..in_channels) |c| prefetchSpan(f32, input[c * plane + row * in_w ..][0..in_w], .read);
+    }
+    const out_w = window.grid[1];
+    const grid_plane = window.gridPlane();
+    for (0..m) |r| prefetchSpan(f32, output[r * grid_plane + oy * out_w ..][0..out_w], .write);
+}
+
+/// Prefetches every cache line of `span` (one address per 64 bytes, and its last element).
+fn prefetchSpan(comptime T: type, span: []const T, comptime rw: std.builtin.PrefetchOptions.Rw) void {
+    if (span.len == 0) return;
+    const per_line = 64 / @sizeOf(T);
+    var i: usize = 0;
+    while (i < span.len) : (i += per_line) @prefetch(span[i..].ptr, .{ .rw = rw });
+    @prefetch(span[span.len - 1 ..].ptr, .{ .rw = rw });
 }
 
 /// Whether `upsample2` computes this transposed convolution: kernel 2×2, stride 2, no
