@@ -115,14 +115,24 @@ pub const Plan = struct {
 
     pub fn of(window: Window) Plan {
         std.debug.assert(applies(window));
-        const by_rows = window.dilation[0] == 1 and (window.kernel[0] == 3 or window.kernel[0] == 5);
+        // Small planes at the same stride on both axes with a 5 × 5 kernel and rows of under
+        // one vector (det's 192 × 20 × 20 → 10 × 10 at stride 2, 384 × 10 × 10 at stride 1)
+        // take the flat pass: its vectors run over the flat phase positions, 10 of every 12
+        // or 14 useful, where rows of 10 output columns fill 10 of 16 lanes in `rowGroup`.
+        // bench-depthwise, 1 thread, alternating with the row groups, medians of rounds
+        // (each the fastest of 41-101 calls): stride 2 0.0274 → 0.0261 ms (3 rounds, load
+        // 5.5), stride 1 0.0496 → 0.0477 ms (7 rounds, load 1-4). With a 3 × 3 kernel (det's
+        // 96 × 40 × 40 → 20 × 20) the flat pass measured 8% slower (0.0254 → 0.0274 ms).
+        // Large planes take the ring of rows whatever `by_rows` says.
+        const ring_plan: ?ring.Plan = if (ring.applies(window) and window.imagePlane() >= ring.plane_floats_min) .of(window) else null;
+        const flat_stride_2 = window.stride[0] == window.stride[1] and window.kernel[0] == 5 and window.grid[1] < lanes and ring_plan == null;
         var plan: Plan = .{
             .window = window,
             .layout = Layout.of(window),
             .offsets = undefined,
-            .by_rows = by_rows,
+            .by_rows = window.dilation[0] == 1 and (window.kernel[0] == 3 or window.kernel[0] == 5) and !flat_stride_2,
             .short_planes = window.image[0] <= short_rows_max,
-            .ring = if (ring.applies(window) and window.imagePlane() >= ring.plane_floats_min) .of(window) else null,
+            .ring = ring_plan,
         };
         for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
             plan.offsets[ky * window.kernel[1] + kx] = plan.layout.tapOffset(window, ky, kx);
@@ -496,6 +506,17 @@ test "phased depthwise planes match the direct convolution on awkward shapes" {
         .{ 5, 90, 5, 5, 2, 1, 2, 2, 1, 1 },
         .{ 3, 100, 5, 5, 1, 1, 2, 2, 1, 1 },
         .{ 1, 111, 3, 5, 1, 1, 1, 2, 1, 1 },
+        // Stride 2 on both axes (5 × 5 by the flat pass, 3 × 3 by rows): odd heights and
+        // widths, vectors that end past the plane, padding on one axis only, and rows of one
+        // output column.
+        .{ 21, 19, 5, 5, 2, 2, 2, 2, 1, 1 },
+        .{ 39, 41, 3, 3, 2, 2, 1, 1, 1, 1 },
+        .{ 17, 35, 5, 5, 2, 2, 1, 2, 1, 1 },
+        .{ 23, 2, 3, 3, 2, 2, 0, 1, 1, 1 },
+        .{ 9, 63, 3, 3, 2, 2, 1, 0, 1, 1 },
+        // Stride 1, 5 × 5, rows of under one vector: the flat pass too.
+        .{ 13, 11, 5, 5, 1, 1, 2, 2, 1, 1 },
+        .{ 4, 15, 5, 5, 1, 1, 1, 2, 1, 1 },
     };
     const epilogues = [_]Epilogue{ .{}, Epilogue.relu, .{ .activation = .hard_swish }, .{ .activation = .hard_swish, .scale = 0.5, .shift = -1 } };
     for (cases, 0..) |c, index| {

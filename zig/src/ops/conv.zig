@@ -1445,6 +1445,8 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 3, .size = .{ 61, 83 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 3 } },
     .{ .batch = 2, .in_channels = 3, .size = .{ 66, 64 }, .out_channels = 3, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .groups = 3 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 67, 70 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 3 } },
+    // Depthwise 5×5 at stride 2 on a small plane, rows of under a vector: the flat pass.
+    .{ .batch = 2, .in_channels = 5, .size = .{ 19, 23 }, .out_channels = 5, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .groups = 5 } },
     // Pointwise: plain, grouped, strided (unfolded).
     .{ .batch = 3, .in_channels = 7, .size = .{ 5, 9 }, .out_channels = 5, .kernel = .{ 1, 1 } },
     .{ .batch = 2, .in_channels = 6, .size = .{ 4, 4 }, .out_channels = 9, .kernel = .{ 1, 1 }, .options = .{ .groups = 3 } },
