@@ -1,11 +1,14 @@
 /**
  * `deno task test`: every test of the project, ending with one line `N passed, N failed`.
  *
- * 1. Zig unit tests in two optimized configurations that between them cover both threading
- *    backends and both GEMM backends (the default omp-native, and tbb-openblas where OpenBLAS
- *    is installed, else tbb-native), and the kernel tests compiled for each x86-64 level of the
- *    portable library (`zig build test-levels`); steps 1, 2 and 2b, and the library builds of
- *    step 3, run two at a time (a Zig compile keeps one core busy);
+ * 1. Zig unit tests in Debug (LLVM, safety checks on) in two configurations that between them
+ *    cover both threading backends and both GEMM backends (the default omp-native, and
+ *    tbb-openblas where OpenBLAS is installed, else tbb-native), and the kernel tests compiled
+ *    for each x86-64 level of the portable library (`zig build test-levels`). Debug compiles
+ *    the suite in about 25 s where ReleaseSafe took about 250 s (CI's Zig time was mostly
+ *    optimizing compiles) and runs it in about 45 s; the optimized code is what the Deno tests
+ *    of step 3 run (ReleaseFast libraries). Steps 1, 2 and 2b, and the library builds of step 3
+ *    (the portable one included), run two at a time (a Zig compile keeps one core busy);
  * 2. the unit tests under ThreadSanitizer (native GEMM): all of them with omp, and with tbb
  *    those of the code that differs between the backends (TSAN_BACKEND_FILTERS);
  * 2b. `deno task cross --debug`: every platform's library cross-compiled (Debug: quick) and
@@ -33,6 +36,7 @@ import {
   STATIC_CHECKS,
   ZIG_DIR,
 } from "./configs.ts";
+import { crossBuildArgs, TARGETS } from "./targets.ts";
 
 interface Tally {
   passed: number;
@@ -127,16 +131,19 @@ async function sideBySide(jobs: (() => Promise<void>)[], width: number): Promise
  * inter-op pools, in pool/) and what forks work through them (the interpreter, exported fork
  * calls, ops/parallel.zig). The kernels split their work through the same partitioning code in
  * both backends, so the first backend's full race-checked run covers them; this keeps CI under
- * 30 minutes (the full suite under TSan takes about 3 minutes per backend, this part 45 s).
+ * 30 minutes (the full suite under TSan takes about 6 minutes per backend, compile included;
+ * this part 30 s).
  */
 export const TSAN_BACKEND_FILTERS = ["pool.", "interpreter.", "exports.", "ops.parallel"];
 
+/** Runs the Zig unit tests of `config` compiled in Debug, race-checked with `tsan`. */
 async function zigTests(config: BuildConfig, tsan: boolean, filters: string[] = [], echo = true): Promise<void> {
-  const step = `zig test ${configName(config)}${tsan ? " tsan" : ""}${
+  const step = `zig test ${configName(config)} Debug${tsan ? " tsan" : ""}${
     filters.length > 0 ? ` (${filters.join(" ")})` : ""
   }`;
   const args = ["build", "test", "--summary", "all", `-Dthreading=${config.threading}`, `-Dblas=${config.blas}`];
-  if (tsan) args.push("-Dtsan=true", "-Dtest-optimize=Debug");
+  args.push("-Dtest-optimize=Debug");
+  if (tsan) args.push("-Dtsan=true");
   for (const filter of filters) args.push(`-Dtest-filter=${filter}`);
   const { code, output, since } = await stepCommand(step, echo, "zig", args, { cwd: ZIG_DIR });
   const tally = parseZigSummary(output);
@@ -150,8 +157,8 @@ async function zigTests(config: BuildConfig, tsan: boolean, filters: string[] = 
 }
 
 async function zigLevelTests(echo = true): Promise<void> {
-  const step = "zig test-levels (kernels at x86_64, x86_64_v3, x86_64_v4)";
-  const args = ["build", "test-levels", "--summary", "all"];
+  const step = "zig test-levels Debug (kernels at x86_64, x86_64_v3, x86_64_v4)";
+  const args = ["build", "test-levels", "--summary", "all", "-Dtest-optimize=Debug"];
   const { code, output, since } = await stepCommand(step, echo, "zig", args, { cwd: ZIG_DIR });
   record(step, parseZigSummary(output), code, since);
 }
@@ -206,11 +213,23 @@ export const BLAS_TESTS = [
   "threads",
 ].map((name) => `tests/${name}_test.ts`);
 
-/** The configurations the optimized Zig unit tests run in (see the module comment). */
+/** The configurations the Zig unit tests run in (see the module comment). */
 function zigConfigs(configs: BuildConfig[]): BuildConfig[] {
   const tbb = configs.find((c) => c.threading === "tbb" && c.blas === "openblas") ??
     configs.find((c) => c.threading === "tbb")!;
   return [{ threading: "omp", blas: "native" }, tbb];
+}
+
+/**
+ * Builds the portable library (the linux-x86_64 release artefact) beside the Zig tests: the
+ * portable-library tests (tests/cpu_level_test.ts) and the consumer test load it, and its
+ * three-level compile took 4 of the Deno step's minutes when they built it themselves.
+ */
+async function prebuildPortable(): Promise<void> {
+  const target = TARGETS.find((t) => t.name === "linux-x86_64")!;
+  const { code, output } = await runCaptured("zig", crossBuildArgs(target), { cwd: ZIG_DIR, echo: false });
+  console.error(`\n=== portable library built beside the Zig tests${code === 0 ? "" : ` (failed, exit code ${code})`}`);
+  if (code !== 0) console.error(output);
 }
 
 async function denoTests(config: BuildConfig | null, files: string[] = ["tests/"]): Promise<void> {
@@ -295,15 +314,18 @@ if (import.meta.main) {
     // longest first; each prints its output whole when it ends. TSan cannot load OpenBLAS
     // (libgfortran's constructors run before TSan's runtime), so the race checks run with the
     // native GEMM: every test with omp, the backend-specific ones with tbb.
+    // In the order of their times on a 2-core Zen 5 (TSan 370 s, the portable library 240 s,
+    // each library 180 s, the cross builds 150 s, the levels 95 s, each Debug suite 70 s).
     const jobs: (() => Promise<void>)[] = [];
-    if (levels) jobs.push(() => zigLevelTests(false));
     jobs.push(() => zigTests({ threading: "omp", blas: "native" }, true, [], false));
-    for (const config of zigConfigs(configs).reverse()) jobs.push(() => zigTests(config, false, [], false));
-    jobs.push(() => crossBuilds(false));
-    jobs.push(() => zigTests({ threading: "tbb", blas: "native" }, true, TSAN_BACKEND_FILTERS, false));
+    if (Deno.build.os === "linux" && levels) jobs.push(prebuildPortable);
     for (const config of [null, ...configs.filter((c) => !(c.threading === "omp" && c.blas === "native"))]) {
       jobs.push(() => prebuildLibrary(config));
     }
+    jobs.push(() => crossBuilds(false));
+    if (levels) jobs.push(() => zigLevelTests(false));
+    for (const config of zigConfigs(configs)) jobs.push(() => zigTests(config, false, [], false));
+    jobs.push(() => zigTests({ threading: "tbb", blas: "native" }, true, TSAN_BACKEND_FILTERS, false));
     await sideBySide(jobs, 2);
   }
   await denoTests(null);

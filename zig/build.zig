@@ -142,6 +142,9 @@ pub fn build(b: *std.Build) void {
                     .omit_frame_pointer = false,
                 }),
                 .filters = test_filters,
+                // LLVM as above: with -Dtest-optimize=Debug (CI's choice: a 15 s compile per
+                // level where ReleaseSafe takes minutes) the self-hosted backend would be used.
+                .use_llvm = true,
             });
             kernel_tests.root_module.addOptions("build_options", options);
             levels_step.dependOn(&b.addRunArtifact(kernel_tests).step);
