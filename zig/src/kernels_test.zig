@@ -19,6 +19,7 @@ test {
     _ = @import("kernels/conv.zig");
     _ = @import("kernels/conv_pointwise.zig");
     _ = @import("kernels/conv_depthwise.zig");
+    _ = @import("kernels/conv_depthwise_lanes.zig");
     _ = @import("kernels/conv_squeeze.zig");
     _ = @import("kernels/pooling.zig");
     _ = @import("kernels/indexing.zig");

@@ -20,6 +20,7 @@ pub const kernels = struct {
     pub const conv = @import("kernels/conv.zig");
     pub const conv_pointwise = @import("kernels/conv_pointwise.zig");
     pub const conv_depthwise = @import("kernels/conv_depthwise.zig");
+    pub const conv_depthwise_lanes = @import("kernels/conv_depthwise_lanes.zig");
     pub const pooling = @import("kernels/pooling.zig");
 };
 /// parallel_for on the build's backend (omp or tbb).

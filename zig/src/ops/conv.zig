@@ -31,6 +31,7 @@ const build_options = @import("build_options");
 const kernels = @import("../kernels/conv.zig");
 const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const depthwise_kernels = @import("../kernels/conv_depthwise.zig");
+const depthwise_lanes = @import("../kernels/conv_depthwise_lanes.zig");
 const squeeze_kernels = @import("../kernels/conv_squeeze.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
@@ -424,6 +425,10 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     // thread, against the buffered rows: 1.3-3.9x faster on det's layers and 1.0-1.8x on
     // rec's but det's 160-wide stride-1 one (within 2%). The flat pass they fall back to for
     // other kernel heights loses to the buffered rows on wide maps.
+    if (geometry.outPerGroup() == 1 and depthwise_lanes.applies(window) and window.grid[1] <= lanes_width_max) {
+        const lanes_plan: depthwise_lanes.Plan = .of(window);
+        if (lanes_plan.scratchFloats() <= plane_scratch_max) return runDepthwiseLanes(geometry, data, threads, &lanes_plan);
+    }
     const plan: depthwise_kernels.Plan = if (depthwise_kernels.applies(window)) .of(window) else undefined;
     const wide = window.grid[1] >= buffered_width_min and kernels.bufferedApplies(window);
     const phased = depthwise_kernels.applies(window) and (plan.by_rows or !wide);
@@ -435,6 +440,57 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     std.debug.assert(rows * window.grid[1] == data.output.len);
     const work_per_row = @max(1, window.grid[1] * window.taps());
     try intra_op.parallelForTyped(0, rows, parallel.grain(.medium, work_per_row), &context, Context.body);
+}
+
+/// Widest output rows that take the channels-in-lanes kernel (kernels/conv_depthwise_lanes.zig)
+/// rather than the phased planes. Kernel alone, 1 thread, whole layers, fastest of 200 calls
+/// (Zen 5): 384 × 10 × 10 5 × 5 24.5 against 52.2 µs, 192 × 20 × 20 5 × 5 at stride 2
+/// (10 columns) 19.3 against 32.2; 20-column outputs measured faster alone (192 × 20 × 20
+/// 5 × 5 36.9 against 42.4, 96 × 40 × 40 3 × 3 at stride 2 25.9 against 30.0) but not inside
+/// det (infer --profile, 1 thread, 5 alternating rounds: 0.99-1.01× and 1.27×), and 40 or
+/// more columns lose alone too (96 × 40 × 40 3 × 3 45.8 against 40.8, rec's 80 and 160
+/// 1.3-1.5×). det's 10 × 10 layers inside the model: 0.058 → 0.043 ms (0.74×) and
+/// 0.036 → 0.034 ms (0.94×).
+const lanes_width_max = 12;
+
+/// Depthwise with channels in the vector lanes (kernels/conv_depthwise_lanes.zig): blocks of
+/// 16 channels of one image, each worker its contiguous share in its own scratch, zeroed once.
+fn runDepthwiseLanes(geometry: Geometry, data: Data, threads: usize, plan: *const depthwise_lanes.Plan) Error!void {
+    const lanes = depthwise_lanes.lanes;
+    const Work = struct {
+        geometry: Geometry,
+        data: Data,
+        plan: *const depthwise_lanes.Plan,
+        blocks_per_image: usize,
+
+        fn prepare(work: *const @This(), own: []f32) void {
+            depthwise_lanes.prepare(work.plan, own);
+        }
+
+        fn run(work: *const @This(), own: []f32, item: usize) void {
+            const g = work.geometry;
+            const w = g.window;
+            const d = work.data;
+            const image = item / work.blocks_per_image;
+            const first = item % work.blocks_per_image * lanes;
+            const count = @min(lanes, g.out_channels - first);
+            const plane = image * g.out_channels + first;
+            depthwise_lanes.block(
+                work.plan,
+                d.input[plane * w.imagePlane() ..],
+                count,
+                d.weight[first * w.taps() ..][0 .. count * w.taps()],
+                if (d.bias) |values| values[first..][0..count] else null,
+                d.epilogue,
+                own,
+                d.output[plane * w.gridPlane() ..][0 .. count * w.gridPlane()],
+            );
+        }
+    };
+    const blocks_per_image = std.math.divCeil(usize, geometry.out_channels, lanes) catch unreachable;
+    const blocks = geometry.batch * blocks_per_image;
+    const work: Work = .{ .geometry = geometry, .data = data, .plan = plan, .blocks_per_image = blocks_per_image };
+    try runShares(Work, &work, blocks, @max(1, @min(threads, blocks)), plan.scratchFloats());
 }
 
 /// Narrowest output rows the buffered depthwise rows take rather than the phased flat pass
@@ -469,31 +525,47 @@ const plane_scratch_max = (1 << 20) / @sizeOf(f32);
 /// Depthwise by whole planes (kernels/conv_depthwise.zig), each worker its contiguous share
 /// of the planes in its own scratch, zeroed once.
 fn runDepthwisePlanes(geometry: Geometry, data: Data, workers: usize, plan: *const depthwise_kernels.Plan) Error!void {
-    const per_worker = plan.scratchFloats();
+    const Work = struct {
+        geometry: Geometry,
+        data: Data,
+        plan: *const depthwise_kernels.Plan,
+
+        fn prepare(work: *const @This(), own: []f32) void {
+            depthwise_kernels.prepare(work.plan, own);
+        }
+
+        fn run(work: *const @This(), own: []f32, plane: usize) void {
+            const p = DepthwisePlane.of(work.geometry, work.data, plane);
+            depthwise_kernels.plane(work.plan, p.source, p.weights, p.bias, work.data.epilogue, own, p.output);
+        }
+    };
+    const work: Work = .{ .geometry = geometry, .data = data, .plan = plan };
+    try runShares(Work, &work, geometry.batch * geometry.out_channels, workers, plan.scratchFloats());
+}
+
+/// Runs `work.run(own, item)` for items [0, items) in `workers` contiguous shares, each worker
+/// with its own `per_worker` floats of scratch, prepared once by `work.prepare(own)`.
+fn runShares(comptime Work: type, work: *const Work, items: usize, workers: usize, per_worker: usize) Error!void {
     const scratch = try Scratch.init("conv2d", workers * per_worker);
     defer scratch.release();
     const Context = struct {
-        geometry: Geometry,
-        data: Data,
+        work: *const Work,
+        items: usize,
         workers: usize,
-        plan: *const depthwise_kernels.Plan,
+        per_worker: usize,
         scratch: []f32,
 
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            const g = context.geometry;
-            const planes = g.batch * g.out_channels;
-            const per_worker_floats = context.plan.scratchFloats();
             for (begin..end) |worker| {
-                const own = context.scratch[worker * per_worker_floats ..][0..per_worker_floats];
-                depthwise_kernels.prepare(context.plan, own);
-                for (planes * worker / context.workers..planes * (worker + 1) / context.workers) |plane| {
-                    const p = DepthwisePlane.of(g, context.data, plane);
-                    depthwise_kernels.plane(context.plan, p.source, p.weights, p.bias, context.data.epilogue, own, p.output);
+                const own = context.scratch[worker * context.per_worker ..][0..context.per_worker];
+                context.work.prepare(own);
+                for (context.items * worker / context.workers..context.items * (worker + 1) / context.workers) |item| {
+                    context.work.run(own, item);
                 }
             }
         }
     };
-    const context: Context = .{ .geometry = geometry, .data = data, .workers = workers, .plan = plan, .scratch = scratch.values };
+    const context: Context = .{ .work = work, .items = items, .workers = workers, .per_worker = per_worker, .scratch = scratch.values };
     try intra_op.parallelForTyped(0, workers, 1, &context, Context.body);
 }
 
@@ -1445,7 +1517,14 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 3, .size = .{ 61, 83 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 3 } },
     .{ .batch = 2, .in_channels = 3, .size = .{ 66, 64 }, .out_channels = 3, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .groups = 3 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 67, 70 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 3 } },
-    // Depthwise 5×5 at stride 2 on a small plane, rows of under a vector: the flat pass.
+    // Depthwise with channels in the lanes (output rows of at most 24 columns): a partial last
+    // block of 16 channels at batch 2 (5 × 5, stride 1), stride 2 with dilation 2 over 18
+    // channels, and a 3 × 5 kernel at a row stride only.
+    .{ .batch = 2, .in_channels = 37, .size = .{ 10, 10 }, .out_channels = 37, .kernel = .{ 5, 5 }, .options = .{ .padding = .{ 2, 2 }, .groups = 37 } },
+    .{ .batch = 1, .in_channels = 18, .size = .{ 13, 21 }, .out_channels = 18, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .dilation = .{ 2, 2 }, .groups = 18 } },
+    .{ .batch = 1, .in_channels = 16, .size = .{ 9, 22 }, .out_channels = 16, .kernel = .{ 3, 5 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 1, 2 }, .groups = 16 } },
+    // Depthwise 5×5 at stride 2 on a small plane, rows of under a vector: the flat pass (on
+    // CPUs without AVX-512; with it, the channels-in-lanes kernel).
     .{ .batch = 2, .in_channels = 5, .size = .{ 19, 23 }, .out_channels = 5, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .groups = 5 } },
     // Pointwise: plain, grouped, strided (unfolded).
     .{ .batch = 3, .in_channels = 7, .size = .{ 5, 9 }, .out_channels = 5, .kernel = .{ 1, 1 } },
