@@ -187,9 +187,13 @@ async function buildLibrary(config: BuildConfig | null): Promise<boolean> {
  * counted here: the Deno step builds again and counts it.
  */
 async function prebuildLibrary(config: BuildConfig | null): Promise<void> {
-  const name = config === null ? "default" : configName(config);
-  const { code, output } = await runCaptured("zig", libraryArgs(config), { cwd: ZIG_DIR, echo: false });
-  console.error(`\n=== library ${name} built beside the Zig tests${code === 0 ? "" : ` (failed, exit code ${code})`}`);
+  await prebuild(`library ${config === null ? "default" : configName(config)}`, libraryArgs(config));
+}
+
+/** Runs `zig args` quietly, printing one line when it ends (and its output if it failed). */
+async function prebuild(what: string, args: string[]): Promise<void> {
+  const { code, output } = await runCaptured("zig", args, { cwd: ZIG_DIR, echo: false });
+  console.error(`\n=== ${what} built beside the Zig tests${code === 0 ? "" : ` (failed, exit code ${code})`}`);
   if (code !== 0) console.error(output);
 }
 
@@ -226,10 +230,7 @@ function zigConfigs(configs: BuildConfig[]): BuildConfig[] {
  * three-level compile took 4 of the Deno step's minutes when they built it themselves.
  */
 async function prebuildPortable(): Promise<void> {
-  const target = TARGETS.find((t) => t.name === "linux-x86_64")!;
-  const { code, output } = await runCaptured("zig", crossBuildArgs(target), { cwd: ZIG_DIR, echo: false });
-  console.error(`\n=== portable library built beside the Zig tests${code === 0 ? "" : ` (failed, exit code ${code})`}`);
-  if (code !== 0) console.error(output);
+  await prebuild("portable library", crossBuildArgs(TARGETS.find((t) => t.name === "linux-x86_64")!));
 }
 
 async function denoTests(config: BuildConfig | null, files: string[] = ["tests/"]): Promise<void> {

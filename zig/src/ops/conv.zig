@@ -420,15 +420,16 @@ fn runDepthwise(geometry: Geometry, data: Data) Error!void {
     const planes = geometry.batch * geometry.out_channels;
     const flops = (2 *| data.output.len) *| window.taps();
     const threads = parallel.threadsForFlops(flops);
+    // Short rows without a channel multiplier: channels in the lanes (see lanes_width_max).
+    if (geometry.outPerGroup() == 1 and depthwise_lanes.applies(window) and window.grid[1] <= lanes_width_max) {
+        const lanes_plan: depthwise_lanes.Plan = .of(window);
+        if (lanes_plan.scratchFloats() <= plane_scratch_max) return runDepthwiseLanes(geometry, data, threads, &lanes_plan);
+    }
     // Phased planes (kernels/conv_depthwise.zig) where their output rows go by row groups
     // (kernel height 3 or 5) or the rows are narrow: bench/native/depthwise_bench.zig, 1
     // thread, against the buffered rows: 1.3-3.9x faster on det's layers and 1.0-1.8x on
     // rec's but det's 160-wide stride-1 one (within 2%). The flat pass they fall back to for
     // other kernel heights loses to the buffered rows on wide maps.
-    if (geometry.outPerGroup() == 1 and depthwise_lanes.applies(window) and window.grid[1] <= lanes_width_max) {
-        const lanes_plan: depthwise_lanes.Plan = .of(window);
-        if (lanes_plan.scratchFloats() <= plane_scratch_max) return runDepthwiseLanes(geometry, data, threads, &lanes_plan);
-    }
     const plan: depthwise_kernels.Plan = if (depthwise_kernels.applies(window)) .of(window) else undefined;
     const wide = window.grid[1] >= buffered_width_min and kernels.bufferedApplies(window);
     const phased = depthwise_kernels.applies(window) and (plan.by_rows or !wide);
@@ -1517,12 +1518,13 @@ const conv_cases = [_]Case{
     .{ .batch = 1, .in_channels = 3, .size = .{ 61, 83 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 1, 1 }, .groups = 3 } },
     .{ .batch = 2, .in_channels = 3, .size = .{ 66, 64 }, .out_channels = 3, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .groups = 3 } },
     .{ .batch = 1, .in_channels = 3, .size = .{ 67, 70 }, .out_channels = 3, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 }, .groups = 3 } },
-    // Depthwise with channels in the lanes (output rows of at most 24 columns): a partial last
-    // block of 16 channels at batch 2 (5 × 5, stride 1), stride 2 with dilation 2 over 18
-    // channels, and a 3 × 5 kernel at a row stride only.
+    // Depthwise with channels in the lanes (output rows of at most lanes_width_max = 12
+    // columns): a partial last block of 16 channels at batch 2 (5 × 5, stride 1, 10 columns),
+    // stride 2 with dilation 2 over 18 channels (11 columns), and a 3 × 5 kernel at a row
+    // stride only (12 columns).
     .{ .batch = 2, .in_channels = 37, .size = .{ 10, 10 }, .out_channels = 37, .kernel = .{ 5, 5 }, .options = .{ .padding = .{ 2, 2 }, .groups = 37 } },
     .{ .batch = 1, .in_channels = 18, .size = .{ 13, 21 }, .out_channels = 18, .kernel = .{ 3, 3 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .dilation = .{ 2, 2 }, .groups = 18 } },
-    .{ .batch = 1, .in_channels = 16, .size = .{ 9, 22 }, .out_channels = 16, .kernel = .{ 3, 5 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 1, 2 }, .groups = 16 } },
+    .{ .batch = 1, .in_channels = 16, .size = .{ 9, 12 }, .out_channels = 16, .kernel = .{ 3, 5 }, .options = .{ .stride = .{ 2, 1 }, .padding = .{ 1, 2 }, .groups = 16 } },
     // Depthwise 5×5 at stride 2 on a small plane, rows of under a vector: the flat pass (on
     // CPUs without AVX-512; with it, the channels-in-lanes kernel).
     .{ .batch = 2, .in_channels = 5, .size = .{ 19, 23 }, .out_channels = 5, .kernel = .{ 5, 5 }, .options = .{ .stride = .{ 2, 2 }, .padding = .{ 2, 2 }, .groups = 5 } },
