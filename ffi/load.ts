@@ -173,7 +173,7 @@ export function resolveLibrary(): string {
         `'cd ${paths.zigDir} && ../.toolchain/zig/ziglang/zig build', or set SPINDLE_LIB.`,
     );
   }
-  console.error(`spindle: building the native library (zig build in ${paths.zigDir}; about a minute)...`);
+  console.error(`spindle: building the native library (zig build in ${paths.zigDir}; 2-3 minutes on 2 cores)...`);
   const started = performance.now();
   build(zig, paths.zigDir);
   // A build that changed nothing (sources touched, as a merge does, but compiling to the same
