@@ -206,7 +206,7 @@ pub fn Table(comptime slots_per_chunk: u32, comptime capacity: u32) type {
 // queue orders the writes before the token is read (its mutex).
 
 /// The pool that runs asynchronous forward passes, sized by settings.getNumInferenceThreads.
-pub var inference_pool: inference.Pool = .{ .limit_fn = settings.getNumInferenceThreads };
+pub var inference_pool: inference.Pool = .{ .limit_fn = settings.getNumInferenceThreads, .threads_per_job_fn = settings.getNumThreads };
 
 /// A queued run and where its results go.
 pub const RunJob = struct {

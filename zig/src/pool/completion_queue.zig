@@ -23,7 +23,7 @@ pub fn CompletionQueue(comptime Node: type, comptime capacity: usize) type {
         tail: ?*Node = null,
         count: usize = 0,
         interrupted: bool = false,
-        /// `count`, readable without the lock: a hint for spinning waiters (waitSpinning).
+        /// `count`, readable without the lock: a hint for spinning waiters (inference.zig awaitCompletion).
         /// Monotonic both ways: the mutex orders the tokens; the hint only ends a spin early.
         available: std.atomic.Value(usize) = .init(0),
 
@@ -66,15 +66,12 @@ pub fn CompletionQueue(comptime Node: type, comptime capacity: usize) type {
             return releaseTaken(taken, tokens);
         }
 
-        /// Like wait(), but first spins up to `spin_limit` pause instructions while the queue
-        /// is empty: a completion that arrives within that window (a short run) is taken
-        /// without the sleep and the wake-up that would cost. Bounded: then it sleeps.
-        pub fn waitSpinning(queue: *Self, tokens: []u64, timeout_ns: u64, spin_limit: u32) usize {
-            var spins: u32 = 0;
-            while (spins < spin_limit and queue.available.load(.monotonic) == 0) : (spins += 1) {
-                std.atomic.spinLoopHint();
-            }
-            return queue.wait(tokens, timeout_ns);
+        /// Sleeps until a token is available, interrupt() is called, or `ns` pass (or a
+        /// spurious wake-up); takes nothing.
+        pub fn sleepFor(queue: *Self, ns: u64) void {
+            queue.mutex.lock();
+            defer queue.mutex.unlock();
+            if (queue.count == 0 and !queue.interrupted and ns > 0) queue.condition.timedWait(&queue.mutex, ns) catch {};
         }
 
         /// Makes the current (or next) wait() return at once, even with no token.

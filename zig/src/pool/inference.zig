@@ -16,8 +16,9 @@
 //! token of another's call.
 //!
 //! Workers start lazily (a submit with no idle worker and fewer than `limit` workers starts
-//! one) and sleep on a condition variable when the queue is empty: no spinning. Lowering the
-//! limit lets running jobs finish; workers over the limit then exit.
+//! one) and sleep on a condition variable when the queue is empty, after a bounded spin (see
+//! worker_spin_ns and awaitCompletion). Lowering the limit lets running jobs finish; workers
+//! over the limit then exit.
 //!
 //! Public surface: Job, Pool (a struct with a limit function), submit, wait/poll/interrupt
 //! for a channel's completions, load, deinit.
@@ -37,10 +38,26 @@ pub const max_live_jobs: usize = 1 << 16;
 pub const max_workers: u32 = 1024;
 const worker_stack_bytes: usize = 16 << 20;
 /// Pause instructions a worker spins for its next job after finishing one, and the waiter
-/// for the next completion before it sleeps (≈ 10–40 µs, as the inter-op pool's idle spin):
-/// a caller that awaits one forward and then starts the next hands it over in that window,
+/// for the next completion before it sleeps, when no CPU is spare for the longer spins below
+/// (≈ 15 µs at the ~30 ns a pause takes on Zen 5, as the inter-op pool's idle spin): a caller
+/// that awaits a short forward and then starts the next hands it over in that window,
 /// without the two futex wake-ups a sleep would cost. Bounded: then they sleep.
 const spin_limit = 512;
+/// With a CPU spare (spareCpuLocked), a worker that finished a job spins this long for the
+/// next one before it sleeps. The caller's turnaround (the waiter's return, the JavaScript
+/// thread woken to settle the promise, the next `forward` submitted) takes 50–100 µs on a
+/// virtual machine, where waking a sleeping thread on an idle CPU costs 35–50 µs (a
+/// condition-variable ping-pong between two threads: 67 µs a round trip on the 2-core
+/// Zen 5 VM): with only the short spin above, each forward of a 0.3 ms model paid two such
+/// wake-ups on top of the JavaScript thread's own.
+const worker_spin_ns: u64 = 250 * std.time.ns_per_us;
+/// A waiter whose channel's running job is predicted (Pool.typical_ns) to end later than
+/// this sleeps until this long before the predicted end, then spins for the completion.
+const waiter_lead_ns: u64 = 100 * std.time.ns_per_us;
+/// How long past the predicted end a spinning waiter keeps spinning (the prediction is a
+/// moving average; a job may run long), and the longest spin of one wait in all.
+const waiter_spin_past_ns: u64 = 200 * std.time.ns_per_us;
+const waiter_spin_max_ns: u64 = 2 * std.time.ns_per_ms;
 
 /// An intrusive unit of work: the owner embeds it and recovers itself with @fieldParentPtr.
 pub const Job = struct {
@@ -66,6 +83,8 @@ pub const LimitFn = *const fn () u32;
 
 pub const Pool = struct {
     limit_fn: LimitFn,
+    /// The threads one running job keeps busy (its intra-op team); null counts 1.
+    threads_per_job_fn: ?LimitFn = null,
     mutex: std.Thread.Mutex = .{},
     /// Signalled when a job is queued or the limit or shutdown changes (idle workers).
     work: std.Thread.Condition = .{},
@@ -85,6 +104,12 @@ pub const Pool = struct {
     /// Worker threads alive, and how many of them sleep waiting for work.
     workers: u32 = 0,
     idle: u32 = 0,
+    /// Waiters spinning for a completion now (awaitCompletion).
+    waiters_spinning: u32 = 0,
+    /// Moving average of how long jobs ran (ns; 0 before the first), and when the latest
+    /// job started: the waiter's prediction of the next completion.
+    typical_ns: u64 = 0,
+    latest_start: ?std.time.Instant = null,
     /// Jobs running now, and the most that ever ran at once (tests check the bound).
     running: u32 = 0,
     running_peak: u32 = 0,
@@ -164,14 +189,13 @@ pub const Pool = struct {
             if (pool.workers > pool.limit() or (pool.shutting_down and pool.head == null)) break;
             const job = pool.head orelse {
                 if (may_spin) {
-                    // Right after a job: spin a little for the next one, then look again.
+                    // Right after a job: spin for the next one (long while a CPU is spare,
+                    // else briefly), then look again.
                     may_spin = false;
+                    const spare = pool.spareCpuLocked();
                     pool.spinning += 1;
                     pool.mutex.unlock();
-                    var spins: u32 = 0;
-                    while (spins < spin_limit and pool.queued_hint.load(.monotonic) == 0) : (spins += 1) {
-                        std.atomic.spinLoopHint();
-                    }
+                    if (spare) spinFor(&pool.queued_hint, worker_spin_ns) else spinCount(&pool.queued_hint, spin_limit);
                     pool.mutex.lock();
                     pool.spinning -= 1;
                     continue;
@@ -188,14 +212,22 @@ pub const Pool = struct {
             pool.queued_hint.store(pool.queued, .monotonic);
             pool.running += 1;
             pool.running_peak = @max(pool.running_peak, pool.running);
+            const started = std.time.Instant.now() catch null;
+            if (started != null) pool.latest_start = started;
             pool.mutex.unlock();
             // Read before the run: the job may be reused once its token is taken.
             const queue = job.queue;
             placement.jobStarted();
             job.run_fn(job);
             placement.jobFinished();
+            const finished = std.time.Instant.now() catch null;
             pool.mutex.lock();
             pool.running -= 1;
+            if (started != null and finished != null) {
+                const took = finished.?.since(started.?);
+                // A quarter of each new run: follows a change of model within a few runs.
+                pool.typical_ns = if (pool.typical_ns == 0) took else pool.typical_ns - pool.typical_ns / 4 + took / 4;
+            }
             // The completion queue holds the job until the waiter takes its token, then
             // releases it (Job.release). Pushed under the pool's mutex (the queue's own lock
             // nests inside it, never the other way round), so that a waiter that has the
@@ -215,9 +247,61 @@ pub const Pool = struct {
     /// tokens into `tokens` and returns how many.
     pub fn wait(pool: *Pool, channel: u32, tokens: []u64, timeout_ns: u64) Error!usize {
         const queue = try pool.completions.get(channel);
-        const count = queue.waitSpinning(tokens, timeout_ns, spin_limit);
+        var timer = std.time.Timer.start() catch unreachable; // Linux always has a clock.
+        if (tokens.len > 0) pool.awaitCompletion(queue, timeout_ns);
+        const count = queue.wait(tokens, timeout_ns -| timer.read());
         pool.forget(count);
         return count;
+    }
+
+    /// Before a waiter sleeps on its queue: while a job runs and a CPU is spare, it sleeps
+    /// until shortly before the job's predicted end (a completion wakes it sooner) and then
+    /// spins, so that a completion near the prediction is taken with no wake-up; otherwise
+    /// it spins briefly (spin_limit). Spends at most `budget_ns` and waiter_spin_max_ns of
+    /// spinning.
+    fn awaitCompletion(pool: *Pool, queue: *CompletionQueue, budget_ns: u64) void {
+        if (queue.available.load(.monotonic) != 0) return;
+        var timer = std.time.Timer.start() catch unreachable;
+        pool.mutex.lock();
+        const remaining_ns: ?u64 = remaining: {
+            if (pool.running == 0 or pool.typical_ns == 0 or !pool.spareCpuLocked()) break :remaining null;
+            const start = pool.latest_start orelse break :remaining null;
+            const now = std.time.Instant.now() catch break :remaining null;
+            break :remaining pool.typical_ns -| now.since(start);
+        };
+        if (remaining_ns == null) {
+            pool.mutex.unlock();
+            spinCount(&queue.available, spin_limit);
+            return;
+        }
+        pool.mutex.unlock();
+        if (remaining_ns.? > waiter_lead_ns) {
+            queue.sleepFor(@min(remaining_ns.? - waiter_lead_ns, budget_ns));
+            if (queue.available.load(.monotonic) != 0) return;
+            // Other jobs may have started meanwhile: spin only while a CPU is still spare.
+            pool.mutex.lock();
+            const spare = pool.spareCpuLocked();
+            pool.mutex.unlock();
+            if (!spare) return;
+        }
+        const spin_ns = @min(@min(remaining_ns.?, waiter_lead_ns) + waiter_spin_past_ns, waiter_spin_max_ns);
+        const left_ns = budget_ns -| timer.read();
+        pool.mutex.lock();
+        pool.waiters_spinning += 1;
+        pool.mutex.unlock();
+        spinFor(&queue.available, @min(spin_ns, left_ns));
+        pool.mutex.lock();
+        pool.waiters_spinning -= 1;
+        pool.mutex.unlock();
+    }
+
+    /// Whether a thread may spin without taking a CPU from a running job or from the
+    /// thread it hands work to: the running jobs' threads and the spinners, plus one CPU
+    /// kept for the JavaScript thread and the waiter, leave a CPU. Under the mutex.
+    fn spareCpuLocked(pool: *const Pool) bool {
+        const per_job: u64 = if (pool.threads_per_job_fn) |threads| @max(threads(), 1) else 1;
+        const busy = @as(u64, pool.running) * per_job + pool.spinning + pool.waiters_spinning;
+        return busy + 1 < placement.cpuCount();
     }
 
     /// Like wait() without blocking.
@@ -274,6 +358,29 @@ pub const Pool = struct {
         return .{ .workers = pool.workers, .idle = pool.idle, .running = pool.running, .queued = pool.queued };
     }
 };
+
+const CompletionQueue = channels.Queues(Job, max_live_jobs).Queue;
+
+/// Spins until `hint` reads nonzero or `ns` pass (the clock read every 64 pauses).
+/// Monotonic loads: the hint only ends the spin; the mutex the caller takes next orders
+/// what it protects.
+fn spinFor(hint: *const std.atomic.Value(usize), ns: u64) void {
+    const start = std.time.Instant.now() catch return;
+    while (true) {
+        for (0..64) |_| {
+            if (hint.load(.monotonic) != 0) return;
+            std.atomic.spinLoopHint();
+        }
+        const now = std.time.Instant.now() catch return;
+        if (now.since(start) >= ns) return;
+    }
+}
+
+/// Spins until `hint` reads nonzero, at most `limit` pauses (Monotonic, as spinFor).
+fn spinCount(hint: *const std.atomic.Value(usize), limit: u32) void {
+    var spins: u32 = 0;
+    while (spins < limit and hint.load(.monotonic) == 0) : (spins += 1) std.atomic.spinLoopHint();
+}
 
 // ---------------------------------------------------------------------------------------
 // Tests
@@ -497,4 +604,55 @@ test "the inference pool refuses jobs past its bound and while shutting down" {
     try testing.expect(!job.ran);
     var tokens: [1]u64 = undefined;
     try testing.expectError(error.InvalidArgument, pool.poll(channel + 1, &tokens));
+}
+
+test "a waiter predicting a running job's end gets its token, keeps to its timeout, and spins only with a CPU spare" {
+    test_limit.store(1, .monotonic);
+    var pool: Pool = .{ .limit_fn = testLimit };
+    defer pool.freeChannels();
+    const channel = try channels.open();
+    var counters: Counters = .{};
+    // Jobs of 200 µs each: after the first, typical_ns predicts the next one's end.
+    var jobs = testJobs(8, &counters);
+    var seen = [_]bool{false} ** 8;
+    for (&jobs, 0..) |*job, i| {
+        try pool.submit(&job.job, channel, i);
+        try drainTokens(&pool, channel, &seen, 1);
+    }
+    for (jobs) |job| try testing.expect(job.ran and job.released);
+    pool.mutex.lock();
+    const typical = pool.typical_ns;
+    const spinners = pool.spinning + pool.waiters_spinning;
+    pool.mutex.unlock();
+    // Slept 200 µs each (at least; a loaded machine stretches it).
+    try testing.expect(typical >= 200 * std.time.ns_per_us);
+    try testing.expect(spinners <= 1); // the worker may still spin for a next job
+    // A wait shorter than the running job returns empty, within its timeout (plus the
+    // scheduler's slack), having slept, not spun, most of it.
+    var long: TestJob = .{ .concurrent = &counters.concurrent, .peak = &counters.peak };
+    long.job.run_fn = struct {
+        fn run(job: *Job) void {
+            std.Thread.sleep(50 * std.time.ns_per_ms);
+            @as(*TestJob, @fieldParentPtr("job", job)).ran = true;
+        }
+    }.run;
+    try pool.submit(&long.job, channel, 100);
+    var tokens: [4]u64 = undefined;
+    var timer = try std.time.Timer.start();
+    try testing.expectEqual(@as(usize, 0), try pool.wait(channel, &tokens, std.time.ns_per_ms));
+    try testing.expect(timer.read() < 40 * std.time.ns_per_ms);
+    try testing.expectEqual(@as(usize, 1), try pool.wait(channel, &tokens, 5 * std.time.ns_per_s));
+    try testing.expectEqual(@as(u64, 100), tokens[0]);
+    try testing.expect(long.ran);
+    // No CPU is spare when each job's team fills the machine: the pool says so.
+    pool.mutex.lock();
+    defer pool.mutex.unlock();
+    pool.threads_per_job_fn = struct {
+        fn all() u32 {
+            return placement.cpuCount();
+        }
+    }.all;
+    pool.running = 1;
+    defer pool.running = 0;
+    try testing.expect(!pool.spareCpuLocked());
 }
