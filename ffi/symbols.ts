@@ -149,6 +149,10 @@ export const symbols = {
   //     uint32_t timeout_ms), on Deno's blocking pool: one waiter per isolate takes the
   //     tokens of every finished call it submitted.
   spindle_inference_wait: { parameters: ["u32", "buffer", "usize", "u32"], result: "usize", nonblocking: true },
+  // size_t spindle_inference_spin(uint32_t channel, uint64_t *tokens, size_t capacity), on
+  //     the JavaScript thread after a wait returned none: spins (at most 200 µs) for a
+  //     call predicted to finish now, then takes tokens like a wait.
+  spindle_inference_spin: { parameters: ["u32", "buffer", "usize"], result: "usize" },
   // void spindle_inference_interrupt(uint32_t channel)
   spindle_inference_interrupt: { parameters: ["u32"], result: "void" },
   // int32_t spindle_get_num_inference_threads(void)

@@ -16,17 +16,24 @@ const WAIT_TIMEOUT_MS = 10_000;
 
 /** The native wait: fills `tokens` with finished tokens, returns how many. */
 type WaitFn = (tokens: BigUint64Array, capacity: bigint, timeoutMs: number) => Promise<number | bigint>;
+/**
+ * A synchronous native spin for a completion that is about to arrive (bounded, on the
+ * JavaScript thread), called when the wait returned none; fills `tokens` like the wait.
+ */
+type SpinFn = (tokens: BigUint64Array, capacity: bigint) => number | bigint;
 
 /** Tokens for native work, and the drain loop that settles them. */
 export class Completions {
   readonly #wait: WaitFn;
+  readonly #spin: SpinFn | undefined;
   readonly #pending = new Map<bigint, () => void>();
   readonly #tokens = new BigUint64Array(BATCH);
   #nextToken = 1n;
   #waiting = false;
 
-  constructor(wait: WaitFn) {
+  constructor(wait: WaitFn, spin?: SpinFn) {
     this.#wait = wait;
+    this.#spin = spin;
   }
 
   /** A fresh token for `onDone`, which runs (on the JavaScript thread) when it comes back. */
@@ -55,7 +62,10 @@ export class Completions {
     this.#waiting = true;
     try {
       while (this.#pending.size > 0) {
-        const count = Number(await this.#wait(this.#tokens, BigInt(BATCH), WAIT_TIMEOUT_MS));
+        let count = Number(await this.#wait(this.#tokens, BigInt(BATCH), WAIT_TIMEOUT_MS));
+        // None yet: the wait may have returned just before a completion it predicted, so
+        // that this thread is awake to take it (the native spin decides, and is bounded).
+        if (count === 0 && this.#spin !== undefined) count = Number(this.#spin(this.#tokens, BigInt(BATCH)));
         // Copy the batch out first: settling can register more work, and the next wait
         // reuses the buffer.
         const arrived = Array.from(this.#tokens.subarray(0, count));

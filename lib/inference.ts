@@ -17,8 +17,9 @@ import { MAX_THREADS } from "./threads.ts";
 import { Completions, isolateChannel } from "./completions.ts";
 
 /** Settles submitted calls as the inference pool finishes them. */
-const calls = new Completions((tokens, capacity, timeout) =>
-  native().spindle_inference_wait(isolateChannel(), tokens, capacity, timeout)
+const calls = new Completions(
+  (tokens, capacity, timeout) => native().spindle_inference_wait(isolateChannel(), tokens, capacity, timeout),
+  (tokens, capacity) => native().spindle_inference_spin(isolateChannel(), tokens, capacity),
 );
 
 /**

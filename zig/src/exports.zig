@@ -765,11 +765,24 @@ fn callSubmit(token: Handle, outputs: ?[*]Handle, output_count: usize, message: 
 ///     uint32_t timeout_ms): blocks (at most timeout_ms, capped at 60 s) until calls
 ///     submitted to `channel` have run, then moves up to `capacity` of their watch tokens
 ///     into `tokens` and returns how many (0 also for a channel never opened). Called
-///     nonblocking: one waiter per isolate serves every pending call.
+///     nonblocking: one waiter per isolate serves every pending call. It may return 0
+///     early, just before a lone running call's predicted end, so that the JavaScript
+///     thread it wakes is awake when the call finishes: the caller then calls
+///     spindle_inference_spin.
 pub fn spindle_inference_wait(channel: u32, tokens: ?[*]u64, capacity: usize, timeout_ms: u32) callconv(.c) usize {
     const destination = tokens orelse return 0;
     const timeout_ns = @as(u64, @min(timeout_ms, completions_timeout_ms_max)) * std.time.ns_per_ms;
-    return call.inference_pool.wait(channel, destination[0..capacity], timeout_ns) catch 0;
+    return call.inference_pool.waitOrWake(channel, destination[0..capacity], timeout_ns) catch 0;
+}
+
+/// size_t spindle_inference_spin(uint32_t channel, uint64_t *tokens, size_t capacity): on
+///     the JavaScript thread after spindle_inference_wait returned 0: when a lone running
+///     call is predicted to finish within 200 µs and a CPU is spare, spins until it does
+///     (at most that long), then moves available tokens into `tokens` without blocking
+///     and returns how many.
+pub fn spindle_inference_spin(channel: u32, tokens: ?[*]u64, capacity: usize) callconv(.c) usize {
+    const destination = tokens orelse return 0;
+    return call.inference_pool.spinForCompletion(channel, destination[0..capacity]) catch 0;
 }
 
 /// void spindle_inference_interrupt(uint32_t channel): makes the current (or next)

@@ -51,13 +51,31 @@ const spin_limit = 512;
 /// Zen 5 VM): with only the short spin above, each forward of a 0.3 ms model paid two such
 /// wake-ups on top of the JavaScript thread's own.
 const worker_spin_ns: u64 = 250 * std.time.ns_per_us;
-/// A waiter whose channel's running job is predicted (Pool.typical_ns) to end later than
-/// this sleeps until this long before the predicted end, then spins for the completion.
-const waiter_lead_ns: u64 = 100 * std.time.ns_per_us;
 /// How long past the predicted end a spinning waiter keeps spinning (the prediction is a
 /// moving average; a job may run long), and the longest spin of one wait in all.
 const waiter_spin_past_ns: u64 = 200 * std.time.ns_per_us;
 const waiter_spin_max_ns: u64 = 2 * std.time.ns_per_ms;
+/// A waiter whose channel's lone job is predicted (Pool.typical_ns) to end later than its
+/// lead sleeps until that lead before the end, then spins (the waiter on its tokio thread,
+/// awaitCompletion) or hands over to the JavaScript thread, which spins (waitOrWake,
+/// spinForCompletion). The leads are measured, not assumed: a timed sleep wakes late by
+/// Pool.sleep_late_ns (on the 2-core Firecracker VM, which does not poll before halting
+/// an idle CPU, nanosleep of 20–500 µs overshoots by 87–103 µs at the median, 100–115 µs
+/// at p90), and the JavaScript thread takes Pool.javascript_wake_ns to run after the
+/// waiter returns; lead_margin_ns covers their spread. Both start at these guesses.
+const lead_margin_ns: u64 = 30 * std.time.ns_per_us;
+const sleep_late_guess_ns: u64 = 100 * std.time.ns_per_us;
+const javascript_wake_guess_ns: u64 = 50 * std.time.ns_per_us;
+/// One sample of either latency counts at most this much (a preempted thread's outlier).
+const latency_sample_max_ns: u64 = std.time.ns_per_ms;
+/// spinForCompletion spins only for a job predicted to end within this, and at most this
+/// long past the prediction: the JavaScript thread's event loop waits meanwhile.
+const javascript_spin_ns: u64 = 200 * std.time.ns_per_us;
+
+/// A quarter of each new sample: follows a change within a few samples.
+fn movingAverage(average: u64, sample: u64) u64 {
+    return if (average == 0) sample else average - average / 4 + sample / 4;
+}
 
 /// An intrusive unit of work: the owner embeds it and recovers itself with @fieldParentPtr.
 pub const Job = struct {
@@ -110,6 +128,12 @@ pub const Pool = struct {
     /// job started: the waiter's prediction of the next completion.
     typical_ns: u64 = 0,
     latest_start: ?std.time.Instant = null,
+    /// Moving averages of how late a waiter's timed sleep wakes and how long the JavaScript
+    /// thread takes to run after waitOrWake returned early (see lead_margin_ns), and when
+    /// that return was.
+    sleep_late_ns: u64 = sleep_late_guess_ns,
+    javascript_wake_ns: u64 = javascript_wake_guess_ns,
+    early_return: ?std.time.Instant = null,
     /// Jobs running now, and the most that ever ran at once (tests check the bound).
     running: u32 = 0,
     running_peak: u32 = 0,
@@ -192,7 +216,7 @@ pub const Pool = struct {
                     // Right after a job: spin for the next one (long while a CPU is spare,
                     // else briefly), then look again.
                     may_spin = false;
-                    const spare = pool.spareCpuLocked();
+                    const spare = pool.spareCpuLocked(.worker);
                     pool.spinning += 1;
                     pool.mutex.unlock();
                     if (spare) spinFor(&pool.queued_hint, worker_spin_ns) else spinCount(&pool.queued_hint, spin_limit);
@@ -225,8 +249,7 @@ pub const Pool = struct {
             pool.running -= 1;
             if (started != null and finished != null) {
                 const took = finished.?.since(started.?);
-                // A quarter of each new run: follows a change of model within a few runs.
-                pool.typical_ns = if (pool.typical_ns == 0) took else pool.typical_ns - pool.typical_ns / 4 + took / 4;
+                pool.typical_ns = movingAverage(pool.typical_ns, took);
             }
             // The completion queue holds the job until the waiter takes its token, then
             // releases it (Job.release). Pushed under the pool's mutex (the queue's own lock
@@ -254,54 +277,127 @@ pub const Pool = struct {
         return count;
     }
 
-    /// Before a waiter sleeps on its queue: while a job runs and a CPU is spare, it sleeps
-    /// until shortly before the job's predicted end (a completion wakes it sooner) and then
-    /// spins, so that a completion near the prediction is taken with no wake-up; otherwise
-    /// it spins briefly (spin_limit). Spends at most `budget_ns` and waiter_spin_max_ns of
-    /// spinning.
-    fn awaitCompletion(pool: *Pool, queue: *CompletionQueue, budget_ns: u64) void {
-        if (queue.available.load(.monotonic) != 0) return;
-        var timer = std.time.Timer.start() catch unreachable;
-        pool.mutex.lock();
-        const remaining_ns: ?u64 = remaining: {
-            if (pool.running == 0 or pool.typical_ns == 0 or !pool.spareCpuLocked()) break :remaining null;
-            const start = pool.latest_start orelse break :remaining null;
-            const now = std.time.Instant.now() catch break :remaining null;
-            break :remaining pool.typical_ns -| now.since(start);
-        };
-        if (remaining_ns == null) {
-            pool.mutex.unlock();
-            spinCount(&queue.available, spin_limit);
-            return;
+    /// wait() for the JavaScript waiter: may return 0 early, shortly before the predicted
+    /// end of a lone running job (one running, none queued; once per job, as an overdue
+    /// job gets none): the caller then calls spinForCompletion on its own thread.
+    pub fn waitOrWake(pool: *Pool, channel: u32, tokens: []u64, timeout_ns: u64) Error!usize {
+        const queue = try pool.completions.get(channel);
+        if (tokens.len > 0 and queue.available.load(.monotonic) == 0) {
+            if (pool.loneRemaining(.waiter)) |remaining| {
+                pool.mutex.lock();
+                const lead = pool.sleep_late_ns + pool.javascript_wake_ns + lead_margin_ns;
+                pool.mutex.unlock();
+                if (remaining > lead) pool.sleepTimed(queue, @min(remaining - lead, timeout_ns));
+                if (remaining > 0 and queue.available.load(.monotonic) == 0) {
+                    pool.mutex.lock();
+                    pool.early_return = std.time.Instant.now() catch null;
+                    pool.mutex.unlock();
+                    return 0;
+                }
+            }
         }
-        pool.mutex.unlock();
-        if (remaining_ns.? > waiter_lead_ns) {
-            queue.sleepFor(@min(remaining_ns.? - waiter_lead_ns, budget_ns));
-            if (queue.available.load(.monotonic) != 0) return;
-            // Other jobs may have started meanwhile: spin only while a CPU is still spare.
+        return pool.wait(channel, tokens, timeout_ns);
+    }
+
+    /// On the JavaScript thread, after waitOrWake returned 0: spins for a lone running job
+    /// predicted to end within javascript_spin_ns (up to that long past the prediction)
+    /// while a CPU is spare, then takes what is available without blocking.
+    pub fn spinForCompletion(pool: *Pool, channel: u32, tokens: []u64) Error!usize {
+        const queue = try pool.completions.get(channel);
+        {
             pool.mutex.lock();
-            const spare = pool.spareCpuLocked();
-            pool.mutex.unlock();
-            if (!spare) return;
+            defer pool.mutex.unlock();
+            if (pool.early_return) |returned| {
+                pool.early_return = null;
+                if (std.time.Instant.now()) |now| {
+                    pool.javascript_wake_ns = movingAverage(pool.javascript_wake_ns, @min(now.since(returned), latency_sample_max_ns));
+                } else |_| {}
+            }
         }
-        const spin_ns = @min(@min(remaining_ns.?, waiter_lead_ns) + waiter_spin_past_ns, waiter_spin_max_ns);
-        const left_ns = budget_ns -| timer.read();
+        if (tokens.len > 0 and queue.available.load(.monotonic) == 0) {
+            if (pool.loneRemaining(.waiter)) |remaining| {
+                if (remaining <= javascript_spin_ns) pool.spinCounted(queue, remaining + javascript_spin_ns);
+            }
+        }
+        return pool.poll(channel, tokens);
+    }
+
+    /// Sleeps on `queue` for `ns` (a completion or an interrupt ends it sooner); a sleep
+    /// that ran its course tells how late timed sleeps wake (sleep_late_ns).
+    fn sleepTimed(pool: *Pool, queue: *CompletionQueue, ns: u64) void {
+        const start = std.time.Instant.now() catch return;
+        queue.sleepFor(ns);
+        const now = std.time.Instant.now() catch return;
+        const slept = now.since(start);
+        if (slept < ns or queue.available.load(.monotonic) != 0) return; // woken, not timed out
+        pool.mutex.lock();
+        defer pool.mutex.unlock();
+        pool.sleep_late_ns = movingAverage(pool.sleep_late_ns, @min(slept - ns, latency_sample_max_ns));
+    }
+
+    /// Spins for a completion on `queue` for at most `ns`, counted as a spinning waiter.
+    fn spinCounted(pool: *Pool, queue: *CompletionQueue, ns: u64) void {
         pool.mutex.lock();
         pool.waiters_spinning += 1;
         pool.mutex.unlock();
-        spinFor(&queue.available, @min(spin_ns, left_ns));
+        spinFor(&queue.available, ns);
         pool.mutex.lock();
         pool.waiters_spinning -= 1;
         pool.mutex.unlock();
     }
 
-    /// Whether a thread may spin without taking a CPU from a running job or from the
-    /// thread it hands work to: the running jobs' threads and the spinners, plus one CPU
-    /// kept for the JavaScript thread and the waiter, leave a CPU. Under the mutex.
-    fn spareCpuLocked(pool: *const Pool) bool {
+    /// The predicted time left (ns, 0 when overdue) of the only job running, when none is
+    /// queued and `as` may spin (spareCpuLocked); null otherwise or before any prediction.
+    /// An overdue job gets no early return (waitOrWake) and only one bounded spin.
+    fn loneRemaining(pool: *Pool, as: SpinAs) ?u64 {
+        pool.mutex.lock();
+        defer pool.mutex.unlock();
+        if (pool.running != 1 or pool.queued != 0 or pool.typical_ns == 0 or !pool.spareCpuLocked(as)) return null;
+        const start = pool.latest_start orelse return null;
+        const now = std.time.Instant.now() catch return null;
+        return pool.typical_ns -| now.since(start);
+    }
+
+    /// Before a waiter sleeps on its queue: while a lone job runs and a CPU is spare, it
+    /// sleeps until shortly before the job's predicted end (a completion wakes it sooner)
+    /// and then spins, so that a completion near the prediction is taken with no wake-up;
+    /// otherwise it spins briefly (spin_limit). Spends at most `budget_ns`, and at most
+    /// waiter_spin_max_ns spinning.
+    fn awaitCompletion(pool: *Pool, queue: *CompletionQueue, budget_ns: u64) void {
+        if (queue.available.load(.monotonic) != 0) return;
+        var timer = std.time.Timer.start() catch unreachable; // Linux always has a clock.
+        const remaining = pool.loneRemaining(.waiter) orelse {
+            spinCount(&queue.available, spin_limit);
+            return;
+        };
+        pool.mutex.lock();
+        const lead = pool.sleep_late_ns + lead_margin_ns;
+        pool.mutex.unlock();
+        if (remaining > lead) {
+            pool.sleepTimed(queue, @min(remaining - lead, budget_ns));
+            if (queue.available.load(.monotonic) != 0) return;
+            // Other jobs may have started meanwhile: spin only while a CPU is still spare.
+            pool.mutex.lock();
+            const spare = pool.spareCpuLocked(.waiter);
+            pool.mutex.unlock();
+            if (!spare) return;
+        }
+        const spin_ns = @min(@min(remaining, lead) + waiter_spin_past_ns, waiter_spin_max_ns);
+        pool.spinCounted(queue, @min(spin_ns, budget_ns -| timer.read()));
+    }
+
+    /// Whether a worker (`as` .worker) or a waiter (.waiter) may spin without taking a CPU
+    /// from a running job or from the thread it hands work to: the running jobs' threads,
+    /// the spinning workers and the caller, plus one CPU for the JavaScript side (its
+    /// thread, or its waiter while the thread sleeps; more when several waiters spin), fit
+    /// in the CPUs. So on 2 CPUs, at 1 intra-op thread and one call at a time, both the
+    /// waiter and the worker after its job spin; with a 2-thread team, or two jobs running,
+    /// only the worker after its job. Under the mutex.
+    fn spareCpuLocked(pool: *const Pool, as: SpinAs) bool {
         const per_job: u64 = if (pool.threads_per_job_fn) |threads| @max(threads(), 1) else 1;
-        const busy = @as(u64, pool.running) * per_job + pool.spinning + pool.waiters_spinning;
-        return busy + 1 < placement.cpuCount();
+        const workers = @as(u64, pool.running) * per_job + pool.spinning + @intFromBool(as == .worker);
+        const javascript = @max(@as(u64, pool.waiters_spinning) + @intFromBool(as == .waiter), 1);
+        return workers + javascript <= placement.cpuCount();
     }
 
     /// Like wait() without blocking.
@@ -360,6 +456,7 @@ pub const Pool = struct {
 };
 
 const CompletionQueue = channels.Queues(Job, max_live_jobs).Queue;
+const SpinAs = enum { worker, waiter };
 
 /// Spins until `hint` reads nonzero or `ns` pass (the clock read every 64 pauses).
 /// Monotonic loads: the hint only ends the spin; the mutex the caller takes next orders
@@ -606,7 +703,7 @@ test "the inference pool refuses jobs past its bound and while shutting down" {
     try testing.expectError(error.InvalidArgument, pool.poll(channel + 1, &tokens));
 }
 
-test "a waiter predicting a running job's end gets its token, keeps to its timeout, and spins only with a CPU spare" {
+test "a waiter predicting a running job's end gets its token, keeps to its timeout, hands over to the JavaScript thread, and spins only with a CPU spare" {
     test_limit.store(1, .monotonic);
     var pool: Pool = .{ .limit_fn = testLimit };
     defer pool.freeChannels();
@@ -644,6 +741,28 @@ test "a waiter predicting a running job's end gets its token, keeps to its timeo
     try testing.expectEqual(@as(usize, 1), try pool.wait(channel, &tokens, 5 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 100), tokens[0]);
     try testing.expect(long.ran);
+    // The JavaScript waiter's path: predicted to run 50 ms, a lone job's waitOrWake sleeps
+    // most of that, returns empty shortly before the end (when a CPU is spare: not on a
+    // 1-CPU machine, where it waits as wait() does), and spinForCompletion or a later wait
+    // takes the token, once.
+    var predicted: TestJob = .{ .concurrent = &counters.concurrent, .peak = &counters.peak };
+    predicted.job.run_fn = long.job.run_fn;
+    pool.mutex.lock();
+    pool.typical_ns = 50 * std.time.ns_per_ms;
+    pool.mutex.unlock();
+    try pool.submit(&predicted.job, channel, 200);
+    timer.reset();
+    var got = try pool.waitOrWake(channel, &tokens, 5 * std.time.ns_per_s);
+    if (got == 0) {
+        try testing.expect(placement.cpuCount() >= 2);
+        try testing.expect(timer.read() >= 25 * std.time.ns_per_ms); // slept, did not spin
+        got = try pool.spinForCompletion(channel, &tokens);
+        if (got == 0) got = try pool.wait(channel, &tokens, 5 * std.time.ns_per_s);
+    }
+    try testing.expectEqual(@as(usize, 1), got);
+    try testing.expectEqual(@as(u64, 200), tokens[0]);
+    try testing.expect(predicted.ran);
+    try testing.expectEqual(@as(usize, 0), try pool.poll(channel, &tokens));
     // No CPU is spare when each job's team fills the machine: the pool says so.
     pool.mutex.lock();
     defer pool.mutex.unlock();
@@ -654,5 +773,5 @@ test "a waiter predicting a running job's end gets its token, keeps to its timeo
     }.all;
     pool.running = 1;
     defer pool.running = 0;
-    try testing.expect(!pool.spareCpuLocked());
+    try testing.expect(!pool.spareCpuLocked(.waiter));
 }
