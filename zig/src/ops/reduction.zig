@@ -316,6 +316,12 @@ pub fn softmax(input: *Tensor, dim_raw: i64, log: bool) Error!*Tensor {
         }
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
             const b = context.block;
+            if (b.inner == 1 and b.reduced <= normalization.short_row_max) {
+                // Rows begin … end − 1 (one tile each): their floats are contiguous.
+                const span = context.input[begin * b.reduced .. end * b.reduced];
+                normalization.softmaxShortRows(span, context.output[begin * b.reduced .. end * b.reduced], end - begin, b.reduced, context.log);
+                return;
+            }
             for (begin..end) |item| {
                 const outer = item / context.tiles();
                 const inner_begin = (item % context.tiles()) * tile;
