@@ -496,6 +496,8 @@ const TestJob = struct {
     job: Job = .{ .run_fn = run, .release_fn = release },
     concurrent: *Atomic(u32),
     peak: *Atomic(u32),
+    /// How long the job runs.
+    sleep_ns: u64 = 200 * std.time.ns_per_us,
     ran: bool = false,
     released: bool = false,
 
@@ -505,7 +507,7 @@ const TestJob = struct {
         // jobs in one order, so the peak seen is a peak that happened.
         const now = self.concurrent.fetchAdd(1, .acq_rel) + 1;
         _ = self.peak.fetchMax(now, .acq_rel);
-        std.Thread.sleep(200 * std.time.ns_per_us);
+        std.Thread.sleep(self.sleep_ns);
         _ = self.concurrent.fetchSub(1, .acq_rel);
         self.ran = true;
     }
@@ -726,13 +728,7 @@ test "a waiter predicting a running job's end gets its token, keeps to its timeo
     try testing.expect(spinners <= 1); // the worker may still spin for a next job
     // A wait shorter than the running job returns empty, within its timeout (plus the
     // scheduler's slack), having slept, not spun, most of it.
-    var long: TestJob = .{ .concurrent = &counters.concurrent, .peak = &counters.peak };
-    long.job.run_fn = struct {
-        fn run(job: *Job) void {
-            std.Thread.sleep(50 * std.time.ns_per_ms);
-            @as(*TestJob, @fieldParentPtr("job", job)).ran = true;
-        }
-    }.run;
+    var long: TestJob = .{ .concurrent = &counters.concurrent, .peak = &counters.peak, .sleep_ns = 50 * std.time.ns_per_ms };
     try pool.submit(&long.job, channel, 100);
     var tokens: [4]u64 = undefined;
     var timer = try std.time.Timer.start();
@@ -745,8 +741,7 @@ test "a waiter predicting a running job's end gets its token, keeps to its timeo
     // most of that, returns empty shortly before the end (when a CPU is spare: not on a
     // 1-CPU machine, where it waits as wait() does), and spinForCompletion or a later wait
     // takes the token, once.
-    var predicted: TestJob = .{ .concurrent = &counters.concurrent, .peak = &counters.peak };
-    predicted.job.run_fn = long.job.run_fn;
+    var predicted: TestJob = .{ .concurrent = &counters.concurrent, .peak = &counters.peak, .sleep_ns = 50 * std.time.ns_per_ms };
     pool.mutex.lock();
     pool.typical_ns = 50 * std.time.ns_per_ms;
     pool.mutex.unlock();
