@@ -12,6 +12,11 @@
  * twice too: f32, and "spindle-bf16" (`load(..., { precision: "bf16" })`), whose ratio to
  * OpenVINO's default is the last column (`/ov-def` of sp-bf16).
  *
+ * Two columns say how far one run's ratio can be trusted: the range of Spindle / OpenVINO f32
+ * over the rounds (each round's own medians), and the share of the machine's CPU time the
+ * hypervisor stole from this guest during the case (/proc/stat; on a shared 2-vCPU VM it
+ * slows the 2-thread cases most, by 10-40% here).
+ *
  *   deno task bench:peers [--rounds 5] [--round-ms 300] [--models cls,rec,det]
  *                         [--batches 1,8] [--threads 1,2] [--suites onnx,builtins,int8]
  *                         [--formats qdq,qop,dyn]
@@ -131,6 +136,26 @@ function median(samples: number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
+/**
+ * The machine's CPU time so far from /proc/stat (in clock ticks, all CPUs): the total and the
+ * part stolen by the hypervisor for other guests (null where there is no /proc/stat). On a
+ * virtual machine, steal time slows every runtime measured meanwhile, the multi-threaded ones
+ * most.
+ */
+async function cpuTimes(): Promise<{ total: number; steal: number } | null> {
+  try {
+    const line = (await Deno.readTextFile("/proc/stat")).split("\n").find((l) => l.startsWith("cpu "));
+    if (line === undefined) return null;
+    const fields = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
+    // counted in user and nice.
+    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { total, steal: fields[7] ?? 0 };
+  } catch {
+    return null;
+  }
+}
+
 /** Deterministic input bytes (a fixed-seed LCG), the same file for every runtime. */
 async function writeInput(path: string, count: number, seed: number): Promise<void> {
   const data = new Float32Array(count);
@@ -211,7 +236,7 @@ async function onnxSuite(): Promise<void> {
   );
   say(
     "model    batch threads | spindle sp-bf16  onnxrt  ov-f32  ov-def | /onnxrt /ov-f32 /ov-def | " +
-      "bf16/ov-def | checksum spread",
+      "bf16/ov-def | checksum spread | /ov-f32 by round | steal",
   );
   try {
     for (const model of models as RealModel[]) {
@@ -221,6 +246,9 @@ async function onnxSuite(): Promise<void> {
         await writeInput(data, shape.reduce((a, b) => a * b, 1), 7 + batch);
         for (const threads of threadCounts) {
           const samples = new Map<string, number[]>(peers.map((p) => [p.name, []]));
+          // Each round's own median per runtime: the spread of the rounds' ratios shows how
+          // steady the verdict was while the host's load came and went.
+          const roundMedians = new Map<string, number[]>(peers.map((p) => [p.name, []]));
           const checksums = new Map<string, number>();
           for (const peer of peers) {
             const reply = await peer.request({
@@ -236,14 +264,21 @@ async function onnxSuite(): Promise<void> {
             if (typeof reply.precision === "string") versions[`${peer.name} precision`] = reply.precision;
             await peer.request({ op: "run", min_ms: 0, min_runs: 2 }); // warm-up
           }
+          const stealBefore = await cpuTimes();
           for (let round = 0; round < ROUNDS; round++) {
             for (let k = 0; k < peers.length; k++) {
               const peer = peers[(round + k) % peers.length];
               const reply = await peer.request({ op: "run", min_ms: ROUND_MS, min_runs: 3 });
               samples.get(peer.name)!.push(...(reply.samples as number[]));
+              roundMedians.get(peer.name)!.push(median(reply.samples as number[]));
               checksums.set(peer.name, reply.checksum as number);
             }
           }
+          const stealAfter = await cpuTimes();
+          const steal = stealAfter === null || stealBefore === null || stealAfter.total === stealBefore.total
+            ? NaN
+            : (stealAfter.steal - stealBefore.steal) / (stealAfter.total - stealBefore.total);
+          const roundRatios = roundMedians.get("spindle")!.map((v, i) => v / roundMedians.get("openvino-f32")![i]);
           const ms = Object.fromEntries(peers.map((p) => [p.name, median(samples.get(p.name)!)]));
           const reference = checksums.get("onnxruntime")!;
           const spread = Math.max(
@@ -251,7 +286,15 @@ async function onnxSuite(): Promise<void> {
               Math.abs(checksums.get(name)! - reference) / Math.max(1, Math.abs(reference))
             ),
           );
-          const row: Row = { model: model.name, batch, threads, ...ms };
+          const row: Row = {
+            model: model.name,
+            batch,
+            threads,
+            ...ms,
+            ratio_openvino_f32_round_min: Math.min(...roundRatios),
+            ratio_openvino_f32_round_max: Math.max(...roundRatios),
+            steal_fraction: steal,
+          };
           rows.push(row);
           const f = (v: number) => v.toFixed(2).padStart(7);
           const r = (v: number) => (ms.spindle / v).toFixed(2).padStart(7);
@@ -261,7 +304,9 @@ async function onnxSuite(): Promise<void> {
               `${f(ms["openvino-default"])} |${r(ms.onnxruntime)} ${r(ms["openvino-f32"])} ${
                 r(ms["openvino-default"])
               } | ` +
-              `${(ms["spindle-bf16"] / ms["openvino-default"]).toFixed(2).padStart(11)} | ${spread.toExponential(1)}`,
+              `${(ms["spindle-bf16"] / ms["openvino-default"]).toFixed(2).padStart(11)} | ${spread.toExponential(1)}` +
+              `          | ${Math.min(...roundRatios).toFixed(2)}-${Math.max(...roundRatios).toFixed(2)}       | ` +
+              `${Number.isNaN(steal) ? "  n/a" : `${(100 * steal).toFixed(1).padStart(4)}%`}`,
           );
         }
       }
