@@ -154,17 +154,33 @@ fn fill(plan: *const Plan, input: []const f32, count: usize, area: []f32) void {
 fn outputRows(comptime column_stride: usize, plan: *const Plan, tap_vectors: *const [taps_max]V, bias: V, epilogue: Epilogue, area: []const f32, flat: []f32) void {
     const window = plan.window;
     for (0..window.grid[0]) |oy| {
+        const rows = imageKernelRows(window, oy);
         var ox: usize = 0;
         while (ox < window.grid[1]) {
             const columns = chunkColumns(window.grid[1] - ox);
             switch (columns) {
-                16 => chunk(16, column_stride, plan, tap_vectors, bias, epilogue, area, flat, oy, ox),
-                8 => chunk(8, column_stride, plan, tap_vectors, bias, epilogue, area, flat, oy, ox),
-                else => chunk(4, column_stride, plan, tap_vectors, bias, epilogue, area, flat, oy, ox),
+                16 => chunk(16, column_stride, plan, tap_vectors, bias, epilogue, area, flat, oy, ox, rows),
+                8 => chunk(8, column_stride, plan, tap_vectors, bias, epilogue, area, flat, oy, ox, rows),
+                else => chunk(4, column_stride, plan, tap_vectors, bias, epilogue, area, flat, oy, ox, rows),
             }
             ox += columns;
         }
     }
+}
+
+/// The kernel rows [begin, end) whose taps read image rows for output row oy: the others
+/// read the zero padding above or below the image, products of zero (on a 2-row map with a
+/// 5 × 5 kernel, 3 of every 5). Skipping them changes no sum unless a weight is infinite or
+/// NaN, as in the plane kernels (conv_depthwise.zig, rowGroup).
+fn imageKernelRows(window: Window, oy: usize) [2]usize {
+    const top = oy * window.stride[0];
+    const first = window.padding[0];
+    const end = first + window.image[0];
+    var begin: usize = 0;
+    var stop: usize = window.kernel[0];
+    while (begin < stop and top + begin * window.dilation[0] < first) begin += 1;
+    while (stop > begin and top + (stop - 1) * window.dilation[0] >= end) stop -= 1;
+    return .{ begin, stop };
 }
 
 /// Output columns [ox, ox + columns) of row oy for the block's channels: the sums in
@@ -181,13 +197,17 @@ fn chunk(
     flat: []f32,
     oy: usize,
     ox: usize,
+    kernel_rows: [2]usize,
 ) void {
     const window = plan.window;
-    const taps = window.taps();
+    const kernel_w = window.kernel[1];
     var sums: [columns]V = @splat(bias);
     const start = oy * window.stride[0] * plan.width + ox * column_stride;
     const span = ((columns - 1) * column_stride + 1) * lanes;
-    for (tap_vectors[0..taps], plan.offsets[0..taps]) |weight, offset| {
+    // Taps are row-major: kernel rows [begin, end) are one run of them.
+    const first_tap = kernel_rows[0] * kernel_w;
+    const end_tap = kernel_rows[1] * kernel_w;
+    for (tap_vectors[first_tap..end_tap], plan.offsets[first_tap..end_tap]) |weight, offset| {
         const source = area[(start + offset) * lanes ..][0..span];
         inline for (&sums, 0..) |*sum, j| sum.* = @mulAdd(V, source[j * column_stride * lanes ..][0..lanes].*, weight, sum.*);
     }
@@ -284,6 +304,11 @@ test "channels-in-lanes depthwise blocks match the direct convolution on awkward
         .{ 16, 2, 3, 5, 5, 1, 1, 3, 3, 1, 1 },
         .{ 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1 },
         .{ 18, 5, 37, 3, 3, 2, 1, 1, 1, 1, 2 },
+        // cls's short wide maps, most taps on the padding rows: 2 × 96 and 3 × 96 with 5 × 5,
+        // 3 × 96 at stride (2, 1), and a dilated 3-row map whose kernel overhangs both sides.
+        .{ 20, 2, 96, 5, 5, 1, 1, 2, 2, 1, 1 },
+        .{ 17, 3, 96, 5, 5, 2, 1, 2, 2, 1, 1 },
+        .{ 9, 3, 50, 3, 3, 1, 1, 3, 1, 3, 1 },
     };
     const epilogues = [_]Epilogue{ .{}, Epilogue.relu, .{ .activation = .hard_swish }, .{ .activation = .hard_swish, .scale = 0.5, .shift = -1 } };
     for (cases, 0..) |c, index| {
