@@ -245,3 +245,27 @@ Deno.test("Transpose with a perm that is not a permutation, and Slice with misma
   });
   refused(slice, "malformed_model", /Slice has 2 starts, 1 ends and no steps for 2 axes/);
 });
+
+Deno.test("Attention with Q, K, V (or past key and value) of mismatched ranks is malformed, not an import bug", () => {
+  // Found by the fuzzer: a 4-D grouped-query model whose K lost a dim reached the head
+  // expansion with undefined sizes.
+  const attention = (k: number[], past?: number[]) =>
+    onnx({
+      opset: 23,
+      nodes: [{
+        op: "Attention",
+        inputs: past === undefined ? ["q", "k", "v"] : ["q", "k", "v", "", "pk", "pv"],
+        outputs: ["y"],
+      }],
+      initializers: [],
+      inputs: [
+        { name: "q", dims: [1, 4, 3, 8] },
+        { name: "k", dims: k },
+        { name: "v", dims: [1, 2, 5, 8] },
+        ...(past === undefined ? [] : [{ name: "pk", dims: past }, { name: "pv", dims: past }]),
+      ],
+      outputs: [{ name: "y", dims: [] }],
+    });
+  refused(attention([2, 5, 8]), "malformed_model", /Attention: Q is 4-D but K is 3-D/);
+  refused(attention([1, 2, 5, 8], [2, 4, 8]), "malformed_model", /Attention: past_key is 3-D; it must be 4-D/);
+});

@@ -690,6 +690,20 @@ function attention(n: NodeContext): Value[] {
   let [q, k, v] = [0, 1, 2].map((i) => floatInput(n, i));
   const rank = shapeOf(q).length;
   if (rank !== 3 && rank !== 4) throw new RangeError(`Attention takes 3-D or 4-D inputs, got rank ${rank}`);
+  for (const [name, t] of [["K", k], ["V", v]] as const) {
+    const other = shapeOf(t).length;
+    if (other !== rank) {
+      throw new RangeError(`Attention: Q is ${rank}-D but ${name} is ${other}-D; Q, K and V are all 3-D or all 4-D`);
+    }
+  }
+  for (const [index, name] of [[4, "past_key"], [5, "past_value"]] as const) {
+    const past = n.inputs[index];
+    if (past !== undefined && shapeOf(past).length !== 4) {
+      throw new RangeError(
+        `Attention: ${name} is ${shapeOf(past).length}-D; it must be 4-D [batch, heads, length, size]`,
+      );
+    }
+  }
   if (rank === 3) {
     const qHeads = attrInt(n, "q_num_heads", 0);
     const kvHeads = attrInt(n, "kv_num_heads", 0);
