@@ -154,7 +154,11 @@ fn fill(plan: *const Plan, input: []const f32, count: usize, area: []f32) void {
 fn outputRows(comptime column_stride: usize, plan: *const Plan, tap_vectors: *const [taps_max]V, bias: V, epilogue: Epilogue, area: []const f32, flat: []f32) void {
     const window = plan.window;
     for (0..window.grid[0]) |oy| {
-        const rows = imageKernelRows(window, oy);
+        // The kernel rows whose taps read image rows: the others read the zero padding above
+        // or below the image, products of zero (on a 2-row map with a 5 × 5 kernel, 3 of every
+        // 5). Skipping them changes no sum unless a weight is infinite or NaN, as in the plane
+        // kernels (conv_depthwise.zig, rowGroup).
+        const rows = window.tapSpan(0, oy);
         var ox: usize = 0;
         while (ox < window.grid[1]) {
             const columns = chunkColumns(window.grid[1] - ox);
@@ -166,21 +170,6 @@ fn outputRows(comptime column_stride: usize, plan: *const Plan, tap_vectors: *co
             ox += columns;
         }
     }
-}
-
-/// The kernel rows [begin, end) whose taps read image rows for output row oy: the others
-/// read the zero padding above or below the image, products of zero (on a 2-row map with a
-/// 5 × 5 kernel, 3 of every 5). Skipping them changes no sum unless a weight is infinite or
-/// NaN, as in the plane kernels (conv_depthwise.zig, rowGroup).
-fn imageKernelRows(window: Window, oy: usize) [2]usize {
-    const top = oy * window.stride[0];
-    const first = window.padding[0];
-    const end = first + window.image[0];
-    var begin: usize = 0;
-    var stop: usize = window.kernel[0];
-    while (begin < stop and top + begin * window.dilation[0] < first) begin += 1;
-    while (stop > begin and top + (stop - 1) * window.dilation[0] >= end) stop -= 1;
-    return .{ begin, stop };
 }
 
 /// Output columns [ox, ox + columns) of row oy for the block's channels: the sums in
@@ -197,7 +186,7 @@ fn chunk(
     flat: []f32,
     oy: usize,
     ox: usize,
-    kernel_rows: [2]usize,
+    kernel_rows: conv.Span,
 ) void {
     const window = plan.window;
     const kernel_w = window.kernel[1];
@@ -205,8 +194,8 @@ fn chunk(
     const start = oy * window.stride[0] * plan.width + ox * column_stride;
     const span = ((columns - 1) * column_stride + 1) * lanes;
     // Taps are row-major: kernel rows [begin, end) are one run of them.
-    const first_tap = kernel_rows[0] * kernel_w;
-    const end_tap = kernel_rows[1] * kernel_w;
+    const first_tap = kernel_rows.begin * kernel_w;
+    const end_tap = kernel_rows.end * kernel_w;
     for (tap_vectors[first_tap..end_tap], plan.offsets[first_tap..end_tap]) |weight, offset| {
         const source = area[(start + offset) * lanes ..][0..span];
         inline for (&sums, 0..) |*sum, j| sum.* = @mulAdd(V, source[j * column_stride * lanes ..][0..lanes].*, weight, sum.*);

@@ -54,38 +54,33 @@ fn isPairs(window: Window) bool {
         2 * window.grid[0] <= window.image[0] and 2 * window.grid[1] <= window.image[1];
 }
 
-/// max(a, b) with NaN winning, as maxPoolRow scans a window: b replaces a when greater or NaN.
-inline fn maxNan(comptime T: type, a: T, b: T) T {
+/// max(a, b) with NaN winning, as the pooling rows scan a window: b replaces a when greater
+/// or NaN.
+inline fn maxNan(a: V, b: V) V {
     return @select(f32, b != b, b, @select(f32, b > a, b, a));
 }
 
 /// One output row of a 2 × 2, stride-2 max pool from its two input rows: the rows' maxima,
-/// then the maxima of their even and odd columns, 16 outputs from 4 loads and 2 shuffles
+/// then the maxima of their even and odd columns, 16 outputs from 4 loads and 4 shuffles
 /// (the general row path paid the window arithmetic and strided loads per tap: cls's
 /// 200 × 2 × 96 → 1 × 48 pool took 70 µs at batch 8). Taps compare in the general path's
 /// order (row by row, column by column), so NaN payloads and signed zeros come out the same.
 fn maxPoolPairs(top: []const f32, bottom: []const f32, output: []f32) void {
     std.debug.assert(top.len == bottom.len and 2 * output.len <= top.len);
-    const even = comptime mask: {
-        var m: [lanes]i32 = undefined;
-        for (&m, 0..) |*index, i| index.* = if (2 * i < lanes) 2 * i else ~@as(i32, 2 * i - lanes);
-        break :mask m;
-    };
-    const odd = comptime mask: {
-        var m: [lanes]i32 = undefined;
-        for (&m, 0..) |*index, i| index.* = if (2 * i + 1 < lanes) 2 * i + 1 else ~@as(i32, 2 * i + 1 - lanes);
-        break :mask m;
+    const even = comptime conv.stridedMask(2);
+    const odd = comptime odd: {
+        var mask = conv.stridedMask(2);
+        for (&mask) |*m| m.* += 1;
+        break :odd mask;
     };
     var ox: usize = 0;
     while (ox + lanes <= output.len) : (ox += lanes) {
-        const t0: V = top[2 * ox ..][0..lanes].*;
-        const t1: V = top[2 * ox + lanes ..][0..lanes].*;
-        const b0: V = bottom[2 * ox ..][0..lanes].*;
-        const b1: V = bottom[2 * ox + lanes ..][0..lanes].*;
+        const t: @Vector(2 * lanes, f32) = top[2 * ox ..][0 .. 2 * lanes].*;
+        const b: @Vector(2 * lanes, f32) = bottom[2 * ox ..][0 .. 2 * lanes].*;
         // Window order: (0, 0), (0, 1), (1, 0), (1, 1).
-        const top_max = maxNan(V, @shuffle(f32, t0, t1, even), @shuffle(f32, t0, t1, odd));
-        const with_bottom = maxNan(V, top_max, @shuffle(f32, b0, b1, even));
-        output[ox..][0..lanes].* = maxNan(V, with_bottom, @shuffle(f32, b0, b1, odd));
+        const top_max = maxNan(@shuffle(f32, t, undefined, even), @shuffle(f32, t, undefined, odd));
+        const with_bottom = maxNan(top_max, @shuffle(f32, b, undefined, even));
+        output[ox..][0..lanes].* = maxNan(with_bottom, @shuffle(f32, b, undefined, odd));
     }
     while (ox < output.len) : (ox += 1) {
         var best = -std.math.inf(f32);
@@ -106,9 +101,7 @@ fn maxPoolInterior(comptime stride: usize, window: Window, plane: []const f32, o
         for (rows.begin..rows.end) |ky| {
             const row = plane[window.imageIndex(0, oy, ky) * width ..][0..width];
             for (0..window.kernel[1]) |kx| {
-                const x = conv.stridedLoad(stride, row, window.imageIndex(1, ox, kx));
-                best = @select(f32, x > best, x, best);
-                best = @select(f32, x != x, x, best); // NaN wins
+                best = maxNan(best, conv.stridedLoad(stride, row, window.imageIndex(1, ox, kx)));
             }
         }
         output[ox..][0..lanes].* = best;
