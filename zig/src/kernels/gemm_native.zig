@@ -1935,7 +1935,7 @@ test "an indirect B (rows found through an offset table) matches the reference, 
         // of at most one vector: 80 = 64 + 16, 16 alone), single ones.
         const shapes = [_][3]usize{ .{ 1, 1, 1 }, .{ 24, 67, 864 }, .{ 3, 200, 17 }, .{ 170, 45, 530 }, .{ 14, 32, 9 }, .{ 5, 1000, 3 }, .{ 30, 80, 300 }, .{ 17, 16, 40 } };
         for (shapes) |shape| {
-            const case: Case = .{ .m = shape[0], .n = shape[1], .k = shape[2], .alpha = 1, .beta = if (random.boolean()) 0 else 0.5, .ldb_pad = random.uintLessThan(usize, 3), .ldc_pad = 1 };
+            const case: Case = .{ .m = shape[0], .n = shape[1], .k = shape[2], .alpha = if (random.boolean()) 1 else 0.75, .beta = if (random.boolean()) 0 else 0.5, .ldb_pad = random.uintLessThan(usize, 3), .ldc_pad = 1 };
             var matrices = try TestMatrices.init(testing.allocator, random, case);
             defer matrices.deinit(testing.allocator);
             const args = &matrices.args;
