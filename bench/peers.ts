@@ -199,10 +199,11 @@ if (SUITES.has("builtins")) await builtinSuite();
 if (SUITES.has("int8")) await int8Suite();
 say(`versions: ${JSON.stringify(versions)}`);
 await Deno.mkdir(RESULTS, { recursive: true });
-// An int8-only run keeps the float results of earlier runs: its table goes to peers_int8.txt.
+// The int8 suite writes its own peers_int8.{txt,csv}; an int8-only run keeps the float
+// results of earlier runs.
 const int8Only = SUITES.size === 1 && SUITES.has("int8");
-await Deno.writeTextFile(`${RESULTS}/${int8Only ? "peers_int8" : "peers"}.txt`, lines.join("\n") + "\n");
 if (!int8Only) {
+  await Deno.writeTextFile(`${RESULTS}/peers.txt`, lines.join("\n") + "\n");
   await Deno.writeTextFile(
     `${RESULTS}/peers.csv`,
     toCsv(rows.map((row) => ({
@@ -216,7 +217,8 @@ if (!int8Only) {
 }
 if (rows.length > 0) await Deno.writeTextFile(`${RESULTS}/peers.svg`, ratioBars(rows));
 if (builtinRows.length > 0) await Deno.writeTextFile(`${RESULTS}/peers_builtins.csv`, toCsv(builtinRows));
-console.log(int8Only ? `wrote ${RESULTS}/peers_int8.{txt,csv}` : `wrote ${RESULTS}/peers.{txt,csv,svg}`);
+if (!int8Only) console.log(`wrote ${RESULTS}/peers.{txt,csv,svg}`);
+if (SUITES.has("int8")) console.log(`wrote ${RESULTS}/peers_int8.{txt,csv}`);
 
 /** The PaddleOCR models against onnxruntime and OpenVINO. */
 async function onnxSuite(): Promise<void> {
@@ -332,11 +334,17 @@ async function int8Suite(): Promise<void> {
     new Peer("spindle-f32", Deno.execPath(), ["run", "-A", `${ROOT}/bench/peers/spindle_worker.ts`]),
   ];
   const temp = await Deno.makeTempDir({ prefix: "spindle-peers-int8-" });
+  // The suite's table also goes to peers_int8.txt, beside its CSV, whichever suites ran.
+  const table: string[] = [];
+  const sayInt8 = (line: string) => {
+    say(line);
+    table.push(line);
+  };
   say("");
-  say(
+  sayInt8(
     `int8: ${ROUNDS} alternating rounds of ≥ ${ROUND_MS} ms; medians in ms (load average ${Deno.loadavg().join(" ")})`,
   );
-  say("model  format threads | sp-int8 ort-int8  sp-f32 | sp-int8/ort-int8 sp-f32/sp-int8");
+  sayInt8("model  format threads | sp-int8 ort-int8  sp-f32 | sp-int8/ort-int8 sp-f32/sp-int8");
   try {
     for (const model of flags.models.split(",")) {
       const shape = shapes[model];
@@ -365,7 +373,7 @@ async function int8Suite(): Promise<void> {
           }
           const ms = Object.fromEntries(peers.map((p) => [p.name, median(samples.get(p.name)!)]));
           const f = (v: number) => v.toFixed(2).padStart(7);
-          say(
+          sayInt8(
             `${model.padEnd(6)} ${format.padEnd(6)} ${String(threads).padStart(7)} |${f(ms["spindle-int8"])} ` +
               `${f(ms["onnxruntime-int8"])} ${f(ms["spindle-f32"])} | ` +
               `${(ms["spindle-int8"] / ms["onnxruntime-int8"]).toFixed(2).padStart(16)} ` +
@@ -381,6 +389,8 @@ async function int8Suite(): Promise<void> {
   }
   await Deno.mkdir(RESULTS, { recursive: true });
   await Deno.writeTextFile(`${RESULTS}/peers_int8.csv`, toCsv(int8Rows));
+  table.push(`versions: ${JSON.stringify(versions)}`);
+  await Deno.writeTextFile(`${RESULTS}/peers_int8.txt`, table.join("\n") + "\n");
 }
 
 /**
