@@ -11,11 +11,14 @@
 //! Kernels, picked at run time (`Kernel.pick`):
 //! - `vnni`: vpdpbusd on zmm registers, when the compilation has AVX-512 and CPUID says
 //!   AVX512-VNNI (x86-64-v4 does not imply it, so the portable library's v4 copy asks CPUID).
-//! - `widened`: every other CPU. Weights are sign-extended to i32 lanes and multiplied by the
-//!   u8 values (both fit in 16 bits, so LLVM emits vpmaddwd on AVX2). No vpmaddubsw: its
-//!   u8×s8 pair sums saturate at i16 (255·127·2 > 32767), which onnxruntime avoids with 7-bit
-//!   weights (reduce_range) and oneDNN with a compensation; widening first is exact for any
-//!   weights, at half the multiply throughput of vpmaddubsw.
+//! - `widened`: every other CPU. On AVX2 (`halves`) each packed group's weights become two
+//!   vectors of sign-extended 16-bit pairs and each row's 4 bytes two broadcasts of
+//!   zero-extended pairs, and vpmaddwd sums pairs of products into i32 lanes: two
+//!   vpmaddwd per 8 columns × 4 k. Elsewhere LLVM's code for plain i32 products (`micro`).
+//!   No vpmaddubsw: its u8×s8 pair sums saturate at i16 (255·127·2 > 32767), which
+//!   onnxruntime accepts on AVX2 (its docs advise 7-bit weights, reduce_range) and oneDNN
+//!   avoids with a compensation; 16-bit pairs are exact for any weights, with as many
+//!   multiplies per product as vpmaddubsw followed by vpmaddwd.
 //! - `reference`: plain loops, the tests' oracle.
 const std = @import("std");
 const builtin = @import("builtin");
@@ -86,6 +89,10 @@ pub const Args = struct {
     b_groups: usize = 0,
     /// Add the sums to c instead of storing them.
     accumulate: bool = false,
+    /// Columns of C from here on are not read by the caller (0: every column of the blocks).
+    /// The AVX2 kernel skips a block's upper 8 columns when they all lie past it (det's 24
+    /// output channels fill a block and a half) and stores zeros there instead.
+    column_end: usize = 0,
 
     pub fn blockGroups(args: *const Args) usize {
         return if (args.b_groups == 0) groups(args.k) else args.b_groups;
@@ -121,8 +128,8 @@ pub const Kernel = enum {
         args.check();
         switch (kernel) {
             .reference => reference(args),
-            .widened => tiled(.widened, args),
-            .vnni => if (comptime has_avx512) tiled(.vnni, args) else tiled(.widened, args),
+            .widened => widened(args),
+            .vnni => if (comptime has_avx512) tiled(.vnni, args) else widened(args),
             .amx => if (comptime amx_int8.compiled) runAmx(args) else Kernel.vnni.run(args),
         }
     }
@@ -262,6 +269,114 @@ inline fn micro(comptime kind: Kernel, comptime mr: usize, comptime nb: usize, a
             args.c[(row + i) * args.ldc + column ..][0..block_n].* = acc[i][j];
         }
     }
+}
+
+/// The widened kernel: on AVX2, pairs of 16-bit products summed by vpmaddwd (`halves`);
+/// elsewhere (SSE2, NEON, scalar) LLVM's code for `micro`.
+fn widened(args: *const Args) void {
+    if (comptime has_avx2) halves(args) else tiled(.widened, args);
+}
+
+/// Whether this copy of the library may use AVX2 instructions (the x86_64_v3 copy and up).
+const has_avx2 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx2);
+
+const V8 = @Vector(8, i32);
+const V16 = @Vector(16, i16);
+
+/// Rows of the AVX2 micro tile for nh 8-column halves: 16 ymm registers hold nh · 2
+/// sign-extended weight vectors, mr · nh accumulators, the two widened activation
+/// broadcasts and a product.
+fn halvesRows(comptime nh: usize) usize {
+    return switch (nh) {
+        1 => 6,
+        2 => 4,
+        else => unreachable,
+    };
+}
+
+/// The AVX2 kernel over 8-column halves of packed B's 16-column blocks. Exact for any u8 and
+/// s8: each i32 lane of a packed group holds one column's 4 weights w0…w3, which become two
+/// vectors of 16-bit pairs, (w0, w2) and (w1, w3); the row's 4 bytes become (a0, a2) and
+/// (a1, a3) zero-extended; two vpmaddwd then give a0·w0 + a2·w2 and a1·w1 + a3·w3, each
+/// within i32. Half the multiply rate of vpmaddubsw, which saturates at i16.
+fn halves(args: *const Args) void {
+    const first = args.block_begin * 2;
+    const all = args.block_end * 2;
+    // Halves wholly past column_end are zeros (see Args.column_end).
+    const end = if (args.column_end == 0) all else @max(first, @min(all, divCeil(args.column_end, 8)));
+    var half = first;
+    while (half < end) {
+        const nh: usize = @min(2, end - half);
+        switch (nh) {
+            inline 1, 2 => |count| {
+                const mr_max = comptime halvesRows(count);
+                var r: usize = 0;
+                while (r < args.rows) : (r += mr_max) {
+                    switch (@min(mr_max, args.rows - r)) {
+                        inline 1...mr_max => |mr| halvesTile(mr, count, args, r, half),
+                        else => unreachable,
+                    }
+                }
+            },
+            else => unreachable,
+        }
+        half += nh;
+    }
+    for (end..all) |skipped| for (0..args.rows) |r| {
+        args.c[r * args.ldc + skipped * 8 ..][0..8].* = @splat(0);
+    };
+}
+
+fn divCeil(a: usize, b: usize) usize {
+    return (a + b - 1) / b;
+}
+
+/// mr rows × nh halves (8 columns each, from half `half` on) of C over all of K.
+inline fn halvesTile(comptime mr: usize, comptime nh: usize, args: *const Args, row: usize, half: usize) void {
+    var acc: [mr][nh]V8 = @splat(@splat(@splat(0)));
+    if (args.accumulate) inline for (0..mr) |i| inline for (0..nh) |j| {
+        acc[i][j] = args.c[(row + i) * args.ldc + (half + j) * 8 ..][0..8].*;
+    };
+    const block_groups = args.blockGroups();
+    var weights: [nh][*]const i32 = undefined;
+    inline for (&weights, 0..) |*w, j| {
+        const h = half + j;
+        w.* = args.packed_b[h / 2 * block_groups * block_n + h % 2 * 8 ..].ptr;
+    }
+    var rows: [mr][*]const u8 = undefined;
+    inline for (&rows, 0..) |*a, i| a.* = args.a[(row + i) * args.lda ..].ptr;
+    const low_bytes: V8 = @splat(0x00ff00ff);
+    for (0..groups(args.k)) |group| {
+        var even: [nh]V8 = undefined;
+        var odd: [nh]V8 = undefined;
+        inline for (0..nh) |j| {
+            const w: V16 = @bitCast(@as(V8, weights[j][group * block_n ..][0..8].*));
+            // Bytes 0 and 2 of each lane sign-extended into its 16-bit halves, then bytes 1 and 3.
+            even[j] = @bitCast((w << @splat(8)) >> @splat(8));
+            odd[j] = @bitCast(w >> @splat(8));
+        }
+        inline for (0..mr) |i| {
+            const word: V8 = @splat(std.mem.readInt(i32, rows[i][group * group_k ..][0..group_k], .little));
+            const a_even = word & low_bytes;
+            const a_odd: V8 = @bitCast(@as(@Vector(16, u16), @bitCast(word)) >> @splat(8));
+            inline for (0..nh) |j| {
+                acc[i][j] +%= maddwd(a_even, even[j]);
+                acc[i][j] +%= maddwd(a_odd, odd[j]);
+            }
+        }
+    }
+    inline for (0..mr) |i| inline for (0..nh) |j| {
+        args.c[(row + i) * args.ldc + (half + j) * 8 ..][0..8].* = acc[i][j];
+    };
+}
+
+/// Σ of each lane's two 16-bit products (vpmaddwd on ymm; AVX2 copies only).
+inline fn maddwd(a: V8, b: V8) V8 {
+    return asm ("vpmaddwd %[b], %[a], %[result]"
+        : [result] "=x" (-> V8),
+        : [a] "x" (a),
+          [b] "x" (b),
+    );
 }
 
 /// The most pixel vectors and output channels of one `channelTile`: 16 accumulators, as the
@@ -415,7 +530,7 @@ fn checkKernel(kernel: Kernel, rows: usize, k: usize, n: usize, seed: u64) !void
     const operands = try TestOperands.init(random, rows, k, n);
     defer operands.deinit();
     const b, const packed_b, const c, const ldc = .{ operands.b, operands.packed_b, operands.c, operands.ldc };
-    const args: Args = .{ .rows = rows, .k = k, .a = a, .lda = lda, .packed_b = packed_b, .block_begin = 0, .block_end = blocks(n), .c = c, .ldc = ldc };
+    const args: Args = .{ .rows = rows, .k = k, .a = a, .lda = lda, .packed_b = packed_b, .block_begin = 0, .block_end = blocks(n), .c = c, .ldc = ldc, .column_end = n };
     kernel.run(&args);
     for (0..rows) |r| for (0..n) |column| {
         var expected: i32 = 0;

@@ -472,8 +472,10 @@ const Call = struct {
         const group_count = kernels.groups(call.q.k);
         // The tile buffer starts at the tile's first block: offset packed B alike.
         const packed_b = call.packed_b[block * group_count * kernels.block_n ..];
+        // Columns of the tile that finish reads (kernels skip whole padded 8-column halves).
+        const column_end = @min(block_end * kernels.block_n, call.q.n) - block * kernels.block_n;
         if (call.implicit) |implicit| {
-            implicit.multiply(call, packed_b, row, rows, block_end - block, &c, ldc);
+            implicit.multiply(call, packed_b, row, rows, block_end - block, column_end, &c, ldc);
         } else {
             const args: kernels.Args = .{
                 .rows = rows,
@@ -485,6 +487,7 @@ const Call = struct {
                 .block_end = block_end - block,
                 .c = &c,
                 .ldc = ldc,
+                .column_end = column_end,
             };
             call.kernel.run(&args);
         }
@@ -628,7 +631,7 @@ const Implicit = struct {
             !b_zero_any and out_width >= 16;
     }
 
-    fn multiply(implicit: Implicit, call: *const Call, packed_b: []const i32, row: usize, rows: usize, block_end: usize, c: []i32, ldc: usize) void {
+    fn multiply(implicit: Implicit, call: *const Call, packed_b: []const i32, row: usize, rows: usize, block_end: usize, column_end: usize, c: []i32, ldc: usize) void {
         const w = implicit.window;
         const oy = row / implicit.out_width;
         const ox = row % implicit.out_width;
@@ -648,6 +651,7 @@ const Implicit = struct {
                 .ldc = ldc,
                 .b_groups = kernels.groups(call.q.k),
                 .accumulate = ky > 0,
+                .column_end = column_end,
             };
             call.kernel.run(&args);
         }
@@ -1800,7 +1804,6 @@ inline fn lookUpVector(quantizer: *const Quantizer, v: VF, levels: *align(64) co
 }
 
 const has_avx512 = @import("builtin").cpu.arch == .x86_64 and std.Target.x86.featureSetHas(@import("builtin").cpu.features, .avx512f);
-
 /// table[indices] for 16 indices in [0, 256), the table in 16 registers: vpermi2ps picks
 /// from each 32-entry pair by an index's low 5 bits, then bits 5, 6 and 7 choose among the
 /// 8 pairs' picks. One vgatherdps per 16 elements still took 60% of a chain's time in perf
