@@ -80,10 +80,10 @@ function precisionCode(precision: Precision): number {
   if (bf16Supported()) return 1;
   if (!warnedNoBf16) {
     warnedNoBf16 = true;
-    console.warn(
-      'spindle: precision "bf16" needs AVX512_BF16 or AMX, which this CPU (or the forced kernel level, ' +
-        "SPINDLE_CPU_LEVEL) lacks; models load in f32",
-    );
+    // The native precisions line says why: no bf16 instructions at this CPU or forced
+    // kernel level (SPINDLE_CPU_LEVEL), or a bf16 kernel slower than f32 here.
+    const reason = precisionsLine.replace(/^f32 \(bf16 falls back to f32: (.*)\)$/, "$1");
+    console.warn(`spindle: precision "bf16" loads models in f32 here: ${reason}`);
   }
   return 0;
 }
@@ -91,7 +91,9 @@ function precisionCode(precision: Precision): number {
 /**
  * Whether models can load with precision "bf16" here (parallel_info's precisions line).
  *
- * @returns True where the CPU and the chosen kernel level have a bf16 kernel.
+ * @returns True where the CPU and the chosen kernel level have a bf16 kernel that beats f32
+ * (AMX, or AVX512_BF16 with more products per cycle than f32 FMA), or where
+ * SPINDLE_BF16_KERNEL=avx512 forces the AVX512_BF16 one.
  *
  * @example
  * ```ts
@@ -109,11 +111,13 @@ export function bf16Supported(): boolean {
   const info = JSON.parse(decoder.decode(buffer.subarray(0, Math.min(length, buffer.length)))) as {
     precisions?: string;
   };
-  bf16Answer = info.precisions?.includes("bf16 (") ?? false;
+  precisionsLine = info.precisions ?? "";
+  bf16Answer = precisionsLine.includes("bf16 (");
   return bf16Answer;
 }
 
 let bf16Answer: boolean | undefined;
+let precisionsLine = "";
 
 /** `bytes` as the native side takes a budget, after checking it is a positive whole number. */
 function budgetBytes(bytes: number): bigint {

@@ -76,17 +76,18 @@ pub fn cpuid(leaf: u32, subleaf: u32) Registers {
 /// itself at run time holds one.
 pub fn Once(comptime detect: fn () bool) type {
     return struct {
-        /// 0 not asked yet, 1 no, 2 yes. Threads may race to ask; detection is idempotent and
-        /// they store the same value, so .monotonic (this store pairs with the load in `get`)
-        /// is enough: the value carries no other data.
+        /// 0 not asked yet, 1 no, 2 yes. Threads may race to ask; the first answer stored wins
+        /// (a detection that measures, like gemm_bf16.pays, could answer differently in two
+        /// racing threads, and the process must keep one answer). .monotonic on the load and
+        /// the exchange is enough: the value carries no other data.
         var state = std.atomic.Value(u8).init(0);
 
         pub fn get() bool {
             const known = state.load(.monotonic);
             if (known != 0) return known == 2;
-            const answer = detect();
-            state.store(if (answer) 2 else 1, .monotonic);
-            return answer;
+            const answer: u8 = if (detect()) 2 else 1;
+            const first = state.cmpxchgStrong(0, answer, .monotonic, .monotonic) orelse answer;
+            return first == 2;
         }
     };
 }

@@ -71,9 +71,7 @@ pub fn supported() bool {
 fn detect() bool {
     if (comptime !compiled) return false;
     if (bf16.forcedLower()) return false;
-    if (@import("../env.zig").get("SPINDLE_BF16_KERNEL")) |forced| {
-        if (std.mem.eql(u8, forced, "avx512")) return false;
-    }
+    if (bf16.forced()) return false;
     if (cpu_level.cpuid(0, 0).eax < 7) return false;
     const edx = cpu_level.cpuid(7, 0).edx;
     const amx_bf16 = edx >> 22 & 1 == 1;

@@ -71,6 +71,77 @@ fn detect() bool {
     return cpuHasBf16() and !forcedLower();
 }
 
+/// Whether SPINDLE_BF16_KERNEL=avx512 asks for this kernel (over AMX, and where it does not
+/// pay).
+pub fn forced() bool {
+    const text = env.get("SPINDLE_BF16_KERNEL") orelse return false;
+    return std.mem.eql(u8, text, "avx512");
+}
+
+/// Whether this kernel beats the f32 kernels here: `supported()`, and `vdpbf16ps` makes at
+/// least 1.25× the products per cycle of f32 FMA (each converted activation costs a few
+/// instructions on top). Measured once per process (a few hundred µs): on Zen 4 and Zen 5 it
+/// makes twice as many, but on Intel Xeons (Sapphire Rapids class) with AMX hidden by the
+/// hypervisor it issues once per two cycles against two FMAs per cycle, half as many products,
+/// and the bf16 kernels ran PaddleOCR 0.70–0.93× as fast as f32 (bench:peers, 215360e).
+pub fn pays() bool {
+    if (comptime !compiled) return false;
+    return payoff.get();
+}
+
+const payoff = cpu_level.Once(measurePayoff);
+
+fn measurePayoff() bool {
+    if (!supported()) return false;
+    var dot_ns: u64 = std.math.maxInt(u64);
+    var fma_ns: u64 = std.math.maxInt(u64);
+    // Alternating rounds, the best of each: preemption only ever adds time.
+    for (0..7) |_| {
+        dot_ns = @min(dot_ns, timeChains(.dot));
+        fma_ns = @min(fma_ns, timeChains(.fma));
+    }
+    // The same instruction count each: a dot makes two products per lane, an FMA one, so the
+    // dot makes 1.25× the products per second when dot_ns · 1.25 < fma_ns · 2.
+    return dot_ns * 5 < fma_ns * 8;
+}
+
+/// Nanoseconds for `chain_steps` rounds of 12 independent accumulations (enough chains to
+/// cover either instruction's latency at its throughput).
+fn timeChains(comptime which: enum { dot, fma }) u64 {
+    if (comptime !compiled) unreachable;
+    const chain_steps = 2048;
+    var sums: [12]VF = @splat(@splat(0));
+    // Normal values only (denormal results would take a microcode assist in FMA).
+    const a: VF = @splat(1.0);
+    const b: VF = @splat(1.0 / 1024.0);
+    const pair: VU = @splat(pairWord(1.0, 1.0 / 1024.0));
+    var timer = std.time.Timer.start() catch return 0;
+    for (0..chain_steps) |_| {
+        inline for (&sums) |*sum| {
+            sum.* = switch (which) {
+                .dot => dot(sum.*, pair, pair),
+                .fma => fma(sum.*, a, b),
+            };
+        }
+    }
+    const elapsed = timer.read();
+    var total: f32 = 0;
+    for (sums) |sum| total += @reduce(.Add, sum);
+    std.mem.doNotOptimizeAway(total);
+    return elapsed;
+}
+
+/// result += a · b, lane by lane, as one vfmadd231ps (inline, so the compiler neither fuses
+/// nor reorders the chains).
+inline fn fma(sum: VF, a: VF, b: VF) VF {
+    return asm ("vfmadd231ps %[b], %[a], %[result]"
+        : [result] "=v" (-> VF),
+        : [sum] "0" (sum),
+          [a] "v" (a),
+          [b] "v" (b),
+    );
+}
+
 pub fn forcedLower() bool {
     const text = env.get("SPINDLE_CPU_LEVEL") orelse return false;
     const level = cpu_level.parseLevel(text) orelse return false;
@@ -719,4 +790,15 @@ test "validate refuses packed operands of the wrong shape and short indirect row
     const values = [_]f32{0} ** 5;
     args.b = .{ .indirect = .{ .values = &values, .offsets = &.{ 0, 2, 4 } } };
     try testing.expectError(error.IndexOutOfRange, args.validate());
+}
+
+test "the payoff measurement times both chains and keeps one answer per process" {
+    if (!supported()) {
+        try testing.expect(!pays());
+        return;
+    }
+    // Both loops run 24,576 instructions: at any clock and throughput that takes over 1 µs.
+    try testing.expect(timeChains(.dot) > 1000 and timeChains(.fma) > 1000);
+    const first = pays();
+    for (0..3) |_| try testing.expectEqual(first, pays());
 }

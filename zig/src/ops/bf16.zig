@@ -36,16 +36,20 @@ pub const Precision = enum(u32) { f32 = 0, bf16 = 1 };
 /// The bf16 kernel this process runs.
 pub const Kernel = enum { amx, avx512 };
 
-/// AMX where the CPU has it and Linux grants it, else AVX512_BF16, else none.
+/// AMX where the CPU has it and Linux grants it, else AVX512_BF16 where it beats f32 (or
+/// SPINDLE_BF16_KERNEL=avx512 asks for it), else none.
 pub fn kernel() ?Kernel {
     if (gemm_amx.supported()) return .amx;
-    if (gemm_bf16.supported()) return .avx512;
+    if (gemm_bf16.supported() and (gemm_bf16.forced() or gemm_bf16.pays())) return .avx512;
     return null;
 }
 
 /// The precisions line of parallel_info.
 pub fn description() []const u8 {
-    return switch (kernel() orelse return "f32 (bf16 falls back to f32: no AVX512_BF16 or AMX kernel on this CPU or level)") {
+    return switch (kernel() orelse return if (gemm_bf16.supported())
+        "f32 (bf16 falls back to f32: this CPU's AVX512_BF16 makes fewer products per cycle than its f32 FMA and it exposes no AMX; SPINDLE_BF16_KERNEL=avx512 forces the bf16 kernel)"
+    else
+        "f32 (bf16 falls back to f32: no AVX512_BF16 or AMX kernel on this CPU or level)") {
         .amx => "f32, bf16 (AMX tiles)",
         .avx512 => "f32, bf16 (AVX512_BF16)",
     };
