@@ -20,6 +20,7 @@
 //!   zig build bench-gemm [-- args]  native GEMM vs OpenBLAS, GFLOPS table (ReleaseFast)
 //!   zig build bench-packed          PaddleOCR's f32 convs on weights packed at load, GFLOPS
 //!   zig build bench-bf16            bf16 GEMM vs the f32 one, 1 thread, GFLOPS (ReleaseFast)
+//!   zig build bench-int8            conv2d_int8 on det's layers, float and QDQ outputs
 //!   zig build bench-build           build every benchmark above into zig-out/bin, run none
 const std = @import("std");
 
@@ -182,6 +183,8 @@ pub fn build(b: *std.Build) void {
     addRunStep(b, depthwise_bench, "bench-depthwise", "Depthwise conv2d on the PaddleOCR det/rec layers (bench/native/depthwise_bench.zig)");
     const packed_bench = addBench(b, target, spindle_module, "packed_conv_bench", "packed_conv_bench", build_step);
     addRunStep(b, packed_bench, "bench-packed", "PaddleOCR's f32 convs and gemm on weights packed at load (bench/native/packed_conv_bench.zig)");
+    const int8_bench = addBench(b, target, spindle_module, "int8_conv_bench", "int8_conv_bench", build_step);
+    addRunStep(b, int8_bench, "bench-int8", "conv2d_int8 on PaddleOCR det's layers, float and QDQ outputs (bench/native/int8_conv_bench.zig)");
     const bf16_bench = addBench(b, target, spindle_module, "bf16_bench", "bf16_bench", build_step);
     addRunStep(b, bf16_bench, "bench-bf16", "bf16 GEMM against the f32 one at 1 thread (bench/native/bf16_bench.zig)");
     // Only installed: bench/native/run_pool_bench.sh runs it beside the C baselines.

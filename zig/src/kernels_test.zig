@@ -10,6 +10,7 @@ test {
     _ = @import("kernels/gemm_amx.zig");
     _ = @import("kernels/conv_amx.zig");
     _ = @import("kernels/conv_bf16.zig");
+    _ = @import("kernels/conv_f32_direct.zig");
     _ = @import("kernels/math.zig");
     _ = @import("kernels/elementwise.zig");
     _ = @import("kernels/reduction.zig");

@@ -36,3 +36,5 @@ pub const inter_op = struct {
 pub const ops = @import("ops.zig");
 /// Weights packed at load for the native f32 GEMM, and the nodes that run on them.
 pub const packed_f32 = @import("ops/packed_f32.zig");
+/// The integer convolution and matrix product (ONNX's quantized ops).
+pub const quantized = @import("ops/quantized.zig");

@@ -75,53 +75,75 @@ pub fn packPanels(comptime panel_rows: usize, weight: []const f32, out_channels:
     };
 }
 
+/// Input channels per plane word: a bf16 pair.
+pub const channels_per_word = 2;
+
 /// Where one image's pair planes lie and how they are padded.
-pub const Planes = struct {
-    /// Input height and width, and the zero rows above and columns left of it.
-    image: [2]usize,
-    padding: [2]usize,
-    /// The padded width W' and height H'.
-    width: usize,
-    height: usize,
-    /// Words from one plane to the next: H' · W' plus the zero slack the last columns read.
-    stride: usize,
+pub const Planes = PlanesOf(channels_per_word);
 
-    /// Words of slack: the junk columns of the last block read up to `block` words plus the
-    /// widest tap offset past H' · W' (see Args.validate, which checks).
-    pub fn init(image: [2]usize, padding: [2]usize, kernel: [2]usize, dilation: [2]usize) Planes {
-        const width = image[1] + 2 * padding[1];
-        const height = image[0] + 2 * padding[0];
-        const slack = (kernel[1] - 1) * dilation[1] + 2 * block;
-        return .{ .image = image, .padding = padding, .width = width, .height = height, .stride = std.mem.alignForward(usize, height * width + slack, tile) };
-    }
+/// Zero-padded input planes of `per_word` channels per u32 word: 2, this file's and
+/// conv_bf16.zig's bf16 pairs (the even channel in the low half); 1, conv_f32_direct.zig's
+/// f32 bits.
+pub fn PlanesOf(comptime per_word: usize) type {
+    comptime assert(per_word == 1 or per_word == 2);
+    return struct {
+        /// Input height and width, and the zero rows above and columns left of it.
+        image: [2]usize,
+        padding: [2]usize,
+        /// The padded width W' and height H'.
+        width: usize,
+        height: usize,
+        /// Words from one plane to the next: H' · W' plus the zero slack the last columns read.
+        stride: usize,
 
-    /// Converts channel pairs [pair_begin, pair_end) of `input` (channels × H × W, f32) into
-    /// their planes of `out` (pairs padded × stride words), padding and slack zeroed.
-    pub fn pack(planes: Planes, input: []const f32, channels: usize, out: []u32, pair_begin: usize, pair_end: usize) void {
-        const area = planes.image[0] * planes.image[1];
-        assert(input.len == channels * area);
-        assert(pair_end <= pairsPadded(channels) and out.len >= pair_end * planes.stride);
-        for (pair_begin..pair_end) |q| {
-            const plane = out[q * planes.stride ..][0..planes.stride];
-            if (2 * q >= channels) {
-                @memset(plane, 0);
-                continue;
-            }
-            const top = planes.padding[0] * planes.width;
-            @memset(plane[0..top], 0);
-            for (0..planes.image[0]) |y| {
-                const row = plane[top + y * planes.width ..][0..planes.width];
-                const left = planes.padding[1];
-                @memset(row[0..left], 0);
-                const even = input[(2 * q) * area + y * planes.image[1] ..][0..planes.image[1]];
-                const odd: ?[]const f32 = if (2 * q + 1 < channels) input[(2 * q + 1) * area + y * planes.image[1] ..][0..planes.image[1]] else null;
-                bf16.packRowPair(even, odd, row[left..][0..planes.image[1]]);
-                @memset(row[left + planes.image[1] ..], 0);
-            }
-            @memset(plane[top + planes.image[0] * planes.width ..], 0);
+        const Self = @This();
+
+        /// Words of slack: the junk columns of the last block read up to `block` words plus the
+        /// widest tap offset past H' · W' (see Args.validate, which checks; blocks of other
+        /// kernels are at most this file's, and they stop at ldc too).
+        pub fn init(image: [2]usize, padding: [2]usize, kernel: [2]usize, dilation: [2]usize) Self {
+            const width = image[1] + 2 * padding[1];
+            const height = image[0] + 2 * padding[0];
+            const slack = (kernel[1] - 1) * dilation[1] + 2 * block;
+            return .{ .image = image, .padding = padding, .width = width, .height = height, .stride = std.mem.alignForward(usize, height * width + slack, tile) };
         }
-    }
-};
+
+        /// Converts planes [plane_begin, plane_end) of `input` (channels × H × W, f32) into
+        /// `out` (planes × stride words), padding and slack zeroed; planes past the channels
+        /// are zero.
+        pub fn pack(planes: Self, input: []const f32, channels: usize, out: []u32, plane_begin: usize, plane_end: usize) void {
+            const area = planes.image[0] * planes.image[1];
+            assert(input.len == channels * area);
+            assert(out.len >= plane_end * planes.stride);
+            if (per_word == 2) assert(plane_end <= pairsPadded(channels));
+            for (plane_begin..plane_end) |q| {
+                const plane = out[q * planes.stride ..][0..planes.stride];
+                const first = per_word * q;
+                if (first >= channels) {
+                    @memset(plane, 0);
+                    continue;
+                }
+                const top = planes.padding[0] * planes.width;
+                @memset(plane[0..top], 0);
+                for (0..planes.image[0]) |y| {
+                    const row = plane[top + y * planes.width ..][0..planes.width];
+                    const left = planes.padding[1];
+                    @memset(row[0..left], 0);
+                    const even = input[first * area + y * planes.image[1] ..][0..planes.image[1]];
+                    const words = row[left..][0..planes.image[1]];
+                    if (per_word == 1) {
+                        @memcpy(words, @as([]const u32, @ptrCast(even)));
+                    } else {
+                        const odd: ?[]const f32 = if (first + 1 < channels) input[(first + 1) * area + y * planes.image[1] ..][0..planes.image[1]] else null;
+                        bf16.packRowPair(even, odd, words);
+                    }
+                    @memset(row[left + planes.image[1] ..], 0);
+                }
+                @memset(plane[top + planes.image[0] * planes.width ..], 0);
+            }
+        }
+    };
+}
 
 /// One image's convolution on this file's tiles (see DirectArgs).
 pub const Args = DirectArgs(Tiles);
@@ -152,16 +174,16 @@ pub fn DirectArgs(comptime Kernel: type) type {
         /// given slices (the tile instructions are not bounds-checked, nor is the library).
         pub fn validate(args: *const Self) Error!void {
             if (args.rows % Kernel.row_multiple != 0 or args.pairs == 0 or args.pairs % Kernel.pair_multiple != 0 or args.ldc % Kernel.ldc_multiple != 0 or args.taps == 0 or args.offsets.len != args.taps) {
-                return status.fail(error.ShapeMismatch, "bf16 conv: rows {d}, pairs {d}, ldc {d} must be whole blocks and {d} offsets match {d} taps", .{ args.rows, args.pairs, args.ldc, args.offsets.len, args.taps });
+                return status.fail(error.ShapeMismatch, "direct conv: rows {d}, pairs {d}, ldc {d} must be whole blocks and {d} offsets match {d} taps", .{ args.rows, args.pairs, args.ldc, args.offsets.len, args.taps });
             }
             if (args.weights.len != args.rows * args.taps * args.pairs) {
-                return status.fail(error.ShapeMismatch, "bf16 conv: {d} packed weight words for {d} rows × {d} taps × {d} pairs", .{ args.weights.len, args.rows, args.taps, args.pairs });
+                return status.fail(error.ShapeMismatch, "direct conv: {d} packed weight words for {d} rows × {d} taps × {d} pairs", .{ args.weights.len, args.rows, args.taps, args.pairs });
             }
             if (args.planes.len < args.pairs * args.plane_stride or args.flat.len < args.rows * args.ldc) {
-                return status.fail(error.IndexOutOfRange, "bf16 conv: {d} plane words or {d} output floats are too few", .{ args.planes.len, args.flat.len });
+                return status.fail(error.IndexOutOfRange, "direct conv: {d} plane words or {d} output floats are too few", .{ args.planes.len, args.flat.len });
             }
             for (args.offsets) |offset| if (offset + args.ldc > args.plane_stride) {
-                return status.fail(error.IndexOutOfRange, "bf16 conv: tap offset {d} plus {d} columns overruns a plane of {d} words", .{ offset, args.ldc, args.plane_stride });
+                return status.fail(error.IndexOutOfRange, "direct conv: tap offset {d} plus {d} columns overruns a plane of {d} words", .{ offset, args.ldc, args.plane_stride });
             };
         }
 
@@ -238,9 +260,11 @@ fn expectMatches(random: std.Random, case: TestCase) !void {
     return expectKernelMatches(@This(), random, case);
 }
 
-/// Runs `case` on kernel module K (this file or conv_bf16.zig: Planes, pairsPadded,
-/// rowsPadded, weightsLength, packWeights, block, ldc_alignment, Args) over `case.threads`
-/// workers and compares the flat output with the bf16-rounded reference. For tests only.
+/// Runs `case` on kernel module K (this file, conv_bf16.zig or conv_f32_direct.zig: Planes,
+/// pairsPadded, rowsPadded, weightsLength, packWeights, block, ldc_alignment, Args,
+/// channels_per_word) over `case.threads` workers and compares the flat output with the
+/// reference in f64: on bf16-rounded inputs for the bf16 kernels, on the inputs themselves
+/// for the f32 one (within a few ulps of the sum of the products' magnitudes). For tests only.
 pub fn expectKernelMatches(comptime K: type, random: std.Random, case: TestCase) !void {
     const allocator = testing.allocator;
     const taps = case.kernel[0] * case.kernel[1];
@@ -289,15 +313,18 @@ pub fn expectKernelMatches(comptime K: type, random: std.Random, case: TestCase)
 
     for (0..case.out_channels) |o| for (0..grid[0]) |y| for (0..grid[1]) |x| {
         var sum: f64 = 0;
+        var magnitude: f64 = 0;
         for (0..case.channels) |c| for (0..case.kernel[0]) |ky| for (0..case.kernel[1]) |kx| {
             const iy = @as(isize, @intCast(y + ky * case.dilation[0])) - @as(isize, @intCast(case.padding[0]));
             const ix = @as(isize, @intCast(x + kx * case.dilation[1])) - @as(isize, @intCast(case.padding[1]));
             if (iy < 0 or ix < 0 or iy >= case.image[0] or ix >= case.image[1]) continue;
             const value = input[c * area + @as(usize, @intCast(iy)) * case.image[1] + @as(usize, @intCast(ix))];
-            sum += rounded(value) * rounded(weight[(o * case.channels + c) * taps + ky * case.kernel[1] + kx]);
+            const w = weight[(o * case.channels + c) * taps + ky * case.kernel[1] + kx];
+            sum += if (K.channels_per_word == 1) @as(f64, value) * w else rounded(value) * rounded(w);
+            magnitude += @abs(@as(f64, value) * w);
         };
         const got = flat[o * ldc + y * planes.width + x];
-        const tolerance = 2e-6 * @as(f64, @floatFromInt(case.channels * taps + 8));
+        const tolerance = if (K.channels_per_word == 1) 1e-6 * (magnitude + 1) else 2e-6 * @as(f64, @floatFromInt(case.channels * taps + 8));
         if (@abs(got - sum) > tolerance) {
             std.debug.print("out[{d}, {d}, {d}] = {d}, expected {d} in {any}\n", .{ o, y, x, got, sum, case });
             return error.TestExpectedApproxEqAbs;

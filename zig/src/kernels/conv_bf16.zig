@@ -49,6 +49,8 @@ pub const supported = bf16.supported;
 
 /// The input layout: conv_amx.zig's pair planes (its slack covers this kernel's last block).
 pub const Planes = conv_amx.Planes;
+/// Input channels per plane word: a bf16 pair.
+pub const channels_per_word = conv_amx.channels_per_word;
 
 const divideCeil = @import("math.zig").divideCeil;
 
@@ -86,17 +88,7 @@ const Registers = struct {
     /// Computes columns [column_begin, column_end) of every row: column_begin a multiple of
     /// `block`, column_end too or ldc. `validate` must have passed and `supported()` be true.
     pub fn run(args: *const Args, column_begin: usize, column_end: usize) void {
-        assert(column_begin % block == 0 and column_end <= args.ldc);
-        assert(column_end % block == 0 or column_end == args.ldc);
-        var column = column_begin;
-        while (column < column_end) : (column += block) {
-            const vectors = @min(block, column_end - column) / lanes;
-            var panel: usize = 0;
-            while (panel * panel_rows < args.rows) : (panel += 1) switch (vectors) {
-                inline 1...block_vectors => |count| registerBlock(count, args, panel, column),
-                else => unreachable,
-            };
-        }
+        runPanels(Args, panel_rows, block_vectors, registerBlock, args, column_begin, column_end);
     }
 
     /// Rows [panel · 8, +8) × columns [column, +16 · vectors) of flat, summed over every tap
@@ -126,6 +118,26 @@ const Registers = struct {
         };
     }
 };
+
+/// Every panel of `panel_rows` rows over column blocks of `block_vectors` vectors in
+/// [column_begin, column_end) (column_begin a multiple of a block, column_end too or ldc; a
+/// last block of fewer columns runs a narrower register block): the loop of this file's
+/// kernel and of conv_f32_direct.zig's, around their `registerBlock(vectors, args, panel,
+/// column)`.
+pub fn runPanels(comptime A: type, comptime panel_rows_of: usize, comptime block_vectors_of: usize, comptime registerBlock: anytype, args: *const A, column_begin: usize, column_end: usize) void {
+    const block_of = lanes * block_vectors_of;
+    assert(column_begin % block_of == 0 and column_end <= args.ldc);
+    assert(column_end % block_of == 0 or column_end == args.ldc);
+    var column = column_begin;
+    while (column < column_end) : (column += block_of) {
+        const vectors = @min(block_of, column_end - column) / lanes;
+        var panel: usize = 0;
+        while (panel * panel_rows_of < args.rows) : (panel += 1) switch (vectors) {
+            inline 1...block_vectors_of => |count| registerBlock(count, args, panel, column),
+            else => unreachable,
+        };
+    }
+}
 
 // -------------------------------------------------------------------------------------------
 // Tests: against conv_amx.zig's scalar convolution on bf16-rounded inputs, in f64.

@@ -33,6 +33,7 @@ const pointwise_kernels = @import("../kernels/conv_pointwise.zig");
 const depthwise_kernels = @import("../kernels/conv_depthwise.zig");
 const depthwise_lanes = @import("../kernels/conv_depthwise_lanes.zig");
 const squeeze_kernels = @import("../kernels/conv_squeeze.zig");
+const f32_direct = @import("../kernels/conv_f32_direct.zig");
 const shape_ops = @import("shape.zig");
 const linalg = @import("linalg.zig");
 const bf16 = @import("bf16.zig");
@@ -327,6 +328,8 @@ fn conv2dWith(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Options,
         try runPointwise(geometry, data);
     } else if (geometry.groups == 1 and pointwise_kernels.smallApplies(geometry.window, geometry.in_channels) and !(isOneByOne(geometry.window) and implicit != null)) {
         try runSmall(geometry, data);
+    } else if (directF32Scratch(geometry)) |floats| {
+        try runDirect(f32_direct, geometry, data, null, floats);
     } else if (implicit) |floats| {
         try runImplicit(geometry, data, floats);
     } else {
@@ -345,7 +348,7 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
     const depth = geometry.inPerGroup() * geometry.window.taps();
     const fits = geometry.inPerGroup() > 1 and weights.groups == geometry.groups and weights.rows == geometry.outPerGroup() and weights.cols == depth;
     const direct_scratch = if (weights.form != .direct) null else switch (weights.kernel) {
-        inline else => |which| directScratch(bf16.directKernel(which), geometry, weights),
+        inline else => |which| if (weights.taps == geometry.window.taps()) directScratch(bf16.directKernel(which), geometry, false) else null,
     };
     // A one-pixel 1×1 (squeeze-and-excitation) in f32: a few dot products, which the bf16
     // GEMMs would pad to whole tiles.
@@ -359,7 +362,7 @@ pub fn conv2dBf16(input: *Tensor, weight: *Tensor, bias: ?*Tensor, options: Opti
     data.bf16 = weights;
     if (direct_scratch) |floats| {
         switch (weights.kernel) {
-            inline else => |which| try runDirect(bf16.directKernel(which), geometry, data, weights, floats),
+            inline else => |which| try runDirect(bf16.directKernel(which), geometry, data, weights.directWords(), floats),
         }
     } else if (implicitScratch(geometry, 1)) |floats| {
         try runImplicit(geometry, data, floats);
@@ -1169,21 +1172,26 @@ fn finishFlat(g: Geometry, data: Data, image: usize, flat: []const f32, ldc: usi
 // runImplicit's is. K is the kernel's module (bf16.directKernel): both share the planes and
 // the Args layout, and differ in block sizes and padding.
 
-/// The scratch floats of runDirect (tap offsets, pair planes, flat output), or null when the
-/// call does not fit the kernel (a stride, groups) or the scratch passes the limit.
-fn directScratch(comptime K: type, geometry: Geometry, weights: *const bf16.Weights) ?usize {
+/// The scratch floats of runDirect (tap offsets, the weight when `pack_weight`, planes, flat
+/// output), or null when the call does not fit the kernel (a stride, groups) or the scratch
+/// passes the limit.
+fn directScratch(comptime K: type, geometry: Geometry, pack_weight: bool) ?usize {
     const window = geometry.window;
-    if (window.stride[0] != 1 or window.stride[1] != 1 or geometry.groups != 1 or weights.taps != window.taps()) return null;
+    if (window.stride[0] != 1 or window.stride[1] != 1 or geometry.groups != 1) return null;
     const planes = K.Planes.init(window.image, window.padding, window.kernel, window.dilation);
     const plane_words = std.math.mul(usize, K.pairsPadded(geometry.in_channels), planes.stride) catch return null;
     const ldc = std.mem.alignForward(usize, window.grid[0] *| planes.width, K.ldc_alignment);
     const flat = std.math.mul(usize, K.rowsPadded(geometry.out_channels), ldc) catch return null;
+    const weight_words = if (pack_weight) K.weightsLength(geometry.out_channels, geometry.in_channels, window.taps()) else 0;
     // u32 words and f32 floats are the same size.
-    const total = implicitOffsetFloats(window.taps()) +| plane_words +| flat;
+    const total = implicitOffsetFloats(window.taps()) +| weight_words +| plane_words +| flat;
     return if (total *| @sizeOf(f32) <= scratch_bytes_max) total else null;
 }
 
-fn runDirect(comptime K: type, geometry: Geometry, data: Data, weights: *const bf16.Weights, scratch_floats: usize) Error!void {
+/// `packed_words`: the weight packed at load for K (bf16 programs); null packs it into the
+/// scratch on every call (the f32 kernel: 24 × 96 × 9 words for det's layers, microseconds
+/// against milliseconds of FMAs).
+fn runDirect(comptime K: type, geometry: Geometry, data: Data, packed_words: ?[]const u32, scratch_floats: usize) Error!void {
     const window = geometry.window;
     const planes = K.Planes.init(window.image, window.padding, window.kernel, window.dilation);
     const pairs = K.pairsPadded(geometry.in_channels);
@@ -1192,17 +1200,21 @@ fn runDirect(comptime K: type, geometry: Geometry, data: Data, weights: *const b
     const taps = window.taps();
     const scratch = try Scratch.init("conv2d", scratch_floats);
     defer scratch.release();
-    // The offset table first (the block is 64-byte aligned), then the planes, then flat.
+    // The offset table first (the block is 64-byte aligned), then any weight, the planes and
+    // flat.
     const offset_floats = implicitOffsetFloats(taps);
     const offsets = @as([*]usize, @ptrCast(@alignCast(scratch.values.ptr)))[0..taps];
-    const plane_words = @as([*]u32, @ptrCast(scratch.values[offset_floats..].ptr))[0 .. pairs * planes.stride];
-    const flat = scratch.values[offset_floats + plane_words.len ..][0 .. rows * ldc];
+    const words: [*]u32 = @ptrCast(scratch.values[offset_floats..].ptr);
+    const weight_words = if (packed_words == null) words[0..K.weightsLength(geometry.out_channels, geometry.in_channels, taps)] else words[0..0];
+    const plane_words = words[weight_words.len..][0 .. pairs * planes.stride];
+    const flat = scratch.values[offset_floats + weight_words.len + plane_words.len ..][0 .. rows * ldc];
     for (0..window.kernel[0]) |ky| for (0..window.kernel[1]) |kx| {
         offsets[ky * window.kernel[1] + kx] = ky * window.dilation[0] * planes.width + kx * window.dilation[1];
     };
-    const args: K.Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = weights.directWords(), .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
+    if (packed_words == null) K.packWeights(data.weight[0 .. geometry.out_channels * geometry.in_channels * taps], geometry.out_channels, geometry.in_channels, taps, weight_words);
+    const args: K.Args = .{ .rows = rows, .taps = taps, .pairs = pairs, .weights = packed_words orelse weight_words, .planes = plane_words, .plane_stride = planes.stride, .offsets = offsets, .flat = flat, .ldc = ldc };
     try args.validate();
-    const flops = (2 *| rows) *| ldc *| taps *| (2 * pairs);
+    const flops = (2 *| rows) *| ldc *| taps *| (K.channels_per_word * pairs);
     const blocks = std.math.divCeil(usize, ldc, K.block) catch unreachable;
     const workers = @min(parallel.threadsForFlops(flops), blocks);
     const Context = DirectContext(K);
@@ -1210,10 +1222,40 @@ fn runDirect(comptime K: type, geometry: Geometry, data: Data, weights: *const b
     const shared: *const Context = &context;
     for (0..geometry.batch) |image| {
         context.image = image;
-        try intra_op.parallelForTyped(0, pairs, parallel.grain(.medium, 2 * planes.stride), shared, Context.pack);
+        try intra_op.parallelForTyped(0, pairs, parallel.grain(.medium, K.channels_per_word * planes.stride), shared, Context.pack);
         try intra_op.parallelForTyped(0, workers, 1, shared, Context.multiply);
         try intra_op.parallelForTyped(0, geometry.out_channels, parallel.grain(.medium, ldc), shared, Context.finish);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Direct f32 convolution (kernels/conv_f32_direct.zig) at stride 1 with few output channels,
+// through runDirect with the weight packed per call.
+
+/// Most output channels the f32 direct kernel takes: past them the implicit GEMM's panels
+/// are full.
+const f32_direct_rows_max = 32;
+/// Fewest output positions: smaller maps keep the GEMM, whose blocks fit them better.
+const f32_direct_plane_min = 256;
+
+fn f32DirectAllowed() bool {
+    const value = @import("../env.zig").get("SPINDLE_F32_DIRECT") orelse return true;
+    return !std.mem.eql(u8, value, "0");
+}
+
+/// SPINDLE_F32_DIRECT=0 keeps the implicit GEMM (A/B benchmarks), read once.
+const f32_direct_allowed = @import("../cpu_level.zig").Once(f32DirectAllowed);
+
+/// Tests set this to compare the direct kernel with the GEMM paths in one process.
+var f32_direct_off_for_testing = false;
+
+/// runDirect's scratch floats for the f32 kernel, or null when the call is not one for it.
+fn directF32Scratch(geometry: Geometry) ?usize {
+    if (comptime !f32_direct.compiled) return null;
+    const window = geometry.window;
+    if (geometry.out_channels > f32_direct_rows_max or geometry.in_channels < 4 or window.taps() < 2 or window.gridPlane() < f32_direct_plane_min) return null;
+    if (f32_direct_off_for_testing or !f32_direct_allowed.get()) return null;
+    return directScratch(f32_direct, geometry, true);
 }
 
 fn DirectContext(comptime K: type) type {
@@ -1561,6 +1603,12 @@ const conv_cases = [_]Case{
     // (more input channels than the direct kernel takes).
     .{ .batch = 2, .in_channels = 16, .size = .{ 19, 23 }, .out_channels = 13, .kernel = .{ 1, 1 } },
     .{ .batch = 2, .in_channels = 70, .size = .{ 3, 5 }, .out_channels = 6, .kernel = .{ 1, 1 } },
+    // The f32 direct kernel (kernels/conv_f32_direct.zig, AVX-512 builds): det's head shape
+    // at batch 2 on an odd map, a ragged last panel with dilation and a wide kernel, and 32
+    // output channels (the most it takes) on 256 positions (the fewest), unpadded.
+    .{ .batch = 2, .in_channels = 96, .size = .{ 17, 19 }, .out_channels = 24, .kernel = .{ 3, 3 }, .options = .{ .padding = .{ 1, 1 } } },
+    .{ .batch = 1, .in_channels = 5, .size = .{ 20, 30 }, .out_channels = 9, .kernel = .{ 3, 5 }, .options = .{ .padding = .{ 2, 1 }, .dilation = .{ 2, 1 } } },
+    .{ .batch = 1, .in_channels = 8, .size = .{ 18, 18 }, .out_channels = 32, .kernel = .{ 3, 3 } },
 };
 
 test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
@@ -1570,6 +1618,40 @@ test "conv2d matches the direct reference on awkward shapes, 1 and 2 threads" {
     for ([_]i64{ 1, 2 }) |threads| {
         try settings.setNumThreads(threads);
         for (conv_cases) |case| try checkCase(case, false, prng.random());
+    }
+}
+
+test "the f32 direct kernel takes det's head convolutions (AVX-512 builds) and agrees with the GEMM path" {
+    const x_dims = [_]usize{ 1, 96, 40, 40 };
+    var prng = std.Random.DefaultPrng.init(77);
+    const random = prng.random();
+    const x = try randomTensor(random, &x_dims);
+    defer x.release();
+    const weight = try randomTensor(random, &.{ 24, 96, 3, 3 });
+    defer weight.release();
+    const bias = try randomTensor(random, &.{24});
+    defer bias.release();
+    const options: Options = .{ .padding = .{ 1, 1 }, .epilogue = .{ .activation = .hard_swish } };
+    const geometry = try convGeometry(x, weight, bias, options);
+    try testing.expectEqual(f32_direct.compiled, directF32Scratch(geometry) != null);
+    // Past the output channels it takes, and on a strided window, it steps aside.
+    const wide = try randomTensor(random, &.{ 33, 96, 3, 3 });
+    defer wide.release();
+    try testing.expectEqual(@as(?usize, null), directF32Scratch(try convGeometry(x, wide, null, options)));
+    var strided = options;
+    strided.stride = .{ 2, 2 };
+    try testing.expectEqual(@as(?usize, null), directF32Scratch(try convGeometry(x, weight, bias, strided)));
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    for ([_]i64{ 1, 2 }) |threads| {
+        try settings.setNumThreads(threads);
+        const direct = try conv2d(x, weight, bias, options);
+        defer direct.release();
+        f32_direct_off_for_testing = true;
+        defer f32_direct_off_for_testing = false;
+        const gemm_path = try conv2d(x, weight, bias, options);
+        defer gemm_path.release();
+        try expectClose(gemm_path.f32Slice(), direct.f32Slice(), 96 * 9);
     }
 }
 
