@@ -52,8 +52,13 @@ Deno.test({
     const bounded = await runSnippet(threadCountSnippet(48, null));
     assert.equal(bounded.code, 0, bounded.stderr);
     const { before, peak } = JSON.parse(bounded.stdout);
-    // The warm call already started the inference thread, its team and the waiter.
-    assert.ok(peak <= before, `threads went from ${before} to ${peak}`);
+    // The warm call already started the inference thread, its team and the waiter. One more
+    // thread is allowed: the waiter is a nonblocking FFI call on Deno's blocking pool, re-armed
+    // after each batch of completions, and when it re-arms before the pool has parked the
+    // thread that ran the previous wait, the pool starts another (a loaded CI run saw 9 to 10;
+    // 5 × 48 calls beside two busy loops gained one "deno" thread in 6 of 10 runs, never two).
+    // Per-call threads would add dozens (the unbounded run below).
+    assert.ok(peak <= before + 1, `threads went from ${before} to ${peak}`);
 
     // The check can fail: with the bound lifted, the same calls take many more threads.
     const unbounded = await runSnippet(threadCountSnippet(48, 48));
