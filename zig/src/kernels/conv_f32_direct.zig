@@ -25,6 +25,7 @@
 const std = @import("std");
 const builtin = @import("builtin");
 const conv_amx = @import("conv_amx.zig");
+const conv_bf16 = @import("conv_bf16.zig");
 
 const assert = std.debug.assert;
 const testing = std.testing;
@@ -91,7 +92,7 @@ const Registers = struct {
     /// Computes columns [column_begin, column_end) of every row: column_begin a multiple of
     /// `block`, column_end too or ldc. `validate` must have passed.
     pub fn run(args: *const Args, column_begin: usize, column_end: usize) void {
-        @import("conv_bf16.zig").runPanels(Args, panel_rows, block_vectors, registerBlock, args, column_begin, column_end);
+        conv_bf16.runPanels(Args, panel_rows, block_vectors, registerBlock, args, column_begin, column_end);
     }
 
     /// Rows [panel · 8, +8) × columns [column, +16 · vectors) of flat, summed over every tap

@@ -1166,11 +1166,12 @@ fn finishFlat(g: Geometry, data: Data, image: usize, flat: []const f32, ldc: usi
 }
 
 // ---------------------------------------------------------------------------------------
-// Direct bf16 convolution (kernels/conv_amx.zig on AMX, kernels/conv_bf16.zig with
-// AVX512_BF16), stride 1, one group: each image's input converted once into zero-padded bf16
-// pair planes, the kernel reading them straight at every tap, the flat output copied out as
-// runImplicit's is. K is the kernel's module (bf16.directKernel): both share the planes and
-// the Args layout, and differ in block sizes and padding.
+// Direct convolution, stride 1, one group: bf16 (kernels/conv_amx.zig on AMX,
+// kernels/conv_bf16.zig with AVX512_BF16) and f32 (kernels/conv_f32_direct.zig, below). Each
+// image's input is converted once into zero-padded planes (bf16 pairs, or f32 channels), the
+// kernel reading them straight at every tap, the flat output copied out as runImplicit's is.
+// K is the kernel's module: all three share the planes' geometry and the Args layout, and
+// differ in block sizes, padding and channels per plane word.
 
 /// The scratch floats of runDirect (tap offsets, the weight when `pack_weight`, planes, flat
 /// output), or null when the call does not fit the kernel (a stride, groups) or the scratch
