@@ -503,6 +503,12 @@ export const OP_SCHEMAS = {
         "default": 1,
       },
       { "name": "has_bias", "kind": "bool", "default": false },
+      {
+        "name": "activation",
+        "kind": "enum",
+        "values": ["none", "relu", "gelu", "gelu_tanh", "sigmoid", "tanh", "hard_swish"],
+        "default": "none",
+      },
     ],
   },
   leaky_relu: {
@@ -1363,6 +1369,8 @@ export interface OpParams {
     beta?: number;
     /** bool, default false */
     has_bias?: boolean;
+    /** enum, default "none" */
+    activation?: "none" | "relu" | "gelu" | "gelu_tanh" | "sigmoid" | "tanh" | "hard_swish";
   };
   leaky_relu: {
     /** float, in [-1.7976931348623157e+308, 1.7976931348623157e+308], default 0.01 */

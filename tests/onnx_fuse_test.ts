@@ -215,6 +215,115 @@ Deno.test("fuse: gemm + a constant row becomes the gemm's bias; other adds stay"
   assert.deepEqual(checkFused(source, x, shape), ["gemm", "gemm", "add"]);
 });
 
+Deno.test("fuse: an activation after a gemm, mm or 2-D matmul (after its bias) becomes the gemm's activation", () => {
+  const activations: NodeDescription[] = [
+    { op: "relu", inputs: [], outputs: [] },
+    { op: "gelu", inputs: [], outputs: [] },
+    { op: "gelu", inputs: [], outputs: [], params: { approximate: "tanh" } },
+    { op: "sigmoid", inputs: [], outputs: [] },
+    { op: "tanh", inputs: [], outputs: [] },
+    { op: "hard_swish", inputs: [], outputs: [] },
+  ];
+  for (const activation of activations) {
+    for (const product of ["gemm", "mm", "matmul"]) {
+      // [5, 3] · [3, 4] + row bias, then the activation.
+      const source = program([5, 3], [
+        { shape: [3, 4], values: wave(12, 31) },
+        { shape: [4], values: wave(4, 32) },
+      ], [
+        { op: product, inputs: [0, 1], outputs: [3] },
+        { op: "add", inputs: [3, 2], outputs: [4] },
+        { ...activation, inputs: [4], outputs: [5] },
+      ], [5]);
+      const shapes: Record<number, number[]> = { 0: [5, 3], 1: [3, 4], 3: [5, 4], 4: [5, 4] };
+      const shape = (value: number) => shapes[value];
+      using x = randn([5, 3], { seed: 33 });
+      const label = `${product} + ${activation.op}${activation.params ? " (tanh)" : ""}`;
+      assert.deepEqual(checkFused(structuredClone(source), x, shape), ["gemm"], label);
+      const fused = structuredClone(source);
+      fuse(fused, { shape });
+      const gemm = fused.graphs[0].nodes.find((n) => n.op === "gemm")!;
+      const want = activation.op === "gelu" ? (activation.params ? "gelu_tanh" : "gelu") : activation.op;
+      assert.equal(gemm.params?.activation, want, label);
+      assert.equal(gemm.params?.has_bias, true, label);
+    }
+  }
+});
+
+Deno.test("fuse: the exported erf GELU becomes gelu, then the gemm's activation", () => {
+  // x · (erf(x / √2) + 1) · 0.5 in the two orders exporters write, the division also as a
+  // product by 1/√2; after a gemm + bias the gelu then fuses into the gemm.
+  const forms: ((x: number, first: number) => NodeDescription[])[] = [
+    (x, first) => [
+      { op: "div", inputs: [x], outputs: [first], params: { scalar: Math.fround(Math.SQRT2) } },
+      { op: "erf", inputs: [first], outputs: [first + 1] },
+      { op: "add", inputs: [first + 1], outputs: [first + 2], params: { scalar: 1 } },
+      { op: "mul", inputs: [x, first + 2], outputs: [first + 3] },
+      { op: "mul", inputs: [first + 3], outputs: [first + 4], params: { scalar: 0.5 } },
+    ],
+    (x, first) => [
+      { op: "mul", inputs: [x], outputs: [first], params: { scalar: 0.5 } },
+      { op: "mul", inputs: [x], outputs: [first + 1], params: { scalar: Math.SQRT1_2 } },
+      { op: "erf", inputs: [first + 1], outputs: [first + 2] },
+      { op: "add", inputs: [first + 2], outputs: [first + 3], params: { scalar: 1, scalar_first: true } },
+      { op: "mul", inputs: [first + 3, first], outputs: [first + 4] },
+    ],
+  ];
+  for (const [i, form] of forms.entries()) {
+    const alone = program([4, 9], [], form(0, 1), [5]);
+    using x = randn([4, 9], { seed: 51 });
+    assert.deepEqual(checkFused(alone, x), ["gelu"], `form ${i}`);
+    const source = program([5, 3], [
+      { shape: [3, 4], values: wave(12, 52) },
+      { shape: [4], values: wave(4, 53) },
+    ], [
+      { op: "gemm", inputs: [0, 1], outputs: [3] },
+      { op: "add", inputs: [3, 2], outputs: [4] },
+      ...form(4, 5),
+    ], [9]);
+    using y = randn([5, 3], { seed: 54 });
+    const shapes: Record<number, number[]> = { 0: [5, 3], 1: [3, 4], 3: [5, 4], 4: [5, 4] };
+    assert.deepEqual(checkFused(source, y, (value) => shapes[value]), ["gemm"], `form ${i} after a gemm`);
+  }
+  // Another constant (not √2, not 1, not 0.5) is not a GELU.
+  const other = program([4, 9], [], form0(0, 1, 1.5), [5]);
+  using z = randn([4, 9], { seed: 55 });
+  assert.deepEqual(checkFused(other, z), ["div", "erf", "add", "mul", "mul"]);
+});
+
+function form0(x: number, first: number, divisor: number): NodeDescription[] {
+  return [
+    { op: "div", inputs: [x], outputs: [first], params: { scalar: divisor } },
+    { op: "erf", inputs: [first], outputs: [first + 1] },
+    { op: "add", inputs: [first + 1], outputs: [first + 2], params: { scalar: 1 } },
+    { op: "mul", inputs: [x, first + 2], outputs: [first + 3] },
+    { op: "mul", inputs: [first + 3], outputs: [first + 4], params: { scalar: 0.5 } },
+  ];
+}
+
+Deno.test("fuse: no bias after a gemm's activation, no activation on a product read elsewhere or a batched matmul", () => {
+  const source = program([2, 5, 3], [
+    { shape: [3, 4], values: wave(12, 41) },
+    { shape: [1, 4], values: wave(4, 42) },
+  ], [
+    // relu(gemm) + bias: the activation fuses, the bias after it stays an add.
+    { op: "gemm", inputs: [0, 1], outputs: [3] },
+    { op: "relu", inputs: [3], outputs: [4] },
+    { op: "add", inputs: [4, 2], outputs: [5] },
+    // A product that is also a graph output keeps its own relu.
+    { op: "gemm", inputs: [0, 1], outputs: [6] },
+    { op: "relu", inputs: [6], outputs: [7] },
+    // A batched matmul (3-D a) is not a gemm.
+    { op: "matmul", inputs: [0, 1], outputs: [8] },
+    { op: "sigmoid", inputs: [8], outputs: [9] },
+  ], [5, 6, 7, 9]);
+  const shape = (
+    value: number,
+  ) => (value === 0 || value === 8 ? [2, 5, value === 0 ? 3 : 4] : value === 1 ? [3, 4] : undefined);
+  using x = randn([2, 5, 3], { seed: 43 });
+  assert.deepEqual(checkFused(source, x, shape), ["gemm", "add", "gemm", "relu", "matmul", "sigmoid"]);
+});
+
 Deno.test("fuse: grouped conv_transpose2d → add of a per-channel constant → batch_norm → relu becomes one conv_transpose2d", () => {
   // 4 → 6 channels in 2 groups, kernel 2, stride 2 (PP-OCR's DB head, grouped for coverage).
   const source = program([2, 4, 3, 5], [

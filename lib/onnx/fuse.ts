@@ -7,12 +7,15 @@
  *   without activation → folded into the convolution's weights and bias;
  * - `batch_norm` with constant statistics, or an `add` of a per-channel constant, right after
  *   such a convolution → folded into its weights and bias;
+ * - `x · (erf(x / √2) + 1) · 0.5`, the exported erf GELU → `gelu(x)`;
  * - `x + x · g` with a gate g smaller than x (squeeze-and-excitation) → `x · (g + 1)`;
  * - `relu` or `hard_swish` right after such a convolution → its fused activation;
  * - a scalar affine after a convolution with an activation → its post-activation scale and
  *   shift (PaddleOCR's "learnable affine blocks");
  * - `add` of a constant row right after a `gemm` (MatMul + Add) or an `mm` (a scripted
  *   linear layer) → the gemm's fused bias;
+ * - `relu`, `gelu`, `sigmoid`, `tanh` or `hard_swish` right after such a product (after its
+ *   bias) → the gemm's fused activation;
  * - the decomposed LayerNorm `(x − mean) / sqrt(mean((x − mean)²) + ε) · γ + β` over the
  *   last axis → one `layer_norm`.
  *
@@ -97,6 +100,52 @@ function scalarRight(node: NodeDescription | undefined, op: string): number | un
   return typeof s === "number" ? s : undefined;
 }
 
+/** The scalar of a one-input commutative op (`add`, `mul`) by a constant, on either side. */
+function scalarEither(node: NodeDescription | undefined, op: string): number | undefined {
+  if (node?.op !== op || node.inputs?.length !== 1) return undefined;
+  const s = param(node, "scalar");
+  return typeof s === "number" ? s : undefined;
+}
+
+/**
+ * The exported erf GELU, x · (erf(x / √2) + 1) · 0.5 (torch.onnx before opset 20, BERT):
+ * `last` is mul(mul(x, t), 0.5) or mul(mul(x, 0.5), t) with t = add(erf(x / √2), 1) (the
+ * division also as a multiplication by 1/√2, the commutative operands in either order).
+ */
+function decomposedGelu(index: Index, last: NodeDescription): { x: number; dead: NodeDescription[] } | undefined {
+  /** t = add(erf(x/√2), 1) of the value `t`, for x = `x`: its nodes, or undefined. */
+  const erfTerm = (t: number, x: number): NodeDescription[] | undefined => {
+    const shifted = index.soleUse(t, "add");
+    if (!near(scalarEither(shifted, "add"), 1)) return undefined;
+    const erf = index.soleUse(shifted!.inputs![0], "erf");
+    if (erf === undefined) return undefined;
+    const scaled = index.soleUse(erf.inputs![0]);
+    const byDivision = near(scalarRight(scaled, "div"), Math.SQRT2);
+    const byProduct = near(scalarEither(scaled, "mul"), Math.SQRT1_2);
+    if (!(byDivision || byProduct) || scaled!.inputs![0] !== x) return undefined;
+    return [shifted!, erf, scaled!];
+  };
+  if (near(scalarEither(last, "mul"), 0.5)) {
+    // mul(mul(x, t), 0.5)
+    const product = index.soleUse(last.inputs![0], "mul");
+    if (product?.inputs?.length !== 2) return undefined;
+    for (const [x, t] of [[0, 1], [1, 0]]) {
+      const nodes = erfTerm(product.inputs[t], product.inputs[x]);
+      if (nodes !== undefined) return { x: product.inputs[x], dead: [product, ...nodes] };
+    }
+    return undefined;
+  }
+  if (last.op !== "mul" || last.inputs?.length !== 2) return undefined;
+  // mul(mul(x, 0.5), t)
+  for (const [h, t] of [[0, 1], [1, 0]]) {
+    const half = index.soleUse(last.inputs[h], "mul");
+    if (!near(scalarEither(half, "mul"), 0.5)) continue;
+    const nodes = erfTerm(last.inputs[t], half!.inputs![0]);
+    if (nodes !== undefined) return { x: half!.inputs![0], dead: [half!, ...nodes] };
+  }
+  return undefined;
+}
+
 function near(value: ParamValue | undefined, want: number): boolean {
   return typeof value === "number" && Math.abs(value - want) <= 1e-6 * Math.max(1, Math.abs(want));
 }
@@ -176,6 +225,11 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: GraphHi
         if ((node.op as string) === "hard_swish") continue;
       }
     }
+    const gelu = node.op === "mul" ? decomposedGelu(index, node) : undefined;
+    if (gelu !== undefined && !gelu.dead.some((n) => removed.has(n))) {
+      replace(node, "gelu", [gelu.x], {}, gelu.dead);
+      continue;
+    }
     if (node.op === "mul" && inputs.length === 2) {
       for (const [x, other] of [[0, 1], [1, 0]]) {
         const gate = index.soleUse(inputs[other], "hard_sigmoid");
@@ -211,6 +265,10 @@ function fuseOnce(source: ProgramSource, graph: GraphDescription, hints: GraphHi
           continue;
         }
       }
+    }
+    if (addGemmActivation(index, removed, node, hints)) {
+      absorb(index.producer.get(inputs[0])!, node);
+      continue;
     }
     if (node.op === "batch_norm") {
       const conv = index.soleUse(inputs[0], "conv2d") ?? index.soleUse(inputs[0], "conv_transpose2d");
@@ -462,8 +520,9 @@ function addGemmBias(
 ): boolean {
   const isMm = product.op === "mm" || product.op === "matmul";
   if (!isMm && (param(product, "has_bias") !== false || param(product, "beta") !== 1)) return false;
-  // A matmul becomes a gemm only as a product of two matrices (gemm takes no batch).
-  if (product.op === "matmul" && !product.inputs!.every((v) => hints.shape?.(v)?.length === 2)) return false;
+  // The bias goes in before the activation: not after a gemm that already has one.
+  if (!isMm && param(product, "activation") !== "none") return false;
+  if (!becomesGemm(product, hints)) return false;
   const bias = constant(source, index, biasValue);
   const outShape = hints.shape?.(product.outputs[0]);
   if (bias === undefined || outShape === undefined) return false;
@@ -473,6 +532,48 @@ function addGemmBias(
   product.inputs = [...product.inputs!, biasValue];
   if (isMm) product.op = "gemm";
   product.params = { ...product.params, has_bias: true };
+  return true;
+}
+
+/** Whether `product` is a gemm, or an mm or a 2-D matmul that a gemm can replace. */
+function becomesGemm(product: NodeDescription, hints: GraphHints): boolean {
+  if (product.op === "gemm" || product.op === "mm") return true;
+  // A matmul becomes a gemm only as a product of two matrices (gemm takes no batch).
+  return product.op === "matmul" && product.inputs!.every((v) => hints.shape?.(v)?.length === 2);
+}
+
+/** The gemm activation each activation op becomes (gelu by its `approximate`). */
+function gemmActivation(node: NodeDescription): string | undefined {
+  switch (node.op) {
+    case "relu":
+    case "sigmoid":
+    case "tanh":
+    case "hard_swish":
+      return node.op;
+    case "gelu":
+      return param(node, "approximate") === "tanh" ? "gelu_tanh" : "gelu";
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * An activation right after a gemm (or an mm or 2-D matmul, which becomes one) that has
+ * none yet, the product read by it alone: the gemm applies it to each tile of its output.
+ */
+function addGemmActivation(
+  index: Index,
+  removed: Set<NodeDescription>,
+  node: NodeDescription,
+  hints: GraphHints,
+): boolean {
+  const activation = gemmActivation(node);
+  if (activation === undefined || node.inputs?.length !== 1) return false;
+  const product = index.soleUse(node.inputs[0]);
+  if (product === undefined || removed.has(product) || !becomesGemm(product, hints)) return false;
+  if (product.op === "gemm" && param(product, "activation") !== "none") return false;
+  if (product.op !== "gemm") product.op = "gemm";
+  product.params = { ...product.params, activation };
   return true;
 }
 

@@ -409,6 +409,8 @@ pub const Gemm = struct {
     alpha: f64 = 1,
     beta: f64 = 1,
     has_bias: bool = false,
+    /// Applied to every output value after the bias (fused by the graph optimiser).
+    activation: linalg.Activation = .none,
 
     pub fn check(options: Gemm, op: []const u8, input_count: usize) Error!void {
         try expectFlagged(op, input_count, 2, .{ .has_bias = options.has_bias });
@@ -1067,6 +1069,7 @@ pub fn execute(options: Options, inputs: []const *Tensor) Error!*Tensor {
             .trans_b = o.trans_b,
             .alpha = @floatCast(o.alpha),
             .beta = @floatCast(o.beta),
+            .activation = o.activation,
         }),
         .where => indexing.where(inputs[0], inputs[1], inputs[2]),
         .compare => |o| indexing.compare(@intFromEnum(o.kind), inputs[0], inputs[1]),

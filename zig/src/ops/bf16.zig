@@ -232,7 +232,7 @@ pub fn execute(options: ops.Options, inputs: []const *Tensor, weights: *const We
             if (try matmul(inputs[0], inputs[1], weights)) |out| return out;
         },
         .gemm => |o| if (weights.form == .matrix and !o.trans_a) {
-            if (try gemmBias(inputs[0], if (o.has_bias) inputs[2] else null, @floatCast(o.alpha), @floatCast(o.beta), weights)) |out| return out;
+            if (try gemmBias(inputs[0], if (o.has_bias) inputs[2] else null, @floatCast(o.alpha), @floatCast(o.beta), o.activation, weights)) |out| return out;
         },
         else => {},
     }
@@ -292,7 +292,7 @@ pub const conv_row_alignment = gemm_amx.block_rows;
 
 /// C (m × n, beta 0 or 1 over what C holds) = alpha · A (m × k, row-major) · packed B, over
 /// the intra-op pool.
-fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, beta: f32, c: []f32) Error!void {
+fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, beta: f32, activation: linalg.Activation, c: []f32) Error!void {
     const k = weights.rows;
     const n = weights.cols;
     const left: gemm_bf16.Matrix = .{ .trans = false, .values = a, .ld = k };
@@ -305,11 +305,13 @@ fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, 
             const Context = struct {
                 args: *const K.Args,
                 tiling: gemm.Tiling,
+                activation: linalg.Activation,
                 fn body(context: *const @This(), begin: usize, end: usize) Error!void {
                     K.runTiles(context.args, context.tiling, begin, end);
+                    context.activation.applyTiles(context.args.c, context.args.m, context.args.n, context.tiling, begin, end);
                 }
             };
-            const context: Context = .{ .args = &args, .tiling = K.plan(m, n, threads) };
+            const context: Context = .{ .args = &args, .tiling = K.plan(m, n, threads), .activation = activation };
             try intra_op.parallelForTyped(0, context.tiling.count(), 1, &context, Context.body);
         },
     }
@@ -322,24 +324,24 @@ fn matmul(a_input: *Tensor, b_input: *Tensor, weights: *const Weights) Error!?*T
     const n = weights.cols;
     if (b_input.ndim != 2 or b_input.shape[0] != k or b_input.shape[1] != n) return null;
     const call = try linalg.PackedGemm.prepare(a_input, null, 0, k, n, 1) orelse return null;
-    return multiplyPrepared(weights, call, 1);
+    return multiplyPrepared(weights, call, 1, .none);
 }
 
 /// gemm(a, weight, bias) = alpha · a · op(weight) + beta · bias for a [..., m, k] (the batch
 /// dims of a 2-D weight broadcast: one product of all rows), or null when the shapes do not
 /// fit the packed weight (the caller runs the f32 op).
-fn gemmBias(a_input: *Tensor, bias_input: ?*Tensor, alpha: f32, beta: f32, weights: *const Weights) Error!?*Tensor {
+fn gemmBias(a_input: *Tensor, bias_input: ?*Tensor, alpha: f32, beta: f32, activation: linalg.Activation, weights: *const Weights) Error!?*Tensor {
     const k = weights.rows;
     const n = weights.cols;
     const call = try linalg.PackedGemm.prepare(a_input, bias_input, beta, k, n, 2) orelse return null;
-    return multiplyPrepared(weights, call, alpha);
+    return multiplyPrepared(weights, call, alpha, activation);
 }
 
 /// Runs a prepared product on the packed weight; the output is the caller's.
-fn multiplyPrepared(weights: *const Weights, call: linalg.PackedGemm, alpha: f32) Error!*Tensor {
+fn multiplyPrepared(weights: *const Weights, call: linalg.PackedGemm, alpha: f32, activation: linalg.Activation) Error!*Tensor {
     defer call.a.release();
     errdefer call.out.release();
-    if (call.m > 0) try multiplyRight(weights, call.a.f32Slice(), call.m, alpha, call.kernel_beta, call.out.f32Slice());
+    if (call.m > 0) try multiplyRight(weights, call.a.f32Slice(), call.m, alpha, call.kernel_beta, activation, call.out.f32Slice());
     return call.out;
 }
 
@@ -452,15 +454,22 @@ test "bf16 conv2d, matmul and gemm with packed weights stay within bf16 rounding
     defer expected_gemm.release();
     const transposed = (try packMatrix(which, bt, true)).?;
     defer transposed.release();
-    const got_gemm = (try gemmBias(a2, bias, 0.5, 2, &transposed)).?;
+    const got_gemm = (try gemmBias(a2, bias, 0.5, 2, .none, &transposed)).?;
     defer got_gemm.release();
     try expectClose(expected_gemm, got_gemm, 0.05);
+    // A fused activation is the activation of the same bf16 product.
+    for ([_]i64{ 1, 2 }) |threads| {
+        try settings.setNumThreads(threads);
+        const activated = (try gemmBias(a2, bias, 0.5, 2, .relu, &transposed)).?;
+        defer activated.release();
+        for (got_gemm.f32Slice(), activated.f32Slice()) |x, y| try std.testing.expectEqual(@max(x, 0), y);
+    }
     // A batched a (ONNX MatMul + Add fused into gemm) is one product of all its rows.
     const a3 = try randomTensor(random, &.{ 2, 5, 100 });
     defer a3.release();
     const expected_batched = try linalg.gemmBias(a3, bt, bias, .{ .trans_b = true, .alpha = 0.5, .beta = 2 });
     defer expected_batched.release();
-    const got_batched = (try gemmBias(a3, bias, 0.5, 2, &transposed)).?;
+    const got_batched = (try gemmBias(a3, bias, 0.5, 2, .none, &transposed)).?;
     defer got_batched.release();
     try expectClose(expected_batched, got_batched, 0.05);
     // Without AMX, 1×1 convs run bf16 from 16 rows and 12 depths (AMX keeps 48 and 32).

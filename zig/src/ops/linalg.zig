@@ -10,6 +10,7 @@ const parallel = @import("parallel.zig");
 const gemm = @import("../kernels/gemm.zig");
 const shape_ops = @import("shape.zig");
 const elementwise = @import("elementwise.zig");
+const elementwise_kernels = @import("../kernels/elementwise.zig");
 
 const Error = status.Error;
 const Tensor = tensor.Tensor;
@@ -213,6 +214,8 @@ fn batched(a_input: *Tensor, b_input: *Tensor, options: GemmOptions, batch: []co
     if (m == 0 or n == 0 or batch_count == 0) return;
     if (k == 0) {
         if (!accumulate) @memset(c, 0);
+        // No products: C is the bias (or zero) through the activation.
+        options.activation.applyBlock(c, n, 0, batch_count * m, 0, n);
         return;
     }
     const a = try Operand.init(a_input, options.trans_a, batch);
@@ -231,6 +234,7 @@ fn batched(a_input: *Tensor, b_input: *Tensor, options: GemmOptions, batch: []co
         k: usize,
         alpha: f32,
         accumulate: bool,
+        activation: Activation,
         batch: []const usize,
         tiling: gemm.Tiling,
 
@@ -264,6 +268,7 @@ fn batched(a_input: *Tensor, b_input: *Tensor, options: GemmOptions, batch: []co
                 };
                 try args.validate();
                 gemm.runTiles(&args, context.tiling, tile, tile + 1);
+                context.activation.applyTiles(args.c, context.m, context.n, context.tiling, tile, tile + 1);
             }
         }
     };
@@ -276,6 +281,7 @@ fn batched(a_input: *Tensor, b_input: *Tensor, options: GemmOptions, batch: []co
         .k = k,
         .alpha = options.alpha,
         .accumulate = accumulate,
+        .activation = options.activation,
         .batch = batch,
         .tiling = gemm.plan(m, n, per_matrix_workers),
     };
@@ -287,6 +293,56 @@ pub const GemmOptions = struct {
     trans_b: bool = false,
     alpha: f32 = 1,
     beta: f32 = 1,
+    activation: Activation = .none,
+};
+
+/// The function a gemm applies to each output value after the bias (ops.zig `Gemm`), fused
+/// by the graph optimiser (lib/onnx/fuse.ts) from the activation op that read the product
+/// alone. Each tile of the output gets it right after the tile is computed, while the tile
+/// is still in cache, by the same vector code as the unfused op (bit-identical results).
+pub const Activation = enum(u8) {
+    none = 0,
+    relu = 1,
+    /// x · Φ(x), ONNX Gelu and torch.nn.GELU().
+    gelu = 2,
+    /// The tanh approximation: ONNX Gelu(approximate="tanh"), torch.nn.GELU("tanh").
+    gelu_tanh = 3,
+    sigmoid = 4,
+    tanh = 5,
+    hard_swish = 6,
+
+    fn unary(activation: Activation) ?elementwise_kernels.Unary {
+        return switch (activation) {
+            .none => null,
+            .relu => .relu,
+            .gelu => .gelu_erf,
+            .gelu_tanh => .gelu_tanh,
+            .sigmoid => .sigmoid,
+            .tanh => .tanh,
+            .hard_swish => .hard_swish,
+        };
+    }
+
+    /// Applies the activation in place to rows [row_begin, +rows) × columns [col_begin,
+    /// +cols) of the row-major matrix c (row stride ldc).
+    pub fn applyBlock(activation: Activation, c: []f32, ldc: usize, row_begin: usize, rows: usize, col_begin: usize, cols: usize) void {
+        const kind = activation.unary() orelse return;
+        if (rows == 0 or cols == 0) return;
+        std.debug.assert(col_begin + cols <= ldc and (row_begin + rows - 1) * ldc + col_begin + cols <= c.len);
+        for (row_begin..row_begin + rows) |r| {
+            const row = c[r * ldc + col_begin ..][0..cols];
+            elementwise_kernels.unary(kind, .{}, row, row);
+        }
+    }
+
+    /// applyBlock over the blocks of tiles [begin, end) of `tiling` (an m × n output).
+    pub fn applyTiles(activation: Activation, c: []f32, m: usize, n: usize, tiling: gemm.Tiling, begin: usize, end: usize) void {
+        if (activation == .none) return;
+        for (begin..end) |tile| {
+            const block = tiling.block(tile, m, n) orelse continue;
+            activation.applyBlock(c, n, block.row_begin, block.rows, block.col_begin, block.cols);
+        }
+    }
 };
 
 /// Batched, broadcasting matrix product with an optional bias over the last dim:
@@ -422,6 +478,48 @@ test "gemm broadcasts batches, transposes and adds a bias, against a reference" 
     try std.testing.expectEqualSlices(f32, from_copy.f32Slice(), from_view.f32Slice());
     try std.testing.expectError(error.ShapeMismatch, gemmBias(a, b, null, .{}));
     try std.testing.expectError(error.ShapeMismatch, gemmBias(a, b, a, .{ .trans_b = true }));
+}
+
+test "gemm's fused activation equals the activation op on the product, bit for bit, 1 and 3 threads" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(0xac7);
+    const random = prng.random();
+    // Shapes off the register block and the vector length, one with a batch; k = 0 (the
+    // output is the bias through the activation).
+    for ([_][4]usize{ .{ 1, 37, 45, 19 }, .{ 2, 5, 17, 3 }, .{ 1, 64, 200, 130 }, .{ 1, 3, 7, 0 } }) |shape| {
+        const batch = shape[0];
+        const m = shape[1];
+        const n = shape[2];
+        const k = shape[3];
+        const a = try tensor.createUninit(.float32, &.{ batch, m, k });
+        defer a.release();
+        for (a.f32Slice()) |*x| x.* = random.float(f32) * 4 - 2;
+        const b = try tensor.createUninit(.float32, &.{ k, n });
+        defer b.release();
+        for (b.f32Slice()) |*x| x.* = random.float(f32) * 4 - 2;
+        const bias = try tensor.createUninit(.float32, &.{n});
+        defer bias.release();
+        for (bias.f32Slice()) |*x| x.* = random.float(f32) - 0.5;
+        bias.f32Slice()[0] = std.math.nan(f32); // NaN goes through every activation as NaN
+        for ([_]i64{ 1, 3 }) |threads| {
+            try settings.setNumThreads(threads);
+            const product = try gemmBias(a, b, bias, .{ .alpha = 0.75 });
+            defer product.release();
+            inline for (comptime std.enums.values(Activation)) |activation| {
+                const fused = try gemmBias(a, b, bias, .{ .alpha = 0.75, .activation = activation });
+                defer fused.release();
+                if (comptime activation.unary()) |kind| {
+                    const unfused = try elementwise.unary(kind, .{}, product);
+                    defer unfused.release();
+                    try std.testing.expectEqualSlices(u32, @ptrCast(unfused.f32Slice()), @ptrCast(fused.f32Slice()));
+                } else {
+                    try std.testing.expectEqualSlices(u32, @ptrCast(product.f32Slice()), @ptrCast(fused.f32Slice()));
+                }
+                try std.testing.expect(std.math.isNan(fused.f32Slice()[0]));
+            }
+        }
+    }
 }
 
 test "mm checks shapes and dtypes" {

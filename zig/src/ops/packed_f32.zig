@@ -120,7 +120,7 @@ pub fn execute(options: ops.Options, inputs: []const *Tensor, weights: *const We
             if (try matmul(inputs[0], inputs[1], weights)) |out| return out;
         },
         .gemm => |o| if (weights.form == .matrix and !o.trans_a) {
-            if (try gemmBias(inputs[0], inputs[1], if (o.has_bias) inputs[2] else null, @floatCast(o.alpha), @floatCast(o.beta), o.trans_b, weights)) |out| return out;
+            if (try gemmBias(inputs[0], inputs[1], if (o.has_bias) inputs[2] else null, @floatCast(o.alpha), @floatCast(o.beta), o.trans_b, o.activation, weights)) |out| return out;
         },
         else => {},
     }
@@ -143,31 +143,31 @@ fn matmul(a_input: *Tensor, b_input: *Tensor, weights: *const Weights) Error!?*T
     const n = weights.cols;
     if (!sameMatrix(b_input, false, weights)) return null;
     const call = try linalg.PackedGemm.prepare(a_input, null, 0, k, n, 1) orelse return null;
-    return multiplyPrepared(weights, call, 1);
+    return multiplyPrepared(weights, call, 1, .none);
 }
 
 /// gemm(a, weight, bias) = alpha · a · op(weight) + beta · bias for a [..., m, k] (the batch
 /// dims of a 2-D weight broadcast: one product of all rows), or null when the shapes do not
 /// fit the packed weight (the caller runs the plain op).
-fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, alpha: f32, beta: f32, trans_b: bool, weights: *const Weights) Error!?*Tensor {
+fn gemmBias(a_input: *Tensor, b_input: *Tensor, bias_input: ?*Tensor, alpha: f32, beta: f32, trans_b: bool, activation: linalg.Activation, weights: *const Weights) Error!?*Tensor {
     const k = weights.rows;
     const n = weights.cols;
     if (!sameMatrix(b_input, trans_b, weights)) return null;
     const call = try linalg.PackedGemm.prepare(a_input, bias_input, beta, k, n, 2) orelse return null;
-    return multiplyPrepared(weights, call, alpha);
+    return multiplyPrepared(weights, call, alpha, activation);
 }
 
 /// Runs a prepared product on the packed weight; the output is the caller's.
-fn multiplyPrepared(weights: *const Weights, call: linalg.PackedGemm, alpha: f32) Error!*Tensor {
+fn multiplyPrepared(weights: *const Weights, call: linalg.PackedGemm, alpha: f32, activation: linalg.Activation) Error!*Tensor {
     defer call.a.release();
     errdefer call.out.release();
-    if (call.m > 0) try multiplyRight(weights, call.a.f32Slice(), call.m, alpha, call.kernel_beta, call.out.f32Slice());
+    if (call.m > 0) try multiplyRight(weights, call.a.f32Slice(), call.m, alpha, call.kernel_beta, activation, call.out.f32Slice());
     return call.out;
 }
 
 /// C (m × n, beta 0 or 1 over what C holds) = alpha · A (m × k, row-major) · packed B, over
 /// the intra-op pool.
-fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, beta: f32, c: []f32) Error!void {
+fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, beta: f32, activation: linalg.Activation, c: []f32) Error!void {
     const k = weights.rows;
     const n = weights.cols;
     const packed_b = weights.right();
@@ -176,16 +176,23 @@ fn multiplyRight(weights: *const Weights, a: []const f32, m: usize, alpha: f32, 
     const Context = struct {
         args: *const native.PackedArgs,
         tiling: gemm.Tiling,
+        activation: linalg.Activation,
         fn body(context: *const @This(), begin: usize, end: usize) Error!void {
-            if (!gemm_small.native.fits(context.args.m, context.args.packed_b)) return gemm_native.runTilesPacked(context.args, context.tiling, begin, end);
-            // Few rows times a small B: A read in place, no panels (kernels/gemm_small.zig).
-            for (begin..end) |tile| {
-                const block = context.tiling.block(tile, context.args.m, context.args.packed_b.n) orelse continue;
-                gemm_small.native.runBlock(context.args, block.row_begin, block.rows, block.col_begin, block.cols);
+            const m_rows = context.args.m;
+            const n_cols = context.args.packed_b.n;
+            if (!gemm_small.native.fits(m_rows, context.args.packed_b)) {
+                gemm_native.runTilesPacked(context.args, context.tiling, begin, end);
+            } else {
+                // Few rows times a small B: A read in place, no panels (kernels/gemm_small.zig).
+                for (begin..end) |tile| {
+                    const block = context.tiling.block(tile, m_rows, n_cols) orelse continue;
+                    gemm_small.native.runBlock(context.args, block.row_begin, block.rows, block.col_begin, block.cols);
+                }
             }
+            context.activation.applyTiles(context.args.c, m_rows, n_cols, context.tiling, begin, end);
         }
     };
-    const context: Context = .{ .args = &args, .tiling = gemm.plan(m, n, parallel.threadsForFlops((2 *| m) *| n *| k)) };
+    const context: Context = .{ .args = &args, .tiling = gemm.plan(m, n, parallel.threadsForFlops((2 *| m) *| n *| k)), .activation = activation };
     try intra_op.parallelForTyped(0, context.tiling.count(), 1, &context, Context.body);
 }
 
@@ -340,10 +347,19 @@ test "matmul and gemm on a packed weight match the plain ops, 1 and 2 threads" {
         defer expected_gemm.release();
         const transposed = (try packMatrix(bt, true)).?;
         defer transposed.release();
-        const got_gemm = (try gemmBias(a, bt, bias, 0.5, 2, true, &transposed)).?;
+        const got_gemm = (try gemmBias(a, bt, bias, 0.5, 2, true, .none, &transposed)).?;
         defer got_gemm.release();
         try expectClose(expected_gemm.f32Slice(), got_gemm.f32Slice(), k);
+        // A fused activation is the activation of the same product, per tile.
+        const activated = (try gemmBias(a, bt, bias, 0.5, 2, true, .gelu, &transposed)).?;
+        defer activated.release();
+        const expected_activated = try linalg.gemmBias(a, bt, bias, .{ .trans_b = true, .alpha = 0.5, .beta = 2, .activation = .gelu });
+        defer expected_activated.release();
+        try expectClose(expected_activated.f32Slice(), activated.f32Slice(), k);
+        const unfused = try @import("elementwise.zig").unary(.gelu_erf, .{}, got_gemm);
+        defer unfused.release();
+        try testing.expectEqualSlices(f32, unfused.f32Slice(), activated.f32Slice());
         // A weight of another shape is not the packed one: the caller runs the plain op.
-        try testing.expect((try gemmBias(a, bt, bias, 0.5, 2, false, &transposed)) == null or n == k);
+        try testing.expect((try gemmBias(a, bt, bias, 0.5, 2, false, .none, &transposed)) == null or n == k);
     };
 }
