@@ -290,10 +290,10 @@ export class Module {
    * @example
    * ```ts
    * import assert from "node:assert/strict";
-   * import { Module, mm, randn, relu, script } from "@spindle/spindle";
+   * import { Module, mm, neg, randn, script } from "@spindle/spindle";
    * using w = randn([128, 128], { seed: 1 });
    * using x = randn([16, 128], { seed: 2 });
-   * using model = Module.fromScript(script((a) => relu(mm(a, w))), [x]);
+   * using model = Module.fromScript(script((a) => neg(mm(a, w))), [x]);
    * const report = model.profile([x], { runs: 5 });
    * assert.equal(report.ops.length, 2);
    * assert.ok(report.opMs <= report.totalMs);

@@ -54,13 +54,13 @@ export interface ProfiledOp {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { Module, mm, randn, relu, script } from "@spindle/spindle";
+ * import { Module, mm, neg, randn, script } from "@spindle/spindle";
  * using w = randn([32, 32], { seed: 1 });
  * using x = randn([4, 32], { seed: 2 });
- * using model = Module.fromScript(script((a) => relu(mm(a, w))), [x]);
+ * using model = Module.fromScript(script((a) => neg(mm(a, w))), [x]);
  * const report = model.profile([x], { runs: 2 });
  * assert.equal(report.runs, 2);
- * assert.deepEqual(report.ops.map((op) => op.op).sort(), ["mm", "relu"]);
+ * assert.deepEqual(report.ops.map((op) => op.op).sort(), ["mm", "neg"]);
  * assert.ok(Math.abs(report.ops.reduce((sum, op) => sum + op.share, 0) - 1) < 1e-9);
  * ```
  */
