@@ -19,15 +19,12 @@ fn splat(value: f32) V {
     return @splat(value);
 }
 
-/// exp(x): range reduction x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r,
-/// then scaling by 2^n through the exponent bits. Inputs beyond ±88.7 saturate to inf / 0.
-pub fn exp(x: V) V {
-    const max_input = splat(88.72283);
-    const min_input = splat(-103.97208);
-    const clamped = @min(@max(x, min_input), max_input);
-    const n = @round(clamped * splat(1.442695040888963)); // x / ln2
+/// exp's core: x = n·ln2 + r with |r| ≤ ln2/2 and a degree-6 polynomial for e^r; returns
+/// n and e^r (e^x = 2^n · e^r).
+inline fn reduced(x: V) struct { V, V } {
+    const n = @round(x * splat(1.442695040888963)); // x / ln2
     // Two-constant ln2 (Cody-Waite) keeps r exact to float precision.
-    var r = @mulAdd(V, n, splat(-0.693145751953125), clamped);
+    var r = @mulAdd(V, n, splat(-0.693145751953125), x);
     r = @mulAdd(V, n, splat(-1.428606765330187e-6), r);
     var p = splat(1.9875691500e-4);
     p = @mulAdd(V, p, r, splat(1.3981999507e-3));
@@ -35,7 +32,16 @@ pub fn exp(x: V) V {
     p = @mulAdd(V, p, r, splat(4.1665795894e-2));
     p = @mulAdd(V, p, r, splat(1.6666665459e-1));
     p = @mulAdd(V, p, r, splat(5.0000001201e-1));
-    p = @mulAdd(V, p, r * r, r + splat(1.0));
+    return .{ n, @mulAdd(V, p, r * r, r + splat(1.0)) };
+}
+
+/// exp(x): range reduction x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r,
+/// then scaling by 2^n through the exponent bits. Inputs beyond ±88.7 saturate to inf / 0.
+pub fn exp(x: V) V {
+    const max_input = splat(88.72283);
+    const min_input = splat(-103.97208);
+    const clamped = @min(@max(x, min_input), max_input);
+    const n, const p = reduced(clamped);
     // 2^n in two steps so that n down to -150 (denormal results) does not underflow the
     // exponent field: 2^n = 2^(n/2) · 2^(n - n/2).
     const n_int: VI = @intFromFloat(n);
@@ -110,7 +116,22 @@ fn erfSeries(x: V) V {
     return x * s * splat(1.1283791670955126); // 2 / sqrt(pi)
 }
 
+/// e^x for x ≤ 0 where only an absolute accuracy near 2^-126 matters (erfc's factor
+/// e^(-a²)): exp's range reduction and polynomial, with the input clamped at -87 (where
+/// e^x ≈ 1.6e-38, still normal) so that 2^n is one exponent field, 0 below it, and none of
+/// exp's other selects (a NaN gives a number: the caller keeps NaN itself).
+fn expNonPositive(x: V) V {
+    const clamped = @max(@min(x, splat(0)), splat(-87));
+    const n, const p = reduced(clamped);
+    const n_int: VI = @intFromFloat(n);
+    const result = p * @as(V, @bitCast((n_int + @as(VI, @splat(127))) << @splat(23)));
+    // Below the clamp: 0, so that far tails (gelu(-40)) are exactly 0 as in f64.
+    return @select(f32, x < splat(-87), splat(0), result);
+}
+
 /// erfc(a) for a ≥ 0 by the same A&S approximation (no cancellation: a product of terms).
+/// Absolute error below 1.5e-7 in exact arithmetic, so near a = 0 (erfc ≈ 1) it is also
+/// relatively accurate.
 fn erfcNonNegative(a: V) V {
     const t = splat(1.0) / @mulAdd(V, splat(0.3275911), a, splat(1.0));
     var p = splat(1.061405429);
@@ -118,19 +139,19 @@ fn erfcNonNegative(a: V) V {
     p = @mulAdd(V, p, t, splat(1.421413741));
     p = @mulAdd(V, p, t, splat(-0.284496736));
     p = @mulAdd(V, p, t, splat(0.254829592));
-    return p * t * exp(-a * a);
+    return p * t * expNonPositive(-a * a);
 }
 
-/// Φ(x) = (1 + erf(x/√2)) / 2, the standard normal CDF. Computed from erfc on the negative
-/// side so that gelu(x) = x·Φ(x) keeps its relative accuracy for x ≪ 0.
+/// Φ(x) = (1 + erf(x/√2)) / 2, the standard normal CDF, from erfc on either side: 1 − erfc/2
+/// for x ≥ 0 (erfc/2 ≤ 1/2, so within 1.5e-7 relative of Φ ≥ 1/2 there) and erfc/2 for x < 0,
+/// so that gelu(x) = x·Φ(x) does not lose its small negative values to the cancellation of
+/// 1 + erf. NaN gives a number (gelu's x · Φ keeps the NaN). No series branch near 0: its
+/// lanes paid for both forms (a fifth of gelu's operations), and Φ ≈ 1/2 there has no
+/// cancellation to avoid (gelu within 6.2e-7 relative of f64 on |x| < 0.43).
 pub fn normalCdf(x: V) V {
     const a = @abs(x) * splat(0.7071067811865476);
     const half_tail = splat(0.5) * erfcNonNegative(a);
-    const from_tail = @select(f32, x < splat(0), half_tail, splat(1) - half_tail);
-    // Only the series is needed where it is selected: erf() would also pay for an exp and
-    // a division that the select below throws away.
-    const from_series = splat(0.5) + splat(0.5) * erfSeries(x * splat(0.7071067811865476));
-    return @select(f32, a < splat(0.3), from_series, from_tail);
+    return @select(f32, x < splat(0), half_tail, splat(1) - half_tail);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -214,6 +235,26 @@ test "sigmoid, tanh and erf match their references" {
     try sweep(tanh, tanhReference, -1e-3, 1e-3, 1e-6, 1e-12);
     try sweep(erf, erfReference, -6, 6, 0, 3e-7);
     try sweep(erf, erfReference, -0.3, 0.3, 1e-6, 1e-9);
+}
+
+fn gelu(x: V) V {
+    return x * normalCdf(x);
+}
+fn geluReference(x: f64) f64 {
+    return 0.5 * x * (1 + erfReference(x / std.math.sqrt2));
+}
+
+test "gelu from normalCdf: relative accuracy near 0 and through the positive side, absolute in the negative tail" {
+    try sweep(gelu, geluReference, -0.43, 0.43, 1e-6, 1e-12);
+    try sweep(gelu, geluReference, 0.43, 12, 1e-6, 0);
+    try sweep(gelu, geluReference, -12, -0.43, 0, 4e-7);
+    const special: [lanes]f32 = gelu(V{ std.math.nan(f32), std.math.inf(f32), 0, -0.0, 40, -40, 1e-30, -1e-30, 0, 0, 0, 0, 0, 0, 0, 0 });
+    try std.testing.expect(std.math.isNan(special[0]));
+    try std.testing.expect(std.math.isInf(special[1]));
+    try std.testing.expectEqual(@as(f32, 0), special[2]);
+    try std.testing.expectEqual(@as(f32, 40), special[4]);
+    try std.testing.expectEqual(@as(f32, 0), special[5]);
+    try std.testing.expectEqual(@as(f32, 5e-31), special[6]);
 }
 
 test "erfReference agrees with known values" {
