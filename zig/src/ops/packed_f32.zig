@@ -89,12 +89,15 @@ pub fn packConv(weight: *Tensor, groups: usize) Error!?Weights {
 }
 
 /// Packs a 2-D float32 weight as op(B) (k × n; `trans`: the weight is [n, k]), or returns
-/// null when it is not one.
+/// null when it is not one, or is one column: a matrix–vector product (a classifier's or a
+/// recommender's last layer, n = 1) runs as dot products of A's rows with the column,
+/// where a packed sliver would pad it to panel_cols columns (dlrm's [64, 256] · [256, 1]
+/// took 11.5 µs packed).
 pub fn packMatrix(weight: *Tensor, trans: bool) Error!?Weights {
     if (!available() or weight.dtype != .float32 or weight.ndim != 2) return null;
     const k = if (trans) weight.shape[1] else weight.shape[0];
     const n = if (trans) weight.shape[0] else weight.shape[1];
-    if (k == 0 or n == 0) return null;
+    if (k == 0 or n <= 1) return null;
     const source = try shape_ops.contiguous(weight);
     defer source.release();
     const floats = try native.PackedB.length(k, n);
@@ -321,7 +324,7 @@ test "matmul and gemm on a packed weight match the plain ops, 1 and 2 threads" {
     var prng = std.Random.DefaultPrng.init(0x3a7);
     const random = prng.random();
     // m: one row, a few, past the direct-read limit (64); n and k off the register block.
-    for ([_][3]usize{ .{ 1, 70, 100 }, .{ 40, 6625 / 5, 120 }, .{ 77, 33, 513 }, .{ 3, 1, 17 } }) |shape| for ([_]i64{ 1, 2 }) |threads| {
+    for ([_][3]usize{ .{ 1, 70, 100 }, .{ 40, 6625 / 5, 120 }, .{ 77, 33, 513 }, .{ 3, 2, 17 } }) |shape| for ([_]i64{ 1, 2 }) |threads| {
         try settings.setNumThreads(threads);
         const m = shape[0];
         const n = shape[1];
@@ -362,4 +365,9 @@ test "matmul and gemm on a packed weight match the plain ops, 1 and 2 threads" {
         // A weight of another shape is not the packed one: the caller runs the plain op.
         try testing.expect((try gemmBias(a, bt, bias, 0.5, 2, false, .none, &transposed)) == null or n == k);
     };
+    // One column is not packed: the plain op's dot products serve it.
+    const column = try randomTensor(random, &.{ 17, 1 });
+    defer column.release();
+    try testing.expect((try packMatrix(column, false)) == null);
+    try testing.expect((try packMatrix(column, true)) != null); // [17, 1] transposed: n = 17
 }
