@@ -415,3 +415,61 @@ Deno.test("load: subnormal weights that only products read are zero, other const
   assert.equal(output, Math.fround(tiny));
   assert.equal(viaOutput, 2 ** -40);
 });
+
+Deno.test("fuse: products of one input by constant weights become one gemm and a slice each", () => {
+  // mm, 2-D matmul and gemm by [8, 4], [8, 6], [8, 3]: one gemm by [8, 13], three slices.
+  const plain = program([5, 8], [
+    { shape: [8, 4], values: wave(32, 41) },
+    { shape: [8, 6], values: wave(48, 42) },
+    { shape: [8, 3], values: wave(24, 43) },
+  ], [
+    { op: "mm", inputs: [0, 1], outputs: [4] },
+    { op: "matmul", inputs: [0, 2], outputs: [5] },
+    { op: "gemm", inputs: [0, 3], outputs: [6] },
+    { op: "add", inputs: [4, 4], outputs: [7] },
+  ], [7, 5, 6]);
+  const plainShapes: Record<number, number[]> = { 0: [5, 8], 2: [8, 6], 4: [5, 4], 5: [5, 6], 6: [5, 3] };
+  using x = randn([5, 8], { seed: 44 });
+  assert.deepEqual(checkFused(plain, x, (v) => plainShapes[v]), ["gemm", "slice", "slice", "slice", "add"]);
+
+  // Linear layers with biases (a constant row added after each), the weights stored [n, k]
+  // (transB), on a batched input: the biases join the gemm first, then the gemms join.
+  const linear = program([2, 5, 8], [
+    { shape: [4, 8], values: wave(32, 45) },
+    { shape: [4], values: wave(4, 46) },
+    { shape: [6, 8], values: wave(48, 47) },
+    { shape: [1, 6], values: wave(6, 48) },
+  ], [
+    { op: "gemm", inputs: [0, 1], outputs: [5], params: { trans_b: true } },
+    { op: "add", inputs: [5, 2], outputs: [6] },
+    { op: "gemm", inputs: [0, 3], outputs: [7], params: { trans_b: true } },
+    { op: "add", inputs: [7, 4], outputs: [8] },
+  ], [6, 8]);
+  const linearShapes: Record<number, number[]> = { 5: [2, 5, 4], 6: [2, 5, 4], 7: [2, 5, 6], 8: [2, 5, 6] };
+  using batched = randn([2, 5, 8], { seed: 49 });
+  assert.deepEqual(checkFused(structuredClone(linear), batched, (v) => linearShapes[v]), ["gemm", "slice", "slice"]);
+  const fused = structuredClone(linear);
+  fuse(fused, { shape: (v) => linearShapes[v] });
+  const gemm = fused.graphs[0].nodes.find((n) => n.op === "gemm")!;
+  assert.equal(gemm.params?.trans_b, true);
+  assert.equal(gemm.params?.has_bias, true);
+  const weight = fused.graphs[0].nodes.find((n) => n.op === "constant" && n.outputs[0] === gemm.inputs![1])!;
+  assert.deepEqual(fused.tensors[weight.tensor!].shape, [10, 8]);
+});
+
+Deno.test("fuse: products that differ in activation, transposition or input stay apart", () => {
+  const source = program([5, 8], [
+    { shape: [8, 4], values: wave(32, 51) },
+    { shape: [8, 4], values: wave(32, 52) },
+    { shape: [4, 8], values: wave(32, 53) },
+  ], [
+    { op: "mm", inputs: [0, 1], outputs: [4] },
+    { op: "gemm", inputs: [0, 2], outputs: [5], params: { activation: "relu" } },
+    { op: "gemm", inputs: [0, 3], outputs: [6], params: { trans_b: true } },
+    { op: "relu", inputs: [0], outputs: [7] },
+    { op: "mm", inputs: [7, 2], outputs: [8] },
+  ], [4, 5, 6, 8]);
+  const shapes: Record<number, number[]> = { 0: [5, 8], 4: [5, 4], 5: [5, 4], 6: [5, 4], 7: [5, 8], 8: [5, 4] };
+  using x = randn([5, 8], { seed: 54 });
+  assert.deepEqual(checkFused(source, x, (v) => shapes[v]), ["mm", "gemm", "gemm", "relu", "mm"]);
+});

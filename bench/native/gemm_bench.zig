@@ -35,6 +35,8 @@ const Options = struct {
     repeats: usize = 3,
     rounds: usize = 1,
     min_ns: u64 = 60 * std.time.ns_per_ms,
+    /// `--shape MxNxK` or `MxNxKt` (B transposed): that one shape instead of the table.
+    only: ?Shape = null,
 };
 
 /// One GEMM's buffers and the argument structs that every implementation runs on.
@@ -240,6 +242,10 @@ fn measure(problem: *const Problem, implementation: Implementation, threads: usi
 
 fn shapes(allocator: std.mem.Allocator, options: Options) ![]Shape {
     var list: std.ArrayList(Shape) = .empty;
+    if (options.only) |shape| {
+        try list.append(allocator, shape);
+        return list.toOwnedSlice(allocator);
+    }
     if (options.square) for ([_]usize{ 64, 128, 256, 512, 1024, 2048 }) |size| {
         try list.append(allocator, .{ .m = size, .n = size, .k = size, .trans_b = false });
     };
@@ -265,6 +271,13 @@ fn parseOptions(arguments: []const [:0]const u8) !Options {
             options.repeats = @max(1, try std.fmt.parseInt(usize, value, 10));
         } else if (std.mem.eql(u8, name, "--rounds")) {
             options.rounds = @max(1, try std.fmt.parseInt(usize, value, 10));
+        } else if (std.mem.eql(u8, name, "--shape")) {
+            const trans_b = std.mem.endsWith(u8, value, "t");
+            var parts = std.mem.splitScalar(u8, if (trans_b) value[0 .. value.len - 1] else value, 'x');
+            var dims: [3]usize = undefined;
+            for (&dims) |*dim| dim.* = try std.fmt.parseInt(usize, parts.next() orelse return error.BadShape, 10);
+            if (parts.next() != null) return error.BadShape;
+            options.only = .{ .m = dims[0], .n = dims[1], .k = dims[2], .trans_b = trans_b };
         } else if (std.mem.eql(u8, name, "--min-ms")) {
             options.min_ns = try std.fmt.parseInt(u64, value, 10) * std.time.ns_per_ms;
         } else return error.UnknownOption;

@@ -33,18 +33,51 @@ pub fn mm(a_input: *Tensor, b_input: *Tensor) Error!*Tensor {
             a_input.shape[0], a_input.shape[1], b_input.shape[0], b_input.shape[1],
         });
     }
-    const a = try shape_ops.contiguous(a_input);
-    defer a.release();
-    const b = try shape_ops.contiguous(b_input);
-    defer b.release();
-    const m = a.shape[0];
-    const k = a.shape[1];
-    const n = b.shape[1];
+    // Row- or column-major views (a transposed key, a slice of a wider product's columns)
+    // are read in place through the GEMM's transpose flags and leading dimensions.
+    const a_copy = if (InPlace.of(a_input) == null) try shape_ops.contiguous(a_input) else null;
+    defer if (a_copy) |t| t.release();
+    const b_copy = if (InPlace.of(b_input) == null) try shape_ops.contiguous(b_input) else null;
+    defer if (b_copy) |t| t.release();
+    const a = InPlace.of(a_copy orelse a_input).?;
+    const b = InPlace.of(b_copy orelse b_input).?;
+    const m = a_input.shape[0];
+    const k = a_input.shape[1];
+    const n = b_input.shape[1];
     const out = try tensor.createUninit(.float32, &.{ m, n });
     errdefer out.release();
-    try matmulInto(false, false, m, n, k, a.f32Slice(), k, b.f32Slice(), n, out.f32Slice(), n);
+    try matmulInto(a.trans, b.trans, m, n, k, a.values, a.ld, b.values, b.ld, out.f32Slice(), n);
     return out;
 }
+
+/// A 2-D float32 tensor as a GEMM operand read in place: its storage from its first element
+/// on, and the transpose flag and leading dimension its strides make; null for any other
+/// layout (a broadcast row, a strided column), which is copied. The GEMM checks that every
+/// element it reads lies inside `values`.
+const InPlace = struct {
+    values: []const f32,
+    trans: bool,
+    ld: usize,
+
+    fn of(t: *const Tensor) ?InPlace {
+        std.debug.assert(t.ndim == 2 and t.dtype == .float32);
+        const rows = t.shape[0];
+        const cols = t.shape[1];
+        const base: [*]const f32 = @ptrCast(@alignCast(t.storage.bytes.ptr));
+        const all = base[0 .. t.storage.bytes.len / @sizeOf(f32)];
+        if (t.offset > all.len) return null;
+        const values = all[t.offset..];
+        // A dim of size 1 has no meaningful stride; a leading dimension below the other
+        // dim's size would make rows (columns) overlap, as a broadcast does: copied.
+        if ((t.strides[1] == 1 or cols <= 1) and (t.strides[0] >= cols or rows <= 1)) {
+            return .{ .values = values, .trans = false, .ld = @max(if (rows <= 1) cols else t.strides[0], cols, 1) };
+        }
+        if ((t.strides[0] == 1 or rows <= 1) and (t.strides[1] >= rows or cols <= 1)) {
+            return .{ .values = values, .trans = true, .ld = @max(if (cols <= 1) rows else t.strides[1], rows, 1) };
+        }
+        return null;
+    }
+};
 
 /// Parallel GEMM over the intra-op pool: C = op(A)·op(B) (beta = 0).
 pub fn matmulInto(
@@ -555,6 +588,72 @@ test "mm of a transposed view matches the reference, 1 and 2 threads" {
             for (0..129) |p| sum += @as(f64, a.f32Slice()[i * 129 + p]) * b_storage.f32Slice()[j * 129 + p];
             try std.testing.expectApproxEqAbs(@as(f32, @floatCast(sum)), values[i * 53 + j], 1e-3);
         };
+    }
+}
+
+test "mm reads row- and column-major views in place and copies the others, 1 and 2 threads" {
+    settings.resetForTesting();
+    defer settings.resetForTesting();
+    var prng = std.Random.DefaultPrng.init(11);
+    // A wide product [40, 3 · 24]: column slices of it are row-major views with ld = 72 and
+    // an offset, as a fused query/key/value projection's are.
+    const wide = try tensor.createUninit(.float32, &.{ 40, 72 });
+    defer wide.release();
+    for (wide.f32Slice()) |*x| x.* = prng.random().float(f32) * 2 - 1;
+    const Case = struct { a: *Tensor, b: *Tensor };
+    const queries = try shape_ops.slice(wide, 1, 0, 24, 1);
+    defer queries.release();
+    const keys = try shape_ops.slice(wide, 1, 24, 48, 1);
+    defer keys.release();
+    const values = try shape_ops.slice(wide, 1, 48, 72, 1);
+    defer values.release();
+    const rows_q = try shape_ops.slice(queries, 0, 7, 30, 1); // [23, 24], offset 7 · 72
+    defer rows_q.release();
+    const keys_t = try shape_ops.transpose(keys, 0, 1); // [24, 40], column-major
+    defer keys_t.release();
+    const rows_v = try shape_ops.slice(values, 0, 0, 24, 1); // [24, 24]
+    defer rows_v.release();
+    // Every other row of a column slice: neither layout, copied.
+    const strided = try shape_ops.slice(queries, 0, 0, 40, 2); // [20, 24]
+    defer strided.release();
+    // A broadcast row (stride 0): copied, not read as 20 rows past the storage.
+    const row_storage = try tensor.createUninit(.float32, &.{ 1, 24 });
+    defer row_storage.release();
+    for (row_storage.f32Slice()) |*x| x.* = prng.random().float(f32);
+    const broadcast = try tensor.createView(row_storage, &.{ 20, 24 }, &.{ 0, 1 }, 0);
+    defer broadcast.release();
+    const one_column = try shape_ops.slice(keys, 1, 5, 6, 1); // [40, 1], ld 72
+    defer one_column.release();
+    const one_column_t = try shape_ops.transpose(one_column, 0, 1); // [1, 40]
+    defer one_column_t.release();
+    const cases = [_]Case{
+        .{ .a = rows_q, .b = keys_t },
+        .{ .a = keys_t, .b = values },
+        .{ .a = rows_q, .b = rows_v },
+        .{ .a = strided, .b = rows_v },
+        .{ .a = broadcast, .b = rows_v },
+        .{ .a = one_column, .b = one_column_t },
+        .{ .a = one_column_t, .b = one_column },
+    };
+    for ([_]i64{ 1, 2 }) |threads| {
+        try settings.setNumThreads(threads);
+        for (cases) |case| {
+            const out = try mm(case.a, case.b);
+            defer out.release();
+            const a = try shape_ops.contiguous(case.a);
+            defer a.release();
+            const b = try shape_ops.contiguous(case.b);
+            defer b.release();
+            const m = a.shape[0];
+            const k = a.shape[1];
+            const n = b.shape[1];
+            try std.testing.expectEqualSlices(usize, &.{ m, n }, out.dims());
+            for (0..m) |i| for (0..n) |j| {
+                var sum: f64 = 0;
+                for (0..k) |p| sum += @as(f64, a.f32Slice()[i * k + p]) * b.f32Slice()[p * n + j];
+                try std.testing.expectApproxEqAbs(@as(f32, @floatCast(sum)), out.f32Slice()[i * n + j], 1e-4);
+            };
+        }
     }
 }
 
