@@ -200,8 +200,9 @@ interface Sibling {
  * Products of one input by different constant weights, the same in everything else (a
  * transformer's query, key and value projections, each with its bias) → one gemm on the
  * weights side by side and a slice of its columns for each: the input is packed and read
- * once, and one wide product runs where several narrow ones did (N = 64 ran at about half
- * the rate of N = 192 on rec's machine).
+ * once, and one wide product runs where several narrow ones did (builtin:transformer's
+ * [256, 256] · [256, 64] projections ran at 60-108 GFLOPS in the model, the joined
+ * [256, 192] ones at about 140).
  */
 function fuseSiblingProducts(source: ProgramSource, graph: GraphDescription, hints: GraphHints): number {
   const index = new Index(graph);
