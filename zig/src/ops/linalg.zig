@@ -35,12 +35,14 @@ pub fn mm(a_input: *Tensor, b_input: *Tensor) Error!*Tensor {
     }
     // Row- or column-major views (a transposed key, a slice of a wider product's columns)
     // are read in place through the GEMM's transpose flags and leading dimensions.
-    const a_copy = if (InPlace.of(a_input) == null) try shape_ops.contiguous(a_input) else null;
+    const a_view = InPlace.of(a_input);
+    const a_copy = if (a_view == null) try shape_ops.contiguous(a_input) else null;
     defer if (a_copy) |t| t.release();
-    const b_copy = if (InPlace.of(b_input) == null) try shape_ops.contiguous(b_input) else null;
+    const b_view = InPlace.of(b_input);
+    const b_copy = if (b_view == null) try shape_ops.contiguous(b_input) else null;
     defer if (b_copy) |t| t.release();
-    const a = InPlace.of(a_copy orelse a_input).?;
-    const b = InPlace.of(b_copy orelse b_input).?;
+    const a = a_view orelse InPlace.of(a_copy.?).?;
+    const b = b_view orelse InPlace.of(b_copy.?).?;
     const m = a_input.shape[0];
     const k = a_input.shape[1];
     const n = b_input.shape[1];
@@ -51,9 +53,10 @@ pub fn mm(a_input: *Tensor, b_input: *Tensor) Error!*Tensor {
 }
 
 /// A 2-D float32 tensor as a GEMM operand read in place: its storage from its first element
-/// on, and the transpose flag and leading dimension its strides make; null for any other
-/// layout (a broadcast row, a strided column), which is copied. The GEMM checks that every
-/// element it reads lies inside `values`.
+/// on, and the transpose flag and leading dimension of its layout (MatrixView, as the
+/// batched product reads its operands); null for any other layout (a broadcast row, a
+/// strided column), which is copied. The GEMM checks that every element it reads lies
+/// inside `values`.
 const InPlace = struct {
     values: []const f32,
     trans: bool,
@@ -61,21 +64,11 @@ const InPlace = struct {
 
     fn of(t: *const Tensor) ?InPlace {
         std.debug.assert(t.ndim == 2 and t.dtype == .float32);
-        const rows = t.shape[0];
-        const cols = t.shape[1];
+        const view = MatrixView.of(t.shape[0], t.shape[1], t.strides[0], t.strides[1]) orelse return null;
         const base: [*]const f32 = @ptrCast(@alignCast(t.storage.bytes.ptr));
         const all = base[0 .. t.storage.bytes.len / @sizeOf(f32)];
         if (t.offset > all.len) return null;
-        const values = all[t.offset..];
-        // A dim of size 1 has no meaningful stride; a leading dimension below the other
-        // dim's size would make rows (columns) overlap, as a broadcast does: copied.
-        if ((t.strides[1] == 1 or cols <= 1) and (t.strides[0] >= cols or rows <= 1)) {
-            return .{ .values = values, .trans = false, .ld = @max(if (rows <= 1) cols else t.strides[0], cols, 1) };
-        }
-        if ((t.strides[0] == 1 or rows <= 1) and (t.strides[1] >= rows or cols <= 1)) {
-            return .{ .values = values, .trans = true, .ld = @max(if (cols <= 1) rows else t.strides[1], rows, 1) };
-        }
-        return null;
+        return .{ .values = all[t.offset..], .trans = view.transposed, .ld = view.leading };
     }
 };
 
@@ -128,10 +121,16 @@ const MatrixView = struct {
     leading: usize,
 
     /// Row-major with unit column stride, or column-major (a transposed view) with unit row
-    /// stride; null when neither (the caller copies).
+    /// stride; null when neither (the caller copies). A dim of size 1 has no meaningful
+    /// stride; a leading dimension below the other dim's size would make rows (columns)
+    /// overlap, as a broadcast's do, which no leading dimension describes: copied too.
     fn of(rows: usize, cols: usize, row_stride: usize, col_stride: usize) ?MatrixView {
-        if (col_stride == 1 or cols == 1) return .{ .transposed = false, .leading = @max(row_stride, cols, 1) };
-        if (row_stride == 1 or rows == 1) return .{ .transposed = true, .leading = @max(col_stride, rows, 1) };
+        if ((col_stride == 1 or cols <= 1) and (row_stride >= cols or rows <= 1)) {
+            return .{ .transposed = false, .leading = @max(row_stride, cols, 1) };
+        }
+        if ((row_stride == 1 or rows <= 1) and (col_stride >= rows or cols <= 1)) {
+            return .{ .transposed = true, .leading = @max(col_stride, rows, 1) };
+        }
         return null;
     }
 };
@@ -591,7 +590,7 @@ test "mm of a transposed view matches the reference, 1 and 2 threads" {
     }
 }
 
-test "mm reads row- and column-major views in place and copies the others, 1 and 2 threads" {
+test "mm and matmul read row- and column-major views in place and copy the others, 1 and 2 threads" {
     settings.resetForTesting();
     defer settings.resetForTesting();
     var prng = std.Random.DefaultPrng.init(11);
@@ -647,11 +646,16 @@ test "mm reads row- and column-major views in place and copies the others, 1 and
             const m = a.shape[0];
             const k = a.shape[1];
             const n = b.shape[1];
+            // matmul's batched path reads its operands by the same layout rule.
+            const batched_out = try matmul(case.a, case.b);
+            defer batched_out.release();
             try std.testing.expectEqualSlices(usize, &.{ m, n }, out.dims());
+            try std.testing.expectEqualSlices(usize, &.{ m, n }, batched_out.dims());
             for (0..m) |i| for (0..n) |j| {
                 var sum: f64 = 0;
                 for (0..k) |p| sum += @as(f64, a.f32Slice()[i * k + p]) * b.f32Slice()[p * n + j];
                 try std.testing.expectApproxEqAbs(@as(f32, @floatCast(sum)), out.f32Slice()[i * n + j], 1e-4);
+                try std.testing.expectApproxEqAbs(@as(f32, @floatCast(sum)), batched_out.f32Slice()[i * n + j], 1e-4);
             };
         }
     }
