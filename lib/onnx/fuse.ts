@@ -192,8 +192,11 @@ interface Sibling {
   node: NodeDescription;
   weight: { data: Float32Array; shape: number[] };
   bias: Float32Array | undefined;
-  /** Output columns (the weight's n). */
+  /** The weight is stored [n, k] (a gemm's transB). */
+  transB: boolean;
+  /** Output columns (the weight's n) and depth (its k). */
   n: number;
+  k: number;
 }
 
 /**
@@ -212,8 +215,8 @@ function fuseSiblingProducts(source: ProgramSource, graph: GraphDescription, hin
     if (sibling === undefined) continue;
     const key = JSON.stringify([
       node.inputs![0],
-      param(node, "trans_b") === true && node.op === "gemm",
-      sibling.weight.shape[param(node, "trans_b") === true && node.op === "gemm" ? 1 : 0],
+      sibling.transB,
+      sibling.k,
       node.op === "gemm" ? param(node, "alpha") : 1,
       node.op === "gemm" ? param(node, "beta") : 1,
       sibling.bias !== undefined,
@@ -225,9 +228,8 @@ function fuseSiblingProducts(source: ProgramSource, graph: GraphDescription, hin
   for (const members of groups.values()) {
     if (members.length < 2) continue;
     const first = members[0].node;
-    const transB = first.op === "gemm" && param(first, "trans_b") === true;
+    const { transB, k: depth } = members[0];
     const total = members.reduce((sum, m) => sum + m.n, 0);
-    const depth = transB ? members[0].weight.shape[1] : members[0].weight.shape[0];
     const weight = new Float32Array(total * depth);
     let column = 0;
     for (const member of members) {
@@ -276,13 +278,14 @@ function siblingOf(source: ProgramSource, index: Index, node: NodeDescription, h
   if (gemm && param(node, "trans_a") === true) return undefined;
   const weight = constant(source, index, inputs[1]);
   if (weight === undefined || weight.shape.length !== 2 || inputs[0] === inputs[1]) return undefined;
-  const n = gemm && param(node, "trans_b") === true ? weight.shape[0] : weight.shape[1];
+  const transB = gemm && param(node, "trans_b") === true;
+  const [n, k] = transB ? weight.shape : [weight.shape[1], weight.shape[0]];
   if (n === 0 || weight.data.length === 0) return undefined;
-  if (!gemm || param(node, "has_bias") !== true) return { node, weight, bias: undefined, n };
+  if (!gemm || param(node, "has_bias") !== true) return { node, weight, bias: undefined, transB, n, k };
   const bias = constant(source, index, inputs[2]);
   // A bias of one value per column; one broadcast any other way stays on its own.
   if (bias === undefined || bias.data.length !== n || bias.shape.slice(0, -1).some((d) => d !== 1)) return undefined;
-  return { node, weight, bias: bias.data, n };
+  return { node, weight, bias: bias.data, transB, n, k };
 }
 
 /** One sweep: each node is the last op of a pattern at most once. */
